@@ -1,0 +1,472 @@
+//! Controller-side operations of the hostpath backend: create, delete, expand, list, capacity,
+//! and the attach bookkeeping of ControllerPublish.
+
+use super::params::{defining, HostpathParams, QuotaMode};
+use super::record::{Phase, VolumeRecord};
+use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
+use crate::backend::Page;
+use crate::error::{Error, Result};
+use crate::os::{fsutil, statfs};
+use crate::volume::{
+    AccessKind, Capability, CapacityRange, CreateRequest, TopologyRequirement, VolumeId,
+    VolumeInfo,
+};
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+
+/// Sizes are whole 4 KiB blocks (a block volume's loop device needs 512-byte multiples).
+const ALIGN: u64 = 4096;
+
+/// The one access kind a set of capabilities asks for, after checking each is one we serve.
+pub(super) fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
+    let first = caps
+        .first()
+        .ok_or_else(|| Error::invalid(format!("volume {volume}: volume_capabilities are required")))?;
+    for cap in caps {
+        if let Some(why) = unsupported(cap, first.kind) {
+            return Err(Error::invalid(format!("volume {volume}: {why}")));
+        }
+    }
+    Ok(first.kind)
+}
+
+/// Why a capability cannot be served on a volume of `kind`, if it cannot.
+pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> {
+    if !cap.mode.single_node() {
+        return Some(format!(
+            "access mode {:?} needs several nodes; hostpath volumes live on one node",
+            cap.mode
+        ));
+    }
+    if cap.kind != kind {
+        return Some(format!(
+            "access type {:?} does not match the volume's {:?}",
+            cap.kind, kind
+        ));
+    }
+    None
+}
+
+impl HostpathBackend {
+    pub(super) fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        let id = VolumeId::new(super::BACKEND, &self.node, &req.name)?;
+        let id_str = id.to_string();
+        let params = HostpathParams::decode(&req.parameters)?;
+        let kind = access_kind(&id_str, &req.capabilities)?;
+        if let Some(t) = &req.topology {
+            if !t.allows_node(&self.node) {
+                return Err(Error::ResourceExhausted(format!(
+                    "volume {id_str}: this driver provisions on node {} only, which the requisite topology excludes",
+                    self.node
+                )));
+            }
+        }
+        let capacity = req
+            .capacity
+            .resolve(self.default_capacity, ALIGN, &id_str)?;
+        let wanted_params = defining(&req.parameters);
+
+        let existing = self.lock_index().volumes.get(&req.name).cloned();
+        let project_id = match existing {
+            Some(rec) if rec.phase == Phase::Ready => {
+                return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
+            }
+            Some(rec) if rec.phase == Phase::Deleting => {
+                return Err(Error::Busy(id_str));
+            }
+            // A creation that never finished was never acknowledged: start it over.
+            Some(rec) => rec.project_id,
+            None => None,
+        };
+
+        let fs = statfs::fs_stats(&self.base)
+            .map_err(|e| Error::Internal(format!("statfs {}: {e}", self.base.display())))?;
+        if capacity > fs.total_bytes {
+            return Err(Error::OutOfRange {
+                volume: id_str,
+                detail: format!(
+                    "{capacity} bytes is more than the whole base filesystem ({} bytes)",
+                    fs.total_bytes
+                ),
+            });
+        }
+        let available = self.available_bytes()?;
+        if capacity > available {
+            return Err(Error::ResourceExhausted(format!(
+                "volume {id_str}: {capacity} bytes requested, {available} bytes available on node {}",
+                self.node
+            )));
+        }
+
+        let enforce = match (params.quota, &self.quota) {
+            (QuotaMode::None, _) => false,
+            (_, Some(_)) => true,
+            (QuotaMode::Auto, None) => false,
+            (QuotaMode::Enforce, None) => {
+                return Err(Error::invalid(format!(
+                    "volume {id_str}: quota=enforce, but base path {} ({}) has no project quota",
+                    self.base.display(),
+                    self.base_fs
+                )))
+            }
+        };
+        let project_id = match (enforce, project_id) {
+            (false, _) => None,
+            (true, Some(p)) => Some(p),
+            (true, None) => Some(self.allocate_project_id(&id_str)?),
+        };
+
+        let mut rec = VolumeRecord {
+            id: id_str.clone(),
+            name: req.name.clone(),
+            phase: Phase::Creating,
+            kind,
+            capacity_bytes: capacity,
+            parameters: wanted_params,
+            project_id,
+            controller_published: BTreeMap::new(),
+            staged_at: None,
+            published: BTreeMap::new(),
+        };
+        // Record the intent first: a crash from here on is rolled back at the next start.
+        self.save(rec.clone())?;
+        if let Err(e) = self.materialize(&rec) {
+            // Undo what we can now; whatever remains is rolled back at the next start.
+            if let Err(undo) = self.discard(&rec) {
+                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete");
+            }
+            return Err(e);
+        }
+        rec.phase = Phase::Ready;
+        self.save(rec.clone())?;
+        Ok(self.info(&rec))
+    }
+
+    fn existing_matches(
+        &self,
+        rec: VolumeRecord,
+        kind: AccessKind,
+        range: &CapacityRange,
+        params: &BTreeMap<String, String>,
+    ) -> Result<VolumeInfo> {
+        let mismatch = if rec.kind != kind {
+            Some(format!("exists with access type {:?}", rec.kind))
+        } else if !range.admits(rec.capacity_bytes) {
+            Some(format!(
+                "exists with capacity {} bytes, outside the requested range",
+                rec.capacity_bytes
+            ))
+        } else if &rec.parameters != params {
+            Some(format!("exists with parameters {:?}", rec.parameters))
+        } else {
+            None
+        };
+        match mismatch {
+            Some(detail) => Err(Error::exists(rec.id, detail)),
+            None => Ok(self.info(&rec)),
+        }
+    }
+
+    /// Makes the directory (and image) a record describes. Every step is safe to repeat.
+    fn materialize(&self, rec: &VolumeRecord) -> Result<()> {
+        let dir = self.volume_dir(&rec.name);
+        let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match fsutil::owner_marker(&dir).map_err(os("read marker of"))? {
+                    Some(m) if m == rec.id => {}
+                    None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none() => {}
+                    _ => {
+                        return Err(Error::precondition(
+                            &rec.id,
+                            format!(
+                                "{} already exists and is not this volume's; it is left untouched",
+                                dir.display()
+                            ),
+                        ))
+                    }
+                }
+            }
+            Err(e) => return Err(os("create")(e)),
+        }
+        // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
+        fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
+        if let (Some(q), Some(p)) = (&self.quota, rec.project_id) {
+            q.assign(&dir, p).map_err(os("assign project quota to"))?;
+            q.set_limit(p, self.quota_limit(rec.kind, rec.capacity_bytes))
+                .map_err(os("set project quota on"))?;
+        }
+        if rec.kind == AccessKind::Block {
+            let image = self.image_path(&rec.name);
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&image)
+                .map_err(Error::os(&rec.id, format!("create {}", image.display())))?;
+            f.set_len(rec.capacity_bytes)
+                .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
+            f.sync_all()
+                .map_err(Error::os(&rec.id, format!("sync {}", image.display())))?;
+        }
+        fsutil::fsync_dir(&self.base).map_err(Error::os(&rec.id, "sync base directory"))?;
+        Ok(())
+    }
+
+    fn quota_limit(&self, kind: AccessKind, capacity: u64) -> u64 {
+        match kind {
+            AccessKind::Mount => capacity,
+            AccessKind::Block => capacity + BLOCK_QUOTA_SLACK,
+        }
+    }
+
+    /// A project id derived from the volume id, probing past ids in use by us or anyone else.
+    fn allocate_project_id(&self, volume: &str) -> Result<u32> {
+        const FIRST: u32 = 1 << 20;
+        const SPAN: u32 = (1 << 31) - FIRST;
+        let hash = volume
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let quota = self.quota.as_ref().expect("allocate only with quota");
+        for probe in 0..1024u32 {
+            let id = FIRST + ((hash as u32).wrapping_add(probe) % SPAN);
+            if self.lock_index().project_ids.contains(&id) {
+                continue;
+            }
+            let (limit, used, inodes) = quota.get(id).unwrap_or((0, 0, 0));
+            if limit == 0 && used == 0 && inodes == 0 {
+                return Ok(id);
+            }
+        }
+        Err(Error::ResourceExhausted(format!(
+            "volume {volume}: no free project quota id found"
+        )))
+    }
+
+    pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+        if id.node != self.node {
+            return Err(Error::precondition(
+                id.to_string(),
+                format!(
+                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
+                    id.node, self.node
+                ),
+            ));
+        }
+        let id_str = id.to_string();
+        let existing = self.lock_index().volumes.get(&id.name).cloned();
+        let mut rec = match existing {
+            Some(rec) if rec.id == id_str => rec,
+            _ => return self.delete_orphan(id),
+        };
+        if rec.phase == Phase::Ready {
+            if let Some(why) = rec.in_use() {
+                return Err(Error::precondition(id_str, why));
+            }
+            if rec.kind == AccessKind::Block {
+                let image = self.image_path(&rec.name);
+                if image.exists() {
+                    let attached = crate::os::loopdev::find_by_backing_file(&image)
+                        .map_err(Error::os(&id_str, "list loop devices"))?;
+                    if let Some(a) = attached.first() {
+                        return Err(Error::precondition(
+                            id_str,
+                            format!("its image is still attached to {}", a.device.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        rec.phase = Phase::Deleting;
+        self.save(rec.clone())?;
+        self.discard(&rec)
+    }
+
+    /// A directory with our marker but no record (state lost): ours, so delete it.
+    fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
+        let dir = self.volume_dir(&id.name);
+        let id_str = id.to_string();
+        if let Ok(Some(marker)) = fsutil::owner_marker(&dir) {
+            if marker == id_str {
+                tracing::warn!(volume = %id_str, dir = %dir.display(), "deleting a volume directory that had no state record");
+                fsutil::remove_tree_one_fs(&dir)
+                    .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn list_volumes(&self, after: Option<&str>, max: usize) -> Result<Page> {
+        use std::ops::Bound;
+        let index = self.lock_index();
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        let mut next_after = None;
+        for rec in index
+            .volumes
+            .range((start, Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| r.phase == Phase::Ready)
+        {
+            if max != 0 && entries.len() == max {
+                next_after = entries.last().map(|i: &VolumeInfo| i.id.name.clone());
+                break;
+            }
+            entries.push(self.info(rec));
+        }
+        Ok(Page {
+            entries,
+            next_after,
+        })
+    }
+
+    pub(super) fn validate_volume(
+        &self,
+        id: &VolumeId,
+        caps: &[Capability],
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        let rec = self.record(id)?;
+        if !parameters.is_empty() && defining(parameters) != rec.parameters {
+            return Ok(Some(format!(
+                "parameters differ from the volume's {:?}",
+                rec.parameters
+            )));
+        }
+        Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
+    }
+
+    pub(super) fn get_capacity(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        caps: &[Capability],
+        topology: Option<&TopologyRequirement>,
+    ) -> Result<u64> {
+        let params = HostpathParams::decode(parameters)?;
+        if params.quota == QuotaMode::Enforce && self.quota.is_none() {
+            return Ok(0);
+        }
+        if let Some(t) = topology {
+            if !t.allows_node(&self.node) {
+                return Ok(0);
+            }
+        }
+        if let Some(first) = caps.first() {
+            if caps.iter().any(|c| unsupported(c, first.kind).is_some()) {
+                return Ok(0);
+            }
+        }
+        self.available_bytes()
+    }
+
+    pub(super) fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+        let mut rec = self.record(id)?;
+        let id_str = rec.id.clone();
+        if range.required == 0 && range.limit == 0 {
+            return Err(Error::invalid(format!("volume {id_str}: capacity_range is required")));
+        }
+        if range.limit != 0 && range.limit < rec.capacity_bytes {
+            return Err(Error::OutOfRange {
+                volume: id_str,
+                detail: format!(
+                    "limit_bytes {} is below the current capacity {}; volumes do not shrink",
+                    range.limit, rec.capacity_bytes
+                ),
+            });
+        }
+        let node_step = rec.kind == AccessKind::Block;
+        if range.required <= rec.capacity_bytes {
+            return Ok((rec.capacity_bytes, node_step));
+        }
+        let new = range.resolve(rec.capacity_bytes, ALIGN, &id_str)?;
+        let fs = statfs::fs_stats(&self.base)
+            .map_err(|e| Error::Internal(format!("statfs {}: {e}", self.base.display())))?;
+        if new > fs.total_bytes {
+            return Err(Error::OutOfRange {
+                volume: id_str,
+                detail: format!("{new} bytes is more than the whole base filesystem"),
+            });
+        }
+        let growth = new - rec.capacity_bytes;
+        let available = self.available_bytes()?;
+        if growth > available {
+            return Err(Error::ResourceExhausted(format!(
+                "volume {id_str}: growing by {growth} bytes, {available} bytes available"
+            )));
+        }
+        // Grow the limit first, then the image, then the record: each step is safe to repeat.
+        if let (Some(q), Some(p)) = (&self.quota, rec.project_id) {
+            q.set_limit(p, self.quota_limit(rec.kind, new))
+                .map_err(Error::os(&id_str, "raise project quota"))?;
+        }
+        if rec.kind == AccessKind::Block {
+            let image = self.image_path(&rec.name);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&image)
+                .map_err(Error::os(&id_str, format!("open {}", image.display())))?;
+            f.set_len(new)
+                .map_err(Error::os(&id_str, format!("grow {}", image.display())))?;
+            f.sync_all()
+                .map_err(Error::os(&id_str, format!("sync {}", image.display())))?;
+        }
+        rec.capacity_bytes = new;
+        self.save(rec)?;
+        Ok((new, node_step))
+    }
+
+    pub(super) fn publish_to_node(
+        &self,
+        id: &VolumeId,
+        node: &str,
+        read_only: bool,
+        cap: &Capability,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut rec = self.record(id)?;
+        if node != self.node {
+            return Err(Error::NotFound(format!(
+                "node {node} not found: volume {} is local to node {}",
+                rec.id, self.node
+            )));
+        }
+        if let Some(why) = unsupported(cap, rec.kind) {
+            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
+        }
+        match rec.controller_published.get(node) {
+            Some(ro) if *ro == read_only => return Ok(BTreeMap::new()),
+            Some(ro) => {
+                return Err(Error::exists(
+                    rec.id,
+                    format!("already published to node {node} with readonly={ro}"),
+                ))
+            }
+            None => {}
+        }
+        rec.controller_published.insert(node.to_string(), read_only);
+        self.save(rec)?;
+        Ok(BTreeMap::new())
+    }
+
+    pub(super) fn unpublish_from_node(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
+        let mut rec = self.record(id)?;
+        let changed = match node {
+            Some(n) => rec.controller_published.remove(n).is_some(),
+            None => {
+                let had = !rec.controller_published.is_empty();
+                rec.controller_published.clear();
+                had
+            }
+        };
+        if changed {
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,355 @@
+//! Node-side operations of the hostpath backend: stage (bind the directory, or attach the image
+//! to a loop device), publish (bind into the pod), stats and node expansion.
+
+use super::controller::unsupported;
+use super::record::{Publication, VolumeRecord};
+use super::HostpathBackend;
+use crate::error::{Error, Result};
+use crate::os::mount::{self, BindOptions};
+use crate::os::{fsutil, loopdev, mountinfo, statfs};
+use crate::volume::{AccessKind, Capability, CapacityRange, PublishRequest, VolumeId, VolumeStats};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+fn is_mounted(path: &Path, volume: &str) -> Result<bool> {
+    Ok(mountinfo::mount_at(path)
+        .map_err(Error::os(volume, "read mount table"))?
+        .is_some())
+}
+
+impl HostpathBackend {
+    /// Whether `path` shows this volume: its directory (bind mount) or one of its loop devices.
+    fn shows_volume(&self, rec: &VolumeRecord, path: &Path) -> bool {
+        match rec.kind {
+            AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
+            AccessKind::Block => {
+                let Ok(meta) = fs::metadata(path) else { return false };
+                self.loop_devices(rec)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
+            }
+        }
+    }
+
+    fn loop_devices(&self, rec: &VolumeRecord) -> Result<Vec<loopdev::Attached>> {
+        let image = self.image_path(&rec.name);
+        if !image.exists() {
+            return Ok(Vec::new());
+        }
+        loopdev::find_by_backing_file(&image).map_err(Error::os(&rec.id, "list loop devices"))
+    }
+
+    /// The read-write loop device made by NodeStage.
+    fn staged_device(&self, rec: &VolumeRecord) -> Result<Option<PathBuf>> {
+        Ok(self
+            .loop_devices(rec)?
+            .into_iter()
+            .find(|a| !a.read_only)
+            .map(|a| a.device))
+    }
+
+    /// Drops publications whose mounts vanished (reboot, manual unmount). True if any did.
+    pub(super) fn forget_lost_mounts(&self, rec: &mut VolumeRecord) -> bool {
+        let before = (rec.staged_at.clone(), rec.published.len());
+        rec.published
+            .retain(|target, _| matches!(mountinfo::mount_at(target), Ok(Some(_))));
+        let staged_alive = match (&rec.staged_at, rec.kind) {
+            (None, _) => true,
+            (Some(s), AccessKind::Mount) => matches!(mountinfo::mount_at(s), Ok(Some(_))),
+            (Some(_), AccessKind::Block) => matches!(self.staged_device(rec), Ok(Some(_))),
+        };
+        if !staged_alive {
+            rec.staged_at = None;
+        }
+        before != (rec.staged_at.clone(), rec.published.len())
+    }
+
+    pub(super) fn stage_volume(&self, id: &VolumeId, staging: &Path, cap: &Capability) -> Result<()> {
+        let mut rec = self.record(id)?;
+        let vid = rec.id.clone();
+        if let Some(why) = unsupported(cap, rec.kind) {
+            return Err(Error::invalid(format!("volume {vid}: {why}")));
+        }
+        if let Some(prev) = &rec.staged_at {
+            if prev != staging {
+                return Err(Error::precondition(
+                    vid,
+                    format!("already staged at {}", prev.display()),
+                ));
+            }
+        }
+        match rec.kind {
+            AccessKind::Mount => {
+                let dir = self.volume_dir(&rec.name);
+                if !dir.is_dir() {
+                    return Err(Error::precondition(vid, format!("directory {} is gone", dir.display())));
+                }
+                fs::create_dir_all(staging)
+                    .map_err(Error::os(&vid, format!("create staging path {}", staging.display())))?;
+                if is_mounted(staging, &vid)? {
+                    if !same_inode(staging, &dir) {
+                        return Err(Error::exists(
+                            vid,
+                            format!("staging path {} holds another mount", staging.display()),
+                        ));
+                    }
+                } else {
+                    mount::bind(&dir, staging, BindOptions::default()).map_err(Error::os(
+                        &vid,
+                        format!("bind {} to {}", dir.display(), staging.display()),
+                    ))?;
+                }
+            }
+            AccessKind::Block => {
+                if self.staged_device(&rec)?.is_none() {
+                    let image = self.image_path(&rec.name);
+                    let dev = loopdev::attach(&image, false)
+                        .map_err(Error::os(&vid, format!("attach {} to a loop device", image.display())))?;
+                    tracing::info!(volume = %vid, device = %dev.display(), "attached image");
+                }
+            }
+        }
+        if rec.staged_at.as_deref() != Some(staging) {
+            rec.staged_at = Some(staging.to_path_buf());
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn unstage_volume(&self, id: &VolumeId, staging: &Path) -> Result<()> {
+        let mut rec = self.record(id)?;
+        let vid = rec.id.clone();
+        if let Some(t) = rec.published.keys().next() {
+            return Err(Error::precondition(
+                vid,
+                format!("still published at {}; unpublish it first", t.display()),
+            ));
+        }
+        match rec.kind {
+            AccessKind::Mount => {
+                if is_mounted(staging, &vid)? {
+                    if rec.staged_at.as_deref() != Some(staging) && !self.shows_volume(&rec, staging) {
+                        return Err(Error::NotFound(format!(
+                            "volume {vid} is not staged at {}; its mount is left alone",
+                            staging.display()
+                        )));
+                    }
+                    mount::unmount_all(staging)
+                        .map_err(Error::os(&vid, format!("unmount {}", staging.display())))?;
+                }
+            }
+            AccessKind::Block => {
+                for a in self.loop_devices(&rec)?.into_iter().filter(|a| !a.read_only) {
+                    loopdev::detach(&a.device)
+                        .map_err(Error::os(&vid, format!("detach {}", a.device.display())))?;
+                }
+            }
+        }
+        if rec.staged_at.take().is_some() {
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn publish_volume(&self, req: &PublishRequest) -> Result<()> {
+        let mut rec = self.record(&req.id)?;
+        let vid = rec.id.clone();
+        let cap = &req.capability;
+        let target = req.target_path.as_path();
+        if let Some(why) = unsupported(cap, rec.kind) {
+            return Err(Error::invalid(format!("volume {vid}: {why}")));
+        }
+        if rec.staged_at.as_deref() != Some(req.staging_path.as_path()) {
+            return Err(Error::precondition(
+                vid,
+                format!("not staged at {}", req.staging_path.display()),
+            ));
+        }
+        let opts = BindOptions::parse(&cap.mount_flags, req.read_only || cap.mode.read_only())
+            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let wanted = Publication {
+            read_only: opts.read_only(),
+            mount_flags: cap.mount_flags.clone(),
+        };
+        if let Some(entry) = mountinfo::mount_at(target).map_err(Error::os(&vid, "read mount table"))? {
+            let same = match rec.published.get(target) {
+                Some(p) => *p == wanted,
+                None => self.shows_volume(&rec, target) && opts.matches(&entry),
+            };
+            if !same {
+                return Err(Error::exists(
+                    vid,
+                    format!("{} is already mounted with other options or another volume", target.display()),
+                ));
+            }
+        } else {
+            self.mount_target(&rec, req, opts)?;
+        }
+        if rec.published.get(target) != Some(&wanted) {
+            rec.published.insert(target.to_path_buf(), wanted);
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+
+    fn mount_target(&self, rec: &VolumeRecord, req: &PublishRequest, opts: BindOptions) -> Result<()> {
+        let vid = rec.id.as_str();
+        let target = req.target_path.as_path();
+        let create_err = Error::os(vid, format!("create target {}", target.display()));
+        match rec.kind {
+            AccessKind::Mount => {
+                fs::create_dir_all(target).map_err(create_err)?;
+                mount::bind(&req.staging_path, target, opts).map_err(Error::os(
+                    vid,
+                    format!("bind {} to {}", req.staging_path.display(), target.display()),
+                ))
+            }
+            AccessKind::Block => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(Error::os(vid, "create target parent"))?;
+                }
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(target)
+                    .map_err(create_err)?;
+                // A read-only bind mount does not stop writes to a device node, so a read-only
+                // publication gets its own read-only loop device.
+                let (device, own_device) = if opts.read_only() {
+                    let image = self.image_path(&rec.name);
+                    let dev = loopdev::attach(&image, true)
+                        .map_err(Error::os(vid, format!("attach {} read-only", image.display())))?;
+                    (dev, true)
+                } else {
+                    match self.staged_device(rec)? {
+                        Some(d) => (d, false),
+                        None => return Err(Error::precondition(vid, "image is not attached; stage it first")),
+                    }
+                };
+                mount::bind(&device, target, opts).map_err(|e| {
+                    if own_device {
+                        let _ = loopdev::detach(&device);
+                    }
+                    Error::os(vid, format!("bind {} to {}", device.display(), target.display()))(e)
+                })
+            }
+        }
+    }
+
+    pub(super) fn unpublish_volume(&self, id: &VolumeId, target: &Path) -> Result<()> {
+        let mut rec = self.record(id)?;
+        let vid = rec.id.clone();
+        if is_mounted(target, &vid)? {
+            if !rec.published.contains_key(target) && !self.shows_volume(&rec, target) {
+                return Err(Error::NotFound(format!(
+                    "volume {vid} is not published at {}; its mount is left alone",
+                    target.display()
+                )));
+            }
+            let read_only_device = match rec.kind {
+                AccessKind::Block => fs::metadata(target).ok().and_then(|m| {
+                    self.loop_devices(&rec).ok()?.into_iter().find(|a| {
+                        a.read_only && fs::metadata(&a.device).is_ok_and(|d| d.rdev() == m.rdev())
+                    })
+                }),
+                AccessKind::Mount => None,
+            };
+            mount::unmount_all(target)
+                .map_err(Error::os(&vid, format!("unmount {}", target.display())))?;
+            if let Some(a) = read_only_device {
+                loopdev::detach(&a.device)
+                    .map_err(Error::os(&vid, format!("detach {}", a.device.display())))?;
+            }
+        }
+        let removed = match fs::symlink_metadata(target) {
+            Ok(m) if m.is_dir() => fs::remove_dir(target),
+            Ok(_) => fs::remove_file(target),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(volume = %vid, target = %target.display(), error = %e, "target path left in place");
+        }
+        if rec.published.remove(target).is_some() {
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+        let rec = self.record(id)?;
+        let vid = rec.id.clone();
+        let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
+        if !path.exists() || !(known || self.shows_volume(&rec, path)) {
+            return Err(Error::VolumeNotFound {
+                volume: vid,
+                detail: format!("it is not published at {}", path.display()),
+            });
+        }
+        let condition = Some(self.condition(&rec));
+        if rec.kind == AccessKind::Block {
+            return Ok(VolumeStats {
+                total_bytes: rec.capacity_bytes,
+                condition,
+                ..Default::default()
+            });
+        }
+        let fs_now = statfs::fs_stats(path).map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
+        let (used, inodes_used) = match (&self.quota, rec.project_id) {
+            (Some(q), Some(p)) => {
+                let (_, used, inodes) = q.get(p).map_err(Error::os(&vid, "read project quota"))?;
+                (used, inodes)
+            }
+            _ => fsutil::disk_usage(path).map_err(Error::os(&vid, format!("measure {}", path.display())))?,
+        };
+        Ok(VolumeStats {
+            total_bytes: rec.capacity_bytes,
+            used_bytes: used,
+            available_bytes: rec.capacity_bytes.saturating_sub(used).min(fs_now.available_bytes),
+            inodes: Some((
+                fs_now.total_inodes,
+                inodes_used,
+                fs_now.free_inodes,
+            )),
+            condition,
+        })
+    }
+
+    pub(super) fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
+        let rec = self.record(id)?;
+        let vid = rec.id.clone();
+        if !path.exists() {
+            return Err(Error::VolumeNotFound {
+                volume: vid,
+                detail: format!("path {} does not exist", path.display()),
+            });
+        }
+        if range.required > rec.capacity_bytes {
+            return Err(Error::precondition(
+                vid,
+                format!(
+                    "capacity is {} bytes; ControllerExpandVolume must grow it to {} first",
+                    rec.capacity_bytes, range.required
+                ),
+            ));
+        }
+        if rec.kind == AccessKind::Block {
+            for a in self.loop_devices(&rec)? {
+                loopdev::refresh_capacity(&a.device)
+                    .map_err(Error::os(&vid, format!("resize {}", a.device.display())))?;
+            }
+        }
+        Ok(rec.capacity_bytes)
+    }
+}

@@ -1,0 +1,77 @@
+//! StorageClass parameters of the hostpath backend, decoded with serde from the parameter map.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// How a volume's size is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaMode {
+    /// Enforce with a project quota where the filesystem supports it, else advisory.
+    #[default]
+    Auto,
+    /// Refuse to create a volume whose size cannot be enforced.
+    Enforce,
+    /// Never set a quota.
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostpathParams {
+    #[serde(default)]
+    pub quota: QuotaMode,
+}
+
+/// Keys Kubernetes sidecars add on their own (PVC/PV names with --extra-create-metadata).
+const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
+
+impl HostpathParams {
+    pub fn decode(params: &BTreeMap<String, String>) -> Result<Self> {
+        let own: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .filter(|(k, _)| !k.starts_with(SIDECAR_PREFIX) && k.as_str() != "backend")
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(own))
+            .map_err(|e| Error::invalid(format!("hostpath StorageClass parameters: {e}")))
+    }
+}
+
+/// The parameters that define a volume (compared on a repeated CreateVolume).
+pub fn defining(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    params
+        .iter()
+        .filter(|(k, _)| !k.starts_with(SIDECAR_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn decodes_quota_and_ignores_sidecar_keys() {
+        let p = HostpathParams::decode(&map(&[
+            ("quota", "enforce"),
+            ("backend", "hostpath"),
+            ("csi.storage.k8s.io/pvc/name", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(p.quota, QuotaMode::Enforce);
+        assert_eq!(HostpathParams::decode(&map(&[])).unwrap().quota, QuotaMode::Auto);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_values() {
+        let e = HostpathParams::decode(&map(&[("basepath", "/x")])).unwrap_err();
+        assert!(e.to_string().contains("basepath"), "{e}");
+        assert!(HostpathParams::decode(&map(&[("quota", "sometimes")])).is_err());
+    }
+}

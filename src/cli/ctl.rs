@@ -1,0 +1,253 @@
+//! `ferrovol ctl`: a small CSI client for watching a driver work.
+
+use super::{default_socket, size::parse_size, DEFAULT_DATA_DIR};
+use crate::proto::{self as csi, controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient};
+use crate::server::{anyhow_like::Result, Endpoint};
+use clap::{Args, Subcommand};
+use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume};
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Driver endpoint (unix:///path or tcp://IP:PORT). Default: the standalone socket.
+    #[arg(long, env = "CSI_ENDPOINT")]
+    pub endpoint: Option<Endpoint>,
+    /// Data directory of the standalone driver (for its socket and the staging paths ctl uses).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Plugin name, version, node, capabilities and free capacity.
+    Info,
+    /// Create a volume (idempotent by name).
+    Create {
+        name: String,
+        /// Capacity, e.g. 512Mi or 10Gi.
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// A raw block volume instead of a directory.
+        #[arg(long)]
+        block: bool,
+        /// StorageClass parameter KEY=VALUE (repeatable), e.g. quota=enforce.
+        #[arg(long = "param", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+    },
+    /// List volumes with their capacity, nodes and condition.
+    List,
+    /// Delete a volume by id.
+    Delete { volume_id: String },
+    /// Stage and publish a volume at TARGET (a directory, or a device file for block volumes).
+    Publish {
+        volume_id: String,
+        target: PathBuf,
+        #[arg(long)]
+        readonly: bool,
+    },
+    /// Unpublish TARGET and unstage the volume.
+    Unpublish { volume_id: String, target: PathBuf },
+    /// Usage of a published volume.
+    Stats { volume_id: String, path: PathBuf },
+    /// Grow a volume to SIZE (controller and node side).
+    Expand {
+        volume_id: String,
+        #[arg(value_parser = parse_size)]
+        size: u64,
+    },
+}
+
+fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+fn capability(block: bool, readonly: bool) -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume::default())
+        }),
+        access_mode: Some(AccessMode {
+            mode: if readonly { Mode::SingleNodeReaderOnly } else { Mode::SingleNodeWriter } as i32,
+        }),
+    }
+}
+
+pub fn run(args: CtlArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: CtlArgs) -> Result<()> {
+    let data_dir = super::absolute(&args.data_dir);
+    let endpoint = args.endpoint.clone().unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
+    let channel = crate::client::connect(&endpoint)
+        .await
+        .map_err(|e| format!("cannot reach the driver at {endpoint}: {e} (is `ferrovol serve` running?)"))?;
+    let mut ctrl = ControllerClient::new(channel.clone());
+    let mut node = NodeClient::new(channel.clone());
+    match args.command {
+        CtlCommand::Info => info(channel).await?,
+        CtlCommand::Create { name, size, block, params } => {
+            let resp = ctrl
+                .create_volume(csi::CreateVolumeRequest {
+                    name,
+                    capacity_range: size.map(|s| csi::CapacityRange { required_bytes: s as i64, limit_bytes: 0 }),
+                    volume_capabilities: vec![capability(block, false)],
+                    parameters: params.into_iter().collect(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let v = resp.volume.unwrap_or_default();
+            println!("created {} ({} bytes)", v.volume_id, v.capacity_bytes);
+            for (k, val) in v.volume_context {
+                println!("  {k}={val}");
+            }
+        }
+        CtlCommand::List => {
+            let mut token = String::new();
+            loop {
+                let resp = ctrl
+                    .list_volumes(csi::ListVolumesRequest { max_entries: 500, starting_token: token })
+                    .await?
+                    .into_inner();
+                for e in resp.entries {
+                    let v = e.volume.unwrap_or_default();
+                    let st = e.status.unwrap_or_default();
+                    let cond = st.volume_condition.unwrap_or_default();
+                    println!(
+                        "{}\t{} bytes\tpublished={:?}\t{}",
+                        v.volume_id,
+                        v.capacity_bytes,
+                        st.published_node_ids,
+                        if cond.abnormal { format!("ABNORMAL: {}", cond.message) } else { "healthy".into() }
+                    );
+                }
+                if resp.next_token.is_empty() {
+                    break;
+                }
+                token = resp.next_token;
+            }
+        }
+        CtlCommand::Delete { volume_id } => {
+            ctrl.delete_volume(csi::DeleteVolumeRequest { volume_id: volume_id.clone(), ..Default::default() })
+                .await?;
+            println!("deleted {volume_id}");
+        }
+        CtlCommand::Publish { volume_id, target, readonly } => {
+            let info = NodeClient::new(channel.clone()).node_get_info(csi::NodeGetInfoRequest {}).await?.into_inner();
+            let vol = ctrl
+                .controller_get_volume(csi::ControllerGetVolumeRequest { volume_id: volume_id.clone() })
+                .await?
+                .into_inner()
+                .volume
+                .unwrap_or_default();
+            let block = vol.volume_context.get("ferrovol.io/access-type").map(String::as_str) == Some("block");
+            let cap = capability(block, readonly);
+            let staging = staging_path(&data_dir, &volume_id);
+            ctrl.controller_publish_volume(csi::ControllerPublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                node_id: info.node_id,
+                volume_capability: Some(cap.clone()),
+                readonly,
+                ..Default::default()
+            })
+            .await?;
+            node.node_stage_volume(csi::NodeStageVolumeRequest {
+                volume_id: volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(cap.clone()),
+                ..Default::default()
+            })
+            .await?;
+            node.node_publish_volume(csi::NodePublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                target_path: super::absolute(&target).display().to_string(),
+                volume_capability: Some(cap),
+                readonly,
+                ..Default::default()
+            })
+            .await?;
+            println!("published {volume_id} at {}", target.display());
+        }
+        CtlCommand::Unpublish { volume_id, target } => {
+            node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                target_path: super::absolute(&target).display().to_string(),
+            })
+            .await?;
+            node.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+                volume_id: volume_id.clone(),
+                staging_target_path: staging_path(&data_dir, &volume_id).display().to_string(),
+            })
+            .await?;
+            let info = node.node_get_info(csi::NodeGetInfoRequest {}).await?.into_inner();
+            ctrl.controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                node_id: info.node_id,
+                ..Default::default()
+            })
+            .await?;
+            println!("unpublished {volume_id} from {}", target.display());
+        }
+        CtlCommand::Stats { volume_id, path } => {
+            let resp = node
+                .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+                    volume_id,
+                    volume_path: super::absolute(&path).display().to_string(),
+                    staging_target_path: String::new(),
+                })
+                .await?
+                .into_inner();
+            for u in resp.usage {
+                let unit = if u.unit == csi::volume_usage::Unit::Inodes as i32 { "inodes" } else { "bytes" };
+                println!("{unit}: total={} used={} available={}", u.total, u.used, u.available);
+            }
+            if let Some(c) = resp.volume_condition {
+                println!("condition: {}{}", if c.abnormal { "ABNORMAL " } else { "" }, c.message);
+            }
+        }
+        CtlCommand::Expand { volume_id, size } => {
+            let range = Some(csi::CapacityRange { required_bytes: size as i64, limit_bytes: 0 });
+            let resp = ctrl
+                .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    capacity_range: range,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            println!("expanded {volume_id} to {} bytes (node step needed: {})", resp.capacity_bytes, resp.node_expansion_required);
+        }
+    }
+    Ok(())
+}
+
+/// ctl's staging path for a volume: under the data dir, one directory per volume id.
+fn staging_path(data_dir: &std::path::Path, volume_id: &str) -> PathBuf {
+    data_dir.join("staging").join(volume_id.replace('/', "_"))
+}
+
+async fn info(channel: Channel) -> Result<()> {
+    let mut id = IdentityClient::new(channel.clone());
+    let plugin = id.get_plugin_info(csi::GetPluginInfoRequest {}).await?.into_inner();
+    println!("driver: {} {}", plugin.name, plugin.vendor_version);
+    let ready = id.probe(csi::ProbeRequest {}).await?.into_inner().ready.unwrap_or(false);
+    println!("ready: {ready}");
+    if let Ok(n) = NodeClient::new(channel.clone()).node_get_info(csi::NodeGetInfoRequest {}).await {
+        let n = n.into_inner();
+        println!("node: {} (max volumes {})", n.node_id, n.max_volumes_per_node);
+    }
+    if let Ok(c) = ControllerClient::new(channel).get_capacity(csi::GetCapacityRequest::default()).await {
+        println!("available capacity: {} bytes", c.into_inner().available_capacity);
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Command line: `ferrovol serve` runs the driver, `ferrovol ctl` talks to one.
+
+pub mod ctl;
+pub mod serve;
+pub mod size;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Where the embedded standalone default keeps its socket, state and volumes.
+pub const DEFAULT_DATA_DIR: &str = "ferrovol-data";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrovol",
+    version,
+    about = "Kubernetes CSI driver for node-local volumes (hostpath directories and block images)",
+    long_about = "ferrovol serves the CSI Identity, Controller and Node services on a socket.\n\
+                  Run `ferrovol serve` with no flags to start a standalone driver under ./ferrovol-data \
+                  (no Kubernetes needed), then drive it with `ferrovol ctl`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the CSI driver.
+    Serve(serve::ServeArgs),
+    /// A small CSI client: create, list, publish, unpublish, stat and delete volumes.
+    Ctl(ctl::CtlArgs),
+}
+
+/// The default socket of the standalone driver under a data directory.
+pub fn default_socket(data_dir: &std::path::Path) -> PathBuf {
+    absolute(data_dir).join("csi.sock")
+}
+
+pub fn absolute(p: &std::path::Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(p)
+    }
+}

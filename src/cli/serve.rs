@@ -1,0 +1,125 @@
+//! `ferrovol serve`.
+
+use super::{absolute, default_socket, size::parse_size, DEFAULT_DATA_DIR};
+use crate::backend::hostpath::{HostpathBackend, HostpathConfig};
+use crate::backend::Backend;
+use crate::csi::Driver;
+use crate::server::{self, Endpoint, Role};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// CSI endpoint to listen on: unix:///path/csi.sock or tcp://IP:PORT.
+    /// Default: <data-dir>/csi.sock.
+    #[arg(long, env = "CSI_ENDPOINT")]
+    pub endpoint: Option<Endpoint>,
+
+    /// This node's id as reported by NodeGetInfo and written into volume ids and topology
+    /// (in Kubernetes: the node name). Default: the hostname.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// CSI services to serve, comma separated. The node plugin of a distributed deployment
+    /// serves both (it provisions its own node-local volumes).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "controller,node")]
+    pub roles: Vec<Role>,
+
+    /// Root of the embedded standalone default: socket, state and hostpath volumes live below
+    /// it unless --endpoint, --state-dir or --hostpath-base say otherwise. Created if missing.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Where volume records are kept (one JSON file per volume, written atomically).
+    /// Must survive restarts: in Kubernetes a hostPath such as /var/lib/ferrovol/state.
+    /// Default: <data-dir>/state.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+
+    /// Directory holding one directory per hostpath volume. On XFS (or ext4 with the
+    /// project feature) mounted with prjquota, volume sizes become hard limits.
+    /// Default: <data-dir>/hostpath.
+    #[arg(long)]
+    pub hostpath_base: Option<PathBuf>,
+
+    /// Capacity of a volume whose request names none (bytes, or with Ki/Mi/Gi/Ti).
+    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    pub default_volume_size: u64,
+
+    /// Most volumes ControllerPublish attaches to one node, reported by NodeGetInfo (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_volumes_per_node: i64,
+
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9808); off when unset.
+    #[arg(long)]
+    pub metrics_address: Option<std::net::SocketAddr>,
+
+    /// Log format: text for people, json for log pipelines. Level from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(args: ServeArgs) -> server::anyhow_like::Result<()> {
+    init_logging(args.log_format);
+    let data_dir = absolute(&args.data_dir);
+    let endpoint = args
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
+    let node_id = match args.node_id.clone() {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    crate::volume::validate_component("node id", &node_id).map_err(|e| e.to_string())?;
+    let hostpath = HostpathBackend::open(HostpathConfig {
+        node_id: node_id.clone(),
+        base: args.hostpath_base.clone().map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
+        state_dir: args.state_dir.clone().map_or_else(|| data_dir.join("state"), |p| absolute(&p)),
+        default_capacity: args.default_volume_size,
+    })?;
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(hostpath)];
+    let driver = Arc::new(Driver::new(node_id, args.max_volumes_per_node, backends));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        if let Some(addr) = args.metrics_address {
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(addr).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        }
+        server::serve(&endpoint, driver, &args.roles, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,366 @@
+//! CSI Controller service.
+
+use super::convert::{self, require};
+use super::{rpc, Driver};
+use crate::error::{Error, Result};
+use crate::proto as csi;
+use crate::volume::{CreateRequest, VolumeId};
+use csi::controller_service_capability::rpc::Type as Cap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct ControllerService {
+    driver: Arc<Driver>,
+}
+
+impl ControllerService {
+    pub fn new(driver: Arc<Driver>) -> Self {
+        ControllerService { driver }
+    }
+}
+
+const CAPABILITIES: &[Cap] = &[
+    Cap::CreateDeleteVolume,
+    Cap::PublishUnpublishVolume,
+    Cap::ListVolumes,
+    Cap::GetCapacity,
+    Cap::ExpandVolume,
+    Cap::ListVolumesPublishedNodes,
+    Cap::VolumeCondition,
+    Cap::GetVolume,
+    Cap::SingleNodeMultiWriter,
+    Cap::PublishReadonly,
+];
+
+/// The backend a StorageClass asks for; hostpath when it names none.
+fn backend_param(params: &std::collections::BTreeMap<String, String>) -> &str {
+    params.get("backend").map_or(crate::backend::hostpath::BACKEND, String::as_str)
+}
+
+#[tonic::async_trait]
+impl csi::controller_server::Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        req: Request<csi::CreateVolumeRequest>,
+    ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("CreateVolume", req.name.clone(), move || {
+            require("name", &req.name)?;
+            if req.volume_content_source.is_some() {
+                return Err(Error::invalid(format!(
+                    "volume {}: creating from a snapshot or another volume is not supported",
+                    req.name
+                )));
+            }
+            let parameters = convert::parameters(&req.parameters);
+            let backend = d.backend(backend_param(&parameters))?;
+            let create = CreateRequest {
+                name: req.name.clone(),
+                capacity: convert::capacity_range(req.capacity_range.as_ref())?,
+                capabilities: convert::capabilities(&req.volume_capabilities)?,
+                parameters,
+                topology: convert::topology_requirement(req.accessibility_requirements.as_ref()),
+            };
+            let id = VolumeId::new(backend.name(), &d.node_id, &req.name)?;
+            let _guard = d.locks.try_lock(&id.to_string())?;
+            let info = backend.create(&create)?;
+            Ok(csi::CreateVolumeResponse {
+                volume: Some(convert::volume(&info)),
+            })
+        })
+        .await
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<csi::DeleteVolumeRequest>,
+    ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("DeleteVolume", req.volume_id.clone(), move || {
+            let id = match VolumeId::parse(&req.volume_id) {
+                Ok(id) => id,
+                // Deleting what never existed succeeds: DeleteVolume is idempotent.
+                Err(Error::VolumeNotFound { .. }) => return Ok(csi::DeleteVolumeResponse {}),
+                Err(e) => return Err(e),
+            };
+            let Ok(backend) = d.backend_for(&id) else {
+                return Ok(csi::DeleteVolumeResponse {});
+            };
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            backend.delete(&id)?;
+            Ok(csi::DeleteVolumeResponse {})
+        })
+        .await
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        req: Request<csi::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("ControllerPublishVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            require("node_id", &req.node_id)?;
+            let cap = convert::required_capability(req.volume_capability.as_ref())?;
+            let backend = d.backend_for(&id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            let _gate = d.publish_gate();
+            if d.max_volumes_per_node > 0 {
+                // Republishing an already published volume is idempotent, not a new attachment.
+                let already = backend.get(&id)?.published_nodes.contains(&req.node_id);
+                let count: usize = d.backends.iter().map(|b| b.published_count(&req.node_id)).sum();
+                if !already && count as i64 >= d.max_volumes_per_node {
+                    return Err(Error::ResourceExhausted(format!(
+                        "volume {}: node {} already has {count} volumes published, the most it takes",
+                        req.volume_id, req.node_id
+                    )));
+                }
+            }
+            let publish_context = backend.controller_publish(&id, &req.node_id, req.readonly, &cap)?;
+            Ok(csi::ControllerPublishVolumeResponse {
+                publish_context: publish_context.into_iter().collect(),
+            })
+        })
+        .await
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        req: Request<csi::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("ControllerUnpublishVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let backend = d.backend_for(&id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
+            backend.controller_unpublish(&id, node)?;
+            Ok(csi::ControllerUnpublishVolumeResponse {})
+        })
+        .await
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        req: Request<csi::ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("ValidateVolumeCapabilities", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let caps = convert::capabilities(&req.volume_capabilities)?;
+            let backend = d.backend_for(&id)?;
+            let params = convert::parameters(&req.parameters);
+            let verdict = backend.validate(&id, &caps, &params)?;
+            Ok(match verdict {
+                None => csi::ValidateVolumeCapabilitiesResponse {
+                    confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
+                        volume_context: req.volume_context,
+                        volume_capabilities: req.volume_capabilities,
+                        parameters: req.parameters,
+                        mutable_parameters: Default::default(),
+                    }),
+                    message: String::new(),
+                },
+                Some(message) => csi::ValidateVolumeCapabilitiesResponse {
+                    confirmed: None,
+                    message,
+                },
+            })
+        })
+        .await
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<csi::ListVolumesRequest>,
+    ) -> Result<Response<csi::ListVolumesResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("ListVolumes", String::new(), move || {
+            if req.max_entries < 0 {
+                return Err(Error::invalid("max_entries must not be negative"));
+            }
+            let after = convert::decode_token(&req.starting_token)?;
+            // Pages run across backends in backend order; the token names the last volume id.
+            let mut entries = Vec::new();
+            let mut next_token = String::new();
+            let max = req.max_entries as usize;
+            let (after_backend, after_name) = match &after {
+                Some(a) => match VolumeId::parse(a) {
+                    Ok(id) => (Some(id.backend), Some(id.name)),
+                    Err(_) => return Err(Error::BadToken(req.starting_token.clone())),
+                },
+                None => (None, None),
+            };
+            let mut started = after_backend.is_none();
+            for b in &d.backends {
+                let resume = if !started {
+                    if after_backend.as_deref() != Some(b.name()) {
+                        continue;
+                    }
+                    started = true;
+                    after_name.as_deref()
+                } else {
+                    None
+                };
+                let room = if max == 0 { 0 } else { max - entries.len() };
+                let page = b.list(resume, room)?;
+                entries.extend(page.entries);
+                if let Some(last) = page.next_after {
+                    let id = VolumeId::new(b.name(), &d.node_id, &last)?;
+                    next_token = convert::encode_token(&id.to_string());
+                    break;
+                }
+                if max != 0 && entries.len() == max {
+                    break;
+                }
+            }
+            if !started {
+                return Err(Error::BadToken(req.starting_token.clone()));
+            }
+            Ok(csi::ListVolumesResponse {
+                entries: entries
+                    .iter()
+                    .map(|info| csi::list_volumes_response::Entry {
+                        volume: Some(convert::volume(info)),
+                        status: Some(csi::list_volumes_response::VolumeStatus {
+                            published_node_ids: info.published_nodes.clone(),
+                            volume_condition: Some(convert::condition(&info.condition)),
+                        }),
+                    })
+                    .collect(),
+                next_token,
+            })
+        })
+        .await
+    }
+
+    async fn get_capacity(
+        &self,
+        req: Request<csi::GetCapacityRequest>,
+    ) -> Result<Response<csi::GetCapacityResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("GetCapacity", String::new(), move || {
+            let caps = req
+                .volume_capabilities
+                .iter()
+                .map(convert::capability)
+                .collect::<Result<Vec<_>>>()?;
+            let params = convert::parameters(&req.parameters);
+            let backend = d.backend(backend_param(&params))?;
+            let topology = req.accessible_topology.as_ref().map(|t| crate::volume::TopologyRequirement {
+                requisite: vec![t.segments.iter().map(|(k, v)| (k.clone(), v.clone())).collect()],
+                preferred: vec![],
+            });
+            let available = backend.capacity(&params, &caps, topology.as_ref())?;
+            Ok(csi::GetCapacityResponse {
+                available_capacity: available as i64,
+                maximum_volume_size: Some(available as i64),
+                minimum_volume_size: None,
+            })
+        })
+        .await
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _req: Request<csi::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
+        use csi::controller_service_capability::{Rpc, Type};
+        Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
+            capabilities: CAPABILITIES
+                .iter()
+                .map(|c| csi::ControllerServiceCapability {
+                    r#type: Some(Type::Rpc(Rpc { r#type: *c as i32 })),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        req: Request<csi::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("ControllerExpandVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            if req.capacity_range.is_none() {
+                return Err(Error::invalid("capacity_range is required"));
+            }
+            let range = convert::capacity_range(req.capacity_range.as_ref())?;
+            if let Some(cap) = req.volume_capability.as_ref() {
+                convert::capability(cap)?;
+            }
+            let backend = d.backend_for(&id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            let (capacity, node_expansion_required) = backend.expand(&id, range)?;
+            Ok(csi::ControllerExpandVolumeResponse {
+                capacity_bytes: capacity as i64,
+                node_expansion_required,
+            })
+        })
+        .await
+    }
+
+    async fn controller_get_volume(
+        &self,
+        req: Request<csi::ControllerGetVolumeRequest>,
+    ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("ControllerGetVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let info = d.backend_for(&id)?.get(&id)?;
+            Ok(csi::ControllerGetVolumeResponse {
+                volume: Some(convert::volume(&info)),
+                status: Some(csi::controller_get_volume_response::VolumeStatus {
+                    published_node_ids: info.published_nodes.clone(),
+                    volume_condition: Some(convert::condition(&info.condition)),
+                }),
+            })
+        })
+        .await
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _req: Request<csi::ControllerModifyVolumeRequest>,
+    ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
+        Err(Status::unimplemented("ControllerModifyVolume is not offered by this driver"))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _req: Request<csi::CreateSnapshotRequest>,
+    ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _req: Request<csi::DeleteSnapshotRequest>,
+    ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _req: Request<csi::ListSnapshotsRequest>,
+    ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _req: Request<csi::GetSnapshotRequest>,
+    ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+    }
+}

@@ -1,0 +1,93 @@
+//! The CSI services. Thin by design: decode and validate the request, take the volume's lock,
+//! hand the work to a backend on the blocking pool, log one line per RPC, map the error.
+
+pub mod controller;
+pub mod convert;
+pub mod identity;
+pub mod node;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::locks::VolumeLocks;
+use crate::volume::VolumeId;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tonic::{Response, Status};
+
+pub const DRIVER_NAME: &str = "local.csi.ferrovol.io";
+
+/// Everything the services share.
+pub struct Driver {
+    pub name: String,
+    pub version: String,
+    pub node_id: String,
+    /// 0: no limit.
+    pub max_volumes_per_node: i64,
+    pub backends: Vec<Arc<dyn Backend>>,
+    pub locks: VolumeLocks,
+    /// Serializes ControllerPublish so the per-node volume limit cannot be overrun by a race.
+    publish_gate: Mutex<()>,
+}
+
+impl Driver {
+    pub fn new(node_id: String, max_volumes_per_node: i64, backends: Vec<Arc<dyn Backend>>) -> Self {
+        Driver {
+            name: DRIVER_NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id,
+            max_volumes_per_node,
+            backends,
+            locks: VolumeLocks::default(),
+            publish_gate: Mutex::new(()),
+        }
+    }
+
+    pub fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>> {
+        self.backends.iter().find(|b| b.name() == name).ok_or_else(|| {
+            let known: Vec<_> = self.backends.iter().map(|b| b.name()).collect();
+            Error::invalid(format!("backend {name:?} is not served here (available: {known:?})"))
+        })
+    }
+
+    /// The backend that owns an id; ids of backends we do not serve name no volume of ours.
+    pub fn backend_for(&self, id: &VolumeId) -> Result<&Arc<dyn Backend>> {
+        self.backends
+            .iter()
+            .find(|b| b.name() == id.backend)
+            .ok_or_else(|| Error::not_found(id.to_string()))
+    }
+
+    pub(crate) fn publish_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.publish_gate.lock().expect("publish gate poisoned")
+    }
+}
+
+/// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
+pub(crate) async fn rpc<T, F>(method: &'static str, volume: String, body: F) -> Result<Response<T>, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let start = Instant::now();
+    let result = match tokio::task::spawn_blocking(body).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Internal(format!("{method} panicked: {e}"))),
+    };
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    crate::metrics::observe(method, result.as_ref().err().map_or(tonic::Code::Ok, Error::code), ms);
+    match result {
+        Ok(v) => {
+            tracing::info!(method, volume = %volume, duration_ms = ms, code = "OK", "rpc");
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            let code = e.code();
+            if matches!(code, tonic::Code::Internal | tonic::Code::Unknown) {
+                tracing::error!(method, volume = %volume, duration_ms = ms, code = ?code, error = %e, "rpc");
+            } else {
+                tracing::info!(method, volume = %volume, duration_ms = ms, code = ?code, error = %e, "rpc");
+            }
+            Err(e.into())
+        }
+    }
+}

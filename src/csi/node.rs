@@ -1,0 +1,188 @@
+//! CSI Node service.
+
+use super::convert::{self, abs_path};
+use super::{rpc, Driver};
+use crate::error::Result;
+use crate::proto as csi;
+use crate::volume::{PublishRequest, VolumeId};
+use csi::node_service_capability::rpc::Type as Cap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct NodeService {
+    driver: Arc<Driver>,
+}
+
+impl NodeService {
+    pub fn new(driver: Arc<Driver>) -> Self {
+        NodeService { driver }
+    }
+}
+
+const CAPABILITIES: &[Cap] = &[
+    Cap::StageUnstageVolume,
+    Cap::GetVolumeStats,
+    Cap::ExpandVolume,
+    Cap::VolumeCondition,
+    Cap::SingleNodeMultiWriter,
+];
+
+#[tonic::async_trait]
+impl csi::node_server::Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        req: Request<csi::NodeStageVolumeRequest>,
+    ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("NodeStageVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let staging = abs_path("staging_target_path", &req.staging_target_path)?;
+            let cap = convert::required_capability(req.volume_capability.as_ref())?;
+            let backend = d.backend_for(&id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            backend.stage(&id, &staging, &cap)?;
+            Ok(csi::NodeStageVolumeResponse {})
+        })
+        .await
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: Request<csi::NodeUnstageVolumeRequest>,
+    ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("NodeUnstageVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let staging = abs_path("staging_target_path", &req.staging_target_path)?;
+            let backend = d.backend_for(&id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            backend.unstage(&id, &staging)?;
+            Ok(csi::NodeUnstageVolumeResponse {})
+        })
+        .await
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: Request<csi::NodePublishVolumeRequest>,
+    ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("NodePublishVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let publish = PublishRequest {
+                staging_path: abs_path("staging_target_path", &req.staging_target_path)?,
+                target_path: abs_path("target_path", &req.target_path)?,
+                capability: convert::required_capability(req.volume_capability.as_ref())?,
+                read_only: req.readonly,
+                id,
+            };
+            let backend = d.backend_for(&publish.id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            backend.publish(&publish)?;
+            Ok(csi::NodePublishVolumeResponse {})
+        })
+        .await
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<csi::NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("NodeUnpublishVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let target = abs_path("target_path", &req.target_path)?;
+            let backend = d.backend_for(&id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            backend.unpublish(&id, &target)?;
+            Ok(csi::NodeUnpublishVolumeResponse {})
+        })
+        .await
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<csi::NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
+        use csi::volume_usage::Unit;
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("NodeGetVolumeStats", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let path = abs_path("volume_path", &req.volume_path)?;
+            let stats = d.backend_for(&id)?.stats(&id, &path)?;
+            let mut usage = vec![csi::VolumeUsage {
+                available: stats.available_bytes as i64,
+                total: stats.total_bytes as i64,
+                used: stats.used_bytes as i64,
+                unit: Unit::Bytes as i32,
+            }];
+            if let Some((total, used, free)) = stats.inodes {
+                usage.push(csi::VolumeUsage {
+                    available: free as i64,
+                    total: total as i64,
+                    used: used as i64,
+                    unit: Unit::Inodes as i32,
+                });
+            }
+            Ok(csi::NodeGetVolumeStatsResponse {
+                usage,
+                volume_condition: stats.condition.as_ref().map(convert::condition),
+            })
+        })
+        .await
+    }
+
+    async fn node_expand_volume(
+        &self,
+        req: Request<csi::NodeExpandVolumeRequest>,
+    ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
+        let req = req.into_inner();
+        let d = self.driver.clone();
+        rpc("NodeExpandVolume", req.volume_id.clone(), move || {
+            let id = VolumeId::parse(&req.volume_id)?;
+            let path = abs_path("volume_path", &req.volume_path)?;
+            let range = convert::capacity_range(req.capacity_range.as_ref())?;
+            if let Some(cap) = req.volume_capability.as_ref() {
+                convert::capability(cap)?;
+            }
+            let backend = d.backend_for(&id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            let capacity = backend.node_expand(&id, &path, range)?;
+            Ok(csi::NodeExpandVolumeResponse {
+                capacity_bytes: capacity as i64,
+            })
+        })
+        .await
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _req: Request<csi::NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
+        use csi::node_service_capability::{Rpc, Type};
+        Ok(Response::new(csi::NodeGetCapabilitiesResponse {
+            capabilities: CAPABILITIES
+                .iter()
+                .map(|c| csi::NodeServiceCapability {
+                    r#type: Some(Type::Rpc(Rpc { r#type: *c as i32 })),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _req: Request<csi::NodeGetInfoRequest>,
+    ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
+        Ok(Response::new(csi::NodeGetInfoResponse {
+            node_id: self.driver.node_id.clone(),
+            max_volumes_per_node: self.driver.max_volumes_per_node,
+            accessible_topology: Some(convert::node_topology(&self.driver.node_id)),
+        }))
+    }
+}

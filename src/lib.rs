@@ -1,0 +1,18 @@
+//! ferrovol: a Kubernetes CSI driver for node-local volumes.
+//!
+//! Layers, top to bottom: `csi` (thin gRPC services) -> `backend` (one module per kind of
+//! storage behind one trait) -> `state` (atomic per-volume records) -> `os` (the only code
+//! that touches the kernel). See docs/architecture.md.
+
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod csi;
+pub mod error;
+pub mod locks;
+pub mod metrics;
+pub mod os;
+pub mod proto;
+pub mod server;
+pub mod state;
+pub mod volume;

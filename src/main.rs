@@ -1,0 +1,14 @@
+use clap::Parser;
+use ferrovol::cli::{ctl, serve, Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Ctl(args) => ctl::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("ferrovol: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,75 @@
+//! Prometheus metrics: RPC counts and latencies by method and gRPC code, served as text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, OnceLock};
+
+#[derive(Default, Clone, Copy)]
+struct Series {
+    count: u64,
+    seconds: f64,
+}
+
+fn registry() -> &'static Mutex<BTreeMap<(&'static str, String), Series>> {
+    static REG: OnceLock<Mutex<BTreeMap<(&'static str, String), Series>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+pub fn observe(method: &'static str, code: tonic::Code, millis: f64) {
+    let mut reg = registry().lock().expect("metrics lock poisoned");
+    let s = reg.entry((method, format!("{code:?}"))).or_default();
+    s.count += 1;
+    s.seconds += millis / 1000.0;
+}
+
+/// The Prometheus text exposition of everything observed so far.
+pub fn render() -> String {
+    let reg = registry().lock().expect("metrics lock poisoned");
+    let mut out = String::new();
+    out.push_str("# HELP ferrovol_rpc_total CSI calls served, by method and gRPC code.\n");
+    out.push_str("# TYPE ferrovol_rpc_total counter\n");
+    for ((m, c), s) in reg.iter() {
+        let _ = writeln!(out, "ferrovol_rpc_total{{method=\"{m}\",code=\"{c}\"}} {}", s.count);
+    }
+    out.push_str("# HELP ferrovol_rpc_duration_seconds_sum Time spent serving CSI calls.\n");
+    out.push_str("# TYPE ferrovol_rpc_duration_seconds_sum counter\n");
+    for ((m, c), s) in reg.iter() {
+        let _ = writeln!(out, "ferrovol_rpc_duration_seconds_sum{{method=\"{m}\",code=\"{c}\"}} {:.6}", s.seconds);
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends.
+pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics") {
+                ("200 OK", render())
+            } else {
+                ("404 Not Found", "see /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_observed_calls() {
+        super::observe("CreateVolume", tonic::Code::Ok, 2.0);
+        let text = super::render();
+        assert!(text.contains("ferrovol_rpc_total{method=\"CreateVolume\",code=\"Ok\"}"), "{text}");
+    }
+}

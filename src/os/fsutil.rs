@@ -1,0 +1,145 @@
+//! Durable writes, the ownership marker and a removal that refuses to cross mount points.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content:
+/// write a temp file beside it, fsync it, rename it over, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
+/// Makes a rename, create or unlink inside `dir` durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes `path` if present, then makes the removal durable.
+pub fn remove_file_durable(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("/"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+// The marker lives in the `trusted.` namespace: only CAP_SYS_ADMIN can set it, so a pod that
+// owns the directory's content cannot forge or strip the driver's claim on it.
+const MARKER: &str = "trusted.ferrovol.volume";
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
+}
+
+/// Records on the directory itself which volume id owns it.
+pub fn set_owner_marker(path: &Path, volume_id: &str) -> io::Result<()> {
+    let p = cpath(path)?;
+    let name = CString::new(MARKER).expect("static name");
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            volume_id.as_ptr().cast(),
+            volume_id.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The volume id recorded on `path`, or None when it carries no marker.
+pub fn owner_marker(path: &Path) -> io::Result<Option<String>> {
+    let p = cpath(path)?;
+    let name = CString::new(MARKER).expect("static name");
+    let mut buf = vec![0u8; 512];
+    // SAFETY: the buffer is valid for buf.len() bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+/// Removes a directory tree that must live on one filesystem. Refuses (EXDEV) to descend into
+/// anything mounted below it, so a forgotten bind mount never takes other data with it.
+pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    check_one_fs(path, meta.dev())?;
+    fs::remove_dir_all(path)?;
+    fsync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+fn check_one_fs(dir: &Path, dev: u64) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = fs::symlink_metadata(entry.path())?;
+        if meta.dev() != dev {
+            return Err(io::Error::new(
+                io::ErrorKind::CrossesDevices,
+                format!("{} is another filesystem mounted inside", entry.path().display()),
+            ));
+        }
+        if meta.is_dir() {
+            check_one_fs(&entry.path(), dev)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes allocated and inodes used below `path` (a du walk; used only where no quota counts it).
+pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
+    let meta = fs::symlink_metadata(path)?;
+    let mut bytes = meta.blocks() * 512;
+    let mut inodes = 1;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            let (b, i) = disk_usage(&entry?.path())?;
+            bytes += b;
+            inodes += i;
+        }
+    }
+    Ok((bytes, inodes))
+}

@@ -1,0 +1,148 @@
+//! Loop devices over the sparse image files of block volumes, driven by the loop ioctls.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LOOP_MAJOR: u64 = 7;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// A loop device currently attached to some file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub device: PathBuf,
+    pub read_only: bool,
+}
+
+fn ioctl(file: &File, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: each request used here takes an integer or a pointer to a struct that outlives the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), req as _, arg) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Attaches `image` to a free loop device and returns the device path.
+pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
+    let backing = OpenOptions::new().read(true).write(!read_only).open(image)?;
+    let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+    // Another process may take the free device between GET_FREE and CONFIGURE: retry then.
+    for _ in 0..16 {
+        let n = ioctl(&control, LOOP_CTL_GET_FREE, 0)? as u64;
+        let device = ensure_node(n)?;
+        let dev = OpenOptions::new().read(true).write(true).open(&device)?;
+        // SAFETY: LoopConfig is plain old data; all-zero is its documented default.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = backing.as_raw_fd() as u32;
+        if read_only {
+            config.info.lo_flags = LO_FLAGS_READ_ONLY;
+        }
+        match ioctl(&dev, LOOP_CONFIGURE, &config as *const LoopConfig as libc::c_ulong) {
+            Ok(_) => return Ok(device),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("no free loop device after 16 attempts"))
+}
+
+// Inside a container /dev may be a copy that lacks nodes the host created later.
+fn ensure_node(n: u64) -> io::Result<PathBuf> {
+    let device = PathBuf::from(format!("/dev/loop{n}"));
+    if !device.exists() {
+        nix::sys::stat::mknod(
+            &device,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o660),
+            nix::sys::stat::makedev(LOOP_MAJOR, n),
+        )
+        .map_err(io::Error::from)?;
+    }
+    Ok(device)
+}
+
+/// Every loop device whose backing file is `image`.
+pub fn find_by_backing_file(image: &Path) -> io::Result<Vec<Attached>> {
+    let image = fs::canonicalize(image)?;
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/sys/block")? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue; // not attached
+        };
+        if Path::new(backing.trim_end()) == image {
+            let ro = fs::read_to_string(entry.path().join("ro")).unwrap_or_default();
+            found.push(Attached {
+                device: PathBuf::from("/dev").join(&name),
+                read_only: ro.trim() == "1",
+            });
+        }
+    }
+    found.sort_by(|a, b| a.device.cmp(&b.device));
+    Ok(found)
+}
+
+/// Detaches `device`; succeeds when it is already free.
+pub fn detach(device: &Path) -> io::Result<()> {
+    let dev = OpenOptions::new().read(true).open(device)?;
+    match ioctl(&dev, LOOP_CLR_FD, 0) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the device pick up a grown backing file.
+pub fn refresh_capacity(device: &Path) -> io::Result<()> {
+    let dev = OpenOptions::new().read(true).open(device)?;
+    ioctl(&dev, LOOP_SET_CAPACITY, 0).map(|_| ())
+}
+
+/// Size of the device in bytes as the kernel sees it.
+pub fn size_bytes(device: &Path) -> io::Result<u64> {
+    let name = device
+        .file_name()
+        .ok_or_else(|| io::Error::other("device path has no name"))?;
+    let sectors = fs::read_to_string(Path::new("/sys/block").join(name).join("size"))?;
+    sectors
+        .trim()
+        .parse::<u64>()
+        .map(|s| s * 512)
+        .map_err(io::Error::other)
+}

@@ -1,0 +1,9 @@
+//! The OS seam: every call that touches the kernel (mounts, loop devices, quotas, statfs,
+//! xattrs, durable file writes) lives under this module and nowhere else.
+
+pub mod fsutil;
+pub mod loopdev;
+pub mod mount;
+pub mod mountinfo;
+pub mod quota;
+pub mod statfs;

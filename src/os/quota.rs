@@ -1,0 +1,126 @@
+//! Project quotas (XFS, or ext4 with the `project` feature mounted with `prjquota`): one project
+//! per volume directory, so a directory volume cannot grow past its capacity.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+// quotactl_fd(2) takes any open file on the filesystem, so no block device path is needed
+// (works the same on loop devices, LVM and inside a container).
+const SYS_QUOTACTL_FD: libc::c_long = 443;
+const PRJQUOTA: u32 = 2;
+const Q_GETQUOTA: u32 = 0x80_0007;
+const Q_SETQUOTA: u32 = 0x80_0008;
+const Q_XGETQSTAT: u32 = (b'X' as u32) << 8 | 5;
+const FS_QUOTA_PDQ_ENFD: u16 = 0x20;
+const QIF_BLIMITS: u32 = 1;
+const QIF_SPACE: u32 = 2;
+const QIF_INODES: u32 = 8;
+
+const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801C_581F;
+const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401C_5820;
+const FS_XFLAG_PROJINHERIT: u32 = 0x200;
+
+#[repr(C)]
+#[derive(Default)]
+struct IfDqblk {
+    bhardlimit: u64,
+    bsoftlimit: u64,
+    curspace: u64,
+    ihardlimit: u64,
+    isoftlimit: u64,
+    curinodes: u64,
+    btime: u64,
+    itime: u64,
+    valid: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct FsXattr {
+    xflags: u32,
+    extsize: u32,
+    nextents: u32,
+    projid: u32,
+    cowextsize: u32,
+    pad: [u8; 8],
+}
+
+const fn qcmd(cmd: u32, kind: u32) -> u32 {
+    (cmd << 8) | (kind & 0xff)
+}
+
+/// Handle on a filesystem whose project quotas are enforced.
+#[derive(Debug)]
+pub struct ProjectQuota {
+    root: File,
+}
+
+impl ProjectQuota {
+    /// Some(handle) when `base` sits on a filesystem that enforces project quotas.
+    pub fn probe(base: &Path) -> io::Result<Option<Self>> {
+        let root = File::open(base)?;
+        let mut stat = [0u8; 256];
+        match quotactl(&root, qcmd(Q_XGETQSTAT, PRJQUOTA), 0, stat.as_mut_ptr().cast()) {
+            Ok(()) => {
+                let flags = u16::from_ne_bytes([stat[2], stat[3]]);
+                Ok((flags & FS_QUOTA_PDQ_ENFD != 0).then_some(ProjectQuota { root }))
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ESRCH | libc::ENOSYS | libc::EINVAL | libc::ENOTTY | libc::EOPNOTSUPP) => Ok(None),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Puts `dir` into project `id`, inherited by everything created below it.
+    pub fn assign(&self, dir: &Path, id: u32) -> io::Result<()> {
+        let f = File::open(dir)?;
+        let mut attr = FsXattr::default();
+        ioctl(&f, FS_IOC_FSGETXATTR, &mut attr as *mut FsXattr as libc::c_ulong)?;
+        attr.projid = id;
+        attr.xflags |= FS_XFLAG_PROJINHERIT;
+        ioctl(&f, FS_IOC_FSSETXATTR, &attr as *const FsXattr as libc::c_ulong)
+    }
+
+    /// Sets the hard block limit of project `id` (0 removes the limit).
+    pub fn set_limit(&self, id: u32, bytes: u64) -> io::Result<()> {
+        let mut q = IfDqblk {
+            bhardlimit: bytes.div_ceil(1024),
+            bsoftlimit: 0,
+            valid: QIF_BLIMITS,
+            ..Default::default()
+        };
+        quotactl(&self.root, qcmd(Q_SETQUOTA, PRJQUOTA), id, (&mut q as *mut IfDqblk).cast())
+    }
+
+    /// (limit bytes, used bytes, used inodes) of project `id`.
+    pub fn get(&self, id: u32) -> io::Result<(u64, u64, u64)> {
+        let mut q = IfDqblk::default();
+        quotactl(&self.root, qcmd(Q_GETQUOTA, PRJQUOTA), id, (&mut q as *mut IfDqblk).cast())?;
+        let used = if q.valid & QIF_SPACE != 0 { q.curspace } else { 0 };
+        let inodes = if q.valid & QIF_INODES != 0 { q.curinodes } else { 0 };
+        Ok((q.bhardlimit * 1024, used, inodes))
+    }
+}
+
+fn quotactl(fs: &File, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result<()> {
+    // SAFETY: addr points to a buffer at least as large as the structure `cmd` reads or writes.
+    let rc = unsafe { libc::syscall(SYS_QUOTACTL_FD, fs.as_raw_fd(), cmd, id, addr) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn ioctl(f: &File, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: arg points to an FsXattr that outlives the call.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), req as _, arg) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

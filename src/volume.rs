@@ -1,0 +1,307 @@
+//! Domain types shared by the CSI layer and the backends: ids, names, capabilities, capacity.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// CSI's limit for names, ids and node ids.
+pub const MAX_ID_LEN: usize = 128;
+pub const TOPOLOGY_NODE_KEY: &str = "topology.ferrovol.io/node";
+
+/// Checks a name that becomes one path component: no separators, no NUL or control characters,
+/// no leading dot (keeps `.`/`..` and the driver's temp files out of reach), bounded length.
+pub fn validate_component(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(format!("{what} is required")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes; at most {MAX_ID_LEN} are allowed",
+            value.len()
+        )));
+    }
+    if value.starts_with('.') {
+        return Err(Error::invalid(format!("{what} {value:?} must not begin with '.'")));
+    }
+    if let Some(c) = value.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{what} {value:?} contains {c:?}, which is not allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// A volume id: `<backend>/<node>/<name>`. It carries everything needed to find the volume
+/// again after a restart, and neither node nor name may contain '/', so it parses unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VolumeId {
+    pub backend: String,
+    pub node: String,
+    pub name: String,
+}
+
+impl VolumeId {
+    pub fn new(backend: &str, node: &str, name: &str) -> Result<Self> {
+        validate_component("name", name)?;
+        let id = VolumeId {
+            backend: backend.to_string(),
+            node: node.to_string(),
+            name: name.to_string(),
+        };
+        let len = id.to_string().len();
+        if len > MAX_ID_LEN {
+            return Err(Error::invalid(format!(
+                "name {name:?} is too long: the volume id would be {len} bytes, at most {MAX_ID_LEN} are allowed"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Parses an id from a request. Ids that try to reach outside a base path are invalid;
+    /// well-formed strings that are not ours simply name no volume (NotFound).
+    pub fn parse(raw: &str) -> Result<Self> {
+        if raw.is_empty() {
+            return Err(Error::invalid("volume_id is required"));
+        }
+        if raw.len() > MAX_ID_LEN {
+            return Err(Error::invalid(format!(
+                "volume_id is {} bytes; at most {MAX_ID_LEN} are allowed",
+                raw.len()
+            )));
+        }
+        if raw.contains('\0') || raw.split('/').any(|p| p == "." || p == "..") {
+            return Err(Error::invalid(format!("volume_id {raw:?} is not a valid id")));
+        }
+        let parts: Vec<&str> = raw.split('/').collect();
+        match parts.as_slice() {
+            [backend, node, name]
+                if !backend.is_empty()
+                    && !node.is_empty()
+                    && validate_component("name", name).is_ok() =>
+            {
+                Ok(VolumeId {
+                    backend: backend.to_string(),
+                    node: node.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err(Error::not_found(raw)),
+        }
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.backend, self.node, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessKind {
+    Mount,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    SingleNodeWriter,
+    SingleNodeReaderOnly,
+    SingleNodeSingleWriter,
+    SingleNodeMultiWriter,
+    MultiNodeReaderOnly,
+    MultiNodeSingleWriter,
+    MultiNodeMultiWriter,
+}
+
+impl AccessMode {
+    pub fn single_node(self) -> bool {
+        matches!(
+            self,
+            AccessMode::SingleNodeWriter
+                | AccessMode::SingleNodeReaderOnly
+                | AccessMode::SingleNodeSingleWriter
+                | AccessMode::SingleNodeMultiWriter
+        )
+    }
+
+    pub fn read_only(self) -> bool {
+        matches!(self, AccessMode::SingleNodeReaderOnly | AccessMode::MultiNodeReaderOnly)
+    }
+}
+
+/// A decoded VolumeCapability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    pub kind: AccessKind,
+    pub mode: AccessMode,
+    pub fs_type: String,
+    pub mount_flags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapacityRange {
+    pub required: u64,
+    pub limit: u64,
+}
+
+impl CapacityRange {
+    /// The size to give a volume: `required` rounded up to `align`, or `default` when nothing is
+    /// asked, always within `limit`.
+    pub fn resolve(&self, default: u64, align: u64, volume: &str) -> Result<u64> {
+        if self.limit != 0 && self.required > self.limit {
+            return Err(Error::invalid(format!(
+                "volume {volume}: required_bytes {} exceeds limit_bytes {}",
+                self.required, self.limit
+            )));
+        }
+        let want = if self.required == 0 {
+            if self.limit != 0 {
+                default.min(self.limit)
+            } else {
+                default
+            }
+        } else {
+            self.required
+        };
+        let aligned = want.div_ceil(align) * align;
+        if self.limit != 0 && aligned > self.limit {
+            // limit is not aligned: take the largest aligned size within it, if any is enough
+            let down = self.limit / align * align;
+            if down >= self.required && down > 0 {
+                return Ok(down);
+            }
+            return Err(Error::OutOfRange {
+                volume: volume.to_string(),
+                detail: format!(
+                    "no size in {align}-byte units lies between required_bytes {} and limit_bytes {}",
+                    self.required, self.limit
+                ),
+            });
+        }
+        Ok(aligned)
+    }
+
+    /// Whether an existing volume of `capacity` bytes satisfies this range.
+    pub fn admits(&self, capacity: u64) -> bool {
+        capacity >= self.required && (self.limit == 0 || capacity <= self.limit)
+    }
+}
+
+/// Topology a CO asks for: lists of segments, each a key/value map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologyRequirement {
+    pub requisite: Vec<BTreeMap<String, String>>,
+    pub preferred: Vec<BTreeMap<String, String>>,
+}
+
+impl TopologyRequirement {
+    /// Whether a volume on `node` would satisfy the requirement.
+    pub fn allows_node(&self, node: &str) -> bool {
+        let fits = |seg: &BTreeMap<String, String>| {
+            seg.get(TOPOLOGY_NODE_KEY).is_none_or(|v| v == node)
+        };
+        if !self.requisite.is_empty() {
+            return self.requisite.iter().any(fits);
+        }
+        // Without requisite, preferred is a hint only.
+        true
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub name: String,
+    pub capacity: CapacityRange,
+    pub capabilities: Vec<Capability>,
+    pub parameters: BTreeMap<String, String>,
+    pub topology: Option<TopologyRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeCondition {
+    pub abnormal: bool,
+    pub message: String,
+}
+
+impl VolumeCondition {
+    pub fn healthy() -> Self {
+        VolumeCondition {
+            abnormal: false,
+            message: "volume is healthy".into(),
+        }
+    }
+}
+
+/// What the controller side reports about a volume.
+#[derive(Debug, Clone)]
+pub struct VolumeInfo {
+    pub id: VolumeId,
+    pub capacity_bytes: u64,
+    pub context: BTreeMap<String, String>,
+    pub published_nodes: Vec<String>,
+    pub condition: VolumeCondition,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeStats {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    /// (total, used, free) inodes; None for block volumes, which have none of their own.
+    pub inodes: Option<(u64, u64, u64)>,
+    pub condition: Option<VolumeCondition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub id: VolumeId,
+    pub staging_path: std::path::PathBuf,
+    pub target_path: std::path::PathBuf,
+    pub read_only: bool,
+    pub capability: Capability,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_round_trip_and_rejections() {
+        let id = VolumeId::new("hostpath", "node-1", "pvc-1").unwrap();
+        assert_eq!(id.to_string(), "hostpath/node-1/pvc-1");
+        assert_eq!(VolumeId::parse("hostpath/node-1/pvc-1").unwrap(), id);
+        assert!(matches!(VolumeId::parse("fake-vol-id"), Err(Error::VolumeNotFound { .. })));
+        assert!(matches!(VolumeId::parse("hostpath/n/.."), Err(Error::InvalidArgument(_))));
+        assert!(matches!(VolumeId::parse("hostpath/n/a\0b"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(VolumeId::parse(&"x".repeat(200)), Err(Error::InvalidArgument(_))));
+        assert!(VolumeId::new("hostpath", "n", "../etc").is_err());
+        assert!(VolumeId::new("hostpath", "n", ".hidden").is_err());
+        assert!(VolumeId::new("hostpath", "n", &"a".repeat(128)).is_err());
+        assert!(VolumeId::new("hostpath", "n", "sanity-max-attach-limit-vol+1").is_ok());
+    }
+
+    #[test]
+    fn capacity_resolution() {
+        let r = |required, limit| CapacityRange { required, limit };
+        assert_eq!(r(0, 0).resolve(1 << 30, 4096, "v").unwrap(), 1 << 30);
+        assert_eq!(r(1, 0).resolve(1 << 30, 4096, "v").unwrap(), 4096);
+        assert_eq!(r(0, 8192).resolve(1 << 30, 4096, "v").unwrap(), 8192);
+        assert_eq!(r(5000, 6000).resolve(0, 4096, "v").unwrap_err().code(), tonic::Code::OutOfRange);
+        assert_eq!(r(9, 8).resolve(0, 4096, "v").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert!(r(10, 20).admits(15) && !r(10, 20).admits(25) && !r(10, 0).admits(5));
+    }
+
+    #[test]
+    fn topology_requisite_must_name_this_node() {
+        let seg = |n: &str| BTreeMap::from([(TOPOLOGY_NODE_KEY.to_string(), n.to_string())]);
+        let t = TopologyRequirement {
+            requisite: vec![seg("a"), seg("b")],
+            preferred: vec![],
+        };
+        assert!(t.allows_node("b"));
+        assert!(!t.allows_node("c"));
+        assert!(TopologyRequirement::default().allows_node("c"));
+    }
+}
