@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod csi;
 pub mod error;
+pub mod failpoint;
 pub mod locks;
 pub mod metrics;
 pub mod os;

@@ -132,6 +132,7 @@ impl HostpathBackend {
         };
         // Record the intent first: a crash from here on is rolled back at the next start.
         self.save(rec.clone())?;
+        crate::failpoint::hit("create:after-intent");
         if let Err(e) = self.materialize(&rec) {
             // Undo what we can now; whatever remains is rolled back at the next start.
             if let Err(undo) = self.discard(&rec) {
@@ -139,6 +140,7 @@ impl HostpathBackend {
             }
             return Err(e);
         }
+        crate::failpoint::hit("create:before-ready");
         rec.phase = Phase::Ready;
         self.save(rec.clone())?;
         Ok(self.info(&rec))
@@ -283,6 +285,7 @@ impl HostpathBackend {
         }
         rec.phase = Phase::Deleting;
         self.save(rec.clone())?;
+        crate::failpoint::hit("delete:after-intent");
         self.discard(&rec)
     }
 

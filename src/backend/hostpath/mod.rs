@@ -194,6 +194,7 @@ impl HostpathBackend {
                 }
             }
         }
+        crate::failpoint::hit("discard:after-remove-dir");
         if let (Some(q), Some(p)) = (&self.quota, rec.project_id) {
             q.set_limit(p, 0).map_err(Error::os(&rec.id, "clear project quota"))?;
         }
