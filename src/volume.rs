@@ -32,35 +32,59 @@ pub fn validate_component(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A volume id: `<backend>/<node>/<name>`. It carries everything needed to find the volume
-/// again after a restart, and neither node nor name may contain '/', so it parses unambiguously.
+/// A volume id: `<backend>/<node>/<key>`. It names the backend that owns the volume and the node
+/// it lives on, and `key` is the volume name itself whenever the whole id fits CSI's 128 bytes,
+/// so operators see the PVC name in the PV. A longer name (or node name) is shortened to a prefix
+/// plus a 64-bit hash; the backend's persisted index maps ids back to names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VolumeId {
     pub backend: String,
     pub node: String,
-    pub name: String,
+    pub key: String,
+}
+
+/// FNV-1a, 64 bit: stable across releases and platforms (ids are persisted).
+pub fn stable_hash(s: &str) -> u64 {
+    s.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 impl VolumeId {
-    pub fn new(backend: &str, node: &str, name: &str) -> Result<Self> {
+    /// The id of the volume `name` created by `backend` on `node`.
+    pub fn for_volume(backend: &str, node: &str, name: &str) -> Result<Self> {
         validate_component("name", name)?;
-        let id = VolumeId {
-            backend: backend.to_string(),
-            node: node.to_string(),
-            name: name.to_string(),
+        let node = Self::node_tag(node);
+        let room = MAX_ID_LEN - backend.len() - node.len() - 2;
+        let key = if name.len() <= room {
+            name.to_string()
+        } else {
+            let suffix = format!("~{:016x}", stable_hash(name));
+            let mut cut = room - suffix.len();
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}{suffix}", &name[..cut])
         };
-        let len = id.to_string().len();
-        if len > MAX_ID_LEN {
-            return Err(Error::invalid(format!(
-                "name {name:?} is too long: the volume id would be {len} bytes, at most {MAX_ID_LEN} are allowed"
-            )));
-        }
-        Ok(id)
+        Ok(VolumeId {
+            backend: backend.to_string(),
+            node,
+            key,
+        })
     }
 
-    /// Parses an id from a request. Ids that try to reach outside a base path are invalid;
-    /// well-formed strings that are not ours simply name no volume (NotFound).
-    pub fn parse(raw: &str) -> Result<Self> {
+    /// How a node appears in ids: its name, or a hash of a name too long to leave room.
+    pub fn node_tag(node: &str) -> String {
+        if node.len() <= 63 {
+            node.to_string()
+        } else {
+            format!("{:016x}", stable_hash(node))
+        }
+    }
+
+    /// Parses an id from a request. `Err` only for ids that are malformed in a way that could
+    /// reach outside a base path (InvalidArgument); `Ok(None)` for well-formed strings that are
+    /// simply not ours (the caller answers NotFound once the other fields are validated).
+    pub fn parse(raw: &str) -> Result<Option<Self>> {
         if raw.is_empty() {
             return Err(Error::invalid("volume_id is required"));
         }
@@ -74,26 +98,24 @@ impl VolumeId {
             return Err(Error::invalid(format!("volume_id {raw:?} is not a valid id")));
         }
         let parts: Vec<&str> = raw.split('/').collect();
-        match parts.as_slice() {
-            [backend, node, name]
-                if !backend.is_empty()
-                    && !node.is_empty()
-                    && validate_component("name", name).is_ok() =>
+        Ok(match parts.as_slice() {
+            [backend, node, key]
+                if !backend.is_empty() && !node.is_empty() && validate_component("name", key).is_ok() =>
             {
-                Ok(VolumeId {
+                Some(VolumeId {
                     backend: backend.to_string(),
                     node: node.to_string(),
-                    name: name.to_string(),
+                    key: key.to_string(),
                 })
             }
-            _ => Err(Error::not_found(raw)),
-        }
+            _ => None,
+        })
     }
 }
 
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.backend, self.node, self.name)
+        write!(f, "{}/{}/{}", self.backend, self.node, self.key)
     }
 }
 
@@ -237,7 +259,8 @@ impl VolumeCondition {
 /// What the controller side reports about a volume.
 #[derive(Debug, Clone)]
 pub struct VolumeInfo {
-    pub id: VolumeId,
+    pub id: String,
+    pub node: String,
     pub capacity_bytes: u64,
     pub context: BTreeMap<String, String>,
     pub published_nodes: Vec<String>,
@@ -269,17 +292,29 @@ mod tests {
 
     #[test]
     fn id_round_trip_and_rejections() {
-        let id = VolumeId::new("hostpath", "node-1", "pvc-1").unwrap();
+        let id = VolumeId::for_volume("hostpath", "node-1", "pvc-1").unwrap();
         assert_eq!(id.to_string(), "hostpath/node-1/pvc-1");
-        assert_eq!(VolumeId::parse("hostpath/node-1/pvc-1").unwrap(), id);
-        assert!(matches!(VolumeId::parse("fake-vol-id"), Err(Error::VolumeNotFound { .. })));
+        assert_eq!(VolumeId::parse("hostpath/node-1/pvc-1").unwrap(), Some(id));
+        assert_eq!(VolumeId::parse("fake-vol-id").unwrap(), None);
         assert!(matches!(VolumeId::parse("hostpath/n/.."), Err(Error::InvalidArgument(_))));
         assert!(matches!(VolumeId::parse("hostpath/n/a\0b"), Err(Error::InvalidArgument(_))));
         assert!(matches!(VolumeId::parse(&"x".repeat(200)), Err(Error::InvalidArgument(_))));
-        assert!(VolumeId::new("hostpath", "n", "../etc").is_err());
-        assert!(VolumeId::new("hostpath", "n", ".hidden").is_err());
-        assert!(VolumeId::new("hostpath", "n", &"a".repeat(128)).is_err());
-        assert!(VolumeId::new("hostpath", "n", "sanity-max-attach-limit-vol+1").is_ok());
+        assert!(VolumeId::for_volume("hostpath", "n", "../etc").is_err());
+        assert!(VolumeId::for_volume("hostpath", "n", ".hidden").is_err());
+        assert!(VolumeId::for_volume("hostpath", "n", &"a".repeat(129)).is_err());
+        assert!(VolumeId::for_volume("hostpath", "n", "sanity-max-attach-limit-vol+1").is_ok());
+    }
+
+    #[test]
+    fn long_names_and_nodes_get_short_stable_ids() {
+        let name = "a".repeat(128);
+        let id = VolumeId::for_volume("hostpath", &"n".repeat(200), &name).unwrap();
+        let s = id.to_string();
+        assert!(s.len() <= MAX_ID_LEN, "{s}");
+        assert_eq!(VolumeId::parse(&s).unwrap(), Some(id.clone()));
+        assert_eq!(VolumeId::for_volume("hostpath", &"n".repeat(200), &name).unwrap(), id);
+        let other = VolumeId::for_volume("hostpath", &"n".repeat(200), &format!("{}b", "a".repeat(127))).unwrap();
+        assert_ne!(other, id);
     }
 
     #[test]

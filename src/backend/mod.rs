@@ -12,6 +12,19 @@ use crate::volume::{
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Unpublishing or unstaging a volume that does not exist (any more) is done, unless something
+/// is mounted at the path: then we cannot prove it is ours and leave it alone.
+pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
+    match crate::os::mountinfo::mount_at(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(crate::error::Error::VolumeNotFound {
+            volume: volume_id.to_string(),
+            detail: format!("{} is mounted, but not by this volume; left alone", path.display()),
+        }),
+        Err(e) => Err(crate::error::Error::os(volume_id, "read mount table")(e)),
+    }
+}
+
 /// One page of ListVolumes: entries, and the name of the last one if more may follow.
 pub struct Page {
     pub entries: Vec<VolumeInfo>,

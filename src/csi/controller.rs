@@ -62,7 +62,7 @@ impl csi::controller_server::Controller for ControllerService {
                 parameters,
                 topology: convert::topology_requirement(req.accessibility_requirements.as_ref()),
             };
-            let id = VolumeId::new(backend.name(), &d.node_id, &req.name)?;
+            let id = VolumeId::for_volume(backend.name(), &d.node_id, &req.name)?;
             let _guard = d.locks.try_lock(&id.to_string())?;
             let info = backend.create(&create)?;
             Ok(csi::CreateVolumeResponse {
@@ -79,13 +79,8 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("DeleteVolume", req.volume_id.clone(), move || {
-            let id = match VolumeId::parse(&req.volume_id) {
-                Ok(id) => id,
-                // Deleting what never existed succeeds: DeleteVolume is idempotent.
-                Err(Error::VolumeNotFound { .. }) => return Ok(csi::DeleteVolumeResponse {}),
-                Err(e) => return Err(e),
-            };
-            let Ok(backend) = d.backend_for(&id) else {
+            // Deleting what never existed succeeds: DeleteVolume is idempotent.
+            let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id) else {
                 return Ok(csi::DeleteVolumeResponse {});
             };
             let _guard = d.locks.try_lock(&req.volume_id)?;
@@ -105,7 +100,7 @@ impl csi::controller_server::Controller for ControllerService {
             let id = VolumeId::parse(&req.volume_id)?;
             require("node_id", &req.node_id)?;
             let cap = convert::required_capability(req.volume_capability.as_ref())?;
-            let backend = d.backend_for(&id)?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
             let _guard = d.locks.try_lock(&req.volume_id)?;
             let _gate = d.publish_gate();
             if d.max_volumes_per_node > 0 {
@@ -134,8 +129,10 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("ControllerUnpublishVolume", req.volume_id.clone(), move || {
-            let id = VolumeId::parse(&req.volume_id)?;
-            let backend = d.backend_for(&id)?;
+            // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
+            let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id) else {
+                return Ok(csi::ControllerUnpublishVolumeResponse {});
+            };
             let _guard = d.locks.try_lock(&req.volume_id)?;
             let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
             backend.controller_unpublish(&id, node)?;
@@ -153,7 +150,7 @@ impl csi::controller_server::Controller for ControllerService {
         rpc("ValidateVolumeCapabilities", req.volume_id.clone(), move || {
             let id = VolumeId::parse(&req.volume_id)?;
             let caps = convert::capabilities(&req.volume_capabilities)?;
-            let backend = d.backend_for(&id)?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
             let params = convert::parameters(&req.parameters);
             let verdict = backend.validate(&id, &caps, &params)?;
             Ok(match verdict {
@@ -186,14 +183,14 @@ impl csi::controller_server::Controller for ControllerService {
                 return Err(Error::invalid("max_entries must not be negative"));
             }
             let after = convert::decode_token(&req.starting_token)?;
-            // Pages run across backends in backend order; the token names the last volume id.
+            // Pages run across backends in backend order; the token names "backend/last name".
             let mut entries = Vec::new();
             let mut next_token = String::new();
             let max = req.max_entries as usize;
             let (after_backend, after_name) = match &after {
-                Some(a) => match VolumeId::parse(a) {
-                    Ok(id) => (Some(id.backend), Some(id.name)),
-                    Err(_) => return Err(Error::BadToken(req.starting_token.clone())),
+                Some(a) => match a.split_once('/') {
+                    Some((b, n)) => (Some(b.to_string()), Some(n.to_string())),
+                    None => return Err(Error::BadToken(req.starting_token.clone())),
                 },
                 None => (None, None),
             };
@@ -212,8 +209,7 @@ impl csi::controller_server::Controller for ControllerService {
                 let page = b.list(resume, room)?;
                 entries.extend(page.entries);
                 if let Some(last) = page.next_after {
-                    let id = VolumeId::new(b.name(), &d.node_id, &last)?;
-                    next_token = convert::encode_token(&id.to_string());
+                    next_token = convert::encode_token(&format!("{}/{last}", b.name()));
                     break;
                 }
                 if max != 0 && entries.len() == max {
@@ -298,7 +294,7 @@ impl csi::controller_server::Controller for ControllerService {
             if let Some(cap) = req.volume_capability.as_ref() {
                 convert::capability(cap)?;
             }
-            let backend = d.backend_for(&id)?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
             let _guard = d.locks.try_lock(&req.volume_id)?;
             let (capacity, node_expansion_required) = backend.expand(&id, range)?;
             Ok(csi::ControllerExpandVolumeResponse {
@@ -316,8 +312,8 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("ControllerGetVolume", req.volume_id.clone(), move || {
-            let id = VolumeId::parse(&req.volume_id)?;
-            let info = d.backend_for(&id)?.get(&id)?;
+            let (backend, id) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)?;
+            let info = backend.get(&id)?;
             Ok(csi::ControllerGetVolumeResponse {
                 volume: Some(convert::volume(&info)),
                 status: Some(csi::controller_get_volume_response::VolumeStatus {

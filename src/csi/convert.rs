@@ -35,6 +35,15 @@ pub fn abs_path(field: &str, value: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The volume_path of NodeGetVolumeStats / NodeExpandVolume: a path that is not absolute cannot
+/// hold the volume, so it is NotFound rather than malformed.
+pub fn volume_path(volume_id: &str, value: &str) -> Result<PathBuf> {
+    abs_path("volume_path", value).map_err(|_| Error::VolumeNotFound {
+        volume: volume_id.to_string(),
+        detail: format!("it is not published at {value:?}"),
+    })
+}
+
 pub fn capability(cap: &csi::VolumeCapability) -> Result<Capability> {
     let (kind, fs_type, mount_flags) = match &cap.access_type {
         Some(AccessType::Mount(m)) => (AccessKind::Mount, m.fs_type.clone(), m.mount_flags.clone()),
@@ -114,10 +123,10 @@ pub fn node_topology(node: &str) -> csi::Topology {
 pub fn volume(info: &VolumeInfo) -> csi::Volume {
     csi::Volume {
         capacity_bytes: info.capacity_bytes as i64,
-        volume_id: info.id.to_string(),
+        volume_id: info.id.clone(),
         volume_context: info.context.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         content_source: None,
-        accessible_topology: vec![node_topology(&info.id.node)],
+        accessible_topology: vec![node_topology(&info.node)],
     }
 }
 

@@ -57,6 +57,13 @@ impl Driver {
             .ok_or_else(|| Error::not_found(id.to_string()))
     }
 
+    /// The backend and id a request's volume_id names, or NotFound. Called after the other
+    /// fields are validated, so a malformed request is InvalidArgument whatever its id.
+    pub fn resolve(&self, parsed: Option<VolumeId>, raw: &str) -> Result<(&Arc<dyn Backend>, VolumeId)> {
+        let id = parsed.ok_or_else(|| Error::not_found(raw))?;
+        Ok((self.backend_for(&id)?, id))
+    }
+
     pub(crate) fn publish_gate(&self) -> std::sync::MutexGuard<'_, ()> {
         self.publish_gate.lock().expect("publish gate poisoned")
     }

@@ -39,7 +39,7 @@ impl csi::node_server::Node for NodeService {
             let id = VolumeId::parse(&req.volume_id)?;
             let staging = abs_path("staging_target_path", &req.staging_target_path)?;
             let cap = convert::required_capability(req.volume_capability.as_ref())?;
-            let backend = d.backend_for(&id)?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
             let _guard = d.locks.try_lock(&req.volume_id)?;
             backend.stage(&id, &staging, &cap)?;
             Ok(csi::NodeStageVolumeResponse {})
@@ -56,7 +56,9 @@ impl csi::node_server::Node for NodeService {
         rpc("NodeUnstageVolume", req.volume_id.clone(), move || {
             let id = VolumeId::parse(&req.volume_id)?;
             let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-            let backend = d.backend_for(&id)?;
+            let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
+                return crate::backend::nothing_mounted_at(&req.volume_id, &staging).map(|()| csi::NodeUnstageVolumeResponse {});
+            };
             let _guard = d.locks.try_lock(&req.volume_id)?;
             backend.unstage(&id, &staging)?;
             Ok(csi::NodeUnstageVolumeResponse {})
@@ -72,14 +74,17 @@ impl csi::node_server::Node for NodeService {
         let d = self.driver.clone();
         rpc("NodePublishVolume", req.volume_id.clone(), move || {
             let id = VolumeId::parse(&req.volume_id)?;
+            let staging_path = abs_path("staging_target_path", &req.staging_target_path)?;
+            let target_path = abs_path("target_path", &req.target_path)?;
+            let capability = convert::required_capability(req.volume_capability.as_ref())?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
             let publish = PublishRequest {
-                staging_path: abs_path("staging_target_path", &req.staging_target_path)?,
-                target_path: abs_path("target_path", &req.target_path)?,
-                capability: convert::required_capability(req.volume_capability.as_ref())?,
-                read_only: req.readonly,
                 id,
+                staging_path,
+                target_path,
+                capability,
+                read_only: req.readonly,
             };
-            let backend = d.backend_for(&publish.id)?;
             let _guard = d.locks.try_lock(&req.volume_id)?;
             backend.publish(&publish)?;
             Ok(csi::NodePublishVolumeResponse {})
@@ -96,7 +101,9 @@ impl csi::node_server::Node for NodeService {
         rpc("NodeUnpublishVolume", req.volume_id.clone(), move || {
             let id = VolumeId::parse(&req.volume_id)?;
             let target = abs_path("target_path", &req.target_path)?;
-            let backend = d.backend_for(&id)?;
+            let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
+                return crate::backend::nothing_mounted_at(&req.volume_id, &target).map(|()| csi::NodeUnpublishVolumeResponse {});
+            };
             let _guard = d.locks.try_lock(&req.volume_id)?;
             backend.unpublish(&id, &target)?;
             Ok(csi::NodeUnpublishVolumeResponse {})
@@ -113,8 +120,10 @@ impl csi::node_server::Node for NodeService {
         let d = self.driver.clone();
         rpc("NodeGetVolumeStats", req.volume_id.clone(), move || {
             let id = VolumeId::parse(&req.volume_id)?;
-            let path = abs_path("volume_path", &req.volume_path)?;
-            let stats = d.backend_for(&id)?.stats(&id, &path)?;
+            convert::require("volume_path", &req.volume_path)?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
+            let path = convert::volume_path(&req.volume_id, &req.volume_path)?;
+            let stats = backend.stats(&id, &path)?;
             let mut usage = vec![csi::VolumeUsage {
                 available: stats.available_bytes as i64,
                 total: stats.total_bytes as i64,
@@ -145,12 +154,13 @@ impl csi::node_server::Node for NodeService {
         let d = self.driver.clone();
         rpc("NodeExpandVolume", req.volume_id.clone(), move || {
             let id = VolumeId::parse(&req.volume_id)?;
-            let path = abs_path("volume_path", &req.volume_path)?;
+            convert::require("volume_path", &req.volume_path)?;
             let range = convert::capacity_range(req.capacity_range.as_ref())?;
             if let Some(cap) = req.volume_capability.as_ref() {
                 convert::capability(cap)?;
             }
-            let backend = d.backend_for(&id)?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
+            let path = convert::volume_path(&req.volume_id, &req.volume_path)?;
             let _guard = d.locks.try_lock(&req.volume_id)?;
             let capacity = backend.node_expand(&id, &path, range)?;
             Ok(csi::NodeExpandVolumeResponse {

@@ -51,8 +51,7 @@ pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> 
 
 impl HostpathBackend {
     pub(super) fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        let id = VolumeId::new(super::BACKEND, &self.node, &req.name)?;
-        let id_str = id.to_string();
+        let id_str = VolumeId::for_volume(super::BACKEND, &self.node, &req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = access_kind(&id_str, &req.capabilities)?;
         if let Some(t) = &req.topology {
@@ -68,7 +67,16 @@ impl HostpathBackend {
             .resolve(self.default_capacity, ALIGN, &id_str)?;
         let wanted_params = defining(&req.parameters);
 
-        let existing = self.lock_index().volumes.get(&req.name).cloned();
+        let (existing, id_owner) = {
+            let index = self.lock_index();
+            (index.volumes.get(&req.name).cloned(), index.ids.get(&id_str).cloned())
+        };
+        if let Some(other) = id_owner.filter(|o| o != &req.name) {
+            return Err(Error::exists(
+                id_str,
+                format!("this id already belongs to volume {other:?}; choose another name"),
+            ));
+        }
         let project_id = match existing {
             Some(rec) if rec.phase == Phase::Ready => {
                 return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
@@ -250,7 +258,7 @@ impl HostpathBackend {
     }
 
     pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
-        if id.node != self.node {
+        if !self.is_local(id) {
             return Err(Error::precondition(
                 id.to_string(),
                 format!(
@@ -260,10 +268,8 @@ impl HostpathBackend {
             ));
         }
         let id_str = id.to_string();
-        let existing = self.lock_index().volumes.get(&id.name).cloned();
-        let mut rec = match existing {
-            Some(rec) if rec.id == id_str => rec,
-            _ => return self.delete_orphan(id),
+        let Some(mut rec) = self.find(id) else {
+            return self.delete_orphan(id);
         };
         if rec.phase == Phase::Ready {
             if let Some(why) = rec.in_use() {
@@ -291,7 +297,7 @@ impl HostpathBackend {
 
     /// A directory with our marker but no record (state lost): ours, so delete it.
     fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
-        let dir = self.volume_dir(&id.name);
+        let dir = self.volume_dir(&id.key);
         let id_str = id.to_string();
         if let Ok(Some(marker)) = fsutil::owner_marker(&dir) {
             if marker == id_str {
@@ -312,6 +318,7 @@ impl HostpathBackend {
         };
         let mut entries = Vec::new();
         let mut next_after = None;
+        let mut last_name = String::new();
         for rec in index
             .volumes
             .range((start, Bound::Unbounded))
@@ -319,10 +326,11 @@ impl HostpathBackend {
             .filter(|r| r.phase == Phase::Ready)
         {
             if max != 0 && entries.len() == max {
-                next_after = entries.last().map(|i: &VolumeInfo| i.id.name.clone());
+                next_after = entries.last().map(|_: &VolumeInfo| last_name.clone());
                 break;
             }
             entries.push(self.info(rec));
+            last_name = rec.name.clone();
         }
         Ok(Page {
             entries,
@@ -458,7 +466,10 @@ impl HostpathBackend {
     }
 
     pub(super) fn unpublish_from_node(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        let mut rec = self.record(id)?;
+        // A volume that is gone is unpublished everywhere.
+        let Ok(mut rec) = self.record(id) else {
+            return Ok(());
+        };
         let changed = match node {
             Some(n) => rec.controller_published.remove(n).is_some(),
             None => {

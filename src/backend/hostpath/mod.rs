@@ -18,7 +18,7 @@ use crate::volume::{
     VolumeInfo, VolumeStats,
 };
 use record::{Phase, VolumeRecord};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -40,6 +40,8 @@ pub struct HostpathConfig {
 #[derive(Default)]
 struct Index {
     volumes: BTreeMap<String, VolumeRecord>,
+    /// volume id -> name (ids of long names are shortened, so they cannot be parsed back).
+    ids: HashMap<String, String>,
     reserved_bytes: u64,
     project_ids: HashSet<u32>,
 }
@@ -51,11 +53,13 @@ impl Index {
         if let Some(p) = rec.project_id {
             self.project_ids.insert(p);
         }
+        self.ids.insert(rec.id.clone(), rec.name.clone());
         self.volumes.insert(rec.name.clone(), rec);
     }
 
     fn remove(&mut self, name: &str) -> Option<VolumeRecord> {
         let rec = self.volumes.remove(name)?;
+        self.ids.remove(&rec.id);
         self.reserved_bytes -= rec.capacity_bytes;
         if let Some(p) = rec.project_id {
             self.project_ids.remove(&p);
@@ -144,19 +148,22 @@ impl HostpathBackend {
         self.volume_dir(name).join(IMAGE_FILE)
     }
 
+    /// The record of a ready volume, by id.
     fn record(&self, id: &VolumeId) -> Result<VolumeRecord> {
-        self.check_node(id)?;
-        match self.lock_index().volumes.get(&id.name) {
-            Some(r) if r.phase == Phase::Ready && r.id == id.to_string() => Ok(r.clone()),
-            _ => Err(Error::not_found(id.to_string())),
-        }
+        self.find(id)
+            .filter(|r| r.phase == Phase::Ready)
+            .ok_or_else(|| Error::not_found(id.to_string()))
     }
 
-    fn check_node(&self, id: &VolumeId) -> Result<()> {
-        if id.node != self.node {
-            return Err(Error::not_found(id.to_string()));
-        }
-        Ok(())
+    /// The record of a volume in any phase, by id.
+    fn find(&self, id: &VolumeId) -> Option<VolumeRecord> {
+        let index = self.lock_index();
+        let name = index.ids.get(&id.to_string())?;
+        index.volumes.get(name).cloned()
+    }
+
+    fn is_local(&self, id: &VolumeId) -> bool {
+        id.node == VolumeId::node_tag(&self.node)
     }
 
     /// Persists `rec` and makes it the indexed version.
@@ -230,11 +237,8 @@ impl HostpathBackend {
             self.volume_dir(&rec.name).display().to_string(),
         );
         VolumeInfo {
-            id: VolumeId {
-                backend: BACKEND.into(),
-                node: self.node.clone(),
-                name: rec.name.clone(),
-            },
+            id: rec.id.clone(),
+            node: self.node.clone(),
             capacity_bytes: rec.capacity_bytes,
             context,
             published_nodes: rec.controller_published.keys().cloned().collect(),

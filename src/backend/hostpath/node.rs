@@ -127,7 +127,9 @@ impl HostpathBackend {
     }
 
     pub(super) fn unstage_volume(&self, id: &VolumeId, staging: &Path) -> Result<()> {
-        let mut rec = self.record(id)?;
+        let Ok(mut rec) = self.record(id) else {
+            return crate::backend::nothing_mounted_at(&id.to_string(), staging);
+        };
         let vid = rec.id.clone();
         if let Some(t) = rec.published.keys().next() {
             return Err(Error::precondition(
@@ -248,7 +250,9 @@ impl HostpathBackend {
     }
 
     pub(super) fn unpublish_volume(&self, id: &VolumeId, target: &Path) -> Result<()> {
-        let mut rec = self.record(id)?;
+        let Ok(mut rec) = self.record(id) else {
+            return crate::backend::nothing_mounted_at(&id.to_string(), target);
+        };
         let vid = rec.id.clone();
         if is_mounted(target, &vid)? {
             if !rec.published.contains_key(target) && !self.shows_volume(&rec, target) {
