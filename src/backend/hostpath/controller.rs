@@ -2,7 +2,8 @@
 //! and the attach bookkeeping of ControllerPublish.
 
 use super::params::{defining, HostpathParams, QuotaMode};
-use super::record::{Phase, VolumeRecord};
+use super::limiter::Limiter;
+use super::record::{Enforcement, Phase, VolumeRecord};
 use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
 use crate::backend::Page;
 use crate::error::{Error, Result};
@@ -77,7 +78,7 @@ impl HostpathBackend {
                 format!("this id already belongs to volume {other:?}; choose another name"),
             ));
         }
-        let project_id = match existing {
+        let earlier = match existing {
             Some(rec) if rec.phase == Phase::Ready => {
                 return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
             }
@@ -85,7 +86,7 @@ impl HostpathBackend {
                 return Err(Error::Busy(id_str));
             }
             // A creation that never finished was never acknowledged: start it over.
-            Some(rec) => rec.project_id,
+            Some(rec) => rec.enforced_by,
             None => None,
         };
 
@@ -108,22 +109,22 @@ impl HostpathBackend {
             )));
         }
 
-        let enforce = match (params.quota, &self.quota) {
-            (QuotaMode::None, _) => false,
-            (_, Some(_)) => true,
-            (QuotaMode::Auto, None) => false,
+        let enforced_by = match (params.quota, &self.limiter) {
+            (QuotaMode::None, _) | (QuotaMode::Auto, None) => None,
             (QuotaMode::Enforce, None) => {
                 return Err(Error::invalid(format!(
-                    "volume {id_str}: quota=enforce, but base path {} ({}) has no project quota",
+                    "volume {id_str}: quota=enforce, but base path {} ({}) has no quota to enforce it with",
                     self.base.display(),
                     self.base_fs
                 )))
             }
-        };
-        let project_id = match (enforce, project_id) {
-            (false, _) => None,
-            (true, Some(p)) => Some(p),
-            (true, None) => Some(self.allocate_project_id(&id_str)?),
+            (_, Some(Limiter::Btrfs(_))) => Some(Enforcement::BtrfsQgroup),
+            (_, Some(Limiter::Project(_))) => match earlier {
+                Some(e @ Enforcement::ProjectQuota { .. }) => Some(e),
+                _ => Some(Enforcement::ProjectQuota {
+                    id: self.allocate_project_id(&id_str)?,
+                }),
+            },
         };
 
         let mut rec = VolumeRecord {
@@ -133,7 +134,7 @@ impl HostpathBackend {
             kind,
             capacity_bytes: capacity,
             parameters: wanted_params,
-            project_id,
+            enforced_by,
             controller_published: BTreeMap::new(),
             staged_at: None,
             published: BTreeMap::new(),
@@ -183,12 +184,17 @@ impl HostpathBackend {
     fn materialize(&self, rec: &VolumeRecord) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
         let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
-        match fs::create_dir(&dir) {
+        let created = match (&self.limiter, rec.enforced_by) {
+            (Some(l), Some(_)) => l.create_dir(&dir),
+            _ => fs::create_dir(&dir),
+        };
+        match created {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match fsutil::owner_marker(&dir).map_err(os("read marker of"))? {
                     Some(m) if m == rec.id => {}
-                    None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none() => {}
+                    None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
+                        && self.limiter.as_ref().is_none_or(|l| l.fits(&dir)) => {}
                     _ => {
                         return Err(Error::precondition(
                             &rec.id,
@@ -205,10 +211,9 @@ impl HostpathBackend {
         // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
         fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
-        if let (Some(q), Some(p)) = (&self.quota, rec.project_id) {
-            q.assign(&dir, p).map_err(os("assign project quota to"))?;
-            q.set_limit(p, self.quota_limit(rec.kind, rec.capacity_bytes))
-                .map_err(os("set project quota on"))?;
+        if let (Some(l), Some(how)) = (&self.limiter, rec.enforced_by) {
+            l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
+                .map_err(os("set capacity limit on"))?;
         }
         if rec.kind == AccessKind::Block {
             let image = self.image_path(&rec.name);
@@ -238,17 +243,11 @@ impl HostpathBackend {
     fn allocate_project_id(&self, volume: &str) -> Result<u32> {
         const FIRST: u32 = 1 << 20;
         const SPAN: u32 = (1 << 31) - FIRST;
-        let hash = volume
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        let quota = self.quota.as_ref().expect("allocate only with quota");
+        let hash = crate::volume::stable_hash(volume);
+        let limiter = self.limiter.as_ref().expect("allocate only with a limiter");
         for probe in 0..1024u32 {
             let id = FIRST + ((hash as u32).wrapping_add(probe) % SPAN);
-            if self.lock_index().project_ids.contains(&id) {
-                continue;
-            }
-            let (limit, used, inodes) = quota.get(id).unwrap_or((0, 0, 0));
-            if limit == 0 && used == 0 && inodes == 0 {
+            if !self.lock_index().project_ids.contains(&id) && limiter.project_id_free(id) {
                 return Ok(id);
             }
         }
@@ -361,7 +360,7 @@ impl HostpathBackend {
         topology: Option<&TopologyRequirement>,
     ) -> Result<u64> {
         let params = HostpathParams::decode(parameters)?;
-        if params.quota == QuotaMode::Enforce && self.quota.is_none() {
+        if params.quota == QuotaMode::Enforce && self.limiter.is_none() {
             return Ok(0);
         }
         if let Some(t) = topology {
@@ -413,9 +412,9 @@ impl HostpathBackend {
             )));
         }
         // Grow the limit first, then the image, then the record: each step is safe to repeat.
-        if let (Some(q), Some(p)) = (&self.quota, rec.project_id) {
-            q.set_limit(p, self.quota_limit(rec.kind, new))
-                .map_err(Error::os(&id_str, "raise project quota"))?;
+        if let (Some(l), Some(how)) = (&self.limiter, rec.enforced_by) {
+            l.apply(&self.volume_dir(&rec.name), how, self.quota_limit(rec.kind, new))
+                .map_err(Error::os(&id_str, "raise capacity limit"))?;
         }
         if rec.kind == AccessKind::Block {
             let image = self.image_path(&rec.name);

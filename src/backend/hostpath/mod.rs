@@ -5,19 +5,21 @@
 //! backend only ever removes a directory that carries its own id.
 
 mod controller;
+mod limiter;
 mod node;
 pub mod params;
 pub mod record;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::os::{fsutil, quota::ProjectQuota, statfs};
+use crate::os::{fsutil, statfs};
+use limiter::Limiter;
 use crate::state::Store;
 use crate::volume::{
     Capability, CapacityRange, CreateRequest, PublishRequest, TopologyRequirement, VolumeId,
     VolumeInfo, VolumeStats,
 };
-use record::{Phase, VolumeRecord};
+use record::{Enforcement, Phase, VolumeRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -50,8 +52,8 @@ impl Index {
     fn insert(&mut self, rec: VolumeRecord) {
         self.remove(&rec.name);
         self.reserved_bytes += rec.capacity_bytes;
-        if let Some(p) = rec.project_id {
-            self.project_ids.insert(p);
+        if let Some(Enforcement::ProjectQuota { id }) = rec.enforced_by {
+            self.project_ids.insert(id);
         }
         self.ids.insert(rec.id.clone(), rec.name.clone());
         self.volumes.insert(rec.name.clone(), rec);
@@ -61,8 +63,8 @@ impl Index {
         let rec = self.volumes.remove(name)?;
         self.ids.remove(&rec.id);
         self.reserved_bytes -= rec.capacity_bytes;
-        if let Some(p) = rec.project_id {
-            self.project_ids.remove(&p);
+        if let Some(Enforcement::ProjectQuota { id }) = rec.enforced_by {
+            self.project_ids.remove(&id);
         }
         Some(rec)
     }
@@ -73,7 +75,7 @@ pub struct HostpathBackend {
     base: PathBuf,
     default_capacity: u64,
     store: Store,
-    quota: Option<ProjectQuota>,
+    limiter: Option<Limiter>,
     base_fs: &'static str,
     index: Mutex<Index>,
 }
@@ -85,20 +87,20 @@ impl HostpathBackend {
     pub fn open(cfg: HostpathConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(&cfg.base)?;
         let store = Store::open(&cfg.state_dir.join(BACKEND))?;
-        let quota = ProjectQuota::probe(&cfg.base)?;
+        let limiter = Limiter::probe(&cfg.base)?;
         let base_fs = statfs::fs_type(&cfg.base)?;
-        if quota.is_some() {
-            tracing::info!(base = %cfg.base.display(), fs = base_fs, "project quota enforced: volume sizes are hard limits");
-        } else {
-            tracing::warn!(base = %cfg.base.display(), fs = base_fs,
-                "no project quota on the base path: volume sizes are advisory (use XFS with prjquota, or ext4 with the project feature mounted prjquota)");
+        match &limiter {
+            Some(l) => tracing::info!(base = %cfg.base.display(), fs = base_fs, limit = l.describe(),
+                "volume sizes are hard limits"),
+            None => tracing::warn!(base = %cfg.base.display(), fs = base_fs,
+                "no quota on the base path: volume sizes are advisory (use XFS mounted prjquota, ext4 with the project feature mounted prjquota, or btrfs with quota enabled)"),
         }
         let backend = HostpathBackend {
             node: cfg.node_id,
             base: cfg.base,
             default_capacity: cfg.default_capacity,
             store,
-            quota,
+            limiter,
             base_fs,
             index: Mutex::new(Index::default()),
         };
@@ -202,8 +204,8 @@ impl HostpathBackend {
             }
         }
         crate::failpoint::hit("discard:after-remove-dir");
-        if let (Some(q), Some(p)) = (&self.quota, rec.project_id) {
-            q.set_limit(p, 0).map_err(Error::os(&rec.id, "clear project quota"))?;
+        if let (Some(l), Some(how)) = (&self.limiter, rec.enforced_by) {
+            l.release(how).map_err(Error::os(&rec.id, "lift capacity limit"))?;
         }
         self.store
             .remove(&rec.name)
@@ -230,7 +232,7 @@ impl HostpathBackend {
         context.insert("ferrovol.io/access-type".to_string(), kind.to_string());
         context.insert(
             "ferrovol.io/capacity-enforced".to_string(),
-            rec.project_id.is_some().to_string(),
+            rec.enforced_by.is_some().to_string(),
         );
         context.insert(
             "ferrovol.io/path".to_string(),

@@ -310,22 +310,25 @@ impl HostpathBackend {
             });
         }
         let fs_now = statfs::fs_stats(path).map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
-        let (used, inodes_used) = match (&self.quota, rec.project_id) {
-            (Some(q), Some(p)) => {
-                let (_, used, inodes) = q.get(p).map_err(Error::os(&vid, "read project quota"))?;
-                (used, inodes)
+        let (used, inodes_used) = match (&self.limiter, rec.enforced_by) {
+            (Some(l), Some(how)) => l
+                .usage(&self.volume_dir(&rec.name), how)
+                .map_err(Error::os(&vid, "read capacity usage"))?,
+            _ => {
+                let (bytes, inodes) = fsutil::disk_usage(path)
+                    .map_err(Error::os(&vid, format!("measure {}", path.display())))?;
+                (bytes, Some(inodes))
             }
-            _ => fsutil::disk_usage(path).map_err(Error::os(&vid, format!("measure {}", path.display())))?,
         };
         Ok(VolumeStats {
             total_bytes: rec.capacity_bytes,
             used_bytes: used,
             available_bytes: rec.capacity_bytes.saturating_sub(used).min(fs_now.available_bytes),
-            inodes: Some((
-                fs_now.total_inodes,
-                inodes_used,
-                fs_now.free_inodes,
-            )),
+            // Filesystems without inode tables (btrfs) report none; so do we then.
+            inodes: (fs_now.total_inodes > 0).then(|| {
+                let used = inodes_used.unwrap_or(fs_now.total_inodes - fs_now.free_inodes);
+                (fs_now.total_inodes, used, fs_now.free_inodes)
+            }),
             condition,
         })
     }

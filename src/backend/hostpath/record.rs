@@ -15,6 +15,14 @@ pub enum Phase {
     Deleting,
 }
 
+/// How the volume's capacity is enforced, when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Enforcement {
+    ProjectQuota { id: u32 },
+    BtrfsQgroup,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publication {
     pub read_only: bool,
@@ -31,8 +39,8 @@ pub struct VolumeRecord {
     pub capacity_bytes: u64,
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
-    /// Set when the volume directory is a quota project.
-    pub project_id: Option<u32>,
+    /// Set when the capacity is a hard limit; None when it is advisory.
+    pub enforced_by: Option<Enforcement>,
     /// node id -> read-only
     #[serde(default)]
     pub controller_published: BTreeMap<String, bool>,

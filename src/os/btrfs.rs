@@ -1,0 +1,137 @@
+//! Btrfs subvolumes with qgroup limits: a volume directory made a subvolume gets its own qgroup
+//! (0/<subvolume id>), and a limit on its referenced bytes makes writes past the capacity fail
+//! with EDQUOT. Needs `btrfs quota enable <mount>` once; no CONFIG_QUOTA in the kernel.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+// _IOW(0x94, 14, btrfs_ioctl_vol_args[4096])
+const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940E;
+// _IOR(0x94, 43, btrfs_ioctl_qgroup_limit_args[48])
+const BTRFS_IOC_QGROUP_LIMIT: libc::c_ulong = 0x8030_942B;
+// _IOR(0x94, 31, btrfs_ioctl_fs_info_args[1024])
+const BTRFS_IOC_FS_INFO: libc::c_ulong = 0x8400_941F;
+// _IOWR(0x94, 18, btrfs_ioctl_ino_lookup_args[4096])
+const BTRFS_IOC_INO_LOOKUP: libc::c_ulong = 0xD000_9412;
+const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
+/// Inode number of every subvolume's root directory.
+const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+
+#[repr(C)]
+struct VolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct QgroupLimitArgs {
+    qgroupid: u64,
+    flags: u64,
+    max_rfer: u64,
+    max_excl: u64,
+    rsv_rfer: u64,
+    rsv_excl: u64,
+}
+
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
+
+fn ioctl<T>(f: &File, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
+    // SAFETY: `arg` points to a live struct of the size encoded in `req`.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), req as _, arg) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Handle on a btrfs filesystem whose quota (qgroups) is enabled.
+#[derive(Debug)]
+pub struct BtrfsQgroups {
+    sysfs: PathBuf,
+}
+
+impl BtrfsQgroups {
+    /// Some(handle) when `base` is on btrfs with quota enabled.
+    pub fn probe(base: &Path) -> io::Result<Option<Self>> {
+        let st = nix::sys::statfs::statfs(base).map_err(io::Error::from)?;
+        if st.filesystem_type().0 as i64 != BTRFS_SUPER_MAGIC {
+            return Ok(None);
+        }
+        let f = File::open(base)?;
+        let mut info = [0u8; 1024];
+        ioctl(&f, BTRFS_IOC_FS_INFO, info.as_mut_ptr())?;
+        let fsid = &info[16..32];
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            hex(&fsid[0..4]),
+            hex(&fsid[4..6]),
+            hex(&fsid[6..8]),
+            hex(&fsid[8..10]),
+            hex(&fsid[10..16])
+        );
+        let sysfs = Path::new("/sys/fs/btrfs").join(uuid).join("qgroups");
+        Ok(sysfs.is_dir().then_some(BtrfsQgroups { sysfs }))
+    }
+
+    /// Creates `dir` as a subvolume (AlreadyExists if the name is taken).
+    pub fn create_subvolume(&self, dir: &Path) -> io::Result<()> {
+        let parent = dir.parent().ok_or_else(|| io::Error::other("no parent"))?;
+        let name = dir.file_name().ok_or_else(|| io::Error::other("no name"))?.as_bytes();
+        let mut args = VolArgs { fd: 0, name: [0; 4088] };
+        if name.len() >= args.name.len() {
+            return Err(io::Error::other("subvolume name too long"));
+        }
+        args.name[..name.len()].copy_from_slice(name);
+        ioctl(&File::open(parent)?, BTRFS_IOC_SUBVOL_CREATE, &mut args)
+    }
+
+    /// Whether `dir` is the root of a subvolume.
+    pub fn is_subvolume(dir: &Path) -> bool {
+        fs::metadata(dir).is_ok_and(|m| m.ino() == BTRFS_FIRST_FREE_OBJECTID)
+    }
+
+    /// Limits the bytes the subvolume at `dir` may reference (0 lifts the limit).
+    pub fn set_limit(&self, dir: &Path, bytes: u64) -> io::Result<()> {
+        let mut args = QgroupLimitArgs {
+            // 0: the qgroup of the subvolume the ioctl is issued on.
+            qgroupid: 0,
+            flags: BTRFS_QGROUP_LIMIT_MAX_RFER,
+            max_rfer: if bytes == 0 { u64::MAX } else { bytes },
+            ..Default::default()
+        };
+        ioctl(&File::open(dir)?, BTRFS_IOC_QGROUP_LIMIT, &mut args)
+    }
+
+    /// Bytes the subvolume at `dir` references, from its qgroup in sysfs.
+    pub fn usage(&self, dir: &Path) -> io::Result<u64> {
+        let id = subvolume_id(dir)?;
+        let text = fs::read_to_string(self.sysfs.join(format!("0_{id}")).join("referenced"))?;
+        text.trim().parse().map_err(io::Error::other)
+    }
+}
+
+fn subvolume_id(dir: &Path) -> io::Result<u64> {
+    let mut args = InoLookupArgs {
+        treeid: 0,
+        objectid: BTRFS_FIRST_FREE_OBJECTID,
+        name: [0; 4080],
+    };
+    ioctl(&File::open(dir)?, BTRFS_IOC_INO_LOOKUP, &mut args)?;
+    Ok(args.treeid)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
