@@ -13,7 +13,9 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Channel, tonic::transport::E
                 .connect_with_connector(tower::service_fn(move |_: Uri| {
                     let path = path.clone();
                     async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
                     }
                 }))
                 .await

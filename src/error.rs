@@ -88,7 +88,10 @@ impl Error {
     }
 
     /// Wraps an OS error with the volume and the action that failed.
-    pub fn os(volume: impl Into<String>, action: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+    pub fn os(
+        volume: impl Into<String>,
+        action: impl Into<String>,
+    ) -> impl FnOnce(io::Error) -> Self {
         let (volume, action) = (volume.into(), action.into());
         move |source| Error::Os {
             volume,

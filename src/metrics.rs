@@ -29,12 +29,20 @@ pub fn render() -> String {
     out.push_str("# HELP ferrovol_rpc_total CSI calls served, by method and gRPC code.\n");
     out.push_str("# TYPE ferrovol_rpc_total counter\n");
     for ((m, c), s) in reg.iter() {
-        let _ = writeln!(out, "ferrovol_rpc_total{{method=\"{m}\",code=\"{c}\"}} {}", s.count);
+        let _ = writeln!(
+            out,
+            "ferrovol_rpc_total{{method=\"{m}\",code=\"{c}\"}} {}",
+            s.count
+        );
     }
     out.push_str("# HELP ferrovol_rpc_duration_seconds_sum Time spent serving CSI calls.\n");
     out.push_str("# TYPE ferrovol_rpc_duration_seconds_sum counter\n");
     for ((m, c), s) in reg.iter() {
-        let _ = writeln!(out, "ferrovol_rpc_duration_seconds_sum{{method=\"{m}\",code=\"{c}\"}} {:.6}", s.seconds);
+        let _ = writeln!(
+            out,
+            "ferrovol_rpc_duration_seconds_sum{{method=\"{m}\",code=\"{c}\"}} {:.6}",
+            s.seconds
+        );
     }
     out
 }
@@ -70,6 +78,9 @@ mod tests {
     fn renders_observed_calls() {
         super::observe("CreateVolume", tonic::Code::Ok, 2.0);
         let text = super::render();
-        assert!(text.contains("ferrovol_rpc_total{method=\"CreateVolume\",code=\"Ok\"}"), "{text}");
+        assert!(
+            text.contains("ferrovol_rpc_total{method=\"CreateVolume\",code=\"Ok\"}"),
+            "{text}"
+        );
     }
 }

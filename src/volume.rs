@@ -22,7 +22,9 @@ pub fn validate_component(what: &str, value: &str) -> Result<()> {
         )));
     }
     if value.starts_with('.') {
-        return Err(Error::invalid(format!("{what} {value:?} must not begin with '.'")));
+        return Err(Error::invalid(format!(
+            "{what} {value:?} must not begin with '.'"
+        )));
     }
     if let Some(c) = value.chars().find(|c| *c == '/' || c.is_control()) {
         return Err(Error::invalid(format!(
@@ -45,8 +47,9 @@ pub struct VolumeId {
 
 /// FNV-1a, 64 bit: stable across releases and platforms (ids are persisted).
 pub fn stable_hash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 impl VolumeId {
@@ -95,12 +98,16 @@ impl VolumeId {
             )));
         }
         if raw.contains('\0') || raw.split('/').any(|p| p == "." || p == "..") {
-            return Err(Error::invalid(format!("volume_id {raw:?} is not a valid id")));
+            return Err(Error::invalid(format!(
+                "volume_id {raw:?} is not a valid id"
+            )));
         }
         let parts: Vec<&str> = raw.split('/').collect();
         Ok(match parts.as_slice() {
             [backend, node, key]
-                if !backend.is_empty() && !node.is_empty() && validate_component("name", key).is_ok() =>
+                if !backend.is_empty()
+                    && !node.is_empty()
+                    && validate_component("name", key).is_ok() =>
             {
                 Some(VolumeId {
                     backend: backend.to_string(),
@@ -149,7 +156,10 @@ impl AccessMode {
     }
 
     pub fn read_only(self) -> bool {
-        matches!(self, AccessMode::SingleNodeReaderOnly | AccessMode::MultiNodeReaderOnly)
+        matches!(
+            self,
+            AccessMode::SingleNodeReaderOnly | AccessMode::MultiNodeReaderOnly
+        )
     }
 }
 
@@ -221,9 +231,8 @@ pub struct TopologyRequirement {
 impl TopologyRequirement {
     /// Whether a volume on `node` would satisfy the requirement.
     pub fn allows_node(&self, node: &str) -> bool {
-        let fits = |seg: &BTreeMap<String, String>| {
-            seg.get(TOPOLOGY_NODE_KEY).is_none_or(|v| v == node)
-        };
+        let fits =
+            |seg: &BTreeMap<String, String>| seg.get(TOPOLOGY_NODE_KEY).is_none_or(|v| v == node);
         if !self.requisite.is_empty() {
             return self.requisite.iter().any(fits);
         }
@@ -296,9 +305,18 @@ mod tests {
         assert_eq!(id.to_string(), "hostpath/node-1/pvc-1");
         assert_eq!(VolumeId::parse("hostpath/node-1/pvc-1").unwrap(), Some(id));
         assert_eq!(VolumeId::parse("fake-vol-id").unwrap(), None);
-        assert!(matches!(VolumeId::parse("hostpath/n/.."), Err(Error::InvalidArgument(_))));
-        assert!(matches!(VolumeId::parse("hostpath/n/a\0b"), Err(Error::InvalidArgument(_))));
-        assert!(matches!(VolumeId::parse(&"x".repeat(200)), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            VolumeId::parse("hostpath/n/.."),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            VolumeId::parse("hostpath/n/a\0b"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            VolumeId::parse(&"x".repeat(200)),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(VolumeId::for_volume("hostpath", "n", "../etc").is_err());
         assert!(VolumeId::for_volume("hostpath", "n", ".hidden").is_err());
         assert!(VolumeId::for_volume("hostpath", "n", &"a".repeat(129)).is_err());
@@ -312,8 +330,16 @@ mod tests {
         let s = id.to_string();
         assert!(s.len() <= MAX_ID_LEN, "{s}");
         assert_eq!(VolumeId::parse(&s).unwrap(), Some(id.clone()));
-        assert_eq!(VolumeId::for_volume("hostpath", &"n".repeat(200), &name).unwrap(), id);
-        let other = VolumeId::for_volume("hostpath", &"n".repeat(200), &format!("{}b", "a".repeat(127))).unwrap();
+        assert_eq!(
+            VolumeId::for_volume("hostpath", &"n".repeat(200), &name).unwrap(),
+            id
+        );
+        let other = VolumeId::for_volume(
+            "hostpath",
+            &"n".repeat(200),
+            &format!("{}b", "a".repeat(127)),
+        )
+        .unwrap();
         assert_ne!(other, id);
     }
 
@@ -323,8 +349,14 @@ mod tests {
         assert_eq!(r(0, 0).resolve(1 << 30, 4096, "v").unwrap(), 1 << 30);
         assert_eq!(r(1, 0).resolve(1 << 30, 4096, "v").unwrap(), 4096);
         assert_eq!(r(0, 8192).resolve(1 << 30, 4096, "v").unwrap(), 8192);
-        assert_eq!(r(5000, 6000).resolve(0, 4096, "v").unwrap_err().code(), tonic::Code::OutOfRange);
-        assert_eq!(r(9, 8).resolve(0, 4096, "v").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            r(5000, 6000).resolve(0, 4096, "v").unwrap_err().code(),
+            tonic::Code::OutOfRange
+        );
+        assert_eq!(
+            r(9, 8).resolve(0, 4096, "v").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         assert!(r(10, 20).admits(15) && !r(10, 20).admits(25) && !r(10, 0).admits(5));
     }
 

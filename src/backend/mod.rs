@@ -19,7 +19,10 @@ pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
         Ok(None) => Ok(()),
         Ok(Some(_)) => Err(crate::error::Error::VolumeNotFound {
             volume: volume_id.to_string(),
-            detail: format!("{} is mounted, but not by this volume; left alone", path.display()),
+            detail: format!(
+                "{} is mounted, but not by this volume; left alone",
+                path.display()
+            ),
         }),
         Err(e) => Err(crate::error::Error::os(volume_id, "read mount table")(e)),
     }

@@ -1,7 +1,10 @@
 //! `ferrovol ctl`: a small CSI client for watching a driver work.
 
 use super::{default_socket, size::parse_size, DEFAULT_DATA_DIR};
-use crate::proto::{self as csi, controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient};
+use crate::proto::{
+    self as csi, controller_client::ControllerClient, identity_client::IdentityClient,
+    node_client::NodeClient,
+};
 use crate::server::{anyhow_like::Result, Endpoint};
 use clap::{Args, Subcommand};
 use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume};
@@ -74,31 +77,48 @@ fn capability(block: bool, readonly: bool) -> csi::VolumeCapability {
             AccessType::Mount(MountVolume::default())
         }),
         access_mode: Some(AccessMode {
-            mode: if readonly { Mode::SingleNodeReaderOnly } else { Mode::SingleNodeWriter } as i32,
+            mode: if readonly {
+                Mode::SingleNodeReaderOnly
+            } else {
+                Mode::SingleNodeWriter
+            } as i32,
         }),
     }
 }
 
 pub fn run(args: CtlArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(args))
 }
 
 async fn run_async(args: CtlArgs) -> Result<()> {
     let data_dir = super::absolute(&args.data_dir);
-    let endpoint = args.endpoint.clone().unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
-    let channel = crate::client::connect(&endpoint)
-        .await
-        .map_err(|e| format!("cannot reach the driver at {endpoint}: {e} (is `ferrovol serve` running?)"))?;
+    let endpoint = args
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
+    let channel = crate::client::connect(&endpoint).await.map_err(|e| {
+        format!("cannot reach the driver at {endpoint}: {e} (is `ferrovol serve` running?)")
+    })?;
     let mut ctrl = ControllerClient::new(channel.clone());
     let mut node = NodeClient::new(channel.clone());
     match args.command {
         CtlCommand::Info => info(channel).await?,
-        CtlCommand::Create { name, size, block, params } => {
+        CtlCommand::Create {
+            name,
+            size,
+            block,
+            params,
+        } => {
             let resp = ctrl
                 .create_volume(csi::CreateVolumeRequest {
                     name,
-                    capacity_range: size.map(|s| csi::CapacityRange { required_bytes: s as i64, limit_bytes: 0 }),
+                    capacity_range: size.map(|s| csi::CapacityRange {
+                        required_bytes: s as i64,
+                        limit_bytes: 0,
+                    }),
                     volume_capabilities: vec![capability(block, false)],
                     parameters: params.into_iter().collect(),
                     ..Default::default()
@@ -115,7 +135,10 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             let mut token = String::new();
             loop {
                 let resp = ctrl
-                    .list_volumes(csi::ListVolumesRequest { max_entries: 500, starting_token: token })
+                    .list_volumes(csi::ListVolumesRequest {
+                        max_entries: 500,
+                        starting_token: token,
+                    })
                     .await?
                     .into_inner();
                 for e in resp.entries {
@@ -127,7 +150,11 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                         v.volume_id,
                         v.capacity_bytes,
                         st.published_node_ids,
-                        if cond.abnormal { format!("ABNORMAL: {}", cond.message) } else { "healthy".into() }
+                        if cond.abnormal {
+                            format!("ABNORMAL: {}", cond.message)
+                        } else {
+                            "healthy".into()
+                        }
                     );
                 }
                 if resp.next_token.is_empty() {
@@ -137,19 +164,35 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCommand::Delete { volume_id } => {
-            ctrl.delete_volume(csi::DeleteVolumeRequest { volume_id: volume_id.clone(), ..Default::default() })
-                .await?;
+            ctrl.delete_volume(csi::DeleteVolumeRequest {
+                volume_id: volume_id.clone(),
+                ..Default::default()
+            })
+            .await?;
             println!("deleted {volume_id}");
         }
-        CtlCommand::Publish { volume_id, target, readonly } => {
-            let info = NodeClient::new(channel.clone()).node_get_info(csi::NodeGetInfoRequest {}).await?.into_inner();
+        CtlCommand::Publish {
+            volume_id,
+            target,
+            readonly,
+        } => {
+            let info = NodeClient::new(channel.clone())
+                .node_get_info(csi::NodeGetInfoRequest {})
+                .await?
+                .into_inner();
             let vol = ctrl
-                .controller_get_volume(csi::ControllerGetVolumeRequest { volume_id: volume_id.clone() })
+                .controller_get_volume(csi::ControllerGetVolumeRequest {
+                    volume_id: volume_id.clone(),
+                })
                 .await?
                 .into_inner()
                 .volume
                 .unwrap_or_default();
-            let block = vol.volume_context.get("ferrovol.io/access-type").map(String::as_str) == Some("block");
+            let block = vol
+                .volume_context
+                .get("ferrovol.io/access-type")
+                .map(String::as_str)
+                == Some("block");
             let cap = capability(block, readonly);
             let staging = staging_path(&data_dir, &volume_id);
             ctrl.controller_publish_volume(csi::ControllerPublishVolumeRequest {
@@ -189,7 +232,10 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 staging_target_path: staging_path(&data_dir, &volume_id).display().to_string(),
             })
             .await?;
-            let info = node.node_get_info(csi::NodeGetInfoRequest {}).await?.into_inner();
+            let info = node
+                .node_get_info(csi::NodeGetInfoRequest {})
+                .await?
+                .into_inner();
             ctrl.controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
                 volume_id: volume_id.clone(),
                 node_id: info.node_id,
@@ -208,15 +254,29 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 .await?
                 .into_inner();
             for u in resp.usage {
-                let unit = if u.unit == csi::volume_usage::Unit::Inodes as i32 { "inodes" } else { "bytes" };
-                println!("{unit}: total={} used={} available={}", u.total, u.used, u.available);
+                let unit = if u.unit == csi::volume_usage::Unit::Inodes as i32 {
+                    "inodes"
+                } else {
+                    "bytes"
+                };
+                println!(
+                    "{unit}: total={} used={} available={}",
+                    u.total, u.used, u.available
+                );
             }
             if let Some(c) = resp.volume_condition {
-                println!("condition: {}{}", if c.abnormal { "ABNORMAL " } else { "" }, c.message);
+                println!(
+                    "condition: {}{}",
+                    if c.abnormal { "ABNORMAL " } else { "" },
+                    c.message
+                );
             }
         }
         CtlCommand::Expand { volume_id, size } => {
-            let range = Some(csi::CapacityRange { required_bytes: size as i64, limit_bytes: 0 });
+            let range = Some(csi::CapacityRange {
+                required_bytes: size as i64,
+                limit_bytes: 0,
+            });
             let resp = ctrl
                 .controller_expand_volume(csi::ControllerExpandVolumeRequest {
                     volume_id: volume_id.clone(),
@@ -225,7 +285,10 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("expanded {volume_id} to {} bytes (node step needed: {})", resp.capacity_bytes, resp.node_expansion_required);
+            println!(
+                "expanded {volume_id} to {} bytes (node step needed: {})",
+                resp.capacity_bytes, resp.node_expansion_required
+            );
         }
     }
     Ok(())
@@ -238,16 +301,36 @@ fn staging_path(data_dir: &std::path::Path, volume_id: &str) -> PathBuf {
 
 async fn info(channel: Channel) -> Result<()> {
     let mut id = IdentityClient::new(channel.clone());
-    let plugin = id.get_plugin_info(csi::GetPluginInfoRequest {}).await?.into_inner();
+    let plugin = id
+        .get_plugin_info(csi::GetPluginInfoRequest {})
+        .await?
+        .into_inner();
     println!("driver: {} {}", plugin.name, plugin.vendor_version);
-    let ready = id.probe(csi::ProbeRequest {}).await?.into_inner().ready.unwrap_or(false);
+    let ready = id
+        .probe(csi::ProbeRequest {})
+        .await?
+        .into_inner()
+        .ready
+        .unwrap_or(false);
     println!("ready: {ready}");
-    if let Ok(n) = NodeClient::new(channel.clone()).node_get_info(csi::NodeGetInfoRequest {}).await {
+    if let Ok(n) = NodeClient::new(channel.clone())
+        .node_get_info(csi::NodeGetInfoRequest {})
+        .await
+    {
         let n = n.into_inner();
-        println!("node: {} (max volumes {})", n.node_id, n.max_volumes_per_node);
+        println!(
+            "node: {} (max volumes {})",
+            n.node_id, n.max_volumes_per_node
+        );
     }
-    if let Ok(c) = ControllerClient::new(channel).get_capacity(csi::GetCapacityRequest::default()).await {
-        println!("available capacity: {} bytes", c.into_inner().available_capacity);
+    if let Ok(c) = ControllerClient::new(channel)
+        .get_capacity(csi::GetCapacityRequest::default())
+        .await
+    {
+        println!(
+            "available capacity: {} bytes",
+            c.into_inner().available_capacity
+        );
     }
     Ok(())
 }

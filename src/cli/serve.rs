@@ -23,7 +23,12 @@ pub struct ServeArgs {
 
     /// CSI services to serve, comma separated. The node plugin of a distributed deployment
     /// serves both (it provisions its own node-local volumes).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "controller,node")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "controller,node"
+    )]
     pub roles: Vec<Role>,
 
     /// Root of the embedded standalone default: socket, state and hostpath volumes live below
@@ -69,7 +74,10 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -90,8 +98,14 @@ pub fn run(args: ServeArgs) -> server::anyhow_like::Result<()> {
     crate::volume::validate_component("node id", &node_id).map_err(|e| e.to_string())?;
     let hostpath = HostpathBackend::open(HostpathConfig {
         node_id: node_id.clone(),
-        base: args.hostpath_base.clone().map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
-        state_dir: args.state_dir.clone().map_or_else(|| data_dir.join("state"), |p| absolute(&p)),
+        base: args
+            .hostpath_base
+            .clone()
+            .map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
+        state_dir: args
+            .state_dir
+            .clone()
+            .map_or_else(|| data_dir.join("state"), |p| absolute(&p)),
         default_capacity: args.default_volume_size,
     })?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(hostpath)];

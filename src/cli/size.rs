@@ -4,7 +4,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("size {s:?}: expected a number with an optional unit"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?}: expected a number with an optional unit"))?;
     let mult: u64 = match unit {
         "" => 1,
         "k" | "K" => 1000,
@@ -15,9 +17,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
         "Ti" => 1 << 40,
-        other => return Err(format!("size {s:?}: unknown unit {other:?} (use Ki, Mi, Gi, Ti)")),
+        other => {
+            return Err(format!(
+                "size {s:?}: unknown unit {other:?} (use Ki, Mi, Gi, Ti)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 #[cfg(test)]

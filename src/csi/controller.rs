@@ -34,7 +34,9 @@ const CAPABILITIES: &[Cap] = &[
 
 /// The backend a StorageClass asks for; hostpath when it names none.
 fn backend_param(params: &std::collections::BTreeMap<String, String>) -> &str {
-    params.get("backend").map_or(crate::backend::hostpath::BACKEND, String::as_str)
+    params
+        .get("backend")
+        .map_or(crate::backend::hostpath::BACKEND, String::as_str)
 }
 
 #[tonic::async_trait]
@@ -80,7 +82,8 @@ impl csi::controller_server::Controller for ControllerService {
         let d = self.driver.clone();
         rpc("DeleteVolume", req.volume_id.clone(), move || {
             // Deleting what never existed succeeds: DeleteVolume is idempotent.
-            let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id) else {
+            let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
+            else {
                 return Ok(csi::DeleteVolumeResponse {});
             };
             let _guard = d.locks.try_lock(&req.volume_id)?;
@@ -128,16 +131,21 @@ impl csi::controller_server::Controller for ControllerService {
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
         let req = req.into_inner();
         let d = self.driver.clone();
-        rpc("ControllerUnpublishVolume", req.volume_id.clone(), move || {
-            // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
-            let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id) else {
-                return Ok(csi::ControllerUnpublishVolumeResponse {});
-            };
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
-            backend.controller_unpublish(&id, node)?;
-            Ok(csi::ControllerUnpublishVolumeResponse {})
-        })
+        rpc(
+            "ControllerUnpublishVolume",
+            req.volume_id.clone(),
+            move || {
+                // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
+                let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
+                else {
+                    return Ok(csi::ControllerUnpublishVolumeResponse {});
+                };
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
+                backend.controller_unpublish(&id, node)?;
+                Ok(csi::ControllerUnpublishVolumeResponse {})
+            },
+        )
         .await
     }
 
@@ -147,28 +155,32 @@ impl csi::controller_server::Controller for ControllerService {
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
         let req = req.into_inner();
         let d = self.driver.clone();
-        rpc("ValidateVolumeCapabilities", req.volume_id.clone(), move || {
-            let id = VolumeId::parse(&req.volume_id)?;
-            let caps = convert::capabilities(&req.volume_capabilities)?;
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            let params = convert::parameters(&req.parameters);
-            let verdict = backend.validate(&id, &caps, &params)?;
-            Ok(match verdict {
-                None => csi::ValidateVolumeCapabilitiesResponse {
-                    confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
-                        volume_context: req.volume_context,
-                        volume_capabilities: req.volume_capabilities,
-                        parameters: req.parameters,
-                        mutable_parameters: Default::default(),
-                    }),
-                    message: String::new(),
-                },
-                Some(message) => csi::ValidateVolumeCapabilitiesResponse {
-                    confirmed: None,
-                    message,
-                },
-            })
-        })
+        rpc(
+            "ValidateVolumeCapabilities",
+            req.volume_id.clone(),
+            move || {
+                let id = VolumeId::parse(&req.volume_id)?;
+                let caps = convert::capabilities(&req.volume_capabilities)?;
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                let params = convert::parameters(&req.parameters);
+                let verdict = backend.validate(&id, &caps, &params)?;
+                Ok(match verdict {
+                    None => csi::ValidateVolumeCapabilitiesResponse {
+                        confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
+                            volume_context: req.volume_context,
+                            volume_capabilities: req.volume_capabilities,
+                            parameters: req.parameters,
+                            mutable_parameters: Default::default(),
+                        }),
+                        message: String::new(),
+                    },
+                    Some(message) => csi::ValidateVolumeCapabilitiesResponse {
+                        confirmed: None,
+                        message,
+                    },
+                })
+            },
+        )
         .await
     }
 
@@ -250,10 +262,17 @@ impl csi::controller_server::Controller for ControllerService {
                 .collect::<Result<Vec<_>>>()?;
             let params = convert::parameters(&req.parameters);
             let backend = d.backend(backend_param(&params))?;
-            let topology = req.accessible_topology.as_ref().map(|t| crate::volume::TopologyRequirement {
-                requisite: vec![t.segments.iter().map(|(k, v)| (k.clone(), v.clone())).collect()],
-                preferred: vec![],
-            });
+            let topology =
+                req.accessible_topology
+                    .as_ref()
+                    .map(|t| crate::volume::TopologyRequirement {
+                        requisite: vec![t
+                            .segments
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()],
+                        preferred: vec![],
+                    });
             let available = backend.capacity(&params, &caps, topology.as_ref())?;
             Ok(csi::GetCapacityResponse {
                 available_capacity: available as i64,
@@ -329,34 +348,44 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         _req: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerModifyVolume is not offered by this driver"))
+        Err(Status::unimplemented(
+            "ControllerModifyVolume is not offered by this driver",
+        ))
     }
 
     async fn create_snapshot(
         &self,
         _req: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by this driver yet",
+        ))
     }
 
     async fn delete_snapshot(
         &self,
         _req: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by this driver yet",
+        ))
     }
 
     async fn list_snapshots(
         &self,
         _req: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by this driver yet",
+        ))
     }
 
     async fn get_snapshot(
         &self,
         _req: Request<csi::GetSnapshotRequest>,
     ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not offered by this driver yet"))
+        Err(Status::unimplemented(
+            "snapshots are not offered by this driver yet",
+        ))
     }
 }

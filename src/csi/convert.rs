@@ -48,7 +48,11 @@ pub fn capability(cap: &csi::VolumeCapability) -> Result<Capability> {
     let (kind, fs_type, mount_flags) = match &cap.access_type {
         Some(AccessType::Mount(m)) => (AccessKind::Mount, m.fs_type.clone(), m.mount_flags.clone()),
         Some(AccessType::Block(_)) => (AccessKind::Block, String::new(), Vec::new()),
-        None => return Err(Error::invalid("volume_capability.access_type (mount or block) is required")),
+        None => {
+            return Err(Error::invalid(
+                "volume_capability.access_type (mount or block) is required",
+            ))
+        }
     };
     let mode = cap
         .access_mode
@@ -62,7 +66,12 @@ pub fn capability(cap: &csi::VolumeCapability) -> Result<Capability> {
         Ok(Mode::MultiNodeReaderOnly) => AccessMode::MultiNodeReaderOnly,
         Ok(Mode::MultiNodeSingleWriter) => AccessMode::MultiNodeSingleWriter,
         Ok(Mode::MultiNodeMultiWriter) => AccessMode::MultiNodeMultiWriter,
-        _ => return Err(Error::invalid(format!("volume_capability.access_mode {} is unknown", mode.mode))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "volume_capability.access_mode {} is unknown",
+                mode.mode
+            )))
+        }
     };
     Ok(Capability {
         kind,
@@ -99,7 +108,12 @@ pub fn capacity_range(range: Option<&csi::CapacityRange>) -> Result<CapacityRang
 fn segments(topologies: &[csi::Topology]) -> Vec<BTreeMap<String, String>> {
     topologies
         .iter()
-        .map(|t| t.segments.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|t| {
+            t.segments
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .collect()
 }
 
@@ -124,7 +138,11 @@ pub fn volume(info: &VolumeInfo) -> csi::Volume {
     csi::Volume {
         capacity_bytes: info.capacity_bytes as i64,
         volume_id: info.id.clone(),
-        volume_context: info.context.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        volume_context: info
+            .context
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         content_source: None,
         accessible_topology: vec![node_topology(&info.node)],
     }
@@ -167,10 +185,16 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_foreign() {
-        assert_eq!(decode_token(&encode_token("pvc-1")).unwrap().as_deref(), Some("pvc-1"));
+        assert_eq!(
+            decode_token(&encode_token("pvc-1")).unwrap().as_deref(),
+            Some("pvc-1")
+        );
         assert_eq!(decode_token("").unwrap(), None);
         for bad in ["invalid-token", "v1.", "v1.zz", "v1.abc"] {
-            assert!(matches!(decode_token(bad), Err(Error::BadToken(_))), "{bad}");
+            assert!(
+                matches!(decode_token(bad), Err(Error::BadToken(_))),
+                "{bad}"
+            );
         }
     }
 

@@ -52,17 +52,26 @@ impl csi::identity_server::Identity for IdentityService {
         if self.controller {
             capabilities.insert(0, service_cap(service::Type::ControllerService));
         }
-        Ok(Response::new(csi::GetPluginCapabilitiesResponse { capabilities }))
+        Ok(Response::new(csi::GetPluginCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
-    async fn probe(&self, _req: Request<csi::ProbeRequest>) -> Result<Response<csi::ProbeResponse>, Status> {
+    async fn probe(
+        &self,
+        _req: Request<csi::ProbeRequest>,
+    ) -> Result<Response<csi::ProbeResponse>, Status> {
         let driver = self.driver.clone();
-        rpc("Probe", String::new(), move || -> Result<csi::ProbeResponse> {
-            for b in &driver.backends {
-                b.check_ready()?;
-            }
-            Ok(csi::ProbeResponse { ready: Some(true) })
-        })
+        rpc(
+            "Probe",
+            String::new(),
+            move || -> Result<csi::ProbeResponse> {
+                for b in &driver.backends {
+                    b.check_ready()?;
+                }
+                Ok(csi::ProbeResponse { ready: Some(true) })
+            },
+        )
         .await
     }
 }

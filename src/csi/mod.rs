@@ -30,7 +30,11 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(node_id: String, max_volumes_per_node: i64, backends: Vec<Arc<dyn Backend>>) -> Self {
+    pub fn new(
+        node_id: String,
+        max_volumes_per_node: i64,
+        backends: Vec<Arc<dyn Backend>>,
+    ) -> Self {
         Driver {
             name: DRIVER_NAME.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -43,10 +47,15 @@ impl Driver {
     }
 
     pub fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>> {
-        self.backends.iter().find(|b| b.name() == name).ok_or_else(|| {
-            let known: Vec<_> = self.backends.iter().map(|b| b.name()).collect();
-            Error::invalid(format!("backend {name:?} is not served here (available: {known:?})"))
-        })
+        self.backends
+            .iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = self.backends.iter().map(|b| b.name()).collect();
+                Error::invalid(format!(
+                    "backend {name:?} is not served here (available: {known:?})"
+                ))
+            })
     }
 
     /// The backend that owns an id; ids of backends we do not serve name no volume of ours.
@@ -59,7 +68,11 @@ impl Driver {
 
     /// The backend and id a request's volume_id names, or NotFound. Called after the other
     /// fields are validated, so a malformed request is InvalidArgument whatever its id.
-    pub fn resolve(&self, parsed: Option<VolumeId>, raw: &str) -> Result<(&Arc<dyn Backend>, VolumeId)> {
+    pub fn resolve(
+        &self,
+        parsed: Option<VolumeId>,
+        raw: &str,
+    ) -> Result<(&Arc<dyn Backend>, VolumeId)> {
         let id = parsed.ok_or_else(|| Error::not_found(raw))?;
         Ok((self.backend_for(&id)?, id))
     }
@@ -70,7 +83,11 @@ impl Driver {
 }
 
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
-pub(crate) async fn rpc<T, F>(method: &'static str, volume: String, body: F) -> Result<Response<T>, Status>
+pub(crate) async fn rpc<T, F>(
+    method: &'static str,
+    volume: String,
+    body: F,
+) -> Result<Response<T>, Status>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
@@ -81,7 +98,11 @@ where
         Err(e) => Err(Error::Internal(format!("{method} panicked: {e}"))),
     };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    crate::metrics::observe(method, result.as_ref().err().map_or(tonic::Code::Ok, Error::code), ms);
+    crate::metrics::observe(
+        method,
+        result.as_ref().err().map_or(tonic::Code::Ok, Error::code),
+        ms,
+    );
     match result {
         Ok(v) => {
             tracing::info!(method, volume = %volume, duration_ms = ms, code = "OK", "rpc");

@@ -57,7 +57,8 @@ impl csi::node_server::Node for NodeService {
             let id = VolumeId::parse(&req.volume_id)?;
             let staging = abs_path("staging_target_path", &req.staging_target_path)?;
             let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
-                return crate::backend::nothing_mounted_at(&req.volume_id, &staging).map(|()| csi::NodeUnstageVolumeResponse {});
+                return crate::backend::nothing_mounted_at(&req.volume_id, &staging)
+                    .map(|()| csi::NodeUnstageVolumeResponse {});
             };
             let _guard = d.locks.try_lock(&req.volume_id)?;
             backend.unstage(&id, &staging)?;
@@ -102,7 +103,8 @@ impl csi::node_server::Node for NodeService {
             let id = VolumeId::parse(&req.volume_id)?;
             let target = abs_path("target_path", &req.target_path)?;
             let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
-                return crate::backend::nothing_mounted_at(&req.volume_id, &target).map(|()| csi::NodeUnpublishVolumeResponse {});
+                return crate::backend::nothing_mounted_at(&req.volume_id, &target)
+                    .map(|()| csi::NodeUnpublishVolumeResponse {});
             };
             let _guard = d.locks.try_lock(&req.volume_id)?;
             backend.unpublish(&id, &target)?;

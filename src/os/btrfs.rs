@@ -88,8 +88,14 @@ impl BtrfsQgroups {
     /// Creates `dir` as a subvolume (AlreadyExists if the name is taken).
     pub fn create_subvolume(&self, dir: &Path) -> io::Result<()> {
         let parent = dir.parent().ok_or_else(|| io::Error::other("no parent"))?;
-        let name = dir.file_name().ok_or_else(|| io::Error::other("no name"))?.as_bytes();
-        let mut args = VolArgs { fd: 0, name: [0; 4088] };
+        let name = dir
+            .file_name()
+            .ok_or_else(|| io::Error::other("no name"))?
+            .as_bytes();
+        let mut args = VolArgs {
+            fd: 0,
+            name: [0; 4088],
+        };
         if name.len() >= args.name.len() {
             return Err(io::Error::other("subvolume name too long"));
         }

@@ -10,7 +10,9 @@ use std::path::Path;
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content:
 /// write a temp file beside it, fsync it, rename it over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent"))?;
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?;
@@ -119,7 +121,10 @@ fn check_one_fs(dir: &Path, dev: u64) -> io::Result<()> {
         if meta.dev() != dev {
             return Err(io::Error::new(
                 io::ErrorKind::CrossesDevices,
-                format!("{} is another filesystem mounted inside", entry.path().display()),
+                format!(
+                    "{} is another filesystem mounted inside",
+                    entry.path().display()
+                ),
             ));
         }
         if meta.is_dir() {

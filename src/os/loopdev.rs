@@ -56,8 +56,14 @@ fn ioctl(file: &File, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<libc
 
 /// Attaches `image` to a free loop device and returns the device path.
 pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
-    let backing = OpenOptions::new().read(true).write(!read_only).open(image)?;
-    let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+    let backing = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(image)?;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")?;
     // Another process may take the free device between GET_FREE and CONFIGURE: retry then.
     for _ in 0..16 {
         let n = ioctl(&control, LOOP_CTL_GET_FREE, 0)? as u64;
@@ -69,7 +75,11 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
         if read_only {
             config.info.lo_flags = LO_FLAGS_READ_ONLY;
         }
-        match ioctl(&dev, LOOP_CONFIGURE, &config as *const LoopConfig as libc::c_ulong) {
+        match ioctl(
+            &dev,
+            LOOP_CONFIGURE,
+            &config as *const LoopConfig as libc::c_ulong,
+        ) {
             Ok(_) => return Ok(device),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
             Err(e) => return Err(e),

@@ -25,7 +25,12 @@ impl BindOptions {
         let mut flags = MountFlags::empty();
         for opt in opts {
             // A flag may itself be a comma-separated list ("ro,noexec").
-            for o in opt.as_ref().split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            for o in opt
+                .as_ref()
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+            {
                 match o {
                     "ro" => flags |= MountFlags::RDONLY,
                     "nosuid" => flags |= MountFlags::NOSUID,
@@ -36,7 +41,11 @@ impl BindOptions {
                     "relatime" => flags |= MountFlags::RELATIME,
                     "strictatime" => flags |= MountFlags::STRICTATIME,
                     "rw" | "defaults" | "suid" | "dev" | "exec" | "atime" | "bind" | "rbind" => {}
-                    other => return Err(format!("mount flag {other:?} is not supported on a bind mount")),
+                    other => {
+                        return Err(format!(
+                            "mount flag {other:?} is not supported on a bind mount"
+                        ))
+                    }
                 }
             }
         }

@@ -62,13 +62,20 @@ impl ProjectQuota {
     pub fn probe(base: &Path) -> io::Result<Option<Self>> {
         let root = File::open(base)?;
         let mut stat = [0u8; 256];
-        match quotactl(&root, qcmd(Q_XGETQSTAT, PRJQUOTA), 0, stat.as_mut_ptr().cast()) {
+        match quotactl(
+            &root,
+            qcmd(Q_XGETQSTAT, PRJQUOTA),
+            0,
+            stat.as_mut_ptr().cast(),
+        ) {
             Ok(()) => {
                 let flags = u16::from_ne_bytes([stat[2], stat[3]]);
                 Ok((flags & FS_QUOTA_PDQ_ENFD != 0).then_some(ProjectQuota { root }))
             }
             Err(e) => match e.raw_os_error() {
-                Some(libc::ESRCH | libc::ENOSYS | libc::EINVAL | libc::ENOTTY | libc::EOPNOTSUPP) => Ok(None),
+                Some(
+                    libc::ESRCH | libc::ENOSYS | libc::EINVAL | libc::ENOTTY | libc::EOPNOTSUPP,
+                ) => Ok(None),
                 _ => Err(e),
             },
         }
@@ -78,10 +85,18 @@ impl ProjectQuota {
     pub fn assign(&self, dir: &Path, id: u32) -> io::Result<()> {
         let f = File::open(dir)?;
         let mut attr = FsXattr::default();
-        ioctl(&f, FS_IOC_FSGETXATTR, &mut attr as *mut FsXattr as libc::c_ulong)?;
+        ioctl(
+            &f,
+            FS_IOC_FSGETXATTR,
+            &mut attr as *mut FsXattr as libc::c_ulong,
+        )?;
         attr.projid = id;
         attr.xflags |= FS_XFLAG_PROJINHERIT;
-        ioctl(&f, FS_IOC_FSSETXATTR, &attr as *const FsXattr as libc::c_ulong)
+        ioctl(
+            &f,
+            FS_IOC_FSSETXATTR,
+            &attr as *const FsXattr as libc::c_ulong,
+        )
     }
 
     /// Sets the hard block limit of project `id` (0 removes the limit).
@@ -92,15 +107,33 @@ impl ProjectQuota {
             valid: QIF_BLIMITS,
             ..Default::default()
         };
-        quotactl(&self.root, qcmd(Q_SETQUOTA, PRJQUOTA), id, (&mut q as *mut IfDqblk).cast())
+        quotactl(
+            &self.root,
+            qcmd(Q_SETQUOTA, PRJQUOTA),
+            id,
+            (&mut q as *mut IfDqblk).cast(),
+        )
     }
 
     /// (limit bytes, used bytes, used inodes) of project `id`.
     pub fn get(&self, id: u32) -> io::Result<(u64, u64, u64)> {
         let mut q = IfDqblk::default();
-        quotactl(&self.root, qcmd(Q_GETQUOTA, PRJQUOTA), id, (&mut q as *mut IfDqblk).cast())?;
-        let used = if q.valid & QIF_SPACE != 0 { q.curspace } else { 0 };
-        let inodes = if q.valid & QIF_INODES != 0 { q.curinodes } else { 0 };
+        quotactl(
+            &self.root,
+            qcmd(Q_GETQUOTA, PRJQUOTA),
+            id,
+            (&mut q as *mut IfDqblk).cast(),
+        )?;
+        let used = if q.valid & QIF_SPACE != 0 {
+            q.curspace
+        } else {
+            0
+        };
+        let inodes = if q.valid & QIF_INODES != 0 {
+            q.curinodes
+        } else {
+            0
+        };
         Ok((q.bhardlimit * 1024, used, inodes))
     }
 }

@@ -69,9 +69,15 @@ mod tests {
 
     #[test]
     fn parses_unix_and_tcp() {
-        assert_eq!("unix:///run/csi.sock".parse(), Ok(Endpoint::Unix("/run/csi.sock".into())));
         assert_eq!(
-            "tcp://127.0.0.1:10000".parse::<Endpoint>().unwrap().to_string(),
+            "unix:///run/csi.sock".parse(),
+            Ok(Endpoint::Unix("/run/csi.sock".into()))
+        );
+        assert_eq!(
+            "tcp://127.0.0.1:10000"
+                .parse::<Endpoint>()
+                .unwrap()
+                .to_string(),
             "tcp://127.0.0.1:10000"
         );
         assert!("http://x".parse::<Endpoint>().is_err());

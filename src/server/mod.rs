@@ -6,7 +6,9 @@ use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
 use crate::csi::node::NodeService;
 use crate::csi::Driver;
-use crate::proto::{controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer};
+use crate::proto::{
+    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+};
 pub use endpoint::Endpoint;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,15 +31,22 @@ pub async fn serve(
     let controller = roles.contains(&Role::Controller);
     let node = roles.contains(&Role::Node);
     let router = Server::builder()
-        .add_service(IdentityServer::new(IdentityService::new(driver.clone(), controller)))
-        .add_optional_service(controller.then(|| ControllerServer::new(ControllerService::new(driver.clone()))))
+        .add_service(IdentityServer::new(IdentityService::new(
+            driver.clone(),
+            controller,
+        )))
+        .add_optional_service(
+            controller.then(|| ControllerServer::new(ControllerService::new(driver.clone()))),
+        )
         .add_optional_service(node.then(|| NodeServer::new(NodeService::new(driver.clone()))));
     match endpoint {
         Endpoint::Unix(path) => {
             let listener = endpoint::bind_unix(path)?;
             tracing::info!(endpoint = %endpoint, driver = %driver.name, node = %driver.node_id, ?roles, "serving CSI");
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
             let _ = std::fs::remove_file(path);
         }
         Endpoint::Tcp(addr) => {

@@ -1,16 +1,15 @@
 //! Controller-side operations of the hostpath backend: create, delete, expand, list, capacity,
 //! and the attach bookkeeping of ControllerPublish.
 
-use super::params::{defining, HostpathParams, QuotaMode};
 use super::limiter::Limiter;
+use super::params::{defining, HostpathParams, QuotaMode};
 use super::record::{Enforcement, Phase, VolumeRecord};
 use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
 use crate::backend::Page;
 use crate::error::{Error, Result};
 use crate::os::{fsutil, statfs};
 use crate::volume::{
-    AccessKind, Capability, CapacityRange, CreateRequest, TopologyRequirement, VolumeId,
-    VolumeInfo,
+    AccessKind, Capability, CapacityRange, CreateRequest, TopologyRequirement, VolumeId, VolumeInfo,
 };
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -22,9 +21,9 @@ const ALIGN: u64 = 4096;
 
 /// The one access kind a set of capabilities asks for, after checking each is one we serve.
 pub(super) fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
-    let first = caps
-        .first()
-        .ok_or_else(|| Error::invalid(format!("volume {volume}: volume_capabilities are required")))?;
+    let first = caps.first().ok_or_else(|| {
+        Error::invalid(format!("volume {volume}: volume_capabilities are required"))
+    })?;
     for cap in caps {
         if let Some(why) = unsupported(cap, first.kind) {
             return Err(Error::invalid(format!("volume {volume}: {why}")));
@@ -70,7 +69,10 @@ impl HostpathBackend {
 
         let (existing, id_owner) = {
             let index = self.lock_index();
-            (index.volumes.get(&req.name).cloned(), index.ids.get(&id_str).cloned())
+            (
+                index.volumes.get(&req.name).cloned(),
+                index.ids.get(&id_str).cloned(),
+            )
         };
         if let Some(other) = id_owner.filter(|o| o != &req.name) {
             return Err(Error::exists(
@@ -294,16 +296,28 @@ impl HostpathBackend {
         self.discard(&rec)
     }
 
-    /// A directory with our marker but no record (state lost): ours, so delete it.
+    /// A directory with our marker but no record (state lost): ours, so delete it. The directory
+    /// is named after the volume, which a shortened id does not spell out: then the base is
+    /// searched for the directory whose marker carries this id.
     fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
-        let dir = self.volume_dir(&id.key);
         let id_str = id.to_string();
-        if let Ok(Some(marker)) = fsutil::owner_marker(&dir) {
-            if marker == id_str {
-                tracing::warn!(volume = %id_str, dir = %dir.display(), "deleting a volume directory that had no state record");
-                fsutil::remove_tree_one_fs(&dir)
-                    .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
-            }
+        let marked =
+            |dir: &std::path::Path| matches!(fsutil::owner_marker(dir), Ok(Some(m)) if m == id_str);
+        let direct = self.volume_dir(&id.key);
+        let dir = if marked(&direct) {
+            Some(direct)
+        } else if id.key.contains('~') {
+            fs::read_dir(&self.base)
+                .map_err(Error::os(&id_str, format!("read {}", self.base.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| marked(p))
+        } else {
+            None
+        };
+        if let Some(dir) = dir {
+            tracing::warn!(volume = %id_str, dir = %dir.display(), "deleting a volume directory that had no state record");
+            fsutil::remove_tree_one_fs(&dir)
+                .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
         }
         Ok(())
     }
@@ -380,7 +394,9 @@ impl HostpathBackend {
         let mut rec = self.record(id)?;
         let id_str = rec.id.clone();
         if range.required == 0 && range.limit == 0 {
-            return Err(Error::invalid(format!("volume {id_str}: capacity_range is required")));
+            return Err(Error::invalid(format!(
+                "volume {id_str}: capacity_range is required"
+            )));
         }
         if range.limit != 0 && range.limit < rec.capacity_bytes {
             return Err(Error::OutOfRange {
@@ -413,8 +429,12 @@ impl HostpathBackend {
         }
         // Grow the limit first, then the image, then the record: each step is safe to repeat.
         if let (Some(l), Some(how)) = (&self.limiter, rec.enforced_by) {
-            l.apply(&self.volume_dir(&rec.name), how, self.quota_limit(rec.kind, new))
-                .map_err(Error::os(&id_str, "raise capacity limit"))?;
+            l.apply(
+                &self.volume_dir(&rec.name),
+                how,
+                self.quota_limit(rec.kind, new),
+            )
+            .map_err(Error::os(&id_str, "raise capacity limit"))?;
         }
         if rec.kind == AccessKind::Block {
             let image = self.image_path(&rec.name);

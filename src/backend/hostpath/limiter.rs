@@ -80,7 +80,9 @@ impl Limiter {
     /// Project ids of other tools must not be reused: true when `id` has no limit and no usage.
     pub fn project_id_free(&self, id: u32) -> bool {
         match self {
-            Limiter::Project(q) => q.get(id).map_or(true, |(l, u, i)| l == 0 && u == 0 && i == 0),
+            Limiter::Project(q) => q
+                .get(id)
+                .map_or(true, |(l, u, i)| l == 0 && u == 0 && i == 0),
             Limiter::Btrfs(_) => true,
         }
     }

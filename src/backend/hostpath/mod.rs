@@ -13,12 +13,12 @@ pub mod record;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::os::{fsutil, statfs};
-use limiter::Limiter;
 use crate::state::Store;
 use crate::volume::{
     Capability, CapacityRange, CreateRequest, PublishRequest, TopologyRequirement, VolumeId,
     VolumeInfo, VolumeStats,
 };
+use limiter::Limiter;
 use record::{Enforcement, Phase, VolumeRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -90,8 +90,10 @@ impl HostpathBackend {
         let limiter = Limiter::probe(&cfg.base)?;
         let base_fs = statfs::fs_type(&cfg.base)?;
         match &limiter {
-            Some(l) => tracing::info!(base = %cfg.base.display(), fs = base_fs, limit = l.describe(),
-                "volume sizes are hard limits"),
+            Some(l) => {
+                tracing::info!(base = %cfg.base.display(), fs = base_fs, limit = l.describe(),
+                "volume sizes are hard limits")
+            }
             None => tracing::warn!(base = %cfg.base.display(), fs = base_fs,
                 "no quota on the base path: volume sizes are advisory (use XFS mounted prjquota, ext4 with the project feature mounted prjquota, or btrfs with quota enabled)"),
         }
@@ -134,7 +136,12 @@ impl HostpathBackend {
                 }
             }
         }
-        tracing::info!(volumes = kept, rolled_back, finished_deletes = finished, "hostpath state recovered");
+        tracing::info!(
+            volumes = kept,
+            rolled_back,
+            finished_deletes = finished,
+            "hostpath state recovered"
+        );
         Ok(())
     }
 
@@ -182,10 +189,12 @@ impl HostpathBackend {
     fn discard(&self, rec: &VolumeRecord) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
         if dir.exists() {
-            let marker = fsutil::owner_marker(&dir).map_err(Error::os(&rec.id, "read ownership marker"))?;
+            let marker =
+                fsutil::owner_marker(&dir).map_err(Error::os(&rec.id, "read ownership marker"))?;
             match marker {
                 Some(m) if m == rec.id => {
-                    fsutil::remove_tree_one_fs(&dir).map_err(Error::os(&rec.id, format!("remove {}", dir.display())))?;
+                    fsutil::remove_tree_one_fs(&dir)
+                        .map_err(Error::os(&rec.id, format!("remove {}", dir.display())))?;
                 }
                 None if rec.phase == Phase::Creating => {
                     // Crashed between mkdir and marking: remove only if still empty.
@@ -205,7 +214,8 @@ impl HostpathBackend {
         }
         crate::failpoint::hit("discard:after-remove-dir");
         if let (Some(l), Some(how)) = (&self.limiter, rec.enforced_by) {
-            l.release(how).map_err(Error::os(&rec.id, "lift capacity limit"))?;
+            l.release(how)
+                .map_err(Error::os(&rec.id, "lift capacity limit"))?;
         }
         self.store
             .remove(&rec.name)

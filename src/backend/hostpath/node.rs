@@ -32,7 +32,9 @@ impl HostpathBackend {
         match rec.kind {
             AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
             AccessKind::Block => {
-                let Ok(meta) = fs::metadata(path) else { return false };
+                let Ok(meta) = fs::metadata(path) else {
+                    return false;
+                };
                 self.loop_devices(rec)
                     .unwrap_or_default()
                     .iter()
@@ -74,7 +76,12 @@ impl HostpathBackend {
         before != (rec.staged_at.clone(), rec.published.len())
     }
 
-    pub(super) fn stage_volume(&self, id: &VolumeId, staging: &Path, cap: &Capability) -> Result<()> {
+    pub(super) fn stage_volume(
+        &self,
+        id: &VolumeId,
+        staging: &Path,
+        cap: &Capability,
+    ) -> Result<()> {
         let mut rec = self.record(id)?;
         let vid = rec.id.clone();
         if let Some(why) = unsupported(cap, rec.kind) {
@@ -92,10 +99,15 @@ impl HostpathBackend {
             AccessKind::Mount => {
                 let dir = self.volume_dir(&rec.name);
                 if !dir.is_dir() {
-                    return Err(Error::precondition(vid, format!("directory {} is gone", dir.display())));
+                    return Err(Error::precondition(
+                        vid,
+                        format!("directory {} is gone", dir.display()),
+                    ));
                 }
-                fs::create_dir_all(staging)
-                    .map_err(Error::os(&vid, format!("create staging path {}", staging.display())))?;
+                fs::create_dir_all(staging).map_err(Error::os(
+                    &vid,
+                    format!("create staging path {}", staging.display()),
+                ))?;
                 if is_mounted(staging, &vid)? {
                     if !same_inode(staging, &dir) {
                         return Err(Error::exists(
@@ -113,8 +125,10 @@ impl HostpathBackend {
             AccessKind::Block => {
                 if self.staged_device(&rec)?.is_none() {
                     let image = self.image_path(&rec.name);
-                    let dev = loopdev::attach(&image, false)
-                        .map_err(Error::os(&vid, format!("attach {} to a loop device", image.display())))?;
+                    let dev = loopdev::attach(&image, false).map_err(Error::os(
+                        &vid,
+                        format!("attach {} to a loop device", image.display()),
+                    ))?;
                     tracing::info!(volume = %vid, device = %dev.display(), "attached image");
                 }
             }
@@ -140,7 +154,9 @@ impl HostpathBackend {
         match rec.kind {
             AccessKind::Mount => {
                 if is_mounted(staging, &vid)? {
-                    if rec.staged_at.as_deref() != Some(staging) && !self.shows_volume(&rec, staging) {
+                    if rec.staged_at.as_deref() != Some(staging)
+                        && !self.shows_volume(&rec, staging)
+                    {
                         return Err(Error::NotFound(format!(
                             "volume {vid} is not staged at {}; its mount is left alone",
                             staging.display()
@@ -151,7 +167,11 @@ impl HostpathBackend {
                 }
             }
             AccessKind::Block => {
-                for a in self.loop_devices(&rec)?.into_iter().filter(|a| !a.read_only) {
+                for a in self
+                    .loop_devices(&rec)?
+                    .into_iter()
+                    .filter(|a| !a.read_only)
+                {
                     loopdev::detach(&a.device)
                         .map_err(Error::os(&vid, format!("detach {}", a.device.display())))?;
                 }
@@ -183,7 +203,9 @@ impl HostpathBackend {
             read_only: opts.read_only(),
             mount_flags: cap.mount_flags.clone(),
         };
-        if let Some(entry) = mountinfo::mount_at(target).map_err(Error::os(&vid, "read mount table"))? {
+        if let Some(entry) =
+            mountinfo::mount_at(target).map_err(Error::os(&vid, "read mount table"))?
+        {
             let same = match rec.published.get(target) {
                 Some(p) => *p == wanted,
                 None => self.shows_volume(&rec, target) && opts.matches(&entry),
@@ -191,7 +213,10 @@ impl HostpathBackend {
             if !same {
                 return Err(Error::exists(
                     vid,
-                    format!("{} is already mounted with other options or another volume", target.display()),
+                    format!(
+                        "{} is already mounted with other options or another volume",
+                        target.display()
+                    ),
                 ));
             }
         } else {
@@ -204,7 +229,12 @@ impl HostpathBackend {
         Ok(())
     }
 
-    fn mount_target(&self, rec: &VolumeRecord, req: &PublishRequest, opts: BindOptions) -> Result<()> {
+    fn mount_target(
+        &self,
+        rec: &VolumeRecord,
+        req: &PublishRequest,
+        opts: BindOptions,
+    ) -> Result<()> {
         let vid = rec.id.as_str();
         let target = req.target_path.as_path();
         let create_err = Error::os(vid, format!("create target {}", target.display()));
@@ -213,7 +243,11 @@ impl HostpathBackend {
                 fs::create_dir_all(target).map_err(create_err)?;
                 mount::bind(&req.staging_path, target, opts).map_err(Error::os(
                     vid,
-                    format!("bind {} to {}", req.staging_path.display(), target.display()),
+                    format!(
+                        "bind {} to {}",
+                        req.staging_path.display(),
+                        target.display()
+                    ),
                 ))
             }
             AccessKind::Block => {
@@ -230,20 +264,30 @@ impl HostpathBackend {
                 // publication gets its own read-only loop device.
                 let (device, own_device) = if opts.read_only() {
                     let image = self.image_path(&rec.name);
-                    let dev = loopdev::attach(&image, true)
-                        .map_err(Error::os(vid, format!("attach {} read-only", image.display())))?;
+                    let dev = loopdev::attach(&image, true).map_err(Error::os(
+                        vid,
+                        format!("attach {} read-only", image.display()),
+                    ))?;
                     (dev, true)
                 } else {
                     match self.staged_device(rec)? {
                         Some(d) => (d, false),
-                        None => return Err(Error::precondition(vid, "image is not attached; stage it first")),
+                        None => {
+                            return Err(Error::precondition(
+                                vid,
+                                "image is not attached; stage it first",
+                            ))
+                        }
                     }
                 };
                 mount::bind(&device, target, opts).map_err(|e| {
                     if own_device {
                         let _ = loopdev::detach(&device);
                     }
-                    Error::os(vid, format!("bind {} to {}", device.display(), target.display()))(e)
+                    Error::os(
+                        vid,
+                        format!("bind {} to {}", device.display(), target.display()),
+                    )(e)
                 })
             }
         }
@@ -309,7 +353,8 @@ impl HostpathBackend {
                 ..Default::default()
             });
         }
-        let fs_now = statfs::fs_stats(path).map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
+        let fs_now = statfs::fs_stats(path)
+            .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
         let (used, inodes_used) = match (&self.limiter, rec.enforced_by) {
             (Some(l), Some(how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
@@ -323,7 +368,10 @@ impl HostpathBackend {
         Ok(VolumeStats {
             total_bytes: rec.capacity_bytes,
             used_bytes: used,
-            available_bytes: rec.capacity_bytes.saturating_sub(used).min(fs_now.available_bytes),
+            available_bytes: rec
+                .capacity_bytes
+                .saturating_sub(used)
+                .min(fs_now.available_bytes),
             // Filesystems without inode tables (btrfs) report none; so do we then.
             inodes: (fs_now.total_inodes > 0).then(|| {
                 let used = inodes_used.unwrap_or(fs_now.total_inodes - fs_now.free_inodes);
@@ -333,7 +381,12 @@ impl HostpathBackend {
         })
     }
 
-    pub(super) fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
+    pub(super) fn expand_on_node(
+        &self,
+        id: &VolumeId,
+        path: &Path,
+        range: CapacityRange,
+    ) -> Result<u64> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
         if !path.exists() {

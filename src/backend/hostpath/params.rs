@@ -53,7 +53,9 @@ mod tests {
     use super::*;
 
     fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -65,7 +67,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(p.quota, QuotaMode::Enforce);
-        assert_eq!(HostpathParams::decode(&map(&[])).unwrap().quota, QuotaMode::Auto);
+        assert_eq!(
+            HostpathParams::decode(&map(&[])).unwrap().quota,
+            QuotaMode::Auto
+        );
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! Crash safety: the driver is killed with SIGKILL between RPCs and in the middle of them
+//! (FERROVOL_CRASH_AT), then restarted on the same directories. Volumes it acknowledged must
+//! survive, half-made ones must be rolled back, half-deleted ones finished, nothing leaked.
+
+mod common;
+
+use common::*;
+use ferrovol::proto as csi;
+use std::fs;
+use std::path::Path;
+
+/// The phase stored in a volume's record, if it has one.
+fn record_phase(d: &Driver, name: &str) -> Option<String> {
+    let path = d.state_dir().join("hostpath").join(format!("{name}.json"));
+    let bytes = fs::read(&path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("record {} is not JSON: {e}", path.display()));
+    Some(v["phase"].as_str().expect("record has a phase").to_string())
+}
+
+/// A CreateVolume (or other) call that the driver cannot answer because it killed itself.
+fn assert_interrupted<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    what: &str,
+) {
+    match r {
+        Ok(resp) => panic!(
+            "{what}: the driver should have crashed, but answered {:?}",
+            resp.into_inner()
+        ),
+        Err(s) => assert!(
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Internal
+                    | tonic::Code::Cancelled
+            ),
+            "{what}: unexpected status from a crashed driver: {s:?}"
+        ),
+    }
+}
+
+async fn kill_between_rpcs(name: &str, cap: csi::VolumeCapability) {
+    let mut d = Driver::start().await;
+    let block = matches!(
+        cap.access_type,
+        Some(csi::volume_capability::AccessType::Block(_))
+    );
+    let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+    d.controller_publish(&id, cap.clone(), false).await;
+    let staging = d.staging(name);
+    let target = d.target(name, "pod");
+    d.stage(&id, &staging, cap.clone()).await;
+    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    if block {
+        let mut f = fs::OpenOptions::new().write(true).open(&target).unwrap();
+        std::io::Write::write_all(&mut f, b"survives").unwrap();
+        f.sync_all().unwrap();
+    } else {
+        fs::write(target.join("file"), b"survives").unwrap();
+    }
+    let mounts_before = mounts_under(d.root());
+
+    d.kill9();
+    assert!(!d.is_running());
+    assert!(
+        d.socket().exists(),
+        "kill -9 leaves the socket file: the restart must replace it"
+    );
+    // The kernel state outlives the process.
+    assert_eq!(mounts_under(d.root()), mounts_before);
+    d.restart().await;
+
+    assert_eq!(
+        d.list_ids().await,
+        vec![id.clone()],
+        "the volume was forgotten across kill -9"
+    );
+    let entry = &d.list_all().await[0];
+    assert_eq!(
+        entry.status.as_ref().unwrap().published_node_ids,
+        vec![NODE.to_string()]
+    );
+    assert_eq!(entry.volume.as_ref().unwrap().capacity_bytes, 16 * MIB);
+
+    // Every step the CO may repeat after a restart is still idempotent.
+    d.controller_publish(&id, cap.clone(), false).await;
+    d.stage(&id, &staging, cap.clone()).await;
+    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    assert_eq!(
+        mounts_at(&target).len(),
+        1,
+        "repeating NodePublish after restart stacked a mount"
+    );
+    assert_eq!(
+        mounts_under(d.root()),
+        mounts_before,
+        "restart changed the mounts"
+    );
+    if block {
+        assert_eq!(
+            loop_devices_under(&d.volume_dir(name)).len(),
+            1,
+            "restart attached the image again"
+        );
+        let mut head = [0u8; 8];
+        std::io::Read::read_exact(&mut fs::File::open(&target).unwrap(), &mut head).unwrap();
+        assert_eq!(&head, b"survives");
+    } else {
+        assert_eq!(fs::read(target.join("file")).unwrap(), b"survives");
+    }
+
+    d.unpublish(&id, &target).await;
+    d.unstage(&id, &staging).await;
+    d.controller_unpublish(&id).await;
+    d.delete(&id).await;
+    assert!(d.list_ids().await.is_empty());
+    d.assert_nothing_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_between_rpcs_keeps_mount_volume() {
+    kill_between_rpcs("keep-fs", mount_cap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_between_rpcs_keeps_block_volume() {
+    kill_between_rpcs("keep-blk", block_cap()).await;
+}
+
+/// Restarts a driver that was started with FERROVOL_CRASH_AT, without it.
+async fn restart_clean(d: &mut Driver) {
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+}
+
+/// Starts a driver that dies at `point`, and runs CreateVolume into it.
+async fn crash_during_create(point: &str, name: &str, cap: csi::VolumeCapability) -> Driver {
+    let mut d = Driver::builder().crash_at(point).start().await;
+    let r = d
+        .controller()
+        .create_volume(create_req(name, 16 * MIB, cap))
+        .await;
+    assert_interrupted(r, &format!("CreateVolume with crash at {point}"));
+    d.expect_crash().await;
+    // The crash happened where it should: the intent is on disk, the volume is not ready.
+    assert_eq!(
+        record_phase(&d, name).as_deref(),
+        Some("creating"),
+        "{point}: record after crash"
+    );
+    match point {
+        "create:after-intent" => assert!(
+            !d.volume_dir(name).exists(),
+            "{point}: directory made too early"
+        ),
+        "create:before-ready" => assert!(d.volume_dir(name).is_dir(), "{point}: directory missing"),
+        _ => {}
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_mid_create_then_repeated_create_succeeds() {
+    for point in ["create:after-intent", "create:before-ready"] {
+        for (name, cap) in [("mid-fs", mount_cap()), ("mid-blk", block_cap())] {
+            let mut d = crash_during_create(point, name, cap.clone()).await;
+            restart_clean(&mut d).await;
+
+            let vol = d.create(name, 16 * MIB, cap.clone()).await;
+            assert_eq!(vol.volume_id, d.volume_id(name), "{point}");
+            assert_eq!(vol.capacity_bytes, 16 * MIB, "{point}");
+            assert_eq!(record_phase(&d, name).as_deref(), Some("ready"), "{point}");
+            assert_eq!(d.list_ids().await, vec![vol.volume_id.clone()], "{point}");
+            if cap == block_cap() {
+                let img = d.volume_dir(name).join("disk.img");
+                assert_eq!(fs::metadata(&img).unwrap().len(), 16 << 20, "{point}");
+            }
+            // A second repeat is answered from the existing volume.
+            assert_eq!(d.create(name, 16 * MIB, cap.clone()).await, vol, "{point}");
+
+            d.delete(&vol.volume_id).await;
+            d.assert_nothing_leaked(&[]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_mid_create_is_rolled_back_at_start() {
+    for point in ["create:after-intent", "create:before-ready"] {
+        for (name, cap) in [("half-fs", mount_cap()), ("half-blk", block_cap())] {
+            let mut d = crash_during_create(point, name, cap).await;
+            restart_clean(&mut d).await;
+            // Without any further RPC, the start alone rolled the half-made volume back.
+            assert!(
+                !d.volume_dir(name).exists(),
+                "{point}: half-made directory survived the restart"
+            );
+            assert_eq!(
+                record_phase(&d, name),
+                None,
+                "{point}: half-made record survived the restart"
+            );
+            assert!(
+                d.list_ids().await.is_empty(),
+                "{point}: ListVolumes shows a never-acknowledged volume"
+            );
+            let r = d
+                .controller()
+                .controller_get_volume(get_req(&d.volume_id(name)))
+                .await;
+            expect_code(r, tonic::Code::NotFound, point);
+            d.assert_nothing_leaked(&[]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_mid_delete_is_finished_at_start() {
+    for point in ["delete:after-intent", "discard:after-remove-dir"] {
+        for (name, cap) in [("del-fs", mount_cap()), ("del-blk", block_cap())] {
+            let mut d = Driver::builder().crash_at(point).start().await;
+            // A neighbour that must come through untouched.
+            let keep = d.create("neighbour", 4 * MIB, mount_cap()).await.volume_id;
+            fs::write(d.volume_dir("neighbour").join("data"), b"mine").unwrap();
+            let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+            // Use the volume first, so the delete follows a real teardown.
+            let staging = d.staging(name);
+            let target = d.target(name, "pod");
+            d.stage(&id, &staging, cap.clone()).await;
+            d.publish(&id, &staging, &target, cap.clone(), false).await;
+            d.unpublish(&id, &target).await;
+            d.unstage(&id, &staging).await;
+
+            let r = d.controller().delete_volume(delete_req(&id)).await;
+            assert_interrupted(r, &format!("DeleteVolume with crash at {point}"));
+            d.expect_crash().await;
+            assert_eq!(
+                record_phase(&d, name).as_deref(),
+                Some("deleting"),
+                "{point}: record after crash"
+            );
+            assert_eq!(
+                d.volume_dir(name).exists(),
+                point == "delete:after-intent",
+                "{point}: directory state after the crash"
+            );
+
+            restart_clean(&mut d).await;
+            assert_eq!(
+                d.list_ids().await,
+                vec![keep.clone()],
+                "{point}: deletion not finished at start"
+            );
+            assert!(!d.volume_dir(name).exists(), "{point}: directory survived");
+            assert_eq!(record_phase(&d, name), None, "{point}: record survived");
+            d.delete(&id).await; // repeating the interrupted DeleteVolume is OK
+            assert_eq!(
+                fs::read(d.volume_dir("neighbour").join("data")).unwrap(),
+                b"mine"
+            );
+
+            d.delete(&keep).await;
+            d.assert_nothing_leaked(&[]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_forgets_mounts_removed_while_down() {
+    // A node reboot (or an admin) unmounts everything while the driver is down: on start the
+    // driver drops those publications, so the volume can be torn down and deleted normally.
+    let mut d = Driver::start().await;
+    let cap = mount_cap();
+    let id = d.create("rebooted", 8 * MIB, cap.clone()).await.volume_id;
+    let staging = d.staging("rebooted");
+    let target = d.target("rebooted", "pod");
+    d.stage(&id, &staging, cap.clone()).await;
+    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    d.kill9();
+    for p in [&target, &staging] {
+        run("umount", &[p.as_os_str()]);
+    }
+    assert!(mounts_under(d.root()).is_empty());
+    d.restart().await;
+
+    // NodeUnpublish / NodeUnstage of what is no longer mounted succeed; then delete works.
+    d.unpublish(&id, &target).await;
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    assert!(!Path::new(&d.volume_dir("rebooted")).exists());
+    d.assert_nothing_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_cleanly_and_state_survives() {
+    let mut d = Driver::start().await;
+    let id = d.create("term", 4 * MIB, mount_cap()).await.volume_id;
+    let pid = d.pid().expect("driver runs");
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = d.wait_exit(std::time::Duration::from_secs(20)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM should end the driver normally: {status:?}"
+    );
+    assert!(!d.socket().exists(), "a clean shutdown removes its socket");
+    d.restart().await;
+    assert_eq!(d.list_ids().await, vec![id.clone()]);
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_state_leaves_an_orphan_that_delete_still_removes() {
+    // A short name, and the longest name CSI allows (its id cannot spell the name out).
+    let long = "o".repeat(128);
+    for name in ["orphan", long.as_str()] {
+        let mut d = Driver::start().await;
+        let vol = match d
+            .controller()
+            .create_volume(create_req(name, 4 * MIB, mount_cap()))
+            .await
+        {
+            Ok(r) => r.into_inner().volume.unwrap(),
+            // A driver that refuses names too long for a plain id has nothing to clean up.
+            Err(s) if name.len() > 100 && s.code() == tonic::Code::InvalidArgument => continue,
+            Err(s) => panic!("CreateVolume {name}: {s:?}"),
+        };
+        let id = vol.volume_id.clone();
+        let dir = std::path::PathBuf::from(&vol.volume_context["ferrovol.io/path"]);
+        fs::write(dir.join("data"), b"x").unwrap();
+        d.kill9();
+        fs::remove_dir_all(d.state_dir()).unwrap();
+        d.restart().await;
+        // Without its record the volume is unknown...
+        assert!(d.list_ids().await.is_empty());
+        expect_code(
+            d.controller().controller_get_volume(get_req(&id)).await,
+            tonic::Code::NotFound,
+            "ControllerGetVolume without a record",
+        );
+        // ...but its directory carries the driver's marker, so DeleteVolume cleans it up.
+        assert!(dir.is_dir());
+        d.delete(&id).await;
+        assert!(
+            !dir.exists(),
+            "DeleteVolume of {id} left its orphaned directory {}",
+            dir.display()
+        );
+        d.assert_nothing_leaked(&[]);
+    }
+}
