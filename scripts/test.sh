@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# ferrovol's test command (README.md, .ci/run). Installs what it needs if missing, then runs:
+# format and lint checks, unit and integration tests (as root: real mounts, loop devices,
+# btrfs/XFS filesystems), the real csi-sanity for mount and block volumes, and a quick
+# benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: the tests mount filesystems and attach loop devices; run as root" >&2
+    exit 1
+fi
+
+CSI_SANITY_VERSION=v5.4.0
+export PATH="$PATH:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+
+need_apt=()
+command -v mkfs.xfs >/dev/null || need_apt+=(xfsprogs)
+command -v mkfs.btrfs >/dev/null || need_apt+=(btrfs-progs)
+command -v losetup >/dev/null || need_apt+=(mount)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "== installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! { command -v csi-sanity >/dev/null &&
+    go version -m "$(command -v csi-sanity)" | grep -q "csi-test/v5[[:space:]]*$CSI_SANITY_VERSION"; }; then
+    echo "== installing csi-sanity $CSI_SANITY_VERSION"
+    go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== unit and integration tests"
+cargo test --lib --bins --tests
+echo "== csi-sanity $CSI_SANITY_VERSION"
+cargo build --release --bin ferrovol
+CSI_SANITY=$(command -v csi-sanity) tests/sanity/run.sh
+echo "== benchmark smoke run (figures: cargo bench --bench ops)"
+FERROVOL_BENCH_QUICK=1 cargo bench --bench ops
