@@ -1034,3 +1034,38 @@ async fn identity_and_roles() {
         .await
         .expect("node service is served");
 }
+
+/// A staging mount that disappeared behind the driver's back must not be published: the pod would
+/// otherwise write into an empty directory on the node's root filesystem.
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_refuses_a_staging_path_that_lost_its_mount() {
+    let d = Driver::start().await;
+    let cap = mount_cap();
+    let id = d.create("lost-stage", 8 * MIB, cap.clone()).await.volume_id;
+    let staging = d.staging("lost-stage");
+    let target = d.target("lost-stage", "pod");
+    d.stage(&id, &staging, cap.clone()).await;
+    let status = std::process::Command::new("umount")
+        .arg(&staging)
+        .status()
+        .expect("run umount");
+    assert!(status.success(), "umount of the staging path failed");
+
+    expect_code(
+        d.node()
+            .node_publish_volume(publish_req(&id, &staging, &target, cap.clone(), false))
+            .await,
+        Code::FailedPrecondition,
+        "publish from a staging path that lost its mount",
+    );
+    assert!(mounts_at(&target).is_empty(), "target was mounted anyway");
+
+    // Staging again repairs it, and the publish then goes through.
+    d.stage(&id, &staging, cap.clone()).await;
+    d.publish(&id, &staging, &target, cap, false).await;
+    assert_eq!(mounts_at(&target).len(), 1);
+    d.unpublish(&id, &target).await;
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}

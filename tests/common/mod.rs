@@ -76,6 +76,12 @@ impl Drop for Scratch {
 /// Unmounts (lazily, deepest first) all mounts at or below `root`, then detaches loop devices
 /// backed by files below it. Best effort: never panics, so it is safe during unwinding.
 pub fn cleanup_under(root: &Path) {
+    // Loop devices are found by their backing file's path, so list them before unmounting: a
+    // lazily unmounted file system is detached from the tree, and the backing path of an image
+    // on it (a block volume's disk.img on a loop-mounted base) then reads as relative to that
+    // file system ("/hostpath/blk/disk.img"), no longer below `root`. Left attached, such a
+    // device would also keep the base file system and its own loop device alive.
+    let loops = loop_devices_under(root);
     for _ in 0..8 {
         let mut mounts = mounts_under(root);
         if mounts.is_empty() {
@@ -92,7 +98,16 @@ pub fn cleanup_under(root: &Path) {
                 .status();
         }
     }
-    for (device, _) in loop_devices_under(root) {
+    let mut devices: Vec<String> = loops
+        .into_iter()
+        .chain(loop_devices_under(root))
+        .map(|(device, _)| device)
+        .collect();
+    devices.sort();
+    devices.dedup();
+    // A device still held open (a file system on it that the lazy unmount has not released
+    // yet) is only marked for auto-clear and goes when its last user does.
+    for device in devices {
         let _ = Command::new(tool("losetup"))
             .arg("-d")
             .arg(&device)

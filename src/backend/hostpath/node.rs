@@ -197,6 +197,17 @@ impl HostpathBackend {
                 format!("not staged at {}", req.staging_path.display()),
             ));
         }
+        // A staging mount that vanished (manual unmount, a crashed kubelet) would turn into an
+        // empty directory on the node's root filesystem: never publish that to a pod.
+        if rec.kind == AccessKind::Mount && !self.shows_volume(&rec, &req.staging_path) {
+            return Err(Error::precondition(
+                vid,
+                format!(
+                    "{} no longer shows the volume; stage it again",
+                    req.staging_path.display()
+                ),
+            ));
+        }
         let opts = BindOptions::parse(&cap.mount_flags, req.read_only || cap.mode.read_only())
             .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         let wanted = Publication {
