@@ -4,10 +4,15 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// Issues a btrfs ioctl whose argument is a `T` of the size the request encodes.
+fn btrfs_ioctl<T>(f: &File, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
+    // SAFETY: callers pass a pointer to a live T matching `req`'s encoded size.
+    unsafe { super::sys::ioctl(f, req, arg as libc::c_ulong) }.map(|_| ())
+}
 
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 // _IOW(0x94, 14, btrfs_ioctl_vol_args[4096])
@@ -46,16 +51,6 @@ struct InoLookupArgs {
     name: [u8; 4080],
 }
 
-fn ioctl<T>(f: &File, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
-    // SAFETY: `arg` points to a live struct of the size encoded in `req`.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), req as _, arg) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Handle on a btrfs filesystem whose quota (qgroups) is enabled.
 #[derive(Debug)]
 pub struct BtrfsQgroups {
@@ -71,7 +66,7 @@ impl BtrfsQgroups {
         }
         let f = File::open(base)?;
         let mut info = [0u8; 1024];
-        ioctl(&f, BTRFS_IOC_FS_INFO, info.as_mut_ptr())?;
+        btrfs_ioctl(&f, BTRFS_IOC_FS_INFO, info.as_mut_ptr())?;
         let fsid = &info[16..32];
         let uuid = format!(
             "{}-{}-{}-{}-{}",
@@ -100,7 +95,7 @@ impl BtrfsQgroups {
             return Err(io::Error::other("subvolume name too long"));
         }
         args.name[..name.len()].copy_from_slice(name);
-        ioctl(&File::open(parent)?, BTRFS_IOC_SUBVOL_CREATE, &mut args)
+        btrfs_ioctl(&File::open(parent)?, BTRFS_IOC_SUBVOL_CREATE, &mut args)
     }
 
     /// Whether `dir` is the root of a subvolume.
@@ -117,7 +112,7 @@ impl BtrfsQgroups {
             max_rfer: if bytes == 0 { u64::MAX } else { bytes },
             ..Default::default()
         };
-        ioctl(&File::open(dir)?, BTRFS_IOC_QGROUP_LIMIT, &mut args)
+        btrfs_ioctl(&File::open(dir)?, BTRFS_IOC_QGROUP_LIMIT, &mut args)
     }
 
     /// Bytes the subvolume at `dir` references, from its qgroup in sysfs.
@@ -134,7 +129,7 @@ fn subvolume_id(dir: &Path) -> io::Result<u64> {
         objectid: BTRFS_FIRST_FREE_OBJECTID,
         name: [0; 4080],
     };
-    ioctl(&File::open(dir)?, BTRFS_IOC_INO_LOOKUP, &mut args)?;
+    btrfs_ioctl(&File::open(dir)?, BTRFS_IOC_INO_LOOKUP, &mut args)?;
     Ok(args.treeid)
 }
 

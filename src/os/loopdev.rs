@@ -1,6 +1,7 @@
 //! Loop devices over the sparse image files of block volumes, driven by the loop ioctls.
 
-use std::fs::{self, File, OpenOptions};
+use super::sys::ioctl;
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -44,16 +45,6 @@ pub struct Attached {
     pub read_only: bool,
 }
 
-fn ioctl(file: &File, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<libc::c_int> {
-    // SAFETY: each request used here takes an integer or a pointer to a struct that outlives the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), req as _, arg) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
 /// Attaches `image` to a free loop device and returns the device path.
 pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
     let backing = OpenOptions::new()
@@ -66,7 +57,8 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
         .open("/dev/loop-control")?;
     // Another process may take the free device between GET_FREE and CONFIGURE: retry then.
     for _ in 0..16 {
-        let n = ioctl(&control, LOOP_CTL_GET_FREE, 0)? as u64;
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument.
+        let n = unsafe { ioctl(&control, LOOP_CTL_GET_FREE, 0) }? as u64;
         let device = ensure_node(n)?;
         let dev = OpenOptions::new().read(true).write(true).open(&device)?;
         // SAFETY: LoopConfig is plain old data; all-zero is its documented default.
@@ -75,11 +67,14 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
         if read_only {
             config.info.lo_flags = LO_FLAGS_READ_ONLY;
         }
-        match ioctl(
-            &dev,
-            LOOP_CONFIGURE,
-            &config as *const LoopConfig as libc::c_ulong,
-        ) {
+        // SAFETY: LOOP_CONFIGURE reads a LoopConfig, which lives until the call returns.
+        match unsafe {
+            ioctl(
+                &dev,
+                LOOP_CONFIGURE,
+                &config as *const LoopConfig as libc::c_ulong,
+            )
+        } {
             Ok(_) => return Ok(device),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
             Err(e) => return Err(e),
@@ -131,7 +126,8 @@ pub fn find_by_backing_file(image: &Path) -> io::Result<Vec<Attached>> {
 /// Detaches `device`; succeeds when it is already free.
 pub fn detach(device: &Path) -> io::Result<()> {
     let dev = OpenOptions::new().read(true).open(device)?;
-    match ioctl(&dev, LOOP_CLR_FD, 0) {
+    // SAFETY: LOOP_CLR_FD takes no argument.
+    match unsafe { ioctl(&dev, LOOP_CLR_FD, 0) } {
         Ok(_) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
         Err(e) => Err(e),
@@ -141,7 +137,8 @@ pub fn detach(device: &Path) -> io::Result<()> {
 /// Makes the device pick up a grown backing file.
 pub fn refresh_capacity(device: &Path) -> io::Result<()> {
     let dev = OpenOptions::new().read(true).open(device)?;
-    ioctl(&dev, LOOP_SET_CAPACITY, 0).map(|_| ())
+    // SAFETY: LOOP_SET_CAPACITY takes no argument.
+    unsafe { ioctl(&dev, LOOP_SET_CAPACITY, 0) }.map(|_| ())
 }
 
 /// Size of the device in bytes as the kernel sees it.

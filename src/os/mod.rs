@@ -8,3 +8,4 @@ pub mod mount;
 pub mod mountinfo;
 pub mod quota;
 pub mod statfs;
+pub mod sys;

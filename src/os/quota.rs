@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use super::sys::ioctl;
+
 // quotactl_fd(2) takes any open file on the filesystem, so no block device path is needed
 // (works the same on loop devices, LVM and inside a container).
 const SYS_QUOTACTL_FD: libc::c_long = 443;
@@ -85,18 +87,24 @@ impl ProjectQuota {
     pub fn assign(&self, dir: &Path, id: u32) -> io::Result<()> {
         let f = File::open(dir)?;
         let mut attr = FsXattr::default();
-        ioctl(
-            &f,
-            FS_IOC_FSGETXATTR,
-            &mut attr as *mut FsXattr as libc::c_ulong,
-        )?;
+        // SAFETY: both requests take a pointer to an FsXattr that lives across the call.
+        unsafe {
+            ioctl(
+                &f,
+                FS_IOC_FSGETXATTR,
+                &mut attr as *mut FsXattr as libc::c_ulong,
+            )
+        }?;
         attr.projid = id;
         attr.xflags |= FS_XFLAG_PROJINHERIT;
-        ioctl(
-            &f,
-            FS_IOC_FSSETXATTR,
-            &attr as *const FsXattr as libc::c_ulong,
-        )
+        unsafe {
+            ioctl(
+                &f,
+                FS_IOC_FSSETXATTR,
+                &attr as *const FsXattr as libc::c_ulong,
+            )
+        }
+        .map(|_| ())
     }
 
     /// Sets the hard block limit of project `id` (0 removes the limit).
@@ -141,16 +149,6 @@ impl ProjectQuota {
 fn quotactl(fs: &File, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result<()> {
     // SAFETY: addr points to a buffer at least as large as the structure `cmd` reads or writes.
     let rc = unsafe { libc::syscall(SYS_QUOTACTL_FD, fs.as_raw_fd(), cmd, id, addr) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn ioctl(f: &File, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: arg points to an FsXattr that outlives the call.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), req as _, arg) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
