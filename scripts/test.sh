@@ -35,6 +35,12 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== unit and integration tests"
 cargo test --lib --bins --tests
+if [ -e /proc/fs/xfs/xqmstat ]; then
+    echo "== XFS project quota tests (this kernel has XFS quota)"
+    cargo test --test quota xfs_ -- --ignored
+else
+    echo "== XFS project quota tests: not run, this kernel lacks XFS quota (btrfs qgroup tests cover enforcement)"
+fi
 echo "== csi-sanity $CSI_SANITY_VERSION"
 cargo build --release --bin ferrovol
 CSI_SANITY=$(command -v csi-sanity) tests/sanity/run.sh

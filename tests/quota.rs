@@ -51,11 +51,12 @@ fn make_fs(root: &Path, name: &str, mkfs: &[&str], size: u64) -> String {
 fn try_mount(root: &Path, name: &str, dev: &str, options: &str) -> Result<PathBuf, String> {
     let mnt = root.join(name);
     fs::create_dir_all(&mnt).unwrap();
-    let out = std::process::Command::new(tool("mount"))
-        .args(["-o", options, dev])
-        .arg(&mnt)
-        .output()
-        .expect("run mount");
+    let out = output(
+        std::process::Command::new(tool("mount"))
+            .args(["-o", options, dev])
+            .arg(&mnt),
+    )
+    .expect("run mount");
     if !out.status.success() {
         return Err(format!(
             "mount -o {options} {dev} {}: {}{}",
@@ -73,44 +74,28 @@ fn mount_image(root: &Path, name: &str, mkfs: &[&str], size: u64, options: &str)
     try_mount(root, name, &dev, options).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Writes straight to the test's stderr, past cargo's output capture, so a skip is visible.
-fn announce(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// A driver whose hostpath base lies on a fresh XFS mounted with prjquota; None (announced)
-/// when the running kernel cannot enforce XFS project quotas at all, unless
-/// FERROVOL_REQUIRE_QUOTA=1 asks for that to be a failure. A missing mkfs.xfs always fails.
-async fn xfs_driver(test: &str) -> Option<(Driver, PathBuf)> {
+/// A driver whose hostpath base lies on a fresh XFS mounted with prjquota. The tests that use it
+/// are `#[ignore]`d because CI's kernel is built without XFS quota; scripts/test.sh runs them with
+/// `--ignored` wherever /proc/fs/xfs/xqmstat shows the kernel has it. Run by hand on a kernel
+/// without it, they fail and say why.
+async fn xfs_driver() -> (Driver, PathBuf) {
     require_tool("mkfs.xfs", "xfsprogs");
     let b = Driver::builder();
     let dev = make_fs(b.path(), "xfs", &["mkfs.xfs", "-q"], XFS_IMAGE_BYTES);
-    let mnt = match try_mount(b.path(), "xfs", &dev, "prjquota") {
-        Ok(mnt) => mnt,
-        // /proc/fs/xfs/xqmstat exists exactly when XFS was built with quota support.
-        Err(e) if !Path::new("/proc/fs/xfs/xqmstat").exists() => {
-            let why = format!(
-                "this kernel lacks XFS quota support (CONFIG_XFS_QUOTA is not set: \
-                 /proc/fs/xfs/xqmstat is missing), so XFS project quotas cannot be enforced \
-                 here (mount said: {})",
-                e.lines().next().unwrap_or("").trim()
-            );
-            if std::env::var_os("FERROVOL_REQUIRE_QUOTA").is_some_and(|v| v == "1") {
-                panic!("{test}: {why}; FERROVOL_REQUIRE_QUOTA=1 makes this a failure");
+    let mnt = try_mount(b.path(), "xfs", &dev, "prjquota").unwrap_or_else(|e| {
+        panic!(
+            "mounting XFS with prjquota failed: {}{}",
+            e.lines().next().unwrap_or("").trim(),
+            if Path::new("/proc/fs/xfs/xqmstat").exists() {
+                ""
+            } else {
+                " (this kernel lacks XFS quota support: /proc/fs/xfs/xqmstat is missing)"
             }
-            announce(&format!(
-                "SKIPPED {test}: {why}. Capacity enforcement is still tested on this machine by \
-                 the btrfs_* tests in tests/quota.rs (btrfs qgroups need no kernel quota support). \
-                 Set FERROVOL_REQUIRE_QUOTA=1 to fail instead."
-            ));
-            return None;
-        }
-        Err(e) => panic!("{e}"),
-    };
+        )
+    });
     assert_eq!(mounts_at(&mnt)[0].fs_type, "xfs");
     let d = b.hostpath_base(mnt.join("hostpath")).start().await;
-    Some((d, mnt))
+    (d, mnt)
 }
 
 fn enforced(vol: &csi::Volume) -> Option<&str> {
@@ -122,11 +107,9 @@ fn is_quota_error(e: &std::io::Error) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a kernel with XFS quota (CONFIG_XFS_QUOTA); scripts/test.sh runs it where there is one"]
 async fn xfs_project_quota_limits_and_grows_a_mount_volume() {
-    let Some((d, mnt)) = xfs_driver("xfs_project_quota_limits_and_grows_a_mount_volume").await
-    else {
-        return;
-    };
+    let (d, mnt) = xfs_driver().await;
     let cap = mount_cap();
     let vol = d.create("limited", 16 * MIB, cap.clone()).await;
     assert_eq!(
@@ -195,11 +178,9 @@ async fn xfs_project_quota_limits_and_grows_a_mount_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a kernel with XFS quota (CONFIG_XFS_QUOTA); scripts/test.sh runs it where there is one"]
 async fn xfs_block_volume_is_fully_writable_under_its_quota() {
-    let Some((d, mnt)) = xfs_driver("xfs_block_volume_is_fully_writable_under_its_quota").await
-    else {
-        return;
-    };
+    let (d, mnt) = xfs_driver().await;
     let cap = block_cap();
     let vol = d.create("blk", 16 * MIB, cap.clone()).await;
     assert_eq!(enforced(&vol), Some("true"));
@@ -239,10 +220,9 @@ async fn xfs_block_volume_is_fully_writable_under_its_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a kernel with XFS quota (CONFIG_XFS_QUOTA); scripts/test.sh runs it where there is one"]
 async fn xfs_quota_none_is_advisory() {
-    let Some((d, mnt)) = xfs_driver("xfs_quota_none_is_advisory").await else {
-        return;
-    };
+    let (d, mnt) = xfs_driver().await;
     let cap = mount_cap();
     let mut r = create_req("loose", 4 * MIB, cap.clone());
     r.parameters.insert("quota".into(), "none".into());
@@ -460,6 +440,7 @@ fn btrfs_commit(mnt: &Path) {
 /// Writes `len` bytes at `offset` of an existing file or device in 1 MiB chunks, then fsyncs.
 fn write_at(path: &Path, offset: u64, len: usize) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
+    let _open = hold_files_open();
     let f = fs::OpenOptions::new().write(true).open(path)?;
     let chunk = vec![0x5au8; 1 << 20];
     let mut done = 0;
@@ -735,4 +716,74 @@ async fn btrfs_limit_survives_kill9_and_restart() {
     d.delete(&id).await;
     assert_eq!(subvolumes(&mnt), Vec::<String>::new());
     d.assert_nothing_leaked(&[&mnt]);
+}
+
+/// Rewriting blocks in place (what a filesystem or database on the device does all day) must not
+/// pin old copy-on-write extents against the qgroup: the image is created NOCOW.
+#[tokio::test(flavor = "multi_thread")]
+async fn btrfs_block_volume_takes_overwrites_within_its_size() {
+    let (d, mnt) = btrfs_driver(true).await;
+    let cap = block_cap();
+    let id = d.create("blk", 16 * MIB, cap.clone()).await.volume_id;
+    let staging = d.staging("blk");
+    let target = d.target("blk", "pod");
+    d.stage(&id, &staging, cap.clone()).await;
+    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    write_at(&target, 0, 16 << 20).expect("filling a 16 MiB block volume");
+    // What a file system or database on the device does all day: rewrite blocks in place.
+    {
+        use std::os::unix::fs::FileExt;
+        let _open = hold_files_open();
+        let f = fs::OpenOptions::new().write(true).open(&target).unwrap();
+        let block = vec![0x77u8; 4096];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for i in 0..1024 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let offset = (x % 4096) * 4096;
+            f.write_all_at(&block, offset)
+                .and_then(|()| f.sync_data())
+                .unwrap_or_else(|e| {
+                    panic!("overwrite #{i} of 4 KiB at {offset} within the 16 MiB device: {e}")
+                });
+        }
+    }
+    d.unpublish(&id, &target).await;
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[&mnt]);
+}
+
+/// A pod may create btrfs subvolumes inside its volume (no capability needed). Deleting the volume
+/// must take them along: they are part of the volume's tree, not mounts.
+#[tokio::test(flavor = "multi_thread")]
+async fn btrfs_nested_subvolume_does_not_block_delete() {
+    let (d, mnt) = btrfs_driver(true).await;
+    let id = d.create("nest", 16 * MIB, mount_cap()).await.volume_id;
+    let nested = d.volume_dir("nest").join("nested");
+    btrfs(&["subvolume", "create"], &nested);
+    write_file(&nested.join("small"), 1 << 20).expect("write into the nested subvolume");
+    d.controller()
+        .delete_volume(delete_req(&id))
+        .await
+        .expect("DeleteVolume of a volume holding a nested subvolume");
+    assert_eq!(subvolumes(&mnt), Vec::<String>::new());
+    d.assert_nothing_leaked(&[&mnt]);
+}
+
+/// Known limitation (docs/architecture.md): a subvolume created inside a volume gets a qgroup of
+/// its own, outside the volume's limit. Kept as a runnable reproduction.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "known btrfs limitation: nested subvolumes are not charged to the volume's qgroup"]
+async fn btrfs_nested_subvolume_escapes_the_limit() {
+    let (d, mnt) = btrfs_driver(true).await;
+    let id = d.create("nest", 16 * MIB, mount_cap()).await.volume_id;
+    let nested = d.volume_dir("nest").join("nested");
+    btrfs(&["subvolume", "create"], &nested);
+    let err = write_file(&nested.join("blob"), 24 << 20).err();
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[&mnt]);
+    let err = err.expect("24 MiB written into a 16 MiB volume through a nested subvolume");
+    assert!(is_quota_error(&err), "{err}");
 }

@@ -103,35 +103,64 @@ pub fn owner_marker(path: &Path) -> io::Result<Option<String>> {
 
 /// Removes a directory tree that must live on one filesystem. Refuses (EXDEV) to descend into
 /// anything mounted below it, so a forgotten bind mount never takes other data with it.
+/// Nested btrfs subvolumes (a different st_dev, but no mount) are part of the tree and go too.
 pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    check_one_fs(path, meta.dev())?;
+    if let Err(e) = fs::symlink_metadata(path) {
+        return if e.kind() == io::ErrorKind::NotFound {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    let mounts = super::mountinfo::mounts_under(path)?;
+    if let Some(m) = mounts.first() {
+        return Err(io::Error::new(
+            io::ErrorKind::CrossesDevices,
+            format!(
+                "{} is a mount inside {}",
+                m.mount_point.display(),
+                path.display()
+            ),
+        ));
+    }
     fs::remove_dir_all(path)?;
     fsync_dir(path.parent().unwrap_or(Path::new("/")))
 }
 
-fn check_one_fs(dir: &Path, dev: u64) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = fs::symlink_metadata(entry.path())?;
-        if meta.dev() != dev {
-            return Err(io::Error::new(
-                io::ErrorKind::CrossesDevices,
-                format!(
-                    "{} is another filesystem mounted inside",
-                    entry.path().display()
-                ),
-            ));
+/// Marks an empty file no-copy-on-write (btrfs `chattr +C`), so rewriting a block of a disk image
+/// does not keep the old copy charged to the volume's qgroup. A no-op where unsupported.
+pub fn set_nocow(file: &File) -> io::Result<()> {
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
+    let mut flags: libc::c_int = 0;
+    // SAFETY: both requests read or write one c_int that lives across the call.
+    unsafe {
+        super::sys::ioctl(
+            file,
+            FS_IOC_GETFLAGS,
+            &mut flags as *mut libc::c_int as libc::c_ulong,
+        )
+    }?;
+    flags |= FS_NOCOW_FL;
+    match unsafe {
+        super::sys::ioctl(
+            file,
+            FS_IOC_SETFLAGS,
+            &flags as *const libc::c_int as libc::c_ulong,
+        )
+    } {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL)
+            ) =>
+        {
+            Ok(())
         }
-        if meta.is_dir() {
-            check_one_fs(&entry.path(), dev)?;
-        }
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// Bytes allocated and inodes used below `path` (a du walk; used only where no quota counts it).

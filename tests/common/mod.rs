@@ -21,7 +21,8 @@ use std::ffi::OsString;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -33,6 +34,44 @@ pub const MIB: i64 = 1 << 20;
 
 /// How long a driver gets to answer Probe after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Child processes and open files
+
+/// Tests run as threads of one process, and a child that one test spawns holds a copy of every
+/// file descriptor of the process from fork until exec (close-on-exec closes them only at
+/// exec). A file another test has open inside a volume then pins that mount for a moment, and
+/// an unmount the test does right after closing the file (NodeUnpublishVolume) fails with
+/// EBUSY. So children are spawned only while no test holds such a file open: spawning takes
+/// this lock exclusively, holding a file open in a volume takes it shared.
+static SPAWN_LOCK: RwLock<()> = RwLock::new(());
+
+/// Spawns `cmd` while no test thread holds a file open in a volume ([`hold_files_open`]).
+/// When this returns the child has exec'd, so it holds none of this process's descriptors.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let _no_open_files = SPAWN_LOCK.write().unwrap_or_else(PoisonError::into_inner);
+    cmd.spawn()
+}
+
+/// Like [`Command::output`], through [`spawn`].
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn(cmd)?.wait_with_output()
+}
+
+/// Like [`Command::status`], through [`spawn`].
+pub fn status(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    spawn(cmd)?.wait()
+}
+
+/// Keep this guard alive while the test holds a file open inside a volume (or any mount it is
+/// about to unmount), and declare it before the file so it is dropped after it. Holding it
+/// blocks [`spawn`] in other tests; never spawn a process while holding it.
+pub fn hold_files_open() -> RwLockReadGuard<'static, ()> {
+    SPAWN_LOCK.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Scratch directory
@@ -90,12 +129,13 @@ pub fn cleanup_under(root: &Path) {
         // Later entries of mountinfo sit on top of earlier ones: undo them first.
         mounts.reverse();
         for m in mounts {
-            let _ = Command::new(tool("umount"))
-                .arg("-l")
-                .arg(&m.mount_point)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = status(
+                Command::new(tool("umount"))
+                    .arg("-l")
+                    .arg(&m.mount_point)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
         }
     }
     let mut devices: Vec<String> = loops
@@ -108,12 +148,13 @@ pub fn cleanup_under(root: &Path) {
     // A device still held open (a file system on it that the lazy unmount has not released
     // yet) is only marked for auto-clear and goes when its last user does.
     for device in devices {
-        let _ = Command::new(tool("losetup"))
-            .arg("-d")
-            .arg(&device)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = status(
+            Command::new(tool("losetup"))
+                .arg("-d")
+                .arg(&device)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
     }
 }
 
@@ -388,7 +429,7 @@ impl Driver {
 
     async fn spawn_and_wait(&mut self) {
         assert!(self.child.is_none(), "driver already running");
-        let child = self.command().spawn().expect("spawn ferrovol serve");
+        let child = spawn(&mut self.command()).expect("spawn ferrovol serve");
         self.child = Some(child);
         let endpoint = ferrovol::server::Endpoint::Unix(self.socket());
         let deadline = Instant::now() + START_TIMEOUT;
@@ -915,9 +956,7 @@ pub fn tool(name: &str) -> PathBuf {
 /// Runs a system command, panicking with its output if it fails or is missing.
 #[track_caller]
 pub fn run(program: &str, args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(tool(program))
-        .args(args)
-        .output()
+    let out = output(Command::new(tool(program)).args(args))
         .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it installed?)"));
     assert!(
         out.status.success(),
@@ -941,6 +980,7 @@ pub fn block_size(dev: &Path) -> u64 {
 /// error (from a write or from the sync).
 pub fn write_file(path: &Path, len: usize) -> std::io::Result<()> {
     use std::io::Write;
+    let _open = hold_files_open();
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -196,7 +196,8 @@ impl HostpathBackend {
                 match fsutil::owner_marker(&dir).map_err(os("read marker of"))? {
                     Some(m) if m == rec.id => {}
                     None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
-                        && self.limiter.as_ref().is_none_or(|l| l.fits(&dir)) => {}
+                        && (rec.enforced_by.is_none()
+                            || self.limiter.as_ref().is_none_or(|l| l.fits(&dir))) => {}
                     _ => {
                         return Err(Error::precondition(
                             &rec.id,
@@ -225,6 +226,12 @@ impl HostpathBackend {
                 .truncate(false)
                 .open(&image)
                 .map_err(Error::os(&rec.id, format!("create {}", image.display())))?;
+            if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+                fsutil::set_nocow(&f).map_err(Error::os(
+                    &rec.id,
+                    format!("mark {} no-copy-on-write", image.display()),
+                ))?;
+            }
             f.set_len(rec.capacity_bytes)
                 .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
             f.sync_all()

@@ -86,6 +86,11 @@ impl HostpathBackend {
     /// publications whose mounts are gone are forgotten.
     pub fn open(cfg: HostpathConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(&cfg.base)?;
+        // Mount-table checks compare paths textually: work with the resolved base.
+        let cfg = HostpathConfig {
+            base: std::fs::canonicalize(&cfg.base)?,
+            ..cfg
+        };
         let store = Store::open(&cfg.state_dir.join(BACKEND))?;
         let limiter = Limiter::probe(&cfg.base)?;
         let base_fs = statfs::fs_type(&cfg.base)?;
