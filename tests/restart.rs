@@ -342,7 +342,13 @@ async fn lost_state_leaves_an_orphan_that_delete_still_removes() {
             tonic::Code::NotFound,
             "ControllerGetVolume without a record",
         );
-        // ...but its directory carries the driver's marker, so DeleteVolume cleans it up.
+        // ...the restarted driver names it in its log...
+        assert!(
+            d.log().contains("volume directory without a state record") && d.log().contains(&id),
+            "the orphan {id} was not reported at start:\n{}",
+            d.log()
+        );
+        // ...and its directory carries the driver's marker, so DeleteVolume cleans it up.
         assert!(dir.is_dir());
         d.delete(&id).await;
         assert!(

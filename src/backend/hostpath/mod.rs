@@ -147,6 +147,27 @@ impl HostpathBackend {
             finished_deletes = finished,
             "hostpath state recovered"
         );
+        self.report_orphans()
+    }
+
+    /// Directories that carry our marker but have no record (state lost or restored from an old
+    /// backup) are left alone and reported, with the id a DeleteVolume needs to remove them.
+    fn report_orphans(&self) -> std::io::Result<()> {
+        let index = self.lock_index();
+        for entry in std::fs::read_dir(&self.base)? {
+            let path = entry?.path();
+            let known = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| index.volumes.contains_key(n));
+            if known {
+                continue;
+            }
+            if let Ok(Some(id)) = fsutil::owner_marker(&path) {
+                tracing::warn!(dir = %path.display(), volume = %id,
+                    "volume directory without a state record: left in place; DeleteVolume of this id removes it");
+            }
+        }
         Ok(())
     }
 
