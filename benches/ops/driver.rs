@@ -1,0 +1,368 @@
+//! The real `ferrovol serve` process and a CSI client that drives it over its Unix socket.
+
+use crate::fixture;
+use crate::report::Run;
+use csi::controller_client::ControllerClient;
+use csi::identity_client::IdentityClient;
+use csi::node_client::NodeClient;
+use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use ferrovol::proto as csi;
+use ferrovol::server::Endpoint;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::Status;
+
+pub const NODE: &str = "bench-node";
+/// Small volumes: the size does not change what create and delete do.
+pub const CAPACITY: i64 = 1 << 20;
+
+/// Where one driver keeps its socket, log, state and volumes.
+#[derive(Debug, Clone)]
+pub struct DriverPaths {
+    pub data: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub state: PathBuf,
+    pub base: PathBuf,
+}
+
+/// A running `ferrovol serve`; killed when dropped.
+pub struct DriverProc {
+    child: Option<Child>,
+    log: PathBuf,
+    started: Instant,
+}
+
+/// Resident memory of a process, KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+impl DriverProc {
+    /// Starts the driver. Call from the main thread: the child is bound to its parent thread's
+    /// life with PR_SET_PDEATHSIG, so it dies with the benchmark however the benchmark ends.
+    pub fn spawn(p: &DriverPaths) -> io::Result<Self> {
+        let log = File::options().create(true).append(true).open(&p.log)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovol"));
+        cmd.arg("serve")
+            .arg("--endpoint")
+            .arg(format!("unix://{}", p.socket.display()))
+            .args(["--node-id", NODE])
+            .arg("--data-dir")
+            .arg(&p.data)
+            .arg("--state-dir")
+            .arg(&p.state)
+            .arg("--hostpath-base")
+            .arg(&p.base)
+            .args(["--max-volumes-per-node", "0"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a terminal ^C reaches only the benchmark, which then
+            // stops the driver itself after the measurement loops have wound down.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let child = cmd.spawn()?;
+        Ok(DriverProc {
+            child: Some(child),
+            log: p.log.clone(),
+            started,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Connects and waits until Probe answers; returns the channel and the time since spawn.
+    pub async fn wait_ready(&mut self, socket: &Path, timeout: Duration) -> (Channel, Duration) {
+        let endpoint = Endpoint::Unix(socket.to_path_buf());
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "ferrovol serve exited early ({status}); log:\n{}",
+                        self.log_tail()
+                    );
+                }
+            }
+            if self.started.elapsed() > timeout {
+                panic!(
+                    "ferrovol serve not ready after {timeout:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            fixture::check_stop();
+            if socket.exists() {
+                if let Ok(ch) = ferrovol::client::connect(&endpoint).await {
+                    let probe = IdentityClient::new(ch.clone())
+                        .probe(csi::ProbeRequest {})
+                        .await;
+                    if probe.is_ok() {
+                        return (ch, self.started.elapsed());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub fn memory(&self) -> io::Result<Memory> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| -> io::Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .ok_or_else(|| io::Error::other(format!("{name} missing in /proc/<pid>/status")))
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// SIGTERM, a grace period, then SIGKILL.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: plain syscall on our own child, which has not been reaped yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for DriverProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn mount_capability() -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+pub async fn create(c: &mut ControllerClient<Channel>, name: &str) -> Result<String, Status> {
+    let resp = c
+        .create_volume(csi::CreateVolumeRequest {
+            name: name.to_string(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: CAPACITY,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability()],
+            ..Default::default()
+        })
+        .await?;
+    Ok(resp
+        .into_inner()
+        .volume
+        .map(|v| v.volume_id)
+        .unwrap_or_default())
+}
+
+pub async fn delete(c: &mut ControllerClient<Channel>, id: &str) -> Result<(), Status> {
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: id.to_string(),
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+async fn join_all<T: Send + 'static>(mut set: tokio::task::JoinSet<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("worker task failed: {e}"),
+        }
+    }
+    out
+}
+
+/// CreateVolume+DeleteVolume pairs from `conc` concurrent callers on one channel (like a
+/// provisioner sidecar) for `dur`; every name starts with `pvc-{tag}-`.
+pub async fn pairs(ch: &Channel, conc: usize, dur: Duration, tag: &str) -> Run {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..conc {
+        let mut c = ControllerClient::new(ch.clone());
+        let prefix = format!("pvc-{tag}-{w}");
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline && !fixture::stopping() {
+                let name = format!("{prefix}-{i}");
+                let t = Instant::now();
+                let id = create(&mut c, &name)
+                    .await
+                    .unwrap_or_else(|e| panic!("CreateVolume {name}: {e}"));
+                delete(&mut c, &id)
+                    .await
+                    .unwrap_or_else(|e| panic!("DeleteVolume {id}: {e}"));
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            lat
+        });
+    }
+    let lat: Vec<Duration> = join_all(set).await.into_iter().flatten().collect();
+    fixture::check_stop();
+    Run::new(lat, start.elapsed())
+}
+
+/// Creates `n` volumes from `conc` concurrent callers; returns how long it took.
+pub async fn precreate(ch: &Channel, conc: usize, n: usize) -> Duration {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..conc {
+        let mut c = ControllerClient::new(ch.clone());
+        let next = next.clone();
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || fixture::stopping() {
+                    break;
+                }
+                let name = format!("pvc-existing-{i:06}");
+                create(&mut c, &name)
+                    .await
+                    .unwrap_or_else(|e| panic!("CreateVolume {name}: {e}"));
+            }
+        });
+    }
+    join_all(set).await;
+    fixture::check_stop();
+    start.elapsed()
+}
+
+/// A volume made ready for NodePublish: created, ControllerPublished and NodeStaged.
+pub struct Published {
+    pub id: String,
+    pub staging: PathBuf,
+}
+
+pub async fn prepare_publish(
+    ch: &Channel,
+    name: &str,
+    staging: &Path,
+) -> Result<Published, Status> {
+    let mut ctl = ControllerClient::new(ch.clone());
+    let id = create(&mut ctl, name).await?;
+    ctl.controller_publish_volume(csi::ControllerPublishVolumeRequest {
+        volume_id: id.clone(),
+        node_id: NODE.to_string(),
+        volume_capability: Some(mount_capability()),
+        ..Default::default()
+    })
+    .await?;
+    NodeClient::new(ch.clone())
+        .node_stage_volume(csi::NodeStageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(mount_capability()),
+            ..Default::default()
+        })
+        .await?;
+    Ok(Published {
+        id,
+        staging: staging.to_path_buf(),
+    })
+}
+
+/// NodePublish then NodeUnpublish of one target, `iters` times; returns the latencies of each.
+pub async fn publish_loop(
+    ch: &Channel,
+    vol: &Published,
+    target: &Path,
+    iters: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let mut node = NodeClient::new(ch.clone());
+    let mut publish = Vec::with_capacity(iters);
+    let mut unpublish = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        fixture::check_stop();
+        let t = Instant::now();
+        node.node_publish_volume(csi::NodePublishVolumeRequest {
+            volume_id: vol.id.clone(),
+            staging_target_path: vol.staging.display().to_string(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(mount_capability()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("NodePublishVolume {}: {e}", vol.id));
+        publish.push(t.elapsed());
+        let t = Instant::now();
+        node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+            volume_id: vol.id.clone(),
+            target_path: target.display().to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("NodeUnpublishVolume {}: {e}", vol.id));
+        unpublish.push(t.elapsed());
+    }
+    (publish, unpublish)
+}
+
+/// Undoes `prepare_publish` (best effort: the run is ending anyway).
+pub async fn release_publish(ch: &Channel, vol: &Published) {
+    let _ = NodeClient::new(ch.clone())
+        .node_unstage_volume(csi::NodeUnstageVolumeRequest {
+            volume_id: vol.id.clone(),
+            staging_target_path: vol.staging.display().to_string(),
+        })
+        .await;
+    let mut ctl = ControllerClient::new(ch.clone());
+    let _ = ctl
+        .controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
+            volume_id: vol.id.clone(),
+            node_id: NODE.to_string(),
+            ..Default::default()
+        })
+        .await;
+    let _ = delete(&mut ctl, &vol.id).await;
+}
