@@ -15,9 +15,9 @@ use std::path::Path;
 /// Unpublishing or unstaging a volume that does not exist (any more) is done, unless something
 /// is mounted at the path: then we cannot prove it is ours and leave it alone.
 pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
-    match crate::os::mountinfo::mount_at(path) {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => Err(crate::error::Error::VolumeNotFound {
+    match crate::os::mountinfo::is_mount_point(path) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(crate::error::Error::VolumeNotFound {
             volume: volume_id.to_string(),
             detail: format!(
                 "{} is mounted, but not by this volume; left alone",

@@ -96,7 +96,7 @@ pub fn bind(source: &Path, target: &Path, opts: BindOptions) -> io::Result<()> {
 
 /// Unmounts every mount stacked on `target`; succeeds when nothing is mounted there.
 pub fn unmount_all(target: &Path) -> io::Result<()> {
-    while mountinfo::mount_at(target)?.is_some() {
+    while mountinfo::is_mount_point(target)? {
         unmount(target, UnmountFlags::empty())?;
     }
     Ok(())

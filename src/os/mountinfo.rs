@@ -30,6 +30,31 @@ pub fn read() -> io::Result<Vec<MountEntry>> {
     Ok(parse(&std::fs::read_to_string("/proc/self/mountinfo")?))
 }
 
+/// Whether `path` is a mount point. One statx(2) asks the kernel about this path alone, so the
+/// cost does not grow with the node's mount table (secrets, config maps and tokens are each a
+/// mount). Falls back to the table where statx cannot tell (kernels before 5.8).
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statx is plain old data; the kernel fills it.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and a statx buffer that outlives the call.
+    let rc = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, 0, &mut st) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => Ok(false),
+            _ => Err(err),
+        };
+    }
+    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if st.stx_attributes_mask & flag != 0 {
+        Ok(st.stx_attributes & flag != 0)
+    } else {
+        Ok(mount_at(path)?.is_some())
+    }
+}
+
 /// The topmost mount at exactly `path`, if `path` is a mount point.
 pub fn mount_at(path: &Path) -> io::Result<Option<MountEntry>> {
     Ok(read()?.into_iter().rev().find(|m| m.mount_point == path))
@@ -104,6 +129,19 @@ mod tests {
         assert_eq!(m.fs_type, "ext3");
         assert_eq!(m.source, "/dev/root");
         assert_eq!(m.device, "98:0");
+    }
+
+    #[test]
+    fn statx_agrees_with_the_mount_table() {
+        for p in ["/", "/proc", "/proc/self", "/definitely/not/here"] {
+            let p = Path::new(p);
+            assert_eq!(
+                is_mount_point(p).unwrap(),
+                mount_at(p).unwrap().is_some(),
+                "{}",
+                p.display()
+            );
+        }
     }
 
     #[test]

@@ -46,6 +46,8 @@ struct Index {
     ids: HashMap<String, String>,
     reserved_bytes: u64,
     project_ids: HashSet<u32>,
+    /// node id -> volumes ControllerPublished to it
+    published_per_node: HashMap<String, usize>,
 }
 
 impl Index {
@@ -55,6 +57,9 @@ impl Index {
         if let Some(Enforcement::ProjectQuota { id }) = rec.enforced_by {
             self.project_ids.insert(id);
         }
+        for node in rec.controller_published.keys() {
+            *self.published_per_node.entry(node.clone()).or_default() += 1;
+        }
         self.ids.insert(rec.id.clone(), rec.name.clone());
         self.volumes.insert(rec.name.clone(), rec);
     }
@@ -62,6 +67,11 @@ impl Index {
     fn remove(&mut self, name: &str) -> Option<VolumeRecord> {
         let rec = self.volumes.remove(name)?;
         self.ids.remove(&rec.id);
+        for node in rec.controller_published.keys() {
+            if let Some(n) = self.published_per_node.get_mut(node) {
+                *n -= 1;
+            }
+        }
         self.reserved_bytes -= rec.capacity_bytes;
         if let Some(Enforcement::ProjectQuota { id }) = rec.enforced_by {
             self.project_ids.remove(&id);
@@ -375,10 +385,10 @@ impl Backend for HostpathBackend {
 
     fn published_count(&self, node: &str) -> usize {
         self.lock_index()
-            .volumes
-            .values()
-            .filter(|r| r.controller_published.contains_key(node))
-            .count()
+            .published_per_node
+            .get(node)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn stage(&self, id: &VolumeId, staging: &Path, cap: &Capability) -> Result<()> {

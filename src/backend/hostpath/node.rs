@@ -21,9 +21,7 @@ fn same_inode(a: &Path, b: &Path) -> bool {
 }
 
 fn is_mounted(path: &Path, volume: &str) -> Result<bool> {
-    Ok(mountinfo::mount_at(path)
-        .map_err(Error::os(volume, "read mount table"))?
-        .is_some())
+    mountinfo::is_mount_point(path).map_err(Error::os(volume, "check mount point"))
 }
 
 impl HostpathBackend {
@@ -64,10 +62,10 @@ impl HostpathBackend {
     pub(super) fn forget_lost_mounts(&self, rec: &mut VolumeRecord) -> bool {
         let before = (rec.staged_at.clone(), rec.published.len());
         rec.published
-            .retain(|target, _| matches!(mountinfo::mount_at(target), Ok(Some(_))));
+            .retain(|target, _| matches!(mountinfo::is_mount_point(target), Ok(true)));
         let staged_alive = match (&rec.staged_at, rec.kind) {
             (None, _) => true,
-            (Some(s), AccessKind::Mount) => matches!(mountinfo::mount_at(s), Ok(Some(_))),
+            (Some(s), AccessKind::Mount) => matches!(mountinfo::is_mount_point(s), Ok(true)),
             (Some(_), AccessKind::Block) => matches!(self.staged_device(rec), Ok(Some(_))),
         };
         if !staged_alive {
@@ -214,12 +212,16 @@ impl HostpathBackend {
             read_only: opts.read_only(),
             mount_flags: cap.mount_flags.clone(),
         };
-        if let Some(entry) =
-            mountinfo::mount_at(target).map_err(Error::os(&vid, "read mount table"))?
-        {
+        if is_mounted(target, &vid)? {
+            // Already mounted (a retry): only the rare unrecorded case needs the mount table.
             let same = match rec.published.get(target) {
                 Some(p) => *p == wanted,
-                None => self.shows_volume(&rec, target) && opts.matches(&entry),
+                None => {
+                    self.shows_volume(&rec, target)
+                        && mountinfo::mount_at(target)
+                            .map_err(Error::os(&vid, "read mount table"))?
+                            .is_some_and(|entry| opts.matches(&entry))
+                }
             };
             if !same {
                 return Err(Error::exists(
