@@ -116,8 +116,7 @@ async fn mount_volume_lifecycle() {
         b"hello from pod-a"
     );
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     assert!(
         mounts_at(&staging).is_empty(),
         "staging still mounted after NodeUnstage"
@@ -208,8 +207,7 @@ async fn block_volume_lifecycle() {
     drop(f);
     assert_eq!(back, pattern, "bytes lost across unpublish/publish");
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     assert!(
         loops_of(&d, "raw").is_empty(),
         "NodeUnstage left the loop device attached"
@@ -354,10 +352,7 @@ async fn publish_same_target_with_other_options_is_already_exists() {
     let d = Driver::start().await;
     let cap = mount_cap();
     let id = d.create("opts", 16 * MIB, cap.clone()).await.volume_id;
-    let staging = d.staging("opts");
-    let target = d.target("opts", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "opts", cap.clone()).await;
 
     let mut node = d.node();
     let s = expect_code(
@@ -408,8 +403,7 @@ async fn publish_same_target_with_other_options_is_already_exists() {
     // The original request still succeeds.
     d.publish(&id, &staging, &target, cap.clone(), false).await;
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.unstage(&other, &other_staging).await;
     d.delete(&id).await;
     d.delete(&other).await;
@@ -457,8 +451,7 @@ async fn repeated_rpcs_are_idempotent() {
         }
 
         d.unpublish(&id, &target).await;
-        d.unpublish(&id, &target).await;
-        d.unstage(&id, &staging).await;
+        d.unpublish_and_unstage(&id, &target, &staging).await;
         d.unstage(&id, &staging).await;
         d.controller_unpublish(&id).await;
         d.controller_unpublish(&id).await;
@@ -474,10 +467,7 @@ async fn volume_stats_report_bytes_and_inodes() {
     let d = Driver::start().await;
     let cap = mount_cap();
     let id = d.create("stats", 64 * MIB, cap.clone()).await.volume_id;
-    let staging = d.staging("stats");
-    let target = d.target("stats", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "stats", cap.clone()).await;
     write_file(&target.join("blob"), 4 << 20).unwrap();
     fs::create_dir(target.join("sub")).unwrap();
     fs::write(target.join("sub/small"), b"x").unwrap();
@@ -526,8 +516,7 @@ async fn volume_stats_report_bytes_and_inodes() {
         "stats at a path the volume is not published at",
     );
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[]);
 }
@@ -678,10 +667,7 @@ async fn delete_of_published_volume_is_failed_precondition() {
             "delete while attached",
         );
 
-        let staging = d.staging(name);
-        let target = d.target(name, "pod");
-        d.stage(&id, &staging, cap.clone()).await;
-        d.publish(&id, &staging, &target, cap.clone(), false).await;
+        let (staging, target) = d.stage_and_publish(&id, name, cap.clone()).await;
         d.controller_unpublish(&id).await;
         expect_code(
             c.delete_volume(delete_req(&id)).await,
@@ -711,10 +697,7 @@ async fn expand_mount_volume() {
     let d = Driver::start().await;
     let cap = mount_cap();
     let id = d.create("grow", 16 * MIB, cap.clone()).await.volume_id;
-    let staging = d.staging("grow");
-    let target = d.target("grow", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "grow", cap.clone()).await;
 
     let mut c = d.controller();
     let r = c
@@ -751,8 +734,7 @@ async fn expand_mount_volume() {
         "shrink",
     );
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[]);
 }
@@ -763,10 +745,7 @@ async fn expand_block_volume_online() {
     let cap = block_cap();
     let id = d.create("growblk", 16 * MIB, cap.clone()).await.volume_id;
     d.controller_publish(&id, cap.clone(), false).await;
-    let staging = d.staging("growblk");
-    let target = d.target("growblk", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "growblk", cap.clone()).await;
     assert_eq!(block_size(&target), 16 << 20);
 
     let r = d
@@ -829,8 +808,7 @@ async fn expand_block_volume_online() {
         "node expand beyond the controller's size",
     );
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[]);
@@ -917,10 +895,7 @@ async fn block_volume_stats_report_capacity_without_inodes() {
     let d = Driver::start().await;
     let cap = block_cap();
     let id = d.create("bstats", 8 * MIB, cap.clone()).await.volume_id;
-    let staging = d.staging("bstats");
-    let target = d.target("bstats", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "bstats", cap.clone()).await;
     let stats = d
         .node()
         .node_get_volume_stats(stats_req(&id, &target))
@@ -935,8 +910,7 @@ async fn block_volume_stats_report_capacity_without_inodes() {
     assert_eq!(stats.usage[0].unit, Unit::Bytes as i32);
     assert_eq!(stats.usage[0].total, 8 * MIB);
     assert!(!stats.volume_condition.unwrap().abnormal);
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[]);
 }
@@ -1064,8 +1038,7 @@ async fn publish_refuses_a_staging_path_that_lost_its_mount() {
     d.stage(&id, &staging, cap.clone()).await;
     d.publish(&id, &staging, &target, cap, false).await;
     assert_eq!(mounts_at(&target).len(), 1);
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[]);
 }

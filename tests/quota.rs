@@ -170,8 +170,7 @@ async fn xfs_project_quota_limits_and_grows_a_mount_volume() {
         "expected ENOSPC or EDQUOT, got {err:?}"
     );
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[&mnt]);
@@ -185,10 +184,7 @@ async fn xfs_block_volume_is_fully_writable_under_its_quota() {
     let vol = d.create("blk", 16 * MIB, cap.clone()).await;
     assert_eq!(enforced(&vol), Some("true"));
     let id = vol.volume_id;
-    let staging = d.staging("blk");
-    let target = d.target("blk", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "blk", cap.clone()).await;
     assert_eq!(block_size(&target), 16 << 20);
     // Writing every byte of the device allocates the whole image: the quota must allow it.
     let fill = |len: usize| -> std::io::Result<()> {
@@ -213,8 +209,7 @@ async fn xfs_block_volume_is_fully_writable_under_its_quota() {
     assert_eq!(block_size(&target), 32 << 20);
     fill(32 << 20).expect("filling the grown 32 MiB block volume");
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[&mnt]);
 }
@@ -545,8 +540,7 @@ async fn btrfs_qgroup_limits_and_grows_a_mount_volume() {
         "expected EDQUOT or ENOSPC, got {err:?}"
     );
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
     d.delete(&id).await;
     assert!(!dir.exists(), "{} is left", dir.display());
@@ -604,8 +598,7 @@ async fn btrfs_block_volume_is_fully_writable_under_its_qgroup() {
     write_at(&target, 16 << 20, 16 << 20).expect("filling the grown half of the block volume");
     assert_eq!(bytes_usage(&d, &id, &target).await.total, 32 * MIB);
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
     d.delete(&id).await;
     assert!(!dir.exists(), "{} is left", dir.display());
@@ -710,8 +703,7 @@ async fn btrfs_limit_survives_kill9_and_restart() {
         .unwrap();
     write_file(&target.join("blob"), 24 << 20).expect("24 MiB must fit after growing to 48 MiB");
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
     d.delete(&id).await;
     assert_eq!(subvolumes(&mnt), Vec::<String>::new());
@@ -725,10 +717,7 @@ async fn btrfs_block_volume_takes_overwrites_within_its_size() {
     let (d, mnt) = btrfs_driver(true).await;
     let cap = block_cap();
     let id = d.create("blk", 16 * MIB, cap.clone()).await.volume_id;
-    let staging = d.staging("blk");
-    let target = d.target("blk", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "blk", cap.clone()).await;
     write_at(&target, 0, 16 << 20).expect("filling a 16 MiB block volume");
     // What a file system or database on the device does all day: rewrite blocks in place.
     {
@@ -749,8 +738,7 @@ async fn btrfs_block_volume_takes_overwrites_within_its_size() {
                 });
         }
     }
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.delete(&id).await;
     d.assert_nothing_leaked(&[&mnt]);
 }

@@ -49,10 +49,7 @@ async fn kill_between_rpcs(name: &str, cap: csi::VolumeCapability) {
     );
     let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
     d.controller_publish(&id, cap.clone(), false).await;
-    let staging = d.staging(name);
-    let target = d.target(name, "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, name, cap.clone()).await;
     if block {
         let mut f = fs::OpenOptions::new().write(true).open(&target).unwrap();
         std::io::Write::write_all(&mut f, b"survives").unwrap();
@@ -111,8 +108,7 @@ async fn kill_between_rpcs(name: &str, cap: csi::VolumeCapability) {
         assert_eq!(fs::read(target.join("file")).unwrap(), b"survives");
     }
 
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
     d.delete(&id).await;
     assert!(d.list_ids().await.is_empty());
@@ -226,12 +222,8 @@ async fn crash_mid_delete_is_finished_at_start() {
             fs::write(d.volume_dir("neighbour").join("data"), b"mine").unwrap();
             let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
             // Use the volume first, so the delete follows a real teardown.
-            let staging = d.staging(name);
-            let target = d.target(name, "pod");
-            d.stage(&id, &staging, cap.clone()).await;
-            d.publish(&id, &staging, &target, cap.clone(), false).await;
-            d.unpublish(&id, &target).await;
-            d.unstage(&id, &staging).await;
+            let (staging, target) = d.stage_and_publish(&id, name, cap.clone()).await;
+            d.unpublish_and_unstage(&id, &target, &staging).await;
 
             let r = d.controller().delete_volume(delete_req(&id)).await;
             assert_interrupted(r, &format!("DeleteVolume with crash at {point}"));
@@ -274,10 +266,7 @@ async fn restart_forgets_mounts_removed_while_down() {
     let mut d = Driver::start().await;
     let cap = mount_cap();
     let id = d.create("rebooted", 8 * MIB, cap.clone()).await.volume_id;
-    let staging = d.staging("rebooted");
-    let target = d.target("rebooted", "pod");
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    let (staging, target) = d.stage_and_publish(&id, "rebooted", cap.clone()).await;
     d.kill9();
     for p in [&target, &staging] {
         run("umount", &[p.as_os_str()]);
@@ -286,8 +275,7 @@ async fn restart_forgets_mounts_removed_while_down() {
     d.restart().await;
 
     // NodeUnpublish / NodeUnstage of what is no longer mounted succeed; then delete works.
-    d.unpublish(&id, &target).await;
-    d.unstage(&id, &staging).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
     d.delete(&id).await;
     assert!(!Path::new(&d.volume_dir("rebooted")).exists());
     d.assert_nothing_leaked(&[]);

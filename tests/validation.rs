@@ -1006,8 +1006,7 @@ async fn names_too_long_for_a_plain_id() {
                 fs::write(target.join("f"), b"long").unwrap();
                 let dir = PathBuf::from(&vol.volume_context["ferrovol.io/path"]);
                 assert_eq!(fs::read(dir.join("f")).unwrap(), b"long");
-                d.unpublish(&id, &target).await;
-                d.unstage(&id, &staging).await;
+                d.unpublish_and_unstage(&id, &target, &staging).await;
                 ids.push((id, dir));
             }
         }

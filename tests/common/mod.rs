@@ -524,6 +524,26 @@ impl Driver {
             .unwrap_or_else(|e| panic!("NodePublishVolume {id} at {}: {e}", target.display()));
     }
 
+    /// NodeStage at this volume's staging path, then NodePublish read-write at its "pod" target.
+    pub async fn stage_and_publish(
+        &self,
+        id: &str,
+        name: &str,
+        cap: csi::VolumeCapability,
+    ) -> (PathBuf, PathBuf) {
+        let staging = self.staging(name);
+        let target = self.target(name, "pod");
+        self.stage(id, &staging, cap.clone()).await;
+        self.publish(id, &staging, &target, cap, false).await;
+        (staging, target)
+    }
+
+    /// NodeUnpublish, then NodeUnstage.
+    pub async fn unpublish_and_unstage(&self, id: &str, target: &Path, staging: &Path) {
+        self.unpublish(id, target).await;
+        self.unstage(id, staging).await;
+    }
+
     pub async fn unpublish(&self, id: &str, target: &Path) {
         self.node()
             .node_unpublish_volume(unpublish_req(id, target))
