@@ -35,9 +35,6 @@ pub enum Error {
     /// A pagination token this driver did not issue.
     #[error("invalid starting_token {0:?}")]
     BadToken(String),
-    /// The operation is not offered by this driver or role.
-    #[error("{0}")]
-    Unimplemented(String),
     /// The OS refused an operation on a volume: names the volume, what was attempted and why.
     #[error("volume {volume}: {action}: {source}")]
     Os {
@@ -109,7 +106,6 @@ impl Error {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::Busy(_) | Error::BadToken(_) => Code::Aborted,
-            Error::Unimplemented(_) => Code::Unimplemented,
             Error::Os { source, .. } => match source.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => Code::ResourceExhausted,
                 _ => Code::Internal,

@@ -5,7 +5,7 @@ use crate::proto::{
     self as csi, controller_client::ControllerClient, identity_client::IdentityClient,
     node_client::NodeClient,
 };
-use crate::server::{anyhow_like::Result, Endpoint};
+use crate::server::{BoxResult as Result, Endpoint};
 use clap::{Args, Subcommand};
 use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume};
 use std::path::PathBuf;

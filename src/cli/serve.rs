@@ -84,7 +84,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-pub fn run(args: ServeArgs) -> server::anyhow_like::Result<()> {
+pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     init_logging(args.log_format);
     let data_dir = absolute(&args.data_dir);
     let endpoint = args

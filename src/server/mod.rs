@@ -27,7 +27,7 @@ pub async fn serve(
     driver: Arc<Driver>,
     roles: &[Role],
     shutdown: impl Future<Output = ()> + Send,
-) -> anyhow_like::Result<()> {
+) -> BoxResult<()> {
     let controller = roles.contains(&Role::Controller);
     let node = roles.contains(&Role::Node);
     let router = Server::builder()
@@ -57,7 +57,5 @@ pub async fn serve(
     Ok(())
 }
 
-/// A boxed error for the binary's top level.
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
-}
+/// The binary's top-level result: any error, printed once by main.
+pub type BoxResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
