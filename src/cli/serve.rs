@@ -42,8 +42,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 
-    /// Directory holding one directory per hostpath volume. On XFS (or ext4 with the
-    /// project feature) mounted with prjquota, volume sizes become hard limits.
+    /// Directory holding one directory per hostpath volume. Volume sizes become hard limits on
+    /// XFS (or ext4 with the project feature) mounted with prjquota, and on btrfs after
+    /// `btrfs quota enable`; elsewhere they are advisory.
     /// Default: <data-dir>/hostpath.
     #[arg(long)]
     pub hostpath_base: Option<PathBuf>,
