@@ -351,8 +351,7 @@ async fn read_only_block_publish_refuses_writes() {
 async fn publish_same_target_with_other_options_is_already_exists() {
     let d = Driver::start().await;
     let cap = mount_cap();
-    let id = d.create("opts", 16 * MIB, cap.clone()).await.volume_id;
-    let (staging, target) = d.stage_and_publish(&id, "opts", cap.clone()).await;
+    let (id, staging, target) = d.create_published("opts", 16 * MIB, cap.clone()).await;
 
     let mut node = d.node();
     let s = expect_code(
@@ -466,28 +465,14 @@ async fn volume_stats_report_bytes_and_inodes() {
     use csi::volume_usage::Unit;
     let d = Driver::start().await;
     let cap = mount_cap();
-    let id = d.create("stats", 64 * MIB, cap.clone()).await.volume_id;
-    let (staging, target) = d.stage_and_publish(&id, "stats", cap.clone()).await;
+    let (id, staging, target) = d.create_published("stats", 64 * MIB, cap.clone()).await;
     write_file(&target.join("blob"), 4 << 20).unwrap();
     fs::create_dir(target.join("sub")).unwrap();
     fs::write(target.join("sub/small"), b"x").unwrap();
 
-    let stats = d
-        .node()
-        .node_get_volume_stats(stats_req(&id, &target))
-        .await
-        .unwrap()
-        .into_inner();
-    let bytes = stats
-        .usage
-        .iter()
-        .find(|u| u.unit == Unit::Bytes as i32)
-        .expect("no byte usage");
-    let inodes = stats
-        .usage
-        .iter()
-        .find(|u| u.unit == Unit::Inodes as i32)
-        .expect("no inode usage");
+    let stats = d.stats(&id, &target).await;
+    let bytes = usage(&stats, Unit::Bytes).expect("no byte usage");
+    let inodes = usage(&stats, Unit::Inodes).expect("no inode usage");
     assert_eq!(bytes.total, 64 * MIB);
     assert!(
         bytes.used >= 4 * MIB,
@@ -696,8 +681,7 @@ async fn delete_of_published_volume_is_failed_precondition() {
 async fn expand_mount_volume() {
     let d = Driver::start().await;
     let cap = mount_cap();
-    let id = d.create("grow", 16 * MIB, cap.clone()).await.volume_id;
-    let (staging, target) = d.stage_and_publish(&id, "grow", cap.clone()).await;
+    let (id, staging, target) = d.create_published("grow", 16 * MIB, cap.clone()).await;
 
     let mut c = d.controller();
     let r = c
@@ -711,12 +695,7 @@ async fn expand_mount_volume() {
         "a directory volume needs no node step"
     );
     assert_eq!(d.get(&id).await.volume.unwrap().capacity_bytes, 40 * MIB);
-    let stats = d
-        .node()
-        .node_get_volume_stats(stats_req(&id, &target))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = d.stats(&id, &target).await;
     assert_eq!(stats.usage[0].total, 40 * MIB);
 
     // Asking for less than it has is a no-op; a limit below it is OutOfRange.
@@ -894,14 +873,8 @@ async fn block_volume_stats_report_capacity_without_inodes() {
     use csi::volume_usage::Unit;
     let d = Driver::start().await;
     let cap = block_cap();
-    let id = d.create("bstats", 8 * MIB, cap.clone()).await.volume_id;
-    let (staging, target) = d.stage_and_publish(&id, "bstats", cap.clone()).await;
-    let stats = d
-        .node()
-        .node_get_volume_stats(stats_req(&id, &target))
-        .await
-        .unwrap()
-        .into_inner();
+    let (id, staging, target) = d.create_published("bstats", 8 * MIB, cap.clone()).await;
+    let stats = d.stats(&id, &target).await;
     assert_eq!(
         stats.usage.len(),
         1,

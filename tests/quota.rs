@@ -144,12 +144,7 @@ async fn xfs_project_quota_limits_and_grows_a_mount_volume() {
     assert_eq!(r.capacity_bytes, 48 * MIB);
     write_file(&blob, 24 << 20).expect("24 MiB must fit after growing the volume to 48 MiB");
 
-    let stats = d
-        .node()
-        .node_get_volume_stats(stats_req(&id, &target))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = d.stats(&id, &target).await;
     let bytes = stats
         .usage
         .iter()
@@ -716,8 +711,7 @@ async fn btrfs_limit_survives_kill9_and_restart() {
 async fn btrfs_block_volume_takes_overwrites_within_its_size() {
     let (d, mnt) = btrfs_driver(true).await;
     let cap = block_cap();
-    let id = d.create("blk", 16 * MIB, cap.clone()).await.volume_id;
-    let (staging, target) = d.stage_and_publish(&id, "blk", cap.clone()).await;
+    let (id, staging, target) = d.create_published("blk", 16 * MIB, cap.clone()).await;
     write_at(&target, 0, 16 << 20).expect("filling a 16 MiB block volume");
     // What a file system or database on the device does all day: rewrite blocks in place.
     {

@@ -265,8 +265,7 @@ async fn restart_forgets_mounts_removed_while_down() {
     // driver drops those publications, so the volume can be torn down and deleted normally.
     let mut d = Driver::start().await;
     let cap = mount_cap();
-    let id = d.create("rebooted", 8 * MIB, cap.clone()).await.volume_id;
-    let (staging, target) = d.stage_and_publish(&id, "rebooted", cap.clone()).await;
+    let (id, staging, target) = d.create_published("rebooted", 8 * MIB, cap.clone()).await;
     d.kill9();
     for p in [&target, &staging] {
         run("umount", &[p.as_os_str()]);

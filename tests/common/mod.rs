@@ -524,6 +524,27 @@ impl Driver {
             .unwrap_or_else(|e| panic!("NodePublishVolume {id} at {}: {e}", target.display()));
     }
 
+    /// CreateVolume, then stage_and_publish: (id, staging, target).
+    pub async fn create_published(
+        &self,
+        name: &str,
+        bytes: i64,
+        cap: csi::VolumeCapability,
+    ) -> (String, PathBuf, PathBuf) {
+        let id = self.create(name, bytes, cap.clone()).await.volume_id;
+        let (staging, target) = self.stage_and_publish(&id, name, cap).await;
+        (id, staging, target)
+    }
+
+    /// NodeGetVolumeStats of `id` at `path`; panics on error.
+    pub async fn stats(&self, id: &str, path: &Path) -> csi::NodeGetVolumeStatsResponse {
+        self.node()
+            .node_get_volume_stats(stats_req(id, path))
+            .await
+            .unwrap_or_else(|e| panic!("NodeGetVolumeStats {id} at {}: {e}", path.display()))
+            .into_inner()
+    }
+
     /// NodeStage at this volume's staging path, then NodePublish read-write at its "pod" target.
     pub async fn stage_and_publish(
         &self,
@@ -1014,4 +1035,12 @@ pub fn write_file(path: &Path, len: usize) -> std::io::Result<()> {
         left -= n;
     }
     f.sync_all()
+}
+
+/// The usage entry of one unit in a stats reply.
+pub fn usage(
+    stats: &csi::NodeGetVolumeStatsResponse,
+    unit: csi::volume_usage::Unit,
+) -> Option<csi::VolumeUsage> {
+    stats.usage.iter().find(|u| u.unit == unit as i32).cloned()
 }
