@@ -98,6 +98,38 @@ async fn xfs_driver() -> (Driver, PathBuf) {
     (d, mnt)
 }
 
+/// ControllerPublish, stage and publish the volume "limited": (staging, target).
+async fn publish_limited(d: &Driver, id: &str, cap: csi::VolumeCapability) -> (PathBuf, PathBuf) {
+    d.controller_publish(id, cap.clone(), false).await;
+    d.stage_and_publish(id, "limited", cap).await
+}
+
+/// Writing 24 MiB into the 16 MiB mount volume at `target` fails with a quota error and keeps
+/// within the limit; after ControllerExpandVolume to 48 MiB the same write fits.
+async fn overflow_then_grow(
+    d: &Driver,
+    id: &str,
+    target: &Path,
+) -> csi::ControllerExpandVolumeResponse {
+    let blob = target.join("blob");
+    let err = write_file(&blob, 24 << 20).expect_err("24 MiB fit into a 16 MiB volume");
+    assert!(
+        is_quota_error(&err),
+        "expected EDQUOT or ENOSPC, got {err:?}"
+    );
+    assert!(fs::metadata(&blob).unwrap().len() <= 16 << 20);
+    fs::remove_file(&blob).unwrap();
+    let r = d
+        .controller()
+        .controller_expand_volume(expand_req(id, 48 * MIB))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.capacity_bytes, 48 * MIB);
+    write_file(&blob, 24 << 20).expect("24 MiB must fit after growing the volume to 48 MiB");
+    r
+}
+
 fn enforced(vol: &csi::Volume) -> Option<&str> {
     vol.volume_context.get(ENFORCED).map(String::as_str)
 }
@@ -119,30 +151,8 @@ async fn xfs_project_quota_limits_and_grows_a_mount_volume() {
         vol.volume_context
     );
     let id = vol.volume_id;
-    let staging = d.staging("limited");
-    let target = d.target("limited", "pod");
-    d.controller_publish(&id, cap.clone(), false).await;
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
-
-    let blob = target.join("blob");
-    let err = write_file(&blob, 24 << 20).expect_err("24 MiB fit into a 16 MiB volume");
-    assert!(
-        is_quota_error(&err),
-        "expected ENOSPC or EDQUOT, got {err:?}"
-    );
-    // Whatever made it in stays within the limit.
-    assert!(fs::metadata(&blob).unwrap().len() <= 16 << 20);
-    fs::remove_file(&blob).unwrap();
-
-    let r = d
-        .controller()
-        .controller_expand_volume(expand_req(&id, 48 * MIB))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.capacity_bytes, 48 * MIB);
-    write_file(&blob, 24 << 20).expect("24 MiB must fit after growing the volume to 48 MiB");
+    let (staging, target) = publish_limited(&d, &id, cap.clone()).await;
+    overflow_then_grow(&d, &id, &target).await;
 
     let stats = d.stats(&id, &target).await;
     let bytes = stats
@@ -490,32 +500,10 @@ async fn btrfs_qgroup_limits_and_grows_a_mount_volume() {
     assert_eq!(qgroup_limit(&dir), Some(16 << 20));
 
     let id = vol.volume_id;
-    let staging = d.staging("limited");
-    let target = d.target("limited", "pod");
-    d.controller_publish(&id, cap.clone(), false).await;
-    d.stage(&id, &staging, cap.clone()).await;
-    d.publish(&id, &staging, &target, cap.clone(), false).await;
-
-    let blob = target.join("blob");
-    let err = write_file(&blob, 24 << 20).expect_err("24 MiB fit into a 16 MiB volume");
-    assert!(
-        is_quota_error(&err),
-        "expected EDQUOT or ENOSPC, got {err:?}"
-    );
-    // Whatever made it in stays within the limit.
-    assert!(fs::metadata(&blob).unwrap().len() <= 16 << 20);
-    fs::remove_file(&blob).unwrap();
-
-    let r = d
-        .controller()
-        .controller_expand_volume(expand_req(&id, 48 * MIB))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.capacity_bytes, 48 * MIB);
+    let (staging, target) = publish_limited(&d, &id, cap.clone()).await;
+    let r = overflow_then_grow(&d, &id, &target).await;
     assert!(!r.node_expansion_required, "{r:?}");
     assert_eq!(qgroup_limit(&dir), Some(48 << 20));
-    write_file(&blob, 24 << 20).expect("24 MiB must fit after growing the volume to 48 MiB");
 
     // Used bytes come from the qgroup, which is only updated at a transaction commit.
     btrfs_commit(&mnt);
