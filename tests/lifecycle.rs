@@ -501,9 +501,7 @@ async fn volume_stats_report_bytes_and_inodes() {
         "stats at a path the volume is not published at",
     );
 
-    d.unpublish_and_unstage(&id, &target, &staging).await;
-    d.delete(&id).await;
-    d.assert_nothing_leaked(&[]);
+    d.tear_down(&id, &target, &staging).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -713,9 +711,7 @@ async fn expand_mount_volume() {
         "shrink",
     );
 
-    d.unpublish_and_unstage(&id, &target, &staging).await;
-    d.delete(&id).await;
-    d.assert_nothing_leaked(&[]);
+    d.tear_down(&id, &target, &staging).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -883,9 +879,7 @@ async fn block_volume_stats_report_capacity_without_inodes() {
     assert_eq!(stats.usage[0].unit, Unit::Bytes as i32);
     assert_eq!(stats.usage[0].total, 8 * MIB);
     assert!(!stats.volume_condition.unwrap().abnormal);
-    d.unpublish_and_unstage(&id, &target, &staging).await;
-    d.delete(&id).await;
-    d.assert_nothing_leaked(&[]);
+    d.tear_down(&id, &target, &staging).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1011,7 +1005,5 @@ async fn publish_refuses_a_staging_path_that_lost_its_mount() {
     d.stage(&id, &staging, cap.clone()).await;
     d.publish(&id, &staging, &target, cap, false).await;
     assert_eq!(mounts_at(&target).len(), 1);
-    d.unpublish_and_unstage(&id, &target, &staging).await;
-    d.delete(&id).await;
-    d.assert_nothing_leaked(&[]);
+    d.tear_down(&id, &target, &staging).await;
 }

@@ -559,6 +559,13 @@ impl Driver {
         (staging, target)
     }
 
+    /// Unpublish, unstage and delete a volume, then check that nothing is left behind.
+    pub async fn tear_down(&self, id: &str, target: &Path, staging: &Path) {
+        self.unpublish_and_unstage(id, target, staging).await;
+        self.delete(id).await;
+        self.assert_nothing_leaked(&[]);
+    }
+
     /// NodeUnpublish, then NodeUnstage.
     pub async fn unpublish_and_unstage(&self, id: &str, target: &Path, staging: &Path) {
         self.unpublish(id, target).await;
