@@ -7,7 +7,7 @@ use super::record::{Enforcement, Phase, VolumeRecord};
 use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
 use crate::backend::Page;
 use crate::error::{Error, Result};
-use crate::os::{fsutil, statfs};
+use crate::os::fsutil;
 use crate::volume::{
     AccessKind, Capability, CapacityRange, CreateRequest, TopologyRequirement, VolumeId, VolumeInfo,
 };
@@ -92,18 +92,15 @@ impl HostpathBackend {
             None => None,
         };
 
-        let fs = statfs::fs_stats(&self.base)
-            .map_err(|e| Error::Internal(format!("statfs {}: {e}", self.base.display())))?;
-        if capacity > fs.total_bytes {
+        let (total, available) = self.space()?;
+        if capacity > total {
             return Err(Error::OutOfRange {
                 volume: id_str,
                 detail: format!(
-                    "{capacity} bytes is more than the whole base filesystem ({} bytes)",
-                    fs.total_bytes
+                    "{capacity} bytes is more than the whole base filesystem ({total} bytes)"
                 ),
             });
         }
-        let available = self.available_bytes()?;
         if capacity > available {
             return Err(Error::ResourceExhausted(format!(
                 "volume {id_str}: {capacity} bytes requested, {available} bytes available on node {}",
@@ -394,7 +391,7 @@ impl HostpathBackend {
                 return Ok(0);
             }
         }
-        self.available_bytes()
+        Ok(self.space()?.1)
     }
 
     pub(super) fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
@@ -419,16 +416,14 @@ impl HostpathBackend {
             return Ok((rec.capacity_bytes, node_step));
         }
         let new = range.resolve(rec.capacity_bytes, ALIGN, &id_str)?;
-        let fs = statfs::fs_stats(&self.base)
-            .map_err(|e| Error::Internal(format!("statfs {}: {e}", self.base.display())))?;
-        if new > fs.total_bytes {
+        let (total, available) = self.space()?;
+        if new > total {
             return Err(Error::OutOfRange {
                 volume: id_str,
                 detail: format!("{new} bytes is more than the whole base filesystem"),
             });
         }
         let growth = new - rec.capacity_bytes;
-        let available = self.available_bytes()?;
         if growth > available {
             return Err(Error::ResourceExhausted(format!(
                 "volume {id_str}: growing by {growth} bytes, {available} bytes available"

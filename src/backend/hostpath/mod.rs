@@ -260,12 +260,13 @@ impl HostpathBackend {
         Ok(())
     }
 
-    /// Bytes free for new volumes: free space less what existing volumes may still claim.
-    fn available_bytes(&self) -> Result<u64> {
+    /// One statfs of the base: (size of the whole filesystem, bytes free for new volumes, that is
+    /// free space less what existing volumes may still claim).
+    fn space(&self) -> Result<(u64, u64)> {
         let fs = statfs::fs_stats(&self.base)
             .map_err(|e| Error::Internal(format!("statfs {}: {e}", self.base.display())))?;
         let reserved = self.lock_index().reserved_bytes;
-        Ok(fs.available_bytes.saturating_sub(reserved))
+        Ok((fs.total_bytes, fs.available_bytes.saturating_sub(reserved)))
     }
 
     fn info(&self, rec: &VolumeRecord) -> VolumeInfo {
