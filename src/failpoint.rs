@@ -1,7 +1,14 @@
-//! Crash points for the restart tests: when FERROVOL_CRASH_AT names a point, the process
-//! SIGKILLs itself there, exactly as a node losing power would stop it. Unset in production;
-//! the check is one cached comparison.
+//! Crash and failure points for the restart tests.
+//!
+//! - `FERROVOL_CRASH_AT=<point>`: the process SIGKILLs itself at that point, exactly as a node
+//!   losing power would stop it.
+//! - `FERROVOL_FAIL_AT=<point>`: the I/O at that point fails with EIO (a dying disk), so tests
+//!   can show that a failed commit acknowledges nothing.
+//!
+//! Unset in production; each check is one cached comparison.
 
+use std::cell::RefCell;
+use std::io;
 use std::sync::OnceLock;
 
 pub fn hit(point: &str) {
@@ -14,4 +21,34 @@ pub fn hit(point: &str) {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
+}
+
+fn env_fail_target() -> Option<&'static str> {
+    static TARGET: OnceLock<Option<String>> = OnceLock::new();
+    TARGET
+        .get_or_init(|| std::env::var("FERROVOL_FAIL_AT").ok())
+        .as_deref()
+}
+
+thread_local! {
+    // Set by unit tests for their own thread only, so parallel tests do not see it.
+    static THREAD_FAIL_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Fails with EIO when `point` is the configured failure point.
+pub fn fail(point: &str) -> io::Result<()> {
+    let hit = env_fail_target() == Some(point)
+        || THREAD_FAIL_AT.with(|t| t.borrow().as_deref() == Some(point));
+    if hit {
+        return Err(io::Error::other(format!(
+            "failpoint {point}: {}",
+            io::Error::from_raw_os_error(libc::EIO)
+        )));
+    }
+    Ok(())
+}
+
+/// Sets (or clears) a failure point for the calling thread (unit tests).
+pub fn set_fail_at(point: Option<&str>) {
+    THREAD_FAIL_AT.with(|t| *t.borrow_mut() = point.map(str::to_string));
 }

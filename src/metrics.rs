@@ -2,7 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one durable commit (an fsync or fdatasync the driver waits for).
+pub fn count_commit() {
+    COMMITS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Durable commits so far in this process.
+pub fn commits() -> u64 {
+    COMMITS.load(Ordering::Relaxed)
+}
 
 #[derive(Default, Clone, Copy)]
 struct Series {
@@ -44,6 +57,9 @@ pub fn render() -> String {
             s.seconds
         );
     }
+    out.push_str("# HELP ferrovol_state_commits_total Durable commits (fsync/fdatasync) the driver waited for.\n");
+    out.push_str("# TYPE ferrovol_state_commits_total counter\n");
+    let _ = writeln!(out, "ferrovol_state_commits_total {}", commits());
     out
 }
 

@@ -34,14 +34,15 @@ pub fn validate_component(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A volume id: `<backend>/<node>/<key>`. It names the backend that owns the volume and the node
-/// it lives on, and `key` is the volume name itself whenever the whole id fits CSI's 128 bytes,
-/// so operators see the PVC name in the PV. A longer name (or node name) is shortened to a prefix
-/// plus a 64-bit hash; the backend's persisted index maps ids back to names.
+/// A volume id: `<backend>/<node>/<key>` for node-local volumes, `<backend>/<key>` for volumes
+/// any node can reach (NFS). It names the backend that owns the volume and the node it lives on,
+/// and `key` is the volume name itself whenever the whole id fits CSI's 128 bytes, so operators
+/// see the PVC name in the PV. A longer name (or node name) is shortened to a prefix plus a
+/// 64-bit hash; the backend's persisted index maps ids back to names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VolumeId {
     pub backend: String,
-    pub node: String,
+    pub node: Option<String>,
     pub key: String,
 }
 
@@ -55,10 +56,29 @@ pub fn stable_hash(s: &str) -> u64 {
 impl VolumeId {
     /// The id of the volume `name` created by `backend` on `node`.
     pub fn for_volume(backend: &str, node: &str, name: &str) -> Result<Self> {
-        validate_component("name", name)?;
         let node = Self::node_tag(node);
         let room = MAX_ID_LEN - backend.len() - node.len() - 2;
-        let key = if name.len() <= room {
+        Ok(VolumeId {
+            backend: backend.to_string(),
+            node: Some(node),
+            key: Self::key_within(name, room)?,
+        })
+    }
+
+    /// The id of the cluster-wide volume `name` created by `backend`.
+    pub fn cluster(backend: &str, name: &str) -> Result<Self> {
+        let room = MAX_ID_LEN - backend.len() - 1;
+        Ok(VolumeId {
+            backend: backend.to_string(),
+            node: None,
+            key: Self::key_within(name, room)?,
+        })
+    }
+
+    /// `name` itself when it fits `room` bytes, else a prefix of it plus its hash.
+    fn key_within(name: &str, room: usize) -> Result<String> {
+        validate_component("name", name)?;
+        Ok(if name.len() <= room {
             name.to_string()
         } else {
             let suffix = format!("~{:016x}", stable_hash(name));
@@ -67,11 +87,6 @@ impl VolumeId {
                 cut -= 1;
             }
             format!("{}{suffix}", &name[..cut])
-        };
-        Ok(VolumeId {
-            backend: backend.to_string(),
-            node,
-            key,
         })
     }
 
@@ -111,7 +126,14 @@ impl VolumeId {
             {
                 Some(VolumeId {
                     backend: backend.to_string(),
-                    node: node.to_string(),
+                    node: Some(node.to_string()),
+                    key: key.to_string(),
+                })
+            }
+            [backend, key] if !backend.is_empty() && validate_component("name", key).is_ok() => {
+                Some(VolumeId {
+                    backend: backend.to_string(),
+                    node: None,
                     key: key.to_string(),
                 })
             }
@@ -122,7 +144,10 @@ impl VolumeId {
 
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.backend, self.node, self.key)
+        match &self.node {
+            Some(node) => write!(f, "{}/{}/{}", self.backend, node, self.key),
+            None => write!(f, "{}/{}", self.backend, self.key),
+        }
     }
 }
 
@@ -269,7 +294,8 @@ impl VolumeCondition {
 #[derive(Debug, Clone)]
 pub struct VolumeInfo {
     pub id: String,
-    pub node: String,
+    /// The node a node-local volume lives on (its accessible topology); None: any node.
+    pub node: Option<String>,
     pub capacity_bytes: u64,
     pub context: BTreeMap<String, String>,
     pub published_nodes: Vec<String>,
@@ -286,13 +312,29 @@ pub struct VolumeStats {
     pub condition: Option<VolumeCondition>,
 }
 
+/// NodeStageVolume, decoded. The contexts are what CreateVolume and ControllerPublishVolume
+/// returned; a backend that provisions elsewhere (NFS) finds its volume from them, a local one
+/// from its own records (never trusting a path in them).
+#[derive(Debug, Clone)]
+pub struct StageRequest {
+    pub id: VolumeId,
+    pub staging_path: std::path::PathBuf,
+    pub capability: Capability,
+    pub volume_context: BTreeMap<String, String>,
+    pub publish_context: BTreeMap<String, String>,
+}
+
+/// NodePublishVolume, decoded.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {
     pub id: VolumeId,
-    pub staging_path: std::path::PathBuf,
+    /// None when the driver does not stage (the CO sends no staging path then).
+    pub staging_path: Option<std::path::PathBuf>,
     pub target_path: std::path::PathBuf,
     pub read_only: bool,
     pub capability: Capability,
+    pub volume_context: BTreeMap<String, String>,
+    pub publish_context: BTreeMap<String, String>,
 }
 
 #[cfg(test)]
@@ -321,6 +363,16 @@ mod tests {
         assert!(VolumeId::for_volume("hostpath", "n", ".hidden").is_err());
         assert!(VolumeId::for_volume("hostpath", "n", &"a".repeat(129)).is_err());
         assert!(VolumeId::for_volume("hostpath", "n", "sanity-max-attach-limit-vol+1").is_ok());
+        let nfs = VolumeId::cluster("nfs", "pvc-9").unwrap();
+        assert_eq!(nfs.to_string(), "nfs/pvc-9");
+        assert_eq!(VolumeId::parse("nfs/pvc-9").unwrap(), Some(nfs));
+        assert!(
+            VolumeId::cluster("nfs", &"x".repeat(128))
+                .unwrap()
+                .to_string()
+                .len()
+                <= MAX_ID_LEN
+        );
     }
 
     #[test]

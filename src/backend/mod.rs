@@ -1,13 +1,18 @@
 //! Storage backends. Each backend is one module behind the `Backend` trait; the CSI layer
 //! validates requests, takes the per-volume lock and dispatches here. Backends never speak gRPC.
-//! Methods are blocking (they do file system work) and are called from `spawn_blocking`.
+//! Methods are blocking (they do file system or network work) and run on the blocking pool.
 
+pub mod caps;
 pub mod hostpath;
+pub mod params;
+pub mod registry;
 
-use crate::error::Result;
+pub use caps::{BackendCaps, Capacity, Expansion, Reach};
+
+use crate::error::{Error, Result};
 use crate::volume::{
-    Capability, CapacityRange, CreateRequest, PublishRequest, TopologyRequirement, VolumeId,
-    VolumeInfo, VolumeStats,
+    Capability, CapacityRange, CreateRequest, PublishRequest, StageRequest, TopologyRequirement,
+    VolumeId, VolumeInfo, VolumeStats,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,14 +22,14 @@ use std::path::Path;
 pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
     match crate::os::mountinfo::is_mount_point(path) {
         Ok(false) => Ok(()),
-        Ok(true) => Err(crate::error::Error::VolumeNotFound {
-            volume: volume_id.to_string(),
-            detail: format!(
+        Ok(true) => Err(Error::not_found_because(
+            volume_id,
+            format!(
                 "{} is mounted, but not by this volume; left alone",
                 path.display()
             ),
-        }),
-        Err(e) => Err(crate::error::Error::os(volume_id, "read mount table")(e)),
+        )),
+        Err(e) => Err(Error::os(volume_id, "read mount table")(e)),
     }
 }
 
@@ -34,12 +39,18 @@ pub struct Page {
     pub next_after: Option<String>,
 }
 
-pub trait Backend: Send + Sync {
-    /// The backend's name as it appears in StorageClass `backend:` and in volume ids.
-    fn name(&self) -> &'static str;
-    /// Readiness for Probe: state writable, storage present.
-    fn check_ready(&self) -> Result<()>;
+/// GetCapacity, decoded.
+#[derive(Debug, Clone, Default)]
+pub struct CapacityRequest {
+    pub parameters: BTreeMap<String, String>,
+    pub capabilities: Vec<Capability>,
+    pub topology: Option<TopologyRequirement>,
+}
 
+/// Controller side: provisioning and attach bookkeeping.
+pub trait ControllerBackend: Send + Sync {
+    /// The id CreateVolume of `name` yields (the CSI layer locks it before `create`).
+    fn volume_id(&self, name: &str) -> Result<VolumeId>;
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo>;
     fn delete(&self, id: &VolumeId) -> Result<()>;
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo>;
@@ -51,12 +62,7 @@ pub trait Backend: Send + Sync {
         caps: &[Capability],
         parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>>;
-    fn capacity(
-        &self,
-        parameters: &BTreeMap<String, String>,
-        caps: &[Capability],
-        topology: Option<&TopologyRequirement>,
-    ) -> Result<u64>;
+    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity>;
     /// New capacity, and whether the node must act too.
     fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)>;
     fn controller_publish(
@@ -69,11 +75,23 @@ pub trait Backend: Send + Sync {
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()>;
     /// How many volumes of this backend are controller-published to `node`.
     fn published_count(&self, node: &str) -> usize;
+}
 
-    fn stage(&self, id: &VolumeId, staging: &Path, cap: &Capability) -> Result<()>;
+/// Node side: making a volume appear at the paths the CO names.
+pub trait NodeBackend: Send + Sync {
+    fn stage(&self, req: &StageRequest) -> Result<()>;
     fn unstage(&self, id: &VolumeId, staging: &Path) -> Result<()>;
     fn publish(&self, req: &PublishRequest) -> Result<()>;
     fn unpublish(&self, id: &VolumeId, target: &Path) -> Result<()>;
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats>;
     fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64>;
+}
+
+pub trait Backend: ControllerBackend + NodeBackend {
+    /// The backend's name as it appears in StorageClass `backend:` and in volume ids.
+    fn name(&self) -> &'static str;
+    /// What this backend supports; the services answer capability RPCs from these.
+    fn caps(&self) -> &BackendCaps;
+    /// Readiness for Probe: state writable, storage present.
+    fn check_ready(&self) -> Result<()>;
 }

@@ -1,7 +1,8 @@
 //! CSI Controller service.
 
 use super::convert::{self, require};
-use super::{rpc, Driver};
+use super::{rpc, rpc_inline, Driver};
+use crate::backend::CapacityRequest;
 use crate::error::{Error, Result};
 use crate::proto as csi;
 use crate::volume::{CreateRequest, VolumeId};
@@ -19,24 +20,24 @@ impl ControllerService {
     }
 }
 
-const CAPABILITIES: &[Cap] = &[
-    Cap::CreateDeleteVolume,
-    Cap::PublishUnpublishVolume,
-    Cap::ListVolumes,
-    Cap::GetCapacity,
-    Cap::ExpandVolume,
-    Cap::ListVolumesPublishedNodes,
-    Cap::VolumeCondition,
-    Cap::GetVolume,
-    Cap::SingleNodeMultiWriter,
-    Cap::PublishReadonly,
-];
-
-/// The backend a StorageClass asks for; hostpath when it names none.
-fn backend_param(params: &std::collections::BTreeMap<String, String>) -> &str {
-    params
-        .get("backend")
-        .map_or(crate::backend::hostpath::BACKEND, String::as_str)
+/// The controller capabilities of a process: the union over the backends it serves.
+fn capabilities(d: &Driver) -> Vec<Cap> {
+    let mut caps = vec![
+        Cap::CreateDeleteVolume,
+        Cap::ListVolumes,
+        Cap::GetCapacity,
+        Cap::ListVolumesPublishedNodes,
+        Cap::VolumeCondition,
+        Cap::GetVolume,
+        Cap::SingleNodeMultiWriter,
+    ];
+    if d.any(|c| c.controller_publish) {
+        caps.extend([Cap::PublishUnpublishVolume, Cap::PublishReadonly]);
+    }
+    if d.any(|c| c.expansion != crate::backend::Expansion::None) {
+        caps.push(Cap::ExpandVolume);
+    }
+    caps
 }
 
 #[tonic::async_trait]
@@ -56,7 +57,7 @@ impl csi::controller_server::Controller for ControllerService {
                 )));
             }
             let parameters = convert::parameters(&req.parameters);
-            let backend = d.backend(backend_param(&parameters))?;
+            let backend = d.backend_for_params(&parameters)?;
             let create = CreateRequest {
                 name: req.name.clone(),
                 capacity: convert::capacity_range(req.capacity_range.as_ref())?,
@@ -64,7 +65,7 @@ impl csi::controller_server::Controller for ControllerService {
                 parameters,
                 topology: convert::topology_requirement(req.accessibility_requirements.as_ref()),
             };
-            let id = VolumeId::for_volume(backend.name(), &d.node_id, &req.name)?;
+            let id = backend.volume_id(&req.name)?;
             let _guard = d.locks.try_lock(&id.to_string())?;
             let info = backend.create(&create)?;
             Ok(csi::CreateVolumeResponse {
@@ -99,29 +100,44 @@ impl csi::controller_server::Controller for ControllerService {
     ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
         let req = req.into_inner();
         let d = self.driver.clone();
-        rpc("ControllerPublishVolume", req.volume_id.clone(), move || {
-            let id = VolumeId::parse(&req.volume_id)?;
-            require("node_id", &req.node_id)?;
-            let cap = convert::required_capability(req.volume_capability.as_ref())?;
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            let _gate = d.publish_gate();
-            if d.max_volumes_per_node > 0 {
-                // Republishing an already published volume is idempotent, not a new attachment.
-                let already = backend.get(&id)?.published_nodes.contains(&req.node_id);
-                let count: usize = d.backends.iter().map(|b| b.published_count(&req.node_id)).sum();
-                if !already && count as i64 >= d.max_volumes_per_node {
-                    return Err(Error::ResourceExhausted(format!(
-                        "volume {}: node {} already has {count} volumes published, the most it takes",
-                        req.volume_id, req.node_id
-                    )));
+        rpc(
+            "ControllerPublishVolume",
+            req.volume_id.clone(),
+            move || {
+                let id = VolumeId::parse(&req.volume_id)?;
+                require("node_id", &req.node_id)?;
+                let cap = convert::required_capability(req.volume_capability.as_ref())?;
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                if !backend.caps().controller_publish {
+                    // Nothing to attach for this backend's volumes: any node can use them as is.
+                    backend.get(&id)?;
+                    return Ok(csi::ControllerPublishVolumeResponse::default());
                 }
-            }
-            let publish_context = backend.controller_publish(&id, &req.node_id, req.readonly, &cap)?;
-            Ok(csi::ControllerPublishVolumeResponse {
-                publish_context: publish_context.into_iter().collect(),
-            })
-        })
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                let _gate = d.publish_gate();
+                if d.max_volumes_per_node > 0 {
+                    // Republishing an already published volume is idempotent, not a new attachment.
+                    let already = backend.get(&id)?.published_nodes.contains(&req.node_id);
+                    let count: usize = d
+                        .backends
+                        .iter()
+                        .map(|b| b.published_count(&req.node_id))
+                        .sum();
+                    if !already && count as i64 >= d.max_volumes_per_node {
+                        return Err(Error::NodeFull {
+                            volume: req.volume_id.clone(),
+                            node: req.node_id.clone(),
+                            count,
+                        });
+                    }
+                }
+                let publish_context =
+                    backend.controller_publish(&id, &req.node_id, req.readonly, &cap)?;
+                Ok(csi::ControllerPublishVolumeResponse {
+                    publish_context: publish_context.into_iter().collect(),
+                })
+            },
+        )
         .await
     }
 
@@ -260,8 +276,8 @@ impl csi::controller_server::Controller for ControllerService {
                 .iter()
                 .map(convert::capability)
                 .collect::<Result<Vec<_>>>()?;
-            let params = convert::parameters(&req.parameters);
-            let backend = d.backend(backend_param(&params))?;
+            let parameters = convert::parameters(&req.parameters);
+            let backend = d.backend_for_params(&parameters)?;
             let topology =
                 req.accessible_topology
                     .as_ref()
@@ -273,10 +289,14 @@ impl csi::controller_server::Controller for ControllerService {
                             .collect()],
                         preferred: vec![],
                     });
-            let available = backend.capacity(&params, &caps, topology.as_ref())?;
+            let capacity = backend.capacity(&CapacityRequest {
+                parameters,
+                capabilities: caps,
+                topology,
+            })?;
             Ok(csi::GetCapacityResponse {
-                available_capacity: available as i64,
-                maximum_volume_size: Some(available as i64),
+                available_capacity: capacity.available as i64,
+                maximum_volume_size: Some(capacity.maximum_volume_size as i64),
                 minimum_volume_size: None,
             })
         })
@@ -288,14 +308,16 @@ impl csi::controller_server::Controller for ControllerService {
         _req: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
         use csi::controller_service_capability::{Rpc, Type};
-        Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
-            capabilities: CAPABILITIES
-                .iter()
-                .map(|c| csi::ControllerServiceCapability {
-                    r#type: Some(Type::Rpc(Rpc { r#type: *c as i32 })),
-                })
-                .collect(),
-        }))
+        rpc_inline("ControllerGetCapabilities", || {
+            Ok(csi::ControllerGetCapabilitiesResponse {
+                capabilities: capabilities(&self.driver)
+                    .into_iter()
+                    .map(|c| csi::ControllerServiceCapability {
+                        r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
+                    })
+                    .collect(),
+            })
+        })
     }
 
     async fn controller_expand_volume(
@@ -348,44 +370,54 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         _req: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "ControllerModifyVolume is not offered by this driver",
-        ))
+        rpc_inline("ControllerModifyVolume", || {
+            Err(Error::Unimplemented(
+                "ControllerModifyVolume is not offered by this driver".into(),
+            ))
+        })
     }
 
     async fn create_snapshot(
         &self,
         _req: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by this driver yet",
-        ))
+        rpc_inline("CreateSnapshot", || {
+            Err(Error::Unimplemented(
+                "snapshots are not offered by this driver yet".into(),
+            ))
+        })
     }
 
     async fn delete_snapshot(
         &self,
         _req: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by this driver yet",
-        ))
+        rpc_inline("DeleteSnapshot", || {
+            Err(Error::Unimplemented(
+                "snapshots are not offered by this driver yet".into(),
+            ))
+        })
     }
 
     async fn list_snapshots(
         &self,
         _req: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by this driver yet",
-        ))
+        rpc_inline("ListSnapshots", || {
+            Err(Error::Unimplemented(
+                "snapshots are not offered by this driver yet".into(),
+            ))
+        })
     }
 
     async fn get_snapshot(
         &self,
         _req: Request<csi::GetSnapshotRequest>,
     ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "snapshots are not offered by this driver yet",
-        ))
+        rpc_inline("GetSnapshot", || {
+            Err(Error::Unimplemented(
+                "snapshots are not offered by this driver yet".into(),
+            ))
+        })
     }
 }

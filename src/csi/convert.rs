@@ -144,7 +144,7 @@ pub fn volume(info: &VolumeInfo) -> csi::Volume {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         content_source: None,
-        accessible_topology: vec![node_topology(&info.node)],
+        accessible_topology: info.node.iter().map(|n| node_topology(n)).collect(),
     }
 }
 

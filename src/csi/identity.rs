@@ -1,6 +1,6 @@
 //! CSI Identity service.
 
-use super::{rpc, Driver};
+use super::{rpc, rpc_inline, Driver};
 use crate::error::Result;
 use crate::proto as csi;
 use csi::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
@@ -30,31 +30,42 @@ impl csi::identity_server::Identity for IdentityService {
         &self,
         _req: Request<csi::GetPluginInfoRequest>,
     ) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
-        Ok(Response::new(csi::GetPluginInfoResponse {
-            name: self.driver.name.clone(),
-            vendor_version: self.driver.version.clone(),
-            manifest: Default::default(),
-        }))
+        rpc_inline("GetPluginInfo", || {
+            Ok(csi::GetPluginInfoResponse {
+                name: self.driver.name.clone(),
+                vendor_version: self.driver.version.clone(),
+                manifest: Default::default(),
+            })
+        })
     }
 
     async fn get_plugin_capabilities(
         &self,
         _req: Request<csi::GetPluginCapabilitiesRequest>,
     ) -> Result<Response<csi::GetPluginCapabilitiesResponse>, Status> {
-        let mut capabilities = vec![
-            service_cap(service::Type::VolumeAccessibilityConstraints),
-            csi::PluginCapability {
-                r#type: Some(Type::VolumeExpansion(VolumeExpansion {
-                    r#type: volume_expansion::Type::Online as i32,
-                })),
-            },
-        ];
-        if self.controller {
-            capabilities.insert(0, service_cap(service::Type::ControllerService));
-        }
-        Ok(Response::new(csi::GetPluginCapabilitiesResponse {
-            capabilities,
-        }))
+        let d = &self.driver;
+        rpc_inline("GetPluginCapabilities", || {
+            let mut capabilities = Vec::new();
+            if self.controller {
+                capabilities.push(service_cap(service::Type::ControllerService));
+            }
+            if d.any(|c| c.reach == crate::backend::Reach::NodeLocal) {
+                capabilities.push(service_cap(service::Type::VolumeAccessibilityConstraints));
+            }
+            let expansion = if d.any(|c| c.expansion == crate::backend::Expansion::Online) {
+                Some(volume_expansion::Type::Online)
+            } else if d.any(|c| c.expansion != crate::backend::Expansion::None) {
+                Some(volume_expansion::Type::Offline)
+            } else {
+                None
+            };
+            if let Some(t) = expansion {
+                capabilities.push(csi::PluginCapability {
+                    r#type: Some(Type::VolumeExpansion(VolumeExpansion { r#type: t as i32 })),
+                });
+            }
+            Ok(csi::GetPluginCapabilitiesResponse { capabilities })
+        })
     }
 
     async fn probe(

@@ -6,7 +6,8 @@ pub mod convert;
 pub mod identity;
 pub mod node;
 
-use crate::backend::Backend;
+use crate::backend::registry::DriverKind;
+use crate::backend::{Backend, BackendCaps};
 use crate::error::{Error, Result};
 use crate::locks::VolumeLocks;
 use crate::volume::VolumeId;
@@ -14,10 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tonic::{Response, Status};
 
-pub const DRIVER_NAME: &str = "local.csi.ferrovol.io";
-
 /// Everything the services share.
 pub struct Driver {
+    pub kind: DriverKind,
     pub name: String,
     pub version: String,
     pub node_id: String,
@@ -31,18 +31,40 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(
+        kind: DriverKind,
         node_id: String,
         max_volumes_per_node: i64,
         backends: Vec<Arc<dyn Backend>>,
     ) -> Self {
         Driver {
-            name: DRIVER_NAME.to_string(),
+            kind,
+            name: kind.csi_name().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_id,
             max_volumes_per_node,
             backends,
             locks: VolumeLocks::default(),
             publish_gate: Mutex::new(()),
+        }
+    }
+
+    /// Whether any backend served here has a capability: the driver advertises the union.
+    pub fn any(&self, has: impl Fn(&BackendCaps) -> bool) -> bool {
+        self.backends.iter().any(|b| has(b.caps()))
+    }
+
+    /// The backend a StorageClass names with `backend:`; the first one served when it names
+    /// none.
+    pub fn backend_for_params(
+        &self,
+        params: &std::collections::BTreeMap<String, String>,
+    ) -> Result<&Arc<dyn Backend>> {
+        match params.get("backend") {
+            Some(name) => self.backend(name),
+            None => self
+                .backends
+                .first()
+                .ok_or_else(|| Error::Internal("no backend is served".into())),
         }
     }
 
@@ -63,7 +85,12 @@ impl Driver {
         self.backends
             .iter()
             .find(|b| b.name() == id.backend)
-            .ok_or_else(|| Error::not_found(id.to_string()))
+            .ok_or_else(|| {
+                Error::not_found_because(
+                    id.to_string(),
+                    format!("backend {} is not served by this process", id.backend),
+                )
+            })
     }
 
     /// The backend and id a request's volume_id names, or NotFound. Called after the other
@@ -97,6 +124,24 @@ where
         Ok(r) => r,
         Err(e) => Err(Error::Internal(format!("{method} panicked: {e}"))),
     };
+    finish(method, &volume, start, result)
+}
+
+/// Like `rpc`, for bodies that do no I/O (capabilities, plugin info): run in place.
+pub(crate) fn rpc_inline<T>(
+    method: &'static str,
+    body: impl FnOnce() -> Result<T>,
+) -> Result<Response<T>, Status> {
+    let start = Instant::now();
+    finish(method, "", start, body())
+}
+
+fn finish<T>(
+    method: &'static str,
+    volume: &str,
+    start: Instant,
+    result: Result<T>,
+) -> Result<Response<T>, Status> {
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     crate::metrics::observe(
         method,

@@ -1,10 +1,10 @@
 //! CSI Node service.
 
 use super::convert::{self, abs_path};
-use super::{rpc, Driver};
+use super::{rpc, rpc_inline, Driver};
 use crate::error::Result;
 use crate::proto as csi;
-use crate::volume::{PublishRequest, VolumeId};
+use crate::volume::{PublishRequest, StageRequest, VolumeId};
 use csi::node_service_capability::rpc::Type as Cap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -19,13 +19,21 @@ impl NodeService {
     }
 }
 
-const CAPABILITIES: &[Cap] = &[
-    Cap::StageUnstageVolume,
-    Cap::GetVolumeStats,
-    Cap::ExpandVolume,
-    Cap::VolumeCondition,
-    Cap::SingleNodeMultiWriter,
-];
+/// The node capabilities of a process: the union over the backends it serves.
+fn capabilities(d: &Driver) -> Vec<Cap> {
+    let mut caps = vec![
+        Cap::GetVolumeStats,
+        Cap::VolumeCondition,
+        Cap::SingleNodeMultiWriter,
+    ];
+    if d.any(|c| c.stage) {
+        caps.push(Cap::StageUnstageVolume);
+    }
+    if d.any(|c| c.node_expansion) {
+        caps.push(Cap::ExpandVolume);
+    }
+    caps
+}
 
 #[tonic::async_trait]
 impl csi::node_server::Node for NodeService {
@@ -40,8 +48,15 @@ impl csi::node_server::Node for NodeService {
             let staging = abs_path("staging_target_path", &req.staging_target_path)?;
             let cap = convert::required_capability(req.volume_capability.as_ref())?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
+            let stage = StageRequest {
+                id,
+                staging_path: staging,
+                capability: cap,
+                volume_context: convert::parameters(&req.volume_context),
+                publish_context: convert::parameters(&req.publish_context),
+            };
             let _guard = d.locks.try_lock(&req.volume_id)?;
-            backend.stage(&id, &staging, &cap)?;
+            backend.stage(&stage)?;
             Ok(csi::NodeStageVolumeResponse {})
         })
         .await
@@ -75,7 +90,11 @@ impl csi::node_server::Node for NodeService {
         let d = self.driver.clone();
         rpc("NodePublishVolume", req.volume_id.clone(), move || {
             let id = VolumeId::parse(&req.volume_id)?;
-            let staging_path = abs_path("staging_target_path", &req.staging_target_path)?;
+            let staging_path = if req.staging_target_path.is_empty() {
+                None
+            } else {
+                Some(abs_path("staging_target_path", &req.staging_target_path)?)
+            };
             let target_path = abs_path("target_path", &req.target_path)?;
             let capability = convert::required_capability(req.volume_capability.as_ref())?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
@@ -85,6 +104,8 @@ impl csi::node_server::Node for NodeService {
                 target_path,
                 capability,
                 read_only: req.readonly,
+                volume_context: convert::parameters(&req.volume_context),
+                publish_context: convert::parameters(&req.publish_context),
             };
             let _guard = d.locks.try_lock(&req.volume_id)?;
             backend.publish(&publish)?;
@@ -177,24 +198,30 @@ impl csi::node_server::Node for NodeService {
         _req: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
         use csi::node_service_capability::{Rpc, Type};
-        Ok(Response::new(csi::NodeGetCapabilitiesResponse {
-            capabilities: CAPABILITIES
-                .iter()
-                .map(|c| csi::NodeServiceCapability {
-                    r#type: Some(Type::Rpc(Rpc { r#type: *c as i32 })),
-                })
-                .collect(),
-        }))
+        rpc_inline("NodeGetCapabilities", || {
+            Ok(csi::NodeGetCapabilitiesResponse {
+                capabilities: capabilities(&self.driver)
+                    .into_iter()
+                    .map(|c| csi::NodeServiceCapability {
+                        r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
+                    })
+                    .collect(),
+            })
+        })
     }
 
     async fn node_get_info(
         &self,
         _req: Request<csi::NodeGetInfoRequest>,
     ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
-        Ok(Response::new(csi::NodeGetInfoResponse {
-            node_id: self.driver.node_id.clone(),
-            max_volumes_per_node: self.driver.max_volumes_per_node,
-            accessible_topology: Some(convert::node_topology(&self.driver.node_id)),
-        }))
+        let d = &self.driver;
+        rpc_inline("NodeGetInfo", || {
+            let node_local = d.any(|c| c.reach == crate::backend::Reach::NodeLocal);
+            Ok(csi::NodeGetInfoResponse {
+                node_id: d.node_id.clone(),
+                max_volumes_per_node: d.max_volumes_per_node,
+                accessible_topology: node_local.then(|| convert::node_topology(&d.node_id)),
+            })
+        })
     }
 }

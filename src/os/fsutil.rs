@@ -55,10 +55,29 @@ fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
 }
 
+/// The state store (journal) that made a directory: recovery removes a directory its own store
+/// made but never recorded (a create that was never acknowledged), and no other.
+const STORE_MARKER: &str = "trusted.ferrovol.store";
+
 /// Records on the directory itself which volume id owns it.
 pub fn set_owner_marker(path: &Path, volume_id: &str) -> io::Result<()> {
+    set_xattr(path, MARKER, volume_id)
+}
+
+/// Records on the directory which state store made it.
+pub fn set_store_marker(path: &Path, store_id: &str) -> io::Result<()> {
+    set_xattr(path, STORE_MARKER, store_id)
+}
+
+/// The store id recorded on `path`, or None.
+pub fn store_marker(path: &Path) -> io::Result<Option<String>> {
+    get_xattr(path, STORE_MARKER)
+}
+
+fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
     let p = cpath(path)?;
-    let name = CString::new(MARKER).expect("static name");
+    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
+    let volume_id = value;
     // SAFETY: valid NUL-terminated strings and a buffer of the given length.
     let rc = unsafe {
         libc::lsetxattr(
@@ -78,8 +97,12 @@ pub fn set_owner_marker(path: &Path, volume_id: &str) -> io::Result<()> {
 
 /// The volume id recorded on `path`, or None when it carries no marker.
 pub fn owner_marker(path: &Path) -> io::Result<Option<String>> {
+    get_xattr(path, MARKER)
+}
+
+fn get_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
     let p = cpath(path)?;
-    let name = CString::new(MARKER).expect("static name");
+    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
     let mut buf = vec![0u8; 512];
     // SAFETY: the buffer is valid for buf.len() bytes.
     let n = unsafe {
@@ -101,7 +124,8 @@ pub fn owner_marker(path: &Path) -> io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
-/// Removes a directory tree that must live on one filesystem. Refuses (EXDEV) to descend into
+/// Removes a directory tree that must live on one filesystem (not synced: callers record the
+/// removal in the state journal, and recovery finishes a removal a power cut undid). Refuses (EXDEV) to descend into
 /// anything mounted below it, so a forgotten bind mount never takes other data with it.
 /// Nested btrfs subvolumes (a different st_dev, but no mount) are part of the tree and go too.
 pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
@@ -123,8 +147,7 @@ pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
             ),
         ));
     }
-    fs::remove_dir_all(path)?;
-    fsync_dir(path.parent().unwrap_or(Path::new("/")))
+    fs::remove_dir_all(path)
 }
 
 /// Marks an empty file no-copy-on-write (btrfs `chattr +C`), so rewriting a block of a disk image

@@ -107,6 +107,21 @@ impl ProjectQuota {
         .map(|_| ())
     }
 
+    /// The project id `dir` belongs to (0: none).
+    pub fn project_of(&self, dir: &Path) -> io::Result<u32> {
+        let f = File::open(dir)?;
+        let mut attr = FsXattr::default();
+        // SAFETY: the request writes one FsXattr that lives across the call.
+        unsafe {
+            ioctl(
+                &f,
+                FS_IOC_FSGETXATTR,
+                &mut attr as *mut FsXattr as libc::c_ulong,
+            )
+        }?;
+        Ok(attr.projid)
+    }
+
     /// Sets the hard block limit of project `id` (0 removes the limit).
     pub fn set_limit(&self, id: u32, bytes: u64) -> io::Result<()> {
         let mut q = IfDqblk {

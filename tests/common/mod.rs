@@ -6,7 +6,7 @@
 //!   csi.sock        the endpoint
 //!   driver.log      stdout and stderr of every run of the driver (shown when a start fails)
 //!   data/           --data-dir
-//!   state/          --state-dir (records live in state/hostpath/*.json)
+//!   state/          --state-dir (records live in the journal, state/journal/)
 //!   hostpath/       --hostpath-base unless the test picks another one
 //!   kubelet/        staging and target paths handed to NodeStage / NodePublish
 
@@ -290,18 +290,27 @@ impl Driver {
         self.root().join("kubelet/pods").join(pod).join(name)
     }
 
-    /// The volume records in the state dir.
-    pub fn state_records(&self) -> Vec<PathBuf> {
-        let dir = self.state_dir().join("hostpath");
-        let Ok(entries) = fs::read_dir(&dir) else {
+    /// The names of the hostpath volume records in the state journal.
+    pub fn state_records(&self) -> Vec<String> {
+        let dir = self.state_dir().join("journal");
+        if !dir.exists() {
             return Vec::new();
-        };
-        let mut out: Vec<PathBuf> = entries
-            .map(|e| e.expect("read state dir entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        }
+        let live = ferrovol::state::journal::peek(&dir).expect("read the state journal");
+        let mut out: Vec<String> = live
+            .keys()
+            .filter_map(|k| k.strip_prefix("hostpath/"))
+            .map(str::to_string)
             .collect();
         out.sort();
         out
+    }
+
+    /// The committed record of volume `name`, as JSON, if there is one.
+    pub fn state_record(&self, name: &str) -> Option<serde_json::Value> {
+        let live = ferrovol::state::journal::peek(&self.state_dir().join("journal")).ok()?;
+        let bytes = live.get(&format!("hostpath/{name}"))?;
+        Some(serde_json::from_slice(bytes).expect("records are JSON"))
     }
 
     /// Names in the hostpath base directory.
@@ -636,7 +645,7 @@ impl Driver {
         );
         assert_eq!(
             self.state_records(),
-            Vec::<PathBuf>::new(),
+            Vec::<String>::new(),
             "volume records left behind"
         );
         let mounts: Vec<PathBuf> = mounts_under(self.root())

@@ -2,15 +2,14 @@
 //! and the attach bookkeeping of ControllerPublish.
 
 use super::limiter::Limiter;
-use super::params::{defining, HostpathParams, QuotaMode};
-use super::record::{Enforcement, Phase, VolumeRecord};
-use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
-use crate::backend::Page;
+use super::params::{HostpathParams, QuotaMode};
+use super::record::{Enforcement, HostpathData, VolumeRecord};
+use super::{HostpathBackend, BLOCK_QUOTA_SLACK, CAPS};
+use crate::backend::params::defining;
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
 use crate::os::fsutil;
-use crate::volume::{
-    AccessKind, Capability, CapacityRange, CreateRequest, TopologyRequirement, VolumeId, VolumeInfo,
-};
+use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -34,11 +33,8 @@ pub(super) fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKin
 
 /// Why a capability cannot be served on a volume of `kind`, if it cannot.
 pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> {
-    if !cap.mode.single_node() {
-        return Some(format!(
-            "access mode {:?} needs several nodes; hostpath volumes live on one node",
-            cap.mode
-        ));
+    if let Some(why) = CAPS.refuse(super::BACKEND, cap) {
+        return Some(why);
     }
     if cap.kind != kind {
         return Some(format!(
@@ -50,16 +46,19 @@ pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> 
 }
 
 impl HostpathBackend {
-    pub(super) fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        let id_str = VolumeId::for_volume(super::BACKEND, &self.node, &req.name)?.to_string();
+    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = access_kind(&id_str, &req.capabilities)?;
         if let Some(t) = &req.topology {
             if !t.allows_node(&self.node) {
-                return Err(Error::ResourceExhausted(format!(
-                    "volume {id_str}: this driver provisions on node {} only, which the requisite topology excludes",
-                    self.node
-                )));
+                return Err(Error::no_space(
+                    id_str,
+                    format!(
+                        "this driver provisions on node {} only, which the requisite topology excludes",
+                        self.node
+                    ),
+                ));
             }
         }
         let capacity = req
@@ -67,30 +66,15 @@ impl HostpathBackend {
             .resolve(self.default_capacity, ALIGN, &id_str)?;
         let wanted_params = defining(&req.parameters);
 
-        let (existing, id_owner) = {
-            let index = self.lock_index();
-            (
-                index.volumes.get(&req.name).cloned(),
-                index.ids.get(&id_str).cloned(),
-            )
-        };
-        if let Some(other) = id_owner.filter(|o| o != &req.name) {
+        if let Some(other) = self.ledger.id_owner(&id_str).filter(|o| o != &req.name) {
             return Err(Error::exists(
                 id_str,
                 format!("this id already belongs to volume {other:?}; choose another name"),
             ));
         }
-        let earlier = match existing {
-            Some(rec) if rec.phase == Phase::Ready => {
-                return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
-            }
-            Some(rec) if rec.phase == Phase::Deleting => {
-                return Err(Error::Busy(id_str));
-            }
-            // A creation that never finished was never acknowledged: start it over.
-            Some(rec) => rec.enforced_by,
-            None => None,
-        };
+        if let Some(rec) = self.ledger.get(&req.name) {
+            return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
+        }
 
         let (total, available) = self.space()?;
         if capacity > total {
@@ -102,10 +86,13 @@ impl HostpathBackend {
             });
         }
         if capacity > available {
-            return Err(Error::ResourceExhausted(format!(
-                "volume {id_str}: {capacity} bytes requested, {available} bytes available on node {}",
-                self.node
-            )));
+            return Err(Error::no_space(
+                id_str,
+                format!(
+                    "{capacity} bytes requested, {available} bytes available on node {}",
+                    self.node
+                ),
+            ));
         }
 
         let enforced_by = match (params.quota, &self.limiter) {
@@ -118,39 +105,34 @@ impl HostpathBackend {
                 )))
             }
             (_, Some(Limiter::Btrfs(_))) => Some(Enforcement::BtrfsQgroup),
-            (_, Some(Limiter::Project(_))) => match earlier {
-                Some(e @ Enforcement::ProjectQuota { .. }) => Some(e),
-                _ => Some(Enforcement::ProjectQuota {
-                    id: self.allocate_project_id(&id_str)?,
-                }),
-            },
+            (_, Some(Limiter::Project(_))) => Some(Enforcement::ProjectQuota {
+                id: self.allocate_project_id(&id_str)?,
+            }),
         };
 
-        let mut rec = VolumeRecord {
-            id: id_str.clone(),
-            name: req.name.clone(),
-            phase: Phase::Creating,
+        let mut rec = VolumeRecord::new(
+            id_str.clone(),
+            req.name.clone(),
             kind,
-            capacity_bytes: capacity,
-            parameters: wanted_params,
-            enforced_by,
-            controller_published: BTreeMap::new(),
-            staged_at: None,
-            published: BTreeMap::new(),
-        };
-        // Record the intent first: a crash from here on is rolled back at the next start.
-        self.save(rec.clone())?;
-        crate::failpoint::hit("create:after-intent");
+            capacity,
+            HostpathData { enforced_by },
+        );
+        rec.parameters = wanted_params;
+        // Make and mark the directory first; a crash before the commit below leaves a directory
+        // marked by this store and no record, which the next start rolls back.
         if let Err(e) = self.materialize(&rec) {
-            // Undo what we can now; whatever remains is rolled back at the next start.
-            if let Err(undo) = self.discard(&rec) {
-                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete");
+            if let Err(undo) = self.remove_dir_of(&id_str, &self.volume_dir(&rec.name), enforced_by)
+            {
+                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
             }
             return Err(e);
         }
-        crate::failpoint::hit("create:before-ready");
-        rec.phase = Phase::Ready;
-        self.save(rec.clone())?;
+        crate::failpoint::hit("create:before-commit");
+        // The commit point: once the record is durable the volume exists.
+        if let Err(e) = self.save(rec.clone()) {
+            let _ = self.remove_dir_of(&id_str, &self.volume_dir(&rec.name), enforced_by);
+            return Err(e);
+        }
         Ok(self.info(&rec))
     }
 
@@ -179,11 +161,13 @@ impl HostpathBackend {
         }
     }
 
-    /// Makes the directory (and image) a record describes. Every step is safe to repeat.
-    fn materialize(&self, rec: &VolumeRecord) -> Result<()> {
+    /// Makes the directory (and image) a record describes. Every step is safe to repeat, and
+    /// none is synced: the record's commit is the one sync (see the module doc).
+    pub(super) fn materialize(&self, rec: &VolumeRecord) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
         let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
-        let created = match (&self.limiter, rec.enforced_by) {
+        let enforced_by = rec.backend.enforced_by;
+        let created = match (&self.limiter, enforced_by) {
             (Some(l), Some(_)) => l.create_dir(&dir),
             _ => fs::create_dir(&dir),
         };
@@ -193,7 +177,7 @@ impl HostpathBackend {
                 match fsutil::owner_marker(&dir).map_err(os("read marker of"))? {
                     Some(m) if m == rec.id => {}
                     None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
-                        && (rec.enforced_by.is_none()
+                        && (enforced_by.is_none()
                             || self.limiter.as_ref().is_none_or(|l| l.fits(&dir))) => {}
                     _ => {
                         return Err(Error::precondition(
@@ -211,7 +195,9 @@ impl HostpathBackend {
         // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
         fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
-        if let (Some(l), Some(how)) = (&self.limiter, rec.enforced_by) {
+        fsutil::set_store_marker(&dir, self.store_id()).map_err(os("mark"))?;
+        crate::failpoint::hit("create:after-mark");
+        if let (Some(l), Some(how)) = (&self.limiter, enforced_by) {
             l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
                 .map_err(os("set capacity limit on"))?;
         }
@@ -231,10 +217,7 @@ impl HostpathBackend {
             }
             f.set_len(rec.capacity_bytes)
                 .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
-            f.sync_all()
-                .map_err(Error::os(&rec.id, format!("sync {}", image.display())))?;
         }
-        fsutil::fsync_dir(&self.base).map_err(Error::os(&rec.id, "sync base directory"))?;
         Ok(())
     }
 
@@ -251,53 +234,82 @@ impl HostpathBackend {
         const SPAN: u32 = (1 << 31) - FIRST;
         let hash = crate::volume::stable_hash(volume);
         let limiter = self.limiter.as_ref().expect("allocate only with a limiter");
+        let in_use: std::collections::HashSet<u32> = self
+            .ledger
+            .records()
+            .iter()
+            .filter_map(|r| match r.backend.enforced_by {
+                Some(Enforcement::ProjectQuota { id }) => Some(id),
+                _ => None,
+            })
+            .collect();
         for probe in 0..1024u32 {
             let id = FIRST + ((hash as u32).wrapping_add(probe) % SPAN);
-            if !self.lock_index().project_ids.contains(&id) && limiter.project_id_free(id) {
+            if !in_use.contains(&id) && limiter.project_id_free(id) {
                 return Ok(id);
             }
         }
-        Err(Error::ResourceExhausted(format!(
-            "volume {volume}: no free project quota id found"
-        )))
+        Err(Error::no_space(volume, "no free project quota id found"))
     }
 
-    pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+    fn delete_volume(&self, id: &VolumeId) -> Result<()> {
         if !self.is_local(id) {
             return Err(Error::precondition(
                 id.to_string(),
                 format!(
                     "the volume lives on node {}; only that node's plugin can delete it (this is {})",
-                    id.node, self.node
+                    id.node.as_deref().unwrap_or("?"),
+                    self.node
                 ),
             ));
         }
         let id_str = id.to_string();
-        let Some(mut rec) = self.find(id) else {
+        let Some(rec) = self.ledger.by_id(&id_str) else {
             return self.delete_orphan(id);
         };
-        if rec.phase == Phase::Ready {
-            if let Some(why) = rec.in_use() {
-                return Err(Error::precondition(id_str, why));
-            }
-            if rec.kind == AccessKind::Block {
-                let image = self.image_path(&rec.name);
-                if image.exists() {
-                    let attached = crate::os::loopdev::find_by_backing_file(&image)
-                        .map_err(Error::os(&id_str, "list loop devices"))?;
-                    if let Some(a) = attached.first() {
-                        return Err(Error::precondition(
-                            id_str,
-                            format!("its image is still attached to {}", a.device.display()),
-                        ));
-                    }
+        if let Some(why) = rec.in_use() {
+            return Err(Error::precondition(id_str, why));
+        }
+        let dir = self.volume_dir(&rec.name);
+        if rec.kind == AccessKind::Block {
+            let image = self.image_path(&rec.name);
+            if image.exists() {
+                let attached = crate::os::loopdev::find_by_backing_file(&image)
+                    .map_err(Error::os(&id_str, "list loop devices"))?;
+                if let Some(a) = attached.first() {
+                    return Err(Error::precondition(
+                        id_str,
+                        format!("its image is still attached to {}", a.device.display()),
+                    ));
                 }
             }
         }
-        rec.phase = Phase::Deleting;
-        self.save(rec.clone())?;
-        crate::failpoint::hit("delete:after-intent");
-        self.discard(&rec)
+        // Anything mounted inside would be removed with the tree or stop it half-way: refuse
+        // before touching anything, naming what is in the way.
+        let nested = crate::os::mountinfo::mounts_under(&dir)
+            .map_err(Error::os(&id_str, "read mount table"))?;
+        if let Some(m) = nested.first() {
+            return Err(Error::precondition(
+                id_str,
+                format!(
+                    "{} is mounted inside the volume; unmount it first (nothing was removed)",
+                    m.mount_point.display()
+                ),
+            ));
+        }
+        // Rename out of the way, lift the limit, commit the removal (the one sync), then remove
+        // the tree. Recovery finishes any of these a crash interrupts.
+        let trash = self.trash_dir(&rec.name);
+        if dir.exists() {
+            fs::rename(&dir, &trash)
+                .map_err(Error::os(&id_str, format!("move {} aside", dir.display())))?;
+        }
+        crate::failpoint::hit("delete:after-rename");
+        self.release_limit(&id_str, rec.backend.enforced_by)?;
+        self.ledger.remove(&rec)?;
+        crate::failpoint::hit("delete:after-commit");
+        self.remove_trash(&id_str, &trash);
+        Ok(())
     }
 
     /// A directory with our marker but no record (state lost): ours, so delete it. The directory
@@ -325,37 +337,34 @@ impl HostpathBackend {
         }
         Ok(())
     }
+}
 
-    pub(super) fn list_volumes(&self, after: Option<&str>, max: usize) -> Result<Page> {
-        use std::ops::Bound;
-        let index = self.lock_index();
-        let start = match after {
-            Some(a) => Bound::Excluded(a.to_string()),
-            None => Bound::Unbounded,
-        };
-        let mut entries = Vec::new();
-        let mut next_after = None;
-        let mut last_name = String::new();
-        for rec in index
-            .volumes
-            .range((start, Bound::Unbounded))
-            .map(|(_, r)| r)
-            .filter(|r| r.phase == Phase::Ready)
-        {
-            if max != 0 && entries.len() == max {
-                next_after = entries.last().map(|_: &VolumeInfo| last_name.clone());
-                break;
-            }
-            entries.push(self.info(rec));
-            last_name = rec.name.clone();
-        }
+impl ControllerBackend for HostpathBackend {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(super::BACKEND, &self.node, name)
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        self.create_volume(req)
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        self.delete_volume(id)
+    }
+
+    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
+        Ok(self.info(&self.record(id)?))
+    }
+
+    fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
+        let (entries, next_after) = self.ledger.page(after, max, |_| true, |r| self.info(r));
         Ok(Page {
             entries,
             next_after,
         })
     }
 
-    pub(super) fn validate_volume(
+    fn validate(
         &self,
         id: &VolumeId,
         caps: &[Capability],
@@ -371,30 +380,32 @@ impl HostpathBackend {
         Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
     }
 
-    pub(super) fn get_capacity(
-        &self,
-        parameters: &BTreeMap<String, String>,
-        caps: &[Capability],
-        topology: Option<&TopologyRequirement>,
-    ) -> Result<u64> {
-        let params = HostpathParams::decode(parameters)?;
+    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+        let params = HostpathParams::decode(&req.parameters)?;
+        let none = Capacity::default();
         if params.quota == QuotaMode::Enforce && self.limiter.is_none() {
-            return Ok(0);
+            return Ok(none);
         }
-        if let Some(t) = topology {
-            if !t.allows_node(&self.node) {
-                return Ok(0);
+        if req
+            .topology
+            .as_ref()
+            .is_some_and(|t| !t.allows_node(&self.node))
+        {
+            return Ok(none);
+        }
+        if let Some(first) = req.capabilities.first() {
+            if req
+                .capabilities
+                .iter()
+                .any(|c| unsupported(c, first.kind).is_some())
+            {
+                return Ok(none);
             }
         }
-        if let Some(first) = caps.first() {
-            if caps.iter().any(|c| unsupported(c, first.kind).is_some()) {
-                return Ok(0);
-            }
-        }
-        Ok(self.space()?.1)
+        Ok(Capacity::pooled(self.space()?.1))
     }
 
-    pub(super) fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
         let mut rec = self.record(id)?;
         let id_str = rec.id.clone();
         if range.required == 0 && range.limit == 0 {
@@ -425,12 +436,14 @@ impl HostpathBackend {
         }
         let growth = new - rec.capacity_bytes;
         if growth > available {
-            return Err(Error::ResourceExhausted(format!(
-                "volume {id_str}: growing by {growth} bytes, {available} bytes available"
-            )));
+            return Err(Error::no_space(
+                id_str,
+                format!("growing by {growth} bytes, {available} bytes available"),
+            ));
         }
-        // Grow the limit first, then the image, then the record: each step is safe to repeat.
-        if let (Some(l), Some(how)) = (&self.limiter, rec.enforced_by) {
+        // Grow the limit first, then the image, then commit the record: each step is safe to
+        // repeat, and a crash before the commit leaves the old size recorded (a retry grows it).
+        if let (Some(l), Some(how)) = (&self.limiter, rec.backend.enforced_by) {
             l.apply(
                 &self.volume_dir(&rec.name),
                 how,
@@ -446,15 +459,13 @@ impl HostpathBackend {
                 .map_err(Error::os(&id_str, format!("open {}", image.display())))?;
             f.set_len(new)
                 .map_err(Error::os(&id_str, format!("grow {}", image.display())))?;
-            f.sync_all()
-                .map_err(Error::os(&id_str, format!("sync {}", image.display())))?;
         }
         rec.capacity_bytes = new;
         self.save(rec)?;
         Ok((new, node_step))
     }
 
-    pub(super) fn publish_to_node(
+    fn controller_publish(
         &self,
         id: &VolumeId,
         node: &str,
@@ -463,10 +474,10 @@ impl HostpathBackend {
     ) -> Result<BTreeMap<String, String>> {
         let mut rec = self.record(id)?;
         if node != self.node {
-            return Err(Error::NotFound(format!(
-                "node {node} not found: volume {} is local to node {}",
-                rec.id, self.node
-            )));
+            return Err(Error::NodeNotFound {
+                node: node.to_string(),
+                detail: format!("volume {} is local to node {}", rec.id, self.node),
+            });
         }
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
@@ -486,7 +497,7 @@ impl HostpathBackend {
         Ok(BTreeMap::new())
     }
 
-    pub(super) fn unpublish_from_node(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
+    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
         // A volume that is gone is unpublished everywhere.
         let Ok(mut rec) = self.record(id) else {
             return Ok(());
@@ -503,5 +514,9 @@ impl HostpathBackend {
             self.save(rec)?;
         }
         Ok(())
+    }
+
+    fn published_count(&self, node: &str) -> usize {
+        self.ledger.published_count(node)
     }
 }

@@ -65,6 +65,18 @@ impl Limiter {
         }
     }
 
+    /// Lifts the limit of a volume directory that has no record (a create that was never
+    /// acknowledged): its project id is read from the directory itself.
+    pub fn release_dir(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Limiter::Project(q) => match q.project_of(dir)? {
+                0 => Ok(()),
+                id => q.set_limit(id, 0),
+            },
+            Limiter::Btrfs(_) => Ok(()),
+        }
+    }
+
     /// (bytes used, inodes used if counted) by the volume at `dir`.
     pub fn usage(&self, dir: &Path, how: Enforcement) -> io::Result<(u64, Option<u64>)> {
         match (self, how) {

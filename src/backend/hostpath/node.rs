@@ -2,12 +2,16 @@
 //! to a loop device), publish (bind into the pod), stats and node expansion.
 
 use super::controller::unsupported;
-use super::record::{Publication, VolumeRecord};
+use super::record::VolumeRecord;
 use super::HostpathBackend;
+use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
 use crate::os::mount::{self, BindOptions};
 use crate::os::{fsutil, loopdev, mountinfo, statfs};
-use crate::volume::{AccessKind, Capability, CapacityRange, PublishRequest, VolumeId, VolumeStats};
+use crate::state::Publication;
+use crate::volume::{
+    AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats,
+};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -74,13 +78,9 @@ impl HostpathBackend {
         before != (rec.staged_at.clone(), rec.published.len())
     }
 
-    pub(super) fn stage_volume(
-        &self,
-        id: &VolumeId,
-        staging: &Path,
-        cap: &Capability,
-    ) -> Result<()> {
-        let mut rec = self.record(id)?;
+    fn stage_volume(&self, req: &StageRequest) -> Result<()> {
+        let (staging, cap) = (req.staging_path.as_path(), &req.capability);
+        let mut rec = self.record(&req.id)?;
         let vid = rec.id.clone();
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
@@ -138,7 +138,7 @@ impl HostpathBackend {
         Ok(())
     }
 
-    pub(super) fn unstage_volume(&self, id: &VolumeId, staging: &Path) -> Result<()> {
+    fn unstage_volume(&self, id: &VolumeId, staging: &Path) -> Result<()> {
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), staging);
         };
@@ -155,10 +155,13 @@ impl HostpathBackend {
                     if rec.staged_at.as_deref() != Some(staging)
                         && !self.shows_volume(&rec, staging)
                     {
-                        return Err(Error::NotFound(format!(
-                            "volume {vid} is not staged at {}; its mount is left alone",
-                            staging.display()
-                        )));
+                        return Err(Error::not_found_because(
+                            vid,
+                            format!(
+                                "not staged at {}; its mount is left alone",
+                                staging.display()
+                            ),
+                        ));
                     }
                     mount::unmount_all(staging)
                         .map_err(Error::os(&vid, format!("unmount {}", staging.display())))?;
@@ -181,7 +184,7 @@ impl HostpathBackend {
         Ok(())
     }
 
-    pub(super) fn publish_volume(&self, req: &PublishRequest) -> Result<()> {
+    fn publish_volume(&self, req: &PublishRequest) -> Result<()> {
         let mut rec = self.record(&req.id)?;
         let vid = rec.id.clone();
         let cap = &req.capability;
@@ -189,20 +192,25 @@ impl HostpathBackend {
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
-        if rec.staged_at.as_deref() != Some(req.staging_path.as_path()) {
+        let staging = req.staging_path.as_deref().ok_or_else(|| {
+            Error::invalid(format!(
+                "volume {vid}: staging_target_path is required (the driver stages volumes)"
+            ))
+        })?;
+        if rec.staged_at.as_deref() != Some(staging) {
             return Err(Error::precondition(
                 vid,
-                format!("not staged at {}", req.staging_path.display()),
+                format!("not staged at {}", staging.display()),
             ));
         }
         // A staging mount that vanished (manual unmount, a crashed kubelet) would turn into an
         // empty directory on the node's root filesystem: never publish that to a pod.
-        if rec.kind == AccessKind::Mount && !self.shows_volume(&rec, &req.staging_path) {
+        if rec.kind == AccessKind::Mount && !self.shows_volume(&rec, staging) {
             return Err(Error::precondition(
                 vid,
                 format!(
                     "{} no longer shows the volume; stage it again",
-                    req.staging_path.display()
+                    staging.display()
                 ),
             ));
         }
@@ -233,7 +241,7 @@ impl HostpathBackend {
                 ));
             }
         } else {
-            self.mount_target(&rec, req, opts)?;
+            self.mount_target(&rec, staging, target, opts)?;
         }
         if rec.published.get(target) != Some(&wanted) {
             rec.published.insert(target.to_path_buf(), wanted);
@@ -245,22 +253,18 @@ impl HostpathBackend {
     fn mount_target(
         &self,
         rec: &VolumeRecord,
-        req: &PublishRequest,
+        staging: &Path,
+        target: &Path,
         opts: BindOptions,
     ) -> Result<()> {
         let vid = rec.id.as_str();
-        let target = req.target_path.as_path();
         let create_err = Error::os(vid, format!("create target {}", target.display()));
         match rec.kind {
             AccessKind::Mount => {
                 fs::create_dir_all(target).map_err(create_err)?;
-                mount::bind(&req.staging_path, target, opts).map_err(Error::os(
+                mount::bind(staging, target, opts).map_err(Error::os(
                     vid,
-                    format!(
-                        "bind {} to {}",
-                        req.staging_path.display(),
-                        target.display()
-                    ),
+                    format!("bind {} to {}", staging.display(), target.display()),
                 ))
             }
             AccessKind::Block => {
@@ -306,17 +310,20 @@ impl HostpathBackend {
         }
     }
 
-    pub(super) fn unpublish_volume(&self, id: &VolumeId, target: &Path) -> Result<()> {
+    fn unpublish_volume(&self, id: &VolumeId, target: &Path) -> Result<()> {
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), target);
         };
         let vid = rec.id.clone();
         if is_mounted(target, &vid)? {
             if !rec.published.contains_key(target) && !self.shows_volume(&rec, target) {
-                return Err(Error::NotFound(format!(
-                    "volume {vid} is not published at {}; its mount is left alone",
-                    target.display()
-                )));
+                return Err(Error::not_found_because(
+                    vid,
+                    format!(
+                        "not published at {}; its mount is left alone",
+                        target.display()
+                    ),
+                ));
             }
             let read_only_device = match rec.kind {
                 AccessKind::Block => fs::metadata(target).ok().and_then(|m| {
@@ -348,7 +355,7 @@ impl HostpathBackend {
         Ok(())
     }
 
-    pub(super) fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
         let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
@@ -368,7 +375,7 @@ impl HostpathBackend {
         }
         let fs_now = statfs::fs_stats(path)
             .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
-        let (used, inodes_used) = match (&self.limiter, rec.enforced_by) {
+        let (used, inodes_used) = match (&self.limiter, rec.backend.enforced_by) {
             (Some(l), Some(how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
                 .map_err(Error::os(&vid, "read capacity usage"))?,
@@ -394,12 +401,7 @@ impl HostpathBackend {
         })
     }
 
-    pub(super) fn expand_on_node(
-        &self,
-        id: &VolumeId,
-        path: &Path,
-        range: CapacityRange,
-    ) -> Result<u64> {
+    fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
         if !path.exists() {
@@ -424,5 +426,31 @@ impl HostpathBackend {
             }
         }
         Ok(rec.capacity_bytes)
+    }
+}
+
+impl NodeBackend for HostpathBackend {
+    fn stage(&self, req: &StageRequest) -> Result<()> {
+        self.stage_volume(req)
+    }
+
+    fn unstage(&self, id: &VolumeId, staging: &Path) -> Result<()> {
+        self.unstage_volume(id, staging)
+    }
+
+    fn publish(&self, req: &PublishRequest) -> Result<()> {
+        self.publish_volume(req)
+    }
+
+    fn unpublish(&self, id: &VolumeId, target: &Path) -> Result<()> {
+        self.unpublish_volume(id, target)
+    }
+
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+        self.volume_stats(id, path)
+    }
+
+    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
+        self.expand_on_node(id, path, range)
     }
 }

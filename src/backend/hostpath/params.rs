@@ -1,6 +1,6 @@
 //! StorageClass parameters of the hostpath backend, decoded with serde from the parameter map.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -24,28 +24,10 @@ pub struct HostpathParams {
     pub quota: QuotaMode,
 }
 
-/// Keys Kubernetes sidecars add on their own (PVC/PV names with --extra-create-metadata).
-const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
-
 impl HostpathParams {
     pub fn decode(params: &BTreeMap<String, String>) -> Result<Self> {
-        let own: serde_json::Map<String, serde_json::Value> = params
-            .iter()
-            .filter(|(k, _)| !k.starts_with(SIDECAR_PREFIX) && k.as_str() != "backend")
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        serde_json::from_value(serde_json::Value::Object(own))
-            .map_err(|e| Error::invalid(format!("hostpath StorageClass parameters: {e}")))
+        crate::backend::params::decode(super::BACKEND, params)
     }
-}
-
-/// The parameters that define a volume (compared on a repeated CreateVolume).
-pub fn defining(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    params
-        .iter()
-        .filter(|(k, _)| !k.starts_with(SIDECAR_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -76,7 +58,11 @@ mod tests {
     #[test]
     fn rejects_unknown_keys_and_values() {
         let e = HostpathParams::decode(&map(&[("basepath", "/x")])).unwrap_err();
-        assert!(e.to_string().contains("basepath"), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("basepath") && text.contains("quota"),
+            "{text}"
+        );
         assert!(HostpathParams::decode(&map(&[("quota", "sometimes")])).is_err());
     }
 }

@@ -1,0 +1,80 @@
+//! What a backend can do. The CSI services answer capability RPCs from the union over the
+//! backends a process serves, and reject a request a volume's own backend cannot serve.
+
+use crate::volume::{AccessKind, AccessMode, Capability};
+
+/// Where a backend's volumes can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// On the node that made them (topology `topology.ferrovol.io/node`).
+    NodeLocal,
+    /// On any node of the cluster.
+    Cluster,
+}
+
+/// How a volume grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expansion {
+    /// Cannot grow.
+    None,
+    /// Grows while in use (a quota limit, an NFS record).
+    Online,
+    /// Grows up to a fixed size only (a whole device): requests within it succeed at once.
+    UpToDevice,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendCaps {
+    pub reach: Reach,
+    pub multi_node: bool,
+    pub block: bool,
+    pub mount: bool,
+    /// ControllerPublish records the attachment (a per-node limit applies).
+    pub controller_publish: bool,
+    pub stage: bool,
+    pub expansion: Expansion,
+    /// Expansion has a node step (grow a filesystem, refresh a loop device).
+    pub node_expansion: bool,
+}
+
+impl BackendCaps {
+    /// Why `cap` cannot be served, or None.
+    pub fn refuse(&self, backend: &str, cap: &Capability) -> Option<String> {
+        if !cap.mode.single_node() && !self.multi_node {
+            return Some(format!(
+                "access mode {:?} needs several nodes; {backend} volumes live on one node",
+                cap.mode
+            ));
+        }
+        match cap.kind {
+            AccessKind::Block if !self.block => {
+                Some(format!("{backend} volumes offer no raw block access"))
+            }
+            AccessKind::Mount if !self.mount => {
+                Some(format!("{backend} volumes offer no filesystem access"))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn serves_mode(&self, mode: AccessMode) -> bool {
+        mode.single_node() || self.multi_node
+    }
+}
+
+/// GetCapacity's answer: what can be provisioned now, and the largest single volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capacity {
+    pub available: u64,
+    pub maximum_volume_size: u64,
+}
+
+impl Capacity {
+    /// One pool of space: any volume up to all of it.
+    pub fn pooled(available: u64) -> Self {
+        Capacity {
+            available,
+            maximum_volume_size: available,
+        }
+    }
+}

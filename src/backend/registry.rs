@@ -1,0 +1,92 @@
+//! Which CSI driver a process is, and the backends it serves, built from configuration.
+
+use super::hostpath::{HostpathBackend, HostpathConfig};
+use super::Backend;
+use crate::state::Journal;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The two CSI drivers of the one binary: Kubernetes runs one provisioner set per driver name,
+/// so node-deployed provisioners (local volumes) and a central one (NFS) never race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverKind {
+    /// local.csi.ferrovol.io: node-local volumes (hostpath, device), provisioned on the node.
+    Local,
+    /// nfs.csi.ferrovol.io: NFS subdir volumes, provisioned centrally, usable on any node.
+    Nfs,
+}
+
+impl DriverKind {
+    pub fn csi_name(self) -> &'static str {
+        match self {
+            DriverKind::Local => "local.csi.ferrovol.io",
+            DriverKind::Nfs => "nfs.csi.ferrovol.io",
+        }
+    }
+
+    /// Backends this driver may serve, the default set first.
+    pub fn backends(self) -> &'static [&'static str] {
+        match self {
+            DriverKind::Local => &[super::hostpath::BACKEND],
+            DriverKind::Nfs => &["nfs"],
+        }
+    }
+}
+
+/// Everything a backend may need to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_id: String,
+    pub state_dir: PathBuf,
+    pub hostpath_base: PathBuf,
+    pub default_capacity: u64,
+}
+
+/// Opens the state journal once and builds each named backend on it.
+pub fn open(
+    kind: DriverKind,
+    names: &[String],
+    settings: &Settings,
+) -> io::Result<Vec<Arc<dyn Backend>>> {
+    let (journal, live) = Journal::open(&settings.state_dir.join("journal"))?;
+    let mut out: Vec<Arc<dyn Backend>> = Vec::new();
+    for name in names {
+        if !kind.backends().contains(&name.as_str()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "backend {name:?} is not one of the {} driver's: {:?}",
+                    kind.csi_name(),
+                    kind.backends()
+                ),
+            ));
+        }
+        let backend: Arc<dyn Backend> = match name.as_str() {
+            super::hostpath::BACKEND => Arc::new(HostpathBackend::open(
+                HostpathConfig {
+                    node_id: settings.node_id.clone(),
+                    base: settings.hostpath_base.clone(),
+                    state_dir: settings.state_dir.clone(),
+                    default_capacity: settings.default_capacity,
+                },
+                journal.clone(),
+                &live,
+            )?),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("backend {other:?} is not built into this binary yet"),
+                ))
+            }
+        };
+        out.push(backend);
+    }
+    if out.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no backend to serve: --backends is empty",
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,274 @@
+//! One backend's volume records: an in-memory index over the shared journal. Every change is
+//! committed before the index shows it, so what a reader sees is always durable.
+
+use super::journal::{Journal, Update};
+use super::record::VolumeRecord;
+use crate::error::{Error, Result};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+struct Index<E> {
+    /// name -> record
+    volumes: BTreeMap<String, VolumeRecord<E>>,
+    /// id -> name (ids of long names are shortened, so they cannot be parsed back).
+    ids: HashMap<String, String>,
+    reserved_bytes: u64,
+    /// node id -> volumes ControllerPublished to it
+    published_per_node: HashMap<String, usize>,
+}
+
+impl<E> Index<E> {
+    fn insert(&mut self, rec: VolumeRecord<E>) {
+        self.remove(&rec.name.clone());
+        self.reserved_bytes += rec.capacity_bytes;
+        for node in rec.controller_published.keys() {
+            *self.published_per_node.entry(node.clone()).or_default() += 1;
+        }
+        self.ids.insert(rec.id.clone(), rec.name.clone());
+        self.volumes.insert(rec.name.clone(), rec);
+    }
+
+    fn remove(&mut self, name: &str) -> Option<VolumeRecord<E>> {
+        let rec = self.volumes.remove(name)?;
+        self.ids.remove(&rec.id);
+        for node in rec.controller_published.keys() {
+            if let Some(n) = self.published_per_node.get_mut(node) {
+                *n -= 1;
+            }
+        }
+        self.reserved_bytes -= rec.capacity_bytes;
+        Some(rec)
+    }
+}
+
+pub struct Ledger<E> {
+    journal: Arc<Journal>,
+    /// Key prefix of this backend's records in the journal: `<backend>/`.
+    prefix: String,
+    index: Mutex<Index<E>>,
+}
+
+impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
+    /// The ledger of `backend`, loaded from the journal's replayed records.
+    pub fn open(
+        journal: Arc<Journal>,
+        backend: &str,
+        live: &HashMap<String, Vec<u8>>,
+    ) -> io::Result<Self> {
+        let prefix = format!("{backend}/");
+        let mut index = Index {
+            volumes: BTreeMap::new(),
+            ids: HashMap::new(),
+            reserved_bytes: 0,
+            published_per_node: HashMap::new(),
+        };
+        for (key, value) in live.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            let rec: VolumeRecord<E> = serde_json::from_slice(value).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("state record {key}: {e}"),
+                )
+            })?;
+            index.insert(rec);
+        }
+        Ok(Ledger {
+            journal,
+            prefix,
+            index: Mutex::new(index),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index<E>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, rec: &VolumeRecord<E>) -> io::Result<Update> {
+        Ok(Update::Put {
+            key: format!("{}{}", self.prefix, rec.name),
+            value: serde_json::to_vec(rec).map_err(io::Error::other)?,
+        })
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Commits `rec` and makes it the indexed version.
+    pub fn save(&self, rec: VolumeRecord<E>) -> Result<()> {
+        let update = self.put(&rec).map_err(Error::state(&rec.id))?;
+        self.journal
+            .commit(vec![update])
+            .map_err(Error::state(&rec.id))?;
+        self.lock().insert(rec);
+        Ok(())
+    }
+
+    /// Commits several records at once (one sync): used when adopting older state.
+    pub fn save_all(&self, recs: Vec<VolumeRecord<E>>) -> io::Result<()> {
+        let updates = recs
+            .iter()
+            .map(|r| self.put(r))
+            .collect::<io::Result<_>>()?;
+        self.journal.commit(updates)?;
+        let mut index = self.lock();
+        recs.into_iter().for_each(|r| index.insert(r));
+        Ok(())
+    }
+
+    /// Commits the removal of a volume's record and drops it from the index.
+    pub fn remove(&self, rec: &VolumeRecord<E>) -> Result<()> {
+        let key = format!("{}{}", self.prefix, rec.name);
+        self.journal
+            .commit(vec![Update::Delete { key }])
+            .map_err(Error::state(&rec.id))?;
+        self.lock().remove(&rec.name);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<VolumeRecord<E>> {
+        self.lock().volumes.get(name).cloned()
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<VolumeRecord<E>> {
+        let index = self.lock();
+        let name = index.ids.get(id)?;
+        index.volumes.get(name).cloned()
+    }
+
+    /// The name of the volume holding `id`, if any.
+    pub fn id_owner(&self, id: &str) -> Option<String> {
+        self.lock().ids.get(id).cloned()
+    }
+
+    pub fn contains_name(&self, name: &str) -> bool {
+        self.lock().volumes.contains_key(name)
+    }
+
+    pub fn records(&self) -> Vec<VolumeRecord<E>> {
+        self.lock().volumes.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().volumes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Capacity promised to every recorded volume.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.lock().reserved_bytes
+    }
+
+    pub fn published_count(&self, node: &str) -> usize {
+        self.lock()
+            .published_per_node
+            .get(node)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// One page of records in name order after `after`, mapped by `f`; `max` 0 means all. Also
+    /// returns the name to resume after when more may follow.
+    pub fn page<T>(
+        &self,
+        after: Option<&str>,
+        max: usize,
+        keep: impl Fn(&VolumeRecord<E>) -> bool,
+        f: impl Fn(&VolumeRecord<E>) -> T,
+    ) -> (Vec<T>, Option<String>) {
+        let index = self.lock();
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
+        let mut out = Vec::new();
+        let mut last: Option<&str> = None;
+        for rec in index
+            .volumes
+            .range((start, Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| keep(r))
+        {
+            if max != 0 && out.len() == max {
+                return (out, last.map(str::to_string));
+            }
+            out.push(f(rec));
+            last = Some(&rec.name);
+        }
+        (out, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::AccessKind;
+
+    type Rec = VolumeRecord<()>;
+
+    fn rec(name: &str, cap: u64) -> Rec {
+        VolumeRecord::new(
+            format!("t/n/{name}"),
+            name.into(),
+            AccessKind::Mount,
+            cap,
+            (),
+        )
+    }
+
+    fn open(dir: &std::path::Path) -> Ledger<()> {
+        let (j, live) = Journal::open(dir).unwrap();
+        Ledger::open(j, "t", &live).unwrap()
+    }
+
+    #[test]
+    fn saved_records_survive_reopen_and_keep_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        l.save(rec("a", 10)).unwrap();
+        let mut b = rec("b", 5);
+        b.controller_published.insert("node1".into(), false);
+        l.save(b).unwrap();
+        l.remove(&rec("a", 10)).unwrap();
+        drop(l);
+        let l = open(dir.path());
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.reserved_bytes(), 5);
+        assert_eq!(l.published_count("node1"), 1);
+        assert_eq!(l.by_id("t/n/b").unwrap().name, "b");
+        assert!(l.by_id("t/n/a").is_none());
+    }
+
+    #[test]
+    fn pages_resume_after_the_last_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        let names: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
+        l.save_all(names.iter().map(|n| rec(n, 1)).collect())
+            .unwrap();
+        let (first, next) = l.page(None, 2, |_| true, |r| r.name.clone());
+        assert_eq!(first, ["v0", "v1"]);
+        let (second, next) = l.page(next.as_deref(), 2, |_| true, |r| r.name.clone());
+        assert_eq!(second, ["v2", "v3"]);
+        let (third, next) = l.page(next.as_deref(), 2, |_| true, |r| r.name.clone());
+        assert_eq!(third, ["v4"]);
+        assert!(next.is_none());
+    }
+
+    #[test]
+    fn two_backends_share_one_journal_without_seeing_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, live) = Journal::open(dir.path()).unwrap();
+        let a: Ledger<()> = Ledger::open(j.clone(), "a", &live).unwrap();
+        let b: Ledger<()> = Ledger::open(j, "b", &live).unwrap();
+        a.save(rec("x", 1)).unwrap();
+        b.save(rec("y", 1)).unwrap();
+        drop((a, b));
+        let (j, live) = Journal::open(dir.path()).unwrap();
+        let a: Ledger<()> = Ledger::open(j, "a", &live).unwrap();
+        assert_eq!(a.records().len(), 1);
+        assert!(a.get("x").is_some());
+    }
+}
