@@ -61,6 +61,16 @@ pub struct ServeArgs {
     #[arg(long)]
     pub metrics_address: Option<std::net::SocketAddr>,
 
+    /// Group allowed to use the Unix socket (name or gid): the socket is then 0660 owned by
+    /// it. Without this flag the socket is 0600, usable by the driver's user (root) only.
+    #[arg(long)]
+    pub socket_group: Option<String>,
+
+    /// Allow a tcp:// endpoint on a non-loopback address. The CSI API has no authentication:
+    /// every host that can reach the port can mount and delete volumes as root on this node.
+    #[arg(long)]
+    pub insecure_remote_endpoint: bool,
+
     /// Log format: text for people, json for log pipelines. Level from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -97,16 +107,22 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
     crate::volume::validate_component("node id", &node_id).map_err(|e| e.to_string())?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .map_or_else(|| data_dir.join("state"), |p| absolute(&p));
+    crate::os::perm::create_private_dir(&state_dir)?;
+    let security = server::EndpointSecurity {
+        socket_group: args.socket_group.clone(),
+        insecure_remote: args.insecure_remote_endpoint,
+    };
     let hostpath = HostpathBackend::open(HostpathConfig {
         node_id: node_id.clone(),
         base: args
             .hostpath_base
             .clone()
             .map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
-        state_dir: args
-            .state_dir
-            .clone()
-            .map_or_else(|| data_dir.join("state"), |p| absolute(&p)),
+        state_dir,
         default_capacity: args.default_volume_size,
     })?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(hostpath)];
@@ -125,7 +141,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
                 }
             });
         }
-        server::serve(&endpoint, driver, &args.roles, shutdown_signal()).await
+        server::serve(&endpoint, driver, &args.roles, &security, shutdown_signal()).await
     })
 }
 

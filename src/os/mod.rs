@@ -6,6 +6,7 @@ pub mod fsutil;
 pub mod loopdev;
 pub mod mount;
 pub mod mountinfo;
+pub mod perm;
 pub mod quota;
 pub mod statfs;
 pub mod sys;
