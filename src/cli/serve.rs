@@ -72,6 +72,16 @@ pub struct ServeArgs {
     #[arg(long)]
     pub metrics_address: Option<std::net::SocketAddr>,
 
+    /// Group allowed to use the Unix socket (name or gid): the socket is then 0660 owned by
+    /// it. Without this flag the socket is 0600, usable by the driver's user (root) only.
+    #[arg(long)]
+    pub socket_group: Option<String>,
+
+    /// Allow a tcp:// endpoint on a non-loopback address. The CSI API has no authentication:
+    /// every host that can reach the port can mount and delete volumes as root on this node.
+    #[arg(long)]
+    pub insecure_remote_endpoint: bool,
+
     /// Log format: text for people, json for log pipelines. Level from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -108,12 +118,18 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
     crate::volume::validate_component("node id", &node_id).map_err(|e| e.to_string())?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .map_or_else(|| data_dir.join("state"), |p| absolute(&p));
+    crate::os::perm::create_private_dir(&state_dir)?;
+    let security = server::EndpointSecurity {
+        socket_group: args.socket_group.clone(),
+        insecure_remote: args.insecure_remote_endpoint,
+    };
     let settings = Settings {
         node_id: node_id.clone(),
-        state_dir: args
-            .state_dir
-            .clone()
-            .map_or_else(|| data_dir.join("state"), |p| absolute(&p)),
+        state_dir,
         hostpath_base: args
             .hostpath_base
             .clone()
@@ -149,7 +165,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
                 }
             });
         }
-        server::serve(&endpoint, driver, &args.roles, shutdown_signal()).await
+        server::serve(&endpoint, driver, &args.roles, &security, shutdown_signal()).await
     })
 }
 

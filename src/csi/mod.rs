@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod convert;
 pub mod identity;
+pub mod limits;
 pub mod node;
 
 use crate::backend::registry::DriverKind;

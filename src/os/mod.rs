@@ -1,11 +1,14 @@
 //! The OS seam: every call that touches the kernel (mounts, loop devices, quotas, statfs,
 //! xattrs, durable file writes) lives under this module and nowhere else.
 
+pub mod beneath;
 pub mod btrfs;
 pub mod fsutil;
 pub mod loopdev;
 pub mod mount;
+pub mod mountfd;
 pub mod mountinfo;
+pub mod perm;
 pub mod quota;
 pub mod statfs;
 pub mod sys;

@@ -9,9 +9,10 @@ use crate::csi::Driver;
 use crate::proto::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, EndpointSecurity, MAX_REQUEST_BYTES};
 use std::future::Future;
 use std::sync::Arc;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,26 +23,43 @@ pub enum Role {
     Node,
 }
 
+/// Serves the CSI services of `roles` on `endpoint` until `shutdown` completes. The endpoint
+/// is locked down per `security` (see [`EndpointSecurity`]); every service decodes requests of
+/// at most [`MAX_REQUEST_BYTES`].
 pub async fn serve(
     endpoint: &Endpoint,
     driver: Arc<Driver>,
     roles: &[Role],
+    security: &EndpointSecurity,
     shutdown: impl Future<Output = ()> + Send,
 ) -> BoxResult<()> {
+    // Settle every refusal before anything listens.
+    let group = match (endpoint, &security.socket_group) {
+        (Endpoint::Unix(_), Some(g)) => Some(endpoint::resolve_group(g)?),
+        _ => None,
+    };
+    let remote = match endpoint {
+        Endpoint::Tcp(addr) => endpoint::check_tcp(addr, security)?,
+        Endpoint::Unix(_) => false,
+    };
     let controller = roles.contains(&Role::Controller);
     let node = roles.contains(&Role::Node);
     let router = Server::builder()
-        .add_service(IdentityServer::new(IdentityService::new(
-            driver.clone(),
-            controller,
-        )))
-        .add_optional_service(
-            controller.then(|| ControllerServer::new(ControllerService::new(driver.clone()))),
+        .add_service(
+            IdentityServer::new(IdentityService::new(driver.clone(), controller))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_optional_service(node.then(|| NodeServer::new(NodeService::new(driver.clone()))));
+        .add_optional_service(controller.then(|| {
+            ControllerServer::new(ControllerService::new(driver.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+        }))
+        .add_optional_service(node.then(|| {
+            NodeServer::new(NodeService::new(driver.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+        }));
     match endpoint {
         Endpoint::Unix(path) => {
-            let listener = endpoint::bind_unix(path)?;
+            let listener = endpoint::bind_unix(path, group)?;
             tracing::info!(endpoint = %endpoint, driver = %driver.name, node = %driver.node_id, ?roles, "serving CSI");
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             router
@@ -50,8 +68,31 @@ pub async fn serve(
             let _ = std::fs::remove_file(path);
         }
         Endpoint::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("binding {endpoint}: {e}"))?;
+            if remote {
+                tracing::warn!(endpoint = %endpoint, "--insecure-remote-endpoint: serving the CSI API without authentication to every host that can reach this address");
+            }
             tracing::info!(endpoint = %endpoint, driver = %driver.name, node = %driver.node_id, ?roles, "serving CSI");
-            router.serve_with_shutdown(*addr, shutdown).await?;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(
+                move |conn: std::io::Result<tokio::net::TcpStream>| {
+                    if let Ok(stream) = &conn {
+                        // gRPC sends small frames; don't let Nagle delay them.
+                        let _ = stream.set_nodelay(true);
+                        if remote {
+                            let peer = stream
+                                .peer_addr()
+                                .map_or_else(|e| e.to_string(), |a| a.to_string());
+                            tracing::warn!(%peer, "unauthenticated CSI connection on an insecure remote endpoint");
+                        }
+                    }
+                    conn
+                },
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
         }
     }
     Ok(())
