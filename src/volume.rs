@@ -318,7 +318,7 @@ pub struct VolumeStats {
 #[derive(Debug, Clone)]
 pub struct StageRequest {
     pub id: VolumeId,
-    pub staging_path: std::path::PathBuf,
+    pub staging: crate::node::Target,
     pub capability: Capability,
     pub volume_context: BTreeMap<String, String>,
     pub publish_context: BTreeMap<String, String>,
@@ -329,8 +329,8 @@ pub struct StageRequest {
 pub struct PublishRequest {
     pub id: VolumeId,
     /// None when the driver does not stage (the CO sends no staging path then).
-    pub staging_path: Option<std::path::PathBuf>,
-    pub target_path: std::path::PathBuf,
+    pub staging: Option<crate::node::Target>,
+    pub target: crate::node::Target,
     pub read_only: bool,
     pub capability: Capability,
     pub volume_context: BTreeMap<String, String>,

@@ -10,6 +10,7 @@ pub mod registry;
 pub use caps::{BackendCaps, Capacity, Expansion, Reach};
 
 use crate::error::{Error, Result};
+use crate::node::Target;
 use crate::volume::{
     Capability, CapacityRange, CreateRequest, PublishRequest, StageRequest, TopologyRequirement,
     VolumeId, VolumeInfo, VolumeStats,
@@ -80,9 +81,9 @@ pub trait ControllerBackend: Send + Sync {
 /// Node side: making a volume appear at the paths the CO names.
 pub trait NodeBackend: Send + Sync {
     fn stage(&self, req: &StageRequest) -> Result<()>;
-    fn unstage(&self, id: &VolumeId, staging: &Path) -> Result<()>;
+    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()>;
     fn publish(&self, req: &PublishRequest) -> Result<()>;
-    fn unpublish(&self, id: &VolumeId, target: &Path) -> Result<()>;
+    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()>;
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats>;
     fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64>;
 }

@@ -296,7 +296,9 @@ async fn run_async(args: CtlArgs) -> Result<()> {
 
 /// ctl's staging path for a volume: under the data dir, one directory per volume id.
 fn staging_path(data_dir: &std::path::Path, volume_id: &str) -> PathBuf {
-    data_dir.join("staging").join(volume_id.replace('/', "_"))
+    data_dir
+        .join("pods/staging")
+        .join(volume_id.replace('/', "_"))
 }
 
 async fn info(channel: Channel) -> Result<()> {

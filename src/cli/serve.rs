@@ -60,6 +60,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub hostpath_base: Option<PathBuf>,
 
+    /// Staging and target paths must lie below one of these directories (repeatable). A
+    /// NodeStage or NodePublish outside them is refused with InvalidArgument, and mounts are
+    /// made through file descriptors opened beneath the root, never following symlinks.
+    /// Default: /var/lib/kubelet and <data-dir>/pods.
+    #[arg(long = "publish-root", value_name = "DIR")]
+    pub publish_roots: Vec<PathBuf>,
+
     /// Capacity of a volume whose request names none (bytes, or with Ki/Mi/Gi/Ti).
     #[arg(long, default_value = "1Gi", value_parser = parse_size)]
     pub default_volume_size: u64,
@@ -142,11 +149,26 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         args.backends.clone()
     };
     let backends = registry::open(args.driver, &names, &settings)?;
+    let roots = if args.publish_roots.is_empty() {
+        // The kubelet's directory exists where a kubelet runs; the standalone one is ours.
+        std::fs::create_dir_all(data_dir.join("pods"))?;
+        vec![PathBuf::from("/var/lib/kubelet"), data_dir.join("pods")]
+    } else {
+        let roots: Vec<PathBuf> = args.publish_roots.iter().map(|p| absolute(p)).collect();
+        for root in &roots {
+            std::fs::create_dir_all(root)
+                .map_err(|e| format!("publish root {}: {e}", root.display()))?;
+        }
+        roots
+    };
+    let paths = crate::node::NodePaths::new(crate::os::beneath::PublishRoots::new(roots)?);
+    tracing::info!(roots = ?paths.roots(), "staging and target paths must lie below these publish roots");
     let driver = Arc::new(Driver::new(
         args.driver,
         node_id,
         args.max_volumes_per_node,
         backends,
+        paths,
     ));
 
     bound_allocator_arenas();

@@ -1,6 +1,7 @@
 //! CSI Controller service.
 
 use super::convert::{self, require};
+use super::limits::WithinLimits;
 use super::{rpc, rpc_inline, Driver};
 use crate::backend::CapacityRequest;
 use crate::error::{Error, Result};
@@ -49,6 +50,7 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("CreateVolume", req.name.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             require("name", &req.name)?;
             if req.volume_content_source.is_some() {
                 return Err(Error::invalid(format!(
@@ -82,6 +84,7 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("DeleteVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             // Deleting what never existed succeeds: DeleteVolume is idempotent.
             let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
             else {
@@ -104,6 +107,7 @@ impl csi::controller_server::Controller for ControllerService {
             "ControllerPublishVolume",
             req.volume_id.clone(),
             move || {
+                req.check_limits().map_err(Error::InvalidArgument)?;
                 let id = VolumeId::parse(&req.volume_id)?;
                 require("node_id", &req.node_id)?;
                 let cap = convert::required_capability(req.volume_capability.as_ref())?;
@@ -151,6 +155,7 @@ impl csi::controller_server::Controller for ControllerService {
             "ControllerUnpublishVolume",
             req.volume_id.clone(),
             move || {
+                req.check_limits().map_err(Error::InvalidArgument)?;
                 // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
                 let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
                 else {
@@ -175,6 +180,7 @@ impl csi::controller_server::Controller for ControllerService {
             "ValidateVolumeCapabilities",
             req.volume_id.clone(),
             move || {
+                req.check_limits().map_err(Error::InvalidArgument)?;
                 let id = VolumeId::parse(&req.volume_id)?;
                 let caps = convert::capabilities(&req.volume_capabilities)?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
@@ -207,6 +213,7 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("ListVolumes", String::new(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             if req.max_entries < 0 {
                 return Err(Error::invalid("max_entries must not be negative"));
             }
@@ -271,6 +278,7 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("GetCapacity", String::new(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let caps = req
                 .volume_capabilities
                 .iter()
@@ -327,6 +335,7 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("ControllerExpandVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let id = VolumeId::parse(&req.volume_id)?;
             if req.capacity_range.is_none() {
                 return Err(Error::invalid("capacity_range is required"));
@@ -353,6 +362,7 @@ impl csi::controller_server::Controller for ControllerService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("ControllerGetVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let (backend, id) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)?;
             let info = backend.get(&id)?;
             Ok(csi::ControllerGetVolumeResponse {

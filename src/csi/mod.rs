@@ -26,6 +26,8 @@ pub struct Driver {
     pub max_volumes_per_node: i64,
     pub backends: Vec<Arc<dyn Backend>>,
     pub locks: VolumeLocks,
+    /// Where staging and target paths may lie (node role).
+    pub paths: crate::node::NodePaths,
     /// Serializes ControllerPublish so the per-node volume limit cannot be overrun by a race.
     publish_gate: Mutex<()>,
 }
@@ -36,6 +38,7 @@ impl Driver {
         node_id: String,
         max_volumes_per_node: i64,
         backends: Vec<Arc<dyn Backend>>,
+        paths: crate::node::NodePaths,
     ) -> Self {
         Driver {
             kind,
@@ -45,6 +48,7 @@ impl Driver {
             max_volumes_per_node,
             backends,
             locks: VolumeLocks::default(),
+            paths,
             publish_gate: Mutex::new(()),
         }
     }

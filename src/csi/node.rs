@@ -1,8 +1,9 @@
 //! CSI Node service.
 
 use super::convert::{self, abs_path};
+use super::limits::WithinLimits;
 use super::{rpc, rpc_inline, Driver};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::proto as csi;
 use crate::volume::{PublishRequest, StageRequest, VolumeId};
 use csi::node_service_capability::rpc::Type as Cap;
@@ -44,13 +45,15 @@ impl csi::node_server::Node for NodeService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("NodeStageVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let id = VolumeId::parse(&req.volume_id)?;
             let staging = abs_path("staging_target_path", &req.staging_target_path)?;
             let cap = convert::required_capability(req.volume_capability.as_ref())?;
+            let staging = d.paths.target("staging_target_path", &staging)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
             let stage = StageRequest {
                 id,
-                staging_path: staging,
+                staging,
                 capability: cap,
                 volume_context: convert::parameters(&req.volume_context),
                 publish_context: convert::parameters(&req.publish_context),
@@ -69,10 +72,12 @@ impl csi::node_server::Node for NodeService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("NodeUnstageVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let id = VolumeId::parse(&req.volume_id)?;
             let staging = abs_path("staging_target_path", &req.staging_target_path)?;
+            let staging = d.paths.target("staging_target_path", &staging)?;
             let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
-                return crate::backend::nothing_mounted_at(&req.volume_id, &staging)
+                return crate::backend::nothing_mounted_at(&req.volume_id, staging.as_path())
                     .map(|()| csi::NodeUnstageVolumeResponse {});
             };
             let _guard = d.locks.try_lock(&req.volume_id)?;
@@ -89,19 +94,22 @@ impl csi::node_server::Node for NodeService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("NodePublishVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let id = VolumeId::parse(&req.volume_id)?;
-            let staging_path = if req.staging_target_path.is_empty() {
+            let staging = if req.staging_target_path.is_empty() {
                 None
             } else {
-                Some(abs_path("staging_target_path", &req.staging_target_path)?)
+                let path = abs_path("staging_target_path", &req.staging_target_path)?;
+                Some(d.paths.target("staging_target_path", &path)?)
             };
-            let target_path = abs_path("target_path", &req.target_path)?;
+            let target = abs_path("target_path", &req.target_path)?;
             let capability = convert::required_capability(req.volume_capability.as_ref())?;
+            let target = d.paths.target("target_path", &target)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
             let publish = PublishRequest {
                 id,
-                staging_path,
-                target_path,
+                staging,
+                target,
                 capability,
                 read_only: req.readonly,
                 volume_context: convert::parameters(&req.volume_context),
@@ -121,10 +129,12 @@ impl csi::node_server::Node for NodeService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("NodeUnpublishVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let id = VolumeId::parse(&req.volume_id)?;
             let target = abs_path("target_path", &req.target_path)?;
+            let target = d.paths.target("target_path", &target)?;
             let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
-                return crate::backend::nothing_mounted_at(&req.volume_id, &target)
+                return crate::backend::nothing_mounted_at(&req.volume_id, target.as_path())
                     .map(|()| csi::NodeUnpublishVolumeResponse {});
             };
             let _guard = d.locks.try_lock(&req.volume_id)?;
@@ -142,6 +152,7 @@ impl csi::node_server::Node for NodeService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("NodeGetVolumeStats", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let id = VolumeId::parse(&req.volume_id)?;
             convert::require("volume_path", &req.volume_path)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
@@ -176,6 +187,7 @@ impl csi::node_server::Node for NodeService {
         let req = req.into_inner();
         let d = self.driver.clone();
         rpc("NodeExpandVolume", req.volume_id.clone(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
             let id = VolumeId::parse(&req.volume_id)?;
             convert::require("volume_path", &req.volume_path)?;
             let range = convert::capacity_range(req.capacity_range.as_ref())?;

@@ -422,6 +422,8 @@ impl Driver {
             .arg(&self.base)
             .arg("--default-volume-size")
             .arg("16Mi")
+            .arg("--publish-root")
+            .arg(root.join("kubelet"))
             .args(&self.args)
             .env_remove("FERROVOL_CRASH_AT")
             .env_remove("CSI_ENDPOINT")

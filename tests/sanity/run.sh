@@ -39,7 +39,7 @@ run() { # run <label> <access type> <hostpath base>
     local label=$1 access=$2 base=$3 dir="$WORK/$1-$2"
     mkdir -p "$dir"
     "$BIN" serve --data-dir "$dir/data" --hostpath-base "$base/$label-$access" \
-        --node-id sanity-node --max-volumes-per-node 16 >"$dir/driver.log" 2>&1 &
+        --node-id sanity-node --max-volumes-per-node 16 --publish-root "$dir" >"$dir/driver.log" 2>&1 &
     PID=$!
     for _ in $(seq 100); do [ -S "$dir/data/csi.sock" ] && break; sleep 0.1; done
     local rc=0

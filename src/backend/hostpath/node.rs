@@ -6,14 +6,14 @@ use super::record::VolumeRecord;
 use super::HostpathBackend;
 use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
-use crate::os::mount::{self, BindOptions};
+use crate::node::Target;
+use crate::os::mount::BindOptions;
 use crate::os::{fsutil, loopdev, mountinfo, statfs};
 use crate::state::Publication;
 use crate::volume::{
     AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats,
 };
 use std::fs;
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -79,7 +79,8 @@ impl HostpathBackend {
     }
 
     fn stage_volume(&self, req: &StageRequest) -> Result<()> {
-        let (staging, cap) = (req.staging_path.as_path(), &req.capability);
+        let (staging_t, cap) = (&req.staging, &req.capability);
+        let staging = staging_t.as_path();
         let mut rec = self.record(&req.id)?;
         let vid = rec.id.clone();
         if let Some(why) = unsupported(cap, rec.kind) {
@@ -102,10 +103,6 @@ impl HostpathBackend {
                         format!("directory {} is gone", dir.display()),
                     ));
                 }
-                fs::create_dir_all(staging).map_err(Error::os(
-                    &vid,
-                    format!("create staging path {}", staging.display()),
-                ))?;
                 if is_mounted(staging, &vid)? {
                     if !same_inode(staging, &dir) {
                         return Err(Error::exists(
@@ -114,10 +111,7 @@ impl HostpathBackend {
                         ));
                     }
                 } else {
-                    mount::bind(&dir, staging, BindOptions::default()).map_err(Error::os(
-                        &vid,
-                        format!("bind {} to {}", dir.display(), staging.display()),
-                    ))?;
+                    staging_t.bind_dir(&vid, &dir, BindOptions::default())?;
                 }
             }
             AccessKind::Block => {
@@ -138,7 +132,8 @@ impl HostpathBackend {
         Ok(())
     }
 
-    fn unstage_volume(&self, id: &VolumeId, staging: &Path) -> Result<()> {
+    fn unstage_volume(&self, id: &VolumeId, staging_t: &Target) -> Result<()> {
+        let staging = staging_t.as_path();
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), staging);
         };
@@ -163,8 +158,7 @@ impl HostpathBackend {
                             ),
                         ));
                     }
-                    mount::unmount_all(staging)
-                        .map_err(Error::os(&vid, format!("unmount {}", staging.display())))?;
+                    staging_t.unmount_all(&vid)?;
                 }
             }
             AccessKind::Block => {
@@ -188,11 +182,11 @@ impl HostpathBackend {
         let mut rec = self.record(&req.id)?;
         let vid = rec.id.clone();
         let cap = &req.capability;
-        let target = req.target_path.as_path();
+        let target = req.target.as_path();
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
-        let staging = req.staging_path.as_deref().ok_or_else(|| {
+        let staging = req.staging.as_ref().map(Target::as_path).ok_or_else(|| {
             Error::invalid(format!(
                 "volume {vid}: staging_target_path is required (the driver stages volumes)"
             ))
@@ -241,7 +235,7 @@ impl HostpathBackend {
                 ));
             }
         } else {
-            self.mount_target(&rec, staging, target, opts)?;
+            self.mount_target(&rec, staging, &req.target, opts)?;
         }
         if rec.published.get(target) != Some(&wanted) {
             rec.published.insert(target.to_path_buf(), wanted);
@@ -254,29 +248,13 @@ impl HostpathBackend {
         &self,
         rec: &VolumeRecord,
         staging: &Path,
-        target: &Path,
+        target: &Target,
         opts: BindOptions,
     ) -> Result<()> {
         let vid = rec.id.as_str();
-        let create_err = Error::os(vid, format!("create target {}", target.display()));
         match rec.kind {
-            AccessKind::Mount => {
-                fs::create_dir_all(target).map_err(create_err)?;
-                mount::bind(staging, target, opts).map_err(Error::os(
-                    vid,
-                    format!("bind {} to {}", staging.display(), target.display()),
-                ))
-            }
+            AccessKind::Mount => target.bind_dir(vid, staging, opts),
             AccessKind::Block => {
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).map_err(Error::os(vid, "create target parent"))?;
-                }
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(target)
-                    .map_err(create_err)?;
                 // A read-only bind mount does not stop writes to a device node, so a read-only
                 // publication gets its own read-only loop device.
                 let (device, own_device) = if opts.read_only() {
@@ -297,20 +275,17 @@ impl HostpathBackend {
                         }
                     }
                 };
-                mount::bind(&device, target, opts).map_err(|e| {
+                target.bind_file(vid, &device, opts).inspect_err(|_| {
                     if own_device {
                         let _ = loopdev::detach(&device);
                     }
-                    Error::os(
-                        vid,
-                        format!("bind {} to {}", device.display(), target.display()),
-                    )(e)
                 })
             }
         }
     }
 
-    fn unpublish_volume(&self, id: &VolumeId, target: &Path) -> Result<()> {
+    fn unpublish_volume(&self, id: &VolumeId, target_t: &Target) -> Result<()> {
+        let target = target_t.as_path();
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), target);
         };
@@ -333,22 +308,13 @@ impl HostpathBackend {
                 }),
                 AccessKind::Mount => None,
             };
-            mount::unmount_all(target)
-                .map_err(Error::os(&vid, format!("unmount {}", target.display())))?;
+            target_t.unmount_all(&vid)?;
             if let Some(a) = read_only_device {
                 loopdev::detach(&a.device)
                     .map_err(Error::os(&vid, format!("detach {}", a.device.display())))?;
             }
         }
-        let removed = match fs::symlink_metadata(target) {
-            Ok(m) if m.is_dir() => fs::remove_dir(target),
-            Ok(_) => fs::remove_file(target),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = removed {
-            tracing::warn!(volume = %vid, target = %target.display(), error = %e, "target path left in place");
-        }
+        target_t.remove(&vid);
         if rec.published.remove(target).is_some() {
             self.save(rec)?;
         }
@@ -434,7 +400,7 @@ impl NodeBackend for HostpathBackend {
         self.stage_volume(req)
     }
 
-    fn unstage(&self, id: &VolumeId, staging: &Path) -> Result<()> {
+    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
         self.unstage_volume(id, staging)
     }
 
@@ -442,7 +408,7 @@ impl NodeBackend for HostpathBackend {
         self.publish_volume(req)
     }
 
-    fn unpublish(&self, id: &VolumeId, target: &Path) -> Result<()> {
+    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
         self.unpublish_volume(id, target)
     }
 
