@@ -12,6 +12,7 @@ pub mod error;
 pub mod failpoint;
 pub mod locks;
 pub mod metrics;
+pub mod nfs;
 pub mod os;
 pub mod proto;
 pub mod server;
