@@ -110,7 +110,13 @@ impl NfsClient {
         Ok(reply)
     }
 
-    fn lookup_in(&self, s: &Arc<Session>, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
+    fn lookup_in(
+        &self,
+        s: &Arc<Session>,
+        dir: &Fh,
+        name: &str,
+        path: &str,
+    ) -> Result<(Fh, Option<Attr>)> {
         let mut e = Encoder::new();
         proto::enc_dirop(&mut e, dir, name);
         let r = self.nfs(s, Proc::Lookup, path, e)?;
@@ -177,14 +183,25 @@ impl NfsClient {
         self.nfs(s, Proc::Setattr, path, e).map(|_| ())
     }
 
-    fn mkdir_in(&self, s: &Arc<Session>, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<(Outcome, Fh)> {
+    fn mkdir_in(
+        &self,
+        s: &Arc<Session>,
+        dir: &Fh,
+        name: &str,
+        mode: u32,
+        path: &str,
+    ) -> Result<(Outcome, Fh)> {
         let mut e = Encoder::new();
         proto::enc_dirop(&mut e, dir, name);
-        let want = SetAttr { mode: Some(mode), ..SetAttr::default() };
+        let want = SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        };
         proto::enc_sattr(&mut e, &want);
         match self.nfs(s, Proc::Mkdir, path, e) {
             Ok(r) => {
-                let (fh, attr) = self.xdr(Proc::Mkdir, proto::dec_created(&mut Decoder::new(&r)))?;
+                let (fh, attr) =
+                    self.xdr(Proc::Mkdir, proto::dec_created(&mut Decoder::new(&r)))?;
                 let fh = match fh {
                     Some(fh) => fh,
                     None => self.lookup_in(s, dir, name, path)?.0,
@@ -252,9 +269,13 @@ impl NfsClient {
             let chunk = &data[off..data.len().min(off + CHUNK)];
             let mut e = Encoder::new();
             proto::enc_fh(&mut e, fh);
-            e.u64(off as u64).u32(chunk.len() as u32).u32(FILE_SYNC).opaque(chunk);
+            e.u64(off as u64)
+                .u32(chunk.len() as u32)
+                .u32(FILE_SYNC)
+                .opaque(chunk);
             let r = self.nfs(s, Proc::Write, path, e)?;
-            let (count, committed) = self.xdr(Proc::Write, proto::dec_write(&mut Decoder::new(&r)))?;
+            let (count, committed) =
+                self.xdr(Proc::Write, proto::dec_write(&mut Decoder::new(&r)))?;
             if count == 0 {
                 return Err(NfsError::Protocol {
                     server: self.t.server.clone(),
@@ -275,7 +296,14 @@ impl NfsClient {
         Ok(())
     }
 
-    fn remove_in(&self, s: &Arc<Session>, dir: &Fh, name: &str, path: &str, op: Proc) -> Result<bool> {
+    fn remove_in(
+        &self,
+        s: &Arc<Session>,
+        dir: &Fh,
+        name: &str,
+        path: &str,
+        op: Proc,
+    ) -> Result<bool> {
         let mut e = Encoder::new();
         proto::enc_dirop(&mut e, dir, name);
         match self.nfs(s, op, path, e) {
@@ -294,14 +322,28 @@ impl NfsClient {
         let parent_path = parent.join("/");
         self.with_session(|s| {
             let dir = self.walk_dir(s, &parent, &parent_path)?;
-            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-            let tmp = format!(".ferrovol-tmp-{}-{}-{nanos:x}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-            let tmp_path = if parent_path.is_empty() { tmp.clone() } else { format!("{parent_path}/{tmp}") };
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let tmp = format!(
+                ".ferrovol-tmp-{}-{}-{nanos:x}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            let tmp_path = if parent_path.is_empty() {
+                tmp.clone()
+            } else {
+                format!("{parent_path}/{tmp}")
+            };
             let mut e = Encoder::new();
             proto::enc_create(&mut e, &dir, &tmp, CreateHow::Guarded(0o644));
             let r = self.nfs(s, Proc::Create, &tmp_path, e)?;
             let result = (|| {
-                let fh = match self.xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?.0 {
+                let fh = match self
+                    .xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?
+                    .0
+                {
                     Some(fh) => fh,
                     None => self.lookup_in(s, &dir, &tmp, &tmp_path)?.0,
                 };
@@ -324,7 +366,10 @@ impl NfsClient {
     /// to claim a name, not to publish content. The file gets mode 0644.
     pub fn create_file(&self, path: &str, data: &[u8]) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         let verf = (nanos ^ u64::from(std::process::id()) << 40).to_be_bytes();
         self.with_session(|s| {
             let dir = self.walk_dir(s, &parent, &parent.join("/"))?;
@@ -335,13 +380,24 @@ impl NfsClient {
                 Err(e) if e.is_status(NfsStatus::EXIST) => return Ok(Outcome::Existed),
                 Err(e) => return Err(e),
             };
-            let fh = match self.xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?.0 {
+            let fh = match self
+                .xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?
+                .0
+            {
                 Some(fh) => fh,
                 None => self.lookup_in(s, &dir, name, path)?.0,
             };
             // RFC 1813: after an exclusive create the server may have stored the verifier in
             // the attributes, so the client sets them.
-            self.setattr_fh(s, &fh, &SetAttr { mode: Some(0o644), ..SetAttr::default() }, path)?;
+            self.setattr_fh(
+                s,
+                &fh,
+                &SetAttr {
+                    mode: Some(0o644),
+                    ..SetAttr::default()
+                },
+                path,
+            )?;
             self.write_all(s, &fh, data, path)?;
             Ok(Outcome::Created)
         })
@@ -410,7 +466,10 @@ impl NfsClient {
             proto::enc_fh(&mut e, dir);
             e.u64(cookie).fixed(&verf).u32(16 * 1024).u32(CHUNK as u32);
             let r = self.nfs(s, Proc::Readdirplus, path, e)?;
-            let (entries, v, eof) = self.xdr(Proc::Readdirplus, proto::dec_readdirplus(&mut Decoder::new(&r)))?;
+            let (entries, v, eof) = self.xdr(
+                Proc::Readdirplus,
+                proto::dec_readdirplus(&mut Decoder::new(&r)),
+            )?;
             verf = v;
             let progressed = !entries.is_empty();
             for ent in entries {
@@ -418,7 +477,11 @@ impl NfsClient {
                 if ent.name == "." || ent.name == ".." {
                     continue;
                 }
-                let child = if path.is_empty() { ent.name.clone() } else { format!("{path}/{}", ent.name) };
+                let child = if path.is_empty() {
+                    ent.name.clone()
+                } else {
+                    format!("{path}/{}", ent.name)
+                };
                 let (fh, attr) = match (ent.fh, ent.attr) {
                     (Some(fh), Some(a)) => (fh, a),
                     _ => {
@@ -430,7 +493,11 @@ impl NfsClient {
                         (fh, a)
                     }
                 };
-                out.push(Entry { name: ent.name, attr, fh });
+                out.push(Entry {
+                    name: ent.name,
+                    attr,
+                    fh,
+                });
             }
             if eof || !progressed {
                 return Ok(out);
@@ -444,7 +511,11 @@ impl NfsClient {
         let comps = components(path)?;
         self.with_session(|s| {
             let dir = self.walk_dir(s, &comps, path)?;
-            Ok(self.list(s, &dir, path)?.into_iter().map(|e| (e.name, e.attr)).collect())
+            Ok(self
+                .list(s, &dir, path)?
+                .into_iter()
+                .map(|e| (e.name, e.attr))
+                .collect())
         })
     }
 
@@ -458,7 +529,11 @@ impl NfsClient {
             });
         }
         for ent in self.list(s, dir, path)? {
-            let child = if path.is_empty() { ent.name.clone() } else { format!("{path}/{}", ent.name) };
+            let child = if path.is_empty() {
+                ent.name.clone()
+            } else {
+                format!("{path}/{}", ent.name)
+            };
             if ent.attr.is_dir() {
                 self.clear(s, &ent.fh, &child, depth + 1)?;
                 self.remove_in(s, dir, &ent.name, &child, Proc::Rmdir)?;

@@ -307,8 +307,20 @@ mod tests {
     use super::*;
 
     fn fattr(e: &mut Encoder, kind: u32, mode: u32) {
-        e.u32(kind).u32(mode).u32(2).u32(10).u32(20).u64(4096).u64(8192);
-        e.u64(0).u64(1).u64(77).u64(0).u32(1_700_000_000).u32(0).u64(0);
+        e.u32(kind)
+            .u32(mode)
+            .u32(2)
+            .u32(10)
+            .u32(20)
+            .u64(4096)
+            .u64(8192);
+        e.u64(0)
+            .u64(1)
+            .u64(77)
+            .u64(0)
+            .u32(1_700_000_000)
+            .u32(0)
+            .u64(0);
     }
 
     #[test]
@@ -318,7 +330,12 @@ mod tests {
         e.bool(true).u64(77).string("a").u64(1).bool(true);
         fattr(&mut e, 2, 0o40755);
         e.bool(true).opaque(&[9; 8]);
-        e.bool(true).u64(78).string("b").u64(2).bool(false).bool(false);
+        e.bool(true)
+            .u64(78)
+            .string("b")
+            .u64(2)
+            .bool(false)
+            .bool(false);
         e.bool(false).bool(true);
         let b = e.into_bytes();
         let (ents, verf, eof) = dec_readdirplus(&mut Decoder::new(&b)).unwrap();

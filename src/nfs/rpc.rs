@@ -49,7 +49,12 @@ pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0);
-    e.u32(stamp).string("ferrovol").u32(uid).u32(gid).u32(1).u32(gid);
+    e.u32(stamp)
+        .string("ferrovol")
+        .u32(uid)
+        .u32(gid)
+        .u32(1)
+        .u32(gid);
     e.into_bytes()
 }
 
@@ -164,7 +169,12 @@ impl Conn {
         let xid = next_xid();
         let mut e = Encoder::new();
         e.u32(0); // record mark, filled in below
-        e.u32(xid).u32(MSG_CALL).u32(2).u32(prog).u32(vers).u32(proc_);
+        e.u32(xid)
+            .u32(MSG_CALL)
+            .u32(2)
+            .u32(prog)
+            .u32(vers)
+            .u32(proc_);
         match cred {
             Some(body) => e.u32(AUTH_SYS).opaque(body),
             None => e.u32(AUTH_NONE).opaque(&[]),
@@ -255,7 +265,9 @@ fn parse_reply(d: &mut Decoder<'_>) -> Result<(), CallError> {
                     )))
                 }
                 3 => Err(CallError::Rpc("procedure unavailable".into())),
-                4 => Err(CallError::Rpc("server could not decode the arguments".into())),
+                4 => Err(CallError::Rpc(
+                    "server could not decode the arguments".into(),
+                )),
                 s => Err(CallError::Rpc(format!("server error (accept_stat {s})"))),
             }
         }

@@ -137,7 +137,15 @@ impl Transport {
     }
 
     /// One call on a fresh connection that is then closed (portmap, MOUNT).
-    fn call_once(&self, addr: SocketAddr, prog: u32, vers: u32, proc_: u32, args: &[u8], op: &str) -> Result<Vec<u8>> {
+    fn call_once(
+        &self,
+        addr: SocketAddr,
+        prog: u32,
+        vers: u32,
+        proc_: u32,
+        args: &[u8],
+        op: &str,
+    ) -> Result<Vec<u8>> {
         let mut conn = self.connect(addr, op)?;
         conn.call(prog, vers, proc_, Some(&self.cred), args, self.deadline())
             .map_err(|e| self.map_err(op, e))
@@ -148,12 +156,23 @@ impl Transport {
         e.u32(prog).u32(vers).u32(proto::IPPROTO_TCP).u32(0);
         let op = format!("portmap GETPORT {what}");
         let addr = self.resolve(proto::PMAP_PORT)?;
-        let reply = self.call_once(addr, proto::PMAP_PROG, proto::PMAP_VERS, proto::PMAP_GETPORT, e.bytes(), &op)?;
-        let port = Decoder::new(&reply).u32().map_err(|x| self.map_err(&op, CallError::Rpc(x.to_string())))?;
+        let reply = self.call_once(
+            addr,
+            proto::PMAP_PROG,
+            proto::PMAP_VERS,
+            proto::PMAP_GETPORT,
+            e.bytes(),
+            &op,
+        )?;
+        let port = Decoder::new(&reply)
+            .u32()
+            .map_err(|x| self.map_err(&op, CallError::Rpc(x.to_string())))?;
         match u16::try_from(port) {
             Ok(0) | Err(_) => Err(NfsError::Unavailable {
                 server: self.server.clone(),
-                cause: format!("portmap has no TCP mapping for {what} (is the NFS server running?)"),
+                cause: format!(
+                    "portmap has no TCP mapping for {what} (is the NFS server running?)"
+                ),
             }),
             Ok(p) => Ok(p),
         }
@@ -227,12 +246,28 @@ impl Transport {
             Some(c) => c,
             None => self.connect(session.nfs, op)?,
         };
-        let mut result = conn.call(proto::NFS_PROG, proto::NFS_VERS, proc_ as u32, Some(&self.cred), args, self.deadline());
+        let mut result = conn.call(
+            proto::NFS_PROG,
+            proto::NFS_VERS,
+            proc_ as u32,
+            Some(&self.cred),
+            args,
+            self.deadline(),
+        );
         if reused && matches!(result, Err(CallError::Io(_))) {
             // An idle connection the server closed (it restarted, or dropped idle clients):
             // one retry on a fresh connection before calling the server unavailable.
-            conn = self.connect(session.nfs, op).inspect_err(|_| self.invalidate(session))?;
-            result = conn.call(proto::NFS_PROG, proto::NFS_VERS, proc_ as u32, Some(&self.cred), args, self.deadline());
+            conn = self
+                .connect(session.nfs, op)
+                .inspect_err(|_| self.invalidate(session))?;
+            result = conn.call(
+                proto::NFS_PROG,
+                proto::NFS_VERS,
+                proc_ as u32,
+                Some(&self.cred),
+                args,
+                self.deadline(),
+            );
         }
         match result {
             Ok(reply) => {

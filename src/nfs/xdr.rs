@@ -154,7 +154,11 @@ mod tests {
     #[test]
     fn round_trip_pads_opaque_to_four_bytes() {
         let mut e = Encoder::new();
-        e.u32(7).u64(1 << 40 | 5).bool(true).string("abcde").opaque(&[]);
+        e.u32(7)
+            .u64(1 << 40 | 5)
+            .bool(true)
+            .string("abcde")
+            .opaque(&[]);
         let b = e.into_bytes();
         assert_eq!(b.len(), 4 + 8 + 4 + (4 + 8) + 4);
         let mut d = Decoder::new(&b);
