@@ -23,6 +23,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# --- NFS (issue 8): a real nfs-ganesha server with rpcbind for tests/nfs_client.rs and
+# benches/nfs.rs. Placed before the tests run, so they find it installed. ---
+need_nfs=()
+command -v ganesha.nfsd >/dev/null || need_nfs+=(nfs-ganesha)
+[ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] || ls /usr/lib/*/ganesha/libfsalvfs.so >/dev/null 2>&1 ||
+    need_nfs+=(nfs-ganesha-vfs)
+command -v rpcbind >/dev/null || need_nfs+=(rpcbind)
+if [ ${#need_nfs[@]} -gt 0 ]; then
+    echo "== installing ${need_nfs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_nfs[@]}" >/dev/null
+fi
+# --- end NFS ---
 if ! { command -v csi-sanity >/dev/null &&
     go version -m "$(command -v csi-sanity)" | grep -q "csi-test/v5[[:space:]]*$CSI_SANITY_VERSION"; }; then
     echo "== installing csi-sanity $CSI_SANITY_VERSION"
@@ -46,3 +59,7 @@ cargo build --release --bin ferrovol
 CSI_SANITY=$(command -v csi-sanity) tests/sanity/run.sh
 echo "== benchmark smoke run (figures: cargo bench --bench ops)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench ops
+# --- NFS (issue 8): bare NFS client benchmark smoke run (figures: cargo bench --bench nfs) ---
+echo "== NFS client benchmark smoke run"
+FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs
+# --- end NFS ---

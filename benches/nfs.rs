@@ -1,0 +1,91 @@
+//! Bare NFS calls for one create+delete pair, against a real nfs-ganesha (VFS) on 127.0.0.1:
+//! mkdir the volume directory, write its record atomically, then rmdir the directory (via
+//! remove_tree) and remove the record. This is the floor the NFS backend's CreateVolume +
+//! DeleteVolume pairs are measured against (issue 8).
+//!
+//!     cargo bench --bench nfs                        # 5 s per concurrency level
+//!     FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs # smoke, about a second per level
+//!
+//! Needs root (ganesha, rpcbind, reserved source ports) and the Debian packages nfs-ganesha,
+//! nfs-ganesha-vfs and rpcbind (scripts/test.sh installs them).
+
+#[path = "../tests/support/ganesha.rs"]
+mod ganesha;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrovol::nfs::{ClientOptions, NfsClient};
+
+fn pair(c: &NfsClient, worker: usize, n: u64) {
+    let dir = format!("vols/w{worker}-{n}");
+    let rec = format!(".ferrovol/volumes/w{worker}-{n}.json");
+    c.mkdir(&dir, 0o777).expect("mkdir");
+    c.write_file_atomic(&rec, br#"{"version":1,"state":"ready"}"#)
+        .expect("write record");
+    assert!(c.remove_tree(&dir).expect("remove dir"));
+    assert!(c.remove_file(&rec).expect("remove record"));
+}
+
+/// Pairs per second with `conc` threads sharing one client for `secs`.
+fn run(c: &Arc<NfsClient>, conc: usize, secs: Duration) -> (f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..conc)
+        .map(|w| {
+            let (c, stop, done) = (c.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    pair(&c, w, n);
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(secs);
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let n = done.load(Ordering::Relaxed);
+    (n as f64 / t0.elapsed().as_secs_f64(), n)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("nfs: not run by `cargo bench` (no --bench): skipped");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !ganesha::available() {
+        eprintln!("nfs: needs root and nfs-ganesha, nfs-ganesha-vfs, rpcbind installed: skipped");
+        return;
+    }
+    let quick = std::env::var("FERROVOL_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let secs = Duration::from_secs(if quick { 1 } else { 5 });
+    let g = ganesha::Ganesha::start();
+    let c = Arc::new(
+        NfsClient::new("127.0.0.1", &g.share(), ClientOptions::default()).expect("client"),
+    );
+    c.mkdir_all(".ferrovol/volumes", 0o755)
+        .expect("records dir");
+    c.mkdir("vols", 0o755).expect("volume dir");
+    pair(&c, 999, 0); // warm up: mount, first connection
+    println!("bare NFS calls per create+delete pair (mkdir, write record, rmdir, remove record), ganesha VFS on 127.0.0.1");
+    for conc in [1, 16] {
+        let (rate, n) = run(&c, conc, secs);
+        println!(
+            "  concurrency {conc:>2}: {rate:>8.0} pairs/s ({n} pairs in {:.0} s)",
+            secs.as_secs_f64()
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(g.export.join("vols")).unwrap().count(),
+        0,
+        "every pair cleaned up"
+    );
+}

@@ -1,0 +1,305 @@
+//! Where the NFS backend keeps things on a share, and the volume record format.
+//!
+//! ```text
+//! <share root>/
+//!   <subDir per pattern>/          the volume directories (possibly nested)
+//!   archived-<dir>-<timestamp>     archived volumes, beside the directory they were
+//!   .ferrovol/volumes/<key>.json   one record per volume, written with write_file_atomic
+//! ```
+//! NFSv3 has no extended attributes, so the record is the proof of ownership: a directory is the
+//! volume's only when the record under its key names that directory (`sub_dir`). Deleting or
+//! archiving touches `sub_dir` only, never its parents. Patterns can never expand to
+//! `.ferrovol` (values escape a leading '.', and a literal `.ferrovol` top component is refused),
+//! so volumes and records cannot meet.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::nfs_params::OnDelete;
+use crate::nfs_pattern::ARCHIVE_PREFIX;
+
+pub const META_DIR: &str = ".ferrovol";
+pub const RECORDS_DIR: &str = ".ferrovol/volumes";
+pub const RECORD_SUFFIX: &str = ".json";
+pub const ID_PREFIX: &str = "nfs/";
+/// CSI caps volume ids at 128 bytes.
+pub const MAX_ID_LEN: usize = 128;
+const MAX_KEY_LEN: usize = MAX_ID_LEN - ID_PREFIX.len();
+const NAME_MAX: usize = 255;
+
+/// 64-bit FNV-1a: stable across builds and platforms (std's hasher is not), so ids computed
+/// today match ids computed after an upgrade.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn safe_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+}
+
+/// The record key of the volume CreateVolume calls `name`. The name itself when it is made of
+/// `[a-z0-9.-]`, does not start with '.', and fits; otherwise the safe characters of a prefix,
+/// `~`, and a 64-bit hash of the whole name. A verbatim key never contains `~`, so hashed and
+/// verbatim keys cannot collide; a hash collision between two long names is detected by the
+/// caller, which compares the record's `name` before treating a record as this volume's.
+pub fn volume_key(name: &str) -> String {
+    if !name.is_empty()
+        && name.len() <= MAX_KEY_LEN
+        && !name.starts_with('.')
+        && name.chars().all(safe_char)
+    {
+        return name.to_string();
+    }
+    let prefix: String = name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .filter(|&c| safe_char(c))
+        .skip_while(|&c| c == '.')
+        .take(MAX_KEY_LEN - 17)
+        .collect();
+    format!("{prefix}~{:016x}", fnv1a(name))
+}
+
+pub fn volume_id(key: &str) -> String {
+    format!("{ID_PREFIX}{key}")
+}
+
+/// The key inside a volume id, when the id is one of ours and well formed. Anything else
+/// (other backends' ids, ids that could reach outside the records directory) is `None`.
+pub fn parse_volume_id(id: &str) -> Option<&str> {
+    let key = id.strip_prefix(ID_PREFIX)?;
+    let ok = !key.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !key.starts_with('.')
+        && key.chars().all(|c| safe_char(c) || c == '~');
+    ok.then_some(key)
+}
+
+/// Path of the volume's record, relative to the share root.
+pub fn record_path(key: &str) -> String {
+    format!("{RECORDS_DIR}/{key}{RECORD_SUFFIX}")
+}
+
+/// The key a file in the records directory belongs to; `None` for temporary files and strays.
+pub fn key_of_record_file(file_name: &str) -> Option<&str> {
+    let key = file_name.strip_suffix(RECORD_SUFFIX)?;
+    parse_volume_id(&volume_id(key)).map(|_| key)
+}
+
+/// Where an archived volume goes: `archived-<dir>-<UTC timestamp>` beside `sub_dir`. A name
+/// that would pass 255 bytes keeps a shortened `<dir>`. Callers that find the name taken (two
+/// archives in one second) add `attempt` > 0, which appends `-<attempt>`.
+pub fn archive_path(sub_dir: &str, at: SystemTime, attempt: u32) -> String {
+    let (parent, dir) = match sub_dir.rsplit_once('/') {
+        Some((p, d)) => (Some(p), d),
+        None => (None, sub_dir),
+    };
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut suffix = format!("-{}", utc_timestamp(secs));
+    if attempt > 0 {
+        suffix.push_str(&format!("-{attempt}"));
+    }
+    let room = NAME_MAX - ARCHIVE_PREFIX.len() - suffix.len();
+    let mut cut = dir.len().min(room);
+    while !dir.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let name = format!("{ARCHIVE_PREFIX}{}{suffix}", &dir[..cut]);
+    match parent {
+        Some(p) => format!("{p}/{name}"),
+        None => name,
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (proleptic Gregorian, UTC).
+pub fn utc_timestamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Lifecycle of a record: written `Creating` before the directory is made and `Deleting` before
+/// it is removed, so a controller restarted halfway knows what to finish or roll back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    Creating,
+    Ready,
+    Deleting,
+}
+
+/// `.ferrovol/volumes/<key>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Format version, for readers after an upgrade.
+    pub version: u32,
+    pub id: String,
+    /// The CreateVolume name (idempotency: a retried CreateVolume with the same name is this volume).
+    pub name: String,
+    pub state: RecordState,
+    pub server: String,
+    pub share: String,
+    /// The volume's directory, relative to the share root: the only path delete or archive touch.
+    pub sub_dir: String,
+    pub on_delete: OnDelete,
+    pub capacity_bytes: u64,
+    pub mount_permissions: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+}
+
+pub const RECORD_VERSION: u32 = 1;
+
+impl VolumeRecord {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a record always serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Decodes a record read from `record_path(key)`, refusing one that claims another key
+    /// (a copied or tampered file) or a newer format.
+    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<VolumeRecord, String> {
+        let r: VolumeRecord = serde_json::from_slice(bytes)
+            .map_err(|e| format!("volume record {}: {e}", record_path(key)))?;
+        if r.version > RECORD_VERSION {
+            return Err(format!(
+                "volume record {} has format version {}, this driver reads up to {RECORD_VERSION}",
+                record_path(key),
+                r.version
+            ));
+        }
+        if parse_volume_id(&r.id) != Some(key) {
+            return Err(format!(
+                "volume record {} names volume {:?}, not {:?}",
+                record_path(key),
+                r.id,
+                volume_id(key)
+            ));
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn short_clean_names_are_their_own_key() {
+        let name = "pvc-0b5e2a7c-3f1d-4c55-9a51-6a3c2f1e9d10";
+        assert_eq!(volume_key(name), name);
+        assert_eq!(parse_volume_id(&volume_id(name)), Some(name));
+        assert_eq!(record_path(name), format!(".ferrovol/volumes/{name}.json"));
+        assert_eq!(key_of_record_file(&format!("{name}.json")), Some(name));
+        assert_eq!(key_of_record_file(".ferrovol-tmp-1-2-3"), None);
+    }
+
+    #[test]
+    fn long_or_odd_names_are_hashed_into_128_byte_ids() {
+        for name in [
+            "x".repeat(128),
+            "Mixed_Case/../name".into(),
+            ".hidden".into(),
+            "ü".repeat(80),
+            String::new(),
+        ] {
+            let key = volume_key(&name);
+            let id = volume_id(&key);
+            assert!(id.len() <= MAX_ID_LEN, "{id}");
+            assert!(key.contains('~'), "{key}");
+            assert_eq!(parse_volume_id(&id), Some(key.as_str()), "{name:?}");
+        }
+        assert_ne!(volume_key(&"x".repeat(200)), volume_key(&"x".repeat(201)));
+        assert_eq!(volume_key("A"), volume_key("A"), "stable");
+    }
+
+    #[test]
+    fn foreign_or_hostile_ids_are_not_ours() {
+        for id in [
+            "hostpath/node/x",
+            "nfs/",
+            "nfs/../x",
+            "nfs/a/b",
+            "nfs/.ferrovol",
+            "nfs/a\0",
+            &format!("nfs/{}", "a".repeat(125)),
+        ] {
+            assert_eq!(parse_volume_id(id), None, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn archive_names_sit_beside_the_directory() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_764_107_174); // 2025-11-25T21:46:14Z
+        assert_eq!(utc_timestamp(0), "19700101T000000Z");
+        assert_eq!(utc_timestamp(951_782_400), "20000229T000000Z");
+        assert_eq!(
+            archive_path("ns/data", t, 0),
+            "ns/archived-data-20251125T214614Z"
+        );
+        assert_eq!(
+            archive_path("pvc-1", t, 2),
+            "archived-pvc-1-20251125T214614Z-2"
+        );
+        let long = archive_path(&format!("ns/{}", "é".repeat(127)), t, 0);
+        let name = long.strip_prefix("ns/").unwrap();
+        assert!(
+            name.len() <= 255 && name.ends_with("-20251125T214614Z"),
+            "{}",
+            name.len()
+        );
+    }
+
+    #[test]
+    fn records_round_trip_and_check_their_key() {
+        let r = VolumeRecord {
+            version: RECORD_VERSION,
+            id: volume_id("pvc-1"),
+            name: "pvc-1".into(),
+            state: RecordState::Ready,
+            server: "10.0.0.5".into(),
+            share: "/srv/nfs".into(),
+            sub_dir: "ns/data".into(),
+            on_delete: OnDelete::Archive,
+            capacity_bytes: 1 << 30,
+            mount_permissions: 0o777,
+            uid: None,
+            gid: Some(5),
+            created_at: 1,
+        };
+        let b = r.to_bytes();
+        assert!(String::from_utf8_lossy(&b).contains("\"on_delete\": \"archive\""));
+        assert_eq!(VolumeRecord::from_bytes("pvc-1", &b).unwrap(), r);
+        assert!(VolumeRecord::from_bytes("pvc-2", &b)
+            .unwrap_err()
+            .contains("not \"nfs/pvc-2\""));
+        assert!(VolumeRecord::from_bytes("pvc-1", b"{").is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! StorageClass parameters of the NFS backend, decoded with serde straight from the CreateVolume
+//! parameter map. Keys under `csi.storage.k8s.io/` (external-provisioner's metadata and secret
+//! references) are skipped; any other unknown key is an error naming it and listing the known
+//! ones, so a typo (`subdir` for `subDir`) fails loudly instead of being ignored.
+
+use std::collections::BTreeMap;
+
+use serde::de::value::{Error as DeError, MapDeserializer};
+use serde::{Deserialize, Deserializer};
+
+use crate::nfs_pattern::{Pattern, DEFAULT_PATTERN};
+
+/// What DeleteVolume does with the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Remove the directory and everything in it.
+    #[default]
+    Delete,
+    /// Leave the directory as it is; only the record goes.
+    Retain,
+    /// Rename it to `archived-<dir>-<timestamp>` in the same parent.
+    Archive,
+}
+
+/// Default mode of a new volume directory: writable by any pod user, as csi-driver-nfs does,
+/// because pods rarely run as the directory's owner.
+pub const DEFAULT_MOUNT_PERMISSIONS: u32 = 0o777;
+const PREFIX_IGNORED: &str = "csi.storage.k8s.io/";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsParams {
+    pub server: String,
+    pub share: String,
+    pub sub_dir: Pattern,
+    pub on_delete: OnDelete,
+    pub mount_permissions: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Raw {
+    server: String,
+    share: String,
+    #[serde(default, deserialize_with = "some")]
+    sub_dir: Option<String>,
+    #[serde(default)]
+    on_delete: OnDelete,
+    #[serde(default, deserialize_with = "octal")]
+    mount_permissions: Option<u32>,
+    #[serde(default, deserialize_with = "decimal")]
+    uid: Option<u32>,
+    #[serde(default, deserialize_with = "decimal")]
+    gid: Option<u32>,
+}
+
+/// Plain string values cannot drive serde's `Option` (there is no "none" in a string map).
+fn some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+fn octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let s = String::deserialize(d)?;
+    let digits = s.strip_prefix("0o").unwrap_or(&s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(Some(m)),
+        _ => Err(serde::de::Error::custom(format!(
+            "mountPermissions {s:?} is not an octal mode such as 0777"
+        ))),
+    }
+}
+
+fn decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<u32>()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a numeric id")))
+}
+
+/// The error names the offending key or value; callers map it to InvalidArgument.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid NFS StorageClass parameters: {0}")]
+pub struct ParamError(pub String);
+
+impl NfsParams {
+    pub fn parse(params: &BTreeMap<String, String>) -> Result<NfsParams, ParamError> {
+        let own = params
+            .iter()
+            .filter(|(k, _)| !k.starts_with(PREFIX_IGNORED))
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        let raw = Raw::deserialize(MapDeserializer::<_, DeError>::new(own))
+            .map_err(|e| ParamError(e.to_string()))?;
+        if raw.server.is_empty() || raw.server.contains(['/', ' ', '\0']) {
+            return Err(ParamError(format!(
+                "server {:?} must be a host name or address",
+                raw.server
+            )));
+        }
+        if !raw.share.starts_with('/') || raw.share.contains('\0') {
+            return Err(ParamError(format!(
+                "share {:?} must be an absolute export path such as /srv/nfs",
+                raw.share
+            )));
+        }
+        let sub_dir = Pattern::parse(raw.sub_dir.as_deref().unwrap_or(DEFAULT_PATTERN))
+            .map_err(|e| ParamError(e.to_string()))?;
+        Ok(NfsParams {
+            server: raw.server,
+            // "/srv/nfs/" and "/srv/nfs" are one export.
+            share: match raw.share.trim_end_matches('/') {
+                "" => "/".to_string(),
+                s => s.to_string(),
+            },
+            sub_dir,
+            on_delete: raw.on_delete,
+            mount_permissions: raw.mount_permissions.unwrap_or(DEFAULT_MOUNT_PERMISSIONS),
+            uid: raw.uid,
+            gid: raw.gid,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn full_parameters_decode() {
+        let p = NfsParams::parse(&map(&[
+            ("server", "10.0.0.5"),
+            ("share", "/srv/nfs/"),
+            ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}"),
+            ("onDelete", "archive"),
+            ("mountPermissions", "0750"),
+            ("uid", "1000"),
+            ("gid", "2000"),
+            ("csi.storage.k8s.io/pvc/name", "data"),
+            ("csi.storage.k8s.io/provisioner-secret-name", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (p.server.as_str(), p.share.as_str()),
+            ("10.0.0.5", "/srv/nfs")
+        );
+        assert_eq!(
+            p.sub_dir.as_str(),
+            "${pvc.metadata.namespace}/${pvc.metadata.name}"
+        );
+        assert_eq!(
+            (p.on_delete, p.mount_permissions, p.uid, p.gid),
+            (OnDelete::Archive, 0o750, Some(1000), Some(2000))
+        );
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let p = NfsParams::parse(&map(&[("server", "nfs.example"), ("share", "/")])).unwrap();
+        assert_eq!(p.sub_dir, Pattern::default());
+        assert_eq!(
+            (
+                p.on_delete,
+                p.mount_permissions,
+                p.uid,
+                p.gid,
+                p.share.as_str()
+            ),
+            (OnDelete::Delete, 0o777, None, None, "/")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_or_value() {
+        let base = [("server", "s"), ("share", "/e")];
+        let err = |extra: &[(&str, &str)]| {
+            let mut m = map(&base);
+            m.extend(map(extra));
+            NfsParams::parse(&m).unwrap_err().to_string()
+        };
+        let e = err(&[("subdir", "x")]);
+        assert!(
+            e.contains("unknown field `subdir`") && e.contains("subDir") && e.contains("onDelete"),
+            "{e}"
+        );
+        assert!(err(&[("onDelete", "shred")]).contains("shred"));
+        assert!(err(&[("mountPermissions", "999")]).contains("999"));
+        assert!(err(&[("mountPermissions", "17777")]).contains("17777"));
+        assert!(err(&[("uid", "-1")]).contains("\"-1\""));
+        assert!(err(&[("subDir", "${nope}")]).contains("${nope}"));
+        assert!(err(&[("share", "relative")]).contains("relative"));
+        assert!(NfsParams::parse(&map(&[("share", "/e")]))
+            .unwrap_err()
+            .to_string()
+            .contains("server"));
+    }
+}

@@ -1,0 +1,369 @@
+//! Wire shapes of the NFSv3 (RFC 1813), MOUNT3 (RFC 1813 appendix I) and portmap v2 (RFC 1833)
+//! procedures this client uses: argument encoders and result decoders. No I/O here.
+
+use super::error::NfsStatus;
+use super::xdr::{Decoder, Encoder, XdrResult};
+
+pub const PMAP_PROG: u32 = 100000;
+pub const PMAP_VERS: u32 = 2;
+pub const PMAP_GETPORT: u32 = 3;
+pub const PMAP_PORT: u16 = 111;
+pub const IPPROTO_TCP: u32 = 6;
+
+pub const MOUNT_PROG: u32 = 100005;
+pub const MOUNT_VERS: u32 = 3;
+pub const MOUNT_MNT: u32 = 1;
+
+pub const NFS_PROG: u32 = 100003;
+pub const NFS_VERS: u32 = 3;
+
+/// NFSv3 procedure numbers with their names, for errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proc {
+    Getattr = 1,
+    Setattr = 2,
+    Lookup = 3,
+    Read = 6,
+    Write = 7,
+    Create = 8,
+    Mkdir = 9,
+    Remove = 12,
+    Rmdir = 13,
+    Rename = 14,
+    Readdirplus = 17,
+    Fsstat = 18,
+    Commit = 21,
+}
+
+impl Proc {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proc::Getattr => "GETATTR",
+            Proc::Setattr => "SETATTR",
+            Proc::Lookup => "LOOKUP",
+            Proc::Read => "READ",
+            Proc::Write => "WRITE",
+            Proc::Create => "CREATE",
+            Proc::Mkdir => "MKDIR",
+            Proc::Remove => "REMOVE",
+            Proc::Rmdir => "RMDIR",
+            Proc::Rename => "RENAME",
+            Proc::Readdirplus => "READDIRPLUS",
+            Proc::Fsstat => "FSSTAT",
+            Proc::Commit => "COMMIT",
+        }
+    }
+}
+
+/// An NFSv3 file handle (at most 64 opaque bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fh(pub Vec<u8>);
+
+pub const FH_MAX: usize = 64;
+pub const NAME_MAX: usize = 255;
+/// Largest READ reply accepted (the client asks for much less).
+pub const IO_MAX: usize = 1 << 20;
+
+/// File type (ftype3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    Regular,
+    Directory,
+    Symlink,
+    /// Block/char device, socket, fifo: carries the ftype3 number.
+    Other(u32),
+}
+
+/// The attributes callers need from fattr3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: FileType,
+    /// Permission bits (mode & 0o7777).
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Bytes the file uses on disk.
+    pub used: u64,
+    pub fileid: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u32,
+}
+
+impl Attr {
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileType::Directory
+    }
+}
+
+/// Attributes to change (sattr3); `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// Space on the export (from FSSTAT), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsStat {
+    pub total: u64,
+    pub free: u64,
+    /// Free to the calling user (what quotas and reserved blocks leave).
+    pub avail: u64,
+}
+
+/// How CREATE treats an existing name (createmode3). Exclusive carries the verifier that makes a
+/// retransmitted create succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateHow {
+    Guarded(u32),
+    Exclusive([u8; 8]),
+}
+
+pub fn enc_fh(e: &mut Encoder, fh: &Fh) {
+    e.opaque(&fh.0);
+}
+
+pub fn enc_dirop(e: &mut Encoder, dir: &Fh, name: &str) {
+    enc_fh(e, dir);
+    e.string(name);
+}
+
+pub fn enc_sattr(e: &mut Encoder, s: &SetAttr) {
+    for v in [s.mode, s.uid, s.gid] {
+        match v {
+            Some(v) => e.bool(true).u32(v),
+            None => e.bool(false),
+        };
+    }
+    // size, atime, mtime: leave alone (DONT_CHANGE = 0).
+    e.bool(false).u32(0).u32(0);
+}
+
+pub fn enc_create(e: &mut Encoder, dir: &Fh, name: &str, how: CreateHow) {
+    enc_dirop(e, dir, name);
+    match how {
+        CreateHow::Guarded(mode) => {
+            e.u32(1);
+            enc_sattr(
+                e,
+                &SetAttr {
+                    mode: Some(mode),
+                    ..SetAttr::default()
+                },
+            );
+        }
+        CreateHow::Exclusive(verf) => {
+            e.u32(2).fixed(&verf);
+        }
+    }
+}
+
+/// Reads the nfsstat3 that starts every NFSv3 result.
+pub fn dec_status(d: &mut Decoder<'_>) -> XdrResult<NfsStatus> {
+    Ok(NfsStatus(d.u32()?))
+}
+
+pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
+    let kind = match d.u32()? {
+        1 => FileType::Regular,
+        2 => FileType::Directory,
+        5 => FileType::Symlink,
+        n => FileType::Other(n),
+    };
+    let mode = d.u32()? & 0o7777;
+    let nlink = d.u32()?;
+    let uid = d.u32()?;
+    let gid = d.u32()?;
+    let size = d.u64()?;
+    let used = d.u64()?;
+    d.skip(8)?; // rdev
+    d.skip(8)?; // fsid
+    let fileid = d.u64()?;
+    d.skip(8)?; // atime
+    let mtime = d.u32()?;
+    d.skip(4 + 8)?; // mtime nseconds, ctime
+    Ok(Attr {
+        kind,
+        mode,
+        nlink,
+        uid,
+        gid,
+        size,
+        used,
+        fileid,
+        mtime,
+    })
+}
+
+pub fn dec_post_op_attr(d: &mut Decoder<'_>) -> XdrResult<Option<Attr>> {
+    if d.bool()? {
+        Ok(Some(dec_fattr(d)?))
+    } else {
+        Ok(None)
+    }
+}
+
+pub fn dec_post_op_fh(d: &mut Decoder<'_>) -> XdrResult<Option<Fh>> {
+    if d.bool()? {
+        Ok(Some(Fh(d.opaque(FH_MAX)?.to_vec())))
+    } else {
+        Ok(None)
+    }
+}
+
+pub fn skip_wcc(d: &mut Decoder<'_>) -> XdrResult<()> {
+    if d.bool()? {
+        d.skip(8 + 8 + 8)?; // size, mtime, ctime
+    }
+    dec_post_op_attr(d)?;
+    Ok(())
+}
+
+/// LOOKUP3resok: the object's handle and attributes.
+pub fn dec_lookup(d: &mut Decoder<'_>) -> XdrResult<(Fh, Option<Attr>)> {
+    let fh = Fh(d.opaque(FH_MAX)?.to_vec());
+    let attr = dec_post_op_attr(d)?;
+    Ok((fh, attr))
+}
+
+/// MKDIR3resok / CREATE3resok: the new object's handle and attributes, when the server sent them.
+pub fn dec_created(d: &mut Decoder<'_>) -> XdrResult<(Option<Fh>, Option<Attr>)> {
+    let fh = dec_post_op_fh(d)?;
+    let attr = dec_post_op_attr(d)?;
+    Ok((fh, attr))
+}
+
+/// One READDIRPLUS entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub cookie: u64,
+    pub attr: Option<Attr>,
+    pub fh: Option<Fh>,
+}
+
+/// READDIRPLUS3resok: entries, the cookie verifier for the next page, and eof.
+pub fn dec_readdirplus(d: &mut Decoder<'_>) -> XdrResult<(Vec<DirEntry>, [u8; 8], bool)> {
+    dec_post_op_attr(d)?;
+    let mut verf = [0u8; 8];
+    verf.copy_from_slice(d.fixed(8)?);
+    let mut entries = Vec::new();
+    while d.bool()? {
+        d.u64()?; // fileid
+        let name = d.string(NAME_MAX)?;
+        let cookie = d.u64()?;
+        let attr = dec_post_op_attr(d)?;
+        let fh = dec_post_op_fh(d)?;
+        entries.push(DirEntry {
+            name,
+            cookie,
+            attr,
+            fh,
+        });
+    }
+    let eof = d.bool()?;
+    Ok((entries, verf, eof))
+}
+
+/// READ3resok: data and eof.
+pub fn dec_read(d: &mut Decoder<'_>) -> XdrResult<(Vec<u8>, bool)> {
+    dec_post_op_attr(d)?;
+    d.u32()?; // count
+    let eof = d.bool()?;
+    let data = d.opaque(IO_MAX)?.to_vec();
+    Ok((data, eof))
+}
+
+/// WRITE3resok: bytes written and how stably.
+pub fn dec_write(d: &mut Decoder<'_>) -> XdrResult<(u32, u32)> {
+    skip_wcc(d)?;
+    let count = d.u32()?;
+    let committed = d.u32()?;
+    Ok((count, committed))
+}
+
+pub fn dec_fsstat(d: &mut Decoder<'_>) -> XdrResult<FsStat> {
+    dec_post_op_attr(d)?;
+    let total = d.u64()?;
+    let free = d.u64()?;
+    let avail = d.u64()?;
+    Ok(FsStat { total, free, avail })
+}
+
+/// mountres3: status, then on success the root handle (auth flavours ignored).
+pub fn dec_mnt(d: &mut Decoder<'_>) -> XdrResult<Result<Fh, NfsStatus>> {
+    let status = NfsStatus(d.u32()?);
+    if status != NfsStatus::OK {
+        return Ok(Err(status));
+    }
+    Ok(Ok(Fh(d.opaque(FH_MAX)?.to_vec())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fattr(e: &mut Encoder, kind: u32, mode: u32) {
+        e.u32(kind)
+            .u32(mode)
+            .u32(2)
+            .u32(10)
+            .u32(20)
+            .u64(4096)
+            .u64(8192);
+        e.u64(0)
+            .u64(1)
+            .u64(77)
+            .u64(0)
+            .u32(1_700_000_000)
+            .u32(0)
+            .u64(0);
+    }
+
+    #[test]
+    fn readdirplus_entries_decode() {
+        let mut e = Encoder::new();
+        e.bool(false).fixed(&[1; 8]);
+        e.bool(true).u64(77).string("a").u64(1).bool(true);
+        fattr(&mut e, 2, 0o40755);
+        e.bool(true).opaque(&[9; 8]);
+        e.bool(true)
+            .u64(78)
+            .string("b")
+            .u64(2)
+            .bool(false)
+            .bool(false);
+        e.bool(false).bool(true);
+        let b = e.into_bytes();
+        let (ents, verf, eof) = dec_readdirplus(&mut Decoder::new(&b)).unwrap();
+        assert_eq!(verf, [1; 8]);
+        assert!(eof);
+        assert_eq!(ents.len(), 2);
+        let a = ents[0].attr.as_ref().unwrap();
+        assert!(a.is_dir());
+        assert_eq!((a.mode, a.uid, a.gid, a.fileid), (0o755, 10, 20, 77));
+        assert_eq!(ents[0].fh, Some(Fh(vec![9; 8])));
+        assert_eq!(ents[1].name, "b");
+        assert!(ents[1].attr.is_none());
+    }
+
+    #[test]
+    fn sattr_sets_only_given_fields() {
+        let mut e = Encoder::new();
+        enc_sattr(
+            &mut e,
+            &SetAttr {
+                mode: Some(0o750),
+                gid: Some(5),
+                ..SetAttr::default()
+            },
+        );
+        let b = e.into_bytes();
+        let mut d = Decoder::new(&b);
+        let words: Vec<u32> = (0..b.len() / 4).map(|_| d.u32().unwrap()).collect();
+        assert_eq!(words, vec![1, 0o750, 0, 1, 5, 0, 0, 0]);
+    }
+}

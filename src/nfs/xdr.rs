@@ -1,0 +1,181 @@
+//! XDR (RFC 4506) encoding and decoding: big-endian 4-byte units, opaque data padded to a multiple
+//! of four. Only the shapes NFSv3, MOUNT3 and portmap use are here.
+
+use std::fmt;
+
+/// Builds one XDR message.
+#[derive(Default)]
+pub struct Encoder {
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    pub fn bool(&mut self, v: bool) -> &mut Self {
+        self.u32(u32::from(v))
+    }
+
+    /// Fixed-length opaque: no length word, padded.
+    pub fn fixed(&mut self, data: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(data);
+        self.pad(data.len())
+    }
+
+    /// Variable-length opaque: length word, bytes, padding.
+    pub fn opaque(&mut self, data: &[u8]) -> &mut Self {
+        self.u32(data.len() as u32);
+        self.fixed(data)
+    }
+
+    pub fn string(&mut self, s: &str) -> &mut Self {
+        self.opaque(s.as_bytes())
+    }
+
+    fn pad(&mut self, len: usize) -> &mut Self {
+        let pad = (4 - len % 4) % 4;
+        self.buf.extend_from_slice(&[0u8; 3][..pad]);
+        self
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// A reply that ended early or held a value out of range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdrError(pub String);
+
+impl fmt::Display for XdrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed XDR: {}", self.0)
+    }
+}
+
+pub type XdrResult<T> = Result<T, XdrError>;
+
+/// Reads one XDR message from a byte slice.
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> XdrResult<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                XdrError(format!(
+                    "wanted {n} bytes at offset {}, message has {}",
+                    self.pos,
+                    self.buf.len()
+                ))
+            })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub fn u32(&mut self) -> XdrResult<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn u64(&mut self) -> XdrResult<u64> {
+        let hi = u64::from(self.u32()?);
+        let lo = u64::from(self.u32()?);
+        Ok(hi << 32 | lo)
+    }
+
+    pub fn bool(&mut self) -> XdrResult<bool> {
+        match self.u32()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(XdrError(format!("boolean with value {v}"))),
+        }
+    }
+
+    pub fn fixed(&mut self, len: usize) -> XdrResult<&'a [u8]> {
+        let data = self.take(len)?;
+        self.take((4 - len % 4) % 4)?;
+        Ok(data)
+    }
+
+    /// Variable-length opaque of at most `max` bytes.
+    pub fn opaque(&mut self, max: usize) -> XdrResult<&'a [u8]> {
+        let len = self.u32()? as usize;
+        if len > max {
+            return Err(XdrError(format!("opaque of {len} bytes, limit {max}")));
+        }
+        self.fixed(len)
+    }
+
+    pub fn string(&mut self, max: usize) -> XdrResult<String> {
+        let b = self.opaque(max)?;
+        Ok(String::from_utf8_lossy(b).into_owned())
+    }
+
+    pub fn skip(&mut self, n: usize) -> XdrResult<()> {
+        self.take(n).map(|_| ())
+    }
+
+    pub fn remaining(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_pads_opaque_to_four_bytes() {
+        let mut e = Encoder::new();
+        e.u32(7)
+            .u64(1 << 40 | 5)
+            .bool(true)
+            .string("abcde")
+            .opaque(&[]);
+        let b = e.into_bytes();
+        assert_eq!(b.len(), 4 + 8 + 4 + (4 + 8) + 4);
+        let mut d = Decoder::new(&b);
+        assert_eq!(d.u32().unwrap(), 7);
+        assert_eq!(d.u64().unwrap(), 1 << 40 | 5);
+        assert!(d.bool().unwrap());
+        assert_eq!(d.string(255).unwrap(), "abcde");
+        assert_eq!(d.opaque(10).unwrap(), b"");
+        assert!(d.remaining().is_empty());
+    }
+
+    #[test]
+    fn short_or_oversized_input_is_an_error() {
+        assert!(Decoder::new(&[0, 0, 1]).u32().is_err());
+        let mut e = Encoder::new();
+        e.opaque(&[1; 70]);
+        assert!(Decoder::new(e.bytes()).opaque(64).is_err());
+        assert!(Decoder::new(&[0, 0, 0, 2]).bool().is_err());
+    }
+}
