@@ -24,30 +24,15 @@ enum Call {
     },
 }
 
+// One row per line: the table reads as a table.
+#[rustfmt::skip]
 fn table() -> Vec<Row<Call>> {
     vec![
         row("plugin info", Call::Info, Code::Ok, ""),
         row("plugin capabilities", Call::Caps, Code::Ok, ""),
-        row(
-            "probe, all ready",
-            Call::Probe { shared_ready: true },
-            Code::Ok,
-            "",
-        ),
-        row(
-            "probe, one backend not ready",
-            Call::Probe {
-                shared_ready: false,
-            },
-            Code::Unavailable,
-            "server shared: unavailable",
-        ),
-        row(
-            "probe, ready again",
-            Call::Probe { shared_ready: true },
-            Code::Ok,
-            "",
-        ),
+        row("probe, all ready", Call::Probe { shared_ready: true }, Code::Ok, ""),
+        row("probe, one backend not ready", Call::Probe { shared_ready: false, }, Code::Unavailable, "server shared: unavailable"),
+        row("probe, ready again", Call::Probe { shared_ready: true }, Code::Ok, ""),
     ]
 }
 
