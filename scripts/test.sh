@@ -48,7 +48,7 @@ inprocess_bin=$(cargo test --test inprocess --no-run --message-format=json 2>/de
     sed -n 's/.*"executable":"\([^"]*inprocess[^"]*\)".*/\1/p' | tail -1)
 inprocess_tmp=$(mktemp -d)
 install -m 0755 "$inprocess_bin" "$inprocess_tmp/inprocess"
-chmod 0755 "$inprocess_tmp"
+chown 65534:65534 "$inprocess_tmp"
 (cd "$inprocess_tmp" && setpriv --reuid=65534 --regid=65534 --clear-groups \
     env HOME="$inprocess_tmp" TMPDIR="$inprocess_tmp" ./inprocess --quiet)
 rm -rf "$inprocess_tmp"
