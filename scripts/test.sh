@@ -54,6 +54,18 @@ if [ -e /proc/fs/xfs/xqmstat ]; then
 else
     echo "== XFS project quota tests: not run, this kernel lacks XFS quota (btrfs qgroup tests cover enforcement)"
 fi
+# --- in-process CSI service tests as an unprivileged user (tests/inprocess) ---
+# They ran as root above; they must hold without root too (no mounts, no chown).
+echo "== in-process CSI service tests as uid 65534"
+inprocess_bin=$(cargo test --test inprocess --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*inprocess[^"]*\)".*/\1/p' | tail -1)
+inprocess_tmp=$(mktemp -d)
+install -m 0755 "$inprocess_bin" "$inprocess_tmp/inprocess"
+chown 65534:65534 "$inprocess_tmp"
+(cd "$inprocess_tmp" && setpriv --reuid=65534 --regid=65534 --clear-groups \
+    env HOME="$inprocess_tmp" TMPDIR="$inprocess_tmp" ./inprocess --quiet)
+rm -rf "$inprocess_tmp"
+# --- end in-process section ---
 echo "== csi-sanity $CSI_SANITY_VERSION"
 cargo build --release --bin ferrovol
 CSI_SANITY=$(command -v csi-sanity) tests/sanity/run.sh

@@ -230,13 +230,14 @@ impl csi::controller_server::Controller for ControllerService {
                 None => (None, None),
             };
             let mut started = after_backend.is_none();
-            for b in &d.backends {
+            for (i, b) in d.backends.iter().enumerate() {
                 let resume = if !started {
                     if after_backend.as_deref() != Some(b.name()) {
                         continue;
                     }
                     started = true;
-                    after_name.as_deref()
+                    // An empty name: from this backend's first volume (see below).
+                    after_name.as_deref().filter(|n| !n.is_empty())
                 } else {
                     None
                 };
@@ -248,6 +249,14 @@ impl csi::controller_server::Controller for ControllerService {
                     break;
                 }
                 if max != 0 && entries.len() == max {
+                    // This backend ran out exactly at the page's end: the page must still lead
+                    // on to the next backend that has volumes, from its start.
+                    for next in &d.backends[i + 1..] {
+                        if !next.list(None, 1)?.entries.is_empty() {
+                            next_token = convert::encode_token(&format!("{}/", next.name()));
+                            break;
+                        }
+                    }
                     break;
                 }
             }
