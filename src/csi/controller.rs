@@ -2,7 +2,7 @@
 
 use super::convert::{self, require};
 use super::limits::WithinLimits;
-use super::{rpc, rpc_inline, Driver};
+use super::{check_served, rpc, rpc_inline, Driver};
 use crate::backend::CapacityRequest;
 use crate::error::{Error, Result};
 use crate::proto as csi;
@@ -68,6 +68,7 @@ impl csi::controller_server::Controller for ControllerService {
                 topology: convert::topology_requirement(req.accessibility_requirements.as_ref()),
             };
             let id = backend.volume_id(&req.name)?;
+            check_served(backend.as_ref(), &req.name, &create.capabilities)?;
             let _guard = d.locks.try_lock(&id.to_string())?;
             let info = backend.create(&create)?;
             Ok(csi::CreateVolumeResponse {
@@ -112,6 +113,7 @@ impl csi::controller_server::Controller for ControllerService {
                 require("node_id", &req.node_id)?;
                 let cap = convert::required_capability(req.volume_capability.as_ref())?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
+                check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
                 if !backend.caps().controller_publish {
                     // Nothing to attach for this backend's volumes: any node can use them as is.
                     backend.get(&id)?;

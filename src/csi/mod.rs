@@ -114,6 +114,23 @@ impl Driver {
     }
 }
 
+/// InvalidArgument when a capability asks for something the volume's backend cannot serve
+/// (multi-node access on a node-local backend, raw block on NFS): decided here once, from the
+/// backend's declared capabilities, before the backend is called.
+pub(crate) fn check_served(
+    backend: &dyn Backend,
+    volume: &str,
+    caps: &[crate::volume::Capability],
+) -> Result<()> {
+    match caps
+        .iter()
+        .find_map(|c| backend.caps().refuse(backend.name(), c))
+    {
+        Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
+        None => Ok(()),
+    }
+}
+
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
 pub(crate) async fn rpc<T, F>(
     method: &'static str,

@@ -2,7 +2,7 @@
 
 use super::convert::{self, abs_path};
 use super::limits::WithinLimits;
-use super::{rpc, rpc_inline, Driver};
+use super::{check_served, rpc, rpc_inline, Driver};
 use crate::error::{Error, Result};
 use crate::proto as csi;
 use crate::volume::{PublishRequest, StageRequest, VolumeId};
@@ -51,6 +51,7 @@ impl csi::node_server::Node for NodeService {
             let cap = convert::required_capability(req.volume_capability.as_ref())?;
             let staging = d.paths.target("staging_target_path", &staging)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
+            check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
             let stage = StageRequest {
                 id,
                 staging,
@@ -106,6 +107,11 @@ impl csi::node_server::Node for NodeService {
             let capability = convert::required_capability(req.volume_capability.as_ref())?;
             let target = d.paths.target("target_path", &target)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
+            check_served(
+                backend.as_ref(),
+                &req.volume_id,
+                std::slice::from_ref(&capability),
+            )?;
             let publish = PublishRequest {
                 id,
                 staging,

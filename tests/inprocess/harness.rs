@@ -1,6 +1,9 @@
 //! A real tonic server of the CSI services on a Unix socket in a temporary directory, over fake
 //! backends, with real gRPC clients; plus the row type of the tables and request builders.
 
+/// The publish roots of the in-process driver: every staging and target path of the tables.
+pub const PUBLISH_ROOTS: &[&str] = &["/var/lib/kubelet", "/pods", "/no", "/dev"];
+
 use crate::fake_backend::FakeBackend;
 use ferrovol::backend::registry::DriverKind;
 use ferrovol::backend::Backend;
@@ -102,7 +105,18 @@ impl Served {
             .iter()
             .map(|b| b.clone() as Arc<dyn Backend>)
             .collect();
-        let driver = Arc::new(Driver::new(kind, NODE.into(), max_per_node, dyns));
+        let driver = Arc::new(Driver::new(
+            kind,
+            NODE.into(),
+            max_per_node,
+            dyns,
+            ferrovol::node::NodePaths::new(
+                ferrovol::os::beneath::PublishRoots::new(
+                    PUBLISH_ROOTS.iter().map(std::path::PathBuf::from).collect(),
+                )
+                .expect("valid publish roots"),
+            ),
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let endpoint = Endpoint::Unix(socket.clone());
         let (ready_tx, ready_rx) = oneshot::channel::<String>();

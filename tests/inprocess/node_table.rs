@@ -13,7 +13,7 @@ const B: &str = "shared/vol-b";
 const STAGING: &str = "/var/lib/kubelet/plugins/staging/vol-a";
 const TARGET: &str = "/var/lib/kubelet/pods/p1/volumes/vol-a";
 /// A path that is a mount point on any Linux: an unknown volume must not claim it.
-const MOUNTED: &str = "/proc";
+const MOUNTED: &str = "/dev/shm";
 
 #[derive(Debug, Clone)]
 enum Call {
@@ -149,7 +149,9 @@ fn table() -> Vec<Row<Call>> {
         row("publish: capability without access type", publish(A, STAGING, TARGET, no_type(), false), InvalidArgument, "access_type (mount or block) is required"),
         row("publish: unknown volume", publish("local/node-1/nope", STAGING, TARGET, cap(), false), NotFound, "not found"),
         row("publish: unserved backend", publish("ghost/x", STAGING, TARGET, cap(), false), NotFound, "backend ghost is not served"),
-        row("publish: not staged there", publish(A, "/elsewhere", TARGET, cap(), false), FailedPrecondition, "not staged"),
+        row("publish: not staged there", publish(A, "/pods/elsewhere", TARGET, cap(), false), FailedPrecondition, "not staged"),
+        row("publish: target outside the publish roots", publish(A, STAGING, "/etc/cron.d/x", cap(), false), InvalidArgument, "publish root"),
+        row("stage: staging path outside the publish roots", stage(A, "/tmp/staging", cap()), InvalidArgument, "publish root"),
         row("publish: ok", publish(A, STAGING, TARGET, cap(), false), Ok, ""),
         row("publish: again, same", publish(A, STAGING, TARGET, cap(), false), Ok, ""),
         row("publish: again, readonly", publish(A, STAGING, TARGET, cap(), true), AlreadyExists, "readonly=false"),
@@ -176,9 +178,9 @@ fn table() -> Vec<Row<Call>> {
         row("unpublish: empty target", unpublish(A, ""), InvalidArgument, "target_path is required"),
         row("unpublish: relative target", unpublish(A, "pods/x"), InvalidArgument, "must be an absolute path"),
         row("unpublish: unknown volume, nothing there", unpublish("local/node-1/nope", "/no/such/target"), Ok, ""),
-        row("unpublish: unknown volume, a mount there", unpublish("local/node-1/nope", MOUNTED), NotFound, "/proc is mounted, but not by this volume"),
+        row("unpublish: unknown volume, a mount there", unpublish("local/node-1/nope", MOUNTED), NotFound, "/dev/shm is mounted, but not by this volume"),
         row("unpublish: unserved backend, nothing there", unpublish("ghost/x", "/no/such/target"), Ok, ""),
-        row("unpublish: unserved backend, a mount there", unpublish("ghost/x", MOUNTED), NotFound, "ghost/x: not found (/proc is mounted"),
+        row("unpublish: unserved backend, a mount there", unpublish("ghost/x", MOUNTED), NotFound, "ghost/x: not found (/dev/shm is mounted"),
         row("unpublish: ok", unpublish(A, TARGET), Ok, ""),
         row("unpublish: again", unpublish(A, TARGET), Ok, ""),
         // NodeUnstageVolume
@@ -187,7 +189,7 @@ fn table() -> Vec<Row<Call>> {
         row("unstage: relative path", unstage(A, "st"), InvalidArgument, "must be an absolute path"),
         row("unstage: unknown volume, nothing there", unstage("local/node-1/nope", "/no/such/staging"), Ok, ""),
         row("unstage: unknown volume, a mount there", unstage("local/node-1/nope", MOUNTED), NotFound, "is mounted, but not by this volume"),
-        row("unstage: foreign id, a mount there", unstage("fake-vol-id", MOUNTED), NotFound, "fake-vol-id: not found (/proc is mounted"),
+        row("unstage: foreign id, a mount there", unstage("fake-vol-id", MOUNTED), NotFound, "fake-vol-id: not found (/dev/shm is mounted"),
         row("unstage: ok", unstage(A, STAGING), Ok, ""),
         // Capabilities and info
         row("get capabilities", Call::Caps, Ok, ""),

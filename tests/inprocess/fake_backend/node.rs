@@ -5,6 +5,7 @@
 use super::FakeBackend;
 use ferrovol::backend::NodeBackend;
 use ferrovol::error::{Error, Result};
+use ferrovol::node::Target;
 use ferrovol::volume::{
     AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeCondition, VolumeId, VolumeStats,
 };
@@ -12,15 +13,20 @@ use std::path::Path;
 
 impl NodeBackend for FakeBackend {
     fn stage(&self, req: &StageRequest) -> Result<()> {
-        self.record(format!("stage {} {}", req.id, req.staging_path.display()));
+        self.record(format!(
+            "stage {} {}",
+            req.id,
+            req.staging.as_path().display()
+        ));
         let mut st = self.state();
         Self::find(&st, &req.id)?;
         st.staged
-            .insert((req.id.to_string(), req.staging_path.clone()));
+            .insert((req.id.to_string(), req.staging.path.clone()));
         Ok(())
     }
 
-    fn unstage(&self, id: &VolumeId, staging: &Path) -> Result<()> {
+    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
+        let staging = staging.as_path();
         self.record(format!("unstage {id} {}", staging.display()));
         let mut st = self.state();
         if Self::find(&st, id).is_err() {
@@ -32,15 +38,19 @@ impl NodeBackend for FakeBackend {
     }
 
     fn publish(&self, req: &PublishRequest) -> Result<()> {
-        self.record(format!("publish {} {}", req.id, req.target_path.display()));
+        self.record(format!(
+            "publish {} {}",
+            req.id,
+            req.target.as_path().display()
+        ));
         let mut st = self.state();
         Self::find(&st, &req.id)?;
         let id = req.id.to_string();
         if self.caps.stage {
             let staged = req
-                .staging_path
+                .staging
                 .as_ref()
-                .is_some_and(|p| st.staged.contains(&(id.clone(), p.clone())));
+                .is_some_and(|p| st.staged.contains(&(id.clone(), p.path.clone())));
             if !staged {
                 return Err(Error::precondition(
                     id,
@@ -48,13 +58,13 @@ impl NodeBackend for FakeBackend {
                 ));
             }
         }
-        let key = (id.clone(), req.target_path.clone());
+        let key = (id.clone(), req.target.path.clone());
         match st.node_published.get(&key) {
             Some(ro) if *ro != req.read_only => Err(Error::exists(
                 id,
                 format!(
                     "already published at {} with readonly={ro}",
-                    req.target_path.display()
+                    req.target.as_path().display()
                 ),
             )),
             _ => {
@@ -64,7 +74,8 @@ impl NodeBackend for FakeBackend {
         }
     }
 
-    fn unpublish(&self, id: &VolumeId, target: &Path) -> Result<()> {
+    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
+        let target = target.as_path();
         self.record(format!("unpublish {id} {}", target.display()));
         let mut st = self.state();
         if Self::find(&st, id).is_err() {
