@@ -86,17 +86,10 @@ impl ProjectQuota {
     /// Puts `dir` into project `id`, inherited by everything created below it.
     pub fn assign(&self, dir: &Path, id: u32) -> io::Result<()> {
         let f = File::open(dir)?;
-        let mut attr = FsXattr::default();
-        // SAFETY: both requests take a pointer to an FsXattr that lives across the call.
-        unsafe {
-            ioctl(
-                &f,
-                FS_IOC_FSGETXATTR,
-                &mut attr as *mut FsXattr as libc::c_ulong,
-            )
-        }?;
+        let mut attr = fs_xattr(&f)?;
         attr.projid = id;
         attr.xflags |= FS_XFLAG_PROJINHERIT;
+        // SAFETY: the request reads one FsXattr that lives across the call.
         unsafe {
             ioctl(
                 &f,
@@ -109,17 +102,7 @@ impl ProjectQuota {
 
     /// The project id `dir` belongs to (0: none).
     pub fn project_of(&self, dir: &Path) -> io::Result<u32> {
-        let f = File::open(dir)?;
-        let mut attr = FsXattr::default();
-        // SAFETY: the request writes one FsXattr that lives across the call.
-        unsafe {
-            ioctl(
-                &f,
-                FS_IOC_FSGETXATTR,
-                &mut attr as *mut FsXattr as libc::c_ulong,
-            )
-        }?;
-        Ok(attr.projid)
+        Ok(fs_xattr(&File::open(dir)?)?.projid)
     }
 
     /// Sets the hard block limit of project `id` (0 removes the limit).
@@ -159,6 +142,20 @@ impl ProjectQuota {
         };
         Ok((q.bhardlimit * 1024, used, inodes))
     }
+}
+
+/// The extended attributes (project id, flags) of an open file or directory.
+fn fs_xattr(f: &File) -> io::Result<FsXattr> {
+    let mut attr = FsXattr::default();
+    // SAFETY: the request writes one FsXattr that lives across the call.
+    unsafe {
+        ioctl(
+            f,
+            FS_IOC_FSGETXATTR,
+            &mut attr as *mut FsXattr as libc::c_ulong,
+        )
+    }?;
+    Ok(attr)
 }
 
 fn quotactl(fs: &File, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result<()> {
