@@ -88,7 +88,35 @@ render() { # render NAME [helm args...] -> $work/NAME.yaml
     helm template ferrovol "$CHART" --namespace ferrovol --include-crds "$@" >"$work/$name.yaml"
 }
 
-echo "== helm lint --strict, helm template, kubeconform -strict ($(helm version --template '{{.Version}}'), kubeconform $KUBECONFORM_VERSION, schemas of ${K8S_MODULE})"
+# The checks must be able to fail: a typo in values and two broken manifests are rejected.
+if helm template ferrovol "$CHART" --set nfs.servr=x >/dev/null 2>&1; then
+    echo "chart-check: values.schema.json accepted the unknown key nfs.servr" >&2
+    exit 1
+fi
+cat >"$work/broken.yaml" <<'BROKEN'
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: broken}
+spec:
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec:
+      containers: [{name: c, image: i, volumeMount: []}]
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata: {name: broken}
+driver: local.csi.ferrovol.io
+deletionPolicy: Sometimes
+BROKEN
+if kubeconform -strict -schema-location "$work/schemas/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
+    "$work/broken.yaml" >/dev/null; then
+    echo "chart-check: the generated schemas accepted broken manifests" >&2
+    exit 1
+fi
+
+echo "== helm lint --strict, helm template, kubeconform -strict (helm $HELM_VERSION, kubeconform $KUBECONFORM_VERSION, schemas of ${K8S_MODULE})"
 render default
 validate default "$work/default.yaml"
 for values in "$CHART"/ci/*-values.yaml; do

@@ -46,3 +46,12 @@ cargo build --release --bin ferrovol
 CSI_SANITY=$(command -v csi-sanity) tests/sanity/run.sh
 echo "== benchmark smoke run (figures: cargo bench --bench ops)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench ops
+
+# --- chart checks (issue 11; owner: chart branch) ---------------------------------------------
+# helm lint/template per values combination, kubeconform -strict on generated schemas, deploy/
+# equal to a fresh render. Installs helm v4 and kubeconform with `go install` when missing (the
+# first helm build takes minutes). Then the cargo tests that need helm run again with it present.
+echo "== chart checks (scripts/chart-check.sh)"
+scripts/chart-check.sh
+cargo test --test chart
+# --- end chart checks ---------------------------------------------------------------------------

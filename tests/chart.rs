@@ -20,7 +20,11 @@ fn read(rel: &str) -> String {
 /// helm from PATH, or where `go install` puts it (scripts/chart-check.sh installs it).
 fn helm() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("helm")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("helm"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let gopath = Command::new("go")
         .args(["env", "GOPATH"])
@@ -47,7 +51,13 @@ fn deploy_manifests_equal_a_fresh_render() {
         };
         let out = Command::new(&helm)
             .current_dir(root())
-            .args(["template", "ferrovol", "charts/ferrovol", "--namespace", "ferrovol"])
+            .args([
+                "template",
+                "ferrovol",
+                "charts/ferrovol",
+                "--namespace",
+                "ferrovol",
+            ])
             .args(["--include-crds", "-f"])
             .arg(&values)
             .output()
@@ -66,7 +76,10 @@ fn deploy_manifests_equal_a_fresh_render() {
         );
         checked += 1;
     }
-    assert!(checked >= 2, "expected deploy/values/default.yaml and more, found {checked}");
+    assert!(
+        checked >= 2,
+        "expected deploy/values/default.yaml and more, found {checked}"
+    );
 }
 
 #[test]
@@ -164,9 +177,15 @@ fn host_tools_in_docs_match_the_code() {
     }
     let code = programs_in_code();
     let undocumented: Vec<_> = code.difference(&listed).collect();
-    assert!(undocumented.is_empty(), "src/ runs {undocumented:?}, missing from docs/install.md's host tools");
+    assert!(
+        undocumented.is_empty(),
+        "src/ runs {undocumented:?}, missing from docs/install.md's host tools"
+    );
     let not_called: Vec<_> = called.difference(&code).collect();
-    assert!(not_called.is_empty(), "docs/install.md marks {not_called:?} called, but src/ never runs them");
+    assert!(
+        not_called.is_empty(),
+        "docs/install.md marks {not_called:?} called, but src/ never runs them"
+    );
     let planned_but_called: Vec<_> = code.difference(&called).collect();
     assert!(
         planned_but_called.is_empty(),
@@ -204,8 +223,15 @@ fn sidecar_images_in_docs_match_values() {
             images.push(format!("{r}:{t}"));
         }
     }
-    assert_eq!(images.len(), 5, "values.yaml should name 5 sidecar images, found {images:?}");
+    assert_eq!(
+        images.len(),
+        5,
+        "values.yaml should name 5 sidecar images, found {images:?}"
+    );
     for image in images {
-        assert!(docs.contains(&format!("`{image}`")), "docs/install.md does not list `{image}`");
+        assert!(
+            docs.contains(&format!("`{image}`")),
+            "docs/install.md does not list `{image}`"
+        );
     }
 }
