@@ -75,3 +75,12 @@ FERROVOL_BENCH_QUICK=1 cargo bench --bench ops
 echo "== NFS client benchmark smoke run"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs
 # --- end NFS ---
+
+# --- chart checks (issue 11; owner: chart branch) ---------------------------------------------
+# helm lint/template per values combination, kubeconform -strict on generated schemas, deploy/
+# equal to a fresh render. Installs helm v4 and kubeconform with `go install` when missing (the
+# first helm build takes minutes). Then the cargo tests that need helm run again with it present.
+echo "== chart checks (scripts/chart-check.sh)"
+scripts/chart-check.sh
+cargo test --test chart
+# --- end chart checks ---------------------------------------------------------------------------

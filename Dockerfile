@@ -1,0 +1,27 @@
+# ferrovol image: one binary for every role (node plugin, NFS controller, local resizer).
+# Build: docker build -t ghcr.io/ferrovol/ferrovol:0.1.0 .
+
+FROM docker.io/library/rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+# protox compiles proto/csi.proto in build.rs, so no protoc is needed.
+RUN cargo build --release --locked --bin ferrovol \
+ && install -D -m 0755 target/release/ferrovol /out/ferrovol
+
+FROM docker.io/library/debian:bookworm-slim
+# Only the host tools the node plugin runs (docs/install.md, "Host tools"; tests/chart.rs keeps
+# that list equal to the code): e2fsprogs (mkfs.ext4, resize2fs), xfsprogs (mkfs.xfs, xfs_growfs),
+# util-linux (blkid, wipefs, libblkid), nfs-common (mount.nfs). libcap2-bin only sets the file
+# capability below and is removed again.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      e2fsprogs xfsprogs util-linux nfs-common libcap2-bin \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/ferrovol /usr/bin/ferrovol
+# The NFS controller runs non-root with only NET_BIND_SERVICE (reserved source ports for servers
+# that export "secure"). Kubernetes puts an added capability in the bounding set only; a non-root
+# process gets it through this file capability.
+RUN setcap cap_net_bind_service=+ep /usr/bin/ferrovol \
+ && apt-get purge -y libcap2-bin && apt-get autoremove -y
+ENTRYPOINT ["/usr/bin/ferrovol"]
+CMD ["serve"]
