@@ -406,6 +406,80 @@ impl ControllerBackend for HostpathBackend {
     }
 
     fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+        if !self.is_local(id) {
+            // external-resizer has no node-deployment mode: one resizer in the cluster asks a
+            // ferrovol that does not hold the volume. Only the volume's own node can grow it, so
+            // the answer is "the node does it": kubelet then calls NodeExpandVolume there, which
+            // grows the limit and the image (expand_on_node).
+            let id_str = id.to_string();
+            if range.required == 0 {
+                return Err(Error::invalid(format!(
+                    "volume {id_str}: capacity_range.required_bytes is required"
+                )));
+            }
+            return Ok((range.resolve(0, ALIGN, &id_str)?, true));
+        }
+        self.grow(id, range)
+    }
+    fn controller_publish(
+        &self,
+        id: &VolumeId,
+        node: &str,
+        read_only: bool,
+        cap: &Capability,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut rec = self.record(id)?;
+        if node != self.node {
+            return Err(Error::NodeNotFound {
+                node: node.to_string(),
+                detail: format!("volume {} is local to node {}", rec.id, self.node),
+            });
+        }
+        if let Some(why) = unsupported(cap, rec.kind) {
+            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
+        }
+        match rec.controller_published.get(node) {
+            Some(ro) if *ro == read_only => return Ok(BTreeMap::new()),
+            Some(ro) => {
+                return Err(Error::exists(
+                    rec.id,
+                    format!("already published to node {node} with readonly={ro}"),
+                ))
+            }
+            None => {}
+        }
+        rec.controller_published.insert(node.to_string(), read_only);
+        self.save(rec)?;
+        Ok(BTreeMap::new())
+    }
+
+    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
+        // A volume that is gone is unpublished everywhere.
+        let Ok(mut rec) = self.record(id) else {
+            return Ok(());
+        };
+        let changed = match node {
+            Some(n) => rec.controller_published.remove(n).is_some(),
+            None => {
+                let had = !rec.controller_published.is_empty();
+                rec.controller_published.clear();
+                had
+            }
+        };
+        if changed {
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+
+    fn published_count(&self, node: &str) -> usize {
+        self.ledger.published_count(node)
+    }
+}
+
+impl HostpathBackend {
+    /// Grows a local volume to `range`: the limit, then the image, then the record.
+    pub(super) fn grow(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
         let mut rec = self.record(id)?;
         let id_str = rec.id.clone();
         if range.required == 0 && range.limit == 0 {
@@ -463,60 +537,5 @@ impl ControllerBackend for HostpathBackend {
         rec.capacity_bytes = new;
         self.save(rec)?;
         Ok((new, node_step))
-    }
-
-    fn controller_publish(
-        &self,
-        id: &VolumeId,
-        node: &str,
-        read_only: bool,
-        cap: &Capability,
-    ) -> Result<BTreeMap<String, String>> {
-        let mut rec = self.record(id)?;
-        if node != self.node {
-            return Err(Error::NodeNotFound {
-                node: node.to_string(),
-                detail: format!("volume {} is local to node {}", rec.id, self.node),
-            });
-        }
-        if let Some(why) = unsupported(cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
-        }
-        match rec.controller_published.get(node) {
-            Some(ro) if *ro == read_only => return Ok(BTreeMap::new()),
-            Some(ro) => {
-                return Err(Error::exists(
-                    rec.id,
-                    format!("already published to node {node} with readonly={ro}"),
-                ))
-            }
-            None => {}
-        }
-        rec.controller_published.insert(node.to_string(), read_only);
-        self.save(rec)?;
-        Ok(BTreeMap::new())
-    }
-
-    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        // A volume that is gone is unpublished everywhere.
-        let Ok(mut rec) = self.record(id) else {
-            return Ok(());
-        };
-        let changed = match node {
-            Some(n) => rec.controller_published.remove(n).is_some(),
-            None => {
-                let had = !rec.controller_published.is_empty();
-                rec.controller_published.clear();
-                had
-            }
-        };
-        if changed {
-            self.save(rec)?;
-        }
-        Ok(())
-    }
-
-    fn published_count(&self, node: &str) -> usize {
-        self.ledger.published_count(node)
     }
 }
