@@ -1,6 +1,7 @@
 //! The OS seam: every call that touches the kernel (mounts, loop devices, quotas, statfs,
 //! xattrs, durable file writes) lives under this module and nowhere else.
 
+pub mod blkid;
 pub mod btrfs;
 pub mod fsutil;
 pub mod loopdev;
