@@ -1,11 +1,12 @@
 use clap::Parser;
-use ferrovol::cli::{ctl, serve, Cli, Command};
+use ferrovol::cli::{ctl, devices, serve, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Devices(args) => devices::run(args),
     };
     if let Err(e) = result {
         eprintln!("ferrovol: {e}");

@@ -1,6 +1,7 @@
 //! Command line: `ferrovol serve` runs the driver, `ferrovol ctl` talks to one.
 
 pub mod ctl;
+pub mod devices;
 pub mod serve;
 pub mod size;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// A small CSI client: create, list, publish, unpublish, stat and delete volumes.
     Ctl(ctl::CtlArgs),
+    /// Scan the node's block devices once and print what discovery sees, with reasons.
+    Devices(devices::DevicesArgs),
 }
 
 /// The default socket of the standalone driver under a data directory.

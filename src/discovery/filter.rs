@@ -166,11 +166,11 @@ fn text_match<'a>(pats: &'a [Pattern], value: &Option<String>) -> Option<&'a Pat
 
 /// The reasons no pattern can override, in the order an operator should read them.
 fn hard_exclusion(dev: &Device) -> Result<(), String> {
-    if let Some(e) = &dev.probe_error {
-        return Err(format!("cannot read its signatures: {e}"));
-    }
     if !dev.holds_os.is_empty() {
         return Err(format!("holds the OS: {}", join_paths(&dev.holds_os)));
+    }
+    if let Some(e) = &dev.probe_error {
+        return Err(format!("cannot read its signatures: {e}"));
     }
     if !dev.partitions.is_empty() {
         return Err(format!("has partitions: {}", dev.partitions.join(", ")));

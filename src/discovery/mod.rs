@@ -9,10 +9,12 @@
 pub mod device;
 pub mod filter;
 pub mod identity;
-
+pub mod inventory;
+pub mod monitor;
 pub mod scan;
 
 pub mod sysfs;
 
 pub use device::{Device, DeviceType};
 pub use filter::Filters;
+pub use inventory::{Claim, Entry, Inventory, State};
