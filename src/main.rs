@@ -1,5 +1,5 @@
 use clap::Parser;
-use ferrovol::cli::{ctl, devices, serve, Cli, Command};
+use ferrovol::cli::{crd, ctl, devices, serve, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -7,6 +7,7 @@ fn main() {
         Command::Serve(args) => serve::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Devices(args) => devices::run(args),
+        Command::Crd => crd::run(),
     };
     if let Err(e) = result {
         eprintln!("ferrovol: {e}");

@@ -181,3 +181,23 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     assert_eq!(again.get(&uid).unwrap().claim, claim);
     assert_eq!(entry_for(&again.snapshot(), &img).len(), 1);
 }
+
+#[test]
+fn chart_crd_matches_ferrovol_crd() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrovol"))
+        .arg("crd")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/ferrovol/crds/blockdevices.ferrovol.io.yaml"
+    ))
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        chart,
+        "regenerate with: ferrovol crd > charts/ferrovol/crds/blockdevices.ferrovol.io.yaml"
+    );
+    assert!(chart.contains("scope: Cluster") && chart.contains("name: CLAIM"));
+}

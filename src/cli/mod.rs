@@ -1,5 +1,6 @@
 //! Command line: `ferrovol serve` runs the driver, `ferrovol ctl` talks to one.
 
+pub mod crd;
 pub mod ctl;
 pub mod devices;
 pub mod serve;
@@ -33,6 +34,8 @@ pub enum Command {
     Ctl(ctl::CtlArgs),
     /// Scan the node's block devices once and print what discovery sees, with reasons.
     Devices(devices::DevicesArgs),
+    /// Print the BlockDevice CustomResourceDefinition (YAML) that the chart ships.
+    Crd,
 }
 
 /// The default socket of the standalone driver under a data directory.

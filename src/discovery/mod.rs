@@ -6,12 +6,14 @@
 //! Entry points: [`Inventory::open`], [`Inventory::rescan`], [`Inventory::start_monitor`],
 //! [`Inventory::candidates`], [`Inventory::set_claim`], [`scan::scan_all`] for a one-shot scan.
 
+pub mod crd;
 pub mod device;
 pub mod filter;
 pub mod identity;
 pub mod inventory;
 pub mod monitor;
 pub mod scan;
+pub mod sync;
 
 pub mod sysfs;
 
