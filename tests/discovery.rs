@@ -157,7 +157,7 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     let old_dev = first.dev.clone();
     first.detach();
     // Occupy the freed number so the image comes back under another one.
-    let _filler = Disk::attach(&image(dir.path(), "filler.img", 16));
+    let _filler = Disk::attach_at(&old_dev, &image(dir.path(), "filler.img", 16));
     let second = Disk::attach(&img);
     assert_ne!(second.dev, old_dev);
     let moved = inv.wait_until(Duration::from_secs(2), |es| {

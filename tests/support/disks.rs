@@ -29,6 +29,21 @@ impl Disk {
         }
     }
 
+    /// Attaches `image` at exactly `dev`; None if that device is taken.
+    pub fn attach_at(dev: &Path, image: &Path) -> Option<Disk> {
+        let ok = Command::new("losetup")
+            .arg(dev)
+            .arg(image)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| Disk {
+            image: image.to_path_buf(),
+            dev: dev.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &str {
         self.dev.to_str().unwrap()
     }
