@@ -50,9 +50,8 @@ fn main() {
         let t = Instant::now();
         let d = Disk::attach(&img);
         let ok = inv.wait_until(Duration::from_secs(2), |es| {
-            es.iter().any(|e| {
-                e.state == State::Active && e.device.backing_file.as_deref() == Some(&img)
-            })
+            es.iter()
+                .any(|e| e.state == State::Active && e.device.backing_file.as_deref() == Some(&img))
         });
         assert!(ok, "{} never showed up", d.path());
         lat.push(t.elapsed());
@@ -63,6 +62,10 @@ fn main() {
         "hotplug losetup -> inventory (incl. the losetup process): median {med:.2?}, max {:.2?} \
          over {tries} (goal <= 100 ms: {})",
         lat[lat.len() - 1],
-        if med <= Duration::from_millis(100) { "met" } else { "MISSED" }
+        if med <= Duration::from_millis(100) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 }
