@@ -42,6 +42,22 @@ if ! { command -v csi-sanity >/dev/null &&
     go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
 fi
 
+# ---- device discovery (issue 7): libudev/libblkid to link (needed by every build below),
+# tools that write test signatures ----
+need_dev=()
+[ -e /usr/include/libudev.h ] || need_dev+=(libudev-dev)
+[ -e /usr/include/blkid/blkid.h ] || need_dev+=(libblkid-dev)
+command -v pkg-config >/dev/null || need_dev+=(pkg-config)
+command -v pvcreate >/dev/null || need_dev+=(lvm2)
+command -v sgdisk >/dev/null || need_dev+=(gdisk)
+command -v sfdisk >/dev/null || need_dev+=(fdisk)
+if [ ${#need_dev[@]} -gt 0 ]; then
+    echo "== installing ${need_dev[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_dev[@]}" >/dev/null
+fi
+# ---- end device discovery install ----
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -84,3 +100,8 @@ echo "== chart checks (scripts/chart-check.sh)"
 scripts/chart-check.sh
 cargo test --test chart
 # --- end chart checks ---------------------------------------------------------------------------
+
+# ---- device discovery (issue 7): bench smoke run (its tests ran with the integration tests) ----
+echo "== discovery benchmark smoke run (figures: cargo bench --bench devices)"
+FERROVOL_BENCH_QUICK=1 cargo bench --bench devices
+# ---- end device discovery ----

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod client;
 pub mod csi;
+pub mod discovery;
 pub mod error;
 pub mod failpoint;
 pub mod locks;

@@ -1,6 +1,8 @@
 //! Command line: `ferrovol serve` runs the driver, `ferrovol ctl` talks to one.
 
+pub mod crd;
 pub mod ctl;
+pub mod devices;
 pub mod serve;
 pub mod size;
 
@@ -30,6 +32,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// A small CSI client: create, list, publish, unpublish, stat and delete volumes.
     Ctl(ctl::CtlArgs),
+    /// Scan the node's block devices once and print what discovery sees, with reasons.
+    Devices(devices::DevicesArgs),
+    /// Print the BlockDevice CustomResourceDefinition (YAML) that the chart ships.
+    Crd,
 }
 
 /// The default socket of the standalone driver under a data directory.

@@ -2,6 +2,7 @@
 //! xattrs, durable file writes) lives under this module and nowhere else.
 
 pub mod beneath;
+pub mod blkid;
 pub mod btrfs;
 pub mod fsutil;
 pub mod loopdev;

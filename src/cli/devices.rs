@@ -1,0 +1,127 @@
+//! `ferrovol devices`: one discovery scan, printed as a table (or JSON). Reads only; it never
+//! writes to a device or to the inventory.
+
+use crate::discovery::{scan, Device, Filters};
+use crate::server::BoxResult;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Glob on the /dev path or any by-id/by-path link of the devices that may hold volumes
+    /// (repeatable). With none, nothing is a candidate: the table only says what it sees.
+    #[arg(long = "device-include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Glob of devices never to use (repeatable); beats any include.
+    #[arg(long = "device-exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// YAML file with include/exclude rules by path, vendor and model.
+    #[arg(long = "device-config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Further paths whose disks are the OS's (besides / and /boot): the state dir, the kubelet dir.
+    #[arg(long = "protect", value_name = "PATH", default_values = ["/var/lib/kubelet"])]
+    pub protect: Vec<PathBuf>,
+    /// Node name that qualifies node-local identities. Default: the hostname.
+    #[arg(long = "node-id")]
+    pub node: Option<String>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: DevicesArgs) -> BoxResult<()> {
+    let filters = Filters::new(
+        &args.include,
+        &args.exclude,
+        args.config.as_deref(),
+        &args.protect,
+    )?;
+    let node = match args.node {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    let devs = scan::scan_all(&node, &filters)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&devs)?);
+    } else {
+        print!("{}", table(&devs));
+    }
+    Ok(())
+}
+
+/// The table: one line per device.
+pub fn table(devs: &[Device]) -> String {
+    let mut rows = vec![[
+        "UID".to_string(),
+        "PATH".into(),
+        "SIZE".into(),
+        "TYPE".into(),
+        "FS/PT".into(),
+        "CANDIDATE".into(),
+        "REASON".into(),
+    ]];
+    for d in devs {
+        let sig = d
+            .filesystem
+            .as_ref()
+            .map(|f| f.fs_type.clone())
+            .or_else(|| d.partition_table.clone())
+            .unwrap_or_else(|| "-".into());
+        rows.push([
+            d.uid.clone(),
+            d.dev_path.display().to_string(),
+            human(d.size_bytes),
+            d.device_type.as_str().into(),
+            sig,
+            if d.candidate { "yes" } else { "no" }.into(),
+            d.excluded_reason.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 6 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// 1.5G, 64M, 512K: binary units, one decimal when it matters.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() < 0.05 || v >= 100.0 {
+        format!("{v:.0}{}", UNITS[u])
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human(64 << 20), "64M");
+        assert_eq!(super::human(1536 << 20), "1.5G");
+        assert_eq!(super::human(256 << 30), "256G");
+        assert_eq!(super::human(100), "100B");
+    }
+}

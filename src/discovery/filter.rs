@@ -1,0 +1,226 @@
+//! Which devices are candidates for volumes. Pure functions over [`Device`] facts.
+//!
+//! Safety first: no pattern admits a device that holds the OS, has partitions or any
+//! signature, is mounted, has holders or is open exclusively. Beyond that, a device is a
+//! candidate only when an include pattern names it: with no include pattern nothing is
+//! claimed (an operator opts disks in). ram, zram, dm, md, sr, nbd, fd and loop devices are
+//! excluded by default; an include pattern admits one only when it names it explicitly (a
+//! pattern without wildcards, or one that spells the class, like `/dev/loop*`), so a broad
+//! `/dev/*` never sweeps in a ram disk.
+
+use super::device::{Device, DeviceType};
+use glob::{MatchOptions, Pattern};
+use serde::Deserialize;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Include/exclude rules of `--device-config FILE` (YAML, usually from a ConfigMap):
+/// ```yaml
+/// include: { paths: ["/dev/disk/by-id/wwn-*"], vendors: [], models: ["Samsung SSD*"] }
+/// exclude: { paths: ["/dev/sdz"], vendors: ["VMware*"], models: [] }
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    #[serde(default)]
+    pub include: Rules,
+    #[serde(default)]
+    pub exclude: Rules,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub vendors: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// Compiled filters.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub include: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
+    pub include_vendors: Vec<Pattern>,
+    pub include_models: Vec<Pattern>,
+    pub exclude_vendors: Vec<Pattern>,
+    pub exclude_models: Vec<Pattern>,
+    /// Paths whose disks are the OS's: /, /boot, the state dir, the kubelet dir.
+    pub protected_paths: Vec<PathBuf>,
+}
+
+fn compile(what: &str, pats: &[String]) -> io::Result<Vec<Pattern>> {
+    pats.iter()
+        .map(|p| {
+            Pattern::new(p).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{what} pattern {p:?}: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+const PATH_OPTS: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+const TEXT_OPTS: MatchOptions = MatchOptions {
+    case_sensitive: false,
+    require_literal_separator: false,
+    require_literal_leading_dot: false,
+};
+
+impl Filters {
+    /// From `--device-include`, `--device-exclude`, an optional `--device-config` file, and
+    /// the extra protected paths (state dir, kubelet dir; / and /boot are always protected).
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+        config: Option<&Path>,
+        protected: &[PathBuf],
+    ) -> io::Result<Filters> {
+        let cfg = match config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    io::Error::new(e.kind(), format!("device config {}: {e}", p.display()))
+                })?;
+                Self::parse_config(&text)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
+            }
+            None => FilterConfig::default(),
+        };
+        let mut inc = include.to_vec();
+        inc.extend(cfg.include.paths);
+        let mut exc = exclude.to_vec();
+        exc.extend(cfg.exclude.paths);
+        let mut protected_paths = vec![PathBuf::from("/"), PathBuf::from("/boot")];
+        protected_paths.extend(protected.iter().cloned());
+        Ok(Filters {
+            include: compile("include", &inc)?,
+            exclude: compile("exclude", &exc)?,
+            include_vendors: compile("include vendor", &cfg.include.vendors)?,
+            include_models: compile("include model", &cfg.include.models)?,
+            exclude_vendors: compile("exclude vendor", &cfg.exclude.vendors)?,
+            exclude_models: compile("exclude model", &cfg.exclude.models)?,
+            protected_paths,
+        })
+    }
+
+    pub fn parse_config(text: &str) -> io::Result<FilterConfig> {
+        if text.trim().is_empty() {
+            return Ok(FilterConfig::default());
+        }
+        serde_yaml::from_str(text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad YAML: {e}")))
+    }
+
+    /// Ok(()) for a candidate, else the reason it is excluded.
+    pub fn evaluate(&self, dev: &Device) -> Result<(), String> {
+        hard_exclusion(dev)?;
+        if let Some(p) = self.path_match(&self.exclude, dev) {
+            return Err(format!("excluded by pattern {}", p.as_str()));
+        }
+        if let Some(p) = text_match(&self.exclude_vendors, &dev.vendor) {
+            return Err(format!("excluded by vendor rule {}", p.as_str()));
+        }
+        if let Some(p) = text_match(&self.exclude_models, &dev.model) {
+            return Err(format!("excluded by model rule {}", p.as_str()));
+        }
+        let by_path = self.path_match(&self.include, dev);
+        let by_text = text_match(&self.include_vendors, &dev.vendor)
+            .or_else(|| text_match(&self.include_models, &dev.model));
+        let class = default_excluded(dev.device_type);
+        match (by_path, by_text, class) {
+            (None, None, Some(c)) => Err(format!(
+                "{} device: excluded by default (name it with --device-include)",
+                c
+            )),
+            (None, None, None) => Err("not named by any include pattern".into()),
+            (Some(p), _, Some(c)) if !names_explicitly(p.as_str(), c) => Err(format!(
+                "{c} device: excluded by default; pattern {} does not name it explicitly",
+                p.as_str()
+            )),
+            (None, Some(_), Some(c)) => Err(format!(
+                "{c} device: excluded by default; vendor/model rules do not admit it"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn path_match<'a>(&self, pats: &'a [Pattern], dev: &Device) -> Option<&'a Pattern> {
+        pats.iter()
+            .find(|p| dev.names().any(|n| p.matches_path_with(n, PATH_OPTS)))
+    }
+}
+
+fn text_match<'a>(pats: &'a [Pattern], value: &Option<String>) -> Option<&'a Pattern> {
+    let v = value.as_deref()?.trim();
+    pats.iter().find(|p| p.matches_with(v, TEXT_OPTS))
+}
+
+/// The reasons no pattern can override, in the order an operator should read them.
+fn hard_exclusion(dev: &Device) -> Result<(), String> {
+    if !dev.holds_os.is_empty() {
+        return Err(format!("holds the OS: {}", join_paths(&dev.holds_os)));
+    }
+    if let Some(e) = &dev.probe_error {
+        return Err(format!("cannot read its signatures: {e}"));
+    }
+    if !dev.partitions.is_empty() {
+        return Err(format!("has partitions: {}", dev.partitions.join(", ")));
+    }
+    if !dev.signatures.is_empty() {
+        let s: Vec<String> = dev.signatures.iter().map(|s| s.to_string()).collect();
+        return Err(format!("has signatures: {}", s.join(", ")));
+    }
+    if !dev.mount_points.is_empty() {
+        return Err(format!("mounted at {}", join_paths(&dev.mount_points)));
+    }
+    if !dev.holders.is_empty() {
+        return Err(format!("held by {}", dev.holders.join(", ")));
+    }
+    if dev.held_exclusively {
+        return Err("open exclusively by another user (O_EXCL open failed)".into());
+    }
+    if dev.size_bytes == 0 {
+        return Err("no medium (size 0)".into());
+    }
+    Ok(())
+}
+
+fn join_paths(p: &[PathBuf]) -> String {
+    p.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The class name of a device type excluded unless named explicitly.
+fn default_excluded(t: DeviceType) -> Option<&'static str> {
+    match t {
+        DeviceType::Disk | DeviceType::Partition => None,
+        other => Some(other.as_str()),
+    }
+}
+
+/// A pattern names a class explicitly when it has no wildcard at all, or when its text spells
+/// the class ("/dev/loop*" names loop devices; "/dev/*" names nothing in particular).
+fn names_explicitly(pattern: &str, class: &str) -> bool {
+    let literal = !pattern.contains(['*', '?', '[']);
+    let spelled = match class {
+        "dm" => pattern.contains("dm-") || pattern.contains("/mapper/"),
+        "rom" => pattern.contains("sr") || pattern.contains("cdrom"),
+        c => pattern.contains(c),
+    };
+    literal || spelled
+}
+
+#[cfg(test)]
+#[path = "filter_tests.rs"]
+mod tests;

@@ -1,0 +1,159 @@
+use super::*;
+use crate::os::blkid::{Kind, Signature};
+
+fn filters(include: &[&str], exclude: &[&str]) -> Filters {
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Filters::new(&s(include), &s(exclude), None, &[]).unwrap()
+}
+
+fn disk(name: &str) -> Device {
+    Device::fake(name, DeviceType::Disk)
+}
+
+#[test]
+fn nothing_is_a_candidate_without_an_include_pattern() {
+    let f = filters(&[], &[]);
+    assert_eq!(
+        f.evaluate(&disk("sdb")).unwrap_err(),
+        "not named by any include pattern"
+    );
+    let lp = Device::fake("loop0", DeviceType::Loop);
+    assert!(f
+        .evaluate(&lp)
+        .unwrap_err()
+        .contains("loop device: excluded by default"));
+}
+
+#[test]
+fn include_by_path_or_link_admits_a_blank_disk() {
+    let f = filters(&["/dev/sd[b-c]"], &[]);
+    assert_eq!(f.evaluate(&disk("sdb")), Ok(()));
+    assert!(f.evaluate(&disk("sdd")).is_err());
+    let f = filters(&["/dev/disk/by-id/wwn-*"], &[]);
+    let mut d = disk("sdq");
+    d.by_id = vec!["/dev/disk/by-id/wwn-0x5000".into()];
+    assert_eq!(f.evaluate(&d), Ok(()));
+}
+
+#[test]
+fn exclude_beats_include() {
+    let f = filters(&["/dev/sd*"], &["/dev/sdb"]);
+    assert_eq!(
+        f.evaluate(&disk("sdb")).unwrap_err(),
+        "excluded by pattern /dev/sdb"
+    );
+    assert_eq!(f.evaluate(&disk("sdc")), Ok(()));
+}
+
+#[test]
+fn loop_needs_an_explicit_pattern() {
+    let lp = Device::fake("loop3", DeviceType::Loop);
+    assert_eq!(filters(&["/dev/loop3"], &[]).evaluate(&lp), Ok(()));
+    assert_eq!(filters(&["/dev/loop*"], &[]).evaluate(&lp), Ok(()));
+    let broad = filters(&["/dev/*"], &[]).evaluate(&lp).unwrap_err();
+    assert!(broad.contains("does not name it explicitly"), "{broad}");
+    let ram = Device::fake("ram0", DeviceType::Ram);
+    assert!(filters(&["/dev/*"], &[]).evaluate(&ram).is_err());
+    // A wildcard never crosses a '/': /dev/* does not reach the by-id links.
+    let mut d = disk("sdx");
+    d.dev_path = "/dev/other/sdx".into();
+    assert!(filters(&["/dev/*"], &[]).evaluate(&d).is_err());
+}
+
+#[test]
+fn no_pattern_admits_a_device_in_use() {
+    let f = filters(&["/dev/sd*"], &[]);
+    let cases: Vec<(Device, &str)> = vec![
+        (
+            {
+                let mut d = disk("sda");
+                d.holds_os = vec!["/".into()];
+                d
+            },
+            "holds the OS: /",
+        ),
+        (
+            {
+                let mut d = disk("sda");
+                d.partitions = vec!["sda1".into()];
+                d
+            },
+            "has partitions: sda1",
+        ),
+        (
+            {
+                let mut d = disk("sda");
+                d.signatures = vec![Signature {
+                    kind: Kind::Lvm,
+                    fs_type: "LVM2_member".into(),
+                    uuid: None,
+                    label: None,
+                    offset: 0x218,
+                    magic_len: 8,
+                }];
+                d
+            },
+            "has signatures: LVM2_member at 0x218",
+        ),
+        (
+            {
+                let mut d = disk("sda");
+                d.mount_points = vec!["/mnt".into()];
+                d
+            },
+            "mounted at /mnt",
+        ),
+        (
+            {
+                let mut d = disk("sda");
+                d.holders = vec!["dm-0".into()];
+                d
+            },
+            "held by dm-0",
+        ),
+        (
+            {
+                let mut d = disk("sda");
+                d.held_exclusively = true;
+                d
+            },
+            "open exclusively by another user (O_EXCL open failed)",
+        ),
+    ];
+    for (d, want) in cases {
+        assert_eq!(f.evaluate(&d).unwrap_err(), want);
+    }
+}
+
+#[test]
+fn vendor_and_model_rules_from_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("devices.yaml");
+    std::fs::write(
+        &cfg,
+        "include:\n  models: ['samsung ssd*']\nexclude:\n  vendors: [VMware*]\n",
+    )
+    .unwrap();
+    let f = Filters::new(&[], &[], Some(&cfg), &[]).unwrap();
+    let mut d = disk("sdb");
+    d.model = Some("Samsung SSD 870".into());
+    assert_eq!(f.evaluate(&d), Ok(()));
+    d.vendor = Some("VMware  ".into());
+    assert_eq!(
+        f.evaluate(&d).unwrap_err(),
+        "excluded by vendor rule VMware*"
+    );
+    let mut lp = Device::fake("loop1", DeviceType::Loop);
+    lp.model = Some("Samsung SSD 870".into());
+    assert!(f.evaluate(&lp).is_err());
+}
+
+#[test]
+fn bad_config_and_bad_glob_name_the_culprit() {
+    let e = Filters::parse_config("include: {pathz: []}").unwrap_err();
+    assert!(e.to_string().contains("pathz"), "{e}");
+    let e = Filters::new(&["/dev/[".into()], &[], None, &[]).unwrap_err();
+    assert!(e.to_string().contains("\"/dev/[\""), "{e}");
+    let f = Filters::new(&[], &[], None, &["/var/lib/kubelet".into()]).unwrap();
+    assert_eq!(f.protected_paths.len(), 3);
+}

@@ -1,0 +1,296 @@
+//! The node's device inventory: every device ever seen, by uid, with its state and claim,
+//! persisted atomically as JSON in the state dir so uids, claims and Inactive devices survive
+//! restarts. Keyed by uid (not /dev name), so a renumbered device is the same entry: no
+//! duplicate. A device that disappears turns Inactive and is kept (never forgotten while
+//! claimed; the cluster sync drops unclaimed Inactive ones from the API).
+
+use super::device::Device;
+use super::filter::Filters;
+use super::monitor::{Event, Monitor};
+use super::scan::{self, Context};
+use crate::os::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const FILE: &str = "devices.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    Active,
+    Inactive,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "claim")]
+pub enum Claim {
+    Unclaimed,
+    Claimed { volume: String },
+    Released { volume: String, reason: String },
+}
+
+/// A device with its state and claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub device: Device,
+    pub state: State,
+    pub claim: Claim,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    node: String,
+    devices: Vec<Entry>,
+}
+
+pub struct Inventory {
+    file: PathBuf,
+    node: String,
+    filters: Filters,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    changed: Condvar,
+    monitor: Mutex<Option<Monitor>>,
+}
+
+impl Inventory {
+    /// Loads the inventory from `state_dir` (created if missing) and scans once.
+    pub fn open(state_dir: &Path, node: &str, filters: Filters) -> io::Result<Arc<Inventory>> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", state_dir.display())))?;
+        let file = state_dir.join(FILE);
+        let mut entries = BTreeMap::new();
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                let p: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("device inventory {}: {e}", file.display()),
+                    )
+                })?;
+                for e in p.devices {
+                    entries.insert(e.device.uid.clone(), e);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display())));
+            }
+        }
+        let inv = Arc::new(Inventory {
+            file,
+            node: node.to_string(),
+            filters,
+            entries: Mutex::new(entries),
+            changed: Condvar::new(),
+            monitor: Mutex::new(None),
+        });
+        inv.rescan()?;
+        Ok(inv)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scans every block device: seen ones are Active (facts refreshed), the others Inactive.
+    pub fn rescan(&self) -> io::Result<()> {
+        let found = scan::scan_all(&self.node, &self.filters)?;
+        let mut map = self.lock();
+        let before = map.clone();
+        for e in map.values_mut() {
+            e.state = State::Inactive;
+        }
+        for dev in found {
+            upsert(&mut map, dev);
+        }
+        self.commit(map, before)
+    }
+
+    /// Rescans one device by kernel name (and its disk, for a partition) after a uevent.
+    pub fn rescan_device(&self, kernel_name: &str, parent: Option<&str>) -> io::Result<()> {
+        let ctx = Context::load(&self.node, &self.filters)?;
+        let names: Vec<&str> = std::iter::once(kernel_name).chain(parent).collect();
+        let scanned: Vec<(&str, Option<Device>)> = names
+            .iter()
+            .map(|n| (*n, scan::scan_one(&ctx, n)))
+            .collect();
+        let mut map = self.lock();
+        let before = map.clone();
+        for (name, dev) in scanned {
+            // Whatever this kernel name stood for before, unless it is the same device again,
+            // is gone from it: a detached loop, a pulled disk.
+            let uid = dev.as_ref().map(|d| d.uid.clone());
+            for e in map.values_mut() {
+                if e.device.kernel_name == name && Some(&e.device.uid) != uid.as_ref() {
+                    e.state = State::Inactive;
+                }
+            }
+            if let Some(mut dev) = dev {
+                // The same identity still active under another name: one disk seen twice.
+                if let Some(other) = map.get(&dev.uid).filter(|o| {
+                    o.state == State::Active
+                        && o.device.kernel_name != dev.kernel_name
+                        && scan::scan_one(&ctx, &o.device.kernel_name)
+                            .is_some_and(|d| d.uid == dev.uid)
+                }) {
+                    let mut pair = [other.device.clone(), dev];
+                    scan::mark_duplicates(&mut pair);
+                    dev = pair[1].clone();
+                }
+                upsert(&mut map, dev);
+            }
+        }
+        self.commit(map, before)
+    }
+
+    /// Persists the map if it changed, and wakes waiters. On a failed write the in-memory
+    /// state rolls back, so memory never runs ahead of the disk.
+    fn commit(
+        &self,
+        mut map: MutexGuard<'_, BTreeMap<String, Entry>>,
+        before: BTreeMap<String, Entry>,
+    ) -> io::Result<()> {
+        if *map == before {
+            return Ok(());
+        }
+        if let Err(e) = self.persist(&map) {
+            *map = before;
+            return Err(e);
+        }
+        drop(map);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn persist(&self, map: &BTreeMap<String, Entry>) -> io::Result<()> {
+        let p = Persisted {
+            node: self.node.clone(),
+            devices: map.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&p).map_err(io::Error::other)?;
+        write_atomic(&self.file, &bytes).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("write device inventory {}: {e}", self.file.display()),
+            )
+        })
+    }
+
+    /// Starts the hotplug thread (idempotent). Events lost to an overflow trigger a full rescan.
+    pub fn start_monitor(self: &Arc<Self>) -> io::Result<()> {
+        let mut slot = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(self);
+        let monitor = Monitor::start(move |ev| {
+            let Some(inv) = weak.upgrade() else {
+                return false;
+            };
+            let result = match &ev {
+                Event::Block(u) => {
+                    let parent = (u.devtype.as_deref() == Some("partition"))
+                        .then(|| u.devpath.rsplit('/').nth(1))
+                        .flatten();
+                    inv.rescan_device(&u.kernel_name, parent)
+                }
+                Event::Lost => inv.rescan(),
+            };
+            if let Err(e) = result {
+                tracing::warn!("device inventory: rescan after uevent failed: {e}");
+            }
+            true
+        })?;
+        *slot = Some(monitor);
+        // Catch what changed between the first scan and the socket opening.
+        drop(slot);
+        self.rescan()
+    }
+
+    /// Every known device, Active and Inactive.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Active, unclaimed devices the filters admit: what a volume may take.
+    pub fn candidates(&self) -> Vec<Entry> {
+        self.lock()
+            .values()
+            .filter(|e| {
+                e.state == State::Active && e.claim == Claim::Unclaimed && e.device.candidate
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, uid: &str) -> Option<Entry> {
+        self.lock().get(uid).cloned()
+    }
+
+    /// The current /dev path of an Active device.
+    pub fn resolve_path(&self, uid: &str) -> Option<PathBuf> {
+        self.lock()
+            .get(uid)
+            .filter(|e| e.state == State::Active)
+            .map(|e| e.device.dev_path.clone())
+    }
+
+    /// Sets a device's claim; durable on disk before it returns.
+    pub fn set_claim(&self, uid: &str, claim: Claim) -> io::Result<()> {
+        let mut map = self.lock();
+        let before = map.clone();
+        let e = map.get_mut(uid).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no device with uid {uid}"))
+        })?;
+        e.claim = claim;
+        self.commit(map, before)
+    }
+
+    /// Waits up to `timeout` until `pred` holds for the entries; true if it did.
+    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Entry]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut map = self.lock();
+        loop {
+            let v: Vec<Entry> = map.values().cloned().collect();
+            if pred(&v) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            map = self
+                .changed
+                .wait_timeout(map, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Inserts or refreshes a seen device, keeping its claim.
+fn upsert(map: &mut BTreeMap<String, Entry>, device: Device) {
+    match map.get_mut(&device.uid) {
+        Some(e) => {
+            e.device = device;
+            e.state = State::Active;
+        }
+        None => {
+            map.insert(
+                device.uid.clone(),
+                Entry {
+                    device,
+                    state: State::Active,
+                    claim: Claim::Unclaimed,
+                },
+            );
+        }
+    }
+}

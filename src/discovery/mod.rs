@@ -1,0 +1,22 @@
+//! NDM-style discovery of the node's block devices: scan (udev enumeration + sysfs + blkid),
+//! stable identity, include/exclude filters, hotplug from kernel uevents, and a persisted
+//! inventory with claims. The device backend uses [`Inventory`]; in a cluster, [`sync`]
+//! mirrors it into `BlockDevice` objects ([`crd`]).
+//!
+//! Entry points: [`Inventory::open`], [`Inventory::rescan`], [`Inventory::start_monitor`],
+//! [`Inventory::candidates`], [`Inventory::set_claim`], [`scan::scan_all`] for a one-shot scan.
+
+pub mod crd;
+pub mod device;
+pub mod filter;
+pub mod identity;
+pub mod inventory;
+pub mod monitor;
+pub mod scan;
+pub mod sync;
+
+pub mod sysfs;
+
+pub use device::{Device, DeviceType};
+pub use filter::Filters;
+pub use inventory::{Claim, Entry, Inventory, State};

@@ -1,0 +1,163 @@
+//! Mirrors one node's inventory into `BlockDevice` objects. The diff is pure ([`desired`],
+//! [`plan`]); [`apply`] runs it against the API server with server-side apply (field manager
+//! `ferrovol`). Only stale *unclaimed* objects are deleted: an object that records a claim is
+//! the cluster's memory of whose data is on that disk.
+
+use super::crd::{from_entry, BlockDevice, NODE_LABEL};
+use super::inventory::{Claim, Entry, State};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+pub const FIELD_MANAGER: &str = "ferrovol";
+
+/// The objects this node should have: every Active device, and every device that holds or
+/// held a claim (Inactive included). Unclaimed Inactive devices are not mirrored.
+pub fn desired(node: &str, entries: &[Entry]) -> Vec<BlockDevice> {
+    entries
+        .iter()
+        .filter(|e| e.state == State::Active || e.claim != Claim::Unclaimed)
+        .map(|e| from_entry(node, e))
+        .collect()
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Objects to create or update (spec and status differ, or missing).
+    pub apply: Vec<BlockDevice>,
+    /// Names of this node's objects to delete: not desired and unclaimed.
+    pub delete: Vec<String>,
+}
+
+/// What to change so that `existing` (this node's objects, by label) matches `desired`.
+pub fn plan(node: &str, desired: Vec<BlockDevice>, existing: &[BlockDevice]) -> Plan {
+    let have: BTreeMap<String, &BlockDevice> = existing.iter().map(|o| (o.name_any(), o)).collect();
+    let want: BTreeMap<String, BlockDevice> =
+        desired.into_iter().map(|o| (o.name_any(), o)).collect();
+    let mut p = Plan::default();
+    for (name, obj) in &want {
+        let same = have
+            .get(name)
+            .is_some_and(|h| h.spec == obj.spec && h.status == obj.status);
+        if !same {
+            p.apply.push(obj.clone());
+        }
+    }
+    for (name, obj) in have {
+        let ours = obj.spec.node_name == node;
+        let claimed = obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.claim_state != "Unclaimed");
+        if ours && !claimed && !want.contains_key(&name) {
+            p.delete.push(name);
+        }
+    }
+    p
+}
+
+/// Lists this node's objects, then applies the plan: spec and status by server-side apply,
+/// stale unclaimed objects deleted. Returns the plan it carried out.
+pub async fn apply(client: kube::Client, node: &str, entries: &[Entry]) -> kube::Result<Plan> {
+    let api: Api<BlockDevice> = Api::all(client);
+    let existing = api
+        .list(&ListParams::default().labels(&format!("{NODE_LABEL}={node}")))
+        .await?
+        .items;
+    let p = plan(node, desired(node, entries), &existing);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    for obj in &p.apply {
+        let name = obj.name_any();
+        let mut body = obj.clone();
+        body.metadata.managed_fields = None;
+        let status = body.status.take();
+        api.patch(&name, &pp, &Patch::Apply(&body)).await?;
+        if let Some(status) = status {
+            let s = serde_json::json!({
+                "apiVersion": "ferrovol.io/v1alpha1",
+                "kind": "BlockDevice",
+                "status": status,
+            });
+            api.patch_status(&name, &pp, &Patch::Apply(&s)).await?;
+        }
+    }
+    for name in &p.delete {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::device::{Device, DeviceType};
+
+    fn entry(uid: &str, state: State, claim: Claim) -> Entry {
+        let mut d = Device::fake("loop1", DeviceType::Loop);
+        d.uid = uid.into();
+        Entry {
+            device: d,
+            state,
+            claim,
+        }
+    }
+
+    fn claimed() -> Claim {
+        Claim::Claimed {
+            volume: "v1".into(),
+        }
+    }
+
+    #[test]
+    fn desired_skips_only_unclaimed_inactive() {
+        let es = [
+            entry("bd-a", State::Active, Claim::Unclaimed),
+            entry("bd-b", State::Inactive, Claim::Unclaimed),
+            entry("bd-c", State::Inactive, claimed()),
+        ];
+        let names: Vec<String> = desired("n1", &es).iter().map(|o| o.name_any()).collect();
+        assert_eq!(names, ["bd-a", "bd-c"]);
+        let c = &desired("n1", &es)[1];
+        let st = c.status.as_ref().unwrap();
+        assert_eq!(
+            (st.claim_state.as_str(), st.state.as_str()),
+            ("Claimed", "Inactive")
+        );
+        assert_eq!(st.volume.as_deref(), Some("v1"));
+        assert!(!st.candidate);
+        assert_eq!(
+            c.metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .get(NODE_LABEL)
+                .map(String::as_str),
+            Some("n1")
+        );
+    }
+
+    #[test]
+    fn plan_applies_changes_and_deletes_stale_unclaimed_only() {
+        let now = [entry("bd-a", State::Active, Claim::Unclaimed)];
+        let same = desired("n1", &now);
+        // Up to date: nothing to do.
+        let p = plan("n1", desired("n1", &now), &same);
+        assert!(p.apply.is_empty() && p.delete.is_empty());
+        // Changed status: apply.
+        let moved = [entry("bd-a", State::Active, claimed())];
+        let p = plan("n1", desired("n1", &moved), &same);
+        assert_eq!(p.apply.len(), 1);
+        assert!(p.delete.is_empty());
+        // Stale: the unclaimed one goes, the claimed one and another node's stay.
+        let stale_unclaimed = desired("n1", &[entry("bd-x", State::Active, Claim::Unclaimed)]);
+        let stale_claimed = desired("n1", &[entry("bd-y", State::Active, claimed())]);
+        let other_node = desired("n2", &[entry("bd-z", State::Active, Claim::Unclaimed)]);
+        let existing: Vec<BlockDevice> = [stale_unclaimed, stale_claimed, other_node, same]
+            .into_iter()
+            .flatten()
+            .collect();
+        let p = plan("n1", desired("n1", &now), &existing);
+        assert!(p.apply.is_empty());
+        assert_eq!(p.delete, ["bd-x"]);
+    }
+}
