@@ -2,10 +2,13 @@
 //! against a baseline measured in the same run:
 //!
 //! 1. CreateVolume+DeleteVolume pairs/s at concurrency 1 and 16, on a driver with no volumes
-//!    and on one holding N (10,000) volumes, and the time to pre-create those N.
-//! 2. The same pairs as bare syscalls in-process (mkdir, xattr, project quota, atomic record
-//!    write and back), plus a call-for-call replica of what the driver does.
-//! 3. VmRSS/VmHWM of the driver idle after start, with N volumes, and restarted with N.
+//!    and on one holding N (10,000) volumes, the durable commits per pair (the driver's own
+//!    counter), and the time to pre-create those N.
+//! 2. The same pairs as the durable minimum in-process (mkdir, ownership xattr, one fsync;
+//!    rmdir, one fsync), plus an in-process replay of the backend's calls with the driver's
+//!    journal; optionally the same pairs on a build of an older release (see below).
+//! 3. VmRSS/VmHWM of the driver idle after start, with N volumes, after churn (ten full
+//!    ListVolumes and N create+delete pairs), and restarted with N; start-up time with N.
 //! 4. NodePublish (bind mount) latency against mount(2) and `mount --bind`; then NodePublish and
 //!    NodeUnpublish with a busy node's mount table (2,000 more mounts) against a near-empty one.
 //!
@@ -17,6 +20,12 @@
 //!
 //!     cargo bench --bench ops                 # full run, about two minutes (btrfs: five)
 //!     cargo bench --bench ops -- --quick      # CI smoke, seconds (or FERROVOL_BENCH_QUICK=1)
+//!
+//! With FERROVOL_BENCH_BASELINE_BIN=<path to another ferrovol binary> (scripts/bench-vs-main.sh
+//! builds the release before the state journal), a third, empty driver of that binary runs in the
+//! same interleaved rounds, and the pair rates are also reported as new/old ratios.
+//! Commits per pair come from the driver's own counter (`ferrovol_state_commits_total` on
+//! `--metrics-address`), scraped before and after every measured round.
 //!
 //! Knobs: FERROVOL_BENCH_SECS (per measurement), FERROVOL_BENCH_ROUNDS, FERROVOL_BENCH_VOLUMES
 //! (existing volumes), FERROVOL_BENCH_PUBLISH_ITERS, FERROVOL_BENCH_EXTRA_MOUNTS (mount table
@@ -46,6 +55,7 @@ use tonic::transport::Channel;
 
 const MIB: f64 = 1024.0 * 1024.0;
 const IDLE_RSS_GOAL_MIB: f64 = 10.0;
+const CHURN_RSS_GOAL_MIB: f64 = 16.0;
 const CONCURRENCY: [usize; 2] = [1, 16];
 const PRECREATE_CONCURRENCY: usize = 16;
 const RESTARTS: usize = 3;
@@ -65,6 +75,13 @@ struct Config {
     fs: FsKind,
     /// Bind mounts added to the mount table for the NodePublish-under-many-mounts measurement.
     extra_mounts: usize,
+    /// Create+delete pairs of the memory-under-churn measurement (after ten full listings).
+    churn_pairs: usize,
+    /// A second driver binary (the release before the state journal) measured in the same
+    /// rounds as the empty driver: FERROVOL_BENCH_BASELINE_BIN.
+    baseline_bin: Option<PathBuf>,
+    /// What that binary was built from, for the report: FERROVOL_BENCH_BASELINE_REV.
+    baseline_rev: String,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -136,6 +153,18 @@ impl Config {
         };
         // Room for every volume's reservation (the driver never overcommits) plus the churn.
         let need = (volumes as u64 + 2048) * (driver::CAPACITY as u64) * 3 / 2;
+        let baseline_bin = std::env::var_os("FERROVOL_BENCH_BASELINE_BIN")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if let Some(bin) = &baseline_bin {
+            if !bin.is_file() {
+                eprintln!(
+                    "ops: FERROVOL_BENCH_BASELINE_BIN={}: no such file",
+                    bin.display()
+                );
+                std::process::exit(2);
+            }
+        }
         let image_bytes = need.max(4 << 30).next_multiple_of(1 << 30);
         Some(Config {
             quick,
@@ -149,6 +178,10 @@ impl Config {
             backing_kind,
             fs,
             extra_mounts,
+            churn_pairs: volumes,
+            baseline_bin,
+            baseline_rev: std::env::var("FERROVOL_BENCH_BASELINE_REV")
+                .unwrap_or_else(|_| "baseline".to_string()),
         })
     }
 
@@ -217,7 +250,7 @@ fn phase(name: &str) {
 
 /// One driver with its own socket, state and volume directories on the bench filesystem.
 struct Side {
-    /// "0" or the number of existing volumes.
+    /// "0", the number of existing volumes, or "main" (the baseline binary).
     label: String,
     paths: DriverPaths,
     proc: Option<DriverProc>,
@@ -227,16 +260,18 @@ struct Side {
 }
 
 impl Side {
-    fn new(fx: &LoopFs, label: &str) -> Side {
+    fn new(fx: &LoopFs, label: &str, bin: &Path) -> Side {
         let dir = fx.mnt.join(format!("driver-{label}"));
         Side {
             label: label.to_string(),
             paths: DriverPaths {
+                bin: bin.to_path_buf(),
                 data: fx.root.join(format!("driver-{label}-data")),
                 socket: fx.root.join(format!("csi-{label}.sock")),
                 log: fx.root.join(format!("driver-{label}.log")),
                 state: dir.join("state"),
                 base: dir.join("volumes"),
+                metrics: driver::free_local_addr().expect("a free loopback port"),
             },
             proc: None,
             ch: None,
@@ -247,6 +282,7 @@ impl Side {
 
     /// Starts the driver and waits for Probe; returns the time from spawn to ready.
     fn start(&mut self, rt: &Runtime) -> Duration {
+        self.paths.metrics = driver::free_local_addr().expect("a free loopback port");
         let mut p = DriverProc::spawn(&self.paths).expect("spawn ferrovol serve");
         let (ch, ready) = rt.block_on(p.wait_ready(&self.paths.socket, Duration::from_secs(120)));
         self.proc = Some(p);
@@ -272,19 +308,74 @@ impl Side {
             .memory()
             .expect("driver memory")
     }
+
+    /// The driver's durable commits so far; None for a binary that does not count them. The
+    /// metrics server starts just after the socket, so the first scrape retries briefly.
+    fn commits(&self) -> Option<u64> {
+        let mut tries = 0;
+        loop {
+            match driver::scrape_commits(self.paths.metrics) {
+                Ok(c) => return c,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    if tries == 50 {
+                        eprintln!("ops: scraping driver {}: {e}", self.label);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("scrape metrics of driver {}: {e}", self.label),
+            }
+        }
+    }
 }
 
-/// The six pair measurements of one concurrency level.
+/// The pair measurements of one concurrency level, on the empty driver [0] and the one with
+/// N volumes [1] (and their bare-syscall twins).
 #[derive(Default)]
 struct PairSet {
     driver: [Run; 2],
-    minimal: [Run; 2],
+    /// The baseline binary's empty driver, when one was given.
+    old: Option<Run>,
+    durable: [Run; 2],
     equivalent: [Run; 2],
+    /// Durable commits the driver counted during the measured rounds, and the pairs they served.
+    commits: [Option<u64>; 2],
 }
 
-fn measure_pairs(cfg: &Config, rt: &Runtime, sides: &[Side; 2], conc: usize) -> PairSet {
+impl PairSet {
+    fn commits_per_pair(&self, i: usize) -> f64 {
+        self.commits[i].map_or(f64::NAN, |c| c as f64 / self.driver[i].ops as f64)
+    }
+}
+
+/// What one slot of a measurement round runs.
+#[derive(Clone, Copy)]
+enum Job {
+    Driver(usize),
+    Old,
+    Durable(usize),
+    Equivalent(usize),
+}
+
+fn measure_pairs(
+    cfg: &Config,
+    rt: &Runtime,
+    sides: &[Side; 2],
+    old: Option<&Side>,
+    conc: usize,
+) -> PairSet {
     let mut set = PairSet::default();
-    let what = ["driver", "bare", "equiv"];
+    let mut jobs = vec![Job::Driver(0)];
+    if old.is_some() {
+        jobs.push(Job::Old);
+    }
+    jobs.extend([
+        Job::Driver(1),
+        Job::Durable(0),
+        Job::Durable(1),
+        Job::Equivalent(0),
+        Job::Equivalent(1),
+    ]);
     for round in 0..=cfg.rounds {
         // Round 0 is the warm-up of every measurement and is thrown away.
         let (dur, name) = if round == 0 {
@@ -293,31 +384,51 @@ fn measure_pairs(cfg: &Config, rt: &Runtime, sides: &[Side; 2], conc: usize) -> 
             (cfg.slice(), format!("round {round}/{}", cfg.rounds))
         };
         phase(&format!("pairs, concurrency {conc}: {name}"));
-        // The two sides of a comparison run back to back, and which goes first alternates
-        // (ABBA), so a drift of the machine's speed falls on both alike.
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for (k, w) in what.iter().enumerate() {
-            for i in order {
-                let side = &sides[i];
-                let tag = format!("{w}{}c{conc}r{round}", side.label);
-                let run = match k {
-                    0 => rt.block_on(driver::pairs(side.ch(), conc, dur, &tag)),
-                    1 => side.bare.pairs(Kind::Minimal, conc, dur, &tag),
-                    _ => side.bare.pairs(Kind::DriverEquivalent, conc, dur, &tag),
-                };
-                if round == 0 {
-                    continue;
+        // Every round runs each measurement once, and the order reverses from round to round
+        // (ABC CBA), so a drift of the machine's speed falls on all of them alike.
+        let mut order = jobs.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for job in order {
+            let (run, slot, commits) = match job {
+                Job::Driver(i) => {
+                    let side = &sides[i];
+                    let tag = format!("driver{}c{conc}r{round}", side.label);
+                    let before = side.commits();
+                    let run = rt.block_on(driver::pairs(side.ch(), conc, dur, &tag));
+                    let used = before.zip(side.commits()).map(|(b, a)| (i, a - b));
+                    (run, &mut set.driver[i], used)
                 }
-                let slot = match k {
-                    0 => &mut set.driver[i],
-                    1 => &mut set.minimal[i],
-                    _ => &mut set.equivalent[i],
-                };
-                if round == 1 {
-                    *slot = run;
-                } else {
-                    slot.merge(run);
+                Job::Old => {
+                    let side = old.expect("baseline driver running");
+                    let tag = format!("mainc{conc}r{round}");
+                    let run = rt.block_on(driver::pairs(side.ch(), conc, dur, &tag));
+                    (run, set.old.get_or_insert_with(Run::default), None)
                 }
+                Job::Durable(i) => {
+                    let side = &sides[i];
+                    let tag = format!("bare{}c{conc}r{round}", side.label);
+                    let run = side.bare.pairs(Kind::DurableMinimum, conc, dur, &tag);
+                    (run, &mut set.durable[i], None)
+                }
+                Job::Equivalent(i) => {
+                    let side = &sides[i];
+                    let tag = format!("equiv{}c{conc}r{round}", side.label);
+                    let run = side.bare.pairs(Kind::DriverEquivalent, conc, dur, &tag);
+                    (run, &mut set.equivalent[i], None)
+                }
+            };
+            if round == 0 {
+                continue;
+            }
+            if round == 1 {
+                *slot = run;
+            } else {
+                slot.merge(run);
+            }
+            if let Some((i, c)) = commits {
+                set.commits[i] = Some(set.commits[i].unwrap_or(0) + c);
             }
         }
     }
@@ -433,10 +544,48 @@ fn measure_publish_mounts(
     }
 }
 
+/// Memory under churn (issue 6): ten full ListVolumes of the N volumes, then `churn_pairs`
+/// create+delete pairs at concurrency 16.
+struct Churn {
+    after: driver::Memory,
+    list_seconds: f64,
+    pairs_seconds: f64,
+}
+
+fn measure_churn(cfg: &Config, rt: &Runtime, side: &Side) -> Churn {
+    phase(&format!(
+        "churn: ten full ListVolumes of {} volumes, then {} pairs",
+        cfg.volumes, cfg.churn_pairs
+    ));
+    let t = Instant::now();
+    for _ in 0..10 {
+        let listed = rt.block_on(driver::list_all(side.ch()));
+        assert_eq!(listed, cfg.volumes, "ListVolumes of driver {}", side.label);
+    }
+    let list_seconds = t.elapsed().as_secs_f64();
+    let pairs = rt.block_on(driver::pairs_count(
+        side.ch(),
+        PRECREATE_CONCURRENCY,
+        cfg.churn_pairs,
+        "churn",
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    Churn {
+        after: side.memory(),
+        list_seconds,
+        pairs_seconds: pairs.as_secs_f64(),
+    }
+}
+
 fn run(cfg: &Config, fx: &LoopFs, rt: &Runtime) -> Report {
     let mut r = Report::default();
     let n = cfg.volumes;
-    let mut sides = [Side::new(fx, "0"), Side::new(fx, &n.to_string())];
+    let bin = Path::new(env!("CARGO_BIN_EXE_ferrovol"));
+    let mut sides = [Side::new(fx, "0", bin), Side::new(fx, &n.to_string(), bin)];
+    let mut old = cfg
+        .baseline_bin
+        .as_deref()
+        .map(|b| Side::new(fx, "main", b));
     environment(&mut r, cfg, fx, &sides);
 
     // Memory and startup of a fresh driver, then the second driver filled with N volumes.
@@ -444,21 +593,34 @@ fn run(cfg: &Config, fx: &LoopFs, rt: &Runtime) -> Report {
     let ready_fresh = sides[0].start(rt);
     std::thread::sleep(Duration::from_millis(300));
     let idle = sides[0].memory();
+    let old_idle = old.as_mut().map(|o| {
+        phase(&format!(
+            "starting the baseline driver ({})",
+            cfg.baseline_rev
+        ));
+        o.start(rt);
+        std::thread::sleep(Duration::from_millis(300));
+        o.memory()
+    });
     phase(&format!("starting the second driver, pre-creating {n} volumes (concurrency {PRECREATE_CONCURRENCY})"));
     sides[1].start(rt);
     let pre = rt.block_on(driver::precreate(sides[1].ch(), PRECREATE_CONCURRENCY, n));
     eprintln!("ops:   {n} volumes in {:.2} s", pre.as_secs_f64());
     std::thread::sleep(Duration::from_millis(300));
     let with_n = sides[1].memory();
+    let churn = measure_churn(cfg, rt, &sides[1]);
     phase(&format!(
-        "pre-creating {n} bare-syscall volumes ({PRECREATE_CONCURRENCY} threads)"
+        "pre-creating {n} durable-minimum volumes ({PRECREATE_CONCURRENCY} threads)"
     ));
     let bare_pre = sides[1].bare.precreate(PRECREATE_CONCURRENCY, n);
 
     let pairs: Vec<(usize, PairSet)> = CONCURRENCY
         .iter()
-        .map(|&c| (c, measure_pairs(cfg, rt, &sides, c)))
+        .map(|&c| (c, measure_pairs(cfg, rt, &sides, old.as_ref(), c)))
         .collect();
+    if let Some(o) = old.as_mut() {
+        o.stop();
+    }
 
     phase("staging one volume on each driver for NodePublish");
     let kubelet = fx
@@ -503,90 +665,13 @@ fn run(cfg: &Config, fx: &LoopFs, rt: &Runtime) -> Report {
     }
 
     eprintln!("ops: results");
-    let n_label = n.to_string();
-    r.section("scaling: the same operation with 0 and with N existing volumes");
-    for (conc, p) in &pairs {
-        r.add(
-            &format!("scaling_driver_c{conc}"),
-            &format!("driver pairs/s, c={conc}, {n} vols"),
-            p.driver[1].median_rate(),
-            "pairs/s",
-            &format!("driver pairs/s, c={conc}, 0 vols"),
-            p.driver[0].median_rate(),
-            true,
-        );
-        r.add(
-            &format!("scaling_driver_p50_c{conc}"),
-            &format!("driver pair p50, c={conc}, {n} vols"),
-            p.driver[1].pct_us(50.0),
-            "us",
-            &format!("driver pair p50, c={conc}, 0 vols"),
-            p.driver[0].pct_us(50.0),
-            false,
-        );
-        r.add(
-            &format!("scaling_bare_c{conc}"),
-            &format!("bare syscalls pairs/s, {conc} thr, {n} vols"),
-            p.minimal[1].median_rate(),
-            "pairs/s",
-            &format!("bare syscalls pairs/s, {conc} thr, 0 vols"),
-            p.minimal[0].median_rate(),
-            true,
-        );
-    }
-    for (conc, p) in &pairs {
-        r.add(
-            &format!("scaling_net_c{conc}"),
-            &format!("driver {n}/0 vols pairs/s ratio, c={conc}"),
-            p.driver[1].median_rate() / p.driver[0].median_rate(),
-            "x",
-            &format!("bare syscalls {n}/0 vols ratio, {conc} thr"),
-            p.minimal[1].median_rate() / p.minimal[0].median_rate(),
-            true,
-        );
-    }
-    r.section("driver against bare syscalls on the same filesystem");
-    for (conc, p) in &pairs {
-        for (i, stage) in ["0", n_label.as_str()].iter().enumerate() {
-            let k = format!("c{conc}_{stage}");
-            r.add(
-                &format!("pairs_per_s_{k}"),
-                &format!("driver pairs/s, c={conc}, {stage} vols"),
-                p.driver[i].median_rate(),
-                "pairs/s",
-                &format!("bare syscalls, {conc} thr, {stage} vols"),
-                p.minimal[i].median_rate(),
-                true,
-            );
-            r.add(
-                &format!("pairs_per_s_{k}_vs_equivalent"),
-                &format!("driver pairs/s, c={conc}, {stage} vols"),
-                p.driver[i].median_rate(),
-                "pairs/s",
-                &format!("driver-equiv. syscalls, {conc} thr, {stage} vols"),
-                p.equivalent[i].median_rate(),
-                true,
-            );
-            r.add(
-                &format!("pair_p50_us_{k}"),
-                &format!("driver pair p50, c={conc}, {stage} vols"),
-                p.driver[i].pct_us(50.0),
-                "us",
-                &format!("bare syscalls p50, {conc} thr, {stage} vols"),
-                p.minimal[i].pct_us(50.0),
-                false,
-            );
-            r.series(&format!("driver_pairs_{k}"), &p.driver[i]);
-            r.series(&format!("bare_pairs_{k}"), &p.minimal[i]);
-            r.series(&format!("equivalent_pairs_{k}"), &p.equivalent[i]);
-        }
-    }
+    pair_rows(&mut r, cfg, &pairs, n);
     r.add(
         "precreate_seconds",
         &format!("pre-create {n} vols via driver, c={PRECREATE_CONCURRENCY}"),
         pre.as_secs_f64(),
         "s",
-        &format!("bare create syscalls, {PRECREATE_CONCURRENCY} thr"),
+        &format!("durable-minimum creates, {PRECREATE_CONCURRENCY} thr"),
         bare_pre.as_secs_f64(),
         false,
     );
@@ -637,6 +722,43 @@ fn run(cfg: &Config, fx: &LoopFs, rt: &Runtime) -> Report {
         ),
     ] {
         r.add(key, &label, mib(value), "MiB", base_label, mib(base), false);
+    }
+
+    r.add(
+        "rss_after_churn_mib",
+        &format!(
+            "VmRSS after 10 ListVolumes of {n} + {} pairs",
+            cfg.churn_pairs
+        ),
+        mib(churn.after.rss_kib),
+        "MiB",
+        "goal",
+        CHURN_RSS_GOAL_MIB,
+        false,
+    );
+    r.add(
+        "rss_anon_after_churn_mib",
+        "RssAnon after churn (heap, arenas, stacks)",
+        mib(churn.after.anon_kib),
+        "MiB",
+        "RssAnon with N vols, before churn",
+        mib(with_n.anon_kib),
+        false,
+    );
+    r.env("threads_after_churn", churn.after.threads);
+    r.env("threads_idle", idle.threads);
+    r.env("churn_list_seconds", churn.list_seconds);
+    r.env("churn_pairs_seconds", churn.pairs_seconds);
+    if let Some(m) = old_idle {
+        r.add(
+            "rss_idle_vs_main_mib",
+            "VmRSS idle after start",
+            mib(idle.rss_kib),
+            "MiB",
+            &format!("{} VmRSS idle after start", cfg.baseline_rev),
+            mib(m.rss_kib),
+            false,
+        );
     }
 
     r.section("startup: spawn to first successful Probe");
@@ -791,7 +913,13 @@ fn run(cfg: &Config, fx: &LoopFs, rt: &Runtime) -> Report {
     }
     let steadiness = pairs
         .iter()
-        .flat_map(|(_, p)| p.driver.iter().chain(&p.minimal).chain(&p.equivalent))
+        .flat_map(|(_, p)| {
+            p.driver
+                .iter()
+                .chain(&p.durable)
+                .chain(&p.equivalent)
+                .chain(&p.old)
+        })
         .map(Run::steadiness)
         .fold(f64::NAN, f64::min);
     r.env("worst_round_steadiness", steadiness);
@@ -803,13 +931,162 @@ fn run(cfg: &Config, fx: &LoopFs, rt: &Runtime) -> Report {
             steadiness * 100.0
         ));
     }
+    let churn_mib = mib(churn.after.rss_kib);
+    r.goal(
+        &format!("VmRSS after churn <= {CHURN_RSS_GOAL_MIB} MiB"),
+        churn_mib <= CHURN_RSS_GOAL_MIB,
+        format!(
+            "{churn_mib:.2} MiB (RssAnon {:.2} MiB, {} threads) after 10 ListVolumes of {n} and {} pairs",
+            mib(churn.after.anon_kib),
+            churn.after.threads,
+            cfg.churn_pairs
+        ),
+    );
     r.note(
-        "a driver pair writes its record 3 times (Creating, Ready, Deleting) with file and \
-         directory fsyncs, plus 2 more directory fsyncs and a durable removal; the bare-syscall \
-         pair writes it once: 'driver-equiv. syscalls' replays the driver's exact calls and so \
-         isolates the cost of gRPC and the driver itself",
+        "a driver pair commits the state journal twice (create, delete; fdatasync of one \
+         append-only file, shared by concurrent commits); the durable minimum fsyncs twice too, \
+         but unshared; 'driver-equiv. in-process' runs the backend's calls and the same journal \
+         without gRPC, so driver/equiv. is the cost of gRPC and the driver around them",
     );
     r
+}
+
+const COMMITS_GOAL_C1: f64 = 2.0;
+const COMMITS_GOAL_C16: f64 = 1.0;
+const VS_MAIN_GOAL: f64 = 3.0;
+const VS_DURABLE_GOAL: f64 = 0.8;
+
+/// The pair rows: against main, commits per pair, against the durable minimum and the
+/// in-process replay, and scaling from 0 to N volumes; with the goals of issue 6.
+fn pair_rows(r: &mut Report, cfg: &Config, pairs: &[(usize, PairSet)], n: usize) {
+    let rev = &cfg.baseline_rev;
+    if pairs.iter().any(|(_, p)| p.old.is_some()) {
+        r.section("against the release before the state journal (same rounds, both empty)");
+        for (conc, p) in pairs {
+            let Some(old) = &p.old else { continue };
+            let new = p.driver[0].median_rate();
+            let base = old.median_rate();
+            r.add(
+                &format!("vs_main_c{conc}"),
+                &format!("driver pairs/s, c={conc}, 0 vols"),
+                new,
+                "pairs/s",
+                &format!("{rev} pairs/s, c={conc}, 0 vols"),
+                base,
+                true,
+            );
+            r.add(
+                &format!("vs_main_p50_c{conc}"),
+                &format!("driver pair p50, c={conc}, 0 vols"),
+                p.driver[0].pct_us(50.0),
+                "us",
+                &format!("{rev} pair p50, c={conc}, 0 vols"),
+                old.pct_us(50.0),
+                false,
+            );
+            r.series(&format!("main_pairs_c{conc}"), old);
+            r.goal(
+                &format!("pairs/s c={conc} >= {VS_MAIN_GOAL}x {rev}"),
+                new / base >= VS_MAIN_GOAL,
+                format!("{:.2}x: {new:.0} against {base:.0} pairs/s", new / base),
+            );
+        }
+    }
+
+    r.section("durable commits per create+delete pair (ferrovol_state_commits_total)");
+    for (conc, p) in pairs {
+        let goal = if *conc == 1 {
+            COMMITS_GOAL_C1
+        } else {
+            COMMITS_GOAL_C16
+        };
+        for (i, stage) in ["0", n.to_string().as_str()].iter().enumerate() {
+            r.add(
+                &format!("commits_per_pair_c{conc}_{stage}"),
+                &format!("commits per pair, c={conc}, {stage} vols"),
+                p.commits_per_pair(i),
+                "commits",
+                "goal",
+                goal,
+                false,
+            );
+        }
+        let got = p.commits_per_pair(0);
+        r.goal(
+            &format!("commits per pair at c={conc} <= {goal}"),
+            got <= goal,
+            format!(
+                "{got:.3} ({} commits for {} pairs, 0 vols)",
+                p.commits[0].map_or("n/a".to_string(), |c| c.to_string()),
+                p.driver[0].ops
+            ),
+        );
+    }
+
+    r.section("driver against the durable minimum (mkdir, xattr, one fsync; rmdir, one fsync)");
+    for (conc, p) in pairs {
+        for (i, stage) in ["0", n.to_string().as_str()].iter().enumerate() {
+            let k = format!("c{conc}_{stage}");
+            r.add(
+                &format!("pairs_per_s_{k}"),
+                &format!("driver pairs/s, c={conc}, {stage} vols"),
+                p.driver[i].median_rate(),
+                "pairs/s",
+                &format!("durable minimum, {conc} thr, {stage} vols"),
+                p.durable[i].median_rate(),
+                true,
+            );
+            r.add(
+                &format!("pairs_per_s_{k}_vs_equivalent"),
+                &format!("driver pairs/s, c={conc}, {stage} vols"),
+                p.driver[i].median_rate(),
+                "pairs/s",
+                &format!("driver-equiv. in-process, {conc} thr, {stage} vols"),
+                p.equivalent[i].median_rate(),
+                true,
+            );
+            r.add(
+                &format!("pair_p50_us_{k}"),
+                &format!("driver pair p50, c={conc}, {stage} vols"),
+                p.driver[i].pct_us(50.0),
+                "us",
+                &format!("durable minimum p50, {conc} thr, {stage} vols"),
+                p.durable[i].pct_us(50.0),
+                false,
+            );
+            r.series(&format!("driver_pairs_{k}"), &p.driver[i]);
+            r.series(&format!("durable_pairs_{k}"), &p.durable[i]);
+            r.series(&format!("equivalent_pairs_{k}"), &p.equivalent[i]);
+        }
+        let ratio = p.driver[0].median_rate() / p.durable[0].median_rate();
+        r.goal(
+            &format!("pairs/s c={conc} >= {VS_DURABLE_GOAL} of the durable minimum"),
+            ratio >= VS_DURABLE_GOAL,
+            format!("{ratio:.2}, 0 vols"),
+        );
+    }
+
+    r.section("scaling: the same operation with 0 and with N existing volumes");
+    for (conc, p) in pairs {
+        r.add(
+            &format!("scaling_driver_c{conc}"),
+            &format!("driver pairs/s, c={conc}, {n} vols"),
+            p.driver[1].median_rate(),
+            "pairs/s",
+            &format!("driver pairs/s, c={conc}, 0 vols"),
+            p.driver[0].median_rate(),
+            true,
+        );
+        r.add(
+            &format!("scaling_net_c{conc}"),
+            &format!("driver {n}/0 vols pairs/s ratio, c={conc}"),
+            p.driver[1].median_rate() / p.driver[0].median_rate(),
+            "x",
+            &format!("durable minimum {n}/0 vols ratio, {conc} thr"),
+            p.durable[1].median_rate() / p.durable[0].median_rate(),
+            true,
+        );
+    }
 }
 
 fn environment(r: &mut Report, cfg: &Config, fx: &LoopFs, sides: &[Side; 2]) {

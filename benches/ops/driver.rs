@@ -9,7 +9,8 @@ use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVol
 use ferrovol::proto as csi;
 use ferrovol::server::Endpoint;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,14 +24,49 @@ pub const NODE: &str = "bench-node";
 /// Small volumes: the size does not change what create and delete do.
 pub const CAPACITY: i64 = 1 << 20;
 
-/// Where one driver keeps its socket, log, state and volumes.
+/// Where one driver keeps its socket, log, state and volumes, which binary it is and where it
+/// serves its metrics.
 #[derive(Debug, Clone)]
 pub struct DriverPaths {
+    pub bin: PathBuf,
     pub data: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
     pub state: PathBuf,
     pub base: PathBuf,
+    pub metrics: SocketAddr,
+}
+
+/// A loopback address with a port nobody listens on right now (the driver binds it soon after;
+/// the kernel hands out ephemeral ports round-robin, so a reuse in between is unlikely).
+pub fn free_local_addr() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// `ferrovol_state_commits_total` from the driver's `/metrics` (plain HTTP/1.1 GET); None when
+/// the driver does not export it (releases before the state journal).
+pub fn scrape_commits(addr: SocketAddr) -> io::Result<Option<u64>> {
+    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    sock.read_to_string(&mut text)?;
+    if !text.starts_with("HTTP/1.1 200") {
+        let head = text.lines().next().unwrap_or("");
+        return Err(io::Error::other(format!(
+            "GET http://{addr}/metrics answered {head:?}"
+        )));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("ferrovol_state_commits_total "))
+        .map(|v| {
+            v.trim().parse().map_err(|e| {
+                io::Error::other(format!(
+                    "ferrovol_state_commits_total {v:?} from {addr}: {e}"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// A running `ferrovol serve`; killed when dropped.
@@ -40,11 +76,14 @@ pub struct DriverProc {
     started: Instant,
 }
 
-/// Resident memory of a process, KiB.
+/// Resident memory of a process, KiB, and its thread count (each allocating thread may hold
+/// a glibc arena).
 #[derive(Debug, Clone, Copy)]
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    pub anon_kib: u64,
+    pub threads: u64,
 }
 
 impl DriverProc {
@@ -52,7 +91,8 @@ impl DriverProc {
     /// life with PR_SET_PDEATHSIG, so it dies with the benchmark however the benchmark ends.
     pub fn spawn(p: &DriverPaths) -> io::Result<Self> {
         let log = File::options().create(true).append(true).open(&p.log)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovol"));
+        let mut cmd = Command::new(&p.bin);
+        // Only flags that the release before the state journal knows too (it is the baseline).
         cmd.arg("serve")
             .arg("--endpoint")
             .arg(format!("unix://{}", p.socket.display()))
@@ -64,6 +104,8 @@ impl DriverProc {
             .arg("--hostpath-base")
             .arg(&p.base)
             .args(["--max-volumes-per-node", "0"])
+            .arg("--metrics-address")
+            .arg(p.metrics.to_string())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -144,6 +186,8 @@ impl DriverProc {
         Ok(Memory {
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
+            threads: field("Threads:")?,
         })
     }
 
@@ -251,6 +295,55 @@ pub async fn pairs(ch: &Channel, conc: usize, dur: Duration, tag: &str) -> Run {
     let lat: Vec<Duration> = join_all(set).await.into_iter().flatten().collect();
     fixture::check_stop();
     Run::new(lat, start.elapsed())
+}
+
+/// Exactly `n` CreateVolume+DeleteVolume pairs from `conc` concurrent callers (churn).
+pub async fn pairs_count(ch: &Channel, conc: usize, n: usize, tag: &str) -> Duration {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..conc {
+        let mut c = ControllerClient::new(ch.clone());
+        let next = next.clone();
+        let tag = tag.to_string();
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || fixture::stopping() {
+                    break;
+                }
+                let name = format!("pvc-{tag}-{i}");
+                let id = create(&mut c, &name)
+                    .await
+                    .unwrap_or_else(|e| panic!("CreateVolume {name}: {e}"));
+                delete(&mut c, &id)
+                    .await
+                    .unwrap_or_else(|e| panic!("DeleteVolume {id}: {e}"));
+            }
+        });
+    }
+    join_all(set).await;
+    fixture::check_stop();
+    start.elapsed()
+}
+
+/// One ListVolumes of everything in a single answer (max_entries 0: the largest response the
+/// driver builds); returns the number of entries.
+pub async fn list_all(ch: &Channel) -> usize {
+    let mut c = ControllerClient::new(ch.clone()).max_decoding_message_size(256 << 20);
+    let resp = c
+        .list_volumes(csi::ListVolumesRequest {
+            max_entries: 0,
+            starting_token: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ListVolumes: {e}"))
+        .into_inner();
+    assert!(
+        resp.next_token.is_empty(),
+        "ListVolumes with max_entries 0 returned a partial page"
+    );
+    resp.entries.len()
 }
 
 /// Creates `n` volumes from `conc` concurrent callers; returns how long it took.
