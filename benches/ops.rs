@@ -272,6 +272,9 @@ impl Side {
                 state: dir.join("state"),
                 base: dir.join("volumes"),
                 metrics: driver::free_local_addr().expect("a free loopback port"),
+                // Only this build knows --publish-root; its NodePublish paths lie below it.
+                publish_root: (bin == Path::new(env!("CARGO_BIN_EXE_ferrovol")))
+                    .then(|| fx.root.join("kubelet")),
             },
             proc: None,
             ch: None,
@@ -569,7 +572,8 @@ fn measure_churn(cfg: &Config, rt: &Runtime, side: &Side) -> Churn {
         cfg.churn_pairs,
         "churn",
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    // The driver returns freed heap pages every 5 s (malloc_trim); measure after one has run.
+    std::thread::sleep(Duration::from_millis(5500));
     Churn {
         after: side.memory(),
         list_seconds,

@@ -35,6 +35,8 @@ pub struct DriverPaths {
     pub state: PathBuf,
     pub base: PathBuf,
     pub metrics: SocketAddr,
+    /// `--publish-root` for binaries that have it (the release before the journal has not).
+    pub publish_root: Option<PathBuf>,
 }
 
 /// A loopback address with a port nobody listens on right now (the driver binds it soon after;
@@ -106,6 +108,11 @@ impl DriverProc {
             .args(["--max-volumes-per-node", "0"])
             .arg("--metrics-address")
             .arg(p.metrics.to_string())
+            .args(
+                p.publish_root
+                    .iter()
+                    .flat_map(|r| [std::ffi::OsStr::new("--publish-root"), r.as_os_str()]),
+            )
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -180,6 +180,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        tokio::spawn(return_freed_memory());
         if let Some(addr) = args.metrics_address {
             tokio::spawn(async move {
                 if let Err(e) = crate::metrics::serve(addr).await {
@@ -201,6 +202,21 @@ fn bound_allocator_arenas() {
     // SAFETY: mallopt only adjusts allocator tuning; called before other threads start.
     unsafe {
         libc::mallopt(M_ARENA_MAX, 2);
+    }
+}
+
+/// A full ListVolumes of 10,000 volumes allocates and frees tens of thousands of small objects;
+/// glibc keeps the freed pages (only the top of the heap is ever trimmed on its own), and
+/// resident memory stays at its peak. `malloc_trim` returns free pages from anywhere in the heap;
+/// once every few seconds costs nothing measurable.
+async fn return_freed_memory() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        // SAFETY: malloc_trim only releases free memory back to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 

@@ -46,9 +46,9 @@ struct Inner {
     /// Length of the log up to the last durable frame.
     durable_len: u64,
     frames_in_log: usize,
-    /// Encoded frames queued for the next batch, and the updates they carry.
+    /// Encoded frames queued for the next batch, and how many.
     queued: Vec<u8>,
-    queued_updates: Vec<Update>,
+    queued_frames: usize,
     /// Sequence numbers: the last one handed out, and the last one whose batch is decided.
     issued: u64,
     decided: u64,
@@ -57,8 +57,10 @@ struct Inner {
     failed: Vec<(u64, u64, Arc<io::Error>)>,
     /// Once a sync fails the file's state is unknown: every later commit fails with the cause.
     poisoned: Option<Arc<io::Error>>,
-    /// The latest durable value of every live key (what a snapshot holds).
-    live: HashMap<String, Vec<u8>>,
+    /// Records in the current generation's snapshot: the log is compacted once it holds far
+    /// more frames than that. (The live records themselves are not kept here: the ledgers hold
+    /// them, and compaction rebuilds them from the files, so memory holds each record once.)
+    snap_records: usize,
 }
 
 fn crc(payload: &[u8]) -> u32 {
@@ -188,6 +190,11 @@ pub fn peek(dir: &Path) -> io::Result<Records> {
     let gen = *generations(dir)?
         .last()
         .expect("generation 0 is always present");
+    peek_until(dir, gen, usize::MAX)
+}
+
+/// The records of generation `gen`: its snapshot, then its log up to `log_len` bytes.
+fn peek_until(dir: &Path, gen: u64, log_len: usize) -> io::Result<Records> {
     let mut live = HashMap::new();
     if gen > 0 {
         decode(&read_file(&snap_path(dir, gen))?)
@@ -195,7 +202,8 @@ pub fn peek(dir: &Path) -> io::Result<Records> {
             .into_iter()
             .for_each(|u| apply(&mut live, u));
     }
-    decode(&read_file(&log_path(dir, gen))?)
+    let log = read_file(&log_path(dir, gen))?;
+    decode(&log[..log.len().min(log_len)])
         .0
         .into_iter()
         .for_each(|u| apply(&mut live, u));
@@ -211,6 +219,7 @@ impl Journal {
         let gens = generations(dir)?;
         let gen = *gens.last().expect("generation 0 is always present");
         let mut live = HashMap::new();
+        let mut snap_records = 0;
         if gen > 0 {
             let snap = read_file(&snap_path(dir, gen))?;
             let (updates, intact) = decode(&snap);
@@ -225,6 +234,7 @@ impl Journal {
                     ),
                 ));
             }
+            snap_records = updates.len();
             updates.into_iter().for_each(|u| apply(&mut live, u));
         }
         let log = log_path(dir, gen);
@@ -260,13 +270,13 @@ impl Journal {
                 durable_len: intact as u64,
                 frames_in_log,
                 queued: Vec::new(),
-                queued_updates: Vec::new(),
+                queued_frames: 0,
                 issued: 0,
                 decided: 0,
                 leader_active: false,
                 failed: Vec::new(),
                 poisoned: None,
-                live: live.clone(),
+                snap_records,
             }),
             committed: Condvar::new(),
         };
@@ -298,7 +308,7 @@ impl Journal {
         for u in &updates {
             encode(u, &mut inner.queued);
         }
-        inner.queued_updates.extend(updates);
+        inner.queued_frames += updates.len();
         inner.issued += 1;
         let mine = inner.issued;
         loop {
@@ -329,7 +339,7 @@ impl Journal {
         let first = inner.decided + 1;
         let last = inner.issued;
         let bytes = std::mem::take(&mut inner.queued);
-        let updates = std::mem::take(&mut inner.queued_updates);
+        let frames = std::mem::take(&mut inner.queued_frames);
         let file = inner.file.try_clone();
         let start_len = inner.durable_len;
         drop(inner);
@@ -351,10 +361,7 @@ impl Journal {
         match outcome {
             Ok(()) => {
                 inner.durable_len = start_len + bytes.len() as u64;
-                inner.frames_in_log += updates.len();
-                for u in updates {
-                    apply(&mut inner.live, u);
-                }
+                inner.frames_in_log += frames;
             }
             Err((e, sync_failed)) => {
                 tracing::error!(error = %e, batch = last - first + 1, "state journal commit failed; no operation in the batch is acknowledged");
@@ -377,7 +384,7 @@ impl Journal {
             inner.failed.drain(..drop_n);
         }
         if inner.poisoned.is_none()
-            && inner.frames_in_log > 2 * inner.live.len() + COMPACT_SLACK
+            && inner.frames_in_log > 2 * inner.snap_records + COMPACT_SLACK
             && inner.queued.is_empty()
         {
             inner.leader_active = true;
@@ -396,8 +403,11 @@ impl Journal {
     /// state.
     fn compact(&self, inner: &mut Inner) -> io::Result<()> {
         let next = inner.gen + 1;
+        // Everything up to durable_len is on disk and no batch is in flight: the files are the
+        // exact durable state. Rebuild it from them (memory only for the length of this call).
+        let live = peek_until(&self.dir, inner.gen, inner.durable_len as usize)?;
         let mut bytes = Vec::new();
-        for (key, value) in &inner.live {
+        for (key, value) in live.iter() {
             encode(
                 &Update::Put {
                     key: key.clone(),
@@ -406,6 +416,8 @@ impl Journal {
                 &mut bytes,
             );
         }
+        let records = live.len();
+        drop(live);
         let tmp = self.dir.join(format!(".journal.{next}.snap.tmp"));
         {
             let mut f = File::create(&tmp)?;
@@ -426,13 +438,10 @@ impl Journal {
         inner.file = log;
         inner.durable_len = 0;
         inner.frames_in_log = 0;
+        inner.snap_records = records;
         let _ = fs::remove_file(snap_path(&self.dir, old));
         let _ = fs::remove_file(log_path(&self.dir, old));
-        tracing::debug!(
-            generation = next,
-            records = inner.live.len(),
-            "state journal compacted"
-        );
+        tracing::debug!(generation = next, records, "state journal compacted");
         Ok(())
     }
 
@@ -449,19 +458,6 @@ impl Journal {
     /// Number of frames in the current log (tests and the benchmark watch compaction).
     pub fn frames_in_log(&self) -> usize {
         self.lock().frames_in_log
-    }
-
-    /// Every live key with the given prefix (for tests and upgrades).
-    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
-        let inner = self.lock();
-        let mut keys: Vec<String> = inner
-            .live
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys
     }
 }
 

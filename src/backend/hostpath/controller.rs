@@ -308,7 +308,7 @@ impl HostpathBackend {
         self.release_limit(&id_str, rec.backend.enforced_by)?;
         self.ledger.remove(&rec)?;
         crate::failpoint::hit("delete:after-commit");
-        self.remove_trash(&id_str, &trash);
+        self.remove_trash(&id_str, &trash, true);
         Ok(())
     }
 

@@ -78,11 +78,11 @@ impl HostpathBackend {
                         self.release_limit(&rec.id, rec.backend.enforced_by)
                             .map_err(io::Error::other)?;
                         self.ledger.remove(&rec).map_err(io::Error::other)?;
-                        self.remove_trash(&rec.id, &path);
+                        self.remove_trash(&rec.id, &path, false);
                         tally.finished_deletes += 1;
                     }
                     None if ours => {
-                        self.remove_trash(marker.as_deref().unwrap_or("?"), &path);
+                        self.remove_trash(marker.as_deref().unwrap_or("?"), &path, false);
                         tally.finished_deletes += 1;
                     }
                     _ => {
@@ -112,8 +112,18 @@ impl HostpathBackend {
     }
 
     /// Removes a trash tree after its record is gone; a failure is retried at the next start.
-    pub(super) fn remove_trash(&self, id: &str, trash: &Path) {
-        if let Err(e) = fsutil::remove_tree_one_fs(trash) {
+    /// `mounts_checked`: the caller found nothing mounted inside just before (DeleteVolume, under
+    /// the volume's lock), so the mount table need not be read again.
+    pub(super) fn remove_trash(&self, id: &str, trash: &Path, mounts_checked: bool) {
+        let removed = if mounts_checked {
+            match std::fs::remove_dir_all(trash) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        } else {
+            fsutil::remove_tree_one_fs(trash)
+        };
+        if let Err(e) = removed {
             tracing::warn!(volume = %id, dir = %trash.display(), error = %e,
                 "could not remove a deleted volume's directory; retried at the next start");
         }
