@@ -42,15 +42,21 @@ struct Fuzz {
     /// rpc -> code -> count
     codes: Mutex<BTreeMap<&'static str, BTreeMap<String, u32>>>,
     violations: Mutex<Vec<String>>,
+    times: Mutex<BTreeMap<&'static str, Duration>>,
 }
 
 fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// FNV-1a: a stable seed per RPC name.
 fn fnv(s: &str, mix: u64) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325 ^ mix, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325 ^ mix, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn short(s: String) -> String {
@@ -82,6 +88,7 @@ impl Fuzz {
         let seed = fnv(rpc, self.seed).to_le_bytes().repeat(4);
         let mut runner =
             TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+        let rpc_start = Instant::now();
         let result = runner.run(&strategy, |req| {
             let shown = short(format!("{req:?}"));
             let t0 = Instant::now();
@@ -106,18 +113,27 @@ impl Fuzz {
                 .or_default() += 1;
             if let Ok(Err(s)) = &outcome {
                 if matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal) {
-                    self.violate(format!("{rpc}: {:?} {:?} for {shown}", s.code(), s.message()));
+                    self.violate(format!(
+                        "{rpc}: {:?} {:?} for {shown}",
+                        s.code(),
+                        s.message()
+                    ));
                 }
             }
             if code == "hung" {
-                self.violate(format!("{rpc}: no answer within {CALL_TIMEOUT:?} for {shown}"));
+                self.violate(format!(
+                    "{rpc}: no answer within {CALL_TIMEOUT:?} for {shown}"
+                ));
             }
             if !self.alive() {
-                self.violate(format!("{rpc}: driver stopped answering Probe after {shown}"));
+                self.violate(format!(
+                    "{rpc}: driver stopped answering Probe after {shown}"
+                ));
                 return Err(TestCaseError::fail("driver is gone"));
             }
             Ok(())
         });
+        self.times.lock().unwrap().insert(rpc, rpc_start.elapsed());
         if let Err(e) = result {
             self.violate(format!("{rpc}: the run stopped: {e}"));
             self.report_and_fail();
@@ -189,6 +205,7 @@ fn setup() -> Fuzz {
         seed: env_num("FERROVOL_FUZZ_SEED", 0),
         codes: Mutex::new(BTreeMap::new()),
         violations: Mutex::new(Vec::new()),
+        times: Mutex::new(BTreeMap::new()),
     }
 }
 
@@ -246,10 +263,15 @@ fn fuzz_every_rpc() {
 
     let codes = f.codes.lock().unwrap();
     let total: u32 = codes.values().flat_map(|c| c.values()).sum();
-    println!("fuzz: {} RPCs, {total} cases in {:?}", codes.len(), started.elapsed());
+    println!(
+        "fuzz: {} RPCs, {total} cases in {:?}",
+        codes.len(),
+        started.elapsed()
+    );
     for (rpc, by_code) in codes.iter() {
         let n: u32 = by_code.values().sum();
-        println!("  {rpc:<28} {n:>5}  {by_code:?}");
+        let t = f.times.lock().unwrap().get(rpc).copied().unwrap_or_default();
+        println!("  {rpc:<28} {n:>5} {:>6.1}s  {by_code:?}", t.as_secs_f64());
     }
     drop(codes);
     if !f.violations.lock().unwrap().is_empty() {
@@ -266,5 +288,7 @@ fn identity_rpcs(f: &Fuzz) {
         id().get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {})
             .await
     });
-    f.run("Probe", Just(()), |_| async move { id().probe(csi::ProbeRequest {}).await });
+    f.run("Probe", Just(()), |_| async move {
+        id().probe(csi::ProbeRequest {}).await
+    });
 }

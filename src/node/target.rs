@@ -31,12 +31,44 @@ impl NodePaths {
             .roots
             .locate(path)
             .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+        no_links_below(root, &rel).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
         Ok(Target {
             path: root.join(&rel),
             root: root.to_path_buf(),
             rel,
         })
     }
+}
+
+/// Refuses a path that passes through a symlink, or through a non-directory, below its root.
+/// Changes go through descriptors opened beneath the root whatever this finds; the check makes
+/// the refusal an InvalidArgument naming the culprit (the confined walk would fail later with
+/// ELOOP or ENOTDIR, which reads as a driver fault), and it keeps the read-only checks made on
+/// the plain path (is a mount there?) from following a link out of the root. A missing
+/// component ends the check: nothing below it exists to follow.
+fn no_links_below(root: &Path, rel: &Path) -> std::result::Result<(), String> {
+    let mut at = root.to_path_buf();
+    let last = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link, which is not followed below a publish root",
+                    at.display()
+                ))
+            }
+            Ok(m) if !m.is_dir() && i + 1 < last => {
+                return Err(format!("{} is not a directory", at.display()))
+            }
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                return Err(format!("{}: {e}", at.display()))
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// A path below a publish root. `path` is for messages, records and read-only checks; every
@@ -111,17 +143,43 @@ impl Target {
         Ok(())
     }
 
-    /// Removes the (unmounted) target directory or file; a failure is logged, not fatal.
+    /// Removes the (unmounted) target directory or file; a failure is logged, not fatal. The
+    /// parent is opened beneath the root, so a component swapped for a symlink since the
+    /// request was checked cannot make this remove something outside it.
     pub fn remove(&self, volume: &str) {
-        let removed = match fs::symlink_metadata(&self.path) {
-            Ok(m) if m.is_dir() => fs::remove_dir(&self.path),
-            Ok(_) => fs::remove_file(&self.path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
+        let removed = self.remove_beneath().or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        });
         if let Err(e) = removed {
             tracing::warn!(volume, target = %self.path.display(), error = %e, "target path left in place");
         }
+    }
+}
+
+impl Target {
+    fn remove_beneath(&self) -> io::Result<()> {
+        use nix::sys::stat::{fstatat, SFlag};
+        use nix::unistd::{unlinkat, UnlinkatFlags};
+        let name = self.rel.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a publish root is never removed",
+            )
+        })?;
+        let parent_rel = self.rel.parent().unwrap_or(Path::new(""));
+        let parent = beneath::open_beneath(
+            &self.root,
+            parent_rel,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        )?;
+        let st = fstatat(&parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let flag = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            UnlinkatFlags::RemoveDir
+        } else {
+            UnlinkatFlags::NoRemoveDir
+        };
+        Ok(unlinkat(&parent, name, flag)?)
     }
 }
 

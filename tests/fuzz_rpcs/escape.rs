@@ -110,7 +110,9 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8) {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8)
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -144,7 +146,11 @@ pub fn escaped_mounts(
                 || m.root.contains(&scratch_name)
                 || our_loops.contains(&m.source)
         })
-        .filter(|m| !allowed.iter().any(|a| Path::new(&m.mount_point).starts_with(a)))
+        .filter(|m| {
+            !allowed
+                .iter()
+                .any(|a| Path::new(&m.mount_point).starts_with(a))
+        })
         .cloned()
         .collect()
 }
