@@ -15,6 +15,8 @@ mod calls;
 mod common;
 #[path = "fuzz_rpcs/escape.rs"]
 mod escape;
+#[path = "fuzz_rpcs/plausible.rs"]
+mod plausible;
 #[path = "fuzz_rpcs/strategies.rs"]
 mod strategies;
 
@@ -75,7 +77,7 @@ impl Fuzz {
     fn run<S, F, Fut, T>(&self, rpc: &'static str, strategy: S, call: F)
     where
         S: Strategy,
-        S::Value: Debug,
+        S::Value: Debug + Clone,
         F: Fn(S::Value) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
@@ -90,13 +92,15 @@ impl Fuzz {
             TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
         let rpc_start = Instant::now();
         let result = runner.run(&strategy, |req| {
-            let shown = short(format!("{req:?}"));
+            // Formatted only when needed: a request with hundreds of map entries is costly to print.
+            let copy = req.clone();
+            let shown = move || short(format!("{copy:?}"));
             let t0 = Instant::now();
             let outcome = self
                 .rt
                 .block_on(async { tokio::time::timeout(CALL_TIMEOUT, call(req)).await });
             if std::env::var_os("FERROVOL_FUZZ_TRACE").is_some() {
-                eprintln!("{rpc} {:?} {shown:.200}", t0.elapsed());
+                eprintln!("{rpc} {:?} {:.200}", t0.elapsed(), shown());
             }
             let code = match &outcome {
                 Err(_) => "hung".to_string(),
@@ -114,20 +118,23 @@ impl Fuzz {
             if let Ok(Err(s)) = &outcome {
                 if matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal) {
                     self.violate(format!(
-                        "{rpc}: {:?} {:?} for {shown}",
+                        "{rpc}: {:?} {:?} for {}",
                         s.code(),
-                        s.message()
+                        s.message(),
+                        shown()
                     ));
                 }
             }
             if code == "hung" {
                 self.violate(format!(
-                    "{rpc}: no answer within {CALL_TIMEOUT:?} for {shown}"
+                    "{rpc}: no answer within {CALL_TIMEOUT:?} for {}",
+                    shown()
                 ));
             }
             if !self.alive() {
                 self.violate(format!(
-                    "{rpc}: driver stopped answering Probe after {shown}"
+                    "{rpc}: driver stopped answering Probe after {}",
+                    shown()
                 ));
                 return Err(TestCaseError::fail("driver is gone"));
             }
@@ -184,6 +191,7 @@ fn setup() -> Fuzz {
         links: escape::LINKS.iter().map(|s| s.to_string()).collect(),
         ids: Mutex::new(Vec::new()),
         paths: Mutex::new(Vec::new()),
+        staged: Mutex::new(Vec::new()),
         seen: Mutex::new(Default::default()),
     });
     // A staged and published volume of each access type, so node RPCs meet real mounts.
@@ -191,7 +199,8 @@ fn setup() -> Fuzz {
         for (name, cap) in [("fzz-mnt", mount_cap()), ("fzz-blk", block_cap())] {
             let id = driver.create(name, 16 * MIB, cap.clone()).await.volume_id;
             let (staging, target) = driver.stage_and_publish(&id, name, cap).await;
-            pools.add_id(id);
+            pools.add_id(id.clone());
+            pools.staged.lock().unwrap().push((id, path_str(&staging)));
             let mut paths = pools.paths.lock().unwrap();
             paths.push(path_str(&staging));
             paths.push(path_str(&target));
@@ -270,7 +279,13 @@ fn fuzz_every_rpc() {
     );
     for (rpc, by_code) in codes.iter() {
         let n: u32 = by_code.values().sum();
-        let t = f.times.lock().unwrap().get(rpc).copied().unwrap_or_default();
+        let t = f
+            .times
+            .lock()
+            .unwrap()
+            .get(rpc)
+            .copied()
+            .unwrap_or_default();
         println!("  {rpc:<28} {n:>5} {:>6.1}s  {by_code:?}", t.as_secs_f64());
     }
     drop(codes);

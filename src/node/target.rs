@@ -188,3 +188,62 @@ impl AsRef<Path> for Target {
         &self.path
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn paths(root: &Path) -> NodePaths {
+        NodePaths::new(PublishRoots::new(vec![root.to_path_buf()]).unwrap())
+    }
+
+    #[test]
+    fn a_link_a_file_or_an_over_long_name_on_the_way_is_invalid_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("pods")).unwrap();
+        fs::create_dir_all(outside.join("empty")).unwrap();
+        fs::write(root.join("file"), b"").unwrap();
+        symlink(&outside, root.join("link")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        let p = paths(&root);
+        let long = "x".repeat(300);
+        for bad in [
+            "link/empty",
+            "link",
+            "loop/x",
+            "file/x",
+            &format!("pods/{long}/x"),
+        ] {
+            let e = p.target("target_path", &root.join(bad)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}: {e}");
+        }
+        // Missing components below an ordinary directory are fine: the driver creates them.
+        p.target("target_path", &root.join("pods/new/vol")).unwrap();
+        p.target("target_path", &root.join("file")).unwrap();
+    }
+
+    #[test]
+    fn remove_never_follows_a_parent_swapped_for_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("pods/vol")).unwrap();
+        fs::create_dir_all(outside.join("vol")).unwrap();
+        let t = paths(&root)
+            .target("target_path", &root.join("pods/vol"))
+            .unwrap();
+        // After the check, the parent becomes a link out of the root.
+        fs::remove_dir_all(root.join("pods")).unwrap();
+        symlink(&outside, root.join("pods")).unwrap();
+        t.remove("v");
+        assert!(outside.join("vol").is_dir(), "removed through a symlink");
+        fs::remove_file(root.join("pods")).unwrap();
+        fs::create_dir_all(root.join("pods/vol")).unwrap();
+        t.remove("v");
+        assert!(
+            !root.join("pods/vol").exists(),
+            "the target itself is removed"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! One generated request per field set of each Controller and Node RPC.
 
+use super::plausible::*;
 use super::strategies::*;
 use super::Fuzz;
 use ferrovol::proto as csi;
@@ -309,12 +310,22 @@ pub fn node_rpcs(f: &Fuzz) {
                 })
                 .boxed()
         }),
-        |req| async move { n().node_stage_volume(req).await },
+        |req| {
+            let pools = p.clone();
+            async move {
+                let pair = (req.volume_id.clone(), req.staging_target_path.clone());
+                let r = n().node_stage_volume(req).await;
+                if r.is_ok() {
+                    pools.staged.lock().unwrap().push(pair);
+                }
+                r
+            }
+        },
     );
     f.run(
         "NodePublishVolume",
         either(|g| {
-            (
+            let publish = (
                 volume_id_g(p, g),
                 map_g(CONTEXT_KEYS, g),
                 path_g(p, g),
@@ -337,7 +348,17 @@ pub fn node_rpcs(f: &Fuzz) {
                             volume_context: vctx,
                         }
                     },
-                )
+                );
+            // A plausible publish names a volume staged earlier, at its staging path.
+            let pools = p.clone();
+            (publish, any::<usize>())
+                .prop_map(move |(mut req, i)| {
+                    if let Some((id, staging)) = g.then(|| pools.staged(i)).flatten() {
+                        req.volume_id = id;
+                        req.staging_target_path = staging;
+                    }
+                    req
+                })
                 .boxed()
         }),
         |req| async move { n().node_publish_volume(req).await },
