@@ -31,12 +31,44 @@ impl NodePaths {
             .roots
             .locate(path)
             .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+        no_links_below(root, &rel).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
         Ok(Target {
             path: root.join(&rel),
             root: root.to_path_buf(),
             rel,
         })
     }
+}
+
+/// Refuses a path that passes through a symlink, or through a non-directory, below its root.
+/// Changes go through descriptors opened beneath the root whatever this finds; the check makes
+/// the refusal an InvalidArgument naming the culprit (the confined walk would fail later with
+/// ELOOP or ENOTDIR, which reads as a driver fault), and it keeps the read-only checks made on
+/// the plain path (is a mount there?) from following a link out of the root. A missing
+/// component ends the check: nothing below it exists to follow.
+fn no_links_below(root: &Path, rel: &Path) -> std::result::Result<(), String> {
+    let mut at = root.to_path_buf();
+    let last = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link, which is not followed below a publish root",
+                    at.display()
+                ))
+            }
+            Ok(m) if !m.is_dir() && i + 1 < last => {
+                return Err(format!("{} is not a directory", at.display()))
+            }
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                return Err(format!("{}: {e}", at.display()))
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// A path below a publish root. `path` is for messages, records and read-only checks; every
@@ -111,22 +143,107 @@ impl Target {
         Ok(())
     }
 
-    /// Removes the (unmounted) target directory or file; a failure is logged, not fatal.
+    /// Removes the (unmounted) target directory or file; a failure is logged, not fatal. The
+    /// parent is opened beneath the root, so a component swapped for a symlink since the
+    /// request was checked cannot make this remove something outside it.
     pub fn remove(&self, volume: &str) {
-        let removed = match fs::symlink_metadata(&self.path) {
-            Ok(m) if m.is_dir() => fs::remove_dir(&self.path),
-            Ok(_) => fs::remove_file(&self.path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
+        let removed = self.remove_beneath().or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        });
         if let Err(e) = removed {
             tracing::warn!(volume, target = %self.path.display(), error = %e, "target path left in place");
         }
     }
 }
 
+impl Target {
+    fn remove_beneath(&self) -> io::Result<()> {
+        use nix::sys::stat::{fstatat, SFlag};
+        use nix::unistd::{unlinkat, UnlinkatFlags};
+        let name = self.rel.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a publish root is never removed",
+            )
+        })?;
+        let parent_rel = self.rel.parent().unwrap_or(Path::new(""));
+        let parent = beneath::open_beneath(
+            &self.root,
+            parent_rel,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        )?;
+        let st = fstatat(&parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let flag = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            UnlinkatFlags::RemoveDir
+        } else {
+            UnlinkatFlags::NoRemoveDir
+        };
+        Ok(unlinkat(&parent, name, flag)?)
+    }
+}
+
 impl AsRef<Path> for Target {
     fn as_ref(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn paths(root: &Path) -> NodePaths {
+        NodePaths::new(PublishRoots::new(vec![root.to_path_buf()]).unwrap())
+    }
+
+    #[test]
+    fn a_link_a_file_or_an_over_long_name_on_the_way_is_invalid_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("pods")).unwrap();
+        fs::create_dir_all(outside.join("empty")).unwrap();
+        fs::write(root.join("file"), b"").unwrap();
+        symlink(&outside, root.join("link")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        let p = paths(&root);
+        let long = "x".repeat(300);
+        for bad in [
+            "link/empty",
+            "link",
+            "loop/x",
+            "file/x",
+            &format!("pods/{long}/x"),
+        ] {
+            let e = p.target("target_path", &root.join(bad)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}: {e}");
+        }
+        // Missing components below an ordinary directory are fine: the driver creates them.
+        p.target("target_path", &root.join("pods/new/vol")).unwrap();
+        p.target("target_path", &root.join("file")).unwrap();
+    }
+
+    #[test]
+    fn remove_never_follows_a_parent_swapped_for_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("pods/vol")).unwrap();
+        fs::create_dir_all(outside.join("vol")).unwrap();
+        let t = paths(&root)
+            .target("target_path", &root.join("pods/vol"))
+            .unwrap();
+        // After the check, the parent becomes a link out of the root.
+        fs::remove_dir_all(root.join("pods")).unwrap();
+        symlink(&outside, root.join("pods")).unwrap();
+        t.remove("v");
+        assert!(outside.join("vol").is_dir(), "removed through a symlink");
+        fs::remove_file(root.join("pods")).unwrap();
+        fs::create_dir_all(root.join("pods/vol")).unwrap();
+        t.remove("v");
+        assert!(
+            !root.join("pods/vol").exists(),
+            "the target itself is removed"
+        );
     }
 }
