@@ -3,6 +3,8 @@
 //! Needs root, nfs-ganesha (VFS) and rpcbind: skipped, saying so, without them.
 
 mod common;
+#[path = "support/deadserver.rs"]
+mod deadserver;
 #[path = "support/ganesha.rs"]
 mod ganesha;
 
@@ -568,4 +570,49 @@ async fn capacity_expand_list_and_crash_recovery() {
         d.delete(&id).await;
     }
     assert!(records(&g).is_empty());
+}
+
+#[tokio::test]
+async fn a_hung_server_costs_one_deadline_and_slows_no_other() {
+    if !usable() {
+        return;
+    }
+    let g = Ganesha::start();
+    let dead = deadserver::DeadServer::start();
+    let d = nfs_driver(&g, &["--nfs-timeout", "1s"]).await;
+    let live = class(&g, &[]);
+    let mut hung = live.clone();
+    hung.insert("server".into(), dead.addr.clone());
+    create(&d, "pvc-warm", &live).await;
+    let t0 = Instant::now();
+    let (dead_res, live_ms) = tokio::join!(
+        async { d.controller().create_volume(req("pvc-dead", &hung)).await },
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            create(&d, "pvc-live", &live).await;
+            t.elapsed()
+        }
+    );
+    let took = t0.elapsed();
+    let st = expect_code(
+        dead_res,
+        Code::DeadlineExceeded,
+        "CreateVolume on a hung server",
+    );
+    assert!(
+        st.message().contains(&dead.addr) && st.message().contains("nfs/pvc-dead"),
+        "{st:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(2500),
+        "took {took:?}"
+    );
+    assert!(
+        live_ms < Duration::from_millis(500),
+        "live create took {live_ms:?}"
+    );
+    eprintln!("CreateVolume against a hung server failed after {took:?}; a live one meanwhile took {live_ms:?}");
+    d.delete("nfs/pvc-live").await;
+    d.delete("nfs/pvc-warm").await;
 }
