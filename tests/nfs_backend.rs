@@ -566,6 +566,20 @@ async fn capacity_expand_list_and_crash_recovery() {
         d.get(&v.volume_id).await.volume.unwrap().capacity_bytes,
         256 * MIB
     );
+
+    // Crash after the Deleting intent: the directory is still there, the retry finishes.
+    d.set_env("FERROVOL_CRASH_AT", "nfs-delete:after-intent");
+    d.restart().await;
+    let _ = d.controller().delete_volume(delete_req(&v.volume_id)).await;
+    d.expect_crash().await;
+    let rec = fs::read_to_string(g.export.join(".ferrovol/volumes/pvc-crash.json")).unwrap();
+    assert!(rec.contains("\"state\": \"deleting\""), "{rec}");
+    assert!(g.export.join(sub_dir(&v)).is_dir());
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+    d.delete(&v.volume_id).await;
+    assert!(!g.export.join(sub_dir(&v)).exists());
+    seen.retain(|id| id != &v.volume_id);
     for id in seen {
         d.delete(&id).await;
     }
