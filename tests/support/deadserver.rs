@@ -35,7 +35,11 @@ impl DeadServer {
         let net = format!("10.{}.{}", 200 + n / 10_000, (n / 40) % 250);
         let quad = (n % 40) * 4; // a /30 per instance
         let (host_ip, dead_ip) = (format!("{net}.{}", quad + 1), format!("{net}.{}", quad + 2));
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        // A namespace of that name left by a killed run would make `add` fail.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(std::process::Stdio::null())
+            .status();
         ip(&["netns", "add", &ns]);
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns,
