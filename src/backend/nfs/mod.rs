@@ -36,6 +36,7 @@
 //! the share) when classes set `uid`/`gid`.
 
 mod controller;
+mod inventory;
 pub mod layout;
 mod node;
 pub mod params;
