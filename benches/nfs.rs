@@ -3,12 +3,22 @@
 //! remove_tree) and remove the record. This is the floor the NFS backend's CreateVolume +
 //! DeleteVolume pairs are measured against (issue 8).
 //!
+//! Then the driver (`nfs/driver.rs`): CreateVolume + DeleteVolume pairs/s through real gRPC at
+//! concurrency 1 and 16, against the same NFS calls those pairs make issued directly with the
+//! same client (the driver's protocol: intent records, see src/backend/nfs/mod.rs), and the p50
+//! and p99 of CreateVolume on the live server, alone and while CreateVolumes against a hung
+//! second server (port 111 accepts, never answers; `tests/support/deadserver.rs`) are in flight.
+//!
 //!     cargo bench --bench nfs                        # 5 s per concurrency level
 //!     FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs # smoke, about a second per level
 //!
 //! Needs root (ganesha, rpcbind, reserved source ports) and the Debian packages nfs-ganesha,
 //! nfs-ganesha-vfs and rpcbind (scripts/test.sh installs them).
 
+#[path = "../tests/support/deadserver.rs"]
+mod deadserver;
+#[path = "nfs/driver.rs"]
+mod driver;
 #[path = "../tests/support/ganesha.rs"]
 mod ganesha;
 
@@ -30,6 +40,15 @@ fn pair(c: &NfsClient, worker: usize, n: u64) {
 
 /// Pairs per second with `conc` threads sharing one client for `secs`.
 fn run(c: &Arc<NfsClient>, conc: usize, secs: Duration) -> (f64, u64) {
+    run_with(c, conc, secs, pair)
+}
+
+fn run_with(
+    c: &Arc<NfsClient>,
+    conc: usize,
+    secs: Duration,
+    pair: fn(&NfsClient, usize, u64),
+) -> (f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
@@ -88,4 +107,56 @@ fn main() {
         0,
         "every pair cleaned up"
     );
+    driver_section(&g, &c, secs);
+}
+
+fn driver_section(g: &ganesha::Ganesha, c: &Arc<NfsClient>, secs: Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let live = std::collections::HashMap::from([
+        ("server".to_string(), "127.0.0.1".to_string()),
+        ("share".to_string(), g.share()),
+    ]);
+    rt.block_on(async {
+        let served = driver::Served::start("1s").await;
+        driver::pair(&mut served.controller(), &live, "warm-up").await;
+        println!("CreateVolume+DeleteVolume pairs through the driver vs the same NFS calls made directly");
+        for conc in [1, 16] {
+            let c2 = c.clone();
+            let (bare, _) = tokio::task::spawn_blocking(move || {
+                run_with(&c2, conc, secs, driver::driver_sequence_pair)
+            })
+            .await
+            .unwrap();
+            let driver = driver::driver_rate(&served, &live, conc, secs).await;
+            println!(
+                "  concurrency {conc:>2}: driver {driver:>7.0} pairs/s, bare calls {bare:>7.0} pairs/s, ratio {:.2} (goal >= 0.8)",
+                driver / bare
+            );
+        }
+        let n = if secs.as_secs() > 1 { 400 } else { 100 };
+        let (p50, p99) = driver::create_latencies(&served, &live, "alone", n).await;
+        println!("CreateVolume on the live server, {n} calls: alone p50 {p50:?} p99 {p99:?}");
+        let dead = deadserver::DeadServer::start();
+        let mut hung = live.clone();
+        hung.insert("server".into(), dead.addr.clone());
+        let (stop, failed) = driver::hammer_dead(&served, hung, 4);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (d50, d99) = driver::create_latencies(&served, &live, "dead", n).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "  while 4 CreateVolumes at a time hang on {} (--nfs-timeout 1s): p50 {d50:?} p99 {d99:?} ({} failed meanwhile)",
+            dead.addr,
+            failed.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    });
+    let left: Vec<_> = std::fs::read_dir(g.export.join(".ferrovol/volumes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "records left: {left:?}");
 }

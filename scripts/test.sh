@@ -30,6 +30,8 @@ command -v ganesha.nfsd >/dev/null || need_nfs+=(nfs-ganesha)
 [ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] || ls /usr/lib/*/ganesha/libfsalvfs.so >/dev/null 2>&1 ||
     need_nfs+=(nfs-ganesha-vfs)
 command -v rpcbind >/dev/null || need_nfs+=(rpcbind)
+# ip (netns, veth): the hung-server fixture of tests/nfs_backend.rs and benches/nfs.rs.
+command -v ip >/dev/null || need_nfs+=(iproute2)
 if [ ${#need_nfs[@]} -gt 0 ]; then
     echo "== installing ${need_nfs[*]}"
     apt-get update -qq
@@ -87,8 +89,8 @@ cargo build --release --bin ferrovol
 CSI_SANITY=$(command -v csi-sanity) tests/sanity/run.sh
 echo "== benchmark smoke run (figures: cargo bench --bench ops)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench ops
-# --- NFS (issue 8): bare NFS client benchmark smoke run (figures: cargo bench --bench nfs) ---
-echo "== NFS client benchmark smoke run"
+# --- NFS (issue 8): NFS client and driver benchmark smoke run (figures: cargo bench --bench nfs) ---
+echo "== NFS client and driver benchmark smoke run"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs
 # --- end NFS ---
 

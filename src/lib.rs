@@ -15,13 +15,6 @@ pub mod locks;
 pub mod metrics;
 pub mod nfs;
 pub mod node;
-// Temporary: declared from src/backend/nfs/mod.rs once the NFS backend is wired.
-#[path = "backend/nfs/layout.rs"]
-pub mod nfs_layout;
-#[path = "backend/nfs/params.rs"]
-pub mod nfs_params;
-#[path = "backend/nfs/pattern.rs"]
-pub mod nfs_pattern;
 pub mod os;
 pub mod proto;
 pub mod server;

@@ -4,6 +4,7 @@
 
 pub mod caps;
 pub mod hostpath;
+pub mod nfs;
 pub mod params;
 pub mod registry;
 

@@ -1,6 +1,7 @@
 //! Which CSI driver a process is, and the backends it serves, built from configuration.
 
 use super::hostpath::{HostpathBackend, HostpathConfig};
+use super::nfs::{NfsBackend, NfsConfig};
 use super::Backend;
 use crate::state::Journal;
 use std::io;
@@ -29,7 +30,7 @@ impl DriverKind {
     pub fn backends(self) -> &'static [&'static str] {
         match self {
             DriverKind::Local => &[super::hostpath::BACKEND],
-            DriverKind::Nfs => &["nfs"],
+            DriverKind::Nfs => &[super::nfs::BACKEND],
         }
     }
 }
@@ -41,6 +42,10 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub hostpath_base: PathBuf,
     pub default_capacity: u64,
+    /// NFS backend: deadline of every NFS call and kernel mount, known shares, test export root.
+    pub nfs_timeout: std::time::Duration,
+    pub nfs_shares: Vec<(String, String)>,
+    pub nfs_test_export_root: Option<PathBuf>,
 }
 
 /// Opens the state journal once and builds each named backend on it.
@@ -73,6 +78,13 @@ pub fn open(
                 journal.clone(),
                 &live,
             )?),
+            super::nfs::BACKEND => Arc::new(NfsBackend::open(NfsConfig {
+                timeout: settings.nfs_timeout,
+                state_dir: settings.state_dir.clone(),
+                shares: settings.nfs_shares.clone(),
+                default_capacity: settings.default_capacity,
+                test_export_root: settings.nfs_test_export_root.clone(),
+            })?),
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,

@@ -67,6 +67,9 @@ pub struct ServeArgs {
     #[arg(long = "publish-root", value_name = "DIR")]
     pub publish_roots: Vec<PathBuf>,
 
+    #[command(flatten)]
+    pub nfs: Box<NfsArgs>,
+
     /// Capacity of a volume whose request names none (bytes, or with Ki/Mi/Gi/Ti).
     #[arg(long, default_value = "1Gi", value_parser = parse_size)]
     pub default_volume_size: u64,
@@ -92,6 +95,27 @@ pub struct ServeArgs {
     /// Log format: text for people, json for log pipelines. Level from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Options of the NFS driver (`--driver nfs`).
+#[derive(Debug, Args)]
+pub struct NfsArgs {
+    /// NFS driver: deadline of every call to an NFS server (provisioning) and, tripled, of
+    /// every kernel mount, unmount and statfs on the node (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub nfs_timeout: std::time::Duration,
+
+    /// NFS driver: an export whose volumes DeleteVolume and ListVolumes search (repeatable,
+    /// server:/path). Exports named by CreateVolume are remembered in the state directory
+    /// anyway; list them here when that directory does not survive a restart.
+    #[arg(long = "nfs-share", value_name = "SERVER:/PATH", value_parser = parse_nfs_share)]
+    pub nfs_shares: Vec<(String, String)>,
+
+    /// FOR TEST MACHINES WITHOUT A KERNEL NFS CLIENT ONLY: NodePublishVolume bind-mounts
+    /// DIR/<subdir> instead of mounting server:share/<subdir> over NFS, where DIR is the
+    /// directory the test's NFS server exports. Never set this in production.
+    #[arg(long, value_name = "DIR")]
+    pub nfs_test_export_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -142,6 +166,9 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
             .clone()
             .map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
         default_capacity: args.default_volume_size,
+        nfs_timeout: args.nfs.nfs_timeout,
+        nfs_shares: args.nfs.nfs_shares.clone(),
+        nfs_test_export_root: args.nfs.nfs_test_export_root.as_deref().map(absolute),
     };
     let names = if args.backends.is_empty() {
         vec![args.driver.backends()[0].to_string()]
@@ -190,6 +217,28 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         }
         server::serve(&endpoint, driver, &args.roles, &security, shutdown_signal()).await
     })
+}
+
+fn parse_nfs_share(s: &str) -> Result<(String, String), String> {
+    crate::backend::nfs::parse_share(s)
+}
+
+/// `5s`, `500ms`, `2m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let bad = || format!("{s:?} is not a duration such as 5s, 500ms or 1m");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: the NFS timeout must be positive"));
+    }
+    Ok(d)
 }
 
 const BLOCKING_THREADS: usize = 24;

@@ -9,6 +9,7 @@ pub mod loopdev;
 pub mod mount;
 pub mod mountfd;
 pub mod mountinfo;
+pub mod nfsmount;
 pub mod perm;
 pub mod quota;
 pub mod statfs;

@@ -16,8 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::nfs_params::OnDelete;
-use crate::nfs_pattern::ARCHIVE_PREFIX;
+use super::params::OnDelete;
+use super::pattern::ARCHIVE_PREFIX;
 
 pub const META_DIR: &str = ".ferrovol";
 pub const RECORDS_DIR: &str = ".ferrovol/volumes";

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::de::value::{Error as DeError, MapDeserializer};
 use serde::{Deserialize, Deserializer};
 
-use crate::nfs_pattern::{Pattern, DEFAULT_PATTERN};
+use super::pattern::{Pattern, DEFAULT_PATTERN};
 
 /// What DeleteVolume does with the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

@@ -1,0 +1,374 @@
+//! Controller side of the NFS backend: create, delete (onDelete), get, list, capacity, expand.
+//! Every step goes through the user-space client; see the module doc for the record protocol.
+
+use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
+use super::params::{NfsParams, OnDelete};
+use super::pattern::Values;
+use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
+use crate::error::{Error, Result};
+use crate::nfs::{NfsClient, NfsStatus, Outcome, SetAttr};
+use crate::volume::{
+    validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
+    VolumeInfo,
+};
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Mode of parent directories a nested pattern creates (shared by many volumes: traversable by
+/// all, writable by the owner only).
+const PARENT_MODE: u32 = 0o755;
+/// Archive names taken in the same second get `-<n>`; give up after this many.
+const ARCHIVE_ATTEMPTS: u32 = 100;
+
+/// The StorageClass parameters, without the keys the CSI layer and the sidecars own.
+pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "backend")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
+    if caps.is_empty() {
+        return Err(Error::invalid(format!(
+            "volume {vid}: volume_capabilities are required"
+        )));
+    }
+    match caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)) {
+        Some(why) => Err(Error::invalid(format!("volume {vid}: {why}"))),
+        None => Ok(()),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The first field in which an existing volume differs from a repeated CreateVolume.
+fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> Option<String> {
+    let differs = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+        Some(format!(
+            "it exists with {what} {a:?}, this request asks for {b:?}"
+        ))
+    };
+    if have.sub_dir != want.sub_dir {
+        return differs("subDir", &have.sub_dir, &want.sub_dir);
+    }
+    if have.on_delete != want.on_delete {
+        return differs("onDelete", &have.on_delete, &want.on_delete);
+    }
+    if have.mount_permissions != want.mount_permissions {
+        return differs(
+            "mountPermissions",
+            &have.mount_permissions,
+            &want.mount_permissions,
+        );
+    }
+    if (have.uid, have.gid) != (want.uid, want.gid) {
+        return differs("uid/gid", &(have.uid, have.gid), &(want.uid, want.gid));
+    }
+    if !range.admits(have.capacity_bytes) {
+        return Some(format!(
+            "it exists with {} bytes, outside the requested range",
+            have.capacity_bytes
+        ));
+    }
+    None
+}
+
+impl NfsBackend {
+    pub(super) fn info(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
+        VolumeInfo {
+            id: rec.id.clone(),
+            node: None,
+            capacity_bytes: rec.capacity_bytes,
+            context: BTreeMap::from([
+                (CTX_SERVER.to_string(), rec.server.clone()),
+                (CTX_SHARE.to_string(), rec.share.clone()),
+                (CTX_SUBDIR.to_string(), rec.sub_dir.clone()),
+            ]),
+            published_nodes: Vec::new(),
+            condition,
+        }
+    }
+
+    fn condition(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<VolumeCondition> {
+        Ok(
+            match c.lookup(&rec.sub_dir).map_err(|e| self.err(&rec.id, e))? {
+                Some(a) if a.is_dir() => VolumeCondition::healthy(),
+                _ => VolumeCondition {
+                    abnormal: true,
+                    message: format!(
+                        "directory {} is gone from {}:{}",
+                        rec.sub_dir, rec.server, rec.share
+                    ),
+                },
+            },
+        )
+    }
+
+    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        let id = self.volume_id(&req.name)?;
+        let vid = id.to_string();
+        let p = NfsParams::parse(&class_params(&req.parameters))
+            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        refuse_caps(&vid, &req.capabilities)?;
+        let capacity = req.capacity.resolve(self.cfg.default_capacity, 1, &vid)?;
+        let mut values = Values::from_parameters(&req.parameters);
+        // external-provisioner names the volume after its PV: without --extra-create-metadata
+        // the name is still the PV name.
+        values.pv_name.get_or_insert_with(|| req.name.clone());
+        let sub_dir = p
+            .sub_dir
+            .expand(&values)
+            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let want = VolumeRecord {
+            version: RECORD_VERSION,
+            id: vid.clone(),
+            name: req.name.clone(),
+            state: RecordState::Creating,
+            server: p.server.clone(),
+            share: p.share.clone(),
+            sub_dir,
+            on_delete: p.on_delete,
+            capacity_bytes: capacity,
+            mount_permissions: p.mount_permissions,
+            uid: p.uid,
+            gid: p.gid,
+            created_at: now_secs(),
+        };
+        let c = self.client(&p.server, &p.share)?;
+        self.shares.remember(&p.server, &p.share);
+
+        if let Some(rec) = self.read_record(&vid, &c, &id.key)? {
+            if rec.name != req.name {
+                return Err(Error::exists(
+                    &vid,
+                    format!("this id already belongs to volume {:?}", rec.name),
+                ));
+            }
+            match rec.state {
+                RecordState::Ready => {
+                    if let Some(why) = mismatch(&rec, &want, &req.capacity) {
+                        return Err(Error::exists(&vid, why));
+                    }
+                    let cond = self.condition(&c, &rec)?;
+                    return Ok(self.info(&rec, cond));
+                }
+                RecordState::Creating => self.roll_back(&c, &rec)?,
+                RecordState::Deleting => self.finish_delete(&c, &rec)?,
+            }
+        }
+        self.make(&c, want)
+    }
+
+    /// Intent record, directory, Ready record. A failure after the intent rolls back.
+    fn make(&self, c: &NfsClient, mut rec: VolumeRecord) -> Result<VolumeInfo> {
+        let vid = rec.id.clone();
+        self.write_record(c, &rec)?;
+        crate::failpoint::hit("nfs-create:after-intent");
+        if let Err(e) = self.make_dir(c, &rec) {
+            match &e {
+                // Not ours: nothing of it may be touched, so only the record goes.
+                Error::FailedPrecondition { .. } => {
+                    let _ = self.remove_record(c, &rec);
+                }
+                _ => {
+                    if let Err(undo) = self.roll_back(c, &rec) {
+                        tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
+                    }
+                }
+            }
+            return Err(e);
+        }
+        crate::failpoint::hit("nfs-create:before-ready");
+        rec.state = RecordState::Ready;
+        self.write_record(c, &rec)?;
+        Ok(self.info(&rec, VolumeCondition::healthy()))
+    }
+
+    fn make_dir(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        let vid = &rec.id;
+        if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
+            c.mkdir_all(parent, PARENT_MODE)
+                .map_err(|e| self.err(vid, e))?;
+        }
+        let not_ours = || {
+            Error::precondition(
+                vid,
+                format!(
+                    "{} already exists on {}:{} and is not a volume of this driver; left untouched",
+                    rec.sub_dir, rec.server, rec.share
+                ),
+            )
+        };
+        match c.mkdir(&rec.sub_dir, rec.mount_permissions) {
+            Ok(Outcome::Created) => {}
+            Ok(Outcome::Existed) => return Err(not_ours()),
+            Err(e) if e.is_status(NfsStatus::EXIST) => return Err(not_ours()),
+            Err(e) => return Err(self.err(vid, e)),
+        }
+        // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
+        if rec.uid.is_some() || rec.gid.is_some() {
+            let attr = SetAttr {
+                mode: Some(rec.mount_permissions),
+                uid: rec.uid,
+                gid: rec.gid,
+            };
+            c.setattr(&rec.sub_dir, attr)
+                .map_err(|e| self.err(vid, e))?;
+        }
+        Ok(())
+    }
+
+    fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+        let vid = id.to_string();
+        if layout::parse_volume_id(&vid).is_none() {
+            return Ok(()); // not an id this backend ever issued: nothing of ours to delete
+        }
+        let Some((c, rec)) = self.find(&vid, &id.key)? else {
+            return Ok(());
+        };
+        match rec.state {
+            RecordState::Creating => self.roll_back(&c, &rec),
+            RecordState::Deleting => self.finish_delete(&c, &rec),
+            RecordState::Ready => {
+                let mut intent = rec.clone();
+                intent.state = RecordState::Deleting;
+                self.write_record(&c, &intent)?;
+                crate::failpoint::hit("nfs-delete:after-intent");
+                self.finish_delete(&c, &intent)
+            }
+        }
+    }
+
+    /// Carries out onDelete on the volume's own directory (never a parent), then drops the
+    /// record. Each step is idempotent, so a retry after a crash finishes the job.
+    fn finish_delete(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        let vid = &rec.id;
+        match rec.on_delete {
+            OnDelete::Delete => {
+                c.remove_tree(&rec.sub_dir).map_err(|e| self.err(vid, e))?;
+            }
+            OnDelete::Retain => {}
+            OnDelete::Archive => self.archive(c, rec)?,
+        }
+        self.remove_record(c, rec)?;
+        tracing::info!(volume = %vid, server = %rec.server, dir = %rec.sub_dir, on_delete = ?rec.on_delete, "volume deleted");
+        Ok(())
+    }
+
+    fn archive(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        let vid = &rec.id;
+        match c.lookup(&rec.sub_dir).map_err(|e| self.err(vid, e))? {
+            Some(a) if a.is_dir() => {}
+            // Already archived by an earlier attempt (or removed by hand): nothing to move.
+            _ => return Ok(()),
+        }
+        let at = SystemTime::now();
+        for attempt in 0..ARCHIVE_ATTEMPTS {
+            let to = layout::archive_path(&rec.sub_dir, at, attempt);
+            // RENAME replaces an empty directory silently: check the name is free first.
+            if c.lookup(&to).map_err(|e| self.err(vid, e))?.is_some() {
+                continue;
+            }
+            return match c.rename(&rec.sub_dir, &to) {
+                Ok(()) => {
+                    tracing::info!(volume = %vid, to = %to, "volume directory archived");
+                    Ok(())
+                }
+                Err(e) if e.is_status(NfsStatus::EXIST) || e.is_status(NfsStatus::NOTEMPTY) => {
+                    continue
+                }
+                Err(e) => Err(self.err(vid, e)),
+            };
+        }
+        Err(Error::Internal(format!(
+            "volume {vid}: no free archive name beside {} on {}",
+            rec.sub_dir, rec.server
+        )))
+    }
+
+    fn get_volume(&self, id: &VolumeId) -> Result<VolumeInfo> {
+        let vid = id.to_string();
+        match self.find_live(&vid, &id.key)? {
+            Some((c, rec)) if rec.state == RecordState::Ready => {
+                let cond = self.condition(&c, &rec)?;
+                Ok(self.info(&rec, cond))
+            }
+            _ => Err(Error::not_found(vid)),
+        }
+    }
+}
+
+impl ControllerBackend for NfsBackend {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        validate_component("name", name)?;
+        Ok(VolumeId {
+            backend: BACKEND.to_string(),
+            node: None,
+            key: layout::volume_key(name),
+        })
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        self.create_volume(req)
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        self.delete_volume(id)
+    }
+
+    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
+        self.get_volume(id)
+    }
+
+    fn list(&self, after: Option<&str>, max_entries: usize) -> Result<Page> {
+        self.list_volumes(after, max_entries)
+    }
+
+    fn validate(
+        &self,
+        id: &VolumeId,
+        caps: &[Capability],
+        _parameters: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        self.get_volume(id)?;
+        Ok(caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)))
+    }
+
+    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+        self.capacity_of(req)
+    }
+
+    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+        self.expand_volume(id, range)
+    }
+
+    fn controller_publish(
+        &self,
+        id: &VolumeId,
+        _node: &str,
+        _read_only: bool,
+        _cap: &Capability,
+    ) -> Result<BTreeMap<String, String>> {
+        Err(Error::Unimplemented(format!(
+            "volume {id}: NFS volumes need no ControllerPublishVolume"
+        )))
+    }
+
+    fn controller_unpublish(&self, id: &VolumeId, _node: Option<&str>) -> Result<()> {
+        Err(Error::Unimplemented(format!(
+            "volume {id}: NFS volumes need no ControllerUnpublishVolume"
+        )))
+    }
+
+    fn published_count(&self, _node: &str) -> usize {
+        0
+    }
+}

@@ -1,0 +1,348 @@
+//! Node side of the NFS backend: mount `server:share/subdir` at the pod's target with the kernel
+//! NFS client, taking server, share and subdir from the volume context alone (the node keeps no
+//! records: the PV carries everything). Kernel calls run under a deadline (`os::nfsmount`).
+
+use super::shares::parse_share;
+use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use crate::backend::NodeBackend;
+use crate::error::{Error, Result};
+use crate::node::Target;
+use crate::os::mount::BindOptions;
+use crate::os::{mountinfo, nfsmount, statfs};
+use crate::volume::{CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a volume lives, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Location {
+    pub server: String,
+    pub share: String,
+    pub subdir: String,
+}
+
+/// Reads and checks the volume context: a plain host, an absolute clean share, a relative clean
+/// subdir. The context comes from the PV, which anyone who can write PVs controls, so nothing in
+/// it may add mount options or climb out of the share.
+pub(super) fn location(vid: &str, ctx: &BTreeMap<String, String>) -> Result<Location> {
+    let get = |k: &str| {
+        ctx.get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
+            Error::invalid(format!(
+                "volume {vid}: volume_context has no {k:?} (it is set by CreateVolume)"
+            ))
+        })
+    };
+    let (server, share, subdir) = (get(CTX_SERVER)?, get(CTX_SHARE)?, get(CTX_SUBDIR)?);
+    let bad = |what: &str, v: &str| {
+        Error::invalid(format!(
+            "volume {vid}: {what} {v:?} in volume_context is not valid"
+        ))
+    };
+    let host_ok = server.len() <= 253
+        && !server.starts_with('-')
+        && server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    if !host_ok {
+        return Err(bad("server", server));
+    }
+    let clean = |p: &str| {
+        p.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains(['\0', ',', '\n']))
+    };
+    let share_ok = share == "/"
+        || (share.starts_with('/') && clean(share.trim_start_matches('/').trim_end_matches('/')));
+    if !share_ok || share.len() > 1024 {
+        return Err(bad("share", share));
+    }
+    if !clean(subdir)
+        || subdir.len() > 4096
+        || subdir.split('/').next() == Some(super::layout::META_DIR)
+    {
+        return Err(bad("subDir", subdir));
+    }
+    // Round-trips through the parser the CLI uses, so both agree on what a share is.
+    let (server, share) = parse_share(&format!("{server}:{share}"))
+        .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+    Ok(Location {
+        server,
+        share,
+        subdir: subdir.clone(),
+    })
+}
+
+impl NfsBackend {
+    /// Kernel mounts and unmounts may take several round trips (portmap, MOUNT, NFS).
+    fn kernel_deadline(&self) -> Duration {
+        self.cfg.timeout * 3
+    }
+
+    fn publish_volume(&self, req: &PublishRequest) -> Result<()> {
+        let vid = req.id.to_string();
+        let cap = &req.capability;
+        if let Some(why) = CAPS.refuse(BACKEND, cap) {
+            return Err(Error::invalid(format!("volume {vid}: {why}")));
+        }
+        let loc = location(&vid, &req.volume_context)?;
+        let read_only = req.read_only || cap.mode.read_only();
+        let target = &req.target;
+        if target.is_mounted(&vid)? {
+            if nfsmount::is_stale(target.as_path()) {
+                tracing::warn!(volume = %vid, target = %target.as_path().display(), "stale NFS mount: replacing it");
+                nfsmount::lazy_unmount(target.as_path()).map_err(Error::os(
+                    &vid,
+                    format!("detach stale mount {}", target.as_path().display()),
+                ))?;
+            } else {
+                let entry = mountinfo::mount_at(target.as_path())
+                    .map_err(Error::os(&vid, "read mount table"))?;
+                if entry.is_some_and(|m| m.read_only() != read_only) {
+                    return Err(Error::exists(
+                        &vid,
+                        format!(
+                            "{} is already published with read_only={}",
+                            target.as_path().display(),
+                            !read_only
+                        ),
+                    ));
+                }
+                return Ok(()); // a retry: already published
+            }
+        }
+        match &self.cfg.test_export_root {
+            Some(root) => self.bind_from_export(&vid, root, &loc, req, read_only),
+            None => self.kernel_mount(&vid, &loc, req, read_only),
+        }
+    }
+
+    /// `--nfs-test-export-root`: bind-mount the directory the test's NFS server exports.
+    fn bind_from_export(
+        &self,
+        vid: &str,
+        root: &Path,
+        loc: &Location,
+        req: &PublishRequest,
+        read_only: bool,
+    ) -> Result<()> {
+        // The same option checks as a real mount, so tests exercise them.
+        let plan = nfsmount::plan(
+            &loc.server,
+            &loc.share,
+            &loc.subdir,
+            &req.capability.mount_flags,
+            read_only,
+            None,
+        )
+        .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let source = root.join(&loc.subdir);
+        let real = std::fs::canonicalize(&source)
+            .map_err(|e| Error::not_found_because(vid, format!("{}: {e}", source.display())))?;
+        let real_root =
+            std::fs::canonicalize(root).map_err(Error::os(vid, "resolve test export root"))?;
+        if !real.starts_with(&real_root) || !real.is_dir() {
+            return Err(Error::precondition(
+                vid,
+                format!(
+                    "{} is not a directory inside {}",
+                    source.display(),
+                    root.display()
+                ),
+            ));
+        }
+        req.target
+            .bind_dir(vid, &real, BindOptions { flags: plan.flags })
+    }
+
+    fn kernel_mount(
+        &self,
+        vid: &str,
+        loc: &Location,
+        req: &PublishRequest,
+        read_only: bool,
+    ) -> Result<()> {
+        if !nfsmount::kernel_has_nfs() {
+            return Err(Error::precondition(
+                vid,
+                "this node's kernel has no NFS client (no nfs in /proc/filesystems): load the nfs module or install the NFS client",
+            ));
+        }
+        let deadline = self.kernel_deadline();
+        let server = loc.server.clone();
+        let addr = nfsmount::with_deadline(
+            &loc.server,
+            &format!("resolve {server} for volume {vid}"),
+            deadline,
+            move || {
+                nfsmount::resolve(&server).map_err(|e| Error::Unavailable {
+                    server: server.clone(),
+                    detail: format!("cannot resolve: {e}"),
+                })
+            },
+        )?;
+        let plan = nfsmount::plan(
+            &loc.server,
+            &loc.share,
+            &loc.subdir,
+            &req.capability.mount_flags,
+            read_only,
+            Some(addr),
+        )
+        .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        tracing::info!(volume = %vid, source = %plan.source, fstype = plan.fstype, options = %plan.data, "mounting NFS");
+        let target = req.target.clone();
+        let v = vid.to_string();
+        let action = format!("mount {} for volume {vid}", plan.source);
+        nfsmount::with_deadline(&loc.server, &action, deadline, move || {
+            target.mount_fs(
+                &v,
+                Path::new(&plan.source),
+                plan.fstype,
+                plan.flags,
+                &plan.data,
+            )
+        })
+    }
+
+    fn unpublish_volume(&self, id: &VolumeId, target: &Target) -> Result<()> {
+        let vid = id.to_string();
+        if target.is_mounted(&vid)? {
+            let t = target.clone();
+            let v = vid.clone();
+            let server = mountinfo::mount_at(target.as_path())
+                .ok()
+                .flatten()
+                .map(|m| m.source)
+                .unwrap_or_else(|| "(unknown)".into());
+            let action = format!("unmount {} for volume {vid}", target.as_path().display());
+            if let Err(e) =
+                nfsmount::with_deadline(&server, &action, self.kernel_deadline(), move || {
+                    t.unmount_all(&v)
+                })
+            {
+                // The server is gone or the mount is busy: detach it now, the kernel frees it later.
+                tracing::warn!(volume = %vid, target = %target.as_path().display(), error = %e, "unmount failed; detaching lazily");
+                let path: PathBuf = target.as_path().to_path_buf();
+                nfsmount::with_deadline(
+                    &server,
+                    &format!("lazy {action}"),
+                    self.kernel_deadline(),
+                    move || {
+                        nfsmount::lazy_unmount(&path)
+                            .map_err(Error::os("", format!("detach {}", path.display())))
+                    },
+                )?;
+            }
+        }
+        target.remove(&vid);
+        Ok(())
+    }
+
+    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+        let vid = id.to_string();
+        let mounted = mountinfo::is_mount_point(path).unwrap_or(false);
+        if !mounted {
+            return Err(Error::not_found_because(
+                vid,
+                format!("nothing is published at {}", path.display()),
+            ));
+        }
+        // statfs on a mount whose server died blocks in the kernel: bound it too.
+        let p = path.to_path_buf();
+        let v = vid.clone();
+        let source = mountinfo::mount_at(path)
+            .ok()
+            .flatten()
+            .map(|m| m.source)
+            .unwrap_or_default();
+        let fs = nfsmount::with_deadline(
+            &source,
+            &format!("statfs {} for volume {vid}", path.display()),
+            self.kernel_deadline(),
+            move || statfs::fs_stats(&p).map_err(Error::os(v, format!("statfs {}", p.display()))),
+        )?;
+        Ok(VolumeStats {
+            total_bytes: fs.total_bytes,
+            used_bytes: fs.total_bytes.saturating_sub(fs.available_bytes),
+            available_bytes: fs.available_bytes,
+            inodes: (fs.total_inodes > 0).then(|| {
+                (
+                    fs.total_inodes,
+                    fs.total_inodes - fs.free_inodes,
+                    fs.free_inodes,
+                )
+            }),
+            condition: Some(crate::volume::VolumeCondition::healthy()),
+        })
+    }
+}
+
+impl NodeBackend for NfsBackend {
+    fn stage(&self, req: &StageRequest) -> Result<()> {
+        Err(Error::Unimplemented(format!(
+            "volume {}: NFS volumes are not staged",
+            req.id
+        )))
+    }
+
+    fn unstage(&self, id: &VolumeId, _staging: &Target) -> Result<()> {
+        Err(Error::Unimplemented(format!(
+            "volume {id}: NFS volumes are not staged"
+        )))
+    }
+
+    fn publish(&self, req: &PublishRequest) -> Result<()> {
+        self.publish_volume(req)
+    }
+
+    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
+        self.unpublish_volume(id, target)
+    }
+
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+        self.volume_stats(id, path)
+    }
+
+    fn node_expand(&self, id: &VolumeId, _path: &Path, _range: CapacityRange) -> Result<u64> {
+        Err(Error::Unimplemented(format!(
+            "volume {id}: NFS volumes grow without a node step"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(server: &str, share: &str, sub: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (CTX_SERVER.into(), server.into()),
+            (CTX_SHARE.into(), share.into()),
+            (CTX_SUBDIR.into(), sub.into()),
+        ])
+    }
+
+    #[test]
+    fn context_is_validated() {
+        let l = location("nfs/v", &ctx("10.0.0.5", "/srv/nfs/", "ns/pvc-1")).unwrap();
+        assert_eq!(
+            (l.server.as_str(), l.share.as_str(), l.subdir.as_str()),
+            ("10.0.0.5", "/srv/nfs", "ns/pvc-1")
+        );
+        for (s, sh, sub) in [
+            ("-oevil", "/e", "v"),
+            ("a b", "/e", "v"),
+            ("h", "rel", "v"),
+            ("h", "/e/../x", "v"),
+            ("h", "/e", "../x"),
+            ("h", "/e", "a//b"),
+            ("h", "/e", "/abs"),
+            ("h", "/e", "v,ro"),
+            ("h", "/e", ".ferrovol/volumes"),
+            ("h", "/e", ""),
+        ] {
+            let e = location("nfs/v", &ctx(s, sh, sub)).unwrap_err();
+            assert!(e.to_string().contains("nfs/v"), "{e}");
+        }
+    }
+}

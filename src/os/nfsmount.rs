@@ -1,0 +1,289 @@
+//! Kernel NFS mounts for the NFS backend's node side: the exact mount(2) arguments, a check that
+//! the kernel has an NFS client at all, and a runner that bounds kernel calls by a deadline.
+//!
+//! Why a dedicated thread per kernel call: a mount or umount against a dead server can sit in
+//! uninterruptible sleep for minutes. Run on tokio's blocking pool it would keep that worker for
+//! good, and a handful of dead servers would stall every RPC. Here each call gets its own
+//! thread; when the deadline passes we stop waiting, answer DeadlineExceeded and leave the
+//! thread to finish (or hang) on its own. `MAX_ABANDONED` bounds how many such threads may be
+//! left stuck at once; past it new calls are refused as Unavailable instead of piling up.
+
+use crate::error::{Error, Result};
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+use sys_mount::MountFlags;
+
+/// Kernel calls still running after their deadline; see the module doc.
+static ABANDONED: AtomicUsize = AtomicUsize::new(0);
+const MAX_ABANDONED: usize = 32;
+
+/// mount(2) arguments for one NFS volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsMount {
+    /// `server:/share/subdir` (`[v6addr]:/...` for IPv6 literals).
+    pub source: String,
+    /// `nfs` (v3, or whatever `vers=` below 4 says) or `nfs4`.
+    pub fstype: &'static str,
+    /// Per-mount flags taken out of the options (mount(2) wants them as flags, not data).
+    pub flags: MountFlags,
+    /// The NFS options, comma separated, as the kernel's nfs option parser takes them.
+    pub data: String,
+}
+
+/// True when the running kernel can mount NFS (it lists `nfs` or `nfs4` in /proc/filesystems).
+/// A module that is not loaded yet is not listed; we do not load modules.
+pub fn kernel_has_nfs() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|t| filesystems_have_nfs(&t))
+        .unwrap_or(false)
+}
+
+fn filesystems_have_nfs(text: &str) -> bool {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .any(|fs| fs == "nfs" || fs == "nfs4")
+}
+
+/// Mount flags that mount(8) accepts among `-o` options but mount(2) takes as flags.
+fn flag_of(opt: &str) -> Option<MountFlags> {
+    Some(match opt {
+        "ro" => MountFlags::RDONLY,
+        "nosuid" => MountFlags::NOSUID,
+        "nodev" => MountFlags::NODEV,
+        "noexec" => MountFlags::NOEXEC,
+        "noatime" => MountFlags::NOATIME,
+        "nodiratime" => MountFlags::NODIRATIME,
+        "relatime" => MountFlags::RELATIME,
+        "strictatime" => MountFlags::STRICTATIME,
+        "sync" => MountFlags::SYNCHRONOUS,
+        "rw" | "defaults" | "suid" | "dev" | "exec" | "atime" | "async" => MountFlags::empty(),
+        _ => return None,
+    })
+}
+
+/// One NFS option: a word or `key=value` of characters the kernel parser knows. Anything else
+/// (spaces, quotes, commas inside values) would let a StorageClass smuggle extra options.
+fn valid_option(opt: &str) -> bool {
+    !opt.is_empty()
+        && opt.len() <= 256
+        && opt
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.=:/".contains(c))
+        && opt.matches('=').count() <= 1
+}
+
+/// Builds the mount of `share/subdir` on `server` with the class's mountOptions (each entry may
+/// itself be a comma-separated list). `vers=4*`/`nfsvers=4*` selects `nfs4`. `addr` is the
+/// server's address as the kernel needs it (mount.nfs resolves names in user space; the kernel
+/// does not): pass `None` to leave it to an `addr=` option of the class.
+pub fn plan<S: AsRef<str>>(
+    server: &str,
+    share: &str,
+    subdir: &str,
+    options: &[S],
+    read_only: bool,
+    addr: Option<IpAddr>,
+) -> std::result::Result<NfsMount, String> {
+    let mut flags = MountFlags::empty();
+    let mut data: Vec<String> = Vec::new();
+    let mut fstype = "nfs";
+    for opt in options.iter().flat_map(|o| {
+        o.as_ref()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>()
+    }) {
+        if !valid_option(opt) {
+            return Err(format!(
+                "mount option {opt:?} is not a valid NFS mount option"
+            ));
+        }
+        if let Some(f) = flag_of(opt) {
+            flags |= f;
+            continue;
+        }
+        if let Some((k, v)) = opt.split_once('=') {
+            if matches!(k, "vers" | "nfsvers") && v.starts_with('4') {
+                fstype = "nfs4";
+            }
+        }
+        data.push(opt.to_string());
+    }
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    if let Some(a) = addr {
+        if !data.iter().any(|o| o.starts_with("addr=")) {
+            data.push(format!("addr={a}"));
+        }
+    }
+    let host = match server.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => server.to_string(),
+    };
+    let share = share.trim_end_matches('/');
+    Ok(NfsMount {
+        source: if subdir.is_empty() {
+            format!("{host}:{}", if share.is_empty() { "/" } else { share })
+        } else {
+            format!("{host}:{share}/{subdir}")
+        },
+        fstype,
+        flags,
+        data: data.join(","),
+    })
+}
+
+/// The server's address for the kernel's `addr=` option (first answer of the system resolver).
+pub fn resolve(server: &str) -> std::io::Result<IpAddr> {
+    if let Ok(a) = server.parse::<IpAddr>() {
+        return Ok(a);
+    }
+    (server, 2049)
+        .to_socket_addrs()?
+        .next()
+        .map(|s| s.ip())
+        .ok_or_else(|| std::io::Error::other(format!("{server} has no address")))
+}
+
+/// Runs `f` on its own thread and waits at most `deadline`. On timeout the thread is abandoned
+/// (see the module doc) and the answer is DeadlineExceeded naming `server` and `action`.
+pub fn with_deadline<T: Send + 'static>(
+    server: &str,
+    action: &str,
+    deadline: Duration,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if ABANDONED.load(Ordering::Relaxed) >= MAX_ABANDONED {
+        return Err(Error::Unavailable {
+            server: server.to_string(),
+            detail: format!(
+                "{action}: {MAX_ABANDONED} earlier kernel NFS calls are still hung; refusing more until they return"
+            ),
+        });
+    }
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("nfs-kernel-call".into())
+        .spawn(move || {
+            let r = f();
+            if tx.send(r).is_err() {
+                // The caller gave up on us: we are no longer stuck.
+                ABANDONED.fetch_sub(1, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| Error::Internal(format!("{action}: cannot start a thread: {e}")))?;
+    match rx.recv_timeout(deadline) {
+        Ok(r) => r,
+        Err(_) => {
+            // Count it before the thread can notice the closed channel and count it down.
+            ABANDONED.fetch_add(1, Ordering::Relaxed);
+            drop(rx);
+            Err(Error::DeadlineExceeded {
+                server: server.to_string(),
+                action: action.to_string(),
+                seconds: deadline.as_secs().max(1),
+            })
+        }
+    }
+}
+
+/// Detaches whatever is mounted at `path` now and cleans up when it is no longer busy
+/// (umount2 MNT_DETACH): the fallback for a mount whose server is gone. The last component is
+/// not followed.
+pub fn lazy_unmount(path: &Path) -> std::io::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when `path` answers ESTALE: its server lost the directory's handle (export re-created,
+/// server replaced). Such a mount is dead for good and must be replaced.
+pub fn is_stale(path: &Path) -> bool {
+    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ESTALE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const V4: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)));
+
+    #[test]
+    fn v3_source_type_and_options() {
+        let m = plan(
+            "nfs.example",
+            "/srv/nfs/",
+            "ns/data",
+            &["nfsvers=3,hard", "timeo=600", "nosuid"],
+            false,
+            V4,
+        )
+        .unwrap();
+        assert_eq!(m.source, "nfs.example:/srv/nfs/ns/data");
+        assert_eq!(m.fstype, "nfs");
+        assert_eq!(m.flags, MountFlags::NOSUID);
+        assert_eq!(m.data, "nfsvers=3,hard,timeo=600,addr=10.0.0.5");
+    }
+
+    #[test]
+    fn vers4_selects_nfs4_and_read_only_is_a_flag() {
+        for o in ["vers=4.1", "nfsvers=4", "vers=4"] {
+            let m = plan("10.0.0.5", "/", "pvc-1", &[o], true, V4).unwrap();
+            assert_eq!((m.fstype, m.source.as_str()), ("nfs4", "10.0.0.5:/pvc-1"));
+            assert!(m.flags.contains(MountFlags::RDONLY));
+            assert_eq!(m.data, format!("{o},addr=10.0.0.5"));
+        }
+        let m = plan("10.0.0.5", "/e", "v", &["ro", "addr=10.0.0.9"], false, V4).unwrap();
+        assert_eq!((m.fstype, m.data.as_str()), ("nfs", "addr=10.0.0.9"));
+        assert_eq!(m.flags, MountFlags::RDONLY);
+    }
+
+    #[test]
+    fn ipv6_servers_are_bracketed() {
+        let m = plan::<&str>("fd00::5", "/e", "v", &[], false, "fd00::5".parse().ok()).unwrap();
+        assert_eq!(m.source, "[fd00::5]:/e/v");
+        assert_eq!(m.data, "addr=fd00::5");
+    }
+
+    #[test]
+    fn hostile_options_are_refused() {
+        for bad in ["a b", "x=\"y\"", "k=v=w", "sec=sys;rm", "\u{0}"] {
+            let e = plan("s", "/e", "v", &[bad], false, V4).unwrap_err();
+            assert!(e.contains("not a valid NFS mount option"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn proc_filesystems_parsing() {
+        assert!(!filesystems_have_nfs("nodev\tsysfs\n\text4\nnodev\tnfsd\n"));
+        assert!(filesystems_have_nfs(
+            "nodev\tsysfs\nnodev\tnfs\nnodev\tnfs4\n"
+        ));
+    }
+
+    #[test]
+    fn deadline_abandons_a_hung_call() {
+        let t0 = std::time::Instant::now();
+        let r = with_deadline("srv", "mount x", Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(())
+        });
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        assert!(
+            matches!(r, Err(Error::DeadlineExceeded { ref server, .. }) if server == "srv"),
+            "{r:?}"
+        );
+        assert_eq!(
+            with_deadline("srv", "x", Duration::from_secs(1), || Ok(7)).unwrap(),
+            7
+        );
+    }
+}
