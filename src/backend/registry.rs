@@ -1,6 +1,8 @@
 //! Which CSI driver a process is, and the backends it serves, built from configuration.
 
+use super::device::{DeviceBackend, DeviceConfig};
 use super::hostpath::{HostpathBackend, HostpathConfig};
+use crate::discovery::Filters;
 use super::Backend;
 use crate::state::Journal;
 use std::io;
@@ -28,7 +30,7 @@ impl DriverKind {
     /// Backends this driver may serve, the default set first.
     pub fn backends(self) -> &'static [&'static str] {
         match self {
-            DriverKind::Local => &[super::hostpath::BACKEND],
+            DriverKind::Local => &[super::hostpath::BACKEND, super::device::BACKEND],
             DriverKind::Nfs => &["nfs"],
         }
     }
@@ -41,6 +43,18 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub hostpath_base: PathBuf,
     pub default_capacity: u64,
+    pub devices: DeviceSettings,
+}
+
+/// Which devices the device backend may claim (`--device-include`, `--device-exclude`,
+/// `--device-config`), and the paths whose disks are never candidates.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceSettings {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub config: Option<PathBuf>,
+    /// Besides / and /boot: the state dir, the kubelet dir, the data dir.
+    pub protected: Vec<PathBuf>,
 }
 
 /// Opens the state journal once and builds each named backend on it.
@@ -73,6 +87,19 @@ pub fn open(
                 journal.clone(),
                 &live,
             )?),
+            super::device::BACKEND => {
+                let d = &settings.devices;
+                let filters = Filters::new(&d.include, &d.exclude, d.config.as_deref(), &d.protected)?;
+                Arc::new(DeviceBackend::open(
+                    DeviceConfig {
+                        node_id: settings.node_id.clone(),
+                        state_dir: settings.state_dir.clone(),
+                        filters,
+                    },
+                    journal.clone(),
+                    &live,
+                )?)
+            }
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
