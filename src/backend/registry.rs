@@ -2,8 +2,8 @@
 
 use super::device::{DeviceBackend, DeviceConfig};
 use super::hostpath::{HostpathBackend, HostpathConfig};
-use crate::discovery::Filters;
 use super::Backend;
+use crate::discovery::Filters;
 use crate::state::Journal;
 use std::io;
 use std::path::PathBuf;
@@ -89,7 +89,8 @@ pub fn open(
             )?),
             super::device::BACKEND => {
                 let d = &settings.devices;
-                let filters = Filters::new(&d.include, &d.exclude, d.config.as_deref(), &d.protected)?;
+                let filters =
+                    Filters::new(&d.include, &d.exclude, d.config.as_deref(), &d.protected)?;
                 Arc::new(DeviceBackend::open(
                     DeviceConfig {
                         node_id: settings.node_id.clone(),

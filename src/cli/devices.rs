@@ -124,10 +124,8 @@ pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>
 /// The inventory table: one line per device ever seen, with its state and claim. REASON is why
 /// a Released device was not reused, else why discovery excludes it.
 pub fn inventory_table(entries: &[Entry]) -> String {
-    let mut rows = vec![[
-        "UID", "PATH", "SIZE", "STATE", "CLAIM", "VOLUME", "REASON",
-    ]
-    .map(String::from)];
+    let mut rows =
+        vec![["UID", "PATH", "SIZE", "STATE", "CLAIM", "VOLUME", "REASON"].map(String::from)];
     for e in entries {
         let d = &e.device;
         let state = match e.state {

@@ -65,7 +65,9 @@ pub fn is_read_only(dev: &Path) -> io::Result<bool> {
     let mut flag: libc::c_int = 0;
     // SAFETY: BLKROGET writes one int through the pointer.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKROGET, &mut flag) } != 0 {
-        return Err(ctx(dev, "read read-only flag of")(io::Error::last_os_error()));
+        return Err(ctx(dev, "read read-only flag of")(
+            io::Error::last_os_error(),
+        ));
     }
     Ok(flag != 0)
 }

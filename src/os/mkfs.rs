@@ -40,7 +40,12 @@ pub fn command_line(
         // lazy_itable_init=1 and no discard: mkfs returns at once on a large device; the kernel
         // initialises inode tables in the background (what `mkfs.ext4 -q` does by default).
         "ext4" => vec!["-q".into(), "-F".into(), "-U".into(), uuid.into()],
-        "xfs" => vec!["-q".into(), "-f".into(), "-m".into(), format!("uuid={uuid}")],
+        "xfs" => vec![
+            "-q".into(),
+            "-f".into(),
+            "-m".into(),
+            format!("uuid={uuid}"),
+        ],
         other => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -87,13 +92,8 @@ mod tests {
 
     #[test]
     fn command_lines_carry_uuid_and_options() {
-        let (tool, args) = command_line(
-            "xfs",
-            Path::new("/dev/loop9"),
-            "u",
-            &["-K".to_string()],
-        )
-        .unwrap();
+        let (tool, args) =
+            command_line("xfs", Path::new("/dev/loop9"), "u", &["-K".to_string()]).unwrap();
         assert_eq!(tool, "mkfs.xfs");
         assert_eq!(args, ["-q", "-f", "-m", "uuid=u", "-K", "/dev/loop9"]);
         assert!(command_line("btrfs", Path::new("/dev/x"), "u", &[]).is_err());

@@ -107,7 +107,11 @@ impl DeviceBackend {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
         let kind = access_kind(&id_str, &req.capabilities)?;
-        if req.topology.as_ref().is_some_and(|t| !t.allows_node(&self.node)) {
+        if req
+            .topology
+            .as_ref()
+            .is_some_and(|t| !t.allows_node(&self.node))
+        {
             return Err(Error::no_space(
                 id_str,
                 format!(
@@ -199,8 +203,11 @@ impl DeviceBackend {
 
     /// fsType from the class, else the capability's, else ext4; the two must agree.
     fn fs_type_for(&self, id: &str, params: &DeviceParams, caps: &[Capability]) -> Result<String> {
-        let from_cap = caps.iter().map(|c| c.fs_type.as_str()).find(|f| !f.is_empty());
-        let fs = match (params.fs_type.as_deref(), from_cap) {
+        let from_cap = caps
+            .iter()
+            .map(|c| c.fs_type.as_str())
+            .find(|f| !f.is_empty());
+        let fs = match (params.fs_type(), from_cap) {
             (Some(a), Some(b)) if a != b => {
                 return Err(Error::invalid(format!(
                     "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
@@ -414,11 +421,19 @@ impl ControllerBackend for DeviceBackend {
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = DeviceParams::decode(&req.parameters)?;
         let none = Capacity::default();
-        if req.topology.as_ref().is_some_and(|t| !t.allows_node(&self.node)) {
+        if req
+            .topology
+            .as_ref()
+            .is_some_and(|t| !t.allows_node(&self.node))
+        {
             return Ok(none);
         }
         if let Some(first) = req.capabilities.first() {
-            if req.capabilities.iter().any(|c| unsupported(c, first.kind).is_some()) {
+            if req
+                .capabilities
+                .iter()
+                .any(|c| unsupported(c, first.kind).is_some())
+            {
                 return Ok(none);
             }
         }

@@ -142,7 +142,11 @@ impl DeviceBackend {
     }
 
     fn roll_back_create(&self, rec: &VolumeRecord) -> Result<()> {
-        if self.claim_of(&rec.backend.uid) == Some(Claim::Claimed { volume: rec.id.clone() }) {
+        if self.claim_of(&rec.backend.uid)
+            == Some(Claim::Claimed {
+                volume: rec.id.clone(),
+            })
+        {
             self.set_claim(rec, Claim::Unclaimed)?;
         }
         tracing::info!(volume = %rec.id, uid = %rec.backend.uid, "rolled back an unfinished create");
@@ -172,7 +176,10 @@ impl DeviceBackend {
     fn set_claim(&self, rec: &VolumeRecord, claim: Claim) -> Result<()> {
         self.inventory
             .set_claim(&rec.backend.uid, claim)
-            .map_err(Error::os(&rec.id, format!("set claim of device {}", rec.backend.uid)))
+            .map_err(Error::os(
+                &rec.id,
+                format!("set claim of device {}", rec.backend.uid),
+            ))
     }
 
     fn record(&self, id: &VolumeId) -> Result<VolumeRecord> {
@@ -196,10 +203,17 @@ impl DeviceBackend {
         if e.state != State::Active {
             return Err(Error::precondition(
                 &rec.id,
-                format!("device {uid} is gone (Inactive since it was last seen at {})", e.device.dev_path.display()),
+                format!(
+                    "device {uid} is gone (Inactive since it was last seen at {})",
+                    e.device.dev_path.display()
+                ),
             ));
         }
-        if e.claim != (Claim::Claimed { volume: rec.id.clone() }) {
+        if e.claim
+            != (Claim::Claimed {
+                volume: rec.id.clone(),
+            })
+        {
             return Err(Error::precondition(
                 &rec.id,
                 format!("device {uid} is not claimed by this volume ({:?})", e.claim),
@@ -255,7 +269,10 @@ impl DeviceBackend {
         let mut context = BTreeMap::from([
             ("ferrovol.io/backend".to_string(), BACKEND.to_string()),
             ("ferrovol.io/access-type".to_string(), kind.to_string()),
-            ("ferrovol.io/device-uid".to_string(), rec.backend.uid.clone()),
+            (
+                "ferrovol.io/device-uid".to_string(),
+                rec.backend.uid.clone(),
+            ),
         ]);
         if let Some(fs) = &rec.backend.fs {
             context.insert("ferrovol.io/fs-type".into(), fs.fs_type.clone());

@@ -73,7 +73,8 @@ impl DeviceBackend {
     /// at all (or our own unfinished one), accepts our finished one, refuses anything else.
     fn ensure_fs(&self, rec: &mut VolumeRecord, fs: &OurFs, dev: &Path) -> Result<()> {
         let vid = rec.id.clone();
-        let probe = || blkid::probe_all(dev).map_err(Error::os(&vid, format!("probe {}", dev.display())));
+        let probe =
+            || blkid::probe_all(dev).map_err(Error::os(&vid, format!("probe {}", dev.display())));
         let ours = |s: &blkid::Signature| {
             s.kind == blkid::Kind::Filesystem
                 && s.fs_type == fs.fs_type
@@ -107,8 +108,10 @@ impl DeviceBackend {
             return Ok(());
         }
         // Blank, or our own filesystem whose mkfs never completed (no pod has used it): make it.
-        mkfs::make(&fs.fs_type, dev, &fs.uuid, &rec.backend.mkfs_options)
-            .map_err(Error::os(&vid, format!("make a filesystem on {}", dev.display())))?;
+        mkfs::make(&fs.fs_type, dev, &fs.uuid, &rec.backend.mkfs_options).map_err(Error::os(
+            &vid,
+            format!("make a filesystem on {}", dev.display()),
+        ))?;
         crate::failpoint::hit("device:stage:after-mkfs");
         let made = probe()?;
         if made.is_empty() || !made.iter().all(ours) {
@@ -178,11 +181,16 @@ impl DeviceBackend {
         }
         if rec.kind == AccessKind::Mount && is_mounted(staging, &vid)? {
             let ours = rec.staged_at.as_deref() == Some(staging)
-                || self.device_path(&rec).is_ok_and(|d| mounted_from(staging, &d));
+                || self
+                    .device_path(&rec)
+                    .is_ok_and(|d| mounted_from(staging, &d));
             if !ours {
                 return Err(Error::not_found_because(
                     vid,
-                    format!("not staged at {}; its mount is left alone", staging.display()),
+                    format!(
+                        "not staged at {}; its mount is left alone",
+                        staging.display()
+                    ),
                 ));
             }
             staging_t.unmount_all(&vid)?;
@@ -216,7 +224,10 @@ impl DeviceBackend {
         if rec.kind == AccessKind::Mount && !mounted_from(staging, &dev) {
             return Err(Error::precondition(
                 vid,
-                format!("{} no longer shows the volume; stage it again", staging.display()),
+                format!(
+                    "{} no longer shows the volume; stage it again",
+                    staging.display()
+                ),
             ));
         }
         let opts = bind_options(&cap.mount_flags, req.read_only || cap.mode.read_only());
@@ -237,14 +248,21 @@ impl DeviceBackend {
             if !same {
                 return Err(Error::exists(
                     vid,
-                    format!("{} is already mounted with other options or another volume", target.display()),
+                    format!(
+                        "{} is already mounted with other options or another volume",
+                        target.display()
+                    ),
                 ));
             }
         } else {
             match rec.kind {
                 AccessKind::Mount => req.target.bind_dir(&vid, staging, opts)?,
                 AccessKind::Block => {
-                    if let Some((t, p)) = rec.published.iter().find(|(_, p)| p.read_only != wanted.read_only) {
+                    if let Some((t, p)) = rec
+                        .published
+                        .iter()
+                        .find(|(_, p)| p.read_only != wanted.read_only)
+                    {
                         return Err(Error::precondition(
                             vid,
                             format!(
@@ -275,13 +293,18 @@ impl DeviceBackend {
         let vid = rec.id.clone();
         if is_mounted(target, &vid)? {
             let shows = match rec.kind {
-                AccessKind::Mount => self.device_path(&rec).is_ok_and(|d| mounted_from(target, &d)),
+                AccessKind::Mount => self
+                    .device_path(&rec)
+                    .is_ok_and(|d| mounted_from(target, &d)),
                 AccessKind::Block => false,
             };
             if !rec.published.contains_key(target) && !shows {
                 return Err(Error::not_found_because(
                     vid,
-                    format!("not published at {}; its mount is left alone", target.display()),
+                    format!(
+                        "not published at {}; its mount is left alone",
+                        target.display()
+                    ),
                 ));
             }
             target_t.unmount_all(&vid)?;
@@ -316,13 +339,18 @@ impl DeviceBackend {
                 ..Default::default()
             });
         }
-        let s = statfs::fs_stats(path).map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
+        let s = statfs::fs_stats(path)
+            .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
         Ok(VolumeStats {
             total_bytes: s.total_bytes,
             used_bytes: s.total_bytes.saturating_sub(s.available_bytes),
             available_bytes: s.available_bytes,
             inodes: (s.total_inodes > 0).then(|| {
-                (s.total_inodes, s.total_inodes - s.free_inodes, s.free_inodes)
+                (
+                    s.total_inodes,
+                    s.total_inodes - s.free_inodes,
+                    s.free_inodes,
+                )
             }),
             condition: Some(condition),
         })
@@ -369,7 +397,10 @@ mod tests {
 
     #[test]
     fn fs_options_split_into_flags_and_data() {
-        let (f, d) = fs_mount_options(&["noatime,discard".into(), "errors=remount-ro".into()], true);
+        let (f, d) = fs_mount_options(
+            &["noatime,discard".into(), "errors=remount-ro".into()],
+            true,
+        );
         assert!(f.contains(MountFlags::NOATIME | MountFlags::RDONLY));
         assert_eq!(d, "discard,errors=remount-ro");
         let b = bind_options(&["noatime,discard".into()], false);

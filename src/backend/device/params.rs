@@ -12,20 +12,20 @@ use std::collections::BTreeMap;
 pub struct DeviceParams {
     /// ext4 or xfs (filesystem volumes; default ext4, or the capability's fs_type).
     #[serde(default)]
-    pub fs_type: Option<String>,
+    fs_type: String,
     /// Extra mkfs arguments, split on whitespace.
     #[serde(default)]
-    pub mkfs_options: Option<String>,
+    mkfs_options: String,
     /// `rotational=false,model=Samsung*,vendor=ATA,path=/dev/disk/by-id/nvme-*`.
     #[serde(default)]
-    pub device_selector: Option<String>,
+    device_selector: String,
 }
 
 impl DeviceParams {
     pub fn decode(params: &BTreeMap<String, String>) -> Result<Self> {
         let p: DeviceParams = crate::backend::params::decode(super::BACKEND, params)?;
-        if let Some(fs) = &p.fs_type {
-            if !mkfs::SUPPORTED.contains(&fs.as_str()) {
+        if let Some(fs) = p.fs_type() {
+            if !mkfs::SUPPORTED.contains(&fs) {
                 return Err(Error::invalid(format!(
                     "device StorageClass parameters: fsType {fs:?} is not one of {:?}",
                     mkfs::SUPPORTED
@@ -36,14 +36,17 @@ impl DeviceParams {
         Ok(p)
     }
 
+    /// The class's fsType, if it names one (parameters carry strings only: empty is none).
+    pub fn fs_type(&self) -> Option<&str> {
+        Some(self.fs_type.as_str()).filter(|f| !f.is_empty())
+    }
+
     pub fn selector(&self) -> Result<Selector> {
-        Selector::parse(self.device_selector.as_deref().unwrap_or(""))
+        Selector::parse(&self.device_selector)
     }
 
     pub fn mkfs_args(&self) -> Vec<String> {
         self.mkfs_options
-            .as_deref()
-            .unwrap_or("")
             .split_whitespace()
             .map(String::from)
             .collect()
@@ -80,9 +83,10 @@ impl Selector {
                 "vendor" => s.vendor = Some(pat()?),
                 "path" => s.path = Some(pat()?),
                 "rotational" => {
-                    s.rotational = Some(v.parse().map_err(|_| {
-                        bad(format!("rotational must be true or false, not {v:?}"))
-                    })?)
+                    s.rotational =
+                        Some(v.parse().map_err(|_| {
+                            bad(format!("rotational must be true or false, not {v:?}"))
+                        })?)
                 }
                 other => {
                     return Err(bad(format!(
@@ -96,10 +100,8 @@ impl Selector {
 
     pub fn matches(&self, d: &Device) -> bool {
         let text = |p: &Option<Pattern>, v: &Option<String>| {
-            p.as_ref().is_none_or(|p| {
-                v.as_deref()
-                    .is_some_and(|v| p.matches_with(v.trim(), TEXT))
-            })
+            p.as_ref()
+                .is_none_or(|p| v.as_deref().is_some_and(|v| p.matches_with(v.trim(), TEXT)))
         };
         text(&self.model, &d.model)
             && text(&self.vendor, &d.vendor)
@@ -130,7 +132,7 @@ mod tests {
             ("mkfsOptions", "-K  -b size=4096"),
         ]))
         .unwrap();
-        assert_eq!(p.fs_type.as_deref(), Some("xfs"));
+        assert_eq!(p.fs_type(), Some("xfs"));
         assert_eq!(p.mkfs_args(), ["-K", "-b", "size=4096"]);
         let e = DeviceParams::decode(&params(&[("quota", "enforce")])).unwrap_err();
         assert!(e.to_string().contains("quota"), "{e}");
