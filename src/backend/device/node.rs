@@ -71,6 +71,9 @@ impl DeviceBackend {
 
     /// Makes sure the device holds this volume's filesystem: formats a device with no signature
     /// at all (or our own unfinished one), accepts our finished one, refuses anything else.
+    /// Sets the offsets in `rec` but does not commit them: the stage's one commit does (a crash
+    /// before it leaves our UUID without offsets, which the next stage makes again or, when it
+    /// finds the filesystem still mounted at the staging path, adopts).
     fn ensure_fs(&self, rec: &mut VolumeRecord, fs: &OurFs, dev: &Path) -> Result<()> {
         let vid = rec.id.clone();
         let probe =
@@ -124,7 +127,6 @@ impl DeviceBackend {
         let mut done = fs.clone();
         done.offsets = made.iter().map(|s| s.offset).collect();
         rec.backend.fs = Some(done);
-        self.ledger.save(rec.clone())?;
         tracing::info!(volume = %vid, device = %dev.display(), fs = %fs.fs_type, uuid = %fs.uuid, "formatted device");
         Ok(())
     }
@@ -154,16 +156,44 @@ impl DeviceBackend {
                         format!("staging path {} holds another mount", staging.display()),
                     ));
                 }
+                if fs.offsets.is_empty() {
+                    // Mounted by a stage that crashed before its commit: ours, record it.
+                    self.adopt_offsets(&mut rec, &fs, &dev)?;
+                }
             } else {
                 self.ensure_fs(&mut rec, &fs, &dev)?;
                 let (flags, data) = fs_mount_options(&cap.mount_flags, cap.mode.read_only());
                 staging_t.mount_fs(&vid, &dev, &fs.fs_type, flags, &data)?;
             }
         }
-        if rec.staged_at.as_deref() != Some(staging) {
-            rec.staged_at = Some(staging.to_path_buf());
+        let before = self.record(&req.id)?;
+        rec.staged_at = Some(staging.to_path_buf());
+        if rec != before {
             self.ledger.save(rec)?;
         }
+        Ok(())
+    }
+
+    fn adopt_offsets(&self, rec: &mut VolumeRecord, fs: &OurFs, dev: &Path) -> Result<()> {
+        let sigs = blkid::probe_all(dev)
+            .map_err(Error::os(&rec.id, format!("probe {}", dev.display())))?;
+        let ours = !sigs.is_empty()
+            && sigs
+                .iter()
+                .all(|s| s.fs_type == fs.fs_type && s.uuid.as_deref() == Some(fs.uuid.as_str()));
+        if !ours {
+            return Err(Error::precondition(
+                &rec.id,
+                format!(
+                    "{} is mounted but shows {sigs:?}, not filesystem {}",
+                    dev.display(),
+                    fs.uuid
+                ),
+            ));
+        }
+        let mut done = fs.clone();
+        done.offsets = sigs.iter().map(|s| s.offset).collect();
+        rec.backend.fs = Some(done);
         Ok(())
     }
 
