@@ -4,7 +4,7 @@ use ferrovol::cli::{crd, ctl, devices, serve, Cli, Command};
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Ctl(args) => ctl::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Crd => crd::run(),

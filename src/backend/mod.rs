@@ -3,6 +3,7 @@
 //! Methods are blocking (they do file system or network work) and run on the blocking pool.
 
 pub mod caps;
+pub mod device;
 pub mod hostpath;
 pub mod nfs;
 pub mod params;

@@ -1,8 +1,10 @@
 //! Which CSI driver a process is, and the backends it serves, built from configuration.
 
+use super::device::{DeviceBackend, DeviceConfig};
 use super::hostpath::{HostpathBackend, HostpathConfig};
 use super::nfs::{NfsBackend, NfsConfig};
 use super::Backend;
+use crate::discovery::Filters;
 use crate::state::Journal;
 use std::io;
 use std::path::PathBuf;
@@ -29,7 +31,7 @@ impl DriverKind {
     /// Backends this driver may serve, the default set first.
     pub fn backends(self) -> &'static [&'static str] {
         match self {
-            DriverKind::Local => &[super::hostpath::BACKEND],
+            DriverKind::Local => &[super::hostpath::BACKEND, super::device::BACKEND],
             DriverKind::Nfs => &[super::nfs::BACKEND],
         }
     }
@@ -46,6 +48,18 @@ pub struct Settings {
     pub nfs_timeout: std::time::Duration,
     pub nfs_shares: Vec<(String, String)>,
     pub nfs_test_export_root: Option<PathBuf>,
+    pub devices: DeviceSettings,
+}
+
+/// Which devices the device backend may claim (`--device-include`, `--device-exclude`,
+/// `--device-config`), and the paths whose disks are never candidates.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceSettings {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub config: Option<PathBuf>,
+    /// Besides / and /boot: the state dir, the kubelet dir, the data dir.
+    pub protected: Vec<PathBuf>,
 }
 
 /// Opens the state journal once and builds each named backend on it.
@@ -85,6 +99,20 @@ pub fn open(
                 default_capacity: settings.default_capacity,
                 test_export_root: settings.nfs_test_export_root.clone(),
             })?),
+            super::device::BACKEND => {
+                let d = &settings.devices;
+                let filters =
+                    Filters::new(&d.include, &d.exclude, d.config.as_deref(), &d.protected)?;
+                Arc::new(DeviceBackend::open(
+                    DeviceConfig {
+                        node_id: settings.node_id.clone(),
+                        state_dir: settings.state_dir.clone(),
+                        filters,
+                    },
+                    journal.clone(),
+                    &live,
+                )?)
+            }
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,

@@ -55,6 +55,17 @@ pub enum CtlCommand {
     Unpublish { volume_id: String, target: PathBuf },
     /// Usage of a published volume.
     Stats { volume_id: String, path: PathBuf },
+    /// The device inventory of the driver using this data dir (or --state-dir): every device
+    /// seen, Active or Inactive, its claim and volume, and why an excluded one is excluded.
+    /// Reads the inventory file; needs no running driver.
+    Devices {
+        /// The driver's --state-dir, if it was not <data-dir>/state.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Grow a volume to SIZE (controller and node side).
     Expand {
         volume_id: String,
@@ -87,6 +98,19 @@ fn capability(block: bool, readonly: bool) -> csi::VolumeCapability {
 }
 
 pub fn run(args: CtlArgs) -> Result<()> {
+    if let CtlCommand::Devices { state_dir, json } = &args.command {
+        let dir = state_dir.as_deref().map_or_else(
+            || super::absolute(&args.data_dir).join("state"),
+            super::absolute,
+        );
+        let entries = super::devices::read_inventory(&dir)?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&entries)?);
+        } else {
+            print!("{}", super::devices::inventory_table(&entries));
+        }
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -290,6 +314,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 resp.capacity_bytes, resp.node_expansion_required
             );
         }
+        CtlCommand::Devices { .. } => unreachable!("answered from the inventory file in run()"),
     }
     Ok(())
 }

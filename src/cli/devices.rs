@@ -1,7 +1,7 @@
 //! `ferrovol devices`: one discovery scan, printed as a table (or JSON). Reads only; it never
 //! writes to a device or to the inventory.
 
-use crate::discovery::{scan, Device, Filters};
+use crate::discovery::{scan, Claim, Device, Entry, Filters, State};
 use crate::server::BoxResult;
 use clap::Args;
 use std::path::PathBuf;
@@ -92,6 +92,75 @@ pub fn table(devs: &[Device]) -> String {
                     format!("{c:<w$}", w = widths[i])
                 }
             })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The live inventory a serving driver keeps (`<state-dir>/devices.json`), as written last.
+pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        devices: Vec<Entry>,
+    }
+    let path = state_dir.join("devices.json");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("device inventory {}: {e} (has `ferrovol serve --backends device` run with this state dir?)", path.display()),
+        )
+    })?;
+    let f: File = serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("device inventory {}: {e}", path.display()),
+        )
+    })?;
+    Ok(f.devices)
+}
+
+/// The inventory table: one line per device ever seen, with its state and claim. REASON is why
+/// a Released device was not reused, else why discovery excludes it.
+pub fn inventory_table(entries: &[Entry]) -> String {
+    let mut rows =
+        vec![["UID", "PATH", "SIZE", "STATE", "CLAIM", "VOLUME", "REASON"].map(String::from)];
+    for e in entries {
+        let d = &e.device;
+        let state = match e.state {
+            State::Active => "Active",
+            State::Inactive => "Inactive",
+        };
+        let excluded = d.excluded_reason.clone().unwrap_or_else(|| "-".into());
+        let (claim, volume, reason) = match &e.claim {
+            Claim::Unclaimed => ("Unclaimed", "-".to_string(), excluded),
+            Claim::Claimed { volume } => ("Claimed", volume.clone(), "-".to_string()),
+            Claim::Released { volume, reason } => ("Released", volume.clone(), reason.clone()),
+        };
+        rows.push([
+            d.uid.clone(),
+            d.dev_path.display().to_string(),
+            human(d.size_bytes),
+            state.into(),
+            claim.into(),
+            volume,
+            reason,
+        ]);
+    }
+    align(rows)
+}
+
+fn align(rows: Vec<[String; 7]>) -> String {
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = if i == 6 { 0 } else { widths[i] }))
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the CSI driver.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// A small CSI client: create, list, publish, unpublish, stat and delete volumes.
     Ctl(ctl::CtlArgs),
     /// Scan the node's block devices once and print what discovery sees, with reasons.

@@ -70,6 +70,19 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub nfs: Box<NfsArgs>,
 
+    /// Device backend: glob on the /dev path or any by-id/by-path link of a device that may
+    /// hold volumes (repeatable). With none, the backend lists what it sees and claims nothing.
+    #[arg(long = "device-include", value_name = "PATTERN")]
+    pub device_include: Vec<String>,
+
+    /// Device backend: glob of devices never to use (repeatable); beats any include.
+    #[arg(long = "device-exclude", value_name = "PATTERN")]
+    pub device_exclude: Vec<String>,
+
+    /// Device backend: YAML file with include/exclude rules by path, vendor and model.
+    #[arg(long = "device-config", value_name = "FILE")]
+    pub device_config: Option<PathBuf>,
+
     /// Capacity of a volume whose request names none (bytes, or with Ki/Mi/Gi/Ti).
     #[arg(long, default_value = "1Gi", value_parser = parse_size)]
     pub default_volume_size: u64,
@@ -158,9 +171,20 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         socket_group: args.socket_group.clone(),
         insecure_remote: args.insecure_remote_endpoint,
     };
+    let devices = registry::DeviceSettings {
+        include: args.device_include.clone(),
+        exclude: args.device_exclude.clone(),
+        config: args.device_config.as_deref().map(absolute),
+        protected: vec![
+            state_dir.clone(),
+            PathBuf::from("/var/lib/kubelet"),
+            data_dir.clone(),
+        ],
+    };
     let settings = Settings {
         node_id: node_id.clone(),
         state_dir,
+        devices,
         hostpath_base: args
             .hostpath_base
             .clone()

@@ -3,9 +3,11 @@
 
 pub mod beneath;
 pub mod blkid;
+pub mod blockdev;
 pub mod btrfs;
 pub mod fsutil;
 pub mod loopdev;
+pub mod mkfs;
 pub mod mount;
 pub mod mountfd;
 pub mod mountinfo;

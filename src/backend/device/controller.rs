@@ -1,0 +1,534 @@
+//! Controller side of the device backend: create (choose and claim a device), delete (wipe what
+//! we made, release the device), capacity, expansion within the device, attach bookkeeping.
+
+use super::params::DeviceParams;
+use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND, CAPS};
+use crate::backend::params::defining;
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
+use crate::discovery::{Claim, Entry};
+use crate::error::{Error, Result};
+use crate::os::{blkid, mkfs, mountinfo};
+use crate::state::Phase;
+use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+/// Why `cap` cannot be served on a volume of `kind`, if it cannot.
+pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> {
+    CAPS.refuse(BACKEND, cap).or_else(|| {
+        (cap.kind != kind).then(|| {
+            format!(
+                "access type {:?} does not match the volume's {:?}",
+                cap.kind, kind
+            )
+        })
+    })
+}
+
+fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
+    let first = caps.first().ok_or_else(|| {
+        Error::invalid(format!("volume {volume}: volume_capabilities are required"))
+    })?;
+    match caps.iter().find_map(|c| unsupported(c, first.kind)) {
+        Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
+        None => Ok(first.kind),
+    }
+}
+
+fn fits(range: &CapacityRange, size: u64) -> bool {
+    size >= range.required && (range.limit == 0 || size <= range.limit)
+}
+
+/// Unmounts every mount of the block device `dev` (leftovers of a stage a crash cut short).
+pub(super) fn unmount_device(volume: &str, dev: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(dev)
+        .map_err(Error::os(volume, format!("stat {}", dev.display())))?
+        .rdev();
+    let number = format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    );
+    let mounts = mountinfo::read().map_err(Error::os(volume, "read mount table"))?;
+    // Deepest first, so bind mounts of the staging mount go before it.
+    let mut points: Vec<_> = mounts
+        .into_iter()
+        .filter(|m| m.device == number)
+        .map(|m| m.mount_point)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        tracing::warn!(volume, mount = %p.display(), "unmounting a leftover mount of the device");
+        crate::os::mount::unmount_all(&p)
+            .map_err(Error::os(volume, format!("unmount {}", p.display())))?;
+    }
+    Ok(())
+}
+
+impl DeviceBackend {
+    /// Unclaimed devices the class may take, not named by any record, smallest first.
+    fn fitting(&self, params: &DeviceParams, range: Option<&CapacityRange>) -> Result<Vec<Entry>> {
+        let selector = params.selector()?;
+        let taken: HashSet<String> = self
+            .ledger
+            .records()
+            .into_iter()
+            .map(|r| r.backend.uid)
+            .collect();
+        let mut out: Vec<Entry> = self
+            .inventory
+            .candidates()
+            .into_iter()
+            .filter(|e| !taken.contains(&e.device.uid) && selector.matches(&e.device))
+            .filter(|e| range.is_none_or(|r| fits(r, e.device.size_bytes)))
+            .collect();
+        out.sort_by(|a, b| {
+            (a.device.size_bytes, &a.device.uid).cmp(&(b.device.size_bytes, &b.device.uid))
+        });
+        Ok(out)
+    }
+
+    /// The inventory may lag behind the disk (no uevent tells of a write): re-probe before
+    /// claiming. A device that is not blank any more is rescanned and skipped.
+    fn still_blank(&self, e: &Entry) -> bool {
+        let path = &e.device.dev_path;
+        let blank = matches!(blkid::probe_all(path), Ok(s) if s.is_empty())
+            && matches!(blkid::can_open_exclusive(path), Ok(true));
+        if !blank {
+            if let Err(err) = self.inventory.rescan_device(&e.device.kernel_name, None) {
+                tracing::warn!(device = %path.display(), error = %err, "rescan failed");
+            }
+        }
+        blank
+    }
+
+    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        let id_str = self.volume_id(&req.name)?.to_string();
+        let params = DeviceParams::decode(&req.parameters)?;
+        let kind = access_kind(&id_str, &req.capabilities)?;
+        if req
+            .topology
+            .as_ref()
+            .is_some_and(|t| !t.allows_node(&self.node))
+        {
+            return Err(Error::no_space(
+                id_str,
+                format!(
+                    "this driver provisions on node {} only, which the requisite topology excludes",
+                    self.node
+                ),
+            ));
+        }
+        let range = req.capacity;
+        if range.limit != 0 && range.required > range.limit {
+            return Err(Error::invalid(format!(
+                "volume {id_str}: required_bytes {} exceeds limit_bytes {}",
+                range.required, range.limit
+            )));
+        }
+        let fs_type = match kind {
+            AccessKind::Block => None,
+            AccessKind::Mount => Some(self.fs_type_for(&id_str, &params, &req.capabilities)?),
+        };
+        let wanted_params = defining(&req.parameters);
+        if let Some(other) = self.ledger.id_owner(&id_str).filter(|o| o != &req.name) {
+            return Err(Error::exists(
+                id_str,
+                format!("this id already belongs to volume {other:?}; choose another name"),
+            ));
+        }
+        let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rec) = self.ledger.get(&req.name) {
+            match rec.phase {
+                Phase::Ready => return existing_matches(self, rec, kind, &range, &wanted_params),
+                Phase::Creating => self.roll_back_create(&rec)?,
+                Phase::Deleting => {
+                    return Err(Error::precondition(id_str, "is being deleted; retry later"))
+                }
+            }
+        }
+        let Some(entry) = self
+            .fitting(&params, Some(&range))?
+            .into_iter()
+            .find(|e| self.still_blank(e))
+        else {
+            return Err(Error::no_space(
+                id_str,
+                format!(
+                    "no unclaimed device on node {} fits {} bytes (limit {}) and the class's selector",
+                    self.node, range.required, range.limit
+                ),
+            ));
+        };
+        let size = entry.device.size_bytes;
+        let fs = match fs_type {
+            Some(fs_type) => Some(OurFs {
+                fs_type,
+                uuid: mkfs::random_uuid().map_err(Error::os(&id_str, "make a UUID"))?,
+                offsets: Vec::new(),
+            }),
+            None => None,
+        };
+        let mut rec = VolumeRecord::new(
+            id_str.clone(),
+            req.name.clone(),
+            kind,
+            size,
+            DeviceData {
+                uid: entry.device.uid.clone(),
+                device_size: size,
+                fs,
+                mkfs_options: params.mkfs_args(),
+            },
+        );
+        rec.parameters = wanted_params;
+        // Intent first: a crash from here on is rolled back at the next start.
+        rec.phase = Phase::Creating;
+        self.ledger.save(rec.clone())?;
+        crate::failpoint::hit("device:create:after-intent");
+        let claim = Claim::Claimed {
+            volume: id_str.clone(),
+        };
+        if let Err(e) = self.set_claim(&rec, claim) {
+            let _ = self.ledger.remove(&rec);
+            return Err(e);
+        }
+        crate::failpoint::hit("device:create:after-claim");
+        rec.phase = Phase::Ready;
+        self.ledger.save(rec.clone())?;
+        tracing::info!(volume = %id_str, uid = %entry.device.uid, device = %entry.device.dev_path.display(), size, "claimed device");
+        Ok(self.info(&rec))
+    }
+
+    /// fsType from the class, else the capability's, else ext4; the two must agree.
+    fn fs_type_for(&self, id: &str, params: &DeviceParams, caps: &[Capability]) -> Result<String> {
+        let from_cap = caps
+            .iter()
+            .map(|c| c.fs_type.as_str())
+            .find(|f| !f.is_empty());
+        let fs = match (params.fs_type(), from_cap) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::invalid(format!(
+                    "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
+                )))
+            }
+            (Some(a), _) => a,
+            (None, Some(b)) => b,
+            (None, None) => "ext4",
+        };
+        if !mkfs::SUPPORTED.contains(&fs) {
+            return Err(Error::invalid(format!(
+                "volume {id}: fs_type {fs:?} is not one of {:?}",
+                mkfs::SUPPORTED
+            )));
+        }
+        Ok(fs.to_string())
+    }
+
+    fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+        if !self.is_local(id) {
+            return Err(Error::precondition(
+                id.to_string(),
+                format!(
+                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
+                    id.node.as_deref().unwrap_or("?"),
+                    self.node
+                ),
+            ));
+        }
+        // No record: nothing of ours to undo (an unknown claim turns Released at start).
+        let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
+            return Ok(());
+        };
+        let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
+        match rec.phase {
+            Phase::Creating => return self.roll_back_create(&rec),
+            Phase::Deleting => return self.finish_delete(&rec),
+            Phase::Ready => {}
+        }
+        if let Some(why) = rec.in_use() {
+            return Err(Error::precondition(rec.id, why));
+        }
+        rec.phase = Phase::Deleting;
+        self.ledger.save(rec.clone())?;
+        crate::failpoint::hit("device:delete:after-intent");
+        self.finish_delete(&rec)
+    }
+
+    /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
+    /// from any point (recovery calls it for a Deleting record).
+    pub(super) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
+        let ours = Claim::Claimed {
+            volume: rec.id.clone(),
+        };
+        let outcome = match self.device_path(rec) {
+            // Released or unclaimed already (a repeat after a crash): leave the claim alone.
+            Err(_) if self.claim_of(&rec.backend.uid).as_ref() != Some(&ours) => None,
+            Err(e) => Some(Claim::Released {
+                volume: rec.id.clone(),
+                reason: format!("deleted while the device could not be verified ({e}); not wiped"),
+            }),
+            Ok(path) => {
+                unmount_device(&rec.id, &path)?;
+                // A crash may have left a read-only publication's flag set; the wipe writes.
+                crate::os::blockdev::set_read_only(&path, false)
+                    .map_err(Error::os(&rec.id, "clear the read-only flag"))?;
+                Some(self.wipe(rec, &path)?)
+            }
+        };
+        if let Some(claim) = outcome {
+            if let Claim::Released { reason, .. } = &claim {
+                tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, %reason, "device released, not wiped");
+            }
+            self.set_claim(rec, claim)?;
+            crate::failpoint::hit("device:delete:after-release");
+        }
+        if let Some(e) = self.inventory.get(&rec.backend.uid) {
+            // The device's candidacy follows its signatures: refresh it now.
+            if let Err(err) = self.inventory.rescan_device(&e.device.kernel_name, None) {
+                tracing::warn!(uid = %rec.backend.uid, error = %err, "rescan after release failed");
+            }
+        }
+        self.ledger.remove(rec)
+    }
+
+    /// The claim a deleted volume leaves: Unclaimed once what we made is wiped, else Released.
+    fn wipe(&self, rec: &VolumeRecord, path: &Path) -> Result<Claim> {
+        let vid = rec.id.as_str();
+        let probe = |what: &str| {
+            blkid::probe_all(path).map_err(Error::os(vid, format!("{what} {}", path.display())))
+        };
+        let sigs = probe("probe")?;
+        let Some(fs) = &rec.backend.fs else {
+            // Raw block: the claim is the proof of ownership; the pod wrote what it liked.
+            blkid::wipe_all(path).map_err(Error::os(vid, format!("wipe {}", path.display())))?;
+            crate::failpoint::hit("device:delete:after-wipe");
+            match crate::os::blockdev::discard_all(path) {
+                Ok(done) => tracing::info!(volume = vid, discarded = done, "wiped raw device"),
+                Err(e) => tracing::warn!(volume = vid, error = %e, "discard failed (wiped anyway)"),
+            }
+            return Ok(Claim::Unclaimed);
+        };
+        if sigs.is_empty() {
+            return Ok(Claim::Unclaimed);
+        }
+        let is_ours = |s: &blkid::Signature| {
+            s.kind == blkid::Kind::Filesystem
+                && s.fs_type == fs.fs_type
+                && s.uuid.as_deref() == Some(fs.uuid.as_str())
+                && (fs.offsets.is_empty() || fs.offsets.contains(&s.offset))
+        };
+        if !sigs.iter().all(is_ours) {
+            let found: Vec<String> = sigs
+                .iter()
+                .map(|s| format!("{s} (uuid {})", s.uuid.as_deref().unwrap_or("-")))
+                .collect();
+            return Ok(Claim::Released {
+                volume: vid.to_string(),
+                reason: format!(
+                    "device holds {}, not only the {} filesystem {} this volume made; not wiped",
+                    found.join(", "),
+                    fs.fs_type,
+                    fs.uuid
+                ),
+            });
+        }
+        let offsets: Vec<u64> = sigs.iter().map(|s| s.offset).collect();
+        blkid::wipe_at(path, &offsets)
+            .map_err(Error::os(vid, format!("wipe {}", path.display())))?;
+        crate::failpoint::hit("device:delete:after-wipe");
+        let left = probe("probe after wipe")?;
+        Ok(if left.is_empty() {
+            Claim::Unclaimed
+        } else {
+            Claim::Released {
+                volume: vid.to_string(),
+                reason: format!("signatures left after wiping ours: {left:?}"),
+            }
+        })
+    }
+}
+
+fn existing_matches(
+    b: &DeviceBackend,
+    rec: VolumeRecord,
+    kind: AccessKind,
+    range: &CapacityRange,
+    params: &BTreeMap<String, String>,
+) -> Result<VolumeInfo> {
+    let mismatch = if rec.kind != kind {
+        Some(format!("exists with access type {:?}", rec.kind))
+    } else if !range.admits(rec.capacity_bytes) {
+        Some(format!(
+            "exists with capacity {} bytes, outside the requested range",
+            rec.capacity_bytes
+        ))
+    } else if &rec.parameters != params {
+        Some(format!("exists with parameters {:?}", rec.parameters))
+    } else {
+        None
+    };
+    match mismatch {
+        Some(detail) => Err(Error::exists(rec.id, detail)),
+        None => Ok(b.info(&rec)),
+    }
+}
+
+impl ControllerBackend for DeviceBackend {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(BACKEND, &self.node, name)
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        self.create_volume(req)
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        self.delete_volume(id)
+    }
+
+    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
+        Ok(self.info(&self.record(id)?))
+    }
+
+    fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
+        let (entries, next_after) =
+            self.ledger
+                .page(after, max, |r| r.phase == Phase::Ready, |r| self.info(r));
+        Ok(Page {
+            entries,
+            next_after,
+        })
+    }
+
+    fn validate(
+        &self,
+        id: &VolumeId,
+        caps: &[Capability],
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        let rec = self.record(id)?;
+        if !parameters.is_empty() && defining(parameters) != rec.parameters {
+            return Ok(Some(format!(
+                "parameters differ from the volume's {:?}",
+                rec.parameters
+            )));
+        }
+        Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
+    }
+
+    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+        let params = DeviceParams::decode(&req.parameters)?;
+        let none = Capacity::default();
+        if req
+            .topology
+            .as_ref()
+            .is_some_and(|t| !t.allows_node(&self.node))
+        {
+            return Ok(none);
+        }
+        if let Some(first) = req.capabilities.first() {
+            if req
+                .capabilities
+                .iter()
+                .any(|c| unsupported(c, first.kind).is_some())
+            {
+                return Ok(none);
+            }
+        }
+        let sizes: Vec<u64> = self
+            .fitting(&params, None)?
+            .iter()
+            .map(|e| e.device.size_bytes)
+            .collect();
+        Ok(Capacity {
+            available: sizes.iter().sum(),
+            maximum_volume_size: sizes.iter().copied().max().unwrap_or(0),
+        })
+    }
+
+    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+        let rec = self.record(id)?;
+        if range.required == 0 && range.limit == 0 {
+            return Err(Error::invalid(format!(
+                "volume {}: capacity_range is required",
+                rec.id
+            )));
+        }
+        if range.limit != 0 && range.limit < rec.capacity_bytes {
+            return Err(Error::OutOfRange {
+                volume: rec.id,
+                detail: format!(
+                    "limit_bytes {} is below the device's size {}; volumes do not shrink",
+                    range.limit, rec.capacity_bytes
+                ),
+            });
+        }
+        if range.required > rec.capacity_bytes {
+            return Err(Error::OutOfRange {
+                volume: rec.id,
+                detail: format!(
+                    "{} bytes requested; the volume is a whole device of {} bytes and cannot grow beyond it",
+                    range.required, rec.capacity_bytes
+                ),
+            });
+        }
+        // Within the device: already that large, nothing to do on the node either.
+        Ok((rec.capacity_bytes, false))
+    }
+
+    fn controller_publish(
+        &self,
+        id: &VolumeId,
+        node: &str,
+        read_only: bool,
+        cap: &Capability,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut rec = self.record(id)?;
+        if node != self.node {
+            return Err(Error::NodeNotFound {
+                node: node.to_string(),
+                detail: format!("volume {} is local to node {}", rec.id, self.node),
+            });
+        }
+        if let Some(why) = unsupported(cap, rec.kind) {
+            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
+        }
+        match rec.controller_published.get(node) {
+            Some(ro) if *ro == read_only => return Ok(BTreeMap::new()),
+            Some(ro) => {
+                return Err(Error::exists(
+                    rec.id,
+                    format!("already published to node {node} with readonly={ro}"),
+                ))
+            }
+            None => {}
+        }
+        rec.controller_published.insert(node.to_string(), read_only);
+        self.ledger.save(rec)?;
+        Ok(BTreeMap::new())
+    }
+
+    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
+        let Ok(mut rec) = self.record(id) else {
+            return Ok(());
+        };
+        let changed = match node {
+            Some(n) => rec.controller_published.remove(n).is_some(),
+            None => {
+                let had = !rec.controller_published.is_empty();
+                rec.controller_published.clear();
+                had
+            }
+        };
+        if changed {
+            self.ledger.save(rec)?;
+        }
+        Ok(())
+    }
+
+    fn published_count(&self, node: &str) -> usize {
+        self.ledger.published_count(node)
+    }
+}

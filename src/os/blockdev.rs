@@ -1,0 +1,73 @@
+//! Whole-device ioctls the device backend needs: discard, and the kernel's read-only flag.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+// From linux/fs.h.
+const BLKROSET: libc::c_ulong = 0x125d; // _IO(0x12, 93)
+const BLKROGET: libc::c_ulong = 0x125e; // _IO(0x12, 94)
+const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272; // _IOR(0x12, 114, size_t)
+
+fn ctx(dev: &Path, what: &str) -> impl FnOnce(io::Error) -> io::Error + use<> {
+    let what = format!("{what} {}", dev.display());
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Discards (TRIM, or hole-punch for a loop device) the whole device; Ok(false) when the
+/// device cannot discard.
+pub fn discard_all(dev: &Path) -> io::Result<bool> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dev)
+        .map_err(ctx(dev, "open"))?;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer; the fd is open.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size) } != 0 {
+        return Err(ctx(dev, "size of")(io::Error::last_os_error()));
+    }
+    let range: [u64; 2] = [0, size];
+    // SAFETY: BLKDISCARD reads two u64 (start, length) through the pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKDISCARD, &range) } != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(false),
+            _ => Err(ctx(dev, "discard")(e)),
+        };
+    }
+    Ok(true)
+}
+
+/// Sets or clears the kernel's read-only flag of the device: with it set, every write through
+/// any open of the device node fails with EPERM (a read-only bind mount of a device node does
+/// not stop writes to the device, so this is what makes a raw block publication read-only).
+pub fn set_read_only(dev: &Path, read_only: bool) -> io::Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .open(dev)
+        .map_err(ctx(dev, "open"))?;
+    let flag: libc::c_int = read_only.into();
+    // SAFETY: BLKROSET reads one int through the pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKROSET, &flag) } != 0 {
+        return Err(ctx(dev, "set read-only flag of")(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The kernel's read-only flag of the device.
+pub fn is_read_only(dev: &Path) -> io::Result<bool> {
+    let f = OpenOptions::new()
+        .read(true)
+        .open(dev)
+        .map_err(ctx(dev, "open"))?;
+    let mut flag: libc::c_int = 0;
+    // SAFETY: BLKROGET writes one int through the pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKROGET, &mut flag) } != 0 {
+        return Err(ctx(dev, "read read-only flag of")(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(flag != 0)
+}
