@@ -3,6 +3,7 @@
 
 pub mod beneath;
 pub mod btrfs;
+pub mod copytree;
 pub mod fsutil;
 pub mod loopdev;
 pub mod mount;
