@@ -24,5 +24,6 @@ pub mod nfs_pattern;
 pub mod os;
 pub mod proto;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod volume;

@@ -152,9 +152,7 @@ fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
             }
         };
         // SAFETY: value holds len initialized bytes.
-        let rc = unsafe {
-            libc::fsetxattr(dst, cname.as_ptr(), value.as_ptr().cast(), len, 0)
-        };
+        let rc = unsafe { libc::fsetxattr(dst, cname.as_ptr(), value.as_ptr().cast(), len, 0) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             let optional = name.starts_with(b"security.") || name.starts_with(b"system.");
@@ -229,14 +227,7 @@ fn sparse_copy(src: &File, dst: &File) -> io::Result<u64> {
         while off_in < hole {
             // SAFETY: offsets are live locals; the kernel copies between the two fds.
             let n = unsafe {
-                libc::copy_file_range(
-                    s,
-                    &mut off_in,
-                    d,
-                    &mut off_out,
-                    (hole - off_in) as usize,
-                    0,
-                )
+                libc::copy_file_range(s, &mut off_in, d, &mut off_out, (hole - off_in) as usize, 0)
             };
             if n < 0 {
                 return Err(io::Error::last_os_error());
@@ -282,8 +273,12 @@ pub fn copy_tree(src: &Path, dst: &Path, mode: Mode) -> io::Result<Stats> {
         links: HashMap::new(),
         stats: Stats::default(),
     };
-    walk.dir(&s, &d, Path::new(""))
-        .map_err(|e| io::Error::new(e.kind(), format!("copy {} to {}: {e}", src.display(), dst.display())))?;
+    walk.dir(&s, &d, Path::new("")).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("copy {} to {}: {e}", src.display(), dst.display()),
+        )
+    })?;
     copy_xattrs(s.as_raw_fd(), d.as_raw_fd())?;
     copy_attrs(&st, d.as_raw_fd())?;
     Ok(walk.stats)

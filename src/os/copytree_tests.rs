@@ -16,7 +16,15 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
     let p = cstr(path.as_os_str()).unwrap();
     let n = CString::new(name).unwrap();
     // SAFETY: valid strings and buffer.
-    unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) == 0 }
+    unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        ) == 0
+    }
 }
 
 #[test]
@@ -38,19 +46,42 @@ fn copy_keeps_links_holes_modes_and_xattrs_and_never_follows_symlinks() {
 
     let stats = copy_tree(&src, &dst, Mode::Copy).unwrap();
     assert_eq!(fs::read(dst.join("sub/a")).unwrap(), b"hello");
-    assert_eq!(fs::metadata(dst.join("sub/a")).unwrap().mode() & 0o777, 0o640);
-    let (a, l) = (fs::metadata(dst.join("sub/a")).unwrap(), fs::metadata(dst.join("a-link")).unwrap());
+    assert_eq!(
+        fs::metadata(dst.join("sub/a")).unwrap().mode() & 0o777,
+        0o640
+    );
+    let (a, l) = (
+        fs::metadata(dst.join("sub/a")).unwrap(),
+        fs::metadata(dst.join("a-link")).unwrap(),
+    );
     assert_eq!(a.ino(), l.ino(), "hard link preserved");
     assert_eq!(stats.hard_links, 1);
-    assert_eq!(fs::read_link(dst.join("outside")).unwrap(), Path::new("/etc/passwd"));
-    assert!(fs::symlink_metadata(dst.join("outside")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        fs::read_link(dst.join("outside")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert!(fs::symlink_metadata(dst.join("outside"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let sp = fs::metadata(dst.join("sparse")).unwrap();
     assert_eq!(sp.len(), (64 << 20) + 3);
-    assert!(sp.blocks() * 512 < 1 << 20, "hole kept: {} blocks", sp.blocks());
+    assert!(
+        sp.blocks() * 512 < 1 << 20,
+        "hole kept: {} blocks",
+        sp.blocks()
+    );
     if have_user_xattr {
-        assert_eq!(xattr(&dst.join("sub/a"), "user.color").as_deref(), Some(&b"blue"[..]));
+        assert_eq!(
+            xattr(&dst.join("sub/a"), "user.color").as_deref(),
+            Some(&b"blue"[..])
+        );
     }
-    assert_eq!(xattr(&dst, "trusted.ferrovol.volume"), None, "markers are not copied");
+    assert_eq!(
+        xattr(&dst, "trusted.ferrovol.volume"),
+        None,
+        "markers are not copied"
+    );
 }
 
 #[test]

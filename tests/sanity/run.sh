@@ -56,7 +56,7 @@ run() { # run <label> <access type> <hostpath base>
     # Skips are allowed only for what the driver does not advertise.
     local bad_skips
     bad_skips=$(grep -E "^\s+\[SKIPPED\] " "$dir/sanity.log" | sed 's/^\s*\[SKIPPED\] //' | grep -v '^in \[' | sort -u |
-        grep -vE "^(CreateSnapshot|DeleteSnapshot|ListSnapshots|Snapshot|Volume Cloning|GroupControllerService|ControllerModifyVolume|Modify [Vv]olume) not supported$" || true)
+        grep -vE "^(GroupControllerService|ControllerModifyVolume|Modify [Vv]olume) not supported$" || true)
     if [ "$rc" -ne 0 ] || [ -n "$bad_skips" ]; then
         status=1
         echo "=== csi-sanity $label/$access failed (exit $rc) ==="
