@@ -404,7 +404,12 @@ pub fn reflink_supported(dir: &Path) -> io::Result<bool> {
     let b = dir.join(".ferrovol-reflink-probe-b");
     let result = (|| {
         use std::io::Write;
-        let mut fa = File::create(&a)?;
+        let mut fa = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&a)?;
         fa.write_all(&[7u8; 4096])?;
         fa.sync_all()?;
         let fb = File::create(&b)?;
