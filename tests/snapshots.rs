@@ -333,11 +333,11 @@ async fn content_round_trip(base: Base) {
         .unwrap();
     assert_eq!(
         list_snapshots(&d, "", &src.volume_id).await,
-        [snap.snapshot_id.clone()]
+        std::slice::from_ref(&snap.snapshot_id)
     );
     assert_eq!(
         list_snapshots(&d, &snap.snapshot_id, "").await,
-        [snap.snapshot_id.clone()]
+        std::slice::from_ref(&snap.snapshot_id)
     );
     assert!(list_snapshots(&d, "", &other.volume_id).await.is_empty());
     // A snapshot id used as a volume id names no volume.
@@ -469,7 +469,7 @@ async fn crash_leaves_nothing(base: Base, point: &str, restore: bool) {
         d.restart().await;
         assert_eq!(
             d.list_ids().await,
-            [src.volume_id.clone()],
+            std::slice::from_ref(&src.volume_id),
             "no half-restored volume listed"
         );
         assert!(
