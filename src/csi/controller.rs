@@ -448,7 +448,7 @@ impl csi::controller_server::Controller for ControllerService {
         rpc_inline("GetSnapshot", || {
             // Not in csi-sanity v5.4.0; ListSnapshots with snapshot_id answers the same.
             Err(Error::Unimplemented(
-                "GetSnapshot is not offered; use ListSnapshots with snapshot_id".into(),
+                "GetSnapshot is not offered (snapshots are found by ListSnapshots with snapshot_id)".into(),
             ))
         })
     }

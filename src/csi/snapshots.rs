@@ -70,7 +70,19 @@ fn snapshot(info: &SnapshotInfo) -> csi::Snapshot {
     }
 }
 
+/// Unimplemented when no backend served here takes snapshots (nothing is advertised then).
+fn offered(d: &Driver, rpc: &str) -> Result<()> {
+    if d.any(|c| c.snapshots) {
+        Ok(())
+    } else {
+        Err(Error::Unimplemented(format!(
+            "{rpc}: no backend served here offers snapshots"
+        )))
+    }
+}
+
 pub fn create(d: &Driver, req: csi::CreateSnapshotRequest) -> Result<csi::CreateSnapshotResponse> {
+    offered(d, "CreateSnapshot")?;
     req.check_limits().map_err(Error::InvalidArgument)?;
     require("name", &req.name)?;
     require("source_volume_id", &req.source_volume_id)?;
@@ -96,6 +108,7 @@ pub fn create(d: &Driver, req: csi::CreateSnapshotRequest) -> Result<csi::Create
 }
 
 pub fn delete(d: &Driver, req: csi::DeleteSnapshotRequest) -> Result<csi::DeleteSnapshotResponse> {
+    offered(d, "DeleteSnapshot")?;
     req.check_limits().map_err(Error::InvalidArgument)?;
     // Deleting what never existed succeeds.
     let Some(id) = SnapshotId::parse(&req.snapshot_id)? else {
@@ -112,6 +125,7 @@ pub fn delete(d: &Driver, req: csi::DeleteSnapshotRequest) -> Result<csi::Delete
 /// Pages run across the backends that take snapshots, in backend order; the token names
 /// "backend/last name" like ListVolumes'.
 pub fn list(d: &Driver, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnapshotsResponse> {
+    offered(d, "ListSnapshots")?;
     req.check_limits().map_err(Error::InvalidArgument)?;
     if req.max_entries < 0 {
         return Err(Error::invalid("max_entries must not be negative"));
