@@ -57,6 +57,7 @@ fn ours(dir: &Path, round: usize) -> Duration {
             capabilities: vec![cap()],
             parameters: BTreeMap::from([("fsType".to_string(), "ext4".to_string())]),
             topology: None,
+            content_source: None,
         })
         .unwrap();
     let id = VolumeId::parse(&info.id).unwrap().unwrap();

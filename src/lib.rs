@@ -18,5 +18,6 @@ pub mod node;
 pub mod os;
 pub mod proto;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod volume;

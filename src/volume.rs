@@ -273,6 +273,8 @@ pub struct CreateRequest {
     pub capabilities: Vec<Capability>,
     pub parameters: BTreeMap<String, String>,
     pub topology: Option<TopologyRequirement>,
+    /// The snapshot or volume whose content the new volume starts with.
+    pub content_source: Option<crate::snapshot::ContentSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

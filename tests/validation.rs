@@ -705,16 +705,16 @@ async fn conflicting_and_impossible_creates() {
     );
     let mut r = create_req("clone", 4 * MIB, mount_cap());
     r.volume_content_source = Some(csi::VolumeContentSource {
-        r#type: Some(csi::volume_content_source::Type::Volume(
-            csi::volume_content_source::VolumeSource {
-                volume_id: vol.volume_id.clone(),
+        r#type: Some(csi::volume_content_source::Type::Snapshot(
+            csi::volume_content_source::SnapshotSource {
+                snapshot_id: "hostpath/another-node/snap/s".into(),
             },
         )),
     });
     expect_code(
         c.create_volume(r).await,
         Code::InvalidArgument,
-        "content source",
+        "content source on another node",
     );
 
     let mut names = d.base_entries();

@@ -13,6 +13,7 @@ pub use caps::{BackendCaps, Capacity, Expansion, Reach};
 
 use crate::error::{Error, Result};
 use crate::node::Target;
+use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::volume::{
     Capability, CapacityRange, CreateRequest, PublishRequest, StageRequest, TopologyRequirement,
     VolumeId, VolumeInfo, VolumeStats,
@@ -78,6 +79,37 @@ pub trait ControllerBackend: Send + Sync {
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()>;
     /// How many volumes of this backend are controller-published to `node`.
     fn published_count(&self, node: &str) -> usize;
+
+    /// The id CreateSnapshot of `name` yields (the CSI layer locks it before `create_snapshot`).
+    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
+        Err(no_snapshots(name))
+    }
+
+    /// Takes snapshot `req.name` of `req.source`; the same name and source again returns the
+    /// existing snapshot, the same name for another source is AlreadyExists.
+    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+        Err(no_snapshots(&req.name))
+    }
+
+    /// Deletes a snapshot; one that does not exist is deleted already.
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        Err(no_snapshots(&id.to_string()))
+    }
+
+    /// One page of snapshots in name order after `after` (`max` 0: all), filtered.
+    fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<SnapshotPage> {
+        let _ = (filter, after, max);
+        Err(no_snapshots("ListSnapshots"))
+    }
+}
+
+fn no_snapshots(what: &str) -> Error {
+    Error::Unimplemented(format!("{what}: this backend offers no snapshots"))
 }
 
 /// Node side: making a volume appear at the paths the CO names.

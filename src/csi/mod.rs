@@ -6,6 +6,7 @@ pub mod convert;
 pub mod identity;
 pub mod limits;
 pub mod node;
+pub mod snapshots;
 
 use crate::backend::registry::DriverKind;
 use crate::backend::{Backend, BackendCaps};

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,11 @@ const BTRFS_IOC_FS_INFO: libc::c_ulong = 0x8400_941F;
 // _IOWR(0x94, 18, btrfs_ioctl_ino_lookup_args[4096])
 const BTRFS_IOC_INO_LOOKUP: libc::c_ulong = 0xD000_9412;
 const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
+// _IOW(0x94, 23, btrfs_ioctl_vol_args_v2[4096])
+const BTRFS_IOC_SNAP_CREATE_V2: libc::c_ulong = 0x5000_9417;
+// _IOW(0x94, 15, btrfs_ioctl_vol_args[4096])
+const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940F;
+const BTRFS_SUBVOL_RDONLY: u64 = 1 << 1;
 /// Inode number of every subvolume's root directory.
 const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
 
@@ -31,6 +37,15 @@ const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
 struct VolArgs {
     fd: i64,
     name: [u8; 4088],
+}
+
+#[repr(C)]
+struct VolArgsV2 {
+    fd: i64,
+    transid: u64,
+    flags: u64,
+    unused: [u64; 4],
+    name: [u8; 4040],
 }
 
 #[repr(C)]
@@ -121,6 +136,52 @@ impl BtrfsQgroups {
         let text = fs::read_to_string(self.sysfs.join(format!("0_{id}")).join("referenced"))?;
         text.trim().parse().map_err(io::Error::other)
     }
+}
+
+/// The parent directory of `path` and its last component as ioctl name bytes.
+fn split(path: &Path, room: usize) -> io::Result<(File, &[u8])> {
+    let parent = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no name"))?
+        .as_bytes();
+    if name.len() >= room {
+        return Err(io::Error::other("subvolume name too long"));
+    }
+    Ok((File::open(parent)?, name))
+}
+
+/// Snapshots the subvolume at `src` as a new subvolume `dst` (O(1): extents are shared until
+/// either side writes). `read_only` makes it immutable, as a CSI snapshot must be.
+pub fn snapshot(src: &Path, dst: &Path, read_only: bool) -> io::Result<()> {
+    let source = File::open(src)?;
+    let mut args = VolArgsV2 {
+        fd: source.as_raw_fd() as i64,
+        transid: 0,
+        flags: if read_only { BTRFS_SUBVOL_RDONLY } else { 0 },
+        unused: [0; 4],
+        name: [0; 4040],
+    };
+    let (parent, name) = split(dst, args.name.len())?;
+    args.name[..name.len()].copy_from_slice(name);
+    btrfs_ioctl(&parent, BTRFS_IOC_SNAP_CREATE_V2, &mut args)
+}
+
+/// Deletes the subvolume at `dir` with everything in it, read-only or not.
+pub fn destroy_subvolume(dir: &Path) -> io::Result<()> {
+    let mut args = VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    let (parent, name) = split(dir, args.name.len())?;
+    args.name[..name.len()].copy_from_slice(name);
+    btrfs_ioctl(&parent, BTRFS_IOC_SNAP_DESTROY, &mut args)
+}
+
+/// Whether `path` is on btrfs.
+pub fn is_btrfs(path: &Path) -> io::Result<bool> {
+    let st = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
+    Ok(st.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
 }
 
 fn subvolume_id(dir: &Path) -> io::Result<u64> {

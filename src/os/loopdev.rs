@@ -153,3 +153,12 @@ pub fn size_bytes(device: &Path) -> io::Result<u64> {
         .map(|s| s * 512)
         .map_err(io::Error::other)
 }
+
+/// Writes what `image`'s loop devices hold in their page cache back to `image`, so a copy or
+/// snapshot of the file holds what the pod last wrote. A no-op when none is attached.
+pub fn flush_backing(image: &Path) -> io::Result<()> {
+    for a in find_by_backing_file(image)? {
+        fs::File::open(&a.device)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -180,7 +180,7 @@ fn table() -> Vec<Row<Call>> {
         row("create: name with '/'", create("a/b", "local", |_| {}), InvalidArgument, "contains '/'"),
         row("create: name with leading dot", create(".hidden", "local", |_| {}), InvalidArgument, "must not begin with '.'"),
         row("create: name over 128 bytes", create(&long, "local", |_| {}), InvalidArgument, "at most 128"),
-        row("create: content source", create("c1", "local", |r| { r.volume_content_source = Some(Default::default()) }), InvalidArgument, "snapshot or another volume is not supported"),
+        row("create: content source", create("c1", "local", |r| { r.volume_content_source = Some(Default::default()) }), InvalidArgument, "names neither a snapshot nor a volume"),
         row("create: no capabilities", create("c1", "local", |r| r.volume_capabilities.clear()), InvalidArgument, "volume_capabilities are required"),
         row("create: capability without access type", create("c1", "local", |r| r.volume_capabilities = vec![no_type()]), InvalidArgument, "access_type (mount or block) is required"),
         row("create: capability without access mode", create("c1", "local", |r| r.volume_capabilities = vec![no_mode()]), InvalidArgument, "access_mode is required"),

@@ -81,6 +81,8 @@ impl FakeBackend {
                 stage: true,
                 expansion: Expansion::Online,
                 node_expansion: true,
+                snapshots: false,
+                clone: false,
             },
         )
     }
@@ -100,6 +102,8 @@ impl FakeBackend {
                 stage: false,
                 expansion: Expansion::None,
                 node_expansion: false,
+                snapshots: false,
+                clone: false,
             },
         )
     }

@@ -75,6 +75,8 @@ static CAPS: BackendCaps = BackendCaps {
     stage: true,
     expansion: Expansion::UpToDevice,
     node_expansion: false,
+    snapshots: false,
+    clone: false,
 };
 
 pub struct DeviceBackend {

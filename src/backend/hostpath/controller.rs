@@ -9,6 +9,7 @@ use crate::backend::params::defining;
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
 use crate::os::fsutil;
+use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -61,9 +62,35 @@ impl HostpathBackend {
                 ));
             }
         }
-        let capacity = req
-            .capacity
-            .resolve(self.default_capacity, ALIGN, &id_str)?;
+        let source = match &req.content_source {
+            Some(src) => Some(self.resolve_source(&id_str, src)?),
+            None => None,
+        };
+        let capacity = match &source {
+            None => req
+                .capacity
+                .resolve(self.default_capacity, ALIGN, &id_str)?,
+            Some(src) => {
+                if src.kind != kind {
+                    return Err(Error::invalid(format!(
+                        "volume {id_str}: source {} is a {:?} volume, this one would be {kind:?}",
+                        src.id, src.kind
+                    )));
+                }
+                let size = req.capacity.resolve(src.capacity, ALIGN, &id_str)?;
+                if size < src.capacity {
+                    return Err(Error::OutOfRange {
+                        volume: id_str,
+                        detail: format!(
+                            "{size} bytes is smaller than the source {} ({} bytes)",
+                            src.id, src.capacity
+                        ),
+                    });
+                }
+                size
+            }
+        };
+        let source_id = source.as_ref().map(|s| s.id.clone());
         let wanted_params = defining(&req.parameters);
 
         if let Some(other) = self.ledger.id_owner(&id_str).filter(|o| o != &req.name) {
@@ -73,6 +100,12 @@ impl HostpathBackend {
             ));
         }
         if let Some(rec) = self.ledger.get(&req.name) {
+            if rec.backend.source != source_id {
+                return Err(Error::exists(
+                    id_str,
+                    format!("exists with content source {:?}", rec.backend.source),
+                ));
+            }
             return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
         }
 
@@ -115,12 +148,19 @@ impl HostpathBackend {
             req.name.clone(),
             kind,
             capacity,
-            HostpathData { enforced_by },
+            HostpathData {
+                enforced_by,
+                source: source_id,
+            },
         );
         rec.parameters = wanted_params;
         // Make and mark the directory first; a crash before the commit below leaves a directory
         // marked by this store and no record, which the next start rolls back.
-        if let Err(e) = self.materialize(&rec) {
+        let made = match &source {
+            Some(src) => self.materialize_from(&rec, src),
+            None => self.materialize(&rec),
+        };
+        if let Err(e) = made {
             if let Err(undo) = self.remove_dir_of(&id_str, &self.volume_dir(&rec.name), enforced_by)
             {
                 tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
@@ -164,6 +204,15 @@ impl HostpathBackend {
     /// Makes the directory (and image) a record describes. Every step is safe to repeat, and
     /// none is synced: the record's commit is the one sync (see the module doc).
     pub(super) fn materialize(&self, rec: &VolumeRecord) -> Result<()> {
+        self.make_dir(rec)?;
+        if rec.kind == AccessKind::Block {
+            self.make_image(rec)?;
+        }
+        Ok(())
+    }
+
+    /// Makes (or adopts) the volume directory, marks it, and sets its limit.
+    pub(super) fn make_dir(&self, rec: &VolumeRecord) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
         let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
         let enforced_by = rec.backend.enforced_by;
@@ -201,7 +250,12 @@ impl HostpathBackend {
             l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
                 .map_err(os("set capacity limit on"))?;
         }
-        if rec.kind == AccessKind::Block {
+        Ok(())
+    }
+
+    /// Creates a block volume's sparse image (or grows one a crash left short).
+    fn make_image(&self, rec: &VolumeRecord) -> Result<()> {
+        {
             let image = self.image_path(&rec.name);
             let f = OpenOptions::new()
                 .write(true)
@@ -474,6 +528,27 @@ impl ControllerBackend for HostpathBackend {
 
     fn published_count(&self, node: &str) -> usize {
         self.ledger.published_count(node)
+    }
+
+    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
+        SnapshotId::new(super::BACKEND, Some(&self.node), name)
+    }
+
+    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+        self.create_snapshot_of(req)
+    }
+
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.delete_snapshot_by_id(id)
+    }
+
+    fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<SnapshotPage> {
+        self.list_snapshot_page(filter, after, max)
     }
 }
 

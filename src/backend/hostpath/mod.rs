@@ -15,6 +15,8 @@ mod node;
 pub mod params;
 pub mod record;
 mod recovery;
+mod restore;
+pub mod snapshot;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
@@ -52,6 +54,8 @@ static CAPS: BackendCaps = BackendCaps {
     stage: true,
     expansion: Expansion::Online,
     node_expansion: true,
+    snapshots: true,
+    clone: true,
 };
 
 pub struct HostpathBackend {
@@ -61,6 +65,9 @@ pub struct HostpathBackend {
     ledger: Ledger<HostpathData>,
     limiter: Option<Limiter>,
     base_fs: &'static str,
+    /// Snapshot records, under their own journal prefix.
+    snaps: Ledger<snapshot::SnapData>,
+    snap_method: snapshot::SnapMethod,
 }
 
 impl HostpathBackend {
@@ -84,7 +91,13 @@ impl HostpathBackend {
             None => tracing::warn!(base = %base.display(), fs = base_fs,
                 "no quota on the base path: volume sizes are advisory (use XFS mounted prjquota, ext4 with the project feature mounted prjquota, or btrfs with quota enabled)"),
         }
+        let snap_method =
+            snapshot::SnapMethod::probe(&base, matches!(limiter, Some(Limiter::Btrfs(_))))?;
+        tracing::info!(base = %base.display(), fs = base_fs, method = ?snap_method,
+            "snapshots and clones: btrfs subvolume snapshots, reflink copies, or full copies");
         let backend = HostpathBackend {
+            snaps: Ledger::open(journal.clone(), snapshot::LEDGER, live)?,
+            snap_method,
             node: cfg.node_id,
             base,
             default_capacity: cfg.default_capacity,
@@ -93,6 +106,7 @@ impl HostpathBackend {
             base_fs,
         };
         backend.recover(&cfg.state_dir)?;
+        backend.recover_snapshots()?;
         Ok(backend)
     }
 

@@ -15,6 +15,9 @@ pub struct HostpathData {
     /// Set when the capacity is a hard limit; None when it is advisory.
     #[serde(default)]
     pub enforced_by: Option<Enforcement>,
+    /// The snapshot or volume id the volume was created from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 pub type VolumeRecord = crate::state::VolumeRecord<HostpathData>;

@@ -85,6 +85,8 @@ static CAPS: BackendCaps = BackendCaps {
     stage: false,
     expansion: Expansion::Online,
     node_expansion: false,
+    snapshots: false,
+    clone: false,
 };
 
 pub struct NfsBackend {

@@ -1,0 +1,105 @@
+//! CreateVolume with a content source: a new volume holding a snapshot's or another volume's
+//! content. On btrfs the new volume is a writable snapshot of the source subvolume (O(1));
+//! elsewhere the content is reflinked or copied into a freshly made volume directory. Either
+//! way the new volume shares nothing a later delete of the source could take away.
+
+use super::record::VolumeRecord;
+use super::snapshot::{is_subvolume, SnapMethod};
+use super::HostpathBackend;
+use crate::error::{Error, Result};
+use crate::os::{btrfs, copytree, fsutil};
+use crate::snapshot::ContentSource;
+use crate::volume::AccessKind;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+
+/// A resolved content source.
+pub(super) struct Source {
+    /// What the CO named (recorded on the new volume for idempotency).
+    pub id: String,
+    /// The directory whose content the new volume gets.
+    pub dir: PathBuf,
+    pub kind: AccessKind,
+    pub capacity: u64,
+}
+
+impl HostpathBackend {
+    /// Finds the source: NotFound when unknown, InvalidArgument when on another node.
+    pub(super) fn resolve_source(&self, volume: &str, src: &ContentSource) -> Result<Source> {
+        if src.backend() != super::BACKEND {
+            return Err(Error::invalid(format!(
+                "volume {volume}: content source {} belongs to backend {}, not {}",
+                src.id(),
+                src.backend(),
+                super::BACKEND
+            )));
+        }
+        match src {
+            ContentSource::Snapshot(id) => {
+                let rec = self.snapshot_record(id)?;
+                Ok(Source {
+                    id: rec.id.clone(),
+                    dir: self.snapshot_data(&rec)?,
+                    kind: rec.kind,
+                    capacity: rec.capacity_bytes,
+                })
+            }
+            ContentSource::Volume(id) => {
+                if !self.is_local(id) {
+                    return Err(Error::invalid(format!(
+                        "volume {volume}: source volume {id} lives on node {}, not on node {}",
+                        id.node.as_deref().unwrap_or("?"),
+                        self.node
+                    )));
+                }
+                let rec = self.record(id)?;
+                if rec.kind == AccessKind::Block {
+                    crate::os::loopdev::flush_backing(&self.image_path(&rec.name))
+                        .map_err(Error::os(&rec.id, "flush the loop device of"))?;
+                }
+                Ok(Source {
+                    id: rec.id.clone(),
+                    dir: self.volume_dir(&rec.name),
+                    kind: rec.kind,
+                    capacity: rec.capacity_bytes,
+                })
+            }
+        }
+    }
+
+    /// Makes the volume `rec` describes with `src`'s content; the caller commits the record.
+    pub(super) fn materialize_from(&self, rec: &VolumeRecord, src: &Source) -> Result<()> {
+        let dir = self.volume_dir(&rec.name);
+        let os = |what: &str| Error::os(&rec.id, format!("{what} {}", dir.display()));
+        if self.snap_method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
+            btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
+            // The snapshot carries the source's markers: claim it at once, so a rollback (or
+            // the next start) recognizes it as this create's.
+            let claimed = fsutil::set_owner_marker(&dir, &rec.id)
+                .and_then(|_| fsutil::set_store_marker(&dir, self.store_id()));
+            if let Err(e) = claimed {
+                let _ = btrfs::destroy_subvolume(&dir);
+                return Err(os("mark")(e));
+            }
+            crate::failpoint::hit("restore:after-snapshot");
+            self.make_dir(rec)?;
+        } else {
+            self.make_dir(rec)?;
+            copytree::copy_tree(&src.dir, &dir, self.snap_method.copy_mode())
+                .map_err(os("copy the content of the source into"))?;
+            // copy_tree gave the root the source's mode; volume roots stay world-writable.
+            fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
+            crate::failpoint::hit("restore:after-copy");
+        }
+        if rec.kind == AccessKind::Block {
+            let image = self.image_path(&rec.name);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&image)
+                .map_err(Error::os(&rec.id, format!("open {}", image.display())))?;
+            f.set_len(rec.capacity_bytes)
+                .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
+        }
+        Ok(())
+    }
+}

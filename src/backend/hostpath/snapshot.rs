@@ -1,0 +1,358 @@
+//! Snapshots of hostpath volumes, kept on the same node under `<base>/.snapshots/<key>/`.
+//! The outer directory carries the ownership markers (snapshot id, state store); the content
+//! is `data/`, a read-only btrfs snapshot of the volume's subvolume or a reflink/byte copy of
+//! its directory (see `SnapMethod`). Same durability as volumes: make and mark, then commit
+//! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
+
+use super::HostpathBackend;
+use crate::error::{Error, Result};
+use crate::os::{btrfs, copytree, fsutil};
+use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+use crate::volume::AccessKind;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Journal key prefix of snapshot records (`hostpath-snap/<name>`).
+pub const LEDGER: &str = "hostpath-snap";
+const SNAPSHOTS_DIR: &str = ".snapshots";
+const DATA: &str = "data";
+const TRASH_PREFIX: &str = ".trash-";
+
+/// How snapshots and clones are made on this base path, chosen once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapMethod {
+    /// btrfs with qgroups (volumes are subvolumes): subvolume snapshots, O(1).
+    Btrfs,
+    /// FICLONE per file (XFS reflink=1, btrfs without quota): shared extents, no data copied.
+    Reflink,
+    /// A full sparse copy.
+    Copy,
+}
+
+impl SnapMethod {
+    pub fn probe(base: &Path, btrfs_qgroups: bool) -> io::Result<Self> {
+        Ok(if btrfs_qgroups {
+            SnapMethod::Btrfs
+        } else if copytree::reflink_supported(base)? {
+            SnapMethod::Reflink
+        } else {
+            SnapMethod::Copy
+        })
+    }
+
+    pub fn copy_mode(self) -> copytree::Mode {
+        match self {
+            SnapMethod::Copy => copytree::Mode::Copy,
+            _ => copytree::Mode::Reflink,
+        }
+    }
+}
+
+/// How one snapshot's data was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoredAs {
+    BtrfsSubvolume,
+    Reflink,
+    #[default]
+    Copy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapData {
+    pub source_volume_id: String,
+    pub created_unix_ms: u64,
+    pub stored_as: StoredAs,
+}
+
+pub type SnapRecord = crate::state::VolumeRecord<SnapData>;
+
+/// Whether `dir` is the root of a btrfs subvolume (inode 256 means nothing elsewhere).
+pub(super) fn is_subvolume(dir: &Path) -> bool {
+    btrfs::is_btrfs(dir).unwrap_or(false) && btrfs::BtrfsQgroups::is_subvolume(dir)
+}
+
+/// Makes `dst` hold the content of directory `src`: a btrfs snapshot when `src` is a subvolume
+/// and the method allows, else a copy into a new directory `dst`.
+pub(super) fn take(
+    method: SnapMethod,
+    src: &Path,
+    dst: &Path,
+    read_only: bool,
+) -> io::Result<StoredAs> {
+    if method == SnapMethod::Btrfs && is_subvolume(src) {
+        btrfs::snapshot(src, dst, read_only)?;
+        return Ok(StoredAs::BtrfsSubvolume);
+    }
+    std::fs::create_dir(dst)?;
+    let stats = copytree::copy_tree(src, dst, method.copy_mode())?;
+    Ok(if stats.reflinked > 0 {
+        StoredAs::Reflink
+    } else {
+        StoredAs::Copy
+    })
+}
+
+/// Removes a snapshot directory (read-only subvolume content included).
+pub(super) fn remove_snapshot_tree(dir: &Path) -> io::Result<()> {
+    let data = dir.join(DATA);
+    if is_subvolume(&data) {
+        btrfs::destroy_subvolume(&data)?;
+    }
+    fsutil::remove_tree_one_fs(dir)
+}
+
+impl HostpathBackend {
+    pub(super) fn snapshots_root(&self) -> PathBuf {
+        self.base.join(SNAPSHOTS_DIR)
+    }
+
+    fn snap_key(id: &str) -> Result<String> {
+        SnapshotId::parse(id)?
+            .map(|s| s.key)
+            .ok_or_else(|| Error::Internal(format!("recorded snapshot id {id:?} does not parse")))
+    }
+
+    /// The directory whose `data/` holds snapshot `id`'s content.
+    pub(super) fn snapshot_dir(&self, key: &str) -> PathBuf {
+        self.snapshots_root().join(key)
+    }
+
+    pub(super) fn snapshot_data(&self, rec: &SnapRecord) -> Result<PathBuf> {
+        Ok(self.snapshot_dir(&Self::snap_key(&rec.id)?).join(DATA))
+    }
+
+    pub(super) fn snapshot_info(rec: &SnapRecord) -> SnapshotInfo {
+        SnapshotInfo {
+            id: rec.id.clone(),
+            source_volume_id: rec.backend.source_volume_id.clone(),
+            size_bytes: rec.capacity_bytes,
+            created: UNIX_EPOCH + Duration::from_millis(rec.backend.created_unix_ms),
+            ready: true,
+        }
+    }
+
+    fn local_snapshot(&self, id: &SnapshotId) -> bool {
+        id.node.as_deref() == Some(crate::volume::VolumeId::node_tag(&self.node).as_str())
+    }
+
+    /// The record of snapshot `id`: NotFound when unknown, InvalidArgument when another
+    /// node holds it (a restore there is impossible, not merely missing).
+    pub(super) fn snapshot_record(&self, id: &SnapshotId) -> Result<SnapRecord> {
+        if !self.local_snapshot(id) {
+            return Err(Error::invalid(format!(
+                "snapshot {id} lives on node {}, not on node {} where this volume would be",
+                id.node.as_deref().unwrap_or("?"),
+                self.node
+            )));
+        }
+        self.snaps
+            .by_id(&id.to_string())
+            .ok_or_else(|| Error::not_found_because(id.to_string(), "no such snapshot"))
+    }
+
+    pub(super) fn create_snapshot_of(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+        let id = SnapshotId::new(super::BACKEND, Some(&self.node), &req.name)?;
+        let id_str = id.to_string();
+        let source_str = req.source.to_string();
+        crate::backend::params::decode::<SnapParams>(super::BACKEND, &req.parameters)?;
+        if let Some(rec) = self.snaps.get(&req.name) {
+            if rec.backend.source_volume_id == source_str {
+                return Ok(Self::snapshot_info(&rec));
+            }
+            return Err(Error::exists(
+                id_str,
+                format!(
+                    "snapshot {:?} already exists for volume {}, not {source_str}",
+                    req.name, rec.backend.source_volume_id
+                ),
+            ));
+        }
+        if let Some(other) = self.snaps.id_owner(&id_str) {
+            return Err(Error::exists(
+                id_str,
+                format!("this id already belongs to snapshot {other:?}; choose another name"),
+            ));
+        }
+        if !self.is_local(&req.source) {
+            return Err(Error::invalid(format!(
+                "snapshot {}: volume {source_str} does not live on node {}",
+                req.name, self.node
+            )));
+        }
+        let vol = self.record(&req.source)?;
+        let src = self.volume_dir(&vol.name);
+        if vol.kind == AccessKind::Block {
+            crate::os::loopdev::flush_backing(&self.image_path(&vol.name))
+                .map_err(Error::os(&source_str, "flush the loop device of"))?;
+        }
+        let dir = self.snapshot_dir(&id.key);
+        let os = |what: &str| Error::os(&id_str, format!("{what} {}", dir.display()));
+        let root = self.snapshots_root();
+        if !root.exists() {
+            std::fs::create_dir(&root).map_err(os("create the snapshots directory for"))?;
+        }
+        std::fs::create_dir(&dir).map_err(os("create"))?;
+        let made = (|| {
+            fsutil::set_owner_marker(&dir, &id_str).map_err(os("mark"))?;
+            fsutil::set_store_marker(&dir, self.store_id()).map_err(os("mark"))?;
+            crate::failpoint::hit("snapshot:after-mark");
+            let stored_as = take(self.snap_method, &src, &dir.join(DATA), true)
+                .map_err(Error::os(&id_str, format!("snapshot {}", src.display())))?;
+            crate::failpoint::hit("snapshot:before-commit");
+            let created_unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            let rec = SnapRecord::new(
+                id_str.clone(),
+                req.name.clone(),
+                vol.kind,
+                vol.capacity_bytes,
+                SnapData {
+                    source_volume_id: source_str.clone(),
+                    created_unix_ms,
+                    stored_as,
+                },
+            );
+            // The commit point: once durable, the snapshot exists.
+            self.snaps.save(rec.clone())?;
+            Ok(rec)
+        })();
+        match made {
+            Ok(rec) => {
+                tracing::info!(snapshot = %id_str, source = %source_str, stored_as = ?rec.backend.stored_as, "snapshot taken");
+                Ok(Self::snapshot_info(&rec))
+            }
+            Err(e) => {
+                if let Err(undo) = remove_snapshot_tree(&dir) {
+                    tracing::warn!(snapshot = %id_str, error = %undo, "rollback of a failed snapshot incomplete; the next start finishes it");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn delete_snapshot_by_id(&self, id: &SnapshotId) -> Result<()> {
+        let id_str = id.to_string();
+        if !self.local_snapshot(id) {
+            return Err(Error::precondition(
+                &id_str,
+                format!(
+                    "the snapshot lives on node {}; only that node's plugin can delete it",
+                    id.node.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        let dir = self.snapshot_dir(&id.key);
+        let Some(rec) = self.snaps.by_id(&id_str) else {
+            // No record: remove a directory only if it carries this id (state lost).
+            if matches!(fsutil::owner_marker(&dir), Ok(Some(m)) if m == id_str) {
+                remove_snapshot_tree(&dir)
+                    .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
+            }
+            return Ok(());
+        };
+        let trash = self
+            .snapshots_root()
+            .join(format!("{TRASH_PREFIX}{}", id.key));
+        if dir.exists() {
+            std::fs::rename(&dir, &trash)
+                .map_err(Error::os(&id_str, format!("move {} aside", dir.display())))?;
+        }
+        crate::failpoint::hit("snapshot-delete:after-rename");
+        self.snaps.remove(&rec)?;
+        if let Err(e) = remove_snapshot_tree(&trash) {
+            tracing::warn!(snapshot = %id_str, error = %e, "could not remove a deleted snapshot's directory; retried at the next start");
+        }
+        Ok(())
+    }
+
+    pub(super) fn list_snapshot_page(
+        &self,
+        filter: &SnapshotFilter,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<SnapshotPage> {
+        let wanted_id = filter.snapshot.as_ref().map(|s| s.to_string());
+        let wanted_source = filter.source.as_ref().map(|v| v.to_string());
+        let (entries, next_after) = self.snaps.page(
+            after,
+            max,
+            |r| {
+                wanted_id.as_ref().is_none_or(|w| &r.id == w)
+                    && wanted_source
+                        .as_ref()
+                        .is_none_or(|w| &r.backend.source_volume_id == w)
+            },
+            Self::snapshot_info,
+        );
+        Ok(SnapshotPage {
+            entries,
+            next_after,
+        })
+    }
+
+    /// Start-up reconciliation of `.snapshots/`: unacknowledged snapshots (marked by this
+    /// store, no record) and trash are removed; records whose directory is gone are reported.
+    pub(super) fn recover_snapshots(&self) -> io::Result<()> {
+        let root = self.snapshots_root();
+        let (mut kept, mut rolled_back, mut finished) = (0, 0, 0);
+        if root.is_dir() {
+            for entry in std::fs::read_dir(&root)? {
+                let path = entry?.path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_string();
+                let ours =
+                    matches!(fsutil::store_marker(&path), Ok(Some(s)) if s == self.store_id());
+                let marker = fsutil::owner_marker(&path).ok().flatten();
+                let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
+                if let Some(key) = name.strip_prefix(TRASH_PREFIX) {
+                    match rec {
+                        Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(key) => {
+                            self.snaps.remove(&rec).map_err(io::Error::other)?;
+                        }
+                        None if ours => {}
+                        _ => {
+                            tracing::warn!(dir = %path.display(), "snapshot trash not made by this driver's state: left in place");
+                            continue;
+                        }
+                    }
+                    remove_snapshot_tree(&path)?;
+                    finished += 1;
+                    continue;
+                }
+                match rec {
+                    Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(name.as_str()) => {
+                        kept += 1
+                    }
+                    _ if ours => {
+                        tracing::info!(dir = %path.display(), snapshot = marker.as_deref().unwrap_or("?"), "rolling back a snapshot that was never acknowledged");
+                        remove_snapshot_tree(&path)?;
+                        rolled_back += 1;
+                    }
+                    _ => {
+                        tracing::warn!(dir = %path.display(), "snapshot directory without a state record: left in place")
+                    }
+                }
+            }
+        }
+        for rec in self.snaps.records() {
+            if !self.snapshot_data(&rec).map_err(io::Error::other)?.exists() {
+                tracing::warn!(snapshot = %rec.id, "snapshot content is missing (removed by hand?): restores from it will fail");
+            }
+        }
+        tracing::info!(snapshots = kept, rolled_back, finished_deletes = finished, method = ?self.snap_method, "hostpath snapshots recovered");
+        Ok(())
+    }
+}
+
+/// VolumeSnapshotClass parameters: none of its own yet; unknown keys are InvalidArgument.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapParams {}

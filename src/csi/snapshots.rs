@@ -1,0 +1,210 @@
+//! The snapshot RPCs of the Controller service and CreateVolume's content source: validation
+//! and dispatch only. The backend that holds a snapshot is the one its id names.
+
+use super::convert::{self, require};
+use super::limits::WithinLimits;
+use super::Driver;
+use crate::error::{Error, Result};
+use crate::proto as csi;
+use crate::snapshot::{ContentSource, SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotRequest};
+use crate::volume::VolumeId;
+use csi::volume_content_source::Type as SourceType;
+
+/// Decodes `volume_content_source`: a malformed id is InvalidArgument, an id that names nothing
+/// of ours NotFound (the spec's answer for a source that does not exist), and a source kind the
+/// backend cannot serve InvalidArgument.
+pub fn content_source(
+    d: &Driver,
+    volume: &str,
+    src: Option<&csi::VolumeContentSource>,
+) -> Result<Option<ContentSource>> {
+    let Some(src) = src else { return Ok(None) };
+    let source = match &src.r#type {
+        None => {
+            return Err(Error::invalid(format!(
+                "volume {volume}: volume_content_source names neither a snapshot nor a volume"
+            )))
+        }
+        Some(SourceType::Snapshot(s)) => {
+            let id = SnapshotId::parse(&s.snapshot_id)?.ok_or_else(|| {
+                Error::not_found_because(
+                    &s.snapshot_id,
+                    "no such snapshot (not a snapshot id of this driver)",
+                )
+            })?;
+            ContentSource::Snapshot(id)
+        }
+        Some(SourceType::Volume(v)) => {
+            let id =
+                VolumeId::parse(&v.volume_id)?.ok_or_else(|| Error::not_found(&v.volume_id))?;
+            ContentSource::Volume(id)
+        }
+    };
+    let backend = d.backend(source.backend()).map_err(|_| {
+        Error::not_found_because(
+            source.id(),
+            format!("backend {} is not served by this process", source.backend()),
+        )
+    })?;
+    let (served, what) = match &source {
+        ContentSource::Snapshot(_) => (backend.caps().snapshots, "snapshots"),
+        ContentSource::Volume(_) => (backend.caps().clone, "cloning"),
+    };
+    if !served {
+        return Err(Error::invalid(format!(
+            "volume {volume}: backend {} offers no {what}",
+            backend.name()
+        )));
+    }
+    Ok(Some(source))
+}
+
+fn snapshot(info: &SnapshotInfo) -> csi::Snapshot {
+    csi::Snapshot {
+        size_bytes: info.size_bytes as i64,
+        snapshot_id: info.id.clone(),
+        source_volume_id: info.source_volume_id.clone(),
+        creation_time: Some(prost_types::Timestamp::from(info.created)),
+        ready_to_use: info.ready,
+        group_snapshot_id: String::new(),
+    }
+}
+
+/// Unimplemented when no backend served here takes snapshots (nothing is advertised then).
+fn offered(d: &Driver, rpc: &str) -> Result<()> {
+    if d.any(|c| c.snapshots) {
+        Ok(())
+    } else {
+        Err(Error::Unimplemented(format!(
+            "{rpc}: no backend served here offers snapshots"
+        )))
+    }
+}
+
+pub fn create(d: &Driver, req: csi::CreateSnapshotRequest) -> Result<csi::CreateSnapshotResponse> {
+    offered(d, "CreateSnapshot")?;
+    req.check_limits().map_err(Error::InvalidArgument)?;
+    require("name", &req.name)?;
+    require("source_volume_id", &req.source_volume_id)?;
+    let source = VolumeId::parse(&req.source_volume_id)?
+        .ok_or_else(|| Error::not_found(&req.source_volume_id))?;
+    let backend = d.backend_for(&source)?;
+    if !backend.caps().snapshots {
+        return Err(Error::Unimplemented(format!(
+            "backend {} offers no snapshots",
+            backend.name()
+        )));
+    }
+    let id = backend.snapshot_id(&req.name)?;
+    let _guard = d.locks.try_lock(&id.to_string())?;
+    let info = backend.create_snapshot(&SnapshotRequest {
+        name: req.name.clone(),
+        source,
+        parameters: convert::parameters(&req.parameters),
+    })?;
+    Ok(csi::CreateSnapshotResponse {
+        snapshot: Some(snapshot(&info)),
+    })
+}
+
+pub fn delete(d: &Driver, req: csi::DeleteSnapshotRequest) -> Result<csi::DeleteSnapshotResponse> {
+    offered(d, "DeleteSnapshot")?;
+    req.check_limits().map_err(Error::InvalidArgument)?;
+    // Deleting what never existed succeeds.
+    let Some(id) = SnapshotId::parse(&req.snapshot_id)? else {
+        return Ok(csi::DeleteSnapshotResponse {});
+    };
+    let Ok(backend) = d.backend(&id.backend) else {
+        return Ok(csi::DeleteSnapshotResponse {});
+    };
+    let _guard = d.locks.try_lock(&req.snapshot_id)?;
+    backend.delete_snapshot(&id)?;
+    Ok(csi::DeleteSnapshotResponse {})
+}
+
+/// Pages run across the backends that take snapshots, in backend order; the token names
+/// "backend/last name" like ListVolumes'.
+pub fn list(d: &Driver, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnapshotsResponse> {
+    offered(d, "ListSnapshots")?;
+    req.check_limits().map_err(Error::InvalidArgument)?;
+    if req.max_entries < 0 {
+        return Err(Error::invalid("max_entries must not be negative"));
+    }
+    let empty = csi::ListSnapshotsResponse::default();
+    let mut filter = SnapshotFilter::default();
+    if !req.snapshot_id.is_empty() {
+        match SnapshotId::parse(&req.snapshot_id).ok().flatten() {
+            Some(id) => filter.snapshot = Some(id),
+            None => return Ok(empty),
+        }
+    }
+    if !req.source_volume_id.is_empty() {
+        match VolumeId::parse(&req.source_volume_id).ok().flatten() {
+            Some(id) => filter.source = Some(id),
+            None => return Ok(empty),
+        }
+    }
+    let after = convert::decode_token(&req.starting_token)?;
+    let (after_backend, after_name) = match &after {
+        Some(a) => match a.split_once('/') {
+            Some((b, n)) => (Some(b.to_string()), Some(n.to_string())),
+            None => return Err(Error::BadToken(req.starting_token.clone())),
+        },
+        None => (None, None),
+    };
+    let backends: Vec<_> = d
+        .backends
+        .iter()
+        .filter(|b| b.caps().snapshots)
+        .filter(|b| {
+            filter
+                .snapshot
+                .as_ref()
+                .is_none_or(|s| s.backend == b.name())
+        })
+        .filter(|b| filter.source.as_ref().is_none_or(|v| v.backend == b.name()))
+        .collect();
+    let max = req.max_entries as usize;
+    let mut entries = Vec::new();
+    let mut next_token = String::new();
+    let mut started = after_backend.is_none();
+    for (i, b) in backends.iter().enumerate() {
+        let resume = if !started {
+            if after_backend.as_deref() != Some(b.name()) {
+                continue;
+            }
+            started = true;
+            after_name.as_deref().filter(|n| !n.is_empty())
+        } else {
+            None
+        };
+        let room = if max == 0 { 0 } else { max - entries.len() };
+        let page = b.list_snapshots(&filter, resume, room)?;
+        entries.extend(page.entries);
+        if let Some(last) = page.next_after {
+            next_token = convert::encode_token(&format!("{}/{last}", b.name()));
+            break;
+        }
+        if max != 0 && entries.len() == max {
+            for next in &backends[i + 1..] {
+                if !next.list_snapshots(&filter, None, 1)?.entries.is_empty() {
+                    next_token = convert::encode_token(&format!("{}/", next.name()));
+                    break;
+                }
+            }
+            break;
+        }
+    }
+    if !started {
+        return Err(Error::BadToken(req.starting_token.clone()));
+    }
+    Ok(csi::ListSnapshotsResponse {
+        entries: entries
+            .iter()
+            .map(|s| csi::list_snapshots_response::Entry {
+                snapshot: Some(snapshot(s)),
+            })
+            .collect(),
+        next_token,
+    })
+}

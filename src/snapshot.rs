@@ -1,0 +1,187 @@
+//! Snapshot domain types shared by the CSI layer and the backends: snapshot ids, the content
+//! source of a new volume, and what a backend reports about a snapshot.
+//!
+//! A snapshot id is `<backend>/<node>/snap/<key>` (node-local backends) or `<backend>/snap/<key>`:
+//! it names the backend and node that hold the snapshot. Volume ids have at most three parts
+//! and never contain a `snap` node segment for node-local backends, so a snapshot id given as a
+//! volume id parses to no volume (NotFound) and a volume id given as a snapshot id likewise.
+
+use crate::error::{Error, Result};
+use crate::volume::{stable_hash, validate_component, VolumeId, MAX_ID_LEN};
+use std::fmt;
+use std::time::SystemTime;
+
+/// The segment that marks an id as a snapshot's.
+pub const SNAP_SEGMENT: &str = "snap";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SnapshotId {
+    pub backend: String,
+    pub node: Option<String>,
+    pub key: String,
+}
+
+impl SnapshotId {
+    /// The id of snapshot `name` taken by `backend` on `node` (None: a cluster-wide backend).
+    /// `key` is the name itself when the id fits 128 bytes, else a prefix plus its hash.
+    pub fn new(backend: &str, node: Option<&str>, name: &str) -> Result<Self> {
+        validate_component("snapshot name", name)?;
+        let node = node.map(VolumeId::node_tag);
+        let fixed =
+            backend.len() + SNAP_SEGMENT.len() + 2 + node.as_ref().map_or(0, |n| n.len() + 1);
+        let room = MAX_ID_LEN - fixed;
+        let key = if name.len() <= room {
+            name.to_string()
+        } else {
+            let suffix = format!("~{:016x}", stable_hash(name));
+            let mut cut = room - suffix.len();
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}{suffix}", &name[..cut])
+        };
+        Ok(SnapshotId {
+            backend: backend.to_string(),
+            node,
+            key,
+        })
+    }
+
+    /// Parses a snapshot id from a request: `Err` (InvalidArgument) for an empty, oversized or
+    /// path-escaping id; `Ok(None)` for a well-formed string that names no snapshot of ours.
+    pub fn parse(raw: &str) -> Result<Option<Self>> {
+        if raw.is_empty() {
+            return Err(Error::invalid("snapshot_id is required"));
+        }
+        if raw.len() > MAX_ID_LEN {
+            return Err(Error::invalid(format!(
+                "snapshot_id is {} bytes; at most {MAX_ID_LEN} are allowed",
+                raw.len()
+            )));
+        }
+        if raw.contains('\0') || raw.split('/').any(|p| p == "." || p == "..") {
+            return Err(Error::invalid(format!(
+                "snapshot_id {raw:?} is not a valid id"
+            )));
+        }
+        let ok = |key: &str| validate_component("snapshot name", key).is_ok();
+        let parts: Vec<&str> = raw.split('/').collect();
+        Ok(match parts.as_slice() {
+            [backend, node, SNAP_SEGMENT, key]
+                if !backend.is_empty() && !node.is_empty() && ok(key) =>
+            {
+                Some(SnapshotId {
+                    backend: backend.to_string(),
+                    node: Some(node.to_string()),
+                    key: key.to_string(),
+                })
+            }
+            [backend, SNAP_SEGMENT, key] if !backend.is_empty() && ok(key) => Some(SnapshotId {
+                backend: backend.to_string(),
+                node: None,
+                key: key.to_string(),
+            }),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "{}/{}/{SNAP_SEGMENT}/{}", self.backend, node, self.key),
+            None => write!(f, "{}/{SNAP_SEGMENT}/{}", self.backend, self.key),
+        }
+    }
+}
+
+/// Where a new volume's content comes from (CreateVolume's `volume_content_source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentSource {
+    Snapshot(SnapshotId),
+    Volume(VolumeId),
+}
+
+impl ContentSource {
+    /// The id as the CO sent it.
+    pub fn id(&self) -> String {
+        match self {
+            ContentSource::Snapshot(s) => s.to_string(),
+            ContentSource::Volume(v) => v.to_string(),
+        }
+    }
+
+    pub fn backend(&self) -> &str {
+        match self {
+            ContentSource::Snapshot(s) => &s.backend,
+            ContentSource::Volume(v) => &v.backend,
+        }
+    }
+}
+
+/// CreateSnapshot, decoded.
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest {
+    pub name: String,
+    pub source: VolumeId,
+    pub parameters: std::collections::BTreeMap<String, String>,
+}
+
+/// What a backend reports about a snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub source_volume_id: String,
+    /// The source volume's capacity: the least a volume restored from it can have.
+    pub size_bytes: u64,
+    pub created: SystemTime,
+    pub ready: bool,
+}
+
+/// ListSnapshots filters, decoded (both None: every snapshot).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub snapshot: Option<SnapshotId>,
+    pub source: Option<VolumeId>,
+}
+
+/// One page of ListSnapshots: entries, and the name of the last one if more may follow.
+pub struct SnapshotPage {
+    pub entries: Vec<SnapshotInfo>,
+    pub next_after: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_and_volume_ids_never_parse_as_each_other() {
+        let s = SnapshotId::new("hostpath", Some("node-1"), "snap-1").unwrap();
+        assert_eq!(s.to_string(), "hostpath/node-1/snap/snap-1");
+        assert_eq!(SnapshotId::parse(&s.to_string()).unwrap(), Some(s.clone()));
+        assert_eq!(VolumeId::parse(&s.to_string()).unwrap(), None);
+        let v = VolumeId::for_volume("hostpath", "node-1", "snap").unwrap();
+        assert_eq!(SnapshotId::parse(&v.to_string()).unwrap(), None);
+        assert!(SnapshotId::parse("").is_err());
+        assert!(SnapshotId::parse("hostpath/n/snap/..").is_err());
+        assert_eq!(SnapshotId::parse("some-id").unwrap(), None);
+        let c = SnapshotId::new("nfs", None, "s").unwrap();
+        assert_eq!(SnapshotId::parse(&c.to_string()).unwrap(), Some(c));
+    }
+
+    #[test]
+    fn long_names_are_hashed_within_128_bytes() {
+        let name = "x".repeat(128);
+        let s = SnapshotId::new("hostpath", Some(&"n".repeat(63)), &name).unwrap();
+        assert!(s.to_string().len() <= MAX_ID_LEN, "{s}");
+        assert_eq!(SnapshotId::parse(&s.to_string()).unwrap(), Some(s.clone()));
+        let other = SnapshotId::new(
+            "hostpath",
+            Some(&"n".repeat(63)),
+            &format!("{}y", "x".repeat(127)),
+        );
+        assert_ne!(other.unwrap(), s);
+        assert!(SnapshotId::new("hostpath", Some("n"), ".hidden").is_err());
+    }
+}
