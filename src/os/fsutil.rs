@@ -136,15 +136,10 @@ pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
             Err(e)
         };
     }
-    let mounts = super::mountinfo::mounts_under(path)?;
-    if let Some(m) = mounts.first() {
+    if let Some(m) = super::mountinfo::first_mount_below(path)? {
         return Err(io::Error::new(
             io::ErrorKind::CrossesDevices,
-            format!(
-                "{} is a mount inside {}",
-                m.mount_point.display(),
-                path.display()
-            ),
+            format!("{} is a mount inside {}", m.display(), path.display()),
         ));
     }
     fs::remove_dir_all(path)

@@ -55,6 +55,64 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// The first mount found at or below `dir` (a mount point inside a tree about to be removed),
+/// by one statx per entry: the cost follows the tree, not the node's mount table (reading the
+/// table costs a millisecond per delete on a node with a few hundred mounts). Symlinks are never
+/// followed. Falls back to the table where statx cannot tell (kernels before 5.8).
+pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
+    match mount_root_nofollow(dir)? {
+        None => return Ok(mounts_under(dir)?.first().map(|m| m.mount_point.clone())),
+        Some(true) => return Ok(Some(dir.to_path_buf())),
+        Some(false) => {}
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            if let Some(found) = first_mount_below(&path)? {
+                return Ok(Some(found));
+            }
+        } else if mount_root_nofollow(&path)? == Some(true) {
+            // A file bind-mounted over a file inside the tree.
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Some(whether `path` itself is a mount root), without following a final symlink; None when
+/// the kernel cannot say.
+fn mount_root_nofollow(path: &Path) -> io::Result<Option<bool>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statx is plain old data; the kernel fills it.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and a statx buffer that outlives the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            &mut st,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT) => Ok(Some(false)),
+            _ => Err(err),
+        };
+    }
+    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    Ok((st.stx_attributes_mask & flag != 0).then_some(st.stx_attributes & flag != 0))
+}
+
 /// The topmost mount at exactly `path`, if `path` is a mount point.
 pub fn mount_at(path: &Path) -> io::Result<Option<MountEntry>> {
     Ok(read()?.into_iter().rev().find(|m| m.mount_point == path))

@@ -340,14 +340,14 @@ impl HostpathBackend {
         }
         // Anything mounted inside would be removed with the tree or stop it half-way: refuse
         // before touching anything, naming what is in the way.
-        let nested = crate::os::mountinfo::mounts_under(&dir)
-            .map_err(Error::os(&id_str, "read mount table"))?;
-        if let Some(m) = nested.first() {
+        let nested = crate::os::mountinfo::first_mount_below(&dir)
+            .map_err(Error::os(&id_str, "look for mounts inside the volume"))?;
+        if let Some(m) = nested {
             return Err(Error::precondition(
                 id_str,
                 format!(
                     "{} is mounted inside the volume; unmount it first (nothing was removed)",
-                    m.mount_point.display()
+                    m.display()
                 ),
             ));
         }
