@@ -61,7 +61,13 @@ pub fn command_line(
 /// Runs mkfs; an error carries the tool's own message.
 pub fn make(fs_type: &str, device: &Path, uuid: &str, extra: &[String]) -> io::Result<()> {
     let (tool, args) = command_line(fs_type, device, uuid, extra)?;
-    let out = Command::new(&tool)
+    // Program names written out, so the image's host-tool list (docs/install.md) is checkable.
+    let mut cmd = match fs_type {
+        "ext4" => Command::new("mkfs.ext4"),
+        _ => Command::new("mkfs.xfs"),
+    };
+    debug_assert_eq!(tool, format!("mkfs.{fs_type}"));
+    let out = cmd
         .args(&args)
         .stdin(Stdio::null())
         .output()
