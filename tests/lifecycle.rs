@@ -180,6 +180,7 @@ async fn block_volume_lifecycle() {
 
     let pattern: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
     {
+        let _open = hold_files_open();
         let mut f = fs::OpenOptions::new().write(true).open(&target).unwrap();
         f.seek(SeekFrom::Start(1 << 20)).unwrap();
         f.write_all(&pattern).unwrap();
@@ -768,6 +769,7 @@ async fn expand_block_volume_online() {
 
     // The grown tail is usable.
     {
+        let _open = hold_files_open();
         let mut f = fs::OpenOptions::new().write(true).open(&target).unwrap();
         f.seek(SeekFrom::Start((48 << 20) - 4096)).unwrap();
         f.write_all(&[0x5a; 4096]).unwrap();

@@ -51,6 +51,7 @@ async fn kill_between_rpcs(name: &str, cap: csi::VolumeCapability) {
     d.controller_publish(&id, cap.clone(), false).await;
     let (staging, target) = d.stage_and_publish(&id, name, cap.clone()).await;
     if block {
+        let _open = hold_files_open();
         let mut f = fs::OpenOptions::new().write(true).open(&target).unwrap();
         std::io::Write::write_all(&mut f, b"survives").unwrap();
         f.sync_all().unwrap();

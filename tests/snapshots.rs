@@ -392,10 +392,13 @@ async fn block_snapshot_holds_unflushed_writes(base: Base) {
     let (staging, target) = d
         .stage_and_publish(&vol.volume_id, "blk", block_cap())
         .await;
-    let mut dev = fs::OpenOptions::new().write(true).open(&target).unwrap();
-    dev.seek(SeekFrom::Start(5 << 20)).unwrap();
-    dev.write_all(b"written-by-the-pod").unwrap();
-    drop(dev);
+    {
+        // No child may inherit the device while it is open, or its detach is deferred.
+        let _open = hold_files_open();
+        let mut dev = fs::OpenOptions::new().write(true).open(&target).unwrap();
+        dev.seek(SeekFrom::Start(5 << 20)).unwrap();
+        dev.write_all(b"written-by-the-pod").unwrap();
+    }
     let snap = snapshot(&d, "blk-snap", &vol.volume_id).await;
     let restored = d
         .controller()
