@@ -128,6 +128,42 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         Ok(())
     }
 
+    /// Records that `rec` is ControllerPublished to `node`: done when it already is, the same
+    /// way; AlreadyExists when it is published there with the other read-only setting.
+    pub fn attach(&self, mut rec: VolumeRecord<E>, node: &str, read_only: bool) -> Result<()> {
+        match rec.controller_published.get(node) {
+            Some(ro) if *ro == read_only => Ok(()),
+            Some(ro) => Err(Error::exists(
+                rec.id,
+                format!("already published to node {node} with readonly={ro}"),
+            )),
+            None => {
+                rec.controller_published.insert(node.to_string(), read_only);
+                self.save(rec)
+            }
+        }
+    }
+
+    /// Forgets the publication of volume `id` to `node` (to every node when None). A volume
+    /// that is gone is unpublished everywhere.
+    pub fn detach(&self, id: &str, node: Option<&str>) -> Result<()> {
+        let Some(mut rec) = self.by_id(id) else {
+            return Ok(());
+        };
+        let changed = match node {
+            Some(n) => rec.controller_published.remove(n).is_some(),
+            None => {
+                let had = !rec.controller_published.is_empty();
+                rec.controller_published.clear();
+                had
+            }
+        };
+        if changed {
+            self.save(rec)?;
+        }
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<VolumeRecord<E>> {
         self.lock().volumes.get(name).cloned()
     }

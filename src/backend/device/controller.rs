@@ -485,7 +485,7 @@ impl ControllerBackend for DeviceBackend {
         read_only: bool,
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        let mut rec = self.record(id)?;
+        let rec = self.record(id)?;
         if node != self.node {
             return Err(Error::NodeNotFound {
                 node: node.to_string(),
@@ -495,37 +495,12 @@ impl ControllerBackend for DeviceBackend {
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
         }
-        match rec.controller_published.get(node) {
-            Some(ro) if *ro == read_only => return Ok(BTreeMap::new()),
-            Some(ro) => {
-                return Err(Error::exists(
-                    rec.id,
-                    format!("already published to node {node} with readonly={ro}"),
-                ))
-            }
-            None => {}
-        }
-        rec.controller_published.insert(node.to_string(), read_only);
-        self.ledger.save(rec)?;
+        self.ledger.attach(rec, node, read_only)?;
         Ok(BTreeMap::new())
     }
 
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        let Ok(mut rec) = self.record(id) else {
-            return Ok(());
-        };
-        let changed = match node {
-            Some(n) => rec.controller_published.remove(n).is_some(),
-            None => {
-                let had = !rec.controller_published.is_empty();
-                rec.controller_published.clear();
-                had
-            }
-        };
-        if changed {
-            self.ledger.save(rec)?;
-        }
-        Ok(())
+        self.ledger.detach(&id.to_string(), node)
     }
 
     fn published_count(&self, node: &str) -> usize {

@@ -328,8 +328,18 @@ impl HostpathBackend {
         if rec.kind == AccessKind::Block {
             let image = self.image_path(&rec.name);
             if image.exists() {
-                let attached = crate::os::loopdev::find_by_backing_file(&image)
-                    .map_err(Error::os(&id_str, "list loop devices"))?;
+                // NodeUnstage detached the image's loop device, but the kernel finishes a detach
+                // only when the last opener closes the device (a short-lived blkid, a process
+                // that inherited the descriptor): give such a deferred detach a moment.
+                let mut attached = Vec::new();
+                for _ in 0..20 {
+                    attached = crate::os::loopdev::find_by_backing_file(&image)
+                        .map_err(Error::os(&id_str, "list loop devices"))?;
+                    if attached.is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
                 if let Some(a) = attached.first() {
                     return Err(Error::precondition(
                         id_str,
@@ -482,7 +492,7 @@ impl ControllerBackend for HostpathBackend {
         read_only: bool,
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        let mut rec = self.record(id)?;
+        let rec = self.record(id)?;
         if node != self.node {
             return Err(Error::NodeNotFound {
                 node: node.to_string(),
@@ -492,38 +502,12 @@ impl ControllerBackend for HostpathBackend {
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
         }
-        match rec.controller_published.get(node) {
-            Some(ro) if *ro == read_only => return Ok(BTreeMap::new()),
-            Some(ro) => {
-                return Err(Error::exists(
-                    rec.id,
-                    format!("already published to node {node} with readonly={ro}"),
-                ))
-            }
-            None => {}
-        }
-        rec.controller_published.insert(node.to_string(), read_only);
-        self.save(rec)?;
+        self.ledger.attach(rec, node, read_only)?;
         Ok(BTreeMap::new())
     }
 
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        // A volume that is gone is unpublished everywhere.
-        let Ok(mut rec) = self.record(id) else {
-            return Ok(());
-        };
-        let changed = match node {
-            Some(n) => rec.controller_published.remove(n).is_some(),
-            None => {
-                let had = !rec.controller_published.is_empty();
-                rec.controller_published.clear();
-                had
-            }
-        };
-        if changed {
-            self.save(rec)?;
-        }
-        Ok(())
+        self.ledger.detach(&id.to_string(), node)
     }
 
     fn published_count(&self, node: &str) -> usize {
