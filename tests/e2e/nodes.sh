@@ -59,7 +59,9 @@ EOF
     token=$("$BIN/kubectl" -n ferrovol create token ferrovol-node --duration 2h) || return 1
     kubeconfig "$d/provisioner.kubeconfig" --token "$token"
     # The chart's flags, plus a short capacity poll so the suite need not wait a minute.
+    # KUBECONFIG in the environment overrides --kubeconfig in csi-provisioner: set both.
     start "csi-provisioner-$n" env NODE_NAME="$n" NAMESPACE=ferrovol POD_NAME="ferrovol-node-$n" \
+        KUBECONFIG="$d/provisioner.kubeconfig" \
         "$BIN/csi-provisioner" --csi-address "$(node_socket "$n")" \
         --kubeconfig "$d/provisioner.kubeconfig" \
         --node-deployment=true --enable-capacity=true --capacity-ownerref-level=1 \
