@@ -107,3 +107,14 @@ cargo test --test chart
 echo "== discovery benchmark smoke run (figures: cargo bench --bench devices)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench devices
 # ---- end device discovery ----
+
+# --- e2e (issue 12): a real control plane (etcd, kube-apiserver, controller-manager, scheduler)
+# with two fake nodes running ferrovol and csi-provisioner; scripts/e2e.sh builds them first
+# (cached in ~/.cache/ferrovol-e2e and the Go caches). FERROVOL_E2E=0 skips it. ---
+if [ "${FERROVOL_E2E:-1}" != 0 ]; then
+    echo "== e2e on a real Kubernetes control plane (scripts/e2e.sh)"
+    scripts/e2e.sh
+else
+    echo "== e2e: skipped (FERROVOL_E2E=0)"
+fi
+# --- end e2e ---

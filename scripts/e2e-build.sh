@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes control plane the e2e suite runs as plain processes (issue 12):
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and csi-provisioner,
+# into a cache directory, skipping each binary already built at the pinned version.
+#
+# None of these can be `go install`ed (their go.mod files carry replace lines), so:
+#  - Kubernetes and etcd are built from small wrapper modules that name the commands in
+#    `tool` lines; for Kubernetes every staging module (`=> ./staging/...` in its go.mod)
+#    is replaced by its published v0.<minor>.<patch> release.
+#  - external-provisioner is built inside a writable copy of its own module directory,
+#    so its own replace lines apply.
+# GOMODCACHE and GOCACHE are the machine's usual ones, so a second run takes seconds.
+#
+# Usage: scripts/e2e-build.sh            (prints the bin directory on its last line)
+# Env:   FERROVOL_E2E_CACHE  cache root (default $HOME/.cache/ferrovol-e2e)
+set -euo pipefail
+
+K8S_VERSION=v1.37.2
+ETCD_VERSION=v3.7.3
+PROVISIONER_VERSION=v6.4.0
+
+CACHE=${FERROVOL_E2E_CACHE:-$HOME/.cache/ferrovol-e2e}
+BIN=$CACHE/bin
+SRC=$CACHE/src
+mkdir -p "$BIN" "$SRC"
+export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+# The machine is shared: build at low priority.
+NICE=(nice -n 10)
+
+# up_to_date NAME VERSION: the binary exists and its stamp names VERSION.
+up_to_date() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" >"$BIN/.$1.version"; }
+
+build_kubernetes() {
+    local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() c
+    for c in "${cmds[@]}"; do up_to_date "$c" "$K8S_VERSION" || missing+=("$c"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "== building ${missing[*]} $K8S_VERSION"
+    local dir=$SRC/kubernetes-$K8S_VERSION staging=v0.${K8S_VERSION#v1.}
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        if [ ! -s go.sum ]; then
+            rm -f go.mod
+            go mod init ferrovol-e2e/kubernetes >/dev/null 2>&1
+            go mod edit -require "k8s.io/kubernetes@$K8S_VERSION"
+            go mod download "k8s.io/kubernetes@$K8S_VERSION"
+            local kdir
+            kdir=$(go list -m -f '{{.Dir}}' "k8s.io/kubernetes@$K8S_VERSION" 2>/dev/null ||
+                echo "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION")
+            # The staging list comes from Kubernetes' own go.mod, so it follows the version.
+            local m
+            for m in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$kdir/go.mod"); do
+                go mod edit -replace "$m=$m@$staging"
+            done
+            for c in "${cmds[@]}"; do go mod edit -tool "k8s.io/kubernetes/cmd/$c"; done
+            "${NICE[@]}" go mod tidy
+        fi
+        local v=k8s.io/component-base/version cv=k8s.io/client-go/pkg/version
+        local minor=${K8S_VERSION#v1.}
+        minor=${minor%%.*}
+        local ld="-s -w"
+        for p in $v $cv; do
+            ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+            ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+        done
+        local pkgs=()
+        for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+        "${NICE[@]}" go build -trimpath -ldflags "$ld" -o "$BIN/" "${pkgs[@]}"
+    )
+    for c in "${missing[@]}"; do stamp "$c" "$K8S_VERSION"; done
+}
+
+build_etcd() {
+    up_to_date etcd "$ETCD_VERSION" && return 0
+    echo "== building etcd $ETCD_VERSION"
+    local dir=$SRC/etcd-$ETCD_VERSION
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        if [ ! -s go.sum ]; then
+            rm -f go.mod
+            go mod init ferrovol-e2e/etcd >/dev/null 2>&1
+            go mod edit -require "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+            go mod edit -tool go.etcd.io/etcd/server/v3
+            "${NICE[@]}" go mod tidy
+        fi
+        "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+    )
+    stamp etcd "$ETCD_VERSION"
+}
+
+build_provisioner() {
+    up_to_date csi-provisioner "$PROVISIONER_VERSION" && return 0
+    echo "== building csi-provisioner (external-provisioner) $PROVISIONER_VERSION"
+    local mod=github.com/kubernetes-csi/external-provisioner/v6
+    local dir=$SRC/external-provisioner-$PROVISIONER_VERSION
+    if [ ! -f "$dir/go.mod" ]; then
+        local from
+        from=$(cd "$SRC" && go mod download -json "$mod@$PROVISIONER_VERSION" |
+            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+        [ -d "$from" ] || {
+            echo "e2e-build: module $mod@$PROVISIONER_VERSION not found in the module cache" >&2
+            exit 1
+        }
+        rm -rf "$dir"
+        cp -r "$from" "$dir"
+        chmod -R u+w "$dir"
+    fi
+    (
+        cd "$dir"
+        # The module zip carries no vendor directory: resolve from the module cache.
+        "${NICE[@]}" go build -mod=mod -trimpath \
+            -ldflags "-s -w -X main.version=$PROVISIONER_VERSION" \
+            -o "$BIN/csi-provisioner" ./cmd/csi-provisioner
+    )
+    stamp csi-provisioner "$PROVISIONER_VERSION"
+}
+
+build_etcd
+build_kubernetes
+build_provisioner
+echo "$BIN"

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# ferrovol's end-to-end suite against a real Kubernetes control plane (issue 12), run as plain
+# processes on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and on
+# each of two fake nodes ferrovol (hostpath backend) with a node-deployed csi-provisioner.
+# There is no kubelet: the harness writes the Node and CSINode objects and drives NodeStage and
+# NodePublish over the driver's socket itself.
+#
+# Builds what it needs first (scripts/e2e-build.sh, cached; cargo build of ferrovol).
+# Ends with `e2e: N passed, N failed`. On failure the logs stay in the directory it prints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/e2e.sh: the e2e suite mounts filesystems and loop devices; run as root" >&2
+    exit 1
+fi
+need_apt=()
+command -v jq >/dev/null || need_apt+=(jq)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v ss >/dev/null || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "== installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+BIN=$(scripts/e2e-build.sh | tail -1)
+echo "== cargo build --bin ferrovol"
+cargo build --quiet --bin ferrovol
+FERROVOL=$ROOT/target/debug/ferrovol
+
+E2E_DIR=$(mktemp -d /tmp/ferrovol-e2e.XXXXXX)
+NODE_SMALL=e2e-node-a
+NODE_BIG=e2e-node-b
+NODES=("$NODE_SMALL" "$NODE_BIG")
+passed=0
+failed=0
+
+# shellcheck source=tests/e2e/cluster.sh
+source tests/e2e/cluster.sh
+# shellcheck source=tests/e2e/nodes.sh
+source tests/e2e/nodes.sh
+# shellcheck source=tests/e2e/scenarios.sh
+source tests/e2e/scenarios.sh
+
+finish() {
+    stop_all
+    unmount_all
+    if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
+        rm -rf "$E2E_DIR"
+    else
+        echo "e2e: logs of the control plane, ferrovol and the provisioners are in $E2E_DIR/logs"
+    fi
+    echo "e2e: $passed passed, $failed failed"
+}
+trap finish EXIT
+
+# The chart's objects when the chart is in the tree and helm is installed, else the minimal
+# manifests that follow its names.
+apply_driver_objects() {
+    if [ -d charts/ferrovol ] && command -v helm >/dev/null; then
+        k create namespace ferrovol >/dev/null
+        helm template ferrovol charts/ferrovol --namespace ferrovol --include-crds | k apply -f - >/dev/null
+        k apply -f tests/e2e/manifests/node-owner.yaml >/dev/null
+    else
+        k apply -f tests/e2e/manifests/ferrovol.yaml -f tests/e2e/manifests/node-owner.yaml >/dev/null
+    fi
+}
+
+echo "== control plane (logs: $E2E_DIR/logs)"
+start_t=$SECONDS
+if ! cluster_up || ! apply_driver_objects ||
+    ! node_up "$NODE_SMALL" 64M || ! node_up "$NODE_BIG" 1G; then
+    echo "FAIL setting up the control plane and nodes"
+    failed=$((failed + 1))
+    exit 1
+fi
+echo "== up in $((SECONDS - start_t))s; scenarios"
+for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete; do
+    if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "== scenarios done in $((SECONDS - start_t))s"
+[ "$failed" -eq 0 ]
