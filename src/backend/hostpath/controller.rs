@@ -4,7 +4,7 @@
 use super::limiter::Limiter;
 use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
-use super::{HostpathBackend, BLOCK_QUOTA_SLACK, CAPS};
+use super::{HostpathBackend, CAPS};
 use crate::backend::params::defining;
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
@@ -12,12 +12,10 @@ use crate::os::fsutil;
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::fs;
 
 /// Sizes are whole 4 KiB blocks (a block volume's loop device needs 512-byte multiples).
-const ALIGN: u64 = 4096;
+pub(super) const ALIGN: u64 = 4096;
 
 /// The one access kind a set of capabilities asks for, after checking each is one we serve.
 pub(super) fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
@@ -199,111 +197,6 @@ impl HostpathBackend {
             Some(detail) => Err(Error::exists(rec.id, detail)),
             None => Ok(self.info(&rec)),
         }
-    }
-
-    /// Makes the directory (and image) a record describes. Every step is safe to repeat, and
-    /// none is synced: the record's commit is the one sync (see the module doc).
-    pub(super) fn materialize(&self, rec: &VolumeRecord) -> Result<()> {
-        self.make_dir(rec)?;
-        if rec.kind == AccessKind::Block {
-            self.make_image(rec)?;
-        }
-        Ok(())
-    }
-
-    /// Makes (or adopts) the volume directory, marks it, and sets its limit.
-    pub(super) fn make_dir(&self, rec: &VolumeRecord) -> Result<()> {
-        let dir = self.volume_dir(&rec.name);
-        let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
-        let enforced_by = rec.backend.enforced_by;
-        let created = match (&self.limiter, enforced_by) {
-            (Some(l), Some(_)) => l.create_dir(&dir),
-            _ => fs::create_dir(&dir),
-        };
-        match created {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match fsutil::owner_marker(&dir).map_err(os("read marker of"))? {
-                    Some(m) if m == rec.id => {}
-                    None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
-                        && (enforced_by.is_none()
-                            || self.limiter.as_ref().is_none_or(|l| l.fits(&dir))) => {}
-                    _ => {
-                        return Err(Error::precondition(
-                            &rec.id,
-                            format!(
-                                "{} already exists and is not this volume's; it is left untouched",
-                                dir.display()
-                            ),
-                        ))
-                    }
-                }
-            }
-            Err(e) => return Err(os("create")(e)),
-        }
-        // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
-        fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
-        fsutil::set_store_marker(&dir, self.store_id()).map_err(os("mark"))?;
-        crate::failpoint::hit("create:after-mark");
-        if let (Some(l), Some(how)) = (&self.limiter, enforced_by) {
-            l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
-                .map_err(os("set capacity limit on"))?;
-        }
-        Ok(())
-    }
-
-    /// Creates a block volume's sparse image (or grows one a crash left short).
-    fn make_image(&self, rec: &VolumeRecord) -> Result<()> {
-        {
-            let image = self.image_path(&rec.name);
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&image)
-                .map_err(Error::os(&rec.id, format!("create {}", image.display())))?;
-            if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
-                fsutil::set_nocow(&f).map_err(Error::os(
-                    &rec.id,
-                    format!("mark {} no-copy-on-write", image.display()),
-                ))?;
-            }
-            f.set_len(rec.capacity_bytes)
-                .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
-        }
-        Ok(())
-    }
-
-    fn quota_limit(&self, kind: AccessKind, capacity: u64) -> u64 {
-        match kind {
-            AccessKind::Mount => capacity,
-            AccessKind::Block => capacity + BLOCK_QUOTA_SLACK,
-        }
-    }
-
-    /// A project id derived from the volume id, probing past ids in use by us or anyone else.
-    fn allocate_project_id(&self, volume: &str) -> Result<u32> {
-        const FIRST: u32 = 1 << 20;
-        const SPAN: u32 = (1 << 31) - FIRST;
-        let hash = crate::volume::stable_hash(volume);
-        let limiter = self.limiter.as_ref().expect("allocate only with a limiter");
-        let in_use: std::collections::HashSet<u32> = self
-            .ledger
-            .records()
-            .iter()
-            .filter_map(|r| match r.backend.enforced_by {
-                Some(Enforcement::ProjectQuota { id }) => Some(id),
-                _ => None,
-            })
-            .collect();
-        for probe in 0..1024u32 {
-            let id = FIRST + ((hash as u32).wrapping_add(probe) % SPAN);
-            if !in_use.contains(&id) && limiter.project_id_free(id) {
-                return Ok(id);
-            }
-        }
-        Err(Error::no_space(volume, "no free project quota id found"))
     }
 
     fn delete_volume(&self, id: &VolumeId) -> Result<()> {
@@ -533,68 +426,5 @@ impl ControllerBackend for HostpathBackend {
         max: usize,
     ) -> Result<SnapshotPage> {
         self.list_snapshot_page(filter, after, max)
-    }
-}
-
-impl HostpathBackend {
-    /// Grows a local volume to `range`: the limit, then the image, then the record.
-    pub(super) fn grow(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        let mut rec = self.record(id)?;
-        let id_str = rec.id.clone();
-        if range.required == 0 && range.limit == 0 {
-            return Err(Error::invalid(format!(
-                "volume {id_str}: capacity_range is required"
-            )));
-        }
-        if range.limit != 0 && range.limit < rec.capacity_bytes {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!(
-                    "limit_bytes {} is below the current capacity {}; volumes do not shrink",
-                    range.limit, rec.capacity_bytes
-                ),
-            });
-        }
-        let node_step = rec.kind == AccessKind::Block;
-        if range.required <= rec.capacity_bytes {
-            return Ok((rec.capacity_bytes, node_step));
-        }
-        let new = range.resolve(rec.capacity_bytes, ALIGN, &id_str)?;
-        let (total, available) = self.space()?;
-        if new > total {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!("{new} bytes is more than the whole base filesystem"),
-            });
-        }
-        let growth = new - rec.capacity_bytes;
-        if growth > available {
-            return Err(Error::no_space(
-                id_str,
-                format!("growing by {growth} bytes, {available} bytes available"),
-            ));
-        }
-        // Grow the limit first, then the image, then commit the record: each step is safe to
-        // repeat, and a crash before the commit leaves the old size recorded (a retry grows it).
-        if let (Some(l), Some(how)) = (&self.limiter, rec.backend.enforced_by) {
-            l.apply(
-                &self.volume_dir(&rec.name),
-                how,
-                self.quota_limit(rec.kind, new),
-            )
-            .map_err(Error::os(&id_str, "raise capacity limit"))?;
-        }
-        if rec.kind == AccessKind::Block {
-            let image = self.image_path(&rec.name);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&image)
-                .map_err(Error::os(&id_str, format!("open {}", image.display())))?;
-            f.set_len(new)
-                .map_err(Error::os(&id_str, format!("grow {}", image.display())))?;
-        }
-        rec.capacity_bytes = new;
-        self.save(rec)?;
-        Ok((new, node_step))
     }
 }

@@ -13,6 +13,7 @@ mod controller;
 mod limiter;
 mod node;
 pub mod params;
+mod provision;
 pub mod record;
 mod recovery;
 mod restore;

@@ -1,0 +1,129 @@
+//! Releasing a device: unmount what is left, wipe only the signatures this volume made (or, for a
+//! raw block volume, everything), then hand the device back as Unclaimed or keep it Released.
+
+use super::*;
+
+impl DeviceBackend {
+    pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+        if !self.is_local(id) {
+            return Err(Error::precondition(
+                id.to_string(),
+                format!(
+                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
+                    id.node.as_deref().unwrap_or("?"),
+                    self.node
+                ),
+            ));
+        }
+        // No record: nothing of ours to undo (an unknown claim turns Released at start).
+        let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
+            return Ok(());
+        };
+        let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
+        match rec.phase {
+            Phase::Creating => return self.roll_back_create(&rec),
+            Phase::Deleting => return self.finish_delete(&rec),
+            Phase::Ready => {}
+        }
+        if let Some(why) = rec.in_use() {
+            return Err(Error::precondition(rec.id, why));
+        }
+        rec.phase = Phase::Deleting;
+        self.ledger.save(rec.clone())?;
+        crate::failpoint::hit("device:delete:after-intent");
+        self.finish_delete(&rec)
+    }
+
+    /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
+    /// from any point (recovery calls it for a Deleting record).
+    pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
+        let ours = Claim::Claimed {
+            volume: rec.id.clone(),
+        };
+        let outcome = match self.device_path(rec) {
+            // Released or unclaimed already (a repeat after a crash): leave the claim alone.
+            Err(_) if self.claim_of(&rec.backend.uid).as_ref() != Some(&ours) => None,
+            Err(e) => Some(Claim::Released {
+                volume: rec.id.clone(),
+                reason: format!("deleted while the device could not be verified ({e}); not wiped"),
+            }),
+            Ok(path) => {
+                unmount_device(&rec.id, &path)?;
+                // A crash may have left a read-only publication's flag set; the wipe writes.
+                crate::os::blockdev::set_read_only(&path, false)
+                    .map_err(Error::os(&rec.id, "clear the read-only flag"))?;
+                Some(self.wipe(rec, &path)?)
+            }
+        };
+        if let Some(claim) = outcome {
+            if let Claim::Released { reason, .. } = &claim {
+                tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, %reason, "device released, not wiped");
+            }
+            self.set_claim(rec, claim)?;
+            crate::failpoint::hit("device:delete:after-release");
+        }
+        if let Some(e) = self.inventory.get(&rec.backend.uid) {
+            // The device's candidacy follows its signatures: refresh it now.
+            if let Err(err) = self.inventory.rescan_device(&e.device.kernel_name, None) {
+                tracing::warn!(uid = %rec.backend.uid, error = %err, "rescan after release failed");
+            }
+        }
+        self.ledger.remove(rec)
+    }
+
+    /// The claim a deleted volume leaves: Unclaimed once what we made is wiped, else Released.
+    fn wipe(&self, rec: &VolumeRecord, path: &Path) -> Result<Claim> {
+        let vid = rec.id.as_str();
+        let probe = |what: &str| {
+            blkid::probe_all(path).map_err(Error::os(vid, format!("{what} {}", path.display())))
+        };
+        let sigs = probe("probe")?;
+        let Some(fs) = &rec.backend.fs else {
+            // Raw block: the claim is the proof of ownership; the pod wrote what it liked.
+            blkid::wipe_all(path).map_err(Error::os(vid, format!("wipe {}", path.display())))?;
+            crate::failpoint::hit("device:delete:after-wipe");
+            match crate::os::blockdev::discard_all(path) {
+                Ok(done) => tracing::info!(volume = vid, discarded = done, "wiped raw device"),
+                Err(e) => tracing::warn!(volume = vid, error = %e, "discard failed (wiped anyway)"),
+            }
+            return Ok(Claim::Unclaimed);
+        };
+        if sigs.is_empty() {
+            return Ok(Claim::Unclaimed);
+        }
+        let is_ours = |s: &blkid::Signature| {
+            s.kind == blkid::Kind::Filesystem
+                && s.fs_type == fs.fs_type
+                && s.uuid.as_deref() == Some(fs.uuid.as_str())
+                && (fs.offsets.is_empty() || fs.offsets.contains(&s.offset))
+        };
+        if !sigs.iter().all(is_ours) {
+            let found: Vec<String> = sigs
+                .iter()
+                .map(|s| format!("{s} (uuid {})", s.uuid.as_deref().unwrap_or("-")))
+                .collect();
+            return Ok(Claim::Released {
+                volume: vid.to_string(),
+                reason: format!(
+                    "device holds {}, not only the {} filesystem {} this volume made; not wiped",
+                    found.join(", "),
+                    fs.fs_type,
+                    fs.uuid
+                ),
+            });
+        }
+        let offsets: Vec<u64> = sigs.iter().map(|s| s.offset).collect();
+        blkid::wipe_at(path, &offsets)
+            .map_err(Error::os(vid, format!("wipe {}", path.display())))?;
+        crate::failpoint::hit("device:delete:after-wipe");
+        let left = probe("probe after wipe")?;
+        Ok(if left.is_empty() {
+            Claim::Unclaimed
+        } else {
+            Claim::Released {
+                volume: vid.to_string(),
+                reason: format!("signatures left after wiping ours: {left:?}"),
+            }
+        })
+    }
+}
