@@ -6,7 +6,7 @@
 //! and never contain a `snap` node segment for node-local backends, so a snapshot id given as a
 //! volume id parses to no volume (NotFound) and a volume id given as a snapshot id likewise.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::volume::{stable_hash, validate_component, VolumeId, MAX_ID_LEN};
 use std::fmt;
 use std::time::SystemTime;
@@ -50,20 +50,7 @@ impl SnapshotId {
     /// Parses a snapshot id from a request: `Err` (InvalidArgument) for an empty, oversized or
     /// path-escaping id; `Ok(None)` for a well-formed string that names no snapshot of ours.
     pub fn parse(raw: &str) -> Result<Option<Self>> {
-        if raw.is_empty() {
-            return Err(Error::invalid("snapshot_id is required"));
-        }
-        if raw.len() > MAX_ID_LEN {
-            return Err(Error::invalid(format!(
-                "snapshot_id is {} bytes; at most {MAX_ID_LEN} are allowed",
-                raw.len()
-            )));
-        }
-        if raw.contains('\0') || raw.split('/').any(|p| p == "." || p == "..") {
-            return Err(Error::invalid(format!(
-                "snapshot_id {raw:?} is not a valid id"
-            )));
-        }
+        crate::volume::check_raw_id("snapshot_id", raw)?;
         let ok = |key: &str| validate_component("snapshot name", key).is_ok();
         let parts: Vec<&str> = raw.split('/').collect();
         Ok(match parts.as_slice() {

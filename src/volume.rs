@@ -34,6 +34,24 @@ pub fn validate_component(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// The checks every id from a request passes before it is parsed: present, within CSI's 128
+/// bytes, no NUL and no `.`/`..` component (which could reach outside a base path).
+pub fn check_raw_id(field: &str, raw: &str) -> Result<()> {
+    if raw.is_empty() {
+        return Err(Error::invalid(format!("{field} is required")));
+    }
+    if raw.len() > MAX_ID_LEN {
+        return Err(Error::invalid(format!(
+            "{field} is {} bytes; at most {MAX_ID_LEN} are allowed",
+            raw.len()
+        )));
+    }
+    if raw.contains('\0') || raw.split('/').any(|p| p == "." || p == "..") {
+        return Err(Error::invalid(format!("{field} {raw:?} is not a valid id")));
+    }
+    Ok(())
+}
+
 /// A volume id: `<backend>/<node>/<key>` for node-local volumes, `<backend>/<key>` for volumes
 /// any node can reach (NFS). It names the backend that owns the volume and the node it lives on,
 /// and `key` is the volume name itself whenever the whole id fits CSI's 128 bytes, so operators
@@ -103,20 +121,7 @@ impl VolumeId {
     /// reach outside a base path (InvalidArgument); `Ok(None)` for well-formed strings that are
     /// simply not ours (the caller answers NotFound once the other fields are validated).
     pub fn parse(raw: &str) -> Result<Option<Self>> {
-        if raw.is_empty() {
-            return Err(Error::invalid("volume_id is required"));
-        }
-        if raw.len() > MAX_ID_LEN {
-            return Err(Error::invalid(format!(
-                "volume_id is {} bytes; at most {MAX_ID_LEN} are allowed",
-                raw.len()
-            )));
-        }
-        if raw.contains('\0') || raw.split('/').any(|p| p == "." || p == "..") {
-            return Err(Error::invalid(format!(
-                "volume_id {raw:?} is not a valid id"
-            )));
-        }
+        check_raw_id("volume_id", raw)?;
         let parts: Vec<&str> = raw.split('/').collect();
         Ok(match parts.as_slice() {
             [backend, node, key]

@@ -128,6 +128,34 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         Ok(())
     }
 
+    /// Probe's check: the journal can take commits (its state dir is writable, no sync failed).
+    pub fn check_writable(&self) -> Result<()> {
+        self.journal.check_writable().map_err(|e| {
+            Error::Internal(format!(
+                "state dir {} is not writable: {e}",
+                self.journal.dir().display()
+            ))
+        })
+    }
+
+    /// ControllerPublish of a node-local volume: only its own node can attach it (another node
+    /// is NotFound, as the spec and csi-sanity expect), then the attachment is recorded.
+    pub fn attach_local(
+        &self,
+        rec: VolumeRecord<E>,
+        local_node: &str,
+        node: &str,
+        read_only: bool,
+    ) -> Result<()> {
+        if node != local_node {
+            return Err(Error::NodeNotFound {
+                node: node.to_string(),
+                detail: format!("volume {} is local to node {local_node}", rec.id),
+            });
+        }
+        self.attach(rec, node, read_only)
+    }
+
     /// Records that `rec` is ControllerPublished to `node`: done when it already is, the same
     /// way; AlreadyExists when it is published there with the other read-only setting.
     pub fn attach(&self, mut rec: VolumeRecord<E>, node: &str, read_only: bool) -> Result<()> {

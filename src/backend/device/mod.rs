@@ -313,11 +313,6 @@ impl Backend for DeviceBackend {
     }
 
     fn check_ready(&self) -> Result<()> {
-        self.ledger.journal().check_writable().map_err(|e| {
-            Error::Internal(format!(
-                "state dir {} is not writable: {e}",
-                self.ledger.journal().dir().display()
-            ))
-        })
+        self.ledger.check_writable()
     }
 }

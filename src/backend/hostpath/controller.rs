@@ -378,6 +378,7 @@ impl ControllerBackend for HostpathBackend {
         }
         self.grow(id, range)
     }
+
     fn controller_publish(
         &self,
         id: &VolumeId,
@@ -386,16 +387,10 @@ impl ControllerBackend for HostpathBackend {
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
         let rec = self.record(id)?;
-        if node != self.node {
-            return Err(Error::NodeNotFound {
-                node: node.to_string(),
-                detail: format!("volume {} is local to node {}", rec.id, self.node),
-            });
-        }
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
         }
-        self.ledger.attach(rec, node, read_only)?;
+        self.ledger.attach_local(rec, &self.node, node, read_only)?;
         Ok(BTreeMap::new())
     }
 

@@ -250,11 +250,6 @@ impl Backend for HostpathBackend {
                 self.base.display()
             )));
         }
-        self.ledger.journal().check_writable().map_err(|e| {
-            Error::Internal(format!(
-                "state dir {} is not writable: {e}",
-                self.ledger.journal().dir().display()
-            ))
-        })
+        self.ledger.check_writable()
     }
 }
