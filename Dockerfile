@@ -10,12 +10,13 @@ RUN cargo build --release --locked --bin ferrovol \
 
 FROM docker.io/library/debian:bookworm-slim
 # Only the host tools the node plugin runs (docs/install.md, "Host tools"; tests/chart.rs keeps
-# that list equal to the code): e2fsprogs (mkfs.ext4, resize2fs), xfsprogs (mkfs.xfs, xfs_growfs),
-# util-linux (blkid, wipefs, libblkid), nfs-common (mount.nfs). libcap2-bin only sets the file
-# capability below and is removed again.
+# that list equal to the code): e2fsprogs (mkfs.ext4) and xfsprogs (mkfs.xfs). util-linux brings
+# libblkid1 and libudev1, which the binary links. NFS mounts go through the kernel's own option
+# parser (fsopen/fsconfig), so no mount.nfs is needed. libcap2-bin only sets the file capability
+# below and is removed again.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      e2fsprogs xfsprogs util-linux nfs-common libcap2-bin \
+      e2fsprogs xfsprogs util-linux libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ferrovol /usr/bin/ferrovol
 # The NFS controller runs non-root with only NET_BIND_SERVICE (reserved source ports for servers
