@@ -125,6 +125,30 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
     };
     let name = pv.name_any();
     let state = ctx.node_state(&name, node).await?;
+    // The cached PV may predate our own last write (a claim event can reconcile it before the
+    // PV's own event arrives): a lost volume is decided on a fresh read, so it is marked,
+    // evented and counted once.
+    let pv = if state == NodeState::Present {
+        pv
+    } else {
+        match Api::<PersistentVolume>::all(ctx.client.clone())
+            .get_opt(&name)
+            .await
+        {
+            Ok(Some(fresh)) => Arc::new(fresh),
+            Ok(None) => return Ok(Action::await_change()),
+            Err(source) => {
+                return Err(Error {
+                    pv: name,
+                    step: "reading the PV".into(),
+                    source,
+                })
+            }
+        }
+    };
+    let Some(node) = pinned_node(&pv) else {
+        return Ok(Action::await_change());
+    };
     // The claim matters for a lost node, and for a present one only to clear a mark.
     let wants_claim = state != NodeState::Present || super::decide::mark(&pv.metadata).is_some();
     let found = if wants_claim {
