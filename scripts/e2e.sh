@@ -20,6 +20,7 @@ command -v jq >/dev/null || need_apt+=(jq)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v ss >/dev/null || need_apt+=(iproute2)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq
@@ -44,6 +45,8 @@ source tests/e2e/cluster.sh
 source tests/e2e/nodes.sh
 # shellcheck source=tests/e2e/scenarios.sh
 source tests/e2e/scenarios.sh
+# shellcheck source=tests/e2e/nodeloss.sh
+source tests/e2e/nodeloss.sh
 
 finish() {
     stop_all
@@ -78,7 +81,8 @@ if ! cluster_up || ! apply_driver_objects ||
     exit 1
 fi
 echo "== up in $((SECONDS - start_t))s; scenarios"
-for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete; do
+# scenario_node_loss deletes a Node: it stays last.
+for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete scenario_node_loss; do
     if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "== scenarios done in $((SECONDS - start_t))s"

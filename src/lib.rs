@@ -15,6 +15,7 @@ pub mod locks;
 pub mod metrics;
 pub mod nfs;
 pub mod node;
+pub mod nodeloss;
 pub mod os;
 pub mod proto;
 pub mod server;

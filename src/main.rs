@@ -1,5 +1,5 @@
 use clap::Parser;
-use ferrovol::cli::{crd, ctl, devices, serve, Cli, Command};
+use ferrovol::cli::{crd, ctl, devices, nodeloss, serve, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -8,6 +8,7 @@ fn main() {
         Command::Ctl(args) => ctl::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Crd => crd::run(),
+        Command::NodeLoss(args) => nodeloss::run(args),
     };
     if let Err(e) = result {
         eprintln!("ferrovol: {e}");

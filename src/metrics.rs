@@ -65,6 +65,12 @@ pub fn render() -> String {
 
 /// Serves `GET /metrics` on `addr` until the process ends.
 pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    serve_with(addr, render).await
+}
+
+/// Serves `GET /metrics` with the text `render` makes (processes other than the driver, such as
+/// the node-loss controller, have counters of their own).
+pub async fn serve_with(addr: std::net::SocketAddr, render: fn() -> String) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving Prometheus metrics on /metrics");

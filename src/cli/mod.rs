@@ -3,6 +3,7 @@
 pub mod crd;
 pub mod ctl;
 pub mod devices;
+pub mod nodeloss;
 pub mod serve;
 pub mod size;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Print the BlockDevice CustomResourceDefinition (YAML) that the chart ships.
     Crd,
+    /// Act on local volumes whose Node object is deleted, by an opt-in policy (off by default).
+    NodeLoss(nodeloss::NodeLossArgs),
 }
 
 /// The default socket of the standalone driver under a data directory.

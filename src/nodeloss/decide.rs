@@ -1,0 +1,218 @@
+//! The decision, with no I/O: given a PV, whether its node exists (and for how long it has been
+//! missing), and its claim, what the policy says to do. Tests in decide_tests.rs.
+
+use super::{LOCAL_DRIVER, NODE_LOST_ANNOTATION, OPT_IN_ANNOTATION, TOPOLOGY_KEY};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use std::time::Duration;
+
+/// What the controller may do to the volumes of a deleted node (cluster-wide ceiling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// Write nothing; log lost volumes only.
+    Off,
+    /// Annotate the PV and claim, emit a Warning event, count it.
+    Report,
+    /// Report, and delete opted-in claims and their PVs so they are provisioned elsewhere.
+    Recreate,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Off => "off",
+            Policy::Report => "report",
+            Policy::Recreate => "recreate",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub policy: Policy,
+    /// Under `recreate`, delete claims that carry no opt-in annotation too.
+    pub recreate_all: bool,
+    /// How long a node must stay deleted before its volumes are touched: a Node object that is
+    /// deleted and re-registered (kubelet restarts with a wiped object) must not cost data.
+    pub grace: Duration,
+}
+
+/// Whether the PV's node exists, as the API server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Present,
+    /// No Node object of that name, first noticed `for_` ago.
+    Missing {
+        for_: Duration,
+    },
+}
+
+/// The PV's claim, as found through its claimRef.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimState<'a> {
+    /// The PV has no claimRef (Available).
+    Unclaimed,
+    /// The claimRef names a claim that no longer exists (or a newer one of the same name).
+    Gone,
+    Bound(&'a PersistentVolumeClaim),
+}
+
+/// A claim's own say, from its [`OPT_IN_ANNOTATION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptIn {
+    Unset,
+    Recreate,
+    Report,
+    Ignore,
+    /// A value we do not know: treated as `report` (never deletes), and logged.
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Not a PV of the local driver pinned to exactly one node: never touched.
+    NotOurs,
+    /// Its node exists. `unmark`: it still carries a node-lost mark (a node of that name came
+    /// back), which is removed.
+    NodePresent { unmark: bool },
+    /// The node is missing for less than the grace period: look again after this long.
+    Wait(Duration),
+    /// The node is gone, but the policy or the claim says to write nothing.
+    Leave(&'static str),
+    /// Mark the PV and claim, emit an event, count it.
+    Report,
+    /// Report, then delete the claim (when `claim`) and the PV.
+    Recreate { claim: bool },
+}
+
+/// The node a PV of the local driver is pinned to: every node selector term must require
+/// [`TOPOLOGY_KEY`] `In` exactly one and the same node. Anything else (another driver, no
+/// affinity, a PV usable on several nodes) is not a local volume and gives `None`.
+pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
+    let spec = pv.spec.as_ref()?;
+    if spec.csi.as_ref()?.driver != LOCAL_DRIVER {
+        return None;
+    }
+    let terms = &spec
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    let mut node: Option<&str> = None;
+    for term in terms {
+        let pinned = term
+            .match_expressions
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find_map(|e| {
+                let values = e.values.as_deref().unwrap_or_default();
+                (e.key == TOPOLOGY_KEY && e.operator == "In" && values.len() == 1)
+                    .then(|| values[0].as_str())
+            })?;
+        match node {
+            Some(n) if n != pinned => return None,
+            _ => node = Some(pinned),
+        }
+    }
+    node
+}
+
+/// The node-lost mark on an object, if any.
+pub fn mark(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()?
+        .get(NODE_LOST_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// The claim's opt-in annotation.
+pub fn opt_in(pvc: &PersistentVolumeClaim) -> OptIn {
+    let value = pvc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPT_IN_ANNOTATION));
+    match value.map(String::as_str) {
+        None => OptIn::Unset,
+        Some("recreate") => OptIn::Recreate,
+        Some("report") => OptIn::Report,
+        Some("ignore") => OptIn::Ignore,
+        Some(other) => OptIn::Invalid(other.to_string()),
+    }
+}
+
+/// Matches the PV's claimRef against the claim found under that name: a claim with another
+/// uid is a newer one (the workload already made a new claim) and is not this PV's.
+pub fn claim_state<'a>(
+    pv: &PersistentVolume,
+    found: Option<&'a PersistentVolumeClaim>,
+) -> ClaimState<'a> {
+    let Some(cref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+        return ClaimState::Unclaimed;
+    };
+    match found {
+        Some(pvc) if cref.uid.is_none() || pvc.metadata.uid == cref.uid => ClaimState::Bound(pvc),
+        _ => ClaimState::Gone,
+    }
+}
+
+/// What to do with `pv` under `opts`.
+pub fn decide(
+    opts: &Options,
+    pv: &PersistentVolume,
+    node: NodeState,
+    claim: ClaimState,
+) -> Decision {
+    if pinned_node(pv).is_none() {
+        return Decision::NotOurs;
+    }
+    let missing_for = match node {
+        NodeState::Present => {
+            let unmark = opts.policy != Policy::Off && mark(&pv.metadata).is_some();
+            return Decision::NodePresent { unmark };
+        }
+        NodeState::Missing { for_ } => for_,
+    };
+    if missing_for < opts.grace {
+        return Decision::Wait(opts.grace - missing_for);
+    }
+    if opts.policy == Policy::Off {
+        return Decision::Leave("policy off");
+    }
+    let pvc = match claim {
+        ClaimState::Bound(pvc) => pvc,
+        ClaimState::Unclaimed | ClaimState::Gone => return unclaimed(opts, pv),
+    };
+    let choice = opt_in(pvc);
+    if choice == OptIn::Ignore {
+        return Decision::Leave("the claim opted out (ferrovol.io/node-loss=ignore)");
+    }
+    if opts.policy == Policy::Report {
+        return Decision::Report;
+    }
+    match choice {
+        OptIn::Recreate => Decision::Recreate { claim: true },
+        OptIn::Unset if opts.recreate_all => Decision::Recreate { claim: true },
+        _ => Decision::Report,
+    }
+}
+
+/// A lost PV with no live claim: under `recreate`, one whose reclaim policy is Delete is what
+/// its provisioner would have deleted, so it goes; a retained one is kept (and reported) for
+/// whoever retained it.
+fn unclaimed(opts: &Options, pv: &PersistentVolume) -> Decision {
+    let reclaim = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+    if opts.policy == Policy::Recreate && reclaim == Some("Delete") {
+        Decision::Recreate { claim: false }
+    } else {
+        Decision::Report
+    }
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,44 @@
+//! Node loss: what happens to local volumes when their Node object is deleted.
+//!
+//! A hostpath or device volume of the local driver lives on one node; its PV is pinned there by
+//! node affinity on [`TOPOLOGY_KEY`]. When that Node object is deleted (the machine is gone, not
+//! merely NotReady), the PV and its claim can never be used again, and the workload that owns the
+//! claim (a StatefulSet) stays Pending forever. This controller applies an opt-in policy to such
+//! volumes (docs/install.md, "Node loss"):
+//!
+//! - `off` (the default): nothing is written; lost volumes are only logged.
+//! - `report`: the PV and its claim get the annotation [`NODE_LOST_ANNOTATION`]`=<node>`, the
+//!   claim a Warning event, and the volume is counted in `ferrovol_node_loss_volumes_total`.
+//! - `recreate`: as `report`, and for claims that opted in (annotation [`OPT_IN_ANNOTATION`]
+//!   `=recreate`, or every claim with `--recreate-all`) the claim and the PV are deleted, so the
+//!   workload's controller provisions a new volume on a node that exists.
+//!
+//! [`decide`] is the pure decision; [`act`] carries it out; [`controller`] runs it with
+//! kube-runtime.
+
+pub mod act;
+pub mod controller;
+pub mod decide;
+pub mod metrics;
+
+pub use decide::{decide, pinned_node, ClaimState, Decision, NodeState, Options, Policy};
+
+/// The CSI driver whose PVs this controller handles (hostpath and device volumes).
+pub const LOCAL_DRIVER: &str = "local.csi.ferrovol.io";
+
+/// The topology key that pins a local PV to its node.
+pub const TOPOLOGY_KEY: &str = "topology.ferrovol.io/node";
+
+/// Set on a lost PV and its claim: the name of the deleted node.
+pub const NODE_LOST_ANNOTATION: &str = "ferrovol.io/node-lost";
+
+/// On a claim: `recreate` opts in to deletion under the `recreate` policy, `report` keeps it
+/// to marking, `ignore` opts out of everything.
+pub const OPT_IN_ANNOTATION: &str = "ferrovol.io/node-loss";
+
+/// The finalizer external-provisioner puts on the PVs it provisions and removes after
+/// DeleteVolume; the dead node's provisioner never will.
+pub const PROVISIONER_FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
+
+/// The name events and field managers report.
+pub const CONTROLLER_NAME: &str = "ferrovol-node-loss";
