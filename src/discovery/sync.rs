@@ -23,11 +23,14 @@ pub const FIELD_MANAGER: &str = "ferrovol";
 /// device that holds or held a claim (Inactive included). Unclaimed Inactive devices are not
 /// mirrored.
 pub fn desired(node: &str, entries: &[Entry]) -> Vec<BlockDevice> {
+    mirrored(entries).map(|e| from_entry(node, e)).collect()
+}
+
+/// The entries [`desired`] mirrors.
+fn mirrored(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
     entries
         .iter()
         .filter(|e| (e.state == State::Active && e.device.selected) || e.claim != Claim::Unclaimed)
-        .map(|e| from_entry(node, e))
-        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +144,10 @@ pub fn spawn(inventory: Arc<Inventory>) -> std::io::Result<()> {
                         if !p.apply.is_empty() || !p.delete.is_empty() {
                             tracing::info!(node = %node, applied = p.apply.len(), deleted = p.delete.len(), "BlockDevice objects synced");
                         }
-                        inventory.wait_until(RESYNC, |now| now != entries.as_slice());
+                        // Other devices come and go (other tenants' loop devices): only a
+                        // change of what is mirrored is worth a round trip.
+                        let before: Vec<&Entry> = mirrored(&entries).collect();
+                        inventory.wait_until(RESYNC, |now| mirrored(now).ne(before.iter().copied()));
                     }
                     Err(e) => {
                         tracing::warn!(node = %node, error = %e, retry_in = ?backoff, "BlockDevice sync failed");

@@ -24,14 +24,17 @@ loop_number() { echo $((LOOP_BLOCK + 10 * $(node_slot "$1") + $2)); }
 node_loop_glob() { echo "/dev/loop$(((LOOP_BLOCK + 10 * $(node_slot "$1")) / 10))?"; }
 backing_file() { echo "$(dev_dir)/$1-$2.img"; }
 
-# device_setup: reserves twenty loop numbers no device uses (bound or not), ours for the run.
+# device_setup: reserves twenty loop numbers none of which backs a file now, ours for the run.
+# (Unbound loop devices stay in /sys/block after a detach, ours from earlier runs too: only
+# a backing file means someone uses one. `losetup -f` of others takes the lowest free number,
+# far below these.)
 device_setup() {
     mkdir -p "$(dev_dir)"
     local b i free
     for ((b = 600; b < 1000; b += 20)); do
         free=1
         for ((i = b; i < b + 20; i++)); do
-            [ -e "/sys/block/loop$i" ] && { free=0 && break; }
+            [ -e "/sys/block/loop$i/loop/backing_file" ] && { free=0 && break; }
         done
         [ "$free" = 1 ] && { LOOP_BLOCK=$b && return 0; }
     done
@@ -221,7 +224,7 @@ scenario_dev_pod_ready() {
 #    capacity is 0; the next unpinned pod goes to the other node, provisioned by that node only.
 scenario_dev_steering() {
     SCENARIO="3) device capacity per node steers pods"
-    local full other i placed node bd before
+    local full other i placed node bd before pv
     [ -n "$DEV_A_NODE" ] || fail "scenario 2 placed no volume" || return 1
     full=$DEV_A_NODE
     for other in "${NODES[@]}"; do [ "$other" != "$full" ] && break; done
@@ -238,11 +241,15 @@ scenario_dev_steering() {
         placed=$(dev_check_placed "dev-s$i") || { echo "$placed"; return 1; }
         read -r node bd <<<"$placed"
         [ "$node" = "$other" ] || fail "dev-s$i went to $node, which has no free disk" || return 1
-        # Only the chosen node's provisioner acted on the claim.
-        ! grep -q "default/dev-s$i" "$E2E_DIR/logs/csi-provisioner-$full.log" ||
-            fail "$full's provisioner handled default/dev-s$i" || return 1
-        grep -q "default/dev-s$i" "$E2E_DIR/logs/csi-provisioner-$other.log" ||
-            fail "$other's provisioner log never names default/dev-s$i" || return 1
+        # Only the chosen node's provisioner started provisioning, and only its ferrovol was
+        # asked to create the volume.
+        pv=$(pv_of "dev-s$i")
+        ! grep -q "\"Started\" PVC=\"default/dev-s$i\"" "$E2E_DIR/logs/csi-provisioner-$full.log" ||
+            fail "$full's provisioner started provisioning default/dev-s$i" || return 1
+        ! grep -q "method=\"CreateVolume\" volume=$pv " "$E2E_DIR/logs/ferrovol-$full.log" ||
+            fail "$full's ferrovol got CreateVolume for $pv" || return 1
+        grep -q "method=\"CreateVolume\" volume=$pv .*code=\"OK\"" "$E2E_DIR/logs/ferrovol-$other.log" ||
+            fail "$other's ferrovol log shows no successful CreateVolume for $pv" || return 1
     done
     wait_for 30 "$other's device capacity to reach 0" capacity_is "$other" 0 ||
         fail "$other device capacity $(dev_capacity "$other") after two claims, want 0" || return 1
