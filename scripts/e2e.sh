@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ferrovol's end-to-end suite against a real Kubernetes control plane (issue 12), run as plain
 # processes on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and on
-# each of two fake nodes ferrovol (hostpath backend) with a node-deployed csi-provisioner.
+# each of two fake nodes ferrovol (hostpath and device backends, loop devices as disks) with a
+# node-deployed csi-provisioner.
 # There is no kubelet: the harness writes the Node and CSINode objects and drives NodeStage and
 # NodePublish over the driver's socket itself.
 #
@@ -45,12 +46,15 @@ source tests/e2e/cluster.sh
 source tests/e2e/nodes.sh
 # shellcheck source=tests/e2e/scenarios.sh
 source tests/e2e/scenarios.sh
+# shellcheck source=tests/e2e/device.sh
+source tests/e2e/device.sh
 # shellcheck source=tests/e2e/nodeloss.sh
 source tests/e2e/nodeloss.sh
 
 finish() {
     stop_all
     unmount_all
+    device_teardown
     if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
         rm -rf "$E2E_DIR"
     else
@@ -65,16 +69,19 @@ trap finish EXIT
 apply_driver_objects() {
     if [ -d charts/ferrovol ] && command -v helm >/dev/null; then
         k create namespace ferrovol >/dev/null
-        helm template ferrovol charts/ferrovol --namespace ferrovol --include-crds | k apply -f - >/dev/null
+        helm template ferrovol charts/ferrovol --namespace ferrovol --include-crds \
+            --set local.device.enabled=true | k apply -f - >/dev/null
         k apply -f tests/e2e/manifests/node-owner.yaml >/dev/null
     else
         k apply -f tests/e2e/manifests/ferrovol.yaml -f tests/e2e/manifests/node-owner.yaml >/dev/null
+        "$FERROVOL" crd | k apply -f - >/dev/null
+        k apply -f tests/e2e/manifests/device.yaml >/dev/null
     fi
 }
 
 echo "== control plane (logs: $E2E_DIR/logs)"
 start_t=$SECONDS
-if ! cluster_up || ! apply_driver_objects ||
+if ! device_setup || ! cluster_up || ! apply_driver_objects ||
     ! node_up "$NODE_SMALL" 64M || ! node_up "$NODE_BIG" 1G; then
     echo "FAIL setting up the control plane and nodes"
     failed=$((failed + 1))
@@ -82,7 +89,8 @@ if ! cluster_up || ! apply_driver_objects ||
 fi
 echo "== up in $((SECONDS - start_t))s; scenarios"
 # scenario_node_loss deletes a Node: it stays last.
-for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete scenario_node_loss; do
+for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete "${DEVICE_SCENARIOS[@]}" \
+    scenario_node_loss; do
     if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "== scenarios done in $((SECONDS - start_t))s"

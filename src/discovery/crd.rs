@@ -42,9 +42,14 @@ pub struct BlockDeviceSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Capacity {
+    // The schemas say int64/int32: the API server knows no unsigned formats and warns about
+    // uint64/uint32 on every apply of the CRD.
     /// Bytes.
+    #[schemars(with = "i64", range(min = 0))]
     pub storage: u64,
+    #[schemars(with = "i32", range(min = 0))]
     pub logical_sector_size: u32,
+    #[schemars(with = "i32", range(min = 0))]
     pub physical_sector_size: u32,
 }
 

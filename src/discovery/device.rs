@@ -127,6 +127,10 @@ pub struct Device {
     pub uid: String,
     pub candidate: bool,
     pub excluded_reason: Option<String>,
+    /// The operator's include rules name it and no exclude rule does (see
+    /// [`Filters::selects`](super::Filters::selects)): the node reports it to the cluster.
+    #[serde(default)]
+    pub selected: bool,
 }
 
 impl Device {
@@ -177,6 +181,7 @@ impl Device {
             uid: String::new(),
             candidate: false,
             excluded_reason: None,
+            selected: false,
         }
     }
 }

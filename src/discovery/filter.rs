@@ -123,6 +123,19 @@ impl Filters {
     /// Ok(()) for a candidate, else the reason it is excluded.
     pub fn evaluate(&self, dev: &Device) -> Result<(), String> {
         hard_exclusion(dev)?;
+        self.selection(dev)
+    }
+
+    /// Whether the operator's rules name `dev` (include matches, no exclude does), whatever
+    /// its contents: the devices this node reports to the cluster. A disk nobody opted in (the
+    /// OS disk, another tenant's loop device) stays out of the API; one that was opted in but
+    /// holds a filesystem is reported, as not a candidate, with the reason.
+    pub fn selects(&self, dev: &Device) -> bool {
+        self.selection(dev).is_ok()
+    }
+
+    /// Ok(()) when the patterns and rules admit `dev`, else why not (no safety checks).
+    fn selection(&self, dev: &Device) -> Result<(), String> {
         if let Some(p) = self.path_match(&self.exclude, dev) {
             return Err(format!("excluded by pattern {}", p.as_str()));
         }

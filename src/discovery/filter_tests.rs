@@ -157,3 +157,28 @@ fn bad_config_and_bad_glob_name_the_culprit() {
     let f = Filters::new(&[], &[], None, &["/var/lib/kubelet".into()]).unwrap();
     assert_eq!(f.protected_paths.len(), 3);
 }
+
+#[test]
+fn selection_ignores_contents_but_not_the_rules() {
+    let f = filters(&["/dev/loop7?"], &["/dev/loop79"]);
+    let mut mine = Device::fake("loop71", DeviceType::Loop);
+    assert!(f.selects(&mine));
+    // Holding a filesystem makes it no candidate, but it is still this node's to report.
+    mine.mount_points = vec!["/mnt".into()];
+    assert!(f.evaluate(&mine).is_err());
+    assert!(f.selects(&mine));
+    assert!(!f.selects(&Device::fake("loop81", DeviceType::Loop)));
+    assert!(!f.selects(&Device::fake("loop79", DeviceType::Loop)));
+    assert!(!filters(&[], &[]).selects(&disk("sda")));
+}
+
+#[test]
+fn the_charts_config_map_format_parses() {
+    // What charts/ferrovol/templates/device-config.yaml renders.
+    let text = "include:\n  paths: [\"/dev/sd*\"]\n  vendors: []\n  models: [\"Samsung*\"]\n\
+                exclude:\n  paths: []\n  vendors: [\"ATA*\"]\n  models: []\n";
+    let c = Filters::parse_config(text).unwrap();
+    assert_eq!(c.include.paths, ["/dev/sd*"]);
+    assert_eq!(c.include.models, ["Samsung*"]);
+    assert_eq!(c.exclude.vendors, ["ATA*"]);
+}

@@ -164,12 +164,14 @@ fn read(
         uid: String::new(),
         candidate: false,
         excluded_reason: None,
+        selected: false,
     };
     // Optical and floppy drives can block or spin up on open; their type excludes them.
     if !matches!(device_type, DeviceType::Rom | DeviceType::Floppy) {
         probe(&mut dev);
     }
     dev.uid = identity::uid(&identity::key(&dev, ctx.node));
+    dev.selected = ctx.filters.selects(&dev);
     match ctx.filters.evaluate(&dev) {
         Ok(()) => dev.candidate = true,
         Err(reason) => dev.excluded_reason = Some(reason),

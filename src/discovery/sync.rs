@@ -1,24 +1,36 @@
 //! Mirrors one node's inventory into `BlockDevice` objects. The diff is pure ([`desired`],
 //! [`plan`]); [`apply`] runs it against the API server with server-side apply (field manager
-//! `ferrovol`). Only stale *unclaimed* objects are deleted: an object that records a claim is
-//! the cluster's memory of whose data is on that disk.
+//! `ferrovol`); [`spawn`] keeps doing so as the inventory changes. Only stale *unclaimed*
+//! objects are deleted: an object that records a claim is the cluster's memory of whose data
+//! is on that disk.
+//!
+//! Only devices the operator's filters select are mirrored (plus any that hold or held a
+//! claim): the OS disk and devices nobody opted in are nobody's business in the cluster, and a
+//! disk visible to several nodes (one whose uid is not node-qualified) would otherwise have
+//! every node fight over one object.
 
 use super::crd::{from_entry, BlockDevice, NODE_LABEL};
-use super::inventory::{Claim, Entry, State};
+use super::inventory::{Claim, Entry, Inventory, State};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const FIELD_MANAGER: &str = "ferrovol";
 
-/// The objects this node should have: every Active device, and every device that holds or
-/// held a claim (Inactive included). Unclaimed Inactive devices are not mirrored.
+/// The objects this node should have: every Active device the filters select, and every
+/// device that holds or held a claim (Inactive included). Unclaimed Inactive devices are not
+/// mirrored.
 pub fn desired(node: &str, entries: &[Entry]) -> Vec<BlockDevice> {
+    mirrored(entries).map(|e| from_entry(node, e)).collect()
+}
+
+/// The entries [`desired`] mirrors.
+fn mirrored(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
     entries
         .iter()
-        .filter(|e| e.state == State::Active || e.claim != Claim::Unclaimed)
-        .map(|e| from_entry(node, e))
-        .collect()
+        .filter(|e| (e.state == State::Active && e.device.selected) || e.claim != Claim::Unclaimed)
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +99,67 @@ pub async fn apply(client: kube::Client, node: &str, entries: &[Entry]) -> kube:
     Ok(p)
 }
 
+/// Whether this process has a Kubernetes identity to sync with: it runs in a pod (the
+/// service account's token is mounted) or KUBECONFIG names one. A standalone driver has none
+/// and keeps its inventory to itself.
+pub fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some()
+}
+
+/// Full resync even when nothing changed: repairs objects someone else edited or deleted.
+const RESYNC: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Starts the thread that mirrors `inventory` into `BlockDevice` objects: at once, after every
+/// change of the inventory (scan, hotplug, claim), and every [`RESYNC`]. Failures (API server
+/// down, a verb the role lacks) are logged with the cause and retried with backoff; the
+/// driver serves volumes meanwhile.
+pub fn spawn(inventory: Arc<Inventory>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("blockdevice-sync".into())
+        .spawn(move || {
+            let node = inventory.node().to_string();
+            let mut backoff = Duration::from_secs(1);
+            let mut client = None;
+            loop {
+                let entries = inventory.snapshot();
+                let result = rt.block_on(async {
+                    let c = match client.clone() {
+                        Some(c) => c,
+                        None => {
+                            let c = kube::Client::try_default().await?;
+                            client = Some(c.clone());
+                            c
+                        }
+                    };
+                    apply(c, &node, &entries).await
+                });
+                match result {
+                    Ok(p) => {
+                        backoff = Duration::from_secs(1);
+                        if !p.apply.is_empty() || !p.delete.is_empty() {
+                            tracing::info!(node = %node, applied = p.apply.len(), deleted = p.delete.len(), "BlockDevice objects synced");
+                        }
+                        // Other devices come and go (other tenants' loop devices): only a
+                        // change of what is mirrored is worth a round trip.
+                        let before: Vec<&Entry> = mirrored(&entries).collect();
+                        inventory.wait_until(RESYNC, |now| mirrored(now).ne(before.iter().copied()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %node, error = %e, retry_in = ?backoff, "BlockDevice sync failed");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +168,7 @@ mod tests {
     fn entry(uid: &str, state: State, claim: Claim) -> Entry {
         let mut d = Device::fake("loop1", DeviceType::Loop);
         d.uid = uid.into();
+        d.selected = true;
         Entry {
             device: d,
             state,
@@ -117,6 +191,19 @@ mod tests {
         ];
         let names: Vec<String> = desired("n1", &es).iter().map(|o| o.name_any()).collect();
         assert_eq!(names, ["bd-a", "bd-c"]);
+        // Not selected by the filters: only a claim keeps it in the cluster.
+        let mut unselected = [
+            entry("bd-d", State::Active, Claim::Unclaimed),
+            entry("bd-e", State::Active, claimed()),
+        ];
+        for e in &mut unselected {
+            e.device.selected = false;
+        }
+        let names: Vec<String> = desired("n1", &unselected)
+            .iter()
+            .map(|o| o.name_any())
+            .collect();
+        assert_eq!(names, ["bd-e"]);
         let c = &desired("n1", &es)[1];
         let st = c.status.as_ref().unwrap();
         assert_eq!(

@@ -1,5 +1,5 @@
 # Sourced by scripts/e2e.sh: the node side of each fake node, as the chart's DaemonSet pod would
-# run it: ferrovol (local driver, hostpath backend) on its own socket, and a node-deployed
+# run it: ferrovol (local driver, hostpath and device backends) on its own socket, and a node-deployed
 # csi-provisioner that talks to the API server with the ferrovol-node ServiceAccount's token.
 #
 # Each node's hostpath base is its own small ext4 filesystem on a loop device (mount -o loop,
@@ -28,9 +28,19 @@ node_up() {
     MOUNTS+=("$d/base")
     mkdir -p "$(node_base "$n")"
 
-    start "ferrovol-$n" "$FERROVOL" serve --driver local --backends hostpath --node-id "$n" \
+    # Both ferrovol and the provisioner act as the chart's ServiceAccount, through a
+    # TokenRequest token: ferrovol syncs the node's BlockDevices with it.
+    local token
+    token=$("$BIN/kubectl" -n ferrovol create token ferrovol-node --duration 2h) || return 1
+    kubeconfig "$d/provisioner.kubeconfig" --token "$token"
+    # The device backend's disks: loop devices only this node's include filter names (device.sh).
+    device_node_up "$n" || return 1
+    local devargs
+    read -ra devargs <<<"$(device_serve_args "$n")"
+    start "ferrovol-$n" env KUBECONFIG="$d/provisioner.kubeconfig" \
+        "$FERROVOL" serve --driver local --backends hostpath,device --node-id "$n" \
         --endpoint "unix://$(node_socket "$n")" --data-dir "$d/ferrovol" \
-        --hostpath-base "$(node_base "$n")" --publish-root "$(node_kubelet "$n")"
+        --hostpath-base "$(node_base "$n")" --publish-root "$(node_kubelet "$n")" "${devargs[@]}"
     wait_for 60 "ferrovol's socket on $n" test -S "$(node_socket "$n")" || return 1
 
     # The node plugin's Pod, owned by the DaemonSet: the provisioner reads both to set the
@@ -54,10 +64,6 @@ spec:
     - {name: ferrovol, image: "ghcr.io/ferrovol/ferrovol:e2e"}
 EOF
 
-    # The provisioner's identity is the chart's ServiceAccount, through a TokenRequest token.
-    local token
-    token=$("$BIN/kubectl" -n ferrovol create token ferrovol-node --duration 2h) || return 1
-    kubeconfig "$d/provisioner.kubeconfig" --token "$token"
     # The chart's flags, plus a short capacity poll so the suite need not wait a minute.
     # KUBECONFIG in the environment overrides --kubeconfig in csi-provisioner: set both.
     start "csi-provisioner-$n" env NODE_NAME="$n" NAMESPACE=ferrovol POD_NAME="ferrovol-node-$n" \

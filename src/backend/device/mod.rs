@@ -88,8 +88,9 @@ pub struct DeviceBackend {
 }
 
 impl DeviceBackend {
-    /// Opens the inventory (one scan), starts the hotplug monitor, adopts the records and
-    /// finishes or rolls back whatever a crash interrupted (see the module doc).
+    /// Opens the inventory (one scan), starts the hotplug monitor (and, in a cluster, the
+    /// BlockDevice sync), adopts the records and finishes or rolls back whatever a crash
+    /// interrupted (see the module doc).
     pub fn open(
         cfg: DeviceConfig,
         journal: Arc<Journal>,
@@ -97,6 +98,10 @@ impl DeviceBackend {
     ) -> std::io::Result<Self> {
         let inventory = Inventory::open(&cfg.state_dir, &cfg.node_id, cfg.filters)?;
         inventory.start_monitor()?;
+        if crate::discovery::sync::in_cluster() {
+            // The cluster's view of the node's disks (BlockDevice objects), kept current.
+            crate::discovery::sync::spawn(inventory.clone())?;
+        }
         let backend = DeviceBackend {
             node: cfg.node_id,
             inventory,
