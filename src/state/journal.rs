@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -345,17 +346,19 @@ impl Journal {
         drop(inner);
 
         // (error, whether the sync itself failed)
-        let outcome: Result<(), (io::Error, bool)> =
-            file.map_err(|e| (e, false)).and_then(|mut f| {
-                crate::failpoint::fail("journal:write")
-                    .and_then(|()| f.write_all(&bytes))
-                    .map_err(|e| (e, false))?;
-                crate::failpoint::hit("journal:before-sync");
-                crate::metrics::count_commit();
-                crate::failpoint::fail("journal:sync")
-                    .and_then(|()| f.sync_data())
-                    .map_err(|e| (e, true))
-            });
+        let outcome: Result<(), (io::Error, bool)> = file.map_err(|e| (e, false)).and_then(|f| {
+            // Positioned at the durable end, never at the descriptor's offset: a log opened
+            // at start sits at offset 0, and a failed batch cut back leaves the offset past
+            // the end.
+            crate::failpoint::fail("journal:write")
+                .and_then(|()| f.write_all_at(&bytes, start_len))
+                .map_err(|e| (e, false))?;
+            crate::failpoint::hit("journal:before-sync");
+            crate::metrics::count_commit();
+            crate::failpoint::fail("journal:sync")
+                .and_then(|()| f.sync_data())
+                .map_err(|e| (e, true))
+        });
 
         let mut inner = self.lock();
         match outcome {

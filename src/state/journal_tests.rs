@@ -32,6 +32,21 @@ fn replays_puts_and_deletes_in_order() {
 }
 
 #[test]
+fn commits_after_a_reopen_append_to_the_log() {
+    // Each open must add to what the earlier opens committed, never write over it.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, key) in ["first", "second", "third"].iter().enumerate() {
+        let (j, live) = Journal::open(dir.path()).unwrap();
+        assert_eq!(live.len(), i, "records before open {i}: {:?}", live.keys());
+        j.commit(vec![put(key, "v")]).unwrap();
+    }
+    let live = reopen(dir.path());
+    let mut keys: Vec<_> = live.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["first", "second", "third"]);
+}
+
+#[test]
 fn store_id_is_stable_across_opens() {
     let dir = tempfile::tempdir().unwrap();
     let first = Journal::open(dir.path()).unwrap().0.store_id().to_string();
