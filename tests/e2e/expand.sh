@@ -34,9 +34,9 @@ expand_up() {
 # pvc_field NS NAME JSONPATH
 pvc_field() { k -n "$1" get pvc "$2" -o jsonpath="$3"; }
 
-# g) NFS: edit the claim's size; the PV, the claim's capacity and the record on the export grow.
+# f) NFS: edit the claim's size; the PV, the claim's capacity and the record on the export grow.
 scenario_expand_nfs() {
-    SCENARIO="g) NFS expansion through a PVC edit"
+    SCENARIO="f) NFS expansion through a PVC edit"
     local c=nfs-delete pv rec want got
     pv=$(nfs_pv_of "$c")
     [ -n "$pv" ] || fail "claim $NFS_NS/$c is not bound (scenario e)" || return 1

@@ -206,10 +206,10 @@ EOF
     echo "ok $SCENARIO (${NFS_POLICIES[*]}; published by bind from the export, --nfs-test-export-root: no kernel NFS client here)"
 }
 
-# f) Deleting each claim does what its class's onDelete says to the directory on the export:
+# g) Deleting each claim does what its class's onDelete says to the directory on the export:
 #    delete removes it, retain keeps it, archive renames it archived-<name>-<time> beside it.
 scenario_nfs_delete() {
-    SCENARIO="f) NFS PVC delete: onDelete delete, retain, archive"
+    SCENARIO="g) NFS PVC delete: onDelete delete, retain, archive"
     local p c pvs=() i archived
     for p in "${NFS_POLICIES[@]}"; do
         pvs+=("$(nfs_pv_of "nfs-$p")")
