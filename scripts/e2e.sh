@@ -56,6 +56,8 @@ source tests/e2e/nfs.sh
 source tests/e2e/expand.sh
 # shellcheck source=tests/e2e/snapshots.sh
 source tests/e2e/snapshots.sh
+# shellcheck source=tests/e2e/rbac.sh
+source tests/e2e/rbac.sh
 
 finish() {
     stop_all
@@ -96,7 +98,7 @@ fi
 echo "== up in $((SECONDS - start_t))s; scenarios"
 for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete \
     scenario_nfs_provision scenario_expand_nfs scenario_nfs_delete \
-    scenario_expand_hostpath scenario_snapshot_restore; do
+    scenario_expand_hostpath scenario_snapshot_restore scenario_no_rbac_denials; do
     if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "== scenarios done in $((SECONDS - start_t))s"
