@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control plane the e2e suite runs as plain processes (issue 12):
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and csi-provisioner,
-# into a cache directory, skipping each binary already built at the pinned version.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, csi-provisioner,
+# csi-resizer, snapshot-controller and csi-snapshotter (with the snapshot CRDs), into a cache
+# directory, skipping each binary already built at the pinned version.
 #
 # None of these can be `go install`ed (their go.mod files carry replace lines), so:
 #  - Kubernetes and etcd are built from small wrapper modules that name the commands in
 #    `tool` lines; for Kubernetes every staging module (`=> ./staging/...` in its go.mod)
 #    is replaced by its published v0.<minor>.<patch> release.
-#  - external-provisioner is built inside a writable copy of its own module directory,
-#    so its own replace lines apply.
+#  - external-provisioner, external-resizer and external-snapshotter are built inside a
+#    writable copy of their own module directory, so their own replace lines apply.
+#    external-snapshotter replaces its client module with ./client, which its module zip
+#    leaves out: the copy gets the published client/v8 module of the same version there.
 # GOMODCACHE and GOCACHE are the machine's usual ones, so a second run takes seconds.
 #
 # Usage: scripts/e2e-build.sh            (prints the bin directory on its last line)
@@ -18,6 +21,8 @@ set -euo pipefail
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 PROVISIONER_VERSION=v6.4.0
+RESIZER_VERSION=v2.3.0
+SNAPSHOTTER_VERSION=v8.7.0
 
 CACHE=${FERROVOL_E2E_CACHE:-$HOME/.cache/ferrovol-e2e}
 BIN=$CACHE/bin
@@ -90,34 +95,76 @@ build_etcd() {
     stamp etcd "$ETCD_VERSION"
 }
 
+# module_copy MODULE VERSION DIR: a writable copy of MODULE@VERSION from the module cache at DIR.
+module_copy() {
+    local mod=$1 version=$2 dir=$3 from
+    [ -f "$dir/go.mod" ] && return 0
+    from=$(cd "$SRC" && go mod download -json "$mod@$version" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$from" ] || {
+        echo "e2e-build: module $mod@$version not found in the module cache" >&2
+        exit 1
+    }
+    rm -rf "$dir"
+    cp -r "$from" "$dir"
+    chmod -R u+w "$dir"
+}
+
+# build_in DIR VERSION NAME...: go build of ./cmd/NAME inside DIR for each NAME.
+build_in() {
+    local dir=$1 version=$2 name
+    shift 2
+    for name in "$@"; do
+        # The module zips carry no vendor directory: resolve from the module cache.
+        (cd "$dir" && "${NICE[@]}" go build -mod=mod -trimpath \
+            -ldflags "-s -w -X main.version=$version" -o "$BIN/$name" "./cmd/$name")
+        stamp "$name" "$version"
+    done
+}
+
 build_provisioner() {
     up_to_date csi-provisioner "$PROVISIONER_VERSION" && return 0
     echo "== building csi-provisioner (external-provisioner) $PROVISIONER_VERSION"
-    local mod=github.com/kubernetes-csi/external-provisioner/v6
     local dir=$SRC/external-provisioner-$PROVISIONER_VERSION
-    if [ ! -f "$dir/go.mod" ]; then
-        local from
-        from=$(cd "$SRC" && go mod download -json "$mod@$PROVISIONER_VERSION" |
-            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-        [ -d "$from" ] || {
-            echo "e2e-build: module $mod@$PROVISIONER_VERSION not found in the module cache" >&2
-            exit 1
-        }
-        rm -rf "$dir"
-        cp -r "$from" "$dir"
-        chmod -R u+w "$dir"
-    fi
-    (
-        cd "$dir"
-        # The module zip carries no vendor directory: resolve from the module cache.
-        "${NICE[@]}" go build -mod=mod -trimpath \
-            -ldflags "-s -w -X main.version=$PROVISIONER_VERSION" \
-            -o "$BIN/csi-provisioner" ./cmd/csi-provisioner
-    )
-    stamp csi-provisioner "$PROVISIONER_VERSION"
+    module_copy github.com/kubernetes-csi/external-provisioner/v6 "$PROVISIONER_VERSION" "$dir"
+    build_in "$dir" "$PROVISIONER_VERSION" csi-provisioner
+}
+
+build_resizer() {
+    up_to_date csi-resizer "$RESIZER_VERSION" && return 0
+    echo "== building csi-resizer (external-resizer) $RESIZER_VERSION"
+    local dir=$SRC/external-resizer-$RESIZER_VERSION
+    module_copy github.com/kubernetes-csi/external-resizer/v2 "$RESIZER_VERSION" "$dir"
+    build_in "$dir" "$RESIZER_VERSION" csi-resizer
+}
+
+# The snapshot CRDs come with the client module (config/crd), snapshot-controller's RBAC with
+# the main module (deploy/kubernetes); both are copied next to the binaries (snapshot-manifests)
+# so the harness needs no module lookup.
+build_snapshotter() {
+    local missing=() c
+    for c in snapshot-controller csi-snapshotter; do
+        up_to_date "$c" "$SNAPSHOTTER_VERSION" || missing+=("$c")
+    done
+    [ ${#missing[@]} -eq 0 ] && [ -d "$BIN/snapshot-manifests" ] && return 0
+    echo "== building ${missing[*]} (external-snapshotter) $SNAPSHOTTER_VERSION"
+    local dir=$SRC/external-snapshotter-$SNAPSHOTTER_VERSION
+    module_copy github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" "$dir"
+    [ -f "$dir/client/go.mod" ] || {
+        rmdir "$dir/client" 2>/dev/null || true
+        module_copy github.com/kubernetes-csi/external-snapshotter/client/v8 "$SNAPSHOTTER_VERSION" "$dir/client"
+    }
+    rm -rf "$BIN/snapshot-manifests"
+    mkdir -p "$BIN/snapshot-manifests"
+    cp "$dir"/client/config/crd/snapshot.storage.k8s.io_*.yaml \
+        "$dir/deploy/kubernetes/snapshot-controller/rbac-snapshot-controller.yaml" \
+        "$BIN/snapshot-manifests/"
+    [ ${#missing[@]} -eq 0 ] || build_in "$dir" "$SNAPSHOTTER_VERSION" "${missing[@]}"
 }
 
 build_etcd
 build_kubernetes
 build_provisioner
+build_resizer
+build_snapshotter
 echo "$BIN"

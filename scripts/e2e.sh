@@ -2,7 +2,9 @@
 # ferrovol's end-to-end suite against a real Kubernetes control plane (issue 12), run as plain
 # processes on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and on
 # each of two fake nodes ferrovol (hostpath and device backends, loop devices as disks) with a
-# node-deployed csi-provisioner.
+# node-deployed csi-provisioner; NFS on nfs-ganesha with the central controller, csi-resizer, the
+# snapshot controller with node-deployed csi-snapshotters, and the node-loss controller
+# (tests/e2e/device.sh, nfs.sh, expand.sh, snapshots.sh, nodeloss.sh).
 # There is no kubelet: the harness writes the Node and CSINode objects and drives NodeStage and
 # NodePublish over the driver's socket itself.
 #
@@ -22,6 +24,10 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v ss >/dev/null || need_apt+=(iproute2)
 command -v curl >/dev/null || need_apt+=(curl)
+# NFS scenarios: a user-space NFS server (VFS backend) and rpcbind.
+command -v ganesha.nfsd >/dev/null || need_apt+=(nfs-ganesha)
+ls /usr/lib/*/ganesha/libfsalvfs.so >/dev/null 2>&1 || need_apt+=(nfs-ganesha-vfs)
+command -v rpcbind >/dev/null || need_apt+=(rpcbind)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq
@@ -46,10 +52,18 @@ source tests/e2e/cluster.sh
 source tests/e2e/nodes.sh
 # shellcheck source=tests/e2e/scenarios.sh
 source tests/e2e/scenarios.sh
+# shellcheck source=tests/e2e/nfs.sh
+source tests/e2e/nfs.sh
+# shellcheck source=tests/e2e/expand.sh
+source tests/e2e/expand.sh
+# shellcheck source=tests/e2e/snapshots.sh
+source tests/e2e/snapshots.sh
 # shellcheck source=tests/e2e/device.sh
 source tests/e2e/device.sh
 # shellcheck source=tests/e2e/nodeloss.sh
 source tests/e2e/nodeloss.sh
+# shellcheck source=tests/e2e/rbac.sh
+source tests/e2e/rbac.sh
 
 finish() {
     stop_all
@@ -69,8 +83,11 @@ trap finish EXIT
 apply_driver_objects() {
     if [ -d charts/ferrovol ] && command -v helm >/dev/null; then
         k create namespace ferrovol >/dev/null
+        # The snapshot CRDs first: the chart's VolumeSnapshotClasses need them.
+        snapshot_crds || return 1
         helm template ferrovol charts/ferrovol --namespace ferrovol --include-crds \
-            --set local.device.enabled=true | k apply -f - >/dev/null
+            --set local.device.enabled=true --set nfs.enabled=true --set snapshots.enabled=true |
+            k apply -f - >/dev/null
         k apply -f tests/e2e/manifests/node-owner.yaml >/dev/null
     else
         k apply -f tests/e2e/manifests/ferrovol.yaml -f tests/e2e/manifests/node-owner.yaml >/dev/null
@@ -82,15 +99,18 @@ apply_driver_objects() {
 echo "== control plane (logs: $E2E_DIR/logs)"
 start_t=$SECONDS
 if ! device_setup || ! cluster_up || ! apply_driver_objects ||
-    ! node_up "$NODE_SMALL" 64M || ! node_up "$NODE_BIG" 1G; then
+    ! node_up "$NODE_SMALL" 64M || ! node_up "$NODE_BIG" 1G ||
+    ! nfs_up || ! expand_up || ! snapshots_up; then
     echo "FAIL setting up the control plane and nodes"
     failed=$((failed + 1))
     exit 1
 fi
 echo "== up in $((SECONDS - start_t))s; scenarios"
-# scenario_node_loss deletes a Node: it stays last.
+# scenario_node_loss deletes a Node: it runs after every scenario that needs both nodes, and
+# the RBAC check reads every component's log at the end.
 for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete "${DEVICE_SCENARIOS[@]}" \
-    scenario_node_loss; do
+    scenario_nfs_provision scenario_expand_nfs scenario_nfs_delete \
+    scenario_expand_hostpath scenario_snapshot_restore scenario_node_loss scenario_no_rbac_denials; do
     if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "== scenarios done in $((SECONDS - start_t))s"

@@ -1,5 +1,6 @@
 //! `ferrovol ctl`: a small CSI client for watching a driver work.
 
+use super::ctl_kubelet::capability;
 use super::{default_socket, size::parse_size, DEFAULT_DATA_DIR};
 use crate::proto::{
     self as csi, controller_client::ControllerClient, identity_client::IdentityClient,
@@ -7,7 +8,6 @@ use crate::proto::{
 };
 use crate::server::{BoxResult as Result, Endpoint};
 use clap::{Args, Subcommand};
-use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume};
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
@@ -44,12 +44,17 @@ pub enum CtlCommand {
     List,
     /// Delete a volume by id.
     Delete { volume_id: String },
-    /// Stage and publish a volume at TARGET (a directory, or a device file for block volumes).
+    /// Stage and publish a volume at TARGET (a directory, or a device file for block volumes),
+    /// as kubelet does: ControllerPublish and NodeStage only where the driver offers them.
     Publish {
         volume_id: String,
         target: PathBuf,
         #[arg(long)]
         readonly: bool,
+        /// Volume context KEY=VALUE (repeatable): the PV's volumeAttributes, which kubelet
+        /// passes on (the NFS node plugin needs server, share and subDir from them).
+        #[arg(long = "context", value_parser = parse_kv)]
+        context: Vec<(String, String)>,
     },
     /// Unpublish TARGET and unstage the volume.
     Unpublish { volume_id: String, target: PathBuf },
@@ -66,11 +71,20 @@ pub enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Grow a volume to SIZE (controller and node side).
+    /// Grow a volume to SIZE: ControllerExpandVolume, as external-resizer calls it. When it
+    /// answers that the node must do it, run `node-expand` on the volume's node.
     Expand {
         volume_id: String,
         #[arg(value_parser = parse_size)]
         size: u64,
+    },
+    /// kubelet's NodeExpandVolume: grow the volume published at PATH to SIZE on this node.
+    NodeExpand {
+        volume_id: String,
+        #[arg(value_parser = parse_size)]
+        size: u64,
+        /// Where the volume is published (kubelet's volume_path).
+        path: PathBuf,
     },
 }
 
@@ -78,23 +92,6 @@ fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
-}
-
-fn capability(block: bool, readonly: bool) -> csi::VolumeCapability {
-    csi::VolumeCapability {
-        access_type: Some(if block {
-            AccessType::Block(BlockVolume {})
-        } else {
-            AccessType::Mount(MountVolume::default())
-        }),
-        access_mode: Some(AccessMode {
-            mode: if readonly {
-                Mode::SingleNodeReaderOnly
-            } else {
-                Mode::SingleNodeWriter
-            } as i32,
-        }),
-    }
 }
 
 pub fn run(args: CtlArgs) -> Result<()> {
@@ -199,75 +196,20 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             volume_id,
             target,
             readonly,
+            context,
         } => {
-            let info = NodeClient::new(channel.clone())
-                .node_get_info(csi::NodeGetInfoRequest {})
+            let context = context.into_iter().collect();
+            super::ctl_kubelet::publish(channel, &data_dir, volume_id, &target, readonly, context)
                 .await?
-                .into_inner();
-            let vol = ctrl
-                .controller_get_volume(csi::ControllerGetVolumeRequest {
-                    volume_id: volume_id.clone(),
-                })
-                .await?
-                .into_inner()
-                .volume
-                .unwrap_or_default();
-            let block = vol
-                .volume_context
-                .get("ferrovol.io/access-type")
-                .map(String::as_str)
-                == Some("block");
-            let cap = capability(block, readonly);
-            let staging = staging_path(&data_dir, &volume_id);
-            ctrl.controller_publish_volume(csi::ControllerPublishVolumeRequest {
-                volume_id: volume_id.clone(),
-                node_id: info.node_id,
-                volume_capability: Some(cap.clone()),
-                readonly,
-                ..Default::default()
-            })
-            .await?;
-            node.node_stage_volume(csi::NodeStageVolumeRequest {
-                volume_id: volume_id.clone(),
-                staging_target_path: staging.display().to_string(),
-                volume_capability: Some(cap.clone()),
-                ..Default::default()
-            })
-            .await?;
-            node.node_publish_volume(csi::NodePublishVolumeRequest {
-                volume_id: volume_id.clone(),
-                staging_target_path: staging.display().to_string(),
-                target_path: super::absolute(&target).display().to_string(),
-                volume_capability: Some(cap),
-                readonly,
-                ..Default::default()
-            })
-            .await?;
-            println!("published {volume_id} at {}", target.display());
         }
         CtlCommand::Unpublish { volume_id, target } => {
-            node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
-                volume_id: volume_id.clone(),
-                target_path: super::absolute(&target).display().to_string(),
-            })
-            .await?;
-            node.node_unstage_volume(csi::NodeUnstageVolumeRequest {
-                volume_id: volume_id.clone(),
-                staging_target_path: staging_path(&data_dir, &volume_id).display().to_string(),
-            })
-            .await?;
-            let info = node
-                .node_get_info(csi::NodeGetInfoRequest {})
-                .await?
-                .into_inner();
-            ctrl.controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
-                volume_id: volume_id.clone(),
-                node_id: info.node_id,
-                ..Default::default()
-            })
-            .await?;
-            println!("unpublished {volume_id} from {}", target.display());
+            super::ctl_kubelet::unpublish(channel, &data_dir, volume_id, &target).await?
         }
+        CtlCommand::NodeExpand {
+            volume_id,
+            size,
+            path,
+        } => super::ctl_kubelet::node_expand(channel, &data_dir, volume_id, size, &path).await?,
         CtlCommand::Stats { volume_id, path } => {
             let resp = node
                 .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
@@ -317,13 +259,6 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         CtlCommand::Devices { .. } => unreachable!("answered from the inventory file in run()"),
     }
     Ok(())
-}
-
-/// ctl's staging path for a volume: under the data dir, one directory per volume id.
-fn staging_path(data_dir: &std::path::Path, volume_id: &str) -> PathBuf {
-    data_dir
-        .join("pods/staging")
-        .join(volume_id.replace('/', "_"))
 }
 
 async fn info(channel: Channel) -> Result<()> {
