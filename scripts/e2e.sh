@@ -87,12 +87,11 @@ apply_driver_objects() {
         snapshot_crds || return 1
         helm template ferrovol charts/ferrovol --namespace ferrovol --include-crds \
             --set local.device.enabled=true --set nfs.enabled=true --set snapshots.enabled=true |
-            k apply -f - >/dev/null
-        k apply -f tests/e2e/manifests/node-owner.yaml >/dev/null
+            k apply -f - >/dev/null || return 1
     else
-        k apply -f tests/e2e/manifests/ferrovol.yaml -f tests/e2e/manifests/node-owner.yaml >/dev/null
-        "$FERROVOL" crd | k apply -f - >/dev/null
-        k apply -f tests/e2e/manifests/device.yaml >/dev/null
+        k apply -f tests/e2e/manifests/ferrovol.yaml -f tests/e2e/manifests/node-owner.yaml >/dev/null &&
+            "$FERROVOL" crd | k apply -f - >/dev/null &&
+            k apply -f tests/e2e/manifests/device.yaml >/dev/null
     fi
 }
 

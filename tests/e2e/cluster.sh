@@ -93,10 +93,13 @@ cluster_up() {
         --unsafe-no-fsync
     # endpoint-reconciler none: there is no routable address to publish for the kubernetes
     # Service. RBAC is the authorizer, so a verb missing from our roles fails the test.
+    # Privileged containers are allowed, as on every cluster that runs CSI node plugins, so the
+    # chart's DaemonSet is accepted as written.
     start kube-apiserver "$BIN/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:$etcd_port" \
         --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
         --endpoint-reconciler-type none --authorization-mode RBAC \
+        --allow-privileged=true \
         --client-ca-file "$PKI/ca.crt" \
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
         --service-account-issuer https://kubernetes.default.svc \

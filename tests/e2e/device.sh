@@ -165,7 +165,7 @@ dev_check_placed() {
 
 # 1. Each node's BlockDevices are exactly its own loop devices, Unclaimed, Active, candidates.
 scenario_dev_blockdevices() {
-    SCENARIO="1) BlockDevice objects per node"
+    SCENARIO="dev1) BlockDevice objects per node"
     local n want got
     for n in "${NODES[@]}"; do
         want=$(node_loops "$n")
@@ -191,7 +191,7 @@ DEV_A_BD=
 # 2. A device PVC + Pod: Bound, scheduled, formatted and mounted by NodeStage/NodePublish, and a
 #    file written in the pod is on that loop device.
 scenario_dev_pod_ready() {
-    SCENARIO="2) device PVC + Pod to a formatted, mounted disk"
+    SCENARIO="dev2) device PVC + Pod to a formatted, mounted disk"
     local c n placed pv handle uid target dev src
     for n in "${NODES[@]}"; do
         wait_for 60 "$n's device capacity" capacity_is "$n" $((2 * DEV_BYTES)) ||
@@ -223,7 +223,7 @@ scenario_dev_pod_ready() {
 # 3. Capacity steers: fill the node with a free disk left, by pods pinned to it, until its
 #    capacity is 0; the next unpinned pod goes to the other node, provisioned by that node only.
 scenario_dev_steering() {
-    SCENARIO="3) device capacity per node steers pods"
+    SCENARIO="dev3) device capacity per node steers pods"
     local full other i placed node bd before pv
     [ -n "$DEV_A_NODE" ] || fail "scenario 2 placed no volume" || return 1
     full=$DEV_A_NODE
@@ -259,7 +259,7 @@ scenario_dev_steering() {
 # 4. Hotplug: a loop device attached now (kernel uevent, no udevd) becomes a BlockDevice of its
 #    node, and the node's capacity grows by it.
 scenario_dev_hotplug() {
-    SCENARIO="4) hotplugged device appears"
+    SCENARIO="dev4) hotplugged device appears"
     local n=$NODE_SMALL dev before appeared t0
     before=$(dev_capacity "$n") || fail "no device capacity for $n" || return 1
     t0=$SECONDS
@@ -280,7 +280,7 @@ scenario_dev_hotplug() {
 #    number is still the one BlockDevice (same object, still Claimed), path updated, and the
 #    volume publishes again with its data.
 scenario_dev_renumber() {
-    SCENARIO="5) renumbered device keeps its BlockDevice"
+    SCENARIO="dev5) renumbered device keeps its BlockDevice"
     local n=$DEV_A_NODE bd=$DEV_A_BD old new file kuid slot pv handle target
     [ -n "$bd" ] || fail "scenario 2 placed no volume" || return 1
     kuid=$(k get blockdevice "$bd" -o jsonpath='{.metadata.uid}')
@@ -318,7 +318,7 @@ scenario_dev_renumber() {
 # 6. Deleting the device claims deletes the PVs, wipes what ferrovol made (no signature left),
 #    unclaims the BlockDevices and gives the capacity back.
 scenario_dev_release() {
-    SCENARIO="6) PVC delete releases the device"
+    SCENARIO="dev6) PVC delete releases the device"
     local claims=() pvs=() bdsv=() c i dev n total
     for c in dev-a dev-fill dev-s1 dev-s2; do
         k -n default get pvc "$c" >/dev/null 2>&1 || continue

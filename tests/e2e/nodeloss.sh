@@ -114,7 +114,7 @@ nl_untouched() {
 
 # e) Node loss, by the opt-in policy.
 scenario_node_loss() {
-    SCENARIO="e) node loss: off, report, recreate"
+    SCENARIO="k) node loss: off, report, recreate"
     command -v helm >/dev/null || fail "helm is needed to render the chart's node-loss RBAC" || return 1
     helm template ferrovol charts/ferrovol --namespace ferrovol --set nodeLoss.enabled=true \
         --show-only templates/node-loss.yaml | k apply -f - >/dev/null ||

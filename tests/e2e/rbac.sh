@@ -16,7 +16,7 @@ rbac_denials() {
 }
 
 scenario_no_rbac_denials() {
-    SCENARIO="j) no RBAC denial in any component's log"
+    SCENARIO="l) no RBAC denial in any component's log"
     local denied
     denied=$(rbac_denials | sort | uniq -c)
     [ -z "$denied" ] || fail "denied by RBAC (logs/*.log):"$'\n'"$denied" || return 1
