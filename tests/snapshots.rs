@@ -10,7 +10,6 @@ mod common;
 mod support;
 
 use common::*;
-use ferrovol::proto as csi;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use support::*;

@@ -124,16 +124,6 @@ impl Driver {
         let _ = child.wait();
     }
 
-    /// Stops the driver, runs `between` (a remount), starts it again.
-    pub async fn restart_around(
-        &mut self,
-        between: impl FnOnce() -> io::Result<()>,
-    ) -> io::Result<()> {
-        self.stop();
-        between()?;
-        self.spawn().await
-    }
-
     fn c(&self) -> ControllerClient<Channel> {
         self.ctl.clone().expect("driver running")
     }
