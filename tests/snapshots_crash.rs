@@ -115,7 +115,12 @@ async fn kill_once_written(d: &mut Driver, dir: &Path) -> usize {
         std::thread::sleep(Duration::from_millis(1));
     }
     d.kill9();
-    dir_names_or_empty(dir).len()
+    let written = dir_names_or_empty(dir).len();
+    eprintln!(
+        "killed with {written} of {FILES} files in {}",
+        dir.display()
+    );
+    written
 }
 
 fn dir_names_or_empty(dir: &Path) -> Vec<String> {
