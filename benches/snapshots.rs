@@ -14,7 +14,7 @@
 //! record's fsync, and for reflink copies a syncfs); tar and cp are timed to their exit, which
 //! is what the ratios use (the stricter comparison), and their syncfs is shown beside.
 //!
-//!     cargo bench --bench snapshots                      # full run, about 3-4 minutes
+//!     cargo bench --bench snapshots                      # full run, about 2-3 minutes
 //!     FERROVOL_BENCH_QUICK=1 cargo bench --bench snapshots  # smoke: 64 MiB, 1,000 files
 //!
 //! Knobs: FERROVOL_BENCH_QUICK=1 (or `-- --quick`), FERROVOL_BENCH_FS=btrfs,xfs[,ext4] (ext4:
@@ -213,7 +213,7 @@ fn print_goals(rows: &[Row], big: u64) -> bool {
             if fast_ok { "met" } else { "MISSED" }
         );
         println!(
-            "     {}: CreateSnapshot {} MiB / {} = {:.2}; restore {} MiB / {} MiB = {:.2}",
+            "     {}: CreateSnapshot {} MiB / {} = {:.3}; restore {} MiB / {} MiB = {:.2}",
             fs.label(),
             b.bytes / MIB,
             many.content,
