@@ -108,6 +108,11 @@ echo "== discovery benchmark smoke run (figures: cargo bench --bench devices)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench devices
 # ---- end device discovery ----
 
+# ---- hostpath snapshots (issue 9): bench smoke run (figures: cargo bench --bench snapshots) ----
+echo "== snapshot benchmark smoke run (figures: cargo bench --bench snapshots)"
+FERROVOL_BENCH_QUICK=1 cargo bench --bench snapshots
+# ---- end hostpath snapshots ----
+
 # --- e2e (issue 12): a real control plane (etcd, kube-apiserver, controller-manager, scheduler)
 # with two fake nodes running ferrovol and csi-provisioner; scripts/e2e.sh builds them first
 # (cached in ~/.cache/ferrovol-e2e and the Go caches). FERROVOL_E2E=0 skips it. ---

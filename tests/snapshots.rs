@@ -1,237 +1,19 @@
 //! Snapshots and clones of hostpath volumes on each kind of base filesystem: btrfs with quota
 //! (subvolume snapshots), btrfs without quota and XFS (reflink copies), ext4 (full copies).
 //! Content survives exactly (sparse files, hard links, symlinks, xattrs), restores are
-//! independent of their source, and a kill -9 mid-snapshot or mid-restore leaks nothing.
+//! independent of their source, and a snapshot costs GetCapacity only what it really holds.
+//! Crashes and power cuts: tests/snapshots_crash.rs.
 //! Needs root, mkfs.btrfs/btrfs (btrfs-progs), mkfs.xfs (xfsprogs), mkfs.ext4 (e2fsprogs).
 
 mod common;
+#[path = "snapshots/support.rs"]
+mod support;
 
 use common::*;
-use ferrovol::proto as csi;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use support::*;
 use tonic::Code;
-
-#[derive(Clone, Copy, Debug)]
-enum Base {
-    BtrfsQuota,
-    Btrfs,
-    Xfs,
-    Ext4,
-}
-
-async fn driver_on(base: Base, crash_at: Option<&str>) -> Driver {
-    let mut b = Driver::builder();
-    let mnt = match base {
-        Base::BtrfsQuota | Base::Btrfs => {
-            require_tool("mkfs.btrfs", "btrfs-progs");
-            let mnt = mount_image(b.path(), "fs", &["mkfs.btrfs", "-q"], 1 << 30, "rw");
-            if matches!(base, Base::BtrfsQuota) {
-                run(
-                    "btrfs",
-                    &["quota".as_ref(), "enable".as_ref(), mnt.as_os_str()],
-                );
-                run(
-                    "btrfs",
-                    &[
-                        "quota".as_ref(),
-                        "rescan".as_ref(),
-                        "-w".as_ref(),
-                        mnt.as_os_str(),
-                    ],
-                );
-            }
-            mnt
-        }
-        Base::Xfs => {
-            require_tool("mkfs.xfs", "xfsprogs");
-            mount_image(b.path(), "fs", &["mkfs.xfs", "-q"], 1 << 30, "rw")
-        }
-        Base::Ext4 => {
-            require_tool("mkfs.ext4", "e2fsprogs");
-            mount_image(b.path(), "fs", &["mkfs.ext4", "-q"], 512 << 20, "rw")
-        }
-    };
-    if let Some(point) = crash_at {
-        b = b.crash_at(point);
-    }
-    b.hostpath_base(mnt.join("hostpath")).start().await
-}
-
-fn snap_req(name: &str, source: &str) -> csi::CreateSnapshotRequest {
-    csi::CreateSnapshotRequest {
-        name: name.into(),
-        source_volume_id: source.into(),
-        ..Default::default()
-    }
-}
-
-fn from_source(
-    name: &str,
-    bytes: i64,
-    cap: csi::VolumeCapability,
-    snap: Option<&str>,
-    vol: Option<&str>,
-) -> csi::CreateVolumeRequest {
-    use csi::volume_content_source::{SnapshotSource, Type, VolumeSource};
-    let mut req = create_req(name, bytes, cap);
-    let r#type = match (snap, vol) {
-        (Some(s), _) => Type::Snapshot(SnapshotSource {
-            snapshot_id: s.into(),
-        }),
-        (_, Some(v)) => Type::Volume(VolumeSource {
-            volume_id: v.into(),
-        }),
-        _ => unreachable!(),
-    };
-    req.volume_content_source = Some(csi::VolumeContentSource {
-        r#type: Some(r#type),
-    });
-    req
-}
-
-async fn snapshot(d: &Driver, name: &str, source: &str) -> csi::Snapshot {
-    d.controller()
-        .create_snapshot(snap_req(name, source))
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap()
-}
-
-async fn delete_snapshot(d: &Driver, id: &str) {
-    d.controller()
-        .delete_snapshot(csi::DeleteSnapshotRequest {
-            snapshot_id: id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
-async fn list_snapshots(d: &Driver, snapshot_id: &str, source: &str) -> Vec<String> {
-    let resp = d
-        .controller()
-        .list_snapshots(csi::ListSnapshotsRequest {
-            snapshot_id: snapshot_id.into(),
-            source_volume_id: source.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    resp.entries
-        .into_iter()
-        .map(|e| e.snapshot.unwrap().snapshot_id)
-        .collect()
-}
-
-fn set_xattr(path: &Path, name: &str, value: &str) {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setxattr {name} on {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-fn get_xattr(path: &Path, name: &str) -> Option<String> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = [0u8; 256];
-    // SAFETY: valid C strings; the buffer is valid for its length.
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| String::from_utf8_lossy(&buf[..len as usize]).into_owned())
-}
-
-/// Writes the old content: a file with an xattr, a hard link to it, a symlink pointing outside
-/// the volume, a 100 MiB sparse file with data at both ends.
-fn write_old_content(dir: &Path) {
-    fs::create_dir(dir.join("sub")).unwrap();
-    fs::write(dir.join("sub/a"), b"old").unwrap();
-    set_xattr(&dir.join("sub/a"), "user.color", "blue");
-    fs::hard_link(dir.join("sub/a"), dir.join("link")).unwrap();
-    std::os::unix::fs::symlink("/etc/hostname", dir.join("outside")).unwrap();
-    let mut f = fs::File::create(dir.join("sparse")).unwrap();
-    f.write_all(b"head").unwrap();
-    f.seek(SeekFrom::Start(100 << 20)).unwrap();
-    f.write_all(b"tail").unwrap();
-}
-
-fn assert_old_content(dir: &Path) {
-    assert_eq!(
-        fs::read(dir.join("sub/a")).unwrap(),
-        b"old",
-        "{}",
-        dir.display()
-    );
-    assert_eq!(
-        get_xattr(&dir.join("sub/a"), "user.color").as_deref(),
-        Some("blue")
-    );
-    let (a, l) = (
-        fs::metadata(dir.join("sub/a")).unwrap(),
-        fs::metadata(dir.join("link")).unwrap(),
-    );
-    assert_eq!(a.ino(), l.ino(), "hard link kept");
-    let link = fs::symlink_metadata(dir.join("outside")).unwrap();
-    assert!(link.file_type().is_symlink(), "symlink copied as a link");
-    assert_eq!(
-        fs::read_link(dir.join("outside")).unwrap(),
-        Path::new("/etc/hostname")
-    );
-    let sparse = fs::metadata(dir.join("sparse")).unwrap();
-    assert_eq!(sparse.len(), (100 << 20) + 4);
-    assert!(
-        sparse.blocks() * 512 < 4 << 20,
-        "hole kept: {} bytes allocated",
-        sparse.blocks() * 512
-    );
-    let mut f = fs::File::open(dir.join("sparse")).unwrap();
-    let mut head = [0u8; 4];
-    f.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"head");
-    assert!(
-        !dir.join("new-file").exists(),
-        "data written after the snapshot leaked into it"
-    );
-}
-
-/// Removes the (empty) snapshots directory, then checks nothing of any volume is left.
-fn assert_clean(d: &Driver) {
-    let snaps = d.base().join(".snapshots");
-    if snaps.exists() {
-        assert_eq!(
-            dir_names(&snaps),
-            Vec::<String>::new(),
-            "snapshot directories leaked"
-        );
-        fs::remove_dir(&snaps).unwrap();
-    }
-    d.assert_nothing_leaked(
-        &mounts_under(d.root())
-            .iter()
-            .map(|m| m.mount_point.as_path())
-            .collect::<Vec<_>>(),
-    );
-}
 
 async fn content_round_trip(base: Base) {
     let d = driver_on(base, None).await;
@@ -445,89 +227,6 @@ async fn block_snapshot_ext4_copy() {
     block_snapshot_holds_unflushed_writes(Base::Ext4).await;
 }
 
-/// kill -9 at `point` during CreateSnapshot (or the restore after it), then restart: nothing
-/// half-made is listed and nothing is left on disk.
-async fn crash_leaves_nothing(base: Base, point: &str, restore: bool) {
-    let mut d = driver_on(base, if restore { None } else { Some(point) }).await;
-    let src = d.create("src", 32 * MIB, mount_cap()).await;
-    write_old_content(&d.volume_dir("src"));
-    let mut ctl = d.controller();
-    if restore {
-        let snap = snapshot(&d, "s", &src.volume_id).await;
-        d.set_env("FERROVOL_CRASH_AT", point);
-        d.restart().await;
-        let mut ctl = d.controller();
-        let err = ctl
-            .create_volume(from_source(
-                "r",
-                32 * MIB,
-                mount_cap(),
-                Some(&snap.snapshot_id),
-                None,
-            ))
-            .await;
-        assert!(err.is_err(), "the driver should have died at {point}");
-        d.expect_crash().await;
-        d.remove_env("FERROVOL_CRASH_AT");
-        d.restart().await;
-        assert_eq!(
-            d.list_ids().await,
-            std::slice::from_ref(&src.volume_id),
-            "no half-restored volume listed"
-        );
-        assert!(
-            !d.volume_dir("r").exists(),
-            "half-restored volume left under its final name"
-        );
-        delete_snapshot(&d, &snap.snapshot_id).await;
-    } else {
-        assert!(ctl
-            .create_snapshot(snap_req("s", &src.volume_id))
-            .await
-            .is_err());
-        d.expect_crash().await;
-        d.remove_env("FERROVOL_CRASH_AT");
-        d.restart().await;
-        assert!(
-            list_snapshots(&d, "", "").await.is_empty(),
-            "a half snapshot is listed"
-        );
-    }
-    let snaps = d.base().join(".snapshots");
-    assert!(
-        !snaps.exists() || dir_names(&snaps).is_empty(),
-        "leaked: {:?}",
-        dir_names(&snaps)
-    );
-    d.delete(&src.volume_id).await;
-    assert_clean(&d);
-}
-
-#[tokio::test]
-async fn crash_mid_snapshot_btrfs_quota() {
-    crash_leaves_nothing(Base::BtrfsQuota, "snapshot:before-commit", false).await;
-}
-
-#[tokio::test]
-async fn crash_mid_snapshot_xfs() {
-    crash_leaves_nothing(Base::Xfs, "snapshot:before-commit", false).await;
-}
-
-#[tokio::test]
-async fn crash_after_marking_snapshot_ext4() {
-    crash_leaves_nothing(Base::Ext4, "snapshot:after-mark", false).await;
-}
-
-#[tokio::test]
-async fn crash_mid_restore_btrfs_quota() {
-    crash_leaves_nothing(Base::BtrfsQuota, "restore:after-snapshot", true).await;
-}
-
-#[tokio::test]
-async fn crash_mid_restore_ext4() {
-    crash_leaves_nothing(Base::Ext4, "restore:after-copy", true).await;
-}
-
 #[tokio::test]
 async fn bad_sources_are_refused_per_spec() {
     let d = driver_on(Base::Ext4, None).await;
@@ -576,4 +275,46 @@ async fn bad_sources_are_refused_per_spec() {
     );
     d.delete(&v.volume_id).await;
     assert_clean(&d);
+}
+
+/// GetCapacity after a snapshot of a volume holding 32 MiB: copy-on-write snapshots (btrfs
+/// subvolume, XFS reflink) take nothing from it; a full copy (ext4) takes what it copied.
+async fn snapshot_counts_in_capacity_by_what_it_holds(base: Base) {
+    const DATA: i64 = 32 * MIB;
+    let d = driver_on(base, None).await;
+    let v = d.create("v", 64 * MIB, mount_cap()).await;
+    write_files(&d.volume_dir("v"), 1, DATA as usize);
+    syncfs(d.base());
+    let before = capacity(&d).await;
+    let snap = snapshot(&d, "s", &v.volume_id).await;
+    syncfs(d.base());
+    let taken = before - capacity(&d).await;
+    match base {
+        Base::Ext4 => assert!(
+            (DATA..DATA + 2 * MIB).contains(&taken),
+            "a full copy of {DATA} bytes took {taken} bytes of capacity"
+        ),
+        _ => assert!(
+            taken < MIB,
+            "a copy-on-write snapshot of {DATA} bytes took {taken} bytes of capacity ({base:?})"
+        ),
+    }
+    delete_snapshot(&d, &snap.snapshot_id).await;
+    d.delete(&v.volume_id).await;
+    assert_clean(&d);
+}
+
+#[tokio::test]
+async fn capacity_after_snapshot_btrfs_quota() {
+    snapshot_counts_in_capacity_by_what_it_holds(Base::BtrfsQuota).await;
+}
+
+#[tokio::test]
+async fn capacity_after_snapshot_xfs_reflink() {
+    snapshot_counts_in_capacity_by_what_it_holds(Base::Xfs).await;
+}
+
+#[tokio::test]
+async fn capacity_after_snapshot_ext4_copy() {
+    snapshot_counts_in_capacity_by_what_it_holds(Base::Ext4).await;
 }

@@ -398,6 +398,41 @@ fn check_len(n: isize) -> io::Result<usize> {
     }
 }
 
+/// Makes what was written to one filesystem durable with syncfs(2), which writes back every
+/// dirty inode of that filesystem and commits its journal once. Open it before writing:
+/// syncfs reports the writeback errors that happened on the filesystem since its descriptor
+/// was opened (Linux 5.8+), so an error during the copy is caught as well.
+///
+/// Why syncfs and not fsync: a copied or reflinked tree must be durable before the record that
+/// points at it commits. fsync of each file, then of each directory, costs one journal commit
+/// (XFS log force, ext4 jbd2 commit) per inode, which for 10,000 small files is seconds; syncfs
+/// writes the same data and commits once. It also flushes other dirty data of that filesystem
+/// (pods' writes), but only what was dirty when it started (writeback does not chase new
+/// writes), and that data would reach the disk within the writeback interval anyway.
+pub struct FsSync {
+    fd: OwnedFd,
+    dir: PathBuf,
+}
+
+impl FsSync {
+    /// Starts watching the filesystem that holds directory `dir`.
+    pub fn begin(dir: &Path) -> io::Result<Self> {
+        Ok(FsSync {
+            fd: open_dir(dir)?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes back and commits everything on the filesystem; fails on any writeback error
+    /// since `begin`.
+    pub fn commit(self) -> io::Result<()> {
+        // SAFETY: plain syscall on a live descriptor.
+        check(unsafe { libc::syncfs(self.fd.as_raw_fd()) })
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), format!("syncfs {}: {e}", self.dir.display())))
+    }
+}
+
 /// Whether FICLONE works on the filesystem of `dir` (tried on two scratch files there).
 pub fn reflink_supported(dir: &Path) -> io::Result<bool> {
     let a = dir.join(".ferrovol-reflink-probe-a");

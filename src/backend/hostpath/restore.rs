@@ -67,10 +67,17 @@ impl HostpathBackend {
         }
     }
 
-    /// Makes the volume `rec` describes with `src`'s content; the caller commits the record.
+    /// Makes the volume `rec` describes with `src`'s content, durably; the caller commits the
+    /// record. Unlike an empty volume, which recovery may recreate empty if a power cut lost
+    /// it, a restored one must be on disk before its record says it exists: one syncfs of the
+    /// base (see `copytree::FsSync`) after the copy, and on btrfs after claiming the snapshot
+    /// (the snapshot ioctl commits the content, but not the markers and qgroup limit set on it
+    /// afterwards).
     pub(super) fn materialize_from(&self, rec: &VolumeRecord, src: &Source) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
         let os = |what: &str| Error::os(&rec.id, format!("{what} {}", dir.display()));
+        let sync = copytree::FsSync::begin(&self.base).map_err(os("open the base of"))?;
+        tracing::info!(volume = %rec.id, source = %src.id, method = ?self.snap_method, "restore: writing content");
         if self.snap_method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
@@ -100,6 +107,9 @@ impl HostpathBackend {
             f.set_len(rec.capacity_bytes)
                 .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
         }
+        sync.commit().map_err(os("make durable the content of"))?;
+        crate::failpoint::hit("restore:after-sync");
+        tracing::info!(volume = %rec.id, "restore: content durable");
         Ok(())
     }
 }

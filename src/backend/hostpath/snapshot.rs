@@ -199,8 +199,18 @@ impl HostpathBackend {
             fsutil::set_owner_marker(&dir, &id_str).map_err(os("mark"))?;
             fsutil::set_store_marker(&dir, self.store_id()).map_err(os("mark"))?;
             crate::failpoint::hit("snapshot:after-mark");
+            // Opened before the copy, so a writeback error during it fails the snapshot.
+            let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
+            tracing::info!(snapshot = %id_str, source = %source_str, method = ?self.snap_method, "snapshot: writing content");
             let stored_as = take(self.snap_method, &src, &dir.join(DATA), true)
                 .map_err(Error::os(&id_str, format!("snapshot {}", src.display())))?;
+            // The record must not point at content a power cut can take back. A btrfs snapshot
+            // is committed (with the markers made before it) when its ioctl returns; a copy or
+            // reflink tree is dirty in memory until synced.
+            if stored_as != StoredAs::BtrfsSubvolume {
+                sync.commit()
+                    .map_err(Error::os(&id_str, "make the snapshot's content durable"))?;
+            }
             crate::failpoint::hit("snapshot:before-commit");
             let created_unix_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
