@@ -2,8 +2,8 @@
 
 use crate::config::Config;
 use crate::fixture::{FsKind, LoopFs};
-use crate::report::{Report, Run};
 use crate::pairs::PairSet;
+use crate::report::{Report, Run};
 use crate::side::Side;
 use crate::{baseline, driver};
 

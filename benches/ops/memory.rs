@@ -8,6 +8,7 @@ use crate::{mib, phase, PRECREATE_CONCURRENCY, RESTARTS};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
+/// Memory under churn (issue 6): ten full ListVolumes of the N volumes, then `churn_pairs`
 /// create+delete pairs at concurrency 16.
 pub struct Churn {
     pub after: driver::Memory,

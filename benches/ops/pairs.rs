@@ -28,7 +28,9 @@ impl PairSet {
     }
 
     fn background_per_pair(&self, i: usize) -> f64 {
-        self.syncs[i].map_or(f64::NAN, |c| c.background as f64 / self.driver[i].ops as f64)
+        self.syncs[i].map_or(f64::NAN, |c| {
+            c.background as f64 / self.driver[i].ops as f64
+        })
     }
 }
 
@@ -126,8 +128,6 @@ pub fn measure_pairs(
     }
     set
 }
-
-/// NodePublish latencies of both drivers and the three references, interleaved in rounds; then
 
 const COMMITS_GOAL_C1: f64 = 2.0;
 const COMMITS_GOAL_C16: f64 = 1.0;

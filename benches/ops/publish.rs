@@ -9,6 +9,7 @@ use crate::{baseline, mib, phase};
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
+/// NodePublish latencies of both drivers and the three references, interleaved in rounds; then
 /// NodePublish and mount(2) with a small and with a large mount table, interleaved too.
 #[derive(Default)]
 pub struct PublishSet {
@@ -116,7 +117,6 @@ pub fn measure_publish_mounts(
         }
     }
 }
-
 
 /// The NodePublish rows: against bind mounts, with N volumes, and with many mounts on the node;
 /// `hwm` is the empty driver's VmHWM before and after the many-mounts rounds.

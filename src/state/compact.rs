@@ -65,7 +65,11 @@ impl Journal {
             let found = Listing::read(&self.dir)?;
             let mut live = Records::new();
             files::replay_snapshot(&self.dir, job.snap_gen, &mut live)?;
-            for g in found.logs.iter().filter(|g| **g >= job.snap_gen && **g < job.gen) {
+            for g in found
+                .logs
+                .iter()
+                .filter(|g| **g >= job.snap_gen && **g < job.gen)
+            {
                 files::replay_log(&self.dir, *g, usize::MAX, &mut live)?;
             }
             let mut bytes = Vec::new();

@@ -83,13 +83,10 @@ impl Journal {
         let mut live = Records::new();
         let snap_records = files::replay_snapshot(dir, snap_gen, &mut live)?;
         let logs: Vec<u64> = listing.live_logs().collect();
-        // Appends go to the newest log (an empty one made ahead of use counts).
-        let gen = logs.last().copied().unwrap_or(snap_gen);
-        let (mut frames_since_snap, mut frames_in_log, mut intact) = (0, 0, 0);
+        // (generation, frames, intact length) of every log after the snapshot.
+        let mut replayed = Vec::with_capacity(logs.len());
         for g in &logs {
-            let len;
-            (frames_in_log, intact, len) = files::replay_log(dir, *g, usize::MAX, &mut live)?;
-            frames_since_snap += frames_in_log;
+            let (frames, intact, len) = files::replay_log(dir, *g, usize::MAX, &mut live)?;
             if intact != len {
                 let log = log_path(dir, *g);
                 tracing::warn!(log = %log.display(), dropped_bytes = len - intact,
@@ -98,7 +95,22 @@ impl Journal {
                 f.set_len(intact as u64)?;
                 f.sync_data()?;
             }
+            replayed.push((*g, frames, intact));
         }
+        let frames_since_snap: usize = replayed.iter().map(|(_, f, _)| f).sum();
+        // Appends go to the newest log, except when that is the empty spare made ahead of use:
+        // then to the one before it, and the spare stays the spare (files do not pile up
+        // across restarts).
+        let newest_is_spare = match replayed.as_slice() {
+            [.., (before, _, _), (newest, _, 0)] => *newest == before + 1,
+            _ => false,
+        };
+        let current = if newest_is_spare {
+            replayed.get(replayed.len() - 2)
+        } else {
+            replayed.last()
+        };
+        let (gen, frames_in_log, intact) = current.copied().unwrap_or((snap_gen, 0, 0));
         let file = OpenOptions::new()
             .create(true)
             .read(true)

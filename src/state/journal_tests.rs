@@ -137,7 +137,8 @@ fn compaction_keeps_exactly_the_live_records() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("journal."))
         .collect();
-    // The snapshot, the log appended to, and the next log made ahead of use.
+    // The snapshot, the log appended to, and the next log made ahead of use (reopening keeps
+    // that one as the spare rather than making another).
     assert_eq!(files.len(), 3, "one snapshot and two logs: {files:?}");
     assert_eq!(
         files.iter().filter(|f| f.ends_with(".snap")).count(),
@@ -161,7 +162,7 @@ fn compaction_syncs_are_not_commits() {
 }
 
 #[test]
-fn logs_after_the_snapshot_replay_in_order_and_the_newest_takes_appends() {
+fn logs_after_the_snapshot_replay_in_order_and_an_empty_newest_stays_the_spare() {
     // A compaction that crashed before its snapshot leaves several logs after the old one (and
     // an empty log made ahead of use): they replay in order.
     let dir = tempfile::tempdir().unwrap();
@@ -176,9 +177,12 @@ fn logs_after_the_snapshot_replay_in_order_and_the_newest_takes_appends() {
     let (j, live) = Journal::open(dir.path()).unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live["a"], b"2");
+    let before = fs::metadata(log_path(dir.path(), 1)).unwrap().len();
     j.commit(vec![put("c", "3")]).unwrap();
     drop(j);
-    assert!(fs::metadata(log_path(dir.path(), 2)).unwrap().len() > 0);
+    assert!(fs::metadata(log_path(dir.path(), 1)).unwrap().len() > before);
+    assert_eq!(fs::metadata(log_path(dir.path(), 2)).unwrap().len(), 0);
+    assert!(!log_path(dir.path(), 3).exists());
     let live = reopen(dir.path());
     assert_eq!(live.len(), 2);
     assert_eq!(live["c"], b"3");
