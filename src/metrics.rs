@@ -17,6 +17,18 @@ pub fn commits() -> u64 {
     COMMITS.load(Ordering::Relaxed)
 }
 
+static BACKGROUND_SYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one sync that no operation waits for (journal compaction, in its own thread).
+pub fn count_background_sync() {
+    BACKGROUND_SYNCS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Background syncs so far in this process.
+pub fn background_syncs() -> u64 {
+    BACKGROUND_SYNCS.load(Ordering::Relaxed)
+}
+
 #[derive(Default, Clone, Copy)]
 struct Series {
     count: u64,
@@ -60,6 +72,13 @@ pub fn render() -> String {
     out.push_str("# HELP ferrovol_state_commits_total Durable commits (fsync/fdatasync) the driver waited for.\n");
     out.push_str("# TYPE ferrovol_state_commits_total counter\n");
     let _ = writeln!(out, "ferrovol_state_commits_total {}", commits());
+    out.push_str("# HELP ferrovol_state_background_syncs_total Syncs of journal compaction, which no operation waits for.\n");
+    out.push_str("# TYPE ferrovol_state_background_syncs_total counter\n");
+    let _ = writeln!(
+        out,
+        "ferrovol_state_background_syncs_total {}",
+        background_syncs()
+    );
     out
 }
 

@@ -26,9 +26,9 @@ pub enum Kind {
     DurableMinimum,
     /// The hostpath backend's calls, in order, with the driver's own journal (group commit
     /// included): statfs, mkdir, chmod, owner and store xattrs, quota, one journal commit;
-    /// then the mount-table check, rename to `.trash-<name>`, quota 0, one journal commit,
-    /// unsynced tree removal. What is left between it and the driver is gRPC, the ledger's
-    /// index and locks, and logging.
+    /// then the check for mounts inside (statx per entry), rename to `.trash-<name>`, quota 0,
+    /// one journal commit, unsynced tree removal. What is left between it and the driver is
+    /// gRPC, the ledger's index and locks, and logging.
     DriverEquivalent,
 }
 
@@ -191,7 +191,7 @@ impl Baseline {
         }])?;
         // DeleteVolume: nothing mounted inside, move aside, limit off, one commit, then the
         // unsynced removal.
-        std::hint::black_box(ferrovol::os::mountinfo::mounts_under(&dir)?);
+        std::hint::black_box(ferrovol::os::mountinfo::first_mount_below(&dir)?);
         fs::rename(&dir, &trash)?;
         self.release_limit(project)?;
         self.journal.commit(vec![Update::Delete { key }])?;

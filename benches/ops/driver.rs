@@ -45,9 +45,19 @@ pub fn free_local_addr() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-/// `ferrovol_state_commits_total` from the driver's `/metrics` (plain HTTP/1.1 GET); None when
-/// the driver does not export it (releases before the state journal).
-pub fn scrape_commits(addr: SocketAddr) -> io::Result<Option<u64>> {
+/// The driver's sync counters: commits the operations waited for, and syncs of its background
+/// compaction, which none waits for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Syncs {
+    pub commits: u64,
+    pub background: u64,
+}
+
+/// `ferrovol_state_commits_total` and `ferrovol_state_background_syncs_total` from the driver's
+/// `/metrics` (plain HTTP/1.1 GET); None when the driver does not export the commits (releases
+/// before the state journal). A driver without the background counter compacted in line, so
+/// its commits count every sync.
+pub fn scrape_syncs(addr: SocketAddr) -> io::Result<Option<Syncs>> {
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     sock.set_read_timeout(Some(Duration::from_secs(5)))?;
     sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
@@ -59,16 +69,24 @@ pub fn scrape_commits(addr: SocketAddr) -> io::Result<Option<u64>> {
             "GET http://{addr}/metrics answered {head:?}"
         )));
     }
-    text.lines()
-        .find_map(|l| l.strip_prefix("ferrovol_state_commits_total "))
-        .map(|v| {
-            v.trim().parse().map_err(|e| {
-                io::Error::other(format!(
-                    "ferrovol_state_commits_total {v:?} from {addr}: {e}"
-                ))
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|e| io::Error::other(format!("{name} {v:?} from {addr}: {e}")))
             })
-        })
-        .transpose()
+            .transpose()
+    };
+    let Some(commits) = counter("ferrovol_state_commits_total")? else {
+        return Ok(None);
+    };
+    let background = counter("ferrovol_state_background_syncs_total")?.unwrap_or(0);
+    Ok(Some(Syncs {
+        commits,
+        background,
+    }))
 }
 
 /// A running `ferrovol serve`; killed when dropped.

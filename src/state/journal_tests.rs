@@ -1,4 +1,6 @@
 use super::*;
+use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Barrier;
 
 fn put(key: &str, value: &str) -> Update {
@@ -134,6 +136,7 @@ fn compaction_keeps_exactly_the_live_records() {
         }
     }
     let frames_written = rounds + rounds.div_ceil(7);
+    j.wait_compaction();
     assert!(
         j.frames_in_log() < frames_written / 2,
         "{} frames in the log after {frames_written} commits",
@@ -149,7 +152,80 @@ fn compaction_keeps_exactly_the_live_records() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("journal."))
         .collect();
-    assert_eq!(files.len(), 2, "one snapshot and one log: {files:?}");
+    // The snapshot, the log appended to, and the next log made ahead of use (reopening keeps
+    // that one as the spare rather than making another).
+    assert_eq!(files.len(), 3, "one snapshot and two logs: {files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".snap")).count(),
+        1,
+        "{files:?}"
+    );
+}
+
+#[test]
+fn compaction_syncs_are_not_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    let background = crate::metrics::background_syncs();
+    for i in 0..COMPACT_SLACK + 8 {
+        j.commit(vec![put("k", &i.to_string())]).unwrap();
+    }
+    j.wait_compaction();
+    // Other tests in this process compact too, so only the lower bound is exact.
+    assert!(crate::metrics::background_syncs() >= background + 2);
+    assert!(j.lock().snap_gen >= 1, "compacted into a snapshot");
+}
+
+#[test]
+fn logs_after_the_snapshot_replay_in_order_and_an_empty_newest_stays_the_spare() {
+    // A compaction that crashed before its snapshot leaves several logs after the old one (and
+    // an empty log made ahead of use): they replay in order.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    j.commit(vec![put("a", "1"), put("b", "1")]).unwrap();
+    drop(j);
+    let mut second = Vec::new();
+    encode(&put("a", "2"), &mut second);
+    encode(&del("b"), &mut second);
+    fs::write(log_path(dir.path(), 1), &second).unwrap();
+    fs::write(log_path(dir.path(), 2), b"").unwrap();
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live["a"], b"2");
+    let before = fs::metadata(log_path(dir.path(), 1)).unwrap().len();
+    j.commit(vec![put("c", "3")]).unwrap();
+    drop(j);
+    assert!(fs::metadata(log_path(dir.path(), 1)).unwrap().len() > before);
+    assert_eq!(fs::metadata(log_path(dir.path(), 2)).unwrap().len(), 0);
+    assert!(!log_path(dir.path(), 3).exists());
+    let live = reopen(dir.path());
+    assert_eq!(live.len(), 2);
+    assert_eq!(live["c"], b"3");
+}
+
+#[test]
+fn commits_during_a_compaction_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    let total = 3 * COMPACT_SLACK;
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in (t..total).step_by(4) {
+                    j.commit(vec![put(&format!("k{}", i % 1000), &i.to_string())])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    j.wait_compaction();
+    let expected = peek(dir.path()).unwrap();
+    drop(j);
+    let live = reopen(dir.path());
+    assert_eq!(live.len(), 1000);
+    assert_eq!(live, expected);
 }
 
 #[test]

@@ -1,11 +1,15 @@
 //! Durable volume state shared by every backend.
 //!
 //! - `journal`: one append-only log with group commit; a change is acknowledged only after the
-//!   one `fdatasync` that carries it (shared by concurrent changes).
+//!   one `fdatasync` that carries it (shared by concurrent changes). `frame` is its on-disk
+//!   frame, `files` its files and replay, `compact` its background compaction.
 //! - `ledger`: a backend's records, indexed in memory over the journal.
 //! - `record`: the record every backend keeps (identity, size, publications).
 //! - `legacy`: adoption of the per-volume JSON files of ferrovol 0.1.
 
+mod compact;
+mod files;
+mod frame;
 pub mod journal;
 pub mod ledger;
 pub mod legacy;
