@@ -263,7 +263,9 @@ impl NfsBackend {
         // Snapshots are copies of their own: they stay when the volume goes, but not while one
         // is still being read from it.
         if let Some(snap) = self.work.copying_from(&vid) {
-            return Err(Error::Busy(format!("{vid} (snapshot {snap} is being copied from it)")));
+            return Err(Error::Busy(format!(
+                "{vid} (snapshot {snap} is being copied from it)"
+            )));
         }
         let Some((c, rec)) = self.find(&vid, &id.key)? else {
             return Ok(());

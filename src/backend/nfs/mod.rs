@@ -55,13 +55,13 @@ pub use shares::parse_share;
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
 use crate::nfs::{ClientOptions, NfsClient, NfsError, NfsStatus};
-use work::Work;
 use layout::{RecordState, VolumeRecord};
 use shares::Shares;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use work::Work;
 
 pub const BACKEND: &str = "nfs";
 
@@ -167,8 +167,13 @@ impl NfsBackend {
 
     fn write_record(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
-        write_meta(c, layout::RECORDS_DIR, &layout::record_path(key), &rec.to_bytes())
-            .map_err(|e| self.err(&rec.id, e))
+        write_meta(
+            c,
+            layout::RECORDS_DIR,
+            &layout::record_path(key),
+            &rec.to_bytes(),
+        )
+        .map_err(|e| self.err(&rec.id, e))
     }
 
     /// Finds the record of `key` on the known shares. `Ok(None)` only when every share

@@ -2,11 +2,13 @@
 //! content, copied through the client on the source's own export.
 //!
 //! A restore never shows a half copy under its final name: the intent record names a staging
-//! directory (`.ferrovol/staging/<key>`); the copy goes there; only when it is whole is it
-//! RENAMEd to the volume's subDir, and then the record becomes `Ready`. The staging directory's
-//! fileid is recorded before the copy starts: RENAME keeps it, so after a crash between the
-//! RENAME and `Ready` the subDir is provably this restore's (NFSv3 has no xattrs to mark it) and
-//! the rollback may remove it; a subDir with any other fileid is never touched.
+//! directory (`.ferrovol/staging/<key>`); the copy goes to `content/` inside it; only when it is
+//! whole is `content` RENAMEd to the volume's subDir, then the record becomes `Ready`, then the
+//! (now empty) staging directory goes. The staging directory is how recovery at start finds a
+//! cut-off restore without reading every volume record. The fileid of `content` is recorded
+//! before the copy starts: RENAME keeps it, so after a crash between the RENAME and `Ready` the
+//! subDir is provably this restore's (NFSv3 has no xattrs to mark it) and the rollback may
+//! remove it; a subDir with any other fileid is never touched.
 
 use super::controller::PARENT_MODE;
 use super::layout::{self, RecordState, VolumeRecord};
@@ -115,6 +117,7 @@ impl NfsBackend {
         let vid = rec.id.clone();
         let key = layout::parse_volume_id(&vid).expect("our id").to_string();
         let staging = staging_path(&key);
+        let content = format!("{staging}/content");
         rec.staging = Some(staging.clone());
         self.write_record(c, &rec)?;
         crate::failpoint::hit("nfs-restore:after-intent");
@@ -133,17 +136,18 @@ impl NfsBackend {
             c.remove_tree(&staging).map_err(err)?;
             c.mkdir_all(STAGING_DIR, 0o700).map_err(err)?;
             c.mkdir(&staging, 0o700).map_err(err)?;
-            let made = c.lookup(&staging).map_err(err)?.ok_or_else(|| {
-                Error::Internal(format!("volume {vid}: {staging} vanished after MKDIR"))
+            c.mkdir(&content, 0o700).map_err(err)?;
+            let made = c.lookup(&content).map_err(err)?.ok_or_else(|| {
+                Error::Internal(format!("volume {vid}: {content} vanished after MKDIR"))
             })?;
             rec.staging_fileid = Some(made.fileid);
             self.write_record(c, &rec)?;
             let stats = c
-                .copy_dir_contents(&src.dir, &staging, &AtomicBool::new(false))
+                .copy_dir_contents(&src.dir, &content, &AtomicBool::new(false))
                 .map_err(err)?;
             // The root is the new volume's: the class's mode (and owner, when it names one).
             c.setattr(
-                &staging,
+                &content,
                 SetAttr {
                     mode: Some(rec.mount_permissions),
                     uid: rec.uid,
@@ -155,7 +159,7 @@ impl NfsBackend {
                 c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
             }
             crate::failpoint::hit("nfs-restore:before-rename");
-            c.rename(&staging, &rec.sub_dir).map_err(err)?;
+            c.rename(&content, &rec.sub_dir).map_err(err)?;
             crate::failpoint::hit("nfs-restore:before-ready");
             Ok(stats)
         })();
@@ -172,6 +176,9 @@ impl NfsBackend {
         rec.staging = None;
         rec.staging_fileid = None;
         self.write_record(c, &rec)?;
+        if let Err(e) = c.remove_tree(&staging) {
+            tracing::warn!(volume = %vid, dir = %staging, error = %e, "could not remove an empty staging directory; recovery at the next start does");
+        }
         tracing::info!(volume = %vid, source = %src.id, files = stats.files, bytes = stats.bytes,
             ms = started.elapsed().as_millis() as u64, "volume made from its content source");
         Ok(self.info(&rec, VolumeCondition::healthy()))

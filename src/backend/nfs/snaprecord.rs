@@ -37,10 +37,14 @@ pub fn staging_path(volume_key: &str) -> String {
 
 /// The snapshot id whose key is `key`, if `key` is a well-formed snapshot key.
 pub fn snapshot_id(key: &str) -> Option<SnapshotId> {
-    SnapshotId::parse(&format!("{}/{}/{key}", super::BACKEND, crate::snapshot::SNAP_SEGMENT))
-        .ok()
-        .flatten()
-        .filter(|id| id.key == key && id.node.is_none())
+    SnapshotId::parse(&format!(
+        "{}/{}/{key}",
+        super::BACKEND,
+        crate::snapshot::SNAP_SEGMENT
+    ))
+    .ok()
+    .flatten()
+    .filter(|id| id.key == key && id.node.is_none())
 }
 
 /// The key a file in the snapshot records directory belongs to; `None` for temporary files.
@@ -143,7 +147,10 @@ mod tests {
             content_bytes: 0,
         };
         assert_eq!(r.key(), "snap-1");
-        assert_eq!(SnapshotRecord::from_bytes("snap-1", &r.to_bytes()).unwrap(), r);
+        assert_eq!(
+            SnapshotRecord::from_bytes("snap-1", &r.to_bytes()).unwrap(),
+            r
+        );
         assert!(SnapshotRecord::from_bytes("snap-2", &r.to_bytes()).is_err());
     }
 }

@@ -62,15 +62,28 @@ pub(super) fn read_snap_record(
     bytes
         .map(|b| {
             SnapshotRecord::from_bytes(key, &b).map_err(|e| {
-                Error::Internal(format!("snapshot {sid} on {}:{}: {e}", c.server(), c.share()))
+                Error::Internal(format!(
+                    "snapshot {sid} on {}:{}: {e}",
+                    c.server(),
+                    c.share()
+                ))
             })
         })
         .transpose()
 }
 
-pub(super) fn write_snap_record(c: &NfsClient, rec: &SnapshotRecord, timeout: Duration) -> Result<()> {
-    write_meta(c, SNAP_RECORDS_DIR, &snap_record_path(&rec.key()), &rec.to_bytes())
-        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+pub(super) fn write_snap_record(
+    c: &NfsClient,
+    rec: &SnapshotRecord,
+    timeout: Duration,
+) -> Result<()> {
+    write_meta(
+        c,
+        SNAP_RECORDS_DIR,
+        &snap_record_path(&rec.key()),
+        &rec.to_bytes(),
+    )
+    .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 /// Starts the copy of `rec` (a `Creating` record) unless one is already running here.
@@ -194,7 +207,10 @@ impl NfsBackend {
             if rec.name != req.name {
                 return Err(Error::exists(
                     &sid,
-                    format!("this id already belongs to snapshot {:?}; choose another name", rec.name),
+                    format!(
+                        "this id already belongs to snapshot {:?}; choose another name",
+                        rec.name
+                    ),
                 ));
             }
             if rec.source_volume_id != source {
@@ -318,7 +334,9 @@ impl NfsBackend {
                 continue; // gone since the listing, or on another share
             };
             if rec.state == RecordState::Deleting
-                || wanted_source.as_ref().is_some_and(|w| &rec.source_volume_id != w)
+                || wanted_source
+                    .as_ref()
+                    .is_some_and(|w| &rec.source_volume_id != w)
             {
                 continue;
             }

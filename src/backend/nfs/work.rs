@@ -159,7 +159,10 @@ mod tests {
         });
         w.cancel_and_wait("s");
         t.join().unwrap();
-        assert!(w.take_failure("s").is_none(), "a cancelled copy reports no failure");
+        assert!(
+            w.take_failure("s").is_none(),
+            "a cancelled copy reports no failure"
+        );
         w.claim("f", "nfs/v").unwrap();
         w.finish("f", Some(Error::Internal("boom".into())));
         assert!(w.wait("f", None));

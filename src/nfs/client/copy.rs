@@ -54,7 +54,12 @@ impl NfsClient {
     /// gives `to` the mode, owner and modification time of `from`. Stops with
     /// `NfsError::Cancelled` soon after `cancel` becomes true. No retry on a stale handle: the
     /// caller removes the partial copy and starts again.
-    pub fn copy_dir_contents(&self, from: &str, to: &str, cancel: &AtomicBool) -> Result<CopyStats> {
+    pub fn copy_dir_contents(
+        &self,
+        from: &str,
+        to: &str,
+        cancel: &AtomicBool,
+    ) -> Result<CopyStats> {
         let fc = components(from)?;
         let tc = components(to)?;
         let s = self.t.session()?;
@@ -146,7 +151,10 @@ impl Copier<'_> {
         // Private until its attributes are set: nobody reads a half-made copy through it.
         proto::enc_create(&mut e, dir, &ent.name, CreateHow::Guarded(0o600));
         let r = c.nfs(&self.s, Proc::Create, to, e)?;
-        let fh = match c.xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?.0 {
+        let fh = match c
+            .xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?
+            .0
+        {
             Some(fh) => fh,
             None => c.lookup_in(&self.s, dir, &ent.name, to)?.0,
         };
@@ -163,6 +171,7 @@ impl Copier<'_> {
             self.links.insert(ent.attr.fileid, fh);
         }
         self.stats.files += 1;
+        crate::failpoint::hit("nfs-copy:after-file");
         Ok(())
     }
 
@@ -270,6 +279,26 @@ impl Copier<'_> {
     }
 
     fn set_full(&self, fh: &Fh, a: &proto::FullAttr, path: &str) -> Result<()> {
+        // A change of owner clears setuid/setgid (the server's chown does, as the kernel's
+        // does), and servers apply mode before owner: give such a mode in a second SETATTR.
+        if a.mode.is_some_and(|m| m & 0o6000 != 0) && (a.uid.is_some() || a.gid.is_some()) {
+            let owner = proto::FullAttr {
+                mode: None,
+                mtime: None,
+                ..*a
+            };
+            self.set_one(fh, &owner, path)?;
+            let mode = proto::FullAttr {
+                mode: a.mode,
+                mtime: a.mtime,
+                ..Default::default()
+            };
+            return self.set_one(fh, &mode, path);
+        }
+        self.set_one(fh, a, path)
+    }
+
+    fn set_one(&self, fh: &Fh, a: &proto::FullAttr, path: &str) -> Result<()> {
         let mut e = Encoder::new();
         proto::enc_fh(&mut e, fh);
         proto::enc_full_sattr(&mut e, a);
