@@ -20,12 +20,15 @@
 
 use super::*;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 /// Bytes per READ/WRITE of a copy: large requests keep the round trips few; 1 MiB is the
 /// maximum common servers accept (nfs-ganesha's default MaxRead/MaxWrite).
 const COPY_CHUNK: u32 = 1 << 20;
 const UNSTABLE: u32 = 0;
+/// Files of one directory copied at once: small files cost round trips, not bandwidth, and the
+/// server serves concurrent requests on the client's pooled connections.
+const PARALLEL_FILES: usize = 8;
 
 /// What a tree copy did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,7 +113,14 @@ impl Copier<'_> {
             });
         }
         let c = self.c;
-        for ent in c.list(&self.s, src, from)? {
+        let entries = c.list(&self.s, src, from)?;
+        // Files with one link go in parallel; a file with several goes alone, so the first of
+        // its names is copied before the others become LINKs to it.
+        let (single, rest): (Vec<&Entry>, Vec<&Entry>) = entries
+            .iter()
+            .partition(|e| e.attr.kind == FileType::Regular && e.attr.nlink <= 1);
+        self.files(&single, dst, from, to)?;
+        for ent in rest {
             self.check_cancel(from)?;
             let (sp, dp) = (join(from, &ent.name), join(to, &ent.name));
             match ent.attr.kind {
@@ -124,14 +134,56 @@ impl Copier<'_> {
                     self.set_attr(&fh, &ent.attr, &dp)?;
                     self.stats.dirs += 1;
                 }
-                FileType::Regular => self.file(&ent, dst, &sp, &dp)?,
-                FileType::Symlink => self.symlink(&ent, dst, &dp)?,
+                FileType::Regular => self.file(ent, dst, &sp, &dp)?,
+                FileType::Symlink => self.symlink(ent, dst, &dp)?,
                 FileType::Other(kind) => {
                     tracing::warn!(server = %c.t.server, path = %sp, ftype = kind,
                         "special file not copied (NFSv3 copies keep files, directories and symlinks)");
                     self.stats.skipped += 1;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Copies `batch` (files of directory `from`, one link each) into `dir` on up to
+    /// PARALLEL_FILES threads; the first failure stops the others at their next file.
+    fn files(&mut self, batch: &[&Entry], dir: &Fh, from: &str, to: &str) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let workers = PARALLEL_FILES.min(batch.len());
+        let (c, s, cancel) = (self.c, &self.s, self.cancel);
+        let work = || {
+            let mut w = Copier {
+                c,
+                s: s.clone(),
+                cancel,
+                links: HashMap::new(),
+                stats: CopyStats::default(),
+            };
+            while let Some(e) = batch.get(next.fetch_add(1, Ordering::Relaxed)) {
+                w.check_cancel(from)?;
+                if let Err(err) = w.file(e, dir, &join(from, &e.name), &join(to, &e.name)) {
+                    next.store(batch.len(), Ordering::Relaxed);
+                    return Err(err);
+                }
+            }
+            Ok(w.stats)
+        };
+        let done: Vec<Result<CopyStats>> = if workers <= 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..workers).map(|_| sc.spawn(work)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("copy worker panicked"))
+                    .collect()
+            })
+        };
+        for st in done {
+            let st = st?;
+            self.stats.files += st.files;
+            self.stats.bytes += st.bytes;
         }
         Ok(())
     }
