@@ -8,11 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{NfsError, NfsStatus, Result};
 use super::path::{components, split_last};
-use super::proto::{self, Attr, CreateHow, Fh, FsStat, Proc, SetAttr};
+use super::proto::{self, Attr, CreateHow, Fh, FileType, FsStat, Proc, SetAttr};
 use super::transport::{ClientOptions, Session, Transport};
 use super::xdr::{Decoder, Encoder, XdrResult};
 
+mod copy;
 mod dirs;
+
+pub use copy::CopyStats;
 
 /// Bytes per READ and WRITE: far below every server's limit, large enough for volume records.
 const CHUNK: usize = 64 * 1024;
@@ -276,7 +279,7 @@ impl NfsClient {
                 .u32(FILE_SYNC)
                 .opaque(chunk);
             let r = self.nfs(s, Proc::Write, path, e)?;
-            let (count, committed) =
+            let (count, committed, _) =
                 self.xdr(Proc::Write, proto::dec_write(&mut Decoder::new(&r)))?;
             if count == 0 {
                 return Err(NfsError::Protocol {

@@ -100,6 +100,13 @@ pub enum NfsError {
         op: String,
         detail: String,
     },
+    /// A long operation (a tree copy) stopped because its caller asked it to.
+    #[error("NFS server {server}: {op} of {path:?} cancelled")]
+    Cancelled {
+        server: String,
+        op: String,
+        path: String,
+    },
 }
 
 impl NfsError {

@@ -23,13 +23,16 @@ pub enum Proc {
     Getattr = 1,
     Setattr = 2,
     Lookup = 3,
+    Readlink = 5,
     Read = 6,
     Write = 7,
     Create = 8,
     Mkdir = 9,
+    Symlink = 10,
     Remove = 12,
     Rmdir = 13,
     Rename = 14,
+    Link = 15,
     Readdirplus = 17,
     Fsstat = 18,
     Commit = 21,
@@ -41,6 +44,9 @@ impl Proc {
             Proc::Getattr => "GETATTR",
             Proc::Setattr => "SETATTR",
             Proc::Lookup => "LOOKUP",
+            Proc::Readlink => "READLINK",
+            Proc::Symlink => "SYMLINK",
+            Proc::Link => "LINK",
             Proc::Read => "READ",
             Proc::Write => "WRITE",
             Proc::Create => "CREATE",
@@ -87,8 +93,9 @@ pub struct Attr {
     /// Bytes the file uses on disk.
     pub used: u64,
     pub fileid: u64,
-    /// Modification time, seconds since the epoch.
+    /// Modification time, seconds since the epoch, and nanoseconds.
     pub mtime: u32,
+    pub mtime_nsec: u32,
 }
 
 impl Attr {
@@ -142,6 +149,55 @@ pub fn enc_sattr(e: &mut Encoder, s: &SetAttr) {
     e.bool(false).u32(0).u32(0);
 }
 
+/// Every settable attribute a copy carries over (sattr3 in full): mode, owner, size (a copy
+/// that skipped zero chunks sets the length last) and the modification time as the client's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FullAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<(u32, u32)>,
+}
+
+pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
+    for v in [s.mode, s.uid, s.gid] {
+        match v {
+            Some(v) => e.bool(true).u32(v),
+            None => e.bool(false),
+        };
+    }
+    match s.size {
+        Some(n) => e.bool(true).u64(n),
+        None => e.bool(false),
+    };
+    e.u32(0); // atime: DONT_CHANGE
+    match s.mtime {
+        // SET_TO_CLIENT_TIME
+        Some((sec, nsec)) => e.u32(2).u32(sec).u32(nsec),
+        None => e.u32(0),
+    };
+}
+
+/// SYMLINK3args: where, attributes, target text (stored as given, never resolved).
+pub fn enc_symlink(e: &mut Encoder, dir: &Fh, name: &str, attr: &FullAttr, target: &str) {
+    enc_dirop(e, dir, name);
+    enc_full_sattr(e, attr);
+    e.string(target);
+}
+
+/// LINK3args: the existing file, and the new name.
+pub fn enc_link(e: &mut Encoder, file: &Fh, dir: &Fh, name: &str) {
+    enc_fh(e, file);
+    enc_dirop(e, dir, name);
+}
+
+/// READLINK3resok: the link's text.
+pub fn dec_readlink(d: &mut Decoder<'_>) -> XdrResult<String> {
+    dec_post_op_attr(d)?;
+    d.string(4096)
+}
+
 pub fn enc_create(e: &mut Encoder, dir: &Fh, name: &str, how: CreateHow) {
     enc_dirop(e, dir, name);
     match how {
@@ -184,7 +240,8 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     let fileid = d.u64()?;
     d.skip(8)?; // atime
     let mtime = d.u32()?;
-    d.skip(4 + 8)?; // mtime nseconds, ctime
+    let mtime_nsec = d.u32()?;
+    d.skip(8)?; // ctime
     Ok(Attr {
         kind,
         mode,
@@ -195,6 +252,7 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
         used,
         fileid,
         mtime,
+        mtime_nsec,
     })
 }
 
@@ -277,12 +335,23 @@ pub fn dec_read(d: &mut Decoder<'_>) -> XdrResult<(Vec<u8>, bool)> {
     Ok((data, eof))
 }
 
-/// WRITE3resok: bytes written and how stably.
-pub fn dec_write(d: &mut Decoder<'_>) -> XdrResult<(u32, u32)> {
+/// WRITE3resok: bytes written, how stably, and the server's write verifier (it changes when
+/// the server restarts, which may have lost unstable data).
+pub fn dec_write(d: &mut Decoder<'_>) -> XdrResult<(u32, u32, [u8; 8])> {
     skip_wcc(d)?;
     let count = d.u32()?;
     let committed = d.u32()?;
-    Ok((count, committed))
+    let mut verf = [0u8; 8];
+    verf.copy_from_slice(d.fixed(8)?);
+    Ok((count, committed, verf))
+}
+
+/// COMMIT3resok: the write verifier.
+pub fn dec_commit(d: &mut Decoder<'_>) -> XdrResult<[u8; 8]> {
+    skip_wcc(d)?;
+    let mut verf = [0u8; 8];
+    verf.copy_from_slice(d.fixed(8)?);
+    Ok(verf)
 }
 
 pub fn dec_fsstat(d: &mut Decoder<'_>) -> XdrResult<FsStat> {

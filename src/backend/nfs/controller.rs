@@ -8,6 +8,7 @@ use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
 use crate::nfs::{NfsClient, NfsStatus, Outcome, SetAttr};
+use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
     VolumeInfo,
@@ -17,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Mode of parent directories a nested pattern creates (shared by many volumes: traversable by
 /// all, writable by the owner only).
-const PARENT_MODE: u32 = 0o755;
+pub(super) const PARENT_MODE: u32 = 0o755;
 /// Archive names taken in the same second get `-<n>`; give up after this many.
 const ARCHIVE_ATTEMPTS: u32 = 100;
 
@@ -58,6 +59,9 @@ fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> 
     };
     if have.sub_dir != want.sub_dir {
         return differs("subDir", &have.sub_dir, &want.sub_dir);
+    }
+    if have.source != want.source {
+        return differs("content source", &have.source, &want.source);
     }
     if have.on_delete != want.on_delete {
         return differs("onDelete", &have.on_delete, &want.on_delete);
@@ -118,7 +122,27 @@ impl NfsBackend {
         let p = NfsParams::parse(&class_params(&req.parameters))
             .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         refuse_caps(&vid, &req.capabilities)?;
-        let capacity = req.capacity.resolve(self.cfg.default_capacity, 1, &vid)?;
+        let c = self.client(&p.server, &p.share)?;
+        let source = match &req.content_source {
+            Some(src) => Some(self.resolve_source(&vid, src, &p.server, &p.share)?),
+            None => None,
+        };
+        let capacity = match &source {
+            None => req.capacity.resolve(self.cfg.default_capacity, 1, &vid)?,
+            Some(src) => {
+                let size = req.capacity.resolve(src.capacity, 1, &vid)?;
+                if size < src.capacity {
+                    return Err(Error::OutOfRange {
+                        volume: vid,
+                        detail: format!(
+                            "{size} bytes is smaller than the source {} ({} bytes)",
+                            src.id, src.capacity
+                        ),
+                    });
+                }
+                size
+            }
+        };
         let mut values = Values::from_parameters(&req.parameters);
         // external-provisioner names the volume after its PV: without --extra-create-metadata
         // the name is still the PV name.
@@ -141,8 +165,10 @@ impl NfsBackend {
             uid: p.uid,
             gid: p.gid,
             created_at: now_secs(),
+            source: source.as_ref().map(|s| s.id.clone()),
+            staging: None,
+            staging_fileid: None,
         };
-        let c = self.client(&p.server, &p.share)?;
         self.shares.remember(&p.server, &p.share);
 
         if let Some(rec) = self.read_record(&vid, &c, &id.key)? {
@@ -164,7 +190,10 @@ impl NfsBackend {
                 RecordState::Deleting => self.finish_delete(&c, &rec)?,
             }
         }
-        self.make(&c, want)
+        match &source {
+            Some(src) => self.make_from(&c, want, src),
+            None => self.make(&c, want),
+        }
     }
 
     /// Intent record, directory, Ready record. A failure after the intent rolls back.
@@ -230,6 +259,13 @@ impl NfsBackend {
         let vid = id.to_string();
         if layout::parse_volume_id(&vid).is_none() {
             return Ok(()); // not an id this backend ever issued: nothing of ours to delete
+        }
+        // Snapshots are copies of their own: they stay when the volume goes, but not while one
+        // is still being read from it.
+        if let Some(snap) = self.work.copying_from(&vid) {
+            return Err(Error::Busy(format!(
+                "{vid} (snapshot {snap} is being copied from it)"
+            )));
         }
         let Some((c, rec)) = self.find(&vid, &id.key)? else {
             return Ok(());
@@ -370,5 +406,26 @@ impl ControllerBackend for NfsBackend {
 
     fn published_count(&self, _node: &str) -> usize {
         0
+    }
+
+    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
+        SnapshotId::new(BACKEND, None, name)
+    }
+
+    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+        self.create_snapshot_of(req)
+    }
+
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.delete_snapshot_by_id(id)
+    }
+
+    fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<SnapshotPage> {
+        self.list_snapshot_page(filter, after, max)
     }
 }

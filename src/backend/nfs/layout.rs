@@ -171,6 +171,15 @@ pub struct VolumeRecord {
     pub gid: Option<u32>,
     /// Seconds since the epoch.
     pub created_at: u64,
+    /// The snapshot or volume id the content came from (CreateVolume with a content source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// While a restore copies: its staging directory, and that directory's fileid (RENAME keeps
+    /// it, so it proves a subDir that has it is this restore's; see restore.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_fileid: Option<u64>,
 }
 
 pub const RECORD_VERSION: u32 = 1;
@@ -293,6 +302,9 @@ mod tests {
             uid: None,
             gid: Some(5),
             created_at: 1,
+            source: None,
+            staging: None,
+            staging_fileid: None,
         };
         let b = r.to_bytes();
         assert!(String::from_utf8_lossy(&b).contains("\"on_delete\": \"archive\""));

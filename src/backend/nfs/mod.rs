@@ -41,7 +41,14 @@ pub mod layout;
 mod node;
 pub mod params;
 pub mod pattern;
+mod recovery;
+mod restore;
 mod shares;
+pub mod snaprecord;
+mod snapshots;
+mod work;
+
+pub use snapshots::WAIT_ENV as SNAPSHOT_WAIT_ENV;
 
 pub use shares::parse_share;
 
@@ -54,6 +61,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use work::Work;
 
 pub const BACKEND: &str = "nfs";
 
@@ -85,14 +93,16 @@ static CAPS: BackendCaps = BackendCaps {
     stage: false,
     expansion: Expansion::Online,
     node_expansion: false,
-    snapshots: false,
-    clone: false,
+    snapshots: true,
+    clone: true,
 };
 
 pub struct NfsBackend {
     cfg: NfsConfig,
     clients: Mutex<HashMap<(String, String), Arc<NfsClient>>>,
     shares: Shares,
+    /// Snapshot copies and restores running in this process.
+    work: Arc<Work>,
 }
 
 impl NfsBackend {
@@ -102,11 +112,14 @@ impl NfsBackend {
             tracing::warn!(root = %root.display(),
                 "--nfs-test-export-root is set: NodePublishVolume bind-mounts directories below it instead of mounting NFS; for test machines only");
         }
-        Ok(NfsBackend {
+        let backend = NfsBackend {
+            work: Arc::new(Work::new(cfg.timeout)),
             cfg,
             clients: Mutex::new(HashMap::new()),
             shares,
-        })
+        };
+        backend.start_recovery();
+        Ok(backend)
     }
 
     /// The client of one export; one per (server, share), kept for the process's lifetime so its
@@ -154,17 +167,13 @@ impl NfsBackend {
 
     fn write_record(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
-        let path = layout::record_path(key);
-        match c.write_file_atomic(&path, &rec.to_bytes()) {
-            Err(e) if e.is_status(NfsStatus::NOENT) => {
-                // First volume on this share: make the records directory, then write.
-                c.mkdir_all(layout::RECORDS_DIR, 0o755)
-                    .map_err(|e| self.err(&rec.id, e))?;
-                c.write_file_atomic(&path, &rec.to_bytes())
-                    .map_err(|e| self.err(&rec.id, e))
-            }
-            r => r.map_err(|e| self.err(&rec.id, e)),
-        }
+        write_meta(
+            c,
+            layout::RECORDS_DIR,
+            &layout::record_path(key),
+            &rec.to_bytes(),
+        )
+        .map_err(|e| self.err(&rec.id, e))
     }
 
     /// Finds the record of `key` on the known shares. `Ok(None)` only when every share
@@ -189,43 +198,85 @@ impl NfsBackend {
     }
 
     /// Like `find`, but a Creating record (a create that never finished) counts as absent once
-    /// rolled back.
+    /// rolled back; one a restore here is still copying counts as absent and is left alone.
     fn find_live(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
         match self.find(volume, key)? {
             Some((c, rec)) if rec.state == RecordState::Creating => {
-                self.roll_back(&c, &rec)?;
-                Ok(None)
+                match self.roll_back(&c, &rec) {
+                    Ok(()) | Err(Error::Busy(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
             }
             found => Ok(found),
         }
     }
 
-    /// Undoes a create that never reached Ready: removes its directory only while it is still
-    /// empty (the CO never saw the volume, so nothing of a pod's can be in it; a non-empty
-    /// directory is someone else's that appeared meanwhile and is left alone), then the record.
+    /// Undoes a create that never reached Ready (see `undo_create`), unless a restore in this
+    /// process is still making it: that one is Busy.
     fn roll_back(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        let vid = &rec.id;
+        let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
+        if !self.work.claim_restore(key) {
+            return Err(Error::Busy(rec.id.clone()));
+        }
+        let res = undo_create(c, rec, self.cfg.timeout);
+        self.work.release_restore(key);
+        res
+    }
+
+    fn remove_record(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        remove_record(c, rec, self.cfg.timeout)
+    }
+}
+
+/// Writes a metadata file atomically, making its directory (mode 0755) the first time.
+fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs::Result<()> {
+    match c.write_file_atomic(path, bytes) {
+        Err(e) if e.is_status(NfsStatus::NOENT) => {
+            c.mkdir_all(dir, 0o755)?;
+            c.write_file_atomic(path, bytes)
+        }
+        r => r,
+    }
+}
+
+fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
+    let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
+    c.remove_file(&layout::record_path(key))
+        .map(|_| ())
+        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+}
+
+/// Undoes a create that never reached Ready, then drops its record. A plain create's directory
+/// is removed only while still empty (the CO never saw the volume, so nothing of a pod's can be
+/// in it; a non-empty directory is someone else's that appeared meanwhile and is left alone). A
+/// restore's staging copy is removed, and its subDir only when it carries the staging
+/// directory's fileid (the RENAME happened; see restore.rs).
+fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
+    let vid = &rec.id;
+    let err = |e| map_nfs_error(vid, timeout, e);
+    if let Some(staging) = &rec.staging {
+        c.remove_tree(staging).map_err(err)?;
+        if let Some(fileid) = rec.staging_fileid {
+            let here = c.lookup(&rec.sub_dir).map_err(err)?;
+            if here.is_some_and(|a| a.is_dir() && a.fileid == fileid) {
+                c.remove_tree(&rec.sub_dir).map_err(err)?;
+            }
+        }
+    } else {
         match c.readdir(&rec.sub_dir) {
             Ok(entries) if entries.is_empty() => {
-                c.remove_tree(&rec.sub_dir).map_err(|e| self.err(vid, e))?;
+                c.remove_tree(&rec.sub_dir).map_err(err)?;
             }
             Ok(_) => {
                 tracing::warn!(volume = %vid, dir = %rec.sub_dir, "unfinished create: directory is not empty, left in place")
             }
             Err(e) if e.is_status(NfsStatus::NOENT) || e.is_status(NfsStatus::NOTDIR) => {}
-            Err(e) => return Err(self.err(vid, e)),
+            Err(e) => return Err(err(e)),
         }
-        self.remove_record(c, rec)?;
-        tracing::info!(volume = %vid, server = %c.server(), "rolled back an unfinished create");
-        Ok(())
     }
-
-    fn remove_record(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
-        c.remove_file(&layout::record_path(key))
-            .map(|_| ())
-            .map_err(|e| self.err(&rec.id, e))
-    }
+    remove_record(c, rec, timeout)?;
+    tracing::info!(volume = %vid, server = %c.server(), "rolled back an unfinished create");
+    Ok(())
 }
 
 /// See `NfsBackend::err`. Public for the node side and tests.
@@ -266,7 +317,8 @@ fn server_of(e: &NfsError) -> String {
         NfsError::Unavailable { server, .. }
         | NfsError::DeadlineExceeded { server, .. }
         | NfsError::Status { server, .. }
-        | NfsError::Protocol { server, .. } => server.clone(),
+        | NfsError::Protocol { server, .. }
+        | NfsError::Cancelled { server, .. } => server.clone(),
         NfsError::InvalidPath { path, .. } => path.clone(),
     }
 }

@@ -4,7 +4,7 @@ use super::*;
 
 impl NfsClient {
     /// All entries of directory `dir` except `.` and `..`, with handles (READDIRPLUS pages).
-    fn list(&self, s: &Arc<Session>, dir: &Fh, path: &str) -> Result<Vec<Entry>> {
+    pub(super) fn list(&self, s: &Arc<Session>, dir: &Fh, path: &str) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         let (mut cookie, mut verf) = (0u64, [0u8; 8]);
         loop {

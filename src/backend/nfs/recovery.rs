@@ -1,0 +1,139 @@
+//! Recovery at start of what long copies leave after a crash, one thread per known share (so a
+//! dead server delays nothing; its share is recovered by the calls that meet its records):
+//!
+//! | found | meaning | action |
+//! |---|---|---|
+//! | snapshot record `Creating` | a copy cut off | discard the partial content, copy again |
+//! | snapshot record `Deleting` | a delete cut off | finish it |
+//! | snapshot content, no record | the record went first (only by hand) | remove the content |
+//! | staging dir, volume record `Creating` naming it | a restore cut off | roll it back |
+//! | staging dir, no such record | a rollback cut off after the record | remove it |
+//!
+//! Everything removed here lies under `.ferrovol/`, which only this driver writes, or is a
+//! subDir proven to be a cut-off restore's by its fileid (restore.rs).
+
+use super::layout::{self, RecordState};
+use super::snaprecord::{
+    key_of_snap_record, snap_record_path, snapshot_id, staging_path, SNAP_DATA_DIR,
+    SNAP_RECORDS_DIR, STAGING_DIR,
+};
+use super::snapshots::{read_snap_record, start_copy};
+use super::work::Work;
+use super::{map_nfs_error, undo_create, NfsBackend};
+use crate::error::Result;
+use crate::nfs::{NfsClient, NfsStatus};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+impl NfsBackend {
+    pub(super) fn start_recovery(&self) {
+        for (server, share) in self.shares.list() {
+            let Ok(c) = self.client(&server, &share) else {
+                continue;
+            };
+            let work = self.work.clone();
+            let spawned = std::thread::Builder::new()
+                .name("nfs-recovery".into())
+                .spawn(move || match recover_share(&c, &work) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(server = %c.server(), share = %c.share(), error = %e,
+                            "recovery of snapshots and restores not finished; calls that meet their records finish it")
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start NFS recovery");
+            }
+        }
+    }
+}
+
+/// Names in `dir`, or none when it does not exist.
+fn names(c: &NfsClient, dir: &str, work: &Work) -> Result<Vec<String>> {
+    match c.readdir(dir) {
+        Ok(e) => Ok(e.into_iter().map(|(n, _)| n).collect()),
+        Err(e) if e.is_status(NfsStatus::NOENT) => Ok(Vec::new()),
+        Err(e) => Err(map_nfs_error("(recovery)", work.timeout, e)),
+    }
+}
+
+fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>) -> Result<()> {
+    let t = work.timeout;
+    let (mut resumed, mut finished, mut removed) = (0, 0, 0);
+    let mut live: HashSet<String> = HashSet::new();
+    for name in names(c, SNAP_RECORDS_DIR, work)? {
+        let Some(key) = key_of_snap_record(&name) else {
+            continue;
+        };
+        let Some(rec) = read_snap_record(c, key, t)? else {
+            continue;
+        };
+        match rec.state {
+            RecordState::Ready => {}
+            RecordState::Creating => {
+                tracing::info!(snapshot = %rec.id, "resuming a snapshot copy cut off by a restart");
+                start_copy(work, c.clone(), rec);
+                resumed += 1;
+            }
+            RecordState::Deleting => {
+                let err = |e| map_nfs_error(&rec.id, t, e);
+                c.remove_tree(&rec.data_path()).map_err(err)?;
+                c.remove_file(&snap_record_path(key)).map_err(err)?;
+                finished += 1;
+                continue;
+            }
+        }
+        live.insert(key.to_string());
+    }
+    for key in names(c, SNAP_DATA_DIR, work)? {
+        if live.contains(&key) {
+            continue;
+        }
+        // Claim the id, so a CreateSnapshot starting now cannot copy into what is removed, and
+        // look again: a record written since the listing makes the content its.
+        let id = snapshot_id(&key).map(|s| s.to_string()).unwrap_or_default();
+        let Some(_claim) = work.claim(&id, "") else {
+            continue;
+        };
+        let owned = read_snap_record(c, &key, t).map(|r| r.is_some());
+        if matches!(owned, Ok(false)) {
+            c.remove_tree(&format!("{SNAP_DATA_DIR}/{key}"))
+                .map_err(|e| map_nfs_error(&id, t, e))?;
+            removed += 1;
+        }
+        work.finish(&id, None);
+        owned?;
+    }
+    for key in names(c, STAGING_DIR, work)? {
+        if !work.claim_restore(&key) {
+            continue; // a restore here is using it
+        }
+        let res = recover_staging(c, &key, t);
+        work.release_restore(&key);
+        res?;
+        removed += 1;
+    }
+    tracing::info!(server = %c.server(), share = %c.share(), resumed, finished_deletes = finished,
+        removed, "NFS snapshots and restores recovered");
+    Ok(())
+}
+
+fn recover_staging(c: &NfsClient, key: &str, t: std::time::Duration) -> Result<()> {
+    let vid = layout::volume_id(key);
+    let err = |e| map_nfs_error(&vid, t, e);
+    let staging = staging_path(key);
+    let rec = match c.read_file(&layout::record_path(key)).map_err(err)? {
+        Some(b) => layout::VolumeRecord::from_bytes(key, &b).ok(),
+        None => None,
+    };
+    match rec {
+        Some(rec)
+            if rec.state == RecordState::Creating
+                && rec.staging.as_deref() == Some(staging.as_str()) =>
+        {
+            tracing::info!(volume = %vid, "rolling back a restore cut off by a restart");
+            undo_create(c, &rec, t)
+        }
+        _ => c.remove_tree(&staging).map(|_| ()).map_err(err),
+    }
+}

@@ -1,0 +1,364 @@
+//! Snapshots of NFS volumes: copies of the volume's directory into `.ferrovol/snapshot-data/`
+//! on the same share, made by READ and WRITE through the user-space client (see
+//! `NfsClient::copy_dir_contents` for what a copy keeps and what NFSv3 cannot carry).
+//!
+//! A copy can take long, so it runs on a thread of its own: CreateSnapshot writes the intent
+//! record (`Creating`), starts the copy, waits up to `FERROVOL_NFS_SNAPSHOT_WAIT_MS` (default
+//! 1000 ms) and answers ready_to_use=false if the copy is still running. A repeated CreateSnapshot
+//! (the snapshotter polls with it) answers the current state; the copy rewrites the record `Ready`
+//! when whole. A copy that fails removes its content and record, and the next CreateSnapshot of
+//! the name answers that failure once (the one after starts afresh). A controller that died
+//! mid-copy leaves a `Creating` record: recovery at start (recovery.rs), or the first call that
+//! meets it, discards the partial content and copies again. A snapshot is listed ready only
+//! when its record says `Ready`, which is written after the last byte.
+
+use super::layout::{self, RecordState};
+use super::snaprecord::{
+    key_of_snap_record, snap_record_path, SnapParams, SnapshotRecord, SNAP_DATA_DIR,
+    SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
+};
+use super::work::Work;
+use super::{map_nfs_error, write_meta, NfsBackend, BACKEND};
+use crate::error::{Error, Result};
+use crate::nfs::{NfsClient, NfsStatus};
+use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long CreateSnapshot waits for its copy before answering ready_to_use=false.
+pub const WAIT_ENV: &str = "FERROVOL_NFS_SNAPSHOT_WAIT_MS";
+const DEFAULT_WAIT: Duration = Duration::from_millis(1000);
+
+fn wait_budget() -> Duration {
+    std::env::var(WAIT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_WAIT)
+}
+
+pub(super) fn info(rec: &SnapshotRecord) -> SnapshotInfo {
+    SnapshotInfo {
+        id: rec.id.clone(),
+        source_volume_id: rec.source_volume_id.clone(),
+        size_bytes: rec.size_bytes,
+        created: UNIX_EPOCH + Duration::from_millis(rec.created_at_ms),
+        ready: rec.state == RecordState::Ready,
+    }
+}
+
+pub(super) fn read_snap_record(
+    c: &NfsClient,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<SnapshotRecord>> {
+    let sid = super::snaprecord::snapshot_id(key)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| key.to_string());
+    let bytes = c
+        .read_file(&snap_record_path(key))
+        .map_err(|e| map_nfs_error(&sid, timeout, e))?;
+    bytes
+        .map(|b| {
+            SnapshotRecord::from_bytes(key, &b).map_err(|e| {
+                Error::Internal(format!(
+                    "snapshot {sid} on {}:{}: {e}",
+                    c.server(),
+                    c.share()
+                ))
+            })
+        })
+        .transpose()
+}
+
+pub(super) fn write_snap_record(
+    c: &NfsClient,
+    rec: &SnapshotRecord,
+    timeout: Duration,
+) -> Result<()> {
+    write_meta(
+        c,
+        SNAP_RECORDS_DIR,
+        &snap_record_path(&rec.key()),
+        &rec.to_bytes(),
+    )
+    .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+}
+
+/// Starts the copy of `rec` (a `Creating` record) unless one is already running here.
+pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecord) {
+    let Some(cancel) = work.claim(&rec.id, &rec.source_volume_id) else {
+        return;
+    };
+    let w = work.clone();
+    let id = rec.id.clone();
+    let failed_id = rec.id.clone();
+    let spawned = std::thread::Builder::new()
+        .name("nfs-snapshot".into())
+        .spawn(move || {
+            let outcome = copy(&w, &c, rec, &cancel);
+            w.finish(&id, outcome.err());
+        });
+    if let Err(e) = spawned {
+        // No thread will finish the job: fail it now, so callers do not wait for it.
+        work.finish(
+            &failed_id,
+            Some(Error::Internal(format!(
+                "snapshot {failed_id}: cannot start the copy thread: {e}"
+            ))),
+        );
+    }
+}
+
+/// The copy itself: clear what an earlier attempt left, copy, then the `Ready` record. On
+/// failure (not cancellation, whose caller deletes) the content and record are removed.
+fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool) -> Result<()> {
+    let sid = rec.id.clone();
+    let t = work.timeout;
+    let err = |e| map_nfs_error(&sid, t, e);
+    let data = rec.data_path();
+    let started = std::time::Instant::now();
+    let res = (|| {
+        c.remove_tree(&data).map_err(err)?;
+        c.mkdir_all(SNAP_DATA_DIR, 0o700).map_err(err)?;
+        c.mkdir(&data, 0o700).map_err(err)?;
+        crate::failpoint::hit("nfs-snapshot:before-copy");
+        let stats = c
+            .copy_dir_contents(&rec.source_sub_dir, &data, cancel)
+            .map_err(err)?;
+        crate::failpoint::hit("nfs-snapshot:before-ready");
+        rec.state = RecordState::Ready;
+        rec.content_bytes = stats.bytes;
+        write_snap_record(c, &rec, t)?;
+        tracing::info!(snapshot = %sid, source = %rec.source_volume_id, server = %c.server(),
+            files = stats.files, dirs = stats.dirs, symlinks = stats.symlinks,
+            hard_links = stats.hard_links, skipped = stats.skipped, bytes = stats.bytes,
+            ms = started.elapsed().as_millis() as u64, "snapshot copied");
+        Ok(())
+    })();
+    if let Err(e) = &res {
+        if !cancel.load(Ordering::Relaxed) {
+            tracing::warn!(snapshot = %sid, error = %e, "snapshot copy failed: its content and record are removed");
+            if let Err(undo) = c
+                .remove_tree(&data)
+                .and_then(|_| c.remove_file(&snap_record_path(&rec.key())))
+            {
+                tracing::warn!(snapshot = %sid, error = %undo, "cleanup of a failed snapshot incomplete; recovery at the next start finishes it");
+            }
+        }
+    }
+    res
+}
+
+impl NfsBackend {
+    /// The record of snapshot `key` on the known shares (`Ok(None)` only when all answered).
+    pub(super) fn find_snapshot(
+        &self,
+        sid: &str,
+        key: &str,
+    ) -> Result<Option<(Arc<NfsClient>, SnapshotRecord)>> {
+        let mut failure = None;
+        for (server, share) in self.shares.list() {
+            let c = self.client(&server, &share)?;
+            match read_snap_record(&c, key, self.cfg.timeout) {
+                Ok(Some(rec)) => return Ok(Some((c, rec))),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(snapshot = sid, server = %server, share = %share, error = %e, "share not searched");
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        failure.map_or(Ok(None), Err)
+    }
+
+    /// Waits for the copy of `rec` up to `budget` (starting it when no copy runs here, as after
+    /// a restart); the record as it is then. A failed copy is its error.
+    pub(super) fn settle(
+        &self,
+        c: &Arc<NfsClient>,
+        rec: SnapshotRecord,
+        budget: Option<Duration>,
+    ) -> Result<SnapshotRecord> {
+        if rec.state != RecordState::Creating {
+            return Ok(rec);
+        }
+        start_copy(&self.work, c.clone(), rec.clone());
+        if !self.work.wait(&rec.id, budget) {
+            return Ok(rec);
+        }
+        if let Some(e) = self.work.take_failure(&rec.id) {
+            return Err(e);
+        }
+        read_snap_record(c, &rec.key(), self.cfg.timeout)?
+            .ok_or_else(|| Error::not_found_because(&rec.id, "the snapshot vanished while copied"))
+    }
+
+    pub(super) fn create_snapshot_of(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+        let id = SnapshotId::new(BACKEND, None, &req.name)?;
+        let sid = id.to_string();
+        crate::backend::params::decode::<SnapParams>(BACKEND, &req.parameters)?;
+        let source = req.source.to_string();
+        if let Some(e) = self.work.take_failure(&sid) {
+            return Err(e);
+        }
+        if let Some((c, rec)) = self.find_snapshot(&sid, &id.key)? {
+            if rec.name != req.name {
+                return Err(Error::exists(
+                    &sid,
+                    format!(
+                        "this id already belongs to snapshot {:?}; choose another name",
+                        rec.name
+                    ),
+                ));
+            }
+            if rec.source_volume_id != source {
+                return Err(Error::exists(
+                    &sid,
+                    format!(
+                        "snapshot {:?} already exists for volume {}, not {source}",
+                        req.name, rec.source_volume_id
+                    ),
+                ));
+            }
+            match rec.state {
+                RecordState::Deleting => self.finish_snapshot_delete(&c, &rec)?,
+                _ => return Ok(info(&self.settle(&c, rec, Some(wait_budget()))?)),
+            }
+        }
+        let Some(vkey) = layout::parse_volume_id(&source) else {
+            return Err(Error::not_found(&source));
+        };
+        let (c, vol) = match self.find_live(&source, vkey)? {
+            Some((c, v)) if v.state == RecordState::Ready => (c, v),
+            _ => return Err(Error::not_found(&source)),
+        };
+        let rec = SnapshotRecord {
+            version: SNAP_RECORD_VERSION,
+            id: sid.clone(),
+            name: req.name.clone(),
+            state: RecordState::Creating,
+            source_volume_id: source.clone(),
+            source_sub_dir: vol.sub_dir.clone(),
+            server: vol.server.clone(),
+            share: vol.share.clone(),
+            size_bytes: vol.capacity_bytes,
+            created_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            content_bytes: 0,
+        };
+        // The intent: from here a crash leaves a record recovery finds.
+        write_snap_record(&c, &rec, self.cfg.timeout)?;
+        crate::failpoint::hit("nfs-snapshot:after-intent");
+        Ok(info(&self.settle(&c, rec, Some(wait_budget()))?))
+    }
+
+    pub(super) fn delete_snapshot_by_id(&self, id: &SnapshotId) -> Result<()> {
+        if id.backend != BACKEND || id.node.is_some() {
+            return Ok(()); // not an id this backend issues
+        }
+        let sid = id.to_string();
+        // A copy in flight stops at its next chunk; its partial content goes with the rest.
+        self.work.cancel_and_wait(&sid);
+        let _ = self.work.take_failure(&sid);
+        let Some((c, mut rec)) = self.find_snapshot(&sid, &id.key)? else {
+            return Ok(());
+        };
+        if rec.state != RecordState::Deleting {
+            rec.state = RecordState::Deleting;
+            write_snap_record(&c, &rec, self.cfg.timeout)?;
+        }
+        crate::failpoint::hit("nfs-snapshot-delete:after-intent");
+        self.finish_snapshot_delete(&c, &rec)
+    }
+
+    /// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
+    pub(super) fn finish_snapshot_delete(&self, c: &NfsClient, rec: &SnapshotRecord) -> Result<()> {
+        let err = |e| map_nfs_error(&rec.id, self.cfg.timeout, e);
+        c.remove_tree(&rec.data_path()).map_err(err)?;
+        c.remove_file(&snap_record_path(&rec.key())).map_err(err)?;
+        tracing::info!(snapshot = %rec.id, server = %rec.server, "snapshot deleted");
+        Ok(())
+    }
+
+    pub(super) fn list_snapshot_page(
+        &self,
+        filter: &SnapshotFilter,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<SnapshotPage> {
+        let empty = || SnapshotPage {
+            entries: Vec::new(),
+            next_after: None,
+        };
+        if let Some(s) = &filter.snapshot {
+            if s.backend != BACKEND || s.node.is_some() {
+                return Ok(empty());
+            }
+        }
+        let wanted_source = filter.source.as_ref().map(|v| v.to_string());
+        let shares = self.shares.list();
+        let mut keys: Vec<(String, usize)> = Vec::new();
+        for (i, (server, share)) in shares.iter().enumerate() {
+            let c = self.client(server, share)?;
+            if let Some(s) = &filter.snapshot {
+                keys.push((s.key.clone(), i));
+                continue;
+            }
+            match c.readdir(SNAP_RECORDS_DIR) {
+                Ok(entries) => keys.extend(
+                    entries
+                        .iter()
+                        .filter_map(|(n, _)| key_of_snap_record(n))
+                        .map(|k| (k.to_string(), i)),
+                ),
+                Err(e) if e.is_status(NfsStatus::NOENT) => {}
+                Err(e) => return Err(self.err("(list snapshots)", e)),
+            }
+        }
+        keys.retain(|(k, _)| after.is_none_or(|a| k.as_str() > a));
+        keys.sort();
+        let mut entries = Vec::new();
+        let mut next_after = None;
+        for (n, (key, i)) in keys.iter().enumerate() {
+            if max != 0 && entries.len() == max {
+                next_after = Some(keys[n - 1].0.clone());
+                break;
+            }
+            let (server, share) = &shares[*i];
+            let c = self.client(server, share)?;
+            let Some(rec) = read_snap_record(&c, key, self.cfg.timeout)? else {
+                continue; // gone since the listing, or on another share
+            };
+            if rec.state == RecordState::Deleting
+                || wanted_source
+                    .as_ref()
+                    .is_some_and(|w| &rec.source_volume_id != w)
+            {
+                continue;
+            }
+            let rec = if rec.state == RecordState::Creating {
+                // A copy cut off by a restart resumes now rather than stay unready forever.
+                start_copy(&self.work, c.clone(), rec.clone());
+                if self.work.wait(&rec.id, Some(Duration::ZERO)) {
+                    match read_snap_record(&c, key, self.cfg.timeout)? {
+                        Some(r) => r,
+                        None => continue, // the copy failed and took the record
+                    }
+                } else {
+                    rec
+                }
+            } else {
+                rec
+            };
+            entries.push(info(&rec));
+        }
+        Ok(SnapshotPage {
+            entries,
+            next_after,
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Long copies in flight in this process: snapshot copies (on threads of their own, outliving
+//! the RPC that started them) and restores (in their CreateVolume). Recovery and DeleteVolume
+//! consult it so they never remove what a copy here is still writing or reading.
+
+use crate::error::Error;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+enum Job {
+    Running {
+        cancel: Arc<AtomicBool>,
+        source: String,
+    },
+    /// Kept until the next CreateSnapshot of the name reports it.
+    Failed(Error),
+}
+
+pub struct Work {
+    pub timeout: Duration,
+    jobs: Mutex<HashMap<String, Job>>,
+    changed: Condvar,
+    restoring: Mutex<HashSet<String>>,
+}
+
+impl Work {
+    pub fn new(timeout: Duration) -> Self {
+        Work {
+            timeout,
+            jobs: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            restoring: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, HashMap<String, Job>> {
+        self.jobs.lock().expect("nfs job map poisoned")
+    }
+
+    /// Registers a copy of snapshot `id`; `None` when one already runs.
+    pub fn claim(&self, id: &str, source: &str) -> Option<Arc<AtomicBool>> {
+        let mut jobs = self.jobs();
+        if matches!(jobs.get(id), Some(Job::Running { .. })) {
+            return None;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        jobs.insert(
+            id.to_string(),
+            Job::Running {
+                cancel: cancel.clone(),
+                source: source.to_string(),
+            },
+        );
+        Some(cancel)
+    }
+
+    /// The copy of `id` ended, with `failure` if it failed (and was not cancelled).
+    pub fn finish(&self, id: &str, failure: Option<Error>) {
+        let mut jobs = self.jobs();
+        let cancelled = matches!(jobs.get(id), Some(Job::Running { cancel, .. }) if cancel.load(Ordering::Relaxed));
+        match failure {
+            Some(e) if !cancelled => {
+                jobs.insert(id.to_string(), Job::Failed(e));
+            }
+            _ => {
+                jobs.remove(id);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    pub fn take_failure(&self, id: &str) -> Option<Error> {
+        let mut jobs = self.jobs();
+        match jobs.remove(id) {
+            Some(Job::Failed(e)) => Some(e),
+            Some(running) => {
+                jobs.insert(id.to_string(), running);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Waits until no copy of `id` runs, at most `budget` (None: as long as it takes).
+    /// True when none runs.
+    pub fn wait(&self, id: &str, budget: Option<Duration>) -> bool {
+        let until = budget.map(|b| Instant::now() + b);
+        let mut jobs = self.jobs();
+        loop {
+            if !matches!(jobs.get(id), Some(Job::Running { .. })) {
+                return true;
+            }
+            jobs = match until {
+                None => self.changed.wait(jobs).expect("nfs job map poisoned"),
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.changed
+                        .wait_timeout(jobs, left)
+                        .expect("nfs job map poisoned")
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Asks the copy of `id` to stop and waits until it has.
+    pub fn cancel_and_wait(&self, id: &str) {
+        if let Some(Job::Running { cancel, .. }) = self.jobs().get(id) {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        self.wait(id, None);
+    }
+
+    /// A snapshot being copied from volume `volume`, if any.
+    pub fn copying_from(&self, volume: &str) -> Option<String> {
+        self.jobs().iter().find_map(|(id, j)| match j {
+            Job::Running { source, .. } if source == volume => Some(id.clone()),
+            _ => None,
+        })
+    }
+
+    /// Marks volume key `key` as being restored here; false when it already is.
+    pub fn claim_restore(&self, key: &str) -> bool {
+        self.restoring
+            .lock()
+            .expect("nfs restore set poisoned")
+            .insert(key.to_string())
+    }
+
+    pub fn release_restore(&self, key: &str) {
+        self.restoring
+            .lock()
+            .expect("nfs restore set poisoned")
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_claim_finish_fail_and_cancel() {
+        let w = Arc::new(Work::new(Duration::from_secs(1)));
+        let cancel = w.claim("s", "nfs/v").unwrap();
+        assert!(w.claim("s", "nfs/v").is_none());
+        assert_eq!(w.copying_from("nfs/v").as_deref(), Some("s"));
+        assert!(!w.wait("s", Some(Duration::from_millis(10))));
+        let w2 = w.clone();
+        let t = std::thread::spawn(move || {
+            while !cancel.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            w2.finish("s", Some(Error::Internal("cancelled".into())));
+        });
+        w.cancel_and_wait("s");
+        t.join().unwrap();
+        assert!(
+            w.take_failure("s").is_none(),
+            "a cancelled copy reports no failure"
+        );
+        w.claim("f", "nfs/v").unwrap();
+        w.finish("f", Some(Error::Internal("boom".into())));
+        assert!(w.wait("f", None));
+        assert!(w.take_failure("f").is_some());
+        assert!(w.take_failure("f").is_none());
+        assert!(w.claim_restore("k") && !w.claim_restore("k"));
+        w.release_restore("k");
+        assert!(w.claim_restore("k"));
+    }
+}

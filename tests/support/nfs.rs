@@ -1,0 +1,81 @@
+//! Helpers of the NFS driver tests (tests/nfs_backend*.rs, tests/nfs_snapshots.rs): the driver
+//! started with `--driver nfs` against a `Ganesha`, StorageClass parameters, CreateVolume.
+//! Include with `#[path = "support/nfs.rs"] mod nfs;` after `mod common;` and `mod ganesha;`.
+
+#![allow(dead_code)]
+
+use crate::common::*;
+use crate::ganesha::{self, Ganesha};
+use ferrovol::proto as csi;
+use std::collections::HashMap;
+
+pub fn usable(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let ok = unsafe { libc::geteuid() } == 0 && ganesha::available();
+    if !ok {
+        eprintln!("{test}: needs root, nfs-ganesha, nfs-ganesha-vfs and rpcbind: skipped");
+    }
+    ok
+}
+
+pub async fn nfs_driver(g: &Ganesha, extra: &[&str]) -> Driver {
+    let mut b = Driver::builder()
+        .arg("--driver")
+        .arg("nfs")
+        .arg("--nfs-test-export-root")
+        .arg(&g.export);
+    for a in extra {
+        b = b.arg(*a);
+    }
+    b.start().await
+}
+
+pub fn class(g: &Ganesha, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut m = HashMap::from([
+        ("server".to_string(), "127.0.0.1".to_string()),
+        ("share".to_string(), g.share()),
+    ]);
+    m.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    m
+}
+
+pub fn req(name: &str, params: &HashMap<String, String>) -> csi::CreateVolumeRequest {
+    let mut r = create_req(name, 64 * MIB, mount_cap());
+    r.parameters = params.clone();
+    r
+}
+
+/// Parameters external-provisioner adds with --extra-create-metadata.
+pub fn pvc(
+    params: &HashMap<String, String>,
+    ns: &str,
+    name: &str,
+    pv: &str,
+) -> HashMap<String, String> {
+    let mut p = params.clone();
+    p.insert("csi.storage.k8s.io/pvc/namespace".into(), ns.into());
+    p.insert("csi.storage.k8s.io/pvc/name".into(), name.into());
+    p.insert("csi.storage.k8s.io/pv/name".into(), pv.into());
+    p
+}
+
+pub async fn create(d: &Driver, name: &str, params: &HashMap<String, String>) -> csi::Volume {
+    d.controller()
+        .create_volume(req(name, params))
+        .await
+        .unwrap_or_else(|e| panic!("CreateVolume {name}: {e}\n{}", d.log()))
+        .into_inner()
+        .volume
+        .unwrap()
+}
+
+pub fn sub_dir(v: &csi::Volume) -> String {
+    v.volume_context["subDir"].clone()
+}
+
+pub fn records(g: &Ganesha) -> Vec<String> {
+    dir_names(&g.export.join(".ferrovol/volumes"))
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect()
+}
