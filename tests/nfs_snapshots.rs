@@ -185,6 +185,10 @@ async fn snapshot_restore_and_clone_keep_the_content_exactly() {
             .unwrap();
     }
     assert!(list(&d, "", "").await.is_empty());
+    // A CreateVolume retried after its source snapshot is gone answers with the volume it made.
+    let again = create_from(&d, "restored-2", &p, of_snapshot(&s.snapshot_id)).await;
+    assert_eq!(again.volume_id, r2.volume_id);
+    assert_eq!(again.capacity_bytes, r2.capacity_bytes);
     for v in [&r, &c, &r2] {
         d.delete(&v.volume_id).await;
     }

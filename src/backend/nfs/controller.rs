@@ -123,13 +123,26 @@ impl NfsBackend {
             .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         refuse_caps(&vid, &req.capabilities)?;
         let c = self.client(&p.server, &p.share)?;
+        let requested_source = req.content_source.as_ref().map(|s| s.id());
+        let existing = self.read_record(&vid, &c, &id.key)?;
+        // A repeat of a create from a source that already finished needs the source no more:
+        // answering from the record lets a retry succeed after the snapshot was deleted.
+        let finished = existing.as_ref().filter(|r| {
+            requested_source.is_some()
+                && r.state == RecordState::Ready
+                && r.name == req.name
+                && r.source == requested_source
+        });
         let source = match &req.content_source {
-            Some(src) => Some(self.resolve_source(&vid, src, &p.server, &p.share)?),
-            None => None,
+            Some(src) if finished.is_none() => {
+                Some(self.resolve_source(&vid, src, &p.server, &p.share)?)
+            }
+            _ => None,
         };
-        let capacity = match &source {
-            None => req.capacity.resolve(self.cfg.default_capacity, 1, &vid)?,
-            Some(src) => {
+        let capacity = match (&source, finished) {
+            (_, Some(rec)) => rec.capacity_bytes,
+            (None, None) => req.capacity.resolve(self.cfg.default_capacity, 1, &vid)?,
+            (Some(src), None) => {
                 let size = req.capacity.resolve(src.capacity, 1, &vid)?;
                 if size < src.capacity {
                     return Err(Error::OutOfRange {
@@ -165,13 +178,13 @@ impl NfsBackend {
             uid: p.uid,
             gid: p.gid,
             created_at: now_secs(),
-            source: source.as_ref().map(|s| s.id.clone()),
+            source: requested_source.clone(),
             staging: None,
             staging_fileid: None,
         };
         self.shares.remember(&p.server, &p.share);
 
-        if let Some(rec) = self.read_record(&vid, &c, &id.key)? {
+        if let Some(rec) = existing {
             if rec.name != req.name {
                 return Err(Error::exists(
                     &vid,
