@@ -59,6 +59,36 @@ fn cpath(path: &Path) -> io::Result<CString> {
 /// made but never recorded (a create that was never acknowledged), and no other.
 const STORE_MARKER: &str = "trusted.ferrovol.store";
 
+/// Which create of a volume id made a directory (a random token also kept in its record): the
+/// same name can be deleted and created again, and after a power cut recovery must tell the
+/// trash of the deleted volume from the directory of the one created after it.
+const INCARNATION_MARKER: &str = "trusted.ferrovol.incarnation";
+
+/// Records on the directory which create of its volume made it.
+pub fn set_incarnation_marker(path: &Path, incarnation: &str) -> io::Result<()> {
+    set_xattr(path, INCARNATION_MARKER, incarnation)
+}
+
+/// The incarnation recorded on `path`, or None (made before incarnations existed).
+pub fn incarnation_marker(path: &Path) -> io::Result<Option<String>> {
+    get_xattr(path, INCARNATION_MARKER)
+}
+
+/// A fresh random token (64 bits, hex) from the kernel's generator.
+pub fn random_token() -> io::Result<String> {
+    let mut raw = [0u8; 8];
+    // SAFETY: the buffer is valid for its length; getrandom writes at most that many bytes.
+    let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
+    if n != raw.len() as isize {
+        return Err(if n < 0 {
+            io::Error::last_os_error()
+        } else {
+            io::Error::other("getrandom returned too few bytes")
+        });
+    }
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Records on the directory itself which volume id owns it.
 pub fn set_owner_marker(path: &Path, volume_id: &str) -> io::Result<()> {
     set_xattr(path, MARKER, volume_id)

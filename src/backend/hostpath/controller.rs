@@ -149,6 +149,10 @@ impl HostpathBackend {
             HostpathData {
                 enforced_by,
                 source: source_id,
+                incarnation: Some(
+                    fsutil::random_token()
+                        .map_err(Error::os(&id_str, "draw the incarnation token"))?,
+                ),
             },
         );
         rec.parameters = wanted_params;
@@ -257,7 +261,10 @@ impl HostpathBackend {
         // Rename out of the way, lift the limit, commit the removal (the one sync), then remove
         // the tree. Recovery finishes any of these a crash interrupts.
         let trash = self.trash_dir(&rec.name);
-        if dir.exists() {
+        // Only a trash renamed here was covered by the mount check above; one left by an
+        // earlier delete (recovery kept it, unsure whose it was) is checked when removed.
+        let renamed = dir.exists();
+        if renamed {
             fs::rename(&dir, &trash)
                 .map_err(Error::os(&id_str, format!("move {} aside", dir.display())))?;
         }
@@ -265,7 +272,7 @@ impl HostpathBackend {
         self.release_limit(&id_str, rec.backend.enforced_by)?;
         self.ledger.remove(&rec)?;
         crate::failpoint::hit("delete:after-commit");
-        self.remove_trash(&id_str, &trash, true);
+        self.remove_trash(&id_str, &trash, renamed);
         Ok(())
     }
 

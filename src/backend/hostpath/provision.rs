@@ -57,6 +57,9 @@ impl HostpathBackend {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
         fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
         fsutil::set_store_marker(&dir, self.store_id()).map_err(os("mark"))?;
+        if let Some(inc) = &rec.backend.incarnation {
+            fsutil::set_incarnation_marker(&dir, inc).map_err(os("mark"))?;
+        }
         crate::failpoint::hit("create:after-mark");
         if let (Some(l), Some(how)) = (&self.limiter, enforced_by) {
             l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))

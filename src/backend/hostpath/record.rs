@@ -18,6 +18,12 @@ pub struct HostpathData {
     /// The snapshot or volume id the volume was created from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A random token naming this create of the volume, also set on its directory
+    /// (`trusted.ferrovol.incarnation`). Recovery finishes a delete only when the trash carries
+    /// the incarnation of the record, so the trash of an earlier volume of the same name never
+    /// takes the current one with it. None in records written before incarnations existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 pub type VolumeRecord = crate::state::VolumeRecord<HostpathData>;

@@ -1,11 +1,15 @@
 //! Start-up reconciliation of the hostpath backend: the journal says which volumes were
-//! acknowledged; the directories' markers say what the driver made. Between them:
+//! acknowledged; the directories' markers say what the driver made. A name can be deleted and
+//! created again, so each create draws an incarnation token, kept in the record and on the
+//! directory; a trash or directory is the record's only when the tokens agree.
 //!
 //! | found at start | meaning | action |
 //! |---|---|---|
-//! | record, directory | a volume | keep; forget publications whose mounts vanished |
-//! | record, no directory, trash | a delete that was never acknowledged | finish it |
-//! | record, nothing | the mkdir was lost (power cut) or removed by hand | recreate it empty, warn |
+//! | record, directory of its incarnation | a volume | keep; forget publications whose mounts vanished |
+//! | record, trash of its incarnation | a delete that was never acknowledged | finish it |
+//! | record, trash or directory of an earlier incarnation, ours | an acknowledged delete of an earlier volume of that name (a power cut lost its removal or its rename) | remove that; the record is untouched |
+//! | record, trash and no directory, incarnations unknown (written before 0.2) | cannot tell | keep both, log an error; ListVolumes reports the volume abnormal; DeleteVolume settles it |
+//! | record, nothing | the mkdir was lost (power cut) or removed by hand | recreate it empty, log an error |
 //! | no record, directory marked by this store | a create that was never acknowledged, or a delete whose rename a power cut undid | remove it |
 //! | no record, trash marked by this store | a delete acknowledged before its removal | remove it |
 //! | no record, marked by another store or none | not provably ours (state lost or restored) | leave it, report its id |
@@ -14,6 +18,7 @@ use super::record::VolumeRecord;
 use super::{HostpathBackend, TRASH_PREFIX};
 use crate::os::fsutil;
 use crate::state::{legacy, Phase};
+use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 
@@ -22,8 +27,21 @@ struct Tally {
     kept: usize,
     rolled_back: usize,
     finished_deletes: usize,
+    earlier_removed: usize,
     recreated: usize,
+    held: usize,
     adopted: usize,
+}
+
+/// Whose a trash directory is, given the record that now holds its volume's name.
+#[derive(Debug, PartialEq, Eq)]
+enum TrashOf {
+    /// The record's own: its delete was interrupted before the commit.
+    Current,
+    /// An earlier volume of the same name, whose delete was acknowledged.
+    Earlier,
+    /// Cannot be told apart (no incarnation on one side, no directory to compare with).
+    Unsure,
 }
 
 impl HostpathBackend {
@@ -32,12 +50,12 @@ impl HostpathBackend {
             adopted: self.adopt_legacy(state_dir)?,
             ..Tally::default()
         };
-        self.sweep_base(&mut tally)?;
+        let held = self.sweep_base(&mut tally)?;
         for mut rec in self.ledger.records() {
             let dir = self.volume_dir(&rec.name);
-            if !dir.exists() {
-                tracing::warn!(volume = %rec.id, dir = %dir.display(),
-                    "volume directory is missing (lost in a power cut before the filesystem committed it, or removed by hand): recreating it empty");
+            if !dir.exists() && !held.contains(&rec.name) {
+                tracing::error!(volume = %rec.id, dir = %dir.display(),
+                    "volume directory is missing (lost in a power cut before the filesystem committed it, or removed by hand): recreating it empty, as it was when acknowledged");
                 self.materialize(&rec).map_err(io::Error::other)?;
                 tally.recreated += 1;
             }
@@ -50,15 +68,19 @@ impl HostpathBackend {
             volumes = tally.kept,
             rolled_back = tally.rolled_back,
             finished_deletes = tally.finished_deletes,
+            earlier_incarnations_removed = tally.earlier_removed,
             recreated = tally.recreated,
+            held_unsure = tally.held,
             adopted_from_0_1 = tally.adopted,
             "hostpath state recovered"
         );
         Ok(())
     }
 
-    /// Walks the base once and settles every directory the journal does not explain.
-    fn sweep_base(&self, tally: &mut Tally) -> io::Result<()> {
+    /// Walks the base once and settles every directory the journal does not explain. Returns
+    /// the names of volumes whose state could not be told (kept as found, not recreated).
+    fn sweep_base(&self, tally: &mut Tally) -> io::Result<HashSet<String>> {
+        let mut held = HashSet::new();
         for entry in std::fs::read_dir(&self.base)? {
             let path = entry?.path();
             let Some(name) = path
@@ -71,9 +93,21 @@ impl HostpathBackend {
             let ours = matches!(fsutil::store_marker(&path), Ok(Some(s)) if s == self.store_id());
             let marker = fsutil::owner_marker(&path).ok().flatten();
             if let Some(volume) = name.strip_prefix(TRASH_PREFIX) {
-                let rec = marker.as_deref().and_then(|id| self.ledger.by_id(id));
-                match rec {
-                    Some(rec) if rec.name == volume => {
+                let rec = marker
+                    .as_deref()
+                    .and_then(|id| self.ledger.by_id(id))
+                    .filter(|r| r.name == volume);
+                let Some(rec) = rec else {
+                    if ours {
+                        self.remove_trash(marker.as_deref().unwrap_or("?"), &path, false);
+                        tally.finished_deletes += 1;
+                    } else {
+                        tracing::warn!(dir = %path.display(), "trash directory not made by this driver's state: left in place");
+                    }
+                    continue;
+                };
+                match self.trash_of(&rec, &path) {
+                    TrashOf::Current => {
                         // Renamed to trash, removal not yet committed: finish the delete.
                         self.release_limit(&rec.id, rec.backend.enforced_by)
                             .map_err(io::Error::other)?;
@@ -81,17 +115,36 @@ impl HostpathBackend {
                         self.remove_trash(&rec.id, &path, false);
                         tally.finished_deletes += 1;
                     }
-                    None if ours => {
-                        self.remove_trash(marker.as_deref().unwrap_or("?"), &path, false);
-                        tally.finished_deletes += 1;
+                    // Its limit was lifted before its removal was committed; the current
+                    // volume's limit is not touched.
+                    TrashOf::Earlier if ours => {
+                        tracing::info!(volume = %rec.id, dir = %path.display(),
+                            "removing the trash of an earlier, deleted volume of this name; the current volume is kept");
+                        self.remove_trash(&rec.id, &path, false);
+                        tally.earlier_removed += 1;
                     }
-                    _ => {
-                        tracing::warn!(dir = %path.display(), "trash directory not made by this driver's state: left in place")
+                    TrashOf::Earlier => tracing::warn!(volume = %rec.id, dir = %path.display(),
+                        "trash of an earlier volume of this name, not made by this driver's state: left in place"),
+                    TrashOf::Unsure => {
+                        tracing::error!(volume = %rec.id, dir = %path.display(),
+                            "cannot tell whether this trash is an unfinished delete of the volume or of an earlier volume of the same name (written before incarnations): keeping the record and the trash; ListVolumes reports the volume abnormal, and DeleteVolume removes both");
+                        held.insert(rec.name.clone());
+                        tally.held += 1;
                     }
                 }
                 continue;
             }
-            if self.ledger.contains_name(&name) {
+            if let Some(rec) = self.ledger.get(&name) {
+                if ours && self.is_earlier_incarnation(&rec, &path, marker.as_deref()) {
+                    // A power cut lost both the rename of an acknowledged delete and the mkdir
+                    // of the create after it: the old content must not appear as the new
+                    // volume's. Its limit was lifted by its delete; the record's own is set
+                    // again when the loop in `recover` recreates the directory.
+                    tracing::warn!(volume = %rec.id, dir = %path.display(),
+                        "the directory holds an earlier, deleted volume of this name: removing it and recreating the current volume empty");
+                    fsutil::remove_tree_one_fs(&path)?;
+                    tally.earlier_removed += 1;
+                }
                 continue;
             }
             match marker {
@@ -108,7 +161,46 @@ impl HostpathBackend {
                 None => {}
             }
         }
-        Ok(())
+        Ok(held)
+    }
+
+    /// Whether `dir`, under the record's name and marked with its id, was made by an earlier
+    /// create of that id: both incarnations are known and differ.
+    fn is_earlier_incarnation(&self, rec: &VolumeRecord, dir: &Path, marker: Option<&str>) -> bool {
+        let Some(current) = &rec.backend.incarnation else {
+            return false;
+        };
+        marker == Some(rec.id.as_str())
+            && matches!(fsutil::incarnation_marker(dir), Ok(Some(inc)) if &inc != current)
+    }
+
+    /// Decides whose `trash` (marked with `rec`'s id, named after its name) is. `Current` only
+    /// on proof (equal incarnations and no directory of that incarnation in place), because
+    /// finishing a delete removes an acknowledged record; `Earlier` on proof too, because it
+    /// removes the trash.
+    fn trash_of(&self, rec: &VolumeRecord, trash: &Path) -> TrashOf {
+        let dir = self.volume_dir(&rec.name);
+        // The live directory's incarnation, if a directory marked with this id is in place.
+        let live = matches!(fsutil::owner_marker(&dir), Ok(Some(m)) if m == rec.id)
+            .then(|| fsutil::incarnation_marker(&dir).ok().flatten());
+        let of_trash = fsutil::incarnation_marker(trash).ok().flatten();
+        match (&rec.backend.incarnation, of_trash) {
+            (Some(current), Some(t)) if *current != t => TrashOf::Earlier,
+            // A trash carrying a token while the record has none: made by a create after the
+            // record's, which is impossible unless the trash is not this record's.
+            (None, Some(_)) => TrashOf::Earlier,
+            // Same token twice (a copy by hand): touch neither.
+            (Some(current), Some(_))
+                if live.as_ref().is_some_and(|l| l.as_ref() == Some(current)) =>
+            {
+                TrashOf::Unsure
+            }
+            (Some(_), Some(_)) => TrashOf::Current,
+            // No token on the trash: the record's directory in place proves the trash older
+            // (a directory cannot be both renamed away and present).
+            (_, None) if live.is_some() => TrashOf::Earlier,
+            (_, None) => TrashOf::Unsure,
+        }
     }
 
     /// Removes a trash tree after its record is gone; a failure is retried at the next start.
