@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs the real csi-sanity against `ferrovol serve` for both access types (mount, block) on two
-# base filesystems: btrfs with quota enabled (capacity enforced) and the plain work directory
-# (capacity advisory). Prints passed/failed/skipped per run; exits non-zero if any run fails or
+# Runs the real csi-sanity against `ferrovol serve` for both access types (mount, block) on three
+# base filesystems: btrfs with quota enabled (capacity enforced, snapshots are btrfs snapshots),
+# XFS with reflink (snapshots are reflink copies) and the plain work directory (capacity
+# advisory, snapshots are full copies). Prints passed/failed/skipped per run; exits non-zero if any run fails or
 # skips a test for a capability the driver advertises.
 # Then the NFS driver (`--driver nfs`) against a real nfs-ganesha started here (VFS backend,
 # rpcbind), provisioning through NFS and publishing with --nfs-test-export-root (this kernel
 # has no NFS client). SANITY_ONLY=hostpath|device|nfs runs only that part; KEEP_WORK=1 keeps the logs.
-# Needs root, csi-sanity on PATH (or $CSI_SANITY), mkfs.btrfs, ganesha.nfsd and rpcbind
+# Needs root, csi-sanity on PATH (or $CSI_SANITY), mkfs.btrfs, mkfs.xfs, ganesha.nfsd and rpcbind
 # (nfs-ganesha, nfs-ganesha-vfs), and a release build of ferrovol.
 set -euo pipefail
 
@@ -42,6 +43,14 @@ setup_btrfs() {
     mkdir -p "$WORK/btrfs"
     mount "$LOOP" "$WORK/btrfs"
     btrfs quota enable "$WORK/btrfs"
+}
+
+# XFS with reflink (the mkfs default): snapshots and clones are reflink copies.
+setup_xfs() {
+    truncate -s 2G "$WORK/xfs.img"
+    mkfs.xfs -q -m reflink=1 "$WORK/xfs.img"
+    mkdir -p "$WORK/xfs"
+    mount -o loop "$WORK/xfs.img" "$WORK/xfs"
 }
 
 status=0
@@ -163,8 +172,10 @@ run_device() { # run_device <access>
 
 if [ -z "${SANITY_ONLY:-}" ] || [ "${SANITY_ONLY}" = hostpath ]; then
     setup_btrfs
+    setup_xfs
     for access in mount block; do
         run btrfs-qgroup "$access" "$WORK/btrfs"
+        run xfs-reflink "$access" "$WORK/xfs"
         run plain-advisory "$access" "$WORK/plain"
     done
 fi
