@@ -28,3 +28,13 @@ pub fn defining(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
+
+/// ValidateVolumeCapabilities' parameter check, shared by the backends that record a volume's
+/// defining parameters: why `parameters` (when given) do not match `recorded`, if they do not.
+pub fn parameters_mismatch(
+    parameters: &BTreeMap<String, String>,
+    recorded: &BTreeMap<String, String>,
+) -> Option<String> {
+    (!parameters.is_empty() && defining(parameters) != *recorded)
+        .then(|| format!("parameters differ from the volume's {recorded:?}"))
+}

@@ -3,7 +3,7 @@
 
 use super::params::DeviceParams;
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND, CAPS};
-use crate::backend::params::defining;
+use crate::backend::params::{defining, parameters_mismatch};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::discovery::{Claim, Entry};
 use crate::error::{Error, Result};
@@ -288,11 +288,8 @@ impl ControllerBackend for DeviceBackend {
         parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
         let rec = self.record(id)?;
-        if !parameters.is_empty() && defining(parameters) != rec.parameters {
-            return Ok(Some(format!(
-                "parameters differ from the volume's {:?}",
-                rec.parameters
-            )));
+        if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
+            return Ok(Some(why));
         }
         Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
     }

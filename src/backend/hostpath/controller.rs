@@ -5,7 +5,7 @@ use super::limiter::Limiter;
 use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::{HostpathBackend, CAPS};
-use crate::backend::params::defining;
+use crate::backend::params::{defining, parameters_mismatch};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
 use crate::os::fsutil;
@@ -335,11 +335,8 @@ impl ControllerBackend for HostpathBackend {
         parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
         let rec = self.record(id)?;
-        if !parameters.is_empty() && defining(parameters) != rec.parameters {
-            return Ok(Some(format!(
-                "parameters differ from the volume's {:?}",
-                rec.parameters
-            )));
+        if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
+            return Ok(Some(why));
         }
         Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
     }
