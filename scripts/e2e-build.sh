@@ -16,6 +16,8 @@
 #
 # Usage: scripts/e2e-build.sh            (prints the bin directory on its last line)
 # Env:   FERROVOL_E2E_CACHE  cache root (default $HOME/.cache/ferrovol-e2e)
+#        FERROVOL_FREE_DISK=1  build with a throw-away GOCACHE, removed at exit (.ci/run sets
+#                            it: the build cache is ~5 GB and a fresh machine builds only once)
 set -euo pipefail
 
 K8S_VERSION=v1.37.2
@@ -29,6 +31,11 @@ BIN=$CACHE/bin
 SRC=$CACHE/src
 mkdir -p "$BIN" "$SRC"
 export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+if [ "${FERROVOL_FREE_DISK:-0}" = 1 ]; then
+    GOCACHE=$(mktemp -d /var/tmp/ferrovol-e2e-gocache.XXXXXX)
+    export GOCACHE
+    trap 'rm -rf "$GOCACHE"' EXIT
+fi
 # The machine is shared: build at low priority.
 NICE=(nice -n 10)
 

@@ -35,9 +35,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 BIN=$(scripts/e2e-build.sh | tail -1)
-echo "== cargo build --bin ferrovol"
-cargo build --quiet --bin ferrovol
-FERROVOL=$ROOT/target/debug/ferrovol
+echo "== cargo build --release --bin ferrovol"
+cargo build --quiet --release --bin ferrovol
+FERROVOL=$ROOT/target/release/ferrovol
 
 E2E_DIR=$(mktemp -d /tmp/ferrovol-e2e.XXXXXX)
 NODE_SMALL=e2e-node-a

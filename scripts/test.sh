@@ -117,6 +117,11 @@ FERROVOL_BENCH_QUICK=1 cargo bench --bench snapshots
 # with two fake nodes running ferrovol and csi-provisioner; scripts/e2e.sh builds them first
 # (cached in ~/.cache/ferrovol-e2e and the Go caches). FERROVOL_E2E=0 skips it. ---
 if [ "${FERROVOL_E2E:-1}" != 0 ]; then
+    if [ "${FERROVOL_FREE_DISK:-0}" = 1 ]; then
+        # The e2e runs the release binary; the debug build (test binaries) is not needed again.
+        echo "== FERROVOL_FREE_DISK=1: removing target/debug ($(du -sh target/debug 2>/dev/null | cut -f1))"
+        rm -rf target/debug
+    fi
     echo "== e2e on a real Kubernetes control plane (scripts/e2e.sh)"
     scripts/e2e.sh
 else
