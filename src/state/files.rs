@@ -107,8 +107,8 @@ pub(super) fn replay_snapshot(dir: &Path, gen: u64, live: &mut Records) -> io::R
 }
 
 /// Applies the intact frames of log `gen` (up to `limit` bytes) to `live`; returns the number of
-/// frames, the intact length and the file's length. Bytes after the intact prefix are a torn
-/// write that was never acknowledged.
+/// frames, the intact length and the end of the last non-zero byte. Non-zero bytes after the
+/// intact prefix are a torn write that was never acknowledged; zeros are the log's unused space.
 pub(super) fn replay_log(
     dir: &Path,
     gen: u64,
@@ -119,7 +119,24 @@ pub(super) fn replay_log(
     let (updates, intact) = decode(&bytes[..bytes.len().min(limit)]);
     let frames = updates.len();
     updates.into_iter().for_each(|u| apply(live, u));
-    Ok((frames, intact, bytes.len()))
+    let dirty_end = bytes[intact..]
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(intact, |p| intact + p + 1);
+    Ok((frames, intact, dirty_end))
+}
+
+/// Writes zeros over `from..to` of `file` (not synced).
+pub(super) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// The live records of a journal directory, read without changing anything (tests, tools).

@@ -1,6 +1,5 @@
 use super::*;
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Barrier;
 
 fn put(key: &str, value: &str) -> Update {
@@ -58,22 +57,65 @@ fn store_id_is_stable_across_opens() {
 }
 
 #[test]
-fn a_torn_tail_is_cut_off_and_earlier_records_survive() {
+fn a_torn_tail_is_zeroed_and_earlier_records_survive() {
     let dir = tempfile::tempdir().unwrap();
     let (j, _) = Journal::open(dir.path()).unwrap();
     j.commit(vec![put("kept", "yes")]).unwrap();
     drop(j);
     let log = log_path(dir.path(), 0);
-    let good_len = fs::metadata(&log).unwrap().len();
-    // Half a frame, as a power cut in the middle of a write leaves it.
-    let mut frame = Vec::new();
-    encode(&put("torn", "never acknowledged"), &mut frame);
-    let mut f = OpenOptions::new().append(true).open(&log).unwrap();
-    f.write_all(&frame[..frame.len() / 2]).unwrap();
+    let mut good = Vec::new();
+    encode(&put("kept", "yes"), &mut good);
+    // A torn batch, as a power cut in the middle of a write leaves it: the start of its first
+    // frame lost, its second frame whole (the disk wrote the sectors out of order).
+    let mut torn = Vec::new();
+    encode(&put("torn", "never acknowledged"), &mut torn);
+    let first_len = torn.len();
+    encode(&put("later", "never acknowledged"), &mut torn);
+    torn[..first_len / 2].fill(0xaa);
+    let f = OpenOptions::new().write(true).open(&log).unwrap();
+    f.write_all_at(&torn, good.len() as u64).unwrap();
     drop(f);
-    let live = reopen(dir.path());
+    let (j, live) = Journal::open(dir.path()).unwrap();
     assert_eq!(live.keys().collect::<Vec<_>>(), vec!["kept"]);
-    assert_eq!(fs::metadata(&log).unwrap().len(), good_len);
+    let bytes = fs::read(&log).unwrap();
+    assert!(
+        bytes[good.len()..].iter().all(|b| *b == 0),
+        "the torn batch is zeroed"
+    );
+    // A frame as long as the torn one's first, written where it began, must not revive the
+    // torn batch's whole second frame.
+    j.commit(vec![put("toRN", "acknowledged, same")]).unwrap();
+    drop(j);
+    let live = reopen(dir.path());
+    let mut keys: Vec<_> = live.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, vec!["kept", "toRN"]);
+}
+
+#[test]
+fn logs_are_zero_filled_ahead_and_switch_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    for name in [log_path(dir.path(), 0), log_path(dir.path(), 1)] {
+        assert_eq!(fs::metadata(&name).unwrap().len(), LOG_PREALLOC);
+    }
+    // Overwrite the same few keys (so no compaction is due) until the first log is full.
+    let value = "v".repeat(4000);
+    let per_frame = 4000 + 16;
+    let n = LOG_PREALLOC as usize / per_frame + 2;
+    for i in 0..n {
+        j.commit(vec![put(&format!("k{}", i % 4), &value)]).unwrap();
+    }
+    j.wait_compaction();
+    assert!(j.lock().gen >= 1, "switched to the spare when full");
+    assert_eq!(j.lock().snap_gen, 0, "no snapshot was due");
+    assert!(
+        log_path(dir.path(), j.lock().gen + 1).exists(),
+        "a new spare"
+    );
+    drop(j);
+    let live = reopen(dir.path());
+    assert_eq!(live.len(), 4);
 }
 
 #[test]
@@ -85,7 +127,10 @@ fn a_corrupt_frame_ends_the_log() {
     drop(j);
     let log = log_path(dir.path(), 0);
     let mut bytes = fs::read(&log).unwrap();
-    let last = bytes.len() - 1;
+    let mut frames = Vec::new();
+    encode(&put("a", "1"), &mut frames);
+    encode(&put("b", "2"), &mut frames);
+    let last = frames.len() - 1;
     bytes[last] ^= 0xff;
     fs::write(&log, &bytes).unwrap();
     let live = reopen(dir.path());
@@ -192,11 +237,19 @@ fn logs_after_the_snapshot_replay_in_order_and_an_empty_newest_stays_the_spare()
     let (j, live) = Journal::open(dir.path()).unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live["a"], b"2");
-    let before = fs::metadata(log_path(dir.path(), 1)).unwrap().len();
     j.commit(vec![put("c", "3")]).unwrap();
     drop(j);
-    assert!(fs::metadata(log_path(dir.path(), 1)).unwrap().len() > before);
-    assert_eq!(fs::metadata(log_path(dir.path(), 2)).unwrap().len(), 0);
+    let frames_in = |g| {
+        files::replay_log(dir.path(), g, usize::MAX, &mut Records::new())
+            .unwrap()
+            .0
+    };
+    assert_eq!(
+        frames_in(1),
+        3,
+        "appended to the last log that holds frames"
+    );
+    assert_eq!(frames_in(2), 0, "the spare stays empty");
     assert!(!log_path(dir.path(), 3).exists());
     let live = reopen(dir.path());
     assert_eq!(live.len(), 2);
