@@ -322,6 +322,34 @@ pub async fn pairs(ch: &Channel, conc: usize, dur: Duration, tag: &str) -> Run {
     Run::new(lat, start.elapsed())
 }
 
+/// The transport alone, shaped like a pair: two GetPluginInfo round trips (answered in place,
+/// no I/O) per iteration from `conc` callers over the same channel. What any driver served on
+/// this socket pays per create+delete pair before doing any work.
+pub async fn noop_pairs(ch: &Channel, conc: usize, dur: Duration) -> Run {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..conc {
+        let mut c = IdentityClient::new(ch.clone());
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline && !fixture::stopping() {
+                let t = Instant::now();
+                for _ in 0..2 {
+                    c.get_plugin_info(csi::GetPluginInfoRequest {})
+                        .await
+                        .unwrap_or_else(|e| panic!("GetPluginInfo: {e}"));
+                }
+                lat.push(t.elapsed());
+            }
+            lat
+        });
+    }
+    let lat: Vec<Duration> = join_all(set).await.into_iter().flatten().collect();
+    fixture::check_stop();
+    Run::new(lat, start.elapsed())
+}
+
 /// Exactly `n` CreateVolume+DeleteVolume pairs from `conc` concurrent callers (churn).
 pub async fn pairs_count(ch: &Channel, conc: usize, n: usize, tag: &str) -> Duration {
     let next = Arc::new(AtomicUsize::new(0));

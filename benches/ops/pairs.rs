@@ -17,6 +17,8 @@ pub struct PairSet {
     pub old: Option<Run>,
     pub durable: [Run; 2],
     pub equivalent: [Run; 2],
+    /// Two no-op RPCs per iteration on the empty driver: the transport's share of a pair.
+    pub transport: Run,
     /// Syncs the driver counted during the measured rounds: commits the operations waited for,
     /// and its background compaction's syncs (counted apart: no operation waits for them).
     pub syncs: [Option<driver::Syncs>; 2],
@@ -41,6 +43,7 @@ enum Job {
     Old,
     Durable(usize),
     Equivalent(usize),
+    Transport,
 }
 
 pub fn measure_pairs(
@@ -61,6 +64,7 @@ pub fn measure_pairs(
         Job::Durable(1),
         Job::Equivalent(0),
         Job::Equivalent(1),
+        Job::Transport,
     ]);
     for round in 0..=cfg.rounds {
         // Round 0 is the warm-up of every measurement and is thrown away.
@@ -109,6 +113,10 @@ pub fn measure_pairs(
                     let tag = format!("equiv{}c{conc}r{round}", side.label);
                     let run = side.bare.pairs(Kind::DriverEquivalent, conc, dur, &tag);
                     (run, &mut set.equivalent[i], None)
+                }
+                Job::Transport => {
+                    let run = rt.block_on(driver::noop_pairs(sides[0].ch(), conc, dur));
+                    (run, &mut set.transport, None)
                 }
             };
             if round == 0 {
@@ -249,6 +257,28 @@ pub fn rows(r: &mut Report, cfg: &Config, pairs: &[(usize, PairSet)], n: usize) 
             r.series(&format!("durable_pairs_{k}"), &p.durable[i]);
             r.series(&format!("equivalent_pairs_{k}"), &p.equivalent[i]);
         }
+        // The transport's share: a pair's two round trips cost the same whatever the driver
+        // does inside them, and the durable minimum (in-process syscalls) pays none.
+        let transport_p50 = p.transport.pct_us(50.0);
+        r.add(
+            &format!("transport_pair_p50_us_c{conc}"),
+            &format!("2 no-op RPCs (GetPluginInfo) p50, c={conc}"),
+            transport_p50,
+            "us",
+            &format!("driver pair p50, c={conc}, 0 vols"),
+            p.driver[0].pct_us(50.0),
+            false,
+        );
+        r.add(
+            &format!("pair_p50_minus_transport_us_c{conc}"),
+            &format!("driver pair p50 - 2 no-op RPCs p50, c={conc}"),
+            p.driver[0].pct_us(50.0) - transport_p50,
+            "us",
+            &format!("durable minimum p50, {conc} thr, 0 vols"),
+            p.durable[0].pct_us(50.0),
+            false,
+        );
+        r.series(&format!("transport_pairs_c{conc}"), &p.transport);
         let ratio = p.driver[0].median_rate() / p.durable[0].median_rate();
         r.goal(
             &format!("pairs/s c={conc} >= {VS_DURABLE_GOAL} of the durable minimum"),
@@ -280,8 +310,11 @@ pub fn rows(r: &mut Report, cfg: &Config, pairs: &[(usize, PairSet)], n: usize) 
     }
     r.note(
         "a driver pair commits the state journal twice (create, delete; fdatasync of one \
-         append-only file, shared by concurrent commits); the durable minimum fsyncs twice too, \
-         but unshared; 'driver-equiv. in-process' runs the backend's calls and the same journal \
-         without gRPC, so driver/equiv. is the cost of gRPC and the driver around them",
+         zero-filled log, data only, shared by concurrent commits); the durable minimum fsyncs \
+         twice too, but unshared; 'driver-equiv. in-process' runs the backend's calls and the same \
+         journal without gRPC, so driver/equiv. is the cost of gRPC and the driver around them; \
+         '2 no-op RPCs' is the transport alone (GetPluginInfo, answered in place): its p50 \
+         subtracted from the driver's is the driver's own work, comparable with the in-process \
+         durable minimum",
     );
 }
