@@ -238,52 +238,16 @@ impl csi::controller_server::Controller for ControllerService {
             if req.max_entries < 0 {
                 return Err(Error::invalid("max_entries must not be negative"));
             }
-            let after = convert::decode_token(&req.starting_token)?;
-            // Pages run across backends in backend order; the token names "backend/last name".
-            let mut entries = Vec::new();
-            let mut next_token = String::new();
-            let max = req.max_entries as usize;
-            let (after_backend, after_name) = match &after {
-                Some(a) => match a.split_once('/') {
-                    Some((b, n)) => (Some(b.to_string()), Some(n.to_string())),
-                    None => return Err(Error::BadToken(req.starting_token.clone())),
+            let (entries, next_token) = super::paging::page_across(
+                &d.backends,
+                |b| b.name(),
+                &req.starting_token,
+                req.max_entries as usize,
+                |b, after, room| {
+                    let page = b.list(after, room)?;
+                    Ok((page.entries, page.next_after))
                 },
-                None => (None, None),
-            };
-            let mut started = after_backend.is_none();
-            for (i, b) in d.backends.iter().enumerate() {
-                let resume = if !started {
-                    if after_backend.as_deref() != Some(b.name()) {
-                        continue;
-                    }
-                    started = true;
-                    // An empty name: from this backend's first volume (see below).
-                    after_name.as_deref().filter(|n| !n.is_empty())
-                } else {
-                    None
-                };
-                let room = if max == 0 { 0 } else { max - entries.len() };
-                let page = b.list(resume, room)?;
-                entries.extend(page.entries);
-                if let Some(last) = page.next_after {
-                    next_token = convert::encode_token(&format!("{}/{last}", b.name()));
-                    break;
-                }
-                if max != 0 && entries.len() == max {
-                    // This backend ran out exactly at the page's end: the page must still lead
-                    // on to the next backend that has volumes, from its start.
-                    for next in &d.backends[i + 1..] {
-                        if !next.list(None, 1)?.entries.is_empty() {
-                            next_token = convert::encode_token(&format!("{}/", next.name()));
-                            break;
-                        }
-                    }
-                    break;
-                }
-            }
-            if !started {
-                return Err(Error::BadToken(req.starting_token.clone()));
-            }
+            )?;
             Ok(csi::ListVolumesResponse {
                 entries: entries
                     .iter()

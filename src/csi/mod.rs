@@ -6,6 +6,7 @@ pub mod convert;
 pub mod identity;
 pub mod limits;
 pub mod node;
+mod paging;
 pub mod snapshots;
 
 use crate::backend::registry::DriverKind;

@@ -144,14 +144,6 @@ pub fn list(d: &Driver, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnaps
             None => return Ok(empty),
         }
     }
-    let after = convert::decode_token(&req.starting_token)?;
-    let (after_backend, after_name) = match &after {
-        Some(a) => match a.split_once('/') {
-            Some((b, n)) => (Some(b.to_string()), Some(n.to_string())),
-            None => return Err(Error::BadToken(req.starting_token.clone())),
-        },
-        None => (None, None),
-    };
     let backends: Vec<_> = d
         .backends
         .iter()
@@ -164,40 +156,16 @@ pub fn list(d: &Driver, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnaps
         })
         .filter(|b| filter.source.as_ref().is_none_or(|v| v.backend == b.name()))
         .collect();
-    let max = req.max_entries as usize;
-    let mut entries = Vec::new();
-    let mut next_token = String::new();
-    let mut started = after_backend.is_none();
-    for (i, b) in backends.iter().enumerate() {
-        let resume = if !started {
-            if after_backend.as_deref() != Some(b.name()) {
-                continue;
-            }
-            started = true;
-            after_name.as_deref().filter(|n| !n.is_empty())
-        } else {
-            None
-        };
-        let room = if max == 0 { 0 } else { max - entries.len() };
-        let page = b.list_snapshots(&filter, resume, room)?;
-        entries.extend(page.entries);
-        if let Some(last) = page.next_after {
-            next_token = convert::encode_token(&format!("{}/{last}", b.name()));
-            break;
-        }
-        if max != 0 && entries.len() == max {
-            for next in &backends[i + 1..] {
-                if !next.list_snapshots(&filter, None, 1)?.entries.is_empty() {
-                    next_token = convert::encode_token(&format!("{}/", next.name()));
-                    break;
-                }
-            }
-            break;
-        }
-    }
-    if !started {
-        return Err(Error::BadToken(req.starting_token.clone()));
-    }
+    let (entries, next_token) = super::paging::page_across(
+        &backends,
+        |b| b.name(),
+        &req.starting_token,
+        req.max_entries as usize,
+        |b, after, room| {
+            let page = b.list_snapshots(&filter, after, room)?;
+            Ok((page.entries, page.next_after))
+        },
+    )?;
     Ok(csi::ListSnapshotsResponse {
         entries: entries
             .iter()
