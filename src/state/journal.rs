@@ -39,7 +39,7 @@ pub struct Journal {
     pub(super) dir: PathBuf,
     store_id: String,
     pub(super) inner: Mutex<Inner>,
-    /// Signalled when a batch is decided and when a compaction ends.
+    /// Signalled when a compaction ends.
     pub(super) committed: Condvar,
     /// The journal itself, handed to the compaction thread.
     me: Weak<Journal>,
@@ -62,6 +62,10 @@ pub(super) struct Inner {
     issued: u64,
     decided: u64,
     leader_active: bool,
+    /// What the callers queued for the next batch wait on. A leader takes it with the queue and
+    /// wakes exactly its own batch when the batch is decided, then one caller of the batch
+    /// queued meanwhile, to lead it: nobody else wakes only to sleep again.
+    queue_cv: Arc<Condvar>,
     /// Batches that failed, as (first, last, cause); kept until every waiter has seen them.
     failed: Vec<(u64, u64, Arc<io::Error>)>,
     /// Once a sync fails the file's state is unknown: every later commit fails with the cause.
@@ -153,6 +157,7 @@ impl Journal {
                 issued: 0,
                 decided: 0,
                 leader_active: false,
+                queue_cv: Arc::new(Condvar::new()),
                 failed: Vec::new(),
                 poisoned: None,
                 snap_gen,
@@ -195,6 +200,7 @@ impl Journal {
         inner.queued_frames += updates.len();
         inner.issued += 1;
         let mine = inner.issued;
+        let my_batch = inner.queue_cv.clone();
         loop {
             if inner.decided >= mine {
                 return match inner
@@ -207,10 +213,7 @@ impl Journal {
                 };
             }
             if inner.leader_active {
-                inner = self
-                    .committed
-                    .wait(inner)
-                    .unwrap_or_else(|p| p.into_inner());
+                inner = my_batch.wait(inner).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             inner = self.lead_one_batch(inner);
@@ -220,6 +223,7 @@ impl Journal {
     /// Writes and syncs everything queued, as the leader; the lock is released during I/O.
     fn lead_one_batch<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
         inner.leader_active = true;
+        let batch_cv = std::mem::replace(&mut inner.queue_cv, Arc::new(Condvar::new()));
         let first = inner.decided + 1;
         let last = inner.issued;
         let bytes = std::mem::take(&mut inner.queued);
@@ -269,7 +273,10 @@ impl Journal {
             inner.failed.drain(..drop_n);
         }
         self.maybe_compact(&mut inner);
-        self.committed.notify_all();
+        batch_cv.notify_all();
+        if inner.issued > inner.decided {
+            inner.queue_cv.notify_one();
+        }
         inner
     }
 
