@@ -2,7 +2,8 @@
 //!
 //! Every acknowledged change costs one `fdatasync` of one file, and concurrent changes share it:
 //! the first writer to find no commit in flight becomes the leader, writes everything queued so
-//! far in one `pwrite`, syncs once and wakes the others (classic group commit, no extra thread).
+//! far in one `pwrite`, syncs once and wakes the others of its batch and one writer of the next
+//! batch, to lead it (classic group commit, no extra thread).
 //! A frame is `len u32 | crc32 u32 | payload` (`frame`), so a torn tail (power cut mid-write) is
 //! detected and cut off at open: it was never acknowledged, because acknowledgement follows the
 //! sync.
