@@ -37,6 +37,8 @@
 
 #[path = "ops/baseline.rs"]
 mod baseline;
+#[path = "common/child.rs"]
+mod child;
 #[path = "ops/config.rs"]
 mod config;
 #[path = "ops/driver.rs"]

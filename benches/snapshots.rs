@@ -21,6 +21,8 @@
 //! byte copies, for reference), FERROVOL_BENCH_REPS (driver operations per cell, median kept).
 //! Needs root, mkfs.btrfs/btrfs, mkfs.xfs, losetup, mount, tar, cp.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "snapshots/data.rs"]
 mod data;
 #[path = "snapshots/driver.rs"]

@@ -108,20 +108,9 @@ impl Driver {
     /// SIGTERM, a grace period, then SIGKILL.
     pub fn stop(&mut self) {
         self.ctl = None;
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: a signal to our own, not yet reaped child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if let Some(child) = self.child.take() {
+            crate::child::terminate(child, Duration::from_secs(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     fn c(&self) -> ControllerClient<Channel> {
