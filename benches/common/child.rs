@@ -17,3 +17,17 @@ pub fn terminate(mut child: Child, grace: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The started process gets SIGKILL when the bench dies, so no driver outlives an aborted run.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -138,15 +138,7 @@ impl DriverProc {
             // Its own process group: a terminal ^C reaches only the benchmark, which then
             // stops the driver itself after the measurement loops have wound down.
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::child::die_with_parent(&mut cmd);
         let started = Instant::now();
         let child = cmd.spawn()?;
         Ok(DriverProc {

@@ -66,15 +66,7 @@ impl Driver {
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; the driver dies with the benchmark.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::child::die_with_parent(&mut cmd);
         self.child = Some(cmd.spawn()?);
         let endpoint = ferrovol::server::Endpoint::Unix(self.socket());
         let deadline = Instant::now() + Duration::from_secs(30);
