@@ -76,6 +76,7 @@ static CAPS: BackendCaps = BackendCaps {
     expansion: Expansion::UpToDevice,
     node_expansion: false,
     snapshots: false,
+    quick_provisioning: false,
     clone: false,
 };
 

@@ -94,6 +94,7 @@ static CAPS: BackendCaps = BackendCaps {
     expansion: Expansion::Online,
     node_expansion: false,
     snapshots: true,
+    quick_provisioning: false,
     clone: true,
 };
 
