@@ -223,12 +223,21 @@ impl Journal {
 
     /// Writes and syncs everything queued, as the leader; the lock is released during I/O.
     fn lead_one_batch<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
-        inner.leader_active = true;
         let batch_cv = std::mem::replace(&mut inner.queue_cv, Arc::new(Condvar::new()));
         let first = inner.decided + 1;
         let last = inner.issued;
         let bytes = std::mem::take(&mut inner.queued);
         let frames = std::mem::take(&mut inner.queued_frames);
+        if let Some(cause) = &inner.poisoned {
+            // Queued before an earlier batch's sync failed: a later sync that succeeds proves
+            // nothing about the pages the failed one lost, so this batch fails too.
+            let cause = Arc::new(poisoned_error(cause));
+            inner.failed.push((first, last, cause));
+            inner.decided = last;
+            batch_cv.notify_all();
+            return inner;
+        }
+        inner.leader_active = true;
         let file = inner.file.clone();
         let start_len = inner.durable_len;
         drop(inner);

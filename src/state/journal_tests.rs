@@ -299,3 +299,37 @@ fn a_failed_sync_acknowledges_nothing_and_poisons_the_journal() {
     assert!(!live.contains_key("lost"));
     assert!(!live.contains_key("after"));
 }
+
+#[test]
+fn a_batch_queued_before_a_failed_sync_fails_too() {
+    // A later sync that succeeds says nothing about the pages the failed one lost: callers that
+    // queued while the failing batch was in flight are not acknowledged either.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    j.commit(vec![put("before", "1")]).unwrap();
+    // Stand in for a leader whose write and sync are in flight.
+    j.lock().leader_active = true;
+    let queued = {
+        let j = j.clone();
+        std::thread::spawn(move || j.commit(vec![put("queued", "1")]))
+    };
+    while j.lock().queued_frames == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // That leader's sync fails: it poisons the journal and hands the next batch on.
+    {
+        let mut inner = j.lock();
+        inner.poisoned = Some(Arc::new(std::io::Error::other("sync failed: EIO")));
+        inner.leader_active = false;
+        inner.queue_cv.notify_one();
+    }
+    let err = queued.join().unwrap().unwrap_err();
+    assert!(err.to_string().contains("restart the driver"), "{err}");
+    drop(j);
+    let live = reopen(dir.path());
+    assert!(live.contains_key("before"));
+    assert!(
+        !live.contains_key("queued"),
+        "a batch after a failed sync was acknowledged"
+    );
+}
