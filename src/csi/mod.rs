@@ -1,5 +1,6 @@
 //! The CSI services. Thin by design: decode and validate the request, take the volume's lock,
-//! hand the work to a backend on the blocking pool, log one line per RPC, map the error.
+//! hand the work to a backend on the blocking pool (a short body on an idle server runs in place:
+//! `in_place`), log one line per RPC, map the error.
 
 pub mod controller;
 pub mod convert;
