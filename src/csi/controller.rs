@@ -57,7 +57,8 @@ impl csi::controller_server::Controller for ControllerService {
         let d = self.driver.clone();
         // A copy from a snapshot or volume is long: always on the pool.
         let short = req.volume_content_source.is_none()
-            && d.quick_provisioning(req.parameters.get("backend").map(String::as_str));
+            && d.backend_named(req.parameters.get("backend").map(String::as_str))
+                .is_ok_and(|b| b.caps().quick_provisioning);
         rpc_maybe_in_place("CreateVolume", req.name.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             require("name", &req.name)?;
@@ -106,7 +107,14 @@ impl csi::controller_server::Controller for ControllerService {
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
         let req = req.into_inner();
         let d = self.driver.clone();
-        let short = d.quick_provisioning(Some(req.volume_id.split('/').next().unwrap_or_default()));
+        // Only picks the thread: an id that does not parse is answered on the pool.
+        let short = VolumeId::parse(&req.volume_id)
+            .ok()
+            .flatten()
+            .is_some_and(|id| {
+                d.backend_for(&id)
+                    .is_ok_and(|b| b.caps().quick_provisioning)
+            });
         rpc_maybe_in_place("DeleteVolume", req.volume_id.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             // Deleting what never existed succeeds: DeleteVolume is idempotent.

@@ -68,24 +68,18 @@ impl Driver {
         &self,
         params: &std::collections::BTreeMap<String, String>,
     ) -> Result<&Arc<dyn Backend>> {
-        match params.get("backend") {
+        self.backend_named(params.get("backend").map(String::as_str))
+    }
+
+    /// The backend `name`; the first one served for None.
+    pub(crate) fn backend_named(&self, name: Option<&str>) -> Result<&Arc<dyn Backend>> {
+        match name {
             Some(name) => self.backend(name),
             None => self
                 .backends
                 .first()
                 .ok_or_else(|| Error::Internal("no backend is served".into())),
         }
-    }
-
-    /// Whether CreateVolume or DeleteVolume on the backend `name` (None: the default one) is
-    /// short enough to run in place (`BackendCaps::quick_provisioning`); a guess from the raw
-    /// request, before validation, that only picks the thread.
-    pub(crate) fn quick_provisioning(&self, name: Option<&str>) -> bool {
-        let backend = match name {
-            Some(n) => self.backend(n).ok(),
-            None => self.backends.first(),
-        };
-        backend.is_some_and(|b| b.caps().quick_provisioning)
     }
 
     pub fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>> {
@@ -174,8 +168,12 @@ where
     let start = Instant::now();
     let in_flight = in_place::InFlight::enter(short);
     let result = if in_flight.in_place() {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
-            .unwrap_or_else(|_| Err(Error::Internal(format!("{method} panicked"))))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+            let why = (panic.downcast_ref::<&str>().copied())
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("no message");
+            Err(Error::Internal(format!("{method} panicked: {why}")))
+        })
     } else {
         match tokio::task::spawn_blocking(body).await {
             Ok(r) => r,
