@@ -3,7 +3,8 @@
 //!
 //! 1. CreateVolume+DeleteVolume pairs/s at concurrency 1 and 16, on a driver with no volumes
 //!    and on one holding N (10,000) volumes, the durable commits per pair (the driver's own
-//!    counter), and the time to pre-create those N.
+//!    counter), the driver's CPU time and context switches per pair (/proc), and the time to
+//!    pre-create those N.
 //! 2. The same pairs as the durable minimum in-process (mkdir, ownership xattr, one fsync;
 //!    rmdir, one fsync), plus an in-process replay of the backend's calls with the driver's
 //!    journal; optionally the same pairs on a build of an older release (see below).

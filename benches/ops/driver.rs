@@ -89,6 +89,30 @@ pub fn scrape_syncs(addr: SocketAddr) -> io::Result<Option<Syncs>> {
     }))
 }
 
+/// The driver's CPU time and context switches, from /proc (see `DriverProc::sched`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sched {
+    pub cpu: Duration,
+    pub switches: u64,
+}
+
+impl std::ops::Sub for Sched {
+    type Output = Sched;
+    fn sub(self, earlier: Sched) -> Sched {
+        Sched {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
+    }
+}
+
+impl std::ops::AddAssign for Sched {
+    fn add_assign(&mut self, more: Sched) {
+        self.cpu += more.cpu;
+        self.switches += more.switches;
+    }
+}
+
 /// A running `ferrovol serve`; killed when dropped.
 pub struct DriverProc {
     child: Option<Child>,
@@ -189,6 +213,41 @@ impl DriverProc {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// CPU time the driver used so far (all its threads, exited ones included) and the context
+    /// switches of its live threads.
+    pub fn sched(&self) -> io::Result<Sched> {
+        let pid = self.pid();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        let mut switches = 0;
+        for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+            // A thread may exit between the listing and the read.
+            let Ok(status) = fs::read_to_string(task?.path().join("status")) else {
+                continue;
+            };
+            switches += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(Sched {
+            cpu: Duration::from_micros(ticks * 1_000_000 / hz),
+            switches,
+        })
     }
 
     pub fn memory(&self) -> io::Result<Memory> {

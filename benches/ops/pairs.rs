@@ -22,11 +22,21 @@ pub struct PairSet {
     /// Syncs the driver counted during the measured rounds: commits the operations waited for,
     /// and its background compaction's syncs (counted apart: no operation waits for them).
     pub syncs: [Option<driver::Syncs>; 2],
+    /// The driver process's CPU time and context switches during the measured rounds.
+    pub sched: [driver::Sched; 2],
 }
 
 impl PairSet {
     fn commits_per_pair(&self, i: usize) -> f64 {
         self.syncs[i].map_or(f64::NAN, |c| c.commits as f64 / self.driver[i].ops as f64)
+    }
+
+    fn cpu_us_per_pair(&self, i: usize) -> f64 {
+        self.sched[i].cpu.as_secs_f64() * 1e6 / self.driver[i].ops as f64
+    }
+
+    fn switches_per_pair(&self, i: usize) -> f64 {
+        self.sched[i].switches as f64 / self.driver[i].ops as f64
     }
 
     fn background_per_pair(&self, i: usize) -> f64 {
@@ -81,12 +91,15 @@ pub fn measure_pairs(
             order.reverse();
         }
         for job in order {
+            let mut sched = None;
             let (run, slot, commits) = match job {
                 Job::Driver(i) => {
                     let side = &sides[i];
                     let tag = format!("driver{}c{conc}r{round}", side.label);
                     let before = side.syncs();
+                    let sched_before = side.sched();
                     let run = rt.block_on(driver::pairs(side.ch(), conc, dur, &tag));
+                    sched = Some((i, side.sched() - sched_before));
                     let used = before.zip(side.syncs()).map(|(b, a)| {
                         let used = driver::Syncs {
                             commits: a.commits - b.commits,
@@ -126,6 +139,9 @@ pub fn measure_pairs(
                 *slot = run;
             } else {
                 slot.merge(run);
+            }
+            if let Some((i, s)) = sched {
+                set.sched[i] += s;
             }
             if let Some((i, c)) = commits {
                 let sum = set.syncs[i].get_or_insert_with(Default::default);
@@ -285,6 +301,50 @@ pub fn rows(r: &mut Report, cfg: &Config, pairs: &[(usize, PairSet)], n: usize) 
             ratio >= VS_DURABLE_GOAL,
             format!("{ratio:.2}, 0 vols"),
         );
+    }
+
+    // Where the driver's time goes when the cores are busy: its own CPU per pair (every
+    // thread), and how often its threads sleep and wake (each wake-up of a thread is a context
+    // switch; on a VM those cost more than the RPC's own code).
+    r.section("driver CPU and context switches per pair (/proc/<pid>/stat and task/*/status)");
+    let c1 = pairs.iter().find(|(c, _)| *c == 1).map(|(_, p)| p);
+    for (conc, p) in pairs {
+        for (i, stage) in ["0", n.to_string().as_str()].iter().enumerate() {
+            // At c=1 a pair's floor is four sleeps: each RPC waits once for its request and
+            // once for its commit's I/O. At c=16 the baseline is the same driver at c=1.
+            let (base_cpu, cpu_label, base_sw, sw_label) = match c1 {
+                Some(b) if *conc != 1 => (
+                    b.cpu_us_per_pair(i),
+                    "same, c=1".to_string(),
+                    b.switches_per_pair(i),
+                    "same, c=1".to_string(),
+                ),
+                _ => (
+                    p.driver[i].pct_us(50.0),
+                    format!("driver pair p50, c={conc}"),
+                    4.0,
+                    "2 per RPC: request and commit waits".to_string(),
+                ),
+            };
+            r.add(
+                &format!("driver_cpu_us_per_pair_c{conc}_{stage}"),
+                &format!("driver CPU per pair, c={conc}, {stage} vols"),
+                p.cpu_us_per_pair(i),
+                "us",
+                &cpu_label,
+                base_cpu,
+                false,
+            );
+            r.add(
+                &format!("driver_switches_per_pair_c{conc}_{stage}"),
+                &format!("driver context switches per pair, c={conc}, {stage} vols"),
+                p.switches_per_pair(i),
+                "switches",
+                &sw_label,
+                base_sw,
+                false,
+            );
+        }
     }
 
     r.section("scaling: the same operation with 0 and with N existing volumes");

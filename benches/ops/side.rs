@@ -64,6 +64,14 @@ impl Side {
         self.ch.as_ref().expect("driver running")
     }
 
+    pub fn sched(&self) -> driver::Sched {
+        self.proc
+            .as_ref()
+            .expect("driver running")
+            .sched()
+            .expect("driver CPU time and context switches")
+    }
+
     pub fn memory(&self) -> driver::Memory {
         self.proc
             .as_ref()
