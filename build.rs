@@ -19,13 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn link_hot_first() {
     let list = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link/hot-symbols.txt");
     println!("cargo:rerun-if-changed={}", list.display());
-    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    // The one target this applies to; a linker set for it by hand may not know the option.
+    const LINKER_VAR: &str = "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER";
+    println!("cargo:rerun-if-env-changed={LINKER_VAR}");
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
     let lld_target = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu");
-    // A linker chosen by hand may not know the option.
-    let own_linker = std::env::var("CARGO_ENCODED_RUSTFLAGS")
-        .is_ok_and(|f| f.contains("linker") || f.contains("fuse-ld"))
-        || std::env::vars().any(|(k, _)| k.starts_with("CARGO_TARGET_") && k.ends_with("_LINKER"));
+    let own_linker = std::env::var_os(LINKER_VAR).is_some()
+        || std::env::var("CARGO_ENCODED_RUSTFLAGS")
+            .is_ok_and(|f| f.contains("linker") || f.contains("fuse-ld"));
     if release && lld_target && !own_linker && list.exists() {
         let arg = format!("-Wl,--symbol-ordering-file={}", list.display());
         println!("cargo:rustc-link-arg-bin=ferrovol={arg}");
