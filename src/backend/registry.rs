@@ -82,7 +82,7 @@ pub fn open(
             ));
         }
         let backend: Arc<dyn Backend> = match name.as_str() {
-            super::hostpath::BACKEND => Arc::new(HostpathBackend::open(
+            super::hostpath::BACKEND => HostpathBackend::open(
                 HostpathConfig {
                     node_id: settings.node_id.clone(),
                     base: settings.hostpath_base.clone(),
@@ -91,7 +91,7 @@ pub fn open(
                 },
                 journal.clone(),
                 &live,
-            )?),
+            )?,
             super::nfs::BACKEND => Arc::new(NfsBackend::open(NfsConfig {
                 timeout: settings.nfs_timeout,
                 state_dir: settings.state_dir.clone(),

@@ -25,6 +25,16 @@ impl InFlight {
         Self::enter_on(&IN_FLIGHT, short)
     }
 
+    /// For a short body that ends in a commit it awaits as a task (`rpc_queued`): it runs in
+    /// place even while others are in flight, since it does not hold the thread through a sync.
+    pub(crate) fn enter_queued(short: bool) -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            count: &IN_FLIGHT,
+            in_place: short && runtime_has_spare_worker(),
+        }
+    }
+
     fn enter_on(count: &'static AtomicUsize, short: bool) -> Self {
         let before = count.fetch_add(1, Ordering::AcqRel);
         let in_place = short && before == 0 && runtime_has_spare_worker();
@@ -33,6 +43,11 @@ impl InFlight {
 
     pub(crate) fn in_place(&self) -> bool {
         self.in_place
+    }
+
+    /// No other body is in flight now: nobody would use this thread while it waits.
+    pub(crate) fn alone(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 1
     }
 }
 

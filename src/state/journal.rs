@@ -18,9 +18,9 @@ pub use super::files::{peek, Records};
 pub use super::frame::Update;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::Waker;
 
 #[cfg(test)]
 use super::frame::encode;
@@ -42,35 +42,41 @@ pub struct Journal {
     pub(super) inner: Mutex<Inner>,
     /// Signalled when a compaction ends.
     pub(super) committed: Condvar,
-    /// The journal itself, handed to the compaction thread.
-    me: Weak<Journal>,
+    /// The journal itself, handed to the compaction thread and to spawned leaders.
+    pub(super) me: Weak<Journal>,
 }
 
 pub(super) struct Inner {
     /// Generation of the log being appended to.
     pub gen: u64,
-    file: Arc<File>,
+    pub(super) file: Arc<File>,
     /// Length of the log up to the last durable frame: the next batch is written there.
-    durable_len: u64,
+    pub(super) durable_len: u64,
     /// Frames in the current log.
     pub frames_in_log: usize,
     /// Frames in every log after the newest snapshot: what the next snapshot folds in.
     pub frames_since_snap: usize,
     /// Encoded frames queued for the next batch, and how many.
-    queued: Vec<u8>,
-    queued_frames: usize,
+    pub(super) queued: Vec<u8>,
+    pub(super) queued_frames: usize,
     /// Sequence numbers: the last one handed out, and the last one whose batch is decided.
-    issued: u64,
-    decided: u64,
-    leader_active: bool,
+    pub(super) issued: u64,
+    pub(super) decided: u64,
+    /// Sequence number of the last change a leader took into a batch in flight.
+    pub(super) taken: u64,
+    pub(super) leader_active: bool,
     /// What the callers queued for the next batch wait on. A leader takes it with the queue and
     /// wakes exactly its own batch when the batch is decided, then one caller of the batch
     /// queued meanwhile, to lead it: nobody else wakes only to sleep again.
-    queue_cv: Arc<Condvar>,
+    pub(super) queue_cv: Arc<Condvar>,
+    /// Threads blocked on `queue_cv` (the queued batch), to lead it when the leader is done.
+    pub(super) queued_blocking: usize,
+    /// Tasks awaiting their change's batch (`submit` then `wait`): (sequence, waker).
+    pub(super) wakers: Vec<(u64, Waker)>,
     /// Batches that failed, as (first, last, cause); kept until every waiter has seen them.
-    failed: Vec<(u64, u64, Arc<io::Error>)>,
+    pub(super) failed: Vec<(u64, u64, Arc<io::Error>)>,
     /// Once a sync fails the file's state is unknown: every later commit fails with the cause.
-    poisoned: Option<Arc<io::Error>>,
+    pub(super) poisoned: Option<Arc<io::Error>>,
     /// Generation of the newest snapshot (0: none) and how many records it holds. (The live
     /// records themselves are not kept here: the ledgers hold them, and compaction rebuilds
     /// them from the files, so memory holds each record once.)
@@ -157,8 +163,11 @@ impl Journal {
                 queued_frames: 0,
                 issued: 0,
                 decided: 0,
+                taken: 0,
                 leader_active: false,
                 queue_cv: Arc::new(Condvar::new()),
+                queued_blocking: 0,
+                wakers: Vec::new(),
                 failed: Vec::new(),
                 poisoned: None,
                 snap_gen,
@@ -185,115 +194,10 @@ impl Journal {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `updates` durable, together with whatever other threads commit at the same time.
-    /// Returns only when they are on disk (or failed: then none of them is acknowledged).
-    pub fn commit(&self, updates: Vec<Update>) -> io::Result<()> {
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let mut inner = self.lock();
-        if let Some(cause) = &inner.poisoned {
-            return Err(poisoned_error(cause));
-        }
-        for u in &updates {
-            super::frame::encode(u, &mut inner.queued);
-        }
-        inner.queued_frames += updates.len();
-        inner.issued += 1;
-        let mine = inner.issued;
-        let my_batch = inner.queue_cv.clone();
-        loop {
-            if inner.decided >= mine {
-                return match inner
-                    .failed
-                    .iter()
-                    .find(|(lo, hi, _)| *lo <= mine && mine <= *hi)
-                {
-                    Some((_, _, cause)) => Err(io::Error::new(cause.kind(), cause.to_string())),
-                    None => Ok(()),
-                };
-            }
-            if inner.leader_active {
-                inner = my_batch.wait(inner).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            inner = self.lead_one_batch(inner);
-        }
-    }
-
-    /// Writes and syncs everything queued, as the leader; the lock is released during I/O.
-    fn lead_one_batch<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
-        let batch_cv = std::mem::replace(&mut inner.queue_cv, Arc::new(Condvar::new()));
-        let first = inner.decided + 1;
-        let last = inner.issued;
-        let bytes = std::mem::take(&mut inner.queued);
-        let frames = std::mem::take(&mut inner.queued_frames);
-        if let Some(cause) = &inner.poisoned {
-            // Queued before an earlier batch's sync failed: a later sync that succeeds proves
-            // nothing about the pages the failed one lost, so this batch fails too.
-            let cause = Arc::new(poisoned_error(cause));
-            inner.failed.push((first, last, cause));
-            inner.decided = last;
-            batch_cv.notify_all();
-            return inner;
-        }
-        inner.leader_active = true;
-        let file = inner.file.clone();
-        let start_len = inner.durable_len;
-        drop(inner);
-
-        // At an explicit offset: after a failed write the log is cut back to `start_len`, and
-        // the next batch must land there, not after a hole.
-        let outcome: Result<(), (io::Error, bool)> = crate::failpoint::fail("journal:write")
-            .and_then(|()| file.write_all_at(&bytes, start_len))
-            .map_err(|e| (e, false))
-            .and_then(|()| {
-                crate::failpoint::hit("journal:before-sync");
-                crate::metrics::count_commit();
-                crate::failpoint::fail("journal:sync")
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| (e, true))
-            });
-
-        let mut inner = self.lock();
-        match outcome {
-            Ok(()) => {
-                inner.durable_len = start_len + bytes.len() as u64;
-                inner.frames_in_log += frames;
-                inner.frames_since_snap += frames;
-            }
-            Err((e, sync_failed)) => {
-                tracing::error!(error = %e, batch = last - first + 1, "state journal commit failed; no operation in the batch is acknowledged");
-                let cause = Arc::new(e);
-                // What was written but not synced must not be read back as committed: cut the
-                // log back. If even that fails (or the sync failed, leaving the page cache in
-                // an unknown state) the journal refuses further commits until restart.
-                let truncated = file.set_len(start_len).is_ok();
-                if !truncated || sync_failed {
-                    inner.poisoned = Some(cause.clone());
-                }
-                inner.failed.push((first, last, cause));
-            }
-        }
-        inner.decided = last;
-        inner.leader_active = false;
-        // Failure records are only needed by waiters of batches that are decided; keep a few.
-        if inner.failed.len() > 64 {
-            let drop_n = inner.failed.len() - 64;
-            inner.failed.drain(..drop_n);
-        }
-        self.maybe_compact(&mut inner);
-        batch_cv.notify_all();
-        if inner.issued > inner.decided {
-            inner.queue_cv.notify_one();
-        }
-        inner
-    }
-
     /// Switches appends to the spare log (no I/O) when the current one has used its zeroed
     /// space, or when the logs have grown far past the live records; then a background thread
     /// makes the next spare and, in the second case, folds the finished logs into a snapshot.
-    fn maybe_compact(&self, inner: &mut Inner) {
+    pub(super) fn maybe_compact(&self, inner: &mut Inner) {
         let due = inner.frames_since_snap > 2 * inner.snap_records + COMPACT_SLACK;
         let full = inner.durable_len >= LOG_PREALLOC;
         if !(due || full)
@@ -384,7 +288,7 @@ pub(super) fn remove_older(dir: &Path, listing: &Listing, keep: u64) {
     }
 }
 
-fn poisoned_error(cause: &io::Error) -> io::Error {
+pub(super) fn poisoned_error(cause: &io::Error) -> io::Error {
     io::Error::new(
         cause.kind(),
         format!(

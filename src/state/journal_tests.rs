@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::sync::Barrier;
 
 fn put(key: &str, value: &str) -> Update {

@@ -1,6 +1,7 @@
 //! One backend's volume records: an in-memory index over the shared journal. Every change is
 //! committed before the index shows it, so what a reader sees is always durable.
 
+use super::group_commit::Ticket;
 use super::journal::{Journal, Update};
 use super::record::VolumeRecord;
 use crate::error::{Error, Result};
@@ -94,11 +95,61 @@ impl<E> Index<E> {
     }
 }
 
+/// A record change queued in the journal: acknowledged, and shown by the index, only once its
+/// batch is durable. Wait for `ticket` (on a thread or as a task), then settle `pending`.
+#[must_use = "a queued change counts only once it is settled"]
+pub struct Queued<E> {
+    pub ticket: Ticket,
+    pub pending: Pending<E>,
+}
+
+/// The index change a queued record change makes once durable.
+#[must_use = "a queued change counts only once it is settled"]
+pub struct Pending<E> {
+    id: String,
+    change: Change<E>,
+}
+
+enum Change<E> {
+    Put(Box<VolumeRecord<E>>),
+    Remove(String),
+}
+
+impl<E> Queued<E> {
+    /// Waits for the batch on this thread, then settles.
+    pub fn wait(self, ledger: &Ledger<E>) -> Result<()> {
+        let outcome = ledger.journal.wait(self.ticket);
+        self.pending.settle(ledger, outcome)
+    }
+}
+
+impl<E> Pending<E> {
+    /// Applies the change to the index when its batch is durable (`outcome` Ok); otherwise
+    /// the error, naming the volume.
+    pub fn settle(self, ledger: &Ledger<E>, outcome: io::Result<()>) -> Result<()> {
+        outcome.map_err(Error::state(&self.id))?;
+        let mut index = ledger.lock();
+        match self.change {
+            Change::Put(rec) => index.insert(*rec),
+            Change::Remove(name) => {
+                index.remove(&name);
+            }
+        }
+        Ok(())
+    }
+}
+
 pub struct Ledger<E> {
     journal: Arc<Journal>,
     /// Key prefix of this backend's records in the journal: `<backend>/`.
     prefix: String,
     index: Mutex<Index<E>>,
+}
+
+impl<E> Ledger<E> {
+    fn lock(&self) -> MutexGuard<'_, Index<E>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
@@ -131,10 +182,6 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Index<E>> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn put(&self, rec: &VolumeRecord<E>) -> io::Result<Update> {
         Ok(Update::Put {
             key: format!("{}{}", self.prefix, rec.name),
@@ -148,12 +195,14 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
 
     /// Commits `rec` and makes it the indexed version.
     pub fn save(&self, rec: VolumeRecord<E>) -> Result<()> {
+        self.queue_save(rec)?.wait(self)
+    }
+
+    /// Queues `rec` for the journal's next batch; it becomes the indexed version once that batch
+    /// is durable (`Queued::settle`).
+    pub fn queue_save(&self, rec: VolumeRecord<E>) -> Result<Queued<E>> {
         let update = self.put(&rec).map_err(Error::state(&rec.id))?;
-        self.journal
-            .commit(vec![update])
-            .map_err(Error::state(&rec.id))?;
-        self.lock().insert(rec);
-        Ok(())
+        self.queue(update, rec.id.clone(), Change::Put(Box::new(rec)))
     }
 
     /// Commits several records at once (one sync): used when adopting older state.
@@ -170,12 +219,28 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
 
     /// Commits the removal of a volume's record and drops it from the index.
     pub fn remove(&self, rec: &VolumeRecord<E>) -> Result<()> {
+        self.queue_remove(rec)?.wait(self)
+    }
+
+    /// Queues the removal of a volume's record; it leaves the index once the batch is durable.
+    pub fn queue_remove(&self, rec: &VolumeRecord<E>) -> Result<Queued<E>> {
         let key = format!("{}{}", self.prefix, rec.name);
-        self.journal
-            .commit(vec![Update::Delete { key }])
-            .map_err(Error::state(&rec.id))?;
-        self.lock().remove(&rec.name);
-        Ok(())
+        self.queue(
+            Update::Delete { key },
+            rec.id.clone(),
+            Change::Remove(rec.name.clone()),
+        )
+    }
+
+    fn queue(&self, update: Update, id: String, change: Change<E>) -> Result<Queued<E>> {
+        let ticket = self
+            .journal
+            .submit(vec![update])
+            .map_err(Error::state(&id))?;
+        Ok(Queued {
+            ticket,
+            pending: Pending { id, change },
+        })
     }
 
     /// Probe's check: the journal can take commits (its state dir is writable, no sync failed).

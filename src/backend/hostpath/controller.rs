@@ -6,10 +6,11 @@ use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::{HostpathBackend, CAPS};
 use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
 use crate::os::fsutil;
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+use crate::state::Queued;
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
 use std::collections::BTreeMap;
 use std::fs;
@@ -45,7 +46,9 @@ pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> 
 }
 
 impl HostpathBackend {
-    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    /// Makes and marks the directory, then queues the record: the volume exists once the
+    /// record is durable (the `Done`'s commit).
+    fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = access_kind(&id_str, &req.capabilities)?;
@@ -104,7 +107,9 @@ impl HostpathBackend {
                     format!("exists with content source {:?}", rec.backend.source),
                 ));
             }
-            return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
+            return self
+                .existing_matches(rec, kind, &req.capacity, &wanted_params)
+                .map(Done::Now);
         }
 
         let (total, available) = self.space()?;
@@ -170,12 +175,33 @@ impl HostpathBackend {
             return Err(e);
         }
         crate::failpoint::hit("create:before-commit");
-        // The commit point: once the record is durable the volume exists.
-        if let Err(e) = self.save(rec.clone()) {
-            let _ = self.remove_dir_of(&id_str, &self.volume_dir(&rec.name), enforced_by);
-            return Err(e);
-        }
-        Ok(self.info(&rec))
+        let info = self.info(&rec);
+        let dir = self.volume_dir(&rec.name);
+        let rollback = move |me: &Self| {
+            if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
+                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
+            }
+        };
+        let Queued { ticket, pending } = match self.ledger.queue_save(rec) {
+            Ok(queued) => queued,
+            Err(e) => {
+                rollback(self);
+                return Err(e);
+            }
+        };
+        let me = self.arc();
+        Ok(Done::after_commit(
+            self.ledger.journal().clone(),
+            ticket,
+            move |outcome| {
+                // The commit point: once the record is durable the volume exists.
+                if let Err(e) = pending.settle(&me.ledger, outcome) {
+                    rollback(&me);
+                    return Err(e);
+                }
+                Ok(info)
+            },
+        ))
     }
 
     fn existing_matches(
@@ -203,7 +229,9 @@ impl HostpathBackend {
         }
     }
 
-    fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+    /// Moves the directory aside and queues the record's removal; the trash goes once the
+    /// removal is durable (the `Done`'s commit).
+    fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
         if !self.is_local(id) {
             return Err(Error::precondition(
                 id.to_string(),
@@ -216,7 +244,7 @@ impl HostpathBackend {
         }
         let id_str = id.to_string();
         let Some(rec) = self.ledger.by_id(&id_str) else {
-            return self.delete_orphan(id);
+            return self.delete_orphan(id).map(Done::Now);
         };
         if let Some(why) = rec.in_use() {
             return Err(Error::precondition(id_str, why));
@@ -228,15 +256,18 @@ impl HostpathBackend {
                 // NodeUnstage detached the image's loop device, but the kernel finishes a detach
                 // only when the last opener closes the device (a short-lived blkid, a process
                 // that inherited the descriptor): give such a deferred detach a moment.
-                let mut attached = Vec::new();
-                for _ in 0..20 {
-                    attached = crate::os::loopdev::find_by_backing_file(&image)
-                        .map_err(Error::os(&id_str, "list loop devices"))?;
-                    if attached.is_empty() {
-                        break;
+                let attached = crate::backend::done::long_step(|| {
+                    let mut attached = Vec::new();
+                    for _ in 0..20 {
+                        attached = crate::os::loopdev::find_by_backing_file(&image)?;
+                        if attached.is_empty() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
+                    Ok(attached)
+                })
+                .map_err(Error::os(&id_str, "list loop devices"))?;
                 if let Some(a) = attached.first() {
                     return Err(Error::precondition(
                         id_str,
@@ -270,10 +301,18 @@ impl HostpathBackend {
         }
         crate::failpoint::hit("delete:after-rename");
         self.release_limit(&id_str, rec.backend.enforced_by)?;
-        self.ledger.remove(&rec)?;
-        crate::failpoint::hit("delete:after-commit");
-        self.remove_trash(&id_str, &trash, renamed);
-        Ok(())
+        let Queued { ticket, pending } = self.ledger.queue_remove(&rec)?;
+        let me = self.arc();
+        Ok(Done::after_commit(
+            self.ledger.journal().clone(),
+            ticket,
+            move |outcome| {
+                pending.settle(&me.ledger, outcome)?;
+                crate::failpoint::hit("delete:after-commit");
+                me.remove_trash(&id_str, &trash, renamed);
+                Ok(())
+            },
+        ))
     }
 
     /// A directory with our marker but no record (state lost): ours, so delete it. The directory
@@ -309,10 +348,18 @@ impl ControllerBackend for HostpathBackend {
     }
 
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.create_volume(req)
+        self.create_volume(req)?.wait()
     }
 
     fn delete(&self, id: &VolumeId) -> Result<()> {
+        self.delete_volume(id)?.wait()
+    }
+
+    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+        self.create_volume(req)
+    }
+
+    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
         self.delete_volume(id)
     }
 

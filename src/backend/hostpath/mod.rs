@@ -28,7 +28,7 @@ use limiter::Limiter;
 use record::{Enforcement, HostpathData, VolumeRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 pub const BACKEND: &str = "hostpath";
 const IMAGE_FILE: &str = "disk.img";
@@ -61,6 +61,8 @@ static CAPS: BackendCaps = BackendCaps {
 };
 
 pub struct HostpathBackend {
+    /// The backend itself, for the steps a create or delete runs after its commit.
+    me: Weak<HostpathBackend>,
     node: String,
     base: PathBuf,
     default_capacity: u64,
@@ -79,7 +81,7 @@ impl HostpathBackend {
         cfg: HostpathConfig,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&cfg.base)?;
         // Mount-table checks compare paths textually: work with the resolved base.
         let base = std::fs::canonicalize(&cfg.base)?;
@@ -97,19 +99,29 @@ impl HostpathBackend {
             snapshot::SnapMethod::probe(&base, matches!(limiter, Some(Limiter::Btrfs(_))))?;
         tracing::info!(base = %base.display(), fs = base_fs, method = ?snap_method,
             "snapshots and clones: btrfs subvolume snapshots, reflink copies, or full copies");
-        let backend = HostpathBackend {
-            snaps: Ledger::open(journal.clone(), snapshot::LEDGER, live)?,
+        let snaps = Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
+        let ledger = Ledger::open(journal, BACKEND, live)?;
+        let backend = Arc::new_cyclic(|me| HostpathBackend {
+            me: me.clone(),
+            snaps,
             snap_method,
             node: cfg.node_id,
             base,
             default_capacity: cfg.default_capacity,
-            ledger: Ledger::open(journal, BACKEND, live)?,
+            ledger,
             limiter,
             base_fs,
-        };
+        });
         backend.recover(&cfg.state_dir)?;
         backend.recover_snapshots()?;
         Ok(backend)
+    }
+
+    /// This backend, owned: for the steps that run after a commit, off this call.
+    fn arc(&self) -> Arc<Self> {
+        self.me
+            .upgrade()
+            .expect("a backend in use is held by the registry")
     }
 
     fn store_id(&self) -> &str {

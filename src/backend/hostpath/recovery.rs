@@ -211,14 +211,16 @@ impl HostpathBackend {
             // An empty directory (a volume nobody wrote to) goes with one rmdir; only a tree
             // needs the walk.
             match std::fs::remove_dir(trash).or_else(|e| match e.kind() {
-                io::ErrorKind::DirectoryNotEmpty => std::fs::remove_dir_all(trash),
+                io::ErrorKind::DirectoryNotEmpty => {
+                    crate::backend::done::long_step(|| std::fs::remove_dir_all(trash))
+                }
                 _ => Err(e),
             }) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 other => other,
             }
         } else {
-            fsutil::remove_tree_one_fs(trash)
+            crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(trash))
         };
         if let Err(e) = removed {
             tracing::warn!(volume = %id, dir = %trash.display(), error = %e,

@@ -1,0 +1,252 @@
+//! Group commit: how changes queue for the journal's next batch, who writes and syncs it, and
+//! how the waiters learn the outcome.
+//!
+//! A change is queued with `submit` and is acknowledged only after the batch that carries it is
+//! synced. Its caller waits either on a thread (`wait`: the first waiter to find no sync in flight
+//! leads the batch itself) or as a task (`wait_async`: nothing blocks; a task that finds no leader
+//! starts one on the blocking pool, which then leads batch after batch while changes keep
+//! arriving, and each task is woken by its batch's outcome). A waiting task holds no thread, so at
+//! concurrency N the driver does not keep N threads asleep in the commit and wake each of them.
+//!
+//! When a leader that waited on a thread is done with its own batch it hands the next one over:
+//! to a thread blocked on it, or, when only tasks wait on it, to a leader on the blocking pool.
+
+use super::frame::Update;
+use super::journal::{poisoned_error, Inner, Journal};
+use std::future::poll_fn;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Condvar, MutexGuard};
+use std::task::{Context, Poll};
+
+/// A change queued for a batch: its sequence number, and the condition its batch's waiting
+/// threads sleep on.
+#[derive(Debug)]
+#[must_use = "a queued change is acknowledged only once its ticket is waited for"]
+pub struct Ticket {
+    seq: u64,
+    batch: Arc<Condvar>,
+}
+
+impl Journal {
+    /// Makes `updates` durable, together with whatever other threads commit at the same time.
+    /// Returns only when they are on disk (or failed: then none of them is acknowledged).
+    pub fn commit(&self, updates: Vec<Update>) -> io::Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let ticket = self.submit(updates)?;
+        self.wait(ticket)
+    }
+
+    /// Queues `updates` for the next batch without waiting. They are durable once `wait` or
+    /// `wait_async` on the ticket answers Ok; until then nothing may act as if they were.
+    pub fn submit(&self, updates: Vec<Update>) -> io::Result<Ticket> {
+        let mut inner = self.lock();
+        if let Some(cause) = &inner.poisoned {
+            return Err(poisoned_error(cause));
+        }
+        for u in &updates {
+            super::frame::encode(u, &mut inner.queued);
+        }
+        inner.queued_frames += updates.len();
+        inner.issued += 1;
+        Ok(Ticket {
+            seq: inner.issued,
+            batch: inner.queue_cv.clone(),
+        })
+    }
+
+    /// Waits on this thread until the ticket's batch is decided, leading a batch when no sync
+    /// is in flight.
+    pub fn wait(&self, ticket: Ticket) -> io::Result<()> {
+        let mine = ticket.seq;
+        let mut inner = self.lock();
+        loop {
+            if inner.decided >= mine {
+                return outcome_of(&inner, mine);
+            }
+            if !inner.leader_active {
+                inner = self.lead_one_batch(inner);
+                if inner.decided >= mine {
+                    self.hand_off(&mut inner);
+                }
+                continue;
+            }
+            // Still queued (not in a batch in flight): count this thread as one that can lead it.
+            let queued = mine > inner.taken;
+            if queued {
+                inner.queued_blocking += 1;
+            }
+            inner = ticket.batch.wait(inner).unwrap_or_else(|p| p.into_inner());
+            // A leader that took the queue reset the count; otherwise this thread is no longer
+            // blocked on it.
+            if queued && mine > inner.taken {
+                inner.queued_blocking -= 1;
+            }
+        }
+    }
+
+    /// Waits as a task until the ticket's batch is decided; holds no thread meanwhile.
+    pub async fn wait_async(&self, ticket: Ticket) -> io::Result<()> {
+        poll_fn(|cx| self.poll_ticket(&ticket, cx)).await
+    }
+
+    fn poll_ticket(&self, ticket: &Ticket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.lock();
+        if inner.decided >= ticket.seq {
+            return Poll::Ready(outcome_of(&inner, ticket.seq));
+        }
+        inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
+        inner.wakers.push((ticket.seq, cx.waker().clone()));
+        if !inner.leader_active {
+            self.start_leader(&mut inner);
+        }
+        Poll::Pending
+    }
+
+    /// Writes and syncs everything queued, as the leader; the lock is released during I/O. The
+    /// batch's threads and tasks are woken; the caller decides who leads the next batch.
+    fn lead_one_batch<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        let batch_cv = std::mem::replace(&mut inner.queue_cv, Arc::new(Condvar::new()));
+        inner.queued_blocking = 0;
+        let first = inner.decided + 1;
+        let last = inner.issued;
+        inner.taken = last;
+        let bytes = std::mem::take(&mut inner.queued);
+        let frames = std::mem::take(&mut inner.queued_frames);
+        if let Some(cause) = &inner.poisoned {
+            // Queued before an earlier batch's sync failed: a later sync that succeeds proves
+            // nothing about the pages the failed one lost, so this batch fails too.
+            let cause = Arc::new(poisoned_error(cause));
+            inner.failed.push((first, last, cause));
+            inner.decided = last;
+            wake_decided(&mut inner, &batch_cv);
+            return inner;
+        }
+        inner.leader_active = true;
+        let file = inner.file.clone();
+        let start_len = inner.durable_len;
+        drop(inner);
+
+        // At an explicit offset: after a failed write the log is cut back to `start_len`, and
+        // the next batch must land there, not after a hole.
+        let outcome: Result<(), (io::Error, bool)> = crate::failpoint::fail("journal:write")
+            .and_then(|()| file.write_all_at(&bytes, start_len))
+            .map_err(|e| (e, false))
+            .and_then(|()| {
+                crate::failpoint::hit("journal:before-sync");
+                crate::metrics::count_commit();
+                crate::failpoint::fail("journal:sync")
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| (e, true))
+            });
+
+        let mut inner = self.lock();
+        match outcome {
+            Ok(()) => {
+                inner.durable_len = start_len + bytes.len() as u64;
+                inner.frames_in_log += frames;
+                inner.frames_since_snap += frames;
+            }
+            Err((e, sync_failed)) => {
+                tracing::error!(error = %e, batch = last - first + 1, "state journal commit failed; no operation in the batch is acknowledged");
+                let cause = Arc::new(e);
+                // What was written but not synced must not be read back as committed: cut the
+                // log back. If even that fails (or the sync failed, leaving the page cache in
+                // an unknown state) the journal refuses further commits until restart.
+                let truncated = file.set_len(start_len).is_ok();
+                if !truncated || sync_failed {
+                    inner.poisoned = Some(cause.clone());
+                }
+                inner.failed.push((first, last, cause));
+            }
+        }
+        inner.decided = last;
+        inner.leader_active = false;
+        // Failure records are only needed by waiters of batches that are decided; keep a few.
+        if inner.failed.len() > 64 {
+            let drop_n = inner.failed.len() - 64;
+            inner.failed.drain(..drop_n);
+        }
+        self.maybe_compact(&mut inner);
+        wake_decided(&mut inner, &batch_cv);
+        inner
+    }
+
+    /// After a thread led its own batch: the next batch, if any, goes to one thread blocked on
+    /// it, or, when only tasks wait for it, to a leader on the blocking pool.
+    fn hand_off(&self, inner: &mut Inner) {
+        if inner.issued == inner.decided || inner.leader_active {
+            return;
+        }
+        if inner.queued_blocking > 0 {
+            inner.queue_cv.notify_one();
+        } else {
+            self.start_leader(inner);
+        }
+    }
+
+    /// Starts a leader off this thread (the caller is a task, or a thread with its own answer
+    /// to give): on the runtime's blocking pool, else on a thread of its own. It leads batch
+    /// after batch until nothing is queued.
+    fn start_leader(&self, inner: &mut Inner) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        inner.leader_active = true;
+        let lead = move || me.lead_while_queued();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            drop(rt.spawn_blocking(lead));
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("journal-commit".into())
+            .spawn(lead);
+        if let Err(e) = spawned {
+            // Nobody leads now; the next waiter that polls or waits tries again.
+            tracing::warn!(error = %e, "cannot start a state journal leader thread");
+            inner.leader_active = false;
+        }
+    }
+
+    /// A started leader's loop: leads batches while changes are queued.
+    fn lead_while_queued(&self) {
+        let mut inner = self.lock();
+        // Claimed by `start_leader`; `lead_one_batch` claims it again and releases it.
+        inner.leader_active = false;
+        while inner.issued > inner.decided && !inner.leader_active {
+            inner = self.lead_one_batch(inner);
+        }
+    }
+}
+
+/// Wakes the threads and tasks of the batch just decided.
+fn wake_decided(inner: &mut Inner, batch_cv: &Condvar) {
+    batch_cv.notify_all();
+    let decided = inner.decided;
+    let mut i = 0;
+    while i < inner.wakers.len() {
+        if inner.wakers[i].0 <= decided {
+            inner.wakers.swap_remove(i).1.wake();
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The outcome of change `seq`, whose batch is decided.
+fn outcome_of(inner: &Inner, seq: u64) -> io::Result<()> {
+    match inner
+        .failed
+        .iter()
+        .find(|(lo, hi, _)| *lo <= seq && seq <= *hi)
+    {
+        Some((_, _, cause)) => Err(io::Error::new(cause.kind(), cause.to_string())),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[path = "group_commit_tests.rs"]
+mod tests;
