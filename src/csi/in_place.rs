@@ -7,6 +7,8 @@
 //! responsive: only one body at a time runs in place (the other worker keeps serving, and every
 //! body that arrives meanwhile goes to the pool), never on a runtime with fewer than two
 //! workers, and only for bodies the backend declares short (`BackendCaps::quick_provisioning`).
+//! A short body that ends in a commit it can await as a task (`enter_queued`, `rpc_queued`) runs
+//! in place even while others are in flight: it holds the thread only for its own syscalls.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
