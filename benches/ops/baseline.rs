@@ -3,7 +3,7 @@
 
 use crate::fixture;
 use crate::report::Run;
-use ferrovol::os::{btrfs::BtrfsQgroups, fsutil, quota::ProjectQuota, statfs};
+use ferrovol::os::{btrfs::BtrfsQgroups, fsutil, markers, quota::ProjectQuota, statfs};
 use ferrovol::state::{Journal, Update};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs;
@@ -161,7 +161,7 @@ impl Baseline {
         let dir = self.base.join(name);
         let id = format!("hostpath/{}/{name}", crate::driver::NODE);
         self.make_dir(&dir)?;
-        fsutil::set_owner_marker(&dir, &id)?;
+        markers::set_owner_marker(&dir, &id)?;
         self.apply_limit(&dir, project)?;
         fs::File::open(&dir)?.sync_all()
     }
@@ -182,8 +182,7 @@ impl Baseline {
         statfs::fs_stats(&self.base)?;
         self.make_dir(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
-        fsutil::set_owner_marker(&dir, &id)?;
-        fsutil::set_store_marker(&dir, self.journal.store_id())?;
+        markers::set_markers(&dir, &id, self.journal.store_id(), Some("0123456789abcdef"))?;
         self.apply_limit(&dir, project)?;
         self.journal.commit(vec![Update::Put {
             key: key.clone(),

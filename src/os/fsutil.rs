@@ -1,9 +1,7 @@
 //! Durable writes, the ownership marker and a removal that refuses to cross mount points.
 
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -47,33 +45,6 @@ pub fn remove_file_durable(path: &Path) -> io::Result<()> {
     }
 }
 
-// The marker lives in the `trusted.` namespace: only CAP_SYS_ADMIN can set it, so a pod that
-// owns the directory's content cannot forge or strip the driver's claim on it.
-const MARKER: &str = "trusted.ferrovol.volume";
-
-fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
-}
-
-/// The state store (journal) that made a directory: recovery removes a directory its own store
-/// made but never recorded (a create that was never acknowledged), and no other.
-const STORE_MARKER: &str = "trusted.ferrovol.store";
-
-/// Which create of a volume id made a directory (a random token also kept in its record): the
-/// same name can be deleted and created again, and after a power cut recovery must tell the
-/// trash of the deleted volume from the directory of the one created after it.
-const INCARNATION_MARKER: &str = "trusted.ferrovol.incarnation";
-
-/// Records on the directory which create of its volume made it.
-pub fn set_incarnation_marker(path: &Path, incarnation: &str) -> io::Result<()> {
-    set_xattr(path, INCARNATION_MARKER, incarnation)
-}
-
-/// The incarnation recorded on `path`, or None (made before incarnations existed).
-pub fn incarnation_marker(path: &Path) -> io::Result<Option<String>> {
-    get_xattr(path, INCARNATION_MARKER)
-}
-
 /// A fresh random token (64 bits, hex) from the kernel's generator.
 pub fn random_token() -> io::Result<String> {
     let mut raw = [0u8; 8];
@@ -87,71 +58,6 @@ pub fn random_token() -> io::Result<String> {
         });
     }
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Records on the directory itself which volume id owns it.
-pub fn set_owner_marker(path: &Path, volume_id: &str) -> io::Result<()> {
-    set_xattr(path, MARKER, volume_id)
-}
-
-/// Records on the directory which state store made it.
-pub fn set_store_marker(path: &Path, store_id: &str) -> io::Result<()> {
-    set_xattr(path, STORE_MARKER, store_id)
-}
-
-/// The store id recorded on `path`, or None.
-pub fn store_marker(path: &Path) -> io::Result<Option<String>> {
-    get_xattr(path, STORE_MARKER)
-}
-
-fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
-    let p = cpath(path)?;
-    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
-    let volume_id = value;
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            name.as_ptr(),
-            volume_id.as_ptr().cast(),
-            volume_id.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// The volume id recorded on `path`, or None when it carries no marker.
-pub fn owner_marker(path: &Path) -> io::Result<Option<String>> {
-    get_xattr(path, MARKER)
-}
-
-fn get_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
-    let p = cpath(path)?;
-    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
-    let mut buf = vec![0u8; 512];
-    // SAFETY: the buffer is valid for buf.len() bytes.
-    let n = unsafe {
-        libc::lgetxattr(
-            p.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENODATA) => Ok(None),
-            _ => Err(err),
-        };
-    }
-    buf.truncate(n as usize);
-    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 /// Removes a directory tree that must live on one filesystem (not synced: callers record the

@@ -8,6 +8,7 @@ pub mod btrfs;
 pub mod copytree;
 pub mod fsutil;
 pub mod loopdev;
+pub mod markers;
 pub mod mkfs;
 pub mod mount;
 pub mod mountfd;

@@ -8,7 +8,7 @@ use super::{HostpathBackend, CAPS};
 use crate::backend::params::{defining, parameters_mismatch};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
-use crate::os::fsutil;
+use crate::os::{fsutil, markers};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::state::Queued;
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
@@ -320,8 +320,7 @@ impl HostpathBackend {
     /// searched for the directory whose marker carries this id.
     fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
         let id_str = id.to_string();
-        let marked =
-            |dir: &std::path::Path| matches!(fsutil::owner_marker(dir), Ok(Some(m)) if m == id_str);
+        let marked = |dir: &std::path::Path| matches!(markers::owner_marker(dir), Ok(Some(m)) if m == id_str);
         let direct = self.volume_dir(&id.key);
         let dir = if marked(&direct) {
             Some(direct)

@@ -21,7 +21,7 @@ pub mod snapshot;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
-use crate::os::{fsutil, statfs};
+use crate::os::{fsutil, markers, statfs};
 use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
 use limiter::Limiter;
@@ -161,7 +161,7 @@ impl HostpathBackend {
         if !dir.exists() {
             return self.release_limit(id, enforced_by);
         }
-        let marker = fsutil::owner_marker(dir).map_err(Error::os(id, "read ownership marker"))?;
+        let marker = markers::owner_marker(dir).map_err(Error::os(id, "read ownership marker"))?;
         match marker {
             Some(m) if m == id => fsutil::remove_tree_one_fs(dir)
                 .map_err(Error::os(id, format!("remove {}", dir.display())))?,

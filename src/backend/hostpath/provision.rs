@@ -6,7 +6,7 @@ use super::controller::ALIGN;
 use super::record::{Enforcement, VolumeRecord};
 use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
 use crate::error::{Error, Result};
-use crate::os::fsutil;
+use crate::os::{fsutil, markers};
 use crate::volume::{AccessKind, CapacityRange, VolumeId};
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -35,7 +35,7 @@ impl HostpathBackend {
         match created {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match fsutil::owner_marker(&dir).map_err(os("read marker of"))? {
+                match markers::owner_marker(&dir).map_err(os("read marker of"))? {
                     Some(m) if m == rec.id => {}
                     None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
                         && (enforced_by.is_none()
@@ -55,11 +55,13 @@ impl HostpathBackend {
         }
         // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
-        fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
-        fsutil::set_store_marker(&dir, self.store_id()).map_err(os("mark"))?;
-        if let Some(inc) = &rec.backend.incarnation {
-            fsutil::set_incarnation_marker(&dir, inc).map_err(os("mark"))?;
-        }
+        markers::set_markers(
+            &dir,
+            &rec.id,
+            self.store_id(),
+            rec.backend.incarnation.as_deref(),
+        )
+        .map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
         if let (Some(l), Some(how)) = (&self.limiter, enforced_by) {
             l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))

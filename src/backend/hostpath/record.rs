@@ -19,7 +19,7 @@ pub struct HostpathData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// A random token naming this create of the volume, also set on its directory
-    /// (`trusted.ferrovol.incarnation`). Recovery finishes a delete only when the trash carries
+    /// (in its markers, `os::markers`). Recovery finishes a delete only when the trash carries
     /// the incarnation of the record, so the trash of an earlier volume of the same name never
     /// takes the current one with it. None in records written before incarnations existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,7 +16,7 @@
 
 use super::record::VolumeRecord;
 use super::{HostpathBackend, TRASH_PREFIX};
-use crate::os::fsutil;
+use crate::os::{fsutil, markers};
 use crate::state::{legacy, Phase};
 use std::collections::HashSet;
 use std::io;
@@ -90,8 +90,8 @@ impl HostpathBackend {
             else {
                 continue;
             };
-            let ours = matches!(fsutil::store_marker(&path), Ok(Some(s)) if s == self.store_id());
-            let marker = fsutil::owner_marker(&path).ok().flatten();
+            let ours = matches!(markers::store_marker(&path), Ok(Some(s)) if s == self.store_id());
+            let marker = markers::owner_marker(&path).ok().flatten();
             if let Some(volume) = name.strip_prefix(TRASH_PREFIX) {
                 let rec = marker
                     .as_deref()
@@ -171,7 +171,7 @@ impl HostpathBackend {
             return false;
         };
         marker == Some(rec.id.as_str())
-            && matches!(fsutil::incarnation_marker(dir), Ok(Some(inc)) if &inc != current)
+            && matches!(markers::incarnation_marker(dir), Ok(Some(inc)) if &inc != current)
     }
 
     /// Decides whose `trash` (marked with `rec`'s id, named after its name) is. `Current` only
@@ -181,9 +181,9 @@ impl HostpathBackend {
     fn trash_of(&self, rec: &VolumeRecord, trash: &Path) -> TrashOf {
         let dir = self.volume_dir(&rec.name);
         // The live directory's incarnation, if a directory marked with this id is in place.
-        let live = matches!(fsutil::owner_marker(&dir), Ok(Some(m)) if m == rec.id)
-            .then(|| fsutil::incarnation_marker(&dir).ok().flatten());
-        let of_trash = fsutil::incarnation_marker(trash).ok().flatten();
+        let live = matches!(markers::owner_marker(&dir), Ok(Some(m)) if m == rec.id)
+            .then(|| markers::incarnation_marker(&dir).ok().flatten());
+        let of_trash = markers::incarnation_marker(trash).ok().flatten();
         match (&rec.backend.incarnation, of_trash) {
             (Some(current), Some(t)) if *current != t => TrashOf::Earlier,
             // A trash carrying a token while the record has none: made by a create after the
@@ -242,7 +242,7 @@ impl HostpathBackend {
             match rec.phase {
                 Phase::Ready => {
                     if path.exists() {
-                        fsutil::set_store_marker(&path, self.store_id())?;
+                        markers::set_store_marker(&path, self.store_id())?;
                     }
                     ready.push(rec);
                 }

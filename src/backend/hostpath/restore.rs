@@ -7,7 +7,7 @@ use super::record::VolumeRecord;
 use super::snapshot::{is_subvolume, SnapMethod};
 use super::HostpathBackend;
 use crate::error::{Error, Result};
-use crate::os::{btrfs, copytree, fsutil};
+use crate::os::{btrfs, copytree, markers};
 use crate::snapshot::ContentSource;
 use crate::volume::AccessKind;
 use std::fs::OpenOptions;
@@ -82,8 +82,7 @@ impl HostpathBackend {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
             // the next start) recognizes it as this create's.
-            let claimed = fsutil::set_owner_marker(&dir, &rec.id)
-                .and_then(|_| fsutil::set_store_marker(&dir, self.store_id()));
+            let claimed = markers::set_markers(&dir, &rec.id, self.store_id(), None);
             if let Err(e) = claimed {
                 let _ = btrfs::destroy_subvolume(&dir);
                 return Err(os("mark")(e));
@@ -95,7 +94,7 @@ impl HostpathBackend {
             copytree::copy_tree(&src.dir, &dir, self.snap_method.copy_mode())
                 .map_err(os("copy the content of the source into"))?;
             // copy_tree gave the root the source's mode; volume roots stay world-writable.
-            fsutil::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
+            markers::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
             crate::failpoint::hit("restore:after-copy");
         }
         if rec.kind == AccessKind::Block {

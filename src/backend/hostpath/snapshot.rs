@@ -6,7 +6,7 @@
 
 use super::HostpathBackend;
 use crate::error::{Error, Result};
-use crate::os::{btrfs, copytree, fsutil};
+use crate::os::{btrfs, copytree, fsutil, markers};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::volume::AccessKind;
 use serde::{Deserialize, Serialize};
@@ -196,8 +196,7 @@ impl HostpathBackend {
         }
         std::fs::create_dir(&dir).map_err(os("create"))?;
         let made = (|| {
-            fsutil::set_owner_marker(&dir, &id_str).map_err(os("mark"))?;
-            fsutil::set_store_marker(&dir, self.store_id()).map_err(os("mark"))?;
+            markers::set_markers(&dir, &id_str, self.store_id(), None).map_err(os("mark"))?;
             crate::failpoint::hit("snapshot:after-mark");
             // Opened before the copy, so a writeback error during it fails the snapshot.
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
@@ -259,7 +258,7 @@ impl HostpathBackend {
         let dir = self.snapshot_dir(&id.key);
         let Some(rec) = self.snaps.by_id(&id_str) else {
             // No record: remove a directory only if it carries this id (state lost).
-            if matches!(fsutil::owner_marker(&dir), Ok(Some(m)) if m == id_str) {
+            if matches!(markers::owner_marker(&dir), Ok(Some(m)) if m == id_str) {
                 remove_snapshot_tree(&dir)
                     .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
             }
@@ -319,8 +318,8 @@ impl HostpathBackend {
                     .unwrap_or("")
                     .to_string();
                 let ours =
-                    matches!(fsutil::store_marker(&path), Ok(Some(s)) if s == self.store_id());
-                let marker = fsutil::owner_marker(&path).ok().flatten();
+                    matches!(markers::store_marker(&path), Ok(Some(s)) if s == self.store_id());
+                let marker = markers::owner_marker(&path).ok().flatten();
                 let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
                 if let Some(key) = name.strip_prefix(TRASH_PREFIX) {
                     match rec {

@@ -1,0 +1,199 @@
+//! A directory's ownership markers: which volume it is, which state store made it, and which
+//! create of that volume (the incarnation). They live in the `trusted.` xattr namespace: only
+//! CAP_SYS_ADMIN can set them, so a pod that owns the directory's content cannot forge or strip
+//! the driver's claim on it. The driver removes a directory only on their proof.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Which volume id owns a directory.
+const MARKER: &str = "trusted.ferrovol.volume";
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
+}
+
+/// The state store (journal) that made a directory: recovery removes a directory its own store
+/// made but never recorded (a create that was never acknowledged), and no other.
+const STORE_MARKER: &str = "trusted.ferrovol.store";
+
+/// Which create of a volume id made a directory (a random token also kept in its record): the
+/// same name can be deleted and created again, and after a power cut recovery must tell the
+/// trash of the deleted volume from the directory of the one created after it.
+const INCARNATION_MARKER: &str = "trusted.ferrovol.incarnation";
+
+/// The three markers in one xattr, written by one call: a create costs one xattr write, not
+/// three, and a crash can no longer leave a directory marked by half. Format:
+/// `v1\0<volume id>\0<store id>\0<incarnation>` (the last two may be empty). Directories
+/// marked before 0.3 carry the three separate xattrs above instead; every reader falls back to
+/// them, and a setter changes whichever form the directory has.
+const MARKERS: &str = "trusted.ferrovol.markers";
+const MARKERS_VERSION: &str = "v1";
+
+/// A directory's ownership markers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Markers {
+    pub volume: String,
+    pub store: Option<String>,
+    pub incarnation: Option<String>,
+}
+
+impl Markers {
+    fn encode(&self) -> String {
+        [
+            MARKERS_VERSION,
+            &self.volume,
+            self.store.as_deref().unwrap_or(""),
+            self.incarnation.as_deref().unwrap_or(""),
+        ]
+        .join("\0")
+    }
+
+    fn decode(raw: &str) -> io::Result<Self> {
+        let field = |f: Option<&str>| f.filter(|v| !v.is_empty()).map(str::to_string);
+        let mut parts = raw.split('\0');
+        match (parts.next(), parts.next()) {
+            (Some(MARKERS_VERSION), Some(volume)) if !volume.is_empty() => Ok(Markers {
+                volume: volume.to_string(),
+                store: field(parts.next()),
+                incarnation: field(parts.next()),
+            }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unreadable {MARKERS} xattr {raw:?}"),
+            )),
+        }
+    }
+}
+
+/// Marks a directory as volume `volume_id`'s, made by store `store_id` in create `incarnation`:
+/// one xattr write, replacing any markers it had.
+pub fn set_markers(
+    path: &Path,
+    volume_id: &str,
+    store_id: &str,
+    incarnation: Option<&str>,
+) -> io::Result<()> {
+    let markers = Markers {
+        volume: volume_id.to_string(),
+        store: Some(store_id.to_string()),
+        incarnation: incarnation.map(str::to_string),
+    };
+    set_xattr(path, MARKERS, &markers.encode())
+}
+
+/// The one-xattr markers of `path`, if it has them.
+fn combined_markers(path: &Path) -> io::Result<Option<Markers>> {
+    get_xattr(path, MARKERS)?
+        .map(|raw| Markers::decode(&raw))
+        .transpose()
+}
+
+/// One marker: from the one-xattr form when the directory has it, else from its own xattr.
+fn read_marker(
+    path: &Path,
+    legacy: &str,
+    pick: impl FnOnce(Markers) -> Option<String>,
+) -> io::Result<Option<String>> {
+    match combined_markers(path)? {
+        Some(m) => Ok(pick(m)),
+        None => get_xattr(path, legacy),
+    }
+}
+
+/// Changes one marker in whichever form the directory carries (a directory with none gets the
+/// separate xattr, as `set_markers` is the way to mark a new one).
+fn write_marker(
+    path: &Path,
+    legacy: &str,
+    value: &str,
+    change: impl FnOnce(&mut Markers),
+) -> io::Result<()> {
+    match combined_markers(path)? {
+        Some(mut m) => {
+            change(&mut m);
+            set_xattr(path, MARKERS, &m.encode())
+        }
+        None => set_xattr(path, legacy, value),
+    }
+}
+
+/// The incarnation recorded on `path`, or None (made before incarnations existed).
+pub fn incarnation_marker(path: &Path) -> io::Result<Option<String>> {
+    read_marker(path, INCARNATION_MARKER, |m| m.incarnation)
+}
+
+/// Records on the directory itself which volume id owns it.
+pub fn set_owner_marker(path: &Path, volume_id: &str) -> io::Result<()> {
+    write_marker(path, MARKER, volume_id, |m| {
+        m.volume = volume_id.to_string()
+    })
+}
+
+/// Records on the directory which state store made it.
+pub fn set_store_marker(path: &Path, store_id: &str) -> io::Result<()> {
+    write_marker(path, STORE_MARKER, store_id, |m| {
+        m.store = Some(store_id.to_string())
+    })
+}
+
+/// The store id recorded on `path`, or None.
+pub fn store_marker(path: &Path) -> io::Result<Option<String>> {
+    read_marker(path, STORE_MARKER, |m| m.store)
+}
+
+fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
+    let p = cpath(path)?;
+    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
+    let volume_id = value;
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            volume_id.as_ptr().cast(),
+            volume_id.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The volume id recorded on `path`, or None when it carries no marker.
+pub fn owner_marker(path: &Path) -> io::Result<Option<String>> {
+    read_marker(path, MARKER, |m| Some(m.volume))
+}
+
+fn get_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
+    let p = cpath(path)?;
+    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
+    let mut buf = vec![0u8; 512];
+    // SAFETY: the buffer is valid for buf.len() bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+#[cfg(test)]
+#[path = "markers_tests.rs"]
+mod tests;
