@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::state::Queued;
-use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
+use crate::volume::{
+    AccessKind, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
+};
 use std::collections::BTreeMap;
 use std::fs;
 
@@ -175,7 +177,8 @@ impl HostpathBackend {
             return Err(e);
         }
         crate::failpoint::hit("create:before-commit");
-        let info = self.info(&rec);
+        // Just made: no need to look at the disk for its condition.
+        let info = self.info_with(&rec, VolumeCondition::healthy());
         let dir = self.volume_dir(&rec.name);
         let rollback = move |me: &Self| {
             if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
@@ -294,11 +297,15 @@ impl HostpathBackend {
         let trash = self.trash_dir(&rec.name);
         // Only a trash renamed here was covered by the mount check above; one left by an
         // earlier delete (recovery kept it, unsure whose it was) is checked when removed.
-        let renamed = dir.exists();
-        if renamed {
-            fs::rename(&dir, &trash)
-                .map_err(Error::os(&id_str, format!("move {} aside", dir.display())))?;
-        }
+        let renamed = match fs::rename(&dir, &trash) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(Error::os(&id_str, format!("move {} aside", dir.display()))(
+                    e,
+                ))
+            }
+        };
         crate::failpoint::hit("delete:after-rename");
         self.release_limit(&id_str, rec.backend.enforced_by)?;
         let Queued { ticket, pending } = self.ledger.queue_remove(&rec)?;

@@ -203,6 +203,10 @@ impl HostpathBackend {
     }
 
     fn info(&self, rec: &VolumeRecord) -> VolumeInfo {
+        self.info_with(rec, self.condition(rec))
+    }
+
+    fn info_with(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
         let kind = match rec.kind {
             AccessKind::Mount => "mount",
             AccessKind::Block => "block",
@@ -226,7 +230,7 @@ impl HostpathBackend {
             capacity_bytes: rec.capacity_bytes,
             context,
             published_nodes: rec.controller_published.keys().cloned().collect(),
-            condition: self.condition(rec),
+            condition,
         }
     }
 
