@@ -51,12 +51,22 @@ impl<T: 'static> Done<T> {
         }
     }
 
-    /// Finishes as a task: holds no thread while the batch syncs.
-    pub async fn finish(self) -> Result<T> {
+    /// Finishes as a task: holds no thread while the batch syncs. Dropped before the batch is
+    /// decided (the client cancelled the RPC), it finishes on a thread of its own: a change that
+    /// becomes durable is always settled (the index shows it, the trash goes).
+    pub async fn finish(self) -> Result<T>
+    where
+        T: Send,
+    {
         match self {
             Done::Now(v) => Ok(v),
             Done::AfterCommit(a) => {
-                let outcome = a.journal.wait_async(a.ticket).await;
+                let mut unfinished = Unfinished(Some(a));
+                let outcome = match &unfinished.0 {
+                    Some(a) => a.journal.wait_async(&a.ticket).await,
+                    None => unreachable!("taken only below"),
+                };
+                let a = unfinished.0.take().expect("still unfinished");
                 (a.then)(outcome)
             }
         }
@@ -78,6 +88,31 @@ impl<T: 'static> Done<T> {
     }
 }
 
+/// An `AfterCommit` whose task may be dropped while it waits.
+struct Unfinished<T: Send + 'static>(Option<Box<AfterCommit<T>>>);
+
+impl<T: Send + 'static> Drop for Unfinished<T> {
+    fn drop(&mut self) {
+        let Some(a) = self.0.take() else {
+            return;
+        };
+        let finish = move || {
+            let outcome = a.journal.wait(a.ticket);
+            if let Err(e) = (a.then)(outcome) {
+                tracing::warn!(error = %e, "an operation whose client went away failed after its commit");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(finish)),
+            Err(_) => {
+                if let Err(e) = std::thread::Builder::new().spawn(finish) {
+                    tracing::error!(error = %e, "cannot finish an abandoned operation; the next start settles it");
+                }
+            }
+        }
+    }
+}
+
 /// Runs a step that may take long (a tree walk, a wait) from code that may be on a runtime
 /// worker, such as the steps after a commit: there tokio first moves the worker's other tasks
 /// to another thread. Elsewhere (a pool thread, no runtime) it just runs.
@@ -88,5 +123,59 @@ pub fn long_step<R>(step: impl FnOnce() -> R) -> R {
         tokio::task::block_in_place(step)
     } else {
         step()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Update;
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn an_operation_whose_task_is_dropped_mid_commit_still_runs_its_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        let settled = Arc::new(AtomicBool::new(false));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let update = Update::Put {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        };
+        let ticket = journal.submit(vec![update]).unwrap();
+        let done = {
+            let settled = settled.clone();
+            Done::after_commit(journal.clone(), ticket, move |outcome| {
+                outcome.map_err(crate::error::Error::state("k"))?;
+                settled.store(true, Ordering::Release);
+                Ok(())
+            })
+        };
+        // The client goes away while the batch syncs: the RPC's future is polled once (its
+        // batch not yet decided) and dropped.
+        {
+            let _rt = rt.enter();
+            let mut finish = std::pin::pin!(done.finish());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(finish.as_mut().poll(&mut cx).is_pending());
+        }
+        for _ in 0..500 {
+            if settled.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            settled.load(Ordering::Acquire),
+            "the steps after the commit never ran"
+        );
+        drop(rt);
+        drop(journal);
+        assert!(Journal::open(dir.path()).unwrap().1.contains_key("k"));
     }
 }

@@ -197,12 +197,8 @@ where
     let result = if in_flight.in_place() {
         match run_caught(method, body) {
             Ok(done) if in_flight.alone() => run_caught(method, || done.wait()),
-            // Spawned, so that a client that goes away (the RPC's future dropped) cannot
-            // leave a durable change unsettled: the steps after the commit always run.
-            Ok(done) => match tokio::spawn(done.finish()).await {
-                Ok(r) => r,
-                Err(e) => Err(Error::Internal(format!("{method} panicked: {e}"))),
-            },
+            // A client that goes away drops this future; `finish` then completes on a thread.
+            Ok(done) => done.finish().await,
             Err(e) => Err(e),
         }
     } else {

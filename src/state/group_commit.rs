@@ -88,8 +88,8 @@ impl Journal {
     }
 
     /// Waits as a task until the ticket's batch is decided; holds no thread meanwhile.
-    pub async fn wait_async(&self, ticket: Ticket) -> io::Result<()> {
-        poll_fn(|cx| self.poll_ticket(&ticket, cx)).await
+    pub async fn wait_async(&self, ticket: &Ticket) -> io::Result<()> {
+        poll_fn(|cx| self.poll_ticket(ticket, cx)).await
     }
 
     fn poll_ticket(&self, ticket: &Ticket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

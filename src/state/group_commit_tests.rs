@@ -41,7 +41,7 @@ fn tasks_awaiting_commits_share_syncs_and_every_change_lands() {
             set.spawn(async move {
                 for i in 0..EACH {
                     let ticket = j.submit(vec![put(&format!("t{t}-{i}"))]).unwrap();
-                    j.wait_async(ticket).await.unwrap();
+                    j.wait_async(&ticket).await.unwrap();
                 }
             });
         }
@@ -84,7 +84,7 @@ fn tasks_and_threads_waiting_together_are_all_decided() {
             set.spawn(async move {
                 for i in 0..50 {
                     let ticket = j.submit(vec![put(&format!("task{t}-{i}"))]).unwrap();
-                    j.wait_async(ticket).await.unwrap();
+                    j.wait_async(&ticket).await.unwrap();
                 }
             });
         }
@@ -108,7 +108,7 @@ fn a_thread_leader_hands_a_batch_only_tasks_wait_for_to_the_pool() {
         let j = j.clone();
         rt.spawn(async move {
             let ticket = j.submit(vec![put("task")]).unwrap();
-            j.wait_async(ticket).await
+            j.wait_async(&ticket).await
         })
     };
     until(&j, |i| i.wakers.len() == 1);
@@ -144,7 +144,7 @@ fn a_failed_sync_fails_every_task_of_its_batch_and_acknowledges_none() {
             let j = j.clone();
             rt.spawn(async move {
                 let ticket = j.submit(vec![put(&format!("task{t}"))]).unwrap();
-                j.wait_async(ticket).await
+                j.wait_async(&ticket).await
             })
         })
         .collect();
