@@ -12,9 +12,7 @@
 mod common;
 
 use common::*;
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 const NAME: &str = "again";
@@ -71,60 +69,12 @@ fn trash(d: &Driver) -> PathBuf {
     d.base().join(format!(".trash-{NAME}"))
 }
 
-fn remove_xattr(path: &Path, name: &str) {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: two valid NUL-terminated strings.
-    let rc = unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
-    let err = std::io::Error::last_os_error();
-    assert!(
-        rc == 0 || err.raw_os_error() == Some(libc::ENODATA),
-        "remove {name} from {}: {err}",
-        path.display()
-    );
-}
-
-fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 512];
-    // SAFETY: valid NUL-terminated strings and a buffer of its length.
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| {
-        buf.truncate(len as usize);
-        buf
-    })
-}
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid NUL-terminated strings and a value of its length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "set {name} on {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
 /// Rewrites a directory's markers as a driver before incarnations wrote them: a separate
 /// volume and store xattr, no incarnation (and none of the one-xattr form of 0.3).
 fn mark_as_before_incarnations(path: &Path) {
     let combined = get_xattr(path, "trusted.ferrovol.markers").expect("markers of a new directory");
-    let fields: Vec<&[u8]> = combined.split(|b| *b == 0).collect();
-    assert_eq!(fields[0], b"v1", "marker format");
+    let fields: Vec<&str> = combined.split('\0').collect();
+    assert_eq!(fields[0], "v1", "marker format");
     remove_xattr(path, "trusted.ferrovol.markers");
     set_xattr(path, "trusted.ferrovol.volume", fields[1]);
     set_xattr(path, "trusted.ferrovol.store", fields[2]);

@@ -40,6 +40,7 @@ mod process;
 mod requests;
 mod scratch;
 mod system;
+mod xattr;
 
 #[allow(unused_imports)]
 pub use disks::*;
@@ -48,6 +49,8 @@ pub use process::*;
 pub use requests::*;
 pub use scratch::*;
 pub use system::*;
+#[allow(unused_imports)] // Only the tests that plant markers by hand use it.
+pub use xattr::*;
 
 /// The node id every test driver runs as.
 pub const NODE: &str = "test-node";

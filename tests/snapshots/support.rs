@@ -143,38 +143,6 @@ pub async fn list_snapshots(d: &Driver, snapshot_id: &str, source: &str) -> Vec<
         .collect()
 }
 
-pub fn set_xattr(path: &Path, name: &str, value: &str) {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setxattr {name} on {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-pub fn get_xattr(path: &Path, name: &str) -> Option<String> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = [0u8; 256];
-    // SAFETY: valid C strings; the buffer is valid for its length.
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| String::from_utf8_lossy(&buf[..len as usize]).into_owned())
-}
-
 /// Writes the old content: a file with an xattr, a hard link to it, a symlink pointing outside
 /// the volume, a 100 MiB sparse file with data at both ends.
 pub fn write_old_content(dir: &Path) {
