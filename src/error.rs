@@ -197,6 +197,13 @@ impl From<Error> for Status {
     }
 }
 
+/// The message a caught panic carried, for the Internal error that reports it.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    (panic.downcast_ref::<&str>().copied())
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,7 +67,15 @@ impl<T: 'static> Done<T> {
                     None => unreachable!("taken only below"),
                 };
                 let a = unfinished.0.take().expect("still unfinished");
-                (a.then)(outcome)
+                // On a runtime worker a panic would only reset the stream: answer Internal, as
+                // a body that panics on the pool does.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (a.then)(outcome)))
+                    .unwrap_or_else(|panic| {
+                        Err(crate::error::Error::Internal(format!(
+                            "the steps after the commit panicked: {}",
+                            crate::error::panic_message(&*panic)
+                        )))
+                    })
             }
         }
     }

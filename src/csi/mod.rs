@@ -211,10 +211,10 @@ where
 /// Runs a body on this thread; a panic becomes an Internal error naming the method.
 fn run_caught<T>(method: &'static str, body: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
-        let why = (panic.downcast_ref::<&str>().copied())
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("no message");
-        Err(Error::Internal(format!("{method} panicked: {why}")))
+        Err(Error::Internal(format!(
+            "{method} panicked: {}",
+            crate::error::panic_message(&*panic)
+        )))
     })
 }
 
