@@ -99,7 +99,7 @@ impl Journal {
         }
         inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
         inner.wakers.push((ticket.seq, cx.waker().clone()));
-        if !inner.leader_active {
+        if !inner.leader_active && !inner.leader_started {
             self.start_leader(&mut inner);
         }
         Poll::Pending
@@ -177,7 +177,7 @@ impl Journal {
     /// After a thread led its own batch: the next batch, if any, goes to one thread blocked on
     /// it, or, when only tasks wait for it, to a leader on the blocking pool.
     fn hand_off(&self, inner: &mut Inner) {
-        if inner.issued == inner.decided || inner.leader_active {
+        if inner.issued == inner.decided || inner.leader_active || inner.leader_started {
             return;
         }
         if inner.queued_blocking > 0 {
@@ -194,7 +194,7 @@ impl Journal {
         let Some(me) = self.me.upgrade() else {
             return;
         };
-        inner.leader_active = true;
+        inner.leader_started = true;
         let lead = move || me.lead_while_queued();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             drop(rt.spawn_blocking(lead));
@@ -206,15 +206,15 @@ impl Journal {
         if let Err(e) = spawned {
             // Nobody leads now; the next waiter that polls or waits tries again.
             tracing::warn!(error = %e, "cannot start a state journal leader thread");
-            inner.leader_active = false;
+            inner.leader_started = false;
         }
     }
 
-    /// A started leader's loop: leads batches while changes are queued.
+    /// A started leader's loop: leads batches while changes are queued. When a thread is
+    /// leading as it begins, it leaves: that thread hands the next batch on when done.
     fn lead_while_queued(&self) {
         let mut inner = self.lock();
-        // Claimed by `start_leader`; `lead_one_batch` claims it again and releases it.
-        inner.leader_active = false;
+        inner.leader_started = false;
         while inner.issued > inner.decided && !inner.leader_active {
             inner = self.lead_one_batch(inner);
         }

@@ -175,3 +175,49 @@ fn a_failed_sync_fails_every_task_of_its_batch_and_acknowledges_none() {
         live.keys()
     );
 }
+
+#[test]
+fn threads_of_a_full_blocking_pool_never_wait_for_a_leader_that_has_no_thread() {
+    // A task starts a leader on the blocking pool while every pool thread is busy; those
+    // threads then commit. Were they to wait for the started leader, nothing would ever run it.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel::<&str>();
+    // The pool's only thread, busy until the gate opens, then committing.
+    {
+        let (j, done_tx) = (j.clone(), done_tx.clone());
+        rt.spawn_blocking(move || {
+            gate.recv().unwrap();
+            j.commit(vec![put("thread")]).unwrap();
+            done_tx.send("thread").unwrap();
+        });
+    }
+    // A task's change starts a leader, which must queue behind that thread.
+    {
+        let j = j.clone();
+        rt.spawn(async move {
+            let ticket = j.submit(vec![put("task")]).unwrap();
+            j.wait_async(&ticket).await.unwrap();
+            done_tx.send("task").unwrap();
+        });
+    }
+    until(&j, |i| i.leader_started);
+    open_gate.send(()).unwrap();
+    let mut finished: Vec<_> = (0..2)
+        .map(|_| {
+            done.recv_timeout(Duration::from_secs(10))
+                .expect("a commit hung")
+        })
+        .collect();
+    finished.sort();
+    assert_eq!(finished, ["task", "thread"]);
+    drop(rt);
+    drop(j);
+    assert_eq!(reopen(dir.path()).len(), 2);
+}

@@ -64,7 +64,12 @@ pub(super) struct Inner {
     pub(super) decided: u64,
     /// Sequence number of the last change a leader took into a batch in flight.
     pub(super) taken: u64,
+    /// A thread is leading a batch (its write and sync in flight).
     pub(super) leader_active: bool,
+    /// A leader was started off-thread and has not begun yet. Threads that find no batch in
+    /// flight still lead themselves meanwhile: were they to wait for it, a blocking pool full of
+    /// such threads would leave the started leader no thread to run on.
+    pub(super) leader_started: bool,
     /// What the callers queued for the next batch wait on. A leader takes it with the queue and
     /// wakes exactly its own batch when the batch is decided, then one caller of the batch
     /// queued meanwhile, to lead it: nobody else wakes only to sleep again.
@@ -165,6 +170,7 @@ impl Journal {
                 decided: 0,
                 taken: 0,
                 leader_active: false,
+                leader_started: false,
                 queue_cv: Arc::new(Condvar::new()),
                 queued_blocking: 0,
                 wakers: Vec::new(),
