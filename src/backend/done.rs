@@ -62,11 +62,9 @@ impl<T: 'static> Done<T> {
             Done::Now(v) => Ok(v),
             Done::AfterCommit(a) => {
                 let mut unfinished = Unfinished(Some(a));
-                let outcome = match &unfinished.0 {
-                    Some(a) => a.journal.wait_async(&a.ticket).await,
-                    None => unreachable!("taken only below"),
-                };
-                let a = unfinished.0.take().expect("still unfinished");
+                let a = unfinished.0.as_ref().expect("set above");
+                let outcome = a.journal.wait_async(&a.ticket).await;
+                let a = unfinished.0.take().expect("set above");
                 // On a runtime worker a panic would only reset the stream: answer Internal, as
                 // a body that panics on the pool does.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (a.then)(outcome)))

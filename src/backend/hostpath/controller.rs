@@ -259,18 +259,22 @@ impl HostpathBackend {
                 // NodeUnstage detached the image's loop device, but the kernel finishes a detach
                 // only when the last opener closes the device (a short-lived blkid, a process
                 // that inherited the descriptor): give such a deferred detach a moment.
-                let attached = crate::backend::done::long_step(|| {
-                    let mut attached = Vec::new();
-                    for _ in 0..20 {
-                        attached = crate::os::loopdev::find_by_backing_file(&image)?;
-                        if attached.is_empty() {
-                            break;
+                let find = || crate::os::loopdev::find_by_backing_file(&image);
+                let mut attached = find().map_err(Error::os(&id_str, "list loop devices"))?;
+                if !attached.is_empty() {
+                    // Only the wait runs as a long step (off the runtime's worker).
+                    attached = crate::backend::done::long_step(|| {
+                        for _ in 0..19 {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                            let now = find()?;
+                            if now.is_empty() {
+                                return Ok(now);
+                            }
                         }
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                    Ok(attached)
-                })
-                .map_err(Error::os(&id_str, "list loop devices"))?;
+                        find()
+                    })
+                    .map_err(Error::os(&id_str, "list loop devices"))?;
+                }
                 if let Some(a) = attached.first() {
                     return Err(Error::precondition(
                         id_str,
