@@ -208,8 +208,9 @@ async fn crash_mid_create_is_rolled_back_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn crash_mid_delete_is_finished_at_start() {
-    for point in ["delete:after-rename", "delete:after-commit"] {
+async fn crash_mid_delete_leaves_the_volume_whole_or_gone() {
+    for point in ["delete:before-commit", "delete:after-commit"] {
+        let committed = point == "delete:after-commit";
         for (name, cap) in [("del-fs", mount_cap()), ("del-blk", block_cap())] {
             let mut d = Driver::builder().crash_at(point).start().await;
             // A neighbour that must come through untouched.
@@ -223,30 +224,47 @@ async fn crash_mid_delete_is_finished_at_start() {
             let r = d.controller().delete_volume(delete_req(&id)).await;
             assert_interrupted(r, &format!("DeleteVolume with crash at {point}"));
             d.expect_crash().await;
-            // The directory was moved aside in both cases; only the commit differs.
+            // Nothing moves before the commit: the directory is in place either way, and
+            // only the record tells whether the delete happened.
             assert_eq!(
                 recorded(&d, name),
-                point == "delete:after-rename",
+                !committed,
                 "{point}: record after crash"
             );
             assert!(
-                !d.volume_dir(name).exists(),
-                "{point}: directory not moved aside"
+                d.volume_dir(name).is_dir(),
+                "{point}: directory moved before the removal was durable"
             );
             assert!(
-                d.base().join(format!(".trash-{name}")).is_dir(),
-                "{point}: no trash directory after the crash"
+                !d.base().join(format!(".trash-{name}")).exists(),
+                "{point}: a trash directory"
             );
 
             restart_clean(&mut d).await;
+            if !committed {
+                // Never acknowledged, never committed: the volume is whole.
+                let mut listed = d.list_ids().await;
+                listed.sort();
+                let mut both = vec![keep.clone(), id.clone()];
+                both.sort();
+                assert_eq!(listed, both, "{point}: the volume did not survive");
+                assert!(d.volume_dir(name).is_dir(), "{point}: directory lost");
+            } else {
+                // Committed: the start removed what the crash left.
+                assert_eq!(d.list_ids().await, vec![keep.clone()], "{point}: listed");
+                assert!(
+                    !d.volume_dir(name).exists(),
+                    "{point}: the start kept a deleted volume's directory"
+                );
+            }
+            d.delete(&id).await; // repeating the interrupted DeleteVolume is OK
             assert_eq!(
                 d.list_ids().await,
                 vec![keep.clone()],
-                "{point}: deletion not finished at start"
+                "{point}: deletion not finished"
             );
             assert!(!d.volume_dir(name).exists(), "{point}: directory survived");
             assert!(!recorded(&d, name), "{point}: record survived");
-            d.delete(&id).await; // repeating the interrupted DeleteVolume is OK
             assert_eq!(
                 fs::read(d.volume_dir("neighbour").join("data")).unwrap(),
                 b"mine"
@@ -405,6 +423,18 @@ async fn state_of_the_previous_release_is_adopted() {
         .unwrap();
     }
     fs::remove_dir_all(d.state_dir().join("journal")).unwrap();
+    // And the directories as 0.1 marked them: the volume id alone.
+    for name in ["old-ready", "old-half"] {
+        let dir = d.volume_dir(name);
+        let combined = get_xattr(&dir, "trusted.ferrovol.markers").expect("markers");
+        let volume = combined
+            .split('\0')
+            .nth(1)
+            .expect("volume field")
+            .to_string();
+        remove_xattr(&dir, "trusted.ferrovol.markers");
+        set_xattr(&dir, "trusted.ferrovol.volume", &volume);
+    }
     d.restart().await;
     assert_eq!(d.list_ids().await, vec![id.clone()]);
     assert_eq!(

@@ -25,9 +25,9 @@ pub enum Kind {
     /// threads: each operation pays its own fsync.
     DurableMinimum,
     /// The hostpath backend's calls, in order, with the driver's own journal (group commit
-    /// included): statfs, mkdir, chmod, owner and store xattrs, quota, one journal commit;
-    /// then the check for mounts inside (statx per entry), rename to `.trash-<name>`, quota 0,
-    /// one journal commit, unsynced tree removal. What is left between it and the driver is
+    /// included): statfs, mkdir, chmod, the markers xattr, quota, one journal commit; then the
+    /// check for mounts inside (statx per entry), quota 0, one journal commit, an unsynced
+    /// rmdir. What is left between it and the driver is
     /// gRPC, the ledger's index and locks, and logging.
     DriverEquivalent,
 }
@@ -175,7 +175,6 @@ impl Baseline {
 
     fn pair_driver_equivalent(&self, name: &str, project: Option<u32>) -> io::Result<()> {
         let dir = self.base.join(name);
-        let trash = self.base.join(format!(".trash-{name}"));
         let id = format!("hostpath/{}/{name}", crate::driver::NODE);
         let key = format!("hostpath/{name}");
         // CreateVolume: space check, make and mark the directory unsynced, one commit.
@@ -188,13 +187,12 @@ impl Baseline {
             key: key.clone(),
             value: record_json(name, Phase::Ready, project),
         }])?;
-        // DeleteVolume: nothing mounted inside, move aside, limit off, one commit, then the
-        // unsynced removal.
+        // DeleteVolume: nothing mounted inside, limit off, one commit, then the unsynced
+        // removal (one rmdir: nobody wrote to it).
         std::hint::black_box(ferrovol::os::mountinfo::first_mount_below(&dir)?);
-        fs::rename(&dir, &trash)?;
         self.release_limit(project)?;
         self.journal.commit(vec![Update::Delete { key }])?;
-        fsutil::remove_tree_one_fs(&trash)
+        fs::remove_dir(&dir)
     }
 
     fn pair(&self, kind: Kind, name: &str) -> io::Result<()> {

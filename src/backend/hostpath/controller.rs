@@ -232,8 +232,8 @@ impl HostpathBackend {
         }
     }
 
-    /// Moves the directory aside and queues the record's removal; the trash goes once the
-    /// removal is durable (the `Done`'s commit).
+    /// Queues the record's removal; the directory goes once the removal is durable (the
+    /// `Done`'s commit).
     fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
         if !self.is_local(id) {
             return Err(Error::precondition(
@@ -296,22 +296,12 @@ impl HostpathBackend {
                 ),
             ));
         }
-        // Rename out of the way, lift the limit, commit the removal (the one sync), then remove
-        // the tree. Recovery finishes any of these a crash interrupts.
-        let trash = self.trash_dir(&rec.name);
-        // Only a trash renamed here was covered by the mount check above; one left by an
-        // earlier delete (recovery kept it, unsure whose it was) is checked when removed.
-        let renamed = match fs::rename(&dir, &trash) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => {
-                return Err(Error::os(&id_str, format!("move {} aside", dir.display()))(
-                    e,
-                ))
-            }
-        };
-        crate::failpoint::hit("delete:after-rename");
+        // Lift the limit, commit the removal (the one sync), then remove the directory. The
+        // commit is the delete's point of no return; nothing on disk moves before it, so a
+        // failed commit leaves the volume whole. A directory a crash leaves after the commit is
+        // marked by this store and has no record: the next start removes it.
         self.release_limit(&id_str, rec.backend.enforced_by)?;
+        crate::failpoint::hit("delete:before-commit");
         let Queued { ticket, pending } = self.ledger.queue_remove(&rec)?;
         let me = self.arc();
         Ok(Done::after_commit(
@@ -320,7 +310,7 @@ impl HostpathBackend {
             move |outcome| {
                 pending.settle(&me.ledger, outcome)?;
                 crate::failpoint::hit("delete:after-commit");
-                me.remove_trash(&id_str, &trash, renamed);
+                me.remove_deleted(&id_str, &rec.name);
                 Ok(())
             },
         ))

@@ -162,9 +162,24 @@ impl HostpathBackend {
             return self.release_limit(id, enforced_by);
         }
         let marker = markers::owner_marker(dir).map_err(Error::os(id, "read ownership marker"))?;
+        let store = || markers::store_marker(dir).map_err(Error::os(id, "read store marker"));
         match marker {
-            Some(m) if m == id => fsutil::remove_tree_one_fs(dir)
-                .map_err(Error::os(id, format!("remove {}", dir.display())))?,
+            // Not when another store marked it: a create that failed on finding another store's
+            // directory of this id must not remove it. (No store marker: made by 0.1, whose
+            // half-done creates and deletes the adoption settles here.)
+            Some(m) if m == id && store()?.is_none_or(|s| s == self.store_id()) => {
+                fsutil::remove_tree_one_fs(dir)
+                    .map_err(Error::os(id, format!("remove {}", dir.display())))?
+            }
+            Some(m) if m == id => {
+                return Err(Error::precondition(
+                    id,
+                    format!(
+                        "refusing to remove {}: another state store made it",
+                        dir.display()
+                    ),
+                ));
+            }
             None => {
                 // Crashed between mkdir and marking: remove only if still empty.
                 if let Err(e) = std::fs::remove_dir(dir) {

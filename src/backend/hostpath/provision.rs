@@ -28,15 +28,20 @@ impl HostpathBackend {
         let dir = self.volume_dir(&rec.name);
         let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
         let enforced_by = rec.backend.enforced_by;
-        let created = match (&self.limiter, enforced_by) {
+        let create = || match (&self.limiter, enforced_by) {
             (Some(l), Some(_)) => l.create_dir(&dir),
             _ => fs::create_dir(&dir),
         };
-        match created {
+        match create() {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match markers::owner_marker(&dir).map_err(os("read marker of"))? {
-                    Some(m) if m == rec.id => {}
+                    Some(m) if m == rec.id => {
+                        if !self.adoptable(&dir, rec).map_err(os("read"))? {
+                            self.remove_leftover(rec, &dir)?;
+                            create().map_err(os("create"))?;
+                        }
+                    }
                     None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
                         && (enforced_by.is_none()
                             || self.limiter.as_ref().is_none_or(|l| l.fits(&dir))) => {}
@@ -68,6 +73,36 @@ impl HostpathBackend {
                 .map_err(os("set capacity limit on"))?;
         }
         Ok(())
+    }
+
+    /// Whether a directory marked with `rec`'s id is this create's own (a repeat, or a restore
+    /// that claimed it) rather than what an earlier volume of the name left: its incarnation is
+    /// this record's, or it is empty and so holds nothing of anyone's.
+    fn adoptable(&self, dir: &std::path::Path, rec: &VolumeRecord) -> io::Result<bool> {
+        let ours = rec.backend.incarnation.is_some()
+            && markers::incarnation_marker(dir)? == rec.backend.incarnation;
+        Ok(ours || fs::read_dir(dir)?.next().is_none())
+    }
+
+    /// Removes what an earlier volume of this name left under it (a delete whose removal
+    /// failed, a create whose rollback failed): never served as the new volume. Only a
+    /// directory this store marked goes; anything else is refused.
+    fn remove_leftover(&self, rec: &VolumeRecord, dir: &std::path::Path) -> Result<()> {
+        let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
+        let store = markers::store_marker(dir).map_err(os("read marker of"))?;
+        if store.as_deref() != Some(self.store_id()) {
+            return Err(Error::precondition(
+                &rec.id,
+                format!(
+                    "{} holds an earlier volume of this name that this driver's state did not make; it is left untouched",
+                    dir.display()
+                ),
+            ));
+        }
+        tracing::warn!(volume = %rec.id, dir = %dir.display(),
+            "removing what an earlier, deleted volume of this name left behind before creating it anew");
+        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir))
+            .map_err(os("remove the earlier volume's leftover at"))
     }
 
     /// Creates a block volume's sparse image (or grows one a crash left short).

@@ -6,11 +6,11 @@
 //! | found at start | meaning | action |
 //! |---|---|---|
 //! | record, directory of its incarnation | a volume | keep; forget publications whose mounts vanished |
-//! | record, trash of its incarnation | a delete that was never acknowledged | finish it |
+//! | record, trash of its incarnation | a delete that was never acknowledged (left by builds that renamed before the commit) | finish it |
 //! | record, trash or directory of an earlier incarnation, ours | an acknowledged delete of an earlier volume of that name (a power cut lost its removal or its rename) | remove that; the record is untouched |
 //! | record, trash and no directory, incarnations unknown (written before 0.2) | cannot tell | keep both, log an error; ListVolumes reports the volume abnormal; DeleteVolume settles it |
 //! | record, nothing | the mkdir was lost (power cut) or removed by hand | recreate it empty, log an error |
-//! | no record, directory marked by this store | a create that was never acknowledged, or a delete whose rename a power cut undid | remove it |
+//! | no record, directory marked by this store | a create that was never acknowledged, or an acknowledged delete whose removal a crash or power cut stopped | remove it |
 //! | no record, trash marked by this store | a delete acknowledged before its removal | remove it |
 //! | no record, marked by another store or none | not provably ours (state lost or restored) | leave it, report its id |
 
@@ -201,6 +201,33 @@ impl HostpathBackend {
             (_, None) if live.is_some() => TrashOf::Earlier,
             (_, None) => TrashOf::Unsure,
         }
+    }
+
+    /// Removes a deleted volume's directory once its record's removal is durable. One rmdir
+    /// when nobody wrote to it; a tree is renamed to trash first, so a removal stopped half-way
+    /// never leaves part of it under the volume's name. No directory means an earlier,
+    /// unacknowledged delete of a build that renamed before its commit left a trash: that
+    /// goes instead. A failure is retried at the next start (the directory is marked by this
+    /// store and has no record).
+    pub(super) fn remove_deleted(&self, id: &str, name: &str) {
+        let dir = self.volume_dir(name);
+        let trash = self.trash_dir(name);
+        let failed = match std::fs::remove_dir(&dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return self.remove_trash(id, &trash, false)
+            }
+            // The delete looked for mounts inside before its commit.
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                match std::fs::rename(&dir, &trash) {
+                    Ok(()) => return self.remove_trash(id, &trash, true),
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(volume = %id, dir = %dir.display(), error = %failed,
+            "could not remove a deleted volume's directory; retried at the next start");
     }
 
     /// Removes a trash tree after its record is gone; a failure is retried at the next start.

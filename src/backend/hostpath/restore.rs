@@ -82,7 +82,12 @@ impl HostpathBackend {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
             // the next start) recognizes it as this create's.
-            let claimed = markers::set_markers(&dir, &rec.id, self.store_id(), None);
+            let claimed = markers::set_markers(
+                &dir,
+                &rec.id,
+                self.store_id(),
+                rec.backend.incarnation.as_deref(),
+            );
             if let Err(e) = claimed {
                 let _ = btrfs::destroy_subvolume(&dir);
                 return Err(os("mark")(e));
