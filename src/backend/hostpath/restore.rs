@@ -98,8 +98,8 @@ impl HostpathBackend {
             self.make_dir(rec)?;
             copytree::copy_tree(&src.dir, &dir, self.snap_method.copy_mode())
                 .map_err(os("copy the content of the source into"))?;
-            // copy_tree gave the root the source's mode; volume roots stay world-writable.
-            markers::set_owner_marker(&dir, &rec.id).map_err(os("mark"))?;
+            // The copy skips our `trusted.ferrovol.*` xattrs, so the markers make_dir set stay;
+            // the root takes the source's owner and mode.
             crate::failpoint::hit("restore:after-copy");
         }
         if rec.kind == AccessKind::Block {
