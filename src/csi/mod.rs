@@ -238,6 +238,24 @@ pub(crate) fn rpc_inline<T>(
     finish(method, "", start, body())
 }
 
+/// Read-only RPCs that sidecars and the kubelet poll (Probe every few seconds, NodeGetVolumeStats
+/// per volume every minute): a success logs at debug, so the info log shows what changed. Their
+/// failures still log at info (or error), and every call counts in the metrics.
+const POLLED: &[&str] = &[
+    "Probe",
+    "GetPluginInfo",
+    "GetPluginCapabilities",
+    "ControllerGetCapabilities",
+    "NodeGetCapabilities",
+    "NodeGetInfo",
+    "GetCapacity",
+    "ListVolumes",
+    "ListSnapshots",
+    "ControllerGetVolume",
+    "NodeGetVolumeStats",
+    "ValidateVolumeCapabilities",
+];
+
 fn finish<T>(
     method: &'static str,
     volume: &str,
@@ -252,7 +270,11 @@ fn finish<T>(
     );
     match result {
         Ok(v) => {
-            tracing::info!(method, volume = %volume, duration_ms = ms, code = "OK", "rpc");
+            if POLLED.contains(&method) {
+                tracing::debug!(method, volume = %volume, duration_ms = ms, code = "OK", "rpc");
+            } else {
+                tracing::info!(method, volume = %volume, duration_ms = ms, code = "OK", "rpc");
+            }
             Ok(Response::new(v))
         }
         Err(e) => {

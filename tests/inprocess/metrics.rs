@@ -37,7 +37,7 @@ fn logged(from: usize) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-async fn each_rpc_is_counted_and_logged_once() {
+async fn each_rpc_is_counted_and_each_change_or_failure_logged_once() {
     // Exclusive: no other test's calls may land in the counts or the log between the snapshots.
     let _only = process_lock().write().await;
     let mut s = serve_two_on(true).await;
@@ -118,11 +118,26 @@ async fn each_rpc_is_counted_and_logged_once() {
         "no other series moved"
     );
 
-    // Log lines say "OK" for success and the code's name otherwise.
+    // Log lines (info and above) say "OK" for success and the code's name otherwise. A polled
+    // read-only call that succeeds logs at debug only; its failure still logs.
+    let polled = [
+        "GetPluginInfo",
+        "GetPluginCapabilities",
+        "Probe",
+        "ControllerGetCapabilities",
+        "ListVolumes",
+        "NodeGetCapabilities",
+        "NodeGetInfo",
+    ];
     let lines = logged(log_from);
     let expected: Vec<(String, String)> = want
         .iter()
+        .filter(|(m, c)| !(polled.contains(m) && *c == "Ok"))
         .map(|(m, c)| key(m, if *c == "Ok" { "OK" } else { c }))
         .collect();
+    assert!(
+        expected.contains(&key("ListVolumes", "InvalidArgument")),
+        "a polled call's failure is expected in the log"
+    );
     assert_eq!(lines, expected);
 }
