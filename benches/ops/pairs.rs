@@ -295,6 +295,23 @@ pub fn rows(r: &mut Report, cfg: &Config, pairs: &[(usize, PairSet)], n: usize) 
             false,
         );
         r.series(&format!("transport_pairs_c{conc}"), &p.transport);
+        if *conc == 1 {
+            // One pair at a time, a pair's latency is its rate: a driver whose own work cost
+            // exactly the minimum's would still add the two round trips. That bounds the ratio
+            // any driver behind this transport can reach at c=1 on this machine.
+            for (i, stage) in ["0", n.to_string().as_str()].iter().enumerate() {
+                let minimum = p.durable[i].pct_us(50.0);
+                r.add(
+                    &format!("transport_ceiling_c1_{stage}"),
+                    &format!("minimum p50 / (minimum p50 + 2 no-op RPCs p50), c=1, {stage} vols"),
+                    minimum / (minimum + transport_p50),
+                    "x",
+                    "goal",
+                    VS_DURABLE_GOAL,
+                    true,
+                );
+            }
+        }
         let ratio = p.driver[0].median_rate() / p.durable[0].median_rate();
         r.goal(
             &format!("pairs/s c={conc} >= {VS_DURABLE_GOAL} of the durable minimum"),
