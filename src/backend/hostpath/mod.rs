@@ -1,12 +1,13 @@
 //! hostpath backend: a directory per volume under a base path on this node; block volumes are a
 //! sparse `disk.img` in that directory, attached to a loop device when staged.
 //!
-//! Ownership: every volume directory carries `trusted.` xattrs naming its volume id and the
-//! state store that made it; the backend only ever removes a directory that carries its own id.
+//! Ownership: every volume directory carries a `trusted.` xattr naming its volume id, the state
+//! store that made it and its create's incarnation; the backend only ever removes a directory
+//! that carries its own id.
 //!
 //! Durability (docs/architecture.md): a create makes and marks the directory, then commits the
-//! record (the one sync the CO waits for); a delete renames the directory to a trash name,
-//! commits the removal, then removes the trash. Recovery decides from the journal and the
+//! record (the one sync the CO waits for); a delete commits the removal, then removes the
+//! directory (one rmdir when empty, else through a trash name). Recovery decides from the journal and the
 //! markers alone, so no step before the commit needs a sync of its own.
 
 mod controller;
