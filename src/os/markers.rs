@@ -91,6 +91,22 @@ fn combined_markers(path: &Path) -> io::Result<Option<Markers>> {
         .transpose()
 }
 
+/// All of a directory's markers in one read (its old form: one read per xattr), or None when it
+/// carries no volume marker.
+pub fn read_markers(path: &Path) -> io::Result<Option<Markers>> {
+    if let Some(m) = combined_markers(path)? {
+        return Ok(Some(m));
+    }
+    let Some(volume) = get_xattr(path, MARKER)? else {
+        return Ok(None);
+    };
+    Ok(Some(Markers {
+        volume,
+        store: get_xattr(path, STORE_MARKER)?,
+        incarnation: get_xattr(path, INCARNATION_MARKER)?,
+    }))
+}
+
 /// One marker: from the one-xattr form when the directory has it, else from its own xattr.
 fn read_marker(
     path: &Path,

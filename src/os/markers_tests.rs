@@ -89,3 +89,37 @@ fn an_unreadable_one_xattr_marker_is_an_error_not_an_absent_one() {
     assert_eq!(m.volume, "hostpath/n1/x");
     assert_eq!((m.store, m.incarnation), (None, None));
 }
+
+#[test]
+fn all_markers_read_at_once_in_either_form() {
+    if !root() {
+        return;
+    }
+    let new = dir();
+    assert_eq!(read_markers(new.path()).unwrap(), None, "unmarked");
+    set_markers(new.path(), "hostpath/n1/a", "store1", Some("0a")).unwrap();
+    assert_eq!(
+        read_markers(new.path()).unwrap(),
+        Some(Markers {
+            volume: "hostpath/n1/a".into(),
+            store: Some("store1".into()),
+            incarnation: Some("0a".into()),
+        })
+    );
+    let old = dir();
+    set_xattr(old.path(), STORE_MARKER, "store0").unwrap();
+    assert_eq!(
+        read_markers(old.path()).unwrap(),
+        None,
+        "a store marker without a volume marker owns nothing"
+    );
+    set_xattr(old.path(), MARKER, "hostpath/n1/old").unwrap();
+    assert_eq!(
+        read_markers(old.path()).unwrap(),
+        Some(Markers {
+            volume: "hostpath/n1/old".into(),
+            store: Some("store0".into()),
+            incarnation: None,
+        })
+    );
+}

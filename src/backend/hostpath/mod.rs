@@ -162,17 +162,18 @@ impl HostpathBackend {
         if !dir.exists() {
             return self.release_limit(id, enforced_by);
         }
-        let marker = markers::owner_marker(dir).map_err(Error::os(id, "read ownership marker"))?;
-        let store = || markers::store_marker(dir).map_err(Error::os(id, "read store marker"));
-        match marker {
+        let found = markers::read_markers(dir).map_err(Error::os(id, "read ownership marker"))?;
+        match found {
             // Not when another store marked it: a create that failed on finding another store's
             // directory of this id must not remove it. (No store marker: made by 0.1, whose
             // half-done creates and deletes the adoption settles here.)
-            Some(m) if m == id && store()?.is_none_or(|s| s == self.store_id()) => {
+            Some(m)
+                if m.volume == id && m.store.as_deref().is_none_or(|s| s == self.store_id()) =>
+            {
                 fsutil::remove_tree_one_fs(dir)
                     .map_err(Error::os(id, format!("remove {}", dir.display())))?
             }
-            Some(m) if m == id => {
+            Some(m) if m.volume == id => {
                 return Err(Error::precondition(
                     id,
                     format!(
@@ -191,8 +192,9 @@ impl HostpathBackend {
                 return Err(Error::precondition(
                     id,
                     format!(
-                        "refusing to remove {}: it is marked as volume {other:?}, not as this volume",
-                        dir.display()
+                        "refusing to remove {}: it is marked as volume {:?}, not as this volume",
+                        dir.display(),
+                        other.volume
                     ),
                 ));
             }

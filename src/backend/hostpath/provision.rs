@@ -35,10 +35,10 @@ impl HostpathBackend {
         match create() {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match markers::owner_marker(&dir).map_err(os("read marker of"))? {
-                    Some(m) if m == rec.id => {
-                        if !self.adoptable(&dir, rec).map_err(os("read"))? {
-                            self.remove_leftover(rec, &dir)?;
+                match markers::read_markers(&dir).map_err(os("read marker of"))? {
+                    Some(m) if m.volume == rec.id => {
+                        if !self.adoptable(&dir, rec, &m).map_err(os("read"))? {
+                            self.remove_leftover(rec, &dir, &m)?;
                             create().map_err(os("create"))?;
                         }
                     }
@@ -78,19 +78,27 @@ impl HostpathBackend {
     /// Whether a directory marked with `rec`'s id is this create's own (a repeat, or a restore
     /// that claimed it) rather than what an earlier volume of the name left: its incarnation is
     /// this record's, or it is empty and so holds nothing of anyone's.
-    fn adoptable(&self, dir: &std::path::Path, rec: &VolumeRecord) -> io::Result<bool> {
-        let ours = rec.backend.incarnation.is_some()
-            && markers::incarnation_marker(dir)? == rec.backend.incarnation;
+    fn adoptable(
+        &self,
+        dir: &std::path::Path,
+        rec: &VolumeRecord,
+        found: &markers::Markers,
+    ) -> io::Result<bool> {
+        let ours =
+            rec.backend.incarnation.is_some() && found.incarnation == rec.backend.incarnation;
         Ok(ours || fs::read_dir(dir)?.next().is_none())
     }
 
     /// Removes what an earlier volume of this name left under it (a delete whose removal
     /// failed, a create whose rollback failed): never served as the new volume. Only a
     /// directory this store marked goes; anything else is refused.
-    fn remove_leftover(&self, rec: &VolumeRecord, dir: &std::path::Path) -> Result<()> {
-        let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
-        let store = markers::store_marker(dir).map_err(os("read marker of"))?;
-        if store.as_deref() != Some(self.store_id()) {
+    fn remove_leftover(
+        &self,
+        rec: &VolumeRecord,
+        dir: &std::path::Path,
+        found: &markers::Markers,
+    ) -> Result<()> {
+        if found.store.as_deref() != Some(self.store_id()) {
             return Err(Error::precondition(
                 &rec.id,
                 format!(
@@ -101,8 +109,10 @@ impl HostpathBackend {
         }
         tracing::warn!(volume = %rec.id, dir = %dir.display(),
             "removing what an earlier, deleted volume of this name left behind before creating it anew");
-        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir))
-            .map_err(os("remove the earlier volume's leftover at"))
+        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir)).map_err(Error::os(
+            &rec.id,
+            format!("remove the earlier volume's leftover at {}", dir.display()),
+        ))
     }
 
     /// Creates a block volume's sparse image (or grows one a crash left short).
