@@ -235,14 +235,9 @@ impl HostpathBackend {
     /// the volume's lock), so the mount table need not be read again.
     pub(super) fn remove_trash(&self, id: &str, trash: &Path, mounts_checked: bool) {
         let removed = if mounts_checked {
-            // An empty directory (a volume nobody wrote to) goes with one rmdir; only a tree
-            // needs the walk.
-            match std::fs::remove_dir(trash).or_else(|e| match e.kind() {
-                io::ErrorKind::DirectoryNotEmpty => {
-                    crate::backend::done::long_step(|| std::fs::remove_dir_all(trash))
-                }
-                _ => Err(e),
-            }) {
+            // Only a tree is renamed to trash (`remove_deleted` removes an empty directory in
+            // place), so this always walks.
+            match crate::backend::done::long_step(|| std::fs::remove_dir_all(trash)) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 other => other,
             }
