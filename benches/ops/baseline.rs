@@ -25,7 +25,7 @@ pub enum Kind {
     /// threads: each operation pays its own fsync.
     DurableMinimum,
     /// The hostpath backend's calls, in order, with the driver's own journal (group commit
-    /// included): statfs, mkdir, chmod, the markers xattr, quota, one journal commit; then the
+    /// included): statfs (once a second), mkdir, chmod, the markers xattr, quota, one journal commit; then the
     /// check for mounts inside (statx per entry), quota 0, one journal commit, an unsynced
     /// rmdir. What is left between it and the driver is
     /// gRPC, the ledger's index and locks, and logging.
@@ -63,6 +63,8 @@ pub struct Baseline {
     next_project: AtomicU32,
     /// The driver's state journal, used in-process by the driver-equivalent replay.
     journal: Arc<Journal>,
+    /// When the replay last ran statfs: like the driver, it reuses one for a second.
+    statfs_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Phases a record passes through, as the driver's records spell them (the journal writes
@@ -115,6 +117,7 @@ impl Baseline {
             journal,
             // Far from the driver's range (1<<20 + hash), so the two never share a project.
             next_project: AtomicU32::new(1 << 31),
+            statfs_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -177,8 +180,15 @@ impl Baseline {
         let dir = self.base.join(name);
         let id = format!("hostpath/{}/{name}", crate::driver::NODE);
         let key = format!("hostpath/{name}");
-        // CreateVolume: space check, make and mark the directory unsynced, one commit.
-        statfs::fs_stats(&self.base)?;
+        // CreateVolume: space check (a statfs at most once a second, as the driver's creates
+        // with room to spare), make and mark the directory unsynced, one commit.
+        {
+            let mut at = self.statfs_at.lock().expect("statfs time");
+            if at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                statfs::fs_stats(&self.base)?;
+                *at = Some(Instant::now());
+            }
+        }
         self.make_dir(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
         markers::set_markers(&dir, &id, self.journal.store_id(), Some("0123456789abcdef"))?;

@@ -305,6 +305,22 @@ async fn capacity_is_reserved_per_volume() {
         before - 16 * MIB,
         "a volume reserves its size"
     );
+    // A create reuses a statfs of the last second only with room to spare: one that needs more
+    // than half of what that statfs left free looks again, and sees the space a writer took.
+    let filler = mnt.join("filler");
+    fs::write(&filler, vec![1u8; 32 * MIB as usize]).unwrap();
+    expect_code(
+        d.controller()
+            .create_volume(create_req(
+                "res-d",
+                before - 16 * MIB - 8 * MIB,
+                mount_cap(),
+            ))
+            .await,
+        Code::ResourceExhausted,
+        "volume that fitted the free space before a writer filled it",
+    );
+    fs::remove_file(&filler).unwrap();
     // More than what is left, though less than the file system: ResourceExhausted.
     expect_code(
         d.controller()

@@ -114,7 +114,7 @@ impl HostpathBackend {
                 .map(Done::Now);
         }
 
-        let (total, available) = self.space()?;
+        let (total, available) = self.space_for(capacity)?;
         if capacity > total {
             return Err(Error::OutOfRange {
                 volume: id_str,

@@ -29,7 +29,8 @@ use limiter::Limiter;
 use record::{Enforcement, HostpathData, VolumeRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 pub const BACKEND: &str = "hostpath";
 const IMAGE_FILE: &str = "disk.img";
@@ -73,7 +74,12 @@ pub struct HostpathBackend {
     /// Snapshot records, under their own journal prefix.
     snaps: Ledger<snapshot::SnapData>,
     snap_method: snapshot::SnapMethod,
+    /// The last statfs of the base: (when, size, bytes available), for `space_for`.
+    recent_space: Mutex<Option<(Instant, u64, u64)>>,
 }
+
+/// How long a statfs of the base answers for the creates after it (`space_for`).
+const SPACE_REUSE: Duration = Duration::from_secs(1);
 
 impl HostpathBackend {
     /// Opens the base path, adopts the state, then reconciles records with the disk and the
@@ -112,6 +118,7 @@ impl HostpathBackend {
             ledger,
             limiter,
             base_fs,
+            recent_space: Mutex::new(None),
         });
         backend.recover(&cfg.state_dir)?;
         backend.recover_snapshots()?;
@@ -216,8 +223,26 @@ impl HostpathBackend {
     fn space(&self) -> Result<(u64, u64)> {
         let fs = statfs::fs_stats(&self.base)
             .map_err(Error::storage(format!("statfs {}", self.base.display())))?;
+        *self.recent_space.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), fs.total_bytes, fs.available_bytes));
         let reserved = self.ledger.reserved_bytes();
         Ok((fs.total_bytes, fs.available_bytes.saturating_sub(reserved)))
+    }
+
+    /// `space` for a new volume of `capacity` bytes. A volume that needs at most half of what
+    /// a statfs less than `SPACE_REUSE` old left free takes that answer: the answer could change
+    /// only if writers had used more than half the free space since. The check is advisory in
+    /// any case (writers use space between any check and its use); a volume closer to the edge
+    /// asks the filesystem again. Saves a statfs per create under a burst of creates.
+    fn space_for(&self, capacity: u64) -> Result<(u64, u64)> {
+        let recent = *self.recent_space.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, total, available)) = recent {
+            let free = available.saturating_sub(self.ledger.reserved_bytes());
+            if at.elapsed() < SPACE_REUSE && capacity <= free / 2 {
+                return Ok((total, free));
+            }
+        }
+        self.space()
     }
 
     fn info(&self, rec: &VolumeRecord) -> VolumeInfo {
