@@ -47,9 +47,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
-    /// Where volume records are kept (one JSON file per volume, written atomically).
-    /// Must survive restarts: in Kubernetes a hostPath such as /var/lib/ferrovol/state.
-    /// Default: <data-dir>/state.
+    /// Where volume records are kept: a journal with group commit; an operation is answered
+    /// once its record is durable. Must survive restarts: in Kubernetes a hostPath such as
+    /// /var/lib/ferrovol/state. Default: <data-dir>/state.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 
