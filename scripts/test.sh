@@ -68,7 +68,7 @@ echo "== unit and integration tests"
 cargo test --lib --bins --tests
 if [ -e /proc/fs/xfs/xqmstat ]; then
     echo "== XFS project quota tests (this kernel has XFS quota)"
-    cargo test --test quota xfs_ -- --ignored
+    cargo test --test quota xfs:: -- --ignored
 else
     echo "== XFS project quota tests: not run, this kernel lacks XFS quota (btrfs qgroup tests cover enforcement)"
 fi
