@@ -96,18 +96,6 @@ fn write_at(path: &Path, offset: u64, len: usize) -> std::io::Result<()> {
     f.sync_all()
 }
 
-async fn create_with(d: &Driver, name: &str, bytes: i64, quota: &str) -> csi::Volume {
-    let mut r = create_req(name, bytes, mount_cap());
-    r.parameters.insert("quota".into(), quota.into());
-    d.controller()
-        .create_volume(r)
-        .await
-        .unwrap_or_else(|e| panic!("CreateVolume {name} quota={quota}: {e}"))
-        .into_inner()
-        .volume
-        .expect("CreateVolume returned no volume")
-}
-
 async fn bytes_usage(d: &Driver, id: &str, path: &Path) -> csi::VolumeUsage {
     let stats = d
         .node()

@@ -62,6 +62,19 @@ fn is_quota_error(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
+/// CreateVolume of a mount volume with StorageClass parameter `quota`; it must succeed.
+async fn create_with(d: &Driver, name: &str, bytes: i64, quota: &str) -> csi::Volume {
+    let mut r = create_req(name, bytes, mount_cap());
+    r.parameters.insert("quota".into(), quota.into());
+    d.controller()
+        .create_volume(r)
+        .await
+        .unwrap_or_else(|e| panic!("CreateVolume {name} quota={quota}: {e}"))
+        .into_inner()
+        .volume
+        .expect("CreateVolume returned no volume")
+}
+
 /// On a base without project quota: sizes are advisory and `quota=enforce` is refused.
 async fn check_plain_base(d: &Driver, fs_name: &str) {
     let cap = mount_cap();

@@ -111,32 +111,13 @@ async fn xfs_block_volume_is_fully_writable_under_its_quota() {
 #[ignore = "needs a kernel with XFS quota (CONFIG_XFS_QUOTA); scripts/test.sh runs it where there is one"]
 async fn xfs_quota_none_is_advisory() {
     let (d, mnt) = xfs_driver().await;
-    let cap = mount_cap();
-    let mut r = create_req("loose", 4 * MIB, cap.clone());
-    r.parameters.insert("quota".into(), "none".into());
-    let vol = d
-        .controller()
-        .create_volume(r)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create_with(&d, "loose", 4 * MIB, "none").await;
     assert_eq!(enforced(&vol), Some("false"));
     // Advisory: more than the size can be written.
     write_file(&d.volume_dir("loose").join("blob"), 8 << 20).expect("quota=none must not limit");
 
     // quota=enforce is accepted on this base.
-    let mut r = create_req("strict", 4 * MIB, cap.clone());
-    r.parameters.insert("quota".into(), "enforce".into());
-    let vol = d
-        .controller()
-        .create_volume(r)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create_with(&d, "strict", 4 * MIB, "enforce").await;
     assert_eq!(enforced(&vol), Some("true"));
     let err = write_file(&d.volume_dir("strict").join("blob"), 8 << 20)
         .expect_err("quota=enforce did not limit");
