@@ -398,6 +398,39 @@ async fn a_failed_commit_acknowledges_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_delete_whose_commit_fails_leaves_the_volume_whole() {
+    // The delete's commit fails (a dying disk): DeleteVolume fails naming the volume and the
+    // cause, and the restarted driver still has the volume with its data.
+    let mut d = Driver::start().await;
+    let id = d.create("survivor", 4 * MIB, mount_cap()).await.volume_id;
+    fs::write(d.volume_dir("survivor").join("data"), b"kept").unwrap();
+    d.kill9();
+    d.set_env("FERROVOL_FAIL_AT", "journal:sync");
+    d.restart().await;
+    let status = d
+        .controller()
+        .delete_volume(delete_req(&id))
+        .await
+        .expect_err("DeleteVolume must fail when its commit fails");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("survivor") && status.message().contains("journal:sync"),
+        "the error names the volume and the cause: {}",
+        status.message()
+    );
+    d.kill9();
+    d.remove_env("FERROVOL_FAIL_AT");
+    d.restart().await;
+    assert_eq!(d.list_ids().await, vec![id.clone()]);
+    assert_eq!(
+        fs::read(d.volume_dir("survivor").join("data")).unwrap(),
+        b"kept"
+    );
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn state_of_the_previous_release_is_adopted() {
     // ferrovol 0.1 kept one JSON file per volume in <state>/hostpath/. A new binary started on
     // such a directory adopts the ready volumes, rolls back a half-made one and finishes a

@@ -26,7 +26,7 @@ pub enum Kind {
     DurableMinimum,
     /// The hostpath backend's calls, in order, with the driver's own journal (group commit
     /// included): statfs (once a second), mkdir, chmod, the markers xattr, quota, one journal commit; then the
-    /// check for mounts inside (statx per entry), quota 0, one journal commit, an unsynced
+    /// check for mounts inside (statx per entry), one journal commit, quota 0, an unsynced
     /// rmdir. What is left between it and the driver is
     /// gRPC, the ledger's index and locks, and logging.
     DriverEquivalent,
@@ -197,11 +197,11 @@ impl Baseline {
             key: key.clone(),
             value: record_json(name, Phase::Ready, project),
         }])?;
-        // DeleteVolume: nothing mounted inside, limit off, one commit, then the unsynced
+        // DeleteVolume: nothing mounted inside, one commit, then limit off and the unsynced
         // removal (one rmdir: nobody wrote to it).
         std::hint::black_box(ferrovol::os::mountinfo::first_mount_below(&dir)?);
-        self.release_limit(project)?;
         self.journal.commit(vec![Update::Delete { key }])?;
+        self.release_limit(project)?;
         fs::remove_dir(&dir)
     }
 

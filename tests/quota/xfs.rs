@@ -127,3 +127,34 @@ async fn xfs_quota_none_is_advisory() {
     d.delete(&d.volume_id("strict")).await;
     d.assert_nothing_leaked(&[&mnt]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a kernel with XFS quota (CONFIG_XFS_QUOTA); scripts/test.sh runs it where there is one"]
+async fn xfs_a_delete_whose_commit_fails_keeps_the_limit() {
+    // The delete's commit fails (a dying disk): the volume stays, and so does its limit. (Lifting
+    // the limit before the commit would leave a volume that can fill the filesystem.)
+    let (mut d, mnt) = xfs_driver().await;
+    let vol = create_with(&d, "kept", 16 * MIB, "enforce").await;
+    assert_eq!(enforced(&vol), Some("true"));
+    let id = vol.volume_id;
+    d.kill9();
+    d.set_env("FERROVOL_FAIL_AT", "journal:sync");
+    d.restart().await;
+    let status = d
+        .controller()
+        .delete_volume(delete_req(&id))
+        .await
+        .expect_err("DeleteVolume must fail when its commit fails");
+    assert!(status.message().contains("kept"), "{status:?}");
+    d.kill9();
+    d.remove_env("FERROVOL_FAIL_AT");
+    d.restart().await;
+    assert_eq!(d.list_ids().await, vec![id.clone()]);
+    let blob = d.volume_dir("kept").join("blob");
+    let err = write_file(&blob, 24 << 20).expect_err("the volume lost its limit");
+    assert!(is_quota_error(&err), "{err:?}");
+    fs::remove_file(&blob).unwrap();
+
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[&mnt]);
+}

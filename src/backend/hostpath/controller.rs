@@ -296,11 +296,12 @@ impl HostpathBackend {
                 ),
             ));
         }
-        // Lift the limit, commit the removal (the one sync), then remove the directory. The
-        // commit is the delete's point of no return; nothing on disk moves before it, so a
-        // failed commit leaves the volume whole. A directory a crash leaves after the commit is
-        // marked by this store and has no record: the next start removes it.
-        self.release_limit(&id_str, rec.backend.enforced_by)?;
+        // Commit the removal (the one sync), then lift the limit and remove the directory. The
+        // commit is the delete's point of no return; nothing on disk or in the quota table
+        // changes before it, so a failed commit leaves the volume whole and still limited. A
+        // directory a crash leaves after the commit is marked by this store and has no record:
+        // the next start lifts the limit it names and removes it. Until the directory is gone
+        // its project still counts usage, so no create takes the project id meanwhile.
         crate::failpoint::hit("delete:before-commit");
         let Queued { ticket, pending } = self.ledger.queue_remove(&rec)?;
         let me = self.arc();
@@ -310,6 +311,11 @@ impl HostpathBackend {
             move |outcome| {
                 pending.settle(&me.ledger, outcome)?;
                 crate::failpoint::hit("delete:after-commit");
+                // The volume is deleted whatever happens here: a limit left in place only keeps
+                // its (empty) project id from being reused.
+                if let Err(e) = me.release_limit(&id_str, rec.backend.enforced_by) {
+                    tracing::warn!(volume = %id_str, error = %e, "deleted; its capacity limit could not be lifted");
+                }
                 me.remove_deleted(&id_str, &rec.name);
                 Ok(())
             },

@@ -115,7 +115,7 @@ impl HostpathBackend {
                         self.remove_trash(&rec.id, &path, false);
                         tally.finished_deletes += 1;
                     }
-                    // Its limit was lifted before its removal was committed; the current
+                    // Its delete lifted its limit before renaming it to trash; the current
                     // volume's limit is not touched.
                     TrashOf::Earlier if ours => {
                         tracing::info!(volume = %rec.id, dir = %path.display(),
