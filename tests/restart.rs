@@ -390,9 +390,7 @@ async fn a_failed_commit_acknowledges_nothing() {
         .await
         .expect_err("a journal whose sync failed takes no more commits");
     assert!(again.message().contains("restart the driver"), "{again:?}");
-    d.kill9();
-    d.remove_env("FERROVOL_FAIL_AT");
-    d.restart().await;
+    d.restart_healthy().await;
     assert!(d.list_ids().await.is_empty());
     d.assert_nothing_leaked(&[]);
 }
@@ -404,9 +402,7 @@ async fn a_delete_whose_commit_fails_leaves_the_volume_whole() {
     let mut d = Driver::start().await;
     let id = d.create("survivor", 4 * MIB, mount_cap()).await.volume_id;
     fs::write(d.volume_dir("survivor").join("data"), b"kept").unwrap();
-    d.kill9();
-    d.set_env("FERROVOL_FAIL_AT", "journal:sync");
-    d.restart().await;
+    d.restart_failing_commits().await;
     let status = d
         .controller()
         .delete_volume(delete_req(&id))
@@ -418,9 +414,7 @@ async fn a_delete_whose_commit_fails_leaves_the_volume_whole() {
         "the error names the volume and the cause: {}",
         status.message()
     );
-    d.kill9();
-    d.remove_env("FERROVOL_FAIL_AT");
-    d.restart().await;
+    d.restart_healthy().await;
     assert_eq!(d.list_ids().await, vec![id.clone()]);
     assert_eq!(
         fs::read(d.volume_dir("survivor").join("data")).unwrap(),

@@ -206,6 +206,19 @@ impl Driver {
         self.spawn_and_wait().await;
     }
 
+    /// kill -9 the driver and start it again with every journal sync failing with EIO
+    /// (`FERROVOL_FAIL_AT=journal:sync`): the disk under the state is dying.
+    pub async fn restart_failing_commits(&mut self) {
+        self.set_env("FERROVOL_FAIL_AT", "journal:sync");
+        self.restart().await;
+    }
+
+    /// kill -9 the driver and start it again with working journal syncs.
+    pub async fn restart_healthy(&mut self) {
+        self.remove_env("FERROVOL_FAIL_AT");
+        self.restart().await;
+    }
+
     fn command(&self) -> Command {
         let root = self.root();
         let log = fs::OpenOptions::new()

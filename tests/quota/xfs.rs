@@ -137,18 +137,14 @@ async fn xfs_a_delete_whose_commit_fails_keeps_the_limit() {
     let vol = create_with(&d, "kept", 16 * MIB, "enforce").await;
     assert_eq!(enforced(&vol), Some("true"));
     let id = vol.volume_id;
-    d.kill9();
-    d.set_env("FERROVOL_FAIL_AT", "journal:sync");
-    d.restart().await;
+    d.restart_failing_commits().await;
     let status = d
         .controller()
         .delete_volume(delete_req(&id))
         .await
         .expect_err("DeleteVolume must fail when its commit fails");
     assert!(status.message().contains("kept"), "{status:?}");
-    d.kill9();
-    d.remove_env("FERROVOL_FAIL_AT");
-    d.restart().await;
+    d.restart_healthy().await;
     assert_eq!(d.list_ids().await, vec![id.clone()]);
     let blob = d.volume_dir("kept").join("blob");
     let err = write_file(&blob, 24 << 20).expect_err("the volume lost its limit");
