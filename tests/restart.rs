@@ -403,11 +403,7 @@ async fn a_delete_whose_commit_fails_leaves_the_volume_whole() {
     let id = d.create("survivor", 4 * MIB, mount_cap()).await.volume_id;
     fs::write(d.volume_dir("survivor").join("data"), b"kept").unwrap();
     d.restart_failing_commits().await;
-    let status = d
-        .controller()
-        .delete_volume(delete_req(&id))
-        .await
-        .expect_err("DeleteVolume must fail when its commit fails");
+    let status = d.delete_refused(&id).await;
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("survivor") && status.message().contains("journal:sync"),

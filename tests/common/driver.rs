@@ -415,6 +415,14 @@ impl Driver {
             .unwrap_or_else(|e| panic!("DeleteVolume {id}: {e}"));
     }
 
+    /// DeleteVolume that must fail; returns its status.
+    pub async fn delete_refused(&self, id: &str) -> tonic::Status {
+        match self.controller().delete_volume(delete_req(id)).await {
+            Ok(_) => panic!("DeleteVolume {id} succeeded; it had to fail"),
+            Err(status) => status,
+        }
+    }
+
     pub async fn get(&self, id: &str) -> csi::ControllerGetVolumeResponse {
         self.controller()
             .controller_get_volume(get_req(id))
