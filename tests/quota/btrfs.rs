@@ -96,32 +96,11 @@ fn write_at(path: &Path, offset: u64, len: usize) -> std::io::Result<()> {
     f.sync_all()
 }
 
-async fn bytes_usage(d: &Driver, id: &str, path: &Path) -> csi::VolumeUsage {
-    let stats = d
-        .node()
-        .node_get_volume_stats(stats_req(id, path))
-        .await
-        .unwrap_or_else(|e| panic!("NodeGetVolumeStats {id}: {e}"))
-        .into_inner();
-    stats
-        .usage
-        .iter()
-        .find(|u| u.unit == csi::volume_usage::Unit::Bytes as i32)
-        .cloned()
-        .unwrap_or_else(|| panic!("no byte usage in {stats:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn btrfs_qgroup_limits_and_grows_a_mount_volume() {
     let (d, mnt) = btrfs_driver(true).await;
     let cap = mount_cap();
-    let vol = d.create("limited", 16 * MIB, cap.clone()).await;
-    assert_eq!(
-        enforced(&vol),
-        Some("true"),
-        "context: {:?}",
-        vol.volume_context
-    );
+    let vol = create_enforced(&d, "limited", cap.clone()).await;
     let dir = d.volume_dir("limited");
     assert!(is_subvolume(&dir), "{} is not a subvolume", dir.display());
     assert!(
@@ -139,21 +118,7 @@ async fn btrfs_qgroup_limits_and_grows_a_mount_volume() {
 
     // Used bytes come from the qgroup, which is only updated at a transaction commit.
     btrfs_commit(&mnt);
-    let bytes = bytes_usage(&d, &id, &target).await;
-    assert_eq!(bytes.total, 48 * MIB, "{bytes:?}");
-    assert!(
-        (24 * MIB..=48 * MIB).contains(&bytes.used),
-        "used should count the 24 MiB file: {bytes:?}"
-    );
-    assert!(bytes.available <= 24 * MIB, "{bytes:?}");
-
-    // Another 32 MiB would pass 48 MiB: refused again.
-    let err =
-        write_file(&target.join("more"), 32 << 20).expect_err("the grown limit is not enforced");
-    assert!(
-        is_quota_error(&err),
-        "expected EDQUOT or ENOSPC, got {err:?}"
-    );
+    grown_limit_holds(&d, &id, &target).await;
 
     d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
@@ -171,8 +136,7 @@ async fn btrfs_qgroup_limits_and_grows_a_mount_volume() {
 async fn btrfs_block_volume_is_fully_writable_under_its_qgroup() {
     let (d, mnt) = btrfs_driver(true).await;
     let cap = block_cap();
-    let vol = d.create("blk", 16 * MIB, cap.clone()).await;
-    assert_eq!(enforced(&vol), Some("true"), "{:?}", vol.volume_context);
+    let vol = create_enforced(&d, "blk", cap.clone()).await;
     let dir = d.volume_dir("blk");
     assert!(is_subvolume(&dir), "{} is not a subvolume", dir.display());
     // The limit leaves room beside the image for the directory's own metadata.

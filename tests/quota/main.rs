@@ -54,6 +54,52 @@ async fn overflow_then_grow(
     r
 }
 
+/// The byte usage NodeGetVolumeStats reports for the volume published at `path`.
+async fn bytes_usage(d: &Driver, id: &str, path: &Path) -> csi::VolumeUsage {
+    let stats = d
+        .node()
+        .node_get_volume_stats(stats_req(id, path))
+        .await
+        .unwrap_or_else(|e| panic!("NodeGetVolumeStats {id}: {e}"))
+        .into_inner();
+    stats
+        .usage
+        .iter()
+        .find(|u| u.unit == csi::volume_usage::Unit::Bytes as i32)
+        .cloned()
+        .unwrap_or_else(|| panic!("no byte usage in {stats:?}"))
+}
+
+/// After `overflow_then_grow`: the stats show the 48 MiB limit with the 24 MiB file counted in it,
+/// and another 32 MiB, which would pass the limit, is refused.
+async fn grown_limit_holds(d: &Driver, id: &str, target: &Path) {
+    let bytes = bytes_usage(d, id, target).await;
+    assert_eq!(bytes.total, 48 * MIB, "{bytes:?}");
+    assert!(
+        (24 * MIB..=48 * MIB).contains(&bytes.used),
+        "used should count the 24 MiB file: {bytes:?}"
+    );
+    assert!(bytes.available <= 24 * MIB, "{bytes:?}");
+    let err =
+        write_file(&target.join("more"), 32 << 20).expect_err("the grown limit is not enforced");
+    assert!(
+        is_quota_error(&err),
+        "expected EDQUOT or ENOSPC, got {err:?}"
+    );
+}
+
+/// CreateVolume of a 16 MiB volume with the class defaults; its capacity must be enforced.
+async fn create_enforced(d: &Driver, name: &str, cap: csi::VolumeCapability) -> csi::Volume {
+    let vol = d.create(name, 16 * MIB, cap).await;
+    assert_eq!(
+        enforced(&vol),
+        Some("true"),
+        "{name}: context {:?}",
+        vol.volume_context
+    );
+    vol
+}
+
 fn enforced(vol: &csi::Volume) -> Option<&str> {
     vol.volume_context.get(ENFORCED).map(String::as_str)
 }

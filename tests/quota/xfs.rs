@@ -31,37 +31,12 @@ async fn xfs_driver() -> (Driver, PathBuf) {
 async fn xfs_project_quota_limits_and_grows_a_mount_volume() {
     let (d, mnt) = xfs_driver().await;
     let cap = mount_cap();
-    let vol = d.create("limited", 16 * MIB, cap.clone()).await;
-    assert_eq!(
-        enforced(&vol),
-        Some("true"),
-        "context: {:?}",
-        vol.volume_context
-    );
+    let vol = create_enforced(&d, "limited", cap.clone()).await;
     let id = vol.volume_id;
     let (staging, target) = publish_limited(&d, &id, cap.clone()).await;
     overflow_then_grow(&d, &id, &target).await;
 
-    let stats = d.stats(&id, &target).await;
-    let bytes = stats
-        .usage
-        .iter()
-        .find(|u| u.unit == csi::volume_usage::Unit::Bytes as i32)
-        .unwrap();
-    assert_eq!(bytes.total, 48 * MIB, "{stats:?}");
-    assert!(
-        bytes.used >= 24 * MIB,
-        "used should count the 24 MiB file: {stats:?}"
-    );
-    assert!(bytes.available <= 24 * MIB, "{stats:?}");
-
-    // Another 32 MiB would pass 48 MiB: refused again.
-    let err =
-        write_file(&target.join("more"), 32 << 20).expect_err("the grown limit is not enforced");
-    assert!(
-        is_quota_error(&err),
-        "expected ENOSPC or EDQUOT, got {err:?}"
-    );
+    grown_limit_holds(&d, &id, &target).await;
 
     d.unpublish_and_unstage(&id, &target, &staging).await;
     d.controller_unpublish(&id).await;
@@ -74,8 +49,7 @@ async fn xfs_project_quota_limits_and_grows_a_mount_volume() {
 async fn xfs_block_volume_is_fully_writable_under_its_quota() {
     let (d, mnt) = xfs_driver().await;
     let cap = block_cap();
-    let vol = d.create("blk", 16 * MIB, cap.clone()).await;
-    assert_eq!(enforced(&vol), Some("true"));
+    let vol = create_enforced(&d, "blk", cap.clone()).await;
     let id = vol.volume_id;
     let (staging, target) = d.stage_and_publish(&id, "blk", cap.clone()).await;
     assert_eq!(block_size(&target), 16 << 20);
