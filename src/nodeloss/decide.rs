@@ -161,9 +161,7 @@ pub fn claim_state<'a>(
         volume.is_some() && volume == pv.metadata.name.as_deref()
     };
     match found {
-        Some(pvc)
-            if names_this_pv(pvc) && (cref.uid.is_none() || pvc.metadata.uid == cref.uid) =>
-        {
+        Some(pvc) if names_this_pv(pvc) && (cref.uid.is_none() || pvc.metadata.uid == cref.uid) => {
             ClaimState::Bound(pvc)
         }
         _ => ClaimState::Gone,

@@ -404,7 +404,9 @@ fn claim_state_needs_the_claim_to_name_the_pv() {
     for row in rows {
         let mut pv = local_pv();
         pv.spec.as_mut().unwrap().claim_ref.as_mut().unwrap().uid = row.ref_uid.map(Into::into);
-        let found = row.found.map(|(uid, volume)| claim_of(uid, volume, Some("recreate")));
+        let found = row
+            .found
+            .map(|(uid, volume)| claim_of(uid, volume, Some("recreate")));
         let state = claim_state(&pv, found.as_ref());
         if row.bound {
             assert!(matches!(state, ClaimState::Bound(_)), "{}", row.what);
