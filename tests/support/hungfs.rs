@@ -118,6 +118,13 @@ impl HungFs {
         self.shared.held.lock().unwrap().len()
     }
 
+    /// Answers the oldest held request alone; later ones still hang.
+    pub fn answer_one(&self) {
+        let mut held = self.shared.held.lock().unwrap();
+        assert!(!held.is_empty(), "no statfs request is waiting");
+        answer(held.remove(0));
+    }
+
     /// The server comes back: answers every held request and all later ones at once.
     pub fn recover(&self) {
         self.shared.hang.store(false, Ordering::SeqCst);
