@@ -16,11 +16,12 @@
 //! deadline, so a burst of calls cannot get past the bound before the first deadline passes.
 //! [`CALLS_TOTAL`] caps the threads of all servers together, should many servers die at once.
 //!
-//! Why 32 per server: a dead server gets at most one stats call at a time (see below), and the
-//! kubelet retries mounts and unmounts with a backoff that grows to minutes, so a dead server
-//! collects roughly one stuck thread per pod being started or stopped on it. 32 covers a node's
-//! pods of one server starting together; a stuck thread costs its stack's resident pages (a few
-//! KiB), so 32 per server and 512 in all stay small next to the process.
+//! Why 32 per server: once a server is known hung its stats make no new kernel calls (see
+//! below), and the kubelet retries mounts and unmounts with a backoff that grows to minutes, so
+//! a dead server collects roughly one stuck thread per pod being started or stopped on it, plus
+//! the stats that reached it before its first deadline passed. 32 covers a node's pods of one
+//! server starting together; a stuck thread costs its stack's resident pages (a few KiB), so 32
+//! per server and 512 in all stay small next to the process.
 //!
 //! Known hung: from the first abandoned call to a server until an abandoned call to it returns,
 //! [`not_answering`] says since when. The kubelet asks NodeGetVolumeStats about once a minute per
