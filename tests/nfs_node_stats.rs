@@ -125,7 +125,7 @@ async fn a_hung_server_costs_its_own_budget_and_stats_answer_without_new_calls()
     let t0 = Instant::now();
     let b = d.stats("nfs/pvc-b", &b_path).await;
     assert!(t0.elapsed() < KERNEL_DEADLINE, "B took {:?}", t0.elapsed());
-    assert_eq!(b.usage[0].total, 64 * MIB as i64, "{b:?}");
+    assert_eq!(b.usage[0].total, 64 * MIB, "{b:?}");
     assert!(!condition(&b).0, "{b:?}");
 
     // A's hung calls never exceed its budget; each answer names A: abnormal when its call was
