@@ -96,7 +96,7 @@ async fn a_hung_server_costs_its_own_budget_and_stats_answer_without_new_calls()
     // deadline hang there; later ones find A known hung. Between rounds A answers one held
     // call, which clears that state, so the next round sends new calls until A's budget is full.
     let mut answers = Vec::new();
-    for round in 0..6 {
+    for round in 0..12 {
         if round > 0 {
             a.answer_one();
             let held = a.held() as u64;
