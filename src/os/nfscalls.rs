@@ -15,6 +15,7 @@
 //! Unavailable, and other servers are not affected. A call counts from its start, not from its
 //! deadline, so a burst of calls cannot get past the bound before the first deadline passes.
 //! [`CALLS_TOTAL`] caps the threads of all servers together, should many servers die at once.
+//! Name lookups do not reach the server: they count under [`RESOLVER`] instead.
 //!
 //! Why 32 per server: once a server is known hung its stats make no new kernel calls (see
 //! below), and the kubelet retries mounts and unmounts with a backoff that grows to minutes, so
@@ -115,7 +116,22 @@ pub fn with_deadline<T: Send + 'static>(
     deadline: Duration,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let key = server_of(server).to_string();
+    with_deadline_as(server_of(server), server, action, deadline, f)
+}
+
+/// Budget and hung state of calls that do not reach the server itself (name lookups): a slow
+/// resolver must not mark the server as not answering.
+pub const RESOLVER: &str = "(resolver)";
+
+/// [`with_deadline`] counted against `key`'s budget and hung state instead of `server`'s.
+pub fn with_deadline_as<T: Send + 'static>(
+    key: &str,
+    server: &str,
+    action: &str,
+    deadline: Duration,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let key = key.to_string();
     let started = Instant::now();
     admit(&key, server, action)?;
     let (tx, rx) = mpsc::sync_channel(1);
@@ -245,6 +261,34 @@ mod tests {
             with_deadline("srv-quick", "x", Duration::from_secs(1), || Ok(7)).unwrap(),
             7
         );
+    }
+
+    #[test]
+    fn a_hung_name_lookup_does_not_mark_the_server() {
+        let (release, r) = {
+            let (release, wait) = mpsc::channel::<()>();
+            let r = with_deadline_as(
+                RESOLVER,
+                "lookup-a",
+                "resolve",
+                Duration::from_millis(50),
+                {
+                    move || {
+                        let _ = wait.recv();
+                        Ok(())
+                    }
+                },
+            );
+            (release, r)
+        };
+        assert!(
+            matches!(r, Err(Error::DeadlineExceeded { ref server, .. }) if server == "lookup-a"),
+            "{r:?}"
+        );
+        assert_eq!(not_answering("lookup-a"), None);
+        assert!(not_answering(RESOLVER).is_some());
+        drop(release);
+        wait_until("the lookup returns", || not_answering(RESOLVER).is_none());
     }
 
     #[test]

@@ -173,7 +173,8 @@ impl NfsBackend {
         }
         let deadline = self.kernel_deadline();
         let server = loc.server.clone();
-        let addr = nfscalls::with_deadline(
+        let addr = nfscalls::with_deadline_as(
+            nfscalls::RESOLVER,
             &loc.server,
             &format!("resolve {server} for volume {vid}"),
             deadline,
