@@ -80,6 +80,18 @@ pub fn render() -> String {
         "ferrovol_state_background_syncs_total {}",
         background_syncs()
     );
+    out.push_str("# HELP ferrovol_nfs_abandoned_kernel_calls Kernel calls to an NFS server still running past their deadline.\n");
+    out.push_str("# TYPE ferrovol_nfs_abandoned_kernel_calls gauge\n");
+    for (server, n) in crate::os::nfscalls::abandoned_calls() {
+        let server = server
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(
+            out,
+            "ferrovol_nfs_abandoned_kernel_calls{{server=\"{server}\"}} {n}"
+        );
+    }
     out
 }
 
