@@ -201,3 +201,74 @@ fn chart_crd_matches_ferrovol_crd() {
     );
     assert!(chart.contains("scope: Cluster") && chart.contains("name: CLAIM"));
 }
+
+/// Unmounts on drop, so a failing assertion does not leave the loop device busy.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Every partition of a disk that holds the OS is excluded, blank ones too (a BIOS-boot
+/// partition carries no signature). The stand-in for the OS disk: a GPT loop disk whose first
+/// partition is mounted at a protected path (what `serve` does with its state dir).
+#[test]
+fn blank_partitions_beside_the_os_partition_are_not_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "osdisk.img", 64);
+    let out = disks::run(
+        "losetup",
+        &["--find", "--show", "--partscan", img.to_str().unwrap()],
+    );
+    let disk = Disk {
+        image: img.clone(),
+        dev: out.trim().into(),
+    };
+    disks::run(
+        "sgdisk",
+        &[
+            "-o",
+            "-n",
+            "1:0:+24M",
+            "-n",
+            "2:0:+1M",
+            "-t",
+            "2:ef02",
+            "-n",
+            "3:0:0",
+            disk.path(),
+        ],
+    );
+    disks::run("partx", &["-u", disk.path()]);
+    let part = |n: u32| format!("{}p{n}", disk.path());
+    for n in 1..=3 {
+        let p = part(n);
+        let t0 = Instant::now();
+        while !Path::new(&p).exists() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(Path::new(&p).exists(), "{p} did not appear");
+    }
+    disks::run("mkfs.ext4", &["-q", "-F", &part(1)]);
+    let os = dir.path().join("os");
+    std::fs::create_dir(&os).unwrap();
+    disks::run("mount", &[&part(1), os.to_str().unwrap()]);
+    let _mounted = Mounted(os.clone());
+
+    let include: Vec<String> = std::iter::once(disk.path().to_string())
+        .chain((1..=3).map(part))
+        .collect();
+    let filters = Filters::new(&include, &[], None, std::slice::from_ref(&os)).unwrap();
+    let devs = scan::scan_all("node-a", &filters).unwrap();
+    for name in &include {
+        let d = devs
+            .iter()
+            .find(|d| d.dev_path == Path::new(name))
+            .unwrap_or_else(|| panic!("{name} not scanned"));
+        assert!(!d.candidate, "{name} is a candidate: {d:?}");
+        let reason = d.excluded_reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("holds the OS"), "{name}: {reason}");
+    }
+}
