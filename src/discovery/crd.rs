@@ -96,6 +96,10 @@ pub struct BlockDeviceStatus {
     /// Why it is not a candidate, or why it was released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Other devices on the node that present this device's identity: until they are gone,
+    /// the node neither gives the device out nor writes to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
 }
 
 /// The object for one inventory entry on `node`, named by the uid, labelled with the node.
@@ -144,6 +148,13 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
         .into(),
         candidate: d.candidate && e.state == State::Active,
         reason: released.or_else(|| d.excluded_reason.clone()),
+        conflict: (!e.conflict.is_empty()).then(|| {
+            let paths: Vec<String> = e.conflict.iter().map(|n| format!("/dev/{n}")).collect();
+            format!(
+                "identity also presented by {}; not used while they coexist",
+                paths.join(", ")
+            )
+        }),
     });
     obj
 }

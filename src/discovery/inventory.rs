@@ -38,6 +38,11 @@ pub struct Entry {
     pub device: Device,
     pub state: State,
     pub claim: Claim,
+    /// Kernel names of other devices that present this uid too (one identity on two devices:
+    /// a shared or cloned WWN, a second disk with the same serial). The entry keeps the device
+    /// it had; none of them is a candidate or written while this is not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -289,6 +294,7 @@ fn upsert(map: &mut BTreeMap<String, Entry>, device: Device) {
                     device,
                     state: State::Active,
                     claim: Claim::Unclaimed,
+                    conflict: Vec::new(),
                 },
             );
         }

@@ -173,6 +173,7 @@ mod tests {
             device: d,
             state,
             claim,
+            conflict: Vec::new(),
         }
     }
 
