@@ -146,7 +146,7 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
             State::Inactive => "Inactive",
         }
         .into(),
-        candidate: d.candidate && e.state == State::Active,
+        candidate: d.candidate && e.state == State::Active && e.conflict.is_empty(),
         reason: released.or_else(|| d.excluded_reason.clone()),
         conflict: (!e.conflict.is_empty()).then(|| {
             let paths: Vec<String> = e.conflict.iter().map(|n| format!("/dev/{n}")).collect();

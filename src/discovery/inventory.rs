@@ -7,6 +7,7 @@
 use super::device::Device;
 use super::filter::Filters;
 use super::monitor::{Event, Monitor};
+use super::placement;
 use super::scan::{self, Context};
 use crate::os::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
@@ -109,12 +110,7 @@ impl Inventory {
         let found = scan::scan_all(&self.node, &self.filters)?;
         let mut map = self.lock();
         let before = map.clone();
-        for e in map.values_mut() {
-            e.state = State::Inactive;
-        }
-        for dev in found {
-            upsert(&mut map, dev);
-        }
+        placement::place_all(&mut map, found);
         self.commit(map, before)
     }
 
@@ -129,28 +125,7 @@ impl Inventory {
         let mut map = self.lock();
         let before = map.clone();
         for (name, dev) in scanned {
-            // Whatever this kernel name stood for before, unless it is the same device again,
-            // is gone from it: a detached loop, a pulled disk.
-            let uid = dev.as_ref().map(|d| d.uid.clone());
-            for e in map.values_mut() {
-                if e.device.kernel_name == name && Some(&e.device.uid) != uid.as_ref() {
-                    e.state = State::Inactive;
-                }
-            }
-            if let Some(mut dev) = dev {
-                // The same identity still active under another name: one disk seen twice.
-                if let Some(other) = map.get(&dev.uid).filter(|o| {
-                    o.state == State::Active
-                        && o.device.kernel_name != dev.kernel_name
-                        && scan::scan_one(&ctx, &o.device.kernel_name)
-                            .is_some_and(|d| d.uid == dev.uid)
-                }) {
-                    let mut pair = [other.device.clone(), dev];
-                    scan::mark_duplicates(&mut pair);
-                    dev = pair[1].clone();
-                }
-                upsert(&mut map, dev);
-            }
+            placement::place_one(&mut map, name, dev, |n| scan::scan_one(&ctx, n));
         }
         self.commit(map, before)
     }
@@ -229,7 +204,10 @@ impl Inventory {
         self.lock()
             .values()
             .filter(|e| {
-                e.state == State::Active && e.claim == Claim::Unclaimed && e.device.candidate
+                e.state == State::Active
+                    && e.claim == Claim::Unclaimed
+                    && e.device.candidate
+                    && e.conflict.is_empty()
             })
             .cloned()
             .collect()
@@ -237,6 +215,14 @@ impl Inventory {
 
     pub fn get(&self, uid: &str) -> Option<Entry> {
         self.lock().get(uid).cloned()
+    }
+
+    /// What the device with number `major:minor` presents right now, read afresh from sysfs
+    /// and blkid (not from the inventory, which may lag behind a swap). None when no device
+    /// has that number.
+    pub fn identify(&self, number: &str) -> io::Result<Option<Device>> {
+        let ctx = Context::load(&self.node, &self.filters)?;
+        Ok(super::sysfs::name_by_number(number).and_then(|n| scan::scan_one(&ctx, &n)))
     }
 
     /// The current /dev path of an Active device.
@@ -276,27 +262,6 @@ impl Inventory {
                 .wait_timeout(map, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
-    }
-}
-
-/// Inserts or refreshes a seen device, keeping its claim.
-fn upsert(map: &mut BTreeMap<String, Entry>, device: Device) {
-    match map.get_mut(&device.uid) {
-        Some(e) => {
-            e.device = device;
-            e.state = State::Active;
-        }
-        None => {
-            map.insert(
-                device.uid.clone(),
-                Entry {
-                    device,
-                    state: State::Active,
-                    claim: Claim::Unclaimed,
-                    conflict: Vec::new(),
-                },
-            );
         }
     }
 }

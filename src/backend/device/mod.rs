@@ -14,12 +14,18 @@
 //! - delete: record `Deleting` -> wipe (only what we wrote, or everything for a raw block
 //!   volume) -> claim `Unclaimed` (or `Released` with the reason when the device no longer shows
 //!   what we wrote) -> record removed. A restart finishes a `Deleting` record the same way.
+//! - Every format, wipe and discard first proves, through the descriptor it writes with, that
+//!   the node is the claimed device ([`proof`]): uid read afresh for that device number, size,
+//!   the fingerprint taken at claim, no other device presenting the same uid. A device that
+//!   fails the proof is never written; the RPC answers FailedPrecondition and a delete stays
+//!   pending until the claimed device is back or an operator steps in.
 //! - A `Claimed` device whose volume has no record (lost state) is never given out again: it
 //!   turns `Released` for an operator to look at.
 
 mod controller;
 mod node;
 pub mod params;
+mod proof;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::discovery::{Claim, Filters, Inventory, State};
@@ -54,6 +60,10 @@ pub struct DeviceData {
     pub fs: Option<OurFs>,
     #[serde(default)]
     pub mkfs_options: Vec<String>,
+    /// The device as read through a descriptor when it was claimed; compared before every
+    /// write. None in records made before fingerprints were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_as: Option<proof::Fingerprint>,
 }
 
 pub type VolumeRecord = crate::state::VolumeRecord<DeviceData>;
@@ -216,6 +226,9 @@ impl DeviceBackend {
                     e.device.dev_path.display()
                 ),
             ));
+        }
+        if let Some(why) = proof::conflict(&e) {
+            return Err(Error::precondition(&rec.id, why));
         }
         if e.claim
             != (Claim::Claimed {

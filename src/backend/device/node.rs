@@ -7,6 +7,7 @@
 //! of one block volume at the same time are refused (FailedPrecondition): one flag serves both.
 
 use super::controller::unsupported;
+use super::proof::Hold;
 use super::{mounted_from, DeviceBackend, OurFs, VolumeRecord};
 use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
@@ -83,8 +84,14 @@ impl DeviceBackend {
                 && s.fs_type == fs.fs_type
                 && s.uuid.as_deref() == Some(fs.uuid.as_str())
         };
-        let sigs = probe()?;
         let finished = !fs.offsets.is_empty();
+        // mkfs may follow: prove the device first and hold it open, so that what is probed
+        // below is what mkfs writes (a held node cannot turn into another device).
+        let _held = match finished {
+            true => None,
+            false => Some(self.prove(rec, dev, Hold::Shared, true)?),
+        };
+        let sigs = probe()?;
         if sigs.is_empty() && finished {
             return Err(Error::precondition(
                 vid,
