@@ -197,3 +197,58 @@ async fn two_devices_with_one_wwn_are_a_conflict_and_never_formatted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_claim_recorded_by_another_node_is_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSysfs::new();
+    // A LUN two nodes see; blank, so only node-b's claim keeps this node off it.
+    let lun = Disk::attach(&image(dir.path(), "lun.img", 64));
+    let blank = std::fs::read(&lun.image).unwrap();
+    fake.add(&lun.dev, Some(WWN));
+    let mut d = driver(&fake, &[&lun]).await;
+    let uid = inventory(&d)
+        .into_iter()
+        .find(|e| e.device.dev_path == lun.dev)
+        .unwrap()
+        .device
+        .uid;
+
+    // The node's record learns node-b's claim (as the cluster sync records it).
+    d.kill9();
+    let file = d.state_dir().join("devices.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let theirs = serde_json::json!({
+        "claim": "Claimed", "volume": "device/node-b/theirs", "node": "node-b"
+    });
+    for e in json["devices"].as_array_mut().unwrap() {
+        if e["device"]["uid"] == uid.as_str() {
+            e["claim"] = theirs.clone();
+        }
+    }
+    std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
+    d.restart().await;
+
+    let entry = inventory(&d)
+        .into_iter()
+        .find(|e| e.device.uid == uid)
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&entry.claim).unwrap(),
+        theirs,
+        "node-b's claim was changed\n{}",
+        d.log()
+    );
+    let mut req = create_req("mine", 0, block_cap());
+    req.parameters.insert("backend".into(), "device".into());
+    expect_code(
+        d.controller().create_volume(req).await,
+        Code::ResourceExhausted,
+        "create with only node-b's device",
+    );
+    assert!(
+        std::fs::read(&lun.image).unwrap() == blank,
+        "node-b's device was written"
+    );
+}

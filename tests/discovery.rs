@@ -150,6 +150,7 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     let uid = entry_for(&inv.snapshot(), &img)[0].device.uid.clone();
     let claim = Claim::Claimed {
         volume: "device/node-a/pvc-1".into(),
+        node: "node-a".into(),
     };
     inv.set_claim(&uid, claim.clone()).unwrap();
     inv.start_monitor().unwrap();

@@ -135,8 +135,14 @@ pub fn inventory_table(entries: &[Entry]) -> String {
         let excluded = d.excluded_reason.clone().unwrap_or_else(|| "-".into());
         let (claim, volume, reason) = match &e.claim {
             Claim::Unclaimed => ("Unclaimed", "-".to_string(), excluded),
-            Claim::Claimed { volume } => ("Claimed", volume.clone(), "-".to_string()),
-            Claim::Released { volume, reason } => ("Released", volume.clone(), reason.clone()),
+            Claim::Claimed { volume, node } => {
+                ("Claimed", format!("{volume} ({node})"), "-".to_string())
+            }
+            Claim::Released {
+                volume,
+                reason,
+                node,
+            } => ("Released", format!("{volume} ({node})"), reason.clone()),
         };
         rows.push([
             d.uid.clone(),

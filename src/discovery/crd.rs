@@ -89,6 +89,10 @@ pub struct BlockDeviceStatus {
     /// The volume holding (or last holding) the claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// The node holding (or last holding) the claim. Every other node that sees the device
+    /// leaves it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_node: Option<String>,
     /// Active or Inactive.
     pub state: String,
     /// Whether the filters admit it for new volumes.
@@ -131,8 +135,8 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
     };
     let (claim_state, volume, released) = match &e.claim {
         Claim::Unclaimed => ("Unclaimed", None, None),
-        Claim::Claimed { volume } => ("Claimed", Some(volume.clone()), None),
-        Claim::Released { volume, reason } => {
+        Claim::Claimed { volume, .. } => ("Claimed", Some(volume.clone()), None),
+        Claim::Released { volume, reason, .. } => {
             ("Released", Some(volume.clone()), Some(reason.clone()))
         }
     };
@@ -141,6 +145,7 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
     obj.status = Some(BlockDeviceStatus {
         claim_state: claim_state.into(),
         volume,
+        claim_node: e.claim.node().map(str::to_string),
         state: match e.state {
             State::Active => "Active",
             State::Inactive => "Inactive",

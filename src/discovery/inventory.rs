@@ -29,8 +29,37 @@ pub enum State {
 #[serde(tag = "claim")]
 pub enum Claim {
     Unclaimed,
-    Claimed { volume: String },
-    Released { volume: String, reason: String },
+    /// `node` holds the device for `volume`. A node never changes, wipes or formats a device
+    /// another node claimed; it learns of such claims from the cluster's BlockDevice objects.
+    Claimed {
+        volume: String,
+        #[serde(default)]
+        node: String,
+    },
+    Released {
+        volume: String,
+        reason: String,
+        #[serde(default)]
+        node: String,
+    },
+}
+
+impl Claim {
+    /// The node that holds or held the claim; None when unclaimed.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Claim::Unclaimed => None,
+            Claim::Claimed { node, .. } | Claim::Released { node, .. } => Some(node),
+        }
+    }
+
+    fn fill_node(&mut self, recorder: &str) {
+        if let Claim::Claimed { node, .. } | Claim::Released { node, .. } = self {
+            if node.is_empty() {
+                *node = recorder.to_string();
+            }
+        }
+    }
 }
 
 /// A device with its state and claim.
@@ -76,7 +105,9 @@ impl Inventory {
                         format!("device inventory {}: {e}", file.display()),
                     )
                 })?;
-                for e in p.devices {
+                for mut e in p.devices {
+                    // Claims recorded before they named their node are the recorder's.
+                    e.claim.fill_node(&p.node);
                     entries.insert(e.device.uid.clone(), e);
                 }
             }
@@ -233,14 +264,46 @@ impl Inventory {
             .map(|e| e.device.dev_path.clone())
     }
 
-    /// Sets a device's claim; durable on disk before it returns.
+    /// Sets a device's claim; durable on disk before it returns. Refused when another node
+    /// holds the device, or when `claim` names another node.
     pub fn set_claim(&self, uid: &str, claim: Claim) -> io::Result<()> {
         let mut map = self.lock();
         let before = map.clone();
         let e = map.get_mut(uid).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no device with uid {uid}"))
         })?;
+        for c in [&e.claim, &claim] {
+            if let Some(other) = c.node().filter(|n| *n != self.node) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "device {uid} is claimed by node {other}; node {} leaves it alone",
+                        self.node
+                    ),
+                ));
+            }
+        }
         e.claim = claim;
+        self.commit(map, before)
+    }
+
+    /// Records the claims other nodes hold (from the cluster, by uid) on devices this node
+    /// sees too, and forgets those they gave up. A claim of this node is never replaced; two
+    /// nodes claiming one device is logged as the error it is.
+    pub fn set_foreign_claims(&self, foreign: &BTreeMap<String, Claim>) -> io::Result<()> {
+        let mut map = self.lock();
+        let before = map.clone();
+        for (uid, e) in map.iter_mut() {
+            let theirs = e.claim.node().is_some_and(|n| n != self.node);
+            match foreign.get(uid) {
+                Some(c) if e.claim == Claim::Unclaimed || theirs => e.claim = c.clone(),
+                Some(c) => {
+                    tracing::error!(uid = %uid, ours = ?e.claim, theirs = ?c, "two nodes claim one device");
+                }
+                None if theirs => e.claim = Claim::Unclaimed,
+                None => {}
+            }
+        }
         self.commit(map, before)
     }
 

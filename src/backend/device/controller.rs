@@ -216,10 +216,7 @@ impl DeviceBackend {
         rec.phase = Phase::Creating;
         self.ledger.save(rec.clone())?;
         crate::failpoint::hit("device:create:after-intent");
-        let claim = Claim::Claimed {
-            volume: id_str.clone(),
-        };
-        if let Err(e) = self.set_claim(&rec, claim) {
+        if let Err(e) = self.set_claim(&rec, self.ours(&rec)) {
             let _ = self.ledger.remove(&rec);
             return Err(e);
         }

@@ -141,8 +141,8 @@ impl DeviceBackend {
         }
         let known: Vec<String> = self.ledger.records().into_iter().map(|r| r.id).collect();
         for e in self.inventory.snapshot() {
-            if let Claim::Claimed { volume } = &e.claim {
-                if !known.contains(volume) {
+            if let Claim::Claimed { volume, node } = &e.claim {
+                if node == &self.node && !known.contains(volume) {
                     let reason = format!(
                         "claimed by volume {volume}, of which this driver has no record; not reused"
                     );
@@ -150,6 +150,7 @@ impl DeviceBackend {
                     let claim = Claim::Released {
                         volume: volume.clone(),
                         reason,
+                        node: self.node.clone(),
                     };
                     if let Err(err) = self.inventory.set_claim(&e.device.uid, claim) {
                         tracing::warn!(uid = %e.device.uid, error = %err, "could not release device");
@@ -160,11 +161,7 @@ impl DeviceBackend {
     }
 
     fn roll_back_create(&self, rec: &VolumeRecord) -> Result<()> {
-        if self.claim_of(&rec.backend.uid)
-            == Some(Claim::Claimed {
-                volume: rec.id.clone(),
-            })
-        {
+        if self.claim_of(&rec.backend.uid) == Some(self.ours(rec)) {
             self.set_claim(rec, Claim::Unclaimed)?;
         }
         tracing::info!(volume = %rec.id, uid = %rec.backend.uid, "rolled back an unfinished create");
@@ -173,17 +170,29 @@ impl DeviceBackend {
 
     fn reassert_claim(&self, rec: &VolumeRecord) -> Result<()> {
         match self.claim_of(&rec.backend.uid) {
-            Some(Claim::Unclaimed) => self.set_claim(
-                rec,
-                Claim::Claimed {
-                    volume: rec.id.clone(),
-                },
-            ),
+            Some(Claim::Unclaimed) => self.set_claim(rec, self.ours(rec)),
             None => {
                 tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, "the volume's device is not in the inventory");
                 Ok(())
             }
             Some(_) => Ok(()),
+        }
+    }
+
+    /// The claim this node holds on the device of `rec`.
+    fn ours(&self, rec: &VolumeRecord) -> Claim {
+        Claim::Claimed {
+            volume: rec.id.clone(),
+            node: self.node.clone(),
+        }
+    }
+
+    /// A Released claim of this node for `rec`'s device.
+    fn released(&self, rec: &VolumeRecord, reason: String) -> Claim {
+        Claim::Released {
+            volume: rec.id.clone(),
+            reason,
+            node: self.node.clone(),
         }
     }
 
@@ -230,11 +239,7 @@ impl DeviceBackend {
         if let Some(why) = proof::conflict(&e) {
             return Err(Error::precondition(&rec.id, why));
         }
-        if e.claim
-            != (Claim::Claimed {
-                volume: rec.id.clone(),
-            })
-        {
+        if e.claim != self.ours(rec) {
             return Err(Error::precondition(
                 &rec.id,
                 format!("device {uid} is not claimed by this volume ({:?})", e.claim),

@@ -6,7 +6,7 @@
 //! can neither be detached from its loop nor give its number to another disk).
 
 use super::{DeviceBackend, VolumeRecord};
-use crate::discovery::{Claim, Entry, State};
+use crate::discovery::{Entry, State};
 use crate::error::{Error, Result};
 use crate::os::{blkid, blockdev, loopdev};
 use serde::{Deserialize, Serialize};
@@ -106,10 +106,7 @@ impl DeviceBackend {
         if let Some(why) = conflict(&entry) {
             return Err(refuse(why));
         }
-        let ours = Claim::Claimed {
-            volume: rec.id.clone(),
-        };
-        if entry.state != State::Active || entry.claim != ours {
+        if entry.state != State::Active || entry.claim != self.ours(rec) {
             return Err(refuse(format!(
                 "device {uid} is {:?} with claim {:?}",
                 entry.state, entry.claim

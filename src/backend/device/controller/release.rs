@@ -39,9 +39,7 @@ impl DeviceBackend {
     /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
     /// from any point (recovery calls it for a Deleting record).
     pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
-        let ours = Claim::Claimed {
-            volume: rec.id.clone(),
-        };
+        let ours = self.ours(rec);
         // Another device presenting the uid: which one is ours is not known; wait it out.
         if let Some(why) = self
             .inventory
@@ -55,10 +53,10 @@ impl DeviceBackend {
         let outcome = match self.device_path(rec) {
             // Released or unclaimed already (a repeat after a crash): leave the claim alone.
             Err(_) if self.claim_of(&rec.backend.uid).as_ref() != Some(&ours) => None,
-            Err(e) => Some(Claim::Released {
-                volume: rec.id.clone(),
-                reason: format!("deleted while the device could not be verified ({e}); not wiped"),
-            }),
+            Err(e) => Some(self.released(
+                rec,
+                format!("deleted while the device could not be verified ({e}); not wiped"),
+            )),
             Ok(path) => {
                 // Proven and held from here: the node cannot turn into another device.
                 let strict = rec.backend.fs.is_none();
@@ -121,15 +119,15 @@ impl DeviceBackend {
                 .iter()
                 .map(|s| format!("{s} (uuid {})", s.uuid.as_deref().unwrap_or("-")))
                 .collect();
-            return Ok(Claim::Released {
-                volume: vid.to_string(),
-                reason: format!(
+            return Ok(self.released(
+                rec,
+                format!(
                     "device holds {}, not only the {} filesystem {} this volume made; not wiped",
                     found.join(", "),
                     fs.fs_type,
                     fs.uuid
                 ),
-            });
+            ));
         }
         let offsets: Vec<u64> = sigs.iter().map(|s| s.offset).collect();
         blkid::wipe_at(&dev.file, path, &offsets)
@@ -139,10 +137,7 @@ impl DeviceBackend {
         Ok(if left.is_empty() {
             Claim::Unclaimed
         } else {
-            Claim::Released {
-                volume: vid.to_string(),
-                reason: format!("signatures left after wiping ours: {left:?}"),
-            }
+            self.released(rec, format!("signatures left after wiping ours: {left:?}"))
         })
     }
 }
