@@ -136,3 +136,79 @@ pub(super) fn upsert(map: &mut Map, device: Device) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::device::DeviceType;
+
+    fn dev(name: &str, number: &str, uid: &str) -> Device {
+        let mut d = Device::fake(name, DeviceType::Disk);
+        d.dev_number = number.into();
+        d.uid = uid.into();
+        d.candidate = true;
+        d
+    }
+
+    fn claimed(map: &mut Map, uid: &str) {
+        map.get_mut(uid).unwrap().claim = Claim::Claimed {
+            volume: "v".into(),
+            node: "n".into(),
+        };
+    }
+
+    #[test]
+    fn a_newcomer_with_the_claimed_uid_is_a_conflict_and_never_takes_the_claim() {
+        let mut map = Map::new();
+        place_all(&mut map, vec![dev("sdb", "8:16", "bd-w")]);
+        claimed(&mut map, "bd-w");
+        let sdb = dev("sdb", "8:16", "bd-w");
+        let look = |n: &str| (n == "sdb").then(|| sdb.clone());
+        place_one(&mut map, "sdc", Some(dev("sdc", "8:32", "bd-w")), look);
+        let e = &map["bd-w"];
+        assert_eq!(
+            (e.device.kernel_name.as_str(), e.conflict.as_slice()),
+            ("sdb", &["sdc".to_string()][..])
+        );
+        assert!(!e.device.candidate);
+
+        // The incumbent leaves; the newcomer stays and is still not taken for it, neither
+        // after its own uevent nor after a full scan.
+        place_one(&mut map, "sdb", None, |_| None);
+        place_one(&mut map, "sdc", Some(dev("sdc", "8:32", "bd-w")), |_| None);
+        place_all(&mut map, vec![dev("sdc", "8:32", "bd-w")]);
+        let e = &map["bd-w"];
+        assert_eq!(e.device.kernel_name, "sdb");
+        assert_eq!(e.state, State::Inactive);
+        assert_eq!(e.conflict, ["sdc"]);
+
+        // The newcomer goes away for good: the conflict is over.
+        place_one(&mut map, "sdc", None, |_| None);
+        assert!(map["bd-w"].conflict.is_empty());
+    }
+
+    #[test]
+    fn a_full_scan_keeps_the_incumbent_of_a_claimed_uid_and_renumbering_still_moves_it() {
+        let mut map = Map::new();
+        place_all(&mut map, vec![dev("sdb", "8:16", "bd-w")]);
+        claimed(&mut map, "bd-w");
+        place_all(
+            &mut map,
+            vec![dev("sda", "8:0", "bd-w"), dev("sdb", "8:16", "bd-w")],
+        );
+        assert_eq!(map["bd-w"].device.kernel_name, "sdb");
+        assert_eq!(map["bd-w"].conflict, ["sda"]);
+
+        // No conflict: a device seen under a new name is the same disk renumbered.
+        let mut map = Map::new();
+        place_all(&mut map, vec![dev("sdb", "8:16", "bd-x")]);
+        claimed(&mut map, "bd-x");
+        place_one(&mut map, "sdb", None, |_| None);
+        place_one(&mut map, "sdd", Some(dev("sdd", "8:48", "bd-x")), |_| None);
+        let e = &map["bd-x"];
+        assert_eq!(
+            (e.device.kernel_name.as_str(), e.state),
+            ("sdd", State::Active)
+        );
+    }
+}
