@@ -173,7 +173,7 @@ async fn two_devices_with_one_wwn_are_a_conflict_and_never_formatted() {
         mine[0].device.dev_path, first.dev,
         "the claim was re-pointed at the newcomer"
     );
-    assert_eq!(mine[0].conflict, [second_name.clone()]);
+    assert_eq!(mine[0].conflict, std::slice::from_ref(&second_name));
     let status = ferrovol::discovery::crd::from_entry("n", mine[0])
         .status
         .unwrap();
