@@ -101,7 +101,7 @@ fn poke(dev: &Path) {
 }
 
 #[tokio::test]
-async fn raw_delete_refuses_a_device_swapped_behind_the_claim() {
+async fn raw_publish_and_delete_refuse_a_device_swapped_behind_the_claim() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeSysfs::new();
     let mut claimed = attach_high(&image(dir.path(), "claimed.img", 64));
@@ -125,6 +125,20 @@ async fn raw_delete_refuses_a_device_swapped_behind_the_claim() {
             e.device.uid == uid && e.device.backing_file.as_deref() == Some(other.as_path())
         })
     });
+
+    // A pod is not handed the other disk either.
+    let staging = d.staging("raw");
+    d.stage(&id, &staging, block_cap()).await;
+    let target = d.target("raw", "pod");
+    let st = expect_code(
+        d.node()
+            .node_publish_volume(publish_req(&id, &staging, &target, block_cap(), false))
+            .await,
+        Code::FailedPrecondition,
+        "publish a swapped raw device",
+    );
+    assert!(st.message().contains("not proven"), "{st:?}");
+    d.unstage(&id, &staging).await;
 
     let answer = d.controller().delete_volume(delete_req(&id)).await;
     assert!(

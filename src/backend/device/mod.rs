@@ -14,8 +14,9 @@
 //! - delete: record `Deleting` -> wipe (only what we wrote, or everything for a raw block
 //!   volume) -> claim `Unclaimed` (or `Released` with the reason when the device no longer shows
 //!   what we wrote) -> record removed. A restart finishes a `Deleting` record the same way.
-//! - Every format, wipe and discard first proves, through the descriptor it writes with, that
-//!   the node is the claimed device ([`proof`]): uid read afresh for that device number, size,
+//! - Every format, wipe and discard, and every publication of a raw device to a pod, first
+//!   proves through the descriptor it writes with (or holds) that the node is the claimed
+//!   device ([`proof`]): uid read afresh for that device number, size,
 //!   the fingerprint taken at claim, no other device presenting the same uid. A device that
 //!   fails the proof is never written; the RPC answers FailedPrecondition and a delete stays
 //!   pending until the claimed device is back or an operator steps in.

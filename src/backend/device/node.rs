@@ -1,5 +1,6 @@
 //! Node side of the device backend: stage (format a blank device once, mount it), publish (bind
-//! the staging mount, or the device node for raw block), stats.
+//! the staging mount, or the device node for raw block), stats. A format, and the publication
+//! of a raw device to a pod, first prove the device is the claimed one ([`super::proof`]).
 //!
 //! Read-only raw block: a read-only bind mount of a device node does not stop writes to the
 //! device, so a read-only block publication sets the kernel's read-only flag on the device
@@ -309,6 +310,9 @@ impl DeviceBackend {
                             ),
                         ));
                     }
+                    // The pod writes what it likes to the node it is given: prove it first,
+                    // and hold it until it is bound.
+                    let _held = self.prove(&rec, &dev, Hold::Shared, false)?;
                     blockdev::set_read_only(&dev, wanted.read_only)
                         .map_err(Error::os(&vid, "set the device's read-only flag"))?;
                     req.target.bind_file(&vid, &dev, opts)?;
