@@ -273,3 +273,41 @@ fn blank_partitions_beside_the_os_partition_are_not_candidates() {
         assert!(reason.starts_with("holds the OS"), "{name}: {reason}");
     }
 }
+
+/// A claim another node holds (the cluster sync records it) keeps the device out of this
+/// node's candidates and refuses this node's own claim, until that node lets go.
+#[test]
+fn another_nodes_claim_is_recorded_and_refuses_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "shared.img", 64);
+    let disk = Disk::attach(&img);
+    let inv = Inventory::open(state.path(), "node-a", filters(&[disk.path().into()])).unwrap();
+    let uid = entry_for(&inv.snapshot(), &img)[0].device.uid.clone();
+    assert!(inv.candidates().iter().any(|e| e.device.uid == uid));
+
+    let theirs = Claim::Claimed {
+        volume: "device/node-b/v".into(),
+        node: "node-b".into(),
+    };
+    inv.set_foreign_claims(&[(uid.clone(), theirs.clone())].into())
+        .unwrap();
+    assert_eq!(inv.get(&uid).unwrap().claim, theirs);
+    assert!(inv.candidates().iter().all(|e| e.device.uid != uid));
+    let ours = Claim::Claimed {
+        volume: "device/node-a/v".into(),
+        node: "node-a".into(),
+    };
+    let err = inv.set_claim(&uid, ours.clone()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(inv.get(&uid).unwrap().claim, theirs);
+
+    // node-b let go: the device is this node's to use again.
+    inv.set_foreign_claims(&Default::default()).unwrap();
+    assert_eq!(inv.get(&uid).unwrap().claim, Claim::Unclaimed);
+    inv.set_claim(&uid, ours.clone()).unwrap();
+    // A claim of this node is never replaced by another node's.
+    inv.set_foreign_claims(&[(uid.clone(), theirs)].into())
+        .unwrap();
+    assert_eq!(inv.get(&uid).unwrap().claim, ours);
+}
