@@ -43,6 +43,8 @@ pub mod params;
 pub mod pattern;
 mod recovery;
 mod restore;
+mod share_configmap;
+mod share_file;
 mod shares;
 pub mod snaprecord;
 mod snapshots;
@@ -70,12 +72,21 @@ pub const CTX_SERVER: &str = "server";
 pub const CTX_SHARE: &str = "share";
 pub const CTX_SUBDIR: &str = "subDir";
 
+/// Where the share registry lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryConfig {
+    /// A file (standalone; `<state-dir>/nfs-shares.json` unless `--nfs-registry-file`).
+    File(PathBuf),
+    /// ConfigMap `name` in `namespace` (in Kubernetes; `--nfs-registry-configmap`).
+    ConfigMap { namespace: String, name: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct NfsConfig {
     /// Deadline of every NFS call, kernel mount and unmount (`--nfs-timeout`).
     pub timeout: Duration,
-    /// Where the list of known shares is remembered (the driver's state directory).
-    pub state_dir: PathBuf,
+    /// Where the registered shares are kept.
+    pub registry: RegistryConfig,
     /// Shares given on the command line (`--nfs-share server:/path`).
     pub shares: Vec<(String, String)>,
     pub default_capacity: u64,
@@ -108,7 +119,14 @@ pub struct NfsBackend {
 
 impl NfsBackend {
     pub fn open(cfg: NfsConfig) -> std::io::Result<Self> {
-        let shares = Shares::open(&cfg.state_dir.join("nfs-shares.json"), &cfg.shares)?;
+        let registry: Box<dyn shares::ShareRegistry> = match &cfg.registry {
+            RegistryConfig::File(path) => Box::new(share_file::FileRegistry::new(path.clone())),
+            RegistryConfig::ConfigMap { namespace, name } => {
+                Box::new(share_configmap::ConfigMapRegistry::new(namespace, name)?)
+            }
+        };
+        let shares = Shares::open(registry, &cfg.shares)
+            .map_err(|e| std::io::Error::other(format!("NFS share registry: {e}")))?;
         if let Some(root) = &cfg.test_export_root {
             tracing::warn!(root = %root.display(),
                 "--nfs-test-export-root is set: NodePublishVolume bind-mounts directories below it instead of mounting NFS; for test machines only");
@@ -177,15 +195,27 @@ impl NfsBackend {
         .map_err(|e| self.err(&rec.id, e))
     }
 
-    /// Finds the record of `key` on the known shares. `Ok(None)` only when every share
-    /// answered; a share that did not makes the answer that share's error.
+    /// Finds the record of volume `volume` (whose key is `key`). An id that names its share is
+    /// looked up there alone: FailedPrecondition when the registry does not know that share, the
+    /// share's error when it does not answer. An id of the older form is searched for on every
+    /// known share: `Ok(None)` only when every share answered; a share that did not makes the
+    /// answer that share's error. A record of the key that belongs to another id is not this
+    /// volume's.
     fn find(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
+        if let Some(share_key) = layout::share_key_of(volume) {
+            let s = self.shares.resolve(volume, share_key)?;
+            let c = self.client(&s.server, &s.share)?;
+            return Ok(self
+                .read_record(volume, &c, key)?
+                .filter(|rec| rec.id == volume)
+                .map(|rec| (c, rec)));
+        }
         let mut failure = None;
         for (server, share) in self.shares.list() {
             let c = self.client(&server, &share)?;
             match self.read_record(volume, &c, key) {
-                Ok(Some(rec)) => return Ok(Some((c, rec))),
-                Ok(None) => {}
+                Ok(Some(rec)) if rec.id == volume => return Ok(Some((c, rec))),
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(volume, server = %server, share = %share, error = %e, "share not searched");
                     failure.get_or_insert(e);
