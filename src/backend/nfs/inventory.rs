@@ -1,5 +1,6 @@
 //! Controller calls that read or amend existing volumes in bulk or by size: ListVolumes over
-//! the known shares (the registry read again first), GetCapacity from FSSTAT, and ControllerExpandVolume (a record update).
+//! the known shares (the registry read again first), GetCapacity from FSSTAT, and
+//! ControllerExpandVolume (a record update).
 
 use super::controller::class_params;
 use super::layout::{self, RecordState};

@@ -21,13 +21,18 @@
 //! Lazy recovery means no start-up cost that grows with the number of servers, and a dead
 //! server never delays start-up.
 //!
-//! Which servers exist: a volume id is a function of the CreateVolume name only (it must be
-//! known before the create, to lock it), so DeleteVolume, ControllerGetVolume and ListVolumes
-//! search the shares this controller knows: those given with `--nfs-share server:/path`, plus
-//! every share a CreateVolume has named, remembered in `<state-dir>/nfs-shares.json` (a hint,
-//! not volume state: losing it only means a delete of a volume on a forgotten share answers
-//! NotFound and leaves the directory, never that anything is removed). An id whose record is on
-//! no reachable known share is NotFound when every share answered, Unavailable otherwise.
+//! Which servers exist: a volume id names its share, `nfs/<share key>/<key>`, the share key
+//! being a short stable hash of `server:share` (layout.rs), so DeleteVolume, ControllerGetVolume
+//! and ControllerExpandVolume go straight to the share. The share registry (shares.rs) maps keys
+//! to shares and outlives the controller's pod: a ConfigMap the controller owns in its
+//! namespace (`--nfs-registry-configmap`), or a file outside Kubernetes (`--nfs-registry-file`,
+//! default `<state-dir>/nfs-shares.json`). A share is registered before anything is written on
+//! it, so no volume is acknowledged on a share the registry does not hold; the registry is read
+//! at start (a controller that cannot read it does not start) and again when an id names a key
+//! it does not know. An id whose share no registry knows is FailedPrecondition naming the key
+//! and the registry, never "gone"; an unreachable share is Unavailable. Ids of the older form,
+//! `nfs/<key>` (issued before ids named their share), are searched for on every known share,
+//! as then. ListVolumes reads the registry again and lists every known share's records.
 //!
 //! root_squash: the controller's requests carry uid 0 and arrive as the squashed user (usually
 //! nobody). Creating directories then works where that user may write (the share root must be
