@@ -99,6 +99,13 @@ pub fn open(
                 shares: settings.nfs_shares.clone(),
                 default_capacity: settings.default_capacity,
                 test_export_root: settings.nfs_test_export_root.clone(),
+                instance: format!(
+                    "{}:{}",
+                    nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| settings.node_id.clone()),
+                    settings.state_dir.display()
+                ),
             })?),
             super::device::BACKEND => {
                 let d = &settings.devices;

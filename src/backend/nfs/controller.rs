@@ -197,7 +197,7 @@ impl NfsBackend {
                     let cond = self.condition(&c, &rec)?;
                     return Ok(self.info(&rec, cond));
                 }
-                RecordState::Creating => self.roll_back(&c, &rec)?,
+                RecordState::Creating => self.roll_back_other(&c, &rec)?,
                 RecordState::Deleting => self.finish_delete(&c, &rec)?,
             }
         }
@@ -282,7 +282,7 @@ impl NfsBackend {
             return Ok(());
         };
         match rec.state {
-            RecordState::Creating => self.roll_back(&c, &rec),
+            RecordState::Creating => self.roll_back_other(&c, &rec),
             RecordState::Deleting => self.finish_delete(&c, &rec),
             RecordState::Ready => {
                 let mut intent = rec.clone();

@@ -19,7 +19,10 @@
 //! nothing a pod could have written is lost) and the CreateVolume then starts afresh; a
 //! `Deleting` record is finished by the next DeleteVolume (the CO retries until it succeeds).
 //! Lazy recovery means no start-up cost that grows with the number of servers, and a dead
-//! server never delays start-up.
+//! server never delays start-up. A rollback of a create this call did not start, recovery at
+//! start and the resumption of a cut-off snapshot copy happen only while this process holds
+//! the share's lease (lease.rs): during a rollout two controllers run on one share, and the
+//! new one must not undo what the old one is still making.
 //!
 //! Which servers exist: a volume id names its share, `nfs/<share key>/<key>`, the share key
 //! being a short stable hash of `server:share` (layout.rs), so DeleteVolume, ControllerGetVolume
@@ -43,6 +46,7 @@
 mod controller;
 mod inventory;
 pub mod layout;
+mod lease;
 mod node;
 pub mod params;
 pub mod pattern;
@@ -97,6 +101,8 @@ pub struct NfsConfig {
     pub default_capacity: u64,
     /// Test machines without a kernel NFS client: publish bind-mounts `<dir>/<subdir>`.
     pub test_export_root: Option<PathBuf>,
+    /// This controller instance (host and state directory), as share leases name it.
+    pub instance: String,
 }
 
 static CAPS: BackendCaps = BackendCaps {
@@ -120,6 +126,8 @@ pub struct NfsBackend {
     shares: Shares,
     /// Snapshot copies and restores running in this process.
     work: Arc<Work>,
+    /// Which shares this process may recover (lease.rs).
+    leases: lease::Leases,
 }
 
 impl NfsBackend {
@@ -138,6 +146,7 @@ impl NfsBackend {
         }
         let backend = NfsBackend {
             work: Arc::new(Work::new(cfg.timeout)),
+            leases: lease::Leases::new(&cfg.instance),
             cfg,
             clients: Mutex::new(HashMap::new()),
             shares,
@@ -163,6 +172,9 @@ impl NfsBackend {
                 .map_err(|e| Error::invalid(format!("NFS export {server}:{share}: {e}")))?,
         );
         map.insert(key, c.clone());
+        let (share, work) = (c.clone(), self.work.clone());
+        self.leases
+            .watch(c.clone(), move || recovery::recover(&share, &work));
         Ok(c)
     }
 
@@ -238,13 +250,27 @@ impl NfsBackend {
     fn find_live(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
         match self.find(volume, key)? {
             Some((c, rec)) if rec.state == RecordState::Creating => {
-                match self.roll_back(&c, &rec) {
+                match self.roll_back_other(&c, &rec) {
                     Ok(()) | Err(Error::Busy(_)) => Ok(None),
                     Err(e) => Err(e),
                 }
             }
             found => Ok(found),
         }
+    }
+
+    /// `roll_back` of a create this call did not start: only while this process holds the
+    /// share's lease, since another controller on the share may still be making it (Busy).
+    fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        if !self.leases.wait_held(c, lease::Leases::takeover_wait()) {
+            return Err(Error::Busy(format!(
+                "{} (an unfinished create on {}:{}, which another controller holds the lease of)",
+                rec.id,
+                c.server(),
+                c.share()
+            )));
+        }
+        self.roll_back(c, rec)
     }
 
     /// Undoes a create that never reached Ready (see `undo_create`), unless a restore in this
