@@ -274,10 +274,7 @@ mod tests {
         let mut seen: BTreeMap<String, Share> = BTreeMap::new();
         let (a, b) = (0..)
             .map(|i| Share::new("s", &format!("/e{i}")))
-            .find_map(|s| match seen.insert(s.key(), s.clone()) {
-                Some(prev) => Some((prev, s)),
-                None => None,
-            })
+            .find_map(|s| seen.insert(s.key(), s.clone()).map(|prev| (prev, s)))
             .unwrap();
         let e = by_key([a.clone(), b.clone()], "t").unwrap_err();
         assert!(e.contains(&a.key()), "{e}");
