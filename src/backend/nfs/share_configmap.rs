@@ -8,11 +8,16 @@
 //! (another controller wrote in between) starts over from a fresh read, so no writer's entry is
 //! ever lost. The chart's Role allows get/update/patch on this one name, and create (which RBAC
 //! cannot limit by name).
+//!
+//! A controller that finds no ConfigMap (the first start of a version with a registry) seeds it
+//! from the PersistentVolumes of this driver: their volume context names the share of every
+//! volume issued before, so ids that name no share are searched for where they are.
 
 use super::shares::{by_key, parse_share, Share, ShareRegistry};
+use crate::backend::registry::DriverKind;
 use crate::error::{Error, Result};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -93,6 +98,25 @@ pub(super) fn merged(
             Ok(Some(out))
         }
     }
+}
+
+/// The shares the volume contexts of this driver's PersistentVolumes name.
+pub(super) fn shares_of(pvs: &[PersistentVolume]) -> Vec<Share> {
+    let mut out: Vec<Share> = pvs
+        .iter()
+        .filter_map(|pv| pv.spec.as_ref()?.csi.as_ref())
+        .filter(|csi| csi.driver == DriverKind::Nfs.csi_name())
+        .filter_map(|csi| {
+            let ctx = csi.volume_attributes.as_ref()?;
+            let server = ctx.get(super::CTX_SERVER)?;
+            let share = ctx.get(super::CTX_SHARE)?;
+            parse_share(&format!("{server}:{share}")).ok()
+        })
+        .map(|(server, share)| Share::new(&server, &share))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Adds `share` through `api`, merging with whatever another writer stored meanwhile.
@@ -232,6 +256,38 @@ impl ConfigMapApi for ConfigMapRegistry {
     }
 }
 
+impl ConfigMapRegistry {
+    /// Registers the shares this driver's PersistentVolumes name (see the module doc); what
+    /// cannot be read or registered is logged, and tried again at the next load.
+    fn seed(&self) -> Vec<Share> {
+        let pvs = self.call(|api, _| async move {
+            let pvs: Api<PersistentVolume> = Api::all(api.into_client());
+            pvs.list(&ListParams::default()).await
+        });
+        let shares = match pvs {
+            Ok(list) => shares_of(&list.items),
+            Err(e) => {
+                tracing::warn!(registry = %self.describe(), error = ?e,
+                    "cannot list PersistentVolumes to seed the NFS share registry; volumes whose ids name no share are found only on --nfs-share shares");
+                return Vec::new();
+            }
+        };
+        let mut seeded = Vec::new();
+        for s in shares {
+            match self.add(&s) {
+                Ok(()) => seeded.push(s),
+                Err(e) => {
+                    tracing::warn!(share = %s, error = %e, "NFS share not seeded into the registry")
+                }
+            }
+        }
+        if !seeded.is_empty() {
+            tracing::info!(registry = %self.describe(), shares = ?seeded, "NFS share registry seeded from PersistentVolumes");
+        }
+        seeded
+    }
+}
+
 impl ShareRegistry for ConfigMapRegistry {
     fn describe(&self) -> String {
         format!("ConfigMap {}/{}", self.namespace, self.name)
@@ -240,7 +296,7 @@ impl ShareRegistry for ConfigMapRegistry {
     fn load(&self) -> Result<Vec<Share>> {
         let what = self.describe();
         match self.get() {
-            Ok(None) => Ok(Vec::new()),
+            Ok(None) => Ok(self.seed()),
             Ok(Some(stored)) => {
                 decode(&stored.data).map_err(|e| Error::Internal(format!("{what}: {e}")))
             }
@@ -354,6 +410,33 @@ mod tests {
         // A key that names another share refuses the newcomer.
         let squatted = BTreeMap::from([(t.key(), "elsewhere:/x".to_string())]);
         assert!(decode(&squatted).is_err());
+    }
+
+    #[test]
+    fn persistent_volumes_of_this_driver_seed_the_registry() {
+        let pv = |driver: &str, server: &str, share: &str| -> PersistentVolume {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pv"},
+                "spec": {"csi": {"driver": driver, "volumeHandle": "nfs/x",
+                    "volumeAttributes": {"server": server, "share": share, "subDir": "x"}}}
+            }))
+            .unwrap()
+        };
+        let nfs = DriverKind::Nfs.csi_name();
+        let pvs = [
+            pv(nfs, "10.0.0.5", "/srv/nfs"),
+            pv(nfs, "10.0.0.5", "/srv/nfs/"),
+            pv(nfs, "10.0.0.6", "/x"),
+            pv(DriverKind::Local.csi_name(), "10.0.0.7", "/y"),
+            pv(nfs, "", "/z"),
+        ];
+        assert_eq!(
+            shares_of(&pvs),
+            vec![
+                Share::new("10.0.0.5", "/srv/nfs"),
+                Share::new("10.0.0.6", "/x")
+            ]
+        );
     }
 
     #[test]
