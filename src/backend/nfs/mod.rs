@@ -35,7 +35,8 @@
 //! it does not know. An id whose share no registry knows is FailedPrecondition naming the key
 //! and the registry, never "gone"; an unreachable share is Unavailable. Ids of the older form,
 //! `nfs/<key>` (issued before ids named their share), are searched for on every known share,
-//! as then (a ConfigMap registry is seeded with the shares of the driver's PersistentVolumes). ListVolumes reads the registry again and lists every known share's records.
+//! as then (a ConfigMap registry is seeded with the shares of the driver's PersistentVolumes).
+//! ListVolumes reads the registry again and lists every known share's records.
 //!
 //! root_squash: the controller's requests carry uid 0 and arrive as the squashed user (usually
 //! nobody). Creating directories then works where that user may write (the share root must be
