@@ -13,6 +13,7 @@ pub mod mkfs;
 pub mod mount;
 pub mod mountfd;
 pub mod mountinfo;
+pub mod nfscalls;
 pub mod nfsmount;
 pub mod perm;
 pub mod quota;
