@@ -1,18 +1,22 @@
 //! Two NFS controllers on one share, as a rollout overlaps the old pod and the new one: the
-//! second starts (and runs recovery) while the first is in the middle of a clone, and is asked
-//! about the volume being made. Only the holder of the share's lease recovers, so the first
-//! one's create finishes whole. Real gRPC, real binaries, real nfs-ganesha (root only).
+//! second starts (and runs recovery) while the first is in the middle of a clone or a snapshot
+//! copy, and is asked about what is being made. Only the holder of the share's lease recovers,
+//! rolls back or resumes, so the first one's work finishes whole. Real gRPC, real binaries,
+//! real nfs-ganesha (root only).
 
 mod common;
 #[path = "support/ganesha.rs"]
 mod ganesha;
 #[path = "support/nfs.rs"]
 mod nfs;
+#[path = "support/nfs_snap.rs"]
+mod nfs_snap;
 
 use common::*;
 use ferrovol::proto as csi;
 use ganesha::Ganesha;
 use nfs::*;
+use nfs_snap::{list, snapshot};
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -120,4 +124,56 @@ async fn a_second_controller_never_rolls_back_the_first_ones_create() {
     second.delete(&made.volume_id).await;
     second.delete(&src.volume_id).await;
     assert!(records(&g).is_empty());
+}
+
+#[tokio::test]
+async fn a_second_controller_never_copies_over_the_first_ones_snapshot() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap();
+    let p = class(&g, &[]);
+    let first = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
+    let src = create(&first, "src", &p).await;
+    let src_dir = g.export.join(sub_dir(&src));
+    for i in 0..FILES {
+        fs::write(src_dir.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    wait_for(
+        "the first controller's lease",
+        Duration::from_secs(20),
+        || lease_names(&g.export, &first.state_dir()),
+    )
+    .await;
+
+    let s = snapshot(&first, "snap", &src.volume_id).await;
+    assert!(!s.ready_to_use, "{FILES} files take longer than the wait");
+    // The new pod's controller lists and asks for the snapshot while the first one copies it.
+    let second = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
+    assert!(!list(&second, &s.snapshot_id, "").await[0].ready_to_use);
+    assert!(!snapshot(&second, "snap", &src.volume_id).await.ready_to_use);
+
+    let t0 = Instant::now();
+    while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the snapshot never became ready\n--- second controller ---\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dir_names(&g.export.join(".ferrovol/snapshot-data/snap")).len(),
+        FILES,
+        "the snapshot has every file"
+    );
+    assert!(
+        !second.log().contains("resuming") && !first.log().contains("snapshot copy failed"),
+        "one copy, never restarted\n--- first ---\n{}\n--- second ---\n{}",
+        first.log(),
+        second.log()
+    );
 }
