@@ -42,6 +42,11 @@ imagePullPolicy: {{ $s.pullPolicy }}
 {{- end -}}
 
 {{/* Environment every ferrovol container gets. */}}
+{{/* The NFS controller's share registry: a ConfigMap in the release namespace. */}}
+{{- define "ferrovol.nfsRegistry" -}}
+{{- printf "%s-nfs-shares" (include "ferrovol.fullname" .) -}}
+{{- end -}}
+
 {{- define "ferrovol.env" -}}
 - name: RUST_LOG
   value: {{ .Values.logging.level | quote }}
