@@ -14,6 +14,7 @@
 //! snapshot (`compact`). The file layout and how it replays is in `files`.
 
 use super::files::{self, log_path, Listing};
+use super::group_commit::Batch;
 pub use super::files::{peek, Records};
 pub use super::frame::Update;
 use std::fs::{self, File, OpenOptions};
@@ -70,16 +71,14 @@ pub(super) struct Inner {
     /// flight still lead themselves meanwhile: were they to wait for it, a blocking pool full of
     /// such threads would leave the started leader no thread to run on.
     pub(super) leader_started: bool,
-    /// What the callers queued for the next batch wait on. A leader takes it with the queue and
-    /// wakes exactly its own batch when the batch is decided, then one caller of the batch
-    /// queued meanwhile, to lead it: nobody else wakes only to sleep again.
-    pub(super) queue_cv: Arc<Condvar>,
+    /// The next batch: what its callers wait on and where its outcome will be. A leader takes
+    /// it with the queue and wakes exactly its own batch when the batch is decided, then one
+    /// caller of the batch queued meanwhile, to lead it: nobody else wakes only to sleep again.
+    pub(super) queue_cv: Arc<Batch>,
     /// Threads blocked on `queue_cv` (the queued batch), to lead it when the leader is done.
     pub(super) queued_blocking: usize,
     /// Tasks awaiting their change's batch (`submit` then `wait`): (sequence, waker).
     pub(super) wakers: Vec<(u64, Waker)>,
-    /// Batches that failed, as (first, last, cause); kept until every waiter has seen them.
-    pub(super) failed: Vec<(u64, u64, Arc<io::Error>)>,
     /// Once a sync fails the file's state is unknown: every later commit fails with the cause.
     pub(super) poisoned: Option<Arc<io::Error>>,
     /// Generation of the newest snapshot (0: none) and how many records it holds. (The live
@@ -171,10 +170,9 @@ impl Journal {
                 taken: 0,
                 leader_active: false,
                 leader_started: false,
-                queue_cv: Arc::new(Condvar::new()),
+                queue_cv: Arc::default(),
                 queued_blocking: 0,
                 wakers: Vec::new(),
-                failed: Vec::new(),
                 poisoned: None,
                 snap_gen,
                 snap_records,
