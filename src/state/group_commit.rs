@@ -11,7 +11,7 @@
 //! When a leader that waited on a thread is done with its own batch it hands the next one over:
 //! to a thread blocked on it, or, when only tasks wait on it, to a leader on the blocking pool.
 
-use super::frame::Update;
+use super::frame::{Update, SEQ_KEY};
 use super::journal::{poisoned_error, Inner, Journal};
 use std::future::poll_fn;
 use std::io;
@@ -109,7 +109,11 @@ impl Journal {
             if queued {
                 inner.queued_blocking += 1;
             }
-            inner = ticket.batch.cv.wait(inner).unwrap_or_else(|p| p.into_inner());
+            inner = ticket
+                .batch
+                .cv
+                .wait(inner)
+                .unwrap_or_else(|p| p.into_inner());
             // A leader that took the queue reset the count; otherwise this thread is no longer
             // blocked on it.
             if queued && mine > inner.taken {
@@ -144,8 +148,11 @@ impl Journal {
         let first = inner.decided + 1;
         let last = inner.issued;
         inner.taken = last;
-        let bytes = std::mem::take(&mut inner.queued);
-        let frames = std::mem::take(&mut inner.queued_frames);
+        let mut bytes = std::mem::take(&mut inner.queued);
+        let frames = std::mem::take(&mut inner.queued_frames) + 1;
+        // The batch's closing frame: its sequence number.
+        let seq = inner.seq + 1;
+        super::frame::encode_put(SEQ_KEY, &seq.to_le_bytes(), &mut bytes);
         if let Some(cause) = &inner.poisoned {
             // Queued before an earlier batch's sync failed: a later sync that succeeds proves
             // nothing about the pages the failed one lost, so this batch fails too.
@@ -176,6 +183,7 @@ impl Journal {
         let mut inner = self.lock();
         let decided = match outcome {
             Ok(()) => {
+                inner.seq = seq;
                 inner.durable_len = start_len + bytes.len() as u64;
                 inner.frames_in_log += frames;
                 inner.frames_since_snap += frames;

@@ -13,10 +13,12 @@
 //! (so the switch costs no sync), and a background thread folds the finished logs into a
 //! snapshot (`compact`). The file layout and how it replays is in `files`.
 
+use super::damage::{Damage, DAMAGE_KEY};
 use super::files::{self, log_path, Listing};
-use super::group_commit::Batch;
 pub use super::files::{peek, Records};
 pub use super::frame::Update;
+use super::frame::SEQ_KEY;
+use super::group_commit::Batch;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,6 +47,8 @@ pub struct Journal {
     pub(super) committed: Condvar,
     /// The journal itself, handed to the compaction thread and to spawned leaders.
     pub(super) me: Weak<Journal>,
+    /// The last sequence number replayed at open, before this run committed anything.
+    opened_seq: u64,
 }
 
 pub(super) struct Inner {
@@ -81,6 +85,11 @@ pub(super) struct Inner {
     pub(super) wakers: Vec<(u64, Waker)>,
     /// Once a sync fails the file's state is unknown: every later commit fails with the cause.
     pub(super) poisoned: Option<Arc<io::Error>>,
+    /// The sequence number of the last durable batch (each batch ends with a frame carrying
+    /// its own, `frame::SEQ_KEY`).
+    pub(super) seq: u64,
+    /// What the journal knows it lost.
+    pub(super) damage: Option<Damage>,
     /// Generation of the newest snapshot (0: none) and how many records it holds. (The live
     /// records themselves are not kept here: the ledgers hold them, and compaction rebuilds
     /// them from the files, so memory holds each record once.)
@@ -103,24 +112,35 @@ impl Journal {
         let listing = Listing::read(dir)?;
         let snap_gen = listing.snap_gen();
         let mut live = Records::new();
-        let snap_records = files::replay_snapshot(dir, snap_gen, &mut live)?;
+        let snap = files::replay_snapshot(dir, snap_gen, &mut live)?;
+        let snap_records = snap.frames;
+        let mut damaged = snap.damaged;
         let logs: Vec<u64> = listing.live_logs().collect();
-        // (generation, frames, intact length) of every log after the snapshot.
+        // (generation, frames, where the next frame goes) of every log after the snapshot.
         let mut replayed = Vec::with_capacity(logs.len());
         for g in &logs {
-            let (frames, intact, dirty_end) = files::replay_log(dir, *g, usize::MAX, &mut live)?;
-            if dirty_end != intact {
-                let log = log_path(dir, *g);
-                tracing::warn!(log = %log.display(), dropped_bytes = dirty_end - intact,
+            let r = files::replay_log(dir, *g, &mut live)?;
+            let log = log_path(dir, *g);
+            if let Some((from, to)) = r.torn {
+                tracing::warn!(log = %log.display(), dropped_bytes = to - from,
                     "state journal ends in a torn write (never acknowledged); zeroing it");
                 // Zeroed, not left: a later frame of the same length written over its start
                 // would make the torn batch's later frames readable again.
                 let f = OpenOptions::new().write(true).open(&log)?;
-                files::zero_fill(&f, intact as u64, dirty_end as u64)?;
+                files::zero_fill(&f, from as u64, to as u64)?;
                 f.sync_data()?;
             }
-            replayed.push((*g, frames, intact));
+            if !r.damaged.is_empty() {
+                keep_damaged_copy(&log);
+            }
+            damaged.extend(r.damaged);
+            replayed.push((*g, r.frames, r.end));
         }
+        let seq = live
+            .remove(SEQ_KEY)
+            .and_then(|v| Some(u64::from_le_bytes(v.get(..8)?.try_into().ok()?)))
+            .unwrap_or(0);
+        let damage = live.remove(DAMAGE_KEY).map(|raw| Damage::decode(&raw));
         let frames_since_snap: usize = replayed.iter().map(|(_, f, _)| f).sum();
         // Appends go to the newest log, except when that is the empty spare made ahead of use:
         // then to the one before it, and the spare stays the spare (files do not pile up
@@ -174,15 +194,31 @@ impl Journal {
                 queued_blocking: 0,
                 wakers: Vec::new(),
                 poisoned: None,
+                seq,
+                damage: damage.clone(),
                 snap_gen,
                 snap_records,
                 spare: Some(spare),
                 compacting: false,
                 retry_at: 0,
             }),
+            opened_seq: seq,
             committed: Condvar::new(),
             me: me.clone(),
         });
+        crate::metrics::set_journal_damaged(damage.is_some());
+        if let Some(d) = &damage {
+            tracing::error!(through = d.through, found = ?d.found,
+                "state journal is damaged: changes up to this sequence number may be missing; directories they may explain are kept, never removed without a record");
+        }
+        // Damage already recorded is still in the log until compaction folds it away: it is
+        // not new, and the sequence numbers marked since then stay provable.
+        damaged.retain(|d| damage.as_ref().is_none_or(|known| !known.found.contains(d)));
+        if !damaged.is_empty() {
+            tracing::error!(sequence = seq, damaged = ?damaged,
+                "state journal is damaged: bytes that are no frame lie before acknowledged frames (not a torn write); their changes are lost, everything intact is replayed, and directories they may explain are kept");
+            journal.mark_damaged(seq, damaged)?;
+        }
         Ok((journal, live))
     }
 
@@ -192,6 +228,19 @@ impl Journal {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The sequence number the next batch will carry at the earliest: a directory marked with
+    /// it now is committed by that batch or a later one.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().seq + 1
+    }
+
+    /// The last sequence number the journal held when it was opened. A directory marked with
+    /// a later one than the batch after it was made by a run this journal has not seen: the
+    /// journal is behind (restored from an older copy).
+    pub fn opened_seq(&self) -> u64 {
+        self.opened_seq
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -289,6 +338,19 @@ pub(super) fn remove_older(dir: &Path, listing: &Listing, keep: u64) {
     }
     for g in listing.logs.iter().filter(|g| **g < keep) {
         let _ = fs::remove_file(log_path(dir, *g));
+    }
+}
+
+/// Keeps a copy of a damaged log beside it (`<log>.damaged`, once), for whoever looks into it:
+/// the log itself is folded into a snapshot at the next compaction.
+fn keep_damaged_copy(log: &Path) {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".damaged");
+    let copy = PathBuf::from(name);
+    if !copy.exists() {
+        if let Err(e) = fs::copy(log, &copy) {
+            tracing::warn!(log = %log.display(), error = %e, "cannot keep a copy of the damaged state journal log");
+        }
     }
 }
 

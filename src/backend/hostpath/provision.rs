@@ -65,6 +65,7 @@ impl HostpathBackend {
             &rec.id,
             self.store_id(),
             rec.backend.incarnation.as_deref(),
+            self.ledger.journal().next_seq(),
         )
         .map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");

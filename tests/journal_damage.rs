@@ -1,0 +1,98 @@
+//! A damaged or outdated state journal must never turn into deletion. A flipped byte in an
+//! acknowledged frame, or a state dir restored from an old backup, leaves directories that no
+//! intact record explains: the driver keeps them, serves what its records still prove, and says
+//! what it could not explain.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+
+const NAMES: [&str; 3] = ["first", "second", "third"];
+
+async fn create_with_file(d: &Driver, name: &str) -> String {
+    let id = d.create(name, 4 * MIB, mount_cap()).await.volume_id;
+    fs::write(d.volume_dir(name).join("data"), name.as_bytes()).unwrap();
+    id
+}
+
+fn assert_data_kept(d: &Driver, names: &[&str]) {
+    for name in names {
+        let file = d.volume_dir(name).join("data");
+        assert_eq!(
+            fs::read(&file).ok().as_deref(),
+            Some(name.as_bytes()),
+            "{} lost its data\n--- driver log ---\n{}",
+            file.display(),
+            d.log()
+        );
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let ok = status(std::process::Command::new("cp").arg("-a").arg(from).arg(to))
+        .expect("run cp")
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_first_frame_deletes_no_volume() {
+    let mut d = Driver::start().await;
+    let mut ids = Vec::new();
+    for name in NAMES {
+        ids.push(create_with_file(&d, name).await);
+    }
+    d.kill9();
+    let log = d.state_dir().join("journal/journal.0.log");
+    let mut bytes = fs::read(&log).unwrap();
+    // The first frame's payload starts after its length and CRC (8 bytes).
+    bytes[8 + 12] ^= 0x20;
+    fs::write(&log, &bytes).unwrap();
+
+    d.restart().await;
+    assert_data_kept(&d, &NAMES);
+    assert!(
+        d.log().contains("state journal is damaged"),
+        "the damage is not reported:\n{}",
+        d.log()
+    );
+    // The volumes whose records are intact are served as before.
+    for id in &ids[1..] {
+        d.get(id).await;
+    }
+    // The next start still keeps the directory the lost frame explained.
+    d.restart().await;
+    assert_data_kept(&d, &NAMES);
+}
+
+#[tokio::test]
+async fn a_state_dir_restored_from_an_old_backup_deletes_no_volume() {
+    let mut d = Driver::start().await;
+    let old = create_with_file(&d, "old").await;
+    d.kill9();
+    let backup = d.root().join("backup");
+    fs::create_dir(&backup).unwrap();
+    copy_tree(&d.state_dir().join("journal"), &backup);
+
+    d.restart().await;
+    for name in NAMES {
+        create_with_file(&d, name).await;
+    }
+    d.kill9();
+    fs::remove_dir_all(d.state_dir().join("journal")).unwrap();
+    copy_tree(&backup.join("journal"), &d.state_dir());
+
+    d.restart().await;
+    assert_data_kept(&d, &["old"]);
+    assert_data_kept(&d, &NAMES);
+    assert!(
+        d.log().contains("state journal is behind"),
+        "the outdated journal is not reported:\n{}",
+        d.log()
+    );
+    d.get(&old).await;
+    d.restart().await;
+    assert_data_kept(&d, &NAMES);
+}
