@@ -4,9 +4,10 @@
 //! the first writer to find no commit in flight becomes the leader, writes everything queued so
 //! far in one `pwrite`, syncs once and wakes the others of its batch and one writer of the next
 //! batch, to lead it (classic group commit, no extra thread).
-//! A frame is `len u32 | crc32 u32 | payload` (`frame`), so a torn tail (power cut mid-write) is
-//! detected and cut off at open: it was never acknowledged, because acknowledgement follows the
-//! sync.
+//! A frame is `len u32 | crc32 u32 | payload` (`frame`), and each batch ends with a frame carrying
+//! its sequence number, so a torn tail (power cut mid-write) is detected and cut off at open: it
+//! was never acknowledged, because acknowledgement follows the sync. Bytes that fail the check
+//! anywhere else are damage: stepped over, kept, and recorded (`damage`), never cut.
 //!
 //! Compaction never stalls a commit: when the logs hold far more frames than live records, the
 //! leader switches appends to the next log, which was created and its name synced ahead of use

@@ -166,6 +166,30 @@ fn a_damaged_frame_before_acknowledged_ones_is_stepped_over_and_recorded() {
 }
 
 #[test]
+fn a_sector_of_zeros_before_later_batches_is_damage_not_a_torn_write() {
+    // Zeros look like a write that never reached the disk, but batches after them were written
+    // only once the batch they belong to was synced.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    for i in 0..40 {
+        j.commit(vec![put(&format!("k{i}"), "some value")]).unwrap();
+    }
+    drop(j);
+    let log = log_path(dir.path(), 0);
+    assert!(frames_end(dir.path(), 0) > 1024);
+    let mut bytes = fs::read(&log).unwrap();
+    bytes[100..512].fill(0);
+    fs::write(&log, &bytes).unwrap();
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert!(
+        j.damage().is_some(),
+        "the lost sector is recorded as damage"
+    );
+    assert!(live.contains_key("k0") && live.contains_key("k39"));
+    assert!(live.len() < 40, "the frames of the lost sector are gone");
+}
+
+#[test]
 fn a_flipped_bit_in_the_last_batch_is_damage_not_a_torn_write() {
     // A torn write leaves a sector of zeros; a frame with none that fails its check was
     // written whole and changed afterwards: acknowledged, so not cut silently.

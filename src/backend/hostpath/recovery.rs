@@ -13,6 +13,11 @@
 //! | no record, directory marked by this store | a create that was never acknowledged, or an acknowledged delete whose removal a crash or power cut stopped | remove it |
 //! | no record, trash marked by this store | a delete acknowledged before its removal | remove it |
 //! | no record, marked by another store or none | not provably ours (state lost or restored) | leave it, report its id |
+//!
+//! Every removal reads the journal's silence as proof. It is none for a directory marked (with the
+//! journal's next sequence number) at or before the last number the journal may have lost: when
+//! the journal is damaged, or proven behind because a marker is newer than its end. Such a
+//! directory is kept, logged and counted, and a record without a directory is not recreated.
 
 use super::record::VolumeRecord;
 use super::{HostpathBackend, TRASH_PREFIX};
