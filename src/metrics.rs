@@ -38,9 +38,9 @@ pub fn set_journal_damaged(damaged: bool) {
     JOURNAL_DAMAGED.store(damaged.into(), Ordering::Relaxed);
 }
 
-/// Directories found at start that no intact record explains and that were kept.
-pub fn set_unexplained_dirs(n: u64) {
-    UNEXPLAINED_DIRS.store(n, Ordering::Relaxed);
+/// Counts directories found at start that no intact record explains and that were kept.
+pub fn add_unexplained_dirs(n: u64) {
+    UNEXPLAINED_DIRS.fetch_add(n, Ordering::Relaxed);
 }
 
 #[derive(Default, Clone, Copy)]

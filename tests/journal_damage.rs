@@ -96,3 +96,60 @@ async fn a_state_dir_restored_from_an_old_backup_deletes_no_volume() {
     d.restart().await;
     assert_data_kept(&d, &NAMES);
 }
+
+/// Where each frame of a log starts (a zero length ends them).
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        out.push(pos);
+        pos += 8 + len;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_snapshots_frame_deletes_no_snapshot() {
+    let mut d = Driver::start().await;
+    let src = create_with_file(&d, "src").await;
+    let snap = d
+        .controller()
+        .create_snapshot(ferrovol::proto::CreateSnapshotRequest {
+            name: "snap".into(),
+            source_volume_id: src.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateSnapshot")
+        .into_inner()
+        .snapshot
+        .expect("a snapshot");
+    let snapshots = d.base().join(".snapshots");
+    let before: Vec<_> = fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(before.len(), 1, "{before:?}");
+    d.kill9();
+    let log = d.state_dir().join("journal/journal.0.log");
+    let mut bytes = fs::read(&log).unwrap();
+    // Batch one is the volume's record and its closing frame; the third frame is the
+    // snapshot's record.
+    let third = frame_offsets(&bytes)[2];
+    bytes[third + 8 + 12] ^= 0x20;
+    fs::write(&log, &bytes).unwrap();
+
+    d.restart().await;
+    assert!(
+        before[0].join("data/data").exists(),
+        "the snapshot {} lost its content\n--- driver log ---\n{}",
+        snap.snapshot_id,
+        d.log()
+    );
+    assert_data_kept(&d, &["src"]);
+}

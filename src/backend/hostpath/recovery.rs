@@ -21,7 +21,8 @@
 
 use super::record::VolumeRecord;
 use super::{HostpathBackend, TRASH_PREFIX};
-use crate::os::{fsutil, markers};
+use crate::os::fsutil;
+use crate::os::markers::{self, Markers};
 use crate::state::{legacy, Damage, Phase};
 use std::collections::HashSet;
 use std::io;
@@ -82,7 +83,7 @@ impl HostpathBackend {
             }
             tally.kept += 1;
         }
-        crate::metrics::set_unexplained_dirs(tally.unexplained as u64);
+        crate::metrics::add_unexplained_dirs(tally.unexplained as u64);
         tracing::info!(
             volumes = tally.kept,
             rolled_back = tally.rolled_back,
@@ -106,7 +107,12 @@ impl HostpathBackend {
         let journal = self.ledger.journal();
         let end = journal.opened_seq();
         let mut newest: Option<(u64, std::path::PathBuf)> = None;
-        for entry in std::fs::read_dir(&self.base)? {
+        let snapshots = match std::fs::read_dir(self.snapshots_root()) {
+            Ok(dir) => Some(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        for entry in std::fs::read_dir(&self.base)?.chain(snapshots.into_iter().flatten()) {
             let path = entry?.path();
             let Ok(Some(m)) = markers::read_markers(&path) else {
                 continue;
@@ -135,10 +141,15 @@ impl HostpathBackend {
     }
 
     /// Keeps a directory that no intact record explains, and says so.
-    fn keep_unexplained(&self, path: &Path, id: Option<&str>, tally: &mut Tally) {
-        tracing::error!(dir = %path.display(), volume = id.unwrap_or("?"),
-            "directory that no intact state record explains (the state journal is damaged or behind): kept; DeleteVolume of its id removes it");
-        tally.unexplained += 1;
+    pub(super) fn keep_unexplained(&self, path: &Path, id: Option<&str>) {
+        tracing::error!(dir = %path.display(), id = id.unwrap_or("?"),
+            "directory that no intact state record explains (the state journal is damaged or behind): kept; deleting its id removes it");
+    }
+
+    /// Whether the journal's silence about a directory with these markers proves anything: it
+    /// does unless the journal may have lost a change made after the directory was marked.
+    pub(super) fn silence_proves(&self, damage: Option<&Damage>, found: Option<&Markers>) -> bool {
+        damage.is_none_or(|d| !d.may_explain(found.and_then(|m| m.seq)))
     }
 
     /// Walks the base once and settles every directory the journal does not explain. Returns
@@ -175,7 +186,8 @@ impl HostpathBackend {
                     .filter(|r| r.name == volume);
                 let Some(rec) = rec else {
                     if ours && !provable {
-                        self.keep_unexplained(&path, marker.as_deref(), tally);
+                        self.keep_unexplained(&path, marker.as_deref());
+                        tally.unexplained += 1;
                     } else if ours {
                         self.remove_trash(marker.as_deref().unwrap_or("?"), &path, false);
                         tally.finished_deletes += 1;
@@ -186,7 +198,8 @@ impl HostpathBackend {
                 };
                 match self.trash_of(&rec, &path) {
                     _ if !provable => {
-                        self.keep_unexplained(&path, Some(&rec.id), tally);
+                        self.keep_unexplained(&path, Some(&rec.id));
+                        tally.unexplained += 1;
                         held.insert(rec.name.clone());
                         tally.held += 1;
                     }
@@ -221,7 +234,8 @@ impl HostpathBackend {
                 let earlier = self.is_earlier_incarnation(&rec, &path, marker.as_deref());
                 if ours && earlier && !provable {
                     // The record may be the one that is out of date.
-                    self.keep_unexplained(&path, Some(&rec.id), tally);
+                    self.keep_unexplained(&path, Some(&rec.id));
+                    tally.unexplained += 1;
                 } else if ours && earlier {
                     // A power cut lost both the rename of an acknowledged delete and the mkdir
                     // of the create after it: the old content must not appear as the new
@@ -235,7 +249,10 @@ impl HostpathBackend {
                 continue;
             }
             match marker {
-                Some(id) if ours && !provable => self.keep_unexplained(&path, Some(&id), tally),
+                Some(id) if ours && !provable => {
+                    self.keep_unexplained(&path, Some(&id));
+                    tally.unexplained += 1;
+                }
                 Some(id) if ours => {
                     tracing::info!(volume = %id, dir = %path.display(), "rolling back a volume that was never acknowledged");
                     if let Some(l) = &self.limiter {
