@@ -62,6 +62,18 @@ async fn a_flipped_byte_in_the_first_frame_deletes_no_volume() {
     for id in &ids[1..] {
         d.get(id).await;
     }
+    // A create of the name whose record was lost does not clear its directory away.
+    let refused = d
+        .controller()
+        .create_volume(create_req(NAMES[0], 4 * MIB, mount_cap()))
+        .await
+        .expect_err("a create over a directory the journal may have lost");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_data_kept(&d, &NAMES);
     // The next start still keeps the directory the lost frame explained.
     d.restart().await;
     assert_data_kept(&d, &NAMES);
