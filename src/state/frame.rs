@@ -142,7 +142,16 @@ pub(super) fn scan(bytes: &[u8], log: bool) -> Scan {
         // The next intact frame after the bad bytes, if any.
         let resume = (pos + 1..dirty_end).find(|q| frame_at(bytes, *q).is_some());
         let bad_end = resume.unwrap_or(dirty_end);
-        let torn = log && has_unwritten_sector(bytes, pos, dirty_end) && {
+        // A frame whose header survived claims its extent: a write cut short leaves the rest
+        // of it zeros (past `dirty_end`) or missing (past the end of the file).
+        let claimed_end = bytes
+            .get(pos..pos + 4)
+            .map(|h| u32::from_le_bytes(h.try_into().expect("4 bytes")) as usize)
+            .filter(|len| (5..=MAX_FRAME).contains(len))
+            .map_or(pos, |len| pos + 8 + len);
+        let unwritten = claimed_end > bytes.len()
+            || has_unwritten_sector(bytes, pos, dirty_end.max(claimed_end));
+        let torn = log && unwritten && {
             // Frames after the bad bytes may be the torn batch's own (a page of it reached
             // the disk, an earlier one did not), but only up to its one closing frame.
             let rest = frames_between(bytes, bad_end, dirty_end);

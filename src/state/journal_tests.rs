@@ -57,10 +57,17 @@ fn store_id_is_stable_across_opens() {
     assert_eq!(first, second);
 }
 
-/// Where the frames of log `gen` end (zeros follow).
+/// Where the frames of log `gen` end (a zero length follows).
 fn frames_end(dir: &Path, gen: u64) -> usize {
     let bytes = fs::read(log_path(dir, gen)).unwrap();
-    bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
+    let mut pos = 0;
+    loop {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            return pos;
+        }
+        pos += 8 + len;
+    }
 }
 
 #[test]
@@ -100,6 +107,28 @@ fn a_torn_tail_is_zeroed_and_earlier_records_survive() {
     let mut keys: Vec<_> = live.keys().cloned().collect();
     keys.sort();
     assert_eq!(keys, vec!["kept", "toRN"]);
+}
+
+#[test]
+fn a_batch_whose_later_sectors_never_reached_the_disk_is_a_torn_tail() {
+    // The common torn write: the batch's first sectors are on disk, the rest still zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    j.commit(vec![put("kept", "yes")]).unwrap();
+    drop(j);
+    let log = log_path(dir.path(), 0);
+    let end = frames_end(dir.path(), 0);
+    let mut torn = Vec::new();
+    encode(&put("torn", &"x".repeat(3000)), &mut torn);
+    let written = 1024 - end;
+    torn.truncate(written);
+    let f = OpenOptions::new().write(true).open(&log).unwrap();
+    f.write_all_at(&torn, end as u64).unwrap();
+    drop(f);
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert_eq!(live.keys().collect::<Vec<_>>(), vec!["kept"]);
+    assert_eq!(j.damage(), None, "a torn tail is no damage");
+    assert!(fs::read(&log).unwrap()[end..].iter().all(|b| *b == 0));
 }
 
 #[test]
