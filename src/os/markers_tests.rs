@@ -96,7 +96,7 @@ fn markers_without_a_sequence_number_still_read() {
     let old = Markers::decode("v1\0hostpath/n1/x\0store1\0inc").unwrap();
     assert_eq!(old.incarnation.as_deref(), Some("inc"));
     assert_eq!(old.seq, None);
-    let new = Markers::decode("v1\0hostpath/n1/x\0store1\0inc\012").unwrap();
+    let new = Markers::decode("v1\0hostpath/n1/x\0store1\0inc\x0012").unwrap();
     assert_eq!(
         (new.incarnation.as_deref(), new.seq),
         (Some("inc"), Some(12))
