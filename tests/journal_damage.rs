@@ -47,8 +47,10 @@ async fn a_flipped_byte_in_the_first_frame_deletes_no_volume() {
     d.kill9();
     let log = d.state_dir().join("journal/journal.0.log");
     let mut bytes = fs::read(&log).unwrap();
-    // The first frame's payload starts after its length and CRC (8 bytes).
-    bytes[8 + 12] ^= 0x20;
+    // The first frame that holds a record: the first volume's. Its payload starts after its
+    // length and CRC (8 bytes).
+    let first = record_frame(&bytes, "hostpath/first");
+    bytes[first + 8 + 12] ^= 0x20;
     fs::write(&log, &bytes).unwrap();
 
     d.restart().await;
@@ -92,36 +94,62 @@ async fn a_state_dir_restored_from_an_old_backup_deletes_no_volume() {
     for name in NAMES {
         create_with_file(&d, name).await;
     }
+    assert_behind_is_kept(&mut d, &backup, &old).await;
+}
+
+#[tokio::test]
+async fn a_backup_missing_a_single_create_deletes_no_volume() {
+    let mut d = Driver::start().await;
+    let old = create_with_file(&d, "old").await;
+    d.kill9();
+    let backup = d.root().join("backup");
+    fs::create_dir(&backup).unwrap();
+    copy_tree(&d.state_dir().join("journal"), &backup);
+
+    d.restart().await;
+    create_with_file(&d, NAMES[0]).await;
+    create_with_file(&d, NAMES[1]).await;
+    d.delete(&d.volume_id(NAMES[1])).await;
+    assert_behind_is_kept_for(&mut d, &backup, &old, &NAMES[..1]).await;
+}
+
+/// Stops the driver, puts the backup's journal back, starts it again: every volume made since
+/// the backup keeps its data, the one in the backup is served, and the driver says why.
+async fn assert_behind_is_kept(d: &mut Driver, backup: &Path, old: &str) {
+    assert_behind_is_kept_for(d, backup, old, &NAMES).await
+}
+
+async fn assert_behind_is_kept_for(d: &mut Driver, backup: &Path, old: &str, names: &[&str]) {
     d.kill9();
     fs::remove_dir_all(d.state_dir().join("journal")).unwrap();
     copy_tree(&backup.join("journal"), &d.state_dir());
 
     d.restart().await;
-    assert_data_kept(&d, &["old"]);
-    assert_data_kept(&d, &NAMES);
+    assert_data_kept(d, &["old"]);
+    assert_data_kept(d, names);
     assert!(
         d.log().contains("state journal is behind"),
         "the outdated journal is not reported:\n{}",
         d.log()
     );
-    d.get(&old).await;
+    d.get(old).await;
     d.restart().await;
-    assert_data_kept(&d, &NAMES);
+    assert_data_kept(d, names);
 }
 
-/// Where each frame of a log starts (a zero length ends them).
-fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut out = Vec::new();
+/// Where the first frame of a log whose record key starts with `key` begins (a frame is
+/// `len u32 | crc u32 | op u8 | key len u32 | key | value`; a zero length ends them).
+fn record_frame(bytes: &[u8], key: &str) -> usize {
     let mut pos = 0;
-    while pos + 8 <= bytes.len() {
+    loop {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
+        assert!(len != 0, "no frame of {key} in the log");
+        let key_len = u32::from_le_bytes(bytes[pos + 9..pos + 13].try_into().unwrap()) as usize;
+        if bytes[pos + 13..pos + 13 + key_len].starts_with(key.as_bytes()) {
+            return pos;
         }
-        out.push(pos);
         pos += 8 + len;
     }
-    out
 }
 
 #[tokio::test]
@@ -150,10 +178,9 @@ async fn a_flipped_byte_in_a_snapshots_frame_deletes_no_snapshot() {
     d.kill9();
     let log = d.state_dir().join("journal/journal.0.log");
     let mut bytes = fs::read(&log).unwrap();
-    // Batch one is the volume's record and its closing frame; the third frame is the
-    // snapshot's record.
-    let third = frame_offsets(&bytes)[2];
-    bytes[third + 8 + 12] ^= 0x20;
+    // The snapshot's record.
+    let frame = record_frame(&bytes, "hostpath-snap/");
+    bytes[frame + 8 + 12] ^= 0x20;
     fs::write(&log, &bytes).unwrap();
 
     d.restart().await;

@@ -168,6 +168,20 @@ impl Journal {
             files::zero_fill(&file, len, LOG_PREALLOC)?;
             file.sync_data()?;
         }
+        // A batch of its own for this run, so every directory this run marks carries a number
+        // past the journal's end at open: a copy of the state dir taken while the driver was
+        // stopped is then proven behind by the first directory marked after it.
+        let mut opening = Vec::new();
+        super::frame::encode_put(SEQ_KEY, &(seq + 1).to_le_bytes(), &mut opening);
+        {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&opening, intact as u64)?;
+            file.sync_data()?;
+            crate::metrics::count_background_sync();
+        }
+        let intact = intact + opening.len();
+        let frames_in_log = frames_in_log + 1;
+        let frames_since_snap = frames_since_snap + 1;
         let spare = create_log(dir, gen + 1)?;
         spare.sync_data()?;
         // Makes the current log's and the spare's names durable.
@@ -195,7 +209,7 @@ impl Journal {
                 queued_blocking: 0,
                 wakers: Vec::new(),
                 poisoned: None,
-                seq,
+                seq: seq + 1,
                 damage: damage.clone(),
                 snap_gen,
                 snap_records,

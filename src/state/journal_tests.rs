@@ -57,17 +57,38 @@ fn store_id_is_stable_across_opens() {
     assert_eq!(first, second);
 }
 
-/// Where the frames of log `gen` end (a zero length follows).
-fn frames_end(dir: &Path, gen: u64) -> usize {
-    let bytes = fs::read(log_path(dir, gen)).unwrap();
+/// Where each frame of `bytes` starts, and where the frames end (a zero length follows).
+fn frame_starts(bytes: &[u8]) -> (Vec<usize>, usize) {
+    let mut starts = Vec::new();
     let mut pos = 0;
     loop {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
         if len == 0 {
-            return pos;
+            return (starts, pos);
         }
+        starts.push(pos);
         pos += 8 + len;
     }
+}
+
+/// Where the frames of log `gen` end.
+fn frames_end(dir: &Path, gen: u64) -> usize {
+    frame_starts(&fs::read(log_path(dir, gen)).unwrap()).1
+}
+
+/// Whether everything in `log` from `from` on is batches that hold no record (each open of
+/// the journal commits one) followed by zeros: what was there before was zeroed.
+fn only_empty_batches_after(log: &Path, from: usize) -> bool {
+    let bytes = fs::read(log).unwrap();
+    let (_, end) = frame_starts(&bytes);
+    let (updates, _) = {
+        let scan = super::super::frame::scan(&bytes[from..end], true);
+        (scan.updates, scan.end)
+    };
+    updates
+        .iter()
+        .all(|u| matches!(u, Update::Put { key, .. } if key == super::super::frame::SEQ_KEY))
+        && bytes[end..].iter().all(|b| *b == 0)
 }
 
 #[test]
@@ -95,8 +116,9 @@ fn a_torn_tail_is_zeroed_and_earlier_records_survive() {
     assert_eq!(live.keys().collect::<Vec<_>>(), vec!["kept"]);
     assert_eq!(j.damage(), None, "a torn tail is no damage");
     let bytes = fs::read(&log).unwrap();
+    drop(bytes);
     assert!(
-        bytes[end..].iter().all(|b| *b == 0),
+        only_empty_batches_after(&log, end),
         "the torn batch is zeroed"
     );
     // A frame as long as the torn one's first, written where it began, must not revive the
@@ -128,7 +150,10 @@ fn a_batch_whose_later_sectors_never_reached_the_disk_is_a_torn_tail() {
     let (j, live) = Journal::open(dir.path()).unwrap();
     assert_eq!(live.keys().collect::<Vec<_>>(), vec!["kept"]);
     assert_eq!(j.damage(), None, "a torn tail is no damage");
-    assert!(fs::read(&log).unwrap()[end..].iter().all(|b| *b == 0));
+    assert!(
+        only_empty_batches_after(&log, end),
+        "the torn batch is zeroed"
+    );
 }
 
 #[test]
@@ -167,8 +192,10 @@ fn a_damaged_frame_before_acknowledged_ones_is_stepped_over_and_recorded() {
     drop(j);
     let log = log_path(dir.path(), 0);
     let mut bytes = fs::read(&log).unwrap();
-    // A flipped bit in the first frame's payload: later batches prove it was synced.
-    bytes[8 + 6] ^= 0x01;
+    // A flipped bit in the payload of the frame of "a" (after the batch that opened the
+    // journal): later batches prove it was synced.
+    let a = frame_starts(&bytes).0[1];
+    bytes[a + 8 + 6] ^= 0x01;
     fs::write(&log, &bytes).unwrap();
     let (j, live) = Journal::open(dir.path()).unwrap();
     assert!(!live.contains_key("a"), "a damaged frame is no record");
@@ -177,8 +204,9 @@ fn a_damaged_frame_before_acknowledged_ones_is_stepped_over_and_recorded() {
         (Some(&b"2".to_vec()), Some(&b"3".to_vec()))
     );
     let damage = j.damage().expect("the damage is recorded");
+    // Batches: the first open, a, b, c.
     assert_eq!(
-        damage.through, 3,
+        damage.through, 4,
         "changes up to the journal's end may be lost"
     );
     assert!(damage.found[0].contains("journal.0.log"), "{damage:?}");
@@ -191,7 +219,7 @@ fn a_damaged_frame_before_acknowledged_ones_is_stepped_over_and_recorded() {
     drop(j);
     let (j, live) = Journal::open(dir.path()).unwrap();
     assert_eq!(live.len(), 3);
-    assert_eq!(j.damage().map(|d| d.through), Some(3));
+    assert_eq!(j.damage().map(|d| d.through), Some(4));
 }
 
 #[test]
@@ -351,8 +379,8 @@ fn logs_after_the_snapshot_replay_in_order_and_an_empty_newest_stays_the_spare()
     };
     assert_eq!(
         frames_in(1),
-        4,
-        "appended to the last log that holds frames (a record and its batch's closing frame)"
+        5,
+        "appended to the last log that holds frames (the open's closing frame, a record and its closing frame)"
     );
     assert_eq!(frames_in(2), 0, "the spare stays empty");
     assert!(!log_path(dir.path(), 3).exists());
