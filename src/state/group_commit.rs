@@ -183,7 +183,8 @@ impl Journal {
         let mut inner = self.lock();
         let decided = match outcome {
             Ok(()) => {
-                inner.seq = seq;
+                // Never lowered: `mark_damaged` may have moved the numbering on meanwhile.
+                inner.seq = inner.seq.max(seq);
                 inner.durable_len = start_len + bytes.len() as u64;
                 inner.frames_in_log += frames;
                 inner.frames_since_snap += frames;
