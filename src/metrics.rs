@@ -30,6 +30,20 @@ pub fn background_syncs() -> u64 {
     BACKGROUND_SYNCS.load(Ordering::Relaxed)
 }
 
+static JOURNAL_DAMAGED: AtomicU64 = AtomicU64::new(0);
+static UNEXPLAINED_DIRS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the state journal knows it lost changes (damage found, or restored from an older
+/// copy).
+pub fn set_journal_damaged(damaged: bool) {
+    JOURNAL_DAMAGED.store(damaged.into(), Ordering::Relaxed);
+}
+
+/// Counts directories found at start that no intact record explains and that were kept.
+pub fn add_unexplained_dirs(n: u64) {
+    UNEXPLAINED_DIRS.fetch_add(n, Ordering::Relaxed);
+}
+
 #[derive(Default, Clone, Copy)]
 struct Series {
     count: u64,
@@ -73,6 +87,20 @@ pub fn render() -> String {
     out.push_str("# HELP ferrovol_state_commits_total Durable commits (fsync/fdatasync) the driver waited for.\n");
     out.push_str("# TYPE ferrovol_state_commits_total counter\n");
     let _ = writeln!(out, "ferrovol_state_commits_total {}", commits());
+    out.push_str("# HELP ferrovol_state_journal_damaged 1 when the state journal knows it lost changes (damaged, or restored from an older copy).\n");
+    out.push_str("# TYPE ferrovol_state_journal_damaged gauge\n");
+    let _ = writeln!(
+        out,
+        "ferrovol_state_journal_damaged {}",
+        JOURNAL_DAMAGED.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP ferrovol_unexplained_directories Directories kept at start that no intact state record explains.\n");
+    out.push_str("# TYPE ferrovol_unexplained_directories gauge\n");
+    let _ = writeln!(
+        out,
+        "ferrovol_unexplained_directories {}",
+        UNEXPLAINED_DIRS.load(Ordering::Relaxed)
+    );
     out.push_str("# HELP ferrovol_state_background_syncs_total Syncs of journal compaction, which no operation waits for.\n");
     out.push_str("# TYPE ferrovol_state_background_syncs_total counter\n");
     let _ = writeln!(

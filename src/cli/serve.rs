@@ -183,6 +183,8 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .clone()
         .map_or_else(|| data_dir.join("state"), |p| absolute(&p));
     crate::os::perm::create_private_dir(&state_dir)?;
+    // Held until the process ends: two drivers appending to one journal would corrupt it.
+    let _state_lock = crate::os::dirlock::lock_exclusive(&state_dir, "state dir")?;
     let security = server::EndpointSecurity {
         socket_group: args.socket_group.clone(),
         insecure_remote: args.insecure_remote_endpoint,

@@ -6,6 +6,7 @@ pub mod blkid;
 pub mod blockdev;
 pub mod btrfs;
 pub mod copytree;
+pub mod dirlock;
 pub mod fsutil;
 pub mod loopdev;
 pub mod markers;
