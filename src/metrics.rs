@@ -1,4 +1,5 @@
-//! Prometheus metrics: RPC counts and latencies by method and gRPC code, served as text.
+//! Prometheus metrics: RPC counts and latencies by method and gRPC code, rendered as text
+//! (served over HTTP by `crate::server::metrics`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -80,37 +81,6 @@ pub fn render() -> String {
         background_syncs()
     );
     out
-}
-
-/// Serves `GET /metrics` on `addr` until the process ends.
-pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    serve_with(addr, render).await
-}
-
-/// Serves `GET /metrics` with the text `render` makes (processes other than the driver, such as
-/// the node-loss controller, have counters of their own).
-pub async fn serve_with(addr: std::net::SocketAddr, render: fn() -> String) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving Prometheus metrics on /metrics");
-    loop {
-        let (mut sock, _) = listener.accept().await?;
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", render())
-            } else {
-                ("404 Not Found", "see /metrics\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -91,9 +91,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub max_volumes_per_node: i64,
 
-    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9808); off when unset.
-    #[arg(long)]
-    pub metrics_address: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 
     /// Group allowed to use the Unix socket (name or gid): the socket is then 0660 owned by
     /// it. Without this flag the socket is 0600, usable by the driver's user (root) only.
@@ -241,13 +240,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .build()?;
     runtime.block_on(async move {
         tokio::spawn(return_freed_memory());
-        if let Some(addr) = args.metrics_address {
-            tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(addr).await {
-                    tracing::error!(error = %e, "metrics server stopped");
-                }
-            });
-        }
+        args.metrics.spawn(crate::metrics::render);
         server::serve(&endpoint, driver, &args.roles, &security, shutdown_signal()).await
     })
 }
