@@ -78,7 +78,7 @@ pub async fn serve(
         tokio::spawn(async move {
             // Declared first, dropped last: the slot frees only once the socket is closed.
             let _slot = slot;
-            match tokio::time::timeout(2 * limits.timeout, conn).await {
+            match tokio::time::timeout(limits.timeout.saturating_mul(2), conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection failed"),
                 Err(_) => tracing::debug!("metrics connection closed at its deadline"),
