@@ -8,11 +8,11 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// Serve Prometheus metrics on this address: IP:PORT, or [IP]:PORT for either IP family (the
-    /// chart passes the pod's own address, [$(POD_IP)]:9808); off when unset.
+    /// chart passes the pod's own address, [$(POD_IP)]:PORT); off when unset.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_address)]
     pub metrics_address: Option<SocketAddr>,
 
-    /// Metrics: a client must send its whole request within this time (e.g. 10s, 500ms); a
+    /// Metrics: a client must send its request headers within this time (e.g. 10s, 500ms); a
     /// connection that sends nothing is closed then, and any connection at twice this time.
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub metrics_timeout: Duration,
