@@ -21,8 +21,10 @@ RUN apt-get update \
 COPY --from=build /out/ferrovol /usr/bin/ferrovol
 # The NFS controller runs non-root with only NET_BIND_SERVICE (reserved source ports for servers
 # that export "secure"). Kubernetes puts an added capability in the bounding set only; a non-root
-# process gets it through this file capability.
-RUN setcap cap_net_bind_service=+ep /usr/bin/ferrovol \
+# process gets it through this file capability, permitted only: the driver makes it effective
+# itself (src/os/caps.rs). With the effective bit, exec would fail (EPERM) in every container
+# that drops it, as the local resizer and node-loss controller do.
+RUN setcap cap_net_bind_service=+p /usr/bin/ferrovol \
  && apt-get purge -y libcap2-bin && apt-get autoremove -y
 ENTRYPOINT ["/usr/bin/ferrovol"]
 CMD ["serve"]

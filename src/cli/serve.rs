@@ -156,6 +156,11 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     // First: start-up replays the journal, and its buffers should follow the same rules.
     bound_allocator_arenas();
     init_logging(args.log_format);
+    // Before any thread starts: threads inherit the capabilities of the one that spawns them.
+    match crate::os::caps::raise_net_bind_service() {
+        Ok(raised) => tracing::debug!(raised, "CAP_NET_BIND_SERVICE (reserved NFS source ports)"),
+        Err(e) => tracing::warn!(error = %e, "could not raise CAP_NET_BIND_SERVICE"),
+    }
     let data_dir = absolute(&args.data_dir);
     let endpoint = args
         .endpoint
