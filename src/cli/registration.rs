@@ -54,3 +54,40 @@ impl RegistrationArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: Option<&str>, csi: Option<&str>) -> RegistrationArgs {
+        RegistrationArgs {
+            kubelet_registration_dir: dir.map(PathBuf::from),
+            kubelet_csi_endpoint: csi.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn the_kubelet_is_told_a_unix_socket_path() {
+        let unix: Endpoint = "unix:///csi/csi.sock".parse().unwrap();
+        let tcp: Endpoint = "tcp://127.0.0.1:10000".parse().unwrap();
+        assert!(args(None, None).registration("d", &unix).unwrap().is_none());
+        let reg = args(Some("/reg"), None)
+            .registration("d", &unix)
+            .unwrap()
+            .unwrap();
+        assert_eq!(reg.kubelet_csi_endpoint, PathBuf::from("/csi/csi.sock"));
+        assert_eq!(reg.socket(), PathBuf::from("/reg/d-reg.sock"));
+        let reg = args(Some("/reg"), Some("/var/lib/kubelet/plugins/d/csi.sock"))
+            .registration("d", &tcp)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reg.kubelet_csi_endpoint,
+            PathBuf::from("/var/lib/kubelet/plugins/d/csi.sock")
+        );
+        assert!(args(Some("/reg"), None).registration("d", &tcp).is_err());
+        assert!(args(Some("/reg"), Some("csi.sock"))
+            .registration("d", &unix)
+            .is_err());
+    }
+}
