@@ -77,6 +77,10 @@ async fn registers_with_the_kubelet_and_keeps_its_socket() {
     let again = wait_for_socket(registry_dir.path(), &driver).await;
     assert_eq!(again, socket);
     assert_eq!(get_info(&socket).await.name, "local.csi.ferrovol.io");
+    // The whole directory, too.
+    std::fs::remove_dir_all(registry_dir.path()).unwrap();
+    assert_eq!(wait_for_socket(registry_dir.path(), &driver).await, socket);
+    assert_eq!(get_info(&socket).await.name, "local.csi.ferrovol.io");
 
     // A stopped driver leaves no socket for the kubelet to call.
     let pid = driver.pid().unwrap() as libc::pid_t;
@@ -111,9 +115,12 @@ async fn healthz_fails_when_probe_would_fail() {
 async fn wait_for_socket(dir: &Path, driver: &Driver) -> PathBuf {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let found = std::fs::read_dir(dir).unwrap().find_map(|e| {
-            let e = e.unwrap();
-            e.file_type().unwrap().is_socket().then(|| e.path())
+        // The directory may be missing until the driver makes it again.
+        let found = std::fs::read_dir(dir).ok().and_then(|mut entries| {
+            entries.find_map(|e| {
+                let e = e.ok()?;
+                e.file_type().ok()?.is_socket().then(|| e.path())
+            })
         });
         if let Some(path) = found {
             return path;
