@@ -128,11 +128,18 @@ async fn accept(
     loop {
         tokio::select! {
             () = stopped(stop) => break,
-            conn = bound.listener.accept() => {
-                if conns.send(conn.map(|(stream, _)| stream)).await.is_err() {
-                    break;
+            conn = bound.listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    if conns.send(Ok(stream)).await.is_err() {
+                        break;
+                    }
                 }
-            }
+                // Out of descriptors, or a connection reset in the queue: not this socket's end.
+                Err(e) => {
+                    tracing::warn!(error = %e, socket = %socket.display(), "registration: accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
             _ = recheck.tick() => match std::fs::symlink_metadata(socket) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(socket = %socket.display(), "registration socket is gone; making it again");
