@@ -281,6 +281,13 @@ fn only_the_nfs_controller_may_bind_reserved_ports() {
             .as_sequence()
             .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("NET_BIND_SERVICE")))
         {
+            // allowPrivilegeEscalation: false sets no_new_privs, under which exec grants no
+            // file capability: a non-root process would never hold the one added here.
+            assert_eq!(
+                c["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+                Some(true),
+                "{workload}: a non-root process gets NET_BIND_SERVICE only through the file capability"
+            );
             adders.push(format!("{workload}/{}", str_of(&c, "name")));
         }
     }
