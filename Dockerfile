@@ -21,8 +21,13 @@ RUN apt-get update \
 COPY --from=build /out/ferrovol /usr/bin/ferrovol
 # The NFS controller runs non-root with only NET_BIND_SERVICE (reserved source ports for servers
 # that export "secure"). Kubernetes puts an added capability in the bounding set only; a non-root
-# process gets it through this file capability.
-RUN setcap cap_net_bind_service=+ep /usr/bin/ferrovol \
- && apt-get purge -y libcap2-bin && apt-get autoremove -y
+# process gets it through this file capability, permitted only: the driver makes it effective
+# itself (src/os/caps.rs). With the effective bit, exec would fail (EPERM) in every container
+# that drops it, as the local resizer and node-loss controller do.
+# That container allows privilege escalation (no_new_privs would void the file capability), so
+# the image keeps no setuid or setgid file that could give it more.
+RUN setcap cap_net_bind_service=+p /usr/bin/ferrovol \
+ && apt-get purge -y libcap2-bin && apt-get autoremove -y \
+ && find / -xdev -type f -perm /6000 -exec chmod ug-s {} +
 ENTRYPOINT ["/usr/bin/ferrovol"]
 CMD ["serve"]

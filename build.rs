@@ -1,8 +1,10 @@
-// Compiles proto/csi.proto with protox (pure Rust), so a fresh machine needs no protoc to build.
+// Compiles proto/csi.proto and proto/pluginregistration.proto (the kubelet's plugin registration
+// API) with protox (pure Rust), so a fresh machine needs no protoc to build.
 // Release builds of the binary also get the linker's symbol ordering (see `link_hot_first`).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/csi.proto");
-    let descriptors = protox::compile(["csi.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/pluginregistration.proto");
+    let descriptors = protox::compile(["csi.proto", "pluginregistration.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -18,6 +18,8 @@ need_apt=()
 command -v mkfs.xfs >/dev/null || need_apt+=(xfsprogs)
 command -v mkfs.btrfs >/dev/null || need_apt+=(btrfs-progs)
 command -v losetup >/dev/null || need_apt+=(mount)
+# setcap: tests/file_capability.rs gives a copy of the binary the image's file capability.
+command -v setcap >/dev/null || need_apt+=(libcap2-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 static COMMITS: AtomicU64 = AtomicU64::new(0);
@@ -42,6 +42,15 @@ pub fn set_journal_damaged(damaged: bool) {
 /// Counts directories found at start that no intact record explains and that were kept.
 pub fn add_unexplained_dirs(n: u64) {
     UNEXPLAINED_DIRS.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The kubelet's last verdict on the driver's registration: 0 while the driver does not
+/// register itself, then 1 not (yet) registered, 2 registered.
+static KUBELET_REGISTRATION: AtomicU8 = AtomicU8::new(0);
+
+/// Records whether the kubelet has registered the driver (exported from then on).
+pub fn set_kubelet_registered(registered: bool) {
+    KUBELET_REGISTRATION.store(1 + u8::from(registered), Ordering::Relaxed);
 }
 
 #[derive(Default, Clone, Copy)]
@@ -119,6 +128,12 @@ pub fn render() -> String {
             out,
             "ferrovol_nfs_abandoned_kernel_calls{{server=\"{server}\"}} {n}"
         );
+    }
+    let registration = KUBELET_REGISTRATION.load(Ordering::Relaxed);
+    if registration != 0 {
+        out.push_str("# HELP ferrovol_kubelet_registered Whether the kubelet reported the driver registered (1) or not yet or refused (0).\n");
+        out.push_str("# TYPE ferrovol_kubelet_registered gauge\n");
+        let _ = writeln!(out, "ferrovol_kubelet_registered {}", registration - 1);
     }
     out
 }

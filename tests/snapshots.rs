@@ -22,12 +22,13 @@ async fn content_round_trip(base: Base) {
         Base::Btrfs | Base::Xfs => "method=Reflink",
         Base::Ext4 => "method=Copy",
     };
+    // The base is probed when a volume first needs it.
+    let src = d.create("src", 64 * MIB, mount_cap()).await;
     assert!(
         d.log().contains(method),
         "expected {method} in the log:\n{}",
         d.log()
     );
-    let src = d.create("src", 64 * MIB, mount_cap()).await;
     let dir = d.volume_dir("src");
     write_old_content(&dir);
     let snap = snapshot(&d, "snap-1", &src.volume_id).await;

@@ -95,6 +95,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub metrics: super::metrics::MetricsArgs,
 
+    #[command(flatten)]
+    pub registration: super::registration::RegistrationArgs,
+
     /// Group allowed to use the Unix socket (name or gid): the socket is then 0660 owned by
     /// it. Without this flag the socket is 0600, usable by the driver's user (root) only.
     #[arg(long)]
@@ -168,6 +171,11 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     // First: start-up replays the journal, and its buffers should follow the same rules.
     bound_allocator_arenas();
     init_logging(args.log_format);
+    // Before any thread starts: threads inherit the capabilities of the one that spawns them.
+    match crate::os::caps::raise_net_bind_service() {
+        Ok(raised) => tracing::debug!(raised, "CAP_NET_BIND_SERVICE (reserved NFS source ports)"),
+        Err(e) => tracing::warn!(error = %e, "could not raise CAP_NET_BIND_SERVICE"),
+    }
     let data_dir = absolute(&args.data_dir);
     let endpoint = args
         .endpoint
@@ -247,6 +255,8 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         paths,
     ));
 
+    let registration = args.registration.registration(&driver.name, &endpoint)?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work is file system calls that mostly wait on one journal sync; more threads
@@ -259,8 +269,37 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .build()?;
     runtime.block_on(async move {
         tokio::spawn(return_freed_memory());
+        server::health::check_driver(driver.clone());
         args.metrics.spawn(crate::metrics::render);
-        server::serve(&endpoint, driver, &args.roles, &security, shutdown_signal()).await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stop = Arc::new(stop);
+        let registered = registration.map(|reg| {
+            let (endpoint, stopped, stop) = (endpoint.clone(), stopped.clone(), stop.clone());
+            tokio::spawn(async move {
+                let done = server::registration::run(reg, endpoint, stopped).await;
+                // Unregistered, the kubelet cannot use the driver: stop, to be restarted.
+                if done.is_err() {
+                    stop.send_replace(true);
+                }
+                done
+            })
+        });
+        let mut csi_stopped = stopped;
+        let served = server::serve(&endpoint, driver, &args.roles, &security, async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                _ = csi_stopped.wait_for(|s| *s) => {}
+            }
+        })
+        .await;
+        // The kubelet must not find the registration of a driver that no longer serves.
+        stop.send_replace(true);
+        if let Some(handle) = registered {
+            handle
+                .await?
+                .map_err(|e| format!("kubelet registration: {e}"))?;
+        }
+        served
     })
 }
 

@@ -5,6 +5,7 @@ pub mod beneath;
 pub mod blkid;
 pub mod blockdev;
 pub mod btrfs;
+pub mod caps;
 pub mod copytree;
 pub mod dirlock;
 pub mod fsutil;

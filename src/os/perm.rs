@@ -2,13 +2,12 @@
 
 use std::fs::DirBuilder;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Creates `path` (and missing parents, with the usual mode) with mode 0700 for the directory
-/// itself, whatever the umask. An existing directory is left as it is, with a warning when
-/// others may read it: it may be a directory the operator shares on purpose, and silently
-/// chmod-ing it could break something else.
+/// itself, whatever the umask. The driver owns this directory: an existing one that others may
+/// read (a hostPath the kubelet created 0755) is made 0700.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -18,19 +17,31 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         // The umask can only remove bits from 0700, never add group or other access.
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let meta = std::fs::metadata(path)?;
-            if !meta.is_dir() {
-                return Err(io::Error::new(
+            let not_dir = || {
+                io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!("{} exists and is not a directory", path.display()),
-                ));
+                )
+            };
+            if !std::fs::metadata(path)?.is_dir() {
+                return Err(not_dir());
             }
-            if meta.mode() & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = format!("{:o}", meta.mode() & 0o7777),
-                    "state directory is accessible to other users; chmod 700 it"
-                );
+            // Through a descriptor of the directory itself: a symlink swapped in cannot
+            // redirect the chmod.
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
+                })?;
+            let mode = dir.metadata()?.mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                dir.set_permissions(std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("chmod 700 {}: {e}", path.display()))
+                    })?;
+                tracing::info!(path = %path.display(), was = format!("{mode:o}"), "state directory made private to the driver");
             }
             Ok(())
         }
@@ -44,18 +55,22 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn creates_0700_and_keeps_existing() {
+    fn creates_0700_and_makes_existing_private() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a/b/state");
         create_private_dir(&dir).unwrap();
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
-        // Idempotent, and an existing directory keeps the mode the operator gave it.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        // Idempotent; an existing directory others may read (a hostPath the kubelet made 0755)
+        // is made private, and its contents stay.
+        std::fs::write(dir.join("journal"), b"records").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         create_private_dir(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o750);
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
+        assert_eq!(std::fs::read(dir.join("journal")).unwrap(), b"records");
+        create_private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
         let file = tmp.path().join("f");
         std::fs::write(&file, b"").unwrap();
         let err = create_private_dir(&file).unwrap_err();

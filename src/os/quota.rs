@@ -53,6 +53,17 @@ const fn qcmd(cmd: u32, kind: u32) -> u32 {
     (cmd << 8) | (kind & 0xff)
 }
 
+/// Whether quotactl's error `errno` means "no project quota to use here" rather than a failure:
+/// quotas off (ESRCH), a kernel or filesystem without them (ENOSYS, EINVAL, ENOTTY,
+/// EOPNOTSUPP), or a seccomp filter refusing the call (EPERM: container runtimes' default
+/// profiles do: the state query needs no privilege, so EPERM comes from such a filter).
+fn means_no_quota(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ESRCH | libc::ENOSYS | libc::EINVAL | libc::ENOTTY | libc::EOPNOTSUPP | libc::EPERM
+    )
+}
+
 /// Handle on a filesystem whose project quotas are enforced.
 #[derive(Debug)]
 pub struct ProjectQuota {
@@ -74,12 +85,8 @@ impl ProjectQuota {
                 let flags = u16::from_ne_bytes([stat[2], stat[3]]);
                 Ok((flags & FS_QUOTA_PDQ_ENFD != 0).then_some(ProjectQuota { root }))
             }
-            Err(e) => match e.raw_os_error() {
-                Some(
-                    libc::ESRCH | libc::ENOSYS | libc::EINVAL | libc::ENOTTY | libc::EOPNOTSUPP,
-                ) => Ok(None),
-                _ => Err(e),
-            },
+            Err(e) if e.raw_os_error().is_some_and(means_no_quota) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -165,5 +172,20 @@ fn quotactl(fs: &File, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::means_no_quota;
+
+    #[test]
+    fn seccomp_refusal_means_no_quota_and_io_errors_stay_errors() {
+        for errno in [libc::EPERM, libc::ESRCH, libc::ENOSYS, libc::EOPNOTSUPP] {
+            assert!(means_no_quota(errno), "errno {errno}");
+        }
+        for errno in [libc::EIO, libc::EACCES, libc::ENOENT, libc::EBADF] {
+            assert!(!means_no_quota(errno), "errno {errno}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The Prometheus endpoint: `GET /metrics` over HTTP/1.1 (hyper), on a port every host of the
-//! node's network may reach, so no client can hold it or the process down:
+//! The Prometheus endpoint: `GET /metrics` (and the liveness check `GET /healthz`, see
+//! `super::health`) over HTTP/1.1 (hyper), on a port every host of the node's network may reach,
+//! so no client can hold it or the process down:
 //!
 //! - at most `max_connections` connections are served at once; the next is accepted only when
 //!   one ends, so clients beyond the cap wait in the kernel's listen queue and use none of the
@@ -73,7 +74,12 @@ pub async fn serve(
         }
         let conn = http.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| async move { Ok::<_, Infallible>(respond(&req, render)) }),
+            service_fn(move |req| async move {
+                if req.method() == Method::GET && req.uri().path() == "/healthz" {
+                    return Ok::<_, Infallible>(super::health::respond().await);
+                }
+                Ok(respond(&req, render))
+            }),
         );
         tokio::spawn(async move {
             // Declared first, dropped last: the slot frees only once the socket is closed.

@@ -1,7 +1,9 @@
 //! The gRPC server: which services a role serves, on which endpoint.
 
 pub mod endpoint;
+pub mod health;
 pub mod metrics;
+pub mod registration;
 
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;

@@ -192,14 +192,14 @@ async fn btrfs_block_volume_is_fully_writable_under_its_qgroup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn btrfs_without_quota_does_not_enforce_capacity() {
     let (d, mnt) = btrfs_driver(false).await;
+    check_plain_base(&d, "btrfs without quota").await;
+    // Without qgroups there is nothing a subvolume would buy: volumes are plain directories.
+    d.create("dir", 8 * MIB, mount_cap()).await;
     assert!(
         d.log().contains("volume sizes are advisory"),
         "the driver should warn that sizes are advisory:\n{}",
         d.log()
     );
-    check_plain_base(&d, "btrfs without quota").await;
-    // Without qgroups there is nothing a subvolume would buy: volumes are plain directories.
-    d.create("dir", 8 * MIB, mount_cap()).await;
     assert!(!is_subvolume(&d.volume_dir("dir")));
     assert_eq!(subvolumes(&mnt), Vec::<String>::new());
     d.delete(&d.volume_id("dir")).await;

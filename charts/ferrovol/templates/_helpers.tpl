@@ -49,7 +49,8 @@ imagePullPolicy: {{ $s.pullPolicy }}
 
 {{- define "ferrovol.env" -}}
 - name: RUST_LOG
-  value: {{ .Values.logging.level | quote }}
+  {{- /* debug and trace for ferrovol's own code only; its libraries (h2, rustls, kube) stay at info. */}}
+  value: {{ if has .Values.logging.level (list "debug" "trace") }}{{ printf "ferrovol=%s,info" .Values.logging.level | quote }}{{ else }}{{ .Values.logging.level | quote }}{{ end }}
 - name: NODE_ID
   valueFrom:
     fieldRef:

@@ -133,7 +133,7 @@ impl HostpathBackend {
             ));
         }
 
-        let enforced_by = match (params.quota, &self.limiter) {
+        let enforced_by = match (params.quota, self.limiter()?) {
             (QuotaMode::None, _) | (QuotaMode::Auto, None) => None,
             (QuotaMode::Enforce, None) => {
                 return Err(Error::invalid(format!(
@@ -407,7 +407,7 @@ impl ControllerBackend for HostpathBackend {
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
         let none = Capacity::default();
-        if params.quota == QuotaMode::Enforce && self.limiter.is_none() {
+        if params.quota == QuotaMode::Enforce && self.limiter()?.is_none() {
             return Ok(none);
         }
         if req

@@ -1,5 +1,6 @@
 //! How a hostpath volume's capacity becomes a hard limit: an XFS/ext4 project quota on its
-//! directory, or a btrfs qgroup on its subvolume. Chosen once per base path at start.
+//! directory, or a btrfs qgroup on its subvolume. Chosen once per base path, when a volume
+//! first needs it.
 
 use super::record::Enforcement;
 use crate::os::btrfs::BtrfsQgroups;

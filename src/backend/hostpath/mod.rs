@@ -29,7 +29,7 @@ use limiter::Limiter;
 use record::{Enforcement, HostpathData, VolumeRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 pub const BACKEND: &str = "hostpath";
@@ -62,6 +62,13 @@ static CAPS: BackendCaps = BackendCaps {
     clone: true,
 };
 
+/// What the base's filesystem offers volumes.
+struct BaseFeatures {
+    /// How sizes become hard limits; None: they are advisory.
+    limiter: Option<Limiter>,
+    snap_method: snapshot::SnapMethod,
+}
+
 pub struct HostpathBackend {
     /// The backend itself, for the steps a create or delete runs after its commit.
     me: Weak<HostpathBackend>,
@@ -69,11 +76,13 @@ pub struct HostpathBackend {
     base: PathBuf,
     default_capacity: u64,
     ledger: Ledger<HostpathData>,
-    limiter: Option<Limiter>,
     base_fs: &'static str,
+    /// What the base's filesystem offers, probed when a volume first needs it (`features`).
+    features: OnceLock<BaseFeatures>,
+    /// Held while probing: the reflink probe's files have fixed names.
+    probing: Mutex<()>,
     /// Snapshot records, under their own journal prefix.
     snaps: Ledger<snapshot::SnapData>,
-    snap_method: snapshot::SnapMethod,
     /// The last statfs of the base: (when, size, bytes available), for `space_for`.
     recent_space: Mutex<Option<(Instant, u64, u64)>>,
 }
@@ -92,37 +101,75 @@ impl HostpathBackend {
         std::fs::create_dir_all(&cfg.base)?;
         // Mount-table checks compare paths textually: work with the resolved base.
         let base = std::fs::canonicalize(&cfg.base)?;
-        let limiter = Limiter::probe(&base)?;
         let base_fs = statfs::fs_type(&base)?;
-        match &limiter {
-            Some(l) => {
-                tracing::info!(base = %base.display(), fs = base_fs, limit = l.describe(),
-                "volume sizes are hard limits")
-            }
-            None => tracing::warn!(base = %base.display(), fs = base_fs,
-                "no quota on the base path: volume sizes are advisory (use XFS mounted prjquota, ext4 with the project feature mounted prjquota, or btrfs with quota enabled)"),
-        }
-        let snap_method =
-            snapshot::SnapMethod::probe(&base, matches!(limiter, Some(Limiter::Btrfs(_))))?;
-        tracing::info!(base = %base.display(), fs = base_fs, method = ?snap_method,
-            "snapshots and clones: btrfs subvolume snapshots, reflink copies, or full copies");
         let snaps = Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
         let ledger = Ledger::open(journal, BACKEND, live)?;
         let backend = Arc::new_cyclic(|me| HostpathBackend {
             me: me.clone(),
             snaps,
-            snap_method,
             node: cfg.node_id,
             base,
             default_capacity: cfg.default_capacity,
             ledger,
-            limiter,
             base_fs,
+            features: OnceLock::new(),
+            probing: Mutex::new(()),
             recent_space: Mutex::new(None),
         });
         backend.recover(&cfg.state_dir)?;
         backend.recover_snapshots()?;
         Ok(backend)
+    }
+
+    /// What the base's filesystem offers. Probed on first use, not at start: a process that
+    /// holds no volumes (the local resizer, which defers every volume to its node) never
+    /// probes, and needs no quota or snapshot system calls its seccomp profile may refuse.
+    fn features(&self) -> std::io::Result<&BaseFeatures> {
+        if let Some(f) = self.features.get() {
+            return Ok(f);
+        }
+        let _probing = self.probing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = self.features.get() {
+            return Ok(f);
+        }
+        let (base, fs) = (&self.base, self.base_fs);
+        let limiter = Limiter::probe(base)?;
+        match &limiter {
+            Some(l) => {
+                tracing::info!(base = %base.display(), fs, limit = l.describe(), "volume sizes are hard limits")
+            }
+            None => tracing::warn!(base = %base.display(), fs,
+                "no quota on the base path: volume sizes are advisory (use XFS mounted prjquota, ext4 with the project feature mounted prjquota, or btrfs with quota enabled)"),
+        }
+        let snap_method =
+            snapshot::SnapMethod::probe(base, matches!(limiter, Some(Limiter::Btrfs(_))))?;
+        tracing::info!(base = %base.display(), fs, method = ?snap_method,
+            "snapshots and clones: btrfs subvolume snapshots, reflink copies, or full copies");
+        Ok(self.features.get_or_init(|| BaseFeatures {
+            limiter,
+            snap_method,
+        }))
+    }
+
+    /// The base's quota limiter, if it has one (probing it on first use).
+    fn limiter(&self) -> Result<Option<&Limiter>> {
+        self.features()
+            .map(|f| f.limiter.as_ref())
+            .map_err(|e| self.probe_failed(e))
+    }
+
+    /// How the base stores snapshots and clones (probing it on first use).
+    fn snap_method(&self) -> Result<snapshot::SnapMethod> {
+        self.features()
+            .map(|f| f.snap_method)
+            .map_err(|e| self.probe_failed(e))
+    }
+
+    fn probe_failed(&self, e: std::io::Error) -> Error {
+        Error::Internal(format!(
+            "probing quota and snapshot support of base path {}: {e}",
+            self.base.display()
+        ))
     }
 
     /// This backend, owned: for the steps that run after a commit, off this call.
@@ -211,7 +258,10 @@ impl HostpathBackend {
     }
 
     fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
-        if let (Some(l), Some(how)) = (&self.limiter, enforced_by) {
+        let Some(how) = enforced_by else {
+            return Ok(());
+        };
+        if let Some(l) = self.limiter()? {
             l.release(how)
                 .map_err(Error::os(id, "lift capacity limit"))?;
         }

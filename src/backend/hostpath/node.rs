@@ -341,7 +341,11 @@ impl HostpathBackend {
         }
         let fs_now = statfs::fs_stats(path)
             .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
-        let (used, inodes_used) = match (&self.limiter, rec.backend.enforced_by) {
+        let limiter = match rec.backend.enforced_by {
+            Some(_) => self.limiter()?,
+            None => None,
+        };
+        let (used, inodes_used) = match (limiter, rec.backend.enforced_by) {
             (Some(l), Some(how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
                 .map_err(Error::os(&vid, "read capacity usage"))?,

@@ -28,7 +28,11 @@ impl HostpathBackend {
         let dir = self.volume_dir(&rec.name);
         let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
         let enforced_by = rec.backend.enforced_by;
-        let create = || match (&self.limiter, enforced_by) {
+        let limiter = match enforced_by {
+            Some(_) => self.limiter()?,
+            None => None,
+        };
+        let create = || match (limiter, enforced_by) {
             (Some(l), Some(_)) => l.create_dir(&dir),
             _ => fs::create_dir(&dir),
         };
@@ -43,8 +47,7 @@ impl HostpathBackend {
                         }
                     }
                     None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
-                        && (enforced_by.is_none()
-                            || self.limiter.as_ref().is_none_or(|l| l.fits(&dir))) => {}
+                        && (enforced_by.is_none() || limiter.is_none_or(|l| l.fits(&dir))) => {}
                     _ => {
                         return Err(Error::precondition(
                             &rec.id,
@@ -69,7 +72,7 @@ impl HostpathBackend {
         )
         .map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
-        if let (Some(l), Some(how)) = (&self.limiter, enforced_by) {
+        if let (Some(l), Some(how)) = (limiter, enforced_by) {
             l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
                 .map_err(os("set capacity limit on"))?;
         }
@@ -160,7 +163,7 @@ impl HostpathBackend {
         const FIRST: u32 = 1 << 20;
         const SPAN: u32 = (1 << 31) - FIRST;
         let hash = crate::volume::stable_hash(volume);
-        let limiter = self.limiter.as_ref().expect("allocate only with a limiter");
+        let limiter = self.limiter()?.expect("allocate only with a limiter");
         // Read in place: copying every record out for each create would cost a few MB of
         // short-lived allocations with 10,000 volumes.
         let mut in_use = std::collections::HashSet::new();
@@ -217,7 +220,11 @@ impl HostpathBackend {
         }
         // Grow the limit first, then the image, then commit the record: each step is safe to
         // repeat, and a crash before the commit leaves the old size recorded (a retry grows it).
-        if let (Some(l), Some(how)) = (&self.limiter, rec.backend.enforced_by) {
+        let limiter = match rec.backend.enforced_by {
+            Some(_) => self.limiter()?,
+            None => None,
+        };
+        if let (Some(l), Some(how)) = (limiter, rec.backend.enforced_by) {
             l.apply(
                 &self.volume_dir(&rec.name),
                 how,

@@ -255,7 +255,7 @@ impl HostpathBackend {
                 }
                 Some(id) if ours => {
                     tracing::info!(volume = %id, dir = %path.display(), "rolling back a volume that was never acknowledged");
-                    if let Some(l) = &self.limiter {
+                    if let Some(l) = &self.features()?.limiter {
                         l.release_dir(&path)?;
                     }
                     fsutil::remove_tree_one_fs(&path)?;

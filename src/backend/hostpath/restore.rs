@@ -77,8 +77,9 @@ impl HostpathBackend {
         let dir = self.volume_dir(&rec.name);
         let os = |what: &str| Error::os(&rec.id, format!("{what} {}", dir.display()));
         let sync = copytree::FsSync::begin(&self.base).map_err(os("open the base of"))?;
-        tracing::info!(volume = %rec.id, source = %src.id, method = ?self.snap_method, "restore: writing content");
-        if self.snap_method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
+        let method = self.snap_method()?;
+        tracing::info!(volume = %rec.id, source = %src.id, ?method, "restore: writing content");
+        if method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
             // the next start) recognizes it as this create's.
@@ -97,7 +98,7 @@ impl HostpathBackend {
             self.make_dir(rec)?;
         } else {
             self.make_dir(rec)?;
-            copytree::copy_tree(&src.dir, &dir, self.snap_method.copy_mode())
+            copytree::copy_tree(&src.dir, &dir, method.copy_mode())
                 .map_err(os("copy the content of the source into"))?;
             // The copy skips our `trusted.ferrovol.*` xattrs, so the markers make_dir set stay;
             // the root takes the source's owner and mode.

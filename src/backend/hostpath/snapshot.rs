@@ -201,8 +201,9 @@ impl HostpathBackend {
             crate::failpoint::hit("snapshot:after-mark");
             // Opened before the copy, so a writeback error during it fails the snapshot.
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
-            tracing::info!(snapshot = %id_str, source = %source_str, method = ?self.snap_method, "snapshot: writing content");
-            let stored_as = take(self.snap_method, &src, &dir.join(DATA), true)
+            let method = self.snap_method()?;
+            tracing::info!(snapshot = %id_str, source = %source_str, ?method, "snapshot: writing content");
+            let stored_as = take(method, &src, &dir.join(DATA), true)
                 .map_err(Error::os(&id_str, format!("snapshot {}", src.display())))?;
             // The record must not point at content a power cut can take back. A btrfs snapshot
             // is committed (with the markers made before it) when its ioctl returns; a copy or
@@ -371,7 +372,13 @@ impl HostpathBackend {
             }
         }
         crate::metrics::add_unexplained_dirs(unexplained);
-        tracing::info!(snapshots = kept, rolled_back, finished_deletes = finished, unexplained_kept = unexplained, method = ?self.snap_method, "hostpath snapshots recovered");
+        tracing::info!(
+            snapshots = kept,
+            rolled_back,
+            finished_deletes = finished,
+            unexplained_kept = unexplained,
+            "hostpath snapshots recovered"
+        );
         Ok(())
     }
 }
