@@ -2,6 +2,7 @@ use super::*;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = cstr(path.as_os_str()).unwrap();
@@ -95,4 +96,79 @@ fn reflink_mode_falls_back_to_copy_where_unsupported() {
     assert_eq!(fs::read(dst.join("f")).unwrap(), vec![1u8; 10_000]);
     assert_eq!(stats.files, 1);
     assert_eq!(stats.reflinked == 1, reflink_supported(tmp.path()).unwrap());
+}
+
+thread_local! {
+    /// Runs in the walk between reading an entry's type and opening it.
+    static BEFORE_OPEN: std::cell::RefCell<Option<Box<dyn FnMut(RawFd, &CStr)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The seam: what the test set for this thread, run at the moment a pod could swap an entry.
+pub(super) fn before_open(dir: RawFd, name: &CStr) {
+    BEFORE_OPEN.with(|h| {
+        if let Some(hook) = h.borrow_mut().as_mut() {
+            hook(dir, name)
+        }
+    });
+}
+
+/// inotify IN_OPEN events on `path`, read without blocking.
+struct OpenWatch(OwnedFd);
+
+impl OpenWatch {
+    fn new(path: &Path) -> Self {
+        // SAFETY: plain syscalls; the path is NUL-terminated.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0);
+        let p = cstr(path.as_os_str()).unwrap();
+        assert!(unsafe { libc::inotify_add_watch(fd, p.as_ptr(), libc::IN_OPEN) } >= 0);
+        OpenWatch(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn opened(&self) -> bool {
+        let mut buf = [0u8; 4096];
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        n > 0
+    }
+}
+
+#[test]
+fn a_file_swapped_for_a_fifo_before_its_open_is_never_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dst).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    fs::write(src.join("g"), b"kept").unwrap();
+    let fifo = src.join("f");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch: std::sync::Arc<std::sync::Mutex<Option<OpenWatch>>> = Default::default();
+    let w = watch.clone();
+    let into = dst.clone();
+    std::thread::spawn(move || {
+        BEFORE_OPEN.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move |_, name: &CStr| {
+                if name.to_bytes() == b"f" && w.lock().unwrap().is_none() {
+                    fs::remove_file(&fifo).unwrap();
+                    let p = cstr(fifo.as_os_str()).unwrap();
+                    // SAFETY: a valid path.
+                    assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+                    *w.lock().unwrap() = Some(OpenWatch::new(&fifo));
+                }
+            }))
+        });
+        let _ = tx.send(copy_tree(&src, &into, Mode::Copy).map_err(|e| e.to_string()));
+    });
+    let done = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the copy hangs on a fifo swapped in for a file");
+    done.unwrap();
+    let watch = watch.lock().unwrap();
+    assert!(
+        !watch.as_ref().expect("the swap happened").opened(),
+        "the copy opened the fifo"
+    );
+    assert_eq!(fs::read(dst.join("g")).unwrap(), b"kept");
 }

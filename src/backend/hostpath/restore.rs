@@ -96,8 +96,9 @@ impl HostpathBackend {
             self.make_dir(rec)?;
         } else {
             self.make_dir(rec)?;
-            copytree::copy_tree(&src.dir, &dir, self.snap_method.copy_mode())
-                .map_err(os("copy the content of the source into"))?;
+            copytree::copy_tree(&src.dir, &dir, self.snap_method.copy_mode()).map_err(
+                Error::os(&rec.id, format!("copy the content of {} into it", src.id)),
+            )?;
             // The copy skips our `trusted.ferrovol.*` xattrs, so the markers make_dir set stay;
             // the root takes the source's owner and mode.
             crate::failpoint::hit("restore:after-copy");
