@@ -10,6 +10,7 @@
 //! directory (one rmdir when empty, else through a trash name). Recovery decides from the journal and the
 //! markers alone, so no step before the commit needs a sync of its own.
 
+mod base;
 mod controller;
 mod limiter;
 mod node;
@@ -76,20 +77,49 @@ pub struct HostpathBackend {
     snap_method: snapshot::SnapMethod,
     /// The last statfs of the base: (when, size, bytes available), for `space_for`.
     recent_space: Mutex<Option<(Instant, u64, u64)>>,
+    /// Why the base was refused at start (see `base`); None when it was this store's.
+    refused: Option<String>,
 }
 
 /// How long a statfs of the base answers for the creates after it (`space_for`).
 const SPACE_REUSE: Duration = Duration::from_secs(1);
 
 impl HostpathBackend {
-    /// Opens the base path, adopts the state, then reconciles records with the disk and the
-    /// mount table (see `recovery`).
+    /// Opens the state, checks the base's identity (see `base`), then, on a base that is this
+    /// store's, adopts older state and reconciles records with the disk and the mount table (see
+    /// `recovery`). A refused base is left exactly as found.
     pub fn open(
         cfg: HostpathConfig,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
-        std::fs::create_dir_all(&cfg.base)?;
+        let snaps: Ledger<snapshot::SnapData> =
+            Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
+        let ledger: Ledger<HostpathData> = Ledger::open(journal.clone(), BACKEND, live)?;
+        let recorded = Self::recorded_dirs(&cfg.base, &ledger, &snaps);
+        let verdict = base::settle(&cfg.base, journal.store_id(), &recorded)?;
+        let new = |base: PathBuf, limiter, base_fs, snap_method, refused| {
+            Arc::new_cyclic(|me| HostpathBackend {
+                me: me.clone(),
+                snaps,
+                snap_method,
+                node: cfg.node_id.clone(),
+                base,
+                default_capacity: cfg.default_capacity,
+                ledger,
+                limiter,
+                base_fs,
+                recent_space: Mutex::new(None),
+                refused,
+            })
+        };
+        if let base::Verdict::Refused(why) = verdict {
+            tracing::error!(base = %cfg.base.display(), reason = %why,
+                "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
+            let base = std::fs::canonicalize(&cfg.base).unwrap_or(cfg.base.clone());
+            let backend = new(base, None, "unknown", snapshot::SnapMethod::Copy, Some(why));
+            return Ok(backend);
+        }
         // Mount-table checks compare paths textually: work with the resolved base.
         let base = std::fs::canonicalize(&cfg.base)?;
         let limiter = Limiter::probe(&base)?;
@@ -106,23 +136,50 @@ impl HostpathBackend {
             snapshot::SnapMethod::probe(&base, matches!(limiter, Some(Limiter::Btrfs(_))))?;
         tracing::info!(base = %base.display(), fs = base_fs, method = ?snap_method,
             "snapshots and clones: btrfs subvolume snapshots, reflink copies, or full copies");
-        let snaps = Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
-        let ledger = Ledger::open(journal, BACKEND, live)?;
-        let backend = Arc::new_cyclic(|me| HostpathBackend {
-            me: me.clone(),
-            snaps,
-            snap_method,
-            node: cfg.node_id,
-            base,
-            default_capacity: cfg.default_capacity,
-            ledger,
-            limiter,
-            base_fs,
-            recent_space: Mutex::new(None),
-        });
+        let backend = new(base, limiter, base_fs, snap_method, None);
         backend.recover(&cfg.state_dir)?;
         backend.recover_snapshots()?;
         Ok(backend)
+    }
+
+    /// The directories the journal's volumes and snapshots have on `base`, with their ids: what
+    /// proves a base without an identity to be the recorded one.
+    fn recorded_dirs(
+        base: &Path,
+        ledger: &Ledger<HostpathData>,
+        snaps: &Ledger<snapshot::SnapData>,
+    ) -> Vec<base::Evidence> {
+        let mut out = Vec::new();
+        ledger.for_each(|r| {
+            out.push(base::Evidence {
+                id: r.id.clone(),
+                dir: base.join(&r.name),
+            })
+        });
+        snaps.for_each(|r| {
+            if let Ok(key) = Self::snap_key(&r.id) {
+                out.push(base::Evidence {
+                    id: r.id.clone(),
+                    dir: snapshot::snapshot_dir_in(base, &key),
+                })
+            }
+        });
+        out
+    }
+
+    /// Whether the base may be used now: refused at start, or no longer carrying this store's
+    /// identity (its filesystem unmounted or replaced while the driver runs) is Err(why).
+    fn base_usable(&self) -> std::result::Result<(), String> {
+        match &self.refused {
+            Some(why) => Err(why.clone()),
+            None => base::check(&self.base, self.store_id()),
+        }
+    }
+
+    /// `base_usable` as the FailedPrecondition of an operation on `volume`.
+    fn require_base(&self, volume: &str) -> Result<()> {
+        self.base_usable()
+            .map_err(|why| Error::precondition(volume, format!("{why}; nothing was changed")))
     }
 
     /// This backend, owned: for the steps that run after a commit, off this call.
@@ -278,6 +335,12 @@ impl HostpathBackend {
     }
 
     fn condition(&self, rec: &VolumeRecord) -> VolumeCondition {
+        if let Err(why) = self.base_usable() {
+            return VolumeCondition {
+                abnormal: true,
+                message: why,
+            };
+        }
         let dir = self.volume_dir(&rec.name);
         let missing = match rec.kind {
             AccessKind::Mount => !dir.is_dir(),
@@ -304,6 +367,8 @@ impl Backend for HostpathBackend {
     }
 
     fn check_ready(&self) -> Result<()> {
+        self.base_usable()
+            .map_err(|why| Error::precondition(BACKEND, why))?;
         if !self.base.is_dir() {
             return Err(Error::Internal(format!(
                 "base path {} is missing",

@@ -86,6 +86,7 @@ impl HostpathBackend {
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
+        self.require_base(&vid)?;
         if let Some(prev) = &rec.staged_at {
             if prev != staging {
                 return Err(Error::precondition(
@@ -192,6 +193,7 @@ impl HostpathBackend {
             ))
         })?;
         let staging = staging_t.as_path();
+        self.require_base(&vid)?;
         if rec.staged_at.as_deref() != Some(staging) {
             return Err(Error::precondition(
                 vid,
