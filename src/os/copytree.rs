@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use super::dirwalk::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How file contents reach the copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -487,16 +487,12 @@ fn check_len(n: isize) -> io::Result<usize> {
 /// writes), and that data would reach the disk within the writeback interval anyway.
 pub struct FsSync {
     fd: OwnedFd,
-    dir: PathBuf,
 }
 
 impl FsSync {
     /// Starts watching the filesystem that holds directory `dir`.
     pub fn begin(dir: &Path) -> io::Result<Self> {
-        Ok(FsSync {
-            fd: open_dir(dir)?,
-            dir: dir.to_path_buf(),
-        })
+        Ok(FsSync { fd: open_dir(dir)? })
     }
 
     /// Writes back and commits everything on the filesystem; fails on any writeback error
@@ -505,7 +501,7 @@ impl FsSync {
         // SAFETY: plain syscall on a live descriptor.
         check(unsafe { libc::syncfs(self.fd.as_raw_fd()) })
             .map(|_| ())
-            .map_err(|e| io::Error::new(e.kind(), format!("syncfs {}: {e}", self.dir.display())))
+            .map_err(|e| io::Error::new(e.kind(), format!("syncfs: {e}")))
     }
 }
 

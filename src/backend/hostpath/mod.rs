@@ -96,7 +96,7 @@ impl HostpathBackend {
         let snaps: Ledger<snapshot::SnapData> =
             Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
         let ledger: Ledger<HostpathData> = Ledger::open(journal.clone(), BACKEND, live)?;
-        let recorded = Self::recorded_dirs(&cfg.base, &ledger, &snaps);
+        let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
         let verdict = base::settle(&cfg.base, journal.store_id(), &recorded)?;
         let new = |base: PathBuf, limiter, base_fs, snap_method, refused| {
             Arc::new_cyclic(|me| HostpathBackend {
@@ -142,14 +142,23 @@ impl HostpathBackend {
         Ok(backend)
     }
 
-    /// The directories the journal's volumes and snapshots have on `base`, with their ids: what
-    /// proves a base without an identity to be the recorded one.
+    /// The directories the recorded volumes and snapshots (in the journal, or in the state of
+    /// ferrovol 0.1 still to be adopted) have on the base, with their ids: what proves a base
+    /// without an identity to be the recorded one.
     fn recorded_dirs(
-        base: &Path,
+        cfg: &HostpathConfig,
         ledger: &Ledger<HostpathData>,
         snaps: &Ledger<snapshot::SnapData>,
-    ) -> Vec<base::Evidence> {
+    ) -> std::io::Result<Vec<base::Evidence>> {
+        let base = cfg.base.as_path();
         let mut out = Vec::new();
+        if let Some(dir) = crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND) {
+            let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
+            out.extend(old.into_iter().map(|r| base::Evidence {
+                dir: base.join(&r.name),
+                id: r.id,
+            }));
+        }
         ledger.for_each(|r| {
             out.push(base::Evidence {
                 id: r.id.clone(),
@@ -164,7 +173,7 @@ impl HostpathBackend {
                 })
             }
         });
-        out
+        Ok(out)
     }
 
     /// Whether the base may be used now: refused at start, or no longer carrying this store's

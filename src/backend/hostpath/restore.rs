@@ -75,8 +75,8 @@ impl HostpathBackend {
     /// afterwards).
     pub(super) fn materialize_from(&self, rec: &VolumeRecord, src: &Source) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
-        let os = |what: &str| Error::os(&rec.id, format!("{what} {}", dir.display()));
-        let sync = copytree::FsSync::begin(&self.base).map_err(os("open the base of"))?;
+        let os = |what: &str| Error::os(&rec.id, format!("{what} the volume's directory"));
+        let sync = copytree::FsSync::begin(&self.base).map_err(os("open the filesystem of"))?;
         tracing::info!(volume = %rec.id, source = %src.id, method = ?self.snap_method, "restore: writing content");
         if self.snap_method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;

@@ -195,10 +195,11 @@ impl HostpathBackend {
                 .map_err(Error::os(&source_str, "flush the loop device of"))?;
         }
         let dir = self.snapshot_dir(&id.key);
-        let os = |what: &str| Error::os(&id_str, format!("{what} {}", dir.display()));
+        let os = |what: &str| Error::os(&id_str, format!("{what} the snapshot's directory"));
         let root = self.snapshots_root();
         if !root.exists() {
-            std::fs::create_dir(&root).map_err(os("create the snapshots directory for"))?;
+            std::fs::create_dir(&root)
+                .map_err(Error::os(&id_str, "create the base's snapshots directory"))?;
         }
         std::fs::create_dir(&dir).map_err(os("create"))?;
         let made = (|| {
