@@ -99,7 +99,13 @@ async fn unmounted_base_is_refused(sub: &str) {
     try_mount(d.root(), "fs", &dev, "rw").unwrap_or_else(|e| panic!("{e}"));
     d.restart().await;
     assert_eq!(fs::read(d.volume_dir("data").join("f")).unwrap(), b"kept");
-    let condition = d.get(&vol.volume_id).await.status.unwrap().volume_condition.unwrap();
+    let condition = d
+        .get(&vol.volume_id)
+        .await
+        .status
+        .unwrap()
+        .volume_condition
+        .unwrap();
     assert!(!condition.abnormal, "{condition:?}");
     d.delete(&vol.volume_id).await;
     assert_no_volume_left(&d);
@@ -120,13 +126,25 @@ async fn a_base_recorded_before_identities_is_adopted_when_its_volumes_are_there
     let (mut d, _dev, mnt) = driver_on_ext4("").await;
     let vol = d.create("data", 16 * MIB, mount_cap()).await;
     fs::write(d.volume_dir("data").join("f"), b"kept").unwrap();
-    assert!(get_xattr(d.base(), BASE_MARKER).is_some(), "a fresh base is adopted");
+    assert!(
+        get_xattr(d.base(), BASE_MARKER).is_some(),
+        "a fresh base is adopted"
+    );
     // As the previous version left it: volumes recorded, no identity on the base.
     d.kill9();
     remove_xattr(d.base(), BASE_MARKER);
     d.restart().await;
-    assert!(get_xattr(d.base(), BASE_MARKER).is_some(), "identity recorded");
-    let condition = d.get(&vol.volume_id).await.status.unwrap().volume_condition.unwrap();
+    assert!(
+        get_xattr(d.base(), BASE_MARKER).is_some(),
+        "identity recorded"
+    );
+    let condition = d
+        .get(&vol.volume_id)
+        .await
+        .status
+        .unwrap()
+        .volume_condition
+        .unwrap();
     assert!(!condition.abnormal, "{condition:?}");
     // Without the identity and without its volumes' directories, it is refused instead.
     d.kill9();

@@ -42,7 +42,10 @@ fn make_chain(root: &Path, depth: usize) {
     let d = CString::new("d").unwrap();
     for _ in 0..depth {
         // SAFETY: valid name and descriptor.
-        assert_eq!(unsafe { libc::mkdirat(cur.as_raw_fd(), d.as_ptr(), 0o755) }, 0);
+        assert_eq!(
+            unsafe { libc::mkdirat(cur.as_raw_fd(), d.as_ptr(), 0o755) },
+            0
+        );
         cur = open_dir_at(cur.as_raw_fd(), "d");
     }
     let leaf = CString::new("leaf").unwrap();
@@ -157,7 +160,8 @@ async fn snapshots_and_clones_of_a_volume_a_pod_keeps_renaming_succeed() {
             while !stop.load(Ordering::Relaxed) {
                 let (from, to) = if flip { ("b", "a") } else { ("a", "b") };
                 for i in 0..200 {
-                    let _ = fs::rename(dir.join(format!("{from}{i}")), dir.join(format!("{to}{i}")));
+                    let _ =
+                        fs::rename(dir.join(format!("{from}{i}")), dir.join(format!("{to}{i}")));
                 }
                 let _ = fs::create_dir_all(dir.join(format!("sub-{to}/x")));
                 let _ = fs::write(dir.join(format!("sub-{to}/x/f")), b"f");
@@ -183,7 +187,13 @@ async fn snapshots_and_clones_of_a_volume_a_pod_keeps_renaming_succeed() {
         let name = format!("clone-{i}");
         match d
             .controller()
-            .create_volume(from_source(&name, 64 * MIB, mount_cap(), None, Some(&src.volume_id)))
+            .create_volume(from_source(
+                &name,
+                64 * MIB,
+                mount_cap(),
+                None,
+                Some(&src.volume_id),
+            ))
             .await
         {
             Ok(v) => d.delete(&v.into_inner().volume.unwrap().volume_id).await,
@@ -195,7 +205,11 @@ async fn snapshots_and_clones_of_a_volume_a_pod_keeps_renaming_succeed() {
     for f in &failures {
         assert!(!f.contains(&base), "a host path in the answer: {f}");
     }
-    assert!(failures.is_empty(), "{} failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
 
     for i in 0..30 {
         delete_snapshot(&d, &format!("hostpath/{NODE}/snap/snap-{i}")).await;

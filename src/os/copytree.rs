@@ -11,13 +11,13 @@
 //! Xattrs of symlinks are not copied (Linux allows no user.* xattrs on them). The driver's own
 //! `trusted.ferrovol.*` markers are never copied.
 
+use super::dirwalk::Cursor;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use super::dirwalk::Cursor;
 use std::path::Path;
 
 /// How file contents reach the copy.
@@ -314,8 +314,14 @@ impl Walk {
         })();
         finished.map_err(|e| self.fail(None, "finish", e))?;
         self.stats.dirs += 1;
-        self.src.pop().map_err(|e| self.fail(None, "return from", e))?;
-        if !self.dst.pop().map_err(|e| self.fail(None, "return from the copy of", e))? {
+        self.src
+            .pop()
+            .map_err(|e| self.fail(None, "return from", e))?;
+        if !self
+            .dst
+            .pop()
+            .map_err(|e| self.fail(None, "return from the copy of", e))?
+        {
             return Err(self.fail(
                 None,
                 "return from the copy of",
@@ -388,7 +394,12 @@ impl Walk {
             return Ok(Next::Done);
         }
         // The held directory itself, opened for reading.
-        let src = open_at(held.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let src = open_at(
+            held.as_raw_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
         self.dir_stats.push(st);
         Ok(Next::Descend(src, dst))
     }
@@ -408,10 +419,13 @@ impl Walk {
         // Not O_NOFOLLOW: the /proc entry is the magic link to the held file.
         let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
         // SAFETY: a valid path; the new descriptor is ours alone.
-        let src = File::from(unsafe { OwnedFd::from_raw_fd(check(libc::open(proc.as_ptr(), flags))?) });
+        let src =
+            File::from(unsafe { OwnedFd::from_raw_fd(check(libc::open(proc.as_ptr(), flags))?) });
         let now = fstat(src.as_raw_fd())?;
         if (now.st_dev, now.st_ino) != key || now.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(io::Error::other("the file changed identity while it was opened"));
+            return Err(io::Error::other(
+                "the file changed identity while it was opened",
+            ));
         }
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
         let dst = File::from(open_at(d, name, flags, 0o600)?);

@@ -1,8 +1,8 @@
 use super::*;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = cstr(path.as_os_str()).unwrap();
@@ -98,9 +98,12 @@ fn reflink_mode_falls_back_to_copy_where_unsupported() {
     assert_eq!(stats.reflinked == 1, reflink_supported(tmp.path()).unwrap());
 }
 
+/// What the test runs at the seam: the directory being read and the entry's name.
+type Hook = Box<dyn FnMut(RawFd, &CStr)>;
+
 thread_local! {
     /// Runs in the walk between reading an entry's type and opening it.
-    static BEFORE_OPEN: std::cell::RefCell<Option<Box<dyn FnMut(RawFd, &CStr)>>> =
+    static BEFORE_OPEN: std::cell::RefCell<Option<Hook>> =
         const { std::cell::RefCell::new(None) };
 }
 

@@ -182,7 +182,11 @@ impl Cursor {
 
     /// The root's descriptor (always open).
     pub fn root_fd(&self) -> RawFd {
-        self.levels[0].open.as_ref().expect("the root stays open").fd()
+        self.levels[0]
+            .open
+            .as_ref()
+            .expect("the root stays open")
+            .fd()
     }
 
     /// The current directory's name in its parent (empty at the root).

@@ -68,10 +68,16 @@ fn a_closed_level_replaced_by_another_directory_is_gone_and_a_moved_one_is_follo
     fs::rename(tmp.path().join("top/d0"), tmp.path().join("y")).unwrap();
     fs::create_dir(tmp.path().join("top/d0")).unwrap();
     while cur.depth() > 3 {
-        assert!(cur.pop().unwrap(), "the moved chain is followed through '..'");
+        assert!(
+            cur.pop().unwrap(),
+            "the moved chain is followed through '..'"
+        );
     }
     assert_eq!(cur.name().to_bytes(), b"d1");
-    assert!(!cur.pop().unwrap(), "d0 is neither d1's parent nor at its name any more");
+    assert!(
+        !cur.pop().unwrap(),
+        "d0 is neither d1's parent nor at its name any more"
+    );
     assert_eq!(cur.fd(), None);
     assert_eq!(cur.next_entry().unwrap(), None);
     assert!(cur.pop().unwrap(), "top is found again by name");

@@ -111,15 +111,7 @@ fn mount_root_nofollow(dir: RawFd, name: &std::ffi::CStr) -> io::Result<Option<b
     // SAFETY: statx is plain old data; the kernel fills it.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and a statx buffer that outlives the call.
-    let rc = unsafe {
-        libc::statx(
-            dir,
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            0,
-            &mut st,
-        )
-    };
+    let rc = unsafe { libc::statx(dir, name.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut st) };
     if rc != 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {

@@ -74,7 +74,8 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
                 ),
             ));
         }
-        cur.push(&name, child).map_err(|e| fail(&cur, Some(&name), e))?;
+        cur.push(&name, child)
+            .map_err(|e| fail(&cur, Some(&name), e))?;
     }
     drop(cur);
     match std::fs::remove_dir(path) {

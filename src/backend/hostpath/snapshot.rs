@@ -208,8 +208,9 @@ impl HostpathBackend {
             // Opened before the copy, so a writeback error during it fails the snapshot.
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
             tracing::info!(snapshot = %id_str, source = %source_str, method = ?self.snap_method, "snapshot: writing content");
-            let stored_as = take(self.snap_method, &src, &dir.join(DATA), true)
-                .map_err(Error::os(&id_str, format!("copy the content of {source_str}")))?;
+            let stored_as = take(self.snap_method, &src, &dir.join(DATA), true).map_err(
+                Error::os(&id_str, format!("copy the content of {source_str}")),
+            )?;
             // The record must not point at content a power cut can take back. A btrfs snapshot
             // is committed (with the markers made before it) when its ioctl returns; a copy or
             // reflink tree is dirty in memory until synced.
