@@ -84,7 +84,7 @@ fn read_chain(root: &Path) -> (usize, Vec<u8>) {
     }
 }
 
-/// The names in the directory `fd` (the markers' directory is skipped by the callers' layout).
+/// The names in the directory `fd`, sorted.
 fn dir_entries(fd: RawFd) -> Vec<String> {
     let path = format!("/proc/self/fd/{fd}");
     let mut names: Vec<String> = fs::read_dir(path)

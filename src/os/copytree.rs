@@ -393,13 +393,21 @@ impl Walk {
             self.stats.dirs += 1;
             return Ok(Next::Done);
         }
-        // The held directory itself, opened for reading.
-        let src = open_at(
+        // The held directory itself, opened for reading; removed meanwhile, it stays empty.
+        let src = match open_at(
             held.as_raw_fd(),
             c".",
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
-        )?;
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                copy_attrs(&st, dst.as_raw_fd())?;
+                self.stats.dirs += 1;
+                return Ok(Next::Done);
+            }
+            Err(e) => return Err(e),
+        };
         self.dir_stats.push(st);
         Ok(Next::Descend(src, dst))
     }

@@ -102,7 +102,8 @@ fn reflink_mode_falls_back_to_copy_where_unsupported() {
 type Hook = Box<dyn FnMut(RawFd, &CStr)>;
 
 thread_local! {
-    /// Runs in the walk between reading an entry's type and opening it.
+    /// Runs in the walk between holding an entry (O_PATH) and opening it for its data: where a
+    /// copy that opened by name again would meet whatever was swapped in.
     static BEFORE_OPEN: std::cell::RefCell<Option<Hook>> =
         const { std::cell::RefCell::new(None) };
 }
@@ -174,4 +175,35 @@ fn a_file_swapped_for_a_fifo_before_its_open_is_never_opened() {
         "the copy opened the fifo"
     );
     assert_eq!(fs::read(dst.join("g")).unwrap(), b"kept");
+}
+
+#[test]
+fn entries_removed_or_renamed_after_their_listing_are_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir_all(src.join("dir/inner")).unwrap();
+    fs::create_dir(&dst).unwrap();
+    fs::write(src.join("dir/inner/f"), b"x").unwrap();
+    fs::write(src.join("file"), b"y").unwrap();
+    fs::write(src.join("kept"), b"z").unwrap();
+    let (s2, into) = (src.clone(), dst.clone());
+    let from = src.clone();
+    let done = std::thread::spawn(move || {
+        BEFORE_OPEN.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move |_, name: &CStr| match name.to_bytes() {
+                // Held, then removed with all it holds: copied empty.
+                b"dir" => fs::remove_dir_all(s2.join("dir")).unwrap(),
+                // Held, then renamed away: the held file is still copied.
+                b"file" => fs::rename(s2.join("file"), s2.join("..").join("moved")).unwrap(),
+                _ => {}
+            }))
+        });
+        copy_tree(&from, &into, Mode::Copy)
+    })
+    .join()
+    .unwrap();
+    done.unwrap();
+    assert!(dst.join("dir").is_dir());
+    assert_eq!(fs::read(dst.join("file")).unwrap(), b"y");
+    assert_eq!(fs::read(dst.join("kept")).unwrap(), b"z");
 }

@@ -106,7 +106,8 @@ impl Stream {
             if ent.is_null() {
                 let e = io::Error::last_os_error();
                 return match e.raw_os_error() {
-                    Some(0) | None => Ok(None),
+                    // ENOENT: the directory was removed while it was read; nothing is left.
+                    Some(0 | libc::ENOENT) | None => Ok(None),
                     _ => Err(e),
                 };
             }
