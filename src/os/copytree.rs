@@ -228,8 +228,10 @@ struct Walk {
     dst: Cursor,
     /// The stat of each directory on the way down, applied to its copy once it is filled.
     dir_stats: Vec<libc::stat>,
-    /// (dev, ino) of a multiply linked source file -> the names leading to its copy.
-    links: HashMap<(libc::dev_t, libc::ino_t), Vec<CString>>,
+    /// (dev, ino) of a multiply linked source file -> the names leading to its copy, and how
+    /// many of its other names are still to come (forgotten at 0, so the map holds only files
+    /// whose links are not all met yet).
+    links: HashMap<(libc::dev_t, libc::ino_t), (Vec<CString>, libc::nlink_t)>,
     stats: Stats,
 }
 
@@ -415,8 +417,15 @@ impl Walk {
     fn file(&mut self, held: &OwnedFd, d: RawFd, name: &CStr, st: &libc::stat) -> io::Result<()> {
         let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1 {
-            if let Some(first) = self.links.get(&key) {
-                self.link_to(first, d, name)?;
+            if let Some((first, to_come)) = self.links.get_mut(&key) {
+                *to_come = to_come.saturating_sub(1);
+                let done = *to_come == 0;
+                let first = if done {
+                    self.links.remove(&key).expect("just found").0
+                } else {
+                    first.clone()
+                };
+                self.link_to(&first, d, name)?;
                 self.stats.hard_links += 1;
                 return Ok(());
             }
@@ -440,7 +449,7 @@ impl Walk {
         if st.st_nlink > 1 {
             let mut path: Vec<CString> = self.dst.names().map(CStr::to_owned).collect();
             path.push(name.to_owned());
-            self.links.insert(key, path);
+            self.links.insert(key, (path, st.st_nlink - 1));
         }
         if clone_or_copy_file(&src, &dst, self.mode)? {
             self.stats.reflinked += 1;
