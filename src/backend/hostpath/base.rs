@@ -8,8 +8,8 @@
 //! before every change and every stage or publish (one getxattr). A base is adopted (the id
 //! written) when nothing is recorded on it yet (a fresh base, or the state was lost, which
 //! recovery never turns into deletion), or when it has no id but holds, under its name and
-//! carrying its id, the directory of a recorded volume or snapshot (state written before bases
-//! had identities). Anything else is refused: Probe says why, the base's volumes are abnormal,
+//! carrying its id, the directory (or trash) of a recorded volume or snapshot (state written
+//! before bases had identities). Anything else is refused: Probe says why, the base's volumes are abnormal,
 //! and every change, stage and publish answers FailedPrecondition; nothing on it is recovered,
 //! recreated or removed.
 
@@ -17,7 +17,8 @@ use crate::os::markers;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// A directory that, if present and marked with `id`, proves the base is the one recorded.
+/// A directory (a volume's, its trash, a snapshot's) that, if present and marked with `id`,
+/// proves the base is the one recorded.
 pub(super) struct Evidence {
     pub id: String,
     pub dir: PathBuf,
@@ -43,10 +44,9 @@ pub(super) fn settle(base: &Path, store: &str, recorded: &[Evidence]) -> io::Res
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Verdict::Refused(format!(
-                "base path {} does not exist, and {} volumes or snapshots are recorded on it: is \
-                 its filesystem mounted? The driver does not create it again",
-                base.display(),
-                recorded.len()
+                "base path {} does not exist, and volumes or snapshots are recorded on it: is its \
+                 filesystem mounted? The driver does not create it again",
+                base.display()
             )))
         }
         Err(e) => return Err(e),
@@ -66,16 +66,14 @@ pub(super) fn settle(base: &Path, store: &str, recorded: &[Evidence]) -> io::Res
         }
         None if recorded.is_empty() => {}
         None => {
-            let proof = recorded.iter().find(|e| {
-                matches!(markers::owner_marker(&e.dir), Ok(Some(id)) if id == e.id)
-                    && matches!(markers::store_marker(&e.dir), Ok(s) if s.as_deref().is_none_or(|s| s == store))
-            });
+            let proof = recorded
+                .iter()
+                .find(|e| matches!(markers::owner_marker(&e.dir), Ok(Some(id)) if id == e.id));
             let Some(proof) = proof else {
                 return Ok(Verdict::Refused(format!(
-                    "base path {} carries no identity and holds none of the {} volumes or \
-                     snapshots recorded on it: is its filesystem mounted?",
-                    base.display(),
-                    recorded.len()
+                    "base path {} carries no identity and holds none of the volumes or snapshots \
+                     recorded on it: is its filesystem mounted?",
+                    base.display()
                 )));
             };
             tracing::info!(base = %base.display(), proof = %proof.id,

@@ -154,17 +154,11 @@ impl HostpathBackend {
         let mut out = Vec::new();
         if let Some(dir) = crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND) {
             let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
-            out.extend(old.into_iter().map(|r| base::Evidence {
-                dir: base.join(&r.name),
-                id: r.id,
-            }));
+            for r in old {
+                Self::volume_evidence(base, &r, &mut out);
+            }
         }
-        ledger.for_each(|r| {
-            out.push(base::Evidence {
-                id: r.id.clone(),
-                dir: base.join(&r.name),
-            })
-        });
+        ledger.for_each(|r| Self::volume_evidence(base, r, &mut out));
         snaps.for_each(|r| {
             if let Ok(key) = Self::snap_key(&r.id) {
                 out.push(base::Evidence {
@@ -174,6 +168,17 @@ impl HostpathBackend {
             }
         });
         Ok(out)
+    }
+
+    /// A volume's directory, and its trash (a delete stopped half-way), either of which carries
+    /// its id on the recorded base.
+    fn volume_evidence(base: &Path, rec: &VolumeRecord, out: &mut Vec<base::Evidence>) {
+        for name in [rec.name.clone(), format!("{TRASH_PREFIX}{}", rec.name)] {
+            out.push(base::Evidence {
+                id: rec.id.clone(),
+                dir: base.join(name),
+            });
+        }
     }
 
     /// Whether the base may be used now: refused at start, or no longer carrying this store's
