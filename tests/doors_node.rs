@@ -125,3 +125,36 @@ async fn delete_over_a_nested_mount_is_failed_precondition_and_loses_nothing() {
     assert_eq!(fs::read(elsewhere.join("file")).unwrap(), b"precious");
     d.assert_nothing_leaked(&[]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_staging_path_whose_parent_became_a_symlink_is_never_bound() {
+    let d = Driver::start().await;
+    let id = d.create("staged", 4 * MIB, mount_cap()).await.volume_id;
+    let outside = d.root().join("outside");
+    fs::create_dir_all(outside.join("vol")).unwrap();
+    fs::write(outside.join("vol/secret"), b"host data").unwrap();
+    let parent = d.root().join("kubelet/st");
+    let staging = parent.join("vol");
+    d.stage(&id, &staging, mount_cap()).await;
+    // The staging mount moves away with its parent; the parent's name now leads outside.
+    fs::rename(&parent, d.root().join("kubelet/st-old")).unwrap();
+    symlink(&outside, &parent).unwrap();
+    let target = d.target("staged", "pod");
+    let r = d
+        .node()
+        .node_publish_volume(publish_req(&id, &staging, &target, mount_cap(), false))
+        .await;
+    assert!(
+        r.is_err(),
+        "published from a staging path through a symlink"
+    );
+    assert!(
+        mounts_at(&target).is_empty() && !target.join("secret").exists(),
+        "the directory outside the publish root was bound"
+    );
+    fs::remove_file(&parent).unwrap();
+    fs::rename(d.root().join("kubelet/st-old"), &parent).unwrap();
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}

@@ -185,6 +185,8 @@ async fn without_incarnations_an_unprovable_trash_is_held_and_reported() {
     )
     .unwrap();
     fs::remove_dir_all(d.state_dir().join("journal")).unwrap();
+    // 0.1 gave the base no identity.
+    remove_xattr(d.base(), "trusted.ferrovol.base");
     fs::rename(d.volume_dir(NAME), trash(&d)).unwrap();
     mark_as_before_incarnations(&trash(&d));
     d.restart().await;

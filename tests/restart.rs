@@ -446,6 +446,8 @@ async fn state_of_the_previous_release_is_adopted() {
         .unwrap();
     }
     fs::remove_dir_all(d.state_dir().join("journal")).unwrap();
+    // 0.1 gave the base no identity.
+    remove_xattr(d.base(), "trusted.ferrovol.base");
     // And the directories as 0.1 marked them: the volume id alone.
     for name in ["old-ready", "old-half"] {
         let dir = d.volume_dir(name);

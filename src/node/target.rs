@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::os::beneath::{self, PublishRoots};
 use crate::os::mount::BindOptions;
 use crate::os::{mountfd, mountinfo};
+use nix::fcntl::OFlag;
 use std::fs;
 use std::io;
 use std::os::fd::AsFd;
@@ -111,6 +112,19 @@ impl Target {
             .map_err(self.os(volume, "create"))?;
         mountfd::bind_mount_onto(source, fd.as_fd(), opts.read_only(), opts.flags)
             .map_err(self.os(volume, &format!("bind {} to", source.display())))
+    }
+
+    /// Bind-mounts the staged directory `staging` (itself a path below a publish root) onto this
+    /// target (a directory, made if missing). The source is opened beneath its root like the
+    /// target, so a staging path swapped for a symlink out of the root is refused, not bound.
+    pub fn bind_staged(&self, volume: &str, staging: &Target, opts: BindOptions) -> Result<()> {
+        let action = format!("bind {} to", staging.path.display());
+        let src = beneath::open_beneath(&staging.root, &staging.rel, OFlag::O_PATH)
+            .map_err(self.os(volume, &action))?;
+        let fd = beneath::mkdir_beneath(&self.root, &self.rel, 0o750)
+            .map_err(self.os(volume, "create"))?;
+        mountfd::bind_fd_mount_onto(src.as_fd(), fd.as_fd(), opts.read_only(), opts.flags)
+            .map_err(self.os(volume, &action))
     }
 
     /// Bind-mounts the device node `device` onto this target (a file, made if missing).
@@ -222,6 +236,51 @@ mod tests {
         // Missing components below an ordinary directory are fine: the driver creates them.
         p.target("target_path", &root.join("pods/new/vol")).unwrap();
         p.target("target_path", &root.join("file")).unwrap();
+    }
+
+    /// Whether anything is mounted at `path` (a read of the mount table).
+    fn mounted(path: &Path) -> bool {
+        crate::os::mountinfo::mount_at(path).unwrap().is_some()
+    }
+
+    #[test]
+    fn a_staging_path_swapped_for_a_link_out_of_the_root_is_never_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("staging/vol")).unwrap();
+        fs::create_dir_all(outside.join("vol")).unwrap();
+        fs::write(outside.join("vol/secret"), b"host data").unwrap();
+        let p = paths(&root);
+        for swap in ["parent", "last"] {
+            let staging = p
+                .target("staging_target_path", &root.join("staging/vol"))
+                .unwrap();
+            let target = p
+                .target("target_path", &root.join(format!("pods/{swap}")))
+                .unwrap();
+            // After the request was checked, the staging path leads out of the root.
+            if swap == "parent" {
+                fs::remove_dir_all(root.join("staging")).unwrap();
+                symlink(&outside, root.join("staging")).unwrap();
+            } else {
+                fs::remove_dir(root.join("staging/vol")).unwrap();
+                symlink(outside.join("vol"), root.join("staging/vol")).unwrap();
+            }
+            let bound = target.bind_staged("v", &staging, BindOptions::default());
+            let leaked = mounted(target.as_path());
+            if leaked {
+                nix::mount::umount2(target.as_path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+            }
+            assert!(!leaked, "{swap}: the directory outside the root was bound");
+            assert!(bound.is_err(), "{swap}: answered OK for a bind not made");
+            if swap == "parent" {
+                fs::remove_file(root.join("staging")).unwrap();
+                fs::create_dir_all(root.join("staging")).unwrap();
+            } else {
+                fs::remove_file(root.join("staging/vol")).unwrap();
+            }
+            fs::create_dir_all(root.join("staging/vol")).unwrap();
+        }
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! ([`PublishRoots::locate`]); the path is then opened relative to the root without following
 //! any symlink ([`open_beneath`], [`mkdir_beneath`], [`create_file_beneath`]), and the mount
 //! goes onto the descriptor ([`bind_mount_onto`], [`fs_mount_onto`]), so a component swapped
-//! for a symlink at any moment cannot move the mount out of the root.
+//! for a symlink at any moment cannot move the mount out of the root. A bind whose source is
+//! itself a path from a request (a staging path) opens that source beneath its root the same
+//! way ([`bind_fd_mount_onto`]).
 //!
 //! Mount points are crossed (no RESOLVE_NO_XDEV): kubelet's pod directories often sit on other
 //! file systems than the root, and a published target is itself a mount point.
 
-pub use super::mountfd::{bind_mount_onto, fs_mount_onto, is_mount_root};
+pub use super::mountfd::{bind_fd_mount_onto, bind_mount_onto, fs_mount_onto, is_mount_root};
 use nix::errno::Errno;
 use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{self, Mode};

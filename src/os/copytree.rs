@@ -2,19 +2,23 @@
 //! shares extents, by a sparse byte copy otherwise. Preserves modes, owners, times, xattrs,
 //! hard links, holes, symlinks (never followed) and device nodes.
 //!
-//! The walk is descriptor-relative (`openat` with O_NOFOLLOW): a pod that swaps a directory
-//! for a symlink while its volume is copied cannot make the copy read or write outside the
-//! two trees. Directories on another device (mounts, nested btrfs subvolumes) are recreated
-//! empty, as a btrfs snapshot would show them. Xattrs of symlinks are not copied (Linux allows
-//! no user.* xattrs on them). The driver's own `trusted.ferrovol.*` markers are never copied.
+//! The walk is descriptor-relative and iterative (`dirwalk`): a tree of any depth is copied with
+//! a bounded number of open descriptors, listings are streamed, and a pod that swaps a directory
+//! for a symlink while its volume is copied cannot make the copy read or write outside the two
+//! trees. Each entry is held by an O_PATH descriptor before anything else happens to it, so a
+//! file swapped for a fifo or a device node is never opened. Directories on another device
+//! (mounts, nested btrfs subvolumes) are recreated empty, as a btrfs snapshot would show them.
+//! Xattrs of symlinks are not copied (Linux allows no user.* xattrs on them). The driver's own
+//! `trusted.ferrovol.*` markers are never copied.
 
+use super::dirwalk::Cursor;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How file contents reach the copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,40 +82,6 @@ fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     check(unsafe { libc::fstat(fd, &mut st) })?;
     Ok(st)
-}
-
-fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: as in fstat; the name is NUL-terminated.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(st)
-}
-
-/// The names in a directory, read through a duplicate of its descriptor.
-fn entries(dir: RawFd) -> io::Result<Vec<CString>> {
-    // SAFETY: dup returns a new fd that fdopendir takes over (closedir closes it).
-    let dup = check(unsafe { libc::fcntl(dir, libc::F_DUPFD_CLOEXEC, 0) })?;
-    let d = unsafe { libc::fdopendir(dup) };
-    if d.is_null() {
-        let e = io::Error::last_os_error();
-        unsafe { libc::close(dup) };
-        return Err(e);
-    }
-    unsafe { libc::rewinddir(d) };
-    let mut out = Vec::new();
-    loop {
-        // SAFETY: d is a live DIR*; the entry is read before the next readdir call.
-        let ent = unsafe { libc::readdir(d) };
-        if ent.is_null() {
-            break;
-        }
-        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-        if name.to_bytes() != b"." && name.to_bytes() != b".." {
-            out.push(name.to_owned());
-        }
-    }
-    unsafe { libc::closedir(d) };
-    Ok(out)
 }
 
 /// Copies every xattr of `src` to `dst` except the driver's markers. Security and system
@@ -254,117 +224,254 @@ fn check_off(off: libc::off_t) -> io::Result<i64> {
 struct Walk {
     mode: Mode,
     dev: libc::dev_t,
-    dst_root: PathBuf,
-    /// (dev, ino) of a multiply linked source file -> its copy, relative to dst_root.
-    links: HashMap<(libc::dev_t, libc::ino_t), PathBuf>,
+    src: Cursor,
+    dst: Cursor,
+    /// The stat of each directory on the way down, applied to its copy once it is filled.
+    dir_stats: Vec<libc::stat>,
+    /// (dev, ino) of a multiply linked source file -> the names leading to its copy, and how
+    /// many of its other names are still to come (forgotten at 0, so the map holds only files
+    /// whose links are not all met yet).
+    links: HashMap<(libc::dev_t, libc::ino_t), (Vec<CString>, libc::nlink_t)>,
     stats: Stats,
+}
+
+/// What to do with an entry once it is held.
+enum Next {
+    Done,
+    Descend(OwnedFd, OwnedFd),
 }
 
 /// Copies the contents of directory `src` into the existing directory `dst`, and `src`'s own
 /// owner, mode, times and xattrs onto `dst`.
+///
+/// A volume in use changes while it is copied; the copy is not a point-in-time image. An entry
+/// removed or renamed between its listing and its copy is skipped; one replaced by another kind
+/// of file is copied as what was found when it was opened. Every entry is first opened with
+/// O_PATH (which opens no device and blocks on no fifo) and handled through that descriptor:
+/// data is read only from a regular file, reopened from that very descriptor. Errors name the
+/// entry by its path inside `src`, never the host paths of the two trees.
 pub fn copy_tree(src: &Path, dst: &Path, mode: Mode) -> io::Result<Stats> {
     let s = open_dir(src)?;
     let d = open_dir(dst)?;
     let st = fstat(s.as_raw_fd())?;
+    copy_xattrs(s.as_raw_fd(), d.as_raw_fd())?;
     let mut walk = Walk {
         mode,
         dev: st.st_dev,
-        dst_root: dst.to_path_buf(),
+        src: Cursor::new(s)?,
+        dst: Cursor::new(d)?,
+        dir_stats: vec![st],
         links: HashMap::new(),
         stats: Stats::default(),
     };
-    walk.dir(&s, &d, Path::new("")).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("copy {} to {}: {e}", src.display(), dst.display()),
-        )
-    })?;
-    copy_xattrs(s.as_raw_fd(), d.as_raw_fd())?;
-    copy_attrs(&st, d.as_raw_fd())?;
+    walk.run()?;
+    copy_attrs(&st, walk.dst.root_fd())?;
     Ok(walk.stats)
 }
 
 impl Walk {
-    fn dir(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path) -> io::Result<()> {
-        let (s, d) = (src.as_raw_fd(), dst.as_raw_fd());
-        for name in entries(s)? {
-            let st = lstat_at(s, &name)?;
-            let here = rel.join(OsStr::from_bytes(name.to_bytes()));
-            let err = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", here.display()));
-            self.entry(s, d, &name, &st, &here).map_err(err)?;
+    fn run(&mut self) -> io::Result<()> {
+        loop {
+            let name = self
+                .src
+                .next_entry()
+                .map_err(|e| self.fail(None, "list", e))?;
+            let Some(name) = name else {
+                if self.src.depth() == 0 {
+                    return Ok(());
+                }
+                self.leave_dir()?;
+                continue;
+            };
+            match self.entry(&name) {
+                Ok(Next::Done) => {}
+                Ok(Next::Descend(s, d)) => {
+                    self.src
+                        .push(&name, s)
+                        .map_err(|e| self.fail(Some(&name), "enter", e))?;
+                    self.dst
+                        .push(&name, d)
+                        .map_err(|e| self.fail(Some(&name), "enter the copy of", e))?;
+                }
+                Err(e) => return Err(self.fail(Some(&name), "copy", e)),
+            }
+        }
+    }
+
+    fn fail(&self, name: Option<&CStr>, what: &str, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", self.src.describe(name)))
+    }
+
+    /// Finishes the copy of the current directory (xattrs, owner, mode, times) and returns to
+    /// its parent in both trees.
+    fn leave_dir(&mut self) -> io::Result<()> {
+        let st = self.dir_stats.pop().expect("one stat per level");
+        let d = self.dst.fd().expect("the copy's directories stay ours");
+        let finished = (|| {
+            // A source directory moved away mid-copy keeps the xattrs it was created without.
+            if let Some(s) = self.src.fd() {
+                copy_xattrs(s, d)?;
+            }
+            copy_attrs(&st, d)
+        })();
+        finished.map_err(|e| self.fail(None, "finish", e))?;
+        self.stats.dirs += 1;
+        self.src
+            .pop()
+            .map_err(|e| self.fail(None, "return from", e))?;
+        if !self
+            .dst
+            .pop()
+            .map_err(|e| self.fail(None, "return from the copy of", e))?
+        {
+            return Err(self.fail(
+                None,
+                "return from the copy of",
+                io::Error::other("the copy's directory was moved during the copy"),
+            ));
         }
         Ok(())
     }
 
-    fn entry(
-        &mut self,
-        s: RawFd,
-        d: RawFd,
-        name: &CStr,
-        st: &libc::stat,
-        rel: &Path,
-    ) -> io::Result<()> {
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => {
-                // SAFETY: valid name; mode bits fixed up by copy_attrs once filled.
-                check(unsafe { libc::mkdirat(d, name.as_ptr(), 0o700) })?;
-                let dst = open_at(d, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                if st.st_dev == self.dev {
-                    let src = open_at(s, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                    self.dir(&src, &dst, rel)?;
-                    copy_xattrs(src.as_raw_fd(), dst.as_raw_fd())?;
-                }
-                copy_attrs(st, dst.as_raw_fd())?;
-                self.stats.dirs += 1;
-            }
-            libc::S_IFREG => {
-                let key = (st.st_dev, st.st_ino);
-                if st.st_nlink > 1 {
-                    if let Some(first) = self.links.get(&key) {
-                        let first = cstr(self.dst_root.join(first).as_os_str())?;
-                        // SAFETY: valid names; both inside the destination tree we made.
-                        check(unsafe {
-                            libc::linkat(libc::AT_FDCWD, first.as_ptr(), d, name.as_ptr(), 0)
-                        })?;
-                        self.stats.hard_links += 1;
-                        return Ok(());
-                    }
-                    self.links.insert(key, rel.to_path_buf());
-                }
-                let src = File::from(open_at(s, name, libc::O_RDONLY, 0)?);
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
-                let dst = File::from(open_at(d, name, flags, 0o600)?);
-                if clone_or_copy_file(&src, &dst, self.mode)? {
-                    self.stats.reflinked += 1;
-                } else {
-                    self.stats.bytes_copied += st.st_size as u64;
-                }
-                copy_xattrs(src.as_raw_fd(), dst.as_raw_fd())?;
-                copy_attrs(st, dst.as_raw_fd())?;
-                self.stats.files += 1;
-            }
+    fn entry(&mut self, name: &CStr) -> io::Result<Next> {
+        let s = self.src.fd().expect("a directory being read is open");
+        let d = self.dst.fd().expect("the copy's directories stay ours");
+        // What is there now, held: nothing below can be swapped for something else.
+        let held = match open_at(s, name, libc::O_PATH, 0) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Next::Done),
+            Err(e) => return Err(e),
+        };
+        let st = fstat(held.as_raw_fd())?;
+        #[cfg(test)]
+        tests::before_open(s, name);
+        let made = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => return self.dir(&held, d, name, st),
+            libc::S_IFREG => self.file(&held, d, name, &st),
             libc::S_IFLNK => {
                 let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-                // SAFETY: the buffer is valid for its length; readlinkat does not NUL-terminate.
+                // SAFETY: the buffer is valid for its length; an empty name reads the link
+                // the descriptor holds. readlinkat does not NUL-terminate.
                 let n = check_len(unsafe {
-                    libc::readlinkat(s, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                    libc::readlinkat(
+                        held.as_raw_fd(),
+                        c"".as_ptr(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                    )
                 })?;
                 buf.truncate(n);
                 let target = CString::new(buf).map_err(|_| io::Error::other("NUL in link"))?;
-                check(unsafe { libc::symlinkat(target.as_ptr(), d, name.as_ptr()) })?;
-                self.finish_at(d, name, st)?;
-                self.stats.files += 1;
+                // SAFETY: valid strings and descriptor.
+                check(unsafe { libc::symlinkat(target.as_ptr(), d, name.as_ptr()) })
+                    .and_then(|_| self.finish_at(d, name, &st))
             }
-            _ => {
-                // Fifos, sockets and device nodes: recreated, never opened.
-                check(unsafe {
-                    libc::mknodat(d, name.as_ptr(), st.st_mode & !0o7777 | 0o600, st.st_rdev)
-                })?;
-                self.finish_at(d, name, st)?;
-                self.stats.files += 1;
+            // Fifos, sockets and device nodes: recreated, never opened.
+            _ => check(unsafe {
+                libc::mknodat(d, name.as_ptr(), st.st_mode & !0o7777 | 0o600, st.st_rdev)
+            })
+            .and_then(|_| self.finish_at(d, name, &st)),
+        };
+        match made {
+            Ok(()) => self.stats.files += 1,
+            // The name was listed twice (renamed back and forth during the listing): the
+            // first copy stands.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Next::Done)
+    }
+
+    fn dir(&mut self, held: &OwnedFd, d: RawFd, name: &CStr, st: libc::stat) -> io::Result<Next> {
+        // SAFETY: valid name; mode bits fixed up by copy_attrs once filled.
+        match check(unsafe { libc::mkdirat(d, name.as_ptr(), 0o700) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(Next::Done),
+            r => r?,
+        };
+        let dst = open_at(d, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        if st.st_dev != self.dev {
+            // A mount or nested subvolume: recreated empty.
+            copy_attrs(&st, dst.as_raw_fd())?;
+            self.stats.dirs += 1;
+            return Ok(Next::Done);
+        }
+        // The held directory itself, opened for reading; removed meanwhile, it stays empty.
+        let src = match open_at(
+            held.as_raw_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                copy_attrs(&st, dst.as_raw_fd())?;
+                self.stats.dirs += 1;
+                return Ok(Next::Done);
+            }
+            Err(e) => return Err(e),
+        };
+        self.dir_stats.push(st);
+        Ok(Next::Descend(src, dst))
+    }
+
+    fn file(&mut self, held: &OwnedFd, d: RawFd, name: &CStr, st: &libc::stat) -> io::Result<()> {
+        let key = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1 {
+            if let Some((first, to_come)) = self.links.get_mut(&key) {
+                *to_come = to_come.saturating_sub(1);
+                let done = *to_come == 0;
+                let first = if done {
+                    self.links.remove(&key).expect("just found").0
+                } else {
+                    first.clone()
+                };
+                self.link_to(&first, d, name)?;
+                self.stats.hard_links += 1;
+                return Ok(());
             }
         }
-        Ok(())
+        // Reopened through the held descriptor: the same inode, a regular file.
+        let proc = CString::new(format!("/proc/self/fd/{}", held.as_raw_fd()))
+            .expect("no NUL in a /proc path");
+        // Not O_NOFOLLOW: the /proc entry is the magic link to the held file.
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: a valid path; the new descriptor is ours alone.
+        let src =
+            File::from(unsafe { OwnedFd::from_raw_fd(check(libc::open(proc.as_ptr(), flags))?) });
+        let now = fstat(src.as_raw_fd())?;
+        if (now.st_dev, now.st_ino) != key || now.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(io::Error::other(
+                "the file changed identity while it was opened",
+            ));
+        }
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        let dst = File::from(open_at(d, name, flags, 0o600)?);
+        if st.st_nlink > 1 {
+            let mut path: Vec<CString> = self.dst.names().map(CStr::to_owned).collect();
+            path.push(name.to_owned());
+            self.links.insert(key, (path, st.st_nlink - 1));
+        }
+        if clone_or_copy_file(&src, &dst, self.mode)? {
+            self.stats.reflinked += 1;
+        } else {
+            self.stats.bytes_copied += st.st_size as u64;
+        }
+        copy_xattrs(src.as_raw_fd(), dst.as_raw_fd())?;
+        copy_attrs(st, dst.as_raw_fd())
+    }
+
+    /// Hard-links `name` in `d` to the copy at `first` (names from the destination's root),
+    /// walked one directory at a time: the path may be longer than a path can be.
+    fn link_to(&self, first: &[CString], d: RawFd, name: &CStr) -> io::Result<()> {
+        let (last, parents) = first.split_last().expect("a path has a name");
+        let mut cur: Option<OwnedFd> = None;
+        for p in parents {
+            let at = cur.as_ref().map_or(self.dst.root_fd(), |f| f.as_raw_fd());
+            cur = Some(open_at(at, p, libc::O_PATH | libc::O_DIRECTORY, 0)?);
+        }
+        let at = cur.as_ref().map_or(self.dst.root_fd(), |f| f.as_raw_fd());
+        // SAFETY: valid names and descriptors, both inside the destination tree we made.
+        check(unsafe { libc::linkat(at, last.as_ptr(), d, name.as_ptr(), 0) }).map(drop)
     }
 
     /// Owner, mode and times of an entry that cannot be opened (links, nodes), by name.
@@ -411,16 +518,12 @@ fn check_len(n: isize) -> io::Result<usize> {
 /// writes), and that data would reach the disk within the writeback interval anyway.
 pub struct FsSync {
     fd: OwnedFd,
-    dir: PathBuf,
 }
 
 impl FsSync {
     /// Starts watching the filesystem that holds directory `dir`.
     pub fn begin(dir: &Path) -> io::Result<Self> {
-        Ok(FsSync {
-            fd: open_dir(dir)?,
-            dir: dir.to_path_buf(),
-        })
+        Ok(FsSync { fd: open_dir(dir)? })
     }
 
     /// Writes back and commits everything on the filesystem; fails on any writeback error
@@ -429,7 +532,7 @@ impl FsSync {
         // SAFETY: plain syscall on a live descriptor.
         check(unsafe { libc::syncfs(self.fd.as_raw_fd()) })
             .map(|_| ())
-            .map_err(|e| io::Error::new(e.kind(), format!("syncfs {}: {e}", self.dir.display())))
+            .map_err(|e| io::Error::new(e.kind(), format!("syncfs: {e}")))
     }
 }
 

@@ -61,9 +61,10 @@ pub fn random_token() -> io::Result<String> {
 }
 
 /// Removes a directory tree that must live on one filesystem (not synced: callers record the
-/// removal in the state journal, and recovery finishes a removal a power cut undid). Refuses (EXDEV) to descend into
-/// anything mounted below it, so a forgotten bind mount never takes other data with it.
-/// Nested btrfs subvolumes (a different st_dev, but no mount) are part of the tree and go too.
+/// removal in the state journal, and recovery finishes a removal a power cut undid). Refuses
+/// (EXDEV) when anything is mounted below it, before removing anything, so a forgotten bind
+/// mount never takes other data with it. Nested btrfs subvolumes (a different st_dev, but no
+/// mount) are part of the tree and go too. Trees of any depth (`rmtree`).
 pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
     if let Err(e) = fs::symlink_metadata(path) {
         return if e.kind() == io::ErrorKind::NotFound {
@@ -78,7 +79,7 @@ pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
             format!("{} is a mount inside {}", m.display(), path.display()),
         ));
     }
-    fs::remove_dir_all(path)
+    super::rmtree::remove_tree(path)
 }
 
 /// Marks an empty file no-copy-on-write (btrfs `chattr +C`), so rewriting a block of a disk image
@@ -118,16 +119,38 @@ pub fn set_nocow(file: &File) -> io::Result<()> {
 }
 
 /// Bytes allocated and inodes used below `path` (a du walk; used only where no quota counts it).
+/// Iterative (`dirwalk`), so a tree of any depth is measured; entries that vanish while it is
+/// walked are not counted.
 pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
+    use super::dirwalk::{self, Cursor};
     let meta = fs::symlink_metadata(path)?;
-    let mut bytes = meta.blocks() * 512;
-    let mut inodes = 1;
-    if meta.is_dir() {
-        for entry in fs::read_dir(path)? {
-            let (b, i) = disk_usage(&entry?.path())?;
-            bytes += b;
-            inodes += i;
+    let (mut bytes, mut inodes) = (meta.blocks() * 512, 1);
+    if !meta.is_dir() {
+        return Ok((bytes, inodes));
+    }
+    let mut cur = Cursor::new(File::open(path)?.into())?;
+    loop {
+        let Some(name) = cur.next_entry()? else {
+            if cur.depth() == 0 {
+                return Ok((bytes, inodes));
+            }
+            cur.pop()?;
+            continue;
+        };
+        let dir = cur.fd().expect("a directory being read is open");
+        let st = match dirwalk::lstat_at(dir, &name) {
+            Ok(st) => st,
+            Err(e) if dirwalk::is_gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        bytes += st.st_blocks as u64 * 512;
+        inodes += 1;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            match dirwalk::open_dir_at(dir, &name) {
+                Ok(fd) => cur.push(&name, fd)?,
+                Err(e) if dirwalk::is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok((bytes, inodes))
 }

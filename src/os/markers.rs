@@ -172,6 +172,20 @@ pub fn store_marker(path: &Path) -> io::Result<Option<String>> {
     read_marker(path, STORE_MARKER, |m| m.store)
 }
 
+/// The identity a hostpath base carries: the id of the state store that adopted it.
+const BASE_MARKER: &str = "trusted.ferrovol.base";
+
+/// The state store id recorded on the base directory `path`, or None.
+pub fn base_marker(path: &Path) -> io::Result<Option<String>> {
+    get_xattr(path, BASE_MARKER)
+}
+
+/// Records on the base directory `path` that state store `store_id` adopted it, durably.
+pub fn set_base_marker(path: &Path, store_id: &str) -> io::Result<()> {
+    set_xattr(path, BASE_MARKER, store_id)?;
+    super::fsutil::fsync_dir(path)
+}
+
 fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
     let p = cpath(path)?;
     let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;

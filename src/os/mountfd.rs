@@ -157,7 +157,8 @@ fn mount2(
     check(rc as libc::c_long).map(drop)
 }
 
-/// Bind-mounts `source` (a path the driver owns: a volume directory or device) onto the file
+/// Bind-mounts `source` (a path the driver owns: a volume directory or device; a path from a
+/// request goes through [`bind_fd_mount_onto`] after an open beneath its root) onto the file
 /// or directory `target` refers to. `read_only` and the per-mount bits of `flags` (ro, nosuid,
 /// nodev, noexec, atime modes) apply to the new mount only, atomically on Linux 5.12+: the
 /// mount is never visible writable when read-only was asked for.
@@ -185,6 +186,22 @@ pub fn bind_mount_onto(
     };
     bind_fd_onto(src.as_fd(), target, flags, Api::Newest)
         .map_err(|e| io::Error::new(e.kind(), format!("bind-mounting {}: {e}", source.display())))
+}
+
+/// Bind-mounts the file or directory the descriptor `source` holds (O_PATH is enough) onto
+/// `target`, with `read_only` and `flags` as [`bind_mount_onto`] applies them.
+pub fn bind_fd_mount_onto(
+    source: BorrowedFd,
+    target: BorrowedFd,
+    read_only: bool,
+    flags: MountFlags,
+) -> io::Result<()> {
+    let flags = if read_only {
+        flags | MountFlags::RDONLY
+    } else {
+        flags
+    };
+    bind_fd_onto(source, target, flags, Api::Newest)
 }
 
 /// Which mount interface to use; tests force the older ones to cover the fallbacks.

@@ -1,6 +1,7 @@
 //! The kernel's mount table (/proc/self/mountinfo), parsed.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,50 +59,59 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
 /// The first mount found at or below `dir` (a mount point inside a tree about to be removed),
 /// by one statx per entry: the cost follows the tree, not the node's mount table (reading the
 /// table costs a millisecond per delete on a node with a few hundred mounts). Symlinks are never
-/// followed. Falls back to the table where statx cannot tell (kernels before 5.8).
+/// followed; the walk is iterative (`dirwalk`), so a tree of any depth is searched. Falls back to
+/// the table where statx cannot tell (kernels before 5.8).
 pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
-    match mount_root_nofollow(dir)? {
+    use super::dirwalk::{self, Cursor};
+    match mount_root_nofollow(libc::AT_FDCWD, &path_cstr(dir)?)? {
         None => return Ok(mounts_under(dir)?.first().map(|m| m.mount_point.clone())),
         Some(true) => return Ok(Some(dir.to_path_buf())),
         Some(false) => {}
     }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &path_cstr(dir)?) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
     };
-    for entry in entries {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            if let Some(found) = first_mount_below(&path)? {
-                return Ok(Some(found));
+    let mut cur = Cursor::new(root)?;
+    loop {
+        let Some(name) = cur.next_entry()? else {
+            if cur.depth() == 0 {
+                return Ok(None);
             }
-        } else if mount_root_nofollow(&path)? == Some(true) {
-            // A file bind-mounted over a file inside the tree.
-            return Ok(Some(path));
+            cur.pop()?;
+            continue;
+        };
+        let at = cur.fd().expect("a directory being read is open");
+        if mount_root_nofollow(at, &name)? == Some(true) {
+            // A directory, or a file bind-mounted over a file inside the tree.
+            let mut found = dir.to_path_buf();
+            found.extend(cur.names().chain([name.as_c_str()]).map(|n| {
+                use std::os::unix::ffi::OsStrExt;
+                std::ffi::OsStr::from_bytes(n.to_bytes())
+            }));
+            return Ok(Some(found));
+        }
+        match dirwalk::open_dir_at(at, &name) {
+            Ok(fd) => cur.push(&name, fd)?,
+            Err(e) if dirwalk::is_gone(&e) => {}
+            Err(e) => return Err(e),
         }
     }
-    Ok(None)
 }
 
-/// Some(whether `path` itself is a mount root), without following a final symlink; None when
-/// the kernel cannot say.
-fn mount_root_nofollow(path: &Path) -> io::Result<Option<bool>> {
+fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
+}
+
+/// Some(whether `name` in `dir` is a mount root), without following a final symlink; None when
+/// the kernel cannot say.
+fn mount_root_nofollow(dir: RawFd, name: &std::ffi::CStr) -> io::Result<Option<bool>> {
     // SAFETY: statx is plain old data; the kernel fills it.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and a statx buffer that outlives the call.
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            0,
-            &mut st,
-        )
-    };
+    let rc = unsafe { libc::statx(dir, name.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut st) };
     if rc != 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {

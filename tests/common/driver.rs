@@ -256,7 +256,23 @@ impl Driver {
         cmd
     }
 
+    /// kill -9 the driver and start it again where it must come up not ready: waits until Probe
+    /// answers with an error and returns that error (the clients work for other calls).
+    pub async fn restart_unready(&mut self) -> tonic::Status {
+        self.kill9();
+        match self.spawn_and_wait_for(false).await {
+            Some(status) => status,
+            None => panic!("driver came up ready\n--- driver log ---\n{}", self.log()),
+        }
+    }
+
     async fn spawn_and_wait(&mut self) {
+        self.spawn_and_wait_for(true).await;
+    }
+
+    /// Spawns the driver and waits for Probe to answer ready (`ready`) or to answer at all;
+    /// returns Probe's error if it answered one.
+    async fn spawn_and_wait_for(&mut self, ready: bool) -> Option<tonic::Status> {
         assert!(self.child.is_none(), "driver already running");
         let child = spawn(&mut self.command()).expect("spawn ferrovol serve");
         self.child = Some(child);
@@ -280,15 +296,20 @@ impl Driver {
             match ferrovol::client::connect(&endpoint).await {
                 Ok(channel) => {
                     let mut identity = IdentityClient::new(channel.clone());
-                    match identity.probe(csi::ProbeRequest {}).await {
-                        Ok(r) if r.get_ref().ready != Some(false) => {
-                            self.clients = Some(Clients {
-                                identity,
-                                controller: ControllerClient::new(channel.clone()),
-                                node: NodeClient::new(channel),
-                            });
-                            return;
-                        }
+                    let answer = identity.probe(csi::ProbeRequest {}).await;
+                    let done = match &answer {
+                        Ok(r) => r.get_ref().ready != Some(false),
+                        Err(e) => !ready && e.code() != tonic::Code::Unavailable,
+                    };
+                    if done {
+                        self.clients = Some(Clients {
+                            identity,
+                            controller: ControllerClient::new(channel.clone()),
+                            node: NodeClient::new(channel),
+                        });
+                        return answer.err();
+                    }
+                    match answer {
                         Ok(r) => last_err = format!("probe answered {:?}", r.get_ref()),
                         Err(e) => last_err = format!("probe: {e}"),
                     }

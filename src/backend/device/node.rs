@@ -247,11 +247,12 @@ impl DeviceBackend {
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
-        let staging = req.staging.as_ref().map(Target::as_path).ok_or_else(|| {
+        let staging_t = req.staging.as_ref().ok_or_else(|| {
             Error::invalid(format!(
                 "volume {vid}: staging_target_path is required (the driver stages volumes)"
             ))
         })?;
+        let staging = staging_t.as_path();
         if rec.staged_at.as_deref() != Some(staging) {
             return Err(Error::precondition(
                 vid,
@@ -294,7 +295,7 @@ impl DeviceBackend {
             }
         } else {
             match rec.kind {
-                AccessKind::Mount => req.target.bind_dir(&vid, staging, opts)?,
+                AccessKind::Mount => req.target.bind_staged(&vid, staging_t, opts)?,
                 AccessKind::Block => {
                     if let Some((t, p)) = rec
                         .published

@@ -65,6 +65,7 @@ impl HostpathBackend {
                 ));
             }
         }
+        self.require_base(&id_str)?;
         let source = match &req.content_source {
             Some(src) => Some(self.resolve_source(&id_str, src)?),
             None => None,
@@ -256,6 +257,7 @@ impl HostpathBackend {
             ));
         }
         let id_str = id.to_string();
+        self.require_base(&id_str)?;
         let Some(rec) = self.ledger.by_id(&id_str) else {
             return self.delete_orphan(id).map(Done::Now);
         };
@@ -407,7 +409,9 @@ impl ControllerBackend for HostpathBackend {
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
         let none = Capacity::default();
-        if params.quota == QuotaMode::Enforce && self.limiter()?.is_none() {
+        if self.base_usable().is_err()
+            || params.quota == QuotaMode::Enforce && self.limiter()?.is_none()
+        {
             return Ok(none);
         }
         if req

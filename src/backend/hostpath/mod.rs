@@ -10,6 +10,7 @@
 //! directory (one rmdir when empty, else through a trash name). Recovery decides from the journal and the
 //! markers alone, so no step before the commit needs a sync of its own.
 
+mod base;
 mod controller;
 mod limiter;
 mod node;
@@ -85,37 +86,60 @@ pub struct HostpathBackend {
     snaps: Ledger<snapshot::SnapData>,
     /// The last statfs of the base: (when, size, bytes available), for `space_for`.
     recent_space: Mutex<Option<(Instant, u64, u64)>>,
+    /// Why the base was refused at start (see `base`); None when it was this store's.
+    refused: Option<String>,
 }
 
 /// How long a statfs of the base answers for the creates after it (`space_for`).
 const SPACE_REUSE: Duration = Duration::from_secs(1);
 
 impl HostpathBackend {
-    /// Opens the base path, adopts the state, then reconciles records with the disk and the
-    /// mount table (see `recovery`).
+    /// Opens the state, checks the base's identity (see `base`), then, on a base that is this
+    /// store's, adopts older state and reconciles records with the disk and the mount table (see
+    /// `recovery`). A refused base is left exactly as found.
     pub fn open(
         cfg: HostpathConfig,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
-        std::fs::create_dir_all(&cfg.base)?;
+        let snaps: Ledger<snapshot::SnapData> =
+            Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
+        let ledger: Ledger<HostpathData> = Ledger::open(journal.clone(), BACKEND, live)?;
+        let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
+        // With nothing recorded there is nothing to prove: the base is adopted (its identity
+        // written) by the first change that needs it, so a process that never holds a volume
+        // (the local resizer, which may write no trusted xattr) never writes to it.
+        let verdict = if recorded.is_empty() {
+            std::fs::create_dir_all(&cfg.base)?;
+            base::Verdict::Ours
+        } else {
+            base::settle(&cfg.base, journal.store_id(), &recorded)?
+        };
+        let new = |base: PathBuf, base_fs, refused| {
+            Arc::new_cyclic(|me| HostpathBackend {
+                me: me.clone(),
+                snaps,
+                node: cfg.node_id.clone(),
+                base,
+                default_capacity: cfg.default_capacity,
+                ledger,
+                base_fs,
+                features: OnceLock::new(),
+                probing: Mutex::new(()),
+                recent_space: Mutex::new(None),
+                refused,
+            })
+        };
+        if let base::Verdict::Refused(why) = verdict {
+            tracing::error!(base = %cfg.base.display(), reason = %why,
+                "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
+            let base = std::fs::canonicalize(&cfg.base).unwrap_or(cfg.base.clone());
+            return Ok(new(base, "unknown", Some(why)));
+        }
         // Mount-table checks compare paths textually: work with the resolved base.
         let base = std::fs::canonicalize(&cfg.base)?;
         let base_fs = statfs::fs_type(&base)?;
-        let snaps = Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
-        let ledger = Ledger::open(journal, BACKEND, live)?;
-        let backend = Arc::new_cyclic(|me| HostpathBackend {
-            me: me.clone(),
-            snaps,
-            node: cfg.node_id,
-            base,
-            default_capacity: cfg.default_capacity,
-            ledger,
-            base_fs,
-            features: OnceLock::new(),
-            probing: Mutex::new(()),
-            recent_space: Mutex::new(None),
-        });
+        let backend = new(base, base_fs, None);
         backend.recover(&cfg.state_dir)?;
         backend.recover_snapshots()?;
         Ok(backend)
@@ -170,6 +194,74 @@ impl HostpathBackend {
             "probing quota and snapshot support of base path {}: {e}",
             self.base.display()
         ))
+    }
+
+    /// The directories the recorded volumes and snapshots (in the journal, or in the state of
+    /// ferrovol 0.1 still to be adopted) have on the base, with their ids: what proves a base
+    /// without an identity to be the recorded one.
+    fn recorded_dirs(
+        cfg: &HostpathConfig,
+        ledger: &Ledger<HostpathData>,
+        snaps: &Ledger<snapshot::SnapData>,
+    ) -> std::io::Result<Vec<base::Evidence>> {
+        let base = cfg.base.as_path();
+        let mut out = Vec::new();
+        if let Some(dir) = crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND) {
+            let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
+            for r in old {
+                Self::volume_evidence(base, &r, &mut out);
+            }
+        }
+        ledger.for_each(|r| Self::volume_evidence(base, r, &mut out));
+        snaps.for_each(|r| {
+            if let Ok(key) = Self::snap_key(&r.id) {
+                out.push(base::Evidence {
+                    id: r.id.clone(),
+                    dir: snapshot::snapshot_dir_in(base, &key),
+                })
+            }
+        });
+        Ok(out)
+    }
+
+    /// A volume's directory, and its trash (a delete stopped half-way), either of which carries
+    /// its id on the recorded base.
+    fn volume_evidence(base: &Path, rec: &VolumeRecord, out: &mut Vec<base::Evidence>) {
+        for name in [rec.name.clone(), format!("{TRASH_PREFIX}{}", rec.name)] {
+            out.push(base::Evidence {
+                id: rec.id.clone(),
+                dir: base.join(name),
+            });
+        }
+    }
+
+    /// Whether the base may be used now: refused at start, or no longer carrying this store's
+    /// identity (its filesystem unmounted or replaced while the driver runs) is Err(why).
+    fn base_usable(&self) -> std::result::Result<(), String> {
+        if let Some(why) = &self.refused {
+            return Err(why.clone());
+        }
+        match base::check(&self.base, self.store_id()) {
+            // Not adopted yet, and nothing recorded on it that a wrong base could hide.
+            Err(_) if self.nothing_recorded() => Ok(()),
+            checked => checked,
+        }
+    }
+
+    /// `base_usable` as the FailedPrecondition of an operation on `volume`; with nothing
+    /// recorded yet, adopts the base first, so every volume directory lies on a base that
+    /// carries this store's identity.
+    fn require_base(&self, volume: &str) -> Result<()> {
+        if self.refused.is_none() && self.nothing_recorded() {
+            base::settle(&self.base, self.store_id(), &[])
+                .map_err(|e| Error::os(volume, "record the base path's identity")(e))?;
+        }
+        self.base_usable()
+            .map_err(|why| Error::precondition(volume, format!("{why}; nothing was changed")))
+    }
+
+    fn nothing_recorded(&self) -> bool {
+        self.ledger.is_empty() && self.snaps.is_empty()
     }
 
     /// This backend, owned: for the steps that run after a commit, off this call.
@@ -328,6 +420,12 @@ impl HostpathBackend {
     }
 
     fn condition(&self, rec: &VolumeRecord) -> VolumeCondition {
+        if let Err(why) = self.base_usable() {
+            return VolumeCondition {
+                abnormal: true,
+                message: why,
+            };
+        }
         let dir = self.volume_dir(&rec.name);
         let missing = match rec.kind {
             AccessKind::Mount => !dir.is_dir(),
@@ -354,6 +452,8 @@ impl Backend for HostpathBackend {
     }
 
     fn check_ready(&self) -> Result<()> {
+        self.base_usable()
+            .map_err(|why| Error::precondition(BACKEND, why))?;
         if !self.base.is_dir() {
             return Err(Error::Internal(format!(
                 "base path {} is missing",

@@ -86,6 +86,7 @@ impl HostpathBackend {
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
+        self.require_base(&vid)?;
         if let Some(prev) = &rec.staged_at {
             if prev != staging {
                 return Err(Error::precondition(
@@ -186,11 +187,13 @@ impl HostpathBackend {
         if let Some(why) = unsupported(cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
-        let staging = req.staging.as_ref().map(Target::as_path).ok_or_else(|| {
+        let staging_t = req.staging.as_ref().ok_or_else(|| {
             Error::invalid(format!(
                 "volume {vid}: staging_target_path is required (the driver stages volumes)"
             ))
         })?;
+        let staging = staging_t.as_path();
+        self.require_base(&vid)?;
         if rec.staged_at.as_deref() != Some(staging) {
             return Err(Error::precondition(
                 vid,
@@ -235,7 +238,7 @@ impl HostpathBackend {
                 ));
             }
         } else {
-            self.mount_target(&rec, staging, &req.target, opts)?;
+            self.mount_target(&rec, staging_t, &req.target, opts)?;
         }
         if rec.published.get(target) != Some(&wanted) {
             rec.published.insert(target.to_path_buf(), wanted);
@@ -247,13 +250,13 @@ impl HostpathBackend {
     fn mount_target(
         &self,
         rec: &VolumeRecord,
-        staging: &Path,
+        staging: &Target,
         target: &Target,
         opts: BindOptions,
     ) -> Result<()> {
         let vid = rec.id.as_str();
         match rec.kind {
-            AccessKind::Mount => target.bind_dir(vid, staging, opts),
+            AccessKind::Mount => target.bind_staged(vid, staging, opts),
             AccessKind::Block => {
                 // A read-only bind mount does not stop writes to a device node, so a read-only
                 // publication gets its own read-only loop device.

@@ -185,6 +185,7 @@ impl HostpathBackend {
     pub(super) fn grow(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
         let mut rec = self.record(id)?;
         let id_str = rec.id.clone();
+        self.require_base(&id_str)?;
         if range.required == 0 && range.limit == 0 {
             return Err(Error::invalid(format!(
                 "volume {id_str}: capacity_range is required"

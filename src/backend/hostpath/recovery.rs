@@ -342,10 +342,7 @@ impl HostpathBackend {
         let removed = if mounts_checked {
             // Only a tree is renamed to trash (`remove_deleted` removes an empty directory in
             // place), so this always walks.
-            match crate::backend::done::long_step(|| std::fs::remove_dir_all(trash)) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            }
+            crate::backend::done::long_step(|| crate::os::rmtree::remove_tree(trash))
         } else {
             crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(trash))
         };

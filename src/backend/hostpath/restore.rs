@@ -75,8 +75,8 @@ impl HostpathBackend {
     /// afterwards).
     pub(super) fn materialize_from(&self, rec: &VolumeRecord, src: &Source) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
-        let os = |what: &str| Error::os(&rec.id, format!("{what} {}", dir.display()));
-        let sync = copytree::FsSync::begin(&self.base).map_err(os("open the base of"))?;
+        let os = |what: &str| Error::os(&rec.id, format!("{what} the volume's directory"));
+        let sync = copytree::FsSync::begin(&self.base).map_err(os("open the filesystem of"))?;
         let method = self.snap_method()?;
         tracing::info!(volume = %rec.id, source = %src.id, ?method, "restore: writing content");
         if method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
@@ -98,8 +98,10 @@ impl HostpathBackend {
             self.make_dir(rec)?;
         } else {
             self.make_dir(rec)?;
-            copytree::copy_tree(&src.dir, &dir, method.copy_mode())
-                .map_err(os("copy the content of the source into"))?;
+            copytree::copy_tree(&src.dir, &dir, method.copy_mode()).map_err(Error::os(
+                &rec.id,
+                format!("copy the content of {} into it", src.id),
+            ))?;
             // The copy skips our `trusted.ferrovol.*` xattrs, so the markers make_dir set stay;
             // the root takes the source's owner and mode.
             crate::failpoint::hit("restore:after-copy");

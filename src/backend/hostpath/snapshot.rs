@@ -104,12 +104,17 @@ pub(super) fn remove_snapshot_tree(dir: &Path) -> io::Result<()> {
     fsutil::remove_tree_one_fs(dir)
 }
 
+/// The directory of the snapshot with key `key` on base path `base`.
+pub(super) fn snapshot_dir_in(base: &Path, key: &str) -> PathBuf {
+    base.join(SNAPSHOTS_DIR).join(key)
+}
+
 impl HostpathBackend {
     pub(super) fn snapshots_root(&self) -> PathBuf {
         self.base.join(SNAPSHOTS_DIR)
     }
 
-    fn snap_key(id: &str) -> Result<String> {
+    pub(super) fn snap_key(id: &str) -> Result<String> {
         SnapshotId::parse(id)?
             .map(|s| s.key)
             .ok_or_else(|| Error::Internal(format!("recorded snapshot id {id:?} does not parse")))
@@ -117,7 +122,7 @@ impl HostpathBackend {
 
     /// The directory whose `data/` holds snapshot `id`'s content.
     pub(super) fn snapshot_dir(&self, key: &str) -> PathBuf {
-        self.snapshots_root().join(key)
+        snapshot_dir_in(&self.base, key)
     }
 
     pub(super) fn snapshot_data(&self, rec: &SnapRecord) -> Result<PathBuf> {
@@ -183,16 +188,18 @@ impl HostpathBackend {
             )));
         }
         let vol = self.record(&req.source)?;
+        self.require_base(&id_str)?;
         let src = self.volume_dir(&vol.name);
         if vol.kind == AccessKind::Block {
             crate::os::loopdev::flush_backing(&self.image_path(&vol.name))
                 .map_err(Error::os(&source_str, "flush the loop device of"))?;
         }
         let dir = self.snapshot_dir(&id.key);
-        let os = |what: &str| Error::os(&id_str, format!("{what} {}", dir.display()));
+        let os = |what: &str| Error::os(&id_str, format!("{what} the snapshot's directory"));
         let root = self.snapshots_root();
         if !root.exists() {
-            std::fs::create_dir(&root).map_err(os("create the snapshots directory for"))?;
+            std::fs::create_dir(&root)
+                .map_err(Error::os(&id_str, "create the base's snapshots directory"))?;
         }
         std::fs::create_dir(&dir).map_err(os("create"))?;
         let made = (|| {
@@ -203,8 +210,10 @@ impl HostpathBackend {
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
             let method = self.snap_method()?;
             tracing::info!(snapshot = %id_str, source = %source_str, ?method, "snapshot: writing content");
-            let stored_as = take(method, &src, &dir.join(DATA), true)
-                .map_err(Error::os(&id_str, format!("snapshot {}", src.display())))?;
+            let stored_as = take(method, &src, &dir.join(DATA), true).map_err(Error::os(
+                &id_str,
+                format!("copy the content of {source_str}"),
+            ))?;
             // The record must not point at content a power cut can take back. A btrfs snapshot
             // is committed (with the markers made before it) when its ioctl returns; a copy or
             // reflink tree is dirty in memory until synced.
@@ -257,6 +266,7 @@ impl HostpathBackend {
                 ),
             ));
         }
+        self.require_base(&id_str)?;
         let dir = self.snapshot_dir(&id.key);
         let Some(rec) = self.snaps.by_id(&id_str) else {
             // No record: remove a directory only if it carries this id (state lost).

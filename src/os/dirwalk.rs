@@ -1,0 +1,334 @@
+//! Iterative walks of directory trees of any depth, with a bounded number of open descriptors
+//! and a bounded buffer per listing.
+//!
+//! A [`Cursor`] is a stack of levels from a root directory down to the directory being read.
+//! Each level keeps its name, its identity (device, inode) and its read position; only the root
+//! and the deepest [`MAX_OPEN`] levels hold a descriptor. Returning to a level whose descriptor
+//! was closed reopens it through `..` of the level below, or failing that by name from the
+//! nearest open ancestor, and accepts it only if it is still the same directory: a tree
+//! renamed by someone else while it is walked is never confused with another directory. The
+//! listing is read through readdir(3) (a 32 KiB buffer) and resumed with telldir/seekdir.
+//!
+//! Memory is one small record per level (name, identity, position), never the whole path or
+//! the whole listing; the thread stack does not grow with the depth.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+/// How many levels below the root keep their descriptor open.
+pub const MAX_OPEN: usize = 16;
+/// How much of a path within the tree messages show (its end).
+const MESSAGE_PATH_BYTES: usize = 256;
+
+pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+pub(crate) fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
+pub(crate) fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: as in fstat; the name is NUL-terminated.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+/// `openat` that never follows a symlink in the last component.
+pub(crate) fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: a valid NUL-terminated name; the returned fd is owned by us alone.
+    let fd = check(unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: fd was just returned by openat.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the directory `name` in `dir` for reading, never through a symlink.
+pub(crate) fn open_dir_at(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)
+}
+
+/// A directory's identity.
+pub(crate) type Id = (libc::dev_t, libc::ino_t);
+
+pub(crate) fn id_of(st: &libc::stat) -> Id {
+    (st.st_dev, st.st_ino)
+}
+
+/// A readdir(3) stream that owns its descriptor.
+struct Stream(NonNull<libc::DIR>);
+
+// SAFETY: the DIR is owned by one Stream and only used through &mut self.
+unsafe impl Send for Stream {}
+
+impl Stream {
+    fn new(fd: OwnedFd) -> io::Result<Self> {
+        let raw = fd.into_raw_fd();
+        // SAFETY: fdopendir takes over a valid descriptor; on failure we still own it.
+        match NonNull::new(unsafe { libc::fdopendir(raw) }) {
+            Some(d) => Ok(Stream(d)),
+            None => {
+                let e = io::Error::last_os_error();
+                // SAFETY: raw is ours and open.
+                unsafe { libc::close(raw) };
+                Err(e)
+            }
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        // SAFETY: a live DIR.
+        unsafe { libc::dirfd(self.0.as_ptr()) }
+    }
+
+    /// The next name, `.` and `..` skipped; None at the end.
+    fn next(&mut self) -> io::Result<Option<CString>> {
+        loop {
+            // SAFETY: errno is thread-local; readdir needs it cleared to report errors.
+            unsafe { *libc::__errno_location() = 0 };
+            let ent = unsafe { libc::readdir(self.0.as_ptr()) };
+            if ent.is_null() {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    // ENOENT: the directory was removed while it was read; nothing is left.
+                    Some(0 | libc::ENOENT) | None => Ok(None),
+                    _ => Err(e),
+                };
+            }
+            // SAFETY: the entry stays valid until the next readdir on this stream.
+            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                return Ok(Some(name.to_owned()));
+            }
+        }
+    }
+
+    fn tell(&self) -> libc::c_long {
+        // SAFETY: a live DIR.
+        unsafe { libc::telldir(self.0.as_ptr()) }
+    }
+
+    fn seek(&mut self, pos: libc::c_long) {
+        // SAFETY: a live DIR; pos came from telldir on the same directory.
+        unsafe { libc::seekdir(self.0.as_ptr(), pos) }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: closes the DIR and its descriptor, once.
+        unsafe { libc::closedir(self.0.as_ptr()) };
+    }
+}
+
+struct Level {
+    name: CString,
+    id: Id,
+    /// telldir after the last name handed out; None before the first.
+    pos: Option<libc::c_long>,
+    open: Option<Stream>,
+    /// The directory could not be found again (moved or removed by someone else).
+    gone: bool,
+}
+
+/// A position in a directory tree: the root down to the directory being read.
+pub struct Cursor {
+    levels: Vec<Level>,
+}
+
+impl Cursor {
+    /// Starts at the directory `root` (opened for reading).
+    pub fn new(root: OwnedFd) -> io::Result<Self> {
+        let id = id_of(&fstat(root.as_raw_fd())?);
+        Ok(Cursor {
+            levels: vec![Level {
+                name: CString::default(),
+                id,
+                pos: None,
+                open: Some(Stream::new(root)?),
+                gone: false,
+            }],
+        })
+    }
+
+    /// Levels below the root.
+    pub fn depth(&self) -> usize {
+        self.levels.len() - 1
+    }
+
+    fn top(&self) -> &Level {
+        self.levels.last().expect("the root level is never popped")
+    }
+
+    /// The descriptor of the current directory; None when it could not be found again.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.top().open.as_ref().map(Stream::fd)
+    }
+
+    /// The root's descriptor (always open).
+    pub fn root_fd(&self) -> RawFd {
+        self.levels[0]
+            .open
+            .as_ref()
+            .expect("the root stays open")
+            .fd()
+    }
+
+    /// The current directory's name in its parent (empty at the root).
+    pub fn name(&self) -> &CStr {
+        &self.top().name
+    }
+
+    /// The names from below the root down to the current directory.
+    pub fn names(&self) -> impl Iterator<Item = &CStr> {
+        self.levels[1..].iter().map(|l| l.name.as_c_str())
+    }
+
+    /// The next name in the current directory; None at its end (or when it is gone).
+    pub fn next_entry(&mut self) -> io::Result<Option<CString>> {
+        let top = self.levels.last_mut().expect("root");
+        let Some(stream) = top.open.as_mut() else {
+            return Ok(None);
+        };
+        let name = stream.next()?;
+        top.pos = Some(stream.tell());
+        Ok(name)
+    }
+
+    /// Enters the directory `name` of the current one, given opened for reading by the caller
+    /// (who checked what it is). Closes the shallowest open level beyond the budget.
+    pub fn push(&mut self, name: &CStr, dir: OwnedFd) -> io::Result<()> {
+        let id = id_of(&fstat(dir.as_raw_fd())?);
+        self.levels.push(Level {
+            name: name.to_owned(),
+            id,
+            pos: None,
+            open: Some(Stream::new(dir)?),
+            gone: false,
+        });
+        let n = self.levels.len();
+        if n > MAX_OPEN + 1 {
+            self.levels[n - MAX_OPEN - 1].open = None;
+        }
+        Ok(())
+    }
+
+    /// Leaves the current directory for its parent, reopened if its descriptor was closed and
+    /// resumed where its listing stopped. Returns false when the parent is no longer there as
+    /// the same directory (it then lists nothing more, and `fd` is None).
+    pub fn pop(&mut self) -> io::Result<bool> {
+        let child = self.levels.pop().expect("never pops the root");
+        assert!(!self.levels.is_empty(), "popped the root");
+        let idx = self.levels.len() - 1;
+        if self.levels[idx].open.is_some() || self.levels[idx].gone {
+            return Ok(!self.levels[idx].gone);
+        }
+        // Through `..` of the level just left, which is cheap; by name from an open ancestor
+        // if that is no longer the parent.
+        if let Some(stream) = &child.open {
+            let dotdot = CString::new("..").expect("no NUL");
+            if let Ok(fd) = open_dir_at(stream.fd(), &dotdot) {
+                if id_of(&fstat(fd.as_raw_fd())?) == self.levels[idx].id {
+                    self.resume(idx, fd)?;
+                    return Ok(true);
+                }
+            }
+        }
+        self.reopen_by_name(idx)
+    }
+
+    fn resume(&mut self, idx: usize, fd: OwnedFd) -> io::Result<()> {
+        let level = &mut self.levels[idx];
+        let mut stream = Stream::new(fd)?;
+        if let Some(pos) = level.pos {
+            stream.seek(pos);
+        }
+        level.open = Some(stream);
+        Ok(())
+    }
+
+    /// Opens level `idx` by walking the names from its nearest open ancestor, each checked.
+    fn reopen_by_name(&mut self, idx: usize) -> io::Result<bool> {
+        let from = (0..idx)
+            .rev()
+            .find(|&i| self.levels[i].open.is_some())
+            .expect("the root is open");
+        let start = self.levels[from].open.as_ref().expect("open").fd();
+        let mut cur: Option<OwnedFd> = None;
+        for i in from + 1..=idx {
+            let at = cur.as_ref().map_or(start, |f| f.as_raw_fd());
+            let found = match open_dir_at(at, &self.levels[i].name) {
+                Ok(fd) => (id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id).then_some(fd),
+                Err(e) if is_gone(&e) => None,
+                Err(e) => return Err(e),
+            };
+            match found {
+                Some(fd) => cur = Some(fd),
+                None => {
+                    for level in &mut self.levels[i..=idx] {
+                        level.gone = true;
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+        self.resume(idx, cur.expect("idx > from"))?;
+        Ok(true)
+    }
+
+    /// The path of `name` in the current directory, relative to the root, for messages: its
+    /// last few hundred bytes at most.
+    pub fn describe(&self, name: Option<&CStr>) -> String {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut len = 0;
+        let names = self.levels[1..]
+            .iter()
+            .map(|l| l.name.as_c_str())
+            .chain(name);
+        let all: Vec<&CStr> = names.collect();
+        for n in all.iter().rev() {
+            if len > MESSAGE_PATH_BYTES {
+                parts.push("…".as_bytes());
+                break;
+            }
+            len += n.to_bytes().len() + 1;
+            parts.push(n.to_bytes());
+        }
+        parts.reverse();
+        let joined = parts.join(&b'/');
+        if joined.is_empty() {
+            ".".to_string()
+        } else {
+            String::from_utf8_lossy(&joined).into_owned()
+        }
+    }
+}
+
+/// Errors that mean an entry is no longer there as it was listed: removed, renamed, or
+/// replaced by something of another type. The walks treat them as a change by someone else.
+pub(crate) fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+    )
+}
+
+#[cfg(test)]
+#[path = "dirwalk_tests.rs"]
+mod tests;

@@ -1,0 +1,85 @@
+//! Removal of a directory tree of any depth, walked iteratively (see `dirwalk`): no recursion on
+//! the thread stack, a bounded number of open descriptors, no listing held whole.
+
+use super::dirwalk::{self, Cursor};
+use super::mountfd::is_mount_root;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid descriptor and NUL-terminated name.
+    match dirwalk::check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// Removes `path` and everything below it; a symlink is removed, never followed. Nothing there
+/// is done. Refuses (EXDEV) to descend into a mount found on the way, so a forgotten bind mount
+/// never takes other data with it; nested btrfs subvolumes (no mount) go with the tree.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains NUL"))?;
+    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &c) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+            return unlink_at(libc::AT_FDCWD, &c, 0)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut cur = Cursor::new(root)?;
+    let fail = |cur: &Cursor, name: Option<&CStr>, e: io::Error| {
+        io::Error::new(e.kind(), format!("removing {}: {e}", cur.describe(name)))
+    };
+    loop {
+        let Some(name) = cur.next_entry().map_err(|e| fail(&cur, None, e))? else {
+            if cur.depth() == 0 {
+                break;
+            }
+            let name = cur.name().to_owned();
+            if !cur.pop().map_err(|e| fail(&cur, None, e))? {
+                return Err(fail(
+                    &cur,
+                    Some(&name),
+                    io::Error::other("the tree was moved while it was removed"),
+                ));
+            }
+            let dir = cur.fd().expect("a level found again is open");
+            unlink_at(dir, &name, libc::AT_REMOVEDIR).map_err(|e| fail(&cur, Some(&name), e))?;
+            continue;
+        };
+        let dir = cur.fd().expect("a level being read is open");
+        // One call for anything but a directory, which answers EISDIR.
+        match unlink_at(dir, &name, 0) {
+            Ok(()) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
+            Err(e) => return Err(fail(&cur, Some(&name), e)),
+        }
+        let child = match dirwalk::open_dir_at(dir, &name) {
+            Ok(fd) => fd,
+            Err(e) if dirwalk::is_gone(&e) => continue,
+            Err(e) => return Err(fail(&cur, Some(&name), e)),
+        };
+        if is_mount_root(child.as_fd()).unwrap_or(false) {
+            return Err(fail(
+                &cur,
+                Some(&name),
+                io::Error::new(
+                    io::ErrorKind::CrossesDevices,
+                    "a mount point: refusing to remove what is mounted there",
+                ),
+            ));
+        }
+        cur.push(&name, child)
+            .map_err(|e| fail(&cur, Some(&name), e))?;
+    }
+    drop(cur);
+    match std::fs::remove_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
