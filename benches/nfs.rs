@@ -1,7 +1,7 @@
 //! Bare NFS calls for one create+delete pair, against a real nfs-ganesha (VFS) on 127.0.0.1:
 //! mkdir the volume directory, write its record atomically, then rmdir the directory (via
 //! remove_tree) and remove the record. This is the floor the NFS backend's CreateVolume +
-//! DeleteVolume pairs are measured against (issue 8).
+//! DeleteVolume pairs are measured against.
 //!
 //! Then the driver (`nfs/driver.rs`): CreateVolume + DeleteVolume pairs/s through real gRPC at
 //! concurrency 1 and 16, against the same NFS calls those pairs make issued directly with the

@@ -1,4 +1,4 @@
-//! The cost of NFS snapshots (issue 9), against a real nfs-ganesha (VFS) on 127.0.0.1, for a
+//! The cost of NFS snapshots, against a real nfs-ganesha (VFS) on 127.0.0.1, for a
 //! volume holding one 64 MiB file and one holding 2,000 small files (4 KiB, in 20 directories):
 //!
 //! - `copy`: the tree copy snapshots and restores use (`NfsClient::copy_dir_contents`: 1 MiB

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes control plane the e2e suite runs as plain processes (issue 12):
+# Builds the Kubernetes control plane the e2e suite runs as plain processes:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, csi-provisioner,
 # csi-resizer, snapshot-controller and csi-snapshotter (with the snapshot CRDs), into a cache
 # directory, skipping each binary already built at the pinned version.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ferrovol's end-to-end suite against a real Kubernetes control plane (issue 12), run as plain
+# ferrovol's end-to-end suite against a real Kubernetes control plane, run as plain
 # processes on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and on
 # each of two fake nodes ferrovol (hostpath and device backends, loop devices as disks) with a
 # node-deployed csi-provisioner; NFS on nfs-ganesha with the central controller, csi-resizer, the

@@ -25,7 +25,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# --- NFS (issue 8): a real nfs-ganesha server with rpcbind for tests/nfs_client.rs and
+# --- NFS: a real nfs-ganesha server with rpcbind for tests/nfs_client.rs and
 # benches/nfs.rs. Placed before the tests run, so they find it installed. ---
 need_nfs=()
 command -v ganesha.nfsd >/dev/null || need_nfs+=(nfs-ganesha)
@@ -46,7 +46,7 @@ if ! { command -v csi-sanity >/dev/null &&
     go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
 fi
 
-# ---- device discovery (issue 7): libudev/libblkid to link (needed by every build below),
+# ---- device discovery: libudev/libblkid to link (needed by every build below),
 # tools that write test signatures ----
 need_dev=()
 [ -e /usr/include/libudev.h ] || need_dev+=(libudev-dev)
@@ -91,12 +91,12 @@ cargo build --release --bin ferrovol
 CSI_SANITY=$(command -v csi-sanity) tests/sanity/run.sh
 echo "== benchmark smoke run (figures: cargo bench --bench ops)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench ops
-# --- NFS (issue 8): NFS client and driver benchmark smoke run (figures: cargo bench --bench nfs) ---
+# --- NFS: NFS client and driver benchmark smoke run (figures: cargo bench --bench nfs) ---
 echo "== NFS client and driver benchmark smoke run"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs
 # --- end NFS ---
 
-# --- chart checks (issue 11; owner: chart branch) ---------------------------------------------
+# --- chart checks ---------------------------------------------
 # helm lint/template per values combination, kubeconform -strict on generated schemas, deploy/
 # equal to a fresh render. Installs helm v4 and kubeconform with `go install` when missing (the
 # first helm build takes minutes). Then the cargo tests that need helm run again with it present.
@@ -105,17 +105,17 @@ scripts/chart-check.sh
 cargo test --test chart --test chart_classes
 # --- end chart checks ---------------------------------------------------------------------------
 
-# ---- device discovery (issue 7): bench smoke run (its tests ran with the integration tests) ----
+# ---- device discovery: bench smoke run (its tests ran with the integration tests) ----
 echo "== discovery benchmark smoke run (figures: cargo bench --bench devices)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench devices
 # ---- end device discovery ----
 
-# ---- hostpath snapshots (issue 9): bench smoke run (figures: cargo bench --bench snapshots) ----
+# ---- hostpath snapshots: bench smoke run (figures: cargo bench --bench snapshots) ----
 echo "== snapshot benchmark smoke run (figures: cargo bench --bench snapshots)"
 FERROVOL_BENCH_QUICK=1 cargo bench --bench snapshots
 # ---- end hostpath snapshots ----
 
-# --- e2e (issue 12): a real control plane (etcd, kube-apiserver, controller-manager, scheduler)
+# --- e2e: a real control plane (etcd, kube-apiserver, controller-manager, scheduler)
 # with two fake nodes running ferrovol and csi-provisioner; scripts/e2e.sh builds them first
 # (cached in ~/.cache/ferrovol-e2e and the Go caches). FERROVOL_E2E=0 skips it. ---
 if [ "${FERROVOL_E2E:-1}" != 0 ]; then

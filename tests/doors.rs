@@ -1,4 +1,4 @@
-//! Issue 10, the doors of the endpoint, through the real binary and real gRPC: who may connect
+//! The doors of the endpoint, through the real binary and real gRPC: who may connect
 //! (TCP on other interfaces, socket and state directory modes) and how big a request may be.
 
 use ferrovol::proto::{controller_client::ControllerClient, identity_client::IdentityClient};

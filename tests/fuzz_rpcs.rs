@@ -1,4 +1,4 @@
-//! Issue 10: a seeded fuzz run of every CSI RPC against the real driver (hostpath backend,
+//! A seeded fuzz run of every CSI RPC against the real driver (hostpath backend,
 //! real gRPC over the Unix socket), with plausible and hostile values in every field.
 //!
 //! After every call: the driver still answers Probe, the code is neither Unknown nor Internal

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// Which syscall sequence one create+delete pair runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// The durable minimum of issue 6: mkdir (a subvolume on btrfs), the ownership xattr, the
+    /// The durable minimum: mkdir (a subvolume on btrfs), the ownership xattr, the
     /// capacity limit where the filesystem enforces one (the driver sets it too), and ONE
     /// fsync, of the new directory (on XFS and ext4 that forces the log holding the mkdir and
     /// the xattr); then limit off, rmdir and ONE fsync of the parent. No sharing between

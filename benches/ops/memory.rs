@@ -8,7 +8,7 @@ use crate::{mib, phase, PRECREATE_CONCURRENCY, RESTARTS};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
-/// Memory under churn (issue 6): ten full ListVolumes of the N volumes, then `churn_pairs`
+/// Memory under churn: ten full ListVolumes of the N volumes, then `churn_pairs`
 /// create+delete pairs at concurrency 16.
 pub struct Churn {
     pub after: driver::Memory,
@@ -178,7 +178,7 @@ pub fn rows(r: &mut Report, cfg: &Config, n: usize, f: &mut Figures) {
     );
 }
 
-/// The two memory goals of issue 6.
+/// The two memory goals.
 pub fn goals(r: &mut Report, cfg: &Config, n: usize, f: &Figures) {
     let idle_mib = mib(f.idle.rss_kib);
     r.goal(

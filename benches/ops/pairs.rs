@@ -1,5 +1,5 @@
 //! Create+delete pairs: the driver against the release before the journal, the durable
-//! minimum and the in-process replay, in interleaved rounds; their rows and issue 6's goals.
+//! minimum and the in-process replay, in interleaved rounds; their rows and their speed goals.
 
 use crate::baseline::Kind;
 use crate::config::Config;
@@ -159,7 +159,7 @@ const VS_MAIN_GOAL: f64 = 3.0;
 const VS_DURABLE_GOAL: f64 = 0.8;
 
 /// The pair rows: against main, commits per pair, against the durable minimum and the
-/// in-process replay, and scaling from 0 to N volumes; with the goals of issue 6.
+/// in-process replay, and scaling from 0 to N volumes; with the bench's goals.
 pub fn rows(r: &mut Report, cfg: &Config, pairs: &[(usize, PairSet)], n: usize) {
     let rev = &cfg.baseline_rev;
     if pairs.iter().any(|(_, p)| p.old.is_some()) {

@@ -1,4 +1,4 @@
-# Sourced by scripts/e2e.sh: the device backend through the control plane (issue 12).
+# Sourced by scripts/e2e.sh: the device backend through the control plane.
 #
 # Each fake node serves hostpath and device volumes. Its disks are loop devices over files in
 # $E2E_DIR/devices, at loop numbers from a block of ten reserved for it (node A /dev/loopP0-P9,

@@ -1,4 +1,4 @@
-# Sourced by scripts/e2e.sh: node loss (issue 12). MUST RUN LAST: it stops one fake node's
+# Sourced by scripts/e2e.sh: node loss. MUST RUN LAST: it stops one fake node's
 # processes and deletes its Node object, and the other scenarios need both nodes.
 #
 # `ferrovol node-loss` runs with the identity of the chart's node-loss ServiceAccount (a

@@ -127,7 +127,7 @@ GANESHA
     exit 1
 }
 
-# ---- device backend (issue 7): a process serving only `--backends device` over a pool of
+# ---- device backend: a process serving only `--backends device` over a pool of
 # blank loop devices named one by one with --device-include; mount (ext4) and block access.
 # Half the pool is 64 MiB, half 128 MiB: a volume is a whole device (the smallest that fits), so
 # a repeated create asking for twice the size must find the 64 MiB volume too small
