@@ -5,8 +5,8 @@
 //! What a copy keeps: the tree's shape; file content; mode (setuid/setgid/sticky included),
 //! owner and group of every file, directory and symlink; modification times of files and
 //! directories; hard links between files inside the tree (a file seen again under another name,
-//! by its fileid, becomes a LINK to the first copy); symlinks as links (READLINK + SYMLINK of the
-//! text, never followed, wherever they point). What it cannot keep: extended attributes and ACLs
+//! by its fileid, becomes a LINK to the first copy, for up to `MAX_LINKED` such files); symlinks
+//! as links (READLINK + SYMLINK of the text, never followed, wherever they point). What it cannot keep: extended attributes and ACLs
 //! (NFSv3 carries neither), holes (READ returns zeros; chunks that are all zeros are not written
 //! and the length is set last, so they become holes again where the server's filesystem makes
 //! sparse files), access and change times, and device nodes, FIFOs and sockets (skipped and
@@ -30,6 +30,10 @@ const UNSTABLE: u32 = 0;
 /// Files of one directory copied at once: small files cost round trips, not bandwidth, and the
 /// server serves concurrent requests on the client's pooled connections.
 const PARALLEL_FILES: usize = 8;
+/// Files with several links whose copies a copy remembers, to LINK their other names to them
+/// (about 100 bytes each). Past this, further names of a file not yet remembered become copies
+/// of their own: memory stays bounded whatever the tree holds.
+const MAX_LINKED: usize = 100_000;
 
 /// What a tree copy did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -343,7 +347,7 @@ impl Copier<'_> {
             },
             to,
         )?;
-        if ent.attr.nlink > 1 {
+        if ent.attr.nlink > 1 && self.links.len() < MAX_LINKED {
             self.links.insert(ent.attr.fileid, fh);
         }
         self.stats.files += 1;
