@@ -309,9 +309,11 @@ impl NfsBackend {
                     // A Ready record from before handles were kept: no delete has removed its
                     // directory, so the one there is the volume's (layout.rs). Its handle goes
                     // into the intent, before anything is touched.
+                    // No directory there now: the empty handle, which no directory has, so
+                    // one made later is never taken for the volume's.
                     intent.dir_handle = match c.handle_of(&rec.sub_dir) {
                         Ok(Some((h, a))) if a.is_dir() => Some(h),
-                        Ok(_) => None,
+                        Ok(_) => Some(String::new()),
                         Err(e) => return Err(self.err(&vid, e)),
                     };
                 }

@@ -31,7 +31,8 @@
 //! at `sub_dir` is the one the driver made:
 //! - `Ready`: no delete of this driver has removed the directory since it was made (a delete
 //!   writes `Deleting` first), so the directory there is the volume's. DeleteVolume records its
-//!   handle in the `Deleting` intent before touching it, and the steps after check that handle.
+//!   handle in the `Deleting` intent before touching it, and the steps after check that handle
+//!   (with no directory there, the empty handle, which no directory has).
 //!   The one case this cannot see is a directory removed by hand and made again by another
 //!   volume while this record stayed `Ready`.
 //! - `Deleting`: the directory may already have been removed by the delete that wrote it, and
