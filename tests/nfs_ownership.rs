@@ -267,3 +267,62 @@ async fn read_only_rpcs_never_roll_back_a_create_in_flight() {
     assert!(!dir.exists());
     assert!(records(&g).is_empty());
 }
+
+/// Rewrites a volume's record through NFS (as a driver of an earlier version wrote it): no
+/// `dir_handle`, and `state` when given.
+fn make_legacy(g: &Ganesha, key: &str, state: Option<&str>) {
+    let c = ferrovol::nfs::NfsClient::new("127.0.0.1", &g.share(), Default::default()).unwrap();
+    let path = format!(".ferrovol/volumes/{key}.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&c.read_file(&path).unwrap().unwrap()).unwrap();
+    let obj = rec.as_object_mut().unwrap();
+    assert!(obj.remove("dir_handle").is_some(), "{obj:?}");
+    if let Some(s) = state {
+        obj.insert("state".into(), s.into());
+    }
+    c.write_file_atomic(&path, &serde_json::to_vec(&rec).unwrap())
+        .unwrap();
+}
+
+/// Records written before the handle was kept: a Ready one is deleted (its handle taken into the
+/// Deleting intent, so a retry after a failed record removal spares a directory made since); a
+/// Deleting one whose directory exists cannot prove it is its own and answers
+/// FailedPrecondition until an operator removes the directory.
+#[tokio::test]
+async fn records_without_a_handle_are_handled_by_their_state() {
+    if !usable("nfs_ownership") {
+        return;
+    }
+    let g = Ganesha::start();
+    let mut d = nfs_driver(&g, &[]).await;
+    let p = class(&g, &[PATTERN]);
+    let a = create(&d, "pvc-a", &pvc(&p, "team", "data", "pvc-a")).await;
+    let dir = g.export.join(sub_dir(&a));
+    fs::write(dir.join("a"), "a's").unwrap();
+    make_legacy(&g, "pvc-a", None);
+
+    d.set_env("FERROVOL_FAIL_AT", "nfs-record:remove");
+    d.restart().await;
+    let st = d.controller().delete_volume(delete_req(&a.volume_id)).await;
+    expect_code(st, Code::Unavailable, "the record removal fails");
+    assert!(!dir.exists(), "a Ready record's directory is the volume's");
+    d.remove_env("FERROVOL_FAIL_AT");
+    d.restart().await;
+    let b = create(&d, "pvc-b", &pvc(&p, "team", "data", "pvc-b")).await;
+    fs::write(dir.join("b"), "b's").unwrap();
+    d.delete(&a.volume_id).await;
+    assert_eq!(fs::read_to_string(dir.join("b")).unwrap(), "b's");
+
+    make_legacy(&g, "pvc-b", Some("deleting"));
+    let st = d.delete_refused(&b.volume_id).await;
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    assert!(
+        st.message().contains(&b.volume_id) && st.message().contains("team/data"),
+        "{st:?}"
+    );
+    assert_eq!(fs::read_to_string(dir.join("b")).unwrap(), "b's");
+    let c = ferrovol::nfs::NfsClient::new("127.0.0.1", &g.share(), Default::default()).unwrap();
+    assert!(c.remove_tree("team/data").unwrap(), "the operator's choice");
+    d.delete(&b.volume_id).await;
+    assert!(records(&g).is_empty());
+}
