@@ -150,7 +150,9 @@ async fn fault_campaign_loses_and_touches_nothing() {
         return;
     }
     let runs = env_or("FERROVOL_NFS_FAULT_RUNS", 20);
-    let mut rng = Rng(env_or("FERROVOL_NFS_FAULT_SEED", 1).max(1) * 0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(env_or("FERROVOL_NFS_FAULT_SEED", 1)
+        .max(1)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let g = Ganesha::start();
     let mut d = nfs_driver(&g, &["--nfs-timeout", "1s"]).await;
     let foreign = g.export.join("team/foreign");
