@@ -116,24 +116,19 @@ impl NfsBackend {
         let found = c
             .handle_of(&rec.sub_dir)
             .map_err(|e| self.err(&rec.id, e))?;
+        let abnormal = |why: &str| VolumeCondition {
+            abnormal: true,
+            message: format!(
+                "directory {} on {}:{} {why}",
+                rec.sub_dir, rec.server, rec.share
+            ),
+        };
         Ok(match found {
             Some((h, _)) if rec.dir_handle.as_ref().is_some_and(|mine| *mine != h) => {
-                VolumeCondition {
-                    abnormal: true,
-                    message: format!(
-                        "directory {} on {}:{} is not the one made for this volume (another file handle)",
-                        rec.sub_dir, rec.server, rec.share
-                    ),
-                }
+                abnormal("is not the one made for this volume (another file handle)")
             }
             Some((_, a)) if a.is_dir() => VolumeCondition::healthy(),
-            _ => VolumeCondition {
-                    abnormal: true,
-                    message: format!(
-                        "directory {} is gone from {}:{}",
-                        rec.sub_dir, rec.server, rec.share
-                    ),
-                },
+            _ => abnormal("is gone"),
         })
     }
 
@@ -308,9 +303,8 @@ impl NfsBackend {
                 if intent.dir_handle.is_none() && intent.on_delete != OnDelete::Retain {
                     // A Ready record from before handles were kept: no delete has removed its
                     // directory, so the one there is the volume's (layout.rs). Its handle goes
-                    // into the intent, before anything is touched.
-                    // No directory there now: the empty handle, which no directory has, so
-                    // one made later is never taken for the volume's.
+                    // into the intent, before anything is touched; with no directory there,
+                    // the empty handle, so one made later is never taken for the volume's.
                     intent.dir_handle = match c.handle_of(&rec.sub_dir) {
                         Ok(Some((h, a))) if a.is_dir() => Some(h),
                         Ok(_) => Some(String::new()),
