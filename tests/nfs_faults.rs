@@ -133,13 +133,13 @@ async fn attempt(d: &Driver, op: Op, req: &Request) -> Result<Option<csi::Volume
                 Err(tonic::Status::unavailable("not ready yet"))
             }
         }
-        (_, Request::Create(r)) => Ok(ctl.create_volume(r.clone()).await?.into_inner().volume),
+        (_, Request::Create(r)) => Ok(ctl.create_volume(*r.clone()).await?.into_inner().volume),
         _ => unreachable!("request matches its operation"),
     }
 }
 
 enum Request {
-    Create(csi::CreateVolumeRequest),
+    Create(Box<csi::CreateVolumeRequest>),
     Delete(String),
     Snapshot(String, String),
 }
@@ -182,22 +182,22 @@ async fn fault_campaign_loses_and_touches_nothing() {
         let pick =
             |rng: &mut Rng, keys: Vec<String>| keys[rng.next(keys.len() as u64) as usize].clone();
         let req = match op {
-            Op::Create => Request::Create(req(&name, &pvc(&p, "team", leaf, &name))),
+            Op::Create => Request::Create(Box::new(req(&name, &pvc(&p, "team", leaf, &name)))),
             Op::Delete => Request::Delete(pick(&mut rng, vols.keys().cloned().collect())),
             Op::Snapshot => Request::Snapshot(
                 format!("s{run}"),
                 pick(&mut rng, vols.keys().cloned().collect()),
             ),
-            Op::Restore => Request::Create(from(
+            Op::Restore => Request::Create(Box::new(from(
                 &name,
                 &pvc(&p, "team", leaf, &name),
                 of_snapshot(&pick(&mut rng, snaps.clone())),
-            )),
-            Op::Clone => Request::Create(from(
+            ))),
+            Op::Clone => Request::Create(Box::new(from(
                 &name,
                 &pvc(&p, "team", leaf, &name),
                 of_volume(&pick(&mut rng, vols.keys().cloned().collect())),
-            )),
+            ))),
         };
         let fault = match rng.next(3) {
             0 => {
