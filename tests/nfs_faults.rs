@@ -23,7 +23,7 @@ use ferrovol::proto as csi;
 use ganesha::Ganesha;
 use nfs::*;
 use nfs_snap::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -161,126 +161,71 @@ async fn fault_campaign_loses_and_touches_nothing() {
     let mut vols: BTreeMap<String, Vol> = BTreeMap::new();
     let mut snaps: Vec<String> = Vec::new();
     let mut n = Counts::default();
+    let mut deleting: HashSet<String> = HashSet::new();
 
-    for run in 0..runs {
-        let op = match rng.next(6) {
-            0 | 1 => Op::Create,
-            2 if !vols.is_empty() => Op::Delete,
-            3 if !vols.is_empty() => Op::Snapshot,
-            4 if !snaps.is_empty() => Op::Restore,
-            5 if !vols.is_empty() => Op::Clone,
-            _ => Op::Create,
-        };
-        let on_delete = if rng.next(2) == 0 {
-            "delete"
-        } else {
-            "archive"
-        };
-        let p = class(&g, &[PATTERN, ("onDelete", on_delete)]);
-        let leaf = POOL[rng.next(POOL.len() as u64) as usize];
-        let name = format!("v{run}");
-        let pick =
-            |rng: &mut Rng, keys: Vec<String>| keys[rng.next(keys.len() as u64) as usize].clone();
-        let req = match op {
-            Op::Create => Request::Create(Box::new(req(&name, &pvc(&p, "team", leaf, &name)))),
-            Op::Delete => Request::Delete(pick(&mut rng, vols.keys().cloned().collect())),
-            Op::Snapshot => Request::Snapshot(
-                format!("s{run}"),
-                pick(&mut rng, vols.keys().cloned().collect()),
-            ),
-            Op::Restore => Request::Create(Box::new(from(
-                &name,
-                &pvc(&p, "team", leaf, &name),
-                of_snapshot(&pick(&mut rng, snaps.clone())),
-            ))),
-            Op::Clone => Request::Create(Box::new(from(
-                &name,
-                &pvc(&p, "team", leaf, &name),
-                of_volume(&pick(&mut rng, vols.keys().cloned().collect())),
-            ))),
-        };
-        let fault = match rng.next(3) {
-            0 => {
-                let points = op.crash_points();
-                Fault::CrashAt(points[rng.next(points.len() as u64) as usize])
-            }
-            1 => Fault::KillAfter(Duration::from_millis(rng.next(40))),
-            _ => Fault::Stall(Duration::from_millis(rng.next(2500))),
-        };
-        eprintln!("run {run}: {op:?} under {fault:?}");
-        if let Fault::CrashAt(point) = fault {
-            let var = if point == "nfs-record:remove" {
-                "FERROVOL_FAIL_AT"
+    // Operations whose first attempt failed: the CO comes back to them later, after others ran.
+    let mut pending: Vec<(Op, Request, u64)> = Vec::new();
+    for run in 0..runs + 1 {
+        let drain = run == runs;
+        let retry = !pending.is_empty() && (drain || rng.next(2) == 0);
+        let settled: Vec<(Op, Request, Option<Option<csi::Volume>>)> = if retry {
+            let picked: Vec<_> = if drain {
+                std::mem::take(&mut pending)
             } else {
-                "FERROVOL_CRASH_AT"
+                vec![pending.remove(rng.next(pending.len() as u64) as usize)]
             };
-            d.set_env(var, point);
-            d.restart().await;
-            n.crashes += 1;
-        }
-        let first = {
-            let fut = attempt(&d, op, &req);
-            match &fault {
-                Fault::KillAfter(t) => {
-                    let r = tokio::time::timeout(*t, fut).await;
-                    d.kill9();
-                    n.kills += 1;
-                    r.unwrap_or_else(|_| Err(tonic::Status::cancelled("killed")))
-                }
-                Fault::Stall(t) => {
-                    signal_server(&g, libc::SIGSTOP);
-                    let r = tokio::time::timeout(*t, fut).await;
-                    signal_server(&g, libc::SIGCONT);
-                    n.stalls += 1;
-                    r.unwrap_or_else(|_| Err(tonic::Status::cancelled("stalled")))
-                }
-                Fault::CrashAt(_) => fut.await,
+            let mut out = Vec::new();
+            for (op, req, at) in picked {
+                eprintln!("run {run}: the CO retries run {at}'s {op:?}");
+                let made = settle(&d, op, &req, &mut n).await;
+                out.push((op, req, made));
             }
-        };
-        if matches!(fault, Fault::CrashAt(_) | Fault::KillAfter(_)) {
-            d.remove_env("FERROVOL_CRASH_AT");
-            d.remove_env("FERROVOL_FAIL_AT");
-            d.restart().await;
-        }
-        // The CO retries until the operation succeeds (or is refused for good).
-        let mut outcome = first;
-        let mut tries = 0;
-        let made = loop {
-            match outcome {
-                Ok(v) => break Some(v),
-                Err(s)
-                    if matches!(s.code(), Code::FailedPrecondition | Code::AlreadyExists)
-                        && matches!(req, Request::Create(_)) =>
-                {
-                    break None
+            out
+        } else if drain {
+            break;
+        } else {
+            let (op, req) = pick_operation(&mut rng, &g, run, &vols, &snaps);
+            let fault = match rng.next(3) {
+                0 => {
+                    let points = op.crash_points();
+                    Fault::CrashAt(points[rng.next(points.len() as u64) as usize])
                 }
-                Err(s) => {
-                    tries += 1;
-                    if tries > 100 {
-                        eprintln!("run {run}: {op:?} never succeeded: {s:?}\n{}", d.log());
-                        n.stuck += 1;
-                        break None;
+                1 => Fault::KillAfter(Duration::from_millis(rng.next(40))),
+                _ => Fault::Stall(Duration::from_millis(rng.next(2500))),
+            };
+            eprintln!("run {run}: {op:?} under {fault:?}");
+            let first = under(&mut d, &g, op, &req, &fault, &mut n).await;
+            match first {
+                Ok(v) => vec![(op, req, Some(v))],
+                Err(s) if refused(&s, &req) => vec![],
+                Err(_) => {
+                    if let Request::Delete(id) = &req {
+                        deleting.insert(id.clone());
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    pending.push((op, req, run));
+                    vec![]
                 }
             }
-            outcome = attempt(&d, op, &req).await;
         };
-        match (made, &req) {
-            (Some(Some(v)), Request::Create(_)) => {
-                let dir = g.export.join(sub_dir(&v));
-                let content = format!("{} of run {run}", v.volume_id);
-                fs::write(dir.join("data"), &content).unwrap();
-                vols.insert(v.volume_id, Vol { dir, content });
-                n.acknowledged += 1;
+        for (_, req, made) in settled {
+            match (made, &req) {
+                (Some(Some(v)), Request::Create(_)) => {
+                    let dir = g.export.join(sub_dir(&v));
+                    let content = format!("{} of run {run}", v.volume_id);
+                    fs::write(dir.join("data"), &content).unwrap();
+                    vols.insert(v.volume_id, Vol { dir, content });
+                    n.acknowledged += 1;
+                }
+                (Some(_), Request::Delete(id)) => {
+                    vols.remove(id);
+                    deleting.remove(id);
+                }
+                (Some(_), Request::Snapshot(s, _)) => snaps.push(format!("nfs/snap/{s}")),
+                _ => {}
             }
-            (Some(_), Request::Delete(id)) => {
-                vols.remove(id);
-            }
-            (Some(_), Request::Snapshot(s, _)) => snaps.push(format!("nfs/snap/{s}")),
-            _ => {}
         }
-        for (id, v) in &vols {
+        // A volume the CO asked to delete may have lost its data already: not counted.
+        for (id, v) in vols.iter().filter(|(id, _)| !deleting.contains(*id)) {
             if fs::read_to_string(v.dir.join("data")).ok().as_deref() != Some(v.content.as_str()) {
                 eprintln!("run {run}: acknowledged volume {id} lost its data");
                 n.lost += 1;
@@ -345,4 +290,113 @@ fn count_archived(g: &Ganesha) -> usize {
         .iter()
         .filter(|e| e.starts_with("archived-"))
         .count()
+}
+
+/// A new operation on what exists now; subDirs come from `POOL`, so they keep meeting.
+fn pick_operation(
+    rng: &mut Rng,
+    g: &Ganesha,
+    run: u64,
+    vols: &BTreeMap<String, Vol>,
+    snaps: &[String],
+) -> (Op, Request) {
+    let op = match rng.next(6) {
+        2 if !vols.is_empty() => Op::Delete,
+        3 if !vols.is_empty() => Op::Snapshot,
+        4 if !snaps.is_empty() => Op::Restore,
+        5 if !vols.is_empty() => Op::Clone,
+        _ => Op::Create,
+    };
+    let on_delete = if rng.next(2) == 0 {
+        "delete"
+    } else {
+        "archive"
+    };
+    let p = class(g, &[PATTERN, ("onDelete", on_delete)]);
+    let leaf = POOL[rng.next(POOL.len() as u64) as usize];
+    let name = format!("v{run}");
+    let params = pvc(&p, "team", leaf, &name);
+    let mut pick = |keys: Vec<String>| keys[rng.next(keys.len() as u64) as usize].clone();
+    let req = match op {
+        Op::Create => Request::Create(Box::new(req(&name, &params))),
+        Op::Delete => Request::Delete(pick(vols.keys().cloned().collect())),
+        Op::Snapshot => Request::Snapshot(format!("s{run}"), pick(vols.keys().cloned().collect())),
+        Op::Restore => Request::Create(Box::new(from(
+            &name,
+            &params,
+            of_snapshot(&pick(snaps.to_vec())),
+        ))),
+        Op::Clone => Request::Create(Box::new(from(
+            &name,
+            &params,
+            of_volume(&pick(vols.keys().cloned().collect())),
+        ))),
+    };
+    (op, req)
+}
+
+/// A create the driver refuses for good (the subDir is another's, the name is taken).
+fn refused(s: &tonic::Status, req: &Request) -> bool {
+    matches!(s.code(), Code::FailedPrecondition | Code::AlreadyExists)
+        && matches!(req, Request::Create(_))
+}
+
+/// The first attempt of `op` under `fault`; the driver runs again, without faults, after it.
+async fn under(
+    d: &mut Driver,
+    g: &Ganesha,
+    op: Op,
+    req: &Request,
+    fault: &Fault,
+    n: &mut Counts,
+) -> Result<Option<csi::Volume>, tonic::Status> {
+    if let Fault::CrashAt(point) = fault {
+        let var = if *point == "nfs-record:remove" {
+            "FERROVOL_FAIL_AT"
+        } else {
+            "FERROVOL_CRASH_AT"
+        };
+        d.set_env(var, point);
+        d.restart().await;
+        n.crashes += 1;
+    }
+    let first = {
+        let fut = attempt(d, op, req);
+        match fault {
+            Fault::KillAfter(t) => {
+                let r = tokio::time::timeout(*t, fut).await;
+                d.kill9();
+                n.kills += 1;
+                r.unwrap_or_else(|_| Err(tonic::Status::cancelled("killed")))
+            }
+            Fault::Stall(t) => {
+                signal_server(g, libc::SIGSTOP);
+                let r = tokio::time::timeout(*t, fut).await;
+                signal_server(g, libc::SIGCONT);
+                n.stalls += 1;
+                r.unwrap_or_else(|_| Err(tonic::Status::cancelled("stalled")))
+            }
+            Fault::CrashAt(_) => fut.await,
+        }
+    };
+    if matches!(fault, Fault::CrashAt(_) | Fault::KillAfter(_)) {
+        d.remove_env("FERROVOL_CRASH_AT");
+        d.remove_env("FERROVOL_FAIL_AT");
+        d.restart().await;
+    }
+    first
+}
+
+/// Retries `op` as a CO does until it succeeds: `None` when refused for good or stuck.
+async fn settle(d: &Driver, op: Op, req: &Request, n: &mut Counts) -> Option<Option<csi::Volume>> {
+    for _ in 0..100 {
+        match attempt(d, op, req).await {
+            Ok(v) => return Some(v),
+            Err(s) if refused(&s, req) => return None,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    eprintln!("{op:?} never succeeded\n{}", d.log());
+    n.stuck += 1;
+    None
 }
