@@ -351,6 +351,9 @@ async fn under(
     n: &mut Counts,
 ) -> Result<Option<csi::Volume>, tonic::Status> {
     if let Fault::CrashAt(point) = fault {
+        // Recovery at start resumes cut-off snapshot copies, which would meet the crash point
+        // while the driver starts: let them finish first.
+        snapshots_settled(g).await;
         let var = if *point == "nfs-record:remove" {
             "FERROVOL_FAIL_AT"
         } else {
@@ -399,4 +402,19 @@ async fn settle(d: &Driver, op: Op, req: &Request, n: &mut Counts) -> Option<Opt
     eprintln!("{op:?} never succeeded\n{}", d.log());
     n.stuck += 1;
     None
+}
+
+/// Waits (bounded) until no snapshot record says `creating`.
+async fn snapshots_settled(g: &Ganesha) {
+    let dir = g.export.join(".ferrovol/snapshots");
+    for _ in 0..300 {
+        let copying = dir_names(&dir).iter().any(|n| {
+            fs::read_to_string(dir.join(n)).is_ok_and(|r| r.contains("\"state\": \"creating\""))
+        });
+        if !copying {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("snapshot copies never finished");
 }
