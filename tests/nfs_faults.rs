@@ -335,10 +335,13 @@ fn pick_operation(
     (op, req)
 }
 
-/// A create the driver refuses for good (the subDir is another's, the name is taken).
+/// A create the driver refuses for good (the subDir is another's, the name is taken, the
+/// source is gone since).
 fn refused(s: &tonic::Status, req: &Request) -> bool {
-    matches!(s.code(), Code::FailedPrecondition | Code::AlreadyExists)
-        && matches!(req, Request::Create(_))
+    matches!(
+        s.code(),
+        Code::FailedPrecondition | Code::AlreadyExists | Code::NotFound
+    ) && matches!(req, Request::Create(_))
 }
 
 /// The first attempt of `op` under `fault`; the driver runs again, without faults, after it.
