@@ -350,3 +350,32 @@ async fn kill9_during_copies_leaves_nothing_half_made() {
     d.delete(&src.volume_id).await;
     assert_no_leftovers(&g);
 }
+
+/// A clone cut off after its intent, retried once its source is gone: NotFound, and the cut-off
+/// create leaves no record behind.
+#[tokio::test]
+async fn a_clone_retried_after_its_source_went_leaves_no_record() {
+    if !usable("nfs_snapshots") {
+        return;
+    }
+    let g = Ganesha::start();
+    let mut d = nfs_driver(&g, &[]).await;
+    let p = class(&g, &[]);
+    let src = create(&d, "src", &p).await;
+    d.set_env("FERROVOL_CRASH_AT", "nfs-restore:after-intent");
+    d.restart().await;
+    let _ = d
+        .controller()
+        .create_volume(from("clone", &p, of_volume(&src.volume_id)))
+        .await;
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+    d.delete(&src.volume_id).await;
+    let st = d
+        .controller()
+        .create_volume(from("clone", &p, of_volume(&src.volume_id)))
+        .await;
+    expect_code(st, Code::NotFound, "the source is gone");
+    assert_no_leftovers(&g);
+}

@@ -140,7 +140,16 @@ impl NfsBackend {
         refuse_caps(&vid, &req.capabilities)?;
         let c = self.client(&p.server, &p.share)?;
         let requested_source = req.content_source.as_ref().map(|s| s.id());
-        let existing = self.read_record(&vid, &c, &id.key)?;
+        let mut existing = self.read_record(&vid, &c, &id.key)?;
+        // A create of this name that never finished is undone first, whatever this attempt
+        // meets next: a source gone since must not leave its record behind.
+        if let Some(rec) = existing
+            .as_ref()
+            .filter(|r| r.state == RecordState::Creating && r.name == req.name)
+        {
+            self.roll_back(&c, rec)?;
+            existing = None;
+        }
         // A repeat of a create from a source that already finished needs the source no more:
         // answering from the record lets a retry succeed after the snapshot was deleted.
         let finished = existing.as_ref().filter(|r| {
