@@ -335,13 +335,17 @@ fn pick_operation(
     (op, req)
 }
 
-/// A create the driver refuses for good (the subDir is another's, the name is taken, the
-/// source is gone since).
+/// What the driver refuses for good: a create whose subDir is another's or whose name is
+/// taken, a create or snapshot whose source is gone since.
 fn refused(s: &tonic::Status, req: &Request) -> bool {
-    matches!(
-        s.code(),
-        Code::FailedPrecondition | Code::AlreadyExists | Code::NotFound
-    ) && matches!(req, Request::Create(_))
+    match req {
+        Request::Create(_) => matches!(
+            s.code(),
+            Code::FailedPrecondition | Code::AlreadyExists | Code::NotFound
+        ),
+        Request::Snapshot(..) => s.code() == Code::NotFound,
+        Request::Delete(_) => false,
+    }
 }
 
 /// The first attempt of `op` under `fault`; the driver runs again, without faults, after it.
