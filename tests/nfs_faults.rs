@@ -1,11 +1,13 @@
 //! A fault campaign against the NFS driver, through real gRPC against the real binary and a
-//! real nfs-ganesha: each run picks an operation (create, delete, archive, snapshot, restore,
-//! clone) and a fault (kill -9 at a crash point, kill -9 after a random delay, or the server
-//! stalled with SIGSTOP for up to 2.5 s against a 1 s NFS deadline), then retries the operation
-//! as a CO does until it succeeds. Subdirectories are drawn from a small pool, so volumes keep
-//! meeting directories other volumes had or have. After every run it counts acknowledged
-//! volumes whose data is lost and foreign bytes changed; at the end, with everything deleted,
-//! directories left behind. It prints the counts and requires all of them to be zero.
+//! real nfs-ganesha. Each run either starts an operation (create, delete or archive, snapshot,
+//! restore, clone) under a fault (kill -9 at a crash point, a failed record removal, kill -9
+//! after a random delay, or the server stalled with SIGSTOP for up to 2.5 s against a 1 s NFS
+//! deadline), or, as a CO's backoff does, comes back to one whose first attempt failed and
+//! retries it until it succeeds or is refused for good; at the end every pending one is. SubDirs
+//! are drawn from a small pool, so volumes keep meeting directories other volumes had or have.
+//! After every run it counts acknowledged volumes whose data is lost and foreign bytes changed;
+//! at the end, with everything deleted, what is left behind, and operations that never
+//! succeeded. It prints the counts and requires all of them to be zero.
 //!
 //! `FERROVOL_NFS_FAULT_RUNS` (default 20) and `FERROVOL_NFS_FAULT_SEED` (default 1) choose the
 //! campaign. Needs root, nfs-ganesha (VFS) and rpcbind: skipped, saying so, without them.
