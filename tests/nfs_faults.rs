@@ -362,7 +362,7 @@ async fn under(
     if let Fault::CrashAt(point) = fault {
         // Recovery at start resumes cut-off snapshot copies, which would meet the crash point
         // while the driver starts: let them finish first.
-        snapshots_settled(g).await;
+        snapshots_settled(d, g).await;
         let var = if *point == "nfs-record:remove" {
             "FERROVOL_FAIL_AT"
         } else {
@@ -413,10 +413,12 @@ async fn settle(d: &Driver, op: Op, req: &Request, n: &mut Counts) -> Option<Opt
     None
 }
 
-/// Waits (bounded) until no snapshot record says `creating`.
-async fn snapshots_settled(g: &Ganesha) {
+/// Waits (bounded) until no snapshot record says `creating`; ListSnapshots resumes copies a
+/// failure cut off, as the snapshotter's polling does.
+async fn snapshots_settled(d: &Driver, g: &Ganesha) {
     let dir = g.export.join(".ferrovol/snapshots");
     for _ in 0..300 {
+        let _ = list(d, "", "").await;
         let copying = dir_names(&dir).iter().any(|n| {
             fs::read_to_string(dir.join(n)).is_ok_and(|r| r.contains("\"state\": \"creating\""))
         });
@@ -425,5 +427,5 @@ async fn snapshots_settled(g: &Ganesha) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("snapshot copies never finished");
+    panic!("snapshot copies never finished\n{}", d.log());
 }
