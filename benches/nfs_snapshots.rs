@@ -123,11 +123,15 @@ fn main() {
         let mut served = driver::Served::start("5s").await;
         for (i, (label, fill)) in sets.iter().enumerate() {
             let vol = format!("bench-{i}");
-            served
+            let source = served
                 .controller()
                 .create_volume(driver::request(&vol, &class))
                 .await
-                .expect("CreateVolume");
+                .expect("CreateVolume")
+                .into_inner()
+                .volume
+                .expect("a volume")
+                .volume_id;
             fill(&g.export.join(&vol));
             let what = match i {
                 0 => format!("{label} of {mib} MiB"),
@@ -147,8 +151,7 @@ fn main() {
             let copy = t0.elapsed();
             assert_eq!(st.bytes, bytes);
 
-            let snap =
-                snapshot_ready(&mut served, &format!("snap-{i}"), &format!("nfs/{vol}")).await;
+            let snap = snapshot_ready(&mut served, &format!("snap-{i}"), &source).await;
             let mut restore = driver::request(&format!("restored-{i}"), &class);
             restore.volume_content_source = Some(csi::VolumeContentSource {
                 r#type: Some(csi::volume_content_source::Type::Snapshot(

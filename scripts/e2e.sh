@@ -109,7 +109,8 @@ echo "== up in $((SECONDS - start_t))s; scenarios"
 # the RBAC check reads every component's log at the end.
 for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete "${DEVICE_SCENARIOS[@]}" \
     scenario_nfs_provision scenario_expand_nfs scenario_nfs_delete \
-    scenario_expand_hostpath scenario_snapshot_restore scenario_node_loss scenario_no_rbac_denials; do
+    scenario_expand_hostpath scenario_snapshot_restore scenario_node_pv_policy scenario_node_loss \
+    scenario_no_rbac_denials; do
     if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "== scenarios done in $((SECONDS - start_t))s"

@@ -100,7 +100,7 @@ FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs
 # first helm build takes minutes). Then the cargo tests that need helm run again with it present.
 echo "== chart checks (scripts/chart-check.sh)"
 scripts/chart-check.sh
-cargo test --test chart
+cargo test --test chart --test chart_classes
 # --- end chart checks ---------------------------------------------------------------------------
 
 # ---- device discovery (issue 7): bench smoke run (its tests ran with the integration tests) ----

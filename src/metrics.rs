@@ -1,4 +1,5 @@
-//! Prometheus metrics: RPC counts and latencies by method and gRPC code, served as text.
+//! Prometheus metrics: RPC counts and latencies by method and gRPC code, rendered as text
+//! (served over HTTP by `crate::server::metrics`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -27,6 +28,20 @@ pub fn count_background_sync() {
 /// Background syncs so far in this process.
 pub fn background_syncs() -> u64 {
     BACKGROUND_SYNCS.load(Ordering::Relaxed)
+}
+
+static JOURNAL_DAMAGED: AtomicU64 = AtomicU64::new(0);
+static UNEXPLAINED_DIRS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the state journal knows it lost changes (damage found, or restored from an older
+/// copy).
+pub fn set_journal_damaged(damaged: bool) {
+    JOURNAL_DAMAGED.store(damaged.into(), Ordering::Relaxed);
+}
+
+/// Counts directories found at start that no intact record explains and that were kept.
+pub fn add_unexplained_dirs(n: u64) {
+    UNEXPLAINED_DIRS.fetch_add(n, Ordering::Relaxed);
 }
 
 #[derive(Default, Clone, Copy)]
@@ -72,6 +87,20 @@ pub fn render() -> String {
     out.push_str("# HELP ferrovol_state_commits_total Durable commits (fsync/fdatasync) the driver waited for.\n");
     out.push_str("# TYPE ferrovol_state_commits_total counter\n");
     let _ = writeln!(out, "ferrovol_state_commits_total {}", commits());
+    out.push_str("# HELP ferrovol_state_journal_damaged 1 when the state journal knows it lost changes (damaged, or restored from an older copy).\n");
+    out.push_str("# TYPE ferrovol_state_journal_damaged gauge\n");
+    let _ = writeln!(
+        out,
+        "ferrovol_state_journal_damaged {}",
+        JOURNAL_DAMAGED.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP ferrovol_unexplained_directories Directories kept at start that no intact state record explains.\n");
+    out.push_str("# TYPE ferrovol_unexplained_directories gauge\n");
+    let _ = writeln!(
+        out,
+        "ferrovol_unexplained_directories {}",
+        UNEXPLAINED_DIRS.load(Ordering::Relaxed)
+    );
     out.push_str("# HELP ferrovol_state_background_syncs_total Syncs of journal compaction, which no operation waits for.\n");
     out.push_str("# TYPE ferrovol_state_background_syncs_total counter\n");
     let _ = writeln!(
@@ -79,38 +108,19 @@ pub fn render() -> String {
         "ferrovol_state_background_syncs_total {}",
         background_syncs()
     );
-    out
-}
-
-/// Serves `GET /metrics` on `addr` until the process ends.
-pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    serve_with(addr, render).await
-}
-
-/// Serves `GET /metrics` with the text `render` makes (processes other than the driver, such as
-/// the node-loss controller, have counters of their own).
-pub async fn serve_with(addr: std::net::SocketAddr, render: fn() -> String) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving Prometheus metrics on /metrics");
-    loop {
-        let (mut sock, _) = listener.accept().await?;
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", render())
-            } else {
-                ("404 Not Found", "see /metrics\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
+    out.push_str("# HELP ferrovol_nfs_abandoned_kernel_calls Kernel calls to an NFS server still running past their deadline.\n");
+    out.push_str("# TYPE ferrovol_nfs_abandoned_kernel_calls gauge\n");
+    for (server, n) in crate::os::nfscalls::abandoned_calls() {
+        let server = server
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(
+            out,
+            "ferrovol_nfs_abandoned_kernel_calls{{server=\"{server}\"}} {n}"
+        );
     }
+    out
 }
 
 #[cfg(test)]

@@ -117,7 +117,8 @@ async fn mount_volume_formats_once_keeps_data_and_wipes_only_ours() {
     assert_eq!(
         claim_of(&d, &disks[1]),
         Claim::Claimed {
-            volume: vol.volume_id.clone()
+            volume: vol.volume_id.clone(),
+            node: NODE.into(),
         }
     );
     assert_eq!(claim_of(&d, &disks[0]), Claim::Unclaimed);
@@ -207,7 +208,7 @@ async fn foreign_signatures_are_never_formatted_nor_wiped() {
         "/dev/",
         &inventory(&d)
             .iter()
-            .find(|e| e.claim == Claim::Claimed { volume: id.clone() })
+            .find(|e| matches!(&e.claim, Claim::Claimed { volume, .. } if volume == &id))
             .unwrap()
             .device
             .kernel_name,
@@ -227,7 +228,7 @@ async fn foreign_signatures_are_never_formatted_nor_wiped() {
         .find(|e| e.device.dev_path == Path::new(&dev))
         .unwrap();
     match released.claim {
-        Claim::Released { volume, reason } => {
+        Claim::Released { volume, reason, .. } => {
             assert_eq!(volume, id);
             assert!(reason.contains("not wiped"), "{reason}");
         }
@@ -302,8 +303,8 @@ async fn assert_consistent(d: &Driver, foreign: &Disk, foreign_uuid: &str) {
     let claims: Vec<String> = inventory(d)
         .into_iter()
         .filter_map(|e| match e.claim {
-            Claim::Claimed { volume } => Some(volume),
-            Claim::Released { volume, reason } => {
+            Claim::Claimed { volume, .. } => Some(volume),
+            Claim::Released { volume, reason, .. } => {
                 panic!("{volume} released after a crash: {reason}")
             }
             Claim::Unclaimed => None,

@@ -150,6 +150,7 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     let uid = entry_for(&inv.snapshot(), &img)[0].device.uid.clone();
     let claim = Claim::Claimed {
         volume: "device/node-a/pvc-1".into(),
+        node: "node-a".into(),
     };
     inv.set_claim(&uid, claim.clone()).unwrap();
     inv.start_monitor().unwrap();
@@ -200,4 +201,113 @@ fn chart_crd_matches_ferrovol_crd() {
         "regenerate with: ferrovol crd > charts/ferrovol/crds/blockdevices.ferrovol.io.yaml"
     );
     assert!(chart.contains("scope: Cluster") && chart.contains("name: CLAIM"));
+}
+
+/// Unmounts on drop, so a failing assertion does not leave the loop device busy.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Every partition of a disk that holds the OS is excluded, blank ones too (a BIOS-boot
+/// partition carries no signature). The stand-in for the OS disk: a GPT loop disk whose first
+/// partition is mounted at a protected path (what `serve` does with its state dir).
+#[test]
+fn blank_partitions_beside_the_os_partition_are_not_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "osdisk.img", 64);
+    let out = disks::run(
+        "losetup",
+        &["--find", "--show", "--partscan", img.to_str().unwrap()],
+    );
+    let disk = Disk {
+        image: img.clone(),
+        dev: out.trim().into(),
+    };
+    disks::run(
+        "sgdisk",
+        &[
+            "-o",
+            "-n",
+            "1:0:+24M",
+            "-n",
+            "2:0:+1M",
+            "-t",
+            "2:ef02",
+            "-n",
+            "3:0:0",
+            disk.path(),
+        ],
+    );
+    disks::run("partx", &["-u", disk.path()]);
+    let part = |n: u32| format!("{}p{n}", disk.path());
+    for n in 1..=3 {
+        let p = part(n);
+        let t0 = Instant::now();
+        while !Path::new(&p).exists() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(Path::new(&p).exists(), "{p} did not appear");
+    }
+    disks::run("mkfs.ext4", &["-q", "-F", &part(1)]);
+    let os = dir.path().join("os");
+    std::fs::create_dir(&os).unwrap();
+    disks::run("mount", &[&part(1), os.to_str().unwrap()]);
+    let _mounted = Mounted(os.clone());
+
+    let include: Vec<String> = std::iter::once(disk.path().to_string())
+        .chain((1..=3).map(part))
+        .collect();
+    let filters = Filters::new(&include, &[], None, std::slice::from_ref(&os)).unwrap();
+    let devs = scan::scan_all("node-a", &filters).unwrap();
+    for name in &include {
+        let d = devs
+            .iter()
+            .find(|d| d.dev_path == Path::new(name))
+            .unwrap_or_else(|| panic!("{name} not scanned"));
+        assert!(!d.candidate, "{name} is a candidate: {d:?}");
+        let reason = d.excluded_reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("holds the OS"), "{name}: {reason}");
+    }
+}
+
+/// A claim another node holds (the cluster sync records it) keeps the device out of this
+/// node's candidates and refuses this node's own claim, until that node lets go.
+#[test]
+fn another_nodes_claim_is_recorded_and_refuses_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "shared.img", 64);
+    let disk = Disk::attach(&img);
+    let inv = Inventory::open(state.path(), "node-a", filters(&[disk.path().into()])).unwrap();
+    let uid = entry_for(&inv.snapshot(), &img)[0].device.uid.clone();
+    assert!(inv.candidates().iter().any(|e| e.device.uid == uid));
+
+    let theirs = Claim::Claimed {
+        volume: "device/node-b/v".into(),
+        node: "node-b".into(),
+    };
+    inv.set_foreign_claims(&[(uid.clone(), theirs.clone())].into())
+        .unwrap();
+    assert_eq!(inv.get(&uid).unwrap().claim, theirs);
+    assert!(inv.candidates().iter().all(|e| e.device.uid != uid));
+    let ours = Claim::Claimed {
+        volume: "device/node-a/v".into(),
+        node: "node-a".into(),
+    };
+    let err = inv.set_claim(&uid, ours.clone()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(inv.get(&uid).unwrap().claim, theirs);
+
+    // node-b let go: the device is this node's to use again.
+    inv.set_foreign_claims(&Default::default()).unwrap();
+    assert_eq!(inv.get(&uid).unwrap().claim, Claim::Unclaimed);
+    inv.set_claim(&uid, ours.clone()).unwrap();
+    // A claim of this node is never replaced by another node's.
+    inv.set_foreign_claims(&[(uid.clone(), theirs)].into())
+        .unwrap();
+    assert_eq!(inv.get(&uid).unwrap().claim, ours);
 }

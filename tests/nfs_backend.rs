@@ -38,7 +38,7 @@ async fn create_delete_retain_archive_on_the_exports_disk() {
             ],
         );
         let v = create(&d, &format!("pvc-{mode}"), &p).await;
-        assert_eq!(v.volume_id, format!("nfs/pvc-{mode}"));
+        assert_eq!(v.volume_id, nfs_id(&g, &format!("pvc-{mode}")));
         assert_eq!(v.volume_context["server"], "127.0.0.1");
         assert_eq!(v.volume_context["share"], g.share());
         let dir = g.export.join(sub_dir(&v));
@@ -95,7 +95,7 @@ async fn create_delete_retain_archive_on_the_exports_disk() {
     assert!(records(&g).is_empty(), "{:?}", records(&g));
     expect_code(
         d.controller()
-            .controller_get_volume(get_req("nfs/pvc-delete"))
+            .controller_get_volume(get_req(&nfs_id(&g, "pvc-delete")))
             .await,
         Code::NotFound,
         "get after delete",
@@ -147,14 +147,14 @@ async fn nested_pattern_delete_and_archive_touch_only_the_volume() {
         .await;
     let st = expect_code(st, Code::FailedPrecondition, "foreign directory");
     assert!(
-        st.message().contains("team/foreign") && st.message().contains("nfs/pvc-f"),
+        st.message().contains("team/foreign") && st.message().contains(&nfs_id(&g, "pvc-f")),
         "{st:?}"
     );
     assert_eq!(
         fs::read_to_string(team.join("foreign/precious")).unwrap(),
         "x"
     );
-    d.delete("nfs/pvc-f").await;
+    d.delete(&nfs_id(&g, "pvc-f")).await;
     assert!(team.join("foreign/precious").exists());
     d.delete(&b.volume_id).await;
     assert!(team.is_dir(), "the shared parent stays");

@@ -50,7 +50,7 @@ async fn server_down_is_unavailable_in_time_and_recovers_without_restart() {
         "CreateVolume with ganesha stopped",
     );
     assert!(
-        st.message().contains("127.0.0.1") && st.message().contains("nfs/pvc-down"),
+        st.message().contains("127.0.0.1") && st.message().contains(&nfs_id(&g, "pvc-down")),
         "{st:?}"
     );
     assert!(took < Duration::from_secs(3), "CreateVolume took {took:?}");
@@ -223,7 +223,7 @@ async fn a_hung_server_costs_one_deadline_and_slows_no_other() {
         "CreateVolume on a hung server",
     );
     assert!(
-        st.message().contains(&dead.addr) && st.message().contains("nfs/pvc-dead"),
+        st.message().contains(&dead.addr) && st.message().contains("/pvc-dead"),
         "{st:?}"
     );
     assert!(
@@ -235,6 +235,6 @@ async fn a_hung_server_costs_one_deadline_and_slows_no_other() {
         "live create took {live_ms:?}"
     );
     eprintln!("CreateVolume against a hung server failed after {took:?}; a live one meanwhile took {live_ms:?}");
-    d.delete("nfs/pvc-live").await;
-    d.delete("nfs/pvc-warm").await;
+    d.delete(&nfs_id(&g, "pvc-live")).await;
+    d.delete(&nfs_id(&g, "pvc-warm")).await;
 }

@@ -419,9 +419,12 @@ async fn snapshots_settled(d: &Driver, g: &Ganesha) {
     let dir = g.export.join(".ferrovol/snapshots");
     for _ in 0..300 {
         let _ = list(d, "", "").await;
-        let copying = dir_names(&dir).iter().any(|n| {
-            fs::read_to_string(dir.join(n)).is_ok_and(|r| r.contains("\"state\": \"creating\""))
-        });
+        let copying = dir_names(&dir)
+            .iter()
+            .filter(|n| n.ends_with(".json"))
+            .any(|n| {
+                fs::read_to_string(dir.join(n)).is_ok_and(|r| r.contains("\"state\": \"creating\""))
+            });
         if !copying {
             return;
         }

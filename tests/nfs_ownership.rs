@@ -110,7 +110,10 @@ async fn a_retried_rollback_never_removes_the_directory_made_since() {
     d.remove_env("FERROVOL_CRASH_AT");
     d.set_env("FERROVOL_FAIL_AT", "nfs-record:remove");
     d.restart().await;
-    let st = d.controller().delete_volume(delete_req("nfs/pvc-a")).await;
+    let st = d
+        .controller()
+        .delete_volume(delete_req(&nfs_id(&g, "pvc-a")))
+        .await;
     expect_code(st, Code::Unavailable, "the record removal fails");
     assert!(!dir.exists(), "the rollback removed the empty directory");
 
@@ -119,7 +122,7 @@ async fn a_retried_rollback_never_removes_the_directory_made_since() {
     let pb = pvc(&class(&g, &[PATTERN]), "team", "data", "pvc-b");
     let b = create(&d, "pvc-b", &pb).await;
     assert_eq!(g.export.join(sub_dir(&b)), dir);
-    d.delete("nfs/pvc-a").await;
+    d.delete(&nfs_id(&g, "pvc-a")).await;
     assert!(dir.is_dir(), "b's directory stays, though empty");
     assert_eq!(records(&g), vec!["pvc-b.json"]);
     d.get(&b.volume_id).await;
@@ -221,7 +224,7 @@ async fn read_only_rpcs_never_roll_back_a_create_in_flight() {
     wait_paused(&d).await;
     let dir = g.export.join("pvc-held");
     assert!(dir.is_dir(), "held after MKDIR");
-    let id = "nfs/pvc-held";
+    let id = &nfs_id(&g, "pvc-held");
     let st = d.controller().controller_get_volume(get_req(id)).await;
     expect_code(
         st,

@@ -46,7 +46,7 @@ async fn snapshot_restore_and_clone_keep_the_content_exactly() {
     assert!(s.ready_to_use, "a small copy is ready within the wait");
     assert_eq!(
         (s.size_bytes, s.source_volume_id.as_str()),
-        (64 * MIB, "nfs/src")
+        (64 * MIB, src.volume_id.as_str())
     );
     let again = snapshot(&d, "snap-1", &src.volume_id).await;
     assert_eq!(again.creation_time, s.creation_time);
@@ -305,7 +305,7 @@ async fn kill9_during_copies_leaves_nothing_half_made() {
     wait_gone(&meta.join("staging/back")).await;
     wait_gone(&meta.join("volumes/back.json")).await;
     wait_gone(&g.export.join("back")).await;
-    assert!(!d.list_ids().await.contains(&"nfs/back".to_string()));
+    assert!(!d.list_ids().await.contains(&nfs_id(&g, "back")));
 
     // kill -9 after the RENAME, before Ready: the subDir is the restore's (its fileid says so)
     // and goes with the rollback; the retried CreateVolume makes it whole.

@@ -191,7 +191,13 @@ impl Baseline {
         }
         self.make_dir(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
-        markers::set_markers(&dir, &id, self.journal.store_id(), Some("0123456789abcdef"))?;
+        markers::set_markers(
+            &dir,
+            &id,
+            self.journal.store_id(),
+            Some("0123456789abcdef"),
+            self.journal.next_seq(),
+        )?;
         self.apply_limit(&dir, project)?;
         self.journal.commit(vec![Update::Put {
             key: key.clone(),

@@ -55,8 +55,13 @@ pub struct CapacityRequest {
 
 /// Controller side: provisioning and attach bookkeeping.
 pub trait ControllerBackend: Send + Sync {
-    /// The id CreateVolume of `name` yields (the CSI layer locks it before `create`).
+    /// The id CreateVolume of `name` yields.
     fn volume_id(&self, name: &str) -> Result<VolumeId>;
+    /// The id CreateVolume `req` yields (the CSI layer locks it before `create`): by default
+    /// `volume_id` of its name; a backend whose ids name where the volume goes overrides it.
+    fn create_id(&self, req: &CreateRequest) -> Result<VolumeId> {
+        self.volume_id(&req.name)
+    }
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo>;
     fn delete(&self, id: &VolumeId) -> Result<()>;
     /// `create`, split at its commit so the CSI layer can wait for the commit as a task.

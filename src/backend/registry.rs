@@ -2,7 +2,7 @@
 
 use super::device::{DeviceBackend, DeviceConfig};
 use super::hostpath::{HostpathBackend, HostpathConfig};
-use super::nfs::{NfsBackend, NfsConfig};
+use super::nfs::{NfsBackend, NfsConfig, RegistryConfig};
 use super::Backend;
 use crate::discovery::Filters;
 use crate::state::Journal;
@@ -47,6 +47,7 @@ pub struct Settings {
     /// NFS backend: deadline of every NFS call and kernel mount, known shares, test export root.
     pub nfs_timeout: std::time::Duration,
     pub nfs_shares: Vec<(String, String)>,
+    pub nfs_registry: RegistryConfig,
     pub nfs_test_export_root: Option<PathBuf>,
     pub devices: DeviceSettings,
 }
@@ -94,10 +95,17 @@ pub fn open(
             )?,
             super::nfs::BACKEND => Arc::new(NfsBackend::open(NfsConfig {
                 timeout: settings.nfs_timeout,
-                state_dir: settings.state_dir.clone(),
+                registry: settings.nfs_registry.clone(),
                 shares: settings.nfs_shares.clone(),
                 default_capacity: settings.default_capacity,
                 test_export_root: settings.nfs_test_export_root.clone(),
+                instance: format!(
+                    "{}:{}",
+                    nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| settings.node_id.clone()),
+                    settings.state_dir.display()
+                ),
             })?),
             super::device::BACKEND => {
                 let d = &settings.devices;

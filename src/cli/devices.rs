@@ -121,8 +121,9 @@ pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>
     Ok(f.devices)
 }
 
-/// The inventory table: one line per device ever seen, with its state and claim. REASON is why
-/// a Released device was not reused, else why discovery excludes it.
+/// The inventory table: one line per device ever seen, with its state and claim (volume and
+/// node). REASON names the other devices that present the same identity, else why a Released
+/// device was not reused, else why discovery excludes it.
 pub fn inventory_table(entries: &[Entry]) -> String {
     let mut rows =
         vec![["UID", "PATH", "SIZE", "STATE", "CLAIM", "VOLUME", "REASON"].map(String::from)];
@@ -135,8 +136,19 @@ pub fn inventory_table(entries: &[Entry]) -> String {
         let excluded = d.excluded_reason.clone().unwrap_or_else(|| "-".into());
         let (claim, volume, reason) = match &e.claim {
             Claim::Unclaimed => ("Unclaimed", "-".to_string(), excluded),
-            Claim::Claimed { volume } => ("Claimed", volume.clone(), "-".to_string()),
-            Claim::Released { volume, reason } => ("Released", volume.clone(), reason.clone()),
+            Claim::Claimed { volume, node } => {
+                ("Claimed", format!("{volume} ({node})"), "-".to_string())
+            }
+            Claim::Released {
+                volume,
+                reason,
+                node,
+            } => ("Released", format!("{volume} ({node})"), reason.clone()),
+        };
+        // Two devices presenting one identity outweigh any other reason.
+        let reason = match e.conflict.as_slice() {
+            [] => reason,
+            others => format!("identity also presented by /dev/{}", others.join(", /dev/")),
         };
         rows.push([
             d.uid.clone(),

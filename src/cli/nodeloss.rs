@@ -32,9 +32,8 @@ pub struct NodeLossArgs {
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9824); off when unset.
-    #[arg(long)]
-    pub metrics_address: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 
     /// Log format: text for people, json for log pipelines. Level from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
@@ -60,14 +59,7 @@ pub fn run(args: NodeLossArgs) -> crate::server::BoxResult<()> {
         .build()?;
     runtime.block_on(async move {
         let client = client(args.kubeconfig.as_deref()).await?;
-        if let Some(addr) = args.metrics_address {
-            tokio::spawn(async move {
-                let render = crate::nodeloss::metrics::render;
-                if let Err(e) = crate::metrics::serve_with(addr, render).await {
-                    tracing::error!(error = %e, %addr, "metrics server stopped");
-                }
-            });
-        }
+        args.metrics.spawn(crate::nodeloss::metrics::render);
         let ctx = controller::Context::new(client, opts, args.resync_period);
         controller::run(ctx).await;
         Ok(())
@@ -92,7 +84,7 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> crate::server::BoxResul
 }
 
 /// `90s`, `500ms`, `5m`, `1h`, or plain seconds; zero allowed.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration such as 60s, 500ms, 5m or 1h");
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().map_err(|_| bad())?;

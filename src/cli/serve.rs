@@ -1,11 +1,12 @@
 //! `ferrovol serve`.
 
 use super::{absolute, default_socket, size::parse_size, DEFAULT_DATA_DIR};
+use crate::backend::nfs::RegistryConfig;
 use crate::backend::registry::{self, DriverKind, Settings};
 use crate::csi::Driver;
 use crate::server::{self, Endpoint, Role};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -91,9 +92,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub max_volumes_per_node: i64,
 
-    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9808); off when unset.
-    #[arg(long)]
-    pub metrics_address: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 
     /// Group allowed to use the Unix socket (name or gid): the socket is then 0660 owned by
     /// it. Without this flag the socket is 0600, usable by the driver's user (root) only.
@@ -118,11 +118,25 @@ pub struct NfsArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub nfs_timeout: std::time::Duration,
 
-    /// NFS driver: an export whose volumes DeleteVolume and ListVolumes search (repeatable,
-    /// server:/path). Exports named by CreateVolume are remembered in the state directory
-    /// anyway; list them here when that directory does not survive a restart.
+    /// NFS driver: an export known whether or not the share registry holds it (repeatable,
+    /// server:/path). Exports named by CreateVolume are registered anyway.
     #[arg(long = "nfs-share", value_name = "SERVER:/PATH", value_parser = parse_nfs_share)]
     pub nfs_shares: Vec<(String, String)>,
+
+    /// NFS driver: keep the share registry (every export a volume was created on) in this
+    /// ConfigMap, which outlives the pod; the controller needs get, create and update on it.
+    /// Without it the registry is a file (--nfs-registry-file).
+    #[arg(long, value_name = "NAME", conflicts_with = "nfs_registry_file")]
+    pub nfs_registry_configmap: Option<String>,
+
+    /// NFS driver: the namespace of --nfs-registry-configmap (default: POD_NAMESPACE).
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    pub nfs_registry_namespace: Option<String>,
+
+    /// NFS driver: keep the share registry in this file (default <state-dir>/nfs-shares.json).
+    /// It must outlive the process as long as its volumes do.
+    #[arg(long, value_name = "FILE")]
+    pub nfs_registry_file: Option<PathBuf>,
 
     /// FOR TEST MACHINES WITHOUT A KERNEL NFS CLIENT ONLY: NodePublishVolume bind-mounts
     /// DIR/<subdir> instead of mounting server:share/<subdir> over NFS, where DIR is the
@@ -169,6 +183,8 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .clone()
         .map_or_else(|| data_dir.join("state"), |p| absolute(&p));
     crate::os::perm::create_private_dir(&state_dir)?;
+    // Held until the process ends: two drivers appending to one journal would corrupt it.
+    let _state_lock = crate::os::dirlock::lock_exclusive(&state_dir, "state dir")?;
     let security = server::EndpointSecurity {
         socket_group: args.socket_group.clone(),
         insecure_remote: args.insecure_remote_endpoint,
@@ -183,6 +199,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
             data_dir.clone(),
         ],
     };
+    let nfs_registry = nfs_registry(&args.nfs, &state_dir)?;
     let settings = Settings {
         node_id: node_id.clone(),
         state_dir,
@@ -194,6 +211,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         default_capacity: args.default_volume_size,
         nfs_timeout: args.nfs.nfs_timeout,
         nfs_shares: args.nfs.nfs_shares.clone(),
+        nfs_registry,
         nfs_test_export_root: args.nfs.nfs_test_export_root.as_deref().map(absolute),
     };
     let names = if args.backends.is_empty() {
@@ -241,14 +259,25 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .build()?;
     runtime.block_on(async move {
         tokio::spawn(return_freed_memory());
-        if let Some(addr) = args.metrics_address {
-            tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(addr).await {
-                    tracing::error!(error = %e, "metrics server stopped");
-                }
-            });
-        }
+        args.metrics.spawn(crate::metrics::render);
         server::serve(&endpoint, driver, &args.roles, &security, shutdown_signal()).await
+    })
+}
+
+/// Where the NFS share registry lives: the ConfigMap when one is named, else the file.
+fn nfs_registry(args: &NfsArgs, state_dir: &Path) -> server::BoxResult<RegistryConfig> {
+    Ok(match &args.nfs_registry_configmap {
+        Some(name) => RegistryConfig::ConfigMap {
+            namespace: args.nfs_registry_namespace.clone().ok_or(
+                "--nfs-registry-configmap needs --nfs-registry-namespace or POD_NAMESPACE",
+            )?,
+            name: name.clone(),
+        },
+        None => RegistryConfig::File(
+            args.nfs_registry_file
+                .as_deref()
+                .map_or_else(|| state_dir.join("nfs-shares.json"), absolute),
+        ),
     })
 }
 

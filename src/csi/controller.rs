@@ -88,7 +88,7 @@ impl csi::controller_server::Controller for ControllerService {
                     )));
                 }
             }
-            let id = backend.volume_id(&req.name)?;
+            let id = backend.create_id(&create)?;
             check_served(backend.as_ref(), &req.name, &create.capabilities)?;
             let guard = d.locks.try_lock(&id.to_string())?;
             let source = req.volume_content_source;

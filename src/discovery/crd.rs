@@ -89,6 +89,10 @@ pub struct BlockDeviceStatus {
     /// The volume holding (or last holding) the claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// The node holding (or last holding) the claim. Every other node that sees the device
+    /// leaves it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_node: Option<String>,
     /// Active or Inactive.
     pub state: String,
     /// Whether the filters admit it for new volumes.
@@ -96,6 +100,10 @@ pub struct BlockDeviceStatus {
     /// Why it is not a candidate, or why it was released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Other devices on the node that present this device's identity: until they are gone,
+    /// the node neither gives the device out nor writes to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
 }
 
 /// The object for one inventory entry on `node`, named by the uid, labelled with the node.
@@ -127,8 +135,8 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
     };
     let (claim_state, volume, released) = match &e.claim {
         Claim::Unclaimed => ("Unclaimed", None, None),
-        Claim::Claimed { volume } => ("Claimed", Some(volume.clone()), None),
-        Claim::Released { volume, reason } => {
+        Claim::Claimed { volume, .. } => ("Claimed", Some(volume.clone()), None),
+        Claim::Released { volume, reason, .. } => {
             ("Released", Some(volume.clone()), Some(reason.clone()))
         }
     };
@@ -137,13 +145,21 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
     obj.status = Some(BlockDeviceStatus {
         claim_state: claim_state.into(),
         volume,
+        claim_node: e.claim.node().map(str::to_string),
         state: match e.state {
             State::Active => "Active",
             State::Inactive => "Inactive",
         }
         .into(),
-        candidate: d.candidate && e.state == State::Active,
+        candidate: d.candidate && e.state == State::Active && e.conflict.is_empty(),
         reason: released.or_else(|| d.excluded_reason.clone()),
+        conflict: (!e.conflict.is_empty()).then(|| {
+            let paths: Vec<String> = e.conflict.iter().map(|n| format!("/dev/{n}")).collect();
+            format!(
+                "identity also presented by {}; not used while they coexist",
+                paths.join(", ")
+            )
+        }),
     });
     obj
 }

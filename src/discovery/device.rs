@@ -116,7 +116,8 @@ pub struct Device {
     pub partitions: Vec<String>,
     pub mount_points: Vec<PathBuf>,
     /// Protected paths (/, /boot, state dir, kubelet dir) whose filesystem lives on this
-    /// device, on a partition of it, or on a device stacked on it.
+    /// device, or on a device it shares a disk or a holder/slave chain with (a sibling
+    /// partition of the OS partition included).
     pub holds_os: Vec<PathBuf>,
     /// open(O_EXCL) failed with EBUSY: someone holds it (a mount, LVM, md, a process).
     pub held_exclusively: bool,

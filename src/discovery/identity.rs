@@ -9,6 +9,8 @@
 //!
 //! Vendor+model alone is never an identity: identical disks would merge. A partition is its
 //! disk's identity plus its number. Nothing is ever written to a disk to give it an identity.
+//! When two present devices show one uid anyway (a cloned WWN, a multipath leg), the inventory
+//! records a conflict and uses neither; a claim never moves to the second one.
 
 use super::device::{Device, DeviceType};
 use sha2::{Digest, Sha256};

@@ -7,6 +7,7 @@
 use super::device::Device;
 use super::filter::Filters;
 use super::monitor::{Event, Monitor};
+use super::placement;
 use super::scan::{self, Context};
 use crate::os::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
@@ -28,8 +29,37 @@ pub enum State {
 #[serde(tag = "claim")]
 pub enum Claim {
     Unclaimed,
-    Claimed { volume: String },
-    Released { volume: String, reason: String },
+    /// `node` holds the device for `volume`. A node never changes, wipes or formats a device
+    /// another node claimed; it learns of such claims from the cluster's BlockDevice objects.
+    Claimed {
+        volume: String,
+        #[serde(default)]
+        node: String,
+    },
+    Released {
+        volume: String,
+        reason: String,
+        #[serde(default)]
+        node: String,
+    },
+}
+
+impl Claim {
+    /// The node that holds or held the claim; None when unclaimed.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Claim::Unclaimed => None,
+            Claim::Claimed { node, .. } | Claim::Released { node, .. } => Some(node),
+        }
+    }
+
+    fn fill_node(&mut self, recorder: &str) {
+        if let Claim::Claimed { node, .. } | Claim::Released { node, .. } = self {
+            if node.is_empty() {
+                *node = recorder.to_string();
+            }
+        }
+    }
 }
 
 /// A device with its state and claim.
@@ -38,6 +68,11 @@ pub struct Entry {
     pub device: Device,
     pub state: State,
     pub claim: Claim,
+    /// Kernel names of other devices that present this uid too (one identity on two devices:
+    /// a shared or cloned WWN, a second disk with the same serial). The entry keeps the device
+    /// it had; none of them is a candidate or written while this is not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,7 +105,9 @@ impl Inventory {
                         format!("device inventory {}: {e}", file.display()),
                     )
                 })?;
-                for e in p.devices {
+                for mut e in p.devices {
+                    // Claims recorded before they named their node are the recorder's.
+                    e.claim.fill_node(&p.node);
                     entries.insert(e.device.uid.clone(), e);
                 }
             }
@@ -104,12 +141,7 @@ impl Inventory {
         let found = scan::scan_all(&self.node, &self.filters)?;
         let mut map = self.lock();
         let before = map.clone();
-        for e in map.values_mut() {
-            e.state = State::Inactive;
-        }
-        for dev in found {
-            upsert(&mut map, dev);
-        }
+        placement::place_all(&mut map, found);
         self.commit(map, before)
     }
 
@@ -124,28 +156,7 @@ impl Inventory {
         let mut map = self.lock();
         let before = map.clone();
         for (name, dev) in scanned {
-            // Whatever this kernel name stood for before, unless it is the same device again,
-            // is gone from it: a detached loop, a pulled disk.
-            let uid = dev.as_ref().map(|d| d.uid.clone());
-            for e in map.values_mut() {
-                if e.device.kernel_name == name && Some(&e.device.uid) != uid.as_ref() {
-                    e.state = State::Inactive;
-                }
-            }
-            if let Some(mut dev) = dev {
-                // The same identity still active under another name: one disk seen twice.
-                if let Some(other) = map.get(&dev.uid).filter(|o| {
-                    o.state == State::Active
-                        && o.device.kernel_name != dev.kernel_name
-                        && scan::scan_one(&ctx, &o.device.kernel_name)
-                            .is_some_and(|d| d.uid == dev.uid)
-                }) {
-                    let mut pair = [other.device.clone(), dev];
-                    scan::mark_duplicates(&mut pair);
-                    dev = pair[1].clone();
-                }
-                upsert(&mut map, dev);
-            }
+            placement::place_one(&mut map, name, dev, |n| scan::scan_one(&ctx, n));
         }
         self.commit(map, before)
     }
@@ -224,7 +235,10 @@ impl Inventory {
         self.lock()
             .values()
             .filter(|e| {
-                e.state == State::Active && e.claim == Claim::Unclaimed && e.device.candidate
+                e.state == State::Active
+                    && e.claim == Claim::Unclaimed
+                    && e.device.candidate
+                    && e.conflict.is_empty()
             })
             .cloned()
             .collect()
@@ -232,6 +246,14 @@ impl Inventory {
 
     pub fn get(&self, uid: &str) -> Option<Entry> {
         self.lock().get(uid).cloned()
+    }
+
+    /// What the device with number `major:minor` presents right now, read afresh from sysfs
+    /// and blkid (not from the inventory, which may lag behind a swap). None when no device
+    /// has that number.
+    pub fn identify(&self, number: &str) -> io::Result<Option<Device>> {
+        let ctx = Context::load(&self.node, &self.filters)?;
+        Ok(super::sysfs::name_by_number(number).and_then(|n| scan::scan_one(&ctx, &n)))
     }
 
     /// The current /dev path of an Active device.
@@ -242,14 +264,46 @@ impl Inventory {
             .map(|e| e.device.dev_path.clone())
     }
 
-    /// Sets a device's claim; durable on disk before it returns.
+    /// Sets a device's claim; durable on disk before it returns. Refused when another node
+    /// holds the device, or when `claim` names another node.
     pub fn set_claim(&self, uid: &str, claim: Claim) -> io::Result<()> {
         let mut map = self.lock();
         let before = map.clone();
         let e = map.get_mut(uid).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no device with uid {uid}"))
         })?;
+        for c in [&e.claim, &claim] {
+            if let Some(other) = c.node().filter(|n| *n != self.node) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "device {uid} is claimed by node {other}; node {} leaves it alone",
+                        self.node
+                    ),
+                ));
+            }
+        }
         e.claim = claim;
+        self.commit(map, before)
+    }
+
+    /// Records the claims other nodes hold (from the cluster, by uid) on devices this node
+    /// sees too, and forgets those they gave up. A claim of this node is never replaced; two
+    /// nodes claiming one device is logged as the error it is.
+    pub fn set_foreign_claims(&self, foreign: &BTreeMap<String, Claim>) -> io::Result<()> {
+        let mut map = self.lock();
+        let before = map.clone();
+        for (uid, e) in map.iter_mut() {
+            let theirs = e.claim.node().is_some_and(|n| n != self.node);
+            match foreign.get(uid) {
+                Some(c) if e.claim == Claim::Unclaimed || theirs => e.claim = c.clone(),
+                Some(c) => {
+                    tracing::error!(uid = %uid, ours = ?e.claim, theirs = ?c, "two nodes claim one device");
+                }
+                None if theirs => e.claim = Claim::Unclaimed,
+                None => {}
+            }
+        }
         self.commit(map, before)
     }
 
@@ -271,26 +325,6 @@ impl Inventory {
                 .wait_timeout(map, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
-    }
-}
-
-/// Inserts or refreshes a seen device, keeping its claim.
-fn upsert(map: &mut BTreeMap<String, Entry>, device: Device) {
-    match map.get_mut(&device.uid) {
-        Some(e) => {
-            e.device = device;
-            e.state = State::Active;
-        }
-        None => {
-            map.insert(
-                device.uid.clone(),
-                Entry {
-                    device,
-                    state: State::Active,
-                    claim: Claim::Unclaimed,
-                },
-            );
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod identity;
 pub mod inventory;
 pub mod monitor;
+mod placement;
 pub mod scan;
 pub mod sync;
 

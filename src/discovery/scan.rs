@@ -1,6 +1,7 @@
 //! Enumerates the `block` subsystem and reads each device's facts. The udev crate lists the
-//! devices (it walks sysfs); every fact comes from sysfs, blkid and /proc/self/mountinfo, never
-//! from the udev database alone, so a node without udevd (no /run/udev) sees the same thing.
+//! devices (it walks sysfs); every fact comes from sysfs (under [`sysfs::root`]), blkid and
+//! /proc/self/mountinfo, never from the udev database alone, so a node without udevd (no
+//! /run/udev) sees the same thing.
 
 use super::device::{Device, DeviceType, Filesystem};
 use super::filter::Filters;
@@ -75,14 +76,10 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         })
         .unwrap_or_default();
     extra_links.sort();
-    read(
-        ctx,
-        &name,
-        d.syspath(),
-        &dev_path,
-        is_partition,
-        extra_links,
-    )
+    // The device's directory under the sysfs root (the real /sys, or a test's tree): a device
+    // that root does not show is not seen.
+    let sys = std::fs::canonicalize(sysfs::class_block(&name)).ok()?;
+    read(ctx, &name, &sys, &dev_path, is_partition, extra_links)
 }
 
 fn read(

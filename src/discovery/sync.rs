@@ -5,9 +5,12 @@
 //! is on that disk.
 //!
 //! Only devices the operator's filters select are mirrored (plus any that hold or held a
-//! claim): the OS disk and devices nobody opted in are nobody's business in the cluster, and a
-//! disk visible to several nodes (one whose uid is not node-qualified) would otherwise have
-//! every node fight over one object.
+//! claim of this node): the OS disk and devices nobody opted in are nobody's business in the
+//! cluster, and a disk visible to several nodes (one whose uid is not node-qualified) would
+//! otherwise have every node fight over one object. An object that records another node's
+//! claim is never overwritten: its claim is copied into this node's inventory
+//! ([`Inventory::set_foreign_claims`]), so this node neither gives that device out nor writes
+//! to it.
 
 use super::crd::{from_entry, BlockDevice, NODE_LABEL};
 use super::inventory::{Claim, Entry, Inventory, State};
@@ -20,17 +23,49 @@ use std::time::Duration;
 pub const FIELD_MANAGER: &str = "ferrovol";
 
 /// The objects this node should have: every Active device the filters select, and every
-/// device that holds or held a claim (Inactive included). Unclaimed Inactive devices are not
-/// mirrored.
+/// device that holds or held a claim of this node (Inactive included). Unclaimed Inactive
+/// devices, and devices another node claimed, are not mirrored.
 pub fn desired(node: &str, entries: &[Entry]) -> Vec<BlockDevice> {
-    mirrored(entries).map(|e| from_entry(node, e)).collect()
+    mirrored(node, entries)
+        .map(|e| from_entry(node, e))
+        .collect()
 }
 
 /// The entries [`desired`] mirrors.
-fn mirrored(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
-    entries
-        .iter()
-        .filter(|e| (e.state == State::Active && e.device.selected) || e.claim != Claim::Unclaimed)
+fn mirrored<'a>(node: &'a str, entries: &'a [Entry]) -> impl Iterator<Item = &'a Entry> {
+    entries.iter().filter(move |e| match e.claim.node() {
+        None => e.state == State::Active && e.device.selected,
+        Some(holder) => holder == node,
+    })
+}
+
+/// The claims other nodes hold, by uid, from their objects: a device this node may see too (a
+/// LUN named by its WWN) that another node's object records as Claimed or Released.
+pub fn foreign_claims(node: &str, all: &[BlockDevice]) -> BTreeMap<String, Claim> {
+    all.iter()
+        .filter(|o| o.spec.node_name != node)
+        .filter_map(|o| {
+            let s = o.status.as_ref()?;
+            let holder = s
+                .claim_node
+                .clone()
+                .unwrap_or_else(|| o.spec.node_name.clone());
+            let volume = s.volume.clone().unwrap_or_default();
+            let claim = match s.claim_state.as_str() {
+                "Claimed" => Claim::Claimed {
+                    volume,
+                    node: holder.clone(),
+                },
+                "Released" => Claim::Released {
+                    volume,
+                    reason: s.reason.clone().unwrap_or_default(),
+                    node: holder.clone(),
+                },
+                _ => return None,
+            };
+            (holder != node).then(|| (o.name_any(), claim))
+        })
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -39,14 +74,28 @@ pub struct Plan {
     pub apply: Vec<BlockDevice>,
     /// Names of this node's objects to delete: not desired and unclaimed.
     pub delete: Vec<String>,
+    /// Claims other nodes hold on devices of this node's inventory (never overwritten).
+    pub foreign: BTreeMap<String, Claim>,
 }
 
-/// What to change so that `existing` (this node's objects, by label) matches `desired`.
-pub fn plan(node: &str, desired: Vec<BlockDevice>, existing: &[BlockDevice]) -> Plan {
+/// What to change so that `existing` (this node's objects, by label) matches `desired`,
+/// leaving alone every object that records another node's claim (`foreign`).
+pub fn plan(
+    node: &str,
+    desired: Vec<BlockDevice>,
+    existing: &[BlockDevice],
+    foreign: BTreeMap<String, Claim>,
+) -> Plan {
     let have: BTreeMap<String, &BlockDevice> = existing.iter().map(|o| (o.name_any(), o)).collect();
-    let want: BTreeMap<String, BlockDevice> =
-        desired.into_iter().map(|o| (o.name_any(), o)).collect();
-    let mut p = Plan::default();
+    let want: BTreeMap<String, BlockDevice> = desired
+        .into_iter()
+        .map(|o| (o.name_any(), o))
+        .filter(|(name, _)| !foreign.contains_key(name))
+        .collect();
+    let mut p = Plan {
+        foreign,
+        ..Plan::default()
+    };
     for (name, obj) in &want {
         let same = have
             .get(name)
@@ -72,11 +121,19 @@ pub fn plan(node: &str, desired: Vec<BlockDevice>, existing: &[BlockDevice]) -> 
 /// stale unclaimed objects deleted. Returns the plan it carried out.
 pub async fn apply(client: kube::Client, node: &str, entries: &[Entry]) -> kube::Result<Plan> {
     let api: Api<BlockDevice> = Api::all(client);
-    let existing = api
-        .list(&ListParams::default().labels(&format!("{NODE_LABEL}={node}")))
+    // All nodes' objects: a device this node sees may be another node's claim.
+    let (existing, others): (Vec<BlockDevice>, Vec<BlockDevice>) = api
+        .list(&ListParams::default())
         .await?
-        .items;
-    let p = plan(node, desired(node, entries), &existing);
+        .items
+        .into_iter()
+        .partition(|o| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node));
+    let p = plan(
+        node,
+        desired(node, entries),
+        &existing,
+        foreign_claims(node, &others),
+    );
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     for obj in &p.apply {
         let name = obj.name_any();
@@ -141,13 +198,18 @@ pub fn spawn(inventory: Arc<Inventory>) -> std::io::Result<()> {
                 match result {
                     Ok(p) => {
                         backoff = Duration::from_secs(1);
+                        if let Err(e) = inventory.set_foreign_claims(&p.foreign) {
+                            tracing::warn!(node = %node, error = %e, "could not record other nodes' claims");
+                        }
                         if !p.apply.is_empty() || !p.delete.is_empty() {
                             tracing::info!(node = %node, applied = p.apply.len(), deleted = p.delete.len(), "BlockDevice objects synced");
                         }
                         // Other devices come and go (other tenants' loop devices): only a
                         // change of what is mirrored is worth a round trip.
-                        let before: Vec<&Entry> = mirrored(&entries).collect();
-                        inventory.wait_until(RESYNC, |now| mirrored(now).ne(before.iter().copied()));
+                        let before: Vec<&Entry> = mirrored(&node, &entries).collect();
+                        inventory.wait_until(RESYNC, |now| {
+                            mirrored(&node, now).ne(before.iter().copied())
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(node = %node, error = %e, retry_in = ?backoff, "BlockDevice sync failed");
@@ -173,12 +235,14 @@ mod tests {
             device: d,
             state,
             claim,
+            conflict: Vec::new(),
         }
     }
 
     fn claimed() -> Claim {
         Claim::Claimed {
             volume: "v1".into(),
+            node: "n1".into(),
         }
     }
 
@@ -228,11 +292,11 @@ mod tests {
         let now = [entry("bd-a", State::Active, Claim::Unclaimed)];
         let same = desired("n1", &now);
         // Up to date: nothing to do.
-        let p = plan("n1", desired("n1", &now), &same);
+        let p = plan("n1", desired("n1", &now), &same, BTreeMap::new());
         assert!(p.apply.is_empty() && p.delete.is_empty());
         // Changed status: apply.
         let moved = [entry("bd-a", State::Active, claimed())];
-        let p = plan("n1", desired("n1", &moved), &same);
+        let p = plan("n1", desired("n1", &moved), &same, BTreeMap::new());
         assert_eq!(p.apply.len(), 1);
         assert!(p.delete.is_empty());
         // Stale: the unclaimed one goes, the claimed one and another node's stay.
@@ -243,8 +307,31 @@ mod tests {
             .into_iter()
             .flatten()
             .collect();
-        let p = plan("n1", desired("n1", &now), &existing);
+        let p = plan("n1", desired("n1", &now), &existing, BTreeMap::new());
         assert!(p.apply.is_empty());
         assert_eq!(p.delete, ["bd-x"]);
+    }
+
+    #[test]
+    fn another_nodes_claim_is_never_overwritten_nor_mirrored() {
+        // A LUN both nodes see (one uid): n2's object records its claim.
+        let mut theirs = entry("bd-lun", State::Active, claimed());
+        if let Claim::Claimed { node, .. } = &mut theirs.claim {
+            *node = "n2".into();
+        }
+        let n2_objects = desired("n2", std::slice::from_ref(&theirs));
+        let st = n2_objects[0].status.as_ref().unwrap();
+        assert_eq!(st.claim_node.as_deref(), Some("n2"));
+        let foreign = foreign_claims("n1", &n2_objects);
+        assert_eq!(foreign.get("bd-lun"), Some(&theirs.claim));
+        assert!(foreign_claims("n2", &n2_objects).is_empty());
+
+        // n1 sees the LUN unclaimed: it does not apply its own object over n2's.
+        let mine = [entry("bd-lun", State::Active, Claim::Unclaimed)];
+        let p = plan("n1", desired("n1", &mine), &[], foreign);
+        assert!(p.apply.is_empty(), "{:?}", p.apply);
+        assert_eq!(p.foreign.len(), 1);
+        // Once recorded in n1's inventory, n2's claim is not n1's to mirror.
+        assert!(desired("n1", std::slice::from_ref(&theirs)).is_empty());
     }
 }

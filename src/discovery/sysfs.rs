@@ -4,6 +4,7 @@ use crate::os::mountinfo::MountEntry;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// A trimmed, non-empty attribute.
 pub fn read_string(p: &Path) -> Option<String> {
@@ -64,32 +65,59 @@ pub fn wwn(disk: &Path) -> Option<String> {
         .map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
-/// Kernel names of the devices under each protected path: the device of its filesystem, the
-/// disk of that partition, and everything below it through dm/md slaves (so a root on LVM
-/// marks the physical disks too). Paths that do not exist are skipped.
+/// Where sysfs is read: `/sys`, or the tree `FERROVOL_SYSFS_ROOT` names. The variable is a test
+/// seam: a tree that mirrors a few devices' entries and changes some facts (a WWN a loop
+/// device lacks), so discovery can be shown a disk shared or swapped under one identity. A
+/// device absent from that tree is not seen at all.
+pub fn root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var_os("FERROVOL_SYSFS_ROOT").map_or_else(|| PathBuf::from("/sys"), PathBuf::from)
+    })
+}
+
+/// The sysfs directory of a block device by kernel name (`<root>/class/block/<name>`).
+pub fn class_block(name: &str) -> PathBuf {
+    root().join("class/block").join(name)
+}
+
+/// The kernel name of the block device with number `major:minor`, from `<root>/dev/block`.
+pub fn name_by_number(number: &str) -> Option<String> {
+    let link = std::fs::read_link(root().join("dev/block").join(number)).ok()?;
+    Some(name_of(&link))
+}
+
+/// Kernel names of the devices that hold each protected path or share a disk with it: the
+/// device of its filesystem and the closure over "partition of", "partitions of", slaves and
+/// holders. So a root on a partition marks its disk and every sibling partition (a BIOS-boot
+/// partition has no signature and would otherwise look blank), and a root on LVM or md marks
+/// the physical disks below and whatever else is stacked on them. Paths that do not exist are
+/// skipped.
 pub fn os_devices(protected: &[PathBuf], mounts: &[MountEntry]) -> HashMap<String, Vec<PathBuf>> {
     let mut out: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for p in protected {
         let Some((major, minor)) = device_of(p, mounts) else {
             continue;
         };
-        let Ok(link) = std::fs::read_link(format!("/sys/dev/block/{major}:{minor}")) else {
+        let Some(first) = name_by_number(&format!("{major}:{minor}")) else {
             continue;
         };
-        let mut stack = vec![name_of(&link)];
+        let mut stack = vec![first];
         while let Some(n) = stack.pop() {
             let v = out.entry(n.clone()).or_default();
             if v.contains(p) {
                 continue;
             }
             v.push(p.clone());
-            let sys = Path::new("/sys/class/block").join(&n);
+            let sys = class_block(&n);
             if sys.join("partition").exists() {
                 if let Ok(real) = std::fs::canonicalize(&sys) {
                     stack.push(name_of(real.parent().unwrap_or(Path::new("/"))));
                 }
             }
+            stack.extend(partitions(&sys));
             stack.extend(list(&sys.join("slaves")));
+            stack.extend(list(&sys.join("holders")));
         }
     }
     out

@@ -51,7 +51,8 @@ pub enum NodeState {
 pub enum ClaimState<'a> {
     /// The PV has no claimRef (Available).
     Unclaimed,
-    /// The claimRef names a claim that no longer exists (or a newer one of the same name).
+    /// The claimRef names a claim that no longer exists, or one of that name that is not
+    /// bound to this PV (a newer one, or one bound to another volume).
     Gone,
     Bound(&'a PersistentVolumeClaim),
 }
@@ -142,8 +143,12 @@ pub fn opt_in(pvc: &PersistentVolumeClaim) -> OptIn {
     }
 }
 
-/// Matches the PV's claimRef against the claim found under that name: a claim with another
-/// uid is a newer one (the workload already made a new claim) and is not this PV's.
+/// Matches the PV's claimRef against the claim found under that name. The claim is this PV's
+/// only when its `spec.volumeName` names the PV and, when the claimRef carries a uid, it has
+/// that uid: a claim with another uid is a newer one (the workload already made a new claim),
+/// and a claimRef without a uid (a PV pre-bound by hand) names a claim that may well be bound
+/// to another volume. Anything less would let `recreate` delete a claim that is not the lost
+/// volume's.
 pub fn claim_state<'a>(
     pv: &PersistentVolume,
     found: Option<&'a PersistentVolumeClaim>,
@@ -151,8 +156,14 @@ pub fn claim_state<'a>(
     let Some(cref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
         return ClaimState::Unclaimed;
     };
+    let names_this_pv = |pvc: &PersistentVolumeClaim| {
+        let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+        volume.is_some() && volume == pv.metadata.name.as_deref()
+    };
     match found {
-        Some(pvc) if cref.uid.is_none() || pvc.metadata.uid == cref.uid => ClaimState::Bound(pvc),
+        Some(pvc) if names_this_pv(pvc) && (cref.uid.is_none() || pvc.metadata.uid == cref.uid) => {
+            ClaimState::Bound(pvc)
+        }
         _ => ClaimState::Gone,
     }
 }

@@ -3,7 +3,7 @@
 use super::*;
 use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectReference, PersistentVolumeSpec, VolumeNodeAffinity,
+    ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use std::collections::BTreeMap;
 
@@ -62,17 +62,27 @@ fn local_pv() -> PersistentVolume {
     )
 }
 
+/// db/data-db-0 (uid-1), bound to the PV of [`local_pv`].
 fn claim(opt_in: Option<&str>) -> PersistentVolumeClaim {
+    claim_of("uid-1", Some("pvc-1"), opt_in)
+}
+
+/// db/data-db-0 with this uid, bound to the PV `volume` (None: not bound yet).
+fn claim_of(uid: &str, volume: Option<&str>, opt_in: Option<&str>) -> PersistentVolumeClaim {
     let annotations =
         opt_in.map(|v| BTreeMap::from([(OPT_IN_ANNOTATION.to_string(), v.to_string())]));
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             namespace: Some("db".into()),
             name: Some("data-db-0".into()),
-            uid: Some("uid-1".into()),
+            uid: Some(uid.into()),
             annotations,
             ..Default::default()
         },
+        spec: Some(PersistentVolumeClaimSpec {
+            volume_name: volume.map(Into::into),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -330,23 +340,87 @@ fn recreate_deletes_an_unclaimed_pv_only_when_its_reclaim_policy_is_delete() {
     }
 }
 
+/// The PV's claimRef (uid or none) and the claim found under its name (uid, spec.volumeName):
+/// the claim is the PV's only when it names the PV back and, when the claimRef has a uid, has
+/// that uid.
 #[test]
-fn claim_state_matches_the_claim_ref_uid() {
-    let pv = local_pv();
-    let same = claim(None);
-    assert!(matches!(
-        claim_state(&pv, Some(&same)),
-        ClaimState::Bound(_)
-    ));
-    assert!(matches!(claim_state(&pv, None), ClaimState::Gone));
-    // The workload already made a new claim of that name: not this PV's.
-    let mut newer = claim(None);
-    newer.metadata.uid = Some("uid-2".into());
-    assert!(matches!(claim_state(&pv, Some(&newer)), ClaimState::Gone));
+fn claim_state_needs_the_claim_to_name_the_pv() {
+    struct Row {
+        what: &'static str,
+        ref_uid: Option<&'static str>,
+        found: Option<(&'static str, Option<&'static str>)>,
+        bound: bool,
+    }
+    let rows = [
+        Row {
+            what: "uid and volumeName match",
+            ref_uid: Some("uid-1"),
+            found: Some(("uid-1", Some("pvc-1"))),
+            bound: true,
+        },
+        Row {
+            what: "claimRef without uid, the claim is bound to this PV",
+            ref_uid: None,
+            found: Some(("uid-9", Some("pvc-1"))),
+            bound: true,
+        },
+        Row {
+            what: "claimRef without uid, a claim of that name bound to another PV",
+            ref_uid: None,
+            found: Some(("uid-9", Some("pvc-other"))),
+            bound: false,
+        },
+        Row {
+            what: "claimRef without uid, a claim of that name bound to no PV",
+            ref_uid: None,
+            found: Some(("uid-9", None)),
+            bound: false,
+        },
+        Row {
+            what: "uid matches but the claim names another PV",
+            ref_uid: Some("uid-1"),
+            found: Some(("uid-1", Some("pvc-other"))),
+            bound: false,
+        },
+        Row {
+            what: "uid matches but the claim is not bound yet",
+            ref_uid: Some("uid-1"),
+            found: Some(("uid-1", None)),
+            bound: false,
+        },
+        Row {
+            what: "a newer claim of that name (the workload made it anew)",
+            ref_uid: Some("uid-1"),
+            found: Some(("uid-2", Some("pvc-1"))),
+            bound: false,
+        },
+        Row {
+            what: "no claim of that name",
+            ref_uid: Some("uid-1"),
+            found: None,
+            bound: false,
+        },
+    ];
+    for row in rows {
+        let mut pv = local_pv();
+        pv.spec.as_mut().unwrap().claim_ref.as_mut().unwrap().uid = row.ref_uid.map(Into::into);
+        let found = row
+            .found
+            .map(|(uid, volume)| claim_of(uid, volume, Some("recreate")));
+        let state = claim_state(&pv, found.as_ref());
+        if row.bound {
+            assert!(matches!(state, ClaimState::Bound(_)), "{}", row.what);
+        } else {
+            assert!(matches!(state, ClaimState::Gone), "{}", row.what);
+            // An opted-in claim that is not this PV's is never deleted with it.
+            let d = decide(&opts(Policy::Recreate), &pv, GONE, state);
+            assert_ne!(d, Decision::Recreate { claim: true }, "{}", row.what);
+        }
+    }
     let mut available = local_pv();
     available.spec.as_mut().unwrap().claim_ref = None;
     assert!(matches!(
-        claim_state(&available, Some(&same)),
+        claim_state(&available, Some(&claim(None))),
         ClaimState::Unclaimed
     ));
 }

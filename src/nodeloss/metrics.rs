@@ -1,5 +1,5 @@
 //! The node-loss controller's Prometheus counters (docs/metrics.md), served by
-//! `crate::metrics::serve_with`.
+//! `crate::server::metrics::serve`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

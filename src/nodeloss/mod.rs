@@ -13,6 +13,21 @@
 //!   `=recreate`, or every claim with `--recreate-all`) the claim and the PV are deleted, so the
 //!   workload's controller provisions a new volume on a node that exists.
 //!
+//! A claim counts as the PV's only when it names the PV in `spec.volumeName` (and has the
+//! claimRef's uid, when there is one), so no other claim of the same name is ever deleted.
+//!
+//! The grace period (default 60 s) is short on purpose, and safe, because nothing this
+//! controller does deletes data. It deletes API objects only: the claim and the PV, after
+//! stripping the provisioner's finalizer. A volume's bytes go only through DeleteVolume, which
+//! only the lost node's own csi-provisioner would call (the driver is node-deployed), and it
+//! never gets the chance: the PV object is gone when that node comes back. A node that returns
+//! after the grace therefore finds its volume directories and devices as they were, no longer
+//! referenced by any PV (`ferrovol ctl list` on the node shows them; a PV written by hand with
+//! the same volume handle attaches one again). What the grace guards is only the workload's
+//! binding, against a Node object deleted and registered again at once; and only claims that
+//! opted in (or `--recreate-all`) lose it. `report` writes marks that are removed when a node
+//! of that name registers again.
+//!
 //! [`decide`] is the pure decision; [`act`] carries it out; [`controller`] runs it with
 //! kube-runtime.
 

@@ -4,7 +4,8 @@
 //!
 //! A device is "blank" only when [`probe_all`] finds nothing: not a filesystem, not a RAID or
 //! LVM member, not swap, not LUKS, not a partition table. The device backend formats only
-//! blank devices, and wipes back only the signatures it wrote ([`wipe_at`]).
+//! blank devices, and wipes back only the signatures it wrote ([`wipe_at`]), through a
+//! descriptor it has proven to be the volume's device.
 
 use serde::{Deserialize, Serialize};
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -229,20 +230,27 @@ pub fn probe_all(path: &Path) -> io::Result<Vec<Signature>> {
     Ok(found)
 }
 
-/// Erases the signatures of `path` whose magic starts at one of `offsets`, and nothing else;
-/// returns what it erased. The device is opened O_EXCL (a mounted or held device fails with
-/// EBUSY) and fsynced before returning.
-pub fn wipe_at(path: &Path, offsets: &[u64]) -> io::Result<Vec<Signature>> {
-    wipe_matching(path, |s| offsets.contains(&s.offset))
+/// Opens `path` for [`wipe_at`] and [`wipe_all`]: read-write and O_EXCL, so a mounted or
+/// held device fails with EBUSY instead of losing a signature under a live filesystem.
+pub fn open_for_wipe(path: &Path) -> io::Result<File> {
+    open_device(path, true)
 }
 
-/// Erases every signature on `path` (like `wipefs -a`); returns what it erased.
-pub fn wipe_all(path: &Path) -> io::Result<Vec<Signature>> {
+/// Erases the signatures whose magic starts at one of `offsets`, and nothing else, on the
+/// device open as `dev` (from [`open_for_wipe`]; `path` names it in errors); returns what it
+/// erased, fsynced.
+pub fn wipe_at(dev: &File, path: &Path, offsets: &[u64]) -> io::Result<Vec<Signature>> {
+    wipe_matching(dev, path, |s| offsets.contains(&s.offset))
+}
+
+/// Erases every signature (like `wipefs -a`) on the device open as `dev`; returns what it
+/// erased.
+pub fn wipe_all(dev: &File, path: &Path) -> io::Result<Vec<Signature>> {
     let mut erased = Vec::new();
     // Erasing one table can uncover another (a GPT's backup header, a PMBR): probe again
     // until nothing is left, a bounded number of times.
     for _ in 0..4 {
-        let round = wipe_matching(path, |_| true)?;
+        let round = wipe_matching(dev, path, |_| true)?;
         if round.is_empty() {
             break;
         }
@@ -251,10 +259,12 @@ pub fn wipe_all(path: &Path) -> io::Result<Vec<Signature>> {
     Ok(erased)
 }
 
-fn wipe_matching(path: &Path, want: impl Fn(&Signature) -> bool) -> io::Result<Vec<Signature>> {
-    let file = open_device(path, true)?;
-    let sync = file.try_clone()?;
-    let probe = Probe::open(path, file)?;
+fn wipe_matching(
+    dev: &File,
+    path: &Path,
+    want: impl Fn(&Signature) -> bool,
+) -> io::Result<Vec<Signature>> {
+    let probe = Probe::open(path, dev.try_clone()?)?;
     let mut erased = Vec::new();
     while probe.next(path)? {
         let Some(sig) = probe.current() else { continue };
@@ -271,7 +281,7 @@ fn wipe_matching(path: &Path, want: impl Fn(&Signature) -> bool) -> io::Result<V
         }
         erased.push(sig);
     }
-    sync.sync_all()
+    dev.sync_all()
         .map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))?;
     Ok(erased)
 }

@@ -72,7 +72,7 @@ fn xfs_then_wipe_all_leaves_it_blank() {
     let sigs = probe_all(&d.dev).unwrap();
     assert_eq!(types(&sigs), ["xfs"]);
     assert_eq!(sigs[0].offset, 0);
-    let erased = wipe_all(&d.dev).unwrap();
+    let erased = wipe_all(&open_for_wipe(&d.dev).unwrap(), &d.dev).unwrap();
     assert_eq!(types(&erased), ["xfs"]);
     assert!(probe_all(&d.dev).unwrap().is_empty());
 }
@@ -102,7 +102,7 @@ fn gpt_shows_primary_backup_and_pmbr_and_wipes_clean() {
         sigs.iter().any(|s| s.offset == 0x200),
         "primary header: {sigs:?}"
     );
-    wipe_all(&d.dev).unwrap();
+    wipe_all(&open_for_wipe(&d.dev).unwrap(), &d.dev).unwrap();
     assert!(probe_all(&d.dev).unwrap().is_empty());
 }
 
@@ -131,7 +131,7 @@ fn wipe_at_erases_only_the_named_offset() {
         (Kind::PartitionTable, 0x1fe, 2)
     );
     assert!(types(&sigs).contains(&"swap"), "{sigs:?}");
-    let erased = wipe_at(&d.dev, &[0x1fe]).unwrap();
+    let erased = wipe_at(&open_for_wipe(&d.dev).unwrap(), &d.dev, &[0x1fe]).unwrap();
     assert_eq!(types(&erased), ["dos"]);
     assert_eq!(types(&probe_all(&d.dev).unwrap()), ["swap"]);
 }
@@ -147,7 +147,7 @@ fn wipe_refuses_a_mounted_device() {
         .status()
         .unwrap();
     assert!(st.success());
-    let busy = wipe_all(&d.dev);
+    let busy = open_for_wipe(&d.dev);
     let excl = can_open_exclusive(&d.dev).unwrap();
     Command::new("umount").arg(mnt.path()).status().unwrap();
     assert_eq!(busy.unwrap_err().kind(), io::ErrorKind::ResourceBusy);

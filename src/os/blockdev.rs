@@ -1,6 +1,6 @@
 //! Whole-device ioctls the device backend needs: discard, and the kernel's read-only flag.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -16,18 +16,10 @@ fn ctx(dev: &Path, what: &str) -> impl FnOnce(io::Error) -> io::Error + use<> {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Discards (TRIM, or hole-punch for a loop device) the whole device; Ok(false) when the
-/// device cannot discard.
-pub fn discard_all(dev: &Path) -> io::Result<bool> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(dev)
-        .map_err(ctx(dev, "open"))?;
-    let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer; the fd is open.
-    if unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size) } != 0 {
-        return Err(ctx(dev, "size of")(io::Error::last_os_error()));
-    }
+/// Discards (TRIM, or hole-punch for a loop device) the whole device open as `f` (for
+/// writing); Ok(false) when the device cannot discard. `dev` names it in errors.
+pub fn discard_all(f: &File, dev: &Path) -> io::Result<bool> {
+    let size = size_of(f, dev)?;
     let range: [u64; 2] = [0, size];
     // SAFETY: BLKDISCARD reads two u64 (start, length) through the pointer.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKDISCARD, &range) } != 0 {
@@ -38,6 +30,16 @@ pub fn discard_all(dev: &Path) -> io::Result<bool> {
         };
     }
     Ok(true)
+}
+
+/// The size in bytes of the block device open as `f`, as the kernel sees it now.
+pub fn size_of(f: &File, dev: &Path) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer; the fd is open.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size) } != 0 {
+        return Err(ctx(dev, "size of")(io::Error::last_os_error()));
+    }
+    Ok(size)
 }
 
 /// Sets or clears the kernel's read-only flag of the device: with it set, every write through

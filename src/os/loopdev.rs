@@ -10,6 +10,7 @@ const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LOOP_MAJOR: u64 = 7;
 
@@ -121,6 +122,31 @@ pub fn find_by_backing_file(image: &Path) -> io::Result<Vec<Attached>> {
     }
     found.sort_by(|a, b| a.device.cmp(&b.device));
     Ok(found)
+}
+
+/// The backing file of the open loop device `dev` as (st_dev, inode), asked of the kernel
+/// through that descriptor; None when `dev` is no loop device or is not attached.
+pub fn backing_of(dev: &fs::File) -> io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = dev.metadata()?.rdev();
+    if u64::from(libc::major(rdev)) != LOOP_MAJOR {
+        return Ok(None);
+    }
+    // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays).
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one LoopInfo64 through the pointer, which lives
+    // across the call.
+    match unsafe {
+        ioctl(
+            dev,
+            LOOP_GET_STATUS64,
+            &mut info as *mut LoopInfo64 as libc::c_ulong,
+        )
+    } {
+        Ok(_) => Ok(Some((info.lo_device, info.lo_inode))),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Detaches `device`; succeeds when it is already free.

@@ -24,9 +24,11 @@ const STORE_MARKER: &str = "trusted.ferrovol.store";
 /// trash of the deleted volume from the directory of the one created after it.
 const INCARNATION_MARKER: &str = "trusted.ferrovol.incarnation";
 
-/// The three markers in one xattr, written by one call: a create costs one xattr write, not
-/// three, and a crash can no longer leave a directory marked by half. Format:
-/// `v1\0<volume id>\0<store id>\0<incarnation>` (the last two may be empty). Directories
+/// The markers in one xattr, written by one call: a create costs one xattr write, not
+/// several, and a crash can no longer leave a directory marked by half. Format:
+/// `v1\0<volume id>\0<store id>\0<incarnation>\0<journal sequence>` (all but the id may be
+/// empty; directories marked before the sequence existed end after the incarnation, and
+/// readers that do not know it ignore it). Directories
 /// marked before 0.3 carry the three separate xattrs above instead; every reader falls back to
 /// them, and a setter changes whichever form the directory has.
 const MARKERS: &str = "trusted.ferrovol.markers";
@@ -38,6 +40,10 @@ pub struct Markers {
     pub volume: String,
     pub store: Option<String>,
     pub incarnation: Option<String>,
+    /// The state journal's next sequence number when the directory was marked: the batch that
+    /// commits its create carries this one or a later one. A directory marked later than the
+    /// journal reaches proves the journal behind.
+    pub seq: Option<u64>,
 }
 
 impl Markers {
@@ -47,6 +53,7 @@ impl Markers {
             &self.volume,
             self.store.as_deref().unwrap_or(""),
             self.incarnation.as_deref().unwrap_or(""),
+            &self.seq.map(|s| s.to_string()).unwrap_or_default(),
         ]
         .join("\0")
     }
@@ -59,6 +66,7 @@ impl Markers {
                 volume: volume.to_string(),
                 store: field(parts.next()),
                 incarnation: field(parts.next()),
+                seq: field(parts.next()).and_then(|s| s.parse().ok()),
             }),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -68,18 +76,21 @@ impl Markers {
     }
 }
 
-/// Marks a directory as volume `volume_id`'s, made by store `store_id` in create `incarnation`:
-/// one xattr write, replacing any markers it had.
+/// Marks a directory as volume `volume_id`'s, made by store `store_id` in create `incarnation`
+/// when the journal's next sequence number was `seq`: one xattr write, replacing any markers it
+/// had.
 pub fn set_markers(
     path: &Path,
     volume_id: &str,
     store_id: &str,
     incarnation: Option<&str>,
+    seq: u64,
 ) -> io::Result<()> {
     let markers = Markers {
         volume: volume_id.to_string(),
         store: Some(store_id.to_string()),
         incarnation: incarnation.map(str::to_string),
+        seq: Some(seq),
     };
     set_xattr(path, MARKERS, &markers.encode())
 }
@@ -104,6 +115,7 @@ pub fn read_markers(path: &Path) -> io::Result<Option<Markers>> {
         volume,
         store: get_xattr(path, STORE_MARKER)?,
         incarnation: get_xattr(path, INCARNATION_MARKER)?,
+        seq: None,
     }))
 }
 

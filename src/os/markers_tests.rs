@@ -16,7 +16,7 @@ fn one_xattr_carries_all_three_markers() {
         return;
     }
     let d = dir();
-    set_markers(d.path(), "hostpath/n1/pvc-a", "store1", Some("00ff")).unwrap();
+    set_markers(d.path(), "hostpath/n1/pvc-a", "store1", Some("00ff"), 7).unwrap();
     assert_eq!(
         owner_marker(d.path()).unwrap().as_deref(),
         Some("hostpath/n1/pvc-a")
@@ -31,7 +31,7 @@ fn one_xattr_carries_all_three_markers() {
         "wrote the old form too"
     );
     // Without an incarnation (snapshots), and marking again replaces everything.
-    set_markers(d.path(), "hostpath/n1/pvc-b", "store2", None).unwrap();
+    set_markers(d.path(), "hostpath/n1/pvc-b", "store2", None, 8).unwrap();
     assert_eq!(
         owner_marker(d.path()).unwrap().as_deref(),
         Some("hostpath/n1/pvc-b")
@@ -67,7 +67,7 @@ fn a_single_marker_change_keeps_the_others_of_the_one_xattr_form() {
         return;
     }
     let d = dir();
-    set_markers(d.path(), "hostpath/n1/src", "store1", Some("aa")).unwrap();
+    set_markers(d.path(), "hostpath/n1/src", "store1", Some("aa"), 1).unwrap();
     set_owner_marker(d.path(), "hostpath/n1/clone").unwrap();
     assert_eq!(
         owner_marker(d.path()).unwrap().as_deref(),
@@ -87,7 +87,31 @@ fn an_unreadable_one_xattr_marker_is_an_error_not_an_absent_one() {
     }
     let m = Markers::decode("v1\0hostpath/n1/x\0\0").unwrap();
     assert_eq!(m.volume, "hostpath/n1/x");
-    assert_eq!((m.store, m.incarnation), (None, None));
+    assert_eq!((m.store, m.incarnation, m.seq), (None, None, None));
+}
+
+#[test]
+fn markers_without_a_sequence_number_still_read() {
+    // Written before markers carried the journal's sequence number: four fields.
+    let old = Markers::decode("v1\0hostpath/n1/x\0store1\0inc").unwrap();
+    assert_eq!(old.incarnation.as_deref(), Some("inc"));
+    assert_eq!(old.seq, None);
+    let new = Markers::decode("v1\0hostpath/n1/x\0store1\0inc\x0012").unwrap();
+    assert_eq!(
+        (new.incarnation.as_deref(), new.seq),
+        (Some("inc"), Some(12))
+    );
+    // A reader that knows only four fields reads the same four from the new form.
+    let mut parts = new
+        .encode()
+        .split('\0')
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    parts.truncate(4);
+    assert_eq!(
+        Markers::decode(&parts.join("\0")).unwrap().incarnation,
+        new.incarnation
+    );
 }
 
 #[test]
@@ -97,13 +121,14 @@ fn all_markers_read_at_once_in_either_form() {
     }
     let new = dir();
     assert_eq!(read_markers(new.path()).unwrap(), None, "unmarked");
-    set_markers(new.path(), "hostpath/n1/a", "store1", Some("0a")).unwrap();
+    set_markers(new.path(), "hostpath/n1/a", "store1", Some("0a"), 42).unwrap();
     assert_eq!(
         read_markers(new.path()).unwrap(),
         Some(Markers {
             volume: "hostpath/n1/a".into(),
             store: Some("store1".into()),
             incarnation: Some("0a".into()),
+            seq: Some(42),
         })
     );
     let old = dir();
@@ -120,6 +145,7 @@ fn all_markers_read_at_once_in_either_form() {
             volume: "hostpath/n1/old".into(),
             store: Some("store0".into()),
             incarnation: None,
+            seq: None,
         })
     );
 }

@@ -1,24 +1,10 @@
-//! Kernel NFS mounts for the NFS backend's node side: the exact mount(2) arguments, a check that
-//! the kernel has an NFS client at all, and a runner that bounds kernel calls by a deadline.
-//!
-//! Why a dedicated thread per kernel call: a mount or umount against a dead server can sit in
-//! uninterruptible sleep for minutes. Run on tokio's blocking pool it would keep that worker for
-//! good, and a handful of dead servers would stall every RPC. Here each call gets its own
-//! thread; when the deadline passes we stop waiting, answer DeadlineExceeded and leave the
-//! thread to finish (or hang) on its own. `MAX_ABANDONED` bounds how many such threads may be
-//! left stuck at once; past it new calls are refused as Unavailable instead of piling up.
+//! Kernel NFS mounts for the NFS backend's node side: the exact mount(2) arguments and a check
+//! that the kernel has an NFS client at all. The calls themselves run under a deadline, bounded
+//! per server (`os::nfscalls`).
 
-use crate::error::{Error, Result};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
 use sys_mount::MountFlags;
-
-/// Kernel calls still running after their deadline; see the module doc.
-static ABANDONED: AtomicUsize = AtomicUsize::new(0);
-const MAX_ABANDONED: usize = 32;
 
 /// mount(2) arguments for one NFS volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,48 +136,6 @@ pub fn resolve(server: &str) -> std::io::Result<IpAddr> {
         .ok_or_else(|| std::io::Error::other(format!("{server} has no address")))
 }
 
-/// Runs `f` on its own thread and waits at most `deadline`. On timeout the thread is abandoned
-/// (see the module doc) and the answer is DeadlineExceeded naming `server` and `action`.
-pub fn with_deadline<T: Send + 'static>(
-    server: &str,
-    action: &str,
-    deadline: Duration,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    if ABANDONED.load(Ordering::Relaxed) >= MAX_ABANDONED {
-        return Err(Error::Unavailable {
-            server: server.to_string(),
-            detail: format!(
-                "{action}: {MAX_ABANDONED} earlier kernel NFS calls are still hung; refusing more until they return"
-            ),
-        });
-    }
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("nfs-kernel-call".into())
-        .spawn(move || {
-            let r = f();
-            if tx.send(r).is_err() {
-                // The caller gave up on us: we are no longer stuck.
-                ABANDONED.fetch_sub(1, Ordering::Relaxed);
-            }
-        })
-        .map_err(|e| Error::Internal(format!("{action}: cannot start a thread: {e}")))?;
-    match rx.recv_timeout(deadline) {
-        Ok(r) => r,
-        Err(_) => {
-            // Count it before the thread can notice the closed channel and count it down.
-            ABANDONED.fetch_add(1, Ordering::Relaxed);
-            drop(rx);
-            Err(Error::DeadlineExceeded {
-                server: server.to_string(),
-                action: action.to_string(),
-                seconds: deadline.as_secs().max(1),
-            })
-        }
-    }
-}
-
 /// Detaches whatever is mounted at `path` now and cleans up when it is no longer busy
 /// (umount2 MNT_DETACH): the fallback for a mount whose server is gone. The last component is
 /// not followed.
@@ -267,23 +211,5 @@ mod tests {
         assert!(filesystems_have_nfs(
             "nodev\tsysfs\nnodev\tnfs\nnodev\tnfs4\n"
         ));
-    }
-
-    #[test]
-    fn deadline_abandons_a_hung_call() {
-        let t0 = std::time::Instant::now();
-        let r = with_deadline("srv", "mount x", Duration::from_millis(100), || {
-            std::thread::sleep(Duration::from_secs(2));
-            Ok(())
-        });
-        assert!(t0.elapsed() < Duration::from_secs(1));
-        assert!(
-            matches!(r, Err(Error::DeadlineExceeded { ref server, .. }) if server == "srv"),
-            "{r:?}"
-        );
-        assert_eq!(
-            with_deadline("srv", "x", Duration::from_secs(1), || Ok(7)).unwrap(),
-            7
-        );
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC server: which services a role serves, on which endpoint.
 
 pub mod endpoint;
+pub mod metrics;
 
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;

@@ -70,7 +70,7 @@ impl Journal {
                 .iter()
                 .filter(|g| **g >= job.snap_gen && **g < job.gen)
             {
-                files::replay_log(&self.dir, *g, usize::MAX, &mut live)?;
+                files::replay_log(&self.dir, *g, &mut live)?;
             }
             let mut bytes = Vec::new();
             for (key, value) in live.iter() {

@@ -6,7 +6,7 @@
 //! generation >= G in order: a log is started (and the next one made, empty, ahead of use) before
 //! the snapshot that will cover its predecessors exists, so several logs can follow one snapshot.
 
-use super::frame::{decode, Update};
+use super::frame::{scan, Update};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -85,45 +85,50 @@ pub(super) fn apply(live: &mut Records, update: Update) {
     }
 }
 
-/// Applies snapshot `gen` (none for generation 0) to `live`; returns how many records it held.
-/// A snapshot is renamed into place only after it is synced: damage in it is not a torn write
-/// but corruption, and guessing would lose volumes.
-pub(super) fn replay_snapshot(dir: &Path, gen: u64, live: &mut Records) -> io::Result<usize> {
+/// What replaying one file found: how many frames it applied, where the next frame goes, a
+/// torn tail (never acknowledged) to zero, and damage (what it held is lost), described.
+#[derive(Debug, Default)]
+pub(super) struct Replayed {
+    pub frames: usize,
+    pub end: usize,
+    pub torn: Option<(usize, usize)>,
+    pub damaged: Vec<String>,
+}
+
+fn replay_bytes(path: &Path, bytes: &[u8], log: bool, live: &mut Records) -> Replayed {
+    let scan = scan(bytes, log);
+    let frames = scan.updates.len();
+    scan.updates.into_iter().for_each(|u| apply(live, u));
+    Replayed {
+        frames,
+        end: scan.end,
+        torn: scan.torn,
+        damaged: scan
+            .damaged
+            .iter()
+            .map(|(from, to)| format!("{} bytes {from}..{to}", path.display()))
+            .collect(),
+    }
+}
+
+/// Applies snapshot `gen` (none for generation 0) to `live`. A snapshot is renamed into place
+/// only after it is synced: bytes in it that are no frame are damage, never a torn write.
+pub(super) fn replay_snapshot(dir: &Path, gen: u64, live: &mut Records) -> io::Result<Replayed> {
     if gen == 0 {
-        return Ok(0);
+        return Ok(Replayed::default());
     }
     let path = snap_path(dir, gen);
     let bytes = read_file(&path)?;
-    let (updates, intact) = decode(&bytes);
-    if intact != bytes.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is damaged at byte {intact}", path.display()),
-        ));
-    }
-    let n = updates.len();
-    updates.into_iter().for_each(|u| apply(live, u));
-    Ok(n)
+    Ok(replay_bytes(&path, &bytes, false, live))
 }
 
-/// Applies the intact frames of log `gen` (up to `limit` bytes) to `live`; returns the number of
-/// frames, the intact length and the end of the last non-zero byte. Non-zero bytes after the
-/// intact prefix are a torn write that was never acknowledged; zeros are the log's unused space.
-pub(super) fn replay_log(
-    dir: &Path,
-    gen: u64,
-    limit: usize,
-    live: &mut Records,
-) -> io::Result<(usize, usize, usize)> {
-    let bytes = read_file(&log_path(dir, gen))?;
-    let (updates, intact) = decode(&bytes[..bytes.len().min(limit)]);
-    let frames = updates.len();
-    updates.into_iter().for_each(|u| apply(live, u));
-    let dirty_end = bytes[intact..]
-        .iter()
-        .rposition(|b| *b != 0)
-        .map_or(intact, |p| intact + p + 1);
-    Ok((frames, intact, dirty_end))
+/// Applies the intact frames of log `gen` to `live`. Zeros after the frames are the log's
+/// unused space; other bytes are a torn write (the last batch, never acknowledged) or damage
+/// (`frame::scan` tells which).
+pub(super) fn replay_log(dir: &Path, gen: u64, live: &mut Records) -> io::Result<Replayed> {
+    let path = log_path(dir, gen);
+    let bytes = read_file(&path)?;
+    Ok(replay_bytes(&path, &bytes, true, live))
 }
 
 /// Writes zeros over `from..to` of `file` (not synced).
@@ -145,8 +150,10 @@ pub fn peek(dir: &Path) -> io::Result<Records> {
     let mut live = HashMap::new();
     replay_snapshot(dir, files.snap_gen(), &mut live)?;
     for gen in files.live_logs() {
-        replay_log(dir, gen, usize::MAX, &mut live)?;
+        replay_log(dir, gen, &mut live)?;
     }
+    // The journal's own records (sequence number, damage) are no backend's.
+    live.retain(|key, _| !key.starts_with(super::frame::JOURNAL_PREFIX));
     Ok(live)
 }
 

@@ -11,21 +11,52 @@
 //! When a leader that waited on a thread is done with its own batch it hands the next one over:
 //! to a thread blocked on it, or, when only tasks wait on it, to a leader on the blocking pool.
 
-use super::frame::Update;
+use super::frame::{Update, SEQ_KEY};
 use super::journal::{poisoned_error, Inner, Journal};
 use std::future::poll_fn;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Condvar, MutexGuard};
+use std::sync::{Arc, Condvar, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
-/// A change queued for a batch: its sequence number, and the condition its batch's waiting
-/// threads sleep on.
+/// One batch, shared by the tickets of its changes: the condition its waiting threads sleep
+/// on, and its outcome, set once when it is decided. Each waiter reads its own batch's
+/// outcome, however many batches were decided before it looked.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    cv: Condvar,
+    outcome: OnceLock<Result<(), Arc<io::Error>>>,
+}
+
+impl Batch {
+    pub(super) fn notify_one(&self) {
+        self.cv.notify_one();
+    }
+
+    /// Records the outcome and wakes the batch's threads (its tasks are woken by sequence).
+    fn decide(&self, outcome: Result<(), Arc<io::Error>>) {
+        let _ = self.outcome.set(outcome);
+        self.cv.notify_all();
+    }
+
+    /// The outcome of a decided batch.
+    fn outcome(&self) -> io::Result<()> {
+        match self.outcome.get() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(cause)) => Err(io::Error::new(cause.kind(), cause.to_string())),
+            None => Err(io::Error::other(
+                "state journal batch decided without an outcome",
+            )),
+        }
+    }
+}
+
+/// A change queued for a batch: its sequence number, and its batch.
 #[derive(Debug)]
 #[must_use = "a queued change is acknowledged only once its ticket is waited for"]
 pub struct Ticket {
     seq: u64,
-    batch: Arc<Condvar>,
+    batch: Arc<Batch>,
 }
 
 impl Journal {
@@ -64,7 +95,7 @@ impl Journal {
         let mut inner = self.lock();
         loop {
             if inner.decided >= mine {
-                return outcome_of(&inner, mine);
+                return ticket.batch.outcome();
             }
             if !inner.leader_active {
                 inner = self.lead_one_batch(inner);
@@ -78,7 +109,11 @@ impl Journal {
             if queued {
                 inner.queued_blocking += 1;
             }
-            inner = ticket.batch.wait(inner).unwrap_or_else(|p| p.into_inner());
+            inner = ticket
+                .batch
+                .cv
+                .wait(inner)
+                .unwrap_or_else(|p| p.into_inner());
             // A leader that took the queue reset the count; otherwise this thread is no longer
             // blocked on it.
             if queued && mine > inner.taken {
@@ -95,7 +130,7 @@ impl Journal {
     fn poll_ticket(&self, ticket: &Ticket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.lock();
         if inner.decided >= ticket.seq {
-            return Poll::Ready(outcome_of(&inner, ticket.seq));
+            return Poll::Ready(ticket.batch.outcome());
         }
         inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
         inner.wakers.push((ticket.seq, cx.waker().clone()));
@@ -108,20 +143,23 @@ impl Journal {
     /// Writes and syncs everything queued, as the leader; the lock is released during I/O. The
     /// batch's threads and tasks are woken; the caller decides who leads the next batch.
     fn lead_one_batch<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
-        let batch_cv = std::mem::replace(&mut inner.queue_cv, Arc::new(Condvar::new()));
+        let batch = std::mem::take(&mut inner.queue_cv);
         inner.queued_blocking = 0;
         let first = inner.decided + 1;
         let last = inner.issued;
         inner.taken = last;
-        let bytes = std::mem::take(&mut inner.queued);
-        let frames = std::mem::take(&mut inner.queued_frames);
+        let mut bytes = std::mem::take(&mut inner.queued);
+        let frames = std::mem::take(&mut inner.queued_frames) + 1;
+        // The batch's closing frame: its sequence number.
+        let seq = inner.seq + 1;
+        super::frame::encode_put(SEQ_KEY, &seq.to_le_bytes(), &mut bytes);
         if let Some(cause) = &inner.poisoned {
             // Queued before an earlier batch's sync failed: a later sync that succeeds proves
             // nothing about the pages the failed one lost, so this batch fails too.
             let cause = Arc::new(poisoned_error(cause));
-            inner.failed.push((first, last, cause));
             inner.decided = last;
-            wake_decided(&mut inner, &batch_cv);
+            batch.decide(Err(cause));
+            wake_decided(&mut inner);
             return inner;
         }
         inner.leader_active = true;
@@ -143,11 +181,14 @@ impl Journal {
             });
 
         let mut inner = self.lock();
-        match outcome {
+        let decided = match outcome {
             Ok(()) => {
+                // Never lowered: `mark_damaged` may have moved the numbering on meanwhile.
+                inner.seq = inner.seq.max(seq);
                 inner.durable_len = start_len + bytes.len() as u64;
                 inner.frames_in_log += frames;
                 inner.frames_since_snap += frames;
+                Ok(())
             }
             Err((e, sync_failed)) => {
                 tracing::error!(error = %e, batch = last - first + 1, "state journal commit failed; no operation in the batch is acknowledged");
@@ -159,18 +200,14 @@ impl Journal {
                 if !truncated || sync_failed {
                     inner.poisoned = Some(cause.clone());
                 }
-                inner.failed.push((first, last, cause));
+                Err(cause)
             }
-        }
+        };
         inner.decided = last;
         inner.leader_active = false;
-        // Failure records are only needed by waiters of batches that are decided; keep a few.
-        if inner.failed.len() > 64 {
-            let drop_n = inner.failed.len() - 64;
-            inner.failed.drain(..drop_n);
-        }
         self.maybe_compact(&mut inner);
-        wake_decided(&mut inner, &batch_cv);
+        batch.decide(decided);
+        wake_decided(&mut inner);
         inner
     }
 
@@ -221,9 +258,8 @@ impl Journal {
     }
 }
 
-/// Wakes the threads and tasks of the batch just decided.
-fn wake_decided(inner: &mut Inner, batch_cv: &Condvar) {
-    batch_cv.notify_all();
+/// Wakes the tasks of the batch just decided (its threads were woken by `Batch::decide`).
+fn wake_decided(inner: &mut Inner) {
     let decided = inner.decided;
     let mut i = 0;
     while i < inner.wakers.len() {
@@ -232,18 +268,6 @@ fn wake_decided(inner: &mut Inner, batch_cv: &Condvar) {
         } else {
             i += 1;
         }
-    }
-}
-
-/// The outcome of change `seq`, whose batch is decided.
-fn outcome_of(inner: &Inner, seq: u64) -> io::Result<()> {
-    match inner
-        .failed
-        .iter()
-        .find(|(lo, hi, _)| *lo <= seq && seq <= *hi)
-    {
-        Some((_, _, cause)) => Err(io::Error::new(cause.kind(), cause.to_string())),
-        None => Ok(()),
     }
 }
 

@@ -4,18 +4,22 @@
 //! the first writer to find no commit in flight becomes the leader, writes everything queued so
 //! far in one `pwrite`, syncs once and wakes the others of its batch and one writer of the next
 //! batch, to lead it (classic group commit, no extra thread).
-//! A frame is `len u32 | crc32 u32 | payload` (`frame`), so a torn tail (power cut mid-write) is
-//! detected and cut off at open: it was never acknowledged, because acknowledgement follows the
-//! sync.
+//! A frame is `len u32 | crc32 u32 | payload` (`frame`), and each batch ends with a frame carrying
+//! its sequence number, so a torn tail (power cut mid-write) is detected and cut off at open: it
+//! was never acknowledged, because acknowledgement follows the sync. Bytes that fail the check
+//! anywhere else are damage: stepped over, kept, and recorded (`damage`), never cut.
 //!
 //! Compaction never stalls a commit: when the logs hold far more frames than live records, the
 //! leader switches appends to the next log, which was created and its name synced ahead of use
 //! (so the switch costs no sync), and a background thread folds the finished logs into a
 //! snapshot (`compact`). The file layout and how it replays is in `files`.
 
+use super::damage::{Damage, DAMAGE_KEY};
 use super::files::{self, log_path, Listing};
 pub use super::files::{peek, Records};
 pub use super::frame::Update;
+use super::frame::SEQ_KEY;
+use super::group_commit::Batch;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,8 @@ pub struct Journal {
     pub(super) committed: Condvar,
     /// The journal itself, handed to the compaction thread and to spawned leaders.
     pub(super) me: Weak<Journal>,
+    /// The last sequence number replayed at open, before this run committed anything.
+    opened_seq: u64,
 }
 
 pub(super) struct Inner {
@@ -70,18 +76,21 @@ pub(super) struct Inner {
     /// flight still lead themselves meanwhile: were they to wait for it, a blocking pool full of
     /// such threads would leave the started leader no thread to run on.
     pub(super) leader_started: bool,
-    /// What the callers queued for the next batch wait on. A leader takes it with the queue and
-    /// wakes exactly its own batch when the batch is decided, then one caller of the batch
-    /// queued meanwhile, to lead it: nobody else wakes only to sleep again.
-    pub(super) queue_cv: Arc<Condvar>,
+    /// The next batch: what its callers wait on and where its outcome will be. A leader takes
+    /// it with the queue and wakes exactly its own batch when the batch is decided, then one
+    /// caller of the batch queued meanwhile, to lead it: nobody else wakes only to sleep again.
+    pub(super) queue_cv: Arc<Batch>,
     /// Threads blocked on `queue_cv` (the queued batch), to lead it when the leader is done.
     pub(super) queued_blocking: usize,
     /// Tasks awaiting their change's batch (`submit` then `wait`): (sequence, waker).
     pub(super) wakers: Vec<(u64, Waker)>,
-    /// Batches that failed, as (first, last, cause); kept until every waiter has seen them.
-    pub(super) failed: Vec<(u64, u64, Arc<io::Error>)>,
     /// Once a sync fails the file's state is unknown: every later commit fails with the cause.
     pub(super) poisoned: Option<Arc<io::Error>>,
+    /// The sequence number of the last durable batch (each batch ends with a frame carrying
+    /// its own, `frame::SEQ_KEY`).
+    pub(super) seq: u64,
+    /// What the journal knows it lost.
+    pub(super) damage: Option<Damage>,
     /// Generation of the newest snapshot (0: none) and how many records it holds. (The live
     /// records themselves are not kept here: the ledgers hold them, and compaction rebuilds
     /// them from the files, so memory holds each record once.)
@@ -104,24 +113,35 @@ impl Journal {
         let listing = Listing::read(dir)?;
         let snap_gen = listing.snap_gen();
         let mut live = Records::new();
-        let snap_records = files::replay_snapshot(dir, snap_gen, &mut live)?;
+        let snap = files::replay_snapshot(dir, snap_gen, &mut live)?;
+        let snap_records = snap.frames;
+        let mut damaged = snap.damaged;
         let logs: Vec<u64> = listing.live_logs().collect();
-        // (generation, frames, intact length) of every log after the snapshot.
+        // (generation, frames, where the next frame goes) of every log after the snapshot.
         let mut replayed = Vec::with_capacity(logs.len());
         for g in &logs {
-            let (frames, intact, dirty_end) = files::replay_log(dir, *g, usize::MAX, &mut live)?;
-            if dirty_end != intact {
-                let log = log_path(dir, *g);
-                tracing::warn!(log = %log.display(), dropped_bytes = dirty_end - intact,
+            let r = files::replay_log(dir, *g, &mut live)?;
+            let log = log_path(dir, *g);
+            if let Some((from, to)) = r.torn {
+                tracing::warn!(log = %log.display(), dropped_bytes = to - from,
                     "state journal ends in a torn write (never acknowledged); zeroing it");
                 // Zeroed, not left: a later frame of the same length written over its start
                 // would make the torn batch's later frames readable again.
                 let f = OpenOptions::new().write(true).open(&log)?;
-                files::zero_fill(&f, intact as u64, dirty_end as u64)?;
+                files::zero_fill(&f, from as u64, to as u64)?;
                 f.sync_data()?;
             }
-            replayed.push((*g, frames, intact));
+            if !r.damaged.is_empty() {
+                keep_damaged_copy(&log);
+            }
+            damaged.extend(r.damaged);
+            replayed.push((*g, r.frames, r.end));
         }
+        let seq = live
+            .remove(SEQ_KEY)
+            .and_then(|v| Some(u64::from_le_bytes(v.get(..8)?.try_into().ok()?)))
+            .unwrap_or(0);
+        let damage = live.remove(DAMAGE_KEY).map(|raw| Damage::decode(&raw));
         let frames_since_snap: usize = replayed.iter().map(|(_, f, _)| f).sum();
         // Appends go to the newest log, except when that is the empty spare made ahead of use:
         // then to the one before it, and the spare stays the spare (files do not pile up
@@ -148,6 +168,20 @@ impl Journal {
             files::zero_fill(&file, len, LOG_PREALLOC)?;
             file.sync_data()?;
         }
+        // A batch of its own for this run, so every directory this run marks carries a number
+        // past the journal's end at open: a copy of the state dir taken while the driver was
+        // stopped is then proven behind by the first directory marked after it.
+        let mut opening = Vec::new();
+        super::frame::encode_put(SEQ_KEY, &(seq + 1).to_le_bytes(), &mut opening);
+        {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&opening, intact as u64)?;
+            file.sync_data()?;
+            crate::metrics::count_background_sync();
+        }
+        let intact = intact + opening.len();
+        let frames_in_log = frames_in_log + 1;
+        let frames_since_snap = frames_since_snap + 1;
         let spare = create_log(dir, gen + 1)?;
         spare.sync_data()?;
         // Makes the current log's and the spare's names durable.
@@ -171,20 +205,35 @@ impl Journal {
                 taken: 0,
                 leader_active: false,
                 leader_started: false,
-                queue_cv: Arc::new(Condvar::new()),
+                queue_cv: Arc::default(),
                 queued_blocking: 0,
                 wakers: Vec::new(),
-                failed: Vec::new(),
                 poisoned: None,
+                seq: seq + 1,
+                damage: damage.clone(),
                 snap_gen,
                 snap_records,
                 spare: Some(spare),
                 compacting: false,
                 retry_at: 0,
             }),
+            opened_seq: seq,
             committed: Condvar::new(),
             me: me.clone(),
         });
+        crate::metrics::set_journal_damaged(damage.is_some());
+        if let Some(d) = &damage {
+            tracing::error!(through = d.through, found = ?d.found,
+                "state journal is damaged: changes up to this sequence number may be missing; directories they may explain are kept, never removed without a record");
+        }
+        // Damage already recorded is still in the log until compaction folds it away: it is
+        // not new, and the sequence numbers marked since then stay provable.
+        damaged.retain(|d| damage.as_ref().is_none_or(|known| !known.found.contains(d)));
+        if !damaged.is_empty() {
+            tracing::error!(sequence = seq, damaged = ?damaged,
+                "state journal is damaged: bytes that are no frame lie before acknowledged frames (not a torn write); their changes are lost, everything intact is replayed, and directories they may explain are kept");
+            journal.mark_damaged(seq, damaged)?;
+        }
         Ok((journal, live))
     }
 
@@ -194,6 +243,19 @@ impl Journal {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The sequence number the next batch will carry at the earliest: a directory marked with
+    /// it now is committed by that batch or a later one.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().seq + 1
+    }
+
+    /// The last sequence number the journal held when it was opened. A directory marked with
+    /// a later one than the batch after it was made by a run this journal has not seen: the
+    /// journal is behind (restored from an older copy).
+    pub fn opened_seq(&self) -> u64 {
+        self.opened_seq
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -291,6 +353,19 @@ pub(super) fn remove_older(dir: &Path, listing: &Listing, keep: u64) {
     }
     for g in listing.logs.iter().filter(|g| **g < keep) {
         let _ = fs::remove_file(log_path(dir, *g));
+    }
+}
+
+/// Keeps a copy of a damaged log beside it (`<log>.damaged`, once), for whoever looks into it:
+/// the log itself is folded into a snapshot at the next compaction.
+fn keep_damaged_copy(log: &Path) {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".damaged");
+    let copy = PathBuf::from(name);
+    if !copy.exists() {
+        if let Err(e) = fs::copy(log, &copy) {
+            tracing::warn!(log = %log.display(), error = %e, "cannot keep a copy of the damaged state journal log");
+        }
     }
 }
 

@@ -57,6 +57,40 @@ fn store_id_is_stable_across_opens() {
     assert_eq!(first, second);
 }
 
+/// Where each frame of `bytes` starts, and where the frames end (a zero length follows).
+fn frame_starts(bytes: &[u8]) -> (Vec<usize>, usize) {
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    loop {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            return (starts, pos);
+        }
+        starts.push(pos);
+        pos += 8 + len;
+    }
+}
+
+/// Where the frames of log `gen` end.
+fn frames_end(dir: &Path, gen: u64) -> usize {
+    frame_starts(&fs::read(log_path(dir, gen)).unwrap()).1
+}
+
+/// Whether everything in `log` from `from` on is batches that hold no record (each open of
+/// the journal commits one) followed by zeros: what was there before was zeroed.
+fn only_empty_batches_after(log: &Path, from: usize) -> bool {
+    let bytes = fs::read(log).unwrap();
+    let (_, end) = frame_starts(&bytes);
+    let (updates, _) = {
+        let scan = super::super::frame::scan(&bytes[from..end], true);
+        (scan.updates, scan.end)
+    };
+    updates
+        .iter()
+        .all(|u| matches!(u, Update::Put { key, .. } if key == super::super::frame::SEQ_KEY))
+        && bytes[end..].iter().all(|b| *b == 0)
+}
+
 #[test]
 fn a_torn_tail_is_zeroed_and_earlier_records_survive() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,33 +98,62 @@ fn a_torn_tail_is_zeroed_and_earlier_records_survive() {
     j.commit(vec![put("kept", "yes")]).unwrap();
     drop(j);
     let log = log_path(dir.path(), 0);
-    let mut good = Vec::new();
-    encode(&put("kept", "yes"), &mut good);
-    // A torn batch, as a power cut in the middle of a write leaves it: the start of its first
-    // frame lost, its second frame whole (the disk wrote the sectors out of order).
+    let end = frames_end(dir.path(), 0);
+    // A torn batch, as a power cut in the middle of a write leaves it: the sector holding the
+    // start of its first frame never reached the disk (it keeps its zeros), the next one did,
+    // with the batch's second frame whole.
     let mut torn = Vec::new();
-    encode(&put("torn", "never acknowledged"), &mut torn);
+    encode(&put("torn", &"x".repeat(600)), &mut torn);
     let first_len = torn.len();
     encode(&put("later", "never acknowledged"), &mut torn);
-    torn[..first_len / 2].fill(0xaa);
+    let lost = 512 - end;
+    assert!(lost < first_len);
+    torn[..lost].fill(0);
     let f = OpenOptions::new().write(true).open(&log).unwrap();
-    f.write_all_at(&torn, good.len() as u64).unwrap();
+    f.write_all_at(&torn, end as u64).unwrap();
     drop(f);
     let (j, live) = Journal::open(dir.path()).unwrap();
     assert_eq!(live.keys().collect::<Vec<_>>(), vec!["kept"]);
+    assert_eq!(j.damage(), None, "a torn tail is no damage");
     let bytes = fs::read(&log).unwrap();
+    drop(bytes);
     assert!(
-        bytes[good.len()..].iter().all(|b| *b == 0),
+        only_empty_batches_after(&log, end),
         "the torn batch is zeroed"
     );
     // A frame as long as the torn one's first, written where it began, must not revive the
     // torn batch's whole second frame.
-    j.commit(vec![put("toRN", "acknowledged, same")]).unwrap();
+    j.commit(vec![put("toRN", &"y".repeat(600))]).unwrap();
     drop(j);
     let live = reopen(dir.path());
     let mut keys: Vec<_> = live.keys().cloned().collect();
     keys.sort();
     assert_eq!(keys, vec!["kept", "toRN"]);
+}
+
+#[test]
+fn a_batch_whose_later_sectors_never_reached_the_disk_is_a_torn_tail() {
+    // The common torn write: the batch's first sectors are on disk, the rest still zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    j.commit(vec![put("kept", "yes")]).unwrap();
+    drop(j);
+    let log = log_path(dir.path(), 0);
+    let end = frames_end(dir.path(), 0);
+    let mut torn = Vec::new();
+    encode(&put("torn", &"x".repeat(3000)), &mut torn);
+    let written = 1024 - end;
+    torn.truncate(written);
+    let f = OpenOptions::new().write(true).open(&log).unwrap();
+    f.write_all_at(&torn, end as u64).unwrap();
+    drop(f);
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert_eq!(live.keys().collect::<Vec<_>>(), vec!["kept"]);
+    assert_eq!(j.damage(), None, "a torn tail is no damage");
+    assert!(
+        only_empty_batches_after(&log, end),
+        "the torn batch is zeroed"
+    );
 }
 
 #[test]
@@ -120,23 +183,91 @@ fn logs_are_zero_filled_ahead_and_switch_when_full() {
 }
 
 #[test]
-fn a_corrupt_frame_ends_the_log() {
+fn a_damaged_frame_before_acknowledged_ones_is_stepped_over_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    j.commit(vec![put("a", "1")]).unwrap();
+    j.commit(vec![put("b", "2")]).unwrap();
+    j.commit(vec![put("c", "3")]).unwrap();
+    drop(j);
+    let log = log_path(dir.path(), 0);
+    let mut bytes = fs::read(&log).unwrap();
+    // A flipped bit in the payload of the frame of "a" (after the batch that opened the
+    // journal): later batches prove it was synced.
+    let a = frame_starts(&bytes).0[1];
+    bytes[a + 8 + 6] ^= 0x01;
+    fs::write(&log, &bytes).unwrap();
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert!(!live.contains_key("a"), "a damaged frame is no record");
+    assert_eq!(
+        (live.get("b"), live.get("c")),
+        (Some(&b"2".to_vec()), Some(&b"3".to_vec()))
+    );
+    let damage = j.damage().expect("the damage is recorded");
+    // Batches: the first open, a, b, c.
+    assert_eq!(
+        damage.through, 4,
+        "changes up to the journal's end may be lost"
+    );
+    assert!(damage.found[0].contains("journal.0.log"), "{damage:?}");
+    assert_eq!(
+        fs::read(dir.path().join("journal.0.log.damaged")).unwrap(),
+        bytes
+    );
+    // Appends go after the intact frames; the record of the damage survives restarts.
+    j.commit(vec![put("d", "4")]).unwrap();
+    drop(j);
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert_eq!(live.len(), 3);
+    assert_eq!(j.damage().map(|d| d.through), Some(4));
+}
+
+#[test]
+fn a_sector_of_zeros_before_later_batches_is_damage_not_a_torn_write() {
+    // Zeros look like a write that never reached the disk, but batches after them were written
+    // only once the batch they belong to was synced.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path()).unwrap();
+    for i in 0..40 {
+        j.commit(vec![put(&format!("k{i}"), "some value")]).unwrap();
+    }
+    drop(j);
+    let log = log_path(dir.path(), 0);
+    assert!(frames_end(dir.path(), 0) > 1024);
+    let mut bytes = fs::read(&log).unwrap();
+    bytes[100..512].fill(0);
+    fs::write(&log, &bytes).unwrap();
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert!(
+        j.damage().is_some(),
+        "the lost sector is recorded as damage"
+    );
+    assert!(live.contains_key("k0") && live.contains_key("k39"));
+    assert!(live.len() < 40, "the frames of the lost sector are gone");
+}
+
+#[test]
+fn a_flipped_bit_in_the_last_batch_is_damage_not_a_torn_write() {
+    // A torn write leaves a sector of zeros; a frame with none that fails its check was
+    // written whole and changed afterwards: acknowledged, so not cut silently.
     let dir = tempfile::tempdir().unwrap();
     let (j, _) = Journal::open(dir.path()).unwrap();
     j.commit(vec![put("a", "1")]).unwrap();
     j.commit(vec![put("b", "2")]).unwrap();
     drop(j);
     let log = log_path(dir.path(), 0);
+    let end = frames_end(dir.path(), 0);
     let mut bytes = fs::read(&log).unwrap();
-    let mut frames = Vec::new();
-    encode(&put("a", "1"), &mut frames);
-    encode(&put("b", "2"), &mut frames);
-    let last = frames.len() - 1;
-    bytes[last] ^= 0xff;
+    bytes[end - 1] ^= 0x40;
     fs::write(&log, &bytes).unwrap();
-    let live = reopen(dir.path());
-    assert!(live.contains_key("a"));
-    assert!(!live.contains_key("b"));
+    let (j, live) = Journal::open(dir.path()).unwrap();
+    assert!(live.contains_key("a") && live.contains_key("b"));
+    assert!(j.damage().is_some(), "the damage is recorded");
+    assert_eq!(
+        &fs::read(&log).unwrap()[..end],
+        &bytes[..end],
+        "nothing was cut"
+    );
 }
 
 #[test]
@@ -181,7 +312,8 @@ fn compaction_keeps_exactly_the_live_records() {
             j.commit(vec![put(&format!("keep{i}"), "k")]).unwrap();
         }
     }
-    let frames_written = rounds + rounds.div_ceil(7);
+    // Each commit is its record's frame and its batch's closing frame.
+    let frames_written = 2 * (rounds + rounds.div_ceil(7));
     j.wait_compaction();
     assert!(
         j.frames_in_log() < frames_written / 2,
@@ -241,14 +373,14 @@ fn logs_after_the_snapshot_replay_in_order_and_an_empty_newest_stays_the_spare()
     j.commit(vec![put("c", "3")]).unwrap();
     drop(j);
     let frames_in = |g| {
-        files::replay_log(dir.path(), g, usize::MAX, &mut Records::new())
+        files::replay_log(dir.path(), g, &mut Records::new())
             .unwrap()
-            .0
+            .frames
     };
     assert_eq!(
         frames_in(1),
-        3,
-        "appended to the last log that holds frames"
+        5,
+        "appended to the last log that holds frames (the open's closing frame, a record and its closing frame)"
     );
     assert_eq!(frames_in(2), 0, "the spare stays empty");
     assert!(!log_path(dir.path(), 3).exists());

@@ -3,12 +3,13 @@
 //! - `journal`: one append-only log with group commit; a change is acknowledged only after the
 //!   one `fdatasync` that carries it (shared by concurrent changes). `group_commit` queues the
 //!   changes and leads the batches, `frame` is its on-disk frame, `files` its files and replay,
-//!   `compact` its background compaction.
+//!   `compact` its background compaction, `damage` what it knows it lost.
 //! - `ledger`: a backend's records, indexed in memory over the journal.
 //! - `record`: the record every backend keeps (identity, size, publications).
 //! - `legacy`: adoption of the per-volume JSON files of ferrovol 0.1.
 
 mod compact;
+mod damage;
 mod files;
 mod frame;
 mod group_commit;
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod legacy;
 pub mod record;
 
+pub use damage::Damage;
 pub use group_commit::Ticket;
 pub use journal::{Journal, Update};
 pub use ledger::Ledger;

@@ -1,10 +1,11 @@
 # Sourced by scripts/e2e.sh: the NFS driver (nfs.csi.ferrovol.io) through the control plane.
 #
 # A real nfs-ganesha (VFS backend, rpcbind) on 127.0.0.1 exports NFS_EXPORT. ferrovol runs in the
-# chart's NFS controller role (--driver nfs --roles controller), with a central csi-provisioner
-# (--extra-create-metadata, so the subDir pattern sees the PVC's namespace and name) and a
-# csi-resizer beside it, both with the token of the chart's ferrovol-nfs-controller
-# ServiceAccount. One fake node runs the NFS node plugin (--driver nfs --roles node).
+# chart's NFS controller role (--driver nfs --roles controller, its share registry in ConfigMap
+# ferrovol/ferrovol-nfs-shares), with a central csi-provisioner (--extra-create-metadata, so the
+# subDir pattern sees the PVC's namespace and name) and a csi-resizer beside it, all three with
+# the token of the chart's ferrovol-nfs-controller ServiceAccount. One fake node runs the NFS node
+# plugin (--driver nfs --roles node).
 #
 # This kernel has no NFS client, so the node plugin runs with the driver's test seam
 # --nfs-test-export-root NFS_EXPORT: NodePublishVolume bind-mounts the volume's directory from
@@ -68,26 +69,45 @@ sa_kubeconfig() {
     kubeconfig "$2" --token "$token"
 }
 
+# nfs_controller_up SUFFIX: the NFS controller pod's processes, as the chart runs them: ferrovol
+# (state under NFS_DIR/controller, the pod's emptyDir; share registry in the ConfigMap) and its
+# provisioner and resizer. SUFFIX tells the logs of a second pod from the first one's.
+nfs_controller_up() {
+    local kc=$NFS_DIR/controller.kubeconfig
+    start "ferrovol-nfs-controller$1" env KUBECONFIG="$kc" POD_NAMESPACE=ferrovol \
+        "$FERROVOL" serve --driver nfs --backends nfs --roles controller \
+        --node-id "$NFS_NODE" --endpoint "unix://$(nfs_socket)" --data-dir "$NFS_DIR/controller" \
+        --state-dir "$NFS_DIR/controller/state" --nfs-timeout 5s \
+        --nfs-registry-configmap ferrovol-nfs-shares
+    wait_for 60 "the NFS controller's socket" test -S "$(nfs_socket)" || return 1
+    # The chart's flags; KUBECONFIG in the environment wins over --kubeconfig: set both.
+    start "csi-provisioner-nfs$1" env KUBECONFIG="$kc" \
+        "$BIN/csi-provisioner" --csi-address "$(nfs_socket)" --kubeconfig "$kc" \
+        --leader-election=true --leader-election-namespace=ferrovol \
+        --extra-create-metadata=true --timeout=60s -v=4
+    start "csi-resizer-nfs$1" env KUBECONFIG="$kc" \
+        "$BIN/csi-resizer" --csi-address "$(nfs_socket)" --kubeconfig "$kc" \
+        --leader-election=true --leader-election-namespace=ferrovol --timeout=60s -v=4
+}
+
+# nfs_controller_down SUFFIX: ends the processes nfs_controller_up SUFFIX started and waits for
+# them, as when the pod is deleted.
+nfs_controller_down() {
+    local name pid
+    for name in "ferrovol-nfs-controller$1" "csi-provisioner-nfs$1" "csi-resizer-nfs$1"; do
+        pid=$(cat "$E2E_DIR/logs/$name.pid") || return 1
+        kill "$pid" 2>/dev/null
+        wait_for 30 "$name to exit" bash -c "! kill -0 $pid" || return 1
+    done
+}
+
 # nfs_up: ganesha, the NFS controller with its sidecars, the node plugin on NFS_NODE, and one
 # StorageClass per onDelete policy.
 nfs_up() {
     mkdir -p "$NFS_DIR"
     start_ganesha || return 1
-    start ferrovol-nfs-controller "$FERROVOL" serve --driver nfs --backends nfs --roles controller \
-        --node-id "$NFS_NODE" --endpoint "unix://$(nfs_socket)" --data-dir "$NFS_DIR/controller" \
-        --state-dir "$NFS_DIR/controller/state" --nfs-timeout 5s
-    wait_for 60 "the NFS controller's socket" test -S "$(nfs_socket)" || return 1
     sa_kubeconfig ferrovol-nfs-controller "$NFS_DIR/controller.kubeconfig" || return 1
-    # The chart's flags; KUBECONFIG in the environment wins over --kubeconfig: set both.
-    start csi-provisioner-nfs env KUBECONFIG="$NFS_DIR/controller.kubeconfig" \
-        "$BIN/csi-provisioner" --csi-address "$(nfs_socket)" \
-        --kubeconfig "$NFS_DIR/controller.kubeconfig" \
-        --leader-election=true --leader-election-namespace=ferrovol \
-        --extra-create-metadata=true --timeout=60s -v=4
-    start csi-resizer-nfs env KUBECONFIG="$NFS_DIR/controller.kubeconfig" \
-        "$BIN/csi-resizer" --csi-address "$(nfs_socket)" \
-        --kubeconfig "$NFS_DIR/controller.kubeconfig" \
-        --leader-election=true --leader-election-namespace=ferrovol --timeout=60s -v=4
+    nfs_controller_up "" || return 1
 
     local d
     d=$(node_dir "$NFS_NODE")
@@ -135,7 +155,7 @@ nfs_pod_scheduled() { [ -n "$(k -n "$NFS_NS" get pod "$1" -o jsonpath='{.spec.no
 nfs_record() {
     local handle
     handle=$(k get pv "$1" -o jsonpath='{.spec.csi.volumeHandle}')
-    echo "$NFS_EXPORT/.ferrovol/volumes/${handle#nfs/}.json"
+    echo "$NFS_EXPORT/.ferrovol/volumes/${handle##*/}.json"
 }
 
 # e) A PVC per onDelete class: Bound to a PV ferrovol created with the right volume context and
@@ -206,15 +226,23 @@ EOF
     echo "ok $SCENARIO (${NFS_POLICIES[*]}; published by bind from the export, --nfs-test-export-root: no kernel NFS client here)"
 }
 
-# g) Deleting each claim does what its class's onDelete says to the directory on the export:
-#    delete removes it, retain keeps it, archive renames it archived-<name>-<time> beside it.
+# g) The controller's pod is replaced first, its emptyDir (state directory and all) gone: the share
+#    registry in its ConfigMap is how the new one finds the volumes. Then deleting each claim does
+#    what its class's onDelete says to the directory on the export: delete removes it, retain
+#    keeps it, archive renames it archived-<name>-<time> beside it.
 scenario_nfs_delete() {
-    SCENARIO="g) NFS PVC delete: onDelete delete, retain, archive"
-    local p c pvs=() i archived
+    SCENARIO="g) NFS controller replaced with an empty state dir, then PVC delete: onDelete delete, retain, archive"
+    local p c pvs=() i archived registered
     for p in "${NFS_POLICIES[@]}"; do
         pvs+=("$(nfs_pv_of "nfs-$p")")
         [ -n "${pvs[-1]}" ] || fail "claim nfs-$p was never bound" || return 1
     done
+    registered=$(k -n ferrovol get configmap ferrovol-nfs-shares -o json | jq -r '.data[]')
+    [ "$registered" = "127.0.0.1:$NFS_EXPORT" ] ||
+        fail "share registry ferrovol/ferrovol-nfs-shares holds '$registered', want 127.0.0.1:$NFS_EXPORT" || return 1
+    nfs_controller_down "" || fail "the NFS controller's processes did not stop" || return 1
+    rm -rf "$NFS_DIR/controller" "$(nfs_socket)"
+    nfs_controller_up -2 || fail "the NFS controller did not start again on an empty state dir" || return 1
     k -n "$NFS_NS" delete pod "${NFS_POLICIES[@]/#/nfs-}" --grace-period=0 --force --wait=false >/dev/null 2>&1
     k -n "$NFS_NS" delete pvc "${NFS_POLICIES[@]/#/nfs-}" --wait=false >/dev/null ||
         fail "cannot delete the NFS claims" || return 1

@@ -28,21 +28,6 @@ node_up() {
     MOUNTS+=("$d/base")
     mkdir -p "$(node_base "$n")"
 
-    # Both ferrovol and the provisioner act as the chart's ServiceAccount, through a
-    # TokenRequest token: ferrovol syncs the node's BlockDevices with it.
-    local token
-    token=$("$BIN/kubectl" -n ferrovol create token ferrovol-node --duration 2h) || return 1
-    kubeconfig "$d/provisioner.kubeconfig" --token "$token"
-    # The device backend's disks: loop devices only this node's include filter names (device.sh).
-    device_node_up "$n" || return 1
-    local devargs
-    read -ra devargs <<<"$(device_serve_args "$n")"
-    start "ferrovol-$n" env KUBECONFIG="$d/provisioner.kubeconfig" \
-        "$FERROVOL" serve --driver local --backends hostpath,device --node-id "$n" \
-        --endpoint "unix://$(node_socket "$n")" --data-dir "$d/ferrovol" \
-        --hostpath-base "$(node_base "$n")" --publish-root "$(node_kubelet "$n")" "${devargs[@]}"
-    wait_for 60 "ferrovol's socket on $n" test -S "$(node_socket "$n")" || return 1
-
     # The node plugin's Pod, owned by the DaemonSet: the provisioner reads both to set the
     # owner of its CSIStorageCapacity objects (--capacity-ownerref-level=1).
     local ds_uid
@@ -63,6 +48,24 @@ spec:
   containers:
     - {name: ferrovol, image: "ghcr.io/ferrovol/ferrovol:e2e"}
 EOF
+
+    # Both ferrovol and the provisioner act as the chart's ServiceAccount, through a
+    # TokenRequest token bound to the node plugin's Pod, as the kubelet projects it: the API
+    # server then names the node in the token's user info, which the chart's admission policy
+    # on PersistentVolumes checks. ferrovol syncs the node's BlockDevices with it.
+    local token
+    token=$("$BIN/kubectl" -n ferrovol create token ferrovol-node --duration 2h \
+        --bound-object-kind Pod --bound-object-name "ferrovol-node-$n") || return 1
+    kubeconfig "$d/provisioner.kubeconfig" --token "$token"
+    # The device backend's disks: loop devices only this node's include filter names (device.sh).
+    device_node_up "$n" || return 1
+    local devargs
+    read -ra devargs <<<"$(device_serve_args "$n")"
+    start "ferrovol-$n" env KUBECONFIG="$d/provisioner.kubeconfig" \
+        "$FERROVOL" serve --driver local --backends hostpath,device --node-id "$n" \
+        --endpoint "unix://$(node_socket "$n")" --data-dir "$d/ferrovol" \
+        --hostpath-base "$(node_base "$n")" --publish-root "$(node_kubelet "$n")" "${devargs[@]}"
+    wait_for 60 "ferrovol's socket on $n" test -S "$(node_socket "$n")" || return 1
 
     # The chart's flags, plus a short capacity poll so the suite need not wait a minute.
     # KUBECONFIG in the environment overrides --kubeconfig in csi-provisioner: set both.

@@ -69,6 +69,12 @@ pub async fn create(d: &Driver, name: &str, params: &HashMap<String, String>) ->
         .unwrap()
 }
 
+/// The id CreateVolume gives volume key `key` on `g`'s share (`nfs/<share key>/<key>`).
+pub fn nfs_id(g: &Ganesha, key: &str) -> String {
+    use ferrovol::backend::nfs::layout;
+    layout::share_volume_id(&layout::share_key("127.0.0.1", &g.share()), key)
+}
+
 pub fn sub_dir(v: &csi::Volume) -> String {
     v.volume_context["subDir"].clone()
 }

@@ -42,6 +42,11 @@ imagePullPolicy: {{ $s.pullPolicy }}
 {{- end -}}
 
 {{/* Environment every ferrovol container gets. */}}
+{{/* The NFS controller's share registry: a ConfigMap in the release namespace. */}}
+{{- define "ferrovol.nfsRegistry" -}}
+{{- printf "%s-nfs-shares" (include "ferrovol.fullname" .) -}}
+{{- end -}}
+
 {{- define "ferrovol.env" -}}
 - name: RUST_LOG
   value: {{ .Values.logging.level | quote }}
@@ -49,6 +54,15 @@ imagePullPolicy: {{ $s.pullPolicy }}
   valueFrom:
     fieldRef:
       fieldPath: spec.nodeName
+{{ include "ferrovol.podIPEnv" . }}
+{{- end -}}
+
+{{/* The pod's own address, which metrics.bindAddress may name as $(POD_IP). */}}
+{{- define "ferrovol.podIPEnv" -}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
 {{- end -}}
 
 {{/* Environment of node-deployed sidecars (they filter by node and own what they publish). */}}

@@ -2,6 +2,7 @@
 //! we made, release the device), capacity, expansion within the device, attach bookkeeping.
 
 use super::params::DeviceParams;
+use super::proof::{fingerprint, Fingerprint};
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND, CAPS};
 use crate::backend::params::{defining, parameters_mismatch};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
@@ -105,6 +106,30 @@ impl DeviceBackend {
         blank
     }
 
+    /// The fingerprint of the chosen device, read through a descriptor; its number must be
+    /// the one the inventory has (else the inventory lags: the CO retries).
+    fn fingerprint_of(&self, volume: &str, e: &Entry) -> Result<Fingerprint> {
+        let path = &e.device.dev_path;
+        let fp = std::fs::File::open(path)
+            .and_then(|f| fingerprint(&f))
+            .map_err(Error::os(
+                volume,
+                format!("read identity of {}", path.display()),
+            ))?;
+        if fp.dev_number != e.device.dev_number {
+            return Err(Error::precondition(
+                volume,
+                format!(
+                    "{} is device {}, the inventory has {}; retry once it caught up",
+                    path.display(),
+                    fp.dev_number,
+                    e.device.dev_number
+                ),
+            ));
+        }
+        Ok(fp)
+    }
+
     fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
@@ -164,6 +189,7 @@ impl DeviceBackend {
             ));
         };
         let size = entry.device.size_bytes;
+        let claimed_as = self.fingerprint_of(&id_str, &entry)?;
         let fs = match fs_type {
             Some(fs_type) => Some(OurFs {
                 fs_type,
@@ -182,6 +208,7 @@ impl DeviceBackend {
                 device_size: size,
                 fs,
                 mkfs_options: params.mkfs_args(),
+                claimed_as: Some(claimed_as),
             },
         );
         rec.parameters = wanted_params;
@@ -189,10 +216,7 @@ impl DeviceBackend {
         rec.phase = Phase::Creating;
         self.ledger.save(rec.clone())?;
         crate::failpoint::hit("device:create:after-intent");
-        let claim = Claim::Claimed {
-            volume: id_str.clone(),
-        };
-        if let Err(e) = self.set_claim(&rec, claim) {
+        if let Err(e) = self.set_claim(&rec, self.ours(&rec)) {
             let _ = self.ledger.remove(&rec);
             return Err(e);
         }

@@ -14,12 +14,19 @@
 //! - delete: record `Deleting` -> wipe (only what we wrote, or everything for a raw block
 //!   volume) -> claim `Unclaimed` (or `Released` with the reason when the device no longer shows
 //!   what we wrote) -> record removed. A restart finishes a `Deleting` record the same way.
+//! - Every format, wipe and discard, and every publication of a raw device to a pod, first
+//!   proves through the descriptor it writes with (or holds) that the node is the claimed
+//!   device ([`proof`]): uid read afresh for that device number, size,
+//!   the fingerprint taken at claim, no other device presenting the same uid. A device that
+//!   fails the proof is never written; the RPC answers FailedPrecondition and a delete stays
+//!   pending until the claimed device is back or an operator steps in.
 //! - A `Claimed` device whose volume has no record (lost state) is never given out again: it
 //!   turns `Released` for an operator to look at.
 
 mod controller;
 mod node;
 pub mod params;
+mod proof;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::discovery::{Claim, Filters, Inventory, State};
@@ -54,6 +61,10 @@ pub struct DeviceData {
     pub fs: Option<OurFs>,
     #[serde(default)]
     pub mkfs_options: Vec<String>,
+    /// The device as read through a descriptor when it was claimed; compared before every
+    /// write. None in records made before fingerprints were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_as: Option<proof::Fingerprint>,
 }
 
 pub type VolumeRecord = crate::state::VolumeRecord<DeviceData>;
@@ -131,8 +142,8 @@ impl DeviceBackend {
         }
         let known: Vec<String> = self.ledger.records().into_iter().map(|r| r.id).collect();
         for e in self.inventory.snapshot() {
-            if let Claim::Claimed { volume } = &e.claim {
-                if !known.contains(volume) {
+            if let Claim::Claimed { volume, node } = &e.claim {
+                if node == &self.node && !known.contains(volume) {
                     let reason = format!(
                         "claimed by volume {volume}, of which this driver has no record; not reused"
                     );
@@ -140,6 +151,7 @@ impl DeviceBackend {
                     let claim = Claim::Released {
                         volume: volume.clone(),
                         reason,
+                        node: self.node.clone(),
                     };
                     if let Err(err) = self.inventory.set_claim(&e.device.uid, claim) {
                         tracing::warn!(uid = %e.device.uid, error = %err, "could not release device");
@@ -150,11 +162,7 @@ impl DeviceBackend {
     }
 
     fn roll_back_create(&self, rec: &VolumeRecord) -> Result<()> {
-        if self.claim_of(&rec.backend.uid)
-            == Some(Claim::Claimed {
-                volume: rec.id.clone(),
-            })
-        {
+        if self.claim_of(&rec.backend.uid) == Some(self.ours(rec)) {
             self.set_claim(rec, Claim::Unclaimed)?;
         }
         tracing::info!(volume = %rec.id, uid = %rec.backend.uid, "rolled back an unfinished create");
@@ -163,17 +171,29 @@ impl DeviceBackend {
 
     fn reassert_claim(&self, rec: &VolumeRecord) -> Result<()> {
         match self.claim_of(&rec.backend.uid) {
-            Some(Claim::Unclaimed) => self.set_claim(
-                rec,
-                Claim::Claimed {
-                    volume: rec.id.clone(),
-                },
-            ),
+            Some(Claim::Unclaimed) => self.set_claim(rec, self.ours(rec)),
             None => {
                 tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, "the volume's device is not in the inventory");
                 Ok(())
             }
             Some(_) => Ok(()),
+        }
+    }
+
+    /// The claim this node holds on the device of `rec`.
+    fn ours(&self, rec: &VolumeRecord) -> Claim {
+        Claim::Claimed {
+            volume: rec.id.clone(),
+            node: self.node.clone(),
+        }
+    }
+
+    /// A Released claim of this node for `rec`'s device.
+    fn released(&self, rec: &VolumeRecord, reason: String) -> Claim {
+        Claim::Released {
+            volume: rec.id.clone(),
+            reason,
+            node: self.node.clone(),
         }
     }
 
@@ -217,11 +237,10 @@ impl DeviceBackend {
                 ),
             ));
         }
-        if e.claim
-            != (Claim::Claimed {
-                volume: rec.id.clone(),
-            })
-        {
+        if let Some(why) = proof::conflict(&e) {
+            return Err(Error::precondition(&rec.id, why));
+        }
+        if e.claim != self.ours(rec) {
             return Err(Error::precondition(
                 &rec.id,
                 format!("device {uid} is not claimed by this volume ({:?})", e.claim),

@@ -1,5 +1,6 @@
 //! Node side of the device backend: stage (format a blank device once, mount it), publish (bind
-//! the staging mount, or the device node for raw block), stats.
+//! the staging mount, or the device node for raw block), stats. A format, and the publication
+//! of a raw device to a pod, first prove the device is the claimed one ([`super::proof`]).
 //!
 //! Read-only raw block: a read-only bind mount of a device node does not stop writes to the
 //! device, so a read-only block publication sets the kernel's read-only flag on the device
@@ -7,6 +8,7 @@
 //! of one block volume at the same time are refused (FailedPrecondition): one flag serves both.
 
 use super::controller::unsupported;
+use super::proof::Hold;
 use super::{mounted_from, DeviceBackend, OurFs, VolumeRecord};
 use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
@@ -83,8 +85,14 @@ impl DeviceBackend {
                 && s.fs_type == fs.fs_type
                 && s.uuid.as_deref() == Some(fs.uuid.as_str())
         };
-        let sigs = probe()?;
         let finished = !fs.offsets.is_empty();
+        // mkfs may follow: prove the device first and hold it open, so that what is probed
+        // below is what mkfs writes (a held node cannot turn into another device).
+        let _held = match finished {
+            true => None,
+            false => Some(self.prove(rec, dev, Hold::Shared, true)?),
+        };
+        let sigs = probe()?;
         if sigs.is_empty() && finished {
             return Err(Error::precondition(
                 vid,
@@ -302,6 +310,9 @@ impl DeviceBackend {
                             ),
                         ));
                     }
+                    // The pod writes what it likes to the node it is given: prove it first,
+                    // and hold it until it is bound.
+                    let _held = self.prove(&rec, &dev, Hold::Shared, false)?;
                     blockdev::set_read_only(&dev, wanted.read_only)
                         .map_err(Error::os(&vid, "set the device's read-only flag"))?;
                     req.target.bind_file(&vid, &dev, opts)?;

@@ -170,9 +170,19 @@ impl HostpathBackend {
             None => self.materialize(&rec),
         };
         if let Err(e) = made {
-            if let Err(undo) = self.remove_dir_of(&id_str, &self.volume_dir(&rec.name), enforced_by)
-            {
-                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
+            let dir = self.volume_dir(&rec.name);
+            // Only what this create marked: a directory it refused to take over (another
+            // volume's of this name) stays as it was.
+            let its_own = !dir.exists()
+                || match markers::read_markers(&dir) {
+                    Ok(Some(m)) => m.incarnation == rec.backend.incarnation,
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+            if its_own {
+                if let Err(undo) = self.remove_dir_of(&id_str, &dir, enforced_by) {
+                    tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
+                }
             }
             return Err(e);
         }

@@ -65,6 +65,7 @@ impl HostpathBackend {
             &rec.id,
             self.store_id(),
             rec.backend.incarnation.as_deref(),
+            self.ledger.journal().next_seq(),
         )
         .map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
@@ -91,7 +92,8 @@ impl HostpathBackend {
 
     /// Removes what an earlier volume of this name left under it (a delete whose removal
     /// failed, a create whose rollback failed): never served as the new volume. Only a
-    /// directory this store marked goes; anything else is refused.
+    /// directory this store marked, and whose fate the journal can prove, goes; anything else
+    /// is refused.
     fn remove_leftover(
         &self,
         rec: &VolumeRecord,
@@ -103,6 +105,15 @@ impl HostpathBackend {
                 &rec.id,
                 format!(
                     "{} holds an earlier volume of this name that this driver's state did not make; it is left untouched",
+                    dir.display()
+                ),
+            ));
+        }
+        if !self.silence_proves(self.ledger.journal().damage().as_ref(), Some(found)) {
+            return Err(Error::precondition(
+                &rec.id,
+                format!(
+                    "{} holds a volume of this name whose record the damaged state journal may have lost; it is kept (DeleteVolume of its id removes it)",
                     dir.display()
                 ),
             ));

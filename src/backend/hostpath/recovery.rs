@@ -13,11 +13,17 @@
 //! | no record, directory marked by this store | a create that was never acknowledged, or an acknowledged delete whose removal a crash or power cut stopped | remove it |
 //! | no record, trash marked by this store | a delete acknowledged before its removal | remove it |
 //! | no record, marked by another store or none | not provably ours (state lost or restored) | leave it, report its id |
+//!
+//! Every removal reads the journal's silence as proof. It is none for a directory marked (with the
+//! journal's next sequence number) at or before the last number the journal may have lost: when
+//! the journal is damaged, or proven behind because a marker is newer than its end. Such a
+//! directory is kept, logged and counted, and a record without a directory is not recreated.
 
 use super::record::VolumeRecord;
 use super::{HostpathBackend, TRASH_PREFIX};
-use crate::os::{fsutil, markers};
-use crate::state::{legacy, Phase};
+use crate::os::fsutil;
+use crate::os::markers::{self, Markers};
+use crate::state::{legacy, Damage, Phase};
 use std::collections::HashSet;
 use std::io;
 use std::path::Path;
@@ -31,6 +37,9 @@ struct Tally {
     recreated: usize,
     held: usize,
     adopted: usize,
+    /// Directories kept because no intact record explains them (the journal is damaged or
+    /// behind).
+    unexplained: usize,
 }
 
 /// Whose a trash directory is, given the record that now holds its volume's name.
@@ -50,20 +59,31 @@ impl HostpathBackend {
             adopted: self.adopt_legacy(state_dir)?,
             ..Tally::default()
         };
-        let held = self.sweep_base(&mut tally)?;
+        self.check_journal_current()?;
+        let damage = self.ledger.journal().damage();
+        let held = self.sweep_base(&mut tally, damage.as_ref())?;
         for mut rec in self.ledger.records() {
             let dir = self.volume_dir(&rec.name);
             if !dir.exists() && !held.contains(&rec.name) {
-                tracing::error!(volume = %rec.id, dir = %dir.display(),
-                    "volume directory is missing (lost in a power cut before the filesystem committed it, or removed by hand): recreating it empty, as it was when acknowledged");
-                self.materialize(&rec).map_err(io::Error::other)?;
-                tally.recreated += 1;
+                if damage.is_some() {
+                    // A lost change may have been this volume's delete: recreating it would
+                    // bring back a volume the CO was told is gone.
+                    tracing::error!(volume = %rec.id, dir = %dir.display(),
+                        "volume directory is missing and the state journal is damaged: not recreated; the volume is reported abnormal, DeleteVolume removes its record");
+                    tally.held += 1;
+                } else {
+                    tracing::error!(volume = %rec.id, dir = %dir.display(),
+                        "volume directory is missing (lost in a power cut before the filesystem committed it, or removed by hand): recreating it empty, as it was when acknowledged");
+                    self.materialize(&rec).map_err(io::Error::other)?;
+                    tally.recreated += 1;
+                }
             }
             if self.forget_lost_mounts(&mut rec) {
                 self.save(rec).map_err(io::Error::other)?;
             }
             tally.kept += 1;
         }
+        crate::metrics::add_unexplained_dirs(tally.unexplained as u64);
         tracing::info!(
             volumes = tally.kept,
             rolled_back = tally.rolled_back,
@@ -71,15 +91,76 @@ impl HostpathBackend {
             earlier_incarnations_removed = tally.earlier_removed,
             recreated = tally.recreated,
             held_unsure = tally.held,
+            unexplained_kept = tally.unexplained,
             adopted_from_0_1 = tally.adopted,
             "hostpath state recovered"
         );
         Ok(())
     }
 
+    /// Proves the journal is not behind the base: every directory this store marked carries
+    /// the journal's next sequence number at the time, so one marked later than the batch after
+    /// the journal's end was made by a run the journal has not seen (the state dir was restored
+    /// from an older copy, or lost its newest commits). Then the journal is marked damaged
+    /// through that number, and nothing marked up to it is removed without a record.
+    fn check_journal_current(&self) -> io::Result<()> {
+        let journal = self.ledger.journal();
+        let end = journal.opened_seq();
+        let mut newest: Option<(u64, std::path::PathBuf)> = None;
+        let snapshots = match std::fs::read_dir(self.snapshots_root()) {
+            Ok(dir) => Some(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        for entry in std::fs::read_dir(&self.base)?.chain(snapshots.into_iter().flatten()) {
+            let path = entry?.path();
+            let Ok(Some(m)) = markers::read_markers(&path) else {
+                continue;
+            };
+            match m.seq {
+                Some(seq)
+                    if m.store.as_deref() == Some(self.store_id())
+                        && seq > end + 1
+                        && newest.as_ref().is_none_or(|(n, _)| seq > *n) =>
+                {
+                    newest = Some((seq, path))
+                }
+                _ => {}
+            }
+        }
+        let Some((seq, path)) = newest else {
+            return Ok(());
+        };
+        let found = format!(
+            "{} was marked at sequence {seq}, past the journal's end {end}",
+            path.display()
+        );
+        tracing::error!(journal_end = end, newest_marker = seq, dir = %path.display(),
+            "state journal is behind the volumes on the base (restored from an older copy, or its newest commits were lost): directories it does not record are kept, never removed");
+        journal.mark_damaged(seq, vec![found])
+    }
+
+    /// Keeps a directory that no intact record explains, and says so.
+    pub(super) fn keep_unexplained(&self, path: &Path, id: Option<&str>) {
+        tracing::error!(dir = %path.display(), id = id.unwrap_or("?"),
+            "directory that no intact state record explains (the state journal is damaged or behind): kept; deleting its id removes it");
+    }
+
+    /// Whether the journal's silence about a directory with these markers proves anything: it
+    /// does unless the journal may have lost a change made after the directory was marked.
+    pub(super) fn silence_proves(&self, damage: Option<&Damage>, found: Option<&Markers>) -> bool {
+        damage.is_none_or(|d| !d.may_explain(found.and_then(|m| m.seq)))
+    }
+
     /// Walks the base once and settles every directory the journal does not explain. Returns
     /// the names of volumes whose state could not be told (kept as found, not recreated).
-    fn sweep_base(&self, tally: &mut Tally) -> io::Result<HashSet<String>> {
+    /// A directory marked within `damage` is never removed: a change the journal lost may
+    /// explain it.
+    fn sweep_base(
+        &self,
+        tally: &mut Tally,
+        damage: Option<&Damage>,
+    ) -> io::Result<HashSet<String>> {
         let mut held = HashSet::new();
         for entry in std::fs::read_dir(&self.base)? {
             let path = entry?.path();
@@ -90,15 +171,24 @@ impl HostpathBackend {
             else {
                 continue;
             };
-            let ours = matches!(markers::store_marker(&path), Ok(Some(s)) if s == self.store_id());
-            let marker = markers::owner_marker(&path).ok().flatten();
+            let found = markers::read_markers(&path).ok().flatten();
+            let ours = found
+                .as_ref()
+                .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
+            let marker = found.as_ref().map(|m| m.volume.clone());
+            // Whether the journal's silence about this directory proves anything.
+            let provable =
+                damage.is_none_or(|d| !d.may_explain(found.as_ref().and_then(|m| m.seq)));
             if let Some(volume) = name.strip_prefix(TRASH_PREFIX) {
                 let rec = marker
                     .as_deref()
                     .and_then(|id| self.ledger.by_id(id))
                     .filter(|r| r.name == volume);
                 let Some(rec) = rec else {
-                    if ours {
+                    if ours && !provable {
+                        self.keep_unexplained(&path, marker.as_deref());
+                        tally.unexplained += 1;
+                    } else if ours {
                         self.remove_trash(marker.as_deref().unwrap_or("?"), &path, false);
                         tally.finished_deletes += 1;
                     } else {
@@ -107,6 +197,12 @@ impl HostpathBackend {
                     continue;
                 };
                 match self.trash_of(&rec, &path) {
+                    _ if !provable => {
+                        self.keep_unexplained(&path, Some(&rec.id));
+                        tally.unexplained += 1;
+                        held.insert(rec.name.clone());
+                        tally.held += 1;
+                    }
                     TrashOf::Current => {
                         // Renamed to trash, removal not yet committed: finish the delete.
                         self.release_limit(&rec.id, rec.backend.enforced_by)
@@ -135,7 +231,12 @@ impl HostpathBackend {
                 continue;
             }
             if let Some(rec) = self.ledger.get(&name) {
-                if ours && self.is_earlier_incarnation(&rec, &path, marker.as_deref()) {
+                let earlier = self.is_earlier_incarnation(&rec, &path, marker.as_deref());
+                if ours && earlier && !provable {
+                    // The record may be the one that is out of date.
+                    self.keep_unexplained(&path, Some(&rec.id));
+                    tally.unexplained += 1;
+                } else if ours && earlier {
                     // A power cut lost both the rename of an acknowledged delete and the mkdir
                     // of the create after it: the old content must not appear as the new
                     // volume's. Its limit was lifted by its delete; the record's own is set
@@ -148,6 +249,10 @@ impl HostpathBackend {
                 continue;
             }
             match marker {
+                Some(id) if ours && !provable => {
+                    self.keep_unexplained(&path, Some(&id));
+                    tally.unexplained += 1;
+                }
                 Some(id) if ours => {
                     tracing::info!(volume = %id, dir = %path.display(), "rolling back a volume that was never acknowledged");
                     if let Some(l) = &self.limiter {

@@ -87,6 +87,7 @@ impl HostpathBackend {
                 &rec.id,
                 self.store_id(),
                 rec.backend.incarnation.as_deref(),
+                self.ledger.journal().next_seq(),
             );
             if let Err(e) = claimed {
                 let _ = btrfs::destroy_subvolume(&dir);

@@ -196,7 +196,8 @@ impl HostpathBackend {
         }
         std::fs::create_dir(&dir).map_err(os("create"))?;
         let made = (|| {
-            markers::set_markers(&dir, &id_str, self.store_id(), None).map_err(os("mark"))?;
+            let seq = self.ledger.journal().next_seq();
+            markers::set_markers(&dir, &id_str, self.store_id(), None, seq).map_err(os("mark"))?;
             crate::failpoint::hit("snapshot:after-mark");
             // Opened before the copy, so a writeback error during it fails the snapshot.
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
@@ -306,9 +307,11 @@ impl HostpathBackend {
 
     /// Start-up reconciliation of `.snapshots/`: unacknowledged snapshots (marked by this
     /// store, no record) and trash are removed; records whose directory is gone are reported.
+    /// Nothing that a change the journal lost may explain is removed (see `recovery`).
     pub(super) fn recover_snapshots(&self) -> io::Result<()> {
         let root = self.snapshots_root();
-        let (mut kept, mut rolled_back, mut finished) = (0, 0, 0);
+        let (mut kept, mut rolled_back, mut finished, mut unexplained) = (0, 0, 0, 0);
+        let damage = self.ledger.journal().damage();
         if root.is_dir() {
             for entry in std::fs::read_dir(&root)? {
                 let path = entry?.path();
@@ -317,10 +320,21 @@ impl HostpathBackend {
                     .and_then(|n| n.to_str())
                     .unwrap_or("")
                     .to_string();
-                let ours =
-                    matches!(markers::store_marker(&path), Ok(Some(s)) if s == self.store_id());
-                let marker = markers::owner_marker(&path).ok().flatten();
+                let found = markers::read_markers(&path).ok().flatten();
+                let ours = found
+                    .as_ref()
+                    .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
+                let marker = found.as_ref().map(|m| m.volume.clone());
                 let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
+                let provable = self.silence_proves(damage.as_ref(), found.as_ref());
+                let own_record = rec
+                    .as_ref()
+                    .is_some_and(|r| Self::snap_key(&r.id).ok().as_deref() == Some(name.as_str()));
+                if ours && !provable && !own_record {
+                    self.keep_unexplained(&path, marker.as_deref());
+                    unexplained += 1;
+                    continue;
+                }
                 if let Some(key) = name.strip_prefix(TRASH_PREFIX) {
                     match rec {
                         Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(key) => {
@@ -356,7 +370,8 @@ impl HostpathBackend {
                 tracing::warn!(snapshot = %rec.id, "snapshot content is missing (removed by hand?): restores from it will fail");
             }
         }
-        tracing::info!(snapshots = kept, rolled_back, finished_deletes = finished, method = ?self.snap_method, "hostpath snapshots recovered");
+        crate::metrics::add_unexplained_dirs(unexplained);
+        tracing::info!(snapshots = kept, rolled_back, finished_deletes = finished, unexplained_kept = unexplained, method = ?self.snap_method, "hostpath snapshots recovered");
         Ok(())
     }
 }

@@ -133,10 +133,8 @@ impl NfsBackend {
     }
 
     fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        let id = self.volume_id(&req.name)?;
+        let (id, p) = self.id_and_params(req)?;
         let vid = id.to_string();
-        let p = NfsParams::parse(&class_params(&req.parameters))
-            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         refuse_caps(&vid, &req.capabilities)?;
         let c = self.client(&p.server, &p.share)?;
         let requested_source = req.content_source.as_ref().map(|s| s.id());
@@ -147,7 +145,7 @@ impl NfsBackend {
             .as_ref()
             .filter(|r| r.state == RecordState::Creating && r.name == req.name)
         {
-            self.roll_back(&c, rec)?;
+            self.roll_back_other(&c, rec)?;
             existing = None;
         }
         // A repeat of a create from a source that already finished needs the source no more:
@@ -209,7 +207,7 @@ impl NfsBackend {
             staging_handle: None,
             staging_fileid: None,
         };
-        self.shares.remember(&p.server, &p.share);
+        self.shares.register(&vid, &p.server, &p.share)?;
 
         if let Some(rec) = existing {
             if rec.name != req.name {
@@ -226,7 +224,7 @@ impl NfsBackend {
                     let cond = self.condition(&c, &rec)?;
                     return Ok(self.info(&rec, cond));
                 }
-                RecordState::Creating => self.roll_back(&c, &rec)?,
+                RecordState::Creating => self.roll_back_other(&c, &rec)?,
                 RecordState::Deleting => self.finish_delete(&c, &rec)?,
             }
         }
@@ -304,7 +302,7 @@ impl NfsBackend {
             return Ok(());
         };
         match rec.state {
-            RecordState::Creating => self.roll_back(&c, &rec),
+            RecordState::Creating => self.roll_back_other(&c, &rec),
             RecordState::Deleting => self.finish_delete(&c, &rec),
             RecordState::Ready => {
                 let mut intent = rec.clone();
@@ -400,6 +398,19 @@ impl NfsBackend {
         )))
     }
 
+    /// `nfs/<share key>/<key>`: the share the parameters name, and the key of the name.
+    fn id_and_params(&self, req: &CreateRequest) -> Result<(VolumeId, NfsParams)> {
+        validate_component("name", &req.name)?;
+        let p = NfsParams::parse(&class_params(&req.parameters))
+            .map_err(|e| Error::invalid(format!("volume {}: {e}", req.name)))?;
+        let id = VolumeId {
+            backend: BACKEND.to_string(),
+            node: Some(layout::share_key(&p.server, &p.share)),
+            key: layout::volume_key(&req.name),
+        };
+        Ok((id, p))
+    }
+
     fn get_volume(&self, id: &VolumeId) -> Result<VolumeInfo> {
         let vid = id.to_string();
         match self.find_live(&vid, &id.key)? {
@@ -413,13 +424,15 @@ impl NfsBackend {
 }
 
 impl ControllerBackend for NfsBackend {
+    /// An NFS id names its share, which only the CreateVolume parameters give: see `create_id`.
     fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        validate_component("name", name)?;
-        Ok(VolumeId {
-            backend: BACKEND.to_string(),
-            node: None,
-            key: layout::volume_key(name),
-        })
+        Err(Error::Internal(format!(
+            "volume {name}: an NFS volume id names its share, known only from the parameters"
+        )))
+    }
+
+    fn create_id(&self, req: &CreateRequest) -> Result<VolumeId> {
+        self.id_and_params(req).map(|(id, _)| id)
     }
 
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {

@@ -1,5 +1,6 @@
 //! Controller calls that read or amend existing volumes in bulk or by size: ListVolumes over
-//! the known shares, GetCapacity from FSSTAT, and ControllerExpandVolume (a record update).
+//! the known shares (the registry read again first), GetCapacity from FSSTAT, and
+//! ControllerExpandVolume (a record update).
 
 use super::controller::class_params;
 use super::layout::{self, RecordState};
@@ -11,10 +12,14 @@ use crate::nfs::NfsStatus;
 use crate::volume::{CapacityRange, VolumeCondition, VolumeId};
 
 impl NfsBackend {
+    /// Volumes in (key, share key) order; the paging token is `<key>/<share key>`, since one
+    /// name can be a volume on each of two shares.
     pub(super) fn list_volumes(&self, after: Option<&str>, max_entries: usize) -> Result<Page> {
-        // (key, share index) of every record file, in key order.
+        // Another controller may have registered shares since this one read the registry.
+        self.shares.refresh()?;
+        let after = after.map(|a| a.split_once('/').unwrap_or((a, "")));
         let shares = self.shares.list();
-        let mut keys: Vec<(String, usize)> = Vec::new();
+        let mut keys: Vec<(String, String, usize)> = Vec::new();
         for (i, (server, share)) in shares.iter().enumerate() {
             let c = self.client(server, share)?;
             let entries = match c.readdir(layout::RECORDS_DIR) {
@@ -22,25 +27,27 @@ impl NfsBackend {
                 Err(e) if e.is_status(NfsStatus::NOENT) => continue,
                 Err(e) => return Err(self.err("(list)", e)),
             };
+            let share_key = layout::share_key(server, share);
             keys.extend(
                 entries
                     .iter()
                     .filter_map(|(n, _)| layout::key_of_record_file(n))
-                    .filter(|k| after.is_none_or(|a| *k > a))
-                    .map(|k| (k.to_string(), i)),
+                    .filter(|k| after.is_none_or(|a| (*k, share_key.as_str()) > a))
+                    .map(|k| (k.to_string(), share_key.clone(), i)),
             );
         }
         keys.sort();
         let mut entries = Vec::new();
         let mut next_after = None;
-        for (n, (key, i)) in keys.iter().enumerate() {
+        for (n, (key, _, i)) in keys.iter().enumerate() {
             if max_entries != 0 && entries.len() == max_entries {
-                next_after = Some(keys[n - 1].0.clone());
+                let (k, sk, _) = &keys[n - 1];
+                next_after = Some(format!("{k}/{sk}"));
                 break;
             }
             let (server, share) = &shares[*i];
             let c = self.client(server, share)?;
-            let vid = layout::volume_id(key);
+            let vid = layout::share_volume_id(&layout::share_key(server, share), key);
             match self.read_record(&vid, &c, key)? {
                 Some(rec) if rec.state == RecordState::Ready => {
                     entries.push(self.info(&rec, VolumeCondition::healthy()))

@@ -59,7 +59,12 @@ pub const RECORD_SUFFIX: &str = ".json";
 pub const ID_PREFIX: &str = "nfs/";
 /// CSI caps volume ids at 128 bytes.
 pub const MAX_ID_LEN: usize = 128;
-const MAX_KEY_LEN: usize = MAX_ID_LEN - ID_PREFIX.len();
+/// Hex digits of a share key (see `share_key`).
+pub const SHARE_KEY_LEN: usize = 8;
+/// Keys of ids that name no share (`nfs/<key>`, issued before ids named their share).
+const MAX_LEGACY_KEY_LEN: usize = MAX_ID_LEN - ID_PREFIX.len();
+/// Keys of ids that name their share (`nfs/<share key>/<key>`).
+const MAX_KEY_LEN: usize = MAX_LEGACY_KEY_LEN - SHARE_KEY_LEN - 1;
 const NAME_MAX: usize = 255;
 
 /// 64-bit FNV-1a: stable across builds and platforms (std's hasher is not), so ids computed
@@ -72,6 +77,18 @@ fn fnv1a(s: &str) -> u64 {
 
 fn safe_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+}
+
+/// The short stable key of export `server:share` that volume ids carry: 8 hex digits of a
+/// 64-bit FNV-1a of `server:share`, folded. Short, so ids keep room for the PVC name; the share
+/// registry refuses a second share whose key collides with a registered one.
+pub fn share_key(server: &str, share: &str) -> String {
+    let h = fnv1a(&format!("{server}:{share}"));
+    format!("{:08x}", (h ^ (h >> 32)) as u32)
+}
+
+pub fn is_share_key(s: &str) -> bool {
+    s.len() == SHARE_KEY_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The record key of the volume CreateVolume calls `name`. The name itself when it is made of
@@ -97,19 +114,47 @@ pub fn volume_key(name: &str) -> String {
     format!("{prefix}~{:016x}", fnv1a(name))
 }
 
+/// The id of volume `key` on the share whose key is `share_key`: `nfs/<share key>/<key>`.
+pub fn share_volume_id(share_key: &str, key: &str) -> String {
+    format!("{ID_PREFIX}{share_key}/{key}")
+}
+
+/// An id of the form issued before ids named their share: `nfs/<key>`.
 pub fn volume_id(key: &str) -> String {
     format!("{ID_PREFIX}{key}")
 }
 
-/// The key inside a volume id, when the id is one of ours and well formed. Anything else
-/// (other backends' ids, ids that could reach outside the records directory) is `None`.
-pub fn parse_volume_id(id: &str) -> Option<&str> {
-    let key = id.strip_prefix(ID_PREFIX)?;
-    let ok = !key.is_empty()
-        && id.len() <= MAX_ID_LEN
+fn valid_key(key: &str, max: usize) -> bool {
+    !key.is_empty()
+        && key.len() <= max
         && !key.starts_with('.')
-        && key.chars().all(|c| safe_char(c) || c == '~');
-    ok.then_some(key)
+        && key.chars().all(|c| safe_char(c) || c == '~')
+}
+
+/// The share key and the key of a volume id, when the id is one of ours and well formed: the
+/// share key is `None` for an id that names no share (`nfs/<key>`). Anything else (other
+/// backends' ids, snapshot ids, ids that could reach outside the records directory) is `None`.
+pub fn parse_id(id: &str) -> Option<(Option<&str>, &str)> {
+    let rest = id.strip_prefix(ID_PREFIX)?;
+    if id.len() > MAX_ID_LEN {
+        return None;
+    }
+    match rest.split_once('/') {
+        Some((share, key)) => {
+            (is_share_key(share) && valid_key(key, MAX_KEY_LEN)).then_some((Some(share), key))
+        }
+        None => valid_key(rest, MAX_LEGACY_KEY_LEN).then_some((None, rest)),
+    }
+}
+
+/// The key inside a volume id of either form (see `parse_id`).
+pub fn parse_volume_id(id: &str) -> Option<&str> {
+    parse_id(id).map(|(_, key)| key)
+}
+
+/// The share key a volume id names; `None` for ids of the older form and for ids not ours.
+pub fn share_key_of(id: &str) -> Option<&str> {
+    parse_id(id).and_then(|(share, _)| share)
 }
 
 /// Path of the volume's record, relative to the share root.
@@ -303,6 +348,46 @@ mod tests {
             &format!("nfs/{}", "a".repeat(125)),
         ] {
             assert_eq!(parse_volume_id(id), None, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn ids_name_their_share_and_the_older_form_still_parses() {
+        let sk = share_key("10.0.0.5", "/srv/nfs");
+        assert!(is_share_key(&sk), "{sk}");
+        assert_eq!(sk, share_key("10.0.0.5", "/srv/nfs"), "stable");
+        assert_ne!(sk, share_key("10.0.0.5", "/srv/nfs2"));
+        assert_ne!(sk, share_key("10.0.0.6", "/srv/nfs"));
+        let id = share_volume_id(&sk, "pvc-1");
+        assert_eq!(id, format!("nfs/{sk}/pvc-1"));
+        assert_eq!(parse_id(&id), Some((Some(sk.as_str()), "pvc-1")));
+        assert_eq!(share_key_of(&id), Some(sk.as_str()));
+        assert_eq!(parse_id("nfs/pvc-1"), Some((None, "pvc-1")));
+        assert_eq!(share_key_of("nfs/pvc-1"), None);
+        // Every name's key fits an id that names its share.
+        for name in [
+            "x".repeat(128),
+            "y".repeat(MAX_KEY_LEN),
+            "z".repeat(MAX_KEY_LEN + 1),
+        ] {
+            let id = share_volume_id(&sk, &volume_key(&name));
+            assert!(id.len() <= MAX_ID_LEN, "{id}");
+            assert_eq!(parse_volume_id(&id), Some(volume_key(&name).as_str()));
+        }
+        // An id of the older form keeps parsing at its full length.
+        let legacy = volume_id(&"k".repeat(MAX_LEGACY_KEY_LEN));
+        assert_eq!(parse_id(&legacy).map(|p| p.0), Some(None));
+        for id in [
+            "nfs/snap/pvc-1",
+            "nfs/0123456/pvc-1",
+            "nfs/0123456G/pvc-1",
+            "nfs/0123ABCD/pvc-1",
+            "nfs/01234567/",
+            "nfs/01234567/.x",
+            "nfs/01234567/a/b",
+            &format!("nfs/01234567/{}", "a".repeat(MAX_KEY_LEN + 1)),
+        ] {
+            assert_eq!(parse_id(id), None, "{id:?}");
         }
     }
 

@@ -19,15 +19,24 @@
 //! nothing a pod could have written is lost) and the CreateVolume then starts afresh; a
 //! `Deleting` record is finished by the next DeleteVolume (the CO retries until it succeeds).
 //! Lazy recovery means no start-up cost that grows with the number of servers, and a dead
-//! server never delays start-up.
+//! server never delays start-up. A rollback of a create this call did not start, recovery at
+//! start and the resumption of a cut-off snapshot copy happen only while this process holds
+//! the share's lease (lease.rs): during a rollout two controllers run on one share, and the
+//! new one must not undo what the old one is still making.
 //!
-//! Which servers exist: a volume id is a function of the CreateVolume name only (it must be
-//! known before the create, to lock it), so DeleteVolume, ControllerGetVolume and ListVolumes
-//! search the shares this controller knows: those given with `--nfs-share server:/path`, plus
-//! every share a CreateVolume has named, remembered in `<state-dir>/nfs-shares.json` (a hint,
-//! not volume state: losing it only means a delete of a volume on a forgotten share answers
-//! NotFound and leaves the directory, never that anything is removed). An id whose record is on
-//! no reachable known share is NotFound when every share answered, Unavailable otherwise.
+//! Which servers exist: a volume id names its share, `nfs/<share key>/<key>`, the share key
+//! being a short stable hash of `server:share` (layout.rs), so DeleteVolume, ControllerGetVolume
+//! and ControllerExpandVolume go straight to the share. The share registry (shares.rs) maps keys
+//! to shares and outlives the controller's pod: a ConfigMap the controller owns in its
+//! namespace (`--nfs-registry-configmap`), or a file outside Kubernetes (`--nfs-registry-file`,
+//! default `<state-dir>/nfs-shares.json`). A share is registered before anything is written on
+//! it, so no volume is acknowledged on a share the registry does not hold; the registry is read
+//! at start (a controller that cannot read it does not start) and again when an id names a key
+//! it does not know. An id whose share no registry knows is FailedPrecondition naming the key
+//! and the registry, never "gone"; an unreachable share is Unavailable. Ids of the older form,
+//! `nfs/<key>` (issued before ids named their share), are searched for on every known share,
+//! as then (a ConfigMap registry is seeded with the shares of the driver's PersistentVolumes).
+//! ListVolumes reads the registry again and lists every known share's records.
 //!
 //! root_squash: the controller's requests carry uid 0 and arrive as the squashed user (usually
 //! nobody). Creating directories then works where that user may write (the share root must be
@@ -38,12 +47,15 @@
 mod controller;
 mod inventory;
 pub mod layout;
+mod lease;
 mod node;
 pub mod params;
 pub mod pattern;
 mod recovery;
 mod restore;
 mod rollback;
+mod share_configmap;
+mod share_file;
 mod shares;
 pub mod snaprecord;
 mod snapshots;
@@ -71,17 +83,28 @@ pub const CTX_SERVER: &str = "server";
 pub const CTX_SHARE: &str = "share";
 pub const CTX_SUBDIR: &str = "subDir";
 
+/// Where the share registry lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryConfig {
+    /// A file (standalone; `<state-dir>/nfs-shares.json` unless `--nfs-registry-file`).
+    File(PathBuf),
+    /// ConfigMap `name` in `namespace` (in Kubernetes; `--nfs-registry-configmap`).
+    ConfigMap { namespace: String, name: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct NfsConfig {
     /// Deadline of every NFS call, kernel mount and unmount (`--nfs-timeout`).
     pub timeout: Duration,
-    /// Where the list of known shares is remembered (the driver's state directory).
-    pub state_dir: PathBuf,
+    /// Where the registered shares are kept.
+    pub registry: RegistryConfig,
     /// Shares given on the command line (`--nfs-share server:/path`).
     pub shares: Vec<(String, String)>,
     pub default_capacity: u64,
     /// Test machines without a kernel NFS client: publish bind-mounts `<dir>/<subdir>`.
     pub test_export_root: Option<PathBuf>,
+    /// This controller instance (host and state directory), as share leases name it.
+    pub instance: String,
 }
 
 static CAPS: BackendCaps = BackendCaps {
@@ -105,17 +128,27 @@ pub struct NfsBackend {
     shares: Shares,
     /// Snapshot copies and restores running in this process.
     work: Arc<Work>,
+    /// Which shares this process may recover (lease.rs).
+    leases: lease::Leases,
 }
 
 impl NfsBackend {
     pub fn open(cfg: NfsConfig) -> std::io::Result<Self> {
-        let shares = Shares::open(&cfg.state_dir.join("nfs-shares.json"), &cfg.shares)?;
+        let registry: Box<dyn shares::ShareRegistry> = match &cfg.registry {
+            RegistryConfig::File(path) => Box::new(share_file::FileRegistry::new(path.clone())),
+            RegistryConfig::ConfigMap { namespace, name } => {
+                Box::new(share_configmap::ConfigMapRegistry::new(namespace, name)?)
+            }
+        };
+        let shares = Shares::open(registry, &cfg.shares)
+            .map_err(|e| std::io::Error::other(format!("NFS share registry: {e}")))?;
         if let Some(root) = &cfg.test_export_root {
             tracing::warn!(root = %root.display(),
                 "--nfs-test-export-root is set: NodePublishVolume bind-mounts directories below it instead of mounting NFS; for test machines only");
         }
         let backend = NfsBackend {
             work: Arc::new(Work::new(cfg.timeout)),
+            leases: lease::Leases::new(&cfg.instance),
             cfg,
             clients: Mutex::new(HashMap::new()),
             shares,
@@ -141,6 +174,9 @@ impl NfsBackend {
                 .map_err(|e| Error::invalid(format!("NFS export {server}:{share}: {e}")))?,
         );
         map.insert(key, c.clone());
+        let (share, work) = (c.clone(), self.work.clone());
+        self.leases
+            .watch(c.clone(), move || recovery::recover(&share, &work));
         Ok(c)
     }
 
@@ -178,15 +214,27 @@ impl NfsBackend {
         .map_err(|e| self.err(&rec.id, e))
     }
 
-    /// Finds the record of `key` on the known shares. `Ok(None)` only when every share
-    /// answered; a share that did not makes the answer that share's error.
+    /// Finds the record of volume `volume` (whose key is `key`). An id that names its share is
+    /// looked up there alone: FailedPrecondition when the registry does not know that share, the
+    /// share's error when it does not answer. An id of the older form is searched for on every
+    /// known share: `Ok(None)` only when every share answered; a share that did not makes the
+    /// answer that share's error. A record of the key that belongs to another id is not this
+    /// volume's.
     fn find(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
+        if let Some(share_key) = layout::share_key_of(volume) {
+            let s = self.shares.resolve(volume, share_key)?;
+            let c = self.client(&s.server, &s.share)?;
+            return Ok(self
+                .read_record(volume, &c, key)?
+                .filter(|rec| rec.id == volume)
+                .map(|rec| (c, rec)));
+        }
         let mut failure = None;
         for (server, share) in self.shares.list() {
             let c = self.client(&server, &share)?;
             match self.read_record(volume, &c, key) {
-                Ok(Some(rec)) => return Ok(Some((c, rec))),
-                Ok(None) => {}
+                Ok(Some(rec)) if rec.id == volume => return Ok(Some((c, rec))),
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(volume, server = %server, share = %share, error = %e, "share not searched");
                     failure.get_or_insert(e);
@@ -207,6 +255,20 @@ impl NfsBackend {
             Some((_, rec)) if rec.state == RecordState::Creating => Ok(None),
             found => Ok(found),
         }
+    }
+
+    /// `roll_back` of a create this call did not start: only while this process holds the
+    /// share's lease, since another controller on the share may still be making it (Busy).
+    fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        if !self.leases.wait_held(c, lease::Leases::takeover_wait()) {
+            return Err(Error::Busy(format!(
+                "{} (an unfinished create on {}:{}, which another controller holds the lease of)",
+                rec.id,
+                c.server(),
+                c.share()
+            )));
+        }
+        self.roll_back(c, rec)
     }
 
     /// Undoes a create that never reached Ready (see `undo_create`), unless a restore in this

@@ -1,6 +1,8 @@
 //! Node side of the NFS backend: mount `server:share/subdir` at the pod's target with the kernel
 //! NFS client, taking server, share and subdir from the volume context alone (the node keeps no
-//! records: the PV carries everything). Kernel calls run under a deadline (`os::nfsmount`).
+//! records: the PV carries everything). Kernel calls run under a deadline, bounded per server
+//! (`os::nfscalls`). NodeGetVolumeStats for a server known not to answer says so at once, as an
+//! abnormal volume condition, without another kernel call that would hang too.
 
 use super::shares::parse_share;
 use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
@@ -8,8 +10,10 @@ use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
 use crate::node::Target;
 use crate::os::mount::BindOptions;
-use crate::os::{mountinfo, nfsmount, statfs};
-use crate::volume::{CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats};
+use crate::os::{mountinfo, nfscalls, nfsmount, statfs};
+use crate::volume::{
+    CapacityRange, PublishRequest, StageRequest, VolumeCondition, VolumeId, VolumeStats,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -169,7 +173,8 @@ impl NfsBackend {
         }
         let deadline = self.kernel_deadline();
         let server = loc.server.clone();
-        let addr = nfsmount::with_deadline(
+        let addr = nfscalls::with_deadline_as(
+            nfscalls::RESOLVER,
             &loc.server,
             &format!("resolve {server} for volume {vid}"),
             deadline,
@@ -193,7 +198,7 @@ impl NfsBackend {
         let target = req.target.clone();
         let v = vid.to_string();
         let action = format!("mount {} for volume {vid}", plan.source);
-        nfsmount::with_deadline(&loc.server, &action, deadline, move || {
+        nfscalls::with_deadline(&loc.server, &action, deadline, move || {
             target.mount_fs(
                 &v,
                 Path::new(&plan.source),
@@ -216,14 +221,14 @@ impl NfsBackend {
                 .unwrap_or_else(|| "(unknown)".into());
             let action = format!("unmount {} for volume {vid}", target.as_path().display());
             if let Err(e) =
-                nfsmount::with_deadline(&server, &action, self.kernel_deadline(), move || {
+                nfscalls::with_deadline(&server, &action, self.kernel_deadline(), move || {
                     t.unmount_all(&v)
                 })
             {
                 // The server is gone or the mount is busy: detach it now, the kernel frees it later.
                 tracing::warn!(volume = %vid, target = %target.as_path().display(), error = %e, "unmount failed; detaching lazily");
                 let path: PathBuf = target.as_path().to_path_buf();
-                nfsmount::with_deadline(
+                nfscalls::with_deadline(
                     &server,
                     &format!("lazy {action}"),
                     self.kernel_deadline(),
@@ -247,20 +252,38 @@ impl NfsBackend {
                 format!("nothing is published at {}", path.display()),
             ));
         }
-        // statfs on a mount whose server died blocks in the kernel: bound it too.
-        let p = path.to_path_buf();
-        let v = vid.clone();
         let source = mountinfo::mount_at(path)
             .ok()
             .flatten()
             .map(|m| m.source)
             .unwrap_or_default();
-        let fs = nfsmount::with_deadline(
+        let server = nfscalls::server_of(&source);
+        if let Some(hung) = nfscalls::not_answering(server) {
+            return Ok(not_measured(format!(
+                "NFS server {server} has not answered for {} s ({} kernel calls to it still hung)",
+                hung.silent_for.as_secs(),
+                hung.abandoned
+            )));
+        }
+        // statfs on a mount whose server died blocks in the kernel: bound it too.
+        let p = path.to_path_buf();
+        let v = vid.clone();
+        let deadline = self.kernel_deadline();
+        let fs = match nfscalls::with_deadline(
             &source,
             &format!("statfs {} for volume {vid}", path.display()),
-            self.kernel_deadline(),
+            deadline,
             move || statfs::fs_stats(&p).map_err(Error::os(v, format!("statfs {}", p.display()))),
-        )?;
+        ) {
+            Ok(fs) => fs,
+            Err(Error::DeadlineExceeded { .. }) => {
+                return Ok(not_measured(format!(
+                    "NFS server {server} did not answer statfs within {} s",
+                    deadline.as_secs().max(1)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
         Ok(VolumeStats {
             total_bytes: fs.total_bytes,
             used_bytes: fs.total_bytes.saturating_sub(fs.available_bytes),
@@ -272,8 +295,23 @@ impl NfsBackend {
                     fs.free_inodes,
                 )
             }),
-            condition: Some(crate::volume::VolumeCondition::healthy()),
+            condition: Some(VolumeCondition::healthy()),
         })
+    }
+}
+
+/// Stats of a volume whose server does not answer: the condition says why, the usage is zeros
+/// (not measured; the kubelet drops a response that has no usage, condition and all).
+fn not_measured(message: String) -> VolumeStats {
+    VolumeStats {
+        total_bytes: 0,
+        used_bytes: 0,
+        available_bytes: 0,
+        inodes: None,
+        condition: Some(VolumeCondition {
+            abnormal: true,
+            message,
+        }),
     }
 }
 

@@ -1,5 +1,7 @@
-//! Recovery at start of what long copies leave after a crash, one thread per known share (so a
-//! dead server delays nothing; its share is recovered by the calls that meet its records):
+//! Recovery of what long copies leave after a crash, by the holder of each share's lease when it
+//! takes the lease (lease.rs; at start, or when another controller lets it go), on a thread per
+//! share (so a dead server delays nothing; its share is recovered by the calls that meet its
+//! records):
 //!
 //! | found | meaning | action |
 //! |---|---|---|
@@ -27,25 +29,23 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 impl NfsBackend {
+    /// Contends for every known share's lease (each client does, once made); the holder
+    /// recovers the share (lease.rs), so a dead server delays nothing and a second controller on
+    /// the share never recovers what the first is still making.
     pub(super) fn start_recovery(&self) {
         for (server, share) in self.shares.list() {
-            let Ok(c) = self.client(&server, &share) else {
-                continue;
-            };
-            let work = self.work.clone();
-            let spawned = std::thread::Builder::new()
-                .name("nfs-recovery".into())
-                .spawn(move || match recover_share(&c, &work) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::warn!(server = %c.server(), share = %c.share(), error = %e,
-                            "recovery of snapshots and restores not finished; calls that meet their records finish it")
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start NFS recovery");
+            if let Err(e) = self.client(&server, &share) {
+                tracing::warn!(server = %server, share = %share, error = %e, "NFS share not recovered");
             }
         }
+    }
+}
+
+/// Recovers one share; run by its lease's holder each time it takes the lease.
+pub(super) fn recover(c: &Arc<NfsClient>, work: &Arc<Work>) {
+    if let Err(e) = recover_share(c, work) {
+        tracing::warn!(server = %c.server(), share = %c.share(), error = %e,
+            "recovery of snapshots and restores not finished; calls that meet their records finish it");
     }
 }
 
@@ -132,7 +132,7 @@ fn recover_staging(c: &NfsClient, key: &str, t: std::time::Duration) -> Result<(
             if rec.state == RecordState::Creating
                 && rec.staging.as_deref() == Some(staging.as_str()) =>
         {
-            tracing::info!(volume = %vid, "rolling back a restore cut off by a restart");
+            tracing::info!(volume = %rec.id, "rolling back a restore cut off by a restart");
             undo_create(c, &rec, t)
         }
         _ => c.remove_tree(&staging).map(|_| ()).map_err(err),

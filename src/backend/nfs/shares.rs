@@ -1,17 +1,44 @@
-//! The NFS exports this controller knows (see the module doc of `nfs`): configured ones, and
-//! those CreateVolume has named, remembered in a small JSON file so DeleteVolume and ListVolumes
-//! find volumes after a restart. The file is a hint: it holds no volume state.
+//! The NFS exports this controller knows (see the module doc of `nfs`): those given with
+//! `--nfs-share`, and those in the share registry, which outlives the controller's pod. A share
+//! is registered before the first volume on it is acknowledged, so every id this controller
+//! issued names a share (by its key, `layout::share_key`) that the registry resolves, whatever
+//! happened to the pod and its state directory since.
+//!
+//! The registry is one small trait with two stores: a ConfigMap the controller owns in its
+//! namespace (`share_configmap.rs`, in Kubernetes) and a file (`share_file.rs`, standalone).
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use super::layout;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-pub struct Shares {
-    file: PathBuf,
-    known: Mutex<Vec<(String, String)>>,
+/// One NFS export.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Share {
+    pub server: String,
+    pub share: String,
 }
 
-/// Parses `server:/path` (the form of `--nfs-share` and of mount sources).
+impl Share {
+    pub fn new(server: &str, share: &str) -> Self {
+        Share {
+            server: server.to_string(),
+            share: share.to_string(),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        layout::share_key(&self.server, &self.share)
+    }
+}
+
+impl std::fmt::Display for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.server, self.share)
+    }
+}
+
+/// Parses `server:/path` (the form of `--nfs-share`, of registry entries and of mount sources).
 pub fn parse_share(s: &str) -> Result<(String, String), String> {
     match s.split_once(":/") {
         Some((server, path)) if !server.is_empty() && !server.contains(['/', ' ', '\0']) => {
@@ -22,85 +49,234 @@ pub fn parse_share(s: &str) -> Result<(String, String), String> {
     }
 }
 
-impl Shares {
-    pub fn open(file: &Path, configured: &[(String, String)]) -> io::Result<Self> {
-        let mut known: Vec<(String, String)> = configured.to_vec();
-        match std::fs::read(file) {
-            Ok(bytes) => {
-                let saved: Vec<(String, String)> = serde_json::from_slice(&bytes).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", file.display()),
-                    )
-                })?;
-                for s in saved {
-                    if !known.contains(&s) {
-                        known.push(s);
-                    }
-                }
+/// Where the registered shares are kept, durably and beyond this process.
+pub trait ShareRegistry: Send + Sync {
+    /// Names the store in messages ("ConfigMap ns/name", "file /path").
+    fn describe(&self) -> String;
+    /// Every registered share.
+    fn load(&self) -> Result<Vec<Share>>;
+    /// Adds `share`, keeping every entry another writer added meanwhile; returns once stored.
+    /// A different share registered under the same key is FailedPrecondition.
+    fn add(&self, share: &Share) -> Result<()>;
+}
+
+/// The shares by key, refusing two shares under one key. `what` names where they came from.
+pub(super) fn by_key(
+    shares: impl IntoIterator<Item = Share>,
+    what: &str,
+) -> Result<BTreeMap<String, Share>, String> {
+    let mut out: BTreeMap<String, Share> = BTreeMap::new();
+    for s in shares {
+        let key = s.key();
+        match out.get(&key) {
+            Some(have) if *have != s => {
+                return Err(format!(
+                    "{what}: shares {have} and {s} have the same key {key}; volume ids could not tell them apart"
+                ))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display()))),
+            _ => {
+                out.insert(key, s);
+            }
         }
-        Ok(Shares {
-            file: file.to_path_buf(),
-            known: Mutex::new(known),
+    }
+    Ok(out)
+}
+
+pub struct Shares {
+    registry: Box<dyn ShareRegistry>,
+    /// From `--nfs-share`: known whether or not registered.
+    configured: Vec<Share>,
+    /// As the registry last said, plus what this process registered since.
+    registered: Mutex<BTreeMap<String, Share>>,
+}
+
+impl Shares {
+    /// Reads the registry: a controller that cannot would answer for volumes it cannot find,
+    /// so start-up fails instead (the pod restarts and tries again).
+    pub fn open(registry: Box<dyn ShareRegistry>, configured: &[(String, String)]) -> Result<Self> {
+        let configured: Vec<Share> = configured.iter().map(|(s, p)| Share::new(s, p)).collect();
+        by_key(configured.iter().cloned(), "--nfs-share").map_err(Error::Internal)?;
+        let shares = Shares {
+            registry,
+            configured,
+            registered: Mutex::new(BTreeMap::new()),
+        };
+        shares.refresh()?;
+        tracing::info!(registry = %shares.registry.describe(), shares = ?shares.list(), "NFS share registry read");
+        Ok(shares)
+    }
+
+    /// Reads the registry again (another controller may have registered shares since).
+    pub fn refresh(&self) -> Result<()> {
+        let loaded = self.registry.load()?;
+        by_key(
+            self.configured
+                .iter()
+                .cloned()
+                .chain(loaded.iter().cloned()),
+            &format!("--nfs-share and {}", self.registry.describe()),
+        )
+        .map_err(Error::Internal)?;
+        *self.registered.lock().expect("shares poisoned") =
+            loaded.into_iter().map(|s| (s.key(), s)).collect();
+        Ok(())
+    }
+
+    /// Every known share as (server, share): the configured ones first.
+    pub fn list(&self) -> Vec<(String, String)> {
+        let registered = self.registered.lock().expect("shares poisoned");
+        let mut out: Vec<(String, String)> = self
+            .configured
+            .iter()
+            .map(|s| (s.server.clone(), s.share.clone()))
+            .collect();
+        for s in registered.values() {
+            if !self.configured.contains(s) {
+                out.push((s.server.clone(), s.share.clone()));
+            }
+        }
+        out
+    }
+
+    /// The share whose key is `key`, reading the registry again when it is not known here.
+    /// FailedPrecondition, naming the registry, when no share has that key: the volume cannot
+    /// be found, and must not be answered for as if it were gone.
+    pub fn resolve(&self, volume: &str, key: &str) -> Result<Share> {
+        if let Some(s) = self.known(key) {
+            return Ok(s);
+        }
+        self.refresh()?;
+        self.known(key).ok_or_else(|| {
+            Error::precondition(
+                volume,
+                format!(
+                    "its NFS share (key {key}) is not registered in {} nor given with --nfs-share; \
+                     register the share with --nfs-share server:/path or restore the registry",
+                    self.registry.describe()
+                ),
+            )
         })
     }
 
-    pub fn list(&self) -> Vec<(String, String)> {
-        self.known.lock().expect("shares poisoned").clone()
+    fn known(&self, key: &str) -> Option<Share> {
+        if let Some(s) = self.configured.iter().find(|s| s.key() == key) {
+            return Some(s.clone());
+        }
+        self.registered
+            .lock()
+            .expect("shares poisoned")
+            .get(key)
+            .cloned()
     }
 
-    /// Adds a share; the first time, rewrites the file (atomically, synced). A file that cannot be
-    /// written is logged and the share kept in memory: provisioning must not fail on a hint.
-    pub fn remember(&self, server: &str, share: &str) {
-        let mut known = self.known.lock().expect("shares poisoned");
-        let entry = (server.to_string(), share.to_string());
-        if known.contains(&entry) {
-            return;
+    /// Registers `server:share` unless the registry has it already; returns its key. Called
+    /// before anything is written on the share, so a volume is never acknowledged on a share
+    /// the registry does not hold.
+    pub fn register(&self, volume: &str, server: &str, share: &str) -> Result<String> {
+        let s = Share::new(server, share);
+        let key = s.key();
+        let collides = |have: &Share| {
+            Error::precondition(
+                volume,
+                format!(
+                    "NFS share {s} has key {key}, which already names share {have} in {}; \
+                     ids could not tell them apart",
+                    self.registry.describe()
+                ),
+            )
+        };
+        if let Some(have) = self.known(&key) {
+            if have == s && self.is_registered(&key) {
+                return Ok(key);
+            }
+            if have != s {
+                return Err(collides(&have));
+            }
         }
-        known.push(entry);
-        if let Err(e) = write_atomic(&self.file, &serde_json::to_vec_pretty(&*known).unwrap()) {
-            tracing::warn!(file = %self.file.display(), error = %e,
-                "could not remember NFS share {server}:{share}; after a restart pass it with --nfs-share");
-        }
+        self.registry.add(&s)?;
+        self.registered
+            .lock()
+            .expect("shares poisoned")
+            .insert(key.clone(), s.clone());
+        tracing::info!(share = %s, key = %key, registry = %self.registry.describe(), "NFS share registered");
+        Ok(key)
     }
-}
 
-fn write_atomic(file: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = file.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    fn is_registered(&self, key: &str) -> bool {
+        self.registered
+            .lock()
+            .expect("shares poisoned")
+            .contains_key(key)
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::share_file::FileRegistry;
     use super::*;
 
+    fn open(file: &std::path::Path, configured: &[(&str, &str)]) -> Shares {
+        let configured: Vec<(String, String)> = configured
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Shares::open(Box::new(FileRegistry::new(file.to_path_buf())), &configured).unwrap()
+    }
+
     #[test]
-    fn shares_parse_and_persist() {
+    fn shares_parse() {
         assert_eq!(
             parse_share("10.0.0.5:/srv/nfs/").unwrap(),
             ("10.0.0.5".into(), "/srv/nfs".into())
         );
+        assert_eq!(parse_share("s:/").unwrap(), ("s".into(), "/".into()));
         assert!(parse_share("nocolon").is_err());
         assert!(parse_share(":/x").is_err());
+    }
+
+    #[test]
+    fn registered_shares_outlive_the_process_and_resolve_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("s.json");
-        let s = Shares::open(&f, &[("a".into(), "/x".into())]).unwrap();
-        s.remember("b", "/y");
-        s.remember("b", "/y");
-        let again = Shares::open(&f, &[]).unwrap();
-        assert_eq!(
-            again.list(),
-            vec![("a".into(), "/x".into()), ("b".into(), "/y".into())]
+        let f = dir.path().join("registry/nfs-shares.json");
+        let s = open(&f, &[("a", "/x")]);
+        let kb = s.register("nfs/v", "b", "/y").unwrap();
+        assert_eq!(s.register("nfs/v", "b", "/y").unwrap(), kb, "idempotent");
+        let again = open(&f, &[]);
+        assert_eq!(again.list(), vec![("b".into(), "/y".into())]);
+        assert_eq!(again.resolve("nfs/v", &kb).unwrap(), Share::new("b", "/y"));
+        // A configured share is known, and registered the first time a volume goes on it.
+        let ka = Share::new("a", "/x").key();
+        let e = again.resolve("nfs/v", &ka).unwrap_err();
+        assert!(
+            matches!(e, Error::FailedPrecondition { .. }) && e.to_string().contains(&ka),
+            "{e}"
         );
+        assert_eq!(s.resolve("nfs/v", &ka).unwrap(), Share::new("a", "/x"));
+        s.register("nfs/w", "a", "/x").unwrap();
+        assert_eq!(open(&f, &[]).list().len(), 2);
+    }
+
+    #[test]
+    fn a_share_registered_by_another_process_is_found_on_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("nfs-shares.json");
+        let first = open(&f, &[]);
+        let second = open(&f, &[]);
+        let k = second.register("nfs/v", "c", "/z").unwrap();
+        assert_eq!(first.resolve("nfs/v", &k).unwrap(), Share::new("c", "/z"));
+    }
+
+    #[test]
+    fn two_shares_with_one_key_are_refused() {
+        let collide = by_key([Share::new("a", "/x"), Share::new("a", "/x")], "t");
+        assert_eq!(collide.unwrap().len(), 1, "the same share twice is one");
+        // Find two shares whose keys collide (32 bits: a birthday search stays small).
+        let mut seen: BTreeMap<String, Share> = BTreeMap::new();
+        let (a, b) = (0..)
+            .map(|i| Share::new("s", &format!("/e{i}")))
+            .find_map(|s| seen.insert(s.key(), s.clone()).map(|prev| (prev, s)))
+            .unwrap();
+        let e = by_key([a.clone(), b.clone()], "t").unwrap_err();
+        assert!(e.contains(&a.key()), "{e}");
     }
 }

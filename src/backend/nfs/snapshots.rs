@@ -220,8 +220,9 @@ impl NfsBackend {
         failure.map_or(Ok(None), Err)
     }
 
-    /// Waits for the copy of `rec` up to `budget` (starting it when no copy runs here, as after
-    /// a restart); the record as it is then. A failed copy is its error.
+    /// Waits for the copy of `rec` up to `budget` (resuming it when no copy runs here, as after
+    /// a restart, but only while this process holds the share's lease: another controller may
+    /// be copying it); the record as it is then. A failed copy is its error.
     pub(super) fn settle(
         &self,
         c: &Arc<NfsClient>,
@@ -231,7 +232,31 @@ impl NfsBackend {
         if rec.state != RecordState::Creating {
             return Ok(rec);
         }
-        start_copy(&self.work, c.clone(), rec.clone());
+        if !self.work.running(&rec.id) {
+            if !self.leases.holds(c) {
+                // A caller that must have the whole copy (a restore) is told to come back.
+                return match budget {
+                    None => Err(Error::Busy(format!(
+                        "{} (its copy is not running here, and another controller holds the lease of {}:{})",
+                        rec.id,
+                        c.server(),
+                        c.share()
+                    ))),
+                    Some(_) => Ok(rec),
+                };
+            }
+            start_copy(&self.work, c.clone(), rec.clone());
+        }
+        self.settle_started(c, rec, budget)
+    }
+
+    /// Waits for the copy of `rec` that runs here up to `budget`; the record as it is then.
+    fn settle_started(
+        &self,
+        c: &Arc<NfsClient>,
+        rec: SnapshotRecord,
+        budget: Option<Duration>,
+    ) -> Result<SnapshotRecord> {
         if !self.work.wait(&rec.id, budget) {
             return Ok(rec);
         }
@@ -301,7 +326,8 @@ impl NfsBackend {
         // The intent: from here a crash leaves a record recovery finds.
         write_snap_record(&c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-snapshot:after-intent");
-        Ok(info(&self.settle(&c, rec, Some(wait_budget()))?))
+        start_copy(&self.work, c.clone(), rec.clone());
+        Ok(info(&self.settle_started(&c, rec, Some(wait_budget()))?))
     }
 
     pub(super) fn delete_snapshot_by_id(&self, id: &SnapshotId) -> Result<()> {
@@ -388,7 +414,7 @@ impl NfsBackend {
             {
                 continue;
             }
-            let rec = if rec.state == RecordState::Creating {
+            let rec = if rec.state == RecordState::Creating && self.leases.holds(&c) {
                 // A copy cut off by a restart resumes now rather than stay unready forever.
                 start_copy(&self.work, c.clone(), rec.clone());
                 if self.work.wait(&rec.id, Some(Duration::ZERO)) {

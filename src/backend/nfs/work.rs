@@ -55,6 +55,11 @@ impl Work {
         Some(cancel)
     }
 
+    /// Whether a copy of snapshot `id` runs in this process.
+    pub fn running(&self, id: &str) -> bool {
+        matches!(self.jobs().get(id), Some(Job::Running { .. }))
+    }
+
     /// The copy of `id` ended, with `failure` if it failed (and was not cancelled).
     pub fn finish(&self, id: &str, failure: Option<Error>) {
         let mut jobs = self.jobs();

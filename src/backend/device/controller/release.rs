@@ -1,7 +1,9 @@
-//! Releasing a device: unmount what is left, wipe only the signatures this volume made (or, for a
-//! raw block volume, everything), then hand the device back as Unclaimed or keep it Released.
+//! Releasing a device: prove it is the claimed one, unmount what is left, wipe only the
+//! signatures this volume made (or, for a raw block volume, everything), then hand the device
+//! back as Unclaimed or keep it Released.
 
 use super::*;
+use crate::backend::device::proof::{conflict, Hold, Proven};
 
 impl DeviceBackend {
     pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
@@ -37,22 +39,34 @@ impl DeviceBackend {
     /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
     /// from any point (recovery calls it for a Deleting record).
     pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
-        let ours = Claim::Claimed {
-            volume: rec.id.clone(),
-        };
+        let ours = self.ours(rec);
+        // Another device presenting the uid: which one is ours is not known; wait it out.
+        if let Some(why) = self
+            .inventory
+            .get(&rec.backend.uid)
+            .and_then(|e| conflict(&e))
+        {
+            if self.claim_of(&rec.backend.uid).as_ref() == Some(&ours) {
+                return Err(Error::precondition(&rec.id, format!("{why}; not wiped")));
+            }
+        }
         let outcome = match self.device_path(rec) {
             // Released or unclaimed already (a repeat after a crash): leave the claim alone.
             Err(_) if self.claim_of(&rec.backend.uid).as_ref() != Some(&ours) => None,
-            Err(e) => Some(Claim::Released {
-                volume: rec.id.clone(),
-                reason: format!("deleted while the device could not be verified ({e}); not wiped"),
-            }),
+            Err(e) => Some(self.released(
+                rec,
+                format!("deleted while the device could not be verified ({e}); not wiped"),
+            )),
             Ok(path) => {
+                // Proven and held from here: the node cannot turn into another device.
+                let strict = rec.backend.fs.is_none();
+                let _held = self.prove(rec, &path, Hold::Shared, strict)?;
                 unmount_device(&rec.id, &path)?;
                 // A crash may have left a read-only publication's flag set; the wipe writes.
                 crate::os::blockdev::set_read_only(&path, false)
                     .map_err(Error::os(&rec.id, "clear the read-only flag"))?;
-                Some(self.wipe(rec, &path)?)
+                let dev = self.prove(rec, &path, Hold::Exclusive, strict)?;
+                Some(self.wipe(rec, &dev)?)
             }
         };
         if let Some(claim) = outcome {
@@ -72,17 +86,20 @@ impl DeviceBackend {
     }
 
     /// The claim a deleted volume leaves: Unclaimed once what we made is wiped, else Released.
-    fn wipe(&self, rec: &VolumeRecord, path: &Path) -> Result<Claim> {
+    /// Writes only through `dev`, the proven descriptor.
+    fn wipe(&self, rec: &VolumeRecord, dev: &Proven) -> Result<Claim> {
         let vid = rec.id.as_str();
+        let path = dev.path.as_path();
         let probe = |what: &str| {
             blkid::probe_all(path).map_err(Error::os(vid, format!("{what} {}", path.display())))
         };
         let sigs = probe("probe")?;
         let Some(fs) = &rec.backend.fs else {
             // Raw block: the claim is the proof of ownership; the pod wrote what it liked.
-            blkid::wipe_all(path).map_err(Error::os(vid, format!("wipe {}", path.display())))?;
+            blkid::wipe_all(&dev.file, path)
+                .map_err(Error::os(vid, format!("wipe {}", path.display())))?;
             crate::failpoint::hit("device:delete:after-wipe");
-            match crate::os::blockdev::discard_all(path) {
+            match crate::os::blockdev::discard_all(&dev.file, path) {
                 Ok(done) => tracing::info!(volume = vid, discarded = done, "wiped raw device"),
                 Err(e) => tracing::warn!(volume = vid, error = %e, "discard failed (wiped anyway)"),
             }
@@ -102,28 +119,25 @@ impl DeviceBackend {
                 .iter()
                 .map(|s| format!("{s} (uuid {})", s.uuid.as_deref().unwrap_or("-")))
                 .collect();
-            return Ok(Claim::Released {
-                volume: vid.to_string(),
-                reason: format!(
+            return Ok(self.released(
+                rec,
+                format!(
                     "device holds {}, not only the {} filesystem {} this volume made; not wiped",
                     found.join(", "),
                     fs.fs_type,
                     fs.uuid
                 ),
-            });
+            ));
         }
         let offsets: Vec<u64> = sigs.iter().map(|s| s.offset).collect();
-        blkid::wipe_at(path, &offsets)
+        blkid::wipe_at(&dev.file, path, &offsets)
             .map_err(Error::os(vid, format!("wipe {}", path.display())))?;
         crate::failpoint::hit("device:delete:after-wipe");
         let left = probe("probe after wipe")?;
         Ok(if left.is_empty() {
             Claim::Unclaimed
         } else {
-            Claim::Released {
-                volume: vid.to_string(),
-                reason: format!("signatures left after wiping ours: {left:?}"),
-            }
+            self.released(rec, format!("signatures left after wiping ours: {left:?}"))
         })
     }
 }

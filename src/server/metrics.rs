@@ -1,0 +1,103 @@
+//! The Prometheus endpoint: `GET /metrics` over HTTP/1.1 (hyper), on a port every host of the
+//! node's network may reach, so no client can hold it or the process down:
+//!
+//! - at most `max_connections` connections are served at once; the next is accepted only when
+//!   one ends, so clients beyond the cap wait in the kernel's listen queue and use none of the
+//!   process's file descriptors;
+//! - a client must send its request headers within `timeout` (hyper's header read timeout, which
+//!   runs from the moment a connection is accepted: an idle connection is closed then too), and
+//!   a connection ends after `2 * timeout` whatever it does (a client that never reads its
+//!   answer); each serves one request (`Connection: close`);
+//! - a failed accept (out of descriptors, a connection reset in the queue) is logged and retried
+//!   after a pause; serving stops only when the address cannot be bound.
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{header, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// How long the accept loop pauses after a failed accept, so running out of descriptors does
+/// not become a busy loop.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What one client may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Until the request headers are in; the whole connection gets twice this.
+    pub timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// Serves `GET /metrics` with the text `render` makes on `addr`, until the process ends.
+/// Returns only when the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    render: fn() -> String,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.timeout)
+        .keep_alive(false);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut accept_failing = false;
+    loop {
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if !accept_failing {
+                    tracing::warn!(error = %e, %addr, "metrics: accept failed; retrying");
+                    accept_failing = true;
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        if accept_failing {
+            tracing::info!(%addr, "metrics: accepting connections again");
+            accept_failing = false;
+        }
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| async move { Ok::<_, Infallible>(respond(&req, render)) }),
+        );
+        tokio::spawn(async move {
+            // Declared first, dropped last: the slot frees only once the socket is closed.
+            let _slot = slot;
+            match tokio::time::timeout(limits.timeout.saturating_mul(2), conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection failed"),
+                Err(_) => tracing::debug!("metrics connection closed at its deadline"),
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, render: fn() -> String) -> Response<String> {
+    let (status, body) = if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        (StatusCode::OK, render())
+    } else {
+        (StatusCode::NOT_FOUND, "see /metrics\n".to_string())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
