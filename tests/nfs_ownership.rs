@@ -329,3 +329,38 @@ async fn records_without_a_handle_are_handled_by_their_state() {
     d.delete(&b.volume_id).await;
     assert!(records(&g).is_empty());
 }
+
+/// A create cut off before its MKDIR; another volume then makes the same subDir and is
+/// acknowledged; the first create's retry rolls back its own record only: the other volume's
+/// directory, empty as it is, stays, and the retry answers FailedPrecondition.
+#[tokio::test]
+async fn a_rollback_never_removes_another_volumes_empty_directory() {
+    if !usable("nfs_ownership") {
+        return;
+    }
+    let g = Ganesha::start();
+    let mut d = Driver::builder()
+        .arg("--driver")
+        .arg("nfs")
+        .crash_at("nfs-create:after-intent")
+        .start()
+        .await;
+    let pa = pvc(&class(&g, &[PATTERN]), "team", "data", "pvc-a");
+    let _ = d.controller().create_volume(req("pvc-a", &pa)).await;
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+    let b = create(
+        &d,
+        "pvc-b",
+        &pvc(&class(&g, &[PATTERN]), "team", "data", "pvc-b"),
+    )
+    .await;
+    let dir = g.export.join(sub_dir(&b));
+    let st = d.controller().create_volume(req("pvc-a", &pa)).await;
+    expect_code(st, Code::FailedPrecondition, "the subDir is pvc-b's");
+    assert!(dir.is_dir(), "pvc-b's directory stays");
+    assert_eq!(records(&g), vec!["pvc-b.json"]);
+    d.delete(&b.volume_id).await;
+    assert!(!dir.exists());
+}

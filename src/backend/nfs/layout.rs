@@ -39,10 +39,13 @@
 //!   what is there now may be another volume's. DeleteVolume with the directory present fails
 //!   with FailedPrecondition naming the volume and the directory (an operator removes one or the
 //!   other); with it absent, the record goes.
-//! - `Creating`: the CO never saw the volume, so its directory holds nothing of a pod's. The
-//!   rollback records the handle it finds (so a retry after a failed record removal never acts
-//!   on a directory made since), then removes the directory with one RMDIR, which the server
-//!   refuses unless it is empty: at worst an empty directory goes. The same rule holds for a
+//! - `Creating`: the CO never saw the volume, so its directory holds nothing of a pod's. When
+//!   another record on the share names the same subDir, the directory may be that volume's
+//!   (made after this create was cut off before its MKDIR) and is left alone. Otherwise it was
+//!   made by this create or by hand: the rollback records the handle it finds (so a retry after
+//!   a failed record removal never acts on a directory made since), then removes the directory
+//!   with one RMDIR, which the server refuses unless it is empty: at worst an empty directory
+//!   made by hand goes. The same rule holds for a
 //!   directory whose handle was recorded at create: a create never removes more than an empty
 //!   directory, except a restore's own copy, proven by its staging handle.
 
