@@ -4,6 +4,8 @@
 //!   losing power would stop it.
 //! - `FERROVOL_FAIL_AT=<point>`: the I/O at that point fails with EIO (a dying disk), so tests
 //!   can show that a failed commit acknowledges nothing.
+//! - `FERROVOL_PAUSE_AT=<point>` with `FERROVOL_PAUSE_FILE=<path>`: the thread reaching that point
+//!   creates the file and waits while it exists, so a test can run other calls meanwhile.
 //!
 //! Unset in production; each check is one cached comparison.
 
@@ -12,6 +14,7 @@ use std::io;
 use std::sync::OnceLock;
 
 pub fn hit(point: &str) {
+    pause(point);
     static TARGET: OnceLock<Option<String>> = OnceLock::new();
     let target = TARGET.get_or_init(|| std::env::var("FERROVOL_CRASH_AT").ok());
     if target.as_deref() == Some(point) {
@@ -51,4 +54,31 @@ pub fn fail(point: &str) -> io::Result<()> {
 /// Sets (or clears) a failure point for the calling thread (unit tests).
 pub fn set_fail_at(point: Option<&str>) {
     THREAD_FAIL_AT.with(|t| *t.borrow_mut() = point.map(str::to_string));
+}
+
+/// Holds the calling thread at `point` while the pause file exists (see the module doc).
+fn pause(point: &str) {
+    static TARGET: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let target = TARGET.get_or_init(|| {
+        Some((
+            std::env::var("FERROVOL_PAUSE_AT").ok()?,
+            std::env::var("FERROVOL_PAUSE_FILE").ok()?,
+        ))
+    });
+    let Some((at, file)) = target else { return };
+    if at != point {
+        return;
+    }
+    tracing::warn!(
+        point,
+        file,
+        "FERROVOL_PAUSE_AT reached: waiting while the file exists"
+    );
+    if let Err(e) = std::fs::write(file, point) {
+        tracing::warn!(point, error = %e, "cannot write the pause file: not pausing");
+        return;
+    }
+    while std::path::Path::new(file).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -286,7 +286,8 @@ async fn kill9_during_copies_leaves_nothing_half_made() {
         "content",
     );
 
-    // kill -9 in the middle of a restore: its subDir never appears; recovery removes the rest.
+    // kill -9 in the middle of a restore: its subDir holds only the empty claim, never a half
+    // copy; recovery removes the claim and the rest.
     d.set_env("FERROVOL_CRASH_AT", "nfs-copy:after-file");
     d.restart().await;
     let _ = d
@@ -295,7 +296,7 @@ async fn kill9_during_copies_leaves_nothing_half_made() {
         .await;
     d.expect_crash().await;
     assert!(
-        !g.export.join("back").exists(),
+        dir_names(&g.export.join("back")).is_empty(),
         "a half restore is never under its name"
     );
     assert!(meta.join("staging/back").is_dir());
@@ -303,6 +304,7 @@ async fn kill9_during_copies_leaves_nothing_half_made() {
     d.restart().await;
     wait_gone(&meta.join("staging/back")).await;
     wait_gone(&meta.join("volumes/back.json")).await;
+    wait_gone(&g.export.join("back")).await;
     assert!(!d.list_ids().await.contains(&nfs_id(&g, "back")));
 
     // kill -9 after the RENAME, before Ready: the subDir is the restore's (its fileid says so)
@@ -346,5 +348,34 @@ async fn kill9_during_copies_leaves_nothing_half_made() {
         .unwrap();
     d.delete(&back.volume_id).await;
     d.delete(&src.volume_id).await;
+    assert_no_leftovers(&g);
+}
+
+/// A clone cut off after its intent, retried once its source is gone: NotFound, and the cut-off
+/// create leaves no record behind.
+#[tokio::test]
+async fn a_clone_retried_after_its_source_went_leaves_no_record() {
+    if !usable("nfs_snapshots") {
+        return;
+    }
+    let g = Ganesha::start();
+    let mut d = nfs_driver(&g, &[]).await;
+    let p = class(&g, &[]);
+    let src = create(&d, "src", &p).await;
+    d.set_env("FERROVOL_CRASH_AT", "nfs-restore:after-intent");
+    d.restart().await;
+    let _ = d
+        .controller()
+        .create_volume(from("clone", &p, of_volume(&src.volume_id)))
+        .await;
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+    d.delete(&src.volume_id).await;
+    let st = d
+        .controller()
+        .create_volume(from("clone", &p, of_volume(&src.volume_id)))
+        .await;
+    expect_code(st, Code::NotFound, "the source is gone");
     assert_no_leftovers(&g);
 }

@@ -14,14 +14,14 @@ use super::xdr::{Decoder, Encoder, XdrResult};
 
 mod copy;
 mod dirs;
+mod guarded;
 
 pub use copy::CopyStats;
+pub use guarded::Rmdir;
 
 /// Bytes per READ and WRITE: far below every server's limit, large enough for volume records.
 const CHUNK: usize = 64 * 1024;
 const FILE_SYNC: u32 = 2;
-/// Directory nesting `remove_tree` descends before refusing (guards the stack).
-const MAX_DEPTH: usize = 128;
 
 /// What `mkdir` and `create_file` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,16 @@ pub enum Outcome {
     Created,
     /// A directory of that name was already there (its mode is left alone).
     Existed,
+}
+
+/// What an operation guarded by a file handle found at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    Done,
+    /// Nothing there: nothing done.
+    Absent,
+    /// Another object than the one named by the handle: left untouched.
+    Foreign,
 }
 
 /// A blocking NFSv3 client for one export of one server. Cheap to share (`Arc<NfsClient>`); calls
@@ -41,6 +51,8 @@ struct Entry {
     name: String,
     attr: Attr,
     fh: Fh,
+    /// Where a listing resumes after this entry.
+    cookie: u64,
 }
 
 impl NfsClient {

@@ -33,7 +33,7 @@ mod rpc;
 mod transport;
 mod xdr;
 
-pub use client::{CopyStats, NfsClient, Outcome};
+pub use client::{CopyStats, Guarded, NfsClient, Outcome, Rmdir};
 pub use error::{NfsError, NfsStatus, Result};
 pub use proto::{Attr, FileType, FsStat, SetAttr};
 pub use transport::ClientOptions;

@@ -65,6 +65,16 @@ impl Proc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fh(pub Vec<u8>);
 
+impl Fh {
+    /// The handle as lowercase hex: how records keep a directory's identity. A handle names
+    /// one object for the server's lifetime and beyond (RFC 1813 asks servers for persistent
+    /// handles; Linux and nfs-ganesha put the inode generation in it), so unlike a fileid it
+    /// is not reused when the object goes.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 pub const FH_MAX: usize = 64;
 pub const NAME_MAX: usize = 255;
 /// Largest READ reply accepted (the client asks for much less).

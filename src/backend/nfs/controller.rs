@@ -7,7 +7,7 @@ use super::pattern::Values;
 use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, NfsStatus, Outcome, SetAttr};
+use crate::nfs::{Guarded, NfsClient, SetAttr};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
@@ -41,6 +41,17 @@ fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
         Some(why) => Err(Error::invalid(format!("volume {vid}: {why}"))),
         None => Ok(()),
     }
+}
+
+/// CreateVolume met a directory it did not make at the volume's subDir.
+pub(super) fn not_ours(rec: &VolumeRecord) -> Error {
+    Error::precondition(
+        &rec.id,
+        format!(
+            "{} already exists on {}:{} and is not a volume of this driver; left untouched",
+            rec.sub_dir, rec.server, rec.share
+        ),
+    )
 }
 
 fn now_secs() -> u64 {
@@ -102,18 +113,23 @@ impl NfsBackend {
     }
 
     fn condition(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<VolumeCondition> {
-        Ok(
-            match c.lookup(&rec.sub_dir).map_err(|e| self.err(&rec.id, e))? {
-                Some(a) if a.is_dir() => VolumeCondition::healthy(),
-                _ => VolumeCondition {
-                    abnormal: true,
-                    message: format!(
-                        "directory {} is gone from {}:{}",
-                        rec.sub_dir, rec.server, rec.share
-                    ),
-                },
-            },
-        )
+        let found = c
+            .handle_of(&rec.sub_dir)
+            .map_err(|e| self.err(&rec.id, e))?;
+        let abnormal = |why: &str| VolumeCondition {
+            abnormal: true,
+            message: format!(
+                "directory {} on {}:{} {why}",
+                rec.sub_dir, rec.server, rec.share
+            ),
+        };
+        Ok(match found {
+            Some((h, _)) if rec.dir_handle.as_ref().is_some_and(|mine| *mine != h) => {
+                abnormal("is not the one made for this volume (another file handle)")
+            }
+            Some((_, a)) if a.is_dir() => VolumeCondition::healthy(),
+            _ => abnormal("is gone"),
+        })
     }
 
     fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
@@ -122,7 +138,16 @@ impl NfsBackend {
         refuse_caps(&vid, &req.capabilities)?;
         let c = self.client(&p.server, &p.share)?;
         let requested_source = req.content_source.as_ref().map(|s| s.id());
-        let existing = self.read_record(&vid, &c, &id.key)?;
+        let mut existing = self.read_record(&vid, &c, &id.key)?;
+        // A create of this name that never finished is undone first, whatever this attempt
+        // meets next: a source gone since must not leave its record behind.
+        if let Some(rec) = existing
+            .as_ref()
+            .filter(|r| r.state == RecordState::Creating && r.name == req.name)
+        {
+            self.roll_back_other(&c, rec)?;
+            existing = None;
+        }
         // A repeat of a create from a source that already finished needs the source no more:
         // answering from the record lets a retry succeed after the snapshot was deleted.
         let finished = existing.as_ref().filter(|r| {
@@ -177,7 +202,9 @@ impl NfsBackend {
             gid: p.gid,
             created_at: now_secs(),
             source: requested_source.clone(),
+            dir_handle: None,
             staging: None,
+            staging_handle: None,
             staging_fileid: None,
         };
         self.shares.register(&vid, &p.server, &p.share)?;
@@ -212,7 +239,7 @@ impl NfsBackend {
         let vid = rec.id.clone();
         self.write_record(c, &rec)?;
         crate::failpoint::hit("nfs-create:after-intent");
-        if let Err(e) = self.make_dir(c, &rec) {
+        if let Err(e) = self.make_dir(c, &mut rec) {
             match &e {
                 // Not ours: nothing of it may be touched, so only the record goes.
                 Error::FailedPrecondition { .. } => {
@@ -232,26 +259,19 @@ impl NfsBackend {
         Ok(self.info(&rec, VolumeCondition::healthy()))
     }
 
-    fn make_dir(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+    /// Makes the volume's directory and keeps its handle in `rec` (written with `Ready`).
+    fn make_dir(&self, c: &NfsClient, rec: &mut VolumeRecord) -> Result<()> {
         let vid = &rec.id;
         if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
             c.mkdir_all(parent, PARENT_MODE)
                 .map_err(|e| self.err(vid, e))?;
         }
-        let not_ours = || {
-            Error::precondition(
-                vid,
-                format!(
-                    "{} already exists on {}:{} and is not a volume of this driver; left untouched",
-                    rec.sub_dir, rec.server, rec.share
-                ),
-            )
-        };
-        match c.mkdir(&rec.sub_dir, rec.mount_permissions) {
-            Ok(Outcome::Created) => {}
-            Ok(Outcome::Existed) => return Err(not_ours()),
-            Err(e) if e.is_status(NfsStatus::EXIST) => return Err(not_ours()),
-            Err(e) => return Err(self.err(vid, e)),
+        match c
+            .mkdir_claim(&rec.sub_dir, rec.mount_permissions)
+            .map_err(|e| self.err(vid, e))?
+        {
+            Some(handle) => rec.dir_handle = Some(handle),
+            None => return Err(not_ours(rec)),
         }
         // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
         if rec.uid.is_some() || rec.gid.is_some() {
@@ -287,6 +307,17 @@ impl NfsBackend {
             RecordState::Ready => {
                 let mut intent = rec.clone();
                 intent.state = RecordState::Deleting;
+                if intent.dir_handle.is_none() && intent.on_delete != OnDelete::Retain {
+                    // A Ready record from before handles were kept: no delete has removed its
+                    // directory, so the one there is the volume's (layout.rs). Its handle goes
+                    // into the intent, before anything is touched; with no directory there,
+                    // the empty handle, so one made later is never taken for the volume's.
+                    intent.dir_handle = match c.handle_of(&rec.sub_dir) {
+                        Ok(Some((h, a))) if a.is_dir() => Some(h),
+                        Ok(_) => Some(String::new()),
+                        Err(e) => return Err(self.err(&vid, e)),
+                    };
+                }
                 self.write_record(&c, &intent)?;
                 crate::failpoint::hit("nfs-delete:after-intent");
                 self.finish_delete(&c, &intent)
@@ -294,46 +325,72 @@ impl NfsBackend {
         }
     }
 
-    /// Carries out onDelete on the volume's own directory (never a parent), then drops the
-    /// record. Each step is idempotent, so a retry after a crash finishes the job.
+    /// Carries out onDelete on the volume's own directory (never a parent, never a directory
+    /// without the recorded handle), then drops the record. Each step is idempotent, so a retry
+    /// after a crash or a failed step finishes the job.
     fn finish_delete(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         let vid = &rec.id;
-        match rec.on_delete {
-            OnDelete::Delete => {
-                c.remove_tree(&rec.sub_dir).map_err(|e| self.err(vid, e))?;
+        if rec.on_delete != OnDelete::Retain {
+            match &rec.dir_handle {
+                Some(handle) => {
+                    let done = match rec.on_delete {
+                        OnDelete::Archive => self.archive(c, rec, handle)?,
+                        _ => c
+                            .remove_tree_if(&rec.sub_dir, handle)
+                            .map_err(|e| self.err(vid, e))?,
+                    };
+                    if done == Guarded::Foreign {
+                        tracing::warn!(volume = %vid, dir = %rec.sub_dir, server = %rec.server,
+                            "the directory there is not the one made for this volume (another file handle): left untouched, only the record goes");
+                    }
+                }
+                None => {
+                    if c.lookup(&rec.sub_dir)
+                        .map_err(|e| self.err(vid, e))?
+                        .is_some()
+                    {
+                        return Err(Error::precondition(
+                            vid,
+                            format!(
+                                "its record, from an earlier driver version, was being deleted and keeps no file handle: {} on {}:{} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {} by hand",
+                                rec.sub_dir,
+                                rec.server,
+                                rec.share,
+                                layout::record_path(layout::parse_volume_id(vid).expect("our id"))
+                            ),
+                        ));
+                    }
+                }
             }
-            OnDelete::Retain => {}
-            OnDelete::Archive => self.archive(c, rec)?,
         }
         self.remove_record(c, rec)?;
         tracing::info!(volume = %vid, server = %rec.server, dir = %rec.sub_dir, on_delete = ?rec.on_delete, "volume deleted");
         Ok(())
     }
 
-    fn archive(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+    /// Moves the volume's directory (the one with `handle`) to a free archive name beside it.
+    fn archive(&self, c: &NfsClient, rec: &VolumeRecord, handle: &str) -> Result<Guarded> {
         let vid = &rec.id;
-        match c.lookup(&rec.sub_dir).map_err(|e| self.err(vid, e))? {
-            Some(a) if a.is_dir() => {}
+        let err = |e| self.err(vid, e);
+        match c.handle_of(&rec.sub_dir).map_err(err)? {
+            Some((h, _)) if h == handle => {}
             // Already archived by an earlier attempt (or removed by hand): nothing to move.
-            _ => return Ok(()),
+            None => return Ok(Guarded::Absent),
+            Some(_) => return Ok(Guarded::Foreign),
         }
         let at = SystemTime::now();
         for attempt in 0..ARCHIVE_ATTEMPTS {
             let to = layout::archive_path(&rec.sub_dir, at, attempt);
-            // RENAME replaces an empty directory silently: check the name is free first.
-            if c.lookup(&to).map_err(|e| self.err(vid, e))?.is_some() {
-                continue;
+            // RENAME replaces an empty directory silently: only onto a name that is free.
+            match c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)? {
+                Guarded::Foreign => continue,
+                done => {
+                    if done == Guarded::Done {
+                        tracing::info!(volume = %vid, to = %to, "volume directory archived");
+                    }
+                    return Ok(done);
+                }
             }
-            return match c.rename(&rec.sub_dir, &to) {
-                Ok(()) => {
-                    tracing::info!(volume = %vid, to = %to, "volume directory archived");
-                    Ok(())
-                }
-                Err(e) if e.is_status(NfsStatus::EXIST) || e.is_status(NfsStatus::NOTEMPTY) => {
-                    continue
-                }
-                Err(e) => Err(self.err(vid, e)),
-            };
         }
         Err(Error::Internal(format!(
             "volume {vid}: no free archive name beside {} on {}",

@@ -7,10 +7,47 @@
 //!   .ferrovol/volumes/<key>.json   one record per volume, written with write_file_atomic
 //! ```
 //! NFSv3 has no extended attributes, so the record is the proof of ownership: a directory is the
-//! volume's only when the record under its key names that directory (`sub_dir`). Deleting or
+//! volume's only when the record under its key names that directory (`sub_dir`) and the
+//! directory there now has the file handle the record keeps (`dir_handle`). Deleting or
 //! archiving touches `sub_dir` only, never its parents. Patterns can never expand to
 //! `.ferrovol` (values escape a leading '.', and a literal `.ferrovol` top component is refused),
 //! so volumes and records cannot meet.
+//!
+//! ## The directory's identity
+//!
+//! A path names whatever sits there now: after a DeleteVolume removed the directory and failed
+//! to remove the record, the same subDir can be made again by another volume (a StatefulSet's
+//! PVC made again, with a `namespace/name` pattern), and a retry acting on the path would remove
+//! that volume's data. So the record keeps the NFS file handle of the directory the driver made
+//! (MKDIR answers it), and every remove, rename and copy of `sub_dir` first compares the handle
+//! found there with it; another handle is another directory, never touched (a delete then
+//! finishes by removing the record alone). A handle, unlike a fileid, is not reused: Linux
+//! and nfs-ganesha put the inode generation in it. A server that changes its handles (an export
+//! moved to another filesystem) makes the driver leave directories in place, never remove
+//! others.
+//!
+//! Where a record has no handle (written before this field existed, or a crash between MKDIR
+//! and the record write) the state decides, because only some states prove that the directory
+//! at `sub_dir` is the one the driver made:
+//! - `Ready`: no delete of this driver has removed the directory since it was made (a delete
+//!   writes `Deleting` first), so the directory there is the volume's. DeleteVolume records its
+//!   handle in the `Deleting` intent before touching it, and the steps after check that handle
+//!   (with no directory there, the empty handle, which no directory has).
+//!   The one case this cannot see is a directory removed by hand and made again by another
+//!   volume while this record stayed `Ready`.
+//! - `Deleting`: the directory may already have been removed by the delete that wrote it, and
+//!   what is there now may be another volume's. DeleteVolume with the directory present fails
+//!   with FailedPrecondition naming the volume and the directory (an operator removes one or the
+//!   other); with it absent, the record goes.
+//! - `Creating`: the CO never saw the volume, so its directory holds nothing of a pod's. When
+//!   another record on the share names the same subDir, the directory may be that volume's
+//!   (made after this create was cut off before its MKDIR) and is left alone. Otherwise it was
+//!   made by this create or by hand: the rollback records the handle it finds (so a retry after
+//!   a failed record removal never acts on a directory made since), then removes the directory
+//!   with one RMDIR, which the server refuses unless it is empty: at worst an empty directory
+//!   made by hand goes. The same rule holds for a
+//!   directory whose handle was recorded at create: a create never removes more than an empty
+//!   directory, except a restore's own copy, proven by its staging handle.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -219,10 +256,18 @@ pub struct VolumeRecord {
     /// The snapshot or volume id the content came from (CreateVolume with a content source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// While a restore copies: its staging directory, and that directory's fileid (RENAME keeps
-    /// it, so it proves a subDir that has it is this restore's; see restore.rs).
+    /// The file handle (hex) of the directory made for the volume (see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir_handle: Option<String>,
+    /// While a restore copies: its staging directory, and the handle of the `content`
+    /// directory the copy goes to (RENAME keeps it, so it proves a subDir that has it is this
+    /// restore's copy; see restore.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staging: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_handle: Option<String>,
+    /// Records of earlier versions kept the staging directory's fileid instead; fileids are
+    /// reused once freed, so it is read but proves nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staging_fileid: Option<u64>,
 }
@@ -388,7 +433,9 @@ mod tests {
             gid: Some(5),
             created_at: 1,
             source: None,
+            dir_handle: Some("01ab".into()),
             staging: None,
+            staging_handle: None,
             staging_fileid: None,
         };
         let b = r.to_bytes();
@@ -398,5 +445,17 @@ mod tests {
             .unwrap_err()
             .contains("not \"nfs/pvc-2\""));
         assert!(VolumeRecord::from_bytes("pvc-1", b"{").is_err());
+    }
+
+    #[test]
+    fn records_without_a_handle_still_read() {
+        // As written before the handle was recorded.
+        let old = br#"{"version": 1, "id": "nfs/pvc-1", "name": "pvc-1", "state": "creating",
+            "server": "s", "share": "/x", "sub_dir": "ns/data", "on_delete": "delete",
+            "capacity_bytes": 1, "mount_permissions": 511, "created_at": 1,
+            "staging": ".ferrovol/staging/pvc-1", "staging_fileid": 7}"#;
+        let r = VolumeRecord::from_bytes("pvc-1", old).unwrap();
+        assert_eq!((r.dir_handle, r.staging_handle), (None, None));
+        assert_eq!(r.staging_fileid, Some(7));
     }
 }

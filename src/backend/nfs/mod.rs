@@ -53,6 +53,7 @@ pub mod params;
 pub mod pattern;
 mod recovery;
 mod restore;
+mod rollback;
 mod share_configmap;
 mod share_file;
 mod shares;
@@ -246,16 +247,12 @@ impl NfsBackend {
         }
     }
 
-    /// Like `find`, but a Creating record (a create that never finished) counts as absent once
-    /// rolled back; one a restore here is still copying counts as absent and is left alone.
+    /// Like `find`, but a volume whose create has not finished (a `Creating` record) counts as
+    /// absent. Rolls nothing back: it serves calls that do not hold the volume's lock, and a
+    /// create in flight is not theirs to undo (only CreateVolume and DeleteVolume roll back).
     fn find_live(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
         match self.find(volume, key)? {
-            Some((c, rec)) if rec.state == RecordState::Creating => {
-                match self.roll_back_other(&c, &rec) {
-                    Ok(()) | Err(Error::Busy(_)) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
+            Some((_, rec)) if rec.state == RecordState::Creating => Ok(None),
             found => Ok(found),
         }
     }
@@ -281,7 +278,7 @@ impl NfsBackend {
         if !self.work.claim_restore(key) {
             return Err(Error::Busy(rec.id.clone()));
         }
-        let res = undo_create(c, rec, self.cfg.timeout);
+        let res = rollback::undo_create(c, rec, self.cfg.timeout);
         self.work.release_restore(key);
         res
     }
@@ -304,42 +301,14 @@ fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs:
 
 fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
     let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
+    // A server that fails the removal (a timeout, JUKEBOX) after the directory went.
+    crate::failpoint::fail("nfs-record:remove").map_err(|e| Error::Unavailable {
+        server: c.server().to_string(),
+        detail: format!("volume {}: {e}", rec.id),
+    })?;
     c.remove_file(&layout::record_path(key))
         .map(|_| ())
         .map_err(|e| map_nfs_error(&rec.id, timeout, e))
-}
-
-/// Undoes a create that never reached Ready, then drops its record. A plain create's directory
-/// is removed only while still empty (the CO never saw the volume, so nothing of a pod's can be
-/// in it; a non-empty directory is someone else's that appeared meanwhile and is left alone). A
-/// restore's staging copy is removed, and its subDir only when it carries the staging
-/// directory's fileid (the RENAME happened; see restore.rs).
-fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
-    let vid = &rec.id;
-    let err = |e| map_nfs_error(vid, timeout, e);
-    if let Some(staging) = &rec.staging {
-        c.remove_tree(staging).map_err(err)?;
-        if let Some(fileid) = rec.staging_fileid {
-            let here = c.lookup(&rec.sub_dir).map_err(err)?;
-            if here.is_some_and(|a| a.is_dir() && a.fileid == fileid) {
-                c.remove_tree(&rec.sub_dir).map_err(err)?;
-            }
-        }
-    } else {
-        match c.readdir(&rec.sub_dir) {
-            Ok(entries) if entries.is_empty() => {
-                c.remove_tree(&rec.sub_dir).map_err(err)?;
-            }
-            Ok(_) => {
-                tracing::warn!(volume = %vid, dir = %rec.sub_dir, "unfinished create: directory is not empty, left in place")
-            }
-            Err(e) if e.is_status(NfsStatus::NOENT) || e.is_status(NfsStatus::NOTDIR) => {}
-            Err(e) => return Err(err(e)),
-        }
-    }
-    remove_record(c, rec, timeout)?;
-    tracing::info!(volume = %vid, server = %c.server(), "rolled back an unfinished create");
-    Ok(())
 }
 
 /// See `NfsBackend::err`. Public for the node side and tests.

@@ -12,16 +12,17 @@
 //! | staging dir, no such record | a rollback cut off after the record | remove it |
 //!
 //! Everything removed here lies under `.ferrovol/`, which only this driver writes, or is a
-//! subDir proven to be a cut-off restore's by its fileid (restore.rs).
+//! subDir proven to be a cut-off restore's by its file handle (rollback.rs).
 
 use super::layout::{self, RecordState};
+use super::rollback::undo_create;
 use super::snaprecord::{
     key_of_snap_record, snap_record_path, snapshot_id, staging_path, SNAP_DATA_DIR,
     SNAP_RECORDS_DIR, STAGING_DIR,
 };
 use super::snapshots::{read_snap_record, start_copy};
 use super::work::Work;
-use super::{map_nfs_error, undo_create, NfsBackend};
+use super::{map_nfs_error, NfsBackend};
 use crate::error::Result;
 use crate::nfs::{NfsClient, NfsStatus};
 use std::collections::HashSet;

@@ -1,21 +1,27 @@
 //! CreateVolume with a content source: a new volume holding a snapshot's or another volume's
 //! content, copied through the client on the source's own export.
 //!
-//! A restore never shows a half copy under its final name: the intent record names a staging
-//! directory (`.ferrovol/staging/<key>`); the copy goes to `content/` inside it; only when it is
-//! whole is `content` RENAMEd to the volume's subDir, then the record becomes `Ready`, then the
-//! (now empty) staging directory goes. The staging directory is how recovery at start finds a
-//! cut-off restore without reading every volume record. The fileid of `content` is recorded
-//! before the copy starts: RENAME keeps it, so after a crash between the RENAME and `Ready` the
-//! subDir is provably this restore's (NFSv3 has no xattrs to mark it) and the rollback may
-//! remove it; a subDir with any other fileid is never touched.
+//! A restore never shows a half copy under its final name, and never renames onto a directory
+//! it did not make: the intent record names a staging directory (`.ferrovol/staging/<key>`);
+//! the subDir is claimed with MKDIR before the copy starts (another CreateVolume for it then
+//! finds it taken), and the copy goes to `content/` inside the staging directory. The record
+//! keeps the file handles of both (layout.rs) before the copy begins. Only when the copy is
+//! whole is `content` RENAMEd onto the claimed subDir, after checking that the subDir is still
+//! the claimed, empty directory (RENAME replaces only an empty one); then the record becomes
+//! `Ready` with the copy's handle as the volume's, then the (now empty) staging directory
+//! goes. After a crash between the RENAME and `Ready`, the subDir has the copy's handle, which
+//! proves it is this restore's and lets the rollback remove it (rollback.rs); a subDir with
+//! any other handle is never touched. The staging directory is how recovery at start finds a
+//! cut-off restore without reading every volume record.
+//!
+//! A volume source is read only while its directory has the handle its record keeps.
 
-use super::controller::PARENT_MODE;
+use super::controller::{not_ours, PARENT_MODE};
 use super::layout::{self, RecordState, VolumeRecord};
 use super::snaprecord::{staging_path, STAGING_DIR};
 use super::{NfsBackend, BACKEND};
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, SetAttr};
+use crate::nfs::{Guarded, NfsClient, SetAttr};
 use crate::snapshot::ContentSource;
 use crate::volume::{VolumeCondition, VolumeInfo};
 use std::sync::atomic::AtomicBool;
@@ -28,6 +34,9 @@ pub(super) struct Source {
     pub dir: String,
     /// The least capacity the new volume may have.
     pub capacity: u64,
+    /// The handle `dir` must have to be read (a volume's directory); `None` for a snapshot's
+    /// content, which lies under `.ferrovol/` where only the driver writes.
+    pub handle: Option<String>,
 }
 
 impl NfsBackend {
@@ -72,6 +81,7 @@ impl NfsBackend {
                     id: sid,
                     dir: rec.data_path(),
                     capacity: rec.size_bytes,
+                    handle: None,
                 })
             }
             ContentSource::Volume(id) => {
@@ -80,16 +90,18 @@ impl NfsBackend {
                     Some(key) => self.find_live(&svid, key)?,
                     None => None,
                 };
-                let (_, rec) = found
+                let (c, rec) = found
                     .filter(|(_, r)| r.state == RecordState::Ready)
                     .ok_or_else(|| Error::not_found(&svid))?;
                 if (rec.server.as_str(), rec.share.as_str()) != (server, share) {
                     return Err(elsewhere("volume", &rec.server, &rec.share));
                 }
+                let handle = self.source_handle(&c, &rec)?;
                 Ok(Source {
                     id: svid,
                     dir: rec.sub_dir,
                     capacity: rec.capacity_bytes,
+                    handle: Some(handle),
                 })
             }
         }
@@ -113,6 +125,27 @@ impl NfsBackend {
         res
     }
 
+    /// The handle a copy of `rec`'s directory checks: the recorded one, or for a `Ready` record
+    /// from before handles were kept, the directory's now (no delete has removed it; layout.rs).
+    pub(super) fn source_handle(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<String> {
+        if let Some(h) = &rec.dir_handle {
+            return Ok(h.clone());
+        }
+        match c
+            .handle_of(&rec.sub_dir)
+            .map_err(|e| self.err(&rec.id, e))?
+        {
+            Some((h, a)) if a.is_dir() => Ok(h),
+            _ => Err(Error::precondition(
+                &rec.id,
+                format!(
+                    "directory {} is gone from {}:{}",
+                    rec.sub_dir, rec.server, rec.share
+                ),
+            )),
+        }
+    }
+
     fn restore(&self, c: &NfsClient, mut rec: VolumeRecord, src: &Source) -> Result<VolumeInfo> {
         let vid = rec.id.clone();
         let key = layout::parse_volume_id(&vid).expect("our id").to_string();
@@ -124,27 +157,32 @@ impl NfsBackend {
         let started = std::time::Instant::now();
         let made = (|| {
             let err = |e| self.err(&vid, e);
-            if c.lookup(&rec.sub_dir).map_err(err)?.is_some() {
-                return Err(Error::precondition(
-                    &vid,
-                    format!(
-                        "{} already exists on {}:{} and is not a volume of this driver; left untouched",
-                        rec.sub_dir, rec.server, rec.share
-                    ),
-                ));
+            if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
+                c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
             }
+            // The claim: from here no other create can make the subDir.
+            let claim = c.mkdir_claim(&rec.sub_dir, 0o700).map_err(err)?;
+            rec.dir_handle = Some(claim.ok_or_else(|| not_ours(&rec))?);
             c.remove_tree(&staging).map_err(err)?;
             c.mkdir_all(STAGING_DIR, 0o700).map_err(err)?;
             c.mkdir(&staging, 0o700).map_err(err)?;
-            c.mkdir(&content, 0o700).map_err(err)?;
-            let made = c.lookup(&content).map_err(err)?.ok_or_else(|| {
-                Error::Internal(format!("volume {vid}: {content} vanished after MKDIR"))
-            })?;
-            rec.staging_fileid = Some(made.fileid);
+            let copy = c.mkdir_claim(&content, 0o700).map_err(err)?;
+            rec.staging_handle = Some(copy.ok_or_else(|| {
+                Error::Internal(format!(
+                    "volume {vid}: {content} existed after its parent was made"
+                ))
+            })?);
             self.write_record(c, &rec)?;
-            let stats = c
-                .copy_dir_contents(&src.dir, &content, &AtomicBool::new(false))
-                .map_err(err)?;
+            let cancel = AtomicBool::new(false);
+            let stats = match &src.handle {
+                None => c
+                    .copy_dir_contents(&src.dir, &content, &cancel)
+                    .map_err(err)?,
+                Some(h) => c
+                    .copy_dir_contents_if(&src.dir, h, &content, &cancel)
+                    .map_err(err)?
+                    .ok_or_else(|| source_moved(&vid, src))?,
+            };
             // The root is the new volume's: the class's mode (and owner, when it names one).
             c.setattr(
                 &content,
@@ -155,24 +193,47 @@ impl NfsBackend {
                 },
             )
             .map_err(err)?;
-            if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
-                c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
-            }
             crate::failpoint::hit("nfs-restore:before-rename");
-            c.rename(&content, &rec.sub_dir).map_err(err)?;
+            let (copy, claim) = (
+                rec.staging_handle.as_deref().expect("set above"),
+                rec.dir_handle.as_deref(),
+            );
+            if c.rename_if(&content, copy, &rec.sub_dir, claim)
+                .map_err(err)?
+                != Guarded::Done
+            {
+                return Err(Error::precondition(
+                    &vid,
+                    format!(
+                        "{} on {}:{} changed while the content was copied (it is no longer the empty directory this restore made); left untouched",
+                        rec.sub_dir, rec.server, rec.share
+                    ),
+                ));
+            }
             crate::failpoint::hit("nfs-restore:before-ready");
             Ok(stats)
         })();
         let stats = match made {
             Ok(s) => s,
             Err(e) => {
-                if let Err(undo) = super::undo_create(c, &rec, self.cfg.timeout) {
+                if rec.dir_handle.is_none() {
+                    // The subDir was not claimed (another's, or never reached): not ours to
+                    // touch; the staging copy and the record go.
+                    let undone = c
+                        .remove_tree(&staging)
+                        .map_err(|e| self.err(&vid, e))
+                        .and_then(|_| self.remove_record(c, &rec));
+                    if let Err(undo) = undone {
+                        tracing::warn!(volume = %vid, error = %undo, "rollback of a failed restore incomplete; recovery finishes it");
+                    }
+                } else if let Err(undo) = super::rollback::undo_create(c, &rec, self.cfg.timeout) {
                     tracing::warn!(volume = %vid, error = %undo, "rollback of a failed restore incomplete; recovery finishes it");
                 }
                 return Err(e);
             }
         };
         rec.state = RecordState::Ready;
+        rec.dir_handle = rec.staging_handle.take();
         rec.staging = None;
         rec.staging_fileid = None;
         self.write_record(c, &rec)?;
@@ -183,4 +244,15 @@ impl NfsBackend {
             ms = started.elapsed().as_millis() as u64, "volume made from its content source");
         Ok(self.info(&rec, VolumeCondition::healthy()))
     }
+}
+
+/// A volume source whose directory is no longer the one its record names.
+fn source_moved(vid: &str, src: &Source) -> Error {
+    Error::precondition(
+        vid,
+        format!(
+            "the directory {} of source volume {} is not the one made for it (another file handle); nothing copied",
+            src.dir, src.id
+        ),
+    )
 }

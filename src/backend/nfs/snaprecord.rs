@@ -74,6 +74,10 @@ pub struct SnapshotRecord {
     /// Bytes of file content copied (informative; set when Ready).
     #[serde(default)]
     pub content_bytes: u64,
+    /// The file handle of the source volume's directory (layout.rs): a copy, resumed after a
+    /// restart too, reads `source_sub_dir` only while it is still that directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_handle: Option<String>,
 }
 
 impl SnapshotRecord {
@@ -145,6 +149,7 @@ mod tests {
             size_bytes: 1,
             created_at_ms: 2,
             content_bytes: 0,
+            source_handle: None,
         };
         assert_eq!(r.key(), "snap-1");
         assert_eq!(

@@ -124,9 +124,22 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
         c.mkdir_all(SNAP_DATA_DIR, 0o700).map_err(err)?;
         c.mkdir(&data, 0o700).map_err(err)?;
         crate::failpoint::hit("nfs-snapshot:before-copy");
+        let handle = match &rec.source_handle {
+            Some(h) => h.clone(),
+            None => legacy_source_handle(c, &rec, t)?,
+        };
         let stats = c
-            .copy_dir_contents(&rec.source_sub_dir, &data, cancel)
-            .map_err(err)?;
+            .copy_dir_contents_if(&rec.source_sub_dir, &handle, &data, cancel)
+            .map_err(err)?
+            .ok_or_else(|| {
+                Error::precondition(
+                    &sid,
+                    format!(
+                        "the directory {} of source volume {} is not the one made for it (another file handle, or gone); nothing copied",
+                        rec.source_sub_dir, rec.source_volume_id
+                    ),
+                )
+            })?;
         crate::failpoint::hit("nfs-snapshot:before-ready");
         rec.state = RecordState::Ready;
         rec.content_bytes = stats.bytes;
@@ -149,6 +162,40 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
         }
     }
     res
+}
+
+/// The source handle of a snapshot record written before handles were kept (a copy resumed
+/// after an upgrade): the source volume's, while its record is still `Ready` with the same
+/// directory (then no delete has removed that directory; layout.rs). Otherwise the copy fails.
+fn legacy_source_handle(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Result<String> {
+    let gone = || {
+        Error::precondition(
+            &rec.id,
+            format!(
+                "source volume {} is gone or changed since the snapshot began; nothing copied",
+                rec.source_volume_id
+            ),
+        )
+    };
+    let key = layout::parse_volume_id(&rec.source_volume_id).ok_or_else(gone)?;
+    let bytes = c
+        .read_file(&layout::record_path(key))
+        .map_err(|e| map_nfs_error(&rec.id, t, e))?
+        .ok_or_else(gone)?;
+    let vol = layout::VolumeRecord::from_bytes(key, &bytes).map_err(|_| gone())?;
+    if vol.state != RecordState::Ready || vol.sub_dir != rec.source_sub_dir {
+        return Err(gone());
+    }
+    if let Some(h) = vol.dir_handle {
+        return Ok(h);
+    }
+    match c
+        .handle_of(&vol.sub_dir)
+        .map_err(|e| map_nfs_error(&rec.id, t, e))?
+    {
+        Some((h, a)) if a.is_dir() => Ok(h),
+        _ => Err(gone()),
+    }
 }
 
 impl NfsBackend {
@@ -274,6 +321,7 @@ impl NfsBackend {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             content_bytes: 0,
+            source_handle: Some(self.source_handle(&c, &vol)?),
         };
         // The intent: from here a crash leaves a record recovery finds.
         write_snap_record(&c, &rec, self.cfg.timeout)?;

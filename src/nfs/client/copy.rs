@@ -5,8 +5,8 @@
 //! What a copy keeps: the tree's shape; file content; mode (setuid/setgid/sticky included),
 //! owner and group of every file, directory and symlink; modification times of files and
 //! directories; hard links between files inside the tree (a file seen again under another name,
-//! by its fileid, becomes a LINK to the first copy); symlinks as links (READLINK + SYMLINK of the
-//! text, never followed, wherever they point). What it cannot keep: extended attributes and ACLs
+//! by its fileid, becomes a LINK to the first copy, for up to `MAX_LINKED` such files); symlinks
+//! as links (READLINK + SYMLINK of the text, never followed, wherever they point). What it cannot keep: extended attributes and ACLs
 //! (NFSv3 carries neither), holes (READ returns zeros; chunks that are all zeros are not written
 //! and the length is set last, so they become holes again where the server's filesystem makes
 //! sparse files), access and change times, and device nodes, FIFOs and sockets (skipped and
@@ -18,6 +18,7 @@
 //! whose verifier differs from the writes' (the server restarted and may have lost them) fails
 //! the copy.
 
+use super::dirs::{join, PAGE_BYTES};
 use super::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -29,6 +30,10 @@ const UNSTABLE: u32 = 0;
 /// Files of one directory copied at once: small files cost round trips, not bandwidth, and the
 /// server serves concurrent requests on the client's pooled connections.
 const PARALLEL_FILES: usize = 8;
+/// Files with several links whose copies a copy remembers, to LINK their other names to them
+/// (about 100 bytes each). Past this, further names of a file not yet remembered become copies
+/// of their own: memory stays bounded whatever the tree holds.
+const MAX_LINKED: usize = 100_000;
 
 /// What a tree copy did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,10 +68,40 @@ impl NfsClient {
         to: &str,
         cancel: &AtomicBool,
     ) -> Result<CopyStats> {
+        self.copy_guarded(from, None, to, cancel)
+            .map(|s| s.expect("an unguarded copy always finds its source"))
+    }
+
+    /// Like `copy_dir_contents`, but only when `from` is the directory whose handle is
+    /// `from_handle` (see `handle_of`); `None`, copying nothing, when it is absent or another.
+    pub fn copy_dir_contents_if(
+        &self,
+        from: &str,
+        from_handle: &str,
+        to: &str,
+        cancel: &AtomicBool,
+    ) -> Result<Option<CopyStats>> {
+        self.copy_guarded(from, Some(from_handle), to, cancel)
+    }
+
+    fn copy_guarded(
+        &self,
+        from: &str,
+        from_handle: Option<&str>,
+        to: &str,
+        cancel: &AtomicBool,
+    ) -> Result<Option<CopyStats>> {
         let fc = components(from)?;
         let tc = components(to)?;
         let s = self.t.session()?;
-        let (src, src_attr) = self.walk_attr(&s, &fc, from)?;
+        let (src, src_attr) = match self.walk_attr(&s, &fc, from) {
+            Ok(x) => x,
+            Err(e) if from_handle.is_some() && e.is_status(NfsStatus::NOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if from_handle.is_some_and(|h| h != src.to_hex()) {
+            return Ok(None);
+        }
         if !src_attr.is_dir() {
             return Err(self.status(Proc::Lookup, from, NfsStatus::NOTDIR));
         }
@@ -78,18 +113,37 @@ impl NfsClient {
             links: HashMap::new(),
             stats: CopyStats::default(),
         };
-        cp.dir(&src, &dst, from, to, 0)?;
+        cp.tree(src, dst.clone(), from, to)?;
         cp.set_attr(&dst, &src_attr, to)?;
-        Ok(cp.stats)
+        Ok(Some(cp.stats))
     }
 }
 
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
+/// A directory being copied, with where its listing of subdirectories resumes. A copy holds
+/// one per level of the tree (two handles, a cookie and the attributes; paths are kept once,
+/// for the whole descent), never a listing.
+struct Level {
+    src: Fh,
+    dst: Fh,
+    /// The source directory's attributes, given to the copy after its children (`None`: the
+    /// top, whose attributes the caller sets).
+    attr: Option<Attr>,
+    files_done: bool,
+    cookie: u64,
+    verf: [u8; 8],
+    /// Lengths of the paths of the level above, to cut back to when this one is done.
+    parent_lens: (usize, usize),
+}
+
+/// Bytes of reply per page when looking for the next subdirectory: small, because the page is
+/// read again after each subdirectory copied.
+const DIR_PAGE_BYTES: u32 = 4096;
+
+fn push_name(path: &mut String, name: &str) {
+    if !path.is_empty() {
+        path.push('/');
     }
+    path.push_str(name);
 }
 
 impl Copier<'_> {
@@ -104,46 +158,120 @@ impl Copier<'_> {
         Ok(())
     }
 
-    fn dir(&mut self, src: &Fh, dst: &Fh, from: &str, to: &str, depth: usize) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(NfsError::Protocol {
-                server: self.c.t.server.clone(),
-                op: "copy".into(),
-                detail: format!("{from:?} is nested deeper than {MAX_DEPTH} directories"),
-            });
-        }
+    /// Copies the tree below `src` into `dst`, depth first, with an explicit stack of levels
+    /// (no recursion: any depth) and one listing page at a time per directory: first its
+    /// files, symlinks and special files, page by page; then its subdirectories, one after the
+    /// other, each resuming the listing at the cookie of the one before.
+    fn tree(&mut self, src: Fh, dst: Fh, from: &str, to: &str) -> Result<()> {
         let c = self.c;
-        let entries = c.list(&self.s, src, from)?;
-        // Files with one link go in parallel; a file with several goes alone, so the first of
-        // its names is copied before the others become LINKs to it.
-        let (single, rest): (Vec<&Entry>, Vec<&Entry>) = entries
-            .iter()
-            .partition(|e| e.attr.kind == FileType::Regular && e.attr.nlink <= 1);
-        self.files(&single, dst, from, to)?;
-        for ent in rest {
-            self.check_cancel(from)?;
-            let (sp, dp) = (join(from, &ent.name), join(to, &ent.name));
-            match ent.attr.kind {
-                FileType::Directory => {
-                    let (made, fh) = c.mkdir_in(&self.s, dst, &ent.name, 0o700, &dp)?;
+        let (mut from, mut to) = (from.to_string(), to.to_string());
+        let mut stack = vec![Level {
+            src,
+            dst,
+            attr: None,
+            files_done: false,
+            cookie: 0,
+            verf: [0; 8],
+            parent_lens: (from.len(), to.len()),
+        }];
+        while let Some(top) = stack.last_mut() {
+            self.check_cancel(&from)?;
+            if !top.files_done {
+                let (src, dst) = (top.src.clone(), top.dst.clone());
+                self.entries(&src, &dst, &from, &to)?;
+                stack.last_mut().expect("a level").files_done = true;
+                continue;
+            }
+            match self.next_subdir(top, &from)? {
+                Some(ent) => {
+                    let lens = (from.len(), to.len());
+                    push_name(&mut from, &ent.name);
+                    push_name(&mut to, &ent.name);
+                    let (made, fh) = c.mkdir_in(&self.s, &top.dst, &ent.name, 0o700, &to)?;
                     if made == Outcome::Existed {
-                        return Err(c.status(Proc::Mkdir, &dp, NfsStatus::EXIST));
+                        return Err(c.status(Proc::Mkdir, &to, NfsStatus::EXIST));
                     }
-                    self.dir(&ent.fh, &fh, &sp, &dp, depth + 1)?;
-                    // After the children: creating them changed the directory's mtime.
-                    self.set_attr(&fh, &ent.attr, &dp)?;
-                    self.stats.dirs += 1;
+                    stack.push(Level {
+                        src: ent.fh,
+                        dst: fh,
+                        attr: Some(ent.attr),
+                        files_done: false,
+                        cookie: 0,
+                        verf: [0; 8],
+                        parent_lens: lens,
+                    });
                 }
-                FileType::Regular => self.file(ent, dst, &sp, &dp)?,
-                FileType::Symlink => self.symlink(ent, dst, &dp)?,
-                FileType::Other(kind) => {
-                    tracing::warn!(server = %c.t.server, path = %sp, ftype = kind,
-                        "special file not copied (NFSv3 copies keep files, directories and symlinks)");
-                    self.stats.skipped += 1;
+                None => {
+                    let done = stack.pop().expect("a level");
+                    if let Some(a) = &done.attr {
+                        // After the children: creating them changed the directory's mtime.
+                        self.set_attr(&done.dst, a, &to)?;
+                        self.stats.dirs += 1;
+                    }
+                    from.truncate(done.parent_lens.0);
+                    to.truncate(done.parent_lens.1);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The next subdirectory of `level` after its cookie, which then points past it.
+    fn next_subdir(&self, level: &mut Level, from: &str) -> Result<Option<Entry>> {
+        loop {
+            let page = self.c.page(
+                &self.s,
+                &level.src,
+                from,
+                (level.cookie, level.verf),
+                DIR_PAGE_BYTES,
+            )?;
+            level.verf = page.verf;
+            if let Some(ent) = page.entries.into_iter().find(|e| e.attr.is_dir()) {
+                level.cookie = ent.cookie;
+                return Ok(Some(ent));
+            }
+            if page.eof {
+                return Ok(None);
+            }
+            level.cookie = page.cookie;
+        }
+    }
+
+    /// Copies what directory `src` holds besides subdirectories into `dst`, one listing page at
+    /// a time.
+    fn entries(&mut self, src: &Fh, dst: &Fh, from: &str, to: &str) -> Result<()> {
+        let c = self.c;
+        let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+        loop {
+            let page = c.page(&self.s, src, from, (cookie, verf), PAGE_BYTES)?;
+            // Files with one link go in parallel; a file with several goes alone, so the first
+            // of its names is copied before the others become LINKs to it.
+            let (single, rest): (Vec<&Entry>, Vec<&Entry>) = page
+                .entries
+                .iter()
+                .filter(|e| !e.attr.is_dir())
+                .partition(|e| e.attr.kind == FileType::Regular && e.attr.nlink <= 1);
+            self.files(&single, dst, from, to)?;
+            for ent in rest {
+                self.check_cancel(from)?;
+                let (sp, dp) = (join(from, &ent.name), join(to, &ent.name));
+                match ent.attr.kind {
+                    FileType::Regular => self.file(ent, dst, &sp, &dp)?,
+                    FileType::Symlink => self.symlink(ent, dst, &dp)?,
+                    FileType::Directory => {}
+                    FileType::Other(kind) => {
+                        tracing::warn!(server = %c.t.server, path = %sp, ftype = kind,
+                            "special file not copied (NFSv3 copies keep files, directories and symlinks)");
+                        self.stats.skipped += 1;
+                    }
+                }
+            }
+            if page.eof {
+                return Ok(());
+            }
+            (cookie, verf) = (page.cookie, page.verf);
+        }
     }
 
     /// Copies `batch` (files of directory `from`, one link each) into `dir` on up to
@@ -219,7 +347,7 @@ impl Copier<'_> {
             },
             to,
         )?;
-        if ent.attr.nlink > 1 {
+        if ent.attr.nlink > 1 && self.links.len() < MAX_LINKED {
             self.links.insert(ent.attr.fileid, fh);
         }
         self.stats.files += 1;

@@ -1,103 +1,185 @@
-//! Directory operations of the NFS client: listing, removing trees, filesystem statistics.
+//! Directory operations of the NFS client: listing page by page, removing trees, filesystem
+//! statistics.
+//!
+//! Memory does not grow with what a directory holds: removal and copies work one READDIRPLUS
+//! page at a time (`PAGE_BYTES` of reply), and removal keeps only the fileids of the
+//! directories above the one it empties (8 bytes a level), going back up with LOOKUP "..", so a
+//! tree of any depth and width is removed in bounded memory. Only `readdir`, for the driver's
+//! own metadata directories, collects a whole listing.
 
 use super::*;
 
+/// Bytes of reply asked for per READDIRPLUS page (and a quarter of it for names and cookies).
+pub(super) const PAGE_BYTES: u32 = CHUNK as u32;
+
+/// One page of a directory listing.
+pub(super) struct Page {
+    pub entries: Vec<Entry>,
+    /// Where the next page starts, with the verifier the server gave.
+    pub cookie: u64,
+    pub verf: [u8; 8],
+    pub eof: bool,
+}
+
 impl NfsClient {
-    /// All entries of directory `dir` except `.` and `..`, with handles (READDIRPLUS pages).
-    pub(super) fn list(&self, s: &Arc<Session>, dir: &Fh, path: &str) -> Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        let (mut cookie, mut verf) = (0u64, [0u8; 8]);
-        loop {
-            let mut e = Encoder::new();
-            proto::enc_fh(&mut e, dir);
-            e.u64(cookie).fixed(&verf).u32(16 * 1024).u32(CHUNK as u32);
-            let r = self.nfs(s, Proc::Readdirplus, path, e)?;
-            let (entries, v, eof) = self.xdr(
-                Proc::Readdirplus,
-                proto::dec_readdirplus(&mut Decoder::new(&r)),
-            )?;
-            verf = v;
-            let progressed = !entries.is_empty();
-            for ent in entries {
-                cookie = ent.cookie;
-                if ent.name == "." || ent.name == ".." {
-                    continue;
+    /// The page of directory `dir` after `cookie` (0: from the start) of at most `bytes` of
+    /// reply, `.` and `..` left out, every entry with its handle and attributes.
+    pub(super) fn page(
+        &self,
+        s: &Arc<Session>,
+        dir: &Fh,
+        path: &str,
+        (cookie, verf): (u64, [u8; 8]),
+        bytes: u32,
+    ) -> Result<Page> {
+        let mut e = Encoder::new();
+        proto::enc_fh(&mut e, dir);
+        e.u64(cookie).fixed(&verf).u32(bytes / 4).u32(bytes);
+        let r = self.nfs(s, Proc::Readdirplus, path, e)?;
+        let (raw, verf, eof) = self.xdr(
+            Proc::Readdirplus,
+            proto::dec_readdirplus(&mut Decoder::new(&r)),
+        )?;
+        let mut next = cookie;
+        let mut entries = Vec::with_capacity(raw.len());
+        for ent in raw {
+            next = ent.cookie;
+            if ent.name == "." || ent.name == ".." {
+                continue;
+            }
+            let (fh, attr) = match (ent.fh, ent.attr) {
+                (Some(fh), Some(a)) => (fh, a),
+                _ => {
+                    let child = join(path, &ent.name);
+                    let (fh, a) = self.lookup_in(s, dir, &ent.name, &child)?;
+                    let a = match a {
+                        Some(a) => a,
+                        None => self.getattr(s, &fh, &child)?,
+                    };
+                    (fh, a)
                 }
-                let child = if path.is_empty() {
-                    ent.name.clone()
-                } else {
-                    format!("{path}/{}", ent.name)
-                };
-                let (fh, attr) = match (ent.fh, ent.attr) {
-                    (Some(fh), Some(a)) => (fh, a),
-                    _ => {
-                        let (fh, a) = self.lookup_in(s, dir, &ent.name, &child)?;
-                        let a = match a {
-                            Some(a) => a,
-                            None => self.getattr(s, &fh, &child)?,
-                        };
-                        (fh, a)
-                    }
-                };
-                out.push(Entry {
-                    name: ent.name,
-                    attr,
-                    fh,
-                });
-            }
-            if eof || !progressed {
-                return Ok(out);
-            }
+            };
+            entries.push(Entry {
+                name: ent.name,
+                attr,
+                fh,
+                cookie: ent.cookie,
+            });
         }
+        // A page that moved nothing forward ends the listing rather than loop.
+        let eof = eof || next == cookie;
+        Ok(Page {
+            entries,
+            cookie: next,
+            verf,
+            eof,
+        })
     }
 
     /// Names and attributes of the entries of directory `path` (`""` is the share root),
-    /// without `.` and `..`, in the server's order.
+    /// without `.` and `..`, in the server's order. Collects the whole listing: for the driver's
+    /// own metadata directories, never for a volume's content.
     pub fn readdir(&self, path: &str) -> Result<Vec<(String, Attr)>> {
         let comps = components(path)?;
         self.with_session(|s| {
             let dir = self.walk_dir(s, &comps, path)?;
-            Ok(self
-                .list(s, &dir, path)?
-                .into_iter()
-                .map(|e| (e.name, e.attr))
-                .collect())
+            let mut out = Vec::new();
+            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+            loop {
+                let page = self.page(s, &dir, path, (cookie, verf), PAGE_BYTES)?;
+                out.extend(page.entries.into_iter().map(|e| (e.name, e.attr)));
+                if page.eof {
+                    return Ok(out);
+                }
+                (cookie, verf) = (page.cookie, page.verf);
+            }
         })
     }
 
-    /// Empties directory `dir` depth first. Symlinks are removed, never followed.
-    fn clear(&self, s: &Arc<Session>, dir: &Fh, path: &str, depth: usize) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(NfsError::Protocol {
-                server: self.t.server.clone(),
-                op: "remove_tree".into(),
-                detail: format!("{path:?} is nested deeper than {MAX_DEPTH} directories"),
-            });
-        }
-        for ent in self.list(s, dir, path)? {
-            let child = if path.is_empty() {
-                ent.name.clone()
-            } else {
-                format!("{path}/{}", ent.name)
-            };
-            if ent.attr.is_dir() {
-                self.clear(s, &ent.fh, &child, depth + 1)?;
-                self.remove_in(s, dir, &ent.name, &child, Proc::Rmdir)?;
-            } else {
-                self.remove_in(s, dir, &ent.name, &child, Proc::Remove)?;
+    /// Empties directory `top` (fileid `top_id`), depth first, in bounded memory: each
+    /// directory is listed from its start, its files removed, an empty subdirectory removed and
+    /// a non-empty one entered; an emptied directory is left through LOOKUP "..", whose fileid
+    /// must be the one recorded on the way down (a tree moved while it is removed stops the
+    /// removal rather than lead it outside). Symlinks are removed, never followed.
+    fn clear(&self, s: &Arc<Session>, top: &Fh, top_id: u64, path: &str) -> Result<()> {
+        let moved = |detail: String| NfsError::Protocol {
+            server: self.t.server.clone(),
+            op: "remove_tree".into(),
+            detail: format!("{path:?}: {detail}; nothing above it was touched"),
+        };
+        let (mut cur, mut cur_id) = (top.clone(), top_id);
+        // Fileids of the directories above `cur`, up to `top`.
+        let mut above: Vec<u64> = Vec::new();
+        'dirs: loop {
+            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+            loop {
+                let page = self.page(s, &cur, path, (cookie, verf), PAGE_BYTES)?;
+                let removed = !page.entries.is_empty();
+                for ent in page.entries {
+                    if !ent.attr.is_dir() {
+                        self.remove_in(s, &cur, &ent.name, path, Proc::Remove)?;
+                        continue;
+                    }
+                    match self.remove_in(s, &cur, &ent.name, path, Proc::Rmdir) {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.is_status(NfsStatus::NOTEMPTY)
+                                || e.is_status(NfsStatus::EXIST) =>
+                        {
+                            above.push(cur_id);
+                            (cur, cur_id) = (ent.fh, ent.attr.fileid);
+                            continue 'dirs;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if page.eof {
+                    break;
+                }
+                // Removing entries may move the others: list again from the start.
+                (cookie, verf) = if removed {
+                    (0, [0u8; 8])
+                } else {
+                    (page.cookie, page.verf)
+                };
             }
+            let Some(parent_id) = above.pop() else {
+                return Ok(());
+            };
+            let (parent, attr) = self.lookup_in(s, &cur, "..", path)?;
+            let id = match attr {
+                Some(a) => a.fileid,
+                None => self.getattr(s, &parent, path)?.fileid,
+            };
+            if id != parent_id {
+                return Err(moved(format!(
+                    "a directory was moved while its tree was removed (\"..\" is fileid {id}, not {parent_id})"
+                )));
+            }
+            (cur, cur_id) = (parent, id);
         }
-        Ok(())
     }
 
     /// Removes `path` and everything below it, depth first; a symlink is removed itself, its
     /// target untouched. `false` when `path` was not there. Each RPC has its own deadline.
+    /// For the driver's own directories; a volume's directory goes with `remove_tree_if`.
     pub fn remove_tree(&self, path: &str) -> Result<bool> {
+        self.remove_tree_guarded(path, None)
+            .map(|g| g == Guarded::Done)
+    }
+
+    /// Like `remove_tree`, but only when `path` is the object whose handle is `handle` (see
+    /// `handle_of`): another object there is `Foreign` and left untouched.
+    pub fn remove_tree_if(&self, path: &str, handle: &str) -> Result<Guarded> {
+        self.remove_tree_guarded(path, Some(handle))
+    }
+
+    fn remove_tree_guarded(&self, path: &str, handle: Option<&str>) -> Result<Guarded> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
             let dir = match self.walk_dir(s, &parent, &parent.join("/")) {
                 Ok(d) => d,
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(false),
+                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(Guarded::Absent),
                 Err(e) => return Err(e),
             };
             let (fh, attr) = match self.lookup_in(s, &dir, name, path) {
@@ -106,15 +188,23 @@ impl NfsClient {
                     let a = self.getattr(s, &fh, path)?;
                     (fh, a)
                 }
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(false),
+                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(Guarded::Absent),
                 Err(e) => return Err(e),
             };
-            if attr.is_dir() {
-                self.clear(s, &fh, path, 0)?;
-                self.remove_in(s, &dir, name, path, Proc::Rmdir)
-            } else {
-                self.remove_in(s, &dir, name, path, Proc::Remove)
+            if handle.is_some_and(|h| h != fh.to_hex()) {
+                return Ok(Guarded::Foreign);
             }
+            let removed = if attr.is_dir() {
+                self.clear(s, &fh, attr.fileid, path)?;
+                self.remove_in(s, &dir, name, path, Proc::Rmdir)?
+            } else {
+                self.remove_in(s, &dir, name, path, Proc::Remove)?
+            };
+            Ok(if removed {
+                Guarded::Done
+            } else {
+                Guarded::Absent
+            })
         })
     }
 
@@ -126,5 +216,13 @@ impl NfsClient {
             let r = self.nfs(s, Proc::Fsstat, "", e)?;
             self.xdr(Proc::Fsstat, proto::dec_fsstat(&mut Decoder::new(&r)))
         })
+    }
+}
+
+pub(super) fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
     }
 }

@@ -1,0 +1,95 @@
+//! Undoing a create that never reached `Ready` (a crash, a failed step, a retried CreateVolume or
+//! a DeleteVolume meeting its `Creating` record), then dropping its record. Only callers that
+//! hold the volume's lock (or recovery at start, before any RPC) come here.
+//!
+//! The CO never saw the volume, so its directory holds nothing of a pod's: it is removed with
+//! one RMDIR, which the server refuses unless the directory is empty, and only when it has the
+//! handle the record keeps (layout.rs). A record without one (a crash between its intent and
+//! the record write after MKDIR) leaves the directory alone when another volume's record names
+//! the same subDir (that volume may have made it after this create was cut off before its
+//! MKDIR); otherwise it first gets the handle of what is there now, written before the RMDIR,
+//! so a retry after a failed record removal never acts on a directory made since. A restore's copy,
+//! already renamed to the subDir, is removed whole: its handle is the staging copy's, which the
+//! record kept before the copy began (restore.rs). A record of an earlier version names its
+//! staging copy by fileid only, which proves nothing: such a subDir is left in place.
+
+use super::layout::{self, VolumeRecord};
+use super::{map_nfs_error, remove_record, write_meta};
+use crate::error::Result;
+use crate::nfs::{Guarded, NfsClient, NfsStatus, Rmdir};
+use std::time::Duration;
+
+pub(super) fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
+    let vid = &rec.id;
+    let err = |e| map_nfs_error(vid, timeout, e);
+    if let Some(staging) = &rec.staging {
+        c.remove_tree(staging).map_err(err)?;
+    }
+    if let Some(copy) = &rec.staging_handle {
+        if c.remove_tree_if(&rec.sub_dir, copy).map_err(err)? == Guarded::Done {
+            tracing::info!(volume = %vid, dir = %rec.sub_dir, "removed the copy of a restore cut off after its rename");
+        }
+    }
+    let handle = match &rec.dir_handle {
+        Some(h) => Some(h.clone()),
+        None if named_by_another(c, rec, timeout)? => {
+            tracing::warn!(volume = %vid, dir = %rec.sub_dir,
+                "unfinished create without a recorded handle: another volume's record names its directory; left in place");
+            None
+        }
+        None => match c.handle_of(&rec.sub_dir).map_err(err)? {
+            Some((h, attr)) if attr.is_dir() => {
+                let mut intent = rec.clone();
+                intent.dir_handle = Some(h.clone());
+                let key = layout::parse_volume_id(vid).expect("records carry our ids");
+                write_meta(
+                    c,
+                    layout::RECORDS_DIR,
+                    &layout::record_path(key),
+                    &intent.to_bytes(),
+                )
+                .map_err(err)?;
+                Some(h)
+            }
+            _ => None,
+        },
+    };
+    if let Some(h) = handle {
+        match c.rmdir_if_empty(&rec.sub_dir, Some(&h)).map_err(err)? {
+            Rmdir::Removed | Rmdir::Absent => {}
+            Rmdir::Kept => tracing::warn!(volume = %vid, dir = %rec.sub_dir,
+                "unfinished create: the directory is not empty or not the one it made; left in place"),
+        }
+    }
+    remove_record(c, rec, timeout)?;
+    tracing::info!(volume = %vid, server = %c.server(), "rolled back an unfinished create");
+    Ok(())
+}
+
+/// Whether another record on the share names `rec`'s subDir (an unreadable one counts): then a
+/// directory there may be that volume's, made after this create was cut off before its MKDIR.
+/// Every create writes its record before its MKDIR, so a directory no other record names was
+/// made by this create or by hand. Reads every record of the share: only rollbacks of a create
+/// cut off before its handle was written come here.
+fn named_by_another(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<bool> {
+    let err = |e| map_nfs_error(&rec.id, timeout, e);
+    let own = layout::parse_volume_id(&rec.id).expect("records carry our ids");
+    let names = match c.readdir(layout::RECORDS_DIR) {
+        Ok(names) => names,
+        Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(false),
+        Err(e) => return Err(err(e)),
+    };
+    for (name, _) in names {
+        let Some(key) = layout::key_of_record_file(&name).filter(|k| *k != own) else {
+            continue;
+        };
+        let Some(bytes) = c.read_file(&layout::record_path(key)).map_err(err)? else {
+            continue;
+        };
+        match VolumeRecord::from_bytes(key, &bytes) {
+            Ok(other) if other.sub_dir != rec.sub_dir => {}
+            _ => return Ok(true),
+        }
+    }
+    Ok(false)
+}
