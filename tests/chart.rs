@@ -5,33 +5,17 @@
 //! deploy/ and a fresh render, the chart's CRD and `ferrovol crd`, the host tools the code runs
 //! and the list in docs/install.md and the Dockerfile, the sidecar tags in values.yaml and docs.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/helm.rs"]
+mod helm;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use helm::{helm, root, template};
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
-}
-
-/// helm from PATH, or where `go install` puts it (scripts/chart-check.sh installs it).
-fn helm() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("helm"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let gopath = Command::new("go")
-        .args(["env", "GOPATH"])
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("bin/helm"));
-    on_path.into_iter().chain(gopath).find(|p| p.is_file())
 }
 
 #[test]
@@ -49,26 +33,15 @@ fn deploy_manifests_equal_a_fresh_render() {
         } else {
             format!("deploy/ferrovol-{stem}.yaml")
         };
-        let out = Command::new(&helm)
-            .current_dir(root())
-            .args([
-                "template",
-                "ferrovol",
-                "charts/ferrovol",
-                "--namespace",
-                "ferrovol",
-            ])
-            .args(["--include-crds", "-f"])
-            .arg(&values)
-            .output()
-            .expect("running helm template");
-        assert!(
-            out.status.success(),
-            "helm template -f {}: {}",
-            values.display(),
-            String::from_utf8_lossy(&out.stderr)
+        let rendered = template(
+            &helm,
+            [
+                OsStr::new("--include-crds"),
+                OsStr::new("-f"),
+                values.as_os_str(),
+            ],
+            &format!("-f {}", values.display()),
         );
-        let rendered = String::from_utf8(out.stdout).expect("helm output is UTF-8");
         assert!(
             rendered == read(&manifest),
             "{manifest} differs from a fresh render of {}; run scripts/chart-check.sh --update",

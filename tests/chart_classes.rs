@@ -8,38 +8,20 @@
 mod common;
 #[path = "support/ganesha.rs"]
 mod ganesha;
+#[path = "support/helm.rs"]
+mod helm;
 #[path = "support/disks.rs"]
 mod loopdisks;
 
 use common::*;
 use ferrovol::proto as csi;
 use ganesha::Ganesha;
+use helm::{helm, root, template};
 use loopdisks::{image, Disk};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// helm from PATH, or where `go install` puts it (scripts/chart-check.sh installs it).
-fn helm() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("helm"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let gopath = Command::new("go")
-        .args(["env", "GOPATH"])
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("bin/helm"));
-    on_path.into_iter().chain(gopath).find(|p| p.is_file())
-}
 
 /// One rendered StorageClass: where it came from, its provisioner and parameters.
 #[derive(Debug, Clone)]
@@ -55,27 +37,14 @@ fn render(helm: &Path, values: Option<&Path>, g: &Ganesha) -> Vec<Class> {
     let label = values.map_or("default values".to_string(), |v| {
         v.strip_prefix(root()).unwrap_or(v).display().to_string()
     });
-    let mut cmd = Command::new(helm);
-    cmd.current_dir(root())
-        .args([
-            "template",
-            "ferrovol",
-            "charts/ferrovol",
-            "--namespace",
-            "ferrovol",
-        ])
-        .args(["--set", "nfs.server=127.0.0.1", "--set-string"])
-        .arg(format!("nfs.share={}", g.share()));
+    let mut args: Vec<OsString> = ["--set", "nfs.server=127.0.0.1", "--set-string"]
+        .map(OsString::from)
+        .into();
+    args.push(format!("nfs.share={}", g.share()).into());
     if let Some(v) = values {
-        cmd.arg("-f").arg(v);
+        args.extend(["-f".into(), v.into()]);
     }
-    let out = cmd.output().expect("running helm template");
-    assert!(
-        out.status.success(),
-        "helm template ({label}): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("helm output is UTF-8");
+    let text = template(helm, args, &format!("({label})"));
     let mut classes = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let v = serde_yaml::Value::deserialize(doc).expect("rendered YAML parses");

@@ -3,30 +3,12 @@
 //! container can write its termination message, debug logging stays on ferrovol's own code,
 //! and only the container that binds a reserved port may.
 
+#[path = "support/helm.rs"]
+mod helm;
+
+use helm::{helm, root, template};
 use serde_yaml::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// helm from PATH, or where `go install` puts it (scripts/chart-check.sh installs it).
-fn helm() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("helm"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let gopath = Command::new("go")
-        .args(["env", "GOPATH"])
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("bin/helm"));
-    on_path.into_iter().chain(gopath).find(|p| p.is_file())
-}
+use std::path::Path;
 
 /// Every resource `helm template` renders with `--set` of `sets`; None without helm.
 fn render(sets: &[&str]) -> Option<Vec<Value>> {
@@ -34,24 +16,8 @@ fn render(sets: &[&str]) -> Option<Vec<Value>> {
         eprintln!("SKIPPED: helm is not installed; scripts/chart-check.sh installs it");
         return None;
     };
-    let mut cmd = Command::new(helm);
-    cmd.current_dir(root()).args([
-        "template",
-        "ferrovol",
-        "charts/ferrovol",
-        "--namespace",
-        "ferrovol",
-    ]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("running helm template");
-    assert!(
-        out.status.success(),
-        "helm template {sets:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let args = sets.iter().flat_map(|s| ["--set", *s]);
+    let text = template(&helm, args, &format!("{sets:?}"));
     Some(
         serde_yaml::Deserializer::from_str(&text)
             .map(|d| Value::deserialize(d).unwrap())
