@@ -44,6 +44,11 @@ fn assert_no_volume_left(d: &Driver) {
     assert_eq!(entries_below(d.base()), Vec::<String>::new());
 }
 
+/// The condition ControllerGetVolume reports for volume `id`.
+async fn volume_condition(d: &Driver, id: &str) -> ferrovol::proto::VolumeCondition {
+    d.get(id).await.status.unwrap().volume_condition.unwrap()
+}
+
 async fn unmounted_base_is_refused(sub: &str) {
     let (mut d, dev, mnt) = driver_on_ext4(sub).await;
     let vol = d.create("data", 16 * MIB, mount_cap()).await;
@@ -62,8 +67,7 @@ async fn unmounted_base_is_refused(sub: &str) {
         Vec::<String>::new(),
         "something was made on the filesystem below the mount point"
     );
-    let got = d.get(&vol.volume_id).await;
-    let condition = got.status.unwrap().volume_condition.unwrap();
+    let condition = volume_condition(&d, &vol.volume_id).await;
     assert!(condition.abnormal, "{condition:?}");
     let staging = d.staging("data");
     let err = d
@@ -99,13 +103,7 @@ async fn unmounted_base_is_refused(sub: &str) {
     try_mount(d.root(), "fs", &dev, "rw").unwrap_or_else(|e| panic!("{e}"));
     d.restart().await;
     assert_eq!(fs::read(d.volume_dir("data").join("f")).unwrap(), b"kept");
-    let condition = d
-        .get(&vol.volume_id)
-        .await
-        .status
-        .unwrap()
-        .volume_condition
-        .unwrap();
+    let condition = volume_condition(&d, &vol.volume_id).await;
     assert!(!condition.abnormal, "{condition:?}");
     d.delete(&vol.volume_id).await;
     assert_no_volume_left(&d);
@@ -138,13 +136,7 @@ async fn a_base_recorded_before_identities_is_adopted_when_its_volumes_are_there
         get_xattr(d.base(), BASE_MARKER).is_some(),
         "identity recorded"
     );
-    let condition = d
-        .get(&vol.volume_id)
-        .await
-        .status
-        .unwrap()
-        .volume_condition
-        .unwrap();
+    let condition = volume_condition(&d, &vol.volume_id).await;
     assert!(!condition.abnormal, "{condition:?}");
     // Without the identity and without its volumes' directories, it is refused instead.
     d.kill9();

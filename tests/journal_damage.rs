@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const NAMES: [&str; 3] = ["first", "second", "third"];
 
@@ -37,6 +37,30 @@ fn copy_tree(from: &Path, to: &Path) {
     assert!(ok, "cp -a {} {}", from.display(), to.display());
 }
 
+/// Flips a byte in the payload (after its length and CRC, 8 bytes) of the first frame of the
+/// stopped driver's journal whose record key starts with `key`.
+fn flip_a_byte_of_record(d: &Driver, key: &str) {
+    let log = d.state_dir().join("journal/journal.0.log");
+    let mut bytes = fs::read(&log).unwrap();
+    let frame = record_frame(&bytes, key);
+    bytes[frame + 8 + 12] ^= 0x20;
+    fs::write(&log, &bytes).unwrap();
+}
+
+/// A driver with volume "old" (id returned), restarted after its journal was copied into the
+/// returned backup directory.
+async fn driver_with_backup() -> (Driver, String, PathBuf) {
+    let mut d = Driver::start().await;
+    let old = create_with_file(&d, "old").await;
+    d.kill9();
+    let backup = d.root().join("backup");
+    fs::create_dir(&backup).unwrap();
+    copy_tree(&d.state_dir().join("journal"), &backup);
+
+    d.restart().await;
+    (d, old, backup)
+}
+
 #[tokio::test]
 async fn a_flipped_byte_in_the_first_frame_deletes_no_volume() {
     let mut d = Driver::start().await;
@@ -45,13 +69,8 @@ async fn a_flipped_byte_in_the_first_frame_deletes_no_volume() {
         ids.push(create_with_file(&d, name).await);
     }
     d.kill9();
-    let log = d.state_dir().join("journal/journal.0.log");
-    let mut bytes = fs::read(&log).unwrap();
-    // The first frame that holds a record: the first volume's. Its payload starts after its
-    // length and CRC (8 bytes).
-    let first = record_frame(&bytes, "hostpath/first");
-    bytes[first + 8 + 12] ^= 0x20;
-    fs::write(&log, &bytes).unwrap();
+    // The first frame that holds a record: the first volume's.
+    flip_a_byte_of_record(&d, "hostpath/first");
 
     d.restart().await;
     assert_data_kept(&d, &NAMES);
@@ -83,14 +102,7 @@ async fn a_flipped_byte_in_the_first_frame_deletes_no_volume() {
 
 #[tokio::test]
 async fn a_state_dir_restored_from_an_old_backup_deletes_no_volume() {
-    let mut d = Driver::start().await;
-    let old = create_with_file(&d, "old").await;
-    d.kill9();
-    let backup = d.root().join("backup");
-    fs::create_dir(&backup).unwrap();
-    copy_tree(&d.state_dir().join("journal"), &backup);
-
-    d.restart().await;
+    let (mut d, old, backup) = driver_with_backup().await;
     for name in NAMES {
         create_with_file(&d, name).await;
     }
@@ -99,14 +111,7 @@ async fn a_state_dir_restored_from_an_old_backup_deletes_no_volume() {
 
 #[tokio::test]
 async fn a_backup_missing_a_single_create_deletes_no_volume() {
-    let mut d = Driver::start().await;
-    let old = create_with_file(&d, "old").await;
-    d.kill9();
-    let backup = d.root().join("backup");
-    fs::create_dir(&backup).unwrap();
-    copy_tree(&d.state_dir().join("journal"), &backup);
-
-    d.restart().await;
+    let (mut d, old, backup) = driver_with_backup().await;
     create_with_file(&d, NAMES[0]).await;
     create_with_file(&d, NAMES[1]).await;
     d.delete(&d.volume_id(NAMES[1])).await;
@@ -176,12 +181,8 @@ async fn a_flipped_byte_in_a_snapshots_frame_deletes_no_snapshot() {
         .collect();
     assert_eq!(before.len(), 1, "{before:?}");
     d.kill9();
-    let log = d.state_dir().join("journal/journal.0.log");
-    let mut bytes = fs::read(&log).unwrap();
     // The snapshot's record.
-    let frame = record_frame(&bytes, "hostpath-snap/");
-    bytes[frame + 8 + 12] ^= 0x20;
-    fs::write(&log, &bytes).unwrap();
+    flip_a_byte_of_record(&d, "hostpath-snap/");
 
     d.restart().await;
     assert!(

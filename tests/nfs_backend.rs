@@ -244,18 +244,10 @@ async fn capacity_expand_list_and_crash_recovery() {
         return;
     }
     let g = Ganesha::start();
-    let mut d = Driver::builder()
-        .arg("--driver")
-        .arg("nfs")
-        .crash_at("nfs-create:after-intent")
-        .start()
-        .await;
     let p = class(&g, &[]);
     // Crash after the intent record: the retry rolls it back and creates the volume.
-    let _ = d.controller().create_volume(req("pvc-crash", &p)).await;
-    d.expect_crash().await;
+    let mut d = crashed_in_create("nfs-create:after-intent", "pvc-crash", &p).await;
     assert_eq!(records(&g), vec!["pvc-crash.json"]);
-    d.remove_env("FERROVOL_CRASH_AT");
     d.restart().await;
     let v = create(&d, "pvc-crash", &p).await;
     assert!(g.export.join(sub_dir(&v)).is_dir());

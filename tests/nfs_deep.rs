@@ -95,13 +95,7 @@ async fn a_tree_10000_deep_is_copied_and_removed() {
     assert!(!dir.exists(), "DeleteVolume removed the whole tree");
     d.delete(&clone.volume_id).await;
     assert!(!clone_dir.exists());
-    d.controller()
-        .delete_snapshot(ferrovol::proto::DeleteSnapshotRequest {
-            snapshot_id: s.snapshot_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    delete_snapshot(&d, &s.snapshot_id).await;
     assert!(!data.exists());
     assert_no_leftovers(&g);
 }

@@ -95,19 +95,11 @@ async fn a_retried_rollback_never_removes_the_directory_made_since() {
         return;
     }
     let g = Ganesha::start();
-    let mut d = Driver::builder()
-        .arg("--driver")
-        .arg("nfs")
-        .crash_at("nfs-create:before-ready")
-        .start()
-        .await;
     let p = pvc(&class(&g, &[PATTERN]), "team", "data", "pvc-a");
-    let _ = d.controller().create_volume(req("pvc-a", &p)).await;
-    d.expect_crash().await;
+    let mut d = crashed_in_create("nfs-create:before-ready", "pvc-a", &p).await;
     let dir = g.export.join("team/data");
     assert!(dir.is_dir(), "the crash came after MKDIR");
 
-    d.remove_env("FERROVOL_CRASH_AT");
     d.set_env("FERROVOL_FAIL_AT", "nfs-record:remove");
     d.restart().await;
     let st = d
@@ -183,13 +175,7 @@ async fn a_restore_claims_its_subdir_before_it_copies() {
     assert_eq!(records(&g), vec!["pvc-r.json", "src.json"]);
     d.delete(&r.volume_id).await;
     assert!(!dir.exists());
-    d.controller()
-        .delete_snapshot(ferrovol::proto::DeleteSnapshotRequest {
-            snapshot_id: s.snapshot_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    delete_snapshot(&d, &s.snapshot_id).await;
     d.delete(&src.volume_id).await;
     assert_no_leftovers(&g);
 }
@@ -339,16 +325,8 @@ async fn a_rollback_never_removes_another_volumes_empty_directory() {
         return;
     }
     let g = Ganesha::start();
-    let mut d = Driver::builder()
-        .arg("--driver")
-        .arg("nfs")
-        .crash_at("nfs-create:after-intent")
-        .start()
-        .await;
     let pa = pvc(&class(&g, &[PATTERN]), "team", "data", "pvc-a");
-    let _ = d.controller().create_volume(req("pvc-a", &pa)).await;
-    d.expect_crash().await;
-    d.remove_env("FERROVOL_CRASH_AT");
+    let mut d = crashed_in_create("nfs-create:after-intent", "pvc-a", &pa).await;
     d.restart().await;
     let b = create(
         &d,

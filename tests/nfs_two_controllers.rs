@@ -17,6 +17,7 @@ use ferrovol::proto as csi;
 use ganesha::Ganesha;
 use nfs::*;
 use nfs_snap::{list, snapshot};
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,18 +37,15 @@ fn lease_names(export: &Path, state_dir: &Path) -> bool {
         .is_ok_and(|l| l.contains(&format!("{}\"", state_dir.display())))
 }
 
-#[tokio::test]
-async fn a_second_controller_never_rolls_back_the_first_ones_create() {
-    if !usable("nfs_two_controllers") {
-        return;
-    }
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let reg = reg.to_str().unwrap();
-    let p = class(&g, &[]);
-    let first = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
-    let src = create(&first, "src", &p).await;
+/// The first controller, sharing registry file `reg`, once it holds the share's lease, and a
+/// volume of class `p` on it holding FILES files.
+async fn first_with_source(
+    g: &Ganesha,
+    reg: &str,
+    p: &HashMap<String, String>,
+) -> (Driver, csi::Volume) {
+    let first = nfs_driver(g, &["--nfs-registry-file", reg]).await;
+    let src = create(&first, "src", p).await;
     let src_dir = g.export.join(sub_dir(&src));
     for i in 0..FILES {
         fs::write(src_dir.join(format!("f{i}")), i.to_string()).unwrap();
@@ -58,6 +56,20 @@ async fn a_second_controller_never_rolls_back_the_first_ones_create() {
         || lease_names(&g.export, &first.state_dir()),
     )
     .await;
+    (first, src)
+}
+
+#[tokio::test]
+async fn a_second_controller_never_rolls_back_the_first_ones_create() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap();
+    let p = class(&g, &[]);
+    let (first, src) = first_with_source(&g, reg, &p).await;
 
     let mut clone = req("clone", &p);
     clone.volume_content_source = Some(csi::VolumeContentSource {
@@ -136,18 +148,7 @@ async fn a_second_controller_never_copies_over_the_first_ones_snapshot() {
     let reg = keep.path().join("nfs-shares.json");
     let reg = reg.to_str().unwrap();
     let p = class(&g, &[]);
-    let first = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
-    let src = create(&first, "src", &p).await;
-    let src_dir = g.export.join(sub_dir(&src));
-    for i in 0..FILES {
-        fs::write(src_dir.join(format!("f{i}")), i.to_string()).unwrap();
-    }
-    wait_for(
-        "the first controller's lease",
-        Duration::from_secs(20),
-        || lease_names(&g.export, &first.state_dir()),
-    )
-    .await;
+    let (first, src) = first_with_source(&g, reg, &p).await;
 
     let s = snapshot(&first, "snap", &src.volume_id).await;
     assert!(!s.ready_to_use, "{FILES} files take longer than the wait");

@@ -59,6 +59,25 @@ pub fn pvc(
     p
 }
 
+/// A driver (`--driver nfs`) killed at crash point `point` in CreateVolume `name` of `params`;
+/// the crash point is cleared for its next start.
+pub async fn crashed_in_create(
+    point: &str,
+    name: &str,
+    params: &HashMap<String, String>,
+) -> Driver {
+    let mut d = Driver::builder()
+        .arg("--driver")
+        .arg("nfs")
+        .crash_at(point)
+        .start()
+        .await;
+    let _ = d.controller().create_volume(req(name, params)).await;
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d
+}
+
 pub async fn create(d: &Driver, name: &str, params: &HashMap<String, String>) -> csi::Volume {
     d.controller()
         .create_volume(req(name, params))

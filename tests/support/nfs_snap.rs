@@ -158,6 +158,16 @@ pub async fn snapshot(d: &Driver, name: &str, source: &str) -> csi::Snapshot {
         .unwrap()
 }
 
+pub async fn delete_snapshot(d: &Driver, id: &str) {
+    d.controller()
+        .delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("DeleteSnapshot {id}: {e}\n{}", d.log()));
+}
+
 pub fn from(
     name: &str,
     p: &HashMap<String, String>,
