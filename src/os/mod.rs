@@ -9,6 +9,7 @@ pub mod caps;
 pub mod copytree;
 pub mod dirlock;
 pub mod dirwalk;
+pub mod filecopy;
 pub mod fsutil;
 pub mod loopdev;
 pub mod markers;
