@@ -45,6 +45,7 @@
 //! the share) when classes set `uid`/`gid`.
 
 mod controller;
+mod delete;
 mod inventory;
 pub mod layout;
 mod lease;

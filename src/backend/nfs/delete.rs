@@ -1,0 +1,128 @@
+//! DeleteVolume of the NFS backend: the record turns `Deleting`, then the directory is removed,
+//! archived or retained by its class's `onDelete` (each only while its file handle is the one
+//! recorded), and the record goes last. See the module doc for the record protocol.
+
+use super::layout::{self, RecordState, VolumeRecord};
+use super::params::OnDelete;
+use super::NfsBackend;
+use crate::error::{Error, Result};
+use crate::nfs::{Guarded, NfsClient};
+use crate::volume::VolumeId;
+use std::time::SystemTime;
+
+/// Archive names taken in the same second get `-<n>`; give up after this many.
+const ARCHIVE_ATTEMPTS: u32 = 100;
+
+impl NfsBackend {
+    pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+        let vid = id.to_string();
+        if layout::parse_volume_id(&vid).is_none() {
+            return Ok(()); // not an id this backend ever issued: nothing of ours to delete
+        }
+        // Snapshots are copies of their own: they stay when the volume goes, but not while one
+        // is still being read from it.
+        if let Some(snap) = self.work.copying_from(&vid) {
+            return Err(Error::Busy(format!(
+                "{vid} (snapshot {snap} is being copied from it)"
+            )));
+        }
+        let Some((c, rec)) = self.find(&vid, &id.key)? else {
+            return Ok(());
+        };
+        match rec.state {
+            RecordState::Creating => self.roll_back_other(&c, &rec),
+            RecordState::Deleting => self.finish_delete(&c, &rec),
+            RecordState::Ready => {
+                let mut intent = rec.clone();
+                intent.state = RecordState::Deleting;
+                if intent.dir_handle.is_none() && intent.on_delete != OnDelete::Retain {
+                    // A Ready record from before handles were kept: no delete has removed its
+                    // directory, so the one there is the volume's (layout.rs). Its handle goes
+                    // into the intent, before anything is touched; with no directory there,
+                    // the empty handle, so one made later is never taken for the volume's.
+                    intent.dir_handle = match c.handle_of(&rec.sub_dir) {
+                        Ok(Some((h, a))) if a.is_dir() => Some(h),
+                        Ok(_) => Some(String::new()),
+                        Err(e) => return Err(self.err(&vid, e)),
+                    };
+                }
+                self.write_record(&c, &intent)?;
+                crate::failpoint::hit("nfs-delete:after-intent");
+                self.finish_delete(&c, &intent)
+            }
+        }
+    }
+
+    /// Carries out onDelete on the volume's own directory (never a parent, never a directory
+    /// without the recorded handle), then drops the record. Each step is idempotent, so a retry
+    /// after a crash or a failed step finishes the job.
+    pub(super) fn finish_delete(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        let vid = &rec.id;
+        if rec.on_delete != OnDelete::Retain {
+            match &rec.dir_handle {
+                Some(handle) => {
+                    let done = match rec.on_delete {
+                        OnDelete::Archive => self.archive(c, rec, handle)?,
+                        _ => c
+                            .remove_tree_if(&rec.sub_dir, handle)
+                            .map_err(|e| self.err(vid, e))?,
+                    };
+                    if done == Guarded::Foreign {
+                        tracing::warn!(volume = %vid, dir = %rec.sub_dir, server = %rec.server,
+                            "the directory there is not the one made for this volume (another file handle): left untouched, only the record goes");
+                    }
+                }
+                None => {
+                    if c.lookup(&rec.sub_dir)
+                        .map_err(|e| self.err(vid, e))?
+                        .is_some()
+                    {
+                        return Err(Error::precondition(
+                            vid,
+                            format!(
+                                "its record, from an earlier driver version, was being deleted and keeps no file handle: {} on {}:{} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {} by hand",
+                                rec.sub_dir,
+                                rec.server,
+                                rec.share,
+                                layout::record_path(layout::parse_volume_id(vid).expect("our id"))
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        self.remove_record(c, rec)?;
+        tracing::info!(volume = %vid, server = %rec.server, dir = %rec.sub_dir, on_delete = ?rec.on_delete, "volume deleted");
+        Ok(())
+    }
+
+    /// Moves the volume's directory (the one with `handle`) to a free archive name beside it.
+    fn archive(&self, c: &NfsClient, rec: &VolumeRecord, handle: &str) -> Result<Guarded> {
+        let vid = &rec.id;
+        let err = |e| self.err(vid, e);
+        match c.handle_of(&rec.sub_dir).map_err(err)? {
+            Some((h, _)) if h == handle => {}
+            // Already archived by an earlier attempt (or removed by hand): nothing to move.
+            None => return Ok(Guarded::Absent),
+            Some(_) => return Ok(Guarded::Foreign),
+        }
+        let at = SystemTime::now();
+        for attempt in 0..ARCHIVE_ATTEMPTS {
+            let to = layout::archive_path(&rec.sub_dir, at, attempt);
+            // RENAME replaces an empty directory silently: only onto a name that is free.
+            match c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)? {
+                Guarded::Foreign => continue,
+                done => {
+                    if done == Guarded::Done {
+                        tracing::info!(volume = %vid, to = %to, "volume directory archived");
+                    }
+                    return Ok(done);
+                }
+            }
+        }
+        Err(Error::Internal(format!(
+            "volume {vid}: no free archive name beside {} on {}",
+            rec.sub_dir, rec.server
+        )))
+    }
+}
