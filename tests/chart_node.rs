@@ -259,3 +259,57 @@ fn only_the_nfs_controller_may_bind_reserved_ports() {
     }
     assert_eq!(adders, vec!["ferrovol-nfs-controller/ferrovol".to_string()]);
 }
+
+/// The NFS node plugin's test-only bind-mount mode: off by default, and when set the flag and the
+/// host directory it names reach the ferrovol-nfs container, and nothing else.
+#[test]
+fn nfs_test_export_root_is_off_unless_set() {
+    let Some(plain) = render(&["nfs.enabled=true"]) else {
+        return;
+    };
+    let nfs = node_containers(&plain)
+        .into_iter()
+        .find(|c| str_of(c, "name") == "ferrovol-nfs")
+        .unwrap();
+    assert!(!args(&nfs)
+        .iter()
+        .any(|a| a.starts_with("--nfs-test-export-root")));
+
+    let docs = render(&[
+        "nfs.enabled=true",
+        "nfs.testOnly.exportRoot=/srv/e2e-export",
+    ])
+    .unwrap();
+    let cs = node_containers(&docs);
+    for c in &cs {
+        let has_flag = args(c).contains(&"--nfs-test-export-root=/srv/e2e-export".to_string());
+        assert_eq!(
+            has_flag,
+            str_of(c, "name") == "ferrovol-nfs",
+            "{}",
+            str_of(c, "name")
+        );
+    }
+    let mounts = container(&cs, "ferrovol-nfs")["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    let mount = mounts
+        .iter()
+        .find(|m| str_of(m, "name") == "nfs-test-export")
+        .expect("the export is mounted");
+    assert_eq!(str_of(mount, "mountPath"), "/srv/e2e-export");
+    let ds = docs
+        .iter()
+        .find(|d| {
+            str_of(&d["metadata"], "name") == "ferrovol-node" && str_of(d, "kind") == "DaemonSet"
+        })
+        .unwrap();
+    let vol = ds["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| str_of(v, "name") == "nfs-test-export")
+        .expect("the export is a volume");
+    assert_eq!(str_of(&vol["hostPath"], "path"), "/srv/e2e-export");
+}
