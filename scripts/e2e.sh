@@ -8,11 +8,20 @@
 # There is no kubelet: the harness writes the Node and CSINode objects and drives NodeStage and
 # NodePublish over the driver's socket itself.
 #
-# Builds what it needs first (scripts/e2e-build.sh, cached; cargo build of ferrovol).
-# Ends with `e2e: N passed, N failed`. On failure the logs stay in the directory it prints.
+# Then the real-node phase (tests/e2e/realnodes.sh), on a fresh control plane of its own: two real
+# nodes (containerd, kubelet, kube-proxy, each in its own network and mount namespace) on this
+# kernel, the chart installed with `helm install` from images built here (scripts/image.sh), and
+# the scenarios of tests/e2e/real_scenarios.sh.
+#
+# Builds what it needs first (scripts/e2e-build.sh, cached; cargo build of ferrovol; the images).
+# Ends with `e2e: N passed, N failed` over both phases. On failure the logs stay in the
+# directories it prints.
+# Env: FERROVOL_E2E_PHASES  the phases to run, "fake real" by default; "real" runs only the
+#                           real-node phase, "fake" only the fake-node one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+PHASES=" ${FERROVOL_E2E_PHASES:-fake real} "
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/e2e.sh: the e2e suite mounts filesystems and loop devices; run as root" >&2
@@ -73,7 +82,7 @@ source tests/e2e/nodeloss.sh
 # shellcheck source=tests/e2e/rbac.sh
 source tests/e2e/rbac.sh
 
-finish() {
+fake_teardown() {
     stop_all
     unmount_all
     device_teardown
@@ -82,6 +91,9 @@ finish() {
     else
         echo "e2e: logs of the control plane, ferrovol and the provisioners are in $E2E_DIR/logs"
     fi
+}
+finish() {
+    [ -n "${FAKE_UP:-}" ] && fake_teardown
     echo "e2e: $passed passed, $failed failed"
 }
 trap finish EXIT
@@ -103,8 +115,11 @@ apply_driver_objects() {
     fi
 }
 
+# The fake-node phase: its scenarios, then its control plane stopped and its scratch dir removed.
+fake_phase() {
 echo "== control plane (logs: $E2E_DIR/logs)"
 start_t=$SECONDS
+FAKE_UP=1
 if ! device_setup || ! cluster_up || ! apply_driver_objects ||
     ! node_up "$NODE_SMALL" 64M || ! node_up "$NODE_BIG" 1G ||
     ! nfs_up || ! expand_up || ! snapshots_up; then
@@ -122,4 +137,25 @@ for s in scenario_pod_ready scenario_capacity scenario_steering scenario_delete 
     if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "== scenarios done in $((SECONDS - start_t))s"
+fake_teardown
+FAKE_UP=
+}
+
+# The real-node phase runs as its own process (in network namespaces it makes) and reports its
+# counts in a file.
+real_phase() {
+    local start_t=$SECONDS images results
+    images=$(scripts/image.sh | tail -1)
+    results=$(mktemp /tmp/ferrovol-e2e-real-results.XXXXXX)
+    BIN=$BIN RN_IMAGES=$images HELM=$(command -v helm) tests/e2e/realnodes.sh "$results" || true
+    local p=0 f=1
+    read -r p f <"$results" || echo "FAIL real nodes: the phase reported no counts"
+    rm -f "$results"
+    passed=$((passed + p))
+    failed=$((failed + f))
+    echo "== real-node phase done in $((SECONDS - start_t))s"
+}
+
+[[ $PHASES == *" fake "* ]] && fake_phase
+[[ $PHASES == *" real "* ]] && real_phase
 [ "$failed" -eq 0 ]

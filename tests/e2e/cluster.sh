@@ -4,6 +4,12 @@
 # CSINodes and the node plugin's Pod are API objects the harness writes itself.
 #
 # Needs: BIN (the e2e-build.sh bin dir), E2E_DIR (scratch and logs). Sets KUBECONFIG (admin).
+# With CLUSTER_REAL_NODES=1 (tests/e2e/realnodes.sh) the control plane serves real kubelets: it
+# listens on CLUSTER_ADDR (an address in a network namespace the test made), publishes itself as
+# the `kubernetes` Service's endpoint, authorizes nodes (Node,RBAC), reaches kubelets with a
+# client certificate, and runs every default controller.
+CLUSTER_ADDR=${CLUSTER_ADDR:-127.0.0.1}
+CLUSTER_REAL_NODES=${CLUSTER_REAL_NODES:-0}
 
 PIDS=()
 
@@ -63,10 +69,12 @@ make_pki() {
     mkdir -p "$PKI"
     openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -subj "/CN=e2e-ca" \
         -days 2 -out "$PKI/ca.crt" 2>/dev/null
-    # The serving certificate must name 127.0.0.1, where every client dials.
+    # The serving certificate must name the address every client dials, and the `kubernetes`
+    # Service's address, where pods dial.
     openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/apiserver.key" -subj "/CN=kube-apiserver" \
         -out "$PKI/apiserver.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >"$PKI/san.ext"
+    printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.96.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' \
+        "$CLUSTER_ADDR" >"$PKI/san.ext"
     openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
         -CAcreateserial -days 2 -extfile "$PKI/san.ext" -out "$PKI/apiserver.crt" 2>/dev/null
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
@@ -74,6 +82,7 @@ make_pki() {
     client_cert admin admin system:masters
     client_cert controller-manager system:kube-controller-manager
     client_cert scheduler system:kube-scheduler
+    client_cert apiserver-kubelet kube-apiserver-kubelet-client system:masters
 }
 
 cluster_up() {
@@ -83,7 +92,15 @@ cluster_up() {
     etcd_port=$(free_port)
     etcd_peer=$(free_port)
     api_port=$(free_port)
-    APISERVER=https://127.0.0.1:$api_port
+    APISERVER=https://$CLUSTER_ADDR:$api_port
+    local real=(--endpoint-reconciler-type none --authorization-mode RBAC)
+    local controllers=persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller,serviceaccount-controller,namespace-controller,garbage-collector-controller
+    if [ "$CLUSTER_REAL_NODES" = 1 ]; then
+        real=(--authorization-mode Node,RBAC --kubelet-preferred-address-types InternalIP
+            --kubelet-client-certificate "$PKI/apiserver-kubelet.crt"
+            --kubelet-client-key "$PKI/apiserver-kubelet.key")
+        controllers='*'
+    fi
     start etcd "$BIN/etcd" --name e2e --data-dir "$E2E_DIR/etcd" \
         --listen-client-urls "http://127.0.0.1:$etcd_port" \
         --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -97,8 +114,8 @@ cluster_up() {
     # chart's DaemonSet is accepted as written.
     start kube-apiserver "$BIN/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:$etcd_port" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-        --endpoint-reconciler-type none --authorization-mode RBAC \
+        --bind-address "$CLUSTER_ADDR" --advertise-address "$CLUSTER_ADDR" --secure-port "$api_port" \
+        "${real[@]}" \
         --allow-privileged=true \
         --client-ca-file "$PKI/ca.crt" \
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
@@ -118,7 +135,7 @@ cluster_up() {
     start kube-controller-manager "$BIN/kube-controller-manager" \
         --kubeconfig "$E2E_DIR/controller-manager.kubeconfig" \
         --secure-port 0 --leader-elect=false --use-service-account-credentials=true \
-        --controllers persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller,serviceaccount-controller,namespace-controller,garbage-collector-controller
+        --root-ca-file "$PKI/ca.crt" --controllers "$controllers"
     start kube-scheduler "$BIN/kube-scheduler" \
         --kubeconfig "$E2E_DIR/scheduler.kubeconfig" \
         --authentication-kubeconfig "$E2E_DIR/scheduler.kubeconfig" \
