@@ -102,6 +102,21 @@ rn_mounts() {
         mount --make-rshared /dev' sh "$d" "${RN_NODE_PATHS[@]}"
 }
 
+# rn_btrfs_base NODE: a btrfs filesystem with quotas (a loop device over a sparse file) as NODE's
+# hostpath base, so hostpath volumes there get qgroup limits.
+rn_btrfs_base() {
+    local img loop
+    img=$(rn_dir "$1")/btrfs.img
+    truncate -s 1G "$img"
+    loop=$(losetup --find --show "$img") || return 1
+    LOOPS+=("$loop")
+    mkfs.btrfs -q "$loop" >/dev/null || return 1
+    nsenter --mount="$(rn_mntns "$1")" -- sh -ec '
+        mkdir -p /var/lib/ferrovol/hostpath
+        mount -t btrfs "$1" /var/lib/ferrovol/hostpath
+        btrfs quota enable /var/lib/ferrovol/hostpath' sh "$loop"
+}
+
 # rn_configs NODE INDEX: containerd's, the CNI's, the kubelet's and kube-proxy's configuration.
 rn_configs() {
     local n=$1 i=$2 d
@@ -148,6 +163,8 @@ containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 address: $RN_NET.$((10 + i))
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
+# Volume stats (NodeGetVolumeStats) are read this often; the expansion scenario waits for them.
+volumeStatsAggPeriod: 2s
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
@@ -199,8 +216,9 @@ rn_kubelet_up() {
 rn_node_up() {
     local n=$1 i=$2
     mkdir -p "$(rn_dir "$n")" "$E2E_DIR/ns"
-    rn_cgroups_make "$n" && rn_network "$n" "$i" && rn_mounts "$n" && rn_configs "$n" "$i" &&
-        rn_runtime_up "$n" && rn_import_images "$n" && rn_kubelet_up "$n" "$i"
+    rn_cgroups_make "$n" && rn_network "$n" "$i" && rn_mounts "$n" || return 1
+    if [ "$n" = "$RN_BTRFS_NODE" ]; then rn_btrfs_base "$n" || return 1; fi
+    rn_configs "$n" "$i" && rn_runtime_up "$n" && rn_import_images "$n" && rn_kubelet_up "$n" "$i"
 }
 
 # rn_node_down NODE: kills every process of NODE (pods, containerd, kubelet, kube-proxy) and

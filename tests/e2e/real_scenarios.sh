@@ -116,4 +116,3 @@ nfs_gone() {
 scenario_hostpath() { scenario_backend rn-hostpath ferrovol-hostpath 32Mi Filesystem hostpath_gone; }
 scenario_nfs() { scenario_backend rn-nfs ferrovol-nfs 32Mi Filesystem nfs_gone; }
 
-REAL_SCENARIOS=(scenario_hostpath scenario_nfs)

@@ -38,19 +38,31 @@ mkdir -p "$E2E_DIR/logs" "$E2E_DIR/ns"
 # Namespace files can only be bound below a private mount.
 mount --bind "$E2E_DIR/ns" "$E2E_DIR/ns" && mount --make-private "$E2E_DIR/ns"
 NODES=(e2e-real-a e2e-real-b)
+# The first node's hostpath base is btrfs with quotas, the second's a plain directory.
+RN_BTRFS_NODE=${NODES[0]}
 RN_PAUSE_IMAGE=$(awk '$1 == "pause" {print $2}' "$RN_IMAGES/refs")
 passed=0
 failed=0
 LOOPS=()
 
+CLUSTER_ADDR=$RN_NET.1
+CLUSTER_REAL_NODES=1
 # shellcheck source=tests/e2e/cluster.sh
-CLUSTER_ADDR=$RN_NET.1 CLUSTER_REAL_NODES=1 source tests/e2e/cluster.sh
+source tests/e2e/cluster.sh
 # shellcheck source=tests/e2e/kubelet.sh
 source tests/e2e/kubelet.sh
 # shellcheck source=tests/e2e/real_install.sh
 source tests/e2e/real_install.sh
 # shellcheck source=tests/e2e/real_scenarios.sh
 source tests/e2e/real_scenarios.sh
+# shellcheck source=tests/e2e/real_volumes.sh
+source tests/e2e/real_volumes.sh
+# shellcheck source=tests/e2e/real_lifecycle.sh
+source tests/e2e/real_lifecycle.sh
+# The uninstall needs every volume gone; the upgrade from an earlier chart installs it again.
+REAL_SCENARIOS=(scenario_hostpath scenario_nfs scenario_snapshot scenario_ephemeral
+    scenario_btrfs_expand scenario_upgrade_roll scenario_kill_plugin scenario_reboot
+    scenario_uninstall scenario_upgrade_from_old)
 
 finish() {
     local n l
