@@ -18,6 +18,8 @@
 # directories it prints.
 # Env: FERROVOL_E2E_PHASES  the phases to run, "fake real" by default; "real" runs only the
 #                           real-node phase, "fake" only the fake-node one.
+#      FERROVOL_E2E_BENCH=1 runs the real-node benchmark after the phase's scenarios,
+#      FERROVOL_E2E_REAL_SCENARIOS=0 skips them (scripts/bench-nodes.sh sets both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -147,7 +149,8 @@ real_phase() {
     local start_t=$SECONDS images results
     images=$(scripts/image.sh | tail -1)
     results=$(mktemp /tmp/ferrovol-e2e-real-results.XXXXXX)
-    BIN=$BIN RN_IMAGES=$images HELM=$(command -v helm) tests/e2e/realnodes.sh "$results" || true
+    BIN=$BIN RN_IMAGES=$images HELM=$(command -v helm) RN_BENCH=${FERROVOL_E2E_BENCH:-0} \
+        RN_SCENARIOS=${FERROVOL_E2E_REAL_SCENARIOS:-1} tests/e2e/realnodes.sh "$results" || true
     local p=0 f=1
     read -r p f <"$results" || echo "FAIL real nodes: the phase reported no counts"
     rm -f "$results"

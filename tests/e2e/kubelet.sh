@@ -3,7 +3,7 @@
 # mount namespace of its own, where per-node directories are bind-mounted over the paths the chart,
 # containerd and the kubelet use whatever their configuration says (/var/lib/kubelet,
 # /var/lib/ferrovol, /var/lib/containerd, /run/containerd, /var/lib/cni, /etc/cni/net.d,
-# /var/log/pods, /var/log/containers). Every process of a node lives in the cgroup RN_CG/<node> of
+# /var/log/pods, /var/log/containers; /var/lib/local-path for the benchmark). Every process of a node lives in the cgroup RN_CG/<node> of
 # every hierarchy (the kubelet's cgroupRoot), so a node can be "powered off" by killing that
 # cgroup. /dev and /sys are the host's, shared by both nodes.
 #
@@ -11,7 +11,7 @@
 
 RN_CG=ferrovol-e2e-$$
 RN_NODE_PATHS=(/var/lib/kubelet /var/lib/ferrovol /var/lib/containerd /run/containerd /var/lib/cni
-    /etc/cni/net.d /var/log/pods /var/log/containers)
+    /etc/cni/net.d /var/log/pods /var/log/containers /var/lib/local-path)
 
 rn_dir() { echo "$E2E_DIR/nodes/$1"; }
 rn_mntns() { echo "$E2E_DIR/ns/$1.mnt"; }

@@ -10,7 +10,8 @@
 #
 # Usage: tests/e2e/realnodes.sh RESULTS   (run by scripts/e2e.sh, as root)
 # Needs in the environment: BIN (scripts/e2e-build.sh's bin dir), RN_IMAGES (scripts/image.sh's
-# images dir). Prints `ok NAME` / `FAIL NAME: why` per scenario and writes "PASSED FAILED" to
+# images dir), HELM. RN_SCENARIOS=0 skips the scenarios; RN_BENCH=1 runs the benchmark
+# (tests/e2e/real_bench.sh) after them. Prints `ok NAME` / `FAIL NAME: why` per scenario and writes "PASSED FAILED" to
 # RESULTS. Everything it starts is stopped and removed on exit; on failure the logs stay in the
 # scratch directory it prints.
 set -uo pipefail
@@ -59,6 +60,8 @@ source tests/e2e/real_scenarios.sh
 source tests/e2e/real_volumes.sh
 # shellcheck source=tests/e2e/real_lifecycle.sh
 source tests/e2e/real_lifecycle.sh
+# shellcheck source=tests/e2e/real_bench.sh
+source tests/e2e/real_bench.sh
 # The uninstall needs every volume gone; the upgrade from an earlier chart installs it again.
 REAL_SCENARIOS=(scenario_hostpath scenario_nfs scenario_snapshot scenario_ephemeral
     scenario_btrfs_expand scenario_upgrade_roll scenario_kill_plugin scenario_reboot
@@ -115,9 +118,15 @@ if ! real_install; then
     exit 1
 fi
 echo "== real nodes: chart installed and its pods Ready in $((SECONDS - t1))s"
+[ "${RN_SCENARIOS:-1}" = 1 ] || REAL_SCENARIOS=()
 for s in "${REAL_SCENARIOS[@]}"; do
     ts=$SECONDS
     if "$s"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
     echo "   ($s: $((SECONDS - ts))s)"
 done
+if [ "${RN_BENCH:-0}" = 1 ]; then
+    tb=$SECONDS
+    if real_bench; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    echo "== real nodes: bench took $((SECONDS - tb))s"
+fi
 echo "== real nodes: done in $((SECONDS - t0))s"
