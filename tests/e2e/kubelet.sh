@@ -3,9 +3,10 @@
 # mount namespace of its own, where per-node directories are bind-mounted over the paths the chart,
 # containerd and the kubelet use whatever their configuration says (/var/lib/kubelet,
 # /var/lib/ferrovol, /var/lib/containerd, /run/containerd, /var/lib/cni, /etc/cni/net.d,
-# /var/log/pods, /var/log/containers; /var/lib/local-path for the benchmark). Every process of a node lives in the cgroup RN_CG/<node> of
-# every hierarchy (the kubelet's cgroupRoot), so a node can be "powered off" by killing that
-# cgroup. /dev and /sys are the host's, shared by both nodes.
+# /var/log/pods, /var/log/containers; /var/lib/local-path for the benchmark). Every process of a
+# node lives in the cgroup RN_CG/<node> of every hierarchy (the kubelet's cgroupRoot is below it),
+# so a node can be "powered off" by killing that cgroup. /dev and /sys are the host's, shared by
+# both nodes.
 #
 # Needs: BIN, E2E_DIR, RN_NET (network prefix, e.g. 10.99.0), the cluster.sh functions.
 
@@ -173,7 +174,7 @@ authorization: {mode: Webhook}
 failSwapOn: false
 podLogsDir: /var/log/pods
 # Nodes share one disk with everything else on the machine: never evict for it.
-evictionHard: {memory.available: "1Mi", nodefs.available: "0%", imagefs.available: "0%", nodefs.inodesFree: "0%"}
+evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
