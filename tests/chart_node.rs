@@ -313,3 +313,37 @@ fn nfs_test_export_root_is_off_unless_set() {
         .expect("the export is a volume");
     assert_eq!(str_of(&vol["hostPath"], "path"), "/srv/e2e-export");
 }
+
+/// health.controllers=builtin: the controller pods run no livenessprobe sidecar, and their ferrovol
+/// container's liveness probe calls its own metrics port, which is served with metrics off too.
+#[test]
+fn builtin_controller_health_needs_no_livenessprobe() {
+    for metrics in ["true", "false"] {
+        let metrics_set = format!("metrics.enabled={metrics}");
+        let Some(docs) = render(&[
+            "nfs.enabled=true",
+            "health.controllers=builtin",
+            &metrics_set,
+        ]) else {
+            return;
+        };
+        for workload in ["ferrovol-nfs-controller", "ferrovol-local-resizer"] {
+            let cs: Vec<Value> = containers(&docs)
+                .into_iter()
+                .filter(|(w, _)| w == workload)
+                .map(|(_, c)| c)
+                .collect();
+            assert!(
+                !cs.iter().any(|c| str_of(c, "name") == "livenessprobe"),
+                "{workload} still runs the livenessprobe sidecar"
+            );
+            let ferrovol = container(&cs, "ferrovol");
+            let served = port_of_flag(&args(ferrovol), "--metrics-address=");
+            assert_eq!(
+                Some(liveness_port(ferrovol)),
+                served,
+                "{workload} with {metrics_set}"
+            );
+        }
+    }
+}
