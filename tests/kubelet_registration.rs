@@ -187,3 +187,80 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     .await
     .unwrap()
 }
+
+/// The kubelet's plugin watcher dials the registration socket by its bare path, and grpc-go then
+/// sends that path as the HTTP/2 `:authority`. GetInfo must answer such a request: this sends it
+/// frame by frame, as grpc-go does.
+#[tokio::test]
+async fn answers_a_request_whose_authority_is_the_socket_path() {
+    let registry_dir = tempfile::tempdir().unwrap();
+    let driver = Driver::builder()
+        .arg("--kubelet-registration-dir")
+        .arg(registry_dir.path())
+        .arg("--kubelet-csi-endpoint")
+        .arg(KUBELET_CSI_ENDPOINT)
+        .start()
+        .await;
+    let socket = wait_for_socket(registry_dir.path(), &driver).await;
+    let reply = tokio::task::spawn_blocking(move || get_info_raw(&socket))
+        .await
+        .unwrap();
+    assert!(
+        reply.windows(21).any(|w| w == b"local.csi.ferrovol.io"),
+        "GetInfo with the socket path as :authority: {}\n{}",
+        String::from_utf8_lossy(&reply),
+        driver.log()
+    );
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK literal with incremental indexing: static name index `name`, plain value.
+fn literal(name: u8, value: &[u8]) -> Vec<u8> {
+    assert!(value.len() < 127);
+    let mut v = vec![0x40 | name, value.len() as u8];
+    v.extend_from_slice(value);
+    v
+}
+
+/// GetInfo over a raw HTTP/2 connection with `:authority` = the socket path: the DATA of the
+/// answer, or a description of the RST_STREAM that refused it.
+fn get_info_raw(socket: &Path) -> Vec<u8> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut block = literal(1, socket.to_str().unwrap().as_bytes());
+    block.push(0x83); // :method POST
+    block.extend(literal(4, b"/pluginregistration.Registration/GetInfo"));
+    block.push(0x86); // :scheme http
+    block.extend(literal(31, b"application/grpc"));
+    block.extend([0x40, 2, b't', b'e', 8]);
+    block.extend_from_slice(b"trailers");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    out.extend(frame(1, 0x4, 1, &block));
+    out.extend(frame(0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    s.write_all(&out).unwrap();
+    loop {
+        let mut head = [0u8; 9];
+        if s.read_exact(&mut head).is_err() {
+            return b"connection closed".to_vec();
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match (head[3], stream) {
+            (0, 1) => return payload,
+            (3, 1) => return format!("RST_STREAM {payload:?}").into_bytes(),
+            (4, 0) if head[4] & 1 == 0 => s.write_all(&frame(4, 1, 0, &[])).unwrap(),
+            _ => {}
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The gRPC server: which services a role serves, on which endpoint.
 
 pub mod endpoint;
+mod h2_authority;
 pub mod health;
 pub mod metrics;
 pub mod registration;

@@ -12,6 +12,7 @@
 //! - On shutdown the socket is removed, when it is still the one this process bound (a newer
 //!   driver on the same node may have replaced it).
 
+use super::h2_authority::FixAuthority;
 use super::{endpoint, BoxResult, Endpoint};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -98,7 +99,7 @@ pub async fn run(
     };
     crate::metrics::set_kubelet_registered(false);
     // One gRPC server; the socket's connections are fed to it, whichever listener took them.
-    let (conns, incoming) = mpsc::channel::<std::io::Result<UnixStream>>(16);
+    let (conns, incoming) = mpsc::channel::<std::io::Result<FixAuthority<UnixStream>>>(16);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -118,7 +119,7 @@ pub async fn run(
 /// until `stop`; removes the socket then, if it is still the one bound here.
 async fn accept(
     socket: &Path,
-    conns: mpsc::Sender<std::io::Result<UnixStream>>,
+    conns: mpsc::Sender<std::io::Result<FixAuthority<UnixStream>>>,
     stop: &mut watch::Receiver<bool>,
 ) -> BoxResult<()> {
     let mut bound = bind(socket)?;
@@ -130,7 +131,8 @@ async fn accept(
             () = stopped(stop) => break,
             conn = bound.listener.accept() => match conn {
                 Ok((stream, _)) => {
-                    if conns.send(Ok(stream)).await.is_err() {
+                    // The kubelet sends the socket path as :authority (h2_authority.rs).
+                    if conns.send(Ok(FixAuthority::new(stream))).await.is_err() {
                         break;
                     }
                 }
