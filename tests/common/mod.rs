@@ -7,6 +7,11 @@
 //! arguments, id format and leak check), `disks` (loop devices and file systems), `requests`,
 //! `system` (mount table, loop devices, tools).
 //!
+//! Fixtures used by some binaries, as `common::<name>`: `ganesha` (a real nfs-ganesha), `nfs` and
+//! `nfs_snap` (the NFS driver against it), `deadserver` and `hungfs` (an NFS server that never
+//! answers, over the network and as a mount), `loopdisks` and `fake_sysfs` (loop devices with chosen
+//! signatures and identities), `hostpath_snap` (snapshot fixtures), `helm`.
+//!
 //! Layout of a scratch directory:
 //!   csi.sock        the endpoint
 //!   driver.log      stdout and stderr of every run of the driver (shown when a start fails)
@@ -41,6 +46,16 @@ mod requests;
 mod scratch;
 mod system;
 mod xattr;
+
+pub mod deadserver;
+pub mod fake_sysfs;
+pub mod ganesha;
+pub mod helm;
+pub mod hostpath_snap;
+pub mod hungfs;
+pub mod loopdisks;
+pub mod nfs;
+pub mod nfs_snap;
 
 #[allow(unused_imports)]
 pub use disks::*;
