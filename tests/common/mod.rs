@@ -4,13 +4,13 @@
 //!
 //! Pieces: `process` (spawning children safely), `scratch` (the temp dir), `driver` (the
 //! process and its CSI clients), `hostpath` (the hostpath backend's fixture: its start
-//! arguments, id format and leak check), `disks` (loop devices and file systems), `requests`,
+//! arguments, id format and leak check), `disks` (file systems on loop devices), `requests`,
 //! `system` (mount table, loop devices, tools).
 //!
-//! Fixtures used by some binaries, as `common::<name>`: `ganesha` (a real nfs-ganesha), `nfs` and
+//! Fixtures some binaries use, as `common::<name>`: `ganesha` (a real nfs-ganesha), `nfs` and
 //! `nfs_snap` (the NFS driver against it), `deadserver` and `hungfs` (an NFS server that never
-//! answers, over the network and as a mount), `loopdisks` and `fake_sysfs` (loop devices with chosen
-//! signatures and identities), `hostpath_snap` (snapshot fixtures), `helm`.
+//! answers, over the network and as a mount), `loopdisks` and `fake_sysfs` (blank loop devices
+//! with chosen signatures and identities), `hostpath_snap` (snapshot fixtures), `helm`.
 //!
 //! Layout of a scratch directory:
 //!   csi.sock        the endpoint

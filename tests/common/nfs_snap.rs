@@ -1,5 +1,5 @@
-//! Helpers of the NFS snapshot tests (tests/nfs): a tree holding what a snapshot must keep, its manifest
-//! (what a copy must reproduce), and snapshot requests.
+//! Helpers of the NFS snapshot tests (tests/nfs): a tree holding what a snapshot must keep,
+//! its manifest (what a copy must reproduce), and snapshot requests.
 
 #![allow(dead_code)]
 
