@@ -3,7 +3,7 @@
 //! and loop device it (or the test) left under that directory.
 //!
 //! Pieces: `process` (spawning children safely), `scratch` (the temp dir), `driver` (the
-//! process and its CSI clients), `hostpath` (the hostpath backend's fixture: its start
+//! process and its CSI clients), `serve` (waiting for a started driver to answer Probe), `hostpath` (the hostpath backend's fixture: its start
 //! arguments, id format and leak check), `disks` (file systems on loop devices), `requests`,
 //! `system` (mount table, loop devices, tools).
 //!
@@ -44,6 +44,7 @@ mod hostpath;
 mod process;
 mod requests;
 mod scratch;
+mod serve;
 mod system;
 mod xattr;
 
@@ -63,6 +64,7 @@ pub use driver::*;
 pub use process::*;
 pub use requests::*;
 pub use scratch::*;
+pub use serve::*;
 pub use system::*;
 #[allow(unused_imports)] // Only the tests that plant markers by hand use it.
 pub use xattr::*;
