@@ -202,7 +202,7 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
     /// is durable (`Queued::settle`).
     pub fn queue_save(&self, rec: VolumeRecord<E>) -> Result<Queued<E>> {
         let update = self.put(&rec).map_err(Error::state(&rec.id))?;
-        self.queue(update, rec.id.clone(), Change::Put(Box::new(rec)))
+        self.queue(vec![update], rec.id.clone(), Change::Put(Box::new(rec)))
     }
 
     /// Commits several records at once (one sync): used when adopting older state.
@@ -222,21 +222,25 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         self.queue_remove(rec)?.wait(self)
     }
 
-    /// Queues the removal of a volume's record; it leaves the index once the batch is durable.
-    pub fn queue_remove(&self, rec: &VolumeRecord<E>) -> Result<Queued<E>> {
-        let key = format!("{}{}", self.prefix, rec.name);
-        self.queue(
-            Update::Delete { key },
-            rec.id.clone(),
-            Change::Remove(rec.name.clone()),
-        )
+    /// Commits the removal of a volume's record together with `also` (one batch).
+    pub fn remove_with(&self, rec: &VolumeRecord<E>, also: Vec<Update>) -> Result<()> {
+        self.queue_remove_with(rec, also)?.wait(self)
     }
 
-    fn queue(&self, update: Update, id: String, change: Change<E>) -> Result<Queued<E>> {
-        let ticket = self
-            .journal
-            .submit(vec![update])
-            .map_err(Error::state(&id))?;
+    /// Queues the removal of a volume's record; it leaves the index once the batch is durable.
+    pub fn queue_remove(&self, rec: &VolumeRecord<E>) -> Result<Queued<E>> {
+        self.queue_remove_with(rec, Vec::new())
+    }
+
+    fn queue_remove_with(&self, rec: &VolumeRecord<E>, also: Vec<Update>) -> Result<Queued<E>> {
+        let key = format!("{}{}", self.prefix, rec.name);
+        let mut updates = vec![Update::Delete { key }];
+        updates.extend(also);
+        self.queue(updates, rec.id.clone(), Change::Remove(rec.name.clone()))
+    }
+
+    fn queue(&self, updates: Vec<Update>, id: String, change: Change<E>) -> Result<Queued<E>> {
+        let ticket = self.journal.submit(updates).map_err(Error::state(&id))?;
         Ok(Queued {
             ticket,
             pending: Pending { id, change },

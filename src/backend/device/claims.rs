@@ -1,0 +1,89 @@
+//! This node's claims on devices, kept in the state journal with the volume records: a device
+//! is Claimed by the volume whose record names its uid, and Released when a delete could not
+//! hand it back (`device-released/<uid>`, committed in the batch that removes the record).
+//! Everything else is Unclaimed. The inventory shows these claims; it does not store them.
+
+use super::{VolumeRecord, BACKEND};
+use crate::discovery::{Claim, Claims};
+use crate::state::{Ledger, Phase, Update};
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+
+const RELEASED: &str = "device-released/";
+
+/// The update that records `claim` (Released) on `uid`, or forgets a release (None).
+pub(super) fn release_update(uid: &str, claim: Option<&Claim>) -> io::Result<Update> {
+    let key = format!("{RELEASED}{uid}");
+    Ok(match claim {
+        Some(c) => Update::Put {
+            key,
+            value: serde_json::to_vec(c).map_err(io::Error::other)?,
+        },
+        None => Update::Delete { key },
+    })
+}
+
+/// The claims `node` holds according to the journal's live records.
+pub fn from_records(live: &HashMap<String, Vec<u8>>, node: &str) -> io::Result<Claims> {
+    let mut claims = Claims::new();
+    for (key, value) in live {
+        let bad = |e: serde_json::Error| io::Error::new(io::ErrorKind::InvalidData, format!("state record {key}: {e}"));
+        if let Some(uid) = key.strip_prefix(RELEASED) {
+            claims.insert(uid.to_string(), serde_json::from_slice(value).map_err(bad)?);
+        } else if key.starts_with(&format!("{BACKEND}/")) {
+            let rec: VolumeRecord = serde_json::from_slice(value).map_err(bad)?;
+            let claim = Claim::Claimed {
+                volume: rec.id,
+                node: node.to_string(),
+            };
+            claims.insert(rec.backend.uid, claim);
+        }
+    }
+    Ok(claims)
+}
+
+/// The claims this node holds, once state of older builds is adopted into the journal (one
+/// batch): a record still `Creating` (an intent committed before its claim) is rolled back,
+/// its device never written; a claim in an older `devices.json` that the journal lacks becomes
+/// a release: a Released one as it was, a Claimed one whose volume has no record because this
+/// driver cannot tell what is on the device.
+pub(super) fn adopt(
+    ledger: &Ledger<super::DeviceData>,
+    live: &HashMap<String, Vec<u8>>,
+    node: &str,
+    legacy: Claims,
+) -> io::Result<Claims> {
+    let mut unwritten = BTreeSet::new();
+    for rec in ledger.records().into_iter().filter(|r| r.phase == Phase::Creating) {
+        ledger.remove(&rec).map_err(io::Error::other)?;
+        tracing::info!(volume = %rec.id, uid = %rec.backend.uid, "rolled back an unfinished create");
+        unwritten.insert(rec.backend.uid);
+    }
+    let mut updates = Vec::new();
+    let mut claims = from_records(live, node)?;
+    claims.retain(|uid, _| !unwritten.contains(uid));
+    for (uid, claim) in legacy {
+        let release = match claim {
+            _ if claims.contains_key(&uid) || unwritten.contains(&uid) => continue,
+            Claim::Unclaimed => continue,
+            Claim::Released { .. } => claim,
+            Claim::Claimed { volume, node } => {
+                let reason = format!(
+                    "claimed by volume {volume}, of which this driver has no record; not reused"
+                );
+                tracing::warn!(%uid, %reason, "device released");
+                Claim::Released {
+                    volume,
+                    reason,
+                    node,
+                }
+            }
+        };
+        updates.push(release_update(&uid, Some(&release))?);
+        claims.insert(uid, release);
+    }
+    if !updates.is_empty() {
+        ledger.journal().commit(updates)?;
+    }
+    Ok(claims)
+}
