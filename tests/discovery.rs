@@ -183,13 +183,9 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     assert_eq!(again.get(&uid).unwrap().claim, Claim::Unclaimed);
     drop(again);
     let own = |_| Ok([(uid.clone(), claim.clone())].into());
-    let again = Inventory::open_with_claims(
-        state.path(),
-        "node-a",
-        filters(&["/dev/loop*".into()]),
-        own,
-    )
-    .unwrap();
+    let again =
+        Inventory::open_with_claims(state.path(), "node-a", filters(&["/dev/loop*".into()]), own)
+            .unwrap();
     assert_eq!(again.get(&uid).unwrap().claim, claim);
     assert_eq!(entry_for(&again.snapshot(), &img).len(), 1);
 }

@@ -98,7 +98,17 @@ async fn a_driver_serves_the_state_an_earlier_build_wrote() {
     }
     let scratch = Driver::builder();
     let root = scratch.path().to_string_lossy().into_owned();
-    run("tar", &["--xattrs", "--xattrs-include=*", "-xzf", FIXTURE, "-C", &root]);
+    run(
+        "tar",
+        &[
+            "--xattrs",
+            "--xattrs-include=*",
+            "-xzf",
+            FIXTURE,
+            "-C",
+            &root,
+        ],
+    );
     let mut b = scratch
         .arg("--backends")
         .arg("hostpath,device")
@@ -126,6 +136,12 @@ async fn a_driver_serves_the_state_an_earlier_build_wrote() {
     assert_eq!(vols[fs].volume_context["ferrovol.io/fs-type"], "ext4");
     assert_eq!(vols["hostpath/test-node/hp-src"].capacity_bytes, 16 << 20);
     assert_eq!(claims(&d, &pool), [Some(blk.into()), Some(fs.into())]);
+    // The claims moved into the journal; the inventory's file keeps what the scans saw.
+    let file = std::fs::read_to_string(d.state_dir().join("devices.json")).unwrap();
+    assert!(
+        !file.contains("Claimed"),
+        "devices.json holds claims:\n{file}"
+    );
     let snaps = d
         .controller()
         .list_snapshots(csi::ListSnapshotsRequest::default())
@@ -178,7 +194,12 @@ async fn a_driver_serves_the_state_an_earlier_build_wrote() {
     let ids: Vec<String> = listed(&d).await.into_keys().collect();
     assert_eq!(
         ids,
-        [fs, new_id, "hostpath/test-node/hp-restored", "hostpath/test-node/hp-src"]
+        [
+            fs,
+            new_id,
+            "hostpath/test-node/hp-restored",
+            "hostpath/test-node/hp-src"
+        ]
     );
     assert_eq!(claims(&d, &pool), [Some(new_id.into()), Some(fs.into())]);
     d.delete(new_id).await;

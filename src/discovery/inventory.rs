@@ -158,11 +158,13 @@ impl Inventory {
         Ok(inv)
     }
 
+    /// Never over a claim another node holds.
     fn place_claims(&self, claims: &Claims) {
         let mut map = self.lock();
         for (uid, claim) in claims {
-            if let Some(e) = map.get_mut(uid) {
-                e.claim = claim.clone();
+            match map.get_mut(uid) {
+                Some(e) if e.claim.node().is_none_or(|n| n == self.node) => e.claim = claim.clone(),
+                _ => {}
             }
         }
     }
@@ -221,7 +223,10 @@ impl Inventory {
 
     fn persist(&self, map: &BTreeMap<String, Entry>) -> io::Result<()> {
         let mut devices: Vec<Entry> = map.values().cloned().collect();
-        for e in devices.iter_mut().filter(|e| e.claim.node() == Some(&self.node)) {
+        for e in devices
+            .iter_mut()
+            .filter(|e| e.claim.node() == Some(&self.node))
+        {
             e.claim = Claim::Unclaimed;
         }
         let p = Persisted {

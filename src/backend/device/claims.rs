@@ -27,7 +27,12 @@ pub(super) fn release_update(uid: &str, claim: Option<&Claim>) -> io::Result<Upd
 pub fn from_records(live: &HashMap<String, Vec<u8>>, node: &str) -> io::Result<Claims> {
     let mut claims = Claims::new();
     for (key, value) in live {
-        let bad = |e: serde_json::Error| io::Error::new(io::ErrorKind::InvalidData, format!("state record {key}: {e}"));
+        let bad = |e: serde_json::Error| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("state record {key}: {e}"),
+            )
+        };
         if let Some(uid) = key.strip_prefix(RELEASED) {
             claims.insert(uid.to_string(), serde_json::from_slice(value).map_err(bad)?);
         } else if key.starts_with(&format!("{BACKEND}/")) {
@@ -48,13 +53,17 @@ pub fn from_records(live: &HashMap<String, Vec<u8>>, node: &str) -> io::Result<C
 /// a release: a Released one as it was, a Claimed one whose volume has no record because this
 /// driver cannot tell what is on the device.
 pub(super) fn adopt(
-    ledger: &Ledger<super::DeviceData>,
+    ledger: &Ledger<VolumeRecord>,
     live: &HashMap<String, Vec<u8>>,
     node: &str,
     legacy: Claims,
 ) -> io::Result<Claims> {
     let mut unwritten = BTreeSet::new();
-    for rec in ledger.records().into_iter().filter(|r| r.phase == Phase::Creating) {
+    for rec in ledger
+        .records()
+        .into_iter()
+        .filter(|r| r.phase == Phase::Creating)
+    {
         ledger.remove(&rec).map_err(io::Error::other)?;
         tracing::info!(volume = %rec.id, uid = %rec.backend.uid, "rolled back an unfinished create");
         unwritten.insert(rec.backend.uid);
@@ -86,4 +95,74 @@ pub(super) fn adopt(
         ledger.journal().commit(updates)?;
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::device::DeviceData;
+    use crate::state::Journal;
+    use crate::volume::AccessKind;
+
+    fn rec(name: &str, uid: &str, phase: Phase) -> VolumeRecord {
+        let data = DeviceData {
+            uid: uid.into(),
+            ..Default::default()
+        };
+        let mut r = VolumeRecord::new(
+            format!("device/n/{name}"),
+            name.into(),
+            AccessKind::Block,
+            1,
+            data,
+        );
+        r.phase = phase;
+        r
+    }
+
+    fn claimed(volume: &str, node: &str) -> Claim {
+        Claim::Claimed {
+            volume: volume.into(),
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn older_state_is_adopted_into_the_journal_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, live) = Journal::open(dir.path()).unwrap();
+        let ledger: Ledger<VolumeRecord> = Ledger::open(j, BACKEND, &live).unwrap();
+        ledger.save(rec("ready", "u-ready", Phase::Ready)).unwrap();
+        ledger.save(rec("half", "u-half", Phase::Creating)).unwrap();
+        drop(ledger);
+        let (j, live) = Journal::open(dir.path()).unwrap();
+        let ledger: Ledger<VolumeRecord> = Ledger::open(j, BACKEND, &live).unwrap();
+        let released = Claim::Released {
+            volume: "device/n/old".into(),
+            reason: "not wiped".into(),
+            node: "n".into(),
+        };
+        let legacy = Claims::from([
+            ("u-ready".into(), claimed("device/n/ready", "n")),
+            ("u-half".into(), claimed("device/n/half", "n")),
+            ("u-lost".into(), claimed("device/n/lost", "n")),
+            ("u-rel".into(), released.clone()),
+        ]);
+        let claims = adopt(&ledger, &live, "n", legacy).unwrap();
+        assert_eq!(claims["u-ready"], claimed("device/n/ready", "n"));
+        assert!(
+            !claims.contains_key("u-half"),
+            "the unfinished create is rolled back"
+        );
+        assert_eq!(claims["u-rel"], released);
+        assert!(
+            matches!(&claims["u-lost"], Claim::Released { volume, reason, .. }
+                if volume == "device/n/lost" && reason.contains("no record")),
+            "{claims:?}"
+        );
+        assert!(ledger.get("half").is_none());
+        drop(ledger);
+        let (_j, live) = Journal::open(dir.path()).unwrap();
+        assert_eq!(from_records(&live, "n").unwrap(), claims, "durable");
+    }
 }

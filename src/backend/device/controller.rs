@@ -168,7 +168,9 @@ impl DeviceBackend {
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
             return match rec.phase {
-                Phase::Deleting => Err(Error::precondition(id_str, "is being deleted; retry later")),
+                Phase::Deleting => {
+                    Err(Error::precondition(id_str, "is being deleted; retry later"))
+                }
                 _ => existing_matches(self, rec, kind, &range, &wanted_params),
             };
         }
@@ -213,7 +215,10 @@ impl DeviceBackend {
         // of the record is the claim.
         self.inventory
             .set_claim(&entry.device.uid, self.ours(&rec))
-            .map_err(Error::os(&id_str, format!("claim device {}", entry.device.uid)))?;
+            .map_err(Error::os(
+                &id_str,
+                format!("claim device {}", entry.device.uid),
+            ))?;
         if let Err(e) = self.ledger.save(rec.clone()) {
             self.show_claim(&rec, Claim::Unclaimed);
             return Err(e);

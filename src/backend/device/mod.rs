@@ -92,7 +92,7 @@ static CAPS: BackendCaps = BackendCaps {
 pub struct DeviceBackend {
     node: String,
     inventory: Arc<Inventory>,
-    ledger: Ledger<DeviceData>,
+    ledger: Ledger<VolumeRecord>,
     /// Held from choosing a device to committing its claim, so two creates never pick one.
     claiming: Mutex<()>,
 }

@@ -50,7 +50,7 @@ impl DeviceBackend {
             }
         }
         let outcome = match self.device_path(rec) {
-            // Released or unclaimed already (a repeat after a crash): leave the claim alone.
+            // A device never seen, or claimed by another node: nothing of ours to wipe or release.
             Err(_) if self.claim_of(&rec.backend.uid).as_ref() != Some(&ours) => None,
             Err(e) => Some(self.released(
                 rec,
@@ -71,8 +71,7 @@ impl DeviceBackend {
         let release = match &outcome {
             Some(claim @ Claim::Released { reason, .. }) => {
                 tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, %reason, "device released, not wiped");
-                vec![release_update(&rec.backend.uid, Some(claim))
-                    .map_err(Error::state(&rec.id))?]
+                vec![release_update(&rec.backend.uid, Some(claim)).map_err(Error::state(&rec.id))?]
             }
             _ => Vec::new(),
         };
