@@ -350,7 +350,11 @@ async fn kill_9_at_every_step_of_claim_format_and_release() {
     let listed = d.list_ids().await;
     // The retry answers the committed volume; exactly one device is claimed.
     let id = create(&d, "c", 0, cap()).await.volume_id;
-    assert_eq!(listed, [id.clone()], "the committed create is the volume");
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&id),
+        "the committed create is the volume"
+    );
     assert_consistent(&d, &disks[2], &foreign_uuid).await;
     d.delete(&id).await;
     drop(d);

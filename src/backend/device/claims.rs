@@ -11,15 +11,11 @@ use std::io;
 
 const RELEASED: &str = "device-released/";
 
-/// The update that records `claim` (Released) on `uid`, or forgets a release (None).
-pub(super) fn release_update(uid: &str, claim: Option<&Claim>) -> io::Result<Update> {
-    let key = format!("{RELEASED}{uid}");
-    Ok(match claim {
-        Some(c) => Update::Put {
-            key,
-            value: serde_json::to_vec(c).map_err(io::Error::other)?,
-        },
-        None => Update::Delete { key },
+/// The update that records `claim` (Released) on `uid`.
+pub(super) fn release_update(uid: &str, claim: &Claim) -> io::Result<Update> {
+    Ok(Update::Put {
+        key: format!("{RELEASED}{uid}"),
+        value: serde_json::to_vec(claim).map_err(io::Error::other)?,
     })
 }
 
@@ -88,7 +84,7 @@ pub(super) fn adopt(
                 }
             }
         };
-        updates.push(release_update(&uid, Some(&release))?);
+        updates.push(release_update(&uid, &release)?);
         claims.insert(uid, release);
     }
     if !updates.is_empty() {

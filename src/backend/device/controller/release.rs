@@ -71,7 +71,7 @@ impl DeviceBackend {
         let release = match &outcome {
             Some(claim @ Claim::Released { reason, .. }) => {
                 tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, %reason, "device released, not wiped");
-                vec![release_update(&rec.backend.uid, Some(claim)).map_err(Error::state(&rec.id))?]
+                vec![release_update(&rec.backend.uid, claim).map_err(Error::state(&rec.id))?]
             }
             _ => Vec::new(),
         };
