@@ -335,25 +335,28 @@ async fn kill_9_at_every_step_of_claim_format_and_release() {
     let all = [&disks[0], &disks[1], &disks[2]];
     let cap = mount_cap;
 
-    for point in ["device:create:after-intent", "device:create:after-claim"] {
-        let mut d = driver_for(&all, Some(point)).await;
-        assert!(d
-            .controller()
-            .create_volume(create_req_dev("c", 0, cap()))
-            .await
-            .is_err());
-        d.expect_crash().await;
-        d.remove_env("FERROVOL_CRASH_AT");
-        d.restart().await;
-        assert_consistent(&d, &disks[2], &foreign_uuid).await;
-        assert!(
-            d.list_ids().await.is_empty(),
-            "{point}: the unfinished create is rolled back"
-        );
-        // The retry claims exactly one device.
-        create(&d, "c", 0, cap()).await;
-        assert_consistent(&d, &disks[2], &foreign_uuid).await;
-    }
+    // Create: killed once the record (the claim) is committed, before the answer.
+    let mut d = driver_for(&all, Some("device:create:after-commit")).await;
+    assert!(d
+        .controller()
+        .create_volume(create_req_dev("c", 0, cap()))
+        .await
+        .is_err());
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+    assert_consistent(&d, &disks[2], &foreign_uuid).await;
+    let listed = d.list_ids().await;
+    // The retry answers the committed volume; exactly one device is claimed.
+    let id = create(&d, "c", 0, cap()).await.volume_id;
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&id),
+        "the committed create is the volume"
+    );
+    assert_consistent(&d, &disks[2], &foreign_uuid).await;
+    d.delete(&id).await;
+    drop(d);
 
     // Format: killed right after mkfs, before the offsets are recorded.
     let mut d = driver_for(&all, Some("device:stage:after-mkfs")).await;

@@ -175,9 +175,16 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     assert_eq!(inv.resolve_path(&uid), Some(second.dev.clone()));
     assert!(inv.candidates().iter().all(|e| e.device.uid != uid));
 
-    // A restart reads the same claim back from the state dir.
+    // A restart keeps the uid. The node's own claims live in the state journal, which hands
+    // them to the inventory when it opens; the inventory's file does not hold them.
     drop(inv);
     let again = Inventory::open(state.path(), "node-a", filters(&["/dev/loop*".into()])).unwrap();
+    assert_eq!(again.get(&uid).unwrap().claim, Claim::Unclaimed);
+    drop(again);
+    let own = |_| Ok([(uid.clone(), claim.clone())].into());
+    let again =
+        Inventory::open_with_claims(state.path(), "node-a", filters(&["/dev/loop*".into()]), own)
+            .unwrap();
     assert_eq!(again.get(&uid).unwrap().claim, claim);
     assert_eq!(entry_for(&again.snapshot(), &img).len(), 1);
 }
