@@ -12,11 +12,9 @@
 //! killed. It holds that build's journal (device claims in `devices.json`, without their
 //! node), its `devices.json` and the hostpath base with its markers (xattrs; tar --xattrs).
 
-mod common;
-#[path = "support/fake_sysfs.rs"]
-mod fake_sysfs;
-#[path = "support/disks.rs"]
-mod loopdisks;
+use crate::common;
+use crate::common::fake_sysfs;
+use crate::common::loopdisks;
 
 use common::*;
 use fake_sysfs::FakeSysfs;
