@@ -27,10 +27,9 @@ if [ -z "${RN_INSIDE:-}" ]; then
     ip -n "$RN_CP_NS" link add br0 type bridge
     ip -n "$RN_CP_NS" addr add "$RN_NET.1/24" dev br0
     ip -n "$RN_CP_NS" link set br0 up
+    trap 'ip netns del "$RN_CP_NS"' EXIT
     RN_INSIDE=$RN_CP_NS nsenter --net="/run/netns/$RN_CP_NS" -- "$0" "$@"
-    rc=$?
-    ip netns del "$RN_CP_NS"
-    exit $rc
+    exit $?
 fi
 RN_CP_NS=$RN_INSIDE
 
