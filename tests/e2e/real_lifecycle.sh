@@ -118,7 +118,8 @@ scenario_reboot() {
 }
 
 # helm uninstall with no volumes left: nothing of the chart remains in the cluster but what its
-# policies keep (the BlockDevice CRD, which Helm never deletes, and the nodes' state directories).
+# policies keep (docs/install.md): the NFS share registry (ConfigMap ferrovol-nfs-shares), the
+# BlockDevice CRD, which Helm never deletes, and the nodes' state directories.
 scenario_uninstall() {
     SCENARIO="real nodes: helm uninstall leaves only what the policies keep"
     local left
@@ -127,7 +128,8 @@ scenario_uninstall() {
     k -n ferrovol wait --for=delete pod --all --timeout "$RN_TIMEOUT" >/dev/null || fail "pods stayed" || return 1
     left=$({
         k -n ferrovol get all,configmaps,csistoragecapacities,serviceaccounts,roles,rolebindings -o name |
-            grep -v -e '^configmap/kube-root-ca.crt$' -e '^serviceaccount/default$'
+            grep -v -e '^configmap/kube-root-ca.crt$' -e '^serviceaccount/default$' \
+                -e '^configmap/ferrovol-nfs-shares$'
         k get csidrivers,storageclasses,volumesnapshotclasses,clusterroles,clusterrolebindings,validatingadmissionpolicies -o name |
             grep ferrovol
         k get pv -o name
