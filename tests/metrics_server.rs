@@ -178,7 +178,7 @@ fn idle_connections_beyond_the_cap_are_closed_and_metrics_answers_a_new_client()
     // served at once it is answered only once all but fewer than CAP of them are gone.
     let reply = get_metrics(server.addr).expect("GET /metrics");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(reply.contains("ferrovol_rpc_total"), "{reply}");
+    assert!(reply.contains("ferrovol_rpc_duration_seconds"), "{reply}");
     let still_open = idle.iter().filter(|s| !closed_by_server(s).0).count();
     assert!(
         still_open < CAP,
@@ -224,7 +224,7 @@ fn a_slow_loris_header_is_cut_off_without_an_answer() {
     }
     let sent = String::from_utf8_lossy(&sent_by_server);
     assert!(
-        !sent.contains("HTTP/1.1 200") && !sent.contains("ferrovol_rpc_total"),
+        !sent.contains("HTTP/1.1 200") && !sent.contains("ferrovol_rpc_duration_seconds"),
         "the server answered a request whose header never ended:\n{sent}"
     );
     let reply = get_metrics(server.addr).expect("GET /metrics after the slow client");

@@ -125,6 +125,7 @@ impl Inventory {
             monitor: Mutex::new(None),
         });
         inv.rescan()?;
+        crate::metrics::count_devices(Arc::downgrade(&inv));
         Ok(inv)
     }
 

@@ -143,12 +143,19 @@ pub struct Ledger<E> {
     journal: Arc<Journal>,
     /// Key prefix of this backend's records in the journal: `<backend>/`.
     prefix: String,
-    index: Mutex<Index<E>>,
+    /// Shared with the metrics, which count its volumes at each scrape.
+    index: Arc<Mutex<Index<E>>>,
 }
 
 impl<E> Ledger<E> {
     fn lock(&self) -> MutexGuard<'_, Index<E>> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<E: Send> crate::metrics::VolumeCount for Mutex<Index<E>> {
+    fn volumes(&self) -> usize {
+        self.lock().unwrap_or_else(|p| p.into_inner()).volumes.len()
     }
 }
 
@@ -158,7 +165,10 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         journal: Arc<Journal>,
         backend: &str,
         live: &HashMap<String, Vec<u8>>,
-    ) -> io::Result<Self> {
+    ) -> io::Result<Self>
+    where
+        E: Send + 'static,
+    {
         let prefix = format!("{backend}/");
         let mut index = Index {
             volumes: BTreeSet::new(),
@@ -175,10 +185,12 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
             })?;
             index.insert(rec);
         }
+        let index = Arc::new(Mutex::new(index));
+        crate::metrics::count_volumes(backend, Arc::downgrade(&index) as _);
         Ok(Ledger {
             journal,
             prefix,
-            index: Mutex::new(index),
+            index,
         })
     }
 
