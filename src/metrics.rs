@@ -171,27 +171,27 @@ pub fn render() -> String {
     let mut r = Registry::with_prefix("ferrovol");
     r.register(
         "rpc_duration_seconds",
-        "CSI calls served, timed, by service, method and gRPC code.",
+        "CSI calls served, timed, by service, method and gRPC code",
         m.rpc.clone(),
     );
     r.register(
         "state_commits",
-        "Durable commits (fsync/fdatasync) that operations waited for.",
+        "Durable commits (fsync/fdatasync) that operations waited for",
         m.commits.clone(),
     );
     r.register(
         "state_background_syncs",
-        "Syncs of journal compaction, which no operation waits for.",
+        "Syncs of journal compaction, which no operation waits for",
         m.background_syncs.clone(),
     );
     r.register(
         "state_journal_damaged",
-        "1 when the state journal knows it lost changes (damaged, or restored from an older copy).",
+        "1 when the state journal knows it lost changes (damaged, or restored from an older copy)",
         m.journal_damaged.clone(),
     );
     r.register(
         "unexplained_directories",
-        "Directories kept at start that no intact state record explains.",
+        "Directories kept at start that no intact state record explains",
         m.unexplained_dirs.clone(),
     );
     r.register("volumes", "Volumes this process holds, by backend.", volumes());
@@ -199,18 +199,18 @@ pub fn render() -> String {
     let (up, abandoned) = nfs_servers();
     r.register(
         "nfs_server_up",
-        "0 while the NFS server is known not to answer kernel calls, else 1.",
+        "0 while the NFS server is known not to answer kernel calls, else 1",
         up,
     );
     r.register(
         "nfs_abandoned_kernel_calls",
-        "Kernel calls to an NFS server still running past their deadline.",
+        "Kernel calls to an NFS server still running past their deadline",
         abandoned,
     );
     if let Some(g) = m.kubelet_registered.get() {
         r.register(
             "kubelet_registered",
-            "Whether the kubelet reported the driver registered (1) or not yet or refused (0).",
+            "Whether the kubelet reported the driver registered (1) or not yet or refused (0)",
             g.clone(),
         );
     }
@@ -221,15 +221,29 @@ pub fn render() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
     fn renders_observed_calls() {
         super::observe_rpc(
             "/csi.v1.Controller/CreateVolume",
             tonic::Code::Ok,
-            std::time::Duration::from_micros(300),
+            Duration::from_micros(300),
         );
         let text = super::render();
         let line = "ferrovol_rpc_duration_seconds_bucket{service=\"csi.v1.Controller\",method=\"CreateVolume\",code=\"Ok\",le=\"0.0004\"}";
         assert!(text.contains(line), "{text}");
+    }
+
+    #[test]
+    fn a_server_that_answered_is_up() {
+        let source = "metrics-test-server:/export";
+        crate::os::nfscalls::with_deadline(source, "statfs", Duration::from_secs(60), || Ok(()))
+            .unwrap();
+        let text = super::render();
+        assert!(
+            text.contains("ferrovol_nfs_server_up{server=\"metrics-test-server\"} 1"),
+            "{text}"
+        );
     }
 }
