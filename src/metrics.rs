@@ -125,7 +125,9 @@ fn volumes() -> Family<Labels, Gauge> {
             return false;
         };
         let n = ledger.volumes() as i64;
-        family.get_or_create(&vec![("backend", backend.clone())]).inc_by(n);
+        family
+            .get_or_create(&vec![("backend", backend.clone())])
+            .inc_by(n);
         true
     });
     family
@@ -194,8 +196,16 @@ pub fn render() -> String {
         "Directories kept at start that no intact state record explains",
         m.unexplained_dirs.clone(),
     );
-    r.register("volumes", "Volumes this process holds, by backend.", volumes());
-    r.register("devices", "Block devices in this node's inventory.", devices());
+    r.register(
+        "volumes",
+        "Volumes this process holds, by backend.",
+        volumes(),
+    );
+    r.register(
+        "devices",
+        "Block devices in this node's inventory.",
+        devices(),
+    );
     let (up, abandoned) = nfs_servers();
     r.register(
         "nfs_server_up",

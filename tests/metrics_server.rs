@@ -330,7 +330,11 @@ fn every_documented_series_is_served_and_every_served_one_documented() {
     );
     let served = served_series(&reply);
     let documented = documented_series();
-    let always: Vec<&String> = documented.iter().filter(|(_, a)| **a).map(|(n, _)| n).collect();
+    let always: Vec<&String> = documented
+        .iter()
+        .filter(|(_, a)| **a)
+        .map(|(n, _)| n)
+        .collect();
     assert!(always.len() >= 4, "{documented:?}");
     let missing: Vec<&&String> = always.iter().filter(|n| !served.contains(**n)).collect();
     assert!(
