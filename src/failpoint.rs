@@ -11,13 +11,11 @@
 //! fault-campaign builds enable (Cargo.toml: a dev-dependency of the crate on itself with the
 //! feature) and the release image does not; without it [`hit`] and [`fail`] do nothing.
 
-use std::io;
-
 #[cfg(not(feature = "failpoints"))]
 pub fn hit(_point: &str) {}
 
 #[cfg(not(feature = "failpoints"))]
-pub fn fail(_point: &str) -> io::Result<()> {
+pub fn fail(_point: &str) -> std::io::Result<()> {
     Ok(())
 }
 

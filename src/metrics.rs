@@ -241,7 +241,7 @@ mod tests {
             Duration::from_micros(300),
         );
         let text = super::render();
-        let line = "ferrovol_rpc_duration_seconds_bucket{service=\"csi.v1.Controller\",method=\"CreateVolume\",code=\"Ok\",le=\"0.0004\"}";
+        let line = "ferrovol_rpc_duration_seconds_bucket{le=\"0.0004\",service=\"csi.v1.Controller\",method=\"CreateVolume\",code=\"Ok\"} 1";
         assert!(text.contains(line), "{text}");
     }
 
