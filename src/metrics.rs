@@ -198,12 +198,12 @@ pub fn render() -> String {
     );
     r.register(
         "volumes",
-        "Volumes this process holds, by backend.",
+        "Volumes this process holds, by backend",
         volumes(),
     );
     r.register(
         "devices",
-        "Block devices in this node's inventory.",
+        "Block devices in this node's inventory",
         devices(),
     );
     let (up, abandoned) = nfs_servers();
