@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
@@ -89,10 +90,7 @@ pub fn set_kubelet_registered(registered: bool) {
 
 /// Times one gRPC call: `path` is `/<service>/<method>`.
 pub fn observe_rpc(path: &str, code: tonic::Code, elapsed: Duration) {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", path));
+    let (service, method) = rpc_labels(path);
     let labels = vec![
         ("service", service.to_string()),
         ("method", method.to_string()),
@@ -102,6 +100,33 @@ pub fn observe_rpc(path: &str, code: tonic::Code, elapsed: Duration) {
         .rpc
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
+}
+
+/// The labels of a call's path when csi.proto declares it, else `other`: a client must not be
+/// able to make new series by calling methods that do not exist.
+fn rpc_labels(path: &str) -> (&str, &str) {
+    static DECLARED: OnceLock<HashSet<String>> = OnceLock::new();
+    let declared = DECLARED.get_or_init(|| {
+        let proto = include_str!("../proto/csi.proto");
+        let mut service = "";
+        let mut names = HashSet::new();
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().unwrap_or("");
+            } else if let Some(rest) = line.strip_prefix("rpc ") {
+                let method = rest
+                    .split(|c: char| !c.is_alphanumeric())
+                    .next()
+                    .unwrap_or("");
+                names.insert(format!("/csi.v1.{service}/{method}"));
+            }
+        }
+        names
+    });
+    match path.trim_start_matches('/').split_once('/') {
+        Some(labels) if declared.contains(path) => labels,
+        _ => ("other", "other"),
+    }
 }
 
 /// Counts the volumes of `backend` held by `ledger` at each scrape, for as long as it lives.
@@ -243,6 +268,28 @@ mod tests {
         let text = super::render();
         let line = "ferrovol_rpc_duration_seconds_bucket{le=\"0.0004\",service=\"csi.v1.Controller\",method=\"CreateVolume\",code=\"Ok\"} 1";
         assert!(text.contains(line), "{text}");
+    }
+
+    #[test]
+    fn a_method_the_proto_does_not_declare_is_one_bounded_label() {
+        for i in 0..3 {
+            super::observe_rpc(
+                &format!("/csi.v1.Controller/MadeUp{i}"),
+                tonic::Code::Unimplemented,
+                Duration::from_micros(10),
+            );
+        }
+        super::observe_rpc(
+            "/x.Y/Z",
+            tonic::Code::Unimplemented,
+            Duration::from_micros(10),
+        );
+        let text = super::render();
+        assert!(!text.contains("MadeUp") && !text.contains("x.Y"), "{text}");
+        assert!(
+            text.contains("ferrovol_rpc_duration_seconds_count{service=\"other\",method=\"other\",code=\"Unimplemented\"} 4"),
+            "{text}"
+        );
     }
 
     #[test]
