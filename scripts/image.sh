@@ -66,6 +66,7 @@ capability() { dockerfile | grep -o 'setcap [^ ]* /usr/bin/ferrovol' | awk '{pri
 instruction() { sed -n "s/^$1 //p" Dockerfile | tail -1; }
 
 if [ "${1:-}" = --print-recipe ]; then
+    echo "suite: $SUITE"
     echo "packages: $(packages | tr '\n' ' ' | sed 's/ $//')"
     echo "capability: $(capability)"
     echo "user: $(instruction USER)"
