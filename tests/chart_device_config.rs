@@ -36,7 +36,11 @@ fn render(values: &str) -> Option<Vec<Value>> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("values.yaml");
     std::fs::write(&file, values).unwrap();
-    let text = template(&helm, [std::ffi::OsStr::new("-f"), file.as_os_str()], "node sections");
+    let text = template(
+        &helm,
+        [std::ffi::OsStr::new("-f"), file.as_os_str()],
+        "node sections",
+    );
     Some(
         serde_yaml::Deserializer::from_str(&text)
             .map(|d| Value::deserialize(d).unwrap())
@@ -133,10 +137,16 @@ fn a_node_section_without_a_name_fails_the_render() {
         .current_dir(helm::root())
         .args(["template", "ferrovol", "charts/ferrovol"])
         .args(["--set", "local.device.enabled=true"])
-        .args(["--set", "local.device.discovery.nodes[0].include[0]=/dev/sdb"])
+        .args([
+            "--set",
+            "local.device.discovery.nodes[0].include[0]=/dev/sdb",
+        ])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "rendered a node section without a name");
+    assert!(
+        !out.status.success(),
+        "rendered a node section without a name"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("name"), "{err}");
 }

@@ -80,8 +80,14 @@ fn image_sh_reads_the_dockerfiles_final_stage() {
         .split_whitespace()
         .map(String::from)
         .collect();
-    assert!(!want.is_empty(), "the Dockerfile's final stage installs no package");
-    assert_eq!(got, want, "image.sh's packages differ from the Dockerfile's");
+    assert!(
+        !want.is_empty(),
+        "the Dockerfile's final stage installs no package"
+    );
+    assert_eq!(
+        got, want,
+        "image.sh's packages differ from the Dockerfile's"
+    );
 
     let from = stage[0].split_whitespace().nth(1).unwrap();
     assert!(
@@ -124,11 +130,18 @@ fn the_final_stage_holds_only_what_image_sh_reads() {
         }
     }
     let runs: Vec<&String> = stage.iter().filter(|l| l.starts_with("RUN ")).collect();
-    let known = ["apt-get", "rm -rf /var/lib/apt/lists", "setcap", "find / -xdev"];
+    let known = [
+        "apt-get",
+        "rm -rf /var/lib/apt/lists",
+        "setcap",
+        "find / -xdev",
+    ];
     for run in runs {
         for step in run.trim_start_matches("RUN ").split("&&").map(str::trim) {
             assert!(
-                known.iter().any(|k| step.starts_with(k) || step.contains("apt-get")),
+                known
+                    .iter()
+                    .any(|k| step.starts_with(k) || step.contains("apt-get")),
                 "scripts/image.sh does not do the Dockerfile's step: {step}"
             );
         }
