@@ -167,13 +167,12 @@ impl DeviceBackend {
         }
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
-            match rec.phase {
-                Phase::Ready => return existing_matches(self, rec, kind, &range, &wanted_params),
-                Phase::Creating => self.roll_back_create(&rec)?,
+            return match rec.phase {
                 Phase::Deleting => {
-                    return Err(Error::precondition(id_str, "is being deleted; retry later"))
+                    Err(Error::precondition(id_str, "is being deleted; retry later"))
                 }
-            }
+                _ => existing_matches(self, rec, kind, &range, &wanted_params),
+            };
         }
         let Some(entry) = self
             .fitting(&params, Some(&range))?
@@ -212,17 +211,19 @@ impl DeviceBackend {
             },
         );
         rec.parameters = wanted_params;
-        // Intent first: a crash from here on is rolled back at the next start.
-        rec.phase = Phase::Creating;
-        self.ledger.save(rec.clone())?;
-        crate::failpoint::hit("device:create:after-intent");
-        if let Err(e) = self.set_claim(&rec, self.ours(&rec)) {
-            let _ = self.ledger.remove(&rec);
+        // Shown first, so a claim another node took meanwhile refuses this one; the one commit
+        // of the record is the claim.
+        self.inventory
+            .set_claim(&entry.device.uid, self.ours(&rec))
+            .map_err(Error::os(
+                &id_str,
+                format!("claim device {}", entry.device.uid),
+            ))?;
+        if let Err(e) = self.ledger.save(rec.clone()) {
+            self.show_claim(&rec, Claim::Unclaimed);
             return Err(e);
         }
-        crate::failpoint::hit("device:create:after-claim");
-        rec.phase = Phase::Ready;
-        self.ledger.save(rec.clone())?;
+        crate::failpoint::hit("device:create:after-commit");
         tracing::info!(volume = %id_str, uid = %entry.device.uid, device = %entry.device.dev_path.display(), size, "claimed device");
         Ok(self.info(&rec))
     }
