@@ -2,8 +2,7 @@
 //! each node: node sections of `local.device.discovery.nodes` reach the ConfigMap the node
 //! plugin reads with `--device-config`, and split devices between nodes.
 
-#[path = "support/helm.rs"]
-mod helm;
+use crate::common::helm;
 
 use ferrovol::discovery::Filters;
 use helm::{helm, template};

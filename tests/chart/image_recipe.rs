@@ -3,13 +3,9 @@
 //! Debian suite, packages (less those purged again), file capability, user, entrypoint and
 //! command, and that the stage holds nothing else image.sh would miss.
 
+use crate::common::helm::root;
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The Dockerfile's final stage, continuation lines joined.
 fn final_stage() -> Vec<String> {
