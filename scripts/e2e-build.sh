@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control plane the e2e suite runs as plain processes:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, csi-provisioner,
-# csi-resizer, snapshot-controller and csi-snapshotter (with the snapshot CRDs), into a cache
-# directory, skipping each binary already built at the pinned version.
+# csi-resizer, snapshot-controller and csi-snapshotter (with the snapshot CRDs); for real nodes
+# kubelet and kube-proxy, a static `pause` program (tests/e2e/images/pause) and
+# local-path-provisioner; into a cache directory, skipping each binary already built at the
+# pinned version (pause: at its source's hash).
 #
 # None of these can be `go install`ed (their go.mod files carry replace lines), so:
 #  - Kubernetes and etcd are built from small wrapper modules that name the commands in
 #    `tool` lines; for Kubernetes every staging module (`=> ./staging/...` in its go.mod)
 #    is replaced by its published v0.<minor>.<patch> release.
+#  - local-path-provisioner has no replace lines: `go install`ed, static (CGO_ENABLED=0) so its
+#    image needs no libc; pause likewise.
 #  - external-provisioner, external-resizer and external-snapshotter are built inside a
 #    writable copy of their own module directory, so their own replace lines apply.
 #    external-snapshotter replaces its client module with ./client, which its module zip
@@ -25,6 +29,7 @@ ETCD_VERSION=v3.7.3
 PROVISIONER_VERSION=v6.4.0
 RESIZER_VERSION=v2.3.0
 SNAPSHOTTER_VERSION=v8.7.0
+LOCAL_PATH_VERSION=v0.0.30
 
 CACHE=${FERROVOL_E2E_CACHE:-$HOME/.cache/ferrovol-e2e}
 BIN=$CACHE/bin
@@ -44,7 +49,8 @@ up_to_date() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "
 stamp() { echo "$2" >"$BIN/.$1.version"; }
 
 build_kubernetes() {
-    local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() c
+    local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+    local missing=() c
     for c in "${cmds[@]}"; do up_to_date "$c" "$K8S_VERSION" || missing+=("$c"); done
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "== building ${missing[*]} $K8S_VERSION"
@@ -65,7 +71,14 @@ build_kubernetes() {
             for m in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$kdir/go.mod"); do
                 go mod edit -replace "$m=$m@$staging"
             done
-            for c in "${cmds[@]}"; do go mod edit -tool "k8s.io/kubernetes/cmd/$c"; done
+        fi
+        # A command added to the list after the first run gets its tool line and a new tidy.
+        local untracked=()
+        for c in "${cmds[@]}"; do
+            grep -q "k8s.io/kubernetes/cmd/$c\$" go.mod || untracked+=("$c")
+        done
+        if [ ${#untracked[@]} -gt 0 ]; then
+            for c in "${untracked[@]}"; do go mod edit -tool "k8s.io/kubernetes/cmd/$c"; done
             "${NICE[@]}" go mod tidy
         fi
         local v=k8s.io/component-base/version cv=k8s.io/client-go/pkg/version
@@ -100,6 +113,26 @@ build_etcd() {
         "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
     )
     stamp etcd "$ETCD_VERSION"
+}
+
+build_pause() {
+    local src hash
+    src=$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/images/pause/main.go
+    hash=$(sha256sum "$src" | cut -c1-16)
+    up_to_date pause "$hash" && return 0
+    echo "== building pause"
+    (cd "$(dirname "$src")" && CGO_ENABLED=0 GO111MODULE=off "${NICE[@]}" go build -trimpath \
+        -ldflags "-s -w" -o "$BIN/pause" main.go)
+    stamp pause "$hash"
+}
+
+build_local_path() {
+    up_to_date local-path-provisioner "$LOCAL_PATH_VERSION" && return 0
+    echo "== building local-path-provisioner $LOCAL_PATH_VERSION"
+    (cd "$SRC" && CGO_ENABLED=0 GOBIN=$BIN "${NICE[@]}" go install -trimpath \
+        -ldflags "-s -w -X main.VERSION=$LOCAL_PATH_VERSION" \
+        "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION")
+    stamp local-path-provisioner "$LOCAL_PATH_VERSION"
 }
 
 # module_copy MODULE VERSION DIR: a writable copy of MODULE@VERSION from the module cache at DIR.
@@ -174,4 +207,6 @@ build_kubernetes
 build_provisioner
 build_resizer
 build_snapshotter
+build_pause
+build_local_path
 echo "$BIN"

@@ -28,6 +28,15 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v ganesha.nfsd >/dev/null || need_apt+=(nfs-ganesha)
 ls /usr/lib/*/ganesha/libfsalvfs.so >/dev/null 2>&1 || need_apt+=(nfs-ganesha-vfs)
 command -v rpcbind >/dev/null || need_apt+=(rpcbind)
+# Real nodes: a container runtime with CNI plugins, and the tools scripts/image.sh builds the
+# images with (a Debian rootfs, a static busybox).
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v setcap >/dev/null || need_apt+=(libcap2-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq

@@ -109,8 +109,13 @@ pub fn open(
             })?),
             super::device::BACKEND => {
                 let d = &settings.devices;
-                let filters =
-                    Filters::new(&d.include, &d.exclude, d.config.as_deref(), &d.protected)?;
+                let filters = Filters::for_node(
+                    &d.include,
+                    &d.exclude,
+                    d.config.as_deref(),
+                    &d.protected,
+                    Some(&settings.node_id),
+                )?;
                 Arc::new(DeviceBackend::open(
                     DeviceConfig {
                         node_id: settings.node_id.clone(),

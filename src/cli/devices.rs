@@ -21,7 +21,8 @@ pub struct DevicesArgs {
     /// Further paths whose disks are the OS's (besides / and /boot): the state dir, the kubelet dir.
     #[arg(long = "protect", value_name = "PATH", default_values = ["/var/lib/kubelet"])]
     pub protect: Vec<PathBuf>,
-    /// Node name that qualifies node-local identities. Default: the hostname.
+    /// Node name that qualifies node-local identities and picks the config's node sections.
+    /// Default: the hostname.
     #[arg(long = "node-id")]
     pub node: Option<String>,
     /// Print JSON instead of the table.
@@ -30,16 +31,17 @@ pub struct DevicesArgs {
 }
 
 pub fn run(args: DevicesArgs) -> BoxResult<()> {
-    let filters = Filters::new(
-        &args.include,
-        &args.exclude,
-        args.config.as_deref(),
-        &args.protect,
-    )?;
     let node = match args.node {
         Some(n) => n,
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
+    let filters = Filters::for_node(
+        &args.include,
+        &args.exclude,
+        args.config.as_deref(),
+        &args.protect,
+        Some(&node),
+    )?;
     let devs = scan::scan_all(&node, &filters)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&devs)?);

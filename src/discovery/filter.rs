@@ -18,10 +18,27 @@ use std::path::{Path, PathBuf};
 /// ```yaml
 /// include: { paths: ["/dev/disk/by-id/wwn-*"], vendors: [], models: ["Samsung SSD*"] }
 /// exclude: { paths: ["/dev/sdz"], vendors: ["VMware*"], models: [] }
+/// nodes:                      # rules for some nodes only, added to the ones above
+///   - name: "db-*"            # glob on the node name (--node-id)
+///     include: { paths: ["/dev/nvme1n1"] }
+///     exclude: { vendors: ["VMware*"] }
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
+    #[serde(default)]
+    pub include: Rules,
+    #[serde(default)]
+    pub exclude: Rules,
+    #[serde(default)]
+    pub nodes: Vec<NodeRules>,
+}
+
+/// Rules that apply on the nodes whose name matches `name`, on top of the global rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRules {
+    pub name: String,
     #[serde(default)]
     pub include: Rules,
     #[serde(default)]
@@ -77,13 +94,26 @@ const TEXT_OPTS: MatchOptions = MatchOptions {
 };
 
 impl Filters {
-    /// From `--device-include`, `--device-exclude`, an optional `--device-config` file, and
-    /// the extra protected paths (state dir, kubelet dir; / and /boot are always protected).
+    /// From `--device-include`, `--device-exclude`, an optional `--device-config` file without
+    /// node sections, and the extra protected paths (state dir, kubelet dir; / and /boot are
+    /// always protected).
     pub fn new(
         include: &[String],
         exclude: &[String],
         config: Option<&Path>,
         protected: &[PathBuf],
+    ) -> io::Result<Filters> {
+        Self::for_node(include, exclude, config, protected, None)
+    }
+
+    /// As [`Filters::new`], adding the rules of the config's node sections whose name matches
+    /// `node`. A config with node sections needs the node's name.
+    pub fn for_node(
+        include: &[String],
+        exclude: &[String],
+        config: Option<&Path>,
+        protected: &[PathBuf],
+        node: Option<&str>,
     ) -> io::Result<Filters> {
         let cfg = match config {
             Some(p) => {
@@ -95,6 +125,7 @@ impl Filters {
             }
             None => FilterConfig::default(),
         };
+        let cfg = cfg.on_node(node)?;
         let mut inc = include.to_vec();
         inc.extend(cfg.include.paths);
         let mut exc = exclude.to_vec();
@@ -169,6 +200,56 @@ impl Filters {
     fn path_match<'a>(&self, pats: &'a [Pattern], dev: &Device) -> Option<&'a Pattern> {
         pats.iter()
             .find(|p| dev.names().any(|n| p.matches_path_with(n, PATH_OPTS)))
+    }
+}
+
+impl FilterConfig {
+    /// The global rules plus those of every node section matching `node`. Every section's
+    /// name is checked, so a typo fails on every node, not only on the one it names.
+    fn on_node(self, node: Option<&str>) -> io::Result<FilterConfig> {
+        let mut out = FilterConfig {
+            include: self.include,
+            exclude: self.exclude,
+            nodes: Vec::new(),
+        };
+        for section in self.nodes {
+            let name = Pattern::new(&section.name).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("node section name {:?}: {e}", section.name),
+                )
+            })?;
+            // The section's own patterns are compiled below only on its nodes: check them here.
+            for (what, pats) in [
+                ("include", &section.include.paths),
+                ("include vendor", &section.include.vendors),
+                ("include model", &section.include.models),
+                ("exclude", &section.exclude.paths),
+                ("exclude vendor", &section.exclude.vendors),
+                ("exclude model", &section.exclude.models),
+            ] {
+                compile(what, pats)?;
+            }
+            let Some(node) = node else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the device config has node sections, but no node name is known",
+                ));
+            };
+            if name.matches_with(node, PATH_OPTS) {
+                out.include.extend(section.include);
+                out.exclude.extend(section.exclude);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Rules {
+    fn extend(&mut self, more: Rules) {
+        self.paths.extend(more.paths);
+        self.vendors.extend(more.vendors);
+        self.models.extend(more.models);
     }
 }
 

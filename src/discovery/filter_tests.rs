@@ -182,3 +182,79 @@ fn the_charts_config_map_format_parses() {
     assert_eq!(c.include.models, ["Samsung*"]);
     assert_eq!(c.exclude.vendors, ["ATA*"]);
 }
+
+/// Filters of the device config `yaml` on node `node`.
+fn on_node(yaml: &str, node: &str) -> io::Result<Filters> {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("devices.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    Filters::for_node(&[], &[], Some(&cfg), &[], Some(node))
+}
+
+#[test]
+fn node_sections_split_devices_between_nodes() {
+    // Two nodes that see the same loop devices (one kernel): each claims only its own.
+    let yaml = "nodes:\n\
+                - {name: node-a, include: {paths: [/dev/loop10]}}\n\
+                - {name: node-b, include: {paths: [/dev/loop11]}}\n";
+    let loop10 = Device::fake("loop10", DeviceType::Loop);
+    let loop11 = Device::fake("loop11", DeviceType::Loop);
+    let a = on_node(yaml, "node-a").unwrap();
+    assert_eq!(a.evaluate(&loop10), Ok(()));
+    assert!(!a.selects(&loop11));
+    let b = on_node(yaml, "node-b").unwrap();
+    assert_eq!(b.evaluate(&loop11), Ok(()));
+    assert!(!b.selects(&loop10));
+    let other = on_node(yaml, "node-c").unwrap();
+    assert!(!other.selects(&loop10) && !other.selects(&loop11));
+}
+
+#[test]
+fn node_rules_add_to_the_global_ones() {
+    let yaml = "include: {paths: [\"/dev/sd*\"]}\n\
+                nodes:\n\
+                - name: \"db-*\"\n  \
+                  exclude: {paths: [/dev/sdb], vendors: [VMware*]}\n  \
+                  include: {models: [\"Samsung*\"]}\n";
+    let sdb = disk("sdb");
+    assert_eq!(on_node(yaml, "web-1").unwrap().evaluate(&sdb), Ok(()));
+    let db = on_node(yaml, "db-1").unwrap();
+    assert_eq!(
+        db.evaluate(&sdb).unwrap_err(),
+        "excluded by pattern /dev/sdb"
+    );
+    assert_eq!(db.evaluate(&disk("sdc")), Ok(()));
+    let mut vm = disk("sdc");
+    vm.vendor = Some("VMware".into());
+    assert_eq!(
+        db.evaluate(&vm).unwrap_err(),
+        "excluded by vendor rule VMware*"
+    );
+    let mut nvme = Device::fake("nvme0n1", DeviceType::Disk);
+    nvme.model = Some("Samsung SSD 990".into());
+    assert_eq!(db.evaluate(&nvme), Ok(()));
+    assert!(on_node(yaml, "web-1").unwrap().evaluate(&nvme).is_err());
+}
+
+#[test]
+fn every_node_section_is_checked_on_every_node() {
+    // A typo in another node's section fails here too, not only on that node.
+    let yaml = "nodes:\n- name: node-b\n  include: {paths: [\"/dev/[\"]}\n";
+    let e = on_node(yaml, "node-a").unwrap_err();
+    assert!(e.to_string().contains("\"/dev/[\""), "{e}");
+    let e = on_node("nodes:\n- name: \"node-[\"\n", "node-a").unwrap_err();
+    assert!(e.to_string().contains("node-["), "{e}");
+    let e = on_node("nodes:\n- include: {paths: [/dev/sdb]}\n", "node-a").unwrap_err();
+    assert!(e.to_string().contains("name"), "{e}");
+    let e = on_node("nodes:\n- name: a\n  inclde: {}\n", "a").unwrap_err();
+    assert!(e.to_string().contains("inclde"), "{e}");
+}
+
+#[test]
+fn node_sections_need_the_node_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("devices.yaml");
+    std::fs::write(&cfg, "nodes:\n- name: a\n  include: {paths: [/dev/sdb]}\n").unwrap();
+    let e = Filters::new(&[], &[], Some(&cfg), &[]).unwrap_err();
+    assert!(e.to_string().contains("node name"), "{e}");
+}
