@@ -6,11 +6,10 @@ use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::{HostpathBackend, CAPS};
 use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
-use crate::state::Queued;
 use crate::volume::{
     AccessKind, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
 };
@@ -48,9 +47,9 @@ pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> 
 }
 
 impl HostpathBackend {
-    /// Makes and marks the directory, then queues the record: the volume exists once the
-    /// record is durable (the `Done`'s commit).
-    fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+    /// Makes and marks the directory, then commits the record: the volume exists once the
+    /// record is durable.
+    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = access_kind(&id_str, &req.capabilities)?;
@@ -110,9 +109,7 @@ impl HostpathBackend {
                     format!("exists with content source {:?}", rec.backend.source),
                 ));
             }
-            return self
-                .existing_matches(rec, kind, &req.capacity, &wanted_params)
-                .map(Done::Now);
+            return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
         }
 
         let (total, available) = self.space_for(capacity)?;
@@ -191,31 +188,14 @@ impl HostpathBackend {
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
         let dir = self.volume_dir(&rec.name);
-        let rollback = move |me: &Self| {
-            if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
+        // The commit point: once the record is durable the volume exists.
+        if let Err(e) = self.ledger.save(rec) {
+            if let Err(undo) = self.remove_dir_of(&id_str, &dir, enforced_by) {
                 tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
             }
-        };
-        let Queued { ticket, pending } = match self.ledger.queue_save(rec) {
-            Ok(queued) => queued,
-            Err(e) => {
-                rollback(self);
-                return Err(e);
-            }
-        };
-        let me = self.arc();
-        Ok(Done::after_commit(
-            self.ledger.journal().clone(),
-            ticket,
-            move |outcome| {
-                // The commit point: once the record is durable the volume exists.
-                if let Err(e) = pending.settle(&me.ledger, outcome) {
-                    rollback(&me);
-                    return Err(e);
-                }
-                Ok(info)
-            },
-        ))
+            return Err(e);
+        }
+        Ok(info)
     }
 
     fn existing_matches(
@@ -243,9 +223,8 @@ impl HostpathBackend {
         }
     }
 
-    /// Queues the record's removal; the directory goes once the removal is durable (the
-    /// `Done`'s commit).
-    fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
+    /// Commits the record's removal; the directory goes once the removal is durable.
+    fn delete_volume(&self, id: &VolumeId) -> Result<()> {
         if !self.is_local(id) {
             return Err(Error::precondition(
                 id.to_string(),
@@ -259,7 +238,7 @@ impl HostpathBackend {
         let id_str = id.to_string();
         self.require_base(&id_str)?;
         let Some(rec) = self.ledger.by_id(&id_str) else {
-            return self.delete_orphan(id).map(Done::Now);
+            return self.delete_orphan(id);
         };
         if let Some(why) = rec.in_use() {
             return Err(Error::precondition(id_str, why));
@@ -274,18 +253,13 @@ impl HostpathBackend {
                 let find = || crate::os::loopdev::find_by_backing_file(&image);
                 let mut attached = find().map_err(Error::os(&id_str, "list loop devices"))?;
                 if !attached.is_empty() {
-                    // Only the wait runs as a long step (off the runtime's worker).
-                    attached = crate::backend::done::long_step(|| {
-                        for _ in 0..19 {
-                            std::thread::sleep(std::time::Duration::from_millis(100));
-                            let now = find()?;
-                            if now.is_empty() {
-                                return Ok(now);
-                            }
+                    for _ in 0..20 {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        attached = find().map_err(Error::os(&id_str, "list loop devices"))?;
+                        if attached.is_empty() {
+                            break;
                         }
-                        find()
-                    })
-                    .map_err(Error::os(&id_str, "list loop devices"))?;
+                    }
                 }
                 if let Some(a) = attached.first() {
                     return Err(Error::precondition(
@@ -315,23 +289,15 @@ impl HostpathBackend {
         // the next start lifts the limit it names and removes it. Until the directory is gone
         // its project still counts usage, so no create takes the project id meanwhile.
         crate::failpoint::hit("delete:before-commit");
-        let Queued { ticket, pending } = self.ledger.queue_remove(&rec)?;
-        let me = self.arc();
-        Ok(Done::after_commit(
-            self.ledger.journal().clone(),
-            ticket,
-            move |outcome| {
-                pending.settle(&me.ledger, outcome)?;
-                crate::failpoint::hit("delete:after-commit");
-                // The volume is deleted whatever happens here: a limit left in place only keeps
-                // its (empty) project id from being reused.
-                if let Err(e) = me.release_limit(&id_str, rec.backend.enforced_by) {
-                    tracing::warn!(volume = %id_str, error = %e, "deleted; its capacity limit could not be lifted");
-                }
-                me.remove_deleted(&id_str, &rec.name);
-                Ok(())
-            },
-        ))
+        self.ledger.remove(&rec)?;
+        crate::failpoint::hit("delete:after-commit");
+        // The volume is deleted whatever happens here: a limit left in place only keeps its
+        // (empty) project id from being reused.
+        if let Err(e) = self.release_limit(&id_str, rec.backend.enforced_by) {
+            tracing::warn!(volume = %id_str, error = %e, "deleted; its capacity limit could not be lifted");
+        }
+        self.remove_deleted(&id_str, &rec.name);
+        Ok(())
     }
 
     /// A directory with our marker but no record (state lost): ours, so delete it. The directory
@@ -366,18 +332,10 @@ impl ControllerBackend for HostpathBackend {
     }
 
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.create_volume(req)?.wait()
-    }
-
-    fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.delete_volume(id)?.wait()
-    }
-
-    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         self.create_volume(req)
     }
 
-    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn delete(&self, id: &VolumeId) -> Result<()> {
         self.delete_volume(id)
     }
 
