@@ -82,7 +82,6 @@ impl FakeBackend {
                 expansion: Expansion::Online,
                 node_expansion: true,
                 snapshots: false,
-                quick_provisioning: true,
                 clone: false,
             },
         )
@@ -104,7 +103,6 @@ impl FakeBackend {
                 expansion: Expansion::None,
                 node_expansion: false,
                 snapshots: false,
-                quick_provisioning: false,
                 clone: false,
             },
         )

@@ -87,7 +87,6 @@ static CAPS: BackendCaps = BackendCaps {
     expansion: Expansion::UpToDevice,
     node_expansion: false,
     snapshots: false,
-    quick_provisioning: false,
     clone: false,
 };
 

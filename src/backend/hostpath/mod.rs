@@ -59,7 +59,6 @@ static CAPS: BackendCaps = BackendCaps {
     expansion: Expansion::Online,
     node_expansion: true,
     snapshots: true,
-    quick_provisioning: true,
     clone: true,
 };
 

@@ -119,7 +119,6 @@ static CAPS: BackendCaps = BackendCaps {
     expansion: Expansion::Online,
     node_expansion: false,
     snapshots: true,
-    quick_provisioning: false,
     clone: true,
 };
 
