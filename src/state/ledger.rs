@@ -96,7 +96,7 @@ impl<E> Index<E> {
 }
 
 /// A record change queued in the journal: acknowledged, and shown by the index, only once its
-/// batch is durable. Wait for `ticket` (on a thread or as a task), then settle `pending`.
+/// batch is durable. Wait for `ticket`, then settle `pending`.
 #[must_use = "a queued change counts only once it is settled"]
 pub struct Queued<E> {
     pub ticket: Ticket,
