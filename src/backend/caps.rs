@@ -35,8 +35,6 @@ pub struct BackendCaps {
     pub expansion: Expansion,
     /// Expansion has a node step (grow a filesystem, refresh a loop device).
     pub node_expansion: bool,
-    /// CreateSnapshot, DeleteSnapshot and ListSnapshots, and CreateVolume from a snapshot.
-    pub snapshots: bool,
     /// CreateVolume from another volume.
     pub clone: bool,
 }

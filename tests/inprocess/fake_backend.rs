@@ -81,7 +81,6 @@ impl FakeBackend {
                 stage: true,
                 expansion: Expansion::Online,
                 node_expansion: true,
-                snapshots: false,
                 clone: false,
             },
         )
@@ -102,7 +101,6 @@ impl FakeBackend {
                 stage: false,
                 expansion: Expansion::None,
                 node_expansion: false,
-                snapshots: false,
                 clone: false,
             },
         )

@@ -130,7 +130,63 @@ impl DeviceBackend {
         Ok(fp)
     }
 
-    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    /// fsType from the class, else the capability's, else ext4; the two must agree.
+    fn fs_type_for(&self, id: &str, params: &DeviceParams, caps: &[Capability]) -> Result<String> {
+        let from_cap = caps
+            .iter()
+            .map(|c| c.fs_type.as_str())
+            .find(|f| !f.is_empty());
+        let fs = match (params.fs_type(), from_cap) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::invalid(format!(
+                    "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
+                )))
+            }
+            (Some(a), _) => a,
+            (None, Some(b)) => b,
+            (None, None) => "ext4",
+        };
+        if !mkfs::SUPPORTED.contains(&fs) {
+            return Err(Error::invalid(format!(
+                "volume {id}: fs_type {fs:?} is not one of {:?}",
+                mkfs::SUPPORTED
+            )));
+        }
+        Ok(fs.to_string())
+    }
+}
+
+fn existing_matches(
+    b: &DeviceBackend,
+    rec: VolumeRecord,
+    kind: AccessKind,
+    range: &CapacityRange,
+    params: &BTreeMap<String, String>,
+) -> Result<VolumeInfo> {
+    let mismatch = if rec.kind != kind {
+        Some(format!("exists with access type {:?}", rec.kind))
+    } else if !range.admits(rec.capacity_bytes) {
+        Some(format!(
+            "exists with capacity {} bytes, outside the requested range",
+            rec.capacity_bytes
+        ))
+    } else if &rec.parameters != params {
+        Some(format!("exists with parameters {:?}", rec.parameters))
+    } else {
+        None
+    };
+    match mismatch {
+        Some(detail) => Err(Error::exists(rec.id, detail)),
+        None => Ok(b.info(&rec)),
+    }
+}
+
+impl ControllerBackend for DeviceBackend {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(BACKEND, &self.node, name)
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
         let kind = access_kind(&id_str, &req.capabilities)?;
@@ -227,68 +283,34 @@ impl DeviceBackend {
         Ok(self.info(&rec))
     }
 
-    /// fsType from the class, else the capability's, else ext4; the two must agree.
-    fn fs_type_for(&self, id: &str, params: &DeviceParams, caps: &[Capability]) -> Result<String> {
-        let from_cap = caps
-            .iter()
-            .map(|c| c.fs_type.as_str())
-            .find(|f| !f.is_empty());
-        let fs = match (params.fs_type(), from_cap) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(Error::invalid(format!(
-                    "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
-                )))
-            }
-            (Some(a), _) => a,
-            (None, Some(b)) => b,
-            (None, None) => "ext4",
-        };
-        if !mkfs::SUPPORTED.contains(&fs) {
-            return Err(Error::invalid(format!(
-                "volume {id}: fs_type {fs:?} is not one of {:?}",
-                mkfs::SUPPORTED
-            )));
-        }
-        Ok(fs.to_string())
-    }
-}
-
-fn existing_matches(
-    b: &DeviceBackend,
-    rec: VolumeRecord,
-    kind: AccessKind,
-    range: &CapacityRange,
-    params: &BTreeMap<String, String>,
-) -> Result<VolumeInfo> {
-    let mismatch = if rec.kind != kind {
-        Some(format!("exists with access type {:?}", rec.kind))
-    } else if !range.admits(rec.capacity_bytes) {
-        Some(format!(
-            "exists with capacity {} bytes, outside the requested range",
-            rec.capacity_bytes
-        ))
-    } else if &rec.parameters != params {
-        Some(format!("exists with parameters {:?}", rec.parameters))
-    } else {
-        None
-    };
-    match mismatch {
-        Some(detail) => Err(Error::exists(rec.id, detail)),
-        None => Ok(b.info(&rec)),
-    }
-}
-
-impl ControllerBackend for DeviceBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, name)
-    }
-
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.create_volume(req)
-    }
-
     fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.delete_volume(id)
+        if !self.is_local(id) {
+            return Err(Error::precondition(
+                id.to_string(),
+                format!(
+                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
+                    id.node.as_deref().unwrap_or("?"),
+                    self.node
+                ),
+            ));
+        }
+        // No record: nothing of ours to undo (an unknown claim turns Released at start).
+        let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
+            return Ok(());
+        };
+        let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
+        match rec.phase {
+            Phase::Creating => return self.roll_back_create(&rec),
+            Phase::Deleting => return self.finish_delete(&rec),
+            Phase::Ready => {}
+        }
+        if let Some(why) = rec.in_use() {
+            return Err(Error::precondition(rec.id, why));
+        }
+        rec.phase = Phase::Deleting;
+        self.ledger.save(rec.clone())?;
+        crate::failpoint::hit("device:delete:after-intent");
+        self.finish_delete(&rec)
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {

@@ -86,7 +86,6 @@ static CAPS: BackendCaps = BackendCaps {
     stage: true,
     expansion: Expansion::UpToDevice,
     node_expansion: false,
-    snapshots: false,
     clone: false,
 };
 

@@ -9,7 +9,7 @@ use crate::backend::params::{defining, parameters_mismatch};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
-use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+
 use crate::volume::{
     AccessKind, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
 };
@@ -47,9 +47,65 @@ pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> 
 }
 
 impl HostpathBackend {
+    fn existing_matches(
+        &self,
+        rec: VolumeRecord,
+        kind: AccessKind,
+        range: &CapacityRange,
+        params: &BTreeMap<String, String>,
+    ) -> Result<VolumeInfo> {
+        let mismatch = if rec.kind != kind {
+            Some(format!("exists with access type {:?}", rec.kind))
+        } else if !range.admits(rec.capacity_bytes) {
+            Some(format!(
+                "exists with capacity {} bytes, outside the requested range",
+                rec.capacity_bytes
+            ))
+        } else if &rec.parameters != params {
+            Some(format!("exists with parameters {:?}", rec.parameters))
+        } else {
+            None
+        };
+        match mismatch {
+            Some(detail) => Err(Error::exists(rec.id, detail)),
+            None => Ok(self.info(&rec)),
+        }
+    }
+
+    /// A directory with our marker but no record (state lost): ours, so delete it. The directory
+    /// is named after the volume, which a shortened id does not spell out: then the base is
+    /// searched for the directory whose marker carries this id.
+    fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
+        let id_str = id.to_string();
+        let marked = |dir: &std::path::Path| matches!(markers::owner_marker(dir), Ok(Some(m)) if m == id_str);
+        let direct = self.volume_dir(&id.key);
+        let dir = if marked(&direct) {
+            Some(direct)
+        } else if id.key.contains('~') {
+            fs::read_dir(&self.base)
+                .map_err(Error::os(&id_str, format!("read {}", self.base.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| marked(p))
+        } else {
+            None
+        };
+        if let Some(dir) = dir {
+            tracing::warn!(volume = %id_str, dir = %dir.display(), "deleting a volume directory that had no state record");
+            fsutil::remove_tree_one_fs(&dir)
+                .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
+        }
+        Ok(())
+    }
+}
+
+impl ControllerBackend for HostpathBackend {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(super::BACKEND, &self.node, name)
+    }
+
     /// Makes and marks the directory, then commits the record: the volume exists once the
     /// record is durable.
-    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = access_kind(&id_str, &req.capabilities)?;
@@ -198,33 +254,8 @@ impl HostpathBackend {
         Ok(info)
     }
 
-    fn existing_matches(
-        &self,
-        rec: VolumeRecord,
-        kind: AccessKind,
-        range: &CapacityRange,
-        params: &BTreeMap<String, String>,
-    ) -> Result<VolumeInfo> {
-        let mismatch = if rec.kind != kind {
-            Some(format!("exists with access type {:?}", rec.kind))
-        } else if !range.admits(rec.capacity_bytes) {
-            Some(format!(
-                "exists with capacity {} bytes, outside the requested range",
-                rec.capacity_bytes
-            ))
-        } else if &rec.parameters != params {
-            Some(format!("exists with parameters {:?}", rec.parameters))
-        } else {
-            None
-        };
-        match mismatch {
-            Some(detail) => Err(Error::exists(rec.id, detail)),
-            None => Ok(self.info(&rec)),
-        }
-    }
-
     /// Commits the record's removal; the directory goes once the removal is durable.
-    fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+    fn delete(&self, id: &VolumeId) -> Result<()> {
         if !self.is_local(id) {
             return Err(Error::precondition(
                 id.to_string(),
@@ -298,45 +329,6 @@ impl HostpathBackend {
         }
         self.remove_deleted(&id_str, &rec.name);
         Ok(())
-    }
-
-    /// A directory with our marker but no record (state lost): ours, so delete it. The directory
-    /// is named after the volume, which a shortened id does not spell out: then the base is
-    /// searched for the directory whose marker carries this id.
-    fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
-        let id_str = id.to_string();
-        let marked = |dir: &std::path::Path| matches!(markers::owner_marker(dir), Ok(Some(m)) if m == id_str);
-        let direct = self.volume_dir(&id.key);
-        let dir = if marked(&direct) {
-            Some(direct)
-        } else if id.key.contains('~') {
-            fs::read_dir(&self.base)
-                .map_err(Error::os(&id_str, format!("read {}", self.base.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| marked(p))
-        } else {
-            None
-        };
-        if let Some(dir) = dir {
-            tracing::warn!(volume = %id_str, dir = %dir.display(), "deleting a volume directory that had no state record");
-            fsutil::remove_tree_one_fs(&dir)
-                .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
-        }
-        Ok(())
-    }
-}
-
-impl ControllerBackend for HostpathBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(super::BACKEND, &self.node, name)
-    }
-
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.create_volume(req)
-    }
-
-    fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.delete_volume(id)
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
@@ -429,26 +421,5 @@ impl ControllerBackend for HostpathBackend {
 
     fn published_count(&self, node: &str) -> usize {
         self.ledger.published_count(node)
-    }
-
-    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
-        SnapshotId::new(super::BACKEND, Some(&self.node), name)
-    }
-
-    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        self.create_snapshot_of(req)
-    }
-
-    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        self.delete_snapshot_by_id(id)
-    }
-
-    fn list_snapshots(
-        &self,
-        filter: &SnapshotFilter,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<SnapshotPage> {
-        self.list_snapshot_page(filter, after, max)
     }
 }
