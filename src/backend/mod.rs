@@ -37,6 +37,29 @@ pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
     }
 }
 
+/// A CreateVolume of a name that exists: AlreadyExists unless it asks for the volume's access
+/// type, a range that admits its capacity, and the parameters it was made with.
+pub fn check_existing<E>(
+    rec: &crate::state::VolumeRecord<E>,
+    kind: crate::volume::AccessKind,
+    range: &CapacityRange,
+    params: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mismatch = if rec.kind != kind {
+        format!("exists with access type {:?}", rec.kind)
+    } else if !range.admits(rec.capacity_bytes) {
+        format!(
+            "exists with capacity {} bytes, outside the requested range",
+            rec.capacity_bytes
+        )
+    } else if &rec.parameters != params {
+        format!("exists with parameters {:?}", rec.parameters)
+    } else {
+        return Ok(());
+    };
+    Err(Error::exists(rec.id.clone(), mismatch))
+}
+
 /// One page of ListVolumes: entries, and the name of the last one if more may follow.
 pub struct Page {
     pub entries: Vec<VolumeInfo>,
@@ -84,7 +107,6 @@ pub trait ControllerBackend: Send + Sync {
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()>;
     /// How many volumes of this backend are controller-published to `node`.
     fn published_count(&self, node: &str) -> usize;
-
 }
 
 /// Snapshots, for a backend that takes them (`Backend::snapshots`).

@@ -16,32 +16,6 @@ use std::path::Path;
 
 mod release;
 
-/// Why `cap` cannot be served on a volume of `kind`, if it cannot.
-pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> {
-    CAPS.refuse(BACKEND, cap).or_else(|| {
-        (cap.kind != kind).then(|| {
-            format!(
-                "access type {:?} does not match the volume's {:?}",
-                cap.kind, kind
-            )
-        })
-    })
-}
-
-fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
-    let first = caps.first().ok_or_else(|| {
-        Error::invalid(format!("volume {volume}: volume_capabilities are required"))
-    })?;
-    match caps.iter().find_map(|c| unsupported(c, first.kind)) {
-        Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
-        None => Ok(first.kind),
-    }
-}
-
-fn fits(range: &CapacityRange, size: u64) -> bool {
-    size >= range.required && (range.limit == 0 || size <= range.limit)
-}
-
 /// Unmounts every mount of the block device `dev` (leftovers of a stage a crash cut short).
 pub(super) fn unmount_device(volume: &str, dev: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -84,7 +58,7 @@ impl DeviceBackend {
             .candidates()
             .into_iter()
             .filter(|e| !taken.contains(&e.device.uid) && selector.matches(&e.device))
-            .filter(|e| range.is_none_or(|r| fits(r, e.device.size_bytes)))
+            .filter(|e| range.is_none_or(|r| r.admits(e.device.size_bytes)))
             .collect();
         out.sort_by(|a, b| {
             (a.device.size_bytes, &a.device.uid).cmp(&(b.device.size_bytes, &b.device.uid))
@@ -156,31 +130,6 @@ impl DeviceBackend {
     }
 }
 
-fn existing_matches(
-    b: &DeviceBackend,
-    rec: VolumeRecord,
-    kind: AccessKind,
-    range: &CapacityRange,
-    params: &BTreeMap<String, String>,
-) -> Result<VolumeInfo> {
-    let mismatch = if rec.kind != kind {
-        Some(format!("exists with access type {:?}", rec.kind))
-    } else if !range.admits(rec.capacity_bytes) {
-        Some(format!(
-            "exists with capacity {} bytes, outside the requested range",
-            rec.capacity_bytes
-        ))
-    } else if &rec.parameters != params {
-        Some(format!("exists with parameters {:?}", rec.parameters))
-    } else {
-        None
-    };
-    match mismatch {
-        Some(detail) => Err(Error::exists(rec.id, detail)),
-        None => Ok(b.info(&rec)),
-    }
-}
-
 impl ControllerBackend for DeviceBackend {
     fn volume_id(&self, name: &str) -> Result<VolumeId> {
         VolumeId::for_volume(BACKEND, &self.node, name)
@@ -189,7 +138,7 @@ impl ControllerBackend for DeviceBackend {
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
-        let kind = access_kind(&id_str, &req.capabilities)?;
+        let kind = CAPS.access_kind(BACKEND, &id_str, &req.capabilities)?;
         if req
             .topology
             .as_ref()
@@ -224,7 +173,10 @@ impl ControllerBackend for DeviceBackend {
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
             match rec.phase {
-                Phase::Ready => return existing_matches(self, rec, kind, &range, &wanted_params),
+                Phase::Ready => {
+                    crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
+                    return Ok(self.info(&rec));
+                }
                 Phase::Creating => self.roll_back_create(&rec)?,
                 Phase::Deleting => {
                     return Err(Error::precondition(id_str, "is being deleted; retry later"))
@@ -337,7 +289,9 @@ impl ControllerBackend for DeviceBackend {
         if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
             return Ok(Some(why));
         }
-        Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
+        Ok(caps
+            .iter()
+            .find_map(|c| CAPS.refuse_on(BACKEND, c, rec.kind)))
     }
 
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
@@ -354,7 +308,7 @@ impl ControllerBackend for DeviceBackend {
             if req
                 .capabilities
                 .iter()
-                .any(|c| unsupported(c, first.kind).is_some())
+                .any(|c| CAPS.refuse_on(BACKEND, c, first.kind).is_some())
             {
                 return Ok(none);
             }
@@ -408,7 +362,7 @@ impl ControllerBackend for DeviceBackend {
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
         let rec = self.record(id)?;
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = CAPS.refuse_on(BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
         }
         self.ledger.attach_local(rec, &self.node, node, read_only)?;

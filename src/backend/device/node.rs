@@ -7,7 +7,6 @@
 //! (BLKROSET) and clears it when the last one goes. A read-only and a read-write publication
 //! of one block volume at the same time are refused (FailedPrecondition): one flag serves both.
 
-use super::controller::unsupported;
 use super::proof::Hold;
 use super::{mounted_from, DeviceBackend, OurFs, VolumeRecord};
 use crate::backend::NodeBackend;
@@ -161,7 +160,6 @@ impl DeviceBackend {
         rec.backend.fs = Some(done);
         Ok(())
     }
-
 }
 
 impl NodeBackend for DeviceBackend {
@@ -170,7 +168,7 @@ impl NodeBackend for DeviceBackend {
         let staging = staging_t.as_path();
         let mut rec = self.node_record(&req.id)?;
         let vid = rec.id.clone();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         if let Some(prev) = &rec.staged_at {
@@ -247,7 +245,7 @@ impl NodeBackend for DeviceBackend {
         let vid = rec.id.clone();
         let cap = &req.capability;
         let target = req.target.as_path();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         let staging_t = req.staging.as_ref().ok_or_else(|| {

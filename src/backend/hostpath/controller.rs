@@ -19,59 +19,7 @@ use std::fs;
 /// Sizes are whole 4 KiB blocks (a block volume's loop device needs 512-byte multiples).
 pub(super) const ALIGN: u64 = 4096;
 
-/// The one access kind a set of capabilities asks for, after checking each is one we serve.
-pub(super) fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
-    let first = caps.first().ok_or_else(|| {
-        Error::invalid(format!("volume {volume}: volume_capabilities are required"))
-    })?;
-    for cap in caps {
-        if let Some(why) = unsupported(cap, first.kind) {
-            return Err(Error::invalid(format!("volume {volume}: {why}")));
-        }
-    }
-    Ok(first.kind)
-}
-
-/// Why a capability cannot be served on a volume of `kind`, if it cannot.
-pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> {
-    if let Some(why) = CAPS.refuse(super::BACKEND, cap) {
-        return Some(why);
-    }
-    if cap.kind != kind {
-        return Some(format!(
-            "access type {:?} does not match the volume's {:?}",
-            cap.kind, kind
-        ));
-    }
-    None
-}
-
 impl HostpathBackend {
-    fn existing_matches(
-        &self,
-        rec: VolumeRecord,
-        kind: AccessKind,
-        range: &CapacityRange,
-        params: &BTreeMap<String, String>,
-    ) -> Result<VolumeInfo> {
-        let mismatch = if rec.kind != kind {
-            Some(format!("exists with access type {:?}", rec.kind))
-        } else if !range.admits(rec.capacity_bytes) {
-            Some(format!(
-                "exists with capacity {} bytes, outside the requested range",
-                rec.capacity_bytes
-            ))
-        } else if &rec.parameters != params {
-            Some(format!("exists with parameters {:?}", rec.parameters))
-        } else {
-            None
-        };
-        match mismatch {
-            Some(detail) => Err(Error::exists(rec.id, detail)),
-            None => Ok(self.info(&rec)),
-        }
-    }
-
     /// A directory with our marker but no record (state lost): ours, so delete it. The directory
     /// is named after the volume, which a shortened id does not spell out: then the base is
     /// searched for the directory whose marker carries this id.
@@ -108,7 +56,7 @@ impl ControllerBackend for HostpathBackend {
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
-        let kind = access_kind(&id_str, &req.capabilities)?;
+        let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
         if let Some(t) = &req.topology {
             if !t.allows_node(&self.node) {
                 return Err(Error::no_space(
@@ -165,7 +113,8 @@ impl ControllerBackend for HostpathBackend {
                     format!("exists with content source {:?}", rec.backend.source),
                 ));
             }
-            return self.existing_matches(rec, kind, &req.capacity, &wanted_params);
+            crate::backend::check_existing(&rec, kind, &req.capacity, &wanted_params)?;
+            return Ok(self.info(&rec));
         }
 
         let (total, available) = self.space_for(capacity)?;
@@ -353,7 +302,9 @@ impl ControllerBackend for HostpathBackend {
         if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
             return Ok(Some(why));
         }
-        Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
+        Ok(caps
+            .iter()
+            .find_map(|c| CAPS.refuse_on(super::BACKEND, c, rec.kind)))
     }
 
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
@@ -375,7 +326,7 @@ impl ControllerBackend for HostpathBackend {
             if req
                 .capabilities
                 .iter()
-                .any(|c| unsupported(c, first.kind).is_some())
+                .any(|c| CAPS.refuse_on(super::BACKEND, c, first.kind).is_some())
             {
                 return Ok(none);
             }
@@ -408,7 +359,7 @@ impl ControllerBackend for HostpathBackend {
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
         let rec = self.record(id)?;
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
         }
         self.ledger.attach_local(rec, &self.node, node, read_only)?;

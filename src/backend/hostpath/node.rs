@@ -1,7 +1,6 @@
 //! Node-side operations of the hostpath backend: stage (bind the directory, or attach the image
 //! to a loop device), publish (bind into the pod), stats and node expansion.
 
-use super::controller::unsupported;
 use super::record::VolumeRecord;
 use super::HostpathBackend;
 use crate::backend::NodeBackend;
@@ -117,7 +116,6 @@ impl HostpathBackend {
             }
         }
     }
-
 }
 
 impl NodeBackend for HostpathBackend {
@@ -126,7 +124,7 @@ impl NodeBackend for HostpathBackend {
         let staging = staging_t.as_path();
         let mut rec = self.record(&req.id)?;
         let vid = rec.id.clone();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         self.require_base(&vid)?;
@@ -227,7 +225,7 @@ impl NodeBackend for HostpathBackend {
         let vid = rec.id.clone();
         let cap = &req.capability;
         let target = req.target.as_path();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         let staging_t = req.staging.as_ref().ok_or_else(|| {

@@ -170,7 +170,6 @@ impl NfsBackend {
             )
         })
     }
-
 }
 
 /// Stats of a volume whose server does not answer: the condition says why, the usage is zeros

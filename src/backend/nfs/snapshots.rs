@@ -276,7 +276,6 @@ impl NfsBackend {
         tracing::info!(snapshot = %rec.id, server = %rec.server, "snapshot deleted");
         Ok(())
     }
-
 }
 
 impl SnapshotBackend for NfsBackend {
