@@ -9,7 +9,7 @@ RUN cargo build --release --locked --bin ferrovol \
  && install -D -m 0755 target/release/ferrovol /out/ferrovol
 
 FROM docker.io/library/debian:bookworm-slim
-# Only the host tools the node plugin runs (docs/install.md, "Host tools"; tests/chart.rs keeps
+# Only the host tools the node plugin runs (docs/install.md, "Host tools"; tests/chart/consistency.rs keeps
 # that list equal to the code): e2fsprogs (mkfs.ext4) and xfsprogs (mkfs.xfs). util-linux brings
 # libblkid1 and libudev1, which the binary links. NFS mounts go through the kernel's own option
 # parser (fsopen/fsconfig), so no mount.nfs is needed. libcap2-bin only sets the file capability

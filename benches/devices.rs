@@ -2,7 +2,7 @@
 //! hotplug latency from `losetup` to the device in the inventory (goal <= 100 ms).
 //! FERROVOL_BENCH_QUICK=1 runs a few seconds' worth.
 
-#[path = "../tests/support/disks.rs"]
+#[path = "../tests/common/loopdisks.rs"]
 mod disks;
 
 use disks::{image, Disk};

@@ -7,7 +7,7 @@
 //! concurrency 1 and 16, against the same NFS calls those pairs make issued directly with the
 //! same client (the driver's protocol: intent records, see src/backend/nfs/mod.rs), and the p50
 //! and p99 of CreateVolume on the live server, alone and while CreateVolumes against a hung
-//! second server (port 111 accepts, never answers; `tests/support/deadserver.rs`) are in flight.
+//! second server (port 111 accepts, never answers; `tests/common/deadserver.rs`) are in flight.
 //!
 //!     cargo bench --bench nfs                        # 5 s per concurrency level
 //!     FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs # smoke, about a second per level
@@ -15,11 +15,11 @@
 //! Needs root (ganesha, rpcbind, reserved source ports) and the Debian packages nfs-ganesha,
 //! nfs-ganesha-vfs and rpcbind (scripts/test.sh installs them).
 
-#[path = "../tests/support/deadserver.rs"]
+#[path = "../tests/common/deadserver.rs"]
 mod deadserver;
 #[path = "nfs/driver.rs"]
 mod driver;
-#[path = "../tests/support/ganesha.rs"]
+#[path = "../tests/common/ganesha.rs"]
 mod ganesha;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -19,7 +19,7 @@
 #[allow(dead_code)]
 #[path = "nfs/driver.rs"]
 mod driver;
-#[path = "../tests/support/ganesha.rs"]
+#[path = "../tests/common/ganesha.rs"]
 mod ganesha;
 
 use ferrovol::nfs::{ClientOptions, NfsClient};

@@ -56,6 +56,8 @@ mod pairs;
 mod publish;
 #[path = "ops/report.rs"]
 mod report;
+#[path = "../tests/common/serve.rs"]
+mod serve;
 #[path = "ops/side.rs"]
 mod side;
 

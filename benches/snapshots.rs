@@ -185,7 +185,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// The goals for copy-on-write filesystems, judged on this run.
+/// The goals for copy-on-write filesystems, judged on this run.
 fn print_goals(rows: &[Row], big: u64) -> bool {
     let mut all = true;
     for fs in [FsKind::Btrfs, FsKind::Xfs] {

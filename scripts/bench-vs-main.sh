@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs `cargo bench --bench ops` with the release before the state journal (main at e1e2179)
+# Runs `cargo bench --bench ops` with the release before the state journal (e1e2179)
 # as the baseline driver: the bench starts both binaries on the same filesystem and measures
 # them in the same interleaved rounds, so the new/old ratios survive a busy machine.
 #

@@ -2,7 +2,7 @@
 //! copying a directory of many entries holds a bounded part of its listing at a time. Measured
 //! with a counting allocator around the client calls, against a real nfs-ganesha.
 
-#[path = "support/ganesha.rs"]
+#[path = "common/ganesha.rs"]
 mod ganesha;
 
 use std::alloc::{GlobalAlloc, Layout, System};

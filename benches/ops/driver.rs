@@ -2,12 +2,12 @@
 
 use crate::fixture;
 use crate::report::Run;
+use crate::serve::{wait_for_probe, StartFailure};
 use csi::controller_client::ControllerClient;
 use csi::identity_client::IdentityClient;
 use csi::node_client::NodeClient;
 use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use ferrovol::proto as csi;
-use ferrovol::server::Endpoint;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -184,34 +184,19 @@ impl DriverProc {
 
     /// Connects and waits until Probe answers; returns the channel and the time since spawn.
     pub async fn wait_ready(&mut self, socket: &Path, timeout: Duration) -> (Channel, Duration) {
-        let endpoint = Endpoint::Unix(socket.to_path_buf());
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "ferrovol serve exited early ({status}); log:\n{}",
-                        self.log_tail()
-                    );
-                }
-            }
-            if self.started.elapsed() > timeout {
-                panic!(
-                    "ferrovol serve not ready after {timeout:?}; log:\n{}",
-                    self.log_tail()
-                );
-            }
-            fixture::check_stop();
-            if socket.exists() {
-                if let Ok(ch) = ferrovol::client::connect(&endpoint).await {
-                    let probe = IdentityClient::new(ch.clone())
-                        .probe(csi::ProbeRequest {})
-                        .await;
-                    if probe.is_ok() {
-                        return (ch, self.started.elapsed());
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let child = self.child.as_mut().expect("driver spawned");
+        let deadline = self.started + timeout;
+        let poll = Duration::from_millis(2);
+        match wait_for_probe(child, socket, true, deadline, poll, fixture::check_stop).await {
+            Ok((ch, _)) => (ch, self.started.elapsed()),
+            Err(StartFailure::Exited(status)) => panic!(
+                "ferrovol serve exited early ({status}); log:\n{}",
+                self.log_tail()
+            ),
+            Err(StartFailure::TimedOut(last)) => panic!(
+                "ferrovol serve not ready after {timeout:?} ({last}); log:\n{}",
+                self.log_tail()
+            ),
         }
     }
 

@@ -99,10 +99,12 @@ pub fn table(devs: &[Device]) -> String {
     out
 }
 
-/// The live inventory a serving driver keeps (`<state-dir>/devices.json`), as written last.
+/// The live inventory a serving driver keeps (`<state-dir>/devices.json`), as written last,
+/// with the node's own claims from its state journal.
 pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>> {
     #[derive(serde::Deserialize)]
     struct File {
+        node: String,
         devices: Vec<Entry>,
     }
     let path = state_dir.join("devices.json");
@@ -112,12 +114,22 @@ pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>
             format!("device inventory {}: {e} (has `ferrovol serve --backends device` run with this state dir?)", path.display()),
         )
     })?;
-    let f: File = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut f: File = serde_json::from_slice(&bytes).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("device inventory {}: {e}", path.display()),
         )
     })?;
+    let journal = state_dir.join("journal");
+    if journal.exists() {
+        let live = crate::state::journal::peek(&journal)?;
+        let claims = crate::backend::device::claims::from_records(&live, &f.node)?;
+        for e in &mut f.devices {
+            if let Some(c) = claims.get(&e.device.uid) {
+                e.claim = c.clone();
+            }
+        }
+    }
     Ok(f.devices)
 }
 

@@ -1,8 +1,9 @@
-//! The node's device inventory: every device ever seen, by uid, with its state and claim,
-//! persisted atomically as JSON in the state dir so uids, claims and Inactive devices survive
-//! restarts. Keyed by uid (not /dev name), so a renumbered device is the same entry: no
-//! duplicate. A device that disappears turns Inactive and is kept (never forgotten while
-//! claimed; the cluster sync drops unclaimed Inactive ones from the API).
+//! The node's device inventory: every device ever seen, by uid, with its state and claim.
+//! What the scans observed (and the claims other nodes hold, learned from the cluster) is
+//! persisted atomically as JSON in the state dir, so uids and Inactive devices survive restarts;
+//! this node's own claims live in the state journal with the volume records (the device backend
+//! hands them over at open). Keyed by uid (not /dev name), so a renumbered device is the same
+//! entry: no duplicate. A device that disappears turns Inactive and is kept.
 
 use super::device::Device;
 use super::filter::Filters;
@@ -25,9 +26,10 @@ pub enum State {
     Inactive,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "claim")]
 pub enum Claim {
+    #[default]
     Unclaimed,
     /// `node` holds the device for `volume`. A node never changes, wipes or formats a device
     /// another node claimed; it learns of such claims from the cluster's BlockDevice objects.
@@ -67,6 +69,8 @@ impl Claim {
 pub struct Entry {
     pub device: Device,
     pub state: State,
+    /// Written to `devices.json` only when another node holds it.
+    #[serde(default)]
     pub claim: Claim,
     /// Kernel names of other devices that present this uid too (one identity on two devices:
     /// a shared or cloned WWN, a second disk with the same serial). The entry keeps the device
@@ -90,13 +94,27 @@ pub struct Inventory {
     monitor: Mutex<Option<Monitor>>,
 }
 
+/// This node's claims, by uid.
+pub type Claims = BTreeMap<String, Claim>;
+
 impl Inventory {
     /// Loads the inventory from `state_dir` (created if missing) and scans once.
     pub fn open(state_dir: &Path, node: &str, filters: Filters) -> io::Result<Arc<Inventory>> {
+        Self::open_with_claims(state_dir, node, filters, Ok)
+    }
+
+    /// As `open`, with this node's claims: `own` gets those an older `devices.json` holds and
+    /// answers the claims the node holds now, which the scan then places devices by.
+    pub fn open_with_claims(
+        state_dir: &Path,
+        node: &str,
+        filters: Filters,
+        own: impl FnOnce(Claims) -> io::Result<Claims>,
+    ) -> io::Result<Arc<Inventory>> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", state_dir.display())))?;
         let file = state_dir.join(FILE);
-        let mut entries = BTreeMap::new();
+        let (mut entries, mut legacy) = (BTreeMap::new(), Claims::new());
         match std::fs::read(&file) {
             Ok(bytes) => {
                 let p: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
@@ -108,6 +126,9 @@ impl Inventory {
                 for mut e in p.devices {
                     // Claims recorded before they named their node are the recorder's.
                     e.claim.fill_node(&p.node);
+                    if e.claim.node() == Some(node) {
+                        legacy.insert(e.device.uid.clone(), std::mem::take(&mut e.claim));
+                    }
                     entries.insert(e.device.uid.clone(), e);
                 }
             }
@@ -124,8 +145,28 @@ impl Inventory {
             changed: Condvar::new(),
             monitor: Mutex::new(None),
         });
+        let adopting = !legacy.is_empty();
+        let claims = own(legacy)?;
+        inv.place_claims(&claims);
         inv.rescan()?;
+        // Devices the scan saw for the first time.
+        inv.place_claims(&claims);
+        if adopting {
+            // The claims are in the journal now: the file stops holding them.
+            inv.persist(&inv.lock())?;
+        }
         Ok(inv)
+    }
+
+    /// Never over a claim another node holds.
+    fn place_claims(&self, claims: &Claims) {
+        let mut map = self.lock();
+        for (uid, claim) in claims {
+            match map.get_mut(uid) {
+                Some(e) if e.claim.node().is_none_or(|n| n == self.node) => e.claim = claim.clone(),
+                _ => {}
+            }
+        }
     }
 
     pub fn node(&self) -> &str {
@@ -181,9 +222,16 @@ impl Inventory {
     }
 
     fn persist(&self, map: &BTreeMap<String, Entry>) -> io::Result<()> {
+        let mut devices: Vec<Entry> = map.values().cloned().collect();
+        for e in devices
+            .iter_mut()
+            .filter(|e| e.claim.node() == Some(&self.node))
+        {
+            e.claim = Claim::Unclaimed;
+        }
         let p = Persisted {
             node: self.node.clone(),
-            devices: map.values().cloned().collect(),
+            devices,
         };
         let bytes = serde_json::to_vec_pretty(&p).map_err(io::Error::other)?;
         write_atomic(&self.file, &bytes).map_err(|e| {
@@ -264,11 +312,10 @@ impl Inventory {
             .map(|e| e.device.dev_path.clone())
     }
 
-    /// Sets a device's claim; durable on disk before it returns. Refused when another node
-    /// holds the device, or when `claim` names another node.
+    /// Shows a claim of this node, which the caller has made durable (in the state journal).
+    /// Refused when another node holds the device, or when `claim` names another node.
     pub fn set_claim(&self, uid: &str, claim: Claim) -> io::Result<()> {
         let mut map = self.lock();
-        let before = map.clone();
         let e = map.get_mut(uid).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no device with uid {uid}"))
         })?;
@@ -284,7 +331,9 @@ impl Inventory {
             }
         }
         e.claim = claim;
-        self.commit(map, before)
+        drop(map);
+        self.changed.notify_all();
+        Ok(())
     }
 
     /// Records the claims other nodes hold (from the cluster, by uid) on devices this node

@@ -20,4 +20,4 @@ pub mod sysfs;
 
 pub use device::{Device, DeviceType};
 pub use filter::Filters;
-pub use inventory::{Claim, Entry, Inventory, State};
+pub use inventory::{Claim, Claims, Entry, Inventory, State};

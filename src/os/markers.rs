@@ -25,12 +25,12 @@ const STORE_MARKER: &str = "trusted.ferrovol.store";
 const INCARNATION_MARKER: &str = "trusted.ferrovol.incarnation";
 
 /// The markers in one xattr, written by one call: a create costs one xattr write, not
-/// several, and a crash can no longer leave a directory marked by half. Format:
+/// several, and a crash cannot leave a directory marked by half. Format:
 /// `v1\0<volume id>\0<store id>\0<incarnation>\0<journal sequence>` (all but the id may be
 /// empty; directories marked before the sequence existed end after the incarnation, and
-/// readers that do not know it ignore it). Directories
-/// marked before 0.3 carry the three separate xattrs above instead; every reader falls back to
-/// them, and a setter changes whichever form the directory has.
+/// readers that do not know it ignore it). Directories marked in the older form carry the
+/// three separate xattrs above instead; every reader falls back to them, and a setter changes
+/// whichever form the directory has.
 const MARKERS: &str = "trusted.ferrovol.markers";
 const MARKERS_VERSION: &str = "v1";
 

@@ -3,9 +3,8 @@
 
 use super::group_commit::Ticket;
 use super::journal::{Journal, Update};
-use super::record::VolumeRecord;
+use super::record::{Record, VolumeRecord};
 use crate::error::{Error, Result};
-use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -15,27 +14,27 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// One indexed record, ordered and looked up by its name. Boxed, so the B-tree's nodes hold
 /// pointers rather than whole records (a node is mostly empty slots), and keyed by the record's
 /// own name rather than a copy of it: with 10,000 volumes this halves the index's memory.
-struct Entry<E>(Box<VolumeRecord<E>>);
+struct Entry<R>(Box<R>);
 
-impl<E> PartialEq for Entry<E> {
+impl<R: Record> PartialEq for Entry<R> {
     fn eq(&self, other: &Self) -> bool {
-        self.0.name == other.0.name
+        self.0.name() == other.0.name()
     }
 }
-impl<E> Eq for Entry<E> {}
-impl<E> PartialOrd for Entry<E> {
+impl<R: Record> Eq for Entry<R> {}
+impl<R: Record> PartialOrd for Entry<R> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<E> Ord for Entry<E> {
+impl<R: Record> Ord for Entry<R> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.name.cmp(&other.0.name)
+        self.0.name().cmp(other.0.name())
     }
 }
-impl<E> Borrow<str> for Entry<E> {
+impl<R: Record> Borrow<str> for Entry<R> {
     fn borrow(&self) -> &str {
-        &self.0.name
+        self.0.name()
     }
 }
 
@@ -44,8 +43,8 @@ fn id_spells_name(id: &str, name: &str) -> bool {
     id.rsplit_once('/').is_some_and(|(_, last)| last == name)
 }
 
-struct Index<E> {
-    volumes: BTreeSet<Entry<E>>,
+struct Index<R> {
+    volumes: BTreeSet<Entry<R>>,
     /// id -> name, only for ids that do not end in their volume's name (long names get
     /// shortened ids that cannot be parsed back); every other id is found by its last part.
     odd_ids: HashMap<String, String>,
@@ -54,43 +53,44 @@ struct Index<E> {
     published_per_node: HashMap<String, usize>,
 }
 
-impl<E> Index<E> {
-    fn insert(&mut self, rec: VolumeRecord<E>) {
-        self.remove(&rec.name);
-        self.reserved_bytes += rec.capacity_bytes;
-        for node in rec.controller_published.keys() {
-            *self.published_per_node.entry(node.clone()).or_default() += 1;
+impl<R: Record> Index<R> {
+    fn insert(&mut self, rec: R) {
+        self.remove(rec.name());
+        self.reserved_bytes += rec.capacity_bytes();
+        for node in rec.published_nodes() {
+            *self.published_per_node.entry(node.to_string()).or_default() += 1;
         }
-        if !id_spells_name(&rec.id, &rec.name) {
-            self.odd_ids.insert(rec.id.clone(), rec.name.clone());
+        if !id_spells_name(rec.id(), rec.name()) {
+            self.odd_ids
+                .insert(rec.id().to_string(), rec.name().to_string());
         }
         self.volumes.insert(Entry(Box::new(rec)));
     }
 
-    fn remove(&mut self, name: &str) -> Option<VolumeRecord<E>> {
+    fn remove(&mut self, name: &str) -> Option<R> {
         let rec = *self.volumes.take(name)?.0;
-        if !id_spells_name(&rec.id, &rec.name) {
-            self.odd_ids.remove(&rec.id);
+        if !id_spells_name(rec.id(), rec.name()) {
+            self.odd_ids.remove(rec.id());
         }
-        for node in rec.controller_published.keys() {
+        for node in rec.published_nodes() {
             if let Some(n) = self.published_per_node.get_mut(node) {
                 *n -= 1;
             }
         }
-        self.reserved_bytes -= rec.capacity_bytes;
+        self.reserved_bytes -= rec.capacity_bytes();
         Some(rec)
     }
 
-    fn get(&self, name: &str) -> Option<&VolumeRecord<E>> {
+    fn get(&self, name: &str) -> Option<&R> {
         self.volumes.get(name).map(|e| &*e.0)
     }
 
     /// The record whose id is `id`.
-    fn by_id(&self, id: &str) -> Option<&VolumeRecord<E>> {
+    fn by_id(&self, id: &str) -> Option<&R> {
         let direct = id
             .rsplit_once('/')
             .and_then(|(_, last)| self.get(last))
-            .filter(|r| r.id == id);
+            .filter(|r| r.id() == id);
         direct.or_else(|| self.get(self.odd_ids.get(id)?))
     }
 }
@@ -98,35 +98,35 @@ impl<E> Index<E> {
 /// A record change queued in the journal: acknowledged, and shown by the index, only once its
 /// batch is durable. Wait for `ticket`, then settle `pending`.
 #[must_use = "a queued change counts only once it is settled"]
-pub struct Queued<E> {
+pub struct Queued<R> {
     pub ticket: Ticket,
-    pub pending: Pending<E>,
+    pub pending: Pending<R>,
 }
 
 /// The index change a queued record change makes once durable.
 #[must_use = "a queued change counts only once it is settled"]
-pub struct Pending<E> {
+pub struct Pending<R> {
     id: String,
-    change: Change<E>,
+    change: Change<R>,
 }
 
-enum Change<E> {
-    Put(Box<VolumeRecord<E>>),
+enum Change<R> {
+    Put(Box<R>),
     Remove(String),
 }
 
-impl<E> Queued<E> {
+impl<R: Record> Queued<R> {
     /// Waits for the batch on this thread, then settles.
-    pub fn wait(self, ledger: &Ledger<E>) -> Result<()> {
+    pub fn wait(self, ledger: &Ledger<R>) -> Result<()> {
         let outcome = ledger.journal.wait(self.ticket);
         self.pending.settle(ledger, outcome)
     }
 }
 
-impl<E> Pending<E> {
+impl<R: Record> Pending<R> {
     /// Applies the change to the index when its batch is durable (`outcome` Ok); otherwise
     /// the error, naming the volume.
-    pub fn settle(self, ledger: &Ledger<E>, outcome: io::Result<()>) -> Result<()> {
+    pub fn settle(self, ledger: &Ledger<R>, outcome: io::Result<()>) -> Result<()> {
         outcome.map_err(Error::state(&self.id))?;
         let mut index = ledger.lock();
         match self.change {
@@ -139,20 +139,18 @@ impl<E> Pending<E> {
     }
 }
 
-pub struct Ledger<E> {
+pub struct Ledger<R> {
     journal: Arc<Journal>,
     /// Key prefix of this backend's records in the journal: `<backend>/`.
     prefix: String,
-    index: Mutex<Index<E>>,
+    index: Mutex<Index<R>>,
 }
 
-impl<E> Ledger<E> {
-    fn lock(&self) -> MutexGuard<'_, Index<E>> {
+impl<R: Record> Ledger<R> {
+    fn lock(&self) -> MutexGuard<'_, Index<R>> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
     /// The ledger of `backend`, loaded from the journal's replayed records.
     pub fn open(
         journal: Arc<Journal>,
@@ -167,7 +165,7 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
             published_per_node: HashMap::new(),
         };
         for (key, value) in live.iter().filter(|(k, _)| k.starts_with(&prefix)) {
-            let rec: VolumeRecord<E> = serde_json::from_slice(value).map_err(|e| {
+            let rec: R = serde_json::from_slice(value).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("state record {key}: {e}"),
@@ -182,9 +180,9 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         })
     }
 
-    fn put(&self, rec: &VolumeRecord<E>) -> io::Result<Update> {
+    fn put(&self, rec: &R) -> io::Result<Update> {
         Ok(Update::Put {
-            key: format!("{}{}", self.prefix, rec.name),
+            key: format!("{}{}", self.prefix, rec.name()),
             value: serde_json::to_vec(rec).map_err(io::Error::other)?,
         })
     }
@@ -194,19 +192,23 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
     }
 
     /// Commits `rec` and makes it the indexed version.
-    pub fn save(&self, rec: VolumeRecord<E>) -> Result<()> {
+    pub fn save(&self, rec: R) -> Result<()> {
         self.queue_save(rec)?.wait(self)
     }
 
     /// Queues `rec` for the journal's next batch; it becomes the indexed version once that batch
     /// is durable (`Queued::settle`).
-    pub fn queue_save(&self, rec: VolumeRecord<E>) -> Result<Queued<E>> {
-        let update = self.put(&rec).map_err(Error::state(&rec.id))?;
-        self.queue(update, rec.id.clone(), Change::Put(Box::new(rec)))
+    pub fn queue_save(&self, rec: R) -> Result<Queued<R>> {
+        let update = self.put(&rec).map_err(Error::state(rec.id()))?;
+        self.queue(
+            vec![update],
+            rec.id().to_string(),
+            Change::Put(Box::new(rec)),
+        )
     }
 
     /// Commits several records at once (one sync): used when adopting older state.
-    pub fn save_all(&self, recs: Vec<VolumeRecord<E>>) -> io::Result<()> {
+    pub fn save_all(&self, recs: Vec<R>) -> io::Result<()> {
         let updates = recs
             .iter()
             .map(|r| self.put(r))
@@ -218,25 +220,33 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
     }
 
     /// Commits the removal of a volume's record and drops it from the index.
-    pub fn remove(&self, rec: &VolumeRecord<E>) -> Result<()> {
+    pub fn remove(&self, rec: &R) -> Result<()> {
         self.queue_remove(rec)?.wait(self)
     }
 
+    /// Commits the removal of a volume's record together with `also` (one batch).
+    pub fn remove_with(&self, rec: &R, also: Vec<Update>) -> Result<()> {
+        self.queue_remove_with(rec, also)?.wait(self)
+    }
+
     /// Queues the removal of a volume's record; it leaves the index once the batch is durable.
-    pub fn queue_remove(&self, rec: &VolumeRecord<E>) -> Result<Queued<E>> {
-        let key = format!("{}{}", self.prefix, rec.name);
+    pub fn queue_remove(&self, rec: &R) -> Result<Queued<R>> {
+        self.queue_remove_with(rec, Vec::new())
+    }
+
+    fn queue_remove_with(&self, rec: &R, also: Vec<Update>) -> Result<Queued<R>> {
+        let key = format!("{}{}", self.prefix, rec.name());
+        let mut updates = vec![Update::Delete { key }];
+        updates.extend(also);
         self.queue(
-            Update::Delete { key },
-            rec.id.clone(),
-            Change::Remove(rec.name.clone()),
+            updates,
+            rec.id().to_string(),
+            Change::Remove(rec.name().to_string()),
         )
     }
 
-    fn queue(&self, update: Update, id: String, change: Change<E>) -> Result<Queued<E>> {
-        let ticket = self
-            .journal
-            .submit(vec![update])
-            .map_err(Error::state(&id))?;
+    fn queue(&self, updates: Vec<Update>, id: String, change: Change<R>) -> Result<Queued<R>> {
+        let ticket = self.journal.submit(updates).map_err(Error::state(&id))?;
         Ok(Queued {
             ticket,
             pending: Pending { id, change },
@@ -253,6 +263,81 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         })
     }
 
+    pub fn get(&self, name: &str) -> Option<R> {
+        self.lock().get(name).cloned()
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<R> {
+        self.lock().by_id(id).cloned()
+    }
+
+    /// The name of the volume holding `id`, if any.
+    pub fn id_owner(&self, id: &str) -> Option<String> {
+        self.lock().by_id(id).map(|r| r.name().to_string())
+    }
+
+    pub fn records(&self) -> Vec<R> {
+        self.lock().volumes.iter().map(|e| (*e.0).clone()).collect()
+    }
+
+    /// Calls `f` on every record, in name order, under the index's lock (so `f` must not
+    /// call back into this ledger).
+    pub fn for_each(&self, mut f: impl FnMut(&R)) {
+        self.lock().volumes.iter().for_each(|e| f(&e.0));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().volumes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Capacity promised to every recorded volume.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.lock().reserved_bytes
+    }
+
+    pub fn published_count(&self, node: &str) -> usize {
+        self.lock()
+            .published_per_node
+            .get(node)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// One page of records in name order after `after`, mapped by `f`; `max` 0 means all. Also
+    /// returns the name to resume after when more may follow.
+    pub fn page<T>(
+        &self,
+        after: Option<&str>,
+        max: usize,
+        keep: impl Fn(&R) -> bool,
+        f: impl Fn(&R) -> T,
+    ) -> (Vec<T>, Option<String>) {
+        let index = self.lock();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut out = Vec::new();
+        let mut last: Option<&str> = None;
+        for rec in index
+            .volumes
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|e| &*e.0)
+            .filter(|r| keep(r))
+        {
+            if max != 0 && out.len() == max {
+                return (out, last.map(str::to_string));
+            }
+            out.push(f(rec));
+            last = Some(rec.name());
+        }
+        (out, None)
+    }
+}
+
+/// What only volumes have: attachments.
+impl<E: Clone + serde::Serialize + serde::de::DeserializeOwned> Ledger<VolumeRecord<E>> {
     /// ControllerPublish of a node-local volume: only its own node can attach it (another node
     /// is NotFound, as the spec and csi-sanity expect), then the attachment is recorded.
     pub fn attach_local(
@@ -306,82 +391,6 @@ impl<E: Clone + Serialize + DeserializeOwned> Ledger<E> {
         }
         Ok(())
     }
-
-    pub fn get(&self, name: &str) -> Option<VolumeRecord<E>> {
-        self.lock().get(name).cloned()
-    }
-
-    pub fn by_id(&self, id: &str) -> Option<VolumeRecord<E>> {
-        self.lock().by_id(id).cloned()
-    }
-
-    /// The name of the volume holding `id`, if any.
-    pub fn id_owner(&self, id: &str) -> Option<String> {
-        self.lock().by_id(id).map(|r| r.name.clone())
-    }
-
-    pub fn contains_name(&self, name: &str) -> bool {
-        self.lock().volumes.contains(name)
-    }
-
-    pub fn records(&self) -> Vec<VolumeRecord<E>> {
-        self.lock().volumes.iter().map(|e| (*e.0).clone()).collect()
-    }
-
-    /// Calls `f` on every record, in name order, under the index's lock (so `f` must not
-    /// call back into this ledger).
-    pub fn for_each(&self, mut f: impl FnMut(&VolumeRecord<E>)) {
-        self.lock().volumes.iter().for_each(|e| f(&e.0));
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().volumes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Capacity promised to every recorded volume.
-    pub fn reserved_bytes(&self) -> u64 {
-        self.lock().reserved_bytes
-    }
-
-    pub fn published_count(&self, node: &str) -> usize {
-        self.lock()
-            .published_per_node
-            .get(node)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// One page of records in name order after `after`, mapped by `f`; `max` 0 means all. Also
-    /// returns the name to resume after when more may follow.
-    pub fn page<T>(
-        &self,
-        after: Option<&str>,
-        max: usize,
-        keep: impl Fn(&VolumeRecord<E>) -> bool,
-        f: impl Fn(&VolumeRecord<E>) -> T,
-    ) -> (Vec<T>, Option<String>) {
-        let index = self.lock();
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut out = Vec::new();
-        let mut last: Option<&str> = None;
-        for rec in index
-            .volumes
-            .range::<str, _>((start, Bound::Unbounded))
-            .map(|e| &*e.0)
-            .filter(|r| keep(r))
-        {
-            if max != 0 && out.len() == max {
-                return (out, last.map(str::to_string));
-            }
-            out.push(f(rec));
-            last = Some(&rec.name);
-        }
-        (out, None)
-    }
 }
 
 #[cfg(test)]
@@ -401,7 +410,7 @@ mod tests {
         )
     }
 
-    fn open(dir: &std::path::Path) -> Ledger<()> {
+    fn open(dir: &std::path::Path) -> Ledger<Rec> {
         let (j, live) = Journal::open(dir).unwrap();
         Ledger::open(j, "t", &live).unwrap()
     }
@@ -444,13 +453,13 @@ mod tests {
     fn two_backends_share_one_journal_without_seeing_each_other() {
         let dir = tempfile::tempdir().unwrap();
         let (j, live) = Journal::open(dir.path()).unwrap();
-        let a: Ledger<()> = Ledger::open(j.clone(), "a", &live).unwrap();
-        let b: Ledger<()> = Ledger::open(j, "b", &live).unwrap();
+        let a: Ledger<Rec> = Ledger::open(j.clone(), "a", &live).unwrap();
+        let b: Ledger<Rec> = Ledger::open(j, "b", &live).unwrap();
         a.save(rec("x", 1)).unwrap();
         b.save(rec("y", 1)).unwrap();
         drop((a, b));
         let (j, live) = Journal::open(dir.path()).unwrap();
-        let a: Ledger<()> = Ledger::open(j, "a", &live).unwrap();
+        let a: Ledger<Rec> = Ledger::open(j, "a", &live).unwrap();
         assert_eq!(a.records().len(), 1);
         assert!(a.get("x").is_some());
     }

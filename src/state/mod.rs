@@ -23,4 +23,4 @@ pub use group_commit::Ticket;
 pub use journal::{Journal, Update};
 pub use ledger::Ledger;
 pub use ledger::{Pending, Queued};
-pub use record::{Phase, Publication, VolumeRecord};
+pub use record::{Phase, Publication, Record, VolumeRecord};

@@ -47,6 +47,35 @@ pub struct VolumeRecord<E> {
     pub backend: E,
 }
 
+/// What a ledger indexes a record by: its name (the journal key), its id, the bytes it
+/// promises, and the nodes it is ControllerPublished to.
+pub trait Record: Clone + Serialize + serde::de::DeserializeOwned {
+    fn name(&self) -> &str;
+    fn id(&self) -> &str;
+    fn capacity_bytes(&self) -> u64;
+    fn published_nodes(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+impl<E: Clone + Serialize + serde::de::DeserializeOwned> Record for VolumeRecord<E> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+    fn published_nodes(&self) -> Vec<&str> {
+        self.controller_published
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 impl<E> VolumeRecord<E> {
     pub fn new(
         id: String,

@@ -274,49 +274,31 @@ impl Driver {
     /// returns Probe's error if it answered one.
     async fn spawn_and_wait_for(&mut self, ready: bool) -> Option<tonic::Status> {
         assert!(self.child.is_none(), "driver already running");
+        let socket = self.socket();
         let child = spawn(&mut self.command()).expect("spawn ferrovol serve");
-        self.child = Some(child);
-        let endpoint = ferrovol::server::Endpoint::Unix(self.socket());
+        let child = self.child.insert(child);
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut last_err = String::new();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+        let poll = Duration::from_millis(25);
+        match wait_for_probe(child, &socket, ready, deadline, poll, || {}).await {
+            Ok((channel, error)) => {
+                self.clients = Some(Clients {
+                    identity: IdentityClient::new(channel.clone()),
+                    controller: ControllerClient::new(channel.clone()),
+                    node: NodeClient::new(channel),
+                });
+                error
+            }
+            Err(StartFailure::Exited(status)) => {
                 self.child = None;
                 panic!(
                     "driver exited during start with {status:?}\n--- driver log ---\n{}",
                     self.log()
                 );
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "driver did not answer Probe within {START_TIMEOUT:?} (last error: {last_err})\n--- driver log ---\n{}",
-                    self.log()
-                );
-            }
-            match ferrovol::client::connect(&endpoint).await {
-                Ok(channel) => {
-                    let mut identity = IdentityClient::new(channel.clone());
-                    let answer = identity.probe(csi::ProbeRequest {}).await;
-                    let done = match &answer {
-                        Ok(r) => r.get_ref().ready != Some(false),
-                        Err(e) => !ready && e.code() != tonic::Code::Unavailable,
-                    };
-                    if done {
-                        self.clients = Some(Clients {
-                            identity,
-                            controller: ControllerClient::new(channel.clone()),
-                            node: NodeClient::new(channel),
-                        });
-                        return answer.err();
-                    }
-                    match answer {
-                        Ok(r) => last_err = format!("probe answered {:?}", r.get_ref()),
-                        Err(e) => last_err = format!("probe: {e}"),
-                    }
-                }
-                Err(e) => last_err = format!("connect: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            Err(StartFailure::TimedOut(last_err)) => panic!(
+                "driver did not answer Probe within {START_TIMEOUT:?} (last error: {last_err})\n--- driver log ---\n{}",
+                self.log()
+            ),
         }
     }
 

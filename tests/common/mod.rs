@@ -3,9 +3,14 @@
 //! and loop device it (or the test) left under that directory.
 //!
 //! Pieces: `process` (spawning children safely), `scratch` (the temp dir), `driver` (the
-//! process and its CSI clients), `hostpath` (the hostpath backend's fixture: its start
-//! arguments, id format and leak check), `disks` (loop devices and file systems), `requests`,
+//! process and its CSI clients), `serve` (waiting for a started driver to answer Probe), `hostpath` (the hostpath backend's fixture: its start
+//! arguments, id format and leak check), `disks` (file systems on loop devices), `requests`,
 //! `system` (mount table, loop devices, tools).
+//!
+//! Fixtures some binaries use, as `common::<name>`: `ganesha` (a real nfs-ganesha), `nfs` and
+//! `nfs_snap` (the NFS driver against it), `deadserver` and `hungfs` (an NFS server that never
+//! answers, over the network and as a mount), `loopdisks` and `fake_sysfs` (blank loop devices
+//! with chosen signatures and identities), `hostpath_snap` (snapshot fixtures), `helm`.
 //!
 //! Layout of a scratch directory:
 //!   csi.sock        the endpoint
@@ -39,8 +44,19 @@ mod hostpath;
 mod process;
 mod requests;
 mod scratch;
+mod serve;
 mod system;
 mod xattr;
+
+pub mod deadserver;
+pub mod fake_sysfs;
+pub mod ganesha;
+pub mod helm;
+pub mod hostpath_snap;
+pub mod hungfs;
+pub mod loopdisks;
+pub mod nfs;
+pub mod nfs_snap;
 
 #[allow(unused_imports)]
 pub use disks::*;
@@ -48,6 +64,7 @@ pub use driver::*;
 pub use process::*;
 pub use requests::*;
 pub use scratch::*;
+pub use serve::*;
 pub use system::*;
 #[allow(unused_imports)] // Only the tests that plant markers by hand use it.
 pub use xattr::*;

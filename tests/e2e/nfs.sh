@@ -21,7 +21,7 @@ NFS_NS=e2e-nfs
 NFS_DRIVER=nfs.csi.ferrovol.io
 NFS_POLICIES=(delete retain archive)
 NFS_CLAIM=32Mi
-# The lock every ganesha user on this host takes (tests/support/ganesha.rs, tests/sanity/run.sh):
+# The lock every ganesha user on this host takes (tests/common/ganesha.rs, tests/sanity/run.sh):
 # one rpcbind serves the host and a second ganesha would take over the first one's programs.
 # A fixed descriptor, so rpcbind (a daemon that outlives the suite) can be started without it.
 NFS_LOCK=/tmp/ferrovol-ganesha.lock

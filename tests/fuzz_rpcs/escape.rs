@@ -65,7 +65,7 @@ pub fn names(dir: &Path) -> BTreeSet<String> {
 }
 
 /// Names that appeared in `dir` since `before` and look generated: they contain the fuzz mark
-/// or equal a component the generators produced. (Other sessions on the machine create files
+/// or equal a component the generators produced. (Other processes on the machine create files
 /// in /tmp too; those do not look like ours.)
 pub fn new_generated(
     dir: &Path,

@@ -94,7 +94,7 @@ run() { # run <label> <access type> <hostpath base | nfs> [extra csi-sanity args
 }
 
 # ganesha on 127.0.0.1 exporting $WORK/export, registered with rpcbind. It holds the host-wide
-# lock of the Rust ganesha fixture (tests/support/ganesha.rs): one rpcbind serves the host.
+# lock of the Rust ganesha fixture (tests/common/ganesha.rs): one rpcbind serves the host.
 start_ganesha() {
     EXPORT="$WORK/export"
     mkdir -p "$EXPORT" "$WORK/ganesha-recovery"
@@ -127,7 +127,7 @@ GANESHA
     exit 1
 }
 
-# ---- device backend: a process serving only `--backends device` over a pool of
+# Device backend: a process serving only `--backends device` over a pool of
 # blank loop devices named one by one with --device-include; mount (ext4) and block access.
 # Half the pool is 64 MiB, half 128 MiB: a volume is a whole device (the smallest that fits), so
 # a repeated create asking for twice the size must find the 64 MiB volume too small
@@ -184,7 +184,6 @@ if [ -z "${SANITY_ONLY:-}" ] || [ "${SANITY_ONLY}" = device ]; then
         run_device "$access"
     done
 fi
-# ---- end of the device backend section
 
 if [ -z "${SANITY_ONLY:-}" ] || [ "${SANITY_ONLY}" = nfs ]; then
 start_ganesha

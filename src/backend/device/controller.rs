@@ -172,16 +172,15 @@ impl ControllerBackend for DeviceBackend {
         }
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
-            match rec.phase {
-                Phase::Ready => {
-                    crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
-                    return Ok(self.info(&rec));
-                }
-                Phase::Creating => self.roll_back_create(&rec)?,
+            return match rec.phase {
                 Phase::Deleting => {
-                    return Err(Error::precondition(id_str, "is being deleted; retry later"))
+                    Err(Error::precondition(id_str, "is being deleted; retry later"))
                 }
-            }
+                _ => {
+                    crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
+                    Ok(self.info(&rec))
+                }
+            };
         }
         let Some(entry) = self
             .fitting(&params, Some(&range))?
@@ -220,17 +219,19 @@ impl ControllerBackend for DeviceBackend {
             },
         );
         rec.parameters = wanted_params;
-        // Intent first: a crash from here on is rolled back at the next start.
-        rec.phase = Phase::Creating;
-        self.ledger.save(rec.clone())?;
-        crate::failpoint::hit("device:create:after-intent");
-        if let Err(e) = self.set_claim(&rec, self.ours(&rec)) {
-            let _ = self.ledger.remove(&rec);
+        // Shown first, so a claim another node took meanwhile refuses this one; the one commit
+        // of the record is the claim.
+        self.inventory
+            .set_claim(&entry.device.uid, self.ours(&rec))
+            .map_err(Error::os(
+                &id_str,
+                format!("claim device {}", entry.device.uid),
+            ))?;
+        if let Err(e) = self.ledger.save(rec.clone()) {
+            self.show_claim(&rec, Claim::Unclaimed);
             return Err(e);
         }
-        crate::failpoint::hit("device:create:after-claim");
-        rec.phase = Phase::Ready;
-        self.ledger.save(rec.clone())?;
+        crate::failpoint::hit("device:create:after-commit");
         tracing::info!(volume = %id_str, uid = %entry.device.uid, device = %entry.device.dev_path.display(), size, "claimed device");
         Ok(self.info(&rec))
     }
@@ -251,10 +252,8 @@ impl ControllerBackend for DeviceBackend {
             return Ok(());
         };
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
-        match rec.phase {
-            Phase::Creating => return self.roll_back_create(&rec),
-            Phase::Deleting => return self.finish_delete(&rec),
-            Phase::Ready => {}
+        if rec.phase == Phase::Deleting {
+            return self.finish_delete(&rec);
         }
         if let Some(why) = rec.in_use() {
             return Err(Error::precondition(rec.id, why));

@@ -1,28 +1,26 @@
 //! device backend: each volume is one whole block device from the node's discovery inventory.
 //!
-//! Ownership lives in two durable places: the volume record in the journal (which device, by
-//! uid; the filesystem we planned and wrote) and the device's claim in the inventory. They are
-//! changed in an order that makes every crash recoverable from the two alone:
+//! Ownership lives in one durable store, the state journal: the volume record names its device
+//! (by uid) and the filesystem we planned and wrote, and is the device's claim ([`claims`]).
+//! The inventory (`devices.json`) holds only what the scans observed.
 //!
-//! - create: record `Creating` (names the uid) -> claim `Claimed` -> record `Ready`. A restart
-//!   rolls a `Creating` record back (unclaims the device if it holds our claim; the device was
-//!   never written, the CO never got an answer and retries).
+//! - create: one commit of the record claims the device. Nothing is written to the device
+//!   before it, so a crash leaves either no record and a blank device, or the volume.
 //! - stage: the filesystem UUID is chosen at create and recorded, mkfs runs with it, then the
 //!   offsets blkid reports are recorded. A filesystem with our UUID but no recorded offsets was
 //!   never handed to a pod (mkfs may have been cut short): it is made again. Any other
 //!   signature is refused, never formatted.
 //! - delete: record `Deleting` -> wipe (only what we wrote, or everything for a raw block
-//!   volume) -> claim `Unclaimed` (or `Released` with the reason when the device no longer shows
-//!   what we wrote) -> record removed. A restart finishes a `Deleting` record the same way.
+//!   volume) -> one batch that removes the record and, when the device no longer shows what
+//!   we wrote, records it `Released` with the reason. A restart finishes a `Deleting` record.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
 //!   proves through the descriptor it writes with (or holds) that the node is the claimed
 //!   device ([`proof`]): uid read afresh for that device number, size,
 //!   the fingerprint taken at claim, no other device presenting the same uid. A device that
 //!   fails the proof is never written; the RPC answers FailedPrecondition and a delete stays
 //!   pending until the claimed device is back or an operator steps in.
-//! - A `Claimed` device whose volume has no record (lost state) is never given out again: it
-//!   turns `Released` for an operator to look at.
 
+pub mod claims;
 mod controller;
 mod node;
 pub mod params;
@@ -92,21 +90,25 @@ static CAPS: BackendCaps = BackendCaps {
 pub struct DeviceBackend {
     node: String,
     inventory: Arc<Inventory>,
-    ledger: Ledger<DeviceData>,
+    ledger: Ledger<VolumeRecord>,
     /// Held from choosing a device to committing its claim, so two creates never pick one.
     claiming: Mutex<()>,
 }
 
 impl DeviceBackend {
-    /// Opens the inventory (one scan), starts the hotplug monitor (and, in a cluster, the
-    /// BlockDevice sync), adopts the records and finishes or rolls back whatever a crash
-    /// interrupted (see the module doc).
+    /// Opens the records and the inventory (one scan, placed by the claims the records make),
+    /// starts the hotplug monitor (and, in a cluster, the BlockDevice sync) and finishes the
+    /// deletes a crash interrupted.
     pub fn open(
         cfg: DeviceConfig,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Self> {
-        let inventory = Inventory::open(&cfg.state_dir, &cfg.node_id, cfg.filters)?;
+        let ledger = Ledger::open(journal, BACKEND, live)?;
+        let inventory =
+            Inventory::open_with_claims(&cfg.state_dir, &cfg.node_id, cfg.filters, |legacy| {
+                claims::adopt(&ledger, live, &cfg.node_id, legacy)
+            })?;
         inventory.start_monitor()?;
         if crate::discovery::sync::in_cluster() {
             // The cluster's view of the node's disks (BlockDevice objects), kept current.
@@ -115,7 +117,7 @@ impl DeviceBackend {
         let backend = DeviceBackend {
             node: cfg.node_id,
             inventory,
-            ledger: Ledger::open(journal, BACKEND, live)?,
+            ledger,
             claiming: Mutex::new(()),
         };
         backend.recover();
@@ -129,52 +131,11 @@ impl DeviceBackend {
 
     fn recover(&self) {
         for rec in self.ledger.records() {
-            let result = match rec.phase {
-                Phase::Creating => self.roll_back_create(&rec),
-                Phase::Deleting => self.finish_delete(&rec),
-                Phase::Ready => self.reassert_claim(&rec),
-            };
-            if let Err(e) = result {
-                tracing::warn!(volume = %rec.id, error = %e, "device recovery incomplete; retried at the next start");
-            }
-        }
-        let known: Vec<String> = self.ledger.records().into_iter().map(|r| r.id).collect();
-        for e in self.inventory.snapshot() {
-            if let Claim::Claimed { volume, node } = &e.claim {
-                if node == &self.node && !known.contains(volume) {
-                    let reason = format!(
-                        "claimed by volume {volume}, of which this driver has no record; not reused"
-                    );
-                    tracing::warn!(uid = %e.device.uid, %reason, "device released");
-                    let claim = Claim::Released {
-                        volume: volume.clone(),
-                        reason,
-                        node: self.node.clone(),
-                    };
-                    if let Err(err) = self.inventory.set_claim(&e.device.uid, claim) {
-                        tracing::warn!(uid = %e.device.uid, error = %err, "could not release device");
-                    }
+            if rec.phase == Phase::Deleting {
+                if let Err(e) = self.finish_delete(&rec) {
+                    tracing::warn!(volume = %rec.id, error = %e, "device recovery incomplete; retried at the next start");
                 }
             }
-        }
-    }
-
-    fn roll_back_create(&self, rec: &VolumeRecord) -> Result<()> {
-        if self.claim_of(&rec.backend.uid) == Some(self.ours(rec)) {
-            self.set_claim(rec, Claim::Unclaimed)?;
-        }
-        tracing::info!(volume = %rec.id, uid = %rec.backend.uid, "rolled back an unfinished create");
-        self.ledger.remove(rec)
-    }
-
-    fn reassert_claim(&self, rec: &VolumeRecord) -> Result<()> {
-        match self.claim_of(&rec.backend.uid) {
-            Some(Claim::Unclaimed) => self.set_claim(rec, self.ours(rec)),
-            None => {
-                tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, "the volume's device is not in the inventory");
-                Ok(())
-            }
-            Some(_) => Ok(()),
         }
     }
 
@@ -199,19 +160,16 @@ impl DeviceBackend {
         self.inventory.get(uid).map(|e| e.claim)
     }
 
-    fn set_claim(&self, rec: &VolumeRecord, claim: Claim) -> Result<()> {
-        self.inventory
-            .set_claim(&rec.backend.uid, claim)
-            .map_err(Error::os(
-                &rec.id,
-                format!("set claim of device {}", rec.backend.uid),
-            ))
+    /// Shows `claim` on `rec`'s device, once the journal holds it.
+    fn show_claim(&self, rec: &VolumeRecord, claim: Claim) {
+        if let Err(e) = self.inventory.set_claim(&rec.backend.uid, claim) {
+            tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, error = %e, "claim not shown in the inventory");
+        }
     }
 
     fn record(&self, id: &VolumeId) -> Result<VolumeRecord> {
         self.ledger
             .by_id(&id.to_string())
-            .filter(|r| r.phase != Phase::Creating)
             .ok_or_else(|| Error::not_found(id.to_string()))
     }
 

@@ -27,7 +27,7 @@ use crate::os::{fsutil, markers, statfs};
 use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
 use limiter::Limiter;
-use record::{Enforcement, HostpathData, VolumeRecord};
+use record::{Enforcement, VolumeRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -72,14 +72,14 @@ pub struct HostpathBackend {
     node: String,
     base: PathBuf,
     default_capacity: u64,
-    ledger: Ledger<HostpathData>,
+    ledger: Ledger<VolumeRecord>,
     base_fs: &'static str,
     /// What the base's filesystem offers, probed when a volume first needs it (`features`).
     features: OnceLock<BaseFeatures>,
     /// Held while probing: the reflink probe's files have fixed names.
     probing: Mutex<()>,
     /// Snapshot records, under their own journal prefix.
-    snaps: Ledger<snapshot::SnapData>,
+    snaps: Ledger<snapshot::SnapRecord>,
     /// The last statfs of the base: (when, size, bytes available), for `space_for`.
     recent_space: Mutex<Option<(Instant, u64, u64)>>,
     /// Why the base was refused at start (see `base`); None when it was this store's.
@@ -98,9 +98,9 @@ impl HostpathBackend {
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
-        let snaps: Ledger<snapshot::SnapData> =
+        let snaps: Ledger<snapshot::SnapRecord> =
             Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
-        let ledger: Ledger<HostpathData> = Ledger::open(journal.clone(), BACKEND, live)?;
+        let ledger: Ledger<VolumeRecord> = Ledger::open(journal.clone(), BACKEND, live)?;
         let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
@@ -196,8 +196,8 @@ impl HostpathBackend {
     /// without an identity to be the recorded one.
     fn recorded_dirs(
         cfg: &HostpathConfig,
-        ledger: &Ledger<HostpathData>,
-        snaps: &Ledger<snapshot::SnapData>,
+        ledger: &Ledger<VolumeRecord>,
+        snaps: &Ledger<snapshot::SnapRecord>,
     ) -> std::io::Result<Vec<base::Evidence>> {
         let base = cfg.base.as_path();
         let mut out = Vec::new();

@@ -8,7 +8,7 @@
 //! | record, directory of its incarnation | a volume | keep; forget publications whose mounts vanished |
 //! | record, trash of its incarnation | a delete that was never acknowledged (left by builds that renamed before the commit) | finish it |
 //! | record, trash or directory of an earlier incarnation, ours | an acknowledged delete of an earlier volume of that name (a power cut lost its removal or its rename) | remove that; the record is untouched |
-//! | record, trash and no directory, incarnations unknown (written before 0.2) | cannot tell | keep both, log an error; ListVolumes reports the volume abnormal; DeleteVolume settles it |
+//! | record, trash and no directory, incarnations unknown (a record without incarnations) | cannot tell | keep both, log an error; ListVolumes reports the volume abnormal; DeleteVolume settles it |
 //! | record, nothing | the mkdir was lost (power cut) or removed by hand | recreate it empty, log an error |
 //! | no record, directory marked by this store | a create that was never acknowledged, or an acknowledged delete whose removal a crash or power cut stopped | remove it |
 //! | no record, trash marked by this store | a delete acknowledged before its removal | remove it |

@@ -61,14 +61,31 @@ pub enum StoredAs {
     Copy,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapData {
+/// A snapshot's record. (Earlier builds wrote it as a volume record; the fields read here are
+/// the ones those carried too.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapRecord {
+    pub id: String,
+    pub name: String,
+    /// The source volume's access type and size.
+    pub kind: AccessKind,
+    pub capacity_bytes: u64,
     pub source_volume_id: String,
     pub created_unix_ms: u64,
     pub stored_as: StoredAs,
 }
 
-pub type SnapRecord = crate::state::VolumeRecord<SnapData>;
+impl crate::state::Record for SnapRecord {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+}
 
 /// Whether `dir` is the root of a btrfs subvolume (inode 256 means nothing elsewhere).
 pub(super) fn is_subvolume(dir: &Path) -> bool {
@@ -133,9 +150,9 @@ impl HostpathBackend {
     pub(super) fn snapshot_info(rec: &SnapRecord) -> SnapshotInfo {
         SnapshotInfo {
             id: rec.id.clone(),
-            source_volume_id: rec.backend.source_volume_id.clone(),
+            source_volume_id: rec.source_volume_id.clone(),
             size_bytes: rec.capacity_bytes,
-            created: UNIX_EPOCH + Duration::from_millis(rec.backend.created_unix_ms),
+            created: UNIX_EPOCH + Duration::from_millis(rec.created_unix_ms),
             ready: true,
         }
     }
@@ -252,14 +269,14 @@ impl SnapshotBackend for HostpathBackend {
         let source_str = req.source.to_string();
         crate::backend::params::decode::<SnapParams>(super::BACKEND, &req.parameters)?;
         if let Some(rec) = self.snaps.get(&req.name) {
-            if rec.backend.source_volume_id == source_str {
+            if rec.source_volume_id == source_str {
                 return Ok(Self::snapshot_info(&rec));
             }
             return Err(Error::exists(
                 id_str,
                 format!(
                     "snapshot {:?} already exists for volume {}, not {source_str}",
-                    req.name, rec.backend.source_volume_id
+                    req.name, rec.source_volume_id
                 ),
             ));
         }
@@ -314,24 +331,22 @@ impl SnapshotBackend for HostpathBackend {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis() as u64;
-            let rec = SnapRecord::new(
-                id_str.clone(),
-                req.name.clone(),
-                vol.kind,
-                vol.capacity_bytes,
-                SnapData {
-                    source_volume_id: source_str.clone(),
-                    created_unix_ms,
-                    stored_as,
-                },
-            );
+            let rec = SnapRecord {
+                id: id_str.clone(),
+                name: req.name.clone(),
+                kind: vol.kind,
+                capacity_bytes: vol.capacity_bytes,
+                source_volume_id: source_str.clone(),
+                created_unix_ms,
+                stored_as,
+            };
             // The commit point: once durable, the snapshot exists.
             self.snaps.save(rec.clone())?;
             Ok(rec)
         })();
         match made {
             Ok(rec) => {
-                tracing::info!(snapshot = %id_str, source = %source_str, stored_as = ?rec.backend.stored_as, "snapshot taken");
+                tracing::info!(snapshot = %id_str, source = %source_str, stored_as = ?rec.stored_as, "snapshot taken");
                 Ok(Self::snapshot_info(&rec))
             }
             Err(e) => {
@@ -394,7 +409,7 @@ impl SnapshotBackend for HostpathBackend {
                 wanted_id.as_ref().is_none_or(|w| &r.id == w)
                     && wanted_source
                         .as_ref()
-                        .is_none_or(|w| &r.backend.source_volume_id == w)
+                        .is_none_or(|w| &r.source_volume_id == w)
             },
             Self::snapshot_info,
         );

@@ -3,6 +3,7 @@
 //! back as Unclaimed or keep it Released.
 
 use super::*;
+use crate::backend::device::claims::release_update;
 use crate::backend::device::proof::{conflict, Hold, Proven};
 
 impl DeviceBackend {
@@ -21,7 +22,7 @@ impl DeviceBackend {
             }
         }
         let outcome = match self.device_path(rec) {
-            // Released or unclaimed already (a repeat after a crash): leave the claim alone.
+            // A device never seen, or claimed by another node: nothing of ours to wipe or release.
             Err(_) if self.claim_of(&rec.backend.uid).as_ref() != Some(&ours) => None,
             Err(e) => Some(self.released(
                 rec,
@@ -39,12 +40,17 @@ impl DeviceBackend {
                 Some(self.wipe(rec, &dev)?)
             }
         };
-        if let Some(claim) = outcome {
-            if let Claim::Released { reason, .. } = &claim {
+        let release = match &outcome {
+            Some(claim @ Claim::Released { reason, .. }) => {
                 tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, %reason, "device released, not wiped");
+                vec![release_update(&rec.backend.uid, claim).map_err(Error::state(&rec.id))?]
             }
-            self.set_claim(rec, claim)?;
-            crate::failpoint::hit("device:delete:after-release");
+            _ => Vec::new(),
+        };
+        self.ledger.remove_with(rec, release)?;
+        crate::failpoint::hit("device:delete:after-release");
+        if let Some(claim) = outcome {
+            self.show_claim(rec, claim);
         }
         if let Some(e) = self.inventory.get(&rec.backend.uid) {
             // The device's candidacy follows its signatures: refresh it now.
@@ -52,7 +58,7 @@ impl DeviceBackend {
                 tracing::warn!(uid = %rec.backend.uid, error = %err, "rescan after release failed");
             }
         }
-        self.ledger.remove(rec)
+        Ok(())
     }
 
     /// The claim a deleted volume leaves: Unclaimed once what we made is wiped, else Released.

@@ -1,0 +1,214 @@
+//! A real nfs-ganesha server (VFS backend) on 127.0.0.1 for tests and benches, with rpcbind.
+//!
+//! Only one rpcbind serves a host, and a second ganesha would overwrite the first one's
+//! registrations, so every `Ganesha` holds an exclusive flock on a host-wide lock file for its
+//! lifetime: tests in one binary, in several binaries, or in several worktrees take turns.
+//! Benches include this file alone with `#[path]`.
+
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LOCK: &str = "/tmp/ferrovol-ganesha.lock";
+
+/// True when ganesha and rpcbind are installed (scripts/test.sh installs them).
+pub fn available() -> bool {
+    ["ganesha.nfsd", "rpcbind", "rpcinfo"].iter().all(|b| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+pub struct Ganesha {
+    dir: tempfile::TempDir,
+    /// The exported directory, as seen on this host's disk.
+    pub export: PathBuf,
+    pub nfs_port: u16,
+    pub mnt_port: u16,
+    pub nlm_port: u16,
+    child: Option<Child>,
+    _lock: File,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn ensure_rpcbind() {
+    if TcpStream::connect("127.0.0.1:111").is_ok() {
+        return;
+    }
+    // -w: warm start; rpcbind daemonizes and stays for the host, like a system service.
+    let st = Command::new("rpcbind")
+        .arg("-w")
+        .status()
+        .expect("run rpcbind");
+    assert!(st.success(), "rpcbind failed: {st}");
+    let t0 = Instant::now();
+    while TcpStream::connect("127.0.0.1:111").is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "rpcbind did not listen on 111"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Ganesha {
+    /// Starts rpcbind if needed and ganesha exporting a fresh temp directory; returns once
+    /// portmap maps NFS v3 and MOUNT v3 to this server's ports.
+    pub fn start() -> Ganesha {
+        let lock = File::create(LOCK).expect("create ganesha lock file");
+        // SAFETY: flock on a descriptor we own; blocks until the previous server is gone.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {LOCK}");
+        ensure_rpcbind();
+        let dir = tempfile::Builder::new()
+            .prefix("ferrovol-ganesha")
+            .tempdir()
+            .unwrap();
+        let export = dir.path().join("export");
+        fs::create_dir(&export).unwrap();
+        fs::create_dir(dir.path().join("recovery")).unwrap();
+        let mut g = Ganesha {
+            export,
+            nfs_port: free_port(),
+            mnt_port: free_port(),
+            nlm_port: free_port(),
+            dir,
+            child: None,
+            _lock: lock,
+        };
+        g.write_config();
+        g.resume();
+        g
+    }
+
+    /// The share to mount: the export path.
+    pub fn share(&self) -> String {
+        self.export.to_str().unwrap().to_string()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_config(&self) {
+        let conf = format!(
+            r#"NFS_CORE_PARAM {{
+    NFS_Port = {nfs}; MNT_Port = {mnt}; NLM_Port = {nlm};
+    Bind_addr = 127.0.0.1; Protocols = 3, 4; Enable_RQUOTA = false;
+}}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = {rec}; }}
+EXPORT {{
+    Export_Id = 1; Path = {exp}; Pseudo = {exp};
+    Access_Type = RW; Squash = No_Root_Squash; Protocols = 3, 4; Transports = TCP; SecType = sys;
+    FSAL {{ Name = VFS; }}
+}}
+LOG {{ Default_Log_Level = WARN; }}
+"#,
+            nfs = self.nfs_port,
+            mnt = self.mnt_port,
+            nlm = self.nlm_port,
+            rec = self.dir.path().join("recovery").display(),
+            exp = self.export.display(),
+        );
+        fs::write(self.dir.path().join("ganesha.conf"), conf).unwrap();
+    }
+
+    fn registered(&self) -> bool {
+        let Ok(out) = Command::new("rpcinfo").args(["-p", "127.0.0.1"]).output() else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let has = |prog: &str, port: u16| {
+            text.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() >= 4
+                    && f[0] == prog
+                    && f[1] == "3"
+                    && f[2] == "tcp"
+                    && f[3] == port.to_string()
+            })
+        };
+        has("100003", self.nfs_port) && has("100005", self.mnt_port)
+    }
+
+    /// Starts the server (again) with the same ports and export.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "ganesha already running");
+        let d = self.dir.path();
+        let log = File::create(d.join("ganesha.out")).unwrap();
+        let child = Command::new("ganesha.nfsd")
+            .arg("-F")
+            .arg("-f")
+            .arg(d.join("ganesha.conf"))
+            .arg("-L")
+            .arg(d.join("ganesha.log"))
+            .arg("-p")
+            .arg(d.join("ganesha.pid"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ganesha.nfsd");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!("ganesha exited early ({st}); log:\n{}", self.log());
+            }
+            if self.registered() && TcpStream::connect(("127.0.0.1", self.nfs_port)).is_ok() {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "ganesha not registered with portmap after 30 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (SIGTERM, so it unregisters from portmap; SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling the child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let d = self.dir.path();
+        let a = fs::read_to_string(d.join("ganesha.log")).unwrap_or_default();
+        let b = fs::read_to_string(d.join("ganesha.out")).unwrap_or_default();
+        format!("{a}{b}")
+    }
+}
+
+impl Drop for Ganesha {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
