@@ -2,15 +2,22 @@
 //! how the waiters learn the outcome.
 //!
 //! A change is queued with `submit` and is acknowledged only after the batch that carries it is
-//! synced. Its caller waits with `wait`: the first waiter to find no sync in flight leads the
-//! batch itself; when done it wakes its own batch and one thread of the batch queued meanwhile,
-//! which leads that one.
+//! synced. Its caller waits either on a thread (`wait`: the first waiter to find no sync in flight
+//! leads the batch itself) or as a task (`wait_async`: nothing blocks; a task that finds no leader
+//! starts one on the blocking pool, which then leads batch after batch while changes keep
+//! arriving, and each task is woken by its batch's outcome). A waiting task holds no thread, so at
+//! concurrency N the driver does not keep N threads asleep in the commit and wake each of them.
+//!
+//! When a leader that waited on a thread is done with its own batch it hands the next one over:
+//! to a thread blocked on it, or, when only tasks wait on it, to a leader on the blocking pool.
 
 use super::frame::{Update, SEQ_KEY};
 use super::journal::{poisoned_error, Inner, Journal};
+use std::future::poll_fn;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 
 /// One batch, shared by the tickets of its changes: the condition its waiting threads sleep
 /// on, and its outcome, set once when it is decided. Each waiter reads its own batch's
@@ -26,7 +33,7 @@ impl Batch {
         self.cv.notify_one();
     }
 
-    /// Records the outcome and wakes the batch's threads.
+    /// Records the outcome and wakes the batch's threads (its tasks are woken by sequence).
     fn decide(&self, outcome: Result<(), Arc<io::Error>>) {
         let _ = self.outcome.set(outcome);
         self.cv.notify_all();
@@ -63,8 +70,8 @@ impl Journal {
         self.wait(ticket)
     }
 
-    /// Queues `updates` for the next batch without waiting. They are durable once `wait` on the
-    /// ticket answers Ok; until then nothing may act as if they were.
+    /// Queues `updates` for the next batch without waiting. They are durable once `wait` or
+    /// `wait_async` on the ticket answers Ok; until then nothing may act as if they were.
     pub fn submit(&self, updates: Vec<Update>) -> io::Result<Ticket> {
         let mut inner = self.lock();
         if let Some(cause) = &inner.poisoned {
@@ -97,20 +104,50 @@ impl Journal {
                 }
                 continue;
             }
+            // Still queued (not in a batch in flight): count this thread as one that can lead it.
+            let queued = mine > inner.taken;
+            if queued {
+                inner.queued_blocking += 1;
+            }
             inner = ticket
                 .batch
                 .cv
                 .wait(inner)
                 .unwrap_or_else(|p| p.into_inner());
+            // A leader that took the queue reset the count; otherwise this thread is no longer
+            // blocked on it.
+            if queued && mine > inner.taken {
+                inner.queued_blocking -= 1;
+            }
         }
     }
 
+    /// Waits as a task until the ticket's batch is decided; holds no thread meanwhile.
+    pub async fn wait_async(&self, ticket: &Ticket) -> io::Result<()> {
+        poll_fn(|cx| self.poll_ticket(ticket, cx)).await
+    }
+
+    fn poll_ticket(&self, ticket: &Ticket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.lock();
+        if inner.decided >= ticket.seq {
+            return Poll::Ready(ticket.batch.outcome());
+        }
+        inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
+        inner.wakers.push((ticket.seq, cx.waker().clone()));
+        if !inner.leader_active && !inner.leader_started {
+            self.start_leader(&mut inner);
+        }
+        Poll::Pending
+    }
+
     /// Writes and syncs everything queued, as the leader; the lock is released during I/O. The
-    /// batch's threads are woken; the caller decides who leads the next batch.
+    /// batch's threads and tasks are woken; the caller decides who leads the next batch.
     fn lead_one_batch<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
         let batch = std::mem::take(&mut inner.queue_cv);
+        inner.queued_blocking = 0;
         let first = inner.decided + 1;
         let last = inner.issued;
+        inner.taken = last;
         let mut bytes = std::mem::take(&mut inner.queued);
         let frames = std::mem::take(&mut inner.queued_frames) + 1;
         // The batch's closing frame: its sequence number.
@@ -122,6 +159,7 @@ impl Journal {
             let cause = Arc::new(poisoned_error(cause));
             inner.decided = last;
             batch.decide(Err(cause));
+            wake_decided(&mut inner);
             return inner;
         }
         inner.leader_active = true;
@@ -169,13 +207,66 @@ impl Journal {
         inner.leader_active = false;
         self.maybe_compact(&mut inner);
         batch.decide(decided);
+        wake_decided(&mut inner);
         inner
     }
 
-    /// After a thread led its own batch: one thread of the next batch, if any, leads it.
+    /// After a thread led its own batch: the next batch, if any, goes to one thread blocked on
+    /// it, or, when only tasks wait for it, to a leader on the blocking pool.
     fn hand_off(&self, inner: &mut Inner) {
-        if inner.issued > inner.decided && !inner.leader_active {
+        if inner.issued == inner.decided || inner.leader_active || inner.leader_started {
+            return;
+        }
+        if inner.queued_blocking > 0 {
             inner.queue_cv.notify_one();
+        } else {
+            self.start_leader(inner);
+        }
+    }
+
+    /// Starts a leader off this thread (the caller is a task, or a thread with its own answer
+    /// to give): on the runtime's blocking pool, else on a thread of its own. It leads batch
+    /// after batch until nothing is queued.
+    fn start_leader(&self, inner: &mut Inner) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        inner.leader_started = true;
+        let lead = move || me.lead_while_queued();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            drop(rt.spawn_blocking(lead));
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("journal-commit".into())
+            .spawn(lead);
+        if let Err(e) = spawned {
+            // Nobody leads now; the next waiter that polls or waits tries again.
+            tracing::warn!(error = %e, "cannot start a state journal leader thread");
+            inner.leader_started = false;
+        }
+    }
+
+    /// A started leader's loop: leads batches while changes are queued. When a thread is
+    /// leading as it begins, it leaves: that thread hands the next batch on when done.
+    fn lead_while_queued(&self) {
+        let mut inner = self.lock();
+        inner.leader_started = false;
+        while inner.issued > inner.decided && !inner.leader_active {
+            inner = self.lead_one_batch(inner);
+        }
+    }
+}
+
+/// Wakes the tasks of the batch just decided (its threads were woken by `Batch::decide`).
+fn wake_decided(inner: &mut Inner) {
+    let decided = inner.decided;
+    let mut i = 0;
+    while i < inner.wakers.len() {
+        if inner.wakers[i].0 <= decided {
+            inner.wakers.swap_remove(i).1.wake();
+        } else {
+            i += 1;
         }
     }
 }

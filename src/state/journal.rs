@@ -24,6 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::Waker;
 
 #[cfg(test)]
 use super::frame::encode;
@@ -67,12 +68,22 @@ pub(super) struct Inner {
     /// Sequence numbers: the last one handed out, and the last one whose batch is decided.
     pub(super) issued: u64,
     pub(super) decided: u64,
+    /// Sequence number of the last change a leader took into a batch in flight.
+    pub(super) taken: u64,
     /// A thread is leading a batch (its write and sync in flight).
     pub(super) leader_active: bool,
+    /// A leader was started off-thread and has not begun yet. Threads that find no batch in
+    /// flight still lead themselves meanwhile: were they to wait for it, a blocking pool full of
+    /// such threads would leave the started leader no thread to run on.
+    pub(super) leader_started: bool,
     /// The next batch: what its callers wait on and where its outcome will be. A leader takes
     /// it with the queue and wakes exactly its own batch when the batch is decided, then one
     /// caller of the batch queued meanwhile, to lead it: nobody else wakes only to sleep again.
     pub(super) queue_cv: Arc<Batch>,
+    /// Threads blocked on `queue_cv` (the queued batch), to lead it when the leader is done.
+    pub(super) queued_blocking: usize,
+    /// Tasks awaiting their change's batch (`submit` then `wait`): (sequence, waker).
+    pub(super) wakers: Vec<(u64, Waker)>,
     /// Once a sync fails the file's state is unknown: every later commit fails with the cause.
     pub(super) poisoned: Option<Arc<io::Error>>,
     /// The sequence number of the last durable batch (each batch ends with a frame carrying
@@ -191,8 +202,12 @@ impl Journal {
                 queued_frames: 0,
                 issued: 0,
                 decided: 0,
+                taken: 0,
                 leader_active: false,
+                leader_started: false,
                 queue_cv: Arc::default(),
+                queued_blocking: 0,
+                wakers: Vec::new(),
                 poisoned: None,
                 seq: seq + 1,
                 damage: damage.clone(),

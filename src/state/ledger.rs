@@ -96,7 +96,7 @@ impl<R: Record> Index<R> {
 }
 
 /// A record change queued in the journal: acknowledged, and shown by the index, only once its
-/// batch is durable. Wait for `ticket`, then settle `pending`.
+/// batch is durable. Wait for `ticket` (on a thread or as a task), then settle `pending`.
 #[must_use = "a queued change counts only once it is settled"]
 pub struct Queued<R> {
     pub ticket: Ticket,
