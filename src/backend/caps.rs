@@ -36,6 +36,10 @@ pub struct BackendCaps {
     pub expansion: Expansion,
     /// Expansion has a node step (grow a filesystem, refresh a loop device).
     pub node_expansion: bool,
+    /// CreateVolume (without a content source) and DeleteVolume touch only local metadata and
+    /// wait for one journal commit (a delete also removes the volume's files): short enough to
+    /// run on the RPC's own worker thread when the server is otherwise idle (`csi::in_place`).
+    pub quick_provisioning: bool,
     /// CreateVolume from another volume.
     pub clone: bool,
 }

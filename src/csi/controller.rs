@@ -2,7 +2,7 @@
 
 use super::convert::{self, require};
 use super::limits::WithinLimits;
-use super::{check_served, rpc, rpc_inline, snapshots, Driver};
+use super::{check_served, rpc, rpc_inline, rpc_maybe_in_place, snapshots, Driver};
 use crate::backend::CapacityRequest;
 use crate::error::{Error, Result};
 use crate::proto as csi;
@@ -55,7 +55,11 @@ impl csi::controller_server::Controller for ControllerService {
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
         let req = req.into_inner();
         let d = self.driver.clone();
-        rpc("CreateVolume", req.name.clone(), move || {
+        // A copy from a snapshot or volume is long: always on the pool.
+        let short = req.volume_content_source.is_none()
+            && d.backend_named(req.parameters.get("backend").map(String::as_str))
+                .is_ok_and(|b| b.caps().quick_provisioning);
+        rpc_maybe_in_place("CreateVolume", req.name.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             require("name", &req.name)?;
             let parameters = convert::parameters(&req.parameters);
@@ -102,7 +106,15 @@ impl csi::controller_server::Controller for ControllerService {
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
         let req = req.into_inner();
         let d = self.driver.clone();
-        rpc("DeleteVolume", req.volume_id.clone(), move || {
+        // Only picks the thread: an id that does not parse is answered on the pool.
+        let short = VolumeId::parse(&req.volume_id)
+            .ok()
+            .flatten()
+            .is_some_and(|id| {
+                d.backend_for(&id)
+                    .is_ok_and(|b| b.caps().quick_provisioning)
+            });
+        rpc_maybe_in_place("DeleteVolume", req.volume_id.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             // Deleting what never existed succeeds: DeleteVolume is idempotent.
             let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)

@@ -1,9 +1,11 @@
 //! The CSI services. Thin by design: decode and validate the request, take the volume's lock,
-//! hand the work to a backend on the blocking pool, log one line per RPC, map the error.
+//! hand the work to a backend on the blocking pool (a short body on an idle server runs in place:
+//! `in_place`), log one line per RPC, map the error.
 
 pub mod controller;
 pub mod convert;
 pub mod identity;
+mod in_place;
 pub mod limits;
 pub mod node;
 mod paging;
@@ -66,7 +68,12 @@ impl Driver {
         &self,
         params: &std::collections::BTreeMap<String, String>,
     ) -> Result<&Arc<dyn Backend>> {
-        match params.get("backend") {
+        self.backend_named(params.get("backend").map(String::as_str))
+    }
+
+    /// The backend `name`; the first one served for None.
+    pub(crate) fn backend_named(&self, name: Option<&str>) -> Result<&Arc<dyn Backend>> {
+        match name {
             Some(name) => self.backend(name),
             None => self
                 .backends
@@ -143,12 +150,51 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
+    rpc_maybe_in_place(method, volume, false, body).await
+}
+
+/// Like `rpc`; a `short` body (the backend says so) runs in place when the server is otherwise
+/// idle, sparing two thread wake-ups (see `in_place`).
+pub(crate) async fn rpc_maybe_in_place<T, F>(
+    method: &'static str,
+    volume: String,
+    short: bool,
+    body: F,
+) -> Result<Response<T>, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
     let start = Instant::now();
-    let result = match tokio::task::spawn_blocking(body).await {
+    let in_flight = in_place::InFlight::enter(short);
+    let result = if in_flight.in_place() {
+        run_caught(method, body)
+    } else {
+        on_pool(method, body).await
+    };
+    drop(in_flight);
+    finish(method, &volume, start, result)
+}
+
+/// Runs a body on this thread; a panic becomes an Internal error naming the method.
+fn run_caught<T>(method: &'static str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        Err(Error::Internal(format!(
+            "{method} panicked: {}",
+            crate::error::panic_message(&*panic)
+        )))
+    })
+}
+
+/// Runs a body on the blocking pool.
+async fn on_pool<T: Send + 'static>(
+    method: &'static str,
+    body: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(body).await {
         Ok(r) => r,
         Err(e) => Err(Error::Internal(format!("{method} panicked: {e}"))),
-    };
-    finish(method, &volume, start, result)
+    }
 }
 
 /// Like `rpc`, for bodies that do no I/O (capabilities, plugin info): run in place.

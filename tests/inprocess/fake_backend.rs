@@ -81,6 +81,7 @@ impl FakeBackend {
                 stage: true,
                 expansion: Expansion::Online,
                 node_expansion: true,
+                quick_provisioning: true,
                 clone: false,
             },
         )
@@ -101,6 +102,7 @@ impl FakeBackend {
                 stage: false,
                 expansion: Expansion::None,
                 node_expansion: false,
+                quick_provisioning: false,
                 clone: false,
             },
         )

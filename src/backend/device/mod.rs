@@ -84,6 +84,7 @@ static CAPS: BackendCaps = BackendCaps {
     stage: true,
     expansion: Expansion::UpToDevice,
     node_expansion: false,
+    quick_provisioning: false,
     clone: false,
 };
 

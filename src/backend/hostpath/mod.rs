@@ -58,6 +58,7 @@ static CAPS: BackendCaps = BackendCaps {
     stage: true,
     expansion: Expansion::Online,
     node_expansion: true,
+    quick_provisioning: true,
     clone: true,
 };
 

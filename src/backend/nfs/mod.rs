@@ -117,6 +117,7 @@ static CAPS: BackendCaps = BackendCaps {
     stage: false,
     expansion: Expansion::Online,
     node_expansion: false,
+    quick_provisioning: false,
     clone: true,
 };
 
