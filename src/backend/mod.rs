@@ -4,12 +4,14 @@
 
 pub mod caps;
 pub mod device;
+pub mod done;
 pub mod hostpath;
 pub mod nfs;
 pub mod params;
 pub mod registry;
 
 pub use caps::{BackendCaps, Capacity, Expansion, Reach};
+pub use done::Done;
 
 use crate::error::{Error, Result};
 use crate::node::Target;
@@ -85,6 +87,14 @@ pub trait ControllerBackend: Send + Sync {
     }
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo>;
     fn delete(&self, id: &VolumeId) -> Result<()>;
+    /// `create`, split at its commit so the CSI layer can wait for the commit as a task.
+    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+        self.create(req).map(Done::Now)
+    }
+    /// `delete`, split at its commit like `queue_create`.
+    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
+        self.delete(id).map(Done::Now)
+    }
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo>;
     fn list(&self, after: Option<&str>, max_entries: usize) -> Result<Page>;
     /// `None` when the capabilities are all supported, else why not.

@@ -2,8 +2,8 @@
 
 use super::convert::{self, require};
 use super::limits::WithinLimits;
-use super::{check_served, rpc, rpc_inline, rpc_maybe_in_place, snapshots, Driver};
-use crate::backend::CapacityRequest;
+use super::{check_served, rpc, rpc_inline, rpc_queued, snapshots, Driver};
+use crate::backend::{CapacityRequest, Done};
 use crate::error::{Error, Result};
 use crate::proto as csi;
 use crate::volume::{CreateRequest, VolumeId};
@@ -59,7 +59,7 @@ impl csi::controller_server::Controller for ControllerService {
         let short = req.volume_content_source.is_none()
             && d.backend_named(req.parameters.get("backend").map(String::as_str))
                 .is_ok_and(|b| b.caps().quick_provisioning);
-        rpc_maybe_in_place("CreateVolume", req.name.clone(), short, move || {
+        rpc_queued("CreateVolume", req.name.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             require("name", &req.name)?;
             let parameters = convert::parameters(&req.parameters);
@@ -90,12 +90,17 @@ impl csi::controller_server::Controller for ControllerService {
             }
             let id = backend.create_id(&create)?;
             check_served(backend.as_ref(), &req.name, &create.capabilities)?;
-            let _guard = d.locks.try_lock(&id.to_string())?;
-            let mut volume = convert::volume(&backend.create(&create)?);
-            volume.content_source = req.volume_content_source;
-            Ok(csi::CreateVolumeResponse {
-                volume: Some(volume),
-            })
+            let guard = d.locks.try_lock(&id.to_string())?;
+            let source = req.volume_content_source;
+            // The volume's lock is held until the commit is decided and its steps have run.
+            Ok(backend.queue_create(&create)?.map(move |info| {
+                drop(guard);
+                let mut volume = convert::volume(&info);
+                volume.content_source = source;
+                csi::CreateVolumeResponse {
+                    volume: Some(volume),
+                }
+            }))
         })
         .await
     }
@@ -114,16 +119,18 @@ impl csi::controller_server::Controller for ControllerService {
                 d.backend_for(&id)
                     .is_ok_and(|b| b.caps().quick_provisioning)
             });
-        rpc_maybe_in_place("DeleteVolume", req.volume_id.clone(), short, move || {
+        rpc_queued("DeleteVolume", req.volume_id.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             // Deleting what never existed succeeds: DeleteVolume is idempotent.
             let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
             else {
-                return Ok(csi::DeleteVolumeResponse {});
+                return Ok(Done::Now(csi::DeleteVolumeResponse {}));
             };
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            backend.delete(&id)?;
-            Ok(csi::DeleteVolumeResponse {})
+            let guard = d.locks.try_lock(&req.volume_id)?;
+            Ok(backend.queue_delete(&id)?.map(move |()| {
+                drop(guard);
+                csi::DeleteVolumeResponse {}
+            }))
         })
         .await
     }

@@ -7,6 +7,8 @@
 //! responsive: only one body at a time runs in place (the other worker keeps serving, and every
 //! body that arrives meanwhile goes to the pool), never on a runtime with fewer than two
 //! workers, and only for bodies the backend declares short (`BackendCaps::quick_provisioning`).
+//! A short body that ends in a commit it can await as a task (`enter_queued`, `rpc_queued`) runs
+//! in place even while others are in flight: it holds the thread only for its own syscalls.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -25,6 +27,16 @@ impl InFlight {
         Self::enter_on(&IN_FLIGHT, short)
     }
 
+    /// For a short body that ends in a commit it awaits as a task (`rpc_queued`): it runs in
+    /// place even while others are in flight, since it does not hold the thread through a sync.
+    pub(crate) fn enter_queued(short: bool) -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            count: &IN_FLIGHT,
+            in_place: short && runtime_has_spare_worker(),
+        }
+    }
+
     fn enter_on(count: &'static AtomicUsize, short: bool) -> Self {
         let before = count.fetch_add(1, Ordering::AcqRel);
         let in_place = short && before == 0 && runtime_has_spare_worker();
@@ -35,6 +47,10 @@ impl InFlight {
         self.in_place
     }
 
+    /// No other body is in flight now: nobody would use this thread while it waits.
+    pub(crate) fn alone(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 1
+    }
 }
 
 impl Drop for InFlight {

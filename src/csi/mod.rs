@@ -1,6 +1,7 @@
 //! The CSI services. Thin by design: decode and validate the request, take the volume's lock,
 //! hand the work to a backend on the blocking pool (a short body on an idle server runs in place:
-//! `in_place`), log one line per RPC, map the error.
+//! `in_place`; a short create or delete runs in place and awaits its commit as a task:
+//! `rpc_queued`), log one line per RPC, map the error.
 
 pub mod controller;
 pub mod convert;
@@ -12,7 +13,7 @@ mod paging;
 pub mod snapshots;
 
 use crate::backend::registry::DriverKind;
-use crate::backend::{Backend, BackendCaps};
+use crate::backend::{Backend, BackendCaps, Done};
 use crate::error::{Error, Result};
 use crate::locks::VolumeLocks;
 use crate::volume::VolumeId;
@@ -171,6 +172,37 @@ where
         run_caught(method, body)
     } else {
         on_pool(method, body).await
+    };
+    drop(in_flight);
+    finish(method, &volume, start, result)
+}
+
+/// Like `rpc_maybe_in_place`, for a body that ends in a journal commit (`Done`). A short body
+/// runs in place even while others are in flight, because it no longer sleeps in the commit:
+/// alone, it waits for its commit in place (leading the sync: no thread hand-off at all);
+/// otherwise its task awaits the batch's sync, holding no thread, and is woken with its batch.
+/// A long body runs on the pool and waits for its commit there.
+pub(crate) async fn rpc_queued<T, F>(
+    method: &'static str,
+    volume: String,
+    short: bool,
+    body: F,
+) -> Result<Response<T>, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<Done<T>> + Send + 'static,
+{
+    let start = Instant::now();
+    let in_flight = in_place::InFlight::enter_queued(short);
+    let result = if in_flight.in_place() {
+        match run_caught(method, body) {
+            Ok(done) if in_flight.alone() => run_caught(method, || done.wait()),
+            // A client that goes away drops this future; `finish` then completes on a thread.
+            Ok(done) => done.finish().await,
+            Err(e) => Err(e),
+        }
+    } else {
+        on_pool(method, move || body()?.wait()).await
     };
     drop(in_flight);
     finish(method, &volume, start, result)

@@ -6,10 +6,10 @@ use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::{HostpathBackend, CAPS};
 use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
-
+use crate::state::Queued;
 use crate::volume::{
     AccessKind, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
 };
@@ -51,9 +51,17 @@ impl ControllerBackend for HostpathBackend {
         VolumeId::for_volume(super::BACKEND, &self.node, name)
     }
 
-    /// Makes and marks the directory, then commits the record: the volume exists once the
-    /// record is durable.
     fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        self.queue_create(req)?.wait()
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        self.queue_delete(id)?.wait()
+    }
+
+    /// Makes and marks the directory, then queues the record: the volume exists once the
+    /// record is durable (the `Done`'s commit).
+    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
@@ -114,7 +122,7 @@ impl ControllerBackend for HostpathBackend {
                 ));
             }
             crate::backend::check_existing(&rec, kind, &req.capacity, &wanted_params)?;
-            return Ok(self.info(&rec));
+            return Ok(Done::Now(self.info(&rec)));
         }
 
         let (total, available) = self.space_for(capacity)?;
@@ -193,18 +201,36 @@ impl ControllerBackend for HostpathBackend {
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
         let dir = self.volume_dir(&rec.name);
-        // The commit point: once the record is durable the volume exists.
-        if let Err(e) = self.ledger.save(rec) {
-            if let Err(undo) = self.remove_dir_of(&id_str, &dir, enforced_by) {
+        let rollback = move |me: &Self| {
+            if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
                 tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
             }
-            return Err(e);
-        }
-        Ok(info)
+        };
+        let Queued { ticket, pending } = match self.ledger.queue_save(rec) {
+            Ok(queued) => queued,
+            Err(e) => {
+                rollback(self);
+                return Err(e);
+            }
+        };
+        let me = self.arc();
+        Ok(Done::after_commit(
+            self.ledger.journal().clone(),
+            ticket,
+            move |outcome| {
+                // The commit point: once the record is durable the volume exists.
+                if let Err(e) = pending.settle(&me.ledger, outcome) {
+                    rollback(&me);
+                    return Err(e);
+                }
+                Ok(info)
+            },
+        ))
     }
 
-    /// Commits the record's removal; the directory goes once the removal is durable.
-    fn delete(&self, id: &VolumeId) -> Result<()> {
+    /// Queues the record's removal; the directory goes once the removal is durable (the
+    /// `Done`'s commit).
+    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
         if !self.is_local(id) {
             return Err(Error::precondition(
                 id.to_string(),
@@ -218,7 +244,7 @@ impl ControllerBackend for HostpathBackend {
         let id_str = id.to_string();
         self.require_base(&id_str)?;
         let Some(rec) = self.ledger.by_id(&id_str) else {
-            return self.delete_orphan(id);
+            return self.delete_orphan(id).map(Done::Now);
         };
         if let Some(why) = rec.in_use() {
             return Err(Error::precondition(id_str, why));
@@ -233,13 +259,18 @@ impl ControllerBackend for HostpathBackend {
                 let find = || crate::os::loopdev::find_by_backing_file(&image);
                 let mut attached = find().map_err(Error::os(&id_str, "list loop devices"))?;
                 if !attached.is_empty() {
-                    for _ in 0..20 {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                        attached = find().map_err(Error::os(&id_str, "list loop devices"))?;
-                        if attached.is_empty() {
-                            break;
+                    // Only the wait runs as a long step (off the runtime's worker).
+                    attached = crate::backend::done::long_step(|| {
+                        for _ in 0..19 {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                            let now = find()?;
+                            if now.is_empty() {
+                                return Ok(now);
+                            }
                         }
-                    }
+                        find()
+                    })
+                    .map_err(Error::os(&id_str, "list loop devices"))?;
                 }
                 if let Some(a) = attached.first() {
                     return Err(Error::precondition(
@@ -269,15 +300,23 @@ impl ControllerBackend for HostpathBackend {
         // the next start lifts the limit it names and removes it. Until the directory is gone
         // its project still counts usage, so no create takes the project id meanwhile.
         crate::failpoint::hit("delete:before-commit");
-        self.ledger.remove(&rec)?;
-        crate::failpoint::hit("delete:after-commit");
-        // The volume is deleted whatever happens here: a limit left in place only keeps its
-        // (empty) project id from being reused.
-        if let Err(e) = self.release_limit(&id_str, rec.backend.enforced_by) {
-            tracing::warn!(volume = %id_str, error = %e, "deleted; its capacity limit could not be lifted");
-        }
-        self.remove_deleted(&id_str, &rec.name);
-        Ok(())
+        let Queued { ticket, pending } = self.ledger.queue_remove(&rec)?;
+        let me = self.arc();
+        Ok(Done::after_commit(
+            self.ledger.journal().clone(),
+            ticket,
+            move |outcome| {
+                pending.settle(&me.ledger, outcome)?;
+                crate::failpoint::hit("delete:after-commit");
+                // The volume is deleted whatever happens here: a limit left in place only keeps
+                // its (empty) project id from being reused.
+                if let Err(e) = me.release_limit(&id_str, rec.backend.enforced_by) {
+                    tracing::warn!(volume = %id_str, error = %e, "deleted; its capacity limit could not be lifted");
+                }
+                me.remove_deleted(&id_str, &rec.name);
+                Ok(())
+            },
+        ))
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {

@@ -30,7 +30,7 @@ use limiter::Limiter;
 use record::{Enforcement, VolumeRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 pub const BACKEND: &str = "hostpath";
@@ -70,6 +70,8 @@ struct BaseFeatures {
 }
 
 pub struct HostpathBackend {
+    /// The backend itself, for the steps a create or delete runs after its commit.
+    me: Weak<HostpathBackend>,
     node: String,
     base: PathBuf,
     default_capacity: u64,
@@ -113,7 +115,8 @@ impl HostpathBackend {
             base::settle(&cfg.base, journal.store_id(), &recorded)?
         };
         let new = |base: PathBuf, base_fs, refused| {
-            Arc::new(HostpathBackend {
+            Arc::new_cyclic(|me| HostpathBackend {
+                me: me.clone(),
                 snaps,
                 node: cfg.node_id.clone(),
                 base,
@@ -258,6 +261,13 @@ impl HostpathBackend {
 
     fn nothing_recorded(&self) -> bool {
         self.ledger.is_empty() && self.snaps.is_empty()
+    }
+
+    /// This backend, owned: for the steps that run after a commit, off this call.
+    fn arc(&self) -> Arc<Self> {
+        self.me
+            .upgrade()
+            .expect("a backend in use is held by the registry")
     }
 
     fn store_id(&self) -> &str {

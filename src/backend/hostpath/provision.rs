@@ -123,7 +123,7 @@ impl HostpathBackend {
         }
         tracing::warn!(volume = %rec.id, dir = %dir.display(),
             "removing what an earlier, deleted volume of this name left behind before creating it anew");
-        fsutil::remove_tree_one_fs(dir).map_err(Error::os(
+        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir)).map_err(Error::os(
             &rec.id,
             format!("remove the earlier volume's leftover at {}", dir.display()),
         ))

@@ -342,9 +342,9 @@ impl HostpathBackend {
         let removed = if mounts_checked {
             // Only a tree is renamed to trash (`remove_deleted` removes an empty directory in
             // place), so this always walks.
-            crate::os::rmtree::remove_tree(trash)
+            crate::backend::done::long_step(|| crate::os::rmtree::remove_tree(trash))
         } else {
-            fsutil::remove_tree_one_fs(trash)
+            crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(trash))
         };
         if let Err(e) = removed {
             tracing::warn!(volume = %id, dir = %trash.display(), error = %e,
