@@ -155,6 +155,7 @@ impl Inventory {
             // The claims are in the journal now: the file stops holding them.
             inv.persist(&inv.lock())?;
         }
+        crate::metrics::count_devices(Arc::downgrade(&inv));
         Ok(inv)
     }
 
