@@ -1,5 +1,7 @@
 # ferrovol image: one binary for every role (node plugin, NFS controller, local resizer).
 # Build: docker build -t ghcr.io/ferrovol/ferrovol:0.1.0 .
+# scripts/image.sh builds the same image without a container engine: it reads the final stage's
+# package list, setcap, USER, ENTRYPOINT and CMD from this file (tests/image_recipe.rs).
 
 FROM docker.io/library/rust:1-bookworm AS build
 WORKDIR /src

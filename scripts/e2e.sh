@@ -47,6 +47,7 @@ command -v runc >/dev/null || need_apt+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 command -v iptables >/dev/null || need_apt+=(iptables)
+command -v setcap >/dev/null || need_apt+=(libcap2-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq

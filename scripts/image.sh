@@ -41,6 +41,15 @@ SOURCES=(
     "deb http://deb.debian.org/debian $SUITE-updates main"
     "deb http://deb.debian.org/debian-security $SUITE-security main"
 )
+# What debian:bookworm-slim (the Dockerfile's base) leaves out: docs but their copyright files,
+# man and info pages, translations.
+SLIM=(
+    path-exclude=/usr/share/doc/* path-include=/usr/share/doc/*/copyright
+    path-exclude=/usr/share/groff/* path-exclude=/usr/share/info/*
+    path-exclude=/usr/share/linda/* path-exclude=/usr/share/lintian/overrides/*
+    path-exclude=/usr/share/locale/* path-include=/usr/share/locale/locale.alias
+    path-exclude=/usr/share/man/*
+)
 REGISTRY=ferrovol.local
 ALL=(ferrovol csi-provisioner csi-resizer csi-snapshotter snapshot-controller
     local-path-provisioner pause busybox)
@@ -57,6 +66,7 @@ capability() { dockerfile | grep -o 'setcap [^ ]* /usr/bin/ferrovol' | awk '{pri
 instruction() { sed -n "s/^$1 //p" Dockerfile | tail -1; }
 
 if [ "${1:-}" = --print-recipe ]; then
+    echo "suite: $SUITE"
     echo "packages: $(packages | tr '\n' ' ' | sed 's/ $//')"
     echo "capability: $(capability)"
     echo "user: $(instruction USER)"
@@ -89,16 +99,22 @@ trap 'rm -rf "$WORK"' EXIT
 rootfs() {
     local pkgs key dir
     pkgs=$(packages | paste -sd, -)
-    key=$(printf '%s\n' "$SUITE" minbase "${SOURCES[@]}" "$pkgs" | sha256sum | cut -c1-16)
+    key=$(printf '%s\n' "$SUITE" minbase "${SOURCES[@]}" "${SLIM[@]}" "$pkgs" | sha256sum |
+        cut -c1-16)
     dir=$IMAGES/rootfs-$key
     if [ ! -d "$dir" ]; then
         echo "== mmdebstrap $SUITE minbase + $pkgs" >&2
         rm -rf "$dir.partial"
+        local opts=() o
+        for o in "${SLIM[@]}"; do opts+=("--dpkgopt=$o"); done
         printf '%s\n' "${SOURCES[@]}" |
-            nice -n 10 mmdebstrap --quiet --variant=minbase --include="$pkgs" "$SUITE" \
-                "$dir.partial" - >&2
+            nice -n 10 mmdebstrap --quiet --variant=minbase "${opts[@]}" --include="$pkgs" \
+                "$SUITE" "$dir.partial" - >&2
         find "$dir.partial" -xdev -type f -perm /6000 -exec chmod ug-s {} +
         mv "$dir.partial" "$dir"
+        # Earlier package lists' trees (and their libc6 trees) are not used again.
+        find "$IMAGES" -mindepth 1 -maxdepth 1 -name 'rootfs-*' ! -name "rootfs-$key*" \
+            -exec rm -rf {} +
     fi
     echo "$dir"
 }

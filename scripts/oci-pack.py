@@ -116,7 +116,8 @@ def main():
         diff_id = file_digest(layer_tar)
         layer_gz = os.path.join(tmp, "layer.tar.gz")
         with open(layer_tar, "rb") as src, open(layer_gz, "wb") as raw:
-            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+            # Level 6 (gzip's default): level 9 takes twice as long for 1% less.
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     gz.write(chunk)
         os.unlink(layer_tar)

@@ -7,78 +7,91 @@
 //! - `FERROVOL_PAUSE_AT=<point>` with `FERROVOL_PAUSE_FILE=<path>`: the thread reaching that point
 //!   creates the file and waits while it exists, so a test can run other calls meanwhile.
 //!
-//! Unset in production; each check is one cached comparison.
+//! Compiled only with the `failpoints` feature, which the tests, the benches and the
+//! fault-campaign builds enable (Cargo.toml: a dev-dependency of the crate on itself with the
+//! feature) and the release image does not; without it [`hit`] and [`fail`] do nothing.
 
-use std::cell::RefCell;
-use std::io;
-use std::sync::OnceLock;
+#[cfg(not(feature = "failpoints"))]
+pub fn hit(_point: &str) {}
 
-pub fn hit(point: &str) {
-    pause(point);
-    static TARGET: OnceLock<Option<String>> = OnceLock::new();
-    let target = TARGET.get_or_init(|| std::env::var("FERROVOL_CRASH_AT").ok());
-    if target.as_deref() == Some(point) {
-        tracing::warn!(point, "FERROVOL_CRASH_AT reached: killing the process");
-        // SAFETY: sending a signal to ourselves has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
-}
-
-fn env_fail_target() -> Option<&'static str> {
-    static TARGET: OnceLock<Option<String>> = OnceLock::new();
-    TARGET
-        .get_or_init(|| std::env::var("FERROVOL_FAIL_AT").ok())
-        .as_deref()
-}
-
-thread_local! {
-    // Set by unit tests for their own thread only, so parallel tests do not see it.
-    static THREAD_FAIL_AT: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Fails with EIO when `point` is the configured failure point.
-pub fn fail(point: &str) -> io::Result<()> {
-    let hit = env_fail_target() == Some(point)
-        || THREAD_FAIL_AT.with(|t| t.borrow().as_deref() == Some(point));
-    if hit {
-        return Err(io::Error::other(format!(
-            "failpoint {point}: {}",
-            io::Error::from_raw_os_error(libc::EIO)
-        )));
-    }
+#[cfg(not(feature = "failpoints"))]
+pub fn fail(_point: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sets (or clears) a failure point for the calling thread (unit tests).
-pub fn set_fail_at(point: Option<&str>) {
-    THREAD_FAIL_AT.with(|t| *t.borrow_mut() = point.map(str::to_string));
-}
+#[cfg(feature = "failpoints")]
+pub use points::*;
 
-/// Holds the calling thread at `point` while the pause file exists (see the module doc).
-fn pause(point: &str) {
-    static TARGET: OnceLock<Option<(String, String)>> = OnceLock::new();
-    let target = TARGET.get_or_init(|| {
-        Some((
-            std::env::var("FERROVOL_PAUSE_AT").ok()?,
-            std::env::var("FERROVOL_PAUSE_FILE").ok()?,
-        ))
-    });
-    let Some((at, file)) = target else { return };
-    if at != point {
-        return;
+#[cfg(feature = "failpoints")]
+mod points {
+    use std::cell::RefCell;
+    use std::io;
+    use std::sync::OnceLock;
+
+    pub fn hit(point: &str) {
+        pause(point);
+        static TARGET: OnceLock<Option<String>> = OnceLock::new();
+        let target = TARGET.get_or_init(|| std::env::var("FERROVOL_CRASH_AT").ok());
+        if target.as_deref() == Some(point) {
+            tracing::warn!(point, "FERROVOL_CRASH_AT reached: killing the process");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
     }
-    tracing::warn!(
-        point,
-        file,
-        "FERROVOL_PAUSE_AT reached: waiting while the file exists"
-    );
-    if let Err(e) = std::fs::write(file, point) {
-        tracing::warn!(point, error = %e, "cannot write the pause file: not pausing");
-        return;
+
+    fn env_fail_target() -> Option<&'static str> {
+        static TARGET: OnceLock<Option<String>> = OnceLock::new();
+        TARGET
+            .get_or_init(|| std::env::var("FERROVOL_FAIL_AT").ok())
+            .as_deref()
     }
-    while std::path::Path::new(file).exists() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+
+    thread_local! {
+        // Set by unit tests for their own thread only, so parallel tests do not see it.
+        static THREAD_FAIL_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    /// Fails with EIO when `point` is the configured failure point.
+    pub fn fail(point: &str) -> io::Result<()> {
+        let hit = env_fail_target() == Some(point)
+            || THREAD_FAIL_AT.with(|t| t.borrow().as_deref() == Some(point));
+        if hit {
+            return Err(io::Error::other(format!(
+                "failpoint {point}: {}",
+                io::Error::from_raw_os_error(libc::EIO)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets (or clears) a failure point for the calling thread (unit tests).
+    pub fn set_fail_at(point: Option<&str>) {
+        THREAD_FAIL_AT.with(|t| *t.borrow_mut() = point.map(str::to_string));
+    }
+
+    /// Holds the calling thread at `point` while the pause file exists (see the module doc).
+    fn pause(point: &str) {
+        static TARGET: OnceLock<Option<(String, String)>> = OnceLock::new();
+        let target = TARGET.get_or_init(|| {
+            Some((
+                std::env::var("FERROVOL_PAUSE_AT").ok()?,
+                std::env::var("FERROVOL_PAUSE_FILE").ok()?,
+            ))
+        });
+        let Some((at, file)) = target else { return };
+        if at != point {
+            return;
+        }
+        tracing::warn!(
+            point,
+            file,
+            "FERROVOL_PAUSE_AT reached: waiting while the file exists"
+        );
+        if let Err(e) = std::fs::write(file, point) {
+            tracing::warn!(point, error = %e, "cannot write the pause file: not pausing");
+            return;
+        }
+        while std::path::Path::new(file).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

@@ -4,6 +4,9 @@
 //! storage behind one trait) -> `state` (atomic per-volume records) -> `os` (the only code
 //! that touches the kernel). See docs/architecture.md.
 
+// Unsafe code lives under `os/` alone, where each module that needs it allows it.
+#![deny(unsafe_code)]
+
 pub mod backend;
 pub mod cli;
 pub mod client;

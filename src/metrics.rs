@@ -1,151 +1,305 @@
-//! Prometheus metrics: RPC counts and latencies by method and gRPC code, rendered as text
-//! (served over HTTP by `crate::server::metrics`).
+//! Prometheus metrics (docs/metrics.md), kept in prometheus-client's types and encoded as
+//! OpenMetrics text for `crate::server::metrics`. Counters are bumped where things happen;
+//! volume, device and NFS server gauges are read from the state that already holds them (the
+//! ledgers, the device inventory, `os::nfscalls`) at each scrape.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock};
+use crate::discovery::inventory::{Claim, Inventory};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
 
-static COMMITS: AtomicU64 = AtomicU64::new(0);
+type Labels = Vec<(&'static str, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Something that holds volumes and can count them when scraped (a backend's ledger).
+pub trait VolumeCount: Send + Sync {
+    fn volumes(&self) -> usize;
+}
+
+struct Metrics {
+    rpc: Histograms,
+    commits: Counter,
+    background_syncs: Counter,
+    journal_damaged: Gauge,
+    unexplained_dirs: Gauge,
+    /// Set once the driver registers itself with the kubelet (exported from then on).
+    kubelet_registered: OnceLock<Gauge>,
+    ledgers: Mutex<Vec<(String, Weak<dyn VolumeCount>)>>,
+    inventories: Mutex<Vec<Weak<Inventory>>>,
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics {
+        // 0.1 ms to 26 s, a factor of 4 apart: capability calls and a slow mkfs in one view.
+        rpc: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e-4, 4.0, 10))),
+        commits: Counter::default(),
+        background_syncs: Counter::default(),
+        journal_damaged: Gauge::default(),
+        unexplained_dirs: Gauge::default(),
+        kubelet_registered: OnceLock::new(),
+        ledgers: Mutex::default(),
+        inventories: Mutex::default(),
+    })
+}
 
 /// Counts one durable commit (an fsync or fdatasync the driver waits for).
 pub fn count_commit() {
-    COMMITS.fetch_add(1, Ordering::Relaxed);
+    metrics().commits.inc();
 }
 
 /// Durable commits so far in this process.
 pub fn commits() -> u64 {
-    COMMITS.load(Ordering::Relaxed)
+    metrics().commits.get()
 }
-
-static BACKGROUND_SYNCS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts one sync that no operation waits for (journal compaction, in its own thread).
 pub fn count_background_sync() {
-    BACKGROUND_SYNCS.fetch_add(1, Ordering::Relaxed);
+    metrics().background_syncs.inc();
 }
 
 /// Background syncs so far in this process.
 pub fn background_syncs() -> u64 {
-    BACKGROUND_SYNCS.load(Ordering::Relaxed)
+    metrics().background_syncs.get()
 }
-
-static JOURNAL_DAMAGED: AtomicU64 = AtomicU64::new(0);
-static UNEXPLAINED_DIRS: AtomicU64 = AtomicU64::new(0);
 
 /// Whether the state journal knows it lost changes (damage found, or restored from an older
 /// copy).
 pub fn set_journal_damaged(damaged: bool) {
-    JOURNAL_DAMAGED.store(damaged.into(), Ordering::Relaxed);
+    metrics().journal_damaged.set(damaged.into());
 }
 
 /// Counts directories found at start that no intact record explains and that were kept.
 pub fn add_unexplained_dirs(n: u64) {
-    UNEXPLAINED_DIRS.fetch_add(n, Ordering::Relaxed);
+    metrics().unexplained_dirs.inc_by(n as i64);
 }
 
-/// The kubelet's last verdict on the driver's registration: 0 while the driver does not
-/// register itself, then 1 not (yet) registered, 2 registered.
-static KUBELET_REGISTRATION: AtomicU8 = AtomicU8::new(0);
-
-/// Records whether the kubelet has registered the driver (exported from then on).
+/// Records whether the kubelet has registered the driver.
 pub fn set_kubelet_registered(registered: bool) {
-    KUBELET_REGISTRATION.store(1 + u8::from(registered), Ordering::Relaxed);
+    metrics()
+        .kubelet_registered
+        .get_or_init(Gauge::default)
+        .set(registered.into());
 }
 
-#[derive(Default, Clone, Copy)]
-struct Series {
-    count: u64,
-    seconds: f64,
+/// Times one gRPC call: `path` is `/<service>/<method>`.
+pub fn observe_rpc(path: &str, code: tonic::Code, elapsed: Duration) {
+    let (service, method) = rpc_labels(path);
+    let labels = vec![
+        ("service", service.to_string()),
+        ("method", method.to_string()),
+        ("code", format!("{code:?}")),
+    ];
+    metrics()
+        .rpc
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
 }
 
-fn registry() -> &'static Mutex<BTreeMap<(&'static str, String), Series>> {
-    static REG: OnceLock<Mutex<BTreeMap<(&'static str, String), Series>>> = OnceLock::new();
-    REG.get_or_init(Default::default)
+/// The labels of a call's path when csi.proto declares it, else `other`: a client must not be
+/// able to make new series by calling methods that do not exist.
+fn rpc_labels(path: &str) -> (&str, &str) {
+    static DECLARED: OnceLock<HashSet<String>> = OnceLock::new();
+    let declared = DECLARED.get_or_init(|| {
+        let proto = include_str!("../proto/csi.proto");
+        let mut service = "";
+        let mut names = HashSet::new();
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().unwrap_or("");
+            } else if let Some(rest) = line.strip_prefix("rpc ") {
+                let method = rest
+                    .split(|c: char| !c.is_alphanumeric())
+                    .next()
+                    .unwrap_or("");
+                names.insert(format!("/csi.v1.{service}/{method}"));
+            }
+        }
+        names
+    });
+    match path.trim_start_matches('/').split_once('/') {
+        Some(labels) if declared.contains(path) => labels,
+        _ => ("other", "other"),
+    }
 }
 
-pub fn observe(method: &'static str, code: tonic::Code, millis: f64) {
-    let mut reg = registry().lock().expect("metrics lock poisoned");
-    let s = reg.entry((method, format!("{code:?}"))).or_default();
-    s.count += 1;
-    s.seconds += millis / 1000.0;
+/// Counts the volumes of `backend` held by `ledger` at each scrape, for as long as it lives.
+pub fn count_volumes(backend: &str, ledger: Weak<dyn VolumeCount>) {
+    lock(&metrics().ledgers).push((backend.to_string(), ledger));
 }
 
-/// The Prometheus text exposition of everything observed so far.
+/// Counts the devices of `inventory` at each scrape, for as long as it lives.
+pub fn count_devices(inventory: Weak<Inventory>) {
+    lock(&metrics().inventories).push(inventory);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn volumes() -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    lock(&metrics().ledgers).retain(|(backend, ledger)| {
+        let Some(ledger) = ledger.upgrade() else {
+            return false;
+        };
+        let n = ledger.volumes() as i64;
+        family
+            .get_or_create(&vec![("backend", backend.clone())])
+            .inc_by(n);
+        true
+    });
+    family
+}
+
+fn devices() -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    lock(&metrics().inventories).retain(|inventory| {
+        let Some(inventory) = inventory.upgrade() else {
+            return false;
+        };
+        for e in inventory.snapshot() {
+            let claim = match e.claim {
+                Claim::Unclaimed => "Unclaimed",
+                Claim::Claimed { .. } => "Claimed",
+                Claim::Released { .. } => "Released",
+            };
+            let labels = vec![("state", format!("{:?}", e.state)), ("claim", claim.into())];
+            family.get_or_create(&labels).inc();
+        }
+        true
+    });
+    family
+}
+
+fn nfs_servers() -> (Family<Labels, Gauge>, Family<Labels, Gauge>) {
+    let (up, abandoned): (Family<Labels, Gauge>, Family<Labels, Gauge>) = Default::default();
+    for s in crate::os::nfscalls::servers() {
+        let labels = vec![("server", s.name)];
+        if s.abandoned > 0 {
+            abandoned.get_or_create(&labels).set(s.abandoned as i64);
+        }
+        if !s.resolver {
+            up.get_or_create(&labels).set(s.answering.into());
+        }
+    }
+    (up, abandoned)
+}
+
+/// The OpenMetrics text of every series.
 pub fn render() -> String {
-    let reg = registry().lock().expect("metrics lock poisoned");
+    let m = metrics();
+    let mut r = Registry::with_prefix("ferrovol");
+    r.register(
+        "rpc_duration_seconds",
+        "CSI calls served, timed, by service, method and gRPC code",
+        m.rpc.clone(),
+    );
+    r.register(
+        "state_commits",
+        "Durable commits (fsync/fdatasync) that operations waited for",
+        m.commits.clone(),
+    );
+    r.register(
+        "state_background_syncs",
+        "Syncs of journal compaction, which no operation waits for",
+        m.background_syncs.clone(),
+    );
+    r.register(
+        "state_journal_damaged",
+        "1 when the state journal knows it lost changes (damaged, or restored from an older copy)",
+        m.journal_damaged.clone(),
+    );
+    r.register(
+        "unexplained_directories",
+        "Directories kept at start that no intact state record explains",
+        m.unexplained_dirs.clone(),
+    );
+    r.register(
+        "volumes",
+        "Volumes this process holds, by backend",
+        volumes(),
+    );
+    r.register(
+        "devices",
+        "Block devices in this node's inventory",
+        devices(),
+    );
+    let (up, abandoned) = nfs_servers();
+    r.register(
+        "nfs_server_up",
+        "0 while the NFS server is known not to answer kernel calls, else 1",
+        up,
+    );
+    r.register(
+        "nfs_abandoned_kernel_calls",
+        "Kernel calls to an NFS server still running past their deadline",
+        abandoned,
+    );
+    if let Some(g) = m.kubelet_registered.get() {
+        r.register(
+            "kubelet_registered",
+            "Whether the kubelet reported the driver registered (1) or not yet or refused (0)",
+            g.clone(),
+        );
+    }
     let mut out = String::new();
-    out.push_str("# HELP ferrovol_rpc_total CSI calls served, by method and gRPC code.\n");
-    out.push_str("# TYPE ferrovol_rpc_total counter\n");
-    for ((m, c), s) in reg.iter() {
-        let _ = writeln!(
-            out,
-            "ferrovol_rpc_total{{method=\"{m}\",code=\"{c}\"}} {}",
-            s.count
-        );
-    }
-    out.push_str("# HELP ferrovol_rpc_duration_seconds_sum Time spent serving CSI calls.\n");
-    out.push_str("# TYPE ferrovol_rpc_duration_seconds_sum counter\n");
-    for ((m, c), s) in reg.iter() {
-        let _ = writeln!(
-            out,
-            "ferrovol_rpc_duration_seconds_sum{{method=\"{m}\",code=\"{c}\"}} {:.6}",
-            s.seconds
-        );
-    }
-    out.push_str("# HELP ferrovol_state_commits_total Durable commits (fsync/fdatasync) the driver waited for.\n");
-    out.push_str("# TYPE ferrovol_state_commits_total counter\n");
-    let _ = writeln!(out, "ferrovol_state_commits_total {}", commits());
-    out.push_str("# HELP ferrovol_state_journal_damaged 1 when the state journal knows it lost changes (damaged, or restored from an older copy).\n");
-    out.push_str("# TYPE ferrovol_state_journal_damaged gauge\n");
-    let _ = writeln!(
-        out,
-        "ferrovol_state_journal_damaged {}",
-        JOURNAL_DAMAGED.load(Ordering::Relaxed)
-    );
-    out.push_str("# HELP ferrovol_unexplained_directories Directories kept at start that no intact state record explains.\n");
-    out.push_str("# TYPE ferrovol_unexplained_directories gauge\n");
-    let _ = writeln!(
-        out,
-        "ferrovol_unexplained_directories {}",
-        UNEXPLAINED_DIRS.load(Ordering::Relaxed)
-    );
-    out.push_str("# HELP ferrovol_state_background_syncs_total Syncs of journal compaction, which no operation waits for.\n");
-    out.push_str("# TYPE ferrovol_state_background_syncs_total counter\n");
-    let _ = writeln!(
-        out,
-        "ferrovol_state_background_syncs_total {}",
-        background_syncs()
-    );
-    out.push_str("# HELP ferrovol_nfs_abandoned_kernel_calls Kernel calls to an NFS server still running past their deadline.\n");
-    out.push_str("# TYPE ferrovol_nfs_abandoned_kernel_calls gauge\n");
-    for (server, n) in crate::os::nfscalls::abandoned_calls() {
-        let server = server
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = writeln!(
-            out,
-            "ferrovol_nfs_abandoned_kernel_calls{{server=\"{server}\"}} {n}"
-        );
-    }
-    let registration = KUBELET_REGISTRATION.load(Ordering::Relaxed);
-    if registration != 0 {
-        out.push_str("# HELP ferrovol_kubelet_registered Whether the kubelet reported the driver registered (1) or not yet or refused (0).\n");
-        out.push_str("# TYPE ferrovol_kubelet_registered gauge\n");
-        let _ = writeln!(out, "ferrovol_kubelet_registered {}", registration - 1);
-    }
+    encode(&mut out, &r).expect("writing to a String cannot fail");
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
     fn renders_observed_calls() {
-        super::observe("CreateVolume", tonic::Code::Ok, 2.0);
+        super::observe_rpc(
+            "/csi.v1.Controller/CreateVolume",
+            tonic::Code::Ok,
+            Duration::from_micros(300),
+        );
+        let text = super::render();
+        let line = "ferrovol_rpc_duration_seconds_bucket{le=\"0.0004\",service=\"csi.v1.Controller\",method=\"CreateVolume\",code=\"Ok\"} 1";
+        assert!(text.contains(line), "{text}");
+    }
+
+    #[test]
+    fn a_method_the_proto_does_not_declare_is_one_bounded_label() {
+        for i in 0..3 {
+            super::observe_rpc(
+                &format!("/csi.v1.Controller/MadeUp{i}"),
+                tonic::Code::Unimplemented,
+                Duration::from_micros(10),
+            );
+        }
+        super::observe_rpc(
+            "/x.Y/Z",
+            tonic::Code::Unimplemented,
+            Duration::from_micros(10),
+        );
+        let text = super::render();
+        assert!(!text.contains("MadeUp") && !text.contains("x.Y"), "{text}");
+        assert!(
+            text.contains("ferrovol_rpc_duration_seconds_count{service=\"other\",method=\"other\",code=\"Unimplemented\"} 4"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_server_that_answered_is_up() {
+        let source = "metrics-test-server:/export";
+        crate::os::nfscalls::with_deadline(source, "statfs", Duration::from_secs(60), || Ok(()))
+            .unwrap();
         let text = super::render();
         assert!(
-            text.contains("ferrovol_rpc_total{method=\"CreateVolume\",code=\"Ok\"}"),
+            text.contains("ferrovol_nfs_server_up{server=\"metrics-test-server\"} 1"),
             "{text}"
         );
     }

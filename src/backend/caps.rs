@@ -1,6 +1,7 @@
 //! What a backend can do. The CSI services answer capability RPCs from the union over the
 //! backends a process serves, and reject a request a volume's own backend cannot serve.
 
+use crate::error::{Error, Result};
 use crate::volume::{AccessKind, AccessMode, Capability};
 
 /// Where a backend's volumes can be used.
@@ -35,8 +36,6 @@ pub struct BackendCaps {
     pub expansion: Expansion,
     /// Expansion has a node step (grow a filesystem, refresh a loop device).
     pub node_expansion: bool,
-    /// CreateSnapshot, DeleteSnapshot and ListSnapshots, and CreateVolume from a snapshot.
-    pub snapshots: bool,
     /// CreateVolume (without a content source) and DeleteVolume touch only local metadata and
     /// wait for one journal commit (a delete also removes the volume's files): short enough to
     /// run on the RPC's own worker thread when the server is otherwise idle (`csi::in_place`).
@@ -62,6 +61,37 @@ impl BackendCaps {
                 Some(format!("{backend} volumes offer no filesystem access"))
             }
             _ => None,
+        }
+    }
+
+    /// Why `cap` cannot be served on an existing volume of `kind`, or None.
+    pub fn refuse_on(&self, backend: &str, cap: &Capability, kind: AccessKind) -> Option<String> {
+        self.refuse(backend, cap).or_else(|| {
+            (cap.kind != kind).then(|| {
+                format!(
+                    "access type {:?} does not match the volume's {kind:?}",
+                    cap.kind
+                )
+            })
+        })
+    }
+
+    /// The one access kind a set of capabilities asks for, after checking each is one we serve.
+    pub fn access_kind(
+        &self,
+        backend: &str,
+        volume: &str,
+        caps: &[Capability],
+    ) -> Result<AccessKind> {
+        let first = caps.first().ok_or_else(|| {
+            Error::invalid(format!("volume {volume}: volume_capabilities are required"))
+        })?;
+        match caps
+            .iter()
+            .find_map(|c| self.refuse_on(backend, c, first.kind))
+        {
+            Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
+            None => Ok(first.kind),
         }
     }
 

@@ -39,6 +39,29 @@ pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
     }
 }
 
+/// A CreateVolume of a name that exists: AlreadyExists unless it asks for the volume's access
+/// type, a range that admits its capacity, and the parameters it was made with.
+pub fn check_existing<E>(
+    rec: &crate::state::VolumeRecord<E>,
+    kind: crate::volume::AccessKind,
+    range: &CapacityRange,
+    params: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mismatch = if rec.kind != kind {
+        format!("exists with access type {:?}", rec.kind)
+    } else if !range.admits(rec.capacity_bytes) {
+        format!(
+            "exists with capacity {} bytes, outside the requested range",
+            rec.capacity_bytes
+        )
+    } else if &rec.parameters != params {
+        format!("exists with parameters {:?}", rec.parameters)
+    } else {
+        return Ok(());
+    };
+    Err(Error::exists(rec.id.clone(), mismatch))
+}
+
 /// One page of ListVolumes: entries, and the name of the last one if more may follow.
 pub struct Page {
     pub entries: Vec<VolumeInfo>,
@@ -94,37 +117,24 @@ pub trait ControllerBackend: Send + Sync {
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()>;
     /// How many volumes of this backend are controller-published to `node`.
     fn published_count(&self, node: &str) -> usize;
+}
 
+/// Snapshots, for a backend that takes them (`Backend::snapshots`).
+pub trait SnapshotBackend: Send + Sync {
     /// The id CreateSnapshot of `name` yields (the CSI layer locks it before `create_snapshot`).
-    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
-        Err(no_snapshots(name))
-    }
-
+    fn snapshot_id(&self, name: &str) -> Result<SnapshotId>;
     /// Takes snapshot `req.name` of `req.source`; the same name and source again returns the
     /// existing snapshot, the same name for another source is AlreadyExists.
-    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        Err(no_snapshots(&req.name))
-    }
-
+    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo>;
     /// Deletes a snapshot; one that does not exist is deleted already.
-    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        Err(no_snapshots(&id.to_string()))
-    }
-
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()>;
     /// One page of snapshots in name order after `after` (`max` 0: all), filtered.
     fn list_snapshots(
         &self,
         filter: &SnapshotFilter,
         after: Option<&str>,
         max: usize,
-    ) -> Result<SnapshotPage> {
-        let _ = (filter, after, max);
-        Err(no_snapshots("ListSnapshots"))
-    }
-}
-
-fn no_snapshots(what: &str) -> Error {
-    Error::Unimplemented(format!("{what}: this backend offers no snapshots"))
+    ) -> Result<SnapshotPage>;
 }
 
 /// Node side: making a volume appear at the paths the CO names.
@@ -144,4 +154,8 @@ pub trait Backend: ControllerBackend + NodeBackend {
     fn caps(&self) -> &BackendCaps;
     /// Readiness for Probe: state writable, storage present.
     fn check_ready(&self) -> Result<()>;
+    /// Snapshots (and CreateVolume from one), when this backend takes them.
+    fn snapshots(&self) -> Option<&dyn SnapshotBackend> {
+        None
+    }
 }

@@ -229,10 +229,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     };
     let backends = registry::open(args.driver, &names, &settings)?;
     // The journal's replay (every record decoded once more than the index keeps) is freed now.
-    // SAFETY: malloc_trim only releases free memory back to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::os::malloc::trim();
     let roots = if args.publish_roots.is_empty() {
         // The kubelet's directory exists where a kubelet runs; the standalone one is ours.
         std::fs::create_dir_all(data_dir.join("pods"))?;
@@ -353,15 +350,7 @@ const BLOCKING_THREADS: usize = 24;
 /// interleave with long-lived records and stay resident. A fixed threshold keeps every large
 /// buffer in its own mapping, returned to the kernel when freed.
 fn bound_allocator_arenas() {
-    const M_ARENA_MAX: libc::c_int = -8;
-    const M_MMAP_THRESHOLD: libc::c_int = -3;
-    const M_TRIM_THRESHOLD: libc::c_int = -1;
-    // SAFETY: mallopt only adjusts allocator tuning; called before other threads start.
-    unsafe {
-        libc::mallopt(M_ARENA_MAX, 2);
-        libc::mallopt(M_MMAP_THRESHOLD, 256 << 10);
-        libc::mallopt(M_TRIM_THRESHOLD, 1 << 20);
-    }
+    crate::os::malloc::bound_arenas();
 }
 
 /// A full ListVolumes of 10,000 volumes allocates and frees tens of thousands of small objects;
@@ -372,10 +361,7 @@ async fn return_freed_memory() {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tick.tick().await;
-        // SAFETY: malloc_trim only releases free memory back to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::os::malloc::trim();
     }
 }
 

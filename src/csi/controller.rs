@@ -38,7 +38,7 @@ fn capabilities(d: &Driver) -> Vec<Cap> {
     if d.any(|c| c.expansion != crate::backend::Expansion::None) {
         caps.push(Cap::ExpandVolume);
     }
-    if d.any(|c| c.snapshots) {
+    if d.backends.iter().any(|b| b.snapshots().is_some()) {
         caps.extend([Cap::CreateDeleteSnapshot, Cap::ListSnapshots]);
     }
     if d.any(|c| c.clone) {

@@ -47,7 +47,7 @@ pub fn content_source(
         )
     })?;
     let (served, what) = match &source {
-        ContentSource::Snapshot(_) => (backend.caps().snapshots, "snapshots"),
+        ContentSource::Snapshot(_) => (backend.snapshots().is_some(), "snapshots"),
         ContentSource::Volume(_) => (backend.caps().clone, "cloning"),
     };
     if !served {
@@ -72,7 +72,7 @@ fn snapshot(info: &SnapshotInfo) -> csi::Snapshot {
 
 /// Unimplemented when no backend served here takes snapshots (nothing is advertised then).
 fn offered(d: &Driver, rpc: &str) -> Result<()> {
-    if d.any(|c| c.snapshots) {
+    if d.backends.iter().any(|b| b.snapshots().is_some()) {
         Ok(())
     } else {
         Err(Error::Unimplemented(format!(
@@ -89,15 +89,12 @@ pub fn create(d: &Driver, req: csi::CreateSnapshotRequest) -> Result<csi::Create
     let source = VolumeId::parse(&req.source_volume_id)?
         .ok_or_else(|| Error::not_found(&req.source_volume_id))?;
     let backend = d.backend_for(&source)?;
-    if !backend.caps().snapshots {
-        return Err(Error::Unimplemented(format!(
-            "backend {} offers no snapshots",
-            backend.name()
-        )));
-    }
-    let id = backend.snapshot_id(&req.name)?;
+    let snaps = backend.snapshots().ok_or_else(|| {
+        Error::Unimplemented(format!("backend {} offers no snapshots", backend.name()))
+    })?;
+    let id = snaps.snapshot_id(&req.name)?;
     let _guard = d.locks.try_lock(&id.to_string())?;
-    let info = backend.create_snapshot(&SnapshotRequest {
+    let info = snaps.create_snapshot(&SnapshotRequest {
         name: req.name.clone(),
         source,
         parameters: convert::parameters(&req.parameters),
@@ -114,11 +111,11 @@ pub fn delete(d: &Driver, req: csi::DeleteSnapshotRequest) -> Result<csi::Delete
     let Some(id) = SnapshotId::parse(&req.snapshot_id)? else {
         return Ok(csi::DeleteSnapshotResponse {});
     };
-    let Ok(backend) = d.backend(&id.backend) else {
+    let Some(snaps) = d.backend(&id.backend).ok().and_then(|b| b.snapshots()) else {
         return Ok(csi::DeleteSnapshotResponse {});
     };
     let _guard = d.locks.try_lock(&req.snapshot_id)?;
-    backend.delete_snapshot(&id)?;
+    snaps.delete_snapshot(&id)?;
     Ok(csi::DeleteSnapshotResponse {})
 }
 
@@ -147,7 +144,7 @@ pub fn list(d: &Driver, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnaps
     let backends: Vec<_> = d
         .backends
         .iter()
-        .filter(|b| b.caps().snapshots)
+        .filter(|b| b.snapshots().is_some())
         .filter(|b| {
             filter
                 .snapshot
@@ -162,7 +159,8 @@ pub fn list(d: &Driver, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnaps
         &req.starting_token,
         req.max_entries as usize,
         |b, after, room| {
-            let page = b.list_snapshots(&filter, after, room)?;
+            let snaps = b.snapshots().expect("filtered above");
+            let page = snaps.list_snapshots(&filter, after, room)?;
             Ok((page.entries, page.next_after))
         },
     )?;

@@ -94,6 +94,11 @@ pub struct Inventory {
     monitor: Mutex<Option<Monitor>>,
 }
 
+/// Prefixes an error with `what` and the path it is about, keeping its kind.
+fn at<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("{what}{}: {e}", path.display()))
+}
+
 /// This node's claims, by uid.
 pub type Claims = BTreeMap<String, Claim>;
 
@@ -111,17 +116,13 @@ impl Inventory {
         filters: Filters,
         own: impl FnOnce(Claims) -> io::Result<Claims>,
     ) -> io::Result<Arc<Inventory>> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", state_dir.display())))?;
+        std::fs::create_dir_all(state_dir).map_err(at(state_dir, ""))?;
         let file = state_dir.join(FILE);
         let (mut entries, mut legacy) = (BTreeMap::new(), Claims::new());
         match std::fs::read(&file) {
             Ok(bytes) => {
                 let p: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("device inventory {}: {e}", file.display()),
-                    )
+                    at(&file, "device inventory ")(io::Error::new(io::ErrorKind::InvalidData, e))
                 })?;
                 for mut e in p.devices {
                     // Claims recorded before they named their node are the recorder's.
@@ -133,9 +134,7 @@ impl Inventory {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(io::Error::new(e.kind(), format!("{}: {e}", file.display())));
-            }
+            Err(e) => return Err(at(&file, "")(e)),
         }
         let inv = Arc::new(Inventory {
             file,
@@ -155,6 +154,7 @@ impl Inventory {
             // The claims are in the journal now: the file stops holding them.
             inv.persist(&inv.lock())?;
         }
+        crate::metrics::count_devices(Arc::downgrade(&inv));
         Ok(inv)
     }
 
@@ -229,17 +229,10 @@ impl Inventory {
         {
             e.claim = Claim::Unclaimed;
         }
-        let p = Persisted {
-            node: self.node.clone(),
-            devices,
-        };
-        let bytes = serde_json::to_vec_pretty(&p).map_err(io::Error::other)?;
-        write_atomic(&self.file, &bytes).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("write device inventory {}: {e}", self.file.display()),
-            )
-        })
+        let node = self.node.clone();
+        let bytes =
+            serde_json::to_vec_pretty(&Persisted { node, devices }).map_err(io::Error::other)?;
+        write_atomic(&self.file, &bytes).map_err(at(&self.file, "write device inventory "))
     }
 
     /// Starts the hotplug thread (idempotent). Events lost to an overflow trigger a full rescan.

@@ -1,15 +1,17 @@
 //! Hotplug from the kernel's uevent netlink socket (NETLINK_KOBJECT_UEVENT, group 1). This
 //! works with or without udevd (udevd's own re-broadcast is group 2, which we do not need),
 //! but only in the host's network namespace: a node plugin pod needs `hostNetwork: true`.
-//! The socket is read by one dedicated std thread, so nothing blocks the async runtime.
+//! The socket (`os::netlink`) is read by one dedicated std thread, so nothing blocks the async
+//! runtime.
 
+use crate::os::netlink::UeventSocket;
+use nix::errno::Errno;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-const NETLINK_KOBJECT_UEVENT: libc::c_int = 15;
 /// How long a recv waits before the thread checks whether it should stop.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -73,34 +75,23 @@ impl Monitor {
     /// Opens the socket (so no event after this returns is missed) and starts the thread
     /// that calls `on_event` for each block uevent. `on_event` returning false stops it.
     pub fn start(mut on_event: impl FnMut(Event) -> bool + Send + 'static) -> io::Result<Monitor> {
-        let sock = open_socket()?;
+        let sock = UeventSocket::open(POLL)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("uevent-monitor".into())
             .spawn(move || {
-                // Move the whole descriptor in (not just its number): it closes with the thread.
+                // Moved in whole: the socket closes with the thread.
                 let sock = sock;
                 let mut buf = vec![0u8; 16 * 1024];
                 while !flag.load(Ordering::Relaxed) {
-                    // SAFETY: recv into a buffer we own, of the length we pass.
-                    let n = unsafe { libc::recv(sock.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
-                    let keep_going = if n < 0 {
-                        match io::Error::last_os_error().raw_os_error() {
-                            Some(libc::EAGAIN | libc::EINTR) => true,
-                            Some(libc::ENOBUFS) => on_event(Event::Lost),
-                            _ => {
-                                tracing::error!(
-                                    "uevent monitor: recv failed: {}",
-                                    io::Error::last_os_error()
-                                );
-                                false
-                            }
-                        }
-                    } else {
-                        match parse(&buf[..n as usize]) {
-                            Some(ev) => on_event(Event::Block(ev)),
-                            None => true,
+                    let keep_going = match sock.recv(&mut buf) {
+                        Ok(n) => parse(&buf[..n]).is_none_or(|ev| on_event(Event::Block(ev))),
+                        Err(Errno::EAGAIN | Errno::EINTR) => true,
+                        Err(Errno::ENOBUFS) => on_event(Event::Lost),
+                        Err(e) => {
+                            tracing::error!("uevent monitor: recv failed: {e}");
+                            false
                         }
                     };
                     if !keep_going {
@@ -126,85 +117,6 @@ impl Drop for Monitor {
             }
         }
     }
-}
-
-struct Fd(libc::c_int);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: we own the descriptor.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn open_socket() -> io::Result<Fd> {
-    let err = |what: &str| {
-        let e = io::Error::last_os_error();
-        io::Error::new(e.kind(), format!("uevent netlink socket: {what}: {e}"))
-    };
-    // SAFETY: plain socket(2).
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_KOBJECT_UEVENT,
-        )
-    };
-    if fd < 0 {
-        return Err(err("socket"));
-    }
-    let sock = Fd(fd);
-    // SAFETY: zeroed sockaddr_nl is valid; we set family and group 1 (kernel events).
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr.nl_groups = 1;
-    // SAFETY: addr lives across the call; its size is passed.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(err("bind"));
-    }
-    // A burst (a disk shelf powering on) must not overflow the socket: ask for 4 MiB
-    // (FORCE works as root; the plain option is capped by rmem_max otherwise).
-    let size: libc::c_int = 4 << 20;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: an int option of the size we pass.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            break;
-        }
-    }
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: POLL.as_micros() as libc::suseconds_t,
-    };
-    // SAFETY: a timeval option of the size we pass.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(err("SO_RCVTIMEO"));
-    }
-    Ok(sock)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::error::{NfsError, NfsStatus, Result};
+use super::error::{Found, NfsError, NfsStatus, Result};
 use super::path::{components, split_last};
 use super::proto::{self, Attr, CreateHow, Fh, FileType, FsStat, Proc, SetAttr};
 use super::transport::{ClientOptions, Session, Transport};
@@ -102,12 +102,16 @@ impl NfsClient {
         }
     }
 
-    fn xdr<T>(&self, op: Proc, r: XdrResult<T>) -> Result<T> {
-        r.map_err(|e| NfsError::Protocol {
+    fn protocol(&self, op: &str, detail: String) -> NfsError {
+        NfsError::Protocol {
             server: self.t.server.clone(),
-            op: op.name().to_string(),
-            detail: e.to_string(),
-        })
+            op: op.to_string(),
+            detail,
+        }
+    }
+
+    fn xdr<T>(&self, op: Proc, r: XdrResult<T>) -> Result<T> {
+        r.map_err(|e| self.protocol(op.name(), e.to_string()))
     }
 
     /// One NFS call; an error status becomes `NfsError::Status` naming `path`. Returns the
@@ -116,15 +120,23 @@ impl NfsClient {
         let mut reply = self.t.call(s, op, args.bytes())?;
         let status = self.xdr(op, proto::dec_status(&mut Decoder::new(&reply)))?;
         if status != NfsStatus::OK {
-            return Err(NfsError::Status {
-                server: self.t.server.clone(),
-                op: op.name().to_string(),
-                path: path.to_string(),
-                status,
-            });
+            return Err(self.status(op, path, status));
         }
         reply.drain(..4);
         Ok(reply)
+    }
+
+    /// One NFS call whose result `dec` decodes.
+    fn call<T>(
+        &self,
+        s: &Arc<Session>,
+        op: Proc,
+        path: &str,
+        args: Encoder,
+        dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
+    ) -> Result<T> {
+        let r = self.nfs(s, op, path, args)?;
+        self.xdr(op, dec(&mut Decoder::new(&r)))
     }
 
     fn lookup_in(
@@ -136,15 +148,55 @@ impl NfsClient {
     ) -> Result<(Fh, Option<Attr>)> {
         let mut e = Encoder::new();
         proto::enc_dirop(&mut e, dir, name);
-        let r = self.nfs(s, Proc::Lookup, path, e)?;
-        self.xdr(Proc::Lookup, proto::dec_lookup(&mut Decoder::new(&r)))
+        self.call(s, Proc::Lookup, path, e, proto::dec_lookup)
+    }
+
+    /// LOOKUP with the attributes, by GETATTR when the server left them out.
+    fn lookup_attr_in(
+        &self,
+        s: &Arc<Session>,
+        dir: &Fh,
+        name: &str,
+        path: &str,
+    ) -> Result<(Fh, Attr)> {
+        let (fh, attr) = self.lookup_in(s, dir, name, path)?;
+        self.with_attr(s, fh, attr, path)
+    }
+
+    fn with_attr(
+        &self,
+        s: &Arc<Session>,
+        fh: Fh,
+        attr: Option<Attr>,
+        path: &str,
+    ) -> Result<(Fh, Attr)> {
+        let attr = match attr {
+            Some(a) => a,
+            None => self.getattr(s, &fh, path)?,
+        };
+        Ok((fh, attr))
     }
 
     fn getattr(&self, s: &Arc<Session>, fh: &Fh, path: &str) -> Result<Attr> {
         let mut e = Encoder::new();
         proto::enc_fh(&mut e, fh);
-        let r = self.nfs(s, Proc::Getattr, path, e)?;
-        self.xdr(Proc::Getattr, proto::dec_fattr(&mut Decoder::new(&r)))
+        self.call(s, Proc::Getattr, path, e, proto::dec_fattr)
+    }
+
+    /// The handle of an object CREATE, MKDIR or SYMLINK just made as `name` in `dir`, from the
+    /// reply `created` or, when the server left it out, by LOOKUP.
+    fn made_fh(
+        &self,
+        s: &Arc<Session>,
+        created: Option<Fh>,
+        dir: &Fh,
+        name: &str,
+        path: &str,
+    ) -> Result<Fh> {
+        match created {
+            Some(fh) => Ok(fh),
+            None => Ok(self.lookup_in(s, dir, name, path)?.0),
+        }
     }
 
     /// Resolves `comps` from the root; the error of a failed LOOKUP names the prefix that failed.
@@ -158,11 +210,7 @@ impl NfsClient {
 
     fn walk_attr(&self, s: &Arc<Session>, comps: &[&str], path: &str) -> Result<(Fh, Attr)> {
         let (fh, attr) = self.walk(s, comps)?;
-        let attr = match attr {
-            Some(a) => a,
-            None => self.getattr(s, &fh, path)?,
-        };
-        Ok((fh, attr))
+        self.with_attr(s, fh, attr, path)
     }
 
     fn walk_dir(&self, s: &Arc<Session>, comps: &[&str], path: &str) -> Result<Fh> {
@@ -171,6 +219,11 @@ impl NfsClient {
             return Err(self.status(Proc::Lookup, path, NfsStatus::NOTDIR));
         }
         Ok(fh)
+    }
+
+    /// The directory `parent` (components of a path's parent).
+    fn parent_dir(&self, s: &Arc<Session>, parent: &[&str]) -> Result<Fh> {
+        self.walk_dir(s, parent, &parent.join("/"))
     }
 
     fn status(&self, op: Proc, path: &str, status: NfsStatus) -> NfsError {
@@ -185,11 +238,7 @@ impl NfsClient {
     /// Attributes of `path`, or `None` when it (or a parent) does not exist.
     pub fn lookup(&self, path: &str) -> Result<Option<Attr>> {
         let comps = components(path)?;
-        self.with_session(|s| match self.walk_attr(s, &comps, path) {
-            Ok((_, a)) => Ok(Some(a)),
-            Err(e) if e.is_status(NfsStatus::NOENT) => Ok(None),
-            Err(e) => Err(e),
-        })
+        self.with_session(|s| Ok(self.walk_attr(s, &comps, path).found()?.map(|(_, a)| a)))
     }
 
     fn setattr_fh(&self, s: &Arc<Session>, fh: &Fh, attr: &SetAttr, path: &str) -> Result<()> {
@@ -219,10 +268,7 @@ impl NfsClient {
             Ok(r) => {
                 let (fh, attr) =
                     self.xdr(Proc::Mkdir, proto::dec_created(&mut Decoder::new(&r)))?;
-                let fh = match fh {
-                    Some(fh) => fh,
-                    None => self.lookup_in(s, dir, name, path)?.0,
-                };
+                let fh = self.made_fh(s, fh, dir, name, path)?;
                 // Some servers apply a umask to the requested mode; set it again when they did.
                 if attr.is_none_or(|a| a.mode != mode & 0o7777) {
                     self.setattr_fh(s, &fh, &want, path)?;
@@ -230,15 +276,9 @@ impl NfsClient {
                 Ok((Outcome::Created, fh))
             }
             Err(e) if e.is_status(NfsStatus::EXIST) => {
-                let (fh, attr) = self.lookup_in(s, dir, name, path)?;
-                let attr = match attr {
-                    Some(a) => a,
-                    None => self.getattr(s, &fh, path)?,
-                };
-                if attr.is_dir() {
-                    Ok((Outcome::Existed, fh))
-                } else {
-                    Err(e)
+                match self.lookup_attr_in(s, dir, name, path)? {
+                    (fh, attr) if attr.is_dir() => Ok((Outcome::Existed, fh)),
+                    _ => Err(e),
                 }
             }
             Err(e) => Err(e),
@@ -250,8 +290,9 @@ impl NfsClient {
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let dir = self.walk_dir(s, &parent, &parent.join("/"))?;
-            Ok(self.mkdir_in(s, &dir, name, mode, path)?.0)
+            Ok(self
+                .mkdir_in(s, &self.parent_dir(s, &parent)?, name, mode, path)?
+                .0)
         })
     }
 
@@ -290,15 +331,9 @@ impl NfsClient {
                 .u32(chunk.len() as u32)
                 .u32(FILE_SYNC)
                 .opaque(chunk);
-            let r = self.nfs(s, Proc::Write, path, e)?;
-            let (count, committed, _) =
-                self.xdr(Proc::Write, proto::dec_write(&mut Decoder::new(&r)))?;
+            let (count, committed, _) = self.call(s, Proc::Write, path, e, proto::dec_write)?;
             if count == 0 {
-                return Err(NfsError::Protocol {
-                    server: self.t.server.clone(),
-                    op: "WRITE".into(),
-                    detail: format!("server wrote 0 bytes of {path:?}"),
-                });
+                return Err(self.protocol("WRITE", format!("server wrote 0 bytes of {path:?}")));
             }
             synced &= committed == FILE_SYNC;
             off += count as usize;
@@ -323,11 +358,7 @@ impl NfsClient {
     ) -> Result<bool> {
         let mut e = Encoder::new();
         proto::enc_dirop(&mut e, dir, name);
-        match self.nfs(s, op, path, e) {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_status(NfsStatus::NOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self.nfs(s, op, path, e).found()?.is_some())
     }
 
     /// Replaces `path` with `data` atomically: writes a unique temporary file in the same
@@ -338,7 +369,7 @@ impl NfsClient {
         let (parent, name) = split_last(path)?;
         let parent_path = parent.join("/");
         self.with_session(|s| {
-            let dir = self.walk_dir(s, &parent, &parent_path)?;
+            let dir = self.parent_dir(s, &parent)?;
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
@@ -355,15 +386,11 @@ impl NfsClient {
             };
             let mut e = Encoder::new();
             proto::enc_create(&mut e, &dir, &tmp, CreateHow::Guarded(0o644));
-            let r = self.nfs(s, Proc::Create, &tmp_path, e)?;
+            let made = self
+                .call(s, Proc::Create, &tmp_path, e, proto::dec_created)?
+                .0;
             let result = (|| {
-                let fh = match self
-                    .xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?
-                    .0
-                {
-                    Some(fh) => fh,
-                    None => self.lookup_in(s, &dir, &tmp, &tmp_path)?.0,
-                };
+                let fh = self.made_fh(s, made, &dir, &tmp, &tmp_path)?;
                 self.write_all(s, &fh, data, &tmp_path)?;
                 let mut e = Encoder::new();
                 proto::enc_dirop(&mut e, &dir, &tmp);
@@ -389,32 +416,22 @@ impl NfsClient {
             .unwrap_or(0);
         let verf = (nanos ^ u64::from(std::process::id()) << 40).to_be_bytes();
         self.with_session(|s| {
-            let dir = self.walk_dir(s, &parent, &parent.join("/"))?;
+            let dir = self.parent_dir(s, &parent)?;
             let mut e = Encoder::new();
             proto::enc_create(&mut e, &dir, name, CreateHow::Exclusive(verf));
-            let r = match self.nfs(s, Proc::Create, path, e) {
-                Ok(r) => r,
+            let made = match self.call(s, Proc::Create, path, e, proto::dec_created) {
+                Ok((made, _)) => made,
                 Err(e) if e.is_status(NfsStatus::EXIST) => return Ok(Outcome::Existed),
                 Err(e) => return Err(e),
             };
-            let fh = match self
-                .xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?
-                .0
-            {
-                Some(fh) => fh,
-                None => self.lookup_in(s, &dir, name, path)?.0,
-            };
+            let fh = self.made_fh(s, made, &dir, name, path)?;
             // RFC 1813: after an exclusive create the server may have stored the verifier in
             // the attributes, so the client sets them.
-            self.setattr_fh(
-                s,
-                &fh,
-                &SetAttr {
-                    mode: Some(0o644),
-                    ..SetAttr::default()
-                },
-                path,
-            )?;
+            let mode = SetAttr {
+                mode: Some(0o644),
+                ..SetAttr::default()
+            };
+            self.setattr_fh(s, &fh, &mode, path)?;
             self.write_all(s, &fh, data, path)?;
             Ok(Outcome::Created)
         })
@@ -424,10 +441,8 @@ impl NfsClient {
     pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let comps = components(path)?;
         self.with_session(|s| {
-            let (fh, attr) = match self.walk_attr(s, &comps, path) {
-                Ok(x) => x,
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(None),
-                Err(e) => return Err(e),
+            let Some((fh, attr)) = self.walk_attr(s, &comps, path).found()? else {
+                return Ok(None);
             };
             if attr.is_dir() {
                 return Err(self.status(Proc::Read, path, NfsStatus::ISDIR));
@@ -437,8 +452,7 @@ impl NfsClient {
                 let mut e = Encoder::new();
                 proto::enc_fh(&mut e, &fh);
                 e.u64(out.len() as u64).u32(CHUNK as u32);
-                let r = self.nfs(s, Proc::Read, path, e)?;
-                let (data, eof) = self.xdr(Proc::Read, proto::dec_read(&mut Decoder::new(&r)))?;
+                let (data, eof) = self.call(s, Proc::Read, path, e, proto::dec_read)?;
                 out.extend_from_slice(&data);
                 if eof || data.is_empty() {
                     return Ok(Some(out));
@@ -451,10 +465,8 @@ impl NfsClient {
     pub fn remove_file(&self, path: &str) -> Result<bool> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let dir = match self.walk_dir(s, &parent, &parent.join("/")) {
-                Ok(d) => d,
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(false),
-                Err(e) => return Err(e),
+            let Some(dir) = self.parent_dir(s, &parent).found()? else {
+                return Ok(false);
             };
             self.remove_in(s, &dir, name, path, Proc::Remove)
         })
@@ -465,8 +477,7 @@ impl NfsClient {
         let (fp, fname) = split_last(from)?;
         let (tp, tname) = split_last(to)?;
         self.with_session(|s| {
-            let fdir = self.walk_dir(s, &fp, &fp.join("/"))?;
-            let tdir = self.walk_dir(s, &tp, &tp.join("/"))?;
+            let (fdir, tdir) = (self.parent_dir(s, &fp)?, self.parent_dir(s, &tp)?);
             let mut e = Encoder::new();
             proto::enc_dirop(&mut e, &fdir, fname);
             proto::enc_dirop(&mut e, &tdir, tname);

@@ -134,6 +134,21 @@ impl NfsError {
 
 pub type Result<T, E = NfsError> = std::result::Result<T, E>;
 
+/// `NFS3ERR_NOENT` as `None`: for calls where a missing object is an answer, not a failure.
+pub trait Found<T> {
+    fn found(self) -> Result<Option<T>>;
+}
+
+impl<T> Found<T> for Result<T> {
+    fn found(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_status(NfsStatus::NOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

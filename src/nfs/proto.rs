@@ -148,15 +148,18 @@ pub fn enc_dirop(e: &mut Encoder, dir: &Fh, name: &str) {
     e.string(name);
 }
 
+/// sattr3 with mode, owner and group; size and times left alone.
 pub fn enc_sattr(e: &mut Encoder, s: &SetAttr) {
-    for v in [s.mode, s.uid, s.gid] {
-        match v {
-            Some(v) => e.bool(true).u32(v),
-            None => e.bool(false),
-        };
-    }
-    // size, atime, mtime: leave alone (DONT_CHANGE = 0).
-    e.bool(false).u32(0).u32(0);
+    let (mode, uid, gid) = (s.mode, s.uid, s.gid);
+    enc_full_sattr(
+        e,
+        &FullAttr {
+            mode,
+            uid,
+            gid,
+            ..FullAttr::default()
+        },
+    );
 }
 
 /// Every settable attribute a copy carries over (sattr3 in full): mode, owner, size (a copy
@@ -292,16 +295,12 @@ pub fn skip_wcc(d: &mut Decoder<'_>) -> XdrResult<()> {
 
 /// LOOKUP3resok: the object's handle and attributes.
 pub fn dec_lookup(d: &mut Decoder<'_>) -> XdrResult<(Fh, Option<Attr>)> {
-    let fh = Fh(d.opaque(FH_MAX)?.to_vec());
-    let attr = dec_post_op_attr(d)?;
-    Ok((fh, attr))
+    Ok((Fh(d.opaque(FH_MAX)?.to_vec()), dec_post_op_attr(d)?))
 }
 
 /// MKDIR3resok / CREATE3resok: the new object's handle and attributes, when the server sent them.
 pub fn dec_created(d: &mut Decoder<'_>) -> XdrResult<(Option<Fh>, Option<Attr>)> {
-    let fh = dec_post_op_fh(d)?;
-    let attr = dec_post_op_attr(d)?;
-    Ok((fh, attr))
+    Ok((dec_post_op_fh(d)?, dec_post_op_attr(d)?))
 }
 
 /// One READDIRPLUS entry.
@@ -316,8 +315,7 @@ pub struct DirEntry {
 /// READDIRPLUS3resok: entries, the cookie verifier for the next page, and eof.
 pub fn dec_readdirplus(d: &mut Decoder<'_>) -> XdrResult<(Vec<DirEntry>, [u8; 8], bool)> {
     dec_post_op_attr(d)?;
-    let mut verf = [0u8; 8];
-    verf.copy_from_slice(d.fixed(8)?);
+    let verf = d.verf()?;
     let mut entries = Vec::new();
     while d.bool()? {
         d.u64()?; // fileid
@@ -349,26 +347,18 @@ pub fn dec_read(d: &mut Decoder<'_>) -> XdrResult<(Vec<u8>, bool)> {
 /// the server restarts, which may have lost unstable data).
 pub fn dec_write(d: &mut Decoder<'_>) -> XdrResult<(u32, u32, [u8; 8])> {
     skip_wcc(d)?;
-    let count = d.u32()?;
-    let committed = d.u32()?;
-    let mut verf = [0u8; 8];
-    verf.copy_from_slice(d.fixed(8)?);
-    Ok((count, committed, verf))
+    Ok((d.u32()?, d.u32()?, d.verf()?))
 }
 
 /// COMMIT3resok: the write verifier.
 pub fn dec_commit(d: &mut Decoder<'_>) -> XdrResult<[u8; 8]> {
     skip_wcc(d)?;
-    let mut verf = [0u8; 8];
-    verf.copy_from_slice(d.fixed(8)?);
-    Ok(verf)
+    d.verf()
 }
 
 pub fn dec_fsstat(d: &mut Decoder<'_>) -> XdrResult<FsStat> {
     dec_post_op_attr(d)?;
-    let total = d.u64()?;
-    let free = d.u64()?;
-    let avail = d.u64()?;
+    let (total, free, avail) = (d.u64()?, d.u64()?, d.u64()?);
     Ok(FsStat { total, free, avail })
 }
 

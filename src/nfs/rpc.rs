@@ -49,12 +49,10 @@ pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0);
-    e.u32(stamp)
-        .string("ferrovol")
-        .u32(uid)
-        .u32(gid)
-        .u32(1)
-        .u32(gid);
+    e.u32(stamp).string("ferrovol");
+    for word in [uid, gid, 1, gid] {
+        e.u32(word);
+    }
     e.into_bytes()
 }
 
@@ -169,12 +167,9 @@ impl Conn {
         let xid = next_xid();
         let mut e = Encoder::new();
         e.u32(0); // record mark, filled in below
-        e.u32(xid)
-            .u32(MSG_CALL)
-            .u32(2)
-            .u32(prog)
-            .u32(vers)
-            .u32(proc_);
+        for word in [xid, MSG_CALL, 2, prog, vers, proc_] {
+            e.u32(word);
+        }
         match cred {
             Some(body) => e.u32(AUTH_SYS).opaque(body),
             None => e.u32(AUTH_NONE).opaque(&[]),
@@ -190,8 +185,7 @@ impl Conn {
         loop {
             let reply = self.read_record(deadline)?;
             let mut d = Decoder::new(&reply);
-            let rxid = d.u32().map_err(rpc_err)?;
-            if rxid != xid {
+            if d.u32()? != xid {
                 // A late reply to a call this connection gave up on: skip it.
                 continue;
             }
@@ -240,53 +234,45 @@ impl Conn {
     }
 }
 
-fn rpc_err(e: super::xdr::XdrError) -> CallError {
-    CallError::Rpc(e.to_string())
+impl From<super::xdr::XdrError> for CallError {
+    fn from(e: super::xdr::XdrError) -> Self {
+        CallError::Rpc(e.to_string())
+    }
 }
 
 /// Checks the reply header after the xid; leaves `d` at the procedure's results.
 fn parse_reply(d: &mut Decoder<'_>) -> Result<(), CallError> {
-    if d.u32().map_err(rpc_err)? != MSG_REPLY {
+    if d.u32()? != MSG_REPLY {
         return Err(CallError::Rpc("message is not a reply".into()));
     }
-    match d.u32().map_err(rpc_err)? {
+    let why = match d.u32()? {
+        // MSG_ACCEPTED: verifier, then accept_stat.
         0 => {
-            // MSG_ACCEPTED: verifier, then accept_stat.
-            d.u32().map_err(rpc_err)?;
-            d.opaque(400).map_err(rpc_err)?;
-            match d.u32().map_err(rpc_err)? {
-                0 => Ok(()),
-                1 => Err(CallError::Rpc("program unavailable".into())),
+            d.u32()?;
+            d.opaque(400)?;
+            match d.u32()? {
+                0 => return Ok(()),
+                1 => "program unavailable".into(),
                 2 => {
-                    let lo = d.u32().map_err(rpc_err)?;
-                    let hi = d.u32().map_err(rpc_err)?;
-                    Err(CallError::Rpc(format!(
-                        "program version mismatch (server supports {lo}..{hi})"
-                    )))
+                    let (lo, hi) = (d.u32()?, d.u32()?);
+                    format!("program version mismatch (server supports {lo}..{hi})")
                 }
-                3 => Err(CallError::Rpc("procedure unavailable".into())),
-                4 => Err(CallError::Rpc(
-                    "server could not decode the arguments".into(),
-                )),
-                s => Err(CallError::Rpc(format!("server error (accept_stat {s})"))),
+                3 => "procedure unavailable".into(),
+                4 => "server could not decode the arguments".into(),
+                s => format!("server error (accept_stat {s})"),
             }
         }
-        1 => match d.u32().map_err(rpc_err)? {
-            0 => Err(CallError::Rpc("RPC version mismatch".into())),
-            _ => {
-                let why = d.u32().unwrap_or(0);
-                Err(CallError::Rpc(format!(
-                    "authentication rejected (auth_stat {why}{})",
-                    if why == 5 {
-                        ": too weak, is the export `secure` and the source port unreserved?"
-                    } else {
-                        ""
-                    }
-                )))
-            }
-        },
-        s => Err(CallError::Rpc(format!("reply_stat {s}"))),
-    }
+        // MSG_DENIED: RPC_MISMATCH or AUTH_ERROR.
+        1 if d.u32()? == 0 => "RPC version mismatch".into(),
+        1 => {
+            let why = d.u32().unwrap_or(0);
+            let hint = ": too weak, is the export `secure` and the source port unreserved?";
+            let hint = if why == 5 { hint } else { "" };
+            format!("authentication rejected (auth_stat {why}{hint})")
+        }
+        s => format!("reply_stat {s}"),
+    };
+    Err(CallError::Rpc(why))
 }
 
 #[cfg(test)]

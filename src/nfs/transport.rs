@@ -164,9 +164,7 @@ impl Transport {
             e.bytes(),
             &op,
         )?;
-        let port = Decoder::new(&reply)
-            .u32()
-            .map_err(|x| self.map_err(&op, CallError::Rpc(x.to_string())))?;
+        let port = (Decoder::new(&reply).u32()).map_err(|x| self.map_err(&op, x.into()))?;
         match u16::try_from(port) {
             Ok(0) | Err(_) => Err(NfsError::Unavailable {
                 server: self.server.clone(),
@@ -207,7 +205,7 @@ impl Transport {
                     status,
                 })
             }
-            Err(x) => return Err(self.map_err("MOUNT MNT", CallError::Rpc(x.to_string()))),
+            Err(x) => return Err(self.map_err("MOUNT MNT", x.into())),
         };
         tracing::debug!(server = %self.server, share = %self.share, nfs_port, mount_port, "NFS share mounted");
         Ok(Arc::new(Session {
@@ -246,28 +244,16 @@ impl Transport {
             Some(c) => c,
             None => self.connect(session.nfs, op)?,
         };
-        let mut result = conn.call(
-            proto::NFS_PROG,
-            proto::NFS_VERS,
-            proc_ as u32,
-            Some(&self.cred),
-            args,
-            self.deadline(),
-        );
+        let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_VERS, Some(self.cred.as_slice()));
+        let call = |c: &mut Conn| c.call(prog, vers, proc_ as u32, cred, args, self.deadline());
+        let mut result = call(&mut conn);
         if reused && matches!(result, Err(CallError::Io(_))) {
             // An idle connection the server closed (it restarted, or dropped idle clients):
             // one retry on a fresh connection before calling the server unavailable.
             conn = self
                 .connect(session.nfs, op)
                 .inspect_err(|_| self.invalidate(session))?;
-            result = conn.call(
-                proto::NFS_PROG,
-                proto::NFS_VERS,
-                proc_ as u32,
-                Some(&self.cred),
-                args,
-                self.deadline(),
-            );
+            result = call(&mut conn);
         }
         match result {
             Ok(reply) => {

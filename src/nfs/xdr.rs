@@ -124,6 +124,11 @@ impl<'a> Decoder<'a> {
         Ok(data)
     }
 
+    /// An 8-byte verifier (cookieverf3, writeverf3).
+    pub fn verf(&mut self) -> XdrResult<[u8; 8]> {
+        Ok(self.fixed(8)?.try_into().expect("fixed(8) gives 8 bytes"))
+    }
+
     /// Variable-length opaque of at most `max` bytes.
     pub fn opaque(&mut self, max: usize) -> XdrResult<&'a [u8]> {
         let len = self.u32()? as usize;

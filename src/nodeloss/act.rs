@@ -26,13 +26,10 @@ pub struct Writer {
     pub recorder: Recorder,
 }
 
-fn err(pv: &str, step: impl Into<String>) -> impl FnOnce(kube::Error) -> Error + '_ {
-    let step = step.into();
-    move |source| Error {
-        pv: pv.to_string(),
-        step,
-        source,
-    }
+/// Wraps a failed API call with the PV and the step it belonged to.
+pub(super) fn err(pv: &str, step: impl Into<String>) -> impl FnOnce(kube::Error) -> Error + '_ {
+    let (pv, step) = (pv.to_string(), step.into());
+    move |source| Error { pv, step, source }
 }
 
 /// 404 (already gone) and 409 (the uid precondition failed: a newer object of that name) mean

@@ -6,7 +6,7 @@
 //! Whether a node exists is always asked of the API server (a metadata GET), never of a cache:
 //! acting on a stale "gone" would delete live volumes, and a GET per local PV is cheap.
 
-use super::act::{claim_name, Error, Writer};
+use super::act::{claim_name, err, Error, Writer};
 use super::decide::{
     claim_state, decide, opt_in, pinned_node, ClaimState, Decision, NodeState, OptIn, Options,
 };
@@ -63,11 +63,8 @@ impl Context {
 
     async fn node_state(&self, pv: &str, node: &str) -> Result<NodeState, Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let found = nodes.get_metadata_opt(node).await.map_err(|source| Error {
-            pv: pv.to_string(),
-            step: format!("looking up node {node}"),
-            source,
-        })?;
+        let found = (nodes.get_metadata_opt(node).await)
+            .map_err(err(pv, format!("looking up node {node}")))?;
         let mut missing = self.missing_since.lock().expect("node-loss lock poisoned");
         if found.is_some() {
             missing.remove(node);
@@ -92,21 +89,17 @@ impl Context {
         Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
             .get_opt(name)
             .await
-            .map_err(|source| Error {
-                pv: pv.name_any(),
-                step: format!("reading claim {ns}/{name}"),
-                source,
-            })
+            .map_err(err(&pv.name_any(), format!("reading claim {ns}/{name}")))
     }
 
     /// Counts and logs a lost volume left alone, once per PV and process.
     fn leave(&self, pv: &str, node: &str, why: &str) {
-        if self
+        let first = self
             .left
             .lock()
             .expect("node-loss lock poisoned")
-            .insert(pv.to_string())
-        {
+            .insert(pv.to_string());
+        if first {
             metrics::count(Outcome::Left);
             tracing::info!(
                 pv,
@@ -137,13 +130,7 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
         {
             Ok(Some(fresh)) => Arc::new(fresh),
             Ok(None) => return Ok(Action::await_change()),
-            Err(source) => {
-                return Err(Error {
-                    pv: name,
-                    step: "reading the PV".into(),
-                    source,
-                })
-            }
+            Err(e) => return Err(err(&name, "reading the PV")(e)),
         }
     };
     let Some(node) = pinned_node(&pv) else {

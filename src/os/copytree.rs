@@ -126,21 +126,21 @@ fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Access and modification times of `st`, as futimens and utimensat take them.
+fn stat_times(st: &libc::stat) -> [libc::timespec; 2] {
+    let ts = |tv_sec, tv_nsec| libc::timespec { tv_sec, tv_nsec };
+    [
+        ts(st.st_atime, st.st_atime_nsec),
+        ts(st.st_mtime, st.st_mtime_nsec),
+    ]
+}
+
 /// Owner, then mode (chown clears set-id bits), then times, all through `fd`.
 fn copy_attrs(st: &libc::stat, fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscalls on a live fd; times is a 2-element array as futimens wants.
     check(unsafe { libc::fchown(fd, st.st_uid, st.st_gid) })?;
     check(unsafe { libc::fchmod(fd, st.st_mode & 0o7777) })?;
-    let times = [
-        libc::timespec {
-            tv_sec: st.st_atime,
-            tv_nsec: st.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec,
-        },
-    ];
+    let times = stat_times(st);
     check(unsafe { libc::futimens(fd, times.as_ptr()) })?;
     Ok(())
 }
@@ -406,16 +406,7 @@ impl Walk {
         if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
             check(unsafe { libc::fchmodat(d, name.as_ptr(), st.st_mode & 0o7777, 0) })?;
         }
-        let times = [
-            libc::timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
-        ];
+        let times = stat_times(st);
         check(unsafe { libc::utimensat(d, name.as_ptr(), times.as_ptr(), nofollow) })?;
         Ok(())
     }

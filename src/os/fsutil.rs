@@ -47,17 +47,18 @@ pub fn remove_file_durable(path: &Path) -> io::Result<()> {
 
 /// A fresh random token (64 bits, hex) from the kernel's generator.
 pub fn random_token() -> io::Result<String> {
-    let mut raw = [0u8; 8];
-    // SAFETY: the buffer is valid for its length; getrandom writes at most that many bytes.
-    let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
-    if n != raw.len() as isize {
-        return Err(if n < 0 {
-            io::Error::last_os_error()
-        } else {
-            io::Error::other("getrandom returned too few bytes")
-        });
-    }
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&random_bytes::<8>()?))
+}
+
+/// `N` bytes from the kernel's random source (getrandom(2)).
+pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut raw = [0u8; N];
+    getrandom::fill(&mut raw).map_err(io::Error::from)?;
+    Ok(raw)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Removes a directory tree that must live on one filesystem (not synced: callers record the

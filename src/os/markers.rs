@@ -189,22 +189,10 @@ pub fn set_base_marker(path: &Path, store_id: &str) -> io::Result<()> {
 fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
     let p = cpath(path)?;
     let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
-    let volume_id = value;
+    let (buf, len) = (value.as_ptr().cast(), value.len());
     // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            name.as_ptr(),
-            volume_id.as_ptr().cast(),
-            volume_id.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let rc = unsafe { libc::lsetxattr(p.as_ptr(), name.as_ptr(), buf, len, 0) };
+    super::dirwalk::check(rc).map(drop)
 }
 
 /// The volume id recorded on `path`, or None when it carries no marker.
@@ -216,15 +204,9 @@ fn get_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
     let p = cpath(path)?;
     let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
     let mut buf = vec![0u8; 512];
-    // SAFETY: the buffer is valid for buf.len() bytes.
-    let n = unsafe {
-        libc::lgetxattr(
-            p.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: the buffer is valid for `len` bytes.
+    let n = unsafe { libc::lgetxattr(p.as_ptr(), name.as_ptr(), ptr, len) };
     if n < 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {

@@ -3,7 +3,7 @@
 //! device is written, so after a crash it can tell its own (possibly half-made) filesystem from
 //! anyone else's by UUID alone.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -12,11 +12,10 @@ pub const SUPPORTED: &[&str] = &["ext4", "xfs"];
 
 /// A random (version 4) UUID, from the kernel's random source.
 pub fn random_uuid() -> io::Result<String> {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let mut b = super::fsutil::random_bytes::<16>()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = super::fsutil::hex(&b);
     Ok(format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -1,9 +1,9 @@
-//! Bind mounts: the only mounts the hostpath backend makes.
+//! Bind mount options, and unmounting.
 
 use super::mountinfo;
 use std::io;
 use std::path::Path;
-use sys_mount::{unmount, Mount, MountFlags, UnmountFlags};
+use sys_mount::{unmount, MountFlags, UnmountFlags};
 
 /// Per-mount options a bind mount can carry, decoded from a VolumeCapability's mount_flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,27 +71,6 @@ impl BindOptions {
         want.iter()
             .all(|(flag, name)| self.flags.contains(*flag) == entry.has_option(name))
     }
-}
-
-/// Bind-mounts `source` onto `target`, then applies the per-mount options with a remount
-/// (the kernel ignores them on the first MS_BIND call).
-pub fn bind(source: &Path, target: &Path, opts: BindOptions) -> io::Result<()> {
-    Mount::builder()
-        .fstype("none")
-        .flags(MountFlags::BIND)
-        .mount(source, target)?;
-    if !opts.flags.is_empty() {
-        let remount = Mount::builder()
-            .fstype("none")
-            .flags(MountFlags::BIND | MountFlags::REMOUNT | opts.flags)
-            .mount("", target);
-        if let Err(e) = remount {
-            // Never leave a writable mount where a read-only one was asked for.
-            let _ = unmount(target, UnmountFlags::DETACH);
-            return Err(e);
-        }
-    }
-    Ok(())
 }
 
 /// Unmounts every mount stacked on `target`; succeeds when nothing is mounted there.

@@ -5,44 +5,31 @@
 //! fsmount; 5.12: mount_setattr) takes descriptors on both sides. On kernels without it the
 //! fallback is mount(2) on `/proc/self/fd/N`, which the kernel resolves to exactly the file
 //! the descriptor holds (a magic link, not a re-walk of the original path).
+//!
+//! The calls go through rustix::mount, except mount_setattr, which rustix lacks.
 
-use std::ffi::{CStr, CString};
+use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
+use rustix::mount::{self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags, UnmountFlags};
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use sys_mount::MountFlags;
 
 const EMPTY: &CStr = c"";
 
-fn cstring(s: &[u8], what: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{what} contains a NUL byte"),
-        )
-    })
-}
-
-fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
-    // SAFETY: a successful open_tree/fsopen/fsmount returns a new descriptor we now own.
-    check(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-fn proc_fd(fd: RawFd) -> CString {
-    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a /proc path")
+fn proc_fd(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
 }
 
 fn is_enosys(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSYS)
+}
+
+/// sys_mount's flags (the ones callers use) as rustix takes them: the same MS_* bits.
+fn ms(flags: MountFlags) -> rmount::MountFlags {
+    rmount::MountFlags::from_bits_retain(flags.bits() as _)
 }
 
 /// MOUNT_ATTR_* bits (set, clear) for the per-mount flags of `flags`.
@@ -86,32 +73,15 @@ const PER_MOUNT: MountFlags = MountFlags::RDONLY
     .union(MountFlags::STRICTATIME);
 
 fn open_tree_clone(source: BorrowedFd) -> io::Result<OwnedFd> {
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32;
-    // SAFETY: plain syscall with a valid fd, a NUL-terminated path and flags.
-    owned(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            source.as_raw_fd(),
-            EMPTY.as_ptr(),
-            flags,
-        )
-    })
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    Ok(rmount::open_tree(source, EMPTY, flags)?)
 }
 
 fn move_mount_onto(mount: BorrowedFd, target: BorrowedFd) -> io::Result<()> {
-    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
-    // SAFETY: plain syscall with valid fds and NUL-terminated empty paths.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            EMPTY.as_ptr(),
-            target.as_raw_fd(),
-            EMPTY.as_ptr(),
-            flags,
-        )
-    })
-    .map(drop)
+    let flags = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    Ok(rmount::move_mount(mount, EMPTY, target, EMPTY, flags)?)
 }
 
 fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
@@ -122,7 +92,7 @@ fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
         userns_fd: 0,
     };
     // SAFETY: `attr` lives across the call and its size is passed alongside.
-    check(unsafe {
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             mount.as_raw_fd(),
@@ -131,30 +101,11 @@ fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
-    })
-    .map(drop)
-}
-
-/// mount(2) with C strings; `None` passes NULL.
-fn mount2(
-    source: Option<&CStr>,
-    target: &CStr,
-    fstype: Option<&CStr>,
-    flags: MountFlags,
-    data: Option<&CStr>,
-) -> io::Result<()> {
-    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: every pointer is NULL or a live NUL-terminated string.
-    let rc = unsafe {
-        libc::mount(
-            ptr(source),
-            target.as_ptr(),
-            ptr(fstype),
-            flags.bits() as libc::c_ulong,
-            ptr(data).cast(),
-        )
     };
-    check(rc as libc::c_long).map(drop)
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Bind-mounts `source` (a path the driver owns: a volume directory or device; a path from a
@@ -247,26 +198,13 @@ pub(crate) fn bind_fd_onto(
     if remount_after {
         // The tree fd is the root of the new mount itself, so this cannot touch another one.
         let path = proc_fd(tree.as_raw_fd());
-        let r = mount2(
-            None,
-            &path,
-            None,
-            MountFlags::BIND | MountFlags::REMOUNT | per_mount,
-            None,
-        );
-        if let Err(e) = r {
-            undo(&path);
-            return Err(e);
+        if let Err(e) = rmount::mount_remount(&path, ms(MountFlags::BIND | per_mount), "") {
+            // Never leave a writable mount where a read-only one was asked for.
+            let _ = rmount::unmount(&path, UnmountFlags::DETACH);
+            return Err(e.into());
         }
     }
     Ok(())
-}
-
-/// Detaches a mount we just made because its flags could not be applied: never leave a
-/// writable mount where a read-only one was asked for.
-fn undo(path: &CStr) {
-    // SAFETY: NUL-terminated path.
-    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
 }
 
 fn bind_legacy(source: BorrowedFd, target: BorrowedFd, per_mount: MountFlags) -> io::Result<()> {
@@ -284,7 +222,7 @@ fn bind_legacy(source: BorrowedFd, target: BorrowedFd, per_mount: MountFlags) ->
     }
     let src = proc_fd(source.as_raw_fd());
     let dst = proc_fd(target.as_raw_fd());
-    mount2(Some(&src), &dst, None, MountFlags::BIND, None)
+    Ok(rmount::mount_bind(&src, &dst)?)
 }
 
 /// Mounts a new file system of type `fstype` from `source` (a block device, or a name such as
@@ -314,52 +252,38 @@ pub(crate) fn fs_mount_with(
     target: BorrowedFd,
     api: Api,
 ) -> io::Result<()> {
-    let src = cstring(source.as_os_str().as_bytes(), "mount source")?;
-    let fst = cstring(fstype.as_bytes(), "file system type")?;
     if api != Api::Legacy {
-        // SAFETY: NUL-terminated name and flags.
-        match owned(unsafe { libc::syscall(libc::SYS_fsopen, fst.as_ptr(), libc::FSOPEN_CLOEXEC) })
-        {
-            Err(e) if is_enosys(&e) => {}
-            Err(e) => return Err(e),
-            Ok(fs) => return fs_mount_new(&fs, &src, flags, data, target),
+        match rmount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC) {
+            Err(rustix::io::Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+            Ok(fs) => return fs_mount_new(&fs, source, flags, data, target),
         }
     }
-    let opts = cstring(data.as_bytes(), "mount options")?;
-    let dst = proc_fd(target.as_raw_fd());
-    mount2(Some(&src), &dst, Some(&fst), flags, Some(&opts))
-}
-
-fn fsconfig(
-    fs: &OwnedFd,
-    cmd: libc::c_uint,
-    key: Option<&CStr>,
-    value: Option<&CStr>,
-) -> io::Result<()> {
-    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: valid fd; key/value are NULL or live NUL-terminated strings; aux unused (0).
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            cmd,
-            ptr(key),
-            ptr(value),
-            0,
+    let opts = std::ffi::CString::new(data).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "mount options contain a NUL byte",
         )
-    })
-    .map(drop)
+    })?;
+    let dst = proc_fd(target.as_raw_fd());
+    Ok(rmount::mount(
+        source,
+        &dst,
+        fstype,
+        ms(flags),
+        opts.as_c_str(),
+    )?)
 }
 
 fn fs_mount_new(
     fs: &OwnedFd,
-    source: &CStr,
+    source: &Path,
     flags: MountFlags,
     data: &str,
     target: BorrowedFd,
 ) -> io::Result<()> {
-    let configure = || -> io::Result<OwnedFd> {
-        fsconfig(fs, libc::FSCONFIG_SET_STRING, Some(c"source"), Some(source))?;
+    let configure = || -> rustix::io::Result<OwnedFd> {
+        rmount::fsconfig_set_string(fs, "source", source)?;
         // Superblock flags: ro here keeps the file system itself read-only (no journal replay
         // writes), as MS_RDONLY does for mount(2).
         for (ms, name) in [
@@ -368,33 +292,21 @@ fn fs_mount_new(
             (MountFlags::DIRSYNC, c"dirsync"),
         ] {
             if flags.contains(ms) {
-                fsconfig(fs, libc::FSCONFIG_SET_FLAG, Some(name), None)?;
+                rmount::fsconfig_set_flag(fs, name)?;
             }
         }
         for opt in data.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            let (key, value) = match opt.split_once('=') {
-                Some((k, v)) => (k, Some(cstring(v.as_bytes(), "mount option")?)),
-                None => (opt, None),
-            };
-            let key = cstring(key.as_bytes(), "mount option")?;
-            match &value {
-                Some(v) => fsconfig(fs, libc::FSCONFIG_SET_STRING, Some(&key), Some(v))?,
-                None => fsconfig(fs, libc::FSCONFIG_SET_FLAG, Some(&key), None)?,
+            match opt.split_once('=') {
+                Some((key, value)) => rmount::fsconfig_set_string(fs, key, value)?,
+                None => rmount::fsconfig_set_flag(fs, opt)?,
             }
         }
-        fsconfig(fs, libc::FSCONFIG_CMD_CREATE, None, None)?;
+        rmount::fsconfig_create(fs)?;
         let (set, _) = mount_attrs(flags & PER_MOUNT);
-        // SAFETY: valid fd, flags and attribute bits.
-        owned(unsafe {
-            libc::syscall(
-                libc::SYS_fsmount,
-                fs.as_raw_fd(),
-                libc::FSMOUNT_CLOEXEC,
-                set,
-            )
-        })
+        let attrs = MountAttrFlags::from_bits_retain(set as _);
+        rmount::fsmount(fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
     };
-    let mnt = configure().map_err(|e| with_fs_log(fs, e))?;
+    let mnt = configure().map_err(|e| with_fs_log(fs, e.into()))?;
     move_mount_onto(mnt.as_fd(), target)
 }
 
@@ -403,16 +315,10 @@ fn with_fs_log(fs: &OwnedFd, e: io::Error) -> io::Error {
     let mut msgs = Vec::new();
     let mut buf = [0u8; 1024];
     for _ in 0..16 {
-        // SAFETY: reading into a live buffer of the given length.
-        let n = unsafe { libc::read(fs.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
+        match rustix::io::read(fs, &mut buf) {
+            Ok(n) if n > 0 => msgs.push(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            _ => break,
         }
-        msgs.push(
-            String::from_utf8_lossy(&buf[..n as usize])
-                .trim()
-                .to_string(),
-        );
     }
     if msgs.is_empty() {
         e
@@ -424,24 +330,15 @@ fn with_fs_log(fs: &OwnedFd, e: io::Error) -> io::Error {
 /// Whether `fd` is the root of a mount (something is mounted exactly there). Open the path
 /// afresh to ask: a descriptor opened before a mount still refers to the covered directory.
 pub fn is_mount_root(fd: BorrowedFd) -> io::Result<bool> {
-    // SAFETY: statx fills the zeroed struct; fd and empty path are valid.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    let rc = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            EMPTY.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_BASIC_STATS,
-            &mut stx,
-        )
-    };
-    check(rc as libc::c_long)?;
-    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    if stx.stx_attributes_mask & bit == 0 {
+    let stx = statx(fd, EMPTY, AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+    if !stx
+        .stx_attributes_mask
+        .contains(StatxAttributes::MOUNT_ROOT)
+    {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "this kernel does not report mount roots in statx (Linux 5.8+)",
         ));
     }
-    Ok(stx.stx_attributes & bit != 0)
+    Ok(stx.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
 }

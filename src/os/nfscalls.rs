@@ -97,13 +97,28 @@ pub fn not_answering(server: &str) -> Option<NotAnswering> {
     })
 }
 
-/// Abandoned calls per server, for the metrics (servers with none are left out).
-pub fn abandoned_calls() -> Vec<(String, usize)> {
+/// What the metrics show of one server (or of [`RESOLVER`]) this process has called.
+pub struct ServerState {
+    pub name: String,
+    /// Its calls still running past their deadline.
+    pub abandoned: usize,
+    /// Not known hung (see the module doc).
+    pub answering: bool,
+    /// The name lookups' entry, not a server.
+    pub resolver: bool,
+}
+
+/// Every server called so far, for the metrics.
+pub fn servers() -> Vec<ServerState> {
     calls()
         .servers
         .iter()
-        .filter(|(_, s)| s.abandoned > 0)
-        .map(|(k, s)| (k.clone(), s.abandoned))
+        .map(|(k, s)| ServerState {
+            name: k.clone(),
+            abandoned: s.abandoned,
+            answering: s.hung_since.is_none(),
+            resolver: k == RESOLVER,
+        })
         .collect()
 }
 
@@ -208,14 +223,21 @@ fn returned(calls: &mut Calls, key: &str, was_abandoned: bool) {
         s.abandoned -= 1;
         s.hung_since = None;
     }
-    if s.running == 0 {
-        calls.servers.remove(key);
-    }
+    // The entry stays (one per server the node mounts): the metrics report the server up.
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Abandoned calls per server (servers with none are left out).
+    fn abandoned_calls() -> Vec<(String, usize)> {
+        servers()
+            .into_iter()
+            .filter(|s| s.abandoned > 0)
+            .map(|s| (s.name, s.abandoned))
+            .collect()
+    }
     use std::sync::mpsc::Receiver;
 
     /// A call that blocks until the test sends on (or drops) the returned sender.

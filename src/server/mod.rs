@@ -5,6 +5,7 @@ mod h2_authority;
 pub mod health;
 pub mod metrics;
 pub mod registration;
+pub mod rpc_metrics;
 
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
@@ -49,6 +50,7 @@ pub async fn serve(
     let controller = roles.contains(&Role::Controller);
     let node = roles.contains(&Role::Node);
     let router = Server::builder()
+        .layer(rpc_metrics::RpcMetricsLayer)
         .add_service(
             IdentityServer::new(IdentityService::new(driver.clone(), controller))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),

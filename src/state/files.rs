@@ -167,9 +167,7 @@ pub(super) fn store_id(dir: &Path) -> io::Result<String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut raw = [0u8; 16];
-    File::open("/dev/urandom")?.read_exact(&mut raw)?;
-    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::os::fsutil::hex(&crate::os::fsutil::random_bytes::<16>()?);
     crate::os::fsutil::write_atomic(&path, id.as_bytes())?;
     Ok(id)
 }

@@ -261,14 +261,13 @@ impl Journal {
 /// Wakes the tasks of the batch just decided (its threads were woken by `Batch::decide`).
 fn wake_decided(inner: &mut Inner) {
     let decided = inner.decided;
-    let mut i = 0;
-    while i < inner.wakers.len() {
-        if inner.wakers[i].0 <= decided {
-            inner.wakers.swap_remove(i).1.wake();
-        } else {
-            i += 1;
+    inner.wakers.retain(|(seq, waker)| {
+        let done = *seq <= decided;
+        if done {
+            waker.wake_by_ref();
         }
-    }
+        !done
+    });
 }
 
 #[cfg(test)]

@@ -143,7 +143,14 @@ pub struct Ledger<R> {
     journal: Arc<Journal>,
     /// Key prefix of this backend's records in the journal: `<backend>/`.
     prefix: String,
-    index: Mutex<Index<R>>,
+    /// Shared with the metrics, which count its volumes at each scrape.
+    index: Arc<Mutex<Index<R>>>,
+}
+
+impl<R: Send> crate::metrics::VolumeCount for Mutex<Index<R>> {
+    fn volumes(&self) -> usize {
+        self.lock().unwrap_or_else(|p| p.into_inner()).volumes.len()
+    }
 }
 
 impl<R: Record> Ledger<R> {
@@ -156,7 +163,10 @@ impl<R: Record> Ledger<R> {
         journal: Arc<Journal>,
         backend: &str,
         live: &HashMap<String, Vec<u8>>,
-    ) -> io::Result<Self> {
+    ) -> io::Result<Self>
+    where
+        R: Send + 'static,
+    {
         let prefix = format!("{backend}/");
         let mut index = Index {
             volumes: BTreeSet::new(),
@@ -173,10 +183,12 @@ impl<R: Record> Ledger<R> {
             })?;
             index.insert(rec);
         }
+        let index = Arc::new(Mutex::new(index));
+        crate::metrics::count_volumes(backend, Arc::downgrade(&index) as _);
         Ok(Ledger {
             journal,
             prefix,
-            index: Mutex::new(index),
+            index,
         })
     }
 

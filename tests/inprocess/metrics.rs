@@ -6,13 +6,14 @@ use crate::harness::*;
 use ferrovol::proto as csi;
 use std::collections::BTreeMap;
 
-/// ferrovol_rpc_total by (method, code).
+/// ferrovol_rpc_duration_seconds_count by (method, code).
 fn counts() -> BTreeMap<(String, String), u64> {
     let mut out = BTreeMap::new();
     for line in ferrovol::metrics::render().lines() {
-        let Some(rest) = line.strip_prefix("ferrovol_rpc_total{method=\"") else {
+        let Some(rest) = line.strip_prefix("ferrovol_rpc_duration_seconds_count{service=\"") else {
             continue;
         };
+        let (_service, rest) = rest.split_once("\",method=\"").expect("method label");
         let (method, rest) = rest.split_once("\",code=\"").expect("code label");
         let (code, n) = rest.split_once("\"} ").expect("count");
         out.insert((method.to_string(), code.to_string()), n.parse().unwrap());

@@ -3,6 +3,7 @@
 //! out of file descriptors. Each test shortens `--metrics-timeout` so the server's own timeout
 //! fires within the test; the deadlines below only keep a broken server from hanging the test.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -178,7 +179,7 @@ fn idle_connections_beyond_the_cap_are_closed_and_metrics_answers_a_new_client()
     // served at once it is answered only once all but fewer than CAP of them are gone.
     let reply = get_metrics(server.addr).expect("GET /metrics");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(reply.contains("ferrovol_rpc_total"), "{reply}");
+    assert!(reply.contains("ferrovol_state_commits_total"), "{reply}");
     let still_open = idle.iter().filter(|s| !closed_by_server(s).0).count();
     assert!(
         still_open < CAP,
@@ -224,7 +225,7 @@ fn a_slow_loris_header_is_cut_off_without_an_answer() {
     }
     let sent = String::from_utf8_lossy(&sent_by_server);
     assert!(
-        !sent.contains("HTTP/1.1 200") && !sent.contains("ferrovol_rpc_total"),
+        !sent.contains("HTTP/1.1 200") && !sent.contains("ferrovol_state_commits_total"),
         "the server answered a request whose header never ended:\n{sent}"
     );
     let reply = get_metrics(server.addr).expect("GET /metrics after the slow client");
@@ -275,4 +276,77 @@ fn metrics_keeps_serving_after_running_out_of_file_descriptors() {
         sleep(Duration::from_millis(50));
     }
     server.assert_running();
+}
+
+/// The series docs/metrics.md lists for `ferrovol serve` (the table of its section "Series of
+/// ferrovol serve"), each with whether the table says it is always served (its "served" column
+/// reads `always`) rather than only once it has a sample.
+fn documented_series() -> BTreeMap<String, bool> {
+    let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Series of ferrovol serve"))
+        .expect("docs/metrics.md has a section \"Series of ferrovol serve\"");
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `ferrovol_"))
+        .map(|rest| {
+            let name = format!("ferrovol_{}", rest.split('`').next().unwrap());
+            (name, rest.contains("| always |"))
+        })
+        .collect()
+}
+
+/// The series names a scrape declares: each `# TYPE` family, counters with the `_total` their
+/// samples carry.
+fn served_series(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| match l.split_once(' ') {
+            Some((family, "counter")) => format!("{family}_total"),
+            Some((family, _)) => family.to_string(),
+            None => l.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn every_documented_series_is_served_and_every_served_one_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let registration = format!("--kubelet-registration-dir={}", dir.path().display());
+    let server = Server::start(&[&registration], None);
+    let deadline = Instant::now() + HANG_GUARD;
+    // The registration gauge appears once the CSI socket is up.
+    let reply = loop {
+        let reply = get_metrics(server.addr).expect("GET /metrics");
+        if reply.contains("ferrovol_kubelet_registered") || Instant::now() > deadline {
+            break reply;
+        }
+        sleep(Duration::from_millis(50));
+    };
+    assert!(
+        reply.contains("application/openmetrics-text"),
+        "the content type names the format: {reply}"
+    );
+    let served = served_series(&reply);
+    let documented = documented_series();
+    let always: Vec<&String> = documented
+        .iter()
+        .filter(|(_, a)| **a)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(always.len() >= 4, "{documented:?}");
+    let missing: Vec<&&String> = always.iter().filter(|n| !served.contains(**n)).collect();
+    assert!(
+        missing.is_empty(),
+        "documented as always served but not served: {missing:?}\n{reply}"
+    );
+    let undocumented: Vec<&String> = served
+        .iter()
+        .filter(|n| !documented.contains_key(*n))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented in docs/metrics.md: {undocumented:?}\n{reply}"
+    );
 }

@@ -16,32 +16,6 @@ use std::path::Path;
 
 mod release;
 
-/// Why `cap` cannot be served on a volume of `kind`, if it cannot.
-pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> {
-    CAPS.refuse(BACKEND, cap).or_else(|| {
-        (cap.kind != kind).then(|| {
-            format!(
-                "access type {:?} does not match the volume's {:?}",
-                cap.kind, kind
-            )
-        })
-    })
-}
-
-fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
-    let first = caps.first().ok_or_else(|| {
-        Error::invalid(format!("volume {volume}: volume_capabilities are required"))
-    })?;
-    match caps.iter().find_map(|c| unsupported(c, first.kind)) {
-        Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
-        None => Ok(first.kind),
-    }
-}
-
-fn fits(range: &CapacityRange, size: u64) -> bool {
-    size >= range.required && (range.limit == 0 || size <= range.limit)
-}
-
 /// Unmounts every mount of the block device `dev` (leftovers of a stage a crash cut short).
 pub(super) fn unmount_device(volume: &str, dev: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -84,7 +58,7 @@ impl DeviceBackend {
             .candidates()
             .into_iter()
             .filter(|e| !taken.contains(&e.device.uid) && selector.matches(&e.device))
-            .filter(|e| range.is_none_or(|r| fits(r, e.device.size_bytes)))
+            .filter(|e| range.is_none_or(|r| r.admits(e.device.size_bytes)))
             .collect();
         out.sort_by(|a, b| {
             (a.device.size_bytes, &a.device.uid).cmp(&(b.device.size_bytes, &b.device.uid))
@@ -130,10 +104,41 @@ impl DeviceBackend {
         Ok(fp)
     }
 
-    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    /// fsType from the class, else the capability's, else ext4; the two must agree.
+    fn fs_type_for(&self, id: &str, params: &DeviceParams, caps: &[Capability]) -> Result<String> {
+        let from_cap = caps
+            .iter()
+            .map(|c| c.fs_type.as_str())
+            .find(|f| !f.is_empty());
+        let fs = match (params.fs_type(), from_cap) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::invalid(format!(
+                    "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
+                )))
+            }
+            (Some(a), _) => a,
+            (None, Some(b)) => b,
+            (None, None) => "ext4",
+        };
+        if !mkfs::SUPPORTED.contains(&fs) {
+            return Err(Error::invalid(format!(
+                "volume {id}: fs_type {fs:?} is not one of {:?}",
+                mkfs::SUPPORTED
+            )));
+        }
+        Ok(fs.to_string())
+    }
+}
+
+impl ControllerBackend for DeviceBackend {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(BACKEND, &self.node, name)
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
-        let kind = access_kind(&id_str, &req.capabilities)?;
+        let kind = CAPS.access_kind(BACKEND, &id_str, &req.capabilities)?;
         if req
             .topology
             .as_ref()
@@ -171,7 +176,10 @@ impl DeviceBackend {
                 Phase::Deleting => {
                     Err(Error::precondition(id_str, "is being deleted; retry later"))
                 }
-                _ => existing_matches(self, rec, kind, &range, &wanted_params),
+                _ => {
+                    crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
+                    Ok(self.info(&rec))
+                }
             };
         }
         let Some(entry) = self
@@ -228,68 +236,32 @@ impl DeviceBackend {
         Ok(self.info(&rec))
     }
 
-    /// fsType from the class, else the capability's, else ext4; the two must agree.
-    fn fs_type_for(&self, id: &str, params: &DeviceParams, caps: &[Capability]) -> Result<String> {
-        let from_cap = caps
-            .iter()
-            .map(|c| c.fs_type.as_str())
-            .find(|f| !f.is_empty());
-        let fs = match (params.fs_type(), from_cap) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(Error::invalid(format!(
-                    "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
-                )))
-            }
-            (Some(a), _) => a,
-            (None, Some(b)) => b,
-            (None, None) => "ext4",
-        };
-        if !mkfs::SUPPORTED.contains(&fs) {
-            return Err(Error::invalid(format!(
-                "volume {id}: fs_type {fs:?} is not one of {:?}",
-                mkfs::SUPPORTED
-            )));
-        }
-        Ok(fs.to_string())
-    }
-}
-
-fn existing_matches(
-    b: &DeviceBackend,
-    rec: VolumeRecord,
-    kind: AccessKind,
-    range: &CapacityRange,
-    params: &BTreeMap<String, String>,
-) -> Result<VolumeInfo> {
-    let mismatch = if rec.kind != kind {
-        Some(format!("exists with access type {:?}", rec.kind))
-    } else if !range.admits(rec.capacity_bytes) {
-        Some(format!(
-            "exists with capacity {} bytes, outside the requested range",
-            rec.capacity_bytes
-        ))
-    } else if &rec.parameters != params {
-        Some(format!("exists with parameters {:?}", rec.parameters))
-    } else {
-        None
-    };
-    match mismatch {
-        Some(detail) => Err(Error::exists(rec.id, detail)),
-        None => Ok(b.info(&rec)),
-    }
-}
-
-impl ControllerBackend for DeviceBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, name)
-    }
-
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.create_volume(req)
-    }
-
     fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.delete_volume(id)
+        if !self.is_local(id) {
+            return Err(Error::precondition(
+                id.to_string(),
+                format!(
+                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
+                    id.node.as_deref().unwrap_or("?"),
+                    self.node
+                ),
+            ));
+        }
+        // No record: nothing of ours to undo (an unknown claim turns Released at start).
+        let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
+            return Ok(());
+        };
+        let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
+        if rec.phase == Phase::Deleting {
+            return self.finish_delete(&rec);
+        }
+        if let Some(why) = rec.in_use() {
+            return Err(Error::precondition(rec.id, why));
+        }
+        rec.phase = Phase::Deleting;
+        self.ledger.save(rec.clone())?;
+        crate::failpoint::hit("device:delete:after-intent");
+        self.finish_delete(&rec)
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
@@ -316,7 +288,9 @@ impl ControllerBackend for DeviceBackend {
         if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
             return Ok(Some(why));
         }
-        Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
+        Ok(caps
+            .iter()
+            .find_map(|c| CAPS.refuse_on(BACKEND, c, rec.kind)))
     }
 
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
@@ -333,7 +307,7 @@ impl ControllerBackend for DeviceBackend {
             if req
                 .capabilities
                 .iter()
-                .any(|c| unsupported(c, first.kind).is_some())
+                .any(|c| CAPS.refuse_on(BACKEND, c, first.kind).is_some())
             {
                 return Ok(none);
             }
@@ -387,7 +361,7 @@ impl ControllerBackend for DeviceBackend {
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
         let rec = self.record(id)?;
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = CAPS.refuse_on(BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
         }
         self.ledger.attach_local(rec, &self.node, node, read_only)?;

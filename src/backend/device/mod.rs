@@ -84,7 +84,6 @@ static CAPS: BackendCaps = BackendCaps {
     stage: true,
     expansion: Expansion::UpToDevice,
     node_expansion: false,
-    snapshots: false,
     quick_provisioning: false,
     clone: false,
 };

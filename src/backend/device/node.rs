@@ -7,7 +7,6 @@
 //! (BLKROSET) and clears it when the last one goes. A read-only and a read-write publication
 //! of one block volume at the same time are refused (FailedPrecondition): one flag serves both.
 
-use super::controller::unsupported;
 use super::proof::Hold;
 use super::{mounted_from, DeviceBackend, OurFs, VolumeRecord};
 use crate::backend::NodeBackend;
@@ -139,12 +138,37 @@ impl DeviceBackend {
         Ok(())
     }
 
-    fn stage_volume(&self, req: &StageRequest) -> Result<()> {
+    fn adopt_offsets(&self, rec: &mut VolumeRecord, fs: &OurFs, dev: &Path) -> Result<()> {
+        let sigs = blkid::probe_all(dev)
+            .map_err(Error::os(&rec.id, format!("probe {}", dev.display())))?;
+        let ours = !sigs.is_empty()
+            && sigs
+                .iter()
+                .all(|s| s.fs_type == fs.fs_type && s.uuid.as_deref() == Some(fs.uuid.as_str()));
+        if !ours {
+            return Err(Error::precondition(
+                &rec.id,
+                format!(
+                    "{} is mounted but shows {sigs:?}, not filesystem {}",
+                    dev.display(),
+                    fs.uuid
+                ),
+            ));
+        }
+        let mut done = fs.clone();
+        done.offsets = sigs.iter().map(|s| s.offset).collect();
+        rec.backend.fs = Some(done);
+        Ok(())
+    }
+}
+
+impl NodeBackend for DeviceBackend {
+    fn stage(&self, req: &StageRequest) -> Result<()> {
         let (staging_t, cap) = (&req.staging, &req.capability);
         let staging = staging_t.as_path();
         let mut rec = self.node_record(&req.id)?;
         let vid = rec.id.clone();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         if let Some(prev) = &rec.staged_at {
@@ -182,30 +206,7 @@ impl DeviceBackend {
         Ok(())
     }
 
-    fn adopt_offsets(&self, rec: &mut VolumeRecord, fs: &OurFs, dev: &Path) -> Result<()> {
-        let sigs = blkid::probe_all(dev)
-            .map_err(Error::os(&rec.id, format!("probe {}", dev.display())))?;
-        let ours = !sigs.is_empty()
-            && sigs
-                .iter()
-                .all(|s| s.fs_type == fs.fs_type && s.uuid.as_deref() == Some(fs.uuid.as_str()));
-        if !ours {
-            return Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "{} is mounted but shows {sigs:?}, not filesystem {}",
-                    dev.display(),
-                    fs.uuid
-                ),
-            ));
-        }
-        let mut done = fs.clone();
-        done.offsets = sigs.iter().map(|s| s.offset).collect();
-        rec.backend.fs = Some(done);
-        Ok(())
-    }
-
-    fn unstage_volume(&self, id: &VolumeId, staging_t: &Target) -> Result<()> {
+    fn unstage(&self, id: &VolumeId, staging_t: &Target) -> Result<()> {
         let staging = staging_t.as_path();
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), staging);
@@ -239,12 +240,12 @@ impl DeviceBackend {
         Ok(())
     }
 
-    fn publish_volume(&self, req: &PublishRequest) -> Result<()> {
+    fn publish(&self, req: &PublishRequest) -> Result<()> {
         let mut rec = self.node_record(&req.id)?;
         let vid = rec.id.clone();
         let cap = &req.capability;
         let target = req.target.as_path();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         let staging_t = req.staging.as_ref().ok_or_else(|| {
@@ -327,7 +328,7 @@ impl DeviceBackend {
         Ok(())
     }
 
-    fn unpublish_volume(&self, id: &VolumeId, target_t: &Target) -> Result<()> {
+    fn unpublish(&self, id: &VolumeId, target_t: &Target) -> Result<()> {
         let target = target_t.as_path();
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), target);
@@ -363,7 +364,7 @@ impl DeviceBackend {
         Ok(())
     }
 
-    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
         let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
@@ -396,28 +397,6 @@ impl DeviceBackend {
             }),
             condition: Some(condition),
         })
-    }
-}
-
-impl NodeBackend for DeviceBackend {
-    fn stage(&self, req: &StageRequest) -> Result<()> {
-        self.stage_volume(req)
-    }
-
-    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        self.unstage_volume(id, staging)
-    }
-
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        self.publish_volume(req)
-    }
-
-    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        self.unpublish_volume(id, target)
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
-        self.volume_stats(id, path)
     }
 
     fn node_expand(&self, id: &VolumeId, _path: &Path, range: CapacityRange) -> Result<u64> {

@@ -9,7 +9,6 @@ use crate::backend::params::{defining, parameters_mismatch};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
-use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use crate::state::Queued;
 use crate::volume::{
     AccessKind, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
@@ -20,40 +19,52 @@ use std::fs;
 /// Sizes are whole 4 KiB blocks (a block volume's loop device needs 512-byte multiples).
 pub(super) const ALIGN: u64 = 4096;
 
-/// The one access kind a set of capabilities asks for, after checking each is one we serve.
-pub(super) fn access_kind(volume: &str, caps: &[Capability]) -> Result<AccessKind> {
-    let first = caps.first().ok_or_else(|| {
-        Error::invalid(format!("volume {volume}: volume_capabilities are required"))
-    })?;
-    for cap in caps {
-        if let Some(why) = unsupported(cap, first.kind) {
-            return Err(Error::invalid(format!("volume {volume}: {why}")));
-        }
-    }
-    Ok(first.kind)
-}
-
-/// Why a capability cannot be served on a volume of `kind`, if it cannot.
-pub(super) fn unsupported(cap: &Capability, kind: AccessKind) -> Option<String> {
-    if let Some(why) = CAPS.refuse(super::BACKEND, cap) {
-        return Some(why);
-    }
-    if cap.kind != kind {
-        return Some(format!(
-            "access type {:?} does not match the volume's {:?}",
-            cap.kind, kind
-        ));
-    }
-    None
-}
-
 impl HostpathBackend {
+    /// A directory with our marker but no record (state lost): ours, so delete it. The directory
+    /// is named after the volume, which a shortened id does not spell out: then the base is
+    /// searched for the directory whose marker carries this id.
+    fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
+        let id_str = id.to_string();
+        let marked = |dir: &std::path::Path| matches!(markers::owner_marker(dir), Ok(Some(m)) if m == id_str);
+        let direct = self.volume_dir(&id.key);
+        let dir = if marked(&direct) {
+            Some(direct)
+        } else if id.key.contains('~') {
+            fs::read_dir(&self.base)
+                .map_err(Error::os(&id_str, format!("read {}", self.base.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| marked(p))
+        } else {
+            None
+        };
+        if let Some(dir) = dir {
+            tracing::warn!(volume = %id_str, dir = %dir.display(), "deleting a volume directory that had no state record");
+            fsutil::remove_tree_one_fs(&dir)
+                .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
+        }
+        Ok(())
+    }
+}
+
+impl ControllerBackend for HostpathBackend {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(super::BACKEND, &self.node, name)
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        self.queue_create(req)?.wait()
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        self.queue_delete(id)?.wait()
+    }
+
     /// Makes and marks the directory, then queues the record: the volume exists once the
     /// record is durable (the `Done`'s commit).
-    fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
-        let kind = access_kind(&id_str, &req.capabilities)?;
+        let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
         if let Some(t) = &req.topology {
             if !t.allows_node(&self.node) {
                 return Err(Error::no_space(
@@ -110,9 +121,8 @@ impl HostpathBackend {
                     format!("exists with content source {:?}", rec.backend.source),
                 ));
             }
-            return self
-                .existing_matches(rec, kind, &req.capacity, &wanted_params)
-                .map(Done::Now);
+            crate::backend::check_existing(&rec, kind, &req.capacity, &wanted_params)?;
+            return Ok(Done::Now(self.info(&rec)));
         }
 
         let (total, available) = self.space_for(capacity)?;
@@ -218,34 +228,9 @@ impl HostpathBackend {
         ))
     }
 
-    fn existing_matches(
-        &self,
-        rec: VolumeRecord,
-        kind: AccessKind,
-        range: &CapacityRange,
-        params: &BTreeMap<String, String>,
-    ) -> Result<VolumeInfo> {
-        let mismatch = if rec.kind != kind {
-            Some(format!("exists with access type {:?}", rec.kind))
-        } else if !range.admits(rec.capacity_bytes) {
-            Some(format!(
-                "exists with capacity {} bytes, outside the requested range",
-                rec.capacity_bytes
-            ))
-        } else if &rec.parameters != params {
-            Some(format!("exists with parameters {:?}", rec.parameters))
-        } else {
-            None
-        };
-        match mismatch {
-            Some(detail) => Err(Error::exists(rec.id, detail)),
-            None => Ok(self.info(&rec)),
-        }
-    }
-
     /// Queues the record's removal; the directory goes once the removal is durable (the
     /// `Done`'s commit).
-    fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
         if !self.is_local(id) {
             return Err(Error::precondition(
                 id.to_string(),
@@ -334,53 +319,6 @@ impl HostpathBackend {
         ))
     }
 
-    /// A directory with our marker but no record (state lost): ours, so delete it. The directory
-    /// is named after the volume, which a shortened id does not spell out: then the base is
-    /// searched for the directory whose marker carries this id.
-    fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
-        let id_str = id.to_string();
-        let marked = |dir: &std::path::Path| matches!(markers::owner_marker(dir), Ok(Some(m)) if m == id_str);
-        let direct = self.volume_dir(&id.key);
-        let dir = if marked(&direct) {
-            Some(direct)
-        } else if id.key.contains('~') {
-            fs::read_dir(&self.base)
-                .map_err(Error::os(&id_str, format!("read {}", self.base.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| marked(p))
-        } else {
-            None
-        };
-        if let Some(dir) = dir {
-            tracing::warn!(volume = %id_str, dir = %dir.display(), "deleting a volume directory that had no state record");
-            fsutil::remove_tree_one_fs(&dir)
-                .map_err(Error::os(&id_str, format!("remove {}", dir.display())))?;
-        }
-        Ok(())
-    }
-}
-
-impl ControllerBackend for HostpathBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(super::BACKEND, &self.node, name)
-    }
-
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.create_volume(req)?.wait()
-    }
-
-    fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.delete_volume(id)?.wait()
-    }
-
-    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
-        self.create_volume(req)
-    }
-
-    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
-        self.delete_volume(id)
-    }
-
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
         Ok(self.info(&self.record(id)?))
     }
@@ -403,7 +341,9 @@ impl ControllerBackend for HostpathBackend {
         if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
             return Ok(Some(why));
         }
-        Ok(caps.iter().find_map(|c| unsupported(c, rec.kind)))
+        Ok(caps
+            .iter()
+            .find_map(|c| CAPS.refuse_on(super::BACKEND, c, rec.kind)))
     }
 
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
@@ -425,7 +365,7 @@ impl ControllerBackend for HostpathBackend {
             if req
                 .capabilities
                 .iter()
-                .any(|c| unsupported(c, first.kind).is_some())
+                .any(|c| CAPS.refuse_on(super::BACKEND, c, first.kind).is_some())
             {
                 return Ok(none);
             }
@@ -458,7 +398,7 @@ impl ControllerBackend for HostpathBackend {
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
         let rec = self.record(id)?;
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
         }
         self.ledger.attach_local(rec, &self.node, node, read_only)?;
@@ -471,26 +411,5 @@ impl ControllerBackend for HostpathBackend {
 
     fn published_count(&self, node: &str) -> usize {
         self.ledger.published_count(node)
-    }
-
-    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
-        SnapshotId::new(super::BACKEND, Some(&self.node), name)
-    }
-
-    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        self.create_snapshot_of(req)
-    }
-
-    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        self.delete_snapshot_by_id(id)
-    }
-
-    fn list_snapshots(
-        &self,
-        filter: &SnapshotFilter,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<SnapshotPage> {
-        self.list_snapshot_page(filter, after, max)
     }
 }

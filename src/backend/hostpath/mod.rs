@@ -58,7 +58,6 @@ static CAPS: BackendCaps = BackendCaps {
     stage: true,
     expansion: Expansion::Online,
     node_expansion: true,
-    snapshots: true,
     quick_provisioning: true,
     clone: true,
 };
@@ -461,5 +460,9 @@ impl Backend for HostpathBackend {
             )));
         }
         self.ledger.check_writable()
+    }
+
+    fn snapshots(&self) -> Option<&dyn crate::backend::SnapshotBackend> {
+        Some(self)
     }
 }

@@ -1,7 +1,6 @@
 //! Node-side operations of the hostpath backend: stage (bind the directory, or attach the image
 //! to a loop device), publish (bind into the pod), stats and node expansion.
 
-use super::controller::unsupported;
 use super::record::VolumeRecord;
 use super::HostpathBackend;
 use crate::backend::NodeBackend;
@@ -78,12 +77,54 @@ impl HostpathBackend {
         before != (rec.staged_at.clone(), rec.published.len())
     }
 
-    fn stage_volume(&self, req: &StageRequest) -> Result<()> {
+    fn mount_target(
+        &self,
+        rec: &VolumeRecord,
+        staging: &Target,
+        target: &Target,
+        opts: BindOptions,
+    ) -> Result<()> {
+        let vid = rec.id.as_str();
+        match rec.kind {
+            AccessKind::Mount => target.bind_staged(vid, staging, opts),
+            AccessKind::Block => {
+                // A read-only bind mount does not stop writes to a device node, so a read-only
+                // publication gets its own read-only loop device.
+                let (device, own_device) = if opts.read_only() {
+                    let image = self.image_path(&rec.name);
+                    let dev = loopdev::attach(&image, true).map_err(Error::os(
+                        vid,
+                        format!("attach {} read-only", image.display()),
+                    ))?;
+                    (dev, true)
+                } else {
+                    match self.staged_device(rec)? {
+                        Some(d) => (d, false),
+                        None => {
+                            return Err(Error::precondition(
+                                vid,
+                                "image is not attached; stage it first",
+                            ))
+                        }
+                    }
+                };
+                target.bind_file(vid, &device, opts).inspect_err(|_| {
+                    if own_device {
+                        let _ = loopdev::detach(&device);
+                    }
+                })
+            }
+        }
+    }
+}
+
+impl NodeBackend for HostpathBackend {
+    fn stage(&self, req: &StageRequest) -> Result<()> {
         let (staging_t, cap) = (&req.staging, &req.capability);
         let staging = staging_t.as_path();
         let mut rec = self.record(&req.id)?;
         let vid = rec.id.clone();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         self.require_base(&vid)?;
@@ -133,7 +174,7 @@ impl HostpathBackend {
         Ok(())
     }
 
-    fn unstage_volume(&self, id: &VolumeId, staging_t: &Target) -> Result<()> {
+    fn unstage(&self, id: &VolumeId, staging_t: &Target) -> Result<()> {
         let staging = staging_t.as_path();
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), staging);
@@ -179,12 +220,12 @@ impl HostpathBackend {
         Ok(())
     }
 
-    fn publish_volume(&self, req: &PublishRequest) -> Result<()> {
+    fn publish(&self, req: &PublishRequest) -> Result<()> {
         let mut rec = self.record(&req.id)?;
         let vid = rec.id.clone();
         let cap = &req.capability;
         let target = req.target.as_path();
-        if let Some(why) = unsupported(cap, rec.kind) {
+        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         let staging_t = req.staging.as_ref().ok_or_else(|| {
@@ -247,47 +288,7 @@ impl HostpathBackend {
         Ok(())
     }
 
-    fn mount_target(
-        &self,
-        rec: &VolumeRecord,
-        staging: &Target,
-        target: &Target,
-        opts: BindOptions,
-    ) -> Result<()> {
-        let vid = rec.id.as_str();
-        match rec.kind {
-            AccessKind::Mount => target.bind_staged(vid, staging, opts),
-            AccessKind::Block => {
-                // A read-only bind mount does not stop writes to a device node, so a read-only
-                // publication gets its own read-only loop device.
-                let (device, own_device) = if opts.read_only() {
-                    let image = self.image_path(&rec.name);
-                    let dev = loopdev::attach(&image, true).map_err(Error::os(
-                        vid,
-                        format!("attach {} read-only", image.display()),
-                    ))?;
-                    (dev, true)
-                } else {
-                    match self.staged_device(rec)? {
-                        Some(d) => (d, false),
-                        None => {
-                            return Err(Error::precondition(
-                                vid,
-                                "image is not attached; stage it first",
-                            ))
-                        }
-                    }
-                };
-                target.bind_file(vid, &device, opts).inspect_err(|_| {
-                    if own_device {
-                        let _ = loopdev::detach(&device);
-                    }
-                })
-            }
-        }
-    }
-
-    fn unpublish_volume(&self, id: &VolumeId, target_t: &Target) -> Result<()> {
+    fn unpublish(&self, id: &VolumeId, target_t: &Target) -> Result<()> {
         let target = target_t.as_path();
         let Ok(mut rec) = self.record(id) else {
             return crate::backend::nothing_mounted_at(&id.to_string(), target);
@@ -324,7 +325,7 @@ impl HostpathBackend {
         Ok(())
     }
 
-    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
         let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
@@ -374,7 +375,7 @@ impl HostpathBackend {
         })
     }
 
-    fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
+    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
         let mut rec = self.record(id)?;
         let vid = rec.id.clone();
         if !path.exists() {
@@ -396,31 +397,5 @@ impl HostpathBackend {
             }
         }
         Ok(rec.capacity_bytes)
-    }
-}
-
-impl NodeBackend for HostpathBackend {
-    fn stage(&self, req: &StageRequest) -> Result<()> {
-        self.stage_volume(req)
-    }
-
-    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        self.unstage_volume(id, staging)
-    }
-
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        self.publish_volume(req)
-    }
-
-    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        self.unpublish_volume(id, target)
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
-        self.volume_stats(id, path)
-    }
-
-    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
-        self.expand_on_node(id, path, range)
     }
 }

@@ -5,6 +5,7 @@
 //! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
 
 use super::HostpathBackend;
+use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
@@ -175,7 +176,94 @@ impl HostpathBackend {
             .ok_or_else(|| Error::not_found_because(id.to_string(), "no such snapshot"))
     }
 
-    pub(super) fn create_snapshot_of(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+    /// Start-up reconciliation of `.snapshots/`: unacknowledged snapshots (marked by this
+    /// store, no record) and trash are removed; records whose directory is gone are reported.
+    /// Nothing that a change the journal lost may explain is removed (see `recovery`).
+    pub(super) fn recover_snapshots(&self) -> io::Result<()> {
+        let root = self.snapshots_root();
+        let (mut kept, mut rolled_back, mut finished, mut unexplained) = (0, 0, 0, 0);
+        let damage = self.ledger.journal().damage();
+        if root.is_dir() {
+            for entry in std::fs::read_dir(&root)? {
+                let path = entry?.path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_string();
+                let found = markers::read_markers(&path).ok().flatten();
+                let ours = found
+                    .as_ref()
+                    .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
+                let marker = found.as_ref().map(|m| m.volume.clone());
+                let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
+                let provable = self.silence_proves(damage.as_ref(), found.as_ref());
+                let own_record = rec
+                    .as_ref()
+                    .is_some_and(|r| Self::snap_key(&r.id).ok().as_deref() == Some(name.as_str()));
+                if ours && !provable && !own_record {
+                    self.keep_unexplained(&path, marker.as_deref());
+                    unexplained += 1;
+                    continue;
+                }
+                if let Some(key) = name.strip_prefix(TRASH_PREFIX) {
+                    match rec {
+                        Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(key) => {
+                            self.snaps.remove(&rec).map_err(io::Error::other)?;
+                        }
+                        None if ours => {}
+                        _ => {
+                            tracing::warn!(dir = %path.display(), "snapshot trash not made by this driver's state: left in place");
+                            continue;
+                        }
+                    }
+                    remove_snapshot_tree(&path)?;
+                    finished += 1;
+                    continue;
+                }
+                match rec {
+                    Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(name.as_str()) => {
+                        kept += 1
+                    }
+                    _ if ours => {
+                        tracing::info!(dir = %path.display(), snapshot = marker.as_deref().unwrap_or("?"), "rolling back a snapshot that was never acknowledged");
+                        remove_snapshot_tree(&path)?;
+                        rolled_back += 1;
+                    }
+                    _ => {
+                        tracing::warn!(dir = %path.display(), "snapshot directory without a state record: left in place")
+                    }
+                }
+            }
+        }
+        for rec in self.snaps.records() {
+            if !self.snapshot_data(&rec).map_err(io::Error::other)?.exists() {
+                tracing::warn!(snapshot = %rec.id, "snapshot content is missing (removed by hand?): restores from it will fail");
+            }
+        }
+        crate::metrics::add_unexplained_dirs(unexplained);
+        tracing::info!(
+            snapshots = kept,
+            rolled_back,
+            finished_deletes = finished,
+            unexplained_kept = unexplained,
+            "hostpath snapshots recovered"
+        );
+        Ok(())
+    }
+}
+
+/// VolumeSnapshotClass parameters: none of its own yet; unknown keys are InvalidArgument.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapParams {}
+
+impl SnapshotBackend for HostpathBackend {
+    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
+        SnapshotId::new(super::BACKEND, Some(&self.node), name)
+    }
+
+    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
         let id = SnapshotId::new(super::BACKEND, Some(&self.node), &req.name)?;
         let id_str = id.to_string();
         let source_str = req.source.to_string();
@@ -270,7 +358,7 @@ impl HostpathBackend {
         }
     }
 
-    pub(super) fn delete_snapshot_by_id(&self, id: &SnapshotId) -> Result<()> {
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let id_str = id.to_string();
         if !self.local_snapshot(id) {
             return Err(Error::precondition(
@@ -306,7 +394,7 @@ impl HostpathBackend {
         Ok(())
     }
 
-    pub(super) fn list_snapshot_page(
+    fn list_snapshots(
         &self,
         filter: &SnapshotFilter,
         after: Option<&str>,
@@ -330,85 +418,4 @@ impl HostpathBackend {
             next_after,
         })
     }
-
-    /// Start-up reconciliation of `.snapshots/`: unacknowledged snapshots (marked by this
-    /// store, no record) and trash are removed; records whose directory is gone are reported.
-    /// Nothing that a change the journal lost may explain is removed (see `recovery`).
-    pub(super) fn recover_snapshots(&self) -> io::Result<()> {
-        let root = self.snapshots_root();
-        let (mut kept, mut rolled_back, mut finished, mut unexplained) = (0, 0, 0, 0);
-        let damage = self.ledger.journal().damage();
-        if root.is_dir() {
-            for entry in std::fs::read_dir(&root)? {
-                let path = entry?.path();
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .to_string();
-                let found = markers::read_markers(&path).ok().flatten();
-                let ours = found
-                    .as_ref()
-                    .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
-                let marker = found.as_ref().map(|m| m.volume.clone());
-                let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
-                let provable = self.silence_proves(damage.as_ref(), found.as_ref());
-                let own_record = rec
-                    .as_ref()
-                    .is_some_and(|r| Self::snap_key(&r.id).ok().as_deref() == Some(name.as_str()));
-                if ours && !provable && !own_record {
-                    self.keep_unexplained(&path, marker.as_deref());
-                    unexplained += 1;
-                    continue;
-                }
-                if let Some(key) = name.strip_prefix(TRASH_PREFIX) {
-                    match rec {
-                        Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(key) => {
-                            self.snaps.remove(&rec).map_err(io::Error::other)?;
-                        }
-                        None if ours => {}
-                        _ => {
-                            tracing::warn!(dir = %path.display(), "snapshot trash not made by this driver's state: left in place");
-                            continue;
-                        }
-                    }
-                    remove_snapshot_tree(&path)?;
-                    finished += 1;
-                    continue;
-                }
-                match rec {
-                    Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(name.as_str()) => {
-                        kept += 1
-                    }
-                    _ if ours => {
-                        tracing::info!(dir = %path.display(), snapshot = marker.as_deref().unwrap_or("?"), "rolling back a snapshot that was never acknowledged");
-                        remove_snapshot_tree(&path)?;
-                        rolled_back += 1;
-                    }
-                    _ => {
-                        tracing::warn!(dir = %path.display(), "snapshot directory without a state record: left in place")
-                    }
-                }
-            }
-        }
-        for rec in self.snaps.records() {
-            if !self.snapshot_data(&rec).map_err(io::Error::other)?.exists() {
-                tracing::warn!(snapshot = %rec.id, "snapshot content is missing (removed by hand?): restores from it will fail");
-            }
-        }
-        crate::metrics::add_unexplained_dirs(unexplained);
-        tracing::info!(
-            snapshots = kept,
-            rolled_back,
-            finished_deletes = finished,
-            unexplained_kept = unexplained,
-            "hostpath snapshots recovered"
-        );
-        Ok(())
-    }
 }
-
-/// VolumeSnapshotClass parameters: none of its own yet; unknown keys are InvalidArgument.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapParams {}

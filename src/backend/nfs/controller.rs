@@ -2,13 +2,13 @@
 //! Every step goes through the user-space client; see the module doc for the record protocol.
 
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
-use super::params::NfsParams;
+use super::params::{NfsParams, OnDelete};
 use super::pattern::Values;
 use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, SetAttr};
-use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+use crate::nfs::{NfsClient, NfsStatus, SetAttr};
+
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
     VolumeInfo,
@@ -129,7 +129,85 @@ impl NfsBackend {
         })
     }
 
-    fn create_volume(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    /// Intent record, directory, Ready record. A failure after the intent rolls back.
+    fn make(&self, c: &NfsClient, mut rec: VolumeRecord) -> Result<VolumeInfo> {
+        let vid = rec.id.clone();
+        self.write_record(c, &rec)?;
+        crate::failpoint::hit("nfs-create:after-intent");
+        if let Err(e) = self.make_dir(c, &mut rec) {
+            match &e {
+                // Not ours: nothing of it may be touched, so only the record goes.
+                Error::FailedPrecondition { .. } => {
+                    let _ = self.remove_record(c, &rec);
+                }
+                _ => {
+                    if let Err(undo) = self.roll_back(c, &rec) {
+                        tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
+                    }
+                }
+            }
+            return Err(e);
+        }
+        crate::failpoint::hit("nfs-create:before-ready");
+        rec.state = RecordState::Ready;
+        self.write_record(c, &rec)?;
+        Ok(self.info(&rec, VolumeCondition::healthy()))
+    }
+
+    /// Makes the volume's directory and keeps its handle in `rec` (written with `Ready`).
+    fn make_dir(&self, c: &NfsClient, rec: &mut VolumeRecord) -> Result<()> {
+        let vid = &rec.id;
+        if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
+            c.mkdir_all(parent, PARENT_MODE)
+                .map_err(|e| self.err(vid, e))?;
+        }
+        match c
+            .mkdir_claim(&rec.sub_dir, rec.mount_permissions)
+            .map_err(|e| self.err(vid, e))?
+        {
+            Some(handle) => rec.dir_handle = Some(handle),
+            None => return Err(not_ours(rec)),
+        }
+        // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
+        if rec.uid.is_some() || rec.gid.is_some() {
+            let attr = SetAttr {
+                mode: Some(rec.mount_permissions),
+                uid: rec.uid,
+                gid: rec.gid,
+            };
+            c.setattr(&rec.sub_dir, attr)
+                .map_err(|e| self.err(vid, e))?;
+        }
+        Ok(())
+    }
+
+    /// `nfs/<share key>/<key>`: the share the parameters name, and the key of the name.
+    fn id_and_params(&self, req: &CreateRequest) -> Result<(VolumeId, NfsParams)> {
+        validate_component("name", &req.name)?;
+        let p = NfsParams::parse(&class_params(&req.parameters))
+            .map_err(|e| Error::invalid(format!("volume {}: {e}", req.name)))?;
+        let id = VolumeId {
+            backend: BACKEND.to_string(),
+            node: Some(layout::share_key(&p.server, &p.share)),
+            key: layout::volume_key(&req.name),
+        };
+        Ok((id, p))
+    }
+}
+
+impl ControllerBackend for NfsBackend {
+    /// An NFS id names its share, which only the CreateVolume parameters give: see `create_id`.
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        Err(Error::Internal(format!(
+            "volume {name}: an NFS volume id names its share, known only from the parameters"
+        )))
+    }
+
+    fn create_id(&self, req: &CreateRequest) -> Result<VolumeId> {
+        self.id_and_params(req).map(|(id, _)| id)
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
         let (id, p) = self.id_and_params(req)?;
         let vid = id.to_string();
         refuse_caps(&vid, &req.capabilities)?;
@@ -231,72 +309,46 @@ impl NfsBackend {
         }
     }
 
-    /// Intent record, directory, Ready record. A failure after the intent rolls back.
-    fn make(&self, c: &NfsClient, mut rec: VolumeRecord) -> Result<VolumeInfo> {
-        let vid = rec.id.clone();
-        self.write_record(c, &rec)?;
-        crate::failpoint::hit("nfs-create:after-intent");
-        if let Err(e) = self.make_dir(c, &mut rec) {
-            match &e {
-                // Not ours: nothing of it may be touched, so only the record goes.
-                Error::FailedPrecondition { .. } => {
-                    let _ = self.remove_record(c, &rec);
-                }
-                _ => {
-                    if let Err(undo) = self.roll_back(c, &rec) {
-                        tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
-                    }
-                }
-            }
-            return Err(e);
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        let vid = id.to_string();
+        if layout::parse_volume_id(&vid).is_none() {
+            return Ok(()); // not an id this backend ever issued: nothing of ours to delete
         }
-        crate::failpoint::hit("nfs-create:before-ready");
-        rec.state = RecordState::Ready;
-        self.write_record(c, &rec)?;
-        Ok(self.info(&rec, VolumeCondition::healthy()))
-    }
-
-    /// Makes the volume's directory and keeps its handle in `rec` (written with `Ready`).
-    fn make_dir(&self, c: &NfsClient, rec: &mut VolumeRecord) -> Result<()> {
-        let vid = &rec.id;
-        if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
-            c.mkdir_all(parent, PARENT_MODE)
-                .map_err(|e| self.err(vid, e))?;
+        // Snapshots are copies of their own: they stay when the volume goes, but not while one
+        // is still being read from it.
+        if let Some(snap) = self.work.copying_from(&vid) {
+            return Err(Error::Busy(format!(
+                "{vid} (snapshot {snap} is being copied from it)"
+            )));
         }
-        match c
-            .mkdir_claim(&rec.sub_dir, rec.mount_permissions)
-            .map_err(|e| self.err(vid, e))?
-        {
-            Some(handle) => rec.dir_handle = Some(handle),
-            None => return Err(not_ours(rec)),
-        }
-        // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
-        if rec.uid.is_some() || rec.gid.is_some() {
-            let attr = SetAttr {
-                mode: Some(rec.mount_permissions),
-                uid: rec.uid,
-                gid: rec.gid,
-            };
-            c.setattr(&rec.sub_dir, attr)
-                .map_err(|e| self.err(vid, e))?;
-        }
-        Ok(())
-    }
-
-    /// `nfs/<share key>/<key>`: the share the parameters name, and the key of the name.
-    fn id_and_params(&self, req: &CreateRequest) -> Result<(VolumeId, NfsParams)> {
-        validate_component("name", &req.name)?;
-        let p = NfsParams::parse(&class_params(&req.parameters))
-            .map_err(|e| Error::invalid(format!("volume {}: {e}", req.name)))?;
-        let id = VolumeId {
-            backend: BACKEND.to_string(),
-            node: Some(layout::share_key(&p.server, &p.share)),
-            key: layout::volume_key(&req.name),
+        let Some((c, rec)) = self.find(&vid, &id.key)? else {
+            return Ok(());
         };
-        Ok((id, p))
+        match rec.state {
+            RecordState::Creating => self.roll_back_other(&c, &rec),
+            RecordState::Deleting => self.finish_delete(&c, &rec),
+            RecordState::Ready => {
+                let mut intent = rec.clone();
+                intent.state = RecordState::Deleting;
+                if intent.dir_handle.is_none() && intent.on_delete != OnDelete::Retain {
+                    // A Ready record from before handles were kept: no delete has removed its
+                    // directory, so the one there is the volume's (layout.rs). Its handle goes
+                    // into the intent, before anything is touched; with no directory there,
+                    // the empty handle, so one made later is never taken for the volume's.
+                    intent.dir_handle = match c.handle_of(&rec.sub_dir) {
+                        Ok(Some((h, a))) if a.is_dir() => Some(h),
+                        Ok(_) => Some(String::new()),
+                        Err(e) => return Err(self.err(&vid, e)),
+                    };
+                }
+                self.write_record(&c, &intent)?;
+                crate::failpoint::hit("nfs-delete:after-intent");
+                self.finish_delete(&c, &intent)
+            }
+        }
     }
 
-    fn get_volume(&self, id: &VolumeId) -> Result<VolumeInfo> {
+    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
         let vid = id.to_string();
         match self.find_live(&vid, &id.key)? {
             Some((c, rec)) if rec.state == RecordState::Ready => {
@@ -306,34 +358,54 @@ impl NfsBackend {
             _ => Err(Error::not_found(vid)),
         }
     }
-}
 
-impl ControllerBackend for NfsBackend {
-    /// An NFS id names its share, which only the CreateVolume parameters give: see `create_id`.
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        Err(Error::Internal(format!(
-            "volume {name}: an NFS volume id names its share, known only from the parameters"
-        )))
-    }
-
-    fn create_id(&self, req: &CreateRequest) -> Result<VolumeId> {
-        self.id_and_params(req).map(|(id, _)| id)
-    }
-
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.create_volume(req)
-    }
-
-    fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.delete_volume(id)
-    }
-
-    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        self.get_volume(id)
-    }
-
+    /// Volumes in (key, share key) order; the paging token is `<key>/<share key>`, since one
+    /// name can be a volume on each of two shares.
     fn list(&self, after: Option<&str>, max_entries: usize) -> Result<Page> {
-        self.list_volumes(after, max_entries)
+        // Another controller may have registered shares since this one read the registry.
+        self.shares.refresh()?;
+        let after = after.map(|a| a.split_once('/').unwrap_or((a, "")));
+        let shares = self.shares.list();
+        let mut keys: Vec<(String, String, usize)> = Vec::new();
+        for (i, (server, share)) in shares.iter().enumerate() {
+            let c = self.client(server, share)?;
+            let entries = match c.readdir(layout::RECORDS_DIR) {
+                Ok(e) => e,
+                Err(e) if e.is_status(NfsStatus::NOENT) => continue,
+                Err(e) => return Err(self.err("(list)", e)),
+            };
+            let share_key = layout::share_key(server, share);
+            keys.extend(
+                entries
+                    .iter()
+                    .filter_map(|(n, _)| layout::key_of_record_file(n))
+                    .filter(|k| after.is_none_or(|a| (*k, share_key.as_str()) > a))
+                    .map(|k| (k.to_string(), share_key.clone(), i)),
+            );
+        }
+        keys.sort();
+        let mut entries = Vec::new();
+        let mut next_after = None;
+        for (n, (key, _, i)) in keys.iter().enumerate() {
+            if max_entries != 0 && entries.len() == max_entries {
+                let (k, sk, _) = &keys[n - 1];
+                next_after = Some(format!("{k}/{sk}"));
+                break;
+            }
+            let (server, share) = &shares[*i];
+            let c = self.client(server, share)?;
+            let vid = layout::share_volume_id(&layout::share_key(server, share), key);
+            match self.read_record(&vid, &c, key)? {
+                Some(rec) if rec.state == RecordState::Ready => {
+                    entries.push(self.info(&rec, VolumeCondition::healthy()))
+                }
+                _ => {} // in flight, or gone since the listing
+            }
+        }
+        Ok(Page {
+            entries,
+            next_after,
+        })
     }
 
     fn validate(
@@ -342,16 +414,48 @@ impl ControllerBackend for NfsBackend {
         caps: &[Capability],
         _parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
-        self.get_volume(id)?;
+        self.get(id)?;
         Ok(caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)))
     }
 
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
-        self.capacity_of(req)
+        let params = class_params(&req.parameters);
+        let own = params.keys().any(|k| !k.starts_with("csi.storage.k8s.io/"));
+        let targets = if own {
+            let p = NfsParams::parse(&params).map_err(|e| Error::invalid(e.to_string()))?;
+            vec![(p.server, p.share)]
+        } else {
+            // No class named: the shares known here, each a pool of its own.
+            self.shares.list()
+        };
+        let mut cap = Capacity::default();
+        for (server, share) in targets {
+            let c = self.client(&server, &share)?;
+            let st = c
+                .fsstat()
+                .map_err(|e| self.err(&format!("(capacity of {server}:{share})"), e))?;
+            cap.available += st.avail;
+            // A directory volume can grow to whatever its export has free.
+            cap.maximum_volume_size = cap.maximum_volume_size.max(st.avail);
+        }
+        Ok(cap)
     }
 
     fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        self.expand_volume(id, range)
+        let vid = id.to_string();
+        let Some((c, mut rec)) = self.find_live(&vid, &id.key)? else {
+            return Err(Error::not_found(vid));
+        };
+        if rec.state != RecordState::Ready {
+            return Err(Error::precondition(vid, "the volume is being deleted"));
+        }
+        let new = range.resolve(rec.capacity_bytes, 1, &vid)?;
+        if new > rec.capacity_bytes {
+            rec.capacity_bytes = new;
+            self.write_record(&c, &rec)?;
+        }
+        // Sizes on a shared export are recorded, not enforced: nothing to do on the node.
+        Ok((rec.capacity_bytes, false))
     }
 
     fn controller_publish(
@@ -374,26 +478,5 @@ impl ControllerBackend for NfsBackend {
 
     fn published_count(&self, _node: &str) -> usize {
         0
-    }
-
-    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
-        SnapshotId::new(BACKEND, None, name)
-    }
-
-    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        self.create_snapshot_of(req)
-    }
-
-    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        self.delete_snapshot_by_id(id)
-    }
-
-    fn list_snapshots(
-        &self,
-        filter: &SnapshotFilter,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<SnapshotPage> {
-        self.list_snapshot_page(filter, after, max)
     }
 }

@@ -2,57 +2,17 @@
 //! archived or retained by its class's `onDelete` (each only while its file handle is the one
 //! recorded), and the record goes last. See the module doc for the record protocol.
 
-use super::layout::{self, RecordState, VolumeRecord};
+use super::layout::{self, VolumeRecord};
 use super::params::OnDelete;
 use super::NfsBackend;
 use crate::error::{Error, Result};
 use crate::nfs::{Guarded, NfsClient};
-use crate::volume::VolumeId;
 use std::time::SystemTime;
 
 /// Archive names taken in the same second get `-<n>`; give up after this many.
 const ARCHIVE_ATTEMPTS: u32 = 100;
 
 impl NfsBackend {
-    pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
-        let vid = id.to_string();
-        if layout::parse_volume_id(&vid).is_none() {
-            return Ok(()); // not an id this backend ever issued: nothing of ours to delete
-        }
-        // Snapshots are copies of their own: they stay when the volume goes, but not while one
-        // is still being read from it.
-        if let Some(snap) = self.work.copying_from(&vid) {
-            return Err(Error::Busy(format!(
-                "{vid} (snapshot {snap} is being copied from it)"
-            )));
-        }
-        let Some((c, rec)) = self.find(&vid, &id.key)? else {
-            return Ok(());
-        };
-        match rec.state {
-            RecordState::Creating => self.roll_back_other(&c, &rec),
-            RecordState::Deleting => self.finish_delete(&c, &rec),
-            RecordState::Ready => {
-                let mut intent = rec.clone();
-                intent.state = RecordState::Deleting;
-                if intent.dir_handle.is_none() && intent.on_delete != OnDelete::Retain {
-                    // A Ready record from before handles were kept: no delete has removed its
-                    // directory, so the one there is the volume's (layout.rs). Its handle goes
-                    // into the intent, before anything is touched; with no directory there,
-                    // the empty handle, so one made later is never taken for the volume's.
-                    intent.dir_handle = match c.handle_of(&rec.sub_dir) {
-                        Ok(Some((h, a))) if a.is_dir() => Some(h),
-                        Ok(_) => Some(String::new()),
-                        Err(e) => return Err(self.err(&vid, e)),
-                    };
-                }
-                self.write_record(&c, &intent)?;
-                crate::failpoint::hit("nfs-delete:after-intent");
-                self.finish_delete(&c, &intent)
-            }
-        }
-    }
-
     /// Carries out onDelete on the volume's own directory (never a parent, never a directory
     /// without the recorded handle), then drops the record. Each step is idempotent, so a retry
     /// after a crash or a failed step finishes the job.

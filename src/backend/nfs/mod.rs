@@ -46,7 +46,6 @@
 
 mod controller;
 mod delete;
-mod inventory;
 pub mod layout;
 mod lease;
 mod node;
@@ -118,7 +117,6 @@ static CAPS: BackendCaps = BackendCaps {
     stage: false,
     expansion: Expansion::Online,
     node_expansion: false,
-    snapshots: true,
     quick_provisioning: false,
     clone: true,
 };
@@ -369,5 +367,9 @@ impl Backend for NfsBackend {
     /// (its RPCs fail on their own, naming it).
     fn check_ready(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn snapshots(&self) -> Option<&dyn crate::backend::SnapshotBackend> {
+        Some(self)
     }
 }

@@ -82,44 +82,6 @@ impl NfsBackend {
         self.cfg.timeout * 3
     }
 
-    fn publish_volume(&self, req: &PublishRequest) -> Result<()> {
-        let vid = req.id.to_string();
-        let cap = &req.capability;
-        if let Some(why) = CAPS.refuse(BACKEND, cap) {
-            return Err(Error::invalid(format!("volume {vid}: {why}")));
-        }
-        let loc = location(&vid, &req.volume_context)?;
-        let read_only = req.read_only || cap.mode.read_only();
-        let target = &req.target;
-        if target.is_mounted(&vid)? {
-            if nfsmount::is_stale(target.as_path()) {
-                tracing::warn!(volume = %vid, target = %target.as_path().display(), "stale NFS mount: replacing it");
-                nfsmount::lazy_unmount(target.as_path()).map_err(Error::os(
-                    &vid,
-                    format!("detach stale mount {}", target.as_path().display()),
-                ))?;
-            } else {
-                let entry = mountinfo::mount_at(target.as_path())
-                    .map_err(Error::os(&vid, "read mount table"))?;
-                if entry.is_some_and(|m| m.read_only() != read_only) {
-                    return Err(Error::exists(
-                        &vid,
-                        format!(
-                            "{} is already published with read_only={}",
-                            target.as_path().display(),
-                            !read_only
-                        ),
-                    ));
-                }
-                return Ok(()); // a retry: already published
-            }
-        }
-        match &self.cfg.test_export_root {
-            Some(root) => self.bind_from_export(&vid, root, &loc, req, read_only),
-            None => self.kernel_mount(&vid, &loc, req, read_only),
-        }
-    }
-
     /// `--nfs-test-export-root`: bind-mount the directory the test's NFS server exports.
     fn bind_from_export(
         &self,
@@ -208,8 +170,76 @@ impl NfsBackend {
             )
         })
     }
+}
 
-    fn unpublish_volume(&self, id: &VolumeId, target: &Target) -> Result<()> {
+/// Stats of a volume whose server does not answer: the condition says why, the usage is zeros
+/// (not measured; the kubelet drops a response that has no usage, condition and all).
+fn not_measured(message: String) -> VolumeStats {
+    VolumeStats {
+        total_bytes: 0,
+        used_bytes: 0,
+        available_bytes: 0,
+        inodes: None,
+        condition: Some(VolumeCondition {
+            abnormal: true,
+            message,
+        }),
+    }
+}
+
+impl NodeBackend for NfsBackend {
+    fn stage(&self, req: &StageRequest) -> Result<()> {
+        Err(Error::Unimplemented(format!(
+            "volume {}: NFS volumes are not staged",
+            req.id
+        )))
+    }
+
+    fn unstage(&self, id: &VolumeId, _staging: &Target) -> Result<()> {
+        Err(Error::Unimplemented(format!(
+            "volume {id}: NFS volumes are not staged"
+        )))
+    }
+
+    fn publish(&self, req: &PublishRequest) -> Result<()> {
+        let vid = req.id.to_string();
+        let cap = &req.capability;
+        if let Some(why) = CAPS.refuse(BACKEND, cap) {
+            return Err(Error::invalid(format!("volume {vid}: {why}")));
+        }
+        let loc = location(&vid, &req.volume_context)?;
+        let read_only = req.read_only || cap.mode.read_only();
+        let target = &req.target;
+        if target.is_mounted(&vid)? {
+            if nfsmount::is_stale(target.as_path()) {
+                tracing::warn!(volume = %vid, target = %target.as_path().display(), "stale NFS mount: replacing it");
+                nfsmount::lazy_unmount(target.as_path()).map_err(Error::os(
+                    &vid,
+                    format!("detach stale mount {}", target.as_path().display()),
+                ))?;
+            } else {
+                let entry = mountinfo::mount_at(target.as_path())
+                    .map_err(Error::os(&vid, "read mount table"))?;
+                if entry.is_some_and(|m| m.read_only() != read_only) {
+                    return Err(Error::exists(
+                        &vid,
+                        format!(
+                            "{} is already published with read_only={}",
+                            target.as_path().display(),
+                            !read_only
+                        ),
+                    ));
+                }
+                return Ok(()); // a retry: already published
+            }
+        }
+        match &self.cfg.test_export_root {
+            Some(root) => self.bind_from_export(&vid, root, &loc, req, read_only),
+            None => self.kernel_mount(&vid, &loc, req, read_only),
+        }
+    }
+
+    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
         let vid = id.to_string();
         if target.is_mounted(&vid)? {
             let t = target.clone();
@@ -243,7 +273,7 @@ impl NfsBackend {
         Ok(())
     }
 
-    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let vid = id.to_string();
         let mounted = mountinfo::is_mount_point(path).unwrap_or(false);
         if !mounted {
@@ -297,48 +327,6 @@ impl NfsBackend {
             }),
             condition: Some(VolumeCondition::healthy()),
         })
-    }
-}
-
-/// Stats of a volume whose server does not answer: the condition says why, the usage is zeros
-/// (not measured; the kubelet drops a response that has no usage, condition and all).
-fn not_measured(message: String) -> VolumeStats {
-    VolumeStats {
-        total_bytes: 0,
-        used_bytes: 0,
-        available_bytes: 0,
-        inodes: None,
-        condition: Some(VolumeCondition {
-            abnormal: true,
-            message,
-        }),
-    }
-}
-
-impl NodeBackend for NfsBackend {
-    fn stage(&self, req: &StageRequest) -> Result<()> {
-        Err(Error::Unimplemented(format!(
-            "volume {}: NFS volumes are not staged",
-            req.id
-        )))
-    }
-
-    fn unstage(&self, id: &VolumeId, _staging: &Target) -> Result<()> {
-        Err(Error::Unimplemented(format!(
-            "volume {id}: NFS volumes are not staged"
-        )))
-    }
-
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        self.publish_volume(req)
-    }
-
-    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        self.unpublish_volume(id, target)
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
-        self.volume_stats(id, path)
     }
 
     fn node_expand(&self, id: &VolumeId, _path: &Path, _range: CapacityRange) -> Result<u64> {

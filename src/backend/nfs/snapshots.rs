@@ -19,6 +19,7 @@ use super::snaprecord::{
 };
 use super::work::Work;
 use super::{map_nfs_error, write_meta, NfsBackend, BACKEND};
+use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
 use crate::nfs::{NfsClient, NfsStatus};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
@@ -267,7 +268,22 @@ impl NfsBackend {
             .ok_or_else(|| Error::not_found_because(&rec.id, "the snapshot vanished while copied"))
     }
 
-    pub(super) fn create_snapshot_of(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+    /// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
+    pub(super) fn finish_snapshot_delete(&self, c: &NfsClient, rec: &SnapshotRecord) -> Result<()> {
+        let err = |e| map_nfs_error(&rec.id, self.cfg.timeout, e);
+        c.remove_tree(&rec.data_path()).map_err(err)?;
+        c.remove_file(&snap_record_path(&rec.key())).map_err(err)?;
+        tracing::info!(snapshot = %rec.id, server = %rec.server, "snapshot deleted");
+        Ok(())
+    }
+}
+
+impl SnapshotBackend for NfsBackend {
+    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
+        SnapshotId::new(BACKEND, None, name)
+    }
+
+    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
         let id = SnapshotId::new(BACKEND, None, &req.name)?;
         let sid = id.to_string();
         crate::backend::params::decode::<SnapParams>(BACKEND, &req.parameters)?;
@@ -330,7 +346,7 @@ impl NfsBackend {
         Ok(info(&self.settle_started(&c, rec, Some(wait_budget()))?))
     }
 
-    pub(super) fn delete_snapshot_by_id(&self, id: &SnapshotId) -> Result<()> {
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         if id.backend != BACKEND || id.node.is_some() {
             return Ok(()); // not an id this backend issues
         }
@@ -349,16 +365,7 @@ impl NfsBackend {
         self.finish_snapshot_delete(&c, &rec)
     }
 
-    /// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
-    pub(super) fn finish_snapshot_delete(&self, c: &NfsClient, rec: &SnapshotRecord) -> Result<()> {
-        let err = |e| map_nfs_error(&rec.id, self.cfg.timeout, e);
-        c.remove_tree(&rec.data_path()).map_err(err)?;
-        c.remove_file(&snap_record_path(&rec.key())).map_err(err)?;
-        tracing::info!(snapshot = %rec.id, server = %rec.server, "snapshot deleted");
-        Ok(())
-    }
-
-    pub(super) fn list_snapshot_page(
+    fn list_snapshots(
         &self,
         filter: &SnapshotFilter,
         after: Option<&str>,

@@ -95,9 +95,8 @@ impl NfsClient {
         let tc = components(to)?;
         let s = self.t.session()?;
         let (src, src_attr) = match self.walk_attr(&s, &fc, from) {
-            Ok(x) => x,
             Err(e) if from_handle.is_some() && e.is_status(NfsStatus::NOENT) => return Ok(None),
-            Err(e) => return Err(e),
+            found => found?,
         };
         if from_handle.is_some_and(|h| h != src.to_hex()) {
             return Ok(None);
@@ -106,13 +105,7 @@ impl NfsClient {
             return Err(self.status(Proc::Lookup, from, NfsStatus::NOTDIR));
         }
         let dst = self.walk_dir(&s, &tc, to)?;
-        let mut cp = Copier {
-            c: self,
-            s,
-            cancel,
-            links: HashMap::new(),
-            stats: CopyStats::default(),
-        };
+        let mut cp = Copier::new(self, s, cancel);
         cp.tree(src, dst.clone(), from, to)?;
         cp.set_attr(&dst, &src_attr, to)?;
         Ok(Some(cp.stats))
@@ -146,7 +139,18 @@ fn push_name(path: &mut String, name: &str) {
     path.push_str(name);
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
+    fn new(c: &'a NfsClient, s: Arc<Session>, cancel: &'a AtomicBool) -> Self {
+        let (links, stats) = (HashMap::new(), CopyStats::default());
+        Copier {
+            c,
+            s,
+            cancel,
+            links,
+            stats,
+        }
+    }
+
     fn check_cancel(&self, path: &str) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(NfsError::Cancelled {
@@ -281,13 +285,7 @@ impl Copier<'_> {
         let workers = PARALLEL_FILES.min(batch.len());
         let (c, s, cancel) = (self.c, &self.s, self.cancel);
         let work = || {
-            let mut w = Copier {
-                c,
-                s: s.clone(),
-                cancel,
-                links: HashMap::new(),
-                stats: CopyStats::default(),
-            };
+            let mut w = Copier::new(c, s.clone(), cancel);
             while let Some(e) = batch.get(next.fetch_add(1, Ordering::Relaxed)) {
                 w.check_cancel(from)?;
                 if let Err(err) = w.file(e, dir, &join(from, &e.name), &join(to, &e.name)) {
@@ -330,23 +328,14 @@ impl Copier<'_> {
         let mut e = Encoder::new();
         // Private until its attributes are set: nobody reads a half-made copy through it.
         proto::enc_create(&mut e, dir, &ent.name, CreateHow::Guarded(0o600));
-        let r = c.nfs(&self.s, Proc::Create, to, e)?;
-        let fh = match c
-            .xdr(Proc::Create, proto::dec_created(&mut Decoder::new(&r)))?
-            .0
-        {
-            Some(fh) => fh,
-            None => c.lookup_in(&self.s, dir, &ent.name, to)?.0,
-        };
+        let made = c.call(&self.s, Proc::Create, to, e, proto::dec_created)?.0;
+        let fh = c.made_fh(&self.s, made, dir, &ent.name, to)?;
         let len = self.data(&ent.fh, &fh, from, to)?;
-        self.set_full(
-            &fh,
-            &proto::FullAttr {
-                size: Some(len),
-                ..full_attr(&ent.attr)
-            },
-            to,
-        )?;
+        let attr = proto::FullAttr {
+            size: Some(len),
+            ..full_attr(&ent.attr)
+        };
+        self.set_full(&fh, &attr, to)?;
         if ent.attr.nlink > 1 && self.links.len() < MAX_LINKED {
             self.links.insert(ent.attr.fileid, fh);
         }
@@ -366,8 +355,7 @@ impl Copier<'_> {
             let mut e = Encoder::new();
             proto::enc_fh(&mut e, src);
             e.u64(off).u32(COPY_CHUNK);
-            let r = c.nfs(&self.s, Proc::Read, from, e)?;
-            let (data, eof) = c.xdr(Proc::Read, proto::dec_read(&mut Decoder::new(&r)))?;
+            let (data, eof) = c.call(&self.s, Proc::Read, from, e, proto::dec_read)?;
             if data.is_empty() {
                 break;
             }
@@ -381,14 +369,9 @@ impl Copier<'_> {
                         .u32(part.len() as u32)
                         .u32(UNSTABLE)
                         .opaque(part);
-                    let r = c.nfs(&self.s, Proc::Write, to, e)?;
-                    let (n, _, v) = c.xdr(Proc::Write, proto::dec_write(&mut Decoder::new(&r)))?;
+                    let (n, _, v) = c.call(&self.s, Proc::Write, to, e, proto::dec_write)?;
                     if n == 0 {
-                        return Err(NfsError::Protocol {
-                            server: c.t.server.clone(),
-                            op: "WRITE".into(),
-                            detail: format!("server wrote 0 bytes of {to:?}"),
-                        });
+                        return Err(c.protocol("WRITE", format!("server wrote 0 bytes of {to:?}")));
                     }
                     self.same_verifier(&mut verf, v, to)?;
                     done += n as usize;
@@ -404,36 +387,26 @@ impl Copier<'_> {
             let mut e = Encoder::new();
             proto::enc_fh(&mut e, dst);
             e.u64(0).u32(0);
-            let r = c.nfs(&self.s, Proc::Commit, to, e)?;
-            let v = c.xdr(Proc::Commit, proto::dec_commit(&mut Decoder::new(&r)))?;
+            let v = c.call(&self.s, Proc::Commit, to, e, proto::dec_commit)?;
             self.same_verifier(&mut verf, v, to)?;
         }
         Ok(off)
     }
 
     fn same_verifier(&self, seen: &mut Option<[u8; 8]>, v: [u8; 8], path: &str) -> Result<()> {
-        match seen {
-            None => *seen = Some(v),
-            Some(s) if *s == v => {}
-            Some(_) => {
-                return Err(NfsError::Protocol {
-                    server: self.c.t.server.clone(),
-                    op: "COMMIT".into(),
-                    detail: format!(
-                        "the server restarted while {path:?} was written (write verifier changed); unstable data may be lost"
-                    ),
-                })
-            }
+        match seen.get_or_insert(v) {
+            s if *s == v => Ok(()),
+            _ => Err(self.c.protocol("COMMIT", format!(
+                "the server restarted while {path:?} was written (write verifier changed); unstable data may be lost"
+            ))),
         }
-        Ok(())
     }
 
     fn symlink(&mut self, ent: &Entry, dir: &Fh, to: &str) -> Result<()> {
         let c = self.c;
         let mut e = Encoder::new();
         proto::enc_fh(&mut e, &ent.fh);
-        let r = c.nfs(&self.s, Proc::Readlink, to, e)?;
-        let target = c.xdr(Proc::Readlink, proto::dec_readlink(&mut Decoder::new(&r)))?;
+        let target = c.call(&self.s, Proc::Readlink, to, e, proto::dec_readlink)?;
         let attr = proto::FullAttr {
             uid: Some(ent.attr.uid),
             gid: Some(ent.attr.gid),
@@ -441,10 +414,9 @@ impl Copier<'_> {
         };
         let mut e = Encoder::new();
         proto::enc_symlink(&mut e, dir, &ent.name, &attr, &target);
-        let r = c.nfs(&self.s, Proc::Symlink, to, e)?;
         // Some servers ignore the owner in SYMLINK's attributes: set it on the link itself
         // (SETATTR acts on the link, as lchown does) when the result shows it was not applied.
-        let (fh, made) = c.xdr(Proc::Symlink, proto::dec_created(&mut Decoder::new(&r)))?;
+        let (fh, made) = c.call(&self.s, Proc::Symlink, to, e, proto::dec_created)?;
         if let (Some(fh), Some(made)) = (fh, made) {
             if (made.uid, made.gid) != (ent.attr.uid, ent.attr.gid) {
                 self.set_full(&fh, &attr, to)?;
@@ -462,18 +434,25 @@ impl Copier<'_> {
         // A change of owner clears setuid/setgid (the server's chown does, as the kernel's
         // does), and servers apply mode before owner: give such a mode in a second SETATTR.
         if a.mode.is_some_and(|m| m & 0o6000 != 0) && (a.uid.is_some() || a.gid.is_some()) {
-            let owner = proto::FullAttr {
-                mode: None,
-                mtime: None,
-                ..*a
-            };
-            self.set_one(fh, &owner, path)?;
-            let mode = proto::FullAttr {
-                mode: a.mode,
-                mtime: a.mtime,
-                ..Default::default()
-            };
-            return self.set_one(fh, &mode, path);
+            self.set_one(
+                fh,
+                &proto::FullAttr {
+                    mode: None,
+                    mtime: None,
+                    ..*a
+                },
+                path,
+            )?;
+            let (mode, mtime) = (a.mode, a.mtime);
+            return self.set_one(
+                fh,
+                &proto::FullAttr {
+                    mode,
+                    mtime,
+                    ..Default::default()
+                },
+                path,
+            );
         }
         self.set_one(fh, a, path)
     }

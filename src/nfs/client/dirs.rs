@@ -35,11 +35,7 @@ impl NfsClient {
         let mut e = Encoder::new();
         proto::enc_fh(&mut e, dir);
         e.u64(cookie).fixed(&verf).u32(bytes / 4).u32(bytes);
-        let r = self.nfs(s, Proc::Readdirplus, path, e)?;
-        let (raw, verf, eof) = self.xdr(
-            Proc::Readdirplus,
-            proto::dec_readdirplus(&mut Decoder::new(&r)),
-        )?;
+        let (raw, verf, eof) = self.call(s, Proc::Readdirplus, path, e, proto::dec_readdirplus)?;
         let mut next = cookie;
         let mut entries = Vec::with_capacity(raw.len());
         for ent in raw {
@@ -49,15 +45,7 @@ impl NfsClient {
             }
             let (fh, attr) = match (ent.fh, ent.attr) {
                 (Some(fh), Some(a)) => (fh, a),
-                _ => {
-                    let child = join(path, &ent.name);
-                    let (fh, a) = self.lookup_in(s, dir, &ent.name, &child)?;
-                    let a = match a {
-                        Some(a) => a,
-                        None => self.getattr(s, &fh, &child)?,
-                    };
-                    (fh, a)
-                }
+                _ => self.lookup_attr_in(s, dir, &ent.name, &join(path, &ent.name))?,
             };
             entries.push(Entry {
                 name: ent.name,
@@ -102,11 +90,6 @@ impl NfsClient {
     /// must be the one recorded on the way down (a tree moved while it is removed stops the
     /// removal rather than lead it outside). Symlinks are removed, never followed.
     fn clear(&self, s: &Arc<Session>, top: &Fh, top_id: u64, path: &str) -> Result<()> {
-        let moved = |detail: String| NfsError::Protocol {
-            server: self.t.server.clone(),
-            op: "remove_tree".into(),
-            detail: format!("{path:?}: {detail}; nothing above it was touched"),
-        };
         let (mut cur, mut cur_id) = (top.clone(), top_id);
         // Fileids of the directories above `cur`, up to `top`.
         let mut above: Vec<u64> = Vec::new();
@@ -146,17 +129,13 @@ impl NfsClient {
             let Some(parent_id) = above.pop() else {
                 return Ok(());
             };
-            let (parent, attr) = self.lookup_in(s, &cur, "..", path)?;
-            let id = match attr {
-                Some(a) => a.fileid,
-                None => self.getattr(s, &parent, path)?.fileid,
-            };
-            if id != parent_id {
-                return Err(moved(format!(
-                    "a directory was moved while its tree was removed (\"..\" is fileid {id}, not {parent_id})"
+            let (parent, attr) = self.lookup_attr_in(s, &cur, "..", path)?;
+            if attr.fileid != parent_id {
+                return Err(self.protocol("remove_tree", format!(
+                    "{path:?}: a directory was moved while its tree was removed (\"..\" is fileid {}, not {parent_id}); nothing above it was touched", attr.fileid
                 )));
             }
-            (cur, cur_id) = (parent, id);
+            (cur, cur_id) = (parent, attr.fileid);
         }
     }
 
@@ -177,19 +156,11 @@ impl NfsClient {
     fn remove_tree_guarded(&self, path: &str, handle: Option<&str>) -> Result<Guarded> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let dir = match self.walk_dir(s, &parent, &parent.join("/")) {
-                Ok(d) => d,
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(Guarded::Absent),
-                Err(e) => return Err(e),
+            let Some(dir) = self.parent_dir(s, &parent).found()? else {
+                return Ok(Guarded::Absent);
             };
-            let (fh, attr) = match self.lookup_in(s, &dir, name, path) {
-                Ok((fh, Some(a))) => (fh, a),
-                Ok((fh, None)) => {
-                    let a = self.getattr(s, &fh, path)?;
-                    (fh, a)
-                }
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(Guarded::Absent),
-                Err(e) => return Err(e),
+            let Some((fh, attr)) = self.lookup_attr_in(s, &dir, name, path).found()? else {
+                return Ok(Guarded::Absent);
             };
             if handle.is_some_and(|h| h != fh.to_hex()) {
                 return Ok(Guarded::Foreign);
@@ -213,8 +184,7 @@ impl NfsClient {
         self.with_session(|s| {
             let mut e = Encoder::new();
             proto::enc_fh(&mut e, &s.root);
-            let r = self.nfs(s, Proc::Fsstat, "", e)?;
-            self.xdr(Proc::Fsstat, proto::dec_fsstat(&mut Decoder::new(&r)))
+            self.call(s, Proc::Fsstat, "", e, proto::dec_fsstat)
         })
     }
 }

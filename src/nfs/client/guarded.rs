@@ -20,10 +20,9 @@ impl NfsClient {
     /// The handle (hex) and attributes of `path`, or `None` when it does not exist.
     pub fn handle_of(&self, path: &str) -> Result<Option<(String, Attr)>> {
         let comps = components(path)?;
-        self.with_session(|s| match self.walk_attr(s, &comps, path) {
-            Ok((fh, a)) => Ok(Some((fh.to_hex(), a))),
-            Err(e) if e.is_status(NfsStatus::NOENT) => Ok(None),
-            Err(e) => Err(e),
+        self.with_session(|s| {
+            let found = self.walk_attr(s, &comps, path).found()?;
+            Ok(found.map(|(fh, a)| (fh.to_hex(), a)))
         })
     }
 
@@ -32,7 +31,7 @@ impl NfsClient {
     pub fn mkdir_claim(&self, path: &str, mode: u32) -> Result<Option<String>> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let dir = self.walk_dir(s, &parent, &parent.join("/"))?;
+            let dir = self.parent_dir(s, &parent)?;
             match self.mkdir_in(s, &dir, name, mode, path) {
                 Ok((Outcome::Created, fh)) => Ok(Some(fh.to_hex())),
                 Ok((Outcome::Existed, _)) => Ok(None),
@@ -47,17 +46,14 @@ impl NfsClient {
     pub fn rmdir_if_empty(&self, path: &str, handle: Option<&str>) -> Result<Rmdir> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let dir = match self.walk_dir(s, &parent, &parent.join("/")) {
-                Ok(d) => d,
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(Rmdir::Absent),
-                Err(e) => return Err(e),
+            let Some(dir) = self.parent_dir(s, &parent).found()? else {
+                return Ok(Rmdir::Absent);
             };
             if let Some(h) = handle {
-                match self.lookup_in(s, &dir, name, path) {
-                    Ok((fh, _)) if fh.to_hex() != h => return Ok(Rmdir::Kept),
-                    Ok(_) => {}
-                    Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(Rmdir::Absent),
-                    Err(e) => return Err(e),
+                match self.lookup_in(s, &dir, name, path).found()? {
+                    None => return Ok(Rmdir::Absent),
+                    Some((fh, _)) if fh.to_hex() != h => return Ok(Rmdir::Kept),
+                    Some(_) => {}
                 }
             }
             match self.remove_in(s, &dir, name, path, Proc::Rmdir) {
@@ -89,20 +85,16 @@ impl NfsClient {
         let (fp, fname) = split_last(from)?;
         let (tp, tname) = split_last(to)?;
         self.with_session(|s| {
-            let fdir = self.walk_dir(s, &fp, &fp.join("/"))?;
-            let tdir = self.walk_dir(s, &tp, &tp.join("/"))?;
-            match self.lookup_in(s, &fdir, fname, from) {
-                Ok((fh, _)) if fh.to_hex() != from_handle => return Ok(Guarded::Foreign),
-                Ok(_) => {}
-                Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(Guarded::Absent),
-                Err(e) => return Err(e),
+            let (fdir, tdir) = (self.parent_dir(s, &fp)?, self.parent_dir(s, &tp)?);
+            match self.lookup_in(s, &fdir, fname, from).found()? {
+                None => return Ok(Guarded::Absent),
+                Some((fh, _)) if fh.to_hex() != from_handle => return Ok(Guarded::Foreign),
+                Some(_) => {}
             }
-            match (self.lookup_in(s, &tdir, tname, to), to_handle) {
-                (Ok((fh, _)), Some(h)) if fh.to_hex() == h => {}
-                (Ok(_), _) => return Ok(Guarded::Foreign),
-                (Err(e), None) if e.is_status(NfsStatus::NOENT) => {}
-                (Err(e), Some(_)) if e.is_status(NfsStatus::NOENT) => return Ok(Guarded::Foreign),
-                (Err(e), _) => return Err(e),
+            match (self.lookup_in(s, &tdir, tname, to).found()?, to_handle) {
+                (Some((fh, _)), Some(h)) if fh.to_hex() == h => {}
+                (None, None) => {}
+                _ => return Ok(Guarded::Foreign),
             }
             let mut e = Encoder::new();
             proto::enc_dirop(&mut e, &fdir, fname);

@@ -7,34 +7,6 @@ use crate::backend::device::claims::release_update;
 use crate::backend::device::proof::{conflict, Hold, Proven};
 
 impl DeviceBackend {
-    pub(super) fn delete_volume(&self, id: &VolumeId) -> Result<()> {
-        if !self.is_local(id) {
-            return Err(Error::precondition(
-                id.to_string(),
-                format!(
-                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
-                    id.node.as_deref().unwrap_or("?"),
-                    self.node
-                ),
-            ));
-        }
-        // No record: nothing of ours to undo (an unknown claim turns Released at start).
-        let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
-            return Ok(());
-        };
-        let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
-        if rec.phase == Phase::Deleting {
-            return self.finish_delete(&rec);
-        }
-        if let Some(why) = rec.in_use() {
-            return Err(Error::precondition(rec.id, why));
-        }
-        rec.phase = Phase::Deleting;
-        self.ledger.save(rec.clone())?;
-        crate::failpoint::hit("device:delete:after-intent");
-        self.finish_delete(&rec)
-    }
-
     /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
     /// from any point (recovery calls it for a Deleting record).
     pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
