@@ -94,6 +94,18 @@ PACKER_HASH=$(sha256sum scripts/oci-pack.py | cut -c1-16)
 WORK=$(mktemp -d "$IMAGES/.work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
+# remove_tree DIR: removes DIR and never anything outside its own filesystem. A killed
+# mmdebstrap leaves /proc, /sys and /dev mounted inside its target: those are unmounted first
+# (deepest first), and rm stays on DIR's filesystem whatever is left.
+remove_tree() {
+    local dir m
+    [ -e "$1" ] || return 0
+    dir=$(realpath "$1")
+    awk '{print $5}' /proc/self/mountinfo | grep -E "^$dir(/|\$)" | sort -r |
+        while read -r m; do umount -l "$m"; done
+    rm -rf --one-file-system "$dir"
+}
+
 # The Debian rootfs with the Dockerfile's packages, setuid and setgid bits cleared as the
 # Dockerfile does; kept per hash of what makes it.
 rootfs() {
@@ -104,7 +116,7 @@ rootfs() {
     dir=$IMAGES/rootfs-$key
     if [ ! -d "$dir" ]; then
         echo "== mmdebstrap $SUITE minbase + $pkgs" >&2
-        rm -rf "$dir.partial"
+        remove_tree "$dir.partial"
         local opts=() o
         for o in "${SLIM[@]}"; do opts+=("--dpkgopt=$o"); done
         printf '%s\n' "${SOURCES[@]}" |
@@ -113,8 +125,10 @@ rootfs() {
         find "$dir.partial" -xdev -type f -perm /6000 -exec chmod ug-s {} +
         mv "$dir.partial" "$dir"
         # Earlier package lists' trees (and their libc6 trees) are not used again.
-        find "$IMAGES" -mindepth 1 -maxdepth 1 -name 'rootfs-*' ! -name "rootfs-$key*" \
-            -exec rm -rf {} +
+        local old
+        for old in "$IMAGES"/rootfs-*; do
+            case $old in "$dir"*) ;; *) remove_tree "$old" ;; esac
+        done
     fi
     echo "$dir"
 }
@@ -124,7 +138,7 @@ libc() {
     local base=$1 dir
     dir=$base.libc6
     if [ ! -d "$dir" ]; then
-        rm -rf "$dir.partial"
+        remove_tree "$dir.partial"
         mkdir -p "$dir.partial"
         # The merged-/usr links first (lib -> usr/lib), so the files land where Debian has them.
         (cd "$base" && find . -maxdepth 1 -type l | tar -cf - -T -) | tar -xpf - -C "$dir.partial"
