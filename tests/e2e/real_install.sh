@@ -66,13 +66,12 @@ chart_image_args() {
 
 # chart_values: everything `helm install` is given: images, the NFS server and share, the
 # test-only bind mounts for NFS (this kernel has no NFS client), the features the scenarios use
-# switched on, and builtin health for the controllers (no livenessprobe image can be built here).
+# switched on.
 chart_values() {
     # shellcheck disable=SC2046
     echo $(chart_image_args) \
         --set nfs.enabled=true --set nfs.server="$RN_NFS_ADDR" --set nfs.share="$RN_EXPORT" \
-        --set nfs.testOnly.exportRoot="$RN_EXPORT" --set snapshots.enabled=true \
-        --set health.controllers=builtin
+        --set nfs.testOnly.exportRoot="$RN_EXPORT" --set snapshots.enabled=true
 }
 
 # snapshot_controller_up: the cluster's snapshot-controller (not part of the chart).
