@@ -11,7 +11,7 @@
 # Then the real-node phase (tests/e2e/realnodes.sh), on a fresh control plane of its own: two real
 # nodes (containerd, kubelet, kube-proxy, each in its own network and mount namespace) on this
 # kernel, the chart installed with `helm install` from images built here (scripts/image.sh), and
-# the scenarios of tests/e2e/real_scenarios.sh.
+# the scenarios of tests/e2e/real_scenarios.sh (hostpath, device, NFS, lifecycle).
 #
 # Builds what it needs first (scripts/e2e-build.sh, cached; cargo build of ferrovol; the images).
 # Ends with `e2e: N passed, N failed` over both phases. On failure the logs stay in the

@@ -74,27 +74,30 @@ read_data() {
 
 pv_of_claim() { k -n default get pvc "$1" -o jsonpath='{.spec.volumeName}'; }
 
-# scenario_backend NAME CLASS SIZE MODE GONE: a StatefulSet pod with a claim of CLASS is Running
-# and writes; deleted, its pod comes back with the data; the claim deleted, its PV goes (the
-# classes' reclaimPolicy is Delete) and GONE PV HANDLE confirms the backend let the volume go.
+# scenario_backend NAME CLASS SIZE MODE GONE [IN-USE]: a StatefulSet pod with a claim of CLASS is
+# Running and writes (IN-USE PV-JSON checks the backend's view of the volume then); deleted, its
+# pod comes back with the data; the claim deleted, its PV goes (the classes' reclaimPolicy is
+# Delete) and GONE PV HANDLE PV-JSON confirms the backend let the volume go.
 scenario_backend() {
-    local name=$1 class=$2 size=$3 mode=$4 gone=$5 pod uid pv handle
+    local name=$1 class=$2 size=$3 mode=$4 gone=$5 inuse=${6:-} pod uid pv handle pvjson
     SCENARIO="real nodes: $class ($mode) StatefulSet pod writes, survives its pod, goes with its claim"
     pod=$name-0
     statefulset "$name" "$class" "$size" "$mode" || fail "cannot create StatefulSet" || return 1
     wait_for 120 "pod $pod Ready" pod_running "$pod" || fail "pod $pod not Ready" || return 1
     write_data "$pod" "$mode" "data of $name" || fail "cannot write in $pod" || return 1
+    pv=$(pv_of_claim "data-$pod")
+    pvjson=$(k get pv "$pv" -o json) || fail "no PV for data-$pod" || return 1
+    [ -z "$inuse" ] || "$inuse" "$pvjson" || return 1
     uid=$(k -n default get pod "$pod" -o jsonpath='{.metadata.uid}')
     k -n default delete pod "$pod" --wait=true >/dev/null || fail "cannot delete $pod" || return 1
     wait_for 120 "pod $pod back" pod_running "$pod" "$uid" || fail "pod $pod did not come back" || return 1
     [ "$(read_data "$pod" "$mode")" = "data of $name" ] || fail "the data did not survive the pod" || return 1
-    pv=$(pv_of_claim "data-$pod")
-    handle=$(k get pv "$pv" -o jsonpath='{.spec.csi.volumeHandle}')
+    handle=$(jq -r .spec.csi.volumeHandle <<<"$pvjson")
     k -n default delete statefulset "$name" --wait=true >/dev/null || return 1
     k -n default wait --for=delete "pod/$pod" --timeout "$RN_TIMEOUT" >/dev/null || fail "pod stayed" || return 1
     k -n default delete pvc "data-$pod" --wait=true >/dev/null || return 1
     k wait --for=delete "pv/$pv" --timeout "$RN_TIMEOUT" >/dev/null || fail "PV $pv stayed" || return 1
-    "$gone" "$pv" "$handle" || return 1
+    "$gone" "$pv" "$handle" "$pvjson" || return 1
     ok
 }
 

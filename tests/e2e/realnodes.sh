@@ -6,7 +6,8 @@
 # kubectl and helm) runs in a network namespace with a bridge at RN_NET.1, each node's namespace is
 # joined to that bridge by a veth pair (RN_NET.11, RN_NET.12), and nfs-ganesha with its own rpcbind
 # serves NFS from a namespace of its own at RN_NET.2. Pods reach the API server through the
-# `kubernetes` Service (kube-proxy on each node) and ganesha through the node's masquerade.
+# `kubernetes` Service (kube-proxy on each node) and ganesha through the node's masquerade. Each
+# node's disks for the device backend are loop devices of its own (tests/e2e/real_devices.sh).
 #
 # Usage: tests/e2e/realnodes.sh RESULTS   (run by scripts/e2e.sh, as root)
 # Needs in the environment: BIN (scripts/e2e-build.sh's bin dir), RN_IMAGES (scripts/image.sh's
@@ -55,6 +56,8 @@ source tests/e2e/kubelet.sh
 source tests/e2e/real_install.sh
 # shellcheck source=tests/e2e/real_scenarios.sh
 source tests/e2e/real_scenarios.sh
+# shellcheck source=tests/e2e/real_devices.sh
+source tests/e2e/real_devices.sh
 # shellcheck source=tests/e2e/real_volumes.sh
 source tests/e2e/real_volumes.sh
 # shellcheck source=tests/e2e/real_lifecycle.sh
@@ -62,7 +65,7 @@ source tests/e2e/real_lifecycle.sh
 # shellcheck source=tests/e2e/real_bench.sh
 source tests/e2e/real_bench.sh
 # The uninstall needs every volume gone; the upgrade from an earlier chart installs it again.
-REAL_SCENARIOS=(scenario_hostpath scenario_nfs scenario_snapshot scenario_ephemeral
+REAL_SCENARIOS=(scenario_hostpath scenario_device_fs scenario_device_block scenario_nfs scenario_snapshot scenario_ephemeral
     scenario_btrfs_expand scenario_upgrade_roll scenario_kill_plugin scenario_reboot
     scenario_uninstall scenario_upgrade_from_old)
 
@@ -74,6 +77,7 @@ finish() {
     for n in "${NODES[@]}"; do rn_cgroup_kill "$n" >/dev/null 2>&1; done
     rn_cgroups_remove
     for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+    rn_devices_down
     umount "$E2E_DIR/ns" 2>/dev/null
     if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
         rm -rf "$E2E_DIR"
@@ -88,8 +92,8 @@ node_ready() { [ "$(k get node "$1" -o jsonpath='{.status.conditions[?(@.type=="
 
 t0=$SECONDS
 echo "== real nodes: control plane (logs: $E2E_DIR/logs)"
-if ! cluster_up || ! nfs_server_up; then
-    echo "FAIL real nodes: control plane or NFS server"
+if ! cluster_up || ! nfs_server_up || ! rn_devices_up; then
+    echo "FAIL real nodes: control plane, NFS server or loop devices"
     failed=$((failed + 1))
     exit 1
 fi
