@@ -51,14 +51,18 @@ EOF
 # bench_run NAME CLASS REPLICAS NODE: prints the seconds from creating the StatefulSet to each of
 # its pods being Ready, one line per pod; leaves the StatefulSet running.
 bench_run() {
-    local name=$1 n=$3 t0 out=$E2E_DIR/bench-$1.events
+    local name=$1 n=$3 t0 out=$E2E_DIR/bench-$1.events hdr=$E2E_DIR/bench-$1.headers
     : >"$out"
-    # The watch stamps every event as it arrives; a pod's first Ready event is its time.
-    "$BIN/kubectl" -n default get pods -l "app=$name" -w --output-watch-events \
-        -o jsonpath='{.object.metadata.name} {.object.status.conditions[?(@.type=="Ready")].status}{"\n"}' \
-        > >(while read -r pod ready; do echo "$EPOCHREALTIME $pod $ready"; done >"$out") &
+    : >"$hdr"
+    # A watch on the API server stamps every event as it arrives; a pod's first Ready event is its
+    # time. The server sends the response headers once the watch is in place.
+    curl -sN --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" -D "$hdr" \
+        "$APISERVER/api/v1/namespaces/default/pods?watch=1&labelSelector=app%3D$name" \
+        > >(jq -r --unbuffered '.object.metadata.name + " " +
+                ([.object.status.conditions[]? | select(.type == "Ready") | .status][0] // "-")' |
+            while read -r pod ready; do echo "$EPOCHREALTIME $pod $ready"; done >"$out") &
     local watch=$!
-    sleep 1 # the watch is established before the first pod exists
+    wait_for 30 "the watch of $name's pods" test -s "$hdr" || { kill "$watch"; return 1; }
     t0=$EPOCHREALTIME
     bench_statefulset "$name" "$2" "$n" "$4" || return 1
     all_ready() { [ "$(awk '$3 == "True" {print $2}' "$out" | sort -u | wc -l)" -ge "$n" ]; }
