@@ -118,7 +118,7 @@ scenario_btrfs_expand() {
     claim rn-grow 32Mi
     pod_with rn-grow "$node" "      persistentVolumeClaim: {claimName: rn-grow}"
     wait_for 120 "pod rn-grow Ready" pod_running rn-grow || fail "pod not Ready" || return 1
-    if in_pod rn-grow "dd if=/dev/zero of=/data/big bs=1M count=48 conv=fsync 2>/dev/null"; then
+    if in_pod rn-grow "dd if=/dev/zero of=/data/big bs=1M count=48 conv=fsync 2>/dev/null" 2>/dev/null; then
         fail "a 48 MiB write into a 32 MiB volume succeeded"
         return 1
     fi
