@@ -159,3 +159,17 @@ pub trait Backend: ControllerBackend + NodeBackend {
         None
     }
 }
+
+/// Only the node that holds a node-local volume may delete it: FailedPrecondition elsewhere.
+pub(crate) fn require_local(id: &VolumeId, node: &str) -> Result<()> {
+    if id.node.as_deref() == Some(VolumeId::node_tag(node).as_str()) {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        id.to_string(),
+        format!(
+            "the volume lives on node {}; only that node's plugin can delete it (this is {node})",
+            id.node.as_deref().unwrap_or("?"),
+        ),
+    ))
+}

@@ -237,16 +237,7 @@ impl ControllerBackend for DeviceBackend {
     }
 
     fn delete(&self, id: &VolumeId) -> Result<()> {
-        if !self.is_local(id) {
-            return Err(Error::precondition(
-                id.to_string(),
-                format!(
-                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
-                    id.node.as_deref().unwrap_or("?"),
-                    self.node
-                ),
-            ));
-        }
+        crate::backend::require_local(id, &self.node)?;
         // No record: nothing of ours to undo (an unknown claim turns Released at start).
         let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
             return Ok(());

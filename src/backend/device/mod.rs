@@ -174,10 +174,6 @@ impl DeviceBackend {
             .ok_or_else(|| Error::not_found(id.to_string()))
     }
 
-    fn is_local(&self, id: &VolumeId) -> bool {
-        id.node.as_deref() == Some(VolumeId::node_tag(&self.node).as_str())
-    }
-
     /// The /dev path of the volume's device, proven to be the claimed one: found by uid, Active,
     /// and the node at that path is still the device number and size the inventory recorded.
     fn device_path(&self, rec: &VolumeRecord) -> Result<PathBuf> {

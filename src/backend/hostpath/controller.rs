@@ -231,16 +231,7 @@ impl ControllerBackend for HostpathBackend {
     /// Queues the record's removal; the directory goes once the removal is durable (the
     /// `Done`'s commit).
     fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
-        if !self.is_local(id) {
-            return Err(Error::precondition(
-                id.to_string(),
-                format!(
-                    "the volume lives on node {}; only that node's plugin can delete it (this is {})",
-                    id.node.as_deref().unwrap_or("?"),
-                    self.node
-                ),
-            ));
-        }
+        crate::backend::require_local(id, &self.node)?;
         let id_str = id.to_string();
         self.require_base(&id_str)?;
         let Some(rec) = self.ledger.by_id(&id_str) else {
