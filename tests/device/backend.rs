@@ -408,3 +408,32 @@ async fn kill_9_at_every_step_of_claim_format_and_release() {
         }
     }
 }
+
+/// A raw publish killed after its bind, before the publication is recorded: after the restart
+/// the mount shows the volume's own device (same device number), so NodeUnpublishVolume takes
+/// it down instead of refusing it, and the device can be released.
+#[tokio::test]
+async fn a_raw_publish_killed_after_its_bind_unpublishes_after_restart() {
+    let (_dir, disks) = disks(&[64]);
+    let mut d = driver_for(&[&disks[0]], Some("device:publish:after-bind")).await;
+    let id = create(&d, "rawkill", 0, block_cap()).await.volume_id;
+    let staging = d.staging("rawkill");
+    d.stage(&id, &staging, block_cap()).await;
+    let target = d.target("rawkill", "pod");
+    assert!(d
+        .node()
+        .node_publish_volume(publish_req(&id, &staging, &target, block_cap(), false))
+        .await
+        .is_err());
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+    d.unpublish(&id, &target).await;
+    assert!(
+        !ferrovol::os::mountinfo::is_mount_point(&target).unwrap_or(false),
+        "the bind left by the killed publish is gone"
+    );
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    assert_eq!(claim_of(&d, &disks[0]), Claim::Unclaimed);
+}

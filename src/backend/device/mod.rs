@@ -281,6 +281,15 @@ fn mounted_from(path: &Path, dev: &Path) -> bool {
     m.is_some_and(|m| m.device == number)
 }
 
+/// True when `path` is the device node of `dev` (a raw publication binds the node itself there):
+/// a block device with the same device number.
+fn shows_device(path: &Path, dev: &Path) -> bool {
+    match (std::fs::metadata(path), std::fs::metadata(dev)) {
+        (Ok(p), Ok(d)) => p.file_type().is_block_device() && p.rdev() == d.rdev(),
+        _ => false,
+    }
+}
+
 impl Backend for DeviceBackend {
     fn name(&self) -> &'static str {
         BACKEND

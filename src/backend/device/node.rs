@@ -8,7 +8,7 @@
 //! of one block volume at the same time are refused (FailedPrecondition): one flag serves both.
 
 use super::proof::Hold;
-use super::{mounted_from, DeviceBackend, OurFs, VolumeRecord};
+use super::{mounted_from, shows_device, DeviceBackend, OurFs, VolumeRecord};
 use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
 use crate::node::Target;
@@ -321,6 +321,7 @@ impl NodeBackend for DeviceBackend {
                 }
             }
         }
+        crate::failpoint::hit("device:publish:after-bind");
         if rec.published.get(target) != Some(&wanted) {
             rec.published.insert(target.to_path_buf(), wanted);
             self.ledger.save(rec)?;
@@ -335,12 +336,12 @@ impl NodeBackend for DeviceBackend {
         };
         let vid = rec.id.clone();
         if is_mounted(target, &vid)? {
-            let shows = match rec.kind {
-                AccessKind::Mount => self
-                    .device_path(&rec)
-                    .is_ok_and(|d| mounted_from(target, &d)),
-                AccessKind::Block => false,
-            };
+            // A publish killed between its bind and its record leaves a mount the record does
+            // not name: it is ours when it shows the volume's own, proven device.
+            let shows = self.device_path(&rec).is_ok_and(|d| match rec.kind {
+                AccessKind::Mount => mounted_from(target, &d),
+                AccessKind::Block => shows_device(target, &d),
+            });
             if !rec.published.contains_key(target) && !shows {
                 return Err(Error::not_found_because(
                     vid,
