@@ -6,7 +6,7 @@
 #[path = "../tests/common/loopdisks.rs"]
 mod disks;
 
-use disks::{image, run, Disk};
+use disks::{image, run, wait_until, Disk};
 use ferrovol::backend::device::{DeviceBackend, DeviceConfig};
 use ferrovol::backend::{ControllerBackend, NodeBackend};
 use ferrovol::discovery::{Filters, State};
@@ -47,7 +47,7 @@ fn ours(dir: &Path, round: usize) -> Duration {
         &live,
     )
     .unwrap();
-    assert!(b.inventory().wait_until(Duration::from_secs(5), |es| es
+    assert!(wait_until(b.inventory(), Duration::from_secs(5), |es| es
         .iter()
         .any(|e| e.state == State::Active && e.device.candidate)));
     let info = b

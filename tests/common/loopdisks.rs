@@ -2,8 +2,10 @@
 //! detached on drop (even when a test panics), and the tools that put signatures on them.
 #![allow(dead_code)]
 
+use ferrovol::discovery::{Entry, Inventory};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// A sparse image file; attach it to get a [`Disk`].
 pub fn image(dir: &Path, name: &str, mib: u64) -> PathBuf {
@@ -140,4 +142,20 @@ impl Content {
             Content::Swap => drop(run("mkswap", &[dev])),
         }
     }
+}
+
+/// Waits up to `timeout` until `pred` holds for the inventory's entries; true if it did.
+pub fn wait_until(inv: &Inventory, timeout: Duration, pred: impl Fn(&[Entry]) -> bool) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut changes = inv.changes();
+    let changed = async {
+        while !pred(&inv.snapshot()) {
+            changes.changed().await.unwrap();
+        }
+    };
+    rt.block_on(async { tokio::time::timeout(timeout, changed).await })
+        .is_ok()
 }
