@@ -3,7 +3,7 @@
 //! device: `mkfs.ext4 -q` + `mount` + `mount --bind`. Goal: ratio <= 1.05. Root only.
 //! FERROVOL_BENCH_QUICK=1 runs 3 rounds instead of 10.
 
-#[path = "../tests/common/loopdisks.rs"]
+#[path = "../tests/common/disks.rs"]
 mod disks;
 
 use disks::{image, run, wait_until, Disk};

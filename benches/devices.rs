@@ -2,7 +2,7 @@
 //! hotplug latency from `losetup` to the device in the inventory (goal <= 100 ms).
 //! FERROVOL_BENCH_QUICK=1 runs a few seconds' worth.
 
-#[path = "../tests/common/loopdisks.rs"]
+#[path = "../tests/common/disks.rs"]
 mod disks;
 
 use disks::{image, wait_until, Disk};

@@ -1,6 +1,6 @@
 //! Discovery over real loop devices (root only): the zoo, hotplug, renumbering.
 
-use crate::common::loopdisks as disks;
+use crate::common::disks;
 
 use disks::{image, wait_until, Content, Disk};
 use ferrovol::cli::devices::table;
