@@ -8,11 +8,10 @@
 //! descriptor it has proven to be the volume's device.
 
 use serde::{Deserialize, Serialize};
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CStr};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -289,7 +288,7 @@ fn wipe_matching(
 /// Whether `path` can be opened O_EXCL right now (nobody mounts or holds it). The descriptor
 /// is closed at once.
 pub fn can_open_exclusive(path: &Path) -> io::Result<bool> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c = super::fsutil::cpath(path)?;
     // SAFETY: valid C string; the fd is closed right below.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_EXCL | libc::O_CLOEXEC) };
     if fd < 0 {

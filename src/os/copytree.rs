@@ -11,7 +11,7 @@
 //! Xattrs of symlinks are not copied (Linux allows no user.* xattrs on them). The driver's own
 //! `trusted.ferrovol.*` markers are never copied.
 
-use super::dirwalk::Cursor;
+use super::dirwalk::{check, Cursor};
 pub use super::filecopy::{clone_or_copy_file, reflink_supported, Mode};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -37,14 +37,6 @@ const PRIVATE_XATTR_PREFIX: &[u8] = b"trusted.ferrovol.";
 
 fn cstr(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::other("file name contains NUL"))
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
 }
 
 fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {

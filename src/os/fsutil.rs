@@ -36,15 +36,6 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes `path` if present, then makes the removal durable.
-pub fn remove_file_durable(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("/"))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// A fresh random token (64 bits, hex) from the kernel's generator.
 pub fn random_token() -> io::Result<String> {
     Ok(hex(&random_bytes::<8>()?))
@@ -55,6 +46,13 @@ pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     let mut raw = [0u8; N];
     getrandom::fill(&mut raw).map_err(io::Error::from)?;
     Ok(raw)
+}
+
+/// `path` as a C string for a system call.
+pub fn cpath(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other(format!("path {} contains NUL", path.display())))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -3,17 +3,13 @@
 //! CAP_SYS_ADMIN can set them, so a pod that owns the directory's content cannot forge or strip
 //! the driver's claim on it. The driver removes a directory only on their proof.
 
+use super::fsutil::cpath;
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Which volume id owns a directory.
 const MARKER: &str = "trusted.ferrovol.volume";
-
-fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
-}
 
 /// The state store (journal) that made a directory: recovery removes a directory its own store
 /// made but never recorded (a create that was never acknowledged), and no other.

@@ -1,5 +1,6 @@
 //! The kernel's mount table (/proc/self/mountinfo), parsed.
 
+use super::fsutil::cpath;
 use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -35,8 +36,7 @@ pub fn read() -> io::Result<Vec<MountEntry>> {
 /// cost does not grow with the node's mount table (secrets, config maps and tokens are each a
 /// mount). Falls back to the table where statx cannot tell (kernels before 5.8).
 pub fn is_mount_point(path: &Path) -> io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c = cpath(path)?;
     // SAFETY: statx is plain old data; the kernel fills it.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and a statx buffer that outlives the call.
@@ -63,12 +63,12 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
 /// the table where statx cannot tell (kernels before 5.8).
 pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
     use super::dirwalk::{self, Cursor};
-    match mount_root_nofollow(libc::AT_FDCWD, &path_cstr(dir)?)? {
+    match mount_root_nofollow(libc::AT_FDCWD, &cpath(dir)?)? {
         None => return Ok(mounts_under(dir)?.first().map(|m| m.mount_point.clone())),
         Some(true) => return Ok(Some(dir.to_path_buf())),
         Some(false) => {}
     }
-    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &path_cstr(dir)?) {
+    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &cpath(dir)?) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
@@ -98,11 +98,6 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
             Err(e) => return Err(e),
         }
     }
-}
-
-fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
 /// Some(whether `name` in `dir` is a mount root), without following a final symlink; None when
