@@ -84,36 +84,11 @@ pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
 /// Marks an empty file no-copy-on-write (btrfs `chattr +C`), so rewriting a block of a disk image
 /// does not keep the old copy charged to the volume's qgroup. A no-op where unsupported.
 pub fn set_nocow(file: &File) -> io::Result<()> {
-    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
-    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
-    const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
-    let mut flags: libc::c_int = 0;
-    // SAFETY: both requests read or write one c_int that lives across the call.
-    unsafe {
-        super::sys::ioctl(
-            file,
-            FS_IOC_GETFLAGS,
-            &mut flags as *mut libc::c_int as libc::c_ulong,
-        )
-    }?;
-    flags |= FS_NOCOW_FL;
-    match unsafe {
-        super::sys::ioctl(
-            file,
-            FS_IOC_SETFLAGS,
-            &flags as *const libc::c_int as libc::c_ulong,
-        )
-    } {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL)
-            ) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e),
+    use rustix::{fs::IFlags, io::Errno};
+    let flags = rustix::fs::ioctl_getflags(file)?;
+    match rustix::fs::ioctl_setflags(file, flags | IFlags::NOCOW) {
+        Ok(()) | Err(Errno::OPNOTSUPP | Errno::NOTTY | Errno::INVAL) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
