@@ -94,7 +94,11 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
 }
 
 /// Some(whether `path` in `dir` is a mount root); None when the kernel cannot say.
-fn mount_root(dir: BorrowedFd<'_>, path: impl Arg, flags: AtFlags) -> Result<Option<bool>, Errno> {
+pub(crate) fn mount_root(
+    dir: BorrowedFd<'_>,
+    path: impl Arg,
+    flags: AtFlags,
+) -> Result<Option<bool>, Errno> {
     let st = rustix::fs::statx(dir, path, flags, StatxFlags::empty())?;
     let root = StatxAttributes::MOUNT_ROOT;
     Ok((st.stx_attributes_mask.contains(root)).then_some(st.stx_attributes.contains(root)))
