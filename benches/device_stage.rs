@@ -3,10 +3,10 @@
 //! device: `mkfs.ext4 -q` + `mount` + `mount --bind`. Goal: ratio <= 1.05. Root only.
 //! FERROVOL_BENCH_QUICK=1 runs 3 rounds instead of 10.
 
-#[path = "../tests/common/loopdisks.rs"]
+#[path = "../tests/common/disks.rs"]
 mod disks;
 
-use disks::{image, run, Disk};
+use disks::{image, run, wait_until, Disk};
 use ferrovol::backend::device::{DeviceBackend, DeviceConfig};
 use ferrovol::backend::{ControllerBackend, NodeBackend};
 use ferrovol::discovery::{Filters, State};
@@ -47,7 +47,7 @@ fn ours(dir: &Path, round: usize) -> Duration {
         &live,
     )
     .unwrap();
-    assert!(b.inventory().wait_until(Duration::from_secs(5), |es| es
+    assert!(wait_until(b.inventory(), Duration::from_secs(5), |es| es
         .iter()
         .any(|e| e.state == State::Active && e.device.candidate)));
     let info = b

@@ -2,10 +2,10 @@
 //! hotplug latency from `losetup` to the device in the inventory (goal <= 100 ms).
 //! FERROVOL_BENCH_QUICK=1 runs a few seconds' worth.
 
-#[path = "../tests/common/loopdisks.rs"]
+#[path = "../tests/common/disks.rs"]
 mod disks;
 
-use disks::{image, Disk};
+use disks::{image, wait_until, Disk};
 use ferrovol::discovery::{scan, Filters, Inventory, State};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ fn main() {
         let img = image(dir.path(), &format!("hot{i}.img"), 16);
         let t = Instant::now();
         let d = Disk::attach(&img);
-        let ok = inv.wait_until(Duration::from_secs(2), |es| {
+        let ok = wait_until(&inv, Duration::from_secs(2), |es| {
             es.iter()
                 .any(|e| e.state == State::Active && e.device.backing_file.as_deref() == Some(&img))
         });

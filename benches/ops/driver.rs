@@ -2,18 +2,18 @@
 
 use crate::fixture;
 use crate::report::Run;
-use crate::serve::{wait_for_probe, StartFailure};
+use crate::serve::{serve_command, wait_started, ServeDirs};
 use csi::controller_client::ControllerClient;
 use csi::identity_client::IdentityClient;
 use csi::node_client::NodeClient;
 use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use ferrovol::proto as csi;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,16 +24,12 @@ pub const NODE: &str = "bench-node";
 /// Small volumes: the size does not change what create and delete do.
 pub const CAPACITY: i64 = 1 << 20;
 
-/// Where one driver keeps its socket, log, state and volumes, which binary it is and where it
+/// Which binary one driver is, where it keeps its socket, log, state and volumes, and where it
 /// serves its metrics.
 #[derive(Debug, Clone)]
 pub struct DriverPaths {
     pub bin: PathBuf,
-    pub data: PathBuf,
-    pub socket: PathBuf,
-    pub log: PathBuf,
-    pub state: PathBuf,
-    pub base: PathBuf,
+    pub dirs: ServeDirs,
     pub metrics: SocketAddr,
     /// `--publish-root` for binaries that have it (the release before the journal has not).
     pub publish_root: Option<PathBuf>,
@@ -116,7 +112,6 @@ impl std::ops::AddAssign for Sched {
 /// A running `ferrovol serve`; killed when dropped.
 pub struct DriverProc {
     child: Option<Child>,
-    log: PathBuf,
     started: Instant,
 }
 
@@ -134,20 +129,8 @@ impl DriverProc {
     /// Starts the driver. Call from the main thread: the child is bound to its parent thread's
     /// life with PR_SET_PDEATHSIG, so it dies with the benchmark however the benchmark ends.
     pub fn spawn(p: &DriverPaths) -> io::Result<Self> {
-        let log = File::options().create(true).append(true).open(&p.log)?;
-        let mut cmd = Command::new(&p.bin);
-        // Only flags that the release before the state journal knows too (it is the baseline).
-        cmd.arg("serve")
-            .arg("--endpoint")
-            .arg(format!("unix://{}", p.socket.display()))
-            .args(["--node-id", NODE])
-            .arg("--data-dir")
-            .arg(&p.data)
-            .arg("--state-dir")
-            .arg(&p.state)
-            .arg("--hostpath-base")
-            .arg(&p.base)
-            .args(["--max-volumes-per-node", "0"])
+        let mut cmd = serve_command(&p.bin, NODE, &p.dirs)?;
+        cmd.args(["--max-volumes-per-node", "0"])
             .arg("--metrics-address")
             .arg(p.metrics.to_string())
             .args(
@@ -156,9 +139,6 @@ impl DriverProc {
                     .flat_map(|r| [std::ffi::OsStr::new("--publish-root"), r.as_os_str()]),
             )
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
             // Its own process group: a terminal ^C reaches only the benchmark, which then
             // stops the driver itself after the measurement loops have wound down.
             .process_group(0);
@@ -167,7 +147,6 @@ impl DriverProc {
         let child = cmd.spawn()?;
         Ok(DriverProc {
             child: Some(child),
-            log: p.log.clone(),
             started,
         })
     }
@@ -176,28 +155,13 @@ impl DriverProc {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
     /// Connects and waits until Probe answers; returns the channel and the time since spawn.
-    pub async fn wait_ready(&mut self, socket: &Path, timeout: Duration) -> (Channel, Duration) {
+    pub async fn wait_ready(&mut self, p: &DriverPaths, timeout: Duration) -> (Channel, Duration) {
         let child = self.child.as_mut().expect("driver spawned");
         let deadline = self.started + timeout;
         let poll = Duration::from_millis(2);
-        match wait_for_probe(child, socket, true, deadline, poll, fixture::check_stop).await {
-            Ok((ch, _)) => (ch, self.started.elapsed()),
-            Err(StartFailure::Exited(status)) => panic!(
-                "ferrovol serve exited early ({status}); log:\n{}",
-                self.log_tail()
-            ),
-            Err(StartFailure::TimedOut(last)) => panic!(
-                "ferrovol serve not ready after {timeout:?} ({last}); log:\n{}",
-                self.log_tail()
-            ),
-        }
+        let (ch, _) = wait_started(child, &p.dirs, true, deadline, poll, fixture::check_stop).await;
+        (ch, self.started.elapsed())
     }
 
     /// CPU time the driver used so far (all its threads, exited ones included) and the context

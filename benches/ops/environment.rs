@@ -52,8 +52,8 @@ pub fn environment(r: &mut Report, cfg: &Config, fx: &LoopFs, sides: &[Side; 2])
         "state_dir",
         format!(
             "same filesystem as the volumes: {} and {}",
-            sides[0].paths.state.display(),
-            sides[1].paths.state.display()
+            sides[0].paths.dirs.state.display(),
+            sides[1].paths.dirs.state.display()
         ),
     );
     r.env(

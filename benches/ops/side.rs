@@ -3,6 +3,7 @@
 use crate::baseline::Baseline;
 use crate::driver::{self, DriverPaths, DriverProc};
 use crate::fixture::LoopFs;
+use crate::serve::ServeDirs;
 use std::path::Path;
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -26,11 +27,13 @@ impl Side {
             label: label.to_string(),
             paths: DriverPaths {
                 bin: bin.to_path_buf(),
-                data: fx.root.join(format!("driver-{label}-data")),
-                socket: fx.root.join(format!("csi-{label}.sock")),
-                log: fx.root.join(format!("driver-{label}.log")),
-                state: dir.join("state"),
-                base: dir.join("volumes"),
+                dirs: ServeDirs {
+                    data: fx.root.join(format!("driver-{label}-data")),
+                    socket: fx.root.join(format!("csi-{label}.sock")),
+                    log: fx.root.join(format!("driver-{label}.log")),
+                    state: dir.join("state"),
+                    base: dir.join("volumes"),
+                },
                 metrics: driver::free_local_addr().expect("a free loopback port"),
                 // Only this build knows --publish-root; its NodePublish paths lie below it.
                 publish_root: (bin == Path::new(env!("CARGO_BIN_EXE_ferrovol")))
@@ -47,7 +50,7 @@ impl Side {
     pub fn start(&mut self, rt: &Runtime) -> Duration {
         self.paths.metrics = driver::free_local_addr().expect("a free loopback port");
         let mut p = DriverProc::spawn(&self.paths).expect("spawn ferrovol serve");
-        let (ch, ready) = rt.block_on(p.wait_ready(&self.paths.socket, Duration::from_secs(120)));
+        let (ch, ready) = rt.block_on(p.wait_ready(&self.paths, Duration::from_secs(120)));
         self.proc = Some(p);
         self.ch = Some(ch);
         ready

@@ -2,7 +2,7 @@
 //! backends a process serves, and reject a request a volume's own backend cannot serve.
 
 use crate::error::{Error, Result};
-use crate::volume::{AccessKind, AccessMode, Capability};
+use crate::volume::{AccessKind, Capability};
 
 /// Where a backend's volumes can be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +93,6 @@ impl BackendCaps {
             Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
             None => Ok(first.kind),
         }
-    }
-
-    pub fn serves_mode(&self, mode: AccessMode) -> bool {
-        mode.single_node() || self.multi_node
     }
 }
 

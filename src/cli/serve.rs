@@ -227,7 +227,21 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     } else {
         args.backends.clone()
     };
-    let backends = registry::open(args.driver, &names, &settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        // Blocking work is file system calls that mostly wait on one journal sync; more threads
+        // add glibc arenas (memory) without adding throughput.
+        .max_blocking_threads(BLOCKING_THREADS)
+        // An idle blocking thread still holds its stack pages; after a burst (sixteen
+        // concurrent creates) they go back within seconds instead of tokio's default ten.
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .enable_all()
+        .build()?;
+    let backends = {
+        // Backends start their background tasks (the BlockDevice sync) on this runtime.
+        let _entered = runtime.enter();
+        registry::open(args.driver, &names, &settings)?
+    };
     // The journal's replay (every record decoded once more than the index keeps) is freed now.
     crate::os::malloc::trim();
     let roots = if args.publish_roots.is_empty() {
@@ -253,17 +267,6 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     ));
 
     let registration = args.registration.registration(&driver.name, &endpoint)?;
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        // Blocking work is file system calls that mostly wait on one journal sync; more threads
-        // add glibc arenas (memory) without adding throughput.
-        .max_blocking_threads(BLOCKING_THREADS)
-        // An idle blocking thread still holds its stack pages; after a burst (sixteen
-        // concurrent creates) they go back within seconds instead of tokio's default ten.
-        .thread_keep_alive(std::time::Duration::from_secs(2))
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         tokio::spawn(return_freed_memory());
         server::health::check_driver(driver.clone());

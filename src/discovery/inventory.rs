@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
 
 const FILE: &str = "devices.json";
 
@@ -90,7 +90,7 @@ pub struct Inventory {
     node: String,
     filters: Filters,
     entries: Mutex<BTreeMap<String, Entry>>,
-    changed: Condvar,
+    changed: watch::Sender<()>,
     monitor: Mutex<Option<Monitor>>,
 }
 
@@ -141,7 +141,7 @@ impl Inventory {
             node: node.to_string(),
             filters,
             entries: Mutex::new(entries),
-            changed: Condvar::new(),
+            changed: watch::Sender::new(()),
             monitor: Mutex::new(None),
         });
         let adopting = !legacy.is_empty();
@@ -217,7 +217,7 @@ impl Inventory {
             return Err(e);
         }
         drop(map);
-        self.changed.notify_all();
+        self.changed.send_replace(());
         Ok(())
     }
 
@@ -325,7 +325,7 @@ impl Inventory {
         }
         e.claim = claim;
         drop(map);
-        self.changed.notify_all();
+        self.changed.send_replace(());
         Ok(())
     }
 
@@ -349,24 +349,8 @@ impl Inventory {
         self.commit(map, before)
     }
 
-    /// Waits up to `timeout` until `pred` holds for the entries; true if it did.
-    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Entry]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut map = self.lock();
-        loop {
-            let v: Vec<Entry> = map.values().cloned().collect();
-            if pred(&v) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            map = self
-                .changed
-                .wait_timeout(map, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+    /// Wakes on every change of the entries.
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
     }
 }

@@ -1,6 +1,6 @@
 //! Mirrors one node's inventory into `BlockDevice` objects. The diff is pure ([`desired`],
 //! [`plan`]); [`apply`] runs it against the API server with server-side apply (field manager
-//! `ferrovol`); [`spawn`] keeps doing so as the inventory changes. Only stale *unclaimed*
+//! `ferrovol`); [`spawn`] keeps doing so as the inventory or the watched objects change. Only stale *unclaimed*
 //! objects are deleted: an object that records a claim is the cluster's memory of whose data
 //! is on that disk.
 //!
@@ -14,11 +14,15 @@
 
 use super::crd::{from_entry, BlockDevice, NODE_LABEL};
 use super::inventory::{Claim, Entry, Inventory, State};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use backon::{ExponentialBuilder, Retryable};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
 
 pub const FIELD_MANAGER: &str = "ferrovol";
 
@@ -26,17 +30,14 @@ pub const FIELD_MANAGER: &str = "ferrovol";
 /// device that holds or held a claim of this node (Inactive included). Unclaimed Inactive
 /// devices, and devices another node claimed, are not mirrored.
 pub fn desired(node: &str, entries: &[Entry]) -> Vec<BlockDevice> {
-    mirrored(node, entries)
+    entries
+        .iter()
+        .filter(|e| match e.claim.node() {
+            None => e.state == State::Active && e.device.selected,
+            Some(holder) => holder == node,
+        })
         .map(|e| from_entry(node, e))
         .collect()
-}
-
-/// The entries [`desired`] mirrors.
-fn mirrored<'a>(node: &'a str, entries: &'a [Entry]) -> impl Iterator<Item = &'a Entry> {
-    entries.iter().filter(move |e| match e.claim.node() {
-        None => e.state == State::Active && e.device.selected,
-        Some(holder) => holder == node,
-    })
 }
 
 /// The claims other nodes hold, by uid, from their objects: a device this node may see too (a
@@ -117,15 +118,17 @@ pub fn plan(
     p
 }
 
-/// Lists this node's objects, then applies the plan: spec and status by server-side apply,
-/// stale unclaimed objects deleted. Returns the plan it carried out.
-pub async fn apply(client: kube::Client, node: &str, entries: &[Entry]) -> kube::Result<Plan> {
-    let api: Api<BlockDevice> = Api::all(client);
+/// Applies the plan against `all` (every node's objects, as the watch last saw them): spec and
+/// status by server-side apply, stale unclaimed objects deleted. Returns the plan it carried
+/// out.
+pub async fn apply(
+    api: &Api<BlockDevice>,
+    node: &str,
+    entries: &[Entry],
+    all: Vec<BlockDevice>,
+) -> kube::Result<Plan> {
     // All nodes' objects: a device this node sees may be another node's claim.
-    let (existing, others): (Vec<BlockDevice>, Vec<BlockDevice>) = api
-        .list(&ListParams::default())
-        .await?
-        .items
+    let (existing, others): (Vec<BlockDevice>, Vec<BlockDevice>) = all
         .into_iter()
         .partition(|o| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node));
     let p = plan(
@@ -164,62 +167,96 @@ pub fn in_cluster() -> bool {
         || std::env::var_os("KUBECONFIG").is_some()
 }
 
-/// Full resync even when nothing changed: repairs objects someone else edited or deleted.
+/// Full resync even when nothing changed: repairs what the watch missed.
 const RESYNC: Duration = Duration::from_secs(60);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Starts the thread that mirrors `inventory` into `BlockDevice` objects: at once, after every
-/// change of the inventory (scan, hotplug, claim), and every [`RESYNC`]. Failures (API server
-/// down, a verb the role lacks) are logged with the cause and retried with backoff; the
-/// driver serves volumes meanwhile.
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+}
+
+/// Starts, on the current runtime, the task that mirrors `inventory` into `BlockDevice`
+/// objects: at once, after every change of the inventory (scan, hotplug, claim) or of the
+/// objects (watched), and every [`RESYNC`]. Failures (API server down, a verb the role lacks)
+/// are logged with the cause and retried with backoff; the driver serves volumes meanwhile.
 pub fn spawn(inventory: Arc<Inventory>) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("blockdevice-sync".into())
-        .spawn(move || {
-            let node = inventory.node().to_string();
-            let mut backoff = Duration::from_secs(1);
-            let mut client = None;
-            loop {
-                let entries = inventory.snapshot();
-                let result = rt.block_on(async {
-                    let c = match client.clone() {
-                        Some(c) => c,
-                        None => {
-                            let c = kube::Client::try_default().await?;
-                            client = Some(c.clone());
-                            c
-                        }
-                    };
-                    apply(c, &node, &entries).await
-                });
-                match result {
-                    Ok(p) => {
-                        backoff = Duration::from_secs(1);
-                        if let Err(e) = inventory.set_foreign_claims(&p.foreign) {
-                            tracing::warn!(node = %node, error = %e, "could not record other nodes' claims");
-                        }
-                        if !p.apply.is_empty() || !p.delete.is_empty() {
-                            tracing::info!(node = %node, applied = p.apply.len(), deleted = p.delete.len(), "BlockDevice objects synced");
-                        }
-                        // Other devices come and go (other tenants' loop devices): only a
-                        // change of what is mirrored is worth a round trip.
-                        let before: Vec<&Entry> = mirrored(&node, &entries).collect();
-                        inventory.wait_until(RESYNC, |now| {
-                            mirrored(&node, now).ne(before.iter().copied())
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %node, error = %e, retry_in = ?backoff, "BlockDevice sync failed");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
-            }
-        })?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+        std::io::Error::other(format!("the BlockDevice sync needs a tokio runtime: {e}"))
+    })?;
+    runtime.spawn(run(inventory));
     Ok(())
+}
+
+async fn run(inventory: Arc<Inventory>) {
+    let node = inventory.node().to_string();
+    let Ok(client) = kube::Client::try_default
+        .retry(backoff())
+        .notify(|e, wait| tracing::warn!(node = %node, error = %e, retry_in = ?wait, "no Kubernetes client for the BlockDevice sync"))
+        .await
+    else {
+        return;
+    };
+    let api: Api<BlockDevice> = Api::all(client);
+    // Every node's objects, cached by a watch: a sync reads them there instead of listing.
+    let (store, writer) = reflector::store();
+    let seen = Arc::new(Notify::new());
+    let events = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn({
+        let (seen, node) = (seen.clone(), node.clone());
+        async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(node = %node, error = %e, "BlockDevice watch failed");
+                }
+                seen.notify_one();
+            }
+        }
+    });
+    // Until the first full list, another node's claim could go unseen.
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut changes = inventory.changes();
+    loop {
+        let synced = (|| sync(&api, &store, &inventory))
+            .retry(backoff())
+            .notify(|e, wait| tracing::warn!(node = %node, error = %e, retry_in = ?wait, "BlockDevice sync failed"))
+            .await;
+        if let Ok(p) = synced {
+            if !p.apply.is_empty() || !p.delete.is_empty() {
+                tracing::info!(node = %node, applied = p.apply.len(), deleted = p.delete.len(), "BlockDevice objects synced");
+            }
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = seen.notified() => {}
+            () = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+/// One sync against the cached objects; a sync that finds nothing to change sends nothing.
+async fn sync(
+    api: &Api<BlockDevice>,
+    store: &reflector::Store<BlockDevice>,
+    inventory: &Inventory,
+) -> kube::Result<Plan> {
+    let node = inventory.node();
+    let all = store
+        .state()
+        .iter()
+        .map(|o| BlockDevice::clone(o))
+        .collect();
+    let p = apply(api, node, &inventory.snapshot(), all).await?;
+    if let Err(e) = inventory.set_foreign_claims(&p.foreign) {
+        tracing::warn!(node = %node, error = %e, "could not record other nodes' claims");
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

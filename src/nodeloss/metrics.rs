@@ -1,13 +1,11 @@
-//! The node-loss controller's Prometheus counters (docs/metrics.md), served by
-//! `crate::server::metrics::serve`.
+//! The node-loss controller's Prometheus counters (docs/metrics.md), kept in prometheus-client's
+//! types like `crate::metrics` and served by `crate::server::metrics::serve`.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static REPORTED: AtomicU64 = AtomicU64::new(0);
-static RECREATED: AtomicU64 = AtomicU64::new(0);
-static LEFT: AtomicU64 = AtomicU64::new(0);
-static ERRORS: AtomicU64 = AtomicU64::new(0);
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 
 /// What was done to one lost volume.
 #[derive(Debug, Clone, Copy)]
@@ -21,46 +19,60 @@ pub enum Outcome {
     Left,
 }
 
+type ByAction = Family<Vec<(&'static str, &'static str)>, Counter>;
+
+struct Metrics {
+    volumes: ByAction,
+    errors: Counter,
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let volumes = ByAction::default();
+        // Every action is served from the start, 0 until it happens.
+        for action in ["reported", "recreated", "left"] {
+            drop(volumes.get_or_create(&vec![("action", action)]));
+        }
+        Metrics {
+            volumes,
+            errors: Counter::default(),
+        }
+    })
+}
+
 pub fn count(outcome: Outcome) {
-    let c = match outcome {
-        Outcome::Reported => &REPORTED,
-        Outcome::Recreated => &RECREATED,
-        Outcome::Left => &LEFT,
+    let action = match outcome {
+        Outcome::Reported => "reported",
+        Outcome::Recreated => "recreated",
+        Outcome::Left => "left",
     };
-    c.fetch_add(1, Ordering::Relaxed);
+    metrics()
+        .volumes
+        .get_or_create(&vec![("action", action)])
+        .inc();
 }
 
 pub fn count_error() {
-    ERRORS.fetch_add(1, Ordering::Relaxed);
+    metrics().errors.inc();
 }
 
-/// The Prometheus text exposition of the counters.
+/// The OpenMetrics text of the counters.
 pub fn render() -> String {
+    let m = metrics();
+    let mut r = Registry::with_prefix("ferrovol_node_loss");
+    r.register(
+        "volumes",
+        "Local volumes found pinned to a deleted node, by what was done",
+        m.volumes.clone(),
+    );
+    r.register(
+        "errors",
+        "Reconciles of a volume that failed (retried)",
+        m.errors.clone(),
+    );
     let mut out = String::new();
-    out.push_str(
-        "# HELP ferrovol_node_loss_volumes_total Local volumes found pinned to a deleted node, by what was done.\n",
-    );
-    out.push_str("# TYPE ferrovol_node_loss_volumes_total counter\n");
-    for (action, c) in [
-        ("reported", &REPORTED),
-        ("recreated", &RECREATED),
-        ("left", &LEFT),
-    ] {
-        let _ = writeln!(
-            out,
-            "ferrovol_node_loss_volumes_total{{action=\"{action}\"}} {}",
-            c.load(Ordering::Relaxed)
-        );
-    }
-    out.push_str(
-        "# HELP ferrovol_node_loss_errors_total Reconciles of a volume that failed (retried).\n",
-    );
-    out.push_str("# TYPE ferrovol_node_loss_errors_total counter\n");
-    let _ = writeln!(
-        out,
-        "ferrovol_node_loss_errors_total {}",
-        ERRORS.load(Ordering::Relaxed)
-    );
+    encode(&mut out, &r).expect("writing to a String cannot fail");
     out
 }
 
@@ -78,6 +90,10 @@ mod tests {
                 "{text}"
             );
         }
-        assert!(text.contains("ferrovol_node_loss_errors_total "), "{text}");
+        assert!(
+            text.contains("ferrovol_node_loss_volumes_total{action=\"recreated\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ferrovol_node_loss_errors_total 0"), "{text}");
     }
 }

@@ -8,11 +8,10 @@
 //! descriptor it has proven to be the volume's device.
 
 use serde::{Deserialize, Serialize};
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CStr};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -289,19 +288,16 @@ fn wipe_matching(
 /// Whether `path` can be opened O_EXCL right now (nobody mounts or holds it). The descriptor
 /// is closed at once.
 pub fn can_open_exclusive(path: &Path) -> io::Result<bool> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: valid C string; the fd is closed right below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_EXCL | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EBUSY) => Ok(false),
-            _ => Err(e),
-        };
+    use rustix::fs::{Mode, OFlags};
+    match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(_fd) => Ok(true),
+        Err(rustix::io::Errno::BUSY) => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! (0/<subvolume id>), and a limit on its referenced bytes makes writes past the capacity fail
 //! with EDQUOT. Needs `btrfs quota enable <mount>` once; no CONFIG_QUOTA in the kernel.
 
+use super::fsutil::hex;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -192,8 +193,4 @@ fn subvolume_id(dir: &Path) -> io::Result<u64> {
     };
     btrfs_ioctl(&File::open(dir)?, BTRFS_IOC_INO_LOOKUP, &mut args)?;
     Ok(args.treeid)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

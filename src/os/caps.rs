@@ -4,48 +4,45 @@
 //! one container that adds it (the NFS controller, which binds reserved source ports) gets it
 //! in its permitted set, from which the process raises it here.
 
+use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use std::io;
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-const CAP_NET_BIND_SERVICE: u32 = 10;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
 
 /// Makes CAP_NET_BIND_SERVICE effective when the process holds it in its permitted set.
 /// Returns whether it is effective now.
 pub fn raise_net_bind_service() -> io::Result<bool> {
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget fills two CapData (version 3) for the calling thread.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let bit = 1u32 << CAP_NET_BIND_SERVICE;
-    if data[0].effective & bit != 0 {
+    let mut caps = capabilities(None)?;
+    let bind = CapabilitySet::NET_BIND_SERVICE;
+    if caps.effective.contains(bind) {
         return Ok(true);
     }
-    if data[0].permitted & bit == 0 {
+    if !caps.permitted.contains(bind) {
         return Ok(false);
     }
-    data[0].effective |= bit;
-    // SAFETY: capset reads the header and two CapData, which live across the call.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    caps.effective |= bind;
+    set_capabilities(None, caps)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_permitted_capability_is_raised_on_the_calling_thread() {
+        // Capabilities are per thread: this one's changes stay with it.
+        std::thread::spawn(|| {
+            let mut caps = capabilities(None).unwrap();
+            if !caps.permitted.contains(CapabilitySet::NET_BIND_SERVICE) {
+                eprintln!("skipped: CAP_NET_BIND_SERVICE is not permitted here");
+                return;
+            }
+            caps.effective.remove(CapabilitySet::NET_BIND_SERVICE);
+            set_capabilities(None, caps).unwrap();
+            assert!(raise_net_bind_service().unwrap());
+            let now = capabilities(None).unwrap();
+            assert!(now.effective.contains(CapabilitySet::NET_BIND_SERVICE));
+        })
+        .join()
+        .unwrap();
+    }
 }

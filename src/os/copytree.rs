@@ -11,14 +11,13 @@
 //! Xattrs of symlinks are not copied (Linux allows no user.* xattrs on them). The driver's own
 //! `trusted.ferrovol.*` markers are never copied.
 
-use super::dirwalk::Cursor;
+use super::dirwalk::{check, fstat, open_at, Cursor};
 pub use super::filecopy::{clone_or_copy_file, reflink_supported, Mode};
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// What a copy did, for logs and the benchmark.
@@ -35,42 +34,8 @@ pub struct Stats {
 /// follow the data into a copy.
 const PRIVATE_XATTR_PREFIX: &[u8] = b"trusted.ferrovol.";
 
-fn cstr(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::Error::other("file name contains NUL"))
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    // SAFETY: a valid NUL-terminated name; the returned fd is owned by us alone.
-    let fd = check(unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })?;
-    // SAFETY: fd was just returned by openat.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let p = cstr(path.as_os_str())?;
-    open_at(libc::AT_FDCWD, &p, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-}
-
-fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: stat is plain data; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
+    super::dirwalk::open_dir_at(libc::AT_FDCWD, &super::fsutil::cpath(path)?)
 }
 
 /// Copies every xattr of `src` to `dst` except the driver's markers. Security and system

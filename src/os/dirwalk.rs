@@ -44,24 +44,23 @@ pub(crate) fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
     Ok(st)
 }
 
-/// `openat` that never follows a symlink in the last component.
-pub(crate) fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+/// `openat` that never follows a symlink in the last component (`mode` for O_CREAT).
+pub(crate) fn open_at(
+    dir: RawFd,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: a valid NUL-terminated name; the returned fd is owned by us alone.
-    let fd = check(unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0,
-        )
-    })?;
+    let fd = check(unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) })?;
     // SAFETY: fd was just returned by openat.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Opens the directory `name` in `dir` for reading, never through a symlink.
 pub(crate) fn open_dir_at(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)
+    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
 /// A directory's identity.

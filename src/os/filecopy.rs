@@ -2,9 +2,10 @@
 //! extents and the caller allows it, else by a sparse copy of the data extents (holes stay
 //! holes). The tree walk around it is `copytree`.
 
+use rustix::fs::{copy_file_range, SeekFrom};
+use rustix::io::Errno;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// How file contents reach the copy.
@@ -16,23 +17,15 @@ pub enum Mode {
     Copy,
 }
 
-// _IOW(0x94, 9, int)
-const FICLONE: libc::c_ulong = 0x4004_9409;
-
 /// Clones `src` into `dst` (an empty file) when `mode` allows and the kernel can, else copies
 /// its data extents sparsely. Returns whether it was a clone. `dst` gets `src`'s length.
 pub fn clone_or_copy_file(src: &File, dst: &File, mode: Mode) -> io::Result<bool> {
     if mode == Mode::Reflink {
-        // SAFETY: FICLONE takes the source fd as its integer argument.
-        match unsafe { super::sys::ioctl(dst, FICLONE, src.as_raw_fd() as libc::c_ulong) } {
-            Ok(_) => return Ok(true),
+        match rustix::fs::ioctl_ficlone(dst, src) {
+            Ok(()) => return Ok(true),
             // Not supported here, across filesystems, or between CoW and no-CoW files.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOTTY)
-                ) => {}
-            Err(e) => return Err(e),
+            Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     sparse_copy(src, dst)?;
@@ -42,29 +35,19 @@ pub fn clone_or_copy_file(src: &File, dst: &File, mode: Mode) -> io::Result<bool
 /// Copies the data extents of `src` found by SEEK_DATA/SEEK_HOLE; holes stay holes.
 fn sparse_copy(src: &File, dst: &File) -> io::Result<u64> {
     let len = src.metadata()?.len();
-    let (s, d) = (src.as_raw_fd(), dst.as_raw_fd());
-    let mut pos: i64 = 0;
+    let mut pos = 0;
     let mut copied = 0u64;
-    while (pos as u64) < len {
-        // SAFETY: lseek on a live fd.
-        let data = unsafe { libc::lseek(s, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENXIO) => break, // only a hole remains
-                _ => return Err(io::Error::last_os_error()),
-            }
-        }
-        let hole = check_off(unsafe { libc::lseek(s, data, libc::SEEK_HOLE) })?;
-        let mut off_in = data;
-        let mut off_out = data;
+    while pos < len {
+        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            Err(Errno::NXIO) => break, // only a hole remains
+            Err(e) => return Err(e.into()),
+        };
+        let hole = rustix::fs::seek(src, SeekFrom::Hole(data))?;
+        let (mut off_in, mut off_out) = (data, data);
         while off_in < hole {
-            // SAFETY: offsets are live locals; the kernel copies between the two fds.
-            let n = unsafe {
-                libc::copy_file_range(s, &mut off_in, d, &mut off_out, (hole - off_in) as usize, 0)
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            let want = (hole - off_in) as usize;
+            let n = copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)?;
             if n == 0 {
                 break; // the file shrank under us
             }
@@ -74,14 +57,6 @@ fn sparse_copy(src: &File, dst: &File) -> io::Result<u64> {
     }
     dst.set_len(len)?;
     Ok(copied)
-}
-
-fn check_off(off: libc::off_t) -> io::Result<i64> {
-    if off < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(off)
-    }
 }
 
 /// Whether FICLONE works on the filesystem of `dir` (tried on two scratch files there).
@@ -99,8 +74,7 @@ pub fn reflink_supported(dir: &Path) -> io::Result<bool> {
         fa.write_all(&[7u8; 4096])?;
         fa.sync_all()?;
         let fb = File::create(&b)?;
-        // SAFETY: FICLONE takes the source fd as its integer argument.
-        Ok(unsafe { super::sys::ioctl(&fb, FICLONE, fa.as_raw_fd() as libc::c_ulong) }.is_ok())
+        Ok(rustix::fs::ioctl_ficlone(&fb, &fa).is_ok())
     })();
     let _ = std::fs::remove_file(&a);
     let _ = std::fs::remove_file(&b);

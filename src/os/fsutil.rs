@@ -36,15 +36,6 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes `path` if present, then makes the removal durable.
-pub fn remove_file_durable(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("/"))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// A fresh random token (64 bits, hex) from the kernel's generator.
 pub fn random_token() -> io::Result<String> {
     Ok(hex(&random_bytes::<8>()?))
@@ -55,6 +46,13 @@ pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     let mut raw = [0u8; N];
     getrandom::fill(&mut raw).map_err(io::Error::from)?;
     Ok(raw)
+}
+
+/// `path` as a C string for a system call.
+pub fn cpath(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other(format!("path {} contains NUL", path.display())))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -86,36 +84,11 @@ pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
 /// Marks an empty file no-copy-on-write (btrfs `chattr +C`), so rewriting a block of a disk image
 /// does not keep the old copy charged to the volume's qgroup. A no-op where unsupported.
 pub fn set_nocow(file: &File) -> io::Result<()> {
-    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
-    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
-    const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
-    let mut flags: libc::c_int = 0;
-    // SAFETY: both requests read or write one c_int that lives across the call.
-    unsafe {
-        super::sys::ioctl(
-            file,
-            FS_IOC_GETFLAGS,
-            &mut flags as *mut libc::c_int as libc::c_ulong,
-        )
-    }?;
-    flags |= FS_NOCOW_FL;
-    match unsafe {
-        super::sys::ioctl(
-            file,
-            FS_IOC_SETFLAGS,
-            &flags as *const libc::c_int as libc::c_ulong,
-        )
-    } {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL)
-            ) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e),
+    use rustix::{fs::IFlags, io::Errno};
+    let flags = rustix::fs::ioctl_getflags(file)?;
+    match rustix::fs::ioctl_setflags(file, flags | IFlags::NOCOW) {
+        Ok(()) | Err(Errno::OPNOTSUPP | Errno::NOTTY | Errno::INVAL) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -167,19 +167,6 @@ pub fn refresh_capacity(device: &Path) -> io::Result<()> {
     unsafe { ioctl(&dev, LOOP_SET_CAPACITY, 0) }.map(|_| ())
 }
 
-/// Size of the device in bytes as the kernel sees it.
-pub fn size_bytes(device: &Path) -> io::Result<u64> {
-    let name = device
-        .file_name()
-        .ok_or_else(|| io::Error::other("device path has no name"))?;
-    let sectors = fs::read_to_string(Path::new("/sys/block").join(name).join("size"))?;
-    sectors
-        .trim()
-        .parse::<u64>()
-        .map(|s| s * 512)
-        .map_err(io::Error::other)
-}
-
 /// Writes what `image`'s loop devices hold in their page cache back to `image`, so a copy or
 /// snapshot of the file holds what the pod last wrote. A no-op when none is attached.
 pub fn flush_backing(image: &Path) -> io::Result<()> {

@@ -3,17 +3,12 @@
 //! CAP_SYS_ADMIN can set them, so a pod that owns the directory's content cannot forge or strip
 //! the driver's claim on it. The driver removes a directory only on their proof.
 
-use std::ffi::CString;
+use rustix::fs::XattrFlags;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Which volume id owns a directory.
 const MARKER: &str = "trusted.ferrovol.volume";
-
-fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
-}
 
 /// The state store (journal) that made a directory: recovery removes a directory its own store
 /// made but never recorded (a create that was never acknowledged), and no other.
@@ -187,12 +182,12 @@ pub fn set_base_marker(path: &Path, store_id: &str) -> io::Result<()> {
 }
 
 fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
-    let p = cpath(path)?;
-    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
-    let (buf, len) = (value.as_ptr().cast(), value.len());
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), name.as_ptr(), buf, len, 0) };
-    super::dirwalk::check(rc).map(drop)
+    Ok(rustix::fs::lsetxattr(
+        path,
+        name,
+        value.as_bytes(),
+        XattrFlags::empty(),
+    )?)
 }
 
 /// The volume id recorded on `path`, or None when it carries no marker.
@@ -201,21 +196,12 @@ pub fn owner_marker(path: &Path) -> io::Result<Option<String>> {
 }
 
 fn get_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
-    let p = cpath(path)?;
-    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
-    let mut buf = vec![0u8; 512];
-    let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
-    // SAFETY: the buffer is valid for `len` bytes.
-    let n = unsafe { libc::lgetxattr(p.as_ptr(), name.as_ptr(), ptr, len) };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENODATA) => Ok(None),
-            _ => Err(err),
-        };
+    let mut buf = [0u8; 512];
+    match rustix::fs::lgetxattr(path, name, &mut buf) {
+        Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    buf.truncate(n as usize);
-    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 #[cfg(test)]

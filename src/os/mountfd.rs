@@ -8,7 +8,7 @@
 //!
 //! The calls go through rustix::mount, except mount_setattr, which rustix lacks.
 
-use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
+use rustix::fs::AtFlags;
 use rustix::mount::{self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags, UnmountFlags};
 use std::ffi::CStr;
@@ -330,15 +330,10 @@ fn with_fs_log(fs: &OwnedFd, e: io::Error) -> io::Error {
 /// Whether `fd` is the root of a mount (something is mounted exactly there). Open the path
 /// afresh to ask: a descriptor opened before a mount still refers to the covered directory.
 pub fn is_mount_root(fd: BorrowedFd) -> io::Result<bool> {
-    let stx = statx(fd, EMPTY, AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-    if !stx
-        .stx_attributes_mask
-        .contains(StatxAttributes::MOUNT_ROOT)
-    {
-        return Err(io::Error::new(
+    super::mountinfo::mount_root(fd, EMPTY, AtFlags::EMPTY_PATH)?.ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::Unsupported,
             "this kernel does not report mount roots in statx (Linux 5.8+)",
-        ));
-    }
-    Ok(stx.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+        )
+    })
 }

@@ -1,7 +1,11 @@
 //! The kernel's mount table (/proc/self/mountinfo), parsed.
 
+use super::fsutil::cpath;
+use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
+use rustix::io::Errno;
+use rustix::path::Arg;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,24 +39,11 @@ pub fn read() -> io::Result<Vec<MountEntry>> {
 /// cost does not grow with the node's mount table (secrets, config maps and tokens are each a
 /// mount). Falls back to the table where statx cannot tell (kernels before 5.8).
 pub fn is_mount_point(path: &Path) -> io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: statx is plain old data; the kernel fills it.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and a statx buffer that outlives the call.
-    let rc = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, 0, &mut st) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR) => Ok(false),
-            _ => Err(err),
-        };
-    }
-    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    if st.stx_attributes_mask & flag != 0 {
-        Ok(st.stx_attributes & flag != 0)
-    } else {
-        Ok(mount_at(path)?.is_some())
+    match mount_root(CWD, path, AtFlags::empty()) {
+        Ok(Some(root)) => Ok(root),
+        Ok(None) => Ok(mount_at(path)?.is_some()),
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -63,12 +54,12 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
 /// the table where statx cannot tell (kernels before 5.8).
 pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
     use super::dirwalk::{self, Cursor};
-    match mount_root_nofollow(libc::AT_FDCWD, &path_cstr(dir)?)? {
+    match mount_root_nofollow(CWD, dir)? {
         None => return Ok(mounts_under(dir)?.first().map(|m| m.mount_point.clone())),
         Some(true) => return Ok(Some(dir.to_path_buf())),
         Some(false) => {}
     }
-    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &path_cstr(dir)?) {
+    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &cpath(dir)?) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
@@ -83,7 +74,9 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
             continue;
         };
         let at = cur.fd().expect("a directory being read is open");
-        if mount_root_nofollow(at, &name)? == Some(true) {
+        // SAFETY: the cursor keeps the directory open while its entries are read.
+        let at_fd = unsafe { BorrowedFd::borrow_raw(at) };
+        if mount_root_nofollow(at_fd, name.as_c_str())? == Some(true) {
             // A directory, or a file bind-mounted over a file inside the tree.
             let mut found = dir.to_path_buf();
             found.extend(cur.names().chain([name.as_c_str()]).map(|n| {
@@ -100,27 +93,23 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
     }
 }
 
-fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
+/// Some(whether `path` in `dir` is a mount root); None when the kernel cannot say.
+pub(crate) fn mount_root(
+    dir: BorrowedFd<'_>,
+    path: impl Arg,
+    flags: AtFlags,
+) -> Result<Option<bool>, Errno> {
+    let st = rustix::fs::statx(dir, path, flags, StatxFlags::empty())?;
+    let root = StatxAttributes::MOUNT_ROOT;
+    Ok((st.stx_attributes_mask.contains(root)).then_some(st.stx_attributes.contains(root)))
 }
 
-/// Some(whether `name` in `dir` is a mount root), without following a final symlink; None when
-/// the kernel cannot say.
-fn mount_root_nofollow(dir: RawFd, name: &std::ffi::CStr) -> io::Result<Option<bool>> {
-    // SAFETY: statx is plain old data; the kernel fills it.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and a statx buffer that outlives the call.
-    let rc = unsafe { libc::statx(dir, name.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut st) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT) => Ok(Some(false)),
-            _ => Err(err),
-        };
+/// As [`mount_root`], without following a final symlink; a name that is gone is no mount.
+fn mount_root_nofollow(dir: BorrowedFd<'_>, name: impl Arg) -> io::Result<Option<bool>> {
+    match mount_root(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => Ok(Some(false)),
+        r => Ok(r?),
     }
-    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    Ok((st.stx_attributes_mask & flag != 0).then_some(st.stx_attributes & flag != 0))
 }
 
 /// The topmost mount at exactly `path`, if `path` is a mount point.

@@ -3,10 +3,9 @@
 
 use super::dirwalk::{self, Cursor};
 use super::mountfd::is_mount_root;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
@@ -21,8 +20,7 @@ fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
 /// is done. Refuses (EXDEV) to descend into a mount found on the way, so a forgotten bind mount
 /// never takes other data with it; nested btrfs subvolumes (no mount) go with the tree.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("path contains NUL"))?;
+    let c = super::fsutil::cpath(path)?;
     let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &c) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),

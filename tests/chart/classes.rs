@@ -6,15 +6,15 @@
 //! (its server and share given to helm, so the class names them). Needs root, helm, ganesha.
 
 use crate::common;
+use crate::common::disks;
 use crate::common::ganesha;
 use crate::common::helm;
-use crate::common::loopdisks;
 
 use common::*;
+use disks::{image, Disk};
 use ferrovol::proto as csi;
 use ganesha::Ganesha;
 use helm::{helm, root, template};
-use loopdisks::{image, Disk};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;

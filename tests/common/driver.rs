@@ -219,41 +219,14 @@ impl Driver {
         self.restart().await;
     }
 
-    fn command(&self) -> Command {
-        let root = self.root();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open driver log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrovol"));
-        cmd.arg("serve")
-            .arg("--endpoint")
-            .arg(format!("unix://{}", self.socket().display()))
-            .arg("--node-id")
-            .arg(NODE)
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("--hostpath-base")
-            .arg(&self.base)
-            .arg("--default-volume-size")
-            .arg("16Mi")
-            .arg("--publish-root")
-            .arg(root.join("kubelet"))
-            .args(&self.args)
-            .env_remove("FERROVOL_CRASH_AT")
-            .env_remove("CSI_ENDPOINT")
-            .env_remove("NODE_ID")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
-        cmd
+    fn dirs(&self) -> ServeDirs {
+        ServeDirs {
+            socket: self.socket(),
+            data: self.root().join("data"),
+            state: self.state_dir(),
+            base: self.base.clone(),
+            log: self.log_path(),
+        }
     }
 
     /// kill -9 the driver and start it again where it must come up not ready: waits until Probe
@@ -274,32 +247,33 @@ impl Driver {
     /// returns Probe's error if it answered one.
     async fn spawn_and_wait_for(&mut self, ready: bool) -> Option<tonic::Status> {
         assert!(self.child.is_none(), "driver already running");
-        let socket = self.socket();
-        let child = spawn(&mut self.command()).expect("spawn ferrovol serve");
-        let child = self.child.insert(child);
+        let dirs = self.dirs();
+        let bin = Path::new(env!("CARGO_BIN_EXE_ferrovol"));
+        let mut cmd = serve_command(bin, NODE, &dirs).expect("open driver log");
+        cmd.arg("--default-volume-size")
+            .arg("16Mi")
+            .arg("--publish-root")
+            .arg(self.root().join("kubelet"))
+            .args(&self.args)
+            .env_remove("FERROVOL_CRASH_AT")
+            .env_remove("CSI_ENDPOINT")
+            .env_remove("NODE_ID")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.root());
+        let child = self
+            .child
+            .insert(spawn(&mut cmd).expect("spawn ferrovol serve"));
         let deadline = Instant::now() + START_TIMEOUT;
         let poll = Duration::from_millis(25);
-        match wait_for_probe(child, &socket, ready, deadline, poll, || {}).await {
-            Ok((channel, error)) => {
-                self.clients = Some(Clients {
-                    identity: IdentityClient::new(channel.clone()),
-                    controller: ControllerClient::new(channel.clone()),
-                    node: NodeClient::new(channel),
-                });
-                error
-            }
-            Err(StartFailure::Exited(status)) => {
-                self.child = None;
-                panic!(
-                    "driver exited during start with {status:?}\n--- driver log ---\n{}",
-                    self.log()
-                );
-            }
-            Err(StartFailure::TimedOut(last_err)) => panic!(
-                "driver did not answer Probe within {START_TIMEOUT:?} (last error: {last_err})\n--- driver log ---\n{}",
-                self.log()
-            ),
-        }
+        let (channel, error) = wait_started(child, &dirs, ready, deadline, poll, || {}).await;
+        self.clients = Some(Clients {
+            identity: IdentityClient::new(channel.clone()),
+            controller: ControllerClient::new(channel.clone()),
+            node: NodeClient::new(channel),
+        });
+        error
     }
 
     // -- short-hands for whole steps ------------------------------------------------------
@@ -475,19 +449,10 @@ impl Drop for Driver {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
             eprintln!(
-                "--- last lines of the driver log ({}) ---\n{tail}",
-                self.log_path().display()
+                "--- last lines of the driver log ({}) ---\n{}",
+                self.log_path().display(),
+                log_tail(&self.log_path(), 40)
             );
         }
         // `scratch` drops next: unmounts and detaches what is left under the directory.

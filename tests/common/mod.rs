@@ -3,14 +3,15 @@
 //! and loop device it (or the test) left under that directory.
 //!
 //! Pieces: `process` (spawning children safely), `scratch` (the temp dir), `driver` (the
-//! process and its CSI clients), `serve` (waiting for a started driver to answer Probe), `hostpath` (the hostpath backend's fixture: its start
-//! arguments, id format and leak check), `disks` (file systems on loop devices), `requests`,
-//! `system` (mount table, loop devices, tools).
+//! process and its CSI clients), `serve` (the `ferrovol serve` command line and the wait for
+//! Probe, shared with the ops bench), `hostpath` (the hostpath backend's fixture: its start
+//! arguments, id format and leak check), `requests`, `system` (mount table, loop devices,
+//! tools, file systems on loop devices).
 //!
 //! Fixtures some binaries use, as `common::<name>`: `ganesha` (a real nfs-ganesha), `nfs` and
 //! `nfs_snap` (the NFS driver against it), `deadserver` and `hungfs` (an NFS server that never
-//! answers, over the network and as a mount), `loopdisks` and `fake_sysfs` (blank loop devices
-//! with chosen signatures and identities), `hostpath_snap` (snapshot fixtures), `helm`.
+//! answers, over the network and as a mount), `disks` and `fake_sysfs` (loop devices with chosen
+//! signatures and identities), `hostpath_snap` (snapshot fixtures), `helm`.
 //!
 //! Layout of a scratch directory:
 //!   csi.sock        the endpoint
@@ -38,7 +39,6 @@ use tonic::transport::Channel;
 
 pub use csi::volume_capability::access_mode::Mode;
 
-mod disks;
 mod driver;
 mod hostpath;
 mod process;
@@ -49,17 +49,15 @@ mod system;
 mod xattr;
 
 pub mod deadserver;
+pub mod disks;
 pub mod fake_sysfs;
 pub mod ganesha;
 pub mod helm;
 pub mod hostpath_snap;
 pub mod hungfs;
-pub mod loopdisks;
 pub mod nfs;
 pub mod nfs_snap;
 
-#[allow(unused_imports)]
-pub use disks::*;
 pub use driver::*;
 pub use process::*;
 pub use requests::*;

@@ -4,14 +4,14 @@
 //! release.
 
 use crate::common;
-use crate::common::loopdisks;
+use crate::common::disks;
 
 use common::*;
+use disks::{image, run, Disk};
 use ferrovol::cli::devices::read_inventory;
 use ferrovol::discovery::{Claim, Entry};
 use ferrovol::os::blkid::probe_all;
 use ferrovol::proto as csi;
-use loopdisks::{image, run, Disk};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tonic::Code;

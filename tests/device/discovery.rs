@@ -1,8 +1,8 @@
 //! Discovery over real loop devices (root only): the zoo, hotplug, renumbering.
 
-use crate::common::loopdisks as disks;
+use crate::common::disks;
 
-use disks::{image, Content, Disk};
+use disks::{image, wait_until, Content, Disk};
 use ferrovol::cli::devices::table;
 use ferrovol::discovery::{scan, Claim, Entry, Filters, Inventory, State};
 use std::path::Path;
@@ -107,7 +107,7 @@ fn hotplug_attach_shows_up_within_a_second_and_detach_turns_inactive() {
     let img = image(dir.path(), "hot.img", 64);
     let t0 = Instant::now();
     let mut disk = Disk::attach(&img);
-    let seen = inv.wait_until(Duration::from_secs(1), |es| {
+    let seen = wait_until(&inv, Duration::from_secs(1), |es| {
         entry_for(es, &img)
             .iter()
             .any(|e| e.state == State::Active && e.device.candidate)
@@ -126,7 +126,7 @@ fn hotplug_attach_shows_up_within_a_second_and_detach_turns_inactive() {
     assert_eq!(inv.resolve_path(&uid), Some(disk.dev.clone()));
 
     disk.detach();
-    let gone = inv.wait_until(Duration::from_secs(1), |es| {
+    let gone = wait_until(&inv, Duration::from_secs(1), |es| {
         entry_for(es, &img)
             .iter()
             .all(|e| e.state == State::Inactive)
@@ -160,7 +160,7 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     let _filler = Disk::attach_at(&old_dev, &image(dir.path(), "filler.img", 16));
     let second = Disk::attach(&img);
     assert_ne!(second.dev, old_dev);
-    let moved = inv.wait_until(Duration::from_secs(2), |es| {
+    let moved = wait_until(&inv, Duration::from_secs(2), |es| {
         entry_for(es, &img)
             .iter()
             .any(|e| e.state == State::Active && e.device.dev_path == second.dev)

@@ -5,14 +5,14 @@
 //! `FERROVOL_FAULT_SEED` the seed (printed, so a failing run can be repeated).
 
 use crate::common;
-use crate::common::loopdisks;
+use crate::common::disks;
 
 use common::*;
+use disks::{image, run, Disk};
 use ferrovol::cli::devices::read_inventory;
 use ferrovol::discovery::Claim;
 use ferrovol::os::blkid::probe_all;
 use ferrovol::proto as csi;
-use loopdisks::{image, run, Disk};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -4,16 +4,16 @@
 //! driver reads sysfs from a test tree (`FERROVOL_SYSFS_ROOT`) that gives them one.
 
 use crate::common;
+use crate::common::disks;
 use crate::common::fake_sysfs;
-use crate::common::loopdisks;
 
 use common::*;
+use disks::{image, run, Disk};
 use fake_sysfs::FakeSysfs;
 use ferrovol::cli::devices::read_inventory;
 use ferrovol::discovery::{Claim, Entry};
 use ferrovol::os::blkid::probe_all;
 use ferrovol::proto as csi;
-use loopdisks::{image, run, Disk};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::Code;

@@ -13,16 +13,16 @@
 //! node), its `devices.json` and the hostpath base with its markers (xattrs; tar --xattrs).
 
 use crate::common;
+use crate::common::disks;
 use crate::common::fake_sysfs;
-use crate::common::loopdisks;
 
 use common::*;
+use disks::{image, run, Disk};
 use fake_sysfs::FakeSysfs;
 use ferrovol::cli::devices::read_inventory;
 use ferrovol::discovery::Claim;
 use ferrovol::os::blkid::probe_all;
 use ferrovol::proto as csi;
-use loopdisks::{image, run, Disk};
 use std::collections::BTreeMap;
 use std::path::Path;
 
