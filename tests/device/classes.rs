@@ -65,6 +65,20 @@ async fn fast_and_slow_classes_land_on_their_own_devices() {
     let (fast, slow) = ("rotational=false", "rotational=true");
     let mut c = d.controller();
 
+    // Each class's capacity is its own disks'.
+    for (selector, bytes) in [(fast, 64 << 20), (slow, 128 << 20)] {
+        let cap = c
+            .get_capacity(csi::GetCapacityRequest {
+                volume_capabilities: vec![block_cap()],
+                parameters: class_req("x", selector).parameters,
+                accessible_topology: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(cap.available_capacity, bytes, "{selector}");
+    }
+
     // Slow first: a picker that ignored the selector would take either disk.
     let vs = c
         .create_volume(class_req("v-slow", slow))
