@@ -14,6 +14,8 @@
 //! before bases had identities). Anything else is refused: Probe says why, the base's volumes are abnormal,
 //! and every change, stage and publish answers FailedPrecondition; nothing on it is recovered,
 //! recreated or removed.
+//!
+//! Each pool (`pools`) is a base of its own: the id it carries names its pool too (`identity`).
 
 use crate::os::markers;
 use std::io;
