@@ -174,3 +174,23 @@ pub(super) fn check(base: &Path, store: &str) -> Result<(), String> {
         Err(e) => Err(format!("base path {}: {e}", base.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_identity_names_the_store_and_the_pool() {
+        assert_eq!(identity("s1", "default"), "s1");
+        assert_eq!(identity("s1", "fast"), "s1@fast");
+        // This store's base of another pool: refused, naming that pool.
+        assert!(same_store_other_pool("s1@fast", "s1@slow"));
+        assert!(same_store_other_pool("s1", "s1@fast"));
+        assert!(same_store_other_pool("s1@fast", "s1"));
+        // Its own, or another store's (state lost): the rules for one base apply.
+        assert!(!same_store_other_pool("s1@fast", "s1@fast"));
+        assert!(!same_store_other_pool("s0@fast", "s1@fast"));
+        let why = another_pool(Path::new("/b"), "s1@fast");
+        assert!(why.contains("pool \"fast\""), "{why}");
+    }
+}

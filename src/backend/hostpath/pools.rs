@@ -358,3 +358,43 @@ fn check_disjoint(pools: &[PoolSpec]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, path: &Path) -> PoolSpec {
+        PoolSpec {
+            name: name.into(),
+            path: path.into(),
+            create_missing: false,
+        }
+    }
+
+    #[test]
+    fn pools_on_one_path_or_nested_or_of_one_name_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        assert!(check_disjoint(&[spec("x", &a), spec("y", &b)]).is_ok());
+        let err = check_disjoint(&[spec("x", &a), spec("y", &a)]).unwrap_err();
+        assert!(err.to_string().contains("overlap"), "{err}");
+        assert!(check_disjoint(&[spec("x", &a), spec("y", &a.join("in"))]).is_err());
+        assert!(check_disjoint(&[spec("x", &a), spec("x", &b)]).is_err());
+        assert!(check_disjoint(&[]).is_err());
+    }
+
+    #[test]
+    fn journal_keys_of_the_default_pool_are_the_earlier_ones() {
+        assert_eq!(
+            journal_keys(DEFAULT_POOL),
+            ("hostpath".to_string(), "hostpath-snap".to_string())
+        );
+        assert_eq!(
+            journal_keys("fast"),
+            (
+                "hostpath@fast".to_string(),
+                "hostpath-snap@fast".to_string()
+            )
+        );
+    }
+}
