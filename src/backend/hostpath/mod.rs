@@ -15,6 +15,9 @@ mod controller;
 mod limiter;
 mod node;
 pub mod params;
+pub mod pool_config;
+pub mod pools;
+mod pools_dispatch;
 mod provision;
 pub mod record;
 mod recovery;
@@ -43,7 +46,11 @@ const TRASH_PREFIX: &str = ".trash-";
 #[derive(Debug, Clone)]
 pub struct HostpathConfig {
     pub node_id: String,
+    /// The pool this base is (`pool_config`): names its records' journal keys.
+    pub pool: String,
     pub base: PathBuf,
+    /// Whether a missing base is created (`--hostpath-base` only; see `PoolSpec`).
+    pub create_base: bool,
     /// The state directory; records of ferrovol 0.1 in `<state_dir>/hostpath/` are adopted.
     pub state_dir: PathBuf,
     pub default_capacity: u64,
@@ -73,7 +80,12 @@ pub struct HostpathBackend {
     /// The backend itself, for the steps a create or delete runs after its commit.
     me: Weak<HostpathBackend>,
     node: String,
+    /// The pool this base is (`pools`).
+    pool: String,
+    /// What the base carries when it is this store's (`base::identity`).
+    identity: String,
     base: PathBuf,
+    create_base: bool,
     default_capacity: u64,
     ledger: Ledger<VolumeRecord>,
     base_fs: &'static str,
@@ -101,25 +113,33 @@ impl HostpathBackend {
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
+        let (volumes_key, snaps_key) = pools::journal_keys(&cfg.pool);
         let snaps: Ledger<snapshot::SnapRecord> =
-            Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
-        let ledger: Ledger<VolumeRecord> = Ledger::open(journal.clone(), BACKEND, live)?;
+            Ledger::open_counted(journal.clone(), &snaps_key, snapshot::LEDGER, live)?;
+        let ledger: Ledger<VolumeRecord> =
+            Ledger::open_counted(journal.clone(), &volumes_key, BACKEND, live)?;
         let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
         // (the local resizer, which may write no trusted xattr) never writes to it.
+        let identity = base::identity(journal.store_id(), &cfg.pool);
         let verdict = if recorded.is_empty() {
-            std::fs::create_dir_all(&cfg.base)?;
-            base::Verdict::Ours
+            match base::ensure_exists(&cfg.base, cfg.create_base)? {
+                base::Verdict::Ours => base::check_unrecorded(&cfg.base, &identity),
+                refused => refused,
+            }
         } else {
-            base::settle(&cfg.base, journal.store_id(), &recorded)?
+            base::settle(&cfg.base, &identity, &recorded, cfg.create_base)?
         };
         let new = |base: PathBuf, base_fs, refused| {
             Arc::new_cyclic(|me| HostpathBackend {
                 me: me.clone(),
                 snaps,
                 node: cfg.node_id.clone(),
+                pool: cfg.pool.clone(),
+                identity: identity.clone(),
                 base,
+                create_base: cfg.create_base,
                 default_capacity: cfg.default_capacity,
                 ledger,
                 base_fs,
@@ -130,7 +150,7 @@ impl HostpathBackend {
             })
         };
         if let base::Verdict::Refused(why) = verdict {
-            tracing::error!(base = %cfg.base.display(), reason = %why,
+            tracing::error!(pool = %cfg.pool, base = %cfg.base.display(), reason = %why,
                 "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
             let base = std::fs::canonicalize(&cfg.base).unwrap_or(cfg.base.clone());
             return Ok(new(base, "unknown", Some(why)));
@@ -205,7 +225,11 @@ impl HostpathBackend {
     ) -> std::io::Result<Vec<base::Evidence>> {
         let base = cfg.base.as_path();
         let mut out = Vec::new();
-        if let Some(dir) = crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND) {
+        let legacy = cfg.pool == pool_config::DEFAULT_POOL;
+        if let Some(dir) = legacy
+            .then(|| crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND))
+            .flatten()
+        {
             let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
             for r in old {
                 Self::volume_evidence(base, &r, &mut out);
@@ -240,7 +264,7 @@ impl HostpathBackend {
         if let Some(why) = &self.refused {
             return Err(why.clone());
         }
-        match base::check(&self.base, self.store_id()) {
+        match base::check(&self.base, &self.identity) {
             // Not adopted yet, and nothing recorded on it that a wrong base could hide.
             Err(_) if self.nothing_recorded() => Ok(()),
             checked => checked,
@@ -252,8 +276,14 @@ impl HostpathBackend {
     /// carries this store's identity.
     fn require_base(&self, volume: &str) -> Result<()> {
         if self.refused.is_none() && self.nothing_recorded() {
-            base::settle(&self.base, self.store_id(), &[])
+            let settled = base::settle(&self.base, &self.identity, &[], self.create_base)
                 .map_err(|e| Error::os(volume, "record the base path's identity")(e))?;
+            if let base::Verdict::Refused(why) = settled {
+                return Err(Error::precondition(
+                    volume,
+                    format!("{why}; nothing was changed"),
+                ));
+            }
         }
         self.base_usable()
             .map_err(|why| Error::precondition(volume, format!("{why}; nothing was changed")))
