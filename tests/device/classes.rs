@@ -4,13 +4,13 @@
 //! a class whose devices are all taken gets none of the other class's.
 
 use crate::common;
-use crate::common::loopdisks;
+use crate::common::disks;
 
 use common::*;
 use ferrovol::cli::devices::read_inventory;
 use ferrovol::discovery::Claim;
 use ferrovol::proto as csi;
-use loopdisks::{image, Disk};
+use disks::{image, Disk};
 use std::path::Path;
 use tonic::Code;
 

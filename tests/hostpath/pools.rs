@@ -64,8 +64,8 @@ async fn each_pool_holds_its_volumes_capacity_enforcement_and_snapshots() {
     let b = Driver::builder();
     let btrfs_mnt = mount_image(b.path(), "btrfs", &["mkfs.btrfs", "-q"], 1 << 30, "rw");
     let mnt = path_str(&btrfs_mnt);
-    loopdisks::run("btrfs", &["quota", "enable", &mnt]);
-    loopdisks::run("btrfs", &["quota", "rescan", "-w", &mnt]);
+    disks::run("btrfs", &["quota", "enable", &mnt]);
+    disks::run("btrfs", &["quota", "rescan", "-w", &mnt]);
     let ext4_mnt = mount_image(b.path(), "ext4", &["mkfs.ext4", "-q"], 256 << 20, "rw");
     let fast = mkdir(&btrfs_mnt.join("pool"));
     let slow = mkdir(&ext4_mnt.join("pool"));
