@@ -10,6 +10,7 @@
 //! directory (one rmdir when empty, else through a trash name). Recovery decides from the journal and the
 //! markers alone, so no step before the commit needs a sync of its own.
 
+mod adopt;
 mod base;
 mod controller;
 mod limiter;
@@ -83,6 +84,8 @@ pub struct HostpathBackend {
     probing: Mutex<()>,
     /// Snapshot records, under their own journal prefix.
     snaps: Ledger<snapshot::SnapRecord>,
+    /// Adoptions under way (`adopt`), under their own journal prefix.
+    adoptions: Ledger<adopt::AdoptIntent>,
     /// The last statfs of the base: (when, size, bytes available), for `space_for`.
     recent_space: Mutex<Option<(Instant, u64, u64)>>,
     /// Why the base was refused at start (see `base`); None when it was this store's.
@@ -104,6 +107,7 @@ impl HostpathBackend {
         let snaps: Ledger<snapshot::SnapRecord> =
             Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
         let ledger: Ledger<VolumeRecord> = Ledger::open(journal.clone(), BACKEND, live)?;
+        let adoptions = Ledger::open(journal.clone(), adopt::LEDGER, live)?;
         let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
@@ -118,6 +122,7 @@ impl HostpathBackend {
             Arc::new_cyclic(|me| HostpathBackend {
                 me: me.clone(),
                 snaps,
+                adoptions,
                 node: cfg.node_id.clone(),
                 base,
                 default_capacity: cfg.default_capacity,
@@ -464,5 +469,19 @@ impl Backend for HostpathBackend {
 
     fn snapshots(&self) -> Option<&dyn crate::backend::SnapshotBackend> {
         Some(self)
+    }
+
+    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+        Some(self)
+    }
+}
+
+impl crate::backend::adopt::AdoptBackend for HostpathBackend {
+    fn adopt_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(BACKEND, &self.node, name)
+    }
+
+    fn adopt_dir(&self, req: &crate::backend::adopt::AdoptDir) -> Result<VolumeInfo> {
+        HostpathBackend::adopt_dir(self, req)
     }
 }

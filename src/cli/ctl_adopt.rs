@@ -1,0 +1,149 @@
+//! `ferrovol ctl adopt`: brings existing data under the running driver through its admin API
+//! (proto/admin.proto) and prints the PersistentVolume to apply. docs/adoption.md has the
+//! recipes.
+
+use super::size::parse_size;
+use crate::proto::admin::{self as pb, admin_client::AdminClient};
+use crate::server::BoxResult as Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    #[command(subcommand)]
+    pub what: AdoptWhat,
+    /// The PersistentVolume's storageClassName (the class its PVC names; "" for none).
+    #[arg(long, global = true, default_value = "")]
+    pub storage_class: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdoptWhat {
+    /// Make DIR (on the hostpath base's filesystem) the volume NAME, in place: renamed into the
+    /// base, marked as the volume's, limited where the filesystem can; never copied.
+    Dir {
+        /// Absolute path of the directory, as the driver sees it.
+        dir: PathBuf,
+        /// The volume's (and the printed PersistentVolume's) name.
+        #[arg(long)]
+        name: String,
+        /// The volume's capacity, e.g. 10Gi (the old PersistentVolume's).
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+    },
+    /// Claim the device with BlockDevice uid UID (see `ferrovol ctl devices`), which carries a
+    /// filesystem, as the volume NAME, keeping the filesystem and its data.
+    Device {
+        uid: String,
+        /// The volume's (and the printed PersistentVolume's) name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
+    let mut admin = AdminClient::new(channel);
+    let (name, resp) = match args.what {
+        AdoptWhat::Dir { dir, name, size } => {
+            let dir = super::absolute(&dir);
+            let resp = admin
+                .adopt_directory(pb::AdoptDirectoryRequest {
+                    path: dir.display().to_string(),
+                    name: name.clone(),
+                    capacity_bytes: size as i64,
+                })
+                .await
+                .map_err(|s| format!("adopting {}: {}", dir.display(), s.message()))?;
+            (name, resp.into_inner())
+        }
+        AdoptWhat::Device { uid, name } => {
+            let resp = admin
+                .adopt_device(pb::AdoptDeviceRequest {
+                    device_uid: uid.clone(),
+                    name: name.clone(),
+                })
+                .await
+                .map_err(|s| format!("adopting device {uid}: {}", s.message()))?;
+            (name, resp.into_inner())
+        }
+    };
+    if !resp.capacity_enforced {
+        eprintln!(
+            "note: volume {}'s capacity is advisory (the filesystem cannot limit it)",
+            resp.volume_id
+        );
+    }
+    print!("{}", persistent_volume(&name, &args.storage_class, &resp)?);
+    Ok(())
+}
+
+/// The PersistentVolume that makes the adopted volume usable: the driver's volumeHandle and
+/// attributes, the node it lives on, reclaimPolicy Retain.
+pub fn persistent_volume(
+    name: &str,
+    storage_class: &str,
+    resp: &pb::AdoptResponse,
+) -> Result<String> {
+    let attributes: std::collections::BTreeMap<_, _> = resp.volume_context.iter().collect();
+    let mut csi = serde_json::json!({
+        "driver": resp.driver_name,
+        "volumeHandle": resp.volume_id,
+        "volumeAttributes": attributes,
+    });
+    if !resp.fs_type.is_empty() {
+        csi["fsType"] = resp.fs_type.clone().into();
+    }
+    let pv = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": { "name": name },
+        "spec": {
+            "capacity": { "storage": resp.capacity_bytes.to_string() },
+            "accessModes": ["ReadWriteOnce"],
+            "volumeMode": "Filesystem",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": storage_class,
+            "csi": csi,
+            "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [{
+                "key": resp.topology_key,
+                "operator": "In",
+                "values": [resp.node_id],
+            }]}]}},
+        }
+    });
+    Ok(serde_yaml::to_string(&pv)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_volume_binds_to_the_node_and_is_retained() {
+        let resp = pb::AdoptResponse {
+            volume_id: "hostpath/n1/data".into(),
+            capacity_bytes: 1 << 30,
+            volume_context: [("ferrovol.io/backend".to_string(), "hostpath".to_string())].into(),
+            driver_name: "local.csi.ferrovol.io".into(),
+            node_id: "n1".into(),
+            topology_key: "topology.ferrovol.io/node".into(),
+            capacity_enforced: false,
+            fs_type: String::new(),
+        };
+        let text = persistent_volume("data", "local", &resp).unwrap();
+        let pv: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(pv["spec"]["csi"]["volumeHandle"], "hostpath/n1/data");
+        assert_eq!(pv["spec"]["csi"]["driver"], "local.csi.ferrovol.io");
+        assert_eq!(pv["spec"]["storageClassName"], "local");
+        assert_eq!(pv["spec"]["capacity"]["storage"], "1073741824");
+        let term = &pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0];
+        assert_eq!(term["matchExpressions"][0]["values"][0], "n1");
+        assert_eq!(
+            pv["spec"]["csi"]["volumeAttributes"]["ferrovol.io/backend"],
+            "hostpath"
+        );
+        assert!(pv["spec"]["csi"].get("fsType").is_none());
+    }
+}
