@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adopt;
 mod backend;
 mod discovery;
 mod faults;
