@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::volume::{VolumeId, VolumeInfo};
 use std::path::PathBuf;
 
-/// An existing directory on this node to make a volume.
+/// An existing directory on this node to make a hostpath volume.
 #[derive(Debug, Clone)]
 pub struct AdoptDir {
     pub path: PathBuf,
@@ -20,22 +20,49 @@ pub struct AdoptDevice {
     pub name: String,
 }
 
+/// An existing directory on an NFS share to make a managed NFS volume (a record on the share).
+#[derive(Debug, Clone)]
+pub struct AdoptNfsDir {
+    pub server: String,
+    pub share: String,
+    /// Relative to the share root.
+    pub sub_dir: String,
+    pub name: String,
+    pub capacity: u64,
+    /// What DeleteVolume does with it afterwards: "retain" (the default), "archive", "delete".
+    pub on_delete: String,
+}
+
+/// What to adopt.
+#[derive(Debug, Clone)]
+pub enum Adopt {
+    Dir(AdoptDir),
+    Device(AdoptDevice),
+    NfsDir(AdoptNfsDir),
+}
+
+impl Adopt {
+    pub fn name(&self) -> &str {
+        match self {
+            Adopt::Dir(r) => &r.name,
+            Adopt::Device(r) => &r.name,
+            Adopt::NfsDir(r) => &r.name,
+        }
+    }
+}
+
 /// A backend that can adopt existing data (`Backend::adoption`).
 pub trait AdoptBackend: Send + Sync {
-    /// The id adopting `name` yields (the admin service locks it first).
-    fn adopt_id(&self, name: &str) -> Result<VolumeId>;
-    /// Makes `req.path` the volume `req.name`, in place.
-    fn adopt_dir(&self, req: &AdoptDir) -> Result<VolumeInfo> {
-        Err(Error::invalid(format!(
-            "volume {}: this backend does not adopt directories",
-            req.name
-        )))
-    }
-    /// Claims the device `req.device_uid` as the volume `req.name`, keeping its filesystem.
-    fn adopt_device(&self, req: &AdoptDevice) -> Result<VolumeInfo> {
-        Err(Error::invalid(format!(
-            "volume {}: this backend does not adopt devices",
-            req.name
-        )))
-    }
+    /// The id adopting `req` yields (the admin service locks it first).
+    fn adopt_id(&self, req: &Adopt) -> Result<VolumeId>;
+    /// Makes `req`'s data a volume, in place; a repeat answers the same volume.
+    fn adopt(&self, req: &Adopt) -> Result<VolumeInfo>;
+}
+
+/// The error for a kind of adoption a backend does not do.
+pub fn not_here(backend: &str, req: &Adopt) -> Error {
+    Error::invalid(format!(
+        "volume {}: backend {backend} does not adopt this kind of data",
+        req.name()
+    ))
 }

@@ -40,6 +40,29 @@ pub enum AdoptWhat {
         #[arg(long)]
         name: String,
     },
+    /// Make the directory SUB_DIR of an NFS export a managed volume of the NFS driver (run
+    /// against the NFS controller's socket): its record is written on the share, so DeleteVolume
+    /// applies --on-delete to it afterwards. Nothing is moved or copied.
+    Nfs {
+        /// The NFS server (host name or address).
+        #[arg(long)]
+        server: String,
+        /// The export's path on the server, e.g. /srv/nfs.
+        #[arg(long)]
+        share: String,
+        /// The directory, relative to the export's root.
+        #[arg(long)]
+        sub_dir: String,
+        /// The volume's (and the printed PersistentVolume's) name.
+        #[arg(long)]
+        name: String,
+        /// The volume's capacity, e.g. 10Gi.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// What DeleteVolume does with the directory later: retain, archive or delete.
+        #[arg(long, default_value = "retain")]
+        on_delete: String,
+    },
 }
 
 pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
@@ -67,8 +90,30 @@ pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
                 .map_err(|s| format!("adopting device {uid}: {}", s.message()))?;
             (name, resp.into_inner())
         }
+        AdoptWhat::Nfs {
+            server,
+            share,
+            sub_dir,
+            name,
+            size,
+            on_delete,
+        } => {
+            let place = format!("{sub_dir} on {server}:{share}");
+            let resp = admin
+                .adopt_nfs_directory(pb::AdoptNfsDirectoryRequest {
+                    server,
+                    share,
+                    sub_dir,
+                    name: name.clone(),
+                    capacity_bytes: size as i64,
+                    on_delete,
+                })
+                .await
+                .map_err(|s| format!("adopting {place}: {}", s.message()))?;
+            (name, resp.into_inner())
+        }
     };
-    if !resp.capacity_enforced {
+    if !resp.capacity_enforced && !resp.node_id.is_empty() {
         eprintln!(
             "note: volume {}'s capacity is advisory (the filesystem cannot limit it)",
             resp.volume_id
@@ -79,7 +124,8 @@ pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
 }
 
 /// The PersistentVolume that makes the adopted volume usable: the driver's volumeHandle and
-/// attributes, the node it lives on, reclaimPolicy Retain.
+/// attributes, the node it lives on (none for an NFS volume, which every node reaches, and
+/// which many pods may share), reclaimPolicy Retain.
 pub fn persistent_volume(
     name: &str,
     storage_class: &str,
@@ -94,24 +140,29 @@ pub fn persistent_volume(
     if !resp.fs_type.is_empty() {
         csi["fsType"] = resp.fs_type.clone().into();
     }
-    let pv = serde_json::json!({
+    let local = !resp.node_id.is_empty();
+    let mut pv = serde_json::json!({
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": { "name": name },
         "spec": {
             "capacity": { "storage": resp.capacity_bytes.to_string() },
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": [if local { "ReadWriteOnce" } else { "ReadWriteMany" }],
             "volumeMode": "Filesystem",
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": storage_class,
             "csi": csi,
-            "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [{
+        }
+    });
+    if local {
+        pv["spec"]["nodeAffinity"] = serde_json::json!({ "required": { "nodeSelectorTerms": [{
+            "matchExpressions": [{
                 "key": resp.topology_key,
                 "operator": "In",
                 "values": [resp.node_id],
-            }]}]}},
-        }
-    });
+            }]
+        }]}});
+    }
     Ok(serde_yaml::to_string(&pv)?)
 }
 
@@ -145,5 +196,22 @@ mod tests {
             "hostpath"
         );
         assert!(pv["spec"]["csi"].get("fsType").is_none());
+        assert_eq!(pv["spec"]["accessModes"][0], "ReadWriteOnce");
+    }
+
+    #[test]
+    fn an_nfs_volume_has_no_node_and_many_writers() {
+        let resp = pb::AdoptResponse {
+            volume_id: "nfs/0123abcd/media".into(),
+            capacity_bytes: 1 << 30,
+            volume_context: [("subDir".to_string(), "media".to_string())].into(),
+            driver_name: "nfs.csi.ferrovol.io".into(),
+            ..Default::default()
+        };
+        let pv: serde_json::Value =
+            serde_yaml::from_str(&persistent_volume("media", "", &resp).unwrap()).unwrap();
+        assert!(pv["spec"].get("nodeAffinity").is_none());
+        assert_eq!(pv["spec"]["accessModes"][0], "ReadWriteMany");
+        assert_eq!(pv["spec"]["csi"]["volumeAttributes"]["subDir"], "media");
     }
 }

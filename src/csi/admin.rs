@@ -1,10 +1,10 @@
 //! The admin service (proto/admin.proto): adoption of existing data, called by an operator
-//! through `ferrovol ctl adopt` on the node's socket. Thin like the CSI services: validate,
+//! through `ferrovol ctl adopt` on the driver's socket. Thin like the CSI services: validate,
 //! lock the volume, hand the work to the backend on the blocking pool.
 
 use super::{rpc, Driver};
-use crate::backend::adopt::{AdoptBackend, AdoptDevice, AdoptDir};
-use crate::backend::{device, hostpath};
+use crate::backend::adopt::{Adopt, AdoptDevice, AdoptDir, AdoptNfsDir};
+use crate::backend::{device, hostpath, nfs};
 use crate::error::{Error, Result};
 use crate::proto::admin as pb;
 use crate::volume::{VolumeInfo, TOPOLOGY_NODE_KEY};
@@ -22,14 +22,6 @@ impl AdminService {
     }
 }
 
-/// The adopting side of the backend `name`, or why there is none here.
-fn adopter<'a>(driver: &'a Driver, name: &str) -> Result<&'a dyn AdoptBackend> {
-    driver
-        .backend(name)?
-        .adoption()
-        .ok_or_else(|| Error::invalid(format!("backend {name} adopts nothing")))
-}
-
 fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
     pb::AdoptResponse {
         volume_id: info.id,
@@ -45,9 +37,44 @@ fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
             .unwrap_or_default(),
         volume_context: info.context.into_iter().collect(),
         driver_name: driver.name.clone(),
-        node_id: info.node.unwrap_or_else(|| driver.node_id.clone()),
-        topology_key: TOPOLOGY_NODE_KEY.to_string(),
+        topology_key: if info.node.is_some() {
+            TOPOLOGY_NODE_KEY.to_string()
+        } else {
+            String::new()
+        },
+        node_id: info.node.unwrap_or_default(),
     }
+}
+
+/// Runs the adoption `build` decodes on backend `backend`, under the volume's lock.
+async fn adopt(
+    driver: Arc<Driver>,
+    method: &'static str,
+    backend: &'static str,
+    name: String,
+    build: impl FnOnce() -> Result<Adopt> + Send + 'static,
+) -> Result<Response<pb::AdoptResponse>, Status> {
+    rpc(method, name, move || {
+        let req = build()?;
+        let b = driver
+            .backend(backend)?
+            .adoption()
+            .ok_or_else(|| Error::invalid(format!("backend {backend} adopts nothing")))?;
+        let id = b.adopt_id(&req)?;
+        let _guard = driver.locks.try_lock(&id.to_string())?;
+        let info = b.adopt(&req)?;
+        Ok(response(&driver, info))
+    })
+    .await
+}
+
+fn capacity(name: &str, bytes: i64) -> Result<u64> {
+    if bytes <= 0 {
+        return Err(Error::invalid(format!(
+            "volume {name}: capacity_bytes must be positive"
+        )));
+    }
+    Ok(bytes as u64)
 }
 
 #[tonic::async_trait]
@@ -56,28 +83,24 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::AdoptDirectoryRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
-        let req = req.into_inner();
+        let r = req.into_inner();
         let d = self.driver.clone();
-        rpc("AdoptDirectory", req.name.clone(), move || {
-            if req.path.is_empty() {
-                return Err(Error::invalid("path is required"));
-            }
-            if req.capacity_bytes <= 0 {
-                return Err(Error::invalid(format!(
-                    "volume {}: capacity_bytes must be positive",
-                    req.name
-                )));
-            }
-            let b = adopter(&d, hostpath::BACKEND)?;
-            let id = b.adopt_id(&req.name)?;
-            let _guard = d.locks.try_lock(&id.to_string())?;
-            let info = b.adopt_dir(&AdoptDir {
-                path: PathBuf::from(&req.path),
-                name: req.name,
-                capacity: req.capacity_bytes as u64,
-            })?;
-            Ok(response(&d, info))
-        })
+        adopt(
+            d,
+            "AdoptDirectory",
+            hostpath::BACKEND,
+            r.name.clone(),
+            move || {
+                if r.path.is_empty() {
+                    return Err(Error::invalid("path is required"));
+                }
+                Ok(Adopt::Dir(AdoptDir {
+                    path: PathBuf::from(&r.path),
+                    capacity: capacity(&r.name, r.capacity_bytes)?,
+                    name: r.name,
+                }))
+            },
+        )
         .await
     }
 
@@ -85,21 +108,57 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::AdoptDeviceRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
-        let req = req.into_inner();
+        let r = req.into_inner();
         let d = self.driver.clone();
-        rpc("AdoptDevice", req.name.clone(), move || {
-            if req.device_uid.is_empty() {
-                return Err(Error::invalid("device_uid is required"));
-            }
-            let b = adopter(&d, device::BACKEND)?;
-            let id = b.adopt_id(&req.name)?;
-            let _guard = d.locks.try_lock(&id.to_string())?;
-            let info = b.adopt_device(&AdoptDevice {
-                device_uid: req.device_uid,
-                name: req.name,
-            })?;
-            Ok(response(&d, info))
-        })
+        adopt(
+            d,
+            "AdoptDevice",
+            device::BACKEND,
+            r.name.clone(),
+            move || {
+                if r.device_uid.is_empty() {
+                    return Err(Error::invalid("device_uid is required"));
+                }
+                Ok(Adopt::Device(AdoptDevice {
+                    device_uid: r.device_uid,
+                    name: r.name,
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn adopt_nfs_directory(
+        &self,
+        req: Request<pb::AdoptNfsDirectoryRequest>,
+    ) -> Result<Response<pb::AdoptResponse>, Status> {
+        let r = req.into_inner();
+        let d = self.driver.clone();
+        adopt(
+            d,
+            "AdoptNfsDirectory",
+            nfs::BACKEND,
+            r.name.clone(),
+            move || {
+                for (field, v) in [
+                    ("server", &r.server),
+                    ("share", &r.share),
+                    ("sub_dir", &r.sub_dir),
+                ] {
+                    if v.is_empty() {
+                        return Err(Error::invalid(format!("{field} is required")));
+                    }
+                }
+                Ok(Adopt::NfsDir(AdoptNfsDir {
+                    capacity: capacity(&r.name, r.capacity_bytes)?,
+                    server: r.server,
+                    share: r.share,
+                    sub_dir: r.sub_dir,
+                    name: r.name,
+                    on_delete: r.on_delete,
+                }))
+            },
+        )
         .await
     }
 }

@@ -7,19 +7,28 @@
 //! no candidate while it carries a signature.
 
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND};
-use crate::backend::adopt::{AdoptBackend, AdoptDevice};
+use crate::backend::adopt::{not_here, Adopt, AdoptBackend, AdoptDevice};
 use crate::discovery::{Claim, State};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
 use crate::volume::{AccessKind, VolumeId, VolumeInfo};
 
 impl AdoptBackend for DeviceBackend {
-    fn adopt_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, name)
+    fn adopt_id(&self, req: &Adopt) -> Result<VolumeId> {
+        VolumeId::for_volume(BACKEND, &self.node, req.name())
     }
 
+    fn adopt(&self, req: &Adopt) -> Result<VolumeInfo> {
+        match req {
+            Adopt::Device(dev) => self.adopt_device(dev),
+            other => Err(not_here(BACKEND, other)),
+        }
+    }
+}
+
+impl DeviceBackend {
     fn adopt_device(&self, req: &AdoptDevice) -> Result<VolumeInfo> {
-        let id = self.adopt_id(&req.name)?.to_string();
+        let id = VolumeId::for_volume(BACKEND, &self.node, &req.name)?.to_string();
         let uid = &req.device_uid;
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {

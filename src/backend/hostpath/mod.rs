@@ -477,11 +477,14 @@ impl Backend for HostpathBackend {
 }
 
 impl crate::backend::adopt::AdoptBackend for HostpathBackend {
-    fn adopt_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, name)
+    fn adopt_id(&self, req: &crate::backend::adopt::Adopt) -> Result<VolumeId> {
+        VolumeId::for_volume(BACKEND, &self.node, req.name())
     }
 
-    fn adopt_dir(&self, req: &crate::backend::adopt::AdoptDir) -> Result<VolumeInfo> {
-        HostpathBackend::adopt_dir(self, req)
+    fn adopt(&self, req: &crate::backend::adopt::Adopt) -> Result<VolumeInfo> {
+        match req {
+            crate::backend::adopt::Adopt::Dir(dir) => self.adopt_dir(dir),
+            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
+        }
     }
 }
