@@ -2,7 +2,7 @@
 # Checks the Helm chart and the plain manifests, offline (docs/install.md, "Checks").
 #   - installs helm v4 and kubeconform with `go install` when missing;
 #   - `helm lint --strict` and `helm template` for the default values and each combination in
-#     charts/ferrovol/ci/ (hostpath, device, nfs, all, snapshots, sidecar);
+#     charts/ferrovol/ci/ (hostpath, device, nfs, all, snapshots, sidecar, pools);
 #   - kubeconform -strict over every rendered resource and every file in deploy/, against JSON
 #     schemas generated here from the OpenAPI documents in the k8s.io/kubernetes Go module and
 #     from the CRDs (BlockDevice, the snapshot.storage.k8s.io CRDs, prometheus-operator's

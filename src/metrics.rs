@@ -22,6 +22,11 @@ pub trait VolumeCount: Send + Sync {
     fn volumes(&self) -> usize;
 }
 
+/// A backend with named pools (hostpath): whether each is usable, at each scrape.
+pub trait PoolStates: Send + Sync {
+    fn pool_states(&self) -> Vec<(String, bool)>;
+}
+
 struct Metrics {
     rpc: Histograms,
     commits: Counter,
@@ -32,6 +37,7 @@ struct Metrics {
     kubelet_registered: OnceLock<Gauge>,
     ledgers: Mutex<Vec<(String, Weak<dyn VolumeCount>)>>,
     inventories: Mutex<Vec<Weak<Inventory>>>,
+    pools: Mutex<Vec<(String, Weak<dyn PoolStates>)>>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -46,6 +52,7 @@ fn metrics() -> &'static Metrics {
         kubelet_registered: OnceLock::new(),
         ledgers: Mutex::default(),
         inventories: Mutex::default(),
+        pools: Mutex::default(),
     })
 }
 
@@ -132,6 +139,26 @@ fn rpc_labels(path: &str) -> (&str, &str) {
 /// Counts the volumes of `backend` held by `ledger` at each scrape, for as long as it lives.
 pub fn count_volumes(backend: &str, ledger: Weak<dyn VolumeCount>) {
     lock(&metrics().ledgers).push((backend.to_string(), ledger));
+}
+
+/// Reports the pools of `backend` at each scrape, for as long as they live.
+pub fn watch_pools(backend: &str, pools: Weak<dyn PoolStates>) {
+    lock(&metrics().pools).push((backend.to_string(), pools));
+}
+
+fn pools_up() -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    lock(&metrics().pools).retain(|(backend, pools)| {
+        let Some(pools) = pools.upgrade() else {
+            return false;
+        };
+        for (pool, up) in pools.pool_states() {
+            let labels = vec![("backend", backend.clone()), ("pool", pool)];
+            family.get_or_create(&labels).set(up.into());
+        }
+        true
+    });
+    family
 }
 
 /// Counts the devices of `inventory` at each scrape, for as long as it lives.
@@ -230,6 +257,11 @@ pub fn render() -> String {
         "devices",
         "Block devices in this node's inventory",
         devices(),
+    );
+    r.register(
+        "pool_up",
+        "1 while a storage pool (a hostpath base path) is usable, 0 while it is missing or refused",
+        pools_up(),
     );
     let (up, abandoned) = nfs_servers();
     r.register(

@@ -1,7 +1,8 @@
 //! Which CSI driver a process is, and the backends it serves, built from configuration.
 
 use super::device::{DeviceBackend, DeviceConfig};
-use super::hostpath::{HostpathBackend, HostpathConfig};
+use super::hostpath::pool_config::PoolSpec;
+use super::hostpath::pools::HostpathPools;
 use super::nfs::{NfsBackend, NfsConfig, RegistryConfig};
 use super::Backend;
 use crate::discovery::Filters;
@@ -42,7 +43,8 @@ impl DriverKind {
 pub struct Settings {
     pub node_id: String,
     pub state_dir: PathBuf,
-    pub hostpath_base: PathBuf,
+    /// This node's hostpath pools (`default` among them).
+    pub hostpath_pools: Vec<PoolSpec>,
     pub default_capacity: u64,
     /// NFS backend: deadline of every NFS call and kernel mount, known shares, test export root.
     pub nfs_timeout: std::time::Duration,
@@ -83,13 +85,11 @@ pub fn open(
             ));
         }
         let backend: Arc<dyn Backend> = match name.as_str() {
-            super::hostpath::BACKEND => HostpathBackend::open(
-                HostpathConfig {
-                    node_id: settings.node_id.clone(),
-                    base: settings.hostpath_base.clone(),
-                    state_dir: settings.state_dir.clone(),
-                    default_capacity: settings.default_capacity,
-                },
+            super::hostpath::BACKEND => HostpathPools::open(
+                &settings.node_id,
+                &settings.hostpath_pools,
+                &settings.state_dir,
+                settings.default_capacity,
                 journal.clone(),
                 &live,
             )?,

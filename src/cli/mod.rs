@@ -7,6 +7,7 @@ pub mod ctl_kubelet;
 pub mod devices;
 pub mod metrics;
 pub mod nodeloss;
+pub mod pools;
 pub mod registration;
 pub mod serve;
 pub mod size;

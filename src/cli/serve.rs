@@ -57,9 +57,22 @@ pub struct ServeArgs {
     /// Directory holding one directory per hostpath volume. Volume sizes become hard limits on
     /// XFS (or ext4 with the project feature) mounted with prjquota, and on btrfs after
     /// `btrfs quota enable`; elsewhere they are advisory.
-    /// Default: <data-dir>/hostpath.
+    /// Default: <data-dir>/hostpath. This is the pool `default` (created if missing) unless
+    /// --hostpath-pool or --hostpath-pool-config name a pool `default`.
     #[arg(long)]
     pub hostpath_base: Option<PathBuf>,
+
+    /// A named hostpath pool: a base path (usually a disk's mount point, or a directory on it)
+    /// that StorageClasses choose with the parameter `pool: NAME` (repeatable). A missing path
+    /// is never created: the pool reports no capacity until it appears. Replaces a pool of the
+    /// same name from --hostpath-pool-config.
+    #[arg(long = "hostpath-pool", value_name = "NAME=PATH", value_parser = crate::backend::hostpath::pool_config::parse_flag)]
+    pub hostpath_pools: Vec<(String, PathBuf)>,
+
+    /// YAML file of hostpath pools for every node and for nodes matched by name glob or labels
+    /// (docs/install.md, "Hostpath pools"); the chart renders it from local.hostpath.pools.
+    #[arg(long = "hostpath-pool-config", value_name = "FILE")]
+    pub hostpath_pool_config: Option<PathBuf>,
 
     /// Staging and target paths must lie below one of these directories (repeatable). A
     /// NodeStage or NodePublish outside them is refused with InvalidArgument, and mounts are
@@ -212,10 +225,18 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         node_id: node_id.clone(),
         state_dir,
         devices,
-        hostpath_base: args
-            .hostpath_base
-            .clone()
-            .map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
+        hostpath_pools: super::pools::node_pools(
+            &node_id,
+            args.hostpath_pool_config
+                .as_deref()
+                .map(absolute)
+                .as_deref(),
+            &args.hostpath_pools,
+            &args
+                .hostpath_base
+                .clone()
+                .map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
+        )?,
         default_capacity: args.default_volume_size,
         nfs_timeout: args.nfs.nfs_timeout,
         nfs_shares: args.nfs.nfs_shares.clone(),

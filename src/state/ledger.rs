@@ -167,7 +167,21 @@ impl<R: Record> Ledger<R> {
     where
         R: Send + 'static,
     {
-        let prefix = format!("{backend}/");
+        Self::open_counted(journal, backend, backend, live)
+    }
+
+    /// The ledger of the records under `<key>/` in the journal, counted in the metrics as
+    /// volumes of `backend` (several ledgers may count for one backend: hostpath pools).
+    pub fn open_counted(
+        journal: Arc<Journal>,
+        key: &str,
+        backend: &str,
+        live: &HashMap<String, Vec<u8>>,
+    ) -> io::Result<Self>
+    where
+        R: Send + 'static,
+    {
+        let prefix = format!("{key}/");
         let mut index = Index {
             volumes: BTreeSet::new(),
             odd_ids: HashMap::new(),

@@ -111,24 +111,53 @@ async fn every_rendered_storage_class_provisions() {
         );
     }
 
-    // The device classes' disks: one blank loop device each, an SSD (rotational 0) as a
-    // selector may ask, large enough for XFS.
+    // The device classes' disks: one blank loop device each, large enough for XFS, rotational
+    // as the class's selector asks (an SSD when it does not ask).
     let disk_dir = tempfile::tempdir().unwrap();
-    let devices = classes.iter().filter(|c| backend(c) == "device").count();
-    let disks: Vec<Disk> = (0..devices)
-        .map(|i| {
+    let rotational: Vec<&str> = classes
+        .iter()
+        .filter(|c| backend(c) == "device")
+        .map(|c| {
+            let selector = c
+                .parameters
+                .get("deviceSelector")
+                .map_or("", String::as_str);
+            if selector.contains("rotational=true") {
+                "1"
+            } else {
+                "0"
+            }
+        })
+        .collect();
+    let disks: Vec<Disk> = rotational
+        .iter()
+        .enumerate()
+        .map(|(i, rot)| {
             let d = Disk::attach(&image(disk_dir.path(), &format!("d{i}.img"), 512));
             let name = Path::new(d.path())
                 .file_name()
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            std::fs::write(format!("/sys/block/{name}/queue/rotational"), "0")
-                .expect("mark the loop device non-rotational");
+            std::fs::write(format!("/sys/block/{name}/queue/rotational"), rot)
+                .expect("mark the loop device (non-)rotational");
             d
         })
         .collect();
-    let hostpath = Driver::start().await;
+    // The hostpath driver has every pool a class names, each a directory of its own.
+    let pools: std::collections::BTreeSet<&str> = classes
+        .iter()
+        .filter_map(|c| c.parameters.get("pool").map(String::as_str))
+        .collect();
+    let mut hostpath = Driver::builder();
+    for pool in pools {
+        let dir = hostpath.path().join(format!("pool-{pool}"));
+        std::fs::create_dir(&dir).unwrap();
+        hostpath = hostpath
+            .arg("--hostpath-pool")
+            .arg(format!("{pool}={}", dir.display()));
+    }
+    let hostpath = hostpath.start().await;
     let mut device = Driver::builder().arg("--backends").arg("device");
     for d in &disks {
         device = device.arg("--device-include").arg(d.path());

@@ -148,6 +148,13 @@ impl Driver {
         self.env.retain(|(k, _)| k != key);
     }
 
+    /// Replaces argument `old` (given to the builder) by `new` for the next start.
+    pub fn replace_arg(&mut self, old: &str, new: &str) {
+        let at = self.args.iter().position(|a| a == old);
+        let at = at.unwrap_or_else(|| panic!("no argument {old:?} in {:?}", self.args));
+        self.args[at] = new.into();
+    }
+
     /// The process id of the running driver.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -66,10 +66,11 @@ chart_image_args() {
 
 # chart_values: everything `helm install` is given: images, the NFS server and share, the
 # test-only bind mounts for NFS (this kernel has no NFS client), the features the scenarios use
-# switched on, and the device backend with each node's own loop devices (real_devices.sh).
+# switched on, the device backend with each node's own loop devices (real_devices.sh), and the
+# first node's hostpath pools with a class each (real_pools.sh).
 chart_values() {
     # shellcheck disable=SC2046
-    echo $(chart_image_args) -f "$RN_DEV_VALUES" \
+    echo $(chart_image_args) -f "$RN_DEV_VALUES" -f "$RN_POOLS_VALUES" \
         --set nfs.enabled=true --set nfs.server="$RN_NFS_ADDR" --set nfs.share="$RN_EXPORT" \
         --set nfs.testOnly.exportRoot="$RN_EXPORT" --set snapshots.enabled=true
 }

@@ -64,13 +64,16 @@ source tests/e2e/real_volumes.sh
 source tests/e2e/real_lifecycle.sh
 # shellcheck source=tests/e2e/real_bench.sh
 source tests/e2e/real_bench.sh
+# shellcheck source=tests/e2e/real_pools.sh
+source tests/e2e/real_pools.sh
 # The uninstall needs every volume gone; the upgrade from an earlier chart installs it again.
 REAL_SCENARIOS=(scenario_hostpath scenario_device_fs scenario_device_block scenario_nfs scenario_snapshot scenario_ephemeral
-    scenario_btrfs_expand scenario_upgrade_roll scenario_kill_plugin scenario_reboot
+    scenario_btrfs_expand scenario_pools scenario_upgrade_roll scenario_kill_plugin scenario_reboot
     scenario_uninstall scenario_upgrade_from_old)
 
 finish() {
     local n l
+    rn_pools_unmount
     for n in "${NODES[@]}"; do rn_node_teardown "$n"; done
     nfs_server_down
     stop_all
@@ -92,7 +95,7 @@ node_ready() { [ "$(k get node "$1" -o jsonpath='{.status.conditions[?(@.type=="
 
 t0=$SECONDS
 echo "== real nodes: control plane (logs: $E2E_DIR/logs)"
-if ! cluster_up || ! nfs_server_up || ! rn_devices_up; then
+if ! cluster_up || ! nfs_server_up || ! rn_devices_up || ! rn_pools_values; then
     echo "FAIL real nodes: control plane, NFS server or loop devices"
     failed=$((failed + 1))
     exit 1

@@ -20,6 +20,7 @@ mod journal_damage;
 mod lifecycle;
 mod old_state;
 mod path_confinement;
+mod pools;
 mod quota;
 mod recovery_incarnation;
 mod restart;

@@ -1,7 +1,8 @@
 //! A driver started on state an earlier build wrote (root only, real loop devices) serves it:
 //! every volume and snapshot is listed with its fields, a device volume it made is deleted
 //! (its disk wiped after the identity proof) and a new one created on the freed disk, and a
-//! hostpath snapshot it made restores.
+//! hostpath snapshot it made restores; with hostpath pools configured, its ids still name its
+//! volume and snapshot (in the pool `default`).
 //!
 //! `tests/fixtures/state-34f8f54.tar.gz` was written by `ferrovol serve --backends
 //! hostpath,device` built at commit 34f8f54, node `test-node`, hostpath base on ext4 (copies):
@@ -203,4 +204,75 @@ async fn a_driver_serves_the_state_an_earlier_build_wrote() {
     d.delete(new_id).await;
     d.delete(fs).await;
     assert_eq!(claims(&d, &pool), [None, None]);
+}
+
+/// With pools configured, the ids the earlier build issued (before pools existed) still name
+/// their volume and snapshot, in the pool `default`: listed, read, restored from, deleted; a
+/// new volume of the old name in another pool is refused.
+#[tokio::test]
+async fn ids_issued_before_pools_existed_stay_valid_in_the_default_pool() {
+    let scratch = Driver::builder();
+    let root = scratch.path().to_path_buf();
+    run(
+        "tar",
+        &[
+            "--xattrs",
+            "--xattrs-include=*",
+            "-xzf",
+            FIXTURE,
+            "-C",
+            root.to_str().unwrap(),
+        ],
+    );
+    let fast = root.join("disk-fast");
+    std::fs::create_dir(&fast).unwrap();
+    let d = scratch
+        .arg("--hostpath-pool")
+        .arg(format!("fast={}", fast.display()))
+        .start()
+        .await;
+    let (vol, snap) = (
+        "hostpath/test-node/hp-src",
+        "hostpath/test-node/snap/hp-snap",
+    );
+    let ids: Vec<String> = listed(&d).await.into_keys().collect();
+    assert_eq!(ids, [vol], "{}", d.log());
+    let got = d.get(vol).await.volume.unwrap();
+    assert_eq!(
+        got.volume_context["ferrovol.io/path"],
+        path_str(&d.volume_dir("hp-src"))
+    );
+    let mut c = d.controller();
+    let mut again = create_req("hp-src", 16 << 20, mount_cap());
+    again.parameters.insert("pool".into(), "fast".into());
+    let s = c.create_volume(again).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::AlreadyExists, "{s:?}");
+
+    let mut req = create_req("hp-restored", 16 << 20, mount_cap());
+    req.volume_content_source = Some(csi::VolumeContentSource {
+        r#type: Some(csi::volume_content_source::Type::Snapshot(
+            csi::volume_content_source::SnapshotSource {
+                snapshot_id: snap.into(),
+            },
+        )),
+    });
+    c.create_volume(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let restored = std::fs::read(d.volume_dir("hp-restored").join("data.txt")).unwrap();
+    assert_eq!(restored, DATA);
+    c.delete_snapshot(csi::DeleteSnapshotRequest {
+        snapshot_id: snap.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    d.delete(vol).await;
+    d.delete("hostpath/test-node/hp-restored").await;
+    assert!(!d.volume_dir("hp-src").exists());
+    assert_eq!(
+        std::fs::read_dir(&fast).unwrap().count(),
+        0,
+        "nothing in pool fast"
+    );
 }

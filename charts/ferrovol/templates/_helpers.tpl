@@ -90,3 +90,25 @@ securityContext:
   capabilities:
     drop: ["ALL"]
 {{- end -}}
+
+{{/* "true" when local.hostpath.pools names any pool (then the node pod reads the rendered pool
+     config); fails the render when a pool's path is not below one of local.hostpath.poolRoots,
+     the host directories the node pod mounts (each at the same path). */}}
+{{- define "ferrovol.hostpathPools" -}}
+{{- $h := .Values.local.hostpath }}
+{{- $paths := list }}
+{{- range $name, $path := $h.pools.all }}{{ $paths = append $paths (list $name $path) }}{{ end }}
+{{- range $h.pools.nodes }}
+{{- range $name, $path := .pools }}{{ $paths = append $paths (list $name $path) }}{{ end }}
+{{- end }}
+{{- range $paths }}
+{{- $name := index . 0 }}
+{{- $path := index . 1 }}
+{{- $below := false }}
+{{- range $h.poolRoots }}{{ if hasPrefix (printf "%s/" (trimSuffix "/" .)) $path }}{{ $below = true }}{{ end }}{{ end }}
+{{- if and (not $below) (ne $path $h.basePath) }}
+{{- fail (printf "local.hostpath.pools: the path %s of pool %s is not below any of local.hostpath.poolRoots %v (the host directories the node pod mounts)" $path $name $h.poolRoots) }}
+{{- end }}
+{{- end }}
+{{- if $paths }}true{{ end }}
+{{- end -}}

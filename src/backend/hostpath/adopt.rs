@@ -27,8 +27,27 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-/// Journal prefix of the adoption intents.
+/// Journal prefix of the default pool's adoption intents (and the metrics label of all).
 pub(super) const LEDGER: &str = "hostpath-adopt";
+
+/// The journal prefix of pool `pool`'s adoption intents (`hostpath-adopt@<pool>` beside the
+/// pool's `hostpath@<pool>` volumes; the default pool's without a suffix).
+pub(super) fn journal_key(pool: &str) -> String {
+    if pool == super::pool_config::DEFAULT_POOL {
+        LEDGER.to_string()
+    } else {
+        format!("{LEDGER}@{pool}")
+    }
+}
+
+/// The adoption intents of pool `pool`, from the journal's replayed records.
+pub(super) fn open_ledger(
+    journal: &std::sync::Arc<crate::state::Journal>,
+    pool: &str,
+    live: &std::collections::HashMap<String, Vec<u8>>,
+) -> io::Result<crate::state::Ledger<AdoptIntent>> {
+    crate::state::Ledger::open_counted(journal.clone(), &journal_key(pool), LEDGER, live)
+}
 
 /// An adoption under way: committed before its first change, removed after its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +94,16 @@ pub(super) enum EnforceKind {
     AdvisoryNotSubvolume,
     /// The base's filesystem limits nothing.
     Advisory,
+}
+
+/// The device of the filesystem (btrfs: the subvolume) a rename of `dir` must stay in: its
+/// own, or for a btrfs subvolume, which has a device of its own, the one it sits in.
+pub(super) fn fs_dev(dir: &Path) -> io::Result<u64> {
+    if BtrfsQgroups::is_subvolume(dir) {
+        Ok(std::fs::metadata(dir.parent().unwrap_or(Path::new("/")))?.dev())
+    } else {
+        Ok(std::fs::metadata(dir)?.dev())
+    }
 }
 
 impl HostpathBackend {
@@ -389,15 +418,9 @@ impl HostpathBackend {
     /// The directory must lie in the base's filesystem (and btrfs subvolume): adoption renames,
     /// it never copies across filesystems.
     fn check_same_fs(&self, id: &str, dir: &Path) -> Result<()> {
-        let stat =
-            |p: &Path| std::fs::metadata(p).map_err(Error::os(id, format!("stat {}", p.display())));
-        let base = stat(&self.base)?;
-        // A btrfs subvolume has a device of its own; what must match is the one it sits in.
-        let dev = if BtrfsQgroups::is_subvolume(dir) {
-            stat(dir.parent().unwrap_or(Path::new("/")))?.dev()
-        } else {
-            stat(dir)?.dev()
-        };
+        let base = std::fs::metadata(&self.base)
+            .map_err(Error::os(id, format!("stat {}", self.base.display())))?;
+        let dev = fs_dev(dir).map_err(Error::os(id, format!("stat {}", dir.display())))?;
         if dev != base.dev() {
             let show = |d: u64| format!("{}:{}", libc::major(d), libc::minor(d));
             return Err(Error::precondition(

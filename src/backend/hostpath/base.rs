@@ -14,6 +14,8 @@
 //! before bases had identities). Anything else is refused: Probe says why, the base's volumes are abnormal,
 //! and every change, stage and publish answers FailedPrecondition; nothing on it is recovered,
 //! recreated or removed.
+//!
+//! Each pool (`pools`) is a base of its own: the id it carries names its pool too (`identity`).
 
 use crate::os::markers;
 use std::io;
@@ -37,11 +39,20 @@ pub(super) enum Verdict {
 
 /// Decides at start whether `base` is this state store's, adopting it where that is safe (see
 /// the module doc). `recorded`: the volumes and snapshots the journal holds on this base.
-pub(super) fn settle(base: &Path, store: &str, recorded: &[Evidence]) -> io::Result<Verdict> {
+/// `create`: whether a missing base with nothing recorded on it is created (`--hostpath-base`)
+/// or refused (a pool's path: see `pool_config::PoolSpec`).
+pub(super) fn settle(
+    base: &Path,
+    store: &str,
+    recorded: &[Evidence],
+    create: bool,
+) -> io::Result<Verdict> {
     let found = match markers::base_marker(base) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound && recorded.is_empty() => {
-            std::fs::create_dir_all(base)?;
+            if let Verdict::Refused(why) = ensure_exists(base, create)? {
+                return Ok(Verdict::Refused(why));
+            }
             None
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -55,6 +66,9 @@ pub(super) fn settle(base: &Path, store: &str, recorded: &[Evidence]) -> io::Res
     };
     match found {
         Some(s) if s == store => return Ok(Verdict::Ours),
+        Some(other) if same_store_other_pool(&other, store) => {
+            return Ok(Verdict::Refused(another_pool(base, &other)))
+        }
         Some(other) if recorded.is_empty() => {
             tracing::warn!(base = %base.display(), previous = %other, store,
                 "the base was adopted by another state store, and no volume is recorded on it here: adopting it");
@@ -86,6 +100,64 @@ pub(super) fn settle(base: &Path, store: &str, recorded: &[Evidence]) -> io::Res
     Ok(Verdict::Ours)
 }
 
+/// A base with nothing recorded on it: created when missing if `create`, else refused when
+/// it is not a directory (its disk is not mounted: nothing is written below the mount point).
+pub(super) fn ensure_exists(base: &Path, create: bool) -> io::Result<Verdict> {
+    if create {
+        std::fs::create_dir_all(base)?;
+        return Ok(Verdict::Ours);
+    }
+    if base.is_dir() {
+        return Ok(Verdict::Ours);
+    }
+    Ok(Verdict::Refused(format!(
+        "pool path {} is not a directory: is its filesystem mounted? The driver does not \
+         create a pool's path",
+        base.display()
+    )))
+}
+
+/// The identity a pool's base carries: the state store's id, and for a pool other than
+/// `default` (whose bases carried the bare id before pools existed) `@<pool>` after it. A base
+/// moved to another pool name keeps the old one, so it is refused there rather than swept as
+/// a base whose volumes have no records.
+pub(super) fn identity(store: &str, pool: &str) -> String {
+    if pool == super::pool_config::DEFAULT_POOL {
+        store.to_string()
+    } else {
+        format!("{store}@{pool}")
+    }
+}
+
+fn same_store_other_pool(found: &str, ours: &str) -> bool {
+    let store = |id: &str| id.split('@').next().unwrap_or_default().to_string();
+    found != ours && store(found) == store(ours)
+}
+
+fn another_pool(base: &Path, found: &str) -> String {
+    let pool = found
+        .split_once('@')
+        .map_or(super::pool_config::DEFAULT_POOL, |(_, p)| p);
+    format!(
+        "base path {} is this driver's pool {pool:?} (its volumes are recorded under that \
+         name): configure it as pool {pool:?} again",
+        base.display()
+    )
+}
+
+/// At start with nothing recorded on the base: refused when it carries this store's identity
+/// of another pool (see `identity`), else usable.
+/// (Unreadable: usable, as before pools existed; a process that may not read `trusted.`
+/// xattrs, the local resizer, changes nothing on a base.)
+pub(super) fn check_unrecorded(base: &Path, identity: &str) -> Verdict {
+    match markers::base_marker(base).ok().flatten() {
+        Some(found) if same_store_other_pool(&found, identity) => {
+            Verdict::Refused(another_pool(base, &found))
+        }
+        _ => Verdict::Ours,
+    }
+}
+
 /// Whether `base` still carries `store`'s id: Err(why) when not.
 pub(super) fn check(base: &Path, store: &str) -> Result<(), String> {
     match markers::base_marker(base) {
@@ -100,5 +172,25 @@ pub(super) fn check(base: &Path, store: &str) -> Result<(), String> {
             base.display()
         )),
         Err(e) => Err(format!("base path {}: {e}", base.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_identity_names_the_store_and_the_pool() {
+        assert_eq!(identity("s1", "default"), "s1");
+        assert_eq!(identity("s1", "fast"), "s1@fast");
+        // This store's base of another pool: refused, naming that pool.
+        assert!(same_store_other_pool("s1@fast", "s1@slow"));
+        assert!(same_store_other_pool("s1", "s1@fast"));
+        assert!(same_store_other_pool("s1@fast", "s1"));
+        // Its own, or another store's (state lost): the rules for one base apply.
+        assert!(!same_store_other_pool("s1@fast", "s1@fast"));
+        assert!(!same_store_other_pool("s0@fast", "s1@fast"));
+        let why = another_pool(Path::new("/b"), "s1@fast");
+        assert!(why.contains("pool \"fast\""), "{why}");
     }
 }

@@ -16,6 +16,10 @@ mod controller;
 mod limiter;
 mod node;
 pub mod params;
+pub mod pool_config;
+pub mod pools;
+mod pools_adopt;
+mod pools_dispatch;
 mod provision;
 pub mod record;
 mod recovery;
@@ -24,11 +28,11 @@ pub mod snapshot;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
-use crate::os::{fsutil, markers, statfs};
+use crate::os::statfs;
 use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
 use limiter::Limiter;
-use record::{Enforcement, VolumeRecord};
+use record::VolumeRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -44,7 +48,11 @@ const TRASH_PREFIX: &str = ".trash-";
 #[derive(Debug, Clone)]
 pub struct HostpathConfig {
     pub node_id: String,
+    /// The pool this base is (`pool_config`): names its records' journal keys.
+    pub pool: String,
     pub base: PathBuf,
+    /// Whether a missing base is created (`--hostpath-base` only; see `PoolSpec`).
+    pub create_base: bool,
     /// The state directory; records of ferrovol 0.1 in `<state_dir>/hostpath/` are adopted.
     pub state_dir: PathBuf,
     pub default_capacity: u64,
@@ -74,7 +82,12 @@ pub struct HostpathBackend {
     /// The backend itself, for the steps a create or delete runs after its commit.
     me: Weak<HostpathBackend>,
     node: String,
+    /// The pool this base is (`pools`).
+    pool: String,
+    /// What the base carries when it is this store's (`base::identity`).
+    identity: String,
     base: PathBuf,
+    create_base: bool,
     default_capacity: u64,
     ledger: Ledger<VolumeRecord>,
     base_fs: &'static str,
@@ -104,19 +117,24 @@ impl HostpathBackend {
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
+        let (volumes_key, snaps_key) = pools::journal_keys(&cfg.pool);
         let snaps: Ledger<snapshot::SnapRecord> =
-            Ledger::open(journal.clone(), snapshot::LEDGER, live)?;
-        let ledger: Ledger<VolumeRecord> = Ledger::open(journal.clone(), BACKEND, live)?;
-        let adoptions = Ledger::open(journal.clone(), adopt::LEDGER, live)?;
+            Ledger::open_counted(journal.clone(), &snaps_key, snapshot::LEDGER, live)?;
+        let ledger: Ledger<VolumeRecord> =
+            Ledger::open_counted(journal.clone(), &volumes_key, BACKEND, live)?;
+        let adoptions = adopt::open_ledger(&journal, &cfg.pool, live)?;
         let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
         // (the local resizer, which may write no trusted xattr) never writes to it.
+        let identity = base::identity(journal.store_id(), &cfg.pool);
         let verdict = if recorded.is_empty() {
-            std::fs::create_dir_all(&cfg.base)?;
-            base::Verdict::Ours
+            match base::ensure_exists(&cfg.base, cfg.create_base)? {
+                base::Verdict::Ours => base::check_unrecorded(&cfg.base, &identity),
+                refused => refused,
+            }
         } else {
-            base::settle(&cfg.base, journal.store_id(), &recorded)?
+            base::settle(&cfg.base, &identity, &recorded, cfg.create_base)?
         };
         let new = |base: PathBuf, base_fs, refused| {
             Arc::new_cyclic(|me| HostpathBackend {
@@ -124,7 +142,10 @@ impl HostpathBackend {
                 snaps,
                 adoptions,
                 node: cfg.node_id.clone(),
+                pool: cfg.pool.clone(),
+                identity: identity.clone(),
                 base,
+                create_base: cfg.create_base,
                 default_capacity: cfg.default_capacity,
                 ledger,
                 base_fs,
@@ -135,7 +156,7 @@ impl HostpathBackend {
             })
         };
         if let base::Verdict::Refused(why) = verdict {
-            tracing::error!(base = %cfg.base.display(), reason = %why,
+            tracing::error!(pool = %cfg.pool, base = %cfg.base.display(), reason = %why,
                 "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
             let base = std::fs::canonicalize(&cfg.base).unwrap_or(cfg.base.clone());
             return Ok(new(base, "unknown", Some(why)));
@@ -210,7 +231,11 @@ impl HostpathBackend {
     ) -> std::io::Result<Vec<base::Evidence>> {
         let base = cfg.base.as_path();
         let mut out = Vec::new();
-        if let Some(dir) = crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND) {
+        let legacy = cfg.pool == pool_config::DEFAULT_POOL;
+        if let Some(dir) = legacy
+            .then(|| crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND))
+            .flatten()
+        {
             let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
             for r in old {
                 Self::volume_evidence(base, &r, &mut out);
@@ -245,7 +270,7 @@ impl HostpathBackend {
         if let Some(why) = &self.refused {
             return Err(why.clone());
         }
-        match base::check(&self.base, self.store_id()) {
+        match base::check(&self.base, &self.identity) {
             // Not adopted yet, and nothing recorded on it that a wrong base could hide.
             Err(_) if self.nothing_recorded() => Ok(()),
             checked => checked,
@@ -257,8 +282,14 @@ impl HostpathBackend {
     /// carries this store's identity.
     fn require_base(&self, volume: &str) -> Result<()> {
         if self.refused.is_none() && self.nothing_recorded() {
-            base::settle(&self.base, self.store_id(), &[])
+            let settled = base::settle(&self.base, &self.identity, &[], self.create_base)
                 .map_err(|e| Error::os(volume, "record the base path's identity")(e))?;
+            if let base::Verdict::Refused(why) = settled {
+                return Err(Error::precondition(
+                    volume,
+                    format!("{why}; nothing was changed"),
+                ));
+            }
         }
         self.base_usable()
             .map_err(|why| Error::precondition(volume, format!("{why}; nothing was changed")))
@@ -304,64 +335,6 @@ impl HostpathBackend {
 
     fn save(&self, rec: VolumeRecord) -> Result<()> {
         self.ledger.save(rec)
-    }
-
-    /// Removes a volume directory that carries `id` (or, for a create that never got as far
-    /// as marking it, an empty unmarked one), and lifts its limit.
-    fn remove_dir_of(&self, id: &str, dir: &Path, enforced_by: Option<Enforcement>) -> Result<()> {
-        if !dir.exists() {
-            return self.release_limit(id, enforced_by);
-        }
-        let found = markers::read_markers(dir).map_err(Error::os(id, "read ownership marker"))?;
-        match found {
-            // Not when another store marked it: a create that failed on finding another store's
-            // directory of this id must not remove it. (No store marker: made by 0.1, whose
-            // half-done creates and deletes the adoption settles here.)
-            Some(m)
-                if m.volume == id && m.store.as_deref().is_none_or(|s| s == self.store_id()) =>
-            {
-                fsutil::remove_tree_one_fs(dir)
-                    .map_err(Error::os(id, format!("remove {}", dir.display())))?
-            }
-            Some(m) if m.volume == id => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: another state store made it",
-                        dir.display()
-                    ),
-                ));
-            }
-            None => {
-                // Crashed between mkdir and marking: remove only if still empty.
-                if let Err(e) = std::fs::remove_dir(dir) {
-                    tracing::warn!(volume = %id, dir = %dir.display(), error = %e, "left an unmarked directory in place");
-                }
-            }
-            Some(other) => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: it is marked as volume {:?}, not as this volume",
-                        dir.display(),
-                        other.volume
-                    ),
-                ));
-            }
-        }
-        crate::failpoint::hit("discard:after-remove-dir");
-        self.release_limit(id, enforced_by)
-    }
-
-    fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
-        let Some(how) = enforced_by else {
-            return Ok(());
-        };
-        if let Some(l) = self.limiter()? {
-            l.release(how)
-                .map_err(Error::os(id, "lift capacity limit"))?;
-        }
-        Ok(())
     }
 
     /// One statfs of the base: (size of the whole filesystem, bytes free for new volumes, that is
@@ -469,22 +442,5 @@ impl Backend for HostpathBackend {
 
     fn snapshots(&self) -> Option<&dyn crate::backend::SnapshotBackend> {
         Some(self)
-    }
-
-    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
-        Some(self)
-    }
-}
-
-impl crate::backend::adopt::AdoptBackend for HostpathBackend {
-    fn adopt_id(&self, req: &crate::backend::adopt::Adopt) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, req.name())
-    }
-
-    fn adopt(&self, req: &crate::backend::adopt::Adopt) -> Result<VolumeInfo> {
-        match req {
-            crate::backend::adopt::Adopt::Dir(dir) => self.adopt_dir(dir),
-            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
-        }
     }
 }

@@ -22,11 +22,31 @@ pub enum QuotaMode {
 pub struct HostpathParams {
     #[serde(default)]
     pub quota: QuotaMode,
+    /// The node's pool (named base path) the volume lives in; None: `default`.
+    #[serde(default, deserialize_with = "some")]
+    pub pool: Option<String>,
+}
+
+/// Plain string values cannot drive serde's `Option` (there is no "none" in a string map).
+fn some<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 impl HostpathParams {
     pub fn decode(params: &BTreeMap<String, String>) -> Result<Self> {
-        crate::backend::params::decode(super::BACKEND, params)
+        let p: Self = crate::backend::params::decode(super::BACKEND, params)?;
+        if let Some(pool) = &p.pool {
+            super::pool_config::validate_name(pool)
+                .map_err(|e| crate::error::Error::invalid(format!("parameter pool: {e}")))?;
+        }
+        Ok(p)
+    }
+
+    /// The pool this class names.
+    pub fn pool(&self) -> &str {
+        self.pool
+            .as_deref()
+            .unwrap_or(super::pool_config::DEFAULT_POOL)
     }
 }
 
@@ -64,5 +84,9 @@ mod tests {
             "{text}"
         );
         assert!(HostpathParams::decode(&map(&[("quota", "sometimes")])).is_err());
+        assert!(HostpathParams::decode(&map(&[("pool", "Fast/1")])).is_err());
+        let p = HostpathParams::decode(&map(&[("pool", "fast")])).unwrap();
+        assert_eq!(p.pool(), "fast");
+        assert_eq!(HostpathParams::decode(&map(&[])).unwrap().pool(), "default");
     }
 }

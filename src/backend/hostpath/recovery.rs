@@ -358,6 +358,10 @@ impl HostpathBackend {
     /// their directories get this store's marker); half-done creates and deletes are settled
     /// the way 0.1 would have settled them. Returns how many volumes were adopted.
     fn adopt_legacy(&self, state_dir: &Path) -> io::Result<usize> {
+        // 0.1 knew one base: its records are the default pool's.
+        if self.pool != super::pool_config::DEFAULT_POOL {
+            return Ok(0);
+        }
         let Some(dir) = legacy::dir_with_records(state_dir, super::BACKEND) else {
             return Ok(0);
         };

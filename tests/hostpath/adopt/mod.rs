@@ -3,6 +3,7 @@
 //! docs/adoption.md.
 
 mod crash;
+mod pools;
 mod quota;
 mod recipe;
 mod refusals;

@@ -1,0 +1,400 @@
+//! Hostpath pools: a node may hold hostpath volumes under several base paths (disks), each a
+//! named pool (`pool_config`); a StorageClass chooses one with the parameter `pool` (none:
+//! `default`). Each pool is one `HostpathBackend` with everything that was per base before:
+//! its identity and ownership checks (`base`), quota kind, snapshot method, capacity and
+//! recovery. `HostpathPools` is the backend the CSI layer sees; it routes every call to a pool.
+//!
+//! Volume and snapshot ids do not name the pool: they stay `hostpath/<node>/<name>` as before
+//! pools existed, so every id ever issued stays valid and means the same volume, and a
+//! volume's id does not grow by a pool name within CSI's 128 bytes. The pool is where the
+//! volume's record lives: each pool keeps its records under its own journal keys (`default`
+//! under `hostpath/` and `hostpath-snap/`, the keys of earlier versions, so their volumes are
+//! the default pool's; pool `p` under `hostpath@p/` and `hostpath-snap@p/`). A call by id asks
+//! the pools' in-memory indexes which one holds it. Names are unique across a node's pools (a
+//! CreateVolume of a name another pool holds is AlreadyExists), so an id names one volume.
+//!
+//! A pool whose path is missing at start (its disk not mounted) is not created, and does not
+//! keep the other pools or the plugin from serving: it reports zero capacity, its CreateVolume
+//! answers ResourceExhausted (the provisioner then lets the scheduler pick another node), the
+//! log says why, `ferrovol_hostpath_pool_up{pool}` is 0, and Probe stays ready while another
+//! pool is usable. When nothing is recorded in it, it is picked up once its path appears (at
+//! the next GetCapacity or CreateVolume naming it); a pool with recorded volumes whose base is
+//! refused (missing, or not this driver's) needs a restart once it is right, as before.
+
+use super::pool_config::{PoolSpec, DEFAULT_POOL};
+use super::snapshot::SnapMethod;
+use super::{HostpathBackend, HostpathConfig};
+use crate::error::{Error, Result};
+use crate::state::Journal;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The journal keys (volumes, snapshots) of `pool`'s records.
+pub(super) fn journal_keys(pool: &str) -> (String, String) {
+    if pool == DEFAULT_POOL {
+        (
+            super::BACKEND.to_string(),
+            super::snapshot::LEDGER.to_string(),
+        )
+    } else {
+        (
+            format!("{}@{pool}", super::BACKEND),
+            format!("{}@{pool}", super::snapshot::LEDGER),
+        )
+    }
+}
+
+/// How a pool's volume sizes become hard limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaKind {
+    /// XFS, or ext4 with the project feature, mounted prjquota.
+    ProjectQuota,
+    /// btrfs with quota enabled: a subvolume and qgroup per volume.
+    BtrfsQgroup,
+}
+
+/// What a pool is: its name, base path, how sizes are enforced (None: advisory) and how
+/// snapshots and clones are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInfo {
+    pub name: String,
+    pub base: PathBuf,
+    pub enforcement: Option<QuotaKind>,
+    pub snap_method: SnapMethod,
+}
+
+pub(super) struct Slot {
+    pub(super) spec: PoolSpec,
+    backend: RwLock<Arc<HostpathBackend>>,
+    /// Its path was missing when it was opened, with nothing recorded: `refresh` opens it
+    /// again once the path is there.
+    missing: AtomicBool,
+}
+
+impl Slot {
+    pub(super) fn get(&self) -> Arc<HostpathBackend> {
+        self.backend
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub struct HostpathPools {
+    pub(super) node: String,
+    pub(super) slots: Vec<Slot>,
+    journal: Arc<Journal>,
+    state_dir: PathBuf,
+    default_capacity: u64,
+    /// Held while a pool whose path was missing is opened.
+    reopening: Mutex<()>,
+}
+
+impl HostpathPools {
+    /// Opens every pool (see `HostpathBackend::open`). Two pools on one path, or one inside
+    /// another, are refused: each would take the other's volumes for unrecorded ones.
+    pub fn open(
+        node_id: &str,
+        pools: &[PoolSpec],
+        state_dir: &Path,
+        default_capacity: u64,
+        journal: Arc<Journal>,
+        live: &HashMap<String, Vec<u8>>,
+    ) -> io::Result<Arc<Self>> {
+        check_disjoint(pools)?;
+        let mut slots = Vec::new();
+        for spec in pools {
+            let cfg = config(node_id, spec, state_dir, default_capacity);
+            let backend = HostpathBackend::open(cfg, journal.clone(), live)?;
+            match &backend.refused {
+                None => {
+                    tracing::info!(pool = %spec.name, base = %backend.base.display(), "hostpath pool ready")
+                }
+                Some(why) => {
+                    tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
+                    "hostpath pool unusable: it reports no capacity and the other pools serve on")
+                }
+            }
+            let missing =
+                backend.refused.is_some() && backend.nothing_recorded() && !spec.path.is_dir();
+            slots.push(Slot {
+                spec: spec.clone(),
+                backend: RwLock::new(backend),
+                missing: AtomicBool::new(missing),
+            });
+        }
+        let pools = Arc::new(HostpathPools {
+            node: node_id.to_string(),
+            slots,
+            journal,
+            state_dir: state_dir.to_path_buf(),
+            default_capacity,
+            reopening: Mutex::new(()),
+        });
+        crate::metrics::watch_pools(super::BACKEND, Arc::downgrade(&pools) as _);
+        Ok(pools)
+    }
+
+    /// The pool named `name`, if this node has it.
+    pub fn pool(&self, name: &str) -> Option<Arc<HostpathBackend>> {
+        self.slot(name).map(Slot::get)
+    }
+
+    /// The names of this node's pools.
+    pub fn pool_names(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.spec.name.clone()).collect()
+    }
+
+    /// What pool `name` is (probing its quota and snapshot support on first use).
+    pub fn pool_info(&self, name: &str) -> Result<PoolInfo> {
+        let pool = self.pool(name).ok_or_else(|| {
+            Error::invalid(format!("node {} has no hostpath pool {name:?}", self.node))
+        })?;
+        pool.info_of_pool()
+    }
+
+    pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.spec.name == name)
+    }
+
+    /// The pool that answers for ids no pool holds: `default`, else the first.
+    pub(super) fn fallback(&self) -> Arc<HostpathBackend> {
+        self.slot(DEFAULT_POOL).unwrap_or(&self.slots[0]).get()
+    }
+
+    /// The pool whose records hold volume `id`.
+    pub(super) fn holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
+        self.slots
+            .iter()
+            .map(Slot::get)
+            .find(|b| b.ledger.by_id(id).is_some())
+    }
+
+    /// The pool whose records hold volume `id`, else the fallback (which answers NotFound).
+    pub(super) fn for_volume(&self, id: &str) -> Arc<HostpathBackend> {
+        self.holder(id).unwrap_or_else(|| self.fallback())
+    }
+
+    /// The pool whose records hold the volume named `name`.
+    pub(super) fn holder_of_name(&self, name: &str) -> Option<Arc<HostpathBackend>> {
+        self.slots
+            .iter()
+            .map(Slot::get)
+            .find(|b| b.ledger.get(name).is_some())
+    }
+
+    /// The pool whose records hold snapshot `id`.
+    pub(super) fn snapshot_holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
+        self.slots
+            .iter()
+            .map(Slot::get)
+            .find(|b| b.snaps.by_id(id).is_some())
+    }
+
+    /// Pool `name` for a new volume, picking it up first if its path appeared since start.
+    /// ResourceExhausted when this node has no such pool or its path is missing: the
+    /// scheduler saw no capacity for the class here, and the provisioner then lets it pick
+    /// another node. A pool with volumes whose base is refused answers itself
+    /// (FailedPrecondition, as every change there does).
+    pub(super) fn for_create(&self, name: &str, volume: &str) -> Result<Arc<HostpathBackend>> {
+        let Some(slot) = self.slot(name) else {
+            return Err(Error::no_space(
+                volume,
+                format!(
+                    "node {} has no hostpath pool {name:?} (its pools: {})",
+                    self.node,
+                    self.pool_names().join(", ")
+                ),
+            ));
+        };
+        self.refresh(slot);
+        let pool = slot.get();
+        // A pool with volumes whose base is refused answers itself (FailedPrecondition, as
+        // every change there does); one without any whose path is missing is like no pool.
+        let missing = slot.missing.load(Ordering::Acquire)
+            || (pool.nothing_recorded() && !pool.base.is_dir());
+        if missing {
+            return Err(Error::no_space(
+                volume,
+                format!(
+                    "hostpath pool {name:?} on node {}: its path {} is missing (is its \
+                     filesystem mounted?)",
+                    self.node,
+                    slot.spec.path.display()
+                ),
+            ));
+        }
+        Ok(pool)
+    }
+
+    /// Opens again a pool that was refused at start with nothing recorded (its path was
+    /// missing), once its path is a directory.
+    pub(super) fn refresh(&self, slot: &Slot) {
+        if !slot.missing.load(Ordering::Acquire) || !slot.spec.path.is_dir() {
+            return;
+        }
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.missing.load(Ordering::Acquire) {
+            return;
+        }
+        let cfg = config(
+            &self.node,
+            &slot.spec,
+            &self.state_dir,
+            self.default_capacity,
+        );
+        // Nothing was recorded in it at start, and a refused pool records nothing since.
+        match HostpathBackend::open(cfg, self.journal.clone(), &HashMap::new()) {
+            Ok(b) if b.refused.is_none() => {
+                tracing::info!(pool = %slot.spec.name, base = %b.base.display(), "hostpath pool appeared: serving it");
+                *slot.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
+                slot.missing.store(false, Ordering::Release);
+            }
+            Ok(b) => {
+                tracing::error!(pool = %slot.spec.name, reason = b.refused.as_deref().unwrap_or("?"),
+                    "hostpath pool path appeared, but the pool is unusable (restart once it is right)");
+                *slot.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
+                slot.missing.store(false, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::warn!(pool = %slot.spec.name, error = %e, "hostpath pool could not be opened")
+            }
+        }
+    }
+}
+
+impl crate::metrics::PoolStates for HostpathPools {
+    fn pool_states(&self) -> Vec<(String, bool)> {
+        self.slots
+            .iter()
+            .map(|s| (s.spec.name.clone(), s.get().pool_down().is_none()))
+            .collect()
+    }
+}
+
+impl HostpathBackend {
+    /// Why this pool cannot take new volumes now, if it cannot.
+    pub(super) fn pool_down(&self) -> Option<String> {
+        if let Err(why) = self.base_usable() {
+            return Some(why);
+        }
+        (!self.base.is_dir()).then(|| {
+            format!(
+                "pool path {} is missing: is its filesystem mounted?",
+                self.base.display()
+            )
+        })
+    }
+
+    /// The pool's name.
+    pub fn pool_name(&self) -> &str {
+        &self.pool
+    }
+
+    /// The pool's base path (resolved).
+    pub fn base_path(&self) -> &Path {
+        &self.base
+    }
+
+    /// What this pool is (probing its quota and snapshot support on first use).
+    pub fn info_of_pool(&self) -> Result<PoolInfo> {
+        let enforcement = self.limiter()?.map(|l| match l {
+            super::limiter::Limiter::Project(_) => QuotaKind::ProjectQuota,
+            super::limiter::Limiter::Btrfs(_) => QuotaKind::BtrfsQgroup,
+        });
+        Ok(PoolInfo {
+            name: self.pool.clone(),
+            base: self.base.clone(),
+            enforcement,
+            snap_method: self.snap_method()?,
+        })
+    }
+}
+
+fn config(node: &str, spec: &PoolSpec, state_dir: &Path, default_capacity: u64) -> HostpathConfig {
+    HostpathConfig {
+        node_id: node.to_string(),
+        pool: spec.name.clone(),
+        base: spec.path.clone(),
+        create_base: spec.create_missing,
+        state_dir: state_dir.to_path_buf(),
+        default_capacity,
+    }
+}
+
+/// Refuses two pools on one path or one inside another (compared as resolved where they
+/// exist, as written where not).
+fn check_disjoint(pools: &[PoolSpec]) -> io::Result<()> {
+    let resolved: Vec<PathBuf> = pools
+        .iter()
+        .map(|p| std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone()))
+        .collect();
+    for (i, a) in resolved.iter().enumerate() {
+        for (j, b) in resolved.iter().enumerate() {
+            if i != j && (a == b || a.starts_with(b)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "hostpath pools {} ({}) and {} ({}) overlap: give each pool its own directory, none inside another",
+                        pools[i].name,
+                        a.display(),
+                        pools[j].name,
+                        b.display()
+                    ),
+                ));
+            }
+        }
+    }
+    let mut names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) || pools.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "hostpath pools need distinct names, and at least one pool",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, path: &Path) -> PoolSpec {
+        PoolSpec {
+            name: name.into(),
+            path: path.into(),
+            create_missing: false,
+        }
+    }
+
+    #[test]
+    fn pools_on_one_path_or_nested_or_of_one_name_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        assert!(check_disjoint(&[spec("x", &a), spec("y", &b)]).is_ok());
+        let err = check_disjoint(&[spec("x", &a), spec("y", &a)]).unwrap_err();
+        assert!(err.to_string().contains("overlap"), "{err}");
+        assert!(check_disjoint(&[spec("x", &a), spec("y", &a.join("in"))]).is_err());
+        assert!(check_disjoint(&[spec("x", &a), spec("x", &b)]).is_err());
+        assert!(check_disjoint(&[]).is_err());
+    }
+
+    #[test]
+    fn journal_keys_of_the_default_pool_are_the_earlier_ones() {
+        assert_eq!(
+            journal_keys(DEFAULT_POOL),
+            ("hostpath".to_string(), "hostpath-snap".to_string())
+        );
+        assert_eq!(
+            journal_keys("fast"),
+            (
+                "hostpath@fast".to_string(),
+                "hostpath-snap@fast".to_string()
+            )
+        );
+    }
+}

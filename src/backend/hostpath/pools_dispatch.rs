@@ -1,0 +1,340 @@
+//! The CSI calls of `HostpathPools`: each goes to one pool (see `pools`): a new volume's by
+//! its class's `pool` parameter, everything else by which pool holds the id; lists merge the
+//! pools' pages in name order.
+
+use super::params::HostpathParams;
+use super::pools::HostpathPools;
+use super::{HostpathBackend, CAPS};
+use crate::backend::{
+    Backend, BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done, NodeBackend, Page,
+    SnapshotBackend,
+};
+use crate::error::{Error, Result};
+use crate::node::Target;
+use crate::snapshot::ContentSource;
+use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+use crate::volume::{
+    Capability, CapacityRange, CreateRequest, PublishRequest, StageRequest, VolumeId, VolumeInfo,
+    VolumeStats,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Merges per-pool pages (each in name order, each of at most `max` after the same cursor)
+/// into one page of at most `max` (0: all), with the name to resume after.
+fn merge<T>(pages: Vec<(Vec<(String, T)>, bool)>, max: usize) -> (Vec<T>, Option<String>) {
+    let more_in_a_pool = pages.iter().any(|(_, more)| *more);
+    let mut all: Vec<(String, T)> = pages.into_iter().flat_map(|(e, _)| e).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let cut = max != 0 && all.len() > max;
+    if cut {
+        all.truncate(max);
+    }
+    let next = (cut || more_in_a_pool)
+        .then(|| all.last().map(|(name, _)| name.clone()))
+        .flatten();
+    (all.into_iter().map(|(_, e)| e).collect(), next)
+}
+
+impl HostpathPools {
+    fn pools(&self) -> impl Iterator<Item = Arc<HostpathBackend>> + '_ {
+        self.slots.iter().map(|s| s.get())
+    }
+
+    /// The pools that can take changes now.
+    fn usable(&self) -> Vec<Arc<HostpathBackend>> {
+        self.pools().filter(|p| p.pool_down().is_none()).collect()
+    }
+
+    /// The pool a new volume goes to: its class's, refusing a name another pool holds and a
+    /// content source in another pool (its data is on another filesystem).
+    fn pool_for(&self, req: &CreateRequest) -> Result<Arc<HostpathBackend>> {
+        let id = self.volume_id(&req.name)?.to_string();
+        let params = HostpathParams::decode(&req.parameters)?;
+        let wanted = params.pool();
+        let owner = self.pools().find_map(|p| p.ledger.id_owner(&id));
+        if let Some(owner) = owner.filter(|o| o != &req.name) {
+            return Err(Error::exists(
+                id,
+                format!("this id already belongs to volume {owner:?}; choose another name"),
+            ));
+        }
+        if let Some(other) = self.holder_of_name(&req.name) {
+            if other.pool_name() != wanted {
+                return Err(Error::exists(
+                    id,
+                    format!(
+                        "exists in hostpath pool {:?}, not in pool {wanted:?}",
+                        other.pool_name()
+                    ),
+                ));
+            }
+            // A repeat: answered by its own pool, whatever that pool's state now.
+            return Ok(other);
+        }
+        let pool = self.for_create(wanted, &id)?;
+        let source_pool = match &req.content_source {
+            Some(ContentSource::Snapshot(s)) => self.snapshot_holder(&s.to_string()),
+            Some(ContentSource::Volume(v)) => self.holder(&v.to_string()),
+            None => None,
+        };
+        if let Some(src) = source_pool.filter(|s| s.pool_name() != wanted) {
+            return Err(Error::invalid(format!(
+                "volume {id}: its content source lives in hostpath pool {:?}; a volume made from \
+                 it must be in that pool too (this class asks for pool {wanted:?})",
+                src.pool_name()
+            )));
+        }
+        Ok(pool)
+    }
+}
+
+impl ControllerBackend for HostpathPools {
+    fn volume_id(&self, name: &str) -> Result<VolumeId> {
+        VolumeId::for_volume(super::BACKEND, &self.node, name)
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+        self.pool_for(req)?.create(req)
+    }
+
+    fn delete(&self, id: &VolumeId) -> Result<()> {
+        self.queue_delete(id)?.wait()
+    }
+
+    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+        self.pool_for(req)?.queue_create(req)
+    }
+
+    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
+        if let Some(pool) = self.holder(&id.to_string()) {
+            return pool.queue_delete(id);
+        }
+        // No record: each usable pool removes a directory marked with this id (state lost).
+        crate::backend::require_local(id, &self.node)?;
+        let usable = self.usable();
+        if usable.is_empty() {
+            return self.fallback().queue_delete(id);
+        }
+        for pool in usable {
+            pool.delete(id)?;
+        }
+        Ok(Done::Now(()))
+    }
+
+    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
+        self.for_volume(&id.to_string()).get(id)
+    }
+
+    fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
+        let pages = self
+            .pools()
+            .map(|p| {
+                let (e, next) =
+                    p.ledger
+                        .page(after, max, |_| true, |r| (r.name.clone(), p.info(r)));
+                (e, next.is_some())
+            })
+            .collect();
+        let (entries, next_after) = merge(pages, max);
+        Ok(Page {
+            entries,
+            next_after,
+        })
+    }
+
+    fn validate(
+        &self,
+        id: &VolumeId,
+        caps: &[Capability],
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        self.for_volume(&id.to_string())
+            .validate(id, caps, parameters)
+    }
+
+    /// The class's pool's free space; none when this node lacks the pool or it is down.
+    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+        let params = HostpathParams::decode(&req.parameters)?;
+        let Some(slot) = self.slot(params.pool()) else {
+            return Ok(Capacity::default());
+        };
+        self.refresh(slot);
+        let pool = slot.get();
+        if pool.pool_down().is_some() {
+            return Ok(Capacity::default());
+        }
+        pool.capacity(req)
+    }
+
+    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+        self.for_volume(&id.to_string()).expand(id, range)
+    }
+
+    fn controller_publish(
+        &self,
+        id: &VolumeId,
+        node: &str,
+        read_only: bool,
+        cap: &Capability,
+    ) -> Result<BTreeMap<String, String>> {
+        self.for_volume(&id.to_string())
+            .controller_publish(id, node, read_only, cap)
+    }
+
+    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
+        self.for_volume(&id.to_string())
+            .controller_unpublish(id, node)
+    }
+
+    fn published_count(&self, node: &str) -> usize {
+        self.pools().map(|p| p.published_count(node)).sum()
+    }
+}
+
+impl NodeBackend for HostpathPools {
+    fn stage(&self, req: &StageRequest) -> Result<()> {
+        self.for_volume(&req.id.to_string()).stage(req)
+    }
+
+    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
+        self.for_volume(&id.to_string()).unstage(id, staging)
+    }
+
+    fn publish(&self, req: &PublishRequest) -> Result<()> {
+        self.for_volume(&req.id.to_string()).publish(req)
+    }
+
+    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
+        self.for_volume(&id.to_string()).unpublish(id, target)
+    }
+
+    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+        self.for_volume(&id.to_string()).stats(id, path)
+    }
+
+    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
+        self.for_volume(&id.to_string())
+            .node_expand(id, path, range)
+    }
+}
+
+impl SnapshotBackend for HostpathPools {
+    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
+        SnapshotId::new(super::BACKEND, Some(&self.node), name)
+    }
+
+    /// In the source volume's pool (a snapshot shares its filesystem); a name another pool
+    /// holds is answered by that pool (the same snapshot again, or AlreadyExists).
+    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+        let named = self.pools().find(|p| p.snaps.get(&req.name).is_some());
+        let pool = named.unwrap_or_else(|| self.for_volume(&req.source.to_string()));
+        pool.create_snapshot(req)
+    }
+
+    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        if let Some(pool) = self.snapshot_holder(&id.to_string()) {
+            return pool.delete_snapshot(id);
+        }
+        let usable = self.usable();
+        if usable.is_empty() {
+            return self.fallback().delete_snapshot(id);
+        }
+        for pool in usable {
+            pool.delete_snapshot(id)?;
+        }
+        Ok(())
+    }
+
+    fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<SnapshotPage> {
+        let wanted_id = filter.snapshot.as_ref().map(|s| s.to_string());
+        let wanted_source = filter.source.as_ref().map(|v| v.to_string());
+        let keep = |r: &super::snapshot::SnapRecord| {
+            wanted_id.as_ref().is_none_or(|w| &r.id == w)
+                && wanted_source
+                    .as_ref()
+                    .is_none_or(|w| &r.source_volume_id == w)
+        };
+        let pages = self
+            .pools()
+            .map(|p| {
+                let (e, next) = p.snaps.page(after, max, keep, |r| {
+                    (r.name.clone(), HostpathBackend::snapshot_info(r))
+                });
+                (e, next.is_some())
+            })
+            .collect();
+        let (entries, next_after) = merge(pages, max);
+        Ok(SnapshotPage {
+            entries,
+            next_after,
+        })
+    }
+}
+
+impl Backend for HostpathPools {
+    fn name(&self) -> &'static str {
+        super::BACKEND
+    }
+
+    fn caps(&self) -> &BackendCaps {
+        &CAPS
+    }
+
+    /// Ready while one pool is: a pool whose disk is missing is reported (log, metric, no
+    /// capacity) but does not fail Probe, whose failure would restart the whole plugin.
+    fn check_ready(&self) -> Result<()> {
+        let mut first_err = None;
+        for pool in self.pools() {
+            match pool.check_ready() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| Error::Internal("no hostpath pool".into())))
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotBackend> {
+        Some(self)
+    }
+
+    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    fn page(names: &[&str], more: bool) -> (Vec<(String, String)>, bool) {
+        (
+            names
+                .iter()
+                .map(|n| (n.to_string(), n.to_string()))
+                .collect(),
+            more,
+        )
+    }
+
+    #[test]
+    fn merges_pages_in_name_order_and_resumes_after_the_last() {
+        let (e, next) = merge(vec![page(&["a", "c"], false), page(&["b", "d"], false)], 3);
+        assert_eq!(e, ["a", "b", "c"]);
+        assert_eq!(next.as_deref(), Some("c"));
+        let (e, next) = merge(vec![page(&["a"], false), page(&["b"], false)], 0);
+        assert_eq!(e, ["a", "b"]);
+        assert_eq!(next, None);
+        let (e, next) = merge(vec![page(&["a", "b"], true), page(&[], false)], 2);
+        assert_eq!(e, ["a", "b"]);
+        assert_eq!(next.as_deref(), Some("b"));
+    }
+}
