@@ -11,6 +11,9 @@ pub struct AdoptDir {
     pub path: PathBuf,
     pub name: String,
     pub capacity: u64,
+    /// btrfs: a reflink copy into a new subvolume (limited by a qgroup), the original renamed
+    /// aside, instead of a rename of the original.
+    pub reflink_copy: bool,
 }
 
 /// A device with a filesystem on this node to claim as a volume, keeping its data.

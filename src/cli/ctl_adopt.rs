@@ -31,6 +31,10 @@ pub enum AdoptWhat {
         /// The volume's capacity, e.g. 10Gi (the old PersistentVolume's).
         #[arg(long, value_parser = parse_size)]
         size: u64,
+        /// btrfs: reflink-copy DIR into a new subvolume (so a qgroup limits it) and rename DIR
+        /// aside to DIR.adopted-<token>, never deleted, instead of renaming DIR into place.
+        #[arg(long)]
+        reflink_copy: bool,
     },
     /// Claim the device with BlockDevice uid UID (see `ferrovol ctl devices`), which carries a
     /// filesystem, as the volume NAME, keeping the filesystem and its data.
@@ -68,13 +72,19 @@ pub enum AdoptWhat {
 pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
     let mut admin = AdminClient::new(channel);
     let (name, resp) = match args.what {
-        AdoptWhat::Dir { dir, name, size } => {
+        AdoptWhat::Dir {
+            dir,
+            name,
+            size,
+            reflink_copy,
+        } => {
             let dir = super::absolute(&dir);
             let resp = admin
                 .adopt_directory(pb::AdoptDirectoryRequest {
                     path: dir.display().to_string(),
                     name: name.clone(),
                     capacity_bytes: size as i64,
+                    reflink_copy,
                 })
                 .await
                 .map_err(|s| format!("adopting {}: {}", dir.display(), s.message()))?;

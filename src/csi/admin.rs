@@ -98,6 +98,7 @@ impl pb::admin_server::Admin for AdminService {
                     path: PathBuf::from(&r.path),
                     capacity: capacity(&r.name, r.capacity_bytes)?,
                     name: r.name,
+                    reflink_copy: r.reflink_copy,
                 }))
             },
         )

@@ -41,16 +41,10 @@ pub fn in_use(dir: &Path) -> io::Result<Option<String>> {
 
 /// The mount of this namespace that holds `dir`, and `dir`'s path inside that filesystem.
 fn fs_path(dir: &Path) -> io::Result<(MountEntry, PathBuf)> {
-    let table = mountinfo::read()?;
-    let holder = table
-        .into_iter()
-        .rev()
-        .filter(|m| dir.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.as_os_str().len())
-        .ok_or_else(|| io::Error::other(format!("no mount holds {}", dir.display())))?;
+    let holder = mountinfo::holding_mount(dir)?;
     let rel = dir
         .strip_prefix(&holder.mount_point)
-        .expect("filtered on the prefix");
+        .expect("the holder's mount point is a prefix");
     let inside = holder.root.join(rel);
     Ok((holder, inside))
 }

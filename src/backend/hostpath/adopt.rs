@@ -19,13 +19,12 @@ use super::HostpathBackend;
 use crate::backend::adopt::AdoptDir;
 use crate::error::{Error, Result};
 use crate::os::btrfs::BtrfsQgroups;
-use crate::os::{fsutil, inuse, markers};
+use crate::os::{fsutil, markers};
 use crate::state::Record;
 use crate::volume::{AccessKind, VolumeCondition, VolumeInfo};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Journal prefix of the default pool's adoption intents (and the metrics label of all).
 pub(super) const LEDGER: &str = "hostpath-adopt";
@@ -60,6 +59,9 @@ pub struct AdoptIntent {
     #[serde(default)]
     pub enforced_by: Option<Enforcement>,
     pub incarnation: String,
+    /// A reflink copy into a new subvolume (`adopt_copy`) rather than a rename.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
 }
 
 impl Record for AdoptIntent {
@@ -96,16 +98,6 @@ pub(super) enum EnforceKind {
     Advisory,
 }
 
-/// The device of the filesystem (btrfs: the subvolume) a rename of `dir` must stay in: its
-/// own, or for a btrfs subvolume, which has a device of its own, the one it sits in.
-pub(super) fn fs_dev(dir: &Path) -> io::Result<u64> {
-    if BtrfsQgroups::is_subvolume(dir) {
-        Ok(std::fs::metadata(dir.parent().unwrap_or(Path::new("/")))?.dev())
-    } else {
-        Ok(std::fs::metadata(dir)?.dev())
-    }
-}
-
 impl HostpathBackend {
     pub(super) fn adopt_dir(&self, req: &AdoptDir) -> Result<VolumeInfo> {
         let id = self.volume_id_of(&req.name)?;
@@ -139,7 +131,11 @@ impl HostpathBackend {
         }
         let source = self.check_source(&id, &req.path)?;
         self.check_unused(&id, &source)?;
-        self.check_same_fs(&id, &source)?;
+        if req.reflink_copy {
+            self.check_copyable(&id, &source)?;
+        } else {
+            self.check_same_fs(&id, &source)?;
+        }
         let target = self.volume_dir(&req.name);
         if std::fs::symlink_metadata(&target).is_ok() {
             return Err(Error::exists(
@@ -163,7 +159,9 @@ impl HostpathBackend {
             });
         }
         let kind = self.limiter()?.map(|l| l.kind());
-        let enforced_by = match enforcement_for(kind, BtrfsQgroups::is_subvolume(&source)) {
+        // A copy goes into a new subvolume, which a qgroup limits.
+        let subvolume = req.reflink_copy || BtrfsQgroups::is_subvolume(&source);
+        let enforced_by = match enforcement_for(kind, subvolume) {
             EnforceKind::Project => Some(Enforcement::ProjectQuota {
                 id: self.allocate_project_id(&id)?,
             }),
@@ -187,6 +185,7 @@ impl HostpathBackend {
             enforced_by,
             incarnation: fsutil::random_token()
                 .map_err(Error::os(&id, "draw the incarnation token"))?,
+            copy: req.reflink_copy,
         };
         // The intent is durable before the directory changes: a start after a crash finds it.
         self.adoptions.save(intent.clone())?;
@@ -215,6 +214,10 @@ impl HostpathBackend {
 
     /// Marks, moves, limits and records the directory of `intent`; the intent goes last.
     fn carry_out(&self, intent: &AdoptIntent) -> Result<VolumeRecord> {
+        if intent.copy {
+            self.copy_in(intent)?;
+            return self.finish(intent);
+        }
         let id = &intent.id;
         let target = self.volume_dir(&intent.name);
         if intent.source != target {
@@ -252,7 +255,7 @@ impl HostpathBackend {
     }
 
     /// Limits the directory in the volume's place and commits its record, then drops the intent.
-    fn finish(&self, intent: &AdoptIntent) -> Result<VolumeRecord> {
+    pub(super) fn finish(&self, intent: &AdoptIntent) -> Result<VolumeRecord> {
         let target = self.volume_dir(&intent.name);
         if let (Some(l), Some(how)) = (self.limiter()?, intent.enforced_by) {
             l.apply_tree(&target, how, intent.capacity_bytes)
@@ -279,6 +282,9 @@ impl HostpathBackend {
     /// Gives the directory back as it was found: renamed back to its source if it moved, its
     /// markers taken off, its limit lifted; then the intent goes.
     fn roll_back(&self, intent: &AdoptIntent) -> io::Result<()> {
+        if intent.copy {
+            return self.roll_back_copy(intent);
+        }
         let target = self.volume_dir(&intent.name);
         let ours = |p: &Path| {
             matches!(markers::read_markers(p), Ok(Some(m))
@@ -315,6 +321,9 @@ impl HostpathBackend {
             let in_place = matches!(markers::read_markers(&target), Ok(Some(m))
                 if m.volume == intent.id && m.incarnation.as_deref() == Some(intent.incarnation.as_str()));
             if in_place {
+                if intent.copy {
+                    self.set_original_aside(&intent).map_err(io::Error::other)?;
+                }
                 self.finish(&intent).map_err(io::Error::other)?;
                 tracing::info!(volume = %intent.id, dir = %target.display(),
                     "finished an adoption a crash interrupted");
@@ -323,136 +332,6 @@ impl HostpathBackend {
             }
         }
         Ok(())
-    }
-
-    /// The canonical path of a directory that may be adopted, or why not.
-    fn check_source(&self, id: &str, path: &Path) -> Result<PathBuf> {
-        let shown = path.display();
-        if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is not an absolute path without '..'"
-            )));
-        }
-        let meta = std::fs::symlink_metadata(path)
-            .map_err(|e| Error::invalid(format!("volume {id}: cannot adopt {shown}: {e}")))?;
-        if meta.file_type().is_symlink() {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is a symbolic link; adopt the directory it points to, by its own path"
-            )));
-        }
-        if !meta.is_dir() {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is not a directory"
-            )));
-        }
-        let real =
-            std::fs::canonicalize(path).map_err(Error::os(id, format!("resolve {shown}")))?;
-        if real != path.components().collect::<PathBuf>() {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} lies behind a symbolic link (it is {}); give that path",
-                real.display()
-            )));
-        }
-        let base = &self.base;
-        if base.starts_with(&real) {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is the base path {} or a parent of it",
-                base.display()
-            )));
-        }
-        let journal = self.ledger.journal().dir();
-        if journal.starts_with(&real) {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} holds the driver's state journal {}",
-                journal.display()
-            )));
-        }
-        if let Ok(inside) = real.strip_prefix(base) {
-            let first = inside
-                .components()
-                .next()
-                .map(|c| c.as_os_str().to_string_lossy());
-            let first = first.unwrap_or_default();
-            if inside.components().count() > 1 || first.starts_with('.') {
-                let owner = markers::owner_marker(&base.join(first.as_ref()))
-                    .ok()
-                    .flatten();
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "{shown} lies inside {} in the base, {}; nothing was changed",
-                        base.join(first.as_ref()).display(),
-                        owner.map_or("the driver's own".to_string(), |o| format!(
-                            "the directory of volume {o}"
-                        ))
-                    ),
-                ));
-            }
-            if let Some(rec) = self.ledger.get(&first) {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "{shown} is the directory of volume {}; nothing was changed",
-                        rec.id
-                    ),
-                ));
-            }
-        }
-        match markers::read_markers(&real) {
-            Ok(None) => {}
-            Ok(Some(m)) => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "{shown} carries the ownership marker of volume {} (state store {}); it belongs to that volume, nothing was changed",
-                        m.volume,
-                        m.store.as_deref().unwrap_or("?")
-                    ),
-                ))
-            }
-            Err(e) => return Err(Error::os(id, format!("read the markers of {shown}"))(e)),
-        }
-        Ok(real)
-    }
-
-    /// The directory must lie in the base's filesystem (and btrfs subvolume): adoption renames,
-    /// it never copies across filesystems.
-    fn check_same_fs(&self, id: &str, dir: &Path) -> Result<()> {
-        let base = std::fs::metadata(&self.base)
-            .map_err(Error::os(id, format!("stat {}", self.base.display())))?;
-        let dev = fs_dev(dir).map_err(Error::os(id, format!("stat {}", dir.display())))?;
-        if dev != base.dev() {
-            let show = |d: u64| format!("{}:{}", libc::major(d), libc::minor(d));
-            return Err(Error::precondition(
-                id,
-                format!(
-                    "{} is on another filesystem (device {}) than the base path {} (device {}); adoption moves no data across filesystems: copy it into a new volume instead. Nothing was changed",
-                    dir.display(),
-                    show(dev),
-                    self.base.display(),
-                    show(base.dev())
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Refuses a directory something on this node uses (see `os::inuse` for the proof).
-    fn check_unused(&self, id: &str, dir: &Path) -> Result<()> {
-        let why = crate::backend::done::long_step(|| inuse::in_use(dir)).map_err(Error::os(
-            id,
-            format!("find the users of {}", dir.display()),
-        ))?;
-        match why {
-            None => Ok(()),
-            Some(why) => Err(Error::precondition(
-                id,
-                format!(
-                    "{} is in use: {why}; stop the pod or process using it first. Nothing was changed",
-                    dir.display()
-                ),
-            )),
-        }
     }
 }
 

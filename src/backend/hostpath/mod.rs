@@ -11,6 +11,8 @@
 //! markers alone, so no step before the commit needs a sync of its own.
 
 mod adopt;
+mod adopt_checks;
+mod adopt_copy;
 mod base;
 mod controller;
 mod limiter;

@@ -55,7 +55,7 @@ impl HostpathPools {
         if let Some(p) = pools.iter().find(|p| real.starts_with(p.base_path())) {
             return Ok(p.clone());
         }
-        let Ok(dev) = super::adopt::fs_dev(&real) else {
+        let Ok(dev) = super::adopt_checks::fs_dev(&real) else {
             return Ok(self.fallback());
         };
         let dev_of = |p: &HostpathBackend| std::fs::metadata(p.base_path()).ok().map(|m| m.dev());

@@ -2,6 +2,7 @@
 //! socket): in place, the refusals, crash safety, and the local-path-provisioner recipe of
 //! docs/adoption.md.
 
+mod copy;
 mod crash;
 mod pools;
 mod quota;
@@ -34,6 +35,7 @@ async fn adopt(
             path: dir.display().to_string(),
             name: name.to_string(),
             capacity_bytes: bytes,
+            reflink_copy: false,
         })
         .await
         .map(|r| r.into_inner())
