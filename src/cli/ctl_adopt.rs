@@ -20,8 +20,9 @@ pub struct AdoptArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdoptWhat {
-    /// Make DIR (on the hostpath base's filesystem) the volume NAME, in place: renamed into the
-    /// base, marked as the volume's, limited where the filesystem can; never copied.
+    /// Make DIR the hostpath volume NAME in the pool on DIR's filesystem, in place: renamed into
+    /// the pool's base, marked as the volume's, limited where the filesystem can; never copied
+    /// (but see --reflink-copy).
     Dir {
         /// Absolute path of the directory, as the driver sees it.
         dir: PathBuf,
