@@ -98,8 +98,14 @@ pub(super) enum EnforceKind {
     Advisory,
 }
 
+/// Held through each adoption: two adoptions of one directory under two names (two locks)
+/// must not interleave their marks and renames, or the directory would end up carrying the
+/// other's incarnation. Adoptions are rare operator calls; one at a time costs nothing.
+static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl HostpathBackend {
     pub(super) fn adopt_dir(&self, req: &AdoptDir) -> Result<VolumeInfo> {
+        let _one_at_a_time = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
         let id = self.volume_id_of(&req.name)?;
         self.require_base(&id)?;
         if req.capacity == 0 {
@@ -137,7 +143,9 @@ impl HostpathBackend {
             self.check_same_fs(&id, &source)?;
         }
         let target = self.volume_dir(&req.name);
-        if std::fs::symlink_metadata(&target).is_ok() {
+        // A directory already in the base under the volume's name is adopted where it is.
+        let in_place = target == source && !req.reflink_copy;
+        if !in_place && std::fs::symlink_metadata(&target).is_ok() {
             return Err(Error::exists(
                 id,
                 format!(

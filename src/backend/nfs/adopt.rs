@@ -44,8 +44,13 @@ fn on_delete(vid: &str, raw: &str) -> Result<OnDelete> {
     })
 }
 
+/// Held through each adoption in this process: two adoptions of one directory under two names
+/// (two locks) must not both find it unowned and both write a record naming it.
+static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl NfsBackend {
     pub(super) fn adopt_nfs_dir(&self, req: &AdoptNfsDir) -> Result<VolumeInfo> {
+        let _one_at_a_time = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
         let id = adopt_id(req)?;
         let vid = id.to_string();
         let on_delete = on_delete(&vid, &req.on_delete)?;

@@ -171,3 +171,24 @@ async fn adopts_a_directory_in_place_and_publishes_it() {
     assert_eq!(d.list_ids().await, vec![id.clone()]);
     assert_data(&d.volume_dir("adopted"), "app-data");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_in_the_base_under_the_volumes_name_is_adopted_where_it_is() {
+    let d = Driver::start().await;
+    d.create("first", 16 * MIB, mount_cap()).await;
+    let dir = d.volume_dir("pvc-1_shop_db");
+    make_data_dir(&dir, "db");
+    let before = inode(&dir);
+    let r = adopt(&d, &dir, "pvc-1_shop_db", 64 * MIB)
+        .await
+        .expect("adopt in place");
+    assert_eq!(r.volume_id, d.volume_id("pvc-1_shop_db"));
+    assert_eq!(inode(&dir), before);
+    assert_data(&dir, "db");
+    let markers = get_xattr(&dir, "trusted.ferrovol.markers").expect("marked");
+    assert!(markers.contains(&r.volume_id), "{markers:?}");
+    let mut d = d;
+    d.restart().await;
+    assert_data(&d.volume_dir("pvc-1_shop_db"), "db");
+    assert!(d.list_ids().await.contains(&r.volume_id));
+}
