@@ -14,11 +14,14 @@ use tonic::{Request, Response, Status};
 
 pub struct AdminService {
     driver: Arc<Driver>,
+    /// Whether this process serves the controller role: an NFS volume's record is the
+    /// controller's to write, never a node plugin's.
+    controller: bool,
 }
 
 impl AdminService {
-    pub fn new(driver: Arc<Driver>) -> Self {
-        AdminService { driver }
+    pub fn new(driver: Arc<Driver>, controller: bool) -> Self {
+        AdminService { driver, controller }
     }
 }
 
@@ -135,12 +138,19 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let r = req.into_inner();
         let d = self.driver.clone();
+        let controller = self.controller;
         adopt(
             d,
             "AdoptNfsDirectory",
             nfs::BACKEND,
             r.name.clone(),
             move || {
+                if !controller {
+                    return Err(Error::precondition(
+                        &r.name,
+                        "this process serves no controller role; run it against the NFS controller's socket",
+                    ));
+                }
                 for (field, v) in [
                     ("server", &r.server),
                     ("share", &r.share),

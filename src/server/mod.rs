@@ -67,7 +67,7 @@ pub async fn serve(
         }))
         // The admin API moves data on this node: only on a Unix socket, never over TCP.
         .add_optional_service(matches!(endpoint, Endpoint::Unix(_)).then(|| {
-            AdminServer::new(AdminService::new(driver.clone()))
+            AdminServer::new(AdminService::new(driver.clone(), controller))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }));
     match endpoint {

@@ -267,3 +267,19 @@ async fn an_existing_directory_becomes_a_managed_volume_and_its_on_delete_applie
     d.delete(&made.volume_id).await;
     assert!(records(&g).is_empty(), "{:?}", records(&g));
 }
+
+#[tokio::test]
+async fn a_node_plugin_adopts_nothing() {
+    if !usable("nfs_adopt") {
+        return;
+    }
+    let g = Ganesha::start();
+    let d = nfs_driver(&g, &["--roles", "node"]).await;
+    data_dir(&g.export.join("legacy/app"), "app");
+    let s = adopt(&d, &g, "legacy/app", "app", "")
+        .await
+        .expect_err("node role");
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("NFS controller"), "{s:?}");
+    assert!(records(&g).is_empty());
+}
