@@ -70,7 +70,31 @@ pub enum AdoptWhat {
     },
 }
 
+/// Whether `name` can name a PersistentVolume (a DNS subdomain: lowercase letters, digits, '-'
+/// and '.', beginning and ending with a letter or digit, at most 253 characters), as the
+/// printed one is named after the volume.
+pub fn check_pv_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    ok.then_some(()).ok_or_else(|| {
+        format!(
+            "--name {name:?} cannot name a PersistentVolume: use lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
+        )
+    })
+}
+
 pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
+    let name = match &args.what {
+        AdoptWhat::Dir { name, .. }
+        | AdoptWhat::Device { name, .. }
+        | AdoptWhat::Nfs { name, .. } => name,
+    };
+    check_pv_name(name)?;
     let mut admin = AdminClient::new(channel);
     let (name, resp) = match args.what {
         AdoptWhat::Dir {
@@ -208,6 +232,25 @@ mod tests {
         );
         assert!(pv["spec"]["csi"].get("fsType").is_none());
         assert_eq!(pv["spec"]["accessModes"][0], "ReadWriteOnce");
+    }
+
+    #[test]
+    fn only_names_a_persistent_volume_can_have_are_taken() {
+        for ok in ["pvc-1c0a4e36", "data", "a.b-c", "0x"] {
+            assert!(check_pv_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "pvc-1_shop_db",
+            "Data",
+            "-a",
+            "a-",
+            ".a",
+            "a/b",
+            &"a".repeat(254),
+        ] {
+            assert!(check_pv_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -84,9 +84,14 @@ impl HostpathBackend {
                     format!(
                         "{shown} lies inside {} in the base, {}; nothing was changed",
                         base.join(first.as_ref()).display(),
-                        owner.map_or("the driver's own".to_string(), |o| format!(
-                            "the directory of volume {o}"
-                        ))
+                        match (owner, first.starts_with('.')) {
+                            (Some(o), _) => format!("the directory of volume {o}"),
+                            (None, true) => "the driver's own".to_string(),
+                            (None, false) => {
+                                "a directory of the base that is no volume: adopt that one, whole"
+                                    .to_string()
+                            }
+                        }
                     ),
                 ));
             }
