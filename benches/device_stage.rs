@@ -59,6 +59,7 @@ fn ours(dir: &Path, round: usize) -> Duration {
             topology: None,
             content_source: None,
         })
+        .and_then(|done| done.wait())
         .unwrap();
     let id = VolumeId::parse(&info.id).unwrap().unwrap();
     let staging = Target::unchecked(&dir.join(format!("ours-staging{round}")));
@@ -85,7 +86,7 @@ fn ours(dir: &Path, round: usize) -> Duration {
     let took = t.elapsed();
     b.unpublish(&id, &target).unwrap();
     b.unstage(&id, &staging).unwrap();
-    b.delete(&id).unwrap();
+    b.delete(&id).and_then(|done| done.wait()).unwrap();
     took
 }
 

@@ -86,16 +86,11 @@ pub trait ControllerBackend: Send + Sync {
     fn create_id(&self, req: &CreateRequest) -> Result<VolumeId> {
         self.volume_id(&req.name)
     }
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo>;
-    fn delete(&self, id: &VolumeId) -> Result<()>;
-    /// `create`, split at its commit so the CSI layer can wait for the commit as a task.
-    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
-        self.create(req).map(Done::Now)
-    }
-    /// `delete`, split at its commit like `queue_create`.
-    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
-        self.delete(id).map(Done::Now)
-    }
+    /// CreateVolume; a backend whose last step waits for the journal returns it unfinished, so
+    /// the CSI layer can wait for the commit as a task (`Done::finish`).
+    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>>;
+    /// DeleteVolume, split at its commit like `create`.
+    fn delete(&self, id: &VolumeId) -> Result<Done<()>>;
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo>;
     fn list(&self, after: Option<&str>, max_entries: usize) -> Result<Page>;
     /// `None` when the capabilities are all supported, else why not.

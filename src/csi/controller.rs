@@ -93,7 +93,7 @@ impl csi::controller_server::Controller for ControllerService {
             let guard = d.locks.try_lock(&id.to_string())?;
             let source = req.volume_content_source;
             // The volume's lock is held until the commit is decided and its steps have run.
-            Ok(backend.queue_create(&create)?.map(move |info| {
+            Ok(backend.create(&create)?.map(move |info| {
                 drop(guard);
                 let mut volume = convert::volume(&info);
                 volume.content_source = source;
@@ -127,7 +127,7 @@ impl csi::controller_server::Controller for ControllerService {
                 return Ok(Done::Now(csi::DeleteVolumeResponse {}));
             };
             let guard = d.locks.try_lock(&req.volume_id)?;
-            Ok(backend.queue_delete(&id)?.map(move |()| {
+            Ok(backend.delete(&id)?.map(move |()| {
                 drop(guard);
                 csi::DeleteVolumeResponse {}
             }))

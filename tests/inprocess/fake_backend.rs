@@ -7,7 +7,8 @@
 
 use ferrovol::backend::params::{decode, defining};
 use ferrovol::backend::{
-    Backend, BackendCaps, Capacity, CapacityRequest, ControllerBackend, Expansion, Page, Reach,
+    Backend, BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done, Expansion, Page,
+    Reach,
 };
 use ferrovol::error::{Error, Result};
 use ferrovol::volume::{
@@ -199,7 +200,7 @@ impl ControllerBackend for FakeBackend {
         }
     }
 
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         self.record(format!("create {}", req.name));
         let id = self.volume_id(&req.name)?;
         let vol = id.to_string();
@@ -230,7 +231,7 @@ impl ControllerBackend for FakeBackend {
                 && req.capacity.admits(v.capacity)
                 && v.parameters == defining(&req.parameters)
             {
-                return Ok(self.info(v));
+                return Ok(Done::Now(self.info(v)));
             }
             return Err(Error::exists(
                 vol,
@@ -259,14 +260,14 @@ impl ControllerBackend for FakeBackend {
         };
         let info = self.info(&v);
         st.volumes.insert(req.name.clone(), v);
-        Ok(info)
+        Ok(Done::Now(info))
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<()> {
+    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
         self.record(format!("delete {id}"));
         let mut st = self.state();
         let Ok((name, v)) = Self::find(&st, id) else {
-            return Ok(());
+            return Ok(Done::Now(()));
         };
         if !v.published.is_empty() {
             return Err(Error::precondition(
@@ -276,7 +277,7 @@ impl ControllerBackend for FakeBackend {
         }
         let name = name.clone();
         st.volumes.remove(&name);
-        Ok(())
+        Ok(Done::Now(()))
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {

@@ -5,7 +5,7 @@ use super::params::DeviceParams;
 use super::proof::{fingerprint, Fingerprint};
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND, CAPS};
 use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::discovery::{Claim, Entry};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
@@ -135,7 +135,7 @@ impl ControllerBackend for DeviceBackend {
         VolumeId::for_volume(BACKEND, &self.node, name)
     }
 
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(BACKEND, &id_str, &req.capabilities)?;
@@ -178,7 +178,7 @@ impl ControllerBackend for DeviceBackend {
                 }
                 _ => {
                     crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
-                    Ok(self.info(&rec))
+                    Ok(Done::Now(self.info(&rec)))
                 }
             };
         }
@@ -234,18 +234,18 @@ impl ControllerBackend for DeviceBackend {
         }
         crate::failpoint::hit("device:create:after-commit");
         tracing::info!(volume = %id_str, uid = %entry.device.uid, device = %entry.device.dev_path.display(), size, "claimed device");
-        Ok(self.info(&rec))
+        Ok(Done::Now(self.info(&rec)))
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<()> {
+    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
         crate::backend::require_local(id, &self.node)?;
         // No record: nothing of ours to undo (an unknown claim turns Released at start).
         let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
-            return Ok(());
+            return Ok(Done::Now(()));
         };
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if rec.phase == Phase::Deleting {
-            return self.finish_delete(&rec);
+            return self.finish_delete(&rec).map(Done::Now);
         }
         if let Some(why) = rec.in_use() {
             return Err(Error::precondition(rec.id, why));
@@ -253,7 +253,7 @@ impl ControllerBackend for DeviceBackend {
         rec.phase = Phase::Deleting;
         self.ledger.save(rec.clone())?;
         crate::failpoint::hit("device:delete:after-intent");
-        self.finish_delete(&rec)
+        self.finish_delete(&rec).map(Done::Now)
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {

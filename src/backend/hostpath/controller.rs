@@ -51,17 +51,9 @@ impl ControllerBackend for HostpathBackend {
         VolumeId::for_volume(super::BACKEND, &self.node, name)
     }
 
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
-        self.queue_create(req)?.wait()
-    }
-
-    fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.queue_delete(id)?.wait()
-    }
-
     /// Makes and marks the directory, then queues the record: the volume exists once the
     /// record is durable (the `Done`'s commit).
-    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
@@ -231,7 +223,7 @@ impl ControllerBackend for HostpathBackend {
 
     /// Queues the record's removal; the directory goes once the removal is durable (the
     /// `Done`'s commit).
-    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
         crate::backend::require_local(id, &self.node)?;
         let id_str = id.to_string();
         self.require_base(&id_str)?;

@@ -95,30 +95,22 @@ impl ControllerBackend for HostpathPools {
         VolumeId::for_volume(super::BACKEND, &self.node, name)
     }
 
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         self.pool_for(req)?.create(req)
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<()> {
-        self.queue_delete(id)?.wait()
-    }
-
-    fn queue_create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
-        self.pool_for(req)?.queue_create(req)
-    }
-
-    fn queue_delete(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
         if let Some(pool) = self.holder(&id.to_string()) {
-            return pool.queue_delete(id);
+            return pool.delete(id);
         }
         // No record: each usable pool removes a directory marked with this id (state lost).
         crate::backend::require_local(id, &self.node)?;
         let usable = self.usable();
         if usable.is_empty() {
-            return self.fallback().queue_delete(id);
+            return self.fallback().delete(id);
         }
         for pool in usable {
-            pool.delete(id)?;
+            pool.delete(id)?.wait()?;
         }
         Ok(Done::Now(()))
     }

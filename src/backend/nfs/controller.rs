@@ -5,7 +5,7 @@ use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::Values;
 use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Page};
+use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
 use crate::nfs::{NfsClient, NfsStatus, SetAttr};
 
@@ -207,7 +207,7 @@ impl ControllerBackend for NfsBackend {
         self.id_and_params(req).map(|(id, _)| id)
     }
 
-    fn create(&self, req: &CreateRequest) -> Result<VolumeInfo> {
+    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let (id, p) = self.id_and_params(req)?;
         let vid = id.to_string();
         refuse_caps(&vid, &req.capabilities)?;
@@ -297,26 +297,27 @@ impl ControllerBackend for NfsBackend {
                         return Err(Error::exists(&vid, why));
                     }
                     let cond = self.condition(&c, &rec)?;
-                    return Ok(self.info(&rec, cond));
+                    return Ok(Done::Now(self.info(&rec, cond)));
                 }
                 RecordState::Creating => self.roll_back_other(&c, &rec)?,
                 RecordState::Deleting => self.finish_delete(&c, &rec)?,
             }
         }
-        match &source {
+        let made = match &source {
             Some(src) => self.make_from(&c, want, src),
             None => self.make(&c, want),
-        }
+        };
+        made.map(Done::Now)
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<()> {
+    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
         let vid = id.to_string();
         if layout::is_static_id(&vid) {
             tracing::info!(volume = %vid, "a static volume: nothing of it is the driver's, nothing deleted");
-            return Ok(());
+            return Ok(Done::Now(()));
         }
         if layout::parse_volume_id(&vid).is_none() {
-            return Ok(()); // not an id this backend ever issued: nothing of ours to delete
+            return Ok(Done::Now(())); // not an id this backend ever issued: nothing of ours to delete
         }
         // Snapshots are copies of their own: they stay when the volume goes, but not while one
         // is still being read from it.
@@ -326,9 +327,9 @@ impl ControllerBackend for NfsBackend {
             )));
         }
         let Some((c, rec)) = self.find(&vid, &id.key)? else {
-            return Ok(());
+            return Ok(Done::Now(()));
         };
-        match rec.state {
+        let deleted = match rec.state {
             RecordState::Creating => self.roll_back_other(&c, &rec),
             RecordState::Deleting => self.finish_delete(&c, &rec),
             RecordState::Ready => {
@@ -349,7 +350,8 @@ impl ControllerBackend for NfsBackend {
                 crate::failpoint::hit("nfs-delete:after-intent");
                 self.finish_delete(&c, &intent)
             }
-        }
+        };
+        deleted.map(Done::Now)
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
