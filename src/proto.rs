@@ -2,3 +2,9 @@
 #![allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 
 tonic::include_proto!("csi.v1");
+
+/// ferrovol's admin API (proto/admin.proto): adoption of existing data on one node.
+pub mod admin {
+    #![allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+    tonic::include_proto!("ferrovol.admin.v1");
+}

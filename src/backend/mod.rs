@@ -2,6 +2,7 @@
 //! validates requests, takes the per-volume lock and dispatches here. Backends never speak gRPC.
 //! Methods are blocking (they do file system or network work) and run on the blocking pool.
 
+pub mod adopt;
 pub mod caps;
 pub mod device;
 pub mod done;
@@ -151,6 +152,10 @@ pub trait Backend: ControllerBackend + NodeBackend {
     fn check_ready(&self) -> Result<()>;
     /// Snapshots (and CreateVolume from one), when this backend takes them.
     fn snapshots(&self) -> Option<&dyn SnapshotBackend> {
+        None
+    }
+    /// Adoption of existing data (the admin API), when this backend offers it.
+    fn adoption(&self) -> Option<&dyn adopt::AdoptBackend> {
         None
     }
 }

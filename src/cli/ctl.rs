@@ -78,6 +78,9 @@ pub enum CtlCommand {
         #[arg(value_parser = parse_size)]
         size: u64,
     },
+    /// Bring existing data under the driver without copying it, and print the
+    /// PersistentVolume to apply (docs/adoption.md).
+    Adopt(super::ctl_adopt::AdoptArgs),
     /// kubelet's NodeExpandVolume: grow the volume published at PATH to SIZE on this node.
     NodeExpand {
         volume_id: String,
@@ -256,6 +259,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 resp.capacity_bytes, resp.node_expansion_required
             );
         }
+        CtlCommand::Adopt(adopt) => super::ctl_adopt::run(channel, adopt).await?,
         CtlCommand::Devices { .. } => unreachable!("answered from the inventory file in run()"),
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod crd;
 pub mod ctl;
+pub mod ctl_adopt;
 pub mod ctl_kubelet;
 pub mod devices;
 pub mod metrics;

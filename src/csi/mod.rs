@@ -3,6 +3,7 @@
 //! `in_place`; a short create or delete runs in place and awaits its commit as a task:
 //! `rpc_queued`), log one line per RPC, map the error.
 
+pub mod admin;
 pub mod controller;
 pub mod convert;
 pub mod identity;

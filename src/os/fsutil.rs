@@ -36,6 +36,33 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Renames `from` to `to` only if `to` does not exist (renameat2 RENAME_NOREPLACE: a plain
+/// rename would silently replace an empty directory), then makes both directories' entries
+/// durable. EXDEV when the two lie on different filesystems (or btrfs subvolumes): nothing is
+/// copied.
+pub fn rename_noreplace_durable(from: &Path, to: &Path) -> io::Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )?;
+    for dir in [to.parent(), from.parent()].into_iter().flatten() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Removes `path` if present, then makes the removal durable.
+pub fn remove_file_durable(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("/"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A fresh random token (64 bits, hex) from the kernel's generator.
 pub fn random_token() -> io::Result<String> {
     Ok(hex(&random_bytes::<8>()?))

@@ -181,6 +181,26 @@ pub fn set_base_marker(path: &Path, store_id: &str) -> io::Result<()> {
     super::fsutil::fsync_dir(path)
 }
 
+/// Takes every ownership marker off a directory (an adoption rolled back gives the directory
+/// back as it was found: unmarked).
+pub fn clear_markers(path: &Path) -> io::Result<()> {
+    for name in [MARKERS, MARKER, STORE_MARKER, INCARNATION_MARKER] {
+        remove_xattr(path, name)?;
+    }
+    Ok(())
+}
+
+fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    let p = cpath(path)?;
+    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
+    // SAFETY: valid NUL-terminated strings.
+    let rc = unsafe { libc::lremovexattr(p.as_ptr(), name.as_ptr()) };
+    match super::dirwalk::check(rc) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
 fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
     Ok(rustix::fs::lsetxattr(
         path,

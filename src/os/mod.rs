@@ -14,6 +14,7 @@ pub mod dirlock;
 pub mod dirwalk;
 pub mod filecopy;
 pub mod fsutil;
+pub mod inuse;
 pub mod loopdev;
 pub mod malloc;
 pub mod markers;

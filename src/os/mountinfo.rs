@@ -112,6 +112,17 @@ fn mount_root_nofollow(dir: BorrowedFd<'_>, name: impl Arg) -> io::Result<Option
     }
 }
 
+/// The mount that holds `path` (absolute, resolved): the deepest mount point above or at it,
+/// the topmost one there.
+pub fn holding_mount(path: &Path) -> io::Result<MountEntry> {
+    read()?
+        .into_iter()
+        .rev()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+        .ok_or_else(|| io::Error::other(format!("no mount holds {}", path.display())))
+}
+
 /// The topmost mount at exactly `path`, if `path` is a mount point.
 pub fn mount_at(path: &Path) -> io::Result<Option<MountEntry>> {
     Ok(read()?.into_iter().rev().find(|m| m.mount_point == path))

@@ -7,10 +7,12 @@ pub mod metrics;
 pub mod registration;
 pub mod rpc_metrics;
 
+use crate::csi::admin::AdminService;
 use crate::csi::controller::ControllerService;
 use crate::csi::identity::IdentityService;
 use crate::csi::node::NodeService;
 use crate::csi::Driver;
+use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
@@ -61,6 +63,11 @@ pub async fn serve(
         }))
         .add_optional_service(node.then(|| {
             NodeServer::new(NodeService::new(driver.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+        }))
+        // The admin API moves data on this node: only on a Unix socket, never over TCP.
+        .add_optional_service(matches!(endpoint, Endpoint::Unix(_)).then(|| {
+            AdminServer::new(AdminService::new(driver.clone(), controller))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }));
     match endpoint {

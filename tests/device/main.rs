@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adopt;
 mod backend;
 mod classes;
 mod discovery;

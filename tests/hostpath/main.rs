@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adopt;
 mod base_identity;
 mod base_unprivileged;
 mod copy;

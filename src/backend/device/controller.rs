@@ -82,7 +82,7 @@ impl DeviceBackend {
 
     /// The fingerprint of the chosen device, read through a descriptor; its number must be
     /// the one the inventory has (else the inventory lags: the CO retries).
-    fn fingerprint_of(&self, volume: &str, e: &Entry) -> Result<Fingerprint> {
+    pub(super) fn fingerprint_of(&self, volume: &str, e: &Entry) -> Result<Fingerprint> {
         let path = &e.device.dev_path;
         let fp = std::fs::File::open(path)
             .and_then(|f| fingerprint(&f))
@@ -216,6 +216,7 @@ impl ControllerBackend for DeviceBackend {
                 fs,
                 mkfs_options: params.mkfs_args(),
                 claimed_as: Some(claimed_as),
+                adopted: false,
             },
         );
         rec.parameters = wanted_params;

@@ -13,6 +13,9 @@
 //! - delete: record `Deleting` -> wipe (only what we wrote, or everything for a raw block
 //!   volume) -> one batch that removes the record and, when the device no longer shows what
 //!   we wrote, records it `Released` with the reason. A restart finishes a `Deleting` record.
+//! - adopt (`adopt`): a device that carries a filesystem, named by the operator, is claimed
+//!   with its data; its filesystem's UUID and offsets are recorded as the proven identity. A
+//!   delete of such a volume releases the claim and never wipes.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
 //!   proves through the descriptor it writes with (or holds) that the node is the claimed
 //!   device ([`proof`]): uid read afresh for that device number, size,
@@ -20,6 +23,7 @@
 //!   fails the proof is never written; the RPC answers FailedPrecondition and a delete stays
 //!   pending until the claimed device is back or an operator steps in.
 
+mod adopt;
 pub mod claims;
 mod controller;
 mod node;
@@ -63,6 +67,10 @@ pub struct DeviceData {
     /// write. None in records made before fingerprints were taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_as: Option<proof::Fingerprint>,
+    /// Claimed by adoption with the data it carried (`adopt`): a delete releases the claim and
+    /// keeps the filesystem, never wipes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
 
 pub type VolumeRecord = crate::state::VolumeRecord<DeviceData>;
@@ -301,5 +309,9 @@ impl Backend for DeviceBackend {
 
     fn check_ready(&self) -> Result<()> {
         self.ledger.check_writable()
+    }
+
+    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+        Some(self)
     }
 }

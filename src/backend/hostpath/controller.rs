@@ -163,6 +163,7 @@ impl ControllerBackend for HostpathBackend {
                     fsutil::random_token()
                         .map_err(Error::os(&id_str, "draw the incarnation token"))?,
                 ),
+                adopted_from: None,
             },
         );
         rec.parameters = wanted_params;

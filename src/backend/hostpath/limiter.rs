@@ -14,7 +14,21 @@ pub enum Limiter {
     Btrfs(BtrfsQgroups),
 }
 
+/// Which kind of limiter a base has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimiterKind {
+    Project,
+    Btrfs,
+}
+
 impl Limiter {
+    pub fn kind(&self) -> LimiterKind {
+        match self {
+            Limiter::Project(_) => LimiterKind::Project,
+            Limiter::Btrfs(_) => LimiterKind::Btrfs,
+        }
+    }
+
     pub fn probe(base: &Path) -> io::Result<Option<Self>> {
         if let Some(q) = ProjectQuota::probe(base)? {
             return Ok(Some(Limiter::Project(q)));
@@ -54,6 +68,18 @@ impl Limiter {
             }
             (Limiter::Btrfs(b), Enforcement::BtrfsQgroup) => b.set_limit(dir, bytes),
             _ => Err(mismatch()),
+        }
+    }
+
+    /// `apply` on a directory that already holds data (adoption): a project quota counts only
+    /// the inodes in the project, so every directory and file of the tree joins it first.
+    pub fn apply_tree(&self, dir: &Path, how: Enforcement, bytes: u64) -> io::Result<()> {
+        match (self, how) {
+            (Limiter::Project(q), Enforcement::ProjectQuota { id }) => {
+                q.assign_tree(dir, id)?;
+                q.set_limit(id, bytes)
+            }
+            _ => self.apply(dir, how, bytes),
         }
     }
 

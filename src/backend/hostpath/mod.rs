@@ -10,6 +10,9 @@
 //! directory (one rmdir when empty, else through a trash name). Recovery decides from the journal and the
 //! markers alone, so no step before the commit needs a sync of its own.
 
+mod adopt;
+mod adopt_checks;
+mod adopt_copy;
 mod base;
 mod controller;
 mod limiter;
@@ -17,6 +20,7 @@ mod node;
 pub mod params;
 pub mod pool_config;
 pub mod pools;
+mod pools_adopt;
 mod pools_dispatch;
 mod provision;
 pub mod record;
@@ -26,11 +30,11 @@ pub mod snapshot;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
-use crate::os::{fsutil, markers, statfs};
+use crate::os::statfs;
 use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
 use limiter::Limiter;
-use record::{Enforcement, VolumeRecord};
+use record::VolumeRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -95,6 +99,8 @@ pub struct HostpathBackend {
     probing: Mutex<()>,
     /// Snapshot records, under their own journal prefix.
     snaps: Ledger<snapshot::SnapRecord>,
+    /// Adoptions under way (`adopt`), under their own journal prefix.
+    adoptions: Ledger<adopt::AdoptIntent>,
     /// The last statfs of the base: (when, size, bytes available), for `space_for`.
     recent_space: Mutex<Option<(Instant, u64, u64)>>,
     /// Why the base was refused at start (see `base`); None when it was this store's.
@@ -118,6 +124,7 @@ impl HostpathBackend {
             Ledger::open_counted(journal.clone(), &snaps_key, snapshot::LEDGER, live)?;
         let ledger: Ledger<VolumeRecord> =
             Ledger::open_counted(journal.clone(), &volumes_key, BACKEND, live)?;
+        let adoptions = adopt::open_ledger(&journal, &cfg.pool, live)?;
         let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
@@ -135,6 +142,7 @@ impl HostpathBackend {
             Arc::new_cyclic(|me| HostpathBackend {
                 me: me.clone(),
                 snaps,
+                adoptions,
                 node: cfg.node_id.clone(),
                 pool: cfg.pool.clone(),
                 identity: identity.clone(),
@@ -329,64 +337,6 @@ impl HostpathBackend {
 
     fn save(&self, rec: VolumeRecord) -> Result<()> {
         self.ledger.save(rec)
-    }
-
-    /// Removes a volume directory that carries `id` (or, for a create that never got as far
-    /// as marking it, an empty unmarked one), and lifts its limit.
-    fn remove_dir_of(&self, id: &str, dir: &Path, enforced_by: Option<Enforcement>) -> Result<()> {
-        if !dir.exists() {
-            return self.release_limit(id, enforced_by);
-        }
-        let found = markers::read_markers(dir).map_err(Error::os(id, "read ownership marker"))?;
-        match found {
-            // Not when another store marked it: a create that failed on finding another store's
-            // directory of this id must not remove it. (No store marker: made by 0.1, whose
-            // half-done creates and deletes the adoption settles here.)
-            Some(m)
-                if m.volume == id && m.store.as_deref().is_none_or(|s| s == self.store_id()) =>
-            {
-                fsutil::remove_tree_one_fs(dir)
-                    .map_err(Error::os(id, format!("remove {}", dir.display())))?
-            }
-            Some(m) if m.volume == id => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: another state store made it",
-                        dir.display()
-                    ),
-                ));
-            }
-            None => {
-                // Crashed between mkdir and marking: remove only if still empty.
-                if let Err(e) = std::fs::remove_dir(dir) {
-                    tracing::warn!(volume = %id, dir = %dir.display(), error = %e, "left an unmarked directory in place");
-                }
-            }
-            Some(other) => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: it is marked as volume {:?}, not as this volume",
-                        dir.display(),
-                        other.volume
-                    ),
-                ));
-            }
-        }
-        crate::failpoint::hit("discard:after-remove-dir");
-        self.release_limit(id, enforced_by)
-    }
-
-    fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
-        let Some(how) = enforced_by else {
-            return Ok(());
-        };
-        if let Some(l) = self.limiter()? {
-            l.release(how)
-                .map_err(Error::os(id, "lift capacity limit"))?;
-        }
-        Ok(())
     }
 
     /// One statfs of the base: (size of the whole filesystem, bytes free for new volumes, that is

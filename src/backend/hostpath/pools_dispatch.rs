@@ -297,6 +297,10 @@ impl Backend for HostpathPools {
     fn snapshots(&self) -> Option<&dyn SnapshotBackend> {
         Some(self)
     }
+
+    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,69 @@ impl HostpathBackend {
         Ok(())
     }
 
+    /// Removes a volume directory that carries `id` (or, for a create that never got as far
+    /// as marking it, an empty unmarked one), and lifts its limit.
+    pub(super) fn remove_dir_of(
+        &self,
+        id: &str,
+        dir: &std::path::Path,
+        enforced_by: Option<Enforcement>,
+    ) -> Result<()> {
+        if !dir.exists() {
+            return self.release_limit(id, enforced_by);
+        }
+        let found = markers::read_markers(dir).map_err(Error::os(id, "read ownership marker"))?;
+        match found {
+            // Not when another store marked it: a create that failed on finding another store's
+            // directory of this id must not remove it. (No store marker: made by 0.1, whose
+            // half-done creates and deletes the adoption settles here.)
+            Some(m)
+                if m.volume == id && m.store.as_deref().is_none_or(|s| s == self.store_id()) =>
+            {
+                fsutil::remove_tree_one_fs(dir)
+                    .map_err(Error::os(id, format!("remove {}", dir.display())))?
+            }
+            Some(m) if m.volume == id => {
+                return Err(Error::precondition(
+                    id,
+                    format!(
+                        "refusing to remove {}: another state store made it",
+                        dir.display()
+                    ),
+                ));
+            }
+            None => {
+                // Crashed between mkdir and marking: remove only if still empty.
+                if let Err(e) = std::fs::remove_dir(dir) {
+                    tracing::warn!(volume = %id, dir = %dir.display(), error = %e, "left an unmarked directory in place");
+                }
+            }
+            Some(other) => {
+                return Err(Error::precondition(
+                    id,
+                    format!(
+                        "refusing to remove {}: it is marked as volume {:?}, not as this volume",
+                        dir.display(),
+                        other.volume
+                    ),
+                ));
+            }
+        }
+        crate::failpoint::hit("discard:after-remove-dir");
+        self.release_limit(id, enforced_by)
+    }
+
+    pub(super) fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
+        let Some(how) = enforced_by else {
+            return Ok(());
+        };
+        if let Some(l) = self.limiter()? {
+            l.release(how)
+                .map_err(Error::os(id, "lift capacity limit"))?;
+        }
+        Ok(())
+    }
+
     /// Whether a directory marked with `rec`'s id is this create's own (a repeat, or a restore
     /// that claimed it) rather than what an earlier volume of the name left: its incarnation is
     /// this record's, or it is empty and so holds nothing of anyone's.

@@ -24,6 +24,10 @@ pub struct HostpathData {
     /// takes the current one with it. None in records written before incarnations existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<String>,
+    /// Where an adopted volume's directory was before adoption moved it into the base (see
+    /// `adopt`); None for a volume the driver made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<std::path::PathBuf>,
 }
 
 pub type VolumeRecord = crate::state::VolumeRecord<HostpathData>;

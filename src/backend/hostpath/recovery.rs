@@ -60,6 +60,8 @@ impl HostpathBackend {
             ..Tally::default()
         };
         self.check_journal_current()?;
+        // Before the sweep, which removes marked directories that have no record.
+        self.recover_adoptions()?;
         let damage = self.ledger.journal().damage();
         let held = self.sweep_base(&mut tally, damage.as_ref())?;
         for mut rec in self.ledger.records() {

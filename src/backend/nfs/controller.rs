@@ -51,7 +51,7 @@ pub(super) fn not_ours(rec: &VolumeRecord) -> Error {
     )
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -312,6 +312,10 @@ impl ControllerBackend for NfsBackend {
 
     fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
         let vid = id.to_string();
+        if layout::is_static_id(&vid) {
+            tracing::info!(volume = %vid, "a static volume: nothing of it is the driver's, nothing deleted");
+            return Ok(Done::Now(()));
+        }
         if layout::parse_volume_id(&vid).is_none() {
             return Ok(Done::Now(())); // not an id this backend ever issued: nothing of ours to delete
         }

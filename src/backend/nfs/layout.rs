@@ -117,6 +117,18 @@ pub fn volume_key(name: &str) -> String {
     format!("{prefix}~{:016x}", fnv1a(name))
 }
 
+/// The volumeHandle prefix of a static PersistentVolume of an existing directory, written by
+/// hand (docs/adoption.md): `nfs/static/<name>`. `static` is no share key (8 hex digits), so
+/// `parse_id` never reads such a handle as a provisioned volume's, and no CreateVolume issues it.
+pub const STATIC_ID_PREFIX: &str = "nfs/static/";
+
+/// Whether `id` is a static volume's handle: the node publishes it from its volume context;
+/// the controller owns nothing of it.
+pub fn is_static_id(id: &str) -> bool {
+    id.strip_prefix(STATIC_ID_PREFIX)
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
 /// The id of volume `key` on the share whose key is `share_key`: `nfs/<share key>/<key>`.
 pub fn share_volume_id(share_key: &str, key: &str) -> String {
     format!("{ID_PREFIX}{share_key}/{key}")
@@ -309,6 +321,27 @@ impl VolumeRecord {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_static_handle_is_never_a_provisioned_volumes_id() {
+        for id in ["nfs/static/media", "nfs/static/pvc-1", "nfs/static/a~b"] {
+            assert!(is_static_id(id), "{id}");
+            assert_eq!(parse_id(id), None, "{id} read as a provisioned id");
+            let parsed = crate::volume::VolumeId::parse(id).unwrap().unwrap();
+            assert_eq!(
+                parsed.backend,
+                super::super::BACKEND,
+                "{id} reaches the NFS backend"
+            );
+        }
+        // What CreateVolume issues never is one: share keys are 8 hex digits.
+        assert!(!is_share_key("static"));
+        let issued = share_volume_id(&share_key("srv", "/export"), &volume_key("static"));
+        assert!(!is_static_id(&issued), "{issued}");
+        assert!(!is_static_id(&volume_id("static")));
+        assert!(!is_static_id("nfs/static/"));
+        assert!(!is_static_id("nfs/static/a/b"));
+    }
 
     #[test]
     fn short_clean_names_are_their_own_key() {

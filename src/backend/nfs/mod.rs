@@ -44,6 +44,7 @@
 //! fails with FailedPrecondition naming the server. Use `no_root_squash` (or an anonuid that owns
 //! the share) when classes set `uid`/`gid`.
 
+mod adopt;
 mod controller;
 mod delete;
 pub mod layout;
@@ -371,5 +372,25 @@ impl Backend for NfsBackend {
 
     fn snapshots(&self) -> Option<&dyn crate::backend::SnapshotBackend> {
         Some(self)
+    }
+
+    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+        Some(self)
+    }
+}
+
+impl crate::backend::adopt::AdoptBackend for NfsBackend {
+    fn adopt_id(&self, req: &crate::backend::adopt::Adopt) -> Result<crate::volume::VolumeId> {
+        match req {
+            crate::backend::adopt::Adopt::NfsDir(dir) => adopt::adopt_id(dir),
+            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
+        }
+    }
+
+    fn adopt(&self, req: &crate::backend::adopt::Adopt) -> Result<crate::volume::VolumeInfo> {
+        match req {
+            crate::backend::adopt::Adopt::NfsDir(dir) => self.adopt_nfs_dir(dir),
+            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
+        }
     }
 }

@@ -10,6 +10,9 @@ impl DeviceBackend {
     /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
     /// from any point (recovery calls it for a Deleting record).
     pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
+        if rec.backend.adopted {
+            return self.release_adopted(rec);
+        }
         let ours = self.ours(rec);
         // Another device presenting the uid: which one is ours is not known; wait it out.
         if let Some(why) = self
@@ -57,6 +60,19 @@ impl DeviceBackend {
             if let Err(err) = self.inventory.rescan_device(&e.device.kernel_name, None) {
                 tracing::warn!(uid = %rec.backend.uid, error = %err, "rescan after release failed");
             }
+        }
+        Ok(())
+    }
+
+    /// Deletes an adopted volume: the data it was adopted with is not the driver's to destroy,
+    /// so nothing is written to the device; the record goes and the device is Unclaimed, its
+    /// filesystem in place (and so no candidate for a create).
+    fn release_adopted(&self, rec: &VolumeRecord) -> Result<()> {
+        self.ledger.remove(rec)?;
+        tracing::info!(volume = %rec.id, uid = %rec.backend.uid,
+            "deleted an adopted device volume: claim released, its filesystem and data kept");
+        if self.claim_of(&rec.backend.uid).as_ref() == Some(&self.ours(rec)) {
+            self.show_claim(rec, Claim::Unclaimed);
         }
         Ok(())
     }

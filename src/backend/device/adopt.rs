@@ -1,0 +1,172 @@
+//! Adoption of a device that already carries a filesystem: the operator names it by its
+//! BlockDevice uid, and one commit of a record claims it, as a create claims a blank device.
+//! Nothing is written to the device: its filesystem is kept, and its type, UUID and signature
+//! offsets are recorded as the identity every later stage proves (a stage mounts it, never
+//! formats it: the record says the filesystem is finished). A delete releases the claim and
+//! keeps the data (`DeviceData::adopted`). The dynamic path never claims such a device: it is
+//! no candidate while it carries a signature.
+
+use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND};
+use crate::backend::adopt::{not_here, Adopt, AdoptBackend, AdoptDevice};
+use crate::discovery::{Claim, State};
+use crate::error::{Error, Result};
+use crate::os::{blkid, mkfs, mountinfo};
+use crate::volume::{AccessKind, VolumeId, VolumeInfo};
+
+impl AdoptBackend for DeviceBackend {
+    fn adopt_id(&self, req: &Adopt) -> Result<VolumeId> {
+        VolumeId::for_volume(BACKEND, &self.node, req.name())
+    }
+
+    fn adopt(&self, req: &Adopt) -> Result<VolumeInfo> {
+        match req {
+            Adopt::Device(dev) => self.adopt_device(dev),
+            other => Err(not_here(BACKEND, other)),
+        }
+    }
+}
+
+impl DeviceBackend {
+    fn adopt_device(&self, req: &AdoptDevice) -> Result<VolumeInfo> {
+        let id = VolumeId::for_volume(BACKEND, &self.node, &req.name)?.to_string();
+        let uid = &req.device_uid;
+        let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rec) = self.ledger.get(&req.name) {
+            if rec.backend.adopted && &rec.backend.uid == uid {
+                return Ok(self.info(&rec));
+            }
+            return Err(Error::exists(
+                id,
+                format!(
+                    "a volume named {:?} exists already; choose another name",
+                    req.name
+                ),
+            ));
+        }
+        if let Some(other) = self.ledger.id_owner(&id) {
+            return Err(Error::exists(
+                id,
+                format!("this id already belongs to volume {other:?}; choose another name"),
+            ));
+        }
+        let refuse = |why: String| {
+            Error::precondition(&id, format!("device {uid}: {why}; nothing was changed"))
+        };
+        let entry = self.inventory.get(uid).ok_or_else(|| {
+            Error::invalid(format!(
+                "volume {id}: no device {uid} in this node's inventory (`ferrovol ctl devices` lists them)"
+            ))
+        })?;
+        let path = entry.device.dev_path.clone();
+        if entry.state != State::Active {
+            return Err(refuse(format!(
+                "it is gone (last seen at {})",
+                path.display()
+            )));
+        }
+        if let Some(why) = super::proof::conflict(&entry) {
+            return Err(refuse(why));
+        }
+        match &entry.claim {
+            Claim::Unclaimed => {}
+            Claim::Claimed { volume, node } => {
+                return Err(refuse(format!(
+                    "it is claimed by volume {volume} on node {node}"
+                )))
+            }
+            Claim::Released { reason, .. } => {
+                return Err(refuse(format!(
+                    "it was released ({reason}); an operator must clear it first"
+                )))
+            }
+        }
+        let d = &entry.device;
+        if !d.selected {
+            return Err(refuse(format!(
+                "{} is not named by this node's device include rules; name it with --device-include or the device config first",
+                path.display()
+            )));
+        }
+        if let Some(os) = d.holds_os.first() {
+            return Err(refuse(format!("it holds the node's {}", os.display())));
+        }
+        if !d.partitions.is_empty() || !d.holders.is_empty() {
+            return Err(refuse(format!(
+                "it has partitions {:?} or holders {:?}; adopt a whole-device filesystem",
+                d.partitions, d.holders
+            )));
+        }
+        // The inventory may lag behind the disk: what counts is read now.
+        let mounts = mountinfo::read().map_err(Error::os(&id, "read mount table"))?;
+        if let Some(m) = mounts.iter().find(|m| m.device == d.dev_number) {
+            return Err(refuse(format!(
+                "it is mounted at {}; unmount it first",
+                m.mount_point.display()
+            )));
+        }
+        let busy = !blkid::can_open_exclusive(&path)
+            .map_err(Error::os(&id, format!("open {}", path.display())))?;
+        if busy {
+            return Err(refuse(format!(
+                "{} is in use (held open exclusively)",
+                path.display()
+            )));
+        }
+        let sigs =
+            blkid::probe_all(&path).map_err(Error::os(&id, format!("probe {}", path.display())))?;
+        let fs = match sigs.as_slice() {
+            [s] if s.kind == blkid::Kind::Filesystem
+                && s.uuid.is_some()
+                && mkfs::SUPPORTED.contains(&s.fs_type.as_str()) =>
+            {
+                OurFs {
+                    fs_type: s.fs_type.clone(),
+                    uuid: s.uuid.clone().expect("checked"),
+                    offsets: vec![s.offset],
+                }
+            }
+            [] => {
+                return Err(refuse(format!(
+                    "{} carries no filesystem: a blank device is provisioned, not adopted",
+                    path.display()
+                )))
+            }
+            found => {
+                let found: Vec<String> = found.iter().map(|s| s.to_string()).collect();
+                return Err(refuse(format!(
+                    "{} holds {}; adoption takes one {} filesystem with a UUID",
+                    path.display(),
+                    found.join(", "),
+                    mkfs::SUPPORTED.join(" or ")
+                )));
+            }
+        };
+        let claimed_as = self.fingerprint_of(&id, &entry)?;
+        let rec = VolumeRecord::new(
+            id.clone(),
+            req.name.clone(),
+            AccessKind::Mount,
+            d.size_bytes,
+            DeviceData {
+                uid: uid.clone(),
+                device_size: d.size_bytes,
+                fs: Some(fs.clone()),
+                mkfs_options: Vec::new(),
+                claimed_as: Some(claimed_as),
+                adopted: true,
+            },
+        );
+        // As a create: shown first, then the one commit of the record is the claim.
+        self.inventory
+            .set_claim(uid, self.ours(&rec))
+            .map_err(Error::os(&id, format!("claim device {uid}")))?;
+        if let Err(e) = self.ledger.save(rec.clone()) {
+            self.show_claim(&rec, Claim::Unclaimed);
+            return Err(e);
+        }
+        crate::failpoint::hit("device:adopt:after-commit");
+        tracing::info!(volume = %id, %uid, device = %path.display(), fs = %fs.fs_type, uuid = %fs.uuid,
+            "adopted a device with its filesystem");
+        Ok(self.info(&rec))
+    }
+}

@@ -1,0 +1,174 @@
+//! Adoption of an existing directory on an NFS share as a managed volume: one record written
+//! on the share (`.ferrovol/volumes/<key>.json`, atomically, state Ready), naming the directory
+//! and the file handle found there now. That record is what every managed volume has, so from
+//! then on ControllerGetVolume, ListVolumes, expansion and DeleteVolume with the record's
+//! onDelete treat it as any other; the handle proves, before DeleteVolume removes, archives or
+//! retains anything, that the directory is the one adopted. Nothing else is written: a crash
+//! leaves the record or no record, and the directory as it was.
+//!
+//! A directory that another record names, lies inside one, or holds one, is refused, as is one
+//! inside the driver's own `.ferrovol` or an archived volume's directory.
+
+use super::controller::now_secs;
+use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
+use super::params::OnDelete;
+use super::pattern::ARCHIVE_PREFIX;
+use super::{NfsBackend, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use crate::backend::adopt::AdoptNfsDir;
+use crate::error::{Error, Result};
+use crate::nfs::{NfsClient, NfsStatus};
+use crate::volume::{validate_component, VolumeCondition, VolumeId, VolumeInfo};
+use std::collections::BTreeMap;
+
+/// The id adopting `req` yields: `nfs/<share key>/<key of the name>`, as CreateVolume's.
+pub(super) fn adopt_id(req: &AdoptNfsDir) -> Result<VolumeId> {
+    validate_component("name", &req.name)?;
+    let (server, share) = super::parse_share(&format!("{}:{}", req.server, req.share))
+        .map_err(|e| Error::invalid(format!("volume {}: {e}", req.name)))?;
+    Ok(VolumeId {
+        backend: super::BACKEND.to_string(),
+        node: Some(layout::share_key(&server, &share)),
+        key: layout::volume_key(&req.name),
+    })
+}
+
+/// `retain` (the default: the data was not the driver's), `archive` or `delete`.
+fn on_delete(vid: &str, raw: &str) -> Result<OnDelete> {
+    if raw.is_empty() {
+        return Ok(OnDelete::Retain);
+    }
+    serde_json::from_value(serde_json::Value::String(raw.to_string())).map_err(|_| {
+        Error::invalid(format!(
+            "volume {vid}: onDelete {raw:?} is not one of retain, archive, delete"
+        ))
+    })
+}
+
+/// Held through each adoption in this process: two adoptions of one directory under two names
+/// (two locks) must not both find it unowned and both write a record naming it.
+static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl NfsBackend {
+    pub(super) fn adopt_nfs_dir(&self, req: &AdoptNfsDir) -> Result<VolumeInfo> {
+        let _one_at_a_time = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
+        let id = adopt_id(req)?;
+        let vid = id.to_string();
+        let on_delete = on_delete(&vid, &req.on_delete)?;
+        // The checks a PersistentVolume's volume context gets at publish: a plain host, a clean
+        // absolute share, a clean relative subDir outside `.ferrovol`.
+        let ctx = BTreeMap::from([
+            (CTX_SERVER.to_string(), req.server.clone()),
+            (CTX_SHARE.to_string(), req.share.clone()),
+            (
+                CTX_SUBDIR.to_string(),
+                req.sub_dir.trim_end_matches('/').to_string(),
+            ),
+        ]);
+        let loc = super::node::location(&vid, &ctx)?;
+        let sub_dir = loc.subdir.clone();
+        let place = format!("{sub_dir} on {}:{}", loc.server, loc.share);
+        if sub_dir.split('/').any(|c| c.starts_with(ARCHIVE_PREFIX)) {
+            return Err(Error::precondition(
+                &vid,
+                format!(
+                    "{place} is an archived volume's directory or lies in one; nothing was changed"
+                ),
+            ));
+        }
+        let c = self.client(&loc.server, &loc.share)?;
+        if let Some(rec) = self.read_record(&vid, &c, &id.key)? {
+            if rec.id == vid
+                && rec.name == req.name
+                && rec.sub_dir == sub_dir
+                && rec.state == RecordState::Ready
+            {
+                return Ok(self.info(&rec, VolumeCondition::healthy()));
+            }
+            return Err(Error::exists(
+                &vid,
+                format!(
+                    "this id is volume {:?} with subDir {}; choose another name",
+                    rec.name, rec.sub_dir
+                ),
+            ));
+        }
+        let (handle, attr) = match c.handle_of(&sub_dir).map_err(|e| self.err(&vid, e))? {
+            Some((h, a)) if a.is_dir() => (h, a),
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "volume {vid}: {place} is not a directory"
+                )))
+            }
+            None => {
+                return Err(Error::invalid(format!(
+                    "volume {vid}: {place} does not exist"
+                )))
+            }
+        };
+        self.refuse_owned(&vid, &c, &sub_dir, &place)?;
+        let rec = VolumeRecord {
+            version: RECORD_VERSION,
+            id: vid.clone(),
+            name: req.name.clone(),
+            state: RecordState::Ready,
+            server: loc.server.clone(),
+            share: loc.share.clone(),
+            sub_dir,
+            on_delete,
+            capacity_bytes: req.capacity,
+            mount_permissions: attr.mode,
+            uid: None,
+            gid: None,
+            created_at: now_secs(),
+            source: None,
+            dir_handle: Some(handle),
+            staging: None,
+            staging_handle: None,
+            staging_fileid: None,
+        };
+        // Registered before anything is written on the share, as for a create.
+        self.shares.register(&vid, &loc.server, &loc.share)?;
+        self.write_record(&c, &rec)?;
+        tracing::info!(volume = %vid, dir = %place, on_delete = ?on_delete,
+            "adopted an NFS directory as a volume");
+        Ok(self.info(&rec, VolumeCondition::healthy()))
+    }
+
+    /// FailedPrecondition when a record on the share names `sub_dir`, a directory above it,
+    /// or one below it (a restore's staging directory included).
+    fn refuse_owned(&self, vid: &str, c: &NfsClient, sub_dir: &str, place: &str) -> Result<()> {
+        let files = match c.readdir(layout::RECORDS_DIR) {
+            Ok(f) => f,
+            Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(()),
+            Err(e) => return Err(self.err(vid, e)),
+        };
+        let within =
+            |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+        for key in files
+            .iter()
+            .filter_map(|(n, _)| layout::key_of_record_file(n))
+        {
+            let Some(rec) = self.read_record(vid, c, key)? else {
+                continue;
+            };
+            let dirs = std::iter::once(&rec.sub_dir).chain(rec.staging.as_ref());
+            for dir in dirs {
+                let how = if within(sub_dir, dir) {
+                    "is or lies inside"
+                } else if within(dir, sub_dir) {
+                    "holds"
+                } else {
+                    continue;
+                };
+                return Err(Error::precondition(
+                    vid,
+                    format!(
+                        "{place} {how} the directory {dir} of volume {}; nothing was changed",
+                        rec.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! The admin service (proto/admin.proto): adoption of existing data, called by an operator
+//! through `ferrovol ctl adopt` on the driver's socket. Thin like the CSI services: validate,
+//! lock the volume, hand the work to the backend on the blocking pool.
+
+use super::{rpc, Driver};
+use crate::backend::adopt::{Adopt, AdoptDevice, AdoptDir, AdoptNfsDir};
+use crate::backend::{device, hostpath, nfs};
+use crate::error::{Error, Result};
+use crate::proto::admin as pb;
+use crate::volume::{VolumeInfo, TOPOLOGY_NODE_KEY};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService {
+    driver: Arc<Driver>,
+    /// Whether this process serves the controller role: an NFS volume's record is the
+    /// controller's to write, never a node plugin's.
+    controller: bool,
+}
+
+impl AdminService {
+    pub fn new(driver: Arc<Driver>, controller: bool) -> Self {
+        AdminService { driver, controller }
+    }
+}
+
+fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
+    pb::AdoptResponse {
+        volume_id: info.id,
+        capacity_bytes: info.capacity_bytes as i64,
+        capacity_enforced: info
+            .context
+            .get("ferrovol.io/capacity-enforced")
+            .is_some_and(|v| v == "true"),
+        fs_type: info
+            .context
+            .get("ferrovol.io/fs-type")
+            .cloned()
+            .unwrap_or_default(),
+        volume_context: info.context.into_iter().collect(),
+        driver_name: driver.name.clone(),
+        topology_key: if info.node.is_some() {
+            TOPOLOGY_NODE_KEY.to_string()
+        } else {
+            String::new()
+        },
+        node_id: info.node.unwrap_or_default(),
+    }
+}
+
+/// Runs the adoption `build` decodes on backend `backend`, under the volume's lock.
+async fn adopt(
+    driver: Arc<Driver>,
+    method: &'static str,
+    backend: &'static str,
+    name: String,
+    build: impl FnOnce() -> Result<Adopt> + Send + 'static,
+) -> Result<Response<pb::AdoptResponse>, Status> {
+    rpc(method, name, move || {
+        let req = build()?;
+        let b = driver
+            .backend(backend)?
+            .adoption()
+            .ok_or_else(|| Error::invalid(format!("backend {backend} adopts nothing")))?;
+        let id = b.adopt_id(&req)?;
+        let _guard = driver.locks.try_lock(&id.to_string())?;
+        let info = b.adopt(&req)?;
+        Ok(response(&driver, info))
+    })
+    .await
+}
+
+fn capacity(name: &str, bytes: i64) -> Result<u64> {
+    if bytes <= 0 {
+        return Err(Error::invalid(format!(
+            "volume {name}: capacity_bytes must be positive"
+        )));
+    }
+    Ok(bytes as u64)
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn adopt_directory(
+        &self,
+        req: Request<pb::AdoptDirectoryRequest>,
+    ) -> Result<Response<pb::AdoptResponse>, Status> {
+        let r = req.into_inner();
+        let d = self.driver.clone();
+        adopt(
+            d,
+            "AdoptDirectory",
+            hostpath::BACKEND,
+            r.name.clone(),
+            move || {
+                if r.path.is_empty() {
+                    return Err(Error::invalid("path is required"));
+                }
+                Ok(Adopt::Dir(AdoptDir {
+                    path: PathBuf::from(&r.path),
+                    capacity: capacity(&r.name, r.capacity_bytes)?,
+                    name: r.name,
+                    reflink_copy: r.reflink_copy,
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn adopt_device(
+        &self,
+        req: Request<pb::AdoptDeviceRequest>,
+    ) -> Result<Response<pb::AdoptResponse>, Status> {
+        let r = req.into_inner();
+        let d = self.driver.clone();
+        adopt(
+            d,
+            "AdoptDevice",
+            device::BACKEND,
+            r.name.clone(),
+            move || {
+                if r.device_uid.is_empty() {
+                    return Err(Error::invalid("device_uid is required"));
+                }
+                Ok(Adopt::Device(AdoptDevice {
+                    device_uid: r.device_uid,
+                    name: r.name,
+                }))
+            },
+        )
+        .await
+    }
+
+    async fn adopt_nfs_directory(
+        &self,
+        req: Request<pb::AdoptNfsDirectoryRequest>,
+    ) -> Result<Response<pb::AdoptResponse>, Status> {
+        let r = req.into_inner();
+        let d = self.driver.clone();
+        let controller = self.controller;
+        adopt(
+            d,
+            "AdoptNfsDirectory",
+            nfs::BACKEND,
+            r.name.clone(),
+            move || {
+                if !controller {
+                    return Err(Error::precondition(
+                        &r.name,
+                        "this process serves no controller role; run it against the NFS controller's socket",
+                    ));
+                }
+                for (field, v) in [
+                    ("server", &r.server),
+                    ("share", &r.share),
+                    ("sub_dir", &r.sub_dir),
+                ] {
+                    if v.is_empty() {
+                        return Err(Error::invalid(format!("{field} is required")));
+                    }
+                }
+                Ok(Adopt::NfsDir(AdoptNfsDir {
+                    capacity: capacity(&r.name, r.capacity_bytes)?,
+                    server: r.server,
+                    share: r.share,
+                    sub_dir: r.sub_dir,
+                    name: r.name,
+                    on_delete: r.on_delete,
+                }))
+            },
+        )
+        .await
+    }
+}
