@@ -191,13 +191,9 @@ pub fn clear_markers(path: &Path) -> io::Result<()> {
 }
 
 fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
-    let p = cpath(path)?;
-    let name = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
-    // SAFETY: valid NUL-terminated strings.
-    let rc = unsafe { libc::lremovexattr(p.as_ptr(), name.as_ptr()) };
-    match super::dirwalk::check(rc) {
-        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
-        other => other.map(drop),
+    match rustix::fs::lremovexattr(path, name) {
+        Err(rustix::io::Errno::NODATA) => Ok(()),
+        other => Ok(other?),
     }
 }
 

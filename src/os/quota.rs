@@ -200,7 +200,7 @@ pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
                 cur.push(&name, f.into())?;
             }
             libc::S_IFREG => {
-                let fd = dirwalk::open_at(at, &name, libc::O_RDONLY | libc::O_NONBLOCK)?;
+                let fd = dirwalk::open_at(at, &name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
                 set(&File::from(fd), false)?;
             }
             _ => {}

@@ -4,7 +4,7 @@
 //! releases the claim and keeps the data. Each refusal leaves the device as it was.
 
 use crate::common;
-use crate::common::loopdisks;
+use crate::common::disks;
 
 use common::*;
 use ferrovol::cli::devices::read_inventory;
@@ -12,7 +12,7 @@ use ferrovol::discovery::{Claim, Entry};
 use ferrovol::os::blkid::probe_all;
 use ferrovol::proto as csi;
 use ferrovol::proto::admin::{admin_client::AdminClient, AdoptDeviceRequest, AdoptResponse};
-use loopdisks::{image, run, Disk};
+use disks::{image, run, Disk};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -169,7 +169,7 @@ async fn devices_that_cannot_be_adopted_are_refused_untouched() {
     let parted = Disk::attach(&image(dir.path(), "gpt.img", 64));
     let mounted = Disk::attach(&image(dir.path(), "mounted.img", 64));
     let unnamed = Disk::attach(&image(dir.path(), "unnamed.img", 64));
-    loopdisks::Content::Gpt.write(parted.path());
+    disks::Content::Gpt.write(parted.path());
     let uuid = ext4_with_data(&mounted, &dir.path().join("m1"), "busy");
     ext4_with_data(&unnamed, &dir.path().join("m2"), "not mine");
     let mut b = Driver::builder().arg("--backends").arg("device");
