@@ -26,14 +26,16 @@
 //!   are rejected before any I/O (`NfsError::InvalidPath`).
 
 mod client;
+mod endpoint;
 pub mod error;
 mod path;
-mod proto;
 mod rpc;
-mod transport;
+mod types;
+mod v3;
+mod v4;
 mod xdr;
 
 pub use client::{CopyStats, Guarded, NfsClient, Outcome, Rmdir};
+pub use endpoint::ClientOptions;
 pub use error::{NfsError, NfsStatus, Result};
-pub use proto::{Attr, FileType, FsStat, SetAttr};
-pub use transport::ClientOptions;
+pub use types::{Attr, FileType, FsStat, SetAttr, Version, Want};

@@ -10,6 +10,7 @@ mod common;
 mod backend;
 mod backend_io;
 mod client;
+mod client_v4;
 mod deep;
 mod faults;
 mod node_stats;
