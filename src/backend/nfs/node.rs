@@ -5,7 +5,7 @@
 //! abnormal volume condition, without another kernel call that would hang too.
 
 use super::shares::parse_share;
-use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use super::{NfsBackend, BACKEND, CAPS, CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
 use crate::node::Target;
@@ -24,6 +24,9 @@ pub(super) struct Location {
     pub server: String,
     pub share: String,
     pub subdir: String,
+    /// The NFS version the volume was made with (`3`, `4.1`); `None` for volumes made before
+    /// the context carried it (the kernel then negotiates).
+    pub nfs_vers: Option<String>,
 }
 
 /// Reads and checks the volume context: a plain host, an absolute clean share, a relative clean
@@ -66,6 +69,11 @@ pub(super) fn location(vid: &str, ctx: &BTreeMap<String, String>) -> Result<Loca
     {
         return Err(bad("subDir", subdir));
     }
+    let nfs_vers = match ctx.get(CTX_NFSVERS).map(String::as_str) {
+        None => None,
+        Some(v @ ("3" | "4.1")) => Some(v.to_string()),
+        Some(v) => return Err(bad("nfsvers", v)),
+    };
     // Round-trips through the parser the CLI uses, so both agree on what a share is.
     let (server, share) = parse_share(&format!("{server}:{share}"))
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
@@ -73,6 +81,7 @@ pub(super) fn location(vid: &str, ctx: &BTreeMap<String, String>) -> Result<Loca
         server,
         share,
         subdir: subdir.clone(),
+        nfs_vers,
     })
 }
 
@@ -99,6 +108,7 @@ impl NfsBackend {
             &req.capability.mount_flags,
             read_only,
             None,
+            loc.nfs_vers.as_deref(),
         )
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         let source = root.join(&loc.subdir);
@@ -154,6 +164,7 @@ impl NfsBackend {
             &req.capability.mount_flags,
             read_only,
             Some(addr),
+            loc.nfs_vers.as_deref(),
         )
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         tracing::info!(volume = %vid, source = %plan.source, fstype = plan.fstype, options = %plan.data, "mounting NFS");

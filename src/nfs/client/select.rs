@@ -82,9 +82,13 @@ impl NfsClient {
                     Ok(Sess::V4(r))
                 }
                 Err(e4) if not_served_over_v4(&e4) => {
-                    let s = self.v3.session().map_err(|e3| NfsError::Unavailable {
-                        server: self.ep.server.clone(),
-                        cause: format!("neither NFSv4.1 ({e4}) nor NFSv3 ({e3})"),
+                    let s = self.v3.session().map_err(|e3| match e3 {
+                        // A server that hangs over NFSv3 is a hung server, whatever NFSv4.1 said.
+                        NfsError::DeadlineExceeded { .. } => e3,
+                        e3 => NfsError::Unavailable {
+                            server: self.ep.server.clone(),
+                            cause: format!("neither NFSv4.1 ({e4}) nor NFSv3 ({e3})"),
+                        },
                     })?;
                     tracing::info!(server = %self.ep.server, share = %self.ep.share, why = %e4,
                         "NFS share not served over NFSv4.1: this client speaks NFSv3");
