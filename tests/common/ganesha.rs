@@ -40,6 +40,8 @@ pub struct Config {
     pub v4_only: bool,
     /// `Some((grace, lease))` in seconds: a grace period after each start (no `Graceless`).
     pub grace: Option<(u32, u32)>,
+    /// NFSv3 and v4 with the NFS port on 2049 (where an NFSv4 client finds it without portmap).
+    pub both_on_2049: bool,
 }
 
 pub struct Ganesha {
@@ -88,6 +90,7 @@ impl Ganesha {
         Self::start_with(Config {
             v4_only: false,
             grace: None,
+            both_on_2049: false,
         })
     }
 
@@ -96,6 +99,7 @@ impl Ganesha {
         Self::start_with(Config {
             v4_only: true,
             grace: None,
+            both_on_2049: false,
         })
     }
 
@@ -115,7 +119,11 @@ impl Ganesha {
         let mut g = Ganesha {
             export,
             config,
-            nfs_port: if config.v4_only { 2049 } else { free_port() },
+            nfs_port: if config.v4_only || config.both_on_2049 {
+                2049
+            } else {
+                free_port()
+            },
             mnt_port: free_port(),
             nlm_port: free_port(),
             dir,

@@ -18,18 +18,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use tonic::Code;
 
-macro_rules! both_versions {
-    ($($name:ident),* $(,)?) => {
-        mod v3 {
-            $(#[tokio::test] async fn $name() { super::$name(super::Proto::V3).await })*
-        }
-        mod v41 {
-            $(#[tokio::test] async fn $name() { super::$name(super::Proto::V41).await })*
-        }
-    };
-}
-
-both_versions!(
+both_versions_async!(
     create_delete_retain_archive_on_the_exports_disk,
     nested_pattern_delete_and_archive_touch_only_the_volume,
     hostile_names_stay_inside_the_share,

@@ -16,18 +16,6 @@ use ganesha::Ganesha;
 
 use crate::common::nfs::Proto;
 
-/// Runs each named test once per protocol version.
-macro_rules! both_versions {
-    ($($name:ident),* $(,)?) => {
-        mod v3 {
-            $(#[test] fn $name() { super::$name(super::Proto::V3) })*
-        }
-        mod v41 {
-            $(#[test] fn $name() { super::$name(super::Proto::V41) })*
-        }
-    };
-}
-
 both_versions!(
     directories_files_and_trees_on_a_real_server,
     hostile_paths_are_rejected_before_any_io,

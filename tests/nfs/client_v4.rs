@@ -71,6 +71,7 @@ fn grace_period_is_unavailable_within_the_deadline() {
     let mut g = Ganesha::start_with(ganesha::Config {
         v4_only: true,
         grace: Some((20, 10)),
+        both_on_2049: false,
     });
     let deadline = Duration::from_secs(2);
     let share = g.share();
