@@ -286,8 +286,24 @@ impl NfsClient {
         Ok(())
     }
 
-    /// Writes `data` to `f` and closes it (also when the write failed).
+    /// Writes `data` to `f` and closes it (also when the write failed). Over NFSv4.1 a small
+    /// file's WRITE and CLOSE go in one compound.
     fn write_close(&self, s: &Sess, f: &File, data: &[u8], path: &str) -> Result<()> {
+        if data.len() <= CHUNK && !data.is_empty() {
+            if let Some(done) = self.write_close_op(f, data, FILE_SYNC, path) {
+                let (count, committed) = done?;
+                if count as usize != data.len() {
+                    return Err(self.protocol(
+                        "WRITE",
+                        format!("server wrote {count} of {} bytes of {path:?}", data.len()),
+                    ));
+                }
+                if committed != FILE_SYNC {
+                    self.commit_op(s, f, path)?;
+                }
+                return Ok(());
+            }
+        }
         let written = self.write_all(s, f, data, path);
         let closed = self.close_op(f, path);
         written.and(closed)
@@ -363,6 +379,14 @@ impl NfsClient {
             };
             if attr.is_dir() {
                 return Err(self.status(s, "READ", path, NfsStatus::ISDIR));
+            }
+            // NFSv4.1: OPEN, READ and CLOSE of a small file in one compound.
+            if s.is_v4() {
+                match self.v4.read_whole(&fh, CHUNK as u32, path).found()? {
+                    None => return Ok(None),
+                    Some((data, eof)) if eof || data.is_empty() => return Ok(Some(data)),
+                    Some(_) => {}
+                }
             }
             let f = match self.open_op(s, &fh, false, path).found()? {
                 Some(f) => f,

@@ -203,6 +203,20 @@ impl NfsClient {
         }
     }
 
+    /// WRITE at offset 0 and CLOSE in one compound, over NFSv4.1 (`None` over NFSv3, which has
+    /// nothing to close).
+    pub(super) fn write_close_op(
+        &self,
+        f: &File,
+        data: &[u8],
+        stable: u32,
+        path: &str,
+    ) -> Option<Result<(u32, u32)>> {
+        f.open
+            .as_ref()
+            .map(|o| self.v4.write_close(o, stable, data, path))
+    }
+
     pub(super) fn commit_op(&self, s: &Sess, f: &File, path: &str) -> Result<[u8; 8]> {
         match s {
             Sess::V3(s) => self.v3.commit(s, &f.fh, path),

@@ -258,17 +258,55 @@ impl Transport {
             self.fail_at(path),
         )?;
         if let Some(d) = deleg {
-            tracing::debug!(server = %self.server, path, "returning a delegation this client did not ask for");
-            let fh = open.fh.clone();
-            let _ = self.run(
-                |_, o| {
-                    o.putfh(&fh).delegreturn(&d);
-                },
-                |r, _| Self::plain(r, 2),
-                self.fail_at(path),
-            );
+            self.return_delegation(&open.fh, &d, path);
         }
         Ok(open)
+    }
+
+    /// OPEN of `fh` for reading, READ of its first `count` bytes and CLOSE, in one compound
+    /// (the current stateid carries the open to READ and CLOSE): a small record in one round
+    /// trip. Returns the data and eof.
+    pub fn read_whole(&self, fh: &Fh, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
+        let owner = self.owner.open_owner.clone();
+        let cur = Stateid::CURRENT;
+        let (data, deleg) = self.run(
+            |s, o| {
+                o.putfh(fh)
+                    .open(s.clientid, &owner, proto::ACCESS_READ, None, None)
+                    .read(&cur, 0, count)
+                    .close(&cur);
+            },
+            |r, _| {
+                if let Err(f) = Self::plain(r, 1)? {
+                    return Ok(Err(f));
+                }
+                if let Step::Failed(f) = r.step()? {
+                    return Ok(Err(f));
+                }
+                let (_, deleg) = proto::dec_open(&mut r.d)?;
+                if let Step::Failed(f) = r.step()? {
+                    return Ok(Err(f));
+                }
+                let data = proto::dec_read(&mut r.d)?;
+                Ok(Self::plain(r, 1)?.map(|()| (data, deleg)))
+            },
+            self.fail_at(path),
+        )?;
+        if let Some(d) = deleg {
+            self.return_delegation(fh, &d, path);
+        }
+        Ok(data)
+    }
+
+    fn return_delegation(&self, fh: &Fh, d: &Stateid, path: &str) {
+        tracing::debug!(server = %self.server, path, "returning a delegation this client did not ask for");
+        let _ = self.run(
+            |_, o| {
+                o.putfh(fh).delegreturn(d);
+            },
+            |r, _| Self::plain(r, 2),
+            self.fail_at(path),
+        );
     }
 
     pub fn close(&self, f: &Open, path: &str) -> Result<()> {
@@ -309,6 +347,31 @@ impl Transport {
             |r, _| match Self::plain(r, 2)? {
                 Err(f) => Ok(Err(f)),
                 Ok(()) => proto::dec_write(&mut r.d).map(Ok),
+            },
+            self.fail_at(path),
+        )
+    }
+
+    /// WRITE of all of `data` at offset 0 and CLOSE, in one compound (a small record).
+    pub fn write_close(
+        &self,
+        f: &Open,
+        stable: u32,
+        data: &[u8],
+        path: &str,
+    ) -> Result<(u32, u32)> {
+        self.run(
+            |_, o| {
+                o.putfh(&f.fh)
+                    .write(&f.stateid, 0, stable, data)
+                    .close(&f.stateid);
+            },
+            |r, _| {
+                if let Err(f) = Self::plain(r, 2)? {
+                    return Ok(Err(f));
+                }
+                let (n, committed, _) = proto::dec_write(&mut r.d)?;
+                Ok(Self::plain(r, 1)?.map(|()| (n, committed)))
             },
             self.fail_at(path),
         )

@@ -92,6 +92,13 @@ pub struct Stateid {
 }
 
 impl Stateid {
+    /// The current stateid (RFC 8881 section 16.2.3.1.2): the one the compound's last OPEN
+    /// answered, so READ and CLOSE can follow OPEN in the same compound.
+    pub const CURRENT: Stateid = Stateid {
+        seqid: 1,
+        other: [0; 12],
+    };
+
     /// The anonymous stateid (all zeros): SETATTR of attributes other than an open file's size.
     pub const ANONYMOUS: Stateid = Stateid {
         seqid: 0,
