@@ -3,10 +3,11 @@
 //! does and refuses.
 
 mod attr;
+mod io;
 mod ops;
 pub mod proto;
 mod session;
 mod transport;
 
-pub use ops::Open;
+pub use io::Open;
 pub use transport::Transport;
