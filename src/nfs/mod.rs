@@ -36,7 +36,9 @@
 //! CLAIM_FH) / READ / WRITE / COMMIT / CLOSE for every file read and written, REMOVE (with
 //! VERIFY/NVERIFY of the type where the caller means a directory or a file), RENAME (SAVEFH;
 //! guarded renames VERIFY the source's handle in the same compound), LINK, READLINK, READDIR
-//! (with each entry's handle and attributes). Owners travel as numeric strings under AUTH_SYS;
+//! (with each entry's handle and attributes). A small record is read with OPEN, READ and CLOSE
+//! in one compound (the current stateid links them) and written with WRITE and CLOSE in one;
+//! a path resolves in one compound of LOOKUPs. Owners travel as numeric strings under AUTH_SYS;
 //! a server that sends names (`user@domain`) is refused with the remedy (v4/attr.rs).
 //!
 //! Refused: delegations (every OPEN asks for none with OPEN4_SHARE_ACCESS_WANT_NO_DELEG; one
