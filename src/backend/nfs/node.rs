@@ -382,4 +382,43 @@ mod tests {
             assert!(e.to_string().contains("nfs/v"), "{e}");
         }
     }
+
+    #[test]
+    fn the_provisioned_version_reaches_the_mount_options() {
+        let mut c = ctx("10.0.0.5", "/srv/nfs", "pvc-1");
+        assert_eq!(location("nfs/v", &c).unwrap().nfs_vers, None);
+        c.insert(CTX_NFSVERS.into(), "4.1".into());
+        let l = location("nfs/v", &c).unwrap();
+        assert_eq!(l.nfs_vers.as_deref(), Some("4.1"));
+        // The kernel mount the node makes (this kernel has no NFS client to make it).
+        let addr = Some("10.0.0.5".parse().unwrap());
+        let plan = |opts: &[&str]| {
+            nfsmount::plan(
+                &l.server,
+                &l.share,
+                &l.subdir,
+                opts,
+                false,
+                addr,
+                l.nfs_vers.as_deref(),
+            )
+            .unwrap()
+        };
+        let m = plan(&["hard"]);
+        assert_eq!(
+            (m.fstype, m.data.as_str()),
+            ("nfs4", "hard,vers=4.1,addr=10.0.0.5")
+        );
+        assert_eq!(m.source, "10.0.0.5:/srv/nfs/pvc-1");
+        // mountOptions that name a version win (CreateVolume refused a class where they disagree).
+        let m = plan(&["nfsvers=4.2"]);
+        assert_eq!(
+            (m.fstype, m.data.as_str()),
+            ("nfs4", "nfsvers=4.2,addr=10.0.0.5")
+        );
+        for bad in ["4", "2", "4.1,ro"] {
+            c.insert(CTX_NFSVERS.into(), bad.into());
+            assert!(location("nfs/v", &c).is_err(), "{bad}");
+        }
+    }
 }
