@@ -340,6 +340,14 @@ impl Clients {
         if let Some(c) = map.get(&key) {
             return Ok((c.clone(), false));
         }
+        // The share's `Auto` client, once it settled on the version asked for, serves it too:
+        // one session and one connection pool per share.
+        if let Want::Only(v) = want {
+            let auto = (key.0.clone(), key.1.clone(), Want::Auto);
+            if let Some(c) = map.get(&auto).filter(|c| c.settled_version() == Some(v)) {
+                return Ok((c.clone(), false));
+            }
+        }
         let opts = ClientOptions {
             timeout,
             version: want,

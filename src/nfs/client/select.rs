@@ -56,6 +56,12 @@ impl NfsClient {
             .map(|s| if s.is_v4() { Version::V41 } else { Version::V3 })
     }
 
+    /// The version this client speaks when that is known without I/O: given, or decided by an
+    /// earlier call.
+    pub fn settled_version(&self) -> Option<Version> {
+        self.decided()
+    }
+
     fn decided(&self) -> Option<Version> {
         match self.ep.opts.version {
             Want::Only(v) => Some(v),
