@@ -7,7 +7,12 @@
 //! concurrency 1 and 16, against the same NFS calls those pairs make issued directly with the
 //! same client (the driver's protocol: intent records, see src/backend/nfs/mod.rs), and the p50
 //! and p99 of CreateVolume on the live server, alone and while CreateVolumes against a hung
-//! second server (port 111 accepts, never answers; `tests/common/deadserver.rs`) are in flight.
+//! second server (ports 111 and 2049 accept, never answer; `tests/common/deadserver.rs`) are in
+//! flight.
+//!
+//! Everything twice in one run: over NFSv3 (ganesha serving v3 and v4 on free ports, the
+//! driver's `nfsvers: auto` settling on NFSv3), then over NFSv4.1 (ganesha serving v4 alone on
+//! 2049; auto speaks NFSv4.1, and the hung server hangs on 2049).
 //!
 //!     cargo bench --bench nfs                        # 5 s per concurrency level
 //!     FERROVOL_BENCH_QUICK=1 cargo bench --bench nfs # smoke, about a second per level
@@ -26,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrovol::nfs::{ClientOptions, NfsClient};
+use ferrovol::nfs::{ClientOptions, NfsClient, Version, Want};
 
 fn pair(c: &NfsClient, worker: usize, n: u64) {
     let dir = format!("vols/w{worker}-{n}");
@@ -86,15 +91,26 @@ fn main() {
     }
     let quick = std::env::var("FERROVOL_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let secs = Duration::from_secs(if quick { 1 } else { 5 });
-    let g = ganesha::Ganesha::start();
-    let c = Arc::new(
-        NfsClient::new("127.0.0.1", &g.share(), ClientOptions::default()).expect("client"),
-    );
+    for v in [Version::V3, Version::V41] {
+        let g = match v {
+            Version::V3 => ganesha::Ganesha::start(),
+            Version::V41 => ganesha::Ganesha::start_v4(),
+        };
+        version_section(&g, v, secs);
+    }
+}
+
+fn version_section(g: &ganesha::Ganesha, v: Version, secs: Duration) {
+    let opts = ClientOptions {
+        version: Want::Only(v),
+        ..ClientOptions::default()
+    };
+    let c = Arc::new(NfsClient::new("127.0.0.1", &g.share(), opts).expect("client"));
     c.mkdir_all(".ferrovol/volumes", 0o755)
         .expect("records dir");
     c.mkdir("vols", 0o755).expect("volume dir");
     pair(&c, 999, 0); // warm up: mount, first connection
-    println!("bare NFS calls per create+delete pair (mkdir, write record, rmdir, remove record), ganesha VFS on 127.0.0.1");
+    println!("NFSv{v}: bare NFS calls per create+delete pair (mkdir, write record, rmdir, remove record), ganesha VFS on 127.0.0.1");
     for conc in [1, 16] {
         let (rate, n) = run(&c, conc, secs);
         println!(
@@ -107,7 +123,7 @@ fn main() {
         0,
         "every pair cleaned up"
     );
-    driver_section(&g, &c, secs);
+    driver_section(g, &c, secs);
 }
 
 fn driver_section(g: &ganesha::Ganesha, c: &Arc<NfsClient>, secs: Duration) {
@@ -123,7 +139,7 @@ fn driver_section(g: &ganesha::Ganesha, c: &Arc<NfsClient>, secs: Duration) {
     rt.block_on(async {
         let served = driver::Served::start("1s").await;
         driver::pair(&mut served.controller(), &live, "warm-up").await;
-        println!("CreateVolume+DeleteVolume pairs through the driver vs the same NFS calls made directly");
+        println!("CreateVolume+DeleteVolume pairs through the driver (nfsvers auto) vs the same NFS calls made directly");
         for conc in [1, 16] {
             let c2 = c.clone();
             let (bare, _) = tokio::task::spawn_blocking(move || {

@@ -1,23 +1,28 @@
-//! The high-level, blocking API: paths relative to the share root, resolved one LOOKUP per
-//! component from the root handle on every call (no handle cache, so nothing goes stale between
-//! calls and a symlink is never followed: LOOKUP returns the link itself).
+//! The high-level, blocking API: paths relative to the share root, resolved from the root handle
+//! on every call (no handle cache, so nothing goes stale between calls and a symlink is never
+//! followed: LOOKUP returns the link itself). NFSv3 resolves one LOOKUP per component, NFSv4.1
+//! a whole path in one compound.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::endpoint::{ClientOptions, Endpoint};
 use super::error::{Found, NfsError, NfsStatus, Result};
 use super::path::{components, split_last};
-use super::proto::{self, Attr, CreateHow, Fh, FileType, FsStat, Proc, SetAttr};
-use super::transport::{ClientOptions, Session, Transport};
-use super::xdr::{Decoder, Encoder, XdrResult};
+use super::types::{Attr, CreateHow, Fh, FileType, FsStat, FullAttr, SetAttr, Version};
+use super::{v3, v4};
 
 mod copy;
 mod dirs;
 mod guarded;
+mod ops;
+mod select;
 
 pub use copy::CopyStats;
 pub use guarded::Rmdir;
+use ops::File;
+use select::Sess;
 
 /// Bytes per READ and WRITE: far below every server's limit, large enough for volume records.
 const CHUNK: usize = 64 * 1024;
@@ -41,10 +46,17 @@ pub enum Guarded {
     Foreign,
 }
 
-/// A blocking NFSv3 client for one export of one server. Cheap to share (`Arc<NfsClient>`); calls
-/// from many threads run in parallel on pooled connections.
+/// A blocking NFS client (NFSv3 or NFSv4.1, see `ClientOptions::version`) for one export of one
+/// server. Cheap to share (`Arc<NfsClient>`); calls from many threads run in parallel on pooled
+/// connections.
 pub struct NfsClient {
-    t: Transport,
+    ep: Arc<Endpoint>,
+    v3: v3::Transport,
+    v4: v4::Transport,
+    /// The version `Want::Auto` settled on.
+    chosen: Mutex<Option<Version>>,
+    /// The share's NFSv4.1 root handle, once resolved.
+    root4: Mutex<Option<Arc<Fh>>>,
 }
 
 struct Entry {
@@ -57,7 +69,8 @@ struct Entry {
 
 impl NfsClient {
     /// A client for `server` (host name or address) and `share` (the export path, as in
-    /// `server:/share`). Does no I/O: the share is mounted on the first call.
+    /// `server:/share`; over NFSv4.1 its path in the server's pseudo-filesystem). Does no I/O:
+    /// the share is reached on the first call.
     pub fn new(server: &str, share: &str, opts: ClientOptions) -> Result<NfsClient> {
         let bad = |reason: &str| NfsError::InvalidPath {
             path: format!("{server}:{share}"),
@@ -69,33 +82,40 @@ impl NfsClient {
         if !share.starts_with('/') || share.contains('\0') || share.len() > 1024 {
             return Err(bad("the share must be an absolute export path"));
         }
+        let ep = Arc::new(Endpoint::new(server, share, opts));
         Ok(NfsClient {
-            t: Transport::new(server, share, opts),
+            v3: v3::Transport::new(ep.clone()),
+            v4: v4::Transport::new(ep.clone()),
+            ep,
+            chosen: Mutex::new(None),
+            root4: Mutex::new(None),
         })
     }
 
     pub fn server(&self) -> &str {
-        &self.t.server
+        &self.ep.server
     }
 
     pub fn share(&self) -> &str {
-        &self.t.share
+        &self.ep.share
     }
 
-    /// Mounts the share now (portmap, MNT), so configuration errors surface early.
+    /// Reaches the share now (NFSv3: portmap and MNT; NFSv4.1: the session and the share's
+    /// root handle), so configuration errors surface early.
     pub fn connect(&self) -> Result<()> {
-        self.t.session().map(|_| ())
+        self.session().map(|_| ())
     }
 
     /// Runs `f` with the current session; when the server says a handle is stale (it restarted
-    /// with new handles, or the export was re-created), mounts again and runs `f` once more.
-    fn with_session<T>(&self, f: impl Fn(&Arc<Session>) -> Result<T>) -> Result<T> {
-        let s = self.t.session()?;
+    /// with new handles, or the export was re-created), resolves the share again and runs `f`
+    /// once more.
+    fn with_session<T>(&self, f: impl Fn(&Sess) -> Result<T>) -> Result<T> {
+        let s = self.session()?;
         match f(&s) {
             Err(e) if e.is_status(NfsStatus::STALE) => {
-                tracing::info!(server = %self.t.server, share = %self.t.share, "stale NFS handle: mounting the share again");
-                self.t.invalidate(&s);
-                let s = self.t.session()?;
+                tracing::info!(server = %self.ep.server, share = %self.ep.share, "stale NFS handle: resolving the share again");
+                self.invalidate(&s);
+                let s = self.session()?;
                 f(&s)
             }
             r => r,
@@ -104,72 +124,29 @@ impl NfsClient {
 
     fn protocol(&self, op: &str, detail: String) -> NfsError {
         NfsError::Protocol {
-            server: self.t.server.clone(),
+            server: self.ep.server.clone(),
             op: op.to_string(),
             detail,
         }
     }
 
-    fn xdr<T>(&self, op: Proc, r: XdrResult<T>) -> Result<T> {
-        r.map_err(|e| self.protocol(op.name(), e.to_string()))
-    }
-
-    /// One NFS call; an error status becomes `NfsError::Status` naming `path`. Returns the
-    /// result after the status word.
-    fn nfs(&self, s: &Arc<Session>, op: Proc, path: &str, args: Encoder) -> Result<Vec<u8>> {
-        let mut reply = self.t.call(s, op, args.bytes())?;
-        let status = self.xdr(op, proto::dec_status(&mut Decoder::new(&reply)))?;
-        if status != NfsStatus::OK {
-            return Err(self.status(op, path, status));
+    fn status(&self, s: &Sess, op: &str, path: &str, status: NfsStatus) -> NfsError {
+        NfsError::Status {
+            server: self.ep.server.clone(),
+            op: op.to_string(),
+            path: path.to_string(),
+            status,
+            v4: s.is_v4(),
         }
-        reply.drain(..4);
-        Ok(reply)
-    }
-
-    /// One NFS call whose result `dec` decodes.
-    fn call<T>(
-        &self,
-        s: &Arc<Session>,
-        op: Proc,
-        path: &str,
-        args: Encoder,
-        dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
-    ) -> Result<T> {
-        let r = self.nfs(s, op, path, args)?;
-        self.xdr(op, dec(&mut Decoder::new(&r)))
-    }
-
-    fn lookup_in(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        name: &str,
-        path: &str,
-    ) -> Result<(Fh, Option<Attr>)> {
-        let mut e = Encoder::new();
-        proto::enc_dirop(&mut e, dir, name);
-        self.call(s, Proc::Lookup, path, e, proto::dec_lookup)
     }
 
     /// LOOKUP with the attributes, by GETATTR when the server left them out.
-    fn lookup_attr_in(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        name: &str,
-        path: &str,
-    ) -> Result<(Fh, Attr)> {
+    fn lookup_attr_in(&self, s: &Sess, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Attr)> {
         let (fh, attr) = self.lookup_in(s, dir, name, path)?;
         self.with_attr(s, fh, attr, path)
     }
 
-    fn with_attr(
-        &self,
-        s: &Arc<Session>,
-        fh: Fh,
-        attr: Option<Attr>,
-        path: &str,
-    ) -> Result<(Fh, Attr)> {
+    fn with_attr(&self, s: &Sess, fh: Fh, attr: Option<Attr>, path: &str) -> Result<(Fh, Attr)> {
         let attr = match attr {
             Some(a) => a,
             None => self.getattr(s, &fh, path)?,
@@ -177,17 +154,11 @@ impl NfsClient {
         Ok((fh, attr))
     }
 
-    fn getattr(&self, s: &Arc<Session>, fh: &Fh, path: &str) -> Result<Attr> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
-        self.call(s, Proc::Getattr, path, e, proto::dec_fattr)
-    }
-
-    /// The handle of an object CREATE, MKDIR or SYMLINK just made as `name` in `dir`, from the
-    /// reply `created` or, when the server left it out, by LOOKUP.
+    /// The handle of an object just made as `name` in `dir`, from the reply `created` or, when
+    /// the server left it out, by LOOKUP.
     fn made_fh(
         &self,
-        s: &Arc<Session>,
+        s: &Sess,
         created: Option<Fh>,
         dir: &Fh,
         name: &str,
@@ -199,40 +170,22 @@ impl NfsClient {
         }
     }
 
-    /// Resolves `comps` from the root; the error of a failed LOOKUP names the prefix that failed.
-    fn walk(&self, s: &Arc<Session>, comps: &[&str]) -> Result<(Fh, Option<Attr>)> {
-        let mut cur = (s.root.clone(), None);
-        for i in 0..comps.len() {
-            cur = self.lookup_in(s, &cur.0, comps[i], &comps[..=i].join("/"))?;
-        }
-        Ok(cur)
-    }
-
-    fn walk_attr(&self, s: &Arc<Session>, comps: &[&str], path: &str) -> Result<(Fh, Attr)> {
+    fn walk_attr(&self, s: &Sess, comps: &[&str], path: &str) -> Result<(Fh, Attr)> {
         let (fh, attr) = self.walk(s, comps)?;
         self.with_attr(s, fh, attr, path)
     }
 
-    fn walk_dir(&self, s: &Arc<Session>, comps: &[&str], path: &str) -> Result<Fh> {
+    fn walk_dir(&self, s: &Sess, comps: &[&str], path: &str) -> Result<Fh> {
         let (fh, attr) = self.walk_attr(s, comps, path)?;
         if !attr.is_dir() {
-            return Err(self.status(Proc::Lookup, path, NfsStatus::NOTDIR));
+            return Err(self.status(s, "LOOKUP", path, NfsStatus::NOTDIR));
         }
         Ok(fh)
     }
 
     /// The directory `parent` (components of a path's parent).
-    fn parent_dir(&self, s: &Arc<Session>, parent: &[&str]) -> Result<Fh> {
+    fn parent_dir(&self, s: &Sess, parent: &[&str]) -> Result<Fh> {
         self.walk_dir(s, parent, &parent.join("/"))
-    }
-
-    fn status(&self, op: Proc, path: &str, status: NfsStatus) -> NfsError {
-        NfsError::Status {
-            server: self.t.server.clone(),
-            op: op.name().to_string(),
-            path: path.to_string(),
-            status,
-        }
     }
 
     /// Attributes of `path`, or `None` when it (or a parent) does not exist.
@@ -241,37 +194,24 @@ impl NfsClient {
         self.with_session(|s| Ok(self.walk_attr(s, &comps, path).found()?.map(|(_, a)| a)))
     }
 
-    fn setattr_fh(&self, s: &Arc<Session>, fh: &Fh, attr: &SetAttr, path: &str) -> Result<()> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
-        proto::enc_sattr(&mut e, attr);
-        e.bool(false); // no ctime guard
-        self.nfs(s, Proc::Setattr, path, e).map(|_| ())
-    }
-
     fn mkdir_in(
         &self,
-        s: &Arc<Session>,
+        s: &Sess,
         dir: &Fh,
         name: &str,
         mode: u32,
         path: &str,
     ) -> Result<(Outcome, Fh)> {
-        let mut e = Encoder::new();
-        proto::enc_dirop(&mut e, dir, name);
-        let want = SetAttr {
-            mode: Some(mode),
-            ..SetAttr::default()
-        };
-        proto::enc_sattr(&mut e, &want);
-        match self.nfs(s, Proc::Mkdir, path, e) {
-            Ok(r) => {
-                let (fh, attr) =
-                    self.xdr(Proc::Mkdir, proto::dec_created(&mut Decoder::new(&r)))?;
+        match self.mkdir_op(s, dir, name, mode, path) {
+            Ok((fh, attr)) => {
                 let fh = self.made_fh(s, fh, dir, name, path)?;
                 // Some servers apply a umask to the requested mode; set it again when they did.
                 if attr.is_none_or(|a| a.mode != mode & 0o7777) {
-                    self.setattr_fh(s, &fh, &want, path)?;
+                    let want = FullAttr {
+                        mode: Some(mode),
+                        ..FullAttr::default()
+                    };
+                    self.setattr_op(s, &fh, &want, path)?;
                 }
                 Ok((Outcome::Created, fh))
             }
@@ -286,7 +226,7 @@ impl NfsClient {
     }
 
     /// Makes directory `path` with `mode`; its parent must exist. A directory already there is
-    /// `Existed`; anything else there is `Status{NFS3ERR_EXIST}`.
+    /// `Existed`; anything else there is `Status{EXIST}`.
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
@@ -301,7 +241,7 @@ impl NfsClient {
         let comps = components(path)?;
         split_last(path)?;
         self.with_session(|s| {
-            let mut dir = s.root.clone();
+            let mut dir = s.root().clone();
             let mut last = Outcome::Existed;
             for i in 0..comps.len() {
                 let prefix = comps[..=i].join("/");
@@ -314,24 +254,26 @@ impl NfsClient {
     /// Changes mode, owner and/or group of `path` (it must exist).
     pub fn setattr(&self, path: &str, attr: SetAttr) -> Result<()> {
         let comps = components(path)?;
+        let a = FullAttr {
+            mode: attr.mode,
+            uid: attr.uid,
+            gid: attr.gid,
+            ..FullAttr::default()
+        };
         self.with_session(|s| {
             let (fh, _) = self.walk(s, &comps)?;
-            self.setattr_fh(s, &fh, &attr, path)
+            self.setattr_op(s, &fh, &a, path)
         })
     }
 
-    fn write_all(&self, s: &Arc<Session>, fh: &Fh, data: &[u8], path: &str) -> Result<()> {
+    /// Writes `data` to the open file `f` with FILE_SYNC; COMMITs when the server kept any of
+    /// it unstable anyway. Durable when it returns.
+    fn write_all(&self, s: &Sess, f: &File, data: &[u8], path: &str) -> Result<()> {
         let mut off = 0usize;
         let mut synced = true;
         while off < data.len() {
             let chunk = &data[off..data.len().min(off + CHUNK)];
-            let mut e = Encoder::new();
-            proto::enc_fh(&mut e, fh);
-            e.u64(off as u64)
-                .u32(chunk.len() as u32)
-                .u32(FILE_SYNC)
-                .opaque(chunk);
-            let (count, committed, _) = self.call(s, Proc::Write, path, e, proto::dec_write)?;
+            let (count, committed, _) = self.write_op(s, f, off as u64, FILE_SYNC, chunk, path)?;
             if count == 0 {
                 return Err(self.protocol("WRITE", format!("server wrote 0 bytes of {path:?}")));
             }
@@ -339,26 +281,32 @@ impl NfsClient {
             off += count as usize;
         }
         if !synced {
-            // The server cached some data unstably despite FILE_SYNC: make it durable.
-            let mut e = Encoder::new();
-            proto::enc_fh(&mut e, fh);
-            e.u64(0).u32(0);
-            self.nfs(s, Proc::Commit, path, e)?;
+            self.commit_op(s, f, path)?;
         }
         Ok(())
     }
 
-    fn remove_in(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        name: &str,
-        path: &str,
-        op: Proc,
-    ) -> Result<bool> {
-        let mut e = Encoder::new();
-        proto::enc_dirop(&mut e, dir, name);
-        Ok(self.nfs(s, op, path, e).found()?.is_some())
+    /// Writes `data` to `f` and closes it (also when the write failed). Over NFSv4.1 a small
+    /// file's WRITE and CLOSE go in one compound.
+    fn write_close(&self, s: &Sess, f: &File, data: &[u8], path: &str) -> Result<()> {
+        if data.len() <= CHUNK && !data.is_empty() {
+            if let Some(done) = self.write_close_op(f, data, FILE_SYNC, path) {
+                let (count, committed) = done?;
+                if count as usize != data.len() {
+                    return Err(self.protocol(
+                        "WRITE",
+                        format!("server wrote {count} of {} bytes of {path:?}", data.len()),
+                    ));
+                }
+                if committed != FILE_SYNC {
+                    self.commit_op(s, f, path)?;
+                }
+                return Ok(());
+            }
+        }
+        let written = self.write_all(s, f, data, path);
+        let closed = self.close_op(f, path);
+        written.and(closed)
     }
 
     /// Replaces `path` with `data` atomically: writes a unique temporary file in the same
@@ -379,26 +327,13 @@ impl NfsClient {
                 std::process::id(),
                 SEQ.fetch_add(1, Ordering::Relaxed)
             );
-            let tmp_path = if parent_path.is_empty() {
-                tmp.clone()
-            } else {
-                format!("{parent_path}/{tmp}")
-            };
-            let mut e = Encoder::new();
-            proto::enc_create(&mut e, &dir, &tmp, CreateHow::Guarded(0o644));
-            let made = self
-                .call(s, Proc::Create, &tmp_path, e, proto::dec_created)?
-                .0;
-            let result = (|| {
-                let fh = self.made_fh(s, made, &dir, &tmp, &tmp_path)?;
-                self.write_all(s, &fh, data, &tmp_path)?;
-                let mut e = Encoder::new();
-                proto::enc_dirop(&mut e, &dir, &tmp);
-                proto::enc_dirop(&mut e, &dir, name);
-                self.nfs(s, Proc::Rename, path, e).map(|_| ())
-            })();
+            let tmp_path = dirs::join(&parent_path, &tmp);
+            let f = self.create_op(s, &dir, &tmp, CreateHow::Guarded(0o644), &tmp_path)?;
+            let result = self
+                .write_close(s, &f, data, &tmp_path)
+                .and_then(|()| self.rename_op(s, (&dir, &tmp), (&dir, name), None, path));
             if result.is_err() {
-                let _ = self.remove_in(s, &dir, &tmp, &tmp_path, Proc::Remove);
+                let _ = self.remove_in(s, &dir, &tmp, &tmp_path, false);
             }
             result
         })
@@ -417,22 +352,20 @@ impl NfsClient {
         let verf = (nanos ^ u64::from(std::process::id()) << 40).to_be_bytes();
         self.with_session(|s| {
             let dir = self.parent_dir(s, &parent)?;
-            let mut e = Encoder::new();
-            proto::enc_create(&mut e, &dir, name, CreateHow::Exclusive(verf));
-            let made = match self.call(s, Proc::Create, path, e, proto::dec_created) {
-                Ok((made, _)) => made,
+            let f = match self.create_op(s, &dir, name, CreateHow::Exclusive(verf), path) {
+                Ok(f) => f,
                 Err(e) if e.is_status(NfsStatus::EXIST) => return Ok(Outcome::Existed),
                 Err(e) => return Err(e),
             };
-            let fh = self.made_fh(s, made, &dir, name, path)?;
-            // RFC 1813: after an exclusive create the server may have stored the verifier in
-            // the attributes, so the client sets them.
-            let mode = SetAttr {
+            // RFC 1813 and RFC 8881: after an exclusive create the server may have stored the
+            // verifier in the attributes, so the client sets them.
+            let mode = FullAttr {
                 mode: Some(0o644),
-                ..SetAttr::default()
+                ..FullAttr::default()
             };
-            self.setattr_fh(s, &fh, &mode, path)?;
-            self.write_all(s, &fh, data, path)?;
+            let set = self.setattr_op(s, &f.fh, &mode, path);
+            let written = set.and_then(|()| self.write_all(s, &f, data, path));
+            written.and(self.close_op(&f, path))?;
             Ok(Outcome::Created)
         })
     }
@@ -445,19 +378,34 @@ impl NfsClient {
                 return Ok(None);
             };
             if attr.is_dir() {
-                return Err(self.status(Proc::Read, path, NfsStatus::ISDIR));
+                return Err(self.status(s, "READ", path, NfsStatus::ISDIR));
             }
-            let mut out = Vec::with_capacity(attr.size.min(1 << 20) as usize);
-            loop {
-                let mut e = Encoder::new();
-                proto::enc_fh(&mut e, &fh);
-                e.u64(out.len() as u64).u32(CHUNK as u32);
-                let (data, eof) = self.call(s, Proc::Read, path, e, proto::dec_read)?;
-                out.extend_from_slice(&data);
-                if eof || data.is_empty() {
-                    return Ok(Some(out));
+            // NFSv4.1: OPEN, READ and CLOSE of a small file in one compound.
+            if s.is_v4() {
+                match self.v4.read_whole(&fh, CHUNK as u32, path).found()? {
+                    None => return Ok(None),
+                    Some((data, eof)) if eof || data.is_empty() => return Ok(Some(data)),
+                    Some(_) => {}
                 }
             }
+            let f = match self.open_op(s, &fh, false, path).found()? {
+                Some(f) => f,
+                None => return Ok(None),
+            };
+            let mut out = Vec::with_capacity(attr.size.min(1 << 20) as usize);
+            let read = loop {
+                match self.read_op(s, &f, out.len() as u64, CHUNK as u32, path) {
+                    Ok((data, eof)) => {
+                        out.extend_from_slice(&data);
+                        if eof || data.is_empty() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            read.and(self.close_op(&f, path))?;
+            Ok(Some(out))
         })
     }
 
@@ -468,7 +416,7 @@ impl NfsClient {
             let Some(dir) = self.parent_dir(s, &parent).found()? else {
                 return Ok(false);
             };
-            self.remove_in(s, &dir, name, path, Proc::Remove)
+            self.remove_in(s, &dir, name, path, false)
         })
     }
 
@@ -478,10 +426,7 @@ impl NfsClient {
         let (tp, tname) = split_last(to)?;
         self.with_session(|s| {
             let (fdir, tdir) = (self.parent_dir(s, &fp)?, self.parent_dir(s, &tp)?);
-            let mut e = Encoder::new();
-            proto::enc_dirop(&mut e, &fdir, fname);
-            proto::enc_dirop(&mut e, &tdir, tname);
-            self.nfs(s, Proc::Rename, from, e).map(|_| ())
+            self.rename_op(s, (&fdir, fname), (&tdir, tname), None, from)
         })
     }
 }

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-/// An NFSv3 status (nfsstat3, RFC 1813 section 2.6) or a MOUNT3 status (mountstat3, which shares
-/// the numbers it has in common with nfsstat3).
+/// An NFS status: nfsstat3 (RFC 1813 section 2.6), mountstat3 (which shares the numbers it has
+/// in common with nfsstat3) or nfsstat4 (RFC 8881 section 15, which keeps nfsstat3's numbers for
+/// the errors both have: NOENT, EXIST, NOTEMPTY, STALE, DELAY = JUKEBOX, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NfsStatus(pub u32);
 
@@ -28,6 +29,15 @@ impl NfsStatus {
     pub const NOTSUPP: NfsStatus = NfsStatus(10004);
     pub const SERVERFAULT: NfsStatus = NfsStatus(10006);
     pub const JUKEBOX: NfsStatus = NfsStatus(10008);
+    /// NFS4ERR_DELAY: the same number as JUKEBOX.
+    pub const DELAY: NfsStatus = NfsStatus(10008);
+    pub const GRACE: NfsStatus = NfsStatus(10013);
+    pub const STALE_CLIENTID: NfsStatus = NfsStatus(10022);
+    pub const BADSESSION: NfsStatus = NfsStatus(10052);
+    pub const BADSLOT: NfsStatus = NfsStatus(10053);
+    pub const SEQ_MISORDERED: NfsStatus = NfsStatus(10063);
+    pub const DEADSESSION: NfsStatus = NfsStatus(10078);
+    pub const COMPLETE_ALREADY: NfsStatus = NfsStatus(10054);
 
     /// The protocol's name for the status, `NFS3ERR_<NAME>`.
     pub fn name(self) -> &'static str {
@@ -64,7 +74,90 @@ impl NfsStatus {
             _ => "NFS3ERR_UNKNOWN",
         }
     }
+
+    /// The NFSv4 name of the status, `NFS4ERR_<NAME>`.
+    pub fn name_v4(self) -> &'static str {
+        match self.0 {
+            0 => "NFS4_OK",
+            13 => "NFS4ERR_ACCESS",
+            10003 => "NFS4ERR_BAD_COOKIE",
+            10008 => "NFS4ERR_DELAY",
+            10009 => "NFS4ERR_SAME",
+            10010 => "NFS4ERR_DENIED",
+            10011 => "NFS4ERR_EXPIRED",
+            10012 => "NFS4ERR_LOCKED",
+            10013 => "NFS4ERR_GRACE",
+            10014 => "NFS4ERR_FHEXPIRED",
+            10015 => "NFS4ERR_SHARE_DENIED",
+            10016 => "NFS4ERR_WRONGSEC",
+            10017 => "NFS4ERR_CLID_INUSE",
+            10019 => "NFS4ERR_MOVED",
+            10020 => "NFS4ERR_NOFILEHANDLE",
+            10021 => "NFS4ERR_MINOR_VERS_MISMATCH",
+            10022 => "NFS4ERR_STALE_CLIENTID",
+            10023 => "NFS4ERR_STALE_STATEID",
+            10024 => "NFS4ERR_OLD_STATEID",
+            10025 => "NFS4ERR_BAD_STATEID",
+            10026 => "NFS4ERR_BAD_SEQID",
+            10029 => "NFS4ERR_SYMLINK",
+            10032 => "NFS4ERR_ATTRNOTSUPP",
+            10036 => "NFS4ERR_BADXDR",
+            10038 => "NFS4ERR_OPENMODE",
+            10039 => "NFS4ERR_BADOWNER",
+            10041 => "NFS4ERR_BADNAME",
+            10044 => "NFS4ERR_OP_ILLEGAL",
+            10052 => "NFS4ERR_BADSESSION",
+            10053 => "NFS4ERR_BADSLOT",
+            10054 => "NFS4ERR_COMPLETE_ALREADY",
+            10055 => "NFS4ERR_CONN_NOT_BOUND_TO_SESSION",
+            10063 => "NFS4ERR_SEQ_MISORDERED",
+            10064 => "NFS4ERR_SEQUENCE_POS",
+            10066 => "NFS4ERR_REP_TOO_BIG",
+            10071 => "NFS4ERR_OP_NOT_IN_SESSION",
+            10078 => "NFS4ERR_DEADSESSION",
+            n => V4_SHARED
+                .iter()
+                .find(|(c, _)| *c == n)
+                .map(|(_, name)| *name)
+                .unwrap_or("NFS4ERR_UNKNOWN"),
+        }
+    }
+
+    /// The name in the protocol version that answered it.
+    pub fn describe(self, v4: bool) -> String {
+        format!(
+            "{} ({})",
+            if v4 { self.name_v4() } else { self.name() },
+            self.0
+        )
+    }
 }
+
+/// nfsstat4 names of the numbers NFSv4 shares with nfsstat3.
+const V4_SHARED: &[(u32, &str)] = &[
+    (1, "NFS4ERR_PERM"),
+    (2, "NFS4ERR_NOENT"),
+    (5, "NFS4ERR_IO"),
+    (6, "NFS4ERR_NXIO"),
+    (17, "NFS4ERR_EXIST"),
+    (18, "NFS4ERR_XDEV"),
+    (20, "NFS4ERR_NOTDIR"),
+    (21, "NFS4ERR_ISDIR"),
+    (22, "NFS4ERR_INVAL"),
+    (27, "NFS4ERR_FBIG"),
+    (28, "NFS4ERR_NOSPC"),
+    (30, "NFS4ERR_ROFS"),
+    (31, "NFS4ERR_MLINK"),
+    (63, "NFS4ERR_NAMETOOLONG"),
+    (66, "NFS4ERR_NOTEMPTY"),
+    (69, "NFS4ERR_DQUOT"),
+    (70, "NFS4ERR_STALE"),
+    (10001, "NFS4ERR_BADHANDLE"),
+    (10004, "NFS4ERR_NOTSUPP"),
+    (10005, "NFS4ERR_TOOSMALL"),
+    (10006, "NFS4ERR_SERVERFAULT"),
+    (10007, "NFS4ERR_BADTYPE"),
+];
 
 impl fmt::Display for NfsStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -72,7 +165,7 @@ impl fmt::Display for NfsStatus {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NfsError {
     /// The server could not be reached: connection refused or reset, no route, or portmap has no
     /// TCP mapping for the program.
@@ -81,13 +174,14 @@ pub enum NfsError {
     /// The server accepted the connection (or did not refuse it) but did not answer in time.
     #[error("NFS server {server} did not answer {op} within the deadline")]
     DeadlineExceeded { server: String, op: String },
-    /// The server answered with an error status.
-    #[error("NFS server {server}: {op} {path:?} failed: {status}")]
+    /// The server answered with an error status (`v4`: an NFSv4 server, whose names differ).
+    #[error("NFS server {server}: {op} {path:?} failed: {}", .status.describe(*.v4))]
     Status {
         server: String,
         op: String,
         path: String,
         status: NfsStatus,
+        v4: bool,
     },
     /// A path given to the client is not a clean relative path.
     #[error("invalid NFS path {path:?}: {reason}")]
@@ -163,6 +257,7 @@ mod tests {
             op: "MKDIR".into(),
             path: "a/b".into(),
             status: NfsStatus::EXIST,
+            v4: false,
         };
         assert_eq!(
             e.to_string(),
@@ -170,5 +265,9 @@ mod tests {
         );
         assert!(e.is_status(NfsStatus::EXIST));
         assert!(!e.is_transient());
+        assert_eq!(NfsStatus::GRACE.name_v4(), "NFS4ERR_GRACE");
+        assert_eq!(NfsStatus::NOTEMPTY.name_v4(), "NFS4ERR_NOTEMPTY");
+        assert_eq!(NfsStatus::DELAY.describe(true), "NFS4ERR_DELAY (10008)");
+        assert_eq!(NfsStatus(4242).name_v4(), "NFS4ERR_UNKNOWN");
     }
 }

@@ -4,7 +4,7 @@
 //! path can never leave the share.
 
 use super::error::NfsError;
-use super::proto::NAME_MAX;
+use super::types::NAME_MAX;
 
 /// Splits and checks `path`.
 pub fn components(path: &str) -> Result<Vec<&str>, NfsError> {

@@ -64,7 +64,8 @@ fn valid_option(opt: &str) -> bool {
 /// Builds the mount of `share/subdir` on `server` with the class's mountOptions (each entry may
 /// itself be a comma-separated list). `vers=4*`/`nfsvers=4*` selects `nfs4`. `addr` is the
 /// server's address as the kernel needs it (mount.nfs resolves names in user space; the kernel
-/// does not): pass `None` to leave it to an `addr=` option of the class.
+/// does not): pass `None` to leave it to an `addr=` option of the class. `vers` (`3`, `4.1`:
+/// the version the volume was provisioned with) becomes `vers=` when no option names one.
 pub fn plan<S: AsRef<str>>(
     server: &str,
     share: &str,
@@ -72,10 +73,12 @@ pub fn plan<S: AsRef<str>>(
     options: &[S],
     read_only: bool,
     addr: Option<IpAddr>,
+    vers: Option<&str>,
 ) -> std::result::Result<NfsMount, String> {
     let mut flags = MountFlags::empty();
     let mut data: Vec<String> = Vec::new();
     let mut fstype = "nfs";
+    let mut named_vers = false;
     for opt in options.iter().flat_map(|o| {
         o.as_ref()
             .split(',')
@@ -93,11 +96,20 @@ pub fn plan<S: AsRef<str>>(
             continue;
         }
         if let Some((k, v)) = opt.split_once('=') {
-            if matches!(k, "vers" | "nfsvers") && v.starts_with('4') {
-                fstype = "nfs4";
+            if matches!(k, "vers" | "nfsvers") {
+                named_vers = true;
+                if v.starts_with('4') {
+                    fstype = "nfs4";
+                }
             }
         }
         data.push(opt.to_string());
+    }
+    if let Some(v) = vers.filter(|_| !named_vers) {
+        if v.starts_with('4') {
+            fstype = "nfs4";
+        }
+        data.push(format!("vers={v}"));
     }
     if read_only {
         flags |= MountFlags::RDONLY;
@@ -169,6 +181,7 @@ mod tests {
             &["nfsvers=3,hard", "timeo=600", "nosuid"],
             false,
             V4,
+            Some("4.1"),
         )
         .unwrap();
         assert_eq!(m.source, "nfs.example:/srv/nfs/ns/data");
@@ -180,19 +193,50 @@ mod tests {
     #[test]
     fn vers4_selects_nfs4_and_read_only_is_a_flag() {
         for o in ["vers=4.1", "nfsvers=4", "vers=4"] {
-            let m = plan("10.0.0.5", "/", "pvc-1", &[o], true, V4).unwrap();
+            let m = plan("10.0.0.5", "/", "pvc-1", &[o], true, V4, Some("3")).unwrap();
             assert_eq!((m.fstype, m.source.as_str()), ("nfs4", "10.0.0.5:/pvc-1"));
             assert!(m.flags.contains(MountFlags::RDONLY));
             assert_eq!(m.data, format!("{o},addr=10.0.0.5"));
         }
-        let m = plan("10.0.0.5", "/e", "v", &["ro", "addr=10.0.0.9"], false, V4).unwrap();
+        let m = plan(
+            "10.0.0.5",
+            "/e",
+            "v",
+            &["ro", "addr=10.0.0.9"],
+            false,
+            V4,
+            None,
+        )
+        .unwrap();
         assert_eq!((m.fstype, m.data.as_str()), ("nfs", "addr=10.0.0.9"));
         assert_eq!(m.flags, MountFlags::RDONLY);
     }
 
     #[test]
+    fn the_provisioned_version_is_mounted_unless_options_name_one() {
+        let m = plan::<&str>("10.0.0.5", "/e", "v", &[], false, V4, Some("4.1")).unwrap();
+        assert_eq!(
+            (m.fstype, m.data.as_str()),
+            ("nfs4", "vers=4.1,addr=10.0.0.5")
+        );
+        let m = plan::<&str>("10.0.0.5", "/e", "v", &[], false, V4, Some("3")).unwrap();
+        assert_eq!((m.fstype, m.data.as_str()), ("nfs", "vers=3,addr=10.0.0.5"));
+        let m = plan("10.0.0.5", "/e", "v", &["hard"], false, V4, None).unwrap();
+        assert_eq!((m.fstype, m.data.as_str()), ("nfs", "hard,addr=10.0.0.5"));
+    }
+
+    #[test]
     fn ipv6_servers_are_bracketed() {
-        let m = plan::<&str>("fd00::5", "/e", "v", &[], false, "fd00::5".parse().ok()).unwrap();
+        let m = plan::<&str>(
+            "fd00::5",
+            "/e",
+            "v",
+            &[],
+            false,
+            "fd00::5".parse().ok(),
+            None,
+        )
+        .unwrap();
         assert_eq!(m.source, "[fd00::5]:/e/v");
         assert_eq!(m.data, "addr=fd00::5");
     }
@@ -200,7 +244,7 @@ mod tests {
     #[test]
     fn hostile_options_are_refused() {
         for bad in ["a b", "x=\"y\"", "k=v=w", "sec=sys;rm", "\u{0}"] {
-            let e = plan("s", "/e", "v", &[bad], false, V4).unwrap_err();
+            let e = plan("s", "/e", "v", &[bad], false, V4, None).unwrap_err();
             assert!(e.contains("not a valid NFS mount option"), "{bad}: {e}");
         }
     }

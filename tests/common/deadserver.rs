@@ -1,5 +1,5 @@
-//! A dead NFS server for tests and benches: an address whose port 111 accepts connections and
-//! never answers, as a hung server does.
+//! A dead NFS server for tests and benches: an address whose ports 111 (portmap, NFSv3) and
+//! 2049 (NFSv4) accept connections and never answer, as a hung server does.
 //!
 //! rpcbind listens on 0.0.0.0:111, so no second listener on port 111 can bind in this network
 //! namespace (not even on 127.0.0.2). The listener therefore lives in a network namespace of its
@@ -57,8 +57,15 @@ impl DeadServer {
         ]);
         ip(&["-n", &ns, "link", "set", &ns_if, "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        for port in [111, 2049] {
+            Self::listen(&ns, &format!("{dead_ip}:{port}"));
+        }
+        DeadServer { ns, addr: dead_ip }
+    }
+
+    fn listen(ns: &str, bind: &str) {
         let (tx, rx) = mpsc::channel();
-        let (path, bind) = (format!("/run/netns/{ns}"), format!("{dead_ip}:111"));
+        let (path, bind) = (format!("/run/netns/{ns}"), bind.to_string());
         std::thread::spawn(move || {
             let f = std::fs::File::open(&path).expect("open netns");
             // SAFETY: setns on a namespace descriptor we hold; affects this thread only.
@@ -73,7 +80,6 @@ impl DeadServer {
             }
         });
         rx.recv().expect("dead listener started");
-        DeadServer { ns, addr: dead_ip }
     }
 }
 

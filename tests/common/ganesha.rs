@@ -4,6 +4,12 @@
 //! registrations, so every `Ganesha` holds an exclusive flock on a host-wide lock file for its
 //! lifetime: tests in one binary, in several binaries, or in several worktrees take turns.
 //! Benches include this file alone with `#[path]`.
+//!
+//! Two modes: NFSv3 and NFSv4 on free ports (`start`), or NFSv4 alone on 127.0.0.1:2049
+//! (`start_v4`), the port an NFSv4 client uses without asking portmap. ganesha refuses to start
+//! unless it can register with rpcbind, so the v4-only server registers and its registration is
+//! then deleted: a client that asked portmap would find nothing. Port 2049 is free on test
+//! hosts (no kernel NFS server), and the host-wide lock keeps two servers from wanting it.
 
 #![allow(dead_code)]
 
@@ -27,8 +33,20 @@ pub fn available() -> bool {
     })
 }
 
+/// Which protocols a server serves, and how it treats restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// NFSv4 alone, on 127.0.0.1:2049, unregistered from rpcbind.
+    pub v4_only: bool,
+    /// `Some((grace, lease))` in seconds: a grace period after each start (no `Graceless`).
+    pub grace: Option<(u32, u32)>,
+    /// NFSv3 and v4 with the NFS port on 2049 (where an NFSv4 client finds it without portmap).
+    pub both_on_2049: bool,
+}
+
 pub struct Ganesha {
     dir: tempfile::TempDir,
+    pub config: Config,
     /// The exported directory, as seen on this host's disk.
     pub export: PathBuf,
     pub nfs_port: u16,
@@ -69,6 +87,23 @@ impl Ganesha {
     /// Starts rpcbind if needed and ganesha exporting a fresh temp directory; returns once
     /// portmap maps NFS v3 and MOUNT v3 to this server's ports.
     pub fn start() -> Ganesha {
+        Self::start_with(Config {
+            v4_only: false,
+            grace: None,
+            both_on_2049: false,
+        })
+    }
+
+    /// NFSv4 only, on 127.0.0.1:2049, with no rpcbind registration.
+    pub fn start_v4() -> Ganesha {
+        Self::start_with(Config {
+            v4_only: true,
+            grace: None,
+            both_on_2049: false,
+        })
+    }
+
+    pub fn start_with(config: Config) -> Ganesha {
         let lock = File::create(LOCK).expect("create ganesha lock file");
         // SAFETY: flock on a descriptor we own; blocks until the previous server is gone.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
@@ -83,7 +118,12 @@ impl Ganesha {
         fs::create_dir(dir.path().join("recovery")).unwrap();
         let mut g = Ganesha {
             export,
-            nfs_port: free_port(),
+            config,
+            nfs_port: if config.v4_only || config.both_on_2049 {
+                2049
+            } else {
+                free_port()
+            },
             mnt_port: free_port(),
             nlm_port: free_port(),
             dir,
@@ -105,15 +145,20 @@ impl Ganesha {
     }
 
     fn write_config(&self) {
+        let protocols = if self.config.v4_only { "4" } else { "3, 4" };
+        let grace = match self.config.grace {
+            None => "Graceless = true;".to_string(),
+            Some((g, l)) => format!("Graceless = false; Grace_Period = {g}; Lease_Lifetime = {l};"),
+        };
         let conf = format!(
             r#"NFS_CORE_PARAM {{
     NFS_Port = {nfs}; MNT_Port = {mnt}; NLM_Port = {nlm};
-    Bind_addr = 127.0.0.1; Protocols = 3, 4; Enable_RQUOTA = false;
+    Bind_addr = 127.0.0.1; Protocols = {protocols}; Enable_RQUOTA = false; Enable_NLM = {nlm_on};
 }}
-NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = {rec}; }}
+NFSV4 {{ {grace} Only_Numeric_Owners = true; RecoveryBackend = fs; RecoveryRoot = {rec}; }}
 EXPORT {{
     Export_Id = 1; Path = {exp}; Pseudo = {exp};
-    Access_Type = RW; Squash = No_Root_Squash; Protocols = 3, 4; Transports = TCP; SecType = sys;
+    Access_Type = RW; Squash = No_Root_Squash; Protocols = {protocols}; Transports = TCP; SecType = sys;
     FSAL {{ Name = VFS; }}
 }}
 LOG {{ Default_Log_Level = WARN; }}
@@ -121,6 +166,7 @@ LOG {{ Default_Log_Level = WARN; }}
             nfs = self.nfs_port,
             mnt = self.mnt_port,
             nlm = self.nlm_port,
+            nlm_on = !self.config.v4_only,
             rec = self.dir.path().join("recovery").display(),
             exp = self.export.display(),
         );
@@ -169,7 +215,13 @@ LOG {{ Default_Log_Level = WARN; }}
                 self.child = None;
                 panic!("ganesha exited early ({st}); log:\n{}", self.log());
             }
-            if self.registered() && TcpStream::connect(("127.0.0.1", self.nfs_port)).is_ok() {
+            let up = TcpStream::connect(("127.0.0.1", self.nfs_port)).is_ok();
+            if up && self.config.v4_only {
+                // Nothing may find this server through portmap.
+                let _ = Command::new("rpcinfo").args(["-d", "100003", "4"]).status();
+                return;
+            }
+            if up && self.registered() {
                 return;
             }
             assert!(

@@ -103,3 +103,43 @@ pub fn records(g: &Ganesha) -> Vec<String> {
         .filter(|n| n.ends_with(".json"))
         .collect()
 }
+
+/// The protocol a test runs over: NFSv3 against ganesha serving v3 and v4, or NFSv4.1 against
+/// ganesha serving v4 alone (no portmap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    V3,
+    V41,
+}
+
+impl Proto {
+    pub fn start(self) -> Ganesha {
+        match self {
+            Proto::V3 => Ganesha::start(),
+            Proto::V41 => Ganesha::start_v4(),
+        }
+    }
+
+    pub fn version(self) -> ferrovol::nfs::Version {
+        match self {
+            Proto::V3 => ferrovol::nfs::Version::V3,
+            Proto::V41 => ferrovol::nfs::Version::V41,
+        }
+    }
+
+    /// Client options that speak this version only.
+    pub fn opts(self) -> ferrovol::nfs::ClientOptions {
+        ferrovol::nfs::ClientOptions {
+            version: ferrovol::nfs::Want::Only(self.version()),
+            ..Default::default()
+        }
+    }
+
+    /// The protocol's name of a status: `NFS3ERR_<s>` or `NFS4ERR_<s>`.
+    pub fn name(self, s: &str) -> String {
+        match self {
+            Proto::V3 => format!("NFS3ERR_{s}"),
+            Proto::V41 => format!("NFS4ERR_{s}"),
+        }
+    }
+}

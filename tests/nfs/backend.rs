@@ -3,26 +3,33 @@
 //! capacity, expansion, listing, crash recovery). Publishing and server faults are in
 //! nfs_backend_io.rs, snapshots in nfs_snapshots.rs. Every outcome is checked on the exported
 //! directory's disk. Needs root, nfs-ganesha (VFS) and rpcbind: skipped, saying so, without them.
+//! Each test runs against ganesha serving NFSv3 and v4 on free ports (the driver's default
+//! `nfsvers: auto` then speaks NFSv3: nothing listens on 2049) and against ganesha serving
+//! NFSv4 alone on 2049 (auto speaks NFSv4.1): `backend::v3::*`, `backend::v41::*`.
 
 use crate::common;
-use crate::common::ganesha;
 use crate::common::nfs;
 
 use common::*;
 use ferrovol::proto as csi;
-use ganesha::Ganesha;
 use nfs::*;
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use tonic::Code;
 
-#[tokio::test]
-async fn create_delete_retain_archive_on_the_exports_disk() {
+both_versions_async!(
+    create_delete_retain_archive_on_the_exports_disk,
+    nested_pattern_delete_and_archive_touch_only_the_volume,
+    hostile_names_stay_inside_the_share,
+    capacity_expand_list_and_crash_recovery,
+);
+
+async fn create_delete_retain_archive_on_the_exports_disk(proto: Proto) {
     if !usable("nfs_backend") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let d = nfs_driver(&g, &[]).await;
     let mut ids = HashMap::new();
     for mode in ["delete", "retain", "archive"] {
@@ -39,6 +46,8 @@ async fn create_delete_retain_archive_on_the_exports_disk() {
         assert_eq!(v.volume_id, nfs_id(&g, &format!("pvc-{mode}")));
         assert_eq!(v.volume_context["server"], "127.0.0.1");
         assert_eq!(v.volume_context["share"], g.share());
+        // `auto` settled on the version the server serves; the node mounts with it.
+        assert_eq!(v.volume_context["nfsvers"], proto.version().as_str());
         let dir = g.export.join(sub_dir(&v));
         let md = fs::metadata(&dir).unwrap();
         assert!(md.is_dir());
@@ -100,12 +109,11 @@ async fn create_delete_retain_archive_on_the_exports_disk() {
     );
 }
 
-#[tokio::test]
-async fn nested_pattern_delete_and_archive_touch_only_the_volume() {
+async fn nested_pattern_delete_and_archive_touch_only_the_volume(proto: Proto) {
     if !usable("nfs_backend") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let d = nfs_driver(&g, &[]).await;
     let pattern = ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}");
     let del = class(&g, &[pattern]);
@@ -159,12 +167,11 @@ async fn nested_pattern_delete_and_archive_touch_only_the_volume() {
     assert!(records(&g).is_empty());
 }
 
-#[tokio::test]
-async fn hostile_names_stay_inside_the_share() {
+async fn hostile_names_stay_inside_the_share(proto: Proto) {
     if !usable("nfs_backend") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let d = nfs_driver(&g, &[]).await;
     let sentinel = g.dir().join("outside");
     fs::create_dir(&sentinel).unwrap();
@@ -236,12 +243,11 @@ async fn hostile_names_stay_inside_the_share() {
     }
 }
 
-#[tokio::test]
-async fn capacity_expand_list_and_crash_recovery() {
+async fn capacity_expand_list_and_crash_recovery(proto: Proto) {
     if !usable("nfs_backend") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let p = class(&g, &[]);
     // Crash after the intent record: the retry rolls it back and creates the volume.
     let mut d = crashed_in_create("nfs-create:after-intent", "pvc-crash", &p).await;

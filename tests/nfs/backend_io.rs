@@ -1,15 +1,14 @@
 //! The NFS driver against a real nfs-ganesha: NodePublishVolume (bind mounts of the subDir with
 //! --nfs-test-export-root, read-write and read-only), and servers that stop or hang (deadlines,
-//! recovery without a restart). Needs root, nfs-ganesha (VFS) and rpcbind: skipped without them.
+//! recovery without a restart), over NFSv3 and NFSv4.1. Needs root, nfs-ganesha (VFS) and rpcbind:
+//! skipped without them.
 
 use crate::common;
 use crate::common::deadserver;
-use crate::common::ganesha;
 use crate::common::nfs;
 
 use common::*;
 use ferrovol::proto as csi;
-use ganesha::Ganesha;
 use nfs::*;
 use std::collections::HashMap;
 use std::fs;
@@ -17,12 +16,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-#[tokio::test]
-async fn server_down_is_unavailable_in_time_and_recovers_without_restart() {
+both_versions_async!(
+    server_down_is_unavailable_in_time_and_recovers_without_restart,
+    publish_binds_the_subdir_read_write_and_read_only,
+    a_hung_server_costs_one_deadline_and_slows_no_other,
+);
+
+async fn server_down_is_unavailable_in_time_and_recovers_without_restart(proto: Proto) {
     if !usable("nfs_backend_io") {
         return;
     }
-    let mut g = Ganesha::start();
+    let mut g = proto.start();
     let d = nfs_driver(&g, &["--nfs-timeout", "2s"]).await;
     let p = class(&g, &[]);
     let a = create(&d, "pvc-before", &p).await;
@@ -70,12 +74,11 @@ async fn server_down_is_unavailable_in_time_and_recovers_without_restart() {
     assert!(records(&g).is_empty());
 }
 
-#[tokio::test]
-async fn publish_binds_the_subdir_read_write_and_read_only() {
+async fn publish_binds_the_subdir_read_write_and_read_only(proto: Proto) {
     if !usable("nfs_backend_io") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let d = nfs_driver(&g, &[]).await;
     let v = create(&d, "pvc-pub", &class(&g, &[])).await;
     let dir = g.export.join(sub_dir(&v));
@@ -191,12 +194,11 @@ async fn publish_binds_the_subdir_read_write_and_read_only() {
     }
 }
 
-#[tokio::test]
-async fn a_hung_server_costs_one_deadline_and_slows_no_other() {
+async fn a_hung_server_costs_one_deadline_and_slows_no_other(proto: Proto) {
     if !usable("nfs_backend_io") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let dead = deadserver::DeadServer::start();
     let d = nfs_driver(&g, &["--nfs-timeout", "1s"]).await;
     let live = class(&g, &[]);

@@ -18,6 +18,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
+both_versions_async!(
+    a_retried_delete_never_removes_the_directory_made_since,
+    a_retried_rollback_never_removes_the_directory_made_since,
+    a_restore_claims_its_subdir_before_it_copies,
+    read_only_rpcs_never_roll_back_a_create_in_flight,
+    a_rollback_never_removes_another_volumes_empty_directory,
+);
+
 const PATTERN: (&str, &str) = ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}");
 
 fn pause_file(d: &Driver) -> PathBuf {
@@ -48,12 +56,11 @@ fn record(g: &Ganesha, key: &str) -> String {
 /// DeleteVolume removes the tree, then the record removal fails; the PVC is made again under a
 /// new volume whose pod writes into the same subDir; the retried DeleteVolume answers OK and
 /// leaves the new volume's data alone.
-#[tokio::test]
-async fn a_retried_delete_never_removes_the_directory_made_since() {
+async fn a_retried_delete_never_removes_the_directory_made_since(proto: Proto) {
     if !usable("nfs_ownership") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let mut d = Driver::builder()
         .arg("--driver")
         .arg("nfs")
@@ -86,12 +93,11 @@ async fn a_retried_delete_never_removes_the_directory_made_since() {
 
 /// A create rolled back (its directory removed) whose record removal failed; the subDir is made
 /// again, empty, by another volume; the retried rollback leaves it.
-#[tokio::test]
-async fn a_retried_rollback_never_removes_the_directory_made_since() {
+async fn a_retried_rollback_never_removes_the_directory_made_since(proto: Proto) {
     if !usable("nfs_ownership") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let p = pvc(&class(&g, &[PATTERN]), "team", "data", "pvc-a");
     let mut d = crashed_in_create("nfs-create:before-ready", "pvc-a", &p).await;
     let dir = g.export.join("team/data");
@@ -121,12 +127,11 @@ async fn a_retried_rollback_never_removes_the_directory_made_since() {
 
 /// While a restore copies, a CreateVolume for the same subDir must not get it: the restore
 /// claimed the name before copying, and never renames onto a directory it did not make.
-#[tokio::test]
-async fn a_restore_claims_its_subdir_before_it_copies() {
+async fn a_restore_claims_its_subdir_before_it_copies(proto: Proto) {
     if !usable("nfs_ownership") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let mut d = nfs_driver(&g, &[]).await;
     let p = class(&g, &[PATTERN]);
     let src = create(&d, "src", &pvc(&p, "team", "src", "src")).await;
@@ -180,12 +185,11 @@ async fn a_restore_claims_its_subdir_before_it_copies() {
 /// ControllerGetVolume, ValidateVolumeCapabilities, ControllerPublishVolume, CreateSnapshot and
 /// a clone of a volume whose create is still in flight answer NotFound and roll nothing back:
 /// the create then completes with its directory in place.
-#[tokio::test]
-async fn read_only_rpcs_never_roll_back_a_create_in_flight() {
+async fn read_only_rpcs_never_roll_back_a_create_in_flight(proto: Proto) {
     if !usable("nfs_ownership") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let b = Driver::builder();
     let paused = b.path().join("paused");
     let d = b
@@ -316,12 +320,11 @@ async fn records_without_a_handle_are_handled_by_their_state() {
 /// A create cut off before its MKDIR; another volume then makes the same subDir and is
 /// acknowledged; the first create's retry rolls back its own record only: the other volume's
 /// directory, empty as it is, stays, and the retry answers FailedPrecondition.
-#[tokio::test]
-async fn a_rollback_never_removes_another_volumes_empty_directory() {
+async fn a_rollback_never_removes_another_volumes_empty_directory(proto: Proto) {
     if !usable("nfs_ownership") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let pa = pvc(&class(&g, &[PATTERN]), "team", "data", "pvc-a");
     let mut d = crashed_in_create("nfs-create:after-intent", "pvc-a", &pa).await;
     d.restart().await;

@@ -11,7 +11,6 @@ use crate::common::nfs_snap;
 
 use common::*;
 use ferrovol::proto as csi;
-use ganesha::Ganesha;
 use nfs::*;
 use nfs_snap::*;
 use std::fs;
@@ -20,12 +19,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-#[tokio::test]
-async fn snapshot_restore_and_clone_keep_the_content_exactly() {
+both_versions_async!(
+    snapshot_restore_and_clone_keep_the_content_exactly,
+    kill9_during_copies_leaves_nothing_half_made,
+);
+
+async fn snapshot_restore_and_clone_keep_the_content_exactly(proto: Proto) {
     if !usable("nfs_snapshots") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let d = nfs_driver(&g, &[]).await;
     let p = class(&g, &[]);
     let src = create(&d, "src", &p).await;
@@ -222,12 +225,11 @@ async fn wait_gone(p: &Path) {
     }
 }
 
-#[tokio::test]
-async fn kill9_during_copies_leaves_nothing_half_made() {
+async fn kill9_during_copies_leaves_nothing_half_made(proto: Proto) {
     if !usable("nfs_snapshots") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let mut d = Driver::builder()
         .arg("--driver")
         .arg("nfs")
@@ -355,7 +357,7 @@ async fn a_clone_retried_after_its_source_went_leaves_no_record() {
     if !usable("nfs_snapshots") {
         return;
     }
-    let g = Ganesha::start();
+    let g = ganesha::Ganesha::start();
     let mut d = nfs_driver(&g, &[]).await;
     let p = class(&g, &[]);
     let src = create(&d, "src", &p).await;

@@ -4,9 +4,11 @@
 # XFS with reflink (snapshots are reflink copies) and the plain work directory (capacity
 # advisory, snapshots are full copies). Prints passed/failed/skipped per run; exits non-zero if any run fails or
 # skips a test for a capability the driver advertises.
-# Then the NFS driver (`--driver nfs`) against a real nfs-ganesha started here (VFS backend,
-# rpcbind), provisioning through NFS and publishing with --nfs-test-export-root (this kernel
-# has no NFS client). SANITY_ONLY=hostpath|device|nfs runs only that part; KEEP_WORK=1 keeps the logs.
+# Then the NFS driver (`--driver nfs`) against a real nfs-ganesha started here (VFS backend),
+# provisioning through NFS and publishing with --nfs-test-export-root (this kernel has no NFS
+# client): once with ganesha serving NFSv3 and v4 on free ports through rpcbind (the driver's
+# `nfsvers: auto` speaks NFSv3 there, nothing listening on 2049), once with ganesha serving
+# NFSv4 alone on 127.0.0.1:2049 with its rpcbind registration deleted (`nfsvers: "4.1"`). SANITY_ONLY=hostpath|device|nfs runs only that part; KEEP_WORK=1 keeps the logs.
 # Needs root, csi-sanity on PATH (or $CSI_SANITY), mkfs.btrfs, mkfs.xfs, ganesha.nfsd and rpcbind
 # (nfs-ganesha, nfs-ganesha-vfs), and a release build of ferrovol.
 set -euo pipefail
@@ -93,13 +95,19 @@ run() { # run <label> <access type> <hostpath base | nfs> [extra csi-sanity args
     fi
 }
 
-# ganesha on 127.0.0.1 exporting $WORK/export, registered with rpcbind. It holds the host-wide
-# lock of the Rust ganesha fixture (tests/common/ganesha.rs): one rpcbind serves the host.
-start_ganesha() {
-    EXPORT="$WORK/export"
-    mkdir -p "$EXPORT" "$WORK/ganesha-recovery"
-    exec {LOCKFD}>/tmp/ferrovol-ganesha.lock
-    flock "$LOCKFD"
+# ganesha on 127.0.0.1 exporting $WORK/export-<mode>: `v3` serves NFSv3 and v4 on free ports,
+# registered with rpcbind; `v4` serves NFSv4 alone on port 2049 and its registration is deleted
+# once it listens (ganesha will not start without registering). It holds the host-wide lock of
+# the Rust ganesha fixture (tests/common/ganesha.rs): one rpcbind serves the host, and port 2049
+# is one per host.
+start_ganesha() { # start_ganesha v3|v4
+    local mode=$1 protocols="3, 4"
+    EXPORT="$WORK/export-$mode"
+    mkdir -p "$EXPORT" "$WORK/ganesha-recovery-$mode"
+    if [ -z "$LOCKFD" ]; then
+        exec {LOCKFD}>/tmp/ferrovol-ganesha.lock
+        flock "$LOCKFD"
+    fi
     rpcinfo -p 127.0.0.1 >/dev/null 2>&1 || rpcbind -w
     local ports
     ports=$(python3 -c 'import socket
@@ -107,24 +115,38 @@ ps = [socket.socket() for _ in range(3)]
 for s in ps: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ps))')
     read -r NFSP MNTP NLMP <<<"$ports"
-    cat >"$WORK/ganesha.conf" <<GANESHA
+    if [ "$mode" = v4 ]; then NFSP=2049; protocols=4; fi
+    cat >"$WORK/ganesha-$mode.conf" <<GANESHA
 NFS_CORE_PARAM { NFS_Port = $NFSP; MNT_Port = $MNTP; NLM_Port = $NLMP;
-    Bind_addr = 127.0.0.1; Protocols = 3, 4; Enable_RQUOTA = false; }
-NFSV4 { Graceless = true; RecoveryBackend = fs; RecoveryRoot = $WORK/ganesha-recovery; }
+    Bind_addr = 127.0.0.1; Protocols = $protocols; Enable_RQUOTA = false; }
+NFSV4 { Graceless = true; Only_Numeric_Owners = true; RecoveryBackend = fs;
+    RecoveryRoot = $WORK/ganesha-recovery-$mode; }
 EXPORT { Export_Id = 1; Path = $EXPORT; Pseudo = $EXPORT; Access_Type = RW;
-    Squash = No_Root_Squash; Protocols = 3, 4; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }
+    Squash = No_Root_Squash; Protocols = $protocols; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }
 LOG { Default_Log_Level = WARN; }
 GANESHA
-    ganesha.nfsd -F -f "$WORK/ganesha.conf" -L "$WORK/ganesha.log" -p "$WORK/ganesha.pid" \
-        >"$WORK/ganesha.out" 2>&1 &
+    ganesha.nfsd -F -f "$WORK/ganesha-$mode.conf" -L "$WORK/ganesha-$mode.log" \
+        -p "$WORK/ganesha-$mode.pid" >"$WORK/ganesha-$mode.out" 2>&1 &
     GPID=$!
     for _ in $(seq 300); do
-        rpcinfo -p 127.0.0.1 2>/dev/null | awk -v p="$NFSP" '$1 == 100003 && $2 == 3 && $3 == "tcp" && $4 == p {f = 1} END {exit !f}' && return 0
+        if [ "$mode" = v4 ]; then
+            if (exec 3<>/dev/tcp/127.0.0.1/2049) 2>/dev/null; then
+                rpcinfo -d 100003 4 2>/dev/null || true
+                return 0
+            fi
+        else
+            rpcinfo -p 127.0.0.1 2>/dev/null | awk -v p="$NFSP" '$1 == 100003 && $2 == 3 && $3 == "tcp" && $4 == p {f = 1} END {exit !f}' && return 0
+        fi
         sleep 0.1
     done
-    echo "ganesha did not register with rpcbind"
-    cat "$WORK/ganesha.log" "$WORK/ganesha.out"
+    echo "ganesha ($mode) did not come up"
+    cat "$WORK/ganesha-$mode.log" "$WORK/ganesha-$mode.out"
     exit 1
+}
+
+stop_ganesha() {
+    [ -n "$GPID" ] && kill "$GPID" 2>/dev/null && wait "$GPID" 2>/dev/null || true
+    GPID=""
 }
 
 # Device backend: a process serving only `--backends device` over a pool of
@@ -186,14 +208,20 @@ if [ -z "${SANITY_ONLY:-}" ] || [ "${SANITY_ONLY}" = device ]; then
 fi
 
 if [ -z "${SANITY_ONLY:-}" ] || [ "${SANITY_ONLY}" = nfs ]; then
-start_ganesha
-printf 'server: 127.0.0.1\nshare: %s\nsubDir: sanity/${pv.metadata.name}\n' "$EXPORT" >"$WORK/nfs-params.yaml"
 # The NFS driver advertises neither PUBLISH_UNPUBLISH_VOLUME (nothing to attach), nor
 # STAGE_UNSTAGE_VOLUME (the kubelet publishes directly), nor a node EXPAND_VOLUME (sizes are
 # recorded by the controller): csi-sanity skips those tests. Snapshots and cloning are served
 # (copies through the user-space client), so none of their tests may be skipped.
-ALLOWED_EXTRA_SKIPS="NodeStageVolume not supported|NodeUnstageVolume not supported|NodeExpandVolume not supported|ControllerPublishVolume not supported|ControllerUnpublishVolume not supported|Controller Publish, UnpublishVolume not supported" \
-    run nfs-ganesha mount nfs --csi.testvolumeparameters="$WORK/nfs-params.yaml"
+export ALLOWED_EXTRA_SKIPS="NodeStageVolume not supported|NodeUnstageVolume not supported|NodeExpandVolume not supported|ControllerPublishVolume not supported|ControllerUnpublishVolume not supported|Controller Publish, UnpublishVolume not supported"
+start_ganesha v3
+printf 'server: 127.0.0.1\nshare: %s\nsubDir: sanity/${pv.metadata.name}\n' "$EXPORT" >"$WORK/nfs-params-v3.yaml"
+run nfs-ganesha mount nfs --csi.testvolumeparameters="$WORK/nfs-params-v3.yaml"
+stop_ganesha
+start_ganesha v4
+printf 'server: 127.0.0.1\nshare: %s\nsubDir: sanity/${pv.metadata.name}\nnfsvers: "4.1"\n' "$EXPORT" >"$WORK/nfs-params-v4.yaml"
+run nfs-ganesha-v4 mount nfs --csi.testvolumeparameters="$WORK/nfs-params-v4.yaml"
+stop_ganesha
+unset ALLOWED_EXTRA_SKIPS
 fi
 printf '%s' "$summary"
 exit $status

@@ -125,6 +125,8 @@ impl NfsBackend {
             staging: None,
             staging_handle: None,
             staging_fileid: None,
+            // The handle above is in the protocol this client settled on.
+            nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
         };
         // Registered before anything is written on the share, as for a create.
         self.shares.register(&vid, &loc.server, &loc.share)?;

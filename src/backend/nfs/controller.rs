@@ -4,7 +4,7 @@
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::Values;
-use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use super::{NfsBackend, BACKEND, CAPS, CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
 use crate::nfs::{NfsClient, NfsStatus, SetAttr};
@@ -95,15 +95,19 @@ fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> 
 
 impl NfsBackend {
     pub(super) fn info(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
+        let mut context = BTreeMap::from([
+            (CTX_SERVER.to_string(), rec.server.clone()),
+            (CTX_SHARE.to_string(), rec.share.clone()),
+            (CTX_SUBDIR.to_string(), rec.sub_dir.clone()),
+        ]);
+        if let Some(v) = &rec.nfs_vers {
+            context.insert(CTX_NFSVERS.to_string(), v.clone());
+        }
         VolumeInfo {
             id: rec.id.clone(),
             node: None,
             capacity_bytes: rec.capacity_bytes,
-            context: BTreeMap::from([
-                (CTX_SERVER.to_string(), rec.server.clone()),
-                (CTX_SHARE.to_string(), rec.share.clone()),
-                (CTX_SUBDIR.to_string(), rec.sub_dir.clone()),
-            ]),
+            context,
             published_nodes: Vec::new(),
             condition,
         }
@@ -211,7 +215,15 @@ impl ControllerBackend for NfsBackend {
         let (id, p) = self.id_and_params(req)?;
         let vid = id.to_string();
         refuse_caps(&vid, &req.capabilities)?;
-        let c = self.client(&p.server, &p.share)?;
+        let mount_options: Vec<String> = req
+            .capabilities
+            .iter()
+            .flat_map(|c| c.mount_flags.iter().cloned())
+            .collect();
+        let want_vers = p
+            .want(&mount_options)
+            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let c = self.client_as(&p.server, &p.share, want_vers)?;
         let requested_source = req.content_source.as_ref().map(|s| s.id());
         let mut existing = self.read_record(&vid, &c, &id.key)?;
         // A create of this name that never finished is undone first, whatever this attempt
@@ -220,7 +232,7 @@ impl ControllerBackend for NfsBackend {
             .as_ref()
             .filter(|r| r.state == RecordState::Creating && r.name == req.name)
         {
-            self.roll_back_other(&c, rec)?;
+            self.roll_back_other(&*self.client_of(rec)?, rec)?;
             existing = None;
         }
         // A repeat of a create from a source that already finished needs the source no more:
@@ -281,7 +293,11 @@ impl ControllerBackend for NfsBackend {
             staging: None,
             staging_handle: None,
             staging_fileid: None,
+            nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
         };
+        if let (Some(src), Some(v)) = (&source, &want.nfs_vers) {
+            src.same_version(&vid, v)?;
+        }
         self.shares.register(&vid, &p.server, &p.share)?;
 
         if let Some(rec) = existing {
@@ -296,11 +312,11 @@ impl ControllerBackend for NfsBackend {
                     if let Some(why) = mismatch(&rec, &want, &req.capacity) {
                         return Err(Error::exists(&vid, why));
                     }
-                    let cond = self.condition(&c, &rec)?;
+                    let cond = self.condition(&*self.client_of(&rec)?, &rec)?;
                     return Ok(Done::Now(self.info(&rec, cond)));
                 }
-                RecordState::Creating => self.roll_back_other(&c, &rec)?,
-                RecordState::Deleting => self.finish_delete(&c, &rec)?,
+                RecordState::Creating => self.roll_back_other(&*self.client_of(&rec)?, &rec)?,
+                RecordState::Deleting => self.finish_delete(&*self.client_of(&rec)?, &rec)?,
             }
         }
         let made = match &source {

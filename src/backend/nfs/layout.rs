@@ -6,7 +6,7 @@
 //!   archived-<dir>-<timestamp>     archived volumes, beside the directory they were
 //!   .ferrovol/volumes/<key>.json   one record per volume, written with write_file_atomic
 //! ```
-//! NFSv3 has no extended attributes, so the record is the proof of ownership: a directory is the
+//! NFS (this client) carries no extended attributes, so the record is the proof of ownership: a directory is the
 //! volume's only when the record under its key names that directory (`sub_dir`) and the
 //! directory there now has the file handle the record keeps (`dir_handle`). Deleting or
 //! archiving touches `sub_dir` only, never its parents. Patterns can never expand to
@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::OnDelete;
 use super::pattern::ARCHIVE_PREFIX;
+use crate::nfs::Version;
 
 pub const META_DIR: &str = ".ferrovol";
 pub const RECORDS_DIR: &str = ".ferrovol/volumes";
@@ -282,6 +283,26 @@ pub struct VolumeRecord {
     /// reused once freed, so it is read but proves nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staging_fileid: Option<u64>,
+    /// The NFS version the handles above were taken with, `3` or `4.1` (absent: `3`). An NFSv3
+    /// handle and an NFSv4.1 handle of one directory differ, so every proof is made with a
+    /// client of this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs_vers: Option<String>,
+}
+
+impl VolumeRecord {
+    pub fn version(&self) -> Version {
+        record_version(self.nfs_vers.as_deref())
+    }
+}
+
+/// The NFS version a record's handles belong to: `nfs_vers`, or NFSv3 for records written
+/// before the field existed (the driver then spoke NFSv3 only).
+pub fn record_version(nfs_vers: Option<&str>) -> Version {
+    match nfs_vers {
+        Some("4.1") => Version::V41,
+        _ => Version::V3,
+    }
 }
 
 pub const RECORD_VERSION: u32 = 1;
@@ -470,8 +491,13 @@ mod tests {
             staging: None,
             staging_handle: None,
             staging_fileid: None,
+            nfs_vers: Some("4.1".into()),
         };
         let b = r.to_bytes();
+        assert_eq!(
+            VolumeRecord::from_bytes("pvc-1", &b).unwrap().version(),
+            Version::V41
+        );
         assert!(String::from_utf8_lossy(&b).contains("\"on_delete\": \"archive\""));
         assert_eq!(VolumeRecord::from_bytes("pvc-1", &b).unwrap(), r);
         assert!(VolumeRecord::from_bytes("pvc-2", &b)
@@ -488,7 +514,12 @@ mod tests {
             "capacity_bytes": 1, "mount_permissions": 511, "created_at": 1,
             "staging": ".ferrovol/staging/pvc-1", "staging_fileid": 7}"#;
         let r = VolumeRecord::from_bytes("pvc-1", old).unwrap();
-        assert_eq!((r.dir_handle, r.staging_handle), (None, None));
+        assert_eq!((&r.dir_handle, &r.staging_handle), (&None, &None));
         assert_eq!(r.staging_fileid, Some(7));
+        assert_eq!(
+            r.version(),
+            Version::V3,
+            "records without a version were made over NFSv3"
+        );
     }
 }

@@ -1,8 +1,19 @@
 //! nfs backend: a subdirectory per volume on an existing NFS export (driver
-//! nfs.csi.ferrovol.io). The controller provisions through the user-space NFSv3 client
-//! (`crate::nfs`), so it needs no kernel mount and no privilege, and a dead server costs one
-//! deadline per call instead of a hung mount. The node mounts `server:share/subdir` with the
-//! kernel NFS client (`crate::os::nfsmount`).
+//! nfs.csi.ferrovol.io). The controller provisions through the user-space NFS client
+//! (`crate::nfs`, NFSv3 or NFSv4.1), so it needs no kernel mount and no privilege, and a dead
+//! server costs one deadline per call instead of a hung mount. The node mounts
+//! `server:share/subdir` with the kernel NFS client (`crate::os::nfsmount`).
+//!
+//! Versions: the class's `nfsvers` (`3`, `4.1`, `auto`; default `auto`, which follows a
+//! `vers=`/`nfsvers=` mount option when the class's mountOptions have one, else speaks NFSv4.1
+//! where the server serves the share so and NFSv3 elsewhere). A class whose `nfsvers` and mount
+//! option disagree is InvalidArgument. Each record keeps the version its handles were taken
+//! with (`nfs_vers`; records without it were made over NFSv3), and every proof about a volume
+//! uses a client of that version, so volumes made over NFSv3 stay valid whatever later classes
+//! say. The version goes into the volume context (`nfsvers`), and the node mounts with
+//! `vers=<it>` unless the class's mountOptions name one. A clone of a volume made over another
+//! version than the new volume's is FailedPrecondition (its proof is a handle of that version);
+//! snapshots keep their source's version.
 //!
 //! Where the truth lives: on the share. The controller pod has a read-only root filesystem and
 //! may move between nodes, so NFS volume state is never kept in the local journal. Each volume
@@ -68,7 +79,7 @@ pub use shares::parse_share;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
-use crate::nfs::{ClientOptions, NfsClient, NfsError, NfsStatus};
+use crate::nfs::{ClientOptions, NfsClient, NfsError, NfsStatus, Version, Want};
 use layout::{RecordState, VolumeRecord};
 use shares::Shares;
 use std::collections::HashMap;
@@ -83,6 +94,8 @@ pub const BACKEND: &str = "nfs";
 pub const CTX_SERVER: &str = "server";
 pub const CTX_SHARE: &str = "share";
 pub const CTX_SUBDIR: &str = "subDir";
+/// The NFS version the volume was made with (`3`, `4.1`); absent in volumes made before.
+pub const CTX_NFSVERS: &str = "nfsvers";
 
 /// Where the share registry lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +137,7 @@ static CAPS: BackendCaps = BackendCaps {
 
 pub struct NfsBackend {
     cfg: NfsConfig,
-    clients: Mutex<HashMap<(String, String), Arc<NfsClient>>>,
+    clients: Arc<Clients>,
     shares: Shares,
     /// Snapshot copies and restores running in this process.
     work: Arc<Work>,
@@ -150,34 +163,48 @@ impl NfsBackend {
             work: Arc::new(Work::new(cfg.timeout)),
             leases: lease::Leases::new(&cfg.instance),
             cfg,
-            clients: Mutex::new(HashMap::new()),
+            clients: Arc::new(Clients::default()),
             shares,
         };
         backend.start_recovery();
         Ok(backend)
     }
 
-    /// The client of one export; one per (server, share), kept for the process's lifetime so its
-    /// pooled connections are reused across calls.
+    /// The client of one export that reads records and registries: `Want::Auto` (NFSv4.1
+    /// where the server serves the share so, else NFSv3). Its first making starts the share's
+    /// lease and recovery.
     fn client(&self, server: &str, share: &str) -> Result<Arc<NfsClient>> {
-        let key = (server.to_string(), share.to_string());
-        let mut map = self.clients.lock().expect("nfs client map poisoned");
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
+        let (c, new) = self
+            .clients
+            .get(server, share, Want::Auto, self.cfg.timeout)?;
+        if new {
+            let (auto, work, clients) = (c.clone(), self.work.clone(), self.clients.clone());
+            let timeout = self.cfg.timeout;
+            let (sv, sh) = (server.to_string(), share.to_string());
+            self.leases.watch(c.clone(), move || {
+                let of = |v: Version| {
+                    clients
+                        .get(&sv, &sh, Want::Only(v), timeout)
+                        .map(|(c, _)| c)
+                };
+                recovery::recover(&auto, &work, &of)
+            });
         }
-        let opts = ClientOptions {
-            timeout: self.cfg.timeout,
-            ..ClientOptions::default()
-        };
-        let c = Arc::new(
-            NfsClient::new(server, share, opts)
-                .map_err(|e| Error::invalid(format!("NFS export {server}:{share}: {e}")))?,
-        );
-        map.insert(key, c.clone());
-        let (share, work) = (c.clone(), self.work.clone());
-        self.leases
-            .watch(c.clone(), move || recovery::recover(&share, &work));
         Ok(c)
+    }
+
+    /// The client of one export in the protocol `want` asks for.
+    fn client_as(&self, server: &str, share: &str, want: Want) -> Result<Arc<NfsClient>> {
+        if want == Want::Auto {
+            return self.client(server, share);
+        }
+        self.client(server, share)?;
+        Ok(self.clients.get(server, share, want, self.cfg.timeout)?.0)
+    }
+
+    /// The client whose handles a record's proofs are in (see `VolumeRecord::nfs_vers`).
+    fn client_of(&self, rec: &VolumeRecord) -> Result<Arc<NfsClient>> {
+        self.client_as(&rec.server, &rec.share, Want::Only(rec.version()))
     }
 
     /// Maps a client error to the driver's, naming the volume (the client's names the server).
@@ -224,16 +251,23 @@ impl NfsBackend {
         if let Some(share_key) = layout::share_key_of(volume) {
             let s = self.shares.resolve(volume, share_key)?;
             let c = self.client(&s.server, &s.share)?;
-            return Ok(self
+            let Some(rec) = self
                 .read_record(volume, &c, key)?
-                .filter(|rec| rec.id == volume)
-                .map(|rec| (c, rec)));
+                .filter(|r| r.id == volume)
+            else {
+                return Ok(None);
+            };
+            let c = self.client_as(&s.server, &s.share, Want::Only(rec.version()))?;
+            return Ok(Some((c, rec)));
         }
         let mut failure = None;
         for (server, share) in self.shares.list() {
             let c = self.client(&server, &share)?;
             match self.read_record(volume, &c, key) {
-                Ok(Some(rec)) if rec.id == volume => return Ok(Some((c, rec))),
+                Ok(Some(rec)) if rec.id == volume => {
+                    let c = self.client_as(&server, &share, Want::Only(rec.version()))?;
+                    return Ok(Some((c, rec)));
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(volume, server = %server, share = %share, error = %e, "share not searched");
@@ -285,6 +319,47 @@ impl NfsBackend {
 
     fn remove_record(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         remove_record(c, rec, self.cfg.timeout)
+    }
+}
+
+/// The clients of this process: one per (server, share, version wanted), kept for the
+/// process's lifetime so their pooled connections and sessions are reused across calls.
+#[derive(Default)]
+struct Clients(Mutex<HashMap<(String, String, Want), Arc<NfsClient>>>);
+
+impl Clients {
+    /// The client, and whether this call made it.
+    fn get(
+        &self,
+        server: &str,
+        share: &str,
+        want: Want,
+        timeout: Duration,
+    ) -> Result<(Arc<NfsClient>, bool)> {
+        let key = (server.to_string(), share.to_string(), want);
+        let mut map = self.0.lock().expect("nfs client map poisoned");
+        if let Some(c) = map.get(&key) {
+            return Ok((c.clone(), false));
+        }
+        // The share's `Auto` client, once it settled on the version asked for, serves it too:
+        // one session and one connection pool per share.
+        if let Want::Only(v) = want {
+            let auto = (key.0.clone(), key.1.clone(), Want::Auto);
+            if let Some(c) = map.get(&auto).filter(|c| c.settled_version() == Some(v)) {
+                return Ok((c.clone(), false));
+            }
+        }
+        let opts = ClientOptions {
+            timeout,
+            version: want,
+            ..ClientOptions::default()
+        };
+        let c = Arc::new(
+            NfsClient::new(server, share, opts)
+                .map_err(|e| Error::invalid(format!("NFS export {server}:{share}: {e}")))?,
+        );
+        map.insert(key, c.clone());
+        Ok((c, true))
     }
 }
 

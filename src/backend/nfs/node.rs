@@ -5,7 +5,7 @@
 //! abnormal volume condition, without another kernel call that would hang too.
 
 use super::shares::parse_share;
-use super::{NfsBackend, BACKEND, CAPS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use super::{NfsBackend, BACKEND, CAPS, CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
 use crate::node::Target;
@@ -24,6 +24,9 @@ pub(super) struct Location {
     pub server: String,
     pub share: String,
     pub subdir: String,
+    /// The NFS version the volume was made with (`3`, `4.1`); `None` for volumes made before
+    /// the context carried it (the kernel then negotiates).
+    pub nfs_vers: Option<String>,
 }
 
 /// Reads and checks the volume context: a plain host, an absolute clean share, a relative clean
@@ -66,6 +69,11 @@ pub(super) fn location(vid: &str, ctx: &BTreeMap<String, String>) -> Result<Loca
     {
         return Err(bad("subDir", subdir));
     }
+    let nfs_vers = match ctx.get(CTX_NFSVERS).map(String::as_str) {
+        None => None,
+        Some(v @ ("3" | "4.1")) => Some(v.to_string()),
+        Some(v) => return Err(bad("nfsvers", v)),
+    };
     // Round-trips through the parser the CLI uses, so both agree on what a share is.
     let (server, share) = parse_share(&format!("{server}:{share}"))
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
@@ -73,6 +81,7 @@ pub(super) fn location(vid: &str, ctx: &BTreeMap<String, String>) -> Result<Loca
         server,
         share,
         subdir: subdir.clone(),
+        nfs_vers,
     })
 }
 
@@ -99,6 +108,7 @@ impl NfsBackend {
             &req.capability.mount_flags,
             read_only,
             None,
+            loc.nfs_vers.as_deref(),
         )
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         let source = root.join(&loc.subdir);
@@ -154,6 +164,7 @@ impl NfsBackend {
             &req.capability.mount_flags,
             read_only,
             Some(addr),
+            loc.nfs_vers.as_deref(),
         )
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
         tracing::info!(volume = %vid, source = %plan.source, fstype = plan.fstype, options = %plan.data, "mounting NFS");
@@ -369,6 +380,45 @@ mod tests {
         ] {
             let e = location("nfs/v", &ctx(s, sh, sub)).unwrap_err();
             assert!(e.to_string().contains("nfs/v"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_provisioned_version_reaches_the_mount_options() {
+        let mut c = ctx("10.0.0.5", "/srv/nfs", "pvc-1");
+        assert_eq!(location("nfs/v", &c).unwrap().nfs_vers, None);
+        c.insert(CTX_NFSVERS.into(), "4.1".into());
+        let l = location("nfs/v", &c).unwrap();
+        assert_eq!(l.nfs_vers.as_deref(), Some("4.1"));
+        // The kernel mount the node makes (this kernel has no NFS client to make it).
+        let addr = Some("10.0.0.5".parse().unwrap());
+        let plan = |opts: &[&str]| {
+            nfsmount::plan(
+                &l.server,
+                &l.share,
+                &l.subdir,
+                opts,
+                false,
+                addr,
+                l.nfs_vers.as_deref(),
+            )
+            .unwrap()
+        };
+        let m = plan(&["hard"]);
+        assert_eq!(
+            (m.fstype, m.data.as_str()),
+            ("nfs4", "hard,vers=4.1,addr=10.0.0.5")
+        );
+        assert_eq!(m.source, "10.0.0.5:/srv/nfs/pvc-1");
+        // mountOptions that name a version win (CreateVolume refused a class where they disagree).
+        let m = plan(&["nfsvers=4.2"]);
+        assert_eq!(
+            (m.fstype, m.data.as_str()),
+            ("nfs4", "nfsvers=4.2,addr=10.0.0.5")
+        );
+        for bad in ["4", "2", "4.1,ro"] {
+            c.insert(CTX_NFSVERS.into(), bad.into());
+            assert!(location("nfs/v", &c).is_err(), "{bad}");
         }
     }
 }

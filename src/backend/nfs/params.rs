@@ -9,6 +9,7 @@ use serde::de::value::{Error as DeError, MapDeserializer};
 use serde::{Deserialize, Deserializer};
 
 use super::pattern::{Pattern, DEFAULT_PATTERN};
+use crate::nfs::{Version, Want};
 
 /// What DeleteVolume does with the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -37,6 +38,9 @@ pub struct NfsParams {
     pub mount_permissions: u32,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// `nfsvers`: the protocol the controller provisions with (and the node mounts with,
+    /// unless mountOptions name a version). Default `auto`.
+    pub nfs_vers: Want,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +58,65 @@ struct Raw {
     uid: Option<u32>,
     #[serde(default, deserialize_with = "decimal")]
     gid: Option<u32>,
+    #[serde(default, deserialize_with = "nfs_vers")]
+    nfsvers: Want,
+}
+
+fn nfs_vers<'de, D: Deserializer<'de>>(d: D) -> Result<Want, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "3" => Ok(Want::Only(Version::V3)),
+        "4.1" => Ok(Want::Only(Version::V41)),
+        "auto" => Ok(Want::Auto),
+        _ => Err(serde::de::Error::custom(format!(
+            "nfsvers {s:?} is not one of \"3\", \"4.1\", \"auto\""
+        ))),
+    }
+}
+
+/// The version a mount option names (`vers=`/`nfsvers=`): 3, or any 4.x (whose handles are
+/// NFSv4.1's: one handle family for every minor version).
+fn mount_version(options: &[String]) -> Result<Option<Version>, ParamError> {
+    let mut found = None;
+    for opt in options.iter().flat_map(|o| o.split(',')).map(str::trim) {
+        let Some((k, v)) = opt.split_once('=') else {
+            continue;
+        };
+        if !matches!(k, "vers" | "nfsvers") {
+            continue;
+        }
+        let this = match v {
+            "3" => Version::V3,
+            v if v == "4" || v.starts_with("4.") => Version::V41,
+            _ => {
+                return Err(ParamError(format!(
+                    "mount option {opt:?}: only NFS versions 3 and 4.x are supported"
+                )))
+            }
+        };
+        if found.is_some_and(|f| f != this) {
+            return Err(ParamError(format!(
+                "mountOptions name two NFS versions ({opt:?})"
+            )));
+        }
+        found = Some(this);
+    }
+    Ok(found)
+}
+
+impl NfsParams {
+    /// The version to provision with, given the class's mountOptions (the capability's mount
+    /// flags): `nfsvers` and a `vers=`/`nfsvers=` mount option must agree; `auto` follows the
+    /// mount option when there is one.
+    pub fn want(&self, mount_options: &[String]) -> Result<Want, ParamError> {
+        match (self.nfs_vers, mount_version(mount_options)?) {
+            (Want::Only(a), Some(b)) if a != b => Err(ParamError(format!(
+                "nfsvers {a} disagrees with the NFS version {b} the mountOptions name; the controller and the node must speak one version"
+            ))),
+            (Want::Auto, Some(b)) => Ok(Want::Only(b)),
+            (w, _) => Ok(w),
+        }
+    }
 }
 
 /// Plain string values cannot drive serde's `Option` (there is no "none" in a string map).
@@ -118,6 +181,7 @@ impl NfsParams {
             mount_permissions: raw.mount_permissions.unwrap_or(DEFAULT_MOUNT_PERMISSIONS),
             uid: raw.uid,
             gid: raw.gid,
+            nfs_vers: raw.nfsvers,
         })
     }
 }
@@ -195,9 +259,41 @@ mod tests {
         assert!(err(&[("uid", "-1")]).contains("\"-1\""));
         assert!(err(&[("subDir", "${nope}")]).contains("${nope}"));
         assert!(err(&[("share", "relative")]).contains("relative"));
+        assert!(err(&[("nfsvers", "4")]).contains("\"4\""));
         assert!(NfsParams::parse(&map(&[("share", "/e")]))
             .unwrap_err()
             .to_string()
             .contains("server"));
+    }
+
+    #[test]
+    fn nfsvers_defaults_to_auto_and_must_agree_with_mount_options() {
+        let base = [("server", "s"), ("share", "/e")];
+        let p = NfsParams::parse(&map(&base)).unwrap();
+        assert_eq!(p.nfs_vers, Want::Auto);
+        let opts = |o: &[&str]| o.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(p.want(&[]).unwrap(), Want::Auto);
+        assert_eq!(
+            p.want(&opts(&["hard,nfsvers=3"])).unwrap(),
+            Want::Only(Version::V3)
+        );
+        assert_eq!(
+            p.want(&opts(&["vers=4.2"])).unwrap(),
+            Want::Only(Version::V41)
+        );
+        let mut m = map(&base);
+        m.insert("nfsvers".into(), "4.1".into());
+        let p = NfsParams::parse(&m).unwrap();
+        assert_eq!(
+            p.want(&opts(&["vers=4.1"])).unwrap(),
+            Want::Only(Version::V41)
+        );
+        let e = p.want(&opts(&["vers=3"])).unwrap_err().to_string();
+        assert!(e.contains("disagrees"), "{e}");
+        m.insert("nfsvers".into(), "3".into());
+        let p = NfsParams::parse(&m).unwrap();
+        assert!(p.want(&opts(&["nfsvers=4"])).is_err());
+        assert!(p.want(&opts(&["vers=3", "vers=4.1"])).is_err());
+        assert!(p.want(&opts(&["vers=2"])).is_err());
     }
 }

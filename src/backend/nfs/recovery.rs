@@ -24,7 +24,7 @@ use super::snapshots::{read_snap_record, start_copy};
 use super::work::Work;
 use super::{map_nfs_error, NfsBackend};
 use crate::error::Result;
-use crate::nfs::{NfsClient, NfsStatus};
+use crate::nfs::{NfsClient, NfsStatus, Version};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -42,8 +42,11 @@ impl NfsBackend {
 }
 
 /// Recovers one share; run by its lease's holder each time it takes the lease.
-pub(super) fn recover(c: &Arc<NfsClient>, work: &Arc<Work>) {
-    if let Err(e) = recover_share(c, work) {
+/// The share's client in one NFS version, for records whose handles are in it.
+pub(super) type ClientOf<'a> = &'a dyn Fn(Version) -> Result<Arc<NfsClient>>;
+
+pub(super) fn recover(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) {
+    if let Err(e) = recover_share(c, work, of) {
         tracing::warn!(server = %c.server(), share = %c.share(), error = %e,
             "recovery of snapshots and restores not finished; calls that meet their records finish it");
     }
@@ -58,7 +61,7 @@ fn names(c: &NfsClient, dir: &str, work: &Work) -> Result<Vec<String>> {
     }
 }
 
-fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>) -> Result<()> {
+fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Result<()> {
     let t = work.timeout;
     let (mut resumed, mut finished, mut removed) = (0, 0, 0);
     let mut live: HashSet<String> = HashSet::new();
@@ -73,7 +76,7 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>) -> Result<()> {
             RecordState::Ready => {}
             RecordState::Creating => {
                 tracing::info!(snapshot = %rec.id, "resuming a snapshot copy cut off by a restart");
-                start_copy(work, c.clone(), rec);
+                start_copy(work, of(rec.version())?, rec);
                 resumed += 1;
             }
             RecordState::Deleting => {
@@ -109,7 +112,7 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>) -> Result<()> {
         if !work.claim_restore(&key) {
             continue; // a restore here is using it
         }
-        let res = recover_staging(c, &key, t);
+        let res = recover_staging(c, &key, t, of);
         work.release_restore(&key);
         res?;
         removed += 1;
@@ -119,7 +122,12 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>) -> Result<()> {
     Ok(())
 }
 
-fn recover_staging(c: &NfsClient, key: &str, t: std::time::Duration) -> Result<()> {
+fn recover_staging(
+    c: &NfsClient,
+    key: &str,
+    t: std::time::Duration,
+    of: ClientOf<'_>,
+) -> Result<()> {
     let vid = layout::volume_id(key);
     let err = |e| map_nfs_error(&vid, t, e);
     let staging = staging_path(key);
@@ -133,7 +141,7 @@ fn recover_staging(c: &NfsClient, key: &str, t: std::time::Duration) -> Result<(
                 && rec.staging.as_deref() == Some(staging.as_str()) =>
         {
             tracing::info!(volume = %rec.id, "rolling back a restore cut off by a restart");
-            undo_create(c, &rec, t)
+            undo_create(&*of(rec.version())?, &rec, t)
         }
         _ => c.remove_tree(&staging).map(|_| ()).map_err(err),
     }

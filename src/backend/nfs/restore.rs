@@ -37,6 +37,25 @@ pub(super) struct Source {
     /// The handle `dir` must have to be read (a volume's directory); `None` for a snapshot's
     /// content, which lies under `.ferrovol/` where only the driver writes.
     pub handle: Option<String>,
+    /// The NFS version of `handle`.
+    pub vers: Option<crate::nfs::Version>,
+}
+
+impl Source {
+    /// A volume source is proven by a handle of the version it was made with: the new volume
+    /// must be made in that version (`new`) to copy it.
+    pub(super) fn same_version(&self, vid: &str, new: &str) -> Result<()> {
+        match self.vers {
+            Some(v) if v.as_str() != new => Err(Error::precondition(
+                vid,
+                format!(
+                    "source volume {} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)",
+                    self.id
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl NfsBackend {
@@ -82,6 +101,7 @@ impl NfsBackend {
                     dir: rec.data_path(),
                     capacity: rec.size_bytes,
                     handle: None,
+                    vers: None,
                 })
             }
             ContentSource::Volume(id) => {
@@ -97,11 +117,13 @@ impl NfsBackend {
                     return Err(elsewhere("volume", &rec.server, &rec.share));
                 }
                 let handle = self.source_handle(&c, &rec)?;
+                let vers = rec.version();
                 Ok(Source {
                     id: svid,
                     dir: rec.sub_dir,
                     capacity: rec.capacity_bytes,
                     handle: Some(handle),
+                    vers: Some(vers),
                 })
             }
         }

@@ -78,9 +78,16 @@ pub struct SnapshotRecord {
     /// restart too, reads `source_sub_dir` only while it is still that directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_handle: Option<String>,
+    /// The NFS version of `source_handle` (absent: `3`; see `VolumeRecord::nfs_vers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs_vers: Option<String>,
 }
 
 impl SnapshotRecord {
+    pub fn version(&self) -> crate::nfs::Version {
+        super::layout::record_version(self.nfs_vers.as_deref())
+    }
+
     pub fn key(&self) -> String {
         SnapshotId::parse(&self.id)
             .ok()
@@ -150,6 +157,7 @@ mod tests {
             created_at_ms: 2,
             content_bytes: 0,
             source_handle: None,
+            nfs_vers: None,
         };
         assert_eq!(r.key(), "snap-1");
         assert_eq!(

@@ -210,7 +210,10 @@ impl NfsBackend {
         for (server, share) in self.shares.list() {
             let c = self.client(&server, &share)?;
             match read_snap_record(&c, key, self.cfg.timeout) {
-                Ok(Some(rec)) => return Ok(Some((c, rec))),
+                Ok(Some(rec)) => {
+                    let want = crate::nfs::Want::Only(rec.version());
+                    return Ok(Some((self.client_as(&server, &share, want)?, rec)));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(snapshot = sid, server = %server, share = %share, error = %e, "share not searched");
@@ -338,6 +341,7 @@ impl SnapshotBackend for NfsBackend {
                 .unwrap_or(0),
             content_bytes: 0,
             source_handle: Some(self.source_handle(&c, &vol)?),
+            nfs_vers: vol.nfs_vers.clone(),
         };
         // The intent: from here a crash leaves a record recovery finds.
         write_snap_record(&c, &rec, self.cfg.timeout)?;

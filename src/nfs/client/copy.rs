@@ -1,13 +1,15 @@
 //! Copying a directory tree within one export, by READ and WRITE through this client: the
-//! snapshots and clones of the NFS backend. NFSv3 has no COPY or CLONE (and nfs-ganesha
-//! implements neither in v4.2), so every byte crosses the wire twice.
+//! snapshots and clones of the NFS backend. NFSv3 and NFSv4.1 have no COPY or CLONE (NFSv4.2
+//! has, and nfs-ganesha implements neither), so every byte crosses the wire twice. Over NFSv4.1
+//! each source file is OPENed for reading and each copy OPENed as it is created; both are
+//! CLOSEd before the copy's attributes are set.
 //!
 //! What a copy keeps: the tree's shape; file content; mode (setuid/setgid/sticky included),
 //! owner and group of every file, directory and symlink; modification times of files and
 //! directories; hard links between files inside the tree (a file seen again under another name,
 //! by its fileid, becomes a LINK to the first copy, for up to `MAX_LINKED` such files); symlinks
 //! as links (READLINK + SYMLINK of the text, never followed, wherever they point). What it cannot keep: extended attributes and ACLs
-//! (NFSv3 carries neither), holes (READ returns zeros; chunks that are all zeros are not written
+//! (this client carries neither), holes (READ returns zeros; chunks that are all zeros are not written
 //! and the length is set last, so they become holes again where the server's filesystem makes
 //! sparse files), access and change times, and device nodes, FIFOs and sockets (skipped and
 //! counted: MKNOD would need the device numbers fattr3 does not carry reliably).
@@ -50,7 +52,7 @@ pub struct CopyStats {
 
 struct Copier<'a> {
     c: &'a NfsClient,
-    s: Arc<Session>,
+    s: Arc<Sess>,
     cancel: &'a AtomicBool,
     /// Source fileid -> handle of its copy, for files with more than one link.
     links: HashMap<u64, Fh>,
@@ -93,7 +95,7 @@ impl NfsClient {
     ) -> Result<Option<CopyStats>> {
         let fc = components(from)?;
         let tc = components(to)?;
-        let s = self.t.session()?;
+        let s = Arc::new(self.session()?);
         let (src, src_attr) = match self.walk_attr(&s, &fc, from) {
             Err(e) if from_handle.is_some() && e.is_status(NfsStatus::NOENT) => return Ok(None),
             found => found?,
@@ -102,7 +104,7 @@ impl NfsClient {
             return Ok(None);
         }
         if !src_attr.is_dir() {
-            return Err(self.status(Proc::Lookup, from, NfsStatus::NOTDIR));
+            return Err(self.status(&s, "LOOKUP", from, NfsStatus::NOTDIR));
         }
         let dst = self.walk_dir(&s, &tc, to)?;
         let mut cp = Copier::new(self, s, cancel);
@@ -140,7 +142,7 @@ fn push_name(path: &mut String, name: &str) {
 }
 
 impl<'a> Copier<'a> {
-    fn new(c: &'a NfsClient, s: Arc<Session>, cancel: &'a AtomicBool) -> Self {
+    fn new(c: &'a NfsClient, s: Arc<Sess>, cancel: &'a AtomicBool) -> Self {
         let (links, stats) = (HashMap::new(), CopyStats::default());
         Copier {
             c,
@@ -154,7 +156,7 @@ impl<'a> Copier<'a> {
     fn check_cancel(&self, path: &str) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(NfsError::Cancelled {
-                server: self.c.t.server.clone(),
+                server: self.c.ep.server.clone(),
                 op: "copy".into(),
                 path: path.to_string(),
             });
@@ -193,7 +195,7 @@ impl<'a> Copier<'a> {
                     push_name(&mut to, &ent.name);
                     let (made, fh) = c.mkdir_in(&self.s, &top.dst, &ent.name, 0o700, &to)?;
                     if made == Outcome::Existed {
-                        return Err(c.status(Proc::Mkdir, &to, NfsStatus::EXIST));
+                        return Err(c.status(&self.s, "MKDIR", &to, NfsStatus::EXIST));
                     }
                     stack.push(Level {
                         src: ent.fh,
@@ -265,7 +267,7 @@ impl<'a> Copier<'a> {
                     FileType::Symlink => self.symlink(ent, dst, &dp)?,
                     FileType::Directory => {}
                     FileType::Other(kind) => {
-                        tracing::warn!(server = %c.t.server, path = %sp, ftype = kind,
+                        tracing::warn!(server = %c.ep.server, path = %sp, ftype = kind,
                             "special file not copied (NFSv3 copies keep files, directories and symlinks)");
                         self.stats.skipped += 1;
                     }
@@ -318,20 +320,26 @@ impl<'a> Copier<'a> {
         let c = self.c;
         if ent.attr.nlink > 1 {
             if let Some(first) = self.links.get(&ent.attr.fileid) {
-                let mut e = Encoder::new();
-                proto::enc_link(&mut e, first, dir, &ent.name);
-                c.nfs(&self.s, Proc::Link, to, e)?;
+                c.link_op(&self.s, first, dir, &ent.name, to)?;
                 self.stats.hard_links += 1;
                 return Ok(());
             }
         }
-        let mut e = Encoder::new();
         // Private until its attributes are set: nobody reads a half-made copy through it.
-        proto::enc_create(&mut e, dir, &ent.name, CreateHow::Guarded(0o600));
-        let made = c.call(&self.s, Proc::Create, to, e, proto::dec_created)?.0;
-        let fh = c.made_fh(&self.s, made, dir, &ent.name, to)?;
-        let len = self.data(&ent.fh, &fh, from, to)?;
-        let attr = proto::FullAttr {
+        let dst = c.create_op(&self.s, dir, &ent.name, CreateHow::Guarded(0o600), to)?;
+        let src = match c.open_op(&self.s, &ent.fh, false, from) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = c.close_op(&dst, to);
+                return Err(e);
+            }
+        };
+        let copied = self.data(&src, &dst, from, to);
+        let closed = c.close_op(&src, from).and(c.close_op(&dst, to));
+        let len = copied?;
+        closed?;
+        let fh = dst.fh;
+        let attr = FullAttr {
             size: Some(len),
             ..full_attr(&ent.attr)
         };
@@ -346,30 +354,22 @@ impl<'a> Copier<'a> {
 
     /// Copies the bytes of `src` into `dst`; returns the length read. All-zero chunks are not
     /// written (the caller sets the length, leaving holes where the server can).
-    fn data(&mut self, src: &Fh, dst: &Fh, from: &str, to: &str) -> Result<u64> {
+    fn data(&mut self, src: &File, dst: &File, from: &str, to: &str) -> Result<u64> {
         let c = self.c;
         let mut off = 0u64;
         let mut verf: Option<[u8; 8]> = None;
         loop {
             self.check_cancel(from)?;
-            let mut e = Encoder::new();
-            proto::enc_fh(&mut e, src);
-            e.u64(off).u32(COPY_CHUNK);
-            let (data, eof) = c.call(&self.s, Proc::Read, from, e, proto::dec_read)?;
+            let (data, eof) = c.read_op(&self.s, src, off, COPY_CHUNK, from)?;
             if data.is_empty() {
                 break;
             }
             if data.iter().any(|&b| b != 0) {
                 let mut done = 0usize;
                 while done < data.len() {
-                    let mut e = Encoder::new();
-                    proto::enc_fh(&mut e, dst);
                     let part = &data[done..];
-                    e.u64(off + done as u64)
-                        .u32(part.len() as u32)
-                        .u32(UNSTABLE)
-                        .opaque(part);
-                    let (n, _, v) = c.call(&self.s, Proc::Write, to, e, proto::dec_write)?;
+                    let at = off + done as u64;
+                    let (n, _, v) = c.write_op(&self.s, dst, at, UNSTABLE, part, to)?;
                     if n == 0 {
                         return Err(c.protocol("WRITE", format!("server wrote 0 bytes of {to:?}")));
                     }
@@ -384,10 +384,7 @@ impl<'a> Copier<'a> {
             }
         }
         if verf.is_some() {
-            let mut e = Encoder::new();
-            proto::enc_fh(&mut e, dst);
-            e.u64(0).u32(0);
-            let v = c.call(&self.s, Proc::Commit, to, e, proto::dec_commit)?;
+            let v = c.commit_op(&self.s, dst, to)?;
             self.same_verifier(&mut verf, v, to)?;
         }
         Ok(off)
@@ -404,19 +401,15 @@ impl<'a> Copier<'a> {
 
     fn symlink(&mut self, ent: &Entry, dir: &Fh, to: &str) -> Result<()> {
         let c = self.c;
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, &ent.fh);
-        let target = c.call(&self.s, Proc::Readlink, to, e, proto::dec_readlink)?;
-        let attr = proto::FullAttr {
+        let target = c.readlink_op(&self.s, &ent.fh, to)?;
+        let attr = FullAttr {
             uid: Some(ent.attr.uid),
             gid: Some(ent.attr.gid),
             ..Default::default()
         };
-        let mut e = Encoder::new();
-        proto::enc_symlink(&mut e, dir, &ent.name, &attr, &target);
         // Some servers ignore the owner in SYMLINK's attributes: set it on the link itself
         // (SETATTR acts on the link, as lchown does) when the result shows it was not applied.
-        let (fh, made) = c.call(&self.s, Proc::Symlink, to, e, proto::dec_created)?;
+        let (fh, made) = c.symlink_op(&self.s, dir, &ent.name, &attr, &target, to)?;
         if let (Some(fh), Some(made)) = (fh, made) {
             if (made.uid, made.gid) != (ent.attr.uid, ent.attr.gid) {
                 self.set_full(&fh, &attr, to)?;
@@ -430,13 +423,13 @@ impl<'a> Copier<'a> {
         self.set_full(fh, &full_attr(a), path)
     }
 
-    fn set_full(&self, fh: &Fh, a: &proto::FullAttr, path: &str) -> Result<()> {
+    fn set_full(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
         // A change of owner clears setuid/setgid (the server's chown does, as the kernel's
         // does), and servers apply mode before owner: give such a mode in a second SETATTR.
         if a.mode.is_some_and(|m| m & 0o6000 != 0) && (a.uid.is_some() || a.gid.is_some()) {
             self.set_one(
                 fh,
-                &proto::FullAttr {
+                &FullAttr {
                     mode: None,
                     mtime: None,
                     ..*a
@@ -446,7 +439,7 @@ impl<'a> Copier<'a> {
             let (mode, mtime) = (a.mode, a.mtime);
             return self.set_one(
                 fh,
-                &proto::FullAttr {
+                &FullAttr {
                     mode,
                     mtime,
                     ..Default::default()
@@ -457,18 +450,14 @@ impl<'a> Copier<'a> {
         self.set_one(fh, a, path)
     }
 
-    fn set_one(&self, fh: &Fh, a: &proto::FullAttr, path: &str) -> Result<()> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
-        proto::enc_full_sattr(&mut e, a);
-        e.bool(false); // no ctime guard
-        self.c.nfs(&self.s, Proc::Setattr, path, e).map(|_| ())
+    fn set_one(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
+        self.c.setattr_op(&self.s, fh, a, path)
     }
 }
 
 /// The attributes a copy gives its copy of an object with attributes `a`.
-fn full_attr(a: &Attr) -> proto::FullAttr {
-    proto::FullAttr {
+fn full_attr(a: &Attr) -> FullAttr {
+    FullAttr {
         mode: Some(a.mode),
         uid: Some(a.uid),
         gid: Some(a.gid),

@@ -2,14 +2,14 @@
 //! statistics.
 //!
 //! Memory does not grow with what a directory holds: removal and copies work one READDIRPLUS
-//! page at a time (`PAGE_BYTES` of reply), and removal keeps only the fileids of the
+//! page at a time (`PAGE_BYTES` of reply of READDIRPLUS, or READDIR over NFSv4.1), and removal keeps only the fileids of the
 //! directories above the one it empties (8 bytes a level), going back up with LOOKUP "..", so a
 //! tree of any depth and width is removed in bounded memory. Only `readdir`, for the driver's
 //! own metadata directories, collects a whole listing.
 
 use super::*;
 
-/// Bytes of reply asked for per READDIRPLUS page (and a quarter of it for names and cookies).
+/// Bytes of reply asked for per listing page (and a quarter of it for names and cookies).
 pub(super) const PAGE_BYTES: u32 = CHUNK as u32;
 
 /// One page of a directory listing.
@@ -26,16 +26,13 @@ impl NfsClient {
     /// reply, `.` and `..` left out, every entry with its handle and attributes.
     pub(super) fn page(
         &self,
-        s: &Arc<Session>,
+        s: &Sess,
         dir: &Fh,
         path: &str,
         (cookie, verf): (u64, [u8; 8]),
         bytes: u32,
     ) -> Result<Page> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, dir);
-        e.u64(cookie).fixed(&verf).u32(bytes / 4).u32(bytes);
-        let (raw, verf, eof) = self.call(s, Proc::Readdirplus, path, e, proto::dec_readdirplus)?;
+        let (raw, verf, eof) = self.readdir_op(s, dir, path, (cookie, verf), bytes)?;
         let mut next = cookie;
         let mut entries = Vec::with_capacity(raw.len());
         for ent in raw {
@@ -89,7 +86,7 @@ impl NfsClient {
     /// a non-empty one entered; an emptied directory is left through LOOKUP "..", whose fileid
     /// must be the one recorded on the way down (a tree moved while it is removed stops the
     /// removal rather than lead it outside). Symlinks are removed, never followed.
-    fn clear(&self, s: &Arc<Session>, top: &Fh, top_id: u64, path: &str) -> Result<()> {
+    fn clear(&self, s: &Sess, top: &Fh, top_id: u64, path: &str) -> Result<()> {
         let (mut cur, mut cur_id) = (top.clone(), top_id);
         // Fileids of the directories above `cur`, up to `top`.
         let mut above: Vec<u64> = Vec::new();
@@ -100,10 +97,10 @@ impl NfsClient {
                 let removed = !page.entries.is_empty();
                 for ent in page.entries {
                     if !ent.attr.is_dir() {
-                        self.remove_in(s, &cur, &ent.name, path, Proc::Remove)?;
+                        self.remove_in(s, &cur, &ent.name, path, false)?;
                         continue;
                     }
-                    match self.remove_in(s, &cur, &ent.name, path, Proc::Rmdir) {
+                    match self.remove_in(s, &cur, &ent.name, path, true) {
                         Ok(_) => {}
                         Err(e)
                             if e.is_status(NfsStatus::NOTEMPTY)
@@ -167,9 +164,9 @@ impl NfsClient {
             }
             let removed = if attr.is_dir() {
                 self.clear(s, &fh, attr.fileid, path)?;
-                self.remove_in(s, &dir, name, path, Proc::Rmdir)?
+                self.remove_in(s, &dir, name, path, true)?
             } else {
-                self.remove_in(s, &dir, name, path, Proc::Remove)?
+                self.remove_in(s, &dir, name, path, false)?
             };
             Ok(if removed {
                 Guarded::Done
@@ -181,11 +178,7 @@ impl NfsClient {
 
     /// Size and free space of the export.
     pub fn fsstat(&self) -> Result<FsStat> {
-        self.with_session(|s| {
-            let mut e = Encoder::new();
-            proto::enc_fh(&mut e, &s.root);
-            self.call(s, Proc::Fsstat, "", e, proto::dec_fsstat)
-        })
+        self.with_session(|s| self.fsstat_op(s))
     }
 }
 

@@ -1,9 +1,14 @@
 //! Operations on a directory proven, at that moment, to be a given object: its file handle
-//! (hex, as `Fh::to_hex`) is compared with the one recorded when the caller made it. NFSv3 has
-//! no conditional REMOVE or RENAME, so the check and the change are two calls; what lies
-//! between them is the object LOOKUP just returned under that name, and the change then acts on
-//! that name (REMOVE and RMDIR of an emptied tree, RENAME). RMDIR and RENAME onto a directory
-//! act only on empty directories, so nothing a pod wrote can be lost in that gap.
+//! (hex, as `Fh::to_hex`) is compared with the one recorded when the caller made it. Handles
+//! are those of the protocol the client speaks: an NFSv3 handle never equals the NFSv4.1 handle
+//! of the same directory, so a handle proves ownership only to a client of the version that
+//! recorded it (the NFS backend keeps the version in each record and uses a client of it).
+//!
+//! NFSv3 has no conditional REMOVE or RENAME, so the check and the change are two calls; what
+//! lies between them is the object LOOKUP just returned under that name, and the change then
+//! acts on that name (REMOVE and RMDIR of an emptied tree, RENAME). RMDIR and RENAME onto a
+//! directory act only on empty directories, so nothing a pod wrote can be lost in that gap.
+//! Over NFSv4.1 RENAME also VERIFYs the source's handle in its own compound, closing the gap.
 
 use super::*;
 
@@ -56,7 +61,7 @@ impl NfsClient {
                     Some(_) => {}
                 }
             }
-            match self.remove_in(s, &dir, name, path, Proc::Rmdir) {
+            match self.remove_in(s, &dir, name, path, true) {
                 Ok(true) => Ok(Rmdir::Removed),
                 Ok(false) => Ok(Rmdir::Absent),
                 Err(e)
@@ -86,21 +91,20 @@ impl NfsClient {
         let (tp, tname) = split_last(to)?;
         self.with_session(|s| {
             let (fdir, tdir) = (self.parent_dir(s, &fp)?, self.parent_dir(s, &tp)?);
-            match self.lookup_in(s, &fdir, fname, from).found()? {
+            let src = match self.lookup_in(s, &fdir, fname, from).found()? {
                 None => return Ok(Guarded::Absent),
                 Some((fh, _)) if fh.to_hex() != from_handle => return Ok(Guarded::Foreign),
-                Some(_) => {}
-            }
+                Some((fh, _)) => fh,
+            };
             match (self.lookup_in(s, &tdir, tname, to).found()?, to_handle) {
                 (Some((fh, _)), Some(h)) if fh.to_hex() == h => {}
                 (None, None) => {}
                 _ => return Ok(Guarded::Foreign),
             }
-            let mut e = Encoder::new();
-            proto::enc_dirop(&mut e, &fdir, fname);
-            proto::enc_dirop(&mut e, &tdir, tname);
-            match self.nfs(s, Proc::Rename, from, e) {
-                Ok(_) => Ok(Guarded::Done),
+            match self.rename_op(s, (&fdir, fname), (&tdir, tname), Some(&src), from) {
+                Ok(()) => Ok(Guarded::Done),
+                // NFSv4.1: the VERIFY in RENAME's compound found another object meanwhile.
+                Err(e) if s.is_v4() && e.is_status(NfsStatus::NOTDIR) => Ok(Guarded::Foreign),
                 // The claimed target was written into meanwhile: RENAME replaced nothing.
                 Err(e) if e.is_status(NfsStatus::NOTEMPTY) || e.is_status(NfsStatus::EXIST) => {
                     Ok(Guarded::Foreign)

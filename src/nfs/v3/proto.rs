@@ -1,8 +1,14 @@
 //! Wire shapes of the NFSv3 (RFC 1813), MOUNT3 (RFC 1813 appendix I) and portmap v2 (RFC 1833)
 //! procedures this client uses: argument encoders and result decoders. No I/O here.
 
-use super::error::NfsStatus;
-use super::xdr::{Decoder, Encoder, XdrResult};
+use crate::nfs::error::NfsStatus;
+use crate::nfs::types::{
+    Attr, CreateHow, DirEntry, Fh, FileType, FsStat, FullAttr, SetAttr, IO_MAX, NAME_MAX,
+};
+use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
+
+/// Largest NFSv3 file handle.
+const FH_MAX: usize = 64;
 
 pub const PMAP_PROG: u32 = 100000;
 pub const PMAP_VERS: u32 = 2;
@@ -61,84 +67,6 @@ impl Proc {
     }
 }
 
-/// An NFSv3 file handle (at most 64 opaque bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fh(pub Vec<u8>);
-
-impl Fh {
-    /// The handle as lowercase hex: how records keep a directory's identity. A handle names
-    /// one object for the server's lifetime and beyond (RFC 1813 asks servers for persistent
-    /// handles; Linux and nfs-ganesha put the inode generation in it), so unlike a fileid it
-    /// is not reused when the object goes.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-pub const FH_MAX: usize = 64;
-pub const NAME_MAX: usize = 255;
-/// Largest READ reply accepted (the client asks for much less).
-pub const IO_MAX: usize = 1 << 20;
-
-/// File type (ftype3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileType {
-    Regular,
-    Directory,
-    Symlink,
-    /// Block/char device, socket, fifo: carries the ftype3 number.
-    Other(u32),
-}
-
-/// The attributes callers need from fattr3.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
-    pub kind: FileType,
-    /// Permission bits (mode & 0o7777).
-    pub mode: u32,
-    pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    /// Bytes the file uses on disk.
-    pub used: u64,
-    pub fileid: u64,
-    /// Modification time, seconds since the epoch, and nanoseconds.
-    pub mtime: u32,
-    pub mtime_nsec: u32,
-}
-
-impl Attr {
-    pub fn is_dir(&self) -> bool {
-        self.kind == FileType::Directory
-    }
-}
-
-/// Attributes to change (sattr3); `None` leaves a field as it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-}
-
-/// Space on the export (from FSSTAT), in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsStat {
-    pub total: u64,
-    pub free: u64,
-    /// Free to the calling user (what quotas and reserved blocks leave).
-    pub avail: u64,
-}
-
-/// How CREATE treats an existing name (createmode3). Exclusive carries the verifier that makes a
-/// retransmitted create succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateHow {
-    Guarded(u32),
-    Exclusive([u8; 8]),
-}
-
 pub fn enc_fh(e: &mut Encoder, fh: &Fh) {
     e.opaque(&fh.0);
 }
@@ -160,17 +88,6 @@ pub fn enc_sattr(e: &mut Encoder, s: &SetAttr) {
             ..FullAttr::default()
         },
     );
-}
-
-/// Every settable attribute a copy carries over (sattr3 in full): mode, owner, size (a copy
-/// that skipped zero chunks sets the length last) and the modification time as the client's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FullAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub mtime: Option<(u32, u32)>,
 }
 
 pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
@@ -301,15 +218,6 @@ pub fn dec_lookup(d: &mut Decoder<'_>) -> XdrResult<(Fh, Option<Attr>)> {
 /// MKDIR3resok / CREATE3resok: the new object's handle and attributes, when the server sent them.
 pub fn dec_created(d: &mut Decoder<'_>) -> XdrResult<(Option<Fh>, Option<Attr>)> {
     Ok((dec_post_op_fh(d)?, dec_post_op_attr(d)?))
-}
-
-/// One READDIRPLUS entry.
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub name: String,
-    pub cookie: u64,
-    pub attr: Option<Attr>,
-    pub fh: Option<Fh>,
 }
 
 /// READDIRPLUS3resok: entries, the cookie verifier for the next page, and eof.

@@ -1,0 +1,144 @@
+//! What both protocol versions share about one server: the options, the AUTH_SYS credential,
+//! name resolution, connecting (with the source-port policy and its one log line) and the
+//! mapping of transport failures to errors naming the server.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::{NfsError, Result};
+use super::rpc::{self, CallError, Conn, SourcePort};
+use super::types::Want;
+
+/// How the client connects; see `NfsClient::new`.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Deadline of every RPC exchange (connect, send, receive). Default 5 s.
+    pub timeout: Duration,
+    /// AUTH_SYS identity of every call. Default 0/0 (root; squashed by `root_squash` exports).
+    pub uid: u32,
+    pub gid: u32,
+    /// NFS port; `None` asks the server's portmapper (port 111) for NFSv3 and uses 2049 for
+    /// NFSv4.1.
+    pub nfs_port: Option<u16>,
+    /// MOUNT port; `None` asks the server's portmapper.
+    pub mount_port: Option<u16>,
+    /// Idle connections kept for reuse (the pool grows to the concurrency in use, then keeps this many).
+    pub max_idle: usize,
+    /// Try a source port below 1024 first (knfsd `secure` exports require one).
+    pub reserved_port: bool,
+    /// The protocol version: NFSv3, NFSv4.1, or `Auto` (the default; see `Want`).
+    pub version: Want,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            uid: 0,
+            gid: 0,
+            nfs_port: None,
+            mount_port: None,
+            max_idle: 16,
+            reserved_port: true,
+            version: Want::Auto,
+        }
+    }
+}
+
+pub struct Endpoint {
+    pub server: String,
+    pub share: String,
+    pub opts: ClientOptions,
+    pub cred: Vec<u8>,
+    /// Last source-port kind logged: 0 none, 1 reserved, 2 ephemeral.
+    logged: AtomicU8,
+}
+
+impl Endpoint {
+    pub fn new(server: &str, share: &str, opts: ClientOptions) -> Self {
+        Self {
+            server: server.to_string(),
+            share: share.to_string(),
+            cred: rpc::auth_sys(opts.uid, opts.gid),
+            opts,
+            logged: AtomicU8::new(0),
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.opts.timeout
+    }
+
+    pub fn map_err(&self, op: &str, e: CallError) -> NfsError {
+        match e {
+            CallError::Timeout => NfsError::DeadlineExceeded {
+                server: self.server.clone(),
+                op: op.to_string(),
+            },
+            CallError::Io(e) => NfsError::Unavailable {
+                server: self.server.clone(),
+                cause: format!("{op}: {e}"),
+            },
+            CallError::Rpc(detail) => NfsError::Protocol {
+                server: self.server.clone(),
+                op: op.to_string(),
+                detail,
+            },
+        }
+    }
+
+    pub fn resolve(&self, port: u16) -> Result<SocketAddr> {
+        (self.server.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())
+            .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+            .map_err(|cause| NfsError::Unavailable {
+                server: self.server.clone(),
+                cause: format!("cannot resolve the server name: {cause}"),
+            })
+    }
+
+    pub fn connect(&self, addr: SocketAddr, op: &str) -> Result<Conn> {
+        let conn = Conn::connect(addr, self.deadline(), self.opts.reserved_port)
+            .map_err(|e| self.map_err(op, e))?;
+        let kind = match conn.source {
+            SourcePort::Reserved(_) => 1,
+            SourcePort::Ephemeral => 2,
+        };
+        if self.logged.swap(kind, Ordering::Relaxed) != kind {
+            match conn.source {
+                SourcePort::Reserved(p) => tracing::info!(
+                    server = %self.server,
+                    "NFS client connects from reserved source ports (first: {p})"
+                ),
+                SourcePort::Ephemeral if self.opts.reserved_port => tracing::warn!(
+                    server = %self.server,
+                    "NFS client may not bind a reserved source port (needs root or \
+                     NET_BIND_SERVICE); using ephemeral ports, which exports marked \
+                     `secure` refuse"
+                ),
+                SourcePort::Ephemeral => tracing::info!(
+                    server = %self.server,
+                    "NFS client connects from ephemeral source ports"
+                ),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// One call on a fresh connection that is then closed (portmap, MOUNT).
+    pub fn call_once(
+        &self,
+        addr: SocketAddr,
+        prog: u32,
+        vers: u32,
+        proc_: u32,
+        args: &[u8],
+        op: &str,
+    ) -> Result<Vec<u8>> {
+        let mut conn = self.connect(addr, op)?;
+        conn.call(prog, vers, proc_, Some(&self.cred), args, self.deadline())
+            .map_err(|e| self.map_err(op, e))
+    }
+}

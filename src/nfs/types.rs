@@ -1,0 +1,134 @@
+//! Protocol-neutral shapes the client's callers and both protocol versions share.
+
+/// Which NFS protocol a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// NFSv3 (RFC 1813) through portmap and MOUNT3.
+    V3,
+    /// NFSv4.1 (RFC 8881) on the NFS port alone (2049 unless told otherwise).
+    V41,
+}
+
+impl Version {
+    /// How StorageClasses and records spell it: `3` or `4.1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V3 => "3",
+            Version::V41 => "4.1",
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which version a client uses: one, or `Auto` (NFSv4.1 when the server serves it and the
+/// share is found in its pseudo-filesystem, NFSv3 otherwise; decided once per client, at its
+/// first call that reaches the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Want {
+    Only(Version),
+    #[default]
+    Auto,
+}
+
+/// A file handle: opaque, at most 64 bytes in NFSv3 and 128 in NFSv4. Handles of one object
+/// differ between the two versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fh(pub Vec<u8>);
+
+impl Fh {
+    /// The handle as lowercase hex: how records keep a directory's identity. A handle names
+    /// one object for the server's lifetime and beyond (RFC 1813 asks servers for persistent
+    /// handles; Linux and nfs-ganesha put the inode generation in it), so unlike a fileid it
+    /// is not reused when the object goes.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+pub const NAME_MAX: usize = 255;
+/// Largest READ reply accepted (the client asks for much less).
+pub const IO_MAX: usize = 1 << 20;
+
+/// File type (ftype3, nfs_ftype4: the numbers agree for the types named here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    Regular,
+    Directory,
+    Symlink,
+    /// Block/char device, socket, fifo: carries the ftype3 number.
+    Other(u32),
+}
+
+/// The attributes callers need, from fattr3 or fattr4 (owners are numeric under AUTH_SYS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: FileType,
+    /// Permission bits (mode & 0o7777).
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Bytes the file uses on disk.
+    pub used: u64,
+    pub fileid: u64,
+    /// Modification time, seconds since the epoch, and nanoseconds.
+    pub mtime: u32,
+    pub mtime_nsec: u32,
+}
+
+impl Attr {
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileType::Directory
+    }
+}
+
+/// Attributes to change (sattr3); `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// Space on the export (FSSTAT, or the space_* attributes of NFSv4), in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsStat {
+    pub total: u64,
+    pub free: u64,
+    /// Free to the calling user (what quotas and reserved blocks leave).
+    pub avail: u64,
+}
+
+/// How a file create treats an existing name (createmode3, createmode4). Exclusive carries the
+/// verifier that makes a retransmitted create succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateHow {
+    Guarded(u32),
+    Exclusive([u8; 8]),
+}
+
+/// Every settable attribute a copy carries over (sattr3 in full, or its fattr4 equivalents): mode, owner, size (a copy
+/// that skipped zero chunks sets the length last) and the modification time as the client's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FullAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<(u32, u32)>,
+}
+
+/// One directory entry (READDIRPLUS, or READDIR with attributes and handle).
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub cookie: u64,
+    pub attr: Option<Attr>,
+    pub fh: Option<Fh>,
+}

@@ -1,0 +1,288 @@
+//! fattr4 (RFC 8881 section 5): the attribute bitmaps this client asks for and sets, and the
+//! decoding of the values, which follow in the order of their bit numbers.
+//!
+//! Owners travel as strings. Under AUTH_SYS the client sends numeric strings ("1000"), which
+//! RFC 8881 section 5.9 has servers accept, and it needs numeric strings back: knfsd sends them
+//! to AUTH_SYS clients by default (`nfs4_disable_idmapping`), nfs-ganesha with
+//! `Only_Numeric_Owners = true`. A name such as `user@domain` cannot be turned into the id a
+//! copy must keep, so it is an error naming the owner and the remedy.
+
+use crate::nfs::types::{Attr, FileType, FsStat, FullAttr};
+use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
+
+pub const TYPE: u32 = 1;
+pub const SIZE: u32 = 4;
+pub const FSID: u32 = 8;
+pub const RDATTR_ERROR: u32 = 11;
+pub const FILEHANDLE: u32 = 19;
+pub const FILEID: u32 = 20;
+pub const MODE: u32 = 33;
+pub const NUMLINKS: u32 = 35;
+pub const OWNER: u32 = 36;
+pub const OWNER_GROUP: u32 = 37;
+pub const SPACE_AVAIL: u32 = 42;
+pub const SPACE_FREE: u32 = 43;
+pub const SPACE_TOTAL: u32 = 44;
+pub const SPACE_USED: u32 = 45;
+pub const TIME_MODIFY: u32 = 53;
+pub const TIME_MODIFY_SET: u32 = 54;
+
+/// What `Attr` is made of.
+pub const OBJECT: &[u32] = &[
+    TYPE,
+    SIZE,
+    FSID,
+    FILEID,
+    MODE,
+    NUMLINKS,
+    OWNER,
+    OWNER_GROUP,
+    SPACE_USED,
+    TIME_MODIFY,
+];
+/// What a READDIR entry carries: the object's attributes, its handle, and a per-entry error
+/// instead of failing the whole listing.
+pub const ENTRY: &[u32] = &[
+    TYPE,
+    SIZE,
+    FSID,
+    RDATTR_ERROR,
+    FILEHANDLE,
+    FILEID,
+    MODE,
+    NUMLINKS,
+    OWNER,
+    OWNER_GROUP,
+    SPACE_USED,
+    TIME_MODIFY,
+];
+pub const SPACE: &[u32] = &[SPACE_AVAIL, SPACE_FREE, SPACE_TOTAL];
+
+/// A bitmap4 of `bits`.
+pub fn bitmap(bits: &[u32]) -> Vec<u32> {
+    let mut words = Vec::new();
+    for &b in bits {
+        let w = (b / 32) as usize;
+        if words.len() <= w {
+            words.resize(w + 1, 0);
+        }
+        words[w] |= 1 << (b % 32);
+    }
+    words
+}
+
+pub fn enc_bitmap(e: &mut Encoder, bits: &[u32]) {
+    let words = bitmap(bits);
+    e.u32(words.len() as u32);
+    for w in words {
+        e.u32(w);
+    }
+}
+
+pub fn dec_bitmap(d: &mut Decoder<'_>) -> XdrResult<Vec<u32>> {
+    let n = d.u32()? as usize;
+    if n > 8 {
+        return Err(XdrError(format!("bitmap of {n} words")));
+    }
+    (0..n).map(|_| d.u32()).collect()
+}
+
+fn set_bits(words: &[u32]) -> impl Iterator<Item = u32> + '_ {
+    words.iter().enumerate().flat_map(|(i, w)| {
+        (0..32)
+            .filter(move |b| w & (1 << b) != 0)
+            .map(move |b| i as u32 * 32 + b)
+    })
+}
+
+/// fattr4 of the settable attributes in `a`: size, mode, owner, group, modification time.
+pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
+    let mut bits = Vec::new();
+    let mut vals = Encoder::new();
+    if let Some(n) = a.size {
+        bits.push(SIZE);
+        vals.u64(n);
+    }
+    if let Some(m) = a.mode {
+        bits.push(MODE);
+        vals.u32(m & 0o7777);
+    }
+    if let Some(u) = a.uid {
+        bits.push(OWNER);
+        vals.string(&u.to_string());
+    }
+    if let Some(g) = a.gid {
+        bits.push(OWNER_GROUP);
+        vals.string(&g.to_string());
+    }
+    if let Some((sec, nsec)) = a.mtime {
+        bits.push(TIME_MODIFY_SET);
+        // SET_TO_CLIENT_TIME4, nfstime4 (int64 seconds, uint32 nanoseconds).
+        vals.u32(1).u64(u64::from(sec)).u32(nsec);
+    }
+    enc_bitmap(e, &bits);
+    e.opaque(vals.bytes());
+}
+
+/// Everything a fattr4 this client asked for may hold.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub kind: Option<FileType>,
+    pub size: u64,
+    pub fileid: u64,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub used: u64,
+    pub mtime: (u32, u32),
+    pub rdattr_error: u32,
+    pub fh: Option<Vec<u8>>,
+    pub space: FsStat,
+}
+
+impl Decoded {
+    /// The object's attributes; `None` when the server left out its type.
+    pub fn attr(&self) -> Option<Attr> {
+        Some(Attr {
+            kind: self.kind?,
+            mode: self.mode,
+            nlink: self.nlink,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            used: self.used,
+            fileid: self.fileid,
+            mtime: self.mtime.0,
+            mtime_nsec: self.mtime.1,
+        })
+    }
+}
+
+fn owner_id(s: &str, what: &str) -> XdrResult<u32> {
+    let n = s.split_once('@').map_or(s, |(n, _)| n);
+    n.parse().map_err(|_| {
+        XdrError(format!(
+            "the server sent {what} {s:?}, not a numeric id: under AUTH_SYS this client needs \
+             numeric owners (knfsd: nfs4_disable_idmapping=Y, the default; nfs-ganesha: \
+             NFSV4 {{ Only_Numeric_Owners = true; }})"
+        ))
+    })
+}
+
+/// Decodes a fattr4: its bitmap, then the values in bit order.
+pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
+    let words = dec_bitmap(d)?;
+    let vals = d.opaque(1 << 16)?;
+    let mut v = Decoder::new(vals);
+    let mut out = Decoded::default();
+    for bit in set_bits(&words) {
+        match bit {
+            TYPE => {
+                out.kind = Some(match v.u32()? {
+                    1 => FileType::Regular,
+                    2 => FileType::Directory,
+                    5 => FileType::Symlink,
+                    n => FileType::Other(n),
+                })
+            }
+            SIZE => out.size = v.u64()?,
+            FSID => v.skip(16)?,
+            RDATTR_ERROR => out.rdattr_error = v.u32()?,
+            FILEHANDLE => out.fh = Some(v.opaque(super::proto::FH_MAX)?.to_vec()),
+            FILEID => out.fileid = v.u64()?,
+            MODE => out.mode = v.u32()? & 0o7777,
+            NUMLINKS => out.nlink = v.u32()?,
+            OWNER => out.uid = owner_id(&v.string(1024)?, "owner")?,
+            OWNER_GROUP => out.gid = owner_id(&v.string(1024)?, "owner_group")?,
+            SPACE_AVAIL => out.space.avail = v.u64()?,
+            SPACE_FREE => out.space.free = v.u64()?,
+            SPACE_TOTAL => out.space.total = v.u64()?,
+            SPACE_USED => out.used = v.u64()?,
+            TIME_MODIFY => {
+                let sec = v.u64()? as i64;
+                out.mtime = (sec.clamp(0, i64::from(u32::MAX)) as u32, v.u32()?);
+            }
+            other => {
+                return Err(XdrError(format!(
+                    "attribute {other}, which this client did not ask for"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmaps_and_values_round_trip_in_bit_order() {
+        assert_eq!(bitmap(&[1, 4, 33, 54]), vec![0b10010, (1 << 1) | (1 << 22)]);
+        let mut e = Encoder::new();
+        enc_bitmap(
+            &mut e,
+            &[TYPE, FILEID, MODE, OWNER, OWNER_GROUP, TIME_MODIFY],
+        );
+        let mut vals = Encoder::new();
+        vals.u32(2)
+            .u64(77)
+            .u32(0o40750)
+            .string("1000")
+            .string("2000@example");
+        vals.u64(1_700_000_000).u32(5);
+        e.opaque(vals.bytes());
+        let b = e.into_bytes();
+        let a = dec_fattr(&mut Decoder::new(&b)).unwrap().attr().unwrap();
+        assert_eq!(
+            (
+                a.kind,
+                a.fileid,
+                a.mode,
+                a.uid,
+                a.gid,
+                a.mtime,
+                a.mtime_nsec
+            ),
+            (FileType::Directory, 77, 0o750, 1000, 2000, 1_700_000_000, 5)
+        );
+    }
+
+    #[test]
+    fn owner_names_are_refused_with_the_remedy() {
+        let mut e = Encoder::new();
+        enc_bitmap(&mut e, &[OWNER]);
+        let mut vals = Encoder::new();
+        vals.string("root@localdomain");
+        e.opaque(vals.bytes());
+        let err = dec_fattr(&mut Decoder::new(e.bytes())).unwrap_err();
+        assert!(err.0.contains("Only_Numeric_Owners"), "{err}");
+    }
+
+    #[test]
+    fn settable_attributes_encode_numeric_owners() {
+        let mut e = Encoder::new();
+        let a = FullAttr {
+            mode: Some(0o644),
+            uid: Some(7),
+            mtime: Some((10, 20)),
+            ..FullAttr::default()
+        };
+        enc_fattr(&mut e, &a);
+        let b = e.into_bytes();
+        let mut d = Decoder::new(&b);
+        assert_eq!(
+            dec_bitmap(&mut d).unwrap(),
+            bitmap(&[MODE, OWNER, TIME_MODIFY_SET])
+        );
+        let vals = d.opaque(1000).unwrap();
+        let mut v = Decoder::new(vals);
+        assert_eq!(v.u32().unwrap(), 0o644);
+        assert_eq!(v.string(10).unwrap(), "7");
+        assert_eq!(
+            (v.u32().unwrap(), v.u64().unwrap(), v.u32().unwrap()),
+            (1, 10, 20)
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! NFSv4.1 (RFC 8881, minor version 1) for the client: COMPOUNDs on one session, on the NFS
+//! port alone (no portmap, no MOUNT). See the crate-level `nfs` module doc for what the client
+//! does and refuses.
+
+mod attr;
+mod io;
+mod ops;
+pub mod proto;
+mod session;
+mod transport;
+
+pub use io::Open;
+pub use transport::Transport;

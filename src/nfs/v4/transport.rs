@@ -1,0 +1,433 @@
+//! Sending one NFSv4.1 COMPOUND: a session (established on first use, re-established when the
+//! server lost it), a slot, SEQUENCE first, a pooled connection bound to the session, and the
+//! bounded retries of statuses that say "later".
+//!
+//! - BADSESSION, DEADSESSION, STALE_CLIENTID (the server restarted or expired the client):
+//!   EXCHANGE_ID and CREATE_SESSION again, then the compound again (it was not executed).
+//! - GRACE and DELAY: the compound again after a short pause while the client's deadline
+//!   (`ClientOptions::timeout`, counted from the call's start) allows; then `Unavailable`
+//!   naming the status. A call never waits out a server's grace period.
+//! - A lost reply costs the call (DeadlineExceeded or Unavailable), as in NFSv3; the slot is
+//!   left uncertain (see session.rs).
+//!
+//! Every compound starts with SEQUENCE, which also renews the client's lease; a copy sends
+//! compounds back to back, each bounded by the deadline, far inside any lease.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::proto::{self, Ops, Results};
+use super::session::{self, Outcome, Owner, Session, Taken};
+use crate::nfs::endpoint::Endpoint;
+use crate::nfs::error::{NfsError, NfsStatus, Result};
+use crate::nfs::rpc::{CallError, Conn};
+use crate::nfs::xdr::{Decoder, Encoder};
+
+pub const NFS4_PORT: u16 = 2049;
+/// How often a server that lost the session is asked for a new one within one call.
+const MAX_REESTABLISH: u32 = 2;
+
+/// A connection, with the session it is bound to.
+struct Pooled {
+    conn: Conn,
+    bound: [u8; 16],
+}
+
+/// The reply of one compound, after its SEQUENCE result.
+pub struct Reply {
+    bytes: Vec<u8>,
+    start: usize,
+    pub ops: Vec<u32>,
+}
+
+impl Reply {
+    pub fn results(&self) -> Results<'_> {
+        Results::new(Decoder::new(&self.bytes[self.start..]), &self.ops)
+    }
+}
+
+pub struct Transport {
+    ep: Arc<Endpoint>,
+    pub owner: Owner,
+    session: Mutex<Option<Arc<Session>>>,
+    /// Held while a session is established, so concurrent callers make one.
+    establishing: Mutex<Option<(Instant, NfsError)>>,
+    pool: Mutex<Vec<Pooled>>,
+}
+
+impl Deref for Transport {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.ep
+    }
+}
+
+impl Transport {
+    pub fn new(ep: Arc<Endpoint>) -> Self {
+        Self {
+            owner: Owner::new(&ep.server),
+            ep,
+            session: Mutex::new(None),
+            establishing: Mutex::new(None),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn addr(&self) -> Result<SocketAddr> {
+        self.resolve(self.opts.nfs_port.unwrap_or(NFS4_PORT))
+    }
+
+    fn protocol(&self, op: &str, detail: String) -> NfsError {
+        NfsError::Protocol {
+            server: self.server.clone(),
+            op: op.to_string(),
+            detail,
+        }
+    }
+
+    /// One COMPOUND alone on `conn` (no SEQUENCE): EXCHANGE_ID, CREATE_SESSION, DESTROY_*,
+    /// BIND_CONN_TO_SESSION. Returns the bytes after the one result's status.
+    fn lone(&self, conn: &mut Conn, args: &[u8], op: u32, deadline: Instant) -> Result<Vec<u8>> {
+        let name = proto::op_name(op);
+        let reply = conn
+            .call(
+                proto::NFS_PROG,
+                proto::NFS_V4,
+                proto::COMPOUND,
+                Some(&self.cred),
+                args,
+                deadline,
+            )
+            .map_err(|e| self.map_err(name, e))?;
+        let mut d = Decoder::new(&reply);
+        let parsed = (|| {
+            let (status, n) = session::dec_header(&mut d)?;
+            if n == 0 {
+                return Ok(Err(status));
+            }
+            let (got, st) = (d.u32()?, d.u32()?);
+            if got != op {
+                return Err(crate::nfs::xdr::XdrError(format!(
+                    "result of operation {got}"
+                )));
+            }
+            Ok(if st == 0 { Ok(()) } else { Err(st) })
+        })();
+        match parsed {
+            Ok(Ok(())) => Ok(d.remaining().to_vec()),
+            Ok(Err(st)) => Err(self.v4_status(name, &self.share, st)),
+            Err(x) => Err(self.protocol(name, x.to_string())),
+        }
+    }
+
+    pub fn v4_status(&self, op: &str, path: &str, status: u32) -> NfsError {
+        NfsError::Status {
+            server: self.server.clone(),
+            op: op.to_string(),
+            path: path.to_string(),
+            status: NfsStatus(status),
+            v4: true,
+        }
+    }
+
+    /// EXCHANGE_ID, CREATE_SESSION and RECLAIM_COMPLETE on a new connection.
+    fn establish(&self) -> Result<Arc<Session>> {
+        let deadline = self.deadline();
+        let mut conn = self.connect(self.addr()?, "EXCHANGE_ID")?;
+        let mut e = Encoder::new();
+        session::enc_exchange_id(&mut e, &self.owner);
+        let r = self.lone(&mut conn, e.bytes(), proto::OP_EXCHANGE_ID, deadline)?;
+        let (clientid, seq) = session::dec_exchange_id(&mut Decoder::new(&r))
+            .map_err(|x| self.protocol("EXCHANGE_ID", x.to_string()))?;
+        let mut e = Encoder::new();
+        session::enc_create_session(&mut e, clientid, seq);
+        let r = self.lone(&mut conn, e.bytes(), proto::OP_CREATE_SESSION, deadline)?;
+        let s = Arc::new(
+            session::dec_create_session(&mut Decoder::new(&r), clientid)
+                .map_err(|x| self.protocol("CREATE_SESSION", x.to_string()))?,
+        );
+        // CREATE_SESSION bound this connection to the session.
+        self.pool.lock().unwrap().push(Pooled { conn, bound: s.id });
+        tracing::debug!(server = %self.server, clientid, "NFSv4.1 session created");
+        // No state of ours survives a server restart worth reclaiming: say so at once, so the
+        // server may end its grace period early.
+        let mut ops = Ops::new();
+        ops.ops.push(proto::OP_RECLAIM_COMPLETE);
+        ops.e.u32(proto::OP_RECLAIM_COMPLETE).bool(false);
+        match self.send(&s, &ops, deadline) {
+            Ok(_) => {}
+            Err(e) if e.is_status(NfsStatus::COMPLETE_ALREADY) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(s)
+    }
+
+    /// The current session, established first when there is none.
+    pub fn session(&self) -> Result<Arc<Session>> {
+        if let Some(s) = self.session.lock().unwrap().as_ref() {
+            return Ok(s.clone());
+        }
+        let started = Instant::now();
+        let mut last = self.establishing.lock().unwrap();
+        if let Some(s) = self.session.lock().unwrap().as_ref() {
+            return Ok(s.clone());
+        }
+        // Whoever held the lock while this caller waited failed: its error is this call's
+        // too, rather than a second deadline.
+        if let Some((_, e)) = last.as_ref().filter(|(at, _)| *at > started) {
+            return Err(e.clone());
+        }
+        match self.establish() {
+            Ok(s) => {
+                *self.session.lock().unwrap() = Some(s.clone());
+                *last = None;
+                Ok(s)
+            }
+            Err(e) => {
+                *last = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets `stale` (the server lost it), so the next call establishes a new one.
+    pub fn forget(&self, stale: &Arc<Session>) {
+        let mut cur = self.session.lock().unwrap();
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
+            *cur = None;
+        }
+    }
+
+    /// A connection bound to `s`: pooled, or new and bound with BIND_CONN_TO_SESSION.
+    fn conn_for(&self, s: &Session, deadline: Instant) -> Result<(Pooled, bool)> {
+        let pooled = self.pool.lock().unwrap().pop();
+        if let Some(p) = pooled {
+            if p.bound == s.id {
+                return Ok((p, true));
+            }
+            return self.bind(p.conn, s, deadline).map(|p| (p, true));
+        }
+        let conn = self.connect(self.addr()?, "BIND_CONN_TO_SESSION")?;
+        self.bind(conn, s, deadline).map(|p| (p, false))
+    }
+
+    fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
+        let mut e = Encoder::new();
+        session::header(&mut e, 1);
+        // CDFC4_FORE, not RDMA.
+        e.u32(proto::OP_BIND_CONN_TO_SESSION)
+            .fixed(&s.id)
+            .u32(1)
+            .bool(false);
+        self.lone(
+            &mut conn,
+            e.bytes(),
+            proto::OP_BIND_CONN_TO_SESSION,
+            deadline,
+        )?;
+        Ok(Pooled { conn, bound: s.id })
+    }
+
+    /// Sends `ops` after a SEQUENCE on session `s` once. Errors of SEQUENCE itself come back
+    /// as `Status` with op `SEQUENCE`; the caller decides about retries.
+    fn send(&self, s: &Arc<Session>, ops: &Ops, deadline: Instant) -> Result<Reply> {
+        let t = s.take(deadline).ok_or_else(|| NfsError::DeadlineExceeded {
+            server: self.server.clone(),
+            op: "SEQUENCE (waiting for a free slot)".into(),
+        })?;
+        let mut e = Encoder::new();
+        session::header(&mut e, 1 + ops.ops.len());
+        session::enc_sequence(&mut e, &s.id, &t);
+        e.fixed(ops.e.bytes());
+        let (mut p, reused) = match self.conn_for(s, deadline) {
+            Ok(c) => c,
+            Err(err) => {
+                s.release(&t, Outcome::Refused);
+                return Err(err);
+            }
+        };
+        let name = proto::op_name(ops.ops.first().copied().unwrap_or(0));
+        let call = |c: &mut Conn| {
+            c.call(
+                proto::NFS_PROG,
+                proto::NFS_V4,
+                proto::COMPOUND,
+                Some(&self.cred),
+                e.bytes(),
+                deadline,
+            )
+        };
+        let mut result = call(&mut p.conn);
+        if reused && matches!(result, Err(CallError::Io(_))) {
+            // An idle connection the server closed: the same slot and sequence id once more on
+            // a new one (if the first had arrived, the server answers from its reply cache).
+            match self
+                .connect(self.addr()?, name)
+                .and_then(|c| self.bind(c, s, deadline))
+            {
+                Ok(fresh) => {
+                    p = fresh;
+                    result = call(&mut p.conn);
+                }
+                Err(err) => {
+                    s.release(&t, Outcome::Lost);
+                    return Err(err);
+                }
+            }
+        }
+        let bytes = match result {
+            Ok(b) => b,
+            Err(err) => {
+                s.release(&t, Outcome::Lost);
+                return Err(self.map_err(name, err));
+            }
+        };
+        let reply = self.sequence_result(s, &t, bytes, ops);
+        let mut pool = self.pool.lock().unwrap();
+        if pool.len() < self.opts.max_idle {
+            pool.push(p);
+        }
+        reply
+    }
+
+    /// Checks the reply's SEQUENCE result and releases the slot accordingly.
+    fn sequence_result(
+        &self,
+        s: &Arc<Session>,
+        t: &Taken,
+        bytes: Vec<u8>,
+        ops: &Ops,
+    ) -> Result<Reply> {
+        let mut d = Decoder::new(&bytes);
+        let head = (|| {
+            let (status, n) = session::dec_header(&mut d)?;
+            if n == 0 {
+                return Ok(status);
+            }
+            let op = d.u32()?;
+            if op != proto::OP_SEQUENCE {
+                return Err(crate::nfs::xdr::XdrError(format!(
+                    "first result is of operation {op}"
+                )));
+            }
+            let st = d.u32()?;
+            if st == 0 {
+                d.skip(16 + 4 * 5)?;
+            }
+            Ok(st)
+        })();
+        let seq_status = match head {
+            Ok(st) => st,
+            Err(x) => {
+                s.release(t, Outcome::Lost);
+                return Err(self.protocol("SEQUENCE", x.to_string()));
+            }
+        };
+        if seq_status != 0 {
+            let how = if seq_status == NfsStatus::SEQ_MISORDERED.0 && s.uncertain(t.slot) {
+                Outcome::StepBack
+            } else {
+                Outcome::Refused
+            };
+            s.release(t, how);
+            return Err(self.v4_status("SEQUENCE", &self.share, seq_status));
+        }
+        s.release(t, Outcome::Done);
+        let start = bytes.len() - d.remaining().len();
+        Ok(Reply {
+            bytes,
+            start,
+            ops: ops.ops.clone(),
+        })
+    }
+
+    /// Runs the compound `build` makes for the current session, with SEQUENCE first; retries
+    /// as the module doc says. The reply's overall status may still be an error of one of
+    /// `ops` (see `Results`).
+    pub fn compound(&self, build: impl Fn(&Session) -> Ops) -> Result<Reply> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let mut renewed = 0;
+        loop {
+            let s = self.session()?;
+            let ops = build(&s);
+            let deadline = self.deadline();
+            let err = match self.send(&s, &ops, deadline) {
+                Ok(reply) => {
+                    let status = Decoder::new(&reply.bytes).u32().unwrap_or(0);
+                    if status != NfsStatus::GRACE.0 && status != NfsStatus::DELAY.0 {
+                        return Ok(reply);
+                    }
+                    self.v4_status(proto::op_name(reply.ops[0]), &self.share, status)
+                }
+                Err(e) => e,
+            };
+            let st = err.status().map(|s| s.0);
+            let lost = [
+                NfsStatus::BADSESSION,
+                NfsStatus::DEADSESSION,
+                NfsStatus::STALE_CLIENTID,
+            ];
+            if lost.iter().any(|l| err.is_status(*l)) && renewed < MAX_REESTABLISH {
+                tracing::info!(server = %self.server, error = %err, "NFSv4.1 session lost: establishing a new one");
+                self.forget(&s);
+                renewed += 1;
+                continue;
+            }
+            if err.is_status(NfsStatus::SEQ_MISORDERED) && renewed < MAX_REESTABLISH {
+                renewed += 1;
+                continue;
+            }
+            if st == Some(NfsStatus::GRACE.0) || st == Some(NfsStatus::DELAY.0) {
+                let left = self.opts.timeout.saturating_sub(started.elapsed());
+                if left > pause {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                let why = if st == Some(NfsStatus::GRACE.0) {
+                    "the server is in its grace period after a restart (NFS4ERR_GRACE)"
+                } else {
+                    "the server asks to retry later (NFS4ERR_DELAY)"
+                };
+                return Err(NfsError::Unavailable {
+                    server: self.server.clone(),
+                    cause: format!("{why}, still after {:?}", started.elapsed()),
+                });
+            }
+            return Err(err);
+        }
+    }
+
+    /// DESTROY_SESSION and DESTROY_CLIENTID on an idle connection, briefly; nothing when no
+    /// connection is idle (the server expires the client after its lease).
+    fn destroy(&self) {
+        let Some(s) = self.session.lock().unwrap().take() else {
+            return;
+        };
+        let Some(mut p) = self.pool.lock().unwrap().pop() else {
+            return;
+        };
+        let deadline = Instant::now() + self.opts.timeout.min(Duration::from_secs(1));
+        let mut e = Encoder::new();
+        session::header(&mut e, 1);
+        e.u32(proto::OP_DESTROY_SESSION).fixed(&s.id);
+        if self
+            .lone(&mut p.conn, e.bytes(), proto::OP_DESTROY_SESSION, deadline)
+            .is_ok()
+        {
+            let mut e = Encoder::new();
+            session::header(&mut e, 1);
+            e.u32(proto::OP_DESTROY_CLIENTID).u64(s.clientid);
+            let _ = self.lone(&mut p.conn, e.bytes(), proto::OP_DESTROY_CLIENTID, deadline);
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
