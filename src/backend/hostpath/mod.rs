@@ -13,6 +13,7 @@
 mod base;
 mod controller;
 mod limiter;
+mod loops;
 mod node;
 pub mod params;
 pub mod pool_config;

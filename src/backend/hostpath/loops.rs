@@ -1,0 +1,110 @@
+//! The loop devices of a block volume's image. Each is proven the volume's own before it is
+//! used or detached: the kernel names the (device, inode) of its backing file, which must be
+//! the image's, re-read now (a path alone could name a file replaced since).
+
+use super::record::VolumeRecord;
+use super::HostpathBackend;
+use crate::error::{Error, Result};
+use crate::os::{loopdev, mountinfo};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Mount points that show `device`: binds of its node, as a raw publication makes them (and
+/// the CO's binds of those). Only mounts whose root is a node named like the device are
+/// looked at (the driver binds `/dev/loopN` itself), so no other mount point is ever stat'ed.
+fn binds_of(device: &Path) -> io::Result<Vec<PathBuf>> {
+    let rdev = fs::metadata(device)?.rdev();
+    Ok(mountinfo::read()?
+        .into_iter()
+        .filter(|m| m.root.file_name() == device.file_name())
+        .map(|m| m.mount_point)
+        .filter(|p| {
+            fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+        })
+        .collect())
+}
+
+impl HostpathBackend {
+    /// The loop devices attached to this volume's image, each proven by its backing inode.
+    pub(super) fn loop_devices(&self, rec: &VolumeRecord) -> Result<Vec<loopdev::Attached>> {
+        let vid = rec.id.as_str();
+        let image = self.image_path(&rec.name);
+        let meta = match fs::metadata(&image) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::os(vid, format!("stat {}", image.display()))(e)),
+        };
+        let listed =
+            loopdev::find_by_backing_file(&image).map_err(Error::os(vid, "list loop devices"))?;
+        let mut own = Vec::new();
+        for a in listed {
+            // A device detached since the listing is no longer the volume's.
+            let Ok(dev) = fs::File::open(&a.device) else {
+                continue;
+            };
+            let backing = loopdev::backing_of(&dev).map_err(Error::os(
+                vid,
+                format!("ask {} for its backing file", a.device.display()),
+            ))?;
+            if backing == Some((meta.dev(), meta.ino())) {
+                own.push(a);
+            }
+        }
+        Ok(own)
+    }
+
+    /// The read-write loop device made by NodeStage.
+    pub(super) fn staged_device(&self, rec: &VolumeRecord) -> Result<Option<PathBuf>> {
+        Ok(self
+            .loop_devices(rec)?
+            .into_iter()
+            .find(|a| !a.read_only)
+            .map(|a| a.device))
+    }
+
+    /// Detaches the volume's read-only loop devices that no mount shows. A publication makes
+    /// one and binds it at once, so one that nothing shows was left by a publish killed before
+    /// its bind or an unpublish killed before its detach: no pod was given it.
+    pub(super) fn detach_stray_read_only(&self, rec: &VolumeRecord) -> Result<()> {
+        let vid = rec.id.as_str();
+        for a in self.loop_devices(rec)?.into_iter().filter(|a| a.read_only) {
+            if binds_of(&a.device)
+                .map_err(Error::os(vid, "read the mount table"))?
+                .is_empty()
+            {
+                loopdev::detach(&a.device)
+                    .map_err(Error::os(vid, format!("detach {}", a.device.display())))?;
+                tracing::info!(volume = %vid, device = %a.device.display(), "detached a read-only loop device no mount shows");
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches every loop device of the volume, refusing while a mount still shows one (a
+    /// publish killed before its record left a bind the CO has not unpublished yet): detached,
+    /// its node would show whatever image the kernel attaches to it next.
+    pub(super) fn detach_all(&self, rec: &VolumeRecord) -> Result<()> {
+        let vid = rec.id.as_str();
+        let devices = self.loop_devices(rec)?;
+        for a in &devices {
+            let binds = binds_of(&a.device).map_err(Error::os(vid, "read the mount table"))?;
+            if let Some(at) = binds.first() {
+                return Err(Error::precondition(
+                    vid,
+                    format!(
+                        "{} still shows its loop device {}; unpublish it first",
+                        at.display(),
+                        a.device.display()
+                    ),
+                ));
+            }
+        }
+        for a in devices {
+            loopdev::detach(&a.device)
+                .map_err(Error::os(vid, format!("detach {}", a.device.display())))?;
+        }
+        Ok(())
+    }
+}

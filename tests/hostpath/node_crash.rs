@@ -1,0 +1,208 @@
+//! Crash windows on the node side: the driver SIGKILLs itself (FERROVOL_CRASH_AT) between a
+//! kernel step of NodeStage, NodePublish or NodeUnpublish (a bind, a loop attach, an unmount)
+//! and the record change that makes that step known. After a restart the CO's retry finishes
+//! idempotently, the CO's teardown takes down exactly what the killed call made (and nothing
+//! foreign), and no mount or loop device is left behind.
+
+use crate::common;
+
+use common::*;
+use ferrovol::proto as csi;
+use std::path::Path;
+
+/// Restarts the driver so that it kills itself at `point`.
+async fn arm(d: &mut Driver, point: &str) {
+    d.set_env("FERROVOL_CRASH_AT", point);
+    d.restart().await;
+}
+
+/// Waits for the armed driver to have killed itself, then restarts it without the crash point.
+async fn restart_after_crash(d: &mut Driver, what: &str, answer: Result<(), tonic::Status>) {
+    assert!(
+        answer.is_err(),
+        "{what}: the driver answered instead of dying"
+    );
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+}
+
+fn is_block(cap: &csi::VolumeCapability) -> bool {
+    matches!(
+        cap.access_type,
+        Some(csi::volume_capability::AccessType::Block(_))
+    )
+}
+
+fn loops_of(d: &Driver, name: &str) -> usize {
+    loop_devices_under(&d.volume_dir(name)).len()
+}
+
+/// The volume is staged exactly once: one staging mount, or one loop device on its image.
+fn assert_staged_once(d: &Driver, name: &str, staging: &Path, block: bool, what: &str) {
+    if block {
+        assert_eq!(loops_of(d, name), 1, "{what}: loop devices on the image");
+    } else {
+        assert_eq!(mounts_at(staging).len(), 1, "{what}: staging mounts");
+    }
+}
+
+async fn stage_killed(name: &str, cap: csi::VolumeCapability, point: &str) {
+    let block = is_block(&cap);
+    let mut d = Driver::start().await;
+    let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+    let (staging, target) = (d.staging(name), d.target(name, "pod"));
+
+    // The CO repeats the stage: it finishes without a second bind or attach.
+    arm(&mut d, point).await;
+    let r = d
+        .node()
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await;
+    restart_after_crash(&mut d, point, r.map(|_| ())).await;
+    d.stage(&id, &staging, cap.clone()).await;
+    assert_staged_once(&d, name, &staging, block, "repeated stage");
+    d.publish(&id, &staging, &target, cap.clone(), false).await;
+    d.unpublish_and_unstage(&id, &target, &staging).await;
+
+    // The CO gives up and unstages: what the killed stage made is taken down.
+    arm(&mut d, point).await;
+    let r = d
+        .node()
+        .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+        .await;
+    restart_after_crash(&mut d, point, r.map(|_| ())).await;
+    d.unstage(&id, &staging).await;
+    assert!(
+        mounts_at(&staging).is_empty(),
+        "{point}: staging mount left"
+    );
+    assert_eq!(loops_of(&d, name), 0, "{point}: loop device left");
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_killed_after_its_bind_is_repeated_or_unstaged() {
+    stage_killed("stg-fs", mount_cap(), "stage:after-bind").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_killed_after_its_loop_attach_is_repeated_or_unstaged() {
+    stage_killed("stg-blk", block_cap(), "stage:after-attach").await;
+}
+
+/// NodePublish killed at `point`; `read_only` publications of block volumes get their own
+/// read-only loop device.
+async fn publish_killed(name: &str, cap: csi::VolumeCapability, read_only: bool, point: &str) {
+    let block = is_block(&cap);
+    let mut d = Driver::start().await;
+    let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+    let (staging, target) = (d.staging(name), d.target(name, "pod"));
+    d.stage(&id, &staging, cap.clone()).await;
+    let publish = publish_req(&id, &staging, &target, cap.clone(), read_only);
+    let staged_loops = usize::from(block);
+
+    // The CO repeats the publish: it finishes with one mount (and one device) at the target.
+    arm(&mut d, point).await;
+    let r = d.node().node_publish_volume(publish.clone()).await;
+    restart_after_crash(&mut d, point, r.map(|_| ())).await;
+    d.publish(&id, &staging, &target, cap.clone(), read_only)
+        .await;
+    assert_eq!(mounts_at(&target).len(), 1, "{point}: mounts at the target");
+    assert_eq!(
+        mounts_at(&target)[0].read_only(),
+        read_only,
+        "{point}: the target's mount is read-only exactly when asked"
+    );
+    let published_loops = staged_loops + usize::from(block && read_only);
+    assert_eq!(
+        loops_of(&d, name),
+        published_loops,
+        "{point}: after the repeat"
+    );
+    d.unpublish(&id, &target).await;
+    assert!(
+        mounts_at(&target).is_empty(),
+        "{point}: target left mounted"
+    );
+    assert_eq!(loops_of(&d, name), staged_loops, "{point}: after unpublish");
+
+    // The CO gives up and unpublishes: what the killed publish made is taken down.
+    arm(&mut d, point).await;
+    let r = d.node().node_publish_volume(publish).await;
+    restart_after_crash(&mut d, point, r.map(|_| ())).await;
+    if block && point == "publish:after-bind" {
+        // Detaching a device a bind still shows would let that bind show the next image the
+        // kernel attaches to it: NodeUnstage waits for the unpublish.
+        let r = d
+            .node()
+            .node_unstage_volume(unstage_req(&id, &staging))
+            .await;
+        let s = expect_code(r, tonic::Code::FailedPrecondition, "unstage under a bind");
+        assert!(s.message().contains("unpublish it first"), "{s:?}");
+        assert_eq!(mounts_at(&target).len(), 1, "{point}: the bind stays");
+        assert_eq!(loops_of(&d, name), published_loops, "{point}: devices stay");
+    }
+    d.unpublish(&id, &target).await;
+    assert!(
+        mounts_at(&target).is_empty(),
+        "{point}: the killed publish's mount is left at the target"
+    );
+    assert_eq!(loops_of(&d, name), staged_loops, "{point}: after unpublish");
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_killed_after_its_bind_is_repeated_or_unpublished() {
+    publish_killed("pub-fs", mount_cap(), false, "publish:after-bind").await;
+    publish_killed("pub-fs-ro", mount_cap(), true, "publish:after-bind").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raw_publish_killed_after_its_bind_is_repeated_or_unpublished() {
+    publish_killed("pub-blk", block_cap(), false, "publish:after-bind").await;
+    publish_killed("pub-blk-ro", block_cap(), true, "publish:after-bind").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_raw_publish_killed_after_its_loop_attach_leaks_no_device() {
+    publish_killed("pub-att", block_cap(), true, "publish:after-attach").await;
+}
+
+/// NodeUnpublish killed after its unmount, before it detached the publication's read-only
+/// loop device and forgot the publication: the repeated unpublish finishes both.
+async fn unpublish_killed(name: &str, cap: csi::VolumeCapability, read_only: bool) {
+    let point = "unpublish:after-unmount";
+    let block = is_block(&cap);
+    let mut d = Driver::start().await;
+    let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+    let (staging, target) = (d.staging(name), d.target(name, "pod"));
+    d.stage(&id, &staging, cap.clone()).await;
+    d.publish(&id, &staging, &target, cap.clone(), read_only)
+        .await;
+    arm(&mut d, point).await;
+    let r = d
+        .node()
+        .node_unpublish_volume(unpublish_req(&id, &target))
+        .await;
+    restart_after_crash(&mut d, point, r.map(|_| ())).await;
+    d.unpublish(&id, &target).await;
+    assert!(
+        mounts_at(&target).is_empty(),
+        "{point}: target left mounted"
+    );
+    assert_eq!(loops_of(&d, name), usize::from(block), "{point}: devices");
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unpublish_killed_after_its_unmount_is_repeated() {
+    unpublish_killed("unp-fs", mount_cap(), false).await;
+    unpublish_killed("unp-blk", block_cap(), false).await;
+    unpublish_killed("unp-blk-ro", block_cap(), true).await;
+}
