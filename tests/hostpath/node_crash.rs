@@ -206,3 +206,95 @@ async fn an_unpublish_killed_after_its_unmount_is_repeated() {
     unpublish_killed("unp-blk", block_cap(), false).await;
     unpublish_killed("unp-blk-ro", block_cap(), true).await;
 }
+
+/// A read-only raw publish killed after its bind leaves a device only that (unrecorded) bind
+/// shows: the sweeps of later publishes and unpublishes at other targets keep it, and the
+/// bind keeps showing the volume until its own unpublish.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stray_device_sweep_keeps_a_device_an_unrecorded_bind_shows() {
+    let (name, cap) = ("keep-ro", block_cap());
+    let mut d = Driver::start().await;
+    let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+    let staging = d.staging(name);
+    let (first, second) = (d.target(name, "pod-a"), d.target(name, "pod-b"));
+    d.stage(&id, &staging, cap.clone()).await;
+    {
+        let _open = hold_files_open();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&staging_device(&d, name))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"volume's").unwrap();
+        f.sync_all().unwrap();
+    }
+    arm(&mut d, "publish:after-bind").await;
+    let r = d
+        .node()
+        .node_publish_volume(publish_req(&id, &staging, &first, cap.clone(), true))
+        .await;
+    restart_after_crash(&mut d, "publish:after-bind", r.map(|_| ())).await;
+    d.publish(&id, &staging, &second, cap.clone(), true).await;
+    assert_eq!(loops_of(&d, name), 3, "staged, first and second devices");
+    d.unpublish(&id, &second).await;
+    assert_eq!(loops_of(&d, name), 2, "the first target's device is kept");
+    let mut head = [0u8; 8];
+    std::io::Read::read_exact(&mut std::fs::File::open(&first).unwrap(), &mut head).unwrap();
+    assert_eq!(
+        &head, b"volume's",
+        "the unrecorded bind still shows the volume"
+    );
+    d.unpublish(&id, &first).await;
+    assert_eq!(loops_of(&d, name), 1);
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    d.assert_nothing_leaked(&[]);
+}
+
+/// The read-write loop device of a staged block volume, from the kernel's list.
+fn staging_device(d: &Driver, name: &str) -> String {
+    let loops = loop_devices_under(&d.volume_dir(name));
+    assert_eq!(loops.len(), 1, "one staged device");
+    loops[0].0.clone()
+}
+
+/// Another block volume's bind at a target the CO names for this volume is never taken down,
+/// published over, or swept, and this volume's unstage does not touch its devices.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_raw_volumes_bind_is_left_alone() {
+    let cap = block_cap();
+    let d = Driver::start().await;
+    let mine = d.create("mine", 16 * MIB, cap.clone()).await.volume_id;
+    let theirs = d.create("theirs", 16 * MIB, cap.clone()).await.volume_id;
+    let (my_staging, their_staging) = (d.staging("mine"), d.staging("theirs"));
+    d.stage(&mine, &my_staging, cap.clone()).await;
+    d.stage(&theirs, &their_staging, cap.clone()).await;
+    for read_only in [false, true] {
+        let target = d.target("mine", "pod");
+        d.publish(&theirs, &their_staging, &target, cap.clone(), read_only)
+            .await;
+        let before = loop_devices_under(d.base());
+        let r = d
+            .node()
+            .node_unpublish_volume(unpublish_req(&mine, &target))
+            .await;
+        expect_code(r, tonic::Code::NotFound, "unpublish another volume's bind");
+        let r = d
+            .node()
+            .node_publish_volume(publish_req(&mine, &my_staging, &target, cap.clone(), true))
+            .await;
+        expect_code(r, tonic::Code::AlreadyExists, "publish over another's bind");
+        assert_eq!(mounts_at(&target).len(), 1, "the other volume's bind stays");
+        assert_eq!(
+            loop_devices_under(d.base()),
+            before,
+            "no device was touched"
+        );
+        d.unpublish(&theirs, &target).await;
+    }
+    d.unstage(&mine, &my_staging).await;
+    assert_eq!(loops_of(&d, "theirs"), 1, "the other volume stays staged");
+    d.unstage(&theirs, &their_staging).await;
+    d.delete(&mine).await;
+    d.delete(&theirs).await;
+    d.assert_nothing_leaked(&[]);
+}
