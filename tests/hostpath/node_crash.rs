@@ -222,7 +222,7 @@ async fn the_stray_device_sweep_keeps_a_device_an_unrecorded_bind_shows() {
         let _open = hold_files_open();
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .open(&staging_device(&d, name))
+            .open(staging_device(&d, name))
             .unwrap();
         std::io::Write::write_all(&mut f, b"volume's").unwrap();
         f.sync_all().unwrap();
