@@ -298,3 +298,38 @@ async fn another_raw_volumes_bind_is_left_alone() {
     d.delete(&theirs).await;
     d.assert_nothing_leaked(&[]);
 }
+
+/// A stage killed before its record, and then DeleteVolume without NodeUnstage: the image's
+/// unbound loop device is detached and the volume goes; a bind of the volume's directory makes
+/// the delete refuse (the data stays) until NodeUnstage takes the bind down.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_whose_stage_was_killed_is_deleted_or_refused() {
+    for (name, cap, point) in [
+        ("del-blk", block_cap(), "stage:after-attach"),
+        ("del-fs", mount_cap(), "stage:after-bind"),
+    ] {
+        let block = is_block(&cap);
+        let mut d = Driver::start().await;
+        let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+        let staging = d.staging(name);
+        arm(&mut d, point).await;
+        let r = d
+            .node()
+            .node_stage_volume(stage_req(&id, &staging, cap.clone()))
+            .await;
+        restart_after_crash(&mut d, point, r.map(|_| ())).await;
+        if !block {
+            std::fs::write(staging.join("data"), b"kept").unwrap();
+            let r = d.controller().delete_volume(delete_req(&id)).await;
+            let s = expect_code(r, tonic::Code::FailedPrecondition, "delete under a bind");
+            assert!(
+                s.message().contains(&staging.display().to_string()),
+                "{s:?}"
+            );
+            assert_eq!(std::fs::read(staging.join("data")).unwrap(), b"kept");
+            d.unstage(&id, &staging).await;
+        }
+        d.delete(&id).await;
+        d.assert_nothing_leaked(&[]);
+    }
+}

@@ -11,19 +11,35 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Mount points that show `device`: binds of its node, as a raw publication makes them (and
-/// the CO's binds of those). Only mounts whose root is a node named like the device are
-/// looked at (the driver binds `/dev/loopN` itself), so no other mount point is ever stat'ed.
-fn binds_of(device: &Path) -> io::Result<Vec<PathBuf>> {
-    let rdev = fs::metadata(device)?.rdev();
+/// Mount points whose root is a file named like `path` and which show `path` itself (`same`
+/// compares their metadata): the binds of one directory or device node, and the CO's binds of
+/// those. Only mounts of a file so named are stat'ed, so no unrelated mount point (a hung
+/// network mount) is ever touched.
+fn binds_of(
+    path: &Path,
+    same: impl Fn(&fs::Metadata, &fs::Metadata) -> bool,
+) -> io::Result<Vec<PathBuf>> {
+    let meta = fs::metadata(path)?;
     Ok(mountinfo::read()?
         .into_iter()
-        .filter(|m| m.root.file_name() == device.file_name())
+        .filter(|m| m.root.file_name() == path.file_name())
         .map(|m| m.mount_point)
-        .filter(|p| {
-            fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
-        })
+        .filter(|p| fs::metadata(p).is_ok_and(|m| same(&m, &meta)))
         .collect())
+}
+
+/// Mount points that show the node of `device` (a raw publication binds it).
+fn binds_of_device(device: &Path) -> io::Result<Vec<PathBuf>> {
+    binds_of(device, |m, d| {
+        m.file_type().is_block_device() && m.rdev() == d.rdev()
+    })
+}
+
+/// Mount points that show the directory `dir` (a stage binds it).
+pub(super) fn binds_of_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    binds_of(dir, |m, d| {
+        m.is_dir() && m.dev() == d.dev() && m.ino() == d.ino()
+    })
 }
 
 impl HostpathBackend {
@@ -70,7 +86,7 @@ impl HostpathBackend {
     pub(super) fn detach_stray_read_only(&self, rec: &VolumeRecord) -> Result<()> {
         let vid = rec.id.as_str();
         for a in self.loop_devices(rec)?.into_iter().filter(|a| a.read_only) {
-            if binds_of(&a.device)
+            if binds_of_device(&a.device)
                 .map_err(Error::os(vid, "read the mount table"))?
                 .is_empty()
             {
@@ -89,7 +105,8 @@ impl HostpathBackend {
         let vid = rec.id.as_str();
         let devices = self.loop_devices(rec)?;
         for a in &devices {
-            let binds = binds_of(&a.device).map_err(Error::os(vid, "read the mount table"))?;
+            let binds =
+                binds_of_device(&a.device).map_err(Error::os(vid, "read the mount table"))?;
             if let Some(at) = binds.first() {
                 return Err(Error::precondition(
                     vid,
