@@ -125,3 +125,41 @@ impl HostpathBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::{beneath, mountfd};
+    use std::os::fd::AsFd;
+
+    fn bind(source: &Path, root: &Path, rel: &str) {
+        fs::create_dir_all(root.join(rel)).unwrap();
+        let fd = beneath::open_beneath(root, Path::new(rel), nix::fcntl::OFlag::O_PATH).unwrap();
+        mountfd::bind_mount_onto(source, fd.as_fd(), false, sys_mount::MountFlags::empty())
+            .unwrap();
+    }
+
+    /// Needs root (bind mounts).
+    #[test]
+    fn binds_of_dir_finds_the_binds_of_that_directory_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let (vol, twin) = (root.join("base/vol"), root.join("other/vol"));
+        fs::create_dir_all(&vol).unwrap();
+        fs::create_dir_all(&twin).unwrap();
+        bind(&vol, &root, "stage/vol");
+        bind(&root.join("stage/vol"), &root, "pod/mnt");
+        // Same name, another directory: not a bind of the volume.
+        bind(&twin, &root, "elsewhere/vol");
+        let mut found = binds_of_dir(&vol).unwrap();
+        found.sort();
+        let unmount = || {
+            for rel in ["pod/mnt", "stage/vol", "elsewhere/vol"] {
+                crate::os::mount::unmount_all(&root.join(rel)).unwrap();
+            }
+        };
+        unmount();
+        assert_eq!(found, [root.join("pod/mnt"), root.join("stage/vol")]);
+        assert!(binds_of_dir(&vol).unwrap().is_empty());
+    }
+}
