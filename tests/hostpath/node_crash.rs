@@ -1,8 +1,8 @@
 //! Crash windows on the node side: the driver SIGKILLs itself (FERROVOL_CRASH_AT) between a
-//! kernel step of NodeStage, NodePublish or NodeUnpublish (a bind, a loop attach, an unmount)
-//! and the record change that makes that step known. After a restart the CO's retry finishes
-//! idempotently, the CO's teardown takes down exactly what the killed call made (and nothing
-//! foreign), and no mount or loop device is left behind.
+//! kernel step of NodeStage, NodeUnstage, NodePublish or NodeUnpublish (a bind, a loop attach,
+//! an unmount, a detach) and the record change that makes that step known. After a restart the
+//! CO's retry finishes idempotently, the CO's teardown (or DeleteVolume) takes down exactly what
+//! the killed call made and nothing foreign, and no mount or loop device is left behind.
 
 use crate::common;
 
@@ -331,5 +331,35 @@ async fn a_volume_whose_stage_was_killed_is_deleted_or_refused() {
         }
         d.delete(&id).await;
         d.assert_nothing_leaked(&[]);
+    }
+}
+
+/// NodeUnstage killed after its unmount or detach, before it forgot the stage: the repeated
+/// unstage finishes, and the volume stages and publishes again as if nothing happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unstage_killed_after_its_kernel_step_is_repeated() {
+    for (name, cap, point) in [
+        ("uns-fs", mount_cap(), "unstage:after-unmount"),
+        ("uns-blk", block_cap(), "unstage:after-detach"),
+    ] {
+        let mut d = Driver::start().await;
+        let id = d.create(name, 16 * MIB, cap.clone()).await.volume_id;
+        let (staging, target) = (d.staging(name), d.target(name, "pod"));
+        d.stage(&id, &staging, cap.clone()).await;
+        arm(&mut d, point).await;
+        let r = d
+            .node()
+            .node_unstage_volume(unstage_req(&id, &staging))
+            .await;
+        restart_after_crash(&mut d, point, r.map(|_| ())).await;
+        d.unstage(&id, &staging).await;
+        assert!(
+            mounts_at(&staging).is_empty(),
+            "{point}: staging mount left"
+        );
+        assert_eq!(loops_of(&d, name), 0, "{point}: loop device left");
+        d.stage(&id, &staging, cap.clone()).await;
+        d.publish(&id, &staging, &target, cap.clone(), false).await;
+        d.tear_down(&id, &target, &staging).await;
     }
 }

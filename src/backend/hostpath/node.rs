@@ -193,9 +193,13 @@ impl NodeBackend for HostpathBackend {
                         ));
                     }
                     staging_t.unmount_all(&vid)?;
+                    crate::failpoint::hit("unstage:after-unmount");
                 }
             }
-            AccessKind::Block => self.detach_all(&rec)?,
+            AccessKind::Block => {
+                self.detach_all(&rec)?;
+                crate::failpoint::hit("unstage:after-detach");
+            }
         }
         if rec.staged_at.take().is_some() {
             self.save(rec)?;
