@@ -1,6 +1,8 @@
-//! The loop devices of a block volume's image. Each is proven the volume's own before it is
-//! used or detached: the kernel names the (device, inode) of its backing file, which must be
-//! the image's, re-read now (a path alone could name a file replaced since).
+//! The loop devices of a block volume's image, and the binds that show a volume's directory or
+//! devices. A device is proven the volume's own before it is used or detached: the kernel names
+//! the (device, inode) of its backing file, which must be the image's, re-read now (a path alone
+//! could name a file replaced since). The binds tell what a node call killed before its record
+//! left behind: a device no bind shows is detached, one a bind shows is kept.
 
 use super::record::VolumeRecord;
 use super::HostpathBackend;
