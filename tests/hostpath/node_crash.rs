@@ -363,3 +363,33 @@ async fn an_unstage_killed_after_its_kernel_step_is_repeated() {
         d.tear_down(&id, &target, &staging).await;
     }
 }
+
+/// NodeUnstage of a volume at a staging path that holds another volume's bind (a CO mixing up
+/// paths after a restart) takes nothing down: neither the bind nor the other's loop device.
+#[tokio::test(flavor = "multi_thread")]
+async fn unstage_leaves_another_volumes_staging_alone() {
+    for cap in [mount_cap(), block_cap()] {
+        let block = is_block(&cap);
+        let d = Driver::start().await;
+        let mine = d.create("mine", 16 * MIB, cap.clone()).await.volume_id;
+        let theirs = d.create("theirs", 16 * MIB, cap.clone()).await.volume_id;
+        let their_staging = d.staging("theirs");
+        d.stage(&theirs, &their_staging, cap.clone()).await;
+        let r = d
+            .node()
+            .node_unstage_volume(unstage_req(&mine, &their_staging))
+            .await;
+        if block {
+            // A block stage mounts nothing at the staging path: there is nothing of ours to do.
+            assert!(r.is_ok(), "{r:?}");
+            assert_eq!(loops_of(&d, "theirs"), 1, "the other's device stays");
+        } else {
+            expect_code(r, tonic::Code::NotFound, "unstage at another's staging");
+            assert_eq!(mounts_at(&their_staging).len(), 1, "the other's bind stays");
+        }
+        d.unstage(&theirs, &their_staging).await;
+        d.delete(&mine).await;
+        d.delete(&theirs).await;
+        d.assert_nothing_leaked(&[]);
+    }
+}
