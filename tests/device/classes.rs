@@ -7,10 +7,10 @@ use crate::common;
 use crate::common::disks;
 
 use common::*;
+use disks::{image, Disk};
 use ferrovol::cli::devices::read_inventory;
 use ferrovol::discovery::Claim;
 use ferrovol::proto as csi;
-use disks::{image, Disk};
 use std::path::Path;
 use tonic::Code;
 

@@ -18,6 +18,7 @@ mod delete_leftover;
 mod expansion;
 mod journal_damage;
 mod lifecycle;
+mod node_crash;
 mod old_state;
 mod path_confinement;
 mod pools;

@@ -234,7 +234,23 @@ impl ControllerBackend for HostpathBackend {
             return Err(Error::precondition(id_str, why));
         }
         let dir = self.volume_dir(&rec.name);
+        // A stage or publish killed before its record may have left a bind of the directory
+        // (refused: a pod may see it) or an unbound loop device of the image (detached).
+        if dir.is_dir() {
+            let binds = super::loops::binds_of_dir(&dir)
+                .map_err(Error::os(&id_str, "look for binds of the volume"))?;
+            if let Some(at) = binds.first() {
+                return Err(Error::precondition(
+                    id_str,
+                    format!(
+                        "{} still shows it; unstage or unpublish it first (nothing was removed)",
+                        at.display()
+                    ),
+                ));
+            }
+        }
         if rec.kind == AccessKind::Block {
+            self.detach_all(&rec)?;
             let image = self.image_path(&rec.name);
             if image.exists() {
                 // NodeUnstage detached the image's loop device, but the kernel finishes a detach

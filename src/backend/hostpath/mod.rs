@@ -16,6 +16,7 @@ mod adopt_copy;
 mod base;
 mod controller;
 mod limiter;
+mod loops;
 mod node;
 pub mod params;
 pub mod pool_config;

@@ -13,8 +13,8 @@ use crate::volume::{
     AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats,
 };
 use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 
 fn same_inode(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {
@@ -28,12 +28,17 @@ fn is_mounted(path: &Path, volume: &str) -> Result<bool> {
 }
 
 impl HostpathBackend {
-    /// Whether `path` shows this volume: its directory (bind mount) or one of its loop devices.
+    /// Whether `path` shows this volume: its directory (bind mount) or the node of one of its
+    /// loop devices (proven backed by its image). A mount the record does not name (its call
+    /// was killed before the record) is taken down or adopted only when this holds.
     fn shows_volume(&self, rec: &VolumeRecord, path: &Path) -> bool {
         match rec.kind {
             AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
             AccessKind::Block => {
-                let Ok(meta) = fs::metadata(path) else {
+                let Some(meta) = fs::metadata(path)
+                    .ok()
+                    .filter(|m| m.file_type().is_block_device())
+                else {
                     return false;
                 };
                 self.loop_devices(rec)
@@ -42,23 +47,6 @@ impl HostpathBackend {
                     .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
             }
         }
-    }
-
-    fn loop_devices(&self, rec: &VolumeRecord) -> Result<Vec<loopdev::Attached>> {
-        let image = self.image_path(&rec.name);
-        if !image.exists() {
-            return Ok(Vec::new());
-        }
-        loopdev::find_by_backing_file(&image).map_err(Error::os(&rec.id, "list loop devices"))
-    }
-
-    /// The read-write loop device made by NodeStage.
-    fn staged_device(&self, rec: &VolumeRecord) -> Result<Option<PathBuf>> {
-        Ok(self
-            .loop_devices(rec)?
-            .into_iter()
-            .find(|a| !a.read_only)
-            .map(|a| a.device))
     }
 
     /// Drops publications whose mounts vanished (reboot, manual unmount). True if any did.
@@ -91,11 +79,13 @@ impl HostpathBackend {
                 // A read-only bind mount does not stop writes to a device node, so a read-only
                 // publication gets its own read-only loop device.
                 let (device, own_device) = if opts.read_only() {
+                    self.detach_stray_read_only(rec)?;
                     let image = self.image_path(&rec.name);
                     let dev = loopdev::attach(&image, true).map_err(Error::os(
                         vid,
                         format!("attach {} read-only", image.display()),
                     ))?;
+                    crate::failpoint::hit("publish:after-attach");
                     (dev, true)
                 } else {
                     match self.staged_device(rec)? {
@@ -154,6 +144,7 @@ impl NodeBackend for HostpathBackend {
                     }
                 } else {
                     staging_t.bind_dir(&vid, &dir, BindOptions::default())?;
+                    crate::failpoint::hit("stage:after-bind");
                 }
             }
             AccessKind::Block => {
@@ -164,6 +155,7 @@ impl NodeBackend for HostpathBackend {
                         format!("attach {} to a loop device", image.display()),
                     ))?;
                     tracing::info!(volume = %vid, device = %dev.display(), "attached image");
+                    crate::failpoint::hit("stage:after-attach");
                 }
             }
         }
@@ -201,17 +193,12 @@ impl NodeBackend for HostpathBackend {
                         ));
                     }
                     staging_t.unmount_all(&vid)?;
+                    crate::failpoint::hit("unstage:after-unmount");
                 }
             }
             AccessKind::Block => {
-                for a in self
-                    .loop_devices(&rec)?
-                    .into_iter()
-                    .filter(|a| !a.read_only)
-                {
-                    loopdev::detach(&a.device)
-                        .map_err(Error::os(&vid, format!("detach {}", a.device.display())))?;
-                }
+                self.detach_all(&rec)?;
+                crate::failpoint::hit("unstage:after-detach");
             }
         }
         if rec.staged_at.take().is_some() {
@@ -280,6 +267,7 @@ impl NodeBackend for HostpathBackend {
             }
         } else {
             self.mount_target(&rec, staging_t, &req.target, opts)?;
+            crate::failpoint::hit("publish:after-bind");
         }
         if rec.published.get(target) != Some(&wanted) {
             rec.published.insert(target.to_path_buf(), wanted);
@@ -304,19 +292,12 @@ impl NodeBackend for HostpathBackend {
                     ),
                 ));
             }
-            let read_only_device = match rec.kind {
-                AccessKind::Block => fs::metadata(target).ok().and_then(|m| {
-                    self.loop_devices(&rec).ok()?.into_iter().find(|a| {
-                        a.read_only && fs::metadata(&a.device).is_ok_and(|d| d.rdev() == m.rdev())
-                    })
-                }),
-                AccessKind::Mount => None,
-            };
             target_t.unmount_all(&vid)?;
-            if let Some(a) = read_only_device {
-                loopdev::detach(&a.device)
-                    .map_err(Error::os(&vid, format!("detach {}", a.device.display())))?;
-            }
+            crate::failpoint::hit("unpublish:after-unmount");
+        }
+        if rec.kind == AccessKind::Block {
+            // The publication's own read-only device, and any an earlier killed call left.
+            self.detach_stray_read_only(&rec)?;
         }
         target_t.remove(&vid);
         if rec.published.remove(target).is_some() {
