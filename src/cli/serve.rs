@@ -129,8 +129,9 @@ pub struct ServeArgs {
 /// Options of the NFS driver (`--driver nfs`).
 #[derive(Debug, Args)]
 pub struct NfsArgs {
-    /// NFS driver: deadline of every call to an NFS server (provisioning) and, tripled, of
-    /// every kernel mount, unmount and statfs on the node (e.g. 5s, 500ms).
+    /// NFS driver: deadline of every call to an NFS server (provisioning; an NFSv4.1 server in
+    /// its grace period is retried within it, then Unavailable) and, tripled, of every kernel
+    /// mount, unmount and statfs on the node (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub nfs_timeout: std::time::Duration,
 

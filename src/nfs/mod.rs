@@ -39,7 +39,8 @@
 //! (with each entry's handle and attributes). A small record is read with OPEN, READ and CLOSE
 //! in one compound (the current stateid links them) and written with WRITE and CLOSE in one;
 //! a path resolves in one compound of LOOKUPs. Owners travel as numeric strings under AUTH_SYS;
-//! a server that sends names (`user@domain`) is refused with the remedy (v4/attr.rs).
+//! an owner the server names (`user@domain`) reads as `UNKNOWN_ID`, which a copy refuses with
+//! the remedy (v4/attr.rs).
 //!
 //! Refused: delegations (every OPEN asks for none with OPEN4_SHARE_ACCESS_WANT_NO_DELEG; one
 //! granted anyway is returned at once), pNFS (EXCHANGE_ID asks for a non-pNFS server role;

@@ -64,7 +64,12 @@ pub enum FileType {
     Other(u32),
 }
 
-/// The attributes callers need, from fattr3 or fattr4 (owners are numeric under AUTH_SYS).
+/// An owner or group the server named (`user@domain`) instead of numbering: NFSv4 without
+/// numeric owners. Never a real id (it is chown's "leave unchanged").
+pub const UNKNOWN_ID: u32 = u32::MAX;
+
+/// The attributes callers need, from fattr3 or fattr4 (owners numeric under AUTH_SYS, else
+/// `UNKNOWN_ID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
     pub kind: FileType,

@@ -55,6 +55,15 @@ async fn adopt(d: &Driver, uid: &str, name: &str) -> Result<AdoptResponse, tonic
         .map(|r| r.into_inner())
 }
 
+/// A mount of a disk that goes (lazily) when dropped, even when the test panics first.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 fn dev_params() -> std::collections::HashMap<String, String> {
     [("backend".to_string(), "device".to_string())].into()
 }
@@ -147,11 +156,12 @@ async fn a_device_with_data_is_adopted_published_and_kept_on_delete() {
     assert!(!d.list_ids().await.contains(&id));
     let m = dir.path().join("m");
     run("mount", &[full.path(), m.to_str().unwrap()]);
+    let held = Mounted(m.clone());
     let kept = (
         fs::read_to_string(m.join("data.txt")),
         fs::read_to_string(m.join("new.txt")),
     );
-    run("umount", &[m.to_str().unwrap()]);
+    drop(held);
     assert_eq!(kept.0.unwrap(), "kept");
     assert_eq!(kept.1.unwrap(), "through ferrovol");
     // Still no candidate for the dynamic path.
@@ -179,6 +189,7 @@ async fn devices_that_cannot_be_adopted_are_refused_untouched() {
     let d = b.start().await;
     let at = dir.path().join("m1");
     run("mount", &[mounted.path(), at.to_str().unwrap()]);
+    let held = Mounted(at.clone());
 
     let cases = [
         (&blank, Code::FailedPrecondition, "carries no filesystem"),
@@ -204,7 +215,7 @@ async fn devices_that_cannot_be_adopted_are_refused_untouched() {
     let s = adopt(&d, "bd-0000", "v").await.expect_err("unknown uid");
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("no device bd-0000"), "{s:?}");
-    run("umount", &[at.to_str().unwrap()]);
+    drop(held);
     assert_eq!(uuid_on(&mounted.dev), Some(uuid));
     assert_eq!(probe_all(&blank.dev).unwrap(), vec![]);
     assert!(d.list_ids().await.is_empty());

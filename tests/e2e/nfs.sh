@@ -30,7 +30,8 @@ NFS_LOCK_FD=7
 nfs_socket() { echo "$NFS_DIR/controller.sock"; }
 nfs_node_socket() { echo "$(node_dir "$1")/nfs.sock"; }
 
-# start_ganesha: ganesha exporting NFS_EXPORT on free ports, registered with rpcbind.
+# start_ganesha: ganesha exporting NFS_EXPORT (NFS on 2049, MOUNT and NLM on free ports),
+# registered with rpcbind.
 start_ganesha() {
     mkdir -p "$NFS_EXPORT" "$NFS_DIR/ganesha-recovery"
     eval "exec $NFS_LOCK_FD>$NFS_LOCK"
@@ -42,13 +43,16 @@ start_ganesha() {
         eval "rpcbind -w $NFS_LOCK_FD>&-" || return 1
     fi
     local nfs_port mnt_port nlm_port
-    nfs_port=$(free_port)
+    # 2049: the class mounts with nfsvers=4.1, so the controller provisions over NFSv4.1, which
+    # finds the server there (the ganesha lock held above keeps the port ours).
+    nfs_port=2049
     mnt_port=$(free_port)
     nlm_port=$(free_port)
     cat >"$NFS_DIR/ganesha.conf" <<EOF
 NFS_CORE_PARAM { NFS_Port = $nfs_port; MNT_Port = $mnt_port; NLM_Port = $nlm_port;
     Bind_addr = 127.0.0.1; Protocols = 3, 4; Enable_RQUOTA = false; }
-NFSV4 { Graceless = true; RecoveryBackend = fs; RecoveryRoot = $NFS_DIR/ganesha-recovery; }
+NFSV4 { Graceless = true; Only_Numeric_Owners = true; RecoveryBackend = fs;
+    RecoveryRoot = $NFS_DIR/ganesha-recovery; }
 EXPORT { Export_Id = 1; Path = $NFS_EXPORT; Pseudo = $NFS_EXPORT; Access_Type = RW;
     Squash = No_Root_Squash; Protocols = 3, 4; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }
 LOG { Default_Log_Level = WARN; }

@@ -26,7 +26,7 @@ nfs_server_up() {
     nsenter --mount="$mnt" -- mount -t tmpfs tmpfs /run || return 1
     cat >"$d/ganesha.conf" <<EOF
 NFS_CORE_PARAM { Bind_addr = $RN_NFS_ADDR; Protocols = 3, 4; Enable_RQUOTA = false; }
-NFSV4 { Graceless = true; RecoveryBackend = fs; RecoveryRoot = $d/recovery; }
+NFSV4 { Graceless = true; Only_Numeric_Owners = true; RecoveryBackend = fs; RecoveryRoot = $d/recovery; }
 EXPORT { Export_Id = 1; Path = $RN_EXPORT; Pseudo = $RN_EXPORT; Access_Type = RW;
     Squash = No_Root_Squash; Protocols = 3, 4; Transports = TCP; SecType = sys; FSAL { Name = VFS; } }
 LOG { Default_Log_Level = WARN; }

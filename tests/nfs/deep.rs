@@ -2,13 +2,11 @@
 //! of 10,000 nested directories is removed by DeleteVolume and copied whole by a snapshot and a
 //! clone, through real gRPC against the real binary and a real nfs-ganesha. The trees are made
 //! and checked on the exported directory's disk (through directory descriptors: the paths are
-//! far longer than PATH_MAX). Needs root, nfs-ganesha (VFS) and rpcbind: skipped without them.
+//! far longer than PATH_MAX), over NFSv3 and NFSv4.1. Needs root, nfs-ganesha (VFS) and rpcbind: skipped without them.
 
-use crate::common::ganesha;
 use crate::common::nfs;
 use crate::common::nfs_snap;
 
-use ganesha::Ganesha;
 use nfs::*;
 use nfs_snap::*;
 use nix::fcntl::{openat, OFlag};
@@ -58,12 +56,13 @@ fn chain_depth(root: &Path) -> (usize, bool) {
     (depth, leaf)
 }
 
-#[tokio::test]
-async fn a_tree_10000_deep_is_copied_and_removed() {
+both_versions_async!(a_tree_10000_deep_is_copied_and_removed);
+
+async fn a_tree_10000_deep_is_copied_and_removed(proto: Proto) {
     if !usable("nfs_deep") {
         return;
     }
-    let g = Ganesha::start();
+    let g = proto.start();
     let d = nfs_driver(&g, &[]).await;
     let p = class(&g, &[("onDelete", "delete")]);
     let v = create(&d, "deep", &p).await;

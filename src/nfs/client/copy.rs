@@ -22,6 +22,7 @@
 
 use super::dirs::{join, PAGE_BYTES};
 use super::*;
+use crate::nfs::types::UNKNOWN_ID;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
@@ -325,6 +326,7 @@ impl<'a> Copier<'a> {
                 return Ok(());
             }
         }
+        self.numeric_owner(&ent.attr, from)?;
         // Private until its attributes are set: nobody reads a half-made copy through it.
         let dst = c.create_op(&self.s, dir, &ent.name, CreateHow::Guarded(0o600), to)?;
         let src = match c.open_op(&self.s, &ent.fh, false, from) {
@@ -401,6 +403,7 @@ impl<'a> Copier<'a> {
 
     fn symlink(&mut self, ent: &Entry, dir: &Fh, to: &str) -> Result<()> {
         let c = self.c;
+        self.numeric_owner(&ent.attr, to)?;
         let target = c.readlink_op(&self.s, &ent.fh, to)?;
         let attr = FullAttr {
             uid: Some(ent.attr.uid),
@@ -419,7 +422,19 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
+    /// A copy keeps owners: one the server named instead of numbering (NFSv4 without numeric
+    /// owners) cannot be kept, so the copy stops rather than give the copy another owner.
+    fn numeric_owner(&self, a: &Attr, path: &str) -> Result<()> {
+        if a.uid == UNKNOWN_ID || a.gid == UNKNOWN_ID {
+            return Err(self
+                .c
+                .protocol("copy", format!("{path:?}: {}", v4::attr::NAMED_OWNERS)));
+        }
+        Ok(())
+    }
+
     fn set_attr(&self, fh: &Fh, a: &Attr, path: &str) -> Result<()> {
+        self.numeric_owner(a, path)?;
         self.set_full(fh, &full_attr(a), path)
     }
 

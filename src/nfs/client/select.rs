@@ -35,7 +35,9 @@ fn not_served_over_v4(e: &NfsError) -> bool {
     const MINOR_VERS_MISMATCH: u32 = 10021;
     const WRONGSEC: u32 = 10016;
     match e {
-        NfsError::Unavailable { .. } | NfsError::Protocol { .. } => true,
+        // A server in its grace period, or asking to wait, does serve NFSv4.1.
+        NfsError::Unavailable { cause, .. } => !cause.contains("NFS4ERR_"),
+        NfsError::Protocol { .. } => true,
         NfsError::Status { status, .. } => [
             NfsStatus::NOENT.0,
             NfsStatus::NOTDIR.0,
@@ -117,5 +119,47 @@ impl NfsClient {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_server_that_does_not_serve_v41_makes_auto_speak_v3() {
+        let unavailable = |cause: &str| NfsError::Unavailable {
+            server: "s".into(),
+            cause: cause.into(),
+        };
+        let status = |n: u32| NfsError::Status {
+            server: "s".into(),
+            op: "LOOKUP".into(),
+            path: "/e".into(),
+            status: NfsStatus(n),
+            v4: true,
+        };
+        assert!(not_served_over_v4(&unavailable(
+            "EXCHANGE_ID: Connection refused"
+        )));
+        assert!(
+            not_served_over_v4(&status(2)),
+            "the share is not in the pseudo-filesystem"
+        );
+        assert!(
+            not_served_over_v4(&status(10021)),
+            "minor version 1 refused"
+        );
+        assert!(!not_served_over_v4(&unavailable(
+            "the server is in its grace period after a restart (NFS4ERR_GRACE), still after 5s"
+        )));
+        assert!(!not_served_over_v4(&NfsError::DeadlineExceeded {
+            server: "s".into(),
+            op: "EXCHANGE_ID".into()
+        }));
+        assert!(
+            !not_served_over_v4(&status(5)),
+            "an I/O error says nothing about versions"
+        );
     }
 }

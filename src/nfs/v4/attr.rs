@@ -2,12 +2,13 @@
 //! decoding of the values, which follow in the order of their bit numbers.
 //!
 //! Owners travel as strings. Under AUTH_SYS the client sends numeric strings ("1000"), which
-//! RFC 8881 section 5.9 has servers accept, and it needs numeric strings back: knfsd sends them
-//! to AUTH_SYS clients by default (`nfs4_disable_idmapping`), nfs-ganesha with
-//! `Only_Numeric_Owners = true`. A name such as `user@domain` cannot be turned into the id a
-//! copy must keep, so it is an error naming the owner and the remedy.
+//! RFC 8881 section 5.9 has servers accept, and reads numeric strings back: knfsd sends them to
+//! AUTH_SYS clients by default (`nfs4_disable_idmapping`), nfs-ganesha with
+//! `Only_Numeric_Owners = true`. A name such as `user@domain` cannot be turned into an id here:
+//! it reads as `UNKNOWN_ID`, which provisioning never needs and a copy refuses (it could not
+//! keep the owner), naming the remedy (`NAMED_OWNERS`).
 
-use crate::nfs::types::{Attr, FileType, FsStat, FullAttr};
+use crate::nfs::types::{Attr, FileType, FsStat, FullAttr, UNKNOWN_ID};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
 pub const TYPE: u32 = 1;
@@ -159,15 +160,17 @@ impl Decoded {
     }
 }
 
-fn owner_id(s: &str, what: &str) -> XdrResult<u32> {
+/// What a copy says when the server names owners instead of numbering them.
+pub const NAMED_OWNERS: &str = "the server sends owner names, not numeric ids: a copy cannot keep \
+    them (knfsd: nfs4_disable_idmapping=Y, the default; nfs-ganesha: NFSV4 { Only_Numeric_Owners = true; })";
+
+/// A numeric owner ("1000", or "1000@domain"); anything else is `UNKNOWN_ID`.
+fn owner_id(s: &str) -> u32 {
     let n = s.split_once('@').map_or(s, |(n, _)| n);
-    n.parse().map_err(|_| {
-        XdrError(format!(
-            "the server sent {what} {s:?}, not a numeric id: under AUTH_SYS this client needs \
-             numeric owners (knfsd: nfs4_disable_idmapping=Y, the default; nfs-ganesha: \
-             NFSV4 {{ Only_Numeric_Owners = true; }})"
-        ))
-    })
+    n.parse()
+        .ok()
+        .filter(|&id| id != UNKNOWN_ID)
+        .unwrap_or(UNKNOWN_ID)
 }
 
 /// Decodes a fattr4: its bitmap, then the values in bit order.
@@ -193,8 +196,8 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
             FILEID => out.fileid = v.u64()?,
             MODE => out.mode = v.u32()? & 0o7777,
             NUMLINKS => out.nlink = v.u32()?,
-            OWNER => out.uid = owner_id(&v.string(1024)?, "owner")?,
-            OWNER_GROUP => out.gid = owner_id(&v.string(1024)?, "owner_group")?,
+            OWNER => out.uid = owner_id(&v.string(1024)?),
+            OWNER_GROUP => out.gid = owner_id(&v.string(1024)?),
             SPACE_AVAIL => out.space.avail = v.u64()?,
             SPACE_FREE => out.space.free = v.u64()?,
             SPACE_TOTAL => out.space.total = v.u64()?,
@@ -250,14 +253,15 @@ mod tests {
     }
 
     #[test]
-    fn owner_names_are_refused_with_the_remedy() {
+    fn owner_names_read_as_unknown() {
         let mut e = Encoder::new();
-        enc_bitmap(&mut e, &[OWNER]);
+        enc_bitmap(&mut e, &[OWNER, OWNER_GROUP]);
         let mut vals = Encoder::new();
-        vals.string("root@localdomain");
+        vals.string("root@localdomain").string("0");
         e.opaque(vals.bytes());
-        let err = dec_fattr(&mut Decoder::new(e.bytes())).unwrap_err();
-        assert!(err.0.contains("Only_Numeric_Owners"), "{err}");
+        let a = dec_fattr(&mut Decoder::new(e.bytes())).unwrap();
+        assert_eq!((a.uid, a.gid), (UNKNOWN_ID, 0));
+        assert!(NAMED_OWNERS.contains("Only_Numeric_Owners"));
     }
 
     #[test]

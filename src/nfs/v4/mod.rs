@@ -2,7 +2,7 @@
 //! port alone (no portmap, no MOUNT). See the crate-level `nfs` module doc for what the client
 //! does and refuses.
 
-mod attr;
+pub mod attr;
 mod io;
 mod ops;
 pub mod proto;
