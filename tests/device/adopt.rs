@@ -7,12 +7,12 @@ use crate::common;
 use crate::common::disks;
 
 use common::*;
+use disks::{image, run, Disk};
 use ferrovol::cli::devices::read_inventory;
 use ferrovol::discovery::{Claim, Entry};
 use ferrovol::os::blkid::probe_all;
 use ferrovol::proto as csi;
 use ferrovol::proto::admin::{admin_client::AdminClient, AdoptDeviceRequest, AdoptResponse};
-use disks::{image, run, Disk};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
