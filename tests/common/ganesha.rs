@@ -188,7 +188,20 @@ LOG {{ Default_Log_Level = WARN; }}
                     && f[3] == port.to_string()
             })
         };
-        has("100003", self.nfs_port) && has("100005", self.mnt_port)
+        // Registered is not yet serving: under load ganesha maps its programs before it answers
+        // them (a MOUNT then fails with "program unavailable"), so each must answer a NULL call.
+        let answers = |prog: &str| {
+            Command::new("rpcinfo")
+                .args(["-T", "tcp", "127.0.0.1", prog, "3"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        has("100003", self.nfs_port)
+            && has("100005", self.mnt_port)
+            && answers("100003")
+            && answers("100005")
     }
 
     /// Starts the server (again) with the same ports and export.

@@ -135,7 +135,10 @@ GANESHA
                 return 0
             fi
         else
-            rpcinfo -p 127.0.0.1 2>/dev/null | awk -v p="$NFSP" '$1 == 100003 && $2 == 3 && $3 == "tcp" && $4 == p {f = 1} END {exit !f}' && return 0
+            # Mapped, then answering: a NULL call to each program (ganesha maps them first).
+            rpcinfo -p 127.0.0.1 2>/dev/null | awk -v p="$NFSP" '$1 == 100003 && $2 == 3 && $3 == "tcp" && $4 == p {f = 1} END {exit !f}' &&
+                rpcinfo -T tcp 127.0.0.1 100003 3 >/dev/null 2>&1 &&
+                rpcinfo -T tcp 127.0.0.1 100005 3 >/dev/null 2>&1 && return 0
         fi
         sleep 0.1
     done
