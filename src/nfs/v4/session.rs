@@ -120,6 +120,11 @@ impl Session {
         }
     }
 
+    /// Slots the server granted: compounds this session carries at once.
+    pub fn slots(&self) -> usize {
+        self.slots.lock().unwrap().len()
+    }
+
     /// Whether the slot's last call lost its reply (SEQ_MISORDERED then means step back).
     pub fn uncertain(&self, slot: u32) -> bool {
         self.slots.lock().unwrap()[slot as usize].uncertain

@@ -150,7 +150,8 @@ impl Transport {
         );
         // CREATE_SESSION bound this connection to the session.
         self.pool.lock().unwrap().push(Pooled { conn, bound: s.id });
-        tracing::debug!(server = %self.server, clientid, "NFSv4.1 session created");
+        tracing::debug!(server = %self.server, clientid, slots = s.slots(), max_ops = s.max_ops,
+            "NFSv4.1 session created");
         // No state of ours survives a server restart worth reclaiming: say so at once, so the
         // server may end its grace period early.
         let mut ops = Ops::new();
