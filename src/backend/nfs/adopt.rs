@@ -9,7 +9,7 @@
 //! A directory that another record names, lies inside one, or holds one, is refused, as is one
 //! inside the driver's own `.ferrovol` or an archived volume's directory.
 
-use super::controller::now_secs;
+use super::layout::now_secs;
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::OnDelete;
 use super::pattern::ARCHIVE_PREFIX;

@@ -14,7 +14,6 @@ use crate::volume::{
     VolumeInfo,
 };
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Mode of parent directories a nested pattern creates (shared by many volumes: traversable by
 /// all, writable by the owner only).
@@ -49,13 +48,6 @@ pub(super) fn not_ours(rec: &VolumeRecord) -> Error {
             rec.sub_dir, rec.server, rec.share
         ),
     )
-}
-
-pub(super) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The first field in which an existing volume differs from a repeated CreateVolume.
@@ -287,7 +279,7 @@ impl ControllerBackend for NfsBackend {
             mount_permissions: p.mount_permissions,
             uid: p.uid,
             gid: p.gid,
-            created_at: now_secs(),
+            created_at: layout::now_secs(),
             source: requested_source.clone(),
             dir_handle: None,
             staging: None,
