@@ -3,7 +3,7 @@
 //! volume, device and NFS server gauges are read from the state that already holds them (the
 //! ledgers, the device inventory, `os::nfscalls`) at each scrape.
 
-use crate::discovery::inventory::{Claim, Inventory};
+use crate::discovery::inventory::Inventory;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -192,12 +192,10 @@ fn devices() -> Family<Labels, Gauge> {
             return false;
         };
         for e in inventory.snapshot() {
-            let claim = match e.claim {
-                Claim::Unclaimed => "Unclaimed",
-                Claim::Claimed { .. } => "Claimed",
-                Claim::Released { .. } => "Released",
-            };
-            let labels = vec![("state", format!("{:?}", e.state)), ("claim", claim.into())];
+            let labels = vec![
+                ("state", e.state.as_str().into()),
+                ("claim", e.claim.kind().into()),
+            ];
             family.get_or_create(&labels).inc();
         }
         true

@@ -1,7 +1,7 @@
 //! `ferrovol devices`: one discovery scan, printed as a table (or JSON). Reads only; it never
 //! writes to a device or to the inventory.
 
-use crate::discovery::{scan, Claim, Device, Entry, Filters, State};
+use crate::discovery::{scan, Claim, Device, Entry, Filters};
 use crate::server::BoxResult;
 use clap::Args;
 use std::path::PathBuf;
@@ -124,21 +124,15 @@ pub fn inventory_table(entries: &[Entry]) -> String {
         vec![["UID", "PATH", "SIZE", "STATE", "CLAIM", "VOLUME", "REASON"].map(String::from)];
     for e in entries {
         let d = &e.device;
-        let state = match e.state {
-            State::Active => "Active",
-            State::Inactive => "Inactive",
-        };
         let excluded = d.excluded_reason.clone().unwrap_or_else(|| "-".into());
-        let (claim, volume, reason) = match &e.claim {
-            Claim::Unclaimed => ("Unclaimed", "-".to_string(), excluded),
-            Claim::Claimed { volume, node } => {
-                ("Claimed", format!("{volume} ({node})"), "-".to_string())
-            }
+        let (volume, reason) = match &e.claim {
+            Claim::Unclaimed => ("-".to_string(), excluded),
+            Claim::Claimed { volume, node } => (format!("{volume} ({node})"), "-".to_string()),
             Claim::Released {
                 volume,
                 reason,
                 node,
-            } => ("Released", format!("{volume} ({node})"), reason.clone()),
+            } => (format!("{volume} ({node})"), reason.clone()),
         };
         // Two devices presenting one identity outweigh any other reason.
         let reason = match e.conflict.as_slice() {
@@ -149,8 +143,8 @@ pub fn inventory_table(entries: &[Entry]) -> String {
             d.uid.clone(),
             d.dev_path.display().to_string(),
             human(d.size_bytes),
-            state.into(),
-            claim.into(),
+            e.state.as_str().into(),
+            e.claim.kind().into(),
             volume,
             reason,
         ]);

@@ -133,24 +133,18 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
             mount_point: d.mount_points.first().map(|m| m.display().to_string()),
         }),
     };
-    let (claim_state, volume, released) = match &e.claim {
-        Claim::Unclaimed => ("Unclaimed", None, None),
-        Claim::Claimed { volume, .. } => ("Claimed", Some(volume.clone()), None),
-        Claim::Released { volume, reason, .. } => {
-            ("Released", Some(volume.clone()), Some(reason.clone()))
-        }
+    let (volume, released) = match &e.claim {
+        Claim::Unclaimed => (None, None),
+        Claim::Claimed { volume, .. } => (Some(volume.clone()), None),
+        Claim::Released { volume, reason, .. } => (Some(volume.clone()), Some(reason.clone())),
     };
     let mut obj = BlockDevice::new(&d.uid, spec);
     obj.metadata.labels = Some([(NODE_LABEL.to_string(), node.to_string())].into());
     obj.status = Some(BlockDeviceStatus {
-        claim_state: claim_state.into(),
+        claim_state: e.claim.kind().into(),
         volume,
         claim_node: e.claim.node().map(str::to_string),
-        state: match e.state {
-            State::Active => "Active",
-            State::Inactive => "Inactive",
-        }
-        .into(),
+        state: e.state.as_str().into(),
         candidate: d.candidate && e.state == State::Active && e.conflict.is_empty(),
         reason: released.or_else(|| d.excluded_reason.clone()),
         conflict: (!e.conflict.is_empty()).then(|| {

@@ -46,7 +46,25 @@ pub enum Claim {
     },
 }
 
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "Active",
+            State::Inactive => "Inactive",
+        }
+    }
+}
+
 impl Claim {
+    /// Unclaimed, Claimed or Released.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Claim::Unclaimed => "Unclaimed",
+            Claim::Claimed { .. } => "Claimed",
+            Claim::Released { .. } => "Released",
+        }
+    }
+
     /// The node that holds or held the claim; None when unclaimed.
     pub fn node(&self) -> Option<&str> {
         match self {
