@@ -1,5 +1,5 @@
 //! A fault campaign against the NFS driver, through real gRPC against the real binary and a
-//! real nfs-ganesha. Each run either starts an operation (create, delete or archive, snapshot,
+//! real nfs-ganesha, once over NFSv3 and once over NFSv4.1 (`<test>::v3`, `<test>::v41`). Each run either starts an operation (create, delete or archive, snapshot,
 //! restore, clone) under a fault (kill -9 at a crash point, a failed record removal, kill -9
 //! after a random delay, or the server stalled with SIGSTOP for up to 2.5 s against a 1 s NFS
 //! deadline), or, as a CO's backoff does, comes back to one whose first attempt failed and
@@ -143,8 +143,9 @@ enum Request {
     Snapshot(String, String),
 }
 
-#[tokio::test]
-async fn fault_campaign_loses_and_touches_nothing() {
+both_versions_async!(fault_campaign_loses_and_touches_nothing);
+
+async fn fault_campaign_loses_and_touches_nothing(proto: Proto) {
     if !usable("nfs_faults") {
         return;
     }
@@ -152,7 +153,8 @@ async fn fault_campaign_loses_and_touches_nothing() {
     let mut rng = Rng(env_or("FERROVOL_NFS_FAULT_SEED", 1)
         .max(1)
         .wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let g = Ganesha::start();
+    // The class says `nfsvers: auto`: NFSv4.1 against the v4-only server, NFSv3 against the other.
+    let g = proto.start();
     let mut d = nfs_driver(&g, &["--nfs-timeout", "1s"]).await;
     let foreign = g.export.join("team/foreign");
     fs::create_dir_all(&foreign).unwrap();
