@@ -55,6 +55,19 @@ setup_xfs() {
     mount -o loop "$WORK/xfs.img" "$WORK/xfs"
 }
 
+# Waits until the driver under $1 answers GetPluginInfo and Probe on its socket (up to 60 s):
+# a socket file alone can precede the server, and csi-sanity's first connection must find it.
+wait_serving() { # wait_serving <dir>
+    local _
+    for _ in $(seq 600); do
+        "$BIN" ctl --endpoint "unix://$1/data/csi.sock" info >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "the driver under $1 did not answer within 60 s; its log:"
+    cat "$1/driver.log"
+    return 1
+}
+
 status=0
 summary=""
 run() { # run <label> <access type> <hostpath base | nfs> [extra csi-sanity args...]
@@ -69,7 +82,7 @@ run() { # run <label> <access type> <hostpath base | nfs> [extra csi-sanity args
             --node-id sanity-node --max-volumes-per-node 16 --publish-root "$dir" >"$dir/driver.log" 2>&1 &
     fi
     PID=$!
-    for _ in $(seq 100); do [ -S "$dir/data/csi.sock" ] && break; sleep 0.1; done
+    wait_serving "$dir"
     local rc=0
     "$SANITY" --csi.endpoint="$dir/data/csi.sock" \
         --csi.mountdir="$dir/target" --csi.stagingdir="$dir/staging" \
@@ -170,7 +183,7 @@ run_device() { # run_device <access>
     "$BIN" serve --backends device "${includes[@]}" --data-dir "$dir/data" \
         --node-id sanity-node --max-volumes-per-node 4 --publish-root "$dir" >"$dir/driver.log" 2>&1 &
     PID=$!
-    for _ in $(seq 100); do [ -S "$dir/data/csi.sock" ] && break; sleep 0.1; done
+    wait_serving "$dir"
     local rc=0
     "$SANITY" --csi.endpoint="$dir/data/csi.sock" \
         --csi.mountdir="$dir/target" --csi.stagingdir="$dir/staging" \
