@@ -302,6 +302,18 @@ impl<R: Record> Ledger<R> {
         self.lock().by_id(id).map(|r| r.name().to_string())
     }
 
+    /// AlreadyExists when `id` belongs to a record other than `name` (ids are derived from names,
+    /// so two names can meet on one id); `what` names the kind, "volume" or "snapshot".
+    pub fn refuse_id_of_another(&self, id: &str, name: &str, what: &str) -> Result<()> {
+        match self.id_owner(id).filter(|o| o != name) {
+            Some(other) => Err(Error::exists(
+                id,
+                format!("this id already belongs to {what} {other:?}; choose another name"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn records(&self) -> Vec<R> {
         self.lock().volumes.iter().map(|e| (*e.0).clone()).collect()
     }

@@ -43,12 +43,7 @@ impl DeviceBackend {
                 ),
             ));
         }
-        if let Some(other) = self.ledger.id_owner(&id) {
-            return Err(Error::exists(
-                id,
-                format!("this id already belongs to volume {other:?}; choose another name"),
-            ));
-        }
+        self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         let refuse = |why: String| {
             Error::precondition(&id, format!("device {uid}: {why}; nothing was changed"))
         };

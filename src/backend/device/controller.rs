@@ -164,12 +164,8 @@ impl ControllerBackend for DeviceBackend {
             AccessKind::Mount => Some(self.fs_type_for(&id_str, &params, &req.capabilities)?),
         };
         let wanted_params = defining(&req.parameters);
-        if let Some(other) = self.ledger.id_owner(&id_str).filter(|o| o != &req.name) {
-            return Err(Error::exists(
-                id_str,
-                format!("this id already belongs to volume {other:?}; choose another name"),
-            ));
-        }
+        self.ledger
+            .refuse_id_of_another(&id_str, &req.name, "volume")?;
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
             return match rec.phase {

@@ -131,12 +131,7 @@ impl HostpathBackend {
                 ),
             ));
         }
-        if let Some(other) = self.ledger.id_owner(&id) {
-            return Err(Error::exists(
-                id,
-                format!("this id already belongs to volume {other:?}; choose another name"),
-            ));
-        }
+        self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         let source = self.check_source(&id, &req.path)?;
         self.check_unused(&id, &source)?;
         if req.reflink_copy {

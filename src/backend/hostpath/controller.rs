@@ -100,12 +100,8 @@ impl ControllerBackend for HostpathBackend {
         let source_id = source.as_ref().map(|s| s.id.clone());
         let wanted_params = defining(&req.parameters);
 
-        if let Some(other) = self.ledger.id_owner(&id_str).filter(|o| o != &req.name) {
-            return Err(Error::exists(
-                id_str,
-                format!("this id already belongs to volume {other:?}; choose another name"),
-            ));
-        }
+        self.ledger
+            .refuse_id_of_another(&id_str, &req.name, "volume")?;
         if let Some(rec) = self.ledger.get(&req.name) {
             if rec.backend.source != source_id {
                 return Err(Error::exists(

@@ -280,12 +280,8 @@ impl SnapshotBackend for HostpathBackend {
                 ),
             ));
         }
-        if let Some(other) = self.snaps.id_owner(&id_str) {
-            return Err(Error::exists(
-                id_str,
-                format!("this id already belongs to snapshot {other:?}; choose another name"),
-            ));
-        }
+        self.snaps
+            .refuse_id_of_another(&id_str, &req.name, "snapshot")?;
         if !self.is_local(&req.source) {
             return Err(Error::invalid(format!(
                 "snapshot {}: volume {source_str} does not live on node {}",
