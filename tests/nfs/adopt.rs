@@ -283,3 +283,42 @@ async fn a_node_plugin_adopts_nothing() {
     assert!(s.message().contains("NFS controller"), "{s:?}");
     assert!(records(&g).is_empty());
 }
+
+/// During a rollout two controllers serve one share. Only the holder of the share's lease
+/// adopts: each controller's check that no record names a directory comes before its record is
+/// written, so two controllers adopting one directory under two names at once would both pass
+/// it, and a delete of either volume would then remove what the other still publishes.
+#[tokio::test]
+async fn only_the_holder_of_the_shares_lease_adopts() {
+    if !usable("nfs_adopt") {
+        return;
+    }
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap();
+    data_dir(&g.export.join("legacy/first"), "first");
+    data_dir(&g.export.join("legacy/other"), "other");
+    let first = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
+    adopt(&first, &g, "legacy/first", "first", "delete")
+        .await
+        .unwrap_or_else(|e| panic!("the lease holder adopts: {e}\n{}", first.log()));
+
+    let second = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
+    let refused = adopt(&second, &g, "legacy/other", "other", "delete")
+        .await
+        .expect_err("a controller without the share's lease adopts nothing");
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert!(
+        refused.message().contains("lease"),
+        "the refusal names the lease: {}",
+        refused.message()
+    );
+    assert_eq!(records(&g).len(), 1, "the refused adoption wrote no record");
+    assert_data(&g.export.join("legacy/other"), "other");
+
+    adopt(&first, &g, "legacy/other", "other", "delete")
+        .await
+        .unwrap_or_else(|e| panic!("the lease holder adopts: {e}\n{}", first.log()));
+    assert_eq!(records(&g).len(), 2);
+}

@@ -7,7 +7,9 @@
 //! leaves the record or no record, and the directory as it was.
 //!
 //! A directory that another record names, lies inside one, or holds one, is refused, as is one
-//! inside the driver's own `.ferrovol` or an archived volume's directory.
+//! inside the driver's own `.ferrovol` or an archived volume's directory. Only the controller
+//! that holds the share's lease adopts (lease.rs), so those checks and the record's write are
+//! never raced by a second controller on the share.
 
 use super::layout::now_secs;
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
@@ -76,6 +78,7 @@ impl NfsBackend {
             ));
         }
         let c = self.client(&loc.server, &loc.share)?;
+        self.hold_lease(&vid, &c)?;
         if let Some(rec) = self.read_record(&vid, &c, &id.key)? {
             if rec.id == vid
                 && rec.name == req.name
@@ -130,10 +133,29 @@ impl NfsBackend {
         };
         // Registered before anything is written on the share, as for a create.
         self.shares.register(&vid, &loc.server, &loc.share)?;
+        self.hold_lease(&vid, &c)?;
         self.write_record(&c, &rec)?;
         tracing::info!(volume = %vid, dir = %place, on_delete = ?on_delete,
             "adopted an NFS directory as a volume");
         Ok(self.info(&rec, VolumeCondition::healthy()))
+    }
+
+    /// Aborted unless this process holds the share's lease: a second controller's check that
+    /// no record names the directory could pass beside this one's, and two records naming one
+    /// directory would let a delete of either remove what the other publishes.
+    fn hold_lease(&self, vid: &str, c: &NfsClient) -> Result<()> {
+        if self
+            .leases
+            .wait_held(c, super::lease::Leases::takeover_wait())
+        {
+            return Ok(());
+        }
+        Err(Error::Busy(format!(
+            "{vid}: another controller holds the lease of {}:{}; adopt through that one. \
+             Nothing was changed",
+            c.server(),
+            c.share()
+        )))
     }
 
     /// FailedPrecondition when a record on the share names `sub_dir`, a directory above it,
