@@ -134,6 +134,7 @@ impl HostpathBackend {
         self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         let source = self.check_source(&id, &req.path)?;
         self.check_unused(&id, &source)?;
+        self.check_no_pod_uses(&id, &source, req.pods.as_deref())?;
         if req.reflink_copy {
             self.check_copyable(&id, &source)?;
         } else {
