@@ -265,10 +265,8 @@ async fn a_directory_a_pod_uses_through_a_host_path_or_a_claim_is_refused_until_
     assert!(d.state_records().is_empty());
 
     // Once the pod ended, the directory is adopted with its data.
-    let mut s = state.lock().unwrap();
-    s.failing = false;
-    s.pods = bystanders;
-    drop(s);
+    state.lock().unwrap().failing = false;
+    set_pods(bystanders);
     adopt(&d, &src, "v", 64 * MIB)
         .await
         .expect("adopt once no pod uses it");
