@@ -1,6 +1,7 @@
 //! Adoption of an existing directory as a hostpath volume, in place: one rename within the
 //! base's filesystem (none when it already is the volume's place), never a copy, unless the
-//! operator asks for a reflink copy on btrfs (`adopt_copy`). The checks are in `adopt_checks`;
+//! operator asks for a reflink copy on btrfs (`adopt_copy`). The checks are in `adopt_checks`
+//! and, for the pods of the node, `adopt_pods`;
 //! which pool a directory goes to, in `pools_adopt`.
 //!
 //! The directory gets what a create gives a new one: the ownership markers (volume id, this
