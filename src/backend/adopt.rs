@@ -14,6 +14,9 @@ pub struct AdoptDir {
     /// btrfs: a reflink copy into a new subvolume (limited by a qgroup), the original renamed
     /// aside, instead of a rename of the original.
     pub reflink_copy: bool,
+    /// The pods of this node and the host paths they use, to refuse a directory one of them
+    /// uses (`pod_paths`); None where no Kubernetes is configured (no pods can exist there).
+    pub pods: Option<std::sync::Arc<dyn super::pod_paths::PodPaths>>,
 }
 
 /// A device with a filesystem on this node to claim as a volume, keeping its data.

@@ -9,6 +9,7 @@ pub mod done;
 pub mod hostpath;
 pub mod nfs;
 pub mod params;
+pub mod pod_paths;
 pub mod registry;
 
 pub use caps::{BackendCaps, Capacity, Expansion, Reach};

@@ -4,6 +4,7 @@
 
 use super::{rpc, Driver};
 use crate::backend::adopt::{Adopt, AdoptDevice, AdoptDir, AdoptNfsDir};
+use crate::backend::pod_paths::PodPaths;
 use crate::backend::{device, hostpath, nfs};
 use crate::error::{Error, Result};
 use crate::proto::admin as pb;
@@ -17,11 +18,18 @@ pub struct AdminService {
     /// Whether this process serves the controller role: an NFS volume's record is the
     /// controller's to write, never a node plugin's.
     controller: bool,
+    /// This node's pods and their host paths, for a directory's adoption; None without
+    /// Kubernetes.
+    pods: Option<Arc<dyn PodPaths>>,
 }
 
 impl AdminService {
-    pub fn new(driver: Arc<Driver>, controller: bool) -> Self {
-        AdminService { driver, controller }
+    pub fn new(driver: Arc<Driver>, controller: bool, pods: Option<Arc<dyn PodPaths>>) -> Self {
+        AdminService {
+            driver,
+            controller,
+            pods,
+        }
     }
 }
 
@@ -88,6 +96,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let r = req.into_inner();
         let d = self.driver.clone();
+        let pods = self.pods.clone();
         adopt(
             d,
             "AdoptDirectory",
@@ -102,6 +111,7 @@ impl pb::admin_server::Admin for AdminService {
                     capacity: capacity(&r.name, r.capacity_bytes)?,
                     name: r.name,
                     reflink_copy: r.reflink_copy,
+                    pods,
                 }))
             },
         )

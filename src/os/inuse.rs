@@ -19,8 +19,8 @@
 //! PersistentVolumes) shows in the driver's own mount table and is found. Processes and mount
 //! namespaces are those of the driver's PID namespace: the pod's own unless it runs with
 //! `hostPID`. A container that reaches the directory through a hostPath volume (the container
-//! runtime's bind mount in the container's namespace) is therefore seen only with `hostPID`:
-//! docs/adoption.md says to stop the pod first in every case.
+//! runtime's bind mount in the container's namespace) is therefore seen only with `hostPID`;
+//! adoption finds such pods through the Kubernetes API instead (`backend::pod_paths`).
 
 use super::mountinfo::{self, MountEntry};
 use std::collections::HashSet;

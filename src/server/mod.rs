@@ -4,6 +4,7 @@ pub mod endpoint;
 mod h2_authority;
 pub mod health;
 pub mod metrics;
+pub mod pods;
 pub mod registration;
 pub mod rpc_metrics;
 
@@ -67,7 +68,9 @@ pub async fn serve(
         }))
         // The admin API moves data on this node: only on a Unix socket, never over TCP.
         .add_optional_service(matches!(endpoint, Endpoint::Unix(_)).then(|| {
-            AdminServer::new(AdminService::new(driver.clone(), controller))
+            let pods = pods::KubePods::configured(&driver.node_id)
+                .map(|p| Arc::new(p) as Arc<dyn crate::backend::pod_paths::PodPaths>);
+            AdminServer::new(AdminService::new(driver.clone(), controller, pods))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }));
     match endpoint {

@@ -66,9 +66,11 @@ source tests/e2e/real_lifecycle.sh
 source tests/e2e/real_bench.sh
 # shellcheck source=tests/e2e/real_pools.sh
 source tests/e2e/real_pools.sh
+# shellcheck source=tests/e2e/real_adopt.sh
+source tests/e2e/real_adopt.sh
 # The uninstall needs every volume gone; the upgrade from an earlier chart installs it again.
 REAL_SCENARIOS=(scenario_hostpath scenario_device_fs scenario_device_block scenario_nfs scenario_snapshot scenario_ephemeral
-    scenario_btrfs_expand scenario_pools scenario_upgrade_roll scenario_kill_plugin scenario_reboot
+    scenario_btrfs_expand scenario_pools scenario_adopt_in_use scenario_upgrade_roll scenario_kill_plugin scenario_reboot
     scenario_uninstall scenario_upgrade_from_old)
 
 finish() {

@@ -1,6 +1,7 @@
 //! Adoption of an existing directory as a hostpath volume, in place: one rename within the
 //! base's filesystem (none when it already is the volume's place), never a copy, unless the
-//! operator asks for a reflink copy on btrfs (`adopt_copy`). The checks are in `adopt_checks`;
+//! operator asks for a reflink copy on btrfs (`adopt_copy`). The checks are in `adopt_checks`
+//! and, for the pods of the node, `adopt_pods`;
 //! which pool a directory goes to, in `pools_adopt`.
 //!
 //! The directory gets what a create gives a new one: the ownership markers (volume id, this
@@ -134,6 +135,7 @@ impl HostpathBackend {
         self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         let source = self.check_source(&id, &req.path)?;
         self.check_unused(&id, &source)?;
+        self.check_no_pod_uses(&id, &source, req.pods.as_deref())?;
         if req.reflink_copy {
             self.check_copyable(&id, &source)?;
         } else {

@@ -13,6 +13,7 @@
 mod adopt;
 mod adopt_checks;
 mod adopt_copy;
+mod adopt_pods;
 mod base;
 mod controller;
 mod limiter;

@@ -4,6 +4,7 @@
 
 mod copy;
 mod crash;
+mod pods;
 mod pools;
 mod quota;
 mod recipe;
