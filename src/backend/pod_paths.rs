@@ -17,6 +17,8 @@ pub struct PodPath {
     pub via: String,
     /// The path as the pod's volume or its PersistentVolume names it (not resolved).
     pub path: PathBuf,
+    /// Every container of the pod mounts the volume read-only (or the claim is read-only).
+    pub read_only: bool,
 }
 
 /// Why the pods' paths are not known: adoption proceeds without them never.

@@ -80,14 +80,25 @@ impl KubePods {
             }
             for u in volume_uses(pod) {
                 match u {
-                    Use::Host { volume, path } => out.push(PodPath {
+                    Use::Host {
+                        volume,
+                        path,
+                        read_only,
+                    } => out.push(PodPath {
                         pod: name.clone(),
                         via: format!("hostPath volume {volume:?}"),
                         path,
+                        read_only,
                     }),
-                    Use::Claim { volume, claim } => {
+                    Use::Claim {
+                        volume,
+                        claim,
+                        read_only,
+                    } => {
                         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-                        if let Some(p) = claim_path(&client, &name, ns, &volume, &claim).await? {
+                        if let Some(mut p) = claim_path(&client, &name, ns, &volume, &claim).await?
+                        {
+                            p.read_only = read_only;
                             out.push(p);
                         }
                     }
@@ -156,6 +167,7 @@ async fn claim_path(
         pod: pod.to_string(),
         via: format!("claim {ns}/{claim} (PersistentVolume {pv_name})"),
         path,
+        read_only: false,
     }))
 }
 
@@ -178,8 +190,32 @@ fn may_run(pod: &Pod) -> bool {
 /// How a pod's volume may reach a host path.
 #[derive(Debug, PartialEq, Eq)]
 enum Use {
-    Host { volume: String, path: PathBuf },
-    Claim { volume: String, claim: String },
+    Host {
+        volume: String,
+        path: PathBuf,
+        read_only: bool,
+    },
+    Claim {
+        volume: String,
+        claim: String,
+        read_only: bool,
+    },
+}
+
+/// Whether every container of the pod (init and ephemeral ones too) that mounts `volume`
+/// mounts it read-only.
+fn mounted_read_only(pod: &Pod, volume: &str) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    let ephemeral = spec.ephemeral_containers.iter().flatten();
+    let mounts = (spec.containers.iter())
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .chain(ephemeral.flat_map(|c| c.volume_mounts.iter().flatten()));
+    mounts
+        .filter(|m| m.name == volume)
+        .all(|m| m.read_only == Some(true))
 }
 
 /// The pod's volumes that may reach a host path: `hostPath` volumes, and the claims of
@@ -193,20 +229,24 @@ fn volume_uses(pod: &Pod) -> Vec<Use> {
         .flatten()
         .filter_map(|v| {
             let volume = v.name.clone();
+            let read_only = mounted_read_only(pod, &volume);
             if let Some(h) = &v.host_path {
                 Some(Use::Host {
                     volume,
                     path: PathBuf::from(&h.path),
+                    read_only,
                 })
             } else if let Some(c) = &v.persistent_volume_claim {
                 Some(Use::Claim {
                     volume,
                     claim: c.claim_name.clone(),
+                    read_only: read_only || c.read_only == Some(true),
                 })
             } else {
                 v.ephemeral.as_ref().map(|_| Use::Claim {
                     claim: format!("{pod_name}-{}", v.name),
                     volume,
+                    read_only,
                 })
             }
         })
@@ -240,7 +280,18 @@ mod tests {
     fn a_pods_host_paths_and_claims_are_its_hostpath_claim_and_ephemeral_volumes() {
         let pod: Pod = from_json(serde_json::json!({
             "metadata": {"name": "app", "namespace": "ns"},
-            "spec": {"containers": [], "volumes": [
+            "spec": {"containers": [
+                {"name": "a", "volumeMounts": [
+                    {"name": "logs", "mountPath": "/logs", "readOnly": true},
+                    {"name": "data", "mountPath": "/data", "readOnly": true}
+                ]},
+                {"name": "b", "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "scratch", "mountPath": "/scratch", "readOnly": false}
+                ]}
+            ], "initContainers": [
+                {"name": "i", "volumeMounts": [{"name": "logs", "mountPath": "/l", "readOnly": true}]}
+            ], "volumes": [
                 {"name": "logs", "hostPath": {"path": "/var/log/app/", "type": "DirectoryOrCreate"}},
                 {"name": "data", "persistentVolumeClaim": {"claimName": "data-app"}},
                 {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
@@ -253,17 +304,22 @@ mod tests {
         assert_eq!(
             volume_uses(&pod),
             [
+                // Read-only in every container that mounts it.
                 Use::Host {
                     volume: "logs".into(),
-                    path: "/var/log/app/".into()
+                    path: "/var/log/app/".into(),
+                    read_only: true,
                 },
+                // Read-only in one container, written in another.
                 Use::Claim {
                     volume: "data".into(),
-                    claim: "data-app".into()
+                    claim: "data-app".into(),
+                    read_only: false,
                 },
                 Use::Claim {
                     volume: "scratch".into(),
-                    claim: "app-scratch".into()
+                    claim: "app-scratch".into(),
+                    read_only: false,
                 },
             ]
         );

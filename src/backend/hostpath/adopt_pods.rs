@@ -32,7 +32,9 @@ pub(super) fn resolve(path: &Path) -> Option<PathBuf> {
 }
 
 /// The first of `uses` whose path, resolved by `resolve`, overlaps `dir` (canonical), with
-/// that resolved path.
+/// that resolved path. A pod that mounts a directory above `dir` only read-only (a node agent
+/// with `hostPath: /`) writes nothing there and follows the rename within the filesystem: no
+/// user. The same pod on `dir` itself or below it is one: adoption would take its data away.
 pub(super) fn user_of<'a>(
     dir: &Path,
     uses: &'a [PodPath],
@@ -40,7 +42,9 @@ pub(super) fn user_of<'a>(
 ) -> Option<(&'a PodPath, PathBuf)> {
     uses.iter().find_map(|u| {
         let real = resolve(&u.path)?;
-        overlaps(dir, &real).then_some((u, real))
+        let (d, r): (PathBuf, PathBuf) = (dir.components().collect(), real.components().collect());
+        let reads_above = u.read_only && d.starts_with(&r) && d != r;
+        (overlaps(dir, &real) && !reads_above).then_some((u, real))
     })
 }
 
@@ -108,6 +112,42 @@ mod tests {
             pod: pod.to_string(),
             via: "hostPath volume \"v\"".to_string(),
             path: PathBuf::from(path),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn a_pod_reading_a_directory_above_is_no_user_but_one_reading_it_or_below_is() {
+        let read_only = |pod: &str, path: &str| PodPath {
+            read_only: true,
+            ..pod_path(pod, path)
+        };
+        let as_is = |p: &Path| Some(p.components().collect());
+        let dir = Path::new("/data/a");
+        let table = [
+            // (the pod's path, mounted read-only, a user of /data/a)
+            ("/", true, false),
+            ("/data", true, false),
+            ("/data/", true, false),
+            ("/", false, true),
+            ("/data", false, true),
+            ("/data/a", true, true),
+            ("/data/a/", true, true),
+            ("/data/a/sub", true, true),
+            ("/data/a/sub", false, true),
+            ("/data/ab", false, false),
+        ];
+        for (path, ro, user) in table {
+            let u = if ro {
+                read_only("ns/p", path)
+            } else {
+                pod_path("ns/p", path)
+            };
+            assert_eq!(
+                user_of(dir, std::slice::from_ref(&u), as_is).is_some(),
+                user,
+                "a pod's {path} (read-only: {ro})"
+            );
         }
     }
 

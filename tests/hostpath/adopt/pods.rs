@@ -97,10 +97,16 @@ fn kubeconfig(dir: &Path, port: u16) -> PathBuf {
     path
 }
 
+/// A pod whose one container mounts its volume `data`, read-write.
 fn pod(ns: &str, name: &str, phase: &str, volumes: Value) -> Value {
+    mounting(ns, name, phase, volumes, false)
+}
+
+fn mounting(ns: &str, name: &str, phase: &str, volumes: Value, read_only: bool) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
            "metadata": {"namespace": ns, "name": name},
-           "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "i"}], "volumes": volumes},
+           "spec": {"nodeName": NODE, "volumes": volumes, "containers": [{"name": "c", "image": "i",
+               "volumeMounts": [{"name": "data", "mountPath": "/d", "readOnly": read_only}]}]},
            "status": {"phase": phase}})
 }
 
@@ -159,8 +165,16 @@ async fn a_directory_a_pod_uses_through_a_host_path_or_a_claim_is_refused_until_
     fs::create_dir_all(&sibling).unwrap();
     let set_pods = |pods: Vec<Value>| state.lock().unwrap().pods = pods;
     // None of these uses the directory: the driver's own pod (its mounts hold every pool), a
-    // pod that ended, a pod on a sibling with a common prefix, a pod on a path missing here.
+    // pod that ended, a pod on a sibling with a common prefix, a pod on a path missing here, a
+    // node agent that reads the whole tree above it.
     let bystanders = vec![
+        mounting(
+            "monitoring",
+            "agent",
+            "Running",
+            host_path(Path::new("/")),
+            true,
+        ),
         pod(
             "ferrovol",
             "ferrovol-node-x",
@@ -190,6 +204,13 @@ async fn a_directory_a_pod_uses_through_a_host_path_or_a_claim_is_refused_until_
         &["pod ns/web", "hostPath volume \"data\""],
     );
     assert_untouched(&src, "app");
+
+    // Read-only on the directory itself is use too: adoption would take its data away.
+    let mut pods = bystanders.clone();
+    pods.push(mounting("ns", "reader", "Running", host_path(&src), true));
+    set_pods(pods);
+    let r = adopt(&d, &src, "v", 64 * MIB).await;
+    refused(r, Code::FailedPrecondition, &src, &["pod ns/reader"]);
 
     // A hostPath volume on a directory inside it, through a symbolic link.
     std::os::unix::fs::symlink(&src, d.root().join("link")).unwrap();
