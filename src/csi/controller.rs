@@ -139,14 +139,8 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc(
-            "ControllerPublishVolume",
-            req.volume_id.clone(),
-            move || {
-                req.check_limits().map_err(Error::InvalidArgument)?;
-                let id = VolumeId::parse(&req.volume_id)?;
+        self.driver
+            .volume_rpc("ControllerPublishVolume", req, |d, req, id| {
                 require("node_id", &req.node_id)?;
                 let cap = convert::required_capability(req.volume_capability.as_ref())?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
@@ -179,48 +173,35 @@ impl csi::controller_server::Controller for ControllerService {
                 Ok(csi::ControllerPublishVolumeResponse {
                     publish_context: publish_context.into_iter().collect(),
                 })
-            },
-        )
-        .await
+            })
+            .await
     }
 
     async fn controller_unpublish_volume(
         &self,
         req: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc(
-            "ControllerUnpublishVolume",
-            req.volume_id.clone(),
-            move || {
-                req.check_limits().map_err(Error::InvalidArgument)?;
-                // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
-                let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
-                else {
+        self.driver
+            .volume_rpc("ControllerUnpublishVolume", req, |d, req, id| {
+                // A volume that no longer exists is unpublished from every node: OK, as the spec
+                // asks.
+                let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
                     return Ok(csi::ControllerUnpublishVolumeResponse {});
                 };
                 let _guard = d.locks.try_lock(&req.volume_id)?;
                 let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
                 backend.controller_unpublish(&id, node)?;
                 Ok(csi::ControllerUnpublishVolumeResponse {})
-            },
-        )
-        .await
+            })
+            .await
     }
 
     async fn validate_volume_capabilities(
         &self,
         req: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc(
-            "ValidateVolumeCapabilities",
-            req.volume_id.clone(),
-            move || {
-                req.check_limits().map_err(Error::InvalidArgument)?;
-                let id = VolumeId::parse(&req.volume_id)?;
+        self.driver
+            .volume_rpc("ValidateVolumeCapabilities", req, |d, req, id| {
                 let caps = convert::capabilities(&req.volume_capabilities)?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
                 let params = convert::parameters(&req.parameters);
@@ -240,9 +221,8 @@ impl csi::controller_server::Controller for ControllerService {
                         message,
                     },
                 })
-            },
-        )
-        .await
+            })
+            .await
     }
 
     async fn list_volumes(
@@ -344,48 +324,43 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("ControllerExpandVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            if req.capacity_range.is_none() {
-                return Err(Error::invalid("capacity_range is required"));
-            }
-            let range = convert::capacity_range(req.capacity_range.as_ref())?;
-            if let Some(cap) = req.volume_capability.as_ref() {
-                convert::capability(cap)?;
-            }
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            let (capacity, node_expansion_required) = backend.expand(&id, range)?;
-            Ok(csi::ControllerExpandVolumeResponse {
-                capacity_bytes: capacity as i64,
-                node_expansion_required,
+        self.driver
+            .volume_rpc("ControllerExpandVolume", req, |d, req, id| {
+                if req.capacity_range.is_none() {
+                    return Err(Error::invalid("capacity_range is required"));
+                }
+                let range = convert::capacity_range(req.capacity_range.as_ref())?;
+                if let Some(cap) = req.volume_capability.as_ref() {
+                    convert::capability(cap)?;
+                }
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                let (capacity, node_expansion_required) = backend.expand(&id, range)?;
+                Ok(csi::ControllerExpandVolumeResponse {
+                    capacity_bytes: capacity as i64,
+                    node_expansion_required,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn controller_get_volume(
         &self,
         req: Request<csi::ControllerGetVolumeRequest>,
     ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("ControllerGetVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let (backend, id) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)?;
-            let info = backend.get(&id)?;
-            Ok(csi::ControllerGetVolumeResponse {
-                volume: Some(convert::volume(&info)),
-                status: Some(csi::controller_get_volume_response::VolumeStatus {
-                    published_node_ids: info.published_nodes.clone(),
-                    volume_condition: Some(convert::condition(&info.condition)),
-                }),
+        self.driver
+            .volume_rpc("ControllerGetVolume", req, |d, req, id| {
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                let info = backend.get(&id)?;
+                Ok(csi::ControllerGetVolumeResponse {
+                    volume: Some(convert::volume(&info)),
+                    status: Some(csi::controller_get_volume_response::VolumeStatus {
+                        published_node_ids: info.published_nodes.clone(),
+                        volume_condition: Some(convert::condition(&info.condition)),
+                    }),
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn controller_modify_volume(

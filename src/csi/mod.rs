@@ -20,7 +20,7 @@ use crate::locks::VolumeLocks;
 use crate::volume::VolumeId;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tonic::{Response, Status};
+use tonic::{Request, Response, Status};
 
 /// Everything the services share.
 pub struct Driver {
@@ -118,6 +118,25 @@ impl Driver {
     ) -> Result<(&Arc<dyn Backend>, VolumeId)> {
         let id = parsed.ok_or_else(|| Error::not_found(raw))?;
         Ok((self.backend_for(&id)?, id))
+    }
+
+    /// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
+    /// limits are checked, then its id parsed (an id that could escape a base path is
+    /// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
+    pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
+        self: &Arc<Self>,
+        method: &'static str,
+        req: Request<R>,
+        body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let req = req.into_inner();
+        let d = self.clone();
+        rpc(method, req.volume_id().to_string(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
+            let id = VolumeId::parse(req.volume_id())?;
+            body(&d, req, id)
+        })
+        .await
     }
 
     pub(crate) fn publish_gate(&self) -> std::sync::MutexGuard<'_, ()> {
