@@ -97,10 +97,20 @@ pub struct Entry {
     pub conflict: Vec<String>,
 }
 
+/// What `devices.json` holds: the node that wrote it and its entries.
 #[derive(Serialize, Deserialize)]
-struct Persisted {
-    node: String,
-    devices: Vec<Entry>,
+pub(crate) struct Persisted {
+    pub(crate) node: String,
+    pub(crate) devices: Vec<Entry>,
+}
+
+impl Persisted {
+    /// The content of `file`, read as `bytes`.
+    pub(crate) fn parse(file: &Path, bytes: &[u8]) -> io::Result<Persisted> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            at(file, "device inventory ")(io::Error::new(io::ErrorKind::InvalidData, e))
+        })
+    }
 }
 
 pub struct Inventory {
@@ -139,9 +149,7 @@ impl Inventory {
         let (mut entries, mut legacy) = (BTreeMap::new(), Claims::new());
         match std::fs::read(&file) {
             Ok(bytes) => {
-                let p: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
-                    at(&file, "device inventory ")(io::Error::new(io::ErrorKind::InvalidData, e))
-                })?;
+                let p = Persisted::parse(&file, &bytes)?;
                 for mut e in p.devices {
                     // Claims recorded before they named their node are the recorder's.
                     e.claim.fill_node(&p.node);
