@@ -6,7 +6,7 @@ use super::{check_served, rpc, rpc_inline, rpc_queued, snapshots, Driver};
 use crate::backend::{CapacityRequest, Done};
 use crate::error::{Error, Result};
 use crate::proto as csi;
-use crate::volume::{CreateRequest, VolumeId};
+use crate::volume::{CreateRequest, TopologyRequirement, VolumeId};
 use csi::controller_service_capability::rpc::Type as Cap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -278,17 +278,13 @@ impl csi::controller_server::Controller for ControllerService {
                 .collect::<Result<Vec<_>>>()?;
             let parameters = convert::parameters(&req.parameters);
             let backend = d.backend_for_params(&parameters)?;
-            let topology =
-                req.accessible_topology
-                    .as_ref()
-                    .map(|t| crate::volume::TopologyRequirement {
-                        requisite: vec![t
-                            .segments
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect()],
-                        preferred: vec![],
-                    });
+            let topology = req
+                .accessible_topology
+                .as_ref()
+                .map(|t| TopologyRequirement {
+                    requisite: vec![convert::parameters(&t.segments)],
+                    preferred: vec![],
+                });
             let capacity = backend.capacity(&CapacityRequest {
                 parameters,
                 capabilities: caps,
@@ -378,10 +374,9 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        let req = req.into_inner();
         let d = self.driver.clone();
-        rpc("CreateSnapshot", req.name.clone(), move || {
-            snapshots::create(&d, req)
+        rpc("CreateSnapshot", req.get_ref().name.clone(), move || {
+            snapshots::create(&d, req.into_inner())
         })
         .await
     }
@@ -402,10 +397,9 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        let req = req.into_inner();
         let d = self.driver.clone();
         rpc("ListSnapshots", String::new(), move || {
-            snapshots::list(&d, req)
+            snapshots::list(&d, req.into_inner())
         })
         .await
     }
