@@ -86,10 +86,9 @@ pub enum Error {
 }
 
 fn suffix(detail: &str) -> String {
-    if detail.is_empty() {
-        String::new()
-    } else {
-        format!(" ({detail})")
+    match detail {
+        "" => String::new(),
+        _ => format!(" ({detail})"),
     }
 }
 
@@ -101,10 +100,7 @@ impl Error {
     }
 
     pub fn not_found(volume: impl Into<String>) -> Self {
-        Error::VolumeNotFound {
-            volume: volume.into(),
-            detail: String::new(),
-        }
+        Self::not_found_because(volume, "")
     }
 
     pub fn not_found_because(volume: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -170,20 +166,17 @@ impl Error {
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::Busy(_) | Error::BadToken(_) => Code::Aborted,
             Error::Os { source, .. } => match source.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => Code::ResourceExhausted,
+                Some(libc::ENOSPC | libc::EDQUOT) => Code::ResourceExhausted,
                 // Something in the way that an operator can clear: a mount inside the volume,
                 // an immutable file, a busy device.
-                Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EBUSY) => {
-                    Code::FailedPrecondition
-                }
+                Some(libc::EXDEV | libc::EPERM | libc::EBUSY) => Code::FailedPrecondition,
                 _ => Code::Internal,
             },
             Error::State { source, .. } => match source.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => Code::ResourceExhausted,
+                Some(libc::ENOSPC | libc::EDQUOT) => Code::ResourceExhausted,
                 _ => Code::Unavailable,
             },
-            Error::Storage { .. } => Code::Unavailable,
-            Error::Unavailable { .. } => Code::Unavailable,
+            Error::Storage { .. } | Error::Unavailable { .. } => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Internal(_) => Code::Internal,

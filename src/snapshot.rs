@@ -7,7 +7,7 @@
 //! volume id parses to no volume (NotFound) and a volume id given as a snapshot id likewise.
 
 use crate::error::Result;
-use crate::volume::{stable_hash, validate_component, VolumeId, MAX_ID_LEN};
+use crate::volume::{validate_component, VolumeId, MAX_ID_LEN};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -25,25 +25,13 @@ impl SnapshotId {
     /// The id of snapshot `name` taken by `backend` on `node` (None: a cluster-wide backend).
     /// `key` is the name itself when the id fits 128 bytes, else a prefix plus its hash.
     pub fn new(backend: &str, node: Option<&str>, name: &str) -> Result<Self> {
-        validate_component("snapshot name", name)?;
         let node = node.map(VolumeId::node_tag);
         let fixed =
             backend.len() + SNAP_SEGMENT.len() + 2 + node.as_ref().map_or(0, |n| n.len() + 1);
-        let room = MAX_ID_LEN - fixed;
-        let key = if name.len() <= room {
-            name.to_string()
-        } else {
-            let suffix = format!("~{:016x}", stable_hash(name));
-            let mut cut = room - suffix.len();
-            while !name.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            format!("{}{suffix}", &name[..cut])
-        };
         Ok(SnapshotId {
             backend: backend.to_string(),
             node,
-            key,
+            key: VolumeId::key_within("snapshot name", name, MAX_ID_LEN - fixed)?,
         })
     }
 
@@ -51,25 +39,20 @@ impl SnapshotId {
     /// path-escaping id; `Ok(None)` for a well-formed string that names no snapshot of ours.
     pub fn parse(raw: &str) -> Result<Option<Self>> {
         crate::volume::check_raw_id("snapshot_id", raw)?;
-        let ok = |key: &str| validate_component("snapshot name", key).is_ok();
         let parts: Vec<&str> = raw.split('/').collect();
-        Ok(match parts.as_slice() {
-            [backend, node, SNAP_SEGMENT, key]
-                if !backend.is_empty() && !node.is_empty() && ok(key) =>
-            {
-                Some(SnapshotId {
-                    backend: backend.to_string(),
-                    node: Some(node.to_string()),
-                    key: key.to_string(),
-                })
+        let (backend, node, key) = match parts.as_slice() {
+            [backend, node, SNAP_SEGMENT, key] if !node.is_empty() => {
+                (backend, Some(node.to_string()), key)
             }
-            [backend, SNAP_SEGMENT, key] if !backend.is_empty() && ok(key) => Some(SnapshotId {
-                backend: backend.to_string(),
-                node: None,
-                key: key.to_string(),
-            }),
-            _ => None,
-        })
+            [backend, SNAP_SEGMENT, key] => (backend, None, key),
+            _ => return Ok(None),
+        };
+        let ok = !backend.is_empty() && validate_component("snapshot name", key).is_ok();
+        Ok(ok.then(|| SnapshotId {
+            backend: backend.to_string(),
+            node,
+            key: key.to_string(),
+        }))
     }
 }
 

@@ -12,15 +12,7 @@ pub const TOPOLOGY_NODE_KEY: &str = "topology.ferrovol.io/node";
 /// Checks a name that becomes one path component: no separators, no NUL or control characters,
 /// no leading dot (keeps `.`/`..` and the driver's temp files out of reach), bounded length.
 pub fn validate_component(what: &str, value: &str) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::invalid(format!("{what} is required")));
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(Error::invalid(format!(
-            "{what} is {} bytes; at most {MAX_ID_LEN} are allowed",
-            value.len()
-        )));
-    }
+    present_within_limit(what, value)?;
     if value.starts_with('.') {
         return Err(Error::invalid(format!(
             "{what} {value:?} must not begin with '.'"
@@ -34,18 +26,24 @@ pub fn validate_component(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Not empty, and within CSI's 128 bytes.
+fn present_within_limit(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(format!("{what} is required")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes; at most {MAX_ID_LEN} are allowed",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The checks every id from a request passes before it is parsed: present, within CSI's 128
 /// bytes, no NUL and no `.`/`..` component (which could reach outside a base path).
 pub fn check_raw_id(field: &str, raw: &str) -> Result<()> {
-    if raw.is_empty() {
-        return Err(Error::invalid(format!("{field} is required")));
-    }
-    if raw.len() > MAX_ID_LEN {
-        return Err(Error::invalid(format!(
-            "{field} is {} bytes; at most {MAX_ID_LEN} are allowed",
-            raw.len()
-        )));
-    }
+    present_within_limit(field, raw)?;
     if raw.contains('\0') || raw.split('/').any(|p| p == "." || p == "..") {
         return Err(Error::invalid(format!("{field} {raw:?} is not a valid id")));
     }
@@ -79,7 +77,7 @@ impl VolumeId {
         Ok(VolumeId {
             backend: backend.to_string(),
             node: Some(node),
-            key: Self::key_within(name, room)?,
+            key: Self::key_within("name", name, room)?,
         })
     }
 
@@ -89,13 +87,14 @@ impl VolumeId {
         Ok(VolumeId {
             backend: backend.to_string(),
             node: None,
-            key: Self::key_within(name, room)?,
+            key: Self::key_within("name", name, room)?,
         })
     }
 
-    /// `name` itself when it fits `room` bytes, else a prefix of it plus its hash.
-    fn key_within(name: &str, room: usize) -> Result<String> {
-        validate_component("name", name)?;
+    /// `name` (checked as `what`) itself when it fits `room` bytes, else a prefix of it plus
+    /// its hash.
+    pub(crate) fn key_within(what: &str, name: &str, room: usize) -> Result<String> {
+        validate_component(what, name)?;
         Ok(if name.len() <= room {
             name.to_string()
         } else {
@@ -123,27 +122,17 @@ impl VolumeId {
     pub fn parse(raw: &str) -> Result<Option<Self>> {
         check_raw_id("volume_id", raw)?;
         let parts: Vec<&str> = raw.split('/').collect();
-        Ok(match parts.as_slice() {
-            [backend, node, key]
-                if !backend.is_empty()
-                    && !node.is_empty()
-                    && validate_component("name", key).is_ok() =>
-            {
-                Some(VolumeId {
-                    backend: backend.to_string(),
-                    node: Some(node.to_string()),
-                    key: key.to_string(),
-                })
-            }
-            [backend, key] if !backend.is_empty() && validate_component("name", key).is_ok() => {
-                Some(VolumeId {
-                    backend: backend.to_string(),
-                    node: None,
-                    key: key.to_string(),
-                })
-            }
-            _ => None,
-        })
+        let (backend, node, key) = match parts.as_slice() {
+            [backend, node, key] if !node.is_empty() => (backend, Some(node.to_string()), key),
+            [backend, key] => (backend, None, key),
+            _ => return Ok(None),
+        };
+        let ok = !backend.is_empty() && validate_component("name", key).is_ok();
+        Ok(ok.then(|| VolumeId {
+            backend: backend.to_string(),
+            node,
+            key: key.to_string(),
+        }))
     }
 }
 
@@ -218,14 +207,10 @@ impl CapacityRange {
                 self.required, self.limit
             )));
         }
-        let want = if self.required == 0 {
-            if self.limit != 0 {
-                default.min(self.limit)
-            } else {
-                default
-            }
-        } else {
-            self.required
+        let want = match (self.required, self.limit) {
+            (0, 0) => default,
+            (0, limit) => default.min(limit),
+            (required, _) => required,
         };
         let aligned = want.div_ceil(align) * align;
         if self.limit != 0 && aligned > self.limit {
@@ -263,11 +248,8 @@ impl TopologyRequirement {
     pub fn allows_node(&self, node: &str) -> bool {
         let fits =
             |seg: &BTreeMap<String, String>| seg.get(TOPOLOGY_NODE_KEY).is_none_or(|v| v == node);
-        if !self.requisite.is_empty() {
-            return self.requisite.iter().any(fits);
-        }
         // Without requisite, preferred is a hint only.
-        true
+        self.requisite.is_empty() || self.requisite.iter().any(fits)
     }
 }
 

@@ -91,6 +91,14 @@ pub enum CtlCommand {
     },
 }
 
+/// A capacity range of at least `bytes`, with no limit.
+pub(super) fn at_least(bytes: u64) -> csi::CapacityRange {
+    csi::CapacityRange {
+        required_bytes: bytes as i64,
+        limit_bytes: 0,
+    }
+}
+
 fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -139,10 +147,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             let resp = ctrl
                 .create_volume(csi::CreateVolumeRequest {
                     name,
-                    capacity_range: size.map(|s| csi::CapacityRange {
-                        required_bytes: s as i64,
-                        limit_bytes: 0,
-                    }),
+                    capacity_range: size.map(at_least),
                     volume_capabilities: vec![capability(block, false)],
                     parameters: params.into_iter().collect(),
                     ..Default::default()
@@ -242,14 +247,10 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCommand::Expand { volume_id, size } => {
-            let range = Some(csi::CapacityRange {
-                required_bytes: size as i64,
-                limit_bytes: 0,
-            });
             let resp = ctrl
                 .controller_expand_volume(csi::ControllerExpandVolumeRequest {
                     volume_id: volume_id.clone(),
-                    capacity_range: range,
+                    capacity_range: Some(at_least(size)),
                     ..Default::default()
                 })
                 .await?

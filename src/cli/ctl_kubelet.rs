@@ -210,10 +210,7 @@ pub async fn node_expand(
         .node_expand_volume(csi::NodeExpandVolumeRequest {
             volume_id: volume_id.clone(),
             volume_path: super::absolute(path).display().to_string(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: size as i64,
-                limit_bytes: 0,
-            }),
+            capacity_range: Some(super::ctl::at_least(size)),
             staging_target_path: staging,
             ..Default::default()
         })

@@ -54,14 +54,15 @@ pub fn run(args: DevicesArgs) -> BoxResult<()> {
 /// The table: one line per device.
 pub fn table(devs: &[Device]) -> String {
     let mut rows = vec![[
-        "UID".to_string(),
-        "PATH".into(),
-        "SIZE".into(),
-        "TYPE".into(),
-        "FS/PT".into(),
-        "CANDIDATE".into(),
-        "REASON".into(),
-    ]];
+        "UID",
+        "PATH",
+        "SIZE",
+        "TYPE",
+        "FS/PT",
+        "CANDIDATE",
+        "REASON",
+    ]
+    .map(String::from)];
     for d in devs {
         let sig = d
             .filesystem
@@ -85,11 +86,6 @@ pub fn table(devs: &[Device]) -> String {
 /// The live inventory a serving driver keeps (`<state-dir>/devices.json`), as written last,
 /// with the node's own claims from its state journal.
 pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        node: String,
-        devices: Vec<Entry>,
-    }
     let path = state_dir.join("devices.json");
     let bytes = std::fs::read(&path).map_err(|e| {
         std::io::Error::new(
@@ -97,12 +93,7 @@ pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>
             format!("device inventory {}: {e} (has `ferrovol serve --backends device` run with this state dir?)", path.display()),
         )
     })?;
-    let mut f: File = serde_json::from_slice(&bytes).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("device inventory {}: {e}", path.display()),
-        )
-    })?;
+    let mut f = crate::discovery::inventory::Persisted::parse(&path, &bytes)?;
     let journal = state_dir.join("journal");
     if journal.exists() {
         let live = crate::state::journal::peek(&journal)?;

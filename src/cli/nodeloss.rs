@@ -79,8 +79,7 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> crate::server::BoxResul
             format!("no Kubernetes configuration (in-cluster or ~/.kube/config): {e}")
         })?,
     };
-    let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
-    Ok(client)
+    Ok(kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?)
 }
 
 /// `90s`, `500ms`, `5m`, `1h`, or plain seconds; zero allowed.

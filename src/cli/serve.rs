@@ -137,7 +137,7 @@ pub struct NfsArgs {
 
     /// NFS driver: an export known whether or not the share registry holds it (repeatable,
     /// server:/path). Exports named by CreateVolume are registered anyway.
-    #[arg(long = "nfs-share", value_name = "SERVER:/PATH", value_parser = parse_nfs_share)]
+    #[arg(long = "nfs-share", value_name = "SERVER:/PATH", value_parser = crate::backend::nfs::parse_share)]
     pub nfs_shares: Vec<(String, String)>,
 
     /// NFS driver: keep the share registry (every export a volume was created on) in this
@@ -183,7 +183,7 @@ pub(crate) fn init_logging(format: LogFormat) {
 
 pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     // First: start-up replays the journal, and its buffers should follow the same rules.
-    bound_allocator_arenas();
+    crate::os::malloc::bound_arenas();
     init_logging(args.log_format);
     // Before any thread starts: threads inherit the capabilities of the one that spawns them.
     match crate::os::caps::raise_net_bind_service() {
@@ -342,22 +342,9 @@ fn nfs_registry(args: &NfsArgs, state_dir: &Path) -> server::BoxResult<RegistryC
     })
 }
 
-fn parse_nfs_share(s: &str) -> Result<(String, String), String> {
-    crate::backend::nfs::parse_share(s)
-}
-
-/// `5s`, `500ms`, `2m`, or plain seconds.
+/// A positive duration: `5s`, `500ms`, `2m`, or plain seconds.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
-    let bad = || format!("{s:?} is not a duration such as 5s, 500ms or 1m");
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(bad()),
-    };
+    let d = super::nodeloss::parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("{s:?}: the NFS timeout must be positive"));
     }
@@ -365,18 +352,6 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 const BLOCKING_THREADS: usize = 24;
-
-/// glibc gives each thread that allocates its own arena (up to 8 per core); under churn they
-/// keep freed memory, and resident memory triples. Two arenas hold the driver's small
-/// allocations fine.
-///
-/// glibc also raises its mmap threshold after each large free (up to 32 MiB), so the buffers of
-/// a full ListVolumes (a few MiB each with 10,000 volumes) would come from the heap next time,
-/// interleave with long-lived records and stay resident. A fixed threshold keeps every large
-/// buffer in its own mapping, returned to the kernel when freed.
-fn bound_allocator_arenas() {
-    crate::os::malloc::bound_arenas();
-}
 
 /// A full ListVolumes of 10,000 volumes allocates and frees tens of thousands of small objects;
 /// glibc keeps the freed pages (only the top of the heap is ever trimmed on its own), and

@@ -6,7 +6,7 @@ use super::{check_served, rpc, rpc_inline, rpc_queued, snapshots, Driver};
 use crate::backend::{CapacityRequest, Done};
 use crate::error::{Error, Result};
 use crate::proto as csi;
-use crate::volume::{CreateRequest, VolumeId};
+use crate::volume::{CreateRequest, TopologyRequirement, VolumeId};
 use csi::controller_service_capability::rpc::Type as Cap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -139,14 +139,8 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc(
-            "ControllerPublishVolume",
-            req.volume_id.clone(),
-            move || {
-                req.check_limits().map_err(Error::InvalidArgument)?;
-                let id = VolumeId::parse(&req.volume_id)?;
+        self.driver
+            .volume_rpc("ControllerPublishVolume", req, |d, req, id| {
                 require("node_id", &req.node_id)?;
                 let cap = convert::required_capability(req.volume_capability.as_ref())?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
@@ -179,48 +173,35 @@ impl csi::controller_server::Controller for ControllerService {
                 Ok(csi::ControllerPublishVolumeResponse {
                     publish_context: publish_context.into_iter().collect(),
                 })
-            },
-        )
-        .await
+            })
+            .await
     }
 
     async fn controller_unpublish_volume(
         &self,
         req: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc(
-            "ControllerUnpublishVolume",
-            req.volume_id.clone(),
-            move || {
-                req.check_limits().map_err(Error::InvalidArgument)?;
-                // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
-                let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
-                else {
+        self.driver
+            .volume_rpc("ControllerUnpublishVolume", req, |d, req, id| {
+                // A volume that no longer exists is unpublished from every node: OK, as the spec
+                // asks.
+                let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
                     return Ok(csi::ControllerUnpublishVolumeResponse {});
                 };
                 let _guard = d.locks.try_lock(&req.volume_id)?;
                 let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
                 backend.controller_unpublish(&id, node)?;
                 Ok(csi::ControllerUnpublishVolumeResponse {})
-            },
-        )
-        .await
+            })
+            .await
     }
 
     async fn validate_volume_capabilities(
         &self,
         req: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc(
-            "ValidateVolumeCapabilities",
-            req.volume_id.clone(),
-            move || {
-                req.check_limits().map_err(Error::InvalidArgument)?;
-                let id = VolumeId::parse(&req.volume_id)?;
+        self.driver
+            .volume_rpc("ValidateVolumeCapabilities", req, |d, req, id| {
                 let caps = convert::capabilities(&req.volume_capabilities)?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
                 let params = convert::parameters(&req.parameters);
@@ -240,9 +221,8 @@ impl csi::controller_server::Controller for ControllerService {
                         message,
                     },
                 })
-            },
-        )
-        .await
+            })
+            .await
     }
 
     async fn list_volumes(
@@ -298,17 +278,13 @@ impl csi::controller_server::Controller for ControllerService {
                 .collect::<Result<Vec<_>>>()?;
             let parameters = convert::parameters(&req.parameters);
             let backend = d.backend_for_params(&parameters)?;
-            let topology =
-                req.accessible_topology
-                    .as_ref()
-                    .map(|t| crate::volume::TopologyRequirement {
-                        requisite: vec![t
-                            .segments
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect()],
-                        preferred: vec![],
-                    });
+            let topology = req
+                .accessible_topology
+                .as_ref()
+                .map(|t| TopologyRequirement {
+                    requisite: vec![convert::parameters(&t.segments)],
+                    preferred: vec![],
+                });
             let capacity = backend.capacity(&CapacityRequest {
                 parameters,
                 capabilities: caps,
@@ -344,48 +320,43 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("ControllerExpandVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            if req.capacity_range.is_none() {
-                return Err(Error::invalid("capacity_range is required"));
-            }
-            let range = convert::capacity_range(req.capacity_range.as_ref())?;
-            if let Some(cap) = req.volume_capability.as_ref() {
-                convert::capability(cap)?;
-            }
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            let (capacity, node_expansion_required) = backend.expand(&id, range)?;
-            Ok(csi::ControllerExpandVolumeResponse {
-                capacity_bytes: capacity as i64,
-                node_expansion_required,
+        self.driver
+            .volume_rpc("ControllerExpandVolume", req, |d, req, id| {
+                if req.capacity_range.is_none() {
+                    return Err(Error::invalid("capacity_range is required"));
+                }
+                let range = convert::capacity_range(req.capacity_range.as_ref())?;
+                if let Some(cap) = req.volume_capability.as_ref() {
+                    convert::capability(cap)?;
+                }
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                let (capacity, node_expansion_required) = backend.expand(&id, range)?;
+                Ok(csi::ControllerExpandVolumeResponse {
+                    capacity_bytes: capacity as i64,
+                    node_expansion_required,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn controller_get_volume(
         &self,
         req: Request<csi::ControllerGetVolumeRequest>,
     ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("ControllerGetVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let (backend, id) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)?;
-            let info = backend.get(&id)?;
-            Ok(csi::ControllerGetVolumeResponse {
-                volume: Some(convert::volume(&info)),
-                status: Some(csi::controller_get_volume_response::VolumeStatus {
-                    published_node_ids: info.published_nodes.clone(),
-                    volume_condition: Some(convert::condition(&info.condition)),
-                }),
+        self.driver
+            .volume_rpc("ControllerGetVolume", req, |d, req, id| {
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                let info = backend.get(&id)?;
+                Ok(csi::ControllerGetVolumeResponse {
+                    volume: Some(convert::volume(&info)),
+                    status: Some(csi::controller_get_volume_response::VolumeStatus {
+                        published_node_ids: info.published_nodes.clone(),
+                        volume_condition: Some(convert::condition(&info.condition)),
+                    }),
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn controller_modify_volume(
@@ -403,10 +374,9 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        let req = req.into_inner();
         let d = self.driver.clone();
-        rpc("CreateSnapshot", req.name.clone(), move || {
-            snapshots::create(&d, req)
+        rpc("CreateSnapshot", req.get_ref().name.clone(), move || {
+            snapshots::create(&d, req.into_inner())
         })
         .await
     }
@@ -427,10 +397,9 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        let req = req.into_inner();
         let d = self.driver.clone();
         rpc("ListSnapshots", String::new(), move || {
-            snapshots::list(&d, req)
+            snapshots::list(&d, req.into_inner())
         })
         .await
     }

@@ -106,15 +106,7 @@ pub fn capacity_range(range: Option<&csi::CapacityRange>) -> Result<CapacityRang
 }
 
 fn segments(topologies: &[csi::Topology]) -> Vec<BTreeMap<String, String>> {
-    topologies
-        .iter()
-        .map(|t| {
-            t.segments
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .collect()
+    topologies.iter().map(|t| parameters(&t.segments)).collect()
 }
 
 pub fn topology_requirement(t: Option<&csi::TopologyRequirement>) -> Option<TopologyRequirement> {
@@ -138,11 +130,7 @@ pub fn volume(info: &VolumeInfo) -> csi::Volume {
     csi::Volume {
         capacity_bytes: info.capacity_bytes as i64,
         volume_id: info.id.clone(),
-        volume_context: info
-            .context
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        volume_context: info.context.clone().into_iter().collect(),
         content_source: None,
         accessible_topology: info.node.iter().map(|n| node_topology(n)).collect(),
     }

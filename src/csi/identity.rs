@@ -73,16 +73,10 @@ impl csi::identity_server::Identity for IdentityService {
         _req: Request<csi::ProbeRequest>,
     ) -> Result<Response<csi::ProbeResponse>, Status> {
         let driver = self.driver.clone();
-        rpc(
-            "Probe",
-            String::new(),
-            move || -> Result<csi::ProbeResponse> {
-                for b in &driver.backends {
-                    b.check_ready()?;
-                }
-                Ok(csi::ProbeResponse { ready: Some(true) })
-            },
-        )
+        rpc("Probe", String::new(), move || {
+            driver.backends.iter().try_for_each(|b| b.check_ready())?;
+            Ok(csi::ProbeResponse { ready: Some(true) })
+        })
         .await
     }
 }

@@ -32,9 +32,14 @@ pub const MAX_TOPOLOGIES: usize = 10_000;
 pub const MAX_SEGMENTS: usize = 32;
 
 /// A request whose fields can be checked against the limits above.
-pub trait WithinLimits {
+pub trait WithinLimits: Send + 'static {
     /// Err names the offending field, its size and the limit.
     fn check_limits(&self) -> Result<(), String>;
+
+    /// The volume the request is about ("" when it names none).
+    fn volume_id(&self) -> &str {
+        ""
+    }
 }
 
 /// A string field: at most `max` bytes.
@@ -48,18 +53,21 @@ pub fn string(field: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// A repeated field: at most `max` entries.
+fn entries(field: &str, n: usize, max: usize) -> Result<(), String> {
+    if n > max {
+        return Err(format!("{field} has {n} entries; the limit is {max}"));
+    }
+    Ok(())
+}
+
 fn id(field: &str, value: &str) -> Result<(), String> {
     string(field, value, MAX_STRING_BYTES)
 }
 
 /// A map<string, string> field: entry count, key and value lengths, total bytes.
 pub fn map(field: &str, m: &HashMap<String, String>) -> Result<(), String> {
-    if m.len() > MAX_MAP_ENTRIES {
-        return Err(format!(
-            "{field} has {} entries; the limit is {MAX_MAP_ENTRIES}",
-            m.len()
-        ));
-    }
+    entries(field, m.len(), MAX_MAP_ENTRIES)?;
     let mut total = 0usize;
     for (k, v) in m {
         if k.len() > MAX_KEY_BYTES {
@@ -103,12 +111,11 @@ pub fn capability(field: &str, cap: &csi::VolumeCapability) -> Result<(), String
             &format!("{field}.volume_mount_group"),
             &m.volume_mount_group,
         )?;
-        if m.mount_flags.len() > MAX_MOUNT_FLAGS {
-            return Err(format!(
-                "{field}.mount_flags has {} entries; the limit is {MAX_MOUNT_FLAGS}",
-                m.mount_flags.len()
-            ));
-        }
+        entries(
+            &format!("{field}.mount_flags"),
+            m.mount_flags.len(),
+            MAX_MOUNT_FLAGS,
+        )?;
         let total: usize = m.mount_flags.iter().map(|f| f.len() + 1).sum();
         if total > MAX_MOUNT_FLAGS_BYTES {
             return Err(format!(
@@ -121,12 +128,7 @@ pub fn capability(field: &str, cap: &csi::VolumeCapability) -> Result<(), String
 
 /// A repeated VolumeCapability field.
 pub fn capabilities(field: &str, caps: &[csi::VolumeCapability]) -> Result<(), String> {
-    if caps.len() > MAX_CAPABILITIES {
-        return Err(format!(
-            "{field} has {} entries; the limit is {MAX_CAPABILITIES}",
-            caps.len()
-        ));
-    }
+    entries(field, caps.len(), MAX_CAPABILITIES)?;
     for (i, c) in caps.iter().enumerate() {
         capability(&format!("{field}[{i}]"), c)?;
     }
@@ -138,22 +140,12 @@ fn opt_capability(field: &str, cap: &Option<csi::VolumeCapability>) -> Result<()
 }
 
 fn topology(field: &str, t: &csi::Topology) -> Result<(), String> {
-    if t.segments.len() > MAX_SEGMENTS {
-        return Err(format!(
-            "{field}.segments has {} entries; the limit is {MAX_SEGMENTS}",
-            t.segments.len()
-        ));
-    }
+    entries(&format!("{field}.segments"), t.segments.len(), MAX_SEGMENTS)?;
     map(&format!("{field}.segments"), &t.segments)
 }
 
 fn topologies(field: &str, list: &[csi::Topology]) -> Result<(), String> {
-    if list.len() > MAX_TOPOLOGIES {
-        return Err(format!(
-            "{field} has {} entries; the limit is {MAX_TOPOLOGIES}",
-            list.len()
-        ));
-    }
+    entries(field, list.len(), MAX_TOPOLOGIES)?;
     for (i, t) in list.iter().enumerate() {
         topology(&format!("{field}[{i}]"), t)?;
     }
@@ -186,6 +178,16 @@ impl WithinLimits for csi::CreateVolumeRequest {
     }
 }
 
+/// A request's `volume_id`, when it has one (always its first id field).
+macro_rules! volume_id_fn {
+    (volume_id $(, $id:ident)*) => {
+        fn volume_id(&self) -> &str {
+            &self.volume_id
+        }
+    };
+    ($($id:ident),*) => {};
+}
+
 /// Requests whose fields are only ids and maps: one line each.
 macro_rules! ids_and_maps {
     ($($req:ty => [$($id:ident),*] [$($map:ident),*] [$($cap:ident),*];)*) => {$(
@@ -196,6 +198,8 @@ macro_rules! ids_and_maps {
                 $(opt_capability(stringify!($cap), &self.$cap)?;)*
                 Ok(())
             }
+
+            volume_id_fn!($($id),*);
         }
     )*};
 }
@@ -237,6 +241,10 @@ impl WithinLimits for csi::ValidateVolumeCapabilitiesRequest {
             map(name, m)?;
         }
         Ok(())
+    }
+
+    fn volume_id(&self) -> &str {
+        &self.volume_id
     }
 }
 

@@ -1,7 +1,6 @@
 //! The CSI services. Thin by design: decode and validate the request, take the volume's lock,
-//! hand the work to a backend on the blocking pool (a short body on an idle server runs in place:
-//! `in_place`; a short create or delete runs in place and awaits its commit as a task:
-//! `rpc_queued`), log one line per RPC, map the error.
+//! hand the work to a backend on the blocking pool (a short create or delete runs in place and
+//! awaits its commit as a task: `rpc_queued`, `in_place`), log one line per RPC, map the error.
 
 pub mod admin;
 pub mod controller;
@@ -20,7 +19,7 @@ use crate::locks::VolumeLocks;
 use crate::volume::VolumeId;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tonic::{Response, Status};
+use tonic::{Request, Response, Status};
 
 /// Everything the services share.
 pub struct Driver {
@@ -120,6 +119,25 @@ impl Driver {
         Ok((self.backend_for(&id)?, id))
     }
 
+    /// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
+    /// limits are checked, then its id parsed (an id that could escape a base path is
+    /// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
+    pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
+        self: &Arc<Self>,
+        method: &'static str,
+        req: Request<R>,
+        body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let req = req.into_inner();
+        let d = self.clone();
+        rpc(method, req.volume_id().to_string(), move || {
+            req.check_limits().map_err(Error::InvalidArgument)?;
+            let id = VolumeId::parse(req.volume_id())?;
+            body(&d, req, id)
+        })
+        .await
+    }
+
     pub(crate) fn publish_gate(&self) -> std::sync::MutexGuard<'_, ()> {
         self.publish_gate.lock().expect("publish gate poisoned")
     }
@@ -143,6 +161,7 @@ pub(crate) fn check_served(
 }
 
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
+/// The body counts as in flight meanwhile, so a queued body does not take itself to be alone.
 pub(crate) async fn rpc<T, F>(
     method: &'static str,
     volume: String,
@@ -152,33 +171,14 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
-    rpc_maybe_in_place(method, volume, false, body).await
-}
-
-/// Like `rpc`; a `short` body (the backend says so) runs in place when the server is otherwise
-/// idle, sparing two thread wake-ups (see `in_place`).
-pub(crate) async fn rpc_maybe_in_place<T, F>(
-    method: &'static str,
-    volume: String,
-    short: bool,
-    body: F,
-) -> Result<Response<T>, Status>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
     let start = Instant::now();
-    let in_flight = in_place::InFlight::enter(short);
-    let result = if in_flight.in_place() {
-        run_caught(method, body)
-    } else {
-        on_pool(method, body).await
-    };
+    let in_flight = in_place::InFlight::enter(false);
+    let result = on_pool(method, body).await;
     drop(in_flight);
     finish(method, &volume, start, result)
 }
 
-/// Like `rpc_maybe_in_place`, for a body that ends in a journal commit (`Done`). A short body
+/// Like `rpc`, for a body that ends in a journal commit (`Done`). A short body
 /// runs in place even while others are in flight, because it no longer sleeps in the commit:
 /// alone, it waits for its commit in place (leading the sync: no thread hand-off at all);
 /// otherwise its task awaits the batch's sync, holding no thread, and is woken with its batch.

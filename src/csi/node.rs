@@ -1,11 +1,10 @@
 //! CSI Node service.
 
 use super::convert::{self, abs_path};
-use super::limits::WithinLimits;
-use super::{check_served, rpc, rpc_inline, Driver};
-use crate::error::{Error, Result};
+use super::{check_served, rpc_inline, Driver};
+use crate::error::Result;
 use crate::proto as csi;
-use crate::volume::{PublishRequest, StageRequest, VolumeId};
+use crate::volume::{PublishRequest, StageRequest};
 use csi::node_service_capability::rpc::Type as Cap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -42,112 +41,100 @@ impl csi::node_server::Node for NodeService {
         &self,
         req: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("NodeStageVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-            let cap = convert::required_capability(req.volume_capability.as_ref())?;
-            let staging = d.paths.target("staging_target_path", &staging)?;
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
-            let stage = StageRequest {
-                id,
-                staging,
-                capability: cap,
-                volume_context: convert::parameters(&req.volume_context),
-                publish_context: convert::parameters(&req.publish_context),
-            };
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            backend.stage(&stage)?;
-            Ok(csi::NodeStageVolumeResponse {})
-        })
-        .await
+        self.driver
+            .volume_rpc("NodeStageVolume", req, |d, req, id| {
+                let staging = abs_path("staging_target_path", &req.staging_target_path)?;
+                let cap = convert::required_capability(req.volume_capability.as_ref())?;
+                let staging = d.paths.target("staging_target_path", &staging)?;
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
+                let stage = StageRequest {
+                    id,
+                    staging,
+                    capability: cap,
+                    volume_context: convert::parameters(&req.volume_context),
+                    publish_context: convert::parameters(&req.publish_context),
+                };
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                backend.stage(&stage)?;
+                Ok(csi::NodeStageVolumeResponse {})
+            })
+            .await
     }
 
     async fn node_unstage_volume(
         &self,
         req: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("NodeUnstageVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            let staging = abs_path("staging_target_path", &req.staging_target_path)?;
-            let staging = d.paths.target("staging_target_path", &staging)?;
-            let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
-                return crate::backend::nothing_mounted_at(&req.volume_id, staging.as_path())
-                    .map(|()| csi::NodeUnstageVolumeResponse {});
-            };
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            backend.unstage(&id, &staging)?;
-            Ok(csi::NodeUnstageVolumeResponse {})
-        })
-        .await
+        self.driver
+            .volume_rpc("NodeUnstageVolume", req, |d, req, id| {
+                let staging = abs_path("staging_target_path", &req.staging_target_path)?;
+                let staging = d.paths.target("staging_target_path", &staging)?;
+                let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
+                    return crate::backend::nothing_mounted_at(&req.volume_id, staging.as_path())
+                        .map(|()| csi::NodeUnstageVolumeResponse {});
+                };
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                backend.unstage(&id, &staging)?;
+                Ok(csi::NodeUnstageVolumeResponse {})
+            })
+            .await
     }
 
     async fn node_publish_volume(
         &self,
         req: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("NodePublishVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            let staging = if req.staging_target_path.is_empty() {
-                None
-            } else {
-                let path = abs_path("staging_target_path", &req.staging_target_path)?;
-                Some(d.paths.target("staging_target_path", &path)?)
-            };
-            let target = abs_path("target_path", &req.target_path)?;
-            let capability = convert::required_capability(req.volume_capability.as_ref())?;
-            let target = d.paths.target("target_path", &target)?;
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            check_served(
-                backend.as_ref(),
-                &req.volume_id,
-                std::slice::from_ref(&capability),
-            )?;
-            let publish = PublishRequest {
-                id,
-                staging,
-                target,
-                capability,
-                read_only: req.readonly,
-                volume_context: convert::parameters(&req.volume_context),
-                publish_context: convert::parameters(&req.publish_context),
-            };
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            backend.publish(&publish)?;
-            Ok(csi::NodePublishVolumeResponse {})
-        })
-        .await
+        self.driver
+            .volume_rpc("NodePublishVolume", req, |d, req, id| {
+                let staging = if req.staging_target_path.is_empty() {
+                    None
+                } else {
+                    let path = abs_path("staging_target_path", &req.staging_target_path)?;
+                    Some(d.paths.target("staging_target_path", &path)?)
+                };
+                let target = abs_path("target_path", &req.target_path)?;
+                let capability = convert::required_capability(req.volume_capability.as_ref())?;
+                let target = d.paths.target("target_path", &target)?;
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                check_served(
+                    backend.as_ref(),
+                    &req.volume_id,
+                    std::slice::from_ref(&capability),
+                )?;
+                let publish = PublishRequest {
+                    id,
+                    staging,
+                    target,
+                    capability,
+                    read_only: req.readonly,
+                    volume_context: convert::parameters(&req.volume_context),
+                    publish_context: convert::parameters(&req.publish_context),
+                };
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                backend.publish(&publish)?;
+                Ok(csi::NodePublishVolumeResponse {})
+            })
+            .await
     }
 
     async fn node_unpublish_volume(
         &self,
         req: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("NodeUnpublishVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            let target = abs_path("target_path", &req.target_path)?;
-            let target = d.paths.target("target_path", &target)?;
-            let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
-                return crate::backend::nothing_mounted_at(&req.volume_id, target.as_path())
-                    .map(|()| csi::NodeUnpublishVolumeResponse {});
-            };
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            backend.unpublish(&id, &target)?;
-            Ok(csi::NodeUnpublishVolumeResponse {})
-        })
-        .await
+        self.driver
+            .volume_rpc("NodeUnpublishVolume", req, |d, req, id| {
+                let target = abs_path("target_path", &req.target_path)?;
+                let target = d.paths.target("target_path", &target)?;
+                let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
+                    return crate::backend::nothing_mounted_at(&req.volume_id, target.as_path())
+                        .map(|()| csi::NodeUnpublishVolumeResponse {});
+                };
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                backend.unpublish(&id, &target)?;
+                Ok(csi::NodeUnpublishVolumeResponse {})
+            })
+            .await
     }
 
     async fn node_get_volume_stats(
@@ -155,60 +142,54 @@ impl csi::node_server::Node for NodeService {
         req: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
         use csi::volume_usage::Unit;
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("NodeGetVolumeStats", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            convert::require("volume_path", &req.volume_path)?;
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            let path = convert::volume_path(&req.volume_id, &req.volume_path)?;
-            let stats = backend.stats(&id, &path)?;
-            let mut usage = vec![csi::VolumeUsage {
-                available: stats.available_bytes as i64,
-                total: stats.total_bytes as i64,
-                used: stats.used_bytes as i64,
-                unit: Unit::Bytes as i32,
-            }];
-            if let Some((total, used, free)) = stats.inodes {
-                usage.push(csi::VolumeUsage {
-                    available: free as i64,
-                    total: total as i64,
-                    used: used as i64,
-                    unit: Unit::Inodes as i32,
-                });
-            }
-            Ok(csi::NodeGetVolumeStatsResponse {
-                usage,
-                volume_condition: stats.condition.as_ref().map(convert::condition),
+        self.driver
+            .volume_rpc("NodeGetVolumeStats", req, |d, req, id| {
+                convert::require("volume_path", &req.volume_path)?;
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                let path = convert::volume_path(&req.volume_id, &req.volume_path)?;
+                let stats = backend.stats(&id, &path)?;
+                let mut usage = vec![csi::VolumeUsage {
+                    available: stats.available_bytes as i64,
+                    total: stats.total_bytes as i64,
+                    used: stats.used_bytes as i64,
+                    unit: Unit::Bytes as i32,
+                }];
+                if let Some((total, used, free)) = stats.inodes {
+                    usage.push(csi::VolumeUsage {
+                        available: free as i64,
+                        total: total as i64,
+                        used: used as i64,
+                        unit: Unit::Inodes as i32,
+                    });
+                }
+                Ok(csi::NodeGetVolumeStatsResponse {
+                    usage,
+                    volume_condition: stats.condition.as_ref().map(convert::condition),
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn node_expand_volume(
         &self,
         req: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.driver.clone();
-        rpc("NodeExpandVolume", req.volume_id.clone(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(&req.volume_id)?;
-            convert::require("volume_path", &req.volume_path)?;
-            let range = convert::capacity_range(req.capacity_range.as_ref())?;
-            if let Some(cap) = req.volume_capability.as_ref() {
-                convert::capability(cap)?;
-            }
-            let (backend, id) = d.resolve(id, &req.volume_id)?;
-            let path = convert::volume_path(&req.volume_id, &req.volume_path)?;
-            let _guard = d.locks.try_lock(&req.volume_id)?;
-            let capacity = backend.node_expand(&id, &path, range)?;
-            Ok(csi::NodeExpandVolumeResponse {
-                capacity_bytes: capacity as i64,
+        self.driver
+            .volume_rpc("NodeExpandVolume", req, |d, req, id| {
+                convert::require("volume_path", &req.volume_path)?;
+                let range = convert::capacity_range(req.capacity_range.as_ref())?;
+                if let Some(cap) = req.volume_capability.as_ref() {
+                    convert::capability(cap)?;
+                }
+                let (backend, id) = d.resolve(id, &req.volume_id)?;
+                let path = convert::volume_path(&req.volume_id, &req.volume_path)?;
+                let _guard = d.locks.try_lock(&req.volume_id)?;
+                let capacity = backend.node_expand(&id, &path, range)?;
+                Ok(csi::NodeExpandVolumeResponse {
+                    capacity_bytes: capacity as i64,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn node_get_capabilities(

@@ -73,12 +73,11 @@ fn snapshot(info: &SnapshotInfo) -> csi::Snapshot {
 /// Unimplemented when no backend served here takes snapshots (nothing is advertised then).
 fn offered(d: &Driver, rpc: &str) -> Result<()> {
     if d.backends.iter().any(|b| b.snapshots().is_some()) {
-        Ok(())
-    } else {
-        Err(Error::Unimplemented(format!(
-            "{rpc}: no backend served here offers snapshots"
-        )))
+        return Ok(());
     }
+    Err(Error::Unimplemented(format!(
+        "{rpc}: no backend served here offers snapshots"
+    )))
 }
 
 pub fn create(d: &Driver, req: csi::CreateSnapshotRequest) -> Result<csi::CreateSnapshotResponse> {

@@ -148,10 +148,9 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
         candidate: d.candidate && e.state == State::Active && e.conflict.is_empty(),
         reason: released.or_else(|| d.excluded_reason.clone()),
         conflict: (!e.conflict.is_empty()).then(|| {
-            let paths: Vec<String> = e.conflict.iter().map(|n| format!("/dev/{n}")).collect();
             format!(
-                "identity also presented by {}; not used while they coexist",
-                paths.join(", ")
+                "identity also presented by /dev/{}; not used while they coexist",
+                e.conflict.join(", /dev/")
             )
         }),
     });

@@ -49,25 +49,19 @@ impl DeviceType {
                     .next()
                     .is_some_and(|c| c.is_ascii_digit() || c == '-')
         };
-        if starts("loop") {
-            DeviceType::Loop
-        } else if starts("dm") {
-            DeviceType::Dm
-        } else if starts("md") {
-            DeviceType::Md
-        } else if starts("zram") {
-            DeviceType::Zram
-        } else if starts("ram") {
-            DeviceType::Ram
-        } else if starts("sr") {
-            DeviceType::Rom
-        } else if starts("nbd") {
-            DeviceType::Nbd
-        } else if starts("fd") {
-            DeviceType::Floppy
-        } else {
-            DeviceType::Disk
-        }
+        [
+            ("loop", DeviceType::Loop),
+            ("dm", DeviceType::Dm),
+            ("md", DeviceType::Md),
+            ("zram", DeviceType::Zram),
+            ("ram", DeviceType::Ram),
+            ("sr", DeviceType::Rom),
+            ("nbd", DeviceType::Nbd),
+            ("fd", DeviceType::Floppy),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| starts(prefix))
+        .map_or(DeviceType::Disk, |(_, t)| t)
     }
 }
 

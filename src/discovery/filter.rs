@@ -9,6 +9,7 @@
 //! `/dev/*` never sweeps in a ram disk.
 
 use super::device::{Device, DeviceType};
+use crate::os::fsutil::at;
 use glob::{MatchOptions, Pattern};
 use serde::Deserialize;
 use std::io;
@@ -117,11 +118,8 @@ impl Filters {
     ) -> io::Result<Filters> {
         let cfg = match config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    io::Error::new(e.kind(), format!("device config {}: {e}", p.display()))
-                })?;
-                Self::parse_config(&text)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
+                let text = std::fs::read_to_string(p).map_err(at("device config ", p))?;
+                Self::parse_config(&text).map_err(at("", p))?
             }
             None => FilterConfig::default(),
         };

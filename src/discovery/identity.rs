@@ -54,12 +54,8 @@ fn disk_key(dev: &Device, node: &str) -> String {
 /// hex digits of its SHA-256 (128 bits: no collision among any realistic number of disks).
 pub fn uid(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    let mut out = String::with_capacity(35);
-    out.push_str("bd-");
-    for b in &digest[..16] {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("bd-{hex}")
 }
 
 fn nonempty(s: &Option<String>) -> Option<&str> {

@@ -10,7 +10,7 @@ use super::filter::Filters;
 use super::monitor::{Event, Monitor};
 use super::placement;
 use super::scan::{self, Context};
-use crate::os::fsutil::write_atomic;
+use crate::os::fsutil::{at, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
@@ -97,10 +97,20 @@ pub struct Entry {
     pub conflict: Vec<String>,
 }
 
+/// What `devices.json` holds: the node that wrote it and its entries.
 #[derive(Serialize, Deserialize)]
-struct Persisted {
-    node: String,
-    devices: Vec<Entry>,
+pub(crate) struct Persisted {
+    pub(crate) node: String,
+    pub(crate) devices: Vec<Entry>,
+}
+
+impl Persisted {
+    /// The content of `file`, read as `bytes`.
+    pub(crate) fn parse(file: &Path, bytes: &[u8]) -> io::Result<Persisted> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            at("device inventory ", file)(io::Error::new(io::ErrorKind::InvalidData, e))
+        })
+    }
 }
 
 pub struct Inventory {
@@ -110,11 +120,6 @@ pub struct Inventory {
     entries: Mutex<BTreeMap<String, Entry>>,
     changed: watch::Sender<()>,
     monitor: Mutex<Option<Monitor>>,
-}
-
-/// Prefixes an error with `what` and the path it is about, keeping its kind.
-fn at<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(io::Error) -> io::Error + 'a {
-    move |e| io::Error::new(e.kind(), format!("{what}{}: {e}", path.display()))
 }
 
 /// This node's claims, by uid.
@@ -134,14 +139,12 @@ impl Inventory {
         filters: Filters,
         own: impl FnOnce(Claims) -> io::Result<Claims>,
     ) -> io::Result<Arc<Inventory>> {
-        std::fs::create_dir_all(state_dir).map_err(at(state_dir, ""))?;
+        std::fs::create_dir_all(state_dir).map_err(at("", state_dir))?;
         let file = state_dir.join(FILE);
         let (mut entries, mut legacy) = (BTreeMap::new(), Claims::new());
         match std::fs::read(&file) {
             Ok(bytes) => {
-                let p: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
-                    at(&file, "device inventory ")(io::Error::new(io::ErrorKind::InvalidData, e))
-                })?;
+                let p = Persisted::parse(&file, &bytes)?;
                 for mut e in p.devices {
                     // Claims recorded before they named their node are the recorder's.
                     e.claim.fill_node(&p.node);
@@ -152,7 +155,7 @@ impl Inventory {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(at(&file, "")(e)),
+            Err(e) => return Err(at("", &file)(e)),
         }
         let inv = Arc::new(Inventory {
             file,
@@ -250,7 +253,7 @@ impl Inventory {
         let node = self.node.clone();
         let bytes =
             serde_json::to_vec_pretty(&Persisted { node, devices }).map_err(io::Error::other)?;
-        write_atomic(&self.file, &bytes).map_err(at(&self.file, "write device inventory "))
+        write_atomic(&self.file, &bytes).map_err(at("write device inventory ", &self.file))
     }
 
     /// Starts the hotplug thread (idempotent). Events lost to an overflow trigger a full rescan.

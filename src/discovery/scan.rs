@@ -42,12 +42,10 @@ pub fn scan_all(node: &str, filters: &Filters) -> io::Result<Vec<Device>> {
     let ctx = Context::load(node, filters)?;
     let mut en = udev::Enumerator::new()?;
     en.match_subsystem("block")?;
-    let mut out = Vec::new();
-    for d in en.scan_devices()? {
-        if let Some(dev) = read_udev(&ctx, &d) {
-            out.push(dev);
-        }
-    }
+    let mut out: Vec<Device> = en
+        .scan_devices()?
+        .filter_map(|d| read_udev(&ctx, &d))
+        .collect();
     mark_duplicates(&mut out);
     out.sort_by(|a, b| a.kernel_name.cmp(&b.kernel_name));
     Ok(out)

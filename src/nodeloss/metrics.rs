@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 
-/// What was done to one lost volume.
+/// What was done to one lost volume (labelled by `ACTIONS`, in this order).
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome {
     /// Marked and reported (counted once, when the mark is first written).
@@ -18,6 +18,8 @@ pub enum Outcome {
     /// per volume and process.
     Left,
 }
+
+const ACTIONS: [&str; 3] = ["reported", "recreated", "left"];
 
 type ByAction = Family<Vec<(&'static str, &'static str)>, Counter>;
 
@@ -31,7 +33,7 @@ fn metrics() -> &'static Metrics {
     METRICS.get_or_init(|| {
         let volumes = ByAction::default();
         // Every action is served from the start, 0 until it happens.
-        for action in ["reported", "recreated", "left"] {
+        for action in ACTIONS {
             drop(volumes.get_or_create(&vec![("action", action)]));
         }
         Metrics {
@@ -42,11 +44,7 @@ fn metrics() -> &'static Metrics {
 }
 
 pub fn count(outcome: Outcome) {
-    let action = match outcome {
-        Outcome::Reported => "reported",
-        Outcome::Recreated => "recreated",
-        Outcome::Left => "left",
-    };
+    let action = ACTIONS[outcome as usize];
     metrics()
         .volumes
         .get_or_create(&vec![("action", action)])

@@ -212,8 +212,7 @@ fn open_device(path: &Path, write: bool) -> io::Result<File> {
         opts.write(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_EXCL);
     }
-    opts.open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))
+    opts.open(path).map_err(super::fsutil::at("open ", path))
 }
 
 /// Every signature on `path`, in blkid's probing order (superblocks, then partition tables).
@@ -280,8 +279,7 @@ fn wipe_matching(
         }
         erased.push(sig);
     }
-    dev.sync_all()
-        .map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))?;
+    dev.sync_all().map_err(super::fsutil::at("fsync ", path))?;
     Ok(erased)
 }
 

@@ -1,5 +1,6 @@
 //! Whole-device ioctls the device backend needs: discard, and the kernel's read-only flag.
 
+use super::fsutil::at;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -11,11 +12,6 @@ const BLKROGET: libc::c_ulong = 0x125e; // _IO(0x12, 94)
 const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272; // _IOR(0x12, 114, size_t)
 
-fn ctx(dev: &Path, what: &str) -> impl FnOnce(io::Error) -> io::Error + use<> {
-    let what = format!("{what} {}", dev.display());
-    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 /// Discards (TRIM, or hole-punch for a loop device) the whole device open as `f` (for
 /// writing); Ok(false) when the device cannot discard. `dev` names it in errors.
 pub fn discard_all(f: &File, dev: &Path) -> io::Result<bool> {
@@ -26,7 +22,7 @@ pub fn discard_all(f: &File, dev: &Path) -> io::Result<bool> {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
             Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(false),
-            _ => Err(ctx(dev, "discard")(e)),
+            _ => Err(at("discard ", dev)(e)),
         };
     }
     Ok(true)
@@ -37,7 +33,7 @@ pub fn size_of(f: &File, dev: &Path) -> io::Result<u64> {
     let mut size: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer; the fd is open.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size) } != 0 {
-        return Err(ctx(dev, "size of")(io::Error::last_os_error()));
+        return Err(at("size of ", dev)(io::Error::last_os_error()));
     }
     Ok(size)
 }
@@ -49,11 +45,11 @@ pub fn set_read_only(dev: &Path, read_only: bool) -> io::Result<()> {
     let f = OpenOptions::new()
         .read(true)
         .open(dev)
-        .map_err(ctx(dev, "open"))?;
+        .map_err(at("open ", dev))?;
     let flag: libc::c_int = read_only.into();
     // SAFETY: BLKROSET reads one int through the pointer.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKROSET, &flag) } != 0 {
-        return Err(ctx(dev, "set read-only flag of")(io::Error::last_os_error()));
+        return Err(at("set read-only flag of ", dev)(io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -63,11 +59,11 @@ pub fn is_read_only(dev: &Path) -> io::Result<bool> {
     let f = OpenOptions::new()
         .read(true)
         .open(dev)
-        .map_err(ctx(dev, "open"))?;
+        .map_err(at("open ", dev))?;
     let mut flag: libc::c_int = 0;
     // SAFETY: BLKROGET writes one int through the pointer.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKROGET, &mut flag) } != 0 {
-        return Err(ctx(dev, "read read-only flag of")(
+        return Err(at("read read-only flag of ", dev)(
             io::Error::last_os_error(),
         ));
     }

@@ -5,6 +5,13 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// Prefixes an error with `what` and the path it is about (`{what}{path}: {error}`), keeping
+/// its kind.
+pub fn at(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error + use<> {
+    let what = format!("{what}{}", path.display());
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content:
 /// write a temp file beside it, fsync it, rename it over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -52,15 +59,6 @@ pub fn rename_noreplace_durable(from: &Path, to: &Path) -> io::Result<()> {
         fsync_dir(dir)?;
     }
     Ok(())
-}
-
-/// Removes `path` if present, then makes the removal durable.
-pub fn remove_file_durable(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("/"))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// A fresh random token (64 bits, hex) from the kernel's generator.

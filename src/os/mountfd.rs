@@ -136,7 +136,7 @@ pub fn bind_mount_onto(
         flags
     };
     bind_fd_onto(src.as_fd(), target, flags, Api::Newest)
-        .map_err(|e| io::Error::new(e.kind(), format!("bind-mounting {}: {e}", source.display())))
+        .map_err(super::fsutil::at("bind-mounting ", source))
 }
 
 /// Bind-mounts the file or directory the descriptor `source` holds (O_PATH is enough) onto

@@ -1,5 +1,6 @@
 //! Private directories: the driver's state is readable by root only.
 
+use super::fsutil::at;
 use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -10,8 +11,7 @@ use std::path::Path;
 /// read (a hostPath the kubelet created 0755) is made 0700.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(at("creating ", parent))?;
     }
     match DirBuilder::new().mode(0o700).create(path) {
         // The umask can only remove bits from 0700, never add group or other access.
@@ -32,23 +32,16 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
                 .read(true)
                 .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(path)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
-                })?;
+                .map_err(at("opening ", path))?;
             let mode = dir.metadata()?.mode() & 0o7777;
             if mode & 0o077 != 0 {
                 dir.set_permissions(std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| {
-                        io::Error::new(e.kind(), format!("chmod 700 {}: {e}", path.display()))
-                    })?;
+                    .map_err(at("chmod 700 ", path))?;
                 tracing::info!(path = %path.display(), was = format!("{mode:o}"), "state directory made private to the driver");
             }
             Ok(())
         }
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("creating {}: {e}", path.display()),
-        )),
+        Err(e) => Err(at("creating ", path)(e)),
     }
 }
 
