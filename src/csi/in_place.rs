@@ -1,14 +1,12 @@
-//! Running a short RPC body on the RPC's own worker thread when nothing else is in flight.
+//! Running a short create or delete on the RPC's own worker thread instead of the blocking pool.
 //!
 //! A body normally goes to the blocking pool: the worker wakes a pool thread and the pool
 //! thread wakes the worker back, two cross-CPU wake-ups per RPC (about 30 us each on a small
-//! VM, a tenth of a hostpath CreateVolume). When no other body runs, nobody would use that
-//! worker meanwhile, so a short body runs in place instead. The guard keeps the runtime
-//! responsive: only one body at a time runs in place (the other worker keeps serving, and every
-//! body that arrives meanwhile goes to the pool), never on a runtime with fewer than two
-//! workers, and only for bodies the backend declares short (`BackendCaps::quick_provisioning`).
-//! A short body that ends in a commit it can await as a task (`enter_queued`, `rpc_queued`) runs
-//! in place even while others are in flight: it holds the thread only for its own syscalls.
+//! VM, a tenth of a hostpath CreateVolume). A short body that ends in a journal commit it can
+//! await as a task (`rpc_queued`) runs in place instead: it holds the thread only for its own
+//! syscalls, never through a sync. Only bodies the backend declares short
+//! (`BackendCaps::quick_provisioning`) do so, and never on a runtime with fewer than two
+//! workers, so the other worker keeps serving.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,24 +20,20 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// `short`: the caller's body is one the backend declares short.
-    pub(crate) fn enter(short: bool) -> Self {
+    /// A body that runs on the pool.
+    pub(crate) fn enter() -> Self {
+        Self::enter_on(&IN_FLIGHT, false)
+    }
+
+    /// A body that ends in a commit it awaits as a task (`rpc_queued`); `short`: one the
+    /// backend declares short, which runs in place.
+    pub(crate) fn enter_queued(short: bool) -> Self {
         Self::enter_on(&IN_FLIGHT, short)
     }
 
-    /// For a short body that ends in a commit it awaits as a task (`rpc_queued`): it runs in
-    /// place even while others are in flight, since it does not hold the thread through a sync.
-    pub(crate) fn enter_queued(short: bool) -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
-        InFlight {
-            count: &IN_FLIGHT,
-            in_place: short && runtime_has_spare_worker(),
-        }
-    }
-
     fn enter_on(count: &'static AtomicUsize, short: bool) -> Self {
-        let before = count.fetch_add(1, Ordering::AcqRel);
-        let in_place = short && before == 0 && runtime_has_spare_worker();
+        count.fetch_add(1, Ordering::AcqRel);
+        let in_place = short && runtime_has_spare_worker();
         InFlight { count, in_place }
     }
 
@@ -79,19 +73,18 @@ mod tests {
     }
 
     #[test]
-    fn only_a_short_body_on_an_idle_two_worker_runtime_runs_in_place() {
+    fn a_short_body_on_a_two_worker_runtime_runs_in_place_and_knows_whether_it_is_alone() {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         runtime(2).block_on(async {
             let first = InFlight::enter_on(&COUNT, true);
-            assert!(first.in_place(), "idle server, short body");
+            assert!(first.in_place(), "short body");
+            assert!(first.alone(), "nothing else in flight");
             let second = InFlight::enter_on(&COUNT, true);
-            assert!(!second.in_place(), "another body is in flight");
+            assert!(second.in_place(), "in place beside another body too");
+            assert!(!first.alone() && !second.alone(), "two in flight");
             drop(first);
-            let third = InFlight::enter_on(&COUNT, true);
-            assert!(!third.in_place(), "the pool body still runs");
-            drop((second, third));
+            assert!(second.alone(), "the other one ended");
             assert!(!InFlight::enter_on(&COUNT, false).in_place(), "a long body");
-            assert!(InFlight::enter_on(&COUNT, true).in_place(), "idle again");
         });
         assert_eq!(COUNT.load(Ordering::Acquire), 0);
     }

@@ -172,7 +172,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
 {
     let start = Instant::now();
-    let in_flight = in_place::InFlight::enter(false);
+    let in_flight = in_place::InFlight::enter();
     let result = on_pool(method, body).await;
     drop(in_flight);
     finish(method, &volume, start, result)
