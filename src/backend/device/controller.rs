@@ -4,8 +4,10 @@
 use super::params::DeviceParams;
 use super::proof::{fingerprint, Fingerprint};
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND, CAPS};
-use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
+use crate::backend::params::defining;
+use crate::backend::{
+    local::LocalVolumes, Capacity, CapacityRequest, ControllerBackend, Done, Page,
+};
 use crate::discovery::{Claim, Entry};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
@@ -139,19 +141,7 @@ impl ControllerBackend for DeviceBackend {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(BACKEND, &id_str, &req.capabilities)?;
-        if req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(&self.node))
-        {
-            return Err(Error::no_space(
-                id_str,
-                format!(
-                    "this driver provisions on node {} only, which the requisite topology excludes",
-                    self.node
-                ),
-            ));
-        }
+        self.check_topology(&id_str, req)?;
         let range = req.capacity;
         if range.limit != 0 && range.required > range.limit {
             return Err(Error::invalid(format!(
@@ -272,33 +262,13 @@ impl ControllerBackend for DeviceBackend {
         caps: &[Capability],
         parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
-            return Ok(Some(why));
-        }
-        Ok(caps
-            .iter()
-            .find_map(|c| CAPS.refuse_on(BACKEND, c, rec.kind)))
+        self.validate_local(id, caps, parameters)
     }
 
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = DeviceParams::decode(&req.parameters)?;
-        let none = Capacity::default();
-        if req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(&self.node))
-        {
+        if let Some(none) = self.no_capacity_for(req) {
             return Ok(none);
-        }
-        if let Some(first) = req.capabilities.first() {
-            if req
-                .capabilities
-                .iter()
-                .any(|c| CAPS.refuse_on(BACKEND, c, first.kind).is_some())
-            {
-                return Ok(none);
-            }
         }
         let sizes: Vec<u64> = self
             .fitting(&params, None)?
@@ -348,12 +318,7 @@ impl ControllerBackend for DeviceBackend {
         read_only: bool,
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = CAPS.refuse_on(BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
-        }
-        self.ledger.attach_local(rec, &self.node, node, read_only)?;
-        Ok(BTreeMap::new())
+        self.publish_local(id, node, read_only, cap)
     }
 
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {

@@ -34,7 +34,7 @@ use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::discovery::{Claim, Filters, Inventory, State};
 use crate::error::{Error, Result};
 use crate::state::{Journal, Ledger, Phase};
-use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
+use crate::volume::{AccessKind, VolumeCondition, VolumeInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -174,12 +174,6 @@ impl DeviceBackend {
         if let Err(e) = self.inventory.set_claim(&rec.backend.uid, claim) {
             tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, error = %e, "claim not shown in the inventory");
         }
-    }
-
-    fn record(&self, id: &VolumeId) -> Result<VolumeRecord> {
-        self.ledger
-            .by_id(&id.to_string())
-            .ok_or_else(|| Error::not_found(id.to_string()))
     }
 
     /// The /dev path of the volume's device, proven to be the claimed one: found by uid, Active,

@@ -5,8 +5,10 @@ use super::limiter::Limiter;
 use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::{HostpathBackend, CAPS};
-use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
+use crate::backend::params::defining;
+use crate::backend::{
+    local::LocalVolumes, Capacity, CapacityRequest, ControllerBackend, Done, Page,
+};
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
 use crate::state::Queued;
@@ -57,17 +59,7 @@ impl ControllerBackend for HostpathBackend {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
-        if let Some(t) = &req.topology {
-            if !t.allows_node(&self.node) {
-                return Err(Error::no_space(
-                    id_str,
-                    format!(
-                        "this driver provisions on node {} only, which the requisite topology excludes",
-                        self.node
-                    ),
-                ));
-            }
-        }
+        self.check_topology(&id_str, req)?;
         self.require_base(&id_str)?;
         let source = match &req.content_source {
             Some(src) => Some(self.resolve_source(&id_str, src)?),
@@ -333,40 +325,20 @@ impl ControllerBackend for HostpathBackend {
         caps: &[Capability],
         parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
-            return Ok(Some(why));
-        }
-        Ok(caps
-            .iter()
-            .find_map(|c| CAPS.refuse_on(super::BACKEND, c, rec.kind)))
+        self.validate_local(id, caps, parameters)
     }
 
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
-        let none = Capacity::default();
         if self.base_usable().is_err()
             || params.quota == QuotaMode::Enforce && self.limiter()?.is_none()
         {
-            return Ok(none);
+            return Ok(Capacity::default());
         }
-        if req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(&self.node))
-        {
-            return Ok(none);
+        match self.no_capacity_for(req) {
+            Some(none) => Ok(none),
+            None => Ok(Capacity::pooled(self.space()?.1)),
         }
-        if let Some(first) = req.capabilities.first() {
-            if req
-                .capabilities
-                .iter()
-                .any(|c| CAPS.refuse_on(super::BACKEND, c, first.kind).is_some())
-            {
-                return Ok(none);
-            }
-        }
-        Ok(Capacity::pooled(self.space()?.1))
     }
 
     fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
@@ -393,12 +365,7 @@ impl ControllerBackend for HostpathBackend {
         read_only: bool,
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
-        }
-        self.ledger.attach_local(rec, &self.node, node, read_only)?;
-        Ok(BTreeMap::new())
+        self.publish_local(id, node, read_only, cap)
     }
 
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {

@@ -325,13 +325,6 @@ impl HostpathBackend {
         self.volume_dir(name).join(IMAGE_FILE)
     }
 
-    /// The record of a volume, by id.
-    fn record(&self, id: &VolumeId) -> Result<VolumeRecord> {
-        self.ledger
-            .by_id(&id.to_string())
-            .ok_or_else(|| Error::not_found(id.to_string()))
-    }
-
     fn is_local(&self, id: &VolumeId) -> bool {
         id.node.as_deref() == Some(VolumeId::node_tag(&self.node).as_str())
     }

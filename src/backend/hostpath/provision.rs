@@ -5,6 +5,7 @@
 use super::controller::ALIGN;
 use super::record::{Enforcement, VolumeRecord};
 use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
+use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
 use crate::volume::{AccessKind, CapacityRange, VolumeId};

@@ -6,6 +6,7 @@
 use super::record::VolumeRecord;
 use super::snapshot::{is_subvolume, SnapMethod};
 use super::HostpathBackend;
+use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, markers};
 use crate::snapshot::ContentSource;

@@ -5,7 +5,7 @@
 //! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
 
 use super::HostpathBackend;
-use crate::backend::SnapshotBackend;
+use crate::backend::{local::LocalVolumes, SnapshotBackend};
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
