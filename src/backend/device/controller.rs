@@ -4,16 +4,15 @@
 use super::params::DeviceParams;
 use super::proof::{fingerprint, Fingerprint};
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND, CAPS};
+use crate::backend::local::LocalVolumes;
 use crate::backend::params::defining;
-use crate::backend::{
-    local::LocalVolumes, Capacity, CapacityRequest, ControllerBackend, Done, Page,
-};
+use crate::backend::{BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done};
 use crate::discovery::{Claim, Entry};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
-use crate::state::Phase;
+use crate::state::{Ledger, Phase};
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 mod release;
@@ -132,12 +131,24 @@ impl DeviceBackend {
     }
 }
 
-impl ControllerBackend for DeviceBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, name)
+impl LocalVolumes for DeviceBackend {
+    type Ext = DeviceData;
+    const BACKEND: &'static str = BACKEND;
+    const CAPS: &'static BackendCaps = &CAPS;
+
+    fn ledger(&self) -> &Ledger<VolumeRecord> {
+        &self.ledger
     }
 
-    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn volume_info(&self, rec: &VolumeRecord) -> VolumeInfo {
+        self.info(rec)
+    }
+
+    fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(BACKEND, &id_str, &req.capabilities)?;
@@ -223,7 +234,7 @@ impl ControllerBackend for DeviceBackend {
         Ok(Done::Now(self.info(&rec)))
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
         crate::backend::require_local(id, &self.node)?;
         // No record: nothing of ours to undo (an unknown claim turns Released at start).
         let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
@@ -242,30 +253,7 @@ impl ControllerBackend for DeviceBackend {
         self.finish_delete(&rec).map(Done::Now)
     }
 
-    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        Ok(self.info(&self.record(id)?))
-    }
-
-    fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
-        let (entries, next_after) =
-            self.ledger
-                .page(after, max, |r| r.phase == Phase::Ready, |r| self.info(r));
-        Ok(Page {
-            entries,
-            next_after,
-        })
-    }
-
-    fn validate(
-        &self,
-        id: &VolumeId,
-        caps: &[Capability],
-        parameters: &BTreeMap<String, String>,
-    ) -> Result<Option<String>> {
-        self.validate_local(id, caps, parameters)
-    }
-
-    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+    fn capacity_for(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = DeviceParams::decode(&req.parameters)?;
         if let Some(none) = self.no_capacity_for(req) {
             return Ok(none);
@@ -281,7 +269,7 @@ impl ControllerBackend for DeviceBackend {
         })
     }
 
-    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+    fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
         let rec = self.record(id)?;
         if range.required == 0 && range.limit == 0 {
             return Err(Error::invalid(format!(
@@ -309,23 +297,5 @@ impl ControllerBackend for DeviceBackend {
         }
         // Within the device: already that large, nothing to do on the node either.
         Ok((rec.capacity_bytes, false))
-    }
-
-    fn controller_publish(
-        &self,
-        id: &VolumeId,
-        node: &str,
-        read_only: bool,
-        cap: &Capability,
-    ) -> Result<BTreeMap<String, String>> {
-        self.publish_local(id, node, read_only, cap)
-    }
-
-    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.ledger.detach(&id.to_string(), node)
-    }
-
-    fn published_count(&self, node: &str) -> usize {
-        self.ledger.published_count(node)
     }
 }

@@ -9,16 +9,14 @@
 
 use super::proof::Hold;
 use super::{mounted_from, shows_device, DeviceBackend, OurFs, VolumeRecord};
-use crate::backend::local::{self, is_mounted, LocalVolumes};
-use crate::backend::{BackendCaps, NodeBackend};
+use crate::backend::local::{self, is_mounted, LocalNode, LocalVolumes};
+
 use crate::error::{Error, Result};
 use crate::node::Target;
 use crate::os::mount::BindOptions;
 use crate::os::{blkid, blockdev, mkfs, statfs};
-use crate::state::{Ledger, Phase, Publication};
-use crate::volume::{
-    AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats,
-};
+use crate::state::{Phase, Publication};
+use crate::volume::{AccessKind, CapacityRange, StageRequest, VolumeId, VolumeStats};
 use std::path::{Path, PathBuf};
 use sys_mount::MountFlags;
 
@@ -151,21 +149,10 @@ impl DeviceBackend {
     }
 }
 
-impl LocalVolumes for DeviceBackend {
-    type Ext = super::DeviceData;
+impl LocalNode for DeviceBackend {
     /// The volume's device, proven the claimed one.
     type Source = PathBuf;
-    const BACKEND: &'static str = super::BACKEND;
-    const CAPS: &'static BackendCaps = &super::CAPS;
     const FAILPOINTS: &'static str = "device:";
-
-    fn ledger(&self) -> &Ledger<VolumeRecord> {
-        &self.ledger
-    }
-
-    fn node_id(&self) -> &str {
-        &self.node
-    }
 
     fn node_record(&self, id: &VolumeId) -> Result<VolumeRecord> {
         let rec = self.record(id)?;
@@ -263,26 +250,8 @@ impl LocalVolumes for DeviceBackend {
         }
         Ok(())
     }
-}
 
-impl NodeBackend for DeviceBackend {
-    fn stage(&self, req: &StageRequest) -> Result<()> {
-        local::stage(self, req)
-    }
-
-    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        local::unstage(self, id, staging)
-    }
-
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        local::publish(self, req)
-    }
-
-    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        local::unpublish(self, id, target)
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
         local::require_at(&rec, path, || false)?;
@@ -311,7 +280,7 @@ impl NodeBackend for DeviceBackend {
         })
     }
 
-    fn node_expand(&self, id: &VolumeId, _path: &Path, range: CapacityRange) -> Result<u64> {
+    fn expand_on_node(&self, id: &VolumeId, _path: &Path, range: CapacityRange) -> Result<u64> {
         // Nothing grows on the node: the volume is the whole device already.
         let rec = self.record(id)?;
         if range.required > rec.capacity_bytes {

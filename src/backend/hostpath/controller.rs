@@ -5,17 +5,15 @@ use super::limiter::Limiter;
 use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::{HostpathBackend, CAPS};
+use crate::backend::local::LocalVolumes;
 use crate::backend::params::defining;
-use crate::backend::{
-    local::LocalVolumes, Capacity, CapacityRequest, ControllerBackend, Done, Page,
-};
+use crate::backend::{BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done};
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
-use crate::state::Queued;
+use crate::state::{Ledger, Queued};
 use crate::volume::{
-    AccessKind, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
+    AccessKind, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
 };
-use std::collections::BTreeMap;
 use std::fs;
 
 /// Sizes are whole 4 KiB blocks (a block volume's loop device needs 512-byte multiples).
@@ -48,14 +46,26 @@ impl HostpathBackend {
     }
 }
 
-impl ControllerBackend for HostpathBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(super::BACKEND, &self.node, name)
+impl LocalVolumes for HostpathBackend {
+    type Ext = super::record::HostpathData;
+    const BACKEND: &'static str = super::BACKEND;
+    const CAPS: &'static BackendCaps = &CAPS;
+
+    fn ledger(&self) -> &Ledger<VolumeRecord> {
+        &self.ledger
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn volume_info(&self, rec: &VolumeRecord) -> VolumeInfo {
+        self.info(rec)
     }
 
     /// Makes and marks the directory, then queues the record: the volume exists once the
     /// record is durable (the `Done`'s commit).
-    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+    fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
@@ -211,7 +221,7 @@ impl ControllerBackend for HostpathBackend {
 
     /// Queues the record's removal; the directory goes once the removal is durable (the
     /// `Done`'s commit).
-    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
         crate::backend::require_local(id, &self.node)?;
         let id_str = id.to_string();
         self.require_base(&id_str)?;
@@ -307,28 +317,7 @@ impl ControllerBackend for HostpathBackend {
         ))
     }
 
-    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        Ok(self.info(&self.record(id)?))
-    }
-
-    fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
-        let (entries, next_after) = self.ledger.page(after, max, |_| true, |r| self.info(r));
-        Ok(Page {
-            entries,
-            next_after,
-        })
-    }
-
-    fn validate(
-        &self,
-        id: &VolumeId,
-        caps: &[Capability],
-        parameters: &BTreeMap<String, String>,
-    ) -> Result<Option<String>> {
-        self.validate_local(id, caps, parameters)
-    }
-
-    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+    fn capacity_for(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
         if self.base_usable().is_err()
             || params.quota == QuotaMode::Enforce && self.limiter()?.is_none()
@@ -341,7 +330,7 @@ impl ControllerBackend for HostpathBackend {
         }
     }
 
-    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+    fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
         if !self.is_local(id) {
             // external-resizer has no node-deployment mode: one resizer in the cluster asks a
             // ferrovol that does not hold the volume. Only the volume's own node can grow it, so
@@ -356,23 +345,5 @@ impl ControllerBackend for HostpathBackend {
             return Ok((range.resolve(0, ALIGN, &id_str)?, true));
         }
         self.grow(id, range)
-    }
-
-    fn controller_publish(
-        &self,
-        id: &VolumeId,
-        node: &str,
-        read_only: bool,
-        cap: &Capability,
-    ) -> Result<BTreeMap<String, String>> {
-        self.publish_local(id, node, read_only, cap)
-    }
-
-    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.ledger.detach(&id.to_string(), node)
-    }
-
-    fn published_count(&self, node: &str) -> usize {
-        self.ledger.published_count(node)
     }
 }

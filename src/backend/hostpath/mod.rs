@@ -29,7 +29,7 @@ mod recovery;
 mod restore;
 pub mod snapshot;
 
-use crate::backend::{Backend, BackendCaps, Expansion, Reach};
+use crate::backend::{BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
 use crate::os::statfs;
 use crate::state::{Journal, Ledger};
@@ -415,16 +415,9 @@ impl HostpathBackend {
     }
 }
 
-impl Backend for HostpathBackend {
-    fn name(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn caps(&self) -> &BackendCaps {
-        &CAPS
-    }
-
-    fn check_ready(&self) -> Result<()> {
+impl HostpathBackend {
+    /// Probe's check of this pool: its base usable and present, its state writable.
+    pub(super) fn check_ready(&self) -> Result<()> {
         self.base_usable()
             .map_err(|why| Error::precondition(BACKEND, why))?;
         if !self.base.is_dir() {
@@ -434,9 +427,5 @@ impl Backend for HostpathBackend {
             )));
         }
         self.ledger.check_writable()
-    }
-
-    fn snapshots(&self) -> Option<&dyn crate::backend::SnapshotBackend> {
-        Some(self)
     }
 }

@@ -3,16 +3,14 @@
 
 use super::record::VolumeRecord;
 use super::HostpathBackend;
-use crate::backend::local::{self, is_mounted, LocalVolumes};
-use crate::backend::{BackendCaps, NodeBackend};
+use crate::backend::local::{self, is_mounted, LocalNode, LocalVolumes};
+
 use crate::error::{Error, Result};
 use crate::node::Target;
 use crate::os::mount::BindOptions;
 use crate::os::{fsutil, loopdev, mountinfo, statfs};
-use crate::state::{Ledger, Publication};
-use crate::volume::{
-    AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats,
-};
+use crate::state::Publication;
+use crate::volume::{AccessKind, CapacityRange, StageRequest, VolumeId, VolumeStats};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -42,20 +40,9 @@ impl HostpathBackend {
     }
 }
 
-impl LocalVolumes for HostpathBackend {
-    type Ext = super::record::HostpathData;
+impl LocalNode for HostpathBackend {
     type Source = ();
-    const BACKEND: &'static str = super::BACKEND;
-    const CAPS: &'static BackendCaps = &super::CAPS;
     const FAILPOINTS: &'static str = "";
-
-    fn ledger(&self) -> &Ledger<VolumeRecord> {
-        &self.ledger
-    }
-
-    fn node_id(&self) -> &str {
-        &self.node
-    }
 
     fn usable(&self, volume: &str) -> Result<()> {
         self.require_base(volume)
@@ -176,26 +163,8 @@ impl LocalVolumes for HostpathBackend {
             AccessKind::Mount => Ok(()),
         }
     }
-}
 
-impl NodeBackend for HostpathBackend {
-    fn stage(&self, req: &StageRequest) -> Result<()> {
-        local::stage(self, req)
-    }
-
-    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        local::unstage(self, id, staging)
-    }
-
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        local::publish(self, req)
-    }
-
-    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        local::unpublish(self, id, target)
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
         local::require_at(&rec, path, || self.shows(&rec, path))?;
@@ -239,7 +208,7 @@ impl NodeBackend for HostpathBackend {
         })
     }
 
-    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
+    fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
         let mut rec = self.record(id)?;
         let vid = rec.id.clone();
         if !path.exists() {

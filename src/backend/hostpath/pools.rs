@@ -26,6 +26,7 @@ use super::snapshot::SnapMethod;
 use super::{HostpathBackend, HostpathConfig};
 use crate::error::{Error, Result};
 use crate::state::Journal;
+use crate::volume::VolumeId;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -165,33 +166,28 @@ impl HostpathPools {
         self.slot(DEFAULT_POOL).unwrap_or(&self.slots[0]).get()
     }
 
+    /// The first pool for which `holds` is true.
+    pub(super) fn find(
+        &self,
+        holds: impl Fn(&HostpathBackend) -> bool,
+    ) -> Option<Arc<HostpathBackend>> {
+        self.slots.iter().map(Slot::get).find(|b| holds(b))
+    }
+
     /// The pool whose records hold volume `id`.
     pub(super) fn holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
-        self.slots
-            .iter()
-            .map(Slot::get)
-            .find(|b| b.ledger.by_id(id).is_some())
+        self.find(|b| b.ledger.by_id(id).is_some())
     }
 
     /// The pool whose records hold volume `id`, else the fallback (which answers NotFound).
-    pub(super) fn for_volume(&self, id: &str) -> Arc<HostpathBackend> {
-        self.holder(id).unwrap_or_else(|| self.fallback())
+    pub(super) fn for_volume(&self, id: &VolumeId) -> Arc<HostpathBackend> {
+        self.holder(&id.to_string())
+            .unwrap_or_else(|| self.fallback())
     }
 
     /// The pool whose records hold the volume named `name`.
     pub(super) fn holder_of_name(&self, name: &str) -> Option<Arc<HostpathBackend>> {
-        self.slots
-            .iter()
-            .map(Slot::get)
-            .find(|b| b.ledger.get(name).is_some())
-    }
-
-    /// The pool whose records hold snapshot `id`.
-    pub(super) fn snapshot_holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
-        self.slots
-            .iter()
-            .map(Slot::get)
-            .find(|b| b.snaps.by_id(id).is_some())
+        self.find(|b| b.ledger.get(name).is_some())
     }
 
     /// Pool `name` for a new volume, picking it up first if its path appeared since start.

@@ -75,7 +75,9 @@ impl HostpathPools {
         }
         let pool = self.for_create(wanted, &id)?;
         let source_pool = match &req.content_source {
-            Some(ContentSource::Snapshot(s)) => self.snapshot_holder(&s.to_string()),
+            Some(ContentSource::Snapshot(s)) => {
+                self.find(|p| p.snaps.by_id(&s.to_string()).is_some())
+            }
             Some(ContentSource::Volume(v)) => self.holder(&v.to_string()),
             None => None,
         };
@@ -116,7 +118,7 @@ impl ControllerBackend for HostpathPools {
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        self.for_volume(&id.to_string()).get(id)
+        self.for_volume(id).get(id)
     }
 
     fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
@@ -142,8 +144,7 @@ impl ControllerBackend for HostpathPools {
         caps: &[Capability],
         parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
-        self.for_volume(&id.to_string())
-            .validate(id, caps, parameters)
+        self.for_volume(id).validate(id, caps, parameters)
     }
 
     /// The class's pool's free space; none when this node lacks the pool or it is down.
@@ -161,7 +162,7 @@ impl ControllerBackend for HostpathPools {
     }
 
     fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        self.for_volume(&id.to_string()).expand(id, range)
+        self.for_volume(id).expand(id, range)
     }
 
     fn controller_publish(
@@ -171,13 +172,12 @@ impl ControllerBackend for HostpathPools {
         read_only: bool,
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        self.for_volume(&id.to_string())
+        self.for_volume(id)
             .controller_publish(id, node, read_only, cap)
     }
 
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.for_volume(&id.to_string())
-            .controller_unpublish(id, node)
+        self.for_volume(id).controller_unpublish(id, node)
     }
 
     fn published_count(&self, node: &str) -> usize {
@@ -187,28 +187,27 @@ impl ControllerBackend for HostpathPools {
 
 impl NodeBackend for HostpathPools {
     fn stage(&self, req: &StageRequest) -> Result<()> {
-        self.for_volume(&req.id.to_string()).stage(req)
+        self.for_volume(&req.id).stage(req)
     }
 
     fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        self.for_volume(&id.to_string()).unstage(id, staging)
+        self.for_volume(id).unstage(id, staging)
     }
 
     fn publish(&self, req: &PublishRequest) -> Result<()> {
-        self.for_volume(&req.id.to_string()).publish(req)
+        self.for_volume(&req.id).publish(req)
     }
 
     fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        self.for_volume(&id.to_string()).unpublish(id, target)
+        self.for_volume(id).unpublish(id, target)
     }
 
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
-        self.for_volume(&id.to_string()).stats(id, path)
+        self.for_volume(id).stats(id, path)
     }
 
     fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
-        self.for_volume(&id.to_string())
-            .node_expand(id, path, range)
+        self.for_volume(id).node_expand(id, path, range)
     }
 }
 
@@ -220,13 +219,13 @@ impl SnapshotBackend for HostpathPools {
     /// In the source volume's pool (a snapshot shares its filesystem); a name another pool
     /// holds is answered by that pool (the same snapshot again, or AlreadyExists).
     fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        let named = self.pools().find(|p| p.snaps.get(&req.name).is_some());
-        let pool = named.unwrap_or_else(|| self.for_volume(&req.source.to_string()));
+        let named = self.find(|p| p.snaps.get(&req.name).is_some());
+        let pool = named.unwrap_or_else(|| self.for_volume(&req.source));
         pool.create_snapshot(req)
     }
 
     fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        if let Some(pool) = self.snapshot_holder(&id.to_string()) {
+        if let Some(pool) = self.find(|p| p.snaps.by_id(&id.to_string()).is_some()) {
             return pool.delete_snapshot(id);
         }
         let usable = self.usable();

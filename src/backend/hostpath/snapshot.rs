@@ -5,10 +5,10 @@
 //! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
 
 use super::HostpathBackend;
-use crate::backend::{local::LocalVolumes, SnapshotBackend};
+use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
-use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+use crate::snapshot::{SnapshotId, SnapshotInfo, SnapshotRequest};
 use crate::volume::AccessKind;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -258,12 +258,9 @@ impl HostpathBackend {
 #[serde(deny_unknown_fields)]
 struct SnapParams {}
 
-impl SnapshotBackend for HostpathBackend {
-    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
-        SnapshotId::new(super::BACKEND, Some(&self.node), name)
-    }
-
-    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+impl HostpathBackend {
+    /// Takes the snapshot (see `SnapshotBackend::create_snapshot`).
+    pub(super) fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
         let id = SnapshotId::new(super::BACKEND, Some(&self.node), &req.name)?;
         let id_str = id.to_string();
         let source_str = req.source.to_string();
@@ -354,7 +351,7 @@ impl SnapshotBackend for HostpathBackend {
         }
     }
 
-    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+    pub(super) fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let id_str = id.to_string();
         if !self.local_snapshot(id) {
             return Err(Error::precondition(
@@ -388,30 +385,5 @@ impl SnapshotBackend for HostpathBackend {
             tracing::warn!(snapshot = %id_str, error = %e, "could not remove a deleted snapshot's directory; retried at the next start");
         }
         Ok(())
-    }
-
-    fn list_snapshots(
-        &self,
-        filter: &SnapshotFilter,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<SnapshotPage> {
-        let wanted_id = filter.snapshot.as_ref().map(|s| s.to_string());
-        let wanted_source = filter.source.as_ref().map(|v| v.to_string());
-        let (entries, next_after) = self.snaps.page(
-            after,
-            max,
-            |r| {
-                wanted_id.as_ref().is_none_or(|w| &r.id == w)
-                    && wanted_source
-                        .as_ref()
-                        .is_none_or(|w| &r.source_volume_id == w)
-            },
-            Self::snapshot_info,
-        );
-        Ok(SnapshotPage {
-            entries,
-            next_after,
-        })
     }
 }
