@@ -13,7 +13,7 @@ use crate::os::mount::BindOptions;
 use crate::os::mountinfo;
 use crate::state::{Ledger, Phase, Publication, VolumeRecord};
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, PublishRequest};
-use crate::volume::{StageRequest, VolumeId, VolumeInfo, VolumeStats};
+use crate::volume::{StageRequest, VolumeCondition, VolumeId, VolumeInfo, VolumeStats};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +45,36 @@ pub trait LocalVolumes: Send + Sync {
         self.ledger()
             .by_id(&id.to_string())
             .ok_or_else(|| Error::not_found(id.to_string()))
+    }
+
+    /// The volume's VolumeInfo, its backend, access type and `context` in its volume context
+    /// (informative only: the node side finds the volume from its own records).
+    fn info_of(
+        &self,
+        rec: &Rec<Self>,
+        context: impl IntoIterator<Item = (&'static str, String)>,
+        condition: VolumeCondition,
+    ) -> VolumeInfo {
+        let kind = match rec.kind {
+            AccessKind::Mount => "mount",
+            AccessKind::Block => "block",
+        };
+        let shared = [
+            ("ferrovol.io/backend", Self::BACKEND.to_string()),
+            ("ferrovol.io/access-type", kind.to_string()),
+        ];
+        VolumeInfo {
+            id: rec.id.clone(),
+            node: Some(self.node_id().to_string()),
+            capacity_bytes: rec.capacity_bytes,
+            context: shared
+                .into_iter()
+                .chain(context)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            published_nodes: rec.controller_published.keys().cloned().collect(),
+            condition,
+        }
     }
 
     /// CreateVolume's topology check: volumes are made on this node only.

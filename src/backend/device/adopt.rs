@@ -8,6 +8,7 @@
 
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND};
 use crate::backend::adopt::{not_here, Adopt, AdoptBackend, AdoptDevice};
+use crate::backend::local::LocalVolumes;
 use crate::discovery::{Claim, State};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
@@ -33,7 +34,7 @@ impl DeviceBackend {
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
             if rec.backend.adopted && &rec.backend.uid == uid {
-                return Ok(self.info(&rec));
+                return Ok(self.volume_info(&rec));
             }
             return Err(Error::exists(
                 id,
@@ -162,6 +163,6 @@ impl DeviceBackend {
         crate::failpoint::hit("device:adopt:after-commit");
         tracing::info!(volume = %id, %uid, device = %path.display(), fs = %fs.fs_type, uuid = %fs.uuid,
             "adopted a device with its filesystem");
-        Ok(self.info(&rec))
+        Ok(self.volume_info(&rec))
     }
 }

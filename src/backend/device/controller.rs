@@ -23,11 +23,7 @@ pub(super) fn unmount_device(volume: &str, dev: &Path) -> Result<()> {
     let rdev = std::fs::metadata(dev)
         .map_err(Error::os(volume, format!("stat {}", dev.display())))?
         .rdev();
-    let number = format!(
-        "{}:{}",
-        nix::sys::stat::major(rdev),
-        nix::sys::stat::minor(rdev)
-    );
+    let number = super::proof::number_of(rdev);
     let mounts = mountinfo::read().map_err(Error::os(volume, "read mount table"))?;
     // Deepest first, so bind mounts of the staging mount go before it.
     let mut points: Vec<_> = mounts
@@ -145,7 +141,10 @@ impl LocalVolumes for DeviceBackend {
     }
 
     fn volume_info(&self, rec: &VolumeRecord) -> VolumeInfo {
-        self.info(rec)
+        let uid = ("ferrovol.io/device-uid", rec.backend.uid.clone());
+        let fs = rec.backend.fs.as_ref();
+        let fs_type = fs.map(|fs| ("ferrovol.io/fs-type", fs.fs_type.clone()));
+        self.info_of(rec, [uid].into_iter().chain(fs_type), self.condition(rec))
     }
 
     fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
@@ -175,7 +174,7 @@ impl LocalVolumes for DeviceBackend {
                 }
                 _ => {
                     crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
-                    Ok(Done::Now(self.info(&rec)))
+                    Ok(Done::Now(self.volume_info(&rec)))
                 }
             };
         }
@@ -231,7 +230,7 @@ impl LocalVolumes for DeviceBackend {
         }
         crate::failpoint::hit("device:create:after-commit");
         tracing::info!(volume = %id_str, uid = %entry.device.uid, device = %entry.device.dev_path.display(), size, "claimed device");
-        Ok(Done::Now(self.info(&rec)))
+        Ok(Done::Now(self.volume_info(&rec)))
     }
 
     fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {

@@ -34,9 +34,9 @@ use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::discovery::{Claim, Filters, Inventory, State};
 use crate::error::{Error, Result};
 use crate::state::{Journal, Ledger, Phase};
-use crate::volume::{AccessKind, VolumeCondition, VolumeInfo};
+use crate::volume::VolumeCondition;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -204,11 +204,7 @@ impl DeviceBackend {
         let path = e.device.dev_path.clone();
         let meta = std::fs::metadata(&path)
             .map_err(Error::os(&rec.id, format!("stat {}", path.display())))?;
-        let number = format!(
-            "{}:{}",
-            nix::sys::stat::major(meta.rdev()),
-            nix::sys::stat::minor(meta.rdev())
-        );
+        let number = proof::number_of(meta.rdev());
         if !meta.file_type().is_block_device() || number != e.device.dev_number {
             return Err(Error::precondition(
                 &rec.id,
@@ -242,32 +238,6 @@ impl DeviceBackend {
             },
         }
     }
-
-    fn info(&self, rec: &VolumeRecord) -> VolumeInfo {
-        let kind = match rec.kind {
-            AccessKind::Mount => "mount",
-            AccessKind::Block => "block",
-        };
-        let mut context = BTreeMap::from([
-            ("ferrovol.io/backend".to_string(), BACKEND.to_string()),
-            ("ferrovol.io/access-type".to_string(), kind.to_string()),
-            (
-                "ferrovol.io/device-uid".to_string(),
-                rec.backend.uid.clone(),
-            ),
-        ]);
-        if let Some(fs) = &rec.backend.fs {
-            context.insert("ferrovol.io/fs-type".into(), fs.fs_type.clone());
-        }
-        VolumeInfo {
-            id: rec.id.clone(),
-            node: Some(self.node.clone()),
-            capacity_bytes: rec.capacity_bytes,
-            context,
-            published_nodes: rec.controller_published.keys().cloned().collect(),
-            condition: self.condition(rec),
-        }
-    }
 }
 
 /// Whether `path` is mounted from the block device `dev` (by device number).
@@ -275,12 +245,7 @@ fn mounted_from(path: &Path, dev: &Path) -> bool {
     let (Ok(d), Ok(m)) = (std::fs::metadata(dev), crate::os::mountinfo::mount_at(path)) else {
         return false;
     };
-    let number = format!(
-        "{}:{}",
-        nix::sys::stat::major(d.rdev()),
-        nix::sys::stat::minor(d.rdev())
-    );
-    m.is_some_and(|m| m.device == number)
+    m.is_some_and(|m| m.device == proof::number_of(d.rdev()))
 }
 
 /// True when `path` is the device node of `dev` (a raw publication binds the node itself there):

@@ -171,32 +171,30 @@ impl LocalVolumes for HostpathBackend {
             Some(src) => self.materialize_from(&rec, src),
             None => self.materialize(&rec),
         };
+        let dir = self.volume_dir(&rec.name);
+        // Only what this create marked: a directory it refused to take over (another volume's
+        // of this name) stays as it was.
+        let its_own = made.is_ok()
+            || !dir.exists()
+            || match markers::read_markers(&dir) {
+                Ok(Some(m)) => m.incarnation == rec.backend.incarnation,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+        let rollback = move |me: &Self| {
+            if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
+                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
+            }
+        };
         if let Err(e) = made {
-            let dir = self.volume_dir(&rec.name);
-            // Only what this create marked: a directory it refused to take over (another
-            // volume's of this name) stays as it was.
-            let its_own = !dir.exists()
-                || match markers::read_markers(&dir) {
-                    Ok(Some(m)) => m.incarnation == rec.backend.incarnation,
-                    Ok(None) => true,
-                    Err(_) => false,
-                };
             if its_own {
-                if let Err(undo) = self.remove_dir_of(&id_str, &dir, enforced_by) {
-                    tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
-                }
+                rollback(self);
             }
             return Err(e);
         }
         crate::failpoint::hit("create:before-commit");
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
-        let dir = self.volume_dir(&rec.name);
-        let rollback = move |me: &Self| {
-            if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
-                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
-            }
-        };
         let Queued { ticket, pending } = match self.ledger.queue_save(rec) {
             Ok(queued) => queued,
             Err(e) => {

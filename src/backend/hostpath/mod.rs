@@ -29,6 +29,7 @@ mod recovery;
 mod restore;
 pub mod snapshot;
 
+use crate::backend::local::LocalVolumes;
 use crate::backend::{BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
 use crate::os::statfs;
@@ -36,7 +37,7 @@ use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
 use limiter::Limiter;
 use record::VolumeRecord;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -365,31 +366,13 @@ impl HostpathBackend {
     }
 
     fn info_with(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
-        let kind = match rec.kind {
-            AccessKind::Mount => "mount",
-            AccessKind::Block => "block",
-        };
-        // Informative only: the node side finds the directory from its own records.
-        let context = BTreeMap::from([
-            ("ferrovol.io/backend".to_string(), BACKEND.to_string()),
-            ("ferrovol.io/access-type".to_string(), kind.to_string()),
-            (
-                "ferrovol.io/capacity-enforced".to_string(),
-                rec.backend.enforced_by.is_some().to_string(),
-            ),
-            (
-                "ferrovol.io/path".to_string(),
-                self.volume_dir(&rec.name).display().to_string(),
-            ),
-        ]);
-        VolumeInfo {
-            id: rec.id.clone(),
-            node: Some(self.node.clone()),
-            capacity_bytes: rec.capacity_bytes,
-            context,
-            published_nodes: rec.controller_published.keys().cloned().collect(),
-            condition,
-        }
+        let enforced = rec.backend.enforced_by.is_some().to_string();
+        let path = self.volume_dir(&rec.name).display().to_string();
+        let context = [
+            ("ferrovol.io/capacity-enforced", enforced),
+            ("ferrovol.io/path", path),
+        ];
+        self.info_of(rec, context, condition)
     }
 
     fn condition(&self, rec: &VolumeRecord) -> VolumeCondition {

@@ -178,15 +178,11 @@ impl LocalNode for HostpathBackend {
         }
         let fs_now = statfs::fs_stats(path)
             .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
-        let limiter = match rec.backend.enforced_by {
-            Some(_) => self.limiter()?,
-            None => None,
-        };
-        let (used, inodes_used) = match (limiter, rec.backend.enforced_by) {
-            (Some(l), Some(how)) => l
+        let (used, inodes_used) = match self.enforcer(rec.backend.enforced_by)? {
+            Some((l, how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
                 .map_err(Error::os(&vid, "read capacity usage"))?,
-            _ => {
+            None => {
                 let (bytes, inodes) = fsutil::disk_usage(path)
                     .map_err(Error::os(&vid, format!("measure {}", path.display())))?;
                 (bytes, Some(inodes))

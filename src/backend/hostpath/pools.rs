@@ -22,7 +22,6 @@
 //! refused (missing, or not this driver's) needs a restart once it is right, as before.
 
 use super::pool_config::{PoolSpec, DEFAULT_POOL};
-use super::snapshot::SnapMethod;
 use super::{HostpathBackend, HostpathConfig};
 use crate::error::{Error, Result};
 use crate::state::Journal;
@@ -46,25 +45,6 @@ pub(super) fn journal_keys(pool: &str) -> (String, String) {
             format!("{}@{pool}", super::snapshot::LEDGER),
         )
     }
-}
-
-/// How a pool's volume sizes become hard limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaKind {
-    /// XFS, or ext4 with the project feature, mounted prjquota.
-    ProjectQuota,
-    /// btrfs with quota enabled: a subvolume and qgroup per volume.
-    BtrfsQgroup,
-}
-
-/// What a pool is: its name, base path, how sizes are enforced (None: advisory) and how
-/// snapshots and clones are made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolInfo {
-    pub name: String,
-    pub base: PathBuf,
-    pub enforcement: Option<QuotaKind>,
-    pub snap_method: SnapMethod,
 }
 
 pub(super) struct Slot {
@@ -139,22 +119,9 @@ impl HostpathPools {
         Ok(pools)
     }
 
-    /// The pool named `name`, if this node has it.
-    pub fn pool(&self, name: &str) -> Option<Arc<HostpathBackend>> {
-        self.slot(name).map(Slot::get)
-    }
-
     /// The names of this node's pools.
     pub fn pool_names(&self) -> Vec<String> {
         self.slots.iter().map(|s| s.spec.name.clone()).collect()
-    }
-
-    /// What pool `name` is (probing its quota and snapshot support on first use).
-    pub fn pool_info(&self, name: &str) -> Result<PoolInfo> {
-        let pool = self.pool(name).ok_or_else(|| {
-            Error::invalid(format!("node {} has no hostpath pool {name:?}", self.node))
-        })?;
-        pool.info_of_pool()
     }
 
     pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
@@ -293,20 +260,6 @@ impl HostpathBackend {
     /// The pool's base path (resolved).
     pub fn base_path(&self) -> &Path {
         &self.base
-    }
-
-    /// What this pool is (probing its quota and snapshot support on first use).
-    pub fn info_of_pool(&self) -> Result<PoolInfo> {
-        let enforcement = self.limiter()?.map(|l| match l {
-            super::limiter::Limiter::Project(_) => QuotaKind::ProjectQuota,
-            super::limiter::Limiter::Btrfs(_) => QuotaKind::BtrfsQgroup,
-        });
-        Ok(PoolInfo {
-            name: self.pool.clone(),
-            base: self.base.clone(),
-            enforcement,
-            snap_method: self.snap_method()?,
-        })
     }
 }
 

@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, markers};
 use crate::snapshot::ContentSource;
 use crate::volume::AccessKind;
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 
 /// A resolved content source.
@@ -108,13 +107,7 @@ impl HostpathBackend {
             crate::failpoint::hit("restore:after-copy");
         }
         if rec.kind == AccessKind::Block {
-            let image = self.image_path(&rec.name);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&image)
-                .map_err(Error::os(&rec.id, format!("open {}", image.display())))?;
-            f.set_len(rec.capacity_bytes)
-                .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
+            self.size_image(rec, rec.capacity_bytes, "size")?;
         }
         sync.commit().map_err(os("make durable the content of"))?;
         crate::failpoint::hit("restore:after-sync");
