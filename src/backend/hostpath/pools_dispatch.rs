@@ -21,10 +21,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Merges per-pool pages (each in name order, each of at most `max` after the same cursor)
-/// into one page of at most `max` (0: all), with the name to resume after.
-fn merge<T>(pages: Vec<(Vec<(String, T)>, bool)>, max: usize) -> (Vec<T>, Option<String>) {
-    let more_in_a_pool = pages.iter().any(|(_, more)| *more);
+/// One pool's page: (name, entry) in name order, and the name to resume after if more follow.
+type Paged<T> = (Vec<(String, T)>, Option<String>);
+
+/// Merges per-pool pages (each of at most `max` after the same cursor) into one page of at
+/// most `max` (0: all), with the name to resume after.
+fn merge<T>(pages: Vec<Paged<T>>, max: usize) -> (Vec<T>, Option<String>) {
+    let more_in_a_pool = pages.iter().any(|(_, more)| more.is_some());
     let mut all: Vec<(String, T)> = pages.into_iter().flat_map(|(e, _)| e).collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let cut = max != 0 && all.len() > max;
@@ -42,9 +45,14 @@ impl HostpathPools {
         self.slots.iter().map(|s| s.get())
     }
 
-    /// The pools that can take changes now.
-    fn usable(&self) -> Vec<Arc<HostpathBackend>> {
-        self.pools().filter(|p| p.pool_down().is_none()).collect()
+    /// For an id no pool holds (its state lost): `f` in each pool that can take changes now,
+    /// each removing what it marked with the id; with none, in the fallback, which says why.
+    fn in_usable_pools(&self, f: impl Fn(&HostpathBackend) -> Result<()>) -> Result<()> {
+        let usable: Vec<_> = self.pools().filter(|p| p.pool_down().is_none()).collect();
+        if usable.is_empty() {
+            return f(&self.fallback());
+        }
+        usable.iter().try_for_each(|p| f(p))
     }
 
     /// The pool a new volume goes to: its class's, refusing a name another pool holds and a
@@ -107,14 +115,8 @@ impl ControllerBackend for HostpathPools {
         }
         // No record: each usable pool removes a directory marked with this id (state lost).
         crate::backend::require_local(id, &self.node)?;
-        let usable = self.usable();
-        if usable.is_empty() {
-            return self.fallback().delete(id);
-        }
-        for pool in usable {
-            pool.delete(id)?.wait()?;
-        }
-        Ok(Done::Now(()))
+        self.in_usable_pools(|p| p.delete(id)?.wait())
+            .map(Done::Now)
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
@@ -125,10 +127,8 @@ impl ControllerBackend for HostpathPools {
         let pages = self
             .pools()
             .map(|p| {
-                let (e, next) =
-                    p.ledger
-                        .page(after, max, |_| true, |r| (r.name.clone(), p.info(r)));
-                (e, next.is_some())
+                p.ledger
+                    .page(after, max, |_| true, |r| (r.name.clone(), p.info(r)))
             })
             .collect();
         let (entries, next_after) = merge(pages, max);
@@ -228,14 +228,7 @@ impl SnapshotBackend for HostpathPools {
         if let Some(pool) = self.find(|p| p.snaps.by_id(&id.to_string()).is_some()) {
             return pool.delete_snapshot(id);
         }
-        let usable = self.usable();
-        if usable.is_empty() {
-            return self.fallback().delete_snapshot(id);
-        }
-        for pool in usable {
-            pool.delete_snapshot(id)?;
-        }
-        Ok(())
+        self.in_usable_pools(|p| p.delete_snapshot(id))
     }
 
     fn list_snapshots(
@@ -255,10 +248,9 @@ impl SnapshotBackend for HostpathPools {
         let pages = self
             .pools()
             .map(|p| {
-                let (e, next) = p.snaps.page(after, max, keep, |r| {
+                p.snaps.page(after, max, keep, |r| {
                     (r.name.clone(), HostpathBackend::snapshot_info(r))
-                });
-                (e, next.is_some())
+                })
             })
             .collect();
         let (entries, next_after) = merge(pages, max);
@@ -306,13 +298,13 @@ impl Backend for HostpathPools {
 mod tests {
     use super::merge;
 
-    fn page(names: &[&str], more: bool) -> (Vec<(String, String)>, bool) {
+    fn page(names: &[&str], more: bool) -> (Vec<(String, String)>, Option<String>) {
         (
             names
                 .iter()
                 .map(|n| (n.to_string(), n.to_string()))
                 .collect(),
-            more,
+            more.then(|| names.last().unwrap_or(&"").to_string()),
         )
     }
 
