@@ -152,14 +152,7 @@ impl DeviceBackend {
                 adopted: true,
             },
         );
-        // As a create: shown first, then the one commit of the record is the claim.
-        self.inventory
-            .set_claim(uid, self.ours(&rec))
-            .map_err(Error::os(&id, format!("claim device {uid}")))?;
-        if let Err(e) = self.ledger.save(rec.clone()) {
-            self.show_claim(&rec, Claim::Unclaimed);
-            return Err(e);
-        }
+        self.claim(&rec)?;
         crate::failpoint::hit("device:adopt:after-commit");
         tracing::info!(volume = %id, %uid, device = %path.display(), fs = %fs.fs_type, uuid = %fs.uuid,
             "adopted a device with its filesystem");

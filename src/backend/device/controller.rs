@@ -216,18 +216,7 @@ impl LocalVolumes for DeviceBackend {
             },
         );
         rec.parameters = wanted_params;
-        // Shown first, so a claim another node took meanwhile refuses this one; the one commit
-        // of the record is the claim.
-        self.inventory
-            .set_claim(&entry.device.uid, self.ours(&rec))
-            .map_err(Error::os(
-                &id_str,
-                format!("claim device {}", entry.device.uid),
-            ))?;
-        if let Err(e) = self.ledger.save(rec.clone()) {
-            self.show_claim(&rec, Claim::Unclaimed);
-            return Err(e);
-        }
+        self.claim(&rec)?;
         crate::failpoint::hit("device:create:after-commit");
         tracing::info!(volume = %id_str, uid = %entry.device.uid, device = %entry.device.dev_path.display(), size, "claimed device");
         Ok(Done::Now(self.volume_info(&rec)))

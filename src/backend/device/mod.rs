@@ -169,6 +169,18 @@ impl DeviceBackend {
         self.inventory.get(uid).map(|e| e.claim)
     }
 
+    /// Claims `rec`'s device: shown first, so a claim another node took meanwhile refuses
+    /// this one; the one commit of the record is the claim.
+    fn claim(&self, rec: &VolumeRecord) -> Result<()> {
+        let uid = &rec.backend.uid;
+        self.inventory
+            .set_claim(uid, self.ours(rec))
+            .map_err(Error::os(&rec.id, format!("claim device {uid}")))?;
+        self.ledger.save(rec.clone()).inspect_err(|_| {
+            self.show_claim(rec, Claim::Unclaimed);
+        })
+    }
+
     /// Shows `claim` on `rec`'s device, once the journal holds it.
     fn show_claim(&self, rec: &VolumeRecord, claim: Claim) {
         if let Err(e) = self.inventory.set_claim(&rec.backend.uid, claim) {

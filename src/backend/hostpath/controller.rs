@@ -329,7 +329,7 @@ impl LocalVolumes for HostpathBackend {
     }
 
     fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        if !self.is_local(id) {
+        if !self.is_local(id.node.as_deref()) {
             // external-resizer has no node-deployment mode: one resizer in the cluster asks a
             // ferrovol that does not hold the volume. Only the volume's own node can grow it, so
             // the answer is "the node does it": kubelet then calls NodeExpandVolume there, which

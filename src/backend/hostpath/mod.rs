@@ -326,8 +326,9 @@ impl HostpathBackend {
         self.volume_dir(name).join(IMAGE_FILE)
     }
 
-    fn is_local(&self, id: &VolumeId) -> bool {
-        id.node.as_deref() == Some(VolumeId::node_tag(&self.node).as_str())
+    /// Whether a volume or snapshot id with this node tag lives on this node.
+    fn is_local(&self, node_tag: Option<&str>) -> bool {
+        node_tag == Some(VolumeId::node_tag(&self.node).as_str())
     }
 
     fn save(&self, rec: VolumeRecord) -> Result<()> {
@@ -376,24 +377,19 @@ impl HostpathBackend {
     }
 
     fn condition(&self, rec: &VolumeRecord) -> VolumeCondition {
-        if let Err(why) = self.base_usable() {
-            return VolumeCondition {
-                abnormal: true,
-                message: why,
-            };
-        }
         let dir = self.volume_dir(&rec.name);
-        let missing = match rec.kind {
+        let missing = || match rec.kind {
             AccessKind::Mount => !dir.is_dir(),
             AccessKind::Block => !self.image_path(&rec.name).is_file(),
         };
-        if missing {
-            VolumeCondition {
-                abnormal: true,
-                message: format!("backing storage {} is gone", dir.display()),
-            }
-        } else {
-            VolumeCondition::healthy()
+        let message = match self.base_usable() {
+            Err(why) => why,
+            Ok(()) if missing() => format!("backing storage {} is gone", dir.display()),
+            Ok(()) => return VolumeCondition::healthy(),
+        };
+        VolumeCondition {
+            abnormal: true,
+            message,
         }
     }
 }

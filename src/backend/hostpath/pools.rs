@@ -211,14 +211,14 @@ impl HostpathPools {
         );
         // Nothing was recorded in it at start, and a refused pool records nothing since.
         match HostpathBackend::open(cfg, self.journal.clone(), &HashMap::new()) {
-            Ok(b) if b.refused.is_none() => {
-                tracing::info!(pool = %slot.spec.name, base = %b.base.display(), "hostpath pool appeared: serving it");
-                *slot.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
-                slot.missing.store(false, Ordering::Release);
-            }
             Ok(b) => {
-                tracing::error!(pool = %slot.spec.name, reason = b.refused.as_deref().unwrap_or("?"),
-                    "hostpath pool path appeared, but the pool is unusable (restart once it is right)");
+                match &b.refused {
+                    None => {
+                        tracing::info!(pool = %slot.spec.name, base = %b.base.display(), "hostpath pool appeared: serving it")
+                    }
+                    Some(why) => tracing::error!(pool = %slot.spec.name, reason = %why,
+                        "hostpath pool path appeared, but the pool is unusable (restart once it is right)"),
+                }
                 *slot.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
                 slot.missing.store(false, Ordering::Release);
             }

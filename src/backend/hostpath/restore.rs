@@ -45,7 +45,7 @@ impl HostpathBackend {
                 })
             }
             ContentSource::Volume(id) => {
-                if !self.is_local(id) {
+                if !self.is_local(id.node.as_deref()) {
                     return Err(Error::invalid(format!(
                         "volume {volume}: source volume {id} lives on node {}, not on node {}",
                         id.node.as_deref().unwrap_or("?"),

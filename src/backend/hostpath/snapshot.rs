@@ -157,14 +157,10 @@ impl HostpathBackend {
         }
     }
 
-    fn local_snapshot(&self, id: &SnapshotId) -> bool {
-        id.node.as_deref() == Some(crate::volume::VolumeId::node_tag(&self.node).as_str())
-    }
-
     /// The record of snapshot `id`: NotFound when unknown, InvalidArgument when another
     /// node holds it (a restore there is impossible, not merely missing).
     pub(super) fn snapshot_record(&self, id: &SnapshotId) -> Result<SnapRecord> {
-        if !self.local_snapshot(id) {
+        if !self.is_local(id.node.as_deref()) {
             return Err(Error::invalid(format!(
                 "snapshot {id} lives on node {}, not on node {} where this volume would be",
                 id.node.as_deref().unwrap_or("?"),
@@ -279,7 +275,7 @@ impl HostpathBackend {
         }
         self.snaps
             .refuse_id_of_another(&id_str, &req.name, "snapshot")?;
-        if !self.is_local(&req.source) {
+        if !self.is_local(req.source.node.as_deref()) {
             return Err(Error::invalid(format!(
                 "snapshot {}: volume {source_str} does not live on node {}",
                 req.name, self.node
@@ -353,7 +349,7 @@ impl HostpathBackend {
 
     pub(super) fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let id_str = id.to_string();
-        if !self.local_snapshot(id) {
+        if !self.is_local(id.node.as_deref()) {
             return Err(Error::precondition(
                 &id_str,
                 format!(
