@@ -57,9 +57,7 @@ impl DeviceBackend {
             .filter(|e| !taken.contains(&e.device.uid) && selector.matches(&e.device))
             .filter(|e| range.is_none_or(|r| r.admits(e.device.size_bytes)))
             .collect();
-        out.sort_by(|a, b| {
-            (a.device.size_bytes, &a.device.uid).cmp(&(b.device.size_bytes, &b.device.uid))
-        });
+        out.sort_by_key(|e| (e.device.size_bytes, e.device.uid.clone()));
         Ok(out)
     }
 
@@ -168,15 +166,11 @@ impl LocalVolumes for DeviceBackend {
             .refuse_id_of_another(&id_str, &req.name, "volume")?;
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
-            return match rec.phase {
-                Phase::Deleting => {
-                    Err(Error::precondition(id_str, "is being deleted; retry later"))
-                }
-                _ => {
-                    crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
-                    Ok(Done::Now(self.volume_info(&rec)))
-                }
-            };
+            if rec.phase == Phase::Deleting {
+                return Err(Error::precondition(id_str, "is being deleted; retry later"));
+            }
+            crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
+            return Ok(Done::Now(self.volume_info(&rec)));
         }
         let Some(entry) = self
             .fitting(&params, Some(&range))?

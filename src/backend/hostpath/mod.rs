@@ -36,6 +36,7 @@ use crate::os::statfs;
 use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
 use limiter::Limiter;
+use pool_config::PoolSpec;
 use record::VolumeRecord;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,19 +49,6 @@ const IMAGE_FILE: &str = "disk.img";
 const BLOCK_QUOTA_SLACK: u64 = 1 << 20;
 /// Prefix of a volume directory being deleted (volume names cannot begin with '.').
 const TRASH_PREFIX: &str = ".trash-";
-
-#[derive(Debug, Clone)]
-pub struct HostpathConfig {
-    pub node_id: String,
-    /// The pool this base is (`pool_config`): names its records' journal keys.
-    pub pool: String,
-    pub base: PathBuf,
-    /// Whether a missing base is created (`--hostpath-base` only; see `PoolSpec`).
-    pub create_base: bool,
-    /// The state directory; records of ferrovol 0.1 in `<state_dir>/hostpath/` are adopted.
-    pub state_dir: PathBuf,
-    pub default_capacity: u64,
-}
 
 static CAPS: BackendCaps = BackendCaps {
     reach: Reach::NodeLocal,
@@ -115,42 +103,46 @@ const SPACE_REUSE: Duration = Duration::from_secs(1);
 impl HostpathBackend {
     /// Opens the state, checks the base's identity (see `base`), then, on a base that is this
     /// store's, adopts older state and reconciles records with the disk and the mount table (see
-    /// `recovery`). A refused base is left exactly as found.
+    /// `recovery`). A refused base is left exactly as found. Records of ferrovol 0.1 in
+    /// `<state_dir>/hostpath/` are adopted into the default pool.
     pub fn open(
-        cfg: HostpathConfig,
+        node: &str,
+        spec: &PoolSpec,
+        state_dir: &Path,
+        default_capacity: u64,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
-        let (volumes_key, snaps_key) = pools::journal_keys(&cfg.pool);
+        let (volumes_key, snaps_key) = pools::journal_keys(&spec.name);
         let snaps: Ledger<snapshot::SnapRecord> =
             Ledger::open_counted(journal.clone(), &snaps_key, snapshot::LEDGER, live)?;
         let ledger: Ledger<VolumeRecord> =
             Ledger::open_counted(journal.clone(), &volumes_key, BACKEND, live)?;
-        let adoptions = adopt::open_ledger(&journal, &cfg.pool, live)?;
-        let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
+        let adoptions = adopt::open_ledger(&journal, &spec.name, live)?;
+        let recorded = Self::recorded_dirs(spec, state_dir, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
         // (the local resizer, which may write no trusted xattr) never writes to it.
-        let identity = base::identity(journal.store_id(), &cfg.pool);
+        let identity = base::identity(journal.store_id(), &spec.name);
         let verdict = if recorded.is_empty() {
-            match base::ensure_exists(&cfg.base, cfg.create_base)? {
-                base::Verdict::Ours => base::check_unrecorded(&cfg.base, &identity),
+            match base::ensure_exists(&spec.path, spec.create_missing)? {
+                base::Verdict::Ours => base::check_unrecorded(&spec.path, &identity),
                 refused => refused,
             }
         } else {
-            base::settle(&cfg.base, &identity, &recorded, cfg.create_base)?
+            base::settle(&spec.path, &identity, &recorded, spec.create_missing)?
         };
         let new = |base: PathBuf, base_fs, refused| {
             Arc::new_cyclic(|me| HostpathBackend {
                 me: me.clone(),
                 snaps,
                 adoptions,
-                node: cfg.node_id.clone(),
-                pool: cfg.pool.clone(),
+                node: node.to_string(),
+                pool: spec.name.clone(),
                 identity: identity.clone(),
                 base,
-                create_base: cfg.create_base,
-                default_capacity: cfg.default_capacity,
+                create_base: spec.create_missing,
+                default_capacity: default_capacity,
                 ledger,
                 base_fs,
                 features: OnceLock::new(),
@@ -160,16 +152,16 @@ impl HostpathBackend {
             })
         };
         if let base::Verdict::Refused(why) = verdict {
-            tracing::error!(pool = %cfg.pool, base = %cfg.base.display(), reason = %why,
+            tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
                 "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
-            let base = std::fs::canonicalize(&cfg.base).unwrap_or(cfg.base.clone());
+            let base = std::fs::canonicalize(&spec.path).unwrap_or(spec.path.clone());
             return Ok(new(base, "unknown", Some(why)));
         }
         // Mount-table checks compare paths textually: work with the resolved base.
-        let base = std::fs::canonicalize(&cfg.base)?;
+        let base = std::fs::canonicalize(&spec.path)?;
         let base_fs = statfs::fs_type(&base)?;
         let backend = new(base, base_fs, None);
-        backend.recover(&cfg.state_dir)?;
+        backend.recover(state_dir)?;
         backend.recover_snapshots()?;
         Ok(backend)
     }
@@ -229,15 +221,16 @@ impl HostpathBackend {
     /// ferrovol 0.1 still to be adopted) have on the base, with their ids: what proves a base
     /// without an identity to be the recorded one.
     fn recorded_dirs(
-        cfg: &HostpathConfig,
+        spec: &PoolSpec,
+        state_dir: &Path,
         ledger: &Ledger<VolumeRecord>,
         snaps: &Ledger<snapshot::SnapRecord>,
     ) -> std::io::Result<Vec<base::Evidence>> {
-        let base = cfg.base.as_path();
+        let base = spec.path.as_path();
         let mut out = Vec::new();
-        let legacy = cfg.pool == pool_config::DEFAULT_POOL;
+        let legacy = spec.name == pool_config::DEFAULT_POOL;
         if let Some(dir) = legacy
-            .then(|| crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND))
+            .then(|| crate::state::legacy::dir_with_records(state_dir, BACKEND))
             .flatten()
         {
             let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;

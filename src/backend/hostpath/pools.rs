@@ -22,7 +22,7 @@
 //! refused (missing, or not this driver's) needs a restart once it is right, as before.
 
 use super::pool_config::{PoolSpec, DEFAULT_POOL};
-use super::{HostpathBackend, HostpathConfig};
+use super::HostpathBackend;
 use crate::error::{Error, Result};
 use crate::state::Journal;
 use crate::volume::VolumeId;
@@ -88,8 +88,14 @@ impl HostpathPools {
         check_disjoint(pools)?;
         let mut slots = Vec::new();
         for spec in pools {
-            let cfg = config(node_id, spec, state_dir, default_capacity);
-            let backend = HostpathBackend::open(cfg, journal.clone(), live)?;
+            let backend = HostpathBackend::open(
+                node_id,
+                spec,
+                state_dir,
+                default_capacity,
+                journal.clone(),
+                live,
+            )?;
             match &backend.refused {
                 None => {
                     tracing::info!(pool = %spec.name, base = %backend.base.display(), "hostpath pool ready")
@@ -203,14 +209,15 @@ impl HostpathPools {
         if !slot.missing.load(Ordering::Acquire) {
             return;
         }
-        let cfg = config(
+        // Nothing was recorded in it at start, and a refused pool records nothing since.
+        match HostpathBackend::open(
             &self.node,
             &slot.spec,
             &self.state_dir,
             self.default_capacity,
-        );
-        // Nothing was recorded in it at start, and a refused pool records nothing since.
-        match HostpathBackend::open(cfg, self.journal.clone(), &HashMap::new()) {
+            self.journal.clone(),
+            &HashMap::new(),
+        ) {
             Ok(b) => {
                 match &b.refused {
                     None => {
@@ -260,17 +267,6 @@ impl HostpathBackend {
     /// The pool's base path (resolved).
     pub fn base_path(&self) -> &Path {
         &self.base
-    }
-}
-
-fn config(node: &str, spec: &PoolSpec, state_dir: &Path, default_capacity: u64) -> HostpathConfig {
-    HostpathConfig {
-        node_id: node.to_string(),
-        pool: spec.name.clone(),
-        base: spec.path.clone(),
-        create_base: spec.create_missing,
-        state_dir: state_dir.to_path_buf(),
-        default_capacity,
     }
 }
 
