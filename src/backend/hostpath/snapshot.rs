@@ -217,18 +217,14 @@ impl HostpathBackend {
                     finished += 1;
                     continue;
                 }
-                match rec {
-                    Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(name.as_str()) => {
-                        kept += 1
-                    }
-                    _ if ours => {
-                        tracing::info!(dir = %path.display(), snapshot = marker.as_deref().unwrap_or("?"), "rolling back a snapshot that was never acknowledged");
-                        remove_snapshot_tree(&path)?;
-                        rolled_back += 1;
-                    }
-                    _ => {
-                        tracing::warn!(dir = %path.display(), "snapshot directory without a state record: left in place")
-                    }
+                if own_record {
+                    kept += 1
+                } else if ours {
+                    tracing::info!(dir = %path.display(), snapshot = marker.as_deref().unwrap_or("?"), "rolling back a snapshot that was never acknowledged");
+                    remove_snapshot_tree(&path)?;
+                    rolled_back += 1;
+                } else {
+                    tracing::warn!(dir = %path.display(), "snapshot directory without a state record: left in place")
                 }
             }
         }
