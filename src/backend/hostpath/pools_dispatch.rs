@@ -61,12 +61,8 @@ impl HostpathPools {
         let id = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let wanted = params.pool();
-        let owner = self.pools().find_map(|p| p.ledger.id_owner(&id));
-        if let Some(owner) = owner.filter(|o| o != &req.name) {
-            return Err(Error::exists(
-                id,
-                format!("this id already belongs to volume {owner:?}; choose another name"),
-            ));
+        for p in self.pools() {
+            p.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         }
         if let Some(other) = self.holder_of_name(&req.name) {
             if other.pool_name() != wanted {
