@@ -236,6 +236,13 @@ fn refuse<B: LocalVolumes>(cap: &Capability, rec: &Rec<B>) -> Result<()> {
     }
 }
 
+/// NotFound for a mount at `path` the volume's record does not name and that does not show
+/// the volume: it is not ours to take down.
+fn left_alone(vid: String, what: &str, path: &Path) -> Error {
+    let why = format!("not {what} at {}; its mount is left alone", path.display());
+    Error::not_found_because(vid, why)
+}
+
 fn hit<B: LocalNode>(point: &str) {
     crate::failpoint::hit(&format!("{}{point}", B::FAILPOINTS));
 }
@@ -276,13 +283,7 @@ impl<B: LocalNode> NodeBackend for B {
         match rec.kind {
             AccessKind::Mount if is_mounted(staging, &vid)? => {
                 if rec.staged_at.as_deref() != Some(staging) && !self.shows(&rec, staging) {
-                    return Err(Error::not_found_because(
-                        vid,
-                        format!(
-                            "not staged at {}; its mount is left alone",
-                            staging.display()
-                        ),
-                    ));
+                    return Err(left_alone(vid, "staged", staging));
                 }
                 staging_t.unmount_all(&vid)?;
                 hit::<B>("unstage:after-unmount");
@@ -379,13 +380,7 @@ impl<B: LocalNode> NodeBackend for B {
             // A publish killed between its bind and its record leaves a mount the record does
             // not name: it is ours when it shows the volume.
             if !rec.published.contains_key(target) && !self.shows(&rec, target) {
-                return Err(Error::not_found_because(
-                    vid,
-                    format!(
-                        "not published at {}; its mount is left alone",
-                        target.display()
-                    ),
-                ));
+                return Err(left_alone(vid, "published", target));
             }
             target_t.unmount_all(&vid)?;
             hit::<B>("unpublish:after-unmount");

@@ -61,20 +61,20 @@ impl HostpathBackend {
         }
         // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
-        markers::set_markers(
-            &dir,
-            &rec.id,
-            self.store_id(),
-            rec.backend.incarnation.as_deref(),
-            self.ledger.journal().next_seq(),
-        )
-        .map_err(os("mark"))?;
+        self.mark(&dir, rec).map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
         if let Some((l, how)) = enforcer {
             l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
                 .map_err(os("set capacity limit on"))?;
         }
         Ok(())
+    }
+
+    /// Marks `dir` as `rec`'s: its id, this store, its create's incarnation and the journal's
+    /// next sequence number (see `recovery`).
+    pub(super) fn mark(&self, dir: &std::path::Path, rec: &VolumeRecord) -> io::Result<()> {
+        let (store, seq) = (self.store_id(), self.ledger.journal().next_seq());
+        markers::set_markers(dir, &rec.id, store, rec.backend.incarnation.as_deref(), seq)
     }
 
     /// Removes a volume directory that carries `id` (or, for a create that never got as far

@@ -8,7 +8,7 @@ use super::snapshot::{is_subvolume, SnapMethod};
 use super::HostpathBackend;
 use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
-use crate::os::{btrfs, copytree, markers};
+use crate::os::{btrfs, copytree};
 use crate::snapshot::ContentSource;
 use crate::volume::AccessKind;
 use std::path::PathBuf;
@@ -83,14 +83,7 @@ impl HostpathBackend {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
             // the next start) recognizes it as this create's.
-            let claimed = markers::set_markers(
-                &dir,
-                &rec.id,
-                self.store_id(),
-                rec.backend.incarnation.as_deref(),
-                self.ledger.journal().next_seq(),
-            );
-            if let Err(e) = claimed {
+            if let Err(e) = self.mark(&dir, rec) {
                 let _ = btrfs::destroy_subvolume(&dir);
                 return Err(os("mark")(e));
             }
