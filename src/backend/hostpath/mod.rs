@@ -142,7 +142,7 @@ impl HostpathBackend {
                 identity: identity.clone(),
                 base,
                 create_base: spec.create_missing,
-                default_capacity: default_capacity,
+                default_capacity,
                 ledger,
                 base_fs,
                 features: OnceLock::new(),
