@@ -7,6 +7,7 @@ pub mod caps;
 pub mod device;
 pub mod done;
 pub mod hostpath;
+pub mod local;
 pub mod nfs;
 pub mod params;
 pub mod pod_paths;

@@ -8,6 +8,7 @@
 
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND};
 use crate::backend::adopt::{not_here, Adopt, AdoptBackend, AdoptDevice};
+use crate::backend::local::LocalVolumes;
 use crate::discovery::{Claim, State};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
@@ -33,7 +34,7 @@ impl DeviceBackend {
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
             if rec.backend.adopted && &rec.backend.uid == uid {
-                return Ok(self.info(&rec));
+                return Ok(self.volume_info(&rec));
             }
             return Err(Error::exists(
                 id,
@@ -151,17 +152,10 @@ impl DeviceBackend {
                 adopted: true,
             },
         );
-        // As a create: shown first, then the one commit of the record is the claim.
-        self.inventory
-            .set_claim(uid, self.ours(&rec))
-            .map_err(Error::os(&id, format!("claim device {uid}")))?;
-        if let Err(e) = self.ledger.save(rec.clone()) {
-            self.show_claim(&rec, Claim::Unclaimed);
-            return Err(e);
-        }
+        self.claim(&rec)?;
         crate::failpoint::hit("device:adopt:after-commit");
         tracing::info!(volume = %id, %uid, device = %path.display(), fs = %fs.fs_type, uuid = %fs.uuid,
             "adopted a device with its filesystem");
-        Ok(self.info(&rec))
+        Ok(self.volume_info(&rec))
     }
 }

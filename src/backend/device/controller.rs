@@ -4,14 +4,15 @@
 use super::params::DeviceParams;
 use super::proof::{fingerprint, Fingerprint};
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND, CAPS};
-use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
+use crate::backend::local::LocalVolumes;
+use crate::backend::params::defining;
+use crate::backend::{BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done};
 use crate::discovery::{Claim, Entry};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
-use crate::state::Phase;
+use crate::state::{Ledger, Phase};
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, VolumeId, VolumeInfo};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 mod release;
@@ -22,11 +23,7 @@ pub(super) fn unmount_device(volume: &str, dev: &Path) -> Result<()> {
     let rdev = std::fs::metadata(dev)
         .map_err(Error::os(volume, format!("stat {}", dev.display())))?
         .rdev();
-    let number = format!(
-        "{}:{}",
-        nix::sys::stat::major(rdev),
-        nix::sys::stat::minor(rdev)
-    );
+    let number = super::proof::number_of(rdev);
     let mounts = mountinfo::read().map_err(Error::os(volume, "read mount table"))?;
     // Deepest first, so bind mounts of the staging mount go before it.
     let mut points: Vec<_> = mounts
@@ -60,9 +57,7 @@ impl DeviceBackend {
             .filter(|e| !taken.contains(&e.device.uid) && selector.matches(&e.device))
             .filter(|e| range.is_none_or(|r| r.admits(e.device.size_bytes)))
             .collect();
-        out.sort_by(|a, b| {
-            (a.device.size_bytes, &a.device.uid).cmp(&(b.device.size_bytes, &b.device.uid))
-        });
+        out.sort_by_key(|e| (e.device.size_bytes, e.device.uid.clone()));
         Ok(out)
     }
 
@@ -130,28 +125,31 @@ impl DeviceBackend {
     }
 }
 
-impl ControllerBackend for DeviceBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, name)
+impl LocalVolumes for DeviceBackend {
+    type Ext = DeviceData;
+    const BACKEND: &'static str = BACKEND;
+    const CAPS: &'static BackendCaps = &CAPS;
+
+    fn ledger(&self) -> &Ledger<VolumeRecord> {
+        &self.ledger
     }
 
-    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn volume_info(&self, rec: &VolumeRecord) -> VolumeInfo {
+        let uid = ("ferrovol.io/device-uid", rec.backend.uid.clone());
+        let fs = rec.backend.fs.as_ref();
+        let fs_type = fs.map(|fs| ("ferrovol.io/fs-type", fs.fs_type.clone()));
+        self.info_of(rec, [uid].into_iter().chain(fs_type), self.condition(rec))
+    }
+
+    fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = DeviceParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(BACKEND, &id_str, &req.capabilities)?;
-        if req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(&self.node))
-        {
-            return Err(Error::no_space(
-                id_str,
-                format!(
-                    "this driver provisions on node {} only, which the requisite topology excludes",
-                    self.node
-                ),
-            ));
-        }
+        self.check_topology(&id_str, req)?;
         let range = req.capacity;
         if range.limit != 0 && range.required > range.limit {
             return Err(Error::invalid(format!(
@@ -168,15 +166,11 @@ impl ControllerBackend for DeviceBackend {
             .refuse_id_of_another(&id_str, &req.name, "volume")?;
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
-            return match rec.phase {
-                Phase::Deleting => {
-                    Err(Error::precondition(id_str, "is being deleted; retry later"))
-                }
-                _ => {
-                    crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
-                    Ok(Done::Now(self.info(&rec)))
-                }
-            };
+            if rec.phase == Phase::Deleting {
+                return Err(Error::precondition(id_str, "is being deleted; retry later"));
+            }
+            crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
+            return Ok(Done::Now(self.volume_info(&rec)));
         }
         let Some(entry) = self
             .fitting(&params, Some(&range))?
@@ -216,24 +210,13 @@ impl ControllerBackend for DeviceBackend {
             },
         );
         rec.parameters = wanted_params;
-        // Shown first, so a claim another node took meanwhile refuses this one; the one commit
-        // of the record is the claim.
-        self.inventory
-            .set_claim(&entry.device.uid, self.ours(&rec))
-            .map_err(Error::os(
-                &id_str,
-                format!("claim device {}", entry.device.uid),
-            ))?;
-        if let Err(e) = self.ledger.save(rec.clone()) {
-            self.show_claim(&rec, Claim::Unclaimed);
-            return Err(e);
-        }
+        self.claim(&rec)?;
         crate::failpoint::hit("device:create:after-commit");
         tracing::info!(volume = %id_str, uid = %entry.device.uid, device = %entry.device.dev_path.display(), size, "claimed device");
-        Ok(Done::Now(self.info(&rec)))
+        Ok(Done::Now(self.volume_info(&rec)))
     }
 
-    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
         crate::backend::require_local(id, &self.node)?;
         // No record: nothing of ours to undo (an unknown claim turns Released at start).
         let Some(mut rec) = self.ledger.by_id(&id.to_string()) else {
@@ -252,53 +235,10 @@ impl ControllerBackend for DeviceBackend {
         self.finish_delete(&rec).map(Done::Now)
     }
 
-    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        Ok(self.info(&self.record(id)?))
-    }
-
-    fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
-        let (entries, next_after) =
-            self.ledger
-                .page(after, max, |r| r.phase == Phase::Ready, |r| self.info(r));
-        Ok(Page {
-            entries,
-            next_after,
-        })
-    }
-
-    fn validate(
-        &self,
-        id: &VolumeId,
-        caps: &[Capability],
-        parameters: &BTreeMap<String, String>,
-    ) -> Result<Option<String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
-            return Ok(Some(why));
-        }
-        Ok(caps
-            .iter()
-            .find_map(|c| CAPS.refuse_on(BACKEND, c, rec.kind)))
-    }
-
-    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+    fn capacity_for(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = DeviceParams::decode(&req.parameters)?;
-        let none = Capacity::default();
-        if req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(&self.node))
-        {
+        if let Some(none) = self.no_capacity_for(req) {
             return Ok(none);
-        }
-        if let Some(first) = req.capabilities.first() {
-            if req
-                .capabilities
-                .iter()
-                .any(|c| CAPS.refuse_on(BACKEND, c, first.kind).is_some())
-            {
-                return Ok(none);
-            }
         }
         let sizes: Vec<u64> = self
             .fitting(&params, None)?
@@ -311,7 +251,7 @@ impl ControllerBackend for DeviceBackend {
         })
     }
 
-    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+    fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
         let rec = self.record(id)?;
         if range.required == 0 && range.limit == 0 {
             return Err(Error::invalid(format!(
@@ -339,28 +279,5 @@ impl ControllerBackend for DeviceBackend {
         }
         // Within the device: already that large, nothing to do on the node either.
         Ok((rec.capacity_bytes, false))
-    }
-
-    fn controller_publish(
-        &self,
-        id: &VolumeId,
-        node: &str,
-        read_only: bool,
-        cap: &Capability,
-    ) -> Result<BTreeMap<String, String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = CAPS.refuse_on(BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
-        }
-        self.ledger.attach_local(rec, &self.node, node, read_only)?;
-        Ok(BTreeMap::new())
-    }
-
-    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.ledger.detach(&id.to_string(), node)
-    }
-
-    fn published_count(&self, node: &str) -> usize {
-        self.ledger.published_count(node)
     }
 }

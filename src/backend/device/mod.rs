@@ -34,9 +34,9 @@ use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::discovery::{Claim, Filters, Inventory, State};
 use crate::error::{Error, Result};
 use crate::state::{Journal, Ledger, Phase};
-use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
+use crate::volume::VolumeCondition;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -169,17 +169,23 @@ impl DeviceBackend {
         self.inventory.get(uid).map(|e| e.claim)
     }
 
+    /// Claims `rec`'s device: shown first, so a claim another node took meanwhile refuses
+    /// this one; the one commit of the record is the claim.
+    fn claim(&self, rec: &VolumeRecord) -> Result<()> {
+        let uid = &rec.backend.uid;
+        self.inventory
+            .set_claim(uid, self.ours(rec))
+            .map_err(Error::os(&rec.id, format!("claim device {uid}")))?;
+        self.ledger.save(rec.clone()).inspect_err(|_| {
+            self.show_claim(rec, Claim::Unclaimed);
+        })
+    }
+
     /// Shows `claim` on `rec`'s device, once the journal holds it.
     fn show_claim(&self, rec: &VolumeRecord, claim: Claim) {
         if let Err(e) = self.inventory.set_claim(&rec.backend.uid, claim) {
             tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, error = %e, "claim not shown in the inventory");
         }
-    }
-
-    fn record(&self, id: &VolumeId) -> Result<VolumeRecord> {
-        self.ledger
-            .by_id(&id.to_string())
-            .ok_or_else(|| Error::not_found(id.to_string()))
     }
 
     /// The /dev path of the volume's device, proven to be the claimed one: found by uid, Active,
@@ -210,11 +216,7 @@ impl DeviceBackend {
         let path = e.device.dev_path.clone();
         let meta = std::fs::metadata(&path)
             .map_err(Error::os(&rec.id, format!("stat {}", path.display())))?;
-        let number = format!(
-            "{}:{}",
-            nix::sys::stat::major(meta.rdev()),
-            nix::sys::stat::minor(meta.rdev())
-        );
+        let number = proof::number_of(meta.rdev());
         if !meta.file_type().is_block_device() || number != e.device.dev_number {
             return Err(Error::precondition(
                 &rec.id,
@@ -248,32 +250,6 @@ impl DeviceBackend {
             },
         }
     }
-
-    fn info(&self, rec: &VolumeRecord) -> VolumeInfo {
-        let kind = match rec.kind {
-            AccessKind::Mount => "mount",
-            AccessKind::Block => "block",
-        };
-        let mut context = BTreeMap::from([
-            ("ferrovol.io/backend".to_string(), BACKEND.to_string()),
-            ("ferrovol.io/access-type".to_string(), kind.to_string()),
-            (
-                "ferrovol.io/device-uid".to_string(),
-                rec.backend.uid.clone(),
-            ),
-        ]);
-        if let Some(fs) = &rec.backend.fs {
-            context.insert("ferrovol.io/fs-type".into(), fs.fs_type.clone());
-        }
-        VolumeInfo {
-            id: rec.id.clone(),
-            node: Some(self.node.clone()),
-            capacity_bytes: rec.capacity_bytes,
-            context,
-            published_nodes: rec.controller_published.keys().cloned().collect(),
-            condition: self.condition(rec),
-        }
-    }
 }
 
 /// Whether `path` is mounted from the block device `dev` (by device number).
@@ -281,12 +257,7 @@ fn mounted_from(path: &Path, dev: &Path) -> bool {
     let (Ok(d), Ok(m)) = (std::fs::metadata(dev), crate::os::mountinfo::mount_at(path)) else {
         return false;
     };
-    let number = format!(
-        "{}:{}",
-        nix::sys::stat::major(d.rdev()),
-        nix::sys::stat::minor(d.rdev())
-    );
-    m.is_some_and(|m| m.device == number)
+    m.is_some_and(|m| m.device == proof::number_of(d.rdev()))
 }
 
 /// True when `path` is the device node of `dev` (a raw publication binds the node itself there):

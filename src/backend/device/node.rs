@@ -9,16 +9,15 @@
 
 use super::proof::Hold;
 use super::{mounted_from, shows_device, DeviceBackend, OurFs, VolumeRecord};
-use crate::backend::NodeBackend;
+use crate::backend::local::{self, is_mounted, LocalNode, LocalVolumes};
+
 use crate::error::{Error, Result};
 use crate::node::Target;
 use crate::os::mount::BindOptions;
-use crate::os::{blkid, blockdev, mkfs, mountinfo, statfs};
+use crate::os::{blkid, blockdev, mkfs, statfs};
 use crate::state::{Phase, Publication};
-use crate::volume::{
-    AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats,
-};
-use std::path::Path;
+use crate::volume::{AccessKind, CapacityRange, StageRequest, VolumeId, VolumeStats};
+use std::path::{Path, PathBuf};
 use sys_mount::MountFlags;
 
 /// Mount flags of a capability for the filesystem mount: flags the kernel knows as bits, the
@@ -57,19 +56,7 @@ fn bind_options(flags: &[String], read_only: bool) -> BindOptions {
     BindOptions::parse(&known, read_only).unwrap_or_default()
 }
 
-fn is_mounted(path: &Path, volume: &str) -> Result<bool> {
-    mountinfo::is_mount_point(path).map_err(Error::os(volume, "check mount point"))
-}
-
 impl DeviceBackend {
-    fn node_record(&self, id: &VolumeId) -> Result<VolumeRecord> {
-        let rec = self.record(id)?;
-        if rec.phase == Phase::Deleting {
-            return Err(Error::precondition(rec.id, "is being deleted"));
-        }
-        Ok(rec)
-    }
-
     /// Makes sure the device holds this volume's filesystem: formats a device with no signature
     /// at all (or our own unfinished one), accepts our finished one, refuses anything else.
     /// Sets the offsets in `rec` but does not commit them: the stage's one commit does (a crash
@@ -162,219 +149,112 @@ impl DeviceBackend {
     }
 }
 
-impl NodeBackend for DeviceBackend {
-    fn stage(&self, req: &StageRequest) -> Result<()> {
+impl LocalNode for DeviceBackend {
+    /// The volume's device, proven the claimed one.
+    type Source = PathBuf;
+    const FAILPOINTS: &'static str = "device:";
+
+    fn node_record(&self, id: &VolumeId) -> Result<VolumeRecord> {
+        let rec = self.record(id)?;
+        if rec.phase == Phase::Deleting {
+            return Err(Error::precondition(rec.id, "is being deleted"));
+        }
+        Ok(rec)
+    }
+
+    /// The mount (filesystem) or node (raw block) of the volume's own, proven device.
+    fn shows(&self, rec: &VolumeRecord, path: &Path) -> bool {
+        self.device_path(rec).is_ok_and(|d| match rec.kind {
+            AccessKind::Mount => mounted_from(path, &d),
+            AccessKind::Block => shows_device(path, &d),
+        })
+    }
+
+    fn stage_volume(&self, rec: &mut VolumeRecord, req: &StageRequest) -> Result<()> {
         let (staging_t, cap) = (&req.staging, &req.capability);
         let staging = staging_t.as_path();
-        let mut rec = self.node_record(&req.id)?;
         let vid = rec.id.clone();
-        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {vid}: {why}")));
-        }
-        if let Some(prev) = &rec.staged_at {
-            if prev != staging {
-                return Err(Error::precondition(
-                    vid,
-                    format!("already staged at {}", prev.display()),
-                ));
-            }
-        }
-        let dev = self.device_path(&rec)?;
-        if let (AccessKind::Mount, Some(fs)) = (rec.kind, rec.backend.fs.clone()) {
-            if is_mounted(staging, &vid)? {
-                if !mounted_from(staging, &dev) {
-                    return Err(Error::exists(
-                        vid,
-                        format!("staging path {} holds another mount", staging.display()),
-                    ));
-                }
-                if fs.offsets.is_empty() {
-                    // Mounted by a stage that crashed before its commit: ours, record it.
-                    self.adopt_offsets(&mut rec, &fs, &dev)?;
-                }
-            } else {
-                self.ensure_fs(&mut rec, &fs, &dev)?;
-                let (flags, data) = fs_mount_options(&cap.mount_flags, cap.mode.read_only());
-                staging_t.mount_fs(&vid, &dev, &fs.fs_type, flags, &data)?;
-            }
-        }
-        let before = self.record(&req.id)?;
-        rec.staged_at = Some(staging.to_path_buf());
-        if rec != before {
-            self.ledger.save(rec)?;
-        }
-        Ok(())
-    }
-
-    fn unstage(&self, id: &VolumeId, staging_t: &Target) -> Result<()> {
-        let staging = staging_t.as_path();
-        let Ok(mut rec) = self.record(id) else {
-            return crate::backend::nothing_mounted_at(&id.to_string(), staging);
+        let dev = self.device_path(rec)?;
+        let (AccessKind::Mount, Some(fs)) = (rec.kind, rec.backend.fs.clone()) else {
+            return Ok(());
         };
-        let vid = rec.id.clone();
-        if let Some(t) = rec.published.keys().next() {
-            return Err(Error::precondition(
+        if !is_mounted(staging, &vid)? {
+            self.ensure_fs(rec, &fs, &dev)?;
+            let (flags, data) = fs_mount_options(&cap.mount_flags, cap.mode.read_only());
+            return staging_t.mount_fs(&vid, &dev, &fs.fs_type, flags, &data);
+        }
+        if !mounted_from(staging, &dev) {
+            return Err(Error::exists(
                 vid,
-                format!("still published at {}; unpublish it first", t.display()),
+                format!("staging path {} holds another mount", staging.display()),
             ));
         }
-        if rec.kind == AccessKind::Mount && is_mounted(staging, &vid)? {
-            let ours = rec.staged_at.as_deref() == Some(staging)
-                || self
-                    .device_path(&rec)
-                    .is_ok_and(|d| mounted_from(staging, &d));
-            if !ours {
-                return Err(Error::not_found_because(
-                    vid,
-                    format!(
-                        "not staged at {}; its mount is left alone",
-                        staging.display()
-                    ),
-                ));
-            }
-            staging_t.unmount_all(&vid)?;
-        }
-        if rec.staged_at.take().is_some() {
-            self.ledger.save(rec)?;
+        if fs.offsets.is_empty() {
+            // Mounted by a stage that crashed before its commit: ours, record it.
+            self.adopt_offsets(rec, &fs, &dev)?;
         }
         Ok(())
     }
 
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        let mut rec = self.node_record(&req.id)?;
-        let vid = rec.id.clone();
-        let cap = &req.capability;
-        let target = req.target.as_path();
-        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {vid}: {why}")));
-        }
-        let staging_t = req.staging.as_ref().ok_or_else(|| {
-            Error::invalid(format!(
-                "volume {vid}: staging_target_path is required (the driver stages volumes)"
-            ))
-        })?;
-        let staging = staging_t.as_path();
-        if rec.staged_at.as_deref() != Some(staging) {
-            return Err(Error::precondition(
-                vid,
-                format!("not staged at {}", staging.display()),
-            ));
-        }
-        let dev = self.device_path(&rec)?;
-        if rec.kind == AccessKind::Mount && !mounted_from(staging, &dev) {
+    fn source(&self, rec: &VolumeRecord) -> Result<PathBuf> {
+        self.device_path(rec)
+    }
+
+    fn shows_source(&self, _rec: &VolumeRecord, dev: &PathBuf, path: &Path) -> bool {
+        mounted_from(path, dev)
+    }
+
+    fn bind_options(&self, _vid: &str, flags: &[String], read_only: bool) -> Result<BindOptions> {
+        Ok(bind_options(flags, read_only))
+    }
+
+    fn bind_block(
+        &self,
+        rec: &VolumeRecord,
+        dev: &PathBuf,
+        target: &Target,
+        opts: BindOptions,
+        wanted: &Publication,
+    ) -> Result<()> {
+        let vid = rec.id.as_str();
+        if let Some((t, p)) = rec
+            .published
+            .iter()
+            .find(|(_, p)| p.read_only != wanted.read_only)
+        {
             return Err(Error::precondition(
                 vid,
                 format!(
-                    "{} no longer shows the volume; stage it again",
-                    staging.display()
+                    "published at {} with readonly={}; one device cannot be read-only and writable at once",
+                    t.display(),
+                    p.read_only
                 ),
             ));
         }
-        let opts = bind_options(&cap.mount_flags, req.read_only || cap.mode.read_only());
-        let wanted = Publication {
-            read_only: opts.read_only(),
-            mount_flags: cap.mount_flags.clone(),
-        };
-        if is_mounted(target, &vid)? {
-            let same = match rec.published.get(target) {
-                Some(p) => *p == wanted,
-                None => {
-                    mounted_from(target, &dev)
-                        && mountinfo::mount_at(target)
-                            .map_err(Error::os(&vid, "read mount table"))?
-                            .is_some_and(|e| opts.matches(&e))
-                }
-            };
-            if !same {
-                return Err(Error::exists(
-                    vid,
-                    format!(
-                        "{} is already mounted with other options or another volume",
-                        target.display()
-                    ),
-                ));
-            }
-        } else {
-            match rec.kind {
-                AccessKind::Mount => req.target.bind_staged(&vid, staging_t, opts)?,
-                AccessKind::Block => {
-                    if let Some((t, p)) = rec
-                        .published
-                        .iter()
-                        .find(|(_, p)| p.read_only != wanted.read_only)
-                    {
-                        return Err(Error::precondition(
-                            vid,
-                            format!(
-                                "published at {} with readonly={}; one device cannot be read-only and writable at once",
-                                t.display(),
-                                p.read_only
-                            ),
-                        ));
-                    }
-                    // The pod writes what it likes to the node it is given: prove it first,
-                    // and hold it until it is bound.
-                    let _held = self.prove(&rec, &dev, Hold::Shared, false)?;
-                    blockdev::set_read_only(&dev, wanted.read_only)
-                        .map_err(Error::os(&vid, "set the device's read-only flag"))?;
-                    req.target.bind_file(&vid, &dev, opts)?;
-                }
-            }
-        }
-        crate::failpoint::hit("device:publish:after-bind");
-        if rec.published.get(target) != Some(&wanted) {
-            rec.published.insert(target.to_path_buf(), wanted);
-            self.ledger.save(rec)?;
-        }
-        Ok(())
+        // The pod writes what it likes to the node it is given: prove it first, and hold it
+        // until it is bound.
+        let _held = self.prove(rec, dev, Hold::Shared, false)?;
+        blockdev::set_read_only(dev, wanted.read_only)
+            .map_err(Error::os(vid, "set the device's read-only flag"))?;
+        target.bind_file(vid, dev, opts)
     }
 
-    fn unpublish(&self, id: &VolumeId, target_t: &Target) -> Result<()> {
-        let target = target_t.as_path();
-        let Ok(mut rec) = self.record(id) else {
-            return crate::backend::nothing_mounted_at(&id.to_string(), target);
-        };
-        let vid = rec.id.clone();
-        if is_mounted(target, &vid)? {
-            // A publish killed between its bind and its record leaves a mount the record does
-            // not name: it is ours when it shows the volume's own, proven device.
-            let shows = self.device_path(&rec).is_ok_and(|d| match rec.kind {
-                AccessKind::Mount => mounted_from(target, &d),
-                AccessKind::Block => shows_device(target, &d),
-            });
-            if !rec.published.contains_key(target) && !shows {
-                return Err(Error::not_found_because(
-                    vid,
-                    format!(
-                        "not published at {}; its mount is left alone",
-                        target.display()
-                    ),
-                ));
-            }
-            target_t.unmount_all(&vid)?;
-        }
-        target_t.remove(&vid);
-        let was_ro = rec.published.remove(target).is_some_and(|p| p.read_only);
+    /// The last read-only raw publication gone: the device is writable again.
+    fn unpublished(&self, rec: &VolumeRecord, removed: Option<&Publication>) -> Result<()> {
+        let was_ro = removed.is_some_and(|p| p.read_only);
         if was_ro && rec.kind == AccessKind::Block && rec.published.is_empty() {
-            if let Ok(dev) = self.device_path(&rec) {
+            if let Ok(dev) = self.device_path(rec) {
                 blockdev::set_read_only(&dev, false)
-                    .map_err(Error::os(&vid, "clear the device's read-only flag"))?;
+                    .map_err(Error::os(&rec.id, "clear the device's read-only flag"))?;
             }
         }
-        self.ledger.save(rec)?;
         Ok(())
     }
 
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
-        let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
-        if !path.exists() || !known {
-            return Err(Error::VolumeNotFound {
-                volume: vid,
-                detail: format!("it is not published at {}", path.display()),
-            });
-        }
+        local::require_at(&rec, path, || false)?;
         let condition = self.condition(&rec);
         if rec.kind == AccessKind::Block || condition.abnormal {
             return Ok(VolumeStats {
@@ -400,7 +280,7 @@ impl NodeBackend for DeviceBackend {
         })
     }
 
-    fn node_expand(&self, id: &VolumeId, _path: &Path, range: CapacityRange) -> Result<u64> {
+    fn expand_on_node(&self, id: &VolumeId, _path: &Path, range: CapacityRange) -> Result<u64> {
         // Nothing grows on the node: the volume is the whole device already.
         let rec = self.record(id)?;
         if range.required > rec.capacity_bytes {

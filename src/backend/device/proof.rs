@@ -39,7 +39,8 @@ pub(super) struct Proven {
     pub path: PathBuf,
 }
 
-fn number_of(rdev: u64) -> String {
+/// A device number as the mount table and sysfs write it, `major:minor`.
+pub(super) fn number_of(rdev: u64) -> String {
     format!("{}:{}", libc::major(rdev), libc::minor(rdev))
 }
 

@@ -5,15 +5,15 @@ use super::limiter::Limiter;
 use super::params::{HostpathParams, QuotaMode};
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::{HostpathBackend, CAPS};
-use crate::backend::params::{defining, parameters_mismatch};
-use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
+use crate::backend::local::LocalVolumes;
+use crate::backend::params::defining;
+use crate::backend::{BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done};
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
-use crate::state::Queued;
+use crate::state::{Ledger, Queued};
 use crate::volume::{
-    AccessKind, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
+    AccessKind, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
 };
-use std::collections::BTreeMap;
 use std::fs;
 
 /// Sizes are whole 4 KiB blocks (a block volume's loop device needs 512-byte multiples).
@@ -46,28 +46,30 @@ impl HostpathBackend {
     }
 }
 
-impl ControllerBackend for HostpathBackend {
-    fn volume_id(&self, name: &str) -> Result<VolumeId> {
-        VolumeId::for_volume(super::BACKEND, &self.node, name)
+impl LocalVolumes for HostpathBackend {
+    type Ext = super::record::HostpathData;
+    const BACKEND: &'static str = super::BACKEND;
+    const CAPS: &'static BackendCaps = &CAPS;
+
+    fn ledger(&self) -> &Ledger<VolumeRecord> {
+        &self.ledger
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn volume_info(&self, rec: &VolumeRecord) -> VolumeInfo {
+        self.info(rec)
     }
 
     /// Makes and marks the directory, then queues the record: the volume exists once the
     /// record is durable (the `Done`'s commit).
-    fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
+    fn create_volume(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let id_str = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
-        if let Some(t) = &req.topology {
-            if !t.allows_node(&self.node) {
-                return Err(Error::no_space(
-                    id_str,
-                    format!(
-                        "this driver provisions on node {} only, which the requisite topology excludes",
-                        self.node
-                    ),
-                ));
-            }
-        }
+        self.check_topology(&id_str, req)?;
         self.require_base(&id_str)?;
         let source = match &req.content_source {
             Some(src) => Some(self.resolve_source(&id_str, src)?),
@@ -169,32 +171,30 @@ impl ControllerBackend for HostpathBackend {
             Some(src) => self.materialize_from(&rec, src),
             None => self.materialize(&rec),
         };
+        let dir = self.volume_dir(&rec.name);
+        // Only what this create marked: a directory it refused to take over (another volume's
+        // of this name) stays as it was.
+        let its_own = made.is_ok()
+            || !dir.exists()
+            || match markers::read_markers(&dir) {
+                Ok(Some(m)) => m.incarnation == rec.backend.incarnation,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+        let rollback = move |me: &Self| {
+            if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
+                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
+            }
+        };
         if let Err(e) = made {
-            let dir = self.volume_dir(&rec.name);
-            // Only what this create marked: a directory it refused to take over (another
-            // volume's of this name) stays as it was.
-            let its_own = !dir.exists()
-                || match markers::read_markers(&dir) {
-                    Ok(Some(m)) => m.incarnation == rec.backend.incarnation,
-                    Ok(None) => true,
-                    Err(_) => false,
-                };
             if its_own {
-                if let Err(undo) = self.remove_dir_of(&id_str, &dir, enforced_by) {
-                    tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
-                }
+                rollback(self);
             }
             return Err(e);
         }
         crate::failpoint::hit("create:before-commit");
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
-        let dir = self.volume_dir(&rec.name);
-        let rollback = move |me: &Self| {
-            if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
-                tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
-            }
-        };
         let Queued { ticket, pending } = match self.ledger.queue_save(rec) {
             Ok(queued) => queued,
             Err(e) => {
@@ -219,7 +219,7 @@ impl ControllerBackend for HostpathBackend {
 
     /// Queues the record's removal; the directory goes once the removal is durable (the
     /// `Done`'s commit).
-    fn delete(&self, id: &VolumeId) -> Result<Done<()>> {
+    fn delete_volume(&self, id: &VolumeId) -> Result<Done<()>> {
         crate::backend::require_local(id, &self.node)?;
         let id_str = id.to_string();
         self.require_base(&id_str)?;
@@ -315,62 +315,21 @@ impl ControllerBackend for HostpathBackend {
         ))
     }
 
-    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        Ok(self.info(&self.record(id)?))
-    }
-
-    fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
-        let (entries, next_after) = self.ledger.page(after, max, |_| true, |r| self.info(r));
-        Ok(Page {
-            entries,
-            next_after,
-        })
-    }
-
-    fn validate(
-        &self,
-        id: &VolumeId,
-        caps: &[Capability],
-        parameters: &BTreeMap<String, String>,
-    ) -> Result<Option<String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = parameters_mismatch(parameters, &rec.parameters) {
-            return Ok(Some(why));
-        }
-        Ok(caps
-            .iter()
-            .find_map(|c| CAPS.refuse_on(super::BACKEND, c, rec.kind)))
-    }
-
-    fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
+    fn capacity_for(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
-        let none = Capacity::default();
         if self.base_usable().is_err()
             || params.quota == QuotaMode::Enforce && self.limiter()?.is_none()
         {
-            return Ok(none);
+            return Ok(Capacity::default());
         }
-        if req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(&self.node))
-        {
-            return Ok(none);
+        match self.no_capacity_for(req) {
+            Some(none) => Ok(none),
+            None => Ok(Capacity::pooled(self.space()?.1)),
         }
-        if let Some(first) = req.capabilities.first() {
-            if req
-                .capabilities
-                .iter()
-                .any(|c| CAPS.refuse_on(super::BACKEND, c, first.kind).is_some())
-            {
-                return Ok(none);
-            }
-        }
-        Ok(Capacity::pooled(self.space()?.1))
     }
 
-    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        if !self.is_local(id) {
+    fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
+        if !self.is_local(id.node.as_deref()) {
             // external-resizer has no node-deployment mode: one resizer in the cluster asks a
             // ferrovol that does not hold the volume. Only the volume's own node can grow it, so
             // the answer is "the node does it": kubelet then calls NodeExpandVolume there, which
@@ -384,28 +343,5 @@ impl ControllerBackend for HostpathBackend {
             return Ok((range.resolve(0, ALIGN, &id_str)?, true));
         }
         self.grow(id, range)
-    }
-
-    fn controller_publish(
-        &self,
-        id: &VolumeId,
-        node: &str,
-        read_only: bool,
-        cap: &Capability,
-    ) -> Result<BTreeMap<String, String>> {
-        let rec = self.record(id)?;
-        if let Some(why) = CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {}: {why}", rec.id)));
-        }
-        self.ledger.attach_local(rec, &self.node, node, read_only)?;
-        Ok(BTreeMap::new())
-    }
-
-    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.ledger.detach(&id.to_string(), node)
-    }
-
-    fn published_count(&self, node: &str) -> usize {
-        self.ledger.published_count(node)
     }
 }

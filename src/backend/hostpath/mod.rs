@@ -30,14 +30,16 @@ mod recovery;
 mod restore;
 pub mod snapshot;
 
-use crate::backend::{Backend, BackendCaps, Expansion, Reach};
+use crate::backend::local::LocalVolumes;
+use crate::backend::{BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
 use crate::os::statfs;
 use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
 use limiter::Limiter;
+use pool_config::PoolSpec;
 use record::VolumeRecord;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -48,19 +50,6 @@ const IMAGE_FILE: &str = "disk.img";
 const BLOCK_QUOTA_SLACK: u64 = 1 << 20;
 /// Prefix of a volume directory being deleted (volume names cannot begin with '.').
 const TRASH_PREFIX: &str = ".trash-";
-
-#[derive(Debug, Clone)]
-pub struct HostpathConfig {
-    pub node_id: String,
-    /// The pool this base is (`pool_config`): names its records' journal keys.
-    pub pool: String,
-    pub base: PathBuf,
-    /// Whether a missing base is created (`--hostpath-base` only; see `PoolSpec`).
-    pub create_base: bool,
-    /// The state directory; records of ferrovol 0.1 in `<state_dir>/hostpath/` are adopted.
-    pub state_dir: PathBuf,
-    pub default_capacity: u64,
-}
 
 static CAPS: BackendCaps = BackendCaps {
     reach: Reach::NodeLocal,
@@ -115,42 +104,46 @@ const SPACE_REUSE: Duration = Duration::from_secs(1);
 impl HostpathBackend {
     /// Opens the state, checks the base's identity (see `base`), then, on a base that is this
     /// store's, adopts older state and reconciles records with the disk and the mount table (see
-    /// `recovery`). A refused base is left exactly as found.
+    /// `recovery`). A refused base is left exactly as found. Records of ferrovol 0.1 in
+    /// `<state_dir>/hostpath/` are adopted into the default pool.
     pub fn open(
-        cfg: HostpathConfig,
+        node: &str,
+        spec: &PoolSpec,
+        state_dir: &Path,
+        default_capacity: u64,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
-        let (volumes_key, snaps_key) = pools::journal_keys(&cfg.pool);
+        let (volumes_key, snaps_key) = pools::journal_keys(&spec.name);
         let snaps: Ledger<snapshot::SnapRecord> =
             Ledger::open_counted(journal.clone(), &snaps_key, snapshot::LEDGER, live)?;
         let ledger: Ledger<VolumeRecord> =
             Ledger::open_counted(journal.clone(), &volumes_key, BACKEND, live)?;
-        let adoptions = adopt::open_ledger(&journal, &cfg.pool, live)?;
-        let recorded = Self::recorded_dirs(&cfg, &ledger, &snaps)?;
+        let adoptions = adopt::open_ledger(&journal, &spec.name, live)?;
+        let recorded = Self::recorded_dirs(spec, state_dir, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
         // (the local resizer, which may write no trusted xattr) never writes to it.
-        let identity = base::identity(journal.store_id(), &cfg.pool);
+        let identity = base::identity(journal.store_id(), &spec.name);
         let verdict = if recorded.is_empty() {
-            match base::ensure_exists(&cfg.base, cfg.create_base)? {
-                base::Verdict::Ours => base::check_unrecorded(&cfg.base, &identity),
+            match base::ensure_exists(&spec.path, spec.create_missing)? {
+                base::Verdict::Ours => base::check_unrecorded(&spec.path, &identity),
                 refused => refused,
             }
         } else {
-            base::settle(&cfg.base, &identity, &recorded, cfg.create_base)?
+            base::settle(&spec.path, &identity, &recorded, spec.create_missing)?
         };
         let new = |base: PathBuf, base_fs, refused| {
             Arc::new_cyclic(|me| HostpathBackend {
                 me: me.clone(),
                 snaps,
                 adoptions,
-                node: cfg.node_id.clone(),
-                pool: cfg.pool.clone(),
+                node: node.to_string(),
+                pool: spec.name.clone(),
                 identity: identity.clone(),
                 base,
-                create_base: cfg.create_base,
-                default_capacity: cfg.default_capacity,
+                create_base: spec.create_missing,
+                default_capacity,
                 ledger,
                 base_fs,
                 features: OnceLock::new(),
@@ -160,16 +153,16 @@ impl HostpathBackend {
             })
         };
         if let base::Verdict::Refused(why) = verdict {
-            tracing::error!(pool = %cfg.pool, base = %cfg.base.display(), reason = %why,
+            tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
                 "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
-            let base = std::fs::canonicalize(&cfg.base).unwrap_or(cfg.base.clone());
+            let base = std::fs::canonicalize(&spec.path).unwrap_or(spec.path.clone());
             return Ok(new(base, "unknown", Some(why)));
         }
         // Mount-table checks compare paths textually: work with the resolved base.
-        let base = std::fs::canonicalize(&cfg.base)?;
+        let base = std::fs::canonicalize(&spec.path)?;
         let base_fs = statfs::fs_type(&base)?;
         let backend = new(base, base_fs, None);
-        backend.recover(&cfg.state_dir)?;
+        backend.recover(state_dir)?;
         backend.recover_snapshots()?;
         Ok(backend)
     }
@@ -229,15 +222,16 @@ impl HostpathBackend {
     /// ferrovol 0.1 still to be adopted) have on the base, with their ids: what proves a base
     /// without an identity to be the recorded one.
     fn recorded_dirs(
-        cfg: &HostpathConfig,
+        spec: &PoolSpec,
+        state_dir: &Path,
         ledger: &Ledger<VolumeRecord>,
         snaps: &Ledger<snapshot::SnapRecord>,
     ) -> std::io::Result<Vec<base::Evidence>> {
-        let base = cfg.base.as_path();
+        let base = spec.path.as_path();
         let mut out = Vec::new();
-        let legacy = cfg.pool == pool_config::DEFAULT_POOL;
+        let legacy = spec.name == pool_config::DEFAULT_POOL;
         if let Some(dir) = legacy
-            .then(|| crate::state::legacy::dir_with_records(&cfg.state_dir, BACKEND))
+            .then(|| crate::state::legacy::dir_with_records(state_dir, BACKEND))
             .flatten()
         {
             let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
@@ -326,15 +320,9 @@ impl HostpathBackend {
         self.volume_dir(name).join(IMAGE_FILE)
     }
 
-    /// The record of a volume, by id.
-    fn record(&self, id: &VolumeId) -> Result<VolumeRecord> {
-        self.ledger
-            .by_id(&id.to_string())
-            .ok_or_else(|| Error::not_found(id.to_string()))
-    }
-
-    fn is_local(&self, id: &VolumeId) -> bool {
-        id.node.as_deref() == Some(VolumeId::node_tag(&self.node).as_str())
+    /// Whether a volume or snapshot id with this node tag lives on this node.
+    fn is_local(&self, node_tag: Option<&str>) -> bool {
+        node_tag == Some(VolumeId::node_tag(&self.node).as_str())
     }
 
     fn save(&self, rec: VolumeRecord) -> Result<()> {
@@ -373,66 +361,36 @@ impl HostpathBackend {
     }
 
     fn info_with(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
-        let kind = match rec.kind {
-            AccessKind::Mount => "mount",
-            AccessKind::Block => "block",
-        };
-        // Informative only: the node side finds the directory from its own records.
-        let context = BTreeMap::from([
-            ("ferrovol.io/backend".to_string(), BACKEND.to_string()),
-            ("ferrovol.io/access-type".to_string(), kind.to_string()),
-            (
-                "ferrovol.io/capacity-enforced".to_string(),
-                rec.backend.enforced_by.is_some().to_string(),
-            ),
-            (
-                "ferrovol.io/path".to_string(),
-                self.volume_dir(&rec.name).display().to_string(),
-            ),
-        ]);
-        VolumeInfo {
-            id: rec.id.clone(),
-            node: Some(self.node.clone()),
-            capacity_bytes: rec.capacity_bytes,
-            context,
-            published_nodes: rec.controller_published.keys().cloned().collect(),
-            condition,
-        }
+        let enforced = rec.backend.enforced_by.is_some().to_string();
+        let path = self.volume_dir(&rec.name).display().to_string();
+        let context = [
+            ("ferrovol.io/capacity-enforced", enforced),
+            ("ferrovol.io/path", path),
+        ];
+        self.info_of(rec, context, condition)
     }
 
     fn condition(&self, rec: &VolumeRecord) -> VolumeCondition {
-        if let Err(why) = self.base_usable() {
-            return VolumeCondition {
-                abnormal: true,
-                message: why,
-            };
-        }
         let dir = self.volume_dir(&rec.name);
-        let missing = match rec.kind {
+        let missing = || match rec.kind {
             AccessKind::Mount => !dir.is_dir(),
             AccessKind::Block => !self.image_path(&rec.name).is_file(),
         };
-        if missing {
-            VolumeCondition {
-                abnormal: true,
-                message: format!("backing storage {} is gone", dir.display()),
-            }
-        } else {
-            VolumeCondition::healthy()
+        let message = match self.base_usable() {
+            Err(why) => why,
+            Ok(()) if missing() => format!("backing storage {} is gone", dir.display()),
+            Ok(()) => return VolumeCondition::healthy(),
+        };
+        VolumeCondition {
+            abnormal: true,
+            message,
         }
     }
 }
 
-impl Backend for HostpathBackend {
-    fn name(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn caps(&self) -> &BackendCaps {
-        &CAPS
-    }
-
-    fn check_ready(&self) -> Result<()> {
+impl HostpathBackend {
+    /// Probe's check of this pool: its base usable and present, its state writable.
+    pub(super) fn check_ready(&self) -> Result<()> {
         self.base_usable()
             .map_err(|why| Error::precondition(BACKEND, why))?;
         if !self.base.is_dir() {
@@ -442,9 +400,5 @@ impl Backend for HostpathBackend {
             )));
         }
         self.ledger.check_writable()
-    }
-
-    fn snapshots(&self) -> Option<&dyn crate::backend::SnapshotBackend> {
-        Some(self)
     }
 }

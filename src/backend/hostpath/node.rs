@@ -3,15 +3,14 @@
 
 use super::record::VolumeRecord;
 use super::HostpathBackend;
-use crate::backend::NodeBackend;
+use crate::backend::local::{self, is_mounted, LocalNode, LocalVolumes};
+
 use crate::error::{Error, Result};
 use crate::node::Target;
 use crate::os::mount::BindOptions;
 use crate::os::{fsutil, loopdev, mountinfo, statfs};
 use crate::state::Publication;
-use crate::volume::{
-    AccessKind, CapacityRange, PublishRequest, StageRequest, VolumeId, VolumeStats,
-};
+use crate::volume::{AccessKind, CapacityRange, StageRequest, VolumeId, VolumeStats};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -23,15 +22,36 @@ fn same_inode(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn is_mounted(path: &Path, volume: &str) -> Result<bool> {
-    mountinfo::is_mount_point(path).map_err(Error::os(volume, "check mount point"))
+impl HostpathBackend {
+    /// Drops publications whose mounts vanished (reboot, manual unmount). True if any did.
+    pub(super) fn forget_lost_mounts(&self, rec: &mut VolumeRecord) -> bool {
+        let before = (rec.staged_at.clone(), rec.published.len());
+        rec.published
+            .retain(|target, _| matches!(mountinfo::is_mount_point(target), Ok(true)));
+        let staged_alive = match (&rec.staged_at, rec.kind) {
+            (None, _) => true,
+            (Some(s), AccessKind::Mount) => matches!(mountinfo::is_mount_point(s), Ok(true)),
+            (Some(_), AccessKind::Block) => matches!(self.staged_device(rec), Ok(Some(_))),
+        };
+        if !staged_alive {
+            rec.staged_at = None;
+        }
+        before != (rec.staged_at.clone(), rec.published.len())
+    }
 }
 
-impl HostpathBackend {
+impl LocalNode for HostpathBackend {
+    type Source = ();
+    const FAILPOINTS: &'static str = "";
+
+    fn usable(&self, volume: &str) -> Result<()> {
+        self.require_base(volume)
+    }
+
     /// Whether `path` shows this volume: its directory (bind mount) or the node of one of its
     /// loop devices (proven backed by its image). A mount the record does not name (its call
     /// was killed before the record) is taken down or adopted only when this holds.
-    fn shows_volume(&self, rec: &VolumeRecord, path: &Path) -> bool {
+    fn shows(&self, rec: &VolumeRecord, path: &Path) -> bool {
         match rec.kind {
             AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
             AccessKind::Block => {
@@ -49,83 +69,9 @@ impl HostpathBackend {
         }
     }
 
-    /// Drops publications whose mounts vanished (reboot, manual unmount). True if any did.
-    pub(super) fn forget_lost_mounts(&self, rec: &mut VolumeRecord) -> bool {
-        let before = (rec.staged_at.clone(), rec.published.len());
-        rec.published
-            .retain(|target, _| matches!(mountinfo::is_mount_point(target), Ok(true)));
-        let staged_alive = match (&rec.staged_at, rec.kind) {
-            (None, _) => true,
-            (Some(s), AccessKind::Mount) => matches!(mountinfo::is_mount_point(s), Ok(true)),
-            (Some(_), AccessKind::Block) => matches!(self.staged_device(rec), Ok(Some(_))),
-        };
-        if !staged_alive {
-            rec.staged_at = None;
-        }
-        before != (rec.staged_at.clone(), rec.published.len())
-    }
-
-    fn mount_target(
-        &self,
-        rec: &VolumeRecord,
-        staging: &Target,
-        target: &Target,
-        opts: BindOptions,
-    ) -> Result<()> {
-        let vid = rec.id.as_str();
-        match rec.kind {
-            AccessKind::Mount => target.bind_staged(vid, staging, opts),
-            AccessKind::Block => {
-                // A read-only bind mount does not stop writes to a device node, so a read-only
-                // publication gets its own read-only loop device.
-                let (device, own_device) = if opts.read_only() {
-                    self.detach_stray_read_only(rec)?;
-                    let image = self.image_path(&rec.name);
-                    let dev = loopdev::attach(&image, true).map_err(Error::os(
-                        vid,
-                        format!("attach {} read-only", image.display()),
-                    ))?;
-                    crate::failpoint::hit("publish:after-attach");
-                    (dev, true)
-                } else {
-                    match self.staged_device(rec)? {
-                        Some(d) => (d, false),
-                        None => {
-                            return Err(Error::precondition(
-                                vid,
-                                "image is not attached; stage it first",
-                            ))
-                        }
-                    }
-                };
-                target.bind_file(vid, &device, opts).inspect_err(|_| {
-                    if own_device {
-                        let _ = loopdev::detach(&device);
-                    }
-                })
-            }
-        }
-    }
-}
-
-impl NodeBackend for HostpathBackend {
-    fn stage(&self, req: &StageRequest) -> Result<()> {
-        let (staging_t, cap) = (&req.staging, &req.capability);
+    fn stage_volume(&self, rec: &mut VolumeRecord, req: &StageRequest) -> Result<()> {
+        let (staging_t, vid) = (&req.staging, rec.id.as_str());
         let staging = staging_t.as_path();
-        let mut rec = self.record(&req.id)?;
-        let vid = rec.id.clone();
-        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {vid}: {why}")));
-        }
-        self.require_base(&vid)?;
-        if let Some(prev) = &rec.staged_at {
-            if prev != staging {
-                return Err(Error::precondition(
-                    vid,
-                    format!("already staged at {}", prev.display()),
-                ));
-            }
-        }
         match rec.kind {
             AccessKind::Mount => {
                 let dir = self.volume_dir(&rec.name);
@@ -135,7 +81,7 @@ impl NodeBackend for HostpathBackend {
                         format!("directory {} is gone", dir.display()),
                     ));
                 }
-                if is_mounted(staging, &vid)? {
+                if is_mounted(staging, vid)? {
                     if !same_inode(staging, &dir) {
                         return Err(Error::exists(
                             vid,
@@ -143,15 +89,15 @@ impl NodeBackend for HostpathBackend {
                         ));
                     }
                 } else {
-                    staging_t.bind_dir(&vid, &dir, BindOptions::default())?;
+                    staging_t.bind_dir(vid, &dir, BindOptions::default())?;
                     crate::failpoint::hit("stage:after-bind");
                 }
             }
             AccessKind::Block => {
-                if self.staged_device(&rec)?.is_none() {
+                if self.staged_device(rec)?.is_none() {
                     let image = self.image_path(&rec.name);
                     let dev = loopdev::attach(&image, false).map_err(Error::os(
-                        &vid,
+                        vid,
                         format!("attach {} to a loop device", image.display()),
                     ))?;
                     tracing::info!(volume = %vid, device = %dev.display(), "attached image");
@@ -159,163 +105,69 @@ impl NodeBackend for HostpathBackend {
                 }
             }
         }
-        if rec.staged_at.as_deref() != Some(staging) {
-            rec.staged_at = Some(staging.to_path_buf());
-            self.save(rec)?;
-        }
         Ok(())
     }
 
-    fn unstage(&self, id: &VolumeId, staging_t: &Target) -> Result<()> {
-        let staging = staging_t.as_path();
-        let Ok(mut rec) = self.record(id) else {
-            return crate::backend::nothing_mounted_at(&id.to_string(), staging);
-        };
-        let vid = rec.id.clone();
-        if let Some(t) = rec.published.keys().next() {
-            return Err(Error::precondition(
-                vid,
-                format!("still published at {}; unpublish it first", t.display()),
-            ));
+    fn unstage_block(&self, rec: &VolumeRecord) -> Result<()> {
+        self.detach_all(rec)?;
+        crate::failpoint::hit("unstage:after-detach");
+        Ok(())
+    }
+
+    fn source(&self, _rec: &VolumeRecord) -> Result<()> {
+        Ok(())
+    }
+
+    fn shows_source(&self, rec: &VolumeRecord, _src: &(), path: &Path) -> bool {
+        self.shows(rec, path)
+    }
+
+    fn bind_options(&self, vid: &str, flags: &[String], read_only: bool) -> Result<BindOptions> {
+        BindOptions::parse(flags, read_only)
+            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))
+    }
+
+    /// A read-only bind mount does not stop writes to a device node, so a read-only
+    /// publication gets its own read-only loop device.
+    fn bind_block(
+        &self,
+        rec: &VolumeRecord,
+        _src: &(),
+        target: &Target,
+        opts: BindOptions,
+        _wanted: &Publication,
+    ) -> Result<()> {
+        let vid = rec.id.as_str();
+        if !opts.read_only() {
+            let device = self
+                .staged_device(rec)?
+                .ok_or_else(|| Error::precondition(vid, "image is not attached; stage it first"))?;
+            return target.bind_file(vid, &device, opts);
         }
+        self.detach_stray_read_only(rec)?;
+        let image = self.image_path(&rec.name);
+        let device = loopdev::attach(&image, true).map_err(Error::os(
+            vid,
+            format!("attach {} read-only", image.display()),
+        ))?;
+        crate::failpoint::hit("publish:after-attach");
+        target.bind_file(vid, &device, opts).inspect_err(|_| {
+            let _ = loopdev::detach(&device);
+        })
+    }
+
+    /// The publication's own read-only device, and any an earlier killed call left.
+    fn unpublished(&self, rec: &VolumeRecord, _removed: Option<&Publication>) -> Result<()> {
         match rec.kind {
-            AccessKind::Mount => {
-                if is_mounted(staging, &vid)? {
-                    if rec.staged_at.as_deref() != Some(staging)
-                        && !self.shows_volume(&rec, staging)
-                    {
-                        return Err(Error::not_found_because(
-                            vid,
-                            format!(
-                                "not staged at {}; its mount is left alone",
-                                staging.display()
-                            ),
-                        ));
-                    }
-                    staging_t.unmount_all(&vid)?;
-                    crate::failpoint::hit("unstage:after-unmount");
-                }
-            }
-            AccessKind::Block => {
-                self.detach_all(&rec)?;
-                crate::failpoint::hit("unstage:after-detach");
-            }
+            AccessKind::Block => self.detach_stray_read_only(rec),
+            AccessKind::Mount => Ok(()),
         }
-        if rec.staged_at.take().is_some() {
-            self.save(rec)?;
-        }
-        Ok(())
     }
 
-    fn publish(&self, req: &PublishRequest) -> Result<()> {
-        let mut rec = self.record(&req.id)?;
-        let vid = rec.id.clone();
-        let cap = &req.capability;
-        let target = req.target.as_path();
-        if let Some(why) = super::CAPS.refuse_on(super::BACKEND, cap, rec.kind) {
-            return Err(Error::invalid(format!("volume {vid}: {why}")));
-        }
-        let staging_t = req.staging.as_ref().ok_or_else(|| {
-            Error::invalid(format!(
-                "volume {vid}: staging_target_path is required (the driver stages volumes)"
-            ))
-        })?;
-        let staging = staging_t.as_path();
-        self.require_base(&vid)?;
-        if rec.staged_at.as_deref() != Some(staging) {
-            return Err(Error::precondition(
-                vid,
-                format!("not staged at {}", staging.display()),
-            ));
-        }
-        // A staging mount that vanished (manual unmount, a crashed kubelet) would turn into an
-        // empty directory on the node's root filesystem: never publish that to a pod.
-        if rec.kind == AccessKind::Mount && !self.shows_volume(&rec, staging) {
-            return Err(Error::precondition(
-                vid,
-                format!(
-                    "{} no longer shows the volume; stage it again",
-                    staging.display()
-                ),
-            ));
-        }
-        let opts = BindOptions::parse(&cap.mount_flags, req.read_only || cap.mode.read_only())
-            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
-        let wanted = Publication {
-            read_only: opts.read_only(),
-            mount_flags: cap.mount_flags.clone(),
-        };
-        if is_mounted(target, &vid)? {
-            // Already mounted (a retry): only the rare unrecorded case needs the mount table.
-            let same = match rec.published.get(target) {
-                Some(p) => *p == wanted,
-                None => {
-                    self.shows_volume(&rec, target)
-                        && mountinfo::mount_at(target)
-                            .map_err(Error::os(&vid, "read mount table"))?
-                            .is_some_and(|entry| opts.matches(&entry))
-                }
-            };
-            if !same {
-                return Err(Error::exists(
-                    vid,
-                    format!(
-                        "{} is already mounted with other options or another volume",
-                        target.display()
-                    ),
-                ));
-            }
-        } else {
-            self.mount_target(&rec, staging_t, &req.target, opts)?;
-            crate::failpoint::hit("publish:after-bind");
-        }
-        if rec.published.get(target) != Some(&wanted) {
-            rec.published.insert(target.to_path_buf(), wanted);
-            self.save(rec)?;
-        }
-        Ok(())
-    }
-
-    fn unpublish(&self, id: &VolumeId, target_t: &Target) -> Result<()> {
-        let target = target_t.as_path();
-        let Ok(mut rec) = self.record(id) else {
-            return crate::backend::nothing_mounted_at(&id.to_string(), target);
-        };
-        let vid = rec.id.clone();
-        if is_mounted(target, &vid)? {
-            if !rec.published.contains_key(target) && !self.shows_volume(&rec, target) {
-                return Err(Error::not_found_because(
-                    vid,
-                    format!(
-                        "not published at {}; its mount is left alone",
-                        target.display()
-                    ),
-                ));
-            }
-            target_t.unmount_all(&vid)?;
-            crate::failpoint::hit("unpublish:after-unmount");
-        }
-        if rec.kind == AccessKind::Block {
-            // The publication's own read-only device, and any an earlier killed call left.
-            self.detach_stray_read_only(&rec)?;
-        }
-        target_t.remove(&vid);
-        if rec.published.remove(target).is_some() {
-            self.save(rec)?;
-        }
-        Ok(())
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
+    fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
         let vid = rec.id.clone();
-        let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
-        if !path.exists() || !(known || self.shows_volume(&rec, path)) {
-            return Err(Error::VolumeNotFound {
-                volume: vid,
-                detail: format!("it is not published at {}", path.display()),
-            });
-        }
+        local::require_at(&rec, path, || self.shows(&rec, path))?;
         let condition = Some(self.condition(&rec));
         if rec.kind == AccessKind::Block {
             return Ok(VolumeStats {
@@ -326,15 +178,11 @@ impl NodeBackend for HostpathBackend {
         }
         let fs_now = statfs::fs_stats(path)
             .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
-        let limiter = match rec.backend.enforced_by {
-            Some(_) => self.limiter()?,
-            None => None,
-        };
-        let (used, inodes_used) = match (limiter, rec.backend.enforced_by) {
-            (Some(l), Some(how)) => l
+        let (used, inodes_used) = match self.enforcer(rec.backend.enforced_by)? {
+            Some((l, how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
                 .map_err(Error::os(&vid, "read capacity usage"))?,
-            _ => {
+            None => {
                 let (bytes, inodes) = fsutil::disk_usage(path)
                     .map_err(Error::os(&vid, format!("measure {}", path.display())))?;
                 (bytes, Some(inodes))
@@ -356,7 +204,7 @@ impl NodeBackend for HostpathBackend {
         })
     }
 
-    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
+    fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
         let mut rec = self.record(id)?;
         let vid = rec.id.clone();
         if !path.exists() {

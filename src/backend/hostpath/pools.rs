@@ -22,10 +22,10 @@
 //! refused (missing, or not this driver's) needs a restart once it is right, as before.
 
 use super::pool_config::{PoolSpec, DEFAULT_POOL};
-use super::snapshot::SnapMethod;
-use super::{HostpathBackend, HostpathConfig};
+use super::HostpathBackend;
 use crate::error::{Error, Result};
 use crate::state::Journal;
+use crate::volume::VolumeId;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,25 +45,6 @@ pub(super) fn journal_keys(pool: &str) -> (String, String) {
             format!("{}@{pool}", super::snapshot::LEDGER),
         )
     }
-}
-
-/// How a pool's volume sizes become hard limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaKind {
-    /// XFS, or ext4 with the project feature, mounted prjquota.
-    ProjectQuota,
-    /// btrfs with quota enabled: a subvolume and qgroup per volume.
-    BtrfsQgroup,
-}
-
-/// What a pool is: its name, base path, how sizes are enforced (None: advisory) and how
-/// snapshots and clones are made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolInfo {
-    pub name: String,
-    pub base: PathBuf,
-    pub enforcement: Option<QuotaKind>,
-    pub snap_method: SnapMethod,
 }
 
 pub(super) struct Slot {
@@ -107,8 +88,14 @@ impl HostpathPools {
         check_disjoint(pools)?;
         let mut slots = Vec::new();
         for spec in pools {
-            let cfg = config(node_id, spec, state_dir, default_capacity);
-            let backend = HostpathBackend::open(cfg, journal.clone(), live)?;
+            let backend = HostpathBackend::open(
+                node_id,
+                spec,
+                state_dir,
+                default_capacity,
+                journal.clone(),
+                live,
+            )?;
             match &backend.refused {
                 None => {
                     tracing::info!(pool = %spec.name, base = %backend.base.display(), "hostpath pool ready")
@@ -138,22 +125,9 @@ impl HostpathPools {
         Ok(pools)
     }
 
-    /// The pool named `name`, if this node has it.
-    pub fn pool(&self, name: &str) -> Option<Arc<HostpathBackend>> {
-        self.slot(name).map(Slot::get)
-    }
-
     /// The names of this node's pools.
     pub fn pool_names(&self) -> Vec<String> {
         self.slots.iter().map(|s| s.spec.name.clone()).collect()
-    }
-
-    /// What pool `name` is (probing its quota and snapshot support on first use).
-    pub fn pool_info(&self, name: &str) -> Result<PoolInfo> {
-        let pool = self.pool(name).ok_or_else(|| {
-            Error::invalid(format!("node {} has no hostpath pool {name:?}", self.node))
-        })?;
-        pool.info_of_pool()
     }
 
     pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
@@ -165,33 +139,28 @@ impl HostpathPools {
         self.slot(DEFAULT_POOL).unwrap_or(&self.slots[0]).get()
     }
 
+    /// The first pool for which `holds` is true.
+    pub(super) fn find(
+        &self,
+        holds: impl Fn(&HostpathBackend) -> bool,
+    ) -> Option<Arc<HostpathBackend>> {
+        self.slots.iter().map(Slot::get).find(|b| holds(b))
+    }
+
     /// The pool whose records hold volume `id`.
     pub(super) fn holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
-        self.slots
-            .iter()
-            .map(Slot::get)
-            .find(|b| b.ledger.by_id(id).is_some())
+        self.find(|b| b.ledger.by_id(id).is_some())
     }
 
     /// The pool whose records hold volume `id`, else the fallback (which answers NotFound).
-    pub(super) fn for_volume(&self, id: &str) -> Arc<HostpathBackend> {
-        self.holder(id).unwrap_or_else(|| self.fallback())
+    pub(super) fn for_volume(&self, id: &VolumeId) -> Arc<HostpathBackend> {
+        self.holder(&id.to_string())
+            .unwrap_or_else(|| self.fallback())
     }
 
     /// The pool whose records hold the volume named `name`.
     pub(super) fn holder_of_name(&self, name: &str) -> Option<Arc<HostpathBackend>> {
-        self.slots
-            .iter()
-            .map(Slot::get)
-            .find(|b| b.ledger.get(name).is_some())
-    }
-
-    /// The pool whose records hold snapshot `id`.
-    pub(super) fn snapshot_holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
-        self.slots
-            .iter()
-            .map(Slot::get)
-            .find(|b| b.snaps.by_id(id).is_some())
+        self.find(|b| b.ledger.get(name).is_some())
     }
 
     /// Pool `name` for a new volume, picking it up first if its path appeared since start.
@@ -240,22 +209,23 @@ impl HostpathPools {
         if !slot.missing.load(Ordering::Acquire) {
             return;
         }
-        let cfg = config(
+        // Nothing was recorded in it at start, and a refused pool records nothing since.
+        match HostpathBackend::open(
             &self.node,
             &slot.spec,
             &self.state_dir,
             self.default_capacity,
-        );
-        // Nothing was recorded in it at start, and a refused pool records nothing since.
-        match HostpathBackend::open(cfg, self.journal.clone(), &HashMap::new()) {
-            Ok(b) if b.refused.is_none() => {
-                tracing::info!(pool = %slot.spec.name, base = %b.base.display(), "hostpath pool appeared: serving it");
-                *slot.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
-                slot.missing.store(false, Ordering::Release);
-            }
+            self.journal.clone(),
+            &HashMap::new(),
+        ) {
             Ok(b) => {
-                tracing::error!(pool = %slot.spec.name, reason = b.refused.as_deref().unwrap_or("?"),
-                    "hostpath pool path appeared, but the pool is unusable (restart once it is right)");
+                match &b.refused {
+                    None => {
+                        tracing::info!(pool = %slot.spec.name, base = %b.base.display(), "hostpath pool appeared: serving it")
+                    }
+                    Some(why) => tracing::error!(pool = %slot.spec.name, reason = %why,
+                        "hostpath pool path appeared, but the pool is unusable (restart once it is right)"),
+                }
                 *slot.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
                 slot.missing.store(false, Ordering::Release);
             }
@@ -297,31 +267,6 @@ impl HostpathBackend {
     /// The pool's base path (resolved).
     pub fn base_path(&self) -> &Path {
         &self.base
-    }
-
-    /// What this pool is (probing its quota and snapshot support on first use).
-    pub fn info_of_pool(&self) -> Result<PoolInfo> {
-        let enforcement = self.limiter()?.map(|l| match l {
-            super::limiter::Limiter::Project(_) => QuotaKind::ProjectQuota,
-            super::limiter::Limiter::Btrfs(_) => QuotaKind::BtrfsQgroup,
-        });
-        Ok(PoolInfo {
-            name: self.pool.clone(),
-            base: self.base.clone(),
-            enforcement,
-            snap_method: self.snap_method()?,
-        })
-    }
-}
-
-fn config(node: &str, spec: &PoolSpec, state_dir: &Path, default_capacity: u64) -> HostpathConfig {
-    HostpathConfig {
-        node_id: node.to_string(),
-        pool: spec.name.clone(),
-        base: spec.path.clone(),
-        create_base: spec.create_missing,
-        state_dir: state_dir.to_path_buf(),
-        default_capacity,
     }
 }
 

@@ -21,10 +21,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Merges per-pool pages (each in name order, each of at most `max` after the same cursor)
-/// into one page of at most `max` (0: all), with the name to resume after.
-fn merge<T>(pages: Vec<(Vec<(String, T)>, bool)>, max: usize) -> (Vec<T>, Option<String>) {
-    let more_in_a_pool = pages.iter().any(|(_, more)| *more);
+/// One pool's page: (name, entry) in name order, and the name to resume after if more follow.
+type Paged<T> = (Vec<(String, T)>, Option<String>);
+
+/// Merges per-pool pages (each of at most `max` after the same cursor) into one page of at
+/// most `max` (0: all), with the name to resume after.
+fn merge<T>(pages: Vec<Paged<T>>, max: usize) -> (Vec<T>, Option<String>) {
+    let more_in_a_pool = pages.iter().any(|(_, more)| more.is_some());
     let mut all: Vec<(String, T)> = pages.into_iter().flat_map(|(e, _)| e).collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let cut = max != 0 && all.len() > max;
@@ -42,9 +45,14 @@ impl HostpathPools {
         self.slots.iter().map(|s| s.get())
     }
 
-    /// The pools that can take changes now.
-    fn usable(&self) -> Vec<Arc<HostpathBackend>> {
-        self.pools().filter(|p| p.pool_down().is_none()).collect()
+    /// For an id no pool holds (its state lost): `f` in each pool that can take changes now,
+    /// each removing what it marked with the id; with none, in the fallback, which says why.
+    fn in_usable_pools(&self, f: impl Fn(&HostpathBackend) -> Result<()>) -> Result<()> {
+        let usable: Vec<_> = self.pools().filter(|p| p.pool_down().is_none()).collect();
+        if usable.is_empty() {
+            return f(&self.fallback());
+        }
+        usable.iter().try_for_each(|p| f(p))
     }
 
     /// The pool a new volume goes to: its class's, refusing a name another pool holds and a
@@ -53,12 +61,8 @@ impl HostpathPools {
         let id = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let wanted = params.pool();
-        let owner = self.pools().find_map(|p| p.ledger.id_owner(&id));
-        if let Some(owner) = owner.filter(|o| o != &req.name) {
-            return Err(Error::exists(
-                id,
-                format!("this id already belongs to volume {owner:?}; choose another name"),
-            ));
+        for p in self.pools() {
+            p.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         }
         if let Some(other) = self.holder_of_name(&req.name) {
             if other.pool_name() != wanted {
@@ -75,7 +79,9 @@ impl HostpathPools {
         }
         let pool = self.for_create(wanted, &id)?;
         let source_pool = match &req.content_source {
-            Some(ContentSource::Snapshot(s)) => self.snapshot_holder(&s.to_string()),
+            Some(ContentSource::Snapshot(s)) => {
+                self.find(|p| p.snaps.by_id(&s.to_string()).is_some())
+            }
             Some(ContentSource::Volume(v)) => self.holder(&v.to_string()),
             None => None,
         };
@@ -105,28 +111,20 @@ impl ControllerBackend for HostpathPools {
         }
         // No record: each usable pool removes a directory marked with this id (state lost).
         crate::backend::require_local(id, &self.node)?;
-        let usable = self.usable();
-        if usable.is_empty() {
-            return self.fallback().delete(id);
-        }
-        for pool in usable {
-            pool.delete(id)?.wait()?;
-        }
-        Ok(Done::Now(()))
+        self.in_usable_pools(|p| p.delete(id)?.wait())
+            .map(Done::Now)
     }
 
     fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        self.for_volume(&id.to_string()).get(id)
+        self.for_volume(id).get(id)
     }
 
     fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
         let pages = self
             .pools()
             .map(|p| {
-                let (e, next) =
-                    p.ledger
-                        .page(after, max, |_| true, |r| (r.name.clone(), p.info(r)));
-                (e, next.is_some())
+                p.ledger
+                    .page(after, max, |_| true, |r| (r.name.clone(), p.info(r)))
             })
             .collect();
         let (entries, next_after) = merge(pages, max);
@@ -142,8 +140,7 @@ impl ControllerBackend for HostpathPools {
         caps: &[Capability],
         parameters: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
-        self.for_volume(&id.to_string())
-            .validate(id, caps, parameters)
+        self.for_volume(id).validate(id, caps, parameters)
     }
 
     /// The class's pool's free space; none when this node lacks the pool or it is down.
@@ -161,7 +158,7 @@ impl ControllerBackend for HostpathPools {
     }
 
     fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        self.for_volume(&id.to_string()).expand(id, range)
+        self.for_volume(id).expand(id, range)
     }
 
     fn controller_publish(
@@ -171,13 +168,12 @@ impl ControllerBackend for HostpathPools {
         read_only: bool,
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        self.for_volume(&id.to_string())
+        self.for_volume(id)
             .controller_publish(id, node, read_only, cap)
     }
 
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.for_volume(&id.to_string())
-            .controller_unpublish(id, node)
+        self.for_volume(id).controller_unpublish(id, node)
     }
 
     fn published_count(&self, node: &str) -> usize {
@@ -187,28 +183,27 @@ impl ControllerBackend for HostpathPools {
 
 impl NodeBackend for HostpathPools {
     fn stage(&self, req: &StageRequest) -> Result<()> {
-        self.for_volume(&req.id.to_string()).stage(req)
+        self.for_volume(&req.id).stage(req)
     }
 
     fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        self.for_volume(&id.to_string()).unstage(id, staging)
+        self.for_volume(id).unstage(id, staging)
     }
 
     fn publish(&self, req: &PublishRequest) -> Result<()> {
-        self.for_volume(&req.id.to_string()).publish(req)
+        self.for_volume(&req.id).publish(req)
     }
 
     fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        self.for_volume(&id.to_string()).unpublish(id, target)
+        self.for_volume(id).unpublish(id, target)
     }
 
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
-        self.for_volume(&id.to_string()).stats(id, path)
+        self.for_volume(id).stats(id, path)
     }
 
     fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
-        self.for_volume(&id.to_string())
-            .node_expand(id, path, range)
+        self.for_volume(id).node_expand(id, path, range)
     }
 }
 
@@ -220,23 +215,16 @@ impl SnapshotBackend for HostpathPools {
     /// In the source volume's pool (a snapshot shares its filesystem); a name another pool
     /// holds is answered by that pool (the same snapshot again, or AlreadyExists).
     fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        let named = self.pools().find(|p| p.snaps.get(&req.name).is_some());
-        let pool = named.unwrap_or_else(|| self.for_volume(&req.source.to_string()));
+        let named = self.find(|p| p.snaps.get(&req.name).is_some());
+        let pool = named.unwrap_or_else(|| self.for_volume(&req.source));
         pool.create_snapshot(req)
     }
 
     fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        if let Some(pool) = self.snapshot_holder(&id.to_string()) {
+        if let Some(pool) = self.find(|p| p.snaps.by_id(&id.to_string()).is_some()) {
             return pool.delete_snapshot(id);
         }
-        let usable = self.usable();
-        if usable.is_empty() {
-            return self.fallback().delete_snapshot(id);
-        }
-        for pool in usable {
-            pool.delete_snapshot(id)?;
-        }
-        Ok(())
+        self.in_usable_pools(|p| p.delete_snapshot(id))
     }
 
     fn list_snapshots(
@@ -256,10 +244,9 @@ impl SnapshotBackend for HostpathPools {
         let pages = self
             .pools()
             .map(|p| {
-                let (e, next) = p.snaps.page(after, max, keep, |r| {
+                p.snaps.page(after, max, keep, |r| {
                     (r.name.clone(), HostpathBackend::snapshot_info(r))
-                });
-                (e, next.is_some())
+                })
             })
             .collect();
         let (entries, next_after) = merge(pages, max);
@@ -307,13 +294,13 @@ impl Backend for HostpathPools {
 mod tests {
     use super::merge;
 
-    fn page(names: &[&str], more: bool) -> (Vec<(String, String)>, bool) {
+    fn page(names: &[&str], more: bool) -> (Vec<(String, String)>, Option<String>) {
         (
             names
                 .iter()
                 .map(|n| (n.to_string(), n.to_string()))
                 .collect(),
-            more,
+            more.then(|| names.last().unwrap_or(&"").to_string()),
         )
     }
 

@@ -3,8 +3,10 @@
 //! repeat, and none is synced: the record's commit is the one sync (see the module doc).
 
 use super::controller::ALIGN;
+use super::limiter::Limiter;
 use super::record::{Enforcement, VolumeRecord};
 use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
+use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
 use crate::volume::{AccessKind, CapacityRange, VolumeId};
@@ -27,14 +29,10 @@ impl HostpathBackend {
     pub(super) fn make_dir(&self, rec: &VolumeRecord) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
         let os = |action: &str| Error::os(&rec.id, format!("{action} {}", dir.display()));
-        let enforced_by = rec.backend.enforced_by;
-        let limiter = match enforced_by {
-            Some(_) => self.limiter()?,
-            None => None,
-        };
-        let create = || match (limiter, enforced_by) {
-            (Some(l), Some(_)) => l.create_dir(&dir),
-            _ => fs::create_dir(&dir),
+        let enforcer = self.enforcer(rec.backend.enforced_by)?;
+        let create = || match enforcer {
+            Some((l, _)) => l.create_dir(&dir),
+            None => fs::create_dir(&dir),
         };
         match create() {
             Ok(()) => {}
@@ -47,7 +45,7 @@ impl HostpathBackend {
                         }
                     }
                     None if fs::read_dir(&dir).map_err(os("read"))?.next().is_none()
-                        && (enforced_by.is_none() || limiter.is_none_or(|l| l.fits(&dir))) => {}
+                        && enforcer.is_none_or(|(l, _)| l.fits(&dir)) => {}
                     _ => {
                         return Err(Error::precondition(
                             &rec.id,
@@ -63,20 +61,20 @@ impl HostpathBackend {
         }
         // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
-        markers::set_markers(
-            &dir,
-            &rec.id,
-            self.store_id(),
-            rec.backend.incarnation.as_deref(),
-            self.ledger.journal().next_seq(),
-        )
-        .map_err(os("mark"))?;
+        self.mark(&dir, rec).map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
-        if let (Some(l), Some(how)) = (limiter, enforced_by) {
+        if let Some((l, how)) = enforcer {
             l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
                 .map_err(os("set capacity limit on"))?;
         }
         Ok(())
+    }
+
+    /// Marks `dir` as `rec`'s: its id, this store, its create's incarnation and the journal's
+    /// next sequence number (see `recovery`).
+    pub(super) fn mark(&self, dir: &std::path::Path, rec: &VolumeRecord) -> io::Result<()> {
+        let (store, seq) = (self.store_id(), self.ledger.journal().next_seq());
+        markers::set_markers(dir, &rec.id, store, rec.backend.incarnation.as_deref(), seq)
     }
 
     /// Removes a volume directory that carries `id` (or, for a create that never got as far
@@ -132,14 +130,19 @@ impl HostpathBackend {
     }
 
     pub(super) fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
-        let Some(how) = enforced_by else {
-            return Ok(());
-        };
-        if let Some(l) = self.limiter()? {
-            l.release(how)
-                .map_err(Error::os(id, "lift capacity limit"))?;
+        match self.enforcer(enforced_by)? {
+            Some((l, how)) => l.release(how).map_err(Error::os(id, "lift capacity limit")),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The limiter that enforces a volume's capacity, and how, when it is enforced.
+    pub(super) fn enforcer(
+        &self,
+        how: Option<Enforcement>,
+    ) -> Result<Option<(&Limiter, Enforcement)>> {
+        let Some(how) = how else { return Ok(None) };
+        Ok(self.limiter()?.map(|l| (l, how)))
     }
 
     /// Whether a directory marked with `rec`'s id is this create's own (a repeat, or a restore
@@ -194,24 +197,32 @@ impl HostpathBackend {
 
     /// Creates a block volume's sparse image (or grows one a crash left short).
     pub(super) fn make_image(&self, rec: &VolumeRecord) -> Result<()> {
-        {
-            let image = self.image_path(&rec.name);
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&image)
-                .map_err(Error::os(&rec.id, format!("create {}", image.display())))?;
-            if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
-                fsutil::set_nocow(&f).map_err(Error::os(
-                    &rec.id,
-                    format!("mark {} no-copy-on-write", image.display()),
-                ))?;
-            }
-            f.set_len(rec.capacity_bytes)
-                .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
+        let image = self.image_path(&rec.name);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&image)
+            .map_err(Error::os(&rec.id, format!("create {}", image.display())))?;
+        if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+            fsutil::set_nocow(&f).map_err(Error::os(
+                &rec.id,
+                format!("mark {} no-copy-on-write", image.display()),
+            ))?;
         }
-        Ok(())
+        f.set_len(rec.capacity_bytes)
+            .map_err(Error::os(&rec.id, format!("size {}", image.display())))
+    }
+
+    /// Sets the length of an existing block volume's image (`verb` says why, for errors).
+    pub(super) fn size_image(&self, rec: &VolumeRecord, len: u64, verb: &str) -> Result<()> {
+        let image = self.image_path(&rec.name);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .map_err(Error::os(&rec.id, format!("open {}", image.display())))?;
+        f.set_len(len)
+            .map_err(Error::os(&rec.id, format!("{verb} {}", image.display())))
     }
 
     pub(super) fn quota_limit(&self, kind: AccessKind, capacity: u64) -> u64 {
@@ -284,11 +295,7 @@ impl HostpathBackend {
         }
         // Grow the limit first, then the image, then commit the record: each step is safe to
         // repeat, and a crash before the commit leaves the old size recorded (a retry grows it).
-        let limiter = match rec.backend.enforced_by {
-            Some(_) => self.limiter()?,
-            None => None,
-        };
-        if let (Some(l), Some(how)) = (limiter, rec.backend.enforced_by) {
+        if let Some((l, how)) = self.enforcer(rec.backend.enforced_by)? {
             l.apply(
                 &self.volume_dir(&rec.name),
                 how,
@@ -297,13 +304,7 @@ impl HostpathBackend {
             .map_err(Error::os(&id_str, "raise capacity limit"))?;
         }
         if rec.kind == AccessKind::Block {
-            let image = self.image_path(&rec.name);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&image)
-                .map_err(Error::os(&id_str, format!("open {}", image.display())))?;
-            f.set_len(new)
-                .map_err(Error::os(&id_str, format!("grow {}", image.display())))?;
+            self.size_image(&rec, new, "grow")?;
         }
         rec.capacity_bytes = new;
         self.save(rec)?;

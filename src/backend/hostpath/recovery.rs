@@ -178,9 +178,7 @@ impl HostpathBackend {
                 .as_ref()
                 .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
             let marker = found.as_ref().map(|m| m.volume.clone());
-            // Whether the journal's silence about this directory proves anything.
-            let provable =
-                damage.is_none_or(|d| !d.may_explain(found.as_ref().and_then(|m| m.seq)));
+            let provable = self.silence_proves(damage, found.as_ref());
             if let Some(volume) = name.strip_prefix(TRASH_PREFIX) {
                 let rec = marker
                     .as_deref()

@@ -6,11 +6,11 @@
 use super::record::VolumeRecord;
 use super::snapshot::{is_subvolume, SnapMethod};
 use super::HostpathBackend;
+use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
-use crate::os::{btrfs, copytree, markers};
+use crate::os::{btrfs, copytree};
 use crate::snapshot::ContentSource;
 use crate::volume::AccessKind;
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 
 /// A resolved content source.
@@ -45,7 +45,7 @@ impl HostpathBackend {
                 })
             }
             ContentSource::Volume(id) => {
-                if !self.is_local(id) {
+                if !self.is_local(id.node.as_deref()) {
                     return Err(Error::invalid(format!(
                         "volume {volume}: source volume {id} lives on node {}, not on node {}",
                         id.node.as_deref().unwrap_or("?"),
@@ -83,14 +83,7 @@ impl HostpathBackend {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
             // the next start) recognizes it as this create's.
-            let claimed = markers::set_markers(
-                &dir,
-                &rec.id,
-                self.store_id(),
-                rec.backend.incarnation.as_deref(),
-                self.ledger.journal().next_seq(),
-            );
-            if let Err(e) = claimed {
+            if let Err(e) = self.mark(&dir, rec) {
                 let _ = btrfs::destroy_subvolume(&dir);
                 return Err(os("mark")(e));
             }
@@ -107,13 +100,7 @@ impl HostpathBackend {
             crate::failpoint::hit("restore:after-copy");
         }
         if rec.kind == AccessKind::Block {
-            let image = self.image_path(&rec.name);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&image)
-                .map_err(Error::os(&rec.id, format!("open {}", image.display())))?;
-            f.set_len(rec.capacity_bytes)
-                .map_err(Error::os(&rec.id, format!("size {}", image.display())))?;
+            self.size_image(rec, rec.capacity_bytes, "size")?;
         }
         sync.commit().map_err(os("make durable the content of"))?;
         crate::failpoint::hit("restore:after-sync");

@@ -5,10 +5,10 @@
 //! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
 
 use super::HostpathBackend;
-use crate::backend::SnapshotBackend;
+use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
-use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
+use crate::snapshot::{SnapshotId, SnapshotInfo, SnapshotRequest};
 use crate::volume::AccessKind;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -157,14 +157,10 @@ impl HostpathBackend {
         }
     }
 
-    fn local_snapshot(&self, id: &SnapshotId) -> bool {
-        id.node.as_deref() == Some(crate::volume::VolumeId::node_tag(&self.node).as_str())
-    }
-
     /// The record of snapshot `id`: NotFound when unknown, InvalidArgument when another
     /// node holds it (a restore there is impossible, not merely missing).
     pub(super) fn snapshot_record(&self, id: &SnapshotId) -> Result<SnapRecord> {
-        if !self.local_snapshot(id) {
+        if !self.is_local(id.node.as_deref()) {
             return Err(Error::invalid(format!(
                 "snapshot {id} lives on node {}, not on node {} where this volume would be",
                 id.node.as_deref().unwrap_or("?"),
@@ -221,18 +217,14 @@ impl HostpathBackend {
                     finished += 1;
                     continue;
                 }
-                match rec {
-                    Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(name.as_str()) => {
-                        kept += 1
-                    }
-                    _ if ours => {
-                        tracing::info!(dir = %path.display(), snapshot = marker.as_deref().unwrap_or("?"), "rolling back a snapshot that was never acknowledged");
-                        remove_snapshot_tree(&path)?;
-                        rolled_back += 1;
-                    }
-                    _ => {
-                        tracing::warn!(dir = %path.display(), "snapshot directory without a state record: left in place")
-                    }
+                if own_record {
+                    kept += 1
+                } else if ours {
+                    tracing::info!(dir = %path.display(), snapshot = marker.as_deref().unwrap_or("?"), "rolling back a snapshot that was never acknowledged");
+                    remove_snapshot_tree(&path)?;
+                    rolled_back += 1;
+                } else {
+                    tracing::warn!(dir = %path.display(), "snapshot directory without a state record: left in place")
                 }
             }
         }
@@ -258,12 +250,9 @@ impl HostpathBackend {
 #[serde(deny_unknown_fields)]
 struct SnapParams {}
 
-impl SnapshotBackend for HostpathBackend {
-    fn snapshot_id(&self, name: &str) -> Result<SnapshotId> {
-        SnapshotId::new(super::BACKEND, Some(&self.node), name)
-    }
-
-    fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
+impl HostpathBackend {
+    /// Takes the snapshot (see `SnapshotBackend::create_snapshot`).
+    pub(super) fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
         let id = SnapshotId::new(super::BACKEND, Some(&self.node), &req.name)?;
         let id_str = id.to_string();
         let source_str = req.source.to_string();
@@ -282,7 +271,7 @@ impl SnapshotBackend for HostpathBackend {
         }
         self.snaps
             .refuse_id_of_another(&id_str, &req.name, "snapshot")?;
-        if !self.is_local(&req.source) {
+        if !self.is_local(req.source.node.as_deref()) {
             return Err(Error::invalid(format!(
                 "snapshot {}: volume {source_str} does not live on node {}",
                 req.name, self.node
@@ -354,9 +343,9 @@ impl SnapshotBackend for HostpathBackend {
         }
     }
 
-    fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+    pub(super) fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let id_str = id.to_string();
-        if !self.local_snapshot(id) {
+        if !self.is_local(id.node.as_deref()) {
             return Err(Error::precondition(
                 &id_str,
                 format!(
@@ -388,30 +377,5 @@ impl SnapshotBackend for HostpathBackend {
             tracing::warn!(snapshot = %id_str, error = %e, "could not remove a deleted snapshot's directory; retried at the next start");
         }
         Ok(())
-    }
-
-    fn list_snapshots(
-        &self,
-        filter: &SnapshotFilter,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<SnapshotPage> {
-        let wanted_id = filter.snapshot.as_ref().map(|s| s.to_string());
-        let wanted_source = filter.source.as_ref().map(|v| v.to_string());
-        let (entries, next_after) = self.snaps.page(
-            after,
-            max,
-            |r| {
-                wanted_id.as_ref().is_none_or(|w| &r.id == w)
-                    && wanted_source
-                        .as_ref()
-                        .is_none_or(|w| &r.source_volume_id == w)
-            },
-            Self::snapshot_info,
-        );
-        Ok(SnapshotPage {
-            entries,
-            next_after,
-        })
     }
 }
