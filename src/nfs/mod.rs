@@ -73,7 +73,7 @@
 
 mod client;
 mod endpoint;
-pub mod error;
+mod error;
 mod path;
 mod rpc;
 mod types;
