@@ -13,7 +13,7 @@ use super::layout::now_secs;
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::OnDelete;
 use super::pattern::ARCHIVE_PREFIX;
-use super::{NfsBackend, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use super::{write_record, NfsBackend, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::adopt::AdoptNfsDir;
 use crate::error::{Error, Result};
 use crate::nfs::{NfsClient, NfsStatus};
@@ -130,7 +130,7 @@ impl NfsBackend {
         };
         // Registered before anything is written on the share, as for a create.
         self.shares.register(&vid, &loc.server, &loc.share)?;
-        self.write_record(&c, &rec)?;
+        write_record(&c, &rec, self.cfg.timeout)?;
         tracing::info!(volume = %vid, dir = %place, on_delete = ?on_delete,
             "adopted an NFS directory as a volume");
         Ok(self.info(&rec, VolumeCondition::healthy()))

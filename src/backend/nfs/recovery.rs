@@ -17,10 +17,9 @@
 use super::layout::{self, RecordState};
 use super::rollback::undo_create;
 use super::snaprecord::{
-    key_of_snap_record, snap_record_path, snapshot_id, staging_path, SNAP_DATA_DIR,
-    SNAP_RECORDS_DIR, STAGING_DIR,
+    key_of_snap_record, snapshot_id, staging_path, SNAP_DATA_DIR, SNAP_RECORDS_DIR, STAGING_DIR,
 };
-use super::snapshots::{read_snap_record, start_copy};
+use super::snapshots::{finish_delete, read_snap_record, start_copy};
 use super::work::Work;
 use super::{map_nfs_error, NfsBackend};
 use crate::error::Result;
@@ -80,9 +79,7 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
                 resumed += 1;
             }
             RecordState::Deleting => {
-                let err = |e| map_nfs_error(&rec.id, t, e);
-                c.remove_tree(&rec.data_path()).map_err(err)?;
-                c.remove_file(&snap_record_path(key)).map_err(err)?;
+                finish_delete(c, &rec, t)?;
                 finished += 1;
                 continue;
             }

@@ -14,7 +14,7 @@
 //! staging copy by fileid only, which proves nothing: such a subDir is left in place.
 
 use super::layout::{self, VolumeRecord};
-use super::{map_nfs_error, remove_record, write_meta};
+use super::{map_nfs_error, remove_record, write_record};
 use crate::error::Result;
 use crate::nfs::{Guarded, NfsClient, NfsStatus, Rmdir};
 use std::time::Duration;
@@ -41,14 +41,7 @@ pub(super) fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) 
             Some((h, attr)) if attr.is_dir() => {
                 let mut intent = rec.clone();
                 intent.dir_handle = Some(h.clone());
-                let key = layout::parse_volume_id(vid).expect("records carry our ids");
-                write_meta(
-                    c,
-                    layout::RECORDS_DIR,
-                    &layout::record_path(key),
-                    &intent.to_bytes(),
-                )
-                .map_err(err)?;
+                write_record(c, &intent, timeout)?;
                 Some(h)
             }
             _ => None,
