@@ -33,18 +33,15 @@ impl Transport {
         let owner = self.owner.open_owner.clone();
         let (open, deleg) = self.run(
             |s, o| {
-                o.putfh(at)
-                    .open(s.clientid, &owner, access, name, how)
-                    .bare(Op::GETFH);
+                let opened = o.putfh(at).open(s.clientid, &owner, access, name, how);
+                opened.bare(Op::GETFH)
             },
             |r| {
-                r.ok(2)?;
-                let (stateid, deleg) = proto::dec_open(&mut r.d)?;
-                r.ok(1)?;
-                let fh = proto::dec_fh(&mut r.d)?;
+                let (stateid, deleg) = proto::dec_open(r.body(2)?)?;
+                let fh = proto::dec_fh(r.body(1)?)?;
                 Ok((Open { fh, stateid }, deleg))
             },
-            self.fail_at(path),
+            path,
         )?;
         if let Some(d) = deleg {
             self.return_delegation(&open.fh, &d, path);
@@ -60,20 +57,18 @@ impl Transport {
         let cur = Stateid::CURRENT;
         let (data, deleg) = self.run(
             |s, o| {
-                o.putfh(fh)
-                    .open(s.clientid, &owner, proto::ACCESS_READ, None, None)
-                    .read(&cur, 0, count)
-                    .close(&cur);
+                let opened = o
+                    .putfh(fh)
+                    .open(s.clientid, &owner, proto::ACCESS_READ, None, None);
+                opened.read(&cur, 0, count).close(&cur)
             },
             |r| {
-                r.ok(2)?;
-                let (_, deleg) = proto::dec_open(&mut r.d)?;
-                r.ok(1)?;
-                let data = proto::dec_read(&mut r.d)?;
+                let (_, deleg) = proto::dec_open(r.body(2)?)?;
+                let data = proto::dec_read(r.body(1)?)?;
                 r.ok(1)?;
                 Ok((data, deleg))
             },
-            self.fail_at(path),
+            path,
         )?;
         if let Some(d) = deleg {
             self.return_delegation(fh, &d, path);
@@ -83,12 +78,6 @@ impl Transport {
 
     fn return_delegation(&self, fh: &Fh, d: &Stateid, path: &str) {
         tracing::debug!(server = %self.server, path, "returning a delegation this client did not ask for");
-        let _ = self.run(
-            |_, o| {
-                o.putfh(fh).delegreturn(d);
-            },
-            |r| r.ok(2),
-            self.fail_at(path),
-        );
+        let _ = self.run(|_, o| o.putfh(fh).delegreturn(d), |r| r.ok(2), path);
     }
 }

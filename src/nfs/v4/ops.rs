@@ -16,6 +16,7 @@ use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
+use crate::nfs::xdr::{Decoder, XdrError, XdrResult};
 
 const NOT_SAME: u32 = 10027;
 const SAME: u32 = 10009;
@@ -28,11 +29,11 @@ pub struct Share<'a> {
 }
 
 impl Transport {
-    /// Runs a compound; `decode` reads the results (`Results::ok` over each), and a failed
-    /// operation becomes the error `fail` names.
-    pub(super) fn run<T>(
+    /// Runs the compound `build` makes; `decode` reads its results (`Results::ok` over each),
+    /// and a failed operation becomes the error `fail` names.
+    pub(super) fn run_with<T>(
         &self,
-        build: impl Fn(&Session, &mut Ops),
+        build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
         decode: impl FnOnce(&mut Results<'_>) -> Result<T, Stop>,
         fail: impl FnOnce(Failed) -> NfsError,
     ) -> Result<T> {
@@ -50,17 +51,24 @@ impl Transport {
         }
     }
 
-    /// The error of a failed operation on `path`, VERIFY's and LOOKUP's in NFSv3's terms.
-    pub(super) fn fail_at(&self, path: &str) -> impl FnOnce(Failed) -> NfsError + '_ {
-        let path = path.to_string();
-        move |f| {
-            let status = match f.status {
-                NOT_SAME | SYMLINK => NfsStatus::NOTDIR.0,
-                SAME => NfsStatus::ISDIR.0,
-                s => s,
-            };
-            self.status(&f.op.name(), &path, NfsStatus(status), true)
-        }
+    /// `run_with`, a failed operation being an error on `path`.
+    pub(super) fn run<T>(
+        &self,
+        build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
+        decode: impl FnOnce(&mut Results<'_>) -> Result<T, Stop>,
+        path: &str,
+    ) -> Result<T> {
+        self.run_with(build, decode, |f| self.failed(f, path))
+    }
+
+    /// The error of operation `f` that failed on `path`, VERIFY's and LOOKUP's in NFSv3's terms.
+    fn failed(&self, f: Failed, path: &str) -> NfsError {
+        let status = match f.status {
+            NOT_SAME | SYMLINK => NfsStatus::NOTDIR.0,
+            SAME => NfsStatus::ISDIR.0,
+            s => s,
+        };
+        self.status(&f.op.name(), path, NfsStatus(status), true)
     }
 
     /// The share's root: PUTROOTFH and a LOOKUP per component of the share's path in the
@@ -90,32 +98,27 @@ impl Transport {
                 Some(_) => comps[..done + i].join("/"),
             };
             let start = cur.clone();
-            let res = self.run(
+            let res = self.run_with(
                 |_, o| {
                     match &start {
                         Some(fh) => o.putfh(fh),
                         None => o.bare(Op::PUTROOTFH),
                     };
                     for c in part {
-                        if *c == ".." {
-                            o.bare(Op::LOOKUPP);
-                        } else {
-                            o.lookup(c);
-                        }
+                        match *c {
+                            ".." => o.bare(Op::LOOKUPP),
+                            c => o.lookup(c),
+                        };
                     }
-                    o.bare(Op::GETFH).getattr(attr::OBJECT);
+                    o.bare(Op::GETFH).getattr(attr::OBJECT)
                 },
-                |r| {
-                    r.ok(1 + part.len())?;
-                    fh_attr(r)
-                },
+                |r| fh_attr(r, 1 + part.len()),
                 |f| {
-                    let failed_at = if f.op == Op::LOOKUP || f.op == Op::LOOKUPP {
-                        f.index
-                    } else {
-                        part.len()
+                    let at = match f.op {
+                        Op::LOOKUP | Op::LOOKUPP => f.index,
+                        _ => part.len(),
                     };
-                    (self.fail_at(&prefix(failed_at)))(f)
+                    self.failed(f, &prefix(at))
                 },
             )?;
             done += part.len();
@@ -127,18 +130,20 @@ impl Transport {
     }
 }
 
-/// GETFH then GETATTR: the current object's handle and attributes.
-fn fh_attr(r: &mut Results<'_>) -> Result<(Fh, Attr), Stop> {
-    r.ok(1)?;
-    let fh = proto::dec_fh(&mut r.d)?;
-    r.ok(1)?;
-    Ok((fh, object_attr(r)?))
+/// GETFH then GETATTR, after `n` other results: the current object's handle and attributes.
+fn fh_attr(r: &mut Results<'_>, n: usize) -> Result<(Fh, Attr), Stop> {
+    let fh = proto::dec_fh(r.body(n + 1)?)?;
+    Ok((fh, object_attr(r.body(1)?)?))
 }
 
 /// A GETATTR result of the object's attributes, which must hold its type.
-fn object_attr(r: &mut Results<'_>) -> Result<Attr, Stop> {
-    let a = attr::dec_fattr(&mut r.d)?.attr();
-    Ok(a.ok_or_else(|| crate::nfs::xdr::XdrError("GETATTR without the type".into()))?)
+fn object_attr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
+    let a = attr::dec_fattr(d)?.attr();
+    a.ok_or_else(|| XdrError("GETATTR without the type".into()))
+}
+
+fn opened(f: &File) -> &super::Open {
+    f.open.as_ref().expect("NFSv4.1 files are opened")
 }
 
 impl Share<'_> {
@@ -147,10 +152,10 @@ impl Share<'_> {
         at: &Fh,
         name: Option<&str>,
         how: Option<CreateHow>,
-        w: bool,
+        write: bool,
         path: &str,
     ) -> Result<File> {
-        let o = self.t.open(at, name, how, w, path)?;
+        let o = self.t.open(at, name, how, write, path)?;
         Ok(File {
             fh: o.fh.clone(),
             open: Some(o),
@@ -168,25 +173,19 @@ impl Share<'_> {
     ) -> Result<Made> {
         let (fh, attr) = self.t.run(
             |_, o| {
-                o.putfh(dir)
-                    .create(name, target, a)
-                    .bare(Op::GETFH)
-                    .getattr(attr::OBJECT);
+                let made = o.putfh(dir).create(name, target, a);
+                made.bare(Op::GETFH).getattr(attr::OBJECT)
             },
             |r| {
-                r.ok(2)?;
-                proto::skip_change_info(&mut r.d)?;
-                attr::dec_bitmap(&mut r.d)?;
-                fh_attr(r)
+                let d = r.body(2)?;
+                proto::skip_change_info(d)?;
+                attr::dec_bitmap(d)?;
+                fh_attr(r, 0)
             },
-            self.t.fail_at(path),
+            path,
         )?;
         Ok((Some(fh), Some(attr)))
     }
-}
-
-fn opened(f: &File) -> &super::Open {
-    f.open.as_ref().expect("NFSv4.1 files are opened")
 }
 
 impl Proto for Share<'_> {
@@ -207,24 +206,14 @@ impl Proto for Share<'_> {
     }
 
     fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
-        match self.t.walk_from(Some(dir), &[name], "") {
-            Ok((fh, a)) => Ok((fh, Some(a))),
+        let (fh, a) = self.t.walk_from(Some(dir), &[name], "").map_err(|mut e| {
             // A lookup of one name knows only that name: the error names the whole path.
-            Err(NfsError::Status {
-                server,
-                op,
-                status,
-                v4,
-                ..
-            }) => Err(NfsError::Status {
-                server,
-                op,
-                path: path.to_string(),
-                status,
-                v4,
-            }),
-            Err(e) => Err(e),
-        }
+            if let NfsError::Status { path: p, .. } = &mut e {
+                *p = path.to_string();
+            }
+            e
+        })?;
+        Ok((fh, Some(a)))
     }
 
     fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)> {
@@ -237,25 +226,16 @@ impl Proto for Share<'_> {
 
     fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
         self.t.run(
-            |_, o| {
-                o.putfh(fh).getattr(attr::OBJECT);
-            },
-            |r| {
-                r.ok(2)?;
-                object_attr(r)
-            },
-            self.t.fail_at(path),
+            |_, o| o.putfh(fh).getattr(attr::OBJECT),
+            |r| Ok(object_attr(r.body(2)?)?),
+            path,
         )
     }
 
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
-        self.t.run(
-            |_, o| {
-                o.putfh(fh).setattr(&Stateid::ANONYMOUS, a);
-            },
-            |r| r.ok(2),
-            self.t.fail_at(path),
-        )
+        let anonymous = Stateid::ANONYMOUS;
+        self.t
+            .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
     }
 
     fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made> {
@@ -283,26 +263,16 @@ impl Proto for Share<'_> {
 
     fn close(&self, f: &File, path: &str) -> Result<()> {
         let f = opened(f);
-        self.t.run(
-            |_, o| {
-                o.putfh(&f.fh).close(&f.stateid);
-            },
-            |r| r.ok(2),
-            self.t.fail_at(path),
-        )
+        self.t
+            .run(|_, o| o.putfh(&f.fh).close(&f.stateid), |r| r.ok(2), path)
     }
 
     fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
         let f = opened(f);
         self.t.run(
-            |_, o| {
-                o.putfh(&f.fh).read(&f.stateid, off, count);
-            },
-            |r| {
-                r.ok(2)?;
-                Ok(proto::dec_read(&mut r.d)?)
-            },
-            self.t.fail_at(path),
+            |_, o| o.putfh(&f.fh).read(&f.stateid, off, count),
+            |r| Ok(proto::dec_read(r.body(2)?)?),
+            path,
         )
     }
 
@@ -316,14 +286,9 @@ impl Proto for Share<'_> {
     ) -> Result<(u32, u32, [u8; 8])> {
         let f = opened(f);
         self.t.run(
-            |_, o| {
-                o.putfh(&f.fh).write(&f.stateid, off, stable, data);
-            },
-            |r| {
-                r.ok(2)?;
-                Ok(proto::dec_write(&mut r.d)?)
-            },
-            self.t.fail_at(path),
+            |_, o| o.putfh(&f.fh).write(&f.stateid, off, stable, data),
+            |r| Ok(proto::dec_write(r.body(2)?)?),
+            path,
         )
     }
 
@@ -342,30 +307,23 @@ impl Proto for Share<'_> {
         let f = opened(f);
         Some(self.t.run(
             |_, o| {
-                o.putfh(&f.fh)
-                    .write(&f.stateid, 0, stable, data)
-                    .close(&f.stateid);
+                let written = o.putfh(&f.fh).write(&f.stateid, 0, stable, data);
+                written.close(&f.stateid)
             },
             |r| {
-                r.ok(2)?;
-                let (n, committed, _) = proto::dec_write(&mut r.d)?;
+                let (n, committed, _) = proto::dec_write(r.body(2)?)?;
                 r.ok(1)?;
                 Ok((n, committed))
             },
-            self.t.fail_at(path),
+            path,
         ))
     }
 
     fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]> {
         self.t.run(
-            |_, o| {
-                o.putfh(&f.fh).commit();
-            },
-            |r| {
-                r.ok(2)?;
-                Ok(r.d.verf()?)
-            },
-            self.t.fail_at(path),
+            |_, o| o.putfh(&f.fh).commit(),
+            |r| Ok(r.body(2)?.verf()?),
+            path,
         )
     }
 
@@ -374,14 +332,11 @@ impl Proto for Share<'_> {
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
         let r = self.t.run(
             |_, o| {
-                o.putfh(dir)
-                    .lookup(name)
-                    .verify_dir(is_dir)
-                    .putfh(dir)
-                    .remove(name);
+                let checked = o.putfh(dir).lookup(name).verify_dir(is_dir);
+                checked.putfh(dir).remove(name)
             },
             |r| r.ok(5),
-            self.t.fail_at(path),
+            path,
         );
         Ok(r.found()?.is_some())
     }
@@ -402,34 +357,27 @@ impl Proto for Share<'_> {
                 if let Some(fh) = expect {
                     o.lookup(from.1).verify_fh(fh).putfh(from.0);
                 }
-                o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1);
+                o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1)
             },
             |r| r.ok(4 + checks),
-            self.t.fail_at(path),
+            path,
         )
     }
 
     /// LINK of `file` as `name` in `dir`.
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
         self.t.run(
-            |_, o| {
-                o.putfh(file).bare(Op::SAVEFH).putfh(dir).link(name);
-            },
+            |_, o| o.putfh(file).bare(Op::SAVEFH).putfh(dir).link(name),
             |r| r.ok(4),
-            self.t.fail_at(path),
+            path,
         )
     }
 
     fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {
         self.t.run(
-            |_, o| {
-                o.putfh(fh).bare(Op::READLINK);
-            },
-            |r| {
-                r.ok(2)?;
-                Ok(r.d.string(4096)?)
-            },
-            self.t.fail_at(path),
+            |_, o| o.putfh(fh).bare(Op::READLINK),
+            |r| Ok(r.body(2)?.string(4096)?),
+            path,
         )
     }
 
@@ -441,14 +389,9 @@ impl Proto for Share<'_> {
         path: &str,
     ) -> Result<Listing> {
         let (verf, raw, eof) = self.t.run(
-            |_, o| {
-                o.putfh(dir).readdir(cookie, verf, bytes);
-            },
-            |r| {
-                r.ok(2)?;
-                Ok(proto::dec_readdir(&mut r.d)?)
-            },
-            self.t.fail_at(path),
+            |_, o| o.putfh(dir).readdir(cookie, verf, bytes),
+            |r| Ok(proto::dec_readdir(r.body(2)?)?),
+            path,
         )?;
         let entries = raw
             .into_iter()
@@ -467,14 +410,9 @@ impl Proto for Share<'_> {
 
     fn fsstat(&self) -> Result<FsStat> {
         self.t.run(
-            |_, o| {
-                o.putfh(&self.root).getattr(attr::SPACE);
-            },
-            |r| {
-                r.ok(2)?;
-                Ok(attr::dec_fattr(&mut r.d)?.space)
-            },
-            self.t.fail_at(""),
+            |_, o| o.putfh(&self.root).getattr(attr::SPACE),
+            |r| Ok(attr::dec_fattr(r.body(2)?)?.space),
+            "",
         )
     }
 }

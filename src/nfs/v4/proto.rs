@@ -266,7 +266,7 @@ pub struct Failed {
 
 /// Walks the results of a COMPOUND after its SEQUENCE, one operation at a time.
 pub struct Results<'a> {
-    pub d: Decoder<'a>,
+    d: Decoder<'a>,
     ops: &'a [Op],
     next: usize,
 }
@@ -286,6 +286,12 @@ impl From<XdrError> for Stop {
 impl<'a> Results<'a> {
     pub fn new(d: Decoder<'a>, ops: &'a [Op]) -> Self {
         Results { d, ops, next: 0 }
+    }
+
+    /// Like `ok`, then the decoder at the body of the last of the `n` results.
+    pub fn body(&mut self, n: usize) -> Result<&mut Decoder<'a>, Stop> {
+        self.ok(n)?;
+        Ok(&mut self.d)
     }
 
     /// Reads the next `n` results' opcodes and statuses, which carry nothing else; stops at

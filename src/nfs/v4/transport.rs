@@ -211,14 +211,14 @@ impl Transport {
     /// A connection bound to `s`: pooled, or new and bound with BIND_CONN_TO_SESSION.
     fn conn_for(&self, s: &Session, deadline: Instant) -> Result<(Pooled, bool)> {
         let pooled = self.pool.lock().unwrap().pop();
-        if let Some(p) = pooled {
-            if p.bound == s.id {
-                return Ok((p, true));
+        match pooled {
+            Some(p) if p.bound == s.id => Ok((p, true)),
+            Some(p) => Ok((self.bind(p.conn, s, deadline)?, true)),
+            None => {
+                let conn = self.connect(self.addr()?, "BIND_CONN_TO_SESSION")?;
+                Ok((self.bind(conn, s, deadline)?, false))
             }
-            return self.bind(p.conn, s, deadline).map(|p| (p, true));
         }
-        let conn = self.connect(self.addr()?, "BIND_CONN_TO_SESSION")?;
-        self.bind(conn, s, deadline).map(|p| (p, false))
     }
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
@@ -245,40 +245,24 @@ impl Transport {
         session::header(&mut e, 1 + ops.ops.len());
         session::enc_sequence(&mut e, &s.id, &t);
         e.fixed(ops.e.bytes());
-        let (mut p, reused) = match self.conn_for(s, deadline) {
-            Ok(c) => c,
-            Err(err) => {
-                s.release(&t, Outcome::Refused);
-                return Err(err);
-            }
-        };
+        let (mut p, reused) = self
+            .conn_for(s, deadline)
+            .inspect_err(|_| s.release(&t, Outcome::Refused))?;
         let name = &ops.ops.first().map_or("COMPOUND".into(), |o| o.name());
         let call = |c: &mut Conn| self.rpc(c, e.bytes(), deadline);
         let mut result = call(&mut p.conn);
         if reused && matches!(result, Err(CallError::Io(_))) {
             // An idle connection the server closed: the same slot and sequence id once more on
             // a new one (if the first had arrived, the server answers from its reply cache).
-            match self
-                .connect(self.addr()?, name)
+            p = (self.addr().and_then(|a| self.connect(a, name)))
                 .and_then(|c| self.bind(c, s, deadline))
-            {
-                Ok(fresh) => {
-                    p = fresh;
-                    result = call(&mut p.conn);
-                }
-                Err(err) => {
-                    s.release(&t, Outcome::Lost);
-                    return Err(err);
-                }
-            }
+                .inspect_err(|_| s.release(&t, Outcome::Lost))?;
+            result = call(&mut p.conn);
         }
-        let bytes = match result {
-            Ok(b) => b,
-            Err(err) => {
-                s.release(&t, Outcome::Lost);
-                return Err(self.map_err(name, err));
-            }
-        };
+        let bytes = result.map_err(|err| {
+            s.release(&t, Outcome::Lost);
+            self.map_err(name, err)
+        })?;
         let reply = self.sequence_result(s, &t, bytes, ops);
         let mut pool = self.pool.lock().unwrap();
         if pool.len() < self.opts.max_idle {
@@ -296,19 +280,17 @@ impl Transport {
         ops: &Ops,
     ) -> Result<Reply> {
         let mut d = Decoder::new(&bytes);
-        let head = session::dec_first(&mut d, Op::SEQUENCE).and_then(|st| {
-            if st == 0 {
-                d.skip(16 + 4 * 5)?;
-            }
-            Ok(st)
-        });
-        let seq_status = match head {
-            Ok(st) => st,
-            Err(x) => {
+        let seq_status = session::dec_first(&mut d, Op::SEQUENCE)
+            .and_then(|st| {
+                if st == 0 {
+                    d.skip(16 + 4 * 5)?;
+                }
+                Ok(st)
+            })
+            .map_err(|x| {
                 s.release(t, Outcome::Lost);
-                return Err(self.protocol("SEQUENCE", x));
-            }
-        };
+                self.protocol("SEQUENCE", x)
+            })?;
         if seq_status != 0 {
             let how = if seq_status == NfsStatus::SEQ_MISORDERED.0 && s.uncertain(t.slot) {
                 Outcome::StepBack
