@@ -70,23 +70,14 @@ impl NfsClient {
         to: &str,
         cancel: &AtomicBool,
     ) -> Result<CopyStats> {
-        self.copy_guarded(from, None, to, cancel)
+        self.copy_dir_contents_if(from, None, to, cancel)
             .map(|s| s.expect("an unguarded copy always finds its source"))
     }
 
-    /// Like `copy_dir_contents`, but only when `from` is the directory whose handle is
-    /// `from_handle` (see `handle_of`); `None`, copying nothing, when it is absent or another.
+    /// Like `copy_dir_contents`, but given `from_handle`, only when `from` is the directory
+    /// whose handle that is (see `handle_of`): `None`, copying nothing, when it is absent or
+    /// another.
     pub fn copy_dir_contents_if(
-        &self,
-        from: &str,
-        from_handle: &str,
-        to: &str,
-        cancel: &AtomicBool,
-    ) -> Result<Option<CopyStats>> {
-        self.copy_guarded(from, Some(from_handle), to, cancel)
-    }
-
-    fn copy_guarded(
         &self,
         from: &str,
         from_handle: Option<&str>,

@@ -142,17 +142,12 @@ impl NfsClient {
     /// target untouched. `false` when `path` was not there. Each RPC has its own deadline.
     /// For the driver's own directories; a volume's directory goes with `remove_tree_if`.
     pub fn remove_tree(&self, path: &str) -> Result<bool> {
-        self.remove_tree_guarded(path, None)
-            .map(|g| g == Guarded::Done)
+        self.remove_tree_if(path, None).map(|g| g == Guarded::Done)
     }
 
-    /// Like `remove_tree`, but only when `path` is the object whose handle is `handle` (see
-    /// `handle_of`): another object there is `Foreign` and left untouched.
-    pub fn remove_tree_if(&self, path: &str, handle: &str) -> Result<Guarded> {
-        self.remove_tree_guarded(path, Some(handle))
-    }
-
-    fn remove_tree_guarded(&self, path: &str, handle: Option<&str>) -> Result<Guarded> {
+    /// Like `remove_tree`, but given `handle`, only when `path` is the object whose handle that
+    /// is (see `handle_of`): another object there is `Foreign` and left untouched.
+    pub fn remove_tree_if(&self, path: &str, handle: Option<&str>) -> Result<Guarded> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
             let Some(dir) = s.parent_dir(&parent).found()? else {
