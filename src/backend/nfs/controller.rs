@@ -4,11 +4,11 @@
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::Values;
-use super::{remove_record, write_record, NfsBackend, BACKEND, CAPS};
+use super::{names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, NfsStatus, SetAttr};
+use crate::nfs::{NfsClient, SetAttr};
 
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
@@ -384,16 +384,12 @@ impl ControllerBackend for NfsBackend {
         let mut keys: Vec<(String, String, usize)> = Vec::new();
         for (i, (server, share)) in shares.iter().enumerate() {
             let c = self.client(server, share)?;
-            let entries = match c.readdir(layout::RECORDS_DIR) {
-                Ok(e) => e,
-                Err(e) if e.is_status(NfsStatus::NOENT) => continue,
-                Err(e) => return Err(self.err("(list)", e)),
-            };
+            let files = names(&c, layout::RECORDS_DIR).map_err(|e| self.err("(list)", e))?;
             let share_key = layout::share_key(server, share);
             keys.extend(
-                entries
+                files
                     .iter()
-                    .filter_map(|(n, _)| layout::key_of_record_file(n))
+                    .filter_map(|n| layout::key_of_record_file(n))
                     .filter(|k| after.is_none_or(|a| (*k, share_key.as_str()) > a))
                     .map(|k| (k.to_string(), share_key.clone(), i)),
             );

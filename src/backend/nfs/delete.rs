@@ -24,7 +24,7 @@ impl NfsBackend {
                     let done = match rec.on_delete {
                         OnDelete::Archive => self.archive(c, rec, handle)?,
                         _ => c
-                            .remove_tree_if(&rec.sub_dir, handle)
+                            .remove_tree_if(&rec.sub_dir, Some(handle))
                             .map_err(|e| self.err(vid, e))?,
                     };
                     if done == Guarded::Foreign {

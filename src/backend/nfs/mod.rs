@@ -367,6 +367,15 @@ fn read_json<T>(
     bytes.map(|b| decode(&b).map_err(internal)).transpose()
 }
 
+/// Names in the metadata directory `dir`; none when it does not exist (yet).
+fn names(c: &NfsClient, dir: &str) -> crate::nfs::Result<Vec<String>> {
+    match c.readdir(dir) {
+        Ok(e) => Ok(e.into_iter().map(|(n, _)| n).collect()),
+        Err(e) if e.is_status(NfsStatus::NOENT) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes a metadata file atomically, making its directory (mode 0755) the first time.
 fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs::Result<()> {
     match c.write_file_atomic(path, bytes) {

@@ -196,15 +196,11 @@ impl NfsBackend {
             })?);
             write_record(c, &rec, self.cfg.timeout)?;
             let cancel = AtomicBool::new(false);
-            let stats = match &src.handle {
-                None => c
-                    .copy_dir_contents(&src.dir, &content, &cancel)
-                    .map_err(err)?,
-                Some(h) => c
-                    .copy_dir_contents_if(&src.dir, h, &content, &cancel)
-                    .map_err(err)?
-                    .ok_or_else(|| source_moved(&vid, src))?,
-            };
+            // A copy without a handle to check always finds its source, or fails.
+            let stats = c
+                .copy_dir_contents_if(&src.dir, src.handle.as_deref(), &content, &cancel)
+                .map_err(err)?
+                .ok_or_else(|| source_moved(&vid, src))?;
             // The root is the new volume's: the class's mode (and owner, when it names one).
             c.setattr(
                 &content,

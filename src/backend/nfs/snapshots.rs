@@ -18,10 +18,10 @@ use super::snaprecord::{
     SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
 };
 use super::work::Work;
-use super::{map_nfs_error, read_json, write_meta, NfsBackend, BACKEND};
+use super::{map_nfs_error, names, read_json, write_meta, NfsBackend, BACKEND};
 use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, NfsStatus};
+use crate::nfs::NfsClient;
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -132,7 +132,7 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
             None => legacy_source_handle(c, &rec, t)?,
         };
         let stats = c
-            .copy_dir_contents_if(&rec.source_sub_dir, &handle, &data, cancel)
+            .copy_dir_contents_if(&rec.source_sub_dir, Some(&handle), &data, cancel)
             .map_err(err)?
             .ok_or_else(|| {
                 Error::precondition(
@@ -373,16 +373,13 @@ impl SnapshotBackend for NfsBackend {
                 keys.push((s.key.clone(), i));
                 continue;
             }
-            match c.readdir(SNAP_RECORDS_DIR) {
-                Ok(entries) => keys.extend(
-                    entries
-                        .iter()
-                        .filter_map(|(n, _)| key_of_snap_record(n))
-                        .map(|k| (k.to_string(), i)),
-                ),
-                Err(e) if e.is_status(NfsStatus::NOENT) => {}
-                Err(e) => return Err(self.err("(list snapshots)", e)),
-            }
+            let files = names(&c, SNAP_RECORDS_DIR).map_err(|e| self.err("(list snapshots)", e))?;
+            keys.extend(
+                files
+                    .iter()
+                    .filter_map(|n| key_of_snap_record(n))
+                    .map(|k| (k.to_string(), i)),
+            );
         }
         keys.retain(|(k, _)| after.is_none_or(|a| k.as_str() > a));
         keys.sort();
