@@ -21,7 +21,7 @@ mod select;
 
 pub use copy::CopyStats;
 pub use guarded::Rmdir;
-use ops::File;
+pub(crate) use ops::{File, Listing, Made, Proto};
 use select::Sess;
 
 /// Bytes per READ and WRITE: far below every server's limit, large enough for volume records.
@@ -55,8 +55,6 @@ pub struct NfsClient {
     v4: v4::Transport,
     /// The version `Want::Auto` settled on.
     chosen: Mutex<Option<Version>>,
-    /// The share's NFSv4.1 root handle, once resolved.
-    root4: Mutex<Option<Arc<Fh>>>,
 }
 
 struct Entry {
@@ -65,6 +63,108 @@ struct Entry {
     fh: Fh,
     /// Where a listing resumes after this entry.
     cookie: u64,
+}
+
+/// Steps the client's methods share, on the session's protocol.
+impl dyn Proto + '_ {
+    /// LOOKUP with the attributes, by GETATTR when the server left them out.
+    fn lookup_attr_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Attr)> {
+        self.with_attr(self.lookup_in(dir, name, path)?, path)
+    }
+
+    fn with_attr(&self, (fh, attr): (Fh, Option<Attr>), path: &str) -> Result<(Fh, Attr)> {
+        let attr = match attr {
+            Some(a) => a,
+            None => self.getattr(&fh, path)?,
+        };
+        Ok((fh, attr))
+    }
+
+    fn walk_attr(&self, comps: &[&str], path: &str) -> Result<(Fh, Attr)> {
+        self.with_attr(self.walk(comps)?, path)
+    }
+
+    fn walk_dir(&self, comps: &[&str], path: &str) -> Result<Fh> {
+        let (fh, attr) = self.walk_attr(comps, path)?;
+        if !attr.is_dir() {
+            return Err(self.status("LOOKUP", path, NfsStatus::NOTDIR));
+        }
+        Ok(fh)
+    }
+
+    /// The directory `parent` (components of a path's parent).
+    fn parent_dir(&self, parent: &[&str]) -> Result<Fh> {
+        self.walk_dir(parent, &parent.join("/"))
+    }
+
+    /// MKDIR, or the directory already there.
+    fn mkdir_in(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<(Outcome, Fh)> {
+        match self.mkdir(dir, name, mode, path) {
+            Ok((fh, attr)) => {
+                let fh = match fh {
+                    Some(fh) => fh,
+                    None => self.lookup_in(dir, name, path)?.0,
+                };
+                // Some servers apply a umask to the requested mode; set it again when they did.
+                if attr.is_none_or(|a| a.mode != mode & 0o7777) {
+                    self.setattr(&fh, &FullAttr::mode(mode), path)?;
+                }
+                Ok((Outcome::Created, fh))
+            }
+            Err(e) if e.is_status(NfsStatus::EXIST) => {
+                match self.lookup_attr_in(dir, name, path)? {
+                    (fh, attr) if attr.is_dir() => Ok((Outcome::Existed, fh)),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `data` to the open file `f` with FILE_SYNC; COMMITs when the server kept any of
+    /// it unstable anyway. Durable when it returns.
+    fn write_all(&self, f: &File, data: &[u8], path: &str) -> Result<()> {
+        let mut off = 0usize;
+        let mut synced = true;
+        while off < data.len() {
+            let chunk = &data[off..data.len().min(off + CHUNK)];
+            let (count, committed, _) = self.write(f, off as u64, FILE_SYNC, chunk, path)?;
+            if count == 0 {
+                return Err(self
+                    .ep()
+                    .protocol("WRITE", format!("server wrote 0 bytes of {path:?}")));
+            }
+            synced &= committed == FILE_SYNC;
+            off += count as usize;
+        }
+        if !synced {
+            self.commit(f, path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` to `f` and closes it (also when the write failed). Over NFSv4.1 a small
+    /// file's WRITE and CLOSE go in one compound.
+    fn write_and_close(&self, f: &File, data: &[u8], path: &str) -> Result<()> {
+        if data.len() <= CHUNK && !data.is_empty() {
+            if let Some(done) = self.write_close(f, data, FILE_SYNC, path) {
+                let (count, committed) = done?;
+                if count as usize != data.len() {
+                    return Err(self.ep().protocol(
+                        "WRITE",
+                        format!("server wrote {count} of {} bytes of {path:?}", data.len()),
+                    ));
+                }
+                if committed != FILE_SYNC {
+                    self.commit(f, path)?;
+                }
+                return Ok(());
+            }
+        }
+        let written = self.write_all(f, data, path);
+        let closed = self.close(f, path);
+        written.and(closed)
+    }
 }
 
 impl NfsClient {
@@ -88,7 +188,6 @@ impl NfsClient {
             v4: v4::Transport::new(ep.clone()),
             ep,
             chosen: Mutex::new(None),
-            root4: Mutex::new(None),
         })
     }
 
@@ -109,131 +208,29 @@ impl NfsClient {
     /// Runs `f` with the current session; when the server says a handle is stale (it restarted
     /// with new handles, or the export was re-created), resolves the share again and runs `f`
     /// once more.
-    fn with_session<T>(&self, f: impl Fn(&Sess) -> Result<T>) -> Result<T> {
+    fn with_session<T>(&self, f: impl Fn(&dyn Proto) -> Result<T>) -> Result<T> {
         let s = self.session()?;
-        match f(&s) {
+        match f(&*s) {
             Err(e) if e.is_status(NfsStatus::STALE) => {
                 tracing::info!(server = %self.ep.server, share = %self.ep.share, "stale NFS handle: resolving the share again");
-                self.invalidate(&s);
-                let s = self.session()?;
-                f(&s)
+                s.invalidate();
+                f(&*self.session()?)
             }
             r => r,
         }
     }
 
-    fn protocol(&self, op: &str, detail: String) -> NfsError {
-        NfsError::Protocol {
-            server: self.ep.server.clone(),
-            op: op.to_string(),
-            detail,
-        }
-    }
-
-    fn status(&self, s: &Sess, op: &str, path: &str, status: NfsStatus) -> NfsError {
-        NfsError::Status {
-            server: self.ep.server.clone(),
-            op: op.to_string(),
-            path: path.to_string(),
-            status,
-            v4: s.is_v4(),
-        }
-    }
-
-    /// LOOKUP with the attributes, by GETATTR when the server left them out.
-    fn lookup_attr_in(&self, s: &Sess, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Attr)> {
-        let (fh, attr) = self.lookup_in(s, dir, name, path)?;
-        self.with_attr(s, fh, attr, path)
-    }
-
-    fn with_attr(&self, s: &Sess, fh: Fh, attr: Option<Attr>, path: &str) -> Result<(Fh, Attr)> {
-        let attr = match attr {
-            Some(a) => a,
-            None => self.getattr(s, &fh, path)?,
-        };
-        Ok((fh, attr))
-    }
-
-    /// The handle of an object just made as `name` in `dir`, from the reply `created` or, when
-    /// the server left it out, by LOOKUP.
-    fn made_fh(
-        &self,
-        s: &Sess,
-        created: Option<Fh>,
-        dir: &Fh,
-        name: &str,
-        path: &str,
-    ) -> Result<Fh> {
-        match created {
-            Some(fh) => Ok(fh),
-            None => Ok(self.lookup_in(s, dir, name, path)?.0),
-        }
-    }
-
-    fn walk_attr(&self, s: &Sess, comps: &[&str], path: &str) -> Result<(Fh, Attr)> {
-        let (fh, attr) = self.walk(s, comps)?;
-        self.with_attr(s, fh, attr, path)
-    }
-
-    fn walk_dir(&self, s: &Sess, comps: &[&str], path: &str) -> Result<Fh> {
-        let (fh, attr) = self.walk_attr(s, comps, path)?;
-        if !attr.is_dir() {
-            return Err(self.status(s, "LOOKUP", path, NfsStatus::NOTDIR));
-        }
-        Ok(fh)
-    }
-
-    /// The directory `parent` (components of a path's parent).
-    fn parent_dir(&self, s: &Sess, parent: &[&str]) -> Result<Fh> {
-        self.walk_dir(s, parent, &parent.join("/"))
-    }
-
     /// Attributes of `path`, or `None` when it (or a parent) does not exist.
     pub fn lookup(&self, path: &str) -> Result<Option<Attr>> {
         let comps = components(path)?;
-        self.with_session(|s| Ok(self.walk_attr(s, &comps, path).found()?.map(|(_, a)| a)))
-    }
-
-    fn mkdir_in(
-        &self,
-        s: &Sess,
-        dir: &Fh,
-        name: &str,
-        mode: u32,
-        path: &str,
-    ) -> Result<(Outcome, Fh)> {
-        match self.mkdir_op(s, dir, name, mode, path) {
-            Ok((fh, attr)) => {
-                let fh = self.made_fh(s, fh, dir, name, path)?;
-                // Some servers apply a umask to the requested mode; set it again when they did.
-                if attr.is_none_or(|a| a.mode != mode & 0o7777) {
-                    let want = FullAttr {
-                        mode: Some(mode),
-                        ..FullAttr::default()
-                    };
-                    self.setattr_op(s, &fh, &want, path)?;
-                }
-                Ok((Outcome::Created, fh))
-            }
-            Err(e) if e.is_status(NfsStatus::EXIST) => {
-                match self.lookup_attr_in(s, dir, name, path)? {
-                    (fh, attr) if attr.is_dir() => Ok((Outcome::Existed, fh)),
-                    _ => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        self.with_session(|s| Ok(s.walk_attr(&comps, path).found()?.map(|(_, a)| a)))
     }
 
     /// Makes directory `path` with `mode`; its parent must exist. A directory already there is
     /// `Existed`; anything else there is `Status{EXIST}`.
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
-        self.with_session(|s| {
-            Ok(self
-                .mkdir_in(s, &self.parent_dir(s, &parent)?, name, mode, path)?
-                .0)
-        })
+        self.with_session(|s| Ok(s.mkdir_in(&s.parent_dir(&parent)?, name, mode, path)?.0))
     }
 
     /// Makes `path` and any missing parents, all with `mode`. Says what happened to the last one.
@@ -245,7 +242,7 @@ impl NfsClient {
             let mut last = Outcome::Existed;
             for i in 0..comps.len() {
                 let prefix = comps[..=i].join("/");
-                (last, dir) = self.mkdir_in(s, &dir, comps[i], mode, &prefix)?;
+                (last, dir) = s.mkdir_in(&dir, comps[i], mode, &prefix)?;
             }
             Ok(last)
         })
@@ -261,52 +258,9 @@ impl NfsClient {
             ..FullAttr::default()
         };
         self.with_session(|s| {
-            let (fh, _) = self.walk(s, &comps)?;
-            self.setattr_op(s, &fh, &a, path)
+            let (fh, _) = s.walk(&comps)?;
+            s.setattr(&fh, &a, path)
         })
-    }
-
-    /// Writes `data` to the open file `f` with FILE_SYNC; COMMITs when the server kept any of
-    /// it unstable anyway. Durable when it returns.
-    fn write_all(&self, s: &Sess, f: &File, data: &[u8], path: &str) -> Result<()> {
-        let mut off = 0usize;
-        let mut synced = true;
-        while off < data.len() {
-            let chunk = &data[off..data.len().min(off + CHUNK)];
-            let (count, committed, _) = self.write_op(s, f, off as u64, FILE_SYNC, chunk, path)?;
-            if count == 0 {
-                return Err(self.protocol("WRITE", format!("server wrote 0 bytes of {path:?}")));
-            }
-            synced &= committed == FILE_SYNC;
-            off += count as usize;
-        }
-        if !synced {
-            self.commit_op(s, f, path)?;
-        }
-        Ok(())
-    }
-
-    /// Writes `data` to `f` and closes it (also when the write failed). Over NFSv4.1 a small
-    /// file's WRITE and CLOSE go in one compound.
-    fn write_close(&self, s: &Sess, f: &File, data: &[u8], path: &str) -> Result<()> {
-        if data.len() <= CHUNK && !data.is_empty() {
-            if let Some(done) = self.write_close_op(f, data, FILE_SYNC, path) {
-                let (count, committed) = done?;
-                if count as usize != data.len() {
-                    return Err(self.protocol(
-                        "WRITE",
-                        format!("server wrote {count} of {} bytes of {path:?}", data.len()),
-                    ));
-                }
-                if committed != FILE_SYNC {
-                    self.commit_op(s, f, path)?;
-                }
-                return Ok(());
-            }
-        }
-        let written = self.write_all(s, f, data, path);
-        let closed = self.close_op(f, path);
-        written.and(closed)
     }
 
     /// Replaces `path` with `data` atomically: writes a unique temporary file in the same
@@ -317,7 +271,7 @@ impl NfsClient {
         let (parent, name) = split_last(path)?;
         let parent_path = parent.join("/");
         self.with_session(|s| {
-            let dir = self.parent_dir(s, &parent)?;
+            let dir = s.parent_dir(&parent)?;
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
@@ -328,12 +282,12 @@ impl NfsClient {
                 SEQ.fetch_add(1, Ordering::Relaxed)
             );
             let tmp_path = dirs::join(&parent_path, &tmp);
-            let f = self.create_op(s, &dir, &tmp, CreateHow::Guarded(0o644), &tmp_path)?;
-            let result = self
-                .write_close(s, &f, data, &tmp_path)
-                .and_then(|()| self.rename_op(s, (&dir, &tmp), (&dir, name), None, path));
+            let f = s.create(&dir, &tmp, CreateHow::Guarded(0o644), &tmp_path)?;
+            let result = s
+                .write_and_close(&f, data, &tmp_path)
+                .and_then(|()| s.rename((&dir, &tmp), (&dir, name), None, path));
             if result.is_err() {
-                let _ = self.remove_in(s, &dir, &tmp, &tmp_path, false);
+                let _ = s.remove(&dir, &tmp, false, &tmp_path);
             }
             result
         })
@@ -351,21 +305,17 @@ impl NfsClient {
             .unwrap_or(0);
         let verf = (nanos ^ u64::from(std::process::id()) << 40).to_be_bytes();
         self.with_session(|s| {
-            let dir = self.parent_dir(s, &parent)?;
-            let f = match self.create_op(s, &dir, name, CreateHow::Exclusive(verf), path) {
+            let dir = s.parent_dir(&parent)?;
+            let f = match s.create(&dir, name, CreateHow::Exclusive(verf), path) {
                 Ok(f) => f,
                 Err(e) if e.is_status(NfsStatus::EXIST) => return Ok(Outcome::Existed),
                 Err(e) => return Err(e),
             };
             // RFC 1813 and RFC 8881: after an exclusive create the server may have stored the
             // verifier in the attributes, so the client sets them.
-            let mode = FullAttr {
-                mode: Some(0o644),
-                ..FullAttr::default()
-            };
-            let set = self.setattr_op(s, &f.fh, &mode, path);
-            let written = set.and_then(|()| self.write_all(s, &f, data, path));
-            written.and(self.close_op(&f, path))?;
+            let set = s.setattr(&f.fh, &FullAttr::mode(0o644), path);
+            let written = set.and_then(|()| s.write_all(&f, data, path));
+            written.and(s.close(&f, path))?;
             Ok(Outcome::Created)
         })
     }
@@ -374,27 +324,27 @@ impl NfsClient {
     pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let comps = components(path)?;
         self.with_session(|s| {
-            let Some((fh, attr)) = self.walk_attr(s, &comps, path).found()? else {
+            let Some((fh, attr)) = s.walk_attr(&comps, path).found()? else {
                 return Ok(None);
             };
             if attr.is_dir() {
-                return Err(self.status(s, "READ", path, NfsStatus::ISDIR));
+                return Err(s.status("READ", path, NfsStatus::ISDIR));
             }
             // NFSv4.1: OPEN, READ and CLOSE of a small file in one compound.
-            if s.is_v4() {
-                match self.v4.read_whole(&fh, CHUNK as u32, path).found()? {
+            if let Some(whole) = s.read_whole(&fh, CHUNK as u32, path) {
+                match whole.found()? {
                     None => return Ok(None),
                     Some((data, eof)) if eof || data.is_empty() => return Ok(Some(data)),
                     Some(_) => {}
                 }
             }
-            let f = match self.open_op(s, &fh, false, path).found()? {
+            let f = match s.open(&fh, false, path).found()? {
                 Some(f) => f,
                 None => return Ok(None),
             };
             let mut out = Vec::with_capacity(attr.size.min(1 << 20) as usize);
             let read = loop {
-                match self.read_op(s, &f, out.len() as u64, CHUNK as u32, path) {
+                match s.read(&f, out.len() as u64, CHUNK as u32, path) {
                     Ok((data, eof)) => {
                         out.extend_from_slice(&data);
                         if eof || data.is_empty() {
@@ -404,7 +354,7 @@ impl NfsClient {
                     Err(e) => break Err(e),
                 }
             };
-            read.and(self.close_op(&f, path))?;
+            read.and(s.close(&f, path))?;
             Ok(Some(out))
         })
     }
@@ -413,10 +363,10 @@ impl NfsClient {
     pub fn remove_file(&self, path: &str) -> Result<bool> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let Some(dir) = self.parent_dir(s, &parent).found()? else {
+            let Some(dir) = s.parent_dir(&parent).found()? else {
                 return Ok(false);
             };
-            self.remove_in(s, &dir, name, path, false)
+            s.remove(&dir, name, false, path)
         })
     }
 
@@ -425,8 +375,8 @@ impl NfsClient {
         let (fp, fname) = split_last(from)?;
         let (tp, tname) = split_last(to)?;
         self.with_session(|s| {
-            let (fdir, tdir) = (self.parent_dir(s, &fp)?, self.parent_dir(s, &tp)?);
-            self.rename_op(s, (&fdir, fname), (&tdir, tname), None, from)
+            let (fdir, tdir) = (s.parent_dir(&fp)?, s.parent_dir(&tp)?);
+            s.rename((&fdir, fname), (&tdir, tname), None, from)
         })
     }
 }

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use super::error::{NfsError, Result};
+use super::error::{NfsError, NfsStatus, Result};
 use super::rpc::{self, CallError, Conn, SourcePort};
 use super::types::Want;
 
@@ -70,6 +70,25 @@ impl Endpoint {
         Instant::now() + self.opts.timeout
     }
 
+    pub fn protocol(&self, op: &str, detail: impl ToString) -> NfsError {
+        NfsError::Protocol {
+            server: self.server.clone(),
+            op: op.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The server answered `op` on `path` with `status` (`v4`: in NFSv4's numbering).
+    pub fn status(&self, op: &str, path: &str, status: NfsStatus, v4: bool) -> NfsError {
+        NfsError::Status {
+            server: self.server.clone(),
+            op: op.to_string(),
+            path: path.to_string(),
+            status,
+            v4,
+        }
+    }
+
     pub fn map_err(&self, op: &str, e: CallError) -> NfsError {
         match e {
             CallError::Timeout => NfsError::DeadlineExceeded {
@@ -80,11 +99,7 @@ impl Endpoint {
                 server: self.server.clone(),
                 cause: format!("{op}: {e}"),
             },
-            CallError::Rpc(detail) => NfsError::Protocol {
-                server: self.server.clone(),
-                op: op.to_string(),
-                detail,
-            },
+            CallError::Rpc(detail) => self.protocol(op, detail),
         }
     }
 

@@ -13,28 +13,21 @@ impl NfsStatus {
     pub const OK: NfsStatus = NfsStatus(0);
     pub const PERM: NfsStatus = NfsStatus(1);
     pub const NOENT: NfsStatus = NfsStatus(2);
-    pub const IO: NfsStatus = NfsStatus(5);
     pub const ACCES: NfsStatus = NfsStatus(13);
     pub const EXIST: NfsStatus = NfsStatus(17);
     pub const NOTDIR: NfsStatus = NfsStatus(20);
     pub const ISDIR: NfsStatus = NfsStatus(21);
-    pub const INVAL: NfsStatus = NfsStatus(22);
     pub const NOSPC: NfsStatus = NfsStatus(28);
     pub const ROFS: NfsStatus = NfsStatus(30);
-    pub const NAMETOOLONG: NfsStatus = NfsStatus(63);
     pub const NOTEMPTY: NfsStatus = NfsStatus(66);
     pub const DQUOT: NfsStatus = NfsStatus(69);
     pub const STALE: NfsStatus = NfsStatus(70);
-    pub const BADHANDLE: NfsStatus = NfsStatus(10001);
-    pub const NOTSUPP: NfsStatus = NfsStatus(10004);
-    pub const SERVERFAULT: NfsStatus = NfsStatus(10006);
     pub const JUKEBOX: NfsStatus = NfsStatus(10008);
     /// NFS4ERR_DELAY: the same number as JUKEBOX.
     pub const DELAY: NfsStatus = NfsStatus(10008);
     pub const GRACE: NfsStatus = NfsStatus(10013);
     pub const STALE_CLIENTID: NfsStatus = NfsStatus(10022);
     pub const BADSESSION: NfsStatus = NfsStatus(10052);
-    pub const BADSLOT: NfsStatus = NfsStatus(10053);
     pub const SEQ_MISORDERED: NfsStatus = NfsStatus(10063);
     pub const DEADSESSION: NfsStatus = NfsStatus(10078);
     pub const COMPLETE_ALREADY: NfsStatus = NfsStatus(10054);
@@ -75,9 +68,10 @@ impl NfsStatus {
         }
     }
 
-    /// The NFSv4 name of the status, `NFS4ERR_<NAME>`.
-    pub fn name_v4(self) -> &'static str {
-        match self.0 {
+    /// The NFSv4 name of the status, `NFS4ERR_<NAME>`: nfsstat4 keeps the names of the
+    /// numbers it shares with nfsstat3, save those it renamed or dropped.
+    pub fn name_v4(self) -> String {
+        let v4 = match self.0 {
             0 => "NFS4_OK",
             13 => "NFS4ERR_ACCESS",
             10003 => "NFS4ERR_BAD_COOKIE",
@@ -115,49 +109,22 @@ impl NfsStatus {
             10066 => "NFS4ERR_REP_TOO_BIG",
             10071 => "NFS4ERR_OP_NOT_IN_SESSION",
             10078 => "NFS4ERR_DEADSESSION",
-            n => V4_SHARED
-                .iter()
-                .find(|(c, _)| *c == n)
-                .map(|(_, name)| *name)
-                .unwrap_or("NFS4ERR_UNKNOWN"),
-        }
+            19 | 71 | 10002 => "NFS4ERR_UNKNOWN", // NODEV, REMOTE, NOT_SYNC: NFSv3 only
+            _ => return self.name().replace("NFS3ERR_", "NFS4ERR_"),
+        };
+        v4.to_string()
     }
 
     /// The name in the protocol version that answered it.
     pub fn describe(self, v4: bool) -> String {
-        format!(
-            "{} ({})",
-            if v4 { self.name_v4() } else { self.name() },
-            self.0
-        )
+        let name = if v4 {
+            self.name_v4()
+        } else {
+            self.name().into()
+        };
+        format!("{name} ({})", self.0)
     }
 }
-
-/// nfsstat4 names of the numbers NFSv4 shares with nfsstat3.
-const V4_SHARED: &[(u32, &str)] = &[
-    (1, "NFS4ERR_PERM"),
-    (2, "NFS4ERR_NOENT"),
-    (5, "NFS4ERR_IO"),
-    (6, "NFS4ERR_NXIO"),
-    (17, "NFS4ERR_EXIST"),
-    (18, "NFS4ERR_XDEV"),
-    (20, "NFS4ERR_NOTDIR"),
-    (21, "NFS4ERR_ISDIR"),
-    (22, "NFS4ERR_INVAL"),
-    (27, "NFS4ERR_FBIG"),
-    (28, "NFS4ERR_NOSPC"),
-    (30, "NFS4ERR_ROFS"),
-    (31, "NFS4ERR_MLINK"),
-    (63, "NFS4ERR_NAMETOOLONG"),
-    (66, "NFS4ERR_NOTEMPTY"),
-    (69, "NFS4ERR_DQUOT"),
-    (70, "NFS4ERR_STALE"),
-    (10001, "NFS4ERR_BADHANDLE"),
-    (10004, "NFS4ERR_NOTSUPP"),
-    (10005, "NFS4ERR_TOOSMALL"),
-    (10006, "NFS4ERR_SERVERFAULT"),
-    (10007, "NFS4ERR_BADTYPE"),
-];
 
 impl fmt::Display for NfsStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

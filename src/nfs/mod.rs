@@ -1,7 +1,8 @@
 //! A blocking, user-space NFS client, NFSv3 or NFSv4.1: XDR, ONC RPC v2 over TCP with record
 //! marking and AUTH_SYS (shared), portmap GETPORT, MOUNT3 MNT and the NFSv3 procedures a
 //! provisioner needs (v3/), and NFSv4.1 COMPOUNDs on a session (v4/), behind one API
-//! (`NfsClient`; client/ dispatches each primitive operation to the version in use).
+//! (`NfsClient`; each version implements the primitive operations of client/ops.rs `Proto`,
+//! on which client/ builds everything else once).
 //!
 //! Why our own client: the `nfs3_client` crate is async only (tokio or smol connectors), while
 //! the backends are blocking by design (the service layer runs them on tokio's blocking pool),
@@ -73,7 +74,7 @@
 
 mod client;
 mod endpoint;
-pub mod error;
+mod error;
 mod path;
 mod rpc;
 mod types;

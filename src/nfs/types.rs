@@ -129,6 +129,16 @@ pub struct FullAttr {
     pub mtime: Option<(u32, u32)>,
 }
 
+impl FullAttr {
+    /// Only the mode.
+    pub fn mode(mode: u32) -> FullAttr {
+        FullAttr {
+            mode: Some(mode),
+            ..FullAttr::default()
+        }
+    }
+}
+
 /// One directory entry (READDIRPLUS, or READDIR with attributes and handle).
 #[derive(Debug, Clone)]
 pub struct DirEntry {

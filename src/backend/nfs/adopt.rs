@@ -15,10 +15,10 @@ use super::layout::now_secs;
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::OnDelete;
 use super::pattern::ARCHIVE_PREFIX;
-use super::{NfsBackend, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use super::{names, write_record, NfsBackend, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::adopt::AdoptNfsDir;
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, NfsStatus};
+use crate::nfs::NfsClient;
 use crate::volume::{validate_component, VolumeCondition, VolumeId, VolumeInfo};
 use std::collections::BTreeMap;
 
@@ -134,7 +134,7 @@ impl NfsBackend {
         // Registered before anything is written on the share, as for a create.
         self.shares.register(&vid, &loc.server, &loc.share)?;
         self.hold_lease(&vid, &c)?;
-        self.write_record(&c, &rec)?;
+        write_record(&c, &rec, self.cfg.timeout)?;
         tracing::info!(volume = %vid, dir = %place, on_delete = ?on_delete,
             "adopted an NFS directory as a volume");
         Ok(self.info(&rec, VolumeCondition::healthy()))
@@ -161,17 +161,10 @@ impl NfsBackend {
     /// FailedPrecondition when a record on the share names `sub_dir`, a directory above it,
     /// or one below it (a restore's staging directory included).
     fn refuse_owned(&self, vid: &str, c: &NfsClient, sub_dir: &str, place: &str) -> Result<()> {
-        let files = match c.readdir(layout::RECORDS_DIR) {
-            Ok(f) => f,
-            Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(()),
-            Err(e) => return Err(self.err(vid, e)),
-        };
+        let files = names(c, layout::RECORDS_DIR).map_err(|e| self.err(vid, e))?;
         let within =
             |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
-        for key in files
-            .iter()
-            .filter_map(|(n, _)| layout::key_of_record_file(n))
-        {
+        for key in files.iter().filter_map(|n| layout::key_of_record_file(n)) {
             let Some(rec) = self.read_record(vid, c, key)? else {
                 continue;
             };

@@ -4,10 +4,11 @@
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::Values;
-use super::{NfsBackend, BACKEND, CAPS, CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use super::{names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
+use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, NfsStatus, SetAttr};
+use crate::nfs::{NfsClient, SetAttr};
 
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
@@ -128,13 +129,13 @@ impl NfsBackend {
     /// Intent record, directory, Ready record. A failure after the intent rolls back.
     fn make(&self, c: &NfsClient, mut rec: VolumeRecord) -> Result<VolumeInfo> {
         let vid = rec.id.clone();
-        self.write_record(c, &rec)?;
+        write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-create:after-intent");
         if let Err(e) = self.make_dir(c, &mut rec) {
             match &e {
                 // Not ours: nothing of it may be touched, so only the record goes.
                 Error::FailedPrecondition { .. } => {
-                    let _ = self.remove_record(c, &rec);
+                    let _ = remove_record(c, &rec, self.cfg.timeout);
                 }
                 _ => {
                     if let Err(undo) = self.roll_back(c, &rec) {
@@ -146,7 +147,7 @@ impl NfsBackend {
         }
         crate::failpoint::hit("nfs-create:before-ready");
         rec.state = RecordState::Ready;
-        self.write_record(c, &rec)?;
+        write_record(c, &rec, self.cfg.timeout)?;
         Ok(self.info(&rec, VolumeCondition::healthy()))
     }
 
@@ -354,7 +355,7 @@ impl ControllerBackend for NfsBackend {
                         Err(e) => return Err(self.err(&vid, e)),
                     };
                 }
-                self.write_record(&c, &intent)?;
+                write_record(&c, &intent, self.cfg.timeout)?;
                 crate::failpoint::hit("nfs-delete:after-intent");
                 self.finish_delete(&c, &intent)
             }
@@ -383,16 +384,12 @@ impl ControllerBackend for NfsBackend {
         let mut keys: Vec<(String, String, usize)> = Vec::new();
         for (i, (server, share)) in shares.iter().enumerate() {
             let c = self.client(server, share)?;
-            let entries = match c.readdir(layout::RECORDS_DIR) {
-                Ok(e) => e,
-                Err(e) if e.is_status(NfsStatus::NOENT) => continue,
-                Err(e) => return Err(self.err("(list)", e)),
-            };
+            let files = names(&c, layout::RECORDS_DIR).map_err(|e| self.err("(list)", e))?;
             let share_key = layout::share_key(server, share);
             keys.extend(
-                entries
+                files
                     .iter()
-                    .filter_map(|(n, _)| layout::key_of_record_file(n))
+                    .filter_map(|n| layout::key_of_record_file(n))
                     .filter(|k| after.is_none_or(|a| (*k, share_key.as_str()) > a))
                     .map(|k| (k.to_string(), share_key.clone(), i)),
             );
@@ -466,7 +463,7 @@ impl ControllerBackend for NfsBackend {
         let new = range.resolve(rec.capacity_bytes, 1, &vid)?;
         if new > rec.capacity_bytes {
             rec.capacity_bytes = new;
-            self.write_record(&c, &rec)?;
+            write_record(&c, &rec, self.cfg.timeout)?;
         }
         // Sizes on a shared export are recorded, not enforced: nothing to do on the node.
         Ok((rec.capacity_bytes, false))

@@ -4,7 +4,7 @@
 
 use super::layout::{self, VolumeRecord};
 use super::params::OnDelete;
-use super::NfsBackend;
+use super::{remove_record, NfsBackend};
 use crate::error::{Error, Result};
 use crate::nfs::{Guarded, NfsClient};
 use std::time::SystemTime;
@@ -24,7 +24,7 @@ impl NfsBackend {
                     let done = match rec.on_delete {
                         OnDelete::Archive => self.archive(c, rec, handle)?,
                         _ => c
-                            .remove_tree_if(&rec.sub_dir, handle)
+                            .remove_tree_if(&rec.sub_dir, Some(handle))
                             .map_err(|e| self.err(vid, e))?,
                     };
                     if done == Guarded::Foreign {
@@ -51,7 +51,7 @@ impl NfsBackend {
                 }
             }
         }
-        self.remove_record(c, rec)?;
+        remove_record(c, rec, self.cfg.timeout)?;
         tracing::info!(volume = %vid, server = %rec.server, dir = %rec.sub_dir, on_delete = ?rec.on_delete, "volume deleted");
         Ok(())
     }

@@ -61,7 +61,7 @@ mod delete;
 pub mod layout;
 mod lease;
 mod node;
-pub mod params;
+mod params;
 pub mod pattern;
 mod recovery;
 mod restore;
@@ -69,7 +69,7 @@ mod rollback;
 mod share_configmap;
 mod share_file;
 mod shares;
-pub mod snaprecord;
+mod snaprecord;
 mod snapshots;
 mod work;
 
@@ -214,31 +214,13 @@ impl NfsBackend {
 
     /// The record of `key` on one share, if there is one.
     fn read_record(&self, volume: &str, c: &NfsClient, key: &str) -> Result<Option<VolumeRecord>> {
-        let bytes = c
-            .read_file(&layout::record_path(key))
-            .map_err(|e| self.err(volume, e))?;
-        bytes
-            .map(|b| {
-                VolumeRecord::from_bytes(key, &b).map_err(|e| {
-                    Error::Internal(format!(
-                        "volume {volume} on {}:{}: {e}",
-                        c.server(),
-                        c.share()
-                    ))
-                })
-            })
-            .transpose()
-    }
-
-    fn write_record(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
-        write_meta(
+        read_json(
             c,
-            layout::RECORDS_DIR,
             &layout::record_path(key),
-            &rec.to_bytes(),
+            ("volume", volume),
+            self.cfg.timeout,
+            |b| VolumeRecord::from_bytes(key, b),
         )
-        .map_err(|e| self.err(&rec.id, e))
     }
 
     /// Finds the record of volume `volume` (whose key is `key`). An id that names its share is
@@ -260,25 +242,35 @@ impl NfsBackend {
             let c = self.client_as(&s.server, &s.share, Want::Only(rec.version()))?;
             return Ok(Some((c, rec)));
         }
+        self.search(volume, VolumeRecord::version, |c| {
+            Ok(self.read_record(volume, c, key)?.filter(|r| r.id == volume))
+        })
+    }
+
+    /// The record `read` finds on a known share, with the client of the version its handles
+    /// are in (`version`). `Ok(None)` only when every share answered; a share that did not
+    /// makes the answer its error.
+    fn search<R>(
+        &self,
+        id: &str,
+        version: impl Fn(&R) -> Version,
+        read: impl Fn(&NfsClient) -> Result<Option<R>>,
+    ) -> Result<Option<(Arc<NfsClient>, R)>> {
         let mut failure = None;
         for (server, share) in self.shares.list() {
-            let c = self.client(&server, &share)?;
-            match self.read_record(volume, &c, key) {
-                Ok(Some(rec)) if rec.id == volume => {
-                    let c = self.client_as(&server, &share, Want::Only(rec.version()))?;
+            match read(&*self.client(&server, &share)?) {
+                Ok(Some(rec)) => {
+                    let c = self.client_as(&server, &share, Want::Only(version(&rec)))?;
                     return Ok(Some((c, rec)));
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(volume, server = %server, share = %share, error = %e, "share not searched");
+                    tracing::warn!(id, server = %server, share = %share, error = %e, "share not searched");
                     failure.get_or_insert(e);
                 }
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(None),
-        }
+        failure.map_or(Ok(None), Err)
     }
 
     /// Like `find`, but a volume whose create has not finished (a `Creating` record) counts as
@@ -315,10 +307,6 @@ impl NfsBackend {
         let res = rollback::undo_create(c, rec, self.cfg.timeout);
         self.work.release_restore(key);
         res
-    }
-
-    fn remove_record(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        remove_record(c, rec, self.cfg.timeout)
     }
 }
 
@@ -363,6 +351,31 @@ impl Clients {
     }
 }
 
+/// The record at `path`, decoded by `decode`; `None` when there is none. `(kind, id)` name what
+/// it records in errors.
+fn read_json<T>(
+    c: &NfsClient,
+    path: &str,
+    (kind, id): (&str, &str),
+    timeout: Duration,
+    decode: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    let bytes = c
+        .read_file(path)
+        .map_err(|e| map_nfs_error(id, timeout, e))?;
+    let internal = |e| Error::Internal(format!("{kind} {id} on {}:{}: {e}", c.server(), c.share()));
+    bytes.map(|b| decode(&b).map_err(internal)).transpose()
+}
+
+/// Names in the metadata directory `dir`; none when it does not exist (yet).
+fn names(c: &NfsClient, dir: &str) -> crate::nfs::Result<Vec<String>> {
+    match c.readdir(dir) {
+        Ok(e) => Ok(e.into_iter().map(|(n, _)| n).collect()),
+        Err(e) if e.is_status(NfsStatus::NOENT) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes a metadata file atomically, making its directory (mode 0755) the first time.
 fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs::Result<()> {
     match c.write_file_atomic(path, bytes) {
@@ -372,6 +385,13 @@ fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs:
         }
         r => r,
     }
+}
+
+fn write_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
+    let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
+    let path = layout::record_path(key);
+    write_meta(c, layout::RECORDS_DIR, &path, &rec.to_bytes())
+        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {

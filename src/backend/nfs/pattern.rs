@@ -191,21 +191,15 @@ impl Pattern {
                 }
                 _ => {}
             }
-            for w in pieces.windows(3) {
-                if let [Piece::Var(_), Piece::Lit(sep), Piece::Var(_)] = w {
-                    if !sep.contains('_') {
-                        return Err(invalid(
-                            "two variables in one component must be separated by text containing '_' (or put them in separate components)",
-                        ));
-                    }
-                }
-            }
-            if pieces
-                .windows(2)
-                .any(|w| matches!(w, [Piece::Var(_), Piece::Var(_)]))
-            {
+            // Literals never follow literals: two variables are adjacent or one literal apart.
+            let unseparated = |w: &[Piece]| match w {
+                [Piece::Var(_), Piece::Var(_), ..] => true,
+                [Piece::Var(_), Piece::Lit(sep), Piece::Var(_)] => !sep.contains('_'),
+                _ => false,
+            };
+            if pieces.windows(2).chain(pieces.windows(3)).any(unseparated) {
                 return Err(invalid(
-                    "two variables in one component must be separated by text containing '_'",
+                    "two variables in one component must be separated by text containing '_' (or put them in separate components)",
                 ));
             }
             comps.push(pieces);

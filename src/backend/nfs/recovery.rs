@@ -17,14 +17,13 @@
 use super::layout::{self, RecordState};
 use super::rollback::undo_create;
 use super::snaprecord::{
-    key_of_snap_record, snap_record_path, snapshot_id, staging_path, SNAP_DATA_DIR,
-    SNAP_RECORDS_DIR, STAGING_DIR,
+    key_of_snap_record, snapshot_id, staging_path, SNAP_DATA_DIR, SNAP_RECORDS_DIR, STAGING_DIR,
 };
-use super::snapshots::{read_snap_record, start_copy};
+use super::snapshots::{finish_delete, read_snap_record, start_copy};
 use super::work::Work;
-use super::{map_nfs_error, NfsBackend};
+use super::{map_nfs_error, names, NfsBackend};
 use crate::error::Result;
-use crate::nfs::{NfsClient, NfsStatus, Version};
+use crate::nfs::{NfsClient, Version};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -52,20 +51,12 @@ pub(super) fn recover(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) {
     }
 }
 
-/// Names in `dir`, or none when it does not exist.
-fn names(c: &NfsClient, dir: &str, work: &Work) -> Result<Vec<String>> {
-    match c.readdir(dir) {
-        Ok(e) => Ok(e.into_iter().map(|(n, _)| n).collect()),
-        Err(e) if e.is_status(NfsStatus::NOENT) => Ok(Vec::new()),
-        Err(e) => Err(map_nfs_error("(recovery)", work.timeout, e)),
-    }
-}
-
 fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Result<()> {
     let t = work.timeout;
+    let list = |dir| names(c, dir).map_err(|e| map_nfs_error("(recovery)", t, e));
     let (mut resumed, mut finished, mut removed) = (0, 0, 0);
     let mut live: HashSet<String> = HashSet::new();
-    for name in names(c, SNAP_RECORDS_DIR, work)? {
+    for name in list(SNAP_RECORDS_DIR)? {
         let Some(key) = key_of_snap_record(&name) else {
             continue;
         };
@@ -80,16 +71,14 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
                 resumed += 1;
             }
             RecordState::Deleting => {
-                let err = |e| map_nfs_error(&rec.id, t, e);
-                c.remove_tree(&rec.data_path()).map_err(err)?;
-                c.remove_file(&snap_record_path(key)).map_err(err)?;
+                finish_delete(c, &rec, t)?;
                 finished += 1;
                 continue;
             }
         }
         live.insert(key.to_string());
     }
-    for key in names(c, SNAP_DATA_DIR, work)? {
+    for key in list(SNAP_DATA_DIR)? {
         if live.contains(&key) {
             continue;
         }
@@ -108,7 +97,7 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
         work.finish(&id, None);
         owned?;
     }
-    for key in names(c, STAGING_DIR, work)? {
+    for key in list(STAGING_DIR)? {
         if !work.claim_restore(&key) {
             continue; // a restore here is using it
         }

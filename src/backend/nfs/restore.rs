@@ -19,7 +19,7 @@
 use super::controller::{not_ours, PARENT_MODE};
 use super::layout::{self, RecordState, VolumeRecord};
 use super::snaprecord::{staging_path, STAGING_DIR};
-use super::{NfsBackend, BACKEND};
+use super::{remove_record, write_record, NfsBackend, BACKEND};
 use crate::error::{Error, Result};
 use crate::nfs::{Guarded, NfsClient, SetAttr};
 use crate::snapshot::ContentSource;
@@ -174,7 +174,7 @@ impl NfsBackend {
         let staging = staging_path(&key);
         let content = format!("{staging}/content");
         rec.staging = Some(staging.clone());
-        self.write_record(c, &rec)?;
+        write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-restore:after-intent");
         let started = std::time::Instant::now();
         let made = (|| {
@@ -194,17 +194,13 @@ impl NfsBackend {
                     "volume {vid}: {content} existed after its parent was made"
                 ))
             })?);
-            self.write_record(c, &rec)?;
+            write_record(c, &rec, self.cfg.timeout)?;
             let cancel = AtomicBool::new(false);
-            let stats = match &src.handle {
-                None => c
-                    .copy_dir_contents(&src.dir, &content, &cancel)
-                    .map_err(err)?,
-                Some(h) => c
-                    .copy_dir_contents_if(&src.dir, h, &content, &cancel)
-                    .map_err(err)?
-                    .ok_or_else(|| source_moved(&vid, src))?,
-            };
+            // A copy without a handle to check always finds its source, or fails.
+            let stats = c
+                .copy_dir_contents_if(&src.dir, src.handle.as_deref(), &content, &cancel)
+                .map_err(err)?
+                .ok_or_else(|| source_moved(&vid, src))?;
             // The root is the new volume's: the class's mode (and owner, when it names one).
             c.setattr(
                 &content,
@@ -244,7 +240,7 @@ impl NfsBackend {
                     let undone = c
                         .remove_tree(&staging)
                         .map_err(|e| self.err(&vid, e))
-                        .and_then(|_| self.remove_record(c, &rec));
+                        .and_then(|_| remove_record(c, &rec, self.cfg.timeout));
                     if let Err(undo) = undone {
                         tracing::warn!(volume = %vid, error = %undo, "rollback of a failed restore incomplete; recovery finishes it");
                     }
@@ -258,7 +254,7 @@ impl NfsBackend {
         rec.dir_handle = rec.staging_handle.take();
         rec.staging = None;
         rec.staging_fileid = None;
-        self.write_record(c, &rec)?;
+        write_record(c, &rec, self.cfg.timeout)?;
         if let Err(e) = c.remove_tree(&staging) {
             tracing::warn!(volume = %vid, dir = %staging, error = %e, "could not remove an empty staging directory; recovery at the next start does");
         }

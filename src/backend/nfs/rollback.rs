@@ -14,9 +14,9 @@
 //! staging copy by fileid only, which proves nothing: such a subDir is left in place.
 
 use super::layout::{self, VolumeRecord};
-use super::{map_nfs_error, remove_record, write_meta};
+use super::{map_nfs_error, names, remove_record, write_record};
 use crate::error::Result;
-use crate::nfs::{Guarded, NfsClient, NfsStatus, Rmdir};
+use crate::nfs::{Guarded, NfsClient, Rmdir};
 use std::time::Duration;
 
 pub(super) fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
@@ -26,7 +26,7 @@ pub(super) fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) 
         c.remove_tree(staging).map_err(err)?;
     }
     if let Some(copy) = &rec.staging_handle {
-        if c.remove_tree_if(&rec.sub_dir, copy).map_err(err)? == Guarded::Done {
+        if c.remove_tree_if(&rec.sub_dir, Some(copy)).map_err(err)? == Guarded::Done {
             tracing::info!(volume = %vid, dir = %rec.sub_dir, "removed the copy of a restore cut off after its rename");
         }
     }
@@ -41,14 +41,7 @@ pub(super) fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) 
             Some((h, attr)) if attr.is_dir() => {
                 let mut intent = rec.clone();
                 intent.dir_handle = Some(h.clone());
-                let key = layout::parse_volume_id(vid).expect("records carry our ids");
-                write_meta(
-                    c,
-                    layout::RECORDS_DIR,
-                    &layout::record_path(key),
-                    &intent.to_bytes(),
-                )
-                .map_err(err)?;
+                write_record(c, &intent, timeout)?;
                 Some(h)
             }
             _ => None,
@@ -74,12 +67,7 @@ pub(super) fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) 
 fn named_by_another(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<bool> {
     let err = |e| map_nfs_error(&rec.id, timeout, e);
     let own = layout::parse_volume_id(&rec.id).expect("records carry our ids");
-    let names = match c.readdir(layout::RECORDS_DIR) {
-        Ok(names) => names,
-        Err(e) if e.is_status(NfsStatus::NOENT) => return Ok(false),
-        Err(e) => return Err(err(e)),
-    };
-    for (name, _) in names {
+    for name in names(c, layout::RECORDS_DIR).map_err(err)? {
         let Some(key) = layout::key_of_record_file(&name).filter(|k| *k != own) else {
             continue;
         };

@@ -18,10 +18,10 @@ use super::snaprecord::{
     SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
 };
 use super::work::Work;
-use super::{map_nfs_error, write_meta, NfsBackend, BACKEND};
+use super::{map_nfs_error, names, read_json, write_meta, NfsBackend, BACKEND};
 use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, NfsStatus};
+use crate::nfs::NfsClient;
 use crate::snapshot::{SnapshotFilter, SnapshotId, SnapshotInfo, SnapshotPage, SnapshotRequest};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,20 +57,13 @@ pub(super) fn read_snap_record(
     let sid = super::snaprecord::snapshot_id(key)
         .map(|s| s.to_string())
         .unwrap_or_else(|| key.to_string());
-    let bytes = c
-        .read_file(&snap_record_path(key))
-        .map_err(|e| map_nfs_error(&sid, timeout, e))?;
-    bytes
-        .map(|b| {
-            SnapshotRecord::from_bytes(key, &b).map_err(|e| {
-                Error::Internal(format!(
-                    "snapshot {sid} on {}:{}: {e}",
-                    c.server(),
-                    c.share()
-                ))
-            })
-        })
-        .transpose()
+    read_json(
+        c,
+        &snap_record_path(key),
+        ("snapshot", &sid),
+        timeout,
+        |b| SnapshotRecord::from_bytes(key, b),
+    )
 }
 
 pub(super) fn write_snap_record(
@@ -85,6 +78,15 @@ pub(super) fn write_snap_record(
         &rec.to_bytes(),
     )
     .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+}
+
+/// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
+pub(super) fn finish_delete(c: &NfsClient, rec: &SnapshotRecord, timeout: Duration) -> Result<()> {
+    let err = |e| map_nfs_error(&rec.id, timeout, e);
+    c.remove_tree(&rec.data_path()).map_err(err)?;
+    c.remove_file(&snap_record_path(&rec.key())).map_err(err)?;
+    tracing::info!(snapshot = %rec.id, server = %rec.server, "snapshot deleted");
+    Ok(())
 }
 
 /// Starts the copy of `rec` (a `Creating` record) unless one is already running here.
@@ -130,7 +132,7 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
             None => legacy_source_handle(c, &rec, t)?,
         };
         let stats = c
-            .copy_dir_contents_if(&rec.source_sub_dir, &handle, &data, cancel)
+            .copy_dir_contents_if(&rec.source_sub_dir, Some(&handle), &data, cancel)
             .map_err(err)?
             .ok_or_else(|| {
                 Error::precondition(
@@ -206,22 +208,9 @@ impl NfsBackend {
         sid: &str,
         key: &str,
     ) -> Result<Option<(Arc<NfsClient>, SnapshotRecord)>> {
-        let mut failure = None;
-        for (server, share) in self.shares.list() {
-            let c = self.client(&server, &share)?;
-            match read_snap_record(&c, key, self.cfg.timeout) {
-                Ok(Some(rec)) => {
-                    let want = crate::nfs::Want::Only(rec.version());
-                    return Ok(Some((self.client_as(&server, &share, want)?, rec)));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(snapshot = sid, server = %server, share = %share, error = %e, "share not searched");
-                    failure.get_or_insert(e);
-                }
-            }
-        }
-        failure.map_or(Ok(None), Err)
+        self.search(sid, SnapshotRecord::version, |c| {
+            read_snap_record(c, key, self.cfg.timeout)
+        })
     }
 
     /// Waits for the copy of `rec` up to `budget` (resuming it when no copy runs here, as after
@@ -270,15 +259,6 @@ impl NfsBackend {
         read_snap_record(c, &rec.key(), self.cfg.timeout)?
             .ok_or_else(|| Error::not_found_because(&rec.id, "the snapshot vanished while copied"))
     }
-
-    /// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
-    pub(super) fn finish_snapshot_delete(&self, c: &NfsClient, rec: &SnapshotRecord) -> Result<()> {
-        let err = |e| map_nfs_error(&rec.id, self.cfg.timeout, e);
-        c.remove_tree(&rec.data_path()).map_err(err)?;
-        c.remove_file(&snap_record_path(&rec.key())).map_err(err)?;
-        tracing::info!(snapshot = %rec.id, server = %rec.server, "snapshot deleted");
-        Ok(())
-    }
 }
 
 impl SnapshotBackend for NfsBackend {
@@ -314,7 +294,7 @@ impl SnapshotBackend for NfsBackend {
                 ));
             }
             match rec.state {
-                RecordState::Deleting => self.finish_snapshot_delete(&c, &rec)?,
+                RecordState::Deleting => finish_delete(&c, &rec, self.cfg.timeout)?,
                 _ => return Ok(info(&self.settle(&c, rec, Some(wait_budget()))?)),
             }
         }
@@ -366,7 +346,7 @@ impl SnapshotBackend for NfsBackend {
             write_snap_record(&c, &rec, self.cfg.timeout)?;
         }
         crate::failpoint::hit("nfs-snapshot-delete:after-intent");
-        self.finish_snapshot_delete(&c, &rec)
+        finish_delete(&c, &rec, self.cfg.timeout)
     }
 
     fn list_snapshots(
@@ -393,16 +373,13 @@ impl SnapshotBackend for NfsBackend {
                 keys.push((s.key.clone(), i));
                 continue;
             }
-            match c.readdir(SNAP_RECORDS_DIR) {
-                Ok(entries) => keys.extend(
-                    entries
-                        .iter()
-                        .filter_map(|(n, _)| key_of_snap_record(n))
-                        .map(|k| (k.to_string(), i)),
-                ),
-                Err(e) if e.is_status(NfsStatus::NOENT) => {}
-                Err(e) => return Err(self.err("(list snapshots)", e)),
-            }
+            let files = names(&c, SNAP_RECORDS_DIR).map_err(|e| self.err("(list snapshots)", e))?;
+            keys.extend(
+                files
+                    .iter()
+                    .filter_map(|n| key_of_snap_record(n))
+                    .map(|k| (k.to_string(), i)),
+            );
         }
         keys.retain(|(k, _)| after.is_none_or(|a| k.as_str() > a));
         keys.sort();

@@ -52,8 +52,7 @@ pub struct CopyStats {
 }
 
 struct Copier<'a> {
-    c: &'a NfsClient,
-    s: Arc<Sess>,
+    s: Sess<'a>,
     cancel: &'a AtomicBool,
     /// Source fileid -> handle of its copy, for files with more than one link.
     links: HashMap<u64, Fh>,
@@ -71,23 +70,14 @@ impl NfsClient {
         to: &str,
         cancel: &AtomicBool,
     ) -> Result<CopyStats> {
-        self.copy_guarded(from, None, to, cancel)
+        self.copy_dir_contents_if(from, None, to, cancel)
             .map(|s| s.expect("an unguarded copy always finds its source"))
     }
 
-    /// Like `copy_dir_contents`, but only when `from` is the directory whose handle is
-    /// `from_handle` (see `handle_of`); `None`, copying nothing, when it is absent or another.
+    /// Like `copy_dir_contents`, but given `from_handle`, only when `from` is the directory
+    /// whose handle that is (see `handle_of`): `None`, copying nothing, when it is absent or
+    /// another.
     pub fn copy_dir_contents_if(
-        &self,
-        from: &str,
-        from_handle: &str,
-        to: &str,
-        cancel: &AtomicBool,
-    ) -> Result<Option<CopyStats>> {
-        self.copy_guarded(from, Some(from_handle), to, cancel)
-    }
-
-    fn copy_guarded(
         &self,
         from: &str,
         from_handle: Option<&str>,
@@ -96,8 +86,8 @@ impl NfsClient {
     ) -> Result<Option<CopyStats>> {
         let fc = components(from)?;
         let tc = components(to)?;
-        let s = Arc::new(self.session()?);
-        let (src, src_attr) = match self.walk_attr(&s, &fc, from) {
+        let s = self.session()?;
+        let (src, src_attr) = match s.walk_attr(&fc, from) {
             Err(e) if from_handle.is_some() && e.is_status(NfsStatus::NOENT) => return Ok(None),
             found => found?,
         };
@@ -105,10 +95,10 @@ impl NfsClient {
             return Ok(None);
         }
         if !src_attr.is_dir() {
-            return Err(self.status(&s, "LOOKUP", from, NfsStatus::NOTDIR));
+            return Err(s.status("LOOKUP", from, NfsStatus::NOTDIR));
         }
-        let dst = self.walk_dir(&s, &tc, to)?;
-        let mut cp = Copier::new(self, s, cancel);
+        let dst = s.walk_dir(&tc, to)?;
+        let mut cp = Copier::new(s, cancel);
         cp.tree(src, dst.clone(), from, to)?;
         cp.set_attr(&dst, &src_attr, to)?;
         Ok(Some(cp.stats))
@@ -135,29 +125,20 @@ struct Level {
 /// read again after each subdirectory copied.
 const DIR_PAGE_BYTES: u32 = 4096;
 
-fn push_name(path: &mut String, name: &str) {
-    if !path.is_empty() {
-        path.push('/');
-    }
-    path.push_str(name);
-}
-
 impl<'a> Copier<'a> {
-    fn new(c: &'a NfsClient, s: Arc<Sess>, cancel: &'a AtomicBool) -> Self {
-        let (links, stats) = (HashMap::new(), CopyStats::default());
+    fn new(s: Sess<'a>, cancel: &'a AtomicBool) -> Self {
         Copier {
-            c,
             s,
             cancel,
-            links,
-            stats,
+            links: HashMap::new(),
+            stats: CopyStats::default(),
         }
     }
 
     fn check_cancel(&self, path: &str) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(NfsError::Cancelled {
-                server: self.c.ep.server.clone(),
+                server: self.s.ep().server.clone(),
                 op: "copy".into(),
                 path: path.to_string(),
             });
@@ -170,7 +151,6 @@ impl<'a> Copier<'a> {
     /// files, symlinks and special files, page by page; then its subdirectories, one after the
     /// other, each resuming the listing at the cookie of the one before.
     fn tree(&mut self, src: Fh, dst: Fh, from: &str, to: &str) -> Result<()> {
-        let c = self.c;
         let (mut from, mut to) = (from.to_string(), to.to_string());
         let mut stack = vec![Level {
             src,
@@ -192,11 +172,10 @@ impl<'a> Copier<'a> {
             match self.next_subdir(top, &from)? {
                 Some(ent) => {
                     let lens = (from.len(), to.len());
-                    push_name(&mut from, &ent.name);
-                    push_name(&mut to, &ent.name);
-                    let (made, fh) = c.mkdir_in(&self.s, &top.dst, &ent.name, 0o700, &to)?;
+                    (from, to) = (join(&from, &ent.name), join(&to, &ent.name));
+                    let (made, fh) = self.s.mkdir_in(&top.dst, &ent.name, 0o700, &to)?;
                     if made == Outcome::Existed {
-                        return Err(c.status(&self.s, "MKDIR", &to, NfsStatus::EXIST));
+                        return Err(self.s.status("MKDIR", &to, NfsStatus::EXIST));
                     }
                     stack.push(Level {
                         src: ent.fh,
@@ -226,13 +205,9 @@ impl<'a> Copier<'a> {
     /// The next subdirectory of `level` after its cookie, which then points past it.
     fn next_subdir(&self, level: &mut Level, from: &str) -> Result<Option<Entry>> {
         loop {
-            let page = self.c.page(
-                &self.s,
-                &level.src,
-                from,
-                (level.cookie, level.verf),
-                DIR_PAGE_BYTES,
-            )?;
+            let page = self
+                .s
+                .page(&level.src, from, (level.cookie, level.verf), DIR_PAGE_BYTES)?;
             level.verf = page.verf;
             if let Some(ent) = page.entries.into_iter().find(|e| e.attr.is_dir()) {
                 level.cookie = ent.cookie;
@@ -248,10 +223,9 @@ impl<'a> Copier<'a> {
     /// Copies what directory `src` holds besides subdirectories into `dst`, one listing page at
     /// a time.
     fn entries(&mut self, src: &Fh, dst: &Fh, from: &str, to: &str) -> Result<()> {
-        let c = self.c;
         let (mut cookie, mut verf) = (0u64, [0u8; 8]);
         loop {
-            let page = c.page(&self.s, src, from, (cookie, verf), PAGE_BYTES)?;
+            let page = self.s.page(src, from, (cookie, verf), PAGE_BYTES)?;
             // Files with one link go in parallel; a file with several goes alone, so the first
             // of its names is copied before the others become LINKs to it.
             let (single, rest): (Vec<&Entry>, Vec<&Entry>) = page
@@ -268,7 +242,7 @@ impl<'a> Copier<'a> {
                     FileType::Symlink => self.symlink(ent, dst, &dp)?,
                     FileType::Directory => {}
                     FileType::Other(kind) => {
-                        tracing::warn!(server = %c.ep.server, path = %sp, ftype = kind,
+                        tracing::warn!(server = %self.s.ep().server, path = %sp, ftype = kind,
                             "special file not copied (NFSv3 copies keep files, directories and symlinks)");
                         self.stats.skipped += 1;
                     }
@@ -286,9 +260,9 @@ impl<'a> Copier<'a> {
     fn files(&mut self, batch: &[&Entry], dir: &Fh, from: &str, to: &str) -> Result<()> {
         let next = AtomicUsize::new(0);
         let workers = PARALLEL_FILES.min(batch.len());
-        let (c, s, cancel) = (self.c, &self.s, self.cancel);
+        let (s, cancel) = (&self.s, self.cancel);
         let work = || {
-            let mut w = Copier::new(c, s.clone(), cancel);
+            let mut w = Copier::new(s.clone(), cancel);
             while let Some(e) = batch.get(next.fetch_add(1, Ordering::Relaxed)) {
                 w.check_cancel(from)?;
                 if let Err(err) = w.file(e, dir, &join(from, &e.name), &join(to, &e.name)) {
@@ -318,26 +292,27 @@ impl<'a> Copier<'a> {
     }
 
     fn file(&mut self, ent: &Entry, dir: &Fh, from: &str, to: &str) -> Result<()> {
-        let c = self.c;
         if ent.attr.nlink > 1 {
             if let Some(first) = self.links.get(&ent.attr.fileid) {
-                c.link_op(&self.s, first, dir, &ent.name, to)?;
+                self.s.link(first, dir, &ent.name, to)?;
                 self.stats.hard_links += 1;
                 return Ok(());
             }
         }
         self.numeric_owner(&ent.attr, from)?;
         // Private until its attributes are set: nobody reads a half-made copy through it.
-        let dst = c.create_op(&self.s, dir, &ent.name, CreateHow::Guarded(0o600), to)?;
-        let src = match c.open_op(&self.s, &ent.fh, false, from) {
+        let dst = self
+            .s
+            .create(dir, &ent.name, CreateHow::Guarded(0o600), to)?;
+        let src = match self.s.open(&ent.fh, false, from) {
             Ok(f) => f,
             Err(e) => {
-                let _ = c.close_op(&dst, to);
+                let _ = self.s.close(&dst, to);
                 return Err(e);
             }
         };
         let copied = self.data(&src, &dst, from, to);
-        let closed = c.close_op(&src, from).and(c.close_op(&dst, to));
+        let closed = self.s.close(&src, from).and(self.s.close(&dst, to));
         let len = copied?;
         closed?;
         let fh = dst.fh;
@@ -357,12 +332,11 @@ impl<'a> Copier<'a> {
     /// Copies the bytes of `src` into `dst`; returns the length read. All-zero chunks are not
     /// written (the caller sets the length, leaving holes where the server can).
     fn data(&mut self, src: &File, dst: &File, from: &str, to: &str) -> Result<u64> {
-        let c = self.c;
         let mut off = 0u64;
         let mut verf: Option<[u8; 8]> = None;
         loop {
             self.check_cancel(from)?;
-            let (data, eof) = c.read_op(&self.s, src, off, COPY_CHUNK, from)?;
+            let (data, eof) = self.s.read(src, off, COPY_CHUNK, from)?;
             if data.is_empty() {
                 break;
             }
@@ -371,9 +345,12 @@ impl<'a> Copier<'a> {
                 while done < data.len() {
                     let part = &data[done..];
                     let at = off + done as u64;
-                    let (n, _, v) = c.write_op(&self.s, dst, at, UNSTABLE, part, to)?;
+                    let (n, _, v) = self.s.write(dst, at, UNSTABLE, part, to)?;
                     if n == 0 {
-                        return Err(c.protocol("WRITE", format!("server wrote 0 bytes of {to:?}")));
+                        return Err(self
+                            .s
+                            .ep()
+                            .protocol("WRITE", format!("server wrote 0 bytes of {to:?}")));
                     }
                     self.same_verifier(&mut verf, v, to)?;
                     done += n as usize;
@@ -386,7 +363,7 @@ impl<'a> Copier<'a> {
             }
         }
         if verf.is_some() {
-            let v = c.commit_op(&self.s, dst, to)?;
+            let v = self.s.commit(dst, to)?;
             self.same_verifier(&mut verf, v, to)?;
         }
         Ok(off)
@@ -395,16 +372,15 @@ impl<'a> Copier<'a> {
     fn same_verifier(&self, seen: &mut Option<[u8; 8]>, v: [u8; 8], path: &str) -> Result<()> {
         match seen.get_or_insert(v) {
             s if *s == v => Ok(()),
-            _ => Err(self.c.protocol("COMMIT", format!(
+            _ => Err(self.s.ep().protocol("COMMIT", format!(
                 "the server restarted while {path:?} was written (write verifier changed); unstable data may be lost"
             ))),
         }
     }
 
     fn symlink(&mut self, ent: &Entry, dir: &Fh, to: &str) -> Result<()> {
-        let c = self.c;
         self.numeric_owner(&ent.attr, to)?;
-        let target = c.readlink_op(&self.s, &ent.fh, to)?;
+        let target = self.s.readlink(&ent.fh, to)?;
         let attr = FullAttr {
             uid: Some(ent.attr.uid),
             gid: Some(ent.attr.gid),
@@ -412,7 +388,7 @@ impl<'a> Copier<'a> {
         };
         // Some servers ignore the owner in SYMLINK's attributes: set it on the link itself
         // (SETATTR acts on the link, as lchown does) when the result shows it was not applied.
-        let (fh, made) = c.symlink_op(&self.s, dir, &ent.name, &attr, &target, to)?;
+        let (fh, made) = self.s.symlink(dir, &ent.name, &attr, &target, to)?;
         if let (Some(fh), Some(made)) = (fh, made) {
             if (made.uid, made.gid) != (ent.attr.uid, ent.attr.gid) {
                 self.set_full(&fh, &attr, to)?;
@@ -427,7 +403,8 @@ impl<'a> Copier<'a> {
     fn numeric_owner(&self, a: &Attr, path: &str) -> Result<()> {
         if a.uid == UNKNOWN_ID || a.gid == UNKNOWN_ID {
             return Err(self
-                .c
+                .s
+                .ep()
                 .protocol("copy", format!("{path:?}: {}", v4::attr::NAMED_OWNERS)));
         }
         Ok(())
@@ -442,31 +419,21 @@ impl<'a> Copier<'a> {
         // A change of owner clears setuid/setgid (the server's chown does, as the kernel's
         // does), and servers apply mode before owner: give such a mode in a second SETATTR.
         if a.mode.is_some_and(|m| m & 0o6000 != 0) && (a.uid.is_some() || a.gid.is_some()) {
-            self.set_one(
-                fh,
-                &FullAttr {
-                    mode: None,
-                    mtime: None,
-                    ..*a
-                },
-                path,
-            )?;
             let (mode, mtime) = (a.mode, a.mtime);
-            return self.set_one(
-                fh,
-                &FullAttr {
-                    mode,
-                    mtime,
-                    ..Default::default()
-                },
-                path,
-            );
+            let owner = FullAttr {
+                mode: None,
+                mtime: None,
+                ..*a
+            };
+            self.s.setattr(fh, &owner, path)?;
+            let then = FullAttr {
+                mode,
+                mtime,
+                ..Default::default()
+            };
+            return self.s.setattr(fh, &then, path);
         }
-        self.set_one(fh, a, path)
-    }
-
-    fn set_one(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
-        self.c.setattr_op(&self.s, fh, a, path)
+        self.s.setattr(fh, a, path)
     }
 }
 

@@ -21,18 +21,18 @@ pub(super) struct Page {
     pub eof: bool,
 }
 
-impl NfsClient {
+impl dyn Proto + '_ {
     /// The page of directory `dir` after `cookie` (0: from the start) of at most `bytes` of
     /// reply, `.` and `..` left out, every entry with its handle and attributes.
     pub(super) fn page(
         &self,
-        s: &Sess,
         dir: &Fh,
         path: &str,
-        (cookie, verf): (u64, [u8; 8]),
+        at: (u64, [u8; 8]),
         bytes: u32,
     ) -> Result<Page> {
-        let (raw, verf, eof) = self.readdir_op(s, dir, path, (cookie, verf), bytes)?;
+        let cookie = at.0;
+        let (raw, verf, eof) = self.readdir(dir, at, bytes, path)?;
         let mut next = cookie;
         let mut entries = Vec::with_capacity(raw.len());
         for ent in raw {
@@ -42,7 +42,7 @@ impl NfsClient {
             }
             let (fh, attr) = match (ent.fh, ent.attr) {
                 (Some(fh), Some(a)) => (fh, a),
-                _ => self.lookup_attr_in(s, dir, &ent.name, &join(path, &ent.name))?,
+                _ => self.lookup_attr_in(dir, &ent.name, &join(path, &ent.name))?,
             };
             entries.push(Entry {
                 name: ent.name,
@@ -61,46 +61,26 @@ impl NfsClient {
         })
     }
 
-    /// Names and attributes of the entries of directory `path` (`""` is the share root),
-    /// without `.` and `..`, in the server's order. Collects the whole listing: for the driver's
-    /// own metadata directories, never for a volume's content.
-    pub fn readdir(&self, path: &str) -> Result<Vec<(String, Attr)>> {
-        let comps = components(path)?;
-        self.with_session(|s| {
-            let dir = self.walk_dir(s, &comps, path)?;
-            let mut out = Vec::new();
-            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
-            loop {
-                let page = self.page(s, &dir, path, (cookie, verf), PAGE_BYTES)?;
-                out.extend(page.entries.into_iter().map(|e| (e.name, e.attr)));
-                if page.eof {
-                    return Ok(out);
-                }
-                (cookie, verf) = (page.cookie, page.verf);
-            }
-        })
-    }
-
     /// Empties directory `top` (fileid `top_id`), depth first, in bounded memory: each
     /// directory is listed from its start, its files removed, an empty subdirectory removed and
     /// a non-empty one entered; an emptied directory is left through LOOKUP "..", whose fileid
     /// must be the one recorded on the way down (a tree moved while it is removed stops the
     /// removal rather than lead it outside). Symlinks are removed, never followed.
-    fn clear(&self, s: &Sess, top: &Fh, top_id: u64, path: &str) -> Result<()> {
+    fn clear(&self, top: &Fh, top_id: u64, path: &str) -> Result<()> {
         let (mut cur, mut cur_id) = (top.clone(), top_id);
         // Fileids of the directories above `cur`, up to `top`.
         let mut above: Vec<u64> = Vec::new();
         'dirs: loop {
             let (mut cookie, mut verf) = (0u64, [0u8; 8]);
             loop {
-                let page = self.page(s, &cur, path, (cookie, verf), PAGE_BYTES)?;
+                let page = self.page(&cur, path, (cookie, verf), PAGE_BYTES)?;
                 let removed = !page.entries.is_empty();
                 for ent in page.entries {
                     if !ent.attr.is_dir() {
-                        self.remove_in(s, &cur, &ent.name, path, false)?;
+                        self.remove(&cur, &ent.name, false, path)?;
                         continue;
                     }
-                    match self.remove_in(s, &cur, &ent.name, path, true) {
+                    match self.remove(&cur, &ent.name, true, path) {
                         Ok(_) => {}
                         Err(e)
                             if e.is_status(NfsStatus::NOTEMPTY)
@@ -126,49 +106,63 @@ impl NfsClient {
             let Some(parent_id) = above.pop() else {
                 return Ok(());
             };
-            let (parent, attr) = self.lookup_attr_in(s, &cur, "..", path)?;
+            let (parent, attr) = self.lookup_attr_in(&cur, "..", path)?;
             if attr.fileid != parent_id {
-                return Err(self.protocol("remove_tree", format!(
+                return Err(self.ep().protocol("remove_tree", format!(
                     "{path:?}: a directory was moved while its tree was removed (\"..\" is fileid {}, not {parent_id}); nothing above it was touched", attr.fileid
                 )));
             }
             (cur, cur_id) = (parent, attr.fileid);
         }
     }
+}
+
+impl NfsClient {
+    /// Names and attributes of the entries of directory `path` (`""` is the share root),
+    /// without `.` and `..`, in the server's order. Collects the whole listing: for the driver's
+    /// own metadata directories, never for a volume's content.
+    pub fn readdir(&self, path: &str) -> Result<Vec<(String, Attr)>> {
+        let comps = components(path)?;
+        self.with_session(|s| {
+            let dir = s.walk_dir(&comps, path)?;
+            let mut out = Vec::new();
+            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+            loop {
+                let page = s.page(&dir, path, (cookie, verf), PAGE_BYTES)?;
+                out.extend(page.entries.into_iter().map(|e| (e.name, e.attr)));
+                if page.eof {
+                    return Ok(out);
+                }
+                (cookie, verf) = (page.cookie, page.verf);
+            }
+        })
+    }
 
     /// Removes `path` and everything below it, depth first; a symlink is removed itself, its
     /// target untouched. `false` when `path` was not there. Each RPC has its own deadline.
     /// For the driver's own directories; a volume's directory goes with `remove_tree_if`.
     pub fn remove_tree(&self, path: &str) -> Result<bool> {
-        self.remove_tree_guarded(path, None)
-            .map(|g| g == Guarded::Done)
+        self.remove_tree_if(path, None).map(|g| g == Guarded::Done)
     }
 
-    /// Like `remove_tree`, but only when `path` is the object whose handle is `handle` (see
-    /// `handle_of`): another object there is `Foreign` and left untouched.
-    pub fn remove_tree_if(&self, path: &str, handle: &str) -> Result<Guarded> {
-        self.remove_tree_guarded(path, Some(handle))
-    }
-
-    fn remove_tree_guarded(&self, path: &str, handle: Option<&str>) -> Result<Guarded> {
+    /// Like `remove_tree`, but given `handle`, only when `path` is the object whose handle that
+    /// is (see `handle_of`): another object there is `Foreign` and left untouched.
+    pub fn remove_tree_if(&self, path: &str, handle: Option<&str>) -> Result<Guarded> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let Some(dir) = self.parent_dir(s, &parent).found()? else {
+            let Some(dir) = s.parent_dir(&parent).found()? else {
                 return Ok(Guarded::Absent);
             };
-            let Some((fh, attr)) = self.lookup_attr_in(s, &dir, name, path).found()? else {
+            let Some((fh, attr)) = s.lookup_attr_in(&dir, name, path).found()? else {
                 return Ok(Guarded::Absent);
             };
             if handle.is_some_and(|h| h != fh.to_hex()) {
                 return Ok(Guarded::Foreign);
             }
-            let removed = if attr.is_dir() {
-                self.clear(s, &fh, attr.fileid, path)?;
-                self.remove_in(s, &dir, name, path, true)?
-            } else {
-                self.remove_in(s, &dir, name, path, false)?
-            };
-            Ok(if removed {
+            if attr.is_dir() {
+                s.clear(&fh, attr.fileid, path)?;
+            }
+            Ok(if s.remove(&dir, name, attr.is_dir(), path)? {
                 Guarded::Done
             } else {
                 Guarded::Absent
@@ -178,7 +172,7 @@ impl NfsClient {
 
     /// Size and free space of the export.
     pub fn fsstat(&self) -> Result<FsStat> {
-        self.with_session(|s| self.fsstat_op(s))
+        self.with_session(|s| s.fsstat())
     }
 }
 

@@ -26,7 +26,7 @@ impl NfsClient {
     pub fn handle_of(&self, path: &str) -> Result<Option<(String, Attr)>> {
         let comps = components(path)?;
         self.with_session(|s| {
-            let found = self.walk_attr(s, &comps, path).found()?;
+            let found = s.walk_attr(&comps, path).found()?;
             Ok(found.map(|(fh, a)| (fh.to_hex(), a)))
         })
     }
@@ -36,8 +36,8 @@ impl NfsClient {
     pub fn mkdir_claim(&self, path: &str, mode: u32) -> Result<Option<String>> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let dir = self.parent_dir(s, &parent)?;
-            match self.mkdir_in(s, &dir, name, mode, path) {
+            let dir = s.parent_dir(&parent)?;
+            match s.mkdir_in(&dir, name, mode, path) {
                 Ok((Outcome::Created, fh)) => Ok(Some(fh.to_hex())),
                 Ok((Outcome::Existed, _)) => Ok(None),
                 Err(e) if e.is_status(NfsStatus::EXIST) => Ok(None),
@@ -51,17 +51,17 @@ impl NfsClient {
     pub fn rmdir_if_empty(&self, path: &str, handle: Option<&str>) -> Result<Rmdir> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
-            let Some(dir) = self.parent_dir(s, &parent).found()? else {
+            let Some(dir) = s.parent_dir(&parent).found()? else {
                 return Ok(Rmdir::Absent);
             };
             if let Some(h) = handle {
-                match self.lookup_in(s, &dir, name, path).found()? {
+                match s.lookup_in(&dir, name, path).found()? {
                     None => return Ok(Rmdir::Absent),
                     Some((fh, _)) if fh.to_hex() != h => return Ok(Rmdir::Kept),
                     Some(_) => {}
                 }
             }
-            match self.remove_in(s, &dir, name, path, true) {
+            match s.remove(&dir, name, true, path) {
                 Ok(true) => Ok(Rmdir::Removed),
                 Ok(false) => Ok(Rmdir::Absent),
                 Err(e)
@@ -90,18 +90,18 @@ impl NfsClient {
         let (fp, fname) = split_last(from)?;
         let (tp, tname) = split_last(to)?;
         self.with_session(|s| {
-            let (fdir, tdir) = (self.parent_dir(s, &fp)?, self.parent_dir(s, &tp)?);
-            let src = match self.lookup_in(s, &fdir, fname, from).found()? {
+            let (fdir, tdir) = (s.parent_dir(&fp)?, s.parent_dir(&tp)?);
+            let src = match s.lookup_in(&fdir, fname, from).found()? {
                 None => return Ok(Guarded::Absent),
                 Some((fh, _)) if fh.to_hex() != from_handle => return Ok(Guarded::Foreign),
                 Some((fh, _)) => fh,
             };
-            match (self.lookup_in(s, &tdir, tname, to).found()?, to_handle) {
+            match (s.lookup_in(&tdir, tname, to).found()?, to_handle) {
                 (Some((fh, _)), Some(h)) if fh.to_hex() == h => {}
                 (None, None) => {}
                 _ => return Ok(Guarded::Foreign),
             }
-            match self.rename_op(s, (&fdir, fname), (&tdir, tname), Some(&src), from) {
+            match s.rename((&fdir, fname), (&tdir, tname), Some(&src), from) {
                 Ok(()) => Ok(Guarded::Done),
                 // NFSv4.1: the VERIFY in RENAME's compound found another object meanwhile.
                 Err(e) if s.is_v4() && e.is_status(NfsStatus::NOTDIR) => Ok(Guarded::Foreign),

@@ -8,26 +8,10 @@
 //! The choice holds for the client's life, so the handles it gives never change protocol.
 
 use super::*;
-use crate::nfs::types::{Version, Want};
+use crate::nfs::types::Want;
 
-/// The share's root in the protocol chosen.
-pub(crate) enum Sess {
-    V3(Arc<v3::Session>),
-    V4(Arc<Fh>),
-}
-
-impl Sess {
-    pub fn root(&self) -> &Fh {
-        match self {
-            Sess::V3(s) => &s.root,
-            Sess::V4(r) => r,
-        }
-    }
-
-    pub fn is_v4(&self) -> bool {
-        matches!(self, Sess::V4(_))
-    }
-}
+/// The share reached in the protocol chosen.
+pub(crate) type Sess<'a> = Arc<dyn Proto + 'a>;
 
 /// True when `e` (from resolving the share over NFSv4.1) shows the server does not serve the
 /// share over NFSv4.1, rather than that it did not answer.
@@ -61,36 +45,23 @@ impl NfsClient {
     /// The version this client speaks when that is known without I/O: given, or decided by an
     /// earlier call.
     pub fn settled_version(&self) -> Option<Version> {
-        self.decided()
-    }
-
-    fn decided(&self) -> Option<Version> {
         match self.ep.opts.version {
             Want::Only(v) => Some(v),
             Want::Auto => *self.chosen.lock().unwrap(),
         }
     }
 
-    fn root4(&self) -> Result<Arc<Fh>> {
-        if let Some(r) = self.root4.lock().unwrap().as_ref() {
-            return Ok(r.clone());
-        }
-        let r = Arc::new(self.v4.root()?);
-        *self.root4.lock().unwrap() = Some(r.clone());
-        Ok(r)
-    }
-
-    pub(super) fn session(&self) -> Result<Sess> {
-        match self.decided() {
-            Some(Version::V3) => Ok(Sess::V3(self.v3.session()?)),
-            Some(Version::V41) => Ok(Sess::V4(self.root4()?)),
-            None => match self.root4() {
-                Ok(r) => {
+    pub(super) fn session(&self) -> Result<Sess<'_>> {
+        match self.settled_version() {
+            Some(Version::V3) => Ok(Arc::new(self.v3.share()?)),
+            Some(Version::V41) => Ok(Arc::new(self.v4.share()?)),
+            None => match self.v4.share() {
+                Ok(s) => {
                     *self.chosen.lock().unwrap() = Some(Version::V41);
-                    Ok(Sess::V4(r))
+                    Ok(Arc::new(s))
                 }
                 Err(e4) if not_served_over_v4(&e4) => {
-                    let s = self.v3.session().map_err(|e3| match e3 {
+                    let s = self.v3.share().map_err(|e3| match e3 {
                         // A server that hangs over NFSv3 is a hung server, whatever NFSv4.1 said.
                         NfsError::DeadlineExceeded { .. } => e3,
                         e3 => NfsError::Unavailable {
@@ -101,23 +72,10 @@ impl NfsClient {
                     tracing::info!(server = %self.ep.server, share = %self.ep.share, why = %e4,
                         "NFS share not served over NFSv4.1: this client speaks NFSv3");
                     *self.chosen.lock().unwrap() = Some(Version::V3);
-                    Ok(Sess::V3(s))
+                    Ok(Arc::new(s))
                 }
                 Err(e4) => Err(e4),
             },
-        }
-    }
-
-    /// Forgets the root handle of `stale`, so the next call resolves the share again.
-    pub(super) fn invalidate(&self, stale: &Sess) {
-        match stale {
-            Sess::V3(s) => self.v3.invalidate(s),
-            Sess::V4(r) => {
-                let mut cur = self.root4.lock().unwrap();
-                if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, r)) {
-                    *cur = None;
-                }
-            }
         }
     }
 }

@@ -4,4 +4,4 @@ mod ops;
 pub mod proto;
 pub mod transport;
 
-pub use transport::{Session, Transport};
+pub use transport::Transport;

@@ -4,34 +4,38 @@ use std::sync::Arc;
 
 use super::proto::{self, Proc};
 use super::transport::{Session, Transport};
-use crate::nfs::error::{NfsError, NfsStatus, Result};
-use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
+use crate::nfs::client::{File, Listing, Made, Proto};
+use crate::nfs::endpoint::Endpoint;
+use crate::nfs::error::{Found, NfsStatus, Result};
+use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr};
 use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
 
-impl Transport {
-    pub fn status(&self, op: &str, path: &str, status: NfsStatus) -> NfsError {
-        NfsError::Status {
-            server: self.server.clone(),
-            op: op.to_string(),
-            path: path.to_string(),
-            status,
-            v4: false,
-        }
-    }
+/// The share reached over NFSv3: the transport and the session MOUNT gave.
+pub struct Share<'a> {
+    pub t: &'a Transport,
+    pub s: Arc<Session>,
+}
 
-    fn xdr<T>(&self, op: Proc, r: XdrResult<T>) -> Result<T> {
-        r.map_err(|e| NfsError::Protocol {
-            server: self.server.clone(),
-            op: op.name().to_string(),
-            detail: e.to_string(),
-        })
-    }
+/// Arguments that start with the handle `fh`.
+fn args(fh: &Fh) -> Encoder {
+    let mut e = Encoder::new();
+    proto::enc_fh(&mut e, fh);
+    e
+}
 
+/// Arguments that start with `name` in directory `dir`.
+fn dirop(dir: &Fh, name: &str) -> Encoder {
+    let mut e = Encoder::new();
+    proto::enc_dirop(&mut e, dir, name);
+    e
+}
+
+impl Share<'_> {
     /// One NFS call; an error status becomes `NfsError::Status` naming `path`. Returns the
     /// result after the status word.
-    fn nfs(&self, s: &Arc<Session>, op: Proc, path: &str, args: Encoder) -> Result<Vec<u8>> {
-        let mut reply = self.call(s, op, args.bytes())?;
-        let status = self.xdr(op, proto::dec_status(&mut Decoder::new(&reply)))?;
+    fn nfs(&self, op: Proc, path: &str, args: Encoder) -> Result<Vec<u8>> {
+        let mut reply = self.t.call(&self.s, op, args.bytes())?;
+        let status = NfsStatus(self.decode(op, Decoder::new(&reply).u32())?);
         if status != NfsStatus::OK {
             return Err(self.status(op.name(), path, status));
         }
@@ -39,195 +43,171 @@ impl Transport {
         Ok(reply)
     }
 
+    fn decode<T>(&self, op: Proc, r: XdrResult<T>) -> Result<T> {
+        r.map_err(|e| self.t.protocol(op.name(), e))
+    }
+
     /// One NFS call whose result `dec` decodes.
     fn decoded<T>(
         &self,
-        s: &Arc<Session>,
         op: Proc,
         path: &str,
         args: Encoder,
         dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
-        let r = self.nfs(s, op, path, args)?;
-        self.xdr(op, dec(&mut Decoder::new(&r)))
+        let r = self.nfs(op, path, args)?;
+        self.decode(op, dec(&mut Decoder::new(&r)))
+    }
+}
+
+impl Proto for Share<'_> {
+    fn ep(&self) -> &Endpoint {
+        self.t
     }
 
-    pub fn lookup_in(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        name: &str,
-        path: &str,
-    ) -> Result<(Fh, Option<Attr>)> {
-        let mut e = Encoder::new();
-        proto::enc_dirop(&mut e, dir, name);
-        self.decoded(s, Proc::Lookup, path, e, proto::dec_lookup)
+    fn is_v4(&self) -> bool {
+        false
     }
 
-    pub fn getattr(&self, s: &Arc<Session>, fh: &Fh, path: &str) -> Result<Attr> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
-        self.decoded(s, Proc::Getattr, path, e, proto::dec_fattr)
+    fn root(&self) -> &Fh {
+        &self.s.root
     }
 
-    pub fn setattr(&self, s: &Arc<Session>, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
+    fn invalidate(&self) {
+        self.t.invalidate(&self.s);
+    }
+
+    fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
+        self.decoded(Proc::Lookup, path, dirop(dir, name), proto::dec_lookup)
+    }
+
+    fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)> {
+        let mut cur = (self.s.root.clone(), None);
+        for i in 0..comps.len() {
+            cur = self.lookup_in(&cur.0, comps[i], &comps[..=i].join("/"))?;
+        }
+        Ok(cur)
+    }
+
+    fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
+        self.decoded(Proc::Getattr, path, args(fh), proto::dec_fattr)
+    }
+
+    fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
+        let mut e = args(fh);
         proto::enc_full_sattr(&mut e, a);
         e.bool(false); // no ctime guard
-        self.nfs(s, Proc::Setattr, path, e).map(|_| ())
+        self.nfs(Proc::Setattr, path, e).map(|_| ())
     }
 
-    pub fn mkdir(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        name: &str,
-        mode: u32,
-        path: &str,
-    ) -> Result<(Option<Fh>, Option<Attr>)> {
-        let mut e = Encoder::new();
-        proto::enc_dirop(&mut e, dir, name);
-        proto::enc_full_sattr(
-            &mut e,
-            &FullAttr {
-                mode: Some(mode),
-                ..FullAttr::default()
-            },
-        );
-        self.decoded(s, Proc::Mkdir, path, e, proto::dec_created)
+    fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made> {
+        let mut e = dirop(dir, name);
+        proto::enc_full_sattr(&mut e, &FullAttr::mode(mode));
+        self.decoded(Proc::Mkdir, path, e, proto::dec_created)
     }
 
-    pub fn symlink(
+    fn symlink(
         &self,
-        s: &Arc<Session>,
         dir: &Fh,
         name: &str,
         a: &FullAttr,
         target: &str,
         path: &str,
-    ) -> Result<(Option<Fh>, Option<Attr>)> {
-        let mut e = Encoder::new();
-        proto::enc_symlink(&mut e, dir, name, a, target);
-        self.decoded(s, Proc::Symlink, path, e, proto::dec_created)
+    ) -> Result<Made> {
+        let mut e = dirop(dir, name);
+        proto::enc_full_sattr(&mut e, a);
+        e.string(target);
+        self.decoded(Proc::Symlink, path, e, proto::dec_created)
     }
 
-    pub fn create(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        name: &str,
-        how: CreateHow,
-        path: &str,
-    ) -> Result<Option<Fh>> {
-        let mut e = Encoder::new();
-        proto::enc_create(&mut e, dir, name, how);
-        Ok(self
-            .decoded(s, Proc::Create, path, e, proto::dec_created)?
-            .0)
+    fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File> {
+        let mut e = dirop(dir, name);
+        proto::enc_createhow(&mut e, how);
+        let fh = match self.decoded(Proc::Create, path, e, proto::dec_created)?.0 {
+            Some(fh) => fh,
+            None => self.lookup_in(dir, name, path)?.0,
+        };
+        Ok(File { fh, open: None })
     }
 
-    pub fn read(
-        &self,
-        s: &Arc<Session>,
-        fh: &Fh,
-        off: u64,
-        count: u32,
-        path: &str,
-    ) -> Result<(Vec<u8>, bool)> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
+    fn open(&self, fh: &Fh, _write: bool, _path: &str) -> Result<File> {
+        Ok(File {
+            fh: fh.clone(),
+            open: None,
+        })
+    }
+
+    fn close(&self, _f: &File, _path: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
+        let mut e = args(&f.fh);
         e.u64(off).u32(count);
-        self.decoded(s, Proc::Read, path, e, proto::dec_read)
+        self.decoded(Proc::Read, path, e, proto::dec_read)
     }
 
-    pub fn write(
+    fn write(
         &self,
-        s: &Arc<Session>,
-        fh: &Fh,
+        f: &File,
         off: u64,
         stable: u32,
         data: &[u8],
         path: &str,
     ) -> Result<(u32, u32, [u8; 8])> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
+        let mut e = args(&f.fh);
         e.u64(off).u32(data.len() as u32).u32(stable).opaque(data);
-        self.decoded(s, Proc::Write, path, e, proto::dec_write)
+        self.decoded(Proc::Write, path, e, proto::dec_write)
     }
 
-    pub fn commit(&self, s: &Arc<Session>, fh: &Fh, path: &str) -> Result<[u8; 8]> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
+    fn read_whole(&self, _: &Fh, _: u32, _: &str) -> Option<Result<(Vec<u8>, bool)>> {
+        None
+    }
+
+    fn write_close(&self, _: &File, _: &[u8], _: u32, _: &str) -> Option<Result<(u32, u32)>> {
+        None
+    }
+
+    fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]> {
+        let mut e = args(&f.fh);
         e.u64(0).u32(0);
-        self.decoded(s, Proc::Commit, path, e, proto::dec_commit)
+        self.decoded(Proc::Commit, path, e, proto::dec_commit)
     }
 
-    /// REMOVE (a file) or RMDIR (`dir`).
-    pub fn remove(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        name: &str,
-        is_dir: bool,
-        path: &str,
-    ) -> Result<()> {
-        let mut e = Encoder::new();
-        proto::enc_dirop(&mut e, dir, name);
+    fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
         let op = if is_dir { Proc::Rmdir } else { Proc::Remove };
-        self.nfs(s, op, path, e).map(|_| ())
+        Ok(self.nfs(op, path, dirop(dir, name)).found()?.is_some())
     }
 
-    pub fn rename(
-        &self,
-        s: &Arc<Session>,
-        from: (&Fh, &str),
-        to: (&Fh, &str),
-        path: &str,
-    ) -> Result<()> {
-        let mut e = Encoder::new();
-        proto::enc_dirop(&mut e, from.0, from.1);
+    fn rename(&self, from: (&Fh, &str), to: (&Fh, &str), _: Option<&Fh>, path: &str) -> Result<()> {
+        let mut e = dirop(from.0, from.1);
         proto::enc_dirop(&mut e, to.0, to.1);
-        self.nfs(s, Proc::Rename, path, e).map(|_| ())
+        self.nfs(Proc::Rename, path, e).map(|_| ())
     }
 
-    pub fn link(
+    fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
+        let mut e = args(file);
+        proto::enc_dirop(&mut e, dir, name);
+        self.nfs(Proc::Link, path, e).map(|_| ())
+    }
+
+    fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {
+        self.decoded(Proc::Readlink, path, args(fh), proto::dec_readlink)
+    }
+
+    fn readdir(
         &self,
-        s: &Arc<Session>,
-        file: &Fh,
         dir: &Fh,
-        name: &str,
-        path: &str,
-    ) -> Result<()> {
-        let mut e = Encoder::new();
-        proto::enc_link(&mut e, file, dir, name);
-        self.nfs(s, Proc::Link, path, e).map(|_| ())
-    }
-
-    pub fn readlink(&self, s: &Arc<Session>, fh: &Fh, path: &str) -> Result<String> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, fh);
-        self.decoded(s, Proc::Readlink, path, e, proto::dec_readlink)
-    }
-
-    pub fn readdir(
-        &self,
-        s: &Arc<Session>,
-        dir: &Fh,
-        cookie: u64,
-        verf: [u8; 8],
+        (cookie, verf): (u64, [u8; 8]),
         bytes: u32,
         path: &str,
-    ) -> Result<(Vec<DirEntry>, [u8; 8], bool)> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, dir);
+    ) -> Result<Listing> {
+        let mut e = args(dir);
         e.u64(cookie).fixed(&verf).u32(bytes / 4).u32(bytes);
-        self.decoded(s, Proc::Readdirplus, path, e, proto::dec_readdirplus)
+        self.decoded(Proc::Readdirplus, path, e, proto::dec_readdirplus)
     }
 
-    pub fn fsstat(&self, s: &Arc<Session>) -> Result<FsStat> {
-        let mut e = Encoder::new();
-        proto::enc_fh(&mut e, &s.root);
-        self.decoded(s, Proc::Fsstat, "", e, proto::dec_fsstat)
+    fn fsstat(&self) -> Result<FsStat> {
+        self.decoded(Proc::Fsstat, "", args(&self.s.root), proto::dec_fsstat)
     }
 }

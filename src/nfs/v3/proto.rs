@@ -3,7 +3,7 @@
 
 use crate::nfs::error::NfsStatus;
 use crate::nfs::types::{
-    Attr, CreateHow, DirEntry, Fh, FileType, FsStat, FullAttr, SetAttr, IO_MAX, NAME_MAX,
+    Attr, CreateHow, DirEntry, Fh, FileType, FsStat, FullAttr, IO_MAX, NAME_MAX,
 };
 use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
 
@@ -76,20 +76,7 @@ pub fn enc_dirop(e: &mut Encoder, dir: &Fh, name: &str) {
     e.string(name);
 }
 
-/// sattr3 with mode, owner and group; size and times left alone.
-pub fn enc_sattr(e: &mut Encoder, s: &SetAttr) {
-    let (mode, uid, gid) = (s.mode, s.uid, s.gid);
-    enc_full_sattr(
-        e,
-        &FullAttr {
-            mode,
-            uid,
-            gid,
-            ..FullAttr::default()
-        },
-    );
-}
-
+/// sattr3: the fields given are set, size and times too; atime is left alone.
 pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
     for v in [s.mode, s.uid, s.gid] {
         match v {
@@ -109,47 +96,23 @@ pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
     };
 }
 
-/// SYMLINK3args: where, attributes, target text (stored as given, never resolved).
-pub fn enc_symlink(e: &mut Encoder, dir: &Fh, name: &str, attr: &FullAttr, target: &str) {
-    enc_dirop(e, dir, name);
-    enc_full_sattr(e, attr);
-    e.string(target);
-}
-
-/// LINK3args: the existing file, and the new name.
-pub fn enc_link(e: &mut Encoder, file: &Fh, dir: &Fh, name: &str) {
-    enc_fh(e, file);
-    enc_dirop(e, dir, name);
-}
-
 /// READLINK3resok: the link's text.
 pub fn dec_readlink(d: &mut Decoder<'_>) -> XdrResult<String> {
     dec_post_op_attr(d)?;
     d.string(4096)
 }
 
-pub fn enc_create(e: &mut Encoder, dir: &Fh, name: &str, how: CreateHow) {
-    enc_dirop(e, dir, name);
+/// createhow3: GUARDED with the mode, or EXCLUSIVE with the verifier.
+pub fn enc_createhow(e: &mut Encoder, how: CreateHow) {
     match how {
         CreateHow::Guarded(mode) => {
             e.u32(1);
-            enc_sattr(
-                e,
-                &SetAttr {
-                    mode: Some(mode),
-                    ..SetAttr::default()
-                },
-            );
+            enc_full_sattr(e, &FullAttr::mode(mode));
         }
         CreateHow::Exclusive(verf) => {
             e.u32(2).fixed(&verf);
         }
     }
-}
-
-/// Reads the nfsstat3 that starts every NFSv3 result.
-pub fn dec_status(d: &mut Decoder<'_>) -> XdrResult<NfsStatus> {
-    Ok(NfsStatus(d.u32()?))
 }
 
 pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
@@ -330,12 +293,12 @@ mod tests {
     #[test]
     fn sattr_sets_only_given_fields() {
         let mut e = Encoder::new();
-        enc_sattr(
+        enc_full_sattr(
             &mut e,
-            &SetAttr {
+            &FullAttr {
                 mode: Some(0o750),
                 gid: Some(5),
-                ..SetAttr::default()
+                ..FullAttr::default()
             },
         );
         let b = e.into_bytes();

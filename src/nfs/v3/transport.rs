@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
+use super::ops::Share;
 use super::proto;
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{NfsError, Result};
@@ -88,15 +89,7 @@ impl Transport {
         )?;
         let root = match proto::dec_mnt(&mut Decoder::new(&reply)) {
             Ok(Ok(fh)) => fh,
-            Ok(Err(status)) => {
-                return Err(NfsError::Status {
-                    server: self.server.clone(),
-                    op: "MOUNT MNT".into(),
-                    path: self.share.clone(),
-                    status,
-                    v4: false,
-                })
-            }
+            Ok(Err(status)) => return Err(self.status("MOUNT MNT", &self.share, status, false)),
             Err(x) => return Err(self.map_err("MOUNT MNT", x.into())),
         };
         tracing::debug!(server = %self.server, share = %self.share, nfs_port, mount_port, "NFS share mounted");
@@ -106,8 +99,16 @@ impl Transport {
         }))
     }
 
+    /// The share as reached over NFSv3, mounted first when it is not yet.
+    pub fn share(&self) -> Result<Share<'_>> {
+        Ok(Share {
+            t: self,
+            s: self.session()?,
+        })
+    }
+
     /// The current session, mounting the share first when there is none.
-    pub fn session(&self) -> Result<Arc<Session>> {
+    fn session(&self) -> Result<Arc<Session>> {
         if let Some(s) = self.session.lock().unwrap().as_ref() {
             return Ok(s.clone());
         }

@@ -41,22 +41,9 @@ pub const OBJECT: &[u32] = &[
     SPACE_USED,
     TIME_MODIFY,
 ];
-/// What a READDIR entry carries: the object's attributes, its handle, and a per-entry error
-/// instead of failing the whole listing.
-pub const ENTRY: &[u32] = &[
-    TYPE,
-    SIZE,
-    FSID,
-    RDATTR_ERROR,
-    FILEHANDLE,
-    FILEID,
-    MODE,
-    NUMLINKS,
-    OWNER,
-    OWNER_GROUP,
-    SPACE_USED,
-    TIME_MODIFY,
-];
+/// What a READDIR entry carries besides `OBJECT`: its handle, and a per-entry error instead
+/// of failing the whole listing.
+pub const ENTRY_EXTRA: &[u32] = &[RDATTR_ERROR, FILEHANDLE];
 pub const SPACE: &[u32] = &[SPACE_AVAIL, SPACE_FREE, SPACE_TOTAL];
 
 /// A bitmap4 of `bits`.

@@ -2,7 +2,7 @@
 //! anyway), READ, WRITE, COMMIT, CLOSE. A small record is read with OPEN, READ and CLOSE in one
 //! compound (the current stateid links them) and written with WRITE and CLOSE in one.
 
-use super::proto::{self, Stateid, Step};
+use super::proto::{self, Op, Stateid};
 use super::transport::Transport;
 use crate::nfs::error::Result;
 use crate::nfs::types::{CreateHow, Fh};
@@ -33,25 +33,15 @@ impl Transport {
         let owner = self.owner.open_owner.clone();
         let (open, deleg) = self.run(
             |s, o| {
-                o.putfh(at)
-                    .open(s.clientid, &owner, access, name, how)
-                    .getfh();
+                let opened = o.putfh(at).open(s.clientid, &owner, access, name, how);
+                opened.bare(Op::GETFH)
             },
-            |r, _| {
-                if let Err(f) = Self::plain(r, 1)? {
-                    return Ok(Err(f));
-                }
-                if let Step::Failed(f) = r.step()? {
-                    return Ok(Err(f));
-                }
-                let (stateid, deleg) = proto::dec_open(&mut r.d)?;
-                if let Step::Failed(f) = r.step()? {
-                    return Ok(Err(f));
-                }
-                let fh = proto::dec_fh(&mut r.d)?;
-                Ok(Ok((Open { fh, stateid }, deleg)))
+            |r| {
+                let (stateid, deleg) = proto::dec_open(r.body(2)?)?;
+                let fh = proto::dec_fh(r.body(1)?)?;
+                Ok((Open { fh, stateid }, deleg))
             },
-            self.fail_at(path),
+            path,
         )?;
         if let Some(d) = deleg {
             self.return_delegation(&open.fh, &d, path);
@@ -67,26 +57,18 @@ impl Transport {
         let cur = Stateid::CURRENT;
         let (data, deleg) = self.run(
             |s, o| {
-                o.putfh(fh)
-                    .open(s.clientid, &owner, proto::ACCESS_READ, None, None)
-                    .read(&cur, 0, count)
-                    .close(&cur);
+                let opened = o
+                    .putfh(fh)
+                    .open(s.clientid, &owner, proto::ACCESS_READ, None, None);
+                opened.read(&cur, 0, count).close(&cur)
             },
-            |r, _| {
-                if let Err(f) = Self::plain(r, 1)? {
-                    return Ok(Err(f));
-                }
-                if let Step::Failed(f) = r.step()? {
-                    return Ok(Err(f));
-                }
-                let (_, deleg) = proto::dec_open(&mut r.d)?;
-                if let Step::Failed(f) = r.step()? {
-                    return Ok(Err(f));
-                }
-                let data = proto::dec_read(&mut r.d)?;
-                Ok(Self::plain(r, 1)?.map(|()| (data, deleg)))
+            |r| {
+                let (_, deleg) = proto::dec_open(r.body(2)?)?;
+                let data = proto::dec_read(r.body(1)?)?;
+                r.ok(1)?;
+                Ok((data, deleg))
             },
-            self.fail_at(path),
+            path,
         )?;
         if let Some(d) = deleg {
             self.return_delegation(fh, &d, path);
@@ -96,93 +78,6 @@ impl Transport {
 
     fn return_delegation(&self, fh: &Fh, d: &Stateid, path: &str) {
         tracing::debug!(server = %self.server, path, "returning a delegation this client did not ask for");
-        let _ = self.run(
-            |_, o| {
-                o.putfh(fh).delegreturn(d);
-            },
-            |r, _| Self::plain(r, 2),
-            self.fail_at(path),
-        );
-    }
-
-    pub fn close(&self, f: &Open, path: &str) -> Result<()> {
-        self.run(
-            |_, o| {
-                o.putfh(&f.fh).close(&f.stateid);
-            },
-            |r, _| Self::plain(r, 2),
-            self.fail_at(path),
-        )
-    }
-
-    pub fn read(&self, f: &Open, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
-        self.run(
-            |_, o| {
-                o.putfh(&f.fh).read(&f.stateid, off, count);
-            },
-            |r, _| match Self::plain(r, 2)? {
-                Err(f) => Ok(Err(f)),
-                Ok(()) => proto::dec_read(&mut r.d).map(Ok),
-            },
-            self.fail_at(path),
-        )
-    }
-
-    pub fn write(
-        &self,
-        f: &Open,
-        off: u64,
-        stable: u32,
-        data: &[u8],
-        path: &str,
-    ) -> Result<(u32, u32, [u8; 8])> {
-        self.run(
-            |_, o| {
-                o.putfh(&f.fh).write(&f.stateid, off, stable, data);
-            },
-            |r, _| match Self::plain(r, 2)? {
-                Err(f) => Ok(Err(f)),
-                Ok(()) => proto::dec_write(&mut r.d).map(Ok),
-            },
-            self.fail_at(path),
-        )
-    }
-
-    /// WRITE of all of `data` at offset 0 and CLOSE, in one compound (a small record).
-    pub fn write_close(
-        &self,
-        f: &Open,
-        stable: u32,
-        data: &[u8],
-        path: &str,
-    ) -> Result<(u32, u32)> {
-        self.run(
-            |_, o| {
-                o.putfh(&f.fh)
-                    .write(&f.stateid, 0, stable, data)
-                    .close(&f.stateid);
-            },
-            |r, _| {
-                if let Err(f) = Self::plain(r, 2)? {
-                    return Ok(Err(f));
-                }
-                let (n, committed, _) = proto::dec_write(&mut r.d)?;
-                Ok(Self::plain(r, 1)?.map(|()| (n, committed)))
-            },
-            self.fail_at(path),
-        )
-    }
-
-    pub fn commit(&self, fh: &Fh, path: &str) -> Result<[u8; 8]> {
-        self.run(
-            |_, o| {
-                o.putfh(fh).commit();
-            },
-            |r, _| match Self::plain(r, 2)? {
-                Err(f) => Ok(Err(f)),
-                Ok(()) => r.d.verf().map(Ok),
-            },
-            self.fail_at(path),
-        )
+        let _ = self.run(|_, o| o.putfh(fh).delegreturn(d), |r| r.ok(2), path);
     }
 }

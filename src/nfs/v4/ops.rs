@@ -1,32 +1,40 @@
 //! The client's primitive operations as NFSv4.1 compounds: each names the handles it acts on
-//! with PUTFH (SAVEFH/RESTOREFH where it needs two), so one round trip does what NFSv3 does in
+//! with PUTFH (and SAVEFH where it needs two), so one round trip does what NFSv3 does in
 //! one procedure, and a path resolves in one compound of LOOKUPs.
 //!
 //! NFSv4 REMOVE removes files and empty directories alike; where the caller means one kind,
 //! the compound looks the name up and VERIFYs (or NVERIFYs) its type before REMOVE, so the
 //! server refuses the other kind as NFSv3's RMDIR and REMOVE do (NOTDIR, ISDIR).
 
+use std::sync::Arc;
+
 use super::attr;
-use super::proto::{self, Failed, Ops, Stateid, Step};
-use super::transport::{Reply, Transport};
-use crate::nfs::error::{NfsError, NfsStatus, Result};
-use crate::nfs::types::{Attr, DirEntry, Fh, FsStat, FullAttr};
-use crate::nfs::xdr::XdrResult;
+use super::proto::{self, Failed, Op, Ops, Results, Stateid, Stop};
+use super::session::Session;
+use super::transport::Transport;
+use crate::nfs::client::{File, Listing, Made, Proto};
+use crate::nfs::endpoint::Endpoint;
+use crate::nfs::error::{Found, NfsError, NfsStatus, Result};
+use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
+use crate::nfs::xdr::{Decoder, XdrError, XdrResult};
 
 const NOT_SAME: u32 = 10027;
 const SAME: u32 = 10009;
 const SYMLINK: u32 = 10029;
 
+/// The share reached over NFSv4.1: the transport and the share's root handle.
+pub struct Share<'a> {
+    pub t: &'a Transport,
+    pub root: Arc<Fh>,
+}
+
 impl Transport {
-    /// Runs a compound; `decode` reads the results (`Results::step` before each), and a
-    /// failed step becomes the error `fail` names (by the failed operation's index).
-    pub(super) fn run<T>(
+    /// Runs the compound `build` makes; `decode` reads its results (`Results::ok` over each),
+    /// and a failed operation becomes the error `fail` names.
+    pub(super) fn run_with<T>(
         &self,
-        build: impl Fn(&super::session::Session, &mut Ops),
-        decode: impl FnOnce(
-            &mut proto::Results<'_>,
-            &Reply,
-        ) -> XdrResult<std::result::Result<T, Failed>>,
+        build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
+        decode: impl FnOnce(&mut Results<'_>) -> Result<T, Stop>,
         fail: impl FnOnce(Failed) -> NfsError,
     ) -> Result<T> {
         let reply = self.compound(|s| {
@@ -34,68 +42,42 @@ impl Transport {
             build(s, &mut ops);
             ops
         })?;
-        let mut r = reply.results();
-        match decode(&mut r, &reply) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(f)) => Err(fail(f)),
-            Err(x) => Err(NfsError::Protocol {
-                server: self.server.clone(),
-                op: proto::op_name(reply.ops.last().copied().unwrap_or(0)).into(),
-                detail: x.to_string(),
-            }),
-        }
-    }
-
-    pub(super) fn fail_at(&self, path: &str) -> impl FnOnce(Failed) -> NfsError + '_ {
-        let path = path.to_string();
-        move |f| {
-            let status = match f.status {
-                NOT_SAME => NfsStatus::NOTDIR.0,
-                SAME => NfsStatus::ISDIR.0,
-                SYMLINK => NfsStatus::NOTDIR.0,
-                s => s,
-            };
-            self.v4_status(proto::op_name(f.op), &path, status)
-        }
-    }
-
-    /// Steps over `n` results that carry nothing but their status.
-    pub(super) fn plain(
-        r: &mut proto::Results<'_>,
-        n: usize,
-    ) -> XdrResult<std::result::Result<(), Failed>> {
-        for _ in 0..n {
-            if let Step::Failed(f) = r.step()? {
-                return Ok(Err(f));
+        match decode(&mut reply.results()) {
+            Ok(v) => Ok(v),
+            Err(Stop::Failed(f)) => Err(fail(f)),
+            Err(Stop::Xdr(x)) => {
+                Err(self.protocol(&reply.ops.last().map_or("COMPOUND".into(), |o| o.name()), x))
             }
         }
-        Ok(Ok(()))
     }
 
-    /// GETFH then GETATTR: the current object's handle and attributes.
-    fn fh_attr(r: &mut proto::Results<'_>) -> XdrResult<std::result::Result<(Fh, Attr), Failed>> {
-        if let Step::Failed(f) = r.step()? {
-            return Ok(Err(f));
-        }
-        let fh = proto::dec_fh(&mut r.d)?;
-        if let Step::Failed(f) = r.step()? {
-            return Ok(Err(f));
-        }
-        let a = attr::dec_fattr(&mut r.d)?;
-        match a.attr() {
-            Some(a) => Ok(Ok((fh, a))),
-            None => Err(crate::nfs::xdr::XdrError("GETATTR without the type".into())),
-        }
+    /// `run_with`, a failed operation being an error on `path`.
+    pub(super) fn run<T>(
+        &self,
+        build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
+        decode: impl FnOnce(&mut Results<'_>) -> Result<T, Stop>,
+        path: &str,
+    ) -> Result<T> {
+        self.run_with(build, decode, |f| self.failed(f, path))
+    }
+
+    /// The error of operation `f` that failed on `path`, VERIFY's and LOOKUP's in NFSv3's terms.
+    fn failed(&self, f: Failed, path: &str) -> NfsError {
+        let status = match f.status {
+            NOT_SAME | SYMLINK => NfsStatus::NOTDIR.0,
+            SAME => NfsStatus::ISDIR.0,
+            s => s,
+        };
+        self.status(&f.op.name(), path, NfsStatus(status), true)
     }
 
     /// The share's root: PUTROOTFH and a LOOKUP per component of the share's path in the
     /// server's pseudo-filesystem.
-    pub fn root(&self) -> Result<Fh> {
+    pub(super) fn resolve_root(&self) -> Result<Fh> {
         let comps: Vec<&str> = self.share.split('/').filter(|c| !c.is_empty()).collect();
-        let share = self.share.clone();
-        let (fh, a) = self.walk_from(None, &comps, &share)?;
+        let (fh, a) = self.walk_from(None, &comps, &self.share)?;
         if !a.is_dir() {
-            return Err(self.v4_status("LOOKUP", &share, NfsStatus::NOTDIR.0));
+            return Err(self.status("LOOKUP", &self.share, NfsStatus::NOTDIR, true));
         }
         Ok(fh)
     }
@@ -103,7 +85,7 @@ impl Transport {
     /// Resolves `comps` below `from` (None: the server's root), in as few compounds as the
     /// session's operation limit allows. A failed LOOKUP names the prefix (`base` joined with
     /// the components up to it).
-    pub fn walk_from(&self, from: Option<&Fh>, comps: &[&str], base: &str) -> Result<(Fh, Attr)> {
+    fn walk_from(&self, from: Option<&Fh>, comps: &[&str], base: &str) -> Result<(Fh, Attr)> {
         let max = self.session()?.max_ops.saturating_sub(4).max(1);
         let mut cur = from.cloned();
         let mut done = 0;
@@ -116,32 +98,27 @@ impl Transport {
                 Some(_) => comps[..done + i].join("/"),
             };
             let start = cur.clone();
-            let res = self.run(
+            let res = self.run_with(
                 |_, o| {
                     match &start {
                         Some(fh) => o.putfh(fh),
-                        None => o.putrootfh(),
+                        None => o.bare(Op::PUTROOTFH),
                     };
                     for c in part {
-                        if *c == ".." {
-                            o.lookupp();
-                        } else {
-                            o.lookup(c);
-                        }
+                        match *c {
+                            ".." => o.bare(Op::LOOKUPP),
+                            c => o.lookup(c),
+                        };
                     }
-                    o.getfh().getattr(attr::OBJECT);
+                    o.bare(Op::GETFH).getattr(attr::OBJECT)
                 },
-                |r, _| match Self::plain(r, 1 + part.len())? {
-                    Err(f) => Ok(Err(f)),
-                    Ok(()) => Self::fh_attr(r),
-                },
+                |r| fh_attr(r, 1 + part.len()),
                 |f| {
-                    let failed_at = if f.op == proto::OP_LOOKUP || f.op == proto::OP_LOOKUPP {
-                        f.index
-                    } else {
-                        part.len()
+                    let at = match f.op {
+                        Op::LOOKUP | Op::LOOKUPP => f.index,
+                        _ => part.len(),
                     };
-                    (self.fail_at(&prefix(failed_at)))(f)
+                    self.failed(f, &prefix(at))
                 },
             )?;
             done += part.len();
@@ -151,90 +128,222 @@ impl Transport {
             cur = Some(res.0);
         }
     }
+}
 
-    pub fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
-        let a = self.run(
-            |_, o| {
-                o.putfh(fh).getattr(attr::OBJECT);
-            },
-            |r, _| match Self::plain(r, 2)? {
-                Err(f) => Ok(Err(f)),
-                Ok(()) => attr::dec_fattr(&mut r.d).map(|a| Ok(a.attr())),
-            },
-            self.fail_at(path),
-        )?;
-        a.ok_or_else(|| self.protocol_err("GETATTR", "the server left out the type".into()))
-    }
+/// GETFH then GETATTR, after `n` other results: the current object's handle and attributes.
+fn fh_attr(r: &mut Results<'_>, n: usize) -> Result<(Fh, Attr), Stop> {
+    let fh = proto::dec_fh(r.body(n + 1)?)?;
+    Ok((fh, object_attr(r.body(1)?)?))
+}
 
-    fn protocol_err(&self, op: &str, detail: String) -> NfsError {
-        NfsError::Protocol {
-            server: self.server.clone(),
-            op: op.into(),
-            detail,
-        }
+/// A GETATTR result of the object's attributes, which must hold its type.
+fn object_attr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
+    let a = attr::dec_fattr(d)?.attr();
+    a.ok_or_else(|| XdrError("GETATTR without the type".into()))
+}
+
+fn opened(f: &File) -> &super::Open {
+    f.open.as_ref().expect("NFSv4.1 files are opened")
+}
+
+impl Share<'_> {
+    fn open_file(
+        &self,
+        at: &Fh,
+        name: Option<&str>,
+        how: Option<CreateHow>,
+        write: bool,
+        path: &str,
+    ) -> Result<File> {
+        let o = self.t.open(at, name, how, write, path)?;
+        Ok(File {
+            fh: o.fh.clone(),
+            open: Some(o),
+        })
     }
 
     /// CREATE of a directory (`target` None) or symlink in `dir`: its handle and attributes.
-    pub fn create(
+    fn create_obj(
         &self,
         dir: &Fh,
         name: &str,
         target: Option<&str>,
         a: &FullAttr,
         path: &str,
-    ) -> Result<(Fh, Attr)> {
-        self.run(
+    ) -> Result<Made> {
+        let (fh, attr) = self.t.run(
             |_, o| {
-                o.putfh(dir)
-                    .create(name, target, a)
-                    .getfh()
-                    .getattr(attr::OBJECT);
+                let made = o.putfh(dir).create(name, target, a);
+                made.bare(Op::GETFH).getattr(attr::OBJECT)
             },
-            |r, _| {
-                if let Err(f) = Self::plain(r, 1)? {
-                    return Ok(Err(f));
-                }
-                if let Step::Failed(f) = r.step()? {
-                    return Ok(Err(f));
-                }
-                proto::skip_change_info(&mut r.d)?;
-                attr::dec_bitmap(&mut r.d)?;
-                Self::fh_attr(r)
+            |r| {
+                let d = r.body(2)?;
+                proto::skip_change_info(d)?;
+                attr::dec_bitmap(d)?;
+                fh_attr(r, 0)
             },
-            self.fail_at(path),
+            path,
+        )?;
+        Ok((Some(fh), Some(attr)))
+    }
+}
+
+impl Proto for Share<'_> {
+    fn ep(&self) -> &Endpoint {
+        self.t
+    }
+
+    fn is_v4(&self) -> bool {
+        true
+    }
+
+    fn root(&self) -> &Fh {
+        &self.root
+    }
+
+    fn invalidate(&self) {
+        self.t.forget_root(&self.root);
+    }
+
+    fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
+        let (fh, a) = self.t.walk_from(Some(dir), &[name], "").map_err(|mut e| {
+            // A lookup of one name knows only that name: the error names the whole path.
+            if let NfsError::Status { path: p, .. } = &mut e {
+                *p = path.to_string();
+            }
+            e
+        })?;
+        Ok((fh, Some(a)))
+    }
+
+    fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)> {
+        if comps.is_empty() {
+            return Ok(((*self.root).clone(), None));
+        }
+        let (fh, a) = self.t.walk_from(Some(&self.root), comps, "")?;
+        Ok((fh, Some(a)))
+    }
+
+    fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
+        self.t.run(
+            |_, o| o.putfh(fh).getattr(attr::OBJECT),
+            |r| Ok(object_attr(r.body(2)?)?),
+            path,
         )
     }
 
-    pub fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
-        self.run(
-            |_, o| {
-                o.putfh(fh).setattr(&Stateid::ANONYMOUS, a);
-            },
-            |r, _| Self::plain(r, 2),
-            self.fail_at(path),
+    fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
+        let anonymous = Stateid::ANONYMOUS;
+        self.t
+            .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
+    }
+
+    fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made> {
+        self.create_obj(dir, name, None, &FullAttr::mode(mode), path)
+    }
+
+    fn symlink(
+        &self,
+        dir: &Fh,
+        name: &str,
+        a: &FullAttr,
+        target: &str,
+        path: &str,
+    ) -> Result<Made> {
+        self.create_obj(dir, name, Some(target), a, path)
+    }
+
+    fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File> {
+        self.open_file(dir, Some(name), Some(how), true, path)
+    }
+
+    fn open(&self, fh: &Fh, write: bool, path: &str) -> Result<File> {
+        self.open_file(fh, None, None, write, path)
+    }
+
+    fn close(&self, f: &File, path: &str) -> Result<()> {
+        let f = opened(f);
+        self.t
+            .run(|_, o| o.putfh(&f.fh).close(&f.stateid), |r| r.ok(2), path)
+    }
+
+    fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
+        let f = opened(f);
+        self.t.run(
+            |_, o| o.putfh(&f.fh).read(&f.stateid, off, count),
+            |r| Ok(proto::dec_read(r.body(2)?)?),
+            path,
         )
     }
 
-    /// REMOVE of `name` in `dir`; `dir_only` Some(true) removes only a directory (else
-    /// NOTDIR), Some(false) only a non-directory (else ISDIR).
-    pub fn remove(&self, dir: &Fh, name: &str, dir_only: Option<bool>, path: &str) -> Result<()> {
-        let checks = if dir_only.is_some() { 3 } else { 0 };
-        self.run(
-            |_, o| {
-                o.putfh(dir);
-                if let Some(want_dir) = dir_only {
-                    o.lookup(name).verify_dir(want_dir).putfh(dir);
-                }
-                o.remove(name);
-            },
-            |r, _| Self::plain(r, 2 + checks),
-            self.fail_at(path),
+    fn write(
+        &self,
+        f: &File,
+        off: u64,
+        stable: u32,
+        data: &[u8],
+        path: &str,
+    ) -> Result<(u32, u32, [u8; 8])> {
+        let f = opened(f);
+        self.t.run(
+            |_, o| o.putfh(&f.fh).write(&f.stateid, off, stable, data),
+            |r| Ok(proto::dec_write(r.body(2)?)?),
+            path,
         )
+    }
+
+    fn read_whole(&self, fh: &Fh, count: u32, path: &str) -> Option<Result<(Vec<u8>, bool)>> {
+        Some(self.t.read_whole(fh, count, path))
+    }
+
+    /// WRITE of all of `data` at offset 0 and CLOSE, in one compound (a small record).
+    fn write_close(
+        &self,
+        f: &File,
+        data: &[u8],
+        stable: u32,
+        path: &str,
+    ) -> Option<Result<(u32, u32)>> {
+        let f = opened(f);
+        Some(self.t.run(
+            |_, o| {
+                let written = o.putfh(&f.fh).write(&f.stateid, 0, stable, data);
+                written.close(&f.stateid)
+            },
+            |r| {
+                let (n, committed, _) = proto::dec_write(r.body(2)?)?;
+                r.ok(1)?;
+                Ok((n, committed))
+            },
+            path,
+        ))
+    }
+
+    fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]> {
+        self.t.run(
+            |_, o| o.putfh(&f.fh).commit(),
+            |r| Ok(r.body(2)?.verf()?),
+            path,
+        )
+    }
+
+    /// REMOVE of `name` in `dir`, only when it is (`is_dir`) or is not a directory: NOTDIR
+    /// or ISDIR otherwise.
+    fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
+        let r = self.t.run(
+            |_, o| {
+                let checked = o.putfh(dir).lookup(name).verify_dir(is_dir);
+                checked.putfh(dir).remove(name)
+            },
+            |r| r.ok(5),
+            path,
+        );
+        Ok(r.found()?.is_some())
     }
 
     /// RENAME, optionally only while `name` in `from` is the object `expect` (VERIFY of its
     /// handle in the same compound).
-    pub fn rename(
+    fn rename(
         &self,
         from: (&Fh, &str),
         to: (&Fh, &str),
@@ -242,62 +351,47 @@ impl Transport {
         path: &str,
     ) -> Result<()> {
         let checks = if expect.is_some() { 3 } else { 0 };
-        self.run(
+        self.t.run(
             |_, o| {
                 o.putfh(from.0);
                 if let Some(fh) = expect {
                     o.lookup(from.1).verify_fh(fh).putfh(from.0);
                 }
-                o.savefh().putfh(to.0).rename(from.1, to.1);
+                o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1)
             },
-            |r, _| Self::plain(r, 4 + checks),
-            self.fail_at(path),
+            |r| r.ok(4 + checks),
+            path,
         )
     }
 
     /// LINK of `file` as `name` in `dir`.
-    pub fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
-        self.run(
-            |_, o| {
-                o.putfh(file).savefh().putfh(dir).link(name);
-            },
-            |r, _| Self::plain(r, 4),
-            self.fail_at(path),
+    fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
+        self.t.run(
+            |_, o| o.putfh(file).bare(Op::SAVEFH).putfh(dir).link(name),
+            |r| r.ok(4),
+            path,
         )
     }
 
-    pub fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {
-        self.run(
-            |_, o| {
-                o.putfh(fh).readlink();
-            },
-            |r, _| match Self::plain(r, 2)? {
-                Err(f) => Ok(Err(f)),
-                Ok(()) => r.d.string(4096).map(Ok),
-            },
-            self.fail_at(path),
+    fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {
+        self.t.run(
+            |_, o| o.putfh(fh).bare(Op::READLINK),
+            |r| Ok(r.body(2)?.string(4096)?),
+            path,
         )
     }
 
-    /// One READDIR page: entries (with handle and attributes where the server gave them),
-    /// the verifier, eof.
-    pub fn readdir(
+    fn readdir(
         &self,
         dir: &Fh,
-        cookie: u64,
-        verf: [u8; 8],
+        (cookie, verf): (u64, [u8; 8]),
         bytes: u32,
         path: &str,
-    ) -> Result<(Vec<DirEntry>, [u8; 8], bool)> {
-        let (verf, raw, eof) = self.run(
-            |_, o| {
-                o.putfh(dir).readdir(cookie, verf, bytes);
-            },
-            |r, _| match Self::plain(r, 2)? {
-                Err(f) => Ok(Err(f)),
-                Ok(()) => proto::dec_readdir(&mut r.d).map(Ok),
-            },
-            self.fail_at(path),
+    ) -> Result<Listing> {
+        let (verf, raw, eof) = self.t.run(
+            |_, o| o.putfh(dir).readdir(cookie, verf, bytes),
+            |r| Ok(proto::dec_readdir(r.body(2)?)?),
+            path,
         )?;
         let entries = raw
             .into_iter()
@@ -314,16 +408,11 @@ impl Transport {
         Ok((entries, verf, eof))
     }
 
-    pub fn fsstat(&self, root: &Fh) -> Result<FsStat> {
-        self.run(
-            |_, o| {
-                o.putfh(root).getattr(attr::SPACE);
-            },
-            |r, _| match Self::plain(r, 2)? {
-                Err(f) => Ok(Err(f)),
-                Ok(()) => attr::dec_fattr(&mut r.d).map(|a| Ok(a.space)),
-            },
-            self.fail_at(""),
+    fn fsstat(&self) -> Result<FsStat> {
+        self.t.run(
+            |_, o| o.putfh(&self.root).getattr(attr::SPACE),
+            |r| Ok(attr::dec_fattr(r.body(2)?)?.space),
+            "",
         )
     }
 }

@@ -11,71 +11,45 @@ pub const COMPOUND: u32 = 1;
 pub const MINOR: u32 = 1;
 pub const FH_MAX: usize = 128;
 
-pub const OP_CLOSE: u32 = 4;
-pub const OP_COMMIT: u32 = 5;
-pub const OP_CREATE: u32 = 6;
-pub const OP_DELEGRETURN: u32 = 8;
-pub const OP_GETATTR: u32 = 9;
-pub const OP_GETFH: u32 = 10;
-pub const OP_LINK: u32 = 11;
-pub const OP_LOOKUP: u32 = 15;
-pub const OP_LOOKUPP: u32 = 16;
-pub const OP_NVERIFY: u32 = 17;
-pub const OP_OPEN: u32 = 18;
-pub const OP_PUTFH: u32 = 22;
-pub const OP_PUTROOTFH: u32 = 24;
-pub const OP_READ: u32 = 25;
-pub const OP_READDIR: u32 = 26;
-pub const OP_READLINK: u32 = 27;
-pub const OP_REMOVE: u32 = 28;
-pub const OP_RENAME: u32 = 29;
-pub const OP_RESTOREFH: u32 = 31;
-pub const OP_SAVEFH: u32 = 32;
-pub const OP_SETATTR: u32 = 34;
-pub const OP_VERIFY: u32 = 37;
-pub const OP_WRITE: u32 = 38;
-pub const OP_BIND_CONN_TO_SESSION: u32 = 41;
-pub const OP_EXCHANGE_ID: u32 = 42;
-pub const OP_CREATE_SESSION: u32 = 43;
-pub const OP_DESTROY_SESSION: u32 = 44;
-pub const OP_SEQUENCE: u32 = 53;
-pub const OP_DESTROY_CLIENTID: u32 = 57;
-pub const OP_RECLAIM_COMPLETE: u32 = 58;
+/// The operations this client sends (RFC 8881 section 16), named as the protocol names them
+/// (their `Debug` form is the name errors give).
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    CLOSE = 4,
+    COMMIT = 5,
+    CREATE = 6,
+    DELEGRETURN = 8,
+    GETATTR = 9,
+    GETFH = 10,
+    LINK = 11,
+    LOOKUP = 15,
+    LOOKUPP = 16,
+    NVERIFY = 17,
+    OPEN = 18,
+    PUTFH = 22,
+    PUTROOTFH = 24,
+    READ = 25,
+    READDIR = 26,
+    READLINK = 27,
+    REMOVE = 28,
+    RENAME = 29,
+    SAVEFH = 32,
+    SETATTR = 34,
+    VERIFY = 37,
+    WRITE = 38,
+    BIND_CONN_TO_SESSION = 41,
+    EXCHANGE_ID = 42,
+    CREATE_SESSION = 43,
+    DESTROY_SESSION = 44,
+    SEQUENCE = 53,
+    DESTROY_CLIENTID = 57,
+    RECLAIM_COMPLETE = 58,
+}
 
-/// The protocol's name of an operation, for errors.
-pub fn op_name(op: u32) -> &'static str {
-    match op {
-        OP_CLOSE => "CLOSE",
-        OP_COMMIT => "COMMIT",
-        OP_CREATE => "CREATE",
-        OP_DELEGRETURN => "DELEGRETURN",
-        OP_GETATTR => "GETATTR",
-        OP_GETFH => "GETFH",
-        OP_LINK => "LINK",
-        OP_LOOKUP => "LOOKUP",
-        OP_LOOKUPP => "LOOKUPP",
-        OP_NVERIFY => "NVERIFY",
-        OP_VERIFY => "VERIFY",
-        OP_OPEN => "OPEN",
-        OP_PUTFH => "PUTFH",
-        OP_PUTROOTFH => "PUTROOTFH",
-        OP_READ => "READ",
-        OP_READDIR => "READDIR",
-        OP_READLINK => "READLINK",
-        OP_REMOVE => "REMOVE",
-        OP_RENAME => "RENAME",
-        OP_RESTOREFH => "RESTOREFH",
-        OP_SAVEFH => "SAVEFH",
-        OP_SETATTR => "SETATTR",
-        OP_WRITE => "WRITE",
-        OP_BIND_CONN_TO_SESSION => "BIND_CONN_TO_SESSION",
-        OP_EXCHANGE_ID => "EXCHANGE_ID",
-        OP_CREATE_SESSION => "CREATE_SESSION",
-        OP_DESTROY_SESSION => "DESTROY_SESSION",
-        OP_SEQUENCE => "SEQUENCE",
-        OP_DESTROY_CLIENTID => "DESTROY_CLIENTID",
-        OP_RECLAIM_COMPLETE => "RECLAIM_COMPLETE",
-        _ => "COMPOUND",
+impl Op {
+    pub fn name(self) -> String {
+        format!("{self:?}")
     }
 }
 
@@ -121,7 +95,7 @@ pub fn dec_stateid(d: &mut Decoder<'_>) -> XdrResult<Stateid> {
 pub struct Ops {
     pub e: Encoder,
     /// Opcodes in order: the decoder checks each result against them.
-    pub ops: Vec<u32>,
+    pub ops: Vec<Op>,
 }
 
 impl Ops {
@@ -129,36 +103,33 @@ impl Ops {
         Self::default()
     }
 
-    fn op(&mut self, op: u32) -> &mut Encoder {
-        self.ops.push(op);
-        self.e.u32(op)
-    }
-
-    pub fn putfh(&mut self, fh: &Fh) -> &mut Self {
-        self.op(OP_PUTFH).opaque(&fh.0);
+    /// Appends `op`, which takes no arguments (PUTROOTFH, GETFH, SAVEFH, READLINK; LOOKUPP,
+    /// the LOOKUP of `..`).
+    pub fn bare(&mut self, op: Op) -> &mut Self {
+        self.op(op);
         self
     }
 
-    pub fn putrootfh(&mut self) -> &mut Self {
-        self.op(OP_PUTROOTFH);
+    /// Appends `op`; its arguments go into the encoder it returns.
+    pub fn op(&mut self, op: Op) -> &mut Encoder {
+        self.ops.push(op);
+        self.e.u32(op as u32)
+    }
+
+    pub fn putfh(&mut self, fh: &Fh) -> &mut Self {
+        self.op(Op::PUTFH).opaque(&fh.0);
         self
     }
 
     pub fn lookup(&mut self, name: &str) -> &mut Self {
-        self.op(OP_LOOKUP).string(name);
-        self
-    }
-
-    /// LOOKUP of `..`, which NFSv4 spells LOOKUPP.
-    pub fn lookupp(&mut self) -> &mut Self {
-        self.op(OP_LOOKUPP);
+        self.op(Op::LOOKUP).string(name);
         self
     }
 
     /// VERIFY (`same`) or NVERIFY that the current object is (is not) a directory: the
     /// compound stops there otherwise (NOT_SAME, SAME).
     pub fn verify_dir(&mut self, same: bool) -> &mut Self {
-        self.op(if same { OP_VERIFY } else { OP_NVERIFY });
+        self.op(if same { Op::VERIFY } else { Op::NVERIFY });
         attr::enc_bitmap(&mut self.e, &[attr::TYPE]);
         self.e.opaque(&2u32.to_be_bytes());
         self
@@ -167,7 +138,7 @@ impl Ops {
     /// VERIFY that the current object's handle is `fh`: the compound stops (NOT_SAME) when
     /// another object is there.
     pub fn verify_fh(&mut self, fh: &Fh) -> &mut Self {
-        self.op(OP_VERIFY);
+        self.op(Op::VERIFY);
         attr::enc_bitmap(&mut self.e, &[attr::FILEHANDLE]);
         let mut v = Encoder::new();
         v.opaque(&fh.0);
@@ -175,25 +146,15 @@ impl Ops {
         self
     }
 
-    pub fn getfh(&mut self) -> &mut Self {
-        self.op(OP_GETFH);
-        self
-    }
-
     pub fn getattr(&mut self, bits: &[u32]) -> &mut Self {
-        self.op(OP_GETATTR);
+        self.op(Op::GETATTR);
         attr::enc_bitmap(&mut self.e, bits);
-        self
-    }
-
-    pub fn savefh(&mut self) -> &mut Self {
-        self.op(OP_SAVEFH);
         self
     }
 
     /// CREATE of a directory (`target` None) or a symlink to `target`, with `attrs`.
     pub fn create(&mut self, name: &str, target: Option<&str>, attrs: &FullAttr) -> &mut Self {
-        let e = self.op(OP_CREATE);
+        let e = self.op(Op::CREATE);
         match target {
             None => e.u32(2),              // NF4DIR
             Some(t) => e.u32(5).string(t), // NF4LNK, linktext4
@@ -213,18 +174,14 @@ impl Ops {
         name: Option<&str>,
         how: Option<CreateHow>,
     ) -> &mut Self {
-        let e = self.op(OP_OPEN);
+        let e = self.op(Op::OPEN);
         e.u32(0).u32(access | WANT_NO_DELEG).u32(0);
         e.u64(clientid).opaque(owner);
         match how {
             None => e.u32(0),
             Some(CreateHow::Guarded(mode)) => {
                 e.u32(1).u32(1); // OPEN4_CREATE, GUARDED4
-                let a = FullAttr {
-                    mode: Some(mode),
-                    ..FullAttr::default()
-                };
-                attr::enc_fattr(e, &a);
+                attr::enc_fattr(e, &FullAttr::mode(mode));
                 e
             }
             Some(CreateHow::Exclusive(verf)) => e.u32(1).u32(2).fixed(&verf), // EXCLUSIVE4
@@ -237,67 +194,62 @@ impl Ops {
     }
 
     pub fn close(&mut self, s: &Stateid) -> &mut Self {
-        self.op(OP_CLOSE).u32(0);
+        self.op(Op::CLOSE).u32(0);
         enc_stateid(&mut self.e, s);
         self
     }
 
     pub fn delegreturn(&mut self, s: &Stateid) -> &mut Self {
-        self.op(OP_DELEGRETURN);
+        self.op(Op::DELEGRETURN);
         enc_stateid(&mut self.e, s);
         self
     }
 
     pub fn read(&mut self, s: &Stateid, off: u64, count: u32) -> &mut Self {
-        self.op(OP_READ);
+        self.op(Op::READ);
         enc_stateid(&mut self.e, s);
         self.e.u64(off).u32(count);
         self
     }
 
     pub fn write(&mut self, s: &Stateid, off: u64, stable: u32, data: &[u8]) -> &mut Self {
-        self.op(OP_WRITE);
+        self.op(Op::WRITE);
         enc_stateid(&mut self.e, s);
         self.e.u64(off).u32(stable).opaque(data);
         self
     }
 
     pub fn commit(&mut self) -> &mut Self {
-        self.op(OP_COMMIT).u64(0).u32(0);
+        self.op(Op::COMMIT).u64(0).u32(0);
         self
     }
 
     pub fn remove(&mut self, name: &str) -> &mut Self {
-        self.op(OP_REMOVE).string(name);
+        self.op(Op::REMOVE).string(name);
         self
     }
 
     /// RENAME from the saved directory to the current one.
     pub fn rename(&mut self, from: &str, to: &str) -> &mut Self {
-        self.op(OP_RENAME).string(from).string(to);
+        self.op(Op::RENAME).string(from).string(to);
         self
     }
 
     /// LINK of the saved file as `name` in the current directory.
     pub fn link(&mut self, name: &str) -> &mut Self {
-        self.op(OP_LINK).string(name);
-        self
-    }
-
-    pub fn readlink(&mut self) -> &mut Self {
-        self.op(OP_READLINK);
+        self.op(Op::LINK).string(name);
         self
     }
 
     pub fn readdir(&mut self, cookie: u64, verf: [u8; 8], bytes: u32) -> &mut Self {
-        self.op(OP_READDIR).u64(cookie).fixed(&verf);
+        self.op(Op::READDIR).u64(cookie).fixed(&verf);
         self.e.u32(bytes / 4).u32(bytes);
-        attr::enc_bitmap(&mut self.e, attr::ENTRY);
+        attr::enc_bitmap(&mut self.e, &[attr::OBJECT, attr::ENTRY_EXTRA].concat());
         self
     }
 
     pub fn setattr(&mut self, s: &Stateid, a: &FullAttr) -> &mut Self {
-        self.op(OP_SETATTR);
+        self.op(Op::SETATTR);
         enc_stateid(&mut self.e, s);
         attr::enc_fattr(&mut self.e, a);
         self
@@ -308,48 +260,66 @@ impl Ops {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failed {
     pub index: usize,
-    pub op: u32,
+    pub op: Op,
     pub status: u32,
 }
 
 /// Walks the results of a COMPOUND after its SEQUENCE, one operation at a time.
 pub struct Results<'a> {
-    pub d: Decoder<'a>,
-    ops: &'a [u32],
+    d: Decoder<'a>,
+    ops: &'a [Op],
     next: usize,
 }
 
-pub enum Step {
-    Ok,
+/// Why reading a compound's results stopped: the reply was malformed, or an operation failed.
+pub enum Stop {
+    Xdr(XdrError),
     Failed(Failed),
 }
 
+impl From<XdrError> for Stop {
+    fn from(e: XdrError) -> Self {
+        Stop::Xdr(e)
+    }
+}
+
 impl<'a> Results<'a> {
-    pub fn new(d: Decoder<'a>, ops: &'a [u32]) -> Self {
+    pub fn new(d: Decoder<'a>, ops: &'a [Op]) -> Self {
         Results { d, ops, next: 0 }
     }
 
-    /// Reads the next result's opcode and status; `Step::Failed` when the server stopped there.
-    pub fn step(&mut self) -> XdrResult<Step> {
-        let want = *self
-            .ops
-            .get(self.next)
-            .ok_or_else(|| XdrError("more results than operations".into()))?;
-        let op = self.d.u32()?;
-        if op != want {
-            return Err(XdrError(format!(
-                "result of operation {op} where {} was sent",
-                op_name(want)
-            )));
+    /// Like `ok`, then the decoder at the body of the last of the `n` results.
+    pub fn body(&mut self, n: usize) -> Result<&mut Decoder<'a>, Stop> {
+        self.ok(n)?;
+        Ok(&mut self.d)
+    }
+
+    /// Reads the next `n` results' opcodes and statuses, which carry nothing else; stops at
+    /// the first operation that failed.
+    pub fn ok(&mut self, n: usize) -> Result<(), Stop> {
+        for _ in 0..n {
+            let want = *self
+                .ops
+                .get(self.next)
+                .ok_or_else(|| XdrError("more results than operations".into()))?;
+            let op = self.d.u32()?;
+            if op != want as u32 {
+                return Err(
+                    XdrError(format!("result of operation {op} where {want:?} was sent")).into(),
+                );
+            }
+            let status = self.d.u32()?;
+            let index = self.next;
+            self.next += 1;
+            if status != 0 {
+                return Err(Stop::Failed(Failed {
+                    index,
+                    op: want,
+                    status,
+                }));
+            }
         }
-        let status = self.d.u32()?;
-        let index = self.next;
-        self.next += 1;
-        Ok(if status == 0 {
-            Step::Ok
-        } else {
-            Step::Failed(Failed { index, op, status })
-        })
+        Ok(())
     }
 }
 
@@ -440,7 +410,7 @@ mod tests {
         let b = o.e.into_bytes();
         let mut d = Decoder::new(&b);
         let words: Vec<u32> = (0..4).map(|_| d.u32().unwrap()).collect();
-        assert_eq!(words, vec![OP_OPEN, 0, ACCESS_READ | 0x0400, 0]);
+        assert_eq!(words, vec![Op::OPEN as u32, 0, ACCESS_READ | 0x0400, 0]);
         assert_eq!(d.u64().unwrap(), 7);
         assert_eq!(d.opaque(10).unwrap(), b"own");
         assert_eq!((d.u32().unwrap(), d.u32().unwrap()), (0, 4));

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::proto::{self, OP_CREATE_SESSION, OP_EXCHANGE_ID};
+use super::proto::{self, Op};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
 /// Slots asked for: concurrent compounds on one session (the server may grant fewer).
@@ -152,21 +152,28 @@ pub fn header(e: &mut Encoder, n: usize) {
 
 /// SEQUENCE4args for `t` on session `id`; the server caches no replies (cachethis false).
 pub fn enc_sequence(e: &mut Encoder, id: &[u8; 16], t: &Taken) {
-    e.u32(proto::OP_SEQUENCE).fixed(id);
+    e.u32(Op::SEQUENCE as u32).fixed(id);
     e.u32(t.seq).u32(t.slot).u32(t.highest).bool(false);
 }
 
-/// Reads a COMPOUND4res header: overall status and the number of results.
-pub fn dec_header(d: &mut Decoder<'_>) -> XdrResult<(u32, u32)> {
+/// Reads a COMPOUND4res header and its first result's opcode, which must be `op`: that
+/// result's status, or the overall status when there is no result.
+pub fn dec_first(d: &mut Decoder<'_>, op: Op) -> XdrResult<u32> {
     let status = d.u32()?;
     d.opaque(1024)?; // tag
-    Ok((status, d.u32()?))
+    if d.u32()? == 0 {
+        return Ok(status);
+    }
+    let got = d.u32()?;
+    if got != op as u32 {
+        return Err(XdrError(format!("first result is of operation {got}")));
+    }
+    d.u32()
 }
 
-/// EXCHANGE_ID4args: our owner, no pNFS, no state protection, no implementation id.
+/// EXCHANGE_ID4args (after the opcode): our owner, no pNFS, no state protection, no implementation id.
 pub fn enc_exchange_id(e: &mut Encoder, o: &Owner) {
-    header(e, 1);
-    e.u32(OP_EXCHANGE_ID).fixed(&o.verifier).opaque(&o.id);
+    e.fixed(&o.verifier).opaque(&o.id);
     e.u32(EXCHGID4_FLAG_USE_NON_PNFS).u32(0).u32(0);
 }
 
@@ -193,11 +200,10 @@ fn enc_channel(e: &mut Encoder, max: u32, cached: u32, ops: u32, reqs: u32) {
         .u32(0);
 }
 
-/// CREATE_SESSION4args: no persistence, no back channel (delegations are never asked for, so
+/// CREATE_SESSION4args (after the opcode): no persistence, no back channel (delegations are never asked for, so
 /// no callbacks are needed), AUTH_NONE for the unused callback program.
 pub fn enc_create_session(e: &mut Encoder, clientid: u64, seq: u32) {
-    header(e, 1);
-    e.u32(OP_CREATE_SESSION).u64(clientid).u32(seq).u32(0);
+    e.u64(clientid).u32(seq).u32(0);
     enc_channel(e, MAX_MESSAGE, 4096, OPS_WANTED, SLOTS_WANTED);
     enc_channel(e, 4096, 0, 2, 1);
     e.u32(0x4000_0000).u32(1).u32(0);

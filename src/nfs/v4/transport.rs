@@ -18,12 +18,14 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::proto::{self, Ops, Results};
+use super::ops::Share;
+use super::proto::{self, Op, Ops, Results};
 use super::session::{self, Outcome, Owner, Session, Taken};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
-use crate::nfs::xdr::{Decoder, Encoder};
+use crate::nfs::types::Fh;
+use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
 
 pub const NFS4_PORT: u16 = 2049;
 /// How often a server that lost the session is asked for a new one within one call.
@@ -39,7 +41,7 @@ struct Pooled {
 pub struct Reply {
     bytes: Vec<u8>,
     start: usize,
-    pub ops: Vec<u32>,
+    pub ops: Vec<Op>,
 }
 
 impl Reply {
@@ -52,6 +54,8 @@ pub struct Transport {
     ep: Arc<Endpoint>,
     pub owner: Owner,
     session: Mutex<Option<Arc<Session>>>,
+    /// The share's root handle, once resolved.
+    root: Mutex<Option<Arc<Fh>>>,
     /// Held while a session is established, so concurrent callers make one.
     establishing: Mutex<Option<(Instant, NfsError)>>,
     pool: Mutex<Vec<Pooled>>,
@@ -70,6 +74,7 @@ impl Transport {
             owner: Owner::new(&ep.server),
             ep,
             session: Mutex::new(None),
+            root: Mutex::new(None),
             establishing: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
         }
@@ -79,75 +84,56 @@ impl Transport {
         self.resolve(self.opts.nfs_port.unwrap_or(NFS4_PORT))
     }
 
-    fn protocol(&self, op: &str, detail: String) -> NfsError {
-        NfsError::Protocol {
-            server: self.server.clone(),
-            op: op.to_string(),
-            detail,
-        }
-    }
-
-    /// One COMPOUND alone on `conn` (no SEQUENCE): EXCHANGE_ID, CREATE_SESSION, DESTROY_*,
-    /// BIND_CONN_TO_SESSION. Returns the bytes after the one result's status.
-    fn lone(&self, conn: &mut Conn, args: &[u8], op: u32, deadline: Instant) -> Result<Vec<u8>> {
-        let name = proto::op_name(op);
-        let reply = conn
-            .call(
-                proto::NFS_PROG,
-                proto::NFS_V4,
-                proto::COMPOUND,
-                Some(&self.cred),
-                args,
-                deadline,
-            )
+    /// One COMPOUND of `op` alone on `conn` (no SEQUENCE): EXCHANGE_ID, CREATE_SESSION,
+    /// DESTROY_*, BIND_CONN_TO_SESSION. `args` encodes the operation's arguments, `dec` its
+    /// result.
+    fn lone<T>(
+        &self,
+        conn: &mut Conn,
+        op: Op,
+        args: impl FnOnce(&mut Encoder),
+        dec: impl FnOnce(&mut Decoder<'_>) -> XdrResult<T>,
+        deadline: Instant,
+    ) -> Result<T> {
+        let name = &op.name();
+        let mut e = Encoder::new();
+        session::header(&mut e, 1);
+        args(e.u32(op as u32));
+        let reply = self
+            .rpc(conn, e.bytes(), deadline)
             .map_err(|e| self.map_err(name, e))?;
         let mut d = Decoder::new(&reply);
-        let parsed = (|| {
-            let (status, n) = session::dec_header(&mut d)?;
-            if n == 0 {
-                return Ok(Err(status));
-            }
-            let (got, st) = (d.u32()?, d.u32()?);
-            if got != op {
-                return Err(crate::nfs::xdr::XdrError(format!(
-                    "result of operation {got}"
-                )));
-            }
-            Ok(if st == 0 { Ok(()) } else { Err(st) })
-        })();
-        match parsed {
-            Ok(Ok(())) => Ok(d.remaining().to_vec()),
-            Ok(Err(st)) => Err(self.v4_status(name, &self.share, st)),
-            Err(x) => Err(self.protocol(name, x.to_string())),
+        match session::dec_first(&mut d, op) {
+            Ok(0) => dec(&mut d).map_err(|x| self.protocol(name, x)),
+            Ok(st) => Err(self.status(name, &self.share, NfsStatus(st), true)),
+            Err(x) => Err(self.protocol(name, x)),
         }
     }
 
-    pub fn v4_status(&self, op: &str, path: &str, status: u32) -> NfsError {
-        NfsError::Status {
-            server: self.server.clone(),
-            op: op.to_string(),
-            path: path.to_string(),
-            status: NfsStatus(status),
-            v4: true,
-        }
+    /// One COMPOUND call on `conn`.
+    fn rpc(&self, conn: &mut Conn, args: &[u8], deadline: Instant) -> Result<Vec<u8>, CallError> {
+        let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_V4, Some(self.cred.as_slice()));
+        conn.call(prog, vers, proto::COMPOUND, cred, args, deadline)
     }
 
     /// EXCHANGE_ID, CREATE_SESSION and RECLAIM_COMPLETE on a new connection.
     fn establish(&self) -> Result<Arc<Session>> {
         let deadline = self.deadline();
         let mut conn = self.connect(self.addr()?, "EXCHANGE_ID")?;
-        let mut e = Encoder::new();
-        session::enc_exchange_id(&mut e, &self.owner);
-        let r = self.lone(&mut conn, e.bytes(), proto::OP_EXCHANGE_ID, deadline)?;
-        let (clientid, seq) = session::dec_exchange_id(&mut Decoder::new(&r))
-            .map_err(|x| self.protocol("EXCHANGE_ID", x.to_string()))?;
-        let mut e = Encoder::new();
-        session::enc_create_session(&mut e, clientid, seq);
-        let r = self.lone(&mut conn, e.bytes(), proto::OP_CREATE_SESSION, deadline)?;
-        let s = Arc::new(
-            session::dec_create_session(&mut Decoder::new(&r), clientid)
-                .map_err(|x| self.protocol("CREATE_SESSION", x.to_string()))?,
-        );
+        let (clientid, seq) = self.lone(
+            &mut conn,
+            Op::EXCHANGE_ID,
+            |e| session::enc_exchange_id(e, &self.owner),
+            session::dec_exchange_id,
+            deadline,
+        )?;
+        let s = Arc::new(self.lone(
+            &mut conn,
+            Op::CREATE_SESSION,
+            |e| session::enc_create_session(e, clientid, seq),
+            |d| session::dec_create_session(d, clientid),
+            deadline,
+        )?);
         // CREATE_SESSION bound this connection to the session.
         self.pool.lock().unwrap().push(Pooled { conn, bound: s.id });
         tracing::debug!(server = %self.server, clientid, slots = s.slots(), max_ops = s.max_ops,
@@ -155,8 +141,7 @@ impl Transport {
         // No state of ours survives a server restart worth reclaiming: say so at once, so the
         // server may end its grace period early.
         let mut ops = Ops::new();
-        ops.ops.push(proto::OP_RECLAIM_COMPLETE);
-        ops.e.u32(proto::OP_RECLAIM_COMPLETE).bool(false);
+        ops.op(Op::RECLAIM_COMPLETE).bool(false);
         match self.send(&s, &ops, deadline) {
             Ok(_) => {}
             Err(e) if e.is_status(NfsStatus::COMPLETE_ALREADY) => {}
@@ -193,6 +178,28 @@ impl Transport {
         }
     }
 
+    /// The share as reached over NFSv4.1, its root handle resolved first when it is not yet.
+    pub fn share(&self) -> Result<Share<'_>> {
+        let cached = self.root.lock().unwrap().clone();
+        let root = match cached {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(self.resolve_root()?);
+                *self.root.lock().unwrap() = Some(r.clone());
+                r
+            }
+        };
+        Ok(Share { t: self, root })
+    }
+
+    /// Forgets the root handle `stale`, so the next call resolves the share again.
+    pub fn forget_root(&self, stale: &Arc<Fh>) {
+        let mut cur = self.root.lock().unwrap();
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
+            *cur = None;
+        }
+    }
+
     /// Forgets `stale` (the server lost it), so the next call establishes a new one.
     pub fn forget(&self, stale: &Arc<Session>) {
         let mut cur = self.session.lock().unwrap();
@@ -204,28 +211,24 @@ impl Transport {
     /// A connection bound to `s`: pooled, or new and bound with BIND_CONN_TO_SESSION.
     fn conn_for(&self, s: &Session, deadline: Instant) -> Result<(Pooled, bool)> {
         let pooled = self.pool.lock().unwrap().pop();
-        if let Some(p) = pooled {
-            if p.bound == s.id {
-                return Ok((p, true));
+        match pooled {
+            Some(p) if p.bound == s.id => Ok((p, true)),
+            Some(p) => Ok((self.bind(p.conn, s, deadline)?, true)),
+            None => {
+                let conn = self.connect(self.addr()?, "BIND_CONN_TO_SESSION")?;
+                Ok((self.bind(conn, s, deadline)?, false))
             }
-            return self.bind(p.conn, s, deadline).map(|p| (p, true));
         }
-        let conn = self.connect(self.addr()?, "BIND_CONN_TO_SESSION")?;
-        self.bind(conn, s, deadline).map(|p| (p, false))
     }
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
-        let mut e = Encoder::new();
-        session::header(&mut e, 1);
         // CDFC4_FORE, not RDMA.
-        e.u32(proto::OP_BIND_CONN_TO_SESSION)
-            .fixed(&s.id)
-            .u32(1)
-            .bool(false);
+        let args = |e: &mut Encoder| _ = e.fixed(&s.id).u32(1).bool(false);
         self.lone(
             &mut conn,
-            e.bytes(),
-            proto::OP_BIND_CONN_TO_SESSION,
+            Op::BIND_CONN_TO_SESSION,
+            args,
+            |_| Ok(()),
             deadline,
         )?;
         Ok(Pooled { conn, bound: s.id })
@@ -242,49 +245,24 @@ impl Transport {
         session::header(&mut e, 1 + ops.ops.len());
         session::enc_sequence(&mut e, &s.id, &t);
         e.fixed(ops.e.bytes());
-        let (mut p, reused) = match self.conn_for(s, deadline) {
-            Ok(c) => c,
-            Err(err) => {
-                s.release(&t, Outcome::Refused);
-                return Err(err);
-            }
-        };
-        let name = proto::op_name(ops.ops.first().copied().unwrap_or(0));
-        let call = |c: &mut Conn| {
-            c.call(
-                proto::NFS_PROG,
-                proto::NFS_V4,
-                proto::COMPOUND,
-                Some(&self.cred),
-                e.bytes(),
-                deadline,
-            )
-        };
+        let (mut p, reused) = self
+            .conn_for(s, deadline)
+            .inspect_err(|_| s.release(&t, Outcome::Refused))?;
+        let name = &ops.ops.first().map_or("COMPOUND".into(), |o| o.name());
+        let call = |c: &mut Conn| self.rpc(c, e.bytes(), deadline);
         let mut result = call(&mut p.conn);
         if reused && matches!(result, Err(CallError::Io(_))) {
             // An idle connection the server closed: the same slot and sequence id once more on
             // a new one (if the first had arrived, the server answers from its reply cache).
-            match self
-                .connect(self.addr()?, name)
+            p = (self.addr().and_then(|a| self.connect(a, name)))
                 .and_then(|c| self.bind(c, s, deadline))
-            {
-                Ok(fresh) => {
-                    p = fresh;
-                    result = call(&mut p.conn);
-                }
-                Err(err) => {
-                    s.release(&t, Outcome::Lost);
-                    return Err(err);
-                }
-            }
+                .inspect_err(|_| s.release(&t, Outcome::Lost))?;
+            result = call(&mut p.conn);
         }
-        let bytes = match result {
-            Ok(b) => b,
-            Err(err) => {
-                s.release(&t, Outcome::Lost);
-                return Err(self.map_err(name, err));
-            }
-        };
+        let bytes = result.map_err(|err| {
+            s.release(&t, Outcome::Lost);
+            self.map_err(name, err)
+        })?;
         let reply = self.sequence_result(s, &t, bytes, ops);
         let mut pool = self.pool.lock().unwrap();
         if pool.len() < self.opts.max_idle {
@@ -302,30 +280,17 @@ impl Transport {
         ops: &Ops,
     ) -> Result<Reply> {
         let mut d = Decoder::new(&bytes);
-        let head = (|| {
-            let (status, n) = session::dec_header(&mut d)?;
-            if n == 0 {
-                return Ok(status);
-            }
-            let op = d.u32()?;
-            if op != proto::OP_SEQUENCE {
-                return Err(crate::nfs::xdr::XdrError(format!(
-                    "first result is of operation {op}"
-                )));
-            }
-            let st = d.u32()?;
-            if st == 0 {
-                d.skip(16 + 4 * 5)?;
-            }
-            Ok(st)
-        })();
-        let seq_status = match head {
-            Ok(st) => st,
-            Err(x) => {
+        let seq_status = session::dec_first(&mut d, Op::SEQUENCE)
+            .and_then(|st| {
+                if st == 0 {
+                    d.skip(16 + 4 * 5)?;
+                }
+                Ok(st)
+            })
+            .map_err(|x| {
                 s.release(t, Outcome::Lost);
-                return Err(self.protocol("SEQUENCE", x.to_string()));
-            }
-        };
+                self.protocol("SEQUENCE", x)
+            })?;
         if seq_status != 0 {
             let how = if seq_status == NfsStatus::SEQ_MISORDERED.0 && s.uncertain(t.slot) {
                 Outcome::StepBack
@@ -333,7 +298,7 @@ impl Transport {
                 Outcome::Refused
             };
             s.release(t, how);
-            return Err(self.v4_status("SEQUENCE", &self.share, seq_status));
+            return Err(self.status("SEQUENCE", &self.share, NfsStatus(seq_status), true));
         }
         s.release(t, Outcome::Done);
         let start = bytes.len() - d.remaining().len();
@@ -361,7 +326,7 @@ impl Transport {
                     if status != NfsStatus::GRACE.0 && status != NfsStatus::DELAY.0 {
                         return Ok(reply);
                     }
-                    self.v4_status(proto::op_name(reply.ops[0]), &self.share, status)
+                    self.status(&reply.ops[0].name(), &self.share, NfsStatus(status), true)
                 }
                 Err(e) => e,
             };
@@ -412,17 +377,26 @@ impl Transport {
             return;
         };
         let deadline = Instant::now() + self.opts.timeout.min(Duration::from_secs(1));
-        let mut e = Encoder::new();
-        session::header(&mut e, 1);
-        e.u32(proto::OP_DESTROY_SESSION).fixed(&s.id);
+        let (id, clientid) = (s.id, s.clientid);
+        let session = |e: &mut Encoder| _ = e.fixed(&id);
         if self
-            .lone(&mut p.conn, e.bytes(), proto::OP_DESTROY_SESSION, deadline)
+            .lone(
+                &mut p.conn,
+                Op::DESTROY_SESSION,
+                session,
+                |_| Ok(()),
+                deadline,
+            )
             .is_ok()
         {
-            let mut e = Encoder::new();
-            session::header(&mut e, 1);
-            e.u32(proto::OP_DESTROY_CLIENTID).u64(s.clientid);
-            let _ = self.lone(&mut p.conn, e.bytes(), proto::OP_DESTROY_CLIENTID, deadline);
+            let client = |e: &mut Encoder| _ = e.u64(clientid);
+            let _ = self.lone(
+                &mut p.conn,
+                Op::DESTROY_CLIENTID,
+                client,
+                |_| Ok(()),
+                deadline,
+            );
         }
     }
 }
