@@ -437,3 +437,41 @@ async fn a_raw_publish_killed_after_its_bind_unpublishes_after_restart() {
     d.delete(&id).await;
     assert_eq!(claim_of(&d, &disks[0]), Claim::Unclaimed);
 }
+
+/// The kubelet repeats a NodePublishVolume that never answered. A raw publish killed after its
+/// bind, before the publication is recorded, leaves the volume's device node bound at the
+/// target: the repeat after the restart recognises it as the volume's own and answers OK.
+#[tokio::test]
+async fn a_raw_publish_killed_after_its_bind_is_repeated_after_restart() {
+    let (_dir, disks) = disks(&[64]);
+    let mut d = driver_for(&[&disks[0]], Some("device:publish:after-bind")).await;
+    let id = create(&d, "rawagain", 0, block_cap()).await.volume_id;
+    let staging = d.staging("rawagain");
+    d.stage(&id, &staging, block_cap()).await;
+    let target = d.target("rawagain", "pod");
+    let publish = publish_req(&id, &staging, &target, block_cap(), false);
+    assert!(d.node().node_publish_volume(publish.clone()).await.is_err());
+    d.expect_crash().await;
+    d.remove_env("FERROVOL_CRASH_AT");
+    d.restart().await;
+    d.node()
+        .node_publish_volume(publish.clone())
+        .await
+        .unwrap_or_else(|e| panic!("the repeated publish: {e}\n{}", d.log()));
+    assert!(
+        ferrovol::os::mountinfo::is_mount_point(&target).unwrap_or(false),
+        "the target still shows the device"
+    );
+    // A repeat with the publication recorded answers OK too; read-only is another publication.
+    d.node().node_publish_volume(publish).await.unwrap();
+    let ro = publish_req(&id, &staging, &target, block_cap(), true);
+    let refused = d.node().node_publish_volume(ro).await;
+    assert_eq!(
+        refused.expect_err("other options").code(),
+        tonic::Code::AlreadyExists
+    );
+    d.unpublish(&id, &target).await;
+    d.unstage(&id, &staging).await;
+    d.delete(&id).await;
+    assert_eq!(claim_of(&d, &disks[0]), Claim::Unclaimed);
+}

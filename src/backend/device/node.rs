@@ -200,8 +200,13 @@ impl LocalNode for DeviceBackend {
         self.device_path(rec)
     }
 
-    fn shows_source(&self, _rec: &VolumeRecord, dev: &PathBuf, path: &Path) -> bool {
-        mounted_from(path, dev)
+    /// A raw publication binds the device node itself: its mount's device number is the
+    /// filesystem's holding the node, so the node is compared instead.
+    fn shows_source(&self, rec: &VolumeRecord, dev: &PathBuf, path: &Path) -> bool {
+        match rec.kind {
+            AccessKind::Mount => mounted_from(path, dev),
+            AccessKind::Block => shows_device(path, dev),
+        }
     }
 
     fn bind_options(&self, _vid: &str, flags: &[String], read_only: bool) -> Result<BindOptions> {
