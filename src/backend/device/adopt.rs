@@ -9,14 +9,15 @@
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND};
 use crate::backend::adopt::{not_here, Adopt, AdoptBackend, AdoptDevice};
 use crate::backend::local::LocalVolumes;
-use crate::discovery::{Claim, State};
+use crate::backend::ControllerBackend;
+use crate::discovery::{Claim, Entry, State};
 use crate::error::{Error, Result};
 use crate::os::{blkid, mkfs, mountinfo};
 use crate::volume::{AccessKind, VolumeId, VolumeInfo};
 
 impl AdoptBackend for DeviceBackend {
     fn adopt_id(&self, req: &Adopt) -> Result<VolumeId> {
-        VolumeId::for_volume(BACKEND, &self.node, req.name())
+        self.volume_id(req.name())
     }
 
     fn adopt(&self, req: &Adopt) -> Result<VolumeInfo> {
@@ -29,7 +30,7 @@ impl AdoptBackend for DeviceBackend {
 
 impl DeviceBackend {
     fn adopt_device(&self, req: &AdoptDevice) -> Result<VolumeInfo> {
-        let id = VolumeId::for_volume(BACKEND, &self.node, &req.name)?.to_string();
+        let id = self.volume_id(&req.name)?.to_string();
         let uid = &req.device_uid;
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.ledger.get(&req.name) {
@@ -53,45 +54,10 @@ impl DeviceBackend {
                 "volume {id}: no device {uid} in this node's inventory (`ferrovol ctl devices` lists them)"
             ))
         })?;
-        let path = entry.device.dev_path.clone();
-        if entry.state != State::Active {
-            return Err(refuse(format!(
-                "it is gone (last seen at {})",
-                path.display()
-            )));
-        }
-        if let Some(why) = super::proof::conflict(&entry) {
+        if let Some(why) = unfit(&entry) {
             return Err(refuse(why));
         }
-        match &entry.claim {
-            Claim::Unclaimed => {}
-            Claim::Claimed { volume, node } => {
-                return Err(refuse(format!(
-                    "it is claimed by volume {volume} on node {node}"
-                )))
-            }
-            Claim::Released { reason, .. } => {
-                return Err(refuse(format!(
-                    "it was released ({reason}); an operator must clear it first"
-                )))
-            }
-        }
-        let d = &entry.device;
-        if !d.selected {
-            return Err(refuse(format!(
-                "{} is not named by this node's device include rules; name it with --device-include or the device config first",
-                path.display()
-            )));
-        }
-        if let Some(os) = d.holds_os.first() {
-            return Err(refuse(format!("it holds the node's {}", os.display())));
-        }
-        if !d.partitions.is_empty() || !d.holders.is_empty() {
-            return Err(refuse(format!(
-                "it has partitions {:?} or holders {:?}; adopt a whole-device filesystem",
-                d.partitions, d.holders
-            )));
-        }
+        let (d, path) = (&entry.device, entry.device.dev_path.clone());
         // The inventory may lag behind the disk: what counts is read now.
         let mounts = mountinfo::read().map_err(Error::os(&id, "read mount table"))?;
         if let Some(m) = mounts.iter().find(|m| m.device == d.dev_number) {
@@ -158,4 +124,32 @@ impl DeviceBackend {
             "adopted a device with its filesystem");
         Ok(self.volume_info(&rec))
     }
+}
+
+/// Why the inventory's `e` is no device to adopt, if it is not.
+fn unfit(e: &Entry) -> Option<String> {
+    let (d, path) = (&e.device, e.device.dev_path.display());
+    Some(if e.state != State::Active {
+        format!("it is gone (last seen at {path})")
+    } else if let Some(why) = super::proof::conflict(e) {
+        why
+    } else if let Claim::Claimed { volume, node } = &e.claim {
+        format!("it is claimed by volume {volume} on node {node}")
+    } else if let Claim::Released { reason, .. } = &e.claim {
+        format!("it was released ({reason}); an operator must clear it first")
+    } else if !d.selected {
+        format!(
+            "{path} is not named by this node's device include rules; \
+             name it with --device-include or the device config first"
+        )
+    } else if let Some(os) = d.holds_os.first() {
+        format!("it holds the node's {}", os.display())
+    } else if !d.partitions.is_empty() || !d.holders.is_empty() {
+        format!(
+            "it has partitions {:?} or holders {:?}; adopt a whole-device filesystem",
+            d.partitions, d.holders
+        )
+    } else {
+        return None;
+    })
 }

@@ -151,12 +151,8 @@ impl LocalVolumes for DeviceBackend {
         let kind = CAPS.access_kind(BACKEND, &id_str, &req.capabilities)?;
         self.check_topology(&id_str, req)?;
         let range = req.capacity;
-        if range.limit != 0 && range.required > range.limit {
-            return Err(Error::invalid(format!(
-                "volume {id_str}: required_bytes {} exceeds limit_bytes {}",
-                range.required, range.limit
-            )));
-        }
+        // Only for its check that required_bytes is within limit_bytes: the size is the device's.
+        range.resolve(0, 1, &id_str)?;
         let fs_type = match kind {
             AccessKind::Block => None,
             AccessKind::Mount => Some(self.fs_type_for(&id_str, &params, &req.capabilities)?),
@@ -253,31 +249,26 @@ impl LocalVolumes for DeviceBackend {
 
     fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
         let rec = self.record(id)?;
+        let (volume, size) = (rec.id, rec.capacity_bytes);
         if range.required == 0 && range.limit == 0 {
             return Err(Error::invalid(format!(
-                "volume {}: capacity_range is required",
-                rec.id
+                "volume {volume}: capacity_range is required"
             )));
         }
-        if range.limit != 0 && range.limit < rec.capacity_bytes {
-            return Err(Error::OutOfRange {
-                volume: rec.id,
-                detail: format!(
-                    "limit_bytes {} is below the device's size {}; volumes do not shrink",
-                    range.limit, rec.capacity_bytes
-                ),
-            });
-        }
-        if range.required > rec.capacity_bytes {
-            return Err(Error::OutOfRange {
-                volume: rec.id,
-                detail: format!(
-                    "{} bytes requested; the volume is a whole device of {} bytes and cannot grow beyond it",
-                    range.required, rec.capacity_bytes
-                ),
-            });
-        }
-        // Within the device: already that large, nothing to do on the node either.
-        Ok((rec.capacity_bytes, false))
+        let detail = if range.limit != 0 && range.limit < size {
+            format!(
+                "limit_bytes {} is below the device's size {size}; volumes do not shrink",
+                range.limit
+            )
+        } else if range.required > size {
+            format!(
+                "{} bytes requested; the volume is a whole device of {size} bytes and cannot grow beyond it",
+                range.required
+            )
+        } else {
+            // Within the device: already that large, nothing to do on the node either.
+            return Ok((size, false));
+        };
+        Err(Error::OutOfRange { volume, detail })
     }
 }

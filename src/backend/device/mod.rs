@@ -30,11 +30,13 @@ mod node;
 pub mod params;
 mod proof;
 
+use crate::backend::registry::Settings;
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::discovery::{Claim, Filters, Inventory, State};
 use crate::error::{Error, Result};
+use crate::os::blkid;
 use crate::state::{Journal, Ledger, Phase};
-use crate::volume::VolumeCondition;
+use crate::volume::{AccessKind, VolumeCondition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -51,6 +53,24 @@ pub struct OurFs {
     /// Offsets of the signatures blkid found right after mkfs; empty until mkfs completed.
     #[serde(default)]
     pub offsets: Vec<u64>,
+}
+
+impl OurFs {
+    /// Whether `s` is this filesystem's signature.
+    fn is(&self, s: &blkid::Signature) -> bool {
+        s.kind == blkid::Kind::Filesystem
+            && s.fs_type == self.fs_type
+            && s.uuid.as_deref() == Some(self.uuid.as_str())
+    }
+
+    /// This filesystem as written: at the offsets of its signatures `sigs`.
+    fn at(&self, sigs: &[blkid::Signature]) -> OurFs {
+        let offsets = sigs.iter().map(|s| s.offset).collect();
+        OurFs {
+            offsets,
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,14 +94,6 @@ pub struct DeviceData {
 }
 
 pub type VolumeRecord = crate::state::VolumeRecord<DeviceData>;
-
-#[derive(Debug, Clone)]
-pub struct DeviceConfig {
-    pub node_id: String,
-    /// The inventory (`devices.json`) lives here.
-    pub state_dir: PathBuf,
-    pub filters: Filters,
-}
 
 static CAPS: BackendCaps = BackendCaps {
     reach: Reach::NodeLocal,
@@ -108,15 +120,24 @@ impl DeviceBackend {
     /// Opens the records and the inventory (one scan, placed by the claims the records make),
     /// starts the hotplug monitor (and, in a cluster, the BlockDevice sync) and finishes the
     /// deletes a crash interrupted.
+    /// The inventory (`devices.json`) lives in the state dir.
     pub fn open(
-        cfg: DeviceConfig,
+        settings: &Settings,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Self> {
+        let (d, node) = (&settings.devices, &settings.node_id);
+        let filters = Filters::for_node(
+            &d.include,
+            &d.exclude,
+            d.config.as_deref(),
+            &d.protected,
+            Some(node),
+        )?;
         let ledger = Ledger::open(journal, BACKEND, live)?;
         let inventory =
-            Inventory::open_with_claims(&cfg.state_dir, &cfg.node_id, cfg.filters, |legacy| {
-                claims::adopt(&ledger, live, &cfg.node_id, legacy)
+            Inventory::open_with_claims(&settings.state_dir, node, filters, |legacy| {
+                claims::adopt(&ledger, live, node, legacy)
             })?;
         inventory.start_monitor()?;
         if crate::discovery::sync::in_cluster() {
@@ -124,18 +145,13 @@ impl DeviceBackend {
             crate::discovery::sync::spawn(inventory.clone())?;
         }
         let backend = DeviceBackend {
-            node: cfg.node_id,
+            node: node.clone(),
             inventory,
             ledger,
             claiming: Mutex::new(()),
         };
         backend.recover();
         Ok(backend)
-    }
-
-    /// The live inventory this backend claims from.
-    pub fn inventory(&self) -> &Arc<Inventory> {
-        &self.inventory
     }
 
     fn recover(&self) {
@@ -165,8 +181,11 @@ impl DeviceBackend {
         }
     }
 
-    fn claim_of(&self, uid: &str) -> Option<Claim> {
-        self.inventory.get(uid).map(|e| e.claim)
+    /// Whether the inventory shows `rec`'s device claimed by it.
+    fn holds(&self, rec: &VolumeRecord) -> bool {
+        self.inventory
+            .get(&rec.backend.uid)
+            .is_some_and(|e| e.claim == self.ours(rec))
     }
 
     /// Claims `rec`'s device: shown first, so a claim another node took meanwhile refuses
@@ -192,50 +211,42 @@ impl DeviceBackend {
     /// and the node at that path is still the device number and size the inventory recorded.
     fn device_path(&self, rec: &VolumeRecord) -> Result<PathBuf> {
         let uid = &rec.backend.uid;
-        let e = self.inventory.get(uid).ok_or_else(|| {
-            Error::precondition(&rec.id, format!("device {uid} is not in the inventory"))
-        })?;
+        let refuse = |why: String| Err(Error::precondition(&rec.id, why));
+        let Some(e) = self.inventory.get(uid) else {
+            return refuse(format!("device {uid} is not in the inventory"));
+        };
+        let path = e.device.dev_path.clone();
         if e.state != State::Active {
-            return Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "device {uid} is gone (Inactive since it was last seen at {})",
-                    e.device.dev_path.display()
-                ),
+            return refuse(format!(
+                "device {uid} is gone (Inactive since it was last seen at {})",
+                path.display()
             ));
         }
         if let Some(why) = proof::conflict(&e) {
-            return Err(Error::precondition(&rec.id, why));
+            return refuse(why);
         }
         if e.claim != self.ours(rec) {
-            return Err(Error::precondition(
-                &rec.id,
-                format!("device {uid} is not claimed by this volume ({:?})", e.claim),
+            return refuse(format!(
+                "device {uid} is not claimed by this volume ({:?})",
+                e.claim
             ));
         }
-        let path = e.device.dev_path.clone();
         let meta = std::fs::metadata(&path)
             .map_err(Error::os(&rec.id, format!("stat {}", path.display())))?;
         let number = proof::number_of(meta.rdev());
         if !meta.file_type().is_block_device() || number != e.device.dev_number {
-            return Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "{} is device {number}, not {} as discovered for uid {uid}; refusing to use it",
-                    path.display(),
-                    e.device.dev_number
-                ),
+            return refuse(format!(
+                "{} is device {number}, not {} as discovered for uid {uid}; refusing to use it",
+                path.display(),
+                e.device.dev_number
             ));
         }
         if e.device.size_bytes != rec.backend.device_size {
-            return Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "device {uid} at {} is {} bytes, the volume was made on {} bytes",
-                    path.display(),
-                    e.device.size_bytes,
-                    rec.backend.device_size
-                ),
+            return refuse(format!(
+                "device {uid} at {} is {} bytes, the volume was made on {} bytes",
+                path.display(),
+                e.device.size_bytes,
+                rec.backend.device_size
             ));
         }
         Ok(path)
@@ -252,20 +263,18 @@ impl DeviceBackend {
     }
 }
 
-/// Whether `path` is mounted from the block device `dev` (by device number).
-fn mounted_from(path: &Path, dev: &Path) -> bool {
-    let (Ok(d), Ok(m)) = (std::fs::metadata(dev), crate::os::mountinfo::mount_at(path)) else {
+/// Whether `path` shows the block device `dev`: a filesystem mounted from it (by device
+/// number), or for raw block its device node itself, which a raw publication binds there (that
+/// mount's device number is the filesystem's holding the node, so the node is compared).
+fn shows_device(kind: AccessKind, path: &Path, dev: &Path) -> bool {
+    let Ok(d) = std::fs::metadata(dev) else {
         return false;
     };
-    m.is_some_and(|m| m.device == proof::number_of(d.rdev()))
-}
-
-/// True when `path` is the device node of `dev` (a raw publication binds the node itself there):
-/// a block device with the same device number.
-fn shows_device(path: &Path, dev: &Path) -> bool {
-    match (std::fs::metadata(path), std::fs::metadata(dev)) {
-        (Ok(p), Ok(d)) => p.file_type().is_block_device() && p.rdev() == d.rdev(),
-        _ => false,
+    match kind {
+        AccessKind::Mount => crate::os::mountinfo::mount_at(path)
+            .is_ok_and(|m| m.is_some_and(|m| m.device == proof::number_of(d.rdev()))),
+        AccessKind::Block => std::fs::metadata(path)
+            .is_ok_and(|p| p.file_type().is_block_device() && p.rdev() == d.rdev()),
     }
 }
 

@@ -8,7 +8,7 @@
 //! of one block volume at the same time are refused (FailedPrecondition): one flag serves both.
 
 use super::proof::Hold;
-use super::{mounted_from, shows_device, DeviceBackend, OurFs, VolumeRecord};
+use super::{shows_device, DeviceBackend, OurFs, VolumeRecord};
 use crate::backend::local::{self, is_mounted, LocalNode, LocalVolumes};
 
 use crate::error::{Error, Result};
@@ -26,18 +26,11 @@ fn fs_mount_options(flags: &[String], read_only: bool) -> (MountFlags, String) {
     let mut bits = MountFlags::empty();
     let mut data = Vec::new();
     for o in flags.iter().flat_map(|f| f.split(',')).map(str::trim) {
-        match o {
-            "" | "rw" | "defaults" => {}
-            "ro" => bits |= MountFlags::RDONLY,
-            "nosuid" => bits |= MountFlags::NOSUID,
-            "nodev" => bits |= MountFlags::NODEV,
-            "noexec" => bits |= MountFlags::NOEXEC,
-            "noatime" => bits |= MountFlags::NOATIME,
-            "nodiratime" => bits |= MountFlags::NODIRATIME,
-            "relatime" => bits |= MountFlags::RELATIME,
-            "strictatime" => bits |= MountFlags::STRICTATIME,
-            "sync" => bits |= MountFlags::SYNCHRONOUS,
-            other => data.push(other),
+        match (o, BindOptions::parse(&[o], false)) {
+            ("" | "rw" | "defaults", _) => {}
+            ("sync", _) => bits |= MountFlags::SYNCHRONOUS,
+            (_, Ok(b)) if !b.flags.is_empty() => bits |= b.flags,
+            (other, _) => data.push(other),
         }
     }
     if read_only {
@@ -66,18 +59,12 @@ impl DeviceBackend {
         let vid = rec.id.clone();
         let probe =
             || blkid::probe_all(dev).map_err(Error::os(&vid, format!("probe {}", dev.display())));
-        let ours = |s: &blkid::Signature| {
-            s.kind == blkid::Kind::Filesystem
-                && s.fs_type == fs.fs_type
-                && s.uuid.as_deref() == Some(fs.uuid.as_str())
-        };
         let finished = !fs.offsets.is_empty();
         // mkfs may follow: prove the device first and hold it open, so that what is probed
         // below is what mkfs writes (a held node cannot turn into another device).
-        let _held = match finished {
-            true => None,
-            false => Some(self.prove(rec, dev, Hold::Shared, true)?),
-        };
+        let _held = (!finished)
+            .then(|| self.prove(rec, dev, Hold::Shared, true))
+            .transpose()?;
         let sigs = probe()?;
         if sigs.is_empty() && finished {
             return Err(Error::precondition(
@@ -88,7 +75,7 @@ impl DeviceBackend {
                 ),
             ));
         }
-        if !sigs.iter().all(ours) {
+        if !sigs.iter().all(|s| fs.is(s)) {
             let found: Vec<String> = sigs.iter().map(|s| s.to_string()).collect();
             return Err(Error::precondition(
                 vid,
@@ -111,40 +98,15 @@ impl DeviceBackend {
         ))?;
         crate::failpoint::hit("device:stage:after-mkfs");
         let made = probe()?;
-        if made.is_empty() || !made.iter().all(ours) {
+        if made.is_empty() || !made.iter().all(|s| fs.is(s)) {
             return Err(Error::Internal(format!(
                 "volume {vid}: after mkfs, {} shows {made:?}, not the filesystem {}",
                 dev.display(),
                 fs.uuid
             )));
         }
-        let mut done = fs.clone();
-        done.offsets = made.iter().map(|s| s.offset).collect();
-        rec.backend.fs = Some(done);
+        rec.backend.fs = Some(fs.at(&made));
         tracing::info!(volume = %vid, device = %dev.display(), fs = %fs.fs_type, uuid = %fs.uuid, "formatted device");
-        Ok(())
-    }
-
-    fn adopt_offsets(&self, rec: &mut VolumeRecord, fs: &OurFs, dev: &Path) -> Result<()> {
-        let sigs = blkid::probe_all(dev)
-            .map_err(Error::os(&rec.id, format!("probe {}", dev.display())))?;
-        let ours = !sigs.is_empty()
-            && sigs
-                .iter()
-                .all(|s| s.fs_type == fs.fs_type && s.uuid.as_deref() == Some(fs.uuid.as_str()));
-        if !ours {
-            return Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "{} is mounted but shows {sigs:?}, not filesystem {}",
-                    dev.display(),
-                    fs.uuid
-                ),
-            ));
-        }
-        let mut done = fs.clone();
-        done.offsets = sigs.iter().map(|s| s.offset).collect();
-        rec.backend.fs = Some(done);
         Ok(())
     }
 }
@@ -164,10 +126,8 @@ impl LocalNode for DeviceBackend {
 
     /// The mount (filesystem) or node (raw block) of the volume's own, proven device.
     fn shows(&self, rec: &VolumeRecord, path: &Path) -> bool {
-        self.device_path(rec).is_ok_and(|d| match rec.kind {
-            AccessKind::Mount => mounted_from(path, &d),
-            AccessKind::Block => shows_device(path, &d),
-        })
+        self.device_path(rec)
+            .is_ok_and(|d| shows_device(rec.kind, path, &d))
     }
 
     fn stage_volume(&self, rec: &mut VolumeRecord, req: &StageRequest) -> Result<()> {
@@ -183,16 +143,29 @@ impl LocalNode for DeviceBackend {
             let (flags, data) = fs_mount_options(&cap.mount_flags, cap.mode.read_only());
             return staging_t.mount_fs(&vid, &dev, &fs.fs_type, flags, &data);
         }
-        if !mounted_from(staging, &dev) {
+        if !shows_device(AccessKind::Mount, staging, &dev) {
             return Err(Error::exists(
                 vid,
                 format!("staging path {} holds another mount", staging.display()),
             ));
         }
-        if fs.offsets.is_empty() {
-            // Mounted by a stage that crashed before its commit: ours, record it.
-            self.adopt_offsets(rec, &fs, &dev)?;
+        if !fs.offsets.is_empty() {
+            return Ok(());
         }
+        // Mounted by a stage that crashed before its commit: ours, record it.
+        let sigs =
+            blkid::probe_all(&dev).map_err(Error::os(&vid, format!("probe {}", dev.display())))?;
+        if sigs.is_empty() || !sigs.iter().all(|s| fs.is(s)) {
+            return Err(Error::precondition(
+                vid,
+                format!(
+                    "{} is mounted but shows {sigs:?}, not filesystem {}",
+                    dev.display(),
+                    fs.uuid
+                ),
+            ));
+        }
+        rec.backend.fs = Some(fs.at(&sigs));
         Ok(())
     }
 
@@ -200,13 +173,8 @@ impl LocalNode for DeviceBackend {
         self.device_path(rec)
     }
 
-    /// A raw publication binds the device node itself: its mount's device number is the
-    /// filesystem's holding the node, so the node is compared instead.
     fn shows_source(&self, rec: &VolumeRecord, dev: &PathBuf, path: &Path) -> bool {
-        match rec.kind {
-            AccessKind::Mount => mounted_from(path, dev),
-            AccessKind::Block => shows_device(path, dev),
-        }
+        shows_device(rec.kind, path, dev)
     }
 
     fn bind_options(&self, _vid: &str, flags: &[String], read_only: bool) -> Result<BindOptions> {

@@ -13,20 +13,19 @@ impl DeviceBackend {
         if rec.backend.adopted {
             return self.release_adopted(rec);
         }
-        let ours = self.ours(rec);
         // Another device presenting the uid: which one is ours is not known; wait it out.
         if let Some(why) = self
             .inventory
             .get(&rec.backend.uid)
             .and_then(|e| conflict(&e))
         {
-            if self.claim_of(&rec.backend.uid).as_ref() == Some(&ours) {
+            if self.holds(rec) {
                 return Err(Error::precondition(&rec.id, format!("{why}; not wiped")));
             }
         }
         let outcome = match self.device_path(rec) {
             // A device never seen, or claimed by another node: nothing of ours to wipe or release.
-            Err(_) if self.claim_of(&rec.backend.uid).as_ref() != Some(&ours) => None,
+            Err(_) if !self.holds(rec) => None,
             Err(e) => Some(self.released(
                 rec,
                 format!("deleted while the device could not be verified ({e}); not wiped"),
@@ -71,7 +70,7 @@ impl DeviceBackend {
         self.ledger.remove(rec)?;
         tracing::info!(volume = %rec.id, uid = %rec.backend.uid,
             "deleted an adopted device volume: claim released, its filesystem and data kept");
-        if self.claim_of(&rec.backend.uid).as_ref() == Some(&self.ours(rec)) {
+        if self.holds(rec) {
             self.show_claim(rec, Claim::Unclaimed);
         }
         Ok(())
@@ -85,11 +84,11 @@ impl DeviceBackend {
         let probe = |what: &str| {
             blkid::probe_all(path).map_err(Error::os(vid, format!("{what} {}", path.display())))
         };
+        let wiped = Error::os(vid, format!("wipe {}", path.display()));
         let sigs = probe("probe")?;
         let Some(fs) = &rec.backend.fs else {
             // Raw block: the claim is the proof of ownership; the pod wrote what it liked.
-            blkid::wipe_all(&dev.file, path)
-                .map_err(Error::os(vid, format!("wipe {}", path.display())))?;
+            blkid::wipe_all(&dev.file, path).map_err(wiped)?;
             crate::failpoint::hit("device:delete:after-wipe");
             match crate::os::blockdev::discard_all(&dev.file, path) {
                 Ok(done) => tracing::info!(volume = vid, discarded = done, "wiped raw device"),
@@ -101,10 +100,7 @@ impl DeviceBackend {
             return Ok(Claim::Unclaimed);
         }
         let is_ours = |s: &blkid::Signature| {
-            s.kind == blkid::Kind::Filesystem
-                && s.fs_type == fs.fs_type
-                && s.uuid.as_deref() == Some(fs.uuid.as_str())
-                && (fs.offsets.is_empty() || fs.offsets.contains(&s.offset))
+            fs.is(s) && (fs.offsets.is_empty() || fs.offsets.contains(&s.offset))
         };
         if !sigs.iter().all(is_ours) {
             let found: Vec<String> = sigs
@@ -122,8 +118,7 @@ impl DeviceBackend {
             ));
         }
         let offsets: Vec<u64> = sigs.iter().map(|s| s.offset).collect();
-        blkid::wipe_at(&dev.file, path, &offsets)
-            .map_err(Error::os(vid, format!("wipe {}", path.display())))?;
+        blkid::wipe_at(&dev.file, path, &offsets).map_err(wiped)?;
         crate::failpoint::hit("device:delete:after-wipe");
         let left = probe("probe after wipe")?;
         Ok(if left.is_empty() {
