@@ -44,10 +44,7 @@ impl<T: 'static> Done<T> {
     pub fn wait(self) -> Result<T> {
         match self {
             Done::Now(v) => Ok(v),
-            Done::AfterCommit(a) => {
-                let outcome = a.journal.wait(a.ticket);
-                (a.then)(outcome)
-            }
+            Done::AfterCommit(a) => (a.then)(a.journal.wait(a.ticket)),
         }
     }
 
@@ -103,8 +100,7 @@ impl<T: Send + 'static> Drop for Unfinished<T> {
             return;
         };
         let finish = move || {
-            let outcome = a.journal.wait(a.ticket);
-            if let Err(e) = (a.then)(outcome) {
+            if let Err(e) = Done::AfterCommit(a).wait() {
                 tracing::warn!(error = %e, "an operation whose client went away failed after its commit");
             }
         };

@@ -13,7 +13,8 @@ use crate::os::mount::BindOptions;
 use crate::os::mountinfo;
 use crate::state::{Ledger, Phase, Publication, VolumeRecord};
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, PublishRequest};
-use crate::volume::{StageRequest, VolumeCondition, VolumeId, VolumeInfo, VolumeStats};
+use crate::volume::{StageRequest, TopologyRequirement, VolumeCondition, VolumeId};
+use crate::volume::{VolumeInfo, VolumeStats};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,13 +56,10 @@ pub trait LocalVolumes: Send + Sync {
         context: impl IntoIterator<Item = (&'static str, String)>,
         condition: VolumeCondition,
     ) -> VolumeInfo {
-        let kind = match rec.kind {
-            AccessKind::Mount => "mount",
-            AccessKind::Block => "block",
-        };
+        let kind = format!("{:?}", rec.kind).to_lowercase();
         let shared = [
             ("ferrovol.io/backend", Self::BACKEND.to_string()),
-            ("ferrovol.io/access-type", kind.to_string()),
+            ("ferrovol.io/access-type", kind),
         ];
         VolumeInfo {
             id: rec.id.clone(),
@@ -77,13 +75,14 @@ pub trait LocalVolumes: Send + Sync {
         }
     }
 
+    /// Whether a requisite topology excludes this node.
+    fn excluded(&self, topology: Option<&TopologyRequirement>) -> bool {
+        topology.is_some_and(|t| !t.allows_node(self.node_id()))
+    }
+
     /// CreateVolume's topology check: volumes are made on this node only.
     fn check_topology(&self, volume: &str, req: &CreateRequest) -> Result<()> {
-        if req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(self.node_id()))
-        {
+        if self.excluded(req.topology.as_ref()) {
             return Err(Error::no_space(
                 volume,
                 format!(
@@ -97,10 +96,7 @@ pub trait LocalVolumes: Send + Sync {
 
     /// GetCapacity: none for a topology without this node or capabilities not served.
     fn no_capacity_for(&self, req: &CapacityRequest) -> Option<Capacity> {
-        let elsewhere = req
-            .topology
-            .as_ref()
-            .is_some_and(|t| !t.allows_node(self.node_id()));
+        let elsewhere = self.excluded(req.topology.as_ref());
         let refused = req.capabilities.first().is_some_and(|first| {
             req.capabilities
                 .iter()

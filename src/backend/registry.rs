@@ -1,10 +1,11 @@
 //! Which CSI driver a process is, and the backends it serves, built from configuration.
 
-use super::device::DeviceBackend;
+use super::device::{DeviceBackend, DeviceConfig};
 use super::hostpath::pool_config::PoolSpec;
 use super::hostpath::pools::HostpathPools;
 use super::nfs::{NfsBackend, NfsConfig, RegistryConfig};
 use super::Backend;
+use crate::discovery::Filters;
 use crate::state::Journal;
 use std::io;
 use std::path::PathBuf;
@@ -107,7 +108,23 @@ pub fn open(
                 ),
             })?),
             super::device::BACKEND => {
-                Arc::new(DeviceBackend::open(settings, journal.clone(), &live)?)
+                let d = &settings.devices;
+                let filters = Filters::for_node(
+                    &d.include,
+                    &d.exclude,
+                    d.config.as_deref(),
+                    &d.protected,
+                    Some(&settings.node_id),
+                )?;
+                Arc::new(DeviceBackend::open(
+                    DeviceConfig {
+                        node_id: settings.node_id.clone(),
+                        state_dir: settings.state_dir.clone(),
+                        filters,
+                    },
+                    journal.clone(),
+                    &live,
+                )?)
             }
             other => unreachable!("{other:?} is none of the driver's backends, checked above"),
         };

@@ -20,10 +20,9 @@ mod release;
 /// Unmounts every mount of the block device `dev` (leftovers of a stage a crash cut short).
 pub(super) fn unmount_device(volume: &str, dev: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let rdev = std::fs::metadata(dev)
-        .map_err(Error::os(volume, format!("stat {}", dev.display())))?
-        .rdev();
-    let number = super::proof::number_of(rdev);
+    let number = std::fs::metadata(dev)
+        .map(|m| super::proof::number_of(m.rdev()))
+        .map_err(Error::os(volume, format!("stat {}", dev.display())))?;
     let mounts = mountinfo::read().map_err(Error::os(volume, "read mount table"))?;
     // Deepest first, so bind mounts of the staging mount go before it.
     let mut points: Vec<_> = mounts
@@ -111,9 +110,7 @@ impl DeviceBackend {
                     "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
                 )))
             }
-            (Some(a), _) => a,
-            (None, Some(b)) => b,
-            (None, None) => "ext4",
+            (class, cap) => class.or(cap).unwrap_or("ext4"),
         };
         if !mkfs::SUPPORTED.contains(&fs) {
             return Err(Error::invalid(format!(

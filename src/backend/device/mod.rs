@@ -30,7 +30,6 @@ mod node;
 pub mod params;
 mod proof;
 
-use crate::backend::registry::Settings;
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::discovery::{Claim, Filters, Inventory, State};
 use crate::error::{Error, Result};
@@ -108,6 +107,14 @@ static CAPS: BackendCaps = BackendCaps {
     clone: false,
 };
 
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub node_id: String,
+    /// The inventory (`devices.json`) lives here.
+    pub state_dir: PathBuf,
+    pub filters: Filters,
+}
+
 pub struct DeviceBackend {
     node: String,
     inventory: Arc<Inventory>,
@@ -120,24 +127,15 @@ impl DeviceBackend {
     /// Opens the records and the inventory (one scan, placed by the claims the records make),
     /// starts the hotplug monitor (and, in a cluster, the BlockDevice sync) and finishes the
     /// deletes a crash interrupted.
-    /// The inventory (`devices.json`) lives in the state dir.
     pub fn open(
-        settings: &Settings,
+        cfg: DeviceConfig,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Self> {
-        let (d, node) = (&settings.devices, &settings.node_id);
-        let filters = Filters::for_node(
-            &d.include,
-            &d.exclude,
-            d.config.as_deref(),
-            &d.protected,
-            Some(node),
-        )?;
         let ledger = Ledger::open(journal, BACKEND, live)?;
         let inventory =
-            Inventory::open_with_claims(&settings.state_dir, node, filters, |legacy| {
-                claims::adopt(&ledger, live, node, legacy)
+            Inventory::open_with_claims(&cfg.state_dir, &cfg.node_id, cfg.filters, |legacy| {
+                claims::adopt(&ledger, live, &cfg.node_id, legacy)
             })?;
         inventory.start_monitor()?;
         if crate::discovery::sync::in_cluster() {
@@ -145,7 +143,7 @@ impl DeviceBackend {
             crate::discovery::sync::spawn(inventory.clone())?;
         }
         let backend = DeviceBackend {
-            node: node.clone(),
+            node: cfg.node_id,
             inventory,
             ledger,
             claiming: Mutex::new(()),
@@ -154,12 +152,16 @@ impl DeviceBackend {
         Ok(backend)
     }
 
+    /// The live inventory this backend claims from.
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
     fn recover(&self) {
-        for rec in self.ledger.records() {
-            if rec.phase == Phase::Deleting {
-                if let Err(e) = self.finish_delete(&rec) {
-                    tracing::warn!(volume = %rec.id, error = %e, "device recovery incomplete; retried at the next start");
-                }
+        let records = self.ledger.records().into_iter();
+        for rec in records.filter(|r| r.phase == Phase::Deleting) {
+            if let Err(e) = self.finish_delete(&rec) {
+                tracing::warn!(volume = %rec.id, error = %e, "device recovery incomplete; retried at the next start");
             }
         }
     }

@@ -226,7 +226,6 @@ impl LocalNode for DeviceBackend {
 
     fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
-        let vid = rec.id.clone();
         local::require_at(&rec, path, || false)?;
         let condition = self.condition(&rec);
         if rec.kind == AccessKind::Block || condition.abnormal {
@@ -237,7 +236,7 @@ impl LocalNode for DeviceBackend {
             });
         }
         let s = statfs::fs_stats(path)
-            .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
+            .map_err(Error::os(&rec.id, format!("statfs {}", path.display())))?;
         Ok(VolumeStats {
             total_bytes: s.total_bytes,
             used_bytes: s.total_bytes.saturating_sub(s.available_bytes),

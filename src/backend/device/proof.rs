@@ -12,7 +12,7 @@ use crate::os::{blkid, blockdev, loopdev};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What a volume's record keeps of the device it claimed, read through a descriptor at claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,12 +31,6 @@ pub(super) enum Hold {
     Shared,
     /// Read-write and O_EXCL: the descriptor a wipe or discard writes through.
     Exclusive,
-}
-
-/// An open descriptor of the volume's device, proven at open to be the claimed one.
-pub(super) struct Proven {
-    pub file: File,
-    pub path: PathBuf,
 }
 
 /// A device number as the mount table and sysfs write it, `major:minor`.
@@ -66,7 +60,7 @@ pub(super) fn conflict(e: &Entry) -> Option<String> {
 }
 
 impl DeviceBackend {
-    /// Opens `path` as `hold` and proves it is `rec`'s device: claimed by this volume, no
+    /// Opens `path` as `hold` and proves it is `rec`'s device (the descriptor returned): claimed by this volume, no
     /// other device presenting its uid, the uid read afresh for the descriptor's device number,
     /// the size, and the fingerprint taken at claim (a loop device's backing file always; the
     /// device number too when `strict`, for writes no content of ours can vouch for: a raw
@@ -77,7 +71,7 @@ impl DeviceBackend {
         path: &Path,
         hold: Hold,
         strict: bool,
-    ) -> Result<Proven> {
+    ) -> Result<File> {
         let refuse = |why: String| {
             Error::precondition(
                 &rec.id,
@@ -156,9 +150,6 @@ impl DeviceBackend {
                 )));
             }
         }
-        Ok(Proven {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(file)
     }
 }

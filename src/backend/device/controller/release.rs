@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::backend::device::claims::release_update;
-use crate::backend::device::proof::{conflict, Hold, Proven};
+use crate::backend::device::proof::{conflict, Hold};
+use std::fs::File;
 
 impl DeviceBackend {
     /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
@@ -39,7 +40,7 @@ impl DeviceBackend {
                 crate::os::blockdev::set_read_only(&path, false)
                     .map_err(Error::os(&rec.id, "clear the read-only flag"))?;
                 let dev = self.prove(rec, &path, Hold::Exclusive, strict)?;
-                Some(self.wipe(rec, &dev)?)
+                Some(self.wipe(rec, &dev, &path)?)
             }
         };
         let release = match &outcome {
@@ -77,10 +78,9 @@ impl DeviceBackend {
     }
 
     /// The claim a deleted volume leaves: Unclaimed once what we made is wiped, else Released.
-    /// Writes only through `dev`, the proven descriptor.
-    fn wipe(&self, rec: &VolumeRecord, dev: &Proven) -> Result<Claim> {
+    /// Writes only through `dev`, the proven descriptor of `path`.
+    fn wipe(&self, rec: &VolumeRecord, dev: &File, path: &Path) -> Result<Claim> {
         let vid = rec.id.as_str();
-        let path = dev.path.as_path();
         let probe = |what: &str| {
             blkid::probe_all(path).map_err(Error::os(vid, format!("{what} {}", path.display())))
         };
@@ -88,9 +88,9 @@ impl DeviceBackend {
         let sigs = probe("probe")?;
         let Some(fs) = &rec.backend.fs else {
             // Raw block: the claim is the proof of ownership; the pod wrote what it liked.
-            blkid::wipe_all(&dev.file, path).map_err(wiped)?;
+            blkid::wipe_all(dev, path).map_err(wiped)?;
             crate::failpoint::hit("device:delete:after-wipe");
-            match crate::os::blockdev::discard_all(&dev.file, path) {
+            match crate::os::blockdev::discard_all(dev, path) {
                 Ok(done) => tracing::info!(volume = vid, discarded = done, "wiped raw device"),
                 Err(e) => tracing::warn!(volume = vid, error = %e, "discard failed (wiped anyway)"),
             }
@@ -118,7 +118,7 @@ impl DeviceBackend {
             ));
         }
         let offsets: Vec<u64> = sigs.iter().map(|s| s.offset).collect();
-        blkid::wipe_at(&dev.file, path, &offsets).map_err(wiped)?;
+        blkid::wipe_at(dev, path, &offsets).map_err(wiped)?;
         crate::failpoint::hit("device:delete:after-wipe");
         let left = probe("probe after wipe")?;
         Ok(if left.is_empty() {
