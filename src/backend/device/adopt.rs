@@ -54,26 +54,10 @@ impl DeviceBackend {
                 "volume {id}: no device {uid} in this node's inventory (`ferrovol ctl devices` lists them)"
             ))
         })?;
-        if let Some(why) = unfit(&entry) {
+        if let Some(why) = unfit(&id, &entry)? {
             return Err(refuse(why));
         }
         let (d, path) = (&entry.device, entry.device.dev_path.clone());
-        // The inventory may lag behind the disk: what counts is read now.
-        let mounts = mountinfo::read().map_err(Error::os(&id, "read mount table"))?;
-        if let Some(m) = mounts.iter().find(|m| m.device == d.dev_number) {
-            return Err(refuse(format!(
-                "it is mounted at {}; unmount it first",
-                m.mount_point.display()
-            )));
-        }
-        let busy = !blkid::can_open_exclusive(&path)
-            .map_err(Error::os(&id, format!("open {}", path.display())))?;
-        if busy {
-            return Err(refuse(format!(
-                "{} is in use (held open exclusively)",
-                path.display()
-            )));
-        }
         let sigs =
             blkid::probe_all(&path).map_err(Error::os(&id, format!("probe {}", path.display())))?;
         let fs = match sigs.as_slice() {
@@ -126,10 +110,13 @@ impl DeviceBackend {
     }
 }
 
-/// Why the inventory's `e` is no device to adopt, if it is not.
-fn unfit(e: &Entry) -> Option<String> {
+/// Why the inventory's `e` is no device to adopt, if it is not. Its mounts and whether it is
+/// held open are read now: the inventory may lag behind the disk.
+fn unfit(id: &str, e: &Entry) -> Result<Option<String>> {
     let (d, path) = (&e.device, e.device.dev_path.display());
-    Some(if e.state != State::Active {
+    let mounts = || mountinfo::read().map_err(Error::os(id, "read mount table"));
+    let busy = || blkid::can_open_exclusive(&d.dev_path).map(|free| !free);
+    Ok(Some(if e.state != State::Active {
         format!("it is gone (last seen at {path})")
     } else if let Some(why) = super::proof::conflict(e) {
         why
@@ -149,7 +136,14 @@ fn unfit(e: &Entry) -> Option<String> {
             "it has partitions {:?} or holders {:?}; adopt a whole-device filesystem",
             d.partitions, d.holders
         )
+    } else if let Some(m) = mounts()?.iter().find(|m| m.device == d.dev_number) {
+        format!(
+            "it is mounted at {}; unmount it first",
+            m.mount_point.display()
+        )
+    } else if busy().map_err(Error::os(id, format!("open {path}")))? {
+        format!("{path} is in use (held open exclusively)")
     } else {
-        return None;
-    })
+        return Ok(None);
+    }))
 }

@@ -39,14 +39,13 @@ fn fs_mount_options(flags: &[String], read_only: bool) -> (MountFlags, String) {
     (bits, data.join(","))
 }
 
-/// The per-mount options of a bind (filesystem data options were applied at stage).
+/// The per-mount options of a bind: the filesystem mount's flags but `sync`, which is no
+/// per-mount flag (filesystem data options were applied at stage).
 fn bind_options(flags: &[String], read_only: bool) -> BindOptions {
-    let known: Vec<&str> = flags
-        .iter()
-        .flat_map(|f| f.split(','))
-        .filter(|o| BindOptions::parse(&[*o], false).is_ok())
-        .collect();
-    BindOptions::parse(&known, read_only).unwrap_or_default()
+    let (bits, _) = fs_mount_options(flags, read_only);
+    BindOptions {
+        flags: bits.difference(MountFlags::SYNCHRONOUS),
+    }
 }
 
 impl DeviceBackend {

@@ -15,14 +15,12 @@ impl DeviceBackend {
             return self.release_adopted(rec);
         }
         // Another device presenting the uid: which one is ours is not known; wait it out.
-        if let Some(why) = self
+        let shared = self
             .inventory
             .get(&rec.backend.uid)
-            .and_then(|e| conflict(&e))
-        {
-            if self.holds(rec) {
-                return Err(Error::precondition(&rec.id, format!("{why}; not wiped")));
-            }
+            .and_then(|e| conflict(&e));
+        if let Some(why) = shared.filter(|_| self.holds(rec)) {
+            return Err(Error::precondition(&rec.id, format!("{why}; not wiped")));
         }
         let outcome = match self.device_path(rec) {
             // A device never seen, or claimed by another node: nothing of ours to wipe or release.
