@@ -104,21 +104,16 @@ impl DeviceBackend {
             .iter()
             .map(|c| c.fs_type.as_str())
             .find(|f| !f.is_empty());
-        let fs = match (params.fs_type(), from_cap) {
+        let why = match (params.fs_type(), from_cap) {
             (Some(a), Some(b)) if a != b => {
-                return Err(Error::invalid(format!(
-                    "volume {id}: fsType {a:?} and the capability's fs_type {b:?} differ"
-                )))
+                format!("fsType {a:?} and the capability's fs_type {b:?} differ")
             }
-            (class, cap) => class.or(cap).unwrap_or("ext4"),
+            (class, cap) => match class.or(cap).unwrap_or("ext4") {
+                fs if mkfs::SUPPORTED.contains(&fs) => return Ok(fs.to_string()),
+                fs => format!("fs_type {fs:?} is not one of {:?}", mkfs::SUPPORTED),
+            },
         };
-        if !mkfs::SUPPORTED.contains(&fs) {
-            return Err(Error::invalid(format!(
-                "volume {id}: fs_type {fs:?} is not one of {:?}",
-                mkfs::SUPPORTED
-            )));
-        }
-        Ok(fs.to_string())
+        Err(Error::invalid(format!("volume {id}: {why}")))
     }
 }
 

@@ -65,47 +65,40 @@ impl DeviceBackend {
             .then(|| self.prove(rec, dev, Hold::Shared, true))
             .transpose()?;
         let sigs = probe()?;
-        if sigs.is_empty() && finished {
-            return Err(Error::precondition(
-                vid,
-                format!(
-                    "the {} filesystem {} this volume made is gone from {} (someone wiped it); refusing to format it again",
-                    fs.fs_type, fs.uuid, dev.display()
-                ),
-            ));
-        }
-        if !sigs.iter().all(|s| fs.is(s)) {
+        let (fs_type, uuid, at) = (&fs.fs_type, &fs.uuid, dev.display());
+        let refused = if sigs.is_empty() && finished {
+            Some(format!(
+                "the {fs_type} filesystem {uuid} this volume made is gone from {at} \
+                 (someone wiped it); refusing to format it again"
+            ))
+        } else if !sigs.iter().all(|s| fs.is(s)) {
             let found: Vec<String> = sigs.iter().map(|s| s.to_string()).collect();
-            return Err(Error::precondition(
-                vid,
-                format!(
-                    "{} holds {}, not this volume's {} filesystem {}; it is never formatted",
-                    dev.display(),
-                    found.join(", "),
-                    fs.fs_type,
-                    fs.uuid
-                ),
-            ));
+            let found = found.join(", ");
+            Some(format!(
+                "{at} holds {found}, not this volume's {fs_type} filesystem {uuid}; \
+                 it is never formatted"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(Error::precondition(vid, why));
         }
         if finished {
             return Ok(());
         }
         // Blank, or our own filesystem whose mkfs never completed (no pod has used it): make it.
-        mkfs::make(&fs.fs_type, dev, &fs.uuid, &rec.backend.mkfs_options).map_err(Error::os(
-            &vid,
-            format!("make a filesystem on {}", dev.display()),
-        ))?;
+        mkfs::make(fs_type, dev, uuid, &rec.backend.mkfs_options)
+            .map_err(Error::os(&vid, format!("make a filesystem on {at}")))?;
         crate::failpoint::hit("device:stage:after-mkfs");
         let made = probe()?;
         if made.is_empty() || !made.iter().all(|s| fs.is(s)) {
             return Err(Error::Internal(format!(
-                "volume {vid}: after mkfs, {} shows {made:?}, not the filesystem {}",
-                dev.display(),
-                fs.uuid
+                "volume {vid}: after mkfs, {at} shows {made:?}, not the filesystem {uuid}"
             )));
         }
         rec.backend.fs = Some(fs.at(&made));
-        tracing::info!(volume = %vid, device = %dev.display(), fs = %fs.fs_type, uuid = %fs.uuid, "formatted device");
+        tracing::info!(volume = %vid, device = %at, fs = %fs_type, uuid = %uuid, "formatted device");
         Ok(())
     }
 }

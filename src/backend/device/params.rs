@@ -24,13 +24,11 @@ pub struct DeviceParams {
 impl DeviceParams {
     pub fn decode(params: &BTreeMap<String, String>) -> Result<Self> {
         let p: DeviceParams = crate::backend::params::decode(super::BACKEND, params)?;
-        if let Some(fs) = p.fs_type() {
-            if !mkfs::SUPPORTED.contains(&fs) {
-                return Err(Error::invalid(format!(
-                    "device StorageClass parameters: fsType {fs:?} is not one of {:?}",
-                    mkfs::SUPPORTED
-                )));
-            }
+        if let Some(fs) = p.fs_type().filter(|fs| !mkfs::SUPPORTED.contains(fs)) {
+            return Err(Error::invalid(format!(
+                "device StorageClass parameters: fsType {fs:?} is not one of {:?}",
+                mkfs::SUPPORTED
+            )));
         }
         p.selector()?;
         Ok(p)
