@@ -57,9 +57,8 @@ impl DeviceBackend {
         if let Some(why) = unfit(&id, &entry)? {
             return Err(refuse(why));
         }
-        let (d, path) = (&entry.device, entry.device.dev_path.clone());
-        let sigs =
-            blkid::probe_all(&path).map_err(Error::os(&id, format!("probe {}", path.display())))?;
+        let (d, at) = (&entry.device, entry.device.dev_path.display());
+        let sigs = blkid::probe_all(&d.dev_path).map_err(Error::os(&id, format!("probe {at}")))?;
         let fs = match sigs.as_slice() {
             [s] if s.kind == blkid::Kind::Filesystem
                 && s.uuid.is_some()
@@ -73,17 +72,14 @@ impl DeviceBackend {
             }
             [] => {
                 return Err(refuse(format!(
-                    "{} carries no filesystem: a blank device is provisioned, not adopted",
-                    path.display()
+                    "{at} carries no filesystem: a blank device is provisioned, not adopted"
                 )))
             }
             found => {
                 let found: Vec<String> = found.iter().map(|s| s.to_string()).collect();
+                let (found, kinds) = (found.join(", "), mkfs::SUPPORTED.join(" or "));
                 return Err(refuse(format!(
-                    "{} holds {}; adoption takes one {} filesystem with a UUID",
-                    path.display(),
-                    found.join(", "),
-                    mkfs::SUPPORTED.join(" or ")
+                    "{at} holds {found}; adoption takes one {kinds} filesystem with a UUID"
                 )));
             }
         };
@@ -104,7 +100,7 @@ impl DeviceBackend {
         );
         self.claim(&rec)?;
         crate::failpoint::hit("device:adopt:after-commit");
-        tracing::info!(volume = %id, %uid, device = %path.display(), fs = %fs.fs_type, uuid = %fs.uuid,
+        tracing::info!(volume = %id, %uid, device = %at, fs = %fs.fs_type, uuid = %fs.uuid,
             "adopted a device with its filesystem");
         Ok(self.volume_info(&rec))
     }

@@ -77,23 +77,15 @@ impl DeviceBackend {
     /// The fingerprint of the chosen device, read through a descriptor; its number must be
     /// the one the inventory has (else the inventory lags: the CO retries).
     pub(super) fn fingerprint_of(&self, volume: &str, e: &Entry) -> Result<Fingerprint> {
-        let path = &e.device.dev_path;
-        let fp = std::fs::File::open(path)
+        let (at, want) = (e.device.dev_path.display(), &e.device.dev_number);
+        let fp = std::fs::File::open(&e.device.dev_path)
             .and_then(|f| fingerprint(&f))
-            .map_err(Error::os(
-                volume,
-                format!("read identity of {}", path.display()),
-            ))?;
-        if fp.dev_number != e.device.dev_number {
-            return Err(Error::precondition(
-                volume,
-                format!(
-                    "{} is device {}, the inventory has {}; retry once it caught up",
-                    path.display(),
-                    fp.dev_number,
-                    e.device.dev_number
-                ),
-            ));
+            .map_err(Error::os(volume, format!("read identity of {at}")))?;
+        if fp.dev_number != *want {
+            let now = &fp.dev_number;
+            let why =
+                format!("{at} is device {now}, the inventory has {want}; retry once it caught up");
+            return Err(Error::precondition(volume, why));
         }
         Ok(fp)
     }

@@ -217,11 +217,11 @@ impl DeviceBackend {
         let Some(e) = self.inventory.get(uid) else {
             return refuse(format!("device {uid} is not in the inventory"));
         };
-        let path = e.device.dev_path.clone();
+        let (path, d) = (e.device.dev_path.clone(), &e.device);
+        let at = path.display();
         if e.state != State::Active {
             return refuse(format!(
-                "device {uid} is gone (Inactive since it was last seen at {})",
-                path.display()
+                "device {uid} is gone (Inactive since it was last seen at {at})"
             ));
         }
         if let Some(why) = proof::conflict(&e) {
@@ -233,22 +233,17 @@ impl DeviceBackend {
                 e.claim
             ));
         }
-        let meta = std::fs::metadata(&path)
-            .map_err(Error::os(&rec.id, format!("stat {}", path.display())))?;
-        let number = proof::number_of(meta.rdev());
-        if !meta.file_type().is_block_device() || number != e.device.dev_number {
+        let meta = std::fs::metadata(&path).map_err(Error::os(&rec.id, format!("stat {at}")))?;
+        let (number, want) = (proof::number_of(meta.rdev()), &d.dev_number);
+        if !meta.file_type().is_block_device() || number != *want {
             return refuse(format!(
-                "{} is device {number}, not {} as discovered for uid {uid}; refusing to use it",
-                path.display(),
-                e.device.dev_number
+                "{at} is device {number}, not {want} as discovered for uid {uid}; refusing to use it"
             ));
         }
-        if e.device.size_bytes != rec.backend.device_size {
+        let (size, made_on) = (d.size_bytes, rec.backend.device_size);
+        if size != made_on {
             return refuse(format!(
-                "device {uid} at {} is {} bytes, the volume was made on {} bytes",
-                path.display(),
-                e.device.size_bytes,
-                rec.backend.device_size
+                "device {uid} at {at} is {size} bytes, the volume was made on {made_on} bytes"
             ));
         }
         Ok(path)

@@ -182,18 +182,12 @@ impl LocalNode for DeviceBackend {
         wanted: &Publication,
     ) -> Result<()> {
         let vid = rec.id.as_str();
-        if let Some((t, p)) = rec
-            .published
-            .iter()
-            .find(|(_, p)| p.read_only != wanted.read_only)
-        {
+        let mut published = rec.published.iter();
+        if let Some((t, p)) = published.find(|(_, p)| p.read_only != wanted.read_only) {
+            let (at, ro) = (t.display(), p.read_only);
             return Err(Error::precondition(
                 vid,
-                format!(
-                    "published at {} with readonly={}; one device cannot be read-only and writable at once",
-                    t.display(),
-                    p.read_only
-                ),
+                format!("published at {at} with readonly={ro}; one device cannot be read-only and writable at once"),
             ));
         }
         // The pod writes what it likes to the node it is given: prove it first, and hold it

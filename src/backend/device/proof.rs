@@ -60,11 +60,12 @@ pub(super) fn conflict(e: &Entry) -> Option<String> {
 }
 
 impl DeviceBackend {
-    /// Opens `path` as `hold` and proves it is `rec`'s device (the descriptor returned): claimed by this volume, no
-    /// other device presenting its uid, the uid read afresh for the descriptor's device number,
-    /// the size, and the fingerprint taken at claim (a loop device's backing file always; the
-    /// device number too when `strict`, for writes no content of ours can vouch for: a raw
-    /// volume's wipe, a first format). Anything else is FailedPrecondition, nothing written.
+    /// Opens `path` as `hold` and proves it is `rec`'s device, returning the descriptor:
+    /// claimed by this volume, no other device presenting its uid, the uid read afresh for the
+    /// descriptor's device number, the size, and the fingerprint taken at claim (a loop
+    /// device's backing file always; the device number too when `strict`, for writes no
+    /// content of ours can vouch for: a raw volume's wipe, a first format). Anything else is
+    /// FailedPrecondition, nothing written.
     pub(super) fn prove(
         &self,
         rec: &VolumeRecord,
@@ -72,23 +73,19 @@ impl DeviceBackend {
         hold: Hold,
         strict: bool,
     ) -> Result<File> {
+        let at = path.display();
         let refuse = |why: String| {
-            Error::precondition(
-                &rec.id,
-                format!(
-                    "{} is not proven to be the device this volume claimed ({why}); nothing written",
-                    path.display()
-                ),
-            )
+            let not = "is not proven to be the device this volume claimed";
+            Error::precondition(&rec.id, format!("{at} {not} ({why}); nothing written"))
         };
         let file = match hold {
             Hold::Exclusive => blkid::open_for_wipe(path),
             Hold::Shared => File::open(path),
         }
-        .map_err(Error::os(&rec.id, format!("open {}", path.display())))?;
+        .map_err(Error::os(&rec.id, format!("open {at}")))?;
         let meta = file
             .metadata()
-            .map_err(Error::os(&rec.id, format!("stat {}", path.display())))?;
+            .map_err(Error::os(&rec.id, format!("stat {at}")))?;
         if !meta.file_type().is_block_device() {
             return Err(refuse("not a block device".into()));
         }
@@ -124,8 +121,8 @@ impl DeviceBackend {
                 now.uid
             )));
         }
-        let size = blockdev::size_of(&file, path)
-            .map_err(Error::os(&rec.id, format!("size of {}", path.display())))?;
+        let size =
+            blockdev::size_of(&file, path).map_err(Error::os(&rec.id, format!("size of {at}")))?;
         if size != rec.backend.device_size {
             return Err(refuse(format!(
                 "it is {size} bytes; the volume was made on {}",
@@ -133,10 +130,8 @@ impl DeviceBackend {
             )));
         }
         if let Some(then) = &rec.backend.claimed_as {
-            let fp = fingerprint(&file).map_err(Error::os(
-                &rec.id,
-                format!("read identity of {}", path.display()),
-            ))?;
+            let fp =
+                fingerprint(&file).map_err(Error::os(&rec.id, format!("read identity of {at}")))?;
             if fp.loop_backing != then.loop_backing {
                 return Err(refuse(format!(
                     "its backing file is {:?}, the claimed device's was {:?}",

@@ -14,11 +14,9 @@ impl DeviceBackend {
         if rec.backend.adopted {
             return self.release_adopted(rec);
         }
+        let uid = &rec.backend.uid;
         // Another device presenting the uid: which one is ours is not known; wait it out.
-        let shared = self
-            .inventory
-            .get(&rec.backend.uid)
-            .and_then(|e| conflict(&e));
+        let shared = self.inventory.get(uid).and_then(|e| conflict(&e));
         if let Some(why) = shared.filter(|_| self.holds(rec)) {
             return Err(Error::precondition(&rec.id, format!("{why}; not wiped")));
         }
@@ -43,8 +41,8 @@ impl DeviceBackend {
         };
         let release = match &outcome {
             Some(claim @ Claim::Released { reason, .. }) => {
-                tracing::warn!(volume = %rec.id, uid = %rec.backend.uid, %reason, "device released, not wiped");
-                vec![release_update(&rec.backend.uid, claim).map_err(Error::state(&rec.id))?]
+                tracing::warn!(volume = %rec.id, %uid, %reason, "device released, not wiped");
+                vec![release_update(uid, claim).map_err(Error::state(&rec.id))?]
             }
             _ => Vec::new(),
         };
@@ -53,10 +51,10 @@ impl DeviceBackend {
         if let Some(claim) = outcome {
             self.show_claim(rec, claim);
         }
-        if let Some(e) = self.inventory.get(&rec.backend.uid) {
+        if let Some(e) = self.inventory.get(uid) {
             // The device's candidacy follows its signatures: refresh it now.
             if let Err(err) = self.inventory.rescan_device(&e.device.kernel_name, None) {
-                tracing::warn!(uid = %rec.backend.uid, error = %err, "rescan after release failed");
+                tracing::warn!(%uid, error = %err, "rescan after release failed");
             }
         }
         Ok(())
