@@ -250,10 +250,8 @@ impl<B: LocalNode> NodeBackend for B {
         refuse::<B>(&req.capability, &rec)?;
         self.usable(&rec.id)?;
         if let Some(prev) = rec.staged_at.as_ref().filter(|p| *p != staging) {
-            return Err(Error::precondition(
-                rec.id,
-                format!("already staged at {}", prev.display()),
-            ));
+            let why = format!("already staged at {}", prev.display());
+            return Err(Error::precondition(rec.id, why));
         }
         let before = rec.clone();
         self.stage_volume(&mut rec, req)?;
@@ -271,10 +269,8 @@ impl<B: LocalNode> NodeBackend for B {
         };
         let vid = rec.id.clone();
         if let Some(t) = rec.published.keys().next() {
-            return Err(Error::precondition(
-                vid,
-                format!("still published at {}; unpublish it first", t.display()),
-            ));
+            let why = format!("still published at {}; unpublish it first", t.display());
+            return Err(Error::precondition(vid, why));
         }
         match rec.kind {
             AccessKind::Mount if is_mounted(staging, &vid)? => {
@@ -304,24 +300,17 @@ impl<B: LocalNode> NodeBackend for B {
             ))
         })?;
         let staging = staging_t.as_path();
+        let at = staging.display();
         self.usable(&vid)?;
         if rec.staged_at.as_deref() != Some(staging) {
-            return Err(Error::precondition(
-                vid,
-                format!("not staged at {}", staging.display()),
-            ));
+            return Err(Error::precondition(vid, format!("not staged at {at}")));
         }
         let src = self.source(&rec)?;
         // A staging mount that vanished (manual unmount, a crashed kubelet) would turn into an
         // empty directory on the node's root filesystem: never publish that to a pod.
         if rec.kind == AccessKind::Mount && !self.shows_source(&rec, &src, staging) {
-            return Err(Error::precondition(
-                vid,
-                format!(
-                    "{} no longer shows the volume; stage it again",
-                    staging.display()
-                ),
-            ));
+            let why = format!("{at} no longer shows the volume; stage it again");
+            return Err(Error::precondition(vid, why));
         }
         let opts = self.bind_options(
             &vid,
@@ -344,13 +333,8 @@ impl<B: LocalNode> NodeBackend for B {
                 }
             };
             if !same {
-                return Err(Error::exists(
-                    vid,
-                    format!(
-                        "{} is already mounted with other options or another volume",
-                        target.display()
-                    ),
-                ));
+                let why = "is already mounted with other options or another volume";
+                return Err(Error::exists(vid, format!("{} {why}", target.display())));
             }
         } else {
             match rec.kind {

@@ -29,15 +29,15 @@ use std::path::Path;
 /// Unpublishing or unstaging a volume that does not exist (any more) is done, unless something
 /// is mounted at the path: then we cannot prove it is ours and leave it alone.
 pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
+    let why = || {
+        format!(
+            "{} is mounted, but not by this volume; left alone",
+            path.display()
+        )
+    };
     match crate::os::mountinfo::is_mount_point(path) {
         Ok(false) => Ok(()),
-        Ok(true) => Err(Error::not_found_because(
-            volume_id,
-            format!(
-                "{} is mounted, but not by this volume; left alone",
-                path.display()
-            ),
-        )),
+        Ok(true) => Err(Error::not_found_because(volume_id, why())),
         Err(e) => Err(Error::os(volume_id, "read mount table")(e)),
     }
 }

@@ -55,9 +55,8 @@ impl DeviceBackend {
     /// before it leaves our UUID without offsets, which the next stage makes again or, when it
     /// finds the filesystem still mounted at the staging path, adopts).
     fn ensure_fs(&self, rec: &mut VolumeRecord, fs: &OurFs, dev: &Path) -> Result<()> {
-        let vid = rec.id.clone();
-        let probe =
-            || blkid::probe_all(dev).map_err(Error::os(&vid, format!("probe {}", dev.display())));
+        let (vid, at) = (rec.id.clone(), dev.display());
+        let probe = || blkid::probe_all(dev).map_err(Error::os(&vid, format!("probe {at}")));
         let finished = !fs.offsets.is_empty();
         // mkfs may follow: prove the device first and hold it open, so that what is probed
         // below is what mkfs writes (a held node cannot turn into another device).
@@ -65,7 +64,7 @@ impl DeviceBackend {
             .then(|| self.prove(rec, dev, Hold::Shared, true))
             .transpose()?;
         let sigs = probe()?;
-        let (fs_type, uuid, at) = (&fs.fs_type, &fs.uuid, dev.display());
+        let (fs_type, uuid) = (&fs.fs_type, &fs.uuid);
         let refused = if sigs.is_empty() && finished {
             Some(format!(
                 "the {fs_type} filesystem {uuid} this volume made is gone from {at} \
@@ -145,17 +144,14 @@ impl LocalNode for DeviceBackend {
             return Ok(());
         }
         // Mounted by a stage that crashed before its commit: ours, record it.
-        let sigs =
-            blkid::probe_all(&dev).map_err(Error::os(&vid, format!("probe {}", dev.display())))?;
+        let at = dev.display();
+        let sigs = blkid::probe_all(&dev).map_err(Error::os(&vid, format!("probe {at}")))?;
         if sigs.is_empty() || !sigs.iter().all(|s| fs.is(s)) {
-            return Err(Error::precondition(
-                vid,
-                format!(
-                    "{} is mounted but shows {sigs:?}, not filesystem {}",
-                    dev.display(),
-                    fs.uuid
-                ),
-            ));
+            let why = format!(
+                "{at} is mounted but shows {sigs:?}, not filesystem {}",
+                fs.uuid
+            );
+            return Err(Error::precondition(vid, why));
         }
         rec.backend.fs = Some(fs.at(&sigs));
         Ok(())

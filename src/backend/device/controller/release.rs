@@ -76,11 +76,10 @@ impl DeviceBackend {
     /// The claim a deleted volume leaves: Unclaimed once what we made is wiped, else Released.
     /// Writes only through `dev`, the proven descriptor of `path`.
     fn wipe(&self, rec: &VolumeRecord, dev: &File, path: &Path) -> Result<Claim> {
-        let vid = rec.id.as_str();
-        let probe = |what: &str| {
-            blkid::probe_all(path).map_err(Error::os(vid, format!("{what} {}", path.display())))
-        };
-        let wiped = Error::os(vid, format!("wipe {}", path.display()));
+        let (vid, at) = (rec.id.as_str(), path.display());
+        let probe =
+            |what: &str| blkid::probe_all(path).map_err(Error::os(vid, format!("{what} {at}")));
+        let wiped = Error::os(vid, format!("wipe {at}"));
         let sigs = probe("probe")?;
         let Some(fs) = &rec.backend.fs else {
             // Raw block: the claim is the proof of ownership; the pod wrote what it liked.
@@ -103,14 +102,10 @@ impl DeviceBackend {
                 .iter()
                 .map(|s| format!("{s} (uuid {})", s.uuid.as_deref().unwrap_or("-")))
                 .collect();
+            let (found, OurFs { fs_type, uuid, .. }) = (found.join(", "), fs);
             return Ok(self.released(
                 rec,
-                format!(
-                    "device holds {}, not only the {} filesystem {} this volume made; not wiped",
-                    found.join(", "),
-                    fs.fs_type,
-                    fs.uuid
-                ),
+                format!("device holds {found}, not only the {fs_type} filesystem {uuid} this volume made; not wiped"),
             ));
         }
         let offsets: Vec<u64> = sigs.iter().map(|s| s.offset).collect();
