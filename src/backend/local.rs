@@ -83,13 +83,11 @@ pub trait LocalVolumes: Send + Sync {
     /// CreateVolume's topology check: volumes are made on this node only.
     fn check_topology(&self, volume: &str, req: &CreateRequest) -> Result<()> {
         if self.excluded(req.topology.as_ref()) {
-            return Err(Error::no_space(
-                volume,
-                format!(
-                    "this driver provisions on node {} only, which the requisite topology excludes",
-                    self.node_id()
-                ),
-            ));
+            let node = self.node_id();
+            let why = format!(
+                "this driver provisions on node {node} only, which the requisite topology excludes"
+            );
+            return Err(Error::no_space(volume, why));
         }
         Ok(())
     }

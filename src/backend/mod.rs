@@ -167,11 +167,9 @@ pub(crate) fn require_local(id: &VolumeId, node: &str) -> Result<()> {
     if id.node.as_deref() == Some(VolumeId::node_tag(node).as_str()) {
         return Ok(());
     }
-    Err(Error::precondition(
-        id.to_string(),
-        format!(
-            "the volume lives on node {}; only that node's plugin can delete it (this is {node})",
-            id.node.as_deref().unwrap_or("?"),
-        ),
-    ))
+    let home = id.node.as_deref().unwrap_or("?");
+    let why = format!(
+        "the volume lives on node {home}; only that node's plugin can delete it (this is {node})"
+    );
+    Err(Error::precondition(id.to_string(), why))
 }

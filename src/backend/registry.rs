@@ -75,14 +75,9 @@ pub fn open(
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();
     for name in names {
         if !kind.backends().contains(&name.as_str()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "backend {name:?} is not one of the {} driver's: {:?}",
-                    kind.csi_name(),
-                    kind.backends()
-                ),
-            ));
+            let (driver, known) = (kind.csi_name(), kind.backends());
+            let why = format!("backend {name:?} is not one of the {driver} driver's: {known:?}");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
         let backend: Arc<dyn Backend> = match name.as_str() {
             super::hostpath::BACKEND => HostpathPools::open(

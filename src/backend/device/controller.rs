@@ -157,13 +157,9 @@ impl LocalVolumes for DeviceBackend {
             .into_iter()
             .find(|e| self.still_blank(e))
         else {
-            return Err(Error::no_space(
-                id_str,
-                format!(
-                    "no unclaimed device on node {} fits {} bytes (limit {}) and the class's selector",
-                    self.node, range.required, range.limit
-                ),
-            ));
+            let (node, want, limit) = (&self.node, range.required, range.limit);
+            let why = format!("no unclaimed device on node {node} fits {want} bytes (limit {limit}) and the class's selector");
+            return Err(Error::no_space(id_str, why));
         };
         let size = entry.device.size_bytes;
         let claimed_as = self.fingerprint_of(&id_str, &entry)?;

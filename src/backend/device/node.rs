@@ -219,17 +219,12 @@ impl LocalNode for DeviceBackend {
         }
         let s = statfs::fs_stats(path)
             .map_err(Error::os(&rec.id, format!("statfs {}", path.display())))?;
+        let (inodes, free) = (s.total_inodes, s.free_inodes);
         Ok(VolumeStats {
             total_bytes: s.total_bytes,
             used_bytes: s.total_bytes.saturating_sub(s.available_bytes),
             available_bytes: s.available_bytes,
-            inodes: (s.total_inodes > 0).then(|| {
-                (
-                    s.total_inodes,
-                    s.total_inodes - s.free_inodes,
-                    s.free_inodes,
-                )
-            }),
+            inodes: (inodes > 0).then(|| (inodes, inodes - free, free)),
             condition: Some(condition),
         })
     }
@@ -238,9 +233,10 @@ impl LocalNode for DeviceBackend {
         // Nothing grows on the node: the volume is the whole device already.
         let rec = self.record(id)?;
         if range.required > rec.capacity_bytes {
+            let detail = format!("the device is {} bytes and cannot grow", rec.capacity_bytes);
             return Err(Error::OutOfRange {
                 volume: rec.id,
-                detail: format!("the device is {} bytes and cannot grow", rec.capacity_bytes),
+                detail,
             });
         }
         Ok(rec.capacity_bytes)
