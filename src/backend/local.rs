@@ -193,8 +193,12 @@ pub trait LocalNode: LocalVolumes {
     fn usable(&self, _volume: &str) -> Result<()> {
         Ok(())
     }
-    /// Whether `path` shows the volume (a mount its record does not name is ours only then).
-    fn shows(&self, rec: &Rec<Self>, path: &Path) -> bool;
+    /// Whether `path` shows the volume (a mount its record does not name is ours only then):
+    /// by default, whether it shows the volume's source.
+    fn shows(&self, rec: &Rec<Self>, path: &Path) -> bool {
+        self.source(rec)
+            .is_ok_and(|src| self.shows_source(rec, &src, path))
+    }
     /// Makes the volume appear at the staging path (the record is saved after).
     fn stage_volume(&self, rec: &mut Rec<Self>, req: &StageRequest) -> Result<()>;
     /// Takes down what a stage of a raw block volume made.

@@ -115,12 +115,6 @@ impl LocalNode for DeviceBackend {
         Ok(rec)
     }
 
-    /// The mount (filesystem) or node (raw block) of the volume's own, proven device.
-    fn shows(&self, rec: &VolumeRecord, path: &Path) -> bool {
-        self.device_path(rec)
-            .is_ok_and(|d| shows_device(rec.kind, path, &d))
-    }
-
     fn stage_volume(&self, rec: &mut VolumeRecord, req: &StageRequest) -> Result<()> {
         let (staging_t, cap) = (&req.staging, &req.capability);
         let staging = staging_t.as_path();
@@ -161,6 +155,7 @@ impl LocalNode for DeviceBackend {
         self.device_path(rec)
     }
 
+    /// The mount (filesystem) or node (raw block) of the volume's own, proven device.
     fn shows_source(&self, rec: &VolumeRecord, dev: &PathBuf, path: &Path) -> bool {
         shows_device(rec.kind, path, dev)
     }

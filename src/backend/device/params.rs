@@ -81,15 +81,12 @@ impl Selector {
                 "vendor" => s.vendor = Some(pat()?),
                 "path" => s.path = Some(pat()?),
                 "rotational" => {
-                    s.rotational =
-                        Some(v.parse().map_err(|_| {
-                            bad(format!("rotational must be true or false, not {v:?}"))
-                        })?)
+                    let why = || bad(format!("rotational must be true or false, not {v:?}"));
+                    s.rotational = Some(v.parse().map_err(|_| why())?);
                 }
                 other => {
-                    return Err(bad(format!(
-                        "unknown key {other:?} (known: model, vendor, path, rotational)"
-                    )))
+                    let known = "model, vendor, path, rotational";
+                    return Err(bad(format!("unknown key {other:?} (known: {known})")));
                 }
             }
         }
