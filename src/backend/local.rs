@@ -95,11 +95,8 @@ pub trait LocalVolumes: Send + Sync {
     /// GetCapacity: none for a topology without this node or capabilities not served.
     fn no_capacity_for(&self, req: &CapacityRequest) -> Option<Capacity> {
         let elsewhere = self.excluded(req.topology.as_ref());
-        let refused = req.capabilities.first().is_some_and(|first| {
-            req.capabilities
-                .iter()
-                .any(|c| Self::CAPS.refuse_on(Self::BACKEND, c, first.kind).is_some())
-        });
+        let caps = &req.capabilities;
+        let refused = !caps.is_empty() && Self::CAPS.access_kind(Self::BACKEND, "", caps).is_err();
         (elsewhere || refused).then(Capacity::default)
     }
 }

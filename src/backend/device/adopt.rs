@@ -37,13 +37,11 @@ impl DeviceBackend {
             if rec.backend.adopted && &rec.backend.uid == uid {
                 return Ok(self.volume_info(&rec));
             }
-            return Err(Error::exists(
-                id,
-                format!(
-                    "a volume named {:?} exists already; choose another name",
-                    req.name
-                ),
-            ));
+            let why = format!(
+                "a volume named {:?} exists already; choose another name",
+                req.name
+            );
+            return Err(Error::exists(id, why));
         }
         self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         let refuse = |why: String| {
