@@ -33,7 +33,7 @@ impl csi::identity_server::Identity for IdentityService {
         rpc_inline("GetPluginInfo", || {
             Ok(csi::GetPluginInfoResponse {
                 name: self.driver.name.clone(),
-                vendor_version: self.driver.version.clone(),
+                vendor_version: env!("CARGO_PKG_VERSION").to_string(),
                 manifest: Default::default(),
             })
         })

@@ -23,9 +23,7 @@ use tonic::{Request, Response, Status};
 
 /// Everything the services share.
 pub struct Driver {
-    pub kind: DriverKind,
     pub name: String,
-    pub version: String,
     pub node_id: String,
     /// 0: no limit.
     pub max_volumes_per_node: i64,
@@ -34,7 +32,7 @@ pub struct Driver {
     /// Where staging and target paths may lie (node role).
     pub paths: crate::node::NodePaths,
     /// Serializes ControllerPublish so the per-node volume limit cannot be overrun by a race.
-    publish_gate: Mutex<()>,
+    pub(crate) publish_gate: Mutex<()>,
 }
 
 impl Driver {
@@ -46,9 +44,7 @@ impl Driver {
         paths: crate::node::NodePaths,
     ) -> Self {
         Driver {
-            kind,
             name: kind.csi_name().to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
             node_id,
             max_volumes_per_node,
             backends,
@@ -63,16 +59,7 @@ impl Driver {
         self.backends.iter().any(|b| has(b.caps()))
     }
 
-    /// The backend a StorageClass names with `backend:`; the first one served when it names
-    /// none.
-    pub fn backend_for_params(
-        &self,
-        params: &std::collections::BTreeMap<String, String>,
-    ) -> Result<&Arc<dyn Backend>> {
-        self.backend_named(params.get("backend").map(String::as_str))
-    }
-
-    /// The backend `name`; the first one served for None.
+    /// The backend `name` (a StorageClass's `backend:`); the first one served for None.
     pub(crate) fn backend_named(&self, name: Option<&str>) -> Result<&Arc<dyn Backend>> {
         match name {
             Some(name) => self.backend(name),
@@ -136,10 +123,6 @@ impl Driver {
             body(&d, req, id)
         })
         .await
-    }
-
-    pub(crate) fn publish_gate(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.publish_gate.lock().expect("publish gate poisoned")
     }
 }
 

@@ -19,22 +19,6 @@ impl NodeService {
     }
 }
 
-/// The node capabilities of a process: the union over the backends it serves.
-fn capabilities(d: &Driver) -> Vec<Cap> {
-    let mut caps = vec![
-        Cap::GetVolumeStats,
-        Cap::VolumeCondition,
-        Cap::SingleNodeMultiWriter,
-    ];
-    if d.any(|c| c.stage) {
-        caps.push(Cap::StageUnstageVolume);
-    }
-    if d.any(|c| c.node_expansion) {
-        caps.push(Cap::ExpandVolume);
-    }
-    caps
-}
-
 #[tonic::async_trait]
 impl csi::node_server::Node for NodeService {
     async fn node_stage_volume(
@@ -197,14 +181,25 @@ impl csi::node_server::Node for NodeService {
         _req: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
         use csi::node_service_capability::{Rpc, Type};
+        let d = &self.driver;
         rpc_inline("NodeGetCapabilities", || {
+            // The union over the backends this process serves.
+            let mut caps = vec![
+                Cap::GetVolumeStats,
+                Cap::VolumeCondition,
+                Cap::SingleNodeMultiWriter,
+            ];
+            if d.any(|c| c.stage) {
+                caps.push(Cap::StageUnstageVolume);
+            }
+            if d.any(|c| c.node_expansion) {
+                caps.push(Cap::ExpandVolume);
+            }
+            let capabilities = caps.into_iter().map(|c| csi::NodeServiceCapability {
+                r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
+            });
             Ok(csi::NodeGetCapabilitiesResponse {
-                capabilities: capabilities(&self.driver)
-                    .into_iter()
-                    .map(|c| csi::NodeServiceCapability {
-                        r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
-                    })
-                    .collect(),
+                capabilities: capabilities.collect(),
             })
         })
     }
