@@ -30,7 +30,7 @@ pub struct Driver {
     pub backends: Vec<Arc<dyn Backend>>,
     pub locks: VolumeLocks,
     /// Where staging and target paths may lie (node role).
-    pub paths: crate::node::NodePaths,
+    pub paths: crate::os::beneath::PublishRoots,
     /// Serializes ControllerPublish so the per-node volume limit cannot be overrun by a race.
     pub(crate) publish_gate: Mutex<()>,
 }
@@ -41,7 +41,7 @@ impl Driver {
         node_id: String,
         max_volumes_per_node: i64,
         backends: Vec<Arc<dyn Backend>>,
-        paths: crate::node::NodePaths,
+        paths: crate::os::beneath::PublishRoots,
     ) -> Self {
         Driver {
             name: kind.csi_name().to_string(),
