@@ -154,11 +154,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
-    let start = Instant::now();
-    let in_flight = in_place::InFlight::enter();
-    let result = on_pool(method, body).await;
-    drop(in_flight);
-    finish(method, &volume, start, result)
+    rpc_queued(method, volume, false, move || body().map(Done::Now)).await
 }
 
 /// Like `rpc`, for a body that ends in a journal commit (`Done`). A short body
@@ -177,7 +173,7 @@ where
     F: FnOnce() -> Result<Done<T>> + Send + 'static,
 {
     let start = Instant::now();
-    let in_flight = in_place::InFlight::enter_queued(short);
+    let in_flight = in_place::InFlight::enter(short);
     let result = if in_flight.in_place() {
         match run_caught(method, body) {
             Ok(done) if in_flight.alone() => run_caught(method, || done.wait()),
