@@ -187,10 +187,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
     let node_id = super::devices::node_or_hostname(args.node_id.clone())?;
     crate::volume::validate_component("node id", &node_id).map_err(|e| e.to_string())?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .map_or_else(|| data_dir.join("state"), |p| absolute(&p));
+    let state_dir = (args.state_dir.as_deref()).map_or_else(|| data_dir.join("state"), absolute);
     crate::os::perm::create_private_dir(&state_dir)?;
     // Held until the process ends: two drivers appending to one journal would corrupt it.
     let _state_lock = crate::os::dirlock::lock_exclusive(&state_dir, "state dir")?;
@@ -220,10 +217,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
                 .map(absolute)
                 .as_deref(),
             &args.hostpath_pools,
-            &args
-                .hostpath_base
-                .clone()
-                .map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
+            &(args.hostpath_base.as_deref()).map_or_else(|| data_dir.join("hostpath"), absolute),
         )?,
         default_capacity: args.default_volume_size,
         nfs_timeout: args.nfs.nfs_timeout,
