@@ -72,11 +72,7 @@ fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
             .unwrap_or_default(),
         volume_context: info.context.into_iter().collect(),
         driver_name: driver.name.clone(),
-        topology_key: if info.node.is_some() {
-            TOPOLOGY_NODE_KEY.to_string()
-        } else {
-            String::new()
-        },
+        topology_key: (info.node.as_ref()).map_or_else(String::new, |_| TOPOLOGY_NODE_KEY.into()),
         node_id: info.node.unwrap_or_default(),
     }
 }
