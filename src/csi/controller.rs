@@ -50,17 +50,16 @@ impl csi::controller_server::Controller for ControllerService {
                     req.volume_content_source.as_ref(),
                 )?,
             };
-            if let Some(src) = &create.content_source {
-                // Each backend copies only its own volumes and snapshots.
-                if src.backend() != backend.name() {
-                    return Err(Error::invalid(format!(
-                        "volume {}: a {} volume cannot be made from {} (a {} source)",
-                        req.name,
-                        backend.name(),
-                        src.id(),
-                        src.backend()
-                    )));
-                }
+            // Each backend copies only its own volumes and snapshots.
+            let foreign = create.content_source.as_ref();
+            if let Some(src) = foreign.filter(|src| src.backend() != backend.name()) {
+                return Err(Error::invalid(format!(
+                    "volume {}: a {} volume cannot be made from {} (a {} source)",
+                    req.name,
+                    backend.name(),
+                    src.id(),
+                    src.backend()
+                )));
             }
             let id = backend.create_id(&create)?;
             check_served(backend.as_ref(), &req.name, &create.capabilities)?;
@@ -179,21 +178,19 @@ impl csi::controller_server::Controller for ControllerService {
                 let caps = convert::capabilities(&req.volume_capabilities)?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
                 let params = convert::parameters(&req.parameters);
-                let verdict = backend.validate(&id, &caps, &params)?;
-                Ok(match verdict {
-                    None => csi::ValidateVolumeCapabilitiesResponse {
-                        confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
-                            volume_context: req.volume_context,
-                            volume_capabilities: req.volume_capabilities,
-                            parameters: req.parameters,
-                            mutable_parameters: Default::default(),
-                        }),
-                        message: String::new(),
-                    },
-                    Some(message) => csi::ValidateVolumeCapabilitiesResponse {
-                        confirmed: None,
-                        message,
-                    },
+                // None: every capability is confirmed; else why not.
+                let refusal = backend.validate(&id, &caps, &params)?;
+                let confirmed = refusal.is_none().then(|| {
+                    csi::validate_volume_capabilities_response::Confirmed {
+                        volume_context: req.volume_context,
+                        volume_capabilities: req.volume_capabilities,
+                        parameters: req.parameters,
+                        mutable_parameters: Default::default(),
+                    }
+                });
+                Ok(csi::ValidateVolumeCapabilitiesResponse {
+                    confirmed,
+                    message: refusal.unwrap_or_default(),
                 })
             })
             .await
