@@ -134,13 +134,12 @@ pub(crate) fn check_served(
     volume: &str,
     caps: &[crate::volume::Capability],
 ) -> Result<()> {
-    match caps
+    let refusal = caps
         .iter()
-        .find_map(|c| backend.caps().refuse(backend.name(), c))
-    {
-        Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
-        None => Ok(()),
-    }
+        .find_map(|c| backend.caps().refuse(backend.name(), c));
+    refusal.map_or(Ok(()), |why| {
+        Err(Error::invalid(format!("volume {volume}: {why}")))
+    })
 }
 
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
