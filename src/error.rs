@@ -92,6 +92,15 @@ fn suffix(detail: &str) -> String {
     }
 }
 
+/// Constructors `name(volume, detail)` of the variants that carry a volume and a detail.
+macro_rules! volume_detail {
+    ($($name:ident => $variant:ident,)*) => {$(
+        pub fn $name(volume: impl Into<String>, detail: impl Into<String>) -> Self {
+            Error::$variant { volume: volume.into(), detail: detail.into() }
+        }
+    )*};
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -103,32 +112,11 @@ impl Error {
         Self::not_found_because(volume, "")
     }
 
-    pub fn not_found_because(volume: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::VolumeNotFound {
-            volume: volume.into(),
-            detail: detail.into(),
-        }
-    }
-
-    pub fn precondition(volume: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::FailedPrecondition {
-            volume: volume.into(),
-            detail: detail.into(),
-        }
-    }
-
-    pub fn exists(volume: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::AlreadyExists {
-            volume: volume.into(),
-            detail: detail.into(),
-        }
-    }
-
-    pub fn no_space(volume: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::NoSpace {
-            volume: volume.into(),
-            detail: detail.into(),
-        }
+    volume_detail! {
+        not_found_because => VolumeNotFound,
+        precondition => FailedPrecondition,
+        exists => AlreadyExists,
+        no_space => NoSpace,
     }
 
     /// Wraps an OS error with the volume and the action that failed.

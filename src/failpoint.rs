@@ -28,21 +28,18 @@ mod points {
     use std::io;
     use std::sync::OnceLock;
 
+    /// The value of `var`, read once into `cell`.
+    fn env(cell: &'static OnceLock<Option<String>>, var: &str) -> Option<&'static str> {
+        cell.get_or_init(|| std::env::var(var).ok()).as_deref()
+    }
+
     pub fn hit(point: &str) {
         pause(point);
-        static TARGET: OnceLock<Option<String>> = OnceLock::new();
-        let target = TARGET.get_or_init(|| std::env::var("FERROVOL_CRASH_AT").ok());
-        if target.as_deref() == Some(point) {
+        static CRASH_AT: OnceLock<Option<String>> = OnceLock::new();
+        if env(&CRASH_AT, "FERROVOL_CRASH_AT") == Some(point) {
             tracing::warn!(point, "FERROVOL_CRASH_AT reached: killing the process");
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         }
-    }
-
-    fn env_fail_target() -> Option<&'static str> {
-        static TARGET: OnceLock<Option<String>> = OnceLock::new();
-        TARGET
-            .get_or_init(|| std::env::var("FERROVOL_FAIL_AT").ok())
-            .as_deref()
     }
 
     thread_local! {
@@ -52,7 +49,8 @@ mod points {
 
     /// Fails with EIO when `point` is the configured failure point.
     pub fn fail(point: &str) -> io::Result<()> {
-        let hit = env_fail_target() == Some(point)
+        static FAIL_AT: OnceLock<Option<String>> = OnceLock::new();
+        let hit = env(&FAIL_AT, "FERROVOL_FAIL_AT") == Some(point)
             || THREAD_FAIL_AT.with(|t| t.borrow().as_deref() == Some(point));
         if hit {
             return Err(io::Error::other(format!(

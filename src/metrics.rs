@@ -16,6 +16,8 @@ use std::time::Duration;
 
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+/// Sources read at each scrape, with their label, for as long as they live.
+type Sources<L, T> = Vec<(L, Weak<T>)>;
 
 /// Something that holds volumes and can count them when scraped (a backend's ledger).
 pub trait VolumeCount: Send + Sync {
@@ -35,9 +37,9 @@ struct Metrics {
     unexplained_dirs: Gauge,
     /// Set once the driver registers itself with the kubelet (exported from then on).
     kubelet_registered: OnceLock<Gauge>,
-    ledgers: Mutex<Vec<(String, Weak<dyn VolumeCount>)>>,
-    inventories: Mutex<Vec<Weak<Inventory>>>,
-    pools: Mutex<Vec<(String, Weak<dyn PoolStates>)>>,
+    ledgers: Mutex<Sources<String, dyn VolumeCount>>,
+    inventories: Mutex<Sources<(), Inventory>>,
+    pools: Mutex<Sources<String, dyn PoolStates>>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -146,58 +148,27 @@ pub fn watch_pools(backend: &str, pools: Weak<dyn PoolStates>) {
     lock(&metrics().pools).push((backend.to_string(), pools));
 }
 
-fn pools_up() -> Family<Labels, Gauge> {
-    let family = Family::<Labels, Gauge>::default();
-    lock(&metrics().pools).retain(|(backend, pools)| {
-        let Some(pools) = pools.upgrade() else {
-            return false;
-        };
-        for (pool, up) in pools.pool_states() {
-            let labels = vec![("backend", backend.clone()), ("pool", pool)];
-            family.get_or_create(&labels).set(up.into());
-        }
-        true
-    });
-    family
-}
-
 /// Counts the devices of `inventory` at each scrape, for as long as it lives.
 pub fn count_devices(inventory: Weak<Inventory>) {
-    lock(&metrics().inventories).push(inventory);
+    lock(&metrics().inventories).push(((), inventory));
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn volumes() -> Family<Labels, Gauge> {
-    let family = Family::<Labels, Gauge>::default();
-    lock(&metrics().ledgers).retain(|(backend, ledger)| {
-        let Some(ledger) = ledger.upgrade() else {
+/// A gauge family that `fill` sets from every source of `list` still alive, with its label;
+/// the sources that are gone are forgotten.
+fn scrape<L, T: ?Sized>(
+    list: &Mutex<Sources<L, T>>,
+    fill: impl Fn(&Family<Labels, Gauge>, &L, &T),
+) -> Family<Labels, Gauge> {
+    let family = Family::default();
+    lock(list).retain(|(label, source)| {
+        let Some(source) = source.upgrade() else {
             return false;
         };
-        let n = ledger.volumes() as i64;
-        family
-            .get_or_create(&vec![("backend", backend.clone())])
-            .inc_by(n);
-        true
-    });
-    family
-}
-
-fn devices() -> Family<Labels, Gauge> {
-    let family = Family::<Labels, Gauge>::default();
-    lock(&metrics().inventories).retain(|inventory| {
-        let Some(inventory) = inventory.upgrade() else {
-            return false;
-        };
-        for e in inventory.snapshot() {
-            let labels = vec![
-                ("state", e.state.as_str().into()),
-                ("claim", e.claim.kind().into()),
-            ];
-            family.get_or_create(&labels).inc();
-        }
+        fill(&family, label, &source);
         true
     });
     family
@@ -217,71 +188,76 @@ fn nfs_servers() -> (Family<Labels, Gauge>, Family<Labels, Gauge>) {
     (up, abandoned)
 }
 
-/// The OpenMetrics text of every series.
-pub fn render() -> String {
-    let m = metrics();
-    let mut r = Registry::with_prefix("ferrovol");
-    r.register(
-        "rpc_duration_seconds",
-        "CSI calls served, timed, by service, method and gRPC code",
-        m.rpc.clone(),
-    );
-    r.register(
-        "state_commits",
-        "Durable commits (fsync/fdatasync) that operations waited for",
-        m.commits.clone(),
-    );
-    r.register(
-        "state_background_syncs",
-        "Syncs of journal compaction, which no operation waits for",
-        m.background_syncs.clone(),
-    );
-    r.register(
-        "state_journal_damaged",
-        "1 when the state journal knows it lost changes (damaged, or restored from an older copy)",
-        m.journal_damaged.clone(),
-    );
-    r.register(
-        "unexplained_directories",
-        "Directories kept at start that no intact state record explains",
-        m.unexplained_dirs.clone(),
-    );
-    r.register(
-        "volumes",
-        "Volumes this process holds, by backend",
-        volumes(),
-    );
-    r.register(
-        "devices",
-        "Block devices in this node's inventory",
-        devices(),
-    );
-    r.register(
-        "pool_up",
-        "1 while a storage pool (a hostpath base path) is usable, 0 while it is missing or refused",
-        pools_up(),
-    );
-    let (up, abandoned) = nfs_servers();
-    r.register(
-        "nfs_server_up",
-        "0 while the NFS server is known not to answer kernel calls, else 1",
-        up,
-    );
-    r.register(
-        "nfs_abandoned_kernel_calls",
-        "Kernel calls to an NFS server still running past their deadline",
-        abandoned,
-    );
-    if let Some(g) = m.kubelet_registered.get() {
-        r.register(
-            "kubelet_registered",
-            "Whether the kubelet reported the driver registered (1) or not yet or refused (0)",
-            g.clone(),
-        );
-    }
+/// Registers each `name: help => metric` with registry `r`: a table of the series.
+macro_rules! register {
+    ($r:ident, $($name:literal: $help:literal => $metric:expr,)*) => {
+        $($r.register($name, $help, $metric);)*
+    };
+}
+
+/// The OpenMetrics text of the series `register` adds to a registry of names under `prefix`
+/// (also `nodeloss::metrics`').
+pub fn text(prefix: &str, register: impl FnOnce(&mut Registry)) -> String {
+    let mut r = Registry::with_prefix(prefix);
+    register(&mut r);
     let mut out = String::new();
     encode(&mut out, &r).expect("writing to a String cannot fail");
     out
+}
+
+/// The OpenMetrics text of every series.
+pub fn render() -> String {
+    let m = metrics();
+    let volumes = scrape(&m.ledgers, |family, backend, ledger| {
+        let labels = vec![("backend", backend.clone())];
+        family
+            .get_or_create(&labels)
+            .inc_by(ledger.volumes() as i64);
+    });
+    let devices = scrape(&m.inventories, |family, (), inventory| {
+        for e in inventory.snapshot() {
+            let labels = vec![
+                ("state", e.state.as_str().into()),
+                ("claim", e.claim.kind().into()),
+            ];
+            family.get_or_create(&labels).inc();
+        }
+    });
+    let pools_up = scrape(&m.pools, |family, backend, pools| {
+        for (pool, up) in pools.pool_states() {
+            let labels = vec![("backend", backend.clone()), ("pool", pool)];
+            family.get_or_create(&labels).set(up.into());
+        }
+    });
+    let (nfs_up, nfs_abandoned) = nfs_servers();
+    text("ferrovol", |r| {
+        register! { r,
+            "rpc_duration_seconds": "CSI calls served, timed, by service, method and gRPC code"
+                => m.rpc.clone(),
+            "state_commits": "Durable commits (fsync/fdatasync) that operations waited for"
+                => m.commits.clone(),
+            "state_background_syncs": "Syncs of journal compaction, which no operation waits for"
+                => m.background_syncs.clone(),
+            "state_journal_damaged": "1 when the state journal knows it lost changes (damaged, or restored from an older copy)"
+                => m.journal_damaged.clone(),
+            "unexplained_directories": "Directories kept at start that no intact state record explains"
+                => m.unexplained_dirs.clone(),
+            "volumes": "Volumes this process holds, by backend" => volumes,
+            "devices": "Block devices in this node's inventory" => devices,
+            "pool_up": "1 while a storage pool (a hostpath base path) is usable, 0 while it is missing or refused"
+                => pools_up,
+            "nfs_server_up": "0 while the NFS server is known not to answer kernel calls, else 1"
+                => nfs_up,
+            "nfs_abandoned_kernel_calls": "Kernel calls to an NFS server still running past their deadline"
+                => nfs_abandoned,
+        }
+        if let Some(g) = m.kubelet_registered.get() {
+            register! { r,
+                "kubelet_registered": "Whether the kubelet reported the driver registered (1) or not yet or refused (0)"
+                    => g.clone(),
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -92,62 +92,56 @@ pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
     let name = match &args.what {
         AdoptWhat::Dir { name, .. }
         | AdoptWhat::Device { name, .. }
-        | AdoptWhat::Nfs { name, .. } => name,
+        | AdoptWhat::Nfs { name, .. } => name.clone(),
     };
-    check_pv_name(name)?;
+    check_pv_name(&name)?;
     let mut admin = AdminClient::new(channel);
-    let (name, resp) = match args.what {
+    let (place, resp) = match args.what {
         AdoptWhat::Dir {
             dir,
-            name,
             size,
             reflink_copy,
+            ..
         } => {
-            let dir = super::absolute(&dir);
-            let resp = admin
-                .adopt_directory(pb::AdoptDirectoryRequest {
-                    path: dir.display().to_string(),
-                    name: name.clone(),
-                    capacity_bytes: size as i64,
-                    reflink_copy,
-                })
-                .await
-                .map_err(|s| format!("adopting {}: {}", dir.display(), s.message()))?;
-            (name, resp.into_inner())
+            let dir = super::absolute(&dir).display().to_string();
+            let req = pb::AdoptDirectoryRequest {
+                path: dir.clone(),
+                name: name.clone(),
+                capacity_bytes: size as i64,
+                reflink_copy,
+            };
+            (dir, admin.adopt_directory(req).await)
         }
-        AdoptWhat::Device { uid, name } => {
-            let resp = admin
-                .adopt_device(pb::AdoptDeviceRequest {
-                    device_uid: uid.clone(),
-                    name: name.clone(),
-                })
-                .await
-                .map_err(|s| format!("adopting device {uid}: {}", s.message()))?;
-            (name, resp.into_inner())
+        AdoptWhat::Device { uid, .. } => {
+            let req = pb::AdoptDeviceRequest {
+                device_uid: uid.clone(),
+                name: name.clone(),
+            };
+            (format!("device {uid}"), admin.adopt_device(req).await)
         }
         AdoptWhat::Nfs {
             server,
             share,
             sub_dir,
-            name,
             size,
             on_delete,
+            ..
         } => {
             let place = format!("{sub_dir} on {server}:{share}");
-            let resp = admin
-                .adopt_nfs_directory(pb::AdoptNfsDirectoryRequest {
-                    server,
-                    share,
-                    sub_dir,
-                    name: name.clone(),
-                    capacity_bytes: size as i64,
-                    on_delete,
-                })
-                .await
-                .map_err(|s| format!("adopting {place}: {}", s.message()))?;
-            (name, resp.into_inner())
+            let req = pb::AdoptNfsDirectoryRequest {
+                server,
+                share,
+                sub_dir,
+                name: name.clone(),
+                capacity_bytes: size as i64,
+                on_delete,
+            };
+            (place, admin.adopt_nfs_directory(req).await)
         }
     };
+    let resp = resp
+        .map_err(|s| format!("adopting {place}: {}", s.message()))?
+        .into_inner();
     if !resp.capacity_enforced && !resp.node_id.is_empty() {
         eprintln!(
             "note: volume {}'s capacity is advisory (the filesystem cannot limit it)",

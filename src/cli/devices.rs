@@ -6,18 +6,28 @@ use crate::server::BoxResult;
 use clap::Args;
 use std::path::PathBuf;
 
+/// Which devices may hold volumes: the device backend's (`serve`) and discovery's (`devices`).
 #[derive(Debug, Args)]
-pub struct DevicesArgs {
-    /// Glob on the /dev path or any by-id/by-path link of the devices that may hold volumes
-    /// (repeatable). With none, nothing is a candidate: the table only says what it sees.
+pub struct DeviceFilterArgs {
+    /// Device backend: glob on the /dev path or any by-id/by-path link of a device that may
+    /// hold volumes (repeatable). With none, no device is a candidate: the backend claims
+    /// nothing, and lists (and `devices` prints) only what it sees.
     #[arg(long = "device-include", value_name = "PATTERN")]
     pub include: Vec<String>,
-    /// Glob of devices never to use (repeatable); beats any include.
+
+    /// Device backend: glob of devices never to use (repeatable); beats any include.
     #[arg(long = "device-exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
-    /// YAML file with include/exclude rules by path, vendor and model.
+
+    /// Device backend: YAML file with include/exclude rules by path, vendor and model.
     #[arg(long = "device-config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    #[command(flatten)]
+    pub filter: DeviceFilterArgs,
     /// Further paths whose disks are the OS's (besides / and /boot): the state dir, the kubelet dir.
     #[arg(long = "protect", value_name = "PATH", default_values = ["/var/lib/kubelet"])]
     pub protect: Vec<PathBuf>,
@@ -31,14 +41,11 @@ pub struct DevicesArgs {
 }
 
 pub fn run(args: DevicesArgs) -> BoxResult<()> {
-    let node = match args.node {
-        Some(n) => n,
-        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
-    };
+    let node = node_or_hostname(args.node)?;
     let filters = Filters::for_node(
-        &args.include,
-        &args.exclude,
-        args.config.as_deref(),
+        &args.filter.include,
+        &args.filter.exclude,
+        args.filter.config.as_deref(),
         &args.protect,
         Some(&node),
     )?;
@@ -49,6 +56,14 @@ pub fn run(args: DevicesArgs) -> BoxResult<()> {
         print!("{}", table(&devs));
     }
     Ok(())
+}
+
+/// `node`, or this host's name.
+pub(super) fn node_or_hostname(node: Option<String>) -> BoxResult<String> {
+    Ok(match node {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    })
 }
 
 /// The table: one line per device.

@@ -14,7 +14,7 @@ pub struct MetricsArgs {
 
     /// Metrics: a client must send its request headers within this time (e.g. 10s, 500ms); a
     /// connection that sends nothing is closed then, and any connection at twice this time.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "10s", value_parser = super::nodeloss::positive_duration)]
     pub metrics_timeout: Duration,
 
     /// Metrics: most connections served at once; further clients wait in the listen queue
@@ -57,17 +57,10 @@ fn parse_address(s: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port.parse().map_err(|_| bad())?))
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = super::nodeloss::parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("{s:?}: the metrics timeout must be positive"));
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::nodeloss::positive_duration;
 
     #[test]
     fn addresses_of_either_family_with_or_without_brackets() {
@@ -90,7 +83,7 @@ mod tests {
 
     #[test]
     fn timeouts_are_positive() {
-        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_timeout("0s").is_err());
+        assert_eq!(positive_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(positive_duration("0s").is_err());
     }
 }

@@ -82,6 +82,14 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> crate::server::BoxResul
     Ok(kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?)
 }
 
+/// A duration that must not be zero (a timeout).
+pub(super) fn positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: the duration must be positive")),
+        d => Ok(d),
+    }
+}
+
 /// `90s`, `500ms`, `5m`, `1h`, or plain seconds; zero allowed.
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration such as 60s, 500ms, 5m or 1h");

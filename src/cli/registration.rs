@@ -32,8 +32,7 @@ impl RegistrationArgs {
             return Ok(None);
         };
         let kubelet_csi_endpoint = match (&self.kubelet_csi_endpoint, endpoint) {
-            (Some(path), _) => path.clone(),
-            (None, Endpoint::Unix(path)) => path.clone(),
+            (Some(path), _) | (None, Endpoint::Unix(path)) => path.clone(),
             (None, Endpoint::Tcp(_)) => {
                 return Err("--kubelet-registration-dir needs a unix:// endpoint or \
                             --kubelet-csi-endpoint: the kubelet reaches drivers over Unix sockets"

@@ -84,18 +84,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub nfs: Box<NfsArgs>,
 
-    /// Device backend: glob on the /dev path or any by-id/by-path link of a device that may
-    /// hold volumes (repeatable). With none, the backend lists what it sees and claims nothing.
-    #[arg(long = "device-include", value_name = "PATTERN")]
-    pub device_include: Vec<String>,
-
-    /// Device backend: glob of devices never to use (repeatable); beats any include.
-    #[arg(long = "device-exclude", value_name = "PATTERN")]
-    pub device_exclude: Vec<String>,
-
-    /// Device backend: YAML file with include/exclude rules by path, vendor and model.
-    #[arg(long = "device-config", value_name = "FILE")]
-    pub device_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub devices: super::devices::DeviceFilterArgs,
 
     /// Capacity of a volume whose request names none (bytes, or with Ki/Mi/Gi/Ti).
     #[arg(long, default_value = "1Gi", value_parser = parse_size)]
@@ -132,7 +122,7 @@ pub struct NfsArgs {
     /// NFS driver: deadline of every call to an NFS server (provisioning; an NFSv4.1 server in
     /// its grace period is retried within it, then Unavailable) and, tripled, of every kernel
     /// mount, unmount and statfs on the node (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::nodeloss::positive_duration)]
     pub nfs_timeout: std::time::Duration,
 
     /// NFS driver: an export known whether or not the share registry holds it (repeatable,
@@ -195,15 +185,9 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         .endpoint
         .clone()
         .unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
-    let node_id = match args.node_id.clone() {
-        Some(n) => n,
-        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
-    };
+    let node_id = super::devices::node_or_hostname(args.node_id.clone())?;
     crate::volume::validate_component("node id", &node_id).map_err(|e| e.to_string())?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .map_or_else(|| data_dir.join("state"), |p| absolute(&p));
+    let state_dir = (args.state_dir.as_deref()).map_or_else(|| data_dir.join("state"), absolute);
     crate::os::perm::create_private_dir(&state_dir)?;
     // Held until the process ends: two drivers appending to one journal would corrupt it.
     let _state_lock = crate::os::dirlock::lock_exclusive(&state_dir, "state dir")?;
@@ -212,9 +196,9 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         insecure_remote: args.insecure_remote_endpoint,
     };
     let devices = registry::DeviceSettings {
-        include: args.device_include.clone(),
-        exclude: args.device_exclude.clone(),
-        config: args.device_config.as_deref().map(absolute),
+        include: args.devices.include.clone(),
+        exclude: args.devices.exclude.clone(),
+        config: args.devices.config.as_deref().map(absolute),
         protected: vec![
             state_dir.clone(),
             PathBuf::from("/var/lib/kubelet"),
@@ -233,10 +217,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
                 .map(absolute)
                 .as_deref(),
             &args.hostpath_pools,
-            &args
-                .hostpath_base
-                .clone()
-                .map_or_else(|| data_dir.join("hostpath"), |p| absolute(&p)),
+            &(args.hostpath_base.as_deref()).map_or_else(|| data_dir.join("hostpath"), absolute),
         )?,
         default_capacity: args.default_volume_size,
         nfs_timeout: args.nfs.nfs_timeout,
@@ -278,7 +259,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         }
         roots
     };
-    let paths = crate::node::NodePaths::new(crate::os::beneath::PublishRoots::new(roots)?);
+    let paths = crate::os::beneath::PublishRoots::new(roots)?;
     tracing::info!(roots = ?paths.roots(), "staging and target paths must lie below these publish roots");
     let driver = Arc::new(Driver::new(
         args.driver,
@@ -340,15 +321,6 @@ fn nfs_registry(args: &NfsArgs, state_dir: &Path) -> server::BoxResult<RegistryC
                 .map_or_else(|| state_dir.join("nfs-shares.json"), absolute),
         ),
     })
-}
-
-/// A positive duration: `5s`, `500ms`, `2m`, or plain seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let d = super::nodeloss::parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("{s:?}: the NFS timeout must be positive"));
-    }
-    Ok(d)
 }
 
 const BLOCKING_THREADS: usize = 24;

@@ -2,6 +2,7 @@
 //! through `ferrovol ctl adopt` on the driver's socket. Thin like the CSI services: validate,
 //! lock the volume, hand the work to the backend on the blocking pool.
 
+use super::convert::require;
 use super::{rpc, Driver};
 use crate::backend::adopt::{Adopt, AdoptDevice, AdoptDir, AdoptNfsDir};
 use crate::backend::pod_paths::PodPaths;
@@ -31,6 +32,29 @@ impl AdminService {
             pods,
         }
     }
+
+    /// Runs the adoption `build` decodes on backend `backend`, under the volume's lock.
+    async fn adopt(
+        &self,
+        method: &'static str,
+        backend: &'static str,
+        name: String,
+        build: impl FnOnce() -> Result<Adopt> + Send + 'static,
+    ) -> Result<Response<pb::AdoptResponse>, Status> {
+        let driver = self.driver.clone();
+        rpc(method, name, move || {
+            let req = build()?;
+            let b = driver
+                .backend(backend)?
+                .adoption()
+                .ok_or_else(|| Error::invalid(format!("backend {backend} adopts nothing")))?;
+            let id = b.adopt_id(&req)?;
+            let _guard = driver.locks.try_lock(&id.to_string())?;
+            let info = b.adopt(&req)?;
+            Ok(response(&driver, info))
+        })
+        .await
+    }
 }
 
 fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
@@ -48,35 +72,9 @@ fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
             .unwrap_or_default(),
         volume_context: info.context.into_iter().collect(),
         driver_name: driver.name.clone(),
-        topology_key: if info.node.is_some() {
-            TOPOLOGY_NODE_KEY.to_string()
-        } else {
-            String::new()
-        },
+        topology_key: (info.node.as_ref()).map_or_else(String::new, |_| TOPOLOGY_NODE_KEY.into()),
         node_id: info.node.unwrap_or_default(),
     }
-}
-
-/// Runs the adoption `build` decodes on backend `backend`, under the volume's lock.
-async fn adopt(
-    driver: Arc<Driver>,
-    method: &'static str,
-    backend: &'static str,
-    name: String,
-    build: impl FnOnce() -> Result<Adopt> + Send + 'static,
-) -> Result<Response<pb::AdoptResponse>, Status> {
-    rpc(method, name, move || {
-        let req = build()?;
-        let b = driver
-            .backend(backend)?
-            .adoption()
-            .ok_or_else(|| Error::invalid(format!("backend {backend} adopts nothing")))?;
-        let id = b.adopt_id(&req)?;
-        let _guard = driver.locks.try_lock(&id.to_string())?;
-        let info = b.adopt(&req)?;
-        Ok(response(&driver, info))
-    })
-    .await
 }
 
 fn capacity(name: &str, bytes: i64) -> Result<u64> {
@@ -95,17 +93,13 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::AdoptDirectoryRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let r = req.into_inner();
-        let d = self.driver.clone();
         let pods = self.pods.clone();
-        adopt(
-            d,
+        self.adopt(
             "AdoptDirectory",
             hostpath::BACKEND,
             r.name.clone(),
             move || {
-                if r.path.is_empty() {
-                    return Err(Error::invalid("path is required"));
-                }
+                require("path", &r.path)?;
                 Ok(Adopt::Dir(AdoptDir {
                     path: PathBuf::from(&r.path),
                     capacity: capacity(&r.name, r.capacity_bytes)?,
@@ -123,22 +117,13 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::AdoptDeviceRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let r = req.into_inner();
-        let d = self.driver.clone();
-        adopt(
-            d,
-            "AdoptDevice",
-            device::BACKEND,
-            r.name.clone(),
-            move || {
-                if r.device_uid.is_empty() {
-                    return Err(Error::invalid("device_uid is required"));
-                }
-                Ok(Adopt::Device(AdoptDevice {
-                    device_uid: r.device_uid,
-                    name: r.name,
-                }))
-            },
-        )
+        self.adopt("AdoptDevice", device::BACKEND, r.name.clone(), move || {
+            require("device_uid", &r.device_uid)?;
+            Ok(Adopt::Device(AdoptDevice {
+                device_uid: r.device_uid,
+                name: r.name,
+            }))
+        })
         .await
     }
 
@@ -147,39 +132,26 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::AdoptNfsDirectoryRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let r = req.into_inner();
-        let d = self.driver.clone();
         let controller = self.controller;
-        adopt(
-            d,
-            "AdoptNfsDirectory",
-            nfs::BACKEND,
-            r.name.clone(),
-            move || {
-                if !controller {
-                    return Err(Error::precondition(
-                        &r.name,
-                        "this process serves no controller role; run it against the NFS controller's socket",
-                    ));
-                }
-                for (field, v) in [
-                    ("server", &r.server),
-                    ("share", &r.share),
-                    ("sub_dir", &r.sub_dir),
-                ] {
-                    if v.is_empty() {
-                        return Err(Error::invalid(format!("{field} is required")));
-                    }
-                }
-                Ok(Adopt::NfsDir(AdoptNfsDir {
-                    capacity: capacity(&r.name, r.capacity_bytes)?,
-                    server: r.server,
-                    share: r.share,
-                    sub_dir: r.sub_dir,
-                    name: r.name,
-                    on_delete: r.on_delete,
-                }))
-            },
-        )
+        self.adopt("AdoptNfsDirectory", nfs::BACKEND, r.name.clone(), move || {
+            if !controller {
+                return Err(Error::precondition(
+                    &r.name,
+                    "this process serves no controller role; run it against the NFS controller's socket",
+                ));
+            }
+            for (field, v) in [("server", &r.server), ("share", &r.share), ("sub_dir", &r.sub_dir)] {
+                require(field, v)?;
+            }
+            Ok(Adopt::NfsDir(AdoptNfsDir {
+                capacity: capacity(&r.name, r.capacity_bytes)?,
+                server: r.server,
+                share: r.share,
+                sub_dir: r.sub_dir,
+                name: r.name,
+                on_delete: r.on_delete,
+            }))
+        })
         .await
     }
 }

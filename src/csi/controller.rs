@@ -21,32 +21,6 @@ impl ControllerService {
     }
 }
 
-/// The controller capabilities of a process: the union over the backends it serves.
-fn capabilities(d: &Driver) -> Vec<Cap> {
-    let mut caps = vec![
-        Cap::CreateDeleteVolume,
-        Cap::ListVolumes,
-        Cap::GetCapacity,
-        Cap::ListVolumesPublishedNodes,
-        Cap::VolumeCondition,
-        Cap::GetVolume,
-        Cap::SingleNodeMultiWriter,
-    ];
-    if d.any(|c| c.controller_publish) {
-        caps.extend([Cap::PublishUnpublishVolume, Cap::PublishReadonly]);
-    }
-    if d.any(|c| c.expansion != crate::backend::Expansion::None) {
-        caps.push(Cap::ExpandVolume);
-    }
-    if d.backends.iter().any(|b| b.snapshots().is_some()) {
-        caps.extend([Cap::CreateDeleteSnapshot, Cap::ListSnapshots]);
-    }
-    if d.any(|c| c.clone) {
-        caps.push(Cap::CloneVolume);
-    }
-    caps
-}
-
 #[tonic::async_trait]
 impl csi::controller_server::Controller for ControllerService {
     async fn create_volume(
@@ -63,7 +37,7 @@ impl csi::controller_server::Controller for ControllerService {
             req.check_limits().map_err(Error::InvalidArgument)?;
             require("name", &req.name)?;
             let parameters = convert::parameters(&req.parameters);
-            let backend = d.backend_for_params(&parameters)?;
+            let backend = d.backend_named(parameters.get("backend").map(String::as_str))?;
             let create = CreateRequest {
                 name: req.name.clone(),
                 capacity: convert::capacity_range(req.capacity_range.as_ref())?,
@@ -76,17 +50,16 @@ impl csi::controller_server::Controller for ControllerService {
                     req.volume_content_source.as_ref(),
                 )?,
             };
-            if let Some(src) = &create.content_source {
-                // Each backend copies only its own volumes and snapshots.
-                if src.backend() != backend.name() {
-                    return Err(Error::invalid(format!(
-                        "volume {}: a {} volume cannot be made from {} (a {} source)",
-                        req.name,
-                        backend.name(),
-                        src.id(),
-                        src.backend()
-                    )));
-                }
+            // Each backend copies only its own volumes and snapshots.
+            let foreign = create.content_source.as_ref();
+            if let Some(src) = foreign.filter(|src| src.backend() != backend.name()) {
+                return Err(Error::invalid(format!(
+                    "volume {}: a {} volume cannot be made from {} (a {} source)",
+                    req.name,
+                    backend.name(),
+                    src.id(),
+                    src.backend()
+                )));
             }
             let id = backend.create_id(&create)?;
             check_served(backend.as_ref(), &req.name, &create.capabilities)?;
@@ -151,7 +124,7 @@ impl csi::controller_server::Controller for ControllerService {
                     return Ok(csi::ControllerPublishVolumeResponse::default());
                 }
                 let _guard = d.locks.try_lock(&req.volume_id)?;
-                let _gate = d.publish_gate();
+                let _gate = d.publish_gate.lock().expect("publish gate poisoned");
                 if d.max_volumes_per_node > 0 {
                     // Republishing an already published volume is idempotent, not a new attachment.
                     let already = backend.get(&id)?.published_nodes.contains(&req.node_id);
@@ -205,21 +178,19 @@ impl csi::controller_server::Controller for ControllerService {
                 let caps = convert::capabilities(&req.volume_capabilities)?;
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
                 let params = convert::parameters(&req.parameters);
-                let verdict = backend.validate(&id, &caps, &params)?;
-                Ok(match verdict {
-                    None => csi::ValidateVolumeCapabilitiesResponse {
-                        confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
-                            volume_context: req.volume_context,
-                            volume_capabilities: req.volume_capabilities,
-                            parameters: req.parameters,
-                            mutable_parameters: Default::default(),
-                        }),
-                        message: String::new(),
-                    },
-                    Some(message) => csi::ValidateVolumeCapabilitiesResponse {
-                        confirmed: None,
-                        message,
-                    },
+                // None: every capability is confirmed; else why not.
+                let refusal = backend.validate(&id, &caps, &params)?;
+                let confirmed = refusal.is_none().then(|| {
+                    csi::validate_volume_capabilities_response::Confirmed {
+                        volume_context: req.volume_context,
+                        volume_capabilities: req.volume_capabilities,
+                        parameters: req.parameters,
+                        mutable_parameters: Default::default(),
+                    }
+                });
+                Ok(csi::ValidateVolumeCapabilitiesResponse {
+                    confirmed,
+                    message: refusal.unwrap_or_default(),
                 })
             })
             .await
@@ -277,7 +248,7 @@ impl csi::controller_server::Controller for ControllerService {
                 .map(convert::capability)
                 .collect::<Result<Vec<_>>>()?;
             let parameters = convert::parameters(&req.parameters);
-            let backend = d.backend_for_params(&parameters)?;
+            let backend = d.backend_named(parameters.get("backend").map(String::as_str))?;
             let topology = req
                 .accessible_topology
                 .as_ref()
@@ -304,14 +275,35 @@ impl csi::controller_server::Controller for ControllerService {
         _req: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
         use csi::controller_service_capability::{Rpc, Type};
+        let d = &self.driver;
         rpc_inline("ControllerGetCapabilities", || {
+            // The union over the backends this process serves.
+            let mut caps = vec![
+                Cap::CreateDeleteVolume,
+                Cap::ListVolumes,
+                Cap::GetCapacity,
+                Cap::ListVolumesPublishedNodes,
+                Cap::VolumeCondition,
+                Cap::GetVolume,
+                Cap::SingleNodeMultiWriter,
+            ];
+            if d.any(|c| c.controller_publish) {
+                caps.extend([Cap::PublishUnpublishVolume, Cap::PublishReadonly]);
+            }
+            if d.any(|c| c.expansion != crate::backend::Expansion::None) {
+                caps.push(Cap::ExpandVolume);
+            }
+            if d.backends.iter().any(|b| b.snapshots().is_some()) {
+                caps.extend([Cap::CreateDeleteSnapshot, Cap::ListSnapshots]);
+            }
+            if d.any(|c| c.clone) {
+                caps.push(Cap::CloneVolume);
+            }
+            let capabilities = caps.into_iter().map(|c| csi::ControllerServiceCapability {
+                r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
+            });
             Ok(csi::ControllerGetCapabilitiesResponse {
-                capabilities: capabilities(&self.driver)
-                    .into_iter()
-                    .map(|c| csi::ControllerServiceCapability {
-                        r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
-                    })
-                    .collect(),
+                capabilities: capabilities.collect(),
             })
         })
     }

@@ -38,9 +38,8 @@ pub fn abs_path(field: &str, value: &str) -> Result<PathBuf> {
 /// The volume_path of NodeGetVolumeStats / NodeExpandVolume: a path that is not absolute cannot
 /// hold the volume, so it is NotFound rather than malformed.
 pub fn volume_path(volume_id: &str, value: &str) -> Result<PathBuf> {
-    abs_path("volume_path", value).map_err(|_| Error::VolumeNotFound {
-        volume: volume_id.to_string(),
-        detail: format!("it is not published at {value:?}"),
+    abs_path("volume_path", value).map_err(|_| {
+        Error::not_found_because(volume_id, format!("it is not published at {value:?}"))
     })
 }
 

@@ -1,6 +1,7 @@
 //! CSI Identity service.
 
 use super::{rpc, rpc_inline, Driver};
+use crate::backend::Expansion;
 use crate::error::Result;
 use crate::proto as csi;
 use csi::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
@@ -33,7 +34,7 @@ impl csi::identity_server::Identity for IdentityService {
         rpc_inline("GetPluginInfo", || {
             Ok(csi::GetPluginInfoResponse {
                 name: self.driver.name.clone(),
-                vendor_version: self.driver.version.clone(),
+                vendor_version: env!("CARGO_PKG_VERSION").to_string(),
                 manifest: Default::default(),
             })
         })
@@ -52,14 +53,12 @@ impl csi::identity_server::Identity for IdentityService {
             if d.any(|c| c.reach == crate::backend::Reach::NodeLocal) {
                 capabilities.push(service_cap(service::Type::VolumeAccessibilityConstraints));
             }
-            let expansion = if d.any(|c| c.expansion == crate::backend::Expansion::Online) {
-                Some(volume_expansion::Type::Online)
-            } else if d.any(|c| c.expansion != crate::backend::Expansion::None) {
-                Some(volume_expansion::Type::Offline)
-            } else {
-                None
-            };
-            if let Some(t) = expansion {
+            if d.any(|c| c.expansion != Expansion::None) {
+                let t = if d.any(|c| c.expansion == Expansion::Online) {
+                    volume_expansion::Type::Online
+                } else {
+                    volume_expansion::Type::Offline
+                };
                 capabilities.push(csi::PluginCapability {
                     r#type: Some(Type::VolumeExpansion(VolumeExpansion { r#type: t as i32 })),
                 });

@@ -20,14 +20,9 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// A body that runs on the pool.
-    pub(crate) fn enter() -> Self {
-        Self::enter_on(&IN_FLIGHT, false)
-    }
-
-    /// A body that ends in a commit it awaits as a task (`rpc_queued`); `short`: one the
-    /// backend declares short, which runs in place.
-    pub(crate) fn enter_queued(short: bool) -> Self {
+    /// A body that runs on the pool, or, `short` (one the backend declares short, ending in a
+    /// commit it awaits as a task: `rpc_queued`), in place.
+    pub(crate) fn enter(short: bool) -> Self {
         Self::enter_on(&IN_FLIGHT, short)
     }
 

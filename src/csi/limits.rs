@@ -188,12 +188,14 @@ macro_rules! volume_id_fn {
     ($($id:ident),*) => {};
 }
 
-/// Requests whose fields are only ids and maps: one line each.
+/// Requests whose fields are only ids, capabilities and maps: one line each. Checked in the
+/// order ids, repeated capabilities, maps, the single capability.
 macro_rules! ids_and_maps {
-    ($($req:ty => [$($id:ident),*] [$($map:ident),*] [$($cap:ident),*];)*) => {$(
+    ($($req:ty => [$($id:ident),*] [$($caps:ident),*] [$($map:ident),*] [$($cap:ident),*];)*) => {$(
         impl WithinLimits for $req {
             fn check_limits(&self) -> Result<(), String> {
                 $(id(stringify!($id), &self.$id)?;)*
+                $(capabilities(stringify!($caps), &self.$caps)?;)*
                 $(map(stringify!($map), &self.$map)?;)*
                 $(opt_capability(stringify!($cap), &self.$cap)?;)*
                 Ok(())
@@ -205,47 +207,29 @@ macro_rules! ids_and_maps {
 }
 
 ids_and_maps! {
-    csi::DeleteVolumeRequest => [volume_id] [secrets] [];
-    csi::ControllerPublishVolumeRequest => [volume_id, node_id] [secrets, volume_context]
+    csi::DeleteVolumeRequest => [volume_id] [] [secrets] [];
+    csi::ControllerPublishVolumeRequest => [volume_id, node_id] [] [secrets, volume_context]
         [volume_capability];
-    csi::ControllerUnpublishVolumeRequest => [volume_id, node_id] [secrets] [];
-    csi::ListVolumesRequest => [starting_token] [] [];
-    csi::ControllerGetVolumeRequest => [volume_id] [] [];
-    csi::ControllerModifyVolumeRequest => [volume_id] [secrets, mutable_parameters] [];
-    csi::CreateSnapshotRequest => [source_volume_id, name] [secrets, parameters] [];
-    csi::DeleteSnapshotRequest => [snapshot_id] [secrets] [];
-    csi::ListSnapshotsRequest => [starting_token, source_volume_id, snapshot_id] [secrets] [];
-    csi::GetSnapshotRequest => [snapshot_id] [secrets] [];
-    csi::ControllerExpandVolumeRequest => [volume_id] [secrets] [volume_capability];
-    csi::NodeStageVolumeRequest => [volume_id, staging_target_path]
+    csi::ControllerUnpublishVolumeRequest => [volume_id, node_id] [] [secrets] [];
+    csi::ValidateVolumeCapabilitiesRequest => [volume_id] [volume_capabilities]
+        [volume_context, parameters, secrets, mutable_parameters] [];
+    csi::ListVolumesRequest => [starting_token] [] [] [];
+    csi::ControllerGetVolumeRequest => [volume_id] [] [] [];
+    csi::ControllerModifyVolumeRequest => [volume_id] [] [secrets, mutable_parameters] [];
+    csi::CreateSnapshotRequest => [source_volume_id, name] [] [secrets, parameters] [];
+    csi::DeleteSnapshotRequest => [snapshot_id] [] [secrets] [];
+    csi::ListSnapshotsRequest => [starting_token, source_volume_id, snapshot_id] [] [secrets] [];
+    csi::GetSnapshotRequest => [snapshot_id] [] [secrets] [];
+    csi::ControllerExpandVolumeRequest => [volume_id] [] [secrets] [volume_capability];
+    csi::NodeStageVolumeRequest => [volume_id, staging_target_path] []
         [publish_context, secrets, volume_context] [volume_capability];
-    csi::NodeUnstageVolumeRequest => [volume_id, staging_target_path] [] [];
-    csi::NodePublishVolumeRequest => [volume_id, staging_target_path, target_path]
+    csi::NodeUnstageVolumeRequest => [volume_id, staging_target_path] [] [] [];
+    csi::NodePublishVolumeRequest => [volume_id, staging_target_path, target_path] []
         [publish_context, secrets, volume_context] [volume_capability];
-    csi::NodeUnpublishVolumeRequest => [volume_id, target_path] [] [];
-    csi::NodeGetVolumeStatsRequest => [volume_id, volume_path, staging_target_path] [] [];
-    csi::NodeExpandVolumeRequest => [volume_id, volume_path, staging_target_path] [secrets]
+    csi::NodeUnpublishVolumeRequest => [volume_id, target_path] [] [] [];
+    csi::NodeGetVolumeStatsRequest => [volume_id, volume_path, staging_target_path] [] [] [];
+    csi::NodeExpandVolumeRequest => [volume_id, volume_path, staging_target_path] [] [secrets]
         [volume_capability];
-}
-
-impl WithinLimits for csi::ValidateVolumeCapabilitiesRequest {
-    fn check_limits(&self) -> Result<(), String> {
-        id("volume_id", &self.volume_id)?;
-        capabilities("volume_capabilities", &self.volume_capabilities)?;
-        for (name, m) in [
-            ("volume_context", &self.volume_context),
-            ("parameters", &self.parameters),
-            ("secrets", &self.secrets),
-            ("mutable_parameters", &self.mutable_parameters),
-        ] {
-            map(name, m)?;
-        }
-        Ok(())
-    }
-
-    fn volume_id(&self) -> &str {
-        &self.volume_id
-    }
 }
 
 impl WithinLimits for csi::GetCapacityRequest {

@@ -23,18 +23,16 @@ use tonic::{Request, Response, Status};
 
 /// Everything the services share.
 pub struct Driver {
-    pub kind: DriverKind,
     pub name: String,
-    pub version: String,
     pub node_id: String,
     /// 0: no limit.
     pub max_volumes_per_node: i64,
     pub backends: Vec<Arc<dyn Backend>>,
     pub locks: VolumeLocks,
     /// Where staging and target paths may lie (node role).
-    pub paths: crate::node::NodePaths,
+    pub paths: crate::os::beneath::PublishRoots,
     /// Serializes ControllerPublish so the per-node volume limit cannot be overrun by a race.
-    publish_gate: Mutex<()>,
+    pub(crate) publish_gate: Mutex<()>,
 }
 
 impl Driver {
@@ -43,12 +41,10 @@ impl Driver {
         node_id: String,
         max_volumes_per_node: i64,
         backends: Vec<Arc<dyn Backend>>,
-        paths: crate::node::NodePaths,
+        paths: crate::os::beneath::PublishRoots,
     ) -> Self {
         Driver {
-            kind,
             name: kind.csi_name().to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
             node_id,
             max_volumes_per_node,
             backends,
@@ -63,16 +59,7 @@ impl Driver {
         self.backends.iter().any(|b| has(b.caps()))
     }
 
-    /// The backend a StorageClass names with `backend:`; the first one served when it names
-    /// none.
-    pub fn backend_for_params(
-        &self,
-        params: &std::collections::BTreeMap<String, String>,
-    ) -> Result<&Arc<dyn Backend>> {
-        self.backend_named(params.get("backend").map(String::as_str))
-    }
-
-    /// The backend `name`; the first one served for None.
+    /// The backend `name` (a StorageClass's `backend:`); the first one served for None.
     pub(crate) fn backend_named(&self, name: Option<&str>) -> Result<&Arc<dyn Backend>> {
         match name {
             Some(name) => self.backend(name),
@@ -137,10 +124,6 @@ impl Driver {
         })
         .await
     }
-
-    pub(crate) fn publish_gate(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.publish_gate.lock().expect("publish gate poisoned")
-    }
 }
 
 /// InvalidArgument when a capability asks for something the volume's backend cannot serve
@@ -151,13 +134,12 @@ pub(crate) fn check_served(
     volume: &str,
     caps: &[crate::volume::Capability],
 ) -> Result<()> {
-    match caps
+    let refusal = caps
         .iter()
-        .find_map(|c| backend.caps().refuse(backend.name(), c))
-    {
-        Some(why) => Err(Error::invalid(format!("volume {volume}: {why}"))),
-        None => Ok(()),
-    }
+        .find_map(|c| backend.caps().refuse(backend.name(), c));
+    refusal.map_or(Ok(()), |why| {
+        Err(Error::invalid(format!("volume {volume}: {why}")))
+    })
 }
 
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
@@ -171,11 +153,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
-    let start = Instant::now();
-    let in_flight = in_place::InFlight::enter();
-    let result = on_pool(method, body).await;
-    drop(in_flight);
-    finish(method, &volume, start, result)
+    rpc_queued(method, volume, false, move || body().map(Done::Now)).await
 }
 
 /// Like `rpc`, for a body that ends in a journal commit (`Done`). A short body
@@ -194,7 +172,7 @@ where
     F: FnOnce() -> Result<Done<T>> + Send + 'static,
 {
     let start = Instant::now();
-    let in_flight = in_place::InFlight::enter_queued(short);
+    let in_flight = in_place::InFlight::enter(short);
     let result = if in_flight.in_place() {
         match run_caught(method, body) {
             Ok(done) if in_flight.alone() => run_caught(method, || done.wait()),

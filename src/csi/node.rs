@@ -19,22 +19,6 @@ impl NodeService {
     }
 }
 
-/// The node capabilities of a process: the union over the backends it serves.
-fn capabilities(d: &Driver) -> Vec<Cap> {
-    let mut caps = vec![
-        Cap::GetVolumeStats,
-        Cap::VolumeCondition,
-        Cap::SingleNodeMultiWriter,
-    ];
-    if d.any(|c| c.stage) {
-        caps.push(Cap::StageUnstageVolume);
-    }
-    if d.any(|c| c.node_expansion) {
-        caps.push(Cap::ExpandVolume);
-    }
-    caps
-}
-
 #[tonic::async_trait]
 impl csi::node_server::Node for NodeService {
     async fn node_stage_volume(
@@ -148,22 +132,19 @@ impl csi::node_server::Node for NodeService {
                 let (backend, id) = d.resolve(id, &req.volume_id)?;
                 let path = convert::volume_path(&req.volume_id, &req.volume_path)?;
                 let stats = backend.stats(&id, &path)?;
-                let mut usage = vec![csi::VolumeUsage {
-                    available: stats.available_bytes as i64,
-                    total: stats.total_bytes as i64,
-                    used: stats.used_bytes as i64,
-                    unit: Unit::Bytes as i32,
-                }];
-                if let Some((total, used, free)) = stats.inodes {
-                    usage.push(csi::VolumeUsage {
-                        available: free as i64,
-                        total: total as i64,
-                        used: used as i64,
-                        unit: Unit::Inodes as i32,
-                    });
-                }
+                let usage = |unit: Unit, (total, used, free): (u64, u64, u64)| csi::VolumeUsage {
+                    available: free as i64,
+                    total: total as i64,
+                    used: used as i64,
+                    unit: unit as i32,
+                };
+                let bytes = (stats.total_bytes, stats.used_bytes, stats.available_bytes);
+                let inodes = stats.inodes.map(|i| usage(Unit::Inodes, i));
                 Ok(csi::NodeGetVolumeStatsResponse {
-                    usage,
+                    usage: [Some(usage(Unit::Bytes, bytes)), inodes]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                     volume_condition: stats.condition.as_ref().map(convert::condition),
                 })
             })
@@ -197,14 +178,25 @@ impl csi::node_server::Node for NodeService {
         _req: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
         use csi::node_service_capability::{Rpc, Type};
+        let d = &self.driver;
         rpc_inline("NodeGetCapabilities", || {
+            // The union over the backends this process serves.
+            let mut caps = vec![
+                Cap::GetVolumeStats,
+                Cap::VolumeCondition,
+                Cap::SingleNodeMultiWriter,
+            ];
+            if d.any(|c| c.stage) {
+                caps.push(Cap::StageUnstageVolume);
+            }
+            if d.any(|c| c.node_expansion) {
+                caps.push(Cap::ExpandVolume);
+            }
+            let capabilities = caps.into_iter().map(|c| csi::NodeServiceCapability {
+                r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
+            });
             Ok(csi::NodeGetCapabilitiesResponse {
-                capabilities: capabilities(&self.driver)
-                    .into_iter()
-                    .map(|c| csi::NodeServiceCapability {
-                        r#type: Some(Type::Rpc(Rpc { r#type: c as i32 })),
-                    })
-                    .collect(),
+                capabilities: capabilities.collect(),
             })
         })
     }

@@ -140,17 +140,13 @@ pub fn list(d: &Driver, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnaps
             None => return Ok(empty),
         }
     }
-    let backends: Vec<_> = d
-        .backends
-        .iter()
+    let named = [
+        filter.snapshot.as_ref().map(|s| &s.backend),
+        filter.source.as_ref().map(|v| &v.backend),
+    ];
+    let backends: Vec<_> = (d.backends.iter())
         .filter(|b| b.snapshots().is_some())
-        .filter(|b| {
-            filter
-                .snapshot
-                .as_ref()
-                .is_none_or(|s| s.backend == b.name())
-        })
-        .filter(|b| filter.source.as_ref().is_none_or(|v| v.backend == b.name()))
+        .filter(|b| named.iter().flatten().all(|n| *n == b.name()))
         .collect();
     let (entries, next_token) = super::paging::page_across(
         &backends,

@@ -7,4 +7,4 @@
 
 pub mod target;
 
-pub use target::{NodePaths, Target};
+pub use target::Target;

@@ -11,25 +11,11 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use sys_mount::MountFlags;
 
-/// The publish roots of this node plugin: every staging and target path must lie below one.
-#[derive(Debug, Clone)]
-pub struct NodePaths {
-    roots: PublishRoots,
-}
-
-impl NodePaths {
-    pub fn new(roots: PublishRoots) -> Self {
-        NodePaths { roots }
-    }
-
-    pub fn roots(&self) -> &[PathBuf] {
-        self.roots.roots()
-    }
-
+/// The publish roots of a node plugin: every staging and target path must lie below one.
+impl PublishRoots {
     /// The target a request names, or InvalidArgument naming the path, the field and the roots.
     pub fn target(&self, field: &str, path: &Path) -> Result<Target> {
         let (root, rel) = self
-            .roots
             .locate(path)
             .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
         no_links_below(root, &rel).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
@@ -102,14 +88,18 @@ impl Target {
         )
     }
 
+    /// This target as a directory, made if missing.
+    fn mkdir(&self, volume: &str) -> Result<std::os::fd::OwnedFd> {
+        beneath::mkdir_beneath(&self.root, &self.rel, 0o750).map_err(self.os(volume, "create"))
+    }
+
     pub fn is_mounted(&self, volume: &str) -> Result<bool> {
         mountinfo::is_mount_point(&self.path).map_err(self.os(volume, "check mount point"))
     }
 
     /// Bind-mounts the directory `source` onto this target (a directory, made if missing).
     pub fn bind_dir(&self, volume: &str, source: &Path, opts: BindOptions) -> Result<()> {
-        let fd = beneath::mkdir_beneath(&self.root, &self.rel, 0o750)
-            .map_err(self.os(volume, "create"))?;
+        let fd = self.mkdir(volume)?;
         mountfd::bind_mount_onto(source, fd.as_fd(), opts.read_only(), opts.flags)
             .map_err(self.os(volume, &format!("bind {} to", source.display())))
     }
@@ -121,8 +111,7 @@ impl Target {
         let action = format!("bind {} to", staging.path.display());
         let src = beneath::open_beneath(&staging.root, &staging.rel, OFlag::O_PATH)
             .map_err(self.os(volume, &action))?;
-        let fd = beneath::mkdir_beneath(&self.root, &self.rel, 0o750)
-            .map_err(self.os(volume, "create"))?;
+        let fd = self.mkdir(volume)?;
         mountfd::bind_fd_mount_onto(src.as_fd(), fd.as_fd(), opts.read_only(), opts.flags)
             .map_err(self.os(volume, &action))
     }
@@ -144,8 +133,7 @@ impl Target {
         flags: MountFlags,
         data: &str,
     ) -> Result<()> {
-        let fd = beneath::mkdir_beneath(&self.root, &self.rel, 0o750)
-            .map_err(self.os(volume, "create"))?;
+        let fd = self.mkdir(volume)?;
         mountfd::fs_mount_onto(device, fstype, flags, data, fd.as_fd())
             .map_err(self.os(volume, &format!("mount {} ({fstype}) on", device.display())))
     }
@@ -169,9 +157,7 @@ impl Target {
             tracing::warn!(volume, target = %self.path.display(), error = %e, "target path left in place");
         }
     }
-}
 
-impl Target {
     fn remove_beneath(&self) -> io::Result<()> {
         use nix::sys::stat::{fstatat, SFlag};
         use nix::unistd::{unlinkat, UnlinkatFlags};
@@ -208,8 +194,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn paths(root: &Path) -> NodePaths {
-        NodePaths::new(PublishRoots::new(vec![root.to_path_buf()]).unwrap())
+    fn paths(root: &Path) -> PublishRoots {
+        PublishRoots::new(vec![root.to_path_buf()]).unwrap()
     }
 
     #[test]

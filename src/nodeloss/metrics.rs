@@ -1,10 +1,8 @@
 //! The node-loss controller's Prometheus counters (docs/metrics.md), kept in prometheus-client's
 //! types like `crate::metrics` and served by `crate::server::metrics::serve`.
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 
 /// What was done to one lost volume (labelled by `ACTIONS`, in this order).
@@ -58,20 +56,18 @@ pub fn count_error() {
 /// The OpenMetrics text of the counters.
 pub fn render() -> String {
     let m = metrics();
-    let mut r = Registry::with_prefix("ferrovol_node_loss");
-    r.register(
-        "volumes",
-        "Local volumes found pinned to a deleted node, by what was done",
-        m.volumes.clone(),
-    );
-    r.register(
-        "errors",
-        "Reconciles of a volume that failed (retried)",
-        m.errors.clone(),
-    );
-    let mut out = String::new();
-    encode(&mut out, &r).expect("writing to a String cannot fail");
-    out
+    crate::metrics::text("ferrovol_node_loss", |r| {
+        r.register(
+            "volumes",
+            "Local volumes found pinned to a deleted node, by what was done",
+            m.volumes.clone(),
+        );
+        r.register(
+            "errors",
+            "Reconciles of a volume that failed (retried)",
+            m.errors.clone(),
+        );
+    })
 }
 
 #[cfg(test)]

@@ -190,10 +190,7 @@ fn bind(socket: &Path) -> BoxResult<Bound> {
 
 /// Returns once the driver's CSI endpoint accepts connections.
 async fn wait_for_csi(csi: &Endpoint) {
-    loop {
-        if crate::client::connect(csi).await.is_ok() {
-            return;
-        }
+    while crate::client::connect(csi).await.is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -15,7 +15,7 @@ pub(super) const DAMAGE_KEY: &str = "journal/damaged";
 const KEEP_FOUND: usize = 16;
 
 /// The journal's damage: changes up to sequence number `through` may be missing from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Damage {
     /// The last sequence number whose batch may be lost: directories marked at or before the
     /// next one may belong to a change the journal no longer shows.
@@ -53,10 +53,7 @@ impl Journal {
         let record = {
             let mut inner = self.lock();
             inner.seq = inner.seq.max(through);
-            let mut damage = inner.damage.clone().unwrap_or(Damage {
-                through: 0,
-                found: Vec::new(),
-            });
+            let mut damage = inner.damage.clone().unwrap_or_default();
             damage.through = damage.through.max(through);
             damage.found.extend(found);
             let extra = damage.found.len().saturating_sub(KEEP_FOUND);

@@ -9,7 +9,7 @@
 use super::frame::{scan, Update};
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Every live record, by key: what a journal replays to.
@@ -62,18 +62,6 @@ impl Listing {
     }
 }
 
-pub(super) fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => {
-            f.read_to_end(&mut bytes)?;
-            Ok(bytes)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(bytes),
-        Err(e) => Err(e),
-    }
-}
-
 pub(super) fn apply(live: &mut Records, update: Update) {
     match update {
         Update::Put { key, value } => {
@@ -95,11 +83,16 @@ pub(super) struct Replayed {
     pub damaged: Vec<String>,
 }
 
-fn replay_bytes(path: &Path, bytes: &[u8], log: bool, live: &mut Records) -> Replayed {
-    let scan = scan(bytes, log);
+/// Applies the intact frames of the file at `path` (none when it is missing) to `live`.
+fn replay(path: &Path, log: bool, live: &mut Records) -> io::Result<Replayed> {
+    let bytes = match fs::read(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        read => read?,
+    };
+    let scan = scan(&bytes, log);
     let frames = scan.updates.len();
     scan.updates.into_iter().for_each(|u| apply(live, u));
-    Replayed {
+    Ok(Replayed {
         frames,
         end: scan.end,
         torn: scan.torn,
@@ -108,7 +101,7 @@ fn replay_bytes(path: &Path, bytes: &[u8], log: bool, live: &mut Records) -> Rep
             .iter()
             .map(|(from, to)| format!("{} bytes {from}..{to}", path.display()))
             .collect(),
-    }
+    })
 }
 
 /// Applies snapshot `gen` (none for generation 0) to `live`. A snapshot is renamed into place
@@ -117,18 +110,14 @@ pub(super) fn replay_snapshot(dir: &Path, gen: u64, live: &mut Records) -> io::R
     if gen == 0 {
         return Ok(Replayed::default());
     }
-    let path = snap_path(dir, gen);
-    let bytes = read_file(&path)?;
-    Ok(replay_bytes(&path, &bytes, false, live))
+    replay(&snap_path(dir, gen), false, live)
 }
 
 /// Applies the intact frames of log `gen` to `live`. Zeros after the frames are the log's
 /// unused space; other bytes are a torn write (the last batch, never acknowledged) or damage
 /// (`frame::scan` tells which).
 pub(super) fn replay_log(dir: &Path, gen: u64, live: &mut Records) -> io::Result<Replayed> {
-    let path = log_path(dir, gen);
-    let bytes = read_file(&path)?;
-    Ok(replay_bytes(&path, &bytes, true, live))
+    replay(&log_path(dir, gen), true, live)
 }
 
 /// Writes zeros over `from..to` of `file` (not synced).

@@ -17,8 +17,9 @@ pub enum Update {
     Delete { key: String },
 }
 
-fn crc(payload: &[u8]) -> u32 {
-    crc32fast::hash(payload)
+/// The little-endian u32 that `bytes` (4 of them) hold.
+fn le32(bytes: &[u8]) -> usize {
+    u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize
 }
 
 /// Appends the frame of `update` to `out`.
@@ -45,23 +46,22 @@ fn encode_op(op: u8, key: &str, value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(value);
-    let sum = crc(&out[start + 8..]);
+    let sum = crc32fast::hash(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// The frame at `pos`, if a whole and intact one starts there, and where the next begins.
 fn frame_at(bytes: &[u8], pos: usize) -> Option<(Update, usize)> {
     let header = bytes.get(pos..pos + 8)?;
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let sum = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let (len, sum) = (le32(&header[..4]), le32(&header[4..]));
     if !(5..=MAX_FRAME).contains(&len) {
         return None;
     }
     let payload = bytes.get(pos + 8..pos + 8 + len)?;
-    if crc(payload) != sum {
+    if crc32fast::hash(payload) as usize != sum {
         return None;
     }
-    let key_len = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes")) as usize;
+    let key_len = le32(&payload[1..5]);
     let key = std::str::from_utf8(payload.get(5..5 + key_len)?)
         .ok()?
         .to_string();
@@ -146,7 +146,7 @@ pub(super) fn scan(bytes: &[u8], log: bool) -> Scan {
         // of it zeros (past `dirty_end`) or missing (past the end of the file).
         let claimed_end = bytes
             .get(pos..pos + 4)
-            .map(|h| u32::from_le_bytes(h.try_into().expect("4 bytes")) as usize)
+            .map(le32)
             .filter(|len| (5..=MAX_FRAME).contains(len))
             .map_or(pos, |len| pos + 8 + len);
         let unwritten = claimed_end > bytes.len()

@@ -110,12 +110,10 @@ impl Served {
             NODE.into(),
             max_per_node,
             dyns,
-            ferrovol::node::NodePaths::new(
-                ferrovol::os::beneath::PublishRoots::new(
-                    PUBLISH_ROOTS.iter().map(std::path::PathBuf::from).collect(),
-                )
-                .expect("valid publish roots"),
-            ),
+            ferrovol::os::beneath::PublishRoots::new(
+                PUBLISH_ROOTS.iter().map(std::path::PathBuf::from).collect(),
+            )
+            .expect("valid publish roots"),
         ));
         let (stop, stopped) = oneshot::channel::<()>();
         let endpoint = Endpoint::Unix(socket.clone());
