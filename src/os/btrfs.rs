@@ -76,8 +76,7 @@ pub struct BtrfsQgroups {
 impl BtrfsQgroups {
     /// Some(handle) when `base` is on btrfs with quota enabled.
     pub fn probe(base: &Path) -> io::Result<Option<Self>> {
-        let st = nix::sys::statfs::statfs(base).map_err(io::Error::from)?;
-        if st.filesystem_type().0 as i64 != BTRFS_SUPER_MAGIC {
+        if !is_btrfs(base)? {
             return Ok(None);
         }
         let f = File::open(base)?;
@@ -98,20 +97,8 @@ impl BtrfsQgroups {
 
     /// Creates `dir` as a subvolume (AlreadyExists if the name is taken).
     pub fn create_subvolume(&self, dir: &Path) -> io::Result<()> {
-        let parent = dir.parent().ok_or_else(|| io::Error::other("no parent"))?;
-        let name = dir
-            .file_name()
-            .ok_or_else(|| io::Error::other("no name"))?
-            .as_bytes();
-        let mut args = VolArgs {
-            fd: 0,
-            name: [0; 4088],
-        };
-        if name.len() >= args.name.len() {
-            return Err(io::Error::other("subvolume name too long"));
-        }
-        args.name[..name.len()].copy_from_slice(name);
-        btrfs_ioctl(&File::open(parent)?, BTRFS_IOC_SUBVOL_CREATE, &mut args)
+        let (parent, mut args) = vol_args(dir)?;
+        btrfs_ioctl(&parent, BTRFS_IOC_SUBVOL_CREATE, &mut args)
     }
 
     /// Whether `dir` is the root of a subvolume.
@@ -170,13 +157,19 @@ pub fn snapshot(src: &Path, dst: &Path, read_only: bool) -> io::Result<()> {
 
 /// Deletes the subvolume at `dir` with everything in it, read-only or not.
 pub fn destroy_subvolume(dir: &Path) -> io::Result<()> {
+    let (parent, mut args) = vol_args(dir)?;
+    btrfs_ioctl(&parent, BTRFS_IOC_SNAP_DESTROY, &mut args)
+}
+
+/// The parent directory of `dir`, and the ioctl arguments that name `dir` in it.
+fn vol_args(dir: &Path) -> io::Result<(File, VolArgs)> {
     let mut args = VolArgs {
         fd: 0,
         name: [0; 4088],
     };
     let (parent, name) = split(dir, args.name.len())?;
     args.name[..name.len()].copy_from_slice(name);
-    btrfs_ioctl(&parent, BTRFS_IOC_SNAP_DESTROY, &mut args)
+    Ok((parent, args))
 }
 
 /// Whether `path` is on btrfs.
