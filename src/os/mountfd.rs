@@ -124,18 +124,8 @@ pub fn bind_mount_onto(
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("opening {}: {e}", source.display()),
-        )
-    })?;
-    let flags = if read_only {
-        flags | MountFlags::RDONLY
-    } else {
-        flags
-    };
-    bind_fd_onto(src.as_fd(), target, flags, Api::Newest)
+    .map_err(|e| super::fsutil::at("opening ", source)(e.into()))?;
+    bind_fd_mount_onto(src.as_fd(), target, read_only, flags)
         .map_err(super::fsutil::at("bind-mounting ", source))
 }
 

@@ -35,19 +35,11 @@ fn filesystems_have_nfs(text: &str) -> bool {
 
 /// Mount flags that mount(8) accepts among `-o` options but mount(2) takes as flags.
 fn flag_of(opt: &str) -> Option<MountFlags> {
-    Some(match opt {
-        "ro" => MountFlags::RDONLY,
-        "nosuid" => MountFlags::NOSUID,
-        "nodev" => MountFlags::NODEV,
-        "noexec" => MountFlags::NOEXEC,
-        "noatime" => MountFlags::NOATIME,
-        "nodiratime" => MountFlags::NODIRATIME,
-        "relatime" => MountFlags::RELATIME,
-        "strictatime" => MountFlags::STRICTATIME,
-        "sync" => MountFlags::SYNCHRONOUS,
-        "rw" | "defaults" | "suid" | "dev" | "exec" | "atime" | "async" => MountFlags::empty(),
-        _ => return None,
-    })
+    match opt {
+        "sync" => Some(MountFlags::SYNCHRONOUS),
+        "async" => Some(MountFlags::empty()),
+        o => super::mount::per_mount_flag(o),
+    }
 }
 
 /// One NFS option: a word or `key=value` of characters the kernel parser knows. Anything else
@@ -79,13 +71,7 @@ pub fn plan<S: AsRef<str>>(
     let mut data: Vec<String> = Vec::new();
     let mut fstype = "nfs";
     let mut named_vers = false;
-    for opt in options.iter().flat_map(|o| {
-        o.as_ref()
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .collect::<Vec<_>>()
-    }) {
+    for opt in super::mount::split_options(options) {
         if !valid_option(opt) {
             return Err(format!(
                 "mount option {opt:?} is not a valid NFS mount option"
