@@ -128,14 +128,7 @@ pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
         return Ok((bytes, inodes));
     }
     let mut cur = Cursor::new(File::open(path)?.into())?;
-    loop {
-        let Some(name) = cur.next_entry()? else {
-            if cur.depth() == 0 {
-                return Ok((bytes, inodes));
-            }
-            cur.pop()?;
-            continue;
-        };
+    while let Some(name) = cur.next_below()? {
         let dir = cur.fd().expect("a directory being read is open");
         let st = match dirwalk::lstat_at(dir, &name) {
             Ok(st) => st,
@@ -152,4 +145,5 @@ pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
             }
         }
     }
+    Ok((bytes, inodes))
 }

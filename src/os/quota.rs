@@ -130,14 +130,7 @@ pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
     let root = File::open(dir)?;
     set_project(&root, id, true)?;
     let mut cur = Cursor::new(root.into())?;
-    loop {
-        let Some(name) = cur.next_entry()? else {
-            if cur.depth() == 0 {
-                return Ok(());
-            }
-            cur.pop()?;
-            continue;
-        };
+    while let Some(name) = cur.next_below()? {
         let at = cur.fd().expect("a directory being read is open");
         let st = dirwalk::lstat_at(at, &name)?;
         match st.st_mode & libc::S_IFMT {
@@ -154,6 +147,7 @@ pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
             _ => {}
         }
     }
+    Ok(())
 }
 
 /// Puts the open file or directory `f` into project `id`; `inherit`: what is created below it
