@@ -86,12 +86,6 @@ impl ProjectQuota {
         set_project(&File::open(dir)?, id, true)
     }
 
-    /// Puts `dir` and everything below it into project `id` (adoption of a directory that
-    /// already holds data; see `assign_project_tree`).
-    pub fn assign_tree(&self, dir: &Path, id: u32) -> io::Result<()> {
-        assign_project_tree(dir, id)
-    }
-
     /// The project id `dir` belongs to (0: none).
     pub fn project_of(&self, dir: &Path) -> io::Result<u32> {
         Ok(fs_xattr(&File::open(dir)?)?.projid)
