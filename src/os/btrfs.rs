@@ -2,7 +2,7 @@
 //! (0/<subvolume id>), and a limit on its referenced bytes makes writes past the capacity fail
 //! with EDQUOT. Needs `btrfs quota enable <mount>` once; no CONFIG_QUOTA in the kernel.
 
-use super::fsutil::hex;
+use super::fsutil::uuid_text;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -82,15 +82,7 @@ impl BtrfsQgroups {
         let f = File::open(base)?;
         let mut info = [0u8; 1024];
         btrfs_ioctl(&f, BTRFS_IOC_FS_INFO, info.as_mut_ptr())?;
-        let fsid = &info[16..32];
-        let uuid = format!(
-            "{}-{}-{}-{}-{}",
-            hex(&fsid[0..4]),
-            hex(&fsid[4..6]),
-            hex(&fsid[6..8]),
-            hex(&fsid[8..10]),
-            hex(&fsid[10..16])
-        );
+        let uuid = uuid_text(&info[16..32]);
         let sysfs = Path::new("/sys/fs/btrfs").join(uuid).join("qgroups");
         Ok(sysfs.is_dir().then_some(BtrfsQgroups { sysfs }))
     }
