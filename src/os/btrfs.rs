@@ -16,7 +16,6 @@ fn btrfs_ioctl<T>(f: &File, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
     unsafe { super::sys::ioctl(f, req, arg as libc::c_ulong) }.map(|_| ())
 }
 
-const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 // _IOW(0x94, 14, btrfs_ioctl_vol_args[4096])
 const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940E;
 // _IOR(0x94, 43, btrfs_ioctl_qgroup_limit_args[48])
@@ -166,8 +165,7 @@ fn vol_args(dir: &Path) -> io::Result<(File, VolArgs)> {
 
 /// Whether `path` is on btrfs.
 pub fn is_btrfs(path: &Path) -> io::Result<bool> {
-    let st = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
-    Ok(st.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
+    Ok(super::statfs::fs_type(path)? == "btrfs")
 }
 
 fn subvolume_id(dir: &Path) -> io::Result<u64> {
