@@ -12,6 +12,7 @@
 //! Memory is one small record per level (name, identity, position), never the whole path or
 //! the whole listing; the thread stack does not grow with the depth.
 
+use super::sys::check;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -21,14 +22,6 @@ use std::ptr::NonNull;
 pub const MAX_OPEN: usize = 16;
 /// How much of a path within the tree messages show (its end).
 const MESSAGE_PATH_BYTES: usize = 256;
-
-pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
 
 pub(crate) fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data; fstat fills it.

@@ -92,7 +92,7 @@ fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
         userns_fd: 0,
     };
     // SAFETY: `attr` lives across the call and its size is passed alongside.
-    let rc = unsafe {
+    super::sys::check(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             mount.as_raw_fd(),
@@ -101,11 +101,8 @@ fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    })
+    .map(drop)
 }
 
 /// Bind-mounts `source` (a path the driver owns: a volume directory or device; a path from a

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::sys::ioctl;
+use super::sys::{check, ioctl};
 
 // quotactl_fd(2) takes any open file on the filesystem, so no block device path is needed
 // (works the same on loop devices, LVM and inside a container).
@@ -181,12 +181,7 @@ fn fs_xattr(f: &File) -> io::Result<FsXattr> {
 fn quotactl(fs: &File, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result<()> {
     let cmd = (cmd << 8) | PRJQUOTA;
     // SAFETY: addr points to a buffer at least as large as the structure `cmd` reads or writes.
-    let rc = unsafe { libc::syscall(SYS_QUOTACTL_FD, fs.as_raw_fd(), cmd, id, addr) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    check(unsafe { libc::syscall(SYS_QUOTACTL_FD, fs.as_raw_fd(), cmd, id, addr) }).map(drop)
 }
 
 #[cfg(test)]
