@@ -69,8 +69,7 @@ pub fn plan<S: AsRef<str>>(
 ) -> std::result::Result<NfsMount, String> {
     let mut flags = MountFlags::empty();
     let mut data: Vec<String> = Vec::new();
-    let mut fstype = "nfs";
-    let mut named_vers = false;
+    let (mut nfs4, mut named_vers) = (false, false);
     for opt in super::mount::split_options(options) {
         if !valid_option(opt) {
             return Err(format!(
@@ -81,29 +80,24 @@ pub fn plan<S: AsRef<str>>(
             flags |= f;
             continue;
         }
-        if let Some((k, v)) = opt.split_once('=') {
-            if matches!(k, "vers" | "nfsvers") {
-                named_vers = true;
-                if v.starts_with('4') {
-                    fstype = "nfs4";
-                }
-            }
+        let named = opt
+            .split_once('=')
+            .filter(|(k, _)| matches!(*k, "vers" | "nfsvers"));
+        if let Some((_, v)) = named {
+            named_vers = true;
+            nfs4 |= v.starts_with('4');
         }
         data.push(opt.to_string());
     }
     if let Some(v) = vers.filter(|_| !named_vers) {
-        if v.starts_with('4') {
-            fstype = "nfs4";
-        }
+        nfs4 |= v.starts_with('4');
         data.push(format!("vers={v}"));
     }
     if read_only {
         flags |= MountFlags::RDONLY;
     }
-    if let Some(a) = addr {
-        if !data.iter().any(|o| o.starts_with("addr=")) {
-            data.push(format!("addr={a}"));
-        }
+    if let Some(a) = addr.filter(|_| !data.iter().any(|o| o.starts_with("addr="))) {
+        data.push(format!("addr={a}"));
     }
     let host = match server.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
@@ -116,7 +110,7 @@ pub fn plan<S: AsRef<str>>(
         } else {
             format!("{host}:{share}/{subdir}")
         },
-        fstype,
+        fstype: if nfs4 { "nfs4" } else { "nfs" },
         flags,
         data: data.join(","),
     })
