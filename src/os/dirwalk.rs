@@ -244,8 +244,7 @@ impl Cursor {
         // Through `..` of the level just left, which is cheap; by name from an open ancestor
         // if that is no longer the parent.
         if let Some(stream) = &child.open {
-            let dotdot = CString::new("..").expect("no NUL");
-            if let Ok(fd) = open_dir_at(stream.fd(), &dotdot) {
+            if let Ok(fd) = open_dir_at(stream.fd(), c"..") {
                 if id_of(&fstat(fd.as_raw_fd())?) == self.levels[idx].id {
                     self.resume(idx, fd)?;
                     return Ok(true);
