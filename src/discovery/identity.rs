@@ -54,8 +54,7 @@ fn disk_key(dev: &Device, node: &str) -> String {
 /// hex digits of its SHA-256 (128 bits: no collision among any realistic number of disks).
 pub fn uid(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("bd-{hex}")
+    format!("bd-{}", crate::os::fsutil::hex(&digest[..16]))
 }
 
 fn nonempty(s: &Option<String>) -> Option<&str> {

@@ -201,10 +201,7 @@ impl Inventory {
     /// Scans every block device: seen ones are Active (facts refreshed), the others Inactive.
     pub fn rescan(&self) -> io::Result<()> {
         let found = scan::scan_all(&self.node, &self.filters)?;
-        let mut map = self.lock();
-        let before = map.clone();
-        placement::place_all(&mut map, found);
-        self.commit(map, before)
+        self.update(|map| placement::place_all(map, found))
     }
 
     /// Rescans one device by kernel name (and its disk, for a partition) after a uevent.
@@ -215,21 +212,19 @@ impl Inventory {
             .iter()
             .map(|n| (*n, scan::scan_one(&ctx, n)))
             .collect();
-        let mut map = self.lock();
-        let before = map.clone();
-        for (name, dev) in scanned {
-            placement::place_one(&mut map, name, dev, |n| scan::scan_one(&ctx, n));
-        }
-        self.commit(map, before)
+        self.update(|map| {
+            for (name, dev) in scanned {
+                placement::place_one(map, name, dev, |n| scan::scan_one(&ctx, n));
+            }
+        })
     }
 
-    /// Persists the map if it changed, and wakes waiters. On a failed write the in-memory
-    /// state rolls back, so memory never runs ahead of the disk.
-    fn commit(
-        &self,
-        mut map: MutexGuard<'_, BTreeMap<String, Entry>>,
-        before: BTreeMap<String, Entry>,
-    ) -> io::Result<()> {
+    /// Applies `change` to the entries, persists them if they changed, and wakes waiters. On a
+    /// failed write the in-memory state rolls back, so memory never runs ahead of the disk.
+    fn update(&self, change: impl FnOnce(&mut BTreeMap<String, Entry>)) -> io::Result<()> {
+        let mut map = self.lock();
+        let before = map.clone();
+        change(&mut map);
         if *map == before {
             return Ok(());
         }
@@ -354,20 +349,19 @@ impl Inventory {
     /// sees too, and forgets those they gave up. A claim of this node is never replaced; two
     /// nodes claiming one device is logged as the error it is.
     pub fn set_foreign_claims(&self, foreign: &BTreeMap<String, Claim>) -> io::Result<()> {
-        let mut map = self.lock();
-        let before = map.clone();
-        for (uid, e) in map.iter_mut() {
-            let theirs = e.claim.node().is_some_and(|n| n != self.node);
-            match foreign.get(uid) {
-                Some(c) if e.claim == Claim::Unclaimed || theirs => e.claim = c.clone(),
-                Some(c) => {
-                    tracing::error!(uid = %uid, ours = ?e.claim, theirs = ?c, "two nodes claim one device");
+        self.update(|map| {
+            for (uid, e) in map.iter_mut() {
+                let theirs = e.claim.node().is_some_and(|n| n != self.node);
+                match foreign.get(uid) {
+                    Some(c) if e.claim == Claim::Unclaimed || theirs => e.claim = c.clone(),
+                    Some(c) => {
+                        tracing::error!(uid = %uid, ours = ?e.claim, theirs = ?c, "two nodes claim one device");
+                    }
+                    None if theirs => e.claim = Claim::Unclaimed,
+                    None => {}
                 }
-                None if theirs => e.claim = Claim::Unclaimed,
-                None => {}
             }
-        }
-        self.commit(map, before)
+        })
     }
 
     /// Wakes on every change of the entries.

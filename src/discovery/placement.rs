@@ -108,10 +108,9 @@ pub(super) fn place_one(
     }
     // The incumbent of a settled conflict is a candidate again if its facts say so.
     for n in settled {
-        if let Some(d) = look(&n) {
-            if map.get(&d.uid).is_some_and(|e| e.device.kernel_name == n) {
-                upsert(map, d);
-            }
+        let found = look(&n).filter(|d| map.get(&d.uid).is_some_and(|e| e.device.kernel_name == n));
+        if let Some(d) = found {
+            upsert(map, d);
         }
     }
 }

@@ -64,7 +64,7 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/dev").join(&name));
     let is_partition = d.devtype().is_some_and(|t| t == "partition");
-    let mut extra_links: Vec<PathBuf> = d
+    let mut udev_links: Vec<PathBuf> = d
         .property_value("DEVLINKS")
         .map(|v| {
             v.to_string_lossy()
@@ -73,21 +73,11 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
                 .collect()
         })
         .unwrap_or_default();
-    extra_links.sort();
+    udev_links.sort();
     // The device's directory under the sysfs root (the real /sys, or a test's tree): a device
     // that root does not show is not seen.
     let sys = std::fs::canonicalize(sysfs::class_block(&name)).ok()?;
-    read(ctx, &name, &sys, &dev_path, is_partition, extra_links)
-}
-
-fn read(
-    ctx: &Context,
-    name: &str,
-    sys: &Path,
-    dev_path: &Path,
-    is_partition: bool,
-    udev_links: Vec<PathBuf>,
-) -> Option<Device> {
+    let (name, sys, dev_path) = (name.as_str(), sys.as_path(), dev_path.as_path());
     let size_bytes = sysfs::read_u64(&sys.join("size"))? * 512;
     if size_bytes == 0 {
         return None;

@@ -1,5 +1,5 @@
 //! Mirrors one node's inventory into `BlockDevice` objects. The diff is pure ([`desired`],
-//! [`plan`]); [`apply`] runs it against the API server with server-side apply (field manager
+//! [`plan`]); `sync` runs it against the API server with server-side apply (field manager
 //! `ferrovol`); [`spawn`] keeps doing so as the inventory or the watched objects change. Only stale *unclaimed*
 //! objects are deleted: an object that records a claim is the cluster's memory of whose data
 //! is on that disk.
@@ -118,47 +118,6 @@ pub fn plan(
     p
 }
 
-/// Applies the plan against `all` (every node's objects, as the watch last saw them): spec and
-/// status by server-side apply, stale unclaimed objects deleted. Returns the plan it carried
-/// out.
-pub async fn apply(
-    api: &Api<BlockDevice>,
-    node: &str,
-    entries: &[Entry],
-    all: Vec<BlockDevice>,
-) -> kube::Result<Plan> {
-    // All nodes' objects: a device this node sees may be another node's claim.
-    let (existing, others): (Vec<BlockDevice>, Vec<BlockDevice>) = all
-        .into_iter()
-        .partition(|o| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node));
-    let p = plan(
-        node,
-        desired(node, entries),
-        &existing,
-        foreign_claims(node, &others),
-    );
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    for obj in &p.apply {
-        let name = obj.name_any();
-        let mut body = obj.clone();
-        body.metadata.managed_fields = None;
-        let status = body.status.take();
-        api.patch(&name, &pp, &Patch::Apply(&body)).await?;
-        if let Some(status) = status {
-            let s = serde_json::json!({
-                "apiVersion": "ferrovol.io/v1alpha1",
-                "kind": "BlockDevice",
-                "status": status,
-            });
-            api.patch_status(&name, &pp, &Patch::Apply(&s)).await?;
-        }
-    }
-    for name in &p.delete {
-        api.delete(name, &DeleteParams::default()).await?;
-    }
-    Ok(p)
-}
-
 /// Whether this process has a Kubernetes identity to sync with: it runs in a pod (the
 /// service account's token is mounted) or KUBECONFIG names one. A standalone driver has none
 /// and keeps its inventory to itself.
@@ -240,19 +199,47 @@ async fn run(inventory: Arc<Inventory>) {
     }
 }
 
-/// One sync against the cached objects; a sync that finds nothing to change sends nothing.
+/// One sync against the cached objects (every node's, as the watch last saw them): the plan
+/// carried out, spec and status by server-side apply, stale unclaimed objects deleted, and the
+/// claims of other nodes recorded in the inventory. A sync that finds nothing to change sends
+/// nothing. Returns the plan it carried out.
 async fn sync(
     api: &Api<BlockDevice>,
     store: &reflector::Store<BlockDevice>,
     inventory: &Inventory,
 ) -> kube::Result<Plan> {
     let node = inventory.node();
-    let all = store
+    // All nodes' objects: a device this node sees may be another node's claim.
+    let (existing, others): (Vec<BlockDevice>, Vec<BlockDevice>) = store
         .state()
         .iter()
         .map(|o| BlockDevice::clone(o))
-        .collect();
-    let p = apply(api, node, &inventory.snapshot(), all).await?;
+        .partition(|o| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node));
+    let p = plan(
+        node,
+        desired(node, &inventory.snapshot()),
+        &existing,
+        foreign_claims(node, &others),
+    );
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    for obj in &p.apply {
+        let name = obj.name_any();
+        let mut body = obj.clone();
+        body.metadata.managed_fields = None;
+        let status = body.status.take();
+        api.patch(&name, &pp, &Patch::Apply(&body)).await?;
+        if let Some(status) = status {
+            let s = serde_json::json!({
+                "apiVersion": "ferrovol.io/v1alpha1",
+                "kind": "BlockDevice",
+                "status": status,
+            });
+            api.patch_status(&name, &pp, &Patch::Apply(&s)).await?;
+        }
+    }
+    for name in &p.delete {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
     if let Err(e) = inventory.set_foreign_claims(&p.foreign) {
         tracing::warn!(node = %node, error = %e, "could not record other nodes' claims");
     }

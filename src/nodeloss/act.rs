@@ -141,7 +141,6 @@ impl Writer {
             Ok(_) => return Ok(()),
             Err(e) => return Err(err(&name, "reading the PV")(e)),
         };
-        let pv = &pv;
         if pv.finalizers().iter().any(|f| f == PROVISIONER_FINALIZER) {
             let kept: Vec<&String> = pv
                 .finalizers()

@@ -103,23 +103,20 @@ fn normalise(path: &Path) -> Option<PathBuf> {
 /// The components of a relative path, refusing `..` and absolute paths (the walkers below
 /// must never leave the root).
 fn components(rel: &Path) -> io::Result<Vec<&OsStr>> {
-    let mut out = Vec::new();
-    for c in rel.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{} must be relative to the root, without '..'",
-                        rel.display()
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(out)
+    let refuse = || {
+        let why = format!(
+            "{} must be relative to the root, without '..'",
+            rel.display()
+        );
+        io::Error::new(io::ErrorKind::InvalidInput, why)
+    };
+    rel.components()
+        .filter(|c| *c != Component::CurDir)
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(refuse()),
+        })
+        .collect()
 }
 
 fn open_root(root: &Path) -> io::Result<OwnedFd> {

@@ -1,7 +1,7 @@
 //! Whole-device ioctls the device backend needs: discard, and the kernel's read-only flag.
 
 use super::fsutil::at;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -42,10 +42,7 @@ pub fn size_of(f: &File, dev: &Path) -> io::Result<u64> {
 /// any open of the device node fails with EPERM (a read-only bind mount of a device node does
 /// not stop writes to the device, so this is what makes a raw block publication read-only).
 pub fn set_read_only(dev: &Path, read_only: bool) -> io::Result<()> {
-    let f = OpenOptions::new()
-        .read(true)
-        .open(dev)
-        .map_err(at("open ", dev))?;
+    let f = File::open(dev).map_err(at("open ", dev))?;
     let flag: libc::c_int = read_only.into();
     // SAFETY: BLKROSET reads one int through the pointer.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKROSET, &flag) } != 0 {
@@ -56,10 +53,7 @@ pub fn set_read_only(dev: &Path, read_only: bool) -> io::Result<()> {
 
 /// The kernel's read-only flag of the device.
 pub fn is_read_only(dev: &Path) -> io::Result<bool> {
-    let f = OpenOptions::new()
-        .read(true)
-        .open(dev)
-        .map_err(at("open ", dev))?;
+    let f = File::open(dev).map_err(at("open ", dev))?;
     let mut flag: libc::c_int = 0;
     // SAFETY: BLKROGET writes one int through the pointer.
     if unsafe { libc::ioctl(f.as_raw_fd(), BLKROGET, &mut flag) } != 0 {

@@ -2,7 +2,7 @@
 //! (0/<subvolume id>), and a limit on its referenced bytes makes writes past the capacity fail
 //! with EDQUOT. Needs `btrfs quota enable <mount>` once; no CONFIG_QUOTA in the kernel.
 
-use super::fsutil::hex;
+use super::fsutil::uuid_text;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -16,7 +16,6 @@ fn btrfs_ioctl<T>(f: &File, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
     unsafe { super::sys::ioctl(f, req, arg as libc::c_ulong) }.map(|_| ())
 }
 
-const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 // _IOW(0x94, 14, btrfs_ioctl_vol_args[4096])
 const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940E;
 // _IOR(0x94, 43, btrfs_ioctl_qgroup_limit_args[48])
@@ -76,42 +75,21 @@ pub struct BtrfsQgroups {
 impl BtrfsQgroups {
     /// Some(handle) when `base` is on btrfs with quota enabled.
     pub fn probe(base: &Path) -> io::Result<Option<Self>> {
-        let st = nix::sys::statfs::statfs(base).map_err(io::Error::from)?;
-        if st.filesystem_type().0 as i64 != BTRFS_SUPER_MAGIC {
+        if !is_btrfs(base)? {
             return Ok(None);
         }
         let f = File::open(base)?;
         let mut info = [0u8; 1024];
         btrfs_ioctl(&f, BTRFS_IOC_FS_INFO, info.as_mut_ptr())?;
-        let fsid = &info[16..32];
-        let uuid = format!(
-            "{}-{}-{}-{}-{}",
-            hex(&fsid[0..4]),
-            hex(&fsid[4..6]),
-            hex(&fsid[6..8]),
-            hex(&fsid[8..10]),
-            hex(&fsid[10..16])
-        );
+        let uuid = uuid_text(&info[16..32]);
         let sysfs = Path::new("/sys/fs/btrfs").join(uuid).join("qgroups");
         Ok(sysfs.is_dir().then_some(BtrfsQgroups { sysfs }))
     }
 
     /// Creates `dir` as a subvolume (AlreadyExists if the name is taken).
     pub fn create_subvolume(&self, dir: &Path) -> io::Result<()> {
-        let parent = dir.parent().ok_or_else(|| io::Error::other("no parent"))?;
-        let name = dir
-            .file_name()
-            .ok_or_else(|| io::Error::other("no name"))?
-            .as_bytes();
-        let mut args = VolArgs {
-            fd: 0,
-            name: [0; 4088],
-        };
-        if name.len() >= args.name.len() {
-            return Err(io::Error::other("subvolume name too long"));
-        }
-        args.name[..name.len()].copy_from_slice(name);
-        btrfs_ioctl(&File::open(parent)?, BTRFS_IOC_SUBVOL_CREATE, &mut args)
+        let (parent, mut args) = vol_args(dir)?;
+        btrfs_ioctl(&parent, BTRFS_IOC_SUBVOL_CREATE, &mut args)
     }
 
     /// Whether `dir` is the root of a subvolume.
@@ -170,19 +148,24 @@ pub fn snapshot(src: &Path, dst: &Path, read_only: bool) -> io::Result<()> {
 
 /// Deletes the subvolume at `dir` with everything in it, read-only or not.
 pub fn destroy_subvolume(dir: &Path) -> io::Result<()> {
+    let (parent, mut args) = vol_args(dir)?;
+    btrfs_ioctl(&parent, BTRFS_IOC_SNAP_DESTROY, &mut args)
+}
+
+/// The parent directory of `dir`, and the ioctl arguments that name `dir` in it.
+fn vol_args(dir: &Path) -> io::Result<(File, VolArgs)> {
     let mut args = VolArgs {
         fd: 0,
         name: [0; 4088],
     };
     let (parent, name) = split(dir, args.name.len())?;
     args.name[..name.len()].copy_from_slice(name);
-    btrfs_ioctl(&parent, BTRFS_IOC_SNAP_DESTROY, &mut args)
+    Ok((parent, args))
 }
 
 /// Whether `path` is on btrfs.
 pub fn is_btrfs(path: &Path) -> io::Result<bool> {
-    let st = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
-    Ok(st.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
+    Ok(super::statfs::fs_type(path)? == "btrfs")
 }
 
 fn subvolume_id(dir: &Path) -> io::Result<u64> {

@@ -11,8 +11,9 @@
 //! Xattrs of symlinks are not copied (Linux allows no user.* xattrs on them). The driver's own
 //! `trusted.ferrovol.*` markers are never copied.
 
-use super::dirwalk::{check, fstat, open_at, Cursor};
+use super::dirwalk::{fstat, open_at, Cursor};
 pub use super::filecopy::{clone_or_copy_file, reflink_supported, Mode};
+use super::sys::check;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -241,7 +242,7 @@ impl Walk {
                 let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
                 // SAFETY: the buffer is valid for its length; an empty name reads the link
                 // the descriptor holds. readlinkat does not NUL-terminate.
-                let n = check_len(unsafe {
+                let n = check(unsafe {
                     libc::readlinkat(
                         held.as_raw_fd(),
                         c"".as_ptr(),
@@ -249,7 +250,7 @@ impl Walk {
                         buf.len(),
                     )
                 })?;
-                buf.truncate(n);
+                buf.truncate(n as usize);
                 let target = CString::new(buf).map_err(|_| io::Error::other("NUL in link"))?;
                 // SAFETY: valid strings and descriptor.
                 check(unsafe { libc::symlinkat(target.as_ptr(), d, name.as_ptr()) })
@@ -374,14 +375,6 @@ impl Walk {
         let times = stat_times(st);
         check(unsafe { libc::utimensat(d, name.as_ptr(), times.as_ptr(), nofollow) })?;
         Ok(())
-    }
-}
-
-fn check_len(n: isize) -> io::Result<usize> {
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
 

@@ -12,6 +12,7 @@
 //! Memory is one small record per level (name, identity, position), never the whole path or
 //! the whole listing; the thread stack does not grow with the depth.
 
+use super::sys::check;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -21,14 +22,6 @@ use std::ptr::NonNull;
 pub const MAX_OPEN: usize = 16;
 /// How much of a path within the tree messages show (its end).
 const MESSAGE_PATH_BYTES: usize = 256;
-
-pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
 
 pub(crate) fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data; fstat fills it.
@@ -146,6 +139,18 @@ struct Level {
     gone: bool,
 }
 
+impl Level {
+    fn open(name: CString, dir: OwnedFd) -> io::Result<Self> {
+        Ok(Level {
+            name,
+            id: id_of(&fstat(dir.as_raw_fd())?),
+            pos: None,
+            open: Some(Stream::new(dir)?),
+            gone: false,
+        })
+    }
+}
+
 /// A position in a directory tree: the root down to the directory being read.
 pub struct Cursor {
     levels: Vec<Level>,
@@ -154,15 +159,8 @@ pub struct Cursor {
 impl Cursor {
     /// Starts at the directory `root` (opened for reading).
     pub fn new(root: OwnedFd) -> io::Result<Self> {
-        let id = id_of(&fstat(root.as_raw_fd())?);
         Ok(Cursor {
-            levels: vec![Level {
-                name: CString::default(),
-                id,
-                pos: None,
-                open: Some(Stream::new(root)?),
-                gone: false,
-            }],
+            levels: vec![Level::open(CString::default(), root)?],
         })
     }
 
@@ -210,17 +208,22 @@ impl Cursor {
         Ok(name)
     }
 
+    /// The next name anywhere below the root, depth first: at the end of a directory's listing
+    /// the walk returns to its parent's. None once the root's listing ends.
+    pub fn next_below(&mut self) -> io::Result<Option<CString>> {
+        loop {
+            match self.next_entry()? {
+                // Whether the parent is still there, its listing tells.
+                None if self.depth() > 0 => _ = self.pop()?,
+                name => return Ok(name),
+            }
+        }
+    }
+
     /// Enters the directory `name` of the current one, given opened for reading by the caller
     /// (who checked what it is). Closes the shallowest open level beyond the budget.
     pub fn push(&mut self, name: &CStr, dir: OwnedFd) -> io::Result<()> {
-        let id = id_of(&fstat(dir.as_raw_fd())?);
-        self.levels.push(Level {
-            name: name.to_owned(),
-            id,
-            pos: None,
-            open: Some(Stream::new(dir)?),
-            gone: false,
-        });
+        self.levels.push(Level::open(name.to_owned(), dir)?);
         let n = self.levels.len();
         if n > MAX_OPEN + 1 {
             self.levels[n - MAX_OPEN - 1].open = None;
@@ -241,8 +244,7 @@ impl Cursor {
         // Through `..` of the level just left, which is cheap; by name from an open ancestor
         // if that is no longer the parent.
         if let Some(stream) = &child.open {
-            let dotdot = CString::new("..").expect("no NUL");
-            if let Ok(fd) = open_dir_at(stream.fd(), &dotdot) {
+            if let Ok(fd) = open_dir_at(stream.fd(), c"..") {
                 if id_of(&fstat(fd.as_raw_fd())?) == self.levels[idx].id {
                     self.resume(idx, fd)?;
                     return Ok(true);
@@ -296,11 +298,7 @@ impl Cursor {
     pub fn describe(&self, name: Option<&CStr>) -> String {
         let mut parts: Vec<&[u8]> = Vec::new();
         let mut len = 0;
-        let names = self.levels[1..]
-            .iter()
-            .map(|l| l.name.as_c_str())
-            .chain(name);
-        let all: Vec<&CStr> = names.collect();
+        let all: Vec<&CStr> = self.names().chain(name).collect();
         for n in all.iter().rev() {
             if len > MESSAGE_PATH_BYTES {
                 parts.push("…".as_bytes());

@@ -84,6 +84,13 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// 16 bytes in the usual UUID text form (8-4-4-4-12 hex digits).
+pub fn uuid_text(b: &[u8]) -> String {
+    let h = hex(b);
+    let (a, b, c, d, e) = (&h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+    format!("{a}-{b}-{c}-{d}-{e}")
+}
+
 /// Removes a directory tree that must live on one filesystem (not synced: callers record the
 /// removal in the state journal, and recovery finishes a removal a power cut undid). Refuses
 /// (EXDEV) when anything is mounted below it, before removing anything, so a forgotten bind
@@ -128,14 +135,7 @@ pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
         return Ok((bytes, inodes));
     }
     let mut cur = Cursor::new(File::open(path)?.into())?;
-    loop {
-        let Some(name) = cur.next_entry()? else {
-            if cur.depth() == 0 {
-                return Ok((bytes, inodes));
-            }
-            cur.pop()?;
-            continue;
-        };
+    while let Some(name) = cur.next_below()? {
         let dir = cur.fd().expect("a directory being read is open");
         let st = match dirwalk::lstat_at(dir, &name) {
             Ok(st) => st,
@@ -152,4 +152,5 @@ pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
             }
         }
     }
+    Ok((bytes, inodes))
 }

@@ -22,7 +22,7 @@
 //! runtime's bind mount in the container's namespace) is therefore seen only with `hostPID`;
 //! adoption finds such pods through the Kubernetes API instead (`backend::pod_paths`).
 
-use super::mountinfo::{self, MountEntry};
+use super::mountinfo;
 use std::collections::HashSet;
 use std::fs;
 use std::io;
@@ -39,19 +39,14 @@ pub fn in_use(dir: &Path) -> io::Result<Option<String>> {
     open_by_process(dir)
 }
 
-/// The mount of this namespace that holds `dir`, and `dir`'s path inside that filesystem.
-fn fs_path(dir: &Path) -> io::Result<(MountEntry, PathBuf)> {
-    let holder = mountinfo::holding_mount(dir)?;
-    let rel = dir
-        .strip_prefix(&holder.mount_point)
-        .expect("the holder's mount point is a prefix");
-    let inside = holder.root.join(rel);
-    Ok((holder, inside))
-}
-
 /// A mount, in any mount namespace, of `dir` or of something below it.
 fn mounted_elsewhere(dir: &Path) -> io::Result<Option<String>> {
-    let (holder, inside) = fs_path(dir)?;
+    // The mount of this namespace that holds `dir`, and `dir`'s path inside that filesystem.
+    let holder = mountinfo::holding_mount(dir)?;
+    let rel = dir.strip_prefix(&holder.mount_point);
+    let inside = holder
+        .root
+        .join(rel.expect("the holder's mount point is a prefix"));
     let mut seen = HashSet::new();
     for pid in pids()? {
         let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/mnt")) else {

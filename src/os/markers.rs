@@ -162,11 +162,6 @@ pub fn set_store_marker(path: &Path, store_id: &str) -> io::Result<()> {
     })
 }
 
-/// The store id recorded on `path`, or None.
-pub fn store_marker(path: &Path) -> io::Result<Option<String>> {
-    read_marker(path, STORE_MARKER, |m| m.store)
-}
-
 /// The identity a hostpath base carries: the id of the state store that adopted it.
 const BASE_MARKER: &str = "trusted.ferrovol.base";
 

@@ -1,5 +1,10 @@
 use super::*;
 
+/// The store id recorded on `path`, or None.
+fn store_marker(path: &Path) -> io::Result<Option<String>> {
+    read_marker(path, STORE_MARKER, |m| m.store)
+}
+
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }

@@ -15,15 +15,7 @@ pub fn random_uuid() -> io::Result<String> {
     let mut b = super::fsutil::random_bytes::<16>()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = super::fsutil::hex(&b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Ok(super::fsutil::uuid_text(&b))
 }
 
 /// The command line that makes `fs_type` on `device` with filesystem UUID `uuid`. `extra` are

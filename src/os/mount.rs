@@ -23,30 +23,11 @@ impl BindOptions {
     /// Decodes mount flags; an option a bind mount cannot honour is an error naming it.
     pub fn parse<S: AsRef<str>>(opts: &[S], read_only: bool) -> Result<Self, String> {
         let mut flags = MountFlags::empty();
-        for opt in opts {
-            // A flag may itself be a comma-separated list ("ro,noexec").
-            for o in opt
-                .as_ref()
-                .split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty())
-            {
-                match o {
-                    "ro" => flags |= MountFlags::RDONLY,
-                    "nosuid" => flags |= MountFlags::NOSUID,
-                    "nodev" => flags |= MountFlags::NODEV,
-                    "noexec" => flags |= MountFlags::NOEXEC,
-                    "noatime" => flags |= MountFlags::NOATIME,
-                    "nodiratime" => flags |= MountFlags::NODIRATIME,
-                    "relatime" => flags |= MountFlags::RELATIME,
-                    "strictatime" => flags |= MountFlags::STRICTATIME,
-                    "rw" | "defaults" | "suid" | "dev" | "exec" | "atime" | "bind" | "rbind" => {}
-                    other => {
-                        return Err(format!(
-                            "mount flag {other:?} is not supported on a bind mount"
-                        ))
-                    }
-                }
+        for o in split_options(opts) {
+            match per_mount_flag(o) {
+                Some(f) => flags |= f,
+                None if matches!(o, "bind" | "rbind") => {}
+                None => return Err(format!("mount flag {o:?} is not supported on a bind mount")),
             }
         }
         if read_only {
@@ -71,6 +52,31 @@ impl BindOptions {
         want.iter()
             .all(|(flag, name)| self.flags.contains(*flag) == entry.has_option(name))
     }
+}
+
+/// The options of a list whose entries may themselves be comma-separated lists ("ro,noexec").
+pub fn split_options<S: AsRef<str>>(opts: &[S]) -> impl Iterator<Item = &str> {
+    opts.iter()
+        .flat_map(|o| o.as_ref().split(','))
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+}
+
+/// The per-mount flag that the mount(8) option `opt` stands for (empty for an option that asks
+/// for the default); None for any other option.
+pub fn per_mount_flag(opt: &str) -> Option<MountFlags> {
+    Some(match opt {
+        "ro" => MountFlags::RDONLY,
+        "nosuid" => MountFlags::NOSUID,
+        "nodev" => MountFlags::NODEV,
+        "noexec" => MountFlags::NOEXEC,
+        "noatime" => MountFlags::NOATIME,
+        "nodiratime" => MountFlags::NODIRATIME,
+        "relatime" => MountFlags::RELATIME,
+        "strictatime" => MountFlags::STRICTATIME,
+        "rw" | "defaults" | "suid" | "dev" | "exec" | "atime" => MountFlags::empty(),
+        _ => return None,
+    })
 }
 
 /// Unmounts every mount stacked on `target`; succeeds when nothing is mounted there.

@@ -92,7 +92,7 @@ fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
         userns_fd: 0,
     };
     // SAFETY: `attr` lives across the call and its size is passed alongside.
-    let rc = unsafe {
+    super::sys::check(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             mount.as_raw_fd(),
@@ -101,11 +101,8 @@ fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    })
+    .map(drop)
 }
 
 /// Bind-mounts `source` (a path the driver owns: a volume directory or device; a path from a
@@ -124,18 +121,8 @@ pub fn bind_mount_onto(
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("opening {}: {e}", source.display()),
-        )
-    })?;
-    let flags = if read_only {
-        flags | MountFlags::RDONLY
-    } else {
-        flags
-    };
-    bind_fd_onto(src.as_fd(), target, flags, Api::Newest)
+    .map_err(|e| super::fsutil::at("opening ", source)(e.into()))?;
+    bind_fd_mount_onto(src.as_fd(), target, read_only, flags)
         .map_err(super::fsutil::at("bind-mounting ", source))
 }
 

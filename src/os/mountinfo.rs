@@ -65,14 +65,7 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
         Err(e) => return Err(e),
     };
     let mut cur = Cursor::new(root)?;
-    loop {
-        let Some(name) = cur.next_entry()? else {
-            if cur.depth() == 0 {
-                return Ok(None);
-            }
-            cur.pop()?;
-            continue;
-        };
+    while let Some(name) = cur.next_below()? {
         let at = cur.fd().expect("a directory being read is open");
         // SAFETY: the cursor keeps the directory open while its entries are read.
         let at_fd = unsafe { BorrowedFd::borrow_raw(at) };
@@ -91,6 +84,7 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
             Err(e) => return Err(e),
         }
     }
+    Ok(None)
 }
 
 /// Some(whether `path` in `dir` is a mount root); None when the kernel cannot say.

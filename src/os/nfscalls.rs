@@ -69,10 +69,8 @@ fn calls() -> MutexGuard<'static, Calls> {
 /// The server a mount source or server name stands for: `host` of `host:/path`, the address
 /// inside `[v6]:/path`, else the whole text (a bare server name).
 pub fn server_of(source: &str) -> &str {
-    if let Some(rest) = source.strip_prefix('[') {
-        if let Some((v6, _)) = rest.split_once(']') {
-            return v6;
-        }
+    if let Some((v6, _)) = source.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        return v6;
     }
     source.split_once(":/").map_or(source, |(host, _)| host)
 }

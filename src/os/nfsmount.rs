@@ -35,19 +35,11 @@ fn filesystems_have_nfs(text: &str) -> bool {
 
 /// Mount flags that mount(8) accepts among `-o` options but mount(2) takes as flags.
 fn flag_of(opt: &str) -> Option<MountFlags> {
-    Some(match opt {
-        "ro" => MountFlags::RDONLY,
-        "nosuid" => MountFlags::NOSUID,
-        "nodev" => MountFlags::NODEV,
-        "noexec" => MountFlags::NOEXEC,
-        "noatime" => MountFlags::NOATIME,
-        "nodiratime" => MountFlags::NODIRATIME,
-        "relatime" => MountFlags::RELATIME,
-        "strictatime" => MountFlags::STRICTATIME,
-        "sync" => MountFlags::SYNCHRONOUS,
-        "rw" | "defaults" | "suid" | "dev" | "exec" | "atime" | "async" => MountFlags::empty(),
-        _ => return None,
-    })
+    match opt {
+        "sync" => Some(MountFlags::SYNCHRONOUS),
+        "async" => Some(MountFlags::empty()),
+        o => super::mount::per_mount_flag(o),
+    }
 }
 
 /// One NFS option: a word or `key=value` of characters the kernel parser knows. Anything else
@@ -77,15 +69,8 @@ pub fn plan<S: AsRef<str>>(
 ) -> std::result::Result<NfsMount, String> {
     let mut flags = MountFlags::empty();
     let mut data: Vec<String> = Vec::new();
-    let mut fstype = "nfs";
-    let mut named_vers = false;
-    for opt in options.iter().flat_map(|o| {
-        o.as_ref()
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .collect::<Vec<_>>()
-    }) {
+    let (mut nfs4, mut named_vers) = (false, false);
+    for opt in super::mount::split_options(options) {
         if !valid_option(opt) {
             return Err(format!(
                 "mount option {opt:?} is not a valid NFS mount option"
@@ -95,29 +80,24 @@ pub fn plan<S: AsRef<str>>(
             flags |= f;
             continue;
         }
-        if let Some((k, v)) = opt.split_once('=') {
-            if matches!(k, "vers" | "nfsvers") {
-                named_vers = true;
-                if v.starts_with('4') {
-                    fstype = "nfs4";
-                }
-            }
+        let named = opt
+            .split_once('=')
+            .filter(|(k, _)| matches!(*k, "vers" | "nfsvers"));
+        if let Some((_, v)) = named {
+            named_vers = true;
+            nfs4 |= v.starts_with('4');
         }
         data.push(opt.to_string());
     }
     if let Some(v) = vers.filter(|_| !named_vers) {
-        if v.starts_with('4') {
-            fstype = "nfs4";
-        }
+        nfs4 |= v.starts_with('4');
         data.push(format!("vers={v}"));
     }
     if read_only {
         flags |= MountFlags::RDONLY;
     }
-    if let Some(a) = addr {
-        if !data.iter().any(|o| o.starts_with("addr=")) {
-            data.push(format!("addr={a}"));
-        }
+    if let Some(a) = addr.filter(|_| !data.iter().any(|o| o.starts_with("addr="))) {
+        data.push(format!("addr={a}"));
     }
     let host = match server.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
@@ -130,7 +110,7 @@ pub fn plan<S: AsRef<str>>(
         } else {
             format!("{host}:{share}/{subdir}")
         },
-        fstype,
+        fstype: if nfs4 { "nfs4" } else { "nfs" },
         flags,
         data: data.join(","),
     })

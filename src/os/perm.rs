@@ -17,14 +17,9 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         // The umask can only remove bits from 0700, never add group or other access.
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let not_dir = || {
-                io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a directory", path.display()),
-                )
-            };
             if !std::fs::metadata(path)?.is_dir() {
-                return Err(not_dir());
+                let why = format!("{} exists and is not a directory", path.display());
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, why));
             }
             // Through a descriptor of the directory itself: a symlink swapped in cannot
             // redirect the chmod.

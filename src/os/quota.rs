@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::sys::ioctl;
+use super::sys::{check, ioctl};
 
 // quotactl_fd(2) takes any open file on the filesystem, so no block device path is needed
 // (works the same on loop devices, LVM and inside a container).
@@ -49,10 +49,6 @@ struct FsXattr {
     pad: [u8; 8],
 }
 
-const fn qcmd(cmd: u32, kind: u32) -> u32 {
-    (cmd << 8) | (kind & 0xff)
-}
-
 /// Whether quotactl's error `errno` means "no project quota to use here" rather than a failure:
 /// quotas off (ESRCH), a kernel or filesystem without them (ENOSYS, EINVAL, ENOTTY,
 /// EOPNOTSUPP), or a seccomp filter refusing the call (EPERM: container runtimes' default
@@ -75,12 +71,7 @@ impl ProjectQuota {
     pub fn probe(base: &Path) -> io::Result<Option<Self>> {
         let root = File::open(base)?;
         let mut stat = [0u8; 256];
-        match quotactl(
-            &root,
-            qcmd(Q_XGETQSTAT, PRJQUOTA),
-            0,
-            stat.as_mut_ptr().cast(),
-        ) {
+        match quotactl(&root, Q_XGETQSTAT, 0, stat.as_mut_ptr().cast()) {
             Ok(()) => {
                 let flags = u16::from_ne_bytes([stat[2], stat[3]]);
                 Ok((flags & FS_QUOTA_PDQ_ENFD != 0).then_some(ProjectQuota { root }))
@@ -92,25 +83,7 @@ impl ProjectQuota {
 
     /// Puts `dir` into project `id`, inherited by everything created below it.
     pub fn assign(&self, dir: &Path, id: u32) -> io::Result<()> {
-        let f = File::open(dir)?;
-        let mut attr = fs_xattr(&f)?;
-        attr.projid = id;
-        attr.xflags |= FS_XFLAG_PROJINHERIT;
-        // SAFETY: the request reads one FsXattr that lives across the call.
-        unsafe {
-            ioctl(
-                &f,
-                FS_IOC_FSSETXATTR,
-                &attr as *const FsXattr as libc::c_ulong,
-            )
-        }
-        .map(|_| ())
-    }
-
-    /// Puts `dir` and everything below it into project `id` (adoption of a directory that
-    /// already holds data; see `assign_project_tree`).
-    pub fn assign_tree(&self, dir: &Path, id: u32) -> io::Result<()> {
-        assign_project_tree(dir, id)
+        set_project(&File::open(dir)?, id, true)
     }
 
     /// The project id `dir` belongs to (0: none).
@@ -126,34 +99,19 @@ impl ProjectQuota {
             valid: QIF_BLIMITS,
             ..Default::default()
         };
-        quotactl(
-            &self.root,
-            qcmd(Q_SETQUOTA, PRJQUOTA),
-            id,
-            (&mut q as *mut IfDqblk).cast(),
-        )
+        quotactl(&self.root, Q_SETQUOTA, id, (&mut q as *mut IfDqblk).cast())
     }
 
     /// (limit bytes, used bytes, used inodes) of project `id`.
     pub fn get(&self, id: u32) -> io::Result<(u64, u64, u64)> {
         let mut q = IfDqblk::default();
-        quotactl(
-            &self.root,
-            qcmd(Q_GETQUOTA, PRJQUOTA),
-            id,
-            (&mut q as *mut IfDqblk).cast(),
-        )?;
-        let used = if q.valid & QIF_SPACE != 0 {
-            q.curspace
-        } else {
-            0
-        };
-        let inodes = if q.valid & QIF_INODES != 0 {
-            q.curinodes
-        } else {
-            0
-        };
-        Ok((q.bhardlimit * 1024, used, inodes))
+        quotactl(&self.root, Q_GETQUOTA, id, (&mut q as *mut IfDqblk).cast())?;
+        let valid = |flag: u32, v: u64| if q.valid & flag != 0 { v } else { 0 };
+        Ok((
+            q.bhardlimit * 1024,
+            valid(QIF_SPACE, q.curspace),
+            valid(QIF_INODES, q.curinodes),
+        ))
     }
 }
 
@@ -163,49 +121,46 @@ impl ProjectQuota {
 /// are left out (they hold next to no data). Never follows a symlink; a tree of any depth.
 pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
     use super::dirwalk::{self, Cursor};
-    let set = |f: &File, inherit: bool| -> io::Result<()> {
-        let mut attr = fs_xattr(f)?;
-        attr.projid = id;
-        if inherit {
-            attr.xflags |= FS_XFLAG_PROJINHERIT;
-        }
-        // SAFETY: the request reads one FsXattr that lives across the call.
-        unsafe {
-            ioctl(
-                f,
-                FS_IOC_FSSETXATTR,
-                &attr as *const FsXattr as libc::c_ulong,
-            )
-        }
-        .map(drop)
-    };
     let root = File::open(dir)?;
-    set(&root, true)?;
+    set_project(&root, id, true)?;
     let mut cur = Cursor::new(root.into())?;
-    loop {
-        let Some(name) = cur.next_entry()? else {
-            if cur.depth() == 0 {
-                return Ok(());
-            }
-            cur.pop()?;
-            continue;
-        };
+    while let Some(name) = cur.next_below()? {
         let at = cur.fd().expect("a directory being read is open");
         let st = dirwalk::lstat_at(at, &name)?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
                 let fd = dirwalk::open_dir_at(at, &name)?;
                 let f = File::from(fd);
-                set(&f, true)?;
+                set_project(&f, id, true)?;
                 cur.push(&name, f.into())?;
             }
             libc::S_IFREG => {
                 let fd = dirwalk::open_at(at, &name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
-                set(&File::from(fd), false)?;
+                set_project(&File::from(fd), id, false)?;
             }
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Puts the open file or directory `f` into project `id`; `inherit`: what is created below it
+/// too.
+fn set_project(f: &File, id: u32, inherit: bool) -> io::Result<()> {
+    let mut attr = fs_xattr(f)?;
+    attr.projid = id;
+    if inherit {
+        attr.xflags |= FS_XFLAG_PROJINHERIT;
+    }
+    // SAFETY: the request reads one FsXattr that lives across the call.
+    unsafe {
+        ioctl(
+            f,
+            FS_IOC_FSSETXATTR,
+            &attr as *const FsXattr as libc::c_ulong,
+        )
+    }
+    .map(drop)
 }
 
 /// The extended attributes (project id, flags) of an open file or directory.
@@ -222,14 +177,11 @@ fn fs_xattr(f: &File) -> io::Result<FsXattr> {
     Ok(attr)
 }
 
+/// quotactl_fd(2) of `cmd` on the project quotas of the filesystem `fs` is on.
 fn quotactl(fs: &File, cmd: u32, id: u32, addr: *mut libc::c_void) -> io::Result<()> {
+    let cmd = (cmd << 8) | PRJQUOTA;
     // SAFETY: addr points to a buffer at least as large as the structure `cmd` reads or writes.
-    let rc = unsafe { libc::syscall(SYS_QUOTACTL_FD, fs.as_raw_fd(), cmd, id, addr) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    check(unsafe { libc::syscall(SYS_QUOTACTL_FD, fs.as_raw_fd(), cmd, id, addr) }).map(drop)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::path::Path;
 
 fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: a valid descriptor and NUL-terminated name.
-    match dirwalk::check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }) {
+    match super::sys::check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r.map(drop),
     }

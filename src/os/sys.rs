@@ -1,8 +1,17 @@
-//! The one raw ioctl(2) wrapper the OS seam shares.
+//! The raw system-call helpers the OS seam shares: a failed call's errno, and ioctl(2).
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+
+/// The return value of a raw call, or the errno it set when it returned a negative value.
+pub(crate) fn check<T: Default + PartialOrd>(rc: T) -> io::Result<T> {
+    if rc < T::default() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
 
 /// Issues `req` on `file` with `arg` (an integer, or a pointer cast to one).
 ///
@@ -15,10 +24,5 @@ pub unsafe fn ioctl(
     arg: libc::c_ulong,
 ) -> io::Result<libc::c_int> {
     // SAFETY: the caller upholds the argument contract above.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), req as _, arg) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
+    check(unsafe { libc::ioctl(file.as_raw_fd(), req as _, arg) })
 }

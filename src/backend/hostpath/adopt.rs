@@ -347,7 +347,7 @@ mod tests {
     use super::*;
 
     // This kernel has no CONFIG_QUOTA: the project-quota path is proven here, by its decision,
-    // and by `ProjectQuota::assign_tree`'s own test; the tests through the driver see advisory
+    // and by `quota::assign_project_tree`'s own test; the tests through the driver see advisory
     // capacities.
     #[test]
     fn project_quota_limits_any_directory_a_qgroup_only_a_subvolume() {

@@ -76,7 +76,7 @@ impl Limiter {
     pub fn apply_tree(&self, dir: &Path, how: Enforcement, bytes: u64) -> io::Result<()> {
         match (self, how) {
             (Limiter::Project(q), Enforcement::ProjectQuota { id }) => {
-                q.assign_tree(dir, id)?;
+                crate::os::quota::assign_project_tree(dir, id)?;
                 q.set_limit(id, bytes)
             }
             _ => self.apply(dir, how, bytes),
