@@ -120,16 +120,11 @@ impl NfsBackend {
             on_delete,
             capacity_bytes: req.capacity,
             mount_permissions: attr.mode,
-            uid: None,
-            gid: None,
             created_at: now_secs(),
-            source: None,
             dir_handle: Some(handle),
-            staging: None,
-            staging_handle: None,
-            staging_fileid: None,
             // The handle above is in the protocol this client settled on.
             nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
+            ..VolumeRecord::default()
         };
         // Registered before anything is written on the share, as for a create.
         self.shares.register(&vid, &loc.server, &loc.share)?;

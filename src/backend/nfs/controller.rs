@@ -4,11 +4,11 @@
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::Values;
-use super::{names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
+use super::{dir_handle, names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, SetAttr};
+use crate::nfs::NfsClient;
 
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 /// Mode of parent directories a nested pattern creates (shared by many volumes: traversable by
 /// all, writable by the owner only).
-pub(super) const PARENT_MODE: u32 = 0o755;
+const PARENT_MODE: u32 = 0o755;
 /// The StorageClass parameters, without the keys the CSI layer and the sidecars own.
 pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     params
@@ -41,7 +41,7 @@ fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
 }
 
 /// CreateVolume met a directory it did not make at the volume's subDir.
-pub(super) fn not_ours(rec: &VolumeRecord) -> Error {
+fn not_ours(rec: &VolumeRecord) -> Error {
     Error::precondition(
         &rec.id,
         format!(
@@ -53,37 +53,29 @@ pub(super) fn not_ours(rec: &VolumeRecord) -> Error {
 
 /// The first field in which an existing volume differs from a repeated CreateVolume.
 fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> Option<String> {
-    let differs = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
-        Some(format!(
-            "it exists with {what} {a:?}, this request asks for {b:?}"
-        ))
-    };
-    if have.sub_dir != want.sub_dir {
-        return differs("subDir", &have.sub_dir, &want.sub_dir);
+    fn field<T: PartialEq + std::fmt::Debug>(what: &str, a: &T, b: &T) -> Option<String> {
+        (a != b).then(|| format!("it exists with {what} {a:?}, this request asks for {b:?}"))
     }
-    if have.source != want.source {
-        return differs("content source", &have.source, &want.source);
-    }
-    if have.on_delete != want.on_delete {
-        return differs("onDelete", &have.on_delete, &want.on_delete);
-    }
-    if have.mount_permissions != want.mount_permissions {
-        return differs(
-            "mountPermissions",
-            &have.mount_permissions,
-            &want.mount_permissions,
-        );
-    }
-    if (have.uid, have.gid) != (want.uid, want.gid) {
-        return differs("uid/gid", &(have.uid, have.gid), &(want.uid, want.gid));
-    }
-    if !range.admits(have.capacity_bytes) {
-        return Some(format!(
-            "it exists with {} bytes, outside the requested range",
-            have.capacity_bytes
-        ));
-    }
-    None
+    let (h, w) = (have, want);
+    field("subDir", &h.sub_dir, &w.sub_dir)
+        .or_else(|| field("content source", &h.source, &w.source))
+        .or_else(|| field("onDelete", &h.on_delete, &w.on_delete))
+        .or_else(|| {
+            field(
+                "mountPermissions",
+                &h.mount_permissions,
+                &w.mount_permissions,
+            )
+        })
+        .or_else(|| field("uid/gid", &(h.uid, h.gid), &(w.uid, w.gid)))
+        .or_else(|| {
+            (!range.admits(h.capacity_bytes)).then(|| {
+                format!(
+                    "it exists with {} bytes, outside the requested range",
+                    h.capacity_bytes
+                )
+            })
+        })
 }
 
 impl NfsBackend {
@@ -153,28 +145,24 @@ impl NfsBackend {
 
     /// Makes the volume's directory and keeps its handle in `rec` (written with `Ready`).
     fn make_dir(&self, c: &NfsClient, rec: &mut VolumeRecord) -> Result<()> {
-        let vid = &rec.id;
-        if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
-            c.mkdir_all(parent, PARENT_MODE)
-                .map_err(|e| self.err(vid, e))?;
-        }
-        match c
-            .mkdir_claim(&rec.sub_dir, rec.mount_permissions)
-            .map_err(|e| self.err(vid, e))?
-        {
-            Some(handle) => rec.dir_handle = Some(handle),
-            None => return Err(not_ours(rec)),
-        }
+        self.claim_dir(c, rec, rec.mount_permissions)?;
         // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
         if rec.uid.is_some() || rec.gid.is_some() {
-            let attr = SetAttr {
-                mode: Some(rec.mount_permissions),
-                uid: rec.uid,
-                gid: rec.gid,
-            };
-            c.setattr(&rec.sub_dir, attr)
-                .map_err(|e| self.err(vid, e))?;
+            c.setattr(&rec.sub_dir, rec.root_attr())
+                .map_err(|e| self.err(&rec.id, e))?;
         }
+        Ok(())
+    }
+
+    /// Makes `rec`'s directory (and its parents) with `mode` and keeps its handle in `rec`;
+    /// FailedPrecondition when something is there already (not ours: left untouched).
+    pub(super) fn claim_dir(&self, c: &NfsClient, rec: &mut VolumeRecord, mode: u32) -> Result<()> {
+        let err = |e| self.err(&rec.id, e);
+        if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
+            c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
+        }
+        let claim = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)?;
+        rec.dir_handle = Some(claim.ok_or_else(|| not_ours(rec))?);
         Ok(())
     }
 
@@ -282,11 +270,8 @@ impl ControllerBackend for NfsBackend {
             gid: p.gid,
             created_at: layout::now_secs(),
             source: requested_source.clone(),
-            dir_handle: None,
-            staging: None,
-            staging_handle: None,
-            staging_fileid: None,
             nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
+            ..VolumeRecord::default()
         };
         if let (Some(src), Some(v)) = (&source, &want.nfs_vers) {
             src.same_version(&vid, v)?;
@@ -313,7 +298,7 @@ impl ControllerBackend for NfsBackend {
             }
         }
         let made = match &source {
-            Some(src) => self.make_from(&c, want, src),
+            Some(src) => self.restoring(&vid, || self.restore(&c, want, src)),
             None => self.make(&c, want),
         };
         made.map(Done::Now)
@@ -349,11 +334,8 @@ impl ControllerBackend for NfsBackend {
                     // directory, so the one there is the volume's (layout.rs). Its handle goes
                     // into the intent, before anything is touched; with no directory there,
                     // the empty handle, so one made later is never taken for the volume's.
-                    intent.dir_handle = match c.handle_of(&rec.sub_dir) {
-                        Ok(Some((h, a))) if a.is_dir() => Some(h),
-                        Ok(_) => Some(String::new()),
-                        Err(e) => return Err(self.err(&vid, e)),
-                    };
+                    let found = dir_handle(&c, &rec.sub_dir).map_err(|e| self.err(&vid, e))?;
+                    intent.dir_handle = Some(found.unwrap_or_default());
                 }
                 write_record(&c, &intent, self.cfg.timeout)?;
                 crate::failpoint::hit("nfs-delete:after-intent");

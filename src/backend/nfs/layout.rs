@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::OnDelete;
 use super::pattern::ARCHIVE_PREFIX;
-use crate::nfs::Version;
+use crate::nfs::{SetAttr, Version};
 
 pub const META_DIR: &str = ".ferrovol";
 pub const RECORDS_DIR: &str = ".ferrovol/volumes";
@@ -236,16 +236,17 @@ pub fn utc_timestamp(secs: u64) -> String {
 
 /// Lifecycle of a record: written `Creating` before the directory is made and `Deleting` before
 /// it is removed, so a controller restarted halfway knows what to finish or roll back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordState {
+    #[default]
     Creating,
     Ready,
     Deleting,
 }
 
 /// `.ferrovol/volumes/<key>.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VolumeRecord {
     /// Format version, for readers after an upgrade.
     pub version: u32,
@@ -294,6 +295,20 @@ impl VolumeRecord {
     pub fn version(&self) -> Version {
         record_version(self.nfs_vers.as_deref())
     }
+
+    /// The mode and owner of the volume's root directory.
+    pub fn root_attr(&self) -> SetAttr {
+        SetAttr {
+            mode: Some(self.mount_permissions),
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// The key of the record's id (records carry ids of this backend: `from_bytes` checks).
+    pub fn key(&self) -> &str {
+        parse_volume_id(&self.id).expect("records carry our ids")
+    }
 }
 
 /// The NFS version a record's handles belong to: `nfs_vers`, or NFSv3 for records written
@@ -307,13 +322,14 @@ pub fn record_version(nfs_vers: Option<&str>) -> Version {
 
 pub const RECORD_VERSION: u32 = 1;
 
-impl VolumeRecord {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("a record always serialises");
-        v.push(b'\n');
-        v
-    }
+/// A record as written on the share: pretty JSON and a newline.
+pub fn to_bytes(rec: &impl Serialize) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(rec).expect("a record always serialises");
+    v.push(b'\n');
+    v
+}
 
+impl VolumeRecord {
     /// Decodes a record read from `record_path(key)`, refusing one that claims another key
     /// (a copied or tampered file) or a newer format.
     pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<VolumeRecord, String> {

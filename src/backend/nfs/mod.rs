@@ -77,6 +77,7 @@ pub use snapshots::WAIT_ENV as SNAPSHOT_WAIT_ENV;
 
 pub use shares::parse_share;
 
+use crate::backend::adopt::{Adopt, AdoptBackend};
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
 use crate::nfs::{ClientOptions, NfsClient, NfsError, NfsStatus, Version, Want};
@@ -277,10 +278,8 @@ impl NfsBackend {
     /// absent. Rolls nothing back: it serves calls that do not hold the volume's lock, and a
     /// create in flight is not theirs to undo (only CreateVolume and DeleteVolume roll back).
     fn find_live(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
-        match self.find(volume, key)? {
-            Some((_, rec)) if rec.state == RecordState::Creating => Ok(None),
-            found => Ok(found),
-        }
+        let found = self.find(volume, key)?;
+        Ok(found.filter(|(_, rec)| rec.state != RecordState::Creating))
     }
 
     /// `roll_back` of a create this call did not start: only while this process holds the
@@ -300,11 +299,16 @@ impl NfsBackend {
     /// Undoes a create that never reached Ready (see `undo_create`), unless a restore in this
     /// process is still making it: that one is Busy.
     fn roll_back(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
+        self.restoring(&rec.id, || rollback::undo_create(c, rec, self.cfg.timeout))
+    }
+
+    /// Runs `f` while volume `vid` is marked as being restored here; Busy when it already is.
+    fn restoring<R>(&self, vid: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let key = layout::parse_volume_id(vid).expect("records carry our ids");
         if !self.work.claim_restore(key) {
-            return Err(Error::Busy(rec.id.clone()));
+            return Err(Error::Busy(vid.to_string()));
         }
-        let res = rollback::undo_create(c, rec, self.cfg.timeout);
+        let res = f();
         self.work.release_restore(key);
         res
     }
@@ -367,6 +371,13 @@ fn read_json<T>(
     bytes.map(|b| decode(&b).map_err(internal)).transpose()
 }
 
+/// The handle of directory `path`; `None` when nothing, or no directory, is there.
+fn dir_handle(c: &NfsClient, path: &str) -> crate::nfs::Result<Option<String>> {
+    Ok(c.handle_of(path)?
+        .filter(|(_, a)| a.is_dir())
+        .map(|(h, _)| h))
+}
+
 /// Names in the metadata directory `dir`; none when it does not exist (yet).
 fn names(c: &NfsClient, dir: &str) -> crate::nfs::Result<Vec<String>> {
     match c.readdir(dir) {
@@ -388,20 +399,18 @@ fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs:
 }
 
 fn write_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
-    let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
-    let path = layout::record_path(key);
-    write_meta(c, layout::RECORDS_DIR, &path, &rec.to_bytes())
+    let path = layout::record_path(rec.key());
+    write_meta(c, layout::RECORDS_DIR, &path, &layout::to_bytes(rec))
         .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
-    let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
     // A server that fails the removal (a timeout, JUKEBOX) after the directory went.
     crate::failpoint::fail("nfs-record:remove").map_err(|e| Error::Unavailable {
         server: c.server().to_string(),
         detail: format!("volume {}: {e}", rec.id),
     })?;
-    c.remove_file(&layout::record_path(key))
+    c.remove_file(&layout::record_path(rec.key()))
         .map(|_| ())
         .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
@@ -418,10 +427,12 @@ pub fn map_nfs_error(volume: &str, timeout: Duration, e: NfsError) -> Error {
             action: format!("{op} for volume {volume}"),
             seconds: timeout.as_secs().max(1),
         },
-        e if e.is_status(NfsStatus::JUKEBOX) => Error::Unavailable {
-            server: server_of(&e),
-            detail: format!("volume {volume}: {e}"),
-        },
+        NfsError::Status { ref server, .. } if e.is_status(NfsStatus::JUKEBOX) => {
+            Error::Unavailable {
+                server: server.clone(),
+                detail: format!("volume {volume}: {e}"),
+            }
+        }
         e if e.is_status(NfsStatus::NOSPC) || e.is_status(NfsStatus::DQUOT) => {
             Error::no_space(volume, e.to_string())
         }
@@ -436,17 +447,6 @@ pub fn map_nfs_error(volume: &str, timeout: Duration, e: NfsError) -> Error {
         }
         NfsError::InvalidPath { .. } => Error::invalid(format!("volume {volume}: {e}")),
         e => Error::Internal(format!("volume {volume}: {e}")),
-    }
-}
-
-fn server_of(e: &NfsError) -> String {
-    match e {
-        NfsError::Unavailable { server, .. }
-        | NfsError::DeadlineExceeded { server, .. }
-        | NfsError::Status { server, .. }
-        | NfsError::Protocol { server, .. }
-        | NfsError::Cancelled { server, .. } => server.clone(),
-        NfsError::InvalidPath { path, .. } => path.clone(),
     }
 }
 
@@ -469,23 +469,24 @@ impl Backend for NfsBackend {
         Some(self)
     }
 
-    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+    fn adoption(&self) -> Option<&dyn AdoptBackend> {
         Some(self)
     }
 }
 
-impl crate::backend::adopt::AdoptBackend for NfsBackend {
-    fn adopt_id(&self, req: &crate::backend::adopt::Adopt) -> Result<crate::volume::VolumeId> {
-        match req {
-            crate::backend::adopt::Adopt::NfsDir(dir) => adopt::adopt_id(dir),
-            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
-        }
+impl AdoptBackend for NfsBackend {
+    fn adopt_id(&self, req: &Adopt) -> Result<crate::volume::VolumeId> {
+        adopt::adopt_id(nfs_dir(req)?)
     }
 
-    fn adopt(&self, req: &crate::backend::adopt::Adopt) -> Result<crate::volume::VolumeInfo> {
-        match req {
-            crate::backend::adopt::Adopt::NfsDir(dir) => self.adopt_nfs_dir(dir),
-            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
-        }
+    fn adopt(&self, req: &Adopt) -> Result<crate::volume::VolumeInfo> {
+        self.adopt_nfs_dir(nfs_dir(req)?)
+    }
+}
+
+fn nfs_dir(req: &Adopt) -> Result<&crate::backend::adopt::AdoptNfsDir> {
+    match req {
+        Adopt::NfsDir(dir) => Ok(dir),
+        other => Err(crate::backend::adopt::not_here(BACKEND, other)),
     }
 }

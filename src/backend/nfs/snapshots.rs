@@ -13,6 +13,7 @@
 //! when its record says `Ready`, which is written after the last byte.
 
 use super::layout::{self, RecordState};
+use super::restore::recorded_handle;
 use super::snaprecord::{
     key_of_snap_record, snap_record_path, SnapParams, SnapshotRecord, SNAP_DATA_DIR,
     SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
@@ -71,13 +72,9 @@ pub(super) fn write_snap_record(
     rec: &SnapshotRecord,
     timeout: Duration,
 ) -> Result<()> {
-    write_meta(
-        c,
-        SNAP_RECORDS_DIR,
-        &snap_record_path(&rec.key()),
-        &rec.to_bytes(),
-    )
-    .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+    let path = snap_record_path(&rec.key());
+    write_meta(c, SNAP_RECORDS_DIR, &path, &layout::to_bytes(rec))
+        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 /// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
@@ -189,16 +186,9 @@ fn legacy_source_handle(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Res
     if vol.state != RecordState::Ready || vol.sub_dir != rec.source_sub_dir {
         return Err(gone());
     }
-    if let Some(h) = vol.dir_handle {
-        return Ok(h);
-    }
-    match c
-        .handle_of(&vol.sub_dir)
+    recorded_handle(c, &vol)
         .map_err(|e| map_nfs_error(&rec.id, t, e))?
-    {
-        Some((h, a)) if a.is_dir() => Ok(h),
-        _ => Err(gone()),
-    }
+        .ok_or_else(gone)
 }
 
 impl NfsBackend {
