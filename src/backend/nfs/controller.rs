@@ -3,7 +3,7 @@
 
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
-use super::pattern::Values;
+use super::pattern::{Values, Var};
 use super::{dir_handle, names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
@@ -250,7 +250,7 @@ impl ControllerBackend for NfsBackend {
         let mut values = Values::from_parameters(&req.parameters);
         // external-provisioner names the volume after its PV: without --extra-create-metadata
         // the name is still the PV name.
-        values.pv_name.get_or_insert_with(|| req.name.clone());
+        values.0[Var::PvName as usize].get_or_insert_with(|| req.name.clone());
         let sub_dir = p
             .sub_dir
             .expand(&values)

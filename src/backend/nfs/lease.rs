@@ -16,8 +16,9 @@
 //! - `VALID` < `TTL`: a holder that could not renew stops counting itself the holder before
 //!   anyone may take over.
 
+use super::in_meta_dir;
 use super::layout::META_DIR;
-use crate::nfs::{NfsClient, NfsStatus, Outcome};
+use crate::nfs::{NfsClient, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -178,14 +179,7 @@ fn contend(
             }
             Ok(None) => {
                 me.renewals = 0;
-                let created = c.create_file(LEASE_PATH, &bytes(&me)).or_else(|e| {
-                    if e.is_status(NfsStatus::NOENT) {
-                        c.mkdir_all(META_DIR, 0o755)?;
-                        c.create_file(LEASE_PATH, &bytes(&me))
-                    } else {
-                        Err(e)
-                    }
-                });
+                let created = in_meta_dir(c, META_DIR, || c.create_file(LEASE_PATH, &bytes(&me)));
                 matches!(created, Ok(Outcome::Created))
             }
             Ok(Some(Ok(r))) if r.holder == me.holder => {

@@ -387,21 +387,27 @@ fn names(c: &NfsClient, dir: &str) -> crate::nfs::Result<Vec<String>> {
     }
 }
 
-/// Writes a metadata file atomically, making its directory (mode 0755) the first time.
-fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs::Result<()> {
-    match c.write_file_atomic(path, bytes) {
+/// `op`, tried again after making the metadata directory `dir` (mode 0755) when it was missing.
+fn in_meta_dir<T>(
+    c: &NfsClient,
+    dir: &str,
+    op: impl Fn() -> crate::nfs::Result<T>,
+) -> crate::nfs::Result<T> {
+    match op() {
         Err(e) if e.is_status(NfsStatus::NOENT) => {
             c.mkdir_all(dir, 0o755)?;
-            c.write_file_atomic(path, bytes)
+            op()
         }
         r => r,
     }
 }
 
 fn write_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
-    let path = layout::record_path(rec.key());
-    write_meta(c, layout::RECORDS_DIR, &path, &layout::to_bytes(rec))
-        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+    let (path, bytes) = (layout::record_path(rec.key()), layout::to_bytes(rec));
+    in_meta_dir(c, layout::RECORDS_DIR, || {
+        c.write_file_atomic(&path, &bytes)
+    })
+    .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {

@@ -19,7 +19,7 @@ use super::snaprecord::{
     SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
 };
 use super::work::Work;
-use super::{map_nfs_error, names, read_json, write_meta, NfsBackend, BACKEND};
+use super::{in_meta_dir, map_nfs_error, names, read_json, NfsBackend, BACKEND};
 use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
 use crate::nfs::NfsClient;
@@ -72,8 +72,8 @@ pub(super) fn write_snap_record(
     rec: &SnapshotRecord,
     timeout: Duration,
 ) -> Result<()> {
-    let path = snap_record_path(&rec.key());
-    write_meta(c, SNAP_RECORDS_DIR, &path, &layout::to_bytes(rec))
+    let (path, bytes) = (snap_record_path(&rec.key()), layout::to_bytes(rec));
+    in_meta_dir(c, SNAP_RECORDS_DIR, || c.write_file_atomic(&path, &bytes))
         .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
@@ -392,20 +392,16 @@ impl SnapshotBackend for NfsBackend {
             {
                 continue;
             }
-            let rec = if rec.state == RecordState::Creating && self.leases.holds(&c) {
+            if rec.state == RecordState::Creating && self.leases.holds(&c) {
                 // A copy cut off by a restart resumes now rather than stay unready forever.
                 start_copy(&self.work, c.clone(), rec.clone());
                 if self.work.wait(&rec.id, Some(Duration::ZERO)) {
-                    match read_snap_record(&c, key, self.cfg.timeout)? {
-                        Some(r) => r,
-                        None => continue, // the copy failed and took the record
-                    }
-                } else {
-                    rec
+                    // Ended already: the record as it is now (none: the copy failed and took it).
+                    let now = read_snap_record(&c, key, self.cfg.timeout)?;
+                    entries.extend(now.as_ref().map(info));
+                    continue;
                 }
-            } else {
-                rec
-            };
+            }
             entries.push(info(&rec));
         }
         Ok(SnapshotPage {
