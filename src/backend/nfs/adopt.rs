@@ -97,15 +97,12 @@ impl NfsBackend {
         }
         let (handle, attr) = match c.handle_of(&sub_dir).map_err(|e| self.err(&vid, e))? {
             Some((h, a)) if a.is_dir() => (h, a),
-            Some(_) => {
-                return Err(Error::invalid(format!(
-                    "volume {vid}: {place} is not a directory"
-                )))
-            }
-            None => {
-                return Err(Error::invalid(format!(
-                    "volume {vid}: {place} does not exist"
-                )))
+            other => {
+                let why = match other {
+                    Some(_) => "is not a directory",
+                    None => "does not exist",
+                };
+                return Err(Error::invalid(format!("volume {vid}: {place} {why}")));
             }
         };
         self.refuse_owned(&vid, &c, &sub_dir, &place)?;
@@ -139,10 +136,7 @@ impl NfsBackend {
     /// no record names the directory could pass beside this one's, and two records naming one
     /// directory would let a delete of either remove what the other publishes.
     fn hold_lease(&self, vid: &str, c: &NfsClient) -> Result<()> {
-        if self
-            .leases
-            .wait_held(c, super::lease::Leases::takeover_wait())
-        {
+        if self.leases.wait_held(c) {
             return Ok(());
         }
         Err(Error::Busy(format!(

@@ -29,15 +29,13 @@ pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String
 }
 
 fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
-    if caps.is_empty() {
-        return Err(Error::invalid(format!(
-            "volume {vid}: volume_capabilities are required"
-        )));
-    }
-    match caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)) {
-        Some(why) => Err(Error::invalid(format!("volume {vid}: {why}"))),
-        None => Ok(()),
-    }
+    let why = match caps {
+        [] => Some("volume_capabilities are required".to_string()),
+        _ => caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)),
+    };
+    why.map_or(Ok(()), |why| {
+        Err(Error::invalid(format!("volume {vid}: {why}")))
+    })
 }
 
 /// CreateVolume met a directory it did not make at the volume's subDir.

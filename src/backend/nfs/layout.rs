@@ -212,26 +212,10 @@ pub fn archive_path(sub_dir: &str, at: SystemTime, attempt: u32) -> String {
     }
 }
 
-/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (proleptic Gregorian, UTC).
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (UTC).
 pub fn utc_timestamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = k8s_openapi::chrono::DateTime::from_timestamp(secs as i64, 0).unwrap_or_default();
+    at.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
 /// Lifecycle of a record: written `Creating` before the directory is made and `Deleting` before

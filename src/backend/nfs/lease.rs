@@ -120,13 +120,13 @@ impl Leases {
         self.held(c).is_some_and(|h| h.now())
     }
 
-    /// Waits up to `max` for this process to hold `c`'s lease (a restarted process takes its own
-    /// back within `SETTLE`).
-    pub fn wait_held(&self, c: &NfsClient, max: Duration) -> bool {
+    /// Waits as long as a takeover takes (`SETTLE` + `RENEW`) for this process to hold `c`'s
+    /// lease (a restarted process takes its own back within `SETTLE`).
+    pub fn wait_held(&self, c: &NfsClient) -> bool {
         let Some(h) = self.held(c) else {
             return false;
         };
-        let deadline = Instant::now() + max;
+        let deadline = Instant::now() + SETTLE + RENEW;
         let mut until = h.until.lock().expect("lease poisoned");
         loop {
             if until.is_some_and(|u| Instant::now() < u) {
@@ -142,11 +142,6 @@ impl Leases {
                 .expect("lease poisoned")
                 .0;
         }
-    }
-
-    /// How long a caller may wait for a lease this process is about to take.
-    pub fn takeover_wait() -> Duration {
-        SETTLE + RENEW
     }
 }
 

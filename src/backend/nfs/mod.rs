@@ -73,8 +73,6 @@ mod snaprecord;
 mod snapshots;
 mod work;
 
-pub use snapshots::WAIT_ENV as SNAPSHOT_WAIT_ENV;
-
 pub use shares::parse_share;
 
 use crate::backend::adopt::{Adopt, AdoptBackend};
@@ -163,8 +161,8 @@ impl NfsBackend {
         let backend = NfsBackend {
             work: Arc::new(Work::new(cfg.timeout)),
             leases: lease::Leases::new(&cfg.instance),
+            clients: Arc::new(Clients(cfg.timeout, Mutex::default())),
             cfg,
-            clients: Arc::new(Clients::default()),
             shares,
         };
         backend.start_recovery();
@@ -175,19 +173,12 @@ impl NfsBackend {
     /// where the server serves the share so, else NFSv3). Its first making starts the share's
     /// lease and recovery.
     fn client(&self, server: &str, share: &str) -> Result<Arc<NfsClient>> {
-        let (c, new) = self
-            .clients
-            .get(server, share, Want::Auto, self.cfg.timeout)?;
+        let (c, new) = self.clients.get(server, share, Want::Auto)?;
         if new {
             let (auto, work, clients) = (c.clone(), self.work.clone(), self.clients.clone());
-            let timeout = self.cfg.timeout;
             let (sv, sh) = (server.to_string(), share.to_string());
             self.leases.watch(c.clone(), move || {
-                let of = |v: Version| {
-                    clients
-                        .get(&sv, &sh, Want::Only(v), timeout)
-                        .map(|(c, _)| c)
-                };
+                let of = |v: Version| clients.get(&sv, &sh, Want::Only(v)).map(|(c, _)| c);
                 recovery::recover(&auto, &work, &of)
             });
         }
@@ -200,7 +191,7 @@ impl NfsBackend {
             return self.client(server, share);
         }
         self.client(server, share)?;
-        Ok(self.clients.get(server, share, want, self.cfg.timeout)?.0)
+        Ok(self.clients.get(server, share, want)?.0)
     }
 
     /// The client whose handles a record's proofs are in (see `VolumeRecord::nfs_vers`).
@@ -285,7 +276,7 @@ impl NfsBackend {
     /// `roll_back` of a create this call did not start: only while this process holds the
     /// share's lease, since another controller on the share may still be making it (Busy).
     fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        if !self.leases.wait_held(c, lease::Leases::takeover_wait()) {
+        if !self.leases.wait_held(c) {
             return Err(Error::Busy(format!(
                 "{} (an unfinished create on {}:{}, which another controller holds the lease of)",
                 rec.id,
@@ -316,20 +307,17 @@ impl NfsBackend {
 
 /// The clients of this process: one per (server, share, version wanted), kept for the
 /// process's lifetime so their pooled connections and sessions are reused across calls.
-#[derive(Default)]
-struct Clients(Mutex<HashMap<(String, String, Want), Arc<NfsClient>>>);
+/// Each client's calls have the deadline given first.
+struct Clients(
+    Duration,
+    Mutex<HashMap<(String, String, Want), Arc<NfsClient>>>,
+);
 
 impl Clients {
     /// The client, and whether this call made it.
-    fn get(
-        &self,
-        server: &str,
-        share: &str,
-        want: Want,
-        timeout: Duration,
-    ) -> Result<(Arc<NfsClient>, bool)> {
+    fn get(&self, server: &str, share: &str, want: Want) -> Result<(Arc<NfsClient>, bool)> {
         let key = (server.to_string(), share.to_string(), want);
-        let mut map = self.0.lock().expect("nfs client map poisoned");
+        let mut map = self.1.lock().expect("nfs client map poisoned");
         if let Some(c) = map.get(&key) {
             return Ok((c.clone(), false));
         }
@@ -342,7 +330,7 @@ impl Clients {
             }
         }
         let opts = ClientOptions {
-            timeout,
+            timeout: self.0,
             version: want,
             ..ClientOptions::default()
         };

@@ -200,14 +200,11 @@ impl Pattern {
                 ));
             }
         }
-        let vars: Vec<Var> = comps
-            .iter()
-            .flatten()
-            .filter_map(|p| match p {
-                Piece::Var(v) => Some(*v),
-                Piece::Lit(_) => None,
-            })
-            .collect();
+        let parsed = Pattern {
+            source: pattern.to_string(),
+            comps,
+        };
+        let vars = parsed.variables();
         let unique = vars.contains(&Var::PvName)
             || (vars.contains(&Var::PvcNamespace) && vars.contains(&Var::PvcName));
         if !unique {
@@ -215,10 +212,7 @@ impl Pattern {
                 "must contain ${pv.metadata.name}, or both ${pvc.metadata.namespace} and ${pvc.metadata.name}, so that two volumes never share a directory",
             ));
         }
-        Ok(Pattern {
-            source: pattern.to_string(),
-            comps,
-        })
+        Ok(parsed)
     }
 
     pub fn as_str(&self) -> &str {
@@ -229,10 +223,9 @@ impl Pattern {
     pub fn variables(&self) -> Vec<Var> {
         let mut out: Vec<Var> = Vec::new();
         for p in self.comps.iter().flatten() {
-            if let Piece::Var(v) = p {
-                if !out.contains(v) {
-                    out.push(*v);
-                }
+            match p {
+                Piece::Var(v) if !out.contains(v) => out.push(*v),
+                _ => {}
             }
         }
         out

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long CreateSnapshot waits for its copy before answering ready_to_use=false.
-pub const WAIT_ENV: &str = "FERROVOL_NFS_SNAPSHOT_WAIT_MS";
+const WAIT_ENV: &str = "FERROVOL_NFS_SNAPSHOT_WAIT_MS";
 const DEFAULT_WAIT: Duration = Duration::from_millis(1000);
 
 fn wait_budget() -> Duration {
