@@ -78,14 +78,13 @@ fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> 
 
 impl NfsBackend {
     pub(super) fn info(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
-        let mut context = BTreeMap::from([
-            (CTX_SERVER.to_string(), rec.server.clone()),
-            (CTX_SHARE.to_string(), rec.share.clone()),
-            (CTX_SUBDIR.to_string(), rec.sub_dir.clone()),
-        ]);
-        if let Some(v) = &rec.nfs_vers {
-            context.insert(CTX_NFSVERS.to_string(), v.clone());
-        }
+        let vers = rec.nfs_vers.iter().map(|v| (CTX_NFSVERS, v));
+        let context = [(CTX_SERVER, &rec.server), (CTX_SHARE, &rec.share)]
+            .into_iter()
+            .chain([(CTX_SUBDIR, &rec.sub_dir)])
+            .chain(vers)
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         VolumeInfo {
             id: rec.id.clone(),
             node: None,
@@ -377,21 +376,18 @@ impl ControllerBackend for NfsBackend {
         keys.sort();
         let mut entries = Vec::new();
         let mut next_after = None;
-        for (n, (key, _, i)) in keys.iter().enumerate() {
+        for (n, (key, share_key, i)) in keys.iter().enumerate() {
             if max_entries != 0 && entries.len() == max_entries {
                 let (k, sk, _) = &keys[n - 1];
                 next_after = Some(format!("{k}/{sk}"));
                 break;
             }
             let (server, share) = &shares[*i];
-            let c = self.client(server, share)?;
-            let vid = layout::share_volume_id(&layout::share_key(server, share), key);
-            match self.read_record(&vid, &c, key)? {
-                Some(rec) if rec.state == RecordState::Ready => {
-                    entries.push(self.info(&rec, VolumeCondition::healthy()))
-                }
-                _ => {} // in flight, or gone since the listing
-            }
+            let vid = layout::share_volume_id(share_key, key);
+            // Left out: records in flight, or gone since the listing.
+            let rec = self.read_record(&vid, &*self.client(server, share)?, key)?;
+            let ready = rec.filter(|r| r.state == RecordState::Ready);
+            entries.extend(ready.map(|r| self.info(&r, VolumeCondition::healthy())));
         }
         Ok(Page {
             entries,

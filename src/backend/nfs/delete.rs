@@ -44,7 +44,7 @@ impl NfsBackend {
                                 rec.sub_dir,
                                 rec.server,
                                 rec.share,
-                                layout::record_path(layout::parse_volume_id(vid).expect("our id"))
+                                layout::record_path(rec.key())
                             ),
                         ));
                     }
@@ -70,14 +70,12 @@ impl NfsBackend {
         for attempt in 0..ARCHIVE_ATTEMPTS {
             let to = layout::archive_path(&rec.sub_dir, at, attempt);
             // RENAME replaces an empty directory silently: only onto a name that is free.
-            match c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)? {
-                Guarded::Foreign => continue,
-                done => {
-                    if done == Guarded::Done {
-                        tracing::info!(volume = %vid, to = %to, "volume directory archived");
-                    }
-                    return Ok(done);
-                }
+            let done = c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)?;
+            if done == Guarded::Done {
+                tracing::info!(volume = %vid, to = %to, "volume directory archived");
+            }
+            if done != Guarded::Foreign {
+                return Ok(done);
             }
         }
         Err(Error::Internal(format!(

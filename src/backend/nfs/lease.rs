@@ -20,7 +20,7 @@ use super::in_meta_dir;
 use super::layout::META_DIR;
 use crate::nfs::{NfsClient, Outcome};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,26 +80,19 @@ impl Leases {
     }
 
     fn held(&self, c: &NfsClient) -> Option<Arc<Held>> {
-        let key = (c.server().to_string(), c.share().to_string());
-        self.shares
-            .lock()
-            .expect("leases poisoned")
-            .get(&key)
-            .cloned()
+        self.shares().get(&share_of(c)).cloned()
+    }
+
+    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Held>>> {
+        self.shares.lock().expect("leases poisoned")
     }
 
     /// Starts contending for `c`'s lease (once per share); `on_acquired` runs on a thread of its
     /// own each time this process comes to hold it (recovery).
     pub fn watch(&self, c: Arc<NfsClient>, on_acquired: impl Fn() + Send + Sync + 'static) {
-        let key = (c.server().to_string(), c.share().to_string());
-        let held = {
-            let mut shares = self.shares.lock().expect("leases poisoned");
-            if shares.contains_key(&key) {
-                return;
-            }
-            let held = Arc::new(Held::default());
-            shares.insert(key, held.clone());
-            held
+        let held = match self.shares().entry(share_of(&c)) {
+            Entry::Occupied(_) => return,
+            Entry::Vacant(v) => v.insert(Arc::default()).clone(),
         };
         let me = LeaseRecord {
             holder: self.holder.clone(),
@@ -143,6 +136,10 @@ impl Leases {
                 .0;
         }
     }
+}
+
+fn share_of(c: &NfsClient) -> (String, String) {
+    (c.server().to_string(), c.share().to_string())
 }
 
 fn read(c: &NfsClient) -> crate::nfs::Result<Option<Result<LeaseRecord, String>>> {

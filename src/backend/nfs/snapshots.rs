@@ -91,23 +91,18 @@ pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecor
     let Some(cancel) = work.claim(&rec.id, &rec.source_volume_id) else {
         return;
     };
-    let w = work.clone();
-    let id = rec.id.clone();
-    let failed_id = rec.id.clone();
+    let (w, id) = (work.clone(), rec.id.clone());
     let spawned = std::thread::Builder::new()
         .name("nfs-snapshot".into())
         .spawn(move || {
+            let id = rec.id.clone();
             let outcome = copy(&w, &c, rec, &cancel);
             w.finish(&id, outcome.err());
         });
     if let Err(e) = spawned {
         // No thread will finish the job: fail it now, so callers do not wait for it.
-        work.finish(
-            &failed_id,
-            Some(Error::Internal(format!(
-                "snapshot {failed_id}: cannot start the copy thread: {e}"
-            ))),
-        );
+        let failed = format!("snapshot {id}: cannot start the copy thread: {e}");
+        work.finish(&id, Some(Error::Internal(failed)));
     }
 }
 
