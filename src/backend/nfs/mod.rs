@@ -222,21 +222,16 @@ impl NfsBackend {
     /// answer that share's error. A record of the key that belongs to another id is not this
     /// volume's.
     fn find(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
-        if let Some(share_key) = layout::share_key_of(volume) {
-            let s = self.shares.resolve(volume, share_key)?;
-            let c = self.client(&s.server, &s.share)?;
-            let Some(rec) = self
-                .read_record(volume, &c, key)?
-                .filter(|r| r.id == volume)
-            else {
-                return Ok(None);
-            };
-            let c = self.client_as(&s.server, &s.share, Want::Only(rec.version()))?;
-            return Ok(Some((c, rec)));
-        }
-        self.search(volume, VolumeRecord::version, |c| {
-            Ok(self.read_record(volume, c, key)?.filter(|r| r.id == volume))
-        })
+        let read = |c: &NfsClient| Ok(self.read_record(volume, c, key)?.filter(|r| r.id == volume));
+        let Some(share_key) = layout::share_key_of(volume) else {
+            return self.search(volume, VolumeRecord::version, read);
+        };
+        let s = self.shares.resolve(volume, share_key)?;
+        let Some(rec) = read(&*self.client(&s.server, &s.share)?)? else {
+            return Ok(None);
+        };
+        let c = self.client_as(&s.server, &s.share, Want::Only(rec.version()))?;
+        Ok(Some((c, rec)))
     }
 
     /// The record `read` finds on a known share, with the client of the version its handles

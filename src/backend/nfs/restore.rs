@@ -115,14 +115,12 @@ impl NfsBackend {
                 if (rec.server.as_str(), rec.share.as_str()) != (server, share) {
                     return Err(elsewhere("volume", &rec.server, &rec.share));
                 }
-                let handle = self.source_handle(&c, &rec)?;
-                let vers = rec.version();
                 Ok(Source {
+                    handle: Some(self.source_handle(&c, &rec)?),
+                    vers: Some(rec.version()),
                     id: svid,
                     dir: rec.sub_dir,
                     capacity: rec.capacity_bytes,
-                    handle: Some(handle),
-                    vers: Some(vers),
                 })
             }
         }

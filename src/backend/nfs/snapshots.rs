@@ -350,6 +350,7 @@ impl SnapshotBackend for NfsBackend {
             }
         }
         let wanted_source = filter.source.as_ref().map(|v| v.to_string());
+        let wanted_source = wanted_source.as_deref();
         let shares = self.shares.list();
         let mut keys: Vec<(String, usize)> = Vec::new();
         for (i, (server, share)) in shares.iter().enumerate() {
@@ -380,11 +381,8 @@ impl SnapshotBackend for NfsBackend {
             let Some(rec) = read_snap_record(&c, key, self.cfg.timeout)? else {
                 continue; // gone since the listing, or on another share
             };
-            if rec.state == RecordState::Deleting
-                || wanted_source
-                    .as_ref()
-                    .is_some_and(|w| &rec.source_volume_id != w)
-            {
+            let other_source = wanted_source.is_some_and(|w| rec.source_volume_id != w);
+            if rec.state == RecordState::Deleting || other_source {
                 continue;
             }
             if rec.state == RecordState::Creating && self.leases.holds(&c) {
