@@ -78,13 +78,14 @@ fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> 
 
 impl NfsBackend {
     pub(super) fn info(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
-        let vers = rec.nfs_vers.iter().map(|v| (CTX_NFSVERS, v));
-        let context = [(CTX_SERVER, &rec.server), (CTX_SHARE, &rec.share)]
-            .into_iter()
-            .chain([(CTX_SUBDIR, &rec.sub_dir)])
-            .chain(vers)
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
+        let mut context = BTreeMap::from([
+            (CTX_SERVER.to_string(), rec.server.clone()),
+            (CTX_SHARE.to_string(), rec.share.clone()),
+            (CTX_SUBDIR.to_string(), rec.sub_dir.clone()),
+        ]);
+        if let Some(v) = &rec.nfs_vers {
+            context.insert(CTX_NFSVERS.to_string(), v.clone());
+        }
         VolumeInfo {
             id: rec.id.clone(),
             node: None,

@@ -188,10 +188,9 @@ pub fn key_of_record_file(file_name: &str) -> Option<&str> {
 /// that would pass 255 bytes keeps a shortened `<dir>`. Callers that find the name taken (two
 /// archives in one second) add `attempt` > 0, which appends `-<attempt>`.
 pub fn archive_path(sub_dir: &str, at: SystemTime, attempt: u32) -> String {
-    let (parent, dir) = match sub_dir.rsplit_once('/') {
-        Some((p, d)) => (Some(p), d),
-        None => (None, sub_dir),
-    };
+    // `parent` keeps its trailing '/' (empty for a top-level directory).
+    let dir = sub_dir.rsplit('/').next().unwrap_or(sub_dir);
+    let parent = &sub_dir[..sub_dir.len() - dir.len()];
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -205,11 +204,7 @@ pub fn archive_path(sub_dir: &str, at: SystemTime, attempt: u32) -> String {
     while !dir.is_char_boundary(cut) {
         cut -= 1;
     }
-    let name = format!("{ARCHIVE_PREFIX}{}{suffix}", &dir[..cut]);
-    match parent {
-        Some(p) => format!("{p}/{name}"),
-        None => name,
-    }
+    format!("{parent}{ARCHIVE_PREFIX}{}{suffix}", &dir[..cut])
 }
 
 /// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (UTC).

@@ -33,19 +33,17 @@ pub(super) struct Source {
     pub dir: String,
     /// The least capacity the new volume may have.
     pub capacity: u64,
-    /// The handle `dir` must have to be read (a volume's directory); `None` for a snapshot's
-    /// content, which lies under `.ferrovol/` where only the driver writes.
-    pub handle: Option<String>,
-    /// The NFS version of `handle`.
-    pub vers: Option<crate::nfs::Version>,
+    /// The handle `dir` must have to be read (a volume's directory), and its NFS version;
+    /// `None` for a snapshot's content, which lies under `.ferrovol/` where only the driver writes.
+    pub proof: Option<(String, crate::nfs::Version)>,
 }
 
 impl Source {
     /// A volume source is proven by a handle of the version it was made with: the new volume
     /// must be made in that version (`new`) to copy it.
     pub(super) fn same_version(&self, vid: &str, new: &str) -> Result<()> {
-        match self.vers {
-            Some(v) if v.as_str() != new => Err(Error::precondition(
+        match &self.proof {
+            Some((_, v)) if v.as_str() != new => Err(Error::precondition(
                 vid,
                 format!(
                     "source volume {} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)",
@@ -99,8 +97,7 @@ impl NfsBackend {
                     id: sid,
                     dir: rec.data_path(),
                     capacity: rec.size_bytes,
-                    handle: None,
-                    vers: None,
+                    proof: None,
                 })
             }
             ContentSource::Volume(id) => {
@@ -116,8 +113,7 @@ impl NfsBackend {
                     return Err(elsewhere("volume", &rec.server, &rec.share));
                 }
                 Ok(Source {
-                    handle: Some(self.source_handle(&c, &rec)?),
-                    vers: Some(rec.version()),
+                    proof: Some((self.source_handle(&c, &rec)?, rec.version())),
                     id: svid,
                     dir: rec.sub_dir,
                     capacity: rec.capacity_bytes,
@@ -168,8 +164,9 @@ impl NfsBackend {
             write_record(c, &rec, self.cfg.timeout)?;
             let cancel = AtomicBool::new(false);
             // A copy without a handle to check always finds its source, or fails.
+            let handle = src.proof.as_ref().map(|(h, _)| h.as_str());
             let stats = c
-                .copy_dir_contents_if(&src.dir, src.handle.as_deref(), &content, &cancel)
+                .copy_dir_contents_if(&src.dir, handle, &content, &cancel)
                 .map_err(err)?
                 .ok_or_else(|| source_moved(&vid, src))?;
             // The root is the new volume's: the class's mode (and owner, when it names one).
