@@ -122,16 +122,11 @@ impl NfsBackend {
         write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-create:after-intent");
         if let Err(e) = self.make_dir(c, &mut rec) {
-            match &e {
+            if matches!(e, Error::FailedPrecondition { .. }) {
                 // Not ours: nothing of it may be touched, so only the record goes.
-                Error::FailedPrecondition { .. } => {
-                    let _ = remove_record(c, &rec, self.cfg.timeout);
-                }
-                _ => {
-                    if let Err(undo) = self.roll_back(c, &rec) {
-                        tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
-                    }
-                }
+                let _ = remove_record(c, &rec, self.cfg.timeout);
+            } else if let Err(undo) = self.roll_back(c, &rec) {
+                tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
             }
             return Err(e);
         }

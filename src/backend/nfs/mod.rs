@@ -313,16 +313,13 @@ impl Clients {
     fn get(&self, server: &str, share: &str, want: Want) -> Result<(Arc<NfsClient>, bool)> {
         let key = (server.to_string(), share.to_string(), want);
         let mut map = self.1.lock().expect("nfs client map poisoned");
-        if let Some(c) = map.get(&key) {
-            return Ok((c.clone(), false));
-        }
         // The share's `Auto` client, once it settled on the version asked for, serves it too:
         // one session and one connection pool per share.
-        if let Want::Only(v) = want {
-            let auto = (key.0.clone(), key.1.clone(), Want::Auto);
-            if let Some(c) = map.get(&auto).filter(|c| c.settled_version() == Some(v)) {
-                return Ok((c.clone(), false));
-            }
+        let auto = (key.0.clone(), key.1.clone(), Want::Auto);
+        let settled =
+            |c: &&Arc<NfsClient>| matches!(want, Want::Only(v) if c.settled_version() == Some(v));
+        if let Some(c) = map.get(&key).or_else(|| map.get(&auto).filter(settled)) {
+            return Ok((c.clone(), false));
         }
         let opts = ClientOptions {
             timeout: self.0,
