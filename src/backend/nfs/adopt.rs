@@ -70,12 +70,10 @@ impl NfsBackend {
         let sub_dir = loc.subdir.clone();
         let place = format!("{sub_dir} on {}:{}", loc.server, loc.share);
         if sub_dir.split('/').any(|c| c.starts_with(ARCHIVE_PREFIX)) {
-            return Err(Error::precondition(
-                &vid,
-                format!(
-                    "{place} is an archived volume's directory or lies in one; nothing was changed"
-                ),
-            ));
+            let why = format!(
+                "{place} is an archived volume's directory or lies in one; nothing was changed"
+            );
+            return Err(Error::precondition(&vid, why));
         }
         let c = self.client(&loc.server, &loc.share)?;
         self.hold_lease(&vid, &c)?;
@@ -87,13 +85,9 @@ impl NfsBackend {
             {
                 return Ok(self.info(&rec, VolumeCondition::healthy()));
             }
-            return Err(Error::exists(
-                &vid,
-                format!(
-                    "this id is volume {:?} with subDir {}; choose another name",
-                    rec.name, rec.sub_dir
-                ),
-            ));
+            let (name, dir) = (&rec.name, &rec.sub_dir);
+            let why = format!("this id is volume {name:?} with subDir {dir}; choose another name");
+            return Err(Error::exists(&vid, why));
         }
         let (handle, attr) = match c.handle_of(&sub_dir).map_err(|e| self.err(&vid, e))? {
             Some((h, a)) if a.is_dir() => (h, a),
@@ -139,11 +133,10 @@ impl NfsBackend {
         if self.leases.wait_held(c) {
             return Ok(());
         }
+        let (server, share) = (c.server(), c.share());
         Err(Error::Busy(format!(
-            "{vid}: another controller holds the lease of {}:{}; adopt through that one. \
-             Nothing was changed",
-            c.server(),
-            c.share()
+            "{vid}: another controller holds the lease of {server}:{share}; adopt through that one. \
+             Nothing was changed"
         )))
     }
 
@@ -166,13 +159,11 @@ impl NfsBackend {
                 } else {
                     continue;
                 };
-                return Err(Error::precondition(
-                    vid,
-                    format!(
-                        "{place} {how} the directory {dir} of volume {}; nothing was changed",
-                        rec.id
-                    ),
-                ));
+                let id = &rec.id;
+                let why = format!(
+                    "{place} {how} the directory {dir} of volume {id}; nothing was changed"
+                );
+                return Err(Error::precondition(vid, why));
             }
         }
         Ok(())

@@ -40,13 +40,9 @@ fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
 
 /// CreateVolume met a directory it did not make at the volume's subDir.
 fn not_ours(rec: &VolumeRecord) -> Error {
-    Error::precondition(
-        &rec.id,
-        format!(
-            "{} already exists on {}:{} and is not a volume of this driver; left untouched",
-            rec.sub_dir, rec.server, rec.share
-        ),
-    )
+    let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+    let why = format!("{dir} already exists on {server}:{share} and is not a volume of this driver; left untouched");
+    Error::precondition(&rec.id, why)
 }
 
 /// The first field in which an existing volume differs from a repeated CreateVolume.
@@ -100,12 +96,10 @@ impl NfsBackend {
         let found = c
             .handle_of(&rec.sub_dir)
             .map_err(|e| self.err(&rec.id, e))?;
+        let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
         let abnormal = |why: &str| VolumeCondition {
             abnormal: true,
-            message: format!(
-                "directory {} on {}:{} {why}",
-                rec.sub_dir, rec.server, rec.share
-            ),
+            message: format!("directory {dir} on {server}:{share} {why}"),
         };
         Ok(match found {
             Some((h, _)) if rec.dir_handle.as_ref().is_some_and(|mine| *mine != h) => {
@@ -229,12 +223,12 @@ impl ControllerBackend for NfsBackend {
             (Some(src), None) => {
                 let size = req.capacity.resolve(src.capacity, 1, &vid)?;
                 if size < src.capacity {
+                    let (id, least) = (&src.id, src.capacity);
+                    let detail =
+                        format!("{size} bytes is smaller than the source {id} ({least} bytes)");
                     return Err(Error::OutOfRange {
                         volume: vid,
-                        detail: format!(
-                            "{size} bytes is smaller than the source {} ({} bytes)",
-                            src.id, src.capacity
-                        ),
+                        detail,
                     });
                 }
                 size

@@ -37,16 +37,9 @@ impl NfsBackend {
                         .map_err(|e| self.err(vid, e))?
                         .is_some()
                     {
-                        return Err(Error::precondition(
-                            vid,
-                            format!(
-                                "its record, from an earlier driver version, was being deleted and keeps no file handle: {} on {}:{} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {} by hand",
-                                rec.sub_dir,
-                                rec.server,
-                                rec.share,
-                                layout::record_path(rec.key())
-                            ),
-                        ));
+                        let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+                        let record = layout::record_path(rec.key());
+                        return Err(Error::precondition(vid, format!("its record, from an earlier driver version, was being deleted and keeps no file handle: {dir} on {server}:{share} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {record} by hand")));
                     }
                 }
             }
@@ -78,9 +71,8 @@ impl NfsBackend {
                 return Ok(done);
             }
         }
-        Err(Error::Internal(format!(
-            "volume {vid}: no free archive name beside {} on {}",
-            rec.sub_dir, rec.server
-        )))
+        let (dir, server) = (&rec.sub_dir, &rec.server);
+        let why = format!("volume {vid}: no free archive name beside {dir} on {server}");
+        Err(Error::Internal(why))
     }
 }

@@ -272,12 +272,8 @@ impl NfsBackend {
     /// share's lease, since another controller on the share may still be making it (Busy).
     fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         if !self.leases.wait_held(c) {
-            return Err(Error::Busy(format!(
-                "{} (an unfinished create on {}:{}, which another controller holds the lease of)",
-                rec.id,
-                c.server(),
-                c.share()
-            )));
+            let (id, server, share) = (&rec.id, c.server(), c.share());
+            return Err(Error::Busy(format!("{id} (an unfinished create on {server}:{share}, which another controller holds the lease of)")));
         }
         self.roll_back(c, rec)
     }

@@ -108,14 +108,9 @@ impl NfsBackend {
         let real_root =
             std::fs::canonicalize(root).map_err(Error::os(vid, "resolve test export root"))?;
         if !real.starts_with(&real_root) || !real.is_dir() {
-            return Err(Error::precondition(
-                vid,
-                format!(
-                    "{} is not a directory inside {}",
-                    source.display(),
-                    root.display()
-                ),
-            ));
+            let (source, root) = (source.display(), root.display());
+            let why = format!("{source} is not a directory inside {root}");
+            return Err(Error::precondition(vid, why));
         }
         req.target
             .bind_dir(vid, &real, BindOptions { flags: plan.flags })

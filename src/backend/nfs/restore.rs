@@ -42,14 +42,12 @@ impl Source {
     /// A volume source is proven by a handle of the version it was made with: the new volume
     /// must be made in that version (`new`) to copy it.
     pub(super) fn same_version(&self, vid: &str, new: &str) -> Result<()> {
+        let id = &self.id;
         match &self.proof {
-            Some((_, v)) if v.as_str() != new => Err(Error::precondition(
-                vid,
-                format!(
-                    "source volume {} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)",
-                    self.id
-                ),
-            )),
+            Some((_, v)) if v.as_str() != new => {
+                let why = format!("source volume {id} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)");
+                Err(Error::precondition(vid, why))
+            }
             _ => Ok(()),
         }
     }
@@ -66,11 +64,9 @@ impl NfsBackend {
         share: &str,
     ) -> Result<Source> {
         if src.backend() != BACKEND {
-            return Err(Error::invalid(format!(
-                "volume {vid}: content source {} belongs to backend {}, not {BACKEND}",
-                src.id(),
-                src.backend()
-            )));
+            let (id, backend) = (src.id(), src.backend());
+            let why = format!("content source {id} belongs to backend {backend}, not {BACKEND}");
+            return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         let elsewhere = |what: &str, s: &str, sh: &str| {
             Error::invalid(format!(
@@ -180,13 +176,8 @@ impl NfsBackend {
                 .map_err(err)?
                 != Guarded::Done
             {
-                return Err(Error::precondition(
-                    &vid,
-                    format!(
-                        "{} on {}:{} changed while the content was copied (it is no longer the empty directory this restore made); left untouched",
-                        rec.sub_dir, rec.server, rec.share
-                    ),
-                ));
+                let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+                return Err(Error::precondition(&vid, format!("{dir} on {server}:{share} changed while the content was copied (it is no longer the empty directory this restore made); left untouched")));
             }
             crate::failpoint::hit("nfs-restore:before-ready");
             Ok(stats)
@@ -237,11 +228,6 @@ pub(super) fn recorded_handle(
 
 /// A volume source whose directory is no longer the one its record names.
 fn source_moved(vid: &str, src: &Source) -> Error {
-    Error::precondition(
-        vid,
-        format!(
-            "the directory {} of source volume {} is not the one made for it (another file handle); nothing copied",
-            src.dir, src.id
-        ),
-    )
+    let (dir, id) = (&src.dir, &src.id);
+    Error::precondition(vid, format!("the directory {dir} of source volume {id} is not the one made for it (another file handle); nothing copied"))
 }

@@ -127,13 +127,8 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
             .copy_dir_contents_if(&rec.source_sub_dir, Some(&handle), &data, cancel)
             .map_err(err)?
             .ok_or_else(|| {
-                Error::precondition(
-                    &sid,
-                    format!(
-                        "the directory {} of source volume {} is not the one made for it (another file handle, or gone); nothing copied",
-                        rec.source_sub_dir, rec.source_volume_id
-                    ),
-                )
+                let (dir, source) = (&rec.source_sub_dir, &rec.source_volume_id);
+                Error::precondition(&sid, format!("the directory {dir} of source volume {source} is not the one made for it (another file handle, or gone); nothing copied"))
             })?;
         crate::failpoint::hit("nfs-snapshot:before-ready");
         rec.state = RecordState::Ready;
@@ -163,14 +158,12 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
 /// after an upgrade): the source volume's, while its record is still `Ready` with the same
 /// directory (then no delete has removed that directory; layout.rs). Otherwise the copy fails.
 fn legacy_source_handle(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Result<String> {
+    let source = &rec.source_volume_id;
     let gone = || {
-        Error::precondition(
-            &rec.id,
-            format!(
-                "source volume {} is gone or changed since the snapshot began; nothing copied",
-                rec.source_volume_id
-            ),
-        )
+        let why = format!(
+            "source volume {source} is gone or changed since the snapshot began; nothing copied"
+        );
+        Error::precondition(&rec.id, why)
     };
     let key = layout::parse_volume_id(&rec.source_volume_id).ok_or_else(gone)?;
     let bytes = c
@@ -213,15 +206,11 @@ impl NfsBackend {
         if !self.work.running(&rec.id) {
             if !self.leases.holds(c) {
                 // A caller that must have the whole copy (a restore) is told to come back.
-                return match budget {
-                    None => Err(Error::Busy(format!(
-                        "{} (its copy is not running here, and another controller holds the lease of {}:{})",
-                        rec.id,
-                        c.server(),
-                        c.share()
-                    ))),
-                    Some(_) => Ok(rec),
-                };
+                if budget.is_some() {
+                    return Ok(rec);
+                }
+                let (id, server, share) = (&rec.id, c.server(), c.share());
+                return Err(Error::Busy(format!("{id} (its copy is not running here, and another controller holds the lease of {server}:{share})")));
             }
             start_copy(&self.work, c.clone(), rec.clone());
         }
@@ -260,23 +249,16 @@ impl SnapshotBackend for NfsBackend {
             return Err(e);
         }
         if let Some((c, rec)) = self.find_snapshot(&sid, &id.key)? {
-            if rec.name != req.name {
-                return Err(Error::exists(
-                    &sid,
-                    format!(
-                        "this id already belongs to snapshot {:?}; choose another name",
-                        rec.name
-                    ),
-                ));
+            let (name, theirs) = (&rec.name, &rec.source_volume_id);
+            if *name != req.name {
+                let why =
+                    format!("this id already belongs to snapshot {name:?}; choose another name");
+                return Err(Error::exists(&sid, why));
             }
-            if rec.source_volume_id != source {
-                return Err(Error::exists(
-                    &sid,
-                    format!(
-                        "snapshot {:?} already exists for volume {}, not {source}",
-                        req.name, rec.source_volume_id
-                    ),
-                ));
+            if *theirs != source {
+                let why =
+                    format!("snapshot {name:?} already exists for volume {theirs}, not {source}");
+                return Err(Error::exists(&sid, why));
             }
             match rec.state {
                 RecordState::Deleting => finish_delete(&c, &rec, self.cfg.timeout)?,
