@@ -70,12 +70,10 @@ impl NfsBackend {
         let sub_dir = loc.subdir.clone();
         let place = format!("{sub_dir} on {}:{}", loc.server, loc.share);
         if sub_dir.split('/').any(|c| c.starts_with(ARCHIVE_PREFIX)) {
-            return Err(Error::precondition(
-                &vid,
-                format!(
-                    "{place} is an archived volume's directory or lies in one; nothing was changed"
-                ),
-            ));
+            let why = format!(
+                "{place} is an archived volume's directory or lies in one; nothing was changed"
+            );
+            return Err(Error::precondition(&vid, why));
         }
         let c = self.client(&loc.server, &loc.share)?;
         self.hold_lease(&vid, &c)?;
@@ -87,25 +85,18 @@ impl NfsBackend {
             {
                 return Ok(self.info(&rec, VolumeCondition::healthy()));
             }
-            return Err(Error::exists(
-                &vid,
-                format!(
-                    "this id is volume {:?} with subDir {}; choose another name",
-                    rec.name, rec.sub_dir
-                ),
-            ));
+            let (name, dir) = (&rec.name, &rec.sub_dir);
+            let why = format!("this id is volume {name:?} with subDir {dir}; choose another name");
+            return Err(Error::exists(&vid, why));
         }
         let (handle, attr) = match c.handle_of(&sub_dir).map_err(|e| self.err(&vid, e))? {
             Some((h, a)) if a.is_dir() => (h, a),
-            Some(_) => {
-                return Err(Error::invalid(format!(
-                    "volume {vid}: {place} is not a directory"
-                )))
-            }
-            None => {
-                return Err(Error::invalid(format!(
-                    "volume {vid}: {place} does not exist"
-                )))
+            other => {
+                let why = match other {
+                    Some(_) => "is not a directory",
+                    None => "does not exist",
+                };
+                return Err(Error::invalid(format!("volume {vid}: {place} {why}")));
             }
         };
         self.refuse_owned(&vid, &c, &sub_dir, &place)?;
@@ -120,16 +111,11 @@ impl NfsBackend {
             on_delete,
             capacity_bytes: req.capacity,
             mount_permissions: attr.mode,
-            uid: None,
-            gid: None,
             created_at: now_secs(),
-            source: None,
             dir_handle: Some(handle),
-            staging: None,
-            staging_handle: None,
-            staging_fileid: None,
             // The handle above is in the protocol this client settled on.
             nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
+            ..VolumeRecord::default()
         };
         // Registered before anything is written on the share, as for a create.
         self.shares.register(&vid, &loc.server, &loc.share)?;
@@ -144,17 +130,13 @@ impl NfsBackend {
     /// no record names the directory could pass beside this one's, and two records naming one
     /// directory would let a delete of either remove what the other publishes.
     fn hold_lease(&self, vid: &str, c: &NfsClient) -> Result<()> {
-        if self
-            .leases
-            .wait_held(c, super::lease::Leases::takeover_wait())
-        {
+        if self.leases.wait_held(c) {
             return Ok(());
         }
+        let (server, share) = (c.server(), c.share());
         Err(Error::Busy(format!(
-            "{vid}: another controller holds the lease of {}:{}; adopt through that one. \
-             Nothing was changed",
-            c.server(),
-            c.share()
+            "{vid}: another controller holds the lease of {server}:{share}; adopt through that one. \
+             Nothing was changed"
         )))
     }
 
@@ -177,13 +159,11 @@ impl NfsBackend {
                 } else {
                     continue;
                 };
-                return Err(Error::precondition(
-                    vid,
-                    format!(
-                        "{place} {how} the directory {dir} of volume {}; nothing was changed",
-                        rec.id
-                    ),
-                ));
+                let id = &rec.id;
+                let why = format!(
+                    "{place} {how} the directory {dir} of volume {id}; nothing was changed"
+                );
+                return Err(Error::precondition(vid, why));
             }
         }
         Ok(())

@@ -3,12 +3,12 @@
 
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
-use super::pattern::Values;
-use super::{names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
+use super::pattern::{Values, Var};
+use super::{dir_handle, names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
-use crate::nfs::{NfsClient, SetAttr};
+use crate::nfs::NfsClient;
 
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 /// Mode of parent directories a nested pattern creates (shared by many volumes: traversable by
 /// all, writable by the owner only).
-pub(super) const PARENT_MODE: u32 = 0o755;
+const PARENT_MODE: u32 = 0o755;
 /// The StorageClass parameters, without the keys the CSI layer and the sidecars own.
 pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     params
@@ -29,61 +29,47 @@ pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String
 }
 
 fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
-    if caps.is_empty() {
-        return Err(Error::invalid(format!(
-            "volume {vid}: volume_capabilities are required"
-        )));
-    }
-    match caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)) {
-        Some(why) => Err(Error::invalid(format!("volume {vid}: {why}"))),
-        None => Ok(()),
-    }
+    let why = match caps {
+        [] => Some("volume_capabilities are required".to_string()),
+        _ => caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)),
+    };
+    why.map_or(Ok(()), |why| {
+        Err(Error::invalid(format!("volume {vid}: {why}")))
+    })
 }
 
 /// CreateVolume met a directory it did not make at the volume's subDir.
-pub(super) fn not_ours(rec: &VolumeRecord) -> Error {
-    Error::precondition(
-        &rec.id,
-        format!(
-            "{} already exists on {}:{} and is not a volume of this driver; left untouched",
-            rec.sub_dir, rec.server, rec.share
-        ),
-    )
+fn not_ours(rec: &VolumeRecord) -> Error {
+    let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+    let why = format!("{dir} already exists on {server}:{share} and is not a volume of this driver; left untouched");
+    Error::precondition(&rec.id, why)
 }
 
 /// The first field in which an existing volume differs from a repeated CreateVolume.
 fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> Option<String> {
-    let differs = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
-        Some(format!(
-            "it exists with {what} {a:?}, this request asks for {b:?}"
-        ))
-    };
-    if have.sub_dir != want.sub_dir {
-        return differs("subDir", &have.sub_dir, &want.sub_dir);
+    fn field<T: PartialEq + std::fmt::Debug>(what: &str, a: &T, b: &T) -> Option<String> {
+        (a != b).then(|| format!("it exists with {what} {a:?}, this request asks for {b:?}"))
     }
-    if have.source != want.source {
-        return differs("content source", &have.source, &want.source);
-    }
-    if have.on_delete != want.on_delete {
-        return differs("onDelete", &have.on_delete, &want.on_delete);
-    }
-    if have.mount_permissions != want.mount_permissions {
-        return differs(
-            "mountPermissions",
-            &have.mount_permissions,
-            &want.mount_permissions,
-        );
-    }
-    if (have.uid, have.gid) != (want.uid, want.gid) {
-        return differs("uid/gid", &(have.uid, have.gid), &(want.uid, want.gid));
-    }
-    if !range.admits(have.capacity_bytes) {
-        return Some(format!(
-            "it exists with {} bytes, outside the requested range",
-            have.capacity_bytes
-        ));
-    }
-    None
+    let (h, w) = (have, want);
+    field("subDir", &h.sub_dir, &w.sub_dir)
+        .or_else(|| field("content source", &h.source, &w.source))
+        .or_else(|| field("onDelete", &h.on_delete, &w.on_delete))
+        .or_else(|| {
+            field(
+                "mountPermissions",
+                &h.mount_permissions,
+                &w.mount_permissions,
+            )
+        })
+        .or_else(|| field("uid/gid", &(h.uid, h.gid), &(w.uid, w.gid)))
+        .or_else(|| {
+            (!range.admits(h.capacity_bytes)).then(|| {
+                format!(
+                    "it exists with {} bytes, outside the requested range",
+                    h.capacity_bytes
+                )
+            })
+        })
 }
 
 impl NfsBackend {
@@ -110,12 +96,10 @@ impl NfsBackend {
         let found = c
             .handle_of(&rec.sub_dir)
             .map_err(|e| self.err(&rec.id, e))?;
+        let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
         let abnormal = |why: &str| VolumeCondition {
             abnormal: true,
-            message: format!(
-                "directory {} on {}:{} {why}",
-                rec.sub_dir, rec.server, rec.share
-            ),
+            message: format!("directory {dir} on {server}:{share} {why}"),
         };
         Ok(match found {
             Some((h, _)) if rec.dir_handle.as_ref().is_some_and(|mine| *mine != h) => {
@@ -132,16 +116,11 @@ impl NfsBackend {
         write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-create:after-intent");
         if let Err(e) = self.make_dir(c, &mut rec) {
-            match &e {
+            if matches!(e, Error::FailedPrecondition { .. }) {
                 // Not ours: nothing of it may be touched, so only the record goes.
-                Error::FailedPrecondition { .. } => {
-                    let _ = remove_record(c, &rec, self.cfg.timeout);
-                }
-                _ => {
-                    if let Err(undo) = self.roll_back(c, &rec) {
-                        tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
-                    }
-                }
+                let _ = remove_record(c, &rec, self.cfg.timeout);
+            } else if let Err(undo) = self.roll_back(c, &rec) {
+                tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
             }
             return Err(e);
         }
@@ -153,28 +132,24 @@ impl NfsBackend {
 
     /// Makes the volume's directory and keeps its handle in `rec` (written with `Ready`).
     fn make_dir(&self, c: &NfsClient, rec: &mut VolumeRecord) -> Result<()> {
-        let vid = &rec.id;
-        if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
-            c.mkdir_all(parent, PARENT_MODE)
-                .map_err(|e| self.err(vid, e))?;
-        }
-        match c
-            .mkdir_claim(&rec.sub_dir, rec.mount_permissions)
-            .map_err(|e| self.err(vid, e))?
-        {
-            Some(handle) => rec.dir_handle = Some(handle),
-            None => return Err(not_ours(rec)),
-        }
+        self.claim_dir(c, rec, rec.mount_permissions)?;
         // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
         if rec.uid.is_some() || rec.gid.is_some() {
-            let attr = SetAttr {
-                mode: Some(rec.mount_permissions),
-                uid: rec.uid,
-                gid: rec.gid,
-            };
-            c.setattr(&rec.sub_dir, attr)
-                .map_err(|e| self.err(vid, e))?;
+            c.setattr(&rec.sub_dir, rec.root_attr())
+                .map_err(|e| self.err(&rec.id, e))?;
         }
+        Ok(())
+    }
+
+    /// Makes `rec`'s directory (and its parents) with `mode` and keeps its handle in `rec`;
+    /// FailedPrecondition when something is there already (not ours: left untouched).
+    pub(super) fn claim_dir(&self, c: &NfsClient, rec: &mut VolumeRecord, mode: u32) -> Result<()> {
+        let err = |e| self.err(&rec.id, e);
+        if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
+            c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
+        }
+        let claim = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)?;
+        rec.dir_handle = Some(claim.ok_or_else(|| not_ours(rec))?);
         Ok(())
     }
 
@@ -248,12 +223,12 @@ impl ControllerBackend for NfsBackend {
             (Some(src), None) => {
                 let size = req.capacity.resolve(src.capacity, 1, &vid)?;
                 if size < src.capacity {
+                    let (id, least) = (&src.id, src.capacity);
+                    let detail =
+                        format!("{size} bytes is smaller than the source {id} ({least} bytes)");
                     return Err(Error::OutOfRange {
                         volume: vid,
-                        detail: format!(
-                            "{size} bytes is smaller than the source {} ({} bytes)",
-                            src.id, src.capacity
-                        ),
+                        detail,
                     });
                 }
                 size
@@ -262,7 +237,7 @@ impl ControllerBackend for NfsBackend {
         let mut values = Values::from_parameters(&req.parameters);
         // external-provisioner names the volume after its PV: without --extra-create-metadata
         // the name is still the PV name.
-        values.pv_name.get_or_insert_with(|| req.name.clone());
+        values.0[Var::PvName as usize].get_or_insert_with(|| req.name.clone());
         let sub_dir = p
             .sub_dir
             .expand(&values)
@@ -282,11 +257,8 @@ impl ControllerBackend for NfsBackend {
             gid: p.gid,
             created_at: layout::now_secs(),
             source: requested_source.clone(),
-            dir_handle: None,
-            staging: None,
-            staging_handle: None,
-            staging_fileid: None,
             nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
+            ..VolumeRecord::default()
         };
         if let (Some(src), Some(v)) = (&source, &want.nfs_vers) {
             src.same_version(&vid, v)?;
@@ -313,7 +285,7 @@ impl ControllerBackend for NfsBackend {
             }
         }
         let made = match &source {
-            Some(src) => self.make_from(&c, want, src),
+            Some(src) => self.restoring(&vid, || self.restore(&c, want, src)),
             None => self.make(&c, want),
         };
         made.map(Done::Now)
@@ -349,11 +321,8 @@ impl ControllerBackend for NfsBackend {
                     // directory, so the one there is the volume's (layout.rs). Its handle goes
                     // into the intent, before anything is touched; with no directory there,
                     // the empty handle, so one made later is never taken for the volume's.
-                    intent.dir_handle = match c.handle_of(&rec.sub_dir) {
-                        Ok(Some((h, a))) if a.is_dir() => Some(h),
-                        Ok(_) => Some(String::new()),
-                        Err(e) => return Err(self.err(&vid, e)),
-                    };
+                    let found = dir_handle(&c, &rec.sub_dir).map_err(|e| self.err(&vid, e))?;
+                    intent.dir_handle = Some(found.unwrap_or_default());
                 }
                 write_record(&c, &intent, self.cfg.timeout)?;
                 crate::failpoint::hit("nfs-delete:after-intent");
@@ -397,21 +366,18 @@ impl ControllerBackend for NfsBackend {
         keys.sort();
         let mut entries = Vec::new();
         let mut next_after = None;
-        for (n, (key, _, i)) in keys.iter().enumerate() {
+        for (n, (key, share_key, i)) in keys.iter().enumerate() {
             if max_entries != 0 && entries.len() == max_entries {
                 let (k, sk, _) = &keys[n - 1];
                 next_after = Some(format!("{k}/{sk}"));
                 break;
             }
             let (server, share) = &shares[*i];
-            let c = self.client(server, share)?;
-            let vid = layout::share_volume_id(&layout::share_key(server, share), key);
-            match self.read_record(&vid, &c, key)? {
-                Some(rec) if rec.state == RecordState::Ready => {
-                    entries.push(self.info(&rec, VolumeCondition::healthy()))
-                }
-                _ => {} // in flight, or gone since the listing
-            }
+            let vid = layout::share_volume_id(share_key, key);
+            // Left out: records in flight, or gone since the listing.
+            let rec = self.read_record(&vid, &*self.client(server, share)?, key)?;
+            let ready = rec.filter(|r| r.state == RecordState::Ready);
+            entries.extend(ready.map(|r| self.info(&r, VolumeCondition::healthy())));
         }
         Ok(Page {
             entries,

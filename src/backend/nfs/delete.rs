@@ -37,16 +37,9 @@ impl NfsBackend {
                         .map_err(|e| self.err(vid, e))?
                         .is_some()
                     {
-                        return Err(Error::precondition(
-                            vid,
-                            format!(
-                                "its record, from an earlier driver version, was being deleted and keeps no file handle: {} on {}:{} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {} by hand",
-                                rec.sub_dir,
-                                rec.server,
-                                rec.share,
-                                layout::record_path(layout::parse_volume_id(vid).expect("our id"))
-                            ),
-                        ));
+                        let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+                        let record = layout::record_path(rec.key());
+                        return Err(Error::precondition(vid, format!("its record, from an earlier driver version, was being deleted and keeps no file handle: {dir} on {server}:{share} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {record} by hand")));
                     }
                 }
             }
@@ -70,19 +63,16 @@ impl NfsBackend {
         for attempt in 0..ARCHIVE_ATTEMPTS {
             let to = layout::archive_path(&rec.sub_dir, at, attempt);
             // RENAME replaces an empty directory silently: only onto a name that is free.
-            match c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)? {
-                Guarded::Foreign => continue,
-                done => {
-                    if done == Guarded::Done {
-                        tracing::info!(volume = %vid, to = %to, "volume directory archived");
-                    }
-                    return Ok(done);
-                }
+            let done = c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)?;
+            if done == Guarded::Done {
+                tracing::info!(volume = %vid, to = %to, "volume directory archived");
+            }
+            if done != Guarded::Foreign {
+                return Ok(done);
             }
         }
-        Err(Error::Internal(format!(
-            "volume {vid}: no free archive name beside {} on {}",
-            rec.sub_dir, rec.server
-        )))
+        let (dir, server) = (&rec.sub_dir, &rec.server);
+        let why = format!("volume {vid}: no free archive name beside {dir} on {server}");
+        Err(Error::Internal(why))
     }
 }

@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::OnDelete;
 use super::pattern::ARCHIVE_PREFIX;
-use crate::nfs::Version;
+use crate::nfs::{SetAttr, Version};
 
 pub const META_DIR: &str = ".ferrovol";
 pub const RECORDS_DIR: &str = ".ferrovol/volumes";
@@ -188,10 +188,9 @@ pub fn key_of_record_file(file_name: &str) -> Option<&str> {
 /// that would pass 255 bytes keeps a shortened `<dir>`. Callers that find the name taken (two
 /// archives in one second) add `attempt` > 0, which appends `-<attempt>`.
 pub fn archive_path(sub_dir: &str, at: SystemTime, attempt: u32) -> String {
-    let (parent, dir) = match sub_dir.rsplit_once('/') {
-        Some((p, d)) => (Some(p), d),
-        None => (None, sub_dir),
-    };
+    // `parent` keeps its trailing '/' (empty for a top-level directory).
+    let dir = sub_dir.rsplit('/').next().unwrap_or(sub_dir);
+    let parent = &sub_dir[..sub_dir.len() - dir.len()];
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -205,47 +204,28 @@ pub fn archive_path(sub_dir: &str, at: SystemTime, attempt: u32) -> String {
     while !dir.is_char_boundary(cut) {
         cut -= 1;
     }
-    let name = format!("{ARCHIVE_PREFIX}{}{suffix}", &dir[..cut]);
-    match parent {
-        Some(p) => format!("{p}/{name}"),
-        None => name,
-    }
+    format!("{parent}{ARCHIVE_PREFIX}{}{suffix}", &dir[..cut])
 }
 
-/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (proleptic Gregorian, UTC).
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (UTC).
 pub fn utc_timestamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = k8s_openapi::chrono::DateTime::from_timestamp(secs as i64, 0).unwrap_or_default();
+    at.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
 /// Lifecycle of a record: written `Creating` before the directory is made and `Deleting` before
 /// it is removed, so a controller restarted halfway knows what to finish or roll back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordState {
+    #[default]
     Creating,
     Ready,
     Deleting,
 }
 
 /// `.ferrovol/volumes/<key>.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VolumeRecord {
     /// Format version, for readers after an upgrade.
     pub version: u32,
@@ -294,6 +274,20 @@ impl VolumeRecord {
     pub fn version(&self) -> Version {
         record_version(self.nfs_vers.as_deref())
     }
+
+    /// The mode and owner of the volume's root directory.
+    pub fn root_attr(&self) -> SetAttr {
+        SetAttr {
+            mode: Some(self.mount_permissions),
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// The key of the record's id (records carry ids of this backend: `from_bytes` checks).
+    pub fn key(&self) -> &str {
+        parse_volume_id(&self.id).expect("records carry our ids")
+    }
 }
 
 /// The NFS version a record's handles belong to: `nfs_vers`, or NFSv3 for records written
@@ -307,13 +301,14 @@ pub fn record_version(nfs_vers: Option<&str>) -> Version {
 
 pub const RECORD_VERSION: u32 = 1;
 
-impl VolumeRecord {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("a record always serialises");
-        v.push(b'\n');
-        v
-    }
+/// A record as written on the share: pretty JSON and a newline.
+pub fn to_bytes(rec: &impl Serialize) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(rec).expect("a record always serialises");
+    v.push(b'\n');
+    v
+}
 
+impl VolumeRecord {
     /// Decodes a record read from `record_path(key)`, refusing one that claims another key
     /// (a copied or tampered file) or a newer format.
     pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<VolumeRecord, String> {

@@ -151,7 +151,7 @@ fn records_round_trip_and_check_their_key() {
         staging_fileid: None,
         nfs_vers: Some("4.1".into()),
     };
-    let b = r.to_bytes();
+    let b = to_bytes(&r);
     assert_eq!(
         VolumeRecord::from_bytes("pvc-1", &b).unwrap().version(),
         Version::V41

@@ -16,10 +16,11 @@
 //! - `VALID` < `TTL`: a holder that could not renew stops counting itself the holder before
 //!   anyone may take over.
 
+use super::in_meta_dir;
 use super::layout::META_DIR;
-use crate::nfs::{NfsClient, NfsStatus, Outcome};
+use crate::nfs::{NfsClient, Outcome};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -79,26 +80,19 @@ impl Leases {
     }
 
     fn held(&self, c: &NfsClient) -> Option<Arc<Held>> {
-        let key = (c.server().to_string(), c.share().to_string());
-        self.shares
-            .lock()
-            .expect("leases poisoned")
-            .get(&key)
-            .cloned()
+        self.shares().get(&share_of(c)).cloned()
+    }
+
+    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Held>>> {
+        self.shares.lock().expect("leases poisoned")
     }
 
     /// Starts contending for `c`'s lease (once per share); `on_acquired` runs on a thread of its
     /// own each time this process comes to hold it (recovery).
     pub fn watch(&self, c: Arc<NfsClient>, on_acquired: impl Fn() + Send + Sync + 'static) {
-        let key = (c.server().to_string(), c.share().to_string());
-        let held = {
-            let mut shares = self.shares.lock().expect("leases poisoned");
-            if shares.contains_key(&key) {
-                return;
-            }
-            let held = Arc::new(Held::default());
-            shares.insert(key, held.clone());
-            held
+        let held = match self.shares().entry(share_of(&c)) {
+            Entry::Occupied(_) => return,
+            Entry::Vacant(v) => v.insert(Arc::default()).clone(),
         };
         let me = LeaseRecord {
             holder: self.holder.clone(),
@@ -119,13 +113,13 @@ impl Leases {
         self.held(c).is_some_and(|h| h.now())
     }
 
-    /// Waits up to `max` for this process to hold `c`'s lease (a restarted process takes its own
-    /// back within `SETTLE`).
-    pub fn wait_held(&self, c: &NfsClient, max: Duration) -> bool {
+    /// Waits as long as a takeover takes (`SETTLE` + `RENEW`) for this process to hold `c`'s
+    /// lease (a restarted process takes its own back within `SETTLE`).
+    pub fn wait_held(&self, c: &NfsClient) -> bool {
         let Some(h) = self.held(c) else {
             return false;
         };
-        let deadline = Instant::now() + max;
+        let deadline = Instant::now() + SETTLE + RENEW;
         let mut until = h.until.lock().expect("lease poisoned");
         loop {
             if until.is_some_and(|u| Instant::now() < u) {
@@ -142,11 +136,10 @@ impl Leases {
                 .0;
         }
     }
+}
 
-    /// How long a caller may wait for a lease this process is about to take.
-    pub fn takeover_wait() -> Duration {
-        SETTLE + RENEW
-    }
+fn share_of(c: &NfsClient) -> (String, String) {
+    (c.server().to_string(), c.share().to_string())
 }
 
 fn read(c: &NfsClient) -> crate::nfs::Result<Option<Result<LeaseRecord, String>>> {
@@ -178,14 +171,7 @@ fn contend(
             }
             Ok(None) => {
                 me.renewals = 0;
-                let created = c.create_file(LEASE_PATH, &bytes(&me)).or_else(|e| {
-                    if e.is_status(NfsStatus::NOENT) {
-                        c.mkdir_all(META_DIR, 0o755)?;
-                        c.create_file(LEASE_PATH, &bytes(&me))
-                    } else {
-                        Err(e)
-                    }
-                });
+                let created = in_meta_dir(c, META_DIR, || c.create_file(LEASE_PATH, &bytes(&me)));
                 matches!(created, Ok(Outcome::Created))
             }
             Ok(Some(Ok(r))) if r.holder == me.holder => {

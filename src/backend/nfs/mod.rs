@@ -73,10 +73,9 @@ mod snaprecord;
 mod snapshots;
 mod work;
 
-pub use snapshots::WAIT_ENV as SNAPSHOT_WAIT_ENV;
-
 pub use shares::parse_share;
 
+use crate::backend::adopt::{Adopt, AdoptBackend};
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
 use crate::nfs::{ClientOptions, NfsClient, NfsError, NfsStatus, Version, Want};
@@ -162,8 +161,8 @@ impl NfsBackend {
         let backend = NfsBackend {
             work: Arc::new(Work::new(cfg.timeout)),
             leases: lease::Leases::new(&cfg.instance),
+            clients: Arc::new(Clients(cfg.timeout, Mutex::default())),
             cfg,
-            clients: Arc::new(Clients::default()),
             shares,
         };
         backend.start_recovery();
@@ -174,19 +173,12 @@ impl NfsBackend {
     /// where the server serves the share so, else NFSv3). Its first making starts the share's
     /// lease and recovery.
     fn client(&self, server: &str, share: &str) -> Result<Arc<NfsClient>> {
-        let (c, new) = self
-            .clients
-            .get(server, share, Want::Auto, self.cfg.timeout)?;
+        let (c, new) = self.clients.get(server, share, Want::Auto)?;
         if new {
             let (auto, work, clients) = (c.clone(), self.work.clone(), self.clients.clone());
-            let timeout = self.cfg.timeout;
             let (sv, sh) = (server.to_string(), share.to_string());
             self.leases.watch(c.clone(), move || {
-                let of = |v: Version| {
-                    clients
-                        .get(&sv, &sh, Want::Only(v), timeout)
-                        .map(|(c, _)| c)
-                };
+                let of = |v: Version| clients.get(&sv, &sh, Want::Only(v)).map(|(c, _)| c);
                 recovery::recover(&auto, &work, &of)
             });
         }
@@ -199,7 +191,7 @@ impl NfsBackend {
             return self.client(server, share);
         }
         self.client(server, share)?;
-        Ok(self.clients.get(server, share, want, self.cfg.timeout)?.0)
+        Ok(self.clients.get(server, share, want)?.0)
     }
 
     /// The client whose handles a record's proofs are in (see `VolumeRecord::nfs_vers`).
@@ -230,21 +222,16 @@ impl NfsBackend {
     /// answer that share's error. A record of the key that belongs to another id is not this
     /// volume's.
     fn find(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
-        if let Some(share_key) = layout::share_key_of(volume) {
-            let s = self.shares.resolve(volume, share_key)?;
-            let c = self.client(&s.server, &s.share)?;
-            let Some(rec) = self
-                .read_record(volume, &c, key)?
-                .filter(|r| r.id == volume)
-            else {
-                return Ok(None);
-            };
-            let c = self.client_as(&s.server, &s.share, Want::Only(rec.version()))?;
-            return Ok(Some((c, rec)));
-        }
-        self.search(volume, VolumeRecord::version, |c| {
-            Ok(self.read_record(volume, c, key)?.filter(|r| r.id == volume))
-        })
+        let read = |c: &NfsClient| Ok(self.read_record(volume, c, key)?.filter(|r| r.id == volume));
+        let Some(share_key) = layout::share_key_of(volume) else {
+            return self.search(volume, VolumeRecord::version, read);
+        };
+        let s = self.shares.resolve(volume, share_key)?;
+        let Some(rec) = read(&*self.client(&s.server, &s.share)?)? else {
+            return Ok(None);
+        };
+        let c = self.client_as(&s.server, &s.share, Want::Only(rec.version()))?;
+        Ok(Some((c, rec)))
     }
 
     /// The record `read` finds on a known share, with the client of the version its handles
@@ -277,22 +264,16 @@ impl NfsBackend {
     /// absent. Rolls nothing back: it serves calls that do not hold the volume's lock, and a
     /// create in flight is not theirs to undo (only CreateVolume and DeleteVolume roll back).
     fn find_live(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
-        match self.find(volume, key)? {
-            Some((_, rec)) if rec.state == RecordState::Creating => Ok(None),
-            found => Ok(found),
-        }
+        let found = self.find(volume, key)?;
+        Ok(found.filter(|(_, rec)| rec.state != RecordState::Creating))
     }
 
     /// `roll_back` of a create this call did not start: only while this process holds the
     /// share's lease, since another controller on the share may still be making it (Busy).
     fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        if !self.leases.wait_held(c, lease::Leases::takeover_wait()) {
-            return Err(Error::Busy(format!(
-                "{} (an unfinished create on {}:{}, which another controller holds the lease of)",
-                rec.id,
-                c.server(),
-                c.share()
-            )));
+        if !self.leases.wait_held(c) {
+            let (id, server, share) = (&rec.id, c.server(), c.share());
+            return Err(Error::Busy(format!("{id} (an unfinished create on {server}:{share}, which another controller holds the lease of)")));
         }
         self.roll_back(c, rec)
     }
@@ -300,11 +281,16 @@ impl NfsBackend {
     /// Undoes a create that never reached Ready (see `undo_create`), unless a restore in this
     /// process is still making it: that one is Busy.
     fn roll_back(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
-        let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
+        self.restoring(&rec.id, || rollback::undo_create(c, rec, self.cfg.timeout))
+    }
+
+    /// Runs `f` while volume `vid` is marked as being restored here; Busy when it already is.
+    fn restoring<R>(&self, vid: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let key = layout::parse_volume_id(vid).expect("records carry our ids");
         if !self.work.claim_restore(key) {
-            return Err(Error::Busy(rec.id.clone()));
+            return Err(Error::Busy(vid.to_string()));
         }
-        let res = rollback::undo_create(c, rec, self.cfg.timeout);
+        let res = f();
         self.work.release_restore(key);
         res
     }
@@ -312,33 +298,27 @@ impl NfsBackend {
 
 /// The clients of this process: one per (server, share, version wanted), kept for the
 /// process's lifetime so their pooled connections and sessions are reused across calls.
-#[derive(Default)]
-struct Clients(Mutex<HashMap<(String, String, Want), Arc<NfsClient>>>);
+/// Each client's calls have the deadline given first.
+struct Clients(
+    Duration,
+    Mutex<HashMap<(String, String, Want), Arc<NfsClient>>>,
+);
 
 impl Clients {
     /// The client, and whether this call made it.
-    fn get(
-        &self,
-        server: &str,
-        share: &str,
-        want: Want,
-        timeout: Duration,
-    ) -> Result<(Arc<NfsClient>, bool)> {
+    fn get(&self, server: &str, share: &str, want: Want) -> Result<(Arc<NfsClient>, bool)> {
         let key = (server.to_string(), share.to_string(), want);
-        let mut map = self.0.lock().expect("nfs client map poisoned");
-        if let Some(c) = map.get(&key) {
-            return Ok((c.clone(), false));
-        }
+        let mut map = self.1.lock().expect("nfs client map poisoned");
         // The share's `Auto` client, once it settled on the version asked for, serves it too:
         // one session and one connection pool per share.
-        if let Want::Only(v) = want {
-            let auto = (key.0.clone(), key.1.clone(), Want::Auto);
-            if let Some(c) = map.get(&auto).filter(|c| c.settled_version() == Some(v)) {
-                return Ok((c.clone(), false));
-            }
+        let auto = (key.0.clone(), key.1.clone(), Want::Auto);
+        let settled =
+            |c: &&Arc<NfsClient>| matches!(want, Want::Only(v) if c.settled_version() == Some(v));
+        if let Some(c) = map.get(&key).or_else(|| map.get(&auto).filter(settled)) {
+            return Ok((c.clone(), false));
         }
         let opts = ClientOptions {
-            timeout,
+            timeout: self.0,
             version: want,
             ..ClientOptions::default()
         };
@@ -367,6 +347,13 @@ fn read_json<T>(
     bytes.map(|b| decode(&b).map_err(internal)).transpose()
 }
 
+/// The handle of directory `path`; `None` when nothing, or no directory, is there.
+fn dir_handle(c: &NfsClient, path: &str) -> crate::nfs::Result<Option<String>> {
+    Ok(c.handle_of(path)?
+        .filter(|(_, a)| a.is_dir())
+        .map(|(h, _)| h))
+}
+
 /// Names in the metadata directory `dir`; none when it does not exist (yet).
 fn names(c: &NfsClient, dir: &str) -> crate::nfs::Result<Vec<String>> {
     match c.readdir(dir) {
@@ -376,32 +363,36 @@ fn names(c: &NfsClient, dir: &str) -> crate::nfs::Result<Vec<String>> {
     }
 }
 
-/// Writes a metadata file atomically, making its directory (mode 0755) the first time.
-fn write_meta(c: &NfsClient, dir: &str, path: &str, bytes: &[u8]) -> crate::nfs::Result<()> {
-    match c.write_file_atomic(path, bytes) {
+/// `op`, tried again after making the metadata directory `dir` (mode 0755) when it was missing.
+fn in_meta_dir<T>(
+    c: &NfsClient,
+    dir: &str,
+    op: impl Fn() -> crate::nfs::Result<T>,
+) -> crate::nfs::Result<T> {
+    match op() {
         Err(e) if e.is_status(NfsStatus::NOENT) => {
             c.mkdir_all(dir, 0o755)?;
-            c.write_file_atomic(path, bytes)
+            op()
         }
         r => r,
     }
 }
 
 fn write_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
-    let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
-    let path = layout::record_path(key);
-    write_meta(c, layout::RECORDS_DIR, &path, &rec.to_bytes())
-        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+    let (path, bytes) = (layout::record_path(rec.key()), layout::to_bytes(rec));
+    in_meta_dir(c, layout::RECORDS_DIR, || {
+        c.write_file_atomic(&path, &bytes)
+    })
+    .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
-    let key = layout::parse_volume_id(&rec.id).expect("records carry our ids");
     // A server that fails the removal (a timeout, JUKEBOX) after the directory went.
     crate::failpoint::fail("nfs-record:remove").map_err(|e| Error::Unavailable {
         server: c.server().to_string(),
         detail: format!("volume {}: {e}", rec.id),
     })?;
-    c.remove_file(&layout::record_path(key))
+    c.remove_file(&layout::record_path(rec.key()))
         .map(|_| ())
         .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
@@ -418,10 +409,12 @@ pub fn map_nfs_error(volume: &str, timeout: Duration, e: NfsError) -> Error {
             action: format!("{op} for volume {volume}"),
             seconds: timeout.as_secs().max(1),
         },
-        e if e.is_status(NfsStatus::JUKEBOX) => Error::Unavailable {
-            server: server_of(&e),
-            detail: format!("volume {volume}: {e}"),
-        },
+        NfsError::Status { ref server, .. } if e.is_status(NfsStatus::JUKEBOX) => {
+            Error::Unavailable {
+                server: server.clone(),
+                detail: format!("volume {volume}: {e}"),
+            }
+        }
         e if e.is_status(NfsStatus::NOSPC) || e.is_status(NfsStatus::DQUOT) => {
             Error::no_space(volume, e.to_string())
         }
@@ -436,17 +429,6 @@ pub fn map_nfs_error(volume: &str, timeout: Duration, e: NfsError) -> Error {
         }
         NfsError::InvalidPath { .. } => Error::invalid(format!("volume {volume}: {e}")),
         e => Error::Internal(format!("volume {volume}: {e}")),
-    }
-}
-
-fn server_of(e: &NfsError) -> String {
-    match e {
-        NfsError::Unavailable { server, .. }
-        | NfsError::DeadlineExceeded { server, .. }
-        | NfsError::Status { server, .. }
-        | NfsError::Protocol { server, .. }
-        | NfsError::Cancelled { server, .. } => server.clone(),
-        NfsError::InvalidPath { path, .. } => path.clone(),
     }
 }
 
@@ -469,23 +451,24 @@ impl Backend for NfsBackend {
         Some(self)
     }
 
-    fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+    fn adoption(&self) -> Option<&dyn AdoptBackend> {
         Some(self)
     }
 }
 
-impl crate::backend::adopt::AdoptBackend for NfsBackend {
-    fn adopt_id(&self, req: &crate::backend::adopt::Adopt) -> Result<crate::volume::VolumeId> {
-        match req {
-            crate::backend::adopt::Adopt::NfsDir(dir) => adopt::adopt_id(dir),
-            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
-        }
+impl AdoptBackend for NfsBackend {
+    fn adopt_id(&self, req: &Adopt) -> Result<crate::volume::VolumeId> {
+        adopt::adopt_id(nfs_dir(req)?)
     }
 
-    fn adopt(&self, req: &crate::backend::adopt::Adopt) -> Result<crate::volume::VolumeInfo> {
-        match req {
-            crate::backend::adopt::Adopt::NfsDir(dir) => self.adopt_nfs_dir(dir),
-            other => Err(crate::backend::adopt::not_here(BACKEND, other)),
-        }
+    fn adopt(&self, req: &Adopt) -> Result<crate::volume::VolumeInfo> {
+        self.adopt_nfs_dir(nfs_dir(req)?)
+    }
+}
+
+fn nfs_dir(req: &Adopt) -> Result<&crate::backend::adopt::AdoptNfsDir> {
+    match req {
+        Adopt::NfsDir(dir) => Ok(dir),
+        other => Err(crate::backend::adopt::not_here(BACKEND, other)),
     }
 }

@@ -101,30 +101,16 @@ impl NfsBackend {
         read_only: bool,
     ) -> Result<()> {
         // The same option checks as a real mount, so tests exercise them.
-        let plan = nfsmount::plan(
-            &loc.server,
-            &loc.share,
-            &loc.subdir,
-            &req.capability.mount_flags,
-            read_only,
-            None,
-            loc.nfs_vers.as_deref(),
-        )
-        .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let plan = plan(vid, loc, req, read_only, None)?;
         let source = root.join(&loc.subdir);
         let real = std::fs::canonicalize(&source)
             .map_err(|e| Error::not_found_because(vid, format!("{}: {e}", source.display())))?;
         let real_root =
             std::fs::canonicalize(root).map_err(Error::os(vid, "resolve test export root"))?;
         if !real.starts_with(&real_root) || !real.is_dir() {
-            return Err(Error::precondition(
-                vid,
-                format!(
-                    "{} is not a directory inside {}",
-                    source.display(),
-                    root.display()
-                ),
-            ));
+            let (source, root) = (source.display(), root.display());
+            let why = format!("{source} is not a directory inside {root}");
+            return Err(Error::precondition(vid, why));
         }
         req.target
             .bind_dir(vid, &real, BindOptions { flags: plan.flags })
@@ -157,16 +143,7 @@ impl NfsBackend {
                 })
             },
         )?;
-        let plan = nfsmount::plan(
-            &loc.server,
-            &loc.share,
-            &loc.subdir,
-            &req.capability.mount_flags,
-            read_only,
-            Some(addr),
-            loc.nfs_vers.as_deref(),
-        )
-        .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let plan = plan(vid, loc, req, read_only, Some(addr))?;
         tracing::info!(volume = %vid, source = %plan.source, fstype = plan.fstype, options = %plan.data, "mounting NFS");
         let target = req.target.clone();
         let v = vid.to_string();
@@ -181,6 +158,33 @@ impl NfsBackend {
             )
         })
     }
+}
+
+/// The mount of `loc` that `req` asks for (InvalidArgument when its options are refused).
+fn plan(
+    vid: &str,
+    loc: &Location,
+    req: &PublishRequest,
+    read_only: bool,
+    addr: Option<std::net::IpAddr>,
+) -> Result<nfsmount::NfsMount> {
+    let flags = &req.capability.mount_flags;
+    let vers = loc.nfs_vers.as_deref();
+    nfsmount::plan(
+        &loc.server,
+        &loc.share,
+        &loc.subdir,
+        flags,
+        read_only,
+        addr,
+        vers,
+    )
+    .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))
+}
+
+/// The source of the mount at `path` (`None` when it cannot be read).
+fn mount_source(path: &Path) -> Option<String> {
+    mountinfo::mount_at(path).ok().flatten().map(|m| m.source)
 }
 
 /// Stats of a volume whose server does not answer: the condition says why, the usage is zeros
@@ -255,11 +259,7 @@ impl NodeBackend for NfsBackend {
         if target.is_mounted(&vid)? {
             let t = target.clone();
             let v = vid.clone();
-            let server = mountinfo::mount_at(target.as_path())
-                .ok()
-                .flatten()
-                .map(|m| m.source)
-                .unwrap_or_else(|| "(unknown)".into());
+            let server = mount_source(target.as_path()).unwrap_or_else(|| "(unknown)".into());
             let action = format!("unmount {} for volume {vid}", target.as_path().display());
             if let Err(e) =
                 nfscalls::with_deadline(&server, &action, self.kernel_deadline(), move || {
@@ -293,11 +293,7 @@ impl NodeBackend for NfsBackend {
                 format!("nothing is published at {}", path.display()),
             ));
         }
-        let source = mountinfo::mount_at(path)
-            .ok()
-            .flatten()
-            .map(|m| m.source)
-            .unwrap_or_default();
+        let source = mount_source(path).unwrap_or_default();
         let server = nfscalls::server_of(&source);
         if let Some(hung) = nfscalls::not_answering(server) {
             return Ok(not_measured(format!(

@@ -40,28 +40,30 @@ pub enum Var {
     PvName,
 }
 
+/// Each variable's name in patterns and the CreateVolume parameter that carries its value, in
+/// the order of `Var`.
+const VARS: [(Var, &str, &str); 3] = [
+    (
+        Var::PvcNamespace,
+        "pvc.metadata.namespace",
+        PARAM_PVC_NAMESPACE,
+    ),
+    (Var::PvcName, "pvc.metadata.name", PARAM_PVC_NAME),
+    (Var::PvName, "pv.metadata.name", PARAM_PV_NAME),
+];
+
 impl Var {
     pub fn name(self) -> &'static str {
-        match self {
-            Var::PvcNamespace => "pvc.metadata.namespace",
-            Var::PvcName => "pvc.metadata.name",
-            Var::PvName => "pv.metadata.name",
-        }
+        VARS[self as usize].1
     }
 
     /// The CreateVolume parameter that carries the value.
     pub fn parameter(self) -> &'static str {
-        match self {
-            Var::PvcNamespace => PARAM_PVC_NAMESPACE,
-            Var::PvcName => PARAM_PVC_NAME,
-            Var::PvName => PARAM_PV_NAME,
-        }
+        VARS[self as usize].2
     }
 
     fn parse(s: &str) -> Option<Var> {
-        [Var::PvcNamespace, Var::PvcName, Var::PvName]
-            .into_iter()
-            .find(|v| v.name() == s)
+        VARS.iter().find(|v| v.1 == s).map(|v| v.0)
     }
 }
 
@@ -95,31 +97,18 @@ pub struct Pattern {
     comps: Vec<Vec<Piece>>,
 }
 
-/// The values the pattern's variables take for one volume.
+/// The values the pattern's variables take for one volume, indexed by `Var`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Values {
-    pub pvc_namespace: Option<String>,
-    pub pvc_name: Option<String>,
-    pub pv_name: Option<String>,
-}
+pub struct Values(pub [Option<String>; 3]);
 
 impl Values {
     /// Takes the values from CreateVolume parameters.
     pub fn from_parameters(params: &BTreeMap<String, String>) -> Values {
-        Values {
-            pvc_namespace: params.get(PARAM_PVC_NAMESPACE).cloned(),
-            pvc_name: params.get(PARAM_PVC_NAME).cloned(),
-            pv_name: params.get(PARAM_PV_NAME).cloned(),
-        }
+        Values(VARS.map(|(_, _, param)| params.get(param).cloned()))
     }
 
     fn get(&self, v: Var) -> Option<&str> {
-        match v {
-            Var::PvcNamespace => self.pvc_namespace.as_deref(),
-            Var::PvcName => self.pvc_name.as_deref(),
-            Var::PvName => self.pv_name.as_deref(),
-        }
-        .filter(|s| !s.is_empty())
+        self.0[v as usize].as_deref().filter(|s| !s.is_empty())
     }
 }
 
@@ -211,14 +200,11 @@ impl Pattern {
                 ));
             }
         }
-        let vars: Vec<Var> = comps
-            .iter()
-            .flatten()
-            .filter_map(|p| match p {
-                Piece::Var(v) => Some(*v),
-                Piece::Lit(_) => None,
-            })
-            .collect();
+        let parsed = Pattern {
+            source: pattern.to_string(),
+            comps,
+        };
+        let vars = parsed.variables();
         let unique = vars.contains(&Var::PvName)
             || (vars.contains(&Var::PvcNamespace) && vars.contains(&Var::PvcName));
         if !unique {
@@ -226,10 +212,7 @@ impl Pattern {
                 "must contain ${pv.metadata.name}, or both ${pvc.metadata.namespace} and ${pvc.metadata.name}, so that two volumes never share a directory",
             ));
         }
-        Ok(Pattern {
-            source: pattern.to_string(),
-            comps,
-        })
+        Ok(parsed)
     }
 
     pub fn as_str(&self) -> &str {
@@ -240,10 +223,9 @@ impl Pattern {
     pub fn variables(&self) -> Vec<Var> {
         let mut out: Vec<Var> = Vec::new();
         for p in self.comps.iter().flatten() {
-            if let Piece::Var(v) = p {
-                if !out.contains(v) {
-                    out.push(*v);
-                }
+            match p {
+                Piece::Var(v) if !out.contains(v) => out.push(*v),
+                _ => {}
             }
         }
         out
@@ -309,11 +291,7 @@ mod tests {
 
     fn vals(ns: &str, name: &str, pv: &str) -> Values {
         let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
-        Values {
-            pvc_namespace: s(ns),
-            pvc_name: s(name),
-            pv_name: s(pv),
-        }
+        Values([s(ns), s(name), s(pv)])
     }
 
     fn nested() -> Pattern {

@@ -40,10 +40,10 @@ impl NfsBackend {
     }
 }
 
-/// Recovers one share; run by its lease's holder each time it takes the lease.
 /// The share's client in one NFS version, for records whose handles are in it.
 pub(super) type ClientOf<'a> = &'a dyn Fn(Version) -> Result<Arc<NfsClient>>;
 
+/// Recovers one share; run by its lease's holder each time it takes the lease.
 pub(super) fn recover(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) {
     if let Err(e) = recover_share(c, work, of) {
         tracing::warn!(server = %c.server(), share = %c.share(), error = %e,
@@ -120,10 +120,8 @@ fn recover_staging(
     let vid = layout::volume_id(key);
     let err = |e| map_nfs_error(&vid, t, e);
     let staging = staging_path(key);
-    let rec = match c.read_file(&layout::record_path(key)).map_err(err)? {
-        Some(b) => layout::VolumeRecord::from_bytes(key, &b).ok(),
-        None => None,
-    };
+    let bytes = c.read_file(&layout::record_path(key)).map_err(err)?;
+    let rec = bytes.and_then(|b| layout::VolumeRecord::from_bytes(key, &b).ok());
     match rec {
         Some(rec)
             if rec.state == RecordState::Creating

@@ -16,12 +16,11 @@
 //!
 //! A volume source is read only while its directory has the handle its record keeps.
 
-use super::controller::{not_ours, PARENT_MODE};
 use super::layout::{self, RecordState, VolumeRecord};
 use super::snaprecord::{staging_path, STAGING_DIR};
 use super::{remove_record, write_record, NfsBackend, BACKEND};
 use crate::error::{Error, Result};
-use crate::nfs::{Guarded, NfsClient, SetAttr};
+use crate::nfs::{Guarded, NfsClient};
 use crate::snapshot::ContentSource;
 use crate::volume::{VolumeCondition, VolumeInfo};
 use std::sync::atomic::AtomicBool;
@@ -34,25 +33,21 @@ pub(super) struct Source {
     pub dir: String,
     /// The least capacity the new volume may have.
     pub capacity: u64,
-    /// The handle `dir` must have to be read (a volume's directory); `None` for a snapshot's
-    /// content, which lies under `.ferrovol/` where only the driver writes.
-    pub handle: Option<String>,
-    /// The NFS version of `handle`.
-    pub vers: Option<crate::nfs::Version>,
+    /// The handle `dir` must have to be read (a volume's directory), and its NFS version;
+    /// `None` for a snapshot's content, which lies under `.ferrovol/` where only the driver writes.
+    pub proof: Option<(String, crate::nfs::Version)>,
 }
 
 impl Source {
     /// A volume source is proven by a handle of the version it was made with: the new volume
     /// must be made in that version (`new`) to copy it.
     pub(super) fn same_version(&self, vid: &str, new: &str) -> Result<()> {
-        match self.vers {
-            Some(v) if v.as_str() != new => Err(Error::precondition(
-                vid,
-                format!(
-                    "source volume {} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)",
-                    self.id
-                ),
-            )),
+        let id = &self.id;
+        match &self.proof {
+            Some((_, v)) if v.as_str() != new => {
+                let why = format!("source volume {id} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)");
+                Err(Error::precondition(vid, why))
+            }
             _ => Ok(()),
         }
     }
@@ -69,11 +64,9 @@ impl NfsBackend {
         share: &str,
     ) -> Result<Source> {
         if src.backend() != BACKEND {
-            return Err(Error::invalid(format!(
-                "volume {vid}: content source {} belongs to backend {}, not {BACKEND}",
-                src.id(),
-                src.backend()
-            )));
+            let (id, backend) = (src.id(), src.backend());
+            let why = format!("content source {id} belongs to backend {backend}, not {BACKEND}");
+            return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         let elsewhere = |what: &str, s: &str, sh: &str| {
             Error::invalid(format!(
@@ -100,8 +93,7 @@ impl NfsBackend {
                     id: sid,
                     dir: rec.data_path(),
                     capacity: rec.size_bytes,
-                    handle: None,
-                    vers: None,
+                    proof: None,
                 })
             }
             ContentSource::Volume(id) => {
@@ -116,62 +108,37 @@ impl NfsBackend {
                 if (rec.server.as_str(), rec.share.as_str()) != (server, share) {
                     return Err(elsewhere("volume", &rec.server, &rec.share));
                 }
-                let handle = self.source_handle(&c, &rec)?;
-                let vers = rec.version();
                 Ok(Source {
+                    proof: Some((self.source_handle(&c, &rec)?, rec.version())),
                     id: svid,
                     dir: rec.sub_dir,
                     capacity: rec.capacity_bytes,
-                    handle: Some(handle),
-                    vers: Some(vers),
                 })
             }
         }
     }
 
-    /// Makes volume `rec` (a `Creating` record with `source` set) with `src`'s content.
-    pub(super) fn make_from(
-        &self,
-        c: &NfsClient,
-        rec: VolumeRecord,
-        src: &Source,
-    ) -> Result<VolumeInfo> {
-        let key = layout::parse_volume_id(&rec.id)
-            .expect("records carry our ids")
-            .to_string();
-        if !self.work.claim_restore(&key) {
-            return Err(Error::Busy(rec.id.clone()));
-        }
-        let res = self.restore(c, rec, src);
-        self.work.release_restore(&key);
-        res
-    }
-
     /// The handle a copy of `rec`'s directory checks: the recorded one, or for a `Ready` record
     /// from before handles were kept, the directory's now (no delete has removed it; layout.rs).
     pub(super) fn source_handle(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<String> {
-        if let Some(h) = &rec.dir_handle {
-            return Ok(h.clone());
-        }
-        match c
-            .handle_of(&rec.sub_dir)
+        let gone = || {
+            let (dir, at) = (&rec.sub_dir, format!("{}:{}", rec.server, rec.share));
+            Error::precondition(&rec.id, format!("directory {dir} is gone from {at}"))
+        };
+        recorded_handle(c, rec)
             .map_err(|e| self.err(&rec.id, e))?
-        {
-            Some((h, a)) if a.is_dir() => Ok(h),
-            _ => Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "directory {} is gone from {}:{}",
-                    rec.sub_dir, rec.server, rec.share
-                ),
-            )),
-        }
+            .ok_or_else(gone)
     }
 
-    fn restore(&self, c: &NfsClient, mut rec: VolumeRecord, src: &Source) -> Result<VolumeInfo> {
+    /// Makes volume `rec` (a `Creating` record with `source` set) with `src`'s content.
+    pub(super) fn restore(
+        &self,
+        c: &NfsClient,
+        mut rec: VolumeRecord,
+        src: &Source,
+    ) -> Result<VolumeInfo> {
         let vid = rec.id.clone();
-        let key = layout::parse_volume_id(&vid).expect("our id").to_string();
-        let staging = staging_path(&key);
+        let staging = staging_path(rec.key());
         let content = format!("{staging}/content");
         rec.staging = Some(staging.clone());
         write_record(c, &rec, self.cfg.timeout)?;
@@ -179,12 +146,8 @@ impl NfsBackend {
         let started = std::time::Instant::now();
         let made = (|| {
             let err = |e| self.err(&vid, e);
-            if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
-                c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
-            }
             // The claim: from here no other create can make the subDir.
-            let claim = c.mkdir_claim(&rec.sub_dir, 0o700).map_err(err)?;
-            rec.dir_handle = Some(claim.ok_or_else(|| not_ours(&rec))?);
+            self.claim_dir(c, &mut rec, 0o700)?;
             c.remove_tree(&staging).map_err(err)?;
             c.mkdir_all(STAGING_DIR, 0o700).map_err(err)?;
             c.mkdir(&staging, 0o700).map_err(err)?;
@@ -197,20 +160,13 @@ impl NfsBackend {
             write_record(c, &rec, self.cfg.timeout)?;
             let cancel = AtomicBool::new(false);
             // A copy without a handle to check always finds its source, or fails.
+            let handle = src.proof.as_ref().map(|(h, _)| h.as_str());
             let stats = c
-                .copy_dir_contents_if(&src.dir, src.handle.as_deref(), &content, &cancel)
+                .copy_dir_contents_if(&src.dir, handle, &content, &cancel)
                 .map_err(err)?
                 .ok_or_else(|| source_moved(&vid, src))?;
             // The root is the new volume's: the class's mode (and owner, when it names one).
-            c.setattr(
-                &content,
-                SetAttr {
-                    mode: Some(rec.mount_permissions),
-                    uid: rec.uid,
-                    gid: rec.gid,
-                },
-            )
-            .map_err(err)?;
+            c.setattr(&content, rec.root_attr()).map_err(err)?;
             crate::failpoint::hit("nfs-restore:before-rename");
             let (copy, claim) = (
                 rec.staging_handle.as_deref().expect("set above"),
@@ -220,13 +176,8 @@ impl NfsBackend {
                 .map_err(err)?
                 != Guarded::Done
             {
-                return Err(Error::precondition(
-                    &vid,
-                    format!(
-                        "{} on {}:{} changed while the content was copied (it is no longer the empty directory this restore made); left untouched",
-                        rec.sub_dir, rec.server, rec.share
-                    ),
-                ));
+                let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+                return Err(Error::precondition(&vid, format!("{dir} on {server}:{share} changed while the content was copied (it is no longer the empty directory this restore made); left untouched")));
             }
             crate::failpoint::hit("nfs-restore:before-ready");
             Ok(stats)
@@ -234,17 +185,16 @@ impl NfsBackend {
         let stats = match made {
             Ok(s) => s,
             Err(e) => {
-                if rec.dir_handle.is_none() {
+                let undone = if rec.dir_handle.is_none() {
                     // The subDir was not claimed (another's, or never reached): not ours to
                     // touch; the staging copy and the record go.
-                    let undone = c
-                        .remove_tree(&staging)
+                    c.remove_tree(&staging)
                         .map_err(|e| self.err(&vid, e))
-                        .and_then(|_| remove_record(c, &rec, self.cfg.timeout));
-                    if let Err(undo) = undone {
-                        tracing::warn!(volume = %vid, error = %undo, "rollback of a failed restore incomplete; recovery finishes it");
-                    }
-                } else if let Err(undo) = super::rollback::undo_create(c, &rec, self.cfg.timeout) {
+                        .and_then(|_| remove_record(c, &rec, self.cfg.timeout))
+                } else {
+                    super::rollback::undo_create(c, &rec, self.cfg.timeout)
+                };
+                if let Err(undo) = undone {
                     tracing::warn!(volume = %vid, error = %undo, "rollback of a failed restore incomplete; recovery finishes it");
                 }
                 return Err(e);
@@ -264,13 +214,20 @@ impl NfsBackend {
     }
 }
 
+/// The handle `rec` keeps, or for a record from before handles were kept, that of the directory
+/// at its subDir now (`None`: no directory there).
+pub(super) fn recorded_handle(
+    c: &NfsClient,
+    rec: &VolumeRecord,
+) -> crate::nfs::Result<Option<String>> {
+    match &rec.dir_handle {
+        Some(h) => Ok(Some(h.clone())),
+        None => super::dir_handle(c, &rec.sub_dir),
+    }
+}
+
 /// A volume source whose directory is no longer the one its record names.
 fn source_moved(vid: &str, src: &Source) -> Error {
-    Error::precondition(
-        vid,
-        format!(
-            "the directory {} of source volume {} is not the one made for it (another file handle); nothing copied",
-            src.dir, src.id
-        ),
-    )
+    let (dir, id) = (&src.dir, &src.id);
+    Error::precondition(vid, format!("the directory {dir} of source volume {id} is not the one made for it (another file handle); nothing copied"))
 }

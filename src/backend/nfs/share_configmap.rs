@@ -183,17 +183,13 @@ impl ConfigMapRegistry {
         let slot: &mut Option<kube::Client> = &mut held;
         let run = || {
             self.rt.block_on(async {
-                let client = match slot.clone() {
-                    Some(c) => c,
-                    None => {
-                        let c = kube::Client::try_default()
-                            .await
-                            .map_err(|e| ApiError::Failed(format!("no Kubernetes client: {e}")))?;
-                        *slot = Some(c.clone());
-                        c
-                    }
-                };
-                let api = Api::namespaced(client, &self.namespace);
+                if slot.is_none() {
+                    let made = kube::Client::try_default().await;
+                    let made =
+                        made.map_err(|e| ApiError::Failed(format!("no Kubernetes client: {e}")));
+                    *slot = Some(made?);
+                }
+                let api = Api::namespaced(slot.clone().expect("made above"), &self.namespace);
                 match tokio::time::timeout(CALL_TIMEOUT, op(api, self.name.clone())).await {
                     Err(_) => Err(ApiError::Failed(format!(
                         "no answer within {} s",

@@ -26,15 +26,6 @@ impl FileRegistry {
     fn failed(&self, e: impl std::fmt::Display) -> Error {
         Error::Internal(format!("NFS share registry {}: {e}", self.file.display()))
     }
-
-    fn read(&self) -> Result<Vec<Share>> {
-        let pairs: Vec<(String, String)> = match std::fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.failed(e))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(self.failed(e)),
-        };
-        Ok(pairs.iter().map(|(s, p)| Share::new(s, p)).collect())
-    }
 }
 
 impl ShareRegistry for FileRegistry {
@@ -43,12 +34,17 @@ impl ShareRegistry for FileRegistry {
     }
 
     fn load(&self) -> Result<Vec<Share>> {
-        self.read()
+        let pairs: Vec<(String, String)> = match std::fs::read(&self.file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.failed(e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.failed(e)),
+        };
+        Ok(pairs.iter().map(|(s, p)| Share::new(s, p)).collect())
     }
 
     fn add(&self, share: &Share) -> Result<()> {
         let _held = self.write.lock().expect("registry file lock poisoned");
-        let mut shares = self.read()?;
+        let mut shares = self.load()?;
         if shares.contains(share) {
             return Ok(());
         }

@@ -68,16 +68,12 @@ pub(super) fn by_key(
     let mut out: BTreeMap<String, Share> = BTreeMap::new();
     for s in shares {
         let key = s.key();
-        match out.get(&key) {
-            Some(have) if *have != s => {
-                return Err(format!(
-                    "{what}: shares {have} and {s} have the same key {key}; volume ids could not tell them apart"
-                ))
-            }
-            _ => {
-                out.insert(key, s);
-            }
+        if let Some(have) = out.get(&key).filter(|have| **have != s) {
+            return Err(format!(
+                "{what}: shares {have} and {s} have the same key {key}; volume ids could not tell them apart"
+            ));
         }
+        out.insert(key, s);
     }
     Ok(out)
 }
@@ -117,25 +113,16 @@ impl Shares {
             &format!("--nfs-share and {}", self.registry.describe()),
         )
         .map_err(Error::Internal)?;
-        *self.registered.lock().expect("shares poisoned") =
-            loaded.into_iter().map(|s| (s.key(), s)).collect();
+        *self.registered() = loaded.into_iter().map(|s| (s.key(), s)).collect();
         Ok(())
     }
 
     /// Every known share as (server, share): the configured ones first.
     pub fn list(&self) -> Vec<(String, String)> {
         let registered = self.registered.lock().expect("shares poisoned");
-        let mut out: Vec<(String, String)> = self
-            .configured
-            .iter()
-            .map(|s| (s.server.clone(), s.share.clone()))
-            .collect();
-        for s in registered.values() {
-            if !self.configured.contains(s) {
-                out.push((s.server.clone(), s.share.clone()));
-            }
-        }
-        out
+        let more = registered.values().filter(|s| !self.configured.contains(s));
+        let all = self.configured.iter().chain(more);
+        all.map(|s| (s.server.clone(), s.share.clone())).collect()
     }
 
     /// The share whose key is `key`, reading the registry again when it is not known here.
@@ -159,14 +146,12 @@ impl Shares {
     }
 
     fn known(&self, key: &str) -> Option<Share> {
-        if let Some(s) = self.configured.iter().find(|s| s.key() == key) {
-            return Some(s.clone());
-        }
-        self.registered
-            .lock()
-            .expect("shares poisoned")
-            .get(key)
-            .cloned()
+        let configured = self.configured.iter().find(|s| s.key() == key);
+        configured.or(self.registered().get(key)).cloned()
+    }
+
+    fn registered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Share>> {
+        self.registered.lock().expect("shares poisoned")
     }
 
     /// Registers `server:share` unless the registry has it already; returns its key. Called
@@ -185,28 +170,15 @@ impl Shares {
                 ),
             )
         };
-        if let Some(have) = self.known(&key) {
-            if have == s && self.is_registered(&key) {
-                return Ok(key);
-            }
-            if have != s {
-                return Err(collides(&have));
-            }
+        match self.known(&key) {
+            Some(have) if have != s => return Err(collides(&have)),
+            Some(_) if self.registered().contains_key(&key) => return Ok(key),
+            _ => {}
         }
         self.registry.add(&s)?;
-        self.registered
-            .lock()
-            .expect("shares poisoned")
-            .insert(key.clone(), s.clone());
+        self.registered().insert(key.clone(), s.clone());
         tracing::info!(share = %s, key = %key, registry = %self.registry.describe(), "NFS share registered");
         Ok(key)
-    }
-
-    fn is_registered(&self, key: &str) -> bool {
-        self.registered
-            .lock()
-            .expect("shares poisoned")
-            .contains_key(key)
     }
 }
 

@@ -100,12 +100,6 @@ impl SnapshotRecord {
         snap_data_path(&self.key())
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("a record always serialises");
-        v.push(b'\n');
-        v
-    }
-
     /// Decodes the record read from `snap_record_path(key)`, refusing one that claims another
     /// key or a newer format.
     pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<SnapshotRecord, String> {
@@ -133,6 +127,7 @@ pub struct SnapParams {}
 
 #[cfg(test)]
 mod tests {
+    use super::super::layout::to_bytes;
     use super::*;
 
     #[test]
@@ -161,9 +156,9 @@ mod tests {
         };
         assert_eq!(r.key(), "snap-1");
         assert_eq!(
-            SnapshotRecord::from_bytes("snap-1", &r.to_bytes()).unwrap(),
+            SnapshotRecord::from_bytes("snap-1", &to_bytes(&r)).unwrap(),
             r
         );
-        assert!(SnapshotRecord::from_bytes("snap-2", &r.to_bytes()).is_err());
+        assert!(SnapshotRecord::from_bytes("snap-2", &to_bytes(&r)).is_err());
     }
 }

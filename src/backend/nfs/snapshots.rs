@@ -13,12 +13,13 @@
 //! when its record says `Ready`, which is written after the last byte.
 
 use super::layout::{self, RecordState};
+use super::restore::recorded_handle;
 use super::snaprecord::{
     key_of_snap_record, snap_record_path, SnapParams, SnapshotRecord, SNAP_DATA_DIR,
     SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
 };
 use super::work::Work;
-use super::{map_nfs_error, names, read_json, write_meta, NfsBackend, BACKEND};
+use super::{in_meta_dir, map_nfs_error, names, read_json, NfsBackend, BACKEND};
 use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
 use crate::nfs::NfsClient;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long CreateSnapshot waits for its copy before answering ready_to_use=false.
-pub const WAIT_ENV: &str = "FERROVOL_NFS_SNAPSHOT_WAIT_MS";
+const WAIT_ENV: &str = "FERROVOL_NFS_SNAPSHOT_WAIT_MS";
 const DEFAULT_WAIT: Duration = Duration::from_millis(1000);
 
 fn wait_budget() -> Duration {
@@ -71,13 +72,9 @@ pub(super) fn write_snap_record(
     rec: &SnapshotRecord,
     timeout: Duration,
 ) -> Result<()> {
-    write_meta(
-        c,
-        SNAP_RECORDS_DIR,
-        &snap_record_path(&rec.key()),
-        &rec.to_bytes(),
-    )
-    .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+    let (path, bytes) = (snap_record_path(&rec.key()), layout::to_bytes(rec));
+    in_meta_dir(c, SNAP_RECORDS_DIR, || c.write_file_atomic(&path, &bytes))
+        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 /// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
@@ -94,23 +91,18 @@ pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecor
     let Some(cancel) = work.claim(&rec.id, &rec.source_volume_id) else {
         return;
     };
-    let w = work.clone();
-    let id = rec.id.clone();
-    let failed_id = rec.id.clone();
+    let (w, id) = (work.clone(), rec.id.clone());
     let spawned = std::thread::Builder::new()
         .name("nfs-snapshot".into())
         .spawn(move || {
+            let id = rec.id.clone();
             let outcome = copy(&w, &c, rec, &cancel);
             w.finish(&id, outcome.err());
         });
     if let Err(e) = spawned {
         // No thread will finish the job: fail it now, so callers do not wait for it.
-        work.finish(
-            &failed_id,
-            Some(Error::Internal(format!(
-                "snapshot {failed_id}: cannot start the copy thread: {e}"
-            ))),
-        );
+        let failed = format!("snapshot {id}: cannot start the copy thread: {e}");
+        work.finish(&id, Some(Error::Internal(failed)));
     }
 }
 
@@ -135,13 +127,8 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
             .copy_dir_contents_if(&rec.source_sub_dir, Some(&handle), &data, cancel)
             .map_err(err)?
             .ok_or_else(|| {
-                Error::precondition(
-                    &sid,
-                    format!(
-                        "the directory {} of source volume {} is not the one made for it (another file handle, or gone); nothing copied",
-                        rec.source_sub_dir, rec.source_volume_id
-                    ),
-                )
+                let (dir, source) = (&rec.source_sub_dir, &rec.source_volume_id);
+                Error::precondition(&sid, format!("the directory {dir} of source volume {source} is not the one made for it (another file handle, or gone); nothing copied"))
             })?;
         crate::failpoint::hit("nfs-snapshot:before-ready");
         rec.state = RecordState::Ready;
@@ -171,14 +158,12 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
 /// after an upgrade): the source volume's, while its record is still `Ready` with the same
 /// directory (then no delete has removed that directory; layout.rs). Otherwise the copy fails.
 fn legacy_source_handle(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Result<String> {
+    let source = &rec.source_volume_id;
     let gone = || {
-        Error::precondition(
-            &rec.id,
-            format!(
-                "source volume {} is gone or changed since the snapshot began; nothing copied",
-                rec.source_volume_id
-            ),
-        )
+        let why = format!(
+            "source volume {source} is gone or changed since the snapshot began; nothing copied"
+        );
+        Error::precondition(&rec.id, why)
     };
     let key = layout::parse_volume_id(&rec.source_volume_id).ok_or_else(gone)?;
     let bytes = c
@@ -189,16 +174,9 @@ fn legacy_source_handle(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Res
     if vol.state != RecordState::Ready || vol.sub_dir != rec.source_sub_dir {
         return Err(gone());
     }
-    if let Some(h) = vol.dir_handle {
-        return Ok(h);
-    }
-    match c
-        .handle_of(&vol.sub_dir)
+    recorded_handle(c, &vol)
         .map_err(|e| map_nfs_error(&rec.id, t, e))?
-    {
-        Some((h, a)) if a.is_dir() => Ok(h),
-        _ => Err(gone()),
-    }
+        .ok_or_else(gone)
 }
 
 impl NfsBackend {
@@ -228,15 +206,11 @@ impl NfsBackend {
         if !self.work.running(&rec.id) {
             if !self.leases.holds(c) {
                 // A caller that must have the whole copy (a restore) is told to come back.
-                return match budget {
-                    None => Err(Error::Busy(format!(
-                        "{} (its copy is not running here, and another controller holds the lease of {}:{})",
-                        rec.id,
-                        c.server(),
-                        c.share()
-                    ))),
-                    Some(_) => Ok(rec),
-                };
+                if budget.is_some() {
+                    return Ok(rec);
+                }
+                let (id, server, share) = (&rec.id, c.server(), c.share());
+                return Err(Error::Busy(format!("{id} (its copy is not running here, and another controller holds the lease of {server}:{share})")));
             }
             start_copy(&self.work, c.clone(), rec.clone());
         }
@@ -275,23 +249,16 @@ impl SnapshotBackend for NfsBackend {
             return Err(e);
         }
         if let Some((c, rec)) = self.find_snapshot(&sid, &id.key)? {
-            if rec.name != req.name {
-                return Err(Error::exists(
-                    &sid,
-                    format!(
-                        "this id already belongs to snapshot {:?}; choose another name",
-                        rec.name
-                    ),
-                ));
+            let (name, theirs) = (&rec.name, &rec.source_volume_id);
+            if *name != req.name {
+                let why =
+                    format!("this id already belongs to snapshot {name:?}; choose another name");
+                return Err(Error::exists(&sid, why));
             }
-            if rec.source_volume_id != source {
-                return Err(Error::exists(
-                    &sid,
-                    format!(
-                        "snapshot {:?} already exists for volume {}, not {source}",
-                        req.name, rec.source_volume_id
-                    ),
-                ));
+            if *theirs != source {
+                let why =
+                    format!("snapshot {name:?} already exists for volume {theirs}, not {source}");
+                return Err(Error::exists(&sid, why));
             }
             match rec.state {
                 RecordState::Deleting => finish_delete(&c, &rec, self.cfg.timeout)?,
@@ -365,6 +332,7 @@ impl SnapshotBackend for NfsBackend {
             }
         }
         let wanted_source = filter.source.as_ref().map(|v| v.to_string());
+        let wanted_source = wanted_source.as_deref();
         let shares = self.shares.list();
         let mut keys: Vec<(String, usize)> = Vec::new();
         for (i, (server, share)) in shares.iter().enumerate() {
@@ -395,27 +363,20 @@ impl SnapshotBackend for NfsBackend {
             let Some(rec) = read_snap_record(&c, key, self.cfg.timeout)? else {
                 continue; // gone since the listing, or on another share
             };
-            if rec.state == RecordState::Deleting
-                || wanted_source
-                    .as_ref()
-                    .is_some_and(|w| &rec.source_volume_id != w)
-            {
+            let other_source = wanted_source.is_some_and(|w| rec.source_volume_id != w);
+            if rec.state == RecordState::Deleting || other_source {
                 continue;
             }
-            let rec = if rec.state == RecordState::Creating && self.leases.holds(&c) {
+            if rec.state == RecordState::Creating && self.leases.holds(&c) {
                 // A copy cut off by a restart resumes now rather than stay unready forever.
                 start_copy(&self.work, c.clone(), rec.clone());
                 if self.work.wait(&rec.id, Some(Duration::ZERO)) {
-                    match read_snap_record(&c, key, self.cfg.timeout)? {
-                        Some(r) => r,
-                        None => continue, // the copy failed and took the record
-                    }
-                } else {
-                    rec
+                    // Ended already: the record as it is now (none: the copy failed and took it).
+                    let now = read_snap_record(&c, key, self.cfg.timeout)?;
+                    entries.extend(now.as_ref().map(info));
+                    continue;
                 }
-            } else {
-                rec
-            };
+            }
             entries.push(info(&rec));
         }
         Ok(SnapshotPage {

@@ -17,6 +17,7 @@ enum Job {
     Failed(Error),
 }
 
+#[derive(Default)]
 pub struct Work {
     pub timeout: Duration,
     jobs: Mutex<HashMap<String, Job>>,
@@ -28,9 +29,7 @@ impl Work {
     pub fn new(timeout: Duration) -> Self {
         Work {
             timeout,
-            jobs: Mutex::new(HashMap::new()),
-            changed: Condvar::new(),
-            restoring: Mutex::new(HashSet::new()),
+            ..Work::default()
         }
     }
 
