@@ -99,7 +99,7 @@ impl dyn Proto + '_ {
 
     /// MKDIR, or the directory already there.
     fn mkdir_in(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<(Outcome, Fh)> {
-        match self.mkdir(dir, name, mode, path) {
+        match self.make(dir, name, None, &FullAttr::mode(mode), path) {
             Ok((fh, attr)) => {
                 let fh = match fh {
                     Some(fh) => fh,
@@ -338,7 +338,7 @@ impl NfsClient {
                     Some(_) => {}
                 }
             }
-            let f = match s.open(&fh, false, path).found()? {
+            let f = match s.open(&fh, path).found()? {
                 Some(f) => f,
                 None => return Ok(None),
             };

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::error::{NfsError, NfsStatus, Result};
-use super::rpc::{self, CallError, Conn, SourcePort};
+use super::rpc::{self, CallError, Conn};
 use super::types::Want;
 
 /// How the client connects; see `NfsClient::new`.
@@ -117,23 +117,20 @@ impl Endpoint {
     pub fn connect(&self, addr: SocketAddr, op: &str) -> Result<Conn> {
         let conn = Conn::connect(addr, self.deadline(), self.opts.reserved_port)
             .map_err(|e| self.map_err(op, e))?;
-        let kind = match conn.source {
-            SourcePort::Reserved(_) => 1,
-            SourcePort::Ephemeral => 2,
-        };
+        let kind = if conn.reserved.is_some() { 1 } else { 2 };
         if self.logged.swap(kind, Ordering::Relaxed) != kind {
-            match conn.source {
-                SourcePort::Reserved(p) => tracing::info!(
+            match conn.reserved {
+                Some(p) => tracing::info!(
                     server = %self.server,
                     "NFS client connects from reserved source ports (first: {p})"
                 ),
-                SourcePort::Ephemeral if self.opts.reserved_port => tracing::warn!(
+                None if self.opts.reserved_port => tracing::warn!(
                     server = %self.server,
                     "NFS client may not bind a reserved source port (needs root or \
                      NET_BIND_SERVICE); using ephemeral ports, which exports marked \
                      `secure` refuse"
                 ),
-                SourcePort::Ephemeral => tracing::info!(
+                None => tracing::info!(
                     server = %self.server,
                     "NFS client connects from ephemeral source ports"
                 ),

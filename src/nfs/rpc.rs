@@ -56,16 +56,11 @@ pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
     e.into_bytes()
 }
 
-/// Which kind of source port a connection got, for the one log line that says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourcePort {
-    Reserved(u16),
-    Ephemeral,
-}
-
 pub struct Conn {
     stream: TcpStream,
-    pub source: SourcePort,
+    /// The reserved source port bound, `None` for an ephemeral one (for the log line that
+    /// says which kind).
+    pub reserved: Option<u16>,
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, CallError> {
@@ -134,23 +129,19 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Conn, CallError> {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        let source = match port {
-            Some(p) => {
-                sock.set_reuse_address(true)?;
-                let local: SocketAddr = match addr {
-                    SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, p).into(),
-                    SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, p).into(),
-                };
-                sock.bind(&SockAddr::from(local))?;
-                SourcePort::Reserved(p)
-            }
-            None => SourcePort::Ephemeral,
-        };
+        if let Some(p) = port {
+            sock.set_reuse_address(true)?;
+            let local: SocketAddr = match addr {
+                SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, p).into(),
+                SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, p).into(),
+            };
+            sock.bind(&SockAddr::from(local))?;
+        }
         sock.connect_timeout(&SockAddr::from(addr), remaining(deadline)?)?;
         sock.set_tcp_nodelay(true)?;
         Ok(Conn {
             stream: sock.into(),
-            source,
+            reserved: port,
         })
     }
 

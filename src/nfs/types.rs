@@ -64,6 +64,17 @@ pub enum FileType {
     Other(u32),
 }
 
+impl FileType {
+    pub fn from_wire(n: u32) -> FileType {
+        match n {
+            1 => FileType::Regular,
+            2 => FileType::Directory,
+            5 => FileType::Symlink,
+            n => FileType::Other(n),
+        }
+    }
+}
+
 /// An owner or group the server named (`user@domain`) instead of numbering: NFSv4 without
 /// numeric owners. Never a real id (it is chown's "leave unchanged").
 pub const UNKNOWN_ID: u32 = u32::MAX;

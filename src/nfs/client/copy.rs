@@ -304,7 +304,7 @@ impl<'a> Copier<'a> {
         let dst = self
             .s
             .create(dir, &ent.name, CreateHow::Guarded(0o600), to)?;
-        let src = match self.s.open(&ent.fh, false, from) {
+        let src = match self.s.open(&ent.fh, from) {
             Ok(f) => f,
             Err(e) => {
                 let _ = self.s.close(&dst, to);
@@ -388,7 +388,7 @@ impl<'a> Copier<'a> {
         };
         // Some servers ignore the owner in SYMLINK's attributes: set it on the link itself
         // (SETATTR acts on the link, as lchown does) when the result shows it was not applied.
-        let (fh, made) = self.s.symlink(dir, &ent.name, &attr, &target, to)?;
+        let (fh, made) = self.s.make(dir, &ent.name, Some(&target), &attr, to)?;
         if let (Some(fh), Some(made)) = (fh, made) {
             if (made.uid, made.gid) != (ent.attr.uid, ent.attr.gid) {
                 self.set_full(&fh, &attr, to)?;

@@ -10,7 +10,7 @@ use crate::nfs::v4;
 /// A regular file opened for I/O: NFSv3 needs only its handle, NFSv4.1 an OPEN's stateid too.
 pub(crate) struct File {
     pub fh: Fh,
-    pub open: Option<v4::Open>,
+    pub stateid: Option<v4::proto::Stateid>,
 }
 
 /// The share reached in one protocol: its root handle and the operations on it.
@@ -31,14 +31,20 @@ pub(crate) trait Proto: Send + Sync {
     fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)>;
     fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr>;
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()>;
-    /// MKDIR (CREATE of a directory): the handle and attributes, where the server gave them.
-    fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made>;
-    fn symlink(&self, dir: &Fh, name: &str, a: &FullAttr, target: &str, path: &str)
-        -> Result<Made>;
+    /// MKDIR, or SYMLINK to `target` (NFSv4.1: CREATE of either): the handle and attributes,
+    /// where the server gave them.
+    fn make(
+        &self,
+        dir: &Fh,
+        name: &str,
+        target: Option<&str>,
+        a: &FullAttr,
+        path: &str,
+    ) -> Result<Made>;
     /// Creates regular file `name` in `dir` as `how` says, open for writing.
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File>;
-    /// Opens the existing file `fh` (NFSv3: nothing to do).
-    fn open(&self, fh: &Fh, write: bool, path: &str) -> Result<File>;
+    /// Opens the existing file `fh` for reading (NFSv3: nothing to do).
+    fn open(&self, fh: &Fh, path: &str) -> Result<File>;
     fn close(&self, f: &File, path: &str) -> Result<()>;
     fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)>;
     /// WRITE: the count written, how stably, and the write verifier.

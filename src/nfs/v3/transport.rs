@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::ops::Share;
 use super::proto;
 use crate::nfs::endpoint::Endpoint;
-use crate::nfs::error::{NfsError, Result};
+use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
 use crate::nfs::xdr::{Decoder, Encoder};
@@ -87,11 +87,14 @@ impl Transport {
             e.bytes(),
             "MOUNT MNT",
         )?;
-        let root = match proto::dec_mnt(&mut Decoder::new(&reply)) {
-            Ok(Ok(fh)) => fh,
-            Ok(Err(status)) => return Err(self.status("MOUNT MNT", &self.share, status, false)),
-            Err(x) => return Err(self.map_err("MOUNT MNT", x.into())),
-        };
+        // mountres3: status, then on success the root handle (auth flavours ignored).
+        let mut d = Decoder::new(&reply);
+        let root = match d.u32().map(NfsStatus) {
+            Ok(NfsStatus::OK) => proto::dec_fh(&mut d),
+            Ok(status) => return Err(self.status("MOUNT MNT", &self.share, status, false)),
+            Err(x) => Err(x),
+        }
+        .map_err(|x| self.map_err("MOUNT MNT", x.into()))?;
         tracing::debug!(server = %self.server, share = %self.share, nfs_port, mount_port, "NFS share mounted");
         Ok(Arc::new(Session {
             nfs: self.resolve(nfs_port)?,
@@ -130,7 +133,7 @@ impl Transport {
 
     /// One NFSv3 call. Returns the result bytes, starting with the nfsstat3.
     pub fn call(&self, session: &Arc<Session>, proc_: proto::Proc, args: &[u8]) -> Result<Vec<u8>> {
-        let op = proc_.name();
+        let op = &proc_.name();
         let pooled = self.pool.lock().unwrap().pop();
         let reused = pooled.is_some();
         let mut conn = match pooled {

@@ -168,14 +168,7 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
     let mut out = Decoded::default();
     for bit in set_bits(&words) {
         match bit {
-            TYPE => {
-                out.kind = Some(match v.u32()? {
-                    1 => FileType::Regular,
-                    2 => FileType::Directory,
-                    5 => FileType::Symlink,
-                    n => FileType::Other(n),
-                })
-            }
+            TYPE => out.kind = Some(FileType::from_wire(v.u32()?)),
             SIZE => out.size = v.u64()?,
             FSID => v.skip(16)?,
             RDATTR_ERROR => out.rdattr_error = v.u32()?,

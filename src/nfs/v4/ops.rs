@@ -142,50 +142,9 @@ fn object_attr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     a.ok_or_else(|| XdrError("GETATTR without the type".into()))
 }
 
-fn opened(f: &File) -> &super::Open {
-    f.open.as_ref().expect("NFSv4.1 files are opened")
-}
-
-impl Share<'_> {
-    fn open_file(
-        &self,
-        at: &Fh,
-        name: Option<&str>,
-        how: Option<CreateHow>,
-        write: bool,
-        path: &str,
-    ) -> Result<File> {
-        let o = self.t.open(at, name, how, write, path)?;
-        Ok(File {
-            fh: o.fh.clone(),
-            open: Some(o),
-        })
-    }
-
-    /// CREATE of a directory (`target` None) or symlink in `dir`: its handle and attributes.
-    fn create_obj(
-        &self,
-        dir: &Fh,
-        name: &str,
-        target: Option<&str>,
-        a: &FullAttr,
-        path: &str,
-    ) -> Result<Made> {
-        let (fh, attr) = self.t.run(
-            |_, o| {
-                let made = o.putfh(dir).create(name, target, a);
-                made.bare(Op::GETFH).getattr(attr::OBJECT)
-            },
-            |r| {
-                let d = r.body(2)?;
-                proto::skip_change_info(d)?;
-                attr::dec_bitmap(d)?;
-                fh_attr(r, 0)
-            },
-            path,
-        )?;
-        Ok((Some(fh), Some(attr)))
-    }
+/// The open stateid of `f`.
+fn sid(f: &File) -> &Stateid {
+    f.stateid.as_ref().expect("NFSv4.1 files are opened")
 }
 
 impl Proto for Share<'_> {
@@ -238,39 +197,47 @@ impl Proto for Share<'_> {
             .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
     }
 
-    fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made> {
-        self.create_obj(dir, name, None, &FullAttr::mode(mode), path)
-    }
-
-    fn symlink(
+    /// CREATE of a directory (`target` None) or symlink in `dir`: its handle and attributes.
+    fn make(
         &self,
         dir: &Fh,
         name: &str,
+        target: Option<&str>,
         a: &FullAttr,
-        target: &str,
         path: &str,
     ) -> Result<Made> {
-        self.create_obj(dir, name, Some(target), a, path)
+        let (fh, attr) = self.t.run(
+            |_, o| {
+                let made = o.putfh(dir).create(name, target, a);
+                made.bare(Op::GETFH).getattr(attr::OBJECT)
+            },
+            |r| {
+                let d = r.body(2)?;
+                proto::skip_change_info(d)?;
+                attr::dec_bitmap(d)?;
+                fh_attr(r, 0)
+            },
+            path,
+        )?;
+        Ok((Some(fh), Some(attr)))
     }
 
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File> {
-        self.open_file(dir, Some(name), Some(how), true, path)
+        self.t.open(dir, Some(name), Some(how), path)
     }
 
-    fn open(&self, fh: &Fh, write: bool, path: &str) -> Result<File> {
-        self.open_file(fh, None, None, write, path)
+    fn open(&self, fh: &Fh, path: &str) -> Result<File> {
+        self.t.open(fh, None, None, path)
     }
 
     fn close(&self, f: &File, path: &str) -> Result<()> {
-        let f = opened(f);
         self.t
-            .run(|_, o| o.putfh(&f.fh).close(&f.stateid), |r| r.ok(2), path)
+            .run(|_, o| o.putfh(&f.fh).close(sid(f)), |r| r.ok(2), path)
     }
 
     fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
-        let f = opened(f);
         self.t.run(
-            |_, o| o.putfh(&f.fh).read(&f.stateid, off, count),
+            |_, o| o.putfh(&f.fh).read(sid(f), off, count),
             |r| Ok(proto::dec_read(r.body(2)?)?),
             path,
         )
@@ -284,9 +251,8 @@ impl Proto for Share<'_> {
         data: &[u8],
         path: &str,
     ) -> Result<(u32, u32, [u8; 8])> {
-        let f = opened(f);
         self.t.run(
-            |_, o| o.putfh(&f.fh).write(&f.stateid, off, stable, data),
+            |_, o| o.putfh(&f.fh).write(sid(f), off, stable, data),
             |r| Ok(proto::dec_write(r.body(2)?)?),
             path,
         )
@@ -304,11 +270,10 @@ impl Proto for Share<'_> {
         stable: u32,
         path: &str,
     ) -> Option<Result<(u32, u32)>> {
-        let f = opened(f);
         Some(self.t.run(
             |_, o| {
-                let written = o.putfh(&f.fh).write(&f.stateid, 0, stable, data);
-                written.close(&f.stateid)
+                let written = o.putfh(&f.fh).write(sid(f), 0, stable, data);
+                written.close(sid(f))
             },
             |r| {
                 let (n, committed, _) = proto::dec_write(r.body(2)?)?;
