@@ -123,46 +123,50 @@ impl dyn Proto + '_ {
 
     /// Writes `data` to the open file `f` with FILE_SYNC; COMMITs when the server kept any of
     /// it unstable anyway. Durable when it returns.
-    fn write_all(&self, f: &File, data: &[u8], path: &str) -> Result<()> {
+    fn write_all(&self, f: &File, data: &[u8]) -> Result<()> {
         let mut off = 0usize;
         let mut synced = true;
         while off < data.len() {
             let chunk = &data[off..data.len().min(off + CHUNK)];
-            let (count, committed, _) = self.write(f, off as u64, FILE_SYNC, chunk, path)?;
+            let (count, committed, _) = self.write(f, off as u64, FILE_SYNC, chunk)?;
             if count == 0 {
                 return Err(self
                     .ep()
-                    .protocol("WRITE", format!("server wrote 0 bytes of {path:?}")));
+                    .protocol("WRITE", format!("server wrote 0 bytes of {:?}", f.path)));
             }
             synced &= committed == FILE_SYNC;
             off += count as usize;
         }
         if !synced {
-            self.commit(f, path)?;
+            self.commit(f)?;
         }
         Ok(())
     }
 
     /// Writes `data` to `f` and closes it (also when the write failed). Over NFSv4.1 a small
     /// file's WRITE and CLOSE go in one compound.
-    fn write_and_close(&self, f: &File, data: &[u8], path: &str) -> Result<()> {
+    fn write_and_close(&self, f: &File, data: &[u8]) -> Result<()> {
         if data.len() <= CHUNK && !data.is_empty() {
-            if let Some(done) = self.write_close(f, data, FILE_SYNC, path) {
+            if let Some(done) = self.write_close(f, data, FILE_SYNC) {
                 let (count, committed) = done?;
                 if count as usize != data.len() {
                     return Err(self.ep().protocol(
                         "WRITE",
-                        format!("server wrote {count} of {} bytes of {path:?}", data.len()),
+                        format!(
+                            "server wrote {count} of {} bytes of {:?}",
+                            data.len(),
+                            f.path
+                        ),
                     ));
                 }
                 if committed != FILE_SYNC {
-                    self.commit(f, path)?;
+                    self.commit(f)?;
                 }
                 return Ok(());
             }
         }
-        let written = self.write_all(f, data, path);
-        let closed = self.close(f, path);
+        let written = self.write_all(f, data);
+        let closed = self.close(f);
         written.and(closed)
     }
 }
@@ -284,7 +288,7 @@ impl NfsClient {
             let tmp_path = dirs::join(&parent_path, &tmp);
             let f = s.create(&dir, &tmp, CreateHow::Guarded(0o644), &tmp_path)?;
             let result = s
-                .write_and_close(&f, data, &tmp_path)
+                .write_and_close(&f, data)
                 .and_then(|()| s.rename((&dir, &tmp), (&dir, name), None, path));
             if result.is_err() {
                 let _ = s.remove(&dir, &tmp, false, &tmp_path);
@@ -314,8 +318,8 @@ impl NfsClient {
             // RFC 1813 and RFC 8881: after an exclusive create the server may have stored the
             // verifier in the attributes, so the client sets them.
             let set = s.setattr(&f.fh, &FullAttr::mode(0o644), path);
-            let written = set.and_then(|()| s.write_all(&f, data, path));
-            written.and(s.close(&f, path))?;
+            let written = set.and_then(|()| s.write_all(&f, data));
+            written.and(s.close(&f))?;
             Ok(Outcome::Created)
         })
     }
@@ -343,18 +347,14 @@ impl NfsClient {
                 None => return Ok(None),
             };
             let mut out = Vec::with_capacity(attr.size.min(1 << 20) as usize);
-            let read = loop {
-                match s.read(&f, out.len() as u64, CHUNK as u32, path) {
-                    Ok((data, eof)) => {
-                        out.extend_from_slice(&data);
-                        if eof || data.is_empty() {
-                            break Ok(());
-                        }
-                    }
-                    Err(e) => break Err(e),
+            let read = (|| loop {
+                let (data, eof) = s.read(&f, out.len() as u64, CHUNK as u32)?;
+                out.extend_from_slice(&data);
+                if eof || data.is_empty() {
+                    return Ok(());
                 }
-            };
-            read.and(s.close(&f, path))?;
+            })();
+            read.and(s.close(&f))?;
             Ok(Some(out))
         })
     }

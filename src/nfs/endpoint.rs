@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::{NfsError, NfsStatus, Result};
@@ -152,5 +153,47 @@ impl Endpoint {
         let mut conn = self.connect(addr, op)?;
         conn.call(prog, vers, proc_, Some(&self.cred), args, self.deadline())
             .map_err(|e| self.map_err(op, e))
+    }
+}
+
+/// What a transport makes on first use and forgets when the server shows it stale (NFSv3's
+/// mount, NFSv4.1's session and root handle): shared by the client's calls, never locked across
+/// network I/O.
+pub struct Cached<T>(Mutex<Option<Arc<T>>>);
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Cached(Mutex::new(None))
+    }
+}
+
+impl<T> Cached<T> {
+    pub fn get(&self) -> Option<Arc<T>> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn set(&self, v: Option<Arc<T>>) -> Option<Arc<T>> {
+        std::mem::replace(&mut self.0.lock().unwrap(), v)
+    }
+
+    /// The value, made by `make` when there is none (concurrent callers may both make one,
+    /// which is harmless, and none waits on another's network I/O).
+    pub fn get_or(&self, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        if let Some(v) = self.get() {
+            return Ok(v);
+        }
+        let v = Arc::new(make()?);
+        self.set(Some(v.clone()));
+        Ok(v)
+    }
+
+    /// Forgets `stale` unless it was replaced already; true when it was forgotten.
+    pub fn forget(&self, stale: &Arc<T>) -> bool {
+        let mut cur = self.0.lock().unwrap();
+        let is = cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale));
+        if is {
+            *cur = None;
+        }
+        is
     }
 }

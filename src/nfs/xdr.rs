@@ -1,8 +1,6 @@
 //! XDR (RFC 4506) encoding and decoding: big-endian 4-byte units, opaque data padded to a multiple
 //! of four. Only the shapes NFSv3, MOUNT3 and portmap use are here.
 
-use std::fmt;
-
 /// Builds one XDR message.
 #[derive(Default)]
 pub struct Encoder {
@@ -60,14 +58,9 @@ impl Encoder {
 }
 
 /// A reply that ended early or held a value out of range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed XDR: {0}")]
 pub struct XdrError(pub String);
-
-impl fmt::Display for XdrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed XDR: {}", self.0)
-    }
-}
 
 pub type XdrResult<T> = Result<T, XdrError>;
 

@@ -128,24 +128,31 @@ impl Proto for Share<'_> {
             Some(fh) => fh,
             None => self.lookup_in(dir, name, path)?.0,
         };
-        Ok(File { fh, stateid: None })
-    }
-
-    fn open(&self, fh: &Fh, _path: &str) -> Result<File> {
+        let path = path.to_string();
         Ok(File {
-            fh: fh.clone(),
+            fh,
             stateid: None,
+            path,
         })
     }
 
-    fn close(&self, _f: &File, _path: &str) -> Result<()> {
+    fn open(&self, fh: &Fh, path: &str) -> Result<File> {
+        let (fh, path) = (fh.clone(), path.to_string());
+        Ok(File {
+            fh,
+            stateid: None,
+            path,
+        })
+    }
+
+    fn close(&self, _f: &File) -> Result<()> {
         Ok(())
     }
 
-    fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
+    fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         let mut e = args(&f.fh);
         e.u64(off).u32(count);
-        self.decoded(Proc::READ, path, e, |d| {
+        self.decoded(Proc::READ, &f.path, e, |d| {
             proto::dec_post_op_attr(d)?;
             d.u32()?; // count
             let eof = d.bool()?;
@@ -153,18 +160,11 @@ impl Proto for Share<'_> {
         })
     }
 
-    fn write(
-        &self,
-        f: &File,
-        off: u64,
-        stable: u32,
-        data: &[u8],
-        path: &str,
-    ) -> Result<(u32, u32, [u8; 8])> {
+    fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
         let mut e = args(&f.fh);
         e.u64(off).u32(data.len() as u32).u32(stable).opaque(data);
         // WRITE3resok: bytes written, how stably, and the server's write verifier.
-        self.decoded(Proc::WRITE, path, e, |d| {
+        self.decoded(Proc::WRITE, &f.path, e, |d| {
             proto::skip_wcc(d)?;
             Ok((d.u32()?, d.u32()?, d.verf()?))
         })
@@ -174,14 +174,14 @@ impl Proto for Share<'_> {
         None
     }
 
-    fn write_close(&self, _: &File, _: &[u8], _: u32, _: &str) -> Option<Result<(u32, u32)>> {
+    fn write_close(&self, _: &File, _: &[u8], _: u32) -> Option<Result<(u32, u32)>> {
         None
     }
 
-    fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]> {
+    fn commit(&self, f: &File) -> Result<[u8; 8]> {
         let mut e = args(&f.fh);
         e.u64(0).u32(0);
-        self.decoded(Proc::COMMIT, path, e, |d| {
+        self.decoded(Proc::COMMIT, &f.path, e, |d| {
             proto::skip_wcc(d)?;
             d.verf()
         })

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::ops::Share;
 use super::proto;
-use crate::nfs::endpoint::Endpoint;
+use crate::nfs::endpoint::{Cached, Endpoint};
 use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
@@ -23,7 +23,7 @@ pub struct Session {
 
 pub struct Transport {
     ep: Arc<Endpoint>,
-    session: Mutex<Option<Arc<Session>>>,
+    session: Cached<Session>,
     pool: Mutex<Vec<Conn>>,
 }
 
@@ -38,7 +38,7 @@ impl Transport {
     pub fn new(ep: Arc<Endpoint>) -> Self {
         Self {
             ep,
-            session: Mutex::new(None),
+            session: Cached::default(),
             pool: Mutex::new(Vec::new()),
         }
     }
@@ -68,7 +68,7 @@ impl Transport {
         }
     }
 
-    fn establish(&self) -> Result<Arc<Session>> {
+    fn establish(&self) -> Result<Session> {
         let mount_port = match self.opts.mount_port {
             Some(p) => p,
             None => self.getport(proto::MOUNT_PROG, proto::MOUNT_VERS, "MOUNT v3")?,
@@ -96,37 +96,21 @@ impl Transport {
         }
         .map_err(|x| self.map_err("MOUNT MNT", x.into()))?;
         tracing::debug!(server = %self.server, share = %self.share, nfs_port, mount_port, "NFS share mounted");
-        Ok(Arc::new(Session {
+        Ok(Session {
             nfs: self.resolve(nfs_port)?,
             root,
-        }))
+        })
     }
 
     /// The share as reached over NFSv3, mounted first when it is not yet.
     pub fn share(&self) -> Result<Share<'_>> {
-        Ok(Share {
-            t: self,
-            s: self.session()?,
-        })
-    }
-
-    /// The current session, mounting the share first when there is none.
-    fn session(&self) -> Result<Arc<Session>> {
-        if let Some(s) = self.session.lock().unwrap().as_ref() {
-            return Ok(s.clone());
-        }
-        // Established outside the lock: concurrent callers may both mount, which is harmless,
-        // and none waits on another's network I/O.
-        let s = self.establish()?;
-        *self.session.lock().unwrap() = Some(s.clone());
-        Ok(s)
+        let s = self.session.get_or(|| self.establish())?;
+        Ok(Share { t: self, s })
     }
 
     /// Forgets the session and idle connections, so the next call re-resolves ports and re-mounts.
     pub fn invalidate(&self, stale: &Arc<Session>) {
-        let mut cur = self.session.lock().unwrap();
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
-            *cur = None;
+        if self.session.forget(stale) {
             self.pool.lock().unwrap().clear();
         }
     }

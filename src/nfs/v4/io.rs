@@ -32,8 +32,8 @@ impl Transport {
             |r| {
                 let (stateid, deleg) = proto::dec_open(r.body(2)?)?;
                 let fh = proto::dec_fh(r.body(1)?)?;
-                let stateid = Some(stateid);
-                Ok((File { fh, stateid }, deleg))
+                let (stateid, path) = (Some(stateid), path.to_string());
+                Ok((File { fh, stateid, path }, deleg))
             },
             path,
         )?;

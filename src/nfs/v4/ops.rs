@@ -161,7 +161,7 @@ impl Proto for Share<'_> {
     }
 
     fn invalidate(&self) {
-        self.t.forget_root(&self.root);
+        self.t.root.forget(&self.root);
     }
 
     fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
@@ -230,31 +230,25 @@ impl Proto for Share<'_> {
         self.t.open(fh, None, None, path)
     }
 
-    fn close(&self, f: &File, path: &str) -> Result<()> {
+    fn close(&self, f: &File) -> Result<()> {
+        let path = &f.path;
         self.t
             .run(|_, o| o.putfh(&f.fh).close(sid(f)), |r| r.ok(2), path)
     }
 
-    fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
+    fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         self.t.run(
             |_, o| o.putfh(&f.fh).read(sid(f), off, count),
             |r| Ok(proto::dec_read(r.body(2)?)?),
-            path,
+            &f.path,
         )
     }
 
-    fn write(
-        &self,
-        f: &File,
-        off: u64,
-        stable: u32,
-        data: &[u8],
-        path: &str,
-    ) -> Result<(u32, u32, [u8; 8])> {
+    fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
         self.t.run(
             |_, o| o.putfh(&f.fh).write(sid(f), off, stable, data),
             |r| Ok(proto::dec_write(r.body(2)?)?),
-            path,
+            &f.path,
         )
     }
 
@@ -263,13 +257,7 @@ impl Proto for Share<'_> {
     }
 
     /// WRITE of all of `data` at offset 0 and CLOSE, in one compound (a small record).
-    fn write_close(
-        &self,
-        f: &File,
-        data: &[u8],
-        stable: u32,
-        path: &str,
-    ) -> Option<Result<(u32, u32)>> {
+    fn write_close(&self, f: &File, data: &[u8], stable: u32) -> Option<Result<(u32, u32)>> {
         Some(self.t.run(
             |_, o| {
                 let written = o.putfh(&f.fh).write(sid(f), 0, stable, data);
@@ -280,11 +268,12 @@ impl Proto for Share<'_> {
                 r.ok(1)?;
                 Ok((n, committed))
             },
-            path,
+            &f.path,
         ))
     }
 
-    fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]> {
+    fn commit(&self, f: &File) -> Result<[u8; 8]> {
+        let path = &f.path;
         self.t.run(
             |_, o| o.putfh(&f.fh).commit(),
             |r| Ok(r.body(2)?.verf()?),

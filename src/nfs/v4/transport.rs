@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::ops::Share;
 use super::proto::{self, Op, Ops, Results};
 use super::session::{self, Outcome, Owner, Session, Taken};
-use crate::nfs::endpoint::Endpoint;
+use crate::nfs::endpoint::{Cached, Endpoint};
 use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
@@ -53,9 +53,9 @@ impl Reply {
 pub struct Transport {
     ep: Arc<Endpoint>,
     pub owner: Owner,
-    session: Mutex<Option<Arc<Session>>>,
+    session: Cached<Session>,
     /// The share's root handle, once resolved.
-    root: Mutex<Option<Arc<Fh>>>,
+    pub root: Cached<Fh>,
     /// Held while a session is established, so concurrent callers make one.
     establishing: Mutex<Option<(Instant, NfsError)>>,
     pool: Mutex<Vec<Pooled>>,
@@ -73,8 +73,8 @@ impl Transport {
         Self {
             owner: Owner::new(&ep.server),
             ep,
-            session: Mutex::new(None),
-            root: Mutex::new(None),
+            session: Cached::default(),
+            root: Cached::default(),
             establishing: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
         }
@@ -152,13 +152,13 @@ impl Transport {
 
     /// The current session, established first when there is none.
     pub fn session(&self) -> Result<Arc<Session>> {
-        if let Some(s) = self.session.lock().unwrap().as_ref() {
-            return Ok(s.clone());
+        if let Some(s) = self.session.get() {
+            return Ok(s);
         }
         let started = Instant::now();
         let mut last = self.establishing.lock().unwrap();
-        if let Some(s) = self.session.lock().unwrap().as_ref() {
-            return Ok(s.clone());
+        if let Some(s) = self.session.get() {
+            return Ok(s);
         }
         // Whoever held the lock while this caller waited failed: its error is this call's
         // too, rather than a second deadline.
@@ -167,7 +167,7 @@ impl Transport {
         }
         match self.establish() {
             Ok(s) => {
-                *self.session.lock().unwrap() = Some(s.clone());
+                self.session.set(Some(s.clone()));
                 *last = None;
                 Ok(s)
             }
@@ -180,32 +180,8 @@ impl Transport {
 
     /// The share as reached over NFSv4.1, its root handle resolved first when it is not yet.
     pub fn share(&self) -> Result<Share<'_>> {
-        let cached = self.root.lock().unwrap().clone();
-        let root = match cached {
-            Some(r) => r,
-            None => {
-                let r = Arc::new(self.resolve_root()?);
-                *self.root.lock().unwrap() = Some(r.clone());
-                r
-            }
-        };
+        let root = self.root.get_or(|| self.resolve_root())?;
         Ok(Share { t: self, root })
-    }
-
-    /// Forgets the root handle `stale`, so the next call resolves the share again.
-    pub fn forget_root(&self, stale: &Arc<Fh>) {
-        let mut cur = self.root.lock().unwrap();
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
-            *cur = None;
-        }
-    }
-
-    /// Forgets `stale` (the server lost it), so the next call establishes a new one.
-    pub fn forget(&self, stale: &Arc<Session>) {
-        let mut cur = self.session.lock().unwrap();
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
-            *cur = None;
-        }
     }
 
     /// A connection bound to `s`: pooled, or new and bound with BIND_CONN_TO_SESSION.
@@ -338,7 +314,7 @@ impl Transport {
             ];
             if lost.iter().any(|l| err.is_status(*l)) && renewed < MAX_REESTABLISH {
                 tracing::info!(server = %self.server, error = %err, "NFSv4.1 session lost: establishing a new one");
-                self.forget(&s);
+                self.session.forget(&s);
                 renewed += 1;
                 continue;
             }
@@ -370,7 +346,7 @@ impl Transport {
     /// DESTROY_SESSION and DESTROY_CLIENTID on an idle connection, briefly; nothing when no
     /// connection is idle (the server expires the client after its lease).
     fn destroy(&self) {
-        let Some(s) = self.session.lock().unwrap().take() else {
+        let Some(s) = self.session.set(None) else {
             return;
         };
         let Some(mut p) = self.pool.lock().unwrap().pop() else {
