@@ -73,10 +73,7 @@ impl dyn Proto + '_ {
     }
 
     fn with_attr(&self, (fh, attr): (Fh, Option<Attr>), path: &str) -> Result<(Fh, Attr)> {
-        let attr = match attr {
-            Some(a) => a,
-            None => self.getattr(&fh, path)?,
-        };
+        let attr = attr.map_or_else(|| self.getattr(&fh, path), Ok)?;
         Ok((fh, attr))
     }
 

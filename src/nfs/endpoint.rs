@@ -140,17 +140,17 @@ impl Endpoint {
         Ok(conn)
     }
 
-    /// One call on a fresh connection that is then closed (portmap, MOUNT).
+    /// One call of `(program, version, procedure)` to `port` on a fresh connection that is
+    /// then closed (portmap, MOUNT).
     pub fn call_once(
         &self,
-        addr: SocketAddr,
-        prog: u32,
-        vers: u32,
-        proc_: u32,
+        port: u16,
+        call: (u32, u32, u32),
         args: &[u8],
         op: &str,
     ) -> Result<Vec<u8>> {
-        let mut conn = self.connect(addr, op)?;
+        let mut conn = self.connect(self.resolve(port)?, op)?;
+        let (prog, vers, proc_) = call;
         conn.call(prog, vers, proc_, Some(&self.cred), args, self.deadline())
             .map_err(|e| self.map_err(op, e))
     }

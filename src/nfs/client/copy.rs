@@ -300,13 +300,7 @@ impl<'a> Copier<'a> {
         let dst = self
             .s
             .create(dir, &ent.name, CreateHow::Guarded(0o600), to)?;
-        let src = match self.s.open(&ent.fh, from) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = self.s.close(&dst);
-                return Err(e);
-            }
-        };
+        let src = (self.s.open(&ent.fh, from)).inspect_err(|_| _ = self.s.close(&dst))?;
         let copied = self.data(&src, &dst);
         let closed = self.s.close(&src).and(self.s.close(&dst));
         let len = copied?;

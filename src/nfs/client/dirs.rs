@@ -82,10 +82,7 @@ impl dyn Proto + '_ {
                     }
                     match self.remove(&cur, &ent.name, true, path) {
                         Ok(_) => {}
-                        Err(e)
-                            if e.is_status(NfsStatus::NOTEMPTY)
-                                || e.is_status(NfsStatus::EXIST) =>
-                        {
+                        Err(e) if e.is_any(&[NfsStatus::NOTEMPTY, NfsStatus::EXIST]) => {
                             above.push(cur_id);
                             (cur, cur_id) = (ent.fh, ent.attr.fileid);
                             continue 'dirs;

@@ -7,15 +7,14 @@ use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
 /// Largest NFSv3 file handle.
 const FH_MAX: usize = 64;
 
-pub const PMAP_PROG: u32 = 100000;
-pub const PMAP_VERS: u32 = 2;
-pub const PMAP_GETPORT: u32 = 3;
+/// Program, version and procedure of portmap v2 GETPORT and MOUNT3 MNT.
+pub const PMAP_GETPORT: (u32, u32, u32) = (100000, 2, 3);
 pub const PMAP_PORT: u16 = 111;
 pub const IPPROTO_TCP: u32 = 6;
 
 pub const MOUNT_PROG: u32 = 100005;
 pub const MOUNT_VERS: u32 = 3;
-pub const MOUNT_MNT: u32 = 1;
+pub const MOUNT_MNT: (u32, u32, u32) = (MOUNT_PROG, MOUNT_VERS, 1);
 
 pub const NFS_PROG: u32 = 100003;
 pub const NFS_VERS: u32 = 3;

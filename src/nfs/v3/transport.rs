@@ -47,15 +47,7 @@ impl Transport {
         let mut e = Encoder::new();
         e.u32(prog).u32(vers).u32(proto::IPPROTO_TCP).u32(0);
         let op = format!("portmap GETPORT {what}");
-        let addr = self.resolve(proto::PMAP_PORT)?;
-        let reply = self.call_once(
-            addr,
-            proto::PMAP_PROG,
-            proto::PMAP_VERS,
-            proto::PMAP_GETPORT,
-            e.bytes(),
-            &op,
-        )?;
+        let reply = self.call_once(proto::PMAP_PORT, proto::PMAP_GETPORT, e.bytes(), &op)?;
         let port = (Decoder::new(&reply).u32()).map_err(|x| self.map_err(&op, x.into()))?;
         match u16::try_from(port) {
             Ok(0) | Err(_) => Err(NfsError::Unavailable {
@@ -79,14 +71,7 @@ impl Transport {
         };
         let mut e = Encoder::new();
         e.string(&self.share);
-        let reply = self.call_once(
-            self.resolve(mount_port)?,
-            proto::MOUNT_PROG,
-            proto::MOUNT_VERS,
-            proto::MOUNT_MNT,
-            e.bytes(),
-            "MOUNT MNT",
-        )?;
+        let reply = self.call_once(mount_port, proto::MOUNT_MNT, e.bytes(), "MOUNT MNT")?;
         // mountres3: status, then on success the root handle (auth flavours ignored).
         let mut d = Decoder::new(&reply);
         let root = match d.u32().map(NfsStatus) {

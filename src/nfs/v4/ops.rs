@@ -16,7 +16,7 @@ use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
-use crate::nfs::xdr::{Decoder, XdrError, XdrResult};
+use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
 const NOT_SAME: u32 = 10027;
 const SAME: u32 = 10009;
@@ -286,8 +286,12 @@ impl Proto for Share<'_> {
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
         let r = self.t.run(
             |_, o| {
-                let checked = o.putfh(dir).lookup(name).verify_dir(is_dir);
-                checked.putfh(dir).remove(name)
+                let found = o.putfh(dir).lookup(name);
+                let dir_type = 2u32.to_be_bytes(); // NF4DIR
+                found
+                    .verify(is_dir, attr::TYPE, &dir_type)
+                    .putfh(dir)
+                    .remove(name)
             },
             |r| r.ok(5),
             path,
@@ -309,7 +313,12 @@ impl Proto for Share<'_> {
             |_, o| {
                 o.putfh(from.0);
                 if let Some(fh) = expect {
-                    o.lookup(from.1).verify_fh(fh).putfh(from.0);
+                    let mut handle = Encoder::new();
+                    handle.opaque(&fh.0);
+                    let found = o.lookup(from.1);
+                    found
+                        .verify(true, attr::FILEHANDLE, handle.bytes())
+                        .putfh(from.0);
                 }
                 o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1)
             },

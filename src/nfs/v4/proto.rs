@@ -126,23 +126,12 @@ impl Ops {
         self
     }
 
-    /// VERIFY (`same`) or NVERIFY that the current object is (is not) a directory: the
-    /// compound stops there otherwise (NOT_SAME, SAME).
-    pub fn verify_dir(&mut self, same: bool) -> &mut Self {
+    /// VERIFY (`same`) or NVERIFY that the current object's attribute `bit` has the encoded
+    /// `value`: the compound stops there otherwise (NOT_SAME, SAME).
+    pub fn verify(&mut self, same: bool, bit: u32, value: &[u8]) -> &mut Self {
         self.op(if same { Op::VERIFY } else { Op::NVERIFY });
-        attr::enc_bitmap(&mut self.e, &[attr::TYPE]);
-        self.e.opaque(&2u32.to_be_bytes());
-        self
-    }
-
-    /// VERIFY that the current object's handle is `fh`: the compound stops (NOT_SAME) when
-    /// another object is there.
-    pub fn verify_fh(&mut self, fh: &Fh) -> &mut Self {
-        self.op(Op::VERIFY);
-        attr::enc_bitmap(&mut self.e, &[attr::FILEHANDLE]);
-        let mut v = Encoder::new();
-        v.opaque(&fh.0);
-        self.e.opaque(v.bytes());
+        attr::enc_bitmap(&mut self.e, &[bit]);
+        self.e.opaque(value);
         self
     }
 

@@ -190,14 +190,11 @@ pub fn dec_exchange_id(d: &mut Decoder<'_>) -> XdrResult<(u64, u32)> {
     Ok((clientid, seq))
 }
 
+/// channel_attrs4: no header padding, `max` bytes each way, no RDMA.
 fn enc_channel(e: &mut Encoder, max: u32, cached: u32, ops: u32, reqs: u32) {
-    e.u32(0)
-        .u32(max)
-        .u32(max)
-        .u32(cached)
-        .u32(ops)
-        .u32(reqs)
-        .u32(0);
+    for word in [0, max, max, cached, ops, reqs, 0] {
+        e.u32(word);
+    }
 }
 
 /// CREATE_SESSION4args (after the opcode): no persistence, no back channel (delegations are never asked for, so

@@ -84,21 +84,19 @@ impl Transport {
         self.resolve(self.opts.nfs_port.unwrap_or(NFS4_PORT))
     }
 
-    /// One COMPOUND of `op` alone on `conn` (no SEQUENCE): EXCHANGE_ID, CREATE_SESSION,
-    /// DESTROY_*, BIND_CONN_TO_SESSION. `args` encodes the operation's arguments, `dec` its
-    /// result.
+    /// One COMPOUND of the one operation in `o` on `conn` (no SEQUENCE): EXCHANGE_ID,
+    /// CREATE_SESSION, DESTROY_*, BIND_CONN_TO_SESSION. `dec` reads its result.
     fn lone<T>(
         &self,
         conn: &mut Conn,
-        op: Op,
-        args: impl FnOnce(&mut Encoder),
-        dec: impl FnOnce(&mut Decoder<'_>) -> XdrResult<T>,
+        o: &Ops,
         deadline: Instant,
+        dec: impl FnOnce(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
-        let name = &op.name();
+        let (op, name) = (o.ops[0], &o.ops[0].name());
         let mut e = Encoder::new();
         session::header(&mut e, 1);
-        args(e.u32(op as u32));
+        e.fixed(o.e.bytes());
         let reply = self
             .rpc(conn, e.bytes(), deadline)
             .map_err(|e| self.map_err(name, e))?;
@@ -120,20 +118,13 @@ impl Transport {
     fn establish(&self) -> Result<Arc<Session>> {
         let deadline = self.deadline();
         let mut conn = self.connect(self.addr()?, "EXCHANGE_ID")?;
-        let (clientid, seq) = self.lone(
-            &mut conn,
-            Op::EXCHANGE_ID,
-            |e| session::enc_exchange_id(e, &self.owner),
-            session::dec_exchange_id,
-            deadline,
-        )?;
-        let s = Arc::new(self.lone(
-            &mut conn,
-            Op::CREATE_SESSION,
-            |e| session::enc_create_session(e, clientid, seq),
-            |d| session::dec_create_session(d, clientid),
-            deadline,
-        )?);
+        let mut o = Ops::new();
+        session::enc_exchange_id(o.op(Op::EXCHANGE_ID), &self.owner);
+        let (clientid, seq) = self.lone(&mut conn, &o, deadline, session::dec_exchange_id)?;
+        let mut o = Ops::new();
+        session::enc_create_session(o.op(Op::CREATE_SESSION), clientid, seq);
+        let dec = |d: &mut Decoder<'_>| session::dec_create_session(d, clientid);
+        let s = Arc::new(self.lone(&mut conn, &o, deadline, dec)?);
         // CREATE_SESSION bound this connection to the session.
         self.pool.lock().unwrap().push(Pooled { conn, bound: s.id });
         tracing::debug!(server = %self.server, clientid, slots = s.slots(), max_ops = s.max_ops,
@@ -198,15 +189,13 @@ impl Transport {
     }
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
+        let mut o = Ops::new();
         // CDFC4_FORE, not RDMA.
-        let args = |e: &mut Encoder| _ = e.fixed(&s.id).u32(1).bool(false);
-        self.lone(
-            &mut conn,
-            Op::BIND_CONN_TO_SESSION,
-            args,
-            |_| Ok(()),
-            deadline,
-        )?;
+        o.op(Op::BIND_CONN_TO_SESSION)
+            .fixed(&s.id)
+            .u32(1)
+            .bool(false);
+        self.lone(&mut conn, &o, deadline, |_| Ok(()))?;
         Ok(Pooled { conn, bound: s.id })
     }
 
@@ -306,13 +295,12 @@ impl Transport {
                 }
                 Err(e) => e,
             };
-            let st = err.status().map(|s| s.0);
             let lost = [
                 NfsStatus::BADSESSION,
                 NfsStatus::DEADSESSION,
                 NfsStatus::STALE_CLIENTID,
             ];
-            if lost.iter().any(|l| err.is_status(*l)) && renewed < MAX_REESTABLISH {
+            if err.is_any(&lost) && renewed < MAX_REESTABLISH {
                 tracing::info!(server = %self.server, error = %err, "NFSv4.1 session lost: establishing a new one");
                 self.session.forget(&s);
                 renewed += 1;
@@ -322,14 +310,14 @@ impl Transport {
                 renewed += 1;
                 continue;
             }
-            if st == Some(NfsStatus::GRACE.0) || st == Some(NfsStatus::DELAY.0) {
+            if err.is_any(&[NfsStatus::GRACE, NfsStatus::DELAY]) {
                 let left = self.opts.timeout.saturating_sub(started.elapsed());
                 if left > pause {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
                     continue;
                 }
-                let why = if st == Some(NfsStatus::GRACE.0) {
+                let why = if err.is_status(NfsStatus::GRACE) {
                     "the server is in its grace period after a restart (NFS4ERR_GRACE)"
                 } else {
                     "the server asks to retry later (NFS4ERR_DELAY)"
@@ -353,26 +341,12 @@ impl Transport {
             return;
         };
         let deadline = Instant::now() + self.opts.timeout.min(Duration::from_secs(1));
-        let (id, clientid) = (s.id, s.clientid);
-        let session = |e: &mut Encoder| _ = e.fixed(&id);
-        if self
-            .lone(
-                &mut p.conn,
-                Op::DESTROY_SESSION,
-                session,
-                |_| Ok(()),
-                deadline,
-            )
-            .is_ok()
-        {
-            let client = |e: &mut Encoder| _ = e.u64(clientid);
-            let _ = self.lone(
-                &mut p.conn,
-                Op::DESTROY_CLIENTID,
-                client,
-                |_| Ok(()),
-                deadline,
-            );
+        let mut o = Ops::new();
+        o.op(Op::DESTROY_SESSION).fixed(&s.id);
+        if self.lone(&mut p.conn, &o, deadline, |_| Ok(())).is_ok() {
+            let mut o = Ops::new();
+            o.op(Op::DESTROY_CLIENTID).u64(s.clientid);
+            let _ = self.lone(&mut p.conn, &o, deadline, |_| Ok(()));
         }
     }
 }
