@@ -145,15 +145,11 @@ impl dyn Proto + '_ {
     fn write_and_close(&self, f: &File, data: &[u8]) -> Result<()> {
         if data.len() <= CHUNK && !data.is_empty() {
             if let Some(done) = self.write_close(f, data, FILE_SYNC) {
-                let (count, committed) = done?;
+                let ((count, committed), path) = (done?, &f.path);
                 if count as usize != data.len() {
                     return Err(self.ep().protocol(
                         "WRITE",
-                        format!(
-                            "server wrote {count} of {} bytes of {:?}",
-                            data.len(),
-                            f.path
-                        ),
+                        format!("server wrote {count} of {} bytes of {path:?}", data.len()),
                     ));
                 }
                 if committed != FILE_SYNC {

@@ -44,7 +44,7 @@ impl From<io::Error> for CallError {
 
 /// AUTH_SYS credential body (RFC 5531 appendix A), encoded once per client.
 pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
-    let mut e = Encoder::new();
+    let mut e = Encoder::default();
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
@@ -65,11 +65,9 @@ pub struct Conn {
 
 fn remaining(deadline: Instant) -> Result<Duration, CallError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(CallError::Timeout)
-    } else {
-        Ok(left)
-    }
+    Some(left)
+        .filter(|l| !l.is_zero())
+        .ok_or(CallError::Timeout)
 }
 
 fn next_xid() -> u32 {
@@ -156,7 +154,7 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Vec<u8>, CallError> {
         let xid = next_xid();
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(0); // record mark, filled in below
         for word in [xid, MSG_CALL, 2, prog, vers, proc_] {
             e.u32(word);
@@ -272,7 +270,7 @@ mod tests {
 
     #[test]
     fn accepted_success_reply_leaves_results() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(MSG_REPLY).u32(0).u32(0).opaque(&[]).u32(0).u32(42);
         let b = e.into_bytes();
         let mut d = Decoder::new(&b);
@@ -282,7 +280,7 @@ mod tests {
 
     #[test]
     fn denied_reply_explains_weak_auth() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(MSG_REPLY).u32(1).u32(1).u32(5);
         let b = e.into_bytes();
         match parse_reply(&mut Decoder::new(&b)) {

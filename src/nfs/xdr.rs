@@ -8,10 +8,6 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
@@ -151,7 +147,7 @@ mod tests {
 
     #[test]
     fn round_trip_pads_opaque_to_four_bytes() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(7)
             .u64(1 << 40 | 5)
             .bool(true)
@@ -171,7 +167,7 @@ mod tests {
     #[test]
     fn short_or_oversized_input_is_an_error() {
         assert!(Decoder::new(&[0, 0, 1]).u32().is_err());
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.opaque(&[1; 70]);
         assert!(Decoder::new(e.bytes()).opaque(64).is_err());
         assert!(Decoder::new(&[0, 0, 0, 2]).bool().is_err());

@@ -47,16 +47,23 @@ pub(crate) trait Proto: Send + Sync {
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File>;
     /// Opens the existing file `fh` for reading (NFSv3: nothing to do).
     fn open(&self, fh: &Fh, path: &str) -> Result<File>;
-    fn close(&self, f: &File) -> Result<()>;
+    /// CLOSE (NFSv3: nothing to do).
+    fn close(&self, _f: &File) -> Result<()> {
+        Ok(())
+    }
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)>;
     /// WRITE: the count written, how stably, and the write verifier.
     fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])>;
     /// OPEN, READ of the first `count` bytes and CLOSE of `fh` in one compound over NFSv4.1
     /// (`None` over NFSv3, which reads without opening).
-    fn read_whole(&self, fh: &Fh, count: u32, path: &str) -> Option<Result<(Vec<u8>, bool)>>;
+    fn read_whole(&self, _: &Fh, _: u32, _: &str) -> Option<Result<(Vec<u8>, bool)>> {
+        None
+    }
     /// WRITE at offset 0 and CLOSE in one compound, over NFSv4.1 (`None` over NFSv3, which has
     /// nothing to close).
-    fn write_close(&self, f: &File, data: &[u8], stable: u32) -> Option<Result<(u32, u32)>>;
+    fn write_close(&self, _: &File, _: &[u8], _: u32) -> Option<Result<(u32, u32)>> {
+        None
+    }
     fn commit(&self, f: &File) -> Result<[u8; 8]>;
     /// Removes `name` from `dir`: a directory (RMDIR; empty only) or anything else (REMOVE).
     /// `false` when it was not there.

@@ -18,7 +18,7 @@ pub struct Share<'a> {
 
 /// Arguments that start with the handle `fh`.
 fn args(fh: &Fh) -> Encoder {
-    let mut e = Encoder::new();
+    let mut e = Encoder::default();
     e.opaque(&fh.0);
     e
 }
@@ -145,10 +145,6 @@ impl Proto for Share<'_> {
         })
     }
 
-    fn close(&self, _f: &File) -> Result<()> {
-        Ok(())
-    }
-
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         let mut e = args(&f.fh);
         e.u64(off).u32(count);
@@ -168,14 +164,6 @@ impl Proto for Share<'_> {
             proto::skip_wcc(d)?;
             Ok((d.u32()?, d.u32()?, d.verf()?))
         })
-    }
-
-    fn read_whole(&self, _: &Fh, _: u32, _: &str) -> Option<Result<(Vec<u8>, bool)>> {
-        None
-    }
-
-    fn write_close(&self, _: &File, _: &[u8], _: u32) -> Option<Result<(u32, u32)>> {
-        None
     }
 
     fn commit(&self, f: &File) -> Result<[u8; 8]> {

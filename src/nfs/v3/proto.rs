@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn readdirplus_entries_decode() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.bool(false).fixed(&[1; 8]);
         e.bool(true).u64(77).string("a").u64(1).bool(true);
         fattr(&mut e, 2, 0o40755);
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn sattr_sets_only_given_fields() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         enc_full_sattr(
             &mut e,
             &FullAttr {

@@ -86,7 +86,7 @@ fn set_bits(words: &[u32]) -> impl Iterator<Item = u32> + '_ {
 /// fattr4 of the settable attributes in `a`: size, mode, owner, group, modification time.
 pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
     let mut bits = Vec::new();
-    let mut vals = Encoder::new();
+    let mut vals = Encoder::default();
     if let Some(n) = a.size {
         bits.push(SIZE);
         vals.u64(n);
@@ -191,12 +191,12 @@ mod tests {
     #[test]
     fn bitmaps_and_values_round_trip_in_bit_order() {
         assert_eq!(bitmap(&[1, 4, 33, 54]), vec![0b10010, (1 << 1) | (1 << 22)]);
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         enc_bitmap(
             &mut e,
             &[TYPE, FILEID, MODE, OWNER, OWNER_GROUP, TIME_MODIFY],
         );
-        let mut vals = Encoder::new();
+        let mut vals = Encoder::default();
         vals.u32(2)
             .u64(77)
             .u32(0o40750)
@@ -222,9 +222,9 @@ mod tests {
 
     #[test]
     fn owner_names_read_as_unknown() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         enc_bitmap(&mut e, &[OWNER, OWNER_GROUP]);
-        let mut vals = Encoder::new();
+        let mut vals = Encoder::default();
         vals.string("root@localdomain").string("0");
         e.opaque(vals.bytes());
         let a = dec_fattr(&mut Decoder::new(e.bytes())).unwrap();
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn settable_attributes_encode_numeric_owners() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         let a = FullAttr {
             mode: Some(0o644),
             uid: Some(7),

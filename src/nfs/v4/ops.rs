@@ -38,7 +38,7 @@ impl Transport {
         fail: impl FnOnce(Failed) -> NfsError,
     ) -> Result<T> {
         let reply = self.compound(|s| {
-            let mut ops = Ops::new();
+            let mut ops = Ops::default();
             build(s, &mut ops);
             ops
         })?;
@@ -75,7 +75,7 @@ impl Transport {
     /// server's pseudo-filesystem.
     pub(super) fn resolve_root(&self) -> Result<Fh> {
         let comps: Vec<&str> = self.share.split('/').filter(|c| !c.is_empty()).collect();
-        let (fh, a) = self.walk_from(None, &comps, &self.share)?;
+        let (fh, a) = self.walk_from(None, &comps, |_| self.share.clone())?;
         if !a.is_dir() {
             return Err(self.status("LOOKUP", &self.share, NfsStatus::NOTDIR, true));
         }
@@ -83,20 +83,19 @@ impl Transport {
     }
 
     /// Resolves `comps` below `from` (None: the server's root), in as few compounds as the
-    /// session's operation limit allows. A failed LOOKUP names the prefix (`base` joined with
-    /// the components up to it).
-    fn walk_from(&self, from: Option<&Fh>, comps: &[&str], base: &str) -> Result<(Fh, Attr)> {
+    /// session's operation limit allows. A failed LOOKUP names `name_of` the number of
+    /// components up to it, a failed GETFH or GETATTR `name_of` all of them.
+    fn walk_from(
+        &self,
+        from: Option<&Fh>,
+        comps: &[&str],
+        name_of: impl Fn(usize) -> String,
+    ) -> Result<(Fh, Attr)> {
         let max = self.session()?.max_ops.saturating_sub(4).max(1);
         let mut cur = from.cloned();
         let mut done = 0;
         loop {
             let part = &comps[done..(done + max).min(comps.len())];
-            // A failed LOOKUP names the path up to it: the share itself when resolving the
-            // share from the server's root, else the components below `from`.
-            let prefix = |i: usize| match from {
-                None => base.to_string(),
-                Some(_) => comps[..done + i].join("/"),
-            };
             let start = cur.clone();
             let res = self.run_with(
                 |_, o| {
@@ -118,7 +117,7 @@ impl Transport {
                         Op::LOOKUP | Op::LOOKUPP => f.index,
                         _ => part.len(),
                     };
-                    self.failed(f, &prefix(at))
+                    self.failed(f, &name_of(done + at))
                 },
             )?;
             done += part.len();
@@ -165,13 +164,7 @@ impl Proto for Share<'_> {
     }
 
     fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
-        let (fh, a) = self.t.walk_from(Some(dir), &[name], "").map_err(|mut e| {
-            // A lookup of one name knows only that name: the error names the whole path.
-            if let NfsError::Status { path: p, .. } = &mut e {
-                *p = path.to_string();
-            }
-            e
-        })?;
+        let (fh, a) = self.t.walk_from(Some(dir), &[name], |_| path.to_string())?;
         Ok((fh, Some(a)))
     }
 
@@ -179,7 +172,7 @@ impl Proto for Share<'_> {
         if comps.is_empty() {
             return Ok(((*self.root).clone(), None));
         }
-        let (fh, a) = self.t.walk_from(Some(&self.root), comps, "")?;
+        let (fh, a) = (self.t).walk_from(Some(&self.root), comps, |n| comps[..n].join("/"))?;
         Ok((fh, Some(a)))
     }
 
@@ -313,7 +306,7 @@ impl Proto for Share<'_> {
             |_, o| {
                 o.putfh(from.0);
                 if let Some(fh) = expect {
-                    let mut handle = Encoder::new();
+                    let mut handle = Encoder::default();
                     handle.opaque(&fh.0);
                     let found = o.lookup(from.1);
                     found

@@ -99,10 +99,6 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Appends `op`, which takes no arguments (PUTROOTFH, GETFH, SAVEFH, READLINK; LOOKUPP,
     /// the LOOKUP of `..`).
     pub fn bare(&mut self, op: Op) -> &mut Self {
@@ -394,7 +390,7 @@ mod tests {
 
     #[test]
     fn open_asks_for_no_delegation_and_claims_by_name_or_handle() {
-        let mut o = Ops::new();
+        let mut o = Ops::default();
         o.open(7, b"own", ACCESS_READ, None, None);
         let b = o.e.into_bytes();
         let mut d = Decoder::new(&b);
@@ -408,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_granted_delegation_is_decoded_to_be_returned() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(1).fixed(&[1; 12]); // stateid
         e.bool(true).u64(1).u64(2).u32(0); // cinfo, rflags
         e.u32(0); // attrset

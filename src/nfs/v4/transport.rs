@@ -94,7 +94,7 @@ impl Transport {
         dec: impl FnOnce(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
         let (op, name) = (o.ops[0], &o.ops[0].name());
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         session::header(&mut e, 1);
         e.fixed(o.e.bytes());
         let reply = self
@@ -118,10 +118,10 @@ impl Transport {
     fn establish(&self) -> Result<Arc<Session>> {
         let deadline = self.deadline();
         let mut conn = self.connect(self.addr()?, "EXCHANGE_ID")?;
-        let mut o = Ops::new();
+        let mut o = Ops::default();
         session::enc_exchange_id(o.op(Op::EXCHANGE_ID), &self.owner);
         let (clientid, seq) = self.lone(&mut conn, &o, deadline, session::dec_exchange_id)?;
-        let mut o = Ops::new();
+        let mut o = Ops::default();
         session::enc_create_session(o.op(Op::CREATE_SESSION), clientid, seq);
         let dec = |d: &mut Decoder<'_>| session::dec_create_session(d, clientid);
         let s = Arc::new(self.lone(&mut conn, &o, deadline, dec)?);
@@ -131,7 +131,7 @@ impl Transport {
             "NFSv4.1 session created");
         // No state of ours survives a server restart worth reclaiming: say so at once, so the
         // server may end its grace period early.
-        let mut ops = Ops::new();
+        let mut ops = Ops::default();
         ops.op(Op::RECLAIM_COMPLETE).bool(false);
         match self.send(&s, &ops, deadline) {
             Ok(_) => {}
@@ -189,12 +189,9 @@ impl Transport {
     }
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
-        let mut o = Ops::new();
-        // CDFC4_FORE, not RDMA.
-        o.op(Op::BIND_CONN_TO_SESSION)
-            .fixed(&s.id)
-            .u32(1)
-            .bool(false);
+        let mut o = Ops::default();
+        let bind = o.op(Op::BIND_CONN_TO_SESSION).fixed(&s.id);
+        bind.u32(1).bool(false); // CDFC4_FORE, not RDMA
         self.lone(&mut conn, &o, deadline, |_| Ok(()))?;
         Ok(Pooled { conn, bound: s.id })
     }
@@ -206,7 +203,7 @@ impl Transport {
             server: self.server.clone(),
             op: "SEQUENCE (waiting for a free slot)".into(),
         })?;
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         session::header(&mut e, 1 + ops.ops.len());
         session::enc_sequence(&mut e, &s.id, &t);
         e.fixed(ops.e.bytes());
@@ -341,10 +338,10 @@ impl Transport {
             return;
         };
         let deadline = Instant::now() + self.opts.timeout.min(Duration::from_secs(1));
-        let mut o = Ops::new();
+        let mut o = Ops::default();
         o.op(Op::DESTROY_SESSION).fixed(&s.id);
         if self.lone(&mut p.conn, &o, deadline, |_| Ok(())).is_ok() {
-            let mut o = Ops::new();
+            let mut o = Ops::default();
             o.op(Op::DESTROY_CLIENTID).u64(s.clientid);
             let _ = self.lone(&mut p.conn, &o, deadline, |_| Ok(()));
         }
