@@ -98,10 +98,7 @@ impl dyn Proto + '_ {
     fn mkdir_in(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<(Outcome, Fh)> {
         match self.make(dir, name, None, &FullAttr::mode(mode), path) {
             Ok((fh, attr)) => {
-                let fh = match fh {
-                    Some(fh) => fh,
-                    None => self.lookup_in(dir, name, path)?.0,
-                };
+                let fh = fh.map_or_else(|| self.lookup_in(dir, name, path).map(|l| l.0), Ok)?;
                 // Some servers apply a umask to the requested mode; set it again when they did.
                 if attr.is_none_or(|a| a.mode != mode & 0o7777) {
                     self.setattr(&fh, &FullAttr::mode(mode), path)?;
@@ -335,9 +332,8 @@ impl NfsClient {
                     Some(_) => {}
                 }
             }
-            let f = match s.open(&fh, path).found()? {
-                Some(f) => f,
-                None => return Ok(None),
+            let Some(f) = s.open(&fh, path).found()? else {
+                return Ok(None);
             };
             let mut out = Vec::with_capacity(attr.size.min(1 << 20) as usize);
             let read = (|| loop {

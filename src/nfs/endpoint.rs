@@ -79,6 +79,13 @@ impl Endpoint {
         }
     }
 
+    pub fn unavailable(&self, cause: impl ToString) -> NfsError {
+        NfsError::Unavailable {
+            server: self.server.clone(),
+            cause: cause.to_string(),
+        }
+    }
+
     /// The server answered `op` on `path` with `status` (`v4`: in NFSv4's numbering).
     pub fn status(&self, op: &str, path: &str, status: NfsStatus, v4: bool) -> NfsError {
         NfsError::Status {
@@ -96,10 +103,7 @@ impl Endpoint {
                 server: self.server.clone(),
                 op: op.to_string(),
             },
-            CallError::Io(e) => NfsError::Unavailable {
-                server: self.server.clone(),
-                cause: format!("{op}: {e}"),
-            },
+            CallError::Io(e) => self.unavailable(format!("{op}: {e}")),
             CallError::Rpc(detail) => self.protocol(op, detail),
         }
     }
@@ -109,10 +113,7 @@ impl Endpoint {
             .to_socket_addrs()
             .map_err(|e| e.to_string())
             .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
-            .map_err(|cause| NfsError::Unavailable {
-                server: self.server.clone(),
-                cause: format!("cannot resolve the server name: {cause}"),
-            })
+            .map_err(|cause| self.unavailable(format!("cannot resolve the server name: {cause}")))
     }
 
     pub fn connect(&self, addr: SocketAddr, op: &str) -> Result<Conn> {

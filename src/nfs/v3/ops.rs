@@ -124,10 +124,8 @@ impl Proto for Share<'_> {
             CreateHow::Guarded(mode) => proto::enc_full_sattr(e.u32(1), &FullAttr::mode(mode)),
             CreateHow::Exclusive(verf) => _ = e.u32(2).fixed(&verf),
         }
-        let fh = match self.decoded(Proc::CREATE, path, e, proto::dec_created)?.0 {
-            Some(fh) => fh,
-            None => self.lookup_in(dir, name, path)?.0,
-        };
+        let made = self.decoded(Proc::CREATE, path, e, proto::dec_created)?.0;
+        let fh = made.map_or_else(|| self.lookup_in(dir, name, path).map(|l| l.0), Ok)?;
         let path = path.to_string();
         Ok(File {
             fh,

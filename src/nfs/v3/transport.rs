@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::ops::Share;
 use super::proto;
 use crate::nfs::endpoint::{Cached, Endpoint};
-use crate::nfs::error::{NfsError, NfsStatus, Result};
+use crate::nfs::error::{NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
 use crate::nfs::xdr::{Decoder, Encoder};
@@ -49,13 +49,9 @@ impl Transport {
         let op = format!("portmap GETPORT {what}");
         let reply = self.call_once(proto::PMAP_PORT, proto::PMAP_GETPORT, e.bytes(), &op)?;
         let port = (Decoder::new(&reply).u32()).map_err(|x| self.map_err(&op, x.into()))?;
+        let none = format!("portmap has no TCP mapping for {what} (is the NFS server running?)");
         match u16::try_from(port) {
-            Ok(0) | Err(_) => Err(NfsError::Unavailable {
-                server: self.server.clone(),
-                cause: format!(
-                    "portmap has no TCP mapping for {what} (is the NFS server running?)"
-                ),
-            }),
+            Ok(0) | Err(_) => Err(self.unavailable(none)),
             Ok(p) => Ok(p),
         }
     }
@@ -105,10 +101,7 @@ impl Transport {
         let op = &proc_.name();
         let pooled = self.pool.lock().unwrap().pop();
         let reused = pooled.is_some();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.connect(session.nfs, op)?,
-        };
+        let mut conn = pooled.map_or_else(|| self.connect(session.nfs, op), Ok)?;
         let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_VERS, Some(self.cred.as_slice()));
         let call = |c: &mut Conn| c.call(prog, vers, proc_ as u32, cred, args, self.deadline());
         let mut result = call(&mut conn);

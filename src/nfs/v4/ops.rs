@@ -15,7 +15,7 @@ use super::transport::Transport;
 use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsError, NfsStatus, Result};
-use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
+use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
 const NOT_SAME: u32 = 10027;
@@ -344,24 +344,11 @@ impl Proto for Share<'_> {
         bytes: u32,
         path: &str,
     ) -> Result<Listing> {
-        let (verf, raw, eof) = self.t.run(
+        self.t.run(
             |_, o| o.putfh(dir).readdir(cookie, verf, bytes),
             |r| Ok(proto::dec_readdir(r.body(2)?)?),
             path,
-        )?;
-        let entries = raw
-            .into_iter()
-            .map(|e| {
-                let ok = e.attrs.rdattr_error == 0;
-                DirEntry {
-                    cookie: e.cookie,
-                    attr: if ok { e.attrs.attr() } else { None },
-                    fh: if ok { e.attrs.fh.clone().map(Fh) } else { None },
-                    name: e.name,
-                }
-            })
-            .collect();
-        Ok((entries, verf, eof))
+        )
     }
 
     fn fsstat(&self) -> Result<FsStat> {

@@ -2,7 +2,8 @@
 //! one COMPOUND, and the decoding of their results. No I/O here.
 
 use super::attr;
-use crate::nfs::types::{CreateHow, Fh, FullAttr, NAME_MAX};
+use crate::nfs::client::Listing;
+use crate::nfs::types::{CreateHow, DirEntry, Fh, FullAttr, NAME_MAX};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
 pub const NFS_PROG: u32 = 100003;
@@ -360,28 +361,23 @@ pub fn dec_write(d: &mut Decoder<'_>) -> XdrResult<(u32, u32, [u8; 8])> {
     Ok((d.u32()?, d.u32()?, d.verf()?))
 }
 
-/// One READDIR entry: cookie, name, attributes.
-pub struct RawEntry {
-    pub cookie: u64,
-    pub name: String,
-    pub attrs: attr::Decoded,
-}
-
-/// READDIR4resok: verifier, entries, eof.
-pub fn dec_readdir(d: &mut Decoder<'_>) -> XdrResult<([u8; 8], Vec<RawEntry>, bool)> {
+/// READDIR4resok: the entries (with handle and attributes, unless the server failed to read
+/// them: `rdattr_error`), the cookie verifier, eof.
+pub fn dec_readdir(d: &mut Decoder<'_>) -> XdrResult<Listing> {
     let verf = d.verf()?;
     let mut out = Vec::new();
     while d.bool()? {
-        let cookie = d.u64()?;
-        let name = d.string(NAME_MAX)?;
-        let attrs = attr::dec_fattr(d)?;
-        out.push(RawEntry {
-            cookie,
+        let (cookie, name) = (d.u64()?, d.string(NAME_MAX)?);
+        let a = attr::dec_fattr(d)?;
+        let ok = a.rdattr_error == 0;
+        out.push(DirEntry {
             name,
-            attrs,
+            cookie,
+            attr: a.attr().filter(|_| ok),
+            fh: a.fh.filter(|_| ok).map(Fh),
         });
     }
-    Ok((verf, out, d.bool()?))
+    Ok((out, verf, d.bool()?))
 }
 
 #[cfg(test)]

@@ -319,10 +319,8 @@ impl Transport {
                 } else {
                     "the server asks to retry later (NFS4ERR_DELAY)"
                 };
-                return Err(NfsError::Unavailable {
-                    server: self.server.clone(),
-                    cause: format!("{why}, still after {:?}", started.elapsed()),
-                });
+                let waited = started.elapsed();
+                return Err(self.unavailable(format!("{why}, still after {waited:?}")));
             }
             return Err(err);
         }
