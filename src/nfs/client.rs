@@ -5,11 +5,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::endpoint::{ClientOptions, Endpoint};
 use super::error::{Found, NfsError, NfsStatus, Result};
 use super::path::{components, split_last};
+use super::rpc::since_epoch;
 use super::types::{Attr, CreateHow, Fh, FileType, FsStat, FullAttr, SetAttr, Version};
 use super::{v3, v4};
 
@@ -266,10 +266,7 @@ impl NfsClient {
         let parent_path = parent.join("/");
         self.with_session(|s| {
             let dir = s.parent_dir(&parent)?;
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
+            let nanos = since_epoch().subsec_nanos();
             let tmp = format!(
                 ".ferrovol-tmp-{}-{}-{nanos:x}",
                 std::process::id(),
@@ -293,10 +290,7 @@ impl NfsClient {
     /// to claim a name, not to publish content. The file gets mode 0644.
     pub fn create_file(&self, path: &str, data: &[u8]) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let nanos = since_epoch().as_nanos() as u64;
         let verf = (nanos ^ u64::from(std::process::id()) << 40).to_be_bytes();
         self.with_session(|s| {
             let dir = s.parent_dir(&parent)?;

@@ -42,14 +42,17 @@ impl From<io::Error> for CallError {
     }
 }
 
+/// The time since the epoch (zero before it): stamps, seeds and unique names.
+pub fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// AUTH_SYS credential body (RFC 5531 appendix A), encoded once per client.
 pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
     let mut e = Encoder::default();
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0);
-    e.u32(stamp).string("ferrovol");
+    e.u32(since_epoch().as_secs() as u32).string("ferrovol");
     for word in [uid, gid, 1, gid] {
         e.u32(word);
     }
@@ -75,11 +78,8 @@ fn next_xid() -> u32 {
     // Seed from the clock so a restarted client does not reuse the xids a server's duplicate
     // request cache still remembers.
     if XID.load(Ordering::Relaxed) == 0 {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16))
-            .unwrap_or(1)
-            | 1;
+        let d = since_epoch();
+        let seed = (d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)) | 1;
         let _ = XID.compare_exchange(0, seed, Ordering::Relaxed, Ordering::Relaxed);
     }
     XID.fetch_add(1, Ordering::Relaxed)

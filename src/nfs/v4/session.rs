@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::proto::{self, Op};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
@@ -39,9 +39,7 @@ pub struct Owner {
 impl Owner {
     pub fn new(server: &str) -> Owner {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = crate::nfs::rpc::since_epoch();
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
