@@ -281,10 +281,8 @@ impl Proto for Share<'_> {
             |_, o| {
                 let found = o.putfh(dir).lookup(name);
                 let dir_type = 2u32.to_be_bytes(); // NF4DIR
-                found
-                    .verify(is_dir, attr::TYPE, &dir_type)
-                    .putfh(dir)
-                    .remove(name)
+                let checked = found.verify(is_dir, attr::TYPE, &dir_type);
+                checked.putfh(dir).remove(name)
             },
             |r| r.ok(5),
             path,
@@ -309,9 +307,8 @@ impl Proto for Share<'_> {
                     let mut handle = Encoder::default();
                     handle.opaque(&fh.0);
                     let found = o.lookup(from.1);
-                    found
-                        .verify(true, attr::FILEHANDLE, handle.bytes())
-                        .putfh(from.0);
+                    let checked = found.verify(true, attr::FILEHANDLE, handle.bytes());
+                    checked.putfh(from.0);
                 }
                 o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1)
             },

@@ -242,27 +242,25 @@ impl Transport {
         ops: &Ops,
     ) -> Result<Reply> {
         let mut d = Decoder::new(&bytes);
-        let seq_status = session::dec_first(&mut d, Op::SEQUENCE)
-            .and_then(|st| {
-                if st == 0 {
-                    d.skip(16 + 4 * 5)?;
-                }
-                Ok(st)
-            })
-            .map_err(|x| {
-                s.release(t, Outcome::Lost);
-                self.protocol("SEQUENCE", x)
-            })?;
-        if seq_status != 0 {
-            let how = if seq_status == NfsStatus::SEQ_MISORDERED.0 && s.uncertain(t.slot) {
-                Outcome::StepBack
-            } else {
-                Outcome::Refused
-            };
-            s.release(t, how);
-            return Err(self.status("SEQUENCE", &self.share, NfsStatus(seq_status), true));
+        let seq = session::dec_first(&mut d, Op::SEQUENCE).and_then(|st| {
+            if st == 0 {
+                d.skip(16 + 4 * 5)?;
+            }
+            Ok(st)
+        });
+        let misordered = NfsStatus::SEQ_MISORDERED.0;
+        let how = match seq {
+            Ok(0) => Outcome::Done,
+            Ok(st) if st == misordered && s.uncertain(t.slot) => Outcome::StepBack,
+            Ok(_) => Outcome::Refused,
+            Err(_) => Outcome::Lost,
+        };
+        s.release(t, how);
+        match seq {
+            Ok(0) => {}
+            Ok(st) => return Err(self.status("SEQUENCE", &self.share, NfsStatus(st), true)),
+            Err(x) => return Err(self.protocol("SEQUENCE", x)),
         }
-        s.release(t, Outcome::Done);
         let start = bytes.len() - d.remaining().len();
         Ok(Reply {
             bytes,
