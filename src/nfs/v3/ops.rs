@@ -126,12 +126,7 @@ impl Proto for Share<'_> {
         }
         let made = self.decoded(Proc::CREATE, path, e, proto::dec_created)?.0;
         let fh = made.map_or_else(|| self.lookup_in(dir, name, path).map(|l| l.0), Ok)?;
-        let path = path.to_string();
-        Ok(File {
-            fh,
-            stateid: None,
-            path,
-        })
+        self.open(&fh, path)
     }
 
     fn open(&self, fh: &Fh, path: &str) -> Result<File> {
