@@ -5,11 +5,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::endpoint::{ClientOptions, Endpoint};
 use super::error::{Found, NfsError, NfsStatus, Result};
 use super::path::{components, split_last};
+use super::rpc::since_epoch;
 use super::types::{Attr, CreateHow, Fh, FileType, FsStat, FullAttr, SetAttr, Version};
 use super::{v3, v4};
 
@@ -73,10 +73,7 @@ impl dyn Proto + '_ {
     }
 
     fn with_attr(&self, (fh, attr): (Fh, Option<Attr>), path: &str) -> Result<(Fh, Attr)> {
-        let attr = match attr {
-            Some(a) => a,
-            None => self.getattr(&fh, path)?,
-        };
+        let attr = attr.map_or_else(|| self.getattr(&fh, path), Ok)?;
         Ok((fh, attr))
     }
 
@@ -99,12 +96,9 @@ impl dyn Proto + '_ {
 
     /// MKDIR, or the directory already there.
     fn mkdir_in(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<(Outcome, Fh)> {
-        match self.mkdir(dir, name, mode, path) {
+        match self.make(dir, name, None, &FullAttr::mode(mode), path) {
             Ok((fh, attr)) => {
-                let fh = match fh {
-                    Some(fh) => fh,
-                    None => self.lookup_in(dir, name, path)?.0,
-                };
+                let fh = fh.map_or_else(|| self.lookup_in(dir, name, path).map(|l| l.0), Ok)?;
                 // Some servers apply a umask to the requested mode; set it again when they did.
                 if attr.is_none_or(|a| a.mode != mode & 0o7777) {
                     self.setattr(&fh, &FullAttr::mode(mode), path)?;
@@ -123,32 +117,32 @@ impl dyn Proto + '_ {
 
     /// Writes `data` to the open file `f` with FILE_SYNC; COMMITs when the server kept any of
     /// it unstable anyway. Durable when it returns.
-    fn write_all(&self, f: &File, data: &[u8], path: &str) -> Result<()> {
+    fn write_all(&self, f: &File, data: &[u8]) -> Result<()> {
         let mut off = 0usize;
         let mut synced = true;
         while off < data.len() {
             let chunk = &data[off..data.len().min(off + CHUNK)];
-            let (count, committed, _) = self.write(f, off as u64, FILE_SYNC, chunk, path)?;
+            let (count, committed, _) = self.write(f, off as u64, FILE_SYNC, chunk)?;
             if count == 0 {
                 return Err(self
                     .ep()
-                    .protocol("WRITE", format!("server wrote 0 bytes of {path:?}")));
+                    .protocol("WRITE", format!("server wrote 0 bytes of {:?}", f.path)));
             }
             synced &= committed == FILE_SYNC;
             off += count as usize;
         }
         if !synced {
-            self.commit(f, path)?;
+            self.commit(f)?;
         }
         Ok(())
     }
 
     /// Writes `data` to `f` and closes it (also when the write failed). Over NFSv4.1 a small
     /// file's WRITE and CLOSE go in one compound.
-    fn write_and_close(&self, f: &File, data: &[u8], path: &str) -> Result<()> {
+    fn write_and_close(&self, f: &File, data: &[u8]) -> Result<()> {
         if data.len() <= CHUNK && !data.is_empty() {
-            if let Some(done) = self.write_close(f, data, FILE_SYNC, path) {
-                let (count, committed) = done?;
+            if let Some(done) = self.write_close(f, data, FILE_SYNC) {
+                let ((count, committed), path) = (done?, &f.path);
                 if count as usize != data.len() {
                     return Err(self.ep().protocol(
                         "WRITE",
@@ -156,13 +150,13 @@ impl dyn Proto + '_ {
                     ));
                 }
                 if committed != FILE_SYNC {
-                    self.commit(f, path)?;
+                    self.commit(f)?;
                 }
                 return Ok(());
             }
         }
-        let written = self.write_all(f, data, path);
-        let closed = self.close(f, path);
+        let written = self.write_all(f, data);
+        let closed = self.close(f);
         written.and(closed)
     }
 }
@@ -272,10 +266,7 @@ impl NfsClient {
         let parent_path = parent.join("/");
         self.with_session(|s| {
             let dir = s.parent_dir(&parent)?;
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
+            let nanos = since_epoch().subsec_nanos();
             let tmp = format!(
                 ".ferrovol-tmp-{}-{}-{nanos:x}",
                 std::process::id(),
@@ -284,7 +275,7 @@ impl NfsClient {
             let tmp_path = dirs::join(&parent_path, &tmp);
             let f = s.create(&dir, &tmp, CreateHow::Guarded(0o644), &tmp_path)?;
             let result = s
-                .write_and_close(&f, data, &tmp_path)
+                .write_and_close(&f, data)
                 .and_then(|()| s.rename((&dir, &tmp), (&dir, name), None, path));
             if result.is_err() {
                 let _ = s.remove(&dir, &tmp, false, &tmp_path);
@@ -299,10 +290,7 @@ impl NfsClient {
     /// to claim a name, not to publish content. The file gets mode 0644.
     pub fn create_file(&self, path: &str, data: &[u8]) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let nanos = since_epoch().as_nanos() as u64;
         let verf = (nanos ^ u64::from(std::process::id()) << 40).to_be_bytes();
         self.with_session(|s| {
             let dir = s.parent_dir(&parent)?;
@@ -314,8 +302,8 @@ impl NfsClient {
             // RFC 1813 and RFC 8881: after an exclusive create the server may have stored the
             // verifier in the attributes, so the client sets them.
             let set = s.setattr(&f.fh, &FullAttr::mode(0o644), path);
-            let written = set.and_then(|()| s.write_all(&f, data, path));
-            written.and(s.close(&f, path))?;
+            let written = set.and_then(|()| s.write_all(&f, data));
+            written.and(s.close(&f))?;
             Ok(Outcome::Created)
         })
     }
@@ -338,23 +326,18 @@ impl NfsClient {
                     Some(_) => {}
                 }
             }
-            let f = match s.open(&fh, false, path).found()? {
-                Some(f) => f,
-                None => return Ok(None),
+            let Some(f) = s.open(&fh, path).found()? else {
+                return Ok(None);
             };
             let mut out = Vec::with_capacity(attr.size.min(1 << 20) as usize);
-            let read = loop {
-                match s.read(&f, out.len() as u64, CHUNK as u32, path) {
-                    Ok((data, eof)) => {
-                        out.extend_from_slice(&data);
-                        if eof || data.is_empty() {
-                            break Ok(());
-                        }
-                    }
-                    Err(e) => break Err(e),
+            let read = (|| loop {
+                let (data, eof) = s.read(&f, out.len() as u64, CHUNK as u32)?;
+                out.extend_from_slice(&data);
+                if eof || data.is_empty() {
+                    return Ok(());
                 }
-            };
-            read.and(s.close(&f, path))?;
+            })();
+            read.and(s.close(&f))?;
             Ok(Some(out))
         })
     }

@@ -4,10 +4,11 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::error::{NfsError, NfsStatus, Result};
-use super::rpc::{self, CallError, Conn, SourcePort};
+use super::rpc::{self, CallError, Conn};
 use super::types::Want;
 
 /// How the client connects; see `NfsClient::new`.
@@ -78,6 +79,13 @@ impl Endpoint {
         }
     }
 
+    pub fn unavailable(&self, cause: impl ToString) -> NfsError {
+        NfsError::Unavailable {
+            server: self.server.clone(),
+            cause: cause.to_string(),
+        }
+    }
+
     /// The server answered `op` on `path` with `status` (`v4`: in NFSv4's numbering).
     pub fn status(&self, op: &str, path: &str, status: NfsStatus, v4: bool) -> NfsError {
         NfsError::Status {
@@ -95,10 +103,7 @@ impl Endpoint {
                 server: self.server.clone(),
                 op: op.to_string(),
             },
-            CallError::Io(e) => NfsError::Unavailable {
-                server: self.server.clone(),
-                cause: format!("{op}: {e}"),
-            },
+            CallError::Io(e) => self.unavailable(format!("{op}: {e}")),
             CallError::Rpc(detail) => self.protocol(op, detail),
         }
     }
@@ -108,32 +113,26 @@ impl Endpoint {
             .to_socket_addrs()
             .map_err(|e| e.to_string())
             .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
-            .map_err(|cause| NfsError::Unavailable {
-                server: self.server.clone(),
-                cause: format!("cannot resolve the server name: {cause}"),
-            })
+            .map_err(|cause| self.unavailable(format!("cannot resolve the server name: {cause}")))
     }
 
     pub fn connect(&self, addr: SocketAddr, op: &str) -> Result<Conn> {
         let conn = Conn::connect(addr, self.deadline(), self.opts.reserved_port)
             .map_err(|e| self.map_err(op, e))?;
-        let kind = match conn.source {
-            SourcePort::Reserved(_) => 1,
-            SourcePort::Ephemeral => 2,
-        };
+        let kind = if conn.reserved.is_some() { 1 } else { 2 };
         if self.logged.swap(kind, Ordering::Relaxed) != kind {
-            match conn.source {
-                SourcePort::Reserved(p) => tracing::info!(
+            match conn.reserved {
+                Some(p) => tracing::info!(
                     server = %self.server,
                     "NFS client connects from reserved source ports (first: {p})"
                 ),
-                SourcePort::Ephemeral if self.opts.reserved_port => tracing::warn!(
+                None if self.opts.reserved_port => tracing::warn!(
                     server = %self.server,
                     "NFS client may not bind a reserved source port (needs root or \
                      NET_BIND_SERVICE); using ephemeral ports, which exports marked \
                      `secure` refuse"
                 ),
-                SourcePort::Ephemeral => tracing::info!(
+                None => tracing::info!(
                     server = %self.server,
                     "NFS client connects from ephemeral source ports"
                 ),
@@ -142,18 +141,60 @@ impl Endpoint {
         Ok(conn)
     }
 
-    /// One call on a fresh connection that is then closed (portmap, MOUNT).
+    /// One call of `(program, version, procedure)` to `port` on a fresh connection that is
+    /// then closed (portmap, MOUNT).
     pub fn call_once(
         &self,
-        addr: SocketAddr,
-        prog: u32,
-        vers: u32,
-        proc_: u32,
+        port: u16,
+        call: (u32, u32, u32),
         args: &[u8],
         op: &str,
     ) -> Result<Vec<u8>> {
-        let mut conn = self.connect(addr, op)?;
+        let mut conn = self.connect(self.resolve(port)?, op)?;
+        let (prog, vers, proc_) = call;
         conn.call(prog, vers, proc_, Some(&self.cred), args, self.deadline())
             .map_err(|e| self.map_err(op, e))
+    }
+}
+
+/// What a transport makes on first use and forgets when the server shows it stale (NFSv3's
+/// mount, NFSv4.1's session and root handle): shared by the client's calls, never locked across
+/// network I/O.
+pub struct Cached<T>(Mutex<Option<Arc<T>>>);
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Cached(Mutex::new(None))
+    }
+}
+
+impl<T> Cached<T> {
+    pub fn get(&self) -> Option<Arc<T>> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn set(&self, v: Option<Arc<T>>) -> Option<Arc<T>> {
+        std::mem::replace(&mut self.0.lock().unwrap(), v)
+    }
+
+    /// The value, made by `make` when there is none (concurrent callers may both make one,
+    /// which is harmless, and none waits on another's network I/O).
+    pub fn get_or(&self, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        if let Some(v) = self.get() {
+            return Ok(v);
+        }
+        let v = Arc::new(make()?);
+        self.set(Some(v.clone()));
+        Ok(v)
+    }
+
+    /// Forgets `stale` unless it was replaced already; true when it was forgotten.
+    pub fn forget(&self, stale: &Arc<T>) -> bool {
+        let mut cur = self.0.lock().unwrap();
+        let is = cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale));
+        if is {
+            *cur = None;
+        }
+        is
     }
 }

@@ -183,6 +183,11 @@ impl NfsError {
         self.status() == Some(s)
     }
 
+    /// True when the server answered with one of `set`.
+    pub fn is_any(&self, set: &[NfsStatus]) -> bool {
+        self.status().is_some_and(|s| set.contains(&s))
+    }
+
     /// True when the server could not be reached or did not answer: the operation may be retried
     /// later and says nothing about the files.
     pub fn is_transient(&self) -> bool {

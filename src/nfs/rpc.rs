@@ -42,39 +42,35 @@ impl From<io::Error> for CallError {
     }
 }
 
+/// The time since the epoch (zero before it): stamps, seeds and unique names.
+pub fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// AUTH_SYS credential body (RFC 5531 appendix A), encoded once per client.
 pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
-    let mut e = Encoder::new();
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0);
-    e.u32(stamp).string("ferrovol");
+    let mut e = Encoder::default();
+    e.u32(since_epoch().as_secs() as u32).string("ferrovol");
     for word in [uid, gid, 1, gid] {
         e.u32(word);
     }
     e.into_bytes()
 }
 
-/// Which kind of source port a connection got, for the one log line that says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourcePort {
-    Reserved(u16),
-    Ephemeral,
-}
-
 pub struct Conn {
     stream: TcpStream,
-    pub source: SourcePort,
+    /// The reserved source port bound, `None` for an ephemeral one (for the log line that
+    /// says which kind).
+    pub reserved: Option<u16>,
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, CallError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(CallError::Timeout)
-    } else {
-        Ok(left)
-    }
+    Some(left)
+        .filter(|l| !l.is_zero())
+        .ok_or(CallError::Timeout)
 }
 
 fn next_xid() -> u32 {
@@ -82,11 +78,8 @@ fn next_xid() -> u32 {
     // Seed from the clock so a restarted client does not reuse the xids a server's duplicate
     // request cache still remembers.
     if XID.load(Ordering::Relaxed) == 0 {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16))
-            .unwrap_or(1)
-            | 1;
+        let d = since_epoch();
+        let seed = (d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)) | 1;
         let _ = XID.compare_exchange(0, seed, Ordering::Relaxed, Ordering::Relaxed);
     }
     XID.fetch_add(1, Ordering::Relaxed)
@@ -134,23 +127,19 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Conn, CallError> {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        let source = match port {
-            Some(p) => {
-                sock.set_reuse_address(true)?;
-                let local: SocketAddr = match addr {
-                    SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, p).into(),
-                    SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, p).into(),
-                };
-                sock.bind(&SockAddr::from(local))?;
-                SourcePort::Reserved(p)
-            }
-            None => SourcePort::Ephemeral,
-        };
+        if let Some(p) = port {
+            sock.set_reuse_address(true)?;
+            let local: SocketAddr = match addr {
+                SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, p).into(),
+                SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, p).into(),
+            };
+            sock.bind(&SockAddr::from(local))?;
+        }
         sock.connect_timeout(&SockAddr::from(addr), remaining(deadline)?)?;
         sock.set_tcp_nodelay(true)?;
         Ok(Conn {
             stream: sock.into(),
-            source,
+            reserved: port,
         })
     }
 
@@ -165,7 +154,7 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Vec<u8>, CallError> {
         let xid = next_xid();
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(0); // record mark, filled in below
         for word in [xid, MSG_CALL, 2, prog, vers, proc_] {
             e.u32(word);
@@ -281,7 +270,7 @@ mod tests {
 
     #[test]
     fn accepted_success_reply_leaves_results() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(MSG_REPLY).u32(0).u32(0).opaque(&[]).u32(0).u32(42);
         let b = e.into_bytes();
         let mut d = Decoder::new(&b);
@@ -291,7 +280,7 @@ mod tests {
 
     #[test]
     fn denied_reply_explains_weak_auth() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(MSG_REPLY).u32(1).u32(1).u32(5);
         let b = e.into_bytes();
         match parse_reply(&mut Decoder::new(&b)) {

@@ -55,13 +55,25 @@ pub const NAME_MAX: usize = 255;
 pub const IO_MAX: usize = 1 << 20;
 
 /// File type (ftype3, nfs_ftype4: the numbers agree for the types named here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FileType {
+    #[default]
     Regular,
     Directory,
     Symlink,
     /// Block/char device, socket, fifo: carries the ftype3 number.
     Other(u32),
+}
+
+impl FileType {
+    pub fn from_wire(n: u32) -> FileType {
+        match n {
+            1 => FileType::Regular,
+            2 => FileType::Directory,
+            5 => FileType::Symlink,
+            n => FileType::Other(n),
+        }
+    }
 }
 
 /// An owner or group the server named (`user@domain`) instead of numbering: NFSv4 without
@@ -70,7 +82,7 @@ pub const UNKNOWN_ID: u32 = u32::MAX;
 
 /// The attributes callers need, from fattr3 or fattr4 (owners numeric under AUTH_SYS, else
 /// `UNKNOWN_ID`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Attr {
     pub kind: FileType,
     /// Permission bits (mode & 0o7777).

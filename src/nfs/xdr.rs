@@ -1,8 +1,6 @@
 //! XDR (RFC 4506) encoding and decoding: big-endian 4-byte units, opaque data padded to a multiple
 //! of four. Only the shapes NFSv3, MOUNT3 and portmap use are here.
 
-use std::fmt;
-
 /// Builds one XDR message.
 #[derive(Default)]
 pub struct Encoder {
@@ -10,10 +8,6 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
@@ -60,14 +54,9 @@ impl Encoder {
 }
 
 /// A reply that ended early or held a value out of range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed XDR: {0}")]
 pub struct XdrError(pub String);
-
-impl fmt::Display for XdrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed XDR: {}", self.0)
-    }
-}
 
 pub type XdrResult<T> = Result<T, XdrError>;
 
@@ -158,7 +147,7 @@ mod tests {
 
     #[test]
     fn round_trip_pads_opaque_to_four_bytes() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(7)
             .u64(1 << 40 | 5)
             .bool(true)
@@ -178,7 +167,7 @@ mod tests {
     #[test]
     fn short_or_oversized_input_is_an_error() {
         assert!(Decoder::new(&[0, 0, 1]).u32().is_err());
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.opaque(&[1; 70]);
         assert!(Decoder::new(e.bytes()).opaque(64).is_err());
         assert!(Decoder::new(&[0, 0, 0, 2]).bool().is_err());

@@ -114,7 +114,6 @@ struct Level {
     /// The source directory's attributes, given to the copy after its children (`None`: the
     /// top, whose attributes the caller sets).
     attr: Option<Attr>,
-    files_done: bool,
     cookie: u64,
     verf: [u8; 8],
     /// Lengths of the paths of the level above, to cut back to when this one is done.
@@ -148,27 +147,23 @@ impl<'a> Copier<'a> {
 
     /// Copies the tree below `src` into `dst`, depth first, with an explicit stack of levels
     /// (no recursion: any depth) and one listing page at a time per directory: first its
-    /// files, symlinks and special files, page by page; then its subdirectories, one after the
-    /// other, each resuming the listing at the cookie of the one before.
+    /// files, symlinks and special files, page by page, as the level is entered; then its
+    /// subdirectories, one after the other, each resuming the listing at the cookie of the one
+    /// before.
     fn tree(&mut self, src: Fh, dst: Fh, from: &str, to: &str) -> Result<()> {
         let (mut from, mut to) = (from.to_string(), to.to_string());
+        self.check_cancel(&from)?;
+        self.entries(&src, &dst, &from, &to)?;
         let mut stack = vec![Level {
             src,
             dst,
             attr: None,
-            files_done: false,
             cookie: 0,
             verf: [0; 8],
             parent_lens: (from.len(), to.len()),
         }];
         while let Some(top) = stack.last_mut() {
             self.check_cancel(&from)?;
-            if !top.files_done {
-                let (src, dst) = (top.src.clone(), top.dst.clone());
-                self.entries(&src, &dst, &from, &to)?;
-                stack.last_mut().expect("a level").files_done = true;
-                continue;
-            }
             match self.next_subdir(top, &from)? {
                 Some(ent) => {
                     let lens = (from.len(), to.len());
@@ -177,11 +172,12 @@ impl<'a> Copier<'a> {
                     if made == Outcome::Existed {
                         return Err(self.s.status("MKDIR", &to, NfsStatus::EXIST));
                     }
+                    self.check_cancel(&from)?;
+                    self.entries(&ent.fh, &fh, &from, &to)?;
                     stack.push(Level {
                         src: ent.fh,
                         dst: fh,
                         attr: Some(ent.attr),
-                        files_done: false,
                         cookie: 0,
                         verf: [0; 8],
                         parent_lens: lens,
@@ -304,15 +300,9 @@ impl<'a> Copier<'a> {
         let dst = self
             .s
             .create(dir, &ent.name, CreateHow::Guarded(0o600), to)?;
-        let src = match self.s.open(&ent.fh, false, from) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = self.s.close(&dst, to);
-                return Err(e);
-            }
-        };
-        let copied = self.data(&src, &dst, from, to);
-        let closed = self.s.close(&src, from).and(self.s.close(&dst, to));
+        let src = (self.s.open(&ent.fh, from)).inspect_err(|_| _ = self.s.close(&dst))?;
+        let copied = self.data(&src, &dst);
+        let closed = self.s.close(&src).and(self.s.close(&dst));
         let len = copied?;
         closed?;
         let fh = dst.fh;
@@ -331,12 +321,13 @@ impl<'a> Copier<'a> {
 
     /// Copies the bytes of `src` into `dst`; returns the length read. All-zero chunks are not
     /// written (the caller sets the length, leaving holes where the server can).
-    fn data(&mut self, src: &File, dst: &File, from: &str, to: &str) -> Result<u64> {
+    fn data(&mut self, src: &File, dst: &File) -> Result<u64> {
+        let (from, to) = (&src.path, &dst.path);
         let mut off = 0u64;
         let mut verf: Option<[u8; 8]> = None;
         loop {
             self.check_cancel(from)?;
-            let (data, eof) = self.s.read(src, off, COPY_CHUNK, from)?;
+            let (data, eof) = self.s.read(src, off, COPY_CHUNK)?;
             if data.is_empty() {
                 break;
             }
@@ -345,7 +336,7 @@ impl<'a> Copier<'a> {
                 while done < data.len() {
                     let part = &data[done..];
                     let at = off + done as u64;
-                    let (n, _, v) = self.s.write(dst, at, UNSTABLE, part, to)?;
+                    let (n, _, v) = self.s.write(dst, at, UNSTABLE, part)?;
                     if n == 0 {
                         return Err(self
                             .s
@@ -363,7 +354,7 @@ impl<'a> Copier<'a> {
             }
         }
         if verf.is_some() {
-            let v = self.s.commit(dst, to)?;
+            let v = self.s.commit(dst)?;
             self.same_verifier(&mut verf, v, to)?;
         }
         Ok(off)
@@ -388,7 +379,7 @@ impl<'a> Copier<'a> {
         };
         // Some servers ignore the owner in SYMLINK's attributes: set it on the link itself
         // (SETATTR acts on the link, as lchown does) when the result shows it was not applied.
-        let (fh, made) = self.s.symlink(dir, &ent.name, &attr, &target, to)?;
+        let (fh, made) = self.s.make(dir, &ent.name, Some(&target), &attr, to)?;
         if let (Some(fh), Some(made)) = (fh, made) {
             if (made.uid, made.gid) != (ent.attr.uid, ent.attr.gid) {
                 self.set_full(&fh, &attr, to)?;

@@ -76,16 +76,10 @@ impl dyn Proto + '_ {
                 let page = self.page(&cur, path, (cookie, verf), PAGE_BYTES)?;
                 let removed = !page.entries.is_empty();
                 for ent in page.entries {
-                    if !ent.attr.is_dir() {
-                        self.remove(&cur, &ent.name, false, path)?;
-                        continue;
-                    }
-                    match self.remove(&cur, &ent.name, true, path) {
+                    let is_dir = ent.attr.is_dir();
+                    match self.remove(&cur, &ent.name, is_dir, path) {
                         Ok(_) => {}
-                        Err(e)
-                            if e.is_status(NfsStatus::NOTEMPTY)
-                                || e.is_status(NfsStatus::EXIST) =>
-                        {
+                        Err(e) if is_dir && e.is_any(&[NfsStatus::NOTEMPTY, NfsStatus::EXIST]) => {
                             above.push(cur_id);
                             (cur, cur_id) = (ent.fh, ent.attr.fileid);
                             continue 'dirs;

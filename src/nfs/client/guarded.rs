@@ -64,11 +64,7 @@ impl NfsClient {
             match s.remove(&dir, name, true, path) {
                 Ok(true) => Ok(Rmdir::Removed),
                 Ok(false) => Ok(Rmdir::Absent),
-                Err(e)
-                    if e.is_status(NfsStatus::NOTEMPTY)
-                        || e.is_status(NfsStatus::EXIST)
-                        || e.is_status(NfsStatus::NOTDIR) =>
-                {
+                Err(e) if e.is_any(&[NfsStatus::NOTEMPTY, NfsStatus::EXIST, NfsStatus::NOTDIR]) => {
                     Ok(Rmdir::Kept)
                 }
                 Err(e) => Err(e),
@@ -106,7 +102,7 @@ impl NfsClient {
                 // NFSv4.1: the VERIFY in RENAME's compound found another object meanwhile.
                 Err(e) if s.is_v4() && e.is_status(NfsStatus::NOTDIR) => Ok(Guarded::Foreign),
                 // The claimed target was written into meanwhile: RENAME replaced nothing.
-                Err(e) if e.is_status(NfsStatus::NOTEMPTY) || e.is_status(NfsStatus::EXIST) => {
+                Err(e) if e.is_any(&[NfsStatus::NOTEMPTY, NfsStatus::EXIST]) => {
                     Ok(Guarded::Foreign)
                 }
                 Err(e) => Err(e),

@@ -7,10 +7,12 @@ use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
 use crate::nfs::v4;
 
-/// A regular file opened for I/O: NFSv3 needs only its handle, NFSv4.1 an OPEN's stateid too.
+/// A regular file opened for I/O: NFSv3 needs only its handle, NFSv4.1 an OPEN's stateid too;
+/// errors of its I/O name the path it was opened by.
 pub(crate) struct File {
     pub fh: Fh,
-    pub open: Option<v4::Open>,
+    pub stateid: Option<v4::proto::Stateid>,
+    pub path: String,
 }
 
 /// The share reached in one protocol: its root handle and the operations on it.
@@ -31,38 +33,38 @@ pub(crate) trait Proto: Send + Sync {
     fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)>;
     fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr>;
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()>;
-    /// MKDIR (CREATE of a directory): the handle and attributes, where the server gave them.
-    fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made>;
-    fn symlink(&self, dir: &Fh, name: &str, a: &FullAttr, target: &str, path: &str)
-        -> Result<Made>;
+    /// MKDIR, or SYMLINK to `target` (NFSv4.1: CREATE of either): the handle and attributes,
+    /// where the server gave them.
+    fn make(
+        &self,
+        dir: &Fh,
+        name: &str,
+        target: Option<&str>,
+        a: &FullAttr,
+        path: &str,
+    ) -> Result<Made>;
     /// Creates regular file `name` in `dir` as `how` says, open for writing.
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File>;
-    /// Opens the existing file `fh` (NFSv3: nothing to do).
-    fn open(&self, fh: &Fh, write: bool, path: &str) -> Result<File>;
-    fn close(&self, f: &File, path: &str) -> Result<()>;
-    fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)>;
+    /// Opens the existing file `fh` for reading (NFSv3: nothing to do).
+    fn open(&self, fh: &Fh, path: &str) -> Result<File>;
+    /// CLOSE (NFSv3: nothing to do).
+    fn close(&self, _f: &File) -> Result<()> {
+        Ok(())
+    }
+    fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)>;
     /// WRITE: the count written, how stably, and the write verifier.
-    fn write(
-        &self,
-        f: &File,
-        off: u64,
-        stable: u32,
-        data: &[u8],
-        path: &str,
-    ) -> Result<(u32, u32, [u8; 8])>;
+    fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])>;
     /// OPEN, READ of the first `count` bytes and CLOSE of `fh` in one compound over NFSv4.1
     /// (`None` over NFSv3, which reads without opening).
-    fn read_whole(&self, fh: &Fh, count: u32, path: &str) -> Option<Result<(Vec<u8>, bool)>>;
+    fn read_whole(&self, _: &Fh, _: u32, _: &str) -> Option<Result<(Vec<u8>, bool)>> {
+        None
+    }
     /// WRITE at offset 0 and CLOSE in one compound, over NFSv4.1 (`None` over NFSv3, which has
     /// nothing to close).
-    fn write_close(
-        &self,
-        f: &File,
-        data: &[u8],
-        stable: u32,
-        path: &str,
-    ) -> Option<Result<(u32, u32)>>;
-    fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]>;
+    fn write_close(&self, _: &File, _: &[u8], _: u32) -> Option<Result<(u32, u32)>> {
+        None
+    }
+    fn commit(&self, f: &File) -> Result<[u8; 8]>;
     /// Removes `name` from `dir`: a directory (RMDIR; empty only) or anything else (REMOVE).
     /// `false` when it was not there.
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool>;

@@ -64,10 +64,8 @@ impl NfsClient {
                     let s = self.v3.share().map_err(|e3| match e3 {
                         // A server that hangs over NFSv3 is a hung server, whatever NFSv4.1 said.
                         NfsError::DeadlineExceeded { .. } => e3,
-                        e3 => NfsError::Unavailable {
-                            server: self.ep.server.clone(),
-                            cause: format!("neither NFSv4.1 ({e4}) nor NFSv3 ({e3})"),
-                        },
+                        e3 => (self.ep)
+                            .unavailable(format!("neither NFSv4.1 ({e4}) nor NFSv3 ({e3})")),
                     })?;
                     tracing::info!(server = %self.ep.server, share = %self.ep.share, why = %e4,
                         "NFS share not served over NFSv4.1: this client speaks NFSv3");

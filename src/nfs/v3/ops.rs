@@ -7,7 +7,7 @@ use super::transport::{Session, Transport};
 use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsStatus, Result};
-use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr};
+use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr, IO_MAX};
 use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
 
 /// The share reached over NFSv3: the transport and the session MOUNT gave.
@@ -18,36 +18,21 @@ pub struct Share<'a> {
 
 /// Arguments that start with the handle `fh`.
 fn args(fh: &Fh) -> Encoder {
-    let mut e = Encoder::new();
-    proto::enc_fh(&mut e, fh);
+    let mut e = Encoder::default();
+    e.opaque(&fh.0);
     e
 }
 
 /// Arguments that start with `name` in directory `dir`.
 fn dirop(dir: &Fh, name: &str) -> Encoder {
-    let mut e = Encoder::new();
-    proto::enc_dirop(&mut e, dir, name);
+    let mut e = args(dir);
+    e.string(name);
     e
 }
 
 impl Share<'_> {
-    /// One NFS call; an error status becomes `NfsError::Status` naming `path`. Returns the
-    /// result after the status word.
-    fn nfs(&self, op: Proc, path: &str, args: Encoder) -> Result<Vec<u8>> {
-        let mut reply = self.t.call(&self.s, op, args.bytes())?;
-        let status = NfsStatus(self.decode(op, Decoder::new(&reply).u32())?);
-        if status != NfsStatus::OK {
-            return Err(self.status(op.name(), path, status));
-        }
-        reply.drain(..4);
-        Ok(reply)
-    }
-
-    fn decode<T>(&self, op: Proc, r: XdrResult<T>) -> Result<T> {
-        r.map_err(|e| self.t.protocol(op.name(), e))
-    }
-
-    /// One NFS call whose result `dec` decodes.
+    /// One NFS call whose result after the status word `dec` decodes; an error status becomes
+    /// `NfsError::Status` naming `path`.
     fn decoded<T>(
         &self,
         op: Proc,
@@ -55,8 +40,19 @@ impl Share<'_> {
         args: Encoder,
         dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
-        let r = self.nfs(op, path, args)?;
-        self.decode(op, dec(&mut Decoder::new(&r)))
+        let reply = self.t.call(&self.s, op, args.bytes())?;
+        let mut d = Decoder::new(&reply);
+        match d.u32().map(NfsStatus) {
+            Ok(NfsStatus::OK) => dec(&mut d),
+            Ok(status) => return Err(self.status(&op.name(), path, status)),
+            Err(x) => Err(x),
+        }
+        .map_err(|x| self.t.protocol(&op.name(), x))
+    }
+
+    /// One NFS call whose result carries nothing this client reads.
+    fn nfs(&self, op: Proc, path: &str, args: Encoder) -> Result<()> {
+        self.decoded(op, path, args, |_| Ok(()))
     }
 }
 
@@ -78,7 +74,9 @@ impl Proto for Share<'_> {
     }
 
     fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
-        self.decoded(Proc::Lookup, path, dirop(dir, name), proto::dec_lookup)
+        self.decoded(Proc::LOOKUP, path, dirop(dir, name), |d| {
+            Ok((proto::dec_fh(d)?, proto::dec_post_op_attr(d)?))
+        })
     }
 
     fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)> {
@@ -90,109 +88,108 @@ impl Proto for Share<'_> {
     }
 
     fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
-        self.decoded(Proc::Getattr, path, args(fh), proto::dec_fattr)
+        self.decoded(Proc::GETATTR, path, args(fh), proto::dec_fattr)
     }
 
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
         let mut e = args(fh);
         proto::enc_full_sattr(&mut e, a);
         e.bool(false); // no ctime guard
-        self.nfs(Proc::Setattr, path, e).map(|_| ())
+        self.nfs(Proc::SETATTR, path, e)
     }
 
-    fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made> {
-        let mut e = dirop(dir, name);
-        proto::enc_full_sattr(&mut e, &FullAttr::mode(mode));
-        self.decoded(Proc::Mkdir, path, e, proto::dec_created)
-    }
-
-    fn symlink(
+    fn make(
         &self,
         dir: &Fh,
         name: &str,
+        to: Option<&str>,
         a: &FullAttr,
-        target: &str,
         path: &str,
     ) -> Result<Made> {
         let mut e = dirop(dir, name);
         proto::enc_full_sattr(&mut e, a);
-        e.string(target);
-        self.decoded(Proc::Symlink, path, e, proto::dec_created)
+        let op = match to {
+            Some(target) => {
+                e.string(target);
+                Proc::SYMLINK
+            }
+            None => Proc::MKDIR,
+        };
+        self.decoded(op, path, e, proto::dec_created)
     }
 
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File> {
         let mut e = dirop(dir, name);
-        proto::enc_createhow(&mut e, how);
-        let fh = match self.decoded(Proc::Create, path, e, proto::dec_created)?.0 {
-            Some(fh) => fh,
-            None => self.lookup_in(dir, name, path)?.0,
-        };
-        Ok(File { fh, open: None })
+        match how {
+            CreateHow::Guarded(mode) => proto::enc_full_sattr(e.u32(1), &FullAttr::mode(mode)),
+            CreateHow::Exclusive(verf) => _ = e.u32(2).fixed(&verf),
+        }
+        let made = self.decoded(Proc::CREATE, path, e, proto::dec_created)?.0;
+        let fh = made.map_or_else(|| self.lookup_in(dir, name, path).map(|l| l.0), Ok)?;
+        self.open(&fh, path)
     }
 
-    fn open(&self, fh: &Fh, _write: bool, _path: &str) -> Result<File> {
+    fn open(&self, fh: &Fh, path: &str) -> Result<File> {
+        let (fh, path) = (fh.clone(), path.to_string());
         Ok(File {
-            fh: fh.clone(),
-            open: None,
+            fh,
+            stateid: None,
+            path,
         })
     }
 
-    fn close(&self, _f: &File, _path: &str) -> Result<()> {
-        Ok(())
-    }
-
-    fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
+    fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         let mut e = args(&f.fh);
         e.u64(off).u32(count);
-        self.decoded(Proc::Read, path, e, proto::dec_read)
+        self.decoded(Proc::READ, &f.path, e, |d| {
+            proto::dec_post_op_attr(d)?;
+            d.u32()?; // count
+            let eof = d.bool()?;
+            Ok((d.opaque(IO_MAX)?.to_vec(), eof))
+        })
     }
 
-    fn write(
-        &self,
-        f: &File,
-        off: u64,
-        stable: u32,
-        data: &[u8],
-        path: &str,
-    ) -> Result<(u32, u32, [u8; 8])> {
+    fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
         let mut e = args(&f.fh);
         e.u64(off).u32(data.len() as u32).u32(stable).opaque(data);
-        self.decoded(Proc::Write, path, e, proto::dec_write)
+        // WRITE3resok: bytes written, how stably, and the server's write verifier.
+        self.decoded(Proc::WRITE, &f.path, e, |d| {
+            proto::skip_wcc(d)?;
+            Ok((d.u32()?, d.u32()?, d.verf()?))
+        })
     }
 
-    fn read_whole(&self, _: &Fh, _: u32, _: &str) -> Option<Result<(Vec<u8>, bool)>> {
-        None
-    }
-
-    fn write_close(&self, _: &File, _: &[u8], _: u32, _: &str) -> Option<Result<(u32, u32)>> {
-        None
-    }
-
-    fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]> {
+    fn commit(&self, f: &File) -> Result<[u8; 8]> {
         let mut e = args(&f.fh);
         e.u64(0).u32(0);
-        self.decoded(Proc::Commit, path, e, proto::dec_commit)
+        self.decoded(Proc::COMMIT, &f.path, e, |d| {
+            proto::skip_wcc(d)?;
+            d.verf()
+        })
     }
 
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
-        let op = if is_dir { Proc::Rmdir } else { Proc::Remove };
+        let op = if is_dir { Proc::RMDIR } else { Proc::REMOVE };
         Ok(self.nfs(op, path, dirop(dir, name)).found()?.is_some())
     }
 
     fn rename(&self, from: (&Fh, &str), to: (&Fh, &str), _: Option<&Fh>, path: &str) -> Result<()> {
         let mut e = dirop(from.0, from.1);
-        proto::enc_dirop(&mut e, to.0, to.1);
-        self.nfs(Proc::Rename, path, e).map(|_| ())
+        e.opaque(&to.0 .0).string(to.1);
+        self.nfs(Proc::RENAME, path, e)
     }
 
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
         let mut e = args(file);
-        proto::enc_dirop(&mut e, dir, name);
-        self.nfs(Proc::Link, path, e).map(|_| ())
+        e.opaque(&dir.0).string(name);
+        self.nfs(Proc::LINK, path, e)
     }
 
     fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {
-        self.decoded(Proc::Readlink, path, args(fh), proto::dec_readlink)
+        self.decoded(Proc::READLINK, path, args(fh), |d| {
+            proto::dec_post_op_attr(d)?;
+            d.string(4096)
+        })
     }
 
     fn readdir(
@@ -204,10 +201,14 @@ impl Proto for Share<'_> {
     ) -> Result<Listing> {
         let mut e = args(dir);
         e.u64(cookie).fixed(&verf).u32(bytes / 4).u32(bytes);
-        self.decoded(Proc::Readdirplus, path, e, proto::dec_readdirplus)
+        self.decoded(Proc::READDIRPLUS, path, e, proto::dec_readdirplus)
     }
 
     fn fsstat(&self) -> Result<FsStat> {
-        self.decoded(Proc::Fsstat, "", args(&self.s.root), proto::dec_fsstat)
+        self.decoded(Proc::FSSTAT, "", args(&self.s.root), |d| {
+            proto::dec_post_op_attr(d)?;
+            let (total, free, avail) = (d.u64()?, d.u64()?, d.u64()?);
+            Ok(FsStat { total, free, avail })
+        })
     }
 }

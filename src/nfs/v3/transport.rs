@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use super::ops::Share;
 use super::proto;
-use crate::nfs::endpoint::Endpoint;
-use crate::nfs::error::{NfsError, Result};
+use crate::nfs::endpoint::{Cached, Endpoint};
+use crate::nfs::error::{NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
 use crate::nfs::xdr::{Decoder, Encoder};
@@ -23,7 +23,7 @@ pub struct Session {
 
 pub struct Transport {
     ep: Arc<Endpoint>,
-    session: Mutex<Option<Arc<Session>>>,
+    session: Cached<Session>,
     pool: Mutex<Vec<Conn>>,
 }
 
@@ -38,37 +38,25 @@ impl Transport {
     pub fn new(ep: Arc<Endpoint>) -> Self {
         Self {
             ep,
-            session: Mutex::new(None),
+            session: Cached::default(),
             pool: Mutex::new(Vec::new()),
         }
     }
 
     fn getport(&self, prog: u32, vers: u32, what: &str) -> Result<u16> {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(prog).u32(vers).u32(proto::IPPROTO_TCP).u32(0);
         let op = format!("portmap GETPORT {what}");
-        let addr = self.resolve(proto::PMAP_PORT)?;
-        let reply = self.call_once(
-            addr,
-            proto::PMAP_PROG,
-            proto::PMAP_VERS,
-            proto::PMAP_GETPORT,
-            e.bytes(),
-            &op,
-        )?;
+        let reply = self.call_once(proto::PMAP_PORT, proto::PMAP_GETPORT, e.bytes(), &op)?;
         let port = (Decoder::new(&reply).u32()).map_err(|x| self.map_err(&op, x.into()))?;
+        let none = format!("portmap has no TCP mapping for {what} (is the NFS server running?)");
         match u16::try_from(port) {
-            Ok(0) | Err(_) => Err(NfsError::Unavailable {
-                server: self.server.clone(),
-                cause: format!(
-                    "portmap has no TCP mapping for {what} (is the NFS server running?)"
-                ),
-            }),
+            Ok(0) | Err(_) => Err(self.unavailable(none)),
             Ok(p) => Ok(p),
         }
     }
 
-    fn establish(&self) -> Result<Arc<Session>> {
+    fn establish(&self) -> Result<Session> {
         let mount_port = match self.opts.mount_port {
             Some(p) => p,
             None => self.getport(proto::MOUNT_PROG, proto::MOUNT_VERS, "MOUNT v3")?,
@@ -77,66 +65,43 @@ impl Transport {
             Some(p) => p,
             None => self.getport(proto::NFS_PROG, proto::NFS_VERS, "NFS v3")?,
         };
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.string(&self.share);
-        let reply = self.call_once(
-            self.resolve(mount_port)?,
-            proto::MOUNT_PROG,
-            proto::MOUNT_VERS,
-            proto::MOUNT_MNT,
-            e.bytes(),
-            "MOUNT MNT",
-        )?;
-        let root = match proto::dec_mnt(&mut Decoder::new(&reply)) {
-            Ok(Ok(fh)) => fh,
-            Ok(Err(status)) => return Err(self.status("MOUNT MNT", &self.share, status, false)),
-            Err(x) => return Err(self.map_err("MOUNT MNT", x.into())),
-        };
+        let reply = self.call_once(mount_port, proto::MOUNT_MNT, e.bytes(), "MOUNT MNT")?;
+        // mountres3: status, then on success the root handle (auth flavours ignored).
+        let mut d = Decoder::new(&reply);
+        let root = match d.u32().map(NfsStatus) {
+            Ok(NfsStatus::OK) => proto::dec_fh(&mut d),
+            Ok(status) => return Err(self.status("MOUNT MNT", &self.share, status, false)),
+            Err(x) => Err(x),
+        }
+        .map_err(|x| self.map_err("MOUNT MNT", x.into()))?;
         tracing::debug!(server = %self.server, share = %self.share, nfs_port, mount_port, "NFS share mounted");
-        Ok(Arc::new(Session {
+        Ok(Session {
             nfs: self.resolve(nfs_port)?,
             root,
-        }))
+        })
     }
 
     /// The share as reached over NFSv3, mounted first when it is not yet.
     pub fn share(&self) -> Result<Share<'_>> {
-        Ok(Share {
-            t: self,
-            s: self.session()?,
-        })
-    }
-
-    /// The current session, mounting the share first when there is none.
-    fn session(&self) -> Result<Arc<Session>> {
-        if let Some(s) = self.session.lock().unwrap().as_ref() {
-            return Ok(s.clone());
-        }
-        // Established outside the lock: concurrent callers may both mount, which is harmless,
-        // and none waits on another's network I/O.
-        let s = self.establish()?;
-        *self.session.lock().unwrap() = Some(s.clone());
-        Ok(s)
+        let s = self.session.get_or(|| self.establish())?;
+        Ok(Share { t: self, s })
     }
 
     /// Forgets the session and idle connections, so the next call re-resolves ports and re-mounts.
     pub fn invalidate(&self, stale: &Arc<Session>) {
-        let mut cur = self.session.lock().unwrap();
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
-            *cur = None;
+        if self.session.forget(stale) {
             self.pool.lock().unwrap().clear();
         }
     }
 
     /// One NFSv3 call. Returns the result bytes, starting with the nfsstat3.
     pub fn call(&self, session: &Arc<Session>, proc_: proto::Proc, args: &[u8]) -> Result<Vec<u8>> {
-        let op = proc_.name();
+        let op = &proc_.name();
         let pooled = self.pool.lock().unwrap().pop();
         let reused = pooled.is_some();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.connect(session.nfs, op)?,
-        };
+        let mut conn = pooled.map_or_else(|| self.connect(session.nfs, op), Ok)?;
         let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_VERS, Some(self.cred.as_slice()));
         let call = |c: &mut Conn| c.call(prog, vers, proc_ as u32, cred, args, self.deadline());
         let mut result = call(&mut conn);

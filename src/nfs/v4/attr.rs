@@ -86,7 +86,7 @@ fn set_bits(words: &[u32]) -> impl Iterator<Item = u32> + '_ {
 /// fattr4 of the settable attributes in `a`: size, mode, owner, group, modification time.
 pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
     let mut bits = Vec::new();
-    let mut vals = Encoder::new();
+    let mut vals = Encoder::default();
     if let Some(n) = a.size {
         bits.push(SIZE);
         vals.u64(n);
@@ -116,14 +116,8 @@ pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub kind: Option<FileType>,
-    pub size: u64,
-    pub fileid: u64,
-    pub mode: u32,
-    pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub used: u64,
-    pub mtime: (u32, u32),
+    /// The object's attributes but for its type (`kind`).
+    pub a: Attr,
     pub rdattr_error: u32,
     pub fh: Option<Vec<u8>>,
     pub space: FsStat,
@@ -132,17 +126,10 @@ pub struct Decoded {
 impl Decoded {
     /// The object's attributes; `None` when the server left out its type.
     pub fn attr(&self) -> Option<Attr> {
+        let kind = self.kind?;
         Some(Attr {
-            kind: self.kind?,
-            mode: self.mode,
-            nlink: self.nlink,
-            uid: self.uid,
-            gid: self.gid,
-            size: self.size,
-            used: self.used,
-            fileid: self.fileid,
-            mtime: self.mtime.0,
-            mtime_nsec: self.mtime.1,
+            kind,
+            ..self.a.clone()
         })
     }
 }
@@ -168,30 +155,24 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
     let mut out = Decoded::default();
     for bit in set_bits(&words) {
         match bit {
-            TYPE => {
-                out.kind = Some(match v.u32()? {
-                    1 => FileType::Regular,
-                    2 => FileType::Directory,
-                    5 => FileType::Symlink,
-                    n => FileType::Other(n),
-                })
-            }
-            SIZE => out.size = v.u64()?,
+            TYPE => out.kind = Some(FileType::from_wire(v.u32()?)),
+            SIZE => out.a.size = v.u64()?,
             FSID => v.skip(16)?,
             RDATTR_ERROR => out.rdattr_error = v.u32()?,
             FILEHANDLE => out.fh = Some(v.opaque(super::proto::FH_MAX)?.to_vec()),
-            FILEID => out.fileid = v.u64()?,
-            MODE => out.mode = v.u32()? & 0o7777,
-            NUMLINKS => out.nlink = v.u32()?,
-            OWNER => out.uid = owner_id(&v.string(1024)?),
-            OWNER_GROUP => out.gid = owner_id(&v.string(1024)?),
+            FILEID => out.a.fileid = v.u64()?,
+            MODE => out.a.mode = v.u32()? & 0o7777,
+            NUMLINKS => out.a.nlink = v.u32()?,
+            OWNER => out.a.uid = owner_id(&v.string(1024)?),
+            OWNER_GROUP => out.a.gid = owner_id(&v.string(1024)?),
             SPACE_AVAIL => out.space.avail = v.u64()?,
             SPACE_FREE => out.space.free = v.u64()?,
             SPACE_TOTAL => out.space.total = v.u64()?,
-            SPACE_USED => out.used = v.u64()?,
+            SPACE_USED => out.a.used = v.u64()?,
             TIME_MODIFY => {
                 let sec = v.u64()? as i64;
-                out.mtime = (sec.clamp(0, i64::from(u32::MAX)) as u32, v.u32()?);
+                out.a.mtime = sec.clamp(0, i64::from(u32::MAX)) as u32;
+                out.a.mtime_nsec = v.u32()?;
             }
             other => {
                 return Err(XdrError(format!(
@@ -210,12 +191,12 @@ mod tests {
     #[test]
     fn bitmaps_and_values_round_trip_in_bit_order() {
         assert_eq!(bitmap(&[1, 4, 33, 54]), vec![0b10010, (1 << 1) | (1 << 22)]);
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         enc_bitmap(
             &mut e,
             &[TYPE, FILEID, MODE, OWNER, OWNER_GROUP, TIME_MODIFY],
         );
-        let mut vals = Encoder::new();
+        let mut vals = Encoder::default();
         vals.u32(2)
             .u64(77)
             .u32(0o40750)
@@ -241,19 +222,19 @@ mod tests {
 
     #[test]
     fn owner_names_read_as_unknown() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         enc_bitmap(&mut e, &[OWNER, OWNER_GROUP]);
-        let mut vals = Encoder::new();
+        let mut vals = Encoder::default();
         vals.string("root@localdomain").string("0");
         e.opaque(vals.bytes());
         let a = dec_fattr(&mut Decoder::new(e.bytes())).unwrap();
-        assert_eq!((a.uid, a.gid), (UNKNOWN_ID, 0));
+        assert_eq!((a.a.uid, a.a.gid), (UNKNOWN_ID, 0));
         assert!(NAMED_OWNERS.contains("Only_Numeric_Owners"));
     }
 
     #[test]
     fn settable_attributes_encode_numeric_owners() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         let a = FullAttr {
             mode: Some(0o644),
             uid: Some(7),

@@ -4,34 +4,27 @@
 
 use super::proto::{self, Op, Stateid};
 use super::transport::Transport;
+use crate::nfs::client::File;
 use crate::nfs::error::Result;
 use crate::nfs::types::{CreateHow, Fh};
 
-/// An open file: its handle and the open stateid READ, WRITE and CLOSE name.
-#[derive(Debug, Clone)]
-pub struct Open {
-    pub fh: Fh,
-    pub stateid: Stateid,
-}
-
 impl Transport {
-    /// OPEN of `name` in `dir` (created as `how` says when given), or of `fh` itself, for
-    /// reading (and writing with `write`). A delegation the server grants anyway is returned.
+    /// OPEN of `name` in `dir` created as `how` says, for reading and writing, or of `fh`
+    /// itself (both None) for reading. A delegation the server grants anyway is returned.
     pub fn open(
         &self,
         at: &Fh,
         name: Option<&str>,
         how: Option<CreateHow>,
-        write: bool,
         path: &str,
-    ) -> Result<Open> {
-        let access = if write {
+    ) -> Result<File> {
+        let access = if how.is_some() {
             proto::ACCESS_BOTH
         } else {
             proto::ACCESS_READ
         };
         let owner = self.owner.open_owner.clone();
-        let (open, deleg) = self.run(
+        let (f, deleg) = self.run(
             |s, o| {
                 let opened = o.putfh(at).open(s.clientid, &owner, access, name, how);
                 opened.bare(Op::GETFH)
@@ -39,14 +32,15 @@ impl Transport {
             |r| {
                 let (stateid, deleg) = proto::dec_open(r.body(2)?)?;
                 let fh = proto::dec_fh(r.body(1)?)?;
-                Ok((Open { fh, stateid }, deleg))
+                let (stateid, path) = (Some(stateid), path.to_string());
+                Ok((File { fh, stateid, path }, deleg))
             },
             path,
         )?;
         if let Some(d) = deleg {
-            self.return_delegation(&open.fh, &d, path);
+            self.return_delegation(&f.fh, &d, path);
         }
-        Ok(open)
+        Ok(f)
     }
 
     /// OPEN of `fh` for reading, READ of its first `count` bytes and CLOSE, in one compound

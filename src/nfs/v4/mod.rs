@@ -9,5 +9,4 @@ pub mod proto;
 mod session;
 mod transport;
 
-pub use io::Open;
 pub use transport::Transport;

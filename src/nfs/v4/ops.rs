@@ -15,8 +15,8 @@ use super::transport::Transport;
 use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsError, NfsStatus, Result};
-use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
-use crate::nfs::xdr::{Decoder, XdrError, XdrResult};
+use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr};
+use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
 const NOT_SAME: u32 = 10027;
 const SAME: u32 = 10009;
@@ -38,7 +38,7 @@ impl Transport {
         fail: impl FnOnce(Failed) -> NfsError,
     ) -> Result<T> {
         let reply = self.compound(|s| {
-            let mut ops = Ops::new();
+            let mut ops = Ops::default();
             build(s, &mut ops);
             ops
         })?;
@@ -75,7 +75,7 @@ impl Transport {
     /// server's pseudo-filesystem.
     pub(super) fn resolve_root(&self) -> Result<Fh> {
         let comps: Vec<&str> = self.share.split('/').filter(|c| !c.is_empty()).collect();
-        let (fh, a) = self.walk_from(None, &comps, &self.share)?;
+        let (fh, a) = self.walk_from(None, &comps, |_| self.share.clone())?;
         if !a.is_dir() {
             return Err(self.status("LOOKUP", &self.share, NfsStatus::NOTDIR, true));
         }
@@ -83,20 +83,19 @@ impl Transport {
     }
 
     /// Resolves `comps` below `from` (None: the server's root), in as few compounds as the
-    /// session's operation limit allows. A failed LOOKUP names the prefix (`base` joined with
-    /// the components up to it).
-    fn walk_from(&self, from: Option<&Fh>, comps: &[&str], base: &str) -> Result<(Fh, Attr)> {
+    /// session's operation limit allows. A failed LOOKUP names `name_of` the number of
+    /// components up to it, a failed GETFH or GETATTR `name_of` all of them.
+    fn walk_from(
+        &self,
+        from: Option<&Fh>,
+        comps: &[&str],
+        name_of: impl Fn(usize) -> String,
+    ) -> Result<(Fh, Attr)> {
         let max = self.session()?.max_ops.saturating_sub(4).max(1);
         let mut cur = from.cloned();
         let mut done = 0;
         loop {
             let part = &comps[done..(done + max).min(comps.len())];
-            // A failed LOOKUP names the path up to it: the share itself when resolving the
-            // share from the server's root, else the components below `from`.
-            let prefix = |i: usize| match from {
-                None => base.to_string(),
-                Some(_) => comps[..done + i].join("/"),
-            };
             let start = cur.clone();
             let res = self.run_with(
                 |_, o| {
@@ -118,7 +117,7 @@ impl Transport {
                         Op::LOOKUP | Op::LOOKUPP => f.index,
                         _ => part.len(),
                     };
-                    self.failed(f, &prefix(at))
+                    self.failed(f, &name_of(done + at))
                 },
             )?;
             done += part.len();
@@ -142,28 +141,57 @@ fn object_attr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     a.ok_or_else(|| XdrError("GETATTR without the type".into()))
 }
 
-fn opened(f: &File) -> &super::Open {
-    f.open.as_ref().expect("NFSv4.1 files are opened")
+/// The open stateid of `f`.
+fn sid(f: &File) -> &Stateid {
+    f.stateid.as_ref().expect("NFSv4.1 files are opened")
 }
 
-impl Share<'_> {
-    fn open_file(
-        &self,
-        at: &Fh,
-        name: Option<&str>,
-        how: Option<CreateHow>,
-        write: bool,
-        path: &str,
-    ) -> Result<File> {
-        let o = self.t.open(at, name, how, write, path)?;
-        Ok(File {
-            fh: o.fh.clone(),
-            open: Some(o),
-        })
+impl Proto for Share<'_> {
+    fn ep(&self) -> &Endpoint {
+        self.t
+    }
+
+    fn is_v4(&self) -> bool {
+        true
+    }
+
+    fn root(&self) -> &Fh {
+        &self.root
+    }
+
+    fn invalidate(&self) {
+        self.t.root.forget(&self.root);
+    }
+
+    fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
+        let (fh, a) = self.t.walk_from(Some(dir), &[name], |_| path.to_string())?;
+        Ok((fh, Some(a)))
+    }
+
+    fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)> {
+        if comps.is_empty() {
+            return Ok(((*self.root).clone(), None));
+        }
+        let (fh, a) = (self.t).walk_from(Some(&self.root), comps, |n| comps[..n].join("/"))?;
+        Ok((fh, Some(a)))
+    }
+
+    fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
+        self.t.run(
+            |_, o| o.putfh(fh).getattr(attr::OBJECT),
+            |r| Ok(object_attr(r.body(2)?)?),
+            path,
+        )
+    }
+
+    fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
+        let anonymous = Stateid::ANONYMOUS;
+        self.t
+            .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
     }
 
     /// CREATE of a directory (`target` None) or symlink in `dir`: its handle and attributes.
-    fn create_obj(
+    fn make(
         &self,
         dir: &Fh,
         name: &str,
@@ -186,109 +214,34 @@ impl Share<'_> {
         )?;
         Ok((Some(fh), Some(attr)))
     }
-}
-
-impl Proto for Share<'_> {
-    fn ep(&self) -> &Endpoint {
-        self.t
-    }
-
-    fn is_v4(&self) -> bool {
-        true
-    }
-
-    fn root(&self) -> &Fh {
-        &self.root
-    }
-
-    fn invalidate(&self) {
-        self.t.forget_root(&self.root);
-    }
-
-    fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
-        let (fh, a) = self.t.walk_from(Some(dir), &[name], "").map_err(|mut e| {
-            // A lookup of one name knows only that name: the error names the whole path.
-            if let NfsError::Status { path: p, .. } = &mut e {
-                *p = path.to_string();
-            }
-            e
-        })?;
-        Ok((fh, Some(a)))
-    }
-
-    fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)> {
-        if comps.is_empty() {
-            return Ok(((*self.root).clone(), None));
-        }
-        let (fh, a) = self.t.walk_from(Some(&self.root), comps, "")?;
-        Ok((fh, Some(a)))
-    }
-
-    fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
-        self.t.run(
-            |_, o| o.putfh(fh).getattr(attr::OBJECT),
-            |r| Ok(object_attr(r.body(2)?)?),
-            path,
-        )
-    }
-
-    fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
-        let anonymous = Stateid::ANONYMOUS;
-        self.t
-            .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
-    }
-
-    fn mkdir(&self, dir: &Fh, name: &str, mode: u32, path: &str) -> Result<Made> {
-        self.create_obj(dir, name, None, &FullAttr::mode(mode), path)
-    }
-
-    fn symlink(
-        &self,
-        dir: &Fh,
-        name: &str,
-        a: &FullAttr,
-        target: &str,
-        path: &str,
-    ) -> Result<Made> {
-        self.create_obj(dir, name, Some(target), a, path)
-    }
 
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File> {
-        self.open_file(dir, Some(name), Some(how), true, path)
+        self.t.open(dir, Some(name), Some(how), path)
     }
 
-    fn open(&self, fh: &Fh, write: bool, path: &str) -> Result<File> {
-        self.open_file(fh, None, None, write, path)
+    fn open(&self, fh: &Fh, path: &str) -> Result<File> {
+        self.t.open(fh, None, None, path)
     }
 
-    fn close(&self, f: &File, path: &str) -> Result<()> {
-        let f = opened(f);
+    fn close(&self, f: &File) -> Result<()> {
+        let path = &f.path;
         self.t
-            .run(|_, o| o.putfh(&f.fh).close(&f.stateid), |r| r.ok(2), path)
+            .run(|_, o| o.putfh(&f.fh).close(sid(f)), |r| r.ok(2), path)
     }
 
-    fn read(&self, f: &File, off: u64, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
-        let f = opened(f);
+    fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).read(&f.stateid, off, count),
+            |_, o| o.putfh(&f.fh).read(sid(f), off, count),
             |r| Ok(proto::dec_read(r.body(2)?)?),
-            path,
+            &f.path,
         )
     }
 
-    fn write(
-        &self,
-        f: &File,
-        off: u64,
-        stable: u32,
-        data: &[u8],
-        path: &str,
-    ) -> Result<(u32, u32, [u8; 8])> {
-        let f = opened(f);
+    fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).write(&f.stateid, off, stable, data),
+            |_, o| o.putfh(&f.fh).write(sid(f), off, stable, data),
             |r| Ok(proto::dec_write(r.body(2)?)?),
-            path,
+            &f.path,
         )
     }
 
@@ -297,29 +250,23 @@ impl Proto for Share<'_> {
     }
 
     /// WRITE of all of `data` at offset 0 and CLOSE, in one compound (a small record).
-    fn write_close(
-        &self,
-        f: &File,
-        data: &[u8],
-        stable: u32,
-        path: &str,
-    ) -> Option<Result<(u32, u32)>> {
-        let f = opened(f);
+    fn write_close(&self, f: &File, data: &[u8], stable: u32) -> Option<Result<(u32, u32)>> {
         Some(self.t.run(
             |_, o| {
-                let written = o.putfh(&f.fh).write(&f.stateid, 0, stable, data);
-                written.close(&f.stateid)
+                let written = o.putfh(&f.fh).write(sid(f), 0, stable, data);
+                written.close(sid(f))
             },
             |r| {
                 let (n, committed, _) = proto::dec_write(r.body(2)?)?;
                 r.ok(1)?;
                 Ok((n, committed))
             },
-            path,
+            &f.path,
         ))
     }
 
-    fn commit(&self, f: &File, path: &str) -> Result<[u8; 8]> {
+    fn commit(&self, f: &File) -> Result<[u8; 8]> {
+        let path = &f.path;
         self.t.run(
             |_, o| o.putfh(&f.fh).commit(),
             |r| Ok(r.body(2)?.verf()?),
@@ -332,7 +279,9 @@ impl Proto for Share<'_> {
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
         let r = self.t.run(
             |_, o| {
-                let checked = o.putfh(dir).lookup(name).verify_dir(is_dir);
+                let found = o.putfh(dir).lookup(name);
+                let dir_type = 2u32.to_be_bytes(); // NF4DIR
+                let checked = found.verify(is_dir, attr::TYPE, &dir_type);
                 checked.putfh(dir).remove(name)
             },
             |r| r.ok(5),
@@ -355,7 +304,11 @@ impl Proto for Share<'_> {
             |_, o| {
                 o.putfh(from.0);
                 if let Some(fh) = expect {
-                    o.lookup(from.1).verify_fh(fh).putfh(from.0);
+                    let mut handle = Encoder::default();
+                    handle.opaque(&fh.0);
+                    let found = o.lookup(from.1);
+                    let checked = found.verify(true, attr::FILEHANDLE, handle.bytes());
+                    checked.putfh(from.0);
                 }
                 o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1)
             },
@@ -388,24 +341,11 @@ impl Proto for Share<'_> {
         bytes: u32,
         path: &str,
     ) -> Result<Listing> {
-        let (verf, raw, eof) = self.t.run(
+        self.t.run(
             |_, o| o.putfh(dir).readdir(cookie, verf, bytes),
             |r| Ok(proto::dec_readdir(r.body(2)?)?),
             path,
-        )?;
-        let entries = raw
-            .into_iter()
-            .map(|e| {
-                let ok = e.attrs.rdattr_error == 0;
-                DirEntry {
-                    cookie: e.cookie,
-                    attr: if ok { e.attrs.attr() } else { None },
-                    fh: if ok { e.attrs.fh.clone().map(Fh) } else { None },
-                    name: e.name,
-                }
-            })
-            .collect();
-        Ok((entries, verf, eof))
+        )
     }
 
     fn fsstat(&self) -> Result<FsStat> {

@@ -2,7 +2,8 @@
 //! one COMPOUND, and the decoding of their results. No I/O here.
 
 use super::attr;
-use crate::nfs::types::{CreateHow, Fh, FullAttr, NAME_MAX};
+use crate::nfs::client::Listing;
+use crate::nfs::types::{CreateHow, DirEntry, Fh, FullAttr, NAME_MAX};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
 pub const NFS_PROG: u32 = 100003;
@@ -99,10 +100,6 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Appends `op`, which takes no arguments (PUTROOTFH, GETFH, SAVEFH, READLINK; LOOKUPP,
     /// the LOOKUP of `..`).
     pub fn bare(&mut self, op: Op) -> &mut Self {
@@ -126,23 +123,12 @@ impl Ops {
         self
     }
 
-    /// VERIFY (`same`) or NVERIFY that the current object is (is not) a directory: the
-    /// compound stops there otherwise (NOT_SAME, SAME).
-    pub fn verify_dir(&mut self, same: bool) -> &mut Self {
+    /// VERIFY (`same`) or NVERIFY that the current object's attribute `bit` has the encoded
+    /// `value`: the compound stops there otherwise (NOT_SAME, SAME).
+    pub fn verify(&mut self, same: bool, bit: u32, value: &[u8]) -> &mut Self {
         self.op(if same { Op::VERIFY } else { Op::NVERIFY });
-        attr::enc_bitmap(&mut self.e, &[attr::TYPE]);
-        self.e.opaque(&2u32.to_be_bytes());
-        self
-    }
-
-    /// VERIFY that the current object's handle is `fh`: the compound stops (NOT_SAME) when
-    /// another object is there.
-    pub fn verify_fh(&mut self, fh: &Fh) -> &mut Self {
-        self.op(Op::VERIFY);
-        attr::enc_bitmap(&mut self.e, &[attr::FILEHANDLE]);
-        let mut v = Encoder::new();
-        v.opaque(&fh.0);
-        self.e.opaque(v.bytes());
+        attr::enc_bitmap(&mut self.e, &[bit]);
+        self.e.opaque(value);
         self
     }
 
@@ -375,28 +361,23 @@ pub fn dec_write(d: &mut Decoder<'_>) -> XdrResult<(u32, u32, [u8; 8])> {
     Ok((d.u32()?, d.u32()?, d.verf()?))
 }
 
-/// One READDIR entry: cookie, name, attributes.
-pub struct RawEntry {
-    pub cookie: u64,
-    pub name: String,
-    pub attrs: attr::Decoded,
-}
-
-/// READDIR4resok: verifier, entries, eof.
-pub fn dec_readdir(d: &mut Decoder<'_>) -> XdrResult<([u8; 8], Vec<RawEntry>, bool)> {
+/// READDIR4resok: the entries (with handle and attributes, unless the server failed to read
+/// them: `rdattr_error`), the cookie verifier, eof.
+pub fn dec_readdir(d: &mut Decoder<'_>) -> XdrResult<Listing> {
     let verf = d.verf()?;
     let mut out = Vec::new();
     while d.bool()? {
-        let cookie = d.u64()?;
-        let name = d.string(NAME_MAX)?;
-        let attrs = attr::dec_fattr(d)?;
-        out.push(RawEntry {
-            cookie,
+        let (cookie, name) = (d.u64()?, d.string(NAME_MAX)?);
+        let a = attr::dec_fattr(d)?;
+        let ok = a.rdattr_error == 0;
+        out.push(DirEntry {
             name,
-            attrs,
+            cookie,
+            attr: a.attr().filter(|_| ok),
+            fh: a.fh.filter(|_| ok).map(Fh),
         });
     }
-    Ok((verf, out, d.bool()?))
+    Ok((out, verf, d.bool()?))
 }
 
 #[cfg(test)]
@@ -405,7 +386,7 @@ mod tests {
 
     #[test]
     fn open_asks_for_no_delegation_and_claims_by_name_or_handle() {
-        let mut o = Ops::new();
+        let mut o = Ops::default();
         o.open(7, b"own", ACCESS_READ, None, None);
         let b = o.e.into_bytes();
         let mut d = Decoder::new(&b);
@@ -419,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_granted_delegation_is_decoded_to_be_returned() {
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         e.u32(1).fixed(&[1; 12]); // stateid
         e.bool(true).u64(1).u64(2).u32(0); // cinfo, rflags
         e.u32(0); // attrset

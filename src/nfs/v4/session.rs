@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::proto::{self, Op};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
@@ -39,9 +39,7 @@ pub struct Owner {
 impl Owner {
     pub fn new(server: &str) -> Owner {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = crate::nfs::rpc::since_epoch();
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -190,14 +188,11 @@ pub fn dec_exchange_id(d: &mut Decoder<'_>) -> XdrResult<(u64, u32)> {
     Ok((clientid, seq))
 }
 
+/// channel_attrs4: no header padding, `max` bytes each way, no RDMA.
 fn enc_channel(e: &mut Encoder, max: u32, cached: u32, ops: u32, reqs: u32) {
-    e.u32(0)
-        .u32(max)
-        .u32(max)
-        .u32(cached)
-        .u32(ops)
-        .u32(reqs)
-        .u32(0);
+    for word in [0, max, max, cached, ops, reqs, 0] {
+        e.u32(word);
+    }
 }
 
 /// CREATE_SESSION4args (after the opcode): no persistence, no back channel (delegations are never asked for, so

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::ops::Share;
 use super::proto::{self, Op, Ops, Results};
 use super::session::{self, Outcome, Owner, Session, Taken};
-use crate::nfs::endpoint::Endpoint;
+use crate::nfs::endpoint::{Cached, Endpoint};
 use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
@@ -53,9 +53,9 @@ impl Reply {
 pub struct Transport {
     ep: Arc<Endpoint>,
     pub owner: Owner,
-    session: Mutex<Option<Arc<Session>>>,
+    session: Cached<Session>,
     /// The share's root handle, once resolved.
-    root: Mutex<Option<Arc<Fh>>>,
+    pub root: Cached<Fh>,
     /// Held while a session is established, so concurrent callers make one.
     establishing: Mutex<Option<(Instant, NfsError)>>,
     pool: Mutex<Vec<Pooled>>,
@@ -73,8 +73,8 @@ impl Transport {
         Self {
             owner: Owner::new(&ep.server),
             ep,
-            session: Mutex::new(None),
-            root: Mutex::new(None),
+            session: Cached::default(),
+            root: Cached::default(),
             establishing: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
         }
@@ -84,21 +84,19 @@ impl Transport {
         self.resolve(self.opts.nfs_port.unwrap_or(NFS4_PORT))
     }
 
-    /// One COMPOUND of `op` alone on `conn` (no SEQUENCE): EXCHANGE_ID, CREATE_SESSION,
-    /// DESTROY_*, BIND_CONN_TO_SESSION. `args` encodes the operation's arguments, `dec` its
-    /// result.
+    /// One COMPOUND of the one operation in `o` on `conn` (no SEQUENCE): EXCHANGE_ID,
+    /// CREATE_SESSION, DESTROY_*, BIND_CONN_TO_SESSION. `dec` reads its result.
     fn lone<T>(
         &self,
         conn: &mut Conn,
-        op: Op,
-        args: impl FnOnce(&mut Encoder),
-        dec: impl FnOnce(&mut Decoder<'_>) -> XdrResult<T>,
+        o: &Ops,
         deadline: Instant,
+        dec: impl FnOnce(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
-        let name = &op.name();
-        let mut e = Encoder::new();
+        let (op, name) = (o.ops[0], &o.ops[0].name());
+        let mut e = Encoder::default();
         session::header(&mut e, 1);
-        args(e.u32(op as u32));
+        e.fixed(o.e.bytes());
         let reply = self
             .rpc(conn, e.bytes(), deadline)
             .map_err(|e| self.map_err(name, e))?;
@@ -120,27 +118,20 @@ impl Transport {
     fn establish(&self) -> Result<Arc<Session>> {
         let deadline = self.deadline();
         let mut conn = self.connect(self.addr()?, "EXCHANGE_ID")?;
-        let (clientid, seq) = self.lone(
-            &mut conn,
-            Op::EXCHANGE_ID,
-            |e| session::enc_exchange_id(e, &self.owner),
-            session::dec_exchange_id,
-            deadline,
-        )?;
-        let s = Arc::new(self.lone(
-            &mut conn,
-            Op::CREATE_SESSION,
-            |e| session::enc_create_session(e, clientid, seq),
-            |d| session::dec_create_session(d, clientid),
-            deadline,
-        )?);
+        let mut o = Ops::default();
+        session::enc_exchange_id(o.op(Op::EXCHANGE_ID), &self.owner);
+        let (clientid, seq) = self.lone(&mut conn, &o, deadline, session::dec_exchange_id)?;
+        let mut o = Ops::default();
+        session::enc_create_session(o.op(Op::CREATE_SESSION), clientid, seq);
+        let dec = |d: &mut Decoder<'_>| session::dec_create_session(d, clientid);
+        let s = Arc::new(self.lone(&mut conn, &o, deadline, dec)?);
         // CREATE_SESSION bound this connection to the session.
         self.pool.lock().unwrap().push(Pooled { conn, bound: s.id });
         tracing::debug!(server = %self.server, clientid, slots = s.slots(), max_ops = s.max_ops,
             "NFSv4.1 session created");
         // No state of ours survives a server restart worth reclaiming: say so at once, so the
         // server may end its grace period early.
-        let mut ops = Ops::new();
+        let mut ops = Ops::default();
         ops.op(Op::RECLAIM_COMPLETE).bool(false);
         match self.send(&s, &ops, deadline) {
             Ok(_) => {}
@@ -152,13 +143,13 @@ impl Transport {
 
     /// The current session, established first when there is none.
     pub fn session(&self) -> Result<Arc<Session>> {
-        if let Some(s) = self.session.lock().unwrap().as_ref() {
-            return Ok(s.clone());
+        if let Some(s) = self.session.get() {
+            return Ok(s);
         }
         let started = Instant::now();
         let mut last = self.establishing.lock().unwrap();
-        if let Some(s) = self.session.lock().unwrap().as_ref() {
-            return Ok(s.clone());
+        if let Some(s) = self.session.get() {
+            return Ok(s);
         }
         // Whoever held the lock while this caller waited failed: its error is this call's
         // too, rather than a second deadline.
@@ -167,7 +158,7 @@ impl Transport {
         }
         match self.establish() {
             Ok(s) => {
-                *self.session.lock().unwrap() = Some(s.clone());
+                self.session.set(Some(s.clone()));
                 *last = None;
                 Ok(s)
             }
@@ -180,32 +171,8 @@ impl Transport {
 
     /// The share as reached over NFSv4.1, its root handle resolved first when it is not yet.
     pub fn share(&self) -> Result<Share<'_>> {
-        let cached = self.root.lock().unwrap().clone();
-        let root = match cached {
-            Some(r) => r,
-            None => {
-                let r = Arc::new(self.resolve_root()?);
-                *self.root.lock().unwrap() = Some(r.clone());
-                r
-            }
-        };
+        let root = self.root.get_or(|| self.resolve_root())?;
         Ok(Share { t: self, root })
-    }
-
-    /// Forgets the root handle `stale`, so the next call resolves the share again.
-    pub fn forget_root(&self, stale: &Arc<Fh>) {
-        let mut cur = self.root.lock().unwrap();
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
-            *cur = None;
-        }
-    }
-
-    /// Forgets `stale` (the server lost it), so the next call establishes a new one.
-    pub fn forget(&self, stale: &Arc<Session>) {
-        let mut cur = self.session.lock().unwrap();
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
-            *cur = None;
-        }
     }
 
     /// A connection bound to `s`: pooled, or new and bound with BIND_CONN_TO_SESSION.
@@ -222,15 +189,10 @@ impl Transport {
     }
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
-        // CDFC4_FORE, not RDMA.
-        let args = |e: &mut Encoder| _ = e.fixed(&s.id).u32(1).bool(false);
-        self.lone(
-            &mut conn,
-            Op::BIND_CONN_TO_SESSION,
-            args,
-            |_| Ok(()),
-            deadline,
-        )?;
+        let mut o = Ops::default();
+        let bind = o.op(Op::BIND_CONN_TO_SESSION).fixed(&s.id);
+        bind.u32(1).bool(false); // CDFC4_FORE, not RDMA
+        self.lone(&mut conn, &o, deadline, |_| Ok(()))?;
         Ok(Pooled { conn, bound: s.id })
     }
 
@@ -241,7 +203,7 @@ impl Transport {
             server: self.server.clone(),
             op: "SEQUENCE (waiting for a free slot)".into(),
         })?;
-        let mut e = Encoder::new();
+        let mut e = Encoder::default();
         session::header(&mut e, 1 + ops.ops.len());
         session::enc_sequence(&mut e, &s.id, &t);
         e.fixed(ops.e.bytes());
@@ -280,27 +242,25 @@ impl Transport {
         ops: &Ops,
     ) -> Result<Reply> {
         let mut d = Decoder::new(&bytes);
-        let seq_status = session::dec_first(&mut d, Op::SEQUENCE)
-            .and_then(|st| {
-                if st == 0 {
-                    d.skip(16 + 4 * 5)?;
-                }
-                Ok(st)
-            })
-            .map_err(|x| {
-                s.release(t, Outcome::Lost);
-                self.protocol("SEQUENCE", x)
-            })?;
-        if seq_status != 0 {
-            let how = if seq_status == NfsStatus::SEQ_MISORDERED.0 && s.uncertain(t.slot) {
-                Outcome::StepBack
-            } else {
-                Outcome::Refused
-            };
-            s.release(t, how);
-            return Err(self.status("SEQUENCE", &self.share, NfsStatus(seq_status), true));
+        let seq = session::dec_first(&mut d, Op::SEQUENCE).and_then(|st| {
+            if st == 0 {
+                d.skip(16 + 4 * 5)?;
+            }
+            Ok(st)
+        });
+        let misordered = NfsStatus::SEQ_MISORDERED.0;
+        let how = match seq {
+            Ok(0) => Outcome::Done,
+            Ok(st) if st == misordered && s.uncertain(t.slot) => Outcome::StepBack,
+            Ok(_) => Outcome::Refused,
+            Err(_) => Outcome::Lost,
+        };
+        s.release(t, how);
+        match seq {
+            Ok(0) => {}
+            Ok(st) => return Err(self.status("SEQUENCE", &self.share, NfsStatus(st), true)),
+            Err(x) => return Err(self.protocol("SEQUENCE", x)),
         }
-        s.release(t, Outcome::Done);
         let start = bytes.len() - d.remaining().len();
         Ok(Reply {
             bytes,
@@ -330,15 +290,14 @@ impl Transport {
                 }
                 Err(e) => e,
             };
-            let st = err.status().map(|s| s.0);
             let lost = [
                 NfsStatus::BADSESSION,
                 NfsStatus::DEADSESSION,
                 NfsStatus::STALE_CLIENTID,
             ];
-            if lost.iter().any(|l| err.is_status(*l)) && renewed < MAX_REESTABLISH {
+            if err.is_any(&lost) && renewed < MAX_REESTABLISH {
                 tracing::info!(server = %self.server, error = %err, "NFSv4.1 session lost: establishing a new one");
-                self.forget(&s);
+                self.session.forget(&s);
                 renewed += 1;
                 continue;
             }
@@ -346,22 +305,20 @@ impl Transport {
                 renewed += 1;
                 continue;
             }
-            if st == Some(NfsStatus::GRACE.0) || st == Some(NfsStatus::DELAY.0) {
+            if err.is_any(&[NfsStatus::GRACE, NfsStatus::DELAY]) {
                 let left = self.opts.timeout.saturating_sub(started.elapsed());
                 if left > pause {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
                     continue;
                 }
-                let why = if st == Some(NfsStatus::GRACE.0) {
+                let why = if err.is_status(NfsStatus::GRACE) {
                     "the server is in its grace period after a restart (NFS4ERR_GRACE)"
                 } else {
                     "the server asks to retry later (NFS4ERR_DELAY)"
                 };
-                return Err(NfsError::Unavailable {
-                    server: self.server.clone(),
-                    cause: format!("{why}, still after {:?}", started.elapsed()),
-                });
+                let waited = started.elapsed();
+                return Err(self.unavailable(format!("{why}, still after {waited:?}")));
             }
             return Err(err);
         }
@@ -370,33 +327,19 @@ impl Transport {
     /// DESTROY_SESSION and DESTROY_CLIENTID on an idle connection, briefly; nothing when no
     /// connection is idle (the server expires the client after its lease).
     fn destroy(&self) {
-        let Some(s) = self.session.lock().unwrap().take() else {
+        let Some(s) = self.session.set(None) else {
             return;
         };
         let Some(mut p) = self.pool.lock().unwrap().pop() else {
             return;
         };
         let deadline = Instant::now() + self.opts.timeout.min(Duration::from_secs(1));
-        let (id, clientid) = (s.id, s.clientid);
-        let session = |e: &mut Encoder| _ = e.fixed(&id);
-        if self
-            .lone(
-                &mut p.conn,
-                Op::DESTROY_SESSION,
-                session,
-                |_| Ok(()),
-                deadline,
-            )
-            .is_ok()
-        {
-            let client = |e: &mut Encoder| _ = e.u64(clientid);
-            let _ = self.lone(
-                &mut p.conn,
-                Op::DESTROY_CLIENTID,
-                client,
-                |_| Ok(()),
-                deadline,
-            );
+        let mut o = Ops::default();
+        o.op(Op::DESTROY_SESSION).fixed(&s.id);
+        if self.lone(&mut p.conn, &o, deadline, |_| Ok(())).is_ok() {
+            let mut o = Ops::default();
+            o.op(Op::DESTROY_CLIENTID).u64(s.clientid);
+            let _ = self.lone(&mut p.conn, &o, deadline, |_| Ok(()));
         }
     }
 }
