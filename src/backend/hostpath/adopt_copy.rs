@@ -74,15 +74,7 @@ impl HostpathBackend {
         qgroups
             .create_subvolume(&staging)
             .map_err(os("make the subvolume", &staging))?;
-        let seq = self.ledger.journal().next_seq();
-        markers::set_markers(
-            &staging,
-            id,
-            self.store_id(),
-            Some(&intent.incarnation),
-            seq,
-        )
-        .map_err(os("mark", &staging))?;
+        self.mark_adopted(&staging, intent)?;
         crate::failpoint::hit("adopt:copy:after-subvolume");
         let sync = copytree::FsSync::begin(&self.base).map_err(os("open", &self.base))?;
         let stats = crate::backend::done::long_step(|| {

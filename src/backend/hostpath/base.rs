@@ -15,7 +15,7 @@
 //! and every change, stage and publish answers FailedPrecondition; nothing on it is recovered,
 //! recreated or removed.
 //!
-//! Each pool (`pools`) is a base of its own: the id it carries names its pool too (`identity`).
+//! Each pool (`pools`) is a base of its own: the id it carries names its pool too (`pool_key`).
 
 use crate::os::markers;
 use std::io;
@@ -117,18 +117,6 @@ pub(super) fn ensure_exists(base: &Path, create: bool) -> io::Result<Verdict> {
     )))
 }
 
-/// The identity a pool's base carries: the state store's id, and for a pool other than
-/// `default` (whose bases carried the bare id before pools existed) `@<pool>` after it. A base
-/// moved to another pool name keeps the old one, so it is refused there rather than swept as
-/// a base whose volumes have no records.
-pub(super) fn identity(store: &str, pool: &str) -> String {
-    if pool == super::pool_config::DEFAULT_POOL {
-        store.to_string()
-    } else {
-        format!("{store}@{pool}")
-    }
-}
-
 fn same_store_other_pool(found: &str, ours: &str) -> bool {
     let store = |id: &str| id.split('@').next().unwrap_or_default().to_string();
     found != ours && store(found) == store(ours)
@@ -146,7 +134,7 @@ fn another_pool(base: &Path, found: &str) -> String {
 }
 
 /// At start with nothing recorded on the base: refused when it carries this store's identity
-/// of another pool (see `identity`), else usable.
+/// of another pool (see `pool_key`), else usable.
 /// (Unreadable: usable, as before pools existed; a process that may not read `trusted.`
 /// xattrs, the local resizer, changes nothing on a base.)
 pub(super) fn check_unrecorded(base: &Path, identity: &str) -> Verdict {
@@ -181,8 +169,6 @@ mod tests {
 
     #[test]
     fn a_pool_identity_names_the_store_and_the_pool() {
-        assert_eq!(identity("s1", "default"), "s1");
-        assert_eq!(identity("s1", "fast"), "s1@fast");
         // This store's base of another pool: refused, naming that pool.
         assert!(same_store_other_pool("s1@fast", "s1@slow"));
         assert!(same_store_other_pool("s1", "s1@fast"));

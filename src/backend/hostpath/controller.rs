@@ -60,7 +60,7 @@ impl LocalVolumes for HostpathBackend {
     }
 
     fn volume_info(&self, rec: &VolumeRecord) -> VolumeInfo {
-        self.info(rec)
+        self.info_with(rec, self.condition(rec))
     }
 
     /// Makes and marks the directory, then queues the record: the volume exists once the
@@ -112,7 +112,7 @@ impl LocalVolumes for HostpathBackend {
                 ));
             }
             crate::backend::check_existing(&rec, kind, &req.capacity, &wanted_params)?;
-            return Ok(Done::Now(self.info(&rec)));
+            return Ok(Done::Now(self.volume_info(&rec)));
         }
 
         let (total, available) = self.space_for(capacity)?;

@@ -51,6 +51,18 @@ const BLOCK_QUOTA_SLACK: u64 = 1 << 20;
 /// Prefix of a volume directory being deleted (volume names cannot begin with '.').
 const TRASH_PREFIX: &str = ".trash-";
 
+/// `name` for the default pool (as before pools existed), `name@pool` for another: the journal
+/// keys of a pool's records, and the identity its base carries (see `base`). A base moved to
+/// another pool name keeps the old identity, so it is refused there rather than swept as a base
+/// whose volumes have no records.
+fn pool_key(name: &str, pool: &str) -> String {
+    if pool == pool_config::DEFAULT_POOL {
+        name.to_string()
+    } else {
+        format!("{name}@{pool}")
+    }
+}
+
 static CAPS: BackendCaps = BackendCaps {
     reach: Reach::NodeLocal,
     multi_node: false,
@@ -77,7 +89,7 @@ pub struct HostpathBackend {
     node: String,
     /// The pool this base is (`pools`).
     pool: String,
-    /// What the base carries when it is this store's (`base::identity`).
+    /// What the base carries when it is this store's (`pool_key`).
     identity: String,
     base: PathBuf,
     create_base: bool,
@@ -114,17 +126,17 @@ impl HostpathBackend {
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
-        let (volumes_key, snaps_key) = pools::journal_keys(&spec.name);
-        let snaps: Ledger<snapshot::SnapRecord> =
-            Ledger::open_counted(journal.clone(), &snaps_key, snapshot::LEDGER, live)?;
-        let ledger: Ledger<VolumeRecord> =
-            Ledger::open_counted(journal.clone(), &volumes_key, BACKEND, live)?;
-        let adoptions = adopt::open_ledger(&journal, &spec.name, live)?;
+        // Each pool's records under its own journal keys (see `pools`).
+        let key = |kind| pool_key(kind, &spec.name);
+        let (snap_key, adopt_key) = (key(snapshot::LEDGER), key(adopt::LEDGER));
+        let snaps = Ledger::open_counted(journal.clone(), &snap_key, snapshot::LEDGER, live)?;
+        let ledger = Ledger::open_counted(journal.clone(), &key(BACKEND), BACKEND, live)?;
+        let adoptions = Ledger::open_counted(journal.clone(), &adopt_key, adopt::LEDGER, live)?;
         let recorded = Self::recorded_dirs(spec, state_dir, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
         // (the local resizer, which may write no trusted xattr) never writes to it.
-        let identity = base::identity(journal.store_id(), &spec.name);
+        let identity = pool_key(journal.store_id(), &spec.name);
         let verdict = if recorded.is_empty() {
             match base::ensure_exists(&spec.path, spec.create_missing)? {
                 base::Verdict::Ours => base::check_unrecorded(&spec.path, &identity),
@@ -199,23 +211,17 @@ impl HostpathBackend {
 
     /// The base's quota limiter, if it has one (probing it on first use).
     fn limiter(&self) -> Result<Option<&Limiter>> {
-        self.features()
-            .map(|f| f.limiter.as_ref())
-            .map_err(|e| self.probe_failed(e))
+        Ok(self.probed()?.limiter.as_ref())
     }
 
-    /// How the base stores snapshots and clones (probing it on first use).
-    fn snap_method(&self) -> Result<snapshot::SnapMethod> {
-        self.features()
-            .map(|f| f.snap_method)
-            .map_err(|e| self.probe_failed(e))
-    }
-
-    fn probe_failed(&self, e: std::io::Error) -> Error {
-        Error::Internal(format!(
-            "probing quota and snapshot support of base path {}: {e}",
-            self.base.display()
-        ))
+    /// `features` for an operation.
+    fn probed(&self) -> Result<&BaseFeatures> {
+        self.features().map_err(|e| {
+            Error::Internal(format!(
+                "probing quota and snapshot support of base path {}: {e}",
+                self.base.display()
+            ))
+        })
     }
 
     /// The directories the recorded volumes and snapshots (in the journal, or in the state of
@@ -279,18 +285,15 @@ impl HostpathBackend {
     /// recorded yet, adopts the base first, so every volume directory lies on a base that
     /// carries this store's identity.
     fn require_base(&self, volume: &str) -> Result<()> {
+        let refused = |why| Error::precondition(volume, format!("{why}; nothing was changed"));
         if self.refused.is_none() && self.nothing_recorded() {
             let settled = base::settle(&self.base, &self.identity, &[], self.create_base)
-                .map_err(|e| Error::os(volume, "record the base path's identity")(e))?;
+                .map_err(Error::os(volume, "record the base path's identity"))?;
             if let base::Verdict::Refused(why) = settled {
-                return Err(Error::precondition(
-                    volume,
-                    format!("{why}; nothing was changed"),
-                ));
+                return Err(refused(why));
             }
         }
-        self.base_usable()
-            .map_err(|why| Error::precondition(volume, format!("{why}; nothing was changed")))
+        self.base_usable().map_err(refused)
     }
 
     fn nothing_recorded(&self) -> bool {
@@ -325,10 +328,6 @@ impl HostpathBackend {
         node_tag == Some(VolumeId::node_tag(&self.node).as_str())
     }
 
-    fn save(&self, rec: VolumeRecord) -> Result<()> {
-        self.ledger.save(rec)
-    }
-
     /// One statfs of the base: (size of the whole filesystem, bytes free for new volumes, that is
     /// free space less what existing volumes may still claim).
     fn space(&self) -> Result<(u64, u64)> {
@@ -354,10 +353,6 @@ impl HostpathBackend {
             }
         }
         self.space()
-    }
-
-    fn info(&self, rec: &VolumeRecord) -> VolumeInfo {
-        self.info_with(rec, self.condition(rec))
     }
 
     fn info_with(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
@@ -386,9 +381,7 @@ impl HostpathBackend {
             message,
         }
     }
-}
 
-impl HostpathBackend {
     /// Probe's check of this pool: its base usable and present, its state writable.
     pub(super) fn check_ready(&self) -> Result<()> {
         self.base_usable()

@@ -32,21 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The journal keys (volumes, snapshots) of `pool`'s records.
-pub(super) fn journal_keys(pool: &str) -> (String, String) {
-    if pool == DEFAULT_POOL {
-        (
-            super::BACKEND.to_string(),
-            super::snapshot::LEDGER.to_string(),
-        )
-    } else {
-        (
-            format!("{}@{pool}", super::BACKEND),
-            format!("{}@{pool}", super::snapshot::LEDGER),
-        )
-    }
-}
-
 pub(super) struct Slot {
     pub(super) spec: PoolSpec,
     backend: RwLock<Arc<HostpathBackend>>,
@@ -139,12 +124,16 @@ impl HostpathPools {
         self.slot(DEFAULT_POOL).unwrap_or(&self.slots[0]).get()
     }
 
+    pub(super) fn pools(&self) -> impl Iterator<Item = Arc<HostpathBackend>> + '_ {
+        self.slots.iter().map(Slot::get)
+    }
+
     /// The first pool for which `holds` is true.
     pub(super) fn find(
         &self,
         holds: impl Fn(&HostpathBackend) -> bool,
     ) -> Option<Arc<HostpathBackend>> {
-        self.slots.iter().map(Slot::get).find(|b| holds(b))
+        self.pools().find(|b| holds(b))
     }
 
     /// The pool whose records hold volume `id`.
@@ -329,17 +318,26 @@ mod tests {
     }
 
     #[test]
-    fn journal_keys_of_the_default_pool_are_the_earlier_ones() {
+    fn journal_keys_and_identity_of_the_default_pool_are_the_earlier_ones() {
+        use crate::backend::hostpath::{pool_key, snapshot};
+        let keys = |pool| {
+            (
+                pool_key(super::super::BACKEND, pool),
+                pool_key(snapshot::LEDGER, pool),
+            )
+        };
         assert_eq!(
-            journal_keys(DEFAULT_POOL),
+            keys(DEFAULT_POOL),
             ("hostpath".to_string(), "hostpath-snap".to_string())
         );
         assert_eq!(
-            journal_keys("fast"),
+            keys("fast"),
             (
                 "hostpath@fast".to_string(),
                 "hostpath-snap@fast".to_string()
             )
         );
+        assert_eq!(pool_key("s1", "default"), "s1");
+        assert_eq!(pool_key("s1", "fast"), "s1@fast");
     }
 }

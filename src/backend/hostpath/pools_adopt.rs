@@ -27,7 +27,7 @@ impl AdoptBackend for HostpathPools {
         if let Some(pool) = self.holder_of_name(&dir.name) {
             return pool.adopt_dir(dir);
         }
-        if let Some(owner) = self.slots.iter().find_map(|s| s.get().ledger.id_owner(&id)) {
+        if let Some(owner) = self.pools().find_map(|p| p.ledger.id_owner(&id)) {
             return Err(Error::exists(
                 id,
                 format!("this id already belongs to volume {owner:?}; choose another name"),
@@ -41,7 +41,7 @@ impl HostpathPools {
     /// The pool `dir` is adopted into (see the module doc). A path that cannot be read or
     /// resolved goes to the default pool, whose checks name the cause.
     fn pool_holding(&self, id: &str, dir: &AdoptDir) -> Result<Arc<HostpathBackend>> {
-        let pools: Vec<Arc<HostpathBackend>> = self.slots.iter().map(|s| s.get()).collect();
+        let pools: Vec<_> = self.pools().collect();
         let Ok(real) = std::fs::canonicalize(&dir.path) else {
             return Ok(self.fallback());
         };

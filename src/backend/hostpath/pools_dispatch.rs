@@ -5,6 +5,7 @@
 use super::params::HostpathParams;
 use super::pools::HostpathPools;
 use super::{HostpathBackend, CAPS};
+use crate::backend::local::LocalVolumes;
 use crate::backend::{
     Backend, BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done, NodeBackend, Page,
     SnapshotBackend,
@@ -41,10 +42,6 @@ fn merge<T>(pages: Vec<Paged<T>>, max: usize) -> (Vec<T>, Option<String>) {
 }
 
 impl HostpathPools {
-    fn pools(&self) -> impl Iterator<Item = Arc<HostpathBackend>> + '_ {
-        self.slots.iter().map(|s| s.get())
-    }
-
     /// For an id no pool holds (its state lost): `f` in each pool that can take changes now,
     /// each removing what it marked with the id; with none, in the fallback, which says why.
     fn in_usable_pools(&self, f: impl Fn(&HostpathBackend) -> Result<()>) -> Result<()> {
@@ -124,7 +121,7 @@ impl ControllerBackend for HostpathPools {
             .pools()
             .map(|p| {
                 p.ledger
-                    .page(after, max, |_| true, |r| (r.name.clone(), p.info(r)))
+                    .page(after, max, |_| true, |r| (r.name.clone(), p.volume_info(r)))
             })
             .collect();
         let (entries, next_after) = merge(pages, max);

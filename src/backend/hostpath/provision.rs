@@ -307,7 +307,7 @@ impl HostpathBackend {
             self.size_image(&rec, new, "grow")?;
         }
         rec.capacity_bytes = new;
-        self.save(rec)?;
+        self.ledger.save(rec)?;
         Ok((new, node_step))
     }
 }

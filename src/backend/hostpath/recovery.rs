@@ -81,7 +81,7 @@ impl HostpathBackend {
                 }
             }
             if self.forget_lost_mounts(&mut rec) {
-                self.save(rec).map_err(io::Error::other)?;
+                self.ledger.save(rec).map_err(io::Error::other)?;
             }
             tally.kept += 1;
         }

@@ -77,7 +77,7 @@ impl HostpathBackend {
         let dir = self.volume_dir(&rec.name);
         let os = |what: &str| Error::os(&rec.id, format!("{what} the volume's directory"));
         let sync = copytree::FsSync::begin(&self.base).map_err(os("open the filesystem of"))?;
-        let method = self.snap_method()?;
+        let method = self.probed()?.snap_method;
         tracing::info!(volume = %rec.id, source = %src.id, ?method, "restore: writing content");
         if method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;

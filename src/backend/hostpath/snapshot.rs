@@ -298,7 +298,7 @@ impl HostpathBackend {
             crate::failpoint::hit("snapshot:after-mark");
             // Opened before the copy, so a writeback error during it fails the snapshot.
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
-            let method = self.snap_method()?;
+            let method = self.probed()?.snap_method;
             tracing::info!(snapshot = %id_str, source = %source_str, ?method, "snapshot: writing content");
             let stored_as = take(method, &src, &dir.join(DATA), true).map_err(Error::os(
                 &id_str,
