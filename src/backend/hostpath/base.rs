@@ -28,14 +28,9 @@ pub(super) struct Evidence {
     pub dir: PathBuf,
 }
 
-/// Whether the base can be used, decided at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// It carries this store's id (now).
-    Ours,
-    /// It cannot be used; why, for Probe and the errors.
-    Refused(String),
-}
+/// Whether the base can be used, decided at start: Ok when it carries this store's id (now),
+/// else why not, for Probe and the errors.
+pub(super) type Verdict = Result<(), String>;
 
 /// Decides at start whether `base` is this state store's, adopting it where that is safe (see
 /// the module doc). `recorded`: the volumes and snapshots the journal holds on this base.
@@ -50,13 +45,13 @@ pub(super) fn settle(
     let found = match markers::base_marker(base) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound && recorded.is_empty() => {
-            if let Verdict::Refused(why) = ensure_exists(base, create)? {
-                return Ok(Verdict::Refused(why));
+            if let Err(why) = ensure_exists(base, create)? {
+                return Ok(Err(why));
             }
             None
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Verdict::Refused(format!(
+            return Ok(Err(format!(
                 "base path {} does not exist, and volumes or snapshots are recorded on it: is its \
                  filesystem mounted? The driver does not create it again",
                 base.display()
@@ -65,16 +60,16 @@ pub(super) fn settle(
         Err(e) => return Err(e),
     };
     match found {
-        Some(s) if s == store => return Ok(Verdict::Ours),
+        Some(s) if s == store => return Ok(Ok(())),
         Some(other) if same_store_other_pool(&other, store) => {
-            return Ok(Verdict::Refused(another_pool(base, &other)))
+            return Ok(Err(another_pool(base, &other)))
         }
         Some(other) if recorded.is_empty() => {
             tracing::warn!(base = %base.display(), previous = %other, store,
                 "the base was adopted by another state store, and no volume is recorded on it here: adopting it");
         }
         Some(other) => {
-            return Ok(Verdict::Refused(format!(
+            return Ok(Err(format!(
                 "base path {} belongs to state store {other}, not to this driver's {store}: \
                  another filesystem is mounted there, or the state directory is another one",
                 base.display()
@@ -86,7 +81,7 @@ pub(super) fn settle(
                 .iter()
                 .find(|e| matches!(markers::owner_marker(&e.dir), Ok(Some(id)) if id == e.id));
             let Some(proof) = proof else {
-                return Ok(Verdict::Refused(format!(
+                return Ok(Err(format!(
                     "base path {} carries no identity and holds none of the volumes or snapshots \
                      recorded on it: is its filesystem mounted?",
                     base.display()
@@ -97,7 +92,7 @@ pub(super) fn settle(
         }
     }
     markers::set_base_marker(base, store)?;
-    Ok(Verdict::Ours)
+    Ok(Ok(()))
 }
 
 /// A base with nothing recorded on it: created when missing if `create`, else refused when
@@ -105,12 +100,12 @@ pub(super) fn settle(
 pub(super) fn ensure_exists(base: &Path, create: bool) -> io::Result<Verdict> {
     if create {
         std::fs::create_dir_all(base)?;
-        return Ok(Verdict::Ours);
+        return Ok(Ok(()));
     }
     if base.is_dir() {
-        return Ok(Verdict::Ours);
+        return Ok(Ok(()));
     }
-    Ok(Verdict::Refused(format!(
+    Ok(Err(format!(
         "pool path {} is not a directory: is its filesystem mounted? The driver does not \
          create a pool's path",
         base.display()
@@ -139,10 +134,8 @@ fn another_pool(base: &Path, found: &str) -> String {
 /// xattrs, the local resizer, changes nothing on a base.)
 pub(super) fn check_unrecorded(base: &Path, identity: &str) -> Verdict {
     match markers::base_marker(base).ok().flatten() {
-        Some(found) if same_store_other_pool(&found, identity) => {
-            Verdict::Refused(another_pool(base, &found))
-        }
-        _ => Verdict::Ours,
+        Some(found) if same_store_other_pool(&found, identity) => Err(another_pool(base, &found)),
+        _ => Ok(()),
     }
 }
 

@@ -176,11 +176,8 @@ impl LocalVolumes for HostpathBackend {
         // of this name) stays as it was.
         let its_own = made.is_ok()
             || !dir.exists()
-            || match markers::read_markers(&dir) {
-                Ok(Some(m)) => m.incarnation == rec.backend.incarnation,
-                Ok(None) => true,
-                Err(_) => false,
-            };
+            || markers::read_markers(&dir)
+                .is_ok_and(|m| m.is_none_or(|m| m.incarnation == rec.backend.incarnation));
         let rollback = move |me: &Self| {
             if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
                 tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");

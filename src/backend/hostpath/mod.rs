@@ -138,10 +138,8 @@ impl HostpathBackend {
         // (the local resizer, which may write no trusted xattr) never writes to it.
         let identity = pool_key(journal.store_id(), &spec.name);
         let verdict = if recorded.is_empty() {
-            match base::ensure_exists(&spec.path, spec.create_missing)? {
-                base::Verdict::Ours => base::check_unrecorded(&spec.path, &identity),
-                refused => refused,
-            }
+            base::ensure_exists(&spec.path, spec.create_missing)?
+                .and_then(|()| base::check_unrecorded(&spec.path, &identity))
         } else {
             base::settle(&spec.path, &identity, &recorded, spec.create_missing)?
         };
@@ -164,7 +162,7 @@ impl HostpathBackend {
                 refused,
             })
         };
-        if let base::Verdict::Refused(why) = verdict {
+        if let Err(why) = verdict {
             tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
                 "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
             let base = std::fs::canonicalize(&spec.path).unwrap_or(spec.path.clone());
@@ -289,9 +287,7 @@ impl HostpathBackend {
         if self.refused.is_none() && self.nothing_recorded() {
             let settled = base::settle(&self.base, &self.identity, &[], self.create_base)
                 .map_err(Error::os(volume, "record the base path's identity"))?;
-            if let base::Verdict::Refused(why) = settled {
-                return Err(refused(why));
-            }
+            settled.map_err(refused)?;
         }
         self.base_usable().map_err(refused)
     }

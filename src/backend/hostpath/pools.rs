@@ -168,8 +168,7 @@ impl HostpathPools {
                 ),
             ));
         };
-        self.refresh(slot);
-        let pool = slot.get();
+        let pool = self.refresh(slot);
         // A pool with volumes whose base is refused answers itself (FailedPrecondition, as
         // every change there does); one without any whose path is missing is like no pool.
         let missing = slot.missing.load(Ordering::Acquire)
@@ -188,15 +187,15 @@ impl HostpathPools {
         Ok(pool)
     }
 
-    /// Opens again a pool that was refused at start with nothing recorded (its path was
-    /// missing), once its path is a directory.
-    pub(super) fn refresh(&self, slot: &Slot) {
+    /// The slot's pool, opened again first if it was refused at start with nothing recorded
+    /// (its path was missing) and its path is a directory now.
+    pub(super) fn refresh(&self, slot: &Slot) -> Arc<HostpathBackend> {
         if !slot.missing.load(Ordering::Acquire) || !slot.spec.path.is_dir() {
-            return;
+            return slot.get();
         }
         let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
         if !slot.missing.load(Ordering::Acquire) {
-            return;
+            return slot.get();
         }
         // Nothing was recorded in it at start, and a refused pool records nothing since.
         match HostpathBackend::open(
@@ -222,6 +221,7 @@ impl HostpathPools {
                 tracing::warn!(pool = %slot.spec.name, error = %e, "hostpath pool could not be opened")
             }
         }
+        slot.get()
     }
 }
 
@@ -248,12 +248,11 @@ impl HostpathBackend {
         })
     }
 
-    /// The pool's name.
     pub fn pool_name(&self) -> &str {
         &self.pool
     }
 
-    /// The pool's base path (resolved).
+    /// Resolved.
     pub fn base_path(&self) -> &Path {
         &self.base
     }

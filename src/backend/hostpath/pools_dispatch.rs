@@ -58,9 +58,8 @@ impl HostpathPools {
         let id = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
         let wanted = params.pool();
-        for p in self.pools() {
-            p.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
-        }
+        self.pools()
+            .try_for_each(|p| p.ledger.refuse_id_of_another(&id, &req.name, "volume"))?;
         if let Some(other) = self.holder_of_name(&req.name) {
             if other.pool_name() != wanted {
                 return Err(Error::exists(
@@ -146,8 +145,7 @@ impl ControllerBackend for HostpathPools {
         let Some(slot) = self.slot(params.pool()) else {
             return Ok(Capacity::default());
         };
-        self.refresh(slot);
-        let pool = slot.get();
+        let pool = self.refresh(slot);
         if pool.pool_down().is_some() {
             return Ok(Capacity::default());
         }

@@ -39,7 +39,11 @@ impl HostpathBackend {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match markers::read_markers(&dir).map_err(os("read marker of"))? {
                     Some(m) if m.volume == rec.id => {
-                        if !self.adoptable(&dir, rec, &m).map_err(os("read"))? {
+                        // This create's own (a repeat, or a restore that claimed it), or empty
+                        // and so holding nothing of anyone's; else an earlier volume's leftover.
+                        let ours = rec.backend.incarnation.is_some()
+                            && m.incarnation == rec.backend.incarnation;
+                        if !ours && fs::read_dir(&dir).map_err(os("read"))?.next().is_some() {
                             self.remove_leftover(rec, &dir, &m)?;
                             create().map_err(os("create"))?;
                         }
@@ -143,20 +147,6 @@ impl HostpathBackend {
     ) -> Result<Option<(&Limiter, Enforcement)>> {
         let Some(how) = how else { return Ok(None) };
         Ok(self.limiter()?.map(|l| (l, how)))
-    }
-
-    /// Whether a directory marked with `rec`'s id is this create's own (a repeat, or a restore
-    /// that claimed it) rather than what an earlier volume of the name left: its incarnation is
-    /// this record's, or it is empty and so holds nothing of anyone's.
-    fn adoptable(
-        &self,
-        dir: &std::path::Path,
-        rec: &VolumeRecord,
-        found: &markers::Markers,
-    ) -> io::Result<bool> {
-        let ours =
-            rec.backend.incarnation.is_some() && found.incarnation == rec.backend.incarnation;
-        Ok(ours || fs::read_dir(dir)?.next().is_none())
     }
 
     /// Removes what an earlier volume of this name left under it (a delete whose removal

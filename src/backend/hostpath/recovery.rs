@@ -154,6 +154,21 @@ impl HostpathBackend {
         damage.is_none_or(|d| !d.may_explain(found.and_then(|m| m.seq)))
     }
 
+    /// What `dir`'s markers say: the id it is marked with, whether this store marked it, and
+    /// whether the journal's silence about it proves anything (`silence_proves`).
+    pub(super) fn examine(
+        &self,
+        dir: &Path,
+        damage: Option<&Damage>,
+    ) -> (Option<String>, bool, bool) {
+        let found = markers::read_markers(dir).ok().flatten();
+        let ours = found
+            .as_ref()
+            .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
+        let provable = self.silence_proves(damage, found.as_ref());
+        (found.map(|m| m.volume), ours, provable)
+    }
+
     /// Walks the base once and settles every directory the journal does not explain. Returns
     /// the names of volumes whose state could not be told (kept as found, not recreated).
     /// A directory marked within `damage` is never removed: a change the journal lost may
@@ -173,12 +188,7 @@ impl HostpathBackend {
             else {
                 continue;
             };
-            let found = markers::read_markers(&path).ok().flatten();
-            let ours = found
-                .as_ref()
-                .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
-            let marker = found.as_ref().map(|m| m.volume.clone());
-            let provable = self.silence_proves(damage, found.as_ref());
+            let (marker, ours, provable) = self.examine(&path, damage);
             if let Some(volume) = name.strip_prefix(TRASH_PREFIX) {
                 let rec = marker
                     .as_deref()

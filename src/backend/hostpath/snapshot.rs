@@ -4,7 +4,7 @@
 //! its directory (see `SnapMethod`). Same durability as volumes: make and mark, then commit
 //! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
 
-use super::HostpathBackend;
+use super::{HostpathBackend, TRASH_PREFIX};
 use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
@@ -19,7 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const LEDGER: &str = "hostpath-snap";
 const SNAPSHOTS_DIR: &str = ".snapshots";
 const DATA: &str = "data";
-const TRASH_PREFIX: &str = ".trash-";
 
 /// How snapshots and clones are made on this base path, chosen once at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,13 +186,8 @@ impl HostpathBackend {
                     .and_then(|n| n.to_str())
                     .unwrap_or("")
                     .to_string();
-                let found = markers::read_markers(&path).ok().flatten();
-                let ours = found
-                    .as_ref()
-                    .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
-                let marker = found.as_ref().map(|m| m.volume.clone());
+                let (marker, ours, provable) = self.examine(&path, damage.as_ref());
                 let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
-                let provable = self.silence_proves(damage.as_ref(), found.as_ref());
                 let own_record = rec
                     .as_ref()
                     .is_some_and(|r| Self::snap_key(&r.id).ok().as_deref() == Some(name.as_str()));
