@@ -110,11 +110,6 @@ impl HostpathPools {
         Ok(pools)
     }
 
-    /// The names of this node's pools.
-    pub fn pool_names(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.spec.name.clone()).collect()
-    }
-
     pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
         self.slots.iter().find(|s| s.spec.name == name)
     }
@@ -159,12 +154,13 @@ impl HostpathPools {
     /// (FailedPrecondition, as every change there does).
     pub(super) fn for_create(&self, name: &str, volume: &str) -> Result<Arc<HostpathBackend>> {
         let Some(slot) = self.slot(name) else {
+            let names: Vec<&str> = self.slots.iter().map(|s| s.spec.name.as_str()).collect();
             return Err(Error::no_space(
                 volume,
                 format!(
                     "node {} has no hostpath pool {name:?} (its pools: {})",
                     self.node,
-                    self.pool_names().join(", ")
+                    names.join(", ")
                 ),
             ));
         };
@@ -246,15 +242,6 @@ impl HostpathBackend {
                 self.base.display()
             )
         })
-    }
-
-    pub fn pool_name(&self) -> &str {
-        &self.pool
-    }
-
-    /// Resolved.
-    pub fn base_path(&self) -> &Path {
-        &self.base
     }
 }
 

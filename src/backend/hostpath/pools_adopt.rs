@@ -45,20 +45,20 @@ impl HostpathPools {
         let Ok(real) = std::fs::canonicalize(&dir.path) else {
             return Ok(self.fallback());
         };
-        if let Some(p) = pools.iter().find(|p| p.base_path().starts_with(&real)) {
+        if let Some(p) = pools.iter().find(|p| p.base.starts_with(&real)) {
             return Err(Error::invalid(format!(
                 "volume {id}: {} is the base path of hostpath pool {:?} or a parent of it",
                 dir.path.display(),
-                p.pool_name()
+                p.pool
             )));
         }
-        if let Some(p) = pools.iter().find(|p| real.starts_with(p.base_path())) {
+        if let Some(p) = pools.iter().find(|p| real.starts_with(&p.base)) {
             return Ok(p.clone());
         }
         let Ok(dev) = super::adopt_checks::fs_dev(&real) else {
             return Ok(self.fallback());
         };
-        let dev_of = |p: &HostpathBackend| std::fs::metadata(p.base_path()).ok().map(|m| m.dev());
+        let dev_of = |p: &HostpathBackend| std::fs::metadata(&p.base).ok().map(|m| m.dev());
         if let Some(p) = pools
             .iter()
             .find(|p| p.pool_down().is_none() && dev_of(p) == Some(dev))
@@ -85,11 +85,7 @@ impl HostpathPools {
             .iter()
             .map(|p| {
                 let d = dev_of(p).map_or_else(|| "missing".to_string(), show);
-                format!(
-                    "{} at {} (device {d})",
-                    p.pool_name(),
-                    p.base_path().display()
-                )
+                format!("{} at {} (device {d})", p.pool, p.base.display())
             })
             .collect();
         Err(Error::precondition(

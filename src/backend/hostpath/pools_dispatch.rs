@@ -41,6 +41,15 @@ fn merge<T>(pages: Vec<Paged<T>>, max: usize) -> (Vec<T>, Option<String>) {
     (all.into_iter().map(|(_, e)| e).collect(), next)
 }
 
+/// Calls on one volume, by its id: each goes to the pool that holds the volume (`for_volume`).
+macro_rules! by_volume {
+    ($(fn $call:ident(&self, $id:ident: &VolumeId $(, $arg:ident: $ty:ty)*) -> $out:ty;)*) => {
+        $(fn $call(&self, $id: &VolumeId $(, $arg: $ty)*) -> $out {
+            self.for_volume($id).$call($id $(, $arg)*)
+        })*
+    };
+}
+
 impl HostpathPools {
     /// For an id no pool holds (its state lost): `f` in each pool that can take changes now,
     /// each removing what it marked with the id; with none, in the fallback, which says why.
@@ -61,12 +70,12 @@ impl HostpathPools {
         self.pools()
             .try_for_each(|p| p.ledger.refuse_id_of_another(&id, &req.name, "volume"))?;
         if let Some(other) = self.holder_of_name(&req.name) {
-            if other.pool_name() != wanted {
+            if other.pool != wanted {
                 return Err(Error::exists(
                     id,
                     format!(
                         "exists in hostpath pool {:?}, not in pool {wanted:?}",
-                        other.pool_name()
+                        other.pool
                     ),
                 ));
             }
@@ -81,11 +90,11 @@ impl HostpathPools {
             Some(ContentSource::Volume(v)) => self.holder(&v.to_string()),
             None => None,
         };
-        if let Some(src) = source_pool.filter(|s| s.pool_name() != wanted) {
+        if let Some(src) = source_pool.filter(|s| s.pool != wanted) {
             return Err(Error::invalid(format!(
                 "volume {id}: its content source lives in hostpath pool {:?}; a volume made from \
                  it must be in that pool too (this class asks for pool {wanted:?})",
-                src.pool_name()
+                src.pool
             )));
         }
         Ok(pool)
@@ -111,8 +120,14 @@ impl ControllerBackend for HostpathPools {
             .map(Done::Now)
     }
 
-    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        self.for_volume(id).get(id)
+    by_volume! {
+        fn get(&self, id: &VolumeId) -> Result<VolumeInfo>;
+        fn validate(&self, id: &VolumeId, caps: &[Capability], parameters: &BTreeMap<String, String>)
+            -> Result<Option<String>>;
+        fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)>;
+        fn controller_publish(&self, id: &VolumeId, node: &str, read_only: bool, cap: &Capability)
+            -> Result<BTreeMap<String, String>>;
+        fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()>;
     }
 
     fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
@@ -130,15 +145,6 @@ impl ControllerBackend for HostpathPools {
         })
     }
 
-    fn validate(
-        &self,
-        id: &VolumeId,
-        caps: &[Capability],
-        parameters: &BTreeMap<String, String>,
-    ) -> Result<Option<String>> {
-        self.for_volume(id).validate(id, caps, parameters)
-    }
-
     /// The class's pool's free space; none when this node lacks the pool or it is down.
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
@@ -152,25 +158,6 @@ impl ControllerBackend for HostpathPools {
         pool.capacity(req)
     }
 
-    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        self.for_volume(id).expand(id, range)
-    }
-
-    fn controller_publish(
-        &self,
-        id: &VolumeId,
-        node: &str,
-        read_only: bool,
-        cap: &Capability,
-    ) -> Result<BTreeMap<String, String>> {
-        self.for_volume(id)
-            .controller_publish(id, node, read_only, cap)
-    }
-
-    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.for_volume(id).controller_unpublish(id, node)
-    }
-
     fn published_count(&self, node: &str) -> usize {
         self.pools().map(|p| p.published_count(node)).sum()
     }
@@ -181,24 +168,15 @@ impl NodeBackend for HostpathPools {
         self.for_volume(&req.id).stage(req)
     }
 
-    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        self.for_volume(id).unstage(id, staging)
-    }
-
     fn publish(&self, req: &PublishRequest) -> Result<()> {
         self.for_volume(&req.id).publish(req)
     }
 
-    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        self.for_volume(id).unpublish(id, target)
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
-        self.for_volume(id).stats(id, path)
-    }
-
-    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
-        self.for_volume(id).node_expand(id, path, range)
+    by_volume! {
+        fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()>;
+        fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()>;
+        fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats>;
+        fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64>;
     }
 }
 
