@@ -87,7 +87,7 @@ impl HostpathBackend {
                 "volume {id}: a capacity is required (the PersistentVolume's size)"
             )));
         }
-        let capacity = req.capacity.div_ceil(super::controller::ALIGN) * super::controller::ALIGN;
+        let capacity = req.capacity.next_multiple_of(super::controller::ALIGN);
         if let Some(rec) = self.ledger.get(&req.name) {
             // A repeat (the answer was lost, or the operator ran it twice): the source has
             // moved into the volume by now.

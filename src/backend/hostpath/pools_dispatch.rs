@@ -66,7 +66,7 @@ impl HostpathPools {
     fn pool_for(&self, req: &CreateRequest) -> Result<Arc<HostpathBackend>> {
         let id = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
-        let wanted = params.pool();
+        let wanted = params.pool.as_str();
         self.pools()
             .try_for_each(|p| p.ledger.refuse_id_of_another(&id, &req.name, "volume"))?;
         if let Some(other) = self.holder_of_name(&req.name) {
@@ -148,7 +148,7 @@ impl ControllerBackend for HostpathPools {
     /// The class's pool's free space; none when this node lacks the pool or it is down.
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
-        let Some(slot) = self.slot(params.pool()) else {
+        let Some(slot) = self.slot(&params.pool) else {
             return Ok(Capacity::default());
         };
         let pool = self.refresh(slot);
