@@ -100,16 +100,14 @@ pub(super) fn settle(
 pub(super) fn ensure_exists(base: &Path, create: bool) -> io::Result<Verdict> {
     if create {
         std::fs::create_dir_all(base)?;
-        return Ok(Ok(()));
     }
-    if base.is_dir() {
-        return Ok(Ok(()));
-    }
-    Ok(Err(format!(
-        "pool path {} is not a directory: is its filesystem mounted? The driver does not \
-         create a pool's path",
-        base.display()
-    )))
+    Ok((create || base.is_dir()).then_some(()).ok_or_else(|| {
+        format!(
+            "pool path {} is not a directory: is its filesystem mounted? The driver does not \
+             create a pool's path",
+            base.display()
+        )
+    }))
 }
 
 fn same_store_other_pool(found: &str, ours: &str) -> bool {

@@ -71,10 +71,9 @@ impl LocalVolumes for HostpathBackend {
         let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
         self.check_topology(&id_str, req)?;
         self.require_base(&id_str)?;
-        let source = match &req.content_source {
-            Some(src) => Some(self.resolve_source(&id_str, src)?),
-            None => None,
-        };
+        let source = (req.content_source.as_ref())
+            .map(|src| self.resolve_source(&id_str, src))
+            .transpose()?;
         let capacity = match &source {
             None => req
                 .capacity
@@ -230,9 +229,10 @@ impl LocalVolumes for HostpathBackend {
         // A stage or publish killed before its record may have left a bind of the directory
         // (refused: a pod may see it) or an unbound loop device of the image (detached).
         if dir.is_dir() {
-            let binds = super::loops::binds_of_dir(&dir)
-                .map_err(Error::os(&id_str, "look for binds of the volume"))?;
-            if let Some(at) = binds.first() {
+            if let Some(at) = super::loops::binds_of_dir(&dir)
+                .map_err(Error::os(&id_str, "look for binds of the volume"))?
+                .first()
+            {
                 return Err(Error::precondition(
                     id_str,
                     format!(
@@ -275,9 +275,9 @@ impl LocalVolumes for HostpathBackend {
         }
         // Anything mounted inside would be removed with the tree or stop it half-way: refuse
         // before touching anything, naming what is in the way.
-        let nested = crate::os::mountinfo::first_mount_below(&dir)
-            .map_err(Error::os(&id_str, "look for mounts inside the volume"))?;
-        if let Some(m) = nested {
+        if let Some(m) = crate::os::mountinfo::first_mount_below(&dir)
+            .map_err(Error::os(&id_str, "look for mounts inside the volume"))?
+        {
             return Err(Error::precondition(
                 id_str,
                 format!(
@@ -319,10 +319,8 @@ impl LocalVolumes for HostpathBackend {
         {
             return Ok(Capacity::default());
         }
-        match self.no_capacity_for(req) {
-            Some(none) => Ok(none),
-            None => Ok(Capacity::pooled(self.space()?.1)),
-        }
+        self.no_capacity_for(req)
+            .map_or_else(|| Ok(Capacity::pooled(self.space()?.1)), Ok)
     }
 
     fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {

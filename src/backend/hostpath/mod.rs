@@ -233,17 +233,24 @@ impl HostpathBackend {
     ) -> std::io::Result<Vec<base::Evidence>> {
         let base = spec.path.as_path();
         let mut out = Vec::new();
-        let legacy = spec.name == pool_config::DEFAULT_POOL;
-        if let Some(dir) = legacy
+        // A volume's directory, and its trash (a delete stopped half-way), either of which
+        // carries its id on the recorded base.
+        let mut volume = |r: &VolumeRecord| {
+            for name in [r.name.clone(), format!("{TRASH_PREFIX}{}", r.name)] {
+                out.push(base::Evidence {
+                    id: r.id.clone(),
+                    dir: base.join(name),
+                });
+            }
+        };
+        if let Some(dir) = (spec.name == pool_config::DEFAULT_POOL)
             .then(|| crate::state::legacy::dir_with_records(state_dir, BACKEND))
             .flatten()
         {
             let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
-            for r in old {
-                Self::volume_evidence(base, &r, &mut out);
-            }
+            old.iter().for_each(&mut volume);
         }
-        ledger.for_each(|r| Self::volume_evidence(base, r, &mut out));
+        ledger.for_each(&mut volume);
         snaps.for_each(|r| {
             if let Ok(key) = Self::snap_key(&r.id) {
                 out.push(base::Evidence {
@@ -253,17 +260,6 @@ impl HostpathBackend {
             }
         });
         Ok(out)
-    }
-
-    /// A volume's directory, and its trash (a delete stopped half-way), either of which carries
-    /// its id on the recorded base.
-    fn volume_evidence(base: &Path, rec: &VolumeRecord, out: &mut Vec<base::Evidence>) {
-        for name in [rec.name.clone(), format!("{TRASH_PREFIX}{}", rec.name)] {
-            out.push(base::Evidence {
-                id: rec.id.clone(),
-                dir: base.join(name),
-            });
-        }
     }
 
     /// Whether the base may be used now: refused at start, or no longer carrying this store's
@@ -309,10 +305,6 @@ impl HostpathBackend {
 
     fn volume_dir(&self, name: &str) -> PathBuf {
         self.base.join(name)
-    }
-
-    fn trash_dir(&self, name: &str) -> PathBuf {
-        self.base.join(format!("{TRASH_PREFIX}{name}"))
     }
 
     fn image_path(&self, name: &str) -> PathBuf {

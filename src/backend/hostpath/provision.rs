@@ -93,6 +93,8 @@ impl HostpathBackend {
             return self.release_limit(id, enforced_by);
         }
         let found = markers::read_markers(dir).map_err(Error::os(id, "read ownership marker"))?;
+        let refuse =
+            |why| Error::precondition(id, format!("refusing to remove {}: {why}", dir.display()));
         match found {
             // Not when another store marked it: a create that failed on finding another store's
             // directory of this id must not remove it. (No store marker: made by 0.1, whose
@@ -103,15 +105,7 @@ impl HostpathBackend {
                 fsutil::remove_tree_one_fs(dir)
                     .map_err(Error::os(id, format!("remove {}", dir.display())))?
             }
-            Some(m) if m.volume == id => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: another state store made it",
-                        dir.display()
-                    ),
-                ));
-            }
+            Some(m) if m.volume == id => return Err(refuse("another state store made it".into())),
             None => {
                 // Crashed between mkdir and marking: remove only if still empty.
                 if let Err(e) = std::fs::remove_dir(dir) {
@@ -119,14 +113,11 @@ impl HostpathBackend {
                 }
             }
             Some(other) => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: it is marked as volume {:?}, not as this volume",
-                        dir.display(),
-                        other.volume
-                    ),
-                ));
+                let why = format!(
+                    "it is marked as volume {:?}, not as this volume",
+                    other.volume
+                );
+                return Err(refuse(why));
             }
         }
         crate::failpoint::hit("discard:after-remove-dir");
@@ -134,10 +125,9 @@ impl HostpathBackend {
     }
 
     pub(super) fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
-        match self.enforcer(enforced_by)? {
-            Some((l, how)) => l.release(how).map_err(Error::os(id, "lift capacity limit")),
-            None => Ok(()),
-        }
+        self.enforcer(enforced_by)?.map_or(Ok(()), |(l, how)| {
+            l.release(how).map_err(Error::os(id, "lift capacity limit"))
+        })
     }
 
     /// The limiter that enforces a volume's capacity, and how, when it is enforced.
@@ -159,23 +149,17 @@ impl HostpathBackend {
         dir: &std::path::Path,
         found: &markers::Markers,
     ) -> Result<()> {
-        if found.store.as_deref() != Some(self.store_id()) {
-            return Err(Error::precondition(
+        let refuse = |why| {
+            Err(Error::precondition(
                 &rec.id,
-                format!(
-                    "{} holds an earlier volume of this name that this driver's state did not make; it is left untouched",
-                    dir.display()
-                ),
-            ));
+                format!("{} holds {why}", dir.display()),
+            ))
+        };
+        if found.store.as_deref() != Some(self.store_id()) {
+            return refuse("an earlier volume of this name that this driver's state did not make; it is left untouched");
         }
         if !self.silence_proves(self.ledger.journal().damage().as_ref(), Some(found)) {
-            return Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "{} holds a volume of this name whose record the damaged state journal may have lost; it is kept (DeleteVolume of its id removes it)",
-                    dir.display()
-                ),
-            ));
+            return refuse("a volume of this name whose record the damaged state journal may have lost; it is kept (DeleteVolume of its id removes it)");
         }
         tracing::warn!(volume = %rec.id, dir = %dir.display(),
             "removing what an earlier, deleted volume of this name left behind before creating it anew");

@@ -326,7 +326,7 @@ impl HostpathBackend {
     /// store and has no record).
     pub(super) fn remove_deleted(&self, id: &str, name: &str) {
         let dir = self.volume_dir(name);
-        let trash = self.trash_dir(name);
+        let trash = self.base.join(format!("{TRASH_PREFIX}{name}"));
         let failed = match std::fs::remove_dir(&dir) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

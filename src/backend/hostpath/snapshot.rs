@@ -126,6 +126,11 @@ pub(super) fn snapshot_dir_in(base: &Path, key: &str) -> PathBuf {
     base.join(SNAPSHOTS_DIR).join(key)
 }
 
+/// VolumeSnapshotClass parameters: none of its own yet; unknown keys are InvalidArgument.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapParams {}
+
 impl HostpathBackend {
     pub(super) fn snapshots_root(&self) -> PathBuf {
         self.base.join(SNAPSHOTS_DIR)
@@ -137,13 +142,8 @@ impl HostpathBackend {
             .ok_or_else(|| Error::Internal(format!("recorded snapshot id {id:?} does not parse")))
     }
 
-    /// The directory whose `data/` holds snapshot `id`'s content.
-    pub(super) fn snapshot_dir(&self, key: &str) -> PathBuf {
-        snapshot_dir_in(&self.base, key)
-    }
-
     pub(super) fn snapshot_data(&self, rec: &SnapRecord) -> Result<PathBuf> {
-        Ok(self.snapshot_dir(&Self::snap_key(&rec.id)?).join(DATA))
+        Ok(snapshot_dir_in(&self.base, &Self::snap_key(&rec.id)?).join(DATA))
     }
 
     pub(super) fn snapshot_info(rec: &SnapRecord) -> SnapshotInfo {
@@ -237,14 +237,7 @@ impl HostpathBackend {
         );
         Ok(())
     }
-}
 
-/// VolumeSnapshotClass parameters: none of its own yet; unknown keys are InvalidArgument.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapParams {}
-
-impl HostpathBackend {
     /// Takes the snapshot (see `SnapshotBackend::create_snapshot`).
     pub(super) fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
         let id = SnapshotId::new(super::BACKEND, Some(&self.node), &req.name)?;
@@ -278,7 +271,7 @@ impl HostpathBackend {
             crate::os::loopdev::flush_backing(&self.image_path(&vol.name))
                 .map_err(Error::os(&source_str, "flush the loop device of"))?;
         }
-        let dir = self.snapshot_dir(&id.key);
+        let dir = snapshot_dir_in(&self.base, &id.key);
         let os = |what: &str| Error::os(&id_str, format!("{what} the snapshot's directory"));
         let root = self.snapshots_root();
         if !root.exists() {
@@ -306,17 +299,14 @@ impl HostpathBackend {
                     .map_err(Error::os(&id_str, "make the snapshot's content durable"))?;
             }
             crate::failpoint::hit("snapshot:before-commit");
-            let created_unix_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH);
             let rec = SnapRecord {
                 id: id_str.clone(),
                 name: req.name.clone(),
                 kind: vol.kind,
                 capacity_bytes: vol.capacity_bytes,
                 source_volume_id: source_str.clone(),
-                created_unix_ms,
+                created_unix_ms: now.unwrap_or_default().as_millis() as u64,
                 stored_as,
             };
             // The commit point: once durable, the snapshot exists.
@@ -349,7 +339,7 @@ impl HostpathBackend {
             ));
         }
         self.require_base(&id_str)?;
-        let dir = self.snapshot_dir(&id.key);
+        let dir = snapshot_dir_in(&self.base, &id.key);
         let Some(rec) = self.snaps.by_id(&id_str) else {
             // No record: remove a directory only if it carries this id (state lost).
             if matches!(markers::owner_marker(&dir), Ok(Some(m)) if m == id_str) {
@@ -358,9 +348,7 @@ impl HostpathBackend {
             }
             return Ok(());
         };
-        let trash = self
-            .snapshots_root()
-            .join(format!("{TRASH_PREFIX}{}", id.key));
+        let trash = snapshot_dir_in(&self.base, &format!("{TRASH_PREFIX}{}", id.key));
         if dir.exists() {
             std::fs::rename(&dir, &trash)
                 .map_err(Error::os(&id_str, format!("move {} aside", dir.display())))?;
