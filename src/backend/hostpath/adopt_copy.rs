@@ -37,27 +37,18 @@ impl HostpathBackend {
     /// A reflink copy needs a btrfs base with quota (the subvolume's qgroup is the point) on
     /// the source's filesystem.
     pub(super) fn check_copyable(&self, id: &str, source: &Path) -> Result<()> {
+        let base = self.base.display();
+        let refuse = |why| {
+            Err(Error::precondition(
+                id,
+                format!("{why}. Nothing was changed"),
+            ))
+        };
         if !matches!(self.limiter()?, Some(Limiter::Btrfs(_))) {
-            return Err(Error::precondition(
-                id,
-                format!(
-                    "a reflink copy goes into a btrfs subvolume limited by a qgroup; base path {} is {} without btrfs quota. Nothing was changed",
-                    self.base.display(),
-                    self.base_fs
-                ),
-            ));
+            return refuse(format!("a reflink copy goes into a btrfs subvolume limited by a qgroup; base path {base} is {} without btrfs quota", self.base_fs));
         }
-        let same =
-            same_filesystem(source, &self.base).map_err(Error::os(id, "read the mount table"))?;
-        if !same {
-            return Err(Error::precondition(
-                id,
-                format!(
-                    "{} is on another filesystem than the base path {}; a reflink copy shares extents within one filesystem only. Nothing was changed",
-                    source.display(),
-                    self.base.display()
-                ),
-            ));
+        if !same_filesystem(source, &self.base).map_err(Error::os(id, "read the mount table"))? {
+            return refuse(format!("{} is on another filesystem than the base path {base}; a reflink copy shares extents within one filesystem only", source.display()));
         }
         Ok(())
     }

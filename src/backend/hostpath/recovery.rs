@@ -119,15 +119,11 @@ impl HostpathBackend {
             let Ok(Some(m)) = markers::read_markers(&path) else {
                 continue;
             };
-            match m.seq {
-                Some(seq)
-                    if m.store.as_deref() == Some(self.store_id())
-                        && seq > end + 1
-                        && newest.as_ref().is_none_or(|(n, _)| seq > *n) =>
-                {
+            let ours = m.store.as_deref() == Some(self.store_id());
+            if let Some(seq) = m.seq.filter(|&seq| ours && seq > end + 1) {
+                if newest.as_ref().is_none_or(|(n, _)| seq > *n) {
                     newest = Some((seq, path))
                 }
-                _ => {}
             }
         }
         let Some((seq, path)) = newest else {
