@@ -230,7 +230,7 @@ impl HostpathBackend {
     pub(super) fn finish(&self, intent: &AdoptIntent) -> Result<VolumeRecord> {
         let target = self.volume_dir(&intent.name);
         if let (Some(l), Some(how)) = (self.limiter()?, intent.enforced_by) {
-            l.apply_tree(&target, how, intent.capacity_bytes)
+            l.apply(&target, how, intent.capacity_bytes, true)
                 .map_err(Error::os(&intent.id, format!("limit {}", target.display())))?;
         }
         let rec = VolumeRecord::new(

@@ -114,24 +114,7 @@ impl LocalVolumes for HostpathBackend {
             return Ok(Done::Now(self.volume_info(&rec)));
         }
 
-        let (total, available) = self.space_for(capacity)?;
-        if capacity > total {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!(
-                    "{capacity} bytes is more than the whole base filesystem ({total} bytes)"
-                ),
-            });
-        }
-        if capacity > available {
-            return Err(Error::no_space(
-                id_str,
-                format!(
-                    "{capacity} bytes requested, {available} bytes available on node {}",
-                    self.node
-                ),
-            ));
-        }
+        self.check_room(&id_str, capacity, capacity, self.space_for(capacity)?)?;
 
         let enforced_by = match (params.quota, self.limiter()?) {
             (QuotaMode::None, _) | (QuotaMode::Auto, None) => None,

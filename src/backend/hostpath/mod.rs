@@ -343,6 +343,28 @@ impl HostpathBackend {
         self.space()
     }
 
+    /// Refuses a volume of `size` bytes, `needed` of them new, that the base cannot hold: more
+    /// than the whole filesystem is OutOfRange, more than is free ResourceExhausted.
+    fn check_room(&self, volume: &str, size: u64, needed: u64, space: (u64, u64)) -> Result<()> {
+        let (total, available) = space;
+        if size > total {
+            return Err(Error::OutOfRange {
+                volume: volume.to_string(),
+                detail: format!(
+                    "{size} bytes is more than the whole base filesystem ({total} bytes)"
+                ),
+            });
+        }
+        if needed > available {
+            let why = format!(
+                "{needed} bytes needed, {available} bytes available on node {}",
+                self.node
+            );
+            return Err(Error::no_space(volume, why));
+        }
+        Ok(())
+    }
+
     fn info_with(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
         let enforced = rec.backend.enforced_by.is_some().to_string();
         let path = self.volume_dir(&rec.name).display().to_string();

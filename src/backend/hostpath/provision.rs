@@ -68,7 +68,8 @@ impl HostpathBackend {
         self.mark(&dir, rec).map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
         if let Some((l, how)) = enforcer {
-            l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
+            let bytes = self.quota_limit(rec.kind, rec.capacity_bytes);
+            l.apply(&dir, how, bytes, false)
                 .map_err(os("set capacity limit on"))?;
         }
         Ok(())
@@ -253,29 +254,13 @@ impl HostpathBackend {
             return Ok((rec.capacity_bytes, node_step));
         }
         let new = range.resolve(rec.capacity_bytes, ALIGN, &id_str)?;
-        let (total, available) = self.space()?;
-        if new > total {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!("{new} bytes is more than the whole base filesystem"),
-            });
-        }
-        let growth = new - rec.capacity_bytes;
-        if growth > available {
-            return Err(Error::no_space(
-                id_str,
-                format!("growing by {growth} bytes, {available} bytes available"),
-            ));
-        }
+        self.check_room(&id_str, new, new - rec.capacity_bytes, self.space()?)?;
         // Grow the limit first, then the image, then commit the record: each step is safe to
         // repeat, and a crash before the commit leaves the old size recorded (a retry grows it).
         if let Some((l, how)) = self.enforcer(rec.backend.enforced_by)? {
-            l.apply(
-                &self.volume_dir(&rec.name),
-                how,
-                self.quota_limit(rec.kind, new),
-            )
-            .map_err(Error::os(&id_str, "raise capacity limit"))?;
+            let (dir, bytes) = (self.volume_dir(&rec.name), self.quota_limit(rec.kind, new));
+            l.apply(&dir, how, bytes, false)
+                .map_err(Error::os(&id_str, "raise capacity limit"))?;
         }
         if rec.kind == AccessKind::Block {
             self.size_image(&rec, new, "grow")?;
