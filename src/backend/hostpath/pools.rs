@@ -165,8 +165,7 @@ impl HostpathPools {
             ));
         };
         let pool = self.refresh(slot);
-        // A pool with volumes whose base is refused answers itself (FailedPrecondition, as
-        // every change there does); one without any whose path is missing is like no pool.
+        // A pool without volumes whose path is missing is like no pool.
         let missing = slot.missing.load(Ordering::Acquire)
             || (pool.nothing_recorded() && !pool.base.is_dir());
         if missing {

@@ -176,12 +176,9 @@ impl HostpathBackend {
     ) -> io::Result<HashSet<String>> {
         let mut held = HashSet::new();
         for entry in std::fs::read_dir(&self.base)? {
-            let path = entry?.path();
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_string)
-            else {
+            let entry = entry?;
+            let path = entry.path();
+            let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
             let (marker, ours, provable) = self.examine(&path, damage);

@@ -180,12 +180,9 @@ impl HostpathBackend {
         let damage = self.ledger.journal().damage();
         if root.is_dir() {
             for entry in std::fs::read_dir(&root)? {
-                let path = entry?.path();
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .to_string();
+                let entry = entry?;
+                let (path, name) = (entry.path(), entry.file_name().into_string());
+                let name = name.unwrap_or_default();
                 let (marker, ours, provable) = self.examine(&path, damage.as_ref());
                 let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
                 let own_record = rec
