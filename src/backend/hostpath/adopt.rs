@@ -169,21 +169,16 @@ impl HostpathBackend {
         // The intent is durable before the directory changes: a start after a crash finds it.
         self.adoptions.save(intent.clone())?;
         crate::failpoint::hit("adopt:after-intent");
-        match self.carry_out(&intent) {
-            Ok(rec) => {
-                tracing::info!(volume = %id, from = %intent.source.display(),
-                    to = %self.volume_dir(&intent.name).display(), enforced = enforced_by.is_some(),
-                    "adopted a directory as a volume");
-                Ok(self.info_with(&rec, VolumeCondition::healthy()))
+        let rec = self.carry_out(&intent).inspect_err(|_| {
+            if let Err(undo) = self.roll_back(&intent) {
+                tracing::error!(volume = %id, error = %undo,
+                    "could not roll back a failed adoption; the next start finishes the rollback");
             }
-            Err(e) => {
-                if let Err(undo) = self.roll_back(&intent) {
-                    tracing::error!(volume = %id, error = %undo,
-                        "could not roll back a failed adoption; the next start finishes the rollback");
-                }
-                Err(e)
-            }
-        }
+        })?;
+        tracing::info!(volume = %id, from = %intent.source.display(),
+            to = %self.volume_dir(&intent.name).display(), enforced = enforced_by.is_some(),
+            "adopted a directory as a volume");
+        Ok(self.info_with(&rec, VolumeCondition::healthy()))
     }
 
     /// Marks, moves, limits and records the directory of `intent`; the intent goes last.

@@ -74,30 +74,25 @@ impl LocalVolumes for HostpathBackend {
         let source = (req.content_source.as_ref())
             .map(|src| self.resolve_source(&id_str, src))
             .transpose()?;
-        let capacity = match &source {
-            None => req
-                .capacity
-                .resolve(self.default_capacity, ALIGN, &id_str)?,
-            Some(src) => {
-                if src.kind != kind {
-                    return Err(Error::invalid(format!(
-                        "volume {id_str}: source {} is a {:?} volume, this one would be {kind:?}",
-                        src.id, src.kind
-                    )));
-                }
-                let size = req.capacity.resolve(src.capacity, ALIGN, &id_str)?;
-                if size < src.capacity {
-                    return Err(Error::OutOfRange {
-                        volume: id_str,
-                        detail: format!(
-                            "{size} bytes is smaller than the source {} ({} bytes)",
-                            src.id, src.capacity
-                        ),
-                    });
-                }
-                size
-            }
-        };
+        if let Some(src) = source.as_ref().filter(|s| s.kind != kind) {
+            return Err(Error::invalid(format!(
+                "volume {id_str}: source {} is a {:?} volume, this one would be {kind:?}",
+                src.id, src.kind
+            )));
+        }
+        let default = source
+            .as_ref()
+            .map_or(self.default_capacity, |s| s.capacity);
+        let capacity = req.capacity.resolve(default, ALIGN, &id_str)?;
+        if let Some(src) = source.as_ref().filter(|s| capacity < s.capacity) {
+            return Err(Error::OutOfRange {
+                volume: id_str,
+                detail: format!(
+                    "{capacity} bytes is smaller than the source {} ({} bytes)",
+                    src.id, src.capacity
+                ),
+            });
+        }
         let source_id = source.as_ref().map(|s| s.id.clone());
         let wanted_params = defining(&req.parameters);
 
@@ -165,22 +160,18 @@ impl LocalVolumes for HostpathBackend {
                 tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
             }
         };
-        if let Err(e) = made {
+        made.inspect_err(|_| {
             if its_own {
-                rollback(self);
+                rollback(self)
             }
-            return Err(e);
-        }
+        })?;
         crate::failpoint::hit("create:before-commit");
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
-        let Queued { ticket, pending } = match self.ledger.queue_save(rec) {
-            Ok(queued) => queued,
-            Err(e) => {
-                rollback(self);
-                return Err(e);
-            }
-        };
+        let Queued { ticket, pending } = self
+            .ledger
+            .queue_save(rec)
+            .inspect_err(|_| rollback(self))?;
         let me = self.arc();
         Ok(Done::after_commit(
             self.ledger.journal().clone(),

@@ -310,18 +310,13 @@ impl HostpathBackend {
             self.snaps.save(rec.clone())?;
             Ok(rec)
         })();
-        match made {
-            Ok(rec) => {
-                tracing::info!(snapshot = %id_str, source = %source_str, stored_as = ?rec.stored_as, "snapshot taken");
-                Ok(Self::snapshot_info(&rec))
+        let rec = made.inspect_err(|_| {
+            if let Err(undo) = remove_snapshot_tree(&dir) {
+                tracing::warn!(snapshot = %id_str, error = %undo, "rollback of a failed snapshot incomplete; the next start finishes it");
             }
-            Err(e) => {
-                if let Err(undo) = remove_snapshot_tree(&dir) {
-                    tracing::warn!(snapshot = %id_str, error = %undo, "rollback of a failed snapshot incomplete; the next start finishes it");
-                }
-                Err(e)
-            }
-        }
+        })?;
+        tracing::info!(snapshot = %id_str, source = %source_str, stored_as = ?rec.stored_as, "snapshot taken");
+        Ok(Self::snapshot_info(&rec))
     }
 
     pub(super) fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
