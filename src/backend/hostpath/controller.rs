@@ -200,6 +200,10 @@ impl LocalVolumes for HostpathBackend {
             return Err(Error::precondition(id_str, why));
         }
         let dir = self.volume_dir(&rec.name);
+        let refuse = |at: &std::path::Path, why| {
+            let why = format!("{} {why} first (nothing was removed)", at.display());
+            Err(Error::precondition(&id_str, why))
+        };
         // A stage or publish killed before its record may have left a bind of the directory
         // (refused: a pod may see it) or an unbound loop device of the image (detached).
         if dir.is_dir() {
@@ -207,13 +211,7 @@ impl LocalVolumes for HostpathBackend {
                 .map_err(Error::os(&id_str, "look for binds of the volume"))?
                 .first()
             {
-                return Err(Error::precondition(
-                    id_str,
-                    format!(
-                        "{} still shows it; unstage or unpublish it first (nothing was removed)",
-                        at.display()
-                    ),
-                ));
+                return refuse(at, "still shows it; unstage or unpublish it");
             }
         }
         if rec.kind == AccessKind::Block {
@@ -252,13 +250,7 @@ impl LocalVolumes for HostpathBackend {
         if let Some(m) = crate::os::mountinfo::first_mount_below(&dir)
             .map_err(Error::os(&id_str, "look for mounts inside the volume"))?
         {
-            return Err(Error::precondition(
-                id_str,
-                format!(
-                    "{} is mounted inside the volume; unmount it first (nothing was removed)",
-                    m.display()
-                ),
-            ));
+            return refuse(&m, "is mounted inside the volume; unmount it");
         }
         // Commit the removal (the one sync), then lift the limit and remove the directory. The
         // commit is the delete's point of no return; nothing on disk or in the quota table

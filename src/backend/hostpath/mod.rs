@@ -212,7 +212,6 @@ impl HostpathBackend {
         Ok(self.probed()?.limiter.as_ref())
     }
 
-    /// `features` for an operation.
     fn probed(&self) -> Result<&BaseFeatures> {
         self.features().map_err(|e| {
             Error::Internal(format!(

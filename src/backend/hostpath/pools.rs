@@ -123,17 +123,8 @@ impl HostpathPools {
         self.slots.iter().map(Slot::get)
     }
 
-    /// The first pool for which `holds` is true.
-    pub(super) fn find(
-        &self,
-        holds: impl Fn(&HostpathBackend) -> bool,
-    ) -> Option<Arc<HostpathBackend>> {
-        self.pools().find(|b| holds(b))
-    }
-
-    /// The pool whose records hold volume `id`.
     pub(super) fn holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
-        self.find(|b| b.ledger.by_id(id).is_some())
+        self.pools().find(|b| b.ledger.by_id(id).is_some())
     }
 
     /// The pool whose records hold volume `id`, else the fallback (which answers NotFound).
@@ -142,9 +133,8 @@ impl HostpathPools {
             .unwrap_or_else(|| self.fallback())
     }
 
-    /// The pool whose records hold the volume named `name`.
     pub(super) fn holder_of_name(&self, name: &str) -> Option<Arc<HostpathBackend>> {
-        self.find(|b| b.ledger.get(name).is_some())
+        self.pools().find(|b| b.ledger.get(name).is_some())
     }
 
     /// Pool `name` for a new volume, picking it up first if its path appeared since start.

@@ -84,9 +84,9 @@ impl HostpathPools {
         }
         let pool = self.for_create(wanted, &id)?;
         let source_pool = match &req.content_source {
-            Some(ContentSource::Snapshot(s)) => {
-                self.find(|p| p.snaps.by_id(&s.to_string()).is_some())
-            }
+            Some(ContentSource::Snapshot(s)) => self
+                .pools()
+                .find(|p| p.snaps.by_id(&s.to_string()).is_some()),
             Some(ContentSource::Volume(v)) => self.holder(&v.to_string()),
             None => None,
         };
@@ -188,13 +188,16 @@ impl SnapshotBackend for HostpathPools {
     /// In the source volume's pool (a snapshot shares its filesystem); a name another pool
     /// holds is answered by that pool (the same snapshot again, or AlreadyExists).
     fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        let named = self.find(|p| p.snaps.get(&req.name).is_some());
+        let named = self.pools().find(|p| p.snaps.get(&req.name).is_some());
         let pool = named.unwrap_or_else(|| self.for_volume(&req.source));
         pool.create_snapshot(req)
     }
 
     fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        if let Some(pool) = self.find(|p| p.snaps.by_id(&id.to_string()).is_some()) {
+        if let Some(pool) = self
+            .pools()
+            .find(|p| p.snaps.by_id(&id.to_string()).is_some())
+        {
             return pool.delete_snapshot(id);
         }
         self.in_usable_pools(|p| p.delete_snapshot(id))

@@ -121,7 +121,6 @@ pub(super) fn remove_snapshot_tree(dir: &Path) -> io::Result<()> {
     fsutil::remove_tree_one_fs(dir)
 }
 
-/// The directory of the snapshot with key `key` on base path `base`.
 pub(super) fn snapshot_dir_in(base: &Path, key: &str) -> PathBuf {
     base.join(SNAPSHOTS_DIR).join(key)
 }
@@ -235,7 +234,6 @@ impl HostpathBackend {
         Ok(())
     }
 
-    /// Takes the snapshot (see `SnapshotBackend::create_snapshot`).
     pub(super) fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
         let id = SnapshotId::new(super::BACKEND, Some(&self.node), &req.name)?;
         let id_str = id.to_string();
