@@ -210,15 +210,8 @@ impl HostpathBackend {
     /// Marks `dir` as `intent`'s volume: its id, this store, the intent's incarnation and the
     /// journal's next sequence number.
     pub(super) fn mark_adopted(&self, dir: &Path, intent: &AdoptIntent) -> Result<()> {
-        let seq = self.ledger.journal().next_seq();
-        markers::set_markers(
-            dir,
-            &intent.id,
-            self.store_id(),
-            Some(&intent.incarnation),
-            seq,
-        )
-        .map_err(Error::os(&intent.id, format!("mark {}", dir.display())))
+        self.mark(dir, &intent.id, Some(&intent.incarnation))
+            .map_err(Error::os(&intent.id, format!("mark {}", dir.display())))
     }
 
     /// Limits the directory in the volume's place and commits its record, then drops the intent.

@@ -71,16 +71,16 @@ impl HostpathPools {
         live: &HashMap<String, Vec<u8>>,
     ) -> io::Result<Arc<Self>> {
         check_disjoint(pools)?;
-        let mut slots = Vec::new();
+        let mut me = HostpathPools {
+            node: node_id.to_string(),
+            slots: Vec::new(),
+            journal,
+            state_dir: state_dir.to_path_buf(),
+            default_capacity,
+            reopening: Mutex::new(()),
+        };
         for spec in pools {
-            let backend = HostpathBackend::open(
-                node_id,
-                spec,
-                state_dir,
-                default_capacity,
-                journal.clone(),
-                live,
-            )?;
+            let backend = me.open_pool(spec, live)?;
             match &backend.refused {
                 None => {
                     tracing::info!(pool = %spec.name, base = %backend.base.display(), "hostpath pool ready")
@@ -92,22 +92,24 @@ impl HostpathPools {
             }
             let missing =
                 backend.refused.is_some() && backend.nothing_recorded() && !spec.path.is_dir();
-            slots.push(Slot {
+            me.slots.push(Slot {
                 spec: spec.clone(),
                 backend: RwLock::new(backend),
                 missing: AtomicBool::new(missing),
             });
         }
-        let pools = Arc::new(HostpathPools {
-            node: node_id.to_string(),
-            slots,
-            journal,
-            state_dir: state_dir.to_path_buf(),
-            default_capacity,
-            reopening: Mutex::new(()),
-        });
+        let pools = Arc::new(me);
         crate::metrics::watch_pools(super::BACKEND, Arc::downgrade(&pools) as _);
         Ok(pools)
+    }
+
+    fn open_pool(
+        &self,
+        spec: &PoolSpec,
+        live: &HashMap<String, Vec<u8>>,
+    ) -> io::Result<Arc<HostpathBackend>> {
+        let (node, dir, journal) = (&self.node, &self.state_dir, self.journal.clone());
+        HostpathBackend::open(node, spec, dir, self.default_capacity, journal, live)
     }
 
     pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
@@ -183,14 +185,7 @@ impl HostpathPools {
             return slot.get();
         }
         // Nothing was recorded in it at start, and a refused pool records nothing since.
-        match HostpathBackend::open(
-            &self.node,
-            &slot.spec,
-            &self.state_dir,
-            self.default_capacity,
-            self.journal.clone(),
-            &HashMap::new(),
-        ) {
+        match self.open_pool(&slot.spec, &HashMap::new()) {
             Ok(b) => {
                 match &b.refused {
                     None => {

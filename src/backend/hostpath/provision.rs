@@ -65,7 +65,8 @@ impl HostpathBackend {
         }
         // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
-        self.mark(&dir, rec).map_err(os("mark"))?;
+        let inc = rec.backend.incarnation.as_deref();
+        self.mark(&dir, &rec.id, inc).map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
         if let Some((l, how)) = enforcer {
             let bytes = self.quota_limit(rec.kind, rec.capacity_bytes);
@@ -75,11 +76,16 @@ impl HostpathBackend {
         Ok(())
     }
 
-    /// Marks `dir` as `rec`'s: its id, this store, its create's incarnation and the journal's
+    /// Marks `dir` as `id`'s: its id, this store, its create's incarnation and the journal's
     /// next sequence number (see `recovery`).
-    pub(super) fn mark(&self, dir: &std::path::Path, rec: &VolumeRecord) -> io::Result<()> {
+    pub(super) fn mark(
+        &self,
+        dir: &std::path::Path,
+        id: &str,
+        inc: Option<&str>,
+    ) -> io::Result<()> {
         let (store, seq) = (self.store_id(), self.ledger.journal().next_seq());
-        markers::set_markers(dir, &rec.id, store, rec.backend.incarnation.as_deref(), seq)
+        markers::set_markers(dir, id, store, inc, seq)
     }
 
     /// Removes a volume directory that carries `id` (or, for a create that never got as far

@@ -83,7 +83,7 @@ impl HostpathBackend {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
             // the next start) recognizes it as this create's.
-            if let Err(e) = self.mark(&dir, rec) {
+            if let Err(e) = self.mark(&dir, &rec.id, rec.backend.incarnation.as_deref()) {
                 let _ = btrfs::destroy_subvolume(&dir);
                 return Err(os("mark")(e));
             }

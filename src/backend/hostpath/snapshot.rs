@@ -275,8 +275,7 @@ impl HostpathBackend {
         }
         std::fs::create_dir(&dir).map_err(os("create"))?;
         let made = (|| {
-            let seq = self.ledger.journal().next_seq();
-            markers::set_markers(&dir, &id_str, self.store_id(), None, seq).map_err(os("mark"))?;
+            self.mark(&dir, &id_str, None).map_err(os("mark"))?;
             crate::failpoint::hit("snapshot:after-mark");
             // Opened before the copy, so a writeback error during it fails the snapshot.
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
