@@ -217,14 +217,13 @@ impl crate::metrics::PoolStates for HostpathPools {
 impl HostpathBackend {
     /// Why this pool cannot take new volumes now, if it cannot.
     pub(super) fn pool_down(&self) -> Option<String> {
-        if let Err(why) = self.base_usable() {
-            return Some(why);
-        }
-        (!self.base.is_dir()).then(|| {
-            format!(
-                "pool path {} is missing: is its filesystem mounted?",
-                self.base.display()
-            )
+        self.base_usable().err().or_else(|| {
+            (!self.base.is_dir()).then(|| {
+                format!(
+                    "pool path {} is missing: is its filesystem mounted?",
+                    self.base.display()
+                )
+            })
         })
     }
 }

@@ -148,14 +148,10 @@ impl ControllerBackend for HostpathPools {
     /// The class's pool's free space; none when this node lacks the pool or it is down.
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
-        let Some(slot) = self.slot(&params.pool) else {
-            return Ok(Capacity::default());
-        };
-        let pool = self.refresh(slot);
-        if pool.pool_down().is_some() {
-            return Ok(Capacity::default());
+        match self.slot(&params.pool).map(|slot| self.refresh(slot)) {
+            Some(pool) if pool.pool_down().is_none() => pool.capacity(req),
+            _ => Ok(Capacity::default()),
         }
-        pool.capacity(req)
     }
 
     fn published_count(&self, node: &str) -> usize {
