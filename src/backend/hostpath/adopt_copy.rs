@@ -58,9 +58,8 @@ impl HostpathBackend {
         let id = &intent.id;
         let staging = self.staging_of(intent);
         let os = |what: &str, p: &Path| Error::os(id, format!("{what} {}", p.display()));
-        let qgroups = match self.limiter()? {
-            Some(Limiter::Btrfs(b)) => b,
-            _ => return Err(Error::precondition(id, "the base lost its btrfs quota")),
+        let Some(Limiter::Btrfs(qgroups)) = self.limiter()? else {
+            return Err(Error::precondition(id, "the base lost its btrfs quota"));
         };
         qgroups
             .create_subvolume(&staging)
