@@ -34,9 +34,23 @@ impl HostpathBackend {
                 super::BACKEND
             )));
         }
+        // A restore from another node is impossible, not merely missing.
+        let node = match src {
+            ContentSource::Snapshot(s) => &s.node,
+            ContentSource::Volume(v) => &v.node,
+        };
+        if !self.is_local(node.as_deref()) {
+            return Err(Error::invalid(format!(
+                "volume {volume}: source {} lives on node {}, not on node {}",
+                src.id(),
+                node.as_deref().unwrap_or("?"),
+                self.node
+            )));
+        }
         match src {
             ContentSource::Snapshot(id) => {
-                let rec = self.snapshot_record(id)?;
+                let rec = (self.snaps.by_id(&id.to_string()))
+                    .ok_or_else(|| Error::not_found_because(id.to_string(), "no such snapshot"))?;
                 Ok(Source {
                     id: rec.id.clone(),
                     dir: self.snapshot_data(&rec)?,
@@ -45,13 +59,6 @@ impl HostpathBackend {
                 })
             }
             ContentSource::Volume(id) => {
-                if !self.is_local(id.node.as_deref()) {
-                    return Err(Error::invalid(format!(
-                        "volume {volume}: source volume {id} lives on node {}, not on node {}",
-                        id.node.as_deref().unwrap_or("?"),
-                        self.node
-                    )));
-                }
                 let rec = self.record(id)?;
                 if rec.kind == AccessKind::Block {
                     crate::os::loopdev::flush_backing(&self.image_path(&rec.name))

@@ -155,21 +155,6 @@ impl HostpathBackend {
         }
     }
 
-    /// The record of snapshot `id`: NotFound when unknown, InvalidArgument when another
-    /// node holds it (a restore there is impossible, not merely missing).
-    pub(super) fn snapshot_record(&self, id: &SnapshotId) -> Result<SnapRecord> {
-        if !self.is_local(id.node.as_deref()) {
-            return Err(Error::invalid(format!(
-                "snapshot {id} lives on node {}, not on node {} where this volume would be",
-                id.node.as_deref().unwrap_or("?"),
-                self.node
-            )));
-        }
-        self.snaps
-            .by_id(&id.to_string())
-            .ok_or_else(|| Error::not_found_because(id.to_string(), "no such snapshot"))
-    }
-
     /// Start-up reconciliation of `.snapshots/`: unacknowledged snapshots (marked by this
     /// store, no record) and trash are removed; records whose directory is gone are reported.
     /// Nothing that a change the journal lost may explain is removed (see `recovery`).
