@@ -251,9 +251,8 @@ fn check_disjoint(pools: &[PoolSpec]) -> io::Result<()> {
             }
         }
     }
-    let mut names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-    names.sort_unstable();
-    if names.windows(2).any(|w| w[0] == w[1]) || pools.is_empty() {
+    let names: std::collections::HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    if names.len() != pools.len() || pools.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "hostpath pools need distinct names, and at least one pool",
