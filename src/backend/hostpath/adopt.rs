@@ -20,6 +20,8 @@ use super::limiter::LimiterKind;
 use super::record::{Enforcement, HostpathData, VolumeRecord};
 use super::HostpathBackend;
 use crate::backend::adopt::AdoptDir;
+use crate::backend::local::LocalVolumes;
+use crate::backend::ControllerBackend;
 use crate::error::{Error, Result};
 use crate::os::btrfs::BtrfsQgroups;
 use crate::os::{fsutil, markers};
@@ -31,25 +33,6 @@ use std::path::{Path, PathBuf};
 
 /// Journal prefix of the default pool's adoption intents (and the metrics label of all).
 pub(super) const LEDGER: &str = "hostpath-adopt";
-
-/// The journal prefix of pool `pool`'s adoption intents (`hostpath-adopt@<pool>` beside the
-/// pool's `hostpath@<pool>` volumes; the default pool's without a suffix).
-pub(super) fn journal_key(pool: &str) -> String {
-    if pool == super::pool_config::DEFAULT_POOL {
-        LEDGER.to_string()
-    } else {
-        format!("{LEDGER}@{pool}")
-    }
-}
-
-/// The adoption intents of pool `pool`, from the journal's replayed records.
-pub(super) fn open_ledger(
-    journal: &std::sync::Arc<crate::state::Journal>,
-    pool: &str,
-    live: &std::collections::HashMap<String, Vec<u8>>,
-) -> io::Result<crate::state::Ledger<AdoptIntent>> {
-    crate::state::Ledger::open_counted(journal.clone(), &journal_key(pool), LEDGER, live)
-}
 
 /// An adoption under way: committed before its first change, removed after its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,26 +62,14 @@ impl Record for AdoptIntent {
     }
 }
 
-/// How an adopted directory's capacity is enforced on a base whose limiter is `limiter`: a
-/// project quota takes any directory (every inode of the tree is put into the project); a btrfs
-/// qgroup needs a subvolume, so a plain directory there stays advisory.
-pub(super) fn enforcement_for(limiter: Option<LimiterKind>, is_subvolume: bool) -> EnforceKind {
-    match limiter {
-        Some(LimiterKind::Project) => EnforceKind::Project,
-        Some(LimiterKind::Btrfs) if is_subvolume => EnforceKind::Qgroup,
-        Some(LimiterKind::Btrfs) => EnforceKind::AdvisoryNotSubvolume,
-        None => EnforceKind::Advisory,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EnforceKind {
-    Project,
-    Qgroup,
-    /// btrfs with quota, but the directory is no subvolume: no qgroup can limit it.
-    AdvisoryNotSubvolume,
-    /// The base's filesystem limits nothing.
-    Advisory,
+/// Which limiter enforces an adopted directory's capacity on a base whose limiter is `limiter`
+/// (None: advisory): a project quota takes any directory (every inode of the tree is put into
+/// the project); a btrfs qgroup needs a subvolume, so a plain directory there stays advisory.
+pub(super) fn enforcement_for(
+    limiter: Option<LimiterKind>,
+    is_subvolume: bool,
+) -> Option<LimiterKind> {
+    limiter.filter(|l| *l == LimiterKind::Project || is_subvolume)
 }
 
 /// Held through each adoption: two adoptions of one directory under two names (two locks)
@@ -109,20 +80,20 @@ static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 impl HostpathBackend {
     pub(super) fn adopt_dir(&self, req: &AdoptDir) -> Result<VolumeInfo> {
         let _one_at_a_time = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
-        let id = self.volume_id_of(&req.name)?;
+        let id = self.volume_id(&req.name)?.to_string();
         self.require_base(&id)?;
         if req.capacity == 0 {
             return Err(Error::invalid(format!(
                 "volume {id}: a capacity is required (the PersistentVolume's size)"
             )));
         }
-        let capacity = req.capacity.div_ceil(super::controller::ALIGN) * super::controller::ALIGN;
+        let capacity = req.capacity.next_multiple_of(super::controller::ALIGN);
         if let Some(rec) = self.ledger.get(&req.name) {
             // A repeat (the answer was lost, or the operator ran it twice): the source has
             // moved into the volume by now.
             let asked: PathBuf = req.path.components().collect();
             if rec.backend.adopted_from.as_deref() == Some(asked.as_path()) {
-                return Ok(self.info(&rec));
+                return Ok(self.volume_info(&rec));
             }
             return Err(Error::exists(
                 id,
@@ -169,16 +140,17 @@ impl HostpathBackend {
         // A copy goes into a new subvolume, which a qgroup limits.
         let subvolume = req.reflink_copy || BtrfsQgroups::is_subvolume(&source);
         let enforced_by = match enforcement_for(kind, subvolume) {
-            EnforceKind::Project => Some(Enforcement::ProjectQuota {
+            Some(LimiterKind::Project) => Some(Enforcement::ProjectQuota {
                 id: self.allocate_project_id(&id)?,
             }),
-            EnforceKind::Qgroup => Some(Enforcement::BtrfsQgroup),
-            EnforceKind::AdvisoryNotSubvolume => {
+            Some(LimiterKind::Btrfs) => Some(Enforcement::BtrfsQgroup),
+            // btrfs with quota, but the directory is no subvolume: no qgroup can limit it.
+            None if kind.is_some() => {
                 tracing::warn!(volume = %id, dir = %source.display(),
                     "btrfs limits a subvolume, and this directory is none: its capacity stays advisory (capacity-enforced=false)");
                 None
             }
-            EnforceKind::Advisory => {
+            None => {
                 tracing::warn!(volume = %id, dir = %source.display(), fs = self.base_fs,
                     "the base's filesystem has no quota: the adopted volume's capacity is advisory");
                 None
@@ -197,26 +169,16 @@ impl HostpathBackend {
         // The intent is durable before the directory changes: a start after a crash finds it.
         self.adoptions.save(intent.clone())?;
         crate::failpoint::hit("adopt:after-intent");
-        match self.carry_out(&intent) {
-            Ok(rec) => {
-                tracing::info!(volume = %id, from = %intent.source.display(),
-                    to = %self.volume_dir(&intent.name).display(), enforced = enforced_by.is_some(),
-                    "adopted a directory as a volume");
-                Ok(self.info_with(&rec, VolumeCondition::healthy()))
+        let rec = self.carry_out(&intent).inspect_err(|_| {
+            if let Err(undo) = self.roll_back(&intent) {
+                tracing::error!(volume = %id, error = %undo,
+                    "could not roll back a failed adoption; the next start finishes the rollback");
             }
-            Err(e) => {
-                if let Err(undo) = self.roll_back(&intent) {
-                    tracing::error!(volume = %id, error = %undo,
-                        "could not roll back a failed adoption; the next start finishes the rollback");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// The volume id of `name`, as a string.
-    fn volume_id_of(&self, name: &str) -> Result<String> {
-        crate::volume::VolumeId::for_volume(super::BACKEND, &self.node, name).map(|v| v.to_string())
+        })?;
+        tracing::info!(volume = %id, from = %intent.source.display(),
+            to = %self.volume_dir(&intent.name).display(), enforced = enforced_by.is_some(),
+            "adopted a directory as a volume");
+        Ok(self.info_with(&rec, VolumeCondition::healthy()))
     }
 
     /// Marks, moves, limits and records the directory of `intent`; the intent goes last.
@@ -225,21 +187,14 @@ impl HostpathBackend {
             self.copy_in(intent)?;
             return self.finish(intent);
         }
-        let id = &intent.id;
         let target = self.volume_dir(&intent.name);
+        // In place, the source is the volume's place.
+        self.mark_adopted(&intent.source, intent)?;
         if intent.source != target {
-            markers::set_markers(
-                &intent.source,
-                id,
-                self.store_id(),
-                Some(&intent.incarnation),
-                self.ledger.journal().next_seq(),
-            )
-            .map_err(Error::os(id, format!("mark {}", intent.source.display())))?;
             crate::failpoint::hit("adopt:after-mark");
             fsutil::rename_noreplace_durable(&intent.source, &target).map_err(|e| {
                 Error::precondition(
-                    id,
+                    &intent.id,
                     format!(
                         "renaming {} to {}: {e}; nothing was moved",
                         intent.source.display(),
@@ -247,25 +202,23 @@ impl HostpathBackend {
                     ),
                 )
             })?;
-        } else {
-            markers::set_markers(
-                &target,
-                id,
-                self.store_id(),
-                Some(&intent.incarnation),
-                self.ledger.journal().next_seq(),
-            )
-            .map_err(Error::os(id, format!("mark {}", target.display())))?;
         }
         crate::failpoint::hit("adopt:after-rename");
         self.finish(intent)
+    }
+
+    /// Marks `dir` as `intent`'s volume: its id, this store, the intent's incarnation and the
+    /// journal's next sequence number.
+    pub(super) fn mark_adopted(&self, dir: &Path, intent: &AdoptIntent) -> Result<()> {
+        self.mark(dir, &intent.id, Some(&intent.incarnation))
+            .map_err(Error::os(&intent.id, format!("mark {}", dir.display())))
     }
 
     /// Limits the directory in the volume's place and commits its record, then drops the intent.
     pub(super) fn finish(&self, intent: &AdoptIntent) -> Result<VolumeRecord> {
         let target = self.volume_dir(&intent.name);
         if let (Some(l), Some(how)) = (self.limiter()?, intent.enforced_by) {
-            l.apply_tree(&target, how, intent.capacity_bytes)
+            l.apply(&target, how, intent.capacity_bytes, true)
                 .map_err(Error::os(&intent.id, format!("limit {}", target.display())))?;
         }
         let rec = VolumeRecord::new(
@@ -280,7 +233,7 @@ impl HostpathBackend {
                 adopted_from: Some(intent.source.clone()),
             },
         );
-        self.save(rec.clone())?;
+        self.ledger.save(rec.clone())?;
         crate::failpoint::hit("adopt:after-commit");
         self.adoptions.remove(intent)?;
         Ok(rec)
@@ -351,14 +304,13 @@ mod tests {
     // capacities.
     #[test]
     fn project_quota_limits_any_directory_a_qgroup_only_a_subvolume() {
-        use EnforceKind::*;
         let p = Some(LimiterKind::Project);
         let b = Some(LimiterKind::Btrfs);
-        assert_eq!(enforcement_for(p, false), Project);
-        assert_eq!(enforcement_for(p, true), Project);
-        assert_eq!(enforcement_for(b, true), Qgroup);
-        assert_eq!(enforcement_for(b, false), AdvisoryNotSubvolume);
-        assert_eq!(enforcement_for(None, false), Advisory);
-        assert_eq!(enforcement_for(None, true), Advisory);
+        assert_eq!(enforcement_for(p, false), p);
+        assert_eq!(enforcement_for(p, true), p);
+        assert_eq!(enforcement_for(b, true), b);
+        assert_eq!(enforcement_for(b, false), None);
+        assert_eq!(enforcement_for(None, false), None);
+        assert_eq!(enforcement_for(None, true), None);
     }
 }

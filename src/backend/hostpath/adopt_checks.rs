@@ -30,44 +30,47 @@ impl HostpathBackend {
     /// The canonical path of a directory that may be adopted, or why not.
     pub(super) fn check_source(&self, id: &str, path: &Path) -> Result<PathBuf> {
         let shown = path.display();
+        let invalid = |why: String| Err(Error::invalid(format!("volume {id}: {shown} {why}")));
+        let refuse = |why: String| {
+            Err(Error::precondition(
+                id,
+                format!("{shown} {why}; nothing was changed"),
+            ))
+        };
         if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is not an absolute path without '..'"
-            )));
+            return invalid("is not an absolute path without '..'".into());
         }
         let meta = std::fs::symlink_metadata(path)
             .map_err(|e| Error::invalid(format!("volume {id}: cannot adopt {shown}: {e}")))?;
         if meta.file_type().is_symlink() {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is a symbolic link; adopt the directory it points to, by its own path"
-            )));
+            return invalid(
+                "is a symbolic link; adopt the directory it points to, by its own path".into(),
+            );
         }
         if !meta.is_dir() {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is not a directory"
-            )));
+            return invalid("is not a directory".into());
         }
         let real =
             std::fs::canonicalize(path).map_err(Error::os(id, format!("resolve {shown}")))?;
         if real != path.components().collect::<PathBuf>() {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} lies behind a symbolic link (it is {}); give that path",
+            return invalid(format!(
+                "lies behind a symbolic link (it is {}); give that path",
                 real.display()
-            )));
+            ));
         }
         let base = &self.base;
         if base.starts_with(&real) {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} is the base path {} or a parent of it",
+            return invalid(format!(
+                "is the base path {} or a parent of it",
                 base.display()
-            )));
+            ));
         }
         let journal = self.ledger.journal().dir();
         if journal.starts_with(&real) {
-            return Err(Error::invalid(format!(
-                "volume {id}: {shown} holds the driver's state journal {}",
+            return invalid(format!(
+                "holds the driver's state journal {}",
                 journal.display()
-            )));
+            ));
         }
         if let Ok(inside) = real.strip_prefix(base) {
             let first = inside
@@ -75,46 +78,35 @@ impl HostpathBackend {
                 .next()
                 .map(|c| c.as_os_str().to_string_lossy());
             let first = first.unwrap_or_default();
+            let top = base.join(first.as_ref());
             if inside.components().count() > 1 || first.starts_with('.') {
-                let owner = markers::owner_marker(&base.join(first.as_ref()))
-                    .ok()
-                    .flatten();
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "{shown} lies inside {} in the base, {}; nothing was changed",
-                        base.join(first.as_ref()).display(),
-                        match (owner, first.starts_with('.')) {
-                            (Some(o), _) => format!("the directory of volume {o}"),
-                            (None, true) => "the driver's own".to_string(),
-                            (None, false) => {
-                                "a directory of the base that is no volume: adopt that one, whole"
-                                    .to_string()
-                            }
-                        }
-                    ),
+                let whose = match (
+                    markers::owner_marker(&top).ok().flatten(),
+                    first.starts_with('.'),
+                ) {
+                    (Some(o), _) => format!("the directory of volume {o}"),
+                    (None, true) => "the driver's own".to_string(),
+                    (None, false) => {
+                        "a directory of the base that is no volume: adopt that one, whole"
+                            .to_string()
+                    }
+                };
+                return refuse(format!(
+                    "lies inside {} in the base, {whose}",
+                    top.display()
                 ));
             }
             if let Some(rec) = self.ledger.get(&first) {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "{shown} is the directory of volume {}; nothing was changed",
-                        rec.id
-                    ),
-                ));
+                return refuse(format!("is the directory of volume {}", rec.id));
             }
         }
         match markers::read_markers(&real) {
             Ok(None) => {}
             Ok(Some(m)) => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "{shown} carries the ownership marker of volume {} (state store {}); it belongs to that volume, nothing was changed",
-                        m.volume,
-                        m.store.as_deref().unwrap_or("?")
-                    ),
+                return refuse(format!(
+                    "carries the ownership marker of volume {} (state store {}); it belongs to that volume",
+                    m.volume,
+                    m.store.as_deref().unwrap_or("?")
                 ))
             }
             Err(e) => return Err(Error::os(id, format!("read the markers of {shown}"))(e)),
@@ -150,15 +142,14 @@ impl HostpathBackend {
             id,
             format!("find the users of {}", dir.display()),
         ))?;
-        match why {
-            None => Ok(()),
-            Some(why) => Err(Error::precondition(
+        why.map_or(Ok(()), |why| {
+            Err(Error::precondition(
                 id,
                 format!(
                     "{} is in use: {why}; stop the pod or process using it first. Nothing was changed",
                     dir.display()
                 ),
-            )),
-        }
+            ))
+        })
     }
 }

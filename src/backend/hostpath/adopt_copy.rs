@@ -37,27 +37,18 @@ impl HostpathBackend {
     /// A reflink copy needs a btrfs base with quota (the subvolume's qgroup is the point) on
     /// the source's filesystem.
     pub(super) fn check_copyable(&self, id: &str, source: &Path) -> Result<()> {
+        let base = self.base.display();
+        let refuse = |why| {
+            Err(Error::precondition(
+                id,
+                format!("{why}. Nothing was changed"),
+            ))
+        };
         if !matches!(self.limiter()?, Some(Limiter::Btrfs(_))) {
-            return Err(Error::precondition(
-                id,
-                format!(
-                    "a reflink copy goes into a btrfs subvolume limited by a qgroup; base path {} is {} without btrfs quota. Nothing was changed",
-                    self.base.display(),
-                    self.base_fs
-                ),
-            ));
+            return refuse(format!("a reflink copy goes into a btrfs subvolume limited by a qgroup; base path {base} is {} without btrfs quota", self.base_fs));
         }
-        let same =
-            same_filesystem(source, &self.base).map_err(Error::os(id, "read the mount table"))?;
-        if !same {
-            return Err(Error::precondition(
-                id,
-                format!(
-                    "{} is on another filesystem than the base path {}; a reflink copy shares extents within one filesystem only. Nothing was changed",
-                    source.display(),
-                    self.base.display()
-                ),
-            ));
+        if !same_filesystem(source, &self.base).map_err(Error::os(id, "read the mount table"))? {
+            return refuse(format!("{} is on another filesystem than the base path {base}; a reflink copy shares extents within one filesystem only", source.display()));
         }
         Ok(())
     }
@@ -67,22 +58,13 @@ impl HostpathBackend {
         let id = &intent.id;
         let staging = self.staging_of(intent);
         let os = |what: &str, p: &Path| Error::os(id, format!("{what} {}", p.display()));
-        let qgroups = match self.limiter()? {
-            Some(Limiter::Btrfs(b)) => b,
-            _ => return Err(Error::precondition(id, "the base lost its btrfs quota")),
+        let Some(Limiter::Btrfs(qgroups)) = self.limiter()? else {
+            return Err(Error::precondition(id, "the base lost its btrfs quota"));
         };
         qgroups
             .create_subvolume(&staging)
             .map_err(os("make the subvolume", &staging))?;
-        let seq = self.ledger.journal().next_seq();
-        markers::set_markers(
-            &staging,
-            id,
-            self.store_id(),
-            Some(&intent.incarnation),
-            seq,
-        )
-        .map_err(os("mark", &staging))?;
+        self.mark_adopted(&staging, intent)?;
         crate::failpoint::hit("adopt:copy:after-subvolume");
         let sync = copytree::FsSync::begin(&self.base).map_err(os("open", &self.base))?;
         let stats = crate::backend::done::long_step(|| {

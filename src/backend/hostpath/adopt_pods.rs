@@ -81,25 +81,23 @@ impl HostpathBackend {
                 format!("cannot prove that no pod uses {shown}: {why}; nothing was changed"),
             ),
         })?;
-        match user_of(dir, &uses, resolve) {
-            None => Ok(()),
-            Some((u, real)) => {
-                let resolved = if real == u.path {
-                    String::new()
-                } else {
-                    format!(" (resolved: {})", real.display())
-                };
-                Err(Error::precondition(
-                    id,
-                    format!(
-                        "{shown} is in use by pod {}: its {} is {}{resolved}; stop the pod first. Nothing was changed",
-                        u.pod,
-                        u.via,
-                        u.path.display()
-                    ),
-                ))
-            }
-        }
+        let Some((u, real)) = user_of(dir, &uses, resolve) else {
+            return Ok(());
+        };
+        let resolved = if real == u.path {
+            String::new()
+        } else {
+            format!(" (resolved: {})", real.display())
+        };
+        Err(Error::precondition(
+            id,
+            format!(
+                "{shown} is in use by pod {}: its {} is {}{resolved}; stop the pod first. Nothing was changed",
+                u.pod,
+                u.via,
+                u.path.display()
+            ),
+        ))
     }
 }
 

@@ -15,7 +15,7 @@
 //! and every change, stage and publish answers FailedPrecondition; nothing on it is recovered,
 //! recreated or removed.
 //!
-//! Each pool (`pools`) is a base of its own: the id it carries names its pool too (`identity`).
+//! Each pool (`pools`) is a base of its own: the id it carries names its pool too (`pool_key`).
 
 use crate::os::markers;
 use std::io;
@@ -28,14 +28,9 @@ pub(super) struct Evidence {
     pub dir: PathBuf,
 }
 
-/// Whether the base can be used, decided at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// It carries this store's id (now).
-    Ours,
-    /// It cannot be used; why, for Probe and the errors.
-    Refused(String),
-}
+/// Whether the base can be used, decided at start: Ok when it carries this store's id (now),
+/// else why not, for Probe and the errors.
+pub(super) type Verdict = Result<(), String>;
 
 /// Decides at start whether `base` is this state store's, adopting it where that is safe (see
 /// the module doc). `recorded`: the volumes and snapshots the journal holds on this base.
@@ -50,13 +45,13 @@ pub(super) fn settle(
     let found = match markers::base_marker(base) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound && recorded.is_empty() => {
-            if let Verdict::Refused(why) = ensure_exists(base, create)? {
-                return Ok(Verdict::Refused(why));
+            if let Err(why) = ensure_exists(base, create)? {
+                return Ok(Err(why));
             }
             None
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Verdict::Refused(format!(
+            return Ok(Err(format!(
                 "base path {} does not exist, and volumes or snapshots are recorded on it: is its \
                  filesystem mounted? The driver does not create it again",
                 base.display()
@@ -65,16 +60,16 @@ pub(super) fn settle(
         Err(e) => return Err(e),
     };
     match found {
-        Some(s) if s == store => return Ok(Verdict::Ours),
+        Some(s) if s == store => return Ok(Ok(())),
         Some(other) if same_store_other_pool(&other, store) => {
-            return Ok(Verdict::Refused(another_pool(base, &other)))
+            return Ok(Err(another_pool(base, &other)))
         }
         Some(other) if recorded.is_empty() => {
             tracing::warn!(base = %base.display(), previous = %other, store,
                 "the base was adopted by another state store, and no volume is recorded on it here: adopting it");
         }
         Some(other) => {
-            return Ok(Verdict::Refused(format!(
+            return Ok(Err(format!(
                 "base path {} belongs to state store {other}, not to this driver's {store}: \
                  another filesystem is mounted there, or the state directory is another one",
                 base.display()
@@ -86,7 +81,7 @@ pub(super) fn settle(
                 .iter()
                 .find(|e| matches!(markers::owner_marker(&e.dir), Ok(Some(id)) if id == e.id));
             let Some(proof) = proof else {
-                return Ok(Verdict::Refused(format!(
+                return Ok(Err(format!(
                     "base path {} carries no identity and holds none of the volumes or snapshots \
                      recorded on it: is its filesystem mounted?",
                     base.display()
@@ -97,7 +92,7 @@ pub(super) fn settle(
         }
     }
     markers::set_base_marker(base, store)?;
-    Ok(Verdict::Ours)
+    Ok(Ok(()))
 }
 
 /// A base with nothing recorded on it: created when missing if `create`, else refused when
@@ -105,28 +100,14 @@ pub(super) fn settle(
 pub(super) fn ensure_exists(base: &Path, create: bool) -> io::Result<Verdict> {
     if create {
         std::fs::create_dir_all(base)?;
-        return Ok(Verdict::Ours);
     }
-    if base.is_dir() {
-        return Ok(Verdict::Ours);
-    }
-    Ok(Verdict::Refused(format!(
-        "pool path {} is not a directory: is its filesystem mounted? The driver does not \
-         create a pool's path",
-        base.display()
-    )))
-}
-
-/// The identity a pool's base carries: the state store's id, and for a pool other than
-/// `default` (whose bases carried the bare id before pools existed) `@<pool>` after it. A base
-/// moved to another pool name keeps the old one, so it is refused there rather than swept as
-/// a base whose volumes have no records.
-pub(super) fn identity(store: &str, pool: &str) -> String {
-    if pool == super::pool_config::DEFAULT_POOL {
-        store.to_string()
-    } else {
-        format!("{store}@{pool}")
-    }
+    Ok((create || base.is_dir()).then_some(()).ok_or_else(|| {
+        format!(
+            "pool path {} is not a directory: is its filesystem mounted? The driver does not \
+             create a pool's path",
+            base.display()
+        )
+    }))
 }
 
 fn same_store_other_pool(found: &str, ours: &str) -> bool {
@@ -146,15 +127,13 @@ fn another_pool(base: &Path, found: &str) -> String {
 }
 
 /// At start with nothing recorded on the base: refused when it carries this store's identity
-/// of another pool (see `identity`), else usable.
+/// of another pool (see `pool_key`), else usable.
 /// (Unreadable: usable, as before pools existed; a process that may not read `trusted.`
 /// xattrs, the local resizer, changes nothing on a base.)
 pub(super) fn check_unrecorded(base: &Path, identity: &str) -> Verdict {
     match markers::base_marker(base).ok().flatten() {
-        Some(found) if same_store_other_pool(&found, identity) => {
-            Verdict::Refused(another_pool(base, &found))
-        }
-        _ => Verdict::Ours,
+        Some(found) if same_store_other_pool(&found, identity) => Err(another_pool(base, &found)),
+        _ => Ok(()),
     }
 }
 
@@ -181,8 +160,6 @@ mod tests {
 
     #[test]
     fn a_pool_identity_names_the_store_and_the_pool() {
-        assert_eq!(identity("s1", "default"), "s1");
-        assert_eq!(identity("s1", "fast"), "s1@fast");
         // This store's base of another pool: refused, naming that pool.
         assert!(same_store_other_pool("s1@fast", "s1@slow"));
         assert!(same_store_other_pool("s1", "s1@fast"));

@@ -60,7 +60,7 @@ impl LocalVolumes for HostpathBackend {
     }
 
     fn volume_info(&self, rec: &VolumeRecord) -> VolumeInfo {
-        self.info(rec)
+        self.info_with(rec, self.condition(rec))
     }
 
     /// Makes and marks the directory, then queues the record: the volume exists once the
@@ -71,34 +71,28 @@ impl LocalVolumes for HostpathBackend {
         let kind = CAPS.access_kind(super::BACKEND, &id_str, &req.capabilities)?;
         self.check_topology(&id_str, req)?;
         self.require_base(&id_str)?;
-        let source = match &req.content_source {
-            Some(src) => Some(self.resolve_source(&id_str, src)?),
-            None => None,
-        };
-        let capacity = match &source {
-            None => req
-                .capacity
-                .resolve(self.default_capacity, ALIGN, &id_str)?,
-            Some(src) => {
-                if src.kind != kind {
-                    return Err(Error::invalid(format!(
-                        "volume {id_str}: source {} is a {:?} volume, this one would be {kind:?}",
-                        src.id, src.kind
-                    )));
-                }
-                let size = req.capacity.resolve(src.capacity, ALIGN, &id_str)?;
-                if size < src.capacity {
-                    return Err(Error::OutOfRange {
-                        volume: id_str,
-                        detail: format!(
-                            "{size} bytes is smaller than the source {} ({} bytes)",
-                            src.id, src.capacity
-                        ),
-                    });
-                }
-                size
-            }
-        };
+        let source = (req.content_source.as_ref())
+            .map(|src| self.resolve_source(&id_str, src))
+            .transpose()?;
+        if let Some(src) = source.as_ref().filter(|s| s.kind != kind) {
+            return Err(Error::invalid(format!(
+                "volume {id_str}: source {} is a {:?} volume, this one would be {kind:?}",
+                src.id, src.kind
+            )));
+        }
+        let default = source
+            .as_ref()
+            .map_or(self.default_capacity, |s| s.capacity);
+        let capacity = req.capacity.resolve(default, ALIGN, &id_str)?;
+        if let Some(src) = source.as_ref().filter(|s| capacity < s.capacity) {
+            return Err(Error::OutOfRange {
+                volume: id_str,
+                detail: format!(
+                    "{capacity} bytes is smaller than the source {} ({} bytes)",
+                    src.id, src.capacity
+                ),
+            });
+        }
         let source_id = source.as_ref().map(|s| s.id.clone());
         let wanted_params = defining(&req.parameters);
 
@@ -112,27 +106,10 @@ impl LocalVolumes for HostpathBackend {
                 ));
             }
             crate::backend::check_existing(&rec, kind, &req.capacity, &wanted_params)?;
-            return Ok(Done::Now(self.info(&rec)));
+            return Ok(Done::Now(self.volume_info(&rec)));
         }
 
-        let (total, available) = self.space_for(capacity)?;
-        if capacity > total {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!(
-                    "{capacity} bytes is more than the whole base filesystem ({total} bytes)"
-                ),
-            });
-        }
-        if capacity > available {
-            return Err(Error::no_space(
-                id_str,
-                format!(
-                    "{capacity} bytes requested, {available} bytes available on node {}",
-                    self.node
-                ),
-            ));
-        }
+        self.check_room(&id_str, capacity, capacity, self.space_for(capacity)?)?;
 
         let enforced_by = match (params.quota, self.limiter()?) {
             (QuotaMode::None, _) | (QuotaMode::Auto, None) => None,
@@ -176,32 +153,25 @@ impl LocalVolumes for HostpathBackend {
         // of this name) stays as it was.
         let its_own = made.is_ok()
             || !dir.exists()
-            || match markers::read_markers(&dir) {
-                Ok(Some(m)) => m.incarnation == rec.backend.incarnation,
-                Ok(None) => true,
-                Err(_) => false,
-            };
+            || markers::read_markers(&dir)
+                .is_ok_and(|m| m.is_none_or(|m| m.incarnation == rec.backend.incarnation));
         let rollback = move |me: &Self| {
             if let Err(undo) = me.remove_dir_of(&id_str, &dir, enforced_by) {
                 tracing::warn!(volume = %id_str, error = %undo, "rollback of failed create incomplete; the next start finishes it");
             }
         };
-        if let Err(e) = made {
+        made.inspect_err(|_| {
             if its_own {
-                rollback(self);
+                rollback(self)
             }
-            return Err(e);
-        }
+        })?;
         crate::failpoint::hit("create:before-commit");
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
-        let Queued { ticket, pending } = match self.ledger.queue_save(rec) {
-            Ok(queued) => queued,
-            Err(e) => {
-                rollback(self);
-                return Err(e);
-            }
-        };
+        let Queued { ticket, pending } = self
+            .ledger
+            .queue_save(rec)
+            .inspect_err(|_| rollback(self))?;
         let me = self.arc();
         Ok(Done::after_commit(
             self.ledger.journal().clone(),
@@ -230,19 +200,18 @@ impl LocalVolumes for HostpathBackend {
             return Err(Error::precondition(id_str, why));
         }
         let dir = self.volume_dir(&rec.name);
+        let refuse = |at: &std::path::Path, why| {
+            let why = format!("{} {why} first (nothing was removed)", at.display());
+            Err(Error::precondition(&id_str, why))
+        };
         // A stage or publish killed before its record may have left a bind of the directory
         // (refused: a pod may see it) or an unbound loop device of the image (detached).
         if dir.is_dir() {
-            let binds = super::loops::binds_of_dir(&dir)
-                .map_err(Error::os(&id_str, "look for binds of the volume"))?;
-            if let Some(at) = binds.first() {
-                return Err(Error::precondition(
-                    id_str,
-                    format!(
-                        "{} still shows it; unstage or unpublish it first (nothing was removed)",
-                        at.display()
-                    ),
-                ));
+            if let Some(at) = super::loops::binds_of_dir(&dir)
+                .map_err(Error::os(&id_str, "look for binds of the volume"))?
+                .first()
+            {
+                return refuse(at, "still shows it; unstage or unpublish it");
             }
         }
         if rec.kind == AccessKind::Block {
@@ -278,16 +247,10 @@ impl LocalVolumes for HostpathBackend {
         }
         // Anything mounted inside would be removed with the tree or stop it half-way: refuse
         // before touching anything, naming what is in the way.
-        let nested = crate::os::mountinfo::first_mount_below(&dir)
-            .map_err(Error::os(&id_str, "look for mounts inside the volume"))?;
-        if let Some(m) = nested {
-            return Err(Error::precondition(
-                id_str,
-                format!(
-                    "{} is mounted inside the volume; unmount it first (nothing was removed)",
-                    m.display()
-                ),
-            ));
+        if let Some(m) = crate::os::mountinfo::first_mount_below(&dir)
+            .map_err(Error::os(&id_str, "look for mounts inside the volume"))?
+        {
+            return refuse(&m, "is mounted inside the volume; unmount it");
         }
         // Commit the removal (the one sync), then lift the limit and remove the directory. The
         // commit is the delete's point of no return; nothing on disk or in the quota table
@@ -322,10 +285,8 @@ impl LocalVolumes for HostpathBackend {
         {
             return Ok(Capacity::default());
         }
-        match self.no_capacity_for(req) {
-            Some(none) => Ok(none),
-            None => Ok(Capacity::pooled(self.space()?.1)),
-        }
+        self.no_capacity_for(req)
+            .map_or_else(|| Ok(Capacity::pooled(self.space()?.1)), Ok)
     }
 
     fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {

@@ -59,27 +59,21 @@ impl Limiter {
         }
     }
 
-    /// Sets (or raises) the limit of the volume at `dir` to `bytes`.
-    pub fn apply(&self, dir: &Path, how: Enforcement, bytes: u64) -> io::Result<()> {
+    /// Sets (or raises) the limit of the volume at `dir` to `bytes`. On a directory that
+    /// already holds data (`tree`: adoption), a project quota counts only the inodes in the
+    /// project, so every directory and file of the tree joins it first.
+    pub fn apply(&self, dir: &Path, how: Enforcement, bytes: u64, tree: bool) -> io::Result<()> {
         match (self, how) {
             (Limiter::Project(q), Enforcement::ProjectQuota { id }) => {
-                q.assign(dir, id)?;
+                if tree {
+                    crate::os::quota::assign_project_tree(dir, id)?
+                } else {
+                    q.assign(dir, id)?
+                }
                 q.set_limit(id, bytes)
             }
             (Limiter::Btrfs(b), Enforcement::BtrfsQgroup) => b.set_limit(dir, bytes),
             _ => Err(mismatch()),
-        }
-    }
-
-    /// `apply` on a directory that already holds data (adoption): a project quota counts only
-    /// the inodes in the project, so every directory and file of the tree joins it first.
-    pub fn apply_tree(&self, dir: &Path, how: Enforcement, bytes: u64) -> io::Result<()> {
-        match (self, how) {
-            (Limiter::Project(q), Enforcement::ProjectQuota { id }) => {
-                crate::os::quota::assign_project_tree(dir, id)?;
-                q.set_limit(id, bytes)
-            }
-            _ => self.apply(dir, how, bytes),
         }
     }
 

@@ -51,6 +51,18 @@ const BLOCK_QUOTA_SLACK: u64 = 1 << 20;
 /// Prefix of a volume directory being deleted (volume names cannot begin with '.').
 const TRASH_PREFIX: &str = ".trash-";
 
+/// `name` for the default pool (as before pools existed), `name@pool` for another: the journal
+/// keys of a pool's records, and the identity its base carries (see `base`). A base moved to
+/// another pool name keeps the old identity, so it is refused there rather than swept as a base
+/// whose volumes have no records.
+fn pool_key(name: &str, pool: &str) -> String {
+    if pool == pool_config::DEFAULT_POOL {
+        name.to_string()
+    } else {
+        format!("{name}@{pool}")
+    }
+}
+
 static CAPS: BackendCaps = BackendCaps {
     reach: Reach::NodeLocal,
     multi_node: false,
@@ -77,7 +89,7 @@ pub struct HostpathBackend {
     node: String,
     /// The pool this base is (`pools`).
     pool: String,
-    /// What the base carries when it is this store's (`base::identity`).
+    /// What the base carries when it is this store's (`pool_key`).
     identity: String,
     base: PathBuf,
     create_base: bool,
@@ -114,22 +126,20 @@ impl HostpathBackend {
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Arc<Self>> {
-        let (volumes_key, snaps_key) = pools::journal_keys(&spec.name);
-        let snaps: Ledger<snapshot::SnapRecord> =
-            Ledger::open_counted(journal.clone(), &snaps_key, snapshot::LEDGER, live)?;
-        let ledger: Ledger<VolumeRecord> =
-            Ledger::open_counted(journal.clone(), &volumes_key, BACKEND, live)?;
-        let adoptions = adopt::open_ledger(&journal, &spec.name, live)?;
+        // Each pool's records under its own journal keys (see `pools`).
+        let key = |kind| pool_key(kind, &spec.name);
+        let (snap_key, adopt_key) = (key(snapshot::LEDGER), key(adopt::LEDGER));
+        let snaps = Ledger::open_counted(journal.clone(), &snap_key, snapshot::LEDGER, live)?;
+        let ledger = Ledger::open_counted(journal.clone(), &key(BACKEND), BACKEND, live)?;
+        let adoptions = Ledger::open_counted(journal.clone(), &adopt_key, adopt::LEDGER, live)?;
         let recorded = Self::recorded_dirs(spec, state_dir, &ledger, &snaps)?;
         // With nothing recorded there is nothing to prove: the base is adopted (its identity
         // written) by the first change that needs it, so a process that never holds a volume
         // (the local resizer, which may write no trusted xattr) never writes to it.
-        let identity = base::identity(journal.store_id(), &spec.name);
+        let identity = pool_key(journal.store_id(), &spec.name);
         let verdict = if recorded.is_empty() {
-            match base::ensure_exists(&spec.path, spec.create_missing)? {
-                base::Verdict::Ours => base::check_unrecorded(&spec.path, &identity),
-                refused => refused,
-            }
+            base::ensure_exists(&spec.path, spec.create_missing)?
+                .and_then(|()| base::check_unrecorded(&spec.path, &identity))
         } else {
             base::settle(&spec.path, &identity, &recorded, spec.create_missing)?
         };
@@ -152,7 +162,7 @@ impl HostpathBackend {
                 refused,
             })
         };
-        if let base::Verdict::Refused(why) = verdict {
+        if let Err(why) = verdict {
             tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
                 "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
             let base = std::fs::canonicalize(&spec.path).unwrap_or(spec.path.clone());
@@ -199,23 +209,16 @@ impl HostpathBackend {
 
     /// The base's quota limiter, if it has one (probing it on first use).
     fn limiter(&self) -> Result<Option<&Limiter>> {
-        self.features()
-            .map(|f| f.limiter.as_ref())
-            .map_err(|e| self.probe_failed(e))
+        Ok(self.probed()?.limiter.as_ref())
     }
 
-    /// How the base stores snapshots and clones (probing it on first use).
-    fn snap_method(&self) -> Result<snapshot::SnapMethod> {
-        self.features()
-            .map(|f| f.snap_method)
-            .map_err(|e| self.probe_failed(e))
-    }
-
-    fn probe_failed(&self, e: std::io::Error) -> Error {
-        Error::Internal(format!(
-            "probing quota and snapshot support of base path {}: {e}",
-            self.base.display()
-        ))
+    fn probed(&self) -> Result<&BaseFeatures> {
+        self.features().map_err(|e| {
+            Error::Internal(format!(
+                "probing quota and snapshot support of base path {}: {e}",
+                self.base.display()
+            ))
+        })
     }
 
     /// The directories the recorded volumes and snapshots (in the journal, or in the state of
@@ -229,17 +232,24 @@ impl HostpathBackend {
     ) -> std::io::Result<Vec<base::Evidence>> {
         let base = spec.path.as_path();
         let mut out = Vec::new();
-        let legacy = spec.name == pool_config::DEFAULT_POOL;
-        if let Some(dir) = legacy
+        // A volume's directory, and its trash (a delete stopped half-way), either of which
+        // carries its id on the recorded base.
+        let mut volume = |r: &VolumeRecord| {
+            for name in [r.name.clone(), format!("{TRASH_PREFIX}{}", r.name)] {
+                out.push(base::Evidence {
+                    id: r.id.clone(),
+                    dir: base.join(name),
+                });
+            }
+        };
+        if let Some(dir) = (spec.name == pool_config::DEFAULT_POOL)
             .then(|| crate::state::legacy::dir_with_records(state_dir, BACKEND))
             .flatten()
         {
             let old: Vec<VolumeRecord> = crate::state::legacy::load(&dir)?;
-            for r in old {
-                Self::volume_evidence(base, &r, &mut out);
-            }
+            old.iter().for_each(&mut volume);
         }
-        ledger.for_each(|r| Self::volume_evidence(base, r, &mut out));
+        ledger.for_each(&mut volume);
         snaps.for_each(|r| {
             if let Ok(key) = Self::snap_key(&r.id) {
                 out.push(base::Evidence {
@@ -249,17 +259,6 @@ impl HostpathBackend {
             }
         });
         Ok(out)
-    }
-
-    /// A volume's directory, and its trash (a delete stopped half-way), either of which carries
-    /// its id on the recorded base.
-    fn volume_evidence(base: &Path, rec: &VolumeRecord, out: &mut Vec<base::Evidence>) {
-        for name in [rec.name.clone(), format!("{TRASH_PREFIX}{}", rec.name)] {
-            out.push(base::Evidence {
-                id: rec.id.clone(),
-                dir: base.join(name),
-            });
-        }
     }
 
     /// Whether the base may be used now: refused at start, or no longer carrying this store's
@@ -279,18 +278,13 @@ impl HostpathBackend {
     /// recorded yet, adopts the base first, so every volume directory lies on a base that
     /// carries this store's identity.
     fn require_base(&self, volume: &str) -> Result<()> {
+        let refused = |why| Error::precondition(volume, format!("{why}; nothing was changed"));
         if self.refused.is_none() && self.nothing_recorded() {
             let settled = base::settle(&self.base, &self.identity, &[], self.create_base)
-                .map_err(|e| Error::os(volume, "record the base path's identity")(e))?;
-            if let base::Verdict::Refused(why) = settled {
-                return Err(Error::precondition(
-                    volume,
-                    format!("{why}; nothing was changed"),
-                ));
-            }
+                .map_err(Error::os(volume, "record the base path's identity"))?;
+            settled.map_err(refused)?;
         }
-        self.base_usable()
-            .map_err(|why| Error::precondition(volume, format!("{why}; nothing was changed")))
+        self.base_usable().map_err(refused)
     }
 
     fn nothing_recorded(&self) -> bool {
@@ -312,10 +306,6 @@ impl HostpathBackend {
         self.base.join(name)
     }
 
-    fn trash_dir(&self, name: &str) -> PathBuf {
-        self.base.join(format!("{TRASH_PREFIX}{name}"))
-    }
-
     fn image_path(&self, name: &str) -> PathBuf {
         self.volume_dir(name).join(IMAGE_FILE)
     }
@@ -323,10 +313,6 @@ impl HostpathBackend {
     /// Whether a volume or snapshot id with this node tag lives on this node.
     fn is_local(&self, node_tag: Option<&str>) -> bool {
         node_tag == Some(VolumeId::node_tag(&self.node).as_str())
-    }
-
-    fn save(&self, rec: VolumeRecord) -> Result<()> {
-        self.ledger.save(rec)
     }
 
     /// One statfs of the base: (size of the whole filesystem, bytes free for new volumes, that is
@@ -356,8 +342,26 @@ impl HostpathBackend {
         self.space()
     }
 
-    fn info(&self, rec: &VolumeRecord) -> VolumeInfo {
-        self.info_with(rec, self.condition(rec))
+    /// Refuses a volume of `size` bytes, `needed` of them new, that the base cannot hold: more
+    /// than the whole filesystem is OutOfRange, more than is free ResourceExhausted.
+    fn check_room(&self, volume: &str, size: u64, needed: u64, space: (u64, u64)) -> Result<()> {
+        let (total, available) = space;
+        if size > total {
+            return Err(Error::OutOfRange {
+                volume: volume.to_string(),
+                detail: format!(
+                    "{size} bytes is more than the whole base filesystem ({total} bytes)"
+                ),
+            });
+        }
+        if needed > available {
+            let why = format!(
+                "{needed} bytes needed, {available} bytes available on node {}",
+                self.node
+            );
+            return Err(Error::no_space(volume, why));
+        }
+        Ok(())
     }
 
     fn info_with(&self, rec: &VolumeRecord, condition: VolumeCondition) -> VolumeInfo {
@@ -386,9 +390,7 @@ impl HostpathBackend {
             message,
         }
     }
-}
 
-impl HostpathBackend {
     /// Probe's check of this pool: its base usable and present, its state writable.
     pub(super) fn check_ready(&self) -> Result<()> {
         self.base_usable()

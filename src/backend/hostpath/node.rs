@@ -182,11 +182,9 @@ impl LocalNode for HostpathBackend {
             Some((l, how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
                 .map_err(Error::os(&vid, "read capacity usage"))?,
-            None => {
-                let (bytes, inodes) = fsutil::disk_usage(path)
-                    .map_err(Error::os(&vid, format!("measure {}", path.display())))?;
-                (bytes, Some(inodes))
-            }
+            None => fsutil::disk_usage(path)
+                .map(|(bytes, inodes)| (bytes, Some(inodes)))
+                .map_err(Error::os(&vid, format!("measure {}", path.display())))?,
         };
         Ok(VolumeStats {
             total_bytes: rec.capacity_bytes,

@@ -17,36 +17,26 @@ pub enum QuotaMode {
     None,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostpathParams {
     #[serde(default)]
     pub quota: QuotaMode,
-    /// The node's pool (named base path) the volume lives in; None: `default`.
-    #[serde(default, deserialize_with = "some")]
-    pub pool: Option<String>,
+    /// The node's pool (named base path) the volume lives in.
+    #[serde(default = "default_pool")]
+    pub pool: String,
 }
 
-/// Plain string values cannot drive serde's `Option` (there is no "none" in a string map).
-fn some<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
+fn default_pool() -> String {
+    super::pool_config::DEFAULT_POOL.to_string()
 }
 
 impl HostpathParams {
     pub fn decode(params: &BTreeMap<String, String>) -> Result<Self> {
         let p: Self = crate::backend::params::decode(super::BACKEND, params)?;
-        if let Some(pool) = &p.pool {
-            super::pool_config::validate_name(pool)
-                .map_err(|e| crate::error::Error::invalid(format!("parameter pool: {e}")))?;
-        }
+        super::pool_config::validate_name(&p.pool)
+            .map_err(|e| crate::error::Error::invalid(format!("parameter pool: {e}")))?;
         Ok(p)
-    }
-
-    /// The pool this class names.
-    pub fn pool(&self) -> &str {
-        self.pool
-            .as_deref()
-            .unwrap_or(super::pool_config::DEFAULT_POOL)
     }
 }
 
@@ -86,7 +76,7 @@ mod tests {
         assert!(HostpathParams::decode(&map(&[("quota", "sometimes")])).is_err());
         assert!(HostpathParams::decode(&map(&[("pool", "Fast/1")])).is_err());
         let p = HostpathParams::decode(&map(&[("pool", "fast")])).unwrap();
-        assert_eq!(p.pool(), "fast");
-        assert_eq!(HostpathParams::decode(&map(&[])).unwrap().pool(), "default");
+        assert_eq!(p.pool, "fast");
+        assert_eq!(HostpathParams::decode(&map(&[])).unwrap().pool, "default");
     }
 }

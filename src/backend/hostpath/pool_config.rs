@@ -23,23 +23,18 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_POOL: &str = "default";
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
-    #[serde(default)]
     pub pools: BTreeMap<String, PathBuf>,
-    #[serde(default)]
     pub nodes: Vec<NodePools>,
 }
 
 /// Pools of the nodes whose name matches `name` and whose labels include `labels`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodePools {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    #[serde(default)]
     pub pools: BTreeMap<String, PathBuf>,
 }
 

@@ -32,21 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The journal keys (volumes, snapshots) of `pool`'s records.
-pub(super) fn journal_keys(pool: &str) -> (String, String) {
-    if pool == DEFAULT_POOL {
-        (
-            super::BACKEND.to_string(),
-            super::snapshot::LEDGER.to_string(),
-        )
-    } else {
-        (
-            format!("{}@{pool}", super::BACKEND),
-            format!("{}@{pool}", super::snapshot::LEDGER),
-        )
-    }
-}
-
 pub(super) struct Slot {
     pub(super) spec: PoolSpec,
     backend: RwLock<Arc<HostpathBackend>>,
@@ -86,16 +71,16 @@ impl HostpathPools {
         live: &HashMap<String, Vec<u8>>,
     ) -> io::Result<Arc<Self>> {
         check_disjoint(pools)?;
-        let mut slots = Vec::new();
+        let mut me = HostpathPools {
+            node: node_id.to_string(),
+            slots: Vec::new(),
+            journal,
+            state_dir: state_dir.to_path_buf(),
+            default_capacity,
+            reopening: Mutex::new(()),
+        };
         for spec in pools {
-            let backend = HostpathBackend::open(
-                node_id,
-                spec,
-                state_dir,
-                default_capacity,
-                journal.clone(),
-                live,
-            )?;
+            let backend = me.open_pool(spec, live)?;
             match &backend.refused {
                 None => {
                     tracing::info!(pool = %spec.name, base = %backend.base.display(), "hostpath pool ready")
@@ -107,27 +92,24 @@ impl HostpathPools {
             }
             let missing =
                 backend.refused.is_some() && backend.nothing_recorded() && !spec.path.is_dir();
-            slots.push(Slot {
+            me.slots.push(Slot {
                 spec: spec.clone(),
                 backend: RwLock::new(backend),
                 missing: AtomicBool::new(missing),
             });
         }
-        let pools = Arc::new(HostpathPools {
-            node: node_id.to_string(),
-            slots,
-            journal,
-            state_dir: state_dir.to_path_buf(),
-            default_capacity,
-            reopening: Mutex::new(()),
-        });
+        let pools = Arc::new(me);
         crate::metrics::watch_pools(super::BACKEND, Arc::downgrade(&pools) as _);
         Ok(pools)
     }
 
-    /// The names of this node's pools.
-    pub fn pool_names(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.spec.name.clone()).collect()
+    fn open_pool(
+        &self,
+        spec: &PoolSpec,
+        live: &HashMap<String, Vec<u8>>,
+    ) -> io::Result<Arc<HostpathBackend>> {
+        let (node, dir, journal) = (&self.node, &self.state_dir, self.journal.clone());
+        HostpathBackend::open(node, spec, dir, self.default_capacity, journal, live)
     }
 
     pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
@@ -139,17 +121,12 @@ impl HostpathPools {
         self.slot(DEFAULT_POOL).unwrap_or(&self.slots[0]).get()
     }
 
-    /// The first pool for which `holds` is true.
-    pub(super) fn find(
-        &self,
-        holds: impl Fn(&HostpathBackend) -> bool,
-    ) -> Option<Arc<HostpathBackend>> {
-        self.slots.iter().map(Slot::get).find(|b| holds(b))
+    pub(super) fn pools(&self) -> impl Iterator<Item = Arc<HostpathBackend>> + '_ {
+        self.slots.iter().map(Slot::get)
     }
 
-    /// The pool whose records hold volume `id`.
     pub(super) fn holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
-        self.find(|b| b.ledger.by_id(id).is_some())
+        self.pools().find(|b| b.ledger.by_id(id).is_some())
     }
 
     /// The pool whose records hold volume `id`, else the fallback (which answers NotFound).
@@ -158,9 +135,8 @@ impl HostpathPools {
             .unwrap_or_else(|| self.fallback())
     }
 
-    /// The pool whose records hold the volume named `name`.
     pub(super) fn holder_of_name(&self, name: &str) -> Option<Arc<HostpathBackend>> {
-        self.find(|b| b.ledger.get(name).is_some())
+        self.pools().find(|b| b.ledger.get(name).is_some())
     }
 
     /// Pool `name` for a new volume, picking it up first if its path appeared since start.
@@ -170,19 +146,18 @@ impl HostpathPools {
     /// (FailedPrecondition, as every change there does).
     pub(super) fn for_create(&self, name: &str, volume: &str) -> Result<Arc<HostpathBackend>> {
         let Some(slot) = self.slot(name) else {
+            let names: Vec<&str> = self.slots.iter().map(|s| s.spec.name.as_str()).collect();
             return Err(Error::no_space(
                 volume,
                 format!(
                     "node {} has no hostpath pool {name:?} (its pools: {})",
                     self.node,
-                    self.pool_names().join(", ")
+                    names.join(", ")
                 ),
             ));
         };
-        self.refresh(slot);
-        let pool = slot.get();
-        // A pool with volumes whose base is refused answers itself (FailedPrecondition, as
-        // every change there does); one without any whose path is missing is like no pool.
+        let pool = self.refresh(slot);
+        // A pool without volumes whose path is missing is like no pool.
         let missing = slot.missing.load(Ordering::Acquire)
             || (pool.nothing_recorded() && !pool.base.is_dir());
         if missing {
@@ -199,25 +174,18 @@ impl HostpathPools {
         Ok(pool)
     }
 
-    /// Opens again a pool that was refused at start with nothing recorded (its path was
-    /// missing), once its path is a directory.
-    pub(super) fn refresh(&self, slot: &Slot) {
+    /// The slot's pool, opened again first if it was refused at start with nothing recorded
+    /// (its path was missing) and its path is a directory now.
+    pub(super) fn refresh(&self, slot: &Slot) -> Arc<HostpathBackend> {
         if !slot.missing.load(Ordering::Acquire) || !slot.spec.path.is_dir() {
-            return;
+            return slot.get();
         }
         let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
         if !slot.missing.load(Ordering::Acquire) {
-            return;
+            return slot.get();
         }
         // Nothing was recorded in it at start, and a refused pool records nothing since.
-        match HostpathBackend::open(
-            &self.node,
-            &slot.spec,
-            &self.state_dir,
-            self.default_capacity,
-            self.journal.clone(),
-            &HashMap::new(),
-        ) {
+        match self.open_pool(&slot.spec, &HashMap::new()) {
             Ok(b) => {
                 match &b.refused {
                     None => {
@@ -233,6 +201,7 @@ impl HostpathPools {
                 tracing::warn!(pool = %slot.spec.name, error = %e, "hostpath pool could not be opened")
             }
         }
+        slot.get()
     }
 }
 
@@ -248,25 +217,14 @@ impl crate::metrics::PoolStates for HostpathPools {
 impl HostpathBackend {
     /// Why this pool cannot take new volumes now, if it cannot.
     pub(super) fn pool_down(&self) -> Option<String> {
-        if let Err(why) = self.base_usable() {
-            return Some(why);
-        }
-        (!self.base.is_dir()).then(|| {
-            format!(
-                "pool path {} is missing: is its filesystem mounted?",
-                self.base.display()
-            )
+        self.base_usable().err().or_else(|| {
+            (!self.base.is_dir()).then(|| {
+                format!(
+                    "pool path {} is missing: is its filesystem mounted?",
+                    self.base.display()
+                )
+            })
         })
-    }
-
-    /// The pool's name.
-    pub fn pool_name(&self) -> &str {
-        &self.pool
-    }
-
-    /// The pool's base path (resolved).
-    pub fn base_path(&self) -> &Path {
-        &self.base
     }
 }
 
@@ -293,9 +251,8 @@ fn check_disjoint(pools: &[PoolSpec]) -> io::Result<()> {
             }
         }
     }
-    let mut names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-    names.sort_unstable();
-    if names.windows(2).any(|w| w[0] == w[1]) || pools.is_empty() {
+    let names: std::collections::HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    if names.len() != pools.len() || pools.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "hostpath pools need distinct names, and at least one pool",
@@ -329,17 +286,26 @@ mod tests {
     }
 
     #[test]
-    fn journal_keys_of_the_default_pool_are_the_earlier_ones() {
+    fn journal_keys_and_identity_of_the_default_pool_are_the_earlier_ones() {
+        use crate::backend::hostpath::{pool_key, snapshot};
+        let keys = |pool| {
+            (
+                pool_key(super::super::BACKEND, pool),
+                pool_key(snapshot::LEDGER, pool),
+            )
+        };
         assert_eq!(
-            journal_keys(DEFAULT_POOL),
+            keys(DEFAULT_POOL),
             ("hostpath".to_string(), "hostpath-snap".to_string())
         );
         assert_eq!(
-            journal_keys("fast"),
+            keys("fast"),
             (
                 "hostpath@fast".to_string(),
                 "hostpath-snap@fast".to_string()
             )
         );
+        assert_eq!(pool_key("s1", "default"), "s1");
+        assert_eq!(pool_key("s1", "fast"), "s1@fast");
     }
 }

@@ -27,7 +27,7 @@ impl AdoptBackend for HostpathPools {
         if let Some(pool) = self.holder_of_name(&dir.name) {
             return pool.adopt_dir(dir);
         }
-        if let Some(owner) = self.slots.iter().find_map(|s| s.get().ledger.id_owner(&id)) {
+        if let Some(owner) = self.pools().find_map(|p| p.ledger.id_owner(&id)) {
             return Err(Error::exists(
                 id,
                 format!("this id already belongs to volume {owner:?}; choose another name"),
@@ -41,24 +41,24 @@ impl HostpathPools {
     /// The pool `dir` is adopted into (see the module doc). A path that cannot be read or
     /// resolved goes to the default pool, whose checks name the cause.
     fn pool_holding(&self, id: &str, dir: &AdoptDir) -> Result<Arc<HostpathBackend>> {
-        let pools: Vec<Arc<HostpathBackend>> = self.slots.iter().map(|s| s.get()).collect();
+        let pools: Vec<_> = self.pools().collect();
         let Ok(real) = std::fs::canonicalize(&dir.path) else {
             return Ok(self.fallback());
         };
-        if let Some(p) = pools.iter().find(|p| p.base_path().starts_with(&real)) {
+        if let Some(p) = pools.iter().find(|p| p.base.starts_with(&real)) {
             return Err(Error::invalid(format!(
                 "volume {id}: {} is the base path of hostpath pool {:?} or a parent of it",
                 dir.path.display(),
-                p.pool_name()
+                p.pool
             )));
         }
-        if let Some(p) = pools.iter().find(|p| real.starts_with(p.base_path())) {
+        if let Some(p) = pools.iter().find(|p| real.starts_with(&p.base)) {
             return Ok(p.clone());
         }
         let Ok(dev) = super::adopt_checks::fs_dev(&real) else {
             return Ok(self.fallback());
         };
-        let dev_of = |p: &HostpathBackend| std::fs::metadata(p.base_path()).ok().map(|m| m.dev());
+        let dev_of = |p: &HostpathBackend| std::fs::metadata(&p.base).ok().map(|m| m.dev());
         if let Some(p) = pools
             .iter()
             .find(|p| p.pool_down().is_none() && dev_of(p) == Some(dev))
@@ -85,11 +85,7 @@ impl HostpathPools {
             .iter()
             .map(|p| {
                 let d = dev_of(p).map_or_else(|| "missing".to_string(), show);
-                format!(
-                    "{} at {} (device {d})",
-                    p.pool_name(),
-                    p.base_path().display()
-                )
+                format!("{} at {} (device {d})", p.pool, p.base.display())
             })
             .collect();
         Err(Error::precondition(

@@ -5,6 +5,7 @@
 use super::params::HostpathParams;
 use super::pools::HostpathPools;
 use super::{HostpathBackend, CAPS};
+use crate::backend::local::LocalVolumes;
 use crate::backend::{
     Backend, BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done, NodeBackend, Page,
     SnapshotBackend,
@@ -40,11 +41,16 @@ fn merge<T>(pages: Vec<Paged<T>>, max: usize) -> (Vec<T>, Option<String>) {
     (all.into_iter().map(|(_, e)| e).collect(), next)
 }
 
-impl HostpathPools {
-    fn pools(&self) -> impl Iterator<Item = Arc<HostpathBackend>> + '_ {
-        self.slots.iter().map(|s| s.get())
-    }
+/// Calls on one volume, by its id: each goes to the pool that holds the volume (`for_volume`).
+macro_rules! by_volume {
+    ($(fn $call:ident(&self, $id:ident: &VolumeId $(, $arg:ident: $ty:ty)*) -> $out:ty;)*) => {
+        $(fn $call(&self, $id: &VolumeId $(, $arg: $ty)*) -> $out {
+            self.for_volume($id).$call($id $(, $arg)*)
+        })*
+    };
+}
 
+impl HostpathPools {
     /// For an id no pool holds (its state lost): `f` in each pool that can take changes now,
     /// each removing what it marked with the id; with none, in the fallback, which says why.
     fn in_usable_pools(&self, f: impl Fn(&HostpathBackend) -> Result<()>) -> Result<()> {
@@ -60,17 +66,16 @@ impl HostpathPools {
     fn pool_for(&self, req: &CreateRequest) -> Result<Arc<HostpathBackend>> {
         let id = self.volume_id(&req.name)?.to_string();
         let params = HostpathParams::decode(&req.parameters)?;
-        let wanted = params.pool();
-        for p in self.pools() {
-            p.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
-        }
+        let wanted = params.pool.as_str();
+        self.pools()
+            .try_for_each(|p| p.ledger.refuse_id_of_another(&id, &req.name, "volume"))?;
         if let Some(other) = self.holder_of_name(&req.name) {
-            if other.pool_name() != wanted {
+            if other.pool != wanted {
                 return Err(Error::exists(
                     id,
                     format!(
                         "exists in hostpath pool {:?}, not in pool {wanted:?}",
-                        other.pool_name()
+                        other.pool
                     ),
                 ));
             }
@@ -79,17 +84,17 @@ impl HostpathPools {
         }
         let pool = self.for_create(wanted, &id)?;
         let source_pool = match &req.content_source {
-            Some(ContentSource::Snapshot(s)) => {
-                self.find(|p| p.snaps.by_id(&s.to_string()).is_some())
-            }
+            Some(ContentSource::Snapshot(s)) => self
+                .pools()
+                .find(|p| p.snaps.by_id(&s.to_string()).is_some()),
             Some(ContentSource::Volume(v)) => self.holder(&v.to_string()),
             None => None,
         };
-        if let Some(src) = source_pool.filter(|s| s.pool_name() != wanted) {
+        if let Some(src) = source_pool.filter(|s| s.pool != wanted) {
             return Err(Error::invalid(format!(
                 "volume {id}: its content source lives in hostpath pool {:?}; a volume made from \
                  it must be in that pool too (this class asks for pool {wanted:?})",
-                src.pool_name()
+                src.pool
             )));
         }
         Ok(pool)
@@ -115,8 +120,14 @@ impl ControllerBackend for HostpathPools {
             .map(Done::Now)
     }
 
-    fn get(&self, id: &VolumeId) -> Result<VolumeInfo> {
-        self.for_volume(id).get(id)
+    by_volume! {
+        fn get(&self, id: &VolumeId) -> Result<VolumeInfo>;
+        fn validate(&self, id: &VolumeId, caps: &[Capability], parameters: &BTreeMap<String, String>)
+            -> Result<Option<String>>;
+        fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)>;
+        fn controller_publish(&self, id: &VolumeId, node: &str, read_only: bool, cap: &Capability)
+            -> Result<BTreeMap<String, String>>;
+        fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()>;
     }
 
     fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
@@ -124,7 +135,7 @@ impl ControllerBackend for HostpathPools {
             .pools()
             .map(|p| {
                 p.ledger
-                    .page(after, max, |_| true, |r| (r.name.clone(), p.info(r)))
+                    .page(after, max, |_| true, |r| (r.name.clone(), p.volume_info(r)))
             })
             .collect();
         let (entries, next_after) = merge(pages, max);
@@ -134,46 +145,13 @@ impl ControllerBackend for HostpathPools {
         })
     }
 
-    fn validate(
-        &self,
-        id: &VolumeId,
-        caps: &[Capability],
-        parameters: &BTreeMap<String, String>,
-    ) -> Result<Option<String>> {
-        self.for_volume(id).validate(id, caps, parameters)
-    }
-
     /// The class's pool's free space; none when this node lacks the pool or it is down.
     fn capacity(&self, req: &CapacityRequest) -> Result<Capacity> {
         let params = HostpathParams::decode(&req.parameters)?;
-        let Some(slot) = self.slot(params.pool()) else {
-            return Ok(Capacity::default());
-        };
-        self.refresh(slot);
-        let pool = slot.get();
-        if pool.pool_down().is_some() {
-            return Ok(Capacity::default());
+        match self.slot(&params.pool).map(|slot| self.refresh(slot)) {
+            Some(pool) if pool.pool_down().is_none() => pool.capacity(req),
+            _ => Ok(Capacity::default()),
         }
-        pool.capacity(req)
-    }
-
-    fn expand(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)> {
-        self.for_volume(id).expand(id, range)
-    }
-
-    fn controller_publish(
-        &self,
-        id: &VolumeId,
-        node: &str,
-        read_only: bool,
-        cap: &Capability,
-    ) -> Result<BTreeMap<String, String>> {
-        self.for_volume(id)
-            .controller_publish(id, node, read_only, cap)
-    }
-
-    fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.for_volume(id).controller_unpublish(id, node)
     }
 
     fn published_count(&self, node: &str) -> usize {
@@ -186,24 +164,15 @@ impl NodeBackend for HostpathPools {
         self.for_volume(&req.id).stage(req)
     }
 
-    fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()> {
-        self.for_volume(id).unstage(id, staging)
-    }
-
     fn publish(&self, req: &PublishRequest) -> Result<()> {
         self.for_volume(&req.id).publish(req)
     }
 
-    fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
-        self.for_volume(id).unpublish(id, target)
-    }
-
-    fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
-        self.for_volume(id).stats(id, path)
-    }
-
-    fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
-        self.for_volume(id).node_expand(id, path, range)
+    by_volume! {
+        fn unstage(&self, id: &VolumeId, staging: &Target) -> Result<()>;
+        fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()>;
+        fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats>;
+        fn node_expand(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64>;
     }
 }
 
@@ -215,13 +184,16 @@ impl SnapshotBackend for HostpathPools {
     /// In the source volume's pool (a snapshot shares its filesystem); a name another pool
     /// holds is answered by that pool (the same snapshot again, or AlreadyExists).
     fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
-        let named = self.find(|p| p.snaps.get(&req.name).is_some());
+        let named = self.pools().find(|p| p.snaps.get(&req.name).is_some());
         let pool = named.unwrap_or_else(|| self.for_volume(&req.source));
         pool.create_snapshot(req)
     }
 
     fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        if let Some(pool) = self.find(|p| p.snaps.by_id(&id.to_string()).is_some()) {
+        if let Some(pool) = self
+            .pools()
+            .find(|p| p.snaps.by_id(&id.to_string()).is_some())
+        {
             return pool.delete_snapshot(id);
         }
         self.in_usable_pools(|p| p.delete_snapshot(id))

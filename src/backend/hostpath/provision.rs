@@ -39,7 +39,11 @@ impl HostpathBackend {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match markers::read_markers(&dir).map_err(os("read marker of"))? {
                     Some(m) if m.volume == rec.id => {
-                        if !self.adoptable(&dir, rec, &m).map_err(os("read"))? {
+                        // This create's own (a repeat, or a restore that claimed it), or empty
+                        // and so holding nothing of anyone's; else an earlier volume's leftover.
+                        let ours = rec.backend.incarnation.is_some()
+                            && m.incarnation == rec.backend.incarnation;
+                        if !ours && fs::read_dir(&dir).map_err(os("read"))?.next().is_some() {
                             self.remove_leftover(rec, &dir, &m)?;
                             create().map_err(os("create"))?;
                         }
@@ -61,20 +65,27 @@ impl HostpathBackend {
         }
         // Pods run as any user: the volume root is world-writable like a fresh emptyDir.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(os("chmod"))?;
-        self.mark(&dir, rec).map_err(os("mark"))?;
+        let inc = rec.backend.incarnation.as_deref();
+        self.mark(&dir, &rec.id, inc).map_err(os("mark"))?;
         crate::failpoint::hit("create:after-mark");
         if let Some((l, how)) = enforcer {
-            l.apply(&dir, how, self.quota_limit(rec.kind, rec.capacity_bytes))
+            let bytes = self.quota_limit(rec.kind, rec.capacity_bytes);
+            l.apply(&dir, how, bytes, false)
                 .map_err(os("set capacity limit on"))?;
         }
         Ok(())
     }
 
-    /// Marks `dir` as `rec`'s: its id, this store, its create's incarnation and the journal's
+    /// Marks `dir` as `id`'s: its id, this store, its create's incarnation and the journal's
     /// next sequence number (see `recovery`).
-    pub(super) fn mark(&self, dir: &std::path::Path, rec: &VolumeRecord) -> io::Result<()> {
+    pub(super) fn mark(
+        &self,
+        dir: &std::path::Path,
+        id: &str,
+        inc: Option<&str>,
+    ) -> io::Result<()> {
         let (store, seq) = (self.store_id(), self.ledger.journal().next_seq());
-        markers::set_markers(dir, &rec.id, store, rec.backend.incarnation.as_deref(), seq)
+        markers::set_markers(dir, id, store, inc, seq)
     }
 
     /// Removes a volume directory that carries `id` (or, for a create that never got as far
@@ -89,6 +100,8 @@ impl HostpathBackend {
             return self.release_limit(id, enforced_by);
         }
         let found = markers::read_markers(dir).map_err(Error::os(id, "read ownership marker"))?;
+        let refuse =
+            |why| Error::precondition(id, format!("refusing to remove {}: {why}", dir.display()));
         match found {
             // Not when another store marked it: a create that failed on finding another store's
             // directory of this id must not remove it. (No store marker: made by 0.1, whose
@@ -99,15 +112,7 @@ impl HostpathBackend {
                 fsutil::remove_tree_one_fs(dir)
                     .map_err(Error::os(id, format!("remove {}", dir.display())))?
             }
-            Some(m) if m.volume == id => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: another state store made it",
-                        dir.display()
-                    ),
-                ));
-            }
+            Some(m) if m.volume == id => return Err(refuse("another state store made it".into())),
             None => {
                 // Crashed between mkdir and marking: remove only if still empty.
                 if let Err(e) = std::fs::remove_dir(dir) {
@@ -115,14 +120,11 @@ impl HostpathBackend {
                 }
             }
             Some(other) => {
-                return Err(Error::precondition(
-                    id,
-                    format!(
-                        "refusing to remove {}: it is marked as volume {:?}, not as this volume",
-                        dir.display(),
-                        other.volume
-                    ),
-                ));
+                let why = format!(
+                    "it is marked as volume {:?}, not as this volume",
+                    other.volume
+                );
+                return Err(refuse(why));
             }
         }
         crate::failpoint::hit("discard:after-remove-dir");
@@ -130,10 +132,9 @@ impl HostpathBackend {
     }
 
     pub(super) fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
-        match self.enforcer(enforced_by)? {
-            Some((l, how)) => l.release(how).map_err(Error::os(id, "lift capacity limit")),
-            None => Ok(()),
-        }
+        self.enforcer(enforced_by)?.map_or(Ok(()), |(l, how)| {
+            l.release(how).map_err(Error::os(id, "lift capacity limit"))
+        })
     }
 
     /// The limiter that enforces a volume's capacity, and how, when it is enforced.
@@ -143,20 +144,6 @@ impl HostpathBackend {
     ) -> Result<Option<(&Limiter, Enforcement)>> {
         let Some(how) = how else { return Ok(None) };
         Ok(self.limiter()?.map(|l| (l, how)))
-    }
-
-    /// Whether a directory marked with `rec`'s id is this create's own (a repeat, or a restore
-    /// that claimed it) rather than what an earlier volume of the name left: its incarnation is
-    /// this record's, or it is empty and so holds nothing of anyone's.
-    fn adoptable(
-        &self,
-        dir: &std::path::Path,
-        rec: &VolumeRecord,
-        found: &markers::Markers,
-    ) -> io::Result<bool> {
-        let ours =
-            rec.backend.incarnation.is_some() && found.incarnation == rec.backend.incarnation;
-        Ok(ours || fs::read_dir(dir)?.next().is_none())
     }
 
     /// Removes what an earlier volume of this name left under it (a delete whose removal
@@ -169,23 +156,17 @@ impl HostpathBackend {
         dir: &std::path::Path,
         found: &markers::Markers,
     ) -> Result<()> {
-        if found.store.as_deref() != Some(self.store_id()) {
-            return Err(Error::precondition(
+        let refuse = |why| {
+            Err(Error::precondition(
                 &rec.id,
-                format!(
-                    "{} holds an earlier volume of this name that this driver's state did not make; it is left untouched",
-                    dir.display()
-                ),
-            ));
+                format!("{} holds {why}", dir.display()),
+            ))
+        };
+        if found.store.as_deref() != Some(self.store_id()) {
+            return refuse("an earlier volume of this name that this driver's state did not make; it is left untouched");
         }
         if !self.silence_proves(self.ledger.journal().damage().as_ref(), Some(found)) {
-            return Err(Error::precondition(
-                &rec.id,
-                format!(
-                    "{} holds a volume of this name whose record the damaged state journal may have lost; it is kept (DeleteVolume of its id removes it)",
-                    dir.display()
-                ),
-            ));
+            return refuse("a volume of this name whose record the damaged state journal may have lost; it is kept (DeleteVolume of its id removes it)");
         }
         tracing::warn!(volume = %rec.id, dir = %dir.display(),
             "removing what an earlier, deleted volume of this name left behind before creating it anew");
@@ -279,35 +260,19 @@ impl HostpathBackend {
             return Ok((rec.capacity_bytes, node_step));
         }
         let new = range.resolve(rec.capacity_bytes, ALIGN, &id_str)?;
-        let (total, available) = self.space()?;
-        if new > total {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!("{new} bytes is more than the whole base filesystem"),
-            });
-        }
-        let growth = new - rec.capacity_bytes;
-        if growth > available {
-            return Err(Error::no_space(
-                id_str,
-                format!("growing by {growth} bytes, {available} bytes available"),
-            ));
-        }
+        self.check_room(&id_str, new, new - rec.capacity_bytes, self.space()?)?;
         // Grow the limit first, then the image, then commit the record: each step is safe to
         // repeat, and a crash before the commit leaves the old size recorded (a retry grows it).
         if let Some((l, how)) = self.enforcer(rec.backend.enforced_by)? {
-            l.apply(
-                &self.volume_dir(&rec.name),
-                how,
-                self.quota_limit(rec.kind, new),
-            )
-            .map_err(Error::os(&id_str, "raise capacity limit"))?;
+            let (dir, bytes) = (self.volume_dir(&rec.name), self.quota_limit(rec.kind, new));
+            l.apply(&dir, how, bytes, false)
+                .map_err(Error::os(&id_str, "raise capacity limit"))?;
         }
         if rec.kind == AccessKind::Block {
             self.size_image(&rec, new, "grow")?;
         }
         rec.capacity_bytes = new;
-        self.save(rec)?;
+        self.ledger.save(rec)?;
         Ok((new, node_step))
     }
 }

@@ -81,7 +81,7 @@ impl HostpathBackend {
                 }
             }
             if self.forget_lost_mounts(&mut rec) {
-                self.save(rec).map_err(io::Error::other)?;
+                self.ledger.save(rec).map_err(io::Error::other)?;
             }
             tally.kept += 1;
         }
@@ -119,15 +119,11 @@ impl HostpathBackend {
             let Ok(Some(m)) = markers::read_markers(&path) else {
                 continue;
             };
-            match m.seq {
-                Some(seq)
-                    if m.store.as_deref() == Some(self.store_id())
-                        && seq > end + 1
-                        && newest.as_ref().is_none_or(|(n, _)| seq > *n) =>
-                {
+            let ours = m.store.as_deref() == Some(self.store_id());
+            if let Some(seq) = m.seq.filter(|&seq| ours && seq > end + 1) {
+                if newest.as_ref().is_none_or(|(n, _)| seq > *n) {
                     newest = Some((seq, path))
                 }
-                _ => {}
             }
         }
         let Some((seq, path)) = newest else {
@@ -154,6 +150,21 @@ impl HostpathBackend {
         damage.is_none_or(|d| !d.may_explain(found.and_then(|m| m.seq)))
     }
 
+    /// What `dir`'s markers say: the id it is marked with, whether this store marked it, and
+    /// whether the journal's silence about it proves anything (`silence_proves`).
+    pub(super) fn examine(
+        &self,
+        dir: &Path,
+        damage: Option<&Damage>,
+    ) -> (Option<String>, bool, bool) {
+        let found = markers::read_markers(dir).ok().flatten();
+        let ours = found
+            .as_ref()
+            .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
+        let provable = self.silence_proves(damage, found.as_ref());
+        (found.map(|m| m.volume), ours, provable)
+    }
+
     /// Walks the base once and settles every directory the journal does not explain. Returns
     /// the names of volumes whose state could not be told (kept as found, not recreated).
     /// A directory marked within `damage` is never removed: a change the journal lost may
@@ -165,20 +176,12 @@ impl HostpathBackend {
     ) -> io::Result<HashSet<String>> {
         let mut held = HashSet::new();
         for entry in std::fs::read_dir(&self.base)? {
-            let path = entry?.path();
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_string)
-            else {
+            let entry = entry?;
+            let path = entry.path();
+            let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            let found = markers::read_markers(&path).ok().flatten();
-            let ours = found
-                .as_ref()
-                .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
-            let marker = found.as_ref().map(|m| m.volume.clone());
-            let provable = self.silence_proves(damage, found.as_ref());
+            let (marker, ours, provable) = self.examine(&path, damage);
             if let Some(volume) = name.strip_prefix(TRASH_PREFIX) {
                 let rec = marker
                     .as_deref()
@@ -316,7 +319,7 @@ impl HostpathBackend {
     /// store and has no record).
     pub(super) fn remove_deleted(&self, id: &str, name: &str) {
         let dir = self.volume_dir(name);
-        let trash = self.trash_dir(name);
+        let trash = self.base.join(format!("{TRASH_PREFIX}{name}"));
         let failed = match std::fs::remove_dir(&dir) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -34,9 +34,23 @@ impl HostpathBackend {
                 super::BACKEND
             )));
         }
+        // A restore from another node is impossible, not merely missing.
+        let node = match src {
+            ContentSource::Snapshot(s) => &s.node,
+            ContentSource::Volume(v) => &v.node,
+        };
+        if !self.is_local(node.as_deref()) {
+            return Err(Error::invalid(format!(
+                "volume {volume}: source {} lives on node {}, not on node {}",
+                src.id(),
+                node.as_deref().unwrap_or("?"),
+                self.node
+            )));
+        }
         match src {
             ContentSource::Snapshot(id) => {
-                let rec = self.snapshot_record(id)?;
+                let rec = (self.snaps.by_id(&id.to_string()))
+                    .ok_or_else(|| Error::not_found_because(id.to_string(), "no such snapshot"))?;
                 Ok(Source {
                     id: rec.id.clone(),
                     dir: self.snapshot_data(&rec)?,
@@ -45,13 +59,6 @@ impl HostpathBackend {
                 })
             }
             ContentSource::Volume(id) => {
-                if !self.is_local(id.node.as_deref()) {
-                    return Err(Error::invalid(format!(
-                        "volume {volume}: source volume {id} lives on node {}, not on node {}",
-                        id.node.as_deref().unwrap_or("?"),
-                        self.node
-                    )));
-                }
                 let rec = self.record(id)?;
                 if rec.kind == AccessKind::Block {
                     crate::os::loopdev::flush_backing(&self.image_path(&rec.name))
@@ -77,13 +84,13 @@ impl HostpathBackend {
         let dir = self.volume_dir(&rec.name);
         let os = |what: &str| Error::os(&rec.id, format!("{what} the volume's directory"));
         let sync = copytree::FsSync::begin(&self.base).map_err(os("open the filesystem of"))?;
-        let method = self.snap_method()?;
+        let method = self.probed()?.snap_method;
         tracing::info!(volume = %rec.id, source = %src.id, ?method, "restore: writing content");
         if method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
             btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
             // The snapshot carries the source's markers: claim it at once, so a rollback (or
             // the next start) recognizes it as this create's.
-            if let Err(e) = self.mark(&dir, rec) {
+            if let Err(e) = self.mark(&dir, &rec.id, rec.backend.incarnation.as_deref()) {
                 let _ = btrfs::destroy_subvolume(&dir);
                 return Err(os("mark")(e));
             }

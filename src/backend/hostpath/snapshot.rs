@@ -4,7 +4,7 @@
 //! its directory (see `SnapMethod`). Same durability as volumes: make and mark, then commit
 //! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
 
-use super::HostpathBackend;
+use super::{HostpathBackend, TRASH_PREFIX};
 use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
@@ -19,7 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const LEDGER: &str = "hostpath-snap";
 const SNAPSHOTS_DIR: &str = ".snapshots";
 const DATA: &str = "data";
-const TRASH_PREFIX: &str = ".trash-";
 
 /// How snapshots and clones are made on this base path, chosen once at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,10 +121,14 @@ pub(super) fn remove_snapshot_tree(dir: &Path) -> io::Result<()> {
     fsutil::remove_tree_one_fs(dir)
 }
 
-/// The directory of the snapshot with key `key` on base path `base`.
 pub(super) fn snapshot_dir_in(base: &Path, key: &str) -> PathBuf {
     base.join(SNAPSHOTS_DIR).join(key)
 }
+
+/// VolumeSnapshotClass parameters: none of its own yet; unknown keys are InvalidArgument.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapParams {}
 
 impl HostpathBackend {
     pub(super) fn snapshots_root(&self) -> PathBuf {
@@ -138,13 +141,8 @@ impl HostpathBackend {
             .ok_or_else(|| Error::Internal(format!("recorded snapshot id {id:?} does not parse")))
     }
 
-    /// The directory whose `data/` holds snapshot `id`'s content.
-    pub(super) fn snapshot_dir(&self, key: &str) -> PathBuf {
-        snapshot_dir_in(&self.base, key)
-    }
-
     pub(super) fn snapshot_data(&self, rec: &SnapRecord) -> Result<PathBuf> {
-        Ok(self.snapshot_dir(&Self::snap_key(&rec.id)?).join(DATA))
+        Ok(snapshot_dir_in(&self.base, &Self::snap_key(&rec.id)?).join(DATA))
     }
 
     pub(super) fn snapshot_info(rec: &SnapRecord) -> SnapshotInfo {
@@ -157,21 +155,6 @@ impl HostpathBackend {
         }
     }
 
-    /// The record of snapshot `id`: NotFound when unknown, InvalidArgument when another
-    /// node holds it (a restore there is impossible, not merely missing).
-    pub(super) fn snapshot_record(&self, id: &SnapshotId) -> Result<SnapRecord> {
-        if !self.is_local(id.node.as_deref()) {
-            return Err(Error::invalid(format!(
-                "snapshot {id} lives on node {}, not on node {} where this volume would be",
-                id.node.as_deref().unwrap_or("?"),
-                self.node
-            )));
-        }
-        self.snaps
-            .by_id(&id.to_string())
-            .ok_or_else(|| Error::not_found_because(id.to_string(), "no such snapshot"))
-    }
-
     /// Start-up reconciliation of `.snapshots/`: unacknowledged snapshots (marked by this
     /// store, no record) and trash are removed; records whose directory is gone are reported.
     /// Nothing that a change the journal lost may explain is removed (see `recovery`).
@@ -181,19 +164,11 @@ impl HostpathBackend {
         let damage = self.ledger.journal().damage();
         if root.is_dir() {
             for entry in std::fs::read_dir(&root)? {
-                let path = entry?.path();
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .to_string();
-                let found = markers::read_markers(&path).ok().flatten();
-                let ours = found
-                    .as_ref()
-                    .is_some_and(|m| m.store.as_deref() == Some(self.store_id()));
-                let marker = found.as_ref().map(|m| m.volume.clone());
+                let entry = entry?;
+                let (path, name) = (entry.path(), entry.file_name().into_string());
+                let name = name.unwrap_or_default();
+                let (marker, ours, provable) = self.examine(&path, damage.as_ref());
                 let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
-                let provable = self.silence_proves(damage.as_ref(), found.as_ref());
                 let own_record = rec
                     .as_ref()
                     .is_some_and(|r| Self::snap_key(&r.id).ok().as_deref() == Some(name.as_str()));
@@ -243,15 +218,7 @@ impl HostpathBackend {
         );
         Ok(())
     }
-}
 
-/// VolumeSnapshotClass parameters: none of its own yet; unknown keys are InvalidArgument.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapParams {}
-
-impl HostpathBackend {
-    /// Takes the snapshot (see `SnapshotBackend::create_snapshot`).
     pub(super) fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotInfo> {
         let id = SnapshotId::new(super::BACKEND, Some(&self.node), &req.name)?;
         let id_str = id.to_string();
@@ -284,7 +251,7 @@ impl HostpathBackend {
             crate::os::loopdev::flush_backing(&self.image_path(&vol.name))
                 .map_err(Error::os(&source_str, "flush the loop device of"))?;
         }
-        let dir = self.snapshot_dir(&id.key);
+        let dir = snapshot_dir_in(&self.base, &id.key);
         let os = |what: &str| Error::os(&id_str, format!("{what} the snapshot's directory"));
         let root = self.snapshots_root();
         if !root.exists() {
@@ -293,12 +260,11 @@ impl HostpathBackend {
         }
         std::fs::create_dir(&dir).map_err(os("create"))?;
         let made = (|| {
-            let seq = self.ledger.journal().next_seq();
-            markers::set_markers(&dir, &id_str, self.store_id(), None, seq).map_err(os("mark"))?;
+            self.mark(&dir, &id_str, None).map_err(os("mark"))?;
             crate::failpoint::hit("snapshot:after-mark");
             // Opened before the copy, so a writeback error during it fails the snapshot.
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
-            let method = self.snap_method()?;
+            let method = self.probed()?.snap_method;
             tracing::info!(snapshot = %id_str, source = %source_str, ?method, "snapshot: writing content");
             let stored_as = take(method, &src, &dir.join(DATA), true).map_err(Error::os(
                 &id_str,
@@ -312,35 +278,27 @@ impl HostpathBackend {
                     .map_err(Error::os(&id_str, "make the snapshot's content durable"))?;
             }
             crate::failpoint::hit("snapshot:before-commit");
-            let created_unix_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH);
             let rec = SnapRecord {
                 id: id_str.clone(),
                 name: req.name.clone(),
                 kind: vol.kind,
                 capacity_bytes: vol.capacity_bytes,
                 source_volume_id: source_str.clone(),
-                created_unix_ms,
+                created_unix_ms: now.unwrap_or_default().as_millis() as u64,
                 stored_as,
             };
             // The commit point: once durable, the snapshot exists.
             self.snaps.save(rec.clone())?;
             Ok(rec)
         })();
-        match made {
-            Ok(rec) => {
-                tracing::info!(snapshot = %id_str, source = %source_str, stored_as = ?rec.stored_as, "snapshot taken");
-                Ok(Self::snapshot_info(&rec))
+        let rec = made.inspect_err(|_| {
+            if let Err(undo) = remove_snapshot_tree(&dir) {
+                tracing::warn!(snapshot = %id_str, error = %undo, "rollback of a failed snapshot incomplete; the next start finishes it");
             }
-            Err(e) => {
-                if let Err(undo) = remove_snapshot_tree(&dir) {
-                    tracing::warn!(snapshot = %id_str, error = %undo, "rollback of a failed snapshot incomplete; the next start finishes it");
-                }
-                Err(e)
-            }
-        }
+        })?;
+        tracing::info!(snapshot = %id_str, source = %source_str, stored_as = ?rec.stored_as, "snapshot taken");
+        Ok(Self::snapshot_info(&rec))
     }
 
     pub(super) fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
@@ -355,7 +313,7 @@ impl HostpathBackend {
             ));
         }
         self.require_base(&id_str)?;
-        let dir = self.snapshot_dir(&id.key);
+        let dir = snapshot_dir_in(&self.base, &id.key);
         let Some(rec) = self.snaps.by_id(&id_str) else {
             // No record: remove a directory only if it carries this id (state lost).
             if matches!(markers::owner_marker(&dir), Ok(Some(m)) if m == id_str) {
@@ -364,9 +322,7 @@ impl HostpathBackend {
             }
             return Ok(());
         };
-        let trash = self
-            .snapshots_root()
-            .join(format!("{TRASH_PREFIX}{}", id.key));
+        let trash = snapshot_dir_in(&self.base, &format!("{TRASH_PREFIX}{}", id.key));
         if dir.exists() {
             std::fs::rename(&dir, &trash)
                 .map_err(Error::os(&id_str, format!("move {} aside", dir.display())))?;
