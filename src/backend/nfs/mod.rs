@@ -1,59 +1,45 @@
 //! nfs backend: a subdirectory per volume on an existing NFS export (driver
 //! nfs.csi.ferrovol.io). The controller provisions through the user-space NFS client
-//! (`crate::nfs`, NFSv3 or NFSv4.1), so it needs no kernel mount and no privilege, and a dead
-//! server costs one deadline per call instead of a hung mount. The node mounts
-//! `server:share/subdir` with the kernel NFS client (`crate::os::nfsmount`).
+//! (`crate::nfs`, NFSv3 or NFSv4.1): no kernel mount, no privilege, and a dead server costs one
+//! deadline per call instead of a hung mount. The node mounts `server:share/subdir` with the
+//! kernel NFS client (`crate::os::nfsmount`).
 //!
-//! Versions: the class's `nfsvers` (`3`, `4.1`, `auto`; default `auto`, which follows a
-//! `vers=`/`nfsvers=` mount option when the class's mountOptions have one, else speaks NFSv4.1
-//! where the server serves the share so and NFSv3 elsewhere). A class whose `nfsvers` and mount
-//! option disagree is InvalidArgument. Each record keeps the version its handles were taken
-//! with (`nfs_vers`; records without it were made over NFSv3), and every proof about a volume
-//! uses a client of that version, so volumes made over NFSv3 stay valid whatever later classes
-//! say. The version goes into the volume context (`nfsvers`), and the node mounts with
-//! `vers=<it>` unless the class's mountOptions name one. A clone of a volume made over another
-//! version than the new volume's is FailedPrecondition (its proof is a handle of that version);
-//! snapshots keep their source's version.
+//! Versions: the class's `nfsvers` (`3`, `4.1`, or `auto`, the default: a `vers=`/`nfsvers=`
+//! mount option when the class has one, else NFSv4.1 where the server serves the share so and
+//! NFSv3 elsewhere); `nfsvers` and a mount option that disagree are InvalidArgument. A record
+//! keeps the version its handles were taken with (`nfs_vers`; absent: NFSv3) and every proof
+//! about a volume uses a client of that version, whatever later classes say. The volume context
+//! carries it (`nfsvers`) for the node's `vers=`. A clone of a volume made over another version
+//! is FailedPrecondition (its proof is a handle of that version); snapshots keep their source's.
 //!
-//! Where the truth lives: on the share. The controller pod has a read-only root filesystem and
-//! may move between nodes, so NFS volume state is never kept in the local journal. Each volume
-//! has one record, `.ferrovol/volumes/<key>.json` (layout.rs), written atomically through the
-//! NFS client; the record is also the proof that its directory is ours (NFSv3 has no xattrs).
-//! A directory no record names is never touched: CreateVolume meeting one answers
-//! FailedPrecondition and leaves it as it is.
+//! Where the truth lives: on the share, never in the local journal (the controller pod has a
+//! read-only root filesystem and may move). Each volume has one record,
+//! `.ferrovol/volumes/<key>.json` (layout.rs), written atomically; it is also the proof that its
+//! directory is ours (NFSv3 has no xattrs). A directory no record names is never touched:
+//! CreateVolume meeting one answers FailedPrecondition.
 //!
 //! Crash safety by intent records: CreateVolume writes the record `Creating` before it makes the
 //! directory and `Ready` after; DeleteVolume rewrites it `Deleting` before it removes, retains or
-//! archives the directory and removes the record last. Recovery is lazy, not a scan at start:
-//! the next call that touches a `Creating` record (a retried CreateVolume of the name, a
-//! DeleteVolume of the id) rolls it back (its directory is removed only while still empty, so
-//! nothing a pod could have written is lost) and the CreateVolume then starts afresh; a
-//! `Deleting` record is finished by the next DeleteVolume (the CO retries until it succeeds).
-//! Lazy recovery means no start-up cost that grows with the number of servers, and a dead
-//! server never delays start-up. A rollback of a create this call did not start, recovery at
-//! start and the resumption of a cut-off snapshot copy happen only while this process holds
-//! the share's lease (lease.rs): during a rollout two controllers run on one share, and the
-//! new one must not undo what the old one is still making.
+//! archives the directory and removes the record last. Recovery is lazy (no start-up cost per
+//! server, and a dead server never delays start-up): the next call that touches a `Creating`
+//! record (a retried CreateVolume of the name, a DeleteVolume of the id) rolls it back (its
+//! directory is removed only while still empty, so nothing a pod wrote is lost); a `Deleting`
+//! record is finished by the next DeleteVolume. Rolling back a create this call did not start,
+//! recovery, and resuming a cut-off snapshot copy happen only while this process holds the
+//! share's lease (lease.rs): during a rollout two controllers run on one share, and the new one
+//! must not undo what the old one is still making.
 //!
-//! Which servers exist: a volume id names its share, `nfs/<share key>/<key>`, the share key
-//! being a short stable hash of `server:share` (layout.rs), so DeleteVolume, ControllerGetVolume
-//! and ControllerExpandVolume go straight to the share. The share registry (shares.rs) maps keys
-//! to shares and outlives the controller's pod: a ConfigMap the controller owns in its
-//! namespace (`--nfs-registry-configmap`), or a file outside Kubernetes (`--nfs-registry-file`,
-//! default `<state-dir>/nfs-shares.json`). A share is registered before anything is written on
-//! it, so no volume is acknowledged on a share the registry does not hold; the registry is read
-//! at start (a controller that cannot read it does not start) and again when an id names a key
-//! it does not know. An id whose share no registry knows is FailedPrecondition naming the key
-//! and the registry, never "gone"; an unreachable share is Unavailable. Ids of the older form,
-//! `nfs/<key>` (issued before ids named their share), are searched for on every known share,
-//! as then (a ConfigMap registry is seeded with the shares of the driver's PersistentVolumes).
-//! ListVolumes reads the registry again and lists every known share's records.
+//! Which servers exist: a volume id names its share, `nfs/<share key>/<key>` (layout.rs), so
+//! calls go straight to it. The share registry (shares.rs), a ConfigMap or a file, maps keys to
+//! shares and outlives the controller's pod. A share is registered before anything is written on
+//! it, so no volume is acknowledged on a share the registry does not hold. An id whose share no
+//! registry knows is FailedPrecondition, never "gone"; an unreachable share is Unavailable. Ids
+//! of the older form, `nfs/<key>`, are searched for on every known share.
 //!
-//! root_squash: the controller's requests carry uid 0 and arrive as the squashed user (usually
-//! nobody). Creating directories then works where that user may write (the share root must be
-//! writable by it), but `uid`/`gid` cannot be applied (only root may chown): CreateVolume then
-//! fails with FailedPrecondition naming the server. Use `no_root_squash` (or an anonuid that owns
-//! the share) when classes set `uid`/`gid`.
+//! root_squash: the controller's requests arrive as the squashed user, so the share root must be
+//! writable by it, and `uid`/`gid` cannot be applied (only root may chown): CreateVolume then
+//! fails with FailedPrecondition. Use `no_root_squash` (or an anonuid that owns the share) for
+//! classes that set them.
 
 mod adopt;
 mod controller;
@@ -215,12 +201,9 @@ impl NfsBackend {
         )
     }
 
-    /// Finds the record of volume `volume` (whose key is `key`). An id that names its share is
-    /// looked up there alone: FailedPrecondition when the registry does not know that share, the
-    /// share's error when it does not answer. An id of the older form is searched for on every
-    /// known share: `Ok(None)` only when every share answered; a share that did not makes the
-    /// answer that share's error. A record of the key that belongs to another id is not this
-    /// volume's.
+    /// The record of volume `volume` (key `key`): on the share its id names (FailedPrecondition
+    /// when the registry does not know it), or for an id of the older form, on every known share
+    /// (`search`). A record of the key that belongs to another id is not this volume's.
     fn find(&self, volume: &str, key: &str) -> Result<Option<(Arc<NfsClient>, VolumeRecord)>> {
         let read = |c: &NfsClient| Ok(self.read_record(volume, c, key)?.filter(|r| r.id == volume));
         let Some(share_key) = layout::share_key_of(volume) else {
@@ -399,6 +382,7 @@ fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result
 
 /// See `NfsBackend::err`. Public for the node side and tests.
 pub fn map_nfs_error(volume: &str, timeout: Duration, e: NfsError) -> Error {
+    let status = e.status();
     match e {
         NfsError::Unavailable { server, cause } => Error::Unavailable {
             server,
@@ -409,18 +393,19 @@ pub fn map_nfs_error(volume: &str, timeout: Duration, e: NfsError) -> Error {
             action: format!("{op} for volume {volume}"),
             seconds: timeout.as_secs().max(1),
         },
-        NfsError::Status { ref server, .. } if e.is_status(NfsStatus::JUKEBOX) => {
+        NfsError::Status { ref server, .. } if status == Some(NfsStatus::JUKEBOX) => {
             Error::Unavailable {
                 server: server.clone(),
                 detail: format!("volume {volume}: {e}"),
             }
         }
-        e if e.is_status(NfsStatus::NOSPC) || e.is_status(NfsStatus::DQUOT) => {
+        e if matches!(status, Some(NfsStatus::NOSPC | NfsStatus::DQUOT)) => {
             Error::no_space(volume, e.to_string())
         }
-        e if e.is_status(NfsStatus::ACCES)
-            || e.is_status(NfsStatus::PERM)
-            || e.is_status(NfsStatus::ROFS) =>
+        e if matches!(
+            status,
+            Some(NfsStatus::ACCES | NfsStatus::PERM | NfsStatus::ROFS)
+        ) =>
         {
             Error::precondition(
                 volume,
