@@ -6,48 +6,42 @@
 //!   archived-<dir>-<timestamp>     archived volumes, beside the directory they were
 //!   .ferrovol/volumes/<key>.json   one record per volume, written with write_file_atomic
 //! ```
-//! NFS (this client) carries no extended attributes, so the record is the proof of ownership: a directory is the
-//! volume's only when the record under its key names that directory (`sub_dir`) and the
-//! directory there now has the file handle the record keeps (`dir_handle`). Deleting or
-//! archiving touches `sub_dir` only, never its parents. Patterns can never expand to
-//! `.ferrovol` (values escape a leading '.', and a literal `.ferrovol` top component is refused),
-//! so volumes and records cannot meet.
+//! NFS (this client) carries no extended attributes, so the record is the proof of ownership: a
+//! directory is the volume's only when the record under its key names it (`sub_dir`) and it has
+//! the file handle the record keeps (`dir_handle`). Delete and archive touch `sub_dir` only,
+//! never its parents. Patterns never expand to `.ferrovol` (pattern.rs), so volumes and records
+//! cannot meet.
 //!
 //! ## The directory's identity
 //!
 //! A path names whatever sits there now: after a DeleteVolume removed the directory and failed
-//! to remove the record, the same subDir can be made again by another volume (a StatefulSet's
-//! PVC made again, with a `namespace/name` pattern), and a retry acting on the path would remove
-//! that volume's data. So the record keeps the NFS file handle of the directory the driver made
-//! (MKDIR answers it), and every remove, rename and copy of `sub_dir` first compares the handle
-//! found there with it; another handle is another directory, never touched (a delete then
-//! finishes by removing the record alone). A handle, unlike a fileid, is not reused: Linux
-//! and nfs-ganesha put the inode generation in it. A server that changes its handles (an export
-//! moved to another filesystem) makes the driver leave directories in place, never remove
-//! others.
+//! to remove the record, another volume can make the same subDir again (a StatefulSet's PVC
+//! made again, with a `namespace/name` pattern), and a retry acting on the path would remove
+//! its data. So the record keeps the handle of the directory the driver made (MKDIR answers
+//! it), and every remove, rename and copy of `sub_dir` first compares the handle found there
+//! with it; another handle is another directory, never touched (a delete then only removes the
+//! record). Unlike a fileid, a handle is not reused: Linux and nfs-ganesha put the inode
+//! generation in it. A server that changes its handles (an export moved to another filesystem)
+//! makes the driver leave directories in place, never remove others.
 //!
-//! Where a record has no handle (written before this field existed, or a crash between MKDIR
-//! and the record write) the state decides, because only some states prove that the directory
+//! A record without a handle (written before the field existed, or a crash between MKDIR and
+//! the record write) is judged by its state, since only some states prove that the directory
 //! at `sub_dir` is the one the driver made:
-//! - `Ready`: no delete of this driver has removed the directory since it was made (a delete
-//!   writes `Deleting` first), so the directory there is the volume's. DeleteVolume records its
-//!   handle in the `Deleting` intent before touching it, and the steps after check that handle
-//!   (with no directory there, the empty handle, which no directory has).
-//!   The one case this cannot see is a directory removed by hand and made again by another
-//!   volume while this record stayed `Ready`.
-//! - `Deleting`: the directory may already have been removed by the delete that wrote it, and
-//!   what is there now may be another volume's. DeleteVolume with the directory present fails
-//!   with FailedPrecondition naming the volume and the directory (an operator removes one or the
-//!   other); with it absent, the record goes.
+//! - `Ready`: no delete has removed the directory since it was made (a delete writes `Deleting`
+//!   first), so the directory there is the volume's. DeleteVolume records its handle in the
+//!   `Deleting` intent before touching it (no directory there: the empty handle, which no
+//!   directory has). Blind spot: a directory removed by hand and made again by another volume
+//!   while this record stayed `Ready`.
+//! - `Deleting`: the directory may already be gone, and what is there now another volume's.
+//!   DeleteVolume with a directory present fails with FailedPrecondition naming both (an
+//!   operator removes one or the other); with none there, the record goes.
 //! - `Creating`: the CO never saw the volume, so its directory holds nothing of a pod's. When
 //!   another record on the share names the same subDir, the directory may be that volume's
-//!   (made after this create was cut off before its MKDIR) and is left alone. Otherwise it was
-//!   made by this create or by hand: the rollback records the handle it finds (so a retry after
-//!   a failed record removal never acts on a directory made since), then removes the directory
-//!   with one RMDIR, which the server refuses unless it is empty: at worst an empty directory
-//!   made by hand goes. The same rule holds for a
-//!   directory whose handle was recorded at create: a create never removes more than an empty
-//!   directory, except a restore's own copy, proven by its staging handle.
+//!   (made after this create was cut off before its MKDIR) and is left alone. Otherwise the
+//!   rollback records the handle it finds (so a retry after a failed record removal never acts
+//!   on a directory made since), then removes the directory with one RMDIR, which the server
+//!   refuses unless it is empty. A create never removes more than an empty directory, except a
+//!   restore's own copy, proven by its staging handle.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -101,11 +95,7 @@ pub fn is_share_key(s: &str) -> bool {
 /// verbatim keys cannot collide; a hash collision between two long names is detected by the
 /// caller, which compares the record's `name` before treating a record as this volume's.
 pub fn volume_key(name: &str) -> String {
-    if !name.is_empty()
-        && name.len() <= MAX_KEY_LEN
-        && !name.starts_with('.')
-        && name.chars().all(safe_char)
-    {
+    if valid_key(name, MAX_KEY_LEN) && !name.contains('~') {
         return name.to_string();
     }
     let prefix: String = name
@@ -271,6 +261,28 @@ pub struct VolumeRecord {
 }
 
 impl VolumeRecord {
+    /// Decodes a record read from `record_path(key)`, refusing one that claims another key
+    /// (a copied or tampered file) or a newer format.
+    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<VolumeRecord, String> {
+        let path = record_path(key);
+        let r: VolumeRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("volume record {path}: {e}"))?;
+        if r.version > RECORD_VERSION {
+            return Err(format!(
+                "volume record {path} has format version {}, this driver reads up to {RECORD_VERSION}",
+                r.version
+            ));
+        }
+        if parse_volume_id(&r.id) != Some(key) {
+            let want = volume_id(key);
+            return Err(format!(
+                "volume record {path} names volume {:?}, not {want:?}",
+                r.id
+            ));
+        }
+        Ok(r)
+    }
+
     pub fn version(&self) -> Version {
         record_version(self.nfs_vers.as_deref())
     }
@@ -306,31 +318,6 @@ pub fn to_bytes(rec: &impl Serialize) -> Vec<u8> {
     let mut v = serde_json::to_vec_pretty(rec).expect("a record always serialises");
     v.push(b'\n');
     v
-}
-
-impl VolumeRecord {
-    /// Decodes a record read from `record_path(key)`, refusing one that claims another key
-    /// (a copied or tampered file) or a newer format.
-    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<VolumeRecord, String> {
-        let r: VolumeRecord = serde_json::from_slice(bytes)
-            .map_err(|e| format!("volume record {}: {e}", record_path(key)))?;
-        if r.version > RECORD_VERSION {
-            return Err(format!(
-                "volume record {} has format version {}, this driver reads up to {RECORD_VERSION}",
-                record_path(key),
-                r.version
-            ));
-        }
-        if parse_volume_id(&r.id) != Some(key) {
-            return Err(format!(
-                "volume record {} names volume {:?}, not {:?}",
-                record_path(key),
-                r.id,
-                volume_id(key)
-            ));
-        }
-        Ok(r)
-    }
 }
 
 /// Seconds since the epoch, for `created_at` (0 on a clock before 1970).
