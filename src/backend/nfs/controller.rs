@@ -51,24 +51,15 @@ fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> 
         (a != b).then(|| format!("it exists with {what} {a:?}, this request asks for {b:?}"))
     }
     let (h, w) = (have, want);
+    let (size, perms) = (h.capacity_bytes, "mountPermissions");
     field("subDir", &h.sub_dir, &w.sub_dir)
         .or_else(|| field("content source", &h.source, &w.source))
         .or_else(|| field("onDelete", &h.on_delete, &w.on_delete))
-        .or_else(|| {
-            field(
-                "mountPermissions",
-                &h.mount_permissions,
-                &w.mount_permissions,
-            )
-        })
+        .or_else(|| field(perms, &h.mount_permissions, &w.mount_permissions))
         .or_else(|| field("uid/gid", &(h.uid, h.gid), &(w.uid, w.gid)))
         .or_else(|| {
-            (!range.admits(h.capacity_bytes)).then(|| {
-                format!(
-                    "it exists with {} bytes, outside the requested range",
-                    h.capacity_bytes
-                )
-            })
+            let why = format!("it exists with {size} bytes, outside the requested range");
+            (!range.admits(size)).then_some(why)
         })
 }
 
@@ -112,15 +103,22 @@ impl NfsBackend {
 
     /// Intent record, directory, Ready record. A failure after the intent rolls back.
     fn make(&self, c: &NfsClient, mut rec: VolumeRecord) -> Result<VolumeInfo> {
-        let vid = rec.id.clone();
         write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-create:after-intent");
-        if let Err(e) = self.make_dir(c, &mut rec) {
+        let mode = rec.mount_permissions;
+        let mut made = self.claim_dir(c, &mut rec, mode);
+        // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
+        if made.is_ok() && (rec.uid.is_some() || rec.gid.is_some()) {
+            made = c
+                .setattr(&rec.sub_dir, rec.root_attr())
+                .map_err(|e| self.err(&rec.id, e));
+        }
+        if let Err(e) = made {
             if matches!(e, Error::FailedPrecondition { .. }) {
                 // Not ours: nothing of it may be touched, so only the record goes.
                 let _ = remove_record(c, &rec, self.cfg.timeout);
             } else if let Err(undo) = self.roll_back(c, &rec) {
-                tracing::warn!(volume = %vid, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
+                tracing::warn!(volume = %rec.id, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
             }
             return Err(e);
         }
@@ -128,17 +126,6 @@ impl NfsBackend {
         rec.state = RecordState::Ready;
         write_record(c, &rec, self.cfg.timeout)?;
         Ok(self.info(&rec, VolumeCondition::healthy()))
-    }
-
-    /// Makes the volume's directory and keeps its handle in `rec` (written with `Ready`).
-    fn make_dir(&self, c: &NfsClient, rec: &mut VolumeRecord) -> Result<()> {
-        self.claim_dir(c, rec, rec.mount_permissions)?;
-        // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
-        if rec.uid.is_some() || rec.gid.is_some() {
-            c.setattr(&rec.sub_dir, rec.root_attr())
-                .map_err(|e| self.err(&rec.id, e))?;
-        }
-        Ok(())
     }
 
     /// Makes `rec`'s directory (and its parents) with `mode` and keeps its handle in `rec`;
@@ -220,9 +207,8 @@ impl ControllerBackend for NfsBackend {
         let capacity = match (&source, finished) {
             (_, Some(rec)) => rec.capacity_bytes,
             (None, None) => req.capacity.resolve(self.cfg.default_capacity, 1, &vid)?,
-            (Some(src), None) => {
-                let size = req.capacity.resolve(src.capacity, 1, &vid)?;
-                if size < src.capacity {
+            (Some(src), None) => match req.capacity.resolve(src.capacity, 1, &vid)? {
+                size if size < src.capacity => {
                     let (id, least) = (&src.id, src.capacity);
                     let detail =
                         format!("{size} bytes is smaller than the source {id} ({least} bytes)");
@@ -231,8 +217,8 @@ impl ControllerBackend for NfsBackend {
                         detail,
                     });
                 }
-                size
-            }
+                size => size,
+            },
         };
         let mut values = Values::from_parameters(&req.parameters);
         // external-provisioner names the volume after its PV: without --extra-create-metadata
