@@ -80,17 +80,19 @@ impl Leases {
     }
 
     fn held(&self, c: &NfsClient) -> Option<Arc<Held>> {
-        self.shares().get(&share_of(c)).cloned()
-    }
-
-    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Held>>> {
-        self.shares.lock().expect("leases poisoned")
+        let shares = self.shares.lock().expect("leases poisoned");
+        shares.get(&share_of(c)).cloned()
     }
 
     /// Starts contending for `c`'s lease (once per share); `on_acquired` runs on a thread of its
     /// own each time this process comes to hold it (recovery).
     pub fn watch(&self, c: Arc<NfsClient>, on_acquired: impl Fn() + Send + Sync + 'static) {
-        let held = match self.shares().entry(share_of(&c)) {
+        let held = match self
+            .shares
+            .lock()
+            .expect("leases poisoned")
+            .entry(share_of(&c))
+        {
             Entry::Occupied(_) => return,
             Entry::Vacant(v) => v.insert(Arc::default()).clone(),
         };
@@ -119,22 +121,12 @@ impl Leases {
         let Some(h) = self.held(c) else {
             return false;
         };
-        let deadline = Instant::now() + SETTLE + RENEW;
-        let mut until = h.until.lock().expect("lease poisoned");
-        loop {
-            if until.is_some_and(|u| Instant::now() < u) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            until = h
-                .changed
-                .wait_timeout(until, left)
-                .expect("lease poisoned")
-                .0;
-        }
+        let valid = |u: &mut Option<Instant>| u.is_some_and(|u| Instant::now() < u);
+        let until = h.until.lock().expect("lease poisoned");
+        let (mut until, _) = (h.changed)
+            .wait_timeout_while(until, SETTLE + RENEW, |u| !valid(u))
+            .expect("lease poisoned");
+        valid(&mut until)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::Error;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 enum Job {
     Running {
@@ -89,26 +89,20 @@ impl Work {
     /// Waits until no copy of `id` runs, at most `budget` (None: as long as it takes).
     /// True when none runs.
     pub fn wait(&self, id: &str, budget: Option<Duration>) -> bool {
-        let until = budget.map(|b| Instant::now() + b);
-        let mut jobs = self.jobs();
-        loop {
-            if !matches!(jobs.get(id), Some(Job::Running { .. })) {
-                return true;
+        let running =
+            |jobs: &mut HashMap<String, Job>| matches!(jobs.get(id), Some(Job::Running { .. }));
+        let jobs = self.jobs();
+        let poisoned = "nfs job map poisoned";
+        let mut jobs = match budget {
+            None => self.changed.wait_while(jobs, running).expect(poisoned),
+            Some(b) => {
+                self.changed
+                    .wait_timeout_while(jobs, b, running)
+                    .expect(poisoned)
+                    .0
             }
-            jobs = match until {
-                None => self.changed.wait(jobs).expect("nfs job map poisoned"),
-                Some(t) => {
-                    let left = t.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    self.changed
-                        .wait_timeout(jobs, left)
-                        .expect("nfs job map poisoned")
-                        .0
-                }
-            };
-        }
+        };
+        !running(&mut jobs)
     }
 
     /// Asks the copy of `id` to stop and waits until it has.
