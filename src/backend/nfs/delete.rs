@@ -18,31 +18,21 @@ impl NfsBackend {
     /// after a crash or a failed step finishes the job.
     pub(super) fn finish_delete(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         let vid = &rec.id;
-        if rec.on_delete != OnDelete::Retain {
-            match &rec.dir_handle {
-                Some(handle) => {
-                    let done = match rec.on_delete {
-                        OnDelete::Archive => self.archive(c, rec, handle)?,
-                        _ => c
-                            .remove_tree_if(&rec.sub_dir, Some(handle))
-                            .map_err(|e| self.err(vid, e))?,
-                    };
-                    if done == Guarded::Foreign {
-                        tracing::warn!(volume = %vid, dir = %rec.sub_dir, server = %rec.server,
-                            "the directory there is not the one made for this volume (another file handle): left untouched, only the record goes");
-                    }
-                }
-                None => {
-                    if c.lookup(&rec.sub_dir)
-                        .map_err(|e| self.err(vid, e))?
-                        .is_some()
-                    {
-                        let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
-                        let record = layout::record_path(rec.key());
-                        return Err(Error::precondition(vid, format!("its record, from an earlier driver version, was being deleted and keeps no file handle: {dir} on {server}:{share} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {record} by hand")));
-                    }
-                }
+        let err = |e| self.err(vid, e);
+        let done = match (rec.on_delete, &rec.dir_handle) {
+            (OnDelete::Retain, _) => Guarded::Absent,
+            (OnDelete::Archive, Some(handle)) => self.archive(c, rec, handle)?,
+            (OnDelete::Delete, Some(h)) => c.remove_tree_if(&rec.sub_dir, Some(h)).map_err(err)?,
+            (_, None) if c.lookup(&rec.sub_dir).map_err(err)?.is_some() => {
+                let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+                let record = layout::record_path(rec.key());
+                return Err(Error::precondition(vid, format!("its record, from an earlier driver version, was being deleted and keeps no file handle: {dir} on {server}:{share} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {record} by hand")));
             }
+            (_, None) => Guarded::Absent,
+        };
+        if done == Guarded::Foreign {
+            tracing::warn!(volume = %vid, dir = %rec.sub_dir, server = %rec.server,
+                "the directory there is not the one made for this volume (another file handle): left untouched, only the record goes");
         }
         remove_record(c, rec, self.cfg.timeout)?;
         tracing::info!(volume = %vid, server = %rec.server, dir = %rec.sub_dir, on_delete = ?rec.on_delete, "volume deleted");

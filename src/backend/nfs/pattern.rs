@@ -122,10 +122,8 @@ pub fn escape(value: &str) -> String {
             '-' | '.' => i == 0,
             _ => false,
         };
-        if esc && (ch as u32) < 0x80 {
-            out.push_str(&format!("%{:02X}", ch as u32));
-        } else if esc {
-            // Non-ASCII control characters: escape each UTF-8 byte.
+        if esc {
+            // Each UTF-8 byte (non-ASCII control characters have several).
             let mut buf = [0u8; 4];
             for b in ch.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("%{b:02X}"));

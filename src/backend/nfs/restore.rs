@@ -164,18 +164,16 @@ impl NfsBackend {
             let stats = c
                 .copy_dir_contents_if(&src.dir, handle, &content, &cancel)
                 .map_err(err)?
-                .ok_or_else(|| source_moved(&vid, src))?;
+                .ok_or_else(|| {
+                    let (dir, id) = (&src.dir, &src.id);
+                    Error::precondition(&vid, format!("the directory {dir} of source volume {id} is not the one made for it (another file handle); nothing copied"))
+                })?;
             // The root is the new volume's: the class's mode (and owner, when it names one).
             c.setattr(&content, rec.root_attr()).map_err(err)?;
             crate::failpoint::hit("nfs-restore:before-rename");
-            let (copy, claim) = (
-                rec.staging_handle.as_deref().expect("set above"),
-                rec.dir_handle.as_deref(),
-            );
-            if c.rename_if(&content, copy, &rec.sub_dir, claim)
-                .map_err(err)?
-                != Guarded::Done
-            {
+            let copy = rec.staging_handle.as_deref().expect("set above");
+            let renamed = c.rename_if(&content, copy, &rec.sub_dir, rec.dir_handle.as_deref());
+            if renamed.map_err(err)? != Guarded::Done {
                 let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
                 return Err(Error::precondition(&vid, format!("{dir} on {server}:{share} changed while the content was copied (it is no longer the empty directory this restore made); left untouched")));
             }
@@ -224,10 +222,4 @@ pub(super) fn recorded_handle(
         Some(h) => Ok(Some(h.clone())),
         None => super::dir_handle(c, &rec.sub_dir),
     }
-}
-
-/// A volume source whose directory is no longer the one its record names.
-fn source_moved(vid: &str, src: &Source) -> Error {
-    let (dir, id) = (&src.dir, &src.id);
-    Error::precondition(vid, format!("the directory {dir} of source volume {id} is not the one made for it (another file handle); nothing copied"))
 }
