@@ -4,13 +4,11 @@
 //!
 //! A copy can take long, so it runs on a thread of its own: CreateSnapshot writes the intent
 //! record (`Creating`), starts the copy, waits up to `FERROVOL_NFS_SNAPSHOT_WAIT_MS` (default
-//! 1000 ms) and answers ready_to_use=false if the copy is still running. A repeated CreateSnapshot
-//! (the snapshotter polls with it) answers the current state; the copy rewrites the record `Ready`
-//! when whole. A copy that fails removes its content and record, and the next CreateSnapshot of
-//! the name answers that failure once (the one after starts afresh). A controller that died
-//! mid-copy leaves a `Creating` record: recovery at start (recovery.rs), or the first call that
-//! meets it, discards the partial content and copies again. A snapshot is listed ready only
-//! when its record says `Ready`, which is written after the last byte.
+//! 1000 ms) and answers ready_to_use=false if the copy still runs; the snapshotter polls with
+//! repeated CreateSnapshots. The copy rewrites the record `Ready` after the last byte. A failed
+//! copy removes its content and record, and the next CreateSnapshot of the name answers that
+//! failure once. A `Creating` record left by a controller that died mid-copy is copied afresh
+//! by recovery (recovery.rs) or the first call that meets it.
 
 use super::layout::{self, RecordState};
 use super::restore::recorded_handle;
@@ -322,18 +320,13 @@ impl SnapshotBackend for NfsBackend {
         after: Option<&str>,
         max: usize,
     ) -> Result<SnapshotPage> {
-        let empty = || SnapshotPage {
-            entries: Vec::new(),
-            next_after: None,
-        };
-        if let Some(s) = &filter.snapshot {
-            if s.backend != BACKEND || s.node.is_some() {
-                return Ok(empty());
-            }
-        }
+        let foreign = |s: &SnapshotId| s.backend != BACKEND || s.node.is_some();
         let wanted_source = filter.source.as_ref().map(|v| v.to_string());
-        let wanted_source = wanted_source.as_deref();
-        let shares = self.shares.list();
+        let shares = if filter.snapshot.as_ref().is_some_and(foreign) {
+            Vec::new() // another backend's snapshot: on no share
+        } else {
+            self.shares.list()
+        };
         let mut keys: Vec<(String, usize)> = Vec::new();
         for (i, (server, share)) in shares.iter().enumerate() {
             let c = self.client(server, share)?;
@@ -363,7 +356,9 @@ impl SnapshotBackend for NfsBackend {
             let Some(rec) = read_snap_record(&c, key, self.cfg.timeout)? else {
                 continue; // gone since the listing, or on another share
             };
-            let other_source = wanted_source.is_some_and(|w| rec.source_volume_id != w);
+            let other_source = wanted_source
+                .as_ref()
+                .is_some_and(|w| rec.source_volume_id != *w);
             if rec.state == RecordState::Deleting || other_source {
                 continue;
             }
