@@ -198,35 +198,18 @@ impl Pattern {
                 ));
             }
         }
-        let parsed = Pattern {
-            source: pattern.to_string(),
-            comps,
-        };
-        let vars = parsed.variables();
-        let unique = vars.contains(&Var::PvName)
-            || (vars.contains(&Var::PvcNamespace) && vars.contains(&Var::PvcName));
-        if !unique {
+        let uses = |v: Var| comps.iter().flatten().any(|p| *p == Piece::Var(v));
+        if !(uses(Var::PvName) || (uses(Var::PvcNamespace) && uses(Var::PvcName))) {
             return Err(invalid(
                 "must contain ${pv.metadata.name}, or both ${pvc.metadata.namespace} and ${pvc.metadata.name}, so that two volumes never share a directory",
             ));
         }
-        Ok(parsed)
+        let source = pattern.to_string();
+        Ok(Pattern { source, comps })
     }
 
     pub fn as_str(&self) -> &str {
         &self.source
-    }
-
-    /// The variables the pattern uses, in order of first use.
-    pub fn variables(&self) -> Vec<Var> {
-        let mut out: Vec<Var> = Vec::new();
-        for p in self.comps.iter().flatten() {
-            match p {
-                Piece::Var(v) if !out.contains(v) => out.push(*v),
-                _ => {}
-            }
-        }
-        out
     }
 
     /// The volume's directory, relative to the share root.
@@ -312,10 +295,6 @@ mod tests {
         assert_eq!(
             p.expand(&vals("ns", "db", "pvc-9")).unwrap(),
             "k8s/ns_db/vol-pvc-9"
-        );
-        assert_eq!(
-            p.variables(),
-            vec![Var::PvcNamespace, Var::PvcName, Var::PvName]
         );
         let mut params = BTreeMap::new();
         params.insert(PARAM_PV_NAME.to_string(), "pvc-2".to_string());
