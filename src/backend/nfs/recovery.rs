@@ -28,9 +28,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 impl NfsBackend {
-    /// Contends for every known share's lease (each client does, once made); the holder
-    /// recovers the share (lease.rs), so a dead server delays nothing and a second controller on
-    /// the share never recovers what the first is still making.
+    /// Contends for every known share's lease (making its client does); the holder recovers it.
     pub(super) fn start_recovery(&self) {
         for (server, share) in self.shares.list() {
             if let Err(e) = self.client(&server, &share) {

@@ -1,17 +1,12 @@
 //! Undoing a create that never reached `Ready` (a crash, a failed step, a retried CreateVolume or
 //! a DeleteVolume meeting its `Creating` record), then dropping its record. Only callers that
-//! hold the volume's lock (or recovery at start, before any RPC) come here.
-//!
-//! The CO never saw the volume, so its directory holds nothing of a pod's: it is removed with
-//! one RMDIR, which the server refuses unless the directory is empty, and only when it has the
-//! handle the record keeps (layout.rs). A record without one (a crash between its intent and
-//! the record write after MKDIR) leaves the directory alone when another volume's record names
-//! the same subDir (that volume may have made it after this create was cut off before its
-//! MKDIR); otherwise it first gets the handle of what is there now, written before the RMDIR,
-//! so a retry after a failed record removal never acts on a directory made since. A restore's copy,
-//! already renamed to the subDir, is removed whole: its handle is the staging copy's, which the
-//! record kept before the copy began (restore.rs). A record of an earlier version names its
-//! staging copy by fileid only, which proves nothing: such a subDir is left in place.
+//! hold the volume's lock (or recovery) come here. The directory goes by layout.rs's rules for
+//! `Creating`: one RMDIR (refused unless empty), only with the recorded handle or, without one,
+//! with the handle found now, written first so a retry never acts on a directory made since;
+//! and not at all when another record names the subDir. A restore's copy already renamed to the
+//! subDir is removed whole, proven by the staging handle kept before the copy began
+//! (restore.rs); a record of an earlier version names its staging copy by fileid only, which
+//! proves nothing, so such a subDir stays.
 
 use super::layout::{self, VolumeRecord};
 use super::{map_nfs_error, names, remove_record, write_record};
@@ -59,11 +54,9 @@ pub(super) fn undo_create(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) 
     Ok(())
 }
 
-/// Whether another record on the share names `rec`'s subDir (an unreadable one counts): then a
-/// directory there may be that volume's, made after this create was cut off before its MKDIR.
-/// Every create writes its record before its MKDIR, so a directory no other record names was
-/// made by this create or by hand. Reads every record of the share: only rollbacks of a create
-/// cut off before its handle was written come here.
+/// Whether another record on the share names `rec`'s subDir (an unreadable one counts): every
+/// create writes its record before its MKDIR, so a directory no other record names was made by
+/// this create or by hand. Reads every record: only creates cut off before their handle come here.
 fn named_by_another(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<bool> {
     let err = |e| map_nfs_error(&rec.id, timeout, e);
     let own = layout::parse_volume_id(&rec.id).expect("records carry our ids");
