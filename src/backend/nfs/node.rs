@@ -15,7 +15,7 @@ use crate::volume::{
     CapacityRange, PublishRequest, StageRequest, VolumeCondition, VolumeId, VolumeStats,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Where a volume lives, checked.
@@ -145,8 +145,7 @@ impl NfsBackend {
         )?;
         let plan = plan(vid, loc, req, read_only, Some(addr))?;
         tracing::info!(volume = %vid, source = %plan.source, fstype = plan.fstype, options = %plan.data, "mounting NFS");
-        let target = req.target.clone();
-        let v = vid.to_string();
+        let (target, v) = (req.target.clone(), vid.to_string());
         let action = format!("mount {} for volume {vid}", plan.source);
         nfscalls::with_deadline(&loc.server, &action, deadline, move || {
             target.mount_fs(
@@ -168,18 +167,10 @@ fn plan(
     read_only: bool,
     addr: Option<std::net::IpAddr>,
 ) -> Result<nfsmount::NfsMount> {
-    let flags = &req.capability.mount_flags;
-    let vers = loc.nfs_vers.as_deref();
-    nfsmount::plan(
-        &loc.server,
-        &loc.share,
-        &loc.subdir,
-        flags,
-        read_only,
-        addr,
-        vers,
-    )
-    .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))
+    let (flags, vers) = (&req.capability.mount_flags, loc.nfs_vers.as_deref());
+    let (server, share, sub) = (&loc.server, &loc.share, &loc.subdir);
+    nfsmount::plan(server, share, sub, flags, read_only, addr, vers)
+        .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))
 }
 
 /// The source of the mount at `path` (`None` when it cannot be read).
@@ -257,27 +248,20 @@ impl NodeBackend for NfsBackend {
     fn unpublish(&self, id: &VolumeId, target: &Target) -> Result<()> {
         let vid = id.to_string();
         if target.is_mounted(&vid)? {
-            let t = target.clone();
-            let v = vid.clone();
+            let (t, v, deadline) = (target.clone(), vid.clone(), self.kernel_deadline());
             let server = mount_source(target.as_path()).unwrap_or_else(|| "(unknown)".into());
             let action = format!("unmount {} for volume {vid}", target.as_path().display());
-            if let Err(e) =
-                nfscalls::with_deadline(&server, &action, self.kernel_deadline(), move || {
-                    t.unmount_all(&v)
-                })
-            {
+            let unmounted =
+                nfscalls::with_deadline(&server, &action, deadline, move || t.unmount_all(&v));
+            if let Err(e) = unmounted {
                 // The server is gone or the mount is busy: detach it now, the kernel frees it later.
                 tracing::warn!(volume = %vid, target = %target.as_path().display(), error = %e, "unmount failed; detaching lazily");
-                let path: PathBuf = target.as_path().to_path_buf();
-                nfscalls::with_deadline(
-                    &server,
-                    &format!("lazy {action}"),
-                    self.kernel_deadline(),
-                    move || {
-                        nfsmount::lazy_unmount(&path)
-                            .map_err(Error::os("", format!("detach {}", path.display())))
-                    },
-                )?;
+                let path = target.as_path().to_path_buf();
+                let detach = move || {
+                    let detach = format!("detach {}", path.display());
+                    nfsmount::lazy_unmount(&path).map_err(Error::os("", detach))
+                };
+                nfscalls::with_deadline(&server, &format!("lazy {action}"), deadline, detach)?;
             }
         }
         target.remove(&vid);
@@ -286,52 +270,37 @@ impl NodeBackend for NfsBackend {
 
     fn stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let vid = id.to_string();
-        let mounted = mountinfo::is_mount_point(path).unwrap_or(false);
-        if !mounted {
-            return Err(Error::not_found_because(
-                vid,
-                format!("nothing is published at {}", path.display()),
-            ));
+        if !mountinfo::is_mount_point(path).unwrap_or(false) {
+            let why = format!("nothing is published at {}", path.display());
+            return Err(Error::not_found_because(vid, why));
         }
         let source = mount_source(path).unwrap_or_default();
         let server = nfscalls::server_of(&source);
         if let Some(hung) = nfscalls::not_answering(server) {
-            return Ok(not_measured(format!(
-                "NFS server {server} has not answered for {} s ({} kernel calls to it still hung)",
-                hung.silent_for.as_secs(),
-                hung.abandoned
-            )));
+            let (secs, calls) = (hung.silent_for.as_secs(), hung.abandoned);
+            let why = format!("NFS server {server} has not answered for {secs} s ({calls} kernel calls to it still hung)");
+            return Ok(not_measured(why));
         }
         // statfs on a mount whose server died blocks in the kernel: bound it too.
-        let p = path.to_path_buf();
-        let v = vid.clone();
-        let deadline = self.kernel_deadline();
-        let fs = match nfscalls::with_deadline(
-            &source,
-            &format!("statfs {} for volume {vid}", path.display()),
-            deadline,
-            move || statfs::fs_stats(&p).map_err(Error::os(v, format!("statfs {}", p.display()))),
-        ) {
+        let (p, v, deadline) = (path.to_path_buf(), vid.clone(), self.kernel_deadline());
+        let action = format!("statfs {} for volume {vid}", path.display());
+        let measure =
+            move || statfs::fs_stats(&p).map_err(Error::os(v, format!("statfs {}", p.display())));
+        let fs = match nfscalls::with_deadline(&source, &action, deadline, measure) {
             Ok(fs) => fs,
             Err(Error::DeadlineExceeded { .. }) => {
-                return Ok(not_measured(format!(
-                    "NFS server {server} did not answer statfs within {} s",
-                    deadline.as_secs().max(1)
-                )))
+                let secs = deadline.as_secs().max(1);
+                let why = format!("NFS server {server} did not answer statfs within {secs} s");
+                return Ok(not_measured(why));
             }
             Err(e) => return Err(e),
         };
+        let (inodes, free) = (fs.total_inodes, fs.free_inodes);
         Ok(VolumeStats {
             total_bytes: fs.total_bytes,
             used_bytes: fs.total_bytes.saturating_sub(fs.available_bytes),
             available_bytes: fs.available_bytes,
-            inodes: (fs.total_inodes > 0).then(|| {
-                (
-                    fs.total_inodes,
-                    fs.total_inodes - fs.free_inodes,
-                    fs.free_inodes,
-                )
-            }),
+            inodes: (inodes > 0).then(|| (inodes, inodes - free, free)),
             condition: Some(VolumeCondition::healthy()),
         })
     }
