@@ -4,7 +4,7 @@
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::{Values, Var};
-use super::{dir_handle, names, remove_record, write_record, NfsBackend, BACKEND, CAPS};
+use super::{dir_handle, names, needless, remove_record, write_record, NfsBackend, BACKEND, CAPS};
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
@@ -170,14 +170,10 @@ impl ControllerBackend for NfsBackend {
         let (id, p) = self.id_and_params(req)?;
         let vid = id.to_string();
         refuse_caps(&vid, &req.capabilities)?;
-        let mount_options: Vec<String> = req
-            .capabilities
-            .iter()
-            .flat_map(|c| c.mount_flags.iter().cloned())
-            .collect();
-        let want_vers = p
-            .want(&mount_options)
-            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let invalid = |e: &dyn std::fmt::Display| Error::invalid(format!("volume {vid}: {e}"));
+        let caps = req.capabilities.iter();
+        let mount_options: Vec<String> = caps.flat_map(|c| c.mount_flags.clone()).collect();
+        let want_vers = p.want(&mount_options).map_err(|e| invalid(&e))?;
         let c = self.client_as(&p.server, &p.share, want_vers)?;
         let requested_source = req.content_source.as_ref().map(|s| s.id());
         let mut existing = self.read_record(&vid, &c, &id.key)?;
@@ -212,10 +208,8 @@ impl ControllerBackend for NfsBackend {
                     let (id, least) = (&src.id, src.capacity);
                     let detail =
                         format!("{size} bytes is smaller than the source {id} ({least} bytes)");
-                    return Err(Error::OutOfRange {
-                        volume: vid,
-                        detail,
-                    });
+                    let volume = vid.clone();
+                    return Err(Error::OutOfRange { volume, detail });
                 }
                 size => size,
             },
@@ -224,10 +218,7 @@ impl ControllerBackend for NfsBackend {
         // external-provisioner names the volume after its PV: without --extra-create-metadata
         // the name is still the PV name.
         values.0[Var::PvName as usize].get_or_insert_with(|| req.name.clone());
-        let sub_dir = p
-            .sub_dir
-            .expand(&values)
-            .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))?;
+        let sub_dir = p.sub_dir.expand(&values).map_err(|e| invalid(&e))?;
         let want = VolumeRecord {
             version: RECORD_VERSION,
             id: vid.clone(),
@@ -253,10 +244,8 @@ impl ControllerBackend for NfsBackend {
 
         if let Some(rec) = existing {
             if rec.name != req.name {
-                return Err(Error::exists(
-                    &vid,
-                    format!("this id already belongs to volume {:?}", rec.name),
-                ));
+                let why = format!("this id already belongs to volume {:?}", rec.name);
+                return Err(Error::exists(&vid, why));
             }
             match rec.state {
                 RecordState::Ready => {
@@ -428,15 +417,11 @@ impl ControllerBackend for NfsBackend {
         _read_only: bool,
         _cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        Err(Error::Unimplemented(format!(
-            "volume {id}: NFS volumes need no ControllerPublishVolume"
-        )))
+        needless(id, "need no ControllerPublishVolume")
     }
 
     fn controller_unpublish(&self, id: &VolumeId, _node: Option<&str>) -> Result<()> {
-        Err(Error::Unimplemented(format!(
-            "volume {id}: NFS volumes need no ControllerUnpublishVolume"
-        )))
+        needless(id, "need no ControllerUnpublishVolume")
     }
 
     fn published_count(&self, _node: &str) -> usize {
