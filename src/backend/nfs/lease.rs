@@ -52,11 +52,14 @@ impl Held {
         self.changed.notify_all();
     }
 
-    fn now(&self) -> bool {
-        self.until
-            .lock()
-            .expect("lease poisoned")
-            .is_some_and(|u| Instant::now() < u)
+    /// Whether this process holds the lease, waiting up to `budget` for it to.
+    fn within(&self, budget: Duration) -> bool {
+        let valid = |u: &mut Option<Instant>| u.is_some_and(|u| Instant::now() < u);
+        let until = self.until.lock().expect("lease poisoned");
+        let (mut until, _) = (self.changed)
+            .wait_timeout_while(until, budget, |u| !valid(u))
+            .expect("lease poisoned");
+        valid(&mut until)
     }
 }
 
@@ -68,10 +71,8 @@ pub struct Leases {
 
 impl Leases {
     pub fn new(instance: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH);
+        let nanos = nanos.map_or(0, |d| d.as_nanos());
         Leases {
             instance: instance.to_string(),
             holder: format!("{instance} pid {} at {nanos}", std::process::id()),
@@ -102,9 +103,8 @@ impl Leases {
             renewals: 0,
         };
         let on_acquired = Arc::new(on_acquired);
-        let spawned = std::thread::Builder::new()
-            .name("nfs-lease".into())
-            .spawn(move || contend(&c, me, &held, on_acquired));
+        let thread = std::thread::Builder::new().name("nfs-lease".into());
+        let spawned = thread.spawn(move || contend(&c, me, &held, on_acquired));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the NFS share lease thread");
         }
@@ -112,21 +112,13 @@ impl Leases {
 
     /// Whether this process holds `c`'s lease now.
     pub fn holds(&self, c: &NfsClient) -> bool {
-        self.held(c).is_some_and(|h| h.now())
+        self.held(c).is_some_and(|h| h.within(Duration::ZERO))
     }
 
     /// Waits as long as a takeover takes (`SETTLE` + `RENEW`) for this process to hold `c`'s
     /// lease (a restarted process takes its own back within `SETTLE`).
     pub fn wait_held(&self, c: &NfsClient) -> bool {
-        let Some(h) = self.held(c) else {
-            return false;
-        };
-        let valid = |u: &mut Option<Instant>| u.is_some_and(|u| Instant::now() < u);
-        let until = h.until.lock().expect("lease poisoned");
-        let (mut until, _) = (h.changed)
-            .wait_timeout_while(until, SETTLE + RENEW, |u| !valid(u))
-            .expect("lease poisoned");
-        valid(&mut until)
+        self.held(c).is_some_and(|h| h.within(SETTLE + RENEW))
     }
 }
 
@@ -154,6 +146,7 @@ fn contend(
     // The other holder's record as last seen changing, and when.
     let mut seen: Option<(LeaseRecord, Instant)> = None;
     let mut holding = false;
+    let expired = |seen: &Option<(LeaseRecord, Instant)>, r: &LeaseRecord| matches!(seen, Some((s, at)) if s == r && at.elapsed() >= TTL);
     loop {
         let began = Instant::now();
         let acquired = match read(c) {
@@ -170,26 +163,19 @@ fn contend(
                 me.renewals = r.renewals + 1;
                 c.write_file_atomic(LEASE_PATH, &bytes(&me)).is_ok()
             }
-            Ok(Some(other)) => {
-                // A record that does not decode is no one's.
-                let abandoned = match &other {
-                    Err(_) => true,
-                    Ok(r) if r.instance == me.instance => true,
-                    Ok(r) => matches!(&seen, Some((s, at)) if s == r && at.elapsed() >= TTL),
-                };
-                if !abandoned {
-                    if let Ok(r) = other {
-                        if seen.as_ref().is_none_or(|(s, _)| *s != r) {
-                            seen = Some((r, Instant::now()));
-                        }
-                    }
-                    false
-                } else {
-                    me.renewals = 0;
-                    let written = c.write_file_atomic(LEASE_PATH, &bytes(&me)).is_ok();
-                    std::thread::sleep(SETTLE);
-                    written && matches!(read(c), Ok(Some(Ok(r))) if r.holder == me.holder)
+            // Another instance's record, not yet seen unchanged for TTL: not abandoned.
+            Ok(Some(Ok(r))) if r.instance != me.instance && !expired(&seen, &r) => {
+                if seen.as_ref().is_none_or(|(s, _)| *s != r) {
+                    seen = Some((r, Instant::now()));
                 }
+                false
+            }
+            // Abandoned, this instance's (a restarted process), or undecodable (no one's).
+            Ok(Some(_)) => {
+                me.renewals = 0;
+                let written = c.write_file_atomic(LEASE_PATH, &bytes(&me)).is_ok();
+                std::thread::sleep(SETTLE);
+                written && matches!(read(c), Ok(Some(Ok(r))) if r.holder == me.holder)
             }
         };
         if acquired {
@@ -198,15 +184,12 @@ fn contend(
                 holding = true;
                 seen = None;
                 tracing::info!(share = %share, holder = %me.holder, "NFS share lease taken: this controller recovers the share");
-                let run = on_acquired.clone();
-                if let Err(e) = std::thread::Builder::new()
-                    .name("nfs-recovery".into())
-                    .spawn(move || run())
-                {
+                let (run, thread) = (on_acquired.clone(), std::thread::Builder::new());
+                if let Err(e) = thread.name("nfs-recovery".into()).spawn(move || run()) {
                     tracing::warn!(error = %e, "cannot start NFS recovery");
                 }
             }
-        } else if holding && !held.now() {
+        } else if holding && !held.within(Duration::ZERO) {
             holding = false;
             held.set(None);
             tracing::warn!(share = %share, "NFS share lease lost: another controller recovers the share");
