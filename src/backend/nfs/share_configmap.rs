@@ -145,9 +145,8 @@ pub(super) fn add_with(api: &dyn ConfigMapApi, share: &Share, what: &str) -> Res
             Err(ApiError::Failed(e)) => return Err(unavailable(e)),
         }
     }
-    Err(unavailable(format!(
-        "{ATTEMPTS} attempts met a concurrent change; try again"
-    )))
+    let why = format!("{ATTEMPTS} attempts met a concurrent change; try again");
+    Err(unavailable(why))
 }
 
 /// The registry in ConfigMap `namespace/name`, through the Kubernetes client that the process's
@@ -190,11 +189,9 @@ impl ConfigMapRegistry {
                     *slot = Some(made?);
                 }
                 let api = Api::namespaced(slot.clone().expect("made above"), &self.namespace);
+                let secs = CALL_TIMEOUT.as_secs();
                 match tokio::time::timeout(CALL_TIMEOUT, op(api, self.name.clone())).await {
-                    Err(_) => Err(ApiError::Failed(format!(
-                        "no answer within {} s",
-                        CALL_TIMEOUT.as_secs()
-                    ))),
+                    Err(_) => Err(ApiError::Failed(format!("no answer within {secs} s"))),
                     Ok(Err(kube::Error::Api(e))) if e.code == 409 => Err(ApiError::Conflict),
                     Ok(Err(e)) => Err(ApiError::Failed(e.to_string())),
                     Ok(Ok(v)) => Ok(v),

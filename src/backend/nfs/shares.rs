@@ -105,21 +105,16 @@ impl Shares {
     /// Reads the registry again (another controller may have registered shares since).
     pub fn refresh(&self) -> Result<()> {
         let loaded = self.registry.load()?;
-        by_key(
-            self.configured
-                .iter()
-                .cloned()
-                .chain(loaded.iter().cloned()),
-            &format!("--nfs-share and {}", self.registry.describe()),
-        )
-        .map_err(Error::Internal)?;
+        let all = self.configured.iter().chain(&loaded).cloned();
+        let what = format!("--nfs-share and {}", self.registry.describe());
+        by_key(all, &what).map_err(Error::Internal)?;
         *self.registered() = loaded.into_iter().map(|s| (s.key(), s)).collect();
         Ok(())
     }
 
     /// Every known share as (server, share): the configured ones first.
     pub fn list(&self) -> Vec<(String, String)> {
-        let registered = self.registered.lock().expect("shares poisoned");
+        let registered = self.registered();
         let more = registered.values().filter(|s| !self.configured.contains(s));
         let all = self.configured.iter().chain(more);
         all.map(|s| (s.server.clone(), s.share.clone())).collect()
@@ -134,14 +129,9 @@ impl Shares {
         }
         self.refresh()?;
         self.known(key).ok_or_else(|| {
-            Error::precondition(
-                volume,
-                format!(
-                    "its NFS share (key {key}) is not registered in {} nor given with --nfs-share; \
-                     register the share with --nfs-share server:/path or restore the registry",
-                    self.registry.describe()
-                ),
-            )
+            let registry = self.registry.describe();
+            let why = format!("its NFS share (key {key}) is not registered in {registry} nor given with --nfs-share; register the share with --nfs-share server:/path or restore the registry");
+            Error::precondition(volume, why)
         })
     }
 
@@ -160,18 +150,12 @@ impl Shares {
     pub fn register(&self, volume: &str, server: &str, share: &str) -> Result<String> {
         let s = Share::new(server, share);
         let key = s.key();
-        let collides = |have: &Share| {
-            Error::precondition(
-                volume,
-                format!(
-                    "NFS share {s} has key {key}, which already names share {have} in {}; \
-                     ids could not tell them apart",
-                    self.registry.describe()
-                ),
-            )
-        };
         match self.known(&key) {
-            Some(have) if have != s => return Err(collides(&have)),
+            Some(have) if have != s => {
+                let registry = self.registry.describe();
+                let why = format!("NFS share {s} has key {key}, which already names share {have} in {registry}; ids could not tell them apart");
+                return Err(Error::precondition(volume, why));
+            }
             Some(_) if self.registered().contains_key(&key) => return Ok(key),
             _ => {}
         }
