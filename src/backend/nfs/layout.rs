@@ -181,10 +181,7 @@ pub fn archive_path(sub_dir: &str, at: SystemTime, attempt: u32) -> String {
     // `parent` keeps its trailing '/' (empty for a top-level directory).
     let dir = sub_dir.rsplit('/').next().unwrap_or(sub_dir);
     let parent = &sub_dir[..sub_dir.len() - dir.len()];
-    let secs = at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut suffix = format!("-{}", utc_timestamp(secs));
     if attempt > 0 {
         suffix.push_str(&format!("-{attempt}"));
@@ -322,10 +319,8 @@ pub fn to_bytes(rec: &impl Serialize) -> Vec<u8> {
 
 /// Seconds since the epoch, for `created_at` (0 on a clock before 1970).
 pub(super) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    now.map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

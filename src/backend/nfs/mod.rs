@@ -380,6 +380,13 @@ fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result
         .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
+/// The answer to a CSI call NFS volumes have no use for: "volume <id>: NFS volumes <why>".
+fn needless<T>(id: &impl std::fmt::Display, why: &str) -> Result<T> {
+    Err(Error::Unimplemented(format!(
+        "volume {id}: NFS volumes {why}"
+    )))
+}
+
 /// See `NfsBackend::err`. Public for the node side and tests.
 pub fn map_nfs_error(volume: &str, timeout: Duration, e: NfsError) -> Error {
     let status = e.status();

@@ -5,7 +5,7 @@
 //! abnormal volume condition, without another kernel call that would hang too.
 
 use super::shares::parse_share;
-use super::{NfsBackend, BACKEND, CAPS, CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
+use super::{needless, NfsBackend, BACKEND, CAPS, CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
 use crate::node::Target;
@@ -195,16 +195,11 @@ fn not_measured(message: String) -> VolumeStats {
 
 impl NodeBackend for NfsBackend {
     fn stage(&self, req: &StageRequest) -> Result<()> {
-        Err(Error::Unimplemented(format!(
-            "volume {}: NFS volumes are not staged",
-            req.id
-        )))
+        needless(&req.id, "are not staged")
     }
 
     fn unstage(&self, id: &VolumeId, _staging: &Target) -> Result<()> {
-        Err(Error::Unimplemented(format!(
-            "volume {id}: NFS volumes are not staged"
-        )))
+        needless(id, "are not staged")
     }
 
     fn publish(&self, req: &PublishRequest) -> Result<()> {
@@ -306,9 +301,7 @@ impl NodeBackend for NfsBackend {
     }
 
     fn node_expand(&self, id: &VolumeId, _path: &Path, _range: CapacityRange) -> Result<u64> {
-        Err(Error::Unimplemented(format!(
-            "volume {id}: NFS volumes grow without a node step"
-        )))
+        needless(id, "grow without a node step")
     }
 }
 

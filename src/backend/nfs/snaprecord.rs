@@ -37,14 +37,11 @@ pub fn staging_path(volume_key: &str) -> String {
 
 /// The snapshot id whose key is `key`, if `key` is a well-formed snapshot key.
 pub fn snapshot_id(key: &str) -> Option<SnapshotId> {
-    SnapshotId::parse(&format!(
-        "{}/{}/{key}",
-        super::BACKEND,
-        crate::snapshot::SNAP_SEGMENT
-    ))
-    .ok()
-    .flatten()
-    .filter(|id| id.key == key && id.node.is_none())
+    let (backend, snap) = (super::BACKEND, crate::snapshot::SNAP_SEGMENT);
+    let id = SnapshotId::parse(&format!("{backend}/{snap}/{key}"))
+        .ok()
+        .flatten();
+    id.filter(|id| id.key == key && id.node.is_none())
 }
 
 /// The key a file in the snapshot records directory belongs to; `None` for temporary files.
@@ -89,11 +86,8 @@ impl SnapshotRecord {
     }
 
     pub fn key(&self) -> String {
-        SnapshotId::parse(&self.id)
-            .ok()
-            .flatten()
-            .map(|s| s.key)
-            .expect("snapshot records carry our ids")
+        let id = SnapshotId::parse(&self.id).ok().flatten();
+        id.expect("snapshot records carry our ids").key
     }
 
     pub fn data_path(&self) -> String {

@@ -90,13 +90,12 @@ pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecor
         return;
     };
     let (w, id) = (work.clone(), rec.id.clone());
-    let spawned = std::thread::Builder::new()
-        .name("nfs-snapshot".into())
-        .spawn(move || {
-            let id = rec.id.clone();
-            let outcome = copy(&w, &c, rec, &cancel);
-            w.finish(&id, outcome.err());
-        });
+    let thread = std::thread::Builder::new().name("nfs-snapshot".into());
+    let spawned = thread.spawn(move || {
+        let id = rec.id.clone();
+        let outcome = copy(&w, &c, rec, &cancel);
+        w.finish(&id, outcome.err());
+    });
     if let Err(e) = spawned {
         // No thread will finish the job: fail it now, so callers do not wait for it.
         let failed = format!("snapshot {id}: cannot start the copy thread: {e}");
@@ -270,6 +269,7 @@ impl SnapshotBackend for NfsBackend {
             Some((c, v)) if v.state == RecordState::Ready => (c, v),
             _ => return Err(Error::not_found(&source)),
         };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH);
         let rec = SnapshotRecord {
             version: SNAP_RECORD_VERSION,
             id: sid.clone(),
@@ -280,10 +280,7 @@ impl SnapshotBackend for NfsBackend {
             server: vol.server.clone(),
             share: vol.share.clone(),
             size_bytes: vol.capacity_bytes,
-            created_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            created_at_ms: now.map_or(0, |d| d.as_millis() as u64),
             content_bytes: 0,
             source_handle: Some(self.source_handle(&c, &vol)?),
             nfs_vers: vol.nfs_vers.clone(),
