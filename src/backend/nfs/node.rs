@@ -124,10 +124,8 @@ impl NfsBackend {
         read_only: bool,
     ) -> Result<()> {
         if !nfsmount::kernel_has_nfs() {
-            return Err(Error::precondition(
-                vid,
-                "this node's kernel has no NFS client (no nfs in /proc/filesystems): load the nfs module or install the NFS client",
-            ));
+            let why = "this node's kernel has no NFS client (no nfs in /proc/filesystems): load the nfs module or install the NFS client";
+            return Err(Error::precondition(vid, why));
         }
         let deadline = self.kernel_deadline();
         let server = loc.server.clone();
@@ -210,26 +208,19 @@ impl NodeBackend for NfsBackend {
         }
         let loc = location(&vid, &req.volume_context)?;
         let read_only = req.read_only || cap.mode.read_only();
-        let target = &req.target;
-        if target.is_mounted(&vid)? {
-            if nfsmount::is_stale(target.as_path()) {
-                tracing::warn!(volume = %vid, target = %target.as_path().display(), "stale NFS mount: replacing it");
-                nfsmount::lazy_unmount(target.as_path()).map_err(Error::os(
-                    &vid,
-                    format!("detach stale mount {}", target.as_path().display()),
-                ))?;
+        let path = req.target.as_path();
+        if req.target.is_mounted(&vid)? {
+            if nfsmount::is_stale(path) {
+                tracing::warn!(volume = %vid, target = %path.display(), "stale NFS mount: replacing it");
+                let detach = format!("detach stale mount {}", path.display());
+                nfsmount::lazy_unmount(path).map_err(Error::os(&vid, detach))?;
             } else {
-                let entry = mountinfo::mount_at(target.as_path())
-                    .map_err(Error::os(&vid, "read mount table"))?;
+                let entry =
+                    mountinfo::mount_at(path).map_err(Error::os(&vid, "read mount table"))?;
                 if entry.is_some_and(|m| m.read_only() != read_only) {
-                    return Err(Error::exists(
-                        &vid,
-                        format!(
-                            "{} is already published with read_only={}",
-                            target.as_path().display(),
-                            !read_only
-                        ),
-                    ));
+                    let (path, was) = (path.display(), !read_only);
+                    let why = format!("{path} is already published with read_only={was}");
+                    return Err(Error::exists(&vid, why));
                 }
                 return Ok(()); // a retry: already published
             }
