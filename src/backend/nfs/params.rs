@@ -79,12 +79,12 @@ fn nfs_vers<'de, D: Deserializer<'de>>(d: D) -> Result<Want, D::Error> {
 fn mount_version(options: &[String]) -> Result<Option<Version>, ParamError> {
     let mut found = None;
     for opt in options.iter().flat_map(|o| o.split(',')).map(str::trim) {
-        let Some((k, v)) = opt.split_once('=') else {
+        let Some(v) = opt
+            .strip_prefix("vers=")
+            .or_else(|| opt.strip_prefix("nfsvers="))
+        else {
             continue;
         };
-        if !matches!(k, "vers" | "nfsvers") {
-            continue;
-        }
         let this = match v {
             "3" => Version::V3,
             v if v == "4" || v.starts_with("4.") => Version::V41,
@@ -95,9 +95,8 @@ fn mount_version(options: &[String]) -> Result<Option<Version>, ParamError> {
             }
         };
         if found.is_some_and(|f| f != this) {
-            return Err(ParamError(format!(
-                "mountOptions name two NFS versions ({opt:?})"
-            )));
+            let why = format!("mountOptions name two NFS versions ({opt:?})");
+            return Err(ParamError(why));
         }
         found = Some(this);
     }
@@ -155,17 +154,14 @@ impl NfsParams {
             .map(|(k, v)| (k.as_str(), v.as_str()));
         let raw = Raw::deserialize(MapDeserializer::<_, DeError>::new(own))
             .map_err(|e| ParamError(e.to_string()))?;
-        if raw.server.is_empty() || raw.server.contains(['/', ' ', '\0']) {
-            return Err(ParamError(format!(
-                "server {:?} must be a host name or address",
-                raw.server
-            )));
+        let (server, share) = (&raw.server, &raw.share);
+        if server.is_empty() || server.contains(['/', ' ', '\0']) {
+            let why = format!("server {server:?} must be a host name or address");
+            return Err(ParamError(why));
         }
-        if !raw.share.starts_with('/') || raw.share.contains('\0') {
-            return Err(ParamError(format!(
-                "share {:?} must be an absolute export path such as /srv/nfs",
-                raw.share
-            )));
+        if !share.starts_with('/') || share.contains('\0') {
+            let why = format!("share {share:?} must be an absolute export path such as /srv/nfs");
+            return Err(ParamError(why));
         }
         let sub_dir = Pattern::parse(raw.sub_dir.as_deref().unwrap_or(DEFAULT_PATTERN))
             .map_err(|e| ParamError(e.to_string()))?;
