@@ -192,13 +192,9 @@ impl NfsBackend {
 
     /// The record of `key` on one share, if there is one.
     fn read_record(&self, volume: &str, c: &NfsClient, key: &str) -> Result<Option<VolumeRecord>> {
-        read_json(
-            c,
-            &layout::record_path(key),
-            ("volume", volume),
-            self.cfg.timeout,
-            |b| VolumeRecord::from_bytes(key, b),
-        )
+        let path = layout::record_path(key);
+        let decode = |b: &[u8]| VolumeRecord::from_bytes(key, b);
+        read_json(c, &path, ("volume", volume), self.cfg.timeout, decode)
     }
 
     /// The record of volume `volume` (key `key`): on the share its id names (FailedPrecondition

@@ -31,11 +31,8 @@ const WAIT_ENV: &str = "FERROVOL_NFS_SNAPSHOT_WAIT_MS";
 const DEFAULT_WAIT: Duration = Duration::from_millis(1000);
 
 fn wait_budget() -> Duration {
-    std::env::var(WAIT_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_WAIT)
+    let ms = std::env::var(WAIT_ENV).ok().and_then(|v| v.parse().ok());
+    ms.map_or(DEFAULT_WAIT, Duration::from_millis)
 }
 
 pub(super) fn info(rec: &SnapshotRecord) -> SnapshotInfo {
@@ -53,26 +50,16 @@ pub(super) fn read_snap_record(
     key: &str,
     timeout: Duration,
 ) -> Result<Option<SnapshotRecord>> {
-    let sid = super::snaprecord::snapshot_id(key)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| key.to_string());
-    read_json(
-        c,
-        &snap_record_path(key),
-        ("snapshot", &sid),
-        timeout,
-        |b| SnapshotRecord::from_bytes(key, b),
-    )
+    let sid = super::snaprecord::snapshot_id(key).map(|s| s.to_string());
+    let what = ("snapshot", sid.as_deref().unwrap_or(key));
+    let decode = |b: &[u8]| SnapshotRecord::from_bytes(key, b);
+    read_json(c, &snap_record_path(key), what, timeout, decode)
 }
 
-pub(super) fn write_snap_record(
-    c: &NfsClient,
-    rec: &SnapshotRecord,
-    timeout: Duration,
-) -> Result<()> {
+pub(super) fn write_snap_record(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Result<()> {
     let (path, bytes) = (snap_record_path(&rec.key()), layout::to_bytes(rec));
     in_meta_dir(c, SNAP_RECORDS_DIR, || c.write_file_atomic(&path, &bytes))
-        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+        .map_err(|e| map_nfs_error(&rec.id, t, e))
 }
 
 /// Removes the content, then the record. Idempotent: a retry after a crash finishes it.
@@ -162,18 +149,15 @@ fn legacy_source_handle(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Res
         );
         Error::precondition(&rec.id, why)
     };
+    let err = |e| map_nfs_error(&rec.id, t, e);
     let key = layout::parse_volume_id(&rec.source_volume_id).ok_or_else(gone)?;
-    let bytes = c
-        .read_file(&layout::record_path(key))
-        .map_err(|e| map_nfs_error(&rec.id, t, e))?
-        .ok_or_else(gone)?;
+    let path = layout::record_path(key);
+    let bytes = c.read_file(&path).map_err(err)?.ok_or_else(gone)?;
     let vol = layout::VolumeRecord::from_bytes(key, &bytes).map_err(|_| gone())?;
     if vol.state != RecordState::Ready || vol.sub_dir != rec.source_sub_dir {
         return Err(gone());
     }
-    recorded_handle(c, &vol)
-        .map_err(|e| map_nfs_error(&rec.id, t, e))?
-        .ok_or_else(gone)
+    recorded_handle(c, &vol).map_err(err)?.ok_or_else(gone)
 }
 
 impl NfsBackend {
