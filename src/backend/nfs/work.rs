@@ -43,14 +43,12 @@ impl Work {
         if matches!(jobs.get(id), Some(Job::Running { .. })) {
             return None;
         }
-        let cancel = Arc::new(AtomicBool::new(false));
-        jobs.insert(
-            id.to_string(),
-            Job::Running {
-                cancel: cancel.clone(),
-                source: source.to_string(),
-            },
-        );
+        let (cancel, source) = (Arc::new(AtomicBool::new(false)), source.to_string());
+        let job = Job::Running {
+            cancel: cancel.clone(),
+            source,
+        };
+        jobs.insert(id.to_string(), job);
         Some(cancel)
     }
 
@@ -64,13 +62,9 @@ impl Work {
         let mut jobs = self.jobs();
         let cancelled = matches!(jobs.get(id), Some(Job::Running { cancel, .. }) if cancel.load(Ordering::Relaxed));
         match failure {
-            Some(e) if !cancelled => {
-                jobs.insert(id.to_string(), Job::Failed(e));
-            }
-            _ => {
-                jobs.remove(id);
-            }
-        }
+            Some(e) if !cancelled => jobs.insert(id.to_string(), Job::Failed(e)),
+            _ => jobs.remove(id),
+        };
         self.changed.notify_all();
     }
 
