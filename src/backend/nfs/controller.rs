@@ -84,10 +84,8 @@ impl NfsBackend {
     }
 
     fn condition(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<VolumeCondition> {
-        let found = c
-            .handle_of(&rec.sub_dir)
-            .map_err(|e| self.err(&rec.id, e))?;
         let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+        let found = c.handle_of(dir).map_err(|e| self.err(&rec.id, e))?;
         let abnormal = |why: &str| VolumeCondition {
             abnormal: true,
             message: format!("directory {dir} on {server}:{share} {why}"),
@@ -330,13 +328,11 @@ impl ControllerBackend for NfsBackend {
             let c = self.client(server, share)?;
             let files = names(&c, layout::RECORDS_DIR).map_err(|e| self.err("(list)", e))?;
             let share_key = layout::share_key(server, share);
-            keys.extend(
-                files
-                    .iter()
-                    .filter_map(|n| layout::key_of_record_file(n))
-                    .filter(|k| after.is_none_or(|a| (*k, share_key.as_str()) > a))
-                    .map(|k| (k.to_string(), share_key.clone(), i)),
-            );
+            for k in files.iter().filter_map(|n| layout::key_of_record_file(n)) {
+                if after.is_none_or(|a| (k, share_key.as_str()) > a) {
+                    keys.push((k.to_string(), share_key.clone(), i));
+                }
+            }
         }
         keys.sort();
         let mut entries = Vec::new();
@@ -383,9 +379,8 @@ impl ControllerBackend for NfsBackend {
         let mut cap = Capacity::default();
         for (server, share) in targets {
             let c = self.client(&server, &share)?;
-            let st = c
-                .fsstat()
-                .map_err(|e| self.err(&format!("(capacity of {server}:{share})"), e))?;
+            let what = format!("(capacity of {server}:{share})");
+            let st = c.fsstat().map_err(|e| self.err(&what, e))?;
             cap.available += st.avail;
             // A directory volume can grow to whatever its export has free.
             cap.maximum_volume_size = cap.maximum_volume_size.max(st.avail);

@@ -316,12 +316,8 @@ impl SnapshotBackend for NfsBackend {
                 continue;
             }
             let files = names(&c, SNAP_RECORDS_DIR).map_err(|e| self.err("(list snapshots)", e))?;
-            keys.extend(
-                files
-                    .iter()
-                    .filter_map(|n| key_of_snap_record(n))
-                    .map(|k| (k.to_string(), i)),
-            );
+            let found = files.iter().filter_map(|n| key_of_snap_record(n));
+            keys.extend(found.map(|k| (k.to_string(), i)));
         }
         keys.retain(|(k, _)| after.is_none_or(|a| k.as_str() > a));
         keys.sort();
