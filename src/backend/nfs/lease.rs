@@ -110,7 +110,6 @@ impl Leases {
         }
     }
 
-    /// Whether this process holds `c`'s lease now.
     pub fn holds(&self, c: &NfsClient) -> bool {
         self.held(c).is_some_and(|h| h.within(Duration::ZERO))
     }

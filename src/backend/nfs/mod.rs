@@ -82,7 +82,6 @@ pub const CTX_SUBDIR: &str = "subDir";
 /// The NFS version the volume was made with (`3`, `4.1`); absent in volumes made before.
 pub const CTX_NFSVERS: &str = "nfsvers";
 
-/// Where the share registry lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryConfig {
     /// A file (standalone; `<state-dir>/nfs-shares.json` unless `--nfs-registry-file`).
@@ -95,7 +94,6 @@ pub enum RegistryConfig {
 pub struct NfsConfig {
     /// Deadline of every NFS call, kernel mount and unmount (`--nfs-timeout`).
     pub timeout: Duration,
-    /// Where the registered shares are kept.
     pub registry: RegistryConfig,
     /// Shares given on the command line (`--nfs-share server:/path`).
     pub shares: Vec<(String, String)>,
@@ -155,9 +153,8 @@ impl NfsBackend {
         Ok(backend)
     }
 
-    /// The client of one export that reads records and registries: `Want::Auto` (NFSv4.1
-    /// where the server serves the share so, else NFSv3). Its first making starts the share's
-    /// lease and recovery.
+    /// The share's `Want::Auto` client, which reads records; making it starts the share's lease
+    /// and recovery.
     fn client(&self, server: &str, share: &str) -> Result<Arc<NfsClient>> {
         let (c, new) = self.clients.get(server, share, Want::Auto)?;
         if new {
@@ -171,7 +168,6 @@ impl NfsBackend {
         Ok(c)
     }
 
-    /// The client of one export in the protocol `want` asks for.
     fn client_as(&self, server: &str, share: &str, want: Want) -> Result<Arc<NfsClient>> {
         if want == Want::Auto {
             return self.client(server, share);
@@ -190,7 +186,6 @@ impl NfsBackend {
         map_nfs_error(volume, self.cfg.timeout, e)
     }
 
-    /// The record of `key` on one share, if there is one.
     fn read_record(&self, volume: &str, c: &NfsClient, key: &str) -> Result<Option<VolumeRecord>> {
         let path = layout::record_path(key);
         let decode = |b: &[u8]| VolumeRecord::from_bytes(key, b);
@@ -275,9 +270,8 @@ impl NfsBackend {
     }
 }
 
-/// The clients of this process: one per (server, share, version wanted), kept for the
-/// process's lifetime so their pooled connections and sessions are reused across calls.
-/// Each client's calls have the deadline given first.
+/// One client per (server, share, version wanted), kept for the process's lifetime so their
+/// pooled connections and sessions are reused; their calls have the deadline given first.
 struct Clients(
     Duration,
     Mutex<HashMap<(String, String, Want), Arc<NfsClient>>>,

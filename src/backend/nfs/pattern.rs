@@ -57,7 +57,6 @@ impl Var {
         VARS[self as usize].1
     }
 
-    /// The CreateVolume parameter that carries the value.
     pub fn parameter(self) -> &'static str {
         VARS[self as usize].2
     }
@@ -102,7 +101,6 @@ pub struct Pattern {
 pub struct Values(pub [Option<String>; 3]);
 
 impl Values {
-    /// Takes the values from CreateVolume parameters.
     pub fn from_parameters(params: &BTreeMap<String, String>) -> Values {
         Values(VARS.map(|(_, _, param)| params.get(param).cloned()))
     }

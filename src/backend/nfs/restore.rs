@@ -25,7 +25,6 @@ use crate::snapshot::ContentSource;
 use crate::volume::{VolumeCondition, VolumeInfo};
 use std::sync::atomic::AtomicBool;
 
-/// A resolved content source.
 pub(super) struct Source {
     /// The id the CO named (recorded on the new volume for idempotency).
     pub id: String,

@@ -23,7 +23,6 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Each API call's deadline.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read-merge-write rounds before a run of conflicts is reported (the CO retries the RPC).
 const ATTEMPTS: usize = 8;

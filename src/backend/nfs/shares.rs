@@ -53,7 +53,6 @@ pub fn parse_share(s: &str) -> Result<(String, String), String> {
 pub trait ShareRegistry: Send + Sync {
     /// Names the store in messages ("ConfigMap ns/name", "file /path").
     fn describe(&self) -> String;
-    /// Every registered share.
     fn load(&self) -> Result<Vec<Share>>;
     /// Adds `share`, keeping every entry another writer added meanwhile; returns once stored.
     /// A different share registered under the same key is FailedPrecondition.

@@ -52,7 +52,6 @@ impl Work {
         Some(cancel)
     }
 
-    /// Whether a copy of snapshot `id` runs in this process.
     pub fn running(&self, id: &str) -> bool {
         matches!(self.jobs().get(id), Some(Job::Running { .. }))
     }
@@ -99,7 +98,6 @@ impl Work {
         !running(&mut jobs)
     }
 
-    /// Asks the copy of `id` to stop and waits until it has.
     pub fn cancel_and_wait(&self, id: &str) {
         if let Some(Job::Running { cancel, .. }) = self.jobs().get(id) {
             cancel.store(true, Ordering::Relaxed);
@@ -107,7 +105,6 @@ impl Work {
         self.wait(id, None);
     }
 
-    /// A snapshot being copied from volume `volume`, if any.
     pub fn copying_from(&self, volume: &str) -> Option<String> {
         self.jobs().iter().find_map(|(id, j)| match j {
             Job::Running { source, .. } if source == volume => Some(id.clone()),
