@@ -26,6 +26,7 @@ use crate::error::Result;
 use crate::nfs::{NfsClient, Version};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 impl NfsBackend {
     /// Contends for every known share's lease (making its client does); the holder recovers it.
@@ -54,10 +55,8 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
     let list = |dir| names(c, dir).map_err(|e| map_nfs_error("(recovery)", t, e));
     let (mut resumed, mut finished, mut removed) = (0, 0, 0);
     let mut live: HashSet<String> = HashSet::new();
-    for name in list(SNAP_RECORDS_DIR)? {
-        let Some(key) = key_of_snap_record(&name) else {
-            continue;
-        };
+    let records = list(SNAP_RECORDS_DIR)?;
+    for key in records.iter().filter_map(|n| key_of_snap_record(n)) {
         let Some(rec) = read_snap_record(c, key, t)? else {
             continue;
         };
@@ -109,12 +108,7 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
     Ok(())
 }
 
-fn recover_staging(
-    c: &NfsClient,
-    key: &str,
-    t: std::time::Duration,
-    of: ClientOf<'_>,
-) -> Result<()> {
+fn recover_staging(c: &NfsClient, key: &str, t: Duration, of: ClientOf<'_>) -> Result<()> {
     let vid = layout::volume_id(key);
     let err = |e| map_nfs_error(&vid, t, e);
     let staging = staging_path(key);
