@@ -10,11 +10,13 @@ use crate::backend::NodeBackend;
 use crate::error::{Error, Result};
 use crate::node::Target;
 use crate::os::mount::BindOptions;
+use crate::os::nfsmount::NfsMount;
 use crate::os::{mountinfo, nfscalls, nfsmount, statfs};
 use crate::volume::{
     CapacityRange, PublishRequest, StageRequest, VolumeCondition, VolumeId, VolumeStats,
 };
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -98,10 +100,9 @@ impl NfsBackend {
         root: &Path,
         loc: &Location,
         req: &PublishRequest,
-        read_only: bool,
     ) -> Result<()> {
         // The same option checks as a real mount, so tests exercise them.
-        let plan = plan(vid, loc, req, read_only, None)?;
+        let plan = plan(vid, loc, req, None)?;
         let source = root.join(&loc.subdir);
         let real = std::fs::canonicalize(&source)
             .map_err(|e| Error::not_found_because(vid, format!("{}: {e}", source.display())))?;
@@ -116,13 +117,7 @@ impl NfsBackend {
             .bind_dir(vid, &real, BindOptions { flags: plan.flags })
     }
 
-    fn kernel_mount(
-        &self,
-        vid: &str,
-        loc: &Location,
-        req: &PublishRequest,
-        read_only: bool,
-    ) -> Result<()> {
+    fn kernel_mount(&self, vid: &str, loc: &Location, req: &PublishRequest) -> Result<()> {
         if !nfsmount::kernel_has_nfs() {
             let why = "this node's kernel has no NFS client (no nfs in /proc/filesystems): load the nfs module or install the NFS client";
             return Err(Error::precondition(vid, why));
@@ -141,7 +136,7 @@ impl NfsBackend {
                 })
             },
         )?;
-        let plan = plan(vid, loc, req, read_only, Some(addr))?;
+        let plan = plan(vid, loc, req, Some(addr))?;
         tracing::info!(volume = %vid, source = %plan.source, fstype = plan.fstype, options = %plan.data, "mounting NFS");
         let (target, v) = (req.target.clone(), vid.to_string());
         let action = format!("mount {} for volume {vid}", plan.source);
@@ -158,17 +153,17 @@ impl NfsBackend {
 }
 
 /// The mount of `loc` that `req` asks for (InvalidArgument when its options are refused).
-fn plan(
-    vid: &str,
-    loc: &Location,
-    req: &PublishRequest,
-    read_only: bool,
-    addr: Option<std::net::IpAddr>,
-) -> Result<nfsmount::NfsMount> {
+fn plan(vid: &str, loc: &Location, req: &PublishRequest, addr: Option<IpAddr>) -> Result<NfsMount> {
+    let read_only = read_only(req);
     let (flags, vers) = (&req.capability.mount_flags, loc.nfs_vers.as_deref());
     let (server, share, sub) = (&loc.server, &loc.share, &loc.subdir);
     nfsmount::plan(server, share, sub, flags, read_only, addr, vers)
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))
+}
+
+/// Whether `req`'s mount is read-only: asked for, or an access mode that only reads.
+fn read_only(req: &PublishRequest) -> bool {
+    req.read_only || req.capability.mode.read_only()
 }
 
 /// The source of the mount at `path` (`None` when it cannot be read).
@@ -202,12 +197,11 @@ impl NodeBackend for NfsBackend {
 
     fn publish(&self, req: &PublishRequest) -> Result<()> {
         let vid = req.id.to_string();
-        let cap = &req.capability;
-        if let Some(why) = CAPS.refuse(BACKEND, cap) {
+        if let Some(why) = CAPS.refuse(BACKEND, &req.capability) {
             return Err(Error::invalid(format!("volume {vid}: {why}")));
         }
         let loc = location(&vid, &req.volume_context)?;
-        let read_only = req.read_only || cap.mode.read_only();
+        let read_only = read_only(req);
         let path = req.target.as_path();
         if req.target.is_mounted(&vid)? {
             if nfsmount::is_stale(path) {
@@ -226,8 +220,8 @@ impl NodeBackend for NfsBackend {
             }
         }
         match &self.cfg.test_export_root {
-            Some(root) => self.bind_from_export(&vid, root, &loc, req, read_only),
-            None => self.kernel_mount(&vid, &loc, req, read_only),
+            Some(root) => self.bind_from_export(&vid, root, &loc, req),
+            None => self.kernel_mount(&vid, &loc, req),
         }
     }
 
