@@ -151,11 +151,9 @@ impl NfsBackend {
             c.mkdir_all(STAGING_DIR, 0o700).map_err(err)?;
             c.mkdir(&staging, 0o700).map_err(err)?;
             let copy = c.mkdir_claim(&content, 0o700).map_err(err)?;
-            rec.staging_handle = Some(copy.ok_or_else(|| {
-                Error::Internal(format!(
-                    "volume {vid}: {content} existed after its parent was made"
-                ))
-            })?);
+            let why = || format!("volume {vid}: {content} existed after its parent was made");
+            let copy = copy.ok_or_else(|| Error::Internal(why()))?;
+            rec.staging_handle = Some(copy.clone());
             write_record(c, &rec, self.cfg.timeout)?;
             let cancel = AtomicBool::new(false);
             // A copy without a handle to check always finds its source, or fails.
@@ -170,8 +168,7 @@ impl NfsBackend {
             // The root is the new volume's: the class's mode (and owner, when it names one).
             c.setattr(&content, rec.root_attr()).map_err(err)?;
             crate::failpoint::hit("nfs-restore:before-rename");
-            let copy = rec.staging_handle.as_deref().expect("set above");
-            let renamed = c.rename_if(&content, copy, &rec.sub_dir, rec.dir_handle.as_deref());
+            let renamed = c.rename_if(&content, &copy, &rec.sub_dir, rec.dir_handle.as_deref());
             if renamed.map_err(err)? != Guarded::Done {
                 let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
                 return Err(Error::precondition(&vid, format!("{dir} on {server}:{share} changed while the content was copied (it is no longer the empty directory this restore made); left untouched")));
@@ -179,24 +176,21 @@ impl NfsBackend {
             crate::failpoint::hit("nfs-restore:before-ready");
             Ok(stats)
         })();
-        let stats = match made {
-            Ok(s) => s,
-            Err(e) => {
-                let undone = if rec.dir_handle.is_none() {
-                    // The subDir was not claimed (another's, or never reached): not ours to
-                    // touch; the staging copy and the record go.
-                    c.remove_tree(&staging)
-                        .map_err(|e| self.err(&vid, e))
-                        .and_then(|_| remove_record(c, &rec, self.cfg.timeout))
-                } else {
-                    super::rollback::undo_create(c, &rec, self.cfg.timeout)
-                };
-                if let Err(undo) = undone {
-                    tracing::warn!(volume = %vid, error = %undo, "rollback of a failed restore incomplete; recovery finishes it");
-                }
-                return Err(e);
+        if made.is_err() {
+            let undone = if rec.dir_handle.is_none() {
+                // The subDir was not claimed (another's, or never reached): not ours to touch;
+                // the staging copy and the record go.
+                c.remove_tree(&staging)
+                    .map_err(|e| self.err(&vid, e))
+                    .and_then(|_| remove_record(c, &rec, self.cfg.timeout))
+            } else {
+                super::rollback::undo_create(c, &rec, self.cfg.timeout)
+            };
+            if let Err(undo) = undone {
+                tracing::warn!(volume = %vid, error = %undo, "rollback of a failed restore incomplete; recovery finishes it");
             }
-        };
+        }
+        let stats = made?;
         rec.state = RecordState::Ready;
         rec.dir_handle = rec.staging_handle.take();
         rec.staging = None;
