@@ -48,12 +48,8 @@ pub(super) fn location(vid: &str, ctx: &BTreeMap<String, String>) -> Result<Loca
             "volume {vid}: {what} {v:?} in volume_context is not valid"
         ))
     };
-    let host_ok = server.len() <= 253
-        && !server.starts_with('-')
-        && server
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
-    if !host_ok {
+    let host_char = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+    if server.len() > 253 || server.starts_with('-') || !server.chars().all(host_char) {
         return Err(bad("server", server));
     }
     let clean = |p: &str| {
@@ -65,10 +61,8 @@ pub(super) fn location(vid: &str, ctx: &BTreeMap<String, String>) -> Result<Loca
     if !share_ok || share.len() > 1024 {
         return Err(bad("share", share));
     }
-    if !clean(subdir)
-        || subdir.len() > 4096
-        || subdir.split('/').next() == Some(super::layout::META_DIR)
-    {
+    let top = subdir.split('/').next();
+    if !clean(subdir) || subdir.len() > 4096 || top == Some(super::layout::META_DIR) {
         return Err(bad("subDir", subdir));
     }
     let nfs_vers = match ctx.get(CTX_NFSVERS).map(String::as_str) {

@@ -165,16 +165,13 @@ impl Pattern {
             if !rest.is_empty() {
                 pieces.push(Piece::Lit(rest.to_string()));
             }
-            match pieces.as_slice() {
-                [] => {
-                    return Err(invalid(
-                        "empty path component (leading, trailing or doubled '/')",
-                    ))
-                }
-                [Piece::Lit(l)] if l == "." || l == ".." => {
-                    return Err(invalid("'.' and '..' components are not allowed"))
-                }
-                _ => {}
+            if pieces.is_empty() {
+                return Err(invalid(
+                    "empty path component (leading, trailing or doubled '/')",
+                ));
+            }
+            if matches!(pieces.as_slice(), [Piece::Lit(l)] if l == "." || l == "..") {
+                return Err(invalid("'.' and '..' components are not allowed"));
             }
             // Literals never follow literals: two variables are adjacent or one literal apart.
             let unseparated = |w: &[Piece]| match w {
@@ -189,12 +186,11 @@ impl Pattern {
             }
             comps.push(pieces);
         }
-        if let Some([Piece::Lit(first)]) = comps.first().map(|c| c.as_slice()) {
-            if first == RESERVED_TOP {
-                return Err(invalid(
-                    "the top-level directory .ferrovol is reserved for volume records",
-                ));
-            }
+        let top = comps.first().map(Vec::as_slice);
+        if matches!(top, Some([Piece::Lit(first)]) if first == RESERVED_TOP) {
+            return Err(invalid(
+                "the top-level directory .ferrovol is reserved for volume records",
+            ));
         }
         let uses = |v: Var| comps.iter().flatten().any(|p| *p == Piece::Var(v));
         if !(uses(Var::PvName) || (uses(Var::PvcNamespace) && uses(Var::PvcName))) {
