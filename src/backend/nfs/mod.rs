@@ -295,10 +295,8 @@ impl Clients {
             version: want,
             ..ClientOptions::default()
         };
-        let c = Arc::new(
-            NfsClient::new(server, share, opts)
-                .map_err(|e| Error::invalid(format!("NFS export {server}:{share}: {e}")))?,
-        );
+        let invalid = |e| Error::invalid(format!("NFS export {server}:{share}: {e}"));
+        let c = Arc::new(NfsClient::new(server, share, opts).map_err(invalid)?);
         map.insert(key, c.clone());
         Ok((c, true))
     }

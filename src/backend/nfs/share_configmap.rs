@@ -205,14 +205,15 @@ impl ConfigMapRegistry {
     }
 
     fn object(&self, data: &BTreeMap<String, String>, resource_version: Option<&str>) -> ConfigMap {
+        let managed = (
+            "app.kubernetes.io/managed-by".to_string(),
+            "ferrovol".to_string(),
+        );
         ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "ferrovol".to_string(),
-                )])),
+                labels: Some(BTreeMap::from([managed])),
                 resource_version: resource_version.map(str::to_string),
                 ..ObjectMeta::default()
             },

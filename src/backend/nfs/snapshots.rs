@@ -93,8 +93,7 @@ pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecor
 /// The copy itself: clear what an earlier attempt left, copy, then the `Ready` record. On
 /// failure (not cancellation, whose caller deletes) the content and record are removed.
 fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool) -> Result<()> {
-    let sid = rec.id.clone();
-    let t = work.timeout;
+    let (sid, t) = (rec.id.clone(), work.timeout);
     let err = |e| map_nfs_error(&sid, t, e);
     let data = rec.data_path();
     let started = std::time::Instant::now();
@@ -124,15 +123,11 @@ fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool
             ms = started.elapsed().as_millis() as u64, "snapshot copied");
         Ok(())
     })();
-    if let Err(e) = &res {
-        if !cancel.load(Ordering::Relaxed) {
-            tracing::warn!(snapshot = %sid, error = %e, "snapshot copy failed: its content and record are removed");
-            if let Err(undo) = c
-                .remove_tree(&data)
-                .and_then(|_| c.remove_file(&snap_record_path(&rec.key())))
-            {
-                tracing::warn!(snapshot = %sid, error = %undo, "cleanup of a failed snapshot incomplete; recovery at the next start finishes it");
-            }
+    if let (Err(e), false) = (&res, cancel.load(Ordering::Relaxed)) {
+        tracing::warn!(snapshot = %sid, error = %e, "snapshot copy failed: its content and record are removed");
+        let record = snap_record_path(&rec.key());
+        if let Err(undo) = c.remove_tree(&data).and_then(|_| c.remove_file(&record)) {
+            tracing::warn!(snapshot = %sid, error = %undo, "cleanup of a failed snapshot incomplete; recovery at the next start finishes it");
         }
     }
     res
