@@ -145,7 +145,10 @@ fn contend(
     // The other holder's record as last seen changing, and when.
     let mut seen: Option<(LeaseRecord, Instant)> = None;
     let mut holding = false;
-    let expired = |seen: &Option<(LeaseRecord, Instant)>, r: &LeaseRecord| matches!(seen, Some((s, at)) if s == r && at.elapsed() >= TTL);
+    let expired = |seen: &Option<(LeaseRecord, Instant)>, r: &LeaseRecord| {
+        seen.as_ref()
+            .is_some_and(|(s, at)| s == r && at.elapsed() >= TTL)
+    };
     loop {
         let began = Instant::now();
         let acquired = match read(c) {
