@@ -58,13 +58,11 @@ impl NfsBackend {
         let on_delete = on_delete(&vid, &req.on_delete)?;
         // The checks a PersistentVolume's volume context gets at publish: a plain host, a clean
         // absolute share, a clean relative subDir outside `.ferrovol`.
+        let sub_dir = req.sub_dir.trim_end_matches('/').to_string();
         let ctx = BTreeMap::from([
             (CTX_SERVER.to_string(), req.server.clone()),
             (CTX_SHARE.to_string(), req.share.clone()),
-            (
-                CTX_SUBDIR.to_string(),
-                req.sub_dir.trim_end_matches('/').to_string(),
-            ),
+            (CTX_SUBDIR.to_string(), sub_dir),
         ]);
         let loc = super::node::location(&vid, &ctx)?;
         let sub_dir = loc.subdir.clone();

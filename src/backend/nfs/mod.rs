@@ -65,7 +65,7 @@ use crate::backend::adopt::{Adopt, AdoptBackend};
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};
 use crate::error::{Error, Result};
 use crate::nfs::{ClientOptions, NfsClient, NfsError, NfsStatus, Version, Want};
-use layout::{RecordState, VolumeRecord};
+use layout::{RecordState, VolumeRecord, RECORDS_DIR};
 use shares::Shares;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -351,10 +351,8 @@ fn in_meta_dir<T>(
 
 fn write_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
     let (path, bytes) = (layout::record_path(rec.key()), layout::to_bytes(rec));
-    in_meta_dir(c, layout::RECORDS_DIR, || {
-        c.write_file_atomic(&path, &bytes)
-    })
-    .map_err(|e| map_nfs_error(&rec.id, timeout, e))
+    in_meta_dir(c, RECORDS_DIR, || c.write_file_atomic(&path, &bytes))
+        .map_err(|e| map_nfs_error(&rec.id, timeout, e))
 }
 
 fn remove_record(c: &NfsClient, rec: &VolumeRecord, timeout: Duration) -> Result<()> {
