@@ -88,15 +88,12 @@ impl Leases {
     /// Starts contending for `c`'s lease (once per share); `on_acquired` runs on a thread of its
     /// own each time this process comes to hold it (recovery).
     pub fn watch(&self, c: Arc<NfsClient>, on_acquired: impl Fn() + Send + Sync + 'static) {
-        let held = match self
-            .shares
-            .lock()
-            .expect("leases poisoned")
-            .entry(share_of(&c))
-        {
+        let mut shares = self.shares.lock().expect("leases poisoned");
+        let held = match shares.entry(share_of(&c)) {
             Entry::Occupied(_) => return,
             Entry::Vacant(v) => v.insert(Arc::default()).clone(),
         };
+        drop(shares);
         let me = LeaseRecord {
             holder: self.holder.clone(),
             instance: self.instance.clone(),
