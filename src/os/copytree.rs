@@ -233,8 +233,7 @@ impl Walk {
             Err(e) => return Err(e),
         };
         let st = fstat(held.as_raw_fd())?;
-        #[cfg(test)]
-        tests::before_open(s, name);
+        before_open(s, name);
         let made = match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => return self.dir(&held, d, name, st),
             libc::S_IFREG => self.file(&held, d, name, &st),
@@ -408,6 +407,13 @@ impl FsSync {
             .map_err(|e| io::Error::new(e.kind(), format!("syncfs: {e}")))
     }
 }
+
+/// Test hook between holding an entry and acting on it (a no-op outside the tests).
+#[cfg(not(test))]
+fn before_open(_: RawFd, _: &CStr) {}
+
+#[cfg(test)]
+use tests::before_open;
 
 #[cfg(test)]
 #[path = "copytree_tests.rs"]
