@@ -11,9 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Issues a btrfs ioctl whose argument is a `T` of the size the request encodes.
-fn btrfs_ioctl<T>(f: &File, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
-    // SAFETY: callers pass a pointer to a live T matching `req`'s encoded size.
-    unsafe { super::sys::ioctl(f, req, arg as libc::c_ulong) }.map(|_| ())
+fn btrfs_ioctl<T>(f: &File, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    // SAFETY: callers pass a T matching `req`'s encoded size.
+    unsafe { super::sys::ioctl_ptr(f, req, arg) }.map(drop)
 }
 
 // _IOW(0x94, 14, btrfs_ioctl_vol_args[4096])
@@ -80,7 +80,7 @@ impl BtrfsQgroups {
         }
         let f = File::open(base)?;
         let mut info = [0u8; 1024];
-        btrfs_ioctl(&f, BTRFS_IOC_FS_INFO, info.as_mut_ptr())?;
+        btrfs_ioctl(&f, BTRFS_IOC_FS_INFO, &mut info)?;
         let uuid = uuid_text(&info[16..32]);
         let sysfs = Path::new("/sys/fs/btrfs").join(uuid).join("qgroups");
         Ok(sysfs.is_dir().then_some(BtrfsQgroups { sysfs }))

@@ -1,6 +1,6 @@
 //! Loop devices over the sparse image files of block volumes, driven by the loop ioctls.
 
-use super::sys::ioctl;
+use super::sys::{ioctl, ioctl_ptr};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -68,14 +68,8 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
         if read_only {
             config.info.lo_flags = LO_FLAGS_READ_ONLY;
         }
-        // SAFETY: LOOP_CONFIGURE reads a LoopConfig, which lives until the call returns.
-        match unsafe {
-            ioctl(
-                &dev,
-                LOOP_CONFIGURE,
-                &config as *const LoopConfig as libc::c_ulong,
-            )
-        } {
+        // SAFETY: LOOP_CONFIGURE reads a LoopConfig.
+        match unsafe { ioctl_ptr(&dev, LOOP_CONFIGURE, &mut config) } {
             Ok(_) => return Ok(device),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
             Err(e) => return Err(e),
@@ -134,15 +128,8 @@ pub fn backing_of(dev: &fs::File) -> io::Result<Option<(u64, u64)>> {
     }
     // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays).
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-    // SAFETY: LOOP_GET_STATUS64 writes one LoopInfo64 through the pointer, which lives
-    // across the call.
-    match unsafe {
-        ioctl(
-            dev,
-            LOOP_GET_STATUS64,
-            &mut info as *mut LoopInfo64 as libc::c_ulong,
-        )
-    } {
+    // SAFETY: LOOP_GET_STATUS64 writes one LoopInfo64 through the pointer.
+    match unsafe { ioctl_ptr(dev, LOOP_GET_STATUS64, &mut info) } {
         Ok(_) => Ok(Some((info.lo_device, info.lo_inode))),
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
         Err(e) => Err(e),

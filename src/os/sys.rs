@@ -26,3 +26,16 @@ pub unsafe fn ioctl(
     // SAFETY: the caller upholds the argument contract above.
     check(unsafe { libc::ioctl(file.as_raw_fd(), req as _, arg) })
 }
+
+/// Issues `req` on `file` with a pointer to `arg`.
+///
+/// # Safety
+/// `req` must read or write at most a `T`, laid out as the request encodes, through it.
+pub unsafe fn ioctl_ptr<T>(
+    file: &File,
+    req: libc::c_ulong,
+    arg: &mut T,
+) -> io::Result<libc::c_int> {
+    // SAFETY: `arg` is live across the call; the caller vouches for its layout.
+    unsafe { ioctl(file, req, arg as *mut T as libc::c_ulong) }
+}
