@@ -71,17 +71,11 @@ unsafe impl Send for Stream {}
 
 impl Stream {
     fn new(fd: OwnedFd) -> io::Result<Self> {
-        let raw = fd.into_raw_fd();
-        // SAFETY: fdopendir takes over a valid descriptor; on failure we still own it.
-        match NonNull::new(unsafe { libc::fdopendir(raw) }) {
-            Some(d) => Ok(Stream(d)),
-            None => {
-                let e = io::Error::last_os_error();
-                // SAFETY: raw is ours and open.
-                unsafe { libc::close(raw) };
-                Err(e)
-            }
-        }
+        // SAFETY: a valid descriptor, which the DIR owns on success only.
+        let dir = NonNull::new(unsafe { libc::fdopendir(fd.as_raw_fd()) });
+        let dir = dir.ok_or_else(io::Error::last_os_error)?;
+        let _owned_by_dir = fd.into_raw_fd();
+        Ok(Stream(dir))
     }
 
     fn fd(&self) -> RawFd {
