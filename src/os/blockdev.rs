@@ -1,7 +1,7 @@
 //! Whole-device ioctls the device backend needs: discard, and the kernel's read-only flag.
 
 use super::fsutil::at;
-use super::sys::ioctl_ptr;
+use super::sys::{ioctl_ptr, none_on};
 use std::fs::File;
 use std::io;
 use std::path::Path;
@@ -17,13 +17,9 @@ const BLKGETSIZE64: libc::c_ulong = 0x8008_1272; // _IOR(0x12, 114, size_t)
 pub fn discard_all(f: &File, dev: &Path) -> io::Result<bool> {
     let mut range: [u64; 2] = [0, size_of(f, dev)?];
     // SAFETY: BLKDISCARD reads two u64 (start, length) through the pointer.
-    match unsafe { ioctl_ptr(f, BLKDISCARD, &mut range) } {
-        Ok(_) => Ok(true),
-        Err(e) => match e.raw_os_error() {
-            Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL) => Ok(false),
-            _ => Err(at("discard ", dev)(e)),
-        },
-    }
+    let done = unsafe { ioctl_ptr(f, BLKDISCARD, &mut range) };
+    let done = none_on(done, &[libc::EOPNOTSUPP, libc::ENOTTY, libc::EINVAL]);
+    Ok(done.map_err(at("discard ", dev))?.is_some())
 }
 
 /// The size in bytes of the block device open as `f`, as the kernel sees it now.

@@ -13,7 +13,7 @@
 
 use super::dirwalk::{fstat, open_at, open_dir_at, Cursor};
 pub use super::filecopy::{clone_or_copy_file, reflink_supported, Mode};
-use super::sys::check;
+use super::sys::{check, none_on};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
@@ -46,9 +46,8 @@ fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
     let mut names = vec![0u8; 4096];
     // SAFETY (both calls): the buffer is valid for its length.
     let list = |b: &mut [u8]| unsafe { libc::flistxattr(src, b.as_mut_ptr().cast(), b.len()) };
-    let n = match fill(&mut names, list) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
-        r => r?,
+    let Some(n) = none_on(fill(&mut names, list), &[libc::ENOTSUP])? else {
+        return Ok(());
     };
     let mut value = vec![0u8; 4096];
     for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
@@ -214,10 +213,8 @@ impl Walk {
         let s = self.src.fd().expect("a directory being read is open");
         let d = self.dst.fd().expect("the copy's directories stay ours");
         // What is there now, held: nothing below can be swapped for something else.
-        let held = match open_at(s, name, libc::O_PATH, 0) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Next::Done),
-            Err(e) => return Err(e),
+        let Some(held) = none_on(open_at(s, name, libc::O_PATH, 0), &[libc::ENOENT])? else {
+            return Ok(Next::Done);
         };
         let st = fstat(held.as_raw_fd())?;
         before_open(s, name);

@@ -12,7 +12,7 @@
 //! Memory is one small record per level (name, identity, position), never the whole path or
 //! the whole listing; the thread stack does not grow with the depth.
 
-use super::sys::check;
+use super::sys::{check, none_on};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -268,10 +268,9 @@ impl Cursor {
         let mut cur: Option<OwnedFd> = None;
         for i in from + 1..=idx {
             let at = cur.as_ref().map_or(start, |f| f.as_raw_fd());
-            let found = match open_dir_at(at, &self.levels[i].name) {
-                Ok(fd) => (id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id).then_some(fd),
-                Err(e) if is_gone(&e) => None,
-                Err(e) => return Err(e),
+            let found = match none_on(open_dir_at(at, &self.levels[i].name), GONE)? {
+                Some(fd) => (id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id).then_some(fd),
+                None => None,
             };
             match found {
                 Some(fd) => cur = Some(fd),
@@ -313,12 +312,7 @@ impl Cursor {
 
 /// Errors that mean an entry is no longer there as it was listed: removed, renamed, or
 /// replaced by something of another type. The walks treat them as a change by someone else.
-pub(crate) fn is_gone(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-    )
-}
+pub(crate) const GONE: &[i32] = &[libc::ENOENT, libc::ENOTDIR, libc::ELOOP];
 
 #[cfg(test)]
 #[path = "dirwalk_tests.rs"]

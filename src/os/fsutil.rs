@@ -1,5 +1,6 @@
 //! Durable writes, the ownership marker and a removal that refuses to cross mount points.
 
+use super::sys::none_on;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -97,12 +98,8 @@ pub fn uuid_text(b: &[u8]) -> String {
 /// mount never takes other data with it. Nested btrfs subvolumes (a different st_dev, but no
 /// mount) are part of the tree and go too. Trees of any depth (`rmtree`).
 pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
-    if let Err(e) = fs::symlink_metadata(path) {
-        return if e.kind() == io::ErrorKind::NotFound {
-            Ok(())
-        } else {
-            Err(e)
-        };
+    if none_on(fs::symlink_metadata(path), &[libc::ENOENT])?.is_none() {
+        return Ok(());
     }
     if let Some(m) = super::mountinfo::first_mount_below(path)? {
         return Err(io::Error::new(
@@ -137,18 +134,14 @@ pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
     let mut cur = Cursor::new(File::open(path)?.into())?;
     while let Some(name) = cur.next_below()? {
         let dir = cur.fd().expect("a directory being read is open");
-        let st = match dirwalk::lstat_at(dir, &name) {
-            Ok(st) => st,
-            Err(e) if dirwalk::is_gone(&e) => continue,
-            Err(e) => return Err(e),
+        let Some(st) = none_on(dirwalk::lstat_at(dir, &name), dirwalk::GONE)? else {
+            continue;
         };
         bytes += st.st_blocks as u64 * 512;
         inodes += 1;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            match dirwalk::open_dir_at(dir, &name) {
-                Ok(fd) => cur.push(&name, fd)?,
-                Err(e) if dirwalk::is_gone(&e) => {}
-                Err(e) => return Err(e),
+            if let Some(fd) = none_on(dirwalk::open_dir_at(dir, &name), dirwalk::GONE)? {
+                cur.push(&name, fd)?;
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Loop devices over the sparse image files of block volumes, driven by the loop ioctls.
 
-use super::sys::{ioctl, ioctl_ptr};
+use super::sys::{ioctl, ioctl_ptr, none_on};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -69,10 +69,9 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
             config.info.lo_flags = LO_FLAGS_READ_ONLY;
         }
         // SAFETY: LOOP_CONFIGURE reads a LoopConfig.
-        match unsafe { ioctl_ptr(&dev, LOOP_CONFIGURE, &mut config) } {
-            Ok(_) => return Ok(device),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
-            Err(e) => return Err(e),
+        let configured = unsafe { ioctl_ptr(&dev, LOOP_CONFIGURE, &mut config) };
+        if none_on(configured, &[libc::EBUSY])?.is_some() {
+            return Ok(device);
         }
     }
     Err(io::Error::other("no free loop device after 16 attempts"))
@@ -129,22 +128,15 @@ pub fn backing_of(dev: &fs::File) -> io::Result<Option<(u64, u64)>> {
     // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays).
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
     // SAFETY: LOOP_GET_STATUS64 writes one LoopInfo64 through the pointer.
-    match unsafe { ioctl_ptr(dev, LOOP_GET_STATUS64, &mut info) } {
-        Ok(_) => Ok(Some((info.lo_device, info.lo_inode))),
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-        Err(e) => Err(e),
-    }
+    let got = unsafe { ioctl_ptr(dev, LOOP_GET_STATUS64, &mut info) };
+    Ok(none_on(got, &[libc::ENXIO])?.map(|_| (info.lo_device, info.lo_inode)))
 }
 
 /// Detaches `device`; succeeds when it is already free.
 pub fn detach(device: &Path) -> io::Result<()> {
     let dev = OpenOptions::new().read(true).open(device)?;
     // SAFETY: LOOP_CLR_FD takes no argument.
-    match unsafe { ioctl(&dev, LOOP_CLR_FD, 0) } {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
-        Err(e) => Err(e),
-    }
+    none_on(unsafe { ioctl(&dev, LOOP_CLR_FD, 0) }, &[libc::ENXIO]).map(drop)
 }
 
 /// Makes the device pick up a grown backing file.

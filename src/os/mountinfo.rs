@@ -1,6 +1,7 @@
 //! The kernel's mount table (/proc/self/mountinfo), parsed.
 
 use super::fsutil::cpath;
+use super::sys::none_on;
 use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
 use rustix::io::Errno;
 use rustix::path::Arg;
@@ -59,10 +60,9 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
         Some(true) => return Ok(Some(dir.to_path_buf())),
         Some(false) => {}
     }
-    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &cpath(dir)?) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e),
+    let root = dirwalk::open_dir_at(libc::AT_FDCWD, &cpath(dir)?);
+    let Some(root) = none_on(root, &[libc::ENOENT])? else {
+        return Ok(None);
     };
     let mut cur = Cursor::new(root)?;
     while let Some(name) = cur.next_below()? {
@@ -78,10 +78,8 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
             }));
             return Ok(Some(found));
         }
-        match dirwalk::open_dir_at(at, &name) {
-            Ok(fd) => cur.push(&name, fd)?,
-            Err(e) if dirwalk::is_gone(&e) => {}
-            Err(e) => return Err(e),
+        if let Some(fd) = none_on(dirwalk::open_dir_at(at, &name), dirwalk::GONE)? {
+            cur.push(&name, fd)?;
         }
     }
     Ok(None)

@@ -13,6 +13,15 @@ pub(crate) fn check<T: Default + PartialOrd>(rc: T) -> io::Result<T> {
     }
 }
 
+/// `r`'s value, or None when it failed with one of `errnos` (an outcome the caller expects).
+pub(crate) fn none_on<T>(r: io::Result<T>, errnos: &[i32]) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error().is_some_and(|n| errnos.contains(&n)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Issues `req` on `file` with `arg` (an integer, or a pointer cast to one).
 ///
 /// # Safety
