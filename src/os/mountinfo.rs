@@ -154,22 +154,16 @@ fn parse_line(line: &str) -> Option<MountEntry> {
 
 /// Undoes the kernel's octal escaping of space, tab, newline and backslash.
 fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
-                .ok()
-                .and_then(|oct| u8::from_str_radix(oct, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let octal = |o: &[u8]| u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok();
+        let (byte, next) = match tail.get(..3).filter(|_| b == b'\\').and_then(octal) {
+            Some(v) => (v, &tail[3..]),
+            None => (b, tail),
+        };
+        out.push(byte);
+        rest = next;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
