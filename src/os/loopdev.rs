@@ -1,6 +1,7 @@
 //! Loop devices over the sparse image files of block volumes, driven by the loop ioctls.
 
 use super::sys::{ioctl, ioctl_ptr, none_on};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -81,13 +82,8 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
 fn ensure_node(n: u64) -> io::Result<PathBuf> {
     let device = PathBuf::from(format!("/dev/loop{n}"));
     if !device.exists() {
-        nix::sys::stat::mknod(
-            &device,
-            nix::sys::stat::SFlag::S_IFBLK,
-            nix::sys::stat::Mode::from_bits_truncate(0o660),
-            nix::sys::stat::makedev(LOOP_MAJOR, n),
-        )
-        .map_err(io::Error::from)?;
+        let mode = Mode::from_bits_truncate(0o660);
+        mknod(&device, SFlag::S_IFBLK, mode, makedev(LOOP_MAJOR, n)).map_err(io::Error::from)?;
     }
     Ok(device)
 }

@@ -129,8 +129,7 @@ pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
         let st = dirwalk::lstat_at(at, &name)?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
-                let fd = dirwalk::open_dir_at(at, &name)?;
-                let f = File::from(fd);
+                let f = File::from(dirwalk::open_dir_at(at, &name)?);
                 set_project(&f, id, true)?;
                 cur.push(&name, f.into())?;
             }
