@@ -3,11 +3,9 @@
 //! A staging or target path from a CSI request must lie under one of the operator's publish
 //! roots (`--publish-root`, default the kubelet directory). The check is lexical
 //! ([`PublishRoots::locate`]); the path is then opened relative to the root without following
-//! any symlink ([`open_beneath`], [`mkdir_beneath`], [`create_file_beneath`]), and the mount
-//! goes onto the descriptor ([`bind_mount_onto`], [`fs_mount_onto`]), so a component swapped
-//! for a symlink at any moment cannot move the mount out of the root. A bind whose source is
-//! itself a path from a request (a staging path) opens that source beneath its root the same
-//! way ([`bind_fd_mount_onto`]).
+//! any symlink, and the mount goes onto the descriptor (`mountfd`), so a component swapped for a
+//! symlink at any moment cannot move the mount out of the root. A bind source that is itself a
+//! path from a request (a staging path) is opened beneath its root the same way.
 //!
 //! Mount points are crossed (no RESOLVE_NO_XDEV): kubelet's pod directories often sit on other
 //! file systems than the root, and a published target is itself a mount point.

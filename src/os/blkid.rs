@@ -238,8 +238,7 @@ pub fn wipe_at(dev: &File, path: &Path, offsets: &[u64]) -> io::Result<Vec<Signa
     wipe_matching(dev, path, |s| offsets.contains(&s.offset))
 }
 
-/// Erases every signature (like `wipefs -a`) on the device open as `dev`; returns what it
-/// erased.
+/// Erases every signature (like `wipefs -a`) on the device open as `dev`, as [`wipe_at`].
 pub fn wipe_all(dev: &File, path: &Path) -> io::Result<Vec<Signature>> {
     let mut erased = Vec::new();
     // Erasing one table can uncover another (a GPT's backup header, a PMBR): probe again

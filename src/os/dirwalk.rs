@@ -56,7 +56,6 @@ pub(crate) fn open_dir_at(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
     open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
-/// A directory's identity.
 pub(crate) type Id = (libc::dev_t, libc::ino_t);
 
 pub(crate) fn id_of(st: &libc::stat) -> Id {

@@ -1,4 +1,4 @@
-//! Durable writes, the ownership marker and a removal that refuses to cross mount points.
+//! Durable writes, random tokens, and a removal that refuses to cross mount points.
 
 use super::sys::none_on;
 use std::fs::{self, File, OpenOptions};
