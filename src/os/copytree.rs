@@ -195,18 +195,12 @@ impl Walk {
         self.src
             .pop()
             .map_err(|e| self.fail(None, "return from", e))?;
-        if !self
+        let moved = || io::Error::other("the copy's directory was moved during the copy");
+        let back = self
             .dst
             .pop()
-            .map_err(|e| self.fail(None, "return from the copy of", e))?
-        {
-            return Err(self.fail(
-                None,
-                "return from the copy of",
-                io::Error::other("the copy's directory was moved during the copy"),
-            ));
-        }
-        Ok(())
+            .and_then(|found| found.then_some(()).ok_or_else(moved));
+        back.map_err(|e| self.fail(None, "return from the copy of", e))
     }
 
     fn entry(&mut self, name: &CStr) -> io::Result<Next> {

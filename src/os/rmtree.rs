@@ -39,11 +39,8 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
             }
             let name = cur.name().to_owned();
             if !cur.pop().map_err(|e| fail(&cur, None, e))? {
-                return Err(fail(
-                    &cur,
-                    Some(&name),
-                    io::Error::other("the tree was moved while it was removed"),
-                ));
+                let moved = io::Error::other("the tree was moved while it was removed");
+                return Err(fail(&cur, Some(&name), moved));
             }
             let dir = cur.fd().expect("a level found again is open");
             unlink_at(dir, &name, libc::AT_REMOVEDIR).map_err(|e| fail(&cur, Some(&name), e))?;
@@ -61,14 +58,9 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
             continue;
         };
         if is_mount_root(child.as_fd()).unwrap_or(false) {
-            return Err(fail(
-                &cur,
-                Some(&name),
-                io::Error::new(
-                    io::ErrorKind::CrossesDevices,
-                    "a mount point: refusing to remove what is mounted there",
-                ),
-            ));
+            let why = "a mount point: refusing to remove what is mounted there";
+            let e = io::Error::new(io::ErrorKind::CrossesDevices, why);
+            return Err(fail(&cur, Some(&name), e));
         }
         cur.push(&name, child)
             .map_err(|e| fail(&cur, Some(&name), e))?;
