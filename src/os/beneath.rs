@@ -188,17 +188,18 @@ fn walk(dir: BorrowedFd, comps: &[&OsStr], flags: OFlag) -> Result<OwnedFd, Errn
         cur = Some(step_dir(at, c)?);
     }
     let at = cur.as_ref().map_or(dir, |f| f.as_fd());
-    let fd = fcntl::openat(
-        at,
-        *last,
-        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // O_PATH|O_NOFOLLOW opens a symlink itself instead of failing.
-    if stat::fstat(&fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK {
-        return Err(Errno::ELOOP);
+    open_last(at, last, flags).map(|(fd, _)| fd)
+}
+
+/// Opens `name` in `at` with O_NOFOLLOW, with its file type. A symlink is ELOOP:
+/// O_PATH|O_NOFOLLOW opens a symlink itself instead of failing.
+fn open_last(at: BorrowedFd, name: &OsStr, flags: OFlag) -> Result<(OwnedFd, libc::mode_t), Errno> {
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = fcntl::openat(at, name, flags, Mode::empty())?;
+    match stat::fstat(&fd)?.st_mode & libc::S_IFMT {
+        libc::S_IFLNK => Err(Errno::ELOOP),
+        kind => Ok((fd, kind)),
     }
-    Ok(fd)
 }
 
 /// Opens the directory `name` in `at` without following a symlink.
@@ -257,16 +258,8 @@ pub fn create_file_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<Own
         Ok(_) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(fail(e)),
     }
-    let fd = fcntl::openat(
-        &parent,
-        *name,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail)?;
-    match stat::fstat(&fd).map_err(fail)?.st_mode & libc::S_IFMT {
-        libc::S_IFREG | libc::S_IFBLK => Ok(fd),
-        libc::S_IFLNK => Err(fail(Errno::ELOOP)),
+    match open_last(parent.as_fd(), name, OFlag::O_PATH).map_err(fail)? {
+        (fd, libc::S_IFREG | libc::S_IFBLK) => Ok(fd),
         _ => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!(
