@@ -266,12 +266,10 @@ impl Walk {
         if st.st_nlink > 1 {
             if let Some((first, to_come)) = self.links.get_mut(&key) {
                 *to_come = to_come.saturating_sub(1);
-                let done = *to_come == 0;
-                let first = if done {
-                    self.links.remove(&key).expect("just found").0
-                } else {
-                    first.clone()
-                };
+                let (first, done) = (first.clone(), *to_come == 0);
+                if done {
+                    self.links.remove(&key);
+                }
                 self.link_to(&first, d, name)?;
                 self.stats.hard_links += 1;
                 return Ok(());
@@ -285,9 +283,8 @@ impl Walk {
             .open(format!("/proc/self/fd/{}", held.as_raw_fd()))?;
         let now = fstat(src.as_raw_fd())?;
         if (now.st_dev, now.st_ino) != key || now.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(io::Error::other(
-                "the file changed identity while it was opened",
-            ));
+            let why = "the file changed identity while it was opened";
+            return Err(io::Error::other(why));
         }
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
         let dst = File::from(open_at(d, name, flags, 0o600)?);
