@@ -118,12 +118,9 @@ fn components(rel: &Path) -> io::Result<Vec<&OsStr>> {
 }
 
 fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| context(root, Path::new(""), "opening publish root", e))
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    fcntl::open(root, flags, Mode::empty())
+        .map_err(|e| context(root, Path::new(""), "opening publish root", e))
 }
 
 /// An io::Error naming `root/rel` and explaining the errnos path confinement produces.
@@ -204,12 +201,8 @@ fn open_last(at: BorrowedFd, name: &OsStr, flags: OFlag) -> Result<(OwnedFd, lib
 
 /// Opens the directory `name` in `at` without following a symlink.
 fn step_dir(at: BorrowedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
-    fcntl::openat(
-        at,
-        name,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    fcntl::openat(at, name, flags, Mode::empty())
 }
 
 /// Creates the directories of `root/rel` that are missing, one at a time through directory
@@ -249,12 +242,8 @@ pub fn create_file_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<Own
     let parent = mkdir_at(open_root(root)?, parents, 0o750).map_err(fail)?;
     // O_CREAT|O_EXCL never follows a symlink and never opens an existing file (a fifo there
     // would block an O_RDONLY open).
-    match fcntl::openat(
-        &parent,
-        *name,
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(mode),
-    ) {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    match fcntl::openat(&parent, *name, flags, Mode::from_bits_truncate(mode)) {
         Ok(_) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(fail(e)),
     }

@@ -280,11 +280,8 @@ fn wipe_matching(
 /// is closed at once.
 pub fn can_open_exclusive(path: &Path) -> io::Result<bool> {
     use rustix::fs::{Mode, OFlags};
-    match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let flags = OFlags::RDONLY | OFlags::EXCL | OFlags::CLOEXEC;
+    match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(_fd) => Ok(true),
         Err(rustix::io::Errno::BUSY) => Ok(false),
         Err(e) => Err(e.into()),

@@ -49,13 +49,8 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// durable. EXDEV when the two lie on different filesystems (or btrfs subvolumes): nothing is
 /// copied.
 pub fn rename_noreplace_durable(from: &Path, to: &Path) -> io::Result<()> {
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        from,
-        rustix::fs::CWD,
-        to,
-        rustix::fs::RenameFlags::NOREPLACE,
-    )?;
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)?;
     for dir in [to.parent(), from.parent()].into_iter().flatten() {
         fsync_dir(dir)?;
     }

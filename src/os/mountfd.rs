@@ -238,13 +238,7 @@ pub(crate) fn fs_mount_with(
         )
     })?;
     let dst = proc_fd(target.as_raw_fd());
-    Ok(rmount::mount(
-        source,
-        &dst,
-        fstype,
-        ms(flags),
-        opts.as_c_str(),
-    )?)
+    rmount::mount(source, &dst, fstype, ms(flags), opts.as_c_str()).map_err(Into::into)
 }
 
 fn fs_mount_new(
