@@ -134,10 +134,8 @@ fn context(root: &Path, rel: &Path, what: &str, e: Errno) -> io::Error {
         Errno::ENOTDIR => "a component is not a directory (or is a symbolic link)".to_string(),
         e => e.desc().to_string(),
     };
-    io::Error::new(
-        io::Error::from(e).kind(),
-        format!("{what} {}: {why}", path.display()),
-    )
+    let kind = io::Error::from(e).kind();
+    io::Error::new(kind, format!("{what} {}: {why}", path.display()))
 }
 
 const CONFINED: ResolveFlag = ResolveFlag::RESOLVE_BENEATH
@@ -233,10 +231,8 @@ fn mkdir_at(dir: OwnedFd, comps: &[&OsStr], mode: u32) -> Result<OwnedFd, Errno>
 pub fn create_file_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
     let comps = components(rel)?;
     let Some((name, parents)) = comps.split_last() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: a file needs a name below the root", root.display()),
-        ));
+        let why = format!("{}: a file needs a name below the root", root.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     };
     let fail = |e| context(root, rel, "creating file", e);
     let parent = mkdir_at(open_root(root)?, parents, 0o750).map_err(fail)?;
@@ -249,13 +245,11 @@ pub fn create_file_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<Own
     }
     match open_last(parent.as_fd(), name, OFlag::O_PATH).map_err(fail)? {
         (fd, libc::S_IFREG | libc::S_IFBLK) => Ok(fd),
-        _ => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "creating file {}: something other than a file is there",
-                root.join(rel).display()
-            ),
-        )),
+        _ => {
+            let why = "something other than a file is there";
+            let msg = format!("creating file {}: {why}", root.join(rel).display());
+            Err(io::Error::new(io::ErrorKind::AlreadyExists, msg))
+        }
     }
 }
 
@@ -266,10 +260,8 @@ pub fn create_file_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<Own
 pub fn unmount_beneath(root: &Path, rel: &Path) -> io::Result<bool> {
     let comps = components(rel)?;
     let Some((name, parents)) = comps.split_last() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing to unmount the publish root {}", root.display()),
-        ));
+        let why = format!("refusing to unmount the publish root {}", root.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     };
     let dir = open_root(root)?;
     let parent = match open_at_beneath(dir.as_fd(), parents, OFlag::O_PATH | OFlag::O_DIRECTORY) {

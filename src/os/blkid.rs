@@ -106,11 +106,9 @@ impl Probe {
     fn open(path: &Path, file: File) -> io::Result<Probe> {
         // SAFETY: plain constructor; null on allocation failure.
         let pr = unsafe { blkid_new_probe() };
+        let dev = path.display();
         if pr.is_null() {
-            return Err(failed(format!(
-                "cannot allocate a probe for {}",
-                path.display()
-            )));
+            return Err(failed(format!("cannot allocate a probe for {dev}")));
         }
         let probe = Probe { pr, _file: file };
         let fd = probe._file.as_raw_fd();
@@ -123,10 +121,7 @@ impl Probe {
                 && blkid_probe_set_partitions_flags(pr, PARTS_MAGIC) == 0
         };
         if !ok {
-            return Err(failed(format!(
-                "cannot set up a probe on {}",
-                path.display()
-            )));
+            return Err(failed(format!("cannot set up a probe on {dev}")));
         }
         Ok(probe)
     }

@@ -97,10 +97,8 @@ pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
         return Ok(());
     }
     if let Some(m) = super::mountinfo::first_mount_below(path)? {
-        return Err(io::Error::new(
-            io::ErrorKind::CrossesDevices,
-            format!("{} is a mount inside {}", m.display(), path.display()),
-        ));
+        let why = format!("{} is a mount inside {}", m.display(), path.display());
+        return Err(io::Error::new(io::ErrorKind::CrossesDevices, why));
     }
     super::rmtree::remove_tree(path)
 }

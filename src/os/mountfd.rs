@@ -122,13 +122,11 @@ pub fn bind_fd_mount_onto(
     source: BorrowedFd,
     target: BorrowedFd,
     read_only: bool,
-    flags: MountFlags,
+    mut flags: MountFlags,
 ) -> io::Result<()> {
-    let mut flags = flags;
-    flags.set(
-        MountFlags::RDONLY,
-        read_only || flags.contains(MountFlags::RDONLY),
-    );
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
     bind_fd_onto(source, target, flags, Api::Newest)
 }
 
@@ -209,10 +207,8 @@ pub fn fs_mount_onto(
     target: BorrowedFd,
 ) -> io::Result<()> {
     fs_mount_with(source, fstype, flags, data, target, Api::Newest).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("mounting {} ({fstype}): {e}", source.display()),
-        )
+        let why = format!("mounting {} ({fstype}): {e}", source.display());
+        io::Error::new(e.kind(), why)
     })
 }
 
@@ -231,12 +227,9 @@ pub(crate) fn fs_mount_with(
             Ok(fs) => return fs_mount_new(&fs, source, flags, data, target),
         }
     }
-    let opts = std::ffi::CString::new(data).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "mount options contain a NUL byte",
-        )
-    })?;
+    let why = "mount options contain a NUL byte";
+    let opts = std::ffi::CString::new(data)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, why))?;
     let dst = proc_fd(target.as_raw_fd());
     rmount::mount(source, &dst, fstype, ms(flags), opts.as_c_str()).map_err(Into::into)
 }
@@ -296,10 +289,7 @@ fn with_fs_log(fs: &OwnedFd, e: io::Error) -> io::Error {
 /// Whether `fd` is the root of a mount (something is mounted exactly there). Open the path
 /// afresh to ask: a descriptor opened before a mount still refers to the covered directory.
 pub fn is_mount_root(fd: BorrowedFd) -> io::Result<bool> {
-    super::mountinfo::mount_root(fd, EMPTY, AtFlags::EMPTY_PATH)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this kernel does not report mount roots in statx (Linux 5.8+)",
-        )
-    })
+    let why = "this kernel does not report mount roots in statx (Linux 5.8+)";
+    let unknown = || io::Error::new(io::ErrorKind::Unsupported, why);
+    super::mountinfo::mount_root(fd, EMPTY, AtFlags::EMPTY_PATH)?.ok_or_else(unknown)
 }
