@@ -148,11 +148,8 @@ pub fn copy_tree(src: &Path, dst: &Path, mode: Mode) -> io::Result<Stats> {
 impl Walk {
     fn run(&mut self) -> io::Result<()> {
         loop {
-            let name = self
-                .src
-                .next_entry()
-                .map_err(|e| self.fail(None, "list", e))?;
-            let Some(name) = name else {
+            let name = self.src.next_entry();
+            let Some(name) = name.map_err(|e| self.fail(None, "list", e))? else {
                 if self.src.depth() == 0 {
                     return Ok(());
                 }

@@ -158,9 +158,8 @@ pub fn with_deadline_as<T: Send + 'static>(
         });
     if let Err(e) = spawned {
         returned(&mut calls(), &key, false);
-        return Err(Error::Internal(format!(
-            "{action}: cannot start a thread: {e}"
-        )));
+        let why = format!("{action}: cannot start a thread: {e}");
+        return Err(Error::Internal(why));
     }
     match rx.recv_timeout(deadline) {
         Ok(r) => r,
