@@ -159,12 +159,10 @@ impl Walk {
             match self.entry(&name) {
                 Ok(Next::Done) => {}
                 Ok(Next::Descend(s, d)) => {
-                    self.src
-                        .push(&name, s)
-                        .map_err(|e| self.fail(Some(&name), "enter", e))?;
-                    self.dst
-                        .push(&name, d)
-                        .map_err(|e| self.fail(Some(&name), "enter the copy of", e))?;
+                    let entered = self.src.push(&name, s);
+                    entered.map_err(|e| self.fail(Some(&name), "enter", e))?;
+                    let entered = self.dst.push(&name, d);
+                    entered.map_err(|e| self.fail(Some(&name), "enter the copy of", e))?;
                 }
                 Err(e) => return Err(self.fail(Some(&name), "copy", e)),
             }
@@ -189,14 +187,11 @@ impl Walk {
         })();
         finished.map_err(|e| self.fail(None, "finish", e))?;
         self.stats.dirs += 1;
-        self.src
-            .pop()
-            .map_err(|e| self.fail(None, "return from", e))?;
+        let back = self.src.pop();
+        back.map_err(|e| self.fail(None, "return from", e))?;
         let moved = || io::Error::other("the copy's directory was moved during the copy");
-        let back = self
-            .dst
-            .pop()
-            .and_then(|found| found.then_some(()).ok_or_else(moved));
+        let back = self.dst.pop();
+        let back = back.and_then(|found| found.then_some(()).ok_or_else(moved));
         back.map_err(|e| self.fail(None, "return from the copy of", e))
     }
 

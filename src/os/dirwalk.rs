@@ -173,11 +173,8 @@ impl Cursor {
 
     /// The root's descriptor (always open).
     pub fn root_fd(&self) -> RawFd {
-        self.levels[0]
-            .open
-            .as_ref()
-            .expect("the root stays open")
-            .fd()
+        let root = self.levels[0].open.as_ref();
+        root.expect("the root stays open").fd()
     }
 
     /// The current directory's name in its parent (empty at the root).

@@ -16,12 +16,9 @@ pub fn at(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error + use<
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content:
 /// write a temp file beside it, fsync it, rename it over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent"))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let no = |what: &str| io::Error::other(format!("path has no {what}"));
+    let dir = path.parent().ok_or_else(|| no("parent"))?;
+    let file_name = path.file_name().ok_or_else(|| no("file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(".tmp");
