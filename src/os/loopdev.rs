@@ -2,7 +2,7 @@
 
 use super::sys::{ioctl, ioctl_ptr, none_on};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -49,10 +49,7 @@ pub struct Attached {
 
 /// Attaches `image` to a free loop device and returns the device path.
 pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
-    let backing = OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .open(image)?;
+    let backing = File::options().read(true).write(!read_only).open(image)?;
     let control = OpenOptions::new()
         .read(true)
         .write(true)
