@@ -46,7 +46,6 @@ struct Server {
     hung_since: Option<Instant>,
 }
 
-#[derive(Default)]
 struct Calls {
     servers: BTreeMap<String, Server>,
     running: usize,
