@@ -212,8 +212,7 @@ pub fn mkdir_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<OwnedFd> 
     mkdir_at(dir, &comps, mode).map_err(|e| context(root, rel, "creating directory", e))
 }
 
-fn mkdir_at(dir: OwnedFd, comps: &[&OsStr], mode: u32) -> Result<OwnedFd, Errno> {
-    let mut cur = dir;
+fn mkdir_at(mut cur: OwnedFd, comps: &[&OsStr], mode: u32) -> Result<OwnedFd, Errno> {
     for c in comps {
         match stat::mkdirat(&cur, *c, Mode::from_bits_truncate(mode)) {
             Ok(()) | Err(Errno::EEXIST) => {}

@@ -220,12 +220,10 @@ impl Walk {
             })
             .and_then(|_| self.finish_at(d, name, &st)),
         };
-        match made {
-            Ok(()) => self.stats.files += 1,
-            // The name was listed twice (renamed back and forth during the listing): the
-            // first copy stands.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e),
+        // EEXIST: the name was listed twice (renamed back and forth during the listing); the
+        // first copy stands.
+        if none_on(made, &[libc::EEXIST])?.is_some() {
+            self.stats.files += 1;
         }
         Ok(Next::Done)
     }
