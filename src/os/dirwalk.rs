@@ -265,18 +265,15 @@ impl Cursor {
         for i in from + 1..=idx {
             let at = cur.as_ref().map_or(start, |f| f.as_raw_fd());
             let found = match none_on(open_dir_at(at, &self.levels[i].name), GONE)? {
-                Some(fd) => (id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id).then_some(fd),
-                None => None,
-            };
-            match found {
-                Some(fd) => cur = Some(fd),
-                None => {
+                Some(fd) if id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id => fd,
+                _ => {
                     for level in &mut self.levels[i..=idx] {
                         level.gone = true;
                     }
                     return Ok(false);
                 }
-            }
+            };
+            cur = Some(found);
         }
         self.resume(idx, cur.expect("idx > from"))?;
         Ok(true)
