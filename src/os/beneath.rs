@@ -3,11 +3,9 @@
 //! A staging or target path from a CSI request must lie under one of the operator's publish
 //! roots (`--publish-root`, default the kubelet directory). The check is lexical
 //! ([`PublishRoots::locate`]); the path is then opened relative to the root without following
-//! any symlink ([`open_beneath`], [`mkdir_beneath`], [`create_file_beneath`]), and the mount
-//! goes onto the descriptor ([`bind_mount_onto`], [`fs_mount_onto`]), so a component swapped
-//! for a symlink at any moment cannot move the mount out of the root. A bind whose source is
-//! itself a path from a request (a staging path) opens that source beneath its root the same
-//! way ([`bind_fd_mount_onto`]).
+//! any symlink, and the mount goes onto the descriptor (`mountfd`), so a component swapped for a
+//! symlink at any moment cannot move the mount out of the root. A bind source that is itself a
+//! path from a request (a staging path) is opened beneath its root the same way.
 //!
 //! Mount points are crossed (no RESOLVE_NO_XDEV): kubelet's pod directories often sit on other
 //! file systems than the root, and a published target is itself a mount point.
@@ -120,12 +118,9 @@ fn components(rel: &Path) -> io::Result<Vec<&OsStr>> {
 }
 
 fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| context(root, Path::new(""), "opening publish root", e))
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    fcntl::open(root, flags, Mode::empty())
+        .map_err(|e| context(root, Path::new(""), "opening publish root", e))
 }
 
 /// An io::Error naming `root/rel` and explaining the errnos path confinement produces.
@@ -139,10 +134,8 @@ fn context(root: &Path, rel: &Path, what: &str, e: Errno) -> io::Error {
         Errno::ENOTDIR => "a component is not a directory (or is a symbolic link)".to_string(),
         e => e.desc().to_string(),
     };
-    io::Error::new(
-        io::Error::from(e).kind(),
-        format!("{what} {}: {why}", path.display()),
-    )
+    let kind = io::Error::from(e).kind();
+    io::Error::new(kind, format!("{what} {}: {why}", path.display()))
 }
 
 const CONFINED: ResolveFlag = ResolveFlag::RESOLVE_BENEATH
@@ -190,27 +183,24 @@ fn walk(dir: BorrowedFd, comps: &[&OsStr], flags: OFlag) -> Result<OwnedFd, Errn
         cur = Some(step_dir(at, c)?);
     }
     let at = cur.as_ref().map_or(dir, |f| f.as_fd());
-    let fd = fcntl::openat(
-        at,
-        *last,
-        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // O_PATH|O_NOFOLLOW opens a symlink itself instead of failing.
-    if stat::fstat(&fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK {
-        return Err(Errno::ELOOP);
+    open_last(at, last, flags).map(|(fd, _)| fd)
+}
+
+/// Opens `name` in `at` with O_NOFOLLOW, with its file type. A symlink is ELOOP:
+/// O_PATH|O_NOFOLLOW opens a symlink itself instead of failing.
+fn open_last(at: BorrowedFd, name: &OsStr, flags: OFlag) -> Result<(OwnedFd, libc::mode_t), Errno> {
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = fcntl::openat(at, name, flags, Mode::empty())?;
+    match stat::fstat(&fd)?.st_mode & libc::S_IFMT {
+        libc::S_IFLNK => Err(Errno::ELOOP),
+        kind => Ok((fd, kind)),
     }
-    Ok(fd)
 }
 
 /// Opens the directory `name` in `at` without following a symlink.
 fn step_dir(at: BorrowedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
-    fcntl::openat(
-        at,
-        name,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    fcntl::openat(at, name, flags, Mode::empty())
 }
 
 /// Creates the directories of `root/rel` that are missing, one at a time through directory
@@ -222,8 +212,7 @@ pub fn mkdir_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<OwnedFd> 
     mkdir_at(dir, &comps, mode).map_err(|e| context(root, rel, "creating directory", e))
 }
 
-fn mkdir_at(dir: OwnedFd, comps: &[&OsStr], mode: u32) -> Result<OwnedFd, Errno> {
-    let mut cur = dir;
+fn mkdir_at(mut cur: OwnedFd, comps: &[&OsStr], mode: u32) -> Result<OwnedFd, Errno> {
     for c in comps {
         match stat::mkdirat(&cur, *c, Mode::from_bits_truncate(mode)) {
             Ok(()) | Err(Errno::EEXIST) => {}
@@ -241,41 +230,25 @@ fn mkdir_at(dir: OwnedFd, comps: &[&OsStr], mode: u32) -> Result<OwnedFd, Errno>
 pub fn create_file_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
     let comps = components(rel)?;
     let Some((name, parents)) = comps.split_last() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: a file needs a name below the root", root.display()),
-        ));
+        let why = format!("{}: a file needs a name below the root", root.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     };
     let fail = |e| context(root, rel, "creating file", e);
     let parent = mkdir_at(open_root(root)?, parents, 0o750).map_err(fail)?;
     // O_CREAT|O_EXCL never follows a symlink and never opens an existing file (a fifo there
     // would block an O_RDONLY open).
-    match fcntl::openat(
-        &parent,
-        *name,
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(mode),
-    ) {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    match fcntl::openat(&parent, *name, flags, Mode::from_bits_truncate(mode)) {
         Ok(_) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(fail(e)),
     }
-    let fd = fcntl::openat(
-        &parent,
-        *name,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail)?;
-    match stat::fstat(&fd).map_err(fail)?.st_mode & libc::S_IFMT {
-        libc::S_IFREG | libc::S_IFBLK => Ok(fd),
-        libc::S_IFLNK => Err(fail(Errno::ELOOP)),
-        _ => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "creating file {}: something other than a file is there",
-                root.join(rel).display()
-            ),
-        )),
+    match open_last(parent.as_fd(), name, OFlag::O_PATH).map_err(fail)? {
+        (fd, libc::S_IFREG | libc::S_IFBLK) => Ok(fd),
+        _ => {
+            let why = "something other than a file is there";
+            let msg = format!("creating file {}: {why}", root.join(rel).display());
+            Err(io::Error::new(io::ErrorKind::AlreadyExists, msg))
+        }
     }
 }
 
@@ -286,10 +259,8 @@ pub fn create_file_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<Own
 pub fn unmount_beneath(root: &Path, rel: &Path) -> io::Result<bool> {
     let comps = components(rel)?;
     let Some((name, parents)) = comps.split_last() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing to unmount the publish root {}", root.display()),
-        ));
+        let why = format!("refusing to unmount the publish root {}", root.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     };
     let dir = open_root(root)?;
     let parent = match open_at_beneath(dir.as_fd(), parents, OFlag::O_PATH | OFlag::O_DIRECTORY) {

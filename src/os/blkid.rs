@@ -7,6 +7,7 @@
 //! blank devices, and wipes back only the signatures it wrote ([`wipe_at`]), through a
 //! descriptor it has proven to be the volume's device.
 
+use super::fsutil::at;
 use serde::{Deserialize, Serialize};
 use std::ffi::{c_char, c_int, CStr};
 use std::fs::{File, OpenOptions};
@@ -46,6 +47,13 @@ const SUBLKS_VERSION: c_int = 1 << 8;
 const SUBLKS_MAGIC: c_int = 1 << 9;
 // A superblock with a bad checksum is still someone's data: report it too, as wipefs does.
 const SUBLKS_BADCSUM: c_int = 1 << 10;
+const SUBLKS_WANTED: c_int = SUBLKS_LABEL
+    | SUBLKS_UUID
+    | SUBLKS_TYPE
+    | SUBLKS_USAGE
+    | SUBLKS_VERSION
+    | SUBLKS_MAGIC
+    | SUBLKS_BADCSUM;
 const PARTS_MAGIC: c_int = 1 << 3;
 
 /// What a signature is, from blkid's USAGE (and TYPE for the cases USAGE lumps together).
@@ -98,11 +106,9 @@ impl Probe {
     fn open(path: &Path, file: File) -> io::Result<Probe> {
         // SAFETY: plain constructor; null on allocation failure.
         let pr = unsafe { blkid_new_probe() };
+        let dev = path.display();
         if pr.is_null() {
-            return Err(io::Error::other(format!(
-                "blkid: cannot allocate a probe for {}",
-                path.display()
-            )));
+            return Err(failed(format!("cannot allocate a probe for {dev}")));
         }
         let probe = Probe { pr, _file: file };
         let fd = probe._file.as_raw_fd();
@@ -110,24 +116,12 @@ impl Probe {
         let ok = unsafe {
             blkid_probe_set_device(pr, fd, 0, 0) == 0
                 && blkid_probe_enable_superblocks(pr, 1) == 0
-                && blkid_probe_set_superblocks_flags(
-                    pr,
-                    SUBLKS_LABEL
-                        | SUBLKS_UUID
-                        | SUBLKS_TYPE
-                        | SUBLKS_USAGE
-                        | SUBLKS_VERSION
-                        | SUBLKS_MAGIC
-                        | SUBLKS_BADCSUM,
-                ) == 0
+                && blkid_probe_set_superblocks_flags(pr, SUBLKS_WANTED) == 0
                 && blkid_probe_enable_partitions(pr, 1) == 0
                 && blkid_probe_set_partitions_flags(pr, PARTS_MAGIC) == 0
         };
         if !ok {
-            return Err(io::Error::other(format!(
-                "blkid: cannot set up a probe on {}",
-                path.display()
-            )));
+            return Err(failed(format!("cannot set up a probe on {dev}")));
         }
         Ok(probe)
     }
@@ -159,10 +153,7 @@ impl Probe {
         match unsafe { blkid_do_probe(self.pr) } {
             0 => Ok(true),
             1 => Ok(false),
-            _ => Err(io::Error::other(format!(
-                "blkid: probing {} failed",
-                path.display()
-            ))),
+            _ => Err(failed(format!("probing {} failed", path.display()))),
         }
     }
 
@@ -191,6 +182,10 @@ impl Probe {
     }
 }
 
+fn failed(what: String) -> io::Error {
+    io::Error::other(format!("blkid: {what}"))
+}
+
 fn kind_of(usage: &str, fs_type: &str) -> Kind {
     match (usage, fs_type) {
         (_, "LVM2_member" | "LVM1_member") => Kind::Lvm,
@@ -202,23 +197,15 @@ fn kind_of(usage: &str, fs_type: &str) -> Kind {
     }
 }
 
-fn open_device(path: &Path, write: bool) -> io::Result<File> {
-    let mut opts = OpenOptions::new();
-    opts.read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK);
-    if write {
-        // O_EXCL on a block device: fail with EBUSY if it is mounted or held, instead of
-        // erasing a signature under a live filesystem.
-        opts.write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_EXCL);
-    }
-    opts.open(path).map_err(super::fsutil::at("open ", path))
-}
-
 /// Every signature on `path`, in blkid's probing order (superblocks, then partition tables).
 /// A blank device gives an empty vector.
 pub fn probe_all(path: &Path) -> io::Result<Vec<Signature>> {
-    let probe = Probe::open(path, open_device(path, false)?)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(at("open ", path))?;
+    let probe = Probe::open(path, file)?;
     let mut found = Vec::new();
     while probe.next(path)? {
         if let Some(sig) = probe.current() {
@@ -231,7 +218,12 @@ pub fn probe_all(path: &Path) -> io::Result<Vec<Signature>> {
 /// Opens `path` for [`wipe_at`] and [`wipe_all`]: read-write and O_EXCL, so a mounted or
 /// held device fails with EBUSY instead of losing a signature under a live filesystem.
 pub fn open_for_wipe(path: &Path) -> io::Result<File> {
-    open_device(path, true)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_EXCL)
+        .open(path)
+        .map_err(at("open ", path))
 }
 
 /// Erases the signatures whose magic starts at one of `offsets`, and nothing else, on the
@@ -241,8 +233,7 @@ pub fn wipe_at(dev: &File, path: &Path, offsets: &[u64]) -> io::Result<Vec<Signa
     wipe_matching(dev, path, |s| offsets.contains(&s.offset))
 }
 
-/// Erases every signature (like `wipefs -a`) on the device open as `dev`; returns what it
-/// erased.
+/// Erases every signature (like `wipefs -a`) on the device open as `dev`, as [`wipe_at`].
 pub fn wipe_all(dev: &File, path: &Path) -> io::Result<Vec<Signature>> {
     let mut erased = Vec::new();
     // Erasing one table can uncover another (a GPT's backup header, a PMBR): probe again
@@ -272,14 +263,11 @@ fn wipe_matching(
         // SAFETY: `pr` is live and set on a writable fd. blkid_do_wipe zeroes the current
         // magic and steps the probe back so the loop re-probes the same chain.
         if unsafe { blkid_do_wipe(probe.pr, 0) } != 0 {
-            return Err(io::Error::other(format!(
-                "blkid: wiping {sig} on {} failed",
-                path.display()
-            )));
+            return Err(failed(format!("wiping {sig} on {} failed", path.display())));
         }
         erased.push(sig);
     }
-    dev.sync_all().map_err(super::fsutil::at("fsync ", path))?;
+    dev.sync_all().map_err(at("fsync ", path))?;
     Ok(erased)
 }
 
@@ -287,11 +275,8 @@ fn wipe_matching(
 /// is closed at once.
 pub fn can_open_exclusive(path: &Path) -> io::Result<bool> {
     use rustix::fs::{Mode, OFlags};
-    match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let flags = OFlags::RDONLY | OFlags::EXCL | OFlags::CLOEXEC;
+    match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(_fd) => Ok(true),
         Err(rustix::io::Errno::BUSY) => Ok(false),
         Err(e) => Err(e.into()),

@@ -11,9 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Issues a btrfs ioctl whose argument is a `T` of the size the request encodes.
-fn btrfs_ioctl<T>(f: &File, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
-    // SAFETY: callers pass a pointer to a live T matching `req`'s encoded size.
-    unsafe { super::sys::ioctl(f, req, arg as libc::c_ulong) }.map(|_| ())
+fn btrfs_ioctl<T>(f: &File, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    // SAFETY: callers pass a T matching `req`'s encoded size.
+    unsafe { super::sys::ioctl_ptr(f, req, arg) }.map(drop)
 }
 
 // _IOW(0x94, 14, btrfs_ioctl_vol_args[4096])
@@ -80,7 +80,7 @@ impl BtrfsQgroups {
         }
         let f = File::open(base)?;
         let mut info = [0u8; 1024];
-        btrfs_ioctl(&f, BTRFS_IOC_FS_INFO, info.as_mut_ptr())?;
+        btrfs_ioctl(&f, BTRFS_IOC_FS_INFO, &mut info)?;
         let uuid = uuid_text(&info[16..32]);
         let sysfs = Path::new("/sys/fs/btrfs").join(uuid).join("qgroups");
         Ok(sysfs.is_dir().then_some(BtrfsQgroups { sysfs }))
@@ -117,17 +117,18 @@ impl BtrfsQgroups {
     }
 }
 
-/// The parent directory of `path` and its last component as ioctl name bytes.
-fn split(path: &Path, room: usize) -> io::Result<(File, &[u8])> {
+/// The parent directory of `path`, its last component copied into the ioctl's `name` field.
+fn parent_naming(path: &Path, name: &mut [u8]) -> io::Result<File> {
     let parent = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
-    let name = path
+    let last = path
         .file_name()
         .ok_or_else(|| io::Error::other("no name"))?
         .as_bytes();
-    if name.len() >= room {
+    if last.len() >= name.len() {
         return Err(io::Error::other("subvolume name too long"));
     }
-    Ok((File::open(parent)?, name))
+    name[..last.len()].copy_from_slice(last);
+    File::open(parent)
 }
 
 /// Snapshots the subvolume at `src` as a new subvolume `dst` (O(1): extents are shared until
@@ -141,8 +142,7 @@ pub fn snapshot(src: &Path, dst: &Path, read_only: bool) -> io::Result<()> {
         unused: [0; 4],
         name: [0; 4040],
     };
-    let (parent, name) = split(dst, args.name.len())?;
-    args.name[..name.len()].copy_from_slice(name);
+    let parent = parent_naming(dst, &mut args.name)?;
     btrfs_ioctl(&parent, BTRFS_IOC_SNAP_CREATE_V2, &mut args)
 }
 
@@ -158,9 +158,7 @@ fn vol_args(dir: &Path) -> io::Result<(File, VolArgs)> {
         fd: 0,
         name: [0; 4088],
     };
-    let (parent, name) = split(dir, args.name.len())?;
-    args.name[..name.len()].copy_from_slice(name);
-    Ok((parent, args))
+    Ok((parent_naming(dir, &mut args.name)?, args))
 }
 
 /// Whether `path` is on btrfs.

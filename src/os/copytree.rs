@@ -11,14 +11,15 @@
 //! Xattrs of symlinks are not copied (Linux allows no user.* xattrs on them). The driver's own
 //! `trusted.ferrovol.*` markers are never copied.
 
-use super::dirwalk::{fstat, open_at, Cursor};
+use super::dirwalk::{fstat, open_at, open_dir_at, Cursor};
 pub use super::filecopy::{clone_or_copy_file, reflink_supported, Mode};
-use super::sys::check;
+use super::sys::{check, none_on};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// What a copy did, for logs and the benchmark.
@@ -36,25 +37,17 @@ pub struct Stats {
 const PRIVATE_XATTR_PREFIX: &[u8] = b"trusted.ferrovol.";
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    super::dirwalk::open_dir_at(libc::AT_FDCWD, &super::fsutil::cpath(path)?)
+    open_dir_at(libc::AT_FDCWD, &super::fsutil::cpath(path)?)
 }
 
 /// Copies every xattr of `src` to `dst` except the driver's markers. Security and system
 /// attributes the destination refuses are skipped; user.* and trusted.* must copy.
 fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
     let mut names = vec![0u8; 4096];
-    let n = loop {
-        // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::flistxattr(src, names.as_mut_ptr().cast(), names.len()) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(()),
-            _ => return Err(e),
-        }
+    // SAFETY (both calls): the buffer is valid for its length.
+    let list = |b: &mut [u8]| unsafe { libc::flistxattr(src, b.as_mut_ptr().cast(), b.len()) };
+    let Some(n) = none_on(fill(&mut names, list), &[libc::ENOTSUP])? else {
+        return Ok(());
     };
     let mut value = vec![0u8; 4096];
     for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
@@ -62,34 +55,29 @@ fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
             continue;
         }
         let cname = CString::new(name).expect("split at NUL");
-        let len = loop {
-            // SAFETY: as above.
-            let len = unsafe {
-                libc::fgetxattr(src, cname.as_ptr(), value.as_mut_ptr().cast(), value.len())
-            };
-            if len >= 0 {
-                break len as usize;
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ERANGE) => value.resize(value.len() * 4, 0),
-                _ => return Err(e),
-            }
-        };
+        let len = fill(&mut value, |b| unsafe {
+            libc::fgetxattr(src, cname.as_ptr(), b.as_mut_ptr().cast(), b.len())
+        })?;
         // SAFETY: value holds len initialized bytes.
-        let rc = unsafe { libc::fsetxattr(dst, cname.as_ptr(), value.as_ptr().cast(), len, 0) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            let optional = name.starts_with(b"security.") || name.starts_with(b"system.");
-            if !optional {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("set xattr {}: {e}", String::from_utf8_lossy(name)),
-                ));
+        let set = unsafe { libc::fsetxattr(dst, cname.as_ptr(), value.as_ptr().cast(), len, 0) };
+        if let Err(e) = check(set) {
+            if !(name.starts_with(b"security.") || name.starts_with(b"system.")) {
+                let why = format!("set xattr {}: {e}", String::from_utf8_lossy(name));
+                return Err(io::Error::new(e.kind(), why));
             }
         }
     }
     Ok(())
+}
+
+/// Runs `call` (a list or get of xattrs) into `buf`, growing it while the kernel says ERANGE.
+fn fill(buf: &mut Vec<u8>, call: impl Fn(&mut [u8]) -> isize) -> io::Result<usize> {
+    loop {
+        match check(call(buf)) {
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
+            r => return r.map(|n| n as usize),
+        }
+    }
 }
 
 /// Access and modification times of `st`, as futimens and utimensat take them.
@@ -136,10 +124,8 @@ enum Next {
 ///
 /// A volume in use changes while it is copied; the copy is not a point-in-time image. An entry
 /// removed or renamed between its listing and its copy is skipped; one replaced by another kind
-/// of file is copied as what was found when it was opened. Every entry is first opened with
-/// O_PATH (which opens no device and blocks on no fifo) and handled through that descriptor:
-/// data is read only from a regular file, reopened from that very descriptor. Errors name the
-/// entry by its path inside `src`, never the host paths of the two trees.
+/// of file is copied as what was found when it was held. Errors name the entry by its path
+/// inside `src`, never the host paths of the two trees.
 pub fn copy_tree(src: &Path, dst: &Path, mode: Mode) -> io::Result<Stats> {
     let s = open_dir(src)?;
     let d = open_dir(dst)?;
@@ -162,11 +148,8 @@ pub fn copy_tree(src: &Path, dst: &Path, mode: Mode) -> io::Result<Stats> {
 impl Walk {
     fn run(&mut self) -> io::Result<()> {
         loop {
-            let name = self
-                .src
-                .next_entry()
-                .map_err(|e| self.fail(None, "list", e))?;
-            let Some(name) = name else {
+            let name = self.src.next_entry();
+            let Some(name) = name.map_err(|e| self.fail(None, "list", e))? else {
                 if self.src.depth() == 0 {
                     return Ok(());
                 }
@@ -176,12 +159,10 @@ impl Walk {
             match self.entry(&name) {
                 Ok(Next::Done) => {}
                 Ok(Next::Descend(s, d)) => {
-                    self.src
-                        .push(&name, s)
-                        .map_err(|e| self.fail(Some(&name), "enter", e))?;
-                    self.dst
-                        .push(&name, d)
-                        .map_err(|e| self.fail(Some(&name), "enter the copy of", e))?;
+                    let entered = self.src.push(&name, s);
+                    entered.map_err(|e| self.fail(Some(&name), "enter", e))?;
+                    let entered = self.dst.push(&name, d);
+                    entered.map_err(|e| self.fail(Some(&name), "enter the copy of", e))?;
                 }
                 Err(e) => return Err(self.fail(Some(&name), "copy", e)),
             }
@@ -206,52 +187,29 @@ impl Walk {
         })();
         finished.map_err(|e| self.fail(None, "finish", e))?;
         self.stats.dirs += 1;
-        self.src
-            .pop()
-            .map_err(|e| self.fail(None, "return from", e))?;
-        if !self
-            .dst
-            .pop()
-            .map_err(|e| self.fail(None, "return from the copy of", e))?
-        {
-            return Err(self.fail(
-                None,
-                "return from the copy of",
-                io::Error::other("the copy's directory was moved during the copy"),
-            ));
-        }
-        Ok(())
+        let back = self.src.pop();
+        back.map_err(|e| self.fail(None, "return from", e))?;
+        let moved = || io::Error::other("the copy's directory was moved during the copy");
+        let back = self.dst.pop();
+        let back = back.and_then(|found| found.then_some(()).ok_or_else(moved));
+        back.map_err(|e| self.fail(None, "return from the copy of", e))
     }
 
     fn entry(&mut self, name: &CStr) -> io::Result<Next> {
         let s = self.src.fd().expect("a directory being read is open");
         let d = self.dst.fd().expect("the copy's directories stay ours");
         // What is there now, held: nothing below can be swapped for something else.
-        let held = match open_at(s, name, libc::O_PATH, 0) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Next::Done),
-            Err(e) => return Err(e),
+        let Some(held) = none_on(open_at(s, name, libc::O_PATH, 0), &[libc::ENOENT])? else {
+            return Ok(Next::Done);
         };
         let st = fstat(held.as_raw_fd())?;
-        #[cfg(test)]
-        tests::before_open(s, name);
+        before_open(s, name);
         let made = match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => return self.dir(&held, d, name, st),
             libc::S_IFREG => self.file(&held, d, name, &st),
             libc::S_IFLNK => {
-                let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-                // SAFETY: the buffer is valid for its length; an empty name reads the link
-                // the descriptor holds. readlinkat does not NUL-terminate.
-                let n = check(unsafe {
-                    libc::readlinkat(
-                        held.as_raw_fd(),
-                        c"".as_ptr(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
-                })?;
-                buf.truncate(n as usize);
-                let target = CString::new(buf).map_err(|_| io::Error::other("NUL in link"))?;
+                // An empty name reads the link the descriptor holds.
+                let target = rustix::fs::readlinkat(&held, c"", Vec::new())?;
                 // SAFETY: valid strings and descriptor.
                 check(unsafe { libc::symlinkat(target.as_ptr(), d, name.as_ptr()) })
                     .and_then(|_| self.finish_at(d, name, &st))
@@ -262,12 +220,10 @@ impl Walk {
             })
             .and_then(|_| self.finish_at(d, name, &st)),
         };
-        match made {
-            Ok(()) => self.stats.files += 1,
-            // The name was listed twice (renamed back and forth during the listing): the
-            // first copy stands.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e),
+        // EEXIST: the name was listed twice (renamed back and forth during the listing); the
+        // first copy stands.
+        if none_on(made, &[libc::EEXIST])?.is_some() {
+            self.stats.files += 1;
         }
         Ok(Next::Done)
     }
@@ -278,27 +234,18 @@ impl Walk {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(Next::Done),
             r => r?,
         };
-        let dst = open_at(d, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        if st.st_dev != self.dev {
-            // A mount or nested subvolume: recreated empty.
+        let dst = open_dir_at(d, name)?;
+        // A mount or nested subvolume is recreated empty. Else the held directory itself is
+        // opened for reading; removed meanwhile, its copy stays empty.
+        let src = match (st.st_dev == self.dev).then(|| open_dir_at(held.as_raw_fd(), c".")) {
+            Some(Ok(fd)) => Some(fd),
+            Some(Err(e)) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+            _ => None,
+        };
+        let Some(src) = src else {
             copy_attrs(&st, dst.as_raw_fd())?;
             self.stats.dirs += 1;
             return Ok(Next::Done);
-        }
-        // The held directory itself, opened for reading; removed meanwhile, it stays empty.
-        let src = match open_at(
-            held.as_raw_fd(),
-            c".",
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        ) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                copy_attrs(&st, dst.as_raw_fd())?;
-                self.stats.dirs += 1;
-                return Ok(Next::Done);
-            }
-            Err(e) => return Err(e),
         };
         self.dir_stats.push(st);
         Ok(Next::Descend(src, dst))
@@ -309,30 +256,25 @@ impl Walk {
         if st.st_nlink > 1 {
             if let Some((first, to_come)) = self.links.get_mut(&key) {
                 *to_come = to_come.saturating_sub(1);
-                let done = *to_come == 0;
-                let first = if done {
-                    self.links.remove(&key).expect("just found").0
-                } else {
-                    first.clone()
-                };
+                let (first, done) = (first.clone(), *to_come == 0);
+                if done {
+                    self.links.remove(&key);
+                }
                 self.link_to(&first, d, name)?;
                 self.stats.hard_links += 1;
                 return Ok(());
             }
         }
-        // Reopened through the held descriptor: the same inode, a regular file.
-        let proc = CString::new(format!("/proc/self/fd/{}", held.as_raw_fd()))
-            .expect("no NUL in a /proc path");
-        // Not O_NOFOLLOW: the /proc entry is the magic link to the held file.
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-        // SAFETY: a valid path; the new descriptor is ours alone.
-        let src =
-            File::from(unsafe { OwnedFd::from_raw_fd(check(libc::open(proc.as_ptr(), flags))?) });
+        // Reopened through the held descriptor: the same inode, a regular file. Not
+        // O_NOFOLLOW: the /proc entry is the magic link to the held file.
+        let src = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(format!("/proc/self/fd/{}", held.as_raw_fd()))?;
         let now = fstat(src.as_raw_fd())?;
         if (now.st_dev, now.st_ino) != key || now.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(io::Error::other(
-                "the file changed identity while it was opened",
-            ));
+            let why = "the file changed identity while it was opened";
+            return Err(io::Error::other(why));
         }
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
         let dst = File::from(open_at(d, name, flags, 0o600)?);
@@ -378,17 +320,15 @@ impl Walk {
     }
 }
 
-/// Makes what was written to one filesystem durable with syncfs(2), which writes back every
-/// dirty inode of that filesystem and commits its journal once. Open it before writing:
-/// syncfs reports the writeback errors that happened on the filesystem since its descriptor
-/// was opened (Linux 5.8+), so an error during the copy is caught as well.
+/// Makes what was written to one filesystem durable with syncfs(2): every dirty inode written
+/// back and its journal committed once. Begin before writing: syncfs reports the writeback
+/// errors since its descriptor was opened (Linux 5.8+), so an error during the copy is caught.
 ///
-/// Why syncfs and not fsync: a copied or reflinked tree must be durable before the record that
-/// points at it commits. fsync of each file, then of each directory, costs one journal commit
-/// (XFS log force, ext4 jbd2 commit) per inode, which for 10,000 small files is seconds; syncfs
-/// writes the same data and commits once. It also flushes other dirty data of that filesystem
-/// (pods' writes), but only what was dirty when it started (writeback does not chase new
-/// writes), and that data would reach the disk within the writeback interval anyway.
+/// Why not fsync: the tree must be durable before the record pointing at it commits, and an
+/// fsync per file and directory costs a journal commit per inode (seconds for 10,000 small
+/// files). syncfs also flushes other dirty data of that filesystem, but only what was dirty
+/// when it started (writeback does not chase new writes), which would reach the disk within
+/// the writeback interval anyway.
 pub struct FsSync {
     fd: OwnedFd,
 }
@@ -408,6 +348,13 @@ impl FsSync {
             .map_err(|e| io::Error::new(e.kind(), format!("syncfs: {e}")))
     }
 }
+
+/// Test hook between holding an entry and acting on it (a no-op outside the tests).
+#[cfg(not(test))]
+fn before_open(_: RawFd, _: &CStr) {}
+
+#[cfg(test)]
+use tests::before_open;
 
 #[cfg(test)]
 #[path = "copytree_tests.rs"]

@@ -12,7 +12,7 @@
 //! Memory is one small record per level (name, identity, position), never the whole path or
 //! the whole listing; the thread stack does not grow with the depth.
 
-use super::sys::check;
+use super::sys::{check, none_on};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -56,7 +56,6 @@ pub(crate) fn open_dir_at(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
     open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
-/// A directory's identity.
 pub(crate) type Id = (libc::dev_t, libc::ino_t);
 
 pub(crate) fn id_of(st: &libc::stat) -> Id {
@@ -71,17 +70,11 @@ unsafe impl Send for Stream {}
 
 impl Stream {
     fn new(fd: OwnedFd) -> io::Result<Self> {
-        let raw = fd.into_raw_fd();
-        // SAFETY: fdopendir takes over a valid descriptor; on failure we still own it.
-        match NonNull::new(unsafe { libc::fdopendir(raw) }) {
-            Some(d) => Ok(Stream(d)),
-            None => {
-                let e = io::Error::last_os_error();
-                // SAFETY: raw is ours and open.
-                unsafe { libc::close(raw) };
-                Err(e)
-            }
-        }
+        // SAFETY: a valid descriptor, which the DIR owns on success only.
+        let dir = NonNull::new(unsafe { libc::fdopendir(fd.as_raw_fd()) });
+        let dir = dir.ok_or_else(io::Error::last_os_error)?;
+        let _owned_by_dir = fd.into_raw_fd();
+        Ok(Stream(dir))
     }
 
     fn fd(&self) -> RawFd {
@@ -180,11 +173,8 @@ impl Cursor {
 
     /// The root's descriptor (always open).
     pub fn root_fd(&self) -> RawFd {
-        self.levels[0]
-            .open
-            .as_ref()
-            .expect("the root stays open")
-            .fd()
+        let root = self.levels[0].open.as_ref();
+        root.expect("the root stays open").fd()
     }
 
     /// The current directory's name in its parent (empty at the root).
@@ -274,20 +264,16 @@ impl Cursor {
         let mut cur: Option<OwnedFd> = None;
         for i in from + 1..=idx {
             let at = cur.as_ref().map_or(start, |f| f.as_raw_fd());
-            let found = match open_dir_at(at, &self.levels[i].name) {
-                Ok(fd) => (id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id).then_some(fd),
-                Err(e) if is_gone(&e) => None,
-                Err(e) => return Err(e),
-            };
-            match found {
-                Some(fd) => cur = Some(fd),
-                None => {
+            let found = match none_on(open_dir_at(at, &self.levels[i].name), GONE)? {
+                Some(fd) if id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id => fd,
+                _ => {
                     for level in &mut self.levels[i..=idx] {
                         level.gone = true;
                     }
                     return Ok(false);
                 }
-            }
+            };
+            cur = Some(found);
         }
         self.resume(idx, cur.expect("idx > from"))?;
         Ok(true)
@@ -319,12 +305,7 @@ impl Cursor {
 
 /// Errors that mean an entry is no longer there as it was listed: removed, renamed, or
 /// replaced by something of another type. The walks treat them as a change by someone else.
-pub(crate) fn is_gone(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-    )
-}
+pub(crate) const GONE: &[i32] = &[libc::ENOENT, libc::ENOTDIR, libc::ELOOP];
 
 #[cfg(test)]
 #[path = "dirwalk_tests.rs"]

@@ -1,5 +1,6 @@
-//! Durable writes, the ownership marker and a removal that refuses to cross mount points.
+//! Durable writes, random tokens, and a removal that refuses to cross mount points.
 
+use super::sys::none_on;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -15,12 +16,9 @@ pub fn at(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error + use<
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content:
 /// write a temp file beside it, fsync it, rename it over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent"))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let no = |what: &str| io::Error::other(format!("path has no {what}"));
+    let dir = path.parent().ok_or_else(|| no("parent"))?;
+    let file_name = path.file_name().ok_or_else(|| no("file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(".tmp");
@@ -48,13 +46,8 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// durable. EXDEV when the two lie on different filesystems (or btrfs subvolumes): nothing is
 /// copied.
 pub fn rename_noreplace_durable(from: &Path, to: &Path) -> io::Result<()> {
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        from,
-        rustix::fs::CWD,
-        to,
-        rustix::fs::RenameFlags::NOREPLACE,
-    )?;
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)?;
     for dir in [to.parent(), from.parent()].into_iter().flatten() {
         fsync_dir(dir)?;
     }
@@ -97,18 +90,12 @@ pub fn uuid_text(b: &[u8]) -> String {
 /// mount never takes other data with it. Nested btrfs subvolumes (a different st_dev, but no
 /// mount) are part of the tree and go too. Trees of any depth (`rmtree`).
 pub fn remove_tree_one_fs(path: &Path) -> io::Result<()> {
-    if let Err(e) = fs::symlink_metadata(path) {
-        return if e.kind() == io::ErrorKind::NotFound {
-            Ok(())
-        } else {
-            Err(e)
-        };
+    if none_on(fs::symlink_metadata(path), &[libc::ENOENT])?.is_none() {
+        return Ok(());
     }
     if let Some(m) = super::mountinfo::first_mount_below(path)? {
-        return Err(io::Error::new(
-            io::ErrorKind::CrossesDevices,
-            format!("{} is a mount inside {}", m.display(), path.display()),
-        ));
+        let why = format!("{} is a mount inside {}", m.display(), path.display());
+        return Err(io::Error::new(io::ErrorKind::CrossesDevices, why));
     }
     super::rmtree::remove_tree(path)
 }
@@ -137,18 +124,14 @@ pub fn disk_usage(path: &Path) -> io::Result<(u64, u64)> {
     let mut cur = Cursor::new(File::open(path)?.into())?;
     while let Some(name) = cur.next_below()? {
         let dir = cur.fd().expect("a directory being read is open");
-        let st = match dirwalk::lstat_at(dir, &name) {
-            Ok(st) => st,
-            Err(e) if dirwalk::is_gone(&e) => continue,
-            Err(e) => return Err(e),
+        let Some(st) = none_on(dirwalk::lstat_at(dir, &name), dirwalk::GONE)? else {
+            continue;
         };
         bytes += st.st_blocks as u64 * 512;
         inodes += 1;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            match dirwalk::open_dir_at(dir, &name) {
-                Ok(fd) => cur.push(&name, fd)?,
-                Err(e) if dirwalk::is_gone(&e) => {}
-                Err(e) => return Err(e),
+            if let Some(fd) = none_on(dirwalk::open_dir_at(dir, &name), dirwalk::GONE)? {
+                cur.push(&name, fd)?;
             }
         }
     }

@@ -49,10 +49,8 @@ fn mounted_elsewhere(dir: &Path) -> io::Result<Option<String>> {
         .join(rel.expect("the holder's mount point is a prefix"));
     let mut seen = HashSet::new();
     for pid in pids()? {
-        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/mnt")) else {
-            continue;
-        };
-        if !seen.insert(ns) {
+        // One process per mount namespace; one whose namespace cannot be read is skipped.
+        if !fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| seen.insert(ns)) {
             continue;
         }
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
@@ -85,10 +83,7 @@ fn open_by_process(dir: &Path) -> io::Result<Option<String>> {
         if let Ok(fds) = fs::read_dir(proc.join("fd")) {
             links.extend(fds.filter_map(|e| e.ok().map(|e| e.path())));
         }
-        for link in links {
-            let Ok(target) = fs::read_link(&link) else {
-                continue;
-            };
+        for target in links.iter().filter_map(|link| fs::read_link(link).ok()) {
             if target.starts_with(dir) {
                 return Ok(Some(format!(
                     "process {pid} ({}) has {} open",

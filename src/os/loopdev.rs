@@ -1,7 +1,8 @@
 //! Loop devices over the sparse image files of block volumes, driven by the loop ioctls.
 
-use super::sys::ioctl;
-use std::fs::{self, OpenOptions};
+use super::sys::{ioctl, ioctl_ptr, none_on};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -48,10 +49,7 @@ pub struct Attached {
 
 /// Attaches `image` to a free loop device and returns the device path.
 pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
-    let backing = OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .open(image)?;
+    let backing = File::options().read(true).write(!read_only).open(image)?;
     let control = OpenOptions::new()
         .read(true)
         .write(true)
@@ -68,17 +66,10 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
         if read_only {
             config.info.lo_flags = LO_FLAGS_READ_ONLY;
         }
-        // SAFETY: LOOP_CONFIGURE reads a LoopConfig, which lives until the call returns.
-        match unsafe {
-            ioctl(
-                &dev,
-                LOOP_CONFIGURE,
-                &config as *const LoopConfig as libc::c_ulong,
-            )
-        } {
-            Ok(_) => return Ok(device),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
-            Err(e) => return Err(e),
+        // SAFETY: LOOP_CONFIGURE reads a LoopConfig.
+        let configured = unsafe { ioctl_ptr(&dev, LOOP_CONFIGURE, &mut config) };
+        if none_on(configured, &[libc::EBUSY])?.is_some() {
+            return Ok(device);
         }
     }
     Err(io::Error::other("no free loop device after 16 attempts"))
@@ -88,13 +79,8 @@ pub fn attach(image: &Path, read_only: bool) -> io::Result<PathBuf> {
 fn ensure_node(n: u64) -> io::Result<PathBuf> {
     let device = PathBuf::from(format!("/dev/loop{n}"));
     if !device.exists() {
-        nix::sys::stat::mknod(
-            &device,
-            nix::sys::stat::SFlag::S_IFBLK,
-            nix::sys::stat::Mode::from_bits_truncate(0o660),
-            nix::sys::stat::makedev(LOOP_MAJOR, n),
-        )
-        .map_err(io::Error::from)?;
+        let mode = Mode::from_bits_truncate(0o660);
+        mknod(&device, SFlag::S_IFBLK, mode, makedev(LOOP_MAJOR, n)).map_err(io::Error::from)?;
     }
     Ok(device)
 }
@@ -134,30 +120,16 @@ pub fn backing_of(dev: &fs::File) -> io::Result<Option<(u64, u64)>> {
     }
     // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays).
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-    // SAFETY: LOOP_GET_STATUS64 writes one LoopInfo64 through the pointer, which lives
-    // across the call.
-    match unsafe {
-        ioctl(
-            dev,
-            LOOP_GET_STATUS64,
-            &mut info as *mut LoopInfo64 as libc::c_ulong,
-        )
-    } {
-        Ok(_) => Ok(Some((info.lo_device, info.lo_inode))),
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-        Err(e) => Err(e),
-    }
+    // SAFETY: LOOP_GET_STATUS64 writes one LoopInfo64 through the pointer.
+    let got = unsafe { ioctl_ptr(dev, LOOP_GET_STATUS64, &mut info) };
+    Ok(none_on(got, &[libc::ENXIO])?.map(|_| (info.lo_device, info.lo_inode)))
 }
 
 /// Detaches `device`; succeeds when it is already free.
 pub fn detach(device: &Path) -> io::Result<()> {
     let dev = OpenOptions::new().read(true).open(device)?;
     // SAFETY: LOOP_CLR_FD takes no argument.
-    match unsafe { ioctl(&dev, LOOP_CLR_FD, 0) } {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
-        Err(e) => Err(e),
-    }
+    none_on(unsafe { ioctl(&dev, LOOP_CLR_FD, 0) }, &[libc::ENXIO]).map(drop)
 }
 
 /// Makes the device pick up a grown backing file.

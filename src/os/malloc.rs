@@ -1,16 +1,13 @@
 //! glibc allocator tuning (mallopt, malloc_trim).
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core); under churn they
-/// keep freed memory, and resident memory triples. Two arenas hold the driver's small
-/// allocations fine.
+/// Bounds the arenas to 2, keeps buffers over 256 KiB in their own mappings and trims the heap
+/// top past 1 MiB. Call before other threads start.
 ///
-/// glibc also raises its mmap threshold after each large free (up to 32 MiB), so the buffers of
-/// a full ListVolumes (a few MiB each with 10,000 volumes) would come from the heap next time,
-/// interleave with long-lived records and stay resident. A fixed threshold keeps every large
-/// buffer in its own mapping, returned to the kernel when freed.
-///
-/// So: bounds the arenas to 2, keeps buffers over 256 KiB in their own mappings and trims the
-/// heap top past 1 MiB. Call before other threads start.
+/// Why: glibc gives each allocating thread its own arena (up to 8 per core), which under churn
+/// keeps freed memory and triples resident memory; two hold the driver's small allocations. It
+/// also raises its mmap threshold after each large free (up to 32 MiB), so a full ListVolumes'
+/// buffers (a few MiB each at 10,000 volumes) would next come from the heap, interleave with
+/// long-lived records and stay resident; a fixed threshold returns them to the kernel.
 pub fn bound_arenas() {
     const M_ARENA_MAX: libc::c_int = -8;
     const M_MMAP_THRESHOLD: libc::c_int = -3;

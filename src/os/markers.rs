@@ -193,12 +193,8 @@ fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
 }
 
 fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
-    Ok(rustix::fs::lsetxattr(
-        path,
-        name,
-        value.as_bytes(),
-        XattrFlags::empty(),
-    )?)
+    let flags = XattrFlags::empty();
+    Ok(rustix::fs::lsetxattr(path, name, value.as_bytes(), flags)?)
 }
 
 /// The volume id recorded on `path`, or None when it carries no marker.

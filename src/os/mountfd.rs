@@ -8,7 +8,7 @@
 //!
 //! The calls go through rustix::mount, except mount_setattr, which rustix lacks.
 
-use rustix::fs::AtFlags;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::mount::{self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags, UnmountFlags};
 use std::ffi::CStr;
@@ -34,32 +34,26 @@ fn ms(flags: MountFlags) -> rmount::MountFlags {
 
 /// MOUNT_ATTR_* bits (set, clear) for the per-mount flags of `flags`.
 fn mount_attrs(flags: MountFlags) -> (u64, u64) {
-    let mut set = 0;
-    let mut clear = 0;
-    for (ms, attr) in [
+    let set = [
         (MountFlags::RDONLY, libc::MOUNT_ATTR_RDONLY),
         (MountFlags::NOSUID, libc::MOUNT_ATTR_NOSUID),
         (MountFlags::NODEV, libc::MOUNT_ATTR_NODEV),
         (MountFlags::NOEXEC, libc::MOUNT_ATTR_NOEXEC),
         (MountFlags::NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
-    ] {
-        if flags.contains(ms) {
-            set |= attr;
-        }
-    }
+    ]
+    .into_iter()
+    .filter(|(ms, _)| flags.contains(*ms))
+    .fold(0, |set, (_, attr)| set | attr);
     // The access-time mode is one field: replacing it means clearing the whole field.
-    for (ms, attr) in [
+    let atime = [
         (MountFlags::NOATIME, libc::MOUNT_ATTR_NOATIME),
         (MountFlags::STRICTATIME, libc::MOUNT_ATTR_STRICTATIME),
         (MountFlags::RELATIME, libc::MOUNT_ATTR_RELATIME),
-    ] {
-        if flags.contains(ms) {
-            set |= attr;
-            clear |= libc::MOUNT_ATTR__ATIME;
-            break;
-        }
+    ];
+    match atime.into_iter().find(|(ms, _)| flags.contains(*ms)) {
+        Some((_, attr)) => (set | attr, libc::MOUNT_ATTR__ATIME),
+        None => (set, 0),
     }
-    (set, clear)
 }
 
 /// The per-mount flags mount(2) applies on a bind remount.
@@ -116,12 +110,8 @@ pub fn bind_mount_onto(
     read_only: bool,
     flags: MountFlags,
 ) -> io::Result<()> {
-    let src = nix::fcntl::open(
-        source,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| super::fsutil::at("opening ", source)(e.into()))?;
+    let src = rustix::fs::open(source, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| super::fsutil::at("opening ", source)(e.into()))?;
     bind_fd_mount_onto(src.as_fd(), target, read_only, flags)
         .map_err(super::fsutil::at("bind-mounting ", source))
 }
@@ -132,13 +122,11 @@ pub fn bind_fd_mount_onto(
     source: BorrowedFd,
     target: BorrowedFd,
     read_only: bool,
-    flags: MountFlags,
+    mut flags: MountFlags,
 ) -> io::Result<()> {
-    let flags = if read_only {
-        flags | MountFlags::RDONLY
-    } else {
-        flags
-    };
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
     bind_fd_onto(source, target, flags, Api::Newest)
 }
 
@@ -167,21 +155,16 @@ pub(crate) fn bind_fd_onto(
         Err(e) if is_enosys(&e) => return bind_legacy(source, target, per_mount),
         r => r?,
     };
-    let tree_fd = tree.as_fd();
-    let (set, clear) = mount_attrs(per_mount);
-    let mut remount_after = false;
-    if set != 0 || clear != 0 {
-        if api == Api::NoSetattr {
-            remount_after = true;
-        } else {
-            match mount_setattr(tree_fd, set, clear) {
-                Err(e) if is_enosys(&e) => remount_after = true,
-                r => r?,
-            }
-        }
-    }
+    let remount_after = match mount_attrs(per_mount) {
+        (0, 0) => false,
+        _ if api == Api::NoSetattr => true,
+        (set, clear) => match mount_setattr(tree.as_fd(), set, clear) {
+            Err(e) if is_enosys(&e) => true,
+            r => r.map(|()| false)?,
+        },
+    };
     // On failure the detached clone goes away when `tree` is closed.
-    move_mount_onto(tree_fd, target)?;
+    move_mount_onto(tree.as_fd(), target)?;
     if remount_after {
         // The tree fd is the root of the new mount itself, so this cannot touch another one.
         let path = proc_fd(tree.as_raw_fd());
@@ -224,10 +207,8 @@ pub fn fs_mount_onto(
     target: BorrowedFd,
 ) -> io::Result<()> {
     fs_mount_with(source, fstype, flags, data, target, Api::Newest).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("mounting {} ({fstype}): {e}", source.display()),
-        )
+        let why = format!("mounting {} ({fstype}): {e}", source.display());
+        io::Error::new(e.kind(), why)
     })
 }
 
@@ -246,20 +227,11 @@ pub(crate) fn fs_mount_with(
             Ok(fs) => return fs_mount_new(&fs, source, flags, data, target),
         }
     }
-    let opts = std::ffi::CString::new(data).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "mount options contain a NUL byte",
-        )
-    })?;
+    let why = "mount options contain a NUL byte";
+    let opts = std::ffi::CString::new(data)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, why))?;
     let dst = proc_fd(target.as_raw_fd());
-    Ok(rmount::mount(
-        source,
-        &dst,
-        fstype,
-        ms(flags),
-        opts.as_c_str(),
-    )?)
+    rmount::mount(source, &dst, fstype, ms(flags), opts.as_c_str()).map_err(Into::into)
 }
 
 fn fs_mount_new(
@@ -317,10 +289,7 @@ fn with_fs_log(fs: &OwnedFd, e: io::Error) -> io::Error {
 /// Whether `fd` is the root of a mount (something is mounted exactly there). Open the path
 /// afresh to ask: a descriptor opened before a mount still refers to the covered directory.
 pub fn is_mount_root(fd: BorrowedFd) -> io::Result<bool> {
-    super::mountinfo::mount_root(fd, EMPTY, AtFlags::EMPTY_PATH)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this kernel does not report mount roots in statx (Linux 5.8+)",
-        )
-    })
+    let why = "this kernel does not report mount roots in statx (Linux 5.8+)";
+    let unknown = || io::Error::new(io::ErrorKind::Unsupported, why);
+    super::mountinfo::mount_root(fd, EMPTY, AtFlags::EMPTY_PATH)?.ok_or_else(unknown)
 }

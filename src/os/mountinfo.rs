@@ -1,6 +1,7 @@
 //! The kernel's mount table (/proc/self/mountinfo), parsed.
 
 use super::fsutil::cpath;
+use super::sys::none_on;
 use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
 use rustix::io::Errno;
 use rustix::path::Arg;
@@ -59,10 +60,9 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
         Some(true) => return Ok(Some(dir.to_path_buf())),
         Some(false) => {}
     }
-    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &cpath(dir)?) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e),
+    let root = dirwalk::open_dir_at(libc::AT_FDCWD, &cpath(dir)?);
+    let Some(root) = none_on(root, &[libc::ENOENT])? else {
+        return Ok(None);
     };
     let mut cur = Cursor::new(root)?;
     while let Some(name) = cur.next_below()? {
@@ -78,10 +78,8 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
             }));
             return Ok(Some(found));
         }
-        match dirwalk::open_dir_at(at, &name) {
-            Ok(fd) => cur.push(&name, fd)?,
-            Err(e) if dirwalk::is_gone(&e) => {}
-            Err(e) => return Err(e),
+        if let Some(fd) = none_on(dirwalk::open_dir_at(at, &name), dirwalk::GONE)? {
+            cur.push(&name, fd)?;
         }
     }
     Ok(None)
@@ -156,22 +154,16 @@ fn parse_line(line: &str) -> Option<MountEntry> {
 
 /// Undoes the kernel's octal escaping of space, tab, newline and backslash.
 fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
-                .ok()
-                .and_then(|oct| u8::from_str_radix(oct, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let octal = |o: &[u8]| u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok();
+        let (byte, next) = match tail.get(..3).filter(|_| b == b'\\').and_then(octal) {
+            Some(v) => (v, &tail[3..]),
+            None => (b, tail),
+        };
+        out.push(byte);
+        rest = next;
     }
     String::from_utf8_lossy(&out).into_owned()
 }

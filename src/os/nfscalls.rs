@@ -1,33 +1,29 @@
 //! Kernel calls against NFS servers (mount, umount, statfs), each on its own thread under a
 //! deadline, bounded per server, and what the node knows about a server that stopped answering.
 //!
-//! Why a dedicated thread per kernel call: a mount, umount or statfs against a dead server can sit
-//! in uninterruptible sleep for minutes. Run on tokio's blocking pool it would keep that worker for
-//! good, and a handful of dead servers would stall every RPC. Here each call gets its own thread;
-//! when the deadline passes we stop waiting, answer DeadlineExceeded and leave the thread to
-//! finish (or hang) on its own: the call is *abandoned*.
+//! Why a thread per call: a mount, umount or statfs against a dead server can sit in
+//! uninterruptible sleep for minutes; on tokio's blocking pool it would hold a worker for good,
+//! and a few dead servers would stall every RPC. When the deadline passes we answer
+//! DeadlineExceeded and leave the thread to finish (or hang) on its own: the call is *abandoned*.
 //!
-//! Why the bound is per server: the threads a dead server holds are the node's cost of that
-//! server alone, so its budget must not be one the healthy servers draw on too. With a single
-//! budget for the node, one dead server used it up and every other server's mounts, unmounts and
-//! stats were refused until it came back. So each server (the host of `host:/path`) may have
+//! Why the bound is per server: the threads a dead server holds are that server's cost alone.
+//! With one budget for the node, one dead server used it up and every other server's calls were
+//! refused until it came back. So each server (the host of `host:/path`) may have
 //! [`CALLS_PER_SERVER`] calls running at once; past that its new calls are refused as
-//! Unavailable, and other servers are not affected. A call counts from its start, not from its
-//! deadline, so a burst of calls cannot get past the bound before the first deadline passes.
-//! [`CALLS_TOTAL`] caps the threads of all servers together, should many servers die at once.
-//! Name lookups do not reach the server: they count under [`RESOLVER`] instead.
+//! Unavailable. A call counts from its start, not from its deadline, so a burst cannot get past
+//! the bound before the first deadline passes. [`CALLS_TOTAL`] caps all servers together, should
+//! many die at once. Name lookups do not reach the server: they count under [`RESOLVER`].
 //!
-//! Why 32 per server: once a server is known hung its stats make no new kernel calls (see
-//! below), and the kubelet retries mounts and unmounts with a backoff that grows to minutes, so
-//! a dead server collects roughly one stuck thread per pod being started or stopped on it, plus
-//! the stats that reached it before its first deadline passed. 32 covers a node's pods of one
-//! server starting together; a stuck thread costs its stack's resident pages (a few KiB), so 32
-//! per server and 512 in all stay small next to the process.
+//! Why 32 per server: a server known hung gets no new stat calls (below), and the kubelet
+//! retries mounts and unmounts with a backoff growing to minutes, so a dead server collects about
+//! one stuck thread per pod starting or stopping on it, plus the stats that reached it before its
+//! first deadline. 32 covers a node's pods of one server starting together; a stuck thread costs
+//! a few KiB of stack, so 32 per server and 512 in all stay small next to the process.
 //!
 //! Known hung: from the first abandoned call to a server until an abandoned call to it returns,
-//! [`not_answering`] says since when. The kubelet asks NodeGetVolumeStats about once a minute per
-//! volume; for a server known hung the node answers from this state without a new kernel call,
-//! so a dead server with many volumes holds one statfs thread, not one per volume per minute.
+//! [`not_answering`] says since when. NodeGetVolumeStats (about once a minute per volume) for
+//! such a server answers from this state without a kernel call, so a dead server with many
+//! volumes holds one statfs thread, not one per volume per minute.
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -50,7 +46,6 @@ struct Server {
     hung_since: Option<Instant>,
 }
 
-#[derive(Default)]
 struct Calls {
     servers: BTreeMap<String, Server>,
     running: usize,
@@ -162,9 +157,8 @@ pub fn with_deadline_as<T: Send + 'static>(
         });
     if let Err(e) = spawned {
         returned(&mut calls(), &key, false);
-        return Err(Error::Internal(format!(
-            "{action}: cannot start a thread: {e}"
-        )));
+        let why = format!("{action}: cannot start a thread: {e}");
+        return Err(Error::Internal(why));
     }
     match rx.recv_timeout(deadline) {
         Ok(r) => r,

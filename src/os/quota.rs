@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::sys::{check, ioctl};
+use super::sys::{check, ioctl_ptr};
 
 // quotactl_fd(2) takes any open file on the filesystem, so no block device path is needed
 // (works the same on loop devices, LVM and inside a container).
@@ -129,8 +129,7 @@ pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
         let st = dirwalk::lstat_at(at, &name)?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
-                let fd = dirwalk::open_dir_at(at, &name)?;
-                let f = File::from(fd);
+                let f = File::from(dirwalk::open_dir_at(at, &name)?);
                 set_project(&f, id, true)?;
                 cur.push(&name, f.into())?;
             }
@@ -152,28 +151,15 @@ fn set_project(f: &File, id: u32, inherit: bool) -> io::Result<()> {
     if inherit {
         attr.xflags |= FS_XFLAG_PROJINHERIT;
     }
-    // SAFETY: the request reads one FsXattr that lives across the call.
-    unsafe {
-        ioctl(
-            f,
-            FS_IOC_FSSETXATTR,
-            &attr as *const FsXattr as libc::c_ulong,
-        )
-    }
-    .map(drop)
+    // SAFETY: the request reads one FsXattr.
+    unsafe { ioctl_ptr(f, FS_IOC_FSSETXATTR, &mut attr) }.map(drop)
 }
 
 /// The extended attributes (project id, flags) of an open file or directory.
 fn fs_xattr(f: &File) -> io::Result<FsXattr> {
     let mut attr = FsXattr::default();
-    // SAFETY: the request writes one FsXattr that lives across the call.
-    unsafe {
-        ioctl(
-            f,
-            FS_IOC_FSGETXATTR,
-            &mut attr as *mut FsXattr as libc::c_ulong,
-        )
-    }?;
+    // SAFETY: the request writes one FsXattr.
+    unsafe { ioctl_ptr(f, FS_IOC_FSGETXATTR, &mut attr) }?;
     Ok(attr)
 }
 

@@ -3,6 +3,7 @@
 
 use super::dirwalk::{self, Cursor};
 use super::mountfd::is_mount_root;
+use super::sys::{check, none_on};
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, RawFd};
@@ -10,10 +11,8 @@ use std::path::Path;
 
 fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: a valid descriptor and NUL-terminated name.
-    match super::sys::check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        r => r.map(drop),
-    }
+    let unlinked = check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) });
+    none_on(unlinked, &[libc::ENOENT]).map(drop)
 }
 
 /// Removes `path` and everything below it; a symlink is removed, never followed. Nothing there
@@ -40,11 +39,8 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
             }
             let name = cur.name().to_owned();
             if !cur.pop().map_err(|e| fail(&cur, None, e))? {
-                return Err(fail(
-                    &cur,
-                    Some(&name),
-                    io::Error::other("the tree was moved while it was removed"),
-                ));
+                let moved = io::Error::other("the tree was moved while it was removed");
+                return Err(fail(&cur, Some(&name), moved));
             }
             let dir = cur.fd().expect("a level found again is open");
             unlink_at(dir, &name, libc::AT_REMOVEDIR).map_err(|e| fail(&cur, Some(&name), e))?;
@@ -57,27 +53,18 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
             Err(e) => return Err(fail(&cur, Some(&name), e)),
         }
-        let child = match dirwalk::open_dir_at(dir, &name) {
-            Ok(fd) => fd,
-            Err(e) if dirwalk::is_gone(&e) => continue,
-            Err(e) => return Err(fail(&cur, Some(&name), e)),
+        let child = none_on(dirwalk::open_dir_at(dir, &name), dirwalk::GONE);
+        let Some(child) = child.map_err(|e| fail(&cur, Some(&name), e))? else {
+            continue;
         };
         if is_mount_root(child.as_fd()).unwrap_or(false) {
-            return Err(fail(
-                &cur,
-                Some(&name),
-                io::Error::new(
-                    io::ErrorKind::CrossesDevices,
-                    "a mount point: refusing to remove what is mounted there",
-                ),
-            ));
+            let why = "a mount point: refusing to remove what is mounted there";
+            let e = io::Error::new(io::ErrorKind::CrossesDevices, why);
+            return Err(fail(&cur, Some(&name), e));
         }
         cur.push(&name, child)
             .map_err(|e| fail(&cur, Some(&name), e))?;
     }
     drop(cur);
-    match std::fs::remove_dir(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
+    none_on(std::fs::remove_dir(path), &[libc::ENOENT]).map(drop)
 }
