@@ -122,14 +122,14 @@ async fn accept(
     conns: mpsc::Sender<std::io::Result<FixAuthority<UnixStream>>>,
     stop: &mut watch::Receiver<bool>,
 ) -> BoxResult<()> {
-    let mut bound = bind(socket)?;
+    let (mut listener, mut ours) = bind(socket)?;
     tracing::info!(socket = %socket.display(), "serving kubelet plugin registration");
     let mut recheck = tokio::time::interval(RECHECK);
     let mut replaced = false;
     loop {
         tokio::select! {
             () = stopped(stop) => break,
-            conn = bound.listener.accept() => match conn {
+            conn = listener.accept() => match conn {
                 Ok((stream, _)) => {
                     // The kubelet sends the socket path as :authority (h2_authority.rs).
                     if conns.send(Ok(FixAuthority::new(stream))).await.is_err() {
@@ -146,11 +146,11 @@ async fn accept(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(socket = %socket.display(), "registration socket is gone; making it again");
                     crate::metrics::set_kubelet_registered(false);
-                    bound = bind(socket)?;
+                    (listener, ours) = bind(socket)?;
                     replaced = false;
                 }
                 // Another process's file now: it is not ours to remove.
-                Ok(m) if (m.dev(), m.ino()) != bound.id && !replaced => {
+                Ok(m) if (m.dev(), m.ino()) != ours && !replaced => {
                     tracing::warn!(socket = %socket.display(), "registration socket was replaced by another process's file; leaving it");
                     replaced = true;
                 }
@@ -158,34 +158,19 @@ async fn accept(
             }
         }
     }
-    if bound.still_there(socket) {
+    if std::fs::symlink_metadata(socket).is_ok_and(|m| (m.dev(), m.ino()) == ours) {
         std::fs::remove_file(socket)
             .map_err(|e| format!("removing registration socket {}: {e}", socket.display()))?;
     }
     Ok(())
 }
 
-struct Bound {
-    listener: UnixListener,
-    /// (device, inode) of the socket file this process made.
-    id: (u64, u64),
-}
-
-impl Bound {
-    /// Whether `socket` is still the file this process bound.
-    fn still_there(&self, socket: &Path) -> bool {
-        std::fs::symlink_metadata(socket).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
-    }
-}
-
-fn bind(socket: &Path) -> BoxResult<Bound> {
+/// The listener, and (device, inode) of the socket file this process made.
+fn bind(socket: &Path) -> BoxResult<(UnixListener, (u64, u64))> {
     let listener = endpoint::bind_unix(socket, None)
         .map_err(|e| format!("registration socket {}: {e}", socket.display()))?;
     let meta = std::fs::symlink_metadata(socket)?;
-    Ok(Bound {
-        listener,
-        id: (meta.dev(), meta.ino()),
-    })
+    Ok((listener, (meta.dev(), meta.ino())))
 }
 
 /// Returns once the driver's CSI endpoint accepts connections.
