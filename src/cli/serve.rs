@@ -275,7 +275,6 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         server::health::check_driver(driver.clone());
         args.metrics.spawn(crate::metrics::render);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stop = Arc::new(stop);
         let registered = registration.map(|reg| {
             let (endpoint, stopped, stop) = (endpoint.clone(), stopped.clone(), stop.clone());
             tokio::spawn(async move {

@@ -88,10 +88,8 @@ impl csi::controller_server::Controller for ControllerService {
         let short = VolumeId::parse(&req.volume_id)
             .ok()
             .flatten()
-            .is_some_and(|id| {
-                d.backend_for(&id)
-                    .is_ok_and(|b| b.caps().quick_provisioning)
-            });
+            .and_then(|id| d.backend_for(&id).ok())
+            .is_some_and(|b| b.caps().quick_provisioning);
         rpc_queued("DeleteVolume", req.volume_id.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             // Deleting what never existed succeeds: DeleteVolume is idempotent.

@@ -13,10 +13,9 @@ use csi::volume_capability::access_mode::Mode;
 use csi::volume_capability::AccessType;
 
 pub fn require<'a>(field: &str, value: &'a str) -> Result<&'a str> {
-    if value.is_empty() {
-        Err(Error::invalid(format!("{field} is required")))
-    } else {
-        Ok(value)
+    match value {
+        "" => Err(Error::invalid(format!("{field} is required"))),
+        value => Ok(value),
     }
 }
 
