@@ -19,13 +19,10 @@ pub(crate) fn page_across<B, T>(
 ) -> Result<(Vec<T>, String)> {
     let bad_token = || Error::BadToken(starting_token.to_string());
     let after = convert::decode_token(starting_token)?;
-    let (after_backend, after_name) = match &after {
-        Some(a) => {
-            let (b, n) = a.split_once('/').ok_or_else(bad_token)?;
-            (Some(b), Some(n))
-        }
-        None => (None, None),
-    };
+    let (after_backend, after_name) = (after.as_deref())
+        .map(|a| a.split_once('/').ok_or_else(bad_token))
+        .transpose()?
+        .unzip();
     let mut entries = Vec::new();
     let mut next_token = String::new();
     let mut started = after_backend.is_none();
