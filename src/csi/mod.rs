@@ -84,15 +84,12 @@ impl Driver {
 
     /// The backend that owns an id; ids of backends we do not serve name no volume of ours.
     pub fn backend_for(&self, id: &VolumeId) -> Result<&Arc<dyn Backend>> {
-        self.backends
-            .iter()
-            .find(|b| b.name() == id.backend)
-            .ok_or_else(|| {
-                Error::not_found_because(
-                    id.to_string(),
-                    format!("backend {} is not served by this process", id.backend),
-                )
-            })
+        self.backend(&id.backend).map_err(|_| {
+            Error::not_found_because(
+                id.to_string(),
+                format!("backend {} is not served by this process", id.backend),
+            )
+        })
     }
 
     /// The backend and id a request's volume_id names, or NotFound. Called after the other
@@ -197,7 +194,6 @@ fn run_caught<T>(method: &'static str, body: impl FnOnce() -> Result<T>) -> Resu
     })
 }
 
-/// Runs a body on the blocking pool.
 async fn on_pool<T: Send + 'static>(
     method: &'static str,
     body: impl FnOnce() -> Result<T> + Send + 'static,
