@@ -88,7 +88,7 @@ impl csi::controller_server::Controller for ControllerService {
         let short = VolumeId::parse(&req.volume_id)
             .ok()
             .flatten()
-            .and_then(|id| d.backend_for(&id).ok())
+            .and_then(|id| d.backend_for(&id.backend, &id).ok())
             .is_some_and(|b| b.caps().quick_provisioning);
         rpc_queued("DeleteVolume", req.volume_id.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;

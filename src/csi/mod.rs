@@ -82,13 +82,12 @@ impl Driver {
             })
     }
 
-    /// The backend that owns an id; ids of backends we do not serve name no volume of ours.
-    pub fn backend_for(&self, id: &VolumeId) -> Result<&Arc<dyn Backend>> {
-        self.backend(&id.backend).map_err(|_| {
-            Error::not_found_because(
-                id.to_string(),
-                format!("backend {} is not served by this process", id.backend),
-            )
+    /// The backend `backend` that owns `id`; ids of backends we do not serve name nothing of
+    /// ours (NotFound).
+    pub fn backend_for(&self, backend: &str, id: impl ToString) -> Result<&Arc<dyn Backend>> {
+        self.backend(backend).map_err(|_| {
+            let why = format!("backend {backend} is not served by this process");
+            Error::not_found_because(id.to_string(), why)
         })
     }
 
@@ -100,7 +99,7 @@ impl Driver {
         raw: &str,
     ) -> Result<(&Arc<dyn Backend>, VolumeId)> {
         let id = parsed.ok_or_else(|| Error::not_found(raw))?;
-        Ok((self.backend_for(&id)?, id))
+        Ok((self.backend_for(&id.backend, &id)?, id))
     }
 
     /// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
