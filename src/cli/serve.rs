@@ -206,16 +206,14 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         ],
     };
     let nfs_registry = nfs_registry(&args.nfs, &state_dir)?;
+    let pool_config = args.hostpath_pool_config.as_deref().map(absolute);
     let settings = Settings {
         node_id: node_id.clone(),
         state_dir,
         devices,
         hostpath_pools: super::pools::node_pools(
             &node_id,
-            args.hostpath_pool_config
-                .as_deref()
-                .map(absolute)
-                .as_deref(),
+            pool_config.as_deref(),
             &args.hostpath_pools,
             &(args.hostpath_base.as_deref()).map_or_else(|| data_dir.join("hostpath"), absolute),
         )?,
