@@ -114,7 +114,6 @@ pub fn capability(field: &str, cap: &csi::VolumeCapability) -> Result<(), String
     Ok(())
 }
 
-/// A repeated VolumeCapability field.
 pub fn capabilities(field: &str, caps: &[csi::VolumeCapability]) -> Result<(), String> {
     entries(field, caps.len(), MAX_CAPABILITIES)?;
     for (i, c) in caps.iter().enumerate() {

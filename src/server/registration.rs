@@ -41,7 +41,6 @@ const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
 pub struct Registration {
     /// The kubelet's plugins_registry directory.
     pub dir: PathBuf,
-    /// The CSI driver name.
     pub driver_name: String,
     /// The CSI socket path as the kubelet sees it.
     pub kubelet_csi_endpoint: PathBuf,
