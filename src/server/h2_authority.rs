@@ -11,7 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const PREFACE_LEN: usize = 24;
@@ -183,17 +183,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FixAuthority<S> {
             }
             let mut chunk = [0u8; 16 * 1024];
             let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    if rb.filled().is_empty() {
-                        this.eof = true;
-                    } else {
-                        this.raw.extend_from_slice(rb.filled());
-                        this.process();
-                    }
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                this.eof = true;
+            } else {
+                this.raw.extend_from_slice(rb.filled());
+                this.process();
             }
         }
     }
