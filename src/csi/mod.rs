@@ -101,25 +101,25 @@ impl Driver {
         let id = parsed.ok_or_else(|| Error::not_found(raw))?;
         Ok((self.backend_for(&id.backend, &id)?, id))
     }
+}
 
-    /// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
-    /// limits are checked, then its id parsed (an id that could escape a base path is
-    /// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
-    pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
-        self: &Arc<Self>,
-        method: &'static str,
-        req: Request<R>,
-        body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
-    ) -> Result<Response<T>, Status> {
-        let req = req.into_inner();
-        let d = self.clone();
-        rpc(method, req.volume_id().to_string(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(req.volume_id())?;
-            body(&d, req, id)
-        })
-        .await
-    }
+/// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
+/// limits are checked, then its id parsed (an id that could escape a base path is
+/// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
+pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
+    driver: &Arc<Driver>,
+    method: &'static str,
+    req: Request<R>,
+    body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let req = req.into_inner();
+    let d = driver.clone();
+    rpc(method, req.volume_id().to_string(), move || {
+        req.check_limits().map_err(Error::InvalidArgument)?;
+        let id = VolumeId::parse(req.volume_id())?;
+        body(&d, req, id)
+    })
+    .await
 }
 
 /// InvalidArgument when a capability asks for something the volume's backend cannot serve

@@ -59,11 +59,11 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_optional_service(controller.then(|| {
-            ControllerServer::new(ControllerService::new(driver.clone()))
+            ControllerServer::new(ControllerService(driver.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }))
         .add_optional_service(node.then(|| {
-            NodeServer::new(NodeService::new(driver.clone()))
+            NodeServer::new(NodeService(driver.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }))
         // The admin API moves data on this node: only on a Unix socket, never over TCP.
