@@ -15,24 +15,16 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct AdminService {
-    driver: Arc<Driver>,
+    pub driver: Arc<Driver>,
     /// Whether this process serves the controller role: an NFS volume's record is the
     /// controller's to write, never a node plugin's.
-    controller: bool,
+    pub controller: bool,
     /// This node's pods and their host paths, for a directory's adoption; None without
     /// Kubernetes.
-    pods: Option<Arc<dyn PodPaths>>,
+    pub pods: Option<Arc<dyn PodPaths>>,
 }
 
 impl AdminService {
-    pub fn new(driver: Arc<Driver>, controller: bool, pods: Option<Arc<dyn PodPaths>>) -> Self {
-        AdminService {
-            driver,
-            controller,
-            pods,
-        }
-    }
-
     /// Runs the adoption `build` decodes on backend `backend`, under the volume's lock.
     async fn adopt(
         &self,

@@ -55,8 +55,11 @@ pub async fn serve(
     let router = Server::builder()
         .layer(rpc_metrics::RpcMetricsLayer)
         .add_service(
-            IdentityServer::new(IdentityService::new(driver.clone(), controller))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            IdentityServer::new(IdentityService {
+                driver: driver.clone(),
+                controller,
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_optional_service(controller.then(|| {
             ControllerServer::new(ControllerService(driver.clone()))
@@ -68,10 +71,13 @@ pub async fn serve(
         }))
         // The admin API moves data on this node: only on a Unix socket, never over TCP.
         .add_optional_service(matches!(endpoint, Endpoint::Unix(_)).then(|| {
-            let pods = pods::KubePods::configured(&driver.node_id)
-                .map(|p| Arc::new(p) as Arc<dyn crate::backend::pod_paths::PodPaths>);
-            AdminServer::new(AdminService::new(driver.clone(), controller, pods))
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
+            let admin = AdminService {
+                driver: driver.clone(),
+                controller,
+                pods: pods::KubePods::configured(&driver.node_id)
+                    .map(|p| Arc::new(p) as Arc<dyn crate::backend::pod_paths::PodPaths>),
+            };
+            AdminServer::new(admin).max_decoding_message_size(MAX_REQUEST_BYTES)
         }));
     match endpoint {
         Endpoint::Unix(path) => {
