@@ -50,15 +50,14 @@ impl AdminService {
 }
 
 fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
+    let context = &info.context;
     pb::AdoptResponse {
         volume_id: info.id,
         capacity_bytes: info.capacity_bytes as i64,
-        capacity_enforced: info
-            .context
+        capacity_enforced: context
             .get("ferrovol.io/capacity-enforced")
             .is_some_and(|v| v == "true"),
-        fs_type: info
-            .context
+        fs_type: context
             .get("ferrovol.io/fs-type")
             .cloned()
             .unwrap_or_default(),

@@ -51,7 +51,6 @@ pub async fn serve(
         Endpoint::Unix(_) => false,
     };
     let controller = roles.contains(&Role::Controller);
-    let node = roles.contains(&Role::Node);
     let router = Server::builder()
         .layer(rpc_metrics::RpcMetricsLayer)
         .add_service(
@@ -65,7 +64,7 @@ pub async fn serve(
             ControllerServer::new(ControllerService(driver.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }))
-        .add_optional_service(node.then(|| {
+        .add_optional_service(roles.contains(&Role::Node).then(|| {
             NodeServer::new(NodeService(driver.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }))
