@@ -1,7 +1,7 @@
 //! `ferrovol ctl`: a small CSI client for watching a driver work.
 
 use super::ctl_kubelet::capability;
-use super::{default_socket, size::parse_size, DEFAULT_DATA_DIR};
+use super::{size::parse_size, DEFAULT_DATA_DIR};
 use crate::proto::{
     self as csi, controller_client::ControllerClient, identity_client::IdentityClient,
     node_client::NodeClient,
@@ -127,10 +127,7 @@ pub fn run(args: CtlArgs) -> Result<()> {
 
 async fn run_async(args: CtlArgs) -> Result<()> {
     let data_dir = super::absolute(&args.data_dir);
-    let endpoint = args
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
+    let endpoint = super::endpoint_or_default(&args.endpoint, &data_dir);
     let channel = crate::client::connect(&endpoint).await.map_err(|e| {
         format!("cannot reach the driver at {endpoint}: {e} (is `ferrovol serve` running?)")
     })?;
