@@ -201,9 +201,11 @@ pub async fn node_expand(
     path: &Path,
 ) -> Result<()> {
     let offers = offers(&channel).await?;
-    let staging = (offers.stage)
-        .then(|| staging_path(data_dir, &volume_id).display().to_string())
-        .unwrap_or_default();
+    let staging = if offers.stage {
+        staging_path(data_dir, &volume_id).display().to_string()
+    } else {
+        String::new()
+    };
     let resp = NodeClient::new(channel)
         .node_expand_volume(csi::NodeExpandVolumeRequest {
             volume_id: volume_id.clone(),
