@@ -69,15 +69,11 @@ pub fn fix_frame(frame: Vec<u8>) -> Vec<u8> {
     }
     let flags = frame[4];
     let payload = &frame[FRAME_HEADER_LEN..];
-    let mut start = 0;
-    let mut pad = 0;
-    if flags & PADDED != 0 {
-        let Some(&p) = payload.first() else {
-            return frame;
-        };
-        pad = usize::from(p);
-        start = 1;
-    }
+    let (mut start, pad) = match (flags & PADDED != 0, payload.first()) {
+        (false, _) => (0, 0),
+        (true, Some(&p)) => (1, usize::from(p)),
+        (true, None) => return frame,
+    };
     if flags & PRIORITY != 0 {
         start += 5;
     }
