@@ -171,17 +171,13 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                     let v = e.volume.unwrap_or_default();
                     let st = e.status.unwrap_or_default();
                     let cond = st.volume_condition.unwrap_or_default();
-                    println!(
-                        "{}\t{} bytes\tpublished={:?}\t{}",
-                        v.volume_id,
-                        v.capacity_bytes,
-                        st.published_node_ids,
-                        if cond.abnormal {
-                            format!("ABNORMAL: {}", cond.message)
-                        } else {
-                            "healthy".into()
-                        }
-                    );
+                    let health = if cond.abnormal {
+                        format!("ABNORMAL: {}", cond.message)
+                    } else {
+                        "healthy".into()
+                    };
+                    let (id, size, nodes) = (v.volume_id, v.capacity_bytes, st.published_node_ids);
+                    println!("{id}\t{size} bytes\tpublished={nodes:?}\t{health}");
                 }
                 if resp.next_token.is_empty() {
                     break;
@@ -225,22 +221,16 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 .await?
                 .into_inner();
             for u in resp.usage {
-                let unit = if u.unit == csi::volume_usage::Unit::Inodes as i32 {
-                    "inodes"
-                } else {
-                    "bytes"
-                };
+                let inodes = u.unit == csi::volume_usage::Unit::Inodes as i32;
+                let unit = if inodes { "inodes" } else { "bytes" };
                 println!(
                     "{unit}: total={} used={} available={}",
                     u.total, u.used, u.available
                 );
             }
             if let Some(c) = resp.volume_condition {
-                println!(
-                    "condition: {}{}",
-                    if c.abnormal { "ABNORMAL " } else { "" },
-                    c.message
-                );
+                let abnormal = if c.abnormal { "ABNORMAL " } else { "" };
+                println!("condition: {abnormal}{}", c.message);
             }
         }
         CtlCommand::Expand { volume_id, size } => {
