@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::proto as csi;
 use crate::volume::{CreateRequest, TopologyRequirement, VolumeId};
 use csi::controller_service_capability::rpc::Type as Cap;
+use csi::validate_volume_capabilities_response::Confirmed;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -144,8 +145,7 @@ impl csi::controller_server::Controller for ControllerService {
         req: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
         volume_rpc(&self.0, "ControllerUnpublishVolume", req, |d, req, id| {
-            // A volume that no longer exists is unpublished from every node: OK, as the spec
-            // asks.
+            // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
             let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
                 return Ok(csi::ControllerUnpublishVolumeResponse {});
             };
@@ -167,15 +167,12 @@ impl csi::controller_server::Controller for ControllerService {
             let params = convert::parameters(&req.parameters);
             // None: every capability is confirmed; else why not.
             let refusal = backend.validate(&id, &caps, &params)?;
-            let confirmed =
-                refusal
-                    .is_none()
-                    .then(|| csi::validate_volume_capabilities_response::Confirmed {
-                        volume_context: req.volume_context,
-                        volume_capabilities: req.volume_capabilities,
-                        parameters: req.parameters,
-                        mutable_parameters: Default::default(),
-                    });
+            let confirmed = refusal.is_none().then(|| Confirmed {
+                volume_context: req.volume_context,
+                volume_capabilities: req.volume_capabilities,
+                parameters: req.parameters,
+                mutable_parameters: Default::default(),
+            });
             Ok(csi::ValidateVolumeCapabilitiesResponse {
                 confirmed,
                 message: refusal.unwrap_or_default(),
