@@ -67,19 +67,15 @@ impl csi::node_server::Node for NodeService {
                 Some(d.paths.target("staging_target_path", &path)?)
             };
             let target = abs_path("target_path", &req.target_path)?;
-            let capability = convert::required_capability(req.volume_capability.as_ref())?;
+            let cap = convert::required_capability(req.volume_capability.as_ref())?;
             let target = d.paths.target("target_path", &target)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
-            check_served(
-                backend.as_ref(),
-                &req.volume_id,
-                std::slice::from_ref(&capability),
-            )?;
+            check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
             let publish = PublishRequest {
                 id,
                 staging,
                 target,
-                capability,
+                capability: cap,
                 read_only: req.readonly,
                 volume_context: convert::parameters(&req.volume_context),
                 publish_context: convert::parameters(&req.publish_context),
