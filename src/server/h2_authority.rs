@@ -52,7 +52,7 @@ impl<S> FixAuthority<S> {
             return;
         }
         while let [a, b, c, ..] = self.raw[..] {
-            let len = FRAME_HEADER_LEN + usize::from_be_bytes([0, 0, 0, 0, 0, a, b, c]);
+            let len = FRAME_HEADER_LEN + u32::from_be_bytes([0, a, b, c]) as usize;
             if self.raw.len() < len {
                 return;
             }
