@@ -242,10 +242,8 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
-                "expanded {volume_id} to {} bytes (node step needed: {})",
-                resp.capacity_bytes, resp.node_expansion_required
-            );
+            let (size, node) = (resp.capacity_bytes, resp.node_expansion_required);
+            println!("expanded {volume_id} to {size} bytes (node step needed: {node})");
         }
         CtlCommand::Adopt(adopt) => super::ctl_adopt::run(channel, adopt).await?,
         CtlCommand::Devices { .. } => unreachable!("answered from the inventory file in run()"),
@@ -281,10 +279,8 @@ async fn info(channel: Channel) -> Result<()> {
         .get_capacity(csi::GetCapacityRequest::default())
         .await
     {
-        println!(
-            "available capacity: {} bytes",
-            c.into_inner().available_capacity
-        );
+        let available = c.into_inner().available_capacity;
+        println!("available capacity: {available} bytes");
     }
     Ok(())
 }

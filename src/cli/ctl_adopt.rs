@@ -143,10 +143,8 @@ pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
         .map_err(|s| format!("adopting {place}: {}", s.message()))?
         .into_inner();
     if !resp.capacity_enforced && !resp.node_id.is_empty() {
-        eprintln!(
-            "note: volume {}'s capacity is advisory (the filesystem cannot limit it)",
-            resp.volume_id
-        );
+        let id = &resp.volume_id;
+        eprintln!("note: volume {id}'s capacity is advisory (the filesystem cannot limit it)");
     }
     print!("{}", persistent_volume(&name, &args.storage_class, &resp)?);
     Ok(())
