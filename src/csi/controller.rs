@@ -46,13 +46,9 @@ impl csi::controller_server::Controller for ControllerService {
             // Each backend copies only its own volumes and snapshots.
             let foreign = create.content_source.as_ref();
             if let Some(src) = foreign.filter(|src| src.backend() != backend.name()) {
-                return Err(Error::invalid(format!(
-                    "volume {}: a {} volume cannot be made from {} (a {} source)",
-                    req.name,
-                    backend.name(),
-                    src.id(),
-                    src.backend()
-                )));
+                let (name, kind, id, from) = (&req.name, backend.name(), src.id(), src.backend());
+                let why = format!("a {kind} volume cannot be made from {id} (a {from} source)");
+                return Err(Error::invalid(format!("volume {name}: {why}")));
             }
             let id = backend.create_id(&create)?;
             check_served(backend.as_ref(), &req.name, &create.capabilities)?;
