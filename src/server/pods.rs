@@ -45,16 +45,11 @@ impl KubePods {
                 .enable_all()
                 .build()
                 .map_err(|e| PodsError::Unavailable(format!("cannot start a runtime: {e}")))?;
-            rt.block_on(async {
-                tokio::time::timeout(TIMEOUT, self.list())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(PodsError::Unavailable(format!(
-                            "the API server did not answer within {} s",
-                            TIMEOUT.as_secs()
-                        )))
-                    })
-            })
+            let secs = TIMEOUT.as_secs();
+            let late = format!("the API server did not answer within {secs} s");
+            // The timer is made inside the runtime, which it needs.
+            let listed = rt.block_on(async { tokio::time::timeout(TIMEOUT, self.list()).await });
+            listed.unwrap_or(Err(PodsError::Unavailable(late)))
         };
         std::thread::scope(|s| {
             s.spawn(run)
