@@ -186,10 +186,8 @@ where
 /// Runs a body on this thread; a panic becomes an Internal error naming the method.
 fn run_caught<T>(method: &'static str, body: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
-        Err(Error::Internal(format!(
-            "{method} panicked: {}",
-            crate::error::panic_message(&*panic)
-        )))
+        let why = crate::error::panic_message(&*panic);
+        Err(Error::Internal(format!("{method} panicked: {why}")))
     })
 }
 
