@@ -157,12 +157,8 @@ async fn claim_path(
 
 /// `namespace/name`.
 fn pod_name(pod: &Pod) -> String {
-    let m = &pod.metadata;
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or("default"),
-        m.name.as_deref().unwrap_or_default()
-    )
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    format!("{ns}/{}", pod.metadata.name.as_deref().unwrap_or_default())
 }
 
 /// A pod that ended (Succeeded, Failed) runs no container again; any other may.
