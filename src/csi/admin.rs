@@ -84,22 +84,17 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::AdoptDirectoryRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let r = req.into_inner();
-        let pods = self.pods.clone();
-        self.adopt(
-            "AdoptDirectory",
-            hostpath::BACKEND,
-            r.name.clone(),
-            move || {
-                require("path", &r.path)?;
-                Ok(Adopt::Dir(AdoptDir {
-                    path: PathBuf::from(&r.path),
-                    capacity: capacity(&r.name, r.capacity_bytes)?,
-                    name: r.name,
-                    reflink_copy: r.reflink_copy,
-                    pods,
-                }))
-            },
-        )
+        let (pods, name) = (self.pods.clone(), r.name.clone());
+        self.adopt("AdoptDirectory", hostpath::BACKEND, name, move || {
+            require("path", &r.path)?;
+            Ok(Adopt::Dir(AdoptDir {
+                path: PathBuf::from(&r.path),
+                capacity: capacity(&r.name, r.capacity_bytes)?,
+                name: r.name,
+                reflink_copy: r.reflink_copy,
+                pods,
+            }))
+        })
         .await
     }
 
