@@ -188,6 +188,15 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn an_empty_inventory_prints_its_header_alone() {
+        assert_eq!(
+            super::inventory_table(&[]),
+            "UID  PATH  SIZE  STATE  CLAIM  VOLUME  REASON\n"
+        );
+        assert!(super::table(&[]).starts_with("UID  PATH  SIZE  TYPE  FS/PT  CANDIDATE  REASON"));
+    }
+
+    #[test]
     fn human_sizes() {
         assert_eq!(super::human(64 << 20), "64M");
         assert_eq!(super::human(1536 << 20), "1.5G");
