@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch::Receiver};
 use tonic::{Request, Response, Status};
 
 /// The generated types and service traits of proto/pluginregistration.proto.
@@ -81,11 +81,7 @@ impl RegistrationApi for Service {
 
 /// Registers the driver with the kubelet until `stop` turns true; then removes the socket.
 /// `csi` is the driver's own CSI endpoint, waited for before the socket is made.
-pub async fn run(
-    reg: Registration,
-    csi: Endpoint,
-    mut stop: watch::Receiver<bool>,
-) -> BoxResult<()> {
+pub async fn run(reg: Registration, csi: Endpoint, mut stop: Receiver<bool>) -> BoxResult<()> {
     tokio::select! {
         () = wait_for_csi(&csi) => {}
         () = stopped(&mut stop) => return Ok(()),
@@ -119,7 +115,7 @@ pub async fn run(
 async fn accept(
     socket: &Path,
     conns: mpsc::Sender<std::io::Result<FixAuthority<UnixStream>>>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut Receiver<bool>,
 ) -> BoxResult<()> {
     let (mut listener, mut ours) = bind(socket)?;
     tracing::info!(socket = %socket.display(), "serving kubelet plugin registration");
@@ -180,6 +176,6 @@ async fn wait_for_csi(csi: &Endpoint) {
 }
 
 /// Returns once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+async fn stopped(stop: &mut Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
