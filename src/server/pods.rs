@@ -121,10 +121,8 @@ async fn claim_path(
             "pod {pod}'s volume {volume:?} uses claim {ns}/{claim}, {why}"
         ))
     };
-    let pvc = match Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .get(claim)
-        .await
-    {
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let pvc = match claims.get(claim).await {
         Ok(c) => c,
         Err(e) if not_found(&e) => return Err(unproven("which does not exist".into())),
         Err(e) => return Err(unavailable(format!("get claim {ns}/{claim}"), e)),
@@ -135,10 +133,8 @@ async fn claim_path(
             "which is bound to no PersistentVolume (phase {phase:?})"
         )));
     };
-    let pv = match Api::<PersistentVolume>::all(client.clone())
-        .get(&pv_name)
-        .await
-    {
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    let pv = match volumes.get(&pv_name).await {
         Ok(v) => v,
         Err(e) if not_found(&e) => {
             return Err(unproven(format!(
