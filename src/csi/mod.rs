@@ -140,15 +140,11 @@ pub(crate) fn check_served(
 
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
 /// The body counts as in flight meanwhile, so a queued body does not take itself to be alone.
-pub(crate) async fn rpc<T, F>(
+pub(crate) async fn rpc<T: Send + 'static>(
     method: &'static str,
     volume: String,
-    body: F,
-) -> Result<Response<T>, Status>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
+    body: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<Response<T>, Status> {
     rpc_queued(method, volume, false, move || body().map(Done::Now)).await
 }
 
@@ -157,16 +153,12 @@ where
 /// alone, it waits for its commit in place (leading the sync: no thread hand-off at all);
 /// otherwise its task awaits the batch's sync, holding no thread, and is woken with its batch.
 /// A long body runs on the pool and waits for its commit there.
-pub(crate) async fn rpc_queued<T, F>(
+pub(crate) async fn rpc_queued<T: Send + 'static>(
     method: &'static str,
     volume: String,
     short: bool,
-    body: F,
-) -> Result<Response<T>, Status>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<Done<T>> + Send + 'static,
-{
+    body: impl FnOnce() -> Result<Done<T>> + Send + 'static,
+) -> Result<Response<T>, Status> {
     let start = Instant::now();
     let in_flight = in_place::InFlight::enter(short);
     let result = if in_flight.in_place() {
