@@ -265,20 +265,16 @@ async fn info(channel: Channel) -> Result<()> {
         .ready
         .unwrap_or(false);
     println!("ready: {ready}");
-    if let Ok(n) = NodeClient::new(channel.clone())
-        .node_get_info(csi::NodeGetInfoRequest {})
-        .await
-    {
+    let mut node = NodeClient::new(channel.clone());
+    if let Ok(n) = node.node_get_info(csi::NodeGetInfoRequest {}).await {
         let n = n.into_inner();
         println!(
             "node: {} (max volumes {})",
             n.node_id, n.max_volumes_per_node
         );
     }
-    if let Ok(c) = ControllerClient::new(channel)
-        .get_capacity(csi::GetCapacityRequest::default())
-        .await
-    {
+    let mut ctrl = ControllerClient::new(channel);
+    if let Ok(c) = ctrl.get_capacity(csi::GetCapacityRequest::default()).await {
         let available = c.into_inner().available_capacity;
         println!("available capacity: {available} bytes");
     }
