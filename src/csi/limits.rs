@@ -146,11 +146,8 @@ impl WithinLimits for csi::CreateVolumeRequest {
         map("parameters", &self.parameters)?;
         map("secrets", &self.secrets)?;
         map("mutable_parameters", &self.mutable_parameters)?;
-        if let Some(src) = self
-            .volume_content_source
-            .as_ref()
-            .and_then(|s| s.r#type.as_ref())
-        {
+        let source = self.volume_content_source.as_ref();
+        if let Some(src) = source.and_then(|s| s.r#type.as_ref()) {
             use csi::volume_content_source::Type;
             match src {
                 Type::Snapshot(s) => id("volume_content_source.snapshot_id", &s.snapshot_id)?,
