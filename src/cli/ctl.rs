@@ -1,7 +1,7 @@
 //! `ferrovol ctl`: a small CSI client for watching a driver work.
 
 use super::ctl_kubelet::capability;
-use super::{default_socket, size::parse_size, DEFAULT_DATA_DIR};
+use super::{size::parse_size, DEFAULT_DATA_DIR};
 use crate::proto::{
     self as csi, controller_client::ControllerClient, identity_client::IdentityClient,
     node_client::NodeClient,
@@ -127,10 +127,7 @@ pub fn run(args: CtlArgs) -> Result<()> {
 
 async fn run_async(args: CtlArgs) -> Result<()> {
     let data_dir = super::absolute(&args.data_dir);
-    let endpoint = args
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
+    let endpoint = super::endpoint_or_default(&args.endpoint, &data_dir);
     let channel = crate::client::connect(&endpoint).await.map_err(|e| {
         format!("cannot reach the driver at {endpoint}: {e} (is `ferrovol serve` running?)")
     })?;
@@ -174,17 +171,13 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                     let v = e.volume.unwrap_or_default();
                     let st = e.status.unwrap_or_default();
                     let cond = st.volume_condition.unwrap_or_default();
-                    println!(
-                        "{}\t{} bytes\tpublished={:?}\t{}",
-                        v.volume_id,
-                        v.capacity_bytes,
-                        st.published_node_ids,
-                        if cond.abnormal {
-                            format!("ABNORMAL: {}", cond.message)
-                        } else {
-                            "healthy".into()
-                        }
-                    );
+                    let health = if cond.abnormal {
+                        format!("ABNORMAL: {}", cond.message)
+                    } else {
+                        "healthy".into()
+                    };
+                    let (id, size, nodes) = (v.volume_id, v.capacity_bytes, st.published_node_ids);
+                    println!("{id}\t{size} bytes\tpublished={nodes:?}\t{health}");
                 }
                 if resp.next_token.is_empty() {
                     break;
@@ -228,22 +221,16 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 .await?
                 .into_inner();
             for u in resp.usage {
-                let unit = if u.unit == csi::volume_usage::Unit::Inodes as i32 {
-                    "inodes"
-                } else {
-                    "bytes"
-                };
+                let inodes = u.unit == csi::volume_usage::Unit::Inodes as i32;
+                let unit = if inodes { "inodes" } else { "bytes" };
                 println!(
                     "{unit}: total={} used={} available={}",
                     u.total, u.used, u.available
                 );
             }
             if let Some(c) = resp.volume_condition {
-                println!(
-                    "condition: {}{}",
-                    if c.abnormal { "ABNORMAL " } else { "" },
-                    c.message
-                );
+                let abnormal = if c.abnormal { "ABNORMAL " } else { "" };
+                println!("condition: {abnormal}{}", c.message);
             }
         }
         CtlCommand::Expand { volume_id, size } => {
@@ -255,10 +242,8 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
-                "expanded {volume_id} to {} bytes (node step needed: {})",
-                resp.capacity_bytes, resp.node_expansion_required
-            );
+            let (size, node) = (resp.capacity_bytes, resp.node_expansion_required);
+            println!("expanded {volume_id} to {size} bytes (node step needed: {node})");
         }
         CtlCommand::Adopt(adopt) => super::ctl_adopt::run(channel, adopt).await?,
         CtlCommand::Devices { .. } => unreachable!("answered from the inventory file in run()"),
@@ -280,24 +265,18 @@ async fn info(channel: Channel) -> Result<()> {
         .ready
         .unwrap_or(false);
     println!("ready: {ready}");
-    if let Ok(n) = NodeClient::new(channel.clone())
-        .node_get_info(csi::NodeGetInfoRequest {})
-        .await
-    {
+    let mut node = NodeClient::new(channel.clone());
+    if let Ok(n) = node.node_get_info(csi::NodeGetInfoRequest {}).await {
         let n = n.into_inner();
         println!(
             "node: {} (max volumes {})",
             n.node_id, n.max_volumes_per_node
         );
     }
-    if let Ok(c) = ControllerClient::new(channel)
-        .get_capacity(csi::GetCapacityRequest::default())
-        .await
-    {
-        println!(
-            "available capacity: {} bytes",
-            c.into_inner().available_capacity
-        );
+    let mut ctrl = ControllerClient::new(channel);
+    if let Ok(c) = ctrl.get_capacity(csi::GetCapacityRequest::default()).await {
+        let available = c.into_inner().available_capacity;
+        println!("available capacity: {available} bytes");
     }
     Ok(())
 }

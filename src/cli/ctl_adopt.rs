@@ -3,7 +3,7 @@
 //! recipes.
 
 use super::size::parse_size;
-use crate::proto::admin::{self as pb, admin_client::AdminClient};
+use crate::proto::admin::{self as pb, admin_client::AdminClient, AdoptResponse};
 use crate::server::BoxResult as Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -143,10 +143,8 @@ pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
         .map_err(|s| format!("adopting {place}: {}", s.message()))?
         .into_inner();
     if !resp.capacity_enforced && !resp.node_id.is_empty() {
-        eprintln!(
-            "note: volume {}'s capacity is advisory (the filesystem cannot limit it)",
-            resp.volume_id
-        );
+        let id = &resp.volume_id;
+        eprintln!("note: volume {id}'s capacity is advisory (the filesystem cannot limit it)");
     }
     print!("{}", persistent_volume(&name, &args.storage_class, &resp)?);
     Ok(())
@@ -155,11 +153,7 @@ pub async fn run(channel: Channel, args: AdoptArgs) -> Result<()> {
 /// The PersistentVolume that makes the adopted volume usable: the driver's volumeHandle and
 /// attributes, the node it lives on (none for an NFS volume, which every node reaches, and
 /// which many pods may share), reclaimPolicy Retain.
-pub fn persistent_volume(
-    name: &str,
-    storage_class: &str,
-    resp: &pb::AdoptResponse,
-) -> Result<String> {
+pub fn persistent_volume(name: &str, storage_class: &str, resp: &AdoptResponse) -> Result<String> {
     let attributes: std::collections::BTreeMap<_, _> = resp.volume_context.iter().collect();
     let mut csi = serde_json::json!({
         "driver": resp.driver_name,

@@ -68,16 +68,7 @@ pub(super) fn node_or_hostname(node: Option<String>) -> BoxResult<String> {
 
 /// The table: one line per device.
 pub fn table(devs: &[Device]) -> String {
-    let mut rows = vec![[
-        "UID",
-        "PATH",
-        "SIZE",
-        "TYPE",
-        "FS/PT",
-        "CANDIDATE",
-        "REASON",
-    ]
-    .map(String::from)];
+    let mut rows = Vec::new();
     for d in devs {
         let sig = d
             .filesystem
@@ -95,7 +86,7 @@ pub fn table(devs: &[Device]) -> String {
             d.excluded_reason.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    align(rows)
+    align("UID PATH SIZE TYPE FS/PT CANDIDATE REASON", rows)
 }
 
 /// The live inventory a serving driver keeps (`<state-dir>/devices.json`), as written last,
@@ -126,8 +117,7 @@ pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>
 /// node). REASON names the other devices that present the same identity, else why a Released
 /// device was not reused, else why discovery excludes it.
 pub fn inventory_table(entries: &[Entry]) -> String {
-    let mut rows =
-        vec![["UID", "PATH", "SIZE", "STATE", "CLAIM", "VOLUME", "REASON"].map(String::from)];
+    let mut rows = Vec::new();
     for e in entries {
         let d = &e.device;
         let excluded = d.excluded_reason.clone().unwrap_or_else(|| "-".into());
@@ -155,10 +145,14 @@ pub fn inventory_table(entries: &[Entry]) -> String {
             reason,
         ]);
     }
-    align(rows)
+    align("UID PATH SIZE STATE CLAIM VOLUME REASON", rows)
 }
 
-fn align(rows: Vec<[String; 7]>) -> String {
+/// `rows` in columns under `header` (its names space separated); the last column is not padded.
+fn align(header: &str, rows: Vec<[String; 7]>) -> String {
+    let mut names = header.split(' ').map(String::from);
+    let head = std::array::from_fn(|_| names.next().unwrap_or_default());
+    let rows: Vec<[String; 7]> = std::iter::once(head).chain(rows).collect();
     let widths: Vec<usize> = (0..7)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
@@ -193,6 +187,15 @@ pub fn human(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_empty_inventory_prints_its_header_alone() {
+        assert_eq!(
+            super::inventory_table(&[]),
+            "UID  PATH  SIZE  STATE  CLAIM  VOLUME  REASON\n"
+        );
+        assert!(super::table(&[]).starts_with("UID  PATH  SIZE  TYPE  FS/PT  CANDIDATE  REASON"));
+    }
+
     #[test]
     fn human_sizes() {
         assert_eq!(super::human(64 << 20), "64M");

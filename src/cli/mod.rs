@@ -12,8 +12,9 @@ pub mod registration;
 pub mod serve;
 pub mod size;
 
+use crate::server::Endpoint;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the embedded standalone default keeps its socket, state and volumes.
 pub const DEFAULT_DATA_DIR: &str = "ferrovol-data";
@@ -46,12 +47,13 @@ pub enum Command {
     NodeLoss(nodeloss::NodeLossArgs),
 }
 
-/// The default socket of the standalone driver under a data directory.
-pub fn default_socket(data_dir: &std::path::Path) -> PathBuf {
-    absolute(data_dir).join("csi.sock")
+/// `endpoint`, else the socket of the standalone driver under a data directory.
+pub fn endpoint_or_default(endpoint: &Option<Endpoint>, data_dir: &Path) -> Endpoint {
+    let default = || Endpoint::Unix(absolute(data_dir).join("csi.sock"));
+    endpoint.clone().unwrap_or_else(default)
 }
 
-pub fn absolute(p: &std::path::Path) -> PathBuf {
+pub fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {

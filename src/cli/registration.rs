@@ -40,11 +40,8 @@ impl RegistrationArgs {
             }
         };
         if !kubelet_csi_endpoint.is_absolute() {
-            return Err(format!(
-                "--kubelet-csi-endpoint {}: must be an absolute path",
-                kubelet_csi_endpoint.display()
-            )
-            .into());
+            let path = kubelet_csi_endpoint.display();
+            return Err(format!("--kubelet-csi-endpoint {path}: must be an absolute path").into());
         }
         Ok(Some(Registration {
             dir: super::absolute(dir),

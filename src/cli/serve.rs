@@ -1,6 +1,6 @@
 //! `ferrovol serve`.
 
-use super::{absolute, default_socket, size::parse_size, DEFAULT_DATA_DIR};
+use super::{absolute, size::parse_size, DEFAULT_DATA_DIR};
 use crate::backend::nfs::RegistryConfig;
 use crate::backend::registry::{self, DriverKind, Settings};
 use crate::csi::Driver;
@@ -181,10 +181,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise CAP_NET_BIND_SERVICE"),
     }
     let data_dir = absolute(&args.data_dir);
-    let endpoint = args
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| Endpoint::Unix(default_socket(&data_dir)));
+    let endpoint = super::endpoint_or_default(&args.endpoint, &data_dir);
     let node_id = super::devices::node_or_hostname(args.node_id.clone())?;
     crate::volume::validate_component("node id", &node_id).map_err(|e| e.to_string())?;
     let state_dir = (args.state_dir.as_deref()).map_or_else(|| data_dir.join("state"), absolute);
@@ -206,16 +203,14 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         ],
     };
     let nfs_registry = nfs_registry(&args.nfs, &state_dir)?;
+    let pool_config = args.hostpath_pool_config.as_deref().map(absolute);
     let settings = Settings {
         node_id: node_id.clone(),
         state_dir,
         devices,
         hostpath_pools: super::pools::node_pools(
             &node_id,
-            args.hostpath_pool_config
-                .as_deref()
-                .map(absolute)
-                .as_deref(),
+            pool_config.as_deref(),
             &args.hostpath_pools,
             &(args.hostpath_base.as_deref()).map_or_else(|| data_dir.join("hostpath"), absolute),
         )?,
@@ -275,7 +270,6 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
         server::health::check_driver(driver.clone());
         args.metrics.spawn(crate::metrics::render);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stop = Arc::new(stop);
         let registered = registration.map(|reg| {
             let (endpoint, stopped, stop) = (endpoint.clone(), stopped.clone(), stop.clone());
             tokio::spawn(async move {

@@ -15,24 +15,16 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct AdminService {
-    driver: Arc<Driver>,
+    pub driver: Arc<Driver>,
     /// Whether this process serves the controller role: an NFS volume's record is the
     /// controller's to write, never a node plugin's.
-    controller: bool,
+    pub controller: bool,
     /// This node's pods and their host paths, for a directory's adoption; None without
     /// Kubernetes.
-    pods: Option<Arc<dyn PodPaths>>,
+    pub pods: Option<Arc<dyn PodPaths>>,
 }
 
 impl AdminService {
-    pub fn new(driver: Arc<Driver>, controller: bool, pods: Option<Arc<dyn PodPaths>>) -> Self {
-        AdminService {
-            driver,
-            controller,
-            pods,
-        }
-    }
-
     /// Runs the adoption `build` decodes on backend `backend`, under the volume's lock.
     async fn adopt(
         &self,
@@ -58,15 +50,14 @@ impl AdminService {
 }
 
 fn response(driver: &Driver, info: VolumeInfo) -> pb::AdoptResponse {
+    let context = &info.context;
     pb::AdoptResponse {
         volume_id: info.id,
         capacity_bytes: info.capacity_bytes as i64,
-        capacity_enforced: info
-            .context
+        capacity_enforced: context
             .get("ferrovol.io/capacity-enforced")
             .is_some_and(|v| v == "true"),
-        fs_type: info
-            .context
+        fs_type: context
             .get("ferrovol.io/fs-type")
             .cloned()
             .unwrap_or_default(),
@@ -93,22 +84,17 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::AdoptDirectoryRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let r = req.into_inner();
-        let pods = self.pods.clone();
-        self.adopt(
-            "AdoptDirectory",
-            hostpath::BACKEND,
-            r.name.clone(),
-            move || {
-                require("path", &r.path)?;
-                Ok(Adopt::Dir(AdoptDir {
-                    path: PathBuf::from(&r.path),
-                    capacity: capacity(&r.name, r.capacity_bytes)?,
-                    name: r.name,
-                    reflink_copy: r.reflink_copy,
-                    pods,
-                }))
-            },
-        )
+        let (pods, name) = (self.pods.clone(), r.name.clone());
+        self.adopt("AdoptDirectory", hostpath::BACKEND, name, move || {
+            require("path", &r.path)?;
+            Ok(Adopt::Dir(AdoptDir {
+                path: PathBuf::from(&r.path),
+                capacity: capacity(&r.name, r.capacity_bytes)?,
+                name: r.name,
+                reflink_copy: r.reflink_copy,
+                pods,
+            }))
+        })
         .await
     }
 

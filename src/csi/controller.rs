@@ -2,24 +2,17 @@
 
 use super::convert::{self, require};
 use super::limits::WithinLimits;
-use super::{check_served, rpc, rpc_inline, rpc_queued, snapshots, Driver};
+use super::{check_served, rpc, rpc_inline, rpc_queued, snapshots, volume_rpc, Driver};
 use crate::backend::{CapacityRequest, Done};
 use crate::error::{Error, Result};
 use crate::proto as csi;
 use crate::volume::{CreateRequest, TopologyRequirement, VolumeId};
 use csi::controller_service_capability::rpc::Type as Cap;
+use csi::validate_volume_capabilities_response::Confirmed;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct ControllerService {
-    driver: Arc<Driver>,
-}
-
-impl ControllerService {
-    pub fn new(driver: Arc<Driver>) -> Self {
-        ControllerService { driver }
-    }
-}
+pub struct ControllerService(pub Arc<Driver>);
 
 #[tonic::async_trait]
 impl csi::controller_server::Controller for ControllerService {
@@ -28,7 +21,7 @@ impl csi::controller_server::Controller for ControllerService {
         req: Request<csi::CreateVolumeRequest>,
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
         let req = req.into_inner();
-        let d = self.driver.clone();
+        let d = self.0.clone();
         // A copy from a snapshot or volume is long: always on the pool.
         let short = req.volume_content_source.is_none()
             && d.backend_named(req.parameters.get("backend").map(String::as_str))
@@ -53,13 +46,9 @@ impl csi::controller_server::Controller for ControllerService {
             // Each backend copies only its own volumes and snapshots.
             let foreign = create.content_source.as_ref();
             if let Some(src) = foreign.filter(|src| src.backend() != backend.name()) {
-                return Err(Error::invalid(format!(
-                    "volume {}: a {} volume cannot be made from {} (a {} source)",
-                    req.name,
-                    backend.name(),
-                    src.id(),
-                    src.backend()
-                )));
+                let (name, kind, id, from) = (&req.name, backend.name(), src.id(), src.backend());
+                let why = format!("a {kind} volume cannot be made from {id} (a {from} source)");
+                return Err(Error::invalid(format!("volume {name}: {why}")));
             }
             let id = backend.create_id(&create)?;
             check_served(backend.as_ref(), &req.name, &create.capabilities)?;
@@ -83,15 +72,13 @@ impl csi::controller_server::Controller for ControllerService {
         req: Request<csi::DeleteVolumeRequest>,
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
         let req = req.into_inner();
-        let d = self.driver.clone();
+        let d = self.0.clone();
         // Only picks the thread: an id that does not parse is answered on the pool.
         let short = VolumeId::parse(&req.volume_id)
             .ok()
             .flatten()
-            .is_some_and(|id| {
-                d.backend_for(&id)
-                    .is_ok_and(|b| b.caps().quick_provisioning)
-            });
+            .and_then(|id| d.backend_for(&id.backend, &id).ok())
+            .is_some_and(|b| b.caps().quick_provisioning);
         rpc_queued("DeleteVolume", req.volume_id.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             // Deleting what never existed succeeds: DeleteVolume is idempotent.
@@ -112,88 +99,82 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
-        self.driver
-            .volume_rpc("ControllerPublishVolume", req, |d, req, id| {
-                require("node_id", &req.node_id)?;
-                let cap = convert::required_capability(req.volume_capability.as_ref())?;
-                let (backend, id) = d.resolve(id, &req.volume_id)?;
-                check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
-                if !backend.caps().controller_publish {
-                    // Nothing to attach for this backend's volumes: any node can use them as is.
-                    backend.get(&id)?;
-                    return Ok(csi::ControllerPublishVolumeResponse::default());
+        volume_rpc(&self.0, "ControllerPublishVolume", req, |d, req, id| {
+            require("node_id", &req.node_id)?;
+            let cap = convert::required_capability(req.volume_capability.as_ref())?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
+            check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
+            if !backend.caps().controller_publish {
+                // Nothing to attach for this backend's volumes: any node can use them as is.
+                backend.get(&id)?;
+                return Ok(csi::ControllerPublishVolumeResponse::default());
+            }
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            let _gate = d.publish_gate.lock().expect("publish gate poisoned");
+            if d.max_volumes_per_node > 0 {
+                // Republishing an already published volume is idempotent, not a new attachment.
+                let already = backend.get(&id)?.published_nodes.contains(&req.node_id);
+                let count: usize = d
+                    .backends
+                    .iter()
+                    .map(|b| b.published_count(&req.node_id))
+                    .sum();
+                if !already && count as i64 >= d.max_volumes_per_node {
+                    return Err(Error::NodeFull {
+                        volume: req.volume_id.clone(),
+                        node: req.node_id.clone(),
+                        count,
+                    });
                 }
-                let _guard = d.locks.try_lock(&req.volume_id)?;
-                let _gate = d.publish_gate.lock().expect("publish gate poisoned");
-                if d.max_volumes_per_node > 0 {
-                    // Republishing an already published volume is idempotent, not a new attachment.
-                    let already = backend.get(&id)?.published_nodes.contains(&req.node_id);
-                    let count: usize = d
-                        .backends
-                        .iter()
-                        .map(|b| b.published_count(&req.node_id))
-                        .sum();
-                    if !already && count as i64 >= d.max_volumes_per_node {
-                        return Err(Error::NodeFull {
-                            volume: req.volume_id.clone(),
-                            node: req.node_id.clone(),
-                            count,
-                        });
-                    }
-                }
-                let publish_context =
-                    backend.controller_publish(&id, &req.node_id, req.readonly, &cap)?;
-                Ok(csi::ControllerPublishVolumeResponse {
-                    publish_context: publish_context.into_iter().collect(),
-                })
+            }
+            let publish_context =
+                backend.controller_publish(&id, &req.node_id, req.readonly, &cap)?;
+            Ok(csi::ControllerPublishVolumeResponse {
+                publish_context: publish_context.into_iter().collect(),
             })
-            .await
+        })
+        .await
     }
 
     async fn controller_unpublish_volume(
         &self,
         req: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
-        self.driver
-            .volume_rpc("ControllerUnpublishVolume", req, |d, req, id| {
-                // A volume that no longer exists is unpublished from every node: OK, as the spec
-                // asks.
-                let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
-                    return Ok(csi::ControllerUnpublishVolumeResponse {});
-                };
-                let _guard = d.locks.try_lock(&req.volume_id)?;
-                let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
-                backend.controller_unpublish(&id, node)?;
-                Ok(csi::ControllerUnpublishVolumeResponse {})
-            })
-            .await
+        volume_rpc(&self.0, "ControllerUnpublishVolume", req, |d, req, id| {
+            // A volume that no longer exists is unpublished from every node: OK, as the spec asks.
+            let Ok((backend, id)) = d.resolve(id, &req.volume_id) else {
+                return Ok(csi::ControllerUnpublishVolumeResponse {});
+            };
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
+            backend.controller_unpublish(&id, node)?;
+            Ok(csi::ControllerUnpublishVolumeResponse {})
+        })
+        .await
     }
 
     async fn validate_volume_capabilities(
         &self,
         req: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
-        self.driver
-            .volume_rpc("ValidateVolumeCapabilities", req, |d, req, id| {
-                let caps = convert::capabilities(&req.volume_capabilities)?;
-                let (backend, id) = d.resolve(id, &req.volume_id)?;
-                let params = convert::parameters(&req.parameters);
-                // None: every capability is confirmed; else why not.
-                let refusal = backend.validate(&id, &caps, &params)?;
-                let confirmed = refusal.is_none().then(|| {
-                    csi::validate_volume_capabilities_response::Confirmed {
-                        volume_context: req.volume_context,
-                        volume_capabilities: req.volume_capabilities,
-                        parameters: req.parameters,
-                        mutable_parameters: Default::default(),
-                    }
-                });
-                Ok(csi::ValidateVolumeCapabilitiesResponse {
-                    confirmed,
-                    message: refusal.unwrap_or_default(),
-                })
+        volume_rpc(&self.0, "ValidateVolumeCapabilities", req, |d, req, id| {
+            let caps = convert::capabilities(&req.volume_capabilities)?;
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
+            let params = convert::parameters(&req.parameters);
+            // None: every capability is confirmed; else why not.
+            let refusal = backend.validate(&id, &caps, &params)?;
+            let confirmed = refusal.is_none().then(|| Confirmed {
+                volume_context: req.volume_context,
+                volume_capabilities: req.volume_capabilities,
+                parameters: req.parameters,
+                mutable_parameters: Default::default(),
+            });
+            Ok(csi::ValidateVolumeCapabilitiesResponse {
+                confirmed,
+                message: refusal.unwrap_or_default(),
             })
-            .await
+        })
+        .await
     }
 
     async fn list_volumes(
@@ -201,7 +182,7 @@ impl csi::controller_server::Controller for ControllerService {
         req: Request<csi::ListVolumesRequest>,
     ) -> Result<Response<csi::ListVolumesResponse>, Status> {
         let req = req.into_inner();
-        let d = self.driver.clone();
+        let d = self.0.clone();
         rpc("ListVolumes", String::new(), move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             if req.max_entries < 0 {
@@ -239,7 +220,7 @@ impl csi::controller_server::Controller for ControllerService {
         req: Request<csi::GetCapacityRequest>,
     ) -> Result<Response<csi::GetCapacityResponse>, Status> {
         let req = req.into_inner();
-        let d = self.driver.clone();
+        let d = self.0.clone();
         rpc("GetCapacity", String::new(), move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
             let caps = req
@@ -275,7 +256,7 @@ impl csi::controller_server::Controller for ControllerService {
         _req: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
         use csi::controller_service_capability::{Rpc, Type};
-        let d = &self.driver;
+        let d = &self.0;
         rpc_inline("ControllerGetCapabilities", || {
             // The union over the backends this process serves.
             let mut caps = vec![
@@ -312,43 +293,41 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
-        self.driver
-            .volume_rpc("ControllerExpandVolume", req, |d, req, id| {
-                if req.capacity_range.is_none() {
-                    return Err(Error::invalid("capacity_range is required"));
-                }
-                let range = convert::capacity_range(req.capacity_range.as_ref())?;
-                if let Some(cap) = req.volume_capability.as_ref() {
-                    convert::capability(cap)?;
-                }
-                let (backend, id) = d.resolve(id, &req.volume_id)?;
-                let _guard = d.locks.try_lock(&req.volume_id)?;
-                let (capacity, node_expansion_required) = backend.expand(&id, range)?;
-                Ok(csi::ControllerExpandVolumeResponse {
-                    capacity_bytes: capacity as i64,
-                    node_expansion_required,
-                })
+        volume_rpc(&self.0, "ControllerExpandVolume", req, |d, req, id| {
+            if req.capacity_range.is_none() {
+                return Err(Error::invalid("capacity_range is required"));
+            }
+            let range = convert::capacity_range(req.capacity_range.as_ref())?;
+            if let Some(cap) = req.volume_capability.as_ref() {
+                convert::capability(cap)?;
+            }
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
+            let _guard = d.locks.try_lock(&req.volume_id)?;
+            let (capacity, node_expansion_required) = backend.expand(&id, range)?;
+            Ok(csi::ControllerExpandVolumeResponse {
+                capacity_bytes: capacity as i64,
+                node_expansion_required,
             })
-            .await
+        })
+        .await
     }
 
     async fn controller_get_volume(
         &self,
         req: Request<csi::ControllerGetVolumeRequest>,
     ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
-        self.driver
-            .volume_rpc("ControllerGetVolume", req, |d, req, id| {
-                let (backend, id) = d.resolve(id, &req.volume_id)?;
-                let info = backend.get(&id)?;
-                Ok(csi::ControllerGetVolumeResponse {
-                    volume: Some(convert::volume(&info)),
-                    status: Some(csi::controller_get_volume_response::VolumeStatus {
-                        published_node_ids: info.published_nodes.clone(),
-                        volume_condition: Some(convert::condition(&info.condition)),
-                    }),
-                })
+        volume_rpc(&self.0, "ControllerGetVolume", req, |d, req, id| {
+            let (backend, id) = d.resolve(id, &req.volume_id)?;
+            let info = backend.get(&id)?;
+            Ok(csi::ControllerGetVolumeResponse {
+                volume: Some(convert::volume(&info)),
+                status: Some(csi::controller_get_volume_response::VolumeStatus {
+                    published_node_ids: info.published_nodes.clone(),
+                    volume_condition: Some(convert::condition(&info.condition)),
+                }),
             })
-            .await
+        })
+        .await
     }
 
     async fn controller_modify_volume(
@@ -366,7 +345,7 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        let d = self.driver.clone();
+        let d = self.0.clone();
         rpc("CreateSnapshot", req.get_ref().name.clone(), move || {
             snapshots::create(&d, req.into_inner())
         })
@@ -378,7 +357,7 @@ impl csi::controller_server::Controller for ControllerService {
         req: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
         let req = req.into_inner();
-        let d = self.driver.clone();
+        let d = self.0.clone();
         rpc("DeleteSnapshot", req.snapshot_id.clone(), move || {
             snapshots::delete(&d, req)
         })
@@ -389,7 +368,7 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        let d = self.driver.clone();
+        let d = self.0.clone();
         rpc("ListSnapshots", String::new(), move || {
             snapshots::list(&d, req.into_inner())
         })

@@ -13,10 +13,9 @@ use csi::volume_capability::access_mode::Mode;
 use csi::volume_capability::AccessType;
 
 pub fn require<'a>(field: &str, value: &'a str) -> Result<&'a str> {
-    if value.is_empty() {
-        Err(Error::invalid(format!("{field} is required")))
-    } else {
-        Ok(value)
+    match value {
+        "" => Err(Error::invalid(format!("{field} is required"))),
+        value => Ok(value),
     }
 }
 
@@ -24,10 +23,8 @@ pub fn require<'a>(field: &str, value: &'a str) -> Result<&'a str> {
 pub fn abs_path(field: &str, value: &str) -> Result<PathBuf> {
     require(field, value)?;
     let path = PathBuf::from(value);
-    if value.contains('\0')
-        || !path.is_absolute()
-        || path.components().any(|c| matches!(c, Component::ParentDir))
-    {
+    let up = path.components().any(|c| c == Component::ParentDir);
+    if value.contains('\0') || !path.is_absolute() || up {
         return Err(Error::invalid(format!(
             "{field} {value:?} must be an absolute path without '..'"
         )));

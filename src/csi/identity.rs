@@ -9,14 +9,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct IdentityService {
-    driver: Arc<Driver>,
-    controller: bool,
-}
-
-impl IdentityService {
-    pub fn new(driver: Arc<Driver>, controller: bool) -> Self {
-        IdentityService { driver, controller }
-    }
+    pub driver: Arc<Driver>,
+    /// Whether this process serves the Controller service.
+    pub controller: bool,
 }
 
 fn service_cap(t: service::Type) -> csi::PluginCapability {

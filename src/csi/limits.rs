@@ -42,23 +42,24 @@ pub trait WithinLimits: Send + 'static {
     }
 }
 
-/// A string field: at most `max` bytes.
-pub fn string(field: &str, value: &str, max: usize) -> Result<(), String> {
-    if value.len() > max {
-        return Err(format!(
-            "{field} is {} bytes; the limit is {max}",
-            value.len()
-        ));
+/// Err "`says`; the limit is `max`" when `n` is over `max`.
+fn at_most(n: usize, max: usize, says: impl FnOnce() -> String) -> Result<(), String> {
+    if n > max {
+        return Err(format!("{}; the limit is {max}", says()));
     }
     Ok(())
 }
 
+/// A string field: at most `max` bytes.
+pub fn string(field: &str, value: &str, max: usize) -> Result<(), String> {
+    at_most(value.len(), max, || {
+        format!("{field} is {} bytes", value.len())
+    })
+}
+
 /// A repeated field: at most `max` entries.
 fn entries(field: &str, n: usize, max: usize) -> Result<(), String> {
-    if n > max {
-        return Err(format!("{field} has {n} entries; the limit is {max}"));
-    }
-    Ok(())
+    at_most(n, max, || format!("{field} has {n} entries"))
 }
 
 fn id(field: &str, value: &str) -> Result<(), String> {
@@ -68,30 +69,19 @@ fn id(field: &str, value: &str) -> Result<(), String> {
 /// A map<string, string> field: entry count, key and value lengths, total bytes.
 pub fn map(field: &str, m: &HashMap<String, String>) -> Result<(), String> {
     entries(field, m.len(), MAX_MAP_ENTRIES)?;
-    let mut total = 0usize;
     for (k, v) in m {
-        if k.len() > MAX_KEY_BYTES {
-            // Name the key by a bounded prefix: the message must stay small too.
-            return Err(format!(
-                "{field} key {:?}... is {} bytes; the limit is {MAX_KEY_BYTES}",
-                prefix(k),
-                k.len()
-            ));
-        }
-        if v.len() > MAX_VALUE_BYTES {
-            return Err(format!(
-                "{field}[{k:?}] is {} bytes; the limit is {MAX_VALUE_BYTES}",
-                v.len()
-            ));
-        }
-        total += k.len() + v.len();
+        // Name the key by a bounded prefix: the message must stay small too.
+        at_most(k.len(), MAX_KEY_BYTES, || {
+            format!("{field} key {:?}... is {} bytes", prefix(k), k.len())
+        })?;
+        at_most(v.len(), MAX_VALUE_BYTES, || {
+            format!("{field}[{k:?}] is {} bytes", v.len())
+        })?;
     }
-    if total > MAX_MAP_BYTES {
-        return Err(format!(
-            "{field} holds {total} bytes of keys and values; the limit is {MAX_MAP_BYTES}"
-        ));
-    }
-    Ok(())
+    let total = m.iter().map(|(k, v)| k.len() + v.len()).sum();
+    at_most(total, MAX_MAP_BYTES, || {
+        format!("{field} holds {total} bytes of keys and values")
+    })
 }
 
 fn prefix(s: &str) -> &str {
@@ -117,16 +107,13 @@ pub fn capability(field: &str, cap: &csi::VolumeCapability) -> Result<(), String
             MAX_MOUNT_FLAGS,
         )?;
         let total: usize = m.mount_flags.iter().map(|f| f.len() + 1).sum();
-        if total > MAX_MOUNT_FLAGS_BYTES {
-            return Err(format!(
-                "{field}.mount_flags hold {total} bytes; the limit is {MAX_MOUNT_FLAGS_BYTES}"
-            ));
-        }
+        at_most(total, MAX_MOUNT_FLAGS_BYTES, || {
+            format!("{field}.mount_flags hold {total} bytes")
+        })?;
     }
     Ok(())
 }
 
-/// A repeated VolumeCapability field.
 pub fn capabilities(field: &str, caps: &[csi::VolumeCapability]) -> Result<(), String> {
     entries(field, caps.len(), MAX_CAPABILITIES)?;
     for (i, c) in caps.iter().enumerate() {
@@ -159,11 +146,8 @@ impl WithinLimits for csi::CreateVolumeRequest {
         map("parameters", &self.parameters)?;
         map("secrets", &self.secrets)?;
         map("mutable_parameters", &self.mutable_parameters)?;
-        if let Some(src) = self
-            .volume_content_source
-            .as_ref()
-            .and_then(|s| s.r#type.as_ref())
-        {
+        let source = self.volume_content_source.as_ref();
+        if let Some(src) = source.and_then(|s| s.r#type.as_ref()) {
             use csi::volume_content_source::Type;
             match src {
                 Type::Snapshot(s) => id("volume_content_source.snapshot_id", &s.snapshot_id)?,

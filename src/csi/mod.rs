@@ -82,17 +82,13 @@ impl Driver {
             })
     }
 
-    /// The backend that owns an id; ids of backends we do not serve name no volume of ours.
-    pub fn backend_for(&self, id: &VolumeId) -> Result<&Arc<dyn Backend>> {
-        self.backends
-            .iter()
-            .find(|b| b.name() == id.backend)
-            .ok_or_else(|| {
-                Error::not_found_because(
-                    id.to_string(),
-                    format!("backend {} is not served by this process", id.backend),
-                )
-            })
+    /// The backend `backend` that owns `id`; ids of backends we do not serve name nothing of
+    /// ours (NotFound).
+    pub fn backend_for(&self, backend: &str, id: impl ToString) -> Result<&Arc<dyn Backend>> {
+        self.backend(backend).map_err(|_| {
+            let why = format!("backend {backend} is not served by this process");
+            Error::not_found_because(id.to_string(), why)
+        })
     }
 
     /// The backend and id a request's volume_id names, or NotFound. Called after the other
@@ -103,27 +99,27 @@ impl Driver {
         raw: &str,
     ) -> Result<(&Arc<dyn Backend>, VolumeId)> {
         let id = parsed.ok_or_else(|| Error::not_found(raw))?;
-        Ok((self.backend_for(&id)?, id))
+        Ok((self.backend_for(&id.backend, &id)?, id))
     }
+}
 
-    /// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
-    /// limits are checked, then its id parsed (an id that could escape a base path is
-    /// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
-    pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
-        self: &Arc<Self>,
-        method: &'static str,
-        req: Request<R>,
-        body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
-    ) -> Result<Response<T>, Status> {
-        let req = req.into_inner();
-        let d = self.clone();
-        rpc(method, req.volume_id().to_string(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
-            let id = VolumeId::parse(req.volume_id())?;
-            body(&d, req, id)
-        })
-        .await
-    }
+/// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
+/// limits are checked, then its id parsed (an id that could escape a base path is
+/// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
+pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
+    driver: &Arc<Driver>,
+    method: &'static str,
+    req: Request<R>,
+    body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let req = req.into_inner();
+    let d = driver.clone();
+    rpc(method, req.volume_id().to_string(), move || {
+        req.check_limits().map_err(Error::InvalidArgument)?;
+        let id = VolumeId::parse(req.volume_id())?;
+        body(&d, req, id)
+    })
+    .await
 }
 
 /// InvalidArgument when a capability asks for something the volume's backend cannot serve
@@ -144,15 +140,11 @@ pub(crate) fn check_served(
 
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
 /// The body counts as in flight meanwhile, so a queued body does not take itself to be alone.
-pub(crate) async fn rpc<T, F>(
+pub(crate) async fn rpc<T: Send + 'static>(
     method: &'static str,
     volume: String,
-    body: F,
-) -> Result<Response<T>, Status>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
+    body: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<Response<T>, Status> {
     rpc_queued(method, volume, false, move || body().map(Done::Now)).await
 }
 
@@ -161,16 +153,12 @@ where
 /// alone, it waits for its commit in place (leading the sync: no thread hand-off at all);
 /// otherwise its task awaits the batch's sync, holding no thread, and is woken with its batch.
 /// A long body runs on the pool and waits for its commit there.
-pub(crate) async fn rpc_queued<T, F>(
+pub(crate) async fn rpc_queued<T: Send + 'static>(
     method: &'static str,
     volume: String,
     short: bool,
-    body: F,
-) -> Result<Response<T>, Status>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<Done<T>> + Send + 'static,
-{
+    body: impl FnOnce() -> Result<Done<T>> + Send + 'static,
+) -> Result<Response<T>, Status> {
     let start = Instant::now();
     let in_flight = in_place::InFlight::enter(short);
     let result = if in_flight.in_place() {
@@ -190,14 +178,11 @@ where
 /// Runs a body on this thread; a panic becomes an Internal error naming the method.
 fn run_caught<T>(method: &'static str, body: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
-        Err(Error::Internal(format!(
-            "{method} panicked: {}",
-            crate::error::panic_message(&*panic)
-        )))
+        let why = crate::error::panic_message(&*panic);
+        Err(Error::Internal(format!("{method} panicked: {why}")))
     })
 }
 
-/// Runs a body on the blocking pool.
 async fn on_pool<T: Send + 'static>(
     method: &'static str,
     body: impl FnOnce() -> Result<T> + Send + 'static,

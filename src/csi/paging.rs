@@ -19,26 +19,20 @@ pub(crate) fn page_across<B, T>(
 ) -> Result<(Vec<T>, String)> {
     let bad_token = || Error::BadToken(starting_token.to_string());
     let after = convert::decode_token(starting_token)?;
-    let (after_backend, after_name) = match &after {
-        Some(a) => {
-            let (b, n) = a.split_once('/').ok_or_else(bad_token)?;
-            (Some(b), Some(n))
-        }
-        None => (None, None),
-    };
+    let (after_backend, after_name) = (after.as_deref())
+        .map(|a| a.split_once('/').ok_or_else(bad_token))
+        .transpose()?
+        .unzip();
     let mut entries = Vec::new();
     let mut next_token = String::new();
     let mut started = after_backend.is_none();
     for (i, b) in backends.iter().enumerate() {
-        let resume = if !started {
-            if after_backend != Some(name(b)) {
-                continue;
-            }
-            started = true;
-            after_name.filter(|n| !n.is_empty())
-        } else {
-            None
-        };
+        if !started && after_backend != Some(name(b)) {
+            continue;
+        }
+        // The token's backend resumes after its name; the ones after it start from the start.
+        let resume = after_name.filter(|n| !started && !n.is_empty());
+        started = true;
         let room = if max == 0 { 0 } else { max - entries.len() };
         let (part, last) = list(b, resume, room)?;
         entries.extend(part);

@@ -40,12 +40,7 @@ pub fn content_source(
             ContentSource::Volume(id)
         }
     };
-    let backend = d.backend(source.backend()).map_err(|_| {
-        Error::not_found_because(
-            source.id(),
-            format!("backend {} is not served by this process", source.backend()),
-        )
-    })?;
+    let backend = d.backend_for(source.backend(), source.id())?;
     let (served, what) = match &source {
         ContentSource::Snapshot(_) => (backend.snapshots().is_some(), "snapshots"),
         ContentSource::Volume(_) => (backend.caps().clone, "cloning"),
@@ -87,7 +82,7 @@ pub fn create(d: &Driver, req: csi::CreateSnapshotRequest) -> Result<csi::Create
     require("source_volume_id", &req.source_volume_id)?;
     let source = VolumeId::parse(&req.source_volume_id)?
         .ok_or_else(|| Error::not_found(&req.source_volume_id))?;
-    let backend = d.backend_for(&source)?;
+    let backend = d.backend_for(&source.backend, &source)?;
     let snaps = backend.snapshots().ok_or_else(|| {
         Error::Unimplemented(format!("backend {} offers no snapshots", backend.name()))
     })?;

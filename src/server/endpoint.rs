@@ -6,7 +6,7 @@ use nix::unistd::{self, Gid, Group};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -71,12 +71,8 @@ pub struct EndpointSecurity {
 /// Refuses a TCP endpoint reachable from other hosts unless the operator opted in.
 /// Returns whether the endpoint is remote (so the caller warns on every connection).
 pub fn check_tcp(addr: &SocketAddr, security: &EndpointSecurity) -> Result<bool, String> {
-    let loopback = match addr.ip() {
-        IpAddr::V4(ip) => ip.is_loopback(),
-        // ::ffff:127.0.0.1 is loopback too.
-        IpAddr::V6(ip) => ip.is_loopback() || ip.to_canonical().is_loopback(),
-    };
-    if loopback {
+    // ::ffff:127.0.0.1 is loopback too: its canonical form is 127.0.0.1.
+    if addr.ip().to_canonical().is_loopback() {
         return Ok(false);
     }
     if !security.insecure_remote {

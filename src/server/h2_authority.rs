@@ -11,7 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const PREFACE_LEN: usize = 24;
@@ -45,26 +45,18 @@ impl<S> FixAuthority<S> {
 
     /// Moves every complete unit (preface bytes, whole frames) from `raw` to `ready`.
     fn process(&mut self) {
-        loop {
-            if self.preface_left > 0 {
-                let n = self.preface_left.min(self.raw.len());
-                self.ready.extend(self.raw.drain(..n));
-                self.preface_left -= n;
-                if self.preface_left > 0 {
-                    return;
-                }
-                continue;
-            }
-            if self.raw.len() < FRAME_HEADER_LEN {
+        let n = self.preface_left.min(self.raw.len());
+        self.ready.extend(self.raw.drain(..n));
+        self.preface_left -= n;
+        if self.preface_left > 0 {
+            return;
+        }
+        while let [a, b, c, ..] = self.raw[..] {
+            let len = FRAME_HEADER_LEN + u32::from_be_bytes([0, a, b, c]) as usize;
+            if self.raw.len() < len {
                 return;
             }
-            let len = usize::from(self.raw[0]) << 16
-                | usize::from(self.raw[1]) << 8
-                | usize::from(self.raw[2]);
-            if self.raw.len() < FRAME_HEADER_LEN + len {
-                return;
-            }
-            let frame: Vec<u8> = self.raw.drain(..FRAME_HEADER_LEN + len).collect();
+            let frame: Vec<u8> = self.raw.drain(..len).collect();
             self.ready.extend(fix_frame(frame));
         }
     }
@@ -77,15 +69,11 @@ pub fn fix_frame(frame: Vec<u8>) -> Vec<u8> {
     }
     let flags = frame[4];
     let payload = &frame[FRAME_HEADER_LEN..];
-    let mut start = 0;
-    let mut pad = 0;
-    if flags & PADDED != 0 {
-        let Some(&p) = payload.first() else {
-            return frame;
-        };
-        pad = usize::from(p);
-        start = 1;
-    }
+    let (mut start, pad) = match (flags & PADDED != 0, payload.first()) {
+        (false, _) => (0, 0),
+        (true, Some(&p)) => (1, usize::from(p)),
+        (true, None) => return frame,
+    };
     if flags & PRIORITY != 0 {
         start += 5;
     }
@@ -96,14 +84,9 @@ pub fn fix_frame(frame: Vec<u8>) -> Vec<u8> {
     let Some(fixed) = fix_block(block) else {
         return frame;
     };
-    let mut out = Vec::with_capacity(frame.len());
-    let len = payload.len() - block.len() + fixed.len();
-    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8]);
-    out.extend_from_slice(&frame[3..FRAME_HEADER_LEN]);
-    out.extend_from_slice(&payload[..start]);
-    out.extend_from_slice(&fixed);
-    out.extend_from_slice(&payload[payload.len() - pad..]);
-    out
+    let len = (payload.len() - block.len() + fixed.len()).to_be_bytes();
+    let (head, tail) = (&frame[3..FRAME_HEADER_LEN], &payload[payload.len() - pad..]);
+    [&len[len.len() - 3..], head, &payload[..start], &fixed, tail].concat()
 }
 
 /// An HPACK integer with an `n`-bit prefix at `pos`: (value, position after it).
@@ -164,12 +147,8 @@ fn fix_block(b: &[u8]) -> Option<Vec<u8>> {
             end - start
         };
         if index == AUTHORITY_INDEX && surely_long >= REPLACEMENT.len() {
-            let mut out = Vec::with_capacity(b.len());
-            out.extend_from_slice(&b[..value_at]);
-            out.push(REPLACEMENT.len() as u8);
-            out.extend_from_slice(REPLACEMENT);
-            out.extend_from_slice(&b[end..]);
-            return Some(out);
+            let len = [REPLACEMENT.len() as u8];
+            return Some([&b[..value_at], &len, REPLACEMENT, &b[end..]].concat());
         }
         pos = end;
     }
@@ -200,17 +179,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FixAuthority<S> {
             }
             let mut chunk = [0u8; 16 * 1024];
             let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    if rb.filled().is_empty() {
-                        this.eof = true;
-                    } else {
-                        this.raw.extend_from_slice(rb.filled());
-                        this.process();
-                    }
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                this.eof = true;
+            } else {
+                this.raw.extend_from_slice(rb.filled());
+                this.process();
             }
         }
     }

@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper::{header, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +40,7 @@ pub struct Limits {
 
 /// Serves `GET /metrics` with the text `render` makes on `addr`, until the process ends.
 /// Returns only when the address cannot be bound.
-pub async fn serve(
-    addr: SocketAddr,
-    render: fn() -> String,
-    limits: Limits,
-) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, render: fn() -> String, limits: Limits) -> io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
     let mut http = http1::Builder::new();

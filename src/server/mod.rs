@@ -51,27 +51,32 @@ pub async fn serve(
         Endpoint::Unix(_) => false,
     };
     let controller = roles.contains(&Role::Controller);
-    let node = roles.contains(&Role::Node);
     let router = Server::builder()
         .layer(rpc_metrics::RpcMetricsLayer)
         .add_service(
-            IdentityServer::new(IdentityService::new(driver.clone(), controller))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            IdentityServer::new(IdentityService {
+                driver: driver.clone(),
+                controller,
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_optional_service(controller.then(|| {
-            ControllerServer::new(ControllerService::new(driver.clone()))
+            ControllerServer::new(ControllerService(driver.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }))
-        .add_optional_service(node.then(|| {
-            NodeServer::new(NodeService::new(driver.clone()))
+        .add_optional_service(roles.contains(&Role::Node).then(|| {
+            NodeServer::new(NodeService(driver.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
         }))
         // The admin API moves data on this node: only on a Unix socket, never over TCP.
         .add_optional_service(matches!(endpoint, Endpoint::Unix(_)).then(|| {
-            let pods = pods::KubePods::configured(&driver.node_id)
-                .map(|p| Arc::new(p) as Arc<dyn crate::backend::pod_paths::PodPaths>);
-            AdminServer::new(AdminService::new(driver.clone(), controller, pods))
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
+            let admin = AdminService {
+                driver: driver.clone(),
+                controller,
+                pods: pods::KubePods::configured(&driver.node_id)
+                    .map(|p| Arc::new(p) as Arc<dyn crate::backend::pod_paths::PodPaths>),
+            };
+            AdminServer::new(admin).max_decoding_message_size(MAX_REQUEST_BYTES)
         }));
     match endpoint {
         Endpoint::Unix(path) => {

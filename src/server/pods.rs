@@ -45,16 +45,11 @@ impl KubePods {
                 .enable_all()
                 .build()
                 .map_err(|e| PodsError::Unavailable(format!("cannot start a runtime: {e}")))?;
-            rt.block_on(async {
-                tokio::time::timeout(TIMEOUT, self.list())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(PodsError::Unavailable(format!(
-                            "the API server did not answer within {} s",
-                            TIMEOUT.as_secs()
-                        )))
-                    })
-            })
+            let secs = TIMEOUT.as_secs();
+            let late = format!("the API server did not answer within {secs} s");
+            // The timer is made inside the runtime, which it needs.
+            let listed = rt.block_on(async { tokio::time::timeout(TIMEOUT, self.list()).await });
+            listed.unwrap_or(Err(PodsError::Unavailable(late)))
         };
         std::thread::scope(|s| {
             s.spawn(run)
@@ -78,31 +73,19 @@ impl KubePods {
             if !may_run(pod) || self.own.as_deref() == Some(name.as_str()) {
                 continue;
             }
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             for u in volume_uses(pod) {
-                match u {
-                    Use::Host {
-                        volume,
-                        path,
-                        read_only,
-                    } => out.push(PodPath {
+                out.extend(match u.to {
+                    To::Host(path) => Some(PodPath {
                         pod: name.clone(),
-                        via: format!("hostPath volume {volume:?}"),
+                        via: format!("hostPath volume {:?}", u.volume),
                         path,
-                        read_only,
+                        read_only: u.read_only,
                     }),
-                    Use::Claim {
-                        volume,
-                        claim,
-                        read_only,
-                    } => {
-                        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-                        if let Some(mut p) = claim_path(&client, &name, ns, &volume, &claim).await?
-                        {
-                            p.read_only = read_only;
-                            out.push(p);
-                        }
+                    To::Claim(claim) => {
+                        claim_path(&client, &name, ns, &u.volume, &claim, u.read_only).await?
                     }
-                }
+                });
             }
         }
         Ok(out)
@@ -131,16 +114,15 @@ async fn claim_path(
     ns: &str,
     volume: &str,
     claim: &str,
+    read_only: bool,
 ) -> Result<Option<PodPath>, PodsError> {
     let unproven = |why: String| {
         PodsError::Unproven(format!(
             "pod {pod}'s volume {volume:?} uses claim {ns}/{claim}, {why}"
         ))
     };
-    let pvc = match Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .get(claim)
-        .await
-    {
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let pvc = match claims.get(claim).await {
         Ok(c) => c,
         Err(e) if not_found(&e) => return Err(unproven("which does not exist".into())),
         Err(e) => return Err(unavailable(format!("get claim {ns}/{claim}"), e)),
@@ -151,10 +133,8 @@ async fn claim_path(
             "which is bound to no PersistentVolume (phase {phase:?})"
         )));
     };
-    let pv = match Api::<PersistentVolume>::all(client.clone())
-        .get(&pv_name)
-        .await
-    {
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    let pv = match volumes.get(&pv_name).await {
         Ok(v) => v,
         Err(e) if not_found(&e) => {
             return Err(unproven(format!(
@@ -167,18 +147,14 @@ async fn claim_path(
         pod: pod.to_string(),
         via: format!("claim {ns}/{claim} (PersistentVolume {pv_name})"),
         path,
-        read_only: false,
+        read_only,
     }))
 }
 
 /// `namespace/name`.
 fn pod_name(pod: &Pod) -> String {
-    let m = &pod.metadata;
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or("default"),
-        m.name.as_deref().unwrap_or_default()
-    )
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    format!("{ns}/{}", pod.metadata.name.as_deref().unwrap_or_default())
 }
 
 /// A pod that ended (Succeeded, Failed) runs no container again; any other may.
@@ -189,17 +165,17 @@ fn may_run(pod: &Pod) -> bool {
 
 /// How a pod's volume may reach a host path.
 #[derive(Debug, PartialEq, Eq)]
-enum Use {
-    Host {
-        volume: String,
-        path: PathBuf,
-        read_only: bool,
-    },
-    Claim {
-        volume: String,
-        claim: String,
-        read_only: bool,
-    },
+struct Use {
+    volume: String,
+    to: To,
+    read_only: bool,
+}
+
+/// A host path, or a claim whose PersistentVolume may name one.
+#[derive(Debug, PartialEq, Eq)]
+enum To {
+    Host(PathBuf),
+    Claim(String),
 }
 
 /// Whether every container of the pod (init and ephemeral ones too) that mounts `volume`
@@ -228,27 +204,22 @@ fn volume_uses(pod: &Pod) -> Vec<Use> {
         .into_iter()
         .flatten()
         .filter_map(|v| {
-            let volume = v.name.clone();
-            let read_only = mounted_read_only(pod, &volume);
-            if let Some(h) = &v.host_path {
-                Some(Use::Host {
-                    volume,
-                    path: PathBuf::from(&h.path),
-                    read_only,
-                })
+            let mut read_only = mounted_read_only(pod, &v.name);
+            let to = if let Some(h) = &v.host_path {
+                To::Host(PathBuf::from(&h.path))
             } else if let Some(c) = &v.persistent_volume_claim {
-                Some(Use::Claim {
-                    volume,
-                    claim: c.claim_name.clone(),
-                    read_only: read_only || c.read_only == Some(true),
-                })
+                read_only |= c.read_only == Some(true);
+                To::Claim(c.claim_name.clone())
             } else {
-                v.ephemeral.as_ref().map(|_| Use::Claim {
-                    claim: format!("{pod_name}-{}", v.name),
-                    volume,
-                    read_only,
-                })
-            }
+                v.ephemeral.as_ref()?;
+                To::Claim(format!("{pod_name}-{}", v.name))
+            };
+            let volume = v.name.clone();
+            Some(Use {
+                volume,
+                to,
+                read_only,
+            })
         })
         .collect()
 }
@@ -305,20 +276,20 @@ mod tests {
             volume_uses(&pod),
             [
                 // Read-only in every container that mounts it.
-                Use::Host {
+                Use {
                     volume: "logs".into(),
-                    path: "/var/log/app/".into(),
+                    to: To::Host("/var/log/app/".into()),
                     read_only: true,
                 },
                 // Read-only in one container, written in another.
-                Use::Claim {
+                Use {
                     volume: "data".into(),
-                    claim: "data-app".into(),
+                    to: To::Claim("data-app".into()),
                     read_only: false,
                 },
-                Use::Claim {
+                Use {
                     volume: "scratch".into(),
-                    claim: "app-scratch".into(),
+                    to: To::Claim("app-scratch".into()),
                     read_only: false,
                 },
             ]

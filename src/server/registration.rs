@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch::Receiver};
 use tonic::{Request, Response, Status};
 
 /// The generated types and service traits of proto/pluginregistration.proto.
@@ -41,7 +41,6 @@ const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
 pub struct Registration {
     /// The kubelet's plugins_registry directory.
     pub dir: PathBuf,
-    /// The CSI driver name.
     pub driver_name: String,
     /// The CSI socket path as the kubelet sees it.
     pub kubelet_csi_endpoint: PathBuf,
@@ -82,11 +81,7 @@ impl RegistrationApi for Service {
 
 /// Registers the driver with the kubelet until `stop` turns true; then removes the socket.
 /// `csi` is the driver's own CSI endpoint, waited for before the socket is made.
-pub async fn run(
-    reg: Registration,
-    csi: Endpoint,
-    mut stop: watch::Receiver<bool>,
-) -> BoxResult<()> {
+pub async fn run(reg: Registration, csi: Endpoint, mut stop: Receiver<bool>) -> BoxResult<()> {
     tokio::select! {
         () = wait_for_csi(&csi) => {}
         () = stopped(&mut stop) => return Ok(()),
@@ -120,16 +115,16 @@ pub async fn run(
 async fn accept(
     socket: &Path,
     conns: mpsc::Sender<std::io::Result<FixAuthority<UnixStream>>>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut Receiver<bool>,
 ) -> BoxResult<()> {
-    let mut bound = bind(socket)?;
+    let (mut listener, mut ours) = bind(socket)?;
     tracing::info!(socket = %socket.display(), "serving kubelet plugin registration");
     let mut recheck = tokio::time::interval(RECHECK);
     let mut replaced = false;
     loop {
         tokio::select! {
             () = stopped(stop) => break,
-            conn = bound.listener.accept() => match conn {
+            conn = listener.accept() => match conn {
                 Ok((stream, _)) => {
                     // The kubelet sends the socket path as :authority (h2_authority.rs).
                     if conns.send(Ok(FixAuthority::new(stream))).await.is_err() {
@@ -146,11 +141,11 @@ async fn accept(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(socket = %socket.display(), "registration socket is gone; making it again");
                     crate::metrics::set_kubelet_registered(false);
-                    bound = bind(socket)?;
+                    (listener, ours) = bind(socket)?;
                     replaced = false;
                 }
                 // Another process's file now: it is not ours to remove.
-                Ok(m) if (m.dev(), m.ino()) != bound.id && !replaced => {
+                Ok(m) if (m.dev(), m.ino()) != ours && !replaced => {
                     tracing::warn!(socket = %socket.display(), "registration socket was replaced by another process's file; leaving it");
                     replaced = true;
                 }
@@ -158,34 +153,19 @@ async fn accept(
             }
         }
     }
-    if bound.still_there(socket) {
+    if std::fs::symlink_metadata(socket).is_ok_and(|m| (m.dev(), m.ino()) == ours) {
         std::fs::remove_file(socket)
             .map_err(|e| format!("removing registration socket {}: {e}", socket.display()))?;
     }
     Ok(())
 }
 
-struct Bound {
-    listener: UnixListener,
-    /// (device, inode) of the socket file this process made.
-    id: (u64, u64),
-}
-
-impl Bound {
-    /// Whether `socket` is still the file this process bound.
-    fn still_there(&self, socket: &Path) -> bool {
-        std::fs::symlink_metadata(socket).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
-    }
-}
-
-fn bind(socket: &Path) -> BoxResult<Bound> {
+/// The listener, and (device, inode) of the socket file this process made.
+fn bind(socket: &Path) -> BoxResult<(UnixListener, (u64, u64))> {
     let listener = endpoint::bind_unix(socket, None)
         .map_err(|e| format!("registration socket {}: {e}", socket.display()))?;
     let meta = std::fs::symlink_metadata(socket)?;
-    Ok(Bound {
-        listener,
-        id: (meta.dev(), meta.ino()),
-    })
+    Ok((listener, (meta.dev(), meta.ino())))
 }
 
 /// Returns once the driver's CSI endpoint accepts connections.
@@ -196,6 +176,6 @@ async fn wait_for_csi(csi: &Endpoint) {
 }
 
 /// Returns once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+async fn stopped(stop: &mut Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
