@@ -5,7 +5,7 @@
 use super::decide::mark;
 use super::metrics::{self, Outcome};
 use super::{NODE_LOST_ANNOTATION, PROVISIONER_FINALIZER};
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -60,13 +60,13 @@ impl Writer {
     ) -> Result<bool, Error> {
         let name = pv.name_any();
         let pp = PatchParams::default();
-        if let Some(pvc) = claim.filter(|c| mark(&c.metadata) != Some(node)) {
+        if let Some(pvc) = claim.filter(|c| mark(*c) != Some(node)) {
             claims(&self.client, pvc)
                 .patch(&pvc.name_any(), &pp, &annotation_patch(Some(node)))
                 .await
                 .map_err(err(&name, format!("marking claim {}", claim_name(pvc))))?;
         }
-        if mark(&pv.metadata) == Some(node) {
+        if mark(pv) == Some(node) {
             return Ok(false);
         }
         // The event goes out before the PV's mark: the mark is what says "reported", so a
@@ -93,7 +93,7 @@ impl Writer {
     ) -> Result<(), Error> {
         let name = pv.name_any();
         let pp = PatchParams::default();
-        if let Some(pvc) = claim.filter(|c| mark(&c.metadata).is_some()) {
+        if let Some(pvc) = claim.filter(|c| mark(*c).is_some()) {
             claims(&self.client, pvc)
                 .patch(&pvc.name_any(), &pp, &annotation_patch(None))
                 .await
@@ -141,12 +141,10 @@ impl Writer {
             Ok(_) => return Ok(()),
             Err(e) => return Err(err(&name, "reading the PV")(e)),
         };
-        if pv.finalizers().iter().any(|f| f == PROVISIONER_FINALIZER) {
-            let kept: Vec<&String> = pv
-                .finalizers()
-                .iter()
-                .filter(|f| *f != PROVISIONER_FINALIZER)
-                .collect();
+        let kept: Vec<&String> = (pv.finalizers().iter())
+            .filter(|f| *f != PROVISIONER_FINALIZER)
+            .collect();
+        if kept.len() < pv.finalizers().len() {
             // resourceVersion makes the patch fail (409, retried) if the PV changed meanwhile,
             // so no finalizer added since is dropped.
             let patch = Patch::Merge(serde_json::json!({
@@ -180,7 +178,7 @@ impl Writer {
         action: &str,
         note: String,
     ) -> Result<(), Error> {
-        let (regarding, related): (ObjectReference, Option<ObjectReference>) = match claim {
+        let (regarding, secondary) = match claim {
             Some(pvc) => (pvc.object_ref(&()), Some(pv.object_ref(&()))),
             None => (pv.object_ref(&()), None),
         };
@@ -189,7 +187,7 @@ impl Writer {
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
-            secondary: related,
+            secondary,
         };
         self.recorder
             .publish(&ev, &regarding)
@@ -199,13 +197,10 @@ impl Writer {
 }
 
 fn uid_guard(uid: Option<String>) -> DeleteParams {
-    DeleteParams {
-        preconditions: Some(Preconditions {
-            uid,
-            resource_version: None,
-        }),
+    DeleteParams::default().preconditions(Preconditions {
+        uid,
         ..Default::default()
-    }
+    })
 }
 
 pub fn claim_name(pvc: &PersistentVolumeClaim) -> String {

@@ -8,7 +8,7 @@
 
 use super::act::{claim_name, err, Error, Writer};
 use super::decide::{
-    claim_state, decide, opt_in, pinned_node, ClaimState, Decision, NodeState, OptIn, Options,
+    claim_state, decide, mark, opt_in, pinned_node, ClaimState, Decision, NodeState, OptIn, Options,
 };
 use super::metrics::{self, Outcome};
 use super::CONTROLLER_NAME;
@@ -80,10 +80,9 @@ impl Context {
         &self,
         pv: &PersistentVolume,
     ) -> Result<Option<PersistentVolumeClaim>, Error> {
-        let Some(cref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
-            return Ok(None);
-        };
-        let (Some(ns), Some(name)) = (cref.namespace.as_deref(), cref.name.as_deref()) else {
+        let cref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        let Some((ns, name)) = cref.and_then(|c| c.namespace.as_deref().zip(c.name.as_deref()))
+        else {
             return Ok(None);
         };
         Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
@@ -124,21 +123,21 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
     let pv = if state == NodeState::Present {
         pv
     } else {
-        match Api::<PersistentVolume>::all(ctx.client.clone())
+        let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+        match pvs
             .get_opt(&name)
             .await
+            .map_err(err(&name, "reading the PV"))?
         {
-            Ok(Some(fresh)) => Arc::new(fresh),
-            Ok(None) => return Ok(Action::await_change()),
-            Err(e) => return Err(err(&name, "reading the PV")(e)),
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()),
         }
     };
     let Some(node) = pinned_node(&pv) else {
         return Ok(Action::await_change());
     };
     // The claim matters for a lost node, and for a present one only to clear a mark.
-    let wants_claim = state != NodeState::Present || super::decide::mark(&pv.metadata).is_some();
-    let found = if wants_claim {
+    let found = if state != NodeState::Present || mark(&*pv).is_some() {
         ctx.claim_of(&pv).await?
     } else {
         None
@@ -155,7 +154,11 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
     let decision = decide(&ctx.opts, &pv, state, claim);
     tracing::debug!(pv = %name, node, ?state, ?decision, "reconciled");
     match decision {
-        Decision::NotOurs => Ok(Action::await_change()),
+        Decision::NotOurs => return Ok(Action::await_change()),
+        Decision::Wait(left) => {
+            tracing::info!(pv = %name, node, wait = ?left, "the volume's node is deleted; acting after the grace period");
+            return Ok(Action::requeue(left));
+        }
         Decision::NodePresent { unmark } => {
             if unmark {
                 ctx.writer.unmark(&pv, bound).await?;
@@ -164,27 +167,15 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
                 .lock()
                 .expect("node-loss lock poisoned")
                 .remove(&name);
-            Ok(Action::requeue(ctx.resync))
         }
-        Decision::Wait(left) => {
-            tracing::info!(pv = %name, node, wait = ?left, "the volume's node is deleted; acting after the grace period");
-            Ok(Action::requeue(left))
-        }
-        Decision::Leave(why) => {
-            ctx.leave(&name, node, why);
-            Ok(Action::requeue(ctx.resync))
-        }
-        Decision::Report => {
-            ctx.writer.report(&pv, bound, node).await?;
-            Ok(Action::requeue(ctx.resync))
-        }
+        Decision::Leave(why) => ctx.leave(&name, node, why),
+        Decision::Report => drop(ctx.writer.report(&pv, bound, node).await?),
         Decision::Recreate { claim } => {
-            ctx.writer
-                .recreate(&pv, bound.filter(|_| claim), node)
-                .await?;
-            Ok(Action::requeue(ctx.resync))
+            let claim = bound.filter(|_| claim);
+            ctx.writer.recreate(&pv, claim, node).await?
         }
     }
+    Ok(Action::requeue(ctx.resync))
 }
 
 fn error_policy(pv: Arc<PersistentVolume>, e: &Error, _ctx: Arc<Context>) -> Action {

@@ -3,6 +3,7 @@
 
 use super::{LOCAL_DRIVER, NODE_LOST_ANNOTATION, OPT_IN_ANNOTATION, TOPOLOGY_KEY};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::ResourceExt;
 use std::time::Duration;
 
 /// What the controller may do to the volumes of a deleted node (cluster-wide ceiling).
@@ -120,21 +121,15 @@ pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
 }
 
 /// The node-lost mark on an object, if any.
-pub fn mark(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
-    meta.annotations
-        .as_ref()?
+pub fn mark(obj: &impl ResourceExt) -> Option<&str> {
+    obj.annotations()
         .get(NODE_LOST_ANNOTATION)
         .map(String::as_str)
 }
 
 /// The claim's opt-in annotation.
 pub fn opt_in(pvc: &PersistentVolumeClaim) -> OptIn {
-    let value = pvc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(OPT_IN_ANNOTATION));
-    match value.map(String::as_str) {
+    match pvc.annotations().get(OPT_IN_ANNOTATION).map(String::as_str) {
         None => OptIn::Unset,
         Some("recreate") => OptIn::Recreate,
         Some("report") => OptIn::Report,
@@ -180,7 +175,7 @@ pub fn decide(
     }
     let missing_for = match node {
         NodeState::Present => {
-            let unmark = opts.policy != Policy::Off && mark(&pv.metadata).is_some();
+            let unmark = opts.policy != Policy::Off && mark(pv).is_some();
             return Decision::NodePresent { unmark };
         }
         NodeState::Missing { for_ } => for_,
