@@ -17,8 +17,8 @@ pub struct Context<'a> {
     pub node: &'a str,
     pub filters: &'a Filters,
     mounts: Vec<MountEntry>,
-    /// canonical /dev node -> (by-id links, by-path links)
-    links: HashMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)>,
+    /// canonical /dev node -> its by-id and by-path links
+    links: HashMap<PathBuf, Vec<PathBuf>>,
     /// kernel name -> protected paths it holds
     os: HashMap<String, Vec<PathBuf>>,
 }
@@ -64,16 +64,6 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/dev").join(&name));
     let is_partition = d.devtype().is_some_and(|t| t == "partition");
-    let mut udev_links: Vec<PathBuf> = d
-        .property_value("DEVLINKS")
-        .map(|v| {
-            v.to_string_lossy()
-                .split_whitespace()
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    udev_links.sort();
     // The device's directory under the sysfs root (the real /sys, or a test's tree): a device
     // that root does not show is not seen.
     let sys = std::fs::canonicalize(sysfs::class_block(&name)).ok()?;
@@ -87,19 +77,27 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
     let device_type = DeviceType::classify(name, is_partition);
     let disk_type = DeviceType::classify(&sysfs::name_of(disk), false);
     let q = disk.join("queue");
-    let (mut by_id, mut by_path) = ctx
-        .links
+    // The links found in /dev/disk (sorted), then any more that udev knows of (sorted).
+    let mut links = (ctx.links)
         .get(&std::fs::canonicalize(dev_path).unwrap_or_else(|_| dev_path.to_path_buf()))
         .cloned()
         .unwrap_or_default();
+    let devlinks = d
+        .property_value("DEVLINKS")
+        .unwrap_or_default()
+        .to_string_lossy();
+    let mut udev_links: Vec<PathBuf> = devlinks.split_whitespace().map(PathBuf::from).collect();
+    udev_links.sort();
     for l in udev_links {
-        let s = l.to_string_lossy();
-        if s.starts_with("/dev/disk/by-id/") && !by_id.contains(&l) {
-            by_id.push(l);
-        } else if s.starts_with("/dev/disk/by-path/") && !by_path.contains(&l) {
-            by_path.push(l);
+        if !links.contains(&l) {
+            links.push(l);
         }
     }
+    let under = |dir: &str| -> Vec<PathBuf> {
+        let under_dir = |l: &&PathBuf| l.to_string_lossy().starts_with(dir);
+        links.iter().filter(under_dir).cloned().collect()
+    };
+    let (by_id, by_path) = (under("/dev/disk/by-id/"), under("/dev/disk/by-path/"));
     let backing_file = (disk_type == DeviceType::Loop)
         .then(|| sysfs::read_string(&disk.join("loop/backing_file")))
         .flatten()
@@ -128,9 +126,6 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         device_type,
         partition_number: sysfs::read_u64(&sys.join("partition")).map(|n| n as u32),
         parent: is_partition.then(|| sysfs::name_of(disk)),
-        partition_table: None,
-        filesystem: None,
-        signatures: vec![],
         holders: sysfs::list(&sys.join("holders")),
         slaves: sysfs::list(&sys.join("slaves")),
         partitions: sysfs::partitions(sys),
@@ -141,15 +136,10 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
             .map(|m| m.mount_point.clone())
             .collect(),
         holds_os: ctx.os.get(name).cloned().unwrap_or_default(),
-        held_exclusively: false,
         backing_file,
         backing_inode,
-        probe_error: None,
         dev_number,
-        uid: String::new(),
-        candidate: false,
-        excluded_reason: None,
-        selected: false,
+        ..Device::default()
     };
     // Optical and floppy drives can block or spin up on open; their type excludes them.
     if !matches!(device_type, DeviceType::Rom | DeviceType::Floppy) {
@@ -215,24 +205,15 @@ pub fn mark_duplicates(devs: &mut [Device]) {
 }
 
 /// /dev/disk/by-id and by-path links where udev (or anyone) made them, by canonical target.
-fn links() -> HashMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> {
-    let mut map: HashMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> = HashMap::new();
-    for (dir, by_id) in [("/dev/disk/by-id", true), ("/dev/disk/by-path", false)] {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(target) = std::fs::canonicalize(e.path()) else {
-                continue;
-            };
-            let entry = map.entry(target).or_default();
-            let v = if by_id { &mut entry.0 } else { &mut entry.1 };
-            v.push(e.path());
+fn links() -> HashMap<PathBuf, Vec<PathBuf>> {
+    let mut map: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+    for dir in ["/dev/disk/by-id", "/dev/disk/by-path"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::canonicalize(e.path()) {
+                map.entry(target).or_default().push(e.path());
+            }
         }
     }
-    for (a, b) in map.values_mut() {
-        a.sort();
-        b.sort();
-    }
+    map.values_mut().for_each(|v| v.sort());
     map
 }
