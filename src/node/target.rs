@@ -149,32 +149,26 @@ impl Target {
     /// parent is opened beneath the root, so a component swapped for a symlink since the
     /// request was checked cannot make this remove something outside it.
     pub fn remove(&self, volume: &str) {
-        let removed = self.remove_beneath().or_else(|e| match e.kind() {
-            io::ErrorKind::NotFound => Ok(()),
-            _ => Err(e),
-        });
-        if let Err(e) = removed {
-            tracing::warn!(volume, target = %self.path.display(), error = %e, "target path left in place");
+        match self.remove_beneath() {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(volume, target = %self.path.display(), error = %e, "target path left in place")
+            }
+            _ => {}
         }
     }
 
     fn remove_beneath(&self) -> io::Result<()> {
-        use nix::sys::stat::{fstatat, SFlag};
+        use nix::sys::stat::fstatat;
         use nix::unistd::{unlinkat, UnlinkatFlags};
-        let name = self.rel.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a publish root is never removed",
-            )
-        })?;
+        let Some(name) = self.rel.file_name() else {
+            let msg = "a publish root is never removed";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        };
         let parent_rel = self.rel.parent().unwrap_or(Path::new(""));
-        let parent = beneath::open_beneath(
-            &self.root,
-            parent_rel,
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
-        )?;
+        let dir = OFlag::O_PATH | OFlag::O_DIRECTORY;
+        let parent = beneath::open_beneath(&self.root, parent_rel, dir)?;
         let st = fstatat(&parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        let flag = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        let flag = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             UnlinkatFlags::RemoveDir
         } else {
             UnlinkatFlags::NoRemoveDir
