@@ -1,9 +1,8 @@
-//! The node's device inventory: every device ever seen, by uid, with its state and claim.
-//! What the scans observed (and the claims other nodes hold, learned from the cluster) is
-//! persisted atomically as JSON in the state dir, so uids and Inactive devices survive restarts;
-//! this node's own claims live in the state journal with the volume records (the device backend
-//! hands them over at open). Keyed by uid (not /dev name), so a renumbered device is the same
-//! entry: no duplicate. A device that disappears turns Inactive and is kept.
+//! The node's device inventory: every device ever seen, keyed by uid (not /dev name, so a
+//! renumbered device stays one entry), with its state and claim. The scans' findings and other
+//! nodes' claims are persisted atomically as JSON in the state dir, so uids and Inactive devices
+//! survive restarts; this node's own claims live in the state journal (the device backend hands
+//! them over at open). A device that disappears turns Inactive and is kept.
 
 use super::device::Device;
 use super::filter::Filters;
@@ -207,10 +206,8 @@ impl Inventory {
     /// Rescans one device by kernel name (and its disk, for a partition) after a uevent.
     pub fn rescan_device(&self, kernel_name: &str, parent: Option<&str>) -> io::Result<()> {
         let ctx = Context::load(&self.node, &self.filters)?;
-        let names: Vec<&str> = std::iter::once(kernel_name).chain(parent).collect();
-        let scanned: Vec<(&str, Option<Device>)> = names
-            .iter()
-            .map(|n| (*n, scan::scan_one(&ctx, n)))
+        let scanned: Vec<(&str, Option<Device>)> = (std::iter::once(kernel_name).chain(parent))
+            .map(|n| (n, scan::scan_one(&ctx, n)))
             .collect();
         self.update(|map| {
             for (name, dev) in scanned {
@@ -239,11 +236,11 @@ impl Inventory {
 
     fn persist(&self, map: &BTreeMap<String, Entry>) -> io::Result<()> {
         let mut devices: Vec<Entry> = map.values().cloned().collect();
-        for e in devices
-            .iter_mut()
-            .filter(|e| e.claim.node() == Some(&self.node))
-        {
-            e.claim = Claim::Unclaimed;
+        for e in &mut devices {
+            // This node's claims live in the state journal.
+            if e.claim.node() == Some(&self.node) {
+                e.claim = Claim::Unclaimed;
+            }
         }
         let node = self.node.clone();
         let bytes =

@@ -1,14 +1,12 @@
-//! Mirrors one node's inventory into `BlockDevice` objects. The diff is pure ([`desired`],
-//! [`plan`]); `sync` runs it against the API server with server-side apply (field manager
-//! `ferrovol`); [`spawn`] keeps doing so as the inventory or the watched objects change. Only stale *unclaimed*
-//! objects are deleted: an object that records a claim is the cluster's memory of whose data
-//! is on that disk.
+//! Mirrors one node's inventory into `BlockDevice` objects: a pure diff ([`desired`], [`plan`])
+//! carried out by server-side apply, again whenever the inventory or the watched objects change
+//! ([`spawn`]). Only stale *unclaimed* objects are deleted: an object that records a claim is
+//! the cluster's memory of whose data is on that disk.
 //!
-//! Only devices the operator's filters select are mirrored (plus any that hold or held a
-//! claim of this node): the OS disk and devices nobody opted in are nobody's business in the
-//! cluster, and a disk visible to several nodes (one whose uid is not node-qualified) would
-//! otherwise have every node fight over one object. An object that records another node's
-//! claim is never overwritten: its claim is copied into this node's inventory
+//! Only devices the filters select are mirrored (plus any that hold or held a claim of this
+//! node): devices nobody opted in are none of the cluster's business, and a disk visible to
+//! several nodes would otherwise have every node fight over one object. An object recording
+//! another node's claim is never overwritten; its claim is copied into this node's inventory
 //! ([`Inventory::set_foreign_claims`]), so this node neither gives that device out nor writes
 //! to it.
 
@@ -47,10 +45,7 @@ pub fn foreign_claims(node: &str, all: &[BlockDevice]) -> BTreeMap<String, Claim
         .filter(|o| o.spec.node_name != node)
         .filter_map(|o| {
             let s = o.status.as_ref()?;
-            let holder = s
-                .claim_node
-                .clone()
-                .unwrap_or_else(|| o.spec.node_name.clone());
+            let holder = s.claim_node.as_ref().unwrap_or(&o.spec.node_name);
             let volume = s.volume.clone().unwrap_or_default();
             let claim = match s.claim_state.as_str() {
                 "Claimed" => Claim::Claimed {
@@ -225,7 +220,6 @@ async fn sync(
     for obj in &p.apply {
         let name = obj.name_any();
         let mut body = obj.clone();
-        body.metadata.managed_fields = None;
         let status = body.status.take();
         api.patch(&name, &pp, &Patch::Apply(&body)).await?;
         if let Some(status) = status {

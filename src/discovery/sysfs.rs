@@ -25,13 +25,9 @@ pub fn name_of(p: &Path) -> String {
 
 /// Sorted entry names of a directory (holders/, slaves/); empty when absent.
 pub fn list(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    let mut v: Vec<String> =
+        (entries.map(|e| e.file_name().to_string_lossy().into_owned())).collect();
     v.sort();
     v
 }
@@ -65,10 +61,9 @@ pub fn wwn(disk: &Path) -> Option<String> {
         .map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
-/// Where sysfs is read: `/sys`, or the tree `FERROVOL_SYSFS_ROOT` names. The variable is a test
-/// seam: a tree that mirrors a few devices' entries and changes some facts (a WWN a loop
-/// device lacks), so discovery can be shown a disk shared or swapped under one identity. A
-/// device absent from that tree is not seen at all.
+/// Where sysfs is read: `/sys`, or the tree `FERROVOL_SYSFS_ROOT` names, a test seam that
+/// mirrors a few devices with changed facts (a WWN a loop device lacks) to show discovery a
+/// disk shared or swapped under one identity. A device absent from that tree is not seen.
 pub fn root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
@@ -87,12 +82,11 @@ pub fn name_by_number(number: &str) -> Option<String> {
     Some(name_of(&link))
 }
 
-/// Kernel names of the devices that hold each protected path or share a disk with it: the
-/// device of its filesystem and the closure over "partition of", "partitions of", slaves and
-/// holders. So a root on a partition marks its disk and every sibling partition (a BIOS-boot
-/// partition has no signature and would otherwise look blank), and a root on LVM or md marks
-/// the physical disks below and whatever else is stacked on them. Paths that do not exist are
-/// skipped.
+/// Kernel names of the devices that hold each existing protected path or share a disk with it:
+/// its filesystem's device and the closure over "partition of", "partitions of", slaves and
+/// holders. So a root on a partition marks its disk and every sibling (a BIOS-boot partition has
+/// no signature and would look blank), and a root on LVM or md marks the disks below and all
+/// stacked on them.
 pub fn os_devices(protected: &[PathBuf], mounts: &[MountEntry]) -> HashMap<String, Vec<PathBuf>> {
     let mut out: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for p in protected {

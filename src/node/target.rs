@@ -27,12 +27,10 @@ impl PublishRoots {
     }
 }
 
-/// Refuses a path that passes through a symlink, or through a non-directory, below its root.
-/// Changes go through descriptors opened beneath the root whatever this finds; the check makes
-/// the refusal an InvalidArgument naming the culprit (the confined walk would fail later with
-/// ELOOP or ENOTDIR, which reads as a driver fault), and it keeps the read-only checks made on
-/// the plain path (is a mount there?) from following a link out of the root. A missing
-/// component ends the check: nothing below it exists to follow.
+/// Refuses a path through a symlink, or a non-directory, below its root. Changes go through
+/// descriptors opened beneath the root anyway; this makes the refusal an InvalidArgument naming
+/// the culprit (not a later ELOOP/ENOTDIR that reads as a driver fault) and keeps read-only
+/// checks on the plain path (is a mount there?) inside the root. A missing component ends it.
 fn no_links_below(root: &Path, rel: &Path) -> std::result::Result<(), String> {
     let mut at = root.to_path_buf();
     let last = rel.components().count();
@@ -146,8 +144,8 @@ impl Target {
     }
 
     /// Removes the (unmounted) target directory or file; a failure is logged, not fatal. The
-    /// parent is opened beneath the root, so a component swapped for a symlink since the
-    /// request was checked cannot make this remove something outside it.
+    /// parent is opened beneath the root, so a component swapped for a symlink since the check
+    /// cannot make this remove something outside it.
     pub fn remove(&self, volume: &str) {
         match self.remove_beneath() {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {

@@ -1,7 +1,6 @@
-//! The kube-runtime controller: reconciles PersistentVolumes. A PV is reconciled when it
-//! changes, when a Node it is pinned to changes or is deleted, when its claim changes (an
-//! opt-in annotation added later takes effect at once), every resync period, and once for
-//! every PV at start, which is how nodes deleted while the controller was down are found.
+//! The kube-runtime controller over PersistentVolumes. A PV is reconciled when it, its Node or
+//! its claim changes (a late opt-in annotation takes effect at once), every resync period, and
+//! once at start, which finds nodes deleted while the controller was down.
 //!
 //! Whether a node exists is always asked of the API server (a metadata GET), never of a cache:
 //! acting on a stale "gone" would delete live volumes, and a GET per local PV is cheap.
@@ -199,8 +198,7 @@ pub async fn run(ctx: Context) {
         watcher::Config::default(),
     )
     .with_config(Config::default().concurrency(4));
-    let pvs = controller.store();
-    let on_node = pvs.clone();
+    let on_node = controller.store();
     let controller = controller
         // A Node event (its deletion above all) reconciles the PVs pinned to it.
         .watches(

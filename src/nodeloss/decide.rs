@@ -139,11 +139,9 @@ pub fn opt_in(pvc: &PersistentVolumeClaim) -> OptIn {
 }
 
 /// Matches the PV's claimRef against the claim found under that name. The claim is this PV's
-/// only when its `spec.volumeName` names the PV and, when the claimRef carries a uid, it has
-/// that uid: a claim with another uid is a newer one (the workload already made a new claim),
-/// and a claimRef without a uid (a PV pre-bound by hand) names a claim that may well be bound
-/// to another volume. Anything less would let `recreate` delete a claim that is not the lost
-/// volume's.
+/// only when its `spec.volumeName` names the PV and it has the claimRef's uid, if any: another
+/// uid is a newer claim, and a claimRef without a uid (pre-bound by hand) may name a claim bound
+/// elsewhere. Anything less would let `recreate` delete a claim that is not the lost volume's.
 pub fn claim_state<'a>(
     pv: &PersistentVolume,
     found: Option<&'a PersistentVolumeClaim>,
