@@ -44,11 +44,8 @@ impl DeviceType {
             return DeviceType::Partition;
         }
         let starts = |p: &str| {
-            kernel_name.starts_with(p)
-                && kernel_name[p.len()..]
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_digit() || c == '-')
+            let rest = kernel_name.strip_prefix(p).unwrap_or_default();
+            rest.starts_with(|c: char| c.is_ascii_digit() || c == '-')
         };
         [
             ("loop", DeviceType::Loop),

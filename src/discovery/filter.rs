@@ -158,7 +158,9 @@ impl Filters {
         let by_path = self.path_match(&self.include.paths, dev);
         let by_text = text_match(&self.include.vendors, &dev.vendor)
             .or_else(|| text_match(&self.include.models, &dev.model));
-        let class = default_excluded(dev.device_type);
+        // The class of a device type excluded unless named explicitly.
+        let t = dev.device_type;
+        let class = (!matches!(t, DeviceType::Disk | DeviceType::Partition)).then(|| t.as_str());
         match (by_path, by_text, class) {
             (None, None, Some(c)) => Err(format!(
                 "{} device: excluded by default (name it with --device-include)",
@@ -263,14 +265,6 @@ fn join_paths(p: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The class name of a device type excluded unless named explicitly.
-fn default_excluded(t: DeviceType) -> Option<&'static str> {
-    match t {
-        DeviceType::Disk | DeviceType::Partition => None,
-        other => Some(other.as_str()),
-    }
 }
 
 /// A pattern names a class explicitly when it has no wildcard at all, or when its text spells
