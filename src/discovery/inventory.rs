@@ -47,10 +47,7 @@ pub enum Claim {
 
 impl State {
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::Active => "Active",
-            State::Inactive => "Inactive",
-        }
+        ["Active", "Inactive"][self as usize]
     }
 }
 

@@ -19,11 +19,7 @@ pub enum Policy {
 
 impl Policy {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Policy::Off => "off",
-            Policy::Report => "report",
-            Policy::Recreate => "recreate",
-        }
+        ["off", "report", "recreate"][self as usize]
     }
 }
 
