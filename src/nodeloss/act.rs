@@ -136,10 +136,9 @@ impl Writer {
         }
         let pvs = Api::<PersistentVolume>::all(self.client.clone());
         // Fresh: the mark above changed its resourceVersion, which guards the finalizer patch.
-        let pv = match pvs.get_opt(&name).await {
-            Ok(Some(fresh)) if fresh.uid() == pv.uid() => fresh,
-            Ok(_) => return Ok(()),
-            Err(e) => return Err(err(&name, "reading the PV")(e)),
+        let fresh = (pvs.get_opt(&name).await).map_err(err(&name, "reading the PV"))?;
+        let Some(pv) = fresh.filter(|f| f.uid() == pv.uid()) else {
+            return Ok(());
         };
         let kept: Vec<&String> = (pv.finalizers().iter())
             .filter(|f| *f != PROVISIONER_FINALIZER)
