@@ -324,13 +324,10 @@ impl Inventory {
         })?;
         for c in [&e.claim, &claim] {
             if let Some(other) = c.node().filter(|n| *n != self.node) {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "device {uid} is claimed by node {other}; node {} leaves it alone",
-                        self.node
-                    ),
-                ));
+                let node = &self.node;
+                let msg =
+                    format!("device {uid} is claimed by node {other}; node {node} leaves it alone");
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, msg));
             }
         }
         e.claim = claim;
