@@ -90,10 +90,7 @@ pub fn name_by_number(number: &str) -> Option<String> {
 pub fn os_devices(protected: &[PathBuf], mounts: &[MountEntry]) -> HashMap<String, Vec<PathBuf>> {
     let mut out: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for p in protected {
-        let Some((major, minor)) = device_of(p, mounts) else {
-            continue;
-        };
-        let Some(first) = name_by_number(&format!("{major}:{minor}")) else {
+        let Some(first) = device_of(p, mounts).and_then(|n| name_by_number(&n)) else {
             continue;
         };
         let mut stack = vec![first];
@@ -117,25 +114,23 @@ pub fn os_devices(protected: &[PathBuf], mounts: &[MountEntry]) -> HashMap<Strin
     out
 }
 
-/// The block device a path's filesystem lives on. Filesystems with an anonymous device
-/// (btrfs, overlay: major 0) fall back to the source of the mount that contains the path.
-fn device_of(p: &Path, mounts: &[MountEntry]) -> Option<(u32, u32)> {
-    let md = std::fs::metadata(p).ok()?;
-    let dev = md.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    if major != 0 {
-        return Some((major, minor));
+/// The number (`major:minor`) of the block device a path's filesystem lives on. Filesystems
+/// with an anonymous device (btrfs, overlay: major 0) fall back to the source of the mount that
+/// contains the path.
+fn device_of(p: &Path, mounts: &[MountEntry]) -> Option<String> {
+    let mut dev = std::fs::metadata(p).ok()?.dev();
+    if libc::major(dev) == 0 {
+        let canon = std::fs::canonicalize(p).ok()?;
+        let m = mounts
+            .iter()
+            .filter(|m| canon.starts_with(&m.mount_point))
+            .max_by_key(|m| m.mount_point.as_os_str().len())?;
+        if !m.source.starts_with("/dev/") {
+            return None;
+        }
+        dev = std::fs::metadata(&m.source).ok()?.rdev();
     }
-    let canon = std::fs::canonicalize(p).ok()?;
-    let m = mounts
-        .iter()
-        .filter(|m| canon.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.as_os_str().len())?;
-    if !m.source.starts_with("/dev/") {
-        return None;
-    }
-    let rdev = std::fs::metadata(&m.source).ok()?.rdev();
-    Some((libc::major(rdev), libc::minor(rdev)))
+    Some(format!("{}:{}", libc::major(dev), libc::minor(dev)))
 }
 
 #[cfg(test)]
