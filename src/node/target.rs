@@ -15,10 +15,9 @@ use sys_mount::MountFlags;
 impl PublishRoots {
     /// The target a request names, or InvalidArgument naming the path, the field and the roots.
     pub fn target(&self, field: &str, path: &Path) -> Result<Target> {
-        let (root, rel) = self
-            .locate(path)
-            .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
-        no_links_below(root, &rel).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+        let invalid = |e: String| Error::invalid(format!("{field}: {e}"));
+        let (root, rel) = self.locate(path).map_err(invalid)?;
+        no_links_below(root, &rel).map_err(invalid)?;
         Ok(Target {
             path: root.join(&rel),
             root: root.to_path_buf(),
