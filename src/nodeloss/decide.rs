@@ -180,9 +180,8 @@ pub fn decide(
     if opts.policy == Policy::Off {
         return Decision::Leave("policy off");
     }
-    let pvc = match claim {
-        ClaimState::Bound(pvc) => pvc,
-        ClaimState::Unclaimed | ClaimState::Gone => return unclaimed(opts, pv),
+    let ClaimState::Bound(pvc) = claim else {
+        return unclaimed(opts, pv);
     };
     let choice = opt_in(pvc);
     if choice == OptIn::Ignore {
