@@ -73,8 +73,9 @@ impl Monitor {
                 // Moved in whole: the socket closes with the thread.
                 let sock = sock;
                 let mut buf = vec![0u8; 16 * 1024];
-                while !flag.load(Ordering::Relaxed) {
-                    let keep_going = match sock.recv(&mut buf) {
+                let mut keep_going = true;
+                while keep_going && !flag.load(Ordering::Relaxed) {
+                    keep_going = match sock.recv(&mut buf) {
                         Ok(n) => parse(&buf[..n]).is_none_or(|ev| on_event(Event::Block(ev))),
                         Err(Errno::EAGAIN | Errno::EINTR) => true,
                         Err(Errno::ENOBUFS) => on_event(Event::Lost),
@@ -83,9 +84,6 @@ impl Monitor {
                             false
                         }
                     };
-                    if !keep_going {
-                        break;
-                    }
                 }
             })?;
         Ok(Monitor {
