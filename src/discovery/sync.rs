@@ -88,29 +88,21 @@ pub fn plan(
         .map(|o| (o.name_any(), o))
         .filter(|(name, _)| !foreign.contains_key(name))
         .collect();
-    let mut p = Plan {
+    let same = |a: &BlockDevice, b: &BlockDevice| a.spec == b.spec && a.status == b.status;
+    let apply = (want.iter())
+        .filter(|(name, o)| !have.get(*name).is_some_and(|h| same(h, o)))
+        .map(|(_, o)| o.clone())
+        .collect();
+    let delete = (have.into_iter())
+        .filter(|(name, o)| o.spec.node_name == node && !want.contains_key(name))
+        .filter(|(_, o)| !matches!(&o.status, Some(s) if s.claim_state != "Unclaimed"))
+        .map(|(name, _)| name)
+        .collect();
+    Plan {
+        apply,
+        delete,
         foreign,
-        ..Plan::default()
-    };
-    for (name, obj) in &want {
-        let same = have
-            .get(name)
-            .is_some_and(|h| h.spec == obj.spec && h.status == obj.status);
-        if !same {
-            p.apply.push(obj.clone());
-        }
     }
-    for (name, obj) in have {
-        let ours = obj.spec.node_name == node;
-        let claimed = obj
-            .status
-            .as_ref()
-            .is_some_and(|s| s.claim_state != "Unclaimed");
-        if ours && !claimed && !want.contains_key(&name) {
-            p.delete.push(name);
-        }
-    }
-    p
 }
 
 /// Whether this process has a Kubernetes identity to sync with: it runs in a pod (the
