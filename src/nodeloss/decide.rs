@@ -90,24 +90,14 @@ pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
     if spec.csi.as_ref()?.driver != LOCAL_DRIVER {
         return None;
     }
-    let terms = &spec
-        .node_affinity
-        .as_ref()?
-        .required
-        .as_ref()?
-        .node_selector_terms;
+    let required = spec.node_affinity.as_ref()?.required.as_ref()?;
     let mut node: Option<&str> = None;
-    for term in terms {
-        let pinned = term
-            .match_expressions
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find_map(|e| {
-                let values = e.values.as_deref().unwrap_or_default();
-                (e.key == TOPOLOGY_KEY && e.operator == "In" && values.len() == 1)
-                    .then(|| values[0].as_str())
-            })?;
+    for term in &required.node_selector_terms {
+        let exprs = term.match_expressions.as_deref().unwrap_or_default();
+        let pinned = exprs.iter().find_map(|e| match e.values.as_deref() {
+            Some([v]) if e.key == TOPOLOGY_KEY && e.operator == "In" => Some(v.as_str()),
+            _ => None,
+        })?;
         match node {
             Some(n) if n != pinned => return None,
             _ => node = Some(pinned),
