@@ -19,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
@@ -90,14 +90,13 @@ impl Context {
             .map_err(err(&pv.name_any(), format!("reading claim {ns}/{name}")))
     }
 
+    fn left_alone(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.left.lock().expect("node-loss lock poisoned")
+    }
+
     /// Counts and logs a lost volume left alone, once per PV and process.
     fn leave(&self, pv: &str, node: &str, why: &str) {
-        let first = self
-            .left
-            .lock()
-            .expect("node-loss lock poisoned")
-            .insert(pv.to_string());
-        if first {
+        if self.left_alone().insert(pv.to_string()) {
             metrics::count(Outcome::Left);
             tracing::info!(
                 pv,
@@ -123,14 +122,11 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
         pv
     } else {
         let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
-        match pvs
-            .get_opt(&name)
-            .await
-            .map_err(err(&name, "reading the PV"))?
-        {
-            Some(fresh) => Arc::new(fresh),
-            None => return Ok(Action::await_change()),
-        }
+        let fresh = (pvs.get_opt(&name).await).map_err(err(&name, "reading the PV"))?;
+        let Some(fresh) = fresh else {
+            return Ok(Action::await_change());
+        };
+        Arc::new(fresh)
     };
     let Some(node) = pinned_node(&pv) else {
         return Ok(Action::await_change());
@@ -162,10 +158,7 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
             if unmark {
                 ctx.writer.unmark(&pv, bound).await?;
             }
-            ctx.left
-                .lock()
-                .expect("node-loss lock poisoned")
-                .remove(&name);
+            ctx.left_alone().remove(&name);
         }
         Decision::Leave(why) => ctx.leave(&name, node, why),
         Decision::Report => drop(ctx.writer.report(&pv, bound, node).await?),
@@ -206,12 +199,9 @@ pub async fn run(ctx: Context) {
             watcher::Config::default(),
             move |node: Node| {
                 let node = node.name_any();
-                on_node
-                    .state()
-                    .into_iter()
-                    .filter(|pv| pinned_node(pv) == Some(node.as_str()))
-                    .map(|pv| ObjectRef::from_obj(&*pv))
-                    .collect::<Vec<_>>()
+                let pinned = |pv: &Arc<PersistentVolume>| pinned_node(pv) == Some(node.as_str());
+                let pvs = on_node.state().into_iter().filter(pinned);
+                pvs.map(|pv| ObjectRef::from_obj(&*pv)).collect::<Vec<_>>()
             },
         )
         // A claim event reconciles its PV, so an opt-in annotation added late takes effect.
