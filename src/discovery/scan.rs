@@ -157,18 +157,14 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
 fn probe(dev: &mut Device) {
     match blkid::probe_all(&dev.dev_path) {
         Ok(sigs) => {
-            dev.partition_table = sigs
-                .iter()
-                .find(|s| s.kind == Kind::PartitionTable)
-                .map(|s| s.fs_type.clone());
-            dev.filesystem = sigs
-                .iter()
-                .find(|s| s.kind != Kind::PartitionTable)
-                .map(|s| Filesystem {
-                    fs_type: s.fs_type.clone(),
-                    uuid: s.uuid.clone(),
-                    label: s.label.clone(),
-                });
+            let table = sigs.iter().find(|s| s.kind == Kind::PartitionTable);
+            let fs = sigs.iter().find(|s| s.kind != Kind::PartitionTable);
+            dev.partition_table = table.map(|s| s.fs_type.clone());
+            dev.filesystem = fs.map(|s| Filesystem {
+                fs_type: s.fs_type.clone(),
+                uuid: s.uuid.clone(),
+                label: s.label.clone(),
+            });
             dev.signatures = sigs;
         }
         Err(e) => dev.probe_error = Some(e.to_string()),
