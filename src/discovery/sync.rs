@@ -83,11 +83,9 @@ pub fn plan(
     foreign: BTreeMap<String, Claim>,
 ) -> Plan {
     let have: BTreeMap<String, &BlockDevice> = existing.iter().map(|o| (o.name_any(), o)).collect();
-    let want: BTreeMap<String, BlockDevice> = desired
-        .into_iter()
-        .map(|o| (o.name_any(), o))
-        .filter(|(name, _)| !foreign.contains_key(name))
-        .collect();
+    let named = desired.into_iter().map(|o| (o.name_any(), o));
+    let want: BTreeMap<String, BlockDevice> =
+        named.filter(|(n, _)| !foreign.contains_key(n)).collect();
     let same = |a: &BlockDevice, b: &BlockDevice| a.spec == b.spec && a.status == b.status;
     let apply = (want.iter())
         .filter(|(name, o)| !have.get(*name).is_some_and(|h| same(h, o)))
@@ -197,17 +195,11 @@ async fn sync(
 ) -> kube::Result<Plan> {
     let node = inventory.node();
     // All nodes' objects: a device this node sees may be another node's claim.
-    let (existing, others): (Vec<BlockDevice>, Vec<BlockDevice>) = store
-        .state()
-        .iter()
-        .map(|o| BlockDevice::clone(o))
-        .partition(|o| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node));
-    let p = plan(
-        node,
-        desired(node, &inventory.snapshot()),
-        &existing,
-        foreign_claims(node, &others),
-    );
+    let all: Vec<BlockDevice> = store.state().iter().map(|o| (**o).clone()).collect();
+    let mine = |o: &BlockDevice| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node);
+    let (existing, others): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
+    let want = desired(node, &inventory.snapshot());
+    let p = plan(node, want, &existing, foreign_claims(node, &others));
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     for obj in &p.apply {
         let name = obj.name_any();
