@@ -42,10 +42,8 @@ pub fn scan_all(node: &str, filters: &Filters) -> io::Result<Vec<Device>> {
     let ctx = Context::load(node, filters)?;
     let mut en = udev::Enumerator::new()?;
     en.match_subsystem("block")?;
-    let mut out: Vec<Device> = en
-        .scan_devices()?
-        .filter_map(|d| read_udev(&ctx, &d))
-        .collect();
+    let devices = en.scan_devices()?;
+    let mut out: Vec<Device> = devices.filter_map(|d| read_udev(&ctx, &d)).collect();
     mark_duplicates(&mut out);
     out.sort_by(|a, b| a.kernel_name.cmp(&b.kernel_name));
     Ok(out)
@@ -82,10 +80,7 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         .get(&std::fs::canonicalize(dev_path).unwrap_or_else(|_| dev_path.to_path_buf()))
         .cloned()
         .unwrap_or_default();
-    let devlinks = d
-        .property_value("DEVLINKS")
-        .unwrap_or_default()
-        .to_string_lossy();
+    let devlinks = (d.property_value("DEVLINKS").unwrap_or_default()).to_string_lossy();
     let mut udev_links: Vec<PathBuf> = devlinks.split_whitespace().map(PathBuf::from).collect();
     udev_links.sort();
     for l in udev_links {
@@ -98,10 +93,8 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         links.iter().filter(under_dir).cloned().collect()
     };
     let (by_id, by_path) = (under("/dev/disk/by-id/"), under("/dev/disk/by-path/"));
-    let backing_file = (disk_type == DeviceType::Loop)
-        .then(|| sysfs::read_string(&disk.join("loop/backing_file")))
-        .flatten()
-        .map(PathBuf::from);
+    let loop_file = (disk_type == DeviceType::Loop).then(|| disk.join("loop/backing_file"));
+    let backing_file = loop_file.and_then(|f| sysfs::read_string(&f).map(PathBuf::from));
     let backing_inode = backing_file.as_deref().and_then(|f| {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(f).ok().map(|m| m.ino())
@@ -186,10 +179,8 @@ pub fn mark_duplicates(devs: &mut [Device]) {
         seen.entry(d.uid.clone()).or_default().push(i);
     }
     for idx in seen.values().filter(|v| v.len() > 1) {
-        let names: Vec<String> = idx
-            .iter()
-            .map(|&i| devs[i].dev_path.display().to_string())
-            .collect();
+        let path = |&i: &usize| devs[i].dev_path.display().to_string();
+        let names: Vec<String> = idx.iter().map(path).collect();
         for &i in idx {
             devs[i].candidate = false;
             devs[i].excluded_reason = Some(format!(

@@ -34,10 +34,9 @@ pub fn list(dir: &Path) -> Vec<String> {
 
 /// Partitions of a disk: its sysfs children that have a `partition` attribute.
 pub fn partitions(sys: &Path) -> Vec<String> {
-    list(sys)
-        .into_iter()
-        .filter(|n| sys.join(n).join("partition").exists())
-        .collect()
+    let mut names = list(sys);
+    names.retain(|n| sys.join(n).join("partition").exists());
+    names
 }
 
 /// The serial: virtio's `serial`, NVMe's `device/serial`, else SCSI VPD page 0x80.
