@@ -188,10 +188,8 @@ impl Writer {
             action: action.into(),
             secondary,
         };
-        self.recorder
-            .publish(&ev, &regarding)
-            .await
-            .map_err(err(&pv.name_any(), format!("emitting event {reason}")))
+        let published = self.recorder.publish(&ev, &regarding).await;
+        published.map_err(err(&pv.name_any(), format!("emitting event {reason}")))
     }
 }
 

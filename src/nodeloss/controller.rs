@@ -84,10 +84,9 @@ impl Context {
         else {
             return Ok(None);
         };
-        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(err(&pv.name_any(), format!("reading claim {ns}/{name}")))
+        let claims = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns);
+        let found = claims.get_opt(name).await;
+        found.map_err(err(&pv.name_any(), format!("reading claim {ns}/{name}")))
     }
 
     fn left_alone(&self) -> MutexGuard<'_, HashSet<String>> {

@@ -191,10 +191,8 @@ pub fn decide(
 /// its provisioner would have deleted, so it goes; a retained one is kept (and reported) for
 /// whoever retained it.
 fn unclaimed(opts: &Options, pv: &PersistentVolume) -> Decision {
-    let reclaim = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+    let spec = pv.spec.as_ref();
+    let reclaim = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
     if opts.policy == Policy::Recreate && reclaim == Some("Delete") {
         Decision::Recreate { claim: false }
     } else {
