@@ -163,13 +163,11 @@ impl Filters {
         let class = (!matches!(t, DeviceType::Disk | DeviceType::Partition)).then(|| t.as_str());
         match (by_path, by_text, class) {
             (None, None, Some(c)) => Err(format!(
-                "{} device: excluded by default (name it with --device-include)",
-                c
+                "{c} device: excluded by default (name it with --device-include)"
             )),
             (None, None, None) => Err("not named by any include pattern".into()),
             (Some(p), _, Some(c)) if !names_explicitly(p.as_str(), c) => Err(format!(
-                "{c} device: excluded by default; pattern {} does not name it explicitly",
-                p.as_str()
+                "{c} device: excluded by default; pattern {p} does not name it explicitly"
             )),
             (None, Some(_), Some(c)) => Err(format!(
                 "{c} device: excluded by default; vendor/model rules do not admit it"

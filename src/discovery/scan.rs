@@ -180,13 +180,11 @@ pub fn mark_duplicates(devs: &mut [Device]) {
     }
     for idx in seen.values().filter(|v| v.len() > 1) {
         let path = |&i: &usize| devs[i].dev_path.display().to_string();
-        let names: Vec<String> = idx.iter().map(path).collect();
+        let names = idx.iter().map(path).collect::<Vec<_>>().join(" and ");
+        let reason = format!("one identity seen at {names} (the same disk twice?)");
         for &i in idx {
             devs[i].candidate = false;
-            devs[i].excluded_reason = Some(format!(
-                "one identity seen at {} (the same disk twice?)",
-                names.join(" and ")
-            ));
+            devs[i].excluded_reason = Some(reason.clone());
         }
     }
 }

@@ -37,10 +37,8 @@ fn no_links_below(root: &Path, rel: &Path) -> std::result::Result<(), String> {
         at.push(c);
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "{} is a symbolic link, which is not followed below a publish root",
-                    at.display()
-                ))
+                let why = "is a symbolic link, which is not followed below a publish root";
+                return Err(format!("{} {why}", at.display()));
             }
             Ok(m) if !m.is_dir() && i + 1 < last => {
                 return Err(format!("{} is not a directory", at.display()))
