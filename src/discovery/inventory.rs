@@ -309,10 +309,9 @@ impl Inventory {
 
     /// The current /dev path of an Active device.
     pub fn resolve_path(&self, uid: &str) -> Option<PathBuf> {
-        self.lock()
-            .get(uid)
-            .filter(|e| e.state == State::Active)
-            .map(|e| e.device.dev_path.clone())
+        let map = self.lock();
+        let e = map.get(uid).filter(|e| e.state == State::Active)?;
+        Some(e.device.dev_path.clone())
     }
 
     /// Shows a claim of this node, which the caller has made durable (in the state journal).

@@ -100,6 +100,8 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         std::fs::metadata(f).ok().map(|m| m.ino())
     });
     let dev_number = sysfs::read_string(&sys.join("dev"))?;
+    let mounts = ctx.mounts.iter().filter(|m| m.device == dev_number);
+    let mount_points = mounts.map(|m| m.mount_point.clone()).collect();
     let mut dev = Device {
         kernel_name: name.to_string(),
         dev_path: dev_path.to_path_buf(),
@@ -122,12 +124,7 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         holders: sysfs::list(&sys.join("holders")),
         slaves: sysfs::list(&sys.join("slaves")),
         partitions: sysfs::partitions(sys),
-        mount_points: ctx
-            .mounts
-            .iter()
-            .filter(|m| m.device == dev_number)
-            .map(|m| m.mount_point.clone())
-            .collect(),
+        mount_points,
         holds_os: ctx.os.get(name).cloned().unwrap_or_default(),
         backing_file,
         backing_inode,

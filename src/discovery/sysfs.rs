@@ -46,10 +46,9 @@ pub fn serial(disk: &Path) -> Option<String> {
         .or_else(|| {
             let page = std::fs::read(disk.join("device/vpd_pg80")).ok()?;
             let len = *page.get(3)? as usize;
-            let s = String::from_utf8_lossy(page.get(4..4 + len)?)
-                .trim()
-                .to_string();
-            (!s.is_empty()).then_some(s)
+            let s = String::from_utf8_lossy(page.get(4..4 + len)?);
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_string())
         })
 }
 
