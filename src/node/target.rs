@@ -77,10 +77,8 @@ impl Target {
     }
 
     fn os(&self, volume: &str, action: &str) -> impl FnOnce(io::Error) -> Error + use<> {
-        Error::os(
-            volume.to_string(),
-            format!("{action} {}", self.path.display()),
-        )
+        let what = format!("{action} {}", self.path.display());
+        Error::os(volume.to_string(), what)
     }
 
     /// This target as a directory, made if missing.

@@ -157,12 +157,9 @@ pub fn decide(
     if pinned_node(pv).is_none() {
         return Decision::NotOurs;
     }
-    let missing_for = match node {
-        NodeState::Present => {
-            let unmark = opts.policy != Policy::Off && mark(pv).is_some();
-            return Decision::NodePresent { unmark };
-        }
-        NodeState::Missing { for_ } => for_,
+    let NodeState::Missing { for_: missing_for } = node else {
+        let unmark = opts.policy != Policy::Off && mark(pv).is_some();
+        return Decision::NodePresent { unmark };
     };
     if missing_for < opts.grace {
         return Decision::Wait(opts.grace - missing_for);
