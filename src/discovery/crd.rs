@@ -138,6 +138,8 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
         Claim::Claimed { volume, .. } => (Some(volume.clone()), None),
         Claim::Released { volume, reason, .. } => (Some(volume.clone()), Some(reason.clone())),
     };
+    let also = e.conflict.join(", /dev/");
+    let conflict = format!("identity also presented by /dev/{also}; not used while they coexist");
     let mut obj = BlockDevice::new(&d.uid, spec);
     obj.metadata.labels = Some([(NODE_LABEL.to_string(), node.to_string())].into());
     obj.status = Some(BlockDeviceStatus {
@@ -147,12 +149,7 @@ pub fn from_entry(node: &str, e: &Entry) -> BlockDevice {
         state: e.state.as_str().into(),
         candidate: d.candidate && e.state == State::Active && e.conflict.is_empty(),
         reason: released.or_else(|| d.excluded_reason.clone()),
-        conflict: (!e.conflict.is_empty()).then(|| {
-            format!(
-                "identity also presented by /dev/{}; not used while they coexist",
-                e.conflict.join(", /dev/")
-            )
-        }),
+        conflict: (!e.conflict.is_empty()).then_some(conflict),
     });
     obj
 }

@@ -103,9 +103,8 @@ pub(crate) struct Persisted {
 impl Persisted {
     /// The content of `file`, read as `bytes`.
     pub(crate) fn parse(file: &Path, bytes: &[u8]) -> io::Result<Persisted> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            at("device inventory ", file)(io::Error::new(io::ErrorKind::InvalidData, e))
-        })
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        serde_json::from_slice(bytes).map_err(|e| at("device inventory ", file)(invalid(e)))
     }
 }
 
@@ -203,9 +202,8 @@ impl Inventory {
     /// Rescans one device by kernel name (and its disk, for a partition) after a uevent.
     pub fn rescan_device(&self, kernel_name: &str, parent: Option<&str>) -> io::Result<()> {
         let ctx = Context::load(&self.node, &self.filters)?;
-        let scanned: Vec<(&str, Option<Device>)> = (std::iter::once(kernel_name).chain(parent))
-            .map(|n| (n, scan::scan_one(&ctx, n)))
-            .collect();
+        let names = std::iter::once(kernel_name).chain(parent);
+        let scanned: Vec<_> = names.map(|n| (n, scan::scan_one(&ctx, n))).collect();
         self.update(|map| {
             for (name, dev) in scanned {
                 placement::place_one(map, name, dev, |n| scan::scan_one(&ctx, n));
@@ -258,9 +256,8 @@ impl Inventory {
             };
             let result = match &ev {
                 Event::Block(u) => {
-                    let parent = (u.devtype.as_deref() == Some("partition"))
-                        .then(|| u.devpath.rsplit('/').nth(1))
-                        .flatten();
+                    let partition = u.devtype.as_deref() == Some("partition");
+                    let parent = u.devpath.rsplit('/').nth(1).filter(|_| partition);
                     inv.rescan_device(&u.kernel_name, parent)
                 }
                 Event::Lost => inv.rescan(),
