@@ -259,10 +259,8 @@ fn hard_exclusion(dev: &Device) -> Result<(), String> {
 }
 
 fn join_paths(p: &[PathBuf]) -> String {
-    p.iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    let shown: Vec<String> = p.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 /// A pattern names a class explicitly when it has no wildcard at all, or when its text spells

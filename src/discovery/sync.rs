@@ -146,9 +146,8 @@ async fn run(inventory: Arc<Inventory>) {
     // Every node's objects, cached by a watch: a sync reads them there instead of listing.
     let (store, writer) = reflector::store();
     let seen = Arc::new(Notify::new());
-    let events = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+    let watch = watcher(api.clone(), watcher::Config::default());
+    let events = watch.default_backoff().reflect(writer);
     tokio::spawn({
         let (seen, node) = (seen.clone(), node.clone());
         async move {

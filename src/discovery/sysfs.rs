@@ -18,9 +18,8 @@ pub fn read_u64(p: &Path) -> Option<u64> {
 }
 
 pub fn name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    let name = p.file_name().unwrap_or_default();
+    name.to_string_lossy().into_owned()
 }
 
 /// Sorted entry names of a directory (holders/, slaves/); empty when absent.
