@@ -140,21 +140,17 @@ impl Writer {
         let Some(pv) = fresh.filter(|f| f.uid() == pv.uid()) else {
             return Ok(());
         };
-        let kept: Vec<&String> = (pv.finalizers().iter())
-            .filter(|f| *f != PROVISIONER_FINALIZER)
-            .collect();
+        let mut kept = pv.finalizers().to_vec();
+        kept.retain(|f| f != PROVISIONER_FINALIZER);
         if kept.len() < pv.finalizers().len() {
             // resourceVersion makes the patch fail (409, retried) if the PV changed meanwhile,
             // so no finalizer added since is dropped.
             let patch = Patch::Merge(serde_json::json!({
                 "metadata": { "finalizers": kept, "resourceVersion": pv.resource_version() }
             }));
-            pvs.patch(&name, &PatchParams::default(), &patch)
-                .await
-                .map_err(err(
-                    &name,
-                    format!("removing finalizer {PROVISIONER_FINALIZER}"),
-                ))?;
+            let step = format!("removing finalizer {PROVISIONER_FINALIZER}");
+            let patched = pvs.patch(&name, &PatchParams::default(), &patch).await;
+            patched.map_err(err(&name, step))?;
         }
         if pv.metadata.deletion_timestamp.is_none() {
             match pvs.delete(&name, &uid_guard(pv.uid())).await {

@@ -108,9 +108,7 @@ pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
 
 /// The node-lost mark on an object, if any.
 pub fn mark(obj: &impl ResourceExt) -> Option<&str> {
-    obj.annotations()
-        .get(NODE_LOST_ANNOTATION)
-        .map(String::as_str)
+    Some(obj.annotations().get(NODE_LOST_ANNOTATION)?.as_str())
 }
 
 /// The claim's opt-in annotation.
