@@ -52,7 +52,6 @@ pub struct Rules<T = String> {
     pub models: Vec<T>,
 }
 
-/// Compiled filters.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     pub include: Rules<Pattern>,

@@ -101,7 +101,6 @@ pub(crate) struct Persisted {
 }
 
 impl Persisted {
-    /// The content of `file`, read as `bytes`.
     pub(crate) fn parse(file: &Path, bytes: &[u8]) -> io::Result<Persisted> {
         let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
         serde_json::from_slice(bytes).map_err(|e| at("device inventory ", file)(invalid(e)))

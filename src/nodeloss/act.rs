@@ -20,7 +20,6 @@ pub struct Error {
     pub source: kube::Error,
 }
 
-/// What the writes need: a client and the event recorder.
 pub struct Writer {
     pub client: Client,
     pub recorder: Recorder,

@@ -111,7 +111,6 @@ pub fn mark(obj: &impl ResourceExt) -> Option<&str> {
     Some(obj.annotations().get(NODE_LOST_ANNOTATION)?.as_str())
 }
 
-/// The claim's opt-in annotation.
 pub fn opt_in(pvc: &PersistentVolumeClaim) -> OptIn {
     match pvc.annotations().get(OPT_IN_ANNOTATION).map(String::as_str) {
         None => OptIn::Unset,
@@ -145,7 +144,6 @@ pub fn claim_state<'a>(
     }
 }
 
-/// What to do with `pv` under `opts`.
 pub fn decide(
     opts: &Options,
     pv: &PersistentVolume,

@@ -40,7 +40,6 @@ pub fn count_error() {
     ERRORS.inc();
 }
 
-/// The OpenMetrics text of the counters.
 pub fn render() -> String {
     crate::metrics::text("ferrovol_node_loss", |r| {
         r.register(
