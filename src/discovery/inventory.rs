@@ -279,16 +279,11 @@ impl Inventory {
 
     /// Active, unclaimed devices the filters admit: what a volume may take.
     pub fn candidates(&self) -> Vec<Entry> {
-        self.lock()
-            .values()
-            .filter(|e| {
-                e.state == State::Active
-                    && e.claim == Claim::Unclaimed
-                    && e.device.candidate
-                    && e.conflict.is_empty()
-            })
-            .cloned()
-            .collect()
+        let map = self.lock();
+        let free = |e: &&Entry| e.state == State::Active && e.claim == Claim::Unclaimed;
+        let usable = |e: &&Entry| e.device.candidate && e.conflict.is_empty();
+        let found = map.values().filter(|e| free(e) && usable(e));
+        found.cloned().collect()
     }
 
     pub fn get(&self, uid: &str) -> Option<Entry> {

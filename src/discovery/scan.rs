@@ -57,10 +57,8 @@ pub fn scan_one(ctx: &Context, kernel_name: &str) -> Option<Device> {
 
 fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
     let name = d.sysname().to_string_lossy().into_owned();
-    let dev_path = d
-        .devnode()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/dev").join(&name));
+    let devnode = d.devnode().map(Path::to_path_buf);
+    let dev_path = devnode.unwrap_or_else(|| PathBuf::from("/dev").join(&name));
     let is_partition = d.devtype().is_some_and(|t| t == "partition");
     // The device's directory under the sysfs root (the real /sys, or a test's tree): a device
     // that root does not show is not seen.
@@ -76,10 +74,8 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
     let disk_type = DeviceType::classify(&sysfs::name_of(disk), false);
     let q = disk.join("queue");
     // The links found in /dev/disk (sorted), then any more that udev knows of (sorted).
-    let mut links = (ctx.links)
-        .get(&std::fs::canonicalize(dev_path).unwrap_or_else(|_| dev_path.to_path_buf()))
-        .cloned()
-        .unwrap_or_default();
+    let canonical = std::fs::canonicalize(dev_path).unwrap_or_else(|_| dev_path.to_path_buf());
+    let mut links = ctx.links.get(&canonical).cloned().unwrap_or_default();
     let devlinks = (d.property_value("DEVLINKS").unwrap_or_default()).to_string_lossy();
     let mut udev_links: Vec<PathBuf> = devlinks.split_whitespace().map(PathBuf::from).collect();
     udev_links.sort();

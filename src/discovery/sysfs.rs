@@ -118,10 +118,8 @@ fn device_of(p: &Path, mounts: &[MountEntry]) -> Option<String> {
     let mut dev = std::fs::metadata(p).ok()?.dev();
     if libc::major(dev) == 0 {
         let canon = std::fs::canonicalize(p).ok()?;
-        let m = mounts
-            .iter()
-            .filter(|m| canon.starts_with(&m.mount_point))
-            .max_by_key(|m| m.mount_point.as_os_str().len())?;
+        let containing = mounts.iter().filter(|m| canon.starts_with(&m.mount_point));
+        let m = containing.max_by_key(|m| m.mount_point.as_os_str().len())?;
         if !m.source.starts_with("/dev/") {
             return None;
         }
