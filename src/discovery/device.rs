@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The kind of block device, from its kernel name and sysfs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceType {
+    #[default]
     Disk,
     Partition,
     Loop,
@@ -43,11 +44,8 @@ impl DeviceType {
             return DeviceType::Partition;
         }
         let starts = |p: &str| {
-            kernel_name.starts_with(p)
-                && kernel_name[p.len()..]
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_digit() || c == '-')
+            let rest = kernel_name.strip_prefix(p).unwrap_or_default();
+            rest.starts_with(|c: char| c.is_ascii_digit() || c == '-')
         };
         [
             ("loop", DeviceType::Loop),
@@ -73,7 +71,7 @@ pub struct Filesystem {
     pub label: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// sda, nvme0n1, loop3, ...
     pub kernel_name: String,
@@ -146,37 +144,11 @@ impl Device {
             dev_path: PathBuf::from("/dev").join(name),
             dev_number: "8:0".into(),
             sys_path: PathBuf::from("/sys/devices/pci0000:00/0000:00:05.0/block").join(name),
-            by_id: vec![],
-            by_path: vec![],
             size_bytes: 1 << 30,
             logical_sector_size: 512,
             physical_sector_size: 512,
-            rotational: false,
-            removable: false,
-            model: None,
-            serial: None,
-            vendor: None,
-            wwn: None,
-            dm_uuid: None,
             device_type: t,
-            partition_number: None,
-            parent: None,
-            partition_table: None,
-            filesystem: None,
-            signatures: vec![],
-            holders: vec![],
-            slaves: vec![],
-            partitions: vec![],
-            mount_points: vec![],
-            holds_os: vec![],
-            held_exclusively: false,
-            backing_file: None,
-            backing_inode: None,
-            probe_error: None,
-            uid: String::new(),
-            candidate: false,
-            excluded_reason: None,
-            selected: false,
+            ..Device::default()
         }
     }
 }

@@ -25,13 +25,10 @@ use std::path::{Path, PathBuf};
 ///     exclude: { vendors: ["VMware*"] }
 /// ```
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FilterConfig {
-    #[serde(default)]
     pub include: Rules,
-    #[serde(default)]
     pub exclude: Rules,
-    #[serde(default)]
     pub nodes: Vec<NodeRules>,
 }
 
@@ -46,40 +43,30 @@ pub struct NodeRules {
     pub exclude: Rules,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rules {
-    #[serde(default)]
-    pub paths: Vec<String>,
-    #[serde(default)]
-    pub vendors: Vec<String>,
-    #[serde(default)]
-    pub models: Vec<String>,
+/// Path, vendor and model patterns, as written (`String`) or compiled (`Pattern`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules<T = String> {
+    pub paths: Vec<T>,
+    pub vendors: Vec<T>,
+    pub models: Vec<T>,
 }
 
-/// Compiled filters.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    pub include: Vec<Pattern>,
-    pub exclude: Vec<Pattern>,
-    pub include_vendors: Vec<Pattern>,
-    pub include_models: Vec<Pattern>,
-    pub exclude_vendors: Vec<Pattern>,
-    pub exclude_models: Vec<Pattern>,
+    pub include: Rules<Pattern>,
+    pub exclude: Rules<Pattern>,
     /// Paths whose disks are the OS's: /, /boot, the state dir, the kubelet dir.
     pub protected_paths: Vec<PathBuf>,
 }
 
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
 fn compile(what: &str, pats: &[String]) -> io::Result<Vec<Pattern>> {
     pats.iter()
-        .map(|p| {
-            Pattern::new(p).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{what} pattern {p:?}: {e}"),
-                )
-            })
-        })
+        .map(|p| Pattern::new(p).map_err(|e| invalid(format!("{what} pattern {p:?}: {e}"))))
         .collect()
 }
 
@@ -123,20 +110,14 @@ impl Filters {
             }
             None => FilterConfig::default(),
         };
-        let cfg = cfg.on_node(node)?;
-        let mut inc = include.to_vec();
-        inc.extend(cfg.include.paths);
-        let mut exc = exclude.to_vec();
-        exc.extend(cfg.exclude.paths);
+        let mut cfg = cfg.on_node(node)?;
+        cfg.include.paths.splice(0..0, include.iter().cloned());
+        cfg.exclude.paths.splice(0..0, exclude.iter().cloned());
         let mut protected_paths = vec![PathBuf::from("/"), PathBuf::from("/boot")];
         protected_paths.extend(protected.iter().cloned());
         Ok(Filters {
-            include: compile("include", &inc)?,
-            exclude: compile("exclude", &exc)?,
-            include_vendors: compile("include vendor", &cfg.include.vendors)?,
-            include_models: compile("include model", &cfg.include.models)?,
-            exclude_vendors: compile("exclude vendor", &cfg.exclude.vendors)?,
-            exclude_models: compile("exclude model", &cfg.exclude.models)?,
+            include: cfg.include.compile("include")?,
+            exclude: cfg.exclude.compile("exclude")?,
             protected_paths,
         })
     }
@@ -145,8 +126,7 @@ impl Filters {
         if text.trim().is_empty() {
             return Ok(FilterConfig::default());
         }
-        serde_yaml::from_str(text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad YAML: {e}")))
+        serde_yaml::from_str(text).map_err(|e| invalid(format!("bad YAML: {e}")))
     }
 
     /// Ok(()) for a candidate, else the reason it is excluded.
@@ -165,28 +145,28 @@ impl Filters {
 
     /// Ok(()) when the patterns and rules admit `dev`, else why not (no safety checks).
     fn selection(&self, dev: &Device) -> Result<(), String> {
-        if let Some(p) = self.path_match(&self.exclude, dev) {
+        if let Some(p) = self.path_match(&self.exclude.paths, dev) {
             return Err(format!("excluded by pattern {}", p.as_str()));
         }
-        if let Some(p) = text_match(&self.exclude_vendors, &dev.vendor) {
+        if let Some(p) = text_match(&self.exclude.vendors, &dev.vendor) {
             return Err(format!("excluded by vendor rule {}", p.as_str()));
         }
-        if let Some(p) = text_match(&self.exclude_models, &dev.model) {
+        if let Some(p) = text_match(&self.exclude.models, &dev.model) {
             return Err(format!("excluded by model rule {}", p.as_str()));
         }
-        let by_path = self.path_match(&self.include, dev);
-        let by_text = text_match(&self.include_vendors, &dev.vendor)
-            .or_else(|| text_match(&self.include_models, &dev.model));
-        let class = default_excluded(dev.device_type);
+        let by_path = self.path_match(&self.include.paths, dev);
+        let by_text = text_match(&self.include.vendors, &dev.vendor)
+            .or_else(|| text_match(&self.include.models, &dev.model));
+        // The class of a device type excluded unless named explicitly.
+        let t = dev.device_type;
+        let class = (!matches!(t, DeviceType::Disk | DeviceType::Partition)).then(|| t.as_str());
         match (by_path, by_text, class) {
             (None, None, Some(c)) => Err(format!(
-                "{} device: excluded by default (name it with --device-include)",
-                c
+                "{c} device: excluded by default (name it with --device-include)"
             )),
             (None, None, None) => Err("not named by any include pattern".into()),
             (Some(p), _, Some(c)) if !names_explicitly(p.as_str(), c) => Err(format!(
-                "{c} device: excluded by default; pattern {} does not name it explicitly",
-                p.as_str()
+                "{c} device: excluded by default; pattern {p} does not name it explicitly"
             )),
             (None, Some(_), Some(c)) => Err(format!(
                 "{c} device: excluded by default; vendor/model rules do not admit it"
@@ -204,46 +184,37 @@ impl Filters {
 impl FilterConfig {
     /// The global rules plus those of every node section matching `node`. Every section's
     /// name is checked, so a typo fails on every node, not only on the one it names.
-    fn on_node(self, node: Option<&str>) -> io::Result<FilterConfig> {
-        let mut out = FilterConfig {
-            include: self.include,
-            exclude: self.exclude,
-            nodes: Vec::new(),
-        };
-        for section in self.nodes {
-            let name = Pattern::new(&section.name).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("node section name {:?}: {e}", section.name),
-                )
-            })?;
+    fn on_node(mut self, node: Option<&str>) -> io::Result<FilterConfig> {
+        for section in std::mem::take(&mut self.nodes) {
+            let name = Pattern::new(&section.name)
+                .map_err(|e| invalid(format!("node section name {:?}: {e}", section.name)))?;
             // The section's own patterns are compiled below only on its nodes: check them here.
-            for (what, pats) in [
-                ("include", &section.include.paths),
-                ("include vendor", &section.include.vendors),
-                ("include model", &section.include.models),
-                ("exclude", &section.exclude.paths),
-                ("exclude vendor", &section.exclude.vendors),
-                ("exclude model", &section.exclude.models),
-            ] {
-                compile(what, pats)?;
-            }
+            section.include.compile("include")?;
+            section.exclude.compile("exclude")?;
             let Some(node) = node else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "the device config has node sections, but no node name is known",
+                return Err(invalid(
+                    "the device config has node sections, but no node name is known".into(),
                 ));
             };
             if name.matches_with(node, PATH_OPTS) {
-                out.include.extend(section.include);
-                out.exclude.extend(section.exclude);
+                self.include.extend(section.include);
+                self.exclude.extend(section.exclude);
             }
         }
-        Ok(out)
+        Ok(self)
     }
 }
 
 impl Rules {
+    /// Compiled; `what` (include or exclude) names the rules in errors.
+    fn compile(&self, what: &str) -> io::Result<Rules<Pattern>> {
+        Ok(Rules {
+            paths: compile(what, &self.paths)?,
+            vendors: compile(&format!("{what} vendor"), &self.vendors)?,
+            models: compile(&format!("{what} model"), &self.models)?,
+        })
+    }
+
     fn extend(&mut self, more: Rules) {
         self.paths.extend(more.paths);
         self.vendors.extend(more.vendors);
@@ -287,18 +258,8 @@ fn hard_exclusion(dev: &Device) -> Result<(), String> {
 }
 
 fn join_paths(p: &[PathBuf]) -> String {
-    p.iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The class name of a device type excluded unless named explicitly.
-fn default_excluded(t: DeviceType) -> Option<&'static str> {
-    match t {
-        DeviceType::Disk | DeviceType::Partition => None,
-        other => Some(other.as_str()),
-    }
+    let shown: Vec<String> = p.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 /// A pattern names a class explicitly when it has no wildcard at all, or when its text spells

@@ -35,11 +35,9 @@ fn disk_key(dev: &Device, node: &str) -> String {
         let model = nonempty(&dev.model).unwrap_or("");
         return format!("serial:{vendor}:{model}:{serial}");
     }
-    if dev.device_type == DeviceType::Loop {
-        if let Some(file) = &dev.backing_file {
-            let inode = dev.backing_inode.map(|i| i.to_string()).unwrap_or_default();
-            return format!("loop:{node}:{}:{inode}", file.display());
-        }
+    if let (DeviceType::Loop, Some(file)) = (dev.device_type, &dev.backing_file) {
+        let inode = dev.backing_inode.map(|i| i.to_string()).unwrap_or_default();
+        return format!("loop:{node}:{}:{inode}", file.display());
     }
     if let Some(uuid) = nonempty(&dev.dm_uuid) {
         return format!("dm:{node}:{uuid}");

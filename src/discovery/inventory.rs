@@ -1,9 +1,8 @@
-//! The node's device inventory: every device ever seen, by uid, with its state and claim.
-//! What the scans observed (and the claims other nodes hold, learned from the cluster) is
-//! persisted atomically as JSON in the state dir, so uids and Inactive devices survive restarts;
-//! this node's own claims live in the state journal with the volume records (the device backend
-//! hands them over at open). Keyed by uid (not /dev name), so a renumbered device is the same
-//! entry: no duplicate. A device that disappears turns Inactive and is kept.
+//! The node's device inventory: every device ever seen, keyed by uid (not /dev name, so a
+//! renumbered device stays one entry), with its state and claim. The scans' findings and other
+//! nodes' claims are persisted atomically as JSON in the state dir, so uids and Inactive devices
+//! survive restarts; this node's own claims live in the state journal (the device backend hands
+//! them over at open). A device that disappears turns Inactive and is kept.
 
 use super::device::Device;
 use super::filter::Filters;
@@ -48,10 +47,7 @@ pub enum Claim {
 
 impl State {
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::Active => "Active",
-            State::Inactive => "Inactive",
-        }
+        ["Active", "Inactive"][self as usize]
     }
 }
 
@@ -105,11 +101,9 @@ pub(crate) struct Persisted {
 }
 
 impl Persisted {
-    /// The content of `file`, read as `bytes`.
     pub(crate) fn parse(file: &Path, bytes: &[u8]) -> io::Result<Persisted> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            at("device inventory ", file)(io::Error::new(io::ErrorKind::InvalidData, e))
-        })
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        serde_json::from_slice(bytes).map_err(|e| at("device inventory ", file)(invalid(e)))
     }
 }
 
@@ -207,11 +201,8 @@ impl Inventory {
     /// Rescans one device by kernel name (and its disk, for a partition) after a uevent.
     pub fn rescan_device(&self, kernel_name: &str, parent: Option<&str>) -> io::Result<()> {
         let ctx = Context::load(&self.node, &self.filters)?;
-        let names: Vec<&str> = std::iter::once(kernel_name).chain(parent).collect();
-        let scanned: Vec<(&str, Option<Device>)> = names
-            .iter()
-            .map(|n| (*n, scan::scan_one(&ctx, n)))
-            .collect();
+        let names = std::iter::once(kernel_name).chain(parent);
+        let scanned: Vec<_> = names.map(|n| (n, scan::scan_one(&ctx, n))).collect();
         self.update(|map| {
             for (name, dev) in scanned {
                 placement::place_one(map, name, dev, |n| scan::scan_one(&ctx, n));
@@ -239,11 +230,11 @@ impl Inventory {
 
     fn persist(&self, map: &BTreeMap<String, Entry>) -> io::Result<()> {
         let mut devices: Vec<Entry> = map.values().cloned().collect();
-        for e in devices
-            .iter_mut()
-            .filter(|e| e.claim.node() == Some(&self.node))
-        {
-            e.claim = Claim::Unclaimed;
+        for e in &mut devices {
+            // This node's claims live in the state journal.
+            if e.claim.node() == Some(&self.node) {
+                e.claim = Claim::Unclaimed;
+            }
         }
         let node = self.node.clone();
         let bytes =
@@ -264,9 +255,8 @@ impl Inventory {
             };
             let result = match &ev {
                 Event::Block(u) => {
-                    let parent = (u.devtype.as_deref() == Some("partition"))
-                        .then(|| u.devpath.rsplit('/').nth(1))
-                        .flatten();
+                    let partition = u.devtype.as_deref() == Some("partition");
+                    let parent = u.devpath.rsplit('/').nth(1).filter(|_| partition);
                     inv.rescan_device(&u.kernel_name, parent)
                 }
                 Event::Lost => inv.rescan(),
@@ -289,16 +279,11 @@ impl Inventory {
 
     /// Active, unclaimed devices the filters admit: what a volume may take.
     pub fn candidates(&self) -> Vec<Entry> {
-        self.lock()
-            .values()
-            .filter(|e| {
-                e.state == State::Active
-                    && e.claim == Claim::Unclaimed
-                    && e.device.candidate
-                    && e.conflict.is_empty()
-            })
-            .cloned()
-            .collect()
+        let map = self.lock();
+        let free = |e: &&Entry| e.state == State::Active && e.claim == Claim::Unclaimed;
+        let usable = |e: &&Entry| e.device.candidate && e.conflict.is_empty();
+        let found = map.values().filter(|e| free(e) && usable(e));
+        found.cloned().collect()
     }
 
     pub fn get(&self, uid: &str) -> Option<Entry> {
@@ -315,10 +300,9 @@ impl Inventory {
 
     /// The current /dev path of an Active device.
     pub fn resolve_path(&self, uid: &str) -> Option<PathBuf> {
-        self.lock()
-            .get(uid)
-            .filter(|e| e.state == State::Active)
-            .map(|e| e.device.dev_path.clone())
+        let map = self.lock();
+        let e = map.get(uid).filter(|e| e.state == State::Active)?;
+        Some(e.device.dev_path.clone())
     }
 
     /// Shows a claim of this node, which the caller has made durable (in the state journal).
@@ -330,13 +314,10 @@ impl Inventory {
         })?;
         for c in [&e.claim, &claim] {
             if let Some(other) = c.node().filter(|n| *n != self.node) {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "device {uid} is claimed by node {other}; node {} leaves it alone",
-                        self.node
-                    ),
-                ));
+                let node = &self.node;
+                let msg =
+                    format!("device {uid} is claimed by node {other}; node {node} leaves it alone");
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, msg));
             }
         }
         e.claim = claim;

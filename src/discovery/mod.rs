@@ -1,10 +1,7 @@
 //! NDM-style discovery of the node's block devices: scan (udev enumeration + sysfs + blkid),
 //! stable identity, include/exclude filters, hotplug from kernel uevents, and a persisted
-//! inventory with claims. The device backend uses [`Inventory`]; in a cluster, [`sync`]
-//! mirrors it into `BlockDevice` objects ([`crd`]).
-//!
-//! Entry points: [`Inventory::open`], [`Inventory::rescan`], [`Inventory::start_monitor`],
-//! [`Inventory::candidates`], [`Inventory::set_claim`], [`scan::scan_all`] for a one-shot scan.
+//! [`Inventory`] with claims, which the device backend uses; in a cluster, [`sync`] mirrors it
+//! into `BlockDevice` objects ([`crd`]).
 
 pub mod crd;
 pub mod device;

@@ -6,6 +6,7 @@
 
 use crate::os::netlink::UeventSocket;
 use nix::errno::Errno;
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,31 +38,19 @@ pub enum Event {
 /// Parses one kernel message ("ACTION@DEVPATH\0KEY=VALUE\0..."); None unless it is a block
 /// device event.
 pub fn parse(buf: &[u8]) -> Option<Uevent> {
-    let mut parts = buf.split(|&b| b == 0).map(String::from_utf8_lossy);
-    let header = parts.next()?;
-    header.split_once('@')?;
-    let (mut action, mut devpath, mut subsystem, mut devtype) = (None, None, None, None);
-    for kv in parts {
-        if let Some((k, v)) = kv.split_once('=') {
-            match k {
-                "ACTION" => action = Some(v.to_string()),
-                "DEVPATH" => devpath = Some(v.to_string()),
-                "SUBSYSTEM" => subsystem = Some(v.to_string()),
-                "DEVTYPE" => devtype = Some(v.to_string()),
-                _ => {}
-            }
-        }
-    }
-    if subsystem.as_deref() != Some("block") {
+    let text = String::from_utf8_lossy(buf);
+    let mut parts = text.split('\0');
+    parts.next()?.split_once('@')?;
+    let kv: HashMap<&str, &str> = parts.filter_map(|kv| kv.split_once('=')).collect();
+    if kv.get("SUBSYSTEM") != Some(&"block") {
         return None;
     }
-    let devpath = devpath?;
-    let kernel_name = devpath.rsplit('/').next()?.to_string();
+    let devpath = *kv.get("DEVPATH")?;
     Some(Uevent {
-        action: action?,
-        devpath,
-        kernel_name,
-        devtype,
+        action: kv.get("ACTION")?.to_string(),
+        devpath: devpath.to_string(),
+        kernel_name: devpath.rsplit('/').next()?.to_string(),
+        devtype: kv.get("DEVTYPE").map(|t| t.to_string()),
     })
 }
 
@@ -84,8 +73,9 @@ impl Monitor {
                 // Moved in whole: the socket closes with the thread.
                 let sock = sock;
                 let mut buf = vec![0u8; 16 * 1024];
-                while !flag.load(Ordering::Relaxed) {
-                    let keep_going = match sock.recv(&mut buf) {
+                let mut keep_going = true;
+                while keep_going && !flag.load(Ordering::Relaxed) {
+                    keep_going = match sock.recv(&mut buf) {
                         Ok(n) => parse(&buf[..n]).is_none_or(|ev| on_event(Event::Block(ev))),
                         Err(Errno::EAGAIN | Errno::EINTR) => true,
                         Err(Errno::ENOBUFS) => on_event(Event::Lost),
@@ -94,9 +84,6 @@ impl Monitor {
                             false
                         }
                     };
-                    if !keep_going {
-                        break;
-                    }
                 }
             })?;
         Ok(Monitor {

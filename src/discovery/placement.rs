@@ -42,13 +42,9 @@ pub(super) fn place_all(map: &mut Map, found: Vec<Device>) {
         // A claimed entry keeps its own device or none: never one of the others.
         let claimed = known.is_some_and(|e| e.claim != Claim::Unclaimed);
         let keep = incumbent.or((!claimed).then_some(0));
-        let others: Vec<String> = devs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != keep)
-            .map(|(_, d)| d.kernel_name.clone())
-            .collect();
+        let mut others: Vec<String> = devs.iter().map(|d| d.kernel_name.clone()).collect();
         if let Some(i) = keep {
+            others.remove(i);
             upsert(map, devs.swap_remove(i));
         }
         if let Some(e) = map.get_mut(&uid) {

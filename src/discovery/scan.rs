@@ -17,8 +17,8 @@ pub struct Context<'a> {
     pub node: &'a str,
     pub filters: &'a Filters,
     mounts: Vec<MountEntry>,
-    /// canonical /dev node -> (by-id links, by-path links)
-    links: HashMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)>,
+    /// canonical /dev node -> its by-id and by-path links
+    links: HashMap<PathBuf, Vec<PathBuf>>,
     /// kernel name -> protected paths it holds
     os: HashMap<String, Vec<PathBuf>>,
 }
@@ -42,10 +42,8 @@ pub fn scan_all(node: &str, filters: &Filters) -> io::Result<Vec<Device>> {
     let ctx = Context::load(node, filters)?;
     let mut en = udev::Enumerator::new()?;
     en.match_subsystem("block")?;
-    let mut out: Vec<Device> = en
-        .scan_devices()?
-        .filter_map(|d| read_udev(&ctx, &d))
-        .collect();
+    let devices = en.scan_devices()?;
+    let mut out: Vec<Device> = devices.filter_map(|d| read_udev(&ctx, &d)).collect();
     mark_duplicates(&mut out);
     out.sort_by(|a, b| a.kernel_name.cmp(&b.kernel_name));
     Ok(out)
@@ -59,21 +57,9 @@ pub fn scan_one(ctx: &Context, kernel_name: &str) -> Option<Device> {
 
 fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
     let name = d.sysname().to_string_lossy().into_owned();
-    let dev_path = d
-        .devnode()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/dev").join(&name));
+    let devnode = d.devnode().map(Path::to_path_buf);
+    let dev_path = devnode.unwrap_or_else(|| PathBuf::from("/dev").join(&name));
     let is_partition = d.devtype().is_some_and(|t| t == "partition");
-    let mut udev_links: Vec<PathBuf> = d
-        .property_value("DEVLINKS")
-        .map(|v| {
-            v.to_string_lossy()
-                .split_whitespace()
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    udev_links.sort();
     // The device's directory under the sysfs root (the real /sys, or a test's tree): a device
     // that root does not show is not seen.
     let sys = std::fs::canonicalize(sysfs::class_block(&name)).ok()?;
@@ -87,28 +73,31 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
     let device_type = DeviceType::classify(name, is_partition);
     let disk_type = DeviceType::classify(&sysfs::name_of(disk), false);
     let q = disk.join("queue");
-    let (mut by_id, mut by_path) = ctx
-        .links
-        .get(&std::fs::canonicalize(dev_path).unwrap_or_else(|_| dev_path.to_path_buf()))
-        .cloned()
-        .unwrap_or_default();
+    // The links found in /dev/disk (sorted), then any more that udev knows of (sorted).
+    let canonical = std::fs::canonicalize(dev_path).unwrap_or_else(|_| dev_path.to_path_buf());
+    let mut links = ctx.links.get(&canonical).cloned().unwrap_or_default();
+    let devlinks = (d.property_value("DEVLINKS").unwrap_or_default()).to_string_lossy();
+    let mut udev_links: Vec<PathBuf> = devlinks.split_whitespace().map(PathBuf::from).collect();
+    udev_links.sort();
     for l in udev_links {
-        let s = l.to_string_lossy();
-        if s.starts_with("/dev/disk/by-id/") && !by_id.contains(&l) {
-            by_id.push(l);
-        } else if s.starts_with("/dev/disk/by-path/") && !by_path.contains(&l) {
-            by_path.push(l);
+        if !links.contains(&l) {
+            links.push(l);
         }
     }
-    let backing_file = (disk_type == DeviceType::Loop)
-        .then(|| sysfs::read_string(&disk.join("loop/backing_file")))
-        .flatten()
-        .map(PathBuf::from);
+    let under = |dir: &str| -> Vec<PathBuf> {
+        let under_dir = |l: &&PathBuf| l.to_string_lossy().starts_with(dir);
+        links.iter().filter(under_dir).cloned().collect()
+    };
+    let (by_id, by_path) = (under("/dev/disk/by-id/"), under("/dev/disk/by-path/"));
+    let loop_file = (disk_type == DeviceType::Loop).then(|| disk.join("loop/backing_file"));
+    let backing_file = loop_file.and_then(|f| sysfs::read_string(&f).map(PathBuf::from));
     let backing_inode = backing_file.as_deref().and_then(|f| {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(f).ok().map(|m| m.ino())
     });
     let dev_number = sysfs::read_string(&sys.join("dev"))?;
+    let mounts = ctx.mounts.iter().filter(|m| m.device == dev_number);
+    let mount_points = mounts.map(|m| m.mount_point.clone()).collect();
     let mut dev = Device {
         kernel_name: name.to_string(),
         dev_path: dev_path.to_path_buf(),
@@ -128,28 +117,15 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
         device_type,
         partition_number: sysfs::read_u64(&sys.join("partition")).map(|n| n as u32),
         parent: is_partition.then(|| sysfs::name_of(disk)),
-        partition_table: None,
-        filesystem: None,
-        signatures: vec![],
         holders: sysfs::list(&sys.join("holders")),
         slaves: sysfs::list(&sys.join("slaves")),
         partitions: sysfs::partitions(sys),
-        mount_points: ctx
-            .mounts
-            .iter()
-            .filter(|m| m.device == dev_number)
-            .map(|m| m.mount_point.clone())
-            .collect(),
+        mount_points,
         holds_os: ctx.os.get(name).cloned().unwrap_or_default(),
-        held_exclusively: false,
         backing_file,
         backing_inode,
-        probe_error: None,
         dev_number,
-        uid: String::new(),
-        candidate: false,
-        excluded_reason: None,
-        selected: false,
+        ..Device::default()
     };
     // Optical and floppy drives can block or spin up on open; their type excludes them.
     if !matches!(device_type, DeviceType::Rom | DeviceType::Floppy) {
@@ -167,18 +143,14 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
 fn probe(dev: &mut Device) {
     match blkid::probe_all(&dev.dev_path) {
         Ok(sigs) => {
-            dev.partition_table = sigs
-                .iter()
-                .find(|s| s.kind == Kind::PartitionTable)
-                .map(|s| s.fs_type.clone());
-            dev.filesystem = sigs
-                .iter()
-                .find(|s| s.kind != Kind::PartitionTable)
-                .map(|s| Filesystem {
-                    fs_type: s.fs_type.clone(),
-                    uuid: s.uuid.clone(),
-                    label: s.label.clone(),
-                });
+            let table = sigs.iter().find(|s| s.kind == Kind::PartitionTable);
+            let fs = sigs.iter().find(|s| s.kind != Kind::PartitionTable);
+            dev.partition_table = table.map(|s| s.fs_type.clone());
+            dev.filesystem = fs.map(|s| Filesystem {
+                fs_type: s.fs_type.clone(),
+                uuid: s.uuid.clone(),
+                label: s.label.clone(),
+            });
             dev.signatures = sigs;
         }
         Err(e) => dev.probe_error = Some(e.to_string()),
@@ -200,39 +172,26 @@ pub fn mark_duplicates(devs: &mut [Device]) {
         seen.entry(d.uid.clone()).or_default().push(i);
     }
     for idx in seen.values().filter(|v| v.len() > 1) {
-        let names: Vec<String> = idx
-            .iter()
-            .map(|&i| devs[i].dev_path.display().to_string())
-            .collect();
+        let path = |&i: &usize| devs[i].dev_path.display().to_string();
+        let names = idx.iter().map(path).collect::<Vec<_>>().join(" and ");
+        let reason = format!("one identity seen at {names} (the same disk twice?)");
         for &i in idx {
             devs[i].candidate = false;
-            devs[i].excluded_reason = Some(format!(
-                "one identity seen at {} (the same disk twice?)",
-                names.join(" and ")
-            ));
+            devs[i].excluded_reason = Some(reason.clone());
         }
     }
 }
 
 /// /dev/disk/by-id and by-path links where udev (or anyone) made them, by canonical target.
-fn links() -> HashMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> {
-    let mut map: HashMap<PathBuf, (Vec<PathBuf>, Vec<PathBuf>)> = HashMap::new();
-    for (dir, by_id) in [("/dev/disk/by-id", true), ("/dev/disk/by-path", false)] {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(target) = std::fs::canonicalize(e.path()) else {
-                continue;
-            };
-            let entry = map.entry(target).or_default();
-            let v = if by_id { &mut entry.0 } else { &mut entry.1 };
-            v.push(e.path());
+fn links() -> HashMap<PathBuf, Vec<PathBuf>> {
+    let mut map: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+    for dir in ["/dev/disk/by-id", "/dev/disk/by-path"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::canonicalize(e.path()) {
+                map.entry(target).or_default().push(e.path());
+            }
         }
     }
-    for (a, b) in map.values_mut() {
-        a.sort();
-        b.sort();
-    }
+    map.values_mut().for_each(|v| v.sort());
     map
 }

@@ -1,14 +1,12 @@
-//! Mirrors one node's inventory into `BlockDevice` objects. The diff is pure ([`desired`],
-//! [`plan`]); `sync` runs it against the API server with server-side apply (field manager
-//! `ferrovol`); [`spawn`] keeps doing so as the inventory or the watched objects change. Only stale *unclaimed*
-//! objects are deleted: an object that records a claim is the cluster's memory of whose data
-//! is on that disk.
+//! Mirrors one node's inventory into `BlockDevice` objects: a pure diff ([`desired`], [`plan`])
+//! carried out by server-side apply, again whenever the inventory or the watched objects change
+//! ([`spawn`]). Only stale *unclaimed* objects are deleted: an object that records a claim is
+//! the cluster's memory of whose data is on that disk.
 //!
-//! Only devices the operator's filters select are mirrored (plus any that hold or held a
-//! claim of this node): the OS disk and devices nobody opted in are nobody's business in the
-//! cluster, and a disk visible to several nodes (one whose uid is not node-qualified) would
-//! otherwise have every node fight over one object. An object that records another node's
-//! claim is never overwritten: its claim is copied into this node's inventory
+//! Only devices the filters select are mirrored (plus any that hold or held a claim of this
+//! node): devices nobody opted in are none of the cluster's business, and a disk visible to
+//! several nodes would otherwise have every node fight over one object. An object recording
+//! another node's claim is never overwritten; its claim is copied into this node's inventory
 //! ([`Inventory::set_foreign_claims`]), so this node neither gives that device out nor writes
 //! to it.
 
@@ -47,10 +45,7 @@ pub fn foreign_claims(node: &str, all: &[BlockDevice]) -> BTreeMap<String, Claim
         .filter(|o| o.spec.node_name != node)
         .filter_map(|o| {
             let s = o.status.as_ref()?;
-            let holder = s
-                .claim_node
-                .clone()
-                .unwrap_or_else(|| o.spec.node_name.clone());
+            let holder = s.claim_node.as_ref().unwrap_or(&o.spec.node_name);
             let volume = s.volume.clone().unwrap_or_default();
             let claim = match s.claim_state.as_str() {
                 "Claimed" => Claim::Claimed {
@@ -88,34 +83,24 @@ pub fn plan(
     foreign: BTreeMap<String, Claim>,
 ) -> Plan {
     let have: BTreeMap<String, &BlockDevice> = existing.iter().map(|o| (o.name_any(), o)).collect();
-    let want: BTreeMap<String, BlockDevice> = desired
-        .into_iter()
-        .map(|o| (o.name_any(), o))
-        .filter(|(name, _)| !foreign.contains_key(name))
+    let named = desired.into_iter().map(|o| (o.name_any(), o));
+    let want: BTreeMap<String, BlockDevice> =
+        named.filter(|(n, _)| !foreign.contains_key(n)).collect();
+    let same = |a: &BlockDevice, b: &BlockDevice| a.spec == b.spec && a.status == b.status;
+    let apply = (want.iter())
+        .filter(|(name, o)| !have.get(*name).is_some_and(|h| same(h, o)))
+        .map(|(_, o)| o.clone())
         .collect();
-    let mut p = Plan {
+    let delete = (have.into_iter())
+        .filter(|(name, o)| o.spec.node_name == node && !want.contains_key(name))
+        .filter(|(_, o)| !matches!(&o.status, Some(s) if s.claim_state != "Unclaimed"))
+        .map(|(name, _)| name)
+        .collect();
+    Plan {
+        apply,
+        delete,
         foreign,
-        ..Plan::default()
-    };
-    for (name, obj) in &want {
-        let same = have
-            .get(name)
-            .is_some_and(|h| h.spec == obj.spec && h.status == obj.status);
-        if !same {
-            p.apply.push(obj.clone());
-        }
     }
-    for (name, obj) in have {
-        let ours = obj.spec.node_name == node;
-        let claimed = obj
-            .status
-            .as_ref()
-            .is_some_and(|s| s.claim_state != "Unclaimed");
-        if ours && !claimed && !want.contains_key(&name) {
-            p.delete.push(name);
-        }
-    }
-    p
 }
 
 /// Whether this process has a Kubernetes identity to sync with: it runs in a pod (the
@@ -161,9 +146,8 @@ async fn run(inventory: Arc<Inventory>) {
     // Every node's objects, cached by a watch: a sync reads them there instead of listing.
     let (store, writer) = reflector::store();
     let seen = Arc::new(Notify::new());
-    let events = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+    let watch = watcher(api.clone(), watcher::Config::default());
+    let events = watch.default_backoff().reflect(writer);
     tokio::spawn({
         let (seen, node) = (seen.clone(), node.clone());
         async move {
@@ -210,22 +194,15 @@ async fn sync(
 ) -> kube::Result<Plan> {
     let node = inventory.node();
     // All nodes' objects: a device this node sees may be another node's claim.
-    let (existing, others): (Vec<BlockDevice>, Vec<BlockDevice>) = store
-        .state()
-        .iter()
-        .map(|o| BlockDevice::clone(o))
-        .partition(|o| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node));
-    let p = plan(
-        node,
-        desired(node, &inventory.snapshot()),
-        &existing,
-        foreign_claims(node, &others),
-    );
+    let all: Vec<BlockDevice> = store.state().iter().map(|o| (**o).clone()).collect();
+    let mine = |o: &BlockDevice| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node);
+    let (existing, others): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
+    let want = desired(node, &inventory.snapshot());
+    let p = plan(node, want, &existing, foreign_claims(node, &others));
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     for obj in &p.apply {
         let name = obj.name_any();
         let mut body = obj.clone();
-        body.metadata.managed_fields = None;
         let status = body.status.take();
         api.patch(&name, &pp, &Patch::Apply(&body)).await?;
         if let Some(status) = status {

@@ -18,30 +18,24 @@ pub fn read_u64(p: &Path) -> Option<u64> {
 }
 
 pub fn name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    let name = p.file_name().unwrap_or_default();
+    name.to_string_lossy().into_owned()
 }
 
 /// Sorted entry names of a directory (holders/, slaves/); empty when absent.
 pub fn list(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    let mut v: Vec<String> =
+        (entries.map(|e| e.file_name().to_string_lossy().into_owned())).collect();
     v.sort();
     v
 }
 
 /// Partitions of a disk: its sysfs children that have a `partition` attribute.
 pub fn partitions(sys: &Path) -> Vec<String> {
-    list(sys)
-        .into_iter()
-        .filter(|n| sys.join(n).join("partition").exists())
-        .collect()
+    let mut names = list(sys);
+    names.retain(|n| sys.join(n).join("partition").exists());
+    names
 }
 
 /// The serial: virtio's `serial`, NVMe's `device/serial`, else SCSI VPD page 0x80.
@@ -51,10 +45,9 @@ pub fn serial(disk: &Path) -> Option<String> {
         .or_else(|| {
             let page = std::fs::read(disk.join("device/vpd_pg80")).ok()?;
             let len = *page.get(3)? as usize;
-            let s = String::from_utf8_lossy(page.get(4..4 + len)?)
-                .trim()
-                .to_string();
-            (!s.is_empty()).then_some(s)
+            let s = String::from_utf8_lossy(page.get(4..4 + len)?);
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_string())
         })
 }
 
@@ -65,10 +58,9 @@ pub fn wwn(disk: &Path) -> Option<String> {
         .map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
-/// Where sysfs is read: `/sys`, or the tree `FERROVOL_SYSFS_ROOT` names. The variable is a test
-/// seam: a tree that mirrors a few devices' entries and changes some facts (a WWN a loop
-/// device lacks), so discovery can be shown a disk shared or swapped under one identity. A
-/// device absent from that tree is not seen at all.
+/// Where sysfs is read: `/sys`, or the tree `FERROVOL_SYSFS_ROOT` names, a test seam that
+/// mirrors a few devices with changed facts (a WWN a loop device lacks) to show discovery a
+/// disk shared or swapped under one identity. A device absent from that tree is not seen.
 pub fn root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
@@ -87,19 +79,15 @@ pub fn name_by_number(number: &str) -> Option<String> {
     Some(name_of(&link))
 }
 
-/// Kernel names of the devices that hold each protected path or share a disk with it: the
-/// device of its filesystem and the closure over "partition of", "partitions of", slaves and
-/// holders. So a root on a partition marks its disk and every sibling partition (a BIOS-boot
-/// partition has no signature and would otherwise look blank), and a root on LVM or md marks
-/// the physical disks below and whatever else is stacked on them. Paths that do not exist are
-/// skipped.
+/// Kernel names of the devices that hold each existing protected path or share a disk with it:
+/// its filesystem's device and the closure over "partition of", "partitions of", slaves and
+/// holders. So a root on a partition marks its disk and every sibling (a BIOS-boot partition has
+/// no signature and would look blank), and a root on LVM or md marks the disks below and all
+/// stacked on them.
 pub fn os_devices(protected: &[PathBuf], mounts: &[MountEntry]) -> HashMap<String, Vec<PathBuf>> {
     let mut out: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for p in protected {
-        let Some((major, minor)) = device_of(p, mounts) else {
-            continue;
-        };
-        let Some(first) = name_by_number(&format!("{major}:{minor}")) else {
+        let Some(first) = device_of(p, mounts).and_then(|n| name_by_number(&n)) else {
             continue;
         };
         let mut stack = vec![first];
@@ -123,25 +111,21 @@ pub fn os_devices(protected: &[PathBuf], mounts: &[MountEntry]) -> HashMap<Strin
     out
 }
 
-/// The block device a path's filesystem lives on. Filesystems with an anonymous device
-/// (btrfs, overlay: major 0) fall back to the source of the mount that contains the path.
-fn device_of(p: &Path, mounts: &[MountEntry]) -> Option<(u32, u32)> {
-    let md = std::fs::metadata(p).ok()?;
-    let dev = md.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    if major != 0 {
-        return Some((major, minor));
+/// The number (`major:minor`) of the block device a path's filesystem lives on. Filesystems
+/// with an anonymous device (btrfs, overlay: major 0) fall back to the source of the mount that
+/// contains the path.
+fn device_of(p: &Path, mounts: &[MountEntry]) -> Option<String> {
+    let mut dev = std::fs::metadata(p).ok()?.dev();
+    if libc::major(dev) == 0 {
+        let canon = std::fs::canonicalize(p).ok()?;
+        let containing = mounts.iter().filter(|m| canon.starts_with(&m.mount_point));
+        let m = containing.max_by_key(|m| m.mount_point.as_os_str().len())?;
+        if !m.source.starts_with("/dev/") {
+            return None;
+        }
+        dev = std::fs::metadata(&m.source).ok()?.rdev();
     }
-    let canon = std::fs::canonicalize(p).ok()?;
-    let m = mounts
-        .iter()
-        .filter(|m| canon.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.as_os_str().len())?;
-    if !m.source.starts_with("/dev/") {
-        return None;
-    }
-    let rdev = std::fs::metadata(&m.source).ok()?.rdev();
-    Some((libc::major(rdev), libc::minor(rdev)))
+    Some(format!("{}:{}", libc::major(dev), libc::minor(dev)))
 }
 
 #[cfg(test)]

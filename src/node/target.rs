@@ -15,10 +15,9 @@ use sys_mount::MountFlags;
 impl PublishRoots {
     /// The target a request names, or InvalidArgument naming the path, the field and the roots.
     pub fn target(&self, field: &str, path: &Path) -> Result<Target> {
-        let (root, rel) = self
-            .locate(path)
-            .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
-        no_links_below(root, &rel).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+        let invalid = |e: String| Error::invalid(format!("{field}: {e}"));
+        let (root, rel) = self.locate(path).map_err(invalid)?;
+        no_links_below(root, &rel).map_err(invalid)?;
         Ok(Target {
             path: root.join(&rel),
             root: root.to_path_buf(),
@@ -27,12 +26,10 @@ impl PublishRoots {
     }
 }
 
-/// Refuses a path that passes through a symlink, or through a non-directory, below its root.
-/// Changes go through descriptors opened beneath the root whatever this finds; the check makes
-/// the refusal an InvalidArgument naming the culprit (the confined walk would fail later with
-/// ELOOP or ENOTDIR, which reads as a driver fault), and it keeps the read-only checks made on
-/// the plain path (is a mount there?) from following a link out of the root. A missing
-/// component ends the check: nothing below it exists to follow.
+/// Refuses a path through a symlink, or a non-directory, below its root. Changes go through
+/// descriptors opened beneath the root anyway; this makes the refusal an InvalidArgument naming
+/// the culprit (not a later ELOOP/ENOTDIR that reads as a driver fault) and keeps read-only
+/// checks on the plain path (is a mount there?) inside the root. A missing component ends it.
 fn no_links_below(root: &Path, rel: &Path) -> std::result::Result<(), String> {
     let mut at = root.to_path_buf();
     let last = rel.components().count();
@@ -40,10 +37,8 @@ fn no_links_below(root: &Path, rel: &Path) -> std::result::Result<(), String> {
         at.push(c);
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "{} is a symbolic link, which is not followed below a publish root",
-                    at.display()
-                ))
+                let why = "is a symbolic link, which is not followed below a publish root";
+                return Err(format!("{} {why}", at.display()));
             }
             Ok(m) if !m.is_dir() && i + 1 < last => {
                 return Err(format!("{} is not a directory", at.display()))
@@ -82,10 +77,8 @@ impl Target {
     }
 
     fn os(&self, volume: &str, action: &str) -> impl FnOnce(io::Error) -> Error + use<> {
-        Error::os(
-            volume.to_string(),
-            format!("{action} {}", self.path.display()),
-        )
+        let what = format!("{action} {}", self.path.display());
+        Error::os(volume.to_string(), what)
     }
 
     /// This target as a directory, made if missing.
@@ -146,35 +139,29 @@ impl Target {
     }
 
     /// Removes the (unmounted) target directory or file; a failure is logged, not fatal. The
-    /// parent is opened beneath the root, so a component swapped for a symlink since the
-    /// request was checked cannot make this remove something outside it.
+    /// parent is opened beneath the root, so a component swapped for a symlink since the check
+    /// cannot make this remove something outside it.
     pub fn remove(&self, volume: &str) {
-        let removed = self.remove_beneath().or_else(|e| match e.kind() {
-            io::ErrorKind::NotFound => Ok(()),
-            _ => Err(e),
-        });
-        if let Err(e) = removed {
-            tracing::warn!(volume, target = %self.path.display(), error = %e, "target path left in place");
+        match self.remove_beneath() {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(volume, target = %self.path.display(), error = %e, "target path left in place")
+            }
+            _ => {}
         }
     }
 
     fn remove_beneath(&self) -> io::Result<()> {
-        use nix::sys::stat::{fstatat, SFlag};
+        use nix::sys::stat::fstatat;
         use nix::unistd::{unlinkat, UnlinkatFlags};
-        let name = self.rel.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a publish root is never removed",
-            )
-        })?;
+        let Some(name) = self.rel.file_name() else {
+            let msg = "a publish root is never removed";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        };
         let parent_rel = self.rel.parent().unwrap_or(Path::new(""));
-        let parent = beneath::open_beneath(
-            &self.root,
-            parent_rel,
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
-        )?;
+        let dir = OFlag::O_PATH | OFlag::O_DIRECTORY;
+        let parent = beneath::open_beneath(&self.root, parent_rel, dir)?;
         let st = fstatat(&parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        let flag = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        let flag = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             UnlinkatFlags::RemoveDir
         } else {
             UnlinkatFlags::NoRemoveDir

@@ -5,7 +5,7 @@
 use super::decide::mark;
 use super::metrics::{self, Outcome};
 use super::{NODE_LOST_ANNOTATION, PROVISIONER_FINALIZER};
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -20,7 +20,6 @@ pub struct Error {
     pub source: kube::Error,
 }
 
-/// What the writes need: a client and the event recorder.
 pub struct Writer {
     pub client: Client,
     pub recorder: Recorder,
@@ -60,13 +59,13 @@ impl Writer {
     ) -> Result<bool, Error> {
         let name = pv.name_any();
         let pp = PatchParams::default();
-        if let Some(pvc) = claim.filter(|c| mark(&c.metadata) != Some(node)) {
+        if let Some(pvc) = claim.filter(|c| mark(*c) != Some(node)) {
             claims(&self.client, pvc)
                 .patch(&pvc.name_any(), &pp, &annotation_patch(Some(node)))
                 .await
                 .map_err(err(&name, format!("marking claim {}", claim_name(pvc))))?;
         }
-        if mark(&pv.metadata) == Some(node) {
+        if mark(pv) == Some(node) {
             return Ok(false);
         }
         // The event goes out before the PV's mark: the mark is what says "reported", so a
@@ -93,7 +92,7 @@ impl Writer {
     ) -> Result<(), Error> {
         let name = pv.name_any();
         let pp = PatchParams::default();
-        if let Some(pvc) = claim.filter(|c| mark(&c.metadata).is_some()) {
+        if let Some(pvc) = claim.filter(|c| mark(*c).is_some()) {
             claims(&self.client, pvc)
                 .patch(&pvc.name_any(), &pp, &annotation_patch(None))
                 .await
@@ -136,28 +135,21 @@ impl Writer {
         }
         let pvs = Api::<PersistentVolume>::all(self.client.clone());
         // Fresh: the mark above changed its resourceVersion, which guards the finalizer patch.
-        let pv = match pvs.get_opt(&name).await {
-            Ok(Some(fresh)) if fresh.uid() == pv.uid() => fresh,
-            Ok(_) => return Ok(()),
-            Err(e) => return Err(err(&name, "reading the PV")(e)),
+        let fresh = (pvs.get_opt(&name).await).map_err(err(&name, "reading the PV"))?;
+        let Some(pv) = fresh.filter(|f| f.uid() == pv.uid()) else {
+            return Ok(());
         };
-        if pv.finalizers().iter().any(|f| f == PROVISIONER_FINALIZER) {
-            let kept: Vec<&String> = pv
-                .finalizers()
-                .iter()
-                .filter(|f| *f != PROVISIONER_FINALIZER)
-                .collect();
+        let mut kept = pv.finalizers().to_vec();
+        kept.retain(|f| f != PROVISIONER_FINALIZER);
+        if kept.len() < pv.finalizers().len() {
             // resourceVersion makes the patch fail (409, retried) if the PV changed meanwhile,
             // so no finalizer added since is dropped.
             let patch = Patch::Merge(serde_json::json!({
                 "metadata": { "finalizers": kept, "resourceVersion": pv.resource_version() }
             }));
-            pvs.patch(&name, &PatchParams::default(), &patch)
-                .await
-                .map_err(err(
-                    &name,
-                    format!("removing finalizer {PROVISIONER_FINALIZER}"),
-                ))?;
+            let step = format!("removing finalizer {PROVISIONER_FINALIZER}");
+            let patched = pvs.patch(&name, &PatchParams::default(), &patch).await;
+            patched.map_err(err(&name, step))?;
         }
         if pv.metadata.deletion_timestamp.is_none() {
             match pvs.delete(&name, &uid_guard(pv.uid())).await {
@@ -180,7 +172,7 @@ impl Writer {
         action: &str,
         note: String,
     ) -> Result<(), Error> {
-        let (regarding, related): (ObjectReference, Option<ObjectReference>) = match claim {
+        let (regarding, secondary) = match claim {
             Some(pvc) => (pvc.object_ref(&()), Some(pv.object_ref(&()))),
             None => (pv.object_ref(&()), None),
         };
@@ -189,23 +181,18 @@ impl Writer {
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
-            secondary: related,
+            secondary,
         };
-        self.recorder
-            .publish(&ev, &regarding)
-            .await
-            .map_err(err(&pv.name_any(), format!("emitting event {reason}")))
+        let published = self.recorder.publish(&ev, &regarding).await;
+        published.map_err(err(&pv.name_any(), format!("emitting event {reason}")))
     }
 }
 
 fn uid_guard(uid: Option<String>) -> DeleteParams {
-    DeleteParams {
-        preconditions: Some(Preconditions {
-            uid,
-            resource_version: None,
-        }),
+    DeleteParams::default().preconditions(Preconditions {
+        uid,
         ..Default::default()
-    }
+    })
 }
 
 pub fn claim_name(pvc: &PersistentVolumeClaim) -> String {

@@ -1,14 +1,13 @@
-//! The kube-runtime controller: reconciles PersistentVolumes. A PV is reconciled when it
-//! changes, when a Node it is pinned to changes or is deleted, when its claim changes (an
-//! opt-in annotation added later takes effect at once), every resync period, and once for
-//! every PV at start, which is how nodes deleted while the controller was down are found.
+//! The kube-runtime controller over PersistentVolumes. A PV is reconciled when it, its Node or
+//! its claim changes (a late opt-in annotation takes effect at once), every resync period, and
+//! once at start, which finds nodes deleted while the controller was down.
 //!
 //! Whether a node exists is always asked of the API server (a metadata GET), never of a cache:
 //! acting on a stale "gone" would delete live volumes, and a GET per local PV is cheap.
 
 use super::act::{claim_name, err, Error, Writer};
 use super::decide::{
-    claim_state, decide, opt_in, pinned_node, ClaimState, Decision, NodeState, OptIn, Options,
+    claim_state, decide, mark, opt_in, pinned_node, ClaimState, Decision, NodeState, OptIn, Options,
 };
 use super::metrics::{self, Outcome};
 use super::CONTROLLER_NAME;
@@ -20,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
@@ -80,26 +79,23 @@ impl Context {
         &self,
         pv: &PersistentVolume,
     ) -> Result<Option<PersistentVolumeClaim>, Error> {
-        let Some(cref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+        let cref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        let Some((ns, name)) = cref.and_then(|c| c.namespace.as_deref().zip(c.name.as_deref()))
+        else {
             return Ok(None);
         };
-        let (Some(ns), Some(name)) = (cref.namespace.as_deref(), cref.name.as_deref()) else {
-            return Ok(None);
-        };
-        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(err(&pv.name_any(), format!("reading claim {ns}/{name}")))
+        let claims = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns);
+        let found = claims.get_opt(name).await;
+        found.map_err(err(&pv.name_any(), format!("reading claim {ns}/{name}")))
+    }
+
+    fn left_alone(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.left.lock().expect("node-loss lock poisoned")
     }
 
     /// Counts and logs a lost volume left alone, once per PV and process.
     fn leave(&self, pv: &str, node: &str, why: &str) {
-        let first = self
-            .left
-            .lock()
-            .expect("node-loss lock poisoned")
-            .insert(pv.to_string());
-        if first {
+        if self.left_alone().insert(pv.to_string()) {
             metrics::count(Outcome::Left);
             tracing::info!(
                 pv,
@@ -124,21 +120,18 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
     let pv = if state == NodeState::Present {
         pv
     } else {
-        match Api::<PersistentVolume>::all(ctx.client.clone())
-            .get_opt(&name)
-            .await
-        {
-            Ok(Some(fresh)) => Arc::new(fresh),
-            Ok(None) => return Ok(Action::await_change()),
-            Err(e) => return Err(err(&name, "reading the PV")(e)),
-        }
+        let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+        let fresh = (pvs.get_opt(&name).await).map_err(err(&name, "reading the PV"))?;
+        let Some(fresh) = fresh else {
+            return Ok(Action::await_change());
+        };
+        Arc::new(fresh)
     };
     let Some(node) = pinned_node(&pv) else {
         return Ok(Action::await_change());
     };
     // The claim matters for a lost node, and for a present one only to clear a mark.
-    let wants_claim = state != NodeState::Present || super::decide::mark(&pv.metadata).is_some();
-    let found = if wants_claim {
+    let found = if state != NodeState::Present || mark(&*pv).is_some() {
         ctx.claim_of(&pv).await?
     } else {
         None
@@ -155,36 +148,25 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
     let decision = decide(&ctx.opts, &pv, state, claim);
     tracing::debug!(pv = %name, node, ?state, ?decision, "reconciled");
     match decision {
-        Decision::NotOurs => Ok(Action::await_change()),
+        Decision::NotOurs => return Ok(Action::await_change()),
+        Decision::Wait(left) => {
+            tracing::info!(pv = %name, node, wait = ?left, "the volume's node is deleted; acting after the grace period");
+            return Ok(Action::requeue(left));
+        }
         Decision::NodePresent { unmark } => {
             if unmark {
                 ctx.writer.unmark(&pv, bound).await?;
             }
-            ctx.left
-                .lock()
-                .expect("node-loss lock poisoned")
-                .remove(&name);
-            Ok(Action::requeue(ctx.resync))
+            ctx.left_alone().remove(&name);
         }
-        Decision::Wait(left) => {
-            tracing::info!(pv = %name, node, wait = ?left, "the volume's node is deleted; acting after the grace period");
-            Ok(Action::requeue(left))
-        }
-        Decision::Leave(why) => {
-            ctx.leave(&name, node, why);
-            Ok(Action::requeue(ctx.resync))
-        }
-        Decision::Report => {
-            ctx.writer.report(&pv, bound, node).await?;
-            Ok(Action::requeue(ctx.resync))
-        }
+        Decision::Leave(why) => ctx.leave(&name, node, why),
+        Decision::Report => drop(ctx.writer.report(&pv, bound, node).await?),
         Decision::Recreate { claim } => {
-            ctx.writer
-                .recreate(&pv, bound.filter(|_| claim), node)
-                .await?;
-            Ok(Action::requeue(ctx.resync))
+            let claim = bound.filter(|_| claim);
+            ctx.writer.recreate(&pv, claim, node).await?
         }
     }
+    Ok(Action::requeue(ctx.resync))
 }
 
 fn error_policy(pv: Arc<PersistentVolume>, e: &Error, _ctx: Arc<Context>) -> Action {
@@ -208,8 +190,7 @@ pub async fn run(ctx: Context) {
         watcher::Config::default(),
     )
     .with_config(Config::default().concurrency(4));
-    let pvs = controller.store();
-    let on_node = pvs.clone();
+    let on_node = controller.store();
     let controller = controller
         // A Node event (its deletion above all) reconciles the PVs pinned to it.
         .watches(
@@ -217,12 +198,9 @@ pub async fn run(ctx: Context) {
             watcher::Config::default(),
             move |node: Node| {
                 let node = node.name_any();
-                on_node
-                    .state()
-                    .into_iter()
-                    .filter(|pv| pinned_node(pv) == Some(node.as_str()))
-                    .map(|pv| ObjectRef::from_obj(&*pv))
-                    .collect::<Vec<_>>()
+                let pinned = |pv: &Arc<PersistentVolume>| pinned_node(pv) == Some(node.as_str());
+                let pvs = on_node.state().into_iter().filter(pinned);
+                pvs.map(|pv| ObjectRef::from_obj(&*pv)).collect::<Vec<_>>()
             },
         )
         // A claim event reconciles its PV, so an opt-in annotation added late takes effect.

@@ -3,6 +3,7 @@
 
 use super::{LOCAL_DRIVER, NODE_LOST_ANNOTATION, OPT_IN_ANNOTATION, TOPOLOGY_KEY};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::ResourceExt;
 use std::time::Duration;
 
 /// What the controller may do to the volumes of a deleted node (cluster-wide ceiling).
@@ -18,11 +19,7 @@ pub enum Policy {
 
 impl Policy {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Policy::Off => "off",
-            Policy::Report => "report",
-            Policy::Recreate => "recreate",
-        }
+        ["off", "report", "recreate"][self as usize]
     }
 }
 
@@ -93,24 +90,14 @@ pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
     if spec.csi.as_ref()?.driver != LOCAL_DRIVER {
         return None;
     }
-    let terms = &spec
-        .node_affinity
-        .as_ref()?
-        .required
-        .as_ref()?
-        .node_selector_terms;
+    let required = spec.node_affinity.as_ref()?.required.as_ref()?;
     let mut node: Option<&str> = None;
-    for term in terms {
-        let pinned = term
-            .match_expressions
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find_map(|e| {
-                let values = e.values.as_deref().unwrap_or_default();
-                (e.key == TOPOLOGY_KEY && e.operator == "In" && values.len() == 1)
-                    .then(|| values[0].as_str())
-            })?;
+    for term in &required.node_selector_terms {
+        let exprs = term.match_expressions.as_deref().unwrap_or_default();
+        let pinned = exprs.iter().find_map(|e| match e.values.as_deref() {
+            Some([v]) if e.key == TOPOLOGY_KEY && e.operator == "In" => Some(v.as_str()),
+            _ => None,
+        })?;
         match node {
             Some(n) if n != pinned => return None,
             _ => node = Some(pinned),
@@ -120,21 +107,12 @@ pub fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
 }
 
 /// The node-lost mark on an object, if any.
-pub fn mark(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
-    meta.annotations
-        .as_ref()?
-        .get(NODE_LOST_ANNOTATION)
-        .map(String::as_str)
+pub fn mark(obj: &impl ResourceExt) -> Option<&str> {
+    Some(obj.annotations().get(NODE_LOST_ANNOTATION)?.as_str())
 }
 
-/// The claim's opt-in annotation.
 pub fn opt_in(pvc: &PersistentVolumeClaim) -> OptIn {
-    let value = pvc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(OPT_IN_ANNOTATION));
-    match value.map(String::as_str) {
+    match pvc.annotations().get(OPT_IN_ANNOTATION).map(String::as_str) {
         None => OptIn::Unset,
         Some("recreate") => OptIn::Recreate,
         Some("report") => OptIn::Report,
@@ -144,11 +122,9 @@ pub fn opt_in(pvc: &PersistentVolumeClaim) -> OptIn {
 }
 
 /// Matches the PV's claimRef against the claim found under that name. The claim is this PV's
-/// only when its `spec.volumeName` names the PV and, when the claimRef carries a uid, it has
-/// that uid: a claim with another uid is a newer one (the workload already made a new claim),
-/// and a claimRef without a uid (a PV pre-bound by hand) names a claim that may well be bound
-/// to another volume. Anything less would let `recreate` delete a claim that is not the lost
-/// volume's.
+/// only when its `spec.volumeName` names the PV and it has the claimRef's uid, if any: another
+/// uid is a newer claim, and a claimRef without a uid (pre-bound by hand) may name a claim bound
+/// elsewhere. Anything less would let `recreate` delete a claim that is not the lost volume's.
 pub fn claim_state<'a>(
     pv: &PersistentVolume,
     found: Option<&'a PersistentVolumeClaim>,
@@ -168,7 +144,6 @@ pub fn claim_state<'a>(
     }
 }
 
-/// What to do with `pv` under `opts`.
 pub fn decide(
     opts: &Options,
     pv: &PersistentVolume,
@@ -178,12 +153,9 @@ pub fn decide(
     if pinned_node(pv).is_none() {
         return Decision::NotOurs;
     }
-    let missing_for = match node {
-        NodeState::Present => {
-            let unmark = opts.policy != Policy::Off && mark(&pv.metadata).is_some();
-            return Decision::NodePresent { unmark };
-        }
-        NodeState::Missing { for_ } => for_,
+    let NodeState::Missing { for_: missing_for } = node else {
+        let unmark = opts.policy != Policy::Off && mark(pv).is_some();
+        return Decision::NodePresent { unmark };
     };
     if missing_for < opts.grace {
         return Decision::Wait(opts.grace - missing_for);
@@ -191,9 +163,8 @@ pub fn decide(
     if opts.policy == Policy::Off {
         return Decision::Leave("policy off");
     }
-    let pvc = match claim {
-        ClaimState::Bound(pvc) => pvc,
-        ClaimState::Unclaimed | ClaimState::Gone => return unclaimed(opts, pv),
+    let ClaimState::Bound(pvc) = claim else {
+        return unclaimed(opts, pv);
     };
     let choice = opt_in(pvc);
     if choice == OptIn::Ignore {
@@ -213,10 +184,8 @@ pub fn decide(
 /// its provisioner would have deleted, so it goes; a retained one is kept (and reported) for
 /// whoever retained it.
 fn unclaimed(opts: &Options, pv: &PersistentVolume) -> Decision {
-    let reclaim = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+    let spec = pv.spec.as_ref();
+    let reclaim = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
     if opts.policy == Policy::Recreate && reclaim == Some("Delete") {
         Decision::Recreate { claim: false }
     } else {

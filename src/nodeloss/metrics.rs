@@ -3,7 +3,7 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 
 /// What was done to one lost volume (labelled by `ACTIONS`, in this order).
 #[derive(Debug, Clone, Copy)]
@@ -21,51 +21,36 @@ const ACTIONS: [&str; 3] = ["reported", "recreated", "left"];
 
 type ByAction = Family<Vec<(&'static str, &'static str)>, Counter>;
 
-struct Metrics {
-    volumes: ByAction,
-    errors: Counter,
-}
-
-fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let volumes = ByAction::default();
-        // Every action is served from the start, 0 until it happens.
-        for action in ACTIONS {
-            drop(volumes.get_or_create(&vec![("action", action)]));
-        }
-        Metrics {
-            volumes,
-            errors: Counter::default(),
-        }
-    })
-}
+static VOLUMES: LazyLock<ByAction> = LazyLock::new(|| {
+    let volumes = ByAction::default();
+    // Every action is served from the start, 0 until it happens.
+    for action in ACTIONS {
+        drop(volumes.get_or_create(&vec![("action", action)]));
+    }
+    volumes
+});
+static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 pub fn count(outcome: Outcome) {
     let action = ACTIONS[outcome as usize];
-    metrics()
-        .volumes
-        .get_or_create(&vec![("action", action)])
-        .inc();
+    VOLUMES.get_or_create(&vec![("action", action)]).inc();
 }
 
 pub fn count_error() {
-    metrics().errors.inc();
+    ERRORS.inc();
 }
 
-/// The OpenMetrics text of the counters.
 pub fn render() -> String {
-    let m = metrics();
     crate::metrics::text("ferrovol_node_loss", |r| {
         r.register(
             "volumes",
             "Local volumes found pinned to a deleted node, by what was done",
-            m.volumes.clone(),
+            VOLUMES.clone(),
         );
         r.register(
             "errors",
             "Reconciles of a volume that failed (retried)",
-            m.errors.clone(),
+            ERRORS.clone(),
         );
     })
 }

@@ -1,35 +1,31 @@
 //! Node loss: what happens to local volumes when their Node object is deleted.
 //!
-//! A hostpath or device volume of the local driver lives on one node; its PV is pinned there by
-//! node affinity on [`TOPOLOGY_KEY`]. When that Node object is deleted (the machine is gone, not
-//! merely NotReady), the PV and its claim can never be used again, and the workload that owns the
-//! claim (a StatefulSet) stays Pending forever. This controller applies an opt-in policy to such
-//! volumes (docs/install.md, "Node loss"):
+//! A hostpath or device volume lives on one node; its PV is pinned there by node affinity on
+//! [`TOPOLOGY_KEY`]. Once that Node object is deleted (the machine is gone, not merely
+//! NotReady), the PV can never be used again and the workload owning the claim (a StatefulSet)
+//! stays Pending forever. This controller applies an opt-in policy (docs/install.md, "Node
+//! loss"):
 //!
-//! - `off` (the default): nothing is written; lost volumes are only logged.
-//! - `report`: the PV and its claim get the annotation [`NODE_LOST_ANNOTATION`]`=<node>`, the
-//!   claim a Warning event, and the volume is counted in `ferrovol_node_loss_volumes_total`.
-//! - `recreate`: as `report`, and for claims that opted in (annotation [`OPT_IN_ANNOTATION`]
-//!   `=recreate`, or every claim with `--recreate-all`) the claim and the PV are deleted, so the
-//!   workload's controller provisions a new volume on a node that exists.
+//! - `off` (the default): lost volumes are only logged.
+//! - `report`: the PV and its claim get [`NODE_LOST_ANNOTATION`]`=<node>`, the claim a Warning
+//!   event, and the volume is counted in `ferrovol_node_loss_volumes_total`.
+//! - `recreate`: as `report`, and claims that opted in ([`OPT_IN_ANNOTATION`]`=recreate`, or
+//!   all with `--recreate-all`) are deleted with their PV, so a new volume is provisioned on a
+//!   node that exists.
 //!
 //! A claim counts as the PV's only when it names the PV in `spec.volumeName` (and has the
 //! claimRef's uid, when there is one), so no other claim of the same name is ever deleted.
 //!
-//! The grace period (default 60 s) is short on purpose, and safe, because nothing this
-//! controller does deletes data. It deletes API objects only: the claim and the PV, after
-//! stripping the provisioner's finalizer. A volume's bytes go only through DeleteVolume, which
-//! only the lost node's own csi-provisioner would call (the driver is node-deployed), and it
-//! never gets the chance: the PV object is gone when that node comes back. A node that returns
-//! after the grace therefore finds its volume directories and devices as they were, no longer
-//! referenced by any PV (`ferrovol ctl list` on the node shows them; a PV written by hand with
-//! the same volume handle attaches one again). What the grace guards is only the workload's
-//! binding, against a Node object deleted and registered again at once; and only claims that
-//! opted in (or `--recreate-all`) lose it. `report` writes marks that are removed when a node
-//! of that name registers again.
+//! The short grace period (default 60 s) is safe because nothing here deletes data, only API
+//! objects (the claim, and the PV after stripping the provisioner's finalizer). A volume's bytes
+//! go only through DeleteVolume, which only the lost node's own csi-provisioner would call, and
+//! the PV is gone by the time that node comes back: it finds its directories and devices as
+//! they were, unreferenced (`ferrovol ctl list` shows them; a hand-written PV with the same
+//! handle attaches one again). The grace guards only the workload's binding against a Node
+//! deleted and registered again at once, and only for claims that opted in. `report` marks are
+//! removed when a node of that name registers again.
 //!
-//! [`decide`] is the pure decision; [`act`] carries it out; [`controller`] runs it with
-//! kube-runtime.
+//! [`decide`] is the pure decision; [`act`] carries it out; [`controller`] runs it.
 
 pub mod act;
 pub mod controller;

@@ -60,7 +60,7 @@ fn strs(patterns: &[glob::Pattern]) -> Vec<&str> {
 
 /// The path patterns `f` includes and excludes.
 fn patterns(f: &Filters) -> (Vec<&str>, Vec<&str>) {
-    (strs(&f.include), strs(&f.exclude))
+    (strs(&f.include.paths), strs(&f.exclude.paths))
 }
 
 #[test]
@@ -114,14 +114,14 @@ fn node_sections_reach_the_node_plugin_and_apply_per_node() {
 
     let a = on("node-a");
     assert_eq!(patterns(&a), (vec!["/dev/sd*", "/dev/loop10"], vec![]));
-    assert!(a.exclude_vendors.is_empty() && a.include_models.is_empty());
+    assert!(a.exclude.vendors.is_empty() && a.include.models.is_empty());
     let b = on("node-b-1");
     assert_eq!(
         patterns(&b),
         (vec!["/dev/sd*", "/dev/loop11"], vec!["/dev/sdb"])
     );
-    assert_eq!(strs(&b.exclude_vendors), ["VMware*"]);
-    assert_eq!(strs(&b.include_models), ["Samsung*"]);
+    assert_eq!(strs(&b.exclude.vendors), ["VMware*"]);
+    assert_eq!(strs(&b.include.models), ["Samsung*"]);
     let other = on("node-c");
     assert_eq!(patterns(&other), (vec!["/dev/sd*"], vec![]));
 }
