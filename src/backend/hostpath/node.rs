@@ -54,18 +54,11 @@ impl LocalNode for HostpathBackend {
     fn shows(&self, rec: &VolumeRecord, path: &Path) -> bool {
         match rec.kind {
             AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
-            AccessKind::Block => {
-                let Some(meta) = fs::metadata(path)
-                    .ok()
-                    .filter(|m| m.file_type().is_block_device())
-                else {
-                    return false;
-                };
-                self.loop_devices(rec)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
-            }
+            AccessKind::Block => fs::metadata(path).is_ok_and(|meta| {
+                meta.file_type().is_block_device()
+                    && (self.loop_devices(rec).unwrap_or_default().iter())
+                        .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
+            }),
         }
     }
 
