@@ -243,12 +243,10 @@ impl Backend for HostpathPools {
     fn check_ready(&self) -> Result<()> {
         let mut first_err = None;
         for pool in self.pools() {
-            match pool.check_ready() {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
+            let Err(e) = pool.check_ready() else {
+                return Ok(());
+            };
+            first_err.get_or_insert(e);
         }
         Err(first_err.unwrap_or_else(|| Error::Internal("no hostpath pool".into())))
     }
