@@ -13,6 +13,7 @@ use crate::volume::{AccessKind, CapacityRange, VolumeId};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 impl HostpathBackend {
     /// Makes the directory (and image) a record describes. Every step is safe to repeat, and
@@ -78,12 +79,7 @@ impl HostpathBackend {
 
     /// Marks `dir` as `id`'s: its id, this store, its create's incarnation and the journal's
     /// next sequence number (see `recovery`).
-    pub(super) fn mark(
-        &self,
-        dir: &std::path::Path,
-        id: &str,
-        inc: Option<&str>,
-    ) -> io::Result<()> {
+    pub(super) fn mark(&self, dir: &Path, id: &str, inc: Option<&str>) -> io::Result<()> {
         let (store, seq) = (self.store_id(), self.ledger.journal().next_seq());
         markers::set_markers(dir, id, store, inc, seq)
     }
@@ -93,7 +89,7 @@ impl HostpathBackend {
     pub(super) fn remove_dir_of(
         &self,
         id: &str,
-        dir: &std::path::Path,
+        dir: &Path,
         enforced_by: Option<Enforcement>,
     ) -> Result<()> {
         if !dir.exists() {
@@ -153,7 +149,7 @@ impl HostpathBackend {
     fn remove_leftover(
         &self,
         rec: &VolumeRecord,
-        dir: &std::path::Path,
+        dir: &Path,
         found: &markers::Markers,
     ) -> Result<()> {
         let refuse = |why| {
