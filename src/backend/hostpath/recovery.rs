@@ -64,6 +64,7 @@ impl HostpathBackend {
         self.recover_adoptions()?;
         let damage = self.ledger.journal().damage();
         let held = self.sweep_base(&mut tally, damage.as_ref())?;
+        tally.held = held.len();
         for mut rec in self.ledger.records() {
             let dir = self.volume_dir(&rec.name);
             if !dir.exists() && !held.contains(&rec.name) {
@@ -203,7 +204,6 @@ impl HostpathBackend {
                     _ if !provable => {
                         self.keep_unexplained(&path, Some(&rec.id), &mut tally.unexplained);
                         held.insert(rec.name.clone());
-                        tally.held += 1;
                     }
                     TrashOf::Current => {
                         // Renamed to trash, removal not yet committed: finish the delete.
@@ -227,7 +227,6 @@ impl HostpathBackend {
                         tracing::error!(volume = %rec.id, dir = %path.display(),
                             "cannot tell whether this trash is an unfinished delete of the volume or of an earlier volume of the same name (written before incarnations): keeping the record and the trash; ListVolumes reports the volume abnormal, and DeleteVolume removes both");
                         held.insert(rec.name.clone());
-                        tally.held += 1;
                     }
                 }
                 continue;
