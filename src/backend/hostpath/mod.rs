@@ -7,8 +7,8 @@
 //!
 //! Durability (docs/architecture.md): a create makes and marks the directory, then commits the
 //! record (the one sync the CO waits for); a delete commits the removal, then removes the
-//! directory (one rmdir when empty, else through a trash name). Recovery decides from the journal and the
-//! markers alone, so no step before the commit needs a sync of its own.
+//! directory (one rmdir when empty, else through a trash name). Recovery decides from the
+//! journal and the markers alone, so no step before the commit needs a sync of its own.
 
 /// `state::Record` for a record with `id`, `name` and `capacity_bytes` fields.
 macro_rules! record_of {
