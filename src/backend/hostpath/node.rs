@@ -159,7 +159,7 @@ impl LocalNode for HostpathBackend {
 
     fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
-        let vid = rec.id.clone();
+        let vid = rec.id.as_str();
         local::require_at(&rec, path, || self.shows(&rec, path))?;
         let condition = Some(self.condition(&rec));
         if rec.kind == AccessKind::Block {
@@ -169,15 +169,15 @@ impl LocalNode for HostpathBackend {
                 ..Default::default()
             });
         }
-        let fs_now = statfs::fs_stats(path)
-            .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
+        let fs_now =
+            statfs::fs_stats(path).map_err(Error::os(vid, format!("statfs {}", path.display())))?;
         let (used, inodes_used) = match self.enforcer(rec.backend.enforced_by)? {
             Some((l, how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
-                .map_err(Error::os(&vid, "read capacity usage"))?,
+                .map_err(Error::os(vid, "read capacity usage"))?,
             None => fsutil::disk_usage(path)
                 .map(|(bytes, inodes)| (bytes, Some(inodes)))
-                .map_err(Error::os(&vid, format!("measure {}", path.display())))?,
+                .map_err(Error::os(vid, format!("measure {}", path.display())))?,
         };
         Ok(VolumeStats {
             total_bytes: rec.capacity_bytes,
