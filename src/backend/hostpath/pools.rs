@@ -226,7 +226,7 @@ fn check_disjoint(pools: &[PoolSpec]) -> io::Result<()> {
         .collect();
     for (i, a) in resolved.iter().enumerate() {
         for (j, b) in resolved.iter().enumerate() {
-            if i != j && (a == b || a.starts_with(b)) {
+            if i != j && a.starts_with(b) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
