@@ -340,11 +340,10 @@ impl HostpathBackend {
         Ok((fs.total_bytes, fs.available_bytes.saturating_sub(reserved)))
     }
 
-    /// `space` for a new volume of `capacity` bytes. A volume that needs at most half of what
-    /// a statfs less than `SPACE_REUSE` old left free takes that answer: the answer could change
-    /// only if writers had used more than half the free space since. The check is advisory in
-    /// any case (writers use space between any check and its use); a volume closer to the edge
-    /// asks the filesystem again. Saves a statfs per create under a burst of creates.
+    /// `space` for a new volume of `capacity` bytes. One needing at most half of what a statfs
+    /// less than `SPACE_REUSE` old left free takes that answer: it could change only if writers
+    /// had used more than half the free space since, and the check is advisory anyway. One
+    /// closer to the edge asks again. Saves a statfs per create under a burst of creates.
     fn space_for(&self, capacity: u64) -> Result<(u64, u64)> {
         let recent = *self.recent_space.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, total, available)) = recent {

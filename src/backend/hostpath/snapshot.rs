@@ -380,11 +380,10 @@ impl HostpathBackend {
     }
 
     /// Makes the volume `rec` describes with `src`'s content, durably; the caller commits the
-    /// record. Unlike an empty volume, which recovery may recreate empty if a power cut lost
-    /// it, a restored one must be on disk before its record says it exists: one syncfs of the
-    /// base (see `copytree::FsSync`) after the copy, and on btrfs after claiming the snapshot
-    /// (the snapshot ioctl commits the content, but not the markers and qgroup limit set on it
-    /// afterwards).
+    /// record. Unlike an empty volume, which recovery may recreate empty if a power cut lost it,
+    /// a restored one must be on disk before its record says it exists: one syncfs of the base
+    /// (`copytree::FsSync`) after the copy, or on btrfs after claiming the snapshot (the ioctl
+    /// commits the content, not the markers and qgroup limit set on it afterwards).
     pub(super) fn materialize_from(&self, rec: &VolumeRecord, src: &Source) -> Result<()> {
         let dir = self.volume_dir(&rec.name);
         let os = |what: &str| Error::os(&rec.id, format!("{what} the volume's directory"));
