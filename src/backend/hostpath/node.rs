@@ -74,16 +74,14 @@ impl LocalNode for HostpathBackend {
                         format!("directory {} is gone", dir.display()),
                     ));
                 }
-                if is_mounted(staging, vid)? {
-                    if !same_inode(staging, &dir) {
-                        return Err(Error::exists(
-                            vid,
-                            format!("staging path {} holds another mount", staging.display()),
-                        ));
-                    }
-                } else {
+                if !is_mounted(staging, vid)? {
                     staging_t.bind_dir(vid, &dir, BindOptions::default())?;
                     crate::failpoint::hit("stage:after-bind");
+                } else if !same_inode(staging, &dir) {
+                    return Err(Error::exists(
+                        vid,
+                        format!("staging path {} holds another mount", staging.display()),
+                    ));
                 }
             }
             AccessKind::Block => {
