@@ -185,7 +185,9 @@ impl HostpathBackend {
         }
         let target = self.volume_dir(&intent.name);
         // In place, the source is the volume's place.
-        self.mark_adopted(&intent.source, intent)?;
+        let (src, inc) = (&intent.source, Some(intent.incarnation.as_str()));
+        (self.mark(src, &intent.id, inc))
+            .map_err(Error::os(&intent.id, format!("mark {}", src.display())))?;
         if intent.source != target {
             crate::failpoint::hit("adopt:after-mark");
             fsutil::rename_noreplace_durable(&intent.source, &target).map_err(|e| {
@@ -201,13 +203,6 @@ impl HostpathBackend {
         }
         crate::failpoint::hit("adopt:after-rename");
         self.finish(intent)
-    }
-
-    /// Marks `dir` as `intent`'s volume: its id, this store, the intent's incarnation and the
-    /// journal's next sequence number.
-    pub(super) fn mark_adopted(&self, dir: &Path, intent: &AdoptIntent) -> Result<()> {
-        self.mark(dir, &intent.id, Some(&intent.incarnation))
-            .map_err(Error::os(&intent.id, format!("mark {}", dir.display())))
     }
 
     /// Limits the directory in the volume's place and commits its record, then drops the intent.

@@ -60,7 +60,7 @@ impl HostpathBackend {
         qgroups
             .create_subvolume(&staging)
             .map_err(os("make the subvolume", &staging))?;
-        self.mark_adopted(&staging, intent)?;
+        (self.mark(&staging, id, Some(&intent.incarnation))).map_err(os("mark", &staging))?;
         crate::failpoint::hit("adopt:copy:after-subvolume");
         let sync = copytree::FsSync::begin(&self.base).map_err(os("open", &self.base))?;
         let stats = crate::backend::done::long_step(|| {
