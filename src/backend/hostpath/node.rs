@@ -195,10 +195,9 @@ impl LocalNode for HostpathBackend {
 
     fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
         let mut rec = self.record(id)?;
-        let vid = rec.id.clone();
         if !path.exists() {
             return Err(Error::VolumeNotFound {
-                volume: vid,
+                volume: rec.id,
                 detail: format!("path {} does not exist", path.display()),
             });
         }
@@ -211,7 +210,7 @@ impl LocalNode for HostpathBackend {
         if rec.kind == AccessKind::Block {
             for a in self.loop_devices(&rec)? {
                 loopdev::refresh_capacity(&a.device)
-                    .map_err(Error::os(&vid, format!("resize {}", a.device.display())))?;
+                    .map_err(Error::os(&rec.id, format!("resize {}", a.device.display())))?;
             }
         }
         Ok(rec.capacity_bytes)
