@@ -131,14 +131,11 @@ impl ControllerBackend for HostpathPools {
     }
 
     fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
-        let pages = self
-            .pools()
-            .map(|p| {
-                p.ledger
-                    .page(after, max, |_| true, |r| (r.name.clone(), p.volume_info(r)))
-            })
-            .collect();
-        let (entries, next_after) = merge(pages, max);
+        let pages = self.pools().map(|p| {
+            p.ledger
+                .page(after, max, |_| true, |r| (r.name.clone(), p.volume_info(r)))
+        });
+        let (entries, next_after) = merge(pages.collect(), max);
         Ok(Page {
             entries,
             next_after,
@@ -190,10 +187,8 @@ impl SnapshotBackend for HostpathPools {
     }
 
     fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        if let Some(pool) = self
-            .pools()
-            .find(|p| p.snaps.by_id(&id.to_string()).is_some())
-        {
+        let holds = |p: &Arc<HostpathBackend>| p.snaps.by_id(&id.to_string()).is_some();
+        if let Some(pool) = self.pools().find(holds) {
             return pool.delete_snapshot(id);
         }
         self.in_usable_pools(|p| p.delete_snapshot(id))
@@ -213,15 +208,12 @@ impl SnapshotBackend for HostpathPools {
                     .as_ref()
                     .is_none_or(|w| &r.source_volume_id == w)
         };
-        let pages = self
-            .pools()
-            .map(|p| {
-                p.snaps.page(after, max, keep, |r| {
-                    (r.name.clone(), HostpathBackend::snapshot_info(r))
-                })
+        let pages = self.pools().map(|p| {
+            p.snaps.page(after, max, keep, |r| {
+                (r.name.clone(), HostpathBackend::snapshot_info(r))
             })
-            .collect();
-        let (entries, next_after) = merge(pages, max);
+        });
+        let (entries, next_after) = merge(pages.collect(), max);
         Ok(SnapshotPage {
             entries,
             next_after,
