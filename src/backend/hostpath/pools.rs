@@ -37,10 +37,7 @@ pub(super) struct Slot {
 
 impl Slot {
     pub(super) fn get(&self) -> Arc<HostpathBackend> {
-        self.backend
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Arc::clone(&self.backend.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
