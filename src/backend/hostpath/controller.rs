@@ -166,10 +166,8 @@ impl LocalVolumes for HostpathBackend {
         crate::failpoint::hit("create:before-commit");
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
-        let Queued { ticket, pending } = self
-            .ledger
-            .queue_save(rec)
-            .inspect_err(|_| rollback(self))?;
+        let queued = self.ledger.queue_save(rec);
+        let Queued { ticket, pending } = queued.inspect_err(|_| rollback(self))?;
         let me = self.arc();
         Ok(Done::after_commit(
             self.ledger.journal().clone(),
