@@ -130,10 +130,9 @@ impl HostpathBackend {
 
     /// Refuses a directory something on this node uses (see `os::inuse` for the proof).
     pub(super) fn check_unused(&self, id: &str, dir: &Path) -> Result<()> {
-        let why = crate::backend::done::long_step(|| inuse::in_use(dir)).map_err(Error::os(
-            id,
-            format!("find the users of {}", dir.display()),
-        ))?;
+        let what = format!("find the users of {}", dir.display());
+        let why =
+            crate::backend::done::long_step(|| inuse::in_use(dir)).map_err(Error::os(id, what))?;
         why.map_or(Ok(()), |why| {
             Err(Error::precondition(
                 id,

@@ -84,14 +84,13 @@ impl HostpathBackend {
             return Ok(());
         }
         let aside = aside_path(intent);
-        fsutil::rename_noreplace_durable(&intent.source, &aside).map_err(Error::os(
-            &intent.id,
-            format!(
-                "rename {} aside to {}",
-                intent.source.display(),
-                aside.display()
-            ),
-        ))?;
+        let what = format!(
+            "rename {} aside to {}",
+            intent.source.display(),
+            aside.display()
+        );
+        fsutil::rename_noreplace_durable(&intent.source, &aside)
+            .map_err(Error::os(&intent.id, what))?;
         tracing::info!(volume = %intent.id, original = %aside.display(),
             "the original directory is kept aside; remove it once the volume serves");
         Ok(())

@@ -87,10 +87,8 @@ impl LocalNode for HostpathBackend {
             AccessKind::Block => {
                 if self.staged_device(rec)?.is_none() {
                     let image = self.image_path(&rec.name);
-                    let dev = loopdev::attach(&image, false).map_err(Error::os(
-                        vid,
-                        format!("attach {} to a loop device", image.display()),
-                    ))?;
+                    let what = format!("attach {} to a loop device", image.display());
+                    let dev = loopdev::attach(&image, false).map_err(Error::os(vid, what))?;
                     tracing::info!(volume = %vid, device = %dev.display(), "attached image");
                     crate::failpoint::hit("stage:after-attach");
                 }
@@ -137,10 +135,8 @@ impl LocalNode for HostpathBackend {
         }
         self.detach_stray_read_only(rec)?;
         let image = self.image_path(&rec.name);
-        let device = loopdev::attach(&image, true).map_err(Error::os(
-            vid,
-            format!("attach {} read-only", image.display()),
-        ))?;
+        let what = format!("attach {} read-only", image.display());
+        let device = loopdev::attach(&image, true).map_err(Error::os(vid, what))?;
         crate::failpoint::hit("publish:after-attach");
         target.bind_file(vid, &device, opts).inspect_err(|_| {
             let _ = loopdev::detach(&device);

@@ -166,10 +166,9 @@ impl HostpathBackend {
         }
         tracing::warn!(volume = %rec.id, dir = %dir.display(),
             "removing what an earlier, deleted volume of this name left behind before creating it anew");
-        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir)).map_err(Error::os(
-            &rec.id,
-            format!("remove the earlier volume's leftover at {}", dir.display()),
-        ))
+        let what = format!("remove the earlier volume's leftover at {}", dir.display());
+        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir))
+            .map_err(Error::os(&rec.id, what))
     }
 
     /// Creates a block volume's sparse image (or grows one a crash left short).
@@ -182,10 +181,8 @@ impl HostpathBackend {
             .open(&image)
             .map_err(Error::os(&rec.id, format!("create {}", image.display())))?;
         if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
-            fsutil::set_nocow(&f).map_err(Error::os(
-                &rec.id,
-                format!("mark {} no-copy-on-write", image.display()),
-            ))?;
+            let what = format!("mark {} no-copy-on-write", image.display());
+            fsutil::set_nocow(&f).map_err(Error::os(&rec.id, what))?;
         }
         f.set_len(rec.capacity_bytes)
             .map_err(Error::os(&rec.id, format!("size {}", image.display())))

@@ -260,10 +260,9 @@ impl HostpathBackend {
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
             let method = self.probed()?.snap_method;
             tracing::info!(snapshot = %id_str, source = %source_str, ?method, "snapshot: writing content");
-            let stored_as = take(method, &src, &dir.join(DATA), true).map_err(Error::os(
-                &id_str,
-                format!("copy the content of {source_str}"),
-            ))?;
+            let what = format!("copy the content of {source_str}");
+            let stored_as =
+                take(method, &src, &dir.join(DATA), true).map_err(Error::os(&id_str, what))?;
             // The record must not point at content a power cut can take back. A btrfs snapshot
             // is committed (with the markers made before it) when its ioctl returns; a copy or
             // reflink tree is dirty in memory until synced.
@@ -402,10 +401,9 @@ impl HostpathBackend {
             self.make_dir(rec)?;
         } else {
             self.make_dir(rec)?;
-            copytree::copy_tree(&src.dir, &dir, method.copy_mode()).map_err(Error::os(
-                &rec.id,
-                format!("copy the content of {} into it", src.id),
-            ))?;
+            let what = format!("copy the content of {} into it", src.id);
+            copytree::copy_tree(&src.dir, &dir, method.copy_mode())
+                .map_err(Error::os(&rec.id, what))?;
             // The copy skips our `trusted.ferrovol.*` xattrs, so the markers make_dir set stay;
             // the root takes the source's owner and mode.
             crate::failpoint::hit("restore:after-copy");
