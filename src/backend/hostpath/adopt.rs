@@ -79,9 +79,8 @@ impl HostpathBackend {
         let id = self.volume_id(&req.name)?.to_string();
         self.require_base(&id)?;
         if req.capacity == 0 {
-            return Err(Error::invalid(format!(
-                "volume {id}: a capacity is required (the PersistentVolume's size)"
-            )));
+            let why = format!("volume {id}: a capacity is required (the PersistentVolume's size)");
+            return Err(Error::invalid(why));
         }
         let capacity = req.capacity.next_multiple_of(super::controller::ALIGN);
         if let Some(rec) = self.ledger.get(&req.name) {
@@ -91,13 +90,11 @@ impl HostpathBackend {
             if rec.backend.adopted_from.as_deref() == Some(asked.as_path()) {
                 return Ok(self.volume_info(&rec));
             }
-            return Err(Error::exists(
-                id,
-                format!(
-                    "a volume named {:?} exists already; choose another name",
-                    req.name
-                ),
-            ));
+            let why = format!(
+                "a volume named {:?} exists already; choose another name",
+                req.name
+            );
+            return Err(Error::exists(id, why));
         }
         self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         let source = self.check_source(&id, &req.path)?;

@@ -99,10 +99,8 @@ impl LocalVolumes for HostpathBackend {
             .refuse_id_of_another(&id_str, &req.name, "volume")?;
         if let Some(rec) = self.ledger.get(&req.name) {
             if rec.backend.source != source_id {
-                return Err(Error::exists(
-                    id_str,
-                    format!("exists with content source {:?}", rec.backend.source),
-                ));
+                let why = format!("exists with content source {:?}", rec.backend.source);
+                return Err(Error::exists(id_str, why));
             }
             crate::backend::check_existing(&rec, kind, &req.capacity, &wanted_params)?;
             return Ok(Done::Now(self.volume_info(&rec)));
@@ -233,10 +231,8 @@ impl LocalVolumes for HostpathBackend {
                     .map_err(Error::os(&id_str, "list loop devices"))?;
                 }
                 if let Some(a) = attached.first() {
-                    return Err(Error::precondition(
-                        id_str,
-                        format!("its image is still attached to {}", a.device.display()),
-                    ));
+                    let why = format!("its image is still attached to {}", a.device.display());
+                    return Err(Error::precondition(id_str, why));
                 }
             }
         }

@@ -409,10 +409,8 @@ impl HostpathBackend {
         self.base_usable()
             .map_err(|why| Error::precondition(BACKEND, why))?;
         if !self.base.is_dir() {
-            return Err(Error::Internal(format!(
-                "base path {} is missing",
-                self.base.display()
-            )));
+            let why = format!("base path {} is missing", self.base.display());
+            return Err(Error::Internal(why));
         }
         self.ledger.check_writable()
     }

@@ -69,19 +69,15 @@ impl LocalNode for HostpathBackend {
             AccessKind::Mount => {
                 let dir = self.volume_dir(&rec.name);
                 if !dir.is_dir() {
-                    return Err(Error::precondition(
-                        vid,
-                        format!("directory {} is gone", dir.display()),
-                    ));
+                    let why = format!("directory {} is gone", dir.display());
+                    return Err(Error::precondition(vid, why));
                 }
                 if !is_mounted(staging, vid)? {
                     staging_t.bind_dir(vid, &dir, BindOptions::default())?;
                     crate::failpoint::hit("stage:after-bind");
                 } else if !same_inode(staging, &dir) {
-                    return Err(Error::exists(
-                        vid,
-                        format!("staging path {} holds another mount", staging.display()),
-                    ));
+                    let why = format!("staging path {} holds another mount", staging.display());
+                    return Err(Error::exists(vid, why));
                 }
             }
             AccessKind::Block => {

@@ -71,13 +71,11 @@ impl HostpathPools {
             .try_for_each(|p| p.ledger.refuse_id_of_another(&id, &req.name, "volume"))?;
         if let Some(other) = self.holder_of_name(&req.name) {
             if other.pool != wanted {
-                return Err(Error::exists(
-                    id,
-                    format!(
-                        "exists in hostpath pool {:?}, not in pool {wanted:?}",
-                        other.pool
-                    ),
-                ));
+                let why = format!(
+                    "exists in hostpath pool {:?}, not in pool {wanted:?}",
+                    other.pool
+                );
+                return Err(Error::exists(id, why));
             }
             // A repeat: answered by its own pool, whatever that pool's state now.
             return Ok(other);

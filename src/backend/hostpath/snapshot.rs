@@ -297,13 +297,10 @@ impl HostpathBackend {
     pub(super) fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let id_str = id.to_string();
         if !self.is_local(id.node.as_deref()) {
-            return Err(Error::precondition(
-                &id_str,
-                format!(
-                    "the snapshot lives on node {}; only that node's plugin can delete it",
-                    id.node.as_deref().unwrap_or("?")
-                ),
-            ));
+            let node = id.node.as_deref().unwrap_or("?");
+            let why =
+                format!("the snapshot lives on node {node}; only that node's plugin can delete it");
+            return Err(Error::precondition(&id_str, why));
         }
         self.require_base(&id_str)?;
         let dir = snapshot_dir_in(&self.base, &id.key);
