@@ -287,9 +287,8 @@ impl LocalVolumes for HostpathBackend {
             // grows the limit and the image (expand_on_node).
             let id_str = id.to_string();
             if range.required == 0 {
-                return Err(Error::invalid(format!(
-                    "volume {id_str}: capacity_range.required_bytes is required"
-                )));
+                let why = format!("volume {id_str}: capacity_range.required_bytes is required");
+                return Err(Error::invalid(why));
             }
             return Ok((range.resolve(0, ALIGN, &id_str)?, true));
         }

@@ -235,9 +235,8 @@ impl HostpathBackend {
         let id_str = rec.id.clone();
         self.require_base(&id_str)?;
         if range.required == 0 && range.limit == 0 {
-            return Err(Error::invalid(format!(
-                "volume {id_str}: capacity_range is required"
-            )));
+            let why = format!("volume {id_str}: capacity_range is required");
+            return Err(Error::invalid(why));
         }
         if range.limit != 0 && range.limit < rec.capacity_bytes {
             return Err(Error::OutOfRange {
