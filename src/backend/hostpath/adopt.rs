@@ -1,8 +1,7 @@
 //! Adoption of an existing directory as a hostpath volume, in place: one rename within the
 //! base's filesystem (none when it already is the volume's place), never a copy, unless the
 //! operator asks for a reflink copy on btrfs (`adopt_copy`). The checks are in `adopt_checks`
-//! and, for the pods of the node, `adopt_pods`;
-//! which pool a directory goes to, in `pools_adopt`.
+//! and `adopt_pods`; which pool a directory goes to, in `pools_adopt`.
 //!
 //! The directory gets what a create gives a new one: the ownership markers (volume id, this
 //! store, an incarnation, the journal's sequence), the capacity limit where the base's filesystem
@@ -25,7 +24,6 @@ use crate::backend::ControllerBackend;
 use crate::error::{Error, Result};
 use crate::os::btrfs::BtrfsQgroups;
 use crate::os::{fsutil, markers};
-use crate::state::Record;
 use crate::volume::{AccessKind, VolumeCondition, VolumeInfo};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -50,15 +48,13 @@ pub struct AdoptIntent {
     pub copy: bool,
 }
 
-impl Record for AdoptIntent {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn capacity_bytes(&self) -> u64 {
-        self.capacity_bytes
+record_of!(AdoptIntent);
+
+impl AdoptIntent {
+    /// `dir`'s markers when they carry this adoption's incarnation.
+    pub(super) fn made(&self, dir: &Path) -> Option<markers::Markers> {
+        let inc = Some(self.incarnation.as_str());
+        (markers::read_markers(dir).ok().flatten()).filter(|m| m.incarnation.as_deref() == inc)
     }
 }
 
@@ -83,9 +79,8 @@ impl HostpathBackend {
         let id = self.volume_id(&req.name)?.to_string();
         self.require_base(&id)?;
         if req.capacity == 0 {
-            return Err(Error::invalid(format!(
-                "volume {id}: a capacity is required (the PersistentVolume's size)"
-            )));
+            let why = format!("volume {id}: a capacity is required (the PersistentVolume's size)");
+            return Err(Error::invalid(why));
         }
         let capacity = req.capacity.next_multiple_of(super::controller::ALIGN);
         if let Some(rec) = self.ledger.get(&req.name) {
@@ -95,13 +90,11 @@ impl HostpathBackend {
             if rec.backend.adopted_from.as_deref() == Some(asked.as_path()) {
                 return Ok(self.volume_info(&rec));
             }
-            return Err(Error::exists(
-                id,
-                format!(
-                    "a volume named {:?} exists already; choose another name",
-                    req.name
-                ),
-            ));
+            let why = format!(
+                "a volume named {:?} exists already; choose another name",
+                req.name
+            );
+            return Err(Error::exists(id, why));
         }
         self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
         let source = self.check_source(&id, &req.path)?;
@@ -189,7 +182,9 @@ impl HostpathBackend {
         }
         let target = self.volume_dir(&intent.name);
         // In place, the source is the volume's place.
-        self.mark_adopted(&intent.source, intent)?;
+        let (src, inc) = (&intent.source, Some(intent.incarnation.as_str()));
+        (self.mark(src, &intent.id, inc))
+            .map_err(Error::os(&intent.id, format!("mark {}", src.display())))?;
         if intent.source != target {
             crate::failpoint::hit("adopt:after-mark");
             fsutil::rename_noreplace_durable(&intent.source, &target).map_err(|e| {
@@ -207,13 +202,6 @@ impl HostpathBackend {
         self.finish(intent)
     }
 
-    /// Marks `dir` as `intent`'s volume: its id, this store, the intent's incarnation and the
-    /// journal's next sequence number.
-    pub(super) fn mark_adopted(&self, dir: &Path, intent: &AdoptIntent) -> Result<()> {
-        self.mark(dir, &intent.id, Some(&intent.incarnation))
-            .map_err(Error::os(&intent.id, format!("mark {}", dir.display())))
-    }
-
     /// Limits the directory in the volume's place and commits its record, then drops the intent.
     pub(super) fn finish(&self, intent: &AdoptIntent) -> Result<VolumeRecord> {
         let target = self.volume_dir(&intent.name);
@@ -228,9 +216,9 @@ impl HostpathBackend {
             intent.capacity_bytes,
             HostpathData {
                 enforced_by: intent.enforced_by,
-                source: None,
                 incarnation: Some(intent.incarnation.clone()),
                 adopted_from: Some(intent.source.clone()),
+                ..Default::default()
             },
         );
         self.ledger.save(rec.clone())?;
@@ -246,14 +234,10 @@ impl HostpathBackend {
             return self.roll_back_copy(intent);
         }
         let target = self.volume_dir(&intent.name);
-        let ours = |p: &Path| {
-            matches!(markers::read_markers(p), Ok(Some(m))
-                if m.incarnation.as_deref() == Some(intent.incarnation.as_str()))
-        };
-        if intent.source != target && ours(&target) {
+        if intent.source != target && intent.made(&target).is_some() {
             fsutil::rename_noreplace_durable(&target, &intent.source)?;
         }
-        if ours(&intent.source) {
+        if intent.made(&intent.source).is_some() {
             markers::clear_markers(&intent.source)?;
         }
         if let (Some(how), Some(l)) = (intent.enforced_by, self.features()?.limiter.as_ref()) {
@@ -278,9 +262,7 @@ impl HostpathBackend {
                 continue;
             }
             let target = self.volume_dir(&intent.name);
-            let in_place = matches!(markers::read_markers(&target), Ok(Some(m))
-                if m.volume == intent.id && m.incarnation.as_deref() == Some(intent.incarnation.as_str()));
-            if in_place {
+            if intent.made(&target).is_some_and(|m| m.volume == intent.id) {
                 if intent.copy {
                     self.set_original_aside(&intent).map_err(io::Error::other)?;
                 }

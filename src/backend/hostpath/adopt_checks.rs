@@ -73,22 +73,14 @@ impl HostpathBackend {
             ));
         }
         if let Ok(inside) = real.strip_prefix(base) {
-            let first = inside
-                .components()
-                .next()
-                .map(|c| c.as_os_str().to_string_lossy());
-            let first = first.unwrap_or_default();
+            let first = inside.iter().next().unwrap_or_default().to_string_lossy();
             let top = base.join(first.as_ref());
             if inside.components().count() > 1 || first.starts_with('.') {
-                let whose = match (
-                    markers::owner_marker(&top).ok().flatten(),
-                    first.starts_with('.'),
-                ) {
-                    (Some(o), _) => format!("the directory of volume {o}"),
-                    (None, true) => "the driver's own".to_string(),
-                    (None, false) => {
-                        "a directory of the base that is no volume: adopt that one, whole"
-                            .to_string()
+                let whose = match markers::owner_marker(&top).ok().flatten() {
+                    Some(o) => format!("the directory of volume {o}"),
+                    None if first.starts_with('.') => "the driver's own".to_string(),
+                    None => {
+                        "a directory of the base that is no volume: adopt that one, whole".into()
                     }
                 };
                 return refuse(format!(
@@ -138,10 +130,9 @@ impl HostpathBackend {
 
     /// Refuses a directory something on this node uses (see `os::inuse` for the proof).
     pub(super) fn check_unused(&self, id: &str, dir: &Path) -> Result<()> {
-        let why = crate::backend::done::long_step(|| inuse::in_use(dir)).map_err(Error::os(
-            id,
-            format!("find the users of {}", dir.display()),
-        ))?;
+        let what = format!("find the users of {}", dir.display());
+        let why =
+            crate::backend::done::long_step(|| inuse::in_use(dir)).map_err(Error::os(id, what))?;
         why.map_or(Ok(()), |why| {
             Err(Error::precondition(
                 id,

@@ -1,16 +1,12 @@
 //! `--reflink-copy` adoption on btrfs: a qgroup limits a subvolume, and an existing plain
 //! directory is none, so its tree is reflink-copied (extents shared, no data written twice)
-//! into a new subvolume that becomes the volume, and the original is renamed aside to
-//! `<dir>.adopted-<incarnation>` beside it: never deleted, the operator removes it once the
-//! volume serves.
+//! into a new subvolume that becomes the volume; the original is renamed aside to
+//! `<dir>.adopted-<incarnation>`, never deleted (the operator removes it once the volume serves).
 //!
-//! Steps, after the intent (`adopt`): the subvolume is made under a staging name in the base
-//! (`.adopt-<incarnation>`, marked with the intent's incarnation), the tree copied into it and
-//! the filesystem synced, the staging subvolume renamed into the volume's place, the original
-//! renamed aside, the limit set and the record committed. A start finds the copy in the
-//! volume's place and finishes (renames the original aside if it is still there); anything
-//! earlier is rolled back: the staging subvolume, proven ours by its markers, is deleted, and
-//! the original was never touched.
+//! The copy is made under a staging name in the base (`.adopt-<incarnation>`, marked with the
+//! intent's incarnation), synced, then renamed into the volume's place. A start that finds it
+//! there finishes (sets the original aside if still there); anything earlier is rolled back:
+//! the staging subvolume, proven ours by its markers, is deleted; the original was untouched.
 
 use super::adopt::AdoptIntent;
 use super::adopt_checks::same_filesystem;
@@ -18,7 +14,7 @@ use super::limiter::Limiter;
 use super::HostpathBackend;
 use crate::error::{Error, Result};
 use crate::os::btrfs::{self, BtrfsQgroups};
-use crate::os::{copytree, fsutil, markers};
+use crate::os::{copytree, fsutil};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -64,7 +60,7 @@ impl HostpathBackend {
         qgroups
             .create_subvolume(&staging)
             .map_err(os("make the subvolume", &staging))?;
-        self.mark_adopted(&staging, intent)?;
+        (self.mark(&staging, id, Some(&intent.incarnation))).map_err(os("mark", &staging))?;
         crate::failpoint::hit("adopt:copy:after-subvolume");
         let sync = copytree::FsSync::begin(&self.base).map_err(os("open", &self.base))?;
         let stats = crate::backend::done::long_step(|| {
@@ -88,14 +84,13 @@ impl HostpathBackend {
             return Ok(());
         }
         let aside = aside_path(intent);
-        fsutil::rename_noreplace_durable(&intent.source, &aside).map_err(Error::os(
-            &intent.id,
-            format!(
-                "rename {} aside to {}",
-                intent.source.display(),
-                aside.display()
-            ),
-        ))?;
+        let what = format!(
+            "rename {} aside to {}",
+            intent.source.display(),
+            aside.display()
+        );
+        fsutil::rename_noreplace_durable(&intent.source, &aside)
+            .map_err(Error::os(&intent.id, what))?;
         tracing::info!(volume = %intent.id, original = %aside.display(),
             "the original directory is kept aside; remove it once the volume serves");
         Ok(())
@@ -109,9 +104,7 @@ impl HostpathBackend {
             fsutil::rename_noreplace_durable(&aside, &intent.source)?;
         }
         for copy in [self.staging_of(intent), self.volume_dir(&intent.name)] {
-            let ours = matches!(markers::read_markers(&copy), Ok(Some(m))
-                if m.volume == intent.id && m.incarnation.as_deref() == Some(intent.incarnation.as_str()));
-            if !ours {
+            if intent.made(&copy).is_none_or(|m| m.volume != intent.id) {
                 continue;
             }
             if BtrfsQgroups::is_subvolume(&copy) {

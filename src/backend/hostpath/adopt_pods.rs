@@ -84,18 +84,15 @@ impl HostpathBackend {
         let Some((u, real)) = user_of(dir, &uses, resolve) else {
             return Ok(());
         };
-        let resolved = if real == u.path {
-            String::new()
-        } else {
-            format!(" (resolved: {})", real.display())
-        };
+        let resolved = (real != u.path).then(|| format!(" (resolved: {})", real.display()));
         Err(Error::precondition(
             id,
             format!(
-                "{shown} is in use by pod {}: its {} is {}{resolved}; stop the pod first. Nothing was changed",
+                "{shown} is in use by pod {}: its {} is {}{}; stop the pod first. Nothing was changed",
                 u.pod,
                 u.via,
-                u.path.display()
+                u.path.display(),
+                resolved.unwrap_or_default()
             ),
         ))
     }

@@ -5,15 +5,14 @@
 //!
 //! So the base carries the id of the state store that adopted it (`trusted.ferrovol.base`), and
 //! the driver uses a base only while it carries its own store's id: read at start, and again
-//! before every change and every stage or publish (one getxattr). A base is adopted (the id
-//! written) when nothing is recorded on it yet (a fresh base, or the state was lost, which
-//! recovery never turns into deletion): then by the first change, not at start, so a process
-//! that never holds a volume (the local resizer, unprivileged, unable to write a `trusted.`
-//! xattr) never writes to its base; or at start when it has no id but holds, under its name and
-//! carrying its id, the directory (or trash) of a recorded volume or snapshot (state written
-//! before bases had identities). Anything else is refused: Probe says why, the base's volumes are abnormal,
-//! and every change, stage and publish answers FailedPrecondition; nothing on it is recovered,
-//! recreated or removed.
+//! before every change, stage or publish (one getxattr). A base is adopted (the id written)
+//! when nothing is recorded on it yet (fresh, or the state was lost, which recovery never turns
+//! into deletion): by the first change, not at start, so a process that never holds a volume
+//! (the local resizer, unable to write a `trusted.` xattr) never writes to its base; or at
+//! start when it has no id but holds, under its name and carrying its id, the directory (or
+//! trash) of a recorded volume or snapshot (state written before bases had identities).
+//! Anything else is refused: Probe says why, its volumes are abnormal, every change, stage and
+//! publish answers FailedPrecondition, and nothing on it is recovered, recreated or removed.
 //!
 //! Each pool (`pools`) is a base of its own: the id it carries names its pool too (`pool_key`).
 
@@ -21,12 +20,9 @@ use crate::os::markers;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// A directory (a volume's, its trash, a snapshot's) that, if present and marked with `id`,
-/// proves the base is the one recorded.
-pub(super) struct Evidence {
-    pub id: String,
-    pub dir: PathBuf,
-}
+/// (id, directory): a directory (a volume's, its trash, a snapshot's) that, if present and
+/// marked with that id, proves the base is the one recorded.
+pub(super) type Evidence = (String, PathBuf);
 
 /// Whether the base can be used, decided at start: Ok when it carries this store's id (now),
 /// else why not, for Probe and the errors.
@@ -79,15 +75,15 @@ pub(super) fn settle(
         None => {
             let proof = recorded
                 .iter()
-                .find(|e| matches!(markers::owner_marker(&e.dir), Ok(Some(id)) if id == e.id));
-            let Some(proof) = proof else {
+                .find(|(id, dir)| matches!(markers::owner_marker(dir), Ok(Some(m)) if m == *id));
+            let Some((proof, _)) = proof else {
                 return Ok(Err(format!(
                     "base path {} carries no identity and holds none of the volumes or snapshots \
                      recorded on it: is its filesystem mounted?",
                     base.display()
                 )));
             };
-            tracing::info!(base = %base.display(), proof = %proof.id,
+            tracing::info!(base = %base.display(), proof = %proof,
                 "the base has no identity yet (state of an earlier version) but holds its recorded volumes: recording its identity");
         }
     }

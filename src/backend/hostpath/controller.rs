@@ -20,9 +20,8 @@ use std::fs;
 pub(super) const ALIGN: u64 = 4096;
 
 impl HostpathBackend {
-    /// A directory with our marker but no record (state lost): ours, so delete it. The directory
-    /// is named after the volume, which a shortened id does not spell out: then the base is
-    /// searched for the directory whose marker carries this id.
+    /// A directory with our marker but no record (state lost): ours, so delete it. A shortened
+    /// id does not spell out the directory's name: then the base is searched for its marker.
     fn delete_orphan(&self, id: &VolumeId) -> Result<()> {
         let id_str = id.to_string();
         let marked = |dir: &std::path::Path| matches!(markers::owner_marker(dir), Ok(Some(m)) if m == id_str);
@@ -100,10 +99,8 @@ impl LocalVolumes for HostpathBackend {
             .refuse_id_of_another(&id_str, &req.name, "volume")?;
         if let Some(rec) = self.ledger.get(&req.name) {
             if rec.backend.source != source_id {
-                return Err(Error::exists(
-                    id_str,
-                    format!("exists with content source {:?}", rec.backend.source),
-                ));
+                let why = format!("exists with content source {:?}", rec.backend.source);
+                return Err(Error::exists(id_str, why));
             }
             crate::backend::check_existing(&rec, kind, &req.capacity, &wanted_params)?;
             return Ok(Done::Now(self.volume_info(&rec)));
@@ -126,6 +123,8 @@ impl LocalVolumes for HostpathBackend {
             }),
         };
 
+        let incarnation =
+            fsutil::random_token().map_err(Error::os(&id_str, "draw the incarnation token"))?;
         let mut rec = VolumeRecord::new(
             id_str.clone(),
             req.name.clone(),
@@ -134,10 +133,7 @@ impl LocalVolumes for HostpathBackend {
             HostpathData {
                 enforced_by,
                 source: source_id,
-                incarnation: Some(
-                    fsutil::random_token()
-                        .map_err(Error::os(&id_str, "draw the incarnation token"))?,
-                ),
+                incarnation: Some(incarnation),
                 adopted_from: None,
             },
         );
@@ -168,10 +164,8 @@ impl LocalVolumes for HostpathBackend {
         crate::failpoint::hit("create:before-commit");
         // Just made: no need to look at the disk for its condition.
         let info = self.info_with(&rec, VolumeCondition::healthy());
-        let Queued { ticket, pending } = self
-            .ledger
-            .queue_save(rec)
-            .inspect_err(|_| rollback(self))?;
+        let queued = self.ledger.queue_save(rec);
+        let Queued { ticket, pending } = queued.inspect_err(|_| rollback(self))?;
         let me = self.arc();
         Ok(Done::after_commit(
             self.ledger.journal().clone(),
@@ -228,9 +222,8 @@ impl LocalVolumes for HostpathBackend {
                     attached = crate::backend::done::long_step(|| {
                         for _ in 0..19 {
                             std::thread::sleep(std::time::Duration::from_millis(100));
-                            let now = find()?;
-                            if now.is_empty() {
-                                return Ok(now);
+                            if find()?.is_empty() {
+                                return Ok(Vec::new());
                             }
                         }
                         find()
@@ -238,10 +231,8 @@ impl LocalVolumes for HostpathBackend {
                     .map_err(Error::os(&id_str, "list loop devices"))?;
                 }
                 if let Some(a) = attached.first() {
-                    return Err(Error::precondition(
-                        id_str,
-                        format!("its image is still attached to {}", a.device.display()),
-                    ));
+                    let why = format!("its image is still attached to {}", a.device.display());
+                    return Err(Error::precondition(id_str, why));
                 }
             }
         }
@@ -252,12 +243,11 @@ impl LocalVolumes for HostpathBackend {
         {
             return refuse(&m, "is mounted inside the volume; unmount it");
         }
-        // Commit the removal (the one sync), then lift the limit and remove the directory. The
-        // commit is the delete's point of no return; nothing on disk or in the quota table
-        // changes before it, so a failed commit leaves the volume whole and still limited. A
-        // directory a crash leaves after the commit is marked by this store and has no record:
-        // the next start lifts the limit it names and removes it. Until the directory is gone
-        // its project still counts usage, so no create takes the project id meanwhile.
+        // Commit the removal (the one sync), then lift the limit and remove the directory. Nothing
+        // on disk or in the quota table changes before the commit, so a failed one leaves the
+        // volume whole and limited. A directory a crash leaves after it is marked by this store
+        // and has no record: the next start lifts its limit and removes it. Until it is gone its
+        // project still counts usage, so no create takes the project id meanwhile.
         crate::failpoint::hit("delete:before-commit");
         let Queued { ticket, pending } = self.ledger.queue_remove(&rec)?;
         let me = self.arc();
@@ -297,9 +287,8 @@ impl LocalVolumes for HostpathBackend {
             // grows the limit and the image (expand_on_node).
             let id_str = id.to_string();
             if range.required == 0 {
-                return Err(Error::invalid(format!(
-                    "volume {id_str}: capacity_range.required_bytes is required"
-                )));
+                let why = format!("volume {id_str}: capacity_range.required_bytes is required");
+                return Err(Error::invalid(why));
             }
             return Ok((range.resolve(0, ALIGN, &id_str)?, true));
         }

@@ -14,7 +14,6 @@ pub enum Limiter {
     Btrfs(BtrfsQgroups),
 }
 
-/// Which kind of limiter a base has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimiterKind {
     Project,

@@ -62,10 +62,8 @@ impl HostpathBackend {
             let Ok(dev) = fs::File::open(&a.device) else {
                 continue;
             };
-            let backing = loopdev::backing_of(&dev).map_err(Error::os(
-                vid,
-                format!("ask {} for its backing file", a.device.display()),
-            ))?;
+            let what = format!("ask {} for its backing file", a.device.display());
+            let backing = loopdev::backing_of(&dev).map_err(Error::os(vid, what))?;
             if backing == Some((meta.dev(), meta.ino())) {
                 own.push(a);
             }

@@ -7,8 +7,25 @@
 //!
 //! Durability (docs/architecture.md): a create makes and marks the directory, then commits the
 //! record (the one sync the CO waits for); a delete commits the removal, then removes the
-//! directory (one rmdir when empty, else through a trash name). Recovery decides from the journal and the
-//! markers alone, so no step before the commit needs a sync of its own.
+//! directory (one rmdir when empty, else through a trash name). Recovery decides from the
+//! journal and the markers alone, so no step before the commit needs a sync of its own.
+
+/// `state::Record` for a record with `id`, `name` and `capacity_bytes` fields.
+macro_rules! record_of {
+    ($t:ty) => {
+        impl crate::state::Record for $t {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn capacity_bytes(&self) -> u64 {
+                self.capacity_bytes
+            }
+        }
+    };
+}
 
 mod adopt;
 mod adopt_checks;
@@ -27,7 +44,6 @@ mod pools_dispatch;
 mod provision;
 pub mod record;
 mod recovery;
-mod restore;
 pub mod snapshot;
 
 use crate::backend::local::LocalVolumes;
@@ -87,7 +103,6 @@ pub struct HostpathBackend {
     /// The backend itself, for the steps a create or delete runs after its commit.
     me: Weak<HostpathBackend>,
     node: String,
-    /// The pool this base is (`pools`).
     pool: String,
     /// What the base carries when it is this store's (`pool_key`).
     identity: String,
@@ -100,9 +115,8 @@ pub struct HostpathBackend {
     features: OnceLock<BaseFeatures>,
     /// Held while probing: the reflink probe's files have fixed names.
     probing: Mutex<()>,
-    /// Snapshot records, under their own journal prefix.
     snaps: Ledger<snapshot::SnapRecord>,
-    /// Adoptions under way (`adopt`), under their own journal prefix.
+    /// Adoptions under way (`adopt`).
     adoptions: Ledger<adopt::AdoptIntent>,
     /// The last statfs of the base: (when, size, bytes available), for `space_for`.
     recent_space: Mutex<Option<(Instant, u64, u64)>>,
@@ -143,37 +157,41 @@ impl HostpathBackend {
         } else {
             base::settle(&spec.path, &identity, &recorded, spec.create_missing)?
         };
-        let new = |base: PathBuf, base_fs, refused| {
-            Arc::new_cyclic(|me| HostpathBackend {
-                me: me.clone(),
-                snaps,
-                adoptions,
-                node: node.to_string(),
-                pool: spec.name.clone(),
-                identity: identity.clone(),
-                base,
-                create_base: spec.create_missing,
-                default_capacity,
-                ledger,
-                base_fs,
-                features: OnceLock::new(),
-                probing: Mutex::new(()),
-                recent_space: Mutex::new(None),
-                refused,
-            })
+        let (base, base_fs, refused) = match verdict {
+            Err(why) => {
+                tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
+                    "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
+                let base = std::fs::canonicalize(&spec.path).unwrap_or(spec.path.clone());
+                (base, "unknown", Some(why))
+            }
+            // Mount-table checks compare paths textually: work with the resolved base.
+            Ok(()) => {
+                let base = std::fs::canonicalize(&spec.path)?;
+                let base_fs = statfs::fs_type(&base)?;
+                (base, base_fs, None)
+            }
         };
-        if let Err(why) = verdict {
-            tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
-                "refusing the base path: its volumes are reported abnormal and nothing on it is changed until it is this driver's again (restart then)");
-            let base = std::fs::canonicalize(&spec.path).unwrap_or(spec.path.clone());
-            return Ok(new(base, "unknown", Some(why)));
+        let backend = Arc::new_cyclic(|me| HostpathBackend {
+            me: me.clone(),
+            snaps,
+            adoptions,
+            node: node.to_string(),
+            pool: spec.name.clone(),
+            identity,
+            base,
+            create_base: spec.create_missing,
+            default_capacity,
+            ledger,
+            base_fs,
+            features: OnceLock::new(),
+            probing: Mutex::new(()),
+            recent_space: Mutex::new(None),
+            refused,
+        });
+        if backend.refused.is_none() {
+            backend.recover(state_dir)?;
+            backend.recover_snapshots()?;
         }
-        // Mount-table checks compare paths textually: work with the resolved base.
-        let base = std::fs::canonicalize(&spec.path)?;
-        let base_fs = statfs::fs_type(&base)?;
-        let backend = new(base, base_fs, None);
-        backend.recover(state_dir)?;
-        backend.recover_snapshots()?;
         Ok(backend)
     }
 
@@ -190,15 +208,19 @@ impl HostpathBackend {
         }
         let (base, fs) = (&self.base, self.base_fs);
         let limiter = Limiter::probe(base)?;
-        match &limiter {
-            Some(l) => {
-                tracing::info!(base = %base.display(), fs, limit = l.describe(), "volume sizes are hard limits")
-            }
-            None => tracing::warn!(base = %base.display(), fs,
-                "no quota on the base path: volume sizes are advisory (use XFS mounted prjquota, ext4 with the project feature mounted prjquota, or btrfs with quota enabled)"),
+        if let Some(l) = &limiter {
+            tracing::info!(base = %base.display(), fs, limit = l.describe(), "volume sizes are hard limits");
+        } else {
+            tracing::warn!(base = %base.display(), fs,
+                "no quota on the base path: volume sizes are advisory (use XFS mounted prjquota, ext4 with the project feature mounted prjquota, or btrfs with quota enabled)");
         }
-        let snap_method =
-            snapshot::SnapMethod::probe(base, matches!(limiter, Some(Limiter::Btrfs(_))))?;
+        let snap_method = if matches!(limiter, Some(Limiter::Btrfs(_))) {
+            snapshot::SnapMethod::Btrfs
+        } else if crate::os::copytree::reflink_supported(base)? {
+            snapshot::SnapMethod::Reflink
+        } else {
+            snapshot::SnapMethod::Copy
+        };
         tracing::info!(base = %base.display(), fs, method = ?snap_method,
             "snapshots and clones: btrfs subvolume snapshots, reflink copies, or full copies");
         Ok(self.features.get_or_init(|| BaseFeatures {
@@ -207,7 +229,6 @@ impl HostpathBackend {
         }))
     }
 
-    /// The base's quota limiter, if it has one (probing it on first use).
     fn limiter(&self) -> Result<Option<&Limiter>> {
         Ok(self.probed()?.limiter.as_ref())
     }
@@ -236,10 +257,7 @@ impl HostpathBackend {
         // carries its id on the recorded base.
         let mut volume = |r: &VolumeRecord| {
             for name in [r.name.clone(), format!("{TRASH_PREFIX}{}", r.name)] {
-                out.push(base::Evidence {
-                    id: r.id.clone(),
-                    dir: base.join(name),
-                });
+                out.push((r.id.clone(), base.join(name)));
             }
         };
         if let Some(dir) = (spec.name == pool_config::DEFAULT_POOL)
@@ -252,10 +270,7 @@ impl HostpathBackend {
         ledger.for_each(&mut volume);
         snaps.for_each(|r| {
             if let Ok(key) = Self::snap_key(&r.id) {
-                out.push(base::Evidence {
-                    id: r.id.clone(),
-                    dir: snapshot::snapshot_dir_in(base, &key),
-                })
+                out.push((r.id.clone(), snapshot::snapshot_dir_in(base, &key)))
             }
         });
         Ok(out)
@@ -310,7 +325,6 @@ impl HostpathBackend {
         self.volume_dir(name).join(IMAGE_FILE)
     }
 
-    /// Whether a volume or snapshot id with this node tag lives on this node.
     fn is_local(&self, node_tag: Option<&str>) -> bool {
         node_tag == Some(VolumeId::node_tag(&self.node).as_str())
     }
@@ -326,11 +340,10 @@ impl HostpathBackend {
         Ok((fs.total_bytes, fs.available_bytes.saturating_sub(reserved)))
     }
 
-    /// `space` for a new volume of `capacity` bytes. A volume that needs at most half of what
-    /// a statfs less than `SPACE_REUSE` old left free takes that answer: the answer could change
-    /// only if writers had used more than half the free space since. The check is advisory in
-    /// any case (writers use space between any check and its use); a volume closer to the edge
-    /// asks the filesystem again. Saves a statfs per create under a burst of creates.
+    /// `space` for a new volume of `capacity` bytes. One needing at most half of what a statfs
+    /// less than `SPACE_REUSE` old left free takes that answer: it could change only if writers
+    /// had used more than half the free space since, and the check is advisory anyway. One
+    /// closer to the edge asks again. Saves a statfs per create under a burst of creates.
     fn space_for(&self, capacity: u64) -> Result<(u64, u64)> {
         let recent = *self.recent_space.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, total, available)) = recent {
@@ -396,10 +409,8 @@ impl HostpathBackend {
         self.base_usable()
             .map_err(|why| Error::precondition(BACKEND, why))?;
         if !self.base.is_dir() {
-            return Err(Error::Internal(format!(
-                "base path {} is missing",
-                self.base.display()
-            )));
+            let why = format!("base path {} is missing", self.base.display());
+            return Err(Error::Internal(why));
         }
         self.ledger.check_writable()
     }

@@ -54,18 +54,11 @@ impl LocalNode for HostpathBackend {
     fn shows(&self, rec: &VolumeRecord, path: &Path) -> bool {
         match rec.kind {
             AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
-            AccessKind::Block => {
-                let Some(meta) = fs::metadata(path)
-                    .ok()
-                    .filter(|m| m.file_type().is_block_device())
-                else {
-                    return false;
-                };
-                self.loop_devices(rec)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
-            }
+            AccessKind::Block => fs::metadata(path).is_ok_and(|meta| {
+                meta.file_type().is_block_device()
+                    && (self.loop_devices(rec).unwrap_or_default().iter())
+                        .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
+            }),
         }
     }
 
@@ -76,30 +69,22 @@ impl LocalNode for HostpathBackend {
             AccessKind::Mount => {
                 let dir = self.volume_dir(&rec.name);
                 if !dir.is_dir() {
-                    return Err(Error::precondition(
-                        vid,
-                        format!("directory {} is gone", dir.display()),
-                    ));
+                    let why = format!("directory {} is gone", dir.display());
+                    return Err(Error::precondition(vid, why));
                 }
-                if is_mounted(staging, vid)? {
-                    if !same_inode(staging, &dir) {
-                        return Err(Error::exists(
-                            vid,
-                            format!("staging path {} holds another mount", staging.display()),
-                        ));
-                    }
-                } else {
+                if !is_mounted(staging, vid)? {
                     staging_t.bind_dir(vid, &dir, BindOptions::default())?;
                     crate::failpoint::hit("stage:after-bind");
+                } else if !same_inode(staging, &dir) {
+                    let why = format!("staging path {} holds another mount", staging.display());
+                    return Err(Error::exists(vid, why));
                 }
             }
             AccessKind::Block => {
                 if self.staged_device(rec)?.is_none() {
                     let image = self.image_path(&rec.name);
-                    let dev = loopdev::attach(&image, false).map_err(Error::os(
-                        vid,
-                        format!("attach {} to a loop device", image.display()),
-                    ))?;
+                    let what = format!("attach {} to a loop device", image.display());
+                    let dev = loopdev::attach(&image, false).map_err(Error::os(vid, what))?;
                     tracing::info!(volume = %vid, device = %dev.display(), "attached image");
                     crate::failpoint::hit("stage:after-attach");
                 }
@@ -146,10 +131,8 @@ impl LocalNode for HostpathBackend {
         }
         self.detach_stray_read_only(rec)?;
         let image = self.image_path(&rec.name);
-        let device = loopdev::attach(&image, true).map_err(Error::os(
-            vid,
-            format!("attach {} read-only", image.display()),
-        ))?;
+        let what = format!("attach {} read-only", image.display());
+        let device = loopdev::attach(&image, true).map_err(Error::os(vid, what))?;
         crate::failpoint::hit("publish:after-attach");
         target.bind_file(vid, &device, opts).inspect_err(|_| {
             let _ = loopdev::detach(&device);
@@ -166,7 +149,7 @@ impl LocalNode for HostpathBackend {
 
     fn volume_stats(&self, id: &VolumeId, path: &Path) -> Result<VolumeStats> {
         let rec = self.record(id)?;
-        let vid = rec.id.clone();
+        let vid = rec.id.as_str();
         local::require_at(&rec, path, || self.shows(&rec, path))?;
         let condition = Some(self.condition(&rec));
         if rec.kind == AccessKind::Block {
@@ -176,15 +159,15 @@ impl LocalNode for HostpathBackend {
                 ..Default::default()
             });
         }
-        let fs_now = statfs::fs_stats(path)
-            .map_err(Error::os(&vid, format!("statfs {}", path.display())))?;
+        let fs_now =
+            statfs::fs_stats(path).map_err(Error::os(vid, format!("statfs {}", path.display())))?;
         let (used, inodes_used) = match self.enforcer(rec.backend.enforced_by)? {
             Some((l, how)) => l
                 .usage(&self.volume_dir(&rec.name), how)
-                .map_err(Error::os(&vid, "read capacity usage"))?,
+                .map_err(Error::os(vid, "read capacity usage"))?,
             None => fsutil::disk_usage(path)
                 .map(|(bytes, inodes)| (bytes, Some(inodes)))
-                .map_err(Error::os(&vid, format!("measure {}", path.display())))?,
+                .map_err(Error::os(vid, format!("measure {}", path.display())))?,
         };
         Ok(VolumeStats {
             total_bytes: rec.capacity_bytes,
@@ -204,10 +187,9 @@ impl LocalNode for HostpathBackend {
 
     fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
         let mut rec = self.record(id)?;
-        let vid = rec.id.clone();
         if !path.exists() {
             return Err(Error::VolumeNotFound {
-                volume: vid,
+                volume: rec.id,
                 detail: format!("path {} does not exist", path.display()),
             });
         }
@@ -220,7 +202,7 @@ impl LocalNode for HostpathBackend {
         if rec.kind == AccessKind::Block {
             for a in self.loop_devices(&rec)? {
                 loopdev::refresh_capacity(&a.device)
-                    .map_err(Error::os(&vid, format!("resize {}", a.device.display())))?;
+                    .map_err(Error::os(&rec.id, format!("resize {}", a.device.display())))?;
             }
         }
         Ok(rec.capacity_bytes)

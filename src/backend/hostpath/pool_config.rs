@@ -52,8 +52,7 @@ pub struct PoolSpec {
 /// A pool name: a DNS label (it appears in StorageClass parameters, metric labels and, for
 /// pools other than `default`, in the state journal's keys).
 pub fn validate_name(name: &str) -> io::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
+    let ok = (1..=63).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

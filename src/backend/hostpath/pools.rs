@@ -1,26 +1,22 @@
 //! Hostpath pools: a node may hold hostpath volumes under several base paths (disks), each a
-//! named pool (`pool_config`); a StorageClass chooses one with the parameter `pool` (none:
-//! `default`). Each pool is one `HostpathBackend` with everything that was per base before:
-//! its identity and ownership checks (`base`), quota kind, snapshot method, capacity and
-//! recovery. `HostpathPools` is the backend the CSI layer sees; it routes every call to a pool.
+//! named pool (`pool_config`) that a StorageClass chooses with the parameter `pool` (none:
+//! `default`). Each pool is one `HostpathBackend` (its own base identity, quota, snapshot
+//! method, capacity and recovery); `HostpathPools`, the backend the CSI layer sees, routes every
+//! call to one.
 //!
-//! Volume and snapshot ids do not name the pool: they stay `hostpath/<node>/<name>` as before
-//! pools existed, so every id ever issued stays valid and means the same volume, and a
-//! volume's id does not grow by a pool name within CSI's 128 bytes. The pool is where the
-//! volume's record lives: each pool keeps its records under its own journal keys (`default`
-//! under `hostpath/` and `hostpath-snap/`, the keys of earlier versions, so their volumes are
-//! the default pool's; pool `p` under `hostpath@p/` and `hostpath-snap@p/`). A call by id asks
-//! the pools' in-memory indexes which one holds it. Names are unique across a node's pools (a
-//! CreateVolume of a name another pool holds is AlreadyExists), so an id names one volume.
+//! Ids do not name the pool: they stay `hostpath/<node>/<name>`, so every id ever issued stays
+//! valid and none grows past CSI's 128 bytes. Each pool keeps its records under its own journal
+//! keys (`default` under `hostpath/` and `hostpath-snap/`, the keys of earlier versions; pool `p`
+//! under `hostpath@p/` and `hostpath-snap@p/`), and a call by id asks the pools' indexes which
+//! holds it. Names are unique across a node's pools (CreateVolume of a name another pool holds
+//! is AlreadyExists), so an id names one volume.
 //!
-//! A pool whose path is missing at start (its disk not mounted) is not created, and does not
-//! keep the other pools or the plugin from serving: it reports zero capacity, its CreateVolume
-//! answers ResourceExhausted (the provisioner then lets the scheduler pick another node), the
-//! log says why, `ferrovol_hostpath_pool_up{pool}` is 0, and Probe stays ready while another
-//! pool is usable. When nothing is recorded in it, it is picked up once its path appears (at
-//! the next GetCapacity or CreateVolume naming it); a pool with recorded volumes whose base is
-//! refused (missing, or not this driver's) needs a restart once it is right, as before.
-
+//! A pool whose path is missing at start (its disk not mounted) is not created and keeps no
+//! other pool from serving: it reports zero capacity, its CreateVolume answers
+//! ResourceExhausted (so the scheduler picks another node), `ferrovol_hostpath_pool_up{pool}` is
+//! 0, and Probe stays ready while another pool is usable. With nothing recorded in it, it is
+//! picked up once its path appears (at the next GetCapacity or CreateVolume naming it); a pool
+//! with recorded volumes whose base is refused needs a restart once it is right.
 use super::pool_config::{PoolSpec, DEFAULT_POOL};
 use super::HostpathBackend;
 use crate::error::{Error, Result};
@@ -35,17 +31,13 @@ use std::sync::{Arc, Mutex, RwLock};
 pub(super) struct Slot {
     pub(super) spec: PoolSpec,
     backend: RwLock<Arc<HostpathBackend>>,
-    /// Its path was missing when it was opened, with nothing recorded: `refresh` opens it
-    /// again once the path is there.
+    /// Its path was missing when opened, with nothing recorded: `refresh` opens it again.
     missing: AtomicBool,
 }
 
 impl Slot {
     pub(super) fn get(&self) -> Arc<HostpathBackend> {
-        self.backend
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Arc::clone(&self.backend.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -81,14 +73,11 @@ impl HostpathPools {
         };
         for spec in pools {
             let backend = me.open_pool(spec, live)?;
-            match &backend.refused {
-                None => {
-                    tracing::info!(pool = %spec.name, base = %backend.base.display(), "hostpath pool ready")
-                }
-                Some(why) => {
-                    tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
-                    "hostpath pool unusable: it reports no capacity and the other pools serve on")
-                }
+            if let Some(why) = &backend.refused {
+                tracing::error!(pool = %spec.name, base = %spec.path.display(), reason = %why,
+                    "hostpath pool unusable: it reports no capacity and the other pools serve on");
+            } else {
+                tracing::info!(pool = %spec.name, base = %backend.base.display(), "hostpath pool ready");
             }
             let missing =
                 backend.refused.is_some() && backend.nothing_recorded() && !spec.path.is_dir();
@@ -139,11 +128,10 @@ impl HostpathPools {
         self.pools().find(|b| b.ledger.get(name).is_some())
     }
 
-    /// Pool `name` for a new volume, picking it up first if its path appeared since start.
-    /// ResourceExhausted when this node has no such pool or its path is missing: the
-    /// scheduler saw no capacity for the class here, and the provisioner then lets it pick
-    /// another node. A pool with volumes whose base is refused answers itself
-    /// (FailedPrecondition, as every change there does).
+    /// Pool `name` for a new volume, picked up first if its path appeared since start.
+    /// ResourceExhausted when this node has no such pool or its path is missing (the scheduler
+    /// saw no capacity here; the provisioner then lets it pick another node). A pool with
+    /// volumes whose base is refused answers itself (FailedPrecondition).
     pub(super) fn for_create(&self, name: &str, volume: &str) -> Result<Arc<HostpathBackend>> {
         let Some(slot) = self.slot(name) else {
             let names: Vec<&str> = self.slots.iter().map(|s| s.spec.name.as_str()).collect();
@@ -158,9 +146,8 @@ impl HostpathPools {
         };
         let pool = self.refresh(slot);
         // A pool without volumes whose path is missing is like no pool.
-        let missing = slot.missing.load(Ordering::Acquire)
-            || (pool.nothing_recorded() && !pool.base.is_dir());
-        if missing {
+        if slot.missing.load(Ordering::Acquire) || (pool.nothing_recorded() && !pool.base.is_dir())
+        {
             return Err(Error::no_space(
                 volume,
                 format!(
@@ -187,12 +174,11 @@ impl HostpathPools {
         // Nothing was recorded in it at start, and a refused pool records nothing since.
         match self.open_pool(&slot.spec, &HashMap::new()) {
             Ok(b) => {
-                match &b.refused {
-                    None => {
-                        tracing::info!(pool = %slot.spec.name, base = %b.base.display(), "hostpath pool appeared: serving it")
-                    }
-                    Some(why) => tracing::error!(pool = %slot.spec.name, reason = %why,
-                        "hostpath pool path appeared, but the pool is unusable (restart once it is right)"),
+                if let Some(why) = &b.refused {
+                    tracing::error!(pool = %slot.spec.name, reason = %why,
+                        "hostpath pool path appeared, but the pool is unusable (restart once it is right)");
+                } else {
+                    tracing::info!(pool = %slot.spec.name, base = %b.base.display(), "hostpath pool appeared: serving it");
                 }
                 *slot.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
                 slot.missing.store(false, Ordering::Release);
@@ -237,7 +223,7 @@ fn check_disjoint(pools: &[PoolSpec]) -> io::Result<()> {
         .collect();
     for (i, a) in resolved.iter().enumerate() {
         for (j, b) in resolved.iter().enumerate() {
-            if i != j && (a == b || a.starts_with(b)) {
+            if i != j && a.starts_with(b) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(

@@ -28,10 +28,8 @@ impl AdoptBackend for HostpathPools {
             return pool.adopt_dir(dir);
         }
         if let Some(owner) = self.pools().find_map(|p| p.ledger.id_owner(&id)) {
-            return Err(Error::exists(
-                id,
-                format!("this id already belongs to volume {owner:?}; choose another name"),
-            ));
+            let why = format!("this id already belongs to volume {owner:?}; choose another name");
+            return Err(Error::exists(id, why));
         }
         self.pool_holding(&id, dir)?.adopt_dir(dir)
     }

@@ -71,13 +71,11 @@ impl HostpathPools {
             .try_for_each(|p| p.ledger.refuse_id_of_another(&id, &req.name, "volume"))?;
         if let Some(other) = self.holder_of_name(&req.name) {
             if other.pool != wanted {
-                return Err(Error::exists(
-                    id,
-                    format!(
-                        "exists in hostpath pool {:?}, not in pool {wanted:?}",
-                        other.pool
-                    ),
-                ));
+                let why = format!(
+                    "exists in hostpath pool {:?}, not in pool {wanted:?}",
+                    other.pool
+                );
+                return Err(Error::exists(id, why));
             }
             // A repeat: answered by its own pool, whatever that pool's state now.
             return Ok(other);
@@ -131,14 +129,11 @@ impl ControllerBackend for HostpathPools {
     }
 
     fn list(&self, after: Option<&str>, max: usize) -> Result<Page> {
-        let pages = self
-            .pools()
-            .map(|p| {
-                p.ledger
-                    .page(after, max, |_| true, |r| (r.name.clone(), p.volume_info(r)))
-            })
-            .collect();
-        let (entries, next_after) = merge(pages, max);
+        let pages = self.pools().map(|p| {
+            p.ledger
+                .page(after, max, |_| true, |r| (r.name.clone(), p.volume_info(r)))
+        });
+        let (entries, next_after) = merge(pages.collect(), max);
         Ok(Page {
             entries,
             next_after,
@@ -190,10 +185,8 @@ impl SnapshotBackend for HostpathPools {
     }
 
     fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        if let Some(pool) = self
-            .pools()
-            .find(|p| p.snaps.by_id(&id.to_string()).is_some())
-        {
+        let holds = |p: &Arc<HostpathBackend>| p.snaps.by_id(&id.to_string()).is_some();
+        if let Some(pool) = self.pools().find(holds) {
             return pool.delete_snapshot(id);
         }
         self.in_usable_pools(|p| p.delete_snapshot(id))
@@ -213,15 +206,12 @@ impl SnapshotBackend for HostpathPools {
                     .as_ref()
                     .is_none_or(|w| &r.source_volume_id == w)
         };
-        let pages = self
-            .pools()
-            .map(|p| {
-                p.snaps.page(after, max, keep, |r| {
-                    (r.name.clone(), HostpathBackend::snapshot_info(r))
-                })
+        let pages = self.pools().map(|p| {
+            p.snaps.page(after, max, keep, |r| {
+                (r.name.clone(), HostpathBackend::snapshot_info(r))
             })
-            .collect();
-        let (entries, next_after) = merge(pages, max);
+        });
+        let (entries, next_after) = merge(pages.collect(), max);
         Ok(SnapshotPage {
             entries,
             next_after,
@@ -243,12 +233,10 @@ impl Backend for HostpathPools {
     fn check_ready(&self) -> Result<()> {
         let mut first_err = None;
         for pool in self.pools() {
-            match pool.check_ready() {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
+            let Err(e) = pool.check_ready() else {
+                return Ok(());
+            };
+            first_err.get_or_insert(e);
         }
         Err(first_err.unwrap_or_else(|| Error::Internal("no hostpath pool".into())))
     }

@@ -13,6 +13,7 @@ use crate::volume::{AccessKind, CapacityRange, VolumeId};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 impl HostpathBackend {
     /// Makes the directory (and image) a record describes. Every step is safe to repeat, and
@@ -78,12 +79,7 @@ impl HostpathBackend {
 
     /// Marks `dir` as `id`'s: its id, this store, its create's incarnation and the journal's
     /// next sequence number (see `recovery`).
-    pub(super) fn mark(
-        &self,
-        dir: &std::path::Path,
-        id: &str,
-        inc: Option<&str>,
-    ) -> io::Result<()> {
+    pub(super) fn mark(&self, dir: &Path, id: &str, inc: Option<&str>) -> io::Result<()> {
         let (store, seq) = (self.store_id(), self.ledger.journal().next_seq());
         markers::set_markers(dir, id, store, inc, seq)
     }
@@ -93,7 +89,7 @@ impl HostpathBackend {
     pub(super) fn remove_dir_of(
         &self,
         id: &str,
-        dir: &std::path::Path,
+        dir: &Path,
         enforced_by: Option<Enforcement>,
     ) -> Result<()> {
         if !dir.exists() {
@@ -153,7 +149,7 @@ impl HostpathBackend {
     fn remove_leftover(
         &self,
         rec: &VolumeRecord,
-        dir: &std::path::Path,
+        dir: &Path,
         found: &markers::Markers,
     ) -> Result<()> {
         let refuse = |why| {
@@ -170,10 +166,9 @@ impl HostpathBackend {
         }
         tracing::warn!(volume = %rec.id, dir = %dir.display(),
             "removing what an earlier, deleted volume of this name left behind before creating it anew");
-        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir)).map_err(Error::os(
-            &rec.id,
-            format!("remove the earlier volume's leftover at {}", dir.display()),
-        ))
+        let what = format!("remove the earlier volume's leftover at {}", dir.display());
+        crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(dir))
+            .map_err(Error::os(&rec.id, what))
     }
 
     /// Creates a block volume's sparse image (or grows one a crash left short).
@@ -186,10 +181,8 @@ impl HostpathBackend {
             .open(&image)
             .map_err(Error::os(&rec.id, format!("create {}", image.display())))?;
         if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
-            fsutil::set_nocow(&f).map_err(Error::os(
-                &rec.id,
-                format!("mark {} no-copy-on-write", image.display()),
-            ))?;
+            let what = format!("mark {} no-copy-on-write", image.display());
+            fsutil::set_nocow(&f).map_err(Error::os(&rec.id, what))?;
         }
         f.set_len(rec.capacity_bytes)
             .map_err(Error::os(&rec.id, format!("size {}", image.display())))
@@ -242,9 +235,8 @@ impl HostpathBackend {
         let id_str = rec.id.clone();
         self.require_base(&id_str)?;
         if range.required == 0 && range.limit == 0 {
-            return Err(Error::invalid(format!(
-                "volume {id_str}: capacity_range is required"
-            )));
+            let why = format!("volume {id_str}: capacity_range is required");
+            return Err(Error::invalid(why));
         }
         if range.limit != 0 && range.limit < rec.capacity_bytes {
             return Err(Error::OutOfRange {

@@ -64,6 +64,7 @@ impl HostpathBackend {
         self.recover_adoptions()?;
         let damage = self.ledger.journal().damage();
         let held = self.sweep_base(&mut tally, damage.as_ref())?;
+        tally.held = held.len();
         for mut rec in self.ledger.records() {
             let dir = self.volume_dir(&rec.name);
             if !dir.exists() && !held.contains(&rec.name) {
@@ -138,8 +139,9 @@ impl HostpathBackend {
         journal.mark_damaged(seq, vec![found])
     }
 
-    /// Keeps a directory that no intact record explains, and says so.
-    pub(super) fn keep_unexplained(&self, path: &Path, id: Option<&str>) {
+    /// Keeps a directory that no intact record explains, says so and counts it.
+    pub(super) fn keep_unexplained(&self, path: &Path, id: Option<&str>, count: &mut usize) {
+        *count += 1;
         tracing::error!(dir = %path.display(), id = id.unwrap_or("?"),
             "directory that no intact state record explains (the state journal is damaged or behind): kept; deleting its id removes it");
     }
@@ -189,8 +191,7 @@ impl HostpathBackend {
                     .filter(|r| r.name == volume);
                 let Some(rec) = rec else {
                     if ours && !provable {
-                        self.keep_unexplained(&path, marker.as_deref());
-                        tally.unexplained += 1;
+                        self.keep_unexplained(&path, marker.as_deref(), &mut tally.unexplained);
                     } else if ours {
                         self.remove_trash(marker.as_deref().unwrap_or("?"), &path, false);
                         tally.finished_deletes += 1;
@@ -201,10 +202,8 @@ impl HostpathBackend {
                 };
                 match self.trash_of(&rec, &path) {
                     _ if !provable => {
-                        self.keep_unexplained(&path, Some(&rec.id));
-                        tally.unexplained += 1;
+                        self.keep_unexplained(&path, Some(&rec.id), &mut tally.unexplained);
                         held.insert(rec.name.clone());
-                        tally.held += 1;
                     }
                     TrashOf::Current => {
                         // Renamed to trash, removal not yet committed: finish the delete.
@@ -228,7 +227,6 @@ impl HostpathBackend {
                         tracing::error!(volume = %rec.id, dir = %path.display(),
                             "cannot tell whether this trash is an unfinished delete of the volume or of an earlier volume of the same name (written before incarnations): keeping the record and the trash; ListVolumes reports the volume abnormal, and DeleteVolume removes both");
                         held.insert(rec.name.clone());
-                        tally.held += 1;
                     }
                 }
                 continue;
@@ -237,8 +235,7 @@ impl HostpathBackend {
                 let earlier = self.is_earlier_incarnation(&rec, &path, marker.as_deref());
                 if ours && earlier && !provable {
                     // The record may be the one that is out of date.
-                    self.keep_unexplained(&path, Some(&rec.id));
-                    tally.unexplained += 1;
+                    self.keep_unexplained(&path, Some(&rec.id), &mut tally.unexplained);
                 } else if ours && earlier {
                     // A power cut lost both the rename of an acknowledged delete and the mkdir
                     // of the create after it: the old content must not appear as the new
@@ -253,8 +250,7 @@ impl HostpathBackend {
             }
             match marker {
                 Some(id) if ours && !provable => {
-                    self.keep_unexplained(&path, Some(&id));
-                    tally.unexplained += 1;
+                    self.keep_unexplained(&path, Some(&id), &mut tally.unexplained);
                 }
                 Some(id) if ours => {
                     tracing::info!(volume = %id, dir = %path.display(), "rolling back a volume that was never acknowledged");
@@ -311,12 +307,11 @@ impl HostpathBackend {
         }
     }
 
-    /// Removes a deleted volume's directory once its record's removal is durable. One rmdir
-    /// when nobody wrote to it; a tree is renamed to trash first, so a removal stopped half-way
-    /// never leaves part of it under the volume's name. No directory means an earlier,
-    /// unacknowledged delete of a build that renamed before its commit left a trash: that
-    /// goes instead. A failure is retried at the next start (the directory is marked by this
-    /// store and has no record).
+    /// Removes a deleted volume's directory once its record's removal is durable: one rmdir
+    /// when nobody wrote to it, else renamed to trash first, so a removal stopped half-way never
+    /// leaves part of it under the volume's name. No directory: a build that renamed before its
+    /// commit left a trash, which goes instead. A failure is retried at the next start (the
+    /// directory is marked by this store and has no record).
     pub(super) fn remove_deleted(&self, id: &str, name: &str) {
         let dir = self.volume_dir(name);
         let trash = self.base.join(format!("{TRASH_PREFIX}{name}"));
@@ -342,13 +337,12 @@ impl HostpathBackend {
     /// `mounts_checked`: the caller found nothing mounted inside just before (DeleteVolume, under
     /// the volume's lock), so the mount table need not be read again.
     pub(super) fn remove_trash(&self, id: &str, trash: &Path, mounts_checked: bool) {
-        let removed = if mounts_checked {
-            // Only a tree is renamed to trash (`remove_deleted` removes an empty directory in
-            // place), so this always walks.
-            crate::backend::done::long_step(|| crate::os::rmtree::remove_tree(trash))
-        } else {
-            crate::backend::done::long_step(|| fsutil::remove_tree_one_fs(trash))
-        };
+        // Only a tree is renamed to trash (`remove_deleted` removes an empty directory in
+        // place), so this always walks.
+        let removed = crate::backend::done::long_step(|| match mounts_checked {
+            true => crate::os::rmtree::remove_tree(trash),
+            false => fsutil::remove_tree_one_fs(trash),
+        });
         if let Err(e) = removed {
             tracing::warn!(volume = %id, dir = %trash.display(), error = %e,
                 "could not remove a deleted volume's directory; retried at the next start");

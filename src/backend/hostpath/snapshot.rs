@@ -3,12 +3,18 @@
 //! is `data/`, a read-only btrfs snapshot of the volume's subvolume or a reflink/byte copy of
 //! its directory (see `SnapMethod`). Same durability as volumes: make and mark, then commit
 //! the record (one sync); delete renames to `.trash-<key>`, commits, then removes.
+//!
+//! CreateVolume with a content source makes a volume holding a snapshot's or another volume's
+//! content: on btrfs a writable snapshot of the source subvolume (O(1)), elsewhere a reflink or
+//! byte copy into a freshly made volume directory. Either way the new volume shares nothing a
+//! later delete of the source could take away.
 
+use super::record::VolumeRecord;
 use super::{HostpathBackend, TRASH_PREFIX};
 use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
-use crate::snapshot::{SnapshotId, SnapshotInfo, SnapshotRequest};
+use crate::snapshot::{ContentSource, SnapshotId, SnapshotInfo, SnapshotRequest};
 use crate::volume::AccessKind;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -20,7 +26,7 @@ pub const LEDGER: &str = "hostpath-snap";
 const SNAPSHOTS_DIR: &str = ".snapshots";
 const DATA: &str = "data";
 
-/// How snapshots and clones are made on this base path, chosen once at start.
+/// How snapshots and clones are made on this base path, chosen when first needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapMethod {
     /// btrfs with qgroups (volumes are subvolumes): subvolume snapshots, O(1).
@@ -32,16 +38,6 @@ pub enum SnapMethod {
 }
 
 impl SnapMethod {
-    pub fn probe(base: &Path, btrfs_qgroups: bool) -> io::Result<Self> {
-        Ok(if btrfs_qgroups {
-            SnapMethod::Btrfs
-        } else if copytree::reflink_supported(base)? {
-            SnapMethod::Reflink
-        } else {
-            SnapMethod::Copy
-        })
-    }
-
     pub fn copy_mode(self) -> copytree::Mode {
         match self {
             SnapMethod::Copy => copytree::Mode::Copy,
@@ -74,17 +70,7 @@ pub struct SnapRecord {
     pub stored_as: StoredAs,
 }
 
-impl crate::state::Record for SnapRecord {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn capacity_bytes(&self) -> u64 {
-        self.capacity_bytes
-    }
-}
+record_of!(SnapRecord);
 
 /// Whether `dir` is the root of a btrfs subvolume (inode 256 means nothing elsewhere).
 pub(super) fn is_subvolume(dir: &Path) -> bool {
@@ -130,6 +116,16 @@ pub(super) fn snapshot_dir_in(base: &Path, key: &str) -> PathBuf {
 #[serde(deny_unknown_fields)]
 struct SnapParams {}
 
+/// A resolved content source.
+pub(super) struct Source {
+    /// What the CO named (recorded on the new volume for idempotency).
+    pub id: String,
+    /// The directory whose content the new volume gets.
+    pub dir: PathBuf,
+    pub kind: AccessKind,
+    pub capacity: u64,
+}
+
 impl HostpathBackend {
     pub(super) fn snapshots_root(&self) -> PathBuf {
         self.base.join(SNAPSHOTS_DIR)
@@ -169,17 +165,15 @@ impl HostpathBackend {
                 let name = name.unwrap_or_default();
                 let (marker, ours, provable) = self.examine(&path, damage.as_ref());
                 let rec = marker.as_deref().and_then(|id| self.snaps.by_id(id));
-                let own_record = rec
-                    .as_ref()
-                    .is_some_and(|r| Self::snap_key(&r.id).ok().as_deref() == Some(name.as_str()));
+                let rec_key = rec.as_ref().and_then(|r| Self::snap_key(&r.id).ok());
+                let own_record = rec_key.as_deref() == Some(name.as_str());
                 if ours && !provable && !own_record {
-                    self.keep_unexplained(&path, marker.as_deref());
-                    unexplained += 1;
+                    self.keep_unexplained(&path, marker.as_deref(), &mut unexplained);
                     continue;
                 }
                 if let Some(key) = name.strip_prefix(TRASH_PREFIX) {
                     match rec {
-                        Some(rec) if Self::snap_key(&rec.id).ok().as_deref() == Some(key) => {
+                        Some(rec) if rec_key.as_deref() == Some(key) => {
                             self.snaps.remove(&rec).map_err(io::Error::other)?;
                         }
                         None if ours => {}
@@ -208,7 +202,7 @@ impl HostpathBackend {
                 tracing::warn!(snapshot = %rec.id, "snapshot content is missing (removed by hand?): restores from it will fail");
             }
         }
-        crate::metrics::add_unexplained_dirs(unexplained);
+        crate::metrics::add_unexplained_dirs(unexplained as u64);
         tracing::info!(
             snapshots = kept,
             rolled_back,
@@ -266,10 +260,9 @@ impl HostpathBackend {
             let sync = copytree::FsSync::begin(&dir).map_err(os("open"))?;
             let method = self.probed()?.snap_method;
             tracing::info!(snapshot = %id_str, source = %source_str, ?method, "snapshot: writing content");
-            let stored_as = take(method, &src, &dir.join(DATA), true).map_err(Error::os(
-                &id_str,
-                format!("copy the content of {source_str}"),
-            ))?;
+            let what = format!("copy the content of {source_str}");
+            let stored_as =
+                take(method, &src, &dir.join(DATA), true).map_err(Error::os(&id_str, what))?;
             // The record must not point at content a power cut can take back. A btrfs snapshot
             // is committed (with the markers made before it) when its ioctl returns; a copy or
             // reflink tree is dirty in memory until synced.
@@ -304,13 +297,10 @@ impl HostpathBackend {
     pub(super) fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let id_str = id.to_string();
         if !self.is_local(id.node.as_deref()) {
-            return Err(Error::precondition(
-                &id_str,
-                format!(
-                    "the snapshot lives on node {}; only that node's plugin can delete it",
-                    id.node.as_deref().unwrap_or("?")
-                ),
-            ));
+            let node = id.node.as_deref().unwrap_or("?");
+            let why =
+                format!("the snapshot lives on node {node}; only that node's plugin can delete it");
+            return Err(Error::precondition(&id_str, why));
         }
         self.require_base(&id_str)?;
         let dir = snapshot_dir_in(&self.base, &id.key);
@@ -332,6 +322,95 @@ impl HostpathBackend {
         if let Err(e) = remove_snapshot_tree(&trash) {
             tracing::warn!(snapshot = %id_str, error = %e, "could not remove a deleted snapshot's directory; retried at the next start");
         }
+        Ok(())
+    }
+
+    /// Finds the source: NotFound when unknown, InvalidArgument when on another node.
+    pub(super) fn resolve_source(&self, volume: &str, src: &ContentSource) -> Result<Source> {
+        if src.backend() != super::BACKEND {
+            return Err(Error::invalid(format!(
+                "volume {volume}: content source {} belongs to backend {}, not {}",
+                src.id(),
+                src.backend(),
+                super::BACKEND
+            )));
+        }
+        // A restore from another node is impossible, not merely missing.
+        let node = match src {
+            ContentSource::Snapshot(s) => &s.node,
+            ContentSource::Volume(v) => &v.node,
+        };
+        if !self.is_local(node.as_deref()) {
+            return Err(Error::invalid(format!(
+                "volume {volume}: source {} lives on node {}, not on node {}",
+                src.id(),
+                node.as_deref().unwrap_or("?"),
+                self.node
+            )));
+        }
+        match src {
+            ContentSource::Snapshot(id) => {
+                let rec = (self.snaps.by_id(&id.to_string()))
+                    .ok_or_else(|| Error::not_found_because(id.to_string(), "no such snapshot"))?;
+                Ok(Source {
+                    id: rec.id.clone(),
+                    dir: self.snapshot_data(&rec)?,
+                    kind: rec.kind,
+                    capacity: rec.capacity_bytes,
+                })
+            }
+            ContentSource::Volume(id) => {
+                let rec = self.record(id)?;
+                if rec.kind == AccessKind::Block {
+                    crate::os::loopdev::flush_backing(&self.image_path(&rec.name))
+                        .map_err(Error::os(&rec.id, "flush the loop device of"))?;
+                }
+                Ok(Source {
+                    id: rec.id.clone(),
+                    dir: self.volume_dir(&rec.name),
+                    kind: rec.kind,
+                    capacity: rec.capacity_bytes,
+                })
+            }
+        }
+    }
+
+    /// Makes the volume `rec` describes with `src`'s content, durably; the caller commits the
+    /// record. Unlike an empty volume, which recovery may recreate empty if a power cut lost it,
+    /// a restored one must be on disk before its record says it exists: one syncfs of the base
+    /// (`copytree::FsSync`) after the copy, or on btrfs after claiming the snapshot (the ioctl
+    /// commits the content, not the markers and qgroup limit set on it afterwards).
+    pub(super) fn materialize_from(&self, rec: &VolumeRecord, src: &Source) -> Result<()> {
+        let dir = self.volume_dir(&rec.name);
+        let os = |what: &str| Error::os(&rec.id, format!("{what} the volume's directory"));
+        let sync = copytree::FsSync::begin(&self.base).map_err(os("open the filesystem of"))?;
+        let method = self.probed()?.snap_method;
+        tracing::info!(volume = %rec.id, source = %src.id, ?method, "restore: writing content");
+        if method == SnapMethod::Btrfs && is_subvolume(&src.dir) {
+            btrfs::snapshot(&src.dir, &dir, false).map_err(os("snapshot into"))?;
+            // The snapshot carries the source's markers: claim it at once, so a rollback (or
+            // the next start) recognizes it as this create's.
+            if let Err(e) = self.mark(&dir, &rec.id, rec.backend.incarnation.as_deref()) {
+                let _ = btrfs::destroy_subvolume(&dir);
+                return Err(os("mark")(e));
+            }
+            crate::failpoint::hit("restore:after-snapshot");
+            self.make_dir(rec)?;
+        } else {
+            self.make_dir(rec)?;
+            let what = format!("copy the content of {} into it", src.id);
+            copytree::copy_tree(&src.dir, &dir, method.copy_mode())
+                .map_err(Error::os(&rec.id, what))?;
+            // The copy skips our `trusted.ferrovol.*` xattrs, so the markers make_dir set stay;
+            // the root takes the source's owner and mode.
+            crate::failpoint::hit("restore:after-copy");
+        }
+        if rec.kind == AccessKind::Block {
+            self.size_image(rec, rec.capacity_bytes, "size")?;
+        }
+        sync.commit().map_err(os("make durable the content of"))?;
+        crate::failpoint::hit("restore:after-sync");
+        tracing::info!(volume = %rec.id, "restore: content durable");
         Ok(())
     }
 }
