@@ -22,14 +22,11 @@ const LAST_FRAGMENT: u32 = 0x8000_0000;
 /// Largest reply accepted: a READ of 1 MiB plus headers, with margin.
 const MAX_REPLY: usize = 4 << 20;
 
-/// Why one call failed, before the client attaches the server's name.
 #[derive(Debug)]
 pub enum CallError {
-    /// Connect, send or receive failed (refused, reset, closed).
     Io(io::Error),
-    /// The deadline passed.
     Timeout,
-    /// The server answered, but not with a usable reply (denied, program unavailable, garbled).
+    /// The server answered, but not usably (denied, program unavailable, garbled).
     Rpc(String),
 }
 
@@ -42,14 +39,14 @@ impl From<io::Error> for CallError {
     }
 }
 
-/// The time since the epoch (zero before it): stamps, seeds and unique names.
+/// The time since the epoch (zero before it).
 pub fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
 }
 
-/// AUTH_SYS credential body (RFC 5531 appendix A), encoded once per client.
+/// AUTH_SYS credential body (RFC 5531 appendix A).
 pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
     let mut e = Encoder::default();
     e.u32(since_epoch().as_secs() as u32).string("ferrovol");
@@ -61,8 +58,7 @@ pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
 
 pub struct Conn {
     stream: TcpStream,
-    /// The reserved source port bound, `None` for an ephemeral one (for the log line that
-    /// says which kind).
+    /// The reserved source port bound, `None` for an ephemeral one.
     pub reserved: Option<u16>,
 }
 
@@ -86,9 +82,8 @@ fn next_xid() -> u32 {
 }
 
 impl Conn {
-    /// Connects to `addr` before `deadline`. With `try_reserved`, binds a source port below 1024
-    /// first (needed by knfsd `secure` exports); when the process may not (EACCES) or every tried
-    /// port is busy, it connects from an ephemeral port instead.
+    /// Connects to `addr` before `deadline`. With `try_reserved`, from a port below 1024 (knfsd
+    /// `secure` exports), else (not permitted, or every port tried busy) an ephemeral one.
     pub fn connect(
         addr: SocketAddr,
         deadline: Instant,
@@ -143,7 +138,7 @@ impl Conn {
         })
     }
 
-    /// Sends one call and returns the procedure's result bytes (after accept_stat SUCCESS).
+    /// Sends one call and returns the procedure's result bytes.
     pub fn call(
         &mut self,
         prog: u32,

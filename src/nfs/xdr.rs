@@ -1,5 +1,5 @@
 //! XDR (RFC 4506) encoding and decoding: big-endian 4-byte units, opaque data padded to a multiple
-//! of four. Only the shapes NFSv3, MOUNT3 and portmap use are here.
+//! of four. Only the shapes NFSv3, NFSv4.1, MOUNT3 and portmap use are here.
 
 /// Builds one XDR message.
 #[derive(Default)]

@@ -1,29 +1,26 @@
-//! Directory operations of the NFS client: listing page by page, removing trees, filesystem
-//! statistics.
+//! Directory operations: listing page by page, removing trees, filesystem statistics.
 //!
-//! Memory does not grow with what a directory holds: removal and copies work one READDIRPLUS
-//! page at a time (`PAGE_BYTES` of reply of READDIRPLUS, or READDIR over NFSv4.1), and removal keeps only the fileids of the
-//! directories above the one it empties (8 bytes a level), going back up with LOOKUP "..", so a
-//! tree of any depth and width is removed in bounded memory. Only `readdir`, for the driver's
+//! Memory does not grow with what a directory holds: removal and copies work one listing page
+//! at a time (`PAGE_BYTES` of reply), and removal keeps only the fileids of the directories
+//! above the one it empties, going back up with LOOKUP "..". Only `readdir`, for the driver's
 //! own metadata directories, collects a whole listing.
 
 use super::*;
 
-/// Bytes of reply asked for per listing page (and a quarter of it for names and cookies).
+/// Bytes of reply per listing page (and a quarter of it for names and cookies).
 pub(super) const PAGE_BYTES: u32 = CHUNK as u32;
 
 /// One page of a directory listing.
 pub(super) struct Page {
     pub entries: Vec<Entry>,
-    /// Where the next page starts, with the verifier the server gave.
     pub cookie: u64,
     pub verf: [u8; 8],
     pub eof: bool,
 }
 
 impl dyn Proto + '_ {
-    /// The page of directory `dir` after `cookie` (0: from the start) of at most `bytes` of
-    /// reply, `.` and `..` left out, every entry with its handle and attributes.
+    /// The page of `dir` after cookie `at` (0: the start) of at most `bytes` of reply, without
+    /// `.` and `..`, every entry with its handle and attributes.
     pub(super) fn page(
         &self,
         dir: &Fh,
@@ -61,11 +58,10 @@ impl dyn Proto + '_ {
         })
     }
 
-    /// Empties directory `top` (fileid `top_id`), depth first, in bounded memory: each
-    /// directory is listed from its start, its files removed, an empty subdirectory removed and
-    /// a non-empty one entered; an emptied directory is left through LOOKUP "..", whose fileid
-    /// must be the one recorded on the way down (a tree moved while it is removed stops the
-    /// removal rather than lead it outside). Symlinks are removed, never followed.
+    /// Empties directory `top` (fileid `top_id`) depth first: a directory's entries are removed,
+    /// a non-empty subdirectory entered; an emptied directory is left through LOOKUP "..", whose
+    /// fileid must be the one recorded on the way down (a tree moved while it is removed stops
+    /// the removal rather than lead it outside). Symlinks are removed, never followed.
     fn clear(&self, top: &Fh, top_id: u64, path: &str) -> Result<()> {
         let (mut cur, mut cur_id) = (top.clone(), top_id);
         // Fileids of the directories above `cur`, up to `top`.
@@ -112,9 +108,8 @@ impl dyn Proto + '_ {
 }
 
 impl NfsClient {
-    /// Names and attributes of the entries of directory `path` (`""` is the share root),
-    /// without `.` and `..`, in the server's order. Collects the whole listing: for the driver's
-    /// own metadata directories, never for a volume's content.
+    /// Names and attributes of the entries of directory `path`, without `.` and `..`. Collects
+    /// the whole listing: for the driver's own metadata directories, never a volume's content.
     pub fn readdir(&self, path: &str) -> Result<Vec<(String, Attr)>> {
         let comps = components(path)?;
         self.with_session(|s| {
@@ -132,9 +127,9 @@ impl NfsClient {
         })
     }
 
-    /// Removes `path` and everything below it, depth first; a symlink is removed itself, its
-    /// target untouched. `false` when `path` was not there. Each RPC has its own deadline.
-    /// For the driver's own directories; a volume's directory goes with `remove_tree_if`.
+    /// Removes `path` and everything below it (symlinks themselves, never their targets);
+    /// `false` when it was not there. For the driver's own directories; a volume's directory
+    /// goes with `remove_tree_if`.
     pub fn remove_tree(&self, path: &str) -> Result<bool> {
         self.remove_tree_if(path, None).map(|g| g == Guarded::Done)
     }
@@ -164,7 +159,6 @@ impl NfsClient {
         })
     }
 
-    /// Size and free space of the export.
     pub fn fsstat(&self) -> Result<FsStat> {
         self.with_session(|s| s.fsstat())
     }

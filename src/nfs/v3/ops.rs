@@ -31,8 +31,7 @@ fn dirop(dir: &Fh, name: &str) -> Encoder {
 }
 
 impl Share<'_> {
-    /// One NFS call whose result after the status word `dec` decodes; an error status becomes
-    /// `NfsError::Status` naming `path`.
+    /// One NFS call whose result after the status `dec` decodes; an error status names `path`.
     fn decoded<T>(
         &self,
         op: Proc,

@@ -1,6 +1,5 @@
 //! One server's connection state: the ports found through portmap, the share's root handle from
-//! MOUNT, and a small pool of idle NFS connections. Everything is per client, so a dead server
-//! never holds a lock that a call to another server needs. Locks are held only to pop or push a
+//! MOUNT, and a pool of idle NFS connections; all per client, locked only to pop or push a
 //! connection or swap the session, never across network I/O.
 
 use std::net::SocketAddr;
@@ -15,7 +14,7 @@ use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
 use crate::nfs::xdr::{Decoder, Encoder};
 
-/// Where the share lives right now. Replaced whole after a failure or a stale root handle.
+/// Where the share lives, replaced whole after a failure or a stale root handle.
 pub struct Session {
     pub nfs: SocketAddr,
     pub root: Fh,
@@ -83,7 +82,6 @@ impl Transport {
         })
     }
 
-    /// The share as reached over NFSv3, mounted first when it is not yet.
     pub fn share(&self) -> Result<Share<'_>> {
         let s = self.session.get_or(|| self.establish())?;
         Ok(Share { t: self, s })
@@ -96,7 +94,7 @@ impl Transport {
         }
     }
 
-    /// One NFSv3 call. Returns the result bytes, starting with the nfsstat3.
+    /// One NFSv3 call: the result bytes, starting with the nfsstat3.
     pub fn call(&self, session: &Arc<Session>, proc_: proto::Proc, args: &[u8]) -> Result<Vec<u8>> {
         let op = &proc_.name();
         let pooled = self.pool.lock().unwrap().pop();

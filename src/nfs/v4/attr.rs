@@ -28,7 +28,6 @@ pub const SPACE_USED: u32 = 45;
 pub const TIME_MODIFY: u32 = 53;
 pub const TIME_MODIFY_SET: u32 = 54;
 
-/// What `Attr` is made of.
 pub const OBJECT: &[u32] = &[
     TYPE,
     SIZE,
@@ -41,8 +40,7 @@ pub const OBJECT: &[u32] = &[
     SPACE_USED,
     TIME_MODIFY,
 ];
-/// What a READDIR entry carries besides `OBJECT`: its handle, and a per-entry error instead
-/// of failing the whole listing.
+/// What a READDIR entry carries besides `OBJECT` (a per-entry error, not a failed listing).
 pub const ENTRY_EXTRA: &[u32] = &[RDATTR_ERROR, FILEHANDLE];
 pub const SPACE: &[u32] = &[SPACE_AVAIL, SPACE_FREE, SPACE_TOTAL];
 
@@ -83,7 +81,7 @@ fn set_bits(words: &[u32]) -> impl Iterator<Item = u32> + '_ {
     })
 }
 
-/// fattr4 of the settable attributes in `a`: size, mode, owner, group, modification time.
+/// fattr4 of the settable attributes in `a`.
 pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
     let mut bits = Vec::new();
     let mut vals = Encoder::default();
@@ -112,7 +110,6 @@ pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
     e.opaque(vals.bytes());
 }
 
-/// Everything a fattr4 this client asked for may hold.
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub kind: Option<FileType>,
@@ -124,7 +121,7 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    /// The object's attributes; `None` when the server left out its type.
+    /// `None` when the server left out the type.
     pub fn attr(&self) -> Option<Attr> {
         let kind = self.kind?;
         Some(Attr {
@@ -147,7 +144,6 @@ fn owner_id(s: &str) -> u32 {
         .unwrap_or(UNKNOWN_ID)
 }
 
-/// Decodes a fattr4: its bitmap, then the values in bit order.
 pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
     let words = dec_bitmap(d)?;
     let vals = d.opaque(1 << 16)?;

@@ -1,6 +1,5 @@
-//! The client's primitive operations as NFSv4.1 compounds: each names the handles it acts on
-//! with PUTFH (and SAVEFH where it needs two), so one round trip does what NFSv3 does in
-//! one procedure, and a path resolves in one compound of LOOKUPs.
+//! The client's primitive operations as NFSv4.1 compounds, one round trip each as in NFSv3 (a
+//! whole path resolves in one compound of LOOKUPs).
 //!
 //! NFSv4 REMOVE removes files and empty directories alike; where the caller means one kind,
 //! the compound looks the name up and VERIFYs (or NVERIFYs) its type before REMOVE, so the
@@ -29,8 +28,8 @@ pub struct Share<'a> {
 }
 
 impl Transport {
-    /// Runs the compound `build` makes; `decode` reads its results (`Results::ok` over each),
-    /// and a failed operation becomes the error `fail` names.
+    /// Runs the compound `build` makes; `decode` reads its results, and a failed operation
+    /// becomes the error `fail` names.
     pub(super) fn run_with<T>(
         &self,
         build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
@@ -51,7 +50,7 @@ impl Transport {
         }
     }
 
-    /// `run_with`, a failed operation being an error on `path`.
+    /// `run_with`, a failed operation an error on `path`.
     pub(super) fn run<T>(
         &self,
         build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
@@ -71,8 +70,7 @@ impl Transport {
         self.status(&f.op.name(), path, NfsStatus(status), true)
     }
 
-    /// The share's root: PUTROOTFH and a LOOKUP per component of the share's path in the
-    /// server's pseudo-filesystem.
+    /// The share's root in the server's pseudo-filesystem.
     pub(super) fn resolve_root(&self) -> Result<Fh> {
         let comps: Vec<&str> = self.share.split('/').filter(|c| !c.is_empty()).collect();
         let (fh, a) = self.walk_from(None, &comps, |_| self.share.clone())?;
@@ -82,9 +80,9 @@ impl Transport {
         Ok(fh)
     }
 
-    /// Resolves `comps` below `from` (None: the server's root), in as few compounds as the
-    /// session's operation limit allows. A failed LOOKUP names `name_of` the number of
-    /// components up to it, a failed GETFH or GETATTR `name_of` all of them.
+    /// Resolves `comps` below `from` (None: the server's root) in as few compounds as the
+    /// session allows. A failed LOOKUP names `name_of` the components up to it, a failed GETFH
+    /// or GETATTR `name_of` all of them.
     fn walk_from(
         &self,
         from: Option<&Fh>,
@@ -141,7 +139,6 @@ fn object_attr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     a.ok_or_else(|| XdrError("GETATTR without the type".into()))
 }
 
-/// The open stateid of `f`.
 fn sid(f: &File) -> &Stateid {
     f.stateid.as_ref().expect("NFSv4.1 files are opened")
 }
@@ -190,7 +187,6 @@ impl Proto for Share<'_> {
             .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
     }
 
-    /// CREATE of a directory (`target` None) or symlink in `dir`: its handle and attributes.
     fn make(
         &self,
         dir: &Fh,
@@ -249,7 +245,6 @@ impl Proto for Share<'_> {
         Some(self.t.read_whole(fh, count, path))
     }
 
-    /// WRITE of all of `data` at offset 0 and CLOSE, in one compound (a small record).
     fn write_close(&self, f: &File, data: &[u8], stable: u32) -> Option<Result<(u32, u32)>> {
         Some(self.t.run(
             |_, o| {
@@ -274,8 +269,7 @@ impl Proto for Share<'_> {
         )
     }
 
-    /// REMOVE of `name` in `dir`, only when it is (`is_dir`) or is not a directory: NOTDIR
-    /// or ISDIR otherwise.
+    /// REMOVE of `name` only when it is (`is_dir`) or is not a directory: NOTDIR or ISDIR else.
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
         let r = self.t.run(
             |_, o| {
@@ -290,8 +284,8 @@ impl Proto for Share<'_> {
         Ok(r.found()?.is_some())
     }
 
-    /// RENAME, optionally only while `name` in `from` is the object `expect` (VERIFY of its
-    /// handle in the same compound).
+    /// RENAME, given `expect` only while the source is that object (VERIFY of its handle in
+    /// the same compound).
     fn rename(
         &self,
         from: (&Fh, &str),
@@ -317,7 +311,6 @@ impl Proto for Share<'_> {
         )
     }
 
-    /// LINK of `file` as `name` in `dir`.
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
         self.t.run(
             |_, o| o.putfh(file).bare(Op::SAVEFH).putfh(dir).link(name),

@@ -12,8 +12,7 @@ pub const COMPOUND: u32 = 1;
 pub const MINOR: u32 = 1;
 pub const FH_MAX: usize = 128;
 
-/// The operations this client sends (RFC 8881 section 16), named as the protocol names them
-/// (their `Debug` form is the name errors give).
+/// The operations this client sends (RFC 8881 section 16); errors name them by `Debug`.
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -91,7 +90,7 @@ pub fn dec_stateid(d: &mut Decoder<'_>) -> XdrResult<Stateid> {
     Ok(Stateid { seqid, other })
 }
 
-/// Builds the operations of one COMPOUND after its SEQUENCE, counting them.
+/// The operations of one COMPOUND after its SEQUENCE.
 #[derive(Default)]
 pub struct Ops {
     pub e: Encoder,
@@ -100,8 +99,7 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Appends `op`, which takes no arguments (PUTROOTFH, GETFH, SAVEFH, READLINK; LOOKUPP,
-    /// the LOOKUP of `..`).
+    /// Appends `op`, which takes no arguments.
     pub fn bare(&mut self, op: Op) -> &mut Self {
         self.op(op);
         self
@@ -280,8 +278,7 @@ impl<'a> Results<'a> {
         Ok(&mut self.d)
     }
 
-    /// Reads the next `n` results' opcodes and statuses, which carry nothing else; stops at
-    /// the first operation that failed.
+    /// Reads the next `n` results, which carry only a status; stops at the first that failed.
     pub fn ok(&mut self, n: usize) -> Result<(), Stop> {
         for _ in 0..n {
             let want = *self
