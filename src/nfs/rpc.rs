@@ -48,12 +48,8 @@ pub fn since_epoch() -> Duration {
 
 /// AUTH_SYS credential body (RFC 5531 appendix A).
 pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
-    let mut e = Encoder::default();
-    e.u32(since_epoch().as_secs() as u32).string("ferrovol");
-    for word in [uid, gid, 1, gid] {
-        e.u32(word);
-    }
-    e.into_bytes()
+    let stamp = since_epoch().as_secs() as u32;
+    Encoder::of((stamp, "ferrovol", uid, gid, 1u32, gid)).into_bytes()
 }
 
 pub struct Conn {
@@ -149,11 +145,8 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Vec<u8>, CallError> {
         let xid = next_xid();
-        let mut e = Encoder::default();
-        e.u32(0); // record mark, filled in below
-        for word in [xid, MSG_CALL, 2, prog, vers, proc_] {
-            e.u32(word);
-        }
+        // The record mark (0) is filled in below.
+        let mut e = Encoder::of((0u32, xid, MSG_CALL, 2u32, prog, vers, proc_));
         match cred {
             Some(body) => e.u32(AUTH_SYS).opaque(body),
             None => e.u32(AUTH_NONE).opaque(&[]),

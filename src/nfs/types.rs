@@ -37,6 +37,12 @@ pub enum Want {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fh(pub Vec<u8>);
 
+impl crate::nfs::xdr::Xdr for Fh {
+    fn enc(&self, e: &mut crate::nfs::xdr::Encoder) {
+        e.opaque(&self.0);
+    }
+}
+
 impl Fh {
     /// The handle as lowercase hex: how records keep a directory's identity. Unlike a fileid,
     /// a handle is not reused when the object goes (RFC 1813 asks for persistent handles; Linux

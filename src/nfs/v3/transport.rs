@@ -43,8 +43,7 @@ impl Transport {
     }
 
     fn getport(&self, prog: u32, vers: u32, what: &str) -> Result<u16> {
-        let mut e = Encoder::default();
-        e.u32(prog).u32(vers).u32(proto::IPPROTO_TCP).u32(0);
+        let e = Encoder::of((prog, vers, proto::IPPROTO_TCP, 0u32));
         let op = format!("portmap GETPORT {what}");
         let reply = self.call_once(proto::PMAP_PORT, proto::PMAP_GETPORT, e.bytes(), &op)?;
         let port = (Decoder::new(&reply).u32()).map_err(|x| self.map_err(&op, x.into()))?;
@@ -64,8 +63,7 @@ impl Transport {
             Some(p) => p,
             None => self.getport(proto::NFS_PROG, proto::NFS_VERS, "NFS v3")?,
         };
-        let mut e = Encoder::default();
-        e.string(&self.share);
+        let e = Encoder::of(self.share.as_str());
         let reply = self.call_once(mount_port, proto::MOUNT_MNT, e.bytes(), "MOUNT MNT")?;
         // mountres3: status, then on success the root handle (auth flavours ignored).
         let mut d = Decoder::new(&reply);

@@ -53,7 +53,8 @@ impl Transport {
                 let opened = o
                     .putfh(fh)
                     .open(s.clientid, &owner, proto::ACCESS_READ, None, None);
-                opened.read(&cur, 0, count).close(&cur)
+                let read = opened.add(Op::READ, (cur, 0u64, count));
+                read.add(Op::CLOSE, (0u32, cur))
             },
             |r| {
                 let (_, deleg) = proto::dec_open(r.body(2)?)?;
@@ -71,6 +72,10 @@ impl Transport {
 
     fn return_delegation(&self, fh: &Fh, d: &Stateid, path: &str) {
         tracing::debug!(server = %self.server, path, "returning a delegation this client did not ask for");
-        let _ = self.run(|_, o| o.putfh(fh).delegreturn(d), |r| r.ok(2), path);
+        let _ = self.run(
+            |_, o| o.putfh(fh).add(Op::DELEGRETURN, d),
+            |r| r.ok(2),
+            path,
+        );
     }
 }

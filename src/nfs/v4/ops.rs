@@ -104,7 +104,7 @@ impl Transport {
                     for c in part {
                         match *c {
                             ".." => o.bare(Op::LOOKUPP),
-                            c => o.lookup(c),
+                            c => o.add(Op::LOOKUP, c),
                         };
                     }
                     o.bare(Op::GETFH).getattr(attr::OBJECT)
@@ -221,13 +221,16 @@ impl Proto for Share<'_> {
 
     fn close(&self, f: &File) -> Result<()> {
         let path = &f.path;
-        self.t
-            .run(|_, o| o.putfh(&f.fh).close(sid(f)), |r| r.ok(2), path)
+        self.t.run(
+            |_, o| o.putfh(&f.fh).add(Op::CLOSE, (0u32, sid(f))),
+            |r| r.ok(2),
+            path,
+        )
     }
 
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).read(sid(f), off, count),
+            |_, o| o.putfh(&f.fh).add(Op::READ, (sid(f), off, count)),
             |r| Ok(proto::dec_read(r.body(2)?)?),
             &f.path,
         )
@@ -235,7 +238,7 @@ impl Proto for Share<'_> {
 
     fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).write(sid(f), off, stable, data),
+            |_, o| o.putfh(&f.fh).add(Op::WRITE, (sid(f), off, stable, data)),
             |r| Ok(proto::dec_write(r.body(2)?)?),
             &f.path,
         )
@@ -248,8 +251,8 @@ impl Proto for Share<'_> {
     fn write_close(&self, f: &File, data: &[u8], stable: u32) -> Option<Result<(u32, u32)>> {
         Some(self.t.run(
             |_, o| {
-                let written = o.putfh(&f.fh).write(sid(f), 0, stable, data);
-                written.close(sid(f))
+                let written = o.putfh(&f.fh).add(Op::WRITE, (sid(f), 0u64, stable, data));
+                written.add(Op::CLOSE, (0u32, sid(f)))
             },
             |r| {
                 let (n, committed, _) = proto::dec_write(r.body(2)?)?;
@@ -263,7 +266,7 @@ impl Proto for Share<'_> {
     fn commit(&self, f: &File) -> Result<[u8; 8]> {
         let path = &f.path;
         self.t.run(
-            |_, o| o.putfh(&f.fh).commit(),
+            |_, o| o.putfh(&f.fh).add(Op::COMMIT, (0u64, 0u32)),
             |r| Ok(r.body(2)?.verf()?),
             path,
         )
@@ -273,10 +276,10 @@ impl Proto for Share<'_> {
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
         let r = self.t.run(
             |_, o| {
-                let found = o.putfh(dir).lookup(name);
+                let found = o.putfh(dir).add(Op::LOOKUP, name);
                 let dir_type = 2u32.to_be_bytes(); // NF4DIR
                 let checked = found.verify(is_dir, attr::TYPE, &dir_type);
-                checked.putfh(dir).remove(name)
+                checked.putfh(dir).add(Op::REMOVE, name)
             },
             |r| r.ok(5),
             path,
@@ -298,13 +301,14 @@ impl Proto for Share<'_> {
             |_, o| {
                 o.putfh(from.0);
                 if let Some(fh) = expect {
-                    let mut handle = Encoder::default();
-                    handle.opaque(&fh.0);
-                    let found = o.lookup(from.1);
+                    let handle = Encoder::of(fh);
+                    let found = o.add(Op::LOOKUP, from.1);
                     let checked = found.verify(true, attr::FILEHANDLE, handle.bytes());
                     checked.putfh(from.0);
                 }
-                o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1)
+                o.bare(Op::SAVEFH)
+                    .putfh(to.0)
+                    .add(Op::RENAME, (from.1, to.1))
             },
             |r| r.ok(4 + checks),
             path,
@@ -313,7 +317,12 @@ impl Proto for Share<'_> {
 
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
         self.t.run(
-            |_, o| o.putfh(file).bare(Op::SAVEFH).putfh(dir).link(name),
+            |_, o| {
+                o.putfh(file)
+                    .bare(Op::SAVEFH)
+                    .putfh(dir)
+                    .add(Op::LINK, name)
+            },
             |r| r.ok(4),
             path,
         )

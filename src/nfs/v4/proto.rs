@@ -4,7 +4,7 @@
 use super::attr;
 use crate::nfs::client::Listing;
 use crate::nfs::types::{CreateHow, DirEntry, Fh, FullAttr, NAME_MAX};
-use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
+use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrError, XdrResult};
 
 pub const NFS_PROG: u32 = 100003;
 pub const NFS_V4: u32 = 4;
@@ -80,8 +80,10 @@ impl Stateid {
     };
 }
 
-pub fn enc_stateid(e: &mut Encoder, s: &Stateid) {
-    e.u32(s.seqid).fixed(&s.other);
+impl Xdr for Stateid {
+    fn enc(&self, e: &mut Encoder) {
+        e.u32(self.seqid).fixed(&self.other);
+    }
 }
 
 pub fn dec_stateid(d: &mut Decoder<'_>) -> XdrResult<Stateid> {
@@ -101,8 +103,7 @@ pub struct Ops {
 impl Ops {
     /// Appends `op`, which takes no arguments.
     pub fn bare(&mut self, op: Op) -> &mut Self {
-        self.op(op);
-        self
+        self.add(op, ())
     }
 
     /// Appends `op`; its arguments go into the encoder it returns.
@@ -111,14 +112,14 @@ impl Ops {
         self.e.u32(op as u32)
     }
 
-    pub fn putfh(&mut self, fh: &Fh) -> &mut Self {
-        self.op(Op::PUTFH).opaque(&fh.0);
+    /// Appends `op` with its arguments.
+    pub fn add(&mut self, op: Op, args: impl Xdr) -> &mut Self {
+        self.op(op).put(args);
         self
     }
 
-    pub fn lookup(&mut self, name: &str) -> &mut Self {
-        self.op(Op::LOOKUP).string(name);
-        self
+    pub fn putfh(&mut self, fh: &Fh) -> &mut Self {
+        self.add(Op::PUTFH, fh)
     }
 
     /// VERIFY (`same`) or NVERIFY that the current object's attribute `bit` has the encoded
@@ -159,8 +160,7 @@ impl Ops {
         how: Option<CreateHow>,
     ) -> &mut Self {
         let e = self.op(Op::OPEN);
-        e.u32(0).u32(access | WANT_NO_DELEG).u32(0);
-        e.u64(clientid).opaque(owner);
+        e.put((0u32, access | WANT_NO_DELEG, 0u32, clientid, owner));
         match how {
             None => e.u32(0),
             Some(CreateHow::Guarded(mode)) => {
@@ -177,65 +177,14 @@ impl Ops {
         self
     }
 
-    pub fn close(&mut self, s: &Stateid) -> &mut Self {
-        self.op(Op::CLOSE).u32(0);
-        enc_stateid(&mut self.e, s);
-        self
-    }
-
-    pub fn delegreturn(&mut self, s: &Stateid) -> &mut Self {
-        self.op(Op::DELEGRETURN);
-        enc_stateid(&mut self.e, s);
-        self
-    }
-
-    pub fn read(&mut self, s: &Stateid, off: u64, count: u32) -> &mut Self {
-        self.op(Op::READ);
-        enc_stateid(&mut self.e, s);
-        self.e.u64(off).u32(count);
-        self
-    }
-
-    pub fn write(&mut self, s: &Stateid, off: u64, stable: u32, data: &[u8]) -> &mut Self {
-        self.op(Op::WRITE);
-        enc_stateid(&mut self.e, s);
-        self.e.u64(off).u32(stable).opaque(data);
-        self
-    }
-
-    pub fn commit(&mut self) -> &mut Self {
-        self.op(Op::COMMIT).u64(0).u32(0);
-        self
-    }
-
-    pub fn remove(&mut self, name: &str) -> &mut Self {
-        self.op(Op::REMOVE).string(name);
-        self
-    }
-
-    /// RENAME from the saved directory to the current one.
-    pub fn rename(&mut self, from: &str, to: &str) -> &mut Self {
-        self.op(Op::RENAME).string(from).string(to);
-        self
-    }
-
-    /// LINK of the saved file as `name` in the current directory.
-    pub fn link(&mut self, name: &str) -> &mut Self {
-        self.op(Op::LINK).string(name);
-        self
-    }
-
     pub fn readdir(&mut self, cookie: u64, verf: [u8; 8], bytes: u32) -> &mut Self {
-        self.op(Op::READDIR).u64(cookie).fixed(&verf);
-        self.e.u32(bytes / 4).u32(bytes);
+        self.op(Op::READDIR).put((cookie, verf, bytes / 4, bytes));
         attr::enc_bitmap(&mut self.e, &[attr::OBJECT, attr::ENTRY_EXTRA].concat());
         self
     }
 
     pub fn setattr(&mut self, s: &Stateid, a: &FullAttr) -> &mut Self {
-        self.op(Op::SETATTR);
-        enc_stateid(&mut self.e, s);
-        attr::enc_fattr(&mut self.e, a);
+        attr::enc_fattr(self.op(Op::SETATTR).put(s), a);
         self
     }
 }

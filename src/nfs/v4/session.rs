@@ -145,8 +145,7 @@ pub fn header(e: &mut Encoder, n: usize) {
 
 /// SEQUENCE4args for `t` on session `id`; the server caches no replies (cachethis false).
 pub fn enc_sequence(e: &mut Encoder, id: &[u8; 16], t: &Taken) {
-    e.u32(Op::SEQUENCE as u32).fixed(id);
-    e.u32(t.seq).u32(t.slot).u32(t.highest).bool(false);
+    e.put((Op::SEQUENCE as u32, id, t.seq, t.slot, t.highest, false));
 }
 
 /// Reads a COMPOUND4res header and its first result's opcode, which must be `op`: that
@@ -166,8 +165,8 @@ pub fn dec_first(d: &mut Decoder<'_>, op: Op) -> XdrResult<u32> {
 
 /// EXCHANGE_ID4args: our owner, no pNFS, no state protection, no implementation id.
 pub fn enc_exchange_id(e: &mut Encoder, o: &Owner) {
-    e.fixed(&o.verifier).opaque(&o.id);
-    e.u32(EXCHGID4_FLAG_USE_NON_PNFS).u32(0).u32(0);
+    let flags = EXCHGID4_FLAG_USE_NON_PNFS;
+    e.put((o.verifier, o.id.as_slice(), flags, 0u32, 0u32));
 }
 
 /// EXCHANGE_ID4resok: the client id and the sequence id CREATE_SESSION must use.
@@ -185,9 +184,7 @@ pub fn dec_exchange_id(d: &mut Decoder<'_>) -> XdrResult<(u64, u32)> {
 
 /// channel_attrs4: no header padding, `max` bytes each way, no RDMA.
 fn enc_channel(e: &mut Encoder, max: u32, cached: u32, ops: u32, reqs: u32) {
-    for word in [0, max, max, cached, ops, reqs, 0] {
-        e.u32(word);
-    }
+    e.put((0u32, max, max, cached, ops, reqs, 0u32));
 }
 
 /// CREATE_SESSION4args: no persistence, no back channel (no delegations, so no callbacks),

@@ -180,8 +180,7 @@ impl Transport {
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
         let mut o = Ops::default();
-        let bind = o.op(Op::BIND_CONN_TO_SESSION).fixed(&s.id);
-        bind.u32(1).bool(false); // CDFC4_FORE, not RDMA
+        o.add(Op::BIND_CONN_TO_SESSION, (s.id, 1u32, false)); // CDFC4_FORE, not RDMA
         self.lone(&mut conn, &o, deadline, |_| Ok(()))?;
         Ok(Pooled { conn, bound: s.id })
     }
