@@ -72,10 +72,6 @@ impl Transport {
 
     fn return_delegation(&self, fh: &Fh, d: &Stateid, path: &str) {
         tracing::debug!(server = %self.server, path, "returning a delegation this client did not ask for");
-        let _ = self.run(
-            |_, o| o.putfh(fh).add(Op::DELEGRETURN, d),
-            |r| r.ok(2),
-            path,
-        );
+        let _ = self.exec(path, |_, o| o.putfh(fh).add(Op::DELEGRETURN, d));
     }
 }

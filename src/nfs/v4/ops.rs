@@ -15,7 +15,7 @@ use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr};
-use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
+use crate::nfs::xdr::{Decoder, XdrError, XdrResult};
 
 const NOT_SAME: u32 = 10027;
 const SAME: u32 = 10009;
@@ -58,6 +58,15 @@ impl Transport {
         path: &str,
     ) -> Result<T> {
         self.run_with(build, decode, |f| self.failed(f, path))
+    }
+
+    /// `run` of a compound whose results carry only statuses.
+    pub(super) fn exec(
+        &self,
+        path: &str,
+        build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
+    ) -> Result<()> {
+        self.run(build, |r| r.rest(), path)
     }
 
     /// The error of operation `f` that failed on `path`, VERIFY's and LOOKUP's in NFSv3's terms.
@@ -183,8 +192,7 @@ impl Proto for Share<'_> {
 
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
         let anonymous = Stateid::ANONYMOUS;
-        self.t
-            .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
+        self.t.exec(path, |_, o| o.putfh(fh).setattr(&anonymous, a))
     }
 
     fn make(
@@ -220,12 +228,9 @@ impl Proto for Share<'_> {
     }
 
     fn close(&self, f: &File) -> Result<()> {
-        let path = &f.path;
-        self.t.run(
-            |_, o| o.putfh(&f.fh).add(Op::CLOSE, (0u32, sid(f))),
-            |r| r.ok(2),
-            path,
-        )
+        self.t.exec(&f.path, |_, o| {
+            o.putfh(&f.fh).add(Op::CLOSE, (0u32, sid(f)))
+        })
     }
 
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
@@ -274,16 +279,11 @@ impl Proto for Share<'_> {
 
     /// REMOVE of `name` only when it is (`is_dir`) or is not a directory: NOTDIR or ISDIR else.
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
-        let r = self.t.run(
-            |_, o| {
-                let found = o.putfh(dir).add(Op::LOOKUP, name);
-                let dir_type = 2u32.to_be_bytes(); // NF4DIR
-                let checked = found.verify(is_dir, attr::TYPE, &dir_type);
-                checked.putfh(dir).add(Op::REMOVE, name)
-            },
-            |r| r.ok(5),
-            path,
-        );
+        let r = self.t.exec(path, |_, o| {
+            let found = o.putfh(dir).add(Op::LOOKUP, name);
+            let checked = found.verify(is_dir, attr::TYPE, 2u32); // NF4DIR
+            checked.putfh(dir).add(Op::REMOVE, name)
+        });
         Ok(r.found()?.is_some())
     }
 
@@ -296,36 +296,22 @@ impl Proto for Share<'_> {
         expect: Option<&Fh>,
         path: &str,
     ) -> Result<()> {
-        let checks = if expect.is_some() { 3 } else { 0 };
-        self.t.run(
-            |_, o| {
-                o.putfh(from.0);
-                if let Some(fh) = expect {
-                    let handle = Encoder::of(fh);
-                    let found = o.add(Op::LOOKUP, from.1);
-                    let checked = found.verify(true, attr::FILEHANDLE, handle.bytes());
-                    checked.putfh(from.0);
-                }
-                o.bare(Op::SAVEFH)
-                    .putfh(to.0)
-                    .add(Op::RENAME, (from.1, to.1))
-            },
-            |r| r.ok(4 + checks),
-            path,
-        )
+        self.t.exec(path, |_, o| {
+            o.putfh(from.0);
+            if let Some(fh) = expect {
+                let found = o.add(Op::LOOKUP, from.1);
+                found.verify(true, attr::FILEHANDLE, fh).putfh(from.0);
+            }
+            let saved = o.bare(Op::SAVEFH).putfh(to.0);
+            saved.add(Op::RENAME, (from.1, to.1))
+        })
     }
 
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
-        self.t.run(
-            |_, o| {
-                o.putfh(file)
-                    .bare(Op::SAVEFH)
-                    .putfh(dir)
-                    .add(Op::LINK, name)
-            },
-            |r| r.ok(4),
-            path,
-        )
+        self.t.exec(path, |_, o| {
+            let saved = o.putfh(file).bare(Op::SAVEFH);
+            saved.putfh(dir).add(Op::LINK, name)
+        })
     }
 
     fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {

@@ -122,12 +122,12 @@ impl Ops {
         self.add(Op::PUTFH, fh)
     }
 
-    /// VERIFY (`same`) or NVERIFY that the current object's attribute `bit` has the encoded
-    /// `value`: the compound stops there otherwise (NOT_SAME, SAME).
-    pub fn verify(&mut self, same: bool, bit: u32, value: &[u8]) -> &mut Self {
+    /// VERIFY (`same`) or NVERIFY that the current object's attribute `bit` is `value`: the
+    /// compound stops there otherwise (NOT_SAME, SAME).
+    pub fn verify(&mut self, same: bool, bit: u32, value: impl Xdr) -> &mut Self {
         self.op(if same { Op::VERIFY } else { Op::NVERIFY });
         attr::enc_bitmap(&mut self.e, &[bit]);
-        self.e.opaque(value);
+        self.e.opaque(Encoder::of(value).bytes());
         self
     }
 
@@ -161,14 +161,13 @@ impl Ops {
     ) -> &mut Self {
         let e = self.op(Op::OPEN);
         e.put((0u32, access | WANT_NO_DELEG, 0u32, clientid, owner));
+        // OPEN4_CREATE with GUARDED4 or EXCLUSIVE4.
         match how {
-            None => e.u32(0),
+            None => _ = e.u32(0),
             Some(CreateHow::Guarded(mode)) => {
-                e.u32(1).u32(1); // OPEN4_CREATE, GUARDED4
-                attr::enc_fattr(e, &FullAttr::mode(mode));
-                e
+                attr::enc_fattr(e.put((1u32, 1u32)), &FullAttr::mode(mode))
             }
-            Some(CreateHow::Exclusive(verf)) => e.u32(1).u32(2).fixed(&verf), // EXCLUSIVE4
+            Some(CreateHow::Exclusive(verf)) => _ = e.put((1u32, 2u32, verf)),
         };
         match name {
             Some(n) => self.e.u32(0).string(n), // CLAIM_NULL
@@ -225,6 +224,11 @@ impl<'a> Results<'a> {
     pub fn body(&mut self, n: usize) -> Result<&mut Decoder<'a>, Stop> {
         self.ok(n)?;
         Ok(&mut self.d)
+    }
+
+    /// All the remaining results, which carry only a status; stops at the first that failed.
+    pub fn rest(&mut self) -> Result<(), Stop> {
+        self.ok(self.ops.len() - self.next)
     }
 
     /// Reads the next `n` results, which carry only a status; stops at the first that failed.
