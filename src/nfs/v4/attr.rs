@@ -83,31 +83,28 @@ fn set_bits(words: &[u32]) -> impl Iterator<Item = u32> + '_ {
 
 /// fattr4 of the settable attributes in `a`.
 pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
-    let mut bits = Vec::new();
-    let mut vals = Encoder::default();
-    if let Some(n) = a.size {
-        bits.push(SIZE);
-        vals.u64(n);
-    }
-    if let Some(m) = a.mode {
-        bits.push(MODE);
-        vals.u32(m & 0o7777);
-    }
-    if let Some(u) = a.uid {
-        bits.push(OWNER);
-        vals.string(&u.to_string());
-    }
-    if let Some(g) = a.gid {
-        bits.push(OWNER_GROUP);
-        vals.string(&g.to_string());
-    }
-    if let Some((sec, nsec)) = a.mtime {
-        bits.push(TIME_MODIFY_SET);
-        // SET_TO_CLIENT_TIME4, nfstime4 (int64 seconds, uint32 nanoseconds).
-        vals.u32(1).u64(u64::from(sec)).u32(nsec);
-    }
+    let owner = |id: Option<u32>| id.map(|n| Encoder::of(n.to_string().as_str()));
+    // SET_TO_CLIENT_TIME4, nfstime4 (int64 seconds, uint32 nanoseconds).
+    let mtime = a
+        .mtime
+        .map(|(sec, nsec)| Encoder::of((1u32, u64::from(sec), nsec)));
+    let fields = [
+        (SIZE, a.size.map(Encoder::of)),
+        (MODE, a.mode.map(|m| Encoder::of(m & 0o7777))),
+        (OWNER, owner(a.uid)),
+        (OWNER_GROUP, owner(a.gid)),
+        (TIME_MODIFY_SET, mtime),
+    ];
+    let set = fields.into_iter().filter_map(|(bit, v)| Some((bit, v?)));
+    let (bits, vals): (Vec<u32>, Vec<Encoder>) = set.unzip();
     enc_bitmap(e, &bits);
-    e.opaque(vals.bytes());
+    e.opaque(
+        &vals
+            .iter()
+            .flat_map(|v| v.bytes())
+            .copied()
+            .collect::<Vec<u8>>(),
+    );
 }
 
 #[derive(Debug, Default)]
