@@ -121,9 +121,8 @@ impl dyn Proto + '_ {
             let chunk = &data[off..data.len().min(off + CHUNK)];
             let (count, committed, _) = self.write(f, off as u64, FILE_SYNC, chunk)?;
             if count == 0 {
-                return Err(self
-                    .ep()
-                    .protocol("WRITE", format!("server wrote 0 bytes of {:?}", f.path)));
+                let why = format!("server wrote 0 bytes of {:?}", f.path);
+                return Err(self.ep().protocol("WRITE", why));
             }
             synced &= committed == FILE_SYNC;
             off += count as usize;

@@ -187,10 +187,6 @@ impl<T> Cached<T> {
     /// Forgets `stale` unless it was replaced already; true when it was forgotten.
     pub fn forget(&self, stale: &Arc<T>) -> bool {
         let mut cur = self.0.lock().unwrap();
-        let is = cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale));
-        if is {
-            *cur = None;
-        }
-        is
+        cur.take_if(|c| Arc::ptr_eq(c, stale)).is_some()
     }
 }

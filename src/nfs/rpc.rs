@@ -91,21 +91,13 @@ impl Conn {
             for i in 0..32u16 {
                 let port = 512 + (start + i * 37) % 512;
                 match Self::connect_from(addr, Some(port), deadline) {
-                    Ok(c) => return Ok(c),
-                    Err(CallError::Io(e))
-                        if e.kind() == io::ErrorKind::PermissionDenied
-                            || e.raw_os_error() == Some(libc::EACCES)
-                            || e.raw_os_error() == Some(libc::EPERM) =>
-                    {
-                        break
-                    }
-                    Err(CallError::Io(e))
-                        if e.raw_os_error() == Some(libc::EADDRINUSE)
-                            || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
-                    {
-                        continue
-                    }
-                    Err(e) => return Err(e),
+                    Err(CallError::Io(e)) => match e.raw_os_error() {
+                        Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL) => continue,
+                        Some(libc::EACCES | libc::EPERM) => break,
+                        _ if e.kind() == io::ErrorKind::PermissionDenied => break,
+                        _ => return Err(CallError::Io(e)),
+                    },
+                    r => return r,
                 }
             }
         }

@@ -326,10 +326,8 @@ impl<'a> Copier<'a> {
                     let at = off + done as u64;
                     let (n, _, v) = self.s.write(dst, at, UNSTABLE, part)?;
                     if n == 0 {
-                        return Err(self
-                            .s
-                            .ep()
-                            .protocol("WRITE", format!("server wrote 0 bytes of {to:?}")));
+                        let why = format!("server wrote 0 bytes of {to:?}");
+                        return Err(self.s.ep().protocol("WRITE", why));
                     }
                     self.same_verifier(&mut verf, v, to)?;
                     done += n as usize;
@@ -381,10 +379,8 @@ impl<'a> Copier<'a> {
     /// copy another owner.
     fn numeric_owner(&self, a: &Attr, path: &str) -> Result<()> {
         if a.uid == UNKNOWN_ID || a.gid == UNKNOWN_ID {
-            return Err(self
-                .s
-                .ep()
-                .protocol("copy", format!("{path:?}: {}", v4::attr::NAMED_OWNERS)));
+            let why = format!("{path:?}: {}", v4::attr::NAMED_OWNERS);
+            return Err(self.s.ep().protocol("copy", why));
         }
         Ok(())
     }
@@ -398,7 +394,6 @@ impl<'a> Copier<'a> {
         // A change of owner clears setuid/setgid (the server's chown does, as the kernel's
         // does), and servers apply mode before owner: give such a mode in a second SETATTR.
         if a.mode.is_some_and(|m| m & 0o6000 != 0) && (a.uid.is_some() || a.gid.is_some()) {
-            let (mode, mtime) = (a.mode, a.mtime);
             let owner = FullAttr {
                 mode: None,
                 mtime: None,
@@ -406,8 +401,8 @@ impl<'a> Copier<'a> {
             };
             self.s.setattr(fh, &owner, path)?;
             let then = FullAttr {
-                mode,
-                mtime,
+                mode: a.mode,
+                mtime: a.mtime,
                 ..Default::default()
             };
             return self.s.setattr(fh, &then, path);

@@ -28,9 +28,8 @@ impl dyn Proto + '_ {
         at: (u64, [u8; 8]),
         bytes: u32,
     ) -> Result<Page> {
-        let cookie = at.0;
         let (raw, verf, eof) = self.readdir(dir, at, bytes, path)?;
-        let mut next = cookie;
+        let mut next = at.0;
         let mut entries = Vec::with_capacity(raw.len());
         for ent in raw {
             next = ent.cookie;
@@ -49,7 +48,7 @@ impl dyn Proto + '_ {
             });
         }
         // A page that moved nothing forward ends the listing rather than loop.
-        let eof = eof || next == cookie;
+        let eof = eof || next == at.0;
         Ok(Page {
             entries,
             cookie: next,

@@ -55,14 +55,10 @@ impl Transport {
     }
 
     fn establish(&self) -> Result<Session> {
-        let mount_port = match self.opts.mount_port {
-            Some(p) => p,
-            None => self.getport(proto::MOUNT_PROG, proto::MOUNT_VERS, "MOUNT v3")?,
-        };
-        let nfs_port = match self.opts.nfs_port {
-            Some(p) => p,
-            None => self.getport(proto::NFS_PROG, proto::NFS_VERS, "NFS v3")?,
-        };
+        let mount = || self.getport(proto::MOUNT_PROG, proto::MOUNT_VERS, "MOUNT v3");
+        let mount_port = self.opts.mount_port.map_or_else(mount, Ok)?;
+        let nfs = || self.getport(proto::NFS_PROG, proto::NFS_VERS, "NFS v3");
+        let nfs_port = self.opts.nfs_port.map_or_else(nfs, Ok)?;
         let e = Encoder::of(self.share.as_str());
         let reply = self.call_once(mount_port, proto::MOUNT_MNT, e.bytes(), "MOUNT MNT")?;
         // mountres3: status, then on success the root handle (auth flavours ignored).
