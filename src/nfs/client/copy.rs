@@ -106,8 +106,8 @@ struct Level {
     dst: Fh,
     /// Given to the copy after its children (`None`: the top, which the caller sets).
     attr: Option<Attr>,
-    cookie: u64,
-    verf: [u8; 8],
+    /// The listing's cookie and verifier.
+    at: (u64, [u8; 8]),
     /// Lengths of the paths of the level above, to cut back to when done.
     parent_lens: (usize, usize),
 }
@@ -148,8 +148,7 @@ impl<'a> Copier<'a> {
             src,
             dst,
             attr: None,
-            cookie: 0,
-            verf: [0; 8],
+            at: (0, [0; 8]),
             parent_lens: (from.len(), to.len()),
         }];
         while let Some(top) = stack.last_mut() {
@@ -168,8 +167,7 @@ impl<'a> Copier<'a> {
                         src: ent.fh,
                         dst: fh,
                         attr: Some(ent.attr),
-                        cookie: 0,
-                        verf: [0; 8],
+                        at: (0, [0; 8]),
                         parent_lens: lens,
                     });
                 }
@@ -191,26 +189,23 @@ impl<'a> Copier<'a> {
     /// The next subdirectory of `level` after its cookie, which then points past it.
     fn next_subdir(&self, level: &mut Level, from: &str) -> Result<Option<Entry>> {
         loop {
-            let page = self
-                .s
-                .page(&level.src, from, (level.cookie, level.verf), DIR_PAGE_BYTES)?;
-            level.verf = page.verf;
+            let page = self.s.page(&level.src, from, level.at, DIR_PAGE_BYTES)?;
             if let Some(ent) = page.entries.into_iter().find(|e| e.attr.is_dir()) {
-                level.cookie = ent.cookie;
+                level.at = (ent.cookie, page.next.1);
                 return Ok(Some(ent));
             }
             if page.eof {
                 return Ok(None);
             }
-            level.cookie = page.cookie;
+            level.at = page.next;
         }
     }
 
     /// Copies what directory `src` holds besides subdirectories into `dst`.
     fn entries(&mut self, src: &Fh, dst: &Fh, from: &str, to: &str) -> Result<()> {
-        let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+        let mut at = (0, [0; 8]);
         loop {
-            let page = self.s.page(src, from, (cookie, verf), PAGE_BYTES)?;
+            let page = self.s.page(src, from, at, PAGE_BYTES)?;
             // Files with one link go in parallel; a file with several goes alone, so the first
             // of its names is copied before the others become LINKs to it.
             let (single, rest): (Vec<&Entry>, Vec<&Entry>) = page
@@ -236,7 +231,7 @@ impl<'a> Copier<'a> {
             if page.eof {
                 return Ok(());
             }
-            (cookie, verf) = (page.cookie, page.verf);
+            at = page.next;
         }
     }
 
@@ -322,9 +317,8 @@ impl<'a> Copier<'a> {
             if data.iter().any(|&b| b != 0) {
                 let mut done = 0usize;
                 while done < data.len() {
-                    let part = &data[done..];
                     let at = off + done as u64;
-                    let (n, _, v) = self.s.write(dst, at, UNSTABLE, part)?;
+                    let (n, _, v) = self.s.write(dst, at, UNSTABLE, &data[done..])?;
                     if n == 0 {
                         let why = format!("server wrote 0 bytes of {to:?}");
                         return Err(self.s.ep().protocol("WRITE", why));

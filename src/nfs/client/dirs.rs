@@ -13,8 +13,8 @@ pub(super) const PAGE_BYTES: u32 = CHUNK as u32;
 /// One page of a directory listing.
 pub(super) struct Page {
     pub entries: Vec<Entry>,
-    pub cookie: u64,
-    pub verf: [u8; 8],
+    /// Where the next page starts: cookie and verifier.
+    pub next: (u64, [u8; 8]),
     pub eof: bool,
 }
 
@@ -51,8 +51,7 @@ impl dyn Proto + '_ {
         let eof = eof || next == at.0;
         Ok(Page {
             entries,
-            cookie: next,
-            verf,
+            next: (next, verf),
             eof,
         })
     }
@@ -66,9 +65,9 @@ impl dyn Proto + '_ {
         // Fileids of the directories above `cur`, up to `top`.
         let mut above: Vec<u64> = Vec::new();
         'dirs: loop {
-            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+            let mut at = (0, [0; 8]);
             loop {
-                let page = self.page(&cur, path, (cookie, verf), PAGE_BYTES)?;
+                let page = self.page(&cur, path, at, PAGE_BYTES)?;
                 let removed = !page.entries.is_empty();
                 for ent in page.entries {
                     let is_dir = ent.attr.is_dir();
@@ -86,11 +85,7 @@ impl dyn Proto + '_ {
                     break;
                 }
                 // Removing entries may move the others: list again from the start.
-                (cookie, verf) = if removed {
-                    (0, [0u8; 8])
-                } else {
-                    (page.cookie, page.verf)
-                };
+                at = if removed { (0, [0; 8]) } else { page.next };
             }
             let Some(parent_id) = above.pop() else {
                 return Ok(());
@@ -114,14 +109,14 @@ impl NfsClient {
         self.with_session(|s| {
             let dir = s.walk_dir(&comps, path)?;
             let mut out = Vec::new();
-            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+            let mut at = (0, [0; 8]);
             loop {
-                let page = s.page(&dir, path, (cookie, verf), PAGE_BYTES)?;
+                let page = s.page(&dir, path, at, PAGE_BYTES)?;
                 out.extend(page.entries.into_iter().map(|e| (e.name, e.attr)));
                 if page.eof {
                     return Ok(out);
                 }
-                (cookie, verf) = (page.cookie, page.verf);
+                at = page.next;
             }
         })
     }
