@@ -243,10 +243,7 @@ impl NfsClient {
             gid: attr.gid,
             ..FullAttr::default()
         };
-        self.with_session(|s| {
-            let (fh, _) = s.walk(&comps)?;
-            s.setattr(&fh, &a, path)
-        })
+        self.with_session(|s| s.setattr(&s.walk(&comps)?.0, &a, path))
     }
 
     /// Replaces `path` with `data` atomically (a temporary file in the same directory written
@@ -258,11 +255,8 @@ impl NfsClient {
         self.with_session(|s| {
             let dir = s.parent_dir(&parent)?;
             let nanos = since_epoch().subsec_nanos();
-            let tmp = format!(
-                ".ferrovol-tmp-{}-{}-{nanos:x}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            );
+            let (pid, seq) = (std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+            let tmp = format!(".ferrovol-tmp-{pid}-{seq}-{nanos:x}");
             let tmp_path = dirs::join(&parent_path, &tmp);
             let f = s.create(&dir, &tmp, CreateHow::Guarded(0o644), &tmp_path)?;
             let result = s

@@ -141,10 +141,9 @@ impl<'a> Decoder<'a> {
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
             .ok_or_else(|| {
+                let (pos, len) = (self.pos, self.buf.len());
                 XdrError(format!(
-                    "wanted {n} bytes at offset {}, message has {}",
-                    self.pos,
-                    self.buf.len()
+                    "wanted {n} bytes at offset {pos}, message has {len}"
                 ))
             })?;
         let s = &self.buf[self.pos..end];

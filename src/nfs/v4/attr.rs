@@ -168,9 +168,8 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
                 out.a.mtime_nsec = v.u32()?;
             }
             other => {
-                return Err(XdrError(format!(
-                    "attribute {other}, which this client did not ask for"
-                )))
+                let why = format!("attribute {other}, which this client did not ask for");
+                return Err(XdrError(why));
             }
         }
     }

@@ -103,10 +103,9 @@ impl Transport {
         let mut done = 0;
         loop {
             let part = &comps[done..(done + max).min(comps.len())];
-            let start = cur.clone();
             let res = self.run_with(
                 |_, o| {
-                    match &start {
+                    match &cur {
                         Some(fh) => o.putfh(fh),
                         None => o.bare(Op::PUTROOTFH),
                     };

@@ -234,10 +234,8 @@ impl<'a> Results<'a> {
     /// Reads the next `n` results, which carry only a status; stops at the first that failed.
     pub fn ok(&mut self, n: usize) -> Result<(), Stop> {
         for _ in 0..n {
-            let want = *self
-                .ops
-                .get(self.next)
-                .ok_or_else(|| XdrError("more results than operations".into()))?;
+            let more = || XdrError("more results than operations".into());
+            let want = *self.ops.get(self.next).ok_or_else(more)?;
             let op = self.d.u32()?;
             if op != want as u32 {
                 return Err(

@@ -44,14 +44,11 @@ impl Owner {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let id = format!(
-            "ferrovol/{host}/{}/{n}/{:x}/{server}",
-            std::process::id(),
-            now.as_nanos()
-        );
+        let (pid, nanos) = (std::process::id(), now.as_nanos());
+        let id = format!("ferrovol/{host}/{pid}/{n}/{nanos:x}/{server}");
         Owner {
             id: id.into_bytes(),
-            verifier: (now.as_nanos() as u64 ^ n).to_be_bytes(),
+            verifier: (nanos as u64 ^ n).to_be_bytes(),
             open_owner: format!("ferrovol-open-{n}").into_bytes(),
         }
     }

@@ -126,11 +126,9 @@ impl Transport {
         let mut ops = Ops::default();
         ops.op(Op::RECLAIM_COMPLETE).bool(false);
         match self.send(&s, &ops, deadline) {
-            Ok(_) => {}
-            Err(e) if e.is_status(NfsStatus::COMPLETE_ALREADY) => {}
-            Err(e) => return Err(e),
+            Err(e) if !e.is_status(NfsStatus::COMPLETE_ALREADY) => Err(e),
+            _ => Ok(s),
         }
-        Ok(s)
     }
 
     pub fn session(&self) -> Result<Arc<Session>> {
