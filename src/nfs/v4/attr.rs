@@ -46,23 +46,19 @@ pub const SPACE: &[u32] = &[SPACE_AVAIL, SPACE_FREE, SPACE_TOTAL];
 
 /// A bitmap4 of `bits`.
 pub fn bitmap(bits: &[u32]) -> Vec<u32> {
-    let mut words = Vec::new();
-    for &b in bits {
-        let w = (b / 32) as usize;
-        if words.len() <= w {
-            words.resize(w + 1, 0);
-        }
-        words[w] |= 1 << (b % 32);
-    }
-    words
+    let words = bits.iter().map(|b| b / 32 + 1).max().unwrap_or(0);
+    let word = |w| {
+        bits.iter()
+            .filter(|&&b| b / 32 == w)
+            .fold(0, |acc, b| acc | 1 << (b % 32))
+    };
+    (0..words).map(word).collect()
 }
 
 pub fn enc_bitmap(e: &mut Encoder, bits: &[u32]) {
     let words = bitmap(bits);
     e.u32(words.len() as u32);
-    for w in words {
-        e.u32(w);
-    }
+    words.into_iter().for_each(|w| _ = e.u32(w));
 }
 
 pub fn dec_bitmap(d: &mut Decoder<'_>) -> XdrResult<Vec<u32>> {
