@@ -36,12 +36,11 @@
 //!
 //! Behaviour:
 //! - Deadlines: every RPC exchange (connect, send, receive) is bounded by
-//!   `ClientOptions::timeout` (default 5 s). A call fails at its first failed exchange, so a dead
-//!   server costs one deadline per call: `DeadlineExceeded` when it does not answer,
-//!   `Unavailable` when it refuses or resets, or when portmap has no mapping. NFS4ERR_GRACE and
-//!   NFS4ERR_DELAY are retried with short pauses within the same deadline, then `Unavailable`:
-//!   a call never waits out a server's grace period. Name resolution uses the system resolver
-//!   and is not bounded (use addresses where that matters).
+//!   `ClientOptions::timeout` (default 5 s), and a call fails at its first failed exchange: a
+//!   dead server costs one deadline per call (`DeadlineExceeded`; `Unavailable` when it refuses
+//!   or resets, or portmap has no mapping). NFS4ERR_GRACE and NFS4ERR_DELAY are retried within
+//!   the same deadline, then `Unavailable`: a call never waits out a server's grace period.
+//!   Name resolution uses the system resolver, unbounded (use addresses where that matters).
 //! - Connections: each client pools its own idle connections (no lock is held across network
 //!   I/O, except that concurrent callers wait for one NFSv4.1 session establishment; nothing is
 //!   shared between clients, so a dead server never slows another). A pooled connection the
@@ -50,8 +49,8 @@
 //!   session (BADSESSION, DEADSESSION, STALE_CLIENTID) is made again and the compound resent.
 //!   A stale handle resolves the share again and retries the call once. Together these survive
 //!   a server restart without a client restart.
-//! - Source port: a reserved port (< 1024) is tried first (root or CAP_NET_BIND_SERVICE); when
-//!   binding is not permitted the client falls back to an ephemeral port and logs that once.
+//! - Source port: a reserved port (< 1024) first (root or CAP_NET_BIND_SERVICE), else an
+//!   ephemeral one, logged once.
 //! - Durability: record writes use FILE_SYNC and COMMIT when the server kept any of it
 //!   unstable; copies write UNSTABLE and COMMIT per file, checking the write verifier.
 //! - Paths are relative to the share root, '/'-separated; empty, '.', '..' and NUL components
