@@ -1,7 +1,6 @@
 //! The high-level, blocking API: paths relative to the share root, resolved from the root handle
-//! on every call (no handle cache, so nothing goes stale between calls and a symlink is never
-//! followed: LOOKUP returns the link itself). NFSv3 resolves one LOOKUP per component, NFSv4.1
-//! a whole path in one compound.
+//! on every call (no handle cache, so nothing goes stale between calls; a symlink is never
+//! followed: LOOKUP returns the link itself).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +23,7 @@ pub use guarded::Rmdir;
 pub(crate) use ops::{File, Listing, Made, Proto};
 use select::Sess;
 
-/// Bytes per READ and WRITE: far below every server's limit, large enough for volume records.
+/// Bytes per READ and WRITE: below every server's limit, large enough for volume records.
 const CHUNK: usize = 64 * 1024;
 const FILE_SYNC: u32 = 2;
 
@@ -46,9 +45,8 @@ pub enum Guarded {
     Foreign,
 }
 
-/// A blocking NFS client (NFSv3 or NFSv4.1, see `ClientOptions::version`) for one export of one
-/// server. Cheap to share (`Arc<NfsClient>`); calls from many threads run in parallel on pooled
-/// connections.
+/// A blocking NFS client for one export of one server. Calls from many threads (share it in an
+/// `Arc`) run in parallel on pooled connections.
 pub struct NfsClient {
     ep: Arc<Endpoint>,
     v3: v3::Transport,
@@ -61,7 +59,6 @@ struct Entry {
     name: String,
     attr: Attr,
     fh: Fh,
-    /// Where a listing resumes after this entry.
     cookie: u64,
 }
 
@@ -115,8 +112,8 @@ impl dyn Proto + '_ {
         }
     }
 
-    /// Writes `data` to the open file `f` with FILE_SYNC; COMMITs when the server kept any of
-    /// it unstable anyway. Durable when it returns.
+    /// Writes `data` to `f` with FILE_SYNC, COMMITting when the server kept any of it unstable
+    /// anyway: durable when it returns.
     fn write_all(&self, f: &File, data: &[u8]) -> Result<()> {
         let mut off = 0usize;
         let mut synced = true;
@@ -124,9 +121,8 @@ impl dyn Proto + '_ {
             let chunk = &data[off..data.len().min(off + CHUNK)];
             let (count, committed, _) = self.write(f, off as u64, FILE_SYNC, chunk)?;
             if count == 0 {
-                return Err(self
-                    .ep()
-                    .protocol("WRITE", format!("server wrote 0 bytes of {:?}", f.path)));
+                let why = format!("server wrote 0 bytes of {:?}", f.path);
+                return Err(self.ep().protocol("WRITE", why));
             }
             synced &= committed == FILE_SYNC;
             off += count as usize;
@@ -137,8 +133,8 @@ impl dyn Proto + '_ {
         Ok(())
     }
 
-    /// Writes `data` to `f` and closes it (also when the write failed). Over NFSv4.1 a small
-    /// file's WRITE and CLOSE go in one compound.
+    /// Writes `data` to `f` and closes it (also when the write failed); over NFSv4.1 a small
+    /// file in one compound.
     fn write_and_close(&self, f: &File, data: &[u8]) -> Result<()> {
         if data.len() <= CHUNK && !data.is_empty() {
             if let Some(done) = self.write_close(f, data, FILE_SYNC) {
@@ -162,9 +158,8 @@ impl dyn Proto + '_ {
 }
 
 impl NfsClient {
-    /// A client for `server` (host name or address) and `share` (the export path, as in
-    /// `server:/share`; over NFSv4.1 its path in the server's pseudo-filesystem). Does no I/O:
-    /// the share is reached on the first call.
+    /// A client for `server` (host name or address) and `share` (as in `server:/share`; over
+    /// NFSv4.1 the path in the server's pseudo-filesystem). No I/O before the first call.
     pub fn new(server: &str, share: &str, opts: ClientOptions) -> Result<NfsClient> {
         let bad = |reason: &str| NfsError::InvalidPath {
             path: format!("{server}:{share}"),
@@ -193,15 +188,13 @@ impl NfsClient {
         &self.ep.share
     }
 
-    /// Reaches the share now (NFSv3: portmap and MNT; NFSv4.1: the session and the share's
-    /// root handle), so configuration errors surface early.
+    /// Reaches the share now, so configuration errors surface early.
     pub fn connect(&self) -> Result<()> {
         self.session().map(|_| ())
     }
 
-    /// Runs `f` with the current session; when the server says a handle is stale (it restarted
-    /// with new handles, or the export was re-created), resolves the share again and runs `f`
-    /// once more.
+    /// Runs `f` with the current session, and once more after resolving the share again when a
+    /// handle is stale (the server restarted with new handles, or the export was re-created).
     fn with_session<T>(&self, f: impl Fn(&dyn Proto) -> Result<T>) -> Result<T> {
         let s = self.session()?;
         match f(&*s) {
@@ -220,14 +213,14 @@ impl NfsClient {
         self.with_session(|s| Ok(s.walk_attr(&comps, path).found()?.map(|(_, a)| a)))
     }
 
-    /// Makes directory `path` with `mode`; its parent must exist. A directory already there is
-    /// `Existed`; anything else there is `Status{EXIST}`.
+    /// Makes directory `path` (its parent must exist): `Existed` when a directory is there,
+    /// `Status{EXIST}` when anything else is.
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| Ok(s.mkdir_in(&s.parent_dir(&parent)?, name, mode, path)?.0))
     }
 
-    /// Makes `path` and any missing parents, all with `mode`. Says what happened to the last one.
+    /// Makes `path` and any missing parents; says what happened to the last one.
     pub fn mkdir_all(&self, path: &str, mode: u32) -> Result<Outcome> {
         let comps = components(path)?;
         split_last(path)?;
@@ -242,7 +235,6 @@ impl NfsClient {
         })
     }
 
-    /// Changes mode, owner and/or group of `path` (it must exist).
     pub fn setattr(&self, path: &str, attr: SetAttr) -> Result<()> {
         let comps = components(path)?;
         let a = FullAttr {
@@ -251,15 +243,11 @@ impl NfsClient {
             gid: attr.gid,
             ..FullAttr::default()
         };
-        self.with_session(|s| {
-            let (fh, _) = s.walk(&comps)?;
-            s.setattr(&fh, &a, path)
-        })
+        self.with_session(|s| s.setattr(&s.walk(&comps)?.0, &a, path))
     }
 
-    /// Replaces `path` with `data` atomically: writes a unique temporary file in the same
-    /// directory with FILE_SYNC writes, then RENAMEs it over `path`. Readers see the old or the
-    /// new content, never a mix; the parent directory must exist.
+    /// Replaces `path` with `data` atomically (a temporary file in the same directory written
+    /// with FILE_SYNC, then RENAMEd over `path`): readers see the old or the new content.
     pub fn write_file_atomic(&self, path: &str, data: &[u8]) -> Result<()> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let (parent, name) = split_last(path)?;
@@ -267,11 +255,8 @@ impl NfsClient {
         self.with_session(|s| {
             let dir = s.parent_dir(&parent)?;
             let nanos = since_epoch().subsec_nanos();
-            let tmp = format!(
-                ".ferrovol-tmp-{}-{}-{nanos:x}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            );
+            let (pid, seq) = (std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+            let tmp = format!(".ferrovol-tmp-{pid}-{seq}-{nanos:x}");
             let tmp_path = dirs::join(&parent_path, &tmp);
             let f = s.create(&dir, &tmp, CreateHow::Guarded(0o644), &tmp_path)?;
             let result = s
@@ -284,10 +269,9 @@ impl NfsClient {
         })
     }
 
-    /// Creates file `path` with `data` only if no entry of that name exists (EXCLUSIVE create,
-    /// whose verifier makes a retransmitted request succeed rather than report EXIST). Unlike
-    /// `write_file_atomic` a concurrent reader may see the file before `data` is complete; use it
-    /// to claim a name, not to publish content. The file gets mode 0644.
+    /// Creates file `path` (mode 0644) with `data` only if no entry of that name exists
+    /// (EXCLUSIVE create: a retransmitted request succeeds rather than report EXIST). A reader
+    /// may see it before `data` is complete: it claims a name, it does not publish content.
     pub fn create_file(&self, path: &str, data: &[u8]) -> Result<Outcome> {
         let (parent, name) = split_last(path)?;
         let nanos = since_epoch().as_nanos() as u64;
@@ -342,7 +326,7 @@ impl NfsClient {
         })
     }
 
-    /// Removes file (or symlink) `path`. `false` when it was not there.
+    /// Removes file (or symlink) `path`; `false` when it was not there.
     pub fn remove_file(&self, path: &str) -> Result<bool> {
         let (parent, name) = split_last(path)?;
         self.with_session(|s| {
@@ -353,7 +337,6 @@ impl NfsClient {
         })
     }
 
-    /// Renames `from` to `to` (replacing a file there, as rename(2) does).
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (fp, fname) = split_last(from)?;
         let (tp, tname) = split_last(to)?;

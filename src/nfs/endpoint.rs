@@ -1,6 +1,5 @@
-//! What both protocol versions share about one server: the options, the AUTH_SYS credential,
-//! name resolution, connecting (with the source-port policy and its one log line) and the
-//! mapping of transport failures to errors naming the server.
+//! What both protocol versions share about one server: options, AUTH_SYS credential, name
+//! resolution, connecting (with the source-port log line) and errors naming the server.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -14,9 +13,9 @@ use super::types::Want;
 /// How the client connects; see `NfsClient::new`.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Deadline of every RPC exchange (connect, send, receive). Default 5 s.
+    /// Deadline of every RPC exchange (connect, send, receive).
     pub timeout: Duration,
-    /// AUTH_SYS identity of every call. Default 0/0 (root; squashed by `root_squash` exports).
+    /// AUTH_SYS identity of every call (root by default; `root_squash` exports squash it).
     pub uid: u32,
     pub gid: u32,
     /// NFS port; `None` asks the server's portmapper (port 111) for NFSv3 and uses 2049 for
@@ -24,11 +23,10 @@ pub struct ClientOptions {
     pub nfs_port: Option<u16>,
     /// MOUNT port; `None` asks the server's portmapper.
     pub mount_port: Option<u16>,
-    /// Idle connections kept for reuse (the pool grows to the concurrency in use, then keeps this many).
+    /// Idle connections kept for reuse.
     pub max_idle: usize,
     /// Try a source port below 1024 first (knfsd `secure` exports require one).
     pub reserved_port: bool,
-    /// The protocol version: NFSv3, NFSv4.1, or `Auto` (the default; see `Want`).
     pub version: Want,
 }
 
@@ -86,7 +84,6 @@ impl Endpoint {
         }
     }
 
-    /// The server answered `op` on `path` with `status` (`v4`: in NFSv4's numbering).
     pub fn status(&self, op: &str, path: &str, status: NfsStatus, v4: bool) -> NfsError {
         NfsError::Status {
             server: self.server.clone(),
@@ -141,8 +138,8 @@ impl Endpoint {
         Ok(conn)
     }
 
-    /// One call of `(program, version, procedure)` to `port` on a fresh connection that is
-    /// then closed (portmap, MOUNT).
+    /// One call of `(program, version, procedure)` to `port` on a fresh connection (portmap,
+    /// MOUNT).
     pub fn call_once(
         &self,
         port: u16,
@@ -158,8 +155,7 @@ impl Endpoint {
 }
 
 /// What a transport makes on first use and forgets when the server shows it stale (NFSv3's
-/// mount, NFSv4.1's session and root handle): shared by the client's calls, never locked across
-/// network I/O.
+/// mount, NFSv4.1's session and root handle); never locked across network I/O.
 pub struct Cached<T>(Mutex<Option<Arc<T>>>);
 
 impl<T> Default for Cached<T> {
@@ -191,10 +187,6 @@ impl<T> Cached<T> {
     /// Forgets `stale` unless it was replaced already; true when it was forgotten.
     pub fn forget(&self, stale: &Arc<T>) -> bool {
         let mut cur = self.0.lock().unwrap();
-        let is = cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale));
-        if is {
-            *cur = None;
-        }
-        is
+        cur.take_if(|c| Arc::ptr_eq(c, stale)).is_some()
     }
 }

@@ -32,103 +32,55 @@ impl NfsStatus {
     pub const DEADSESSION: NfsStatus = NfsStatus(10078);
     pub const COMPLETE_ALREADY: NfsStatus = NfsStatus(10054);
 
-    /// The protocol's name for the status, `NFS3ERR_<NAME>`.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "NFS3_OK",
-            1 => "NFS3ERR_PERM",
-            2 => "NFS3ERR_NOENT",
-            5 => "NFS3ERR_IO",
-            6 => "NFS3ERR_NXIO",
-            13 => "NFS3ERR_ACCES",
-            17 => "NFS3ERR_EXIST",
-            18 => "NFS3ERR_XDEV",
-            19 => "NFS3ERR_NODEV",
-            20 => "NFS3ERR_NOTDIR",
-            21 => "NFS3ERR_ISDIR",
-            22 => "NFS3ERR_INVAL",
-            27 => "NFS3ERR_FBIG",
-            28 => "NFS3ERR_NOSPC",
-            30 => "NFS3ERR_ROFS",
-            31 => "NFS3ERR_MLINK",
-            63 => "NFS3ERR_NAMETOOLONG",
-            66 => "NFS3ERR_NOTEMPTY",
-            69 => "NFS3ERR_DQUOT",
-            70 => "NFS3ERR_STALE",
-            71 => "NFS3ERR_REMOTE",
-            10001 => "NFS3ERR_BADHANDLE",
-            10002 => "NFS3ERR_NOT_SYNC",
-            10003 => "NFS3ERR_BAD_COOKIE",
-            10004 => "NFS3ERR_NOTSUPP",
-            10005 => "NFS3ERR_TOOSMALL",
-            10006 => "NFS3ERR_SERVERFAULT",
-            10007 => "NFS3ERR_BADTYPE",
-            10008 => "NFS3ERR_JUKEBOX",
-            _ => "NFS3ERR_UNKNOWN",
-        }
-    }
-
-    /// The NFSv4 name of the status, `NFS4ERR_<NAME>`: nfsstat4 keeps the names of the
-    /// numbers it shares with nfsstat3, save those it renamed or dropped.
-    pub fn name_v4(self) -> String {
-        let v4 = match self.0 {
-            0 => "NFS4_OK",
-            13 => "NFS4ERR_ACCESS",
-            10003 => "NFS4ERR_BAD_COOKIE",
-            10008 => "NFS4ERR_DELAY",
-            10009 => "NFS4ERR_SAME",
-            10010 => "NFS4ERR_DENIED",
-            10011 => "NFS4ERR_EXPIRED",
-            10012 => "NFS4ERR_LOCKED",
-            10013 => "NFS4ERR_GRACE",
-            10014 => "NFS4ERR_FHEXPIRED",
-            10015 => "NFS4ERR_SHARE_DENIED",
-            10016 => "NFS4ERR_WRONGSEC",
-            10017 => "NFS4ERR_CLID_INUSE",
-            10019 => "NFS4ERR_MOVED",
-            10020 => "NFS4ERR_NOFILEHANDLE",
-            10021 => "NFS4ERR_MINOR_VERS_MISMATCH",
-            10022 => "NFS4ERR_STALE_CLIENTID",
-            10023 => "NFS4ERR_STALE_STATEID",
-            10024 => "NFS4ERR_OLD_STATEID",
-            10025 => "NFS4ERR_BAD_STATEID",
-            10026 => "NFS4ERR_BAD_SEQID",
-            10029 => "NFS4ERR_SYMLINK",
-            10032 => "NFS4ERR_ATTRNOTSUPP",
-            10036 => "NFS4ERR_BADXDR",
-            10038 => "NFS4ERR_OPENMODE",
-            10039 => "NFS4ERR_BADOWNER",
-            10041 => "NFS4ERR_BADNAME",
-            10044 => "NFS4ERR_OP_ILLEGAL",
-            10052 => "NFS4ERR_BADSESSION",
-            10053 => "NFS4ERR_BADSLOT",
-            10054 => "NFS4ERR_COMPLETE_ALREADY",
-            10055 => "NFS4ERR_CONN_NOT_BOUND_TO_SESSION",
-            10063 => "NFS4ERR_SEQ_MISORDERED",
-            10064 => "NFS4ERR_SEQUENCE_POS",
-            10066 => "NFS4ERR_REP_TOO_BIG",
-            10071 => "NFS4ERR_OP_NOT_IN_SESSION",
-            10078 => "NFS4ERR_DEADSESSION",
-            19 | 71 | 10002 => "NFS4ERR_UNKNOWN", // NODEV, REMOTE, NOT_SYNC: NFSv3 only
-            _ => return self.name().replace("NFS3ERR_", "NFS4ERR_"),
+    /// The protocol's name for the status, `NFS3ERR_<NAME>` or (`v4`) `NFS4ERR_<NAME>`: nfsstat4
+    /// keeps the names of the numbers it shares with nfsstat3, save those it renamed
+    /// (`V4_NAMES`) or dropped (NODEV, REMOTE, NOT_SYNC: NFSv3 only).
+    pub fn name(self, v4: bool) -> String {
+        let (prefix, ok) = match v4 {
+            true => ("NFS4ERR_", "NFS4_OK"),
+            false => ("NFS3ERR_", "NFS3_OK"),
         };
-        v4.to_string()
+        let dropped = v4 && [19, 71, 10002].contains(&self.0);
+        let v3 = || find(V3_NAMES, self.0).filter(|_| !dropped);
+        match v4.then(|| find(V4_NAMES, self.0)).flatten().or_else(v3) {
+            _ if self.0 == 0 => ok.to_string(),
+            Some(name) => format!("{prefix}{name}"),
+            None => format!("{prefix}UNKNOWN"),
+        }
     }
 
     /// The name in the protocol version that answered it.
     pub fn describe(self, v4: bool) -> String {
-        let name = if v4 {
-            self.name_v4()
-        } else {
-            self.name().into()
-        };
-        format!("{name} ({})", self.0)
+        format!("{} ({})", self.name(v4), self.0)
     }
+}
+
+/// nfsstat3 names by number, `NFS3ERR_` left out.
+const V3_NAMES: &str = "1 PERM 2 NOENT 5 IO 6 NXIO 13 ACCES 17 EXIST 18 XDEV 19 NODEV 20 NOTDIR \
+    21 ISDIR 22 INVAL 27 FBIG 28 NOSPC 30 ROFS 31 MLINK 63 NAMETOOLONG 66 NOTEMPTY 69 DQUOT \
+    70 STALE 71 REMOTE 10001 BADHANDLE 10002 NOT_SYNC 10003 BAD_COOKIE 10004 NOTSUPP \
+    10005 TOOSMALL 10006 SERVERFAULT 10007 BADTYPE 10008 JUKEBOX";
+
+/// nfsstat4 names where they differ from nfsstat3's or nfsstat3 has none, `NFS4ERR_` left out.
+const V4_NAMES: &str = "13 ACCESS 10008 DELAY 10009 SAME 10010 DENIED 10011 EXPIRED \
+    10012 LOCKED 10013 GRACE 10014 FHEXPIRED 10015 SHARE_DENIED 10016 WRONGSEC \
+    10017 CLID_INUSE 10019 MOVED 10020 NOFILEHANDLE 10021 MINOR_VERS_MISMATCH \
+    10022 STALE_CLIENTID 10023 STALE_STATEID 10024 OLD_STATEID 10025 BAD_STATEID \
+    10026 BAD_SEQID 10029 SYMLINK 10032 ATTRNOTSUPP 10036 BADXDR 10038 OPENMODE 10039 BADOWNER \
+    10041 BADNAME 10044 OP_ILLEGAL 10052 BADSESSION 10053 BADSLOT 10054 COMPLETE_ALREADY \
+    10055 CONN_NOT_BOUND_TO_SESSION 10063 SEQ_MISORDERED 10064 SEQUENCE_POS 10066 REP_TOO_BIG \
+    10071 OP_NOT_IN_SESSION 10078 DEADSESSION";
+
+/// The name of `n` in a table of "number name" pairs.
+fn find(table: &'static str, n: u32) -> Option<&'static str> {
+    let words: Vec<&str> = table.split_whitespace().collect();
+    let pair = words.chunks(2).find(|w| w[0].parse() == Ok(n));
+    pair.map(|w| w[1])
 }
 
 impl fmt::Display for NfsStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name(), self.0)
+        f.write_str(&self.describe(false))
     }
 }
 
@@ -221,9 +173,9 @@ mod tests {
 
     #[test]
     fn statuses_have_protocol_names() {
-        assert_eq!(NfsStatus::NOTEMPTY.name(), "NFS3ERR_NOTEMPTY");
-        assert_eq!(NfsStatus::DQUOT.name(), "NFS3ERR_DQUOT");
-        assert_eq!(NfsStatus(4242).name(), "NFS3ERR_UNKNOWN");
+        assert_eq!(NfsStatus::NOTEMPTY.name(false), "NFS3ERR_NOTEMPTY");
+        assert_eq!(NfsStatus::DQUOT.name(false), "NFS3ERR_DQUOT");
+        assert_eq!(NfsStatus(4242).name(false), "NFS3ERR_UNKNOWN");
         let e = NfsError::Status {
             server: "10.0.0.1".into(),
             op: "MKDIR".into(),
@@ -237,9 +189,9 @@ mod tests {
         );
         assert!(e.is_status(NfsStatus::EXIST));
         assert!(!e.is_transient());
-        assert_eq!(NfsStatus::GRACE.name_v4(), "NFS4ERR_GRACE");
-        assert_eq!(NfsStatus::NOTEMPTY.name_v4(), "NFS4ERR_NOTEMPTY");
+        assert_eq!(NfsStatus::GRACE.name(true), "NFS4ERR_GRACE");
+        assert_eq!(NfsStatus::NOTEMPTY.name(true), "NFS4ERR_NOTEMPTY");
         assert_eq!(NfsStatus::DELAY.describe(true), "NFS4ERR_DELAY (10008)");
-        assert_eq!(NfsStatus(4242).name_v4(), "NFS4ERR_UNKNOWN");
+        assert_eq!(NfsStatus(4242).name(true), "NFS4ERR_UNKNOWN");
     }
 }

@@ -22,14 +22,11 @@ const LAST_FRAGMENT: u32 = 0x8000_0000;
 /// Largest reply accepted: a READ of 1 MiB plus headers, with margin.
 const MAX_REPLY: usize = 4 << 20;
 
-/// Why one call failed, before the client attaches the server's name.
 #[derive(Debug)]
 pub enum CallError {
-    /// Connect, send or receive failed (refused, reset, closed).
     Io(io::Error),
-    /// The deadline passed.
     Timeout,
-    /// The server answered, but not with a usable reply (denied, program unavailable, garbled).
+    /// The server answered, but not usably (denied, program unavailable, garbled).
     Rpc(String),
 }
 
@@ -42,27 +39,22 @@ impl From<io::Error> for CallError {
     }
 }
 
-/// The time since the epoch (zero before it): stamps, seeds and unique names.
+/// The time since the epoch (zero before it).
 pub fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
 }
 
-/// AUTH_SYS credential body (RFC 5531 appendix A), encoded once per client.
+/// AUTH_SYS credential body (RFC 5531 appendix A).
 pub fn auth_sys(uid: u32, gid: u32) -> Vec<u8> {
-    let mut e = Encoder::default();
-    e.u32(since_epoch().as_secs() as u32).string("ferrovol");
-    for word in [uid, gid, 1, gid] {
-        e.u32(word);
-    }
-    e.into_bytes()
+    let stamp = since_epoch().as_secs() as u32;
+    Encoder::of((stamp, "ferrovol", uid, gid, 1u32, gid)).into_bytes()
 }
 
 pub struct Conn {
     stream: TcpStream,
-    /// The reserved source port bound, `None` for an ephemeral one (for the log line that
-    /// says which kind).
+    /// The reserved source port bound, `None` for an ephemeral one.
     pub reserved: Option<u16>,
 }
 
@@ -86,9 +78,8 @@ fn next_xid() -> u32 {
 }
 
 impl Conn {
-    /// Connects to `addr` before `deadline`. With `try_reserved`, binds a source port below 1024
-    /// first (needed by knfsd `secure` exports); when the process may not (EACCES) or every tried
-    /// port is busy, it connects from an ephemeral port instead.
+    /// Connects to `addr` before `deadline`. With `try_reserved`, from a port below 1024 (knfsd
+    /// `secure` exports), else (not permitted, or every port tried busy) an ephemeral one.
     pub fn connect(
         addr: SocketAddr,
         deadline: Instant,
@@ -100,21 +91,13 @@ impl Conn {
             for i in 0..32u16 {
                 let port = 512 + (start + i * 37) % 512;
                 match Self::connect_from(addr, Some(port), deadline) {
-                    Ok(c) => return Ok(c),
-                    Err(CallError::Io(e))
-                        if e.kind() == io::ErrorKind::PermissionDenied
-                            || e.raw_os_error() == Some(libc::EACCES)
-                            || e.raw_os_error() == Some(libc::EPERM) =>
-                    {
-                        break
-                    }
-                    Err(CallError::Io(e))
-                        if e.raw_os_error() == Some(libc::EADDRINUSE)
-                            || e.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
-                    {
-                        continue
-                    }
-                    Err(e) => return Err(e),
+                    Err(CallError::Io(e)) => match e.raw_os_error() {
+                        Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL) => continue,
+                        Some(libc::EACCES | libc::EPERM) => break,
+                        _ if e.kind() == io::ErrorKind::PermissionDenied => break,
+                        _ => return Err(CallError::Io(e)),
+                    },
+                    r => return r,
                 }
             }
         }
@@ -143,7 +126,7 @@ impl Conn {
         })
     }
 
-    /// Sends one call and returns the procedure's result bytes (after accept_stat SUCCESS).
+    /// Sends one call and returns the procedure's result bytes.
     pub fn call(
         &mut self,
         prog: u32,
@@ -154,11 +137,8 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Vec<u8>, CallError> {
         let xid = next_xid();
-        let mut e = Encoder::default();
-        e.u32(0); // record mark, filled in below
-        for word in [xid, MSG_CALL, 2, prog, vers, proc_] {
-            e.u32(word);
-        }
+        // The record mark (0) is filled in below.
+        let mut e = Encoder::of((0u32, xid, MSG_CALL, 2u32, prog, vers, proc_));
         match cred {
             Some(body) => e.u32(AUTH_SYS).opaque(body),
             None => e.u32(AUTH_NONE).opaque(&[]),

@@ -1,11 +1,10 @@
 //! Protocol-neutral shapes the client's callers and both protocol versions share.
 
-/// Which NFS protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Version {
-    /// NFSv3 (RFC 1813) through portmap and MOUNT3.
+    /// RFC 1813, through portmap and MOUNT3.
     V3,
-    /// NFSv4.1 (RFC 8881) on the NFS port alone (2049 unless told otherwise).
+    /// RFC 8881, on the NFS port alone (2049 unless told otherwise).
     V41,
 }
 
@@ -25,9 +24,8 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// Which version a client uses: one, or `Auto` (NFSv4.1 when the server serves it and the
-/// share is found in its pseudo-filesystem, NFSv3 otherwise; decided once per client, at its
-/// first call that reaches the server).
+/// Which version a client uses: one, or `Auto` (NFSv4.1 when the server serves the share so,
+/// else NFSv3; decided at the client's first call that reaches the server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Want {
     Only(Version),
@@ -35,23 +33,27 @@ pub enum Want {
     Auto,
 }
 
-/// A file handle: opaque, at most 64 bytes in NFSv3 and 128 in NFSv4. Handles of one object
-/// differ between the two versions.
+/// A file handle (at most 64 bytes in NFSv3, 128 in NFSv4; they differ between versions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fh(pub Vec<u8>);
 
+impl crate::nfs::xdr::Xdr for Fh {
+    fn enc(&self, e: &mut crate::nfs::xdr::Encoder) {
+        e.opaque(&self.0);
+    }
+}
+
 impl Fh {
-    /// The handle as lowercase hex: how records keep a directory's identity. A handle names
-    /// one object for the server's lifetime and beyond (RFC 1813 asks servers for persistent
-    /// handles; Linux and nfs-ganesha put the inode generation in it), so unlike a fileid it
-    /// is not reused when the object goes.
+    /// The handle as lowercase hex: how records keep a directory's identity. Unlike a fileid,
+    /// a handle is not reused when the object goes (RFC 1813 asks for persistent handles; Linux
+    /// and nfs-ganesha put the inode generation in it).
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
 pub const NAME_MAX: usize = 255;
-/// Largest READ reply accepted (the client asks for much less).
+/// Largest READ reply accepted.
 pub const IO_MAX: usize = 1 << 20;
 
 /// File type (ftype3, nfs_ftype4: the numbers agree for the types named here).
@@ -80,8 +82,7 @@ impl FileType {
 /// numeric owners. Never a real id (it is chown's "leave unchanged").
 pub const UNKNOWN_ID: u32 = u32::MAX;
 
-/// The attributes callers need, from fattr3 or fattr4 (owners numeric under AUTH_SYS, else
-/// `UNKNOWN_ID`).
+/// The attributes callers need, from fattr3 or fattr4.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Attr {
     pub kind: FileType,
@@ -94,7 +95,7 @@ pub struct Attr {
     /// Bytes the file uses on disk.
     pub used: u64,
     pub fileid: u64,
-    /// Modification time, seconds since the epoch, and nanoseconds.
+    /// Modification time: seconds since the epoch, nanoseconds.
     pub mtime: u32,
     pub mtime_nsec: u32,
 }
@@ -122,16 +123,15 @@ pub struct FsStat {
     pub avail: u64,
 }
 
-/// How a file create treats an existing name (createmode3, createmode4). Exclusive carries the
-/// verifier that makes a retransmitted create succeed.
+/// createmode3 / createmode4; Exclusive's verifier makes a retransmitted create succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateHow {
     Guarded(u32),
     Exclusive([u8; 8]),
 }
 
-/// Every settable attribute a copy carries over (sattr3 in full, or its fattr4 equivalents): mode, owner, size (a copy
-/// that skipped zero chunks sets the length last) and the modification time as the client's.
+/// Every settable attribute a copy carries over (sattr3 in full, or its fattr4 equivalents);
+/// a copy that skipped zero chunks sets the size last.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FullAttr {
     pub mode: Option<u32>,
@@ -142,7 +142,6 @@ pub struct FullAttr {
 }
 
 impl FullAttr {
-    /// Only the mode.
     pub fn mode(mode: u32) -> FullAttr {
         FullAttr {
             mode: Some(mode),

@@ -1,5 +1,5 @@
 //! XDR (RFC 4506) encoding and decoding: big-endian 4-byte units, opaque data padded to a multiple
-//! of four. Only the shapes NFSv3, MOUNT3 and portmap use are here.
+//! of four. Only the shapes NFSv3, NFSv4.1, MOUNT3 and portmap use are here.
 
 /// Builds one XDR message.
 #[derive(Default)]
@@ -8,6 +8,13 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// A message that starts with `v`.
+    pub fn of(v: impl Xdr) -> Encoder {
+        let mut e = Encoder::default();
+        e.put(v);
+        e
+    }
+
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
@@ -38,6 +45,12 @@ impl Encoder {
         self.opaque(s.as_bytes())
     }
 
+    /// Appends `v` in its one encoding (see `Xdr`).
+    pub fn put(&mut self, v: impl Xdr) -> &mut Self {
+        v.enc(self);
+        self
+    }
+
     fn pad(&mut self, len: usize) -> &mut Self {
         let pad = (4 - len % 4) % 4;
         self.buf.extend_from_slice(&[0u8; 3][..pad]);
@@ -52,6 +65,57 @@ impl Encoder {
         &self.buf
     }
 }
+
+/// A value with one XDR encoding: numbers as themselves, `str` as a string, `[u8]` as
+/// variable-length opaque, `[u8; N]` as fixed-length opaque, an `Encoder` as the bytes it
+/// holds, a tuple as its fields in order.
+pub trait Xdr {
+    fn enc(&self, e: &mut Encoder);
+}
+
+macro_rules! xdr_by {
+    ($($t:ty: |$v:ident, $e:ident| $put:expr;)*) => {$(
+        impl Xdr for $t {
+            fn enc(&self, $e: &mut Encoder) {
+                let $v = self;
+                $put;
+            }
+        }
+    )*};
+}
+
+xdr_by! {
+    u32: |v, e| e.u32(*v);
+    u64: |v, e| e.u64(*v);
+    bool: |v, e| e.bool(*v);
+    str: |v, e| e.string(v);
+    [u8]: |v, e| e.opaque(v);
+    Encoder: |v, e| e.fixed(&v.buf);
+}
+
+impl<const N: usize> Xdr for [u8; N] {
+    fn enc(&self, e: &mut Encoder) {
+        e.fixed(self);
+    }
+}
+
+impl<T: Xdr + ?Sized> Xdr for &T {
+    fn enc(&self, e: &mut Encoder) {
+        (**self).enc(e)
+    }
+}
+
+macro_rules! xdr_tuples {
+    ($(($($n:tt $t:ident),*))*) => {$(
+        impl<$($t: Xdr),*> Xdr for ($($t,)*) {
+            fn enc(&self, _e: &mut Encoder) {
+                $(self.$n.enc(_e);)*
+            }
+        }
+    )*};
+}
+xdr_tuples!(() (0 A, 1 B) (0 A, 1 B, 2 C) (0 A, 1 B, 2 C, 3 D) (0 A, 1 B, 2 C, 3 D, 4 E));
+xdr_tuples!((0 A, 1 B, 2 C, 3 D, 4 E, 5 F) (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G));
 
 /// A reply that ended early or held a value out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,10 +141,9 @@ impl<'a> Decoder<'a> {
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
             .ok_or_else(|| {
+                let (pos, len) = (self.pos, self.buf.len());
                 XdrError(format!(
-                    "wanted {n} bytes at offset {}, message has {}",
-                    self.pos,
-                    self.buf.len()
+                    "wanted {n} bytes at offset {pos}, message has {len}"
                 ))
             })?;
         let s = &self.buf[self.pos..end];

@@ -1,24 +1,20 @@
-//! Copying a directory tree within one export, by READ and WRITE through this client: the
-//! snapshots and clones of the NFS backend. NFSv3 and NFSv4.1 have no COPY or CLONE (NFSv4.2
-//! has, and nfs-ganesha implements neither), so every byte crosses the wire twice. Over NFSv4.1
-//! each source file is OPENed for reading and each copy OPENed as it is created; both are
-//! CLOSEd before the copy's attributes are set.
+//! Copying a directory tree within one export by READ and WRITE through this client: the NFS
+//! backend's snapshots and clones. NFSv3 and NFSv4.1 have no COPY or CLONE (NFSv4.2 has, and
+//! nfs-ganesha implements neither), so every byte crosses the wire twice.
 //!
-//! What a copy keeps: the tree's shape; file content; mode (setuid/setgid/sticky included),
-//! owner and group of every file, directory and symlink; modification times of files and
-//! directories; hard links between files inside the tree (a file seen again under another name,
-//! by its fileid, becomes a LINK to the first copy, for up to `MAX_LINKED` such files); symlinks
-//! as links (READLINK + SYMLINK of the text, never followed, wherever they point). What it cannot keep: extended attributes and ACLs
-//! (this client carries neither), holes (READ returns zeros; chunks that are all zeros are not written
-//! and the length is set last, so they become holes again where the server's filesystem makes
-//! sparse files), access and change times, and device nodes, FIFOs and sockets (skipped and
-//! counted: MKNOD would need the device numbers fattr3 does not carry reliably).
+//! Kept: the tree's shape, file content, mode (setuid/setgid/sticky too), owner and group of
+//! everything, modification times of files and directories, hard links inside the tree (a
+//! fileid seen again becomes a LINK to the first copy, for up to `MAX_LINKED` files), symlinks
+//! as links (READLINK + SYMLINK, never followed). Lost: extended attributes and ACLs (this
+//! client carries neither), holes (all-zero chunks are not written and the length is set last,
+//! so they become holes again where the server makes sparse files), access and change times,
+//! and device nodes, FIFOs and sockets (skipped and counted: fattr3 does not carry device
+//! numbers reliably enough for MKNOD).
 //!
-//! The copy is not atomic: files changed while it runs may be copied old, new or mixed.
-//! It is cancellable between chunks, and a failure leaves the partial destination to the caller
-//! (which owns it and removes it). Data is written UNSTABLE and committed per file; a COMMIT
-//! whose verifier differs from the writes' (the server restarted and may have lost them) fails
-//! the copy.
+//! Not atomic: files changed meanwhile may be copied old, new or mixed. Cancellable between
+//! chunks; a failure leaves the partial destination to the caller, which owns it. Data is
+//! written UNSTABLE and committed per file; a COMMIT verifier that differs from the writes'
+//! (the server restarted and may have lost them) fails the copy.
 
 use super::dirs::{join, PAGE_BYTES};
 use super::*;
@@ -26,16 +22,15 @@ use crate::nfs::types::UNKNOWN_ID;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
-/// Bytes per READ/WRITE of a copy: large requests keep the round trips few; 1 MiB is the
-/// maximum common servers accept (nfs-ganesha's default MaxRead/MaxWrite).
+/// Bytes per READ/WRITE of a copy: few round trips; 1 MiB is the most common servers accept
+/// (nfs-ganesha's default MaxRead/MaxWrite).
 const COPY_CHUNK: u32 = 1 << 20;
 const UNSTABLE: u32 = 0;
 /// Files of one directory copied at once: small files cost round trips, not bandwidth, and the
 /// server serves concurrent requests on the client's pooled connections.
 const PARALLEL_FILES: usize = 8;
-/// Files with several links whose copies a copy remembers, to LINK their other names to them
-/// (about 100 bytes each). Past this, further names of a file not yet remembered become copies
-/// of their own: memory stays bounded whatever the tree holds.
+/// Multiply-linked files whose copies are remembered for LINKs (about 100 bytes each); past
+/// this, further names become copies of their own, so memory stays bounded.
 const MAX_LINKED: usize = 100_000;
 
 /// What a tree copy did.
@@ -61,9 +56,8 @@ struct Copier<'a> {
 
 impl NfsClient {
     /// Copies the content of directory `from` into the existing, empty directory `to`, then
-    /// gives `to` the mode, owner and modification time of `from`. Stops with
-    /// `NfsError::Cancelled` soon after `cancel` becomes true. No retry on a stale handle: the
-    /// caller removes the partial copy and starts again.
+    /// gives `to` the mode, owner and mtime of `from`. `NfsError::Cancelled` soon after `cancel`
+    /// becomes true. No retry on a stale handle: the caller removes the partial copy and retries.
     pub fn copy_dir_contents(
         &self,
         from: &str,
@@ -105,23 +99,21 @@ impl NfsClient {
     }
 }
 
-/// A directory being copied, with where its listing of subdirectories resumes. A copy holds
-/// one per level of the tree (two handles, a cookie and the attributes; paths are kept once,
-/// for the whole descent), never a listing.
+/// A directory being copied, with where its listing of subdirectories resumes: one per level of
+/// the tree (paths are kept once, for the whole descent), never a listing.
 struct Level {
     src: Fh,
     dst: Fh,
-    /// The source directory's attributes, given to the copy after its children (`None`: the
-    /// top, whose attributes the caller sets).
+    /// Given to the copy after its children (`None`: the top, which the caller sets).
     attr: Option<Attr>,
-    cookie: u64,
-    verf: [u8; 8],
-    /// Lengths of the paths of the level above, to cut back to when this one is done.
+    /// The listing's cookie and verifier.
+    at: (u64, [u8; 8]),
+    /// Lengths of the paths of the level above, to cut back to when done.
     parent_lens: (usize, usize),
 }
 
-/// Bytes of reply per page when looking for the next subdirectory: small, because the page is
-/// read again after each subdirectory copied.
+/// Reply bytes per page when looking for the next subdirectory: small, as the page is read
+/// again after each subdirectory copied.
 const DIR_PAGE_BYTES: u32 = 4096;
 
 impl<'a> Copier<'a> {
@@ -145,11 +137,9 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Copies the tree below `src` into `dst`, depth first, with an explicit stack of levels
-    /// (no recursion: any depth) and one listing page at a time per directory: first its
-    /// files, symlinks and special files, page by page, as the level is entered; then its
-    /// subdirectories, one after the other, each resuming the listing at the cookie of the one
-    /// before.
+    /// Copies the tree below `src` into `dst`, depth first on an explicit stack (any depth), one
+    /// listing page at a time: a directory's other entries as it is entered, then its
+    /// subdirectories, each resuming the listing at the cookie of the one before.
     fn tree(&mut self, src: Fh, dst: Fh, from: &str, to: &str) -> Result<()> {
         let (mut from, mut to) = (from.to_string(), to.to_string());
         self.check_cancel(&from)?;
@@ -158,8 +148,7 @@ impl<'a> Copier<'a> {
             src,
             dst,
             attr: None,
-            cookie: 0,
-            verf: [0; 8],
+            at: (0, [0; 8]),
             parent_lens: (from.len(), to.len()),
         }];
         while let Some(top) = stack.last_mut() {
@@ -178,8 +167,7 @@ impl<'a> Copier<'a> {
                         src: ent.fh,
                         dst: fh,
                         attr: Some(ent.attr),
-                        cookie: 0,
-                        verf: [0; 8],
+                        at: (0, [0; 8]),
                         parent_lens: lens,
                     });
                 }
@@ -201,27 +189,23 @@ impl<'a> Copier<'a> {
     /// The next subdirectory of `level` after its cookie, which then points past it.
     fn next_subdir(&self, level: &mut Level, from: &str) -> Result<Option<Entry>> {
         loop {
-            let page = self
-                .s
-                .page(&level.src, from, (level.cookie, level.verf), DIR_PAGE_BYTES)?;
-            level.verf = page.verf;
+            let page = self.s.page(&level.src, from, level.at, DIR_PAGE_BYTES)?;
             if let Some(ent) = page.entries.into_iter().find(|e| e.attr.is_dir()) {
-                level.cookie = ent.cookie;
+                level.at = (ent.cookie, page.next.1);
                 return Ok(Some(ent));
             }
             if page.eof {
                 return Ok(None);
             }
-            level.cookie = page.cookie;
+            level.at = page.next;
         }
     }
 
-    /// Copies what directory `src` holds besides subdirectories into `dst`, one listing page at
-    /// a time.
+    /// Copies what directory `src` holds besides subdirectories into `dst`.
     fn entries(&mut self, src: &Fh, dst: &Fh, from: &str, to: &str) -> Result<()> {
-        let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+        let mut at = (0, [0; 8]);
         loop {
-            let page = self.s.page(src, from, (cookie, verf), PAGE_BYTES)?;
+            let page = self.s.page(src, from, at, PAGE_BYTES)?;
             // Files with one link go in parallel; a file with several goes alone, so the first
             // of its names is copied before the others become LINKs to it.
             let (single, rest): (Vec<&Entry>, Vec<&Entry>) = page
@@ -247,12 +231,12 @@ impl<'a> Copier<'a> {
             if page.eof {
                 return Ok(());
             }
-            (cookie, verf) = (page.cookie, page.verf);
+            at = page.next;
         }
     }
 
-    /// Copies `batch` (files of directory `from`, one link each) into `dir` on up to
-    /// PARALLEL_FILES threads; the first failure stops the others at their next file.
+    /// Copies `batch` (files with one link) into `dir` on up to PARALLEL_FILES threads; the first
+    /// failure stops the others at their next file.
     fn files(&mut self, batch: &[&Entry], dir: &Fh, from: &str, to: &str) -> Result<()> {
         let next = AtomicUsize::new(0);
         let workers = PARALLEL_FILES.min(batch.len());
@@ -319,8 +303,7 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Copies the bytes of `src` into `dst`; returns the length read. All-zero chunks are not
-    /// written (the caller sets the length, leaving holes where the server can).
+    /// Copies the bytes of `src` into `dst`, but all-zero chunks; returns the length read.
     fn data(&mut self, src: &File, dst: &File) -> Result<u64> {
         let (from, to) = (&src.path, &dst.path);
         let mut off = 0u64;
@@ -334,14 +317,11 @@ impl<'a> Copier<'a> {
             if data.iter().any(|&b| b != 0) {
                 let mut done = 0usize;
                 while done < data.len() {
-                    let part = &data[done..];
                     let at = off + done as u64;
-                    let (n, _, v) = self.s.write(dst, at, UNSTABLE, part)?;
+                    let (n, _, v) = self.s.write(dst, at, UNSTABLE, &data[done..])?;
                     if n == 0 {
-                        return Err(self
-                            .s
-                            .ep()
-                            .protocol("WRITE", format!("server wrote 0 bytes of {to:?}")));
+                        let why = format!("server wrote 0 bytes of {to:?}");
+                        return Err(self.s.ep().protocol("WRITE", why));
                     }
                     self.same_verifier(&mut verf, v, to)?;
                     done += n as usize;
@@ -378,7 +358,7 @@ impl<'a> Copier<'a> {
             ..Default::default()
         };
         // Some servers ignore the owner in SYMLINK's attributes: set it on the link itself
-        // (SETATTR acts on the link, as lchown does) when the result shows it was not applied.
+        // (SETATTR acts on the link, as lchown does) when it was not applied.
         let (fh, made) = self.s.make(dir, &ent.name, Some(&target), &attr, to)?;
         if let (Some(fh), Some(made)) = (fh, made) {
             if (made.uid, made.gid) != (ent.attr.uid, ent.attr.gid) {
@@ -389,14 +369,12 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// A copy keeps owners: one the server named instead of numbering (NFSv4 without numeric
-    /// owners) cannot be kept, so the copy stops rather than give the copy another owner.
+    /// A named owner (NFSv4 without numeric owners) cannot be kept: stop rather than give the
+    /// copy another owner.
     fn numeric_owner(&self, a: &Attr, path: &str) -> Result<()> {
         if a.uid == UNKNOWN_ID || a.gid == UNKNOWN_ID {
-            return Err(self
-                .s
-                .ep()
-                .protocol("copy", format!("{path:?}: {}", v4::attr::NAMED_OWNERS)));
+            let why = format!("{path:?}: {}", v4::attr::NAMED_OWNERS);
+            return Err(self.s.ep().protocol("copy", why));
         }
         Ok(())
     }
@@ -410,7 +388,6 @@ impl<'a> Copier<'a> {
         // A change of owner clears setuid/setgid (the server's chown does, as the kernel's
         // does), and servers apply mode before owner: give such a mode in a second SETATTR.
         if a.mode.is_some_and(|m| m & 0o6000 != 0) && (a.uid.is_some() || a.gid.is_some()) {
-            let (mode, mtime) = (a.mode, a.mtime);
             let owner = FullAttr {
                 mode: None,
                 mtime: None,
@@ -418,8 +395,8 @@ impl<'a> Copier<'a> {
             };
             self.s.setattr(fh, &owner, path)?;
             let then = FullAttr {
-                mode,
-                mtime,
+                mode: a.mode,
+                mtime: a.mtime,
                 ..Default::default()
             };
             return self.s.setattr(fh, &then, path);

@@ -1,29 +1,26 @@
-//! Directory operations of the NFS client: listing page by page, removing trees, filesystem
-//! statistics.
+//! Directory operations: listing page by page, removing trees, filesystem statistics.
 //!
-//! Memory does not grow with what a directory holds: removal and copies work one READDIRPLUS
-//! page at a time (`PAGE_BYTES` of reply of READDIRPLUS, or READDIR over NFSv4.1), and removal keeps only the fileids of the
-//! directories above the one it empties (8 bytes a level), going back up with LOOKUP "..", so a
-//! tree of any depth and width is removed in bounded memory. Only `readdir`, for the driver's
+//! Memory does not grow with what a directory holds: removal and copies work one listing page
+//! at a time (`PAGE_BYTES` of reply), and removal keeps only the fileids of the directories
+//! above the one it empties, going back up with LOOKUP "..". Only `readdir`, for the driver's
 //! own metadata directories, collects a whole listing.
 
 use super::*;
 
-/// Bytes of reply asked for per listing page (and a quarter of it for names and cookies).
+/// Bytes of reply per listing page (and a quarter of it for names and cookies).
 pub(super) const PAGE_BYTES: u32 = CHUNK as u32;
 
 /// One page of a directory listing.
 pub(super) struct Page {
     pub entries: Vec<Entry>,
-    /// Where the next page starts, with the verifier the server gave.
-    pub cookie: u64,
-    pub verf: [u8; 8],
+    /// Where the next page starts: cookie and verifier.
+    pub next: (u64, [u8; 8]),
     pub eof: bool,
 }
 
 impl dyn Proto + '_ {
-    /// The page of directory `dir` after `cookie` (0: from the start) of at most `bytes` of
-    /// reply, `.` and `..` left out, every entry with its handle and attributes.
+    /// The page of `dir` after cookie `at` (0: the start) of at most `bytes` of reply, without
+    /// `.` and `..`, every entry with its handle and attributes.
     pub(super) fn page(
         &self,
         dir: &Fh,
@@ -31,9 +28,8 @@ impl dyn Proto + '_ {
         at: (u64, [u8; 8]),
         bytes: u32,
     ) -> Result<Page> {
-        let cookie = at.0;
         let (raw, verf, eof) = self.readdir(dir, at, bytes, path)?;
-        let mut next = cookie;
+        let mut next = at.0;
         let mut entries = Vec::with_capacity(raw.len());
         for ent in raw {
             next = ent.cookie;
@@ -52,28 +48,26 @@ impl dyn Proto + '_ {
             });
         }
         // A page that moved nothing forward ends the listing rather than loop.
-        let eof = eof || next == cookie;
+        let eof = eof || next == at.0;
         Ok(Page {
             entries,
-            cookie: next,
-            verf,
+            next: (next, verf),
             eof,
         })
     }
 
-    /// Empties directory `top` (fileid `top_id`), depth first, in bounded memory: each
-    /// directory is listed from its start, its files removed, an empty subdirectory removed and
-    /// a non-empty one entered; an emptied directory is left through LOOKUP "..", whose fileid
-    /// must be the one recorded on the way down (a tree moved while it is removed stops the
-    /// removal rather than lead it outside). Symlinks are removed, never followed.
+    /// Empties directory `top` (fileid `top_id`) depth first: a directory's entries are removed,
+    /// a non-empty subdirectory entered; an emptied directory is left through LOOKUP "..", whose
+    /// fileid must be the one recorded on the way down (a tree moved while it is removed stops
+    /// the removal rather than lead it outside). Symlinks are removed, never followed.
     fn clear(&self, top: &Fh, top_id: u64, path: &str) -> Result<()> {
         let (mut cur, mut cur_id) = (top.clone(), top_id);
         // Fileids of the directories above `cur`, up to `top`.
         let mut above: Vec<u64> = Vec::new();
         'dirs: loop {
-            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+            let mut at = (0, [0; 8]);
             loop {
-                let page = self.page(&cur, path, (cookie, verf), PAGE_BYTES)?;
+                let page = self.page(&cur, path, at, PAGE_BYTES)?;
                 let removed = !page.entries.is_empty();
                 for ent in page.entries {
                     let is_dir = ent.attr.is_dir();
@@ -91,11 +85,7 @@ impl dyn Proto + '_ {
                     break;
                 }
                 // Removing entries may move the others: list again from the start.
-                (cookie, verf) = if removed {
-                    (0, [0u8; 8])
-                } else {
-                    (page.cookie, page.verf)
-                };
+                at = if removed { (0, [0; 8]) } else { page.next };
             }
             let Some(parent_id) = above.pop() else {
                 return Ok(());
@@ -112,29 +102,28 @@ impl dyn Proto + '_ {
 }
 
 impl NfsClient {
-    /// Names and attributes of the entries of directory `path` (`""` is the share root),
-    /// without `.` and `..`, in the server's order. Collects the whole listing: for the driver's
-    /// own metadata directories, never for a volume's content.
+    /// Names and attributes of the entries of directory `path`, without `.` and `..`. Collects
+    /// the whole listing: for the driver's own metadata directories, never a volume's content.
     pub fn readdir(&self, path: &str) -> Result<Vec<(String, Attr)>> {
         let comps = components(path)?;
         self.with_session(|s| {
             let dir = s.walk_dir(&comps, path)?;
             let mut out = Vec::new();
-            let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+            let mut at = (0, [0; 8]);
             loop {
-                let page = s.page(&dir, path, (cookie, verf), PAGE_BYTES)?;
+                let page = s.page(&dir, path, at, PAGE_BYTES)?;
                 out.extend(page.entries.into_iter().map(|e| (e.name, e.attr)));
                 if page.eof {
                     return Ok(out);
                 }
-                (cookie, verf) = (page.cookie, page.verf);
+                at = page.next;
             }
         })
     }
 
-    /// Removes `path` and everything below it, depth first; a symlink is removed itself, its
-    /// target untouched. `false` when `path` was not there. Each RPC has its own deadline.
-    /// For the driver's own directories; a volume's directory goes with `remove_tree_if`.
+    /// Removes `path` and everything below it (symlinks themselves, never their targets);
+    /// `false` when it was not there. For the driver's own directories; a volume's directory
+    /// goes with `remove_tree_if`.
     pub fn remove_tree(&self, path: &str) -> Result<bool> {
         self.remove_tree_if(path, None).map(|g| g == Guarded::Done)
     }
@@ -164,7 +153,6 @@ impl NfsClient {
         })
     }
 
-    /// Size and free space of the export.
     pub fn fsstat(&self) -> Result<FsStat> {
         self.with_session(|s| s.fsstat())
     }

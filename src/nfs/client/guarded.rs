@@ -1,8 +1,7 @@
 //! Operations on a directory proven, at that moment, to be a given object: its file handle
-//! (hex, as `Fh::to_hex`) is compared with the one recorded when the caller made it. Handles
-//! are those of the protocol the client speaks: an NFSv3 handle never equals the NFSv4.1 handle
-//! of the same directory, so a handle proves ownership only to a client of the version that
-//! recorded it (the NFS backend keeps the version in each record and uses a client of it).
+//! (hex) is compared with the one recorded when the caller made it. An NFSv3 handle never
+//! equals the NFSv4.1 handle of the same directory, so a handle proves ownership only to a
+//! client of the version that recorded it (the NFS backend records the version too).
 //!
 //! NFSv3 has no conditional REMOVE or RENAME, so the check and the change are two calls; what
 //! lies between them is the object LOOKUP just returned under that name, and the change then
@@ -22,7 +21,7 @@ pub enum Rmdir {
 }
 
 impl NfsClient {
-    /// The handle (hex) and attributes of `path`, or `None` when it does not exist.
+    /// The handle (hex) and attributes of `path`, if it exists.
     pub fn handle_of(&self, path: &str) -> Result<Option<(String, Attr)>> {
         let comps = components(path)?;
         self.with_session(|s| {

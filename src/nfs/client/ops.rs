@@ -7,8 +7,7 @@ use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
 use crate::nfs::v4;
 
-/// A regular file opened for I/O: NFSv3 needs only its handle, NFSv4.1 an OPEN's stateid too;
-/// errors of its I/O name the path it was opened by.
+/// A regular file opened for I/O (NFSv4.1: with an OPEN's stateid); errors name its path.
 pub(crate) struct File {
     pub fh: Fh,
     pub stateid: Option<v4::proto::Stateid>,
@@ -20,10 +19,8 @@ pub(crate) trait Proto: Send + Sync {
     fn ep(&self) -> &Endpoint;
     fn is_v4(&self) -> bool;
     fn root(&self) -> &Fh;
-    /// Forgets this root handle, so the next session resolves the share again.
     fn invalidate(&self);
 
-    /// The server answered `op` on `path` with `status`.
     fn status(&self, op: &str, path: &str, status: NfsStatus) -> NfsError {
         self.ep().status(op, path, status, self.is_v4())
     }
@@ -33,8 +30,7 @@ pub(crate) trait Proto: Send + Sync {
     fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)>;
     fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr>;
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()>;
-    /// MKDIR, or SYMLINK to `target` (NFSv4.1: CREATE of either): the handle and attributes,
-    /// where the server gave them.
+    /// MKDIR, or SYMLINK to `target` (NFSv4.1: CREATE of either).
     fn make(
         &self,
         dir: &Fh,
@@ -45,22 +41,19 @@ pub(crate) trait Proto: Send + Sync {
     ) -> Result<Made>;
     /// Creates regular file `name` in `dir` as `how` says, open for writing.
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File>;
-    /// Opens the existing file `fh` for reading (NFSv3: nothing to do).
+    /// Opens the existing file `fh` for reading.
     fn open(&self, fh: &Fh, path: &str) -> Result<File>;
-    /// CLOSE (NFSv3: nothing to do).
     fn close(&self, _f: &File) -> Result<()> {
         Ok(())
     }
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)>;
     /// WRITE: the count written, how stably, and the write verifier.
     fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])>;
-    /// OPEN, READ of the first `count` bytes and CLOSE of `fh` in one compound over NFSv4.1
-    /// (`None` over NFSv3, which reads without opening).
+    /// NFSv4.1: OPEN, READ of the first `count` bytes and CLOSE of `fh` in one compound.
     fn read_whole(&self, _: &Fh, _: u32, _: &str) -> Option<Result<(Vec<u8>, bool)>> {
         None
     }
-    /// WRITE at offset 0 and CLOSE in one compound, over NFSv4.1 (`None` over NFSv3, which has
-    /// nothing to close).
+    /// NFSv4.1: WRITE at offset 0 and CLOSE in one compound.
     fn write_close(&self, _: &File, _: &[u8], _: u32) -> Option<Result<(u32, u32)>> {
         None
     }
@@ -79,8 +72,7 @@ pub(crate) trait Proto: Send + Sync {
     ) -> Result<()>;
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()>;
     fn readlink(&self, fh: &Fh, path: &str) -> Result<String>;
-    /// One listing page after `cookie`: the entries (with handle and attributes where the
-    /// server gave them), the cookie verifier, eof.
+    /// One listing page after cookie `at`.
     fn readdir(&self, dir: &Fh, at: (u64, [u8; 8]), bytes: u32, path: &str) -> Result<Listing>;
     fn fsstat(&self) -> Result<FsStat>;
 }

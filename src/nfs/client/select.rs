@@ -1,16 +1,14 @@
-//! Which protocol a client speaks, and its current session: the share's root handle (NFSv3:
-//! from MOUNT, NFSv4.1: PUTROOTFH and LOOKUPs through the pseudo-filesystem).
+//! Which protocol a client speaks, and its current session (the share's root handle).
 //!
 //! `Want::Auto` tries NFSv4.1 first and settles on NFSv3 only when the server shows it does not
 //! serve the share over NFSv4.1: the NFS port refuses the connection or the RPC program
 //! version, the server refuses minor version 1, or the share is not in its pseudo-filesystem.
-//! A server that does not answer in time decides nothing (the call fails with the deadline).
-//! The choice holds for the client's life, so the handles it gives never change protocol.
+//! A server that does not answer in time decides nothing. The choice holds for the client's
+//! life, so the handles it gives never change protocol.
 
 use super::*;
 use crate::nfs::types::Want;
 
-/// The share reached in the protocol chosen.
 pub(crate) type Sess<'a> = Arc<dyn Proto + 'a>;
 
 /// True when `e` (from resolving the share over NFSv4.1) shows the server does not serve the
@@ -35,15 +33,13 @@ fn not_served_over_v4(e: &NfsError) -> bool {
 }
 
 impl NfsClient {
-    /// The protocol this client speaks, deciding it (with I/O) when it is `Auto` and not
-    /// decided yet.
+    /// The protocol this client speaks, deciding it (with I/O) when not decided yet.
     pub fn version(&self) -> Result<Version> {
         self.session()
             .map(|s| if s.is_v4() { Version::V41 } else { Version::V3 })
     }
 
-    /// The version this client speaks when that is known without I/O: given, or decided by an
-    /// earlier call.
+    /// The version this client speaks when known without I/O.
     pub fn settled_version(&self) -> Option<Version> {
         match self.ep.opts.version {
             Want::Only(v) => Some(v),

@@ -8,7 +8,7 @@ use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr, IO_MAX};
-use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
+use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrResult};
 
 /// The share reached over NFSv3: the transport and the session MOUNT gave.
 pub struct Share<'a> {
@@ -16,31 +16,16 @@ pub struct Share<'a> {
     pub s: Arc<Session>,
 }
 
-/// Arguments that start with the handle `fh`.
-fn args(fh: &Fh) -> Encoder {
-    let mut e = Encoder::default();
-    e.opaque(&fh.0);
-    e
-}
-
-/// Arguments that start with `name` in directory `dir`.
-fn dirop(dir: &Fh, name: &str) -> Encoder {
-    let mut e = args(dir);
-    e.string(name);
-    e
-}
-
 impl Share<'_> {
-    /// One NFS call whose result after the status word `dec` decodes; an error status becomes
-    /// `NfsError::Status` naming `path`.
+    /// One NFS call whose result after the status `dec` decodes; an error status names `path`.
     fn decoded<T>(
         &self,
         op: Proc,
         path: &str,
-        args: Encoder,
+        args: impl Xdr,
         dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
-        let reply = self.t.call(&self.s, op, args.bytes())?;
+        let reply = self.t.call(&self.s, op, Encoder::of(args).bytes())?;
         let mut d = Decoder::new(&reply);
         match d.u32().map(NfsStatus) {
             Ok(NfsStatus::OK) => dec(&mut d),
@@ -51,7 +36,7 @@ impl Share<'_> {
     }
 
     /// One NFS call whose result carries nothing this client reads.
-    fn nfs(&self, op: Proc, path: &str, args: Encoder) -> Result<()> {
+    fn nfs(&self, op: Proc, path: &str, args: impl Xdr) -> Result<()> {
         self.decoded(op, path, args, |_| Ok(()))
     }
 }
@@ -74,7 +59,7 @@ impl Proto for Share<'_> {
     }
 
     fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)> {
-        self.decoded(Proc::LOOKUP, path, dirop(dir, name), |d| {
+        self.decoded(Proc::LOOKUP, path, (dir, name), |d| {
             Ok((proto::dec_fh(d)?, proto::dec_post_op_attr(d)?))
         })
     }
@@ -88,14 +73,13 @@ impl Proto for Share<'_> {
     }
 
     fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr> {
-        self.decoded(Proc::GETATTR, path, args(fh), proto::dec_fattr)
+        self.decoded(Proc::GETATTR, path, fh, proto::dec_fattr)
     }
 
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
-        let mut e = args(fh);
+        let mut e = Encoder::of(fh);
         proto::enc_full_sattr(&mut e, a);
-        e.bool(false); // no ctime guard
-        self.nfs(Proc::SETATTR, path, e)
+        self.nfs(Proc::SETATTR, path, (e, false)) // no ctime guard
     }
 
     fn make(
@@ -106,7 +90,7 @@ impl Proto for Share<'_> {
         a: &FullAttr,
         path: &str,
     ) -> Result<Made> {
-        let mut e = dirop(dir, name);
+        let mut e = Encoder::of((dir, name));
         proto::enc_full_sattr(&mut e, a);
         let op = match to {
             Some(target) => {
@@ -119,7 +103,7 @@ impl Proto for Share<'_> {
     }
 
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File> {
-        let mut e = dirop(dir, name);
+        let mut e = Encoder::of((dir, name));
         match how {
             CreateHow::Guarded(mode) => proto::enc_full_sattr(e.u32(1), &FullAttr::mode(mode)),
             CreateHow::Exclusive(verf) => _ = e.u32(2).fixed(&verf),
@@ -139,9 +123,7 @@ impl Proto for Share<'_> {
     }
 
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
-        let mut e = args(&f.fh);
-        e.u64(off).u32(count);
-        self.decoded(Proc::READ, &f.path, e, |d| {
+        self.decoded(Proc::READ, &f.path, (&f.fh, off, count), |d| {
             proto::dec_post_op_attr(d)?;
             d.u32()?; // count
             let eof = d.bool()?;
@@ -150,8 +132,7 @@ impl Proto for Share<'_> {
     }
 
     fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
-        let mut e = args(&f.fh);
-        e.u64(off).u32(data.len() as u32).u32(stable).opaque(data);
+        let e = (&f.fh, off, data.len() as u32, stable, data);
         // WRITE3resok: bytes written, how stably, and the server's write verifier.
         self.decoded(Proc::WRITE, &f.path, e, |d| {
             proto::skip_wcc(d)?;
@@ -160,9 +141,7 @@ impl Proto for Share<'_> {
     }
 
     fn commit(&self, f: &File) -> Result<[u8; 8]> {
-        let mut e = args(&f.fh);
-        e.u64(0).u32(0);
-        self.decoded(Proc::COMMIT, &f.path, e, |d| {
+        self.decoded(Proc::COMMIT, &f.path, (&f.fh, 0u64, 0u32), |d| {
             proto::skip_wcc(d)?;
             d.verf()
         })
@@ -170,23 +149,19 @@ impl Proto for Share<'_> {
 
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
         let op = if is_dir { Proc::RMDIR } else { Proc::REMOVE };
-        Ok(self.nfs(op, path, dirop(dir, name)).found()?.is_some())
+        Ok(self.nfs(op, path, (dir, name)).found()?.is_some())
     }
 
     fn rename(&self, from: (&Fh, &str), to: (&Fh, &str), _: Option<&Fh>, path: &str) -> Result<()> {
-        let mut e = dirop(from.0, from.1);
-        e.opaque(&to.0 .0).string(to.1);
-        self.nfs(Proc::RENAME, path, e)
+        self.nfs(Proc::RENAME, path, (from.0, from.1, to.0, to.1))
     }
 
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
-        let mut e = args(file);
-        e.opaque(&dir.0).string(name);
-        self.nfs(Proc::LINK, path, e)
+        self.nfs(Proc::LINK, path, (file, dir, name))
     }
 
     fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {
-        self.decoded(Proc::READLINK, path, args(fh), |d| {
+        self.decoded(Proc::READLINK, path, fh, |d| {
             proto::dec_post_op_attr(d)?;
             d.string(4096)
         })
@@ -199,13 +174,12 @@ impl Proto for Share<'_> {
         bytes: u32,
         path: &str,
     ) -> Result<Listing> {
-        let mut e = args(dir);
-        e.u64(cookie).fixed(&verf).u32(bytes / 4).u32(bytes);
+        let e = (dir, cookie, verf, bytes / 4, bytes);
         self.decoded(Proc::READDIRPLUS, path, e, proto::dec_readdirplus)
     }
 
     fn fsstat(&self) -> Result<FsStat> {
-        self.decoded(Proc::FSSTAT, "", args(&self.s.root), |d| {
+        self.decoded(Proc::FSSTAT, "", &self.s.root, |d| {
             proto::dec_post_op_attr(d)?;
             let (total, free, avail) = (d.u64()?, d.u64()?, d.u64()?);
             Ok(FsStat { total, free, avail })

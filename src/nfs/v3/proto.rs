@@ -19,8 +19,7 @@ pub const MOUNT_MNT: (u32, u32, u32) = (MOUNT_PROG, MOUNT_VERS, 1);
 pub const NFS_PROG: u32 = 100003;
 pub const NFS_VERS: u32 = 3;
 
-/// NFSv3 procedure numbers, named as the protocol names them (their `Debug` form is the name
-/// errors give).
+/// NFSv3 procedures; errors name them by `Debug`.
 #[allow(clippy::upper_case_acronyms)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proc {

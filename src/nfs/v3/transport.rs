@@ -1,6 +1,5 @@
 //! One server's connection state: the ports found through portmap, the share's root handle from
-//! MOUNT, and a small pool of idle NFS connections. Everything is per client, so a dead server
-//! never holds a lock that a call to another server needs. Locks are held only to pop or push a
+//! MOUNT, and a pool of idle NFS connections; all per client, locked only to pop or push a
 //! connection or swap the session, never across network I/O.
 
 use std::net::SocketAddr;
@@ -15,7 +14,7 @@ use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
 use crate::nfs::xdr::{Decoder, Encoder};
 
-/// Where the share lives right now. Replaced whole after a failure or a stale root handle.
+/// Where the share lives, replaced whole after a failure or a stale root handle.
 pub struct Session {
     pub nfs: SocketAddr,
     pub root: Fh,
@@ -44,8 +43,7 @@ impl Transport {
     }
 
     fn getport(&self, prog: u32, vers: u32, what: &str) -> Result<u16> {
-        let mut e = Encoder::default();
-        e.u32(prog).u32(vers).u32(proto::IPPROTO_TCP).u32(0);
+        let e = Encoder::of((prog, vers, proto::IPPROTO_TCP, 0u32));
         let op = format!("portmap GETPORT {what}");
         let reply = self.call_once(proto::PMAP_PORT, proto::PMAP_GETPORT, e.bytes(), &op)?;
         let port = (Decoder::new(&reply).u32()).map_err(|x| self.map_err(&op, x.into()))?;
@@ -57,16 +55,11 @@ impl Transport {
     }
 
     fn establish(&self) -> Result<Session> {
-        let mount_port = match self.opts.mount_port {
-            Some(p) => p,
-            None => self.getport(proto::MOUNT_PROG, proto::MOUNT_VERS, "MOUNT v3")?,
-        };
-        let nfs_port = match self.opts.nfs_port {
-            Some(p) => p,
-            None => self.getport(proto::NFS_PROG, proto::NFS_VERS, "NFS v3")?,
-        };
-        let mut e = Encoder::default();
-        e.string(&self.share);
+        let mount = || self.getport(proto::MOUNT_PROG, proto::MOUNT_VERS, "MOUNT v3");
+        let mount_port = self.opts.mount_port.map_or_else(mount, Ok)?;
+        let nfs = || self.getport(proto::NFS_PROG, proto::NFS_VERS, "NFS v3");
+        let nfs_port = self.opts.nfs_port.map_or_else(nfs, Ok)?;
+        let e = Encoder::of(self.share.as_str());
         let reply = self.call_once(mount_port, proto::MOUNT_MNT, e.bytes(), "MOUNT MNT")?;
         // mountres3: status, then on success the root handle (auth flavours ignored).
         let mut d = Decoder::new(&reply);
@@ -83,7 +76,6 @@ impl Transport {
         })
     }
 
-    /// The share as reached over NFSv3, mounted first when it is not yet.
     pub fn share(&self) -> Result<Share<'_>> {
         let s = self.session.get_or(|| self.establish())?;
         Ok(Share { t: self, s })
@@ -96,7 +88,7 @@ impl Transport {
         }
     }
 
-    /// One NFSv3 call. Returns the result bytes, starting with the nfsstat3.
+    /// One NFSv3 call: the result bytes, starting with the nfsstat3.
     pub fn call(&self, session: &Arc<Session>, proc_: proto::Proc, args: &[u8]) -> Result<Vec<u8>> {
         let op = &proc_.name();
         let pooled = self.pool.lock().unwrap().pop();

@@ -28,7 +28,6 @@ pub const SPACE_USED: u32 = 45;
 pub const TIME_MODIFY: u32 = 53;
 pub const TIME_MODIFY_SET: u32 = 54;
 
-/// What `Attr` is made of.
 pub const OBJECT: &[u32] = &[
     TYPE,
     SIZE,
@@ -41,30 +40,25 @@ pub const OBJECT: &[u32] = &[
     SPACE_USED,
     TIME_MODIFY,
 ];
-/// What a READDIR entry carries besides `OBJECT`: its handle, and a per-entry error instead
-/// of failing the whole listing.
+/// What a READDIR entry carries besides `OBJECT` (a per-entry error, not a failed listing).
 pub const ENTRY_EXTRA: &[u32] = &[RDATTR_ERROR, FILEHANDLE];
 pub const SPACE: &[u32] = &[SPACE_AVAIL, SPACE_FREE, SPACE_TOTAL];
 
 /// A bitmap4 of `bits`.
 pub fn bitmap(bits: &[u32]) -> Vec<u32> {
-    let mut words = Vec::new();
-    for &b in bits {
-        let w = (b / 32) as usize;
-        if words.len() <= w {
-            words.resize(w + 1, 0);
-        }
-        words[w] |= 1 << (b % 32);
-    }
-    words
+    let words = bits.iter().map(|b| b / 32 + 1).max().unwrap_or(0);
+    let word = |w| {
+        bits.iter()
+            .filter(|&&b| b / 32 == w)
+            .fold(0, |acc, b| acc | 1 << (b % 32))
+    };
+    (0..words).map(word).collect()
 }
 
 pub fn enc_bitmap(e: &mut Encoder, bits: &[u32]) {
     let words = bitmap(bits);
     e.u32(words.len() as u32);
-    for w in words {
-        e.u32(w);
-    }
+    words.into_iter().for_each(|w| _ = e.u32(w));
 }
 
 pub fn dec_bitmap(d: &mut Decoder<'_>) -> XdrResult<Vec<u32>> {
@@ -83,36 +77,32 @@ fn set_bits(words: &[u32]) -> impl Iterator<Item = u32> + '_ {
     })
 }
 
-/// fattr4 of the settable attributes in `a`: size, mode, owner, group, modification time.
+/// fattr4 of the settable attributes in `a`.
 pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
-    let mut bits = Vec::new();
-    let mut vals = Encoder::default();
-    if let Some(n) = a.size {
-        bits.push(SIZE);
-        vals.u64(n);
-    }
-    if let Some(m) = a.mode {
-        bits.push(MODE);
-        vals.u32(m & 0o7777);
-    }
-    if let Some(u) = a.uid {
-        bits.push(OWNER);
-        vals.string(&u.to_string());
-    }
-    if let Some(g) = a.gid {
-        bits.push(OWNER_GROUP);
-        vals.string(&g.to_string());
-    }
-    if let Some((sec, nsec)) = a.mtime {
-        bits.push(TIME_MODIFY_SET);
-        // SET_TO_CLIENT_TIME4, nfstime4 (int64 seconds, uint32 nanoseconds).
-        vals.u32(1).u64(u64::from(sec)).u32(nsec);
-    }
+    let owner = |id: Option<u32>| id.map(|n| Encoder::of(n.to_string().as_str()));
+    // SET_TO_CLIENT_TIME4, nfstime4 (int64 seconds, uint32 nanoseconds).
+    let mtime = a
+        .mtime
+        .map(|(sec, nsec)| Encoder::of((1u32, u64::from(sec), nsec)));
+    let fields = [
+        (SIZE, a.size.map(Encoder::of)),
+        (MODE, a.mode.map(|m| Encoder::of(m & 0o7777))),
+        (OWNER, owner(a.uid)),
+        (OWNER_GROUP, owner(a.gid)),
+        (TIME_MODIFY_SET, mtime),
+    ];
+    let set = fields.into_iter().filter_map(|(bit, v)| Some((bit, v?)));
+    let (bits, vals): (Vec<u32>, Vec<Encoder>) = set.unzip();
     enc_bitmap(e, &bits);
-    e.opaque(vals.bytes());
+    e.opaque(
+        &vals
+            .iter()
+            .flat_map(|v| v.bytes())
+            .copied()
+            .collect::<Vec<u8>>(),
+    );
 }
 
-/// Everything a fattr4 this client asked for may hold.
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub kind: Option<FileType>,
@@ -124,7 +114,7 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    /// The object's attributes; `None` when the server left out its type.
+    /// `None` when the server left out the type.
     pub fn attr(&self) -> Option<Attr> {
         let kind = self.kind?;
         Some(Attr {
@@ -147,7 +137,6 @@ fn owner_id(s: &str) -> u32 {
         .unwrap_or(UNKNOWN_ID)
 }
 
-/// Decodes a fattr4: its bitmap, then the values in bit order.
 pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
     let words = dec_bitmap(d)?;
     let vals = d.opaque(1 << 16)?;
@@ -175,9 +164,8 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
                 out.a.mtime_nsec = v.u32()?;
             }
             other => {
-                return Err(XdrError(format!(
-                    "attribute {other}, which this client did not ask for"
-                )))
+                let why = format!("attribute {other}, which this client did not ask for");
+                return Err(XdrError(why));
             }
         }
     }

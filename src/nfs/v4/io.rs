@@ -9,8 +9,8 @@ use crate::nfs::error::Result;
 use crate::nfs::types::{CreateHow, Fh};
 
 impl Transport {
-    /// OPEN of `name` in `dir` created as `how` says, for reading and writing, or of `fh`
-    /// itself (both None) for reading. A delegation the server grants anyway is returned.
+    /// OPEN of `name` in `at` created as `how` says, for reading and writing, or of `at` itself
+    /// (both None) for reading. A delegation granted anyway is returned.
     pub fn open(
         &self,
         at: &Fh,
@@ -43,9 +43,8 @@ impl Transport {
         Ok(f)
     }
 
-    /// OPEN of `fh` for reading, READ of its first `count` bytes and CLOSE, in one compound
-    /// (the current stateid carries the open to READ and CLOSE): a small record in one round
-    /// trip. Returns the data and eof.
+    /// OPEN of `fh` for reading, READ of its first `count` bytes and CLOSE in one compound (the
+    /// current stateid carries the open to READ and CLOSE). Returns the data and eof.
     pub fn read_whole(&self, fh: &Fh, count: u32, path: &str) -> Result<(Vec<u8>, bool)> {
         let owner = self.owner.open_owner.clone();
         let cur = Stateid::CURRENT;
@@ -54,7 +53,8 @@ impl Transport {
                 let opened = o
                     .putfh(fh)
                     .open(s.clientid, &owner, proto::ACCESS_READ, None, None);
-                opened.read(&cur, 0, count).close(&cur)
+                let read = opened.add(Op::READ, (cur, 0u64, count));
+                read.add(Op::CLOSE, (0u32, cur))
             },
             |r| {
                 let (_, deleg) = proto::dec_open(r.body(2)?)?;
@@ -72,6 +72,6 @@ impl Transport {
 
     fn return_delegation(&self, fh: &Fh, d: &Stateid, path: &str) {
         tracing::debug!(server = %self.server, path, "returning a delegation this client did not ask for");
-        let _ = self.run(|_, o| o.putfh(fh).delegreturn(d), |r| r.ok(2), path);
+        let _ = self.exec(path, |_, o| o.putfh(fh).add(Op::DELEGRETURN, d));
     }
 }

@@ -1,6 +1,5 @@
-//! The client's primitive operations as NFSv4.1 compounds: each names the handles it acts on
-//! with PUTFH (and SAVEFH where it needs two), so one round trip does what NFSv3 does in
-//! one procedure, and a path resolves in one compound of LOOKUPs.
+//! The client's primitive operations as NFSv4.1 compounds, one round trip each as in NFSv3 (a
+//! whole path resolves in one compound of LOOKUPs).
 //!
 //! NFSv4 REMOVE removes files and empty directories alike; where the caller means one kind,
 //! the compound looks the name up and VERIFYs (or NVERIFYs) its type before REMOVE, so the
@@ -16,7 +15,7 @@ use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
 use crate::nfs::error::{Found, NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr};
-use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
+use crate::nfs::xdr::{Decoder, XdrError, XdrResult};
 
 const NOT_SAME: u32 = 10027;
 const SAME: u32 = 10009;
@@ -29,8 +28,8 @@ pub struct Share<'a> {
 }
 
 impl Transport {
-    /// Runs the compound `build` makes; `decode` reads its results (`Results::ok` over each),
-    /// and a failed operation becomes the error `fail` names.
+    /// Runs the compound `build` makes; `decode` reads its results, and a failed operation
+    /// becomes the error `fail` names.
     pub(super) fn run_with<T>(
         &self,
         build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
@@ -51,7 +50,7 @@ impl Transport {
         }
     }
 
-    /// `run_with`, a failed operation being an error on `path`.
+    /// `run_with`, a failed operation an error on `path`.
     pub(super) fn run<T>(
         &self,
         build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
@@ -59,6 +58,15 @@ impl Transport {
         path: &str,
     ) -> Result<T> {
         self.run_with(build, decode, |f| self.failed(f, path))
+    }
+
+    /// `run` of a compound whose results carry only statuses.
+    pub(super) fn exec(
+        &self,
+        path: &str,
+        build: impl for<'o> Fn(&Session, &'o mut Ops) -> &'o mut Ops,
+    ) -> Result<()> {
+        self.run(build, |r| r.rest(), path)
     }
 
     /// The error of operation `f` that failed on `path`, VERIFY's and LOOKUP's in NFSv3's terms.
@@ -71,8 +79,7 @@ impl Transport {
         self.status(&f.op.name(), path, NfsStatus(status), true)
     }
 
-    /// The share's root: PUTROOTFH and a LOOKUP per component of the share's path in the
-    /// server's pseudo-filesystem.
+    /// The share's root in the server's pseudo-filesystem.
     pub(super) fn resolve_root(&self) -> Result<Fh> {
         let comps: Vec<&str> = self.share.split('/').filter(|c| !c.is_empty()).collect();
         let (fh, a) = self.walk_from(None, &comps, |_| self.share.clone())?;
@@ -82,9 +89,9 @@ impl Transport {
         Ok(fh)
     }
 
-    /// Resolves `comps` below `from` (None: the server's root), in as few compounds as the
-    /// session's operation limit allows. A failed LOOKUP names `name_of` the number of
-    /// components up to it, a failed GETFH or GETATTR `name_of` all of them.
+    /// Resolves `comps` below `from` (None: the server's root) in as few compounds as the
+    /// session allows. A failed LOOKUP names `name_of` the components up to it, a failed GETFH
+    /// or GETATTR `name_of` all of them.
     fn walk_from(
         &self,
         from: Option<&Fh>,
@@ -96,17 +103,16 @@ impl Transport {
         let mut done = 0;
         loop {
             let part = &comps[done..(done + max).min(comps.len())];
-            let start = cur.clone();
             let res = self.run_with(
                 |_, o| {
-                    match &start {
+                    match &cur {
                         Some(fh) => o.putfh(fh),
                         None => o.bare(Op::PUTROOTFH),
                     };
                     for c in part {
                         match *c {
                             ".." => o.bare(Op::LOOKUPP),
-                            c => o.lookup(c),
+                            c => o.add(Op::LOOKUP, c),
                         };
                     }
                     o.bare(Op::GETFH).getattr(attr::OBJECT)
@@ -141,7 +147,6 @@ fn object_attr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     a.ok_or_else(|| XdrError("GETATTR without the type".into()))
 }
 
-/// The open stateid of `f`.
 fn sid(f: &File) -> &Stateid {
     f.stateid.as_ref().expect("NFSv4.1 files are opened")
 }
@@ -186,11 +191,9 @@ impl Proto for Share<'_> {
 
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
         let anonymous = Stateid::ANONYMOUS;
-        self.t
-            .run(|_, o| o.putfh(fh).setattr(&anonymous, a), |r| r.ok(2), path)
+        self.t.exec(path, |_, o| o.putfh(fh).setattr(&anonymous, a))
     }
 
-    /// CREATE of a directory (`target` None) or symlink in `dir`: its handle and attributes.
     fn make(
         &self,
         dir: &Fh,
@@ -224,14 +227,14 @@ impl Proto for Share<'_> {
     }
 
     fn close(&self, f: &File) -> Result<()> {
-        let path = &f.path;
-        self.t
-            .run(|_, o| o.putfh(&f.fh).close(sid(f)), |r| r.ok(2), path)
+        self.t.exec(&f.path, |_, o| {
+            o.putfh(&f.fh).add(Op::CLOSE, (0u32, sid(f)))
+        })
     }
 
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).read(sid(f), off, count),
+            |_, o| o.putfh(&f.fh).add(Op::READ, (sid(f), off, count)),
             |r| Ok(proto::dec_read(r.body(2)?)?),
             &f.path,
         )
@@ -239,7 +242,7 @@ impl Proto for Share<'_> {
 
     fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).write(sid(f), off, stable, data),
+            |_, o| o.putfh(&f.fh).add(Op::WRITE, (sid(f), off, stable, data)),
             |r| Ok(proto::dec_write(r.body(2)?)?),
             &f.path,
         )
@@ -249,12 +252,11 @@ impl Proto for Share<'_> {
         Some(self.t.read_whole(fh, count, path))
     }
 
-    /// WRITE of all of `data` at offset 0 and CLOSE, in one compound (a small record).
     fn write_close(&self, f: &File, data: &[u8], stable: u32) -> Option<Result<(u32, u32)>> {
         Some(self.t.run(
             |_, o| {
-                let written = o.putfh(&f.fh).write(sid(f), 0, stable, data);
-                written.close(sid(f))
+                let written = o.putfh(&f.fh).add(Op::WRITE, (sid(f), 0u64, stable, data));
+                written.add(Op::CLOSE, (0u32, sid(f)))
             },
             |r| {
                 let (n, committed, _) = proto::dec_write(r.body(2)?)?;
@@ -268,30 +270,24 @@ impl Proto for Share<'_> {
     fn commit(&self, f: &File) -> Result<[u8; 8]> {
         let path = &f.path;
         self.t.run(
-            |_, o| o.putfh(&f.fh).commit(),
+            |_, o| o.putfh(&f.fh).add(Op::COMMIT, (0u64, 0u32)),
             |r| Ok(r.body(2)?.verf()?),
             path,
         )
     }
 
-    /// REMOVE of `name` in `dir`, only when it is (`is_dir`) or is not a directory: NOTDIR
-    /// or ISDIR otherwise.
+    /// REMOVE of `name` only when it is (`is_dir`) or is not a directory: NOTDIR or ISDIR else.
     fn remove(&self, dir: &Fh, name: &str, is_dir: bool, path: &str) -> Result<bool> {
-        let r = self.t.run(
-            |_, o| {
-                let found = o.putfh(dir).lookup(name);
-                let dir_type = 2u32.to_be_bytes(); // NF4DIR
-                let checked = found.verify(is_dir, attr::TYPE, &dir_type);
-                checked.putfh(dir).remove(name)
-            },
-            |r| r.ok(5),
-            path,
-        );
+        let r = self.t.exec(path, |_, o| {
+            let found = o.putfh(dir).add(Op::LOOKUP, name);
+            let checked = found.verify(is_dir, attr::TYPE, 2u32); // NF4DIR
+            checked.putfh(dir).add(Op::REMOVE, name)
+        });
         Ok(r.found()?.is_some())
     }
 
-    /// RENAME, optionally only while `name` in `from` is the object `expect` (VERIFY of its
-    /// handle in the same compound).
+    /// RENAME, given `expect` only while the source is that object (VERIFY of its handle in
+    /// the same compound).
     fn rename(
         &self,
         from: (&Fh, &str),
@@ -299,31 +295,22 @@ impl Proto for Share<'_> {
         expect: Option<&Fh>,
         path: &str,
     ) -> Result<()> {
-        let checks = if expect.is_some() { 3 } else { 0 };
-        self.t.run(
-            |_, o| {
-                o.putfh(from.0);
-                if let Some(fh) = expect {
-                    let mut handle = Encoder::default();
-                    handle.opaque(&fh.0);
-                    let found = o.lookup(from.1);
-                    let checked = found.verify(true, attr::FILEHANDLE, handle.bytes());
-                    checked.putfh(from.0);
-                }
-                o.bare(Op::SAVEFH).putfh(to.0).rename(from.1, to.1)
-            },
-            |r| r.ok(4 + checks),
-            path,
-        )
+        self.t.exec(path, |_, o| {
+            o.putfh(from.0);
+            if let Some(fh) = expect {
+                let found = o.add(Op::LOOKUP, from.1);
+                found.verify(true, attr::FILEHANDLE, fh).putfh(from.0);
+            }
+            let saved = o.bare(Op::SAVEFH).putfh(to.0);
+            saved.add(Op::RENAME, (from.1, to.1))
+        })
     }
 
-    /// LINK of `file` as `name` in `dir`.
     fn link(&self, file: &Fh, dir: &Fh, name: &str, path: &str) -> Result<()> {
-        self.t.run(
-            |_, o| o.putfh(file).bare(Op::SAVEFH).putfh(dir).link(name),
-            |r| r.ok(4),
-            path,
-        )
+        self.t.exec(path, |_, o| {
+            let saved = o.putfh(file).bare(Op::SAVEFH);
+            saved.putfh(dir).add(Op::LINK, name)
+        })
     }
 
     fn readlink(&self, fh: &Fh, path: &str) -> Result<String> {

@@ -4,7 +4,7 @@
 use super::attr;
 use crate::nfs::client::Listing;
 use crate::nfs::types::{CreateHow, DirEntry, Fh, FullAttr, NAME_MAX};
-use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
+use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrError, XdrResult};
 
 pub const NFS_PROG: u32 = 100003;
 pub const NFS_V4: u32 = 4;
@@ -12,8 +12,7 @@ pub const COMPOUND: u32 = 1;
 pub const MINOR: u32 = 1;
 pub const FH_MAX: usize = 128;
 
-/// The operations this client sends (RFC 8881 section 16), named as the protocol names them
-/// (their `Debug` form is the name errors give).
+/// The operations this client sends (RFC 8881 section 16); errors name them by `Debug`.
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -81,8 +80,10 @@ impl Stateid {
     };
 }
 
-pub fn enc_stateid(e: &mut Encoder, s: &Stateid) {
-    e.u32(s.seqid).fixed(&s.other);
+impl Xdr for Stateid {
+    fn enc(&self, e: &mut Encoder) {
+        e.u32(self.seqid).fixed(&self.other);
+    }
 }
 
 pub fn dec_stateid(d: &mut Decoder<'_>) -> XdrResult<Stateid> {
@@ -91,7 +92,7 @@ pub fn dec_stateid(d: &mut Decoder<'_>) -> XdrResult<Stateid> {
     Ok(Stateid { seqid, other })
 }
 
-/// Builds the operations of one COMPOUND after its SEQUENCE, counting them.
+/// The operations of one COMPOUND after its SEQUENCE.
 #[derive(Default)]
 pub struct Ops {
     pub e: Encoder,
@@ -100,11 +101,9 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Appends `op`, which takes no arguments (PUTROOTFH, GETFH, SAVEFH, READLINK; LOOKUPP,
-    /// the LOOKUP of `..`).
+    /// Appends `op`, which takes no arguments.
     pub fn bare(&mut self, op: Op) -> &mut Self {
-        self.op(op);
-        self
+        self.add(op, ())
     }
 
     /// Appends `op`; its arguments go into the encoder it returns.
@@ -113,22 +112,22 @@ impl Ops {
         self.e.u32(op as u32)
     }
 
+    /// Appends `op` with its arguments.
+    pub fn add(&mut self, op: Op, args: impl Xdr) -> &mut Self {
+        self.op(op).put(args);
+        self
+    }
+
     pub fn putfh(&mut self, fh: &Fh) -> &mut Self {
-        self.op(Op::PUTFH).opaque(&fh.0);
-        self
+        self.add(Op::PUTFH, fh)
     }
 
-    pub fn lookup(&mut self, name: &str) -> &mut Self {
-        self.op(Op::LOOKUP).string(name);
-        self
-    }
-
-    /// VERIFY (`same`) or NVERIFY that the current object's attribute `bit` has the encoded
-    /// `value`: the compound stops there otherwise (NOT_SAME, SAME).
-    pub fn verify(&mut self, same: bool, bit: u32, value: &[u8]) -> &mut Self {
+    /// VERIFY (`same`) or NVERIFY that the current object's attribute `bit` is `value`: the
+    /// compound stops there otherwise (NOT_SAME, SAME).
+    pub fn verify(&mut self, same: bool, bit: u32, value: impl Xdr) -> &mut Self {
         self.op(if same { Op::VERIFY } else { Op::NVERIFY });
         attr::enc_bitmap(&mut self.e, &[bit]);
-        self.e.opaque(value);
+        self.e.opaque(Encoder::of(value).bytes());
         self
     }
 
@@ -161,16 +160,14 @@ impl Ops {
         how: Option<CreateHow>,
     ) -> &mut Self {
         let e = self.op(Op::OPEN);
-        e.u32(0).u32(access | WANT_NO_DELEG).u32(0);
-        e.u64(clientid).opaque(owner);
+        e.put((0u32, access | WANT_NO_DELEG, 0u32, clientid, owner));
+        // OPEN4_CREATE with GUARDED4 or EXCLUSIVE4.
         match how {
-            None => e.u32(0),
+            None => _ = e.u32(0),
             Some(CreateHow::Guarded(mode)) => {
-                e.u32(1).u32(1); // OPEN4_CREATE, GUARDED4
-                attr::enc_fattr(e, &FullAttr::mode(mode));
-                e
+                attr::enc_fattr(e.put((1u32, 1u32)), &FullAttr::mode(mode))
             }
-            Some(CreateHow::Exclusive(verf)) => e.u32(1).u32(2).fixed(&verf), // EXCLUSIVE4
+            Some(CreateHow::Exclusive(verf)) => _ = e.put((1u32, 2u32, verf)),
         };
         match name {
             Some(n) => self.e.u32(0).string(n), // CLAIM_NULL
@@ -179,65 +176,14 @@ impl Ops {
         self
     }
 
-    pub fn close(&mut self, s: &Stateid) -> &mut Self {
-        self.op(Op::CLOSE).u32(0);
-        enc_stateid(&mut self.e, s);
-        self
-    }
-
-    pub fn delegreturn(&mut self, s: &Stateid) -> &mut Self {
-        self.op(Op::DELEGRETURN);
-        enc_stateid(&mut self.e, s);
-        self
-    }
-
-    pub fn read(&mut self, s: &Stateid, off: u64, count: u32) -> &mut Self {
-        self.op(Op::READ);
-        enc_stateid(&mut self.e, s);
-        self.e.u64(off).u32(count);
-        self
-    }
-
-    pub fn write(&mut self, s: &Stateid, off: u64, stable: u32, data: &[u8]) -> &mut Self {
-        self.op(Op::WRITE);
-        enc_stateid(&mut self.e, s);
-        self.e.u64(off).u32(stable).opaque(data);
-        self
-    }
-
-    pub fn commit(&mut self) -> &mut Self {
-        self.op(Op::COMMIT).u64(0).u32(0);
-        self
-    }
-
-    pub fn remove(&mut self, name: &str) -> &mut Self {
-        self.op(Op::REMOVE).string(name);
-        self
-    }
-
-    /// RENAME from the saved directory to the current one.
-    pub fn rename(&mut self, from: &str, to: &str) -> &mut Self {
-        self.op(Op::RENAME).string(from).string(to);
-        self
-    }
-
-    /// LINK of the saved file as `name` in the current directory.
-    pub fn link(&mut self, name: &str) -> &mut Self {
-        self.op(Op::LINK).string(name);
-        self
-    }
-
     pub fn readdir(&mut self, cookie: u64, verf: [u8; 8], bytes: u32) -> &mut Self {
-        self.op(Op::READDIR).u64(cookie).fixed(&verf);
-        self.e.u32(bytes / 4).u32(bytes);
+        self.op(Op::READDIR).put((cookie, verf, bytes / 4, bytes));
         attr::enc_bitmap(&mut self.e, &[attr::OBJECT, attr::ENTRY_EXTRA].concat());
         self
     }
 
     pub fn setattr(&mut self, s: &Stateid, a: &FullAttr) -> &mut Self {
-        self.op(Op::SETATTR);
-        enc_stateid(&mut self.e, s);
-        attr::enc_fattr(&mut self.e, a);
+        attr::enc_fattr(self.op(Op::SETATTR).put(s), a);
         self
     }
 }
@@ -280,14 +226,16 @@ impl<'a> Results<'a> {
         Ok(&mut self.d)
     }
 
-    /// Reads the next `n` results' opcodes and statuses, which carry nothing else; stops at
-    /// the first operation that failed.
+    /// All the remaining results, which carry only a status; stops at the first that failed.
+    pub fn rest(&mut self) -> Result<(), Stop> {
+        self.ok(self.ops.len() - self.next)
+    }
+
+    /// Reads the next `n` results, which carry only a status; stops at the first that failed.
     pub fn ok(&mut self, n: usize) -> Result<(), Stop> {
         for _ in 0..n {
-            let want = *self
-                .ops
-                .get(self.next)
-                .ok_or_else(|| XdrError("more results than operations".into()))?;
+            let more = || XdrError("more results than operations".into());
+            let want = *self.ops.get(self.next).ok_or_else(more)?;
             let op = self.d.u32()?;
             if op != want as u32 {
                 return Err(

@@ -3,15 +3,15 @@
 //! DESTROY_CLIENTID when the client goes.
 //!
 //! The client owner is unique per `NfsClient` (host, process, a counter and the time), so two
-//! clients of one process never replace each other's state, and its verifier is fixed for the
-//! client's life: after a server restart the same owner comes back with the same verifier, as
-//! a client that did not reboot. State protection is SP4_NONE (AUTH_SYS), so any connection
-//! may carry the session; a new connection is bound with BIND_CONN_TO_SESSION first.
+//! clients of one process never replace each other's state; its verifier is fixed for the
+//! client's life, so after a server restart it comes back as a client that did not reboot.
+//! State protection is SP4_NONE, so any connection bound with BIND_CONN_TO_SESSION may carry
+//! the session.
 //!
-//! Slots: each compound takes a free slot and sends its sequence id + 1. A compound whose reply
-//! never came leaves its slot uncertain (the server may or may not have executed it); the next
-//! use sends the following id, and when the server answers SEQ_MISORDERED (it never saw the
-//! lost one) the slot steps back once and the call is sent again.
+//! Slots: each compound takes a free slot and sends its sequence id + 1. A lost reply leaves
+//! the slot uncertain (the server may or may not have executed it); the next use sends the
+//! following id, and on SEQ_MISORDERED (the server never saw the lost one) the slot steps back
+//! once and the call is sent again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -20,15 +20,14 @@ use std::time::Instant;
 use super::proto::{self, Op};
 use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
 
-/// Slots asked for: concurrent compounds on one session (the server may grant fewer).
+/// Slots (concurrent compounds) asked for; the server may grant fewer.
 const SLOTS_WANTED: u32 = 64;
 /// Largest request and reply: a 1 MiB WRITE or READ with room for the operations around it.
 const MAX_MESSAGE: u32 = (1 << 20) + (64 << 10);
-/// Operations asked for per compound (the server may grant fewer; long walks are split).
+/// Operations asked for per compound; the server may grant fewer (long walks are split).
 const OPS_WANTED: u32 = 64;
 const EXCHGID4_FLAG_USE_NON_PNFS: u32 = 0x0001_0000;
 
-/// The client's identity towards one server, fixed for the client's life.
 pub struct Owner {
     pub id: Vec<u8>,
     pub verifier: [u8; 8],
@@ -45,14 +44,11 @@ impl Owner {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let id = format!(
-            "ferrovol/{host}/{}/{n}/{:x}/{server}",
-            std::process::id(),
-            now.as_nanos()
-        );
+        let (pid, nanos) = (std::process::id(), now.as_nanos());
+        let id = format!("ferrovol/{host}/{pid}/{n}/{nanos:x}/{server}");
         Owner {
             id: id.into_bytes(),
-            verifier: (now.as_nanos() as u64 ^ n).to_be_bytes(),
+            verifier: (nanos as u64 ^ n).to_be_bytes(),
             open_owner: format!("ferrovol-open-{n}").into_bytes(),
         }
     }
@@ -60,23 +56,20 @@ impl Owner {
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    /// Last sequence id sent on the slot (and executed, unless `uncertain`).
+    /// Last sequence id sent (and executed, unless `uncertain`).
     seq: u32,
     busy: bool,
     uncertain: bool,
 }
 
-/// One session: what every compound's SEQUENCE names.
 pub struct Session {
     pub clientid: u64,
     pub id: [u8; 16],
-    /// Operations the server takes in one compound.
     pub max_ops: usize,
     slots: Mutex<Vec<Slot>>,
     freed: Condvar,
 }
 
-/// A slot taken for one compound.
 pub struct Taken {
     pub slot: u32,
     pub seq: u32,
@@ -96,7 +89,7 @@ pub enum Outcome {
 }
 
 impl Session {
-    /// Waits for a free slot until `deadline`; `None` when none freed in time.
+    /// Waits for a free slot until `deadline`.
     pub fn take(&self, deadline: Instant) -> Option<Taken> {
         let mut slots = self.slots.lock().unwrap();
         loop {
@@ -118,7 +111,6 @@ impl Session {
         }
     }
 
-    /// Slots the server granted: compounds this session carries at once.
     pub fn slots(&self) -> usize {
         self.slots.lock().unwrap().len()
     }
@@ -150,8 +142,7 @@ pub fn header(e: &mut Encoder, n: usize) {
 
 /// SEQUENCE4args for `t` on session `id`; the server caches no replies (cachethis false).
 pub fn enc_sequence(e: &mut Encoder, id: &[u8; 16], t: &Taken) {
-    e.u32(Op::SEQUENCE as u32).fixed(id);
-    e.u32(t.seq).u32(t.slot).u32(t.highest).bool(false);
+    e.put((Op::SEQUENCE as u32, id, t.seq, t.slot, t.highest, false));
 }
 
 /// Reads a COMPOUND4res header and its first result's opcode, which must be `op`: that
@@ -169,10 +160,10 @@ pub fn dec_first(d: &mut Decoder<'_>, op: Op) -> XdrResult<u32> {
     d.u32()
 }
 
-/// EXCHANGE_ID4args (after the opcode): our owner, no pNFS, no state protection, no implementation id.
+/// EXCHANGE_ID4args: our owner, no pNFS, no state protection, no implementation id.
 pub fn enc_exchange_id(e: &mut Encoder, o: &Owner) {
-    e.fixed(&o.verifier).opaque(&o.id);
-    e.u32(EXCHGID4_FLAG_USE_NON_PNFS).u32(0).u32(0);
+    let flags = EXCHGID4_FLAG_USE_NON_PNFS;
+    e.put((o.verifier, o.id.as_slice(), flags, 0u32, 0u32));
 }
 
 /// EXCHANGE_ID4resok: the client id and the sequence id CREATE_SESSION must use.
@@ -190,13 +181,11 @@ pub fn dec_exchange_id(d: &mut Decoder<'_>) -> XdrResult<(u64, u32)> {
 
 /// channel_attrs4: no header padding, `max` bytes each way, no RDMA.
 fn enc_channel(e: &mut Encoder, max: u32, cached: u32, ops: u32, reqs: u32) {
-    for word in [0, max, max, cached, ops, reqs, 0] {
-        e.u32(word);
-    }
+    e.put((0u32, max, max, cached, ops, reqs, 0u32));
 }
 
-/// CREATE_SESSION4args (after the opcode): no persistence, no back channel (delegations are never asked for, so
-/// no callbacks are needed), AUTH_NONE for the unused callback program.
+/// CREATE_SESSION4args: no persistence, no back channel (no delegations, so no callbacks),
+/// AUTH_NONE for the unused callback program.
 pub fn enc_create_session(e: &mut Encoder, clientid: u64, seq: u32) {
     e.u64(clientid).u32(seq).u32(0);
     enc_channel(e, MAX_MESSAGE, 4096, OPS_WANTED, SLOTS_WANTED);

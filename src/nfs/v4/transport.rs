@@ -1,17 +1,11 @@
-//! Sending one NFSv4.1 COMPOUND: a session (established on first use, re-established when the
-//! server lost it), a slot, SEQUENCE first, a pooled connection bound to the session, and the
-//! bounded retries of statuses that say "later".
-//!
-//! - BADSESSION, DEADSESSION, STALE_CLIENTID (the server restarted or expired the client):
-//!   EXCHANGE_ID and CREATE_SESSION again, then the compound again (it was not executed).
-//! - GRACE and DELAY: the compound again after a short pause while the client's deadline
-//!   (`ClientOptions::timeout`, counted from the call's start) allows; then `Unavailable`
-//!   naming the status. A call never waits out a server's grace period.
-//! - A lost reply costs the call (DeadlineExceeded or Unavailable), as in NFSv3; the slot is
-//!   left uncertain (see session.rs).
-//!
-//! Every compound starts with SEQUENCE, which also renews the client's lease; a copy sends
-//! compounds back to back, each bounded by the deadline, far inside any lease.
+//! Sending one NFSv4.1 COMPOUND: a session (made on first use, made again when the server lost
+//! it), a slot, SEQUENCE first (which renews the lease), a pooled connection bound to the
+//! session, and bounded retries:
+//! - BADSESSION, DEADSESSION, STALE_CLIENTID (the server restarted or expired the client): a
+//!   new session, then the compound again (it was not executed).
+//! - GRACE and DELAY: the compound again after a short pause while `ClientOptions::timeout`,
+//!   counted from the call's start, allows; then `Unavailable` naming the status.
+//! - A lost reply costs the call, as in NFSv3; the slot is left uncertain (see session.rs).
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -28,7 +22,7 @@ use crate::nfs::types::Fh;
 use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
 
 pub const NFS4_PORT: u16 = 2049;
-/// How often a server that lost the session is asked for a new one within one call.
+/// New sessions asked for within one call.
 const MAX_REESTABLISH: u32 = 2;
 
 /// A connection, with the session it is bound to.
@@ -54,7 +48,6 @@ pub struct Transport {
     ep: Arc<Endpoint>,
     pub owner: Owner,
     session: Cached<Session>,
-    /// The share's root handle, once resolved.
     pub root: Cached<Fh>,
     /// Held while a session is established, so concurrent callers make one.
     establishing: Mutex<Option<(Instant, NfsError)>>,
@@ -84,8 +77,8 @@ impl Transport {
         self.resolve(self.opts.nfs_port.unwrap_or(NFS4_PORT))
     }
 
-    /// One COMPOUND of the one operation in `o` on `conn` (no SEQUENCE): EXCHANGE_ID,
-    /// CREATE_SESSION, DESTROY_*, BIND_CONN_TO_SESSION. `dec` reads its result.
+    /// A COMPOUND of the one operation in `o` without SEQUENCE (EXCHANGE_ID, CREATE_SESSION,
+    /// DESTROY_*, BIND_CONN_TO_SESSION) on `conn`; `dec` reads its result.
     fn lone<T>(
         &self,
         conn: &mut Conn,
@@ -108,7 +101,6 @@ impl Transport {
         }
     }
 
-    /// One COMPOUND call on `conn`.
     fn rpc(&self, conn: &mut Conn, args: &[u8], deadline: Instant) -> Result<Vec<u8>, CallError> {
         let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_V4, Some(self.cred.as_slice()));
         conn.call(prog, vers, proto::COMPOUND, cred, args, deadline)
@@ -134,14 +126,11 @@ impl Transport {
         let mut ops = Ops::default();
         ops.op(Op::RECLAIM_COMPLETE).bool(false);
         match self.send(&s, &ops, deadline) {
-            Ok(_) => {}
-            Err(e) if e.is_status(NfsStatus::COMPLETE_ALREADY) => {}
-            Err(e) => return Err(e),
+            Err(e) if !e.is_status(NfsStatus::COMPLETE_ALREADY) => Err(e),
+            _ => Ok(s),
         }
-        Ok(s)
     }
 
-    /// The current session, established first when there is none.
     pub fn session(&self) -> Result<Arc<Session>> {
         if let Some(s) = self.session.get() {
             return Ok(s);
@@ -169,7 +158,6 @@ impl Transport {
         }
     }
 
-    /// The share as reached over NFSv4.1, its root handle resolved first when it is not yet.
     pub fn share(&self) -> Result<Share<'_>> {
         let root = self.root.get_or(|| self.resolve_root())?;
         Ok(Share { t: self, root })
@@ -190,14 +178,12 @@ impl Transport {
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
         let mut o = Ops::default();
-        let bind = o.op(Op::BIND_CONN_TO_SESSION).fixed(&s.id);
-        bind.u32(1).bool(false); // CDFC4_FORE, not RDMA
+        o.add(Op::BIND_CONN_TO_SESSION, (s.id, 1u32, false)); // CDFC4_FORE, not RDMA
         self.lone(&mut conn, &o, deadline, |_| Ok(()))?;
         Ok(Pooled { conn, bound: s.id })
     }
 
-    /// Sends `ops` after a SEQUENCE on session `s` once. Errors of SEQUENCE itself come back
-    /// as `Status` with op `SEQUENCE`; the caller decides about retries.
+    /// Sends `ops` after a SEQUENCE on session `s` once; the caller decides about retries.
     fn send(&self, s: &Arc<Session>, ops: &Ops, deadline: Instant) -> Result<Reply> {
         let t = s.take(deadline).ok_or_else(|| NfsError::DeadlineExceeded {
             server: self.server.clone(),
@@ -233,7 +219,7 @@ impl Transport {
         reply
     }
 
-    /// Checks the reply's SEQUENCE result and releases the slot accordingly.
+    /// Checks the reply's SEQUENCE result and releases the slot as it says.
     fn sequence_result(
         &self,
         s: &Arc<Session>,
@@ -269,9 +255,8 @@ impl Transport {
         })
     }
 
-    /// Runs the compound `build` makes for the current session, with SEQUENCE first; retries
-    /// as the module doc says. The reply's overall status may still be an error of one of
-    /// `ops` (see `Results`).
+    /// Runs the compound `build` makes for the current session, retrying as the module doc
+    /// says. The reply may still hold an error of one of the operations (see `Results`).
     pub fn compound(&self, build: impl Fn(&Session) -> Ops) -> Result<Reply> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
@@ -324,8 +309,8 @@ impl Transport {
         }
     }
 
-    /// DESTROY_SESSION and DESTROY_CLIENTID on an idle connection, briefly; nothing when no
-    /// connection is idle (the server expires the client after its lease).
+    /// DESTROY_SESSION and DESTROY_CLIENTID on an idle connection, if any (else the server
+    /// expires the client after its lease).
     fn destroy(&self) {
         let Some(s) = self.session.set(None) else {
             return;
