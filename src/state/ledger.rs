@@ -3,7 +3,7 @@
 
 use super::group_commit::Ticket;
 use super::journal::{Journal, Update};
-use super::record::{Record, VolumeRecord};
+use super::record::Record;
 use crate::error::{Error, Result};
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
@@ -206,9 +206,13 @@ impl<R: Record> Ledger<R> {
         })
     }
 
+    fn key(&self, rec: &R) -> String {
+        format!("{}{}", self.prefix, rec.name())
+    }
+
     fn put(&self, rec: &R) -> io::Result<Update> {
         Ok(Update::Put {
-            key: format!("{}{}", self.prefix, rec.name()),
+            key: self.key(rec),
             value: serde_json::to_vec(rec).map_err(io::Error::other)?,
         })
     }
@@ -261,8 +265,7 @@ impl<R: Record> Ledger<R> {
     }
 
     fn queue_remove_with(&self, rec: &R, also: Vec<Update>) -> Result<Queued<R>> {
-        let key = format!("{}{}", self.prefix, rec.name());
-        let mut updates = vec![Update::Delete { key }];
+        let mut updates = vec![Update::Delete { key: self.key(rec) }];
         updates.extend(also);
         self.queue(
             updates,
@@ -371,63 +374,6 @@ impl<R: Record> Ledger<R> {
             last = Some(rec.name());
         }
         (out, None)
-    }
-}
-
-/// What only volumes have: attachments.
-impl<E: Clone + serde::Serialize + serde::de::DeserializeOwned> Ledger<VolumeRecord<E>> {
-    /// ControllerPublish of a node-local volume: only its own node can attach it (another node
-    /// is NotFound, as the spec and csi-sanity expect), then the attachment is recorded.
-    pub fn attach_local(
-        &self,
-        rec: VolumeRecord<E>,
-        local_node: &str,
-        node: &str,
-        read_only: bool,
-    ) -> Result<()> {
-        if node != local_node {
-            return Err(Error::NodeNotFound {
-                node: node.to_string(),
-                detail: format!("volume {} is local to node {local_node}", rec.id),
-            });
-        }
-        self.attach(rec, node, read_only)
-    }
-
-    /// Records that `rec` is ControllerPublished to `node`: done when it already is, the same
-    /// way; AlreadyExists when it is published there with the other read-only setting.
-    pub fn attach(&self, mut rec: VolumeRecord<E>, node: &str, read_only: bool) -> Result<()> {
-        match rec.controller_published.get(node) {
-            Some(ro) if *ro == read_only => Ok(()),
-            Some(ro) => Err(Error::exists(
-                rec.id,
-                format!("already published to node {node} with readonly={ro}"),
-            )),
-            None => {
-                rec.controller_published.insert(node.to_string(), read_only);
-                self.save(rec)
-            }
-        }
-    }
-
-    /// Forgets the publication of volume `id` to `node` (to every node when None). A volume
-    /// that is gone is unpublished everywhere.
-    pub fn detach(&self, id: &str, node: Option<&str>) -> Result<()> {
-        let Some(mut rec) = self.by_id(id) else {
-            return Ok(());
-        };
-        let changed = match node {
-            Some(n) => rec.controller_published.remove(n).is_some(),
-            None => {
-                let had = !rec.controller_published.is_empty();
-                rec.controller_published.clear();
-                had
-            }
-        };
-        if changed {
-            self.save(rec)?;
-        }
-        Ok(())
     }
 }
 

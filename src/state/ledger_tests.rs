@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::VolumeRecord;
 use crate::volume::AccessKind;
 
 type Rec = VolumeRecord<()>;
