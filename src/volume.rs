@@ -72,23 +72,19 @@ pub fn stable_hash(s: &str) -> u64 {
 impl VolumeId {
     /// The id of the volume `name` created by `backend` on `node`.
     pub fn for_volume(backend: &str, node: &str, name: &str) -> Result<Self> {
-        let node = Self::node_tag(node);
-        let room = MAX_ID_LEN - backend.len() - node.len() - 2;
-        Ok(VolumeId {
-            backend: backend.to_string(),
-            node: Some(node),
-            key: Self::key_within("name", name, room)?,
-        })
+        Self::new(backend, Some(Self::node_tag(node)), name)
     }
 
     /// The id of the cluster-wide volume `name` created by `backend`.
     pub fn cluster(backend: &str, name: &str) -> Result<Self> {
-        let room = MAX_ID_LEN - backend.len() - 1;
-        Ok(VolumeId {
-            backend: backend.to_string(),
-            node: None,
-            key: Self::key_within("name", name, room)?,
-        })
+        Self::new(backend, None, name)
+    }
+
+    fn new(backend: &str, node: Option<String>, name: &str) -> Result<Self> {
+        let room = MAX_ID_LEN - backend.len() - node.as_ref().map_or(0, |n| n.len() + 1) - 1;
+        let key = Self::key_within("name", name, room)?;
+        let backend = backend.to_string();
+        Ok(VolumeId { backend, node, key })
     }
 
     /// `name` (checked as `what`) itself when it fits `room` bytes, else a prefix of it plus
