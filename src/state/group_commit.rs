@@ -17,22 +17,18 @@ use std::future::poll_fn;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 /// One batch, shared by the tickets of its changes: the condition its waiting threads sleep
 /// on, and its outcome, set once when it is decided. Each waiter reads its own batch's
 /// outcome, however many batches were decided before it looked.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    cv: Condvar,
+    pub(super) cv: Condvar,
     outcome: OnceLock<Result<(), Arc<io::Error>>>,
 }
 
 impl Batch {
-    pub(super) fn notify_one(&self) {
-        self.cv.notify_one();
-    }
-
     /// Records the outcome and wakes the batch's threads (its tasks are woken by sequence).
     fn decide(&self, outcome: Result<(), Arc<io::Error>>) {
         let _ = self.outcome.set(outcome);
@@ -124,20 +120,19 @@ impl Journal {
 
     /// Waits as a task until the ticket's batch is decided; holds no thread meanwhile.
     pub async fn wait_async(&self, ticket: &Ticket) -> io::Result<()> {
-        poll_fn(|cx| self.poll_ticket(ticket, cx)).await
-    }
-
-    fn poll_ticket(&self, ticket: &Ticket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut inner = self.lock();
-        if inner.decided >= ticket.seq {
-            return Poll::Ready(ticket.batch.outcome());
-        }
-        inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
-        inner.wakers.push((ticket.seq, cx.waker().clone()));
-        if !inner.leader_active && !inner.leader_started {
-            self.start_leader(&mut inner);
-        }
-        Poll::Pending
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            if inner.decided >= ticket.seq {
+                return Poll::Ready(ticket.batch.outcome());
+            }
+            inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
+            inner.wakers.push((ticket.seq, cx.waker().clone()));
+            if !inner.leader_active && !inner.leader_started {
+                self.start_leader(&mut inner);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Writes and syncs everything queued, as the leader; the lock is released during I/O. The
@@ -218,7 +213,7 @@ impl Journal {
             return;
         }
         if inner.queued_blocking > 0 {
-            inner.queue_cv.notify_one();
+            inner.queue_cv.cv.notify_one();
         } else {
             self.start_leader(inner);
         }
