@@ -80,12 +80,8 @@ impl<T: 'static> Done<T> {
         match self {
             Done::Now(v) => Done::Now(f(v)),
             Done::AfterCommit(a) => {
-                let AfterCommit {
-                    journal,
-                    ticket,
-                    then,
-                } = *a;
-                Done::after_commit(journal, ticket, move |outcome| then(outcome).map(f))
+                let a = *a;
+                Done::after_commit(a.journal, a.ticket, move |o| (a.then)(o).map(f))
             }
         }
     }
