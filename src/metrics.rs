@@ -63,7 +63,6 @@ pub fn count_commit() {
     metrics().commits.inc();
 }
 
-/// Durable commits so far in this process.
 pub fn commits() -> u64 {
     metrics().commits.get()
 }
@@ -73,7 +72,6 @@ pub fn count_background_sync() {
     metrics().background_syncs.inc();
 }
 
-/// Background syncs so far in this process.
 pub fn background_syncs() -> u64 {
     metrics().background_syncs.get()
 }
@@ -174,20 +172,6 @@ fn scrape<L, T: ?Sized>(
     family
 }
 
-fn nfs_servers() -> (Family<Labels, Gauge>, Family<Labels, Gauge>) {
-    let (up, abandoned): (Family<Labels, Gauge>, Family<Labels, Gauge>) = Default::default();
-    for s in crate::os::nfscalls::servers() {
-        let labels = vec![("server", s.name)];
-        if s.abandoned > 0 {
-            abandoned.get_or_create(&labels).set(s.abandoned as i64);
-        }
-        if !s.resolver {
-            up.get_or_create(&labels).set(s.answering.into());
-        }
-    }
-    (up, abandoned)
-}
-
 /// Registers each `name: help => metric` with registry `r`: a table of the series.
 macro_rules! register {
     ($r:ident, $($name:literal: $help:literal => $metric:expr,)*) => {
@@ -229,7 +213,17 @@ pub fn render() -> String {
             family.get_or_create(&labels).set(up.into());
         }
     });
-    let (nfs_up, nfs_abandoned) = nfs_servers();
+    let (nfs_up, nfs_abandoned): (Family<Labels, Gauge>, Family<Labels, Gauge>) =
+        Default::default();
+    for s in crate::os::nfscalls::servers() {
+        let labels = vec![("server", s.name)];
+        if s.abandoned > 0 {
+            nfs_abandoned.get_or_create(&labels).set(s.abandoned as i64);
+        }
+        if !s.resolver {
+            nfs_up.get_or_create(&labels).set(s.answering.into());
+        }
+    }
     text("ferrovol", |r| {
         register! { r,
             "rpc_duration_seconds": "CSI calls served, timed, by service, method and gRPC code"
