@@ -115,11 +115,7 @@ pub struct SnapshotFilter {
     pub source: Option<VolumeId>,
 }
 
-/// One page of ListSnapshots: entries, and the name of the last one if more may follow.
-pub struct SnapshotPage {
-    pub entries: Vec<SnapshotInfo>,
-    pub next_after: Option<String>,
-}
+pub type SnapshotPage = crate::backend::Page<SnapshotInfo>;
 
 #[cfg(test)]
 mod tests {
