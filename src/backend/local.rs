@@ -223,13 +223,10 @@ pub trait LocalNode: LocalVolumes {
     fn unstage_block(&self, _rec: &Rec<Self>) -> Result<()> {
         Ok(())
     }
-    /// What a publication binds from.
     fn source(&self, rec: &Rec<Self>) -> Result<Self::Source>;
     /// Whether `path` (the staging path, or an unrecorded mount at a target) shows `src`.
     fn shows_source(&self, rec: &Rec<Self>, src: &Self::Source, path: &Path) -> bool;
-    /// The bind options of a capability's mount flags.
     fn bind_options(&self, vid: &str, flags: &[String], read_only: bool) -> Result<BindOptions>;
-    /// Binds a raw block volume's device at the target.
     fn bind_block(
         &self,
         rec: &Rec<Self>,
@@ -412,10 +409,8 @@ pub(crate) fn require_at<E>(
 ) -> Result<()> {
     let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
     if !path.exists() || !(known || shows()) {
-        return Err(Error::VolumeNotFound {
-            volume: rec.id.clone(),
-            detail: format!("it is not published at {}", path.display()),
-        });
+        let why = format!("it is not published at {}", path.display());
+        return Err(Error::not_found_because(&rec.id, why));
     }
     Ok(())
 }

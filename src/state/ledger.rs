@@ -85,7 +85,6 @@ impl<R: Record> Index<R> {
         self.volumes.get(name).map(|e| &*e.0)
     }
 
-    /// The record whose id is `id`.
     fn by_id(&self, id: &str) -> Option<&R> {
         let direct = id
             .rsplit_once('/')
@@ -189,13 +188,7 @@ impl<R: Record> Ledger<R> {
             published_per_node: HashMap::new(),
         };
         for (key, value) in live.iter().filter(|(k, _)| k.starts_with(&prefix)) {
-            let rec: R = serde_json::from_slice(value).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("state record {key}: {e}"),
-                )
-            })?;
-            index.insert(rec);
+            index.insert(super::record::decode(key, value)?);
         }
         let index = Arc::new(Mutex::new(index));
         crate::metrics::count_volumes(backend, Arc::downgrade(&index) as _);
