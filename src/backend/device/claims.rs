@@ -5,6 +5,7 @@
 
 use super::{VolumeRecord, BACKEND};
 use crate::discovery::{Claim, Claims};
+use crate::state::record::decode;
 use crate::state::{Ledger, Phase, Update};
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -23,16 +24,10 @@ pub(super) fn release_update(uid: &str, claim: &Claim) -> io::Result<Update> {
 pub fn from_records(live: &HashMap<String, Vec<u8>>, node: &str) -> io::Result<Claims> {
     let mut claims = Claims::new();
     for (key, value) in live {
-        let bad = |e: serde_json::Error| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("state record {key}: {e}"),
-            )
-        };
         if let Some(uid) = key.strip_prefix(RELEASED) {
-            claims.insert(uid.to_string(), serde_json::from_slice(value).map_err(bad)?);
+            claims.insert(uid.to_string(), decode(key, value)?);
         } else if key.starts_with(&format!("{BACKEND}/")) {
-            let rec: VolumeRecord = serde_json::from_slice(value).map_err(bad)?;
+            let rec: VolumeRecord = decode(key, value)?;
             let claim = Claim::Claimed {
                 volume: rec.id,
                 node: node.to_string(),
