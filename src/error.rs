@@ -117,6 +117,7 @@ impl Error {
         precondition => FailedPrecondition,
         exists => AlreadyExists,
         no_space => NoSpace,
+        out_of_range => OutOfRange,
     }
 
     /// Wraps an OS error with the volume and the action that failed.

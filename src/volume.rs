@@ -215,13 +215,11 @@ impl CapacityRange {
             if down >= self.required && down > 0 {
                 return Ok(down);
             }
-            return Err(Error::OutOfRange {
-                volume: volume.to_string(),
-                detail: format!(
-                    "no size in {align}-byte units lies between required_bytes {} and limit_bytes {}",
-                    self.required, self.limit
-                ),
-            });
+            let why = format!(
+                "no size in {align}-byte units lies between required_bytes {} and limit_bytes {}",
+                self.required, self.limit
+            );
+            return Err(Error::out_of_range(volume, why));
         }
         Ok(aligned)
     }

@@ -229,10 +229,7 @@ impl LocalNode for DeviceBackend {
         let rec = self.record(id)?;
         if range.required > rec.capacity_bytes {
             let detail = format!("the device is {} bytes and cannot grow", rec.capacity_bytes);
-            return Err(Error::OutOfRange {
-                volume: rec.id,
-                detail,
-            });
+            return Err(Error::out_of_range(rec.id, detail));
         }
         Ok(rec.capacity_bytes)
     }
