@@ -157,18 +157,6 @@ impl<R: Record> Ledger<R> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The ledger of `backend`, loaded from the journal's replayed records.
-    pub fn open(
-        journal: Arc<Journal>,
-        backend: &str,
-        live: &HashMap<String, Vec<u8>>,
-    ) -> io::Result<Self>
-    where
-        R: Send + 'static,
-    {
-        Self::open_counted(journal, backend, backend, live)
-    }
-
     /// The ledger of the records under `<key>/` in the journal, counted in the metrics as
     /// volumes of `backend` (several ledgers may count for one backend: hostpath pools).
     pub fn open_counted(

@@ -122,12 +122,14 @@ mod tests {
     fn older_state_is_adopted_into_the_journal_in_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let (j, live) = Journal::open(dir.path()).unwrap();
-        let ledger: Ledger<VolumeRecord> = Ledger::open(j, BACKEND, &live).unwrap();
+        let ledger: Ledger<VolumeRecord> =
+            Ledger::open_counted(j, BACKEND, BACKEND, &live).unwrap();
         ledger.save(rec("ready", "u-ready", Phase::Ready)).unwrap();
         ledger.save(rec("half", "u-half", Phase::Creating)).unwrap();
         drop(ledger);
         let (j, live) = Journal::open(dir.path()).unwrap();
-        let ledger: Ledger<VolumeRecord> = Ledger::open(j, BACKEND, &live).unwrap();
+        let ledger: Ledger<VolumeRecord> =
+            Ledger::open_counted(j, BACKEND, BACKEND, &live).unwrap();
         let released = Claim::Released {
             volume: "device/n/old".into(),
             reason: "not wiped".into(),

@@ -128,7 +128,7 @@ impl DeviceBackend {
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Self> {
-        let ledger = Ledger::open(journal, BACKEND, live)?;
+        let ledger = Ledger::open_counted(journal, BACKEND, BACKEND, live)?;
         let inventory =
             Inventory::open_with_claims(&cfg.state_dir, &cfg.node_id, cfg.filters, |legacy| {
                 claims::adopt(&ledger, live, &cfg.node_id, legacy)
