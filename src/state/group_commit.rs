@@ -1,15 +1,10 @@
-//! Group commit: how changes queue for the journal's next batch, who writes and syncs it, and
-//! how the waiters learn the outcome.
-//!
-//! A change is queued with `submit` and is acknowledged only after the batch that carries it is
-//! synced. Its caller waits either on a thread (`wait`: the first waiter to find no sync in flight
-//! leads the batch itself) or as a task (`wait_async`: nothing blocks; a task that finds no leader
-//! starts one on the blocking pool, which then leads batch after batch while changes keep
-//! arriving, and each task is woken by its batch's outcome). A waiting task holds no thread, so at
-//! concurrency N the driver does not keep N threads asleep in the commit and wake each of them.
-//!
-//! When a leader that waited on a thread is done with its own batch it hands the next one over:
-//! to a thread blocked on it, or, when only tasks wait on it, to a leader on the blocking pool.
+//! Group commit: a change is queued for the journal's next batch (`submit`) and acknowledged only
+//! once the batch that carries it is synced. Its caller waits on a thread (`wait`: the first
+//! waiter to find no sync in flight leads the batch itself) or as a task (`wait_async`: a task
+//! that finds no leader starts one on the blocking pool, which leads batch after batch while
+//! changes keep arriving, and each task is woken by its batch's outcome). A waiting task holds no
+//! thread, so N concurrent commits do not keep N threads asleep. A thread that led its own batch
+//! hands the next one to a thread blocked on it, or, when only tasks wait, to a pool leader.
 
 use super::frame::{Update, SEQ_KEY};
 use super::journal::{poisoned_error, Inner, Journal};
