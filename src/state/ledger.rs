@@ -265,12 +265,9 @@ impl<R: Record> Ledger<R> {
 
     /// Probe's check: the journal can take commits (its state dir is writable, no sync failed).
     pub fn check_writable(&self) -> Result<()> {
-        self.journal.check_writable().map_err(|e| {
-            Error::Internal(format!(
-                "state dir {} is not writable: {e}",
-                self.journal.dir().display()
-            ))
-        })
+        let dir = self.journal.dir().display();
+        let why = |e: io::Error| Error::Internal(format!("state dir {dir} is not writable: {e}"));
+        self.journal.check_writable().map_err(why)
     }
 
     pub fn get(&self, name: &str) -> Option<R> {
