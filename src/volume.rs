@@ -14,14 +14,12 @@ pub const TOPOLOGY_NODE_KEY: &str = "topology.ferrovol.io/node";
 pub fn validate_component(what: &str, value: &str) -> Result<()> {
     present_within_limit(what, value)?;
     if value.starts_with('.') {
-        return Err(Error::invalid(format!(
-            "{what} {value:?} must not begin with '.'"
-        )));
+        let why = format!("{what} {value:?} must not begin with '.'");
+        return Err(Error::invalid(why));
     }
     if let Some(c) = value.chars().find(|c| *c == '/' || c.is_control()) {
-        return Err(Error::invalid(format!(
-            "{what} {value:?} contains {c:?}, which is not allowed"
-        )));
+        let why = format!("{what} {value:?} contains {c:?}, which is not allowed");
+        return Err(Error::invalid(why));
     }
     Ok(())
 }
@@ -32,10 +30,9 @@ fn present_within_limit(what: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what} is required")));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(Error::invalid(format!(
-            "{what} is {} bytes; at most {MAX_ID_LEN} are allowed",
-            value.len()
-        )));
+        let n = value.len();
+        let why = format!("{what} is {n} bytes; at most {MAX_ID_LEN} are allowed");
+        return Err(Error::invalid(why));
     }
     Ok(())
 }

@@ -231,9 +231,8 @@ impl LocalVolumes for DeviceBackend {
         let rec = self.record(id)?;
         let (volume, size) = (rec.id, rec.capacity_bytes);
         if range.required == 0 && range.limit == 0 {
-            return Err(Error::invalid(format!(
-                "volume {volume}: capacity_range is required"
-            )));
+            let why = format!("volume {volume}: capacity_range is required");
+            return Err(Error::invalid(why));
         }
         let detail = if range.limit != 0 && range.limit < size {
             format!(
