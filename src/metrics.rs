@@ -103,10 +103,8 @@ pub fn observe_rpc(path: &str, code: tonic::Code, elapsed: Duration) {
         ("method", method.to_string()),
         ("code", format!("{code:?}")),
     ];
-    metrics()
-        .rpc
-        .get_or_create(&labels)
-        .observe(elapsed.as_secs_f64());
+    let secs = elapsed.as_secs_f64();
+    metrics().rpc.get_or_create(&labels).observe(secs);
 }
 
 /// The labels of a call's path when csi.proto declares it, else `other`: a client must not be
@@ -194,9 +192,8 @@ pub fn render() -> String {
     let m = metrics();
     let volumes = scrape(&m.ledgers, |family, backend, ledger| {
         let labels = vec![("backend", backend.clone())];
-        family
-            .get_or_create(&labels)
-            .inc_by(ledger.volumes() as i64);
+        let n = ledger.volumes() as i64;
+        family.get_or_create(&labels).inc_by(n);
     });
     let devices = scrape(&m.inventories, |family, (), inventory| {
         for e in inventory.snapshot() {

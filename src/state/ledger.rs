@@ -319,11 +319,7 @@ impl<R: Record> Ledger<R> {
     }
 
     pub fn published_count(&self, node: &str) -> usize {
-        self.lock()
-            .published_per_node
-            .get(node)
-            .copied()
-            .unwrap_or(0)
+        *self.lock().published_per_node.get(node).unwrap_or(&0)
     }
 
     /// One page of records in name order after `after`, mapped by `f`; `max` 0 means all. Also

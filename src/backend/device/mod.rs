@@ -190,9 +190,8 @@ impl DeviceBackend {
         self.inventory
             .set_claim(uid, self.ours(rec))
             .map_err(Error::os(&rec.id, format!("claim device {uid}")))?;
-        self.ledger.save(rec.clone()).inspect_err(|_| {
-            self.show_claim(rec, Claim::Unclaimed);
-        })
+        let unshow = |_: &_| self.show_claim(rec, Claim::Unclaimed);
+        self.ledger.save(rec.clone()).inspect_err(unshow)
     }
 
     /// Shows `claim` on `rec`'s device, once the journal holds it.
