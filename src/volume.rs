@@ -121,11 +121,8 @@ impl VolumeId {
             _ => return Ok(None),
         };
         let ok = !backend.is_empty() && validate_component("name", key).is_ok();
-        Ok(ok.then(|| VolumeId {
-            backend: backend.to_string(),
-            node,
-            key: key.to_string(),
-        }))
+        let (backend, key) = (backend.to_string(), key.to_string());
+        Ok(ok.then_some(VolumeId { backend, node, key }))
     }
 }
 
