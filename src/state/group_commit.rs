@@ -73,10 +73,8 @@ impl Journal {
         }
         inner.queued_frames += updates.len();
         inner.issued += 1;
-        Ok(Ticket {
-            seq: inner.issued,
-            batch: inner.queue_cv.clone(),
-        })
+        let (seq, batch) = (inner.issued, inner.queue_cv.clone());
+        Ok(Ticket { seq, batch })
     }
 
     /// Waits on this thread until the ticket's batch is decided, leading a batch when no sync

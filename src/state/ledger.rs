@@ -192,10 +192,9 @@ impl<R: Record> Ledger<R> {
     }
 
     fn put(&self, rec: &R) -> io::Result<Update> {
-        Ok(Update::Put {
-            key: self.key(rec),
-            value: serde_json::to_vec(rec).map_err(io::Error::other)?,
-        })
+        let key = self.key(rec);
+        let value = serde_json::to_vec(rec).map_err(io::Error::other)?;
+        Ok(Update::Put { key, value })
     }
 
     pub fn journal(&self) -> &Arc<Journal> {
@@ -257,10 +256,8 @@ impl<R: Record> Ledger<R> {
 
     fn queue(&self, updates: Vec<Update>, id: String, change: Change<R>) -> Result<Queued<R>> {
         let ticket = self.journal.submit(updates).map_err(Error::state(&id))?;
-        Ok(Queued {
-            ticket,
-            pending: Pending { id, change },
-        })
+        let pending = Pending { id, change };
+        Ok(Queued { ticket, pending })
     }
 
     /// Probe's check: the journal can take commits (its state dir is writable, no sync failed).

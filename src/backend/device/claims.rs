@@ -14,10 +14,9 @@ const RELEASED: &str = "device-released/";
 
 /// The update that records `claim` (Released) on `uid`.
 pub(super) fn release_update(uid: &str, claim: &Claim) -> io::Result<Update> {
-    Ok(Update::Put {
-        key: format!("{RELEASED}{uid}"),
-        value: serde_json::to_vec(claim).map_err(io::Error::other)?,
-    })
+    let key = format!("{RELEASED}{uid}");
+    let value = serde_json::to_vec(claim).map_err(io::Error::other)?;
+    Ok(Update::Put { key, value })
 }
 
 /// The claims `node` holds according to the journal's live records.
@@ -28,11 +27,8 @@ pub fn from_records(live: &HashMap<String, Vec<u8>>, node: &str) -> io::Result<C
             claims.insert(uid.to_string(), decode(key, value)?);
         } else if key.starts_with(&format!("{BACKEND}/")) {
             let rec: VolumeRecord = decode(key, value)?;
-            let claim = Claim::Claimed {
-                volume: rec.id,
-                node: node.to_string(),
-            };
-            claims.insert(rec.backend.uid, claim);
+            let (volume, node) = (rec.id, node.to_string());
+            claims.insert(rec.backend.uid, Claim::Claimed { volume, node });
         }
     }
     Ok(claims)

@@ -162,10 +162,8 @@ impl DeviceBackend {
     }
 
     fn ours(&self, rec: &VolumeRecord) -> Claim {
-        Claim::Claimed {
-            volume: rec.id.clone(),
-            node: self.node.clone(),
-        }
+        let (volume, node) = (rec.id.clone(), self.node.clone());
+        Claim::Claimed { volume, node }
     }
 
     fn released(&self, rec: &VolumeRecord, reason: String) -> Claim {

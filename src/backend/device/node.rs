@@ -43,9 +43,8 @@ fn fs_mount_options(flags: &[String], read_only: bool) -> (MountFlags, String) {
 /// per-mount flag (filesystem data options were applied at stage).
 fn bind_options(flags: &[String], read_only: bool) -> BindOptions {
     let (bits, _) = fs_mount_options(flags, read_only);
-    BindOptions {
-        flags: bits.difference(MountFlags::SYNCHRONOUS),
-    }
+    let flags = bits.difference(MountFlags::SYNCHRONOUS);
+    BindOptions { flags }
 }
 
 impl DeviceBackend {
