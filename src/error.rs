@@ -119,7 +119,6 @@ impl Error {
         }
     }
 
-    /// Wraps a failed state commit of `volume`.
     pub fn state(volume: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let volume = volume.into();
         move |source| Error::State { volume, source }

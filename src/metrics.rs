@@ -87,7 +87,6 @@ pub fn add_unexplained_dirs(n: u64) {
     metrics().unexplained_dirs.inc_by(n as i64);
 }
 
-/// Records whether the kubelet has registered the driver.
 pub fn set_kubelet_registered(registered: bool) {
     metrics()
         .kubelet_registered

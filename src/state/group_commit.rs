@@ -30,7 +30,6 @@ impl Batch {
         self.cv.notify_all();
     }
 
-    /// The outcome of a decided batch.
     fn outcome(&self) -> io::Result<()> {
         match self.outcome.get() {
             Some(Ok(())) => Ok(()),

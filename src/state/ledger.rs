@@ -275,7 +275,6 @@ impl<R: Record> Ledger<R> {
         self.lock().by_id(id).cloned()
     }
 
-    /// The name of the volume holding `id`, if any.
     pub fn id_owner(&self, id: &str) -> Option<String> {
         self.lock().by_id(id).map(|r| r.name().to_string())
     }
