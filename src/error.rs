@@ -27,7 +27,6 @@ pub enum Error {
     /// Not enough free space (or devices) for the volume right now.
     #[error("volume {volume}: {detail}")]
     NoSpace { volume: String, detail: String },
-    /// The node already carries the most volumes it takes.
     #[error(
         "volume {volume}: node {node} already has {count} volumes published, the most it takes"
     )]
@@ -39,38 +38,25 @@ pub enum Error {
     /// The volume is in a state that forbids the operation (in use, wrong node, in the way).
     #[error("volume {volume}: {detail}")]
     FailedPrecondition { volume: String, detail: String },
-    /// Another operation on the same volume is in flight; the CO retries.
     #[error("volume {0}: another operation is in progress")]
     Busy(String),
-    /// A pagination token this driver did not issue.
     #[error("invalid starting_token {0:?}")]
     BadToken(String),
-    /// The OS refused an operation on a volume: names the volume, what was attempted and why.
     #[error("volume {volume}: {action}: {source}")]
     Os {
         volume: String,
         action: String,
-        #[source]
         source: io::Error,
     },
     /// The driver's state journal could not commit the change: nothing was acknowledged.
     #[error("volume {volume}: could not commit the driver's state: {source}")]
-    State {
-        volume: String,
-        #[source]
-        source: io::Error,
-    },
+    State { volume: String, source: io::Error },
     /// The storage a backend serves from (base path, export) cannot be read.
     #[error("{what}: {source}")]
-    Storage {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
+    Storage { what: String, source: io::Error },
     /// A storage server did not answer or refused the connection.
     #[error("server {server}: unavailable: {detail}")]
     Unavailable { server: String, detail: String },
-    /// A storage server did not answer within the call's deadline.
     #[error("server {server}: {action} did not finish within {seconds} s")]
     DeadlineExceeded {
         server: String,
@@ -117,6 +103,7 @@ impl Error {
         precondition => FailedPrecondition,
         exists => AlreadyExists,
         no_space => NoSpace,
+        out_of_range => OutOfRange,
     }
 
     /// Wraps an OS error with the volume and the action that failed.
@@ -132,7 +119,6 @@ impl Error {
         }
     }
 
-    /// Wraps a failed state commit of `volume`.
     pub fn state(volume: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let volume = volume.into();
         move |source| Error::State { volume, source }

@@ -23,10 +23,8 @@ impl VolumeLocks {
         if !held.insert(key.to_string()) {
             return Err(Error::Busy(key.to_string()));
         }
-        Ok(VolumeGuard {
-            held: self.held.clone(),
-            key: key.to_string(),
-        })
+        let (held, key) = (self.held.clone(), key.to_string());
+        Ok(VolumeGuard { held, key })
     }
 }
 

@@ -63,7 +63,6 @@ pub fn count_commit() {
     metrics().commits.inc();
 }
 
-/// Durable commits so far in this process.
 pub fn commits() -> u64 {
     metrics().commits.get()
 }
@@ -73,7 +72,6 @@ pub fn count_background_sync() {
     metrics().background_syncs.inc();
 }
 
-/// Background syncs so far in this process.
 pub fn background_syncs() -> u64 {
     metrics().background_syncs.get()
 }
@@ -89,7 +87,6 @@ pub fn add_unexplained_dirs(n: u64) {
     metrics().unexplained_dirs.inc_by(n as i64);
 }
 
-/// Records whether the kubelet has registered the driver.
 pub fn set_kubelet_registered(registered: bool) {
     metrics()
         .kubelet_registered
@@ -105,10 +102,8 @@ pub fn observe_rpc(path: &str, code: tonic::Code, elapsed: Duration) {
         ("method", method.to_string()),
         ("code", format!("{code:?}")),
     ];
-    metrics()
-        .rpc
-        .get_or_create(&labels)
-        .observe(elapsed.as_secs_f64());
+    let secs = elapsed.as_secs_f64();
+    metrics().rpc.get_or_create(&labels).observe(secs);
 }
 
 /// The labels of a call's path when csi.proto declares it, else `other`: a client must not be
@@ -174,20 +169,6 @@ fn scrape<L, T: ?Sized>(
     family
 }
 
-fn nfs_servers() -> (Family<Labels, Gauge>, Family<Labels, Gauge>) {
-    let (up, abandoned): (Family<Labels, Gauge>, Family<Labels, Gauge>) = Default::default();
-    for s in crate::os::nfscalls::servers() {
-        let labels = vec![("server", s.name)];
-        if s.abandoned > 0 {
-            abandoned.get_or_create(&labels).set(s.abandoned as i64);
-        }
-        if !s.resolver {
-            up.get_or_create(&labels).set(s.answering.into());
-        }
-    }
-    (up, abandoned)
-}
-
 /// Registers each `name: help => metric` with registry `r`: a table of the series.
 macro_rules! register {
     ($r:ident, $($name:literal: $help:literal => $metric:expr,)*) => {
@@ -210,9 +191,8 @@ pub fn render() -> String {
     let m = metrics();
     let volumes = scrape(&m.ledgers, |family, backend, ledger| {
         let labels = vec![("backend", backend.clone())];
-        family
-            .get_or_create(&labels)
-            .inc_by(ledger.volumes() as i64);
+        let n = ledger.volumes() as i64;
+        family.get_or_create(&labels).inc_by(n);
     });
     let devices = scrape(&m.inventories, |family, (), inventory| {
         for e in inventory.snapshot() {
@@ -229,7 +209,17 @@ pub fn render() -> String {
             family.get_or_create(&labels).set(up.into());
         }
     });
-    let (nfs_up, nfs_abandoned) = nfs_servers();
+    let (nfs_up, nfs_abandoned): (Family<Labels, Gauge>, Family<Labels, Gauge>) =
+        Default::default();
+    for s in crate::os::nfscalls::servers() {
+        let labels = vec![("server", s.name)];
+        if s.abandoned > 0 {
+            nfs_abandoned.get_or_create(&labels).set(s.abandoned as i64);
+        }
+        if !s.resolver {
+            nfs_up.get_or_create(&labels).set(s.answering.into());
+        }
+    }
     text("ferrovol", |r| {
         register! { r,
             "rpc_duration_seconds": "CSI calls served, timed, by service, method and gRPC code"

@@ -28,11 +28,9 @@ impl SnapshotId {
         let node = node.map(VolumeId::node_tag);
         let fixed =
             backend.len() + SNAP_SEGMENT.len() + 2 + node.as_ref().map_or(0, |n| n.len() + 1);
-        Ok(SnapshotId {
-            backend: backend.to_string(),
-            node,
-            key: VolumeId::key_within("snapshot name", name, MAX_ID_LEN - fixed)?,
-        })
+        let key = VolumeId::key_within("snapshot name", name, MAX_ID_LEN - fixed)?;
+        let backend = backend.to_string();
+        Ok(SnapshotId { backend, node, key })
     }
 
     /// Parses a snapshot id from a request: `Err` (InvalidArgument) for an empty, oversized or
@@ -48,11 +46,8 @@ impl SnapshotId {
             _ => return Ok(None),
         };
         let ok = !backend.is_empty() && validate_component("snapshot name", key).is_ok();
-        Ok(ok.then(|| SnapshotId {
-            backend: backend.to_string(),
-            node,
-            key: key.to_string(),
-        }))
+        let (backend, key) = (backend.to_string(), key.to_string());
+        Ok(ok.then_some(SnapshotId { backend, node, key }))
     }
 }
 
@@ -115,11 +110,7 @@ pub struct SnapshotFilter {
     pub source: Option<VolumeId>,
 }
 
-/// One page of ListSnapshots: entries, and the name of the last one if more may follow.
-pub struct SnapshotPage {
-    pub entries: Vec<SnapshotInfo>,
-    pub next_after: Option<String>,
-}
+pub type SnapshotPage = crate::backend::Page<SnapshotInfo>;
 
 #[cfg(test)]
 mod tests {

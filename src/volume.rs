@@ -14,14 +14,12 @@ pub const TOPOLOGY_NODE_KEY: &str = "topology.ferrovol.io/node";
 pub fn validate_component(what: &str, value: &str) -> Result<()> {
     present_within_limit(what, value)?;
     if value.starts_with('.') {
-        return Err(Error::invalid(format!(
-            "{what} {value:?} must not begin with '.'"
-        )));
+        let why = format!("{what} {value:?} must not begin with '.'");
+        return Err(Error::invalid(why));
     }
     if let Some(c) = value.chars().find(|c| *c == '/' || c.is_control()) {
-        return Err(Error::invalid(format!(
-            "{what} {value:?} contains {c:?}, which is not allowed"
-        )));
+        let why = format!("{what} {value:?} contains {c:?}, which is not allowed");
+        return Err(Error::invalid(why));
     }
     Ok(())
 }
@@ -32,10 +30,9 @@ fn present_within_limit(what: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what} is required")));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(Error::invalid(format!(
-            "{what} is {} bytes; at most {MAX_ID_LEN} are allowed",
-            value.len()
-        )));
+        let n = value.len();
+        let why = format!("{what} is {n} bytes; at most {MAX_ID_LEN} are allowed");
+        return Err(Error::invalid(why));
     }
     Ok(())
 }
@@ -72,23 +69,19 @@ pub fn stable_hash(s: &str) -> u64 {
 impl VolumeId {
     /// The id of the volume `name` created by `backend` on `node`.
     pub fn for_volume(backend: &str, node: &str, name: &str) -> Result<Self> {
-        let node = Self::node_tag(node);
-        let room = MAX_ID_LEN - backend.len() - node.len() - 2;
-        Ok(VolumeId {
-            backend: backend.to_string(),
-            node: Some(node),
-            key: Self::key_within("name", name, room)?,
-        })
+        Self::new(backend, Some(Self::node_tag(node)), name)
     }
 
     /// The id of the cluster-wide volume `name` created by `backend`.
     pub fn cluster(backend: &str, name: &str) -> Result<Self> {
-        let room = MAX_ID_LEN - backend.len() - 1;
-        Ok(VolumeId {
-            backend: backend.to_string(),
-            node: None,
-            key: Self::key_within("name", name, room)?,
-        })
+        Self::new(backend, None, name)
+    }
+
+    fn new(backend: &str, node: Option<String>, name: &str) -> Result<Self> {
+        let room = MAX_ID_LEN - backend.len() - node.as_ref().map_or(0, |n| n.len() + 1) - 1;
+        let key = Self::key_within("name", name, room)?;
+        let backend = backend.to_string();
+        Ok(VolumeId { backend, node, key })
     }
 
     /// `name` (checked as `what`) itself when it fits `room` bytes, else a prefix of it plus
@@ -128,11 +121,8 @@ impl VolumeId {
             _ => return Ok(None),
         };
         let ok = !backend.is_empty() && validate_component("name", key).is_ok();
-        Ok(ok.then(|| VolumeId {
-            backend: backend.to_string(),
-            node,
-            key: key.to_string(),
-        }))
+        let (backend, key) = (backend.to_string(), key.to_string());
+        Ok(ok.then_some(VolumeId { backend, node, key }))
     }
 }
 
@@ -219,13 +209,11 @@ impl CapacityRange {
             if down >= self.required && down > 0 {
                 return Ok(down);
             }
-            return Err(Error::OutOfRange {
-                volume: volume.to_string(),
-                detail: format!(
-                    "no size in {align}-byte units lies between required_bytes {} and limit_bytes {}",
-                    self.required, self.limit
-                ),
-            });
+            let why = format!(
+                "no size in {align}-byte units lies between required_bytes {} and limit_bytes {}",
+                self.required, self.limit
+            );
+            return Err(Error::out_of_range(volume, why));
         }
         Ok(aligned)
     }

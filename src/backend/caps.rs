@@ -66,14 +66,10 @@ impl BackendCaps {
 
     /// Why `cap` cannot be served on an existing volume of `kind`, or None.
     pub fn refuse_on(&self, backend: &str, cap: &Capability, kind: AccessKind) -> Option<String> {
-        self.refuse(backend, cap).or_else(|| {
-            (cap.kind != kind).then(|| {
-                format!(
-                    "access type {:?} does not match the volume's {kind:?}",
-                    cap.kind
-                )
-            })
-        })
+        let asked = cap.kind;
+        let why = || format!("access type {asked:?} does not match the volume's {kind:?}");
+        self.refuse(backend, cap)
+            .or_else(|| (asked != kind).then(why))
     }
 
     /// The one access kind a set of capabilities asks for, after checking each is one we serve.

@@ -5,7 +5,7 @@
 //! `state::group_commit`). The steps after the commit run wherever the wait ends, so they must be
 //! short (index updates, removing an empty directory); anything long stays before the commit.
 
-use crate::error::Result;
+use crate::error::{panic_message, Error, Result};
 use crate::state::{Journal, Ticket};
 use std::io;
 use std::sync::Arc;
@@ -66,10 +66,9 @@ impl<T: 'static> Done<T> {
                 // a body that panics on the pool does.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (a.then)(outcome)))
                     .unwrap_or_else(|panic| {
-                        Err(crate::error::Error::Internal(format!(
-                            "the steps after the commit panicked: {}",
-                            crate::error::panic_message(&*panic)
-                        )))
+                        let why = panic_message(&*panic);
+                        let why = format!("the steps after the commit panicked: {why}");
+                        Err(Error::Internal(why))
                     })
             }
         }
@@ -80,12 +79,8 @@ impl<T: 'static> Done<T> {
         match self {
             Done::Now(v) => Done::Now(f(v)),
             Done::AfterCommit(a) => {
-                let AfterCommit {
-                    journal,
-                    ticket,
-                    then,
-                } = *a;
-                Done::after_commit(journal, ticket, move |outcome| then(outcome).map(f))
+                let a = *a;
+                Done::after_commit(a.journal, a.ticket, move |o| (a.then)(o).map(f))
             }
         }
     }

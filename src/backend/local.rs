@@ -13,7 +13,7 @@ use crate::os::mount::BindOptions;
 use crate::os::mountinfo;
 use crate::state::{Ledger, Phase, Publication, VolumeRecord};
 use crate::volume::{AccessKind, Capability, CapacityRange, CreateRequest, PublishRequest};
-use crate::volume::{StageRequest, TopologyRequirement, VolumeCondition, VolumeId};
+use crate::volume::{StageRequest, VolumeCondition, VolumeId};
 use crate::volume::{VolumeInfo, VolumeStats};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
@@ -41,7 +41,6 @@ pub trait LocalVolumes: Send + Sync {
     fn capacity_for(&self, req: &CapacityRequest) -> Result<Capacity>;
     fn expand_volume(&self, id: &VolumeId, range: CapacityRange) -> Result<(u64, bool)>;
 
-    /// The record of a volume, by id.
     fn record(&self, id: &VolumeId) -> Result<Rec<Self>> {
         self.ledger()
             .by_id(&id.to_string())
@@ -75,15 +74,10 @@ pub trait LocalVolumes: Send + Sync {
         }
     }
 
-    /// Whether a requisite topology excludes this node.
-    fn excluded(&self, topology: Option<&TopologyRequirement>) -> bool {
-        topology.is_some_and(|t| !t.allows_node(self.node_id()))
-    }
-
     /// CreateVolume's topology check: volumes are made on this node only.
     fn check_topology(&self, volume: &str, req: &CreateRequest) -> Result<()> {
-        if self.excluded(req.topology.as_ref()) {
-            let node = self.node_id();
+        let node = self.node_id();
+        if req.topology.as_ref().is_some_and(|t| !t.allows_node(node)) {
             let why = format!(
                 "this driver provisions on node {node} only, which the requisite topology excludes"
             );
@@ -94,7 +88,8 @@ pub trait LocalVolumes: Send + Sync {
 
     /// GetCapacity: none for a topology without this node or capabilities not served.
     fn no_capacity_for(&self, req: &CapacityRequest) -> Option<Capacity> {
-        let elsewhere = self.excluded(req.topology.as_ref());
+        let node = self.node_id();
+        let elsewhere = req.topology.as_ref().is_some_and(|t| !t.allows_node(node));
         let caps = &req.capabilities;
         let refused = !caps.is_empty() && Self::CAPS.access_kind(Self::BACKEND, "", caps).is_err();
         (elsewhere || refused).then(Capacity::default)
@@ -151,7 +146,9 @@ impl<B: LocalVolumes> ControllerBackend for B {
         self.expand_volume(id, range)
     }
 
-    /// Records the attachment; only this node can attach its volumes.
+    /// Records the attachment: only this node can attach its volumes (another node is
+    /// NotFound, as the spec and csi-sanity expect); a repeat the same way is done, with the
+    /// other read-only setting AlreadyExists.
     fn controller_publish(
         &self,
         id: &VolumeId,
@@ -159,15 +156,39 @@ impl<B: LocalVolumes> ControllerBackend for B {
         read_only: bool,
         cap: &Capability,
     ) -> Result<BTreeMap<String, String>> {
-        let rec = self.record(id)?;
+        let mut rec = self.record(id)?;
         refuse::<B>(cap, &rec)?;
-        self.ledger()
-            .attach_local(rec, self.node_id(), node, read_only)?;
-        Ok(BTreeMap::new())
+        let local = self.node_id();
+        if node != local {
+            let detail = format!("volume {} is local to node {local}", rec.id);
+            let node = node.to_string();
+            return Err(Error::NodeNotFound { node, detail });
+        }
+        match rec.controller_published.insert(node.to_string(), read_only) {
+            Some(ro) if ro != read_only => {
+                let why = format!("already published to node {node} with readonly={ro}");
+                Err(Error::exists(rec.id, why))
+            }
+            Some(_) => Ok(BTreeMap::new()),
+            None => self.ledger().save(rec).map(|()| BTreeMap::new()),
+        }
     }
 
+    /// Forgets the publication to `node` (to every node when None); a volume that is gone is
+    /// unpublished everywhere.
     fn controller_unpublish(&self, id: &VolumeId, node: Option<&str>) -> Result<()> {
-        self.ledger().detach(&id.to_string(), node)
+        let Some(mut rec) = self.ledger().by_id(&id.to_string()) else {
+            return Ok(());
+        };
+        let before = rec.controller_published.len();
+        match node {
+            Some(n) => rec.controller_published.retain(|k, _| k != n),
+            None => rec.controller_published.clear(),
+        }
+        if rec.controller_published.len() != before {
+            self.ledger().save(rec)?;
+        }
+        Ok(())
     }
 
     fn published_count(&self, node: &str) -> usize {
@@ -186,7 +207,7 @@ pub trait LocalNode: LocalVolumes {
     fn node_record(&self, id: &VolumeId) -> Result<Rec<Self>> {
         self.record(id)
     }
-    /// Whether the volume's storage may be used now (FailedPrecondition when not).
+    /// FailedPrecondition when the volume's storage may not be used now.
     fn usable(&self, _volume: &str) -> Result<()> {
         Ok(())
     }
@@ -202,13 +223,10 @@ pub trait LocalNode: LocalVolumes {
     fn unstage_block(&self, _rec: &Rec<Self>) -> Result<()> {
         Ok(())
     }
-    /// What a publication binds from.
     fn source(&self, rec: &Rec<Self>) -> Result<Self::Source>;
     /// Whether `path` (the staging path, or an unrecorded mount at a target) shows `src`.
     fn shows_source(&self, rec: &Rec<Self>, src: &Self::Source, path: &Path) -> bool;
-    /// The bind options of a capability's mount flags.
     fn bind_options(&self, vid: &str, flags: &[String], read_only: bool) -> Result<BindOptions>;
-    /// Binds a raw block volume's device at the target.
     fn bind_block(
         &self,
         rec: &Rec<Self>,
@@ -391,10 +409,8 @@ pub(crate) fn require_at<E>(
 ) -> Result<()> {
     let known = rec.staged_at.as_deref() == Some(path) || rec.published.contains_key(path);
     if !path.exists() || !(known || shows()) {
-        return Err(Error::VolumeNotFound {
-            volume: rec.id.clone(),
-            detail: format!("it is not published at {}", path.display()),
-        });
+        let why = format!("it is not published at {}", path.display());
+        return Err(Error::not_found_because(&rec.id, why));
     }
     Ok(())
 }

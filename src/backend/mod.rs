@@ -29,17 +29,13 @@ use std::path::Path;
 /// Unpublishing or unstaging a volume that does not exist (any more) is done, unless something
 /// is mounted at the path: then we cannot prove it is ours and leave it alone.
 pub fn nothing_mounted_at(volume_id: &str, path: &Path) -> Result<()> {
-    let why = || {
-        format!(
-            "{} is mounted, but not by this volume; left alone",
-            path.display()
-        )
-    };
-    match crate::os::mountinfo::is_mount_point(path) {
-        Ok(false) => Ok(()),
-        Ok(true) => Err(Error::not_found_because(volume_id, why())),
-        Err(e) => Err(Error::os(volume_id, "read mount table")(e)),
+    let read = crate::os::mountinfo::is_mount_point(path);
+    if !read.map_err(Error::os(volume_id, "read mount table"))? {
+        return Ok(());
     }
+    let at = path.display();
+    let why = format!("{at} is mounted, but not by this volume; left alone");
+    Err(Error::not_found_because(volume_id, why))
 }
 
 /// A CreateVolume of a name that exists: AlreadyExists unless it asks for the volume's access
@@ -65,9 +61,10 @@ pub fn check_existing<E>(
     Err(Error::exists(rec.id.clone(), mismatch))
 }
 
-/// One page of ListVolumes: entries, and the name of the last one if more may follow.
-pub struct Page {
-    pub entries: Vec<VolumeInfo>,
+/// One page of ListVolumes (or ListSnapshots): entries, and the name of the last one if more
+/// may follow.
+pub struct Page<T = VolumeInfo> {
+    pub entries: Vec<T>,
     pub next_after: Option<String>,
 }
 

@@ -88,20 +88,18 @@ pub fn open(
                 journal.clone(),
                 &live,
             )?,
-            super::nfs::BACKEND => Arc::new(NfsBackend::open(NfsConfig {
-                timeout: settings.nfs_timeout,
-                registry: settings.nfs_registry.clone(),
-                shares: settings.nfs_shares.clone(),
-                default_capacity: settings.default_capacity,
-                test_export_root: settings.nfs_test_export_root.clone(),
-                instance: format!(
-                    "{}:{}",
-                    nix::unistd::gethostname()
-                        .map(|h| h.to_string_lossy().into_owned())
-                        .unwrap_or_else(|_| settings.node_id.clone()),
-                    settings.state_dir.display()
-                ),
-            })?),
+            super::nfs::BACKEND => {
+                let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned());
+                let host = host.unwrap_or_else(|_| settings.node_id.clone());
+                Arc::new(NfsBackend::open(NfsConfig {
+                    timeout: settings.nfs_timeout,
+                    registry: settings.nfs_registry.clone(),
+                    shares: settings.nfs_shares.clone(),
+                    default_capacity: settings.default_capacity,
+                    test_export_root: settings.nfs_test_export_root.clone(),
+                    instance: format!("{host}:{}", settings.state_dir.display()),
+                })?)
+            }
             super::device::BACKEND => {
                 let d = &settings.devices;
                 let filters = Filters::for_node(

@@ -29,16 +29,16 @@ impl Journal {
         let result = self.compact_files(job);
         let mut inner = self.lock();
         let listing = match result {
-            Ok((records, spare, listing)) => {
+            Ok((spare, snap)) => {
                 inner.spare = Some(spare);
-                if let Some(n) = records {
+                if let Some((n, _)) = &snap {
                     inner.snap_gen = job.gen;
-                    inner.snap_records = n;
+                    inner.snap_records = *n;
                     // No switch happens while compacting: the current log is still `job.gen`.
                     inner.frames_since_snap = inner.frames_in_log;
                 }
                 inner.retry_at = 0;
-                records.and(listing)
+                snap.map(|(_, listing)| listing)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "state journal compaction failed; the logs keep growing and compaction is retried later");
@@ -55,11 +55,10 @@ impl Journal {
         }
     }
 
-    /// Writes the snapshot (when the job asks for one) and the spare log; returns the snapshot's
-    /// record count, the spare, and the files that were there.
-    fn compact_files(&self, job: Job) -> io::Result<(Option<usize>, File, Option<Listing>)> {
-        let mut records = None;
-        let mut listing = None;
+    /// Writes the snapshot (when the job asks for one) and the spare log; returns the spare and,
+    /// with a snapshot, its record count and the files that were there.
+    fn compact_files(&self, job: Job) -> io::Result<(File, Option<(usize, Listing)>)> {
+        let mut snap = None;
         if job.snapshot {
             crate::failpoint::fail("journal:compact")?;
             let found = Listing::read(&self.dir)?;
@@ -77,7 +76,7 @@ impl Journal {
                 // Encoded straight from the map: a copy of every record would double the peak.
                 encode_put(key, value, &mut bytes);
             }
-            records = Some(live.len());
+            let records = live.len();
             drop(live);
             let tmp = self.dir.join(format!(".journal.{}.snap.tmp", job.gen));
             {
@@ -87,7 +86,7 @@ impl Journal {
                 crate::metrics::count_background_sync();
             }
             std::fs::rename(&tmp, snap_path(&self.dir, job.gen))?;
-            listing = Some(found);
+            snap = Some((records, found));
         }
         let spare = create_log(&self.dir, job.gen + 1)?;
         // Its zeros on disk now, so the first commits into it change no extents.
@@ -95,6 +94,6 @@ impl Journal {
         crate::os::fsutil::fsync_dir(&self.dir)?;
         crate::metrics::count_background_sync();
         crate::metrics::count_background_sync();
-        Ok((records, spare, listing))
+        Ok((spare, snap))
     }
 }

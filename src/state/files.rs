@@ -62,17 +62,6 @@ impl Listing {
     }
 }
 
-pub(super) fn apply(live: &mut Records, update: Update) {
-    match update {
-        Update::Put { key, value } => {
-            live.insert(key, value);
-        }
-        Update::Delete { key } => {
-            live.remove(&key);
-        }
-    }
-}
-
 /// What replaying one file found: how many frames it applied, where the next frame goes, a
 /// torn tail (never acknowledged) to zero, and damage (what it held is lost), described.
 #[derive(Debug, Default)]
@@ -91,7 +80,12 @@ fn replay(path: &Path, log: bool, live: &mut Records) -> io::Result<Replayed> {
     };
     let scan = scan(&bytes, log);
     let frames = scan.updates.len();
-    scan.updates.into_iter().for_each(|u| apply(live, u));
+    for update in scan.updates {
+        match update {
+            Update::Put { key, value } => live.insert(key, value),
+            Update::Delete { key } => live.remove(&key),
+        };
+    }
     Ok(Replayed {
         frames,
         end: scan.end,

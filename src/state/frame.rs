@@ -3,9 +3,7 @@
 //! mid-write) fails the length or CRC check and is cut; bytes that fail it anywhere else are
 //! damage, reported and stepped over (`scan`).
 
-/// Put a record.
 const OP_PUT: u8 = b'P';
-/// Remove a record.
 const OP_DELETE: u8 = b'D';
 /// A frame larger than this is corruption, not a record.
 const MAX_FRAME: usize = 16 << 20;
@@ -22,7 +20,6 @@ fn le32(bytes: &[u8]) -> usize {
     u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize
 }
 
-/// Appends the frame of `update` to `out`.
 pub(super) fn encode(update: &Update, out: &mut Vec<u8>) {
     match update {
         Update::Put { key, value } => encode_op(OP_PUT, key, value, out),

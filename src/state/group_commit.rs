@@ -1,15 +1,10 @@
-//! Group commit: how changes queue for the journal's next batch, who writes and syncs it, and
-//! how the waiters learn the outcome.
-//!
-//! A change is queued with `submit` and is acknowledged only after the batch that carries it is
-//! synced. Its caller waits either on a thread (`wait`: the first waiter to find no sync in flight
-//! leads the batch itself) or as a task (`wait_async`: nothing blocks; a task that finds no leader
-//! starts one on the blocking pool, which then leads batch after batch while changes keep
-//! arriving, and each task is woken by its batch's outcome). A waiting task holds no thread, so at
-//! concurrency N the driver does not keep N threads asleep in the commit and wake each of them.
-//!
-//! When a leader that waited on a thread is done with its own batch it hands the next one over:
-//! to a thread blocked on it, or, when only tasks wait on it, to a leader on the blocking pool.
+//! Group commit: a change is queued for the journal's next batch (`submit`) and acknowledged only
+//! once the batch that carries it is synced. Its caller waits on a thread (`wait`: the first
+//! waiter to find no sync in flight leads the batch itself) or as a task (`wait_async`: a task
+//! that finds no leader starts one on the blocking pool, which leads batch after batch while
+//! changes keep arriving, and each task is woken by its batch's outcome). A waiting task holds no
+//! thread, so N concurrent commits do not keep N threads asleep. A thread that led its own batch
+//! hands the next one to a thread blocked on it, or, when only tasks wait, to a pool leader.
 
 use super::frame::{Update, SEQ_KEY};
 use super::journal::{poisoned_error, Inner, Journal};
@@ -17,29 +12,24 @@ use std::future::poll_fn;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 /// One batch, shared by the tickets of its changes: the condition its waiting threads sleep
 /// on, and its outcome, set once when it is decided. Each waiter reads its own batch's
 /// outcome, however many batches were decided before it looked.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    cv: Condvar,
+    pub(super) cv: Condvar,
     outcome: OnceLock<Result<(), Arc<io::Error>>>,
 }
 
 impl Batch {
-    pub(super) fn notify_one(&self) {
-        self.cv.notify_one();
-    }
-
     /// Records the outcome and wakes the batch's threads (its tasks are woken by sequence).
     fn decide(&self, outcome: Result<(), Arc<io::Error>>) {
         let _ = self.outcome.set(outcome);
         self.cv.notify_all();
     }
 
-    /// The outcome of a decided batch.
     fn outcome(&self) -> io::Result<()> {
         match self.outcome.get() {
             Some(Ok(())) => Ok(()),
@@ -82,10 +72,8 @@ impl Journal {
         }
         inner.queued_frames += updates.len();
         inner.issued += 1;
-        Ok(Ticket {
-            seq: inner.issued,
-            batch: inner.queue_cv.clone(),
-        })
+        let (seq, batch) = (inner.issued, inner.queue_cv.clone());
+        Ok(Ticket { seq, batch })
     }
 
     /// Waits on this thread until the ticket's batch is decided, leading a batch when no sync
@@ -124,20 +112,19 @@ impl Journal {
 
     /// Waits as a task until the ticket's batch is decided; holds no thread meanwhile.
     pub async fn wait_async(&self, ticket: &Ticket) -> io::Result<()> {
-        poll_fn(|cx| self.poll_ticket(ticket, cx)).await
-    }
-
-    fn poll_ticket(&self, ticket: &Ticket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut inner = self.lock();
-        if inner.decided >= ticket.seq {
-            return Poll::Ready(ticket.batch.outcome());
-        }
-        inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
-        inner.wakers.push((ticket.seq, cx.waker().clone()));
-        if !inner.leader_active && !inner.leader_started {
-            self.start_leader(&mut inner);
-        }
-        Poll::Pending
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            if inner.decided >= ticket.seq {
+                return Poll::Ready(ticket.batch.outcome());
+            }
+            inner.wakers.retain(|(seq, _)| *seq != ticket.seq);
+            inner.wakers.push((ticket.seq, cx.waker().clone()));
+            if !inner.leader_active && !inner.leader_started {
+                self.start_leader(&mut inner);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Writes and syncs everything queued, as the leader; the lock is released during I/O. The
@@ -218,7 +205,7 @@ impl Journal {
             return;
         }
         if inner.queued_blocking > 0 {
-            inner.queue_cv.notify_one();
+            inner.queue_cv.cv.notify_one();
         } else {
             self.start_leader(inner);
         }

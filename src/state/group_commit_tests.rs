@@ -121,7 +121,7 @@ fn a_thread_leader_hands_a_batch_only_tasks_wait_for_to_the_pool() {
     {
         let mut inner = j.lock();
         inner.leader_active = false;
-        inner.queue_cv.notify_one();
+        inner.queue_cv.cv.notify_one();
     }
     thread.join().unwrap().unwrap();
     // The task's change was in the thread's batch, or in one the thread handed to the pool.

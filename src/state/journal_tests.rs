@@ -454,7 +454,7 @@ fn a_batch_queued_before_a_failed_sync_fails_too() {
         let mut inner = j.lock();
         inner.poisoned = Some(Arc::new(std::io::Error::other("sync failed: EIO")));
         inner.leader_active = false;
-        inner.queue_cv.notify_one();
+        inner.queue_cv.cv.notify_one();
     }
     let err = queued.join().unwrap().unwrap_err();
     assert!(err.to_string().contains("restart the driver"), "{err}");

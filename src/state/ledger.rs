@@ -3,7 +3,7 @@
 
 use super::group_commit::Ticket;
 use super::journal::{Journal, Update};
-use super::record::{Record, VolumeRecord};
+use super::record::Record;
 use crate::error::{Error, Result};
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
@@ -85,7 +85,6 @@ impl<R: Record> Index<R> {
         self.volumes.get(name).map(|e| &*e.0)
     }
 
-    /// The record whose id is `id`.
     fn by_id(&self, id: &str) -> Option<&R> {
         let direct = id
             .rsplit_once('/')
@@ -158,18 +157,6 @@ impl<R: Record> Ledger<R> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The ledger of `backend`, loaded from the journal's replayed records.
-    pub fn open(
-        journal: Arc<Journal>,
-        backend: &str,
-        live: &HashMap<String, Vec<u8>>,
-    ) -> io::Result<Self>
-    where
-        R: Send + 'static,
-    {
-        Self::open_counted(journal, backend, backend, live)
-    }
-
     /// The ledger of the records under `<key>/` in the journal, counted in the metrics as
     /// volumes of `backend` (several ledgers may count for one backend: hostpath pools).
     pub fn open_counted(
@@ -189,13 +176,7 @@ impl<R: Record> Ledger<R> {
             published_per_node: HashMap::new(),
         };
         for (key, value) in live.iter().filter(|(k, _)| k.starts_with(&prefix)) {
-            let rec: R = serde_json::from_slice(value).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("state record {key}: {e}"),
-                )
-            })?;
-            index.insert(rec);
+            index.insert(super::record::decode(key, value)?);
         }
         let index = Arc::new(Mutex::new(index));
         crate::metrics::count_volumes(backend, Arc::downgrade(&index) as _);
@@ -206,11 +187,14 @@ impl<R: Record> Ledger<R> {
         })
     }
 
+    fn key(&self, rec: &R) -> String {
+        format!("{}{}", self.prefix, rec.name())
+    }
+
     fn put(&self, rec: &R) -> io::Result<Update> {
-        Ok(Update::Put {
-            key: format!("{}{}", self.prefix, rec.name()),
-            value: serde_json::to_vec(rec).map_err(io::Error::other)?,
-        })
+        let key = self.key(rec);
+        let value = serde_json::to_vec(rec).map_err(io::Error::other)?;
+        Ok(Update::Put { key, value })
     }
 
     pub fn journal(&self) -> &Arc<Journal> {
@@ -261,8 +245,7 @@ impl<R: Record> Ledger<R> {
     }
 
     fn queue_remove_with(&self, rec: &R, also: Vec<Update>) -> Result<Queued<R>> {
-        let key = format!("{}{}", self.prefix, rec.name());
-        let mut updates = vec![Update::Delete { key }];
+        let mut updates = vec![Update::Delete { key: self.key(rec) }];
         updates.extend(also);
         self.queue(
             updates,
@@ -273,20 +256,15 @@ impl<R: Record> Ledger<R> {
 
     fn queue(&self, updates: Vec<Update>, id: String, change: Change<R>) -> Result<Queued<R>> {
         let ticket = self.journal.submit(updates).map_err(Error::state(&id))?;
-        Ok(Queued {
-            ticket,
-            pending: Pending { id, change },
-        })
+        let pending = Pending { id, change };
+        Ok(Queued { ticket, pending })
     }
 
     /// Probe's check: the journal can take commits (its state dir is writable, no sync failed).
     pub fn check_writable(&self) -> Result<()> {
-        self.journal.check_writable().map_err(|e| {
-            Error::Internal(format!(
-                "state dir {} is not writable: {e}",
-                self.journal.dir().display()
-            ))
-        })
+        let dir = self.journal.dir().display();
+        let why = |e: io::Error| Error::Internal(format!("state dir {dir} is not writable: {e}"));
+        self.journal.check_writable().map_err(why)
     }
 
     pub fn get(&self, name: &str) -> Option<R> {
@@ -297,7 +275,6 @@ impl<R: Record> Ledger<R> {
         self.lock().by_id(id).cloned()
     }
 
-    /// The name of the volume holding `id`, if any.
     pub fn id_owner(&self, id: &str) -> Option<String> {
         self.lock().by_id(id).map(|r| r.name().to_string())
     }
@@ -338,11 +315,7 @@ impl<R: Record> Ledger<R> {
     }
 
     pub fn published_count(&self, node: &str) -> usize {
-        self.lock()
-            .published_per_node
-            .get(node)
-            .copied()
-            .unwrap_or(0)
+        *self.lock().published_per_node.get(node).unwrap_or(&0)
     }
 
     /// One page of records in name order after `after`, mapped by `f`; `max` 0 means all. Also
@@ -371,63 +344,6 @@ impl<R: Record> Ledger<R> {
             last = Some(rec.name());
         }
         (out, None)
-    }
-}
-
-/// What only volumes have: attachments.
-impl<E: Clone + serde::Serialize + serde::de::DeserializeOwned> Ledger<VolumeRecord<E>> {
-    /// ControllerPublish of a node-local volume: only its own node can attach it (another node
-    /// is NotFound, as the spec and csi-sanity expect), then the attachment is recorded.
-    pub fn attach_local(
-        &self,
-        rec: VolumeRecord<E>,
-        local_node: &str,
-        node: &str,
-        read_only: bool,
-    ) -> Result<()> {
-        if node != local_node {
-            return Err(Error::NodeNotFound {
-                node: node.to_string(),
-                detail: format!("volume {} is local to node {local_node}", rec.id),
-            });
-        }
-        self.attach(rec, node, read_only)
-    }
-
-    /// Records that `rec` is ControllerPublished to `node`: done when it already is, the same
-    /// way; AlreadyExists when it is published there with the other read-only setting.
-    pub fn attach(&self, mut rec: VolumeRecord<E>, node: &str, read_only: bool) -> Result<()> {
-        match rec.controller_published.get(node) {
-            Some(ro) if *ro == read_only => Ok(()),
-            Some(ro) => Err(Error::exists(
-                rec.id,
-                format!("already published to node {node} with readonly={ro}"),
-            )),
-            None => {
-                rec.controller_published.insert(node.to_string(), read_only);
-                self.save(rec)
-            }
-        }
-    }
-
-    /// Forgets the publication of volume `id` to `node` (to every node when None). A volume
-    /// that is gone is unpublished everywhere.
-    pub fn detach(&self, id: &str, node: Option<&str>) -> Result<()> {
-        let Some(mut rec) = self.by_id(id) else {
-            return Ok(());
-        };
-        let changed = match node {
-            Some(n) => rec.controller_published.remove(n).is_some(),
-            None => {
-                let had = !rec.controller_published.is_empty();
-                rec.controller_published.clear();
-                had
-            }
-        };
-        if changed {
-            self.save(rec)?;
-        }
-        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::VolumeRecord;
 use crate::volume::AccessKind;
 
 type Rec = VolumeRecord<()>;
@@ -15,7 +16,7 @@ fn rec(name: &str, cap: u64) -> Rec {
 
 fn open(dir: &std::path::Path) -> Ledger<Rec> {
     let (j, live) = Journal::open(dir).unwrap();
-    Ledger::open(j, "t", &live).unwrap()
+    Ledger::open_counted(j, "t", "t", &live).unwrap()
 }
 
 #[test]
@@ -56,13 +57,13 @@ fn pages_resume_after_the_last_name() {
 fn two_backends_share_one_journal_without_seeing_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let (j, live) = Journal::open(dir.path()).unwrap();
-    let a: Ledger<Rec> = Ledger::open(j.clone(), "a", &live).unwrap();
-    let b: Ledger<Rec> = Ledger::open(j, "b", &live).unwrap();
+    let a: Ledger<Rec> = Ledger::open_counted(j.clone(), "a", "a", &live).unwrap();
+    let b: Ledger<Rec> = Ledger::open_counted(j, "b", "b", &live).unwrap();
     a.save(rec("x", 1)).unwrap();
     b.save(rec("y", 1)).unwrap();
     drop((a, b));
     let (j, live) = Journal::open(dir.path()).unwrap();
-    let a: Ledger<Rec> = Ledger::open(j, "a", &live).unwrap();
+    let a: Ledger<Rec> = Ledger::open_counted(j, "a", "a", &live).unwrap();
     assert_eq!(a.records().len(), 1);
     assert!(a.get("x").is_some());
 }

@@ -28,13 +28,7 @@ pub fn load<T: DeserializeOwned>(dir: &Path) -> io::Result<Vec<T>> {
         if !is_record(&path) {
             continue;
         }
-        let record = serde_json::from_slice(&fs::read(&path)?).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("state record {}: {e}", path.display()),
-            )
-        })?;
-        out.push(record);
+        out.push(super::record::decode(path.display(), &fs::read(&path)?)?);
     }
     Ok(out)
 }

@@ -2,9 +2,20 @@
 //! published. Backend-specific fields ride along in `backend` (flattened into the same JSON).
 
 use crate::volume::AccessKind;
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::{fmt, io};
+
+/// Decodes the stored record `what`; one that does not decode is InvalidData naming it.
+pub fn decode<T: DeserializeOwned>(what: impl fmt::Display, raw: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(raw).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("state record {what}: {e}"),
+        )
+    })
+}
 
 /// A volume is Ready once its record is committed. Backends whose work spans several steps that
 /// cannot be undone from markers alone (wiping a device) commit an intent first: Creating or
@@ -49,7 +60,7 @@ pub struct VolumeRecord<E> {
 
 /// What a ledger indexes a record by: its name (the journal key), its id, the bytes it
 /// promises, and the nodes it is ControllerPublished to.
-pub trait Record: Clone + Serialize + serde::de::DeserializeOwned {
+pub trait Record: Clone + Serialize + DeserializeOwned {
     fn name(&self) -> &str;
     fn id(&self) -> &str;
     fn capacity_bytes(&self) -> u64;
@@ -58,7 +69,7 @@ pub trait Record: Clone + Serialize + serde::de::DeserializeOwned {
     }
 }
 
-impl<E: Clone + Serialize + serde::de::DeserializeOwned> Record for VolumeRecord<E> {
+impl<E: Clone + Serialize + DeserializeOwned> Record for VolumeRecord<E> {
     fn name(&self) -> &str {
         &self.name
     }

@@ -7,7 +7,7 @@
 //! no candidate while it carries a signature.
 
 use super::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND};
-use crate::backend::adopt::{not_here, Adopt, AdoptBackend, AdoptDevice};
+use crate::backend::adopt::{not_here, Adopt, AdoptBackend};
 use crate::backend::local::LocalVolumes;
 use crate::backend::ControllerBackend;
 use crate::discovery::{Claim, Entry, State};
@@ -21,15 +21,9 @@ impl AdoptBackend for DeviceBackend {
     }
 
     fn adopt(&self, req: &Adopt) -> Result<VolumeInfo> {
-        match req {
-            Adopt::Device(dev) => self.adopt_device(dev),
-            other => Err(not_here(BACKEND, other)),
-        }
-    }
-}
-
-impl DeviceBackend {
-    fn adopt_device(&self, req: &AdoptDevice) -> Result<VolumeInfo> {
+        let Adopt::Device(req) = req else {
+            return Err(not_here(BACKEND, req));
+        };
         let id = self.volume_id(&req.name)?.to_string();
         let uid = &req.device_uid;
         let _claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,6 +5,7 @@
 
 use super::{VolumeRecord, BACKEND};
 use crate::discovery::{Claim, Claims};
+use crate::state::record::decode;
 use crate::state::{Ledger, Phase, Update};
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -13,31 +14,21 @@ const RELEASED: &str = "device-released/";
 
 /// The update that records `claim` (Released) on `uid`.
 pub(super) fn release_update(uid: &str, claim: &Claim) -> io::Result<Update> {
-    Ok(Update::Put {
-        key: format!("{RELEASED}{uid}"),
-        value: serde_json::to_vec(claim).map_err(io::Error::other)?,
-    })
+    let key = format!("{RELEASED}{uid}");
+    let value = serde_json::to_vec(claim).map_err(io::Error::other)?;
+    Ok(Update::Put { key, value })
 }
 
 /// The claims `node` holds according to the journal's live records.
 pub fn from_records(live: &HashMap<String, Vec<u8>>, node: &str) -> io::Result<Claims> {
     let mut claims = Claims::new();
     for (key, value) in live {
-        let bad = |e: serde_json::Error| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("state record {key}: {e}"),
-            )
-        };
         if let Some(uid) = key.strip_prefix(RELEASED) {
-            claims.insert(uid.to_string(), serde_json::from_slice(value).map_err(bad)?);
+            claims.insert(uid.to_string(), decode(key, value)?);
         } else if key.starts_with(&format!("{BACKEND}/")) {
-            let rec: VolumeRecord = serde_json::from_slice(value).map_err(bad)?;
-            let claim = Claim::Claimed {
-                volume: rec.id,
-                node: node.to_string(),
-            };
-            claims.insert(rec.backend.uid, claim);
+            let rec: VolumeRecord = decode(key, value)?;
+            let (volume, node) = (rec.id, node.to_string());
+            claims.insert(rec.backend.uid, Claim::Claimed { volume, node });
         }
     }
     Ok(claims)
@@ -127,12 +118,14 @@ mod tests {
     fn older_state_is_adopted_into_the_journal_in_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let (j, live) = Journal::open(dir.path()).unwrap();
-        let ledger: Ledger<VolumeRecord> = Ledger::open(j, BACKEND, &live).unwrap();
+        let ledger: Ledger<VolumeRecord> =
+            Ledger::open_counted(j, BACKEND, BACKEND, &live).unwrap();
         ledger.save(rec("ready", "u-ready", Phase::Ready)).unwrap();
         ledger.save(rec("half", "u-half", Phase::Creating)).unwrap();
         drop(ledger);
         let (j, live) = Journal::open(dir.path()).unwrap();
-        let ledger: Ledger<VolumeRecord> = Ledger::open(j, BACKEND, &live).unwrap();
+        let ledger: Ledger<VolumeRecord> =
+            Ledger::open_counted(j, BACKEND, BACKEND, &live).unwrap();
         let released = Claim::Released {
             volume: "device/n/old".into(),
             reason: "not wiped".into(),

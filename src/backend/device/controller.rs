@@ -92,10 +92,7 @@ impl DeviceBackend {
 
     /// fsType from the class, else the capability's, else ext4; the two must agree.
     fn fs_type_for(&self, id: &str, params: &DeviceParams, caps: &[Capability]) -> Result<String> {
-        let from_cap = caps
-            .iter()
-            .map(|c| c.fs_type.as_str())
-            .find(|f| !f.is_empty());
+        let from_cap = caps.iter().map(|c| &*c.fs_type).find(|f| !f.is_empty());
         let why = match (params.fs_type(), from_cap) {
             (Some(a), Some(b)) if a != b => {
                 format!("fsType {a:?} and the capability's fs_type {b:?} differ")
@@ -231,9 +228,8 @@ impl LocalVolumes for DeviceBackend {
         let rec = self.record(id)?;
         let (volume, size) = (rec.id, rec.capacity_bytes);
         if range.required == 0 && range.limit == 0 {
-            return Err(Error::invalid(format!(
-                "volume {volume}: capacity_range is required"
-            )));
+            let why = format!("volume {volume}: capacity_range is required");
+            return Err(Error::invalid(why));
         }
         let detail = if range.limit != 0 && range.limit < size {
             format!(

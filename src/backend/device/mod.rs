@@ -1,27 +1,23 @@
 //! device backend: each volume is one whole block device from the node's discovery inventory.
 //!
-//! Ownership lives in one durable store, the state journal: the volume record names its device
-//! (by uid) and the filesystem we planned and wrote, and is the device's claim ([`claims`]).
-//! The inventory (`devices.json`) holds only what the scans observed.
+//! Ownership lives in the state journal: the volume record names its device (by uid) and the
+//! filesystem we planned and wrote, and is the device's claim ([`claims`]). The inventory
+//! (`devices.json`) holds only what the scans observed.
 //!
-//! - create: one commit of the record claims the device. Nothing is written to the device
+//! - create: one commit of the record claims the device; nothing is written to the device
 //!   before it, so a crash leaves either no record and a blank device, or the volume.
-//! - stage: the filesystem UUID is chosen at create and recorded, mkfs runs with it, then the
-//!   offsets blkid reports are recorded. A filesystem with our UUID but no recorded offsets was
-//!   never handed to a pod (mkfs may have been cut short): it is made again. Any other
-//!   signature is refused, never formatted.
-//! - delete: record `Deleting` -> wipe (only what we wrote, or everything for a raw block
-//!   volume) -> one batch that removes the record and, when the device no longer shows what
-//!   we wrote, records it `Released` with the reason. A restart finishes a `Deleting` record.
-//! - adopt (`adopt`): a device that carries a filesystem, named by the operator, is claimed
-//!   with its data; its filesystem's UUID and offsets are recorded as the proven identity. A
-//!   delete of such a volume releases the claim and never wipes.
+//! - stage: mkfs runs with the UUID recorded at create, then the offsets blkid reports are
+//!   recorded. Our UUID without recorded offsets was never handed to a pod (mkfs may have been
+//!   cut short): it is made again. Any other signature is refused, never formatted.
+//! - delete: record `Deleting` -> wipe (only what we wrote, or everything for raw block) -> one
+//!   batch that removes the record and, when the device no longer shows what we wrote, records
+//!   it `Released` with the reason. A restart finishes a `Deleting` record.
+//! - adopt (`adopt`): a device with a filesystem, named by the operator, is claimed with its
+//!   data, its UUID and offsets recorded as its proven identity; its delete never wipes.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
 //!   proves through the descriptor it writes with (or holds) that the node is the claimed
-//!   device ([`proof`]): uid read afresh for that device number, size,
-//!   the fingerprint taken at claim, no other device presenting the same uid. A device that
-//!   fails the proof is never written; the RPC answers FailedPrecondition and a delete stays
-//!   pending until the claimed device is back or an operator steps in.
+//!   device ([`proof`]). A device that fails the proof is never written: FailedPrecondition,
+//!   and a delete stays pending until the claimed device is back or an operator steps in.
 
 mod adopt;
 pub mod claims;
@@ -132,7 +128,7 @@ impl DeviceBackend {
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Self> {
-        let ledger = Ledger::open(journal, BACKEND, live)?;
+        let ledger = Ledger::open_counted(journal, BACKEND, BACKEND, live)?;
         let inventory =
             Inventory::open_with_claims(&cfg.state_dir, &cfg.node_id, cfg.filters, |legacy| {
                 claims::adopt(&ledger, live, &cfg.node_id, legacy)
@@ -152,7 +148,6 @@ impl DeviceBackend {
         Ok(backend)
     }
 
-    /// The live inventory this backend claims from.
     pub fn inventory(&self) -> &Arc<Inventory> {
         &self.inventory
     }
@@ -166,15 +161,11 @@ impl DeviceBackend {
         }
     }
 
-    /// The claim this node holds on the device of `rec`.
     fn ours(&self, rec: &VolumeRecord) -> Claim {
-        Claim::Claimed {
-            volume: rec.id.clone(),
-            node: self.node.clone(),
-        }
+        let (volume, node) = (rec.id.clone(), self.node.clone());
+        Claim::Claimed { volume, node }
     }
 
-    /// A Released claim of this node for `rec`'s device.
     fn released(&self, rec: &VolumeRecord, reason: String) -> Claim {
         Claim::Released {
             volume: rec.id.clone(),
@@ -197,9 +188,8 @@ impl DeviceBackend {
         self.inventory
             .set_claim(uid, self.ours(rec))
             .map_err(Error::os(&rec.id, format!("claim device {uid}")))?;
-        self.ledger.save(rec.clone()).inspect_err(|_| {
-            self.show_claim(rec, Claim::Unclaimed);
-        })
+        let unshow = |_: &_| self.show_claim(rec, Claim::Unclaimed);
+        self.ledger.save(rec.clone()).inspect_err(unshow)
     }
 
     /// Shows `claim` on `rec`'s device, once the journal holds it.

@@ -43,9 +43,8 @@ fn fs_mount_options(flags: &[String], read_only: bool) -> (MountFlags, String) {
 /// per-mount flag (filesystem data options were applied at stage).
 fn bind_options(flags: &[String], read_only: bool) -> BindOptions {
     let (bits, _) = fs_mount_options(flags, read_only);
-    BindOptions {
-        flags: bits.difference(MountFlags::SYNCHRONOUS),
-    }
+    let flags = bits.difference(MountFlags::SYNCHRONOUS);
+    BindOptions { flags }
 }
 
 impl DeviceBackend {
@@ -229,10 +228,7 @@ impl LocalNode for DeviceBackend {
         let rec = self.record(id)?;
         if range.required > rec.capacity_bytes {
             let detail = format!("the device is {} bytes and cannot grow", rec.capacity_bytes);
-            return Err(Error::OutOfRange {
-                volume: rec.id,
-                detail,
-            });
+            return Err(Error::out_of_range(rec.id, detail));
         }
         Ok(rec.capacity_bytes)
     }

@@ -8,16 +8,13 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeviceParams {
     /// ext4 or xfs (filesystem volumes; default ext4, or the capability's fs_type).
-    #[serde(default)]
     fs_type: String,
     /// Extra mkfs arguments, split on whitespace.
-    #[serde(default)]
     mkfs_options: String,
     /// `rotational=false,model=Samsung*,vendor=ATA,path=/dev/disk/by-id/nvme-*`.
-    #[serde(default)]
     device_selector: String,
 }
 

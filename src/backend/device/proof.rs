@@ -38,7 +38,6 @@ pub(super) fn number_of(rdev: u64) -> String {
     format!("{}:{}", libc::major(rdev), libc::minor(rdev))
 }
 
-/// The fingerprint of the device open as `file`.
 pub(super) fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
     Ok(Fingerprint {
         dev_number: number_of(file.metadata()?.rdev()),

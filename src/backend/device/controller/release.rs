@@ -12,7 +12,16 @@ impl DeviceBackend {
     /// from any point (recovery calls it for a Deleting record).
     pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
         if rec.backend.adopted {
-            return self.release_adopted(rec);
+            // The data it was adopted with is not the driver's to destroy: nothing is written,
+            // the record goes and the device is Unclaimed with its filesystem in place (and so
+            // no candidate for a create).
+            self.ledger.remove(rec)?;
+            tracing::info!(volume = %rec.id, uid = %rec.backend.uid,
+                "deleted an adopted device volume: claim released, its filesystem and data kept");
+            if self.holds(rec) {
+                self.show_claim(rec, Claim::Unclaimed);
+            }
+            return Ok(());
         }
         let uid = &rec.backend.uid;
         // Another device presenting the uid: which one is ours is not known; wait it out.
@@ -56,19 +65,6 @@ impl DeviceBackend {
             if let Err(err) = self.inventory.rescan_device(&e.device.kernel_name, None) {
                 tracing::warn!(%uid, error = %err, "rescan after release failed");
             }
-        }
-        Ok(())
-    }
-
-    /// Deletes an adopted volume: the data it was adopted with is not the driver's to destroy,
-    /// so nothing is written to the device; the record goes and the device is Unclaimed, its
-    /// filesystem in place (and so no candidate for a create).
-    fn release_adopted(&self, rec: &VolumeRecord) -> Result<()> {
-        self.ledger.remove(rec)?;
-        tracing::info!(volume = %rec.id, uid = %rec.backend.uid,
-            "deleted an adopted device volume: claim released, its filesystem and data kept");
-        if self.holds(rec) {
-            self.show_claim(rec, Claim::Unclaimed);
         }
         Ok(())
     }
