@@ -26,9 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 
-#[cfg(test)]
-use super::frame::encode;
-
 /// Compact when the logs since the snapshot hold this many frames more than twice the live
 /// records.
 pub(super) const COMPACT_SLACK: usize = 4096;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::frame::encode;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Barrier;
