@@ -28,12 +28,12 @@ both_versions_async!(
 
 const PATTERN: (&str, &str) = ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}");
 
-fn pause_file(d: &Driver) -> PathBuf {
+pub(crate) fn pause_file(d: &Driver) -> PathBuf {
     d.root().join("paused")
 }
 
 /// Waits until the driver holds a call at its pause point.
-async fn wait_paused(d: &Driver) {
+pub(crate) async fn wait_paused(d: &Driver) {
     let t0 = Instant::now();
     while !pause_file(d).exists() {
         assert!(
@@ -45,7 +45,7 @@ async fn wait_paused(d: &Driver) {
     }
 }
 
-fn resume(d: &Driver) {
+pub(crate) fn resume(d: &Driver) {
     fs::remove_file(pause_file(d)).unwrap();
 }
 

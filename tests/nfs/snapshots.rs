@@ -8,6 +8,7 @@ use crate::common;
 use crate::common::ganesha;
 use crate::common::nfs;
 use crate::common::nfs_snap;
+use crate::ownership::{resume, wait_paused};
 
 use common::*;
 use ferrovol::proto as csi;
@@ -22,6 +23,7 @@ use tonic::Code;
 both_versions_async!(
     snapshot_restore_and_clone_keep_the_content_exactly,
     kill9_during_copies_leaves_nothing_half_made,
+    a_copy_that_ends_while_a_call_holds_its_record_is_not_made_again,
 );
 
 async fn snapshot_restore_and_clone_keep_the_content_exactly(proto: Proto) {
@@ -377,4 +379,74 @@ async fn a_clone_retried_after_its_source_went_leaves_no_record() {
         .await;
     expect_code(st, Code::NotFound, "the source is gone");
     assert_no_leftovers(&g);
+}
+
+/// A CreateSnapshot that read the `Creating` record while the copy still ran, and finds no copy
+/// running once the copy has ended, answers the snapshot as it is now (ready) and starts no
+/// second copy: a second copy would replace the ready content with the source's current one.
+async fn a_copy_that_ends_while_a_call_holds_its_record_is_not_made_again(proto: Proto) {
+    if !usable("nfs_snapshots") {
+        return;
+    }
+    let g = proto.start();
+    let b = Driver::builder();
+    let paused = b.path().join("paused");
+    let d = b
+        .arg("--driver")
+        .arg("nfs")
+        .env("FERROVOL_NFS_SNAPSHOT_WAIT_MS", "0")
+        .env("FERROVOL_PAUSE_AT", "nfs-snapshot:before-resume")
+        .env("FERROVOL_PAUSE_FILE", paused)
+        .start()
+        .await;
+    let p = class(&g, &[]);
+    let src = create(&d, "src", &p).await;
+    let src_dir = g.export.join(sub_dir(&src));
+    fill(&src_dir);
+    for i in 0..200 {
+        fs::write(src_dir.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+    }
+    let whole = manifest(&src_dir);
+    let meta = g.export.join(".ferrovol");
+
+    let first = snapshot(&d, "s", &src.volume_id).await;
+    assert!(!first.ready_to_use, "wait 0: the first answer is not ready");
+    // The second call reads the record while the copy runs and is held before it looks for
+    // the copy; the copy ends meanwhile.
+    let ctl = d.controller();
+    let source = src.volume_id.clone();
+    let second = tokio::spawn(async move {
+        let mut ctl = ctl;
+        ctl.create_snapshot(snap_req("s", &source)).await
+    });
+    wait_paused(&d).await;
+    let t0 = Instant::now();
+    while !fs::read_to_string(meta.join("snapshots/s.json"))
+        .unwrap()
+        .contains("\"state\": \"ready\"")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_same(&manifest(&meta.join("snapshot-data/s")), &whole, "content");
+    fs::write(src_dir.join("late"), "written after the snapshot").unwrap();
+    resume(&d);
+
+    let answer = second
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("CreateSnapshot s: {e}\n{}", d.log()))
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(answer.ready_to_use, "the copy had ended: {answer:?}");
+    let again = snapshot(&d, "s", &src.volume_id).await;
+    assert!(again.ready_to_use);
+    assert_same(
+        &manifest(&meta.join("snapshot-data/s")),
+        &whole,
+        "content after the second call",
+    );
+    let copied = d.log().matches("snapshot copied").count();
+    assert_eq!(copied, 1, "one copy only\n{}", d.log());
 }

@@ -92,9 +92,16 @@ pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecor
 
 /// The copy itself: clear what an earlier attempt left, copy, then the `Ready` record. On
 /// failure (not cancellation, whose caller deletes) the content and record are removed.
-fn copy(work: &Work, c: &NfsClient, mut rec: SnapshotRecord, cancel: &AtomicBool) -> Result<()> {
-    let (sid, t) = (rec.id.clone(), work.timeout);
+fn copy(work: &Work, c: &NfsClient, read: SnapshotRecord, cancel: &AtomicBool) -> Result<()> {
+    let (sid, t) = (read.id.clone(), work.timeout);
     let err = |e| map_nfs_error(&sid, t, e);
+    // The caller read its record before this copy held the claim, and a copy that ended since
+    // wrote `Ready`: copying again would replace a ready snapshot with the source as it is now.
+    // Under the claim no other copy runs, so the record read here is the one to go by.
+    let now = read_snap_record(c, &read.key(), t)?;
+    let Some(mut rec) = now.filter(|r| r.state == RecordState::Creating) else {
+        return Ok(());
+    };
     let data = rec.data_path();
     let started = std::time::Instant::now();
     let res = (|| {
@@ -179,6 +186,7 @@ impl NfsBackend {
         if rec.state != RecordState::Creating {
             return Ok(rec);
         }
+        crate::failpoint::hit("nfs-snapshot:before-resume");
         if !self.work.running(&rec.id) {
             if !self.leases.holds(c) {
                 // A caller that must have the whole copy (a restore) is told to come back.
@@ -187,6 +195,14 @@ impl NfsBackend {
                 }
                 let (id, server, share) = (&rec.id, c.server(), c.share());
                 return Err(Error::Busy(format!("{id} (its copy is not running here, and another controller holds the lease of {server}:{share})")));
+            }
+            // `rec` may predate the end of a copy that ran here: go by the record as it is now.
+            let now = read_snap_record(c, &rec.key(), self.cfg.timeout)?;
+            let now = now.ok_or_else(|| {
+                Error::not_found_because(&rec.id, "the snapshot vanished while copied")
+            })?;
+            if now.state != RecordState::Creating {
+                return Ok(now);
             }
             start_copy(&self.work, c.clone(), rec.clone());
         }
