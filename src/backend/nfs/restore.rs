@@ -88,6 +88,16 @@ impl NfsBackend {
                 }
                 // A snapshot still being copied is waited for: the volume gets all of it.
                 let rec = self.settle(&c, rec, None)?;
+                // A DeleteSnapshot that came during the wait leaves nothing to copy from.
+                match rec.state {
+                    RecordState::Ready => {}
+                    RecordState::Deleting => {
+                        return Err(Error::not_found_because(&sid, "no such snapshot"))
+                    }
+                    RecordState::Creating => {
+                        return Err(Error::Busy(format!("{sid} (still being copied)")))
+                    }
+                }
                 Ok(Source {
                     id: sid,
                     dir: rec.data_path(),

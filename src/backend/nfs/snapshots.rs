@@ -91,14 +91,17 @@ pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecor
 }
 
 /// The copy itself: clear what an earlier attempt left, copy, then the `Ready` record. On
-/// failure (not cancellation, whose caller deletes) the content and record are removed.
+/// failure (not cancellation, whose caller deletes) the content and record are removed; a copy
+/// that cannot read its record first changes nothing.
 fn copy(work: &Work, c: &NfsClient, read: SnapshotRecord, cancel: &AtomicBool) -> Result<()> {
     let (sid, t) = (read.id.clone(), work.timeout);
     let err = |e| map_nfs_error(&sid, t, e);
     // The caller read its record before this copy held the claim, and a copy that ended since
     // wrote `Ready`: copying again would replace a ready snapshot with the source as it is now.
     // Under the claim no other copy runs, so the record read here is the one to go by.
-    let now = read_snap_record(c, &read.key(), t)?;
+    let now = read_snap_record(c, &read.key(), t).inspect_err(|e| {
+        tracing::warn!(snapshot = %sid, error = %e, "snapshot copy not started: its record cannot be read; nothing was changed, and the next call tries again");
+    })?;
     let Some(mut rec) = now.filter(|r| r.state == RecordState::Creating) else {
         return Ok(());
     };
@@ -197,14 +200,17 @@ impl NfsBackend {
                 return Err(Error::Busy(format!("{id} (its copy is not running here, and another controller holds the lease of {server}:{share})")));
             }
             // `rec` may predate the end of a copy that ran here: go by the record as it is now.
-            let now = read_snap_record(c, &rec.key(), self.cfg.timeout)?;
-            let now = now.ok_or_else(|| {
-                Error::not_found_because(&rec.id, "the snapshot vanished while copied")
-            })?;
+            let Some(now) = read_snap_record(c, &rec.key(), self.cfg.timeout)? else {
+                // A copy that failed took the record with it: its failure is the answer.
+                let gone =
+                    || Error::not_found_because(&rec.id, "the snapshot vanished while copied");
+                return Err(self.work.take_failure(&rec.id).unwrap_or_else(gone));
+            };
             if now.state != RecordState::Creating {
                 return Ok(now);
             }
-            start_copy(&self.work, c.clone(), rec.clone());
+            start_copy(&self.work, c.clone(), now.clone());
+            return self.settle_started(c, now, budget);
         }
         self.settle_started(c, rec, budget)
     }
