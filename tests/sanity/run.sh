@@ -68,6 +68,26 @@ wait_serving() { # wait_serving <dir>
     return 1
 }
 
+# csi-sanity with its log in $1. csi-test's Connect (utils/grpcutil.go) reads the connection's
+# state after dialling and then waits for it to change: a connection already Ready by then never
+# changes, and the spec fails after a minute with "Connection timed out" before any call reached
+# the driver. A run whose every failure is that one runs once more, saying so; any other failure
+# stands.
+sanity() { # sanity <log> <csi-sanity args...>
+    local log=$1 rc=0 failed missed
+    shift
+    "$SANITY" "$@" --ginkgo.v --ginkgo.no-color >"$log" 2>&1 || rc=$?
+    failed=$(grep -cE "^\s*\[FAIL\]" "$log" || true)
+    missed=$(grep -cE "^\s+Connection timed out$" "$log" || true)
+    if [ "$rc" -ne 0 ] && [ "$failed" -gt 0 ] && [ "$failed" -eq "$missed" ]; then
+        echo "csi-sanity: csi-test's connect missed a ready connection in $failed spec(s); running it once more ($log.connect-race keeps the first log)"
+        mv "$log" "$log.connect-race"
+        rc=0
+        "$SANITY" "$@" --ginkgo.v --ginkgo.no-color >"$log" 2>&1 || rc=$?
+    fi
+    return "$rc"
+}
+
 status=0
 summary=""
 run() { # run <label> <access type> <hostpath base | nfs> [extra csi-sanity args...]
@@ -84,12 +104,11 @@ run() { # run <label> <access type> <hostpath base | nfs> [extra csi-sanity args
     PID=$!
     wait_serving "$dir"
     local rc=0
-    "$SANITY" --csi.endpoint="$dir/data/csi.sock" \
+    sanity "$dir/sanity.log" --csi.endpoint="$dir/data/csi.sock" \
         --csi.mountdir="$dir/target" --csi.stagingdir="$dir/staging" \
         --csi.testvolumeaccesstype="$access" \
         --csi.testvolumesize=67108864 --csi.testvolumeexpandsize=134217728 \
-        --csi.testnodevolumeattachlimit "$@" \
-        --ginkgo.v --ginkgo.no-color >"$dir/sanity.log" 2>&1 || rc=$?
+        --csi.testnodevolumeattachlimit "$@" || rc=$?
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
     local counts
     counts=$(grep -E "^(SUCCESS|FAIL)!" "$dir/sanity.log" | tail -1)
@@ -185,13 +204,12 @@ run_device() { # run_device <access>
     PID=$!
     wait_serving "$dir"
     local rc=0
-    "$SANITY" --csi.endpoint="$dir/data/csi.sock" \
+    sanity "$dir/sanity.log" --csi.endpoint="$dir/data/csi.sock" \
         --csi.mountdir="$dir/target" --csi.stagingdir="$dir/staging" \
         --csi.testvolumeaccesstype="$access" \
         --csi.testvolumeparameters="$dir/params.yaml" \
         --csi.testvolumesize=67108864 --csi.testvolumeexpandsize=67108864 \
-        --csi.testnodevolumeattachlimit \
-        --ginkgo.v --ginkgo.no-color >"$dir/sanity.log" 2>&1 || rc=$?
+        --csi.testnodevolumeattachlimit || rc=$?
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
     local counts
     counts=$(grep -E "^(SUCCESS|FAIL)!" "$dir/sanity.log" | tail -1)
