@@ -16,8 +16,10 @@
 //!   data, its UUID and offsets recorded as its proven identity; its delete never wipes.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
 //!   proves through the descriptor it writes with (or holds) that the node is the claimed
-//!   device ([`proof`]). A device that fails the proof is never written: FailedPrecondition,
-//!   and a delete stays pending until the claimed device is back or an operator steps in.
+//!   device ([`proof`]): uid read afresh for that device number, size, the fingerprint taken
+//!   at claim, no other device presenting the same uid. A device that fails the proof is never
+//!   written: FailedPrecondition, and a delete stays pending until the claimed device is back
+//!   or an operator steps in.
 
 mod adopt;
 pub mod claims;
