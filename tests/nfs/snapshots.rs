@@ -12,11 +12,12 @@ use crate::ownership::{resume, wait_paused};
 
 use common::*;
 use ferrovol::proto as csi;
+use ganesha::Ganesha;
 use nfs::*;
 use nfs_snap::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -227,6 +228,19 @@ async fn wait_gone(p: &Path) {
     }
 }
 
+/// Volume `src` holding `fill`'s tree and `files` small files: the volume, its directory and
+/// its manifest.
+async fn filled_source(d: &Driver, g: &Ganesha, files: usize) -> (csi::Volume, PathBuf, Manifest) {
+    let src = create(d, "src", &class(g, &[])).await;
+    let dir = g.export.join(sub_dir(&src));
+    fill(&dir);
+    for i in 0..files {
+        fs::write(dir.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+    }
+    let whole = manifest(&dir);
+    (src, dir, whole)
+}
+
 async fn kill9_during_copies_leaves_nothing_half_made(proto: Proto) {
     if !usable("nfs_snapshots") {
         return;
@@ -239,13 +253,7 @@ async fn kill9_during_copies_leaves_nothing_half_made(proto: Proto) {
         .start()
         .await;
     let p = class(&g, &[]);
-    let src = create(&d, "src", &p).await;
-    let src_dir = g.export.join(sub_dir(&src));
-    fill(&src_dir);
-    for i in 0..100 {
-        fs::write(src_dir.join(format!("f{i:03}")), format!("file {i}")).unwrap();
-    }
-    let whole = manifest(&src_dir);
+    let (src, _, whole) = filled_source(&d, &g, 100).await;
     let meta = g.export.join(".ferrovol");
 
     // A copy that outlasts the wait answers not ready; asked again, it reports its progress.
@@ -399,14 +407,7 @@ async fn a_copy_that_ends_while_a_call_holds_its_record_is_not_made_again(proto:
         .env("FERROVOL_PAUSE_FILE", paused)
         .start()
         .await;
-    let p = class(&g, &[]);
-    let src = create(&d, "src", &p).await;
-    let src_dir = g.export.join(sub_dir(&src));
-    fill(&src_dir);
-    for i in 0..200 {
-        fs::write(src_dir.join(format!("f{i:03}")), format!("file {i}")).unwrap();
-    }
-    let whole = manifest(&src_dir);
+    let (src, src_dir, whole) = filled_source(&d, &g, 200).await;
     let meta = g.export.join(".ferrovol");
 
     let first = snapshot(&d, "s", &src.volume_id).await;
