@@ -28,5 +28,6 @@ mod restart;
 mod restart_concurrent;
 mod snapshots;
 mod snapshots_crash;
+mod snapshots_leftover;
 mod state_dir_lock;
 mod validation;

@@ -173,8 +173,13 @@ impl HostpathBackend {
                 }
                 if let Some(key) = name.strip_prefix(TRASH_PREFIX) {
                     match rec {
+                        // A delete that stopped after its rename: finish it. When the name's
+                        // directory exists, the record is a later snapshot of the same name,
+                        // and this trash an earlier delete's leftover: only the trash goes.
                         Some(rec) if rec_key.as_deref() == Some(key) => {
-                            self.snaps.remove(&rec).map_err(io::Error::other)?;
+                            if !snapshot_dir_in(&self.base, key).exists() {
+                                self.snaps.remove(&rec).map_err(io::Error::other)?;
+                            }
                         }
                         None if ours => {}
                         _ => {
