@@ -53,10 +53,13 @@ impl csi::controller_server::Controller for ControllerService {
             let id = backend.create_id(&create)?;
             check_served(backend.as_ref(), &req.name, &create.capabilities)?;
             let guard = d.locks.try_lock(&id.to_string())?;
+            let source = create.content_source.as_ref();
+            let reading = source.map(|src| d.locks.try_read(&src.id())).transpose()?;
             let source = req.volume_content_source;
-            // The volume's lock is held until the commit is decided and its steps have run.
+            // The volume's lock, and the source's, are held until the commit is decided and
+            // its steps have run.
             Ok(backend.create(&create)?.map(move |info| {
-                drop(guard);
+                drop((guard, reading));
                 let mut volume = convert::volume(&info);
                 volume.content_source = source;
                 csi::CreateVolumeResponse {
@@ -86,7 +89,7 @@ impl csi::controller_server::Controller for ControllerService {
             else {
                 return Ok(Done::Now(csi::DeleteVolumeResponse {}));
             };
-            let guard = d.locks.try_lock(&req.volume_id)?;
+            let guard = d.locks.try_lock_delete(&id.to_string())?;
             Ok(backend.delete(&id)?.map(move |()| {
                 drop(guard);
                 csi::DeleteVolumeResponse {}

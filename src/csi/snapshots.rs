@@ -88,6 +88,7 @@ pub fn create(d: &Driver, req: csi::CreateSnapshotRequest) -> Result<csi::Create
     })?;
     let id = snaps.snapshot_id(&req.name)?;
     let _guard = d.locks.try_lock(&id.to_string())?;
+    let _reading = d.locks.try_read(&source.to_string())?;
     let info = snaps.create_snapshot(&SnapshotRequest {
         name: req.name.clone(),
         source,
@@ -108,7 +109,7 @@ pub fn delete(d: &Driver, req: csi::DeleteSnapshotRequest) -> Result<csi::Delete
     let Some(snaps) = d.backend(&id.backend).ok().and_then(|b| b.snapshots()) else {
         return Ok(csi::DeleteSnapshotResponse {});
     };
-    let _guard = d.locks.try_lock(&req.snapshot_id)?;
+    let _guard = d.locks.try_lock_delete(&id.to_string())?;
     snaps.delete_snapshot(&id)?;
     Ok(csi::DeleteSnapshotResponse {})
 }

@@ -29,5 +29,6 @@ mod restart_concurrent;
 mod snapshots;
 mod snapshots_crash;
 mod snapshots_leftover;
+mod sources_in_use;
 mod state_dir_lock;
 mod validation;
