@@ -381,3 +381,52 @@ async fn a_pool_base_configured_under_another_name_is_refused_not_swept() {
     d.delete(&v.volume_id).await;
     assert!(!disk.join("kept").exists());
 }
+
+#[tokio::test]
+async fn a_delete_of_what_a_pool_no_longer_configured_holds_is_refused() {
+    let b = Driver::builder();
+    let disk = mkdir(&b.path().join("disk"));
+    let flag = format!("fast={}", disk.display());
+    let mut d = b.arg("--hostpath-pool").arg(&flag).start().await;
+    let v = create_in(&d, "kept", "fast").await;
+    fs::write(disk.join("kept/data"), b"precious").unwrap();
+    let s = snapshot(&d, "kept-snap", &v.volume_id).await;
+
+    // The pool left out of the configuration: its records stay in the journal, unserved.
+    let other = format!("other={}", mkdir(&d.root().join("other")).display());
+    d.replace_arg(&flag, &other);
+    d.restart().await;
+    let r = d
+        .controller()
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    let st = expect_code(
+        r,
+        Code::FailedPrecondition,
+        "delete in an unconfigured pool",
+    );
+    assert!(st.message().contains("pool \"fast\""), "{st:?}");
+    let r = d
+        .controller()
+        .delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: s.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    expect_code(
+        r,
+        Code::FailedPrecondition,
+        "snapshot delete in an unconfigured pool",
+    );
+
+    // Configured again, both are there to delete.
+    d.replace_arg(&other, &flag);
+    d.restart().await;
+    assert_eq!(fs::read(disk.join("kept/data")).unwrap(), b"precious");
+    crate::common::hostpath_snap::delete_snapshot(&d, &s.snapshot_id).await;
+    d.delete(&v.volume_id).await;
+    assert!(!disk.join("kept").exists());
+}

@@ -49,6 +49,9 @@ pub struct HostpathPools {
     default_capacity: u64,
     /// Held while a pool whose path was missing is opened.
     reopening: Mutex<()>,
+    /// Ids of volumes and snapshots whose records lie under a pool the configuration no
+    /// longer names, with that pool: a delete of one is refused, not answered as of nothing.
+    unserved: HashMap<String, String>,
 }
 
 impl HostpathPools {
@@ -70,6 +73,7 @@ impl HostpathPools {
             state_dir: state_dir.to_path_buf(),
             default_capacity,
             reopening: Mutex::new(()),
+            unserved: unserved_records(pools, live),
         };
         for spec in pools {
             let backend = me.open_pool(spec, live)?;
@@ -112,6 +116,16 @@ impl HostpathPools {
 
     pub(super) fn pools(&self) -> impl Iterator<Item = Arc<HostpathBackend>> + '_ {
         self.slots.iter().map(Slot::get)
+    }
+
+    /// FailedPrecondition when `id`'s record lies under a pool no longer configured: a delete
+    /// there would answer OK and leave its record and data behind for good.
+    pub(super) fn refuse_unserved(&self, id: &str) -> Result<()> {
+        let Some(pool) = self.unserved.get(id) else {
+            return Ok(());
+        };
+        let why = format!("its record is in hostpath pool {pool:?}, which this node's pool configuration no longer names: configure the pool again to delete it");
+        Err(Error::precondition(id, why))
     }
 
     pub(super) fn holder(&self, id: &str) -> Option<Arc<HostpathBackend>> {
@@ -294,4 +308,28 @@ mod tests {
         assert_eq!(pool_key("s1", "default"), "s1");
         assert_eq!(pool_key("s1", "fast"), "s1@fast");
     }
+}
+
+/// The `unserved` map: records under `hostpath[@pool]/` or the snapshot ledger's keys whose
+/// pool is not configured (`default` for keys without `@`).
+fn unserved_records(
+    pools: &[PoolSpec],
+    live: &HashMap<String, Vec<u8>>,
+) -> HashMap<String, String> {
+    let ledgers = [super::BACKEND, super::snapshot::LEDGER];
+    let mut out = HashMap::new();
+    for (key, value) in live {
+        let Some((store, _)) = key.split_once('/') else {
+            continue;
+        };
+        let (ledger, pool) = store.split_once('@').unwrap_or((store, DEFAULT_POOL));
+        if !ledgers.contains(&ledger) || pools.iter().any(|p| p.name == pool) {
+            continue;
+        }
+        let record = serde_json::from_slice::<serde_json::Value>(value).ok();
+        if let Some(id) = record.as_ref().and_then(|r| r["id"].as_str()) {
+            out.insert(id.to_string(), pool.to_string());
+        }
+    }
+    out
 }

@@ -112,6 +112,7 @@ impl ControllerBackend for HostpathPools {
         if let Some(pool) = self.holder(&id.to_string()) {
             return pool.delete(id);
         }
+        self.refuse_unserved(&id.to_string())?;
         // No record: each usable pool removes a directory marked with this id (state lost).
         crate::backend::require_local(id, &self.node)?;
         self.in_usable_pools(|p| p.delete(id)?.wait())
@@ -189,6 +190,7 @@ impl SnapshotBackend for HostpathPools {
         if let Some(pool) = self.pools().find(holds) {
             return pool.delete_snapshot(id);
         }
+        self.refuse_unserved(&id.to_string())?;
         self.in_usable_pools(|p| p.delete_snapshot(id))
     }
 
