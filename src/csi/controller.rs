@@ -84,9 +84,10 @@ impl csi::controller_server::Controller for ControllerService {
             .is_some_and(|b| b.caps().quick_provisioning);
         rpc_queued("DeleteVolume", req.volume_id.clone(), short, move || {
             req.check_limits().map_err(Error::InvalidArgument)?;
+            let parsed = VolumeId::parse(&req.volume_id)?;
+            parsed.as_ref().map_or(Ok(()), |id| d.refuse_unserved(id))?;
             // Deleting what never existed succeeds: DeleteVolume is idempotent.
-            let Ok((backend, id)) = d.resolve(VolumeId::parse(&req.volume_id)?, &req.volume_id)
-            else {
+            let Ok((backend, id)) = d.resolve(parsed, &req.volume_id) else {
                 return Ok(Done::Now(csi::DeleteVolumeResponse {}));
             };
             let guard = d.locks.try_lock_delete(&id.to_string())?;

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 /// Everything the services share.
 pub struct Driver {
     pub name: String,
+    kind: DriverKind,
     pub node_id: String,
     /// 0: no limit.
     pub max_volumes_per_node: i64,
@@ -45,6 +46,7 @@ impl Driver {
     ) -> Self {
         Driver {
             name: kind.csi_name().to_string(),
+            kind,
             node_id,
             max_volumes_per_node,
             backends,
@@ -89,6 +91,18 @@ impl Driver {
             let why = format!("backend {backend} is not served by this process");
             Error::not_found_because(id.to_string(), why)
         })
+    }
+
+    /// FailedPrecondition for an id of one of this driver's backends that this process does
+    /// not serve (`--backends`): whether it exists cannot be known here, so a delete of it must
+    /// not be answered as of nothing.
+    pub fn refuse_unserved(&self, id: &VolumeId) -> Result<()> {
+        let backend = id.backend.as_str();
+        if !self.kind.backends().contains(&backend) || self.backend(backend).is_ok() {
+            return Ok(());
+        }
+        let why = format!("backend {backend} is not served by this process (--backends): delete it where that backend is served");
+        Err(Error::precondition(id.to_string(), why))
     }
 
     /// The backend and id a request's volume_id names, or NotFound. Called after the other

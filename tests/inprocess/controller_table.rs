@@ -207,7 +207,8 @@ fn table() -> Vec<Row<Call>> {
         row("delete: id with '..'", delete("local/node-1/.."), InvalidArgument, "is not a valid id"),
         row("delete: id over 128 bytes", delete(&format!("{long}/a")), InvalidArgument, "at most 128"),
         row("delete: unknown volume", delete("local/node-1/nope"), Ok, ""),
-        row("delete: unserved backend", delete("ghost/node-1/x"), Ok, ""),
+        row("delete: backend of another driver", delete("ghost/node-1/x"), Ok, ""),
+        row("delete: this driver's backend, not served here", delete("device/node-1/x"), FailedPrecondition, "backend device is not served by this process"),
         row("delete: foreign id", delete("fake-vol-id"), Ok, ""),
         row("delete: created and gone", delete("shared/c2"), Ok, ""),
         // ControllerPublishVolume
