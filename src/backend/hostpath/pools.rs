@@ -261,6 +261,30 @@ fn check_disjoint(pools: &[PoolSpec]) -> io::Result<()> {
     Ok(())
 }
 
+/// The `unserved` map: records under `hostpath[@pool]/` or the snapshot ledger's keys whose
+/// pool is not configured (`default` for keys without `@`).
+fn unserved_records(
+    pools: &[PoolSpec],
+    live: &HashMap<String, Vec<u8>>,
+) -> HashMap<String, String> {
+    let ledgers = [super::BACKEND, super::snapshot::LEDGER];
+    let mut out = HashMap::new();
+    for (key, value) in live {
+        let Some((store, _)) = key.split_once('/') else {
+            continue;
+        };
+        let (ledger, pool) = store.split_once('@').unwrap_or((store, DEFAULT_POOL));
+        if !ledgers.contains(&ledger) || pools.iter().any(|p| p.name == pool) {
+            continue;
+        }
+        let record = serde_json::from_slice::<serde_json::Value>(value).ok();
+        if let Some(id) = record.as_ref().and_then(|r| r["id"].as_str()) {
+            out.insert(id.to_string(), pool.to_string());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,28 +332,4 @@ mod tests {
         assert_eq!(pool_key("s1", "default"), "s1");
         assert_eq!(pool_key("s1", "fast"), "s1@fast");
     }
-}
-
-/// The `unserved` map: records under `hostpath[@pool]/` or the snapshot ledger's keys whose
-/// pool is not configured (`default` for keys without `@`).
-fn unserved_records(
-    pools: &[PoolSpec],
-    live: &HashMap<String, Vec<u8>>,
-) -> HashMap<String, String> {
-    let ledgers = [super::BACKEND, super::snapshot::LEDGER];
-    let mut out = HashMap::new();
-    for (key, value) in live {
-        let Some((store, _)) = key.split_once('/') else {
-            continue;
-        };
-        let (ledger, pool) = store.split_once('@').unwrap_or((store, DEFAULT_POOL));
-        if !ledgers.contains(&ledger) || pools.iter().any(|p| p.name == pool) {
-            continue;
-        }
-        let record = serde_json::from_slice::<serde_json::Value>(value).ok();
-        if let Some(id) = record.as_ref().and_then(|r| r["id"].as_str()) {
-            out.insert(id.to_string(), pool.to_string());
-        }
-    }
-    out
 }
