@@ -9,7 +9,7 @@ use crate::common::hostpath_snap::*;
 use common::*;
 use ferrovol::proto as csi;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -26,7 +26,7 @@ async fn paused_at(point: &str) -> (Driver, PathBuf, String) {
     (d, paused, src)
 }
 
-async fn wait_paused(d: &Driver, paused: &PathBuf) {
+async fn wait_paused(d: &Driver, paused: &Path) {
     let t0 = Instant::now();
     while !paused.exists() {
         assert!(
@@ -59,7 +59,7 @@ async fn delete_snap(d: &Driver, id: &str) -> Answer<csi::DeleteSnapshotResponse
 /// Runs CreateVolume `name` from a source in the background, until it pauses in its copy.
 async fn restore_until_paused(
     d: &Driver,
-    paused: &PathBuf,
+    paused: &Path,
     snap: Option<&str>,
     vol: Option<&str>,
 ) -> tokio::task::JoinHandle<Answer<csi::CreateVolumeResponse>> {
