@@ -24,6 +24,7 @@ both_versions_async!(
     a_restore_claims_its_subdir_before_it_copies,
     read_only_rpcs_never_roll_back_a_create_in_flight,
     a_rollback_never_removes_another_volumes_empty_directory,
+    a_volume_is_never_made_inside_another_volumes_directory,
 );
 
 const PATTERN: (&str, &str) = ("subDir", "${pvc.metadata.namespace}/${pvc.metadata.name}");
@@ -341,4 +342,40 @@ async fn a_rollback_never_removes_another_volumes_empty_directory(proto: Proto) 
     assert_eq!(records(&g), vec!["pvc-b.json"]);
     d.delete(&b.volume_id).await;
     assert!(!dir.exists());
+}
+
+/// A class whose pattern puts a volume below another volume's directory: refused with nothing
+/// made, so deleting (or archiving) the outer volume can never take the inner one with it.
+async fn a_volume_is_never_made_inside_another_volumes_directory(proto: Proto) {
+    if !usable("nfs_ownership") {
+        return;
+    }
+    let g = proto.start();
+    let d = nfs_driver(&g, &[]).await;
+    let p = pvc(&class(&g, &[PATTERN]), "team", "outer", "pvc-outer");
+    let outer = create(&d, "pvc-outer", &p).await;
+    let dir = g.export.join("team/outer");
+    fs::write(dir.join("data"), "outer's").unwrap();
+    let inner = (
+        "subDir",
+        "${pvc.metadata.namespace}/outer/${pv.metadata.name}",
+    );
+    let p = pvc(&class(&g, &[inner]), "team", "inner", "pvc-in");
+    let st = d.controller().create_volume(req("pvc-in", &p)).await;
+    let st = expect_code(
+        st,
+        Code::FailedPrecondition,
+        "a volume inside another's directory",
+    );
+    assert!(st.message().contains(&outer.volume_id), "{st:?}");
+    assert!(
+        !dir.join("pvc-in").exists(),
+        "something was made in the outer volume"
+    );
+    assert_eq!(
+        records(&g),
+        vec!["pvc-outer.json"],
+        "the refused create left its record"
+    );
+    d.delete(&outer.volume_id).await;
 }

@@ -138,14 +138,20 @@ impl NfsBackend {
         )))
     }
 
-    /// FailedPrecondition when a record on the share names `sub_dir`, a directory above it,
-    /// or one below it (a restore's staging directory included).
-    fn refuse_owned(&self, vid: &str, c: &NfsClient, sub_dir: &str, place: &str) -> Result<()> {
+    /// FailedPrecondition when a record on the share other than `vid`'s own names `sub_dir`,
+    /// a directory above it, or one below it (a restore's staging directory included).
+    pub(super) fn refuse_owned(
+        &self,
+        vid: &str,
+        c: &NfsClient,
+        sub_dir: &str,
+        place: &str,
+    ) -> Result<()> {
         let files = names(c, layout::RECORDS_DIR).map_err(|e| self.err(vid, e))?;
         let within =
             |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
         for key in files.iter().filter_map(|n| layout::key_of_record_file(n)) {
-            let Some(rec) = self.read_record(vid, c, key)? else {
+            let Some(rec) = self.read_record(vid, c, key)?.filter(|r| r.id != vid) else {
                 continue;
             };
             let dirs = std::iter::once(&rec.sub_dir).chain(rec.staging.as_ref());

@@ -131,6 +131,10 @@ impl NfsBackend {
     pub(super) fn claim_dir(&self, c: &NfsClient, rec: &mut VolumeRecord, mode: u32) -> Result<()> {
         let err = |e| self.err(&rec.id, e);
         if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
+            // Never inside another volume's directory: deleting or archiving that volume
+            // would take this one with it.
+            let place = format!("subDir {}", rec.sub_dir);
+            self.refuse_owned(&rec.id, c, &rec.sub_dir, &place)?;
             c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
         }
         let claim = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)?;
