@@ -97,7 +97,7 @@ impl NfsBackend {
                 return Err(Error::invalid(format!("volume {vid}: {place} {why}")));
             }
         };
-        self.refuse_owned(&vid, &c, &sub_dir, &place)?;
+        self.refuse_owned(&vid, &c, &sub_dir, &place, false)?;
         let rec = VolumeRecord {
             version: RECORD_VERSION,
             id: vid.clone(),
@@ -138,14 +138,16 @@ impl NfsBackend {
         )))
     }
 
-    /// FailedPrecondition when a record on the share other than `vid`'s own names `sub_dir`,
-    /// a directory above it, or one below it (a restore's staging directory included).
+    /// FailedPrecondition when a record on the share other than `vid`'s own names a directory
+    /// above `sub_dir`, or unless `above_only`, `sub_dir` itself or one below it (a restore's
+    /// staging directory included).
     pub(super) fn refuse_owned(
         &self,
         vid: &str,
         c: &NfsClient,
         sub_dir: &str,
         place: &str,
+        above_only: bool,
     ) -> Result<()> {
         let files = names(c, layout::RECORDS_DIR).map_err(|e| self.err(vid, e))?;
         let within =
@@ -156,7 +158,12 @@ impl NfsBackend {
             };
             let dirs = std::iter::once(&rec.sub_dir).chain(rec.staging.as_ref());
             for dir in dirs {
-                let how = if within(sub_dir, dir) {
+                let how = if above_only {
+                    if !sub_dir.starts_with(&format!("{dir}/")) {
+                        continue;
+                    }
+                    "lies inside"
+                } else if within(sub_dir, dir) {
                     "is or lies inside"
                 } else if within(dir, sub_dir) {
                     "holds"

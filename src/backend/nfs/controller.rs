@@ -132,9 +132,10 @@ impl NfsBackend {
         let err = |e| self.err(&rec.id, e);
         if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
             // Never inside another volume's directory: deleting or archiving that volume
-            // would take this one with it.
+            // would take this one with it. (The subDir itself is the claim's to prove: a
+            // record of a deleted volume may still name it.)
             let place = format!("subDir {}", rec.sub_dir);
-            self.refuse_owned(&rec.id, c, &rec.sub_dir, &place)?;
+            self.refuse_owned(&rec.id, c, &rec.sub_dir, &place, true)?;
             c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
         }
         let claim = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)?;
