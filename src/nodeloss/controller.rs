@@ -66,9 +66,7 @@ impl Context {
             return Ok(NodeState::Present);
         }
         let since = *missing.entry(node.to_string()).or_insert_with(Instant::now);
-        Ok(NodeState::Missing {
-            for_: since.elapsed(),
-        })
+        Ok(NodeState::Missing(since.elapsed()))
     }
 
     async fn claim_of(
@@ -133,10 +131,9 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
         None
     };
     let claim = claim_state(&pv, found.as_ref());
-    let bound = match claim {
-        ClaimState::Bound(c) => Some(c),
-        _ => None,
-    };
+    let bound = found
+        .as_ref()
+        .filter(|_| matches!(claim, ClaimState::Bound(_)));
     if let Some(OptIn::Invalid(v)) = bound.map(opt_in) {
         tracing::warn!(pv = %name, claim = %claim_name(bound.unwrap()), value = %v,
             "unknown ferrovol.io/node-loss value (recreate, report or ignore): treated as report");

@@ -37,10 +37,8 @@ pub struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeState {
     Present,
-    /// No Node object of that name, first noticed `for_` ago.
-    Missing {
-        for_: Duration,
-    },
+    /// No Node object of that name, first noticed this long ago.
+    Missing(Duration),
 }
 
 /// The PV's claim, as found through its claimRef.
@@ -153,7 +151,7 @@ pub fn decide(
     if pinned_node(pv).is_none() {
         return Decision::NotOurs;
     }
-    let NodeState::Missing { for_: missing_for } = node else {
+    let NodeState::Missing(missing_for) = node else {
         let unmark = opts.policy != Policy::Off && mark(pv).is_some();
         return Decision::NodePresent { unmark };
     };
