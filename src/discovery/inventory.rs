@@ -251,11 +251,7 @@ impl Inventory {
                 return false;
             };
             let result = match &ev {
-                Event::Block(u) => {
-                    let partition = u.devtype.as_deref() == Some("partition");
-                    let parent = u.devpath.rsplit('/').nth(1).filter(|_| partition);
-                    inv.rescan_device(&u.kernel_name, parent)
-                }
+                Event::Block(u) => inv.rescan_device(&u.kernel_name, u.parent.as_deref()),
                 Event::Lost => inv.rescan(),
             };
             if let Err(e) = result {
