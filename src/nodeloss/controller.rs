@@ -163,7 +163,7 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
 }
 
 fn error_policy(pv: Arc<PersistentVolume>, e: &Error, _ctx: Arc<Context>) -> Action {
-    metrics::count_error();
+    metrics::ERRORS.inc();
     tracing::error!(pv = %pv.name_any(), error = %e, retry = ?RETRY, "node-loss reconcile failed");
     Action::requeue(RETRY)
 }
