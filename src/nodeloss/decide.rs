@@ -162,7 +162,15 @@ pub fn decide(
         return Decision::Leave("policy off");
     }
     let ClaimState::Bound(pvc) = claim else {
-        return unclaimed(opts, pv);
+        // No live claim: under `recreate`, a PV whose reclaim policy is Delete is what its
+        // provisioner would have deleted, so it goes; a retained one is kept (and reported) for
+        // whoever retained it.
+        let spec = pv.spec.as_ref();
+        let reclaim = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+        if opts.policy == Policy::Recreate && reclaim == Some("Delete") {
+            return Decision::Recreate { claim: false };
+        }
+        return Decision::Report;
     };
     let choice = opt_in(pvc);
     if choice == OptIn::Ignore {
@@ -175,19 +183,6 @@ pub fn decide(
         OptIn::Recreate => Decision::Recreate { claim: true },
         OptIn::Unset if opts.recreate_all => Decision::Recreate { claim: true },
         _ => Decision::Report,
-    }
-}
-
-/// A lost PV with no live claim: under `recreate`, one whose reclaim policy is Delete is what
-/// its provisioner would have deleted, so it goes; a retained one is kept (and reported) for
-/// whoever retained it.
-fn unclaimed(opts: &Options, pv: &PersistentVolume) -> Decision {
-    let spec = pv.spec.as_ref();
-    let reclaim = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
-    if opts.policy == Policy::Recreate && reclaim == Some("Delete") {
-        Decision::Recreate { claim: false }
-    } else {
-        Decision::Report
     }
 }
 
