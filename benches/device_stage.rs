@@ -35,7 +35,7 @@ fn cap() -> Capability {
 fn ours(dir: &Path, round: usize) -> Duration {
     let disk = Disk::attach(&image(dir, &format!("ours{round}.img"), 1024));
     let state = dir.join(format!("state{round}"));
-    let filters = Filters::new(&[disk.path().to_string()], &[], None, &[]).unwrap();
+    let filters = Filters::for_node(&[disk.path().to_string()], &[], None, &[], None).unwrap();
     let (journal, live) = Journal::open(&state.join("journal")).unwrap();
     let b = DeviceBackend::open(
         DeviceConfig {

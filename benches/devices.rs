@@ -13,7 +13,7 @@ fn main() {
     let quick = std::env::var_os("FERROVOL_BENCH_QUICK").is_some();
     let rounds = if quick { 3 } else { 20 };
     let dir = tempfile::tempdir().unwrap();
-    let filters = Filters::new(&["/dev/loop*".into()], &[], None, &[]).unwrap();
+    let filters = Filters::for_node(&["/dev/loop*".into()], &[], None, &[], None).unwrap();
 
     println!("full discovery scan (median of {rounds}, all block devices on the node):");
     let mut disks: Vec<Disk> = Vec::new();
@@ -41,7 +41,7 @@ fn main() {
     drop(disks);
 
     let state = tempfile::tempdir().unwrap();
-    let inv = Inventory::open(state.path(), "bench", filters).unwrap();
+    let inv = Inventory::open_with_claims(state.path(), "bench", filters, Ok).unwrap();
     inv.start_monitor().unwrap();
     let tries = if quick { 3 } else { 20 };
     let mut lat = Vec::new();

@@ -47,19 +47,12 @@ impl DeviceType {
             let rest = kernel_name.strip_prefix(p).unwrap_or_default();
             rest.starts_with(|c: char| c.is_ascii_digit() || c == '-')
         };
-        [
-            ("loop", DeviceType::Loop),
-            ("dm", DeviceType::Dm),
-            ("md", DeviceType::Md),
-            ("zram", DeviceType::Zram),
-            ("ram", DeviceType::Ram),
-            ("sr", DeviceType::Rom),
-            ("nbd", DeviceType::Nbd),
-            ("fd", DeviceType::Floppy),
-        ]
-        .into_iter()
-        .find(|(prefix, _)| starts(prefix))
-        .map_or(DeviceType::Disk, |(_, t)| t)
+        use DeviceType::*;
+        // Named after their class, except optical drives (sr0).
+        let prefix = |t: DeviceType| if t == Rom { "sr" } else { t.as_str() };
+        let classes = [Loop, Dm, Md, Zram, Ram, Rom, Nbd, Floppy];
+        let class = classes.into_iter().find(|t| starts(prefix(*t)));
+        class.unwrap_or(Disk)
     }
 }
 

@@ -82,20 +82,10 @@ const TEXT_OPTS: MatchOptions = MatchOptions {
 };
 
 impl Filters {
-    /// From `--device-include`, `--device-exclude`, an optional `--device-config` file without
-    /// node sections, and the extra protected paths (state dir, kubelet dir; / and /boot are
-    /// always protected).
-    pub fn new(
-        include: &[String],
-        exclude: &[String],
-        config: Option<&Path>,
-        protected: &[PathBuf],
-    ) -> io::Result<Filters> {
-        Self::for_node(include, exclude, config, protected, None)
-    }
-
-    /// As [`Filters::new`], adding the rules of the config's node sections whose name matches
-    /// `node`. A config with node sections needs the node's name.
+    /// From `--device-include`, `--device-exclude`, an optional `--device-config` file, and the
+    /// extra protected paths (state dir, kubelet dir; / and /boot are always protected), adding
+    /// the rules of the config's node sections whose name matches `node`. A config with node
+    /// sections needs the node's name.
     pub fn for_node(
         include: &[String],
         exclude: &[String],

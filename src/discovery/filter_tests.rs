@@ -3,7 +3,7 @@ use crate::os::blkid::{Kind, Signature};
 
 fn filters(include: &[&str], exclude: &[&str]) -> Filters {
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    Filters::new(&s(include), &s(exclude), None, &[]).unwrap()
+    Filters::for_node(&s(include), &s(exclude), None, &[], None).unwrap()
 }
 
 fn disk(name: &str) -> Device {
@@ -134,7 +134,7 @@ fn vendor_and_model_rules_from_yaml() {
         "include:\n  models: ['samsung ssd*']\nexclude:\n  vendors: [VMware*]\n",
     )
     .unwrap();
-    let f = Filters::new(&[], &[], Some(&cfg), &[]).unwrap();
+    let f = Filters::for_node(&[], &[], Some(&cfg), &[], None).unwrap();
     let mut d = disk("sdb");
     d.model = Some("Samsung SSD 870".into());
     assert_eq!(f.evaluate(&d), Ok(()));
@@ -152,9 +152,9 @@ fn vendor_and_model_rules_from_yaml() {
 fn bad_config_and_bad_glob_name_the_culprit() {
     let e = Filters::parse_config("include: {pathz: []}").unwrap_err();
     assert!(e.to_string().contains("pathz"), "{e}");
-    let e = Filters::new(&["/dev/[".into()], &[], None, &[]).unwrap_err();
+    let e = Filters::for_node(&["/dev/[".into()], &[], None, &[], None).unwrap_err();
     assert!(e.to_string().contains("\"/dev/[\""), "{e}");
-    let f = Filters::new(&[], &[], None, &["/var/lib/kubelet".into()]).unwrap();
+    let f = Filters::for_node(&[], &[], None, &["/var/lib/kubelet".into()], None).unwrap();
     assert_eq!(f.protected_paths.len(), 3);
 }
 
@@ -255,6 +255,6 @@ fn node_sections_need_the_node_name() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("devices.yaml");
     std::fs::write(&cfg, "nodes:\n- name: a\n  include: {paths: [/dev/sdb]}\n").unwrap();
-    let e = Filters::new(&[], &[], Some(&cfg), &[]).unwrap_err();
+    let e = Filters::for_node(&[], &[], Some(&cfg), &[], None).unwrap_err();
     assert!(e.to_string().contains("node name"), "{e}");
 }

@@ -19,8 +19,9 @@ use tokio::sync::watch;
 
 const FILE: &str = "devices.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
+    #[default]
     Active,
     Inactive,
 }
@@ -79,7 +80,7 @@ impl Claim {
 }
 
 /// A device with its state and claim.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub device: Device,
     pub state: State,
@@ -120,13 +121,9 @@ pub struct Inventory {
 pub type Claims = BTreeMap<String, Claim>;
 
 impl Inventory {
-    /// Loads the inventory from `state_dir` (created if missing) and scans once.
-    pub fn open(state_dir: &Path, node: &str, filters: Filters) -> io::Result<Arc<Inventory>> {
-        Self::open_with_claims(state_dir, node, filters, Ok)
-    }
-
-    /// As `open`, with this node's claims: `own` gets those an older `devices.json` holds and
-    /// answers the claims the node holds now, which the scan then places devices by.
+    /// Loads the inventory from `state_dir` (created if missing) and scans once. `own` gets
+    /// this node's claims an older `devices.json` holds and answers the claims the node holds
+    /// now, which the scan then places devices by.
     pub fn open_with_claims(
         state_dir: &Path,
         node: &str,
@@ -254,11 +251,7 @@ impl Inventory {
                 return false;
             };
             let result = match &ev {
-                Event::Block(u) => {
-                    let partition = u.devtype.as_deref() == Some("partition");
-                    let parent = u.devpath.rsplit('/').nth(1).filter(|_| partition);
-                    inv.rescan_device(&u.kernel_name, parent)
-                }
+                Event::Block(u) => inv.rescan_device(&u.kernel_name, u.parent.as_deref()),
                 Event::Lost => inv.rescan(),
             };
             if let Err(e) = result {

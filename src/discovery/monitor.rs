@@ -19,14 +19,10 @@ const POLL: Duration = Duration::from_millis(200);
 /// One kernel uevent for a block device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uevent {
-    /// add, remove, change, ...
-    pub action: String,
-    /// /devices/virtual/block/loop0
-    pub devpath: String,
-    /// The kernel name: the last component of DEVPATH.
+    /// The kernel name: the last component of DEVPATH (/devices/virtual/block/loop0).
     pub kernel_name: String,
-    /// disk or partition
-    pub devtype: Option<String>,
+    /// For a partition (DEVTYPE), its disk's kernel name: the component before.
+    pub parent: Option<String>,
 }
 
 pub enum Event {
@@ -45,12 +41,12 @@ pub fn parse(buf: &[u8]) -> Option<Uevent> {
     if kv.get("SUBSYSTEM") != Some(&"block") {
         return None;
     }
-    let devpath = *kv.get("DEVPATH")?;
+    let mut names = kv.get("DEVPATH")?.rsplit('/');
+    kv.get("ACTION")?;
+    let partition = kv.get("DEVTYPE") == Some(&"partition");
     Some(Uevent {
-        action: kv.get("ACTION")?.to_string(),
-        devpath: devpath.to_string(),
-        kernel_name: devpath.rsplit('/').next()?.to_string(),
-        devtype: kv.get("DEVTYPE").map(|t| t.to_string()),
+        kernel_name: names.next()?.to_string(),
+        parent: names.next().filter(|_| partition).map(str::to_string),
     })
 }
 
@@ -114,9 +110,14 @@ mod tests {
     fn parses_block_events_only() {
         let msg = b"change@/devices/virtual/block/loop4\0ACTION=change\0DEVPATH=/devices/virtual/block/loop4\0SUBSYSTEM=block\0DEVNAME=loop4\0DEVTYPE=disk\0SEQNUM=4242\0";
         let ev = parse(msg).unwrap();
-        assert_eq!(ev.action, "change");
         assert_eq!(ev.kernel_name, "loop4");
-        assert_eq!(ev.devtype.as_deref(), Some("disk"));
+        assert_eq!(ev.parent, None);
+        let part = b"add@/devices/virtual/block/loop4/loop4p1\0ACTION=add\0DEVPATH=/devices/virtual/block/loop4/loop4p1\0SUBSYSTEM=block\0DEVTYPE=partition\0";
+        let ev = parse(part).unwrap();
+        assert_eq!(
+            (ev.kernel_name.as_str(), ev.parent.as_deref()),
+            ("loop4p1", Some("loop4"))
+        );
         let net = b"add@/devices/virtual/net/veth0\0ACTION=add\0DEVPATH=/devices/virtual/net/veth0\0SUBSYSTEM=net\0";
         assert_eq!(parse(net), None);
         assert_eq!(parse(b"libudev\0garbage"), None);

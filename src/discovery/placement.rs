@@ -112,24 +112,10 @@ pub(super) fn place_one(
 }
 
 /// Inserts or refreshes a seen device, keeping its claim and conflict.
-pub(super) fn upsert(map: &mut Map, device: Device) {
-    match map.get_mut(&device.uid) {
-        Some(e) => {
-            e.device = device;
-            e.state = State::Active;
-        }
-        None => {
-            map.insert(
-                device.uid.clone(),
-                Entry {
-                    device,
-                    state: State::Active,
-                    claim: Claim::Unclaimed,
-                    conflict: Vec::new(),
-                },
-            );
-        }
-    }
+fn upsert(map: &mut Map, device: Device) {
+    let e = map.entry(device.uid.clone()).or_default();
+    e.device = device;
+    e.state = State::Active;
 }
 
 #[cfg(test)]

@@ -79,11 +79,9 @@ fn read_udev(ctx: &Context, d: &udev::Device) -> Option<Device> {
     let devlinks = (d.property_value("DEVLINKS").unwrap_or_default()).to_string_lossy();
     let mut udev_links: Vec<PathBuf> = devlinks.split_whitespace().map(PathBuf::from).collect();
     udev_links.sort();
-    for l in udev_links {
-        if !links.contains(&l) {
-            links.push(l);
-        }
-    }
+    udev_links.dedup();
+    udev_links.retain(|l| !links.contains(l));
+    links.extend(udev_links);
     let under = |dir: &str| -> Vec<PathBuf> {
         let under_dir = |l: &&PathBuf| l.to_string_lossy().starts_with(dir);
         links.iter().filter(under_dir).cloned().collect()

@@ -70,8 +70,6 @@ pub struct Plan {
     pub apply: Vec<BlockDevice>,
     /// Names of this node's objects to delete: not desired and unclaimed.
     pub delete: Vec<String>,
-    /// Claims other nodes hold on devices of this node's inventory (never overwritten).
-    pub foreign: BTreeMap<String, Claim>,
 }
 
 /// What to change so that `existing` (this node's objects, by label) matches `desired`,
@@ -80,7 +78,7 @@ pub fn plan(
     node: &str,
     desired: Vec<BlockDevice>,
     existing: &[BlockDevice],
-    foreign: BTreeMap<String, Claim>,
+    foreign: &BTreeMap<String, Claim>,
 ) -> Plan {
     let have: BTreeMap<String, &BlockDevice> = existing.iter().map(|o| (o.name_any(), o)).collect();
     let named = desired.into_iter().map(|o| (o.name_any(), o));
@@ -96,11 +94,7 @@ pub fn plan(
         .filter(|(_, o)| !matches!(&o.status, Some(s) if s.claim_state != "Unclaimed"))
         .map(|(name, _)| name)
         .collect();
-    Plan {
-        apply,
-        delete,
-        foreign,
-    }
+    Plan { apply, delete }
 }
 
 /// Whether this process has a Kubernetes identity to sync with: it runs in a pod (the
@@ -198,7 +192,8 @@ async fn sync(
     let mine = |o: &BlockDevice| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node);
     let (existing, others): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
     let want = desired(node, &inventory.snapshot());
-    let p = plan(node, want, &existing, foreign_claims(node, &others));
+    let foreign = foreign_claims(node, &others);
+    let p = plan(node, want, &existing, &foreign);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     for obj in &p.apply {
         let name = obj.name_any();
@@ -217,7 +212,7 @@ async fn sync(
     for name in &p.delete {
         api.delete(name, &DeleteParams::default()).await?;
     }
-    if let Err(e) = inventory.set_foreign_claims(&p.foreign) {
+    if let Err(e) = inventory.set_foreign_claims(&foreign) {
         tracing::warn!(node = %node, error = %e, "could not record other nodes' claims");
     }
     Ok(p)
@@ -293,11 +288,11 @@ mod tests {
         let now = [entry("bd-a", State::Active, Claim::Unclaimed)];
         let same = desired("n1", &now);
         // Up to date: nothing to do.
-        let p = plan("n1", desired("n1", &now), &same, BTreeMap::new());
+        let p = plan("n1", desired("n1", &now), &same, &BTreeMap::new());
         assert!(p.apply.is_empty() && p.delete.is_empty());
         // Changed status: apply.
         let moved = [entry("bd-a", State::Active, claimed())];
-        let p = plan("n1", desired("n1", &moved), &same, BTreeMap::new());
+        let p = plan("n1", desired("n1", &moved), &same, &BTreeMap::new());
         assert_eq!(p.apply.len(), 1);
         assert!(p.delete.is_empty());
         // Stale: the unclaimed one goes, the claimed one and another node's stay.
@@ -308,7 +303,7 @@ mod tests {
             .into_iter()
             .flatten()
             .collect();
-        let p = plan("n1", desired("n1", &now), &existing, BTreeMap::new());
+        let p = plan("n1", desired("n1", &now), &existing, &BTreeMap::new());
         assert!(p.apply.is_empty());
         assert_eq!(p.delete, ["bd-x"]);
     }
@@ -329,9 +324,9 @@ mod tests {
 
         // n1 sees the LUN unclaimed: it does not apply its own object over n2's.
         let mine = [entry("bd-lun", State::Active, Claim::Unclaimed)];
-        let p = plan("n1", desired("n1", &mine), &[], foreign);
+        let p = plan("n1", desired("n1", &mine), &[], &foreign);
         assert!(p.apply.is_empty(), "{:?}", p.apply);
-        assert_eq!(p.foreign.len(), 1);
+        assert_eq!(foreign.len(), 1);
         // Once recorded in n1's inventory, n2's claim is not n1's to mirror.
         assert!(desired("n1", std::slice::from_ref(&theirs)).is_empty());
     }

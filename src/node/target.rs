@@ -170,12 +170,6 @@ impl Target {
     }
 }
 
-impl AsRef<Path> for Target {
-    fn as_ref(&self) -> &Path {
-        &self.path
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

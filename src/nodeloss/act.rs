@@ -2,12 +2,13 @@
 //! idempotent (a reconcile may run again after any step failed) and guarded by the object's
 //! uid, so a claim the workload already made anew, or a PV of the same name, is never touched.
 
+use super::controller::Context;
 use super::decide::mark;
 use super::metrics::{self, Outcome};
 use super::{NODE_LOST_ANNOTATION, PROVISIONER_FINALIZER};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 
 /// A failed step of a reconcile, naming the PV and what was being done.
@@ -18,11 +19,6 @@ pub struct Error {
     pub step: String,
     #[source]
     pub source: kube::Error,
-}
-
-pub struct Writer {
-    pub client: Client,
-    pub recorder: Recorder,
 }
 
 /// Wraps a failed API call with the PV and the step it belonged to.
@@ -47,7 +43,7 @@ fn annotation_patch(value: Option<&str>) -> Patch<serde_json::Value> {
     }))
 }
 
-impl Writer {
+impl Context {
     /// Marks the PV and its claim with the lost node and emits a Warning event on the claim (on
     /// the PV when it has none). Counts the volume the first time its PV is marked. Returns
     /// whether this call wrote the PV's mark.

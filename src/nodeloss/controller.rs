@@ -5,7 +5,7 @@
 //! Whether a node exists is always asked of the API server (a metadata GET), never of a cache:
 //! acting on a stale "gone" would delete live volumes, and a GET per local PV is cheap.
 
-use super::act::{claim_name, err, Error, Writer};
+use super::act::{claim_name, err, Error};
 use super::decide::{
     claim_state, decide, mark, opt_in, pinned_node, ClaimState, Decision, NodeState, OptIn, Options,
 };
@@ -27,12 +27,12 @@ use tokio_stream::StreamExt;
 const RETRY: Duration = Duration::from_secs(10);
 
 pub struct Context {
-    client: Client,
+    pub(super) client: Client,
+    pub(super) recorder: Recorder,
     opts: Options,
     /// Re-check PVs of live nodes this often: a Node deleted while the watch was reconnecting
     /// sends no event.
     resync: Duration,
-    writer: Writer,
     /// When each missing node was first seen missing (the grace period counts from here; a
     /// restart starts it again, which only ever delays).
     missing_since: Mutex<HashMap<String, Instant>>,
@@ -46,15 +46,11 @@ impl Context {
             controller: CONTROLLER_NAME.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        let writer = Writer {
-            client: client.clone(),
-            recorder: Recorder::new(client.clone(), reporter),
-        };
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             opts,
             resync,
-            writer,
             missing_since: Mutex::default(),
             left: Mutex::default(),
         }
@@ -70,9 +66,7 @@ impl Context {
             return Ok(NodeState::Present);
         }
         let since = *missing.entry(node.to_string()).or_insert_with(Instant::now);
-        Ok(NodeState::Missing {
-            for_: since.elapsed(),
-        })
+        Ok(NodeState::Missing(since.elapsed()))
     }
 
     async fn claim_of(
@@ -137,10 +131,9 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
         None
     };
     let claim = claim_state(&pv, found.as_ref());
-    let bound = match claim {
-        ClaimState::Bound(c) => Some(c),
-        _ => None,
-    };
+    let bound = found
+        .as_ref()
+        .filter(|_| matches!(claim, ClaimState::Bound(_)));
     if let Some(OptIn::Invalid(v)) = bound.map(opt_in) {
         tracing::warn!(pv = %name, claim = %claim_name(bound.unwrap()), value = %v,
             "unknown ferrovol.io/node-loss value (recreate, report or ignore): treated as report");
@@ -155,22 +148,22 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
         }
         Decision::NodePresent { unmark } => {
             if unmark {
-                ctx.writer.unmark(&pv, bound).await?;
+                ctx.unmark(&pv, bound).await?;
             }
             ctx.left_alone().remove(&name);
         }
         Decision::Leave(why) => ctx.leave(&name, node, why),
-        Decision::Report => drop(ctx.writer.report(&pv, bound, node).await?),
+        Decision::Report => drop(ctx.report(&pv, bound, node).await?),
         Decision::Recreate { claim } => {
             let claim = bound.filter(|_| claim);
-            ctx.writer.recreate(&pv, claim, node).await?
+            ctx.recreate(&pv, claim, node).await?
         }
     }
     Ok(Action::requeue(ctx.resync))
 }
 
 fn error_policy(pv: Arc<PersistentVolume>, e: &Error, _ctx: Arc<Context>) -> Action {
-    metrics::count_error();
+    metrics::ERRORS.inc();
     tracing::error!(pv = %pv.name_any(), error = %e, retry = ?RETRY, "node-loss reconcile failed");
     Action::requeue(RETRY)
 }

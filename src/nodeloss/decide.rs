@@ -37,10 +37,8 @@ pub struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeState {
     Present,
-    /// No Node object of that name, first noticed `for_` ago.
-    Missing {
-        for_: Duration,
-    },
+    /// No Node object of that name, first noticed this long ago.
+    Missing(Duration),
 }
 
 /// The PV's claim, as found through its claimRef.
@@ -153,7 +151,7 @@ pub fn decide(
     if pinned_node(pv).is_none() {
         return Decision::NotOurs;
     }
-    let NodeState::Missing { for_: missing_for } = node else {
+    let NodeState::Missing(missing_for) = node else {
         let unmark = opts.policy != Policy::Off && mark(pv).is_some();
         return Decision::NodePresent { unmark };
     };
@@ -164,7 +162,15 @@ pub fn decide(
         return Decision::Leave("policy off");
     }
     let ClaimState::Bound(pvc) = claim else {
-        return unclaimed(opts, pv);
+        // No live claim: under `recreate`, a PV whose reclaim policy is Delete is what its
+        // provisioner would have deleted, so it goes; a retained one is kept (and reported) for
+        // whoever retained it.
+        let spec = pv.spec.as_ref();
+        let reclaim = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+        if opts.policy == Policy::Recreate && reclaim == Some("Delete") {
+            return Decision::Recreate { claim: false };
+        }
+        return Decision::Report;
     };
     let choice = opt_in(pvc);
     if choice == OptIn::Ignore {
@@ -177,19 +183,6 @@ pub fn decide(
         OptIn::Recreate => Decision::Recreate { claim: true },
         OptIn::Unset if opts.recreate_all => Decision::Recreate { claim: true },
         _ => Decision::Report,
-    }
-}
-
-/// A lost PV with no live claim: under `recreate`, one whose reclaim policy is Delete is what
-/// its provisioner would have deleted, so it goes; a retained one is kept (and reported) for
-/// whoever retained it.
-fn unclaimed(opts: &Options, pv: &PersistentVolume) -> Decision {
-    let spec = pv.spec.as_ref();
-    let reclaim = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
-    if opts.policy == Policy::Recreate && reclaim == Some("Delete") {
-        Decision::Recreate { claim: false }
-    } else {
-        Decision::Report
     }
 }
 

@@ -8,9 +8,7 @@ use k8s_openapi::api::core::v1::{
 use std::collections::BTreeMap;
 
 const GRACE: Duration = Duration::from_secs(60);
-const GONE: NodeState = NodeState::Missing {
-    for_: Duration::from_secs(120),
-};
+const GONE: NodeState = NodeState::Missing(Duration::from_secs(120));
 
 fn term(key: &str, op: &str, values: &[&str]) -> NodeSelectorTerm {
     NodeSelectorTerm {
@@ -206,9 +204,7 @@ fn a_present_node_leaves_the_volume_and_clears_a_stale_mark() {
 #[test]
 fn nothing_happens_within_the_grace_period() {
     let c = claim(Some("recreate"));
-    let young = NodeState::Missing {
-        for_: Duration::from_secs(10),
-    };
+    let young = NodeState::Missing(Duration::from_secs(10));
     let d = decide(
         &opts(Policy::Recreate),
         &local_pv(),
@@ -216,7 +212,7 @@ fn nothing_happens_within_the_grace_period() {
         ClaimState::Bound(&c),
     );
     assert_eq!(d, Decision::Wait(Duration::from_secs(50)));
-    let at_grace = NodeState::Missing { for_: GRACE };
+    let at_grace = NodeState::Missing(GRACE);
     let d = decide(
         &opts(Policy::Recreate),
         &local_pv(),

@@ -29,15 +29,11 @@ static VOLUMES: LazyLock<ByAction> = LazyLock::new(|| {
     }
     volumes
 });
-static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
+pub(super) static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 pub fn count(outcome: Outcome) {
     let action = ACTIONS[outcome as usize];
     VOLUMES.get_or_create(&vec![("action", action)]).inc();
-}
-
-pub fn count_error() {
-    ERRORS.inc();
 }
 
 pub fn render() -> String {

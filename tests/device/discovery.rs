@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn filters(include: &[String]) -> Filters {
-    Filters::new(include, &[], None, &[]).unwrap()
+    Filters::for_node(include, &[], None, &[], None).unwrap()
 }
 
 fn entry_for<'a>(entries: &'a [Entry], img: &Path) -> Vec<&'a Entry> {
@@ -102,7 +102,9 @@ fn zoo_only_blank_devices_are_candidates() {
 fn hotplug_attach_shows_up_within_a_second_and_detach_turns_inactive() {
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let inv = Inventory::open(state.path(), "node-a", filters(&["/dev/loop*".into()])).unwrap();
+    let inv =
+        Inventory::open_with_claims(state.path(), "node-a", filters(&["/dev/loop*".into()]), Ok)
+            .unwrap();
     inv.start_monitor().unwrap();
     let img = image(dir.path(), "hot.img", 64);
     let t0 = Instant::now();
@@ -145,7 +147,9 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     let state = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "renum.img", 64);
     let mut first = Disk::attach(&img);
-    let inv = Inventory::open(state.path(), "node-a", filters(&["/dev/loop*".into()])).unwrap();
+    let inv =
+        Inventory::open_with_claims(state.path(), "node-a", filters(&["/dev/loop*".into()]), Ok)
+            .unwrap();
     let uid = entry_for(&inv.snapshot(), &img)[0].device.uid.clone();
     let claim = Claim::Claimed {
         volume: "device/node-a/pvc-1".into(),
@@ -178,7 +182,9 @@ fn renumbered_device_keeps_uid_and_claim_without_duplicate() {
     // A restart keeps the uid. The node's own claims live in the state journal, which hands
     // them to the inventory when it opens; the inventory's file does not hold them.
     drop(inv);
-    let again = Inventory::open(state.path(), "node-a", filters(&["/dev/loop*".into()])).unwrap();
+    let again =
+        Inventory::open_with_claims(state.path(), "node-a", filters(&["/dev/loop*".into()]), Ok)
+            .unwrap();
     assert_eq!(again.get(&uid).unwrap().claim, Claim::Unclaimed);
     drop(again);
     let own = |_| Ok([(uid.clone(), claim.clone())].into());
@@ -267,7 +273,7 @@ fn blank_partitions_beside_the_os_partition_are_not_candidates() {
     let include: Vec<String> = std::iter::once(disk.path().to_string())
         .chain((1..=3).map(part))
         .collect();
-    let filters = Filters::new(&include, &[], None, std::slice::from_ref(&os)).unwrap();
+    let filters = Filters::for_node(&include, &[], None, std::slice::from_ref(&os), None).unwrap();
     let devs = scan::scan_all("node-a", &filters).unwrap();
     for name in &include {
         let d = devs
@@ -288,7 +294,9 @@ fn another_nodes_claim_is_recorded_and_refuses_ours() {
     let state = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "shared.img", 64);
     let disk = Disk::attach(&img);
-    let inv = Inventory::open(state.path(), "node-a", filters(&[disk.path().into()])).unwrap();
+    let inv =
+        Inventory::open_with_claims(state.path(), "node-a", filters(&[disk.path().into()]), Ok)
+            .unwrap();
     let uid = entry_for(&inv.snapshot(), &img)[0].device.uid.clone();
     assert!(inv.candidates().iter().any(|e| e.device.uid == uid));
 
