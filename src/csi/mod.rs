@@ -169,7 +169,8 @@ pub(crate) async fn rpc_queued<T: Send + 'static>(
             Err(e) => Err(e),
         }
     } else {
-        on_pool(method, move || body()?.wait()).await
+        let pooled = tokio::task::spawn_blocking(move || body()?.wait()).await;
+        pooled.unwrap_or_else(|e| Err(Error::Internal(format!("{method} panicked: {e}"))))
     };
     drop(in_flight);
     finish(method, &volume, start, result)
@@ -181,16 +182,6 @@ fn run_caught<T>(method: &'static str, body: impl FnOnce() -> Result<T>) -> Resu
         let why = crate::error::panic_message(&*panic);
         Err(Error::Internal(format!("{method} panicked: {why}")))
     })
-}
-
-async fn on_pool<T: Send + 'static>(
-    method: &'static str,
-    body: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::task::spawn_blocking(body).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Internal(format!("{method} panicked: {e}"))),
-    }
 }
 
 /// Like `rpc`, for bodies that do no I/O (capabilities, plugin info): run in place.
