@@ -103,21 +103,35 @@ impl Driver {
     }
 }
 
-/// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
-/// limits are checked, then its id parsed (an id that could escape a base path is
-/// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
+/// An RPC that takes its request as it comes: on the blocking pool (`rpc`, logged under the
+/// request's volume), the request's size limits are checked, then `body` runs with the driver
+/// and the request.
+pub(crate) async fn checked_rpc<R: limits::WithinLimits, T: Send + 'static>(
+    driver: &Arc<Driver>,
+    method: &'static str,
+    req: Request<R>,
+    body: impl FnOnce(&Driver, R) -> Result<T> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let req = req.into_inner();
+    let d = driver.clone();
+    rpc(method, req.volume_id().to_string(), move || {
+        req.check_limits().map_err(Error::InvalidArgument)?;
+        body(&d, req)
+    })
+    .await
+}
+
+/// An RPC about one volume: like `checked_rpc`, with the request's id parsed after the limits
+/// (an id that could escape a base path is InvalidArgument).
 pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
     driver: &Arc<Driver>,
     method: &'static str,
     req: Request<R>,
     body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
 ) -> Result<Response<T>, Status> {
-    let req = req.into_inner();
-    let d = driver.clone();
-    rpc(method, req.volume_id().to_string(), move || {
-        req.check_limits().map_err(Error::InvalidArgument)?;
+    checked_rpc(driver, method, req, |d, req| {
         let id = VolumeId::parse(req.volume_id())?;
-        body(&d, req, id)
+        body(d, req, id)
     })
     .await
 }
