@@ -122,10 +122,6 @@ pub fn capabilities(field: &str, caps: &[csi::VolumeCapability]) -> Result<(), S
     Ok(())
 }
 
-fn opt_capability(field: &str, cap: &Option<csi::VolumeCapability>) -> Result<(), String> {
-    cap.as_ref().map_or(Ok(()), |c| capability(field, c))
-}
-
 fn topology(field: &str, t: &csi::Topology) -> Result<(), String> {
     entries(&format!("{field}.segments"), t.segments.len(), MAX_SEGMENTS)?;
     map(&format!("{field}.segments"), &t.segments)
@@ -181,7 +177,9 @@ macro_rules! ids_and_maps {
                 $(id(stringify!($id), &self.$id)?;)*
                 $(capabilities(stringify!($caps), &self.$caps)?;)*
                 $(map(stringify!($map), &self.$map)?;)*
-                $(opt_capability(stringify!($cap), &self.$cap)?;)*
+                $(if let Some(c) = &self.$cap {
+                    capability(stringify!($cap), c)?;
+                })*
                 Ok(())
             }
 
