@@ -29,25 +29,22 @@ use tokio::sync::Semaphore;
 /// not become a busy loop.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// What one client may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Until the request headers are in; the whole connection gets twice this.
-    pub timeout: Duration,
-    /// Connections served at once.
-    pub max_connections: usize,
-}
-
-/// Serves `GET /metrics` with the text `render` makes on `addr`, until the process ends.
-/// Returns only when the address cannot be bound.
-pub async fn serve(addr: SocketAddr, render: fn() -> String, limits: Limits) -> io::Result<()> {
+/// Serves `GET /metrics` with the text `render` makes on `addr`, until the process ends, to at
+/// most `max_connections` clients at once, each given `timeout` to send its request headers (the
+/// whole connection gets twice this). Returns only when the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    render: fn() -> String,
+    timeout: Duration,
+    max_connections: usize,
+) -> io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.timeout)
+        .header_read_timeout(timeout)
         .keep_alive(false);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut accept_failing = false;
     loop {
         let slot = Arc::clone(&slots)
@@ -81,7 +78,7 @@ pub async fn serve(addr: SocketAddr, render: fn() -> String, limits: Limits) -> 
         tokio::spawn(async move {
             // Declared first, dropped last: the slot frees only once the socket is closed.
             let _slot = slot;
-            match tokio::time::timeout(limits.timeout.saturating_mul(2), conn).await {
+            match tokio::time::timeout(timeout.saturating_mul(2), conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection failed"),
                 Err(_) => tracing::debug!("metrics connection closed at its deadline"),
