@@ -267,7 +267,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     let registration = args.registration.registration(&driver.name, &endpoint)?;
     runtime.block_on(async move {
         tokio::spawn(return_freed_memory());
-        server::health::check_driver(driver.clone());
+        server::metrics::check_driver(driver.clone());
         args.metrics.spawn(crate::metrics::render);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let registered = registration.map(|reg| {

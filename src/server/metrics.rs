@@ -1,5 +1,5 @@
 //! The Prometheus endpoint: `GET /metrics` (and the liveness check `GET /healthz`, see
-//! `super::health`) over HTTP/1.1 (hyper), on a port every host of the node's network may reach,
+//! `respond_health`) over HTTP/1.1 (hyper), on a port every host of the node's network may reach,
 //! so no client can hold it or the process down:
 //!
 //! - at most `max_connections` connections are served at once; the next is accepted only when
@@ -12,6 +12,7 @@
 //! - a failed accept (out of descriptors, a connection reset in the queue) is logged and retried
 //!   after a pause; serving stops only when the address cannot be bound.
 
+use crate::csi::Driver;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -70,7 +71,7 @@ pub async fn serve(
             TokioIo::new(stream),
             service_fn(move |req| async move {
                 if req.method() == Method::GET && req.uri().path() == "/healthz" {
-                    return Ok::<_, Infallible>(super::health::respond().await);
+                    return Ok::<_, Infallible>(respond_health().await);
                 }
                 Ok(respond(&req, render))
             }),
@@ -101,5 +102,41 @@ fn respond(req: &Request<Incoming>, render: fn() -> String) -> Response<String> 
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
     );
+    response
+}
+
+type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// `GET /healthz` for the kubelet's liveness probe: 200 when the driver's CSI Probe would answer
+/// ready, 503 with the reason otherwise. A process that registered no check (the node-loss
+/// controller) is healthy while it answers at all.
+static CHECK: OnceLock<Check> = OnceLock::new();
+
+/// Makes the health endpoint run the checks of Probe: every backend of `driver` ready.
+pub fn check_driver(driver: Arc<Driver>) {
+    let _ = CHECK.set(Box::new(move || {
+        driver
+            .backends
+            .iter()
+            .try_for_each(|b| b.check_ready())
+            .map_err(|e| e.to_string())
+    }));
+}
+
+/// The answer to `GET /healthz`: the registered check's (file system calls: on a blocking
+/// thread).
+async fn respond_health() -> Response<String> {
+    let checked = match CHECK.get() {
+        Some(check) => tokio::task::spawn_blocking(check)
+            .await
+            .unwrap_or_else(|e| Err(format!("health check failed: {e}"))),
+        None => Ok(()),
+    };
+    let (status, body) = match checked {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
     response
 }

@@ -2,7 +2,6 @@
 
 pub mod endpoint;
 mod h2_authority;
-pub mod health;
 pub mod metrics;
 pub mod pods;
 pub mod registration;
