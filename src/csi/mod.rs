@@ -175,7 +175,7 @@ pub(crate) async fn rpc_queued<T: Send + 'static>(
 ) -> Result<Response<T>, Status> {
     let start = Instant::now();
     let in_flight = in_place::InFlight::enter(short);
-    let result = if in_flight.in_place() {
+    let result = if in_flight.in_place {
         match run_caught(method, body) {
             Ok(done) if in_flight.alone() => run_caught(method, || done.wait()),
             // A client that goes away drops this future; `finish` then completes on a thread.
