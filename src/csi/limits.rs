@@ -97,18 +97,13 @@ pub fn capability(field: &str, cap: &csi::VolumeCapability) -> Result<(), String
     use csi::volume_capability::AccessType;
     if let Some(AccessType::Mount(m)) = &cap.access_type {
         string(&format!("{field}.fs_type"), &m.fs_type, MAX_FS_TYPE_BYTES)?;
-        id(
-            &format!("{field}.volume_mount_group"),
-            &m.volume_mount_group,
-        )?;
-        entries(
-            &format!("{field}.mount_flags"),
-            m.mount_flags.len(),
-            MAX_MOUNT_FLAGS,
-        )?;
+        let group = format!("{field}.volume_mount_group");
+        id(&group, &m.volume_mount_group)?;
+        let flags = format!("{field}.mount_flags");
+        entries(&flags, m.mount_flags.len(), MAX_MOUNT_FLAGS)?;
         let total: usize = m.mount_flags.iter().map(|f| f.len() + 1).sum();
         at_most(total, MAX_MOUNT_FLAGS_BYTES, || {
-            format!("{field}.mount_flags hold {total} bytes")
+            format!("{flags} hold {total} bytes")
         })?;
     }
     Ok(())
