@@ -9,7 +9,6 @@ use crate::proto::{
 use crate::server::{BoxResult as Result, Endpoint};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use tonic::transport::Channel;
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -134,7 +133,32 @@ async fn run_async(args: CtlArgs) -> Result<()> {
     let mut ctrl = ControllerClient::new(channel.clone());
     let mut node = NodeClient::new(channel.clone());
     match args.command {
-        CtlCommand::Info => info(channel).await?,
+        CtlCommand::Info => {
+            let mut id = IdentityClient::new(channel);
+            let plugin = id
+                .get_plugin_info(csi::GetPluginInfoRequest {})
+                .await?
+                .into_inner();
+            println!("driver: {} {}", plugin.name, plugin.vendor_version);
+            let ready = id
+                .probe(csi::ProbeRequest {})
+                .await?
+                .into_inner()
+                .ready
+                .unwrap_or(false);
+            println!("ready: {ready}");
+            if let Ok(n) = node.node_get_info(csi::NodeGetInfoRequest {}).await {
+                let n = n.into_inner();
+                println!(
+                    "node: {} (max volumes {})",
+                    n.node_id, n.max_volumes_per_node
+                );
+            }
+            if let Ok(c) = ctrl.get_capacity(csi::GetCapacityRequest::default()).await {
+                let available = c.into_inner().available_capacity;
+                println!("available capacity: {available} bytes");
+            }
+        }
         CtlCommand::Create {
             name,
             size,
@@ -247,36 +271,6 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         }
         CtlCommand::Adopt(adopt) => super::ctl_adopt::run(channel, adopt).await?,
         CtlCommand::Devices { .. } => unreachable!("answered from the inventory file in run()"),
-    }
-    Ok(())
-}
-
-async fn info(channel: Channel) -> Result<()> {
-    let mut id = IdentityClient::new(channel.clone());
-    let plugin = id
-        .get_plugin_info(csi::GetPluginInfoRequest {})
-        .await?
-        .into_inner();
-    println!("driver: {} {}", plugin.name, plugin.vendor_version);
-    let ready = id
-        .probe(csi::ProbeRequest {})
-        .await?
-        .into_inner()
-        .ready
-        .unwrap_or(false);
-    println!("ready: {ready}");
-    let mut node = NodeClient::new(channel.clone());
-    if let Ok(n) = node.node_get_info(csi::NodeGetInfoRequest {}).await {
-        let n = n.into_inner();
-        println!(
-            "node: {} (max volumes {})",
-            n.node_id, n.max_volumes_per_node
-        );
-    }
-    let mut ctrl = ControllerClient::new(channel);
-    if let Ok(c) = ctrl.get_capacity(csi::GetCapacityRequest::default()).await {
-        let available = c.into_inner().available_capacity;
-        println!("available capacity: {available} bytes");
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::proto::{
 };
 use crate::server::BoxResult as Result;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tonic::transport::Channel;
 
 /// What the driver behind one endpoint offers for the kubelet-side calls.
@@ -69,11 +69,16 @@ pub(super) fn capability(block: bool, readonly: bool) -> csi::VolumeCapability {
     }
 }
 
-/// ctl's staging path for a volume: under the data dir, one directory per volume id.
-pub fn staging_path(data_dir: &Path, volume_id: &str) -> PathBuf {
-    data_dir
-        .join("pods/staging")
-        .join(volume_id.replace('/', "_"))
+impl Offers {
+    /// ctl's staging path for a volume (under the data dir, one directory per volume id), or ""
+    /// when the driver does not stage.
+    fn staging(&self, data_dir: &Path, volume_id: &str) -> String {
+        if !self.stage {
+            return String::new();
+        }
+        let dir = data_dir.join("pods/staging");
+        dir.join(volume_id.replace('/', "_")).display().to_string()
+    }
 }
 
 async fn node_id(channel: &Channel) -> Result<String> {
@@ -127,8 +132,8 @@ pub async fn publish(
             .into_inner()
             .publish_context;
     }
-    let staging = if offers.stage {
-        let staging = staging_path(data_dir, &volume_id).display().to_string();
+    let staging = offers.staging(data_dir, &volume_id);
+    if offers.stage {
         node.node_stage_volume(csi::NodeStageVolumeRequest {
             volume_id: volume_id.clone(),
             staging_target_path: staging.clone(),
@@ -138,10 +143,7 @@ pub async fn publish(
             ..Default::default()
         })
         .await?;
-        staging
-    } else {
-        String::new()
-    };
+    }
     node.node_publish_volume(csi::NodePublishVolumeRequest {
         volume_id: volume_id.clone(),
         staging_target_path: staging,
@@ -174,7 +176,7 @@ pub async fn unpublish(
     if offers.stage {
         node.node_unstage_volume(csi::NodeUnstageVolumeRequest {
             volume_id: volume_id.clone(),
-            staging_target_path: staging_path(data_dir, &volume_id).display().to_string(),
+            staging_target_path: offers.staging(data_dir, &volume_id),
         })
         .await?;
     }
@@ -201,17 +203,12 @@ pub async fn node_expand(
     path: &Path,
 ) -> Result<()> {
     let offers = offers(&channel).await?;
-    let staging = if offers.stage {
-        staging_path(data_dir, &volume_id).display().to_string()
-    } else {
-        String::new()
-    };
     let resp = NodeClient::new(channel)
         .node_expand_volume(csi::NodeExpandVolumeRequest {
             volume_id: volume_id.clone(),
             volume_path: super::absolute(path).display().to_string(),
             capacity_range: Some(super::ctl::at_least(size)),
-            staging_target_path: staging,
+            staging_target_path: offers.staging(data_dir, &volume_id),
             ..Default::default()
         })
         .await?

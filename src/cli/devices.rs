@@ -68,15 +68,14 @@ pub(super) fn node_or_hostname(node: Option<String>) -> BoxResult<String> {
 
 /// The table: one line per device.
 pub fn table(devs: &[Device]) -> String {
-    let mut rows = Vec::new();
-    for d in devs {
+    let rows = devs.iter().map(|d| {
         let sig = d
             .filesystem
             .as_ref()
             .map(|f| f.fs_type.clone())
             .or_else(|| d.partition_table.clone())
             .unwrap_or_else(|| "-".into());
-        rows.push([
+        [
             d.uid.clone(),
             d.dev_path.display().to_string(),
             human(d.size_bytes),
@@ -84,8 +83,8 @@ pub fn table(devs: &[Device]) -> String {
             sig,
             if d.candidate { "yes" } else { "no" }.into(),
             d.excluded_reason.clone().unwrap_or_else(|| "-".into()),
-        ]);
-    }
+        ]
+    });
     align("UID PATH SIZE TYPE FS/PT CANDIDATE REASON", rows)
 }
 
@@ -117,8 +116,7 @@ pub fn read_inventory(state_dir: &std::path::Path) -> std::io::Result<Vec<Entry>
 /// node). REASON names the other devices that present the same identity, else why a Released
 /// device was not reused, else why discovery excludes it.
 pub fn inventory_table(entries: &[Entry]) -> String {
-    let mut rows = Vec::new();
-    for e in entries {
+    let rows = entries.iter().map(|e| {
         let d = &e.device;
         let excluded = d.excluded_reason.clone().unwrap_or_else(|| "-".into());
         let (volume, reason) = match &e.claim {
@@ -135,7 +133,7 @@ pub fn inventory_table(entries: &[Entry]) -> String {
             [] => reason,
             others => format!("identity also presented by /dev/{}", others.join(", /dev/")),
         };
-        rows.push([
+        [
             d.uid.clone(),
             d.dev_path.display().to_string(),
             human(d.size_bytes),
@@ -143,13 +141,13 @@ pub fn inventory_table(entries: &[Entry]) -> String {
             e.claim.kind().into(),
             volume,
             reason,
-        ]);
-    }
+        ]
+    });
     align("UID PATH SIZE STATE CLAIM VOLUME REASON", rows)
 }
 
 /// `rows` in columns under `header` (its names space separated); the last column is not padded.
-fn align(header: &str, rows: Vec<[String; 7]>) -> String {
+fn align(header: &str, rows: impl Iterator<Item = [String; 7]>) -> String {
     let mut names = header.split(' ').map(String::from);
     let head = std::array::from_fn(|_| names.next().unwrap_or_default());
     let rows: Vec<[String; 7]> = std::iter::once(head).chain(rows).collect();

@@ -1,6 +1,6 @@
 //! The metrics flags of `ferrovol serve` and `ferrovol node-loss`.
 
-use crate::server::metrics::{self, Limits};
+use crate::server::metrics;
 use clap::Args;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -30,12 +30,9 @@ impl MetricsArgs {
         let Some(addr) = self.metrics_address else {
             return;
         };
-        let limits = Limits {
-            timeout: self.metrics_timeout,
-            max_connections: usize::from(self.metrics_max_connections),
-        };
+        let (timeout, max) = (self.metrics_timeout, self.metrics_max_connections);
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, render, limits).await {
+            if let Err(e) = metrics::serve(addr, render, timeout, max.into()).await {
                 tracing::error!(error = %e, %addr, "metrics server stopped");
             }
         });

@@ -8,7 +8,6 @@ pub mod devices;
 pub mod metrics;
 pub mod nodeloss;
 pub mod pools;
-pub mod registration;
 pub mod serve;
 pub mod size;
 

@@ -68,13 +68,12 @@ pub fn run(args: NodeLossArgs) -> crate::server::BoxResult<()> {
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> crate::server::BoxResult<kube::Client> {
     let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        Some(path) => async {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await
         }
+        .await
+        .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?,
         None => kube::Config::infer().await.map_err(|e| {
             format!("no Kubernetes configuration (in-cluster or ~/.kube/config): {e}")
         })?,

@@ -4,7 +4,8 @@ use super::{absolute, size::parse_size, DEFAULT_DATA_DIR};
 use crate::backend::nfs::RegistryConfig;
 use crate::backend::registry::{self, DriverKind, Settings};
 use crate::csi::Driver;
-use crate::server::{self, Endpoint, Role};
+use crate::server::registration::Registration;
+use crate::server::{self, BoxResult, Endpoint, Role};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,7 +100,7 @@ pub struct ServeArgs {
     pub metrics: super::metrics::MetricsArgs,
 
     #[command(flatten)]
-    pub registration: super::registration::RegistrationArgs,
+    pub registration: RegistrationArgs,
 
     /// Group allowed to use the Unix socket (name or gid): the socket is then 0660 owned by
     /// it. Without this flag the socket is 0600, usable by the driver's user (root) only.
@@ -114,6 +115,52 @@ pub struct ServeArgs {
     /// Log format: text for people, json for log pipelines. Level from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistrationArgs {
+    /// Register the driver with the kubelet: serve the kubelet's plugin registration API on
+    /// <DIR>/<driver name>-reg.sock, DIR being the kubelet's plugins_registry directory (e.g.
+    /// /var/lib/kubelet/plugins_registry). Off when unset (node-driver-registrar's job then).
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_registration_dir: Option<PathBuf>,
+
+    /// The CSI socket path as the kubelet sees it, told to the kubelet at registration (like
+    /// node-driver-registrar's --kubelet-registration-path). Default: the --endpoint path, right
+    /// when the driver sees the host's paths.
+    #[arg(long, value_name = "PATH", requires = "kubelet_registration_dir")]
+    pub kubelet_csi_endpoint: Option<PathBuf>,
+}
+
+impl RegistrationArgs {
+    /// What to register, or None when registration is off. The kubelet reaches drivers only
+    /// over Unix sockets.
+    pub fn registration(
+        &self,
+        driver_name: &str,
+        endpoint: &Endpoint,
+    ) -> BoxResult<Option<Registration>> {
+        let Some(dir) = &self.kubelet_registration_dir else {
+            return Ok(None);
+        };
+        let kubelet_csi_endpoint = match (&self.kubelet_csi_endpoint, endpoint) {
+            (Some(path), _) | (None, Endpoint::Unix(path)) => path.clone(),
+            (None, Endpoint::Tcp(_)) => {
+                return Err("--kubelet-registration-dir needs a unix:// endpoint or \
+                            --kubelet-csi-endpoint: the kubelet reaches drivers over Unix sockets"
+                    .into())
+            }
+        };
+        if !kubelet_csi_endpoint.is_absolute() {
+            let path = kubelet_csi_endpoint.display();
+            return Err(format!("--kubelet-csi-endpoint {path}: must be an absolute path").into());
+        }
+        Ok(Some(Registration {
+            dir: absolute(dir),
+            driver_name: driver_name.to_string(),
+            kubelet_csi_endpoint,
+        }))
+    }
 }
 
 /// Options of the NFS driver (`--driver nfs`).
@@ -171,7 +218,7 @@ pub(crate) fn init_logging(format: LogFormat) {
     }
 }
 
-pub fn run(args: ServeArgs) -> server::BoxResult<()> {
+pub fn run(args: ServeArgs) -> BoxResult<()> {
     // First: start-up replays the journal, and its buffers should follow the same rules.
     crate::os::malloc::bound_arenas();
     init_logging(args.log_format);
@@ -267,7 +314,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
     let registration = args.registration.registration(&driver.name, &endpoint)?;
     runtime.block_on(async move {
         tokio::spawn(return_freed_memory());
-        server::health::check_driver(driver.clone());
+        server::metrics::check_driver(driver.clone());
         args.metrics.spawn(crate::metrics::render);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let registered = registration.map(|reg| {
@@ -301,7 +348,7 @@ pub fn run(args: ServeArgs) -> server::BoxResult<()> {
 }
 
 /// Where the NFS share registry lives: the ConfigMap when one is named, else the file.
-fn nfs_registry(args: &NfsArgs, state_dir: &Path) -> server::BoxResult<RegistryConfig> {
+fn nfs_registry(args: &NfsArgs, state_dir: &Path) -> BoxResult<RegistryConfig> {
     Ok(match &args.nfs_registry_configmap {
         Some(name) => RegistryConfig::ConfigMap {
             namespace: args.nfs_registry_namespace.clone().ok_or(
@@ -339,4 +386,41 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: Option<&str>, csi: Option<&str>) -> RegistrationArgs {
+        RegistrationArgs {
+            kubelet_registration_dir: dir.map(PathBuf::from),
+            kubelet_csi_endpoint: csi.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn the_kubelet_is_told_a_unix_socket_path() {
+        let unix: Endpoint = "unix:///csi/csi.sock".parse().unwrap();
+        let tcp: Endpoint = "tcp://127.0.0.1:10000".parse().unwrap();
+        assert!(args(None, None).registration("d", &unix).unwrap().is_none());
+        let reg = args(Some("/reg"), None)
+            .registration("d", &unix)
+            .unwrap()
+            .unwrap();
+        assert_eq!(reg.kubelet_csi_endpoint, PathBuf::from("/csi/csi.sock"));
+        assert_eq!(reg.socket(), PathBuf::from("/reg/d-reg.sock"));
+        let reg = args(Some("/reg"), Some("/var/lib/kubelet/plugins/d/csi.sock"))
+            .registration("d", &tcp)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reg.kubelet_csi_endpoint,
+            PathBuf::from("/var/lib/kubelet/plugins/d/csi.sock")
+        );
+        assert!(args(Some("/reg"), None).registration("d", &tcp).is_err());
+        assert!(args(Some("/reg"), Some("csi.sock"))
+            .registration("d", &unix)
+            .is_err());
+    }
 }

@@ -2,7 +2,9 @@
 
 use super::convert::{self, require};
 use super::limits::WithinLimits;
-use super::{check_served, rpc, rpc_inline, rpc_queued, snapshots, volume_rpc, Driver};
+use super::{
+    check_served, checked_rpc, rpc, rpc_inline, rpc_queued, snapshots, volume_rpc, Driver,
+};
 use crate::backend::{CapacityRequest, Done};
 use crate::error::{Error, Result};
 use crate::proto as csi;
@@ -185,10 +187,7 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::ListVolumesRequest>,
     ) -> Result<Response<csi::ListVolumesResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.0.clone();
-        rpc("ListVolumes", String::new(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
+        checked_rpc(&self.0, "ListVolumes", req, |d, req| {
             if req.max_entries < 0 {
                 return Err(Error::invalid("max_entries must not be negative"));
             }
@@ -223,10 +222,7 @@ impl csi::controller_server::Controller for ControllerService {
         &self,
         req: Request<csi::GetCapacityRequest>,
     ) -> Result<Response<csi::GetCapacityResponse>, Status> {
-        let req = req.into_inner();
-        let d = self.0.clone();
-        rpc("GetCapacity", String::new(), move || {
-            req.check_limits().map_err(Error::InvalidArgument)?;
+        checked_rpc(&self.0, "GetCapacity", req, |d, req| {
             let caps = req
                 .volume_capabilities
                 .iter()

@@ -142,8 +142,7 @@ pub fn condition(c: &crate::volume::VolumeCondition) -> csi::VolumeCondition {
 /// ListVolumes tokens are opaque to the CO: "v1." + the hex of the last name returned, so a
 /// token keeps working when volumes come and go between pages, and a foreign one is detected.
 pub fn encode_token(after: &str) -> String {
-    let hex: String = after.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("v1.{hex}")
+    format!("v1.{}", crate::os::fsutil::hex(after.as_bytes()))
 }
 
 pub fn decode_token(token: &str) -> Result<Option<String>> {

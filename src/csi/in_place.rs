@@ -16,7 +16,7 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// Counts one body in flight while it lives; says whether that body may run in place.
 pub(crate) struct InFlight {
     count: &'static AtomicUsize,
-    in_place: bool,
+    pub(crate) in_place: bool,
 }
 
 impl InFlight {
@@ -30,10 +30,6 @@ impl InFlight {
         count.fetch_add(1, Ordering::AcqRel);
         let in_place = short && runtime_has_spare_worker();
         InFlight { count, in_place }
-    }
-
-    pub(crate) fn in_place(&self) -> bool {
-        self.in_place
     }
 
     /// No other body is in flight now: nobody would use this thread while it waits.
@@ -72,14 +68,14 @@ mod tests {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         runtime(2).block_on(async {
             let first = InFlight::enter_on(&COUNT, true);
-            assert!(first.in_place(), "short body");
+            assert!(first.in_place, "short body");
             assert!(first.alone(), "nothing else in flight");
             let second = InFlight::enter_on(&COUNT, true);
-            assert!(second.in_place(), "in place beside another body too");
+            assert!(second.in_place, "in place beside another body too");
             assert!(!first.alone() && !second.alone(), "two in flight");
             drop(first);
             assert!(second.alone(), "the other one ended");
-            assert!(!InFlight::enter_on(&COUNT, false).in_place(), "a long body");
+            assert!(!InFlight::enter_on(&COUNT, false).in_place, "a long body");
         });
         assert_eq!(COUNT.load(Ordering::Acquire), 0);
     }
@@ -87,18 +83,15 @@ mod tests {
     #[test]
     fn never_in_place_without_a_spare_worker() {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
-        assert!(!InFlight::enter_on(&COUNT, true).in_place(), "no runtime");
+        assert!(!InFlight::enter_on(&COUNT, true).in_place, "no runtime");
         runtime(1).block_on(async {
-            assert!(!InFlight::enter_on(&COUNT, true).in_place(), "one worker");
+            assert!(!InFlight::enter_on(&COUNT, true).in_place, "one worker");
         });
         let current = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
         current.block_on(async {
-            assert!(
-                !InFlight::enter_on(&COUNT, true).in_place(),
-                "current thread"
-            );
+            assert!(!InFlight::enter_on(&COUNT, true).in_place, "current thread");
         });
     }
 }

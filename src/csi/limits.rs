@@ -97,18 +97,13 @@ pub fn capability(field: &str, cap: &csi::VolumeCapability) -> Result<(), String
     use csi::volume_capability::AccessType;
     if let Some(AccessType::Mount(m)) = &cap.access_type {
         string(&format!("{field}.fs_type"), &m.fs_type, MAX_FS_TYPE_BYTES)?;
-        id(
-            &format!("{field}.volume_mount_group"),
-            &m.volume_mount_group,
-        )?;
-        entries(
-            &format!("{field}.mount_flags"),
-            m.mount_flags.len(),
-            MAX_MOUNT_FLAGS,
-        )?;
+        let group = format!("{field}.volume_mount_group");
+        id(&group, &m.volume_mount_group)?;
+        let flags = format!("{field}.mount_flags");
+        entries(&flags, m.mount_flags.len(), MAX_MOUNT_FLAGS)?;
         let total: usize = m.mount_flags.iter().map(|f| f.len() + 1).sum();
         at_most(total, MAX_MOUNT_FLAGS_BYTES, || {
-            format!("{field}.mount_flags hold {total} bytes")
+            format!("{flags} hold {total} bytes")
         })?;
     }
     Ok(())
@@ -120,10 +115,6 @@ pub fn capabilities(field: &str, caps: &[csi::VolumeCapability]) -> Result<(), S
         capability(&format!("{field}[{i}]"), c)?;
     }
     Ok(())
-}
-
-fn opt_capability(field: &str, cap: &Option<csi::VolumeCapability>) -> Result<(), String> {
-    cap.as_ref().map_or(Ok(()), |c| capability(field, c))
 }
 
 fn topology(field: &str, t: &csi::Topology) -> Result<(), String> {
@@ -181,7 +172,9 @@ macro_rules! ids_and_maps {
                 $(id(stringify!($id), &self.$id)?;)*
                 $(capabilities(stringify!($caps), &self.$caps)?;)*
                 $(map(stringify!($map), &self.$map)?;)*
-                $(opt_capability(stringify!($cap), &self.$cap)?;)*
+                $(if let Some(c) = &self.$cap {
+                    capability(stringify!($cap), c)?;
+                })*
                 Ok(())
             }
 

@@ -117,21 +117,35 @@ impl Driver {
     }
 }
 
-/// The shape of every RPC about one volume: on the blocking pool (`rpc`), the request's size
-/// limits are checked, then its id parsed (an id that could escape a base path is
-/// InvalidArgument), then `body` runs with the driver, the request and the parsed id.
+/// An RPC that takes its request as it comes: on the blocking pool (`rpc`, logged under the
+/// request's volume), the request's size limits are checked, then `body` runs with the driver
+/// and the request.
+pub(crate) async fn checked_rpc<R: limits::WithinLimits, T: Send + 'static>(
+    driver: &Arc<Driver>,
+    method: &'static str,
+    req: Request<R>,
+    body: impl FnOnce(&Driver, R) -> Result<T> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let req = req.into_inner();
+    let d = driver.clone();
+    rpc(method, req.volume_id().to_string(), move || {
+        req.check_limits().map_err(Error::InvalidArgument)?;
+        body(&d, req)
+    })
+    .await
+}
+
+/// An RPC about one volume: like `checked_rpc`, with the request's id parsed after the limits
+/// (an id that could escape a base path is InvalidArgument).
 pub(crate) async fn volume_rpc<R: limits::WithinLimits, T: Send + 'static>(
     driver: &Arc<Driver>,
     method: &'static str,
     req: Request<R>,
     body: impl FnOnce(&Driver, R, Option<VolumeId>) -> Result<T> + Send + 'static,
 ) -> Result<Response<T>, Status> {
-    let req = req.into_inner();
-    let d = driver.clone();
-    rpc(method, req.volume_id().to_string(), move || {
-        req.check_limits().map_err(Error::InvalidArgument)?;
+    checked_rpc(driver, method, req, |d, req| {
         let id = VolumeId::parse(req.volume_id())?;
-        body(&d, req, id)
+        body(d, req, id)
     })
     .await
 }
@@ -175,7 +189,7 @@ pub(crate) async fn rpc_queued<T: Send + 'static>(
 ) -> Result<Response<T>, Status> {
     let start = Instant::now();
     let in_flight = in_place::InFlight::enter(short);
-    let result = if in_flight.in_place() {
+    let result = if in_flight.in_place {
         match run_caught(method, body) {
             Ok(done) if in_flight.alone() => run_caught(method, || done.wait()),
             // A client that goes away drops this future; `finish` then completes on a thread.
@@ -183,7 +197,8 @@ pub(crate) async fn rpc_queued<T: Send + 'static>(
             Err(e) => Err(e),
         }
     } else {
-        on_pool(method, move || body()?.wait()).await
+        let pooled = tokio::task::spawn_blocking(move || body()?.wait()).await;
+        pooled.unwrap_or_else(|e| Err(Error::Internal(format!("{method} panicked: {e}"))))
     };
     drop(in_flight);
     finish(method, &volume, start, result)
@@ -195,16 +210,6 @@ fn run_caught<T>(method: &'static str, body: impl FnOnce() -> Result<T>) -> Resu
         let why = crate::error::panic_message(&*panic);
         Err(Error::Internal(format!("{method} panicked: {why}")))
     })
-}
-
-async fn on_pool<T: Send + 'static>(
-    method: &'static str,
-    body: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::task::spawn_blocking(body).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Internal(format!("{method} panicked: {e}"))),
-    }
 }
 
 /// Like `rpc`, for bodies that do no I/O (capabilities, plugin info): run in place.

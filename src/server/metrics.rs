@@ -1,5 +1,5 @@
 //! The Prometheus endpoint: `GET /metrics` (and the liveness check `GET /healthz`, see
-//! `super::health`) over HTTP/1.1 (hyper), on a port every host of the node's network may reach,
+//! `respond_health`) over HTTP/1.1 (hyper), on a port every host of the node's network may reach,
 //! so no client can hold it or the process down:
 //!
 //! - at most `max_connections` connections are served at once; the next is accepted only when
@@ -12,6 +12,7 @@
 //! - a failed accept (out of descriptors, a connection reset in the queue) is logged and retried
 //!   after a pause; serving stops only when the address cannot be bound.
 
+use crate::csi::Driver;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -29,25 +30,22 @@ use tokio::sync::Semaphore;
 /// not become a busy loop.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// What one client may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Until the request headers are in; the whole connection gets twice this.
-    pub timeout: Duration,
-    /// Connections served at once.
-    pub max_connections: usize,
-}
-
-/// Serves `GET /metrics` with the text `render` makes on `addr`, until the process ends.
-/// Returns only when the address cannot be bound.
-pub async fn serve(addr: SocketAddr, render: fn() -> String, limits: Limits) -> io::Result<()> {
+/// Serves `GET /metrics` with the text `render` makes on `addr`, until the process ends, to at
+/// most `max_connections` clients at once, each given `timeout` to send its request headers (the
+/// whole connection gets twice this). Returns only when the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    render: fn() -> String,
+    timeout: Duration,
+    max_connections: usize,
+) -> io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.timeout)
+        .header_read_timeout(timeout)
         .keep_alive(false);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut accept_failing = false;
     loop {
         let slot = Arc::clone(&slots)
@@ -73,7 +71,7 @@ pub async fn serve(addr: SocketAddr, render: fn() -> String, limits: Limits) -> 
             TokioIo::new(stream),
             service_fn(move |req| async move {
                 if req.method() == Method::GET && req.uri().path() == "/healthz" {
-                    return Ok::<_, Infallible>(super::health::respond().await);
+                    return Ok::<_, Infallible>(respond_health().await);
                 }
                 Ok(respond(&req, render))
             }),
@@ -81,7 +79,7 @@ pub async fn serve(addr: SocketAddr, render: fn() -> String, limits: Limits) -> 
         tokio::spawn(async move {
             // Declared first, dropped last: the slot frees only once the socket is closed.
             let _slot = slot;
-            match tokio::time::timeout(limits.timeout.saturating_mul(2), conn).await {
+            match tokio::time::timeout(timeout.saturating_mul(2), conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection failed"),
                 Err(_) => tracing::debug!("metrics connection closed at its deadline"),
@@ -104,5 +102,41 @@ fn respond(req: &Request<Incoming>, render: fn() -> String) -> Response<String> 
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
     );
+    response
+}
+
+type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// `GET /healthz` for the kubelet's liveness probe: 200 when the driver's CSI Probe would answer
+/// ready, 503 with the reason otherwise. A process that registered no check (the node-loss
+/// controller) is healthy while it answers at all.
+static CHECK: OnceLock<Check> = OnceLock::new();
+
+/// Makes the health endpoint run the checks of Probe: every backend of `driver` ready.
+pub fn check_driver(driver: Arc<Driver>) {
+    let _ = CHECK.set(Box::new(move || {
+        driver
+            .backends
+            .iter()
+            .try_for_each(|b| b.check_ready())
+            .map_err(|e| e.to_string())
+    }));
+}
+
+/// The answer to `GET /healthz`: the registered check's (file system calls: on a blocking
+/// thread).
+async fn respond_health() -> Response<String> {
+    let checked = match CHECK.get() {
+        Some(check) => tokio::task::spawn_blocking(check)
+            .await
+            .unwrap_or_else(|e| Err(format!("health check failed: {e}"))),
+        None => Ok(()),
+    };
+    let (status, body) = match checked {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
     response
 }

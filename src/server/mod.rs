@@ -2,11 +2,9 @@
 
 pub mod endpoint;
 mod h2_authority;
-pub mod health;
 pub mod metrics;
 pub mod pods;
 pub mod registration;
-pub mod rpc_metrics;
 
 use crate::csi::admin::AdminService;
 use crate::csi::controller::ControllerService;
@@ -19,9 +17,14 @@ use crate::proto::{
 };
 pub use endpoint::{Endpoint, EndpointSecurity, MAX_REQUEST_BYTES};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio_stream::StreamExt;
+use tonic::codegen::http;
 use tonic::transport::Server;
+use tower::{Layer, Service};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -52,7 +55,7 @@ pub async fn serve(
     };
     let controller = roles.contains(&Role::Controller);
     let router = Server::builder()
-        .layer(rpc_metrics::RpcMetricsLayer)
+        .layer(RpcMetricsLayer)
         .add_service(
             IdentityServer::new(IdentityService {
                 driver: driver.clone(),
@@ -121,3 +124,54 @@ pub async fn serve(
 
 /// The binary's top-level result: any error, printed once by main.
 pub type BoxResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A tower layer around the CSI services that times every call into
+/// `ferrovol_rpc_duration_seconds`, labelled by service, method and gRPC code: one place for
+/// every RPC, whatever the handler does. CSI calls are unary, so the response headers come when
+/// the handler is done; a failed call carries its code in them (`grpc-status`, a trailers-only
+/// response), a successful one does not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> RpcMetrics<S> {
+        RpcMetrics(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S>(S);
+
+impl<S, B, R> Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let start = Instant::now();
+        let call = self.0.call(req);
+        Box::pin(async move {
+            let result = call.await;
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                Err(_) => tonic::Code::Unknown,
+            };
+            crate::metrics::observe_rpc(&path, code, start.elapsed());
+            result
+        })
+    }
+}

@@ -37,27 +37,6 @@ impl KubePods {
         })
     }
 
-    /// Runs the listing on a runtime of its own, on a thread of its own: the caller may be on
-    /// a runtime's thread or on none.
-    fn list_blocking(&self) -> Result<Vec<PodPath>, PodsError> {
-        let run = || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| PodsError::Unavailable(format!("cannot start a runtime: {e}")))?;
-            let secs = TIMEOUT.as_secs();
-            let late = format!("the API server did not answer within {secs} s");
-            // The timer is made inside the runtime, which it needs.
-            let listed = rt.block_on(async { tokio::time::timeout(TIMEOUT, self.list()).await });
-            listed.unwrap_or(Err(PodsError::Unavailable(late)))
-        };
-        std::thread::scope(|s| {
-            s.spawn(run)
-                .join()
-                .unwrap_or_else(|_| Err(PodsError::Unavailable("the listing panicked".into())))
-        })
-    }
-
     async fn list(&self) -> Result<Vec<PodPath>, PodsError> {
         let client = kube::Client::try_default()
             .await
@@ -93,8 +72,25 @@ impl KubePods {
 }
 
 impl PodPaths for KubePods {
+    /// Runs the listing on a runtime of its own, on a thread of its own: the caller may be on
+    /// a runtime's thread or on none.
     fn pod_paths(&self) -> Result<Vec<PodPath>, PodsError> {
-        self.list_blocking()
+        let run = || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| PodsError::Unavailable(format!("cannot start a runtime: {e}")))?;
+            let secs = TIMEOUT.as_secs();
+            let late = format!("the API server did not answer within {secs} s");
+            // The timer is made inside the runtime, which it needs.
+            let listed = rt.block_on(async { tokio::time::timeout(TIMEOUT, self.list()).await });
+            listed.unwrap_or(Err(PodsError::Unavailable(late)))
+        };
+        std::thread::scope(|s| {
+            s.spawn(run)
+                .join()
+                .unwrap_or_else(|_| Err(PodsError::Unavailable("the listing panicked".into())))
+        })
     }
 }
 
