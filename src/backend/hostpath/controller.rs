@@ -84,13 +84,10 @@ impl LocalVolumes for HostpathBackend {
             .map_or(self.default_capacity, |s| s.capacity);
         let capacity = req.capacity.resolve(default, ALIGN, &id_str)?;
         if let Some(src) = source.as_ref().filter(|s| capacity < s.capacity) {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!(
-                    "{capacity} bytes is smaller than the source {} ({} bytes)",
-                    src.id, src.capacity
-                ),
-            });
+            let (src_id, src_bytes) = (&src.id, src.capacity);
+            let why =
+                format!("{capacity} bytes is smaller than the source {src_id} ({src_bytes} bytes)");
+            return Err(Error::out_of_range(id_str, why));
         }
         let source_id = source.as_ref().map(|s| s.id.clone());
         let wanted_params = defining(&req.parameters);

@@ -29,8 +29,6 @@ macro_rules! record_of {
 
 mod adopt;
 mod adopt_checks;
-mod adopt_copy;
-mod adopt_pods;
 mod base;
 mod controller;
 mod limiter;
@@ -39,7 +37,6 @@ mod node;
 pub mod params;
 pub mod pool_config;
 pub mod pools;
-mod pools_adopt;
 mod pools_dispatch;
 mod provision;
 pub mod record;
@@ -360,12 +357,9 @@ impl HostpathBackend {
     fn check_room(&self, volume: &str, size: u64, needed: u64, space: (u64, u64)) -> Result<()> {
         let (total, available) = space;
         if size > total {
-            return Err(Error::OutOfRange {
-                volume: volume.to_string(),
-                detail: format!(
-                    "{size} bytes is more than the whole base filesystem ({total} bytes)"
-                ),
-            });
+            let why =
+                format!("{size} bytes is more than the whole base filesystem ({total} bytes)");
+            return Err(Error::out_of_range(volume, why));
         }
         if needed > available {
             let why = format!(

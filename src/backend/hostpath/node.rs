@@ -48,20 +48,6 @@ impl LocalNode for HostpathBackend {
         self.require_base(volume)
     }
 
-    /// Whether `path` shows this volume: its directory (bind mount) or the node of one of its
-    /// loop devices (proven backed by its image). A mount the record does not name (its call
-    /// was killed before the record) is taken down or adopted only when this holds.
-    fn shows(&self, rec: &VolumeRecord, path: &Path) -> bool {
-        match rec.kind {
-            AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
-            AccessKind::Block => fs::metadata(path).is_ok_and(|meta| {
-                meta.file_type().is_block_device()
-                    && (self.loop_devices(rec).unwrap_or_default().iter())
-                        .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
-            }),
-        }
-    }
-
     fn stage_volume(&self, rec: &mut VolumeRecord, req: &StageRequest) -> Result<()> {
         let (staging_t, vid) = (&req.staging, rec.id.as_str());
         let staging = staging_t.as_path();
@@ -103,8 +89,18 @@ impl LocalNode for HostpathBackend {
         Ok(())
     }
 
+    /// Whether `path` shows this volume: its directory (bind mount) or the node of one of its
+    /// loop devices (proven backed by its image). A mount the record does not name (its call
+    /// was killed before the record) is taken down or adopted only when this holds.
     fn shows_source(&self, rec: &VolumeRecord, _src: &(), path: &Path) -> bool {
-        self.shows(rec, path)
+        match rec.kind {
+            AccessKind::Mount => same_inode(path, &self.volume_dir(&rec.name)),
+            AccessKind::Block => fs::metadata(path).is_ok_and(|meta| {
+                meta.file_type().is_block_device()
+                    && (self.loop_devices(rec).unwrap_or_default().iter())
+                        .any(|a| fs::metadata(&a.device).is_ok_and(|m| m.rdev() == meta.rdev()))
+            }),
+        }
     }
 
     fn bind_options(&self, vid: &str, flags: &[String], read_only: bool) -> Result<BindOptions> {
@@ -188,10 +184,8 @@ impl LocalNode for HostpathBackend {
     fn expand_on_node(&self, id: &VolumeId, path: &Path, range: CapacityRange) -> Result<u64> {
         let mut rec = self.record(id)?;
         if !path.exists() {
-            return Err(Error::VolumeNotFound {
-                volume: rec.id,
-                detail: format!("path {} does not exist", path.display()),
-            });
+            let why = format!("path {} does not exist", path.display());
+            return Err(Error::not_found_because(rec.id, why));
         }
         if range.required > rec.capacity_bytes {
             // The cluster's one resizer could not reach this node's state (ControllerExpand

@@ -239,13 +239,11 @@ impl HostpathBackend {
             return Err(Error::invalid(why));
         }
         if range.limit != 0 && range.limit < rec.capacity_bytes {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!(
-                    "limit_bytes {} is below the current capacity {}; volumes do not shrink",
-                    range.limit, rec.capacity_bytes
-                ),
-            });
+            let (limit, now) = (range.limit, rec.capacity_bytes);
+            let why = format!(
+                "limit_bytes {limit} is below the current capacity {now}; volumes do not shrink"
+            );
+            return Err(Error::out_of_range(id_str, why));
         }
         let node_step = rec.kind == AccessKind::Block;
         if range.required <= rec.capacity_bytes {
