@@ -27,8 +27,7 @@
 
 use super::adopt_checks::same_filesystem;
 use super::limiter::{Limiter, LimiterKind};
-use super::record::{Enforcement, HostpathData, VolumeRecord};
-use super::HostpathBackend;
+use super::{Enforcement, HostpathBackend, HostpathData, VolumeRecord};
 use crate::backend::adopt::AdoptDir;
 use crate::backend::local::LocalVolumes;
 use crate::backend::ControllerBackend;

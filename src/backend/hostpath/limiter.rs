@@ -2,7 +2,7 @@
 //! directory, or a btrfs qgroup on its subvolume. Chosen once per base path, when a volume
 //! first needs it.
 
-use super::record::Enforcement;
+use super::Enforcement;
 use crate::os::btrfs::BtrfsQgroups;
 use crate::os::quota::ProjectQuota;
 use std::fs;

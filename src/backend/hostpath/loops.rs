@@ -4,8 +4,7 @@
 //! could name a file replaced since). The binds tell what a node call killed before its record
 //! left behind: a device no bind shows is detached, one a bind shows is kept.
 
-use super::record::VolumeRecord;
-use super::HostpathBackend;
+use super::{HostpathBackend, VolumeRecord};
 use crate::error::{Error, Result};
 use crate::os::{loopdev, mountinfo};
 use std::fs;

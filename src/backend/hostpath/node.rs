@@ -1,8 +1,7 @@
 //! Node-side operations of the hostpath backend: stage (bind the directory, or attach the image
 //! to a loop device), publish (bind into the pod), stats and node expansion.
 
-use super::record::VolumeRecord;
-use super::HostpathBackend;
+use super::{HostpathBackend, VolumeRecord};
 use crate::backend::local::{self, is_mounted, LocalNode, LocalVolumes};
 
 use crate::error::{Error, Result};

@@ -9,7 +9,7 @@
 //! (st_dev; on btrfs, the subvolume it sits in). Names stay unique across the node's pools, as
 //! for CreateVolume.
 
-use super::params::HostpathParams;
+use super::controller::HostpathParams;
 use super::pools::HostpathPools;
 use super::{HostpathBackend, BACKEND, CAPS};
 use crate::backend::adopt::{not_here, Adopt, AdoptBackend, AdoptDir};

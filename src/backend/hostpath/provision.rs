@@ -4,8 +4,7 @@
 
 use super::controller::ALIGN;
 use super::limiter::Limiter;
-use super::record::{Enforcement, VolumeRecord};
-use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
+use super::{Enforcement, HostpathBackend, VolumeRecord, BLOCK_QUOTA_SLACK};
 use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{fsutil, markers};
