@@ -26,7 +26,7 @@
 //! the staging subvolume, proven ours by its markers, is deleted; the original was untouched.
 
 use super::adopt_checks::same_filesystem;
-use super::limiter::{Limiter, LimiterKind};
+use super::provision::{Limiter, LimiterKind};
 use super::{Enforcement, HostpathBackend, HostpathData, VolumeRecord};
 use crate::backend::adopt::AdoptDir;
 use crate::backend::local::LocalVolumes;

@@ -2,7 +2,7 @@
 //! and the attach bookkeeping of ControllerPublish. StorageClass parameters are decoded with
 //! serde from the parameter map.
 
-use super::limiter::Limiter;
+use super::provision::Limiter;
 use super::{Enforcement, HostpathBackend, HostpathData, VolumeRecord, CAPS};
 use crate::backend::local::LocalVolumes;
 use crate::backend::params::defining;
@@ -235,7 +235,7 @@ impl LocalVolumes for HostpathBackend {
         // A stage or publish killed before its record may have left a bind of the directory
         // (refused: a pod may see it) or an unbound loop device of the image (detached).
         if dir.is_dir() {
-            if let Some(at) = super::loops::binds_of_dir(&dir)
+            if let Some(at) = super::node::binds_of_dir(&dir)
                 .map_err(Error::os(&id_str, "look for binds of the volume"))?
                 .first()
             {
