@@ -1,5 +1,5 @@
 //! The pods that may use a host directory out of the driver's sight, for adoption's check
-//! (`hostpath::adopt_pods`). A pod reaches a directory through a `hostPath` volume, or through a
+//! (`hostpath::adopt_checks`). A pod reaches a directory through a `hostPath` volume, or through a
 //! claim bound to a `hostPath` or `local` PersistentVolume; the container runtime's bind mount
 //! for it lies in the container's mount namespace and its processes in another PID namespace,
 //! so neither the mount table nor the /proc scan of `os::inuse` shows it. The Kubernetes API

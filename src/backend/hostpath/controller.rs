@@ -1,10 +1,9 @@
 //! Controller-side operations of the hostpath backend: create, delete, expand, list, capacity,
-//! and the attach bookkeeping of ControllerPublish.
+//! and the attach bookkeeping of ControllerPublish. StorageClass parameters are decoded with
+//! serde from the parameter map.
 
-use super::limiter::Limiter;
-use super::params::{HostpathParams, QuotaMode};
-use super::record::{Enforcement, HostpathData, VolumeRecord};
-use super::{HostpathBackend, CAPS};
+use super::provision::Limiter;
+use super::{Enforcement, HostpathBackend, HostpathData, VolumeRecord, CAPS};
 use crate::backend::local::LocalVolumes;
 use crate::backend::params::defining;
 use crate::backend::{BackendCaps, Capacity, CapacityRequest, ControllerBackend, Done};
@@ -14,10 +13,48 @@ use crate::state::{Ledger, Queued};
 use crate::volume::{
     AccessKind, CapacityRange, CreateRequest, VolumeCondition, VolumeId, VolumeInfo,
 };
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fs;
 
 /// Sizes are whole 4 KiB blocks (a block volume's loop device needs 512-byte multiples).
 pub(super) const ALIGN: u64 = 4096;
+
+/// How a volume's size is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum QuotaMode {
+    /// Enforce with a project quota where the filesystem supports it, else advisory.
+    #[default]
+    Auto,
+    /// Refuse to create a volume whose size cannot be enforced.
+    Enforce,
+    /// Never set a quota.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct HostpathParams {
+    #[serde(default)]
+    pub quota: QuotaMode,
+    /// The node's pool (named base path) the volume lives in.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+fn default_pool() -> String {
+    super::pool_config::DEFAULT_POOL.to_string()
+}
+
+impl HostpathParams {
+    pub(super) fn decode(params: &BTreeMap<String, String>) -> Result<Self> {
+        let p: Self = crate::backend::params::decode(super::BACKEND, params)?;
+        super::pool_config::validate_name(&p.pool)
+            .map_err(|e| Error::invalid(format!("parameter pool: {e}")))?;
+        Ok(p)
+    }
+}
 
 impl HostpathBackend {
     /// A directory with our marker but no record (state lost): ours, so delete it. A shortened
@@ -46,7 +83,7 @@ impl HostpathBackend {
 }
 
 impl LocalVolumes for HostpathBackend {
-    type Ext = super::record::HostpathData;
+    type Ext = super::HostpathData;
     const BACKEND: &'static str = super::BACKEND;
     const CAPS: &'static BackendCaps = &CAPS;
 
@@ -84,13 +121,10 @@ impl LocalVolumes for HostpathBackend {
             .map_or(self.default_capacity, |s| s.capacity);
         let capacity = req.capacity.resolve(default, ALIGN, &id_str)?;
         if let Some(src) = source.as_ref().filter(|s| capacity < s.capacity) {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!(
-                    "{capacity} bytes is smaller than the source {} ({} bytes)",
-                    src.id, src.capacity
-                ),
-            });
+            let (src_id, src_bytes) = (&src.id, src.capacity);
+            let why =
+                format!("{capacity} bytes is smaller than the source {src_id} ({src_bytes} bytes)");
+            return Err(Error::out_of_range(id_str, why));
         }
         let source_id = source.as_ref().map(|s| s.id.clone());
         let wanted_params = defining(&req.parameters);
@@ -201,7 +235,7 @@ impl LocalVolumes for HostpathBackend {
         // A stage or publish killed before its record may have left a bind of the directory
         // (refused: a pod may see it) or an unbound loop device of the image (detached).
         if dir.is_dir() {
-            if let Some(at) = super::loops::binds_of_dir(&dir)
+            if let Some(at) = super::node::binds_of_dir(&dir)
                 .map_err(Error::os(&id_str, "look for binds of the volume"))?
                 .first()
             {
@@ -293,5 +327,46 @@ impl LocalVolumes for HostpathBackend {
             return Ok((range.resolve(0, ALIGN, &id_str)?, true));
         }
         self.grow(id, range)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_quota_and_ignores_sidecar_keys() {
+        let p = HostpathParams::decode(&map(&[
+            ("quota", "enforce"),
+            ("backend", "hostpath"),
+            ("csi.storage.k8s.io/pvc/name", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(p.quota, QuotaMode::Enforce);
+        assert_eq!(
+            HostpathParams::decode(&map(&[])).unwrap().quota,
+            QuotaMode::Auto
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_values() {
+        let e = HostpathParams::decode(&map(&[("basepath", "/x")])).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("basepath") && text.contains("quota"),
+            "{text}"
+        );
+        assert!(HostpathParams::decode(&map(&[("quota", "sometimes")])).is_err());
+        assert!(HostpathParams::decode(&map(&[("pool", "Fast/1")])).is_err());
+        let p = HostpathParams::decode(&map(&[("pool", "fast")])).unwrap();
+        assert_eq!(p.pool, "fast");
+        assert_eq!(HostpathParams::decode(&map(&[])).unwrap().pool, "default");
     }
 }

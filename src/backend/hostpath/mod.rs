@@ -29,20 +29,13 @@ macro_rules! record_of {
 
 mod adopt;
 mod adopt_checks;
-mod adopt_copy;
-mod adopt_pods;
 mod base;
 mod controller;
-mod limiter;
-mod loops;
 mod node;
-pub mod params;
 pub mod pool_config;
 pub mod pools;
-mod pools_adopt;
 mod pools_dispatch;
 mod provision;
-pub mod record;
 mod recovery;
 pub mod snapshot;
 
@@ -52,13 +45,44 @@ use crate::error::{Error, Result};
 use crate::os::statfs;
 use crate::state::{Journal, Ledger};
 use crate::volume::{AccessKind, VolumeCondition, VolumeId, VolumeInfo};
-use limiter::Limiter;
 use pool_config::PoolSpec;
-use record::VolumeRecord;
+use provision::Limiter;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+/// How the volume's capacity is enforced, when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Enforcement {
+    ProjectQuota { id: u32 },
+    BtrfsQgroup,
+}
+
+/// What the hostpath backend persists about one volume, beside the shared record fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostpathData {
+    /// Set when the capacity is a hard limit; None when it is advisory.
+    #[serde(default)]
+    pub enforced_by: Option<Enforcement>,
+    /// The snapshot or volume id the volume was created from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A random token naming this create of the volume, also set on its directory
+    /// (in its markers, `os::markers`). Recovery finishes a delete only when the trash carries
+    /// the incarnation of the record, so the trash of an earlier volume of the same name never
+    /// takes the current one with it. None in records written before incarnations existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+    /// Where an adopted volume's directory was before adoption moved it into the base (see
+    /// `adopt`); None for a volume the driver made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<std::path::PathBuf>,
+}
+
+pub type VolumeRecord = crate::state::VolumeRecord<HostpathData>;
 
 pub const BACKEND: &str = "hostpath";
 const IMAGE_FILE: &str = "disk.img";
@@ -360,12 +384,9 @@ impl HostpathBackend {
     fn check_room(&self, volume: &str, size: u64, needed: u64, space: (u64, u64)) -> Result<()> {
         let (total, available) = space;
         if size > total {
-            return Err(Error::OutOfRange {
-                volume: volume.to_string(),
-                detail: format!(
-                    "{size} bytes is more than the whole base filesystem ({total} bytes)"
-                ),
-            });
+            let why =
+                format!("{size} bytes is more than the whole base filesystem ({total} bytes)");
+            return Err(Error::out_of_range(volume, why));
         }
         if needed > available {
             let why = format!(

@@ -1,13 +1,17 @@
 //! Making and growing a hostpath volume's storage: the directory (a subvolume on btrfs), its
 //! ownership markers, its capacity limit and a block volume's image. Every step is safe to
 //! repeat, and none is synced: the record's commit is the one sync (see the module doc).
+//!
+//! How a hostpath volume's capacity becomes a hard limit: an XFS/ext4 project quota on its
+//! directory, or a btrfs qgroup on its subvolume. Chosen once per base path, when a volume
+//! first needs it.
 
 use super::controller::ALIGN;
-use super::limiter::Limiter;
-use super::record::{Enforcement, VolumeRecord};
-use super::{HostpathBackend, BLOCK_QUOTA_SLACK};
+use super::{Enforcement, HostpathBackend, VolumeRecord, BLOCK_QUOTA_SLACK};
 use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
+use crate::os::btrfs::BtrfsQgroups;
+use crate::os::quota::ProjectQuota;
 use crate::os::{fsutil, markers};
 use crate::volume::{AccessKind, CapacityRange, VolumeId};
 use std::fs::{self, OpenOptions};
@@ -16,8 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 impl HostpathBackend {
-    /// Makes the directory (and image) a record describes. Every step is safe to repeat, and
-    /// none is synced: the record's commit is the one sync (see the module doc).
+    /// Makes the directory (and image) a record describes.
     pub(super) fn materialize(&self, rec: &VolumeRecord) -> Result<()> {
         self.make_dir(rec)?;
         if rec.kind == AccessKind::Block {
@@ -239,13 +242,11 @@ impl HostpathBackend {
             return Err(Error::invalid(why));
         }
         if range.limit != 0 && range.limit < rec.capacity_bytes {
-            return Err(Error::OutOfRange {
-                volume: id_str,
-                detail: format!(
-                    "limit_bytes {} is below the current capacity {}; volumes do not shrink",
-                    range.limit, rec.capacity_bytes
-                ),
-            });
+            let (limit, now) = (range.limit, rec.capacity_bytes);
+            let why = format!(
+                "limit_bytes {limit} is below the current capacity {now}; volumes do not shrink"
+            );
+            return Err(Error::out_of_range(id_str, why));
         }
         let node_step = rec.kind == AccessKind::Block;
         if range.required <= rec.capacity_bytes {
@@ -267,4 +268,119 @@ impl HostpathBackend {
         self.ledger.save(rec)?;
         Ok((new, node_step))
     }
+}
+
+pub enum Limiter {
+    Project(ProjectQuota),
+    Btrfs(BtrfsQgroups),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimiterKind {
+    Project,
+    Btrfs,
+}
+
+impl Limiter {
+    pub fn kind(&self) -> LimiterKind {
+        match self {
+            Limiter::Project(_) => LimiterKind::Project,
+            Limiter::Btrfs(_) => LimiterKind::Btrfs,
+        }
+    }
+
+    pub fn probe(base: &Path) -> io::Result<Option<Self>> {
+        if let Some(q) = ProjectQuota::probe(base)? {
+            return Ok(Some(Limiter::Project(q)));
+        }
+        Ok(BtrfsQgroups::probe(base)?.map(Limiter::Btrfs))
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Limiter::Project(_) => "project quota",
+            Limiter::Btrfs(_) => "btrfs qgroup",
+        }
+    }
+
+    /// Creates the volume directory in the form this limiter needs (a subvolume on btrfs).
+    pub fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Limiter::Project(_) => fs::create_dir(dir),
+            Limiter::Btrfs(b) => b.create_subvolume(dir),
+        }
+    }
+
+    /// Whether an existing `dir` can carry this limiter's limit.
+    pub fn fits(&self, dir: &Path) -> bool {
+        match self {
+            Limiter::Project(_) => true,
+            Limiter::Btrfs(_) => BtrfsQgroups::is_subvolume(dir),
+        }
+    }
+
+    /// Sets (or raises) the limit of the volume at `dir` to `bytes`. On a directory that
+    /// already holds data (`tree`: adoption), a project quota counts only the inodes in the
+    /// project, so every directory and file of the tree joins it first.
+    pub fn apply(&self, dir: &Path, how: Enforcement, bytes: u64, tree: bool) -> io::Result<()> {
+        match (self, how) {
+            (Limiter::Project(q), Enforcement::ProjectQuota { id }) => {
+                if tree {
+                    crate::os::quota::assign_project_tree(dir, id)?
+                } else {
+                    q.assign(dir, id)?
+                }
+                q.set_limit(id, bytes)
+            }
+            (Limiter::Btrfs(b), Enforcement::BtrfsQgroup) => b.set_limit(dir, bytes),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Lifts the limit once the volume is gone. A btrfs qgroup goes with its subvolume.
+    pub fn release(&self, how: Enforcement) -> io::Result<()> {
+        match (self, how) {
+            (Limiter::Project(q), Enforcement::ProjectQuota { id }) => q.set_limit(id, 0),
+            (Limiter::Btrfs(_), Enforcement::BtrfsQgroup) => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Lifts the limit of a volume directory that has no record (a create that was never
+    /// acknowledged): its project id is read from the directory itself.
+    pub fn release_dir(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Limiter::Project(q) => match q.project_of(dir)? {
+                0 => Ok(()),
+                id => q.set_limit(id, 0),
+            },
+            Limiter::Btrfs(_) => Ok(()),
+        }
+    }
+
+    /// (bytes used, inodes used if counted) by the volume at `dir`.
+    pub fn usage(&self, dir: &Path, how: Enforcement) -> io::Result<(u64, Option<u64>)> {
+        match (self, how) {
+            (Limiter::Project(q), Enforcement::ProjectQuota { id }) => {
+                let (_, used, inodes) = q.get(id)?;
+                Ok((used, Some(inodes)))
+            }
+            (Limiter::Btrfs(b), Enforcement::BtrfsQgroup) => Ok((b.usage(dir)?, None)),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Project ids of other tools must not be reused: true when `id` has no limit and no usage.
+    pub fn project_id_free(&self, id: u32) -> bool {
+        match self {
+            Limiter::Project(q) => q
+                .get(id)
+                .map_or(true, |(l, u, i)| l == 0 && u == 0 && i == 0),
+            Limiter::Btrfs(_) => true,
+        }
+    }
+}
+
+fn mismatch() -> io::Error {
+    io::Error::other("the volume's recorded limit does not match this base path's filesystem")
 }

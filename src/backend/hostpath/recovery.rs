@@ -19,8 +19,7 @@
 //! the journal is damaged, or proven behind because a marker is newer than its end. Such a
 //! directory is kept, logged and counted, and a record without a directory is not recreated.
 
-use super::record::VolumeRecord;
-use super::{HostpathBackend, TRASH_PREFIX};
+use super::{HostpathBackend, VolumeRecord, TRASH_PREFIX};
 use crate::os::fsutil;
 use crate::os::markers::{self, Markers};
 use crate::state::{legacy, Damage, Phase};

@@ -9,8 +9,7 @@
 //! byte copy into a freshly made volume directory. Either way the new volume shares nothing a
 //! later delete of the source could take away.
 
-use super::record::VolumeRecord;
-use super::{HostpathBackend, TRASH_PREFIX};
+use super::{HostpathBackend, VolumeRecord, TRASH_PREFIX};
 use crate::backend::local::LocalVolumes;
 use crate::error::{Error, Result};
 use crate::os::{btrfs, copytree, fsutil, markers};
