@@ -112,13 +112,11 @@ impl Journal {
         let snap_gen = listing.snap_gen();
         let mut live = Records::new();
         let snap = files::replay_snapshot(dir, snap_gen, &mut live)?;
-        let snap_records = snap.frames;
         let mut damaged = snap.damaged;
-        let logs: Vec<u64> = listing.live_logs().collect();
         // (generation, frames, where the next frame goes) of every log after the snapshot.
-        let mut replayed = Vec::with_capacity(logs.len());
-        for g in &logs {
-            let log = log_path(dir, *g);
+        let mut replayed = Vec::new();
+        for g in listing.live_logs() {
+            let log = log_path(dir, g);
             let r = files::replay(&log, true, &mut live)?;
             if let Some((from, to)) = r.torn {
                 tracing::warn!(log = %log.display(), dropped_bytes = to - from,
@@ -133,7 +131,7 @@ impl Journal {
                 keep_damaged_copy(&log);
             }
             damaged.extend(r.damaged);
-            replayed.push((*g, r.frames, r.end));
+            replayed.push((g, r.frames, r.end));
         }
         let seq = live
             .remove(SEQ_KEY)
@@ -190,7 +188,7 @@ impl Journal {
                 seq: seq + 1,
                 damage: damage.clone(),
                 snap_gen,
-                snap_records,
+                snap_records: snap.frames,
                 spare: Some(spare),
                 compacting: false,
                 retry_at: 0,
