@@ -355,12 +355,6 @@ pub(super) fn poisoned_error(cause: &io::Error) -> io::Error {
     )
 }
 
-impl std::fmt::Debug for Journal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("dir", &self.dir).finish()
-    }
-}
-
 #[cfg(test)]
 #[path = "journal_tests.rs"]
 mod tests;
