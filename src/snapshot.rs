@@ -7,7 +7,7 @@
 //! volume id parses to no volume (NotFound) and a volume id given as a snapshot id likewise.
 
 use crate::error::Result;
-use crate::volume::{validate_component, VolumeId, MAX_ID_LEN};
+use crate::volume::{VolumeId, MAX_ID_LEN};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -37,17 +37,15 @@ impl SnapshotId {
     /// path-escaping id; `Ok(None)` for a well-formed string that names no snapshot of ours.
     pub fn parse(raw: &str) -> Result<Option<Self>> {
         crate::volume::check_raw_id("snapshot_id", raw)?;
-        let parts: Vec<&str> = raw.split('/').collect();
-        let (backend, node, key) = match parts.as_slice() {
-            [backend, node, SNAP_SEGMENT, key] if !node.is_empty() => {
-                (backend, Some(node.to_string()), key)
-            }
-            [backend, SNAP_SEGMENT, key] => (backend, None, key),
-            _ => return Ok(None),
+        // Parsed as the volume id it is without its snapshot segment.
+        let Some(as_volume) = raw.rsplit_once('/').and_then(|(head, key)| {
+            let head = head.strip_suffix(SNAP_SEGMENT)?.strip_suffix('/')?;
+            Some(format!("{head}/{key}"))
+        }) else {
+            return Ok(None);
         };
-        let ok = !backend.is_empty() && validate_component("snapshot name", key).is_ok();
-        let (backend, key) = (backend.to_string(), key.to_string());
-        Ok(ok.then_some(SnapshotId { backend, node, key }))
+        let parts = VolumeId::parse(&as_volume).ok().flatten();
+        Ok(parts.map(|VolumeId { backend, node, key }| SnapshotId { backend, node, key }))
     }
 }
 

@@ -28,8 +28,8 @@ pub enum Expansion {
 pub struct BackendCaps {
     pub reach: Reach,
     pub multi_node: bool,
+    /// Raw block access (every backend offers filesystem access).
     pub block: bool,
-    pub mount: bool,
     /// ControllerPublish records the attachment (a per-node limit applies).
     pub controller_publish: bool,
     pub stage: bool,
@@ -53,15 +53,8 @@ impl BackendCaps {
                 cap.mode
             ));
         }
-        match cap.kind {
-            AccessKind::Block if !self.block => {
-                Some(format!("{backend} volumes offer no raw block access"))
-            }
-            AccessKind::Mount if !self.mount => {
-                Some(format!("{backend} volumes offer no filesystem access"))
-            }
-            _ => None,
-        }
+        let no_block = cap.kind == AccessKind::Block && !self.block;
+        no_block.then(|| format!("{backend} volumes offer no raw block access"))
     }
 
     /// Why `cap` cannot be served on an existing volume of `kind`, or None.

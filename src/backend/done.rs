@@ -99,13 +99,8 @@ impl<T: Send + 'static> Drop for Unfinished<T> {
                 tracing::warn!(error = %e, "an operation whose client went away failed after its commit");
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(finish)),
-            Err(_) => {
-                if let Err(e) = std::thread::Builder::new().spawn(finish) {
-                    tracing::error!(error = %e, "cannot finish an abandoned operation; the next start settles it");
-                }
-            }
+        if let Err(e) = crate::state::on_blocking_pool("commit-finish", finish) {
+            tracing::error!(error = %e, "cannot finish an abandoned operation; the next start settles it");
         }
     }
 }

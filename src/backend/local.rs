@@ -181,10 +181,8 @@ impl<B: LocalVolumes> ControllerBackend for B {
             return Ok(());
         };
         let before = rec.controller_published.len();
-        match node {
-            Some(n) => rec.controller_published.retain(|k, _| k != n),
-            None => rec.controller_published.clear(),
-        }
+        rec.controller_published
+            .retain(|k, _| node.is_some_and(|n| k != n));
         if rec.controller_published.len() != before {
             self.ledger().save(rec)?;
         }

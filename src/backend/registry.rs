@@ -1,6 +1,6 @@
 //! Which CSI driver a process is, and the backends it serves, built from configuration.
 
-use super::device::{DeviceBackend, DeviceConfig};
+use super::device::DeviceBackend;
 use super::hostpath::pool_config::PoolSpec;
 use super::hostpath::pools::HostpathPools;
 use super::nfs::{NfsBackend, NfsConfig, RegistryConfig};
@@ -110,11 +110,9 @@ pub fn open(
                     Some(&settings.node_id),
                 )?;
                 Arc::new(DeviceBackend::open(
-                    DeviceConfig {
-                        node_id: settings.node_id.clone(),
-                        state_dir: settings.state_dir.clone(),
-                        filters,
-                    },
+                    settings.node_id.clone(),
+                    &settings.state_dir,
+                    filters,
                     journal.clone(),
                     &live,
                 )?)

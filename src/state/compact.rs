@@ -7,9 +7,9 @@
 //! crash anywhere leaves either the old snapshot with every log after it, or the new snapshot:
 //! both replay to the same records.
 
-use super::files::{self, snap_path, Listing, Records};
+use super::files::{self, log_path, snap_path, Listing, Records};
 use super::frame::encode_put;
-use super::journal::{create_log, remove_older, Journal, COMPACT_SLACK};
+use super::journal::{open_log, remove_older, Journal, COMPACT_SLACK};
 use std::fs::File;
 use std::io::{self, Write};
 
@@ -69,7 +69,7 @@ impl Journal {
                 .iter()
                 .filter(|g| **g >= job.snap_gen && **g < job.gen)
             {
-                files::replay_log(&self.dir, *g, &mut live)?;
+                files::replay(&log_path(&self.dir, *g), true, &mut live)?;
             }
             let mut bytes = Vec::new();
             for (key, value) in live.iter() {
@@ -88,7 +88,7 @@ impl Journal {
             std::fs::rename(&tmp, snap_path(&self.dir, job.gen))?;
             snap = Some((records, found));
         }
-        let spare = create_log(&self.dir, job.gen + 1)?;
+        let spare = open_log(&self.dir, job.gen + 1, true)?;
         // Its zeros on disk now, so the first commits into it change no extents.
         spare.sync_data()?;
         crate::os::fsutil::fsync_dir(&self.dir)?;

@@ -72,8 +72,10 @@ pub(super) struct Replayed {
     pub damaged: Vec<String>,
 }
 
-/// Applies the intact frames of the file at `path` (none when it is missing) to `live`.
-fn replay(path: &Path, log: bool, live: &mut Records) -> io::Result<Replayed> {
+/// Applies the intact frames of the file at `path` (none when it is missing) to `live`. In a
+/// log (`log`), zeros after the frames are its unused space; other bytes are a torn write (the
+/// last batch, never acknowledged) or damage (`frame::scan` tells which).
+pub(super) fn replay(path: &Path, log: bool, live: &mut Records) -> io::Result<Replayed> {
     let bytes = match fs::read(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         read => read?,
@@ -107,13 +109,6 @@ pub(super) fn replay_snapshot(dir: &Path, gen: u64, live: &mut Records) -> io::R
     replay(&snap_path(dir, gen), false, live)
 }
 
-/// Applies the intact frames of log `gen` to `live`. Zeros after the frames are the log's
-/// unused space; other bytes are a torn write (the last batch, never acknowledged) or damage
-/// (`frame::scan` tells which).
-pub(super) fn replay_log(dir: &Path, gen: u64, live: &mut Records) -> io::Result<Replayed> {
-    replay(&log_path(dir, gen), true, live)
-}
-
 /// Writes zeros over `from..to` of `file` (not synced).
 pub(super) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -133,7 +128,7 @@ pub fn peek(dir: &Path) -> io::Result<Records> {
     let mut live = HashMap::new();
     replay_snapshot(dir, files.snap_gen(), &mut live)?;
     for gen in files.live_logs() {
-        replay_log(dir, gen, &mut live)?;
+        replay(&log_path(dir, gen), true, &mut live)?;
     }
     // The journal's own records (sequence number, damage) are no backend's.
     live.retain(|key, _| !key.starts_with(super::frame::JOURNAL_PREFIX));

@@ -102,16 +102,10 @@ const SECTOR: usize = 512;
 
 /// Whether some sector that `from..to` overlaps is zero over all of that overlap.
 fn has_unwritten_sector(bytes: &[u8], from: usize, to: usize) -> bool {
-    let mut at = from;
-    while at < to {
-        let sector_end = ((at / SECTOR) + 1) * SECTOR;
-        let upto = sector_end.min(to);
-        if bytes[at..upto].iter().all(|b| *b == 0) {
-            return true;
-        }
-        at = upto;
-    }
-    false
+    (from / SECTOR..to.div_ceil(SECTOR)).any(|sector| {
+        let overlap = (sector * SECTOR).max(from)..((sector + 1) * SECTOR).min(to);
+        !overlap.is_empty() && bytes[overlap].iter().all(|b| *b == 0)
+    })
 }
 
 /// Reads every intact frame of `bytes`, and tells a torn tail from damage. Only a tail may be

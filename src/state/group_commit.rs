@@ -219,15 +219,7 @@ impl Journal {
             return;
         };
         inner.leader_started = true;
-        let lead = move || me.lead_while_queued();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            drop(rt.spawn_blocking(lead));
-            return;
-        }
-        let spawned = std::thread::Builder::new()
-            .name("journal-commit".into())
-            .spawn(lead);
-        if let Err(e) = spawned {
+        if let Err(e) = on_blocking_pool("journal-commit", move || me.lead_while_queued()) {
             // Nobody leads now; the next waiter that polls or waits tries again.
             tracing::warn!(error = %e, "cannot start a state journal leader thread");
             inner.leader_started = false;
@@ -243,6 +235,15 @@ impl Journal {
             inner = self.lead_one_batch(inner);
         }
     }
+}
+
+/// Runs `f` on the runtime's blocking pool, or without a runtime on a thread of its own, `name`.
+pub fn on_blocking_pool(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(f)),
+        Err(_) => drop(std::thread::Builder::new().name(name.into()).spawn(f)?),
+    }
+    Ok(())
 }
 
 /// Wakes the tasks of the batch just decided (its threads were woken by `Batch::decide`).

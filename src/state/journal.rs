@@ -22,6 +22,7 @@ use super::frame::SEQ_KEY;
 use super::group_commit::Batch;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
@@ -111,14 +112,12 @@ impl Journal {
         let snap_gen = listing.snap_gen();
         let mut live = Records::new();
         let snap = files::replay_snapshot(dir, snap_gen, &mut live)?;
-        let snap_records = snap.frames;
         let mut damaged = snap.damaged;
-        let logs: Vec<u64> = listing.live_logs().collect();
         // (generation, frames, where the next frame goes) of every log after the snapshot.
-        let mut replayed = Vec::with_capacity(logs.len());
-        for g in &logs {
-            let r = files::replay_log(dir, *g, &mut live)?;
-            let log = log_path(dir, *g);
+        let mut replayed = Vec::new();
+        for g in listing.live_logs() {
+            let log = log_path(dir, g);
+            let r = files::replay(&log, true, &mut live)?;
             if let Some((from, to)) = r.torn {
                 tracing::warn!(log = %log.display(), dropped_bytes = to - from,
                     "state journal ends in a torn write (never acknowledged); zeroing it");
@@ -132,7 +131,7 @@ impl Journal {
                 keep_damaged_copy(&log);
             }
             damaged.extend(r.damaged);
-            replayed.push((*g, r.frames, r.end));
+            replayed.push((g, r.frames, r.end));
         }
         let seq = live
             .remove(SEQ_KEY)
@@ -143,43 +142,23 @@ impl Journal {
         // Appends go to the newest log, except when that is the empty spare made ahead of use:
         // then to the one before it, and the spare stays the spare (files do not pile up
         // across restarts).
-        let newest_is_spare = match replayed.as_slice() {
-            [.., (before, _, _), (newest, _, 0)] => *newest == before + 1,
-            _ => false,
-        };
-        let current = if newest_is_spare {
-            replayed.get(replayed.len() - 2)
-        } else {
-            replayed.last()
+        let current = match replayed.as_slice() {
+            [.., before, (newest, _, 0)] if *newest == before.0 + 1 => Some(before),
+            all => all.last(),
         };
         let (gen, frames_in_log, intact) = current.copied().unwrap_or((snap_gen, 0, 0));
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(log_path(dir, gen))?;
-        // A log written by 0.2 (or the first log of a new journal) gets its zeros now.
-        let len = file.metadata()?.len();
-        if len < LOG_PREALLOC {
-            files::zero_fill(&file, len, LOG_PREALLOC)?;
-            file.sync_data()?;
-        }
+        // A log written by 0.2 (or the first log of a new journal) gets its zeros now, synced
+        // with the opening batch below.
+        let file = open_log(dir, gen, false)?;
         // A batch of its own for this run, so every directory this run marks carries a number
         // past the journal's end at open: a copy of the state dir taken while the driver was
         // stopped is then proven behind by the first directory marked after it.
         let mut opening = Vec::new();
         super::frame::encode_put(SEQ_KEY, &(seq + 1).to_le_bytes(), &mut opening);
-        {
-            use std::os::unix::fs::FileExt;
-            file.write_all_at(&opening, intact as u64)?;
-            file.sync_data()?;
-            crate::metrics::count_background_sync();
-        }
-        let intact = intact + opening.len();
-        let frames_in_log = frames_in_log + 1;
-        let frames_since_snap = frames_since_snap + 1;
-        let spare = create_log(dir, gen + 1)?;
+        file.write_all_at(&opening, intact as u64)?;
+        file.sync_data()?;
+        crate::metrics::count_background_sync();
+        let spare = open_log(dir, gen + 1, true)?;
         spare.sync_data()?;
         // Makes the current log's and the spare's names durable.
         crate::os::fsutil::fsync_dir(dir)?;
@@ -192,9 +171,9 @@ impl Journal {
             inner: Mutex::new(Inner {
                 gen,
                 file: Arc::new(file),
-                durable_len: intact as u64,
-                frames_in_log,
-                frames_since_snap,
+                durable_len: (intact + opening.len()) as u64,
+                frames_in_log: frames_in_log + 1,
+                frames_since_snap: frames_since_snap + 1,
                 queued: Vec::new(),
                 queued_frames: 0,
                 issued: 0,
@@ -209,7 +188,7 @@ impl Journal {
                 seq: seq + 1,
                 damage: damage.clone(),
                 snap_gen,
-                snap_records,
+                snap_records: snap.frames,
                 spare: Some(spare),
                 compacting: false,
                 retry_at: 0,
@@ -330,16 +309,17 @@ impl Journal {
     }
 }
 
-/// Creates the log of generation `gen`, zero-filled to `LOG_PREALLOC` (neither its zeros nor
-/// its name is synced yet).
-pub(super) fn create_log(dir: &Path, gen: u64) -> io::Result<File> {
+/// Opens (creating) the log of generation `gen`, emptied first when `empty`, and zero-fills it
+/// to `LOG_PREALLOC` (neither its zeros nor its name is synced yet).
+pub(super) fn open_log(dir: &Path, gen: u64, empty: bool) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .read(true)
         .write(true)
-        .truncate(true)
+        .truncate(empty)
         .open(log_path(dir, gen))?;
-    files::zero_fill(&file, 0, LOG_PREALLOC)?;
+    let len = file.metadata()?.len();
+    files::zero_fill(&file, len, LOG_PREALLOC)?;
     Ok(file)
 }
 
@@ -373,12 +353,6 @@ pub(super) fn poisoned_error(cause: &io::Error) -> io::Error {
             "state journal failed earlier ({cause}); restart the driver once the disk is healthy"
         ),
     )
-}
-
-impl std::fmt::Debug for Journal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("dir", &self.dir).finish()
-    }
 }
 
 #[cfg(test)]

@@ -374,7 +374,7 @@ fn logs_after_the_snapshot_replay_in_order_and_an_empty_newest_stays_the_spare()
     j.commit(vec![put("c", "3")]).unwrap();
     drop(j);
     let frames_in = |g| {
-        files::replay_log(dir.path(), g, &mut Records::new())
+        files::replay(&log_path(dir.path(), g), true, &mut Records::new())
             .unwrap()
             .frames
     };

@@ -301,12 +301,8 @@ impl<R: Record> Ledger<R> {
         self.lock().volumes.iter().for_each(|e| f(&e.0));
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().volumes.len()
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().volumes.is_empty()
     }
 
     /// Capacity promised to every recorded volume.

@@ -30,7 +30,7 @@ fn saved_records_survive_reopen_and_keep_totals() {
     l.remove(&rec("a", 10)).unwrap();
     drop(l);
     let l = open(dir.path());
-    assert_eq!(l.len(), 1);
+    assert_eq!(l.records().len(), 1);
     assert_eq!(l.reserved_bytes(), 5);
     assert_eq!(l.published_count("node1"), 1);
     assert_eq!(l.by_id("t/n/b").unwrap().name, "b");

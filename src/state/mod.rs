@@ -19,8 +19,7 @@ pub mod legacy;
 pub mod record;
 
 pub use damage::Damage;
-pub use group_commit::Ticket;
+pub use group_commit::{on_blocking_pool, Ticket};
 pub use journal::{Journal, Update};
-pub use ledger::Ledger;
-pub use ledger::{Pending, Queued};
+pub use ledger::{Ledger, Pending, Queued};
 pub use record::{Phase, Publication, Record, VolumeRecord};

@@ -96,7 +96,6 @@ static CAPS: BackendCaps = BackendCaps {
     reach: Reach::NodeLocal,
     multi_node: false,
     block: true,
-    mount: true,
     controller_publish: true,
     stage: true,
     expansion: Expansion::UpToDevice,
@@ -104,14 +103,6 @@ static CAPS: BackendCaps = BackendCaps {
     quick_provisioning: false,
     clone: false,
 };
-
-#[derive(Debug, Clone)]
-pub struct DeviceConfig {
-    pub node_id: String,
-    /// The inventory (`devices.json`) lives here.
-    pub state_dir: PathBuf,
-    pub filters: Filters,
-}
 
 pub struct DeviceBackend {
     node: String,
@@ -124,24 +115,25 @@ pub struct DeviceBackend {
 impl DeviceBackend {
     /// Opens the records and the inventory (one scan, placed by the claims the records make),
     /// starts the hotplug monitor (and, in a cluster, the BlockDevice sync) and finishes the
-    /// deletes a crash interrupted.
+    /// deletes a crash interrupted. The inventory (`devices.json`) lives in `state_dir`.
     pub fn open(
-        cfg: DeviceConfig,
+        node_id: String,
+        state_dir: &Path,
+        filters: Filters,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
     ) -> std::io::Result<Self> {
         let ledger = Ledger::open_counted(journal, BACKEND, BACKEND, live)?;
-        let inventory =
-            Inventory::open_with_claims(&cfg.state_dir, &cfg.node_id, cfg.filters, |legacy| {
-                claims::adopt(&ledger, live, &cfg.node_id, legacy)
-            })?;
+        let inventory = Inventory::open_with_claims(state_dir, &node_id, filters, |legacy| {
+            claims::adopt(&ledger, live, &node_id, legacy)
+        })?;
         inventory.start_monitor()?;
         if crate::discovery::sync::in_cluster() {
             // The cluster's view of the node's disks (BlockDevice objects), kept current.
             crate::discovery::sync::spawn(inventory.clone())?;
         }
         let backend = DeviceBackend {
-            node: cfg.node_id,
+            node: node_id,
             inventory,
             ledger,
             claiming: Mutex::new(()),

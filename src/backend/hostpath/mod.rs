@@ -107,7 +107,6 @@ static CAPS: BackendCaps = BackendCaps {
     reach: Reach::NodeLocal,
     multi_node: false,
     block: true,
-    mount: true,
     controller_publish: true,
     stage: true,
     expansion: Expansion::Online,

@@ -108,7 +108,6 @@ static CAPS: BackendCaps = BackendCaps {
     reach: Reach::Cluster,
     multi_node: true,
     block: false,
-    mount: true,
     controller_publish: false,
     // The kubelet calls NodePublishVolume directly: one kernel mount per pod target.
     stage: false,
