@@ -7,16 +7,17 @@
 //! was closed reopens it through `..` of the level below, or failing that by name from the
 //! nearest open ancestor, and accepts it only if it is still the same directory: a tree
 //! renamed by someone else while it is walked is never confused with another directory. The
-//! listing is read through readdir(3) (a 32 KiB buffer) and resumed with telldir/seekdir.
+//! listing is read through getdents64 (rustix's `Dir`, a buffer of at most a few dozen KiB) and
+//! resumed by seeking to the offset of the last entry handed out.
 //!
 //! Memory is one small record per level (name, identity, position), never the whole path or
 //! the whole listing; the thread stack does not grow with the depth.
 
 use super::sys::{check, none_on};
+use rustix::fs::Dir;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// How many levels below the root keep their descriptor open.
 pub const MAX_OPEN: usize = 16;
@@ -62,72 +63,17 @@ pub(crate) fn id_of(st: &libc::stat) -> Id {
     (st.st_dev, st.st_ino)
 }
 
-/// A readdir(3) stream that owns its descriptor.
-struct Stream(NonNull<libc::DIR>);
-
-// SAFETY: the DIR is owned by one Stream and only used through &mut self.
-unsafe impl Send for Stream {}
-
-impl Stream {
-    fn new(fd: OwnedFd) -> io::Result<Self> {
-        // SAFETY: a valid descriptor, which the DIR owns on success only.
-        let dir = NonNull::new(unsafe { libc::fdopendir(fd.as_raw_fd()) });
-        let dir = dir.ok_or_else(io::Error::last_os_error)?;
-        let _owned_by_dir = fd.into_raw_fd();
-        Ok(Stream(dir))
-    }
-
-    fn fd(&self) -> RawFd {
-        // SAFETY: a live DIR.
-        unsafe { libc::dirfd(self.0.as_ptr()) }
-    }
-
-    /// The next name, `.` and `..` skipped; None at the end.
-    fn next(&mut self) -> io::Result<Option<CString>> {
-        loop {
-            // SAFETY: errno is thread-local; readdir needs it cleared to report errors.
-            unsafe { *libc::__errno_location() = 0 };
-            let ent = unsafe { libc::readdir(self.0.as_ptr()) };
-            if ent.is_null() {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    // ENOENT: the directory was removed while it was read; nothing is left.
-                    Some(0 | libc::ENOENT) | None => Ok(None),
-                    _ => Err(e),
-                };
-            }
-            // SAFETY: the entry stays valid until the next readdir on this stream.
-            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-            if name.to_bytes() != b"." && name.to_bytes() != b".." {
-                return Ok(Some(name.to_owned()));
-            }
-        }
-    }
-
-    fn tell(&self) -> libc::c_long {
-        // SAFETY: a live DIR.
-        unsafe { libc::telldir(self.0.as_ptr()) }
-    }
-
-    fn seek(&mut self, pos: libc::c_long) {
-        // SAFETY: a live DIR; pos came from telldir on the same directory.
-        unsafe { libc::seekdir(self.0.as_ptr(), pos) }
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        // SAFETY: closes the DIR and its descriptor, once.
-        unsafe { libc::closedir(self.0.as_ptr()) };
-    }
+/// The descriptor a directory stream reads.
+fn dir_fd(dir: &Dir) -> RawFd {
+    dir.fd().expect("a stream holds its descriptor").as_raw_fd()
 }
 
 struct Level {
     name: CString,
     id: Id,
-    /// telldir after the last name handed out; None before the first.
-    pos: Option<libc::c_long>,
-    open: Option<Stream>,
+    /// The offset after the last name handed out; None before the first.
+    pos: Option<i64>,
+    open: Option<Dir>,
     /// The directory could not be found again (moved or removed by someone else).
     gone: bool,
 }
@@ -138,7 +84,7 @@ impl Level {
             name,
             id: id_of(&fstat(dir.as_raw_fd())?),
             pos: None,
-            open: Some(Stream::new(dir)?),
+            open: Some(Dir::new(dir)?),
             gone: false,
         })
     }
@@ -168,13 +114,12 @@ impl Cursor {
 
     /// The descriptor of the current directory; None when it could not be found again.
     pub fn fd(&self) -> Option<RawFd> {
-        self.top().open.as_ref().map(Stream::fd)
+        self.top().open.as_ref().map(dir_fd)
     }
 
     /// The root's descriptor (always open).
     pub fn root_fd(&self) -> RawFd {
-        let root = self.levels[0].open.as_ref();
-        root.expect("the root stays open").fd()
+        dir_fd(self.levels[0].open.as_ref().expect("the root stays open"))
     }
 
     /// The current directory's name in its parent (empty at the root).
@@ -190,12 +135,18 @@ impl Cursor {
     /// The next name in the current directory; None at its end (or when it is gone).
     pub fn next_entry(&mut self) -> io::Result<Option<CString>> {
         let top = self.levels.last_mut().expect("root");
-        let Some(stream) = top.open.as_mut() else {
+        let Some(dir) = top.open.as_mut() else {
             return Ok(None);
         };
-        let name = stream.next()?;
-        top.pos = Some(stream.tell());
-        Ok(name)
+        // The end, or ENOENT: the directory was removed while it was read; nothing is left.
+        while let Some(entry) = dir.read().transpose()? {
+            top.pos = Some(entry.offset());
+            let name = entry.file_name();
+            if name != c"." && name != c".." {
+                return Ok(Some(name.to_owned()));
+            }
+        }
+        Ok(None)
     }
 
     /// The next name anywhere below the root, depth first: at the end of a directory's listing
@@ -233,8 +184,8 @@ impl Cursor {
         }
         // Through `..` of the level just left, which is cheap; by name from an open ancestor
         // if that is no longer the parent.
-        if let Some(stream) = &child.open {
-            if let Ok(fd) = open_dir_at(stream.fd(), c"..") {
+        if let Some(dir) = &child.open {
+            if let Ok(fd) = open_dir_at(dir_fd(dir), c"..") {
                 if id_of(&fstat(fd.as_raw_fd())?) == self.levels[idx].id {
                     self.resume(idx, fd)?;
                     return Ok(true);
@@ -246,11 +197,11 @@ impl Cursor {
 
     fn resume(&mut self, idx: usize, fd: OwnedFd) -> io::Result<()> {
         let level = &mut self.levels[idx];
-        let mut stream = Stream::new(fd)?;
+        let mut dir = Dir::new(fd)?;
         if let Some(pos) = level.pos {
-            stream.seek(pos);
+            dir.seek(pos)?;
         }
-        level.open = Some(stream);
+        level.open = Some(dir);
         Ok(())
     }
 
@@ -260,7 +211,7 @@ impl Cursor {
             .rev()
             .find(|&i| self.levels[i].open.is_some())
             .expect("the root is open");
-        let start = self.levels[from].open.as_ref().expect("open").fd();
+        let start = dir_fd(self.levels[from].open.as_ref().expect("open"));
         let mut cur: Option<OwnedFd> = None;
         for i in from + 1..=idx {
             let at = cur.as_ref().map_or(start, |f| f.as_raw_fd());
