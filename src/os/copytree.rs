@@ -11,7 +11,7 @@
 //! Xattrs of symlinks are not copied (Linux allows no user.* xattrs on them). The driver's own
 //! `trusted.ferrovol.*` markers are never copied.
 
-use super::dirwalk::{fstat, open_at, open_dir_at, Cursor};
+use super::dirwalk::{fstat, open_at, open_dir, open_dir_at, Cursor};
 pub use super::filecopy::{clone_or_copy_file, reflink_supported, Mode};
 use super::sys::{check, none_on};
 use std::collections::HashMap;
@@ -35,10 +35,6 @@ pub struct Stats {
 /// Xattrs of the driver itself: they name the volume a directory belongs to and must not
 /// follow the data into a copy.
 const PRIVATE_XATTR_PREFIX: &[u8] = b"trusted.ferrovol.";
-
-fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    open_dir_at(libc::AT_FDCWD, &super::fsutil::cpath(path)?)
-}
 
 /// Copies every xattr of `src` to `dst` except the driver's markers. Security and system
 /// attributes the destination refuses are skipped; user.* and trusted.* must copy.
@@ -342,10 +338,10 @@ impl FsSync {
     /// Writes back and commits everything on the filesystem; fails on any writeback error
     /// since `begin`.
     pub fn commit(self) -> io::Result<()> {
-        // SAFETY: plain syscall on a live descriptor.
-        check(unsafe { libc::syncfs(self.fd.as_raw_fd()) })
-            .map(|_| ())
-            .map_err(|e| io::Error::new(e.kind(), format!("syncfs: {e}")))
+        rustix::fs::syncfs(&self.fd).map_err(|e| {
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("syncfs: {e}"))
+        })
     }
 }
 

@@ -1,12 +1,16 @@
 use super::*;
-use crate::os::fsutil::cpath;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+fn cpath(path: &Path) -> CString {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = cpath(path).unwrap();
+    let p = cpath(path);
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: buffer valid for its length.
@@ -15,7 +19,7 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
-    let p = cpath(path).unwrap();
+    let p = cpath(path);
     let n = CString::new(name).unwrap();
     // SAFETY: valid strings and buffer.
     unsafe {
@@ -126,7 +130,7 @@ impl OpenWatch {
         // SAFETY: plain syscalls; the path is NUL-terminated.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         assert!(fd >= 0);
-        let p = cpath(path).unwrap();
+        let p = cpath(path);
         assert!(unsafe { libc::inotify_add_watch(fd, p.as_ptr(), libc::IN_OPEN) } >= 0);
         OpenWatch(unsafe { OwnedFd::from_raw_fd(fd) })
     }
@@ -157,7 +161,7 @@ fn a_file_swapped_for_a_fifo_before_its_open_is_never_opened() {
             *h.borrow_mut() = Some(Box::new(move |_, name: &CStr| {
                 if name.to_bytes() == b"f" && w.lock().unwrap().is_none() {
                     fs::remove_file(&fifo).unwrap();
-                    let p = cpath(&fifo).unwrap();
+                    let p = cpath(&fifo);
                     // SAFETY: a valid path.
                     assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
                     *w.lock().unwrap() = Some(OpenWatch::new(&fifo));

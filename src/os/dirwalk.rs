@@ -14,10 +14,11 @@
 //! the whole listing; the thread stack does not grow with the depth.
 
 use super::sys::{check, none_on};
-use rustix::fs::Dir;
+use rustix::fs::{Dir, Mode, OFlags};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 /// How many levels below the root keep their descriptor open.
 pub const MAX_OPEN: usize = 16;
@@ -50,6 +51,12 @@ pub(crate) fn open_at(
     let fd = check(unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) })?;
     // SAFETY: fd was just returned by openat.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the directory `path` for reading, never through a symlink in its last component.
+pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
 }
 
 /// Opens the directory `name` in `dir` for reading, never through a symlink.

@@ -66,13 +66,6 @@ pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     Ok(raw)
 }
 
-/// `path` as a C string for a system call.
-pub fn cpath(path: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other(format!("path {} contains NUL", path.display())))
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

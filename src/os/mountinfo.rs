@@ -1,6 +1,5 @@
 //! The kernel's mount table (/proc/self/mountinfo), parsed.
 
-use super::fsutil::cpath;
 use super::sys::none_on;
 use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
 use rustix::io::Errno;
@@ -60,7 +59,7 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
         Some(true) => return Ok(Some(dir.to_path_buf())),
         Some(false) => {}
     }
-    let root = dirwalk::open_dir_at(libc::AT_FDCWD, &cpath(dir)?);
+    let root = dirwalk::open_dir(dir);
     let Some(root) = none_on(root, &[libc::ENOENT])? else {
         return Ok(None);
     };

@@ -19,12 +19,11 @@ fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
 /// is done. Refuses (EXDEV) to descend into a mount found on the way, so a forgotten bind mount
 /// never takes other data with it; nested btrfs subvolumes (no mount) go with the tree.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let c = super::fsutil::cpath(path)?;
-    let root = match dirwalk::open_dir_at(libc::AT_FDCWD, &c) {
+    let root = match dirwalk::open_dir(path) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-            return unlink_at(libc::AT_FDCWD, &c, 0)
+            return none_on(std::fs::remove_file(path), &[libc::ENOENT]).map(drop)
         }
         Err(e) => return Err(e),
     };
