@@ -13,12 +13,14 @@
 
 use super::dirwalk::{fstat, open_at, open_dir, open_dir_at, Cursor};
 pub use super::filecopy::{clone_or_copy_file, reflink_supported, Mode};
-use super::sys::{check, none_on};
+use super::sys::none_on;
+use rustix::fs::{self as rfs, AtFlags, Gid, OFlags, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::io::Errno;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -38,10 +40,9 @@ const PRIVATE_XATTR_PREFIX: &[u8] = b"trusted.ferrovol.";
 
 /// Copies every xattr of `src` to `dst` except the driver's markers. Security and system
 /// attributes the destination refuses are skipped; user.* and trusted.* must copy.
-fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
+fn copy_xattrs(src: BorrowedFd, dst: BorrowedFd) -> io::Result<()> {
     let mut names = vec![0u8; 4096];
-    // SAFETY (both calls): the buffer is valid for its length.
-    let list = |b: &mut [u8]| unsafe { libc::flistxattr(src, b.as_mut_ptr().cast(), b.len()) };
+    let list = |b: &mut [u8]| rfs::flistxattr(src, b);
     let Some(n) = none_on(fill(&mut names, list), &[libc::ENOTSUP])? else {
         return Ok(());
     };
@@ -51,12 +52,8 @@ fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
             continue;
         }
         let cname = CString::new(name).expect("split at NUL");
-        let len = fill(&mut value, |b| unsafe {
-            libc::fgetxattr(src, cname.as_ptr(), b.as_mut_ptr().cast(), b.len())
-        })?;
-        // SAFETY: value holds len initialized bytes.
-        let set = unsafe { libc::fsetxattr(dst, cname.as_ptr(), value.as_ptr().cast(), len, 0) };
-        if let Err(e) = check(set) {
+        let len = fill(&mut value, |b| rfs::fgetxattr(src, &cname, b))?;
+        if let Err(e) = rfs::fsetxattr(dst, &cname, &value[..len], XattrFlags::empty()) {
             if !(name.starts_with(b"security.") || name.starts_with(b"system.")) {
                 let why = format!("set xattr {}: {e}", String::from_utf8_lossy(name));
                 return Err(io::Error::new(e.kind(), why));
@@ -67,32 +64,33 @@ fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
 }
 
 /// Runs `call` (a list or get of xattrs) into `buf`, growing it while the kernel says ERANGE.
-fn fill(buf: &mut Vec<u8>, call: impl Fn(&mut [u8]) -> isize) -> io::Result<usize> {
+fn fill(
+    buf: &mut Vec<u8>,
+    call: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<usize> {
     loop {
-        match check(call(buf)) {
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
-            r => return r.map(|n| n as usize),
+        match call(buf) {
+            Err(Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+            r => return Ok(r?),
         }
     }
 }
 
 /// Access and modification times of `st`, as futimens and utimensat take them.
-fn stat_times(st: &libc::stat) -> [libc::timespec; 2] {
-    let ts = |tv_sec, tv_nsec| libc::timespec { tv_sec, tv_nsec };
-    [
-        ts(st.st_atime, st.st_atime_nsec),
-        ts(st.st_mtime, st.st_mtime_nsec),
-    ]
+fn stat_times(st: &libc::stat) -> Timestamps {
+    let ts = |tv_sec, tv_nsec| Timespec { tv_sec, tv_nsec };
+    Timestamps {
+        last_access: ts(st.st_atime, st.st_atime_nsec),
+        last_modification: ts(st.st_mtime, st.st_mtime_nsec),
+    }
 }
 
 /// Owner, then mode (chown clears set-id bits), then times, all through `fd`.
-fn copy_attrs(st: &libc::stat, fd: RawFd) -> io::Result<()> {
-    // SAFETY: plain syscalls on a live fd; times is a 2-element array as futimens wants.
-    check(unsafe { libc::fchown(fd, st.st_uid, st.st_gid) })?;
-    check(unsafe { libc::fchmod(fd, st.st_mode & 0o7777) })?;
-    let times = stat_times(st);
-    check(unsafe { libc::futimens(fd, times.as_ptr()) })?;
-    Ok(())
+fn copy_attrs(st: &libc::stat, fd: BorrowedFd) -> io::Result<()> {
+    let (uid, gid) = (Uid::from_raw(st.st_uid), Gid::from_raw(st.st_gid));
+    rfs::fchown(fd, Some(uid), Some(gid))?;
+    rfs::fchmod(fd, rfs::Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    Ok(rfs::futimens(fd, &stat_times(st))?)
 }
 
 struct Walk {
@@ -125,8 +123,8 @@ enum Next {
 pub fn copy_tree(src: &Path, dst: &Path, mode: Mode) -> io::Result<Stats> {
     let s = open_dir(src)?;
     let d = open_dir(dst)?;
-    let st = fstat(s.as_raw_fd())?;
-    copy_xattrs(s.as_raw_fd(), d.as_raw_fd())?;
+    let st = fstat(s.as_fd())?;
+    copy_xattrs(s.as_fd(), d.as_fd())?;
     let mut walk = Walk {
         mode,
         dev: st.st_dev,
@@ -193,28 +191,29 @@ impl Walk {
 
     fn entry(&mut self, name: &CStr) -> io::Result<Next> {
         let s = self.src.fd().expect("a directory being read is open");
-        let d = self.dst.fd().expect("the copy's directories stay ours");
         // What is there now, held: nothing below can be swapped for something else.
-        let Some(held) = none_on(open_at(s, name, libc::O_PATH, 0), &[libc::ENOENT])? else {
+        let Some(held) = none_on(open_at(s, name, OFlags::PATH), &[libc::ENOENT])? else {
             return Ok(Next::Done);
         };
-        let st = fstat(held.as_raw_fd())?;
+        let st = fstat(held.as_fd())?;
         before_open(s, name);
+        let d = self.dst.fd().expect("the copy's directories stay ours");
         let made = match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => return self.dir(&held, d, name, st),
-            libc::S_IFREG => self.file(&held, d, name, &st),
+            libc::S_IFDIR => return self.dir(&held, name, st),
+            libc::S_IFREG => self.file(&held, name, &st),
             libc::S_IFLNK => {
                 // An empty name reads the link the descriptor holds.
-                let target = rustix::fs::readlinkat(&held, c"", Vec::new())?;
-                // SAFETY: valid strings and descriptor.
-                check(unsafe { libc::symlinkat(target.as_ptr(), d, name.as_ptr()) })
-                    .and_then(|_| self.finish_at(d, name, &st))
+                let target = rfs::readlinkat(&held, c"", Vec::new())?;
+                let made = rfs::symlinkat(&target, d, name).map_err(io::Error::from);
+                made.and_then(|()| finish_at(d, name, &st))
             }
             // Fifos, sockets and device nodes: recreated, never opened.
-            _ => check(unsafe {
-                libc::mknodat(d, name.as_ptr(), st.st_mode & !0o7777 | 0o600, st.st_rdev)
-            })
-            .and_then(|_| self.finish_at(d, name, &st)),
+            _ => {
+                let kind = rfs::FileType::from_raw_mode(st.st_mode);
+                let made = rfs::mknodat(d, name, kind, rfs::Mode::from_raw_mode(0o600), st.st_rdev);
+                made.map_err(io::Error::from)
+                    .and_then(|()| finish_at(d, name, &st))
+            }
         };
         // EEXIST: the name was listed twice (renamed back and forth during the listing); the
         // first copy stands.
@@ -224,22 +223,23 @@ impl Walk {
         Ok(Next::Done)
     }
 
-    fn dir(&mut self, held: &OwnedFd, d: RawFd, name: &CStr, st: libc::stat) -> io::Result<Next> {
-        // SAFETY: valid name; mode bits fixed up by copy_attrs once filled.
-        match check(unsafe { libc::mkdirat(d, name.as_ptr(), 0o700) }) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(Next::Done),
+    fn dir(&mut self, held: &OwnedFd, name: &CStr, st: libc::stat) -> io::Result<Next> {
+        let d = self.dst.fd().expect("the copy's directories stay ours");
+        // Mode bits fixed up by copy_attrs once filled.
+        match rfs::mkdirat(d, name, rfs::Mode::from_raw_mode(0o700)) {
+            Err(Errno::EXIST) => return Ok(Next::Done),
             r => r?,
         };
         let dst = open_dir_at(d, name)?;
         // A mount or nested subvolume is recreated empty. Else the held directory itself is
         // opened for reading; removed meanwhile, its copy stays empty.
-        let src = match (st.st_dev == self.dev).then(|| open_dir_at(held.as_raw_fd(), c".")) {
+        let src = match (st.st_dev == self.dev).then(|| open_dir_at(held.as_fd(), c".")) {
             Some(Ok(fd)) => Some(fd),
             Some(Err(e)) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
             _ => None,
         };
         let Some(src) = src else {
-            copy_attrs(&st, dst.as_raw_fd())?;
+            copy_attrs(&st, dst.as_fd())?;
             self.stats.dirs += 1;
             return Ok(Next::Done);
         };
@@ -247,7 +247,8 @@ impl Walk {
         Ok(Next::Descend(src, dst))
     }
 
-    fn file(&mut self, held: &OwnedFd, d: RawFd, name: &CStr, st: &libc::stat) -> io::Result<()> {
+    fn file(&mut self, held: &OwnedFd, name: &CStr, st: &libc::stat) -> io::Result<()> {
+        let d = self.dst.fd().expect("the copy's directories stay ours");
         let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1 {
             if let Some((first, to_come)) = self.links.get_mut(&key) {
@@ -267,13 +268,13 @@ impl Walk {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(format!("/proc/self/fd/{}", held.as_raw_fd()))?;
-        let now = fstat(src.as_raw_fd())?;
+        let now = fstat(src.as_fd())?;
         if (now.st_dev, now.st_ino) != key || now.st_mode & libc::S_IFMT != libc::S_IFREG {
             let why = "the file changed identity while it was opened";
             return Err(io::Error::other(why));
         }
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
-        let dst = File::from(open_at(d, name, flags, 0o600)?);
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+        let dst = File::from(open_at(d, name, flags)?);
         if st.st_nlink > 1 {
             let mut path: Vec<CString> = self.dst.names().map(CStr::to_owned).collect();
             path.push(name.to_owned());
@@ -284,36 +285,38 @@ impl Walk {
         } else {
             self.stats.bytes_copied += st.st_size as u64;
         }
-        copy_xattrs(src.as_raw_fd(), dst.as_raw_fd())?;
-        copy_attrs(st, dst.as_raw_fd())
+        copy_xattrs(src.as_fd(), dst.as_fd())?;
+        copy_attrs(st, dst.as_fd())
     }
 
     /// Hard-links `name` in `d` to the copy at `first` (names from the destination's root),
     /// walked one directory at a time: the path may be longer than a path can be.
-    fn link_to(&self, first: &[CString], d: RawFd, name: &CStr) -> io::Result<()> {
+    fn link_to(&self, first: &[CString], d: BorrowedFd, name: &CStr) -> io::Result<()> {
         let (last, parents) = first.split_last().expect("a path has a name");
         let mut cur: Option<OwnedFd> = None;
         for p in parents {
-            let at = cur.as_ref().map_or(self.dst.root_fd(), |f| f.as_raw_fd());
-            cur = Some(open_at(at, p, libc::O_PATH | libc::O_DIRECTORY, 0)?);
+            let at = cur.as_ref().map_or(self.dst.root_fd(), |f| f.as_fd());
+            cur = Some(open_at(at, p, OFlags::PATH | OFlags::DIRECTORY)?);
         }
-        let at = cur.as_ref().map_or(self.dst.root_fd(), |f| f.as_raw_fd());
-        // SAFETY: valid names and descriptors, both inside the destination tree we made.
-        check(unsafe { libc::linkat(at, last.as_ptr(), d, name.as_ptr(), 0) }).map(drop)
+        let at = cur.as_ref().map_or(self.dst.root_fd(), |f| f.as_fd());
+        Ok(rfs::linkat(at, last, d, name, AtFlags::empty())?)
     }
+}
 
-    /// Owner, mode and times of an entry that cannot be opened (links, nodes), by name.
-    fn finish_at(&self, d: RawFd, name: &CStr, st: &libc::stat) -> io::Result<()> {
-        let nofollow = libc::AT_SYMLINK_NOFOLLOW;
-        // SAFETY: valid name and fd; times is the 2-element array utimensat wants.
-        check(unsafe { libc::fchownat(d, name.as_ptr(), st.st_uid, st.st_gid, nofollow) })?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-            check(unsafe { libc::fchmodat(d, name.as_ptr(), st.st_mode & 0o7777, 0) })?;
-        }
-        let times = stat_times(st);
-        check(unsafe { libc::utimensat(d, name.as_ptr(), times.as_ptr(), nofollow) })?;
-        Ok(())
+/// Owner, mode and times of an entry that cannot be opened (links, nodes), by name.
+fn finish_at(d: BorrowedFd, name: &CStr, st: &libc::stat) -> io::Result<()> {
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    let (uid, gid) = (Uid::from_raw(st.st_uid), Gid::from_raw(st.st_gid));
+    rfs::chownat(d, name, Some(uid), Some(gid), nofollow)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        rfs::chmodat(
+            d,
+            name,
+            rfs::Mode::from_raw_mode(st.st_mode & 0o7777),
+            AtFlags::empty(),
+        )?;
     }
+    Ok(rfs::utimensat(d, name, &stat_times(st), nofollow)?)
 }
 
 /// Makes what was written to one filesystem durable with syncfs(2): every dirty inode written
@@ -347,7 +350,7 @@ impl FsSync {
 
 /// Test hook between holding an entry and acting on it (a no-op outside the tests).
 #[cfg(not(test))]
-fn before_open(_: RawFd, _: &CStr) {}
+fn before_open(_: BorrowedFd, _: &CStr) {}
 
 #[cfg(test)]
 use tests::before_open;

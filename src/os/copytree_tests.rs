@@ -104,7 +104,7 @@ fn reflink_mode_falls_back_to_copy_where_unsupported() {
 }
 
 /// What the test runs at the seam: the directory being read and the entry's name.
-type Hook = Box<dyn FnMut(RawFd, &CStr)>;
+type Hook = Box<dyn FnMut(BorrowedFd, &CStr)>;
 
 thread_local! {
     /// Runs in the walk between holding an entry (O_PATH) and opening it for its data: where a
@@ -114,7 +114,7 @@ thread_local! {
 }
 
 /// The seam: what the test set for this thread, run at the moment a pod could swap an entry.
-pub(super) fn before_open(dir: RawFd, name: &CStr) {
+pub(super) fn before_open(dir: BorrowedFd, name: &CStr) {
     BEFORE_OPEN.with(|h| {
         if let Some(hook) = h.borrow_mut().as_mut() {
             hook(dir, name)

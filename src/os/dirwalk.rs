@@ -14,10 +14,10 @@
 //! the whole listing; the thread stack does not grow with the depth.
 
 use super::sys::{check, none_on};
-use rustix::fs::{Dir, Mode, OFlags};
+use rustix::fs::{openat, Dir, Mode, OFlags};
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// How many levels below the root keep their descriptor open.
@@ -25,32 +25,25 @@ pub const MAX_OPEN: usize = 16;
 /// How much of a path within the tree messages show (its end).
 const MESSAGE_PATH_BYTES: usize = 256;
 
-pub(crate) fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+pub(crate) fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data; fstat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstat(fd, &mut st) })?;
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok(st)
 }
 
-pub(crate) fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
+pub(crate) fn lstat_at(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
     // SAFETY: as in fstat; the name is NUL-terminated.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    let nofollow = libc::AT_SYMLINK_NOFOLLOW;
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, nofollow) })?;
     Ok(st)
 }
 
-/// `openat` that never follows a symlink in the last component (`mode` for O_CREAT).
-pub(crate) fn open_at(
-    dir: RawFd,
-    name: &CStr,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> io::Result<OwnedFd> {
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: a valid NUL-terminated name; the returned fd is owned by us alone.
-    let fd = check(unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: fd was just returned by openat.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// `openat` that never follows a symlink in the last component (a file it creates gets 0600).
+pub(crate) fn open_at(dir: BorrowedFd, name: &CStr, flags: OFlags) -> io::Result<OwnedFd> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(openat(dir, name, flags, Mode::from_raw_mode(0o600))?)
 }
 
 /// Opens the directory `path` for reading, never through a symlink in its last component.
@@ -60,8 +53,8 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Opens the directory `name` in `dir` for reading, never through a symlink.
-pub(crate) fn open_dir_at(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+pub(crate) fn open_dir_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    open_at(dir, name, OFlags::RDONLY | OFlags::DIRECTORY)
 }
 
 pub(crate) type Id = (libc::dev_t, libc::ino_t);
@@ -71,8 +64,8 @@ pub(crate) fn id_of(st: &libc::stat) -> Id {
 }
 
 /// The descriptor a directory stream reads.
-fn dir_fd(dir: &Dir) -> RawFd {
-    dir.fd().expect("a stream holds its descriptor").as_raw_fd()
+fn dir_fd(dir: &Dir) -> BorrowedFd<'_> {
+    dir.fd().expect("a stream holds its descriptor")
 }
 
 struct Level {
@@ -89,7 +82,7 @@ impl Level {
     fn open(name: CString, dir: OwnedFd) -> io::Result<Self> {
         Ok(Level {
             name,
-            id: id_of(&fstat(dir.as_raw_fd())?),
+            id: id_of(&fstat(dir.as_fd())?),
             pos: None,
             open: Some(Dir::new(dir)?),
             gone: false,
@@ -120,12 +113,12 @@ impl Cursor {
     }
 
     /// The descriptor of the current directory; None when it could not be found again.
-    pub fn fd(&self) -> Option<RawFd> {
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.top().open.as_ref().map(dir_fd)
     }
 
     /// The root's descriptor (always open).
-    pub fn root_fd(&self) -> RawFd {
+    pub fn root_fd(&self) -> BorrowedFd<'_> {
         dir_fd(self.levels[0].open.as_ref().expect("the root stays open"))
     }
 
@@ -193,7 +186,7 @@ impl Cursor {
         // if that is no longer the parent.
         if let Some(dir) = &child.open {
             if let Ok(fd) = open_dir_at(dir_fd(dir), c"..") {
-                if id_of(&fstat(fd.as_raw_fd())?) == self.levels[idx].id {
+                if id_of(&fstat(fd.as_fd())?) == self.levels[idx].id {
                     self.resume(idx, fd)?;
                     return Ok(true);
                 }
@@ -221,9 +214,9 @@ impl Cursor {
         let start = dir_fd(self.levels[from].open.as_ref().expect("open"));
         let mut cur: Option<OwnedFd> = None;
         for i in from + 1..=idx {
-            let at = cur.as_ref().map_or(start, |f| f.as_raw_fd());
+            let at = cur.as_ref().map_or(start, |f| f.as_fd());
             let found = match none_on(open_dir_at(at, &self.levels[i].name), GONE)? {
-                Some(fd) if id_of(&fstat(fd.as_raw_fd())?) == self.levels[i].id => fd,
+                Some(fd) if id_of(&fstat(fd.as_fd())?) == self.levels[i].id => fd,
                 _ => {
                     for level in &mut self.levels[i..=idx] {
                         level.gone = true;

@@ -78,7 +78,7 @@ fn a_closed_level_replaced_by_another_directory_is_gone_and_a_moved_one_is_follo
         !cur.pop().unwrap(),
         "d0 is neither d1's parent nor at its name any more"
     );
-    assert_eq!(cur.fd(), None);
+    assert!(cur.fd().is_none());
     assert_eq!(cur.next_entry().unwrap(), None);
     assert!(cur.pop().unwrap(), "top is found again by name");
     assert_eq!(cur.name().to_bytes(), b"top");

@@ -66,9 +66,7 @@ pub fn first_mount_below(dir: &Path) -> io::Result<Option<std::path::PathBuf>> {
     let mut cur = Cursor::new(root)?;
     while let Some(name) = cur.next_below()? {
         let at = cur.fd().expect("a directory being read is open");
-        // SAFETY: the cursor keeps the directory open while its entries are read.
-        let at_fd = unsafe { BorrowedFd::borrow_raw(at) };
-        if mount_root_nofollow(at_fd, name.as_c_str())? == Some(true) {
+        if mount_root_nofollow(at, name.as_c_str())? == Some(true) {
             // A directory, or a file bind-mounted over a file inside the tree.
             let mut found = dir.to_path_buf();
             found.extend(cur.names().chain([name.as_c_str()]).map(|n| {

@@ -121,6 +121,7 @@ impl ProjectQuota {
 /// are left out (they hold next to no data). Never follows a symlink; a tree of any depth.
 pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
     use super::dirwalk::{self, Cursor};
+    use rustix::fs::OFlags;
     let root = File::open(dir)?;
     set_project(&root, id, true)?;
     let mut cur = Cursor::new(root.into())?;
@@ -134,7 +135,7 @@ pub fn assign_project_tree(dir: &Path, id: u32) -> io::Result<()> {
                 cur.push(&name, f.into())?;
             }
             libc::S_IFREG => {
-                let fd = dirwalk::open_at(at, &name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+                let fd = dirwalk::open_at(at, &name, OFlags::RDONLY | OFlags::NONBLOCK)?;
                 set_project(&File::from(fd), id, false)?;
             }
             _ => {}

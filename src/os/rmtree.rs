@@ -3,15 +3,15 @@
 
 use super::dirwalk::{self, Cursor};
 use super::mountfd::is_mount_root;
-use super::sys::{check, none_on};
+use super::sys::none_on;
+use rustix::fs::AtFlags;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: a valid descriptor and NUL-terminated name.
-    let unlinked = check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) });
+fn unlink_at(dir: BorrowedFd, name: &CStr, flags: AtFlags) -> io::Result<()> {
+    let unlinked = rustix::fs::unlinkat(dir, name, flags).map_err(Into::into);
     none_on(unlinked, &[libc::ENOENT]).map(drop)
 }
 
@@ -42,12 +42,12 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
                 return Err(fail(&cur, Some(&name), moved));
             }
             let dir = cur.fd().expect("a level found again is open");
-            unlink_at(dir, &name, libc::AT_REMOVEDIR).map_err(|e| fail(&cur, Some(&name), e))?;
+            unlink_at(dir, &name, AtFlags::REMOVEDIR).map_err(|e| fail(&cur, Some(&name), e))?;
             continue;
         };
         let dir = cur.fd().expect("a level being read is open");
         // One call for anything but a directory, which answers EISDIR.
-        match unlink_at(dir, &name, 0) {
+        match unlink_at(dir, &name, AtFlags::empty()) {
             Ok(()) => continue,
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
             Err(e) => return Err(fail(&cur, Some(&name), e)),
