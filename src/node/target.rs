@@ -93,7 +93,7 @@ impl Target {
     /// Bind-mounts the directory `source` onto this target (a directory, made if missing).
     pub fn bind_dir(&self, volume: &str, source: &Path, opts: BindOptions) -> Result<()> {
         let fd = self.mkdir(volume)?;
-        mountfd::bind_mount_onto(source, fd.as_fd(), opts.read_only(), opts.flags)
+        mountfd::bind_mount_onto(source, fd.as_fd(), opts.flags)
             .map_err(self.os(volume, &format!("bind {} to", source.display())))
     }
 
@@ -105,7 +105,7 @@ impl Target {
         let src = beneath::open_beneath(&staging.root, &staging.rel, OFlag::O_PATH)
             .map_err(self.os(volume, &action))?;
         let fd = self.mkdir(volume)?;
-        mountfd::bind_fd_mount_onto(src.as_fd(), fd.as_fd(), opts.read_only(), opts.flags)
+        mountfd::bind_fd_mount_onto(src.as_fd(), fd.as_fd(), opts.flags)
             .map_err(self.os(volume, &action))
     }
 
@@ -113,7 +113,7 @@ impl Target {
     pub fn bind_file(&self, volume: &str, device: &Path, opts: BindOptions) -> Result<()> {
         let fd = beneath::create_file_beneath(&self.root, &self.rel, 0o640)
             .map_err(self.os(volume, "create"))?;
-        mountfd::bind_mount_onto(device, fd.as_fd(), opts.read_only(), opts.flags)
+        mountfd::bind_mount_onto(device, fd.as_fd(), opts.flags)
             .map_err(self.os(volume, &format!("bind {} to", device.display())))
     }
 

@@ -120,7 +120,7 @@ fn symlinked_parent_pointing_outside_is_refused_and_nothing_lands_outside() {
     // Unmount through a symlinked target never reaches the mount it points at.
     let m = s.dir("outside/m");
     let fd = open_beneath(&s.root, Path::new("outside/m"), OFlag::O_PATH).unwrap();
-    bind_mount_onto(&src, fd.as_fd(), false, MountFlags::empty()).unwrap();
+    bind_mount_onto(&src, fd.as_fd(), MountFlags::empty()).unwrap();
     symlink(&m, root.join("lm")).unwrap();
     assert!(!unmount_beneath(&root, Path::new("lm")).unwrap());
     assert!(unmount_beneath(&root, Path::new("abs/m")).is_err());
@@ -142,7 +142,7 @@ fn a_path_swapped_after_open_still_gets_the_mount_where_the_fd_points() {
     // Swap the parent for a symlink to a directory outside, after the open.
     fs::rename(root.join("pods"), root.join("pods-old")).unwrap();
     symlink(s.root.join("outside"), root.join("pods")).unwrap();
-    bind_mount_onto(&src, fd.as_fd(), false, MountFlags::empty()).unwrap();
+    bind_mount_onto(&src, fd.as_fd(), MountFlags::empty()).unwrap();
     assert_eq!(fs::read(root.join("pods-old/t/marker")).unwrap(), b"volume");
     assert!(mountinfo::is_mount_point(&root.join("pods-old/t")).unwrap());
     assert!(
@@ -217,7 +217,7 @@ fn a_file_target_takes_a_file_bind_mount() {
     let src = s.root.join("disk.img");
     fs::write(&src, b"block").unwrap();
     let fd = create_file_beneath(&root, Path::new("pods/u/dev/vol"), 0o640).unwrap();
-    bind_mount_onto(&src, fd.as_fd(), true, MountFlags::empty()).unwrap();
+    bind_mount_onto(&src, fd.as_fd(), MountFlags::RDONLY).unwrap();
     assert_eq!(fs::read(root.join("pods/u/dev/vol")).unwrap(), b"block");
     // Idempotent: the mounted file is reused, not refused.
     create_file_beneath(&root, Path::new("pods/u/dev/vol"), 0o640).unwrap();

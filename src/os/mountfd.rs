@@ -101,32 +101,23 @@ fn mount_setattr(mount: BorrowedFd, set: u64, clear: u64) -> io::Result<()> {
 
 /// Bind-mounts `source` (a path the driver owns: a volume directory or device; a path from a
 /// request goes through [`bind_fd_mount_onto`] after an open beneath its root) onto the file
-/// or directory `target` refers to. `read_only` and the per-mount bits of `flags` (ro, nosuid,
-/// nodev, noexec, atime modes) apply to the new mount only, atomically on Linux 5.12+: the
-/// mount is never visible writable when read-only was asked for.
-pub fn bind_mount_onto(
-    source: &Path,
-    target: BorrowedFd,
-    read_only: bool,
-    flags: MountFlags,
-) -> io::Result<()> {
+/// or directory `target` refers to. The per-mount bits of `flags` (ro, nosuid, nodev, noexec,
+/// atime modes) apply to the new mount only, atomically on Linux 5.12+: the mount is never
+/// visible writable when read-only was asked for.
+pub fn bind_mount_onto(source: &Path, target: BorrowedFd, flags: MountFlags) -> io::Result<()> {
     let src = rustix::fs::open(source, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| super::fsutil::at("opening ", source)(e.into()))?;
-    bind_fd_mount_onto(src.as_fd(), target, read_only, flags)
+    bind_fd_mount_onto(src.as_fd(), target, flags)
         .map_err(super::fsutil::at("bind-mounting ", source))
 }
 
 /// Bind-mounts the file or directory the descriptor `source` holds (O_PATH is enough) onto
-/// `target`, with `read_only` and `flags` as [`bind_mount_onto`] applies them.
+/// `target`, with `flags` as [`bind_mount_onto`] applies them.
 pub fn bind_fd_mount_onto(
     source: BorrowedFd,
     target: BorrowedFd,
-    read_only: bool,
-    mut flags: MountFlags,
+    flags: MountFlags,
 ) -> io::Result<()> {
-    if read_only {
-        flags |= MountFlags::RDONLY;
-    }
     bind_fd_onto(source, target, flags, Api::Newest)
 }
 

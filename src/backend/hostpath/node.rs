@@ -328,8 +328,7 @@ mod tests {
     fn bind(source: &Path, root: &Path, rel: &str) {
         fs::create_dir_all(root.join(rel)).unwrap();
         let fd = beneath::open_beneath(root, Path::new(rel), nix::fcntl::OFlag::O_PATH).unwrap();
-        mountfd::bind_mount_onto(source, fd.as_fd(), false, sys_mount::MountFlags::empty())
-            .unwrap();
+        mountfd::bind_mount_onto(source, fd.as_fd(), sys_mount::MountFlags::empty()).unwrap();
     }
 
     /// Needs root (bind mounts).
