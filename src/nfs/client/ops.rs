@@ -7,10 +7,11 @@ use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
 use crate::nfs::v4;
 
-/// A regular file opened for I/O (NFSv4.1: with an OPEN's stateid); errors name its path.
+/// A regular file opened for I/O; errors name its path.
 pub(crate) struct File {
     pub fh: Fh,
-    pub stateid: Option<v4::proto::Stateid>,
+    /// NFSv4.1: the OPEN's stateid (NFSv3: unused).
+    pub stateid: v4::proto::Stateid,
     pub path: String,
 }
 

@@ -117,7 +117,7 @@ impl Proto for Share<'_> {
         let (fh, path) = (fh.clone(), path.to_string());
         Ok(File {
             fh,
-            stateid: None,
+            stateid: [0; 16],
             path,
         })
     }

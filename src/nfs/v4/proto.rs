@@ -58,38 +58,18 @@ pub const ACCESS_READ: u32 = 1;
 pub const ACCESS_BOTH: u32 = 3;
 const WANT_NO_DELEG: u32 = 0x0400;
 
-/// A stateid4: what an OPEN answers and READ, WRITE, CLOSE name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stateid {
-    pub seqid: u32,
-    pub other: [u8; 12],
-}
+/// A stateid4 (seqid, then 12 bytes of "other"): what an OPEN answers and READ, WRITE, CLOSE
+/// name; this client never looks inside.
+pub type Stateid = [u8; 16];
 
-impl Stateid {
-    /// The current stateid (RFC 8881 section 16.2.3.1.2): the one the compound's last OPEN
-    /// answered, so READ and CLOSE can follow OPEN in the same compound.
-    pub const CURRENT: Stateid = Stateid {
-        seqid: 1,
-        other: [0; 12],
-    };
-
-    /// The anonymous stateid (all zeros): SETATTR of attributes other than an open file's size.
-    pub const ANONYMOUS: Stateid = Stateid {
-        seqid: 0,
-        other: [0; 12],
-    };
-}
-
-impl Xdr for Stateid {
-    fn enc(&self, e: &mut Encoder) {
-        e.u32(self.seqid).fixed(&self.other);
-    }
-}
+/// The current stateid (RFC 8881 section 16.2.3.1.2: seqid 1, other all zeros): the one the
+/// compound's last OPEN answered, so READ and CLOSE can follow OPEN in the same compound.
+pub const CURRENT: Stateid = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// The anonymous stateid (all zeros): SETATTR of attributes other than an open file's size.
+pub const ANONYMOUS: Stateid = [0; 16];
 
 pub fn dec_stateid(d: &mut Decoder<'_>) -> XdrResult<Stateid> {
-    let seqid = d.u32()?;
-    let other = d.fixed(12)?.try_into().expect("12 bytes");
-    Ok(Stateid { seqid, other })
+    Ok(d.fixed(16)?.try_into().expect("16 bytes"))
 }
 
 /// The operations of one COMPOUND after its SEQUENCE.
@@ -356,7 +336,7 @@ mod tests {
         e.u32(0).u32(0).u32(0).string("EVERYONE@");
         let b = e.into_bytes();
         let (sid, deleg) = dec_open(&mut Decoder::new(&b)).unwrap();
-        assert_eq!(sid.other, [1; 12]);
-        assert_eq!(deleg.unwrap().other, [2; 12]);
+        assert_eq!(sid[4..], [1; 12]);
+        assert_eq!(deleg.unwrap()[4..], [2; 12]);
     }
 }
