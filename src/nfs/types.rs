@@ -92,8 +92,6 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
-    /// Bytes the file uses on disk.
-    pub used: u64,
     pub fileid: u64,
     /// Modification time: seconds since the epoch, nanoseconds.
     pub mtime: u32,

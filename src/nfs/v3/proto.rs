@@ -49,17 +49,7 @@ impl Proc {
 
 /// sattr3: the fields given are set, size and times too; atime is left alone.
 pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
-    for v in [s.mode, s.uid, s.gid] {
-        match v {
-            Some(v) => e.bool(true).u32(v),
-            None => e.bool(false),
-        };
-    }
-    match s.size {
-        Some(n) => e.bool(true).u64(n),
-        None => e.bool(false),
-    };
-    e.u32(0); // atime: DONT_CHANGE
+    e.put((s.mode, s.uid, s.gid, s.size, 0u32)); // atime: DONT_CHANGE
     match s.mtime {
         // SET_TO_CLIENT_TIME
         Some((sec, nsec)) => e.u32(2).u32(sec).u32(nsec),
@@ -70,8 +60,8 @@ pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
 pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     let kind = FileType::from_wire(d.u32()?);
     let (mode, nlink, uid, gid) = (d.u32()? & 0o7777, d.u32()?, d.u32()?, d.u32()?);
-    let (size, used) = (d.u64()?, d.u64()?);
-    d.skip(16)?; // rdev, fsid
+    let size = d.u64()?;
+    d.skip(8 + 16)?; // used, rdev, fsid
     let fileid = d.u64()?;
     d.skip(8)?; // atime
     let (mtime, mtime_nsec) = (d.u32()?, d.u32()?);
@@ -83,7 +73,6 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
         uid,
         gid,
         size,
-        used,
         fileid,
         mtime,
         mtime_nsec,
