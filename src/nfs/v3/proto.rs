@@ -113,12 +113,7 @@ pub fn dec_readdirplus(d: &mut Decoder<'_>) -> XdrResult<(Vec<DirEntry>, [u8; 8]
         let cookie = d.u64()?;
         let attr = dec_post_op_attr(d)?;
         let fh = d.bool()?.then(|| dec_fh(d)).transpose()?;
-        entries.push(DirEntry {
-            name,
-            cookie,
-            attr,
-            fh,
-        });
+        entries.push((name, cookie, fh.zip(attr)));
     }
     Ok((entries, verf, d.bool()?))
 }
@@ -163,12 +158,12 @@ mod tests {
         assert_eq!(verf, [1; 8]);
         assert!(eof);
         assert_eq!(ents.len(), 2);
-        let a = ents[0].attr.as_ref().unwrap();
+        let (fh, a) = ents[0].2.as_ref().unwrap();
         assert!(a.is_dir());
         assert_eq!((a.mode, a.uid, a.gid, a.fileid), (0o755, 10, 20, 77));
-        assert_eq!(ents[0].fh, Some(Fh(vec![9; 8])));
-        assert_eq!(ents[1].name, "b");
-        assert!(ents[1].attr.is_none());
+        assert_eq!(*fh, Fh(vec![9; 8]));
+        assert_eq!(ents[1].0, "b");
+        assert!(ents[1].2.is_none());
     }
 
     #[test]

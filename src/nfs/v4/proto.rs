@@ -3,7 +3,7 @@
 
 use super::attr;
 use crate::nfs::client::Listing;
-use crate::nfs::types::{CreateHow, DirEntry, Fh, FullAttr, NAME_MAX};
+use crate::nfs::types::{CreateHow, Fh, FullAttr, NAME_MAX};
 use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrError, XdrResult};
 
 pub const NFS_PROG: u32 = 100003;
@@ -297,13 +297,8 @@ pub fn dec_readdir(d: &mut Decoder<'_>) -> XdrResult<Listing> {
     while d.bool()? {
         let (cookie, name) = (d.u64()?, d.string(NAME_MAX)?);
         let a = attr::dec_fattr(d)?;
-        let ok = a.rdattr_error == 0;
-        out.push(DirEntry {
-            name,
-            cookie,
-            attr: a.attr().filter(|_| ok),
-            fh: a.fh.filter(|_| ok).map(Fh),
-        });
+        let (attr, ok) = (a.attr(), a.rdattr_error == 0);
+        out.push((name, cookie, a.fh.map(Fh).zip(attr).filter(|_| ok)));
     }
     Ok((out, verf, d.bool()?))
 }
