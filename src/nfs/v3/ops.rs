@@ -6,7 +6,7 @@ use super::proto::{self, Proc};
 use super::transport::{Session, Transport};
 use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
-use crate::nfs::error::{Found, NfsStatus, Result};
+use crate::nfs::error::{Found, Result};
 use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr, IO_MAX};
 use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrResult};
 
@@ -26,13 +26,7 @@ impl Share<'_> {
         dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
         let reply = self.t.call(&self.s, op, Encoder::of(args).bytes())?;
-        let mut d = Decoder::new(&reply);
-        match d.u32().map(NfsStatus) {
-            Ok(NfsStatus::OK) => dec(&mut d),
-            Ok(status) => return Err(self.status(&op.name(), path, status)),
-            Err(x) => Err(x),
-        }
-        .map_err(|x| self.t.protocol(&op.name(), x))
+        self.t.decode(&reply, &op.name(), path, dec)
     }
 
     /// One NFS call whose result carries nothing this client reads.
