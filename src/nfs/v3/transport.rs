@@ -107,8 +107,8 @@ impl Transport {
         let pooled = self.pool.lock().unwrap().pop();
         let reused = pooled.is_some();
         let mut conn = pooled.map_or_else(|| self.connect(session.nfs, op), Ok)?;
-        let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_VERS, Some(self.cred.as_slice()));
-        let call = |c: &mut Conn| c.call(prog, vers, proc_ as u32, cred, args, self.deadline());
+        let nfs = (proto::NFS_PROG, proto::NFS_VERS, proc_ as u32);
+        let call = |c: &mut Conn| c.call(nfs, &self.cred, args, self.deadline());
         let mut result = call(&mut conn);
         if reused && matches!(result, Err(CallError::Io(_))) {
             // An idle connection the server closed (it restarted, or dropped idle clients):
