@@ -89,16 +89,13 @@ pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
         (OWNER_GROUP, owner(a.gid)),
         (TIME_MODIFY_SET, mtime),
     ];
-    let set = fields.into_iter().filter_map(|(bit, v)| Some((bit, v?)));
-    let (bits, vals): (Vec<u32>, Vec<Encoder>) = set.unzip();
+    let (mut bits, mut vals) = (Vec::new(), Encoder::default());
+    for (bit, v) in fields.into_iter().filter_map(|(bit, v)| Some((bit, v?))) {
+        bits.push(bit);
+        vals.put(v);
+    }
     enc_bitmap(e, &bits);
-    e.opaque(
-        &vals
-            .iter()
-            .flat_map(|v| v.bytes())
-            .copied()
-            .collect::<Vec<u8>>(),
-    );
+    e.opaque(vals.bytes());
 }
 
 #[derive(Debug, Default)]
