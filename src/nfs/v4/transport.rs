@@ -102,8 +102,8 @@ impl Transport {
     }
 
     fn rpc(&self, conn: &mut Conn, args: &[u8], deadline: Instant) -> Result<Vec<u8>, CallError> {
-        let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_V4, Some(self.cred.as_slice()));
-        conn.call(prog, vers, proto::COMPOUND, cred, args, deadline)
+        let call = (proto::NFS_PROG, proto::NFS_V4, proto::COMPOUND);
+        conn.call(call, &self.cred, args, deadline)
     }
 
     /// EXCHANGE_ID, CREATE_SESSION and RECLAIM_COMPLETE on a new connection.
@@ -143,17 +143,10 @@ impl Transport {
         if let Some((_, e)) = last.as_ref().filter(|(at, _)| *at > started) {
             return Err(e.clone());
         }
-        match self.establish() {
-            Ok(s) => {
-                self.session.set(Some(s.clone()));
-                *last = None;
-                Ok(s)
-            }
-            Err(e) => {
-                *last = Some((Instant::now(), e.clone()));
-                Err(e)
-            }
-        }
+        let made = self.establish();
+        *last = made.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        self.session.set(made.as_ref().ok().cloned());
+        made
     }
 
     pub fn share(&self) -> Result<Share<'_>> {
