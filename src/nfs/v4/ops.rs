@@ -168,9 +168,8 @@ impl Share<'_> {
         let owner = &self.t.owner.open_owner;
         let (f, deleg) = self.t.run(
             |s, o| {
-                o.putfh(at)
-                    .open(s.clientid, owner, access, name, how)
-                    .bare(Op::GETFH)
+                let opened = o.putfh(at).open(s.clientid, owner, access, name, how);
+                opened.bare(Op::GETFH)
             },
             |r| {
                 let (stateid, deleg) = proto::dec_open(r.body(2)?)?;
@@ -298,15 +297,12 @@ impl Proto for Share<'_> {
     /// OPEN for reading, READ of the first `count` bytes and CLOSE in one compound (the current
     /// stateid carries the open to READ and CLOSE).
     fn read_whole(&self, fh: &Fh, count: u32, path: &str) -> Option<Result<(Vec<u8>, bool)>> {
-        let (owner, cur) = (&self.t.owner.open_owner, proto::CURRENT);
+        let (owner, cur, access) = (&self.t.owner.open_owner, proto::CURRENT, proto::ACCESS_READ);
         let read = self.t.run(
             |s, o| {
-                let opened = o
-                    .putfh(fh)
-                    .open(s.clientid, owner, proto::ACCESS_READ, None, None);
-                opened
-                    .add(Op::READ, (cur, 0u64, count))
-                    .add(Op::CLOSE, (0u32, cur))
+                let opened = o.putfh(fh).open(s.clientid, owner, access, None, None);
+                let read = opened.add(Op::READ, (cur, 0u64, count));
+                read.add(Op::CLOSE, (0u32, cur))
             },
             |r| {
                 let (_, deleg) = proto::dec_open(r.body(2)?)?;
