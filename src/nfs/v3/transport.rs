@@ -46,9 +46,7 @@ impl Transport {
         let e = Encoder::of((prog, vers, proto::IPPROTO_TCP, 0u32));
         let op = format!("portmap GETPORT {what}");
         let reply = self.call_once(proto::PMAP_PORT, proto::PMAP_GETPORT, e.bytes(), &op)?;
-        let port = Decoder::new(&reply)
-            .u32()
-            .map_err(|x| self.protocol(&op, x))?;
+        let port = (Decoder::new(&reply).u32()).map_err(|x| self.protocol(&op, x))?;
         let none = format!("portmap has no TCP mapping for {what} (is the NFS server running?)");
         match u16::try_from(port) {
             Ok(0) | Err(_) => Err(self.unavailable(none)),
