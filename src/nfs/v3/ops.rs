@@ -44,10 +44,6 @@ impl Proto for Share<'_> {
         false
     }
 
-    fn root(&self) -> &Fh {
-        &self.s.root
-    }
-
     fn invalidate(&self) {
         self.t.invalidate(&self.s);
     }

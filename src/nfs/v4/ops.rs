@@ -203,10 +203,6 @@ impl Proto for Share<'_> {
         true
     }
 
-    fn root(&self) -> &Fh {
-        &self.root
-    }
-
     fn invalidate(&self) {
         self.t.root.forget(&self.root);
     }
