@@ -225,7 +225,7 @@ impl NfsClient {
         let comps = components(path)?;
         split_last(path)?;
         self.with_session(|s| {
-            let mut dir = s.root().clone();
+            let mut dir = s.walk(&[])?.0;
             let mut last = Outcome::Existed;
             for i in 0..comps.len() {
                 let prefix = comps[..=i].join("/");

@@ -148,8 +148,7 @@ impl Endpoint {
         op: &str,
     ) -> Result<Vec<u8>> {
         let mut conn = self.connect(self.resolve(port)?, op)?;
-        let (prog, vers, proc_) = call;
-        conn.call(prog, vers, proc_, Some(&self.cred), args, self.deadline())
+        conn.call(call, &self.cred, args, self.deadline())
             .map_err(|e| self.map_err(op, e))
     }
 }

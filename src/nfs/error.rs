@@ -113,13 +113,9 @@ pub enum NfsError {
         op: String,
         detail: String,
     },
-    /// A long operation (a tree copy) stopped because its caller asked it to.
-    #[error("NFS server {server}: {op} of {path:?} cancelled")]
-    Cancelled {
-        server: String,
-        op: String,
-        path: String,
-    },
+    /// A tree copy stopped because its caller asked it to.
+    #[error("NFS server {server}: copy of {path:?} cancelled")]
+    Cancelled { server: String, path: String },
 }
 
 impl NfsError {

@@ -126,24 +126,19 @@ impl Conn {
         })
     }
 
-    /// Sends one call and returns the procedure's result bytes.
+    /// Sends one call of `(program, version, procedure)` with the AUTH_SYS credential body
+    /// `cred` and returns the procedure's result bytes.
     pub fn call(
         &mut self,
-        prog: u32,
-        vers: u32,
-        proc_: u32,
-        cred: Option<&[u8]>,
+        (prog, vers, proc_): (u32, u32, u32),
+        cred: &[u8],
         args: &[u8],
         deadline: Instant,
     ) -> Result<Vec<u8>, CallError> {
         let xid = next_xid();
         // The record mark (0) is filled in below.
         let mut e = Encoder::of((0u32, xid, MSG_CALL, 2u32, prog, vers, proc_));
-        match cred {
-            Some(body) => e.u32(AUTH_SYS).opaque(body),
-            None => e.u32(AUTH_NONE).opaque(&[]),
-        };
-        e.u32(AUTH_NONE).opaque(&[]);
+        e.put((AUTH_SYS, cred, AUTH_NONE, 0u32)); // verifier: AUTH_NONE, empty body
         e.fixed(args);
         let mut msg = e.into_bytes();
         let len = (msg.len() - 4) as u32 | LAST_FRAGMENT;

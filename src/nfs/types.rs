@@ -92,8 +92,6 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
-    /// Bytes the file uses on disk.
-    pub used: u64,
     pub fileid: u64,
     /// Modification time: seconds since the epoch, nanoseconds.
     pub mtime: u32,
@@ -150,11 +148,6 @@ impl FullAttr {
     }
 }
 
-/// One directory entry (READDIRPLUS, or READDIR with attributes and handle).
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub name: String,
-    pub cookie: u64,
-    pub attr: Option<Attr>,
-    pub fh: Option<Fh>,
-}
+/// One directory entry (READDIRPLUS, or READDIR with attributes and handle): name, cookie, and
+/// the handle and attributes when the server sent both.
+pub type DirEntry = (String, u64, Option<(Fh, Attr)>);

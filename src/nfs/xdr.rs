@@ -68,7 +68,8 @@ impl Encoder {
 
 /// A value with one XDR encoding: numbers as themselves, `str` as a string, `[u8]` as
 /// variable-length opaque, `[u8; N]` as fixed-length opaque, an `Encoder` as the bytes it
-/// holds, a tuple as its fields in order.
+/// holds, a tuple as its fields in order, an `Option` as optional-data (a boolean, then the
+/// value when true).
 pub trait Xdr {
     fn enc(&self, e: &mut Encoder);
 }
@@ -96,6 +97,15 @@ xdr_by! {
 impl<const N: usize> Xdr for [u8; N] {
     fn enc(&self, e: &mut Encoder) {
         e.fixed(self);
+    }
+}
+
+impl<T: Xdr> Xdr for Option<T> {
+    fn enc(&self, e: &mut Encoder) {
+        match self {
+            Some(v) => e.bool(true).put(v),
+            None => e.bool(false),
+        };
     }
 }
 

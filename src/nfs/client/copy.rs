@@ -130,7 +130,6 @@ impl<'a> Copier<'a> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(NfsError::Cancelled {
                 server: self.s.ep().server.clone(),
-                op: "copy".into(),
                 path: path.to_string(),
             });
         }

@@ -31,20 +31,20 @@ impl dyn Proto + '_ {
         let (raw, verf, eof) = self.readdir(dir, at, bytes, path)?;
         let mut next = at.0;
         let mut entries = Vec::with_capacity(raw.len());
-        for ent in raw {
-            next = ent.cookie;
-            if ent.name == "." || ent.name == ".." {
+        for (name, cookie, found) in raw {
+            next = cookie;
+            if name == "." || name == ".." {
                 continue;
             }
-            let (fh, attr) = match (ent.fh, ent.attr) {
-                (Some(fh), Some(a)) => (fh, a),
-                _ => self.lookup_attr_in(dir, &ent.name, &join(path, &ent.name))?,
+            let (fh, attr) = match found {
+                Some(found) => found,
+                None => self.lookup_attr_in(dir, &name, &join(path, &name))?,
             };
             entries.push(Entry {
-                name: ent.name,
+                name,
                 attr,
                 fh,
-                cookie: ent.cookie,
+                cookie,
             });
         }
         // A page that moved nothing forward ends the listing rather than loop.

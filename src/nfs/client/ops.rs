@@ -7,10 +7,11 @@ use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::types::{Attr, CreateHow, DirEntry, Fh, FsStat, FullAttr};
 use crate::nfs::v4;
 
-/// A regular file opened for I/O (NFSv4.1: with an OPEN's stateid); errors name its path.
+/// A regular file opened for I/O; errors name its path.
 pub(crate) struct File {
     pub fh: Fh,
-    pub stateid: Option<v4::proto::Stateid>,
+    /// NFSv4.1: the OPEN's stateid (NFSv3: unused).
+    pub stateid: v4::proto::Stateid,
     pub path: String,
 }
 
@@ -18,7 +19,6 @@ pub(crate) struct File {
 pub(crate) trait Proto: Send + Sync {
     fn ep(&self) -> &Endpoint;
     fn is_v4(&self) -> bool;
-    fn root(&self) -> &Fh;
     fn invalidate(&self);
 
     fn status(&self, op: &str, path: &str, status: NfsStatus) -> NfsError {
@@ -26,7 +26,8 @@ pub(crate) trait Proto: Send + Sync {
     }
 
     fn lookup_in(&self, dir: &Fh, name: &str, path: &str) -> Result<(Fh, Option<Attr>)>;
-    /// Resolves `comps` from the root; the error of a failed LOOKUP names the prefix that failed.
+    /// Resolves `comps` from the root (none: the root, without I/O); the error of a failed
+    /// LOOKUP names the prefix that failed.
     fn walk(&self, comps: &[&str]) -> Result<(Fh, Option<Attr>)>;
     fn getattr(&self, fh: &Fh, path: &str) -> Result<Attr>;
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()>;

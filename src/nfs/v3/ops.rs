@@ -6,7 +6,7 @@ use super::proto::{self, Proc};
 use super::transport::{Session, Transport};
 use crate::nfs::client::{File, Listing, Made, Proto};
 use crate::nfs::endpoint::Endpoint;
-use crate::nfs::error::{Found, NfsStatus, Result};
+use crate::nfs::error::{Found, Result};
 use crate::nfs::types::{Attr, CreateHow, Fh, FsStat, FullAttr, IO_MAX};
 use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrResult};
 
@@ -26,13 +26,7 @@ impl Share<'_> {
         dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
         let reply = self.t.call(&self.s, op, Encoder::of(args).bytes())?;
-        let mut d = Decoder::new(&reply);
-        match d.u32().map(NfsStatus) {
-            Ok(NfsStatus::OK) => dec(&mut d),
-            Ok(status) => return Err(self.status(&op.name(), path, status)),
-            Err(x) => Err(x),
-        }
-        .map_err(|x| self.t.protocol(&op.name(), x))
+        self.t.decode(&reply, &op.name(), path, dec)
     }
 
     /// One NFS call whose result carries nothing this client reads.
@@ -48,10 +42,6 @@ impl Proto for Share<'_> {
 
     fn is_v4(&self) -> bool {
         false
-    }
-
-    fn root(&self) -> &Fh {
-        &self.s.root
     }
 
     fn invalidate(&self) {
@@ -117,7 +107,7 @@ impl Proto for Share<'_> {
         let (fh, path) = (fh.clone(), path.to_string());
         Ok(File {
             fh,
-            stateid: None,
+            stateid: [0; 16],
             path,
         })
     }

@@ -49,17 +49,7 @@ impl Proc {
 
 /// sattr3: the fields given are set, size and times too; atime is left alone.
 pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
-    for v in [s.mode, s.uid, s.gid] {
-        match v {
-            Some(v) => e.bool(true).u32(v),
-            None => e.bool(false),
-        };
-    }
-    match s.size {
-        Some(n) => e.bool(true).u64(n),
-        None => e.bool(false),
-    };
-    e.u32(0); // atime: DONT_CHANGE
+    e.put((s.mode, s.uid, s.gid, s.size, 0u32)); // atime: DONT_CHANGE
     match s.mtime {
         // SET_TO_CLIENT_TIME
         Some((sec, nsec)) => e.u32(2).u32(sec).u32(nsec),
@@ -70,8 +60,8 @@ pub fn enc_full_sattr(e: &mut Encoder, s: &FullAttr) {
 pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     let kind = FileType::from_wire(d.u32()?);
     let (mode, nlink, uid, gid) = (d.u32()? & 0o7777, d.u32()?, d.u32()?, d.u32()?);
-    let (size, used) = (d.u64()?, d.u64()?);
-    d.skip(16)?; // rdev, fsid
+    let size = d.u64()?;
+    d.skip(8 + 16)?; // used, rdev, fsid
     let fileid = d.u64()?;
     d.skip(8)?; // atime
     let (mtime, mtime_nsec) = (d.u32()?, d.u32()?);
@@ -83,7 +73,6 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
         uid,
         gid,
         size,
-        used,
         fileid,
         mtime,
         mtime_nsec,
@@ -124,12 +113,7 @@ pub fn dec_readdirplus(d: &mut Decoder<'_>) -> XdrResult<(Vec<DirEntry>, [u8; 8]
         let cookie = d.u64()?;
         let attr = dec_post_op_attr(d)?;
         let fh = d.bool()?.then(|| dec_fh(d)).transpose()?;
-        entries.push(DirEntry {
-            name,
-            cookie,
-            attr,
-            fh,
-        });
+        entries.push((name, cookie, fh.zip(attr)));
     }
     Ok((entries, verf, d.bool()?))
 }
@@ -174,12 +158,12 @@ mod tests {
         assert_eq!(verf, [1; 8]);
         assert!(eof);
         assert_eq!(ents.len(), 2);
-        let a = ents[0].attr.as_ref().unwrap();
+        let (fh, a) = ents[0].2.as_ref().unwrap();
         assert!(a.is_dir());
         assert_eq!((a.mode, a.uid, a.gid, a.fileid), (0o755, 10, 20, 77));
-        assert_eq!(ents[0].fh, Some(Fh(vec![9; 8])));
-        assert_eq!(ents[1].name, "b");
-        assert!(ents[1].attr.is_none());
+        assert_eq!(*fh, Fh(vec![9; 8]));
+        assert_eq!(ents[1].0, "b");
+        assert!(ents[1].2.is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::nfs::endpoint::{Cached, Endpoint};
 use crate::nfs::error::{NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
-use crate::nfs::xdr::{Decoder, Encoder};
+use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
 
 /// Where the share lives, replaced whole after a failure or a stale root handle.
 pub struct Session {
@@ -46,7 +46,7 @@ impl Transport {
         let e = Encoder::of((prog, vers, proto::IPPROTO_TCP, 0u32));
         let op = format!("portmap GETPORT {what}");
         let reply = self.call_once(proto::PMAP_PORT, proto::PMAP_GETPORT, e.bytes(), &op)?;
-        let port = (Decoder::new(&reply).u32()).map_err(|x| self.map_err(&op, x.into()))?;
+        let port = (Decoder::new(&reply).u32()).map_err(|x| self.protocol(&op, x))?;
         let none = format!("portmap has no TCP mapping for {what} (is the NFS server running?)");
         match u16::try_from(port) {
             Ok(0) | Err(_) => Err(self.unavailable(none)),
@@ -62,18 +62,29 @@ impl Transport {
         let e = Encoder::of(self.share.as_str());
         let reply = self.call_once(mount_port, proto::MOUNT_MNT, e.bytes(), "MOUNT MNT")?;
         // mountres3: status, then on success the root handle (auth flavours ignored).
-        let mut d = Decoder::new(&reply);
-        let root = match d.u32().map(NfsStatus) {
-            Ok(NfsStatus::OK) => proto::dec_fh(&mut d),
-            Ok(status) => return Err(self.status("MOUNT MNT", &self.share, status, false)),
-            Err(x) => Err(x),
-        }
-        .map_err(|x| self.map_err("MOUNT MNT", x.into()))?;
+        let root = self.decode(&reply, "MOUNT MNT", &self.share, proto::dec_fh)?;
         tracing::debug!(server = %self.server, share = %self.share, nfs_port, mount_port, "NFS share mounted");
         Ok(Session {
             nfs: self.resolve(nfs_port)?,
             root,
         })
+    }
+
+    /// A result that starts with its status (nfsstat3, mountstat3): what `dec` reads after OK,
+    /// else the status as an error of `op` on `path`.
+    pub fn decode<T>(
+        &self,
+        reply: &[u8],
+        op: &str,
+        path: &str,
+        dec: fn(&mut Decoder<'_>) -> XdrResult<T>,
+    ) -> Result<T> {
+        let mut d = Decoder::new(reply);
+        match d.u32().map(NfsStatus) {
+            Ok(NfsStatus::OK) => dec(&mut d).map_err(|x| self.protocol(op, x)),
+            Ok(status) => Err(self.status(op, path, status, false)),
+            Err(x) => Err(self.protocol(op, x)),
+        }
     }
 
     pub fn share(&self) -> Result<Share<'_>> {
@@ -94,8 +105,8 @@ impl Transport {
         let pooled = self.pool.lock().unwrap().pop();
         let reused = pooled.is_some();
         let mut conn = pooled.map_or_else(|| self.connect(session.nfs, op), Ok)?;
-        let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_VERS, Some(self.cred.as_slice()));
-        let call = |c: &mut Conn| c.call(prog, vers, proc_ as u32, cred, args, self.deadline());
+        let nfs = (proto::NFS_PROG, proto::NFS_VERS, proc_ as u32);
+        let call = |c: &mut Conn| c.call(nfs, &self.cred, args, self.deadline());
         let mut result = call(&mut conn);
         if reused && matches!(result, Err(CallError::Io(_))) {
             // An idle connection the server closed (it restarted, or dropped idle clients):

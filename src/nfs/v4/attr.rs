@@ -24,7 +24,6 @@ pub const OWNER_GROUP: u32 = 37;
 pub const SPACE_AVAIL: u32 = 42;
 pub const SPACE_FREE: u32 = 43;
 pub const SPACE_TOTAL: u32 = 44;
-pub const SPACE_USED: u32 = 45;
 pub const TIME_MODIFY: u32 = 53;
 pub const TIME_MODIFY_SET: u32 = 54;
 
@@ -37,7 +36,6 @@ pub const OBJECT: &[u32] = &[
     NUMLINKS,
     OWNER,
     OWNER_GROUP,
-    SPACE_USED,
     TIME_MODIFY,
 ];
 /// What a READDIR entry carries besides `OBJECT` (a per-entry error, not a failed listing).
@@ -91,16 +89,13 @@ pub fn enc_fattr(e: &mut Encoder, a: &FullAttr) {
         (OWNER_GROUP, owner(a.gid)),
         (TIME_MODIFY_SET, mtime),
     ];
-    let set = fields.into_iter().filter_map(|(bit, v)| Some((bit, v?)));
-    let (bits, vals): (Vec<u32>, Vec<Encoder>) = set.unzip();
+    let (mut bits, mut vals) = (Vec::new(), Encoder::default());
+    for (bit, v) in fields.into_iter().filter_map(|(bit, v)| Some((bit, v?))) {
+        bits.push(bit);
+        vals.put(v);
+    }
     enc_bitmap(e, &bits);
-    e.opaque(
-        &vals
-            .iter()
-            .flat_map(|v| v.bytes())
-            .copied()
-            .collect::<Vec<u8>>(),
-    );
+    e.opaque(vals.bytes());
 }
 
 #[derive(Debug, Default)]
@@ -157,7 +152,6 @@ pub fn dec_fattr(d: &mut Decoder<'_>) -> XdrResult<Decoded> {
             SPACE_AVAIL => out.space.avail = v.u64()?,
             SPACE_FREE => out.space.free = v.u64()?,
             SPACE_TOTAL => out.space.total = v.u64()?,
-            SPACE_USED => out.a.used = v.u64()?,
             TIME_MODIFY => {
                 let sec = v.u64()? as i64;
                 out.a.mtime = sec.clamp(0, i64::from(u32::MAX)) as u32;

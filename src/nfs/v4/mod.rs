@@ -3,7 +3,6 @@
 //! does and refuses.
 
 pub mod attr;
-mod io;
 mod ops;
 pub mod proto;
 mod session;

@@ -4,6 +4,10 @@
 //! NFSv4 REMOVE removes files and empty directories alike; where the caller means one kind,
 //! the compound looks the name up and VERIFYs (or NVERIFYs) its type before REMOVE, so the
 //! server refuses the other kind as NFSv3's RMDIR and REMOVE do (NOTDIR, ISDIR).
+//!
+//! File I/O: OPEN (asking for no delegation, returning one granted anyway), READ, WRITE,
+//! COMMIT, CLOSE. A small record is read with OPEN, READ and CLOSE in one compound (the current
+//! stateid links them) and written with WRITE and CLOSE in one.
 
 use std::sync::Arc;
 
@@ -147,8 +151,47 @@ fn object_attr(d: &mut Decoder<'_>) -> XdrResult<Attr> {
     a.ok_or_else(|| XdrError("GETATTR without the type".into()))
 }
 
-fn sid(f: &File) -> &Stateid {
-    f.stateid.as_ref().expect("NFSv4.1 files are opened")
+impl Share<'_> {
+    /// OPEN of `name` in `at` created as `how` says, for reading and writing, or of `at` itself
+    /// (both None) for reading.
+    fn open_in(
+        &self,
+        at: &Fh,
+        name: Option<&str>,
+        how: Option<CreateHow>,
+        path: &str,
+    ) -> Result<File> {
+        let access = match how {
+            Some(_) => proto::ACCESS_BOTH,
+            None => proto::ACCESS_READ,
+        };
+        let owner = &self.t.owner.open_owner;
+        let (f, deleg) = self.t.run(
+            |s, o| {
+                let opened = o.putfh(at).open(s.clientid, owner, access, name, how);
+                opened.bare(Op::GETFH)
+            },
+            |r| {
+                let (stateid, deleg) = proto::dec_open(r.body(2)?)?;
+                let fh = proto::dec_fh(r.body(1)?)?;
+                let path = path.to_string();
+                Ok((File { fh, stateid, path }, deleg))
+            },
+            path,
+        )?;
+        self.return_delegation(&f.fh, deleg, path);
+        Ok(f)
+    }
+
+    /// Returns at once a delegation the server granted although none was asked for.
+    fn return_delegation(&self, fh: &Fh, deleg: Option<Stateid>, path: &str) {
+        if let Some(d) = deleg {
+            tracing::debug!(server = %self.t.server, path, "returning a delegation this client did not ask for");
+            let _ = self
+                .t
+                .exec(path, |_, o| o.putfh(fh).add(Op::DELEGRETURN, d));
+        }
+    }
 }
 
 impl Proto for Share<'_> {
@@ -158,10 +201,6 @@ impl Proto for Share<'_> {
 
     fn is_v4(&self) -> bool {
         true
-    }
-
-    fn root(&self) -> &Fh {
-        &self.root
     }
 
     fn invalidate(&self) {
@@ -190,8 +229,8 @@ impl Proto for Share<'_> {
     }
 
     fn setattr(&self, fh: &Fh, a: &FullAttr, path: &str) -> Result<()> {
-        let anonymous = Stateid::ANONYMOUS;
-        self.t.exec(path, |_, o| o.putfh(fh).setattr(&anonymous, a))
+        self.t
+            .exec(path, |_, o| o.putfh(fh).setattr(&proto::ANONYMOUS, a))
     }
 
     fn make(
@@ -219,22 +258,22 @@ impl Proto for Share<'_> {
     }
 
     fn create(&self, dir: &Fh, name: &str, how: CreateHow, path: &str) -> Result<File> {
-        self.t.open(dir, Some(name), Some(how), path)
+        self.open_in(dir, Some(name), Some(how), path)
     }
 
     fn open(&self, fh: &Fh, path: &str) -> Result<File> {
-        self.t.open(fh, None, None, path)
+        self.open_in(fh, None, None, path)
     }
 
     fn close(&self, f: &File) -> Result<()> {
         self.t.exec(&f.path, |_, o| {
-            o.putfh(&f.fh).add(Op::CLOSE, (0u32, sid(f)))
+            o.putfh(&f.fh).add(Op::CLOSE, (0u32, f.stateid))
         })
     }
 
     fn read(&self, f: &File, off: u64, count: u32) -> Result<(Vec<u8>, bool)> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).add(Op::READ, (sid(f), off, count)),
+            |_, o| o.putfh(&f.fh).add(Op::READ, (f.stateid, off, count)),
             |r| Ok(proto::dec_read(r.body(2)?)?),
             &f.path,
         )
@@ -242,21 +281,46 @@ impl Proto for Share<'_> {
 
     fn write(&self, f: &File, off: u64, stable: u32, data: &[u8]) -> Result<(u32, u32, [u8; 8])> {
         self.t.run(
-            |_, o| o.putfh(&f.fh).add(Op::WRITE, (sid(f), off, stable, data)),
+            |_, o| {
+                o.putfh(&f.fh)
+                    .add(Op::WRITE, (f.stateid, off, stable, data))
+            },
             |r| Ok(proto::dec_write(r.body(2)?)?),
             &f.path,
         )
     }
 
+    /// OPEN for reading, READ of the first `count` bytes and CLOSE in one compound (the current
+    /// stateid carries the open to READ and CLOSE).
     fn read_whole(&self, fh: &Fh, count: u32, path: &str) -> Option<Result<(Vec<u8>, bool)>> {
-        Some(self.t.read_whole(fh, count, path))
+        let (owner, cur, access) = (&self.t.owner.open_owner, proto::CURRENT, proto::ACCESS_READ);
+        let read = self.t.run(
+            |s, o| {
+                let opened = o.putfh(fh).open(s.clientid, owner, access, None, None);
+                let read = opened.add(Op::READ, (cur, 0u64, count));
+                read.add(Op::CLOSE, (0u32, cur))
+            },
+            |r| {
+                let (_, deleg) = proto::dec_open(r.body(2)?)?;
+                let data = proto::dec_read(r.body(1)?)?;
+                r.ok(1)?;
+                Ok((data, deleg))
+            },
+            path,
+        );
+        Some(read.map(|(data, deleg)| {
+            self.return_delegation(fh, deleg, path);
+            data
+        }))
     }
 
     fn write_close(&self, f: &File, data: &[u8], stable: u32) -> Option<Result<(u32, u32)>> {
         Some(self.t.run(
             |_, o| {
-                let written = o.putfh(&f.fh).add(Op::WRITE, (sid(f), 0u64, stable, data));
-                written.add(Op::CLOSE, (0u32, sid(f)))
+                let written = o
+                    .putfh(&f.fh)
+                    .add(Op::WRITE, (f.stateid, 0u64, stable, data));
+                written.add(Op::CLOSE, (0u32, f.stateid))
             },
             |r| {
                 let (n, committed, _) = proto::dec_write(r.body(2)?)?;

@@ -3,7 +3,7 @@
 
 use super::attr;
 use crate::nfs::client::Listing;
-use crate::nfs::types::{CreateHow, DirEntry, Fh, FullAttr, NAME_MAX};
+use crate::nfs::types::{CreateHow, Fh, FullAttr, NAME_MAX};
 use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrError, XdrResult};
 
 pub const NFS_PROG: u32 = 100003;
@@ -58,38 +58,18 @@ pub const ACCESS_READ: u32 = 1;
 pub const ACCESS_BOTH: u32 = 3;
 const WANT_NO_DELEG: u32 = 0x0400;
 
-/// A stateid4: what an OPEN answers and READ, WRITE, CLOSE name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stateid {
-    pub seqid: u32,
-    pub other: [u8; 12],
-}
+/// A stateid4 (seqid, then 12 bytes of "other"): what an OPEN answers and READ, WRITE, CLOSE
+/// name; this client never looks inside.
+pub type Stateid = [u8; 16];
 
-impl Stateid {
-    /// The current stateid (RFC 8881 section 16.2.3.1.2): the one the compound's last OPEN
-    /// answered, so READ and CLOSE can follow OPEN in the same compound.
-    pub const CURRENT: Stateid = Stateid {
-        seqid: 1,
-        other: [0; 12],
-    };
-
-    /// The anonymous stateid (all zeros): SETATTR of attributes other than an open file's size.
-    pub const ANONYMOUS: Stateid = Stateid {
-        seqid: 0,
-        other: [0; 12],
-    };
-}
-
-impl Xdr for Stateid {
-    fn enc(&self, e: &mut Encoder) {
-        e.u32(self.seqid).fixed(&self.other);
-    }
-}
+/// The current stateid (RFC 8881 section 16.2.3.1.2: seqid 1, other all zeros): the one the
+/// compound's last OPEN answered, so READ and CLOSE can follow OPEN in the same compound.
+pub const CURRENT: Stateid = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// The anonymous stateid (all zeros): SETATTR of attributes other than an open file's size.
+pub const ANONYMOUS: Stateid = [0; 16];
 
 pub fn dec_stateid(d: &mut Decoder<'_>) -> XdrResult<Stateid> {
-    let seqid = d.u32()?;
-    let other = d.fixed(12)?.try_into().expect("12 bytes");
-    Ok(Stateid { seqid, other })
+    Ok(d.fixed(16)?.try_into().expect("16 bytes"))
 }
 
 /// The operations of one COMPOUND after its SEQUENCE.
@@ -317,13 +297,8 @@ pub fn dec_readdir(d: &mut Decoder<'_>) -> XdrResult<Listing> {
     while d.bool()? {
         let (cookie, name) = (d.u64()?, d.string(NAME_MAX)?);
         let a = attr::dec_fattr(d)?;
-        let ok = a.rdattr_error == 0;
-        out.push(DirEntry {
-            name,
-            cookie,
-            attr: a.attr().filter(|_| ok),
-            fh: a.fh.filter(|_| ok).map(Fh),
-        });
+        let (attr, ok) = (a.attr(), a.rdattr_error == 0);
+        out.push((name, cookie, a.fh.map(Fh).zip(attr).filter(|_| ok)));
     }
     Ok((out, verf, d.bool()?))
 }
@@ -356,7 +331,7 @@ mod tests {
         e.u32(0).u32(0).u32(0).string("EVERYONE@");
         let b = e.into_bytes();
         let (sid, deleg) = dec_open(&mut Decoder::new(&b)).unwrap();
-        assert_eq!(sid.other, [1; 12]);
-        assert_eq!(deleg.unwrap().other, [2; 12]);
+        assert_eq!(sid[4..], [1; 12]);
+        assert_eq!(deleg.unwrap()[4..], [2; 12]);
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use super::proto::{self, Op};
-use crate::nfs::xdr::{Decoder, Encoder, XdrError, XdrResult};
+use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrError, XdrResult};
 
 /// Slots (concurrent compounds) asked for; the server may grant fewer.
 const SLOTS_WANTED: u32 = 64;
@@ -161,9 +161,9 @@ pub fn dec_first(d: &mut Decoder<'_>, op: Op) -> XdrResult<u32> {
 }
 
 /// EXCHANGE_ID4args: our owner, no pNFS, no state protection, no implementation id.
-pub fn enc_exchange_id(e: &mut Encoder, o: &Owner) {
+pub fn exchange_id(o: &Owner) -> impl Xdr + '_ {
     let flags = EXCHGID4_FLAG_USE_NON_PNFS;
-    e.put((o.verifier, o.id.as_slice(), flags, 0u32, 0u32));
+    (o.verifier, o.id.as_slice(), flags, 0u32, 0u32)
 }
 
 /// EXCHANGE_ID4resok: the client id and the sequence id CREATE_SESSION must use.
@@ -180,17 +180,16 @@ pub fn dec_exchange_id(d: &mut Decoder<'_>) -> XdrResult<(u64, u32)> {
 }
 
 /// channel_attrs4: no header padding, `max` bytes each way, no RDMA.
-fn enc_channel(e: &mut Encoder, max: u32, cached: u32, ops: u32, reqs: u32) {
-    e.put((0u32, max, max, cached, ops, reqs, 0u32));
+fn channel(max: u32, cached: u32, ops: u32, reqs: u32) -> impl Xdr {
+    (0u32, max, max, cached, ops, reqs, 0u32)
 }
 
 /// CREATE_SESSION4args: no persistence, no back channel (no delegations, so no callbacks),
 /// AUTH_NONE for the unused callback program.
-pub fn enc_create_session(e: &mut Encoder, clientid: u64, seq: u32) {
-    e.u64(clientid).u32(seq).u32(0);
-    enc_channel(e, MAX_MESSAGE, 4096, OPS_WANTED, SLOTS_WANTED);
-    enc_channel(e, 4096, 0, 2, 1);
-    e.u32(0x4000_0000).u32(1).u32(0);
+pub fn create_session(clientid: u64, seq: u32) -> impl Xdr {
+    let fore = channel(MAX_MESSAGE, 4096, OPS_WANTED, SLOTS_WANTED);
+    let callback = (0x4000_0000u32, 1u32, 0u32);
+    (clientid, seq, 0u32, fore, channel(4096, 0, 2, 1), callback)
 }
 
 /// CREATE_SESSION4resok: the session, with the slots and operations the server granted.

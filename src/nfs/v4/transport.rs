@@ -19,7 +19,7 @@ use crate::nfs::endpoint::{Cached, Endpoint};
 use crate::nfs::error::{NfsError, NfsStatus, Result};
 use crate::nfs::rpc::{CallError, Conn};
 use crate::nfs::types::Fh;
-use crate::nfs::xdr::{Decoder, Encoder, XdrResult};
+use crate::nfs::xdr::{Decoder, Encoder, Xdr, XdrResult};
 
 pub const NFS4_PORT: u16 = 2049;
 /// New sessions asked for within one call.
@@ -77,19 +77,19 @@ impl Transport {
         self.resolve(self.opts.nfs_port.unwrap_or(NFS4_PORT))
     }
 
-    /// A COMPOUND of the one operation in `o` without SEQUENCE (EXCHANGE_ID, CREATE_SESSION,
-    /// DESTROY_*, BIND_CONN_TO_SESSION) on `conn`; `dec` reads its result.
+    /// A COMPOUND of operation `op` with `args` alone, without SEQUENCE (EXCHANGE_ID,
+    /// CREATE_SESSION, DESTROY_*, BIND_CONN_TO_SESSION) on `conn`; `dec` reads its result.
     fn lone<T>(
         &self,
         conn: &mut Conn,
-        o: &Ops,
+        (op, args): (Op, impl Xdr),
         deadline: Instant,
         dec: impl FnOnce(&mut Decoder<'_>) -> XdrResult<T>,
     ) -> Result<T> {
-        let (op, name) = (o.ops[0], &o.ops[0].name());
+        let name = &op.name();
         let mut e = Encoder::default();
         session::header(&mut e, 1);
-        e.fixed(o.e.bytes());
+        e.put((op as u32, args));
         let reply = self
             .rpc(conn, e.bytes(), deadline)
             .map_err(|e| self.map_err(name, e))?;
@@ -102,21 +102,19 @@ impl Transport {
     }
 
     fn rpc(&self, conn: &mut Conn, args: &[u8], deadline: Instant) -> Result<Vec<u8>, CallError> {
-        let (prog, vers, cred) = (proto::NFS_PROG, proto::NFS_V4, Some(self.cred.as_slice()));
-        conn.call(prog, vers, proto::COMPOUND, cred, args, deadline)
+        let call = (proto::NFS_PROG, proto::NFS_V4, proto::COMPOUND);
+        conn.call(call, &self.cred, args, deadline)
     }
 
     /// EXCHANGE_ID, CREATE_SESSION and RECLAIM_COMPLETE on a new connection.
     fn establish(&self) -> Result<Arc<Session>> {
         let deadline = self.deadline();
         let mut conn = self.connect(self.addr()?, "EXCHANGE_ID")?;
-        let mut o = Ops::default();
-        session::enc_exchange_id(o.op(Op::EXCHANGE_ID), &self.owner);
-        let (clientid, seq) = self.lone(&mut conn, &o, deadline, session::dec_exchange_id)?;
-        let mut o = Ops::default();
-        session::enc_create_session(o.op(Op::CREATE_SESSION), clientid, seq);
+        let exchange = (Op::EXCHANGE_ID, session::exchange_id(&self.owner));
+        let (clientid, seq) = self.lone(&mut conn, exchange, deadline, session::dec_exchange_id)?;
+        let create = (Op::CREATE_SESSION, session::create_session(clientid, seq));
         let dec = |d: &mut Decoder<'_>| session::dec_create_session(d, clientid);
-        let s = Arc::new(self.lone(&mut conn, &o, deadline, dec)?);
+        let s = Arc::new(self.lone(&mut conn, create, deadline, dec)?);
         // CREATE_SESSION bound this connection to the session.
         self.pool.lock().unwrap().push(Pooled { conn, bound: s.id });
         tracing::debug!(server = %self.server, clientid, slots = s.slots(), max_ops = s.max_ops,
@@ -145,17 +143,10 @@ impl Transport {
         if let Some((_, e)) = last.as_ref().filter(|(at, _)| *at > started) {
             return Err(e.clone());
         }
-        match self.establish() {
-            Ok(s) => {
-                self.session.set(Some(s.clone()));
-                *last = None;
-                Ok(s)
-            }
-            Err(e) => {
-                *last = Some((Instant::now(), e.clone()));
-                Err(e)
-            }
-        }
+        let made = self.establish();
+        *last = made.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        self.session.set(made.as_ref().ok().cloned());
+        made
     }
 
     pub fn share(&self) -> Result<Share<'_>> {
@@ -177,9 +168,8 @@ impl Transport {
     }
 
     fn bind(&self, mut conn: Conn, s: &Session, deadline: Instant) -> Result<Pooled> {
-        let mut o = Ops::default();
-        o.add(Op::BIND_CONN_TO_SESSION, (s.id, 1u32, false)); // CDFC4_FORE, not RDMA
-        self.lone(&mut conn, &o, deadline, |_| Ok(()))?;
+        let bind = (Op::BIND_CONN_TO_SESSION, (s.id, 1u32, false)); // CDFC4_FORE, not RDMA
+        self.lone(&mut conn, bind, deadline, |_| Ok(()))?;
         Ok(Pooled { conn, bound: s.id })
     }
 
@@ -319,12 +309,12 @@ impl Transport {
             return;
         };
         let deadline = Instant::now() + self.opts.timeout.min(Duration::from_secs(1));
-        let mut o = Ops::default();
-        o.op(Op::DESTROY_SESSION).fixed(&s.id);
-        if self.lone(&mut p.conn, &o, deadline, |_| Ok(())).is_ok() {
-            let mut o = Ops::default();
-            o.op(Op::DESTROY_CLIENTID).u64(s.clientid);
-            let _ = self.lone(&mut p.conn, &o, deadline, |_| Ok(()));
+        let (conn, none) = (&mut p.conn, |_: &mut Decoder<'_>| Ok(()));
+        if self
+            .lone(conn, (Op::DESTROY_SESSION, s.id), deadline, none)
+            .is_ok()
+        {
+            let _ = self.lone(conn, (Op::DESTROY_CLIENTID, s.clientid), deadline, none);
         }
     }
 }
