@@ -5,7 +5,8 @@
 
 use super::shares::{by_key, Share, ShareRegistry};
 use crate::error::{Error, Result};
-use std::io::{self, Write};
+use crate::os::fsutil::write_atomic;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -57,23 +58,11 @@ impl ShareRegistry for FileRegistry {
             .map(|s| (s.server.as_str(), s.share.as_str()))
             .collect();
         let bytes = serde_json::to_vec_pretty(&pairs).expect("pairs serialise");
-        write_atomic(&self.file, &bytes).map_err(|e| self.failed(e))
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .and_then(|_| write_atomic(&self.file, &bytes))
+            .map_err(|e| self.failed(e))
     }
-}
-
-fn write_atomic(file: &Path, data: &[u8]) -> io::Result<()> {
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = file.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
