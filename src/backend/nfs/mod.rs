@@ -261,12 +261,8 @@ impl NfsBackend {
     /// Runs `f` while volume `vid` is marked as being restored here; Busy when it already is.
     fn restoring<R>(&self, vid: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
         let key = layout::parse_volume_id(vid).expect("records carry our ids");
-        if !self.work.claim_restore(key) {
-            return Err(Error::Busy(vid.to_string()));
-        }
-        let res = f();
-        self.work.release_restore(key);
-        res
+        let res = self.work.restoring(key, f);
+        res.unwrap_or_else(|| Err(Error::Busy(vid.to_string())))
     }
 }
 

@@ -95,11 +95,9 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
         owned?;
     }
     for key in list(STAGING_DIR)? {
-        if !work.claim_restore(&key) {
+        let Some(res) = work.restoring(&key, || recover_staging(c, &key, t, of)) else {
             continue; // a restore here is using it
-        }
-        let res = recover_staging(c, &key, t, of);
-        work.release_restore(&key);
+        };
         res?;
         removed += 1;
     }
