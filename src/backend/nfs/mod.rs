@@ -149,7 +149,12 @@ impl NfsBackend {
             cfg,
             shares,
         };
-        backend.start_recovery();
+        // Contends for every known share's lease (making its client does); the holder recovers it.
+        for (server, share) in backend.shares.list() {
+            if let Err(e) = backend.client(&server, &share) {
+                tracing::warn!(server = %server, share = %share, error = %e, "NFS share not recovered");
+            }
+        }
         Ok(backend)
     }
 

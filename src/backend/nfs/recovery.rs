@@ -21,23 +21,12 @@ use super::snaprecord::{
 };
 use super::snapshots::{finish_delete, read_snap_record, start_copy};
 use super::work::Work;
-use super::{map_nfs_error, names, NfsBackend};
+use super::{map_nfs_error, names};
 use crate::error::Result;
 use crate::nfs::{NfsClient, Version};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-impl NfsBackend {
-    /// Contends for every known share's lease (making its client does); the holder recovers it.
-    pub(super) fn start_recovery(&self) {
-        for (server, share) in self.shares.list() {
-            if let Err(e) = self.client(&server, &share) {
-                tracing::warn!(server = %server, share = %share, error = %e, "NFS share not recovered");
-            }
-        }
-    }
-}
 
 /// The share's client in one NFS version, for records whose handles are in it.
 pub(super) type ClientOf<'a> = &'a dyn Fn(Version) -> Result<Arc<NfsClient>>;
