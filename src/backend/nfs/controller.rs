@@ -235,8 +235,16 @@ impl ControllerBackend for NfsBackend {
             nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
             ..VolumeRecord::default()
         };
-        if let (Some(src), Some(v)) = (&source, &want.nfs_vers) {
-            src.same_version(&vid, v)?;
+        // A volume source is proven by a handle of the version it was made with: the new volume
+        // must be made in that version to copy it.
+        let proof = source
+            .as_ref()
+            .and_then(|s| Some((&s.id, &s.proof.as_ref()?.1)));
+        if let (Some((id, v)), Some(new)) = (proof, &want.nfs_vers) {
+            if v.as_str() != new {
+                let why = format!("source volume {id} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)");
+                return Err(Error::precondition(&vid, why));
+            }
         }
         self.shares.register(&vid, &p.server, &p.share)?;
 

@@ -37,21 +37,6 @@ pub(super) struct Source {
     pub proof: Option<(String, crate::nfs::Version)>,
 }
 
-impl Source {
-    /// A volume source is proven by a handle of the version it was made with: the new volume
-    /// must be made in that version (`new`) to copy it.
-    pub(super) fn same_version(&self, vid: &str, new: &str) -> Result<()> {
-        let id = &self.id;
-        match &self.proof {
-            Some((_, v)) if v.as_str() != new => {
-                let why = format!("source volume {id} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)");
-                Err(Error::precondition(vid, why))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
 impl NfsBackend {
     /// Finds the source on export `server:share` (where the new volume goes): NotFound when it
     /// does not exist, InvalidArgument when it lives on another export (a copy runs within one).
