@@ -4,7 +4,10 @@
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::{Values, Var};
-use super::{dir_handle, names, needless, remove_record, write_record, NfsBackend, BACKEND, CAPS};
+use super::rollback::undo_create;
+use super::{
+    names, needless, recorded_handle, remove_record, write_record, NfsBackend, BACKEND, CAPS,
+};
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
@@ -103,7 +106,7 @@ impl NfsBackend {
     fn make(&self, c: &NfsClient, mut rec: VolumeRecord) -> Result<VolumeInfo> {
         write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-create:after-intent");
-        let mode = rec.mount_permissions;
+        let (mode, t) = (rec.mount_permissions, self.cfg.timeout);
         let mut made = self.claim_dir(c, &mut rec, mode);
         // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
         if made.is_ok() && (rec.uid.is_some() || rec.gid.is_some()) {
@@ -115,7 +118,7 @@ impl NfsBackend {
             if matches!(e, Error::FailedPrecondition { .. }) {
                 // Not ours: nothing of it may be touched, so only the record goes.
                 let _ = remove_record(c, &rec, self.cfg.timeout);
-            } else if let Err(undo) = self.roll_back(c, &rec) {
+            } else if let Err(undo) = self.restoring(&rec.id, || undo_create(c, &rec, t)) {
                 tracing::warn!(volume = %rec.id, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
             }
             return Err(e);
@@ -302,7 +305,7 @@ impl ControllerBackend for NfsBackend {
                     // directory, so the one there is the volume's (layout.rs). Its handle goes
                     // into the intent, before anything is touched; with no directory there,
                     // the empty handle, so one made later is never taken for the volume's.
-                    let found = dir_handle(&c, &rec.sub_dir).map_err(|e| self.err(&vid, e))?;
+                    let found = recorded_handle(&c, &rec).map_err(|e| self.err(&vid, e))?;
                     intent.dir_handle = Some(found.unwrap_or_default());
                 }
                 write_record(&c, &intent, self.cfg.timeout)?;

@@ -247,19 +247,15 @@ impl NfsBackend {
         Ok(found.filter(|(_, rec)| rec.state != RecordState::Creating))
     }
 
-    /// `roll_back` of a create this call did not start: only while this process holds the
-    /// share's lease, since another controller on the share may still be making it (Busy).
+    /// Undoes a create this call did not start (see `undo_create`): only while this process
+    /// holds the share's lease, since another controller on the share may still be making it
+    /// (Busy).
     fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         if !self.leases.wait_held(c) {
             let (id, server, share) = (&rec.id, c.server(), c.share());
             return Err(Error::Busy(format!("{id} (an unfinished create on {server}:{share}, which another controller holds the lease of)")));
         }
-        self.roll_back(c, rec)
-    }
-
-    /// Undoes a create that never reached Ready (see `undo_create`), unless a restore in this
-    /// process is still making it: that one is Busy.
-    fn roll_back(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        // Unless a restore in this process is still making it: that one is Busy.
         self.restoring(&rec.id, || rollback::undo_create(c, rec, self.cfg.timeout))
     }
 
@@ -319,11 +315,14 @@ fn read_json<T>(
     bytes.map(|b| decode(&b).map_err(internal)).transpose()
 }
 
-/// The handle of directory `path`; `None` when nothing, or no directory, is there.
-fn dir_handle(c: &NfsClient, path: &str) -> crate::nfs::Result<Option<String>> {
-    Ok(c.handle_of(path)?
-        .filter(|(_, a)| a.is_dir())
-        .map(|(h, _)| h))
+/// The handle `rec` keeps, or for a record from before handles were kept, that of the directory
+/// at its subDir now (`None`: no directory there).
+fn recorded_handle(c: &NfsClient, rec: &VolumeRecord) -> crate::nfs::Result<Option<String>> {
+    if let Some(h) = &rec.dir_handle {
+        return Ok(Some(h.clone()));
+    }
+    let found = c.handle_of(&rec.sub_dir)?;
+    Ok(found.filter(|(_, a)| a.is_dir()).map(|(h, _)| h))
 }
 
 /// Names in the metadata directory `dir`; none when it does not exist (yet).

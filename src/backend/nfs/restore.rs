@@ -18,7 +18,7 @@
 
 use super::layout::{self, RecordState, VolumeRecord};
 use super::snaprecord::{staging_path, STAGING_DIR};
-use super::{remove_record, write_record, NfsBackend, BACKEND};
+use super::{recorded_handle, remove_record, write_record, NfsBackend, BACKEND};
 use crate::error::{Error, Result};
 use crate::nfs::{Guarded, NfsClient};
 use crate::snapshot::ContentSource;
@@ -197,17 +197,5 @@ impl NfsBackend {
         tracing::info!(volume = %vid, source = %src.id, files = stats.files, bytes = stats.bytes,
             ms = started.elapsed().as_millis() as u64, "volume made from its content source");
         Ok(self.info(&rec, VolumeCondition::healthy()))
-    }
-}
-
-/// The handle `rec` keeps, or for a record from before handles were kept, that of the directory
-/// at its subDir now (`None`: no directory there).
-pub(super) fn recorded_handle(
-    c: &NfsClient,
-    rec: &VolumeRecord,
-) -> crate::nfs::Result<Option<String>> {
-    match &rec.dir_handle {
-        Some(h) => Ok(Some(h.clone())),
-        None => super::dir_handle(c, &rec.sub_dir),
     }
 }

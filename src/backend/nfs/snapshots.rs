@@ -11,13 +11,12 @@
 //! by recovery (recovery.rs) or the first call that meets it.
 
 use super::layout::{self, RecordState};
-use super::restore::recorded_handle;
 use super::snaprecord::{
     key_of_snap_record, snap_record_path, SnapParams, SnapshotRecord, SNAP_DATA_DIR,
     SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
 };
 use super::work::Work;
-use super::{in_meta_dir, map_nfs_error, names, read_json, NfsBackend, BACKEND};
+use super::{in_meta_dir, map_nfs_error, names, read_json, recorded_handle, NfsBackend, BACKEND};
 use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
 use crate::nfs::NfsClient;
