@@ -31,23 +31,6 @@ pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String
         .collect()
 }
 
-fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
-    let why = match caps {
-        [] => Some("volume_capabilities are required".to_string()),
-        _ => caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)),
-    };
-    why.map_or(Ok(()), |why| {
-        Err(Error::invalid(format!("volume {vid}: {why}")))
-    })
-}
-
-/// CreateVolume met a directory it did not make at the volume's subDir.
-fn not_ours(rec: &VolumeRecord) -> Error {
-    let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
-    let why = format!("{dir} already exists on {server}:{share} and is not a volume of this driver; left untouched");
-    Error::precondition(&rec.id, why)
-}
-
 /// The first field in which an existing volume differs from a repeated CreateVolume.
 fn mismatch(have: &VolumeRecord, want: &VolumeRecord, range: &CapacityRange) -> Option<String> {
     fn field<T: PartialEq + std::fmt::Debug>(what: &str, a: &T, b: &T) -> Option<String> {
@@ -136,8 +119,12 @@ impl NfsBackend {
         if let Some((parent, _)) = rec.sub_dir.rsplit_once('/') {
             c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
         }
-        let claim = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)?;
-        rec.dir_handle = Some(claim.ok_or_else(|| not_ours(rec))?);
+        let Some(handle) = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)? else {
+            let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+            let why = format!("{dir} already exists on {server}:{share} and is not a volume of this driver; left untouched");
+            return Err(Error::precondition(&rec.id, why));
+        };
+        rec.dir_handle = Some(handle);
         Ok(())
     }
 
@@ -170,8 +157,14 @@ impl ControllerBackend for NfsBackend {
     fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let (id, p) = self.id_and_params(req)?;
         let vid = id.to_string();
-        refuse_caps(&vid, &req.capabilities)?;
         let invalid = |e: &dyn std::fmt::Display| Error::invalid(format!("volume {vid}: {e}"));
+        let refused = match &req.capabilities[..] {
+            [] => Some("volume_capabilities are required".to_string()),
+            caps => caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)),
+        };
+        if let Some(why) = refused {
+            return Err(invalid(&why));
+        }
         let caps = req.capabilities.iter();
         let mount_options: Vec<String> = caps.flat_map(|c| c.mount_flags.clone()).collect();
         let want_vers = p.want(&mount_options).map_err(|e| invalid(&e))?;
