@@ -1,5 +1,7 @@
-//! Controller side of the NFS backend: create, delete (onDelete), get, list, capacity, expand.
-//! Every step goes through the user-space client; see the module doc for the record protocol.
+//! Controller side of the NFS backend: create, delete, get, list, capacity, expand. Every step
+//! goes through the user-space client; see the module doc for the record protocol. DeleteVolume
+//! turns the record `Deleting`, then removes, archives or retains the directory by its class's
+//! `onDelete` (each only while its file handle is the one recorded), and removes the record last.
 
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
@@ -11,17 +13,19 @@ use super::{
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
-use crate::nfs::NfsClient;
-
+use crate::nfs::{Guarded, NfsClient};
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
     VolumeInfo,
 };
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 /// Mode of parent directories a nested pattern creates (shared by many volumes: traversable by
 /// all, writable by the owner only).
 const PARENT_MODE: u32 = 0o755;
+/// Archive names taken in the same second get `-<n>`; give up after this many.
+const ARCHIVE_ATTEMPTS: u32 = 100;
 /// The StorageClass parameters, without the keys the CSI layer and the sidecars own.
 pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     params
@@ -139,6 +143,59 @@ impl NfsBackend {
             key: layout::volume_key(&req.name),
         };
         Ok((id, p))
+    }
+
+    /// Carries out onDelete on the volume's own directory (never a parent, never a directory
+    /// without the recorded handle), then drops the record. Each step is idempotent, so a retry
+    /// after a crash or a failed step finishes the job.
+    pub(super) fn finish_delete(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        let vid = &rec.id;
+        let err = |e| self.err(vid, e);
+        let done = match (rec.on_delete, &rec.dir_handle) {
+            (OnDelete::Retain, _) => Guarded::Absent,
+            (OnDelete::Archive, Some(handle)) => self.archive(c, rec, handle)?,
+            (OnDelete::Delete, Some(h)) => c.remove_tree_if(&rec.sub_dir, Some(h)).map_err(err)?,
+            (_, None) if c.lookup(&rec.sub_dir).map_err(err)?.is_some() => {
+                let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+                let record = layout::record_path(rec.key());
+                return Err(Error::precondition(vid, format!("its record, from an earlier driver version, was being deleted and keeps no file handle: {dir} on {server}:{share} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {record} by hand")));
+            }
+            (_, None) => Guarded::Absent,
+        };
+        if done == Guarded::Foreign {
+            tracing::warn!(volume = %vid, dir = %rec.sub_dir, server = %rec.server,
+                "the directory there is not the one made for this volume (another file handle): left untouched, only the record goes");
+        }
+        remove_record(c, rec, self.cfg.timeout)?;
+        tracing::info!(volume = %vid, server = %rec.server, dir = %rec.sub_dir, on_delete = ?rec.on_delete, "volume deleted");
+        Ok(())
+    }
+
+    /// Moves the volume's directory (the one with `handle`) to a free archive name beside it.
+    fn archive(&self, c: &NfsClient, rec: &VolumeRecord, handle: &str) -> Result<Guarded> {
+        let vid = &rec.id;
+        let err = |e| self.err(vid, e);
+        match c.handle_of(&rec.sub_dir).map_err(err)? {
+            Some((h, _)) if h == handle => {}
+            // Already archived by an earlier attempt (or removed by hand): nothing to move.
+            None => return Ok(Guarded::Absent),
+            Some(_) => return Ok(Guarded::Foreign),
+        }
+        let at = SystemTime::now();
+        for attempt in 0..ARCHIVE_ATTEMPTS {
+            let to = layout::archive_path(&rec.sub_dir, at, attempt);
+            // RENAME replaces an empty directory silently: only onto a name that is free.
+            let done = c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)?;
+            if done == Guarded::Done {
+                tracing::info!(volume = %vid, to = %to, "volume directory archived");
+            }
+            if done != Guarded::Foreign {
+                return Ok(done);
+            }
+        }
+        let (dir, server) = (&rec.sub_dir, &rec.server);
+        let why = format!("volume {vid}: no free archive name beside {dir} on {server}");
+        Err(Error::Internal(why))
     }
 }
 

@@ -43,7 +43,6 @@
 
 mod adopt;
 mod controller;
-mod delete;
 pub mod layout;
 mod lease;
 mod node;
