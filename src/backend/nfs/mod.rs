@@ -52,7 +52,6 @@ mod recovery;
 mod restore;
 mod rollback;
 mod share_configmap;
-mod share_file;
 mod shares;
 mod snaprecord;
 mod snapshots;
@@ -130,7 +129,7 @@ pub struct NfsBackend {
 impl NfsBackend {
     pub fn open(cfg: NfsConfig) -> std::io::Result<Self> {
         let registry: Box<dyn shares::ShareRegistry> = match &cfg.registry {
-            RegistryConfig::File(path) => Box::new(share_file::FileRegistry::new(path.clone())),
+            RegistryConfig::File(path) => Box::new(shares::FileRegistry::new(path.clone())),
             RegistryConfig::ConfigMap { namespace, name } => {
                 Box::new(share_configmap::ConfigMapRegistry::new(namespace, name)?)
             }
