@@ -53,7 +53,6 @@ mod restore;
 mod rollback;
 mod share_configmap;
 mod shares;
-mod snaprecord;
 mod snapshots;
 mod work;
 

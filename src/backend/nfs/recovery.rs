@@ -14,11 +14,11 @@
 //! Everything removed here lies under `.ferrovol/`, which only this driver writes, or is a
 //! subDir proven to be a cut-off restore's by its file handle (rollback.rs).
 
-use super::layout::{self, RecordState};
-use super::rollback::undo_create;
-use super::snaprecord::{
-    key_of_snap_record, snapshot_id, staging_path, SNAP_DATA_DIR, SNAP_RECORDS_DIR, STAGING_DIR,
+use super::layout::{
+    self, key_of_snap_record, snapshot_id, staging_path, RecordState, SNAP_DATA_DIR,
+    SNAP_RECORDS_DIR, STAGING_DIR,
 };
+use super::rollback::undo_create;
 use super::snapshots::{finish_delete, read_snap_record, start_copy};
 use super::work::Work;
 use super::{map_nfs_error, names};

@@ -16,8 +16,7 @@
 //!
 //! A volume source is read only while its directory has the handle its record keeps.
 
-use super::layout::{self, RecordState, VolumeRecord};
-use super::snaprecord::{staging_path, STAGING_DIR};
+use super::layout::{self, staging_path, RecordState, VolumeRecord, STAGING_DIR};
 use super::{recorded_handle, remove_record, write_record, NfsBackend, BACKEND};
 use crate::error::{Error, Result};
 use crate::nfs::{Guarded, NfsClient};
