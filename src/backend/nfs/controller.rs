@@ -1,24 +1,31 @@
-//! Controller side of the NFS backend: create, delete (onDelete), get, list, capacity, expand.
-//! Every step goes through the user-space client; see the module doc for the record protocol.
+//! Controller side of the NFS backend: create, delete, get, list, capacity, expand. Every step
+//! goes through the user-space client; see the module doc for the record protocol. DeleteVolume
+//! turns the record `Deleting`, then removes, archives or retains the directory by its class's
+//! `onDelete` (each only while its file handle is the one recorded), and removes the record last.
 
 use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
 use super::params::{NfsParams, OnDelete};
 use super::pattern::{Values, Var};
-use super::{dir_handle, names, needless, remove_record, write_record, NfsBackend, BACKEND, CAPS};
+use super::rollback::undo_create;
+use super::{
+    names, needless, recorded_handle, remove_record, write_record, NfsBackend, BACKEND, CAPS,
+};
 use super::{CTX_NFSVERS, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
 use crate::backend::{Capacity, CapacityRequest, ControllerBackend, Done, Page};
 use crate::error::{Error, Result};
-use crate::nfs::NfsClient;
-
+use crate::nfs::{Guarded, NfsClient};
 use crate::volume::{
     validate_component, Capability, CapacityRange, CreateRequest, VolumeCondition, VolumeId,
     VolumeInfo,
 };
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 /// Mode of parent directories a nested pattern creates (shared by many volumes: traversable by
 /// all, writable by the owner only).
 const PARENT_MODE: u32 = 0o755;
+/// Archive names taken in the same second get `-<n>`; give up after this many.
+const ARCHIVE_ATTEMPTS: u32 = 100;
 /// The StorageClass parameters, without the keys the CSI layer and the sidecars own.
 pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     params
@@ -26,23 +33,6 @@ pub(super) fn class_params(params: &BTreeMap<String, String>) -> BTreeMap<String
         .filter(|(k, _)| k.as_str() != "backend")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
-}
-
-fn refuse_caps(vid: &str, caps: &[Capability]) -> Result<()> {
-    let why = match caps {
-        [] => Some("volume_capabilities are required".to_string()),
-        _ => caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)),
-    };
-    why.map_or(Ok(()), |why| {
-        Err(Error::invalid(format!("volume {vid}: {why}")))
-    })
-}
-
-/// CreateVolume met a directory it did not make at the volume's subDir.
-fn not_ours(rec: &VolumeRecord) -> Error {
-    let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
-    let why = format!("{dir} already exists on {server}:{share} and is not a volume of this driver; left untouched");
-    Error::precondition(&rec.id, why)
 }
 
 /// The first field in which an existing volume differs from a repeated CreateVolume.
@@ -103,7 +93,7 @@ impl NfsBackend {
     fn make(&self, c: &NfsClient, mut rec: VolumeRecord) -> Result<VolumeInfo> {
         write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-create:after-intent");
-        let mode = rec.mount_permissions;
+        let (mode, t) = (rec.mount_permissions, self.cfg.timeout);
         let mut made = self.claim_dir(c, &mut rec, mode);
         // MKDIR's mode is applied by the server as given; owners need a SETATTR (root only).
         if made.is_ok() && (rec.uid.is_some() || rec.gid.is_some()) {
@@ -115,7 +105,7 @@ impl NfsBackend {
             if matches!(e, Error::FailedPrecondition { .. }) {
                 // Not ours: nothing of it may be touched, so only the record goes.
                 let _ = remove_record(c, &rec, self.cfg.timeout);
-            } else if let Err(undo) = self.roll_back(c, &rec) {
+            } else if let Err(undo) = self.restoring(&rec.id, || undo_create(c, &rec, t)) {
                 tracing::warn!(volume = %rec.id, error = %undo, "rollback of a failed create incomplete; the next call on this volume finishes it");
             }
             return Err(e);
@@ -138,8 +128,12 @@ impl NfsBackend {
             self.refuse_owned(&rec.id, c, &rec.sub_dir, &place, true)?;
             c.mkdir_all(parent, PARENT_MODE).map_err(err)?;
         }
-        let claim = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)?;
-        rec.dir_handle = Some(claim.ok_or_else(|| not_ours(rec))?);
+        let Some(handle) = c.mkdir_claim(&rec.sub_dir, mode).map_err(err)? else {
+            let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+            let why = format!("{dir} already exists on {server}:{share} and is not a volume of this driver; left untouched");
+            return Err(Error::precondition(&rec.id, why));
+        };
+        rec.dir_handle = Some(handle);
         Ok(())
     }
 
@@ -154,6 +148,59 @@ impl NfsBackend {
             key: layout::volume_key(&req.name),
         };
         Ok((id, p))
+    }
+
+    /// Carries out onDelete on the volume's own directory (never a parent, never a directory
+    /// without the recorded handle), then drops the record. Each step is idempotent, so a retry
+    /// after a crash or a failed step finishes the job.
+    pub(super) fn finish_delete(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        let vid = &rec.id;
+        let err = |e| self.err(vid, e);
+        let done = match (rec.on_delete, &rec.dir_handle) {
+            (OnDelete::Retain, _) => Guarded::Absent,
+            (OnDelete::Archive, Some(handle)) => self.archive(c, rec, handle)?,
+            (OnDelete::Delete, Some(h)) => c.remove_tree_if(&rec.sub_dir, Some(h)).map_err(err)?,
+            (_, None) if c.lookup(&rec.sub_dir).map_err(err)?.is_some() => {
+                let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
+                let record = layout::record_path(rec.key());
+                return Err(Error::precondition(vid, format!("its record, from an earlier driver version, was being deleted and keeps no file handle: {dir} on {server}:{share} cannot be proven to be this volume's directory rather than one made since; remove the directory or the record {record} by hand")));
+            }
+            (_, None) => Guarded::Absent,
+        };
+        if done == Guarded::Foreign {
+            tracing::warn!(volume = %vid, dir = %rec.sub_dir, server = %rec.server,
+                "the directory there is not the one made for this volume (another file handle): left untouched, only the record goes");
+        }
+        remove_record(c, rec, self.cfg.timeout)?;
+        tracing::info!(volume = %vid, server = %rec.server, dir = %rec.sub_dir, on_delete = ?rec.on_delete, "volume deleted");
+        Ok(())
+    }
+
+    /// Moves the volume's directory (the one with `handle`) to a free archive name beside it.
+    fn archive(&self, c: &NfsClient, rec: &VolumeRecord, handle: &str) -> Result<Guarded> {
+        let vid = &rec.id;
+        let err = |e| self.err(vid, e);
+        match c.handle_of(&rec.sub_dir).map_err(err)? {
+            Some((h, _)) if h == handle => {}
+            // Already archived by an earlier attempt (or removed by hand): nothing to move.
+            None => return Ok(Guarded::Absent),
+            Some(_) => return Ok(Guarded::Foreign),
+        }
+        let at = SystemTime::now();
+        for attempt in 0..ARCHIVE_ATTEMPTS {
+            let to = layout::archive_path(&rec.sub_dir, at, attempt);
+            // RENAME replaces an empty directory silently: only onto a name that is free.
+            let done = c.rename_if(&rec.sub_dir, handle, &to, None).map_err(err)?;
+            if done == Guarded::Done {
+                tracing::info!(volume = %vid, to = %to, "volume directory archived");
+            }
+            if done != Guarded::Foreign {
+                return Ok(done);
+            }
+        }
+        let (dir, server) = (&rec.sub_dir, &rec.server);
+        let why = format!("volume {vid}: no free archive name beside {dir} on {server}");
+        Err(Error::Internal(why))
     }
 }
 
@@ -172,8 +219,14 @@ impl ControllerBackend for NfsBackend {
     fn create(&self, req: &CreateRequest) -> Result<Done<VolumeInfo>> {
         let (id, p) = self.id_and_params(req)?;
         let vid = id.to_string();
-        refuse_caps(&vid, &req.capabilities)?;
         let invalid = |e: &dyn std::fmt::Display| Error::invalid(format!("volume {vid}: {e}"));
+        let refused = match &req.capabilities[..] {
+            [] => Some("volume_capabilities are required".to_string()),
+            caps => caps.iter().find_map(|c| CAPS.refuse(BACKEND, c)),
+        };
+        if let Some(why) = refused {
+            return Err(invalid(&why));
+        }
         let caps = req.capabilities.iter();
         let mount_options: Vec<String> = caps.flat_map(|c| c.mount_flags.clone()).collect();
         let want_vers = p.want(&mount_options).map_err(|e| invalid(&e))?;
@@ -240,8 +293,16 @@ impl ControllerBackend for NfsBackend {
             nfs_vers: Some(c.version().map_err(|e| self.err(&vid, e))?.to_string()),
             ..VolumeRecord::default()
         };
-        if let (Some(src), Some(v)) = (&source, &want.nfs_vers) {
-            src.same_version(&vid, v)?;
+        // A volume source is proven by a handle of the version it was made with: the new volume
+        // must be made in that version to copy it.
+        let proof = source
+            .as_ref()
+            .and_then(|s| Some((&s.id, &s.proof.as_ref()?.1)));
+        if let (Some((id, v)), Some(new)) = (proof, &want.nfs_vers) {
+            if v.as_str() != new {
+                let why = format!("source volume {id} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)");
+                return Err(Error::precondition(&vid, why));
+            }
         }
         self.shares.register(&vid, &p.server, &p.share)?;
 
@@ -299,7 +360,7 @@ impl ControllerBackend for NfsBackend {
                     // directory, so the one there is the volume's (layout.rs). Its handle goes
                     // into the intent, before anything is touched; with no directory there,
                     // the empty handle, so one made later is never taken for the volume's.
-                    let found = dir_handle(&c, &rec.sub_dir).map_err(|e| self.err(&vid, e))?;
+                    let found = recorded_handle(&c, &rec).map_err(|e| self.err(&vid, e))?;
                     intent.dir_handle = Some(found.unwrap_or_default());
                 }
                 write_record(&c, &intent, self.cfg.timeout)?;

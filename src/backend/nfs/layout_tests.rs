@@ -180,3 +180,35 @@ fn records_without_a_handle_still_read() {
         "records without a version were made over NFSv3"
     );
 }
+
+#[test]
+fn keys_paths_and_records() {
+    let id = SnapshotId::new(super::super::BACKEND, None, "snap-1").unwrap();
+    assert_eq!(id.to_string(), "nfs/snap/snap-1");
+    assert_eq!(snapshot_id("snap-1"), Some(id.clone()));
+    assert_eq!(snapshot_id(".x"), None);
+    assert_eq!(key_of_snap_record("snap-1.json"), Some("snap-1"));
+    assert_eq!(key_of_snap_record(".ferrovol-tmp-1-2-3"), None);
+    assert_eq!(snap_data_path("a"), ".ferrovol/snapshot-data/a");
+    let r = SnapshotRecord {
+        version: 1,
+        id: id.to_string(),
+        name: "snap-1".into(),
+        state: RecordState::Creating,
+        source_volume_id: "nfs/pvc-1".into(),
+        source_sub_dir: "pvc-1".into(),
+        server: "s".into(),
+        share: "/x".into(),
+        size_bytes: 1,
+        created_at_ms: 2,
+        content_bytes: 0,
+        source_handle: None,
+        nfs_vers: None,
+    };
+    assert_eq!(r.key(), "snap-1");
+    assert_eq!(
+        SnapshotRecord::from_bytes("snap-1", &to_bytes(&r)).unwrap(),
+        r
+    );
+    assert!(SnapshotRecord::from_bytes("snap-2", &to_bytes(&r)).is_err());
+}

@@ -43,7 +43,6 @@
 
 mod adopt;
 mod controller;
-mod delete;
 pub mod layout;
 mod lease;
 mod node;
@@ -53,9 +52,7 @@ mod recovery;
 mod restore;
 mod rollback;
 mod share_configmap;
-mod share_file;
 mod shares;
-mod snaprecord;
 mod snapshots;
 mod work;
 
@@ -130,7 +127,7 @@ pub struct NfsBackend {
 impl NfsBackend {
     pub fn open(cfg: NfsConfig) -> std::io::Result<Self> {
         let registry: Box<dyn shares::ShareRegistry> = match &cfg.registry {
-            RegistryConfig::File(path) => Box::new(share_file::FileRegistry::new(path.clone())),
+            RegistryConfig::File(path) => Box::new(shares::FileRegistry::new(path.clone())),
             RegistryConfig::ConfigMap { namespace, name } => {
                 Box::new(share_configmap::ConfigMapRegistry::new(namespace, name)?)
             }
@@ -148,7 +145,12 @@ impl NfsBackend {
             cfg,
             shares,
         };
-        backend.start_recovery();
+        // Contends for every known share's lease (making its client does); the holder recovers it.
+        for (server, share) in backend.shares.list() {
+            if let Err(e) = backend.client(&server, &share) {
+                tracing::warn!(server = %server, share = %share, error = %e, "NFS share not recovered");
+            }
+        }
         Ok(backend)
     }
 
@@ -241,31 +243,23 @@ impl NfsBackend {
         Ok(found.filter(|(_, rec)| rec.state != RecordState::Creating))
     }
 
-    /// `roll_back` of a create this call did not start: only while this process holds the
-    /// share's lease, since another controller on the share may still be making it (Busy).
+    /// Undoes a create this call did not start (see `undo_create`): only while this process
+    /// holds the share's lease, since another controller on the share may still be making it
+    /// (Busy).
     fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
         if !self.leases.wait_held(c) {
             let (id, server, share) = (&rec.id, c.server(), c.share());
             return Err(Error::Busy(format!("{id} (an unfinished create on {server}:{share}, which another controller holds the lease of)")));
         }
-        self.roll_back(c, rec)
-    }
-
-    /// Undoes a create that never reached Ready (see `undo_create`), unless a restore in this
-    /// process is still making it: that one is Busy.
-    fn roll_back(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        // Unless a restore in this process is still making it: that one is Busy.
         self.restoring(&rec.id, || rollback::undo_create(c, rec, self.cfg.timeout))
     }
 
     /// Runs `f` while volume `vid` is marked as being restored here; Busy when it already is.
     fn restoring<R>(&self, vid: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
         let key = layout::parse_volume_id(vid).expect("records carry our ids");
-        if !self.work.claim_restore(key) {
-            return Err(Error::Busy(vid.to_string()));
-        }
-        let res = f();
-        self.work.release_restore(key);
-        res
+        let res = self.work.restoring(key, f);
+        res.unwrap_or_else(|| Err(Error::Busy(vid.to_string())))
     }
 }
 
@@ -317,11 +311,14 @@ fn read_json<T>(
     bytes.map(|b| decode(&b).map_err(internal)).transpose()
 }
 
-/// The handle of directory `path`; `None` when nothing, or no directory, is there.
-fn dir_handle(c: &NfsClient, path: &str) -> crate::nfs::Result<Option<String>> {
-    Ok(c.handle_of(path)?
-        .filter(|(_, a)| a.is_dir())
-        .map(|(h, _)| h))
+/// The handle `rec` keeps, or for a record from before handles were kept, that of the directory
+/// at its subDir now (`None`: no directory there).
+fn recorded_handle(c: &NfsClient, rec: &VolumeRecord) -> crate::nfs::Result<Option<String>> {
+    if let Some(h) = &rec.dir_handle {
+        return Ok(Some(h.clone()));
+    }
+    let found = c.handle_of(&rec.sub_dir)?;
+    Ok(found.filter(|(_, a)| a.is_dir()).map(|(h, _)| h))
 }
 
 /// Names in the metadata directory `dir`; none when it does not exist (yet).

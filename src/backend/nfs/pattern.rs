@@ -52,20 +52,6 @@ const VARS: [(Var, &str, &str); 3] = [
     (Var::PvName, "pv.metadata.name", PARAM_PV_NAME),
 ];
 
-impl Var {
-    pub fn name(self) -> &'static str {
-        VARS[self as usize].1
-    }
-
-    pub fn parameter(self) -> &'static str {
-        VARS[self as usize].2
-    }
-
-    fn parse(s: &str) -> Option<Var> {
-        VARS.iter().find(|v| v.1 == s).map(|v| v.0)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Lit(String),
@@ -155,7 +141,8 @@ impl Pattern {
                     .find('}')
                     .ok_or_else(|| invalid("unterminated ${ (or a '/' inside ${...})"))?;
                 let name = &after[..end];
-                let var = Var::parse(name).ok_or_else(|| PatternError::UnknownVariable {
+                let var = VARS.iter().find(|v| v.1 == name).map(|v| v.0);
+                let var = var.ok_or_else(|| PatternError::UnknownVariable {
                     pattern: pattern.to_string(),
                     var: name.to_string(),
                 })?;
@@ -215,15 +202,13 @@ impl Pattern {
                 match piece {
                     Piece::Lit(l) => s.push_str(l),
                     Piece::Var(v) => {
-                        let val = values.get(*v).ok_or(PatternError::MissingValue {
-                            var: v.name(),
-                            param: v.parameter(),
-                        })?;
+                        let (_, var, param) = VARS[*v as usize];
+                        let val = values
+                            .get(*v)
+                            .ok_or(PatternError::MissingValue { var, param })?;
                         if val.len() > MAX_VALUE {
-                            return Err(PatternError::ValueTooLong {
-                                var: v.name(),
-                                len: val.len(),
-                            });
+                            let len = val.len();
+                            return Err(PatternError::ValueTooLong { var, len });
                         }
                         s.push_str(&escape(val));
                     }

@@ -14,30 +14,19 @@
 //! Everything removed here lies under `.ferrovol/`, which only this driver writes, or is a
 //! subDir proven to be a cut-off restore's by its file handle (rollback.rs).
 
-use super::layout::{self, RecordState};
-use super::rollback::undo_create;
-use super::snaprecord::{
-    key_of_snap_record, snapshot_id, staging_path, SNAP_DATA_DIR, SNAP_RECORDS_DIR, STAGING_DIR,
+use super::layout::{
+    self, key_of_snap_record, snapshot_id, staging_path, RecordState, SNAP_DATA_DIR,
+    SNAP_RECORDS_DIR, STAGING_DIR,
 };
+use super::rollback::undo_create;
 use super::snapshots::{finish_delete, read_snap_record, start_copy};
 use super::work::Work;
-use super::{map_nfs_error, names, NfsBackend};
+use super::{map_nfs_error, names};
 use crate::error::Result;
 use crate::nfs::{NfsClient, Version};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-impl NfsBackend {
-    /// Contends for every known share's lease (making its client does); the holder recovers it.
-    pub(super) fn start_recovery(&self) {
-        for (server, share) in self.shares.list() {
-            if let Err(e) = self.client(&server, &share) {
-                tracing::warn!(server = %server, share = %share, error = %e, "NFS share not recovered");
-            }
-        }
-    }
-}
 
 /// The share's client in one NFS version, for records whose handles are in it.
 pub(super) type ClientOf<'a> = &'a dyn Fn(Version) -> Result<Arc<NfsClient>>;
@@ -95,11 +84,9 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
         owned?;
     }
     for key in list(STAGING_DIR)? {
-        if !work.claim_restore(&key) {
+        let Some(res) = work.restoring(&key, || recover_staging(c, &key, t, of)) else {
             continue; // a restore here is using it
-        }
-        let res = recover_staging(c, &key, t, of);
-        work.release_restore(&key);
+        };
         res?;
         removed += 1;
     }

@@ -16,9 +16,8 @@
 //!
 //! A volume source is read only while its directory has the handle its record keeps.
 
-use super::layout::{self, RecordState, VolumeRecord};
-use super::snaprecord::{staging_path, STAGING_DIR};
-use super::{remove_record, write_record, NfsBackend, BACKEND};
+use super::layout::{self, staging_path, RecordState, VolumeRecord, STAGING_DIR};
+use super::{recorded_handle, remove_record, write_record, NfsBackend, BACKEND};
 use crate::error::{Error, Result};
 use crate::nfs::{Guarded, NfsClient};
 use crate::snapshot::ContentSource;
@@ -35,21 +34,6 @@ pub(super) struct Source {
     /// The handle `dir` must have to be read (a volume's directory), and its NFS version;
     /// `None` for a snapshot's content, which lies under `.ferrovol/` where only the driver writes.
     pub proof: Option<(String, crate::nfs::Version)>,
-}
-
-impl Source {
-    /// A volume source is proven by a handle of the version it was made with: the new volume
-    /// must be made in that version (`new`) to copy it.
-    pub(super) fn same_version(&self, vid: &str, new: &str) -> Result<()> {
-        let id = &self.id;
-        match &self.proof {
-            Some((_, v)) if v.as_str() != new => {
-                let why = format!("source volume {id} was made over NFSv{v}, and its directory is proven by a handle of that version; this class provisions over NFSv{new} (set nfsvers to match)");
-                Err(Error::precondition(vid, why))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 impl NfsBackend {
@@ -212,17 +196,5 @@ impl NfsBackend {
         tracing::info!(volume = %vid, source = %src.id, files = stats.files, bytes = stats.bytes,
             ms = started.elapsed().as_millis() as u64, "volume made from its content source");
         Ok(self.info(&rec, VolumeCondition::healthy()))
-    }
-}
-
-/// The handle `rec` keeps, or for a record from before handles were kept, that of the directory
-/// at its subDir now (`None`: no directory there).
-pub(super) fn recorded_handle(
-    c: &NfsClient,
-    rec: &VolumeRecord,
-) -> crate::nfs::Result<Option<String>> {
-    match &rec.dir_handle {
-        Some(h) => Ok(Some(h.clone())),
-        None => super::dir_handle(c, &rec.sub_dir),
     }
 }

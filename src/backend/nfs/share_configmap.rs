@@ -221,35 +221,7 @@ impl ConfigMapRegistry {
             ..ConfigMap::default()
         }
     }
-}
 
-impl ConfigMapApi for ConfigMapRegistry {
-    fn get(&self) -> Result<Option<Stored>, ApiError> {
-        let cm = self.call(|api, name| async move { api.get_opt(&name).await })?;
-        Ok(cm.map(|cm| Stored {
-            data: cm.data.unwrap_or_default(),
-            resource_version: cm.metadata.resource_version.unwrap_or_default(),
-        }))
-    }
-
-    fn create(&self, data: &BTreeMap<String, String>) -> Result<(), ApiError> {
-        let cm = self.object(data, None);
-        self.call(|api, _| async move { api.create(&PostParams::default(), &cm).await })
-            .map(|_| ())
-    }
-
-    fn replace(
-        &self,
-        data: &BTreeMap<String, String>,
-        resource_version: &str,
-    ) -> Result<(), ApiError> {
-        let cm = self.object(data, Some(resource_version));
-        self.call(|api, name| async move { api.replace(&name, &PostParams::default(), &cm).await })
-            .map(|_| ())
-    }
-}
-
-impl ConfigMapRegistry {
     /// Registers the shares this driver's PersistentVolumes name (see the module doc); what
     /// cannot be read or registered is logged, and tried again at the next load.
     fn seed(&self) -> Vec<Share> {
@@ -278,6 +250,32 @@ impl ConfigMapRegistry {
             tracing::info!(registry = %self.describe(), shares = ?seeded, "NFS share registry seeded from PersistentVolumes");
         }
         seeded
+    }
+}
+
+impl ConfigMapApi for ConfigMapRegistry {
+    fn get(&self) -> Result<Option<Stored>, ApiError> {
+        let cm = self.call(|api, name| async move { api.get_opt(&name).await })?;
+        Ok(cm.map(|cm| Stored {
+            data: cm.data.unwrap_or_default(),
+            resource_version: cm.metadata.resource_version.unwrap_or_default(),
+        }))
+    }
+
+    fn create(&self, data: &BTreeMap<String, String>) -> Result<(), ApiError> {
+        let cm = self.object(data, None);
+        self.call(|api, _| async move { api.create(&PostParams::default(), &cm).await })
+            .map(|_| ())
+    }
+
+    fn replace(
+        &self,
+        data: &BTreeMap<String, String>,
+        resource_version: &str,
+    ) -> Result<(), ApiError> {
+        let cm = self.object(data, Some(resource_version));
+        self.call(|api, name| async move { api.replace(&name, &PostParams::default(), &cm).await })
+            .map(|_| ())
     }
 }
 

@@ -10,14 +10,12 @@
 //! failure once. A `Creating` record left by a controller that died mid-copy is copied afresh
 //! by recovery (recovery.rs) or the first call that meets it.
 
-use super::layout::{self, RecordState};
-use super::restore::recorded_handle;
-use super::snaprecord::{
-    key_of_snap_record, snap_record_path, SnapParams, SnapshotRecord, SNAP_DATA_DIR,
-    SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
+use super::layout::{
+    self, key_of_snap_record, snap_record_path, RecordState, SnapParams, SnapshotRecord,
+    SNAP_DATA_DIR, SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
 };
 use super::work::Work;
-use super::{in_meta_dir, map_nfs_error, names, read_json, NfsBackend, BACKEND};
+use super::{in_meta_dir, map_nfs_error, names, read_json, recorded_handle, NfsBackend, BACKEND};
 use crate::backend::SnapshotBackend;
 use crate::error::{Error, Result};
 use crate::nfs::NfsClient;
@@ -50,7 +48,7 @@ pub(super) fn read_snap_record(
     key: &str,
     timeout: Duration,
 ) -> Result<Option<SnapshotRecord>> {
-    let sid = super::snaprecord::snapshot_id(key).map(|s| s.to_string());
+    let sid = super::layout::snapshot_id(key).map(|s| s.to_string());
     let what = ("snapshot", sid.as_deref().unwrap_or(key));
     let decode = |b: &[u8]| SnapshotRecord::from_bytes(key, b);
     read_json(c, &snap_record_path(key), what, timeout, decode)

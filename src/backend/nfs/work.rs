@@ -112,19 +112,16 @@ impl Work {
         })
     }
 
-    /// Marks volume key `key` as being restored here; false when it already is.
-    pub fn claim_restore(&self, key: &str) -> bool {
-        self.restoring
-            .lock()
-            .expect("nfs restore set poisoned")
-            .insert(key.to_string())
-    }
-
-    pub fn release_restore(&self, key: &str) {
-        self.restoring
-            .lock()
-            .expect("nfs restore set poisoned")
-            .remove(key);
+    /// Runs `f` while volume key `key` is marked as being restored here; `None`, without
+    /// running it, when it already is.
+    pub fn restoring<R>(&self, key: &str, f: impl FnOnce() -> R) -> Option<R> {
+        let set = || self.restoring.lock().expect("nfs restore set poisoned");
+        if !set().insert(key.to_string()) {
+            return None;
+        }
+        let res = f();
+        set().remove(key);
+        Some(res)
     }
 }
 
@@ -157,8 +154,7 @@ mod tests {
         assert!(w.wait("f", None));
         assert!(w.take_failure("f").is_some());
         assert!(w.take_failure("f").is_none());
-        assert!(w.claim_restore("k") && !w.claim_restore("k"));
-        w.release_restore("k");
-        assert!(w.claim_restore("k"));
+        assert_eq!(w.restoring("k", || w.restoring("k", || 1)), Some(None));
+        assert_eq!(w.restoring("k", || 1), Some(1));
     }
 }
