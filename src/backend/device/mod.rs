@@ -12,6 +12,7 @@
 //! - delete: record `Deleting` -> wipe (only what we wrote, or everything for raw block) -> one
 //!   batch that removes the record and, when the device no longer shows what we wrote, records
 //!   it `Released` with the reason. A restart finishes a `Deleting` record.
+//! - A device two records name is written, wiped and released for neither ([`claims`]).
 //! - adopt (`adopt`): a device with a filesystem, named by the operator, is claimed with its
 //!   data, its UUID and offsets recorded as its proven identity; its delete never wipes.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
@@ -163,6 +164,18 @@ impl DeviceBackend {
         }
     }
 
+    /// Why nothing may be done with `rec`'s device: other records claim it too.
+    fn contested(&self, rec: &VolumeRecord) -> Option<String> {
+        let uid = &rec.backend.uid;
+        let mut others = Vec::new();
+        self.ledger.for_each(|r| {
+            if &r.backend.uid == uid && r.id != rec.id {
+                others.push(r.id.clone());
+            }
+        });
+        (!others.is_empty()).then(|| claims::contested_reason(uid, &rec.id, &others))
+    }
+
     fn ours(&self, rec: &VolumeRecord) -> Claim {
         let (volume, node) = (rec.id.clone(), self.node.clone());
         Claim::Claimed { volume, node }
@@ -216,7 +229,7 @@ impl DeviceBackend {
                 "device {uid} is gone (Inactive since it was last seen at {at})"
             ));
         }
-        if let Some(why) = proof::conflict(&e) {
+        if let Some(why) = proof::conflict(&e).or_else(|| self.contested(rec)) {
             return refuse(why);
         }
         if e.claim != self.ours(rec) {

@@ -11,6 +11,9 @@ impl DeviceBackend {
     /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
     /// from any point (recovery calls it for a Deleting record).
     pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
+        if let Some(why) = self.contested(rec) {
+            return Err(Error::precondition(&rec.id, why));
+        }
         if rec.backend.adopted {
             // The data it was adopted with is not the driver's to destroy: nothing is written,
             // the record goes and the device is Unclaimed with its filesystem in place (and so
