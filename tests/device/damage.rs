@@ -1,12 +1,15 @@
 //! What the device backend does at start with records it cannot trust (root only, real loop
 //! devices, the backend opened in this process on a journal the test writes): two records
-//! naming one device never lead to a wipe.
+//! naming one device, and a `Deleting` record in a damaged journal, never lead to a wipe.
 
 use crate::common::disks;
 
 use disks::{image, Disk};
-use ferrovol::backend::device::{DeviceBackend, DeviceConfig, DeviceData, VolumeRecord, BACKEND};
+use ferrovol::backend::device::{
+    DeviceBackend, DeviceConfig, DeviceData, OurFs, VolumeRecord, BACKEND,
+};
 use ferrovol::discovery::{Filters, Inventory};
+use ferrovol::os::blkid::probe_all;
 use ferrovol::state::{Journal, Ledger, Phase};
 use ferrovol::volume::{AccessKind, VolumeId};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -136,4 +139,73 @@ fn two_records_on_one_device_in_an_intact_journal_never_wipe_it() {
     let v = raw_record(&state, &disk, "v", Phase::Deleting);
     let w = raw_record(&state, &disk, "w", Phase::Ready);
     contested_starts(&state, &disk, &[v, w], false);
+}
+
+/// A raw volume `Deleting` in a damaged journal: the lost batches may have finished its delete
+/// and given the device to a volume whose record is lost too, so the claim proves nothing and
+/// the start does not wipe; the record stays.
+#[test]
+fn a_raw_delete_in_a_damaged_journal_is_not_finished_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let disk = Disk::attach(&image(dir.path(), "u.img", 64));
+    let v = raw_record(&state, &disk, "v", Phase::Deleting);
+    commit(&state, &[v], true);
+    write_live(&disk);
+    let names = start(&state, &disk);
+    assert_eq!(read_live(&disk), LIVE, "the start wiped the device");
+    assert_eq!(names, ["v"], "the record stays");
+}
+
+/// Without damage the start finishes the same delete: the raw device is wiped and released.
+#[test]
+fn a_raw_delete_in_an_intact_journal_is_finished_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let disk = Disk::attach(&image(dir.path(), "u.img", 64));
+    let v = raw_record(&state, &disk, "v", Phase::Deleting);
+    commit(&state, &[v], false);
+    write_live(&disk);
+    let names = start(&state, &disk);
+    assert_ne!(read_live(&disk), LIVE, "the raw device is wiped");
+    assert!(names.is_empty(), "{names:?}");
+}
+
+/// A filesystem volume `Deleting` in a damaged journal: the device's content proves whose it
+/// is. Its own filesystem (the UUID its record holds) is wiped and the delete finished; another
+/// filesystem is left as it is, with the record.
+#[test]
+fn a_filesystem_delete_in_a_damaged_journal_goes_by_the_device_content() {
+    const OURS: &str = "0b7d1e2a-57c5-4a55-9c8e-3f3a1d6b9e01";
+    const OTHER: &str = "6c1f0f0e-2b7b-4f7e-8f55-7b0b1c2d3e4f";
+    for (on_disk, finished) in [(OURS, true), (OTHER, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let disk = Disk::attach(&image(dir.path(), "u.img", 64));
+        disks::run("mkfs.ext4", &["-q", "-F", "-U", on_disk, disk.path()]);
+        let mut v = raw_record(&state, &disk, "v", Phase::Deleting);
+        v.kind = AccessKind::Mount;
+        v.backend.fs = Some(OurFs {
+            fs_type: "ext4".into(),
+            uuid: OURS.into(),
+            offsets: Vec::new(),
+        });
+        commit(&state, &[v], true);
+        let names = start(&state, &disk);
+        let uuids: Vec<Option<String>> = probe_all(&disk.dev)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.uuid)
+            .collect();
+        if finished {
+            assert!(names.is_empty() && uuids.is_empty(), "{names:?} {uuids:?}");
+        } else {
+            assert_eq!(names, ["v"], "the record stays");
+            assert_eq!(
+                uuids,
+                [Some(OTHER.to_string())],
+                "the other filesystem stays"
+            );
+        }
+    }
 }

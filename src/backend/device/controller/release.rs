@@ -93,10 +93,7 @@ impl DeviceBackend {
         if sigs.is_empty() {
             return Ok(Claim::Unclaimed);
         }
-        let is_ours = |s: &blkid::Signature| {
-            fs.is(s) && (fs.offsets.is_empty() || fs.offsets.contains(&s.offset))
-        };
-        if !sigs.iter().all(is_ours) {
+        if !sigs.iter().all(|s| fs.made(s)) {
             let found: Vec<String> = sigs
                 .iter()
                 .map(|s| format!("{s} (uuid {})", s.uuid.as_deref().unwrap_or("-")))
