@@ -190,7 +190,9 @@ impl DeviceBackend {
             if !sigs.is_empty() && sigs.iter().all(|s| fs.made(s)))
     }
 
-    /// Why nothing may be done with `rec`'s device: other records claim it too.
+    /// Why nothing may be done with `rec`'s device: other records claim it too. Takes the
+    /// ledger's lock, so never called under it (`volume_info` is, through `page`): there the
+    /// device shows the Released claim `claims::from_records` gave it, naming both volumes.
     fn contested(&self, rec: &VolumeRecord) -> Option<String> {
         let uid = &rec.backend.uid;
         let mut others = Vec::new();
@@ -255,7 +257,7 @@ impl DeviceBackend {
                 "device {uid} is gone (Inactive since it was last seen at {at})"
             ));
         }
-        if let Some(why) = proof::conflict(&e).or_else(|| self.contested(rec)) {
+        if let Some(why) = proof::conflict(&e) {
             return refuse(why);
         }
         if e.claim != self.ours(rec) {
