@@ -10,6 +10,7 @@ mod common;
 mod adopt;
 mod backend;
 mod classes;
+mod damage;
 mod discovery;
 mod faults;
 mod identity;

@@ -7,7 +7,7 @@ use super::{VolumeRecord, BACKEND};
 use crate::discovery::{Claim, Claims};
 use crate::state::record::decode;
 use crate::state::{Ledger, Phase, Update};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 
 const RELEASED: &str = "device-released/";
@@ -19,19 +19,49 @@ pub(super) fn release_update(uid: &str, claim: &Claim) -> io::Result<Update> {
     Ok(Update::Put { key, value })
 }
 
-/// The claims `node` holds according to the journal's live records.
+/// The claims `node` holds according to the journal's live records. A record's claim stands
+/// over a release of the same device (the device was handed on after it). A device two records
+/// name (a journal that lost the batch ending one of them) is shown Released with both names:
+/// whose it is cannot be told, so neither volume writes or releases it (`contested`).
 pub fn from_records(live: &HashMap<String, Vec<u8>>, node: &str) -> io::Result<Claims> {
     let mut claims = Claims::new();
+    let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (key, value) in live {
         if let Some(uid) = key.strip_prefix(RELEASED) {
             claims.insert(uid.to_string(), decode(key, value)?);
         } else if key.starts_with(&format!("{BACKEND}/")) {
             let rec: VolumeRecord = decode(key, value)?;
-            let (volume, node) = (rec.id, node.to_string());
-            claims.insert(rec.backend.uid, Claim::Claimed { volume, node });
+            named.entry(rec.backend.uid).or_default().insert(rec.id);
         }
     }
+    for (uid, volumes) in named {
+        let mut ids = volumes.into_iter();
+        let (volume, node) = (ids.next().expect("one at least"), node.to_string());
+        let others: Vec<String> = ids.collect();
+        let claim = if others.is_empty() {
+            Claim::Claimed { volume, node }
+        } else {
+            let reason = contested_reason(&uid, &volume, &others);
+            tracing::error!(%uid, %volume, others = ?others, %reason, "device claimed twice");
+            Claim::Released {
+                volume,
+                reason,
+                node,
+            }
+        };
+        claims.insert(uid, claim);
+    }
     Ok(claims)
+}
+
+/// Why the device `uid` that `volume` and `others` all claim is written for none of them.
+pub(super) fn contested_reason(uid: &str, volume: &str, others: &[String]) -> String {
+    format!(
+        "device {uid} is claimed by volume {volume} and by {} in this node's state journal; \
+         which one owns it cannot be told, so it is not written, wiped or released for any of \
+         them and their records are kept until an operator settles it",
+        others.join(", ")
+    )
 }
 
 /// The claims this node holds, once state of older builds is adopted into the journal (one
@@ -111,6 +141,38 @@ mod tests {
         Claim::Claimed {
             volume: volume.into(),
             node: node.into(),
+        }
+    }
+
+    #[test]
+    fn a_device_two_records_name_is_released_for_both_in_any_order() {
+        let put = |r: &VolumeRecord| (format!("{BACKEND}/{}", r.name), serde_json::to_vec(r));
+        let (v, w) = (rec("v", "u", Phase::Deleting), rec("w", "u", Phase::Ready));
+        let released = Claim::Released {
+            volume: "device/n/old".into(),
+            reason: "not wiped".into(),
+            node: "n".into(),
+        };
+        for _ in 0..8 {
+            let mut live = HashMap::new();
+            for (k, value) in [put(&v), put(&w), put(&rec("x", "u-x", Phase::Ready))] {
+                live.insert(k, value.unwrap());
+            }
+            live.insert(
+                format!("{RELEASED}u-x"),
+                serde_json::to_vec(&released).unwrap(),
+            );
+            let claims = from_records(&live, "n").unwrap();
+            assert!(
+                matches!(&claims["u"], Claim::Released { volume, reason, .. }
+                    if volume == "device/n/v" && reason.contains("device/n/w")),
+                "{claims:?}"
+            );
+            assert_eq!(
+                claims["u-x"],
+                claimed("device/n/x", "n"),
+                "the record stands"
+            );
         }
     }
 

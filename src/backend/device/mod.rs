@@ -11,7 +11,9 @@
 //!   cut short): it is made again. Any other signature is refused, never formatted.
 //! - delete: record `Deleting` -> wipe (only what we wrote, or everything for raw block) -> one
 //!   batch that removes the record and, when the device no longer shows what we wrote, records
-//!   it `Released` with the reason. A restart finishes a `Deleting` record.
+//!   it `Released` with the reason. A restart finishes a `Deleting` record; with the journal
+//!   damaged, only one whose device's content proves it the volume's own (`recover`).
+//! - A device two records name is written, wiped and released for neither ([`claims`]).
 //! - adopt (`adopt`): a device with a filesystem, named by the operator, is claimed with its
 //!   data, its UUID and offsets recorded as its proven identity; its delete never wipes.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
@@ -58,6 +60,11 @@ impl OurFs {
         s.kind == blkid::Kind::Filesystem
             && s.fs_type == self.fs_type
             && s.uuid.as_deref() == Some(self.uuid.as_str())
+    }
+
+    /// Whether `s` is a signature this filesystem wrote (at its recorded offsets, once known).
+    fn made(&self, s: &blkid::Signature) -> bool {
+        self.is(s) && (self.offsets.is_empty() || self.offsets.contains(&s.offset))
     }
 
     /// This filesystem as written: at the offsets of its signatures `sigs`.
@@ -147,12 +154,46 @@ impl DeviceBackend {
     }
 
     fn recover(&self) {
+        // A damaged journal may have lost the batch that finished a delete and the create that
+        // then took its device: the claim proves nothing, nor does the journal's silence about
+        // another volume. A delete is finished only when the device's content proves it the
+        // volume's own (its filesystem, by the UUID drawn at its create) or when it writes
+        // nothing (adopted); a raw volume's wipe has no such proof and waits for an operator.
+        let damage = self.ledger.journal().damage();
         let records = self.ledger.records().into_iter();
         for rec in records.filter(|r| r.phase == Phase::Deleting) {
+            if damage.is_some() && !rec.backend.adopted && !self.content_proves(&rec) {
+                tracing::error!(volume = %rec.id, uid = %rec.backend.uid,
+                    "delete not finished: the state journal is damaged and the device's content does not prove it is still this volume's; nothing written, the record is kept (DeleteVolume of this id finishes it)");
+                continue;
+            }
             if let Err(e) = self.finish_delete(&rec) {
                 tracing::warn!(volume = %rec.id, error = %e, "device recovery incomplete; retried at the next start");
             }
         }
+    }
+
+    /// Whether the device holds the filesystem `rec` made (by its UUID) and nothing else.
+    fn content_proves(&self, rec: &VolumeRecord) -> bool {
+        let (Some(fs), Ok(path)) = (&rec.backend.fs, self.device_path(rec)) else {
+            return false;
+        };
+        matches!(blkid::probe_all(&path), Ok(sigs)
+            if !sigs.is_empty() && sigs.iter().all(|s| fs.made(s)))
+    }
+
+    /// Why nothing may be done with `rec`'s device: other records claim it too. Takes the
+    /// ledger's lock, so never called under it (`volume_info` is, through `page`): there the
+    /// device shows the Released claim `claims::from_records` gave it, naming both volumes.
+    fn contested(&self, rec: &VolumeRecord) -> Option<String> {
+        let uid = &rec.backend.uid;
+        let mut others = Vec::new();
+        self.ledger.for_each(|r| {
+            if &r.backend.uid == uid && r.id != rec.id {
+                others.push(r.id.clone());
+            }
+        });
+        (!others.is_empty()).then(|| claims::contested_reason(uid, &rec.id, &others))
     }
 
     fn ours(&self, rec: &VolumeRecord) -> Claim {

@@ -94,7 +94,7 @@ impl DeviceBackend {
             .inventory
             .get(uid)
             .ok_or_else(|| refuse(format!("device {uid} is not in the inventory")))?;
-        if let Some(why) = conflict(&entry) {
+        if let Some(why) = conflict(&entry).or_else(|| self.contested(rec)) {
             return Err(refuse(why));
         }
         if entry.state != State::Active || entry.claim != self.ours(rec) {

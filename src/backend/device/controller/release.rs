@@ -11,6 +11,9 @@ impl DeviceBackend {
     /// Wipes what the volume made and releases the device, then drops the record. Safe to repeat
     /// from any point (recovery calls it for a Deleting record).
     pub(in crate::backend::device) fn finish_delete(&self, rec: &VolumeRecord) -> Result<()> {
+        if let Some(why) = self.contested(rec) {
+            return Err(Error::precondition(&rec.id, why));
+        }
         if rec.backend.adopted {
             // The data it was adopted with is not the driver's to destroy: nothing is written,
             // the record goes and the device is Unclaimed with its filesystem in place (and so
@@ -90,10 +93,7 @@ impl DeviceBackend {
         if sigs.is_empty() {
             return Ok(Claim::Unclaimed);
         }
-        let is_ours = |s: &blkid::Signature| {
-            fs.is(s) && (fs.offsets.is_empty() || fs.offsets.contains(&s.offset))
-        };
-        if !sigs.iter().all(is_ours) {
+        if !sigs.iter().all(|s| fs.made(s)) {
             let found: Vec<String> = sigs
                 .iter()
                 .map(|s| format!("{s} (uuid {})", s.uuid.as_deref().unwrap_or("-")))
