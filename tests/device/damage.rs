@@ -5,9 +5,7 @@
 use crate::common::disks;
 
 use disks::{image, Disk};
-use ferrovol::backend::device::{
-    DeviceBackend, DeviceConfig, DeviceData, OurFs, VolumeRecord, BACKEND,
-};
+use ferrovol::backend::device::{DeviceBackend, DeviceData, OurFs, VolumeRecord, BACKEND};
 use ferrovol::discovery::{Filters, Inventory};
 use ferrovol::os::blkid::probe_all;
 use ferrovol::state::{Journal, Ledger, Phase};
@@ -21,12 +19,12 @@ const AT: u64 = 1 << 20;
 const LIVE: &[u8] = b"live data of volume w";
 
 fn filters(disk: &Disk) -> Filters {
-    Filters::new(&[disk.path().to_string()], &[], None, &[]).unwrap()
+    Filters::for_node(&[disk.path().to_string()], &[], None, &[], None).unwrap()
 }
 
 /// A raw block volume `name` on the device `disk` in `phase`, as a create would record it.
 fn raw_record(state: &Path, disk: &Disk, name: &str, phase: Phase) -> VolumeRecord {
-    let inv = Inventory::open(state, NODE, filters(disk)).unwrap();
+    let inv = Inventory::open_with_claims(state, NODE, filters(disk), Ok).unwrap();
     let e = inv
         .snapshot()
         .into_iter()
@@ -66,12 +64,7 @@ fn commit(state: &Path, recs: &[VolumeRecord], damaged: bool) {
 /// Opens the backend as a start does; returns the names it still has records of.
 fn start(state: &Path, disk: &Disk) -> Vec<String> {
     let (j, live) = journal(state);
-    let cfg = DeviceConfig {
-        node_id: NODE.into(),
-        state_dir: state.to_path_buf(),
-        filters: filters(disk),
-    };
-    let backend = DeviceBackend::open(cfg, j, &live).unwrap();
+    let backend = DeviceBackend::open(NODE.into(), state, filters(disk), j, &live).unwrap();
     drop(backend);
     let (j, live) = journal(state);
     let ledger: Ledger<VolumeRecord> = Ledger::open_counted(j, BACKEND, BACKEND, &live).unwrap();
