@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
@@ -70,6 +71,14 @@ impl Claim {
         }
     }
 
+    /// The volume that holds or held the claim; empty when unclaimed.
+    pub fn volume(&self) -> &str {
+        match self {
+            Claim::Unclaimed => "",
+            Claim::Claimed { volume, .. } | Claim::Released { volume, .. } => volume,
+        }
+    }
+
     fn fill_node(&mut self, recorder: &str) {
         if let Claim::Claimed { node, .. } | Claim::Released { node, .. } = self {
             if node.is_empty() {
@@ -115,6 +124,12 @@ pub struct Inventory {
     entries: Mutex<BTreeMap<String, Entry>>,
     changed: watch::Sender<()>,
     monitor: Mutex<Option<Monitor>>,
+    /// Claims of this node that only the cluster's BlockDevice objects remember (the node's
+    /// state lost them), by uid: shown as Released on devices that show no other claim, never
+    /// persisted, recomputed at every sync (see [`Inventory::set_remembered_claims`]).
+    remembered: Mutex<Claims>,
+    /// False while a device may be a claim only the cluster remembers, not yet merged.
+    reconciled: AtomicBool,
 }
 
 /// This node's claims, by uid.
@@ -155,6 +170,8 @@ impl Inventory {
             entries: Mutex::new(entries),
             changed: watch::Sender::new(()),
             monitor: Mutex::new(None),
+            remembered: Mutex::new(Claims::new()),
+            reconciled: AtomicBool::new(true),
         });
         let adopting = !legacy.is_empty();
         let claims = own(legacy)?;
@@ -213,6 +230,8 @@ impl Inventory {
         let mut map = self.lock();
         let before = map.clone();
         change(&mut map);
+        // A device seen anew (or back) shows the claim the cluster remembers at once.
+        self.hold_remembered(&mut map);
         if *map == before {
             return Ok(());
         }
@@ -338,8 +357,163 @@ impl Inventory {
         })
     }
 
+    /// Shows the claims of this node that only the cluster remembers (`uid -> Released`) on
+    /// the devices that show no claim, and releases those no longer remembered (an operator
+    /// deleted the object or cleared its claim). Entries lock before `remembered`, as in
+    /// [`Inventory::update`].
+    pub fn set_remembered_claims(&self, claims: &Claims) {
+        let mut map = self.lock();
+        let before = map.clone();
+        {
+            let mut kept = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+            for (uid, e) in map.iter_mut() {
+                if !claims.contains_key(uid) && kept.get(uid) == Some(&e.claim) {
+                    tracing::info!(uid = %uid, device = %e.device.dev_path.display(), "the cluster no longer remembers a claim on the device: given out again");
+                    e.claim = Claim::Unclaimed;
+                }
+            }
+            *kept = claims.clone();
+        }
+        self.hold_remembered(&mut map);
+        if *map != before {
+            drop(map);
+            self.changed.send_replace(());
+        }
+    }
+
+    /// Shows each remembered claim on its device if that shows no claim (this node's state
+    /// and other nodes' claims stand over it).
+    fn hold_remembered(&self, map: &mut BTreeMap<String, Entry>) {
+        let kept = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        for (uid, claim) in kept.iter() {
+            match map.get_mut(uid) {
+                Some(e) if e.claim == Claim::Unclaimed => {
+                    let (device, volume) = (e.device.dev_path.display(), claim.volume());
+                    tracing::error!(uid = %uid, device = %device, volume = %volume, node = %self.node,
+                        "device claimed by volume {volume} per its BlockDevice, which this node's state does not record: not reused until an operator releases it");
+                    e.claim = claim.clone();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The entries as this node's own state shows them: without the remembered claims.
+    pub fn own_view(&self) -> Vec<Entry> {
+        let kept = self
+            .remembered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut entries = self.snapshot();
+        for e in &mut entries {
+            if kept.get(&e.device.uid) == Some(&e.claim) {
+                e.claim = Claim::Unclaimed;
+            }
+        }
+        entries
+    }
+
+    /// Holds device creates back until [`Inventory::mark_reconciled`]: the BlockDevice sync
+    /// calls it before it starts.
+    pub fn await_reconcile(&self) {
+        self.reconciled.store(false, Ordering::SeqCst);
+    }
+
+    /// The first sync has merged the claims the cluster remembers.
+    pub fn mark_reconciled(&self) {
+        self.reconciled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether devices may be given out: always in standalone mode, in a cluster once the
+    /// first BlockDevice sync merged the claims the cluster remembers.
+    pub fn reconciled(&self) -> bool {
+        self.reconciled.load(Ordering::SeqCst)
+    }
+
     /// Wakes on every change of the entries.
     pub fn changes(&self) -> watch::Receiver<()> {
         self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::device::DeviceType;
+
+    fn inventory(entries: &[(&str, Claim)]) -> Inventory {
+        let map = entries.iter().map(|(uid, claim)| {
+            let mut device = Device::fake("loop1", DeviceType::Loop);
+            device.uid = uid.to_string();
+            device.candidate = true;
+            let claim = claim.clone();
+            let e = Entry {
+                device,
+                claim,
+                ..Default::default()
+            };
+            (uid.to_string(), e)
+        });
+        Inventory {
+            file: PathBuf::from("/nonexistent/devices.json"),
+            node: "n1".into(),
+            filters: Filters::default(),
+            entries: Mutex::new(map.collect()),
+            changed: watch::Sender::new(()),
+            monitor: Mutex::new(None),
+            remembered: Mutex::new(Claims::new()),
+            reconciled: AtomicBool::new(true),
+        }
+    }
+
+    fn released(volume: &str) -> Claim {
+        Claim::Released {
+            volume: volume.into(),
+            reason: "remembered".into(),
+            node: "n1".into(),
+        }
+    }
+
+    #[test]
+    fn a_remembered_claim_keeps_the_device_from_being_given_out_until_cleared() {
+        let own = Claim::Claimed {
+            volume: "v-own".into(),
+            node: "n1".into(),
+        };
+        let inv = inventory(&[("u-lost", Claim::Unclaimed), ("u-own", own.clone())]);
+        let uids = |es: Vec<Entry>| es.into_iter().map(|e| e.device.uid).collect::<Vec<_>>();
+        assert_eq!(uids(inv.candidates()), ["u-lost"]);
+        let remembered = Claims::from([
+            ("u-lost".into(), released("v")),
+            ("u-own".into(), released("w")),
+        ]);
+        inv.set_remembered_claims(&remembered);
+        assert!(inv.candidates().is_empty());
+        assert_eq!(inv.get("u-lost").unwrap().claim, released("v"));
+        assert_eq!(
+            inv.get("u-own").unwrap().claim,
+            own,
+            "the journal's claim stands"
+        );
+        let own_view = inv.own_view();
+        assert_eq!(own_view[0].claim, Claim::Unclaimed, "{own_view:?}");
+        assert_eq!(own_view[1].claim, own);
+        // Recomputed at every sync: the same claims change nothing, cleared ones are released.
+        inv.set_remembered_claims(&remembered);
+        assert_eq!(inv.get("u-lost").unwrap().claim, released("v"));
+        inv.set_remembered_claims(&Claims::new());
+        assert_eq!(uids(inv.candidates()), ["u-lost"]);
+        assert_eq!(inv.get("u-own").unwrap().claim, own);
+    }
+
+    #[test]
+    fn device_creates_wait_for_the_first_reconcile_in_a_cluster_only() {
+        let inv = inventory(&[]);
+        assert!(inv.reconciled(), "standalone: no gate");
+        inv.await_reconcile();
+        assert!(!inv.reconciled());
+        inv.mark_reconciled();
+        assert!(inv.reconciled());
     }
 }
