@@ -8,10 +8,14 @@
 //! several nodes would otherwise have every node fight over one object. An object recording
 //! another node's claim is never overwritten; its claim is copied into this node's inventory
 //! ([`Inventory::set_foreign_claims`]), so this node neither gives that device out nor writes
-//! to it.
+//! to it. An object recording a claim of this node that the node's own state lacks (its state
+//! dir lost: a raw device without a signature then looks blank) is not overwritten either: its
+//! claim is held in the inventory as Released ([`Inventory::set_remembered_claims`]) until an
+//! operator deletes the object or clears its claim, and no device is given out before the
+//! first sync merged these claims.
 
 use super::crd::{from_entry, BlockDevice, NODE_LABEL};
-use super::inventory::{Claim, Entry, Inventory, State};
+use super::inventory::{Claim, Claims, Entry, Inventory, State};
 use backon::{ExponentialBuilder, Retryable};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -70,10 +74,33 @@ pub struct Plan {
     pub apply: Vec<BlockDevice>,
     /// Names of this node's objects to delete: not desired and unclaimed.
     pub delete: Vec<String>,
+    /// Claims of this node, by uid, that only its objects remember (the inventory shows the
+    /// device unclaimed): shown Released in the inventory until an operator clears them.
+    pub remembered: Claims,
+}
+
+/// Why a device is held that this node's object records as claimed by `volume` while this
+/// node's state records no claim on it.
+pub fn remembered_reason(volume: &str) -> String {
+    format!(
+        "claimed by volume {volume} per its BlockDevice; this node's state has no record of it: \
+         not reused until an operator releases it (delete the BlockDevice object or clear its claim)"
+    )
+}
+
+/// The volume whose claim (Claimed or Released) of this node the object `o` records.
+fn claimed_by(node: &str, o: &BlockDevice) -> Option<String> {
+    let s = o.status.as_ref().filter(|_| o.spec.node_name == node)?;
+    let holder = s.claim_node.as_deref().unwrap_or(node);
+    let claimed = matches!(s.claim_state.as_str(), "Claimed" | "Released");
+    (claimed && holder == node).then(|| s.volume.clone().unwrap_or_default())
 }
 
 /// What to change so that `existing` (this node's objects, by label) matches `desired`,
-/// leaving alone every object that records another node's claim (`foreign`).
+/// leaving alone every object that records another node's claim (`foreign`). `desired` comes
+/// from the inventory as this node's own state shows it ([`Inventory::own_view`]): where that
+/// shows no claim but this node's object does, the object is the only memory of whose data is
+/// on the device, so its claim is kept (`remembered`) and mirrored back as Released.
 pub fn plan(
     node: &str,
     desired: Vec<BlockDevice>,
@@ -82,8 +109,33 @@ pub fn plan(
 ) -> Plan {
     let have: BTreeMap<String, &BlockDevice> = existing.iter().map(|o| (o.name_any(), o)).collect();
     let named = desired.into_iter().map(|o| (o.name_any(), o));
-    let want: BTreeMap<String, BlockDevice> =
+    let mut want: BTreeMap<String, BlockDevice> =
         named.filter(|(n, _)| !foreign.contains_key(n)).collect();
+    let mut remembered = Claims::new();
+    for (name, o) in have.iter().filter(|(n, _)| !foreign.contains_key(*n)) {
+        let Some(volume) = claimed_by(node, o) else {
+            continue;
+        };
+        // Released: this node cannot tell what is on the device now.
+        let reason = remembered_reason(&volume);
+        match want.get_mut(name).and_then(|w| w.status.as_mut()) {
+            Some(s) if s.claim_state != "Unclaimed" => continue,
+            Some(s) => {
+                s.claim_state = "Released".into();
+                s.volume = Some(volume.clone());
+                s.claim_node = Some(node.to_string());
+                s.reason = Some(reason.clone());
+            }
+            None => {}
+        }
+        let node = node.to_string();
+        let claim = Claim::Released {
+            volume,
+            reason,
+            node,
+        };
+        remembered.insert(name.clone(), claim);
+    }
     let same = |a: &BlockDevice, b: &BlockDevice| a.spec == b.spec && a.status == b.status;
     let apply = (want.iter())
         .filter(|(name, o)| !have.get(*name).is_some_and(|h| same(h, o)))
@@ -94,7 +146,11 @@ pub fn plan(
         .filter(|(_, o)| !matches!(&o.status, Some(s) if s.claim_state != "Unclaimed"))
         .map(|(name, _)| name)
         .collect();
-    Plan { apply, delete }
+    Plan {
+        apply,
+        delete,
+        remembered,
+    }
 }
 
 /// Whether this process has a Kubernetes identity to sync with: it runs in a pod (the
@@ -118,11 +174,13 @@ fn backoff() -> ExponentialBuilder {
 /// Starts, on the current runtime, the task that mirrors `inventory` into `BlockDevice`
 /// objects: at once, after every change of the inventory (scan, hotplug, claim) or of the
 /// objects (watched), and every [`RESYNC`]. Failures (API server down, a verb the role lacks)
-/// are logged with the cause and retried with backoff; the driver serves volumes meanwhile.
+/// are logged with the cause and retried with backoff; the driver serves volumes meanwhile,
+/// but gives out no device before the first sync merged the claims the objects remember.
 pub fn spawn(inventory: Arc<Inventory>) -> std::io::Result<()> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
         std::io::Error::other(format!("the BlockDevice sync needs a tokio runtime: {e}"))
     })?;
+    inventory.await_reconcile();
     runtime.spawn(run(inventory));
     Ok(())
 }
@@ -156,6 +214,7 @@ async fn run(inventory: Arc<Inventory>) {
     });
     // Until the first full list, another node's claim could go unseen.
     if store.wait_until_ready().await.is_err() {
+        tracing::error!(node = %node, "BlockDevice watch ended before its first list: no device is given out, since the objects may remember claims this node's state lacks");
         return;
     }
     let mut changes = inventory.changes();
@@ -177,9 +236,11 @@ async fn run(inventory: Arc<Inventory>) {
     }
 }
 
-/// One sync against the cached objects (every node's, as the watch last saw them): the plan
-/// carried out, spec and status by server-side apply, stale unclaimed objects deleted, and the
-/// claims of other nodes recorded in the inventory. A sync that finds nothing to change sends
+/// One sync against the cached objects (every node's, as the watch last saw them): the claims
+/// only this node's objects remember held in the inventory, the plan carried out, spec and
+/// status by server-side apply, stale unclaimed objects deleted, and the claims of other nodes
+/// recorded in the inventory; the first one lets device creates in
+/// ([`Inventory::mark_reconciled`]). A sync that finds nothing to change sends
 /// nothing. Returns the plan it carried out.
 async fn sync(
     api: &Api<BlockDevice>,
@@ -191,9 +252,11 @@ async fn sync(
     let all: Vec<BlockDevice> = store.state().iter().map(|o| (**o).clone()).collect();
     let mine = |o: &BlockDevice| o.labels().get(NODE_LABEL).map(String::as_str) == Some(node);
     let (existing, others): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
-    let want = desired(node, &inventory.snapshot());
+    let want = desired(node, &inventory.own_view());
     let foreign = foreign_claims(node, &others);
     let p = plan(node, want, &existing, &foreign);
+    // Before anything is sent: the devices this node's objects remember are held at once.
+    inventory.set_remembered_claims(&p.remembered);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     for obj in &p.apply {
         let name = obj.name_any();
@@ -215,6 +278,7 @@ async fn sync(
     if let Err(e) = inventory.set_foreign_claims(&foreign) {
         tracing::warn!(node = %node, error = %e, "could not record other nodes' claims");
     }
+    inventory.mark_reconciled();
     Ok(p)
 }
 
@@ -329,5 +393,75 @@ mod tests {
         assert_eq!(foreign.len(), 1);
         // Once recorded in n1's inventory, n2's claim is not n1's to mirror.
         assert!(desired("n1", std::slice::from_ref(&theirs)).is_empty());
+    }
+
+    fn view(
+        os: &[BlockDevice],
+    ) -> Vec<(
+        String,
+        String,
+        Option<crate::discovery::crd::BlockDeviceStatus>,
+    )> {
+        let view = |o: &BlockDevice| (o.name_any(), o.spec.node_name.clone(), o.status.clone());
+        os.iter().map(view).collect()
+    }
+
+    #[test]
+    fn plan_keeps_a_claim_of_this_node_that_only_its_object_remembers() {
+        // The state dir is lost: the inventory shows the device unclaimed, its object still
+        // says Claimed by v1 on this node.
+        let lost = [entry("bd-a", State::Active, Claim::Unclaimed)];
+        let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
+        let p = plan("n1", desired("n1", &lost), &object, &BTreeMap::new());
+        let unclaimed = |o: &BlockDevice| o.status.as_ref().unwrap().claim_state == "Unclaimed";
+        assert!(!p.apply.iter().any(unclaimed), "{:?}", p.apply);
+        assert!(p.delete.is_empty());
+        let held = p.remembered.get("bd-a").cloned();
+        assert!(
+            matches!(&held, Some(Claim::Released { volume, reason, node })
+                if volume == "v1" && node == "n1" && reason.contains("v1")
+                    && reason.contains("BlockDevice")),
+            "{:?}",
+            p.remembered
+        );
+        // What it applies is what the inventory holding that claim mirrors.
+        let holding = [entry("bd-a", State::Active, held.unwrap())];
+        assert_eq!(view(&p.apply), view(&desired("n1", &holding)));
+        // The next sync (the inventory's own state still unclaimed) keeps it, changing nothing.
+        let again = plan("n1", desired("n1", &lost), &p.apply, &BTreeMap::new());
+        assert!(again.apply.is_empty(), "{:?}", again.apply);
+        assert_eq!(again.remembered, p.remembered);
+        // A Released object is remembered too.
+        let released = Claim::Released {
+            volume: "v0".into(),
+            reason: "not wiped".into(),
+            node: "n1".into(),
+        };
+        let object = desired("n1", &[entry("bd-a", State::Active, released)]);
+        let p = plan("n1", desired("n1", &lost), &object, &BTreeMap::new());
+        assert!(
+            matches!(p.remembered.get("bd-a"), Some(Claim::Released { volume, .. }) if volume == "v0")
+        );
+        // An operator clears the claim or deletes the object: nothing remembered any more.
+        let cleared = desired("n1", &lost);
+        let p = plan("n1", desired("n1", &lost), &cleared, &BTreeMap::new());
+        assert!(p.remembered.is_empty() && p.apply.is_empty());
+        let p = plan("n1", desired("n1", &lost), &[], &BTreeMap::new());
+        assert!(p.remembered.is_empty());
+        assert_eq!(view(&p.apply), view(&cleared));
+        // A claim this node's state holds stands over the object's.
+        let now = Claim::Claimed {
+            volume: "v2".into(),
+            node: "n1".into(),
+        };
+        let mine = [entry("bd-a", State::Active, now)];
+        let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
+        let p = plan("n1", desired("n1", &mine), &object, &BTreeMap::new());
+        assert!(p.remembered.is_empty());
+        assert_eq!(view(&p.apply), view(&desired("n1", &mine)));
+        // Another node's object is not this node's memory.
+        let theirs = desired("n2", &[entry("bd-b", State::Active, claimed())]);
+        let p = plan("n1", Vec::new(), &theirs, &BTreeMap::new());
+        assert!(p.remembered.is_empty());
     }
 }
