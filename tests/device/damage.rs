@@ -202,3 +202,39 @@ fn a_filesystem_delete_in_a_damaged_journal_goes_by_the_device_content() {
         }
     }
 }
+
+/// In a cluster, a blank device may be a volume's whose claim only its BlockDevice object
+/// remembers (the node's state dir lost): until the first sync merged those claims, a create
+/// takes no device.
+#[test]
+fn a_create_waits_until_the_inventory_is_reconciled_with_the_cluster() {
+    use ferrovol::backend::local::LocalVolumes;
+    use ferrovol::volume::{AccessMode, Capability, CreateRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let disk = Disk::attach(&image(dir.path(), "u.img", 64));
+    let (j, live) = journal(&state);
+    let backend = DeviceBackend::open(NODE.into(), &state, filters(&disk), j, &live).unwrap();
+    let req = CreateRequest {
+        name: "v".into(),
+        capacity: Default::default(),
+        capabilities: vec![Capability {
+            kind: AccessKind::Block,
+            mode: AccessMode::SingleNodeWriter,
+            fs_type: String::new(),
+            mount_flags: Vec::new(),
+        }],
+        parameters: Default::default(),
+        topology: None,
+        content_source: None,
+    };
+    backend.inventory().await_reconcile();
+    let err = backend.create_volume(&req).err().expect("held back");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("not yet reconciled"), "{err}");
+    backend.inventory().mark_reconciled();
+    let made = backend
+        .create_volume(&req)
+        .expect("given out once reconciled");
+    assert!(matches!(made, ferrovol::backend::Done::Now(_)));
+}

@@ -38,6 +38,7 @@ impl AdoptBackend for DeviceBackend {
             return Err(Error::exists(id, why));
         }
         self.ledger.refuse_id_of_another(&id, &req.name, "volume")?;
+        self.require_reconciled(&id)?;
         let refuse = |why: String| {
             Error::precondition(&id, format!("device {uid}: {why}; nothing was changed"))
         };

@@ -60,6 +60,17 @@ impl DeviceBackend {
         Ok(out)
     }
 
+    /// In a cluster, a device that looks free may be a volume's whose claim only its
+    /// BlockDevice object remembers: no device is given out before the first sync merged them.
+    pub(super) fn require_reconciled(&self, volume: &str) -> Result<()> {
+        if self.inventory.reconciled() {
+            return Ok(());
+        }
+        let why = "device inventory not yet reconciled with the cluster's BlockDevice objects (they may remember claims this node's state lacks); retry shortly";
+        let what = format!("volume {volume} on node {}", self.node);
+        Err(Error::storage(what)(std::io::Error::other(why)))
+    }
+
     /// The inventory may lag behind the disk (no uevent tells of a write): re-probe before
     /// claiming. A device that is not blank any more is rescanned and skipped.
     fn still_blank(&self, e: &Entry) -> bool {
@@ -149,6 +160,7 @@ impl LocalVolumes for DeviceBackend {
             crate::backend::check_existing(&rec, kind, &range, &wanted_params)?;
             return Ok(Done::Now(self.volume_info(&rec)));
         }
+        self.require_reconciled(&id_str)?;
         let Some(entry) = self
             .fitting(&params, Some(&range))?
             .into_iter()

@@ -136,9 +136,13 @@ impl DeviceBackend {
         })?;
         inventory.start_monitor()?;
         if crate::discovery::sync::in_cluster() {
-            // The cluster's view of the node's disks (BlockDevice objects), kept current.
+            // The cluster's view of the node's disks (BlockDevice objects), kept current; it
+            // also remembers claims this node's state lost, and creates wait for its first sync.
             crate::discovery::sync::spawn(inventory.clone())?;
         }
+        // Standalone, nothing outside the state dir remembers a claim: if the state dir is
+        // lost, a raw volume's device without a signature looks blank and can be given out
+        // again. That cannot be told from here; keep the state dir.
         let backend = DeviceBackend {
             node: node_id,
             inventory,
