@@ -79,16 +79,18 @@ pub(super) fn place_one(
         }
     }
     if let Some(dev) = dev {
-        match map.get(&dev.uid) {
-            // A known newcomer: whether or not the incumbent is still there, it is not taken
-            // for it.
-            Some(e) if e.conflict.contains(&dev.kernel_name) => {}
-            Some(e)
-                if e.state == State::Active
-                    && e.device.kernel_name != dev.kernel_name
-                    && look(&e.device.kernel_name).is_some_and(|o| o.uid == dev.uid) =>
-            {
-                let incumbent = look(&e.device.kernel_name).expect("just seen");
+        let entry = map.get(&dev.uid);
+        // A known newcomer: whether or not the incumbent is still there, it is not taken for it.
+        let known_newcomer = entry.is_some_and(|e| e.conflict.contains(&dev.kernel_name));
+        // Looked at once: the incumbent may go between two looks (a loop device detached).
+        let incumbent = entry
+            .filter(|e| !known_newcomer && e.state == State::Active)
+            .filter(|e| e.device.kernel_name != dev.kernel_name)
+            .and_then(|e| look(&e.device.kernel_name))
+            .filter(|o| o.uid == dev.uid);
+        match incumbent {
+            _ if known_newcomer => {}
+            Some(incumbent) => {
                 let mut pair = [incumbent, dev];
                 scan::mark_duplicates(&mut pair);
                 let [incumbent, newcomer] = pair;
@@ -99,7 +101,7 @@ pub(super) fn place_one(
                     e.conflict.push(newcomer.kernel_name);
                 }
             }
-            _ => upsert(map, dev),
+            None => upsert(map, dev),
         }
     }
     // The incumbent of a settled conflict is a candidate again if its facts say so.
@@ -191,5 +193,26 @@ mod tests {
             (e.device.kernel_name.as_str(), e.state),
             ("sdd", State::Active)
         );
+    }
+
+    #[test]
+    fn an_incumbent_that_goes_while_a_newcomer_is_placed_is_no_panic() {
+        let mut map = Map::new();
+        place_all(&mut map, vec![dev("sdb", "8:16", "bd-w")]);
+        claimed(&mut map, "bd-w");
+        // The incumbent is there at the first look and gone at any later one.
+        let looks = std::cell::Cell::new(0);
+        let sdb = dev("sdb", "8:16", "bd-w");
+        let look = |n: &str| {
+            looks.set(looks.get() + 1);
+            (n == "sdb" && looks.get() == 1).then(|| sdb.clone())
+        };
+        place_one(&mut map, "sdc", Some(dev("sdc", "8:32", "bd-w")), look);
+        let e = &map["bd-w"];
+        assert_eq!(
+            e.device.kernel_name, "sdb",
+            "the claim moved to the newcomer"
+        );
+        assert_eq!(e.conflict, ["sdc"]);
     }
 }
