@@ -37,7 +37,7 @@ fn ours(dir: &Path, round: usize) -> Duration {
     let state = dir.join(format!("state{round}"));
     let filters = Filters::for_node(&[disk.path().to_string()], &[], None, &[], None).unwrap();
     let (journal, live) = Journal::open(&state.join("journal")).unwrap();
-    let b = DeviceBackend::open("bench".into(), &state, filters, journal, &live).unwrap();
+    let b = DeviceBackend::open("bench".into(), &state, filters, journal, &live, false).unwrap();
     assert!(wait_until(b.inventory(), Duration::from_secs(5), |es| es
         .iter()
         .any(|e| e.state == State::Active && e.device.candidate)));

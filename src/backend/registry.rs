@@ -71,7 +71,11 @@ pub fn open(
     names: &[String],
     settings: &Settings,
 ) -> io::Result<Vec<Arc<dyn Backend>>> {
-    let (journal, live) = Journal::open(&settings.state_dir.join("journal"))?;
+    let journal_dir = settings.state_dir.join("journal");
+    // Nothing of this node's state before this start (state dir lost, or first start): the
+    // device backend then keeps the claims of this node that only the cluster records.
+    let fresh = !std::fs::read_dir(&journal_dir).is_ok_and(|mut d| d.next().is_some());
+    let (journal, live) = Journal::open(&journal_dir)?;
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();
     for name in names {
         if !kind.backends().contains(&name.as_str()) {
@@ -115,6 +119,7 @@ pub fn open(
                     filters,
                     journal.clone(),
                     &live,
+                    fresh,
                 )?)
             }
             other => unreachable!("{other:?} is none of the driver's backends, checked above"),

@@ -398,13 +398,16 @@ impl Inventory {
         }
     }
 
+    /// The claims of this node that only the cluster remembers, as the last
+    /// [`Inventory::set_remembered_claims`] set them.
+    pub fn remembered_claims(&self) -> Claims {
+        let kept = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        kept.clone()
+    }
+
     /// The entries as this node's own state shows them: without the remembered claims.
     pub fn own_view(&self) -> Vec<Entry> {
-        let kept = self
-            .remembered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let kept = self.remembered_claims();
         let mut entries = self.snapshot();
         for e in &mut entries {
             if kept.get(&e.device.uid) == Some(&e.claim) {

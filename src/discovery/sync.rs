@@ -8,11 +8,13 @@
 //! several nodes would otherwise have every node fight over one object. An object recording
 //! another node's claim is never overwritten; its claim is copied into this node's inventory
 //! ([`Inventory::set_foreign_claims`]), so this node neither gives that device out nor writes
-//! to it. An object recording a claim of this node that the node's own state lacks (its state
-//! dir lost: a raw device without a signature then looks blank) is not overwritten either: its
-//! claim is held in the inventory as Released ([`Inventory::set_remembered_claims`]) until an
-//! operator deletes the object or clears its claim, and no device is given out before the
-//! first sync merged these claims.
+//! to it. An object recording a claim of this node that the node's own state lacks is usually
+//! just behind (a DeleteVolume released the device since the last sync) and is brought to the
+//! state's view. But when the state did not exist before this start (its state dir lost: a raw
+//! device without a signature then looks blank), the first sync keeps such a claim: it is held
+//! in the inventory as Released ([`Inventory::set_remembered_claims`]) and mirrored back with
+//! that hold, which later syncs and starts keep until an operator deletes the object or clears
+//! its claim ([`plan`]). No device is given out before the first sync merged these claims.
 
 use super::crd::{from_entry, BlockDevice, NODE_LABEL};
 use super::inventory::{Claim, Claims, Entry, Inventory, State};
@@ -74,8 +76,9 @@ pub struct Plan {
     pub apply: Vec<BlockDevice>,
     /// Names of this node's objects to delete: not desired and unclaimed.
     pub delete: Vec<String>,
-    /// Claims of this node, by uid, that only its objects remember (the inventory shows the
-    /// device unclaimed): shown Released in the inventory until an operator clears them.
+    /// Claims of this node, by uid, that only its objects remember (this node's state shows
+    /// the device unclaimed) and that are kept ([`plan`]): shown Released in the inventory
+    /// until an operator clears them.
     pub remembered: Claims,
 }
 
@@ -98,14 +101,22 @@ fn claimed_by(node: &str, o: &BlockDevice) -> Option<String> {
 
 /// What to change so that `existing` (this node's objects, by label) matches `desired`,
 /// leaving alone every object that records another node's claim (`foreign`). `desired` comes
-/// from the inventory as this node's own state shows it ([`Inventory::own_view`]): where that
-/// shows no claim but this node's object does, the object is the only memory of whose data is
-/// on the device, so its claim is kept (`remembered`) and mirrored back as Released.
+/// from the inventory as this node's own state shows it ([`Inventory::own_view`]). Where that
+/// shows no claim but this node's object does, the object is either behind (a DeleteVolume
+/// released the device since the last sync: it is brought to the state's view) or the only
+/// memory of whose data is on the device. Its claim is kept (`remembered`) and mirrored back
+/// as Released only when this node's state was `fresh` at this start (state dir lost or first
+/// start, and this is the first sync), when the inventory already holds that volume's claim
+/// there (`held`: an earlier sync of this process kept it; the watched object may lag behind
+/// the hold sent), or when the object already shows the hold (Released with
+/// [`remembered_reason`]: kept at an earlier start until an operator clears it).
 pub fn plan(
     node: &str,
     desired: Vec<BlockDevice>,
     existing: &[BlockDevice],
     foreign: &BTreeMap<String, Claim>,
+    fresh: bool,
+    held: &Claims,
 ) -> Plan {
     let have: BTreeMap<String, &BlockDevice> = existing.iter().map(|o| (o.name_any(), o)).collect();
     let named = desired.into_iter().map(|o| (o.name_any(), o));
@@ -118,6 +129,14 @@ pub fn plan(
         };
         // Released: this node cannot tell what is on the device now.
         let reason = remembered_reason(&volume);
+        let status = o.status.as_ref();
+        let shows_hold = status.is_some_and(|s| {
+            s.claim_state == "Released" && s.reason.as_deref() == Some(reason.as_str())
+        });
+        let holding = held.get(name).is_some_and(|c| c.volume() == volume);
+        if !(fresh || holding || shows_hold) {
+            continue;
+        }
         match want.get_mut(name).and_then(|w| w.status.as_mut()) {
             Some(s) if s.claim_state != "Unclaimed" => continue,
             Some(s) => {
@@ -176,16 +195,17 @@ fn backoff() -> ExponentialBuilder {
 /// objects (watched), and every [`RESYNC`]. Failures (API server down, a verb the role lacks)
 /// are logged with the cause and retried with backoff; the driver serves volumes meanwhile,
 /// but gives out no device before the first sync merged the claims the objects remember.
-pub fn spawn(inventory: Arc<Inventory>) -> std::io::Result<()> {
+/// `fresh`: this node's state did not exist before this start (see [`plan`]).
+pub fn spawn(inventory: Arc<Inventory>, fresh: bool) -> std::io::Result<()> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
         std::io::Error::other(format!("the BlockDevice sync needs a tokio runtime: {e}"))
     })?;
     inventory.await_reconcile();
-    runtime.spawn(run(inventory));
+    runtime.spawn(run(inventory, fresh));
     Ok(())
 }
 
-async fn run(inventory: Arc<Inventory>) {
+async fn run(inventory: Arc<Inventory>, fresh: bool) {
     let node = inventory.node().to_string();
     let Ok(client) = kube::Client::try_default
         .retry(backoff())
@@ -218,12 +238,16 @@ async fn run(inventory: Arc<Inventory>) {
         return;
     }
     let mut changes = inventory.changes();
+    // Only the first sync trusts a claim only the objects record because the state is fresh:
+    // later ones find it held in the inventory or shown as held in its object.
+    let mut fresh = fresh;
     loop {
-        let synced = (|| sync(&api, &store, &inventory))
+        let synced = (|| sync(&api, &store, &inventory, fresh))
             .retry(backoff())
             .notify(|e, wait| tracing::warn!(node = %node, error = %e, retry_in = ?wait, "BlockDevice sync failed"))
             .await;
         if let Ok(p) = synced {
+            fresh = false;
             if !p.apply.is_empty() || !p.delete.is_empty() {
                 tracing::info!(node = %node, applied = p.apply.len(), deleted = p.delete.len(), "BlockDevice objects synced");
             }
@@ -246,6 +270,7 @@ async fn sync(
     api: &Api<BlockDevice>,
     store: &reflector::Store<BlockDevice>,
     inventory: &Inventory,
+    fresh: bool,
 ) -> kube::Result<Plan> {
     let node = inventory.node();
     // All nodes' objects: a device this node sees may be another node's claim.
@@ -254,7 +279,8 @@ async fn sync(
     let (existing, others): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
     let want = desired(node, &inventory.own_view());
     let foreign = foreign_claims(node, &others);
-    let p = plan(node, want, &existing, &foreign);
+    let held = inventory.remembered_claims();
+    let p = plan(node, want, &existing, &foreign, fresh, &held);
     // Before anything is sent: the devices this node's objects remember are held at once.
     inventory.set_remembered_claims(&p.remembered);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -352,11 +378,25 @@ mod tests {
         let now = [entry("bd-a", State::Active, Claim::Unclaimed)];
         let same = desired("n1", &now);
         // Up to date: nothing to do.
-        let p = plan("n1", desired("n1", &now), &same, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &now),
+            &same,
+            &BTreeMap::new(),
+            false,
+            &Claims::new(),
+        );
         assert!(p.apply.is_empty() && p.delete.is_empty());
         // Changed status: apply.
         let moved = [entry("bd-a", State::Active, claimed())];
-        let p = plan("n1", desired("n1", &moved), &same, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &moved),
+            &same,
+            &BTreeMap::new(),
+            false,
+            &Claims::new(),
+        );
         assert_eq!(p.apply.len(), 1);
         assert!(p.delete.is_empty());
         // Stale: the unclaimed one goes, the claimed one and another node's stay.
@@ -367,7 +407,14 @@ mod tests {
             .into_iter()
             .flatten()
             .collect();
-        let p = plan("n1", desired("n1", &now), &existing, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &now),
+            &existing,
+            &BTreeMap::new(),
+            false,
+            &Claims::new(),
+        );
         assert!(p.apply.is_empty());
         assert_eq!(p.delete, ["bd-x"]);
     }
@@ -388,7 +435,14 @@ mod tests {
 
         // n1 sees the LUN unclaimed: it does not apply its own object over n2's.
         let mine = [entry("bd-lun", State::Active, Claim::Unclaimed)];
-        let p = plan("n1", desired("n1", &mine), &[], &foreign);
+        let p = plan(
+            "n1",
+            desired("n1", &mine),
+            &[],
+            &foreign,
+            false,
+            &Claims::new(),
+        );
         assert!(p.apply.is_empty(), "{:?}", p.apply);
         assert_eq!(foreign.len(), 1);
         // Once recorded in n1's inventory, n2's claim is not n1's to mirror.
@@ -408,11 +462,18 @@ mod tests {
 
     #[test]
     fn plan_keeps_a_claim_of_this_node_that_only_its_object_remembers() {
-        // The state dir is lost: the inventory shows the device unclaimed, its object still
-        // says Claimed by v1 on this node.
+        // The state dir is lost (the first sync sees fresh state): the inventory shows the
+        // device unclaimed, its object still says Claimed by v1 on this node.
         let lost = [entry("bd-a", State::Active, Claim::Unclaimed)];
         let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
-        let p = plan("n1", desired("n1", &lost), &object, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &lost),
+            &object,
+            &BTreeMap::new(),
+            true,
+            &Claims::new(),
+        );
         let unclaimed = |o: &BlockDevice| o.status.as_ref().unwrap().claim_state == "Unclaimed";
         assert!(!p.apply.iter().any(unclaimed), "{:?}", p.apply);
         assert!(p.delete.is_empty());
@@ -428,7 +489,14 @@ mod tests {
         let holding = [entry("bd-a", State::Active, held.unwrap())];
         assert_eq!(view(&p.apply), view(&desired("n1", &holding)));
         // The next sync (the inventory's own state still unclaimed) keeps it, changing nothing.
-        let again = plan("n1", desired("n1", &lost), &p.apply, &BTreeMap::new());
+        let again = plan(
+            "n1",
+            desired("n1", &lost),
+            &p.apply,
+            &BTreeMap::new(),
+            false,
+            &p.remembered,
+        );
         assert!(again.apply.is_empty(), "{:?}", again.apply);
         assert_eq!(again.remembered, p.remembered);
         // A Released object is remembered too.
@@ -438,15 +506,36 @@ mod tests {
             node: "n1".into(),
         };
         let object = desired("n1", &[entry("bd-a", State::Active, released)]);
-        let p = plan("n1", desired("n1", &lost), &object, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &lost),
+            &object,
+            &BTreeMap::new(),
+            true,
+            &Claims::new(),
+        );
         assert!(
             matches!(p.remembered.get("bd-a"), Some(Claim::Released { volume, .. }) if volume == "v0")
         );
         // An operator clears the claim or deletes the object: nothing remembered any more.
         let cleared = desired("n1", &lost);
-        let p = plan("n1", desired("n1", &lost), &cleared, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &lost),
+            &cleared,
+            &BTreeMap::new(),
+            true,
+            &Claims::new(),
+        );
         assert!(p.remembered.is_empty() && p.apply.is_empty());
-        let p = plan("n1", desired("n1", &lost), &[], &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &lost),
+            &[],
+            &BTreeMap::new(),
+            true,
+            &Claims::new(),
+        );
         assert!(p.remembered.is_empty());
         assert_eq!(view(&p.apply), view(&cleared));
         // A claim this node's state holds stands over the object's.
@@ -456,12 +545,97 @@ mod tests {
         };
         let mine = [entry("bd-a", State::Active, now)];
         let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
-        let p = plan("n1", desired("n1", &mine), &object, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            desired("n1", &mine),
+            &object,
+            &BTreeMap::new(),
+            true,
+            &Claims::new(),
+        );
         assert!(p.remembered.is_empty());
         assert_eq!(view(&p.apply), view(&desired("n1", &mine)));
         // Another node's object is not this node's memory.
         let theirs = desired("n2", &[entry("bd-b", State::Active, claimed())]);
-        let p = plan("n1", Vec::new(), &theirs, &BTreeMap::new());
+        let p = plan(
+            "n1",
+            Vec::new(),
+            &theirs,
+            &BTreeMap::new(),
+            true,
+            &Claims::new(),
+        );
         assert!(p.remembered.is_empty());
+    }
+
+    #[test]
+    fn plan_brings_a_deleted_volumes_object_to_this_nodes_state() {
+        // DeleteVolume of v1 just released the device: this node's state (intact) shows it
+        // unclaimed, its object still says Claimed by v1 until this sync.
+        let now = [entry("bd-a", State::Active, Claim::Unclaimed)];
+        let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
+        let p = plan(
+            "n1",
+            desired("n1", &now),
+            &object,
+            &BTreeMap::new(),
+            false,
+            &Claims::new(),
+        );
+        assert!(p.remembered.is_empty(), "{:?}", p.remembered);
+        assert_eq!(view(&p.apply), view(&desired("n1", &now)));
+        assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn plan_keeps_a_claim_only_the_object_records_after_a_fresh_start_or_once_held() {
+        let lost = [entry("bd-a", State::Active, Claim::Unclaimed)];
+        let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
+        let none = Claims::new();
+        let plan = |existing: &[BlockDevice], fresh, held: &Claims| {
+            plan(
+                "n1",
+                desired("n1", &lost),
+                existing,
+                &BTreeMap::new(),
+                fresh,
+                held,
+            )
+        };
+        // Fresh state (state dir lost, or first start): the first sync holds the claim.
+        let p = plan(&object, true, &none);
+        let held = p.remembered.clone();
+        assert!(
+            matches!(held.get("bd-a"), Some(Claim::Released { volume, .. }) if volume == "v1"),
+            "{held:?}"
+        );
+        // Later syncs of this process: the watched object may still say Claimed; the
+        // inventory holds the claim, so it stays held.
+        let lagging = plan(&object, false, &held);
+        assert_eq!(lagging.remembered, held);
+        assert_eq!(view(&lagging.apply), view(&p.apply));
+        // A later start (state not fresh, nothing held yet): the object shows the hold.
+        let restarted = plan(&p.apply, false, &none);
+        assert_eq!(restarted.remembered, held);
+        assert!(restarted.apply.is_empty(), "{:?}", restarted.apply);
+        // Held for another volume, or Released for another reason: the state's view stands.
+        let other = Claims::from([(
+            "bd-a".into(),
+            Claim::Released {
+                volume: "v0".into(),
+                reason: "remembered".into(),
+                node: "n1".into(),
+            },
+        )]);
+        assert!(plan(&object, false, &other).remembered.is_empty());
+        let released = Claim::Released {
+            volume: "v1".into(),
+            reason: "not wiped".into(),
+            node: "n1".into(),
+        };
+        let object = desired("n1", &[entry("bd-a", State::Active, released)]);
+        let p = plan(&object, false, &none);
+        assert!(p.remembered.is_empty(), "{:?}", p.remembered);
+        assert_eq!(view(&p.apply), view(&desired("n1", &lost)));
     }
 }

@@ -64,7 +64,7 @@ fn commit(state: &Path, recs: &[VolumeRecord], damaged: bool) {
 /// Opens the backend as a start does; returns the names it still has records of.
 fn start(state: &Path, disk: &Disk) -> Vec<String> {
     let (j, live) = journal(state);
-    let backend = DeviceBackend::open(NODE.into(), state, filters(disk), j, &live).unwrap();
+    let backend = DeviceBackend::open(NODE.into(), state, filters(disk), j, &live, false).unwrap();
     drop(backend);
     let (j, live) = journal(state);
     let ledger: Ledger<VolumeRecord> = Ledger::open_counted(j, BACKEND, BACKEND, &live).unwrap();
@@ -214,7 +214,8 @@ fn a_create_waits_until_the_inventory_is_reconciled_with_the_cluster() {
     let state = dir.path().join("state");
     let disk = Disk::attach(&image(dir.path(), "u.img", 64));
     let (j, live) = journal(&state);
-    let backend = DeviceBackend::open(NODE.into(), &state, filters(&disk), j, &live).unwrap();
+    let backend =
+        DeviceBackend::open(NODE.into(), &state, filters(&disk), j, &live, false).unwrap();
     let req = CreateRequest {
         name: "v".into(),
         capacity: Default::default(),

@@ -123,12 +123,15 @@ impl DeviceBackend {
     /// Opens the records and the inventory (one scan, placed by the claims the records make),
     /// starts the hotplug monitor (and, in a cluster, the BlockDevice sync) and finishes the
     /// deletes a crash interrupted. The inventory (`devices.json`) lives in `state_dir`.
+    /// `fresh`: the state journal did not exist before this start (the sync then keeps the
+    /// claims of this node that only its BlockDevice objects record).
     pub fn open(
         node_id: String,
         state_dir: &Path,
         filters: Filters,
         journal: Arc<Journal>,
         live: &HashMap<String, Vec<u8>>,
+        fresh: bool,
     ) -> std::io::Result<Self> {
         let ledger = Ledger::open_counted(journal, BACKEND, BACKEND, live)?;
         let inventory = Inventory::open_with_claims(state_dir, &node_id, filters, |legacy| {
@@ -138,7 +141,7 @@ impl DeviceBackend {
         if crate::discovery::sync::in_cluster() {
             // The cluster's view of the node's disks (BlockDevice objects), kept current; it
             // also remembers claims this node's state lost, and creates wait for its first sync.
-            crate::discovery::sync::spawn(inventory.clone())?;
+            crate::discovery::sync::spawn(inventory.clone(), fresh)?;
         }
         // Standalone, nothing outside the state dir remembers a claim: if the state dir is
         // lost, a raw volume's device without a signature looks blank and can be given out
