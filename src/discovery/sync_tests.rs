@@ -20,6 +20,18 @@ fn claimed() -> Claim {
     }
 }
 
+/// `plan` on node n1 for the inventory `want`, with no other node's claims.
+fn plan_n1(want: &[Entry], objects: &[BlockDevice], fresh: bool, held: &Claims) -> Plan {
+    plan(
+        "n1",
+        desired("n1", want),
+        objects,
+        &BTreeMap::new(),
+        fresh,
+        held,
+    )
+}
+
 #[test]
 fn desired_skips_only_unclaimed_inactive() {
     let es = [
@@ -66,25 +78,11 @@ fn plan_applies_changes_and_deletes_stale_unclaimed_only() {
     let now = [entry("bd-a", State::Active, Claim::Unclaimed)];
     let same = desired("n1", &now);
     // Up to date: nothing to do.
-    let p = plan(
-        "n1",
-        desired("n1", &now),
-        &same,
-        &BTreeMap::new(),
-        false,
-        &Claims::new(),
-    );
+    let p = plan_n1(&now, &same, false, &Claims::new());
     assert!(p.apply.is_empty() && p.delete.is_empty());
     // Changed status: apply.
     let moved = [entry("bd-a", State::Active, claimed())];
-    let p = plan(
-        "n1",
-        desired("n1", &moved),
-        &same,
-        &BTreeMap::new(),
-        false,
-        &Claims::new(),
-    );
+    let p = plan_n1(&moved, &same, false, &Claims::new());
     assert_eq!(p.apply.len(), 1);
     assert!(p.delete.is_empty());
     // Stale: the unclaimed one goes, the claimed one and another node's stay.
@@ -95,14 +93,7 @@ fn plan_applies_changes_and_deletes_stale_unclaimed_only() {
         .into_iter()
         .flatten()
         .collect();
-    let p = plan(
-        "n1",
-        desired("n1", &now),
-        &existing,
-        &BTreeMap::new(),
-        false,
-        &Claims::new(),
-    );
+    let p = plan_n1(&now, &existing, false, &Claims::new());
     assert!(p.apply.is_empty());
     assert_eq!(p.delete, ["bd-x"]);
 }
@@ -154,14 +145,7 @@ fn plan_keeps_a_claim_of_this_node_that_only_its_object_remembers() {
     // device unclaimed, its object still says Claimed by v1 on this node.
     let lost = [entry("bd-a", State::Active, Claim::Unclaimed)];
     let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
-    let p = plan(
-        "n1",
-        desired("n1", &lost),
-        &object,
-        &BTreeMap::new(),
-        true,
-        &Claims::new(),
-    );
+    let p = plan_n1(&lost, &object, true, &Claims::new());
     let unclaimed = |o: &BlockDevice| o.status.as_ref().unwrap().claim_state == "Unclaimed";
     assert!(!p.apply.iter().any(unclaimed), "{:?}", p.apply);
     assert!(p.delete.is_empty());
@@ -177,14 +161,7 @@ fn plan_keeps_a_claim_of_this_node_that_only_its_object_remembers() {
     let holding = [entry("bd-a", State::Active, held.unwrap())];
     assert_eq!(view(&p.apply), view(&desired("n1", &holding)));
     // The next sync (the inventory's own state still unclaimed) keeps it, changing nothing.
-    let again = plan(
-        "n1",
-        desired("n1", &lost),
-        &p.apply,
-        &BTreeMap::new(),
-        false,
-        &p.remembered,
-    );
+    let again = plan_n1(&lost, &p.apply, false, &p.remembered);
     assert!(again.apply.is_empty(), "{:?}", again.apply);
     assert_eq!(again.remembered, p.remembered);
     // A Released object is remembered too.
@@ -194,36 +171,15 @@ fn plan_keeps_a_claim_of_this_node_that_only_its_object_remembers() {
         node: "n1".into(),
     };
     let object = desired("n1", &[entry("bd-a", State::Active, released)]);
-    let p = plan(
-        "n1",
-        desired("n1", &lost),
-        &object,
-        &BTreeMap::new(),
-        true,
-        &Claims::new(),
-    );
+    let p = plan_n1(&lost, &object, true, &Claims::new());
     assert!(
         matches!(p.remembered.get("bd-a"), Some(Claim::Released { volume, .. }) if volume == "v0")
     );
     // An operator clears the claim or deletes the object: nothing remembered any more.
     let cleared = desired("n1", &lost);
-    let p = plan(
-        "n1",
-        desired("n1", &lost),
-        &cleared,
-        &BTreeMap::new(),
-        true,
-        &Claims::new(),
-    );
+    let p = plan_n1(&lost, &cleared, true, &Claims::new());
     assert!(p.remembered.is_empty() && p.apply.is_empty());
-    let p = plan(
-        "n1",
-        desired("n1", &lost),
-        &[],
-        &BTreeMap::new(),
-        true,
-        &Claims::new(),
-    );
+    let p = plan_n1(&lost, &[], true, &Claims::new());
     assert!(p.remembered.is_empty());
     assert_eq!(view(&p.apply), view(&cleared));
     // A claim this node's state holds stands over the object's.
@@ -233,26 +189,12 @@ fn plan_keeps_a_claim_of_this_node_that_only_its_object_remembers() {
     };
     let mine = [entry("bd-a", State::Active, now)];
     let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
-    let p = plan(
-        "n1",
-        desired("n1", &mine),
-        &object,
-        &BTreeMap::new(),
-        true,
-        &Claims::new(),
-    );
+    let p = plan_n1(&mine, &object, true, &Claims::new());
     assert!(p.remembered.is_empty());
     assert_eq!(view(&p.apply), view(&desired("n1", &mine)));
     // Another node's object is not this node's memory.
     let theirs = desired("n2", &[entry("bd-b", State::Active, claimed())]);
-    let p = plan(
-        "n1",
-        Vec::new(),
-        &theirs,
-        &BTreeMap::new(),
-        true,
-        &Claims::new(),
-    );
+    let p = plan_n1(&[], &theirs, true, &Claims::new());
     assert!(p.remembered.is_empty());
 }
 
@@ -262,14 +204,7 @@ fn plan_brings_a_deleted_volumes_object_to_this_nodes_state() {
     // unclaimed, its object still says Claimed by v1 until this sync.
     let now = [entry("bd-a", State::Active, Claim::Unclaimed)];
     let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
-    let p = plan(
-        "n1",
-        desired("n1", &now),
-        &object,
-        &BTreeMap::new(),
-        false,
-        &Claims::new(),
-    );
+    let p = plan_n1(&now, &object, false, &Claims::new());
     assert!(p.remembered.is_empty(), "{:?}", p.remembered);
     assert_eq!(view(&p.apply), view(&desired("n1", &now)));
     assert!(p.delete.is_empty());
@@ -280,16 +215,8 @@ fn plan_keeps_a_claim_only_the_object_records_after_a_fresh_start_or_once_held()
     let lost = [entry("bd-a", State::Active, Claim::Unclaimed)];
     let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
     let none = Claims::new();
-    let plan = |existing: &[BlockDevice], fresh, held: &Claims| {
-        plan(
-            "n1",
-            desired("n1", &lost),
-            existing,
-            &BTreeMap::new(),
-            fresh,
-            held,
-        )
-    };
+    let plan =
+        |existing: &[BlockDevice], fresh, held: &Claims| plan_n1(&lost, existing, fresh, held);
     // Fresh state (state dir lost, or first start): the first sync holds the claim.
     let p = plan(&object, true, &none);
     let held = p.remembered.clone();
