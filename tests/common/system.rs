@@ -147,6 +147,16 @@ pub fn run(program: &str, args: &[&std::ffi::OsStr]) -> String {
 }
 
 /// Size of a block device in bytes, by BLKGETSIZE64 (`blockdev --getsize64`).
+/// `chattr <flag> <path>` (e.g. `+i`: a file or directory nothing can remove until `-i`).
+pub fn chattr(flag: &str, path: &Path) {
+    let out = Command::new("chattr").arg(flag).arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "chattr {flag} {}: {out:?}",
+        path.display()
+    );
+}
+
 pub fn block_size(dev: &Path) -> u64 {
     run("blockdev", &["--getsize64".as_ref(), dev.as_os_str()])
         .trim()

@@ -7,19 +7,8 @@ use crate::common;
 
 use common::*;
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 
 const NAME: &str = "stuck";
-
-fn chattr(flag: &str, path: &Path) {
-    let out = Command::new("chattr").arg(flag).arg(path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "chattr {flag} {}: {out:?}",
-        path.display()
-    );
-}
 
 /// Creates `NAME` with a file in it, makes its directory immutable and deletes it.
 async fn delete_that_cannot_remove(d: &Driver) -> String {

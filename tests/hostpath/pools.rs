@@ -351,14 +351,21 @@ async fn a_class_naming_a_pool_the_node_lacks_gets_no_capacity_and_no_volume() {
     d.delete(&v.volume_id).await;
 }
 
-#[tokio::test]
-async fn a_pool_base_configured_under_another_name_is_refused_not_swept() {
+/// A driver with pool `fast` (its flag is the returned string) on a plain directory, holding
+/// volume `kept` with a file.
+async fn fast_pool_with_a_volume() -> (Driver, PathBuf, String, csi::Volume) {
     let b = Driver::builder();
     let disk = mkdir(&b.path().join("disk"));
     let flag = format!("fast={}", disk.display());
-    let mut d = b.arg("--hostpath-pool").arg(&flag).start().await;
+    let d = b.arg("--hostpath-pool").arg(&flag).start().await;
     let v = create_in(&d, "kept", "fast").await;
     fs::write(disk.join("kept/data"), b"precious").unwrap();
+    (d, disk, flag, v)
+}
+
+#[tokio::test]
+async fn a_pool_base_configured_under_another_name_is_refused_not_swept() {
+    let (mut d, disk, flag, v) = fast_pool_with_a_volume().await;
 
     // Renamed: its records are pool fast's, so under the name quick the volume has none.
     d.replace_arg(&flag, &format!("quick={}", disk.display()));
@@ -384,12 +391,7 @@ async fn a_pool_base_configured_under_another_name_is_refused_not_swept() {
 
 #[tokio::test]
 async fn a_delete_of_what_a_pool_no_longer_configured_holds_is_refused() {
-    let b = Driver::builder();
-    let disk = mkdir(&b.path().join("disk"));
-    let flag = format!("fast={}", disk.display());
-    let mut d = b.arg("--hostpath-pool").arg(&flag).start().await;
-    let v = create_in(&d, "kept", "fast").await;
-    fs::write(disk.join("kept/data"), b"precious").unwrap();
+    let (mut d, disk, flag, v) = fast_pool_with_a_volume().await;
     let s = snapshot(&d, "kept-snap", &v.volume_id).await;
 
     // The pool left out of the configuration: its records stay in the journal, unserved.

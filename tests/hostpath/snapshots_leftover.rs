@@ -7,17 +7,6 @@ use crate::common::hostpath_snap::*;
 
 use common::*;
 use std::fs;
-use std::path::Path;
-use std::process::Command;
-
-fn chattr(flag: &str, path: &Path) {
-    let out = Command::new("chattr").arg(flag).arg(path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "chattr {flag} {}: {out:?}",
-        path.display()
-    );
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_made_again_survives_the_start_that_removes_its_namesakes_leftover() {
