@@ -115,23 +115,24 @@ fn contested_starts(state: &Path, disk: &Disk, recs: &[VolumeRecord], damaged: b
 /// both records stay until an operator settles whose it is.
 #[test]
 fn two_records_on_one_device_never_wipe_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let disk = Disk::attach(&image(dir.path(), "u.img", 64));
-    let v = raw_record(&state, &disk, "v", Phase::Deleting);
-    let w = raw_record(&state, &disk, "w", Phase::Ready);
-    contested_starts(&state, &disk, &[v, w], true);
+    raw_v_deleting_and_w_ready_on_one_device(true);
 }
 
 /// The same without journal damage: two records on one device are never settled by a wipe.
 #[test]
 fn two_records_on_one_device_in_an_intact_journal_never_wipe_it() {
+    raw_v_deleting_and_w_ready_on_one_device(false);
+}
+
+/// Raw v `Deleting` and raw w `Ready` on one device, started repeatedly (`damaged`: with the
+/// journal's damage recorded).
+fn raw_v_deleting_and_w_ready_on_one_device(damaged: bool) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let disk = Disk::attach(&image(dir.path(), "u.img", 64));
     let v = raw_record(&state, &disk, "v", Phase::Deleting);
     let w = raw_record(&state, &disk, "w", Phase::Ready);
-    contested_starts(&state, &disk, &[v, w], false);
+    contested_starts(&state, &disk, &[v, w], damaged);
 }
 
 /// A raw volume `Deleting` in a damaged journal: the lost batches may have finished its delete
