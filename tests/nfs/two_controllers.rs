@@ -175,3 +175,247 @@ async fn a_second_controller_never_copies_over_the_first_ones_snapshot() {
         second.log()
     );
 }
+
+/// A controller on `g` whose calls reaching `point` wait while the returned file exists.
+async fn paused_driver(g: &Ganesha, reg: &str, point: &str) -> (Driver, std::path::PathBuf) {
+    let mut d = nfs_driver(g, &["--nfs-registry-file", reg]).await;
+    let paused = d.root().join("paused");
+    d.set_env("FERROVOL_PAUSE_AT", point);
+    d.set_env("FERROVOL_PAUSE_FILE", paused.to_str().unwrap());
+    d.restart().await;
+    (d, paused)
+}
+
+/// How many recovery passes `d` has logged.
+fn recoveries(d: &Driver) -> usize {
+    d.log()
+        .matches("NFS snapshots and restores recovered")
+        .count()
+}
+
+/// Restarts `holder` (which holds the share's lease, so it takes it back at once and recovers
+/// the share) and waits for its recovery pass to end.
+async fn restart_and_recover(holder: &mut Driver) {
+    let before = recoveries(holder);
+    holder.restart().await;
+    wait_for(
+        "the restarted holder's recovery",
+        Duration::from_secs(30),
+        || recoveries(holder) > before,
+    )
+    .await;
+}
+
+fn clone_req(name: &str, p: &HashMap<String, String>, src: &str) -> csi::CreateVolumeRequest {
+    let mut r = req(name, p);
+    r.volume_content_source = Some(csi::VolumeContentSource {
+        r#type: Some(csi::volume_content_source::Type::Volume(
+            csi::volume_content_source::VolumeSource {
+                volume_id: src.to_string(),
+            },
+        )),
+    });
+    r
+}
+
+#[tokio::test]
+async fn a_lease_holder_restarting_never_rolls_back_a_clone_another_controller_copies() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap();
+    let p = class(&g, &[]);
+    // The first controller holds the lease; the second (the sidecars' leader) makes the clone.
+    let (mut holder, src) = first_with_source(&g, reg, &p).await;
+    let (leader, paused) = paused_driver(&g, reg, "nfs-restore:before-rename").await;
+    let mut ctl = leader.controller();
+    let clone = clone_req("clone", &p, &src.volume_id);
+    let making = tokio::spawn(async move { ctl.create_volume(clone).await });
+    wait_for("the clone's copy to end", Duration::from_secs(60), || {
+        paused.exists()
+    })
+    .await;
+
+    restart_and_recover(&mut holder).await;
+    fs::remove_file(&paused).unwrap();
+    let made = making
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the clone failed: {e}\n--- lease holder ---\n{}",
+                holder.log()
+            )
+        })
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        dir_names(&g.export.join(sub_dir(&made))).len(),
+        FILES,
+        "the clone has every file\n--- lease holder ---\n{}",
+        holder.log()
+    );
+    assert!(
+        !holder.log().contains("rolling back a restore"),
+        "{}",
+        holder.log()
+    );
+}
+
+#[tokio::test]
+async fn a_lease_holder_restarting_never_copies_over_a_snapshot_another_controller_copies() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap();
+    let p = class(&g, &[]);
+    let (mut holder, src) = first_with_source(&g, reg, &p).await;
+    let (leader, paused) = paused_driver(&g, reg, "nfs-snapshot:before-ready").await;
+    let s = snapshot(&leader, "snap", &src.volume_id).await;
+    assert!(!s.ready_to_use);
+    wait_for(
+        "the snapshot's copy to end",
+        Duration::from_secs(60),
+        || paused.exists(),
+    )
+    .await;
+
+    restart_and_recover(&mut holder).await;
+    // The restarted holder is asked about the snapshot meanwhile.
+    assert!(!list(&holder, &s.snapshot_id, "").await[0].ready_to_use);
+    fs::remove_file(&paused).unwrap();
+    let t0 = Instant::now();
+    while !snapshot(&leader, "snap", &src.volume_id).await.ready_to_use {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", leader.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dir_names(&g.export.join(".ferrovol/snapshot-data/snap")).len(),
+        FILES,
+        "the snapshot has every file"
+    );
+    assert!(
+        !holder.log().contains("resuming") && !leader.log().contains("snapshot copy failed"),
+        "one copy, never restarted\n--- holder ---\n{}\n--- leader ---\n{}",
+        holder.log(),
+        leader.log()
+    );
+}
+
+#[tokio::test]
+async fn a_clone_whose_controller_died_is_rolled_back_once_it_stops_showing_life() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap();
+    let p = class(&g, &[]);
+    let (holder, src) = first_with_source(&g, reg, &p).await;
+    let (mut leader, paused) = paused_driver(&g, reg, "nfs-restore:before-rename").await;
+    let mut ctl = leader.controller();
+    let clone = clone_req("clone", &p, &src.volume_id);
+    let making = tokio::spawn(async move { ctl.create_volume(clone).await });
+    wait_for("the clone's copy to end", Duration::from_secs(60), || {
+        paused.exists()
+    })
+    .await;
+    leader.kill9();
+    let _ = making.await;
+
+    // The CO sends the create to the remaining controller, which holds the lease: it rolls the
+    // dead one's restore back once its liveness record has stood still, then makes it whole.
+    let t0 = Instant::now();
+    let made = loop {
+        match holder
+            .controller()
+            .create_volume(clone_req("clone", &p, &src.volume_id))
+            .await
+        {
+            Ok(r) => break r.into_inner().volume.unwrap(),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Aborted, "{e}");
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "never rolled back\n{}",
+                    holder.log()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert_eq!(dir_names(&g.export.join(sub_dir(&made))).len(), FILES);
+}
+
+#[tokio::test]
+async fn what_another_controller_copies_or_reads_is_not_deleted_under_it() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap();
+    let p = class(&g, &[]);
+    // The old pod copies a snapshot; the new one (the sidecars' leader now) gets the deletes.
+    let (new_pod, src) = first_with_source(&g, reg, &p).await;
+    let (old_pod, paused) = paused_driver(&g, reg, "nfs-snapshot:before-copy").await;
+    let s = snapshot(&old_pod, "snap", &src.volume_id).await;
+    wait_for(
+        "the snapshot's copy to begin",
+        Duration::from_secs(60),
+        || paused.exists(),
+    )
+    .await;
+
+    let mut ctl = new_pod.controller();
+    let gone = ctl
+        .delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: s.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    let code = gone.map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code());
+    assert_eq!(
+        code,
+        tonic::Code::Aborted,
+        "DeleteSnapshot of a snapshot copied elsewhere"
+    );
+    let gone = ctl
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: src.volume_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    let code = gone.map(|_| tonic::Code::Ok).unwrap_or_else(|e| e.code());
+    assert_eq!(
+        code,
+        tonic::Code::Aborted,
+        "DeleteVolume of a volume copied elsewhere"
+    );
+
+    fs::remove_file(&paused).unwrap();
+    let t0 = Instant::now();
+    while !snapshot(&old_pod, "snap", &src.volume_id)
+        .await
+        .ready_to_use
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", old_pod.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dir_names(&g.export.join(".ferrovol/snapshot-data/snap")).len(),
+        FILES
+    );
+    // Once the copy ended, both deletes go through.
+    nfs_snap::delete_snapshot(&new_pod, &s.snapshot_id).await;
+    new_pod.delete(&src.volume_id).await;
+}

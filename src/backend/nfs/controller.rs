@@ -349,6 +349,7 @@ impl ControllerBackend for NfsBackend {
         let Some((c, rec)) = self.find(&vid, &id.key)? else {
             return Ok(Done::Now(()));
         };
+        self.refuse_read_elsewhere(&c, &vid)?;
         let deleted = match rec.state {
             RecordState::Creating => self.roll_back_other(&c, &rec),
             RecordState::Deleting => self.finish_delete(&c, &rec),

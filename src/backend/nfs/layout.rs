@@ -50,6 +50,7 @@
 //!   snapshots/<key>.json       one record per snapshot (write_file_atomic)
 //!   snapshot-data/<key>/       its content: a copy of the source volume's directory
 //!   staging/<volume key>/      a volume being restored or cloned, renamed to its subDir when whole
+//!   copies/<name>.json         a snapshot copy or restore in flight, showing life (alive.rs)
 //! ```
 //! Snapshots sit on the share of their source volume, outside every volume directory, so
 //! deleting, retaining or archiving a volume never touches them (onDelete is for volumes only).

@@ -42,6 +42,7 @@
 //! classes that set them.
 
 mod adopt;
+mod alive;
 mod controller;
 pub mod layout;
 mod lease;
@@ -121,7 +122,7 @@ pub struct NfsBackend {
     /// Snapshot copies and restores running in this process.
     work: Arc<Work>,
     /// Which shares this process may recover (lease.rs).
-    leases: lease::Leases,
+    leases: Arc<lease::Leases>,
 }
 
 impl NfsBackend {
@@ -139,8 +140,8 @@ impl NfsBackend {
                 "--nfs-test-export-root is set: NodePublishVolume bind-mounts directories below it instead of mounting NFS; for test machines only");
         }
         let backend = NfsBackend {
-            work: Arc::new(Work::new(cfg.timeout)),
-            leases: lease::Leases::new(&cfg.instance),
+            work: Arc::new(Work::new(cfg.timeout, &cfg.instance)),
+            leases: Arc::new(lease::Leases::new(&cfg.instance)),
             clients: Arc::new(Clients(cfg.timeout, Mutex::default())),
             cfg,
             shares,
@@ -160,10 +161,10 @@ impl NfsBackend {
         let (c, new) = self.clients.get(server, share, Want::Auto)?;
         if new {
             let (auto, work, clients) = (c.clone(), self.work.clone(), self.clients.clone());
-            let (sv, sh) = (server.to_string(), share.to_string());
+            let (sv, sh, leases) = (server.to_string(), share.to_string(), self.leases.clone());
             self.leases.watch(c.clone(), move || {
                 let of = |v: Version| clients.get(&sv, &sh, Want::Only(v)).map(|(c, _)| c);
-                recovery::recover(&auto, &work, &of)
+                recovery::recover(&auto, &work, &of, &|| leases.holds(&auto))
             });
         }
         Ok(c)
@@ -247,12 +248,33 @@ impl NfsBackend {
     /// holds the share's lease, since another controller on the share may still be making it
     /// (Busy).
     fn roll_back_other(&self, c: &NfsClient, rec: &VolumeRecord) -> Result<()> {
+        let (id, server, share) = (&rec.id, c.server(), c.share());
         if !self.leases.wait_held(c) {
-            let (id, server, share) = (&rec.id, c.server(), c.share());
             return Err(Error::Busy(format!("{id} (an unfinished create on {server}:{share}, which another controller holds the lease of)")));
         }
+        let name = restore::restore_name(rec.key());
+        let shown = self.work.copies.others_copying(c, &name);
+        if shown.map_err(|e| self.err(id, e))? {
+            return Err(Error::Busy(format!(
+                "{id} (another controller on {server}:{share} is still copying its content)"
+            )));
+        }
         // Unless a restore in this process is still making it: that one is Busy.
-        self.restoring(&rec.id, || rollback::undo_create(c, rec, self.cfg.timeout))
+        self.restoring(id, || rollback::undo_create(c, rec, self.cfg.timeout))?;
+        self.work.copies.forget(c, &name);
+        Ok(())
+    }
+
+    /// Busy while another controller on `c`'s share shows life for a copy reading `source`.
+    fn refuse_read_elsewhere(&self, c: &NfsClient, source: &str) -> Result<()> {
+        let reader = self.work.copies.others_reading(c, source);
+        match reader.map_err(|e| self.err(source, e))? {
+            None => Ok(()),
+            Some(copy) => Err(Error::Busy(format!(
+                "{source} (copy {copy} of another controller on {} reads it)",
+                c.server()
+            ))),
+        }
     }
 
     /// Runs `f` while volume `vid` is marked as being restored here; Busy when it already is.

@@ -5,6 +5,7 @@
 //!
 //! | found | meaning | action |
 //! |---|---|---|
+//! | a `Creating` record whose copy another process shows life for (alive.rs) | a copy in flight | none: looked at again every `TTL` while this process holds the lease |
 //! | snapshot record `Creating` | a copy cut off | discard the partial content, copy again |
 //! | snapshot record `Deleting` | a delete cut off | finish it |
 //! | snapshot content, no record | the record went first (only by hand) | remove the content |
@@ -14,35 +15,55 @@
 //! Everything removed here lies under `.ferrovol/`, which only this driver writes, or is a
 //! subDir proven to be a cut-off restore's by its file handle (rollback.rs).
 
+use super::alive::TTL;
 use super::layout::{
     self, key_of_snap_record, snapshot_id, staging_path, RecordState, SNAP_DATA_DIR,
     SNAP_RECORDS_DIR, STAGING_DIR,
 };
+use super::restore::restore_name;
 use super::rollback::undo_create;
-use super::snapshots::{finish_delete, read_snap_record, start_copy};
+use super::snapshots::{copy_name, finish_delete, read_snap_record, start_copy};
 use super::work::Work;
 use super::{map_nfs_error, names};
 use crate::error::Result;
 use crate::nfs::{NfsClient, Version};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The share's client in one NFS version, for records whose handles are in it.
 pub(super) type ClientOf<'a> = &'a dyn Fn(Version) -> Result<Arc<NfsClient>>;
 
-/// Recovers one share; run by its lease's holder each time it takes the lease.
-pub(super) fn recover(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) {
-    if let Err(e) = recover_share(c, work, of) {
-        tracing::warn!(server = %c.server(), share = %c.share(), error = %e,
-            "recovery of snapshots and restores not finished; calls that meet their records finish it");
+/// Recovers one share; run by its lease's holder each time it takes the lease, and again every
+/// `TTL` while copies of other processes are in flight and `holds` (the lease) is true.
+pub(super) fn recover(
+    c: &Arc<NfsClient>,
+    work: &Arc<Work>,
+    of: ClientOf<'_>,
+    holds: &dyn Fn() -> bool,
+) {
+    loop {
+        match recover_share(c, work, of) {
+            Ok(0) => return,
+            Ok(_) if !holds() => return,
+            Ok(_) => std::thread::sleep(TTL),
+            Err(e) => {
+                tracing::warn!(server = %c.server(), share = %c.share(), error = %e,
+                    "recovery of snapshots and restores not finished; calls that meet their records finish it");
+                return;
+            }
+        }
     }
 }
 
-fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Result<()> {
+/// One pass; how many copies of other processes it left alone.
+fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Result<usize> {
     let t = work.timeout;
     let list = |dir| names(c, dir).map_err(|e| map_nfs_error("(recovery)", t, e));
-    let (mut resumed, mut finished, mut removed) = (0, 0, 0);
+    let (mut resumed, mut finished, mut removed, mut in_flight) = (0, 0, 0, 0);
+    let elsewhere = |name: &str, id: &str| {
+        let shown = work.copies.others_copying(c, name);
+        shown.map_err(|e| map_nfs_error(id, t, e))
+    };
     let mut live: HashSet<String> = HashSet::new();
     let records = list(SNAP_RECORDS_DIR)?;
     for key in records.iter().filter_map(|n| key_of_snap_record(n)) {
@@ -51,6 +72,7 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
         };
         match rec.state {
             RecordState::Ready => {}
+            RecordState::Creating if elsewhere(&copy_name(key), &rec.id)? => in_flight += 1,
             RecordState::Creating => {
                 tracing::info!(snapshot = %rec.id, "resuming a snapshot copy cut off by a restart");
                 start_copy(work, of(rec.version())?, rec);
@@ -84,18 +106,23 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
         owned?;
     }
     for key in list(STAGING_DIR)? {
-        let Some(res) = work.restoring(&key, || recover_staging(c, &key, t, of)) else {
+        if elsewhere(&restore_name(&key), &layout::volume_id(&key))? {
+            in_flight += 1;
+            continue;
+        }
+        let Some(res) = work.restoring(&key, || recover_staging(c, work, &key, of)) else {
             continue; // a restore here is using it
         };
         res?;
         removed += 1;
     }
     tracing::info!(server = %c.server(), share = %c.share(), resumed, finished_deletes = finished,
-        removed, "NFS snapshots and restores recovered");
-    Ok(())
+        removed, in_flight_elsewhere = in_flight, "NFS snapshots and restores recovered");
+    Ok(in_flight)
 }
 
-fn recover_staging(c: &NfsClient, key: &str, t: Duration, of: ClientOf<'_>) -> Result<()> {
+fn recover_staging(c: &NfsClient, work: &Work, key: &str, of: ClientOf<'_>) -> Result<()> {
+    let t = work.timeout;
     let vid = layout::volume_id(key);
     let err = |e| map_nfs_error(&vid, t, e);
     let staging = staging_path(key);
@@ -107,7 +134,9 @@ fn recover_staging(c: &NfsClient, key: &str, t: Duration, of: ClientOf<'_>) -> R
                 && rec.staging.as_deref() == Some(staging.as_str()) =>
         {
             tracing::info!(volume = %rec.id, "rolling back a restore cut off by a restart");
-            undo_create(&*of(rec.version())?, &rec, t)
+            undo_create(&*of(rec.version())?, &rec, t)?;
+            work.copies.forget(c, &restore_name(key));
+            Ok(())
         }
         _ => c.remove_tree(&staging).map(|_| ()).map_err(err),
     }

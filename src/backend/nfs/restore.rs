@@ -14,7 +14,9 @@
 //! any other handle is never touched. The staging directory is how recovery at start finds a
 //! cut-off restore without reading every volume record.
 //!
-//! A volume source is read only while its directory has the handle its record keeps.
+//! A volume source is read only while its directory has the handle its record keeps. A restore
+//! shows life (alive.rs) from before its intent until its record is `Ready`, and checks that it
+//! still does before the RENAME and before `Ready`.
 
 use super::layout::{self, staging_path, RecordState, VolumeRecord, STAGING_DIR};
 use super::{recorded_handle, remove_record, write_record, NfsBackend, BACKEND};
@@ -23,6 +25,7 @@ use crate::nfs::{Guarded, NfsClient};
 use crate::snapshot::ContentSource;
 use crate::volume::{VolumeCondition, VolumeInfo};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 pub(super) struct Source {
     /// The id the CO named (recorded on the new volume for idempotency).
@@ -34,6 +37,11 @@ pub(super) struct Source {
     /// The handle `dir` must have to be read (a volume's directory), and its NFS version;
     /// `None` for a snapshot's content, which lies under `.ferrovol/` where only the driver writes.
     pub proof: Option<(String, crate::nfs::Version)>,
+}
+
+/// The name a restore shows life under (alive.rs).
+pub(super) fn restore_name(key: &str) -> String {
+    format!("restore-{key}")
 }
 
 impl NfsBackend {
@@ -126,13 +134,17 @@ impl NfsBackend {
     /// Makes volume `rec` (a `Creating` record with `source` set) with `src`'s content.
     pub(super) fn restore(
         &self,
-        c: &NfsClient,
+        c: &Arc<NfsClient>,
         mut rec: VolumeRecord,
         src: &Source,
     ) -> Result<VolumeInfo> {
         let vid = rec.id.clone();
         let staging = staging_path(rec.key());
         let content = format!("{staging}/content");
+        let alive = self
+            .work
+            .copies
+            .show(c, &restore_name(rec.key()), &src.id)?;
         rec.staging = Some(staging.clone());
         write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-restore:after-intent");
@@ -162,15 +174,18 @@ impl NfsBackend {
             // The root is the new volume's: the class's mode (and owner, when it names one).
             c.setattr(&content, rec.root_attr()).map_err(err)?;
             crate::failpoint::hit("nfs-restore:before-rename");
+            alive.check()?;
             let renamed = c.rename_if(&content, &copy, &rec.sub_dir, rec.dir_handle.as_deref());
             if renamed.map_err(err)? != Guarded::Done {
                 let (dir, server, share) = (&rec.sub_dir, &rec.server, &rec.share);
                 return Err(Error::precondition(&vid, format!("{dir} on {server}:{share} changed while the content was copied (it is no longer the empty directory this restore made); left untouched")));
             }
             crate::failpoint::hit("nfs-restore:before-ready");
+            alive.check()?;
             Ok(stats)
         })();
-        if made.is_err() {
+        // A restore that stopped showing life leaves its undoing to the lease holder.
+        if made.is_err() && !alive.lost() {
             let undone = if rec.dir_handle.is_none() {
                 // The subDir was not claimed (another's, or never reached): not ours to touch;
                 // the staging copy and the record go.

@@ -10,6 +10,7 @@
 //! failure once. A `Creating` record left by a controller that died mid-copy is copied afresh
 //! by recovery (recovery.rs) or the first call that meets it.
 
+use super::alive::Alive;
 use super::layout::{
     self, key_of_snap_record, snap_record_path, RecordState, SnapParams, SnapshotRecord,
     SNAP_DATA_DIR, SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
@@ -69,16 +70,30 @@ pub(super) fn finish_delete(c: &NfsClient, rec: &SnapshotRecord, timeout: Durati
     Ok(())
 }
 
-/// Starts the copy of `rec` (a `Creating` record) unless one is already running here.
+/// The name a snapshot's copy shows life under (alive.rs).
+pub(super) fn copy_name(key: &str) -> String {
+    format!("snapshot-{key}")
+}
+
+/// Starts the copy of `rec` (a `Creating` record) unless one is already running here; the copy
+/// shows life from now until it ends.
 pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecord) {
     let Some(cancel) = work.claim(&rec.id, &rec.source_volume_id) else {
         return;
+    };
+    let alive = match work
+        .copies
+        .show(&c, &copy_name(&rec.key()), &rec.source_volume_id)
+    {
+        Ok(alive) => alive,
+        Err(e) => return work.finish(&rec.id, Some(e)),
     };
     let (w, id) = (work.clone(), rec.id.clone());
     let thread = std::thread::Builder::new().name("nfs-snapshot".into());
     let spawned = thread.spawn(move || {
         let id = rec.id.clone();
-        let outcome = copy(&w, &c, rec, &cancel);
+        let outcome = copy(&w, &c, rec, &cancel, &alive);
+        drop(alive);
         w.finish(&id, outcome.err());
     });
     if let Err(e) = spawned {
@@ -90,8 +105,15 @@ pub(super) fn start_copy(work: &Arc<Work>, c: Arc<NfsClient>, rec: SnapshotRecor
 
 /// The copy itself: clear what an earlier attempt left, copy, then the `Ready` record. On
 /// failure (not cancellation, whose caller deletes) the content and record are removed; a copy
-/// that cannot read its record first changes nothing.
-fn copy(work: &Work, c: &NfsClient, read: SnapshotRecord, cancel: &AtomicBool) -> Result<()> {
+/// that cannot read its record first changes nothing, nor does one that stopped showing life
+/// (the lease holder may be copying it again).
+fn copy(
+    work: &Work,
+    c: &NfsClient,
+    read: SnapshotRecord,
+    cancel: &AtomicBool,
+    alive: &Alive,
+) -> Result<()> {
     let (sid, t) = (read.id.clone(), work.timeout);
     let err = |e| map_nfs_error(&sid, t, e);
     // The caller read its record before this copy held the claim, and a copy that ended since
@@ -122,6 +144,7 @@ fn copy(work: &Work, c: &NfsClient, read: SnapshotRecord, cancel: &AtomicBool) -
                 Error::precondition(&sid, format!("the directory {dir} of source volume {source} is not the one made for it (another file handle, or gone); nothing copied"))
             })?;
         crate::failpoint::hit("nfs-snapshot:before-ready");
+        alive.check()?;
         rec.state = RecordState::Ready;
         rec.content_bytes = stats.bytes;
         write_snap_record(c, &rec, t)?;
@@ -131,7 +154,7 @@ fn copy(work: &Work, c: &NfsClient, read: SnapshotRecord, cancel: &AtomicBool) -
             ms = started.elapsed().as_millis() as u64, "snapshot copied");
         Ok(())
     })();
-    if let (Err(e), false) = (&res, cancel.load(Ordering::Relaxed)) {
+    if let (Err(e), false) = (&res, cancel.load(Ordering::Relaxed) || alive.lost()) {
         tracing::warn!(snapshot = %sid, error = %e, "snapshot copy failed: its content and record are removed");
         let record = snap_record_path(&rec.key());
         if let Err(undo) = c.remove_tree(&data).and_then(|_| c.remove_file(&record)) {
@@ -164,6 +187,12 @@ fn legacy_source_handle(c: &NfsClient, rec: &SnapshotRecord, t: Duration) -> Res
 }
 
 impl NfsBackend {
+    /// Whether another process shows life for the copy of `rec` (alive.rs).
+    fn copying_elsewhere(&self, c: &NfsClient, rec: &SnapshotRecord) -> Result<bool> {
+        let shown = self.work.copies.others_copying(c, &copy_name(&rec.key()));
+        shown.map_err(|e| map_nfs_error(&rec.id, self.cfg.timeout, e))
+    }
+
     /// The record of snapshot `key` on the known shares (`Ok(None)` only when all answered).
     pub(super) fn find_snapshot(
         &self,
@@ -189,13 +218,26 @@ impl NfsBackend {
         }
         crate::failpoint::hit("nfs-snapshot:before-resume");
         if !self.work.running(&rec.id) {
-            if !self.leases.holds(c) {
+            let (id, server, share) = (&rec.id, c.server(), c.share());
+            let elsewhere = if !self.leases.holds(c) {
+                Some(format!(
+                    "another controller holds the lease of {server}:{share}"
+                ))
+            } else if self.copying_elsewhere(c, &rec)? {
+                Some(format!(
+                    "another controller on {server}:{share} is copying it"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = elsewhere {
                 // A caller that must have the whole copy (a restore) is told to come back.
                 if budget.is_some() {
                     return Ok(rec);
                 }
-                let (id, server, share) = (&rec.id, c.server(), c.share());
-                return Err(Error::Busy(format!("{id} (its copy is not running here, and another controller holds the lease of {server}:{share})")));
+                return Err(Error::Busy(format!(
+                    "{id} (its copy is not running here: {why})"
+                )));
             }
             // `rec` may predate the end of a copy that ran here: go by the record as it is now.
             let Some(now) = read_snap_record(c, &rec.key(), self.cfg.timeout)? else {
@@ -284,6 +326,8 @@ impl SnapshotBackend for NfsBackend {
             source_handle: Some(self.source_handle(&c, &vol)?),
             nfs_vers: vol.nfs_vers.clone(),
         };
+        // Shown as copied before the intent exists, so no lease holder takes it for cut off.
+        let _alive = (self.work.copies).show(&c, &copy_name(&rec.key()), &source)?;
         // The intent: from here a crash leaves a record recovery finds.
         write_snap_record(&c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-snapshot:after-intent");
@@ -302,6 +346,13 @@ impl SnapshotBackend for NfsBackend {
         let Some((c, mut rec)) = self.find_snapshot(&sid, &id.key)? else {
             return Ok(());
         };
+        // Another controller's copy of it, or restore from it, would write on or read what
+        // goes: the CO retries until it ended.
+        if rec.state == RecordState::Creating && self.copying_elsewhere(&c, &rec)? {
+            let why = format!("{sid} (another controller on {} is copying it)", c.server());
+            return Err(Error::Busy(why));
+        }
+        self.refuse_read_elsewhere(&c, &sid)?;
         if rec.state != RecordState::Deleting {
             rec.state = RecordState::Deleting;
             write_snap_record(&c, &rec, self.cfg.timeout)?;
@@ -354,7 +405,10 @@ impl SnapshotBackend for NfsBackend {
             if rec.state == RecordState::Deleting || other_source {
                 continue;
             }
-            if rec.state == RecordState::Creating && self.leases.holds(&c) {
+            let resumable = |rec: &SnapshotRecord| -> Result<bool> {
+                Ok(self.leases.holds(&c) && !self.copying_elsewhere(&c, rec)?)
+            };
+            if rec.state == RecordState::Creating && resumable(&rec)? {
                 // A copy cut off by a restart resumes now rather than stay unready forever.
                 start_copy(&self.work, c.clone(), rec.clone());
                 if self.work.wait(&rec.id, Some(Duration::ZERO)) {

@@ -1,7 +1,9 @@
 //! Long copies in flight in this process: snapshot copies (on threads of their own, outliving
 //! the RPC that started them) and restores (in their CreateVolume). Recovery and DeleteVolume
-//! consult it so they never remove what a copy here is still writing or reading.
+//! consult it so they never remove what a copy here is still writing or reading; `copies` shows
+//! these copies to the other controllers on the share (alive.rs).
 
+use super::alive::Copies;
 use crate::error::Error;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,15 +22,17 @@ enum Job {
 #[derive(Default)]
 pub struct Work {
     pub timeout: Duration,
+    pub copies: Arc<Copies>,
     jobs: Mutex<HashMap<String, Job>>,
     changed: Condvar,
     restoring: Mutex<HashSet<String>>,
 }
 
 impl Work {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, instance: &str) -> Self {
         Work {
             timeout,
+            copies: Arc::new(Copies::new(instance)),
             ..Work::default()
         }
     }
@@ -131,7 +135,7 @@ mod tests {
 
     #[test]
     fn jobs_claim_finish_fail_and_cancel() {
-        let w = Arc::new(Work::new(Duration::from_secs(1)));
+        let w = Arc::new(Work::new(Duration::from_secs(1), "test"));
         let cancel = w.claim("s", "nfs/v").unwrap();
         assert!(w.claim("s", "nfs/v").is_none());
         assert_eq!(w.copying_from("nfs/v").as_deref(), Some("s"));
