@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
@@ -14,6 +15,8 @@ const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LOOP_MAJOR: u64 = 7;
+/// How long a detach waits for another opener of the device to close it.
+const DETACH_WAIT: Duration = Duration::from_secs(2);
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -125,11 +128,25 @@ pub fn backing_of(dev: &fs::File) -> io::Result<Option<(u64, u64)>> {
     Ok(none_on(got, &[libc::ENXIO])?.map(|_| (info.lo_device, info.lo_inode)))
 }
 
-/// Detaches `device`; succeeds when it is already free.
+/// Detaches `device`; succeeds when it is already free. The kernel defers the detach of a
+/// device another process holds open (udev or a discovery scan probing it) to its last close,
+/// and answers at once: this waits `DETACH_WAIT` for it, then fails with EBUSY, so a caller
+/// never answers for a device still attached (a retry finds it and waits again).
 pub fn detach(device: &Path) -> io::Result<()> {
     let dev = OpenOptions::new().read(true).open(device)?;
     // SAFETY: LOOP_CLR_FD takes no argument.
-    none_on(unsafe { ioctl(&dev, LOOP_CLR_FD, 0) }, &[libc::ENXIO]).map(drop)
+    none_on(unsafe { ioctl(&dev, LOOP_CLR_FD, 0) }, &[libc::ENXIO])?;
+    drop(dev); // an opener too: the deferred detach waits for this close
+    let name = device.file_name().unwrap_or_default();
+    let bound = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let deadline = Instant::now() + DETACH_WAIT;
+    while bound.exists() {
+        if Instant::now() > deadline {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Makes the device pick up a grown backing file.
@@ -147,3 +164,7 @@ pub fn flush_backing(image: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "loopdev_tests.rs"]
+mod tests;
