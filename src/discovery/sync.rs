@@ -16,7 +16,7 @@
 //! that hold, which later syncs and starts keep until an operator deletes the object or clears
 //! its claim ([`plan`]). No device is given out before the first sync merged these claims.
 
-use super::crd::{from_entry, BlockDevice, NODE_LABEL};
+use super::crd::{from_entry, BlockDevice, BlockDeviceStatus, NODE_LABEL};
 use super::inventory::{Claim, Claims, Entry, Inventory, State};
 use backon::{ExponentialBuilder, Retryable};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -137,15 +137,27 @@ pub fn plan(
         if !(fresh || holding || shows_hold) {
             continue;
         }
+        let hold = |s: &mut BlockDeviceStatus| {
+            s.claim_state = "Released".into();
+            s.volume = Some(volume.clone());
+            s.claim_node = Some(node.to_string());
+            s.reason = Some(reason.clone());
+        };
         match want.get_mut(name).and_then(|w| w.status.as_mut()) {
             Some(s) if s.claim_state != "Unclaimed" => continue,
-            Some(s) => {
-                s.claim_state = "Released".into();
-                s.volume = Some(volume.clone());
-                s.claim_node = Some(node.to_string());
-                s.reason = Some(reason.clone());
+            Some(s) => hold(s),
+            None => {
+                // The device is missing now: the hold still goes into its object (as it is,
+                // Inactive), so that a later start keeps it once the device is back.
+                let mut kept = BlockDevice::new(name, o.spec.clone());
+                kept.metadata.labels = o.metadata.labels.clone();
+                kept.status = o.status.clone().map(|mut s| {
+                    hold(&mut s);
+                    (s.state, s.candidate) = (State::Inactive.as_str().into(), false);
+                    s
+                });
+                want.insert(name.clone(), kept);
             }
-            None => {}
         }
         let node = node.to_string();
         let claim = Claim::Released {

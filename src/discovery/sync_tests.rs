@@ -253,3 +253,39 @@ fn plan_keeps_a_claim_only_the_object_records_after_a_fresh_start_or_once_held()
     assert!(p.remembered.is_empty(), "{:?}", p.remembered);
     assert_eq!(view(&p.apply), view(&desired("n1", &lost)));
 }
+
+#[test]
+fn plan_writes_the_hold_into_the_object_of_a_device_missing_at_a_fresh_first_sync() {
+    // The state dir is lost and the claimed device is unplugged at the first sync: only its
+    // object remembers v1's claim.
+    let object = desired("n1", &[entry("bd-a", State::Active, claimed())]);
+    let p = plan_n1(&[], &object, true, &Claims::new());
+    assert!(
+        matches!(p.remembered.get("bd-a"), Some(Claim::Released { volume, .. }) if volume == "v1"),
+        "{:?}",
+        p.remembered
+    );
+    assert!(p.delete.is_empty());
+    // The hold goes into the object, so that a later start keeps it once the device is back.
+    let hold = p.apply.iter().find(|o| o.name_any() == "bd-a");
+    let hold = hold.unwrap_or_else(|| panic!("the object gets the hold: {:?}", p.apply));
+    let status = hold.status.as_ref().unwrap();
+    assert_eq!(
+        (status.claim_state.as_str(), status.state.as_str()),
+        ("Released", "Inactive")
+    );
+    assert_eq!(hold.metadata.resource_version, None);
+    let back = [entry("bd-a", State::Active, Claim::Unclaimed)];
+    let restarted = plan_n1(&back, std::slice::from_ref(hold), false, &Claims::new());
+    assert_eq!(restarted.remembered, p.remembered);
+    let unclaimed = |o: &BlockDevice| o.status.as_ref().unwrap().claim_state == "Unclaimed";
+    assert!(
+        !restarted.apply.iter().any(unclaimed),
+        "{:?}",
+        restarted.apply
+    );
+    // Still missing at that start: nothing to send again.
+    let missing = plan_n1(&[], std::slice::from_ref(hold), false, &Claims::new());
+    assert_eq!(missing.remembered, p.remembered);
+    assert!(missing.apply.is_empty(), "{:?}", missing.apply);
+}
