@@ -5,7 +5,8 @@
 //! again, would remove what the copy writes, and the copy would answer for data that is gone.
 //!
 //! So a copy shows life: from before its intent record is written until after its last step,
-//! its process rewrites `.ferrovol/copies/<name>.json` every `RENEW` (a counter goes up). A
+//! its process rewrites `.ferrovol/copies/<name>.json` every `RENEW` (a counter goes up; each
+//! copy carries an id of its own, so a new copy of a name never passes for an earlier one). A
 //! controller that meets a `Creating` record no copy of its own is making acts on it only when
 //! no other process shows life for it:
 //! - no liveness record: no copy runs (the record is written before the intent);
@@ -15,15 +16,17 @@
 //!   across machines).
 //!
 //! A copy that could not rewrite its record within `VALID` (< `TTL`) stops before its last
-//! step and removes nothing: by then the lease holder may be undoing or redoing it.
+//! step and removes nothing: by then the lease holder may be undoing or redoing it. As with the
+//! lease, the 6 s between them are what that last step (one or two NFS calls) may take.
 
 use super::{in_meta_dir, names};
 use crate::error::{Error, Result};
 use crate::nfs::NfsClient;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const COPIES_DIR: &str = ".ferrovol/copies";
 const RENEW: Duration = Duration::from_secs(3);
@@ -36,6 +39,9 @@ struct Beat {
     instance: String,
     /// The id of the volume or snapshot the copy reads.
     source: String,
+    /// This copy among all copies of the name (pid, time and a count): a new copy of a name
+    /// never matches what was seen of an earlier one.
+    copy: String,
     beats: u64,
 }
 
@@ -45,22 +51,37 @@ type Key = (String, String, String);
 /// One copy of this process, shown to the others.
 struct Shown {
     client: Arc<NfsClient>,
-    source: String,
+    /// What was last written (or is written first).
+    beat: Beat,
     /// Guards holding it; the record goes with the last.
     holders: usize,
-    beats: u64,
     /// When the last write that succeeded began.
     written: Instant,
     /// Set when the record was removed: a rewrite after that would resurrect it.
     ended: bool,
 }
 
+impl Beat {
+    /// The first record of a new copy by `instance` reading `source`.
+    fn first(instance: &str, source: &str) -> Beat {
+        static COPIES: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH);
+        let (pid, nanos) = (std::process::id(), nanos.map_or(0, |d| d.as_nanos()));
+        let n = COPIES.fetch_add(1, Ordering::Relaxed);
+        Beat {
+            instance: instance.to_string(),
+            source: source.to_string(),
+            copy: format!("pid {pid} at {nanos} copy {n}"),
+            beats: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Copies {
     instance: String,
-    mine: Arc<Mutex<HashMap<Key, Arc<Mutex<Shown>>>>>,
+    mine: Mutex<HashMap<Key, Arc<Mutex<Shown>>>>,
     seen: Mutex<HashMap<Key, (Beat, Instant)>>,
-    renewer: OnceLock<()>,
 }
 
 fn path(name: &str) -> String {
@@ -71,18 +92,14 @@ fn key(c: &NfsClient, name: &str) -> Key {
     (c.server().into(), c.share().into(), name.into())
 }
 
-fn write(shown: &mut Shown, instance: &str, name: &str) -> crate::nfs::Result<()> {
+fn write(shown: &mut Shown, name: &str) -> crate::nfs::Result<()> {
     let began = Instant::now();
-    let beat = Beat {
-        instance: instance.to_string(),
-        source: shown.source.clone(),
-        beats: shown.beats + 1,
-    };
+    let mut beat = shown.beat.clone();
+    beat.beats += 1;
     let bytes = serde_json::to_vec(&beat).expect("a liveness record serialises");
     let c = &shown.client;
     in_meta_dir(c, COPIES_DIR, || c.write_file_atomic(&path(name), &bytes))?;
-    shown.beats = beat.beats;
-    shown.written = began;
+    (shown.beat, shown.written) = (beat, began);
     Ok(())
 }
 
@@ -105,22 +122,20 @@ impl Copies {
             None => {
                 let mut s = Shown {
                     client: c.clone(),
-                    source: source.to_string(),
+                    beat: Beat::first(&self.instance, source),
                     holders: 0,
-                    beats: 0,
                     written: Instant::now(),
                     ended: false,
                 };
-                write(&mut s, &self.instance, name)
-                    .map_err(|e| cannot_show(c, name, &e.to_string()))?;
+                write(&mut s, name).map_err(|e| cannot_show(c, name, &e.to_string()))?;
                 let s = Arc::new(Mutex::new(s));
                 mine.insert(key.clone(), s.clone());
+                Copies::renew(s.clone(), name.to_string());
                 s
             }
         };
         shown.lock().expect("copy poisoned").holders += 1;
         drop(mine);
-        self.renewer.get_or_init(|| self.start_renewing());
         Ok(Alive {
             copies: self.clone(),
             key,
@@ -128,25 +143,23 @@ impl Copies {
         })
     }
 
-    fn start_renewing(self: &Arc<Self>) {
-        let me = self.clone();
-        let thread = std::thread::Builder::new().name("nfs-copies".into());
+    /// Rewrites the record of one copy every `RENEW` until it ends, on a thread of its own (a
+    /// slow share delays no other share's copies).
+    fn renew(shown: Arc<Mutex<Shown>>, name: String) {
+        let thread = std::thread::Builder::new().name("nfs-copy-alive".into());
         let spawned = thread.spawn(move || loop {
             std::thread::sleep(RENEW);
-            let all: Vec<_> = me.mine.lock().expect("copies poisoned").clone().into_iter().collect();
-            for ((_, _, name), shown) in all {
-                let mut s = shown.lock().expect("copy poisoned");
-                if s.ended {
-                    continue;
-                }
-                if let Err(e) = write(&mut s, &me.instance, &name) {
-                    tracing::warn!(copy = %name, error = %e, "the liveness record of a copy in flight was not rewritten");
-                }
+            let mut s = shown.lock().expect("copy poisoned");
+            if s.ended {
+                return;
+            }
+            if let Err(e) = write(&mut s, &name) {
+                tracing::warn!(copy = %name, error = %e, "the liveness record of a copy in flight was not rewritten");
             }
         });
         if let Err(e) = spawned {
-            // Copies then fail their check before their last step, which is safe.
-            tracing::warn!(error = %e, "cannot start the thread that shows copies in flight");
+            // The copy then fails its check before its last step, which is safe.
+            tracing::warn!(error = %e, "cannot start the thread that shows a copy in flight");
         }
     }
 
@@ -157,7 +170,7 @@ impl Copies {
             Some(b) => serde_json::from_slice::<Beat>(&b).ok(),
             None => None,
         };
-        Ok(self.shows_life(c, name, beat))
+        Ok(self.shows_life(key(c, name), beat, Instant::now()))
     }
 
     /// A copy on `c`'s share that another process shows life for and that reads `source` (a
@@ -176,24 +189,24 @@ impl Copies {
             };
             let beat = serde_json::from_slice::<Beat>(&bytes).ok();
             let reads = beat.as_ref().is_some_and(|b| b.source == source);
-            if reads && self.shows_life(c, name, beat) {
+            if reads && self.shows_life(key(c, name), beat, Instant::now()) {
                 return Ok(Some(name.to_string()));
             }
         }
         Ok(None)
     }
 
-    fn shows_life(&self, c: &NfsClient, name: &str, beat: Option<Beat>) -> bool {
-        let key = key(c, name);
+    /// Whether `beat`, read at `now`, shows another process's copy alive (see the module doc).
+    fn shows_life(&self, key: Key, beat: Option<Beat>, now: Instant) -> bool {
         let mut seen = self.seen.lock().expect("copies poisoned");
         let Some(beat) = beat.filter(|b| b.instance != self.instance) else {
             seen.remove(&key);
             return false;
         };
         match seen.get(&key) {
-            Some((b, at)) if *b == beat => at.elapsed() < TTL,
+            Some((b, at)) if *b == beat => now.duration_since(*at) < TTL,
             _ => {
-                seen.insert(key, (beat, Instant::now()));
+                seen.insert(key, (beat, now));
                 true
             }
         }
@@ -258,3 +271,7 @@ impl Drop for Alive {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "alive_tests.rs"]
+mod tests;
