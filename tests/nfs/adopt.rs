@@ -322,3 +322,33 @@ async fn only_the_holder_of_the_shares_lease_adopts() {
         .unwrap_or_else(|e| panic!("the lease holder adopts: {e}\n{}", first.log()));
     assert_eq!(records(&g).len(), 2);
 }
+
+#[tokio::test]
+async fn a_directory_holding_another_share_is_not_adopted() {
+    if !usable("nfs_adopt") {
+        return;
+    }
+    let g = Ganesha::start();
+    // projects/team is a share of its own (a nested export) this controller knows.
+    let nested = format!("127.0.0.1:{}/projects/team", g.share());
+    let d = nfs_driver(&g, &["--nfs-share", &nested]).await;
+    data_dir(&g.export.join("projects/team"), "nested");
+    // team/ is the root of another ferrovol share this controller does not know: its
+    // metadata directory shows it.
+    data_dir(&g.export.join("team"), "team");
+    fs::create_dir_all(g.export.join("team/.ferrovol/volumes")).unwrap();
+    for (sub, name, why) in [
+        ("team", "a", "team/.ferrovol"),
+        ("projects", "b", "projects/team"),
+        ("projects/team", "c", "projects/team"),
+        ("team/.ferrovol", "d", ".ferrovol"),
+    ] {
+        let got = adopt(&d, &g, sub, name, "delete").await;
+        let e = got.expect_err(&format!("adopting {sub} must be refused"));
+        assert_eq!(e.code(), Code::FailedPrecondition, "{sub}: {e}");
+        assert!(e.message().contains(why), "{sub}: {e}");
+    }
+    assert!(records(&g).is_empty(), "{:?}", records(&g));
+    assert_data(&g.export.join("team"), "team");
+    assert_data(&g.export.join("projects/team"), "nested");
+}

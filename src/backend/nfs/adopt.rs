@@ -7,12 +7,13 @@
 //! leaves the record or no record, and the directory as it was.
 //!
 //! A directory that another record names, lies inside one, or holds one, is refused, as is one
-//! inside the driver's own `.ferrovol` or an archived volume's directory. Only the controller
+//! inside the driver's own `.ferrovol` or an archived volume's directory, and one that is or
+//! holds another share (a nested export this controller knows, or one with its own `.ferrovol`). Only the controller
 //! that holds the share's lease adopts (lease.rs), so those checks and the record's write are
 //! never raced by a second controller on the share.
 
 use super::layout::now_secs;
-use super::layout::{self, RecordState, VolumeRecord, RECORD_VERSION};
+use super::layout::{self, RecordState, VolumeRecord, META_DIR, RECORD_VERSION};
 use super::params::OnDelete;
 use super::pattern::ARCHIVE_PREFIX;
 use super::{names, write_record, NfsBackend, CTX_SERVER, CTX_SHARE, CTX_SUBDIR};
@@ -73,6 +74,10 @@ impl NfsBackend {
             );
             return Err(Error::precondition(&vid, why));
         }
+        if sub_dir.split('/').any(|c| c == META_DIR) {
+            let why = format!("{place} lies in the {META_DIR} directory of a share inside this one; nothing was changed");
+            return Err(Error::precondition(&vid, why));
+        }
         let c = self.client(&loc.server, &loc.share)?;
         self.hold_lease(&vid, &c)?;
         if let Some(rec) = self.read_record(&vid, &c, &id.key)? {
@@ -97,6 +102,7 @@ impl NfsBackend {
                 return Err(Error::invalid(format!("volume {vid}: {place} {why}")));
             }
         };
+        self.refuse_shares_within(&vid, &c, &sub_dir, &place)?;
         self.refuse_owned(&vid, &c, &sub_dir, &place, false)?;
         let rec = VolumeRecord {
             version: RECORD_VERSION,
@@ -136,6 +142,35 @@ impl NfsBackend {
             "{vid}: another controller holds the lease of {server}:{share}; adopt through that one. \
              Nothing was changed"
         )))
+    }
+
+    /// FailedPrecondition when `sub_dir` is or holds another share (a nested export): one this
+    /// controller knows, or one whose `.ferrovol` directory sits right in it. Deleting or
+    /// archiving the adopted volume would take that share's volumes and records along.
+    fn refuse_shares_within(
+        &self,
+        vid: &str,
+        c: &NfsClient,
+        sub_dir: &str,
+        place: &str,
+    ) -> Result<()> {
+        let root = format!("{}/{sub_dir}", c.share().trim_end_matches('/'));
+        let nested = self.shares.list().into_iter().find(|(server, share)| {
+            server == c.server() && (*share == root || share.starts_with(&format!("{root}/")))
+        });
+        let meta = format!("{sub_dir}/{META_DIR}");
+        let holds = match nested {
+            Some((server, share)) => Some(format!("share {server}:{share}")),
+            None => (c.handle_of(&meta).map_err(|e| self.err(vid, e))?)
+                .map(|_| format!("{meta}, the metadata of another share")),
+        };
+        match holds {
+            Some(what) => Err(Error::precondition(
+                vid,
+                format!("{place} is or holds {what}; nothing was changed"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// FailedPrecondition when a record on the share other than `vid`'s own names a directory
