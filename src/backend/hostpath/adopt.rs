@@ -9,7 +9,8 @@
 //!
 //! Crash safety: the intent (source, volume, incarnation) is committed before anything changes;
 //! then the source is marked, renamed to the volume's place, limited, and the record committed;
-//! the intent goes last. A start that finds an intent settles it before the base is swept (the
+//! the intent goes last. Once the record is committed the adoption is done: an intent that
+//! cannot be dropped then stays for the next start, which drops it. A start that finds an intent settles it before the base is swept (the
 //! sweep removes marked directories without a record): the directory in the volume's place,
 //! marked with the intent's incarnation, is finished into a volume; anything else is rolled back
 //! (renamed back if it moved, its markers taken off). So a kill at any point leaves either the
@@ -217,7 +218,8 @@ impl HostpathBackend {
         self.finish(intent)
     }
 
-    /// Limits the directory in the volume's place and commits its record, then drops the intent.
+    /// Limits the directory in the volume's place and commits its record, then drops the intent
+    /// (a failure to drop it is only logged: the committed record makes the adoption done).
     pub(super) fn finish(&self, intent: &AdoptIntent) -> Result<VolumeRecord> {
         let target = self.volume_dir(&intent.name);
         if let (Some(l), Some(how)) = (self.limiter()?, intent.enforced_by) {
@@ -238,7 +240,16 @@ impl HostpathBackend {
         );
         self.ledger.save(rec.clone())?;
         crate::failpoint::hit("adopt:after-commit");
-        self.adoptions.remove(intent)?;
+        // The adoption is done once its record is durable: a failure to drop the intent must not
+        // roll it back (the record would stay, its directory gone back to the source). A start
+        // drops an intent whose record carries its incarnation.
+        let dropped = crate::failpoint::fail("adopt:remove-intent")
+            .map_err(Error::state(&intent.id))
+            .and_then(|()| self.adoptions.remove(intent));
+        if let Err(e) = dropped {
+            tracing::warn!(volume = %intent.id, error = %e,
+                "adopted, but its adoption intent could not be dropped; the next start drops it");
+        }
         Ok(rec)
     }
 
@@ -255,8 +266,14 @@ impl HostpathBackend {
         if intent.made(&intent.source).is_some() {
             markers::clear_markers(&intent.source)?;
         }
+        // A limit a record holds is that volume's: an intent left after its record was
+        // committed (see `finish`) can outlive the volume, and a later create may take its
+        // project id.
+        let held = |how| (self.ledger.records().iter()).any(|r| r.backend.enforced_by == Some(how));
         if let (Some(how), Some(l)) = (intent.enforced_by, self.features()?.limiter.as_ref()) {
-            l.release(how)?;
+            if !held(how) {
+                l.release(how)?;
+            }
         }
         self.adoptions.remove(intent).map_err(io::Error::other)?;
         tracing::warn!(volume = %intent.id, dir = %intent.source.display(),

@@ -228,6 +228,18 @@ impl LocalVolumes for HostpathBackend {
             return Err(Error::precondition(id_str, why));
         }
         let dir = self.volume_dir(&rec.name);
+        // Only a directory that carries this volume's marker is removed. One put under its name
+        // by hand (a copy restored without its trusted.* xattrs, another volume's) is not the
+        // volume's to take: refused before anything changes.
+        if fs::symlink_metadata(&dir).is_ok() {
+            if let Some(why) = self.not_ours(&id_str, &dir, true) {
+                let why = format!(
+                    "{} is under the volume's name but is not its directory: {why}. Nothing was removed and the volume is kept; move that directory out of the base path (or remove it yourself if its content is to go with the volume), then delete the volume again",
+                    dir.display()
+                );
+                return Err(Error::precondition(&id_str, why));
+            }
+        }
         let refuse = |at: &std::path::Path, why| {
             let why = format!("{} {why} first (nothing was removed)", at.display());
             Err(Error::precondition(&id_str, why))

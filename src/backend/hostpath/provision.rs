@@ -130,6 +130,23 @@ impl HostpathBackend {
         self.release_limit(id, enforced_by)
     }
 
+    /// Why `dir` is not provably volume `id`'s, or None when it is: it carries `id`'s marker,
+    /// and with `this_store` one set by this state store (or by 0.1, which set no store
+    /// marker). An earlier create of the same id by this store counts as the id's (the start-up
+    /// sweep removes such a directory too); an unreadable marker proves nothing.
+    pub(super) fn not_ours(&self, id: &str, dir: &Path, this_store: bool) -> Option<String> {
+        let store = self.store_id();
+        let by_us =
+            |m: &markers::Markers| !this_store || m.store.as_deref().is_none_or(|s| s == store);
+        match markers::read_markers(dir) {
+            Ok(Some(m)) if m.volume == id && by_us(&m) => None,
+            Ok(Some(m)) if m.volume == id => Some("another state store marked it".into()),
+            Ok(Some(m)) => Some(format!("it is marked as volume {:?}", m.volume)),
+            Ok(None) => Some("it carries no ferrovol ownership marker".into()),
+            Err(e) => Some(format!("its ownership marker cannot be read: {e}")),
+        }
+    }
+
     pub(super) fn release_limit(&self, id: &str, enforced_by: Option<Enforcement>) -> Result<()> {
         self.enforcer(enforced_by)?.map_or(Ok(()), |(l, how)| {
             l.release(how).map_err(Error::os(id, "lift capacity limit"))

@@ -310,10 +310,27 @@ impl HostpathBackend {
     /// when nobody wrote to it, else renamed to trash first, so a removal stopped half-way never
     /// leaves part of it under the volume's name. No directory: a build that renamed before its
     /// commit left a trash, which goes instead. A failure is retried at the next start (the
-    /// directory is marked by this store and has no record).
+    /// directory is marked by this store and has no record). Either goes only when it carries
+    /// the volume's marker, read again right before the removal (the directory's set by this
+    /// store, as DeleteVolume checked before its commit; the trash's by any, as recovery matches
+    /// a trash to its record by the id alone); anything else stays.
     pub(super) fn remove_deleted(&self, id: &str, name: &str) {
         let dir = self.volume_dir(name);
         let trash = self.base.join(format!("{TRASH_PREFIX}{name}"));
+        let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        let (at, this_store) = if present(&dir) {
+            (&dir, true)
+        } else {
+            (&trash, false)
+        };
+        if let Some(why) = present(at)
+            .then(|| self.not_ours(id, at, this_store))
+            .flatten()
+        {
+            tracing::warn!(volume = %id, dir = %at.display(), why,
+                "deleted; a directory under its name is not the volume's and is left in place");
+            return;
+        }
         let failed = match std::fs::remove_dir(&dir) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

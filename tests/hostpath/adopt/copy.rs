@@ -147,3 +147,30 @@ async fn kill9_during_a_reflink_copy_keeps_the_original_or_finishes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_intent_removal_after_the_commit_keeps_the_copy() {
+    // The record is committed, then dropping the intent fails: the copy stays the volume, the
+    // original stays aside, and the next start drops the intent.
+    let (mut d, src) = btrfs_driver(None).await;
+    d.set_env("FERROVOL_FAIL_AT", "adopt:remove-intent");
+    d.restart().await;
+    let resp = adopt_copy(&d, &src, "v").await.unwrap_or_else(|e| {
+        panic!(
+            "a committed adoption was not answered as done: {e:?}\n--- driver log ---\n{}",
+            d.log()
+        )
+    });
+    assert!(d.state_record("v").is_some());
+    assert_data(&d.volume_dir("v"), "copied");
+    assert!(!src.exists(), "the original is back in place");
+    assert_eq!(asides(&src).len(), 1);
+
+    d.remove_env("FERROVOL_FAIL_AT");
+    d.restart().await;
+    no_intents(&d);
+    assert_eq!(d.list_ids().await, vec![resp.volume_id.clone()]);
+    assert_data(&d.volume_dir("v"), "copied");
+    assert_eq!(asides(&src).len(), 1);
+    assert_data(&asides(&src)[0], "copied");
+}

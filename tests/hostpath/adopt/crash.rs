@@ -75,3 +75,50 @@ async fn kill9_during_adoption_inside_the_base_never_sweeps_the_directory() {
         crash_at(point, true).await;
     }
 }
+
+/// The record is committed, then dropping the intent fails (the state dir full, a write error):
+/// the adoption is done. It is answered as done, the directory stays the volume's, and the next
+/// start drops the intent and serves the volume with its data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_intent_removal_after_the_commit_undoes_nothing() {
+    let mut d = Driver::builder()
+        .env("FERROVOL_FAIL_AT", "adopt:remove-intent")
+        .start()
+        .await;
+    let src = outside_dir(&d, "committed");
+    let before = inode(&src);
+    let r = adopt(&d, &src, "adopted", 64 * MIB).await;
+    let id = d.volume_id("adopted");
+    let dir = d.volume_dir("adopted");
+    assert!(
+        d.state_record("adopted").is_some(),
+        "the fail point comes after the record's commit: the test proves nothing"
+    );
+    let r = r.unwrap_or_else(|e| {
+        panic!(
+            "a committed adoption was not answered as done: {e:?}\n--- driver log ---\n{}",
+            d.log()
+        )
+    });
+    assert_eq!(r.volume_id, id);
+    assert!(!src.exists(), "the directory went back to its source");
+    assert_eq!(inode(&dir), before);
+    assert_data(&dir, "committed");
+    let markers = get_xattr(&dir, "trusted.ferrovol.markers").expect("marked");
+    assert!(markers.contains(&id), "{markers:?}");
+
+    d.remove_env("FERROVOL_FAIL_AT");
+    d.restart().await;
+    assert!(!src.exists());
+    assert_eq!(inode(&dir), before, "the volume's directory was made anew");
+    assert_data(&dir, "committed");
+    assert_eq!(d.list_ids().await, vec![id.clone()]);
+    let live = ferrovol::state::journal::peek(&d.state_dir().join("journal")).unwrap();
+    assert!(
+        !live.keys().any(|k| k.starts_with("hostpath-adopt/")),
+        "the adoption intent is left: {:?}",
+        live.keys().collect::<Vec<_>>()
+    );
+    let again = adopt(&d, &src, "adopted", 64 * MIB).await.expect("repeat");
+    assert_eq!(again.volume_id, id);
+}
