@@ -4,8 +4,9 @@
 //! number and size, so the proof ([`super::proof`]) cannot tell it from the claimed one. A
 //! filesystem volume still proves its device by the filesystem UUID drawn at its create; a raw
 //! volume's device carries nothing the driver wrote. So such a device serves filesystem volumes
-//! only: CreateVolume never places a raw volume on one, and a raw volume already on one (made
-//! by an earlier build) is released unwiped by its delete, never wiped or discarded.
+//! only: CreateVolume never places a raw volume on one, and a raw volume found on one anyway (a
+//! record in the state journal names it) is staged and published with a warning and released
+//! unwiped by its delete, never wiped or discarded.
 
 use super::{DeviceBackend, VolumeRecord};
 use crate::discovery::{identity, Device, Entry};
@@ -51,9 +52,9 @@ pub(super) fn unprovable(rec: &VolumeRecord, dev: &Device) -> Option<String> {
     })
 }
 
-/// The warning a stage of `rec` on `dev` logs, if any: a raw volume a port-identified device
-/// holds (made before such devices were refused to raw volumes) is still staged and published,
-/// pods may use it, but no proof tells its disk from another put into the same port.
+/// The warning a stage of `rec` on `dev` logs, if any: a raw volume on a port-identified device
+/// is still staged and published (its pods may be running), but no proof tells its disk from
+/// another put into the same port.
 pub(super) fn stage_risk(rec: &VolumeRecord, dev: &Device) -> Option<String> {
     (rec.backend.fs.is_none() && identity::port_only(dev)).then(|| {
         format!(
