@@ -5,7 +5,9 @@
 //! 3. for a loop device: its backing file (path and inode), qualified by the node;
 //! 4. for a device-mapper device: its dm UUID, qualified by the node;
 //! 5. else the by-path link, or the sysfs path it is derived from (the port the disk sits
-//!    in), qualified by the node.
+//!    in), qualified by the node. Such an identity ([`port_only`]) does not tell the disk from
+//!    another put into that port later; the device backend makes only filesystem volumes on it
+//!    (their filesystem UUID tells the disks apart).
 //!
 //! Vendor+model alone is never an identity: identical disks would merge. A partition is its
 //! disk's identity plus its number. Nothing is ever written to a disk to give it an identity.
@@ -26,26 +28,50 @@ pub fn key(dev: &Device, node: &str) -> String {
     }
 }
 
-fn disk_key(dev: &Device, node: &str) -> String {
+/// What a disk's identity rests on, in the order of the module's list.
+enum Basis<'a> {
+    Wwn(&'a str),
+    Serial(&'a str),
+    Loop(&'a std::path::Path),
+    Dm(&'a str),
+    /// The by-path link, else the sysfs path: the port, not the disk.
+    Port,
+}
+
+fn basis(dev: &Device) -> Basis<'_> {
     if let Some(wwn) = nonempty(&dev.wwn) {
-        return format!("wwn:{wwn}");
+        return Basis::Wwn(wwn);
     }
     if let Some(serial) = nonempty(&dev.serial) {
-        let vendor = nonempty(&dev.vendor).unwrap_or("");
-        let model = nonempty(&dev.model).unwrap_or("");
-        return format!("serial:{vendor}:{model}:{serial}");
+        return Basis::Serial(serial);
     }
     if let (DeviceType::Loop, Some(file)) = (dev.device_type, &dev.backing_file) {
-        let inode = dev.backing_inode.map(|i| i.to_string()).unwrap_or_default();
-        return format!("loop:{node}:{}:{inode}", file.display());
+        return Basis::Loop(file);
     }
     if let Some(uuid) = nonempty(&dev.dm_uuid) {
-        return format!("dm:{node}:{uuid}");
+        return Basis::Dm(uuid);
     }
-    if let Some(link) = dev.by_path.iter().min() {
-        return format!("path:{node}:{}", link.display());
+    Basis::Port
+}
+
+fn disk_key(dev: &Device, node: &str) -> String {
+    match basis(dev) {
+        Basis::Wwn(wwn) => format!("wwn:{wwn}"),
+        Basis::Serial(serial) => {
+            let vendor = nonempty(&dev.vendor).unwrap_or("");
+            let model = nonempty(&dev.model).unwrap_or("");
+            format!("serial:{vendor}:{model}:{serial}")
+        }
+        Basis::Loop(file) => {
+            let inode = dev.backing_inode.map(|i| i.to_string()).unwrap_or_default();
+            format!("loop:{node}:{}:{inode}", file.display())
+        }
+        Basis::Dm(uuid) => format!("dm:{node}:{uuid}"),
+        Basis::Port => match dev.by_path.iter().min() {
+            Some(link) => format!("path:{node}:{}", link.display()),
+            None => format!("sysfs:{node}:{}", dev.sys_path.display()),
+        },
     }
-    format!("sysfs:{node}:{}", dev.sys_path.display())
 }
 
 /// A short name from a key, safe as a DNS label and a Kubernetes object name: `bd-` and 32
@@ -53,6 +79,13 @@ fn disk_key(dev: &Device, node: &str) -> String {
 pub fn uid(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     format!("bd-{}", crate::os::fsutil::hex(&digest[..16]))
+}
+
+/// Whether `dev`'s identity is only the port it sits in (the by-path link or sysfs path: no
+/// WWN, serial, loop backing file or dm UUID). Another disk put into that port later shows the
+/// same identity, so nothing read from the device tells the two apart.
+pub fn port_only(dev: &Device) -> bool {
+    matches!(basis(dev), Basis::Port)
 }
 
 fn nonempty(s: &Option<String>) -> Option<&str> {
@@ -116,6 +149,40 @@ mod tests {
         b.sys_path = "/sys/devices/virtual/block/loop9".into();
         assert_eq!(uid(&key(&a, "n1")), uid(&key(&b, "n1")));
         assert_ne!(uid(&key(&a, "n1")), uid(&key(&a, "n2")));
+    }
+
+    #[test]
+    fn only_a_port_derived_identity_is_port_only() {
+        let port = blank("vda", DeviceType::Disk);
+        assert!(port_only(&port), "sysfs path");
+        let mut linked = port.clone();
+        linked.vendor = Some("QEMU".into());
+        linked.by_path = vec!["/dev/disk/by-path/pci-0000:00:05.0".into()];
+        assert!(port_only(&linked), "by-path link, vendor and model");
+        let mut part = linked.clone();
+        (part.device_type, part.partition_number) = (DeviceType::Partition, Some(1));
+        assert!(port_only(&part), "a partition of such a disk");
+        let mut lone_loop = blank("loop4", DeviceType::Loop);
+        lone_loop.sys_path = "/sys/devices/virtual/block/loop4".into();
+        assert!(
+            port_only(&lone_loop),
+            "a loop device without a backing file"
+        );
+
+        let mut wwn = linked.clone();
+        wwn.wwn = Some("0x5000c500a1b2c3d4".into());
+        let mut serial = linked.clone();
+        serial.serial = Some("S1".into());
+        let mut lo = lone_loop.clone();
+        lo.backing_file = Some("/var/disks/d1.img".into());
+        let mut dm = blank("dm-0", DeviceType::Dm);
+        dm.dm_uuid = Some("LVM-abc".into());
+        for d in [&wwn, &serial, &lo, &dm] {
+            assert!(!port_only(d), "{}", key(d, "n"));
+        }
+        let mut blank_serial = linked.clone();
+        blank_serial.serial = Some("  ".into());
+        assert!(port_only(&blank_serial), "a blank serial is no serial");
     }
 
     #[test]

@@ -441,5 +441,23 @@ impl Inventory {
 }
 
 #[cfg(test)]
+impl Inventory {
+    /// An inventory of `entries` that never scanned, written to `file` on a change.
+    pub(crate) fn fake(file: PathBuf, node: &str, entries: Vec<Entry>) -> Inventory {
+        let map = entries.into_iter().map(|e| (e.device.uid.clone(), e));
+        Inventory {
+            file,
+            node: node.into(),
+            filters: Filters::default(),
+            entries: Mutex::new(map.collect()),
+            changed: watch::Sender::new(()),
+            monitor: Mutex::new(None),
+            remembered: Mutex::new(Claims::new()),
+            reconciled: AtomicBool::new(true),
+        }
+    }
+}
+
+#[cfg(test)]
 #[path = "inventory_tests.rs"]
 mod tests;

@@ -2,28 +2,19 @@ use super::*;
 use crate::discovery::device::DeviceType;
 
 fn inventory(entries: &[(&str, Claim)]) -> Inventory {
-    let map = entries.iter().map(|(uid, claim)| {
+    let entries = entries.iter().map(|(uid, claim)| {
         let mut device = Device::fake("loop1", DeviceType::Loop);
         device.uid = uid.to_string();
         device.candidate = true;
         let claim = claim.clone();
-        let e = Entry {
+        Entry {
             device,
             claim,
             ..Default::default()
-        };
-        (uid.to_string(), e)
+        }
     });
-    Inventory {
-        file: PathBuf::from("/nonexistent/devices.json"),
-        node: "n1".into(),
-        filters: Filters::default(),
-        entries: Mutex::new(map.collect()),
-        changed: watch::Sender::new(()),
-        monitor: Mutex::new(None),
-        remembered: Mutex::new(Claims::new()),
-        reconciled: AtomicBool::new(true),
-    }
+    let file = PathBuf::from("/nonexistent/devices.json");
+    Inventory::fake(file, "n1", entries.collect())
 }
 
 fn released(volume: &str) -> Claim {

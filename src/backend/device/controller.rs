@@ -40,8 +40,15 @@ pub(super) fn unmount_device(volume: &str, dev: &Path) -> Result<()> {
 }
 
 impl DeviceBackend {
-    /// Unclaimed devices the class may take, not named by any record, smallest first.
-    fn fitting(&self, params: &DeviceParams, range: Option<&CapacityRange>) -> Result<Vec<Entry>> {
+    /// Unclaimed devices the class may take for a volume of `kind`, not named by any record,
+    /// smallest first; and how many more would fit but are passed over for a raw volume
+    /// because their identity is only their port ([`super::port`]).
+    fn fitting(
+        &self,
+        params: &DeviceParams,
+        range: Option<&CapacityRange>,
+        kind: AccessKind,
+    ) -> Result<(Vec<Entry>, usize)> {
         let selector = params.selector()?;
         let taken: HashSet<String> = self
             .ledger
@@ -49,15 +56,16 @@ impl DeviceBackend {
             .into_iter()
             .map(|r| r.backend.uid)
             .collect();
-        let mut out: Vec<Entry> = self
+        let found: Vec<Entry> = self
             .inventory
             .candidates()
             .into_iter()
             .filter(|e| !taken.contains(&e.device.uid) && selector.matches(&e.device))
             .filter(|e| range.is_none_or(|r| r.admits(e.device.size_bytes)))
             .collect();
+        let (mut out, passed) = super::port::placeable(kind, found);
         out.sort_by_key(|e| (e.device.size_bytes, e.device.uid.clone()));
-        Ok(out)
+        Ok((out, passed))
     }
 
     /// In a cluster, a device that looks free may be a volume's whose claim only its
@@ -161,13 +169,11 @@ impl LocalVolumes for DeviceBackend {
             return Ok(Done::Now(self.volume_info(&rec)));
         }
         self.require_reconciled(&id_str)?;
-        let Some(entry) = self
-            .fitting(&params, Some(&range))?
-            .into_iter()
-            .find(|e| self.still_blank(e))
-        else {
+        let (fitting, passed) = self.fitting(&params, Some(&range), kind)?;
+        let Some(entry) = fitting.into_iter().find(|e| self.still_blank(e)) else {
             let (node, want, limit) = (&self.node, range.required, range.limit);
-            let why = format!("no unclaimed device on node {node} fits {want} bytes (limit {limit}) and the class's selector");
+            let passed = super::port::passed_over(passed);
+            let why = format!("no unclaimed device on node {node} fits {want} bytes (limit {limit}) and the class's selector{passed}");
             return Err(Error::no_space(id_str, why));
         };
         let size = entry.device.size_bytes;
@@ -225,8 +231,16 @@ impl LocalVolumes for DeviceBackend {
         if let Some(none) = self.no_capacity_for(req) {
             return Ok(none);
         }
+        // A raw volume takes no device identified only by its port; with no capability given,
+        // what a filesystem volume may take.
+        let caps = &req.capabilities;
+        let kind = match caps.is_empty() {
+            true => AccessKind::Mount,
+            false => CAPS.access_kind(BACKEND, "", caps)?,
+        };
         let sizes: Vec<u64> = self
-            .fitting(&params, None)?
+            .fitting(&params, None, kind)?
+            .0
             .iter()
             .map(|e| e.device.size_bytes)
             .collect();

@@ -14,6 +14,8 @@
 //!   it `Released` with the reason. A restart finishes a `Deleting` record; with the journal
 //!   damaged, only one whose device's content proves it the volume's own (`recover`).
 //! - A device two records name is written, wiped and released for neither ([`claims`]).
+//! - A device whose identity is only its port (no WWN or serial) takes no raw volume, and a raw
+//!   volume already on one is released unwiped by its delete ([`port`]).
 //! - adopt (`adopt`): a device with a filesystem, named by the operator, is claimed with its
 //!   data, its UUID and offsets recorded as its proven identity; its delete never wipes.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
@@ -28,6 +30,7 @@ pub mod claims;
 mod controller;
 mod node;
 pub mod params;
+mod port;
 mod proof;
 
 use crate::backend::{Backend, BackendCaps, Expansion, Reach};

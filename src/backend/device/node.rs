@@ -120,6 +120,9 @@ impl LocalNode for DeviceBackend {
         let vid = rec.id.clone();
         let dev = self.device_path(rec)?;
         let (AccessKind::Mount, Some(fs)) = (rec.kind, rec.backend.fs.clone()) else {
+            // Raw: staged and published as before (its pods may be running), with a warning
+            // when nothing can tell its disk from another in the same port.
+            self.warn_stage_risk(rec);
             return Ok(());
         };
         if !is_mounted(staging, &vid)? {

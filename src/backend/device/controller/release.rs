@@ -1,6 +1,7 @@
 //! Releasing a device: prove it is the claimed one, unmount what is left, wipe only the
 //! signatures this volume made (or, for a raw block volume, everything), then hand the device
-//! back as Unclaimed or keep it Released.
+//! back as Unclaimed or keep it Released. A raw volume's device whose identity is only its port
+//! is kept Released unwiped ([`super::super::port`]).
 
 use super::*;
 use crate::backend::device::claims::release_update;
@@ -32,6 +33,7 @@ impl DeviceBackend {
         if let Some(why) = shared.filter(|_| self.holds(rec)) {
             return Err(Error::precondition(&rec.id, format!("{why}; not wiped")));
         }
+        let unprovable = self.unprovable(rec);
         let outcome = match self.device_path(rec) {
             // A device never seen, or claimed by another node: nothing of ours to wipe or release.
             Err(_) if !self.holds(rec) => None,
@@ -39,6 +41,9 @@ impl DeviceBackend {
                 rec,
                 format!("deleted while the device could not be verified ({e}); not wiped"),
             )),
+            // A raw volume on a device known only by its port: another disk in that port
+            // would pass every proof, so nothing is wiped or discarded.
+            Ok(_) if unprovable.is_some() => unprovable.map(|why| self.released(rec, why)),
             Ok(path) => {
                 // Proven and held from here: the node cannot turn into another device.
                 let strict = rec.backend.fs.is_none();
