@@ -72,6 +72,8 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
         };
         match rec.state {
             RecordState::Ready => {}
+            // Already copying here (resumed by an earlier pass, or a call).
+            RecordState::Creating if work.running(&rec.id) => {}
             RecordState::Creating if elsewhere(&copy_name(key), &rec.id)? => in_flight += 1,
             RecordState::Creating => {
                 tracing::info!(snapshot = %rec.id, "resuming a snapshot copy cut off by a restart");
