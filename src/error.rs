@@ -15,6 +15,9 @@ pub enum Error {
     /// The volume (or the path it should be at) does not exist.
     #[error("volume {volume}: not found{}", suffix(.detail))]
     VolumeNotFound { volume: String, detail: String },
+    /// The device a request names is not in this node's device inventory.
+    #[error("device {device}: not found{}", suffix(.detail))]
+    DeviceNotFound { device: String, detail: String },
     /// The node a request names is not one this volume can reach.
     #[error("node {node} not found: {detail}")]
     NodeNotFound { node: String, detail: String },
@@ -133,7 +136,9 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::VolumeNotFound { .. } | Error::NodeNotFound { .. } => Code::NotFound,
+            Error::VolumeNotFound { .. }
+            | Error::NodeNotFound { .. }
+            | Error::DeviceNotFound { .. } => Code::NotFound,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::OutOfRange { .. } => Code::OutOfRange,
             Error::NoSpace { .. } | Error::NodeFull { .. } => Code::ResourceExhausted,
@@ -185,6 +190,13 @@ mod tests {
                 Error::NodeNotFound {
                     node: "n".into(),
                     detail: "d".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                Error::DeviceNotFound {
+                    device: "bd-1".into(),
+                    detail: String::new(),
                 },
                 Code::NotFound,
             ),

@@ -4,6 +4,7 @@
 
 pub mod adopt;
 pub mod caps;
+pub mod clear;
 pub mod device;
 pub mod done;
 pub mod hostpath;
@@ -155,6 +156,10 @@ pub trait Backend: ControllerBackend + NodeBackend {
     }
     /// Adoption of existing data (the admin API), when this backend offers it.
     fn adoption(&self) -> Option<&dyn adopt::AdoptBackend> {
+        None
+    }
+    /// How Released devices are cleared, if this backend leaves any.
+    fn releases(&self) -> Option<&dyn clear::ReleaseBackend> {
         None
     }
 }

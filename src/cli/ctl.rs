@@ -80,6 +80,21 @@ pub enum CtlCommand {
     /// Bring existing data under the driver without copying it, and print the
     /// PersistentVolume to apply (docs/adoption.md).
     Adopt(super::ctl_adopt::AdoptArgs),
+    /// Clear the Released claim a delete left on the device with BlockDevice uid UID (see
+    /// `ferrovol ctl devices`), so that it is Unclaimed again. A delete leaves a device Released
+    /// when it cannot prove what is on it: check the disk and wipe it by hand first (`wipefs
+    /// -a`), since the driver writes nothing here, and a cleared device with no signature is
+    /// given to the next volume, which may format it (docs/adoption.md, "A Released device").
+    /// Run it against the driver of the device's node. Repeating it is harmless.
+    ClearReleased {
+        /// The device's BlockDevice uid, as `ferrovol ctl devices` lists it.
+        uid: String,
+        /// The volume id the Released claim names (the VOLUME column of `ferrovol ctl
+        /// devices`, without its node): confirms which release was checked; another volume is
+        /// refused.
+        #[arg(long)]
+        volume: String,
+    },
     /// kubelet's NodeExpandVolume: grow the volume published at PATH to SIZE on this node.
     NodeExpand {
         volume_id: String,
@@ -270,6 +285,9 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             println!("expanded {volume_id} to {size} bytes (node step needed: {node})");
         }
         CtlCommand::Adopt(adopt) => super::ctl_adopt::run(channel, adopt).await?,
+        CtlCommand::ClearReleased { uid, volume } => {
+            super::ctl_release::clear_released(channel, uid, volume).await?
+        }
         CtlCommand::Devices { .. } => unreachable!("answered from the inventory file in run()"),
     }
     Ok(())

@@ -4,6 +4,7 @@ pub mod crd;
 pub mod ctl;
 pub mod ctl_adopt;
 pub mod ctl_kubelet;
+pub mod ctl_release;
 pub mod devices;
 pub mod metrics;
 pub mod nodeloss;

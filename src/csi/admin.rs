@@ -1,10 +1,12 @@
-//! The admin service (proto/admin.proto): adoption of existing data, called by an operator
-//! through `ferrovol ctl adopt` on the driver's socket. Thin like the CSI services: validate,
-//! lock the volume, hand the work to the backend on the blocking pool.
+//! The admin service (proto/admin.proto): adoption of existing data and the clearing of a
+//! Released device, called by an operator through `ferrovol ctl adopt` and `ferrovol ctl
+//! clear-released` on the driver's socket. Thin like the CSI services: validate, lock the
+//! volume, hand the work to the backend on the blocking pool.
 
 use super::convert::require;
 use super::{rpc, Driver};
 use crate::backend::adopt::{Adopt, AdoptDevice, AdoptDir, AdoptNfsDir};
+use crate::backend::clear::{ClearReleased, Cleared};
 use crate::backend::pod_paths::PodPaths;
 use crate::backend::{device, hostpath, nfs};
 use crate::error::{Error, Result};
@@ -109,6 +111,49 @@ impl pb::admin_server::Admin for AdminService {
                 device_uid: r.device_uid,
                 name: r.name,
             }))
+        })
+        .await
+    }
+
+    async fn clear_released_device(
+        &self,
+        req: Request<pb::ClearReleasedDeviceRequest>,
+    ) -> Result<Response<pb::ClearReleasedDeviceResponse>, Status> {
+        let r = req.into_inner();
+        let driver = self.driver.clone();
+        rpc("ClearReleasedDevice", r.volume.clone(), move || {
+            require("device_uid", &r.device_uid)?;
+            require("volume", &r.volume)?;
+            let backend = device::BACKEND;
+            let b = (driver.backend(backend)?.releases())
+                .ok_or_else(|| Error::invalid(format!("backend {backend} releases nothing")))?;
+            // The volume the release names: no operation on that id runs meanwhile.
+            let _guard = driver.locks.try_lock(&r.volume)?;
+            let req = ClearReleased {
+                device_uid: r.device_uid,
+                volume: r.volume,
+            };
+            Ok(match b.clear_released(&req)? {
+                Cleared::Cleared {
+                    reason,
+                    candidate,
+                    device_path,
+                } => pb::ClearReleasedDeviceResponse {
+                    cleared: true,
+                    reason,
+                    candidate,
+                    device_path,
+                },
+                Cleared::AlreadyUnclaimed {
+                    candidate,
+                    device_path,
+                } => pb::ClearReleasedDeviceResponse {
+                    cleared: false,
+                    reason: String::new(),
+                    candidate,
+                    device_path,
+                },
+            })
         })
         .await
     }

@@ -14,3 +14,4 @@ mod damage;
 mod discovery;
 mod faults;
 mod identity;
+mod release;

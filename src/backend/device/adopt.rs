@@ -111,8 +111,12 @@ fn unfit(id: &str, e: &Entry) -> Result<Option<String>> {
         why
     } else if let Claim::Claimed { volume, node } = &e.claim {
         format!("it is claimed by volume {volume} on node {node}")
-    } else if let Claim::Released { reason, .. } = &e.claim {
-        format!("it was released ({reason}); an operator must clear it first")
+    } else if let Claim::Released { reason, volume, .. } = &e.claim {
+        format!(
+            "it was released ({reason}); an operator must clear it first \
+             (`ferrovol ctl clear-released {} --volume {volume}` once the disk is checked)",
+            d.uid
+        )
     } else if !d.selected {
         format!(
             "{path} is not named by this node's device include rules; \

@@ -1,7 +1,8 @@
 //! This node's claims on devices, kept in the state journal with the volume records: a device
 //! is Claimed by the volume whose record names its uid, and Released when a delete could not
 //! hand it back (`device-released/<uid>`, committed in the batch that removes the record).
-//! Everything else is Unclaimed. The inventory shows these claims; it does not store them.
+//! Everything else is Unclaimed. The inventory shows these claims; it does not store them. A
+//! release stays until an operator clears it (`clear`: one commit removing it).
 
 use super::{VolumeRecord, BACKEND};
 use crate::discovery::{Claim, Claims};
@@ -17,6 +18,12 @@ pub(super) fn release_update(uid: &str, claim: &Claim) -> io::Result<Update> {
     let key = format!("{RELEASED}{uid}");
     let value = serde_json::to_vec(claim).map_err(io::Error::other)?;
     Ok(Update::Put { key, value })
+}
+
+/// The update that removes the release of `uid` (an operator cleared it).
+pub(super) fn clear_update(uid: &str) -> Update {
+    let key = format!("{RELEASED}{uid}");
+    Update::Delete { key }
 }
 
 /// The claims `node` holds according to the journal's live records. A record's claim stands

@@ -18,6 +18,8 @@
 //!   volume already on one is released unwiped by its delete ([`port`]).
 //! - adopt (`adopt`): a device with a filesystem, named by the operator, is claimed with its
 //!   data, its UUID and offsets recorded as its proven identity; its delete never wipes.
+//! - clear (`clear`): a Released device the operator checked and wiped by hand is made
+//!   Unclaimed by one commit removing its release; nothing is written to the device.
 //! - Every format, wipe and discard, and every publication of a raw device to a pod, first
 //!   proves through the descriptor it writes with (or holds) that the node is the claimed
 //!   device ([`proof`]): uid read afresh for that device number, size, the fingerprint taken
@@ -27,6 +29,7 @@
 
 mod adopt;
 pub mod claims;
+mod clear;
 mod controller;
 mod node;
 pub mod params;
@@ -324,6 +327,10 @@ impl Backend for DeviceBackend {
     }
 
     fn adoption(&self) -> Option<&dyn crate::backend::adopt::AdoptBackend> {
+        Some(self)
+    }
+
+    fn releases(&self) -> Option<&dyn crate::backend::clear::ReleaseBackend> {
         Some(self)
     }
 }

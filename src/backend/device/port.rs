@@ -44,10 +44,13 @@ pub(super) fn unprovable(rec: &VolumeRecord, dev: &Device) -> Option<String> {
         format!(
             "raw block volume {} was deleted and its device {} ({}) not wiped: the disk's \
              identity is only its port (no WWN or serial), so the driver cannot prove it is \
-             still the disk the volume used; wipe it by hand if it is, and clear the claim",
+             still the disk the volume used; wipe it by hand if it is, and clear the claim \
+             (`ferrovol ctl clear-released {} --volume {}`)",
             rec.id,
             dev.uid,
-            dev.dev_path.display()
+            dev.dev_path.display(),
+            dev.uid,
+            rec.id
         )
     })
 }

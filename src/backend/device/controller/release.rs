@@ -58,7 +58,8 @@ impl DeviceBackend {
         };
         let release = match &outcome {
             Some(claim @ Claim::Released { reason, .. }) => {
-                tracing::warn!(volume = %rec.id, %uid, %reason, "device released, not wiped");
+                tracing::warn!(volume = %rec.id, %uid, %reason,
+                    "device released, not wiped: once the disk is checked and wiped by hand, `ferrovol ctl clear-released {uid} --volume {}` hands it back", rec.id);
                 vec![release_update(uid, claim).map_err(Error::state(&rec.id))?]
             }
             _ => Vec::new(),
