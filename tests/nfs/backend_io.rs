@@ -107,6 +107,16 @@ async fn publish_binds_the_subdir_read_write_and_read_only(proto: Proto) {
             .await
             .unwrap();
     }
+    // Another volume's publish at that target is refused: what is mounted there is not its.
+    let w = create(&d, "pvc-other", &class(&g, &[])).await;
+    let mut other = publish(&rw, Mode::MultiNodeMultiWriter, false, &w.volume_context);
+    other.volume_id = w.volume_id.clone();
+    expect_code(
+        d.node().node_publish_volume(other).await,
+        Code::AlreadyExists,
+        "another volume at a published target",
+    );
+    d.delete(&w.volume_id).await;
     d.node()
         .node_publish_volume(publish(
             &ro,

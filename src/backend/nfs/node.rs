@@ -111,6 +111,27 @@ impl NfsBackend {
             .bind_dir(vid, &real, BindOptions { flags: plan.flags })
     }
 
+    /// What is mounted at `target` when it is not the volume's directory (a retry finds its
+    /// own). A kernel mount's source names the path on the server (the server itself may be
+    /// written as a name or an address); the test seam's bind is the export's directory itself.
+    fn other_mount(
+        &self,
+        vid: &str,
+        loc: &Location,
+        target: &Path,
+        entry: Option<&mountinfo::MountEntry>,
+    ) -> Result<Option<String>> {
+        let Some(root) = &self.cfg.test_export_root else {
+            let source = entry.map(|m| m.source.clone());
+            return Ok(source.filter(|s| !mounts_dir(s, &loc.share, &loc.subdir)));
+        };
+        use std::os::unix::fs::MetadataExt;
+        let dir = root.join(&loc.subdir);
+        let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+        let at = id(target).map_err(Error::os(vid, format!("stat {}", target.display())))?;
+        Ok((id(&dir).ok() != Some(at)).then(|| "another directory".to_string()))
+    }
+
     fn kernel_mount(&self, vid: &str, loc: &Location, req: &PublishRequest) -> Result<()> {
         if !nfsmount::kernel_has_nfs() {
             let why = "this node's kernel has no NFS client (no nfs in /proc/filesystems): load the nfs module or install the NFS client";
@@ -153,6 +174,19 @@ fn plan(vid: &str, loc: &Location, req: &PublishRequest, addr: Option<IpAddr>) -
     let (server, share, sub) = (&loc.server, &loc.share, &loc.subdir);
     nfsmount::plan(server, share, sub, flags, read_only, addr, vers)
         .map_err(|e| Error::invalid(format!("volume {vid}: {e}")))
+}
+
+/// Whether an NFS mount source (`server:/path`, the server as a name or an address) is the
+/// directory `subdir` of `share`.
+fn mounts_dir(source: &str, share: &str, subdir: &str) -> bool {
+    let norm = |p: &str| {
+        p.split('/')
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let path = source.rsplit_once(":/").map(|(_, p)| norm(p));
+    path == Some(norm(&format!("{share}/{subdir}")))
 }
 
 /// Whether `req`'s mount is read-only: asked for, or an access mode that only reads.
@@ -205,9 +239,14 @@ impl NodeBackend for NfsBackend {
             } else {
                 let entry =
                     mountinfo::mount_at(path).map_err(Error::os(&vid, "read mount table"))?;
-                if entry.is_some_and(|m| m.read_only() != read_only) {
+                if entry.as_ref().is_some_and(|m| m.read_only() != read_only) {
                     let (path, was) = (path.display(), !read_only);
                     let why = format!("{path} is already published with read_only={was}");
+                    return Err(Error::exists(&vid, why));
+                }
+                if let Some(other) = self.other_mount(&vid, &loc, path, entry.as_ref())? {
+                    let (path, dir) = (path.display(), &loc.subdir);
+                    let why = format!("{path} already holds {other}, not this volume's {dir}");
                     return Err(Error::exists(&vid, why));
                 }
                 return Ok(()); // a retry: already published
@@ -287,6 +326,25 @@ impl NodeBackend for NfsBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_mount_is_the_volumes_only_at_its_own_path() {
+        for source in [
+            "10.0.0.5:/export/team/pvc-1",
+            "nfs.example:/export//team/pvc-1/",
+            "[fd00::1]:/export/team/pvc-1",
+        ] {
+            assert!(mounts_dir(source, "/export", "team/pvc-1"), "{source}");
+        }
+        for source in [
+            "10.0.0.5:/export/team/pvc-2",
+            "10.0.0.5:/export/team",
+            "garbage",
+        ] {
+            assert!(!mounts_dir(source, "/export", "team/pvc-1"), "{source}");
+        }
+        assert!(mounts_dir("s:/pvc-1", "/", "pvc-1"));
+    }
 
     fn ctx(server: &str, share: &str, sub: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
