@@ -451,3 +451,40 @@ async fn a_copy_that_ends_while_a_call_holds_its_record_is_not_made_again(proto:
     let copied = d.log().matches("snapshot copied").count();
     assert_eq!(copied, 1, "one copy only\n{}", d.log());
 }
+
+#[tokio::test]
+async fn a_recovery_that_cannot_remove_orphaned_content_blocks_no_snapshot_call() {
+    if !usable("nfs_snapshots") {
+        return;
+    }
+    let g = Ganesha::start();
+    let mut d = nfs_driver(&g, &[]).await;
+    // A volume makes the share known, so the next start recovers it.
+    create(&d, "pvc-known", &class(&g, &[])).await;
+    // Content under a snapshot's name with no record (left by hand), that cannot be removed.
+    let orphan = g.export.join(".ferrovol/snapshot-data/orphan");
+    fs::create_dir_all(&orphan).unwrap();
+    fs::write(orphan.join("f"), "x").unwrap();
+    chattr("+i", &orphan.join("f"));
+    d.restart().await;
+    let t0 = Instant::now();
+    while !d
+        .log()
+        .contains("recovery of snapshots and restores not finished")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let req = csi::DeleteSnapshotRequest {
+        snapshot_id: "nfs/snap/orphan".into(),
+        ..Default::default()
+    };
+    let mut ctl = d.controller();
+    let answered = tokio::time::timeout(Duration::from_secs(15), ctl.delete_snapshot(req)).await;
+    chattr("-i", &orphan.join("f"));
+    assert!(
+        answered.is_ok(),
+        "DeleteSnapshot never answered\n{}",
+        d.log()
+    );
+}

@@ -15,9 +15,11 @@
 //! - a record seen unchanged for `TTL` by this process's own clock (no clock is compared
 //!   across machines).
 //!
-//! A copy that could not rewrite its record within `VALID` (< `TTL`) stops before its last
-//! step and removes nothing: by then the lease holder may be undoing or redoing it. As with the
-//! lease, the 6 s between them are what that last step (one or two NFS calls) may take.
+//! A copy that could not rewrite its record within `VALID` (< `TTL`), or whose rewrite took
+//! `TTL - VALID` or more to land, has lapsed for good ([`Standing`]): it rewrites nothing more,
+//! stops before its last step and removes nothing, since by then the lease holder may be
+//! undoing or redoing it. The 6 s between `VALID` and `TTL` are what that last step (one or two
+//! NFS calls) may take.
 
 use super::{in_meta_dir, names};
 use crate::error::{Error, Result};
@@ -55,10 +57,51 @@ struct Shown {
     beat: Beat,
     /// Guards holding it; the record goes with the last.
     holders: usize,
-    /// When the last write that succeeded began.
-    written: Instant,
+    standing: Standing,
     /// Set when the record was removed: a rewrite after that would resurrect it.
     ended: bool,
+}
+
+/// Whether a copy may still count itself alive. It stands while its record was last rewritten
+/// within `VALID` by a write that landed within `TTL - VALID` of its start; once it did not,
+/// it has lapsed for good: another controller may have seen its record stand still for `TTL`
+/// (a write landing late cannot undo that), so it rewrites nothing more and stops.
+#[derive(Debug, Clone, Copy)]
+struct Standing {
+    /// When the last write that counts began.
+    last: Instant,
+    lapsed: bool,
+}
+
+impl Standing {
+    fn new(now: Instant) -> Self {
+        Standing {
+            last: now,
+            lapsed: false,
+        }
+    }
+
+    /// A write that began at `began` succeeded at `now`.
+    fn written(&mut self, began: Instant, now: Instant) {
+        if now.duration_since(began) >= TTL - VALID {
+            self.lapsed = true;
+        }
+        if !self.lapsed {
+            self.last = began;
+        }
+    }
+
+    /// None while the copy stands, else how long ago its record was last written.
+    fn since(&mut self, now: Instant) -> Option<Duration> {
+        let since = now.duration_since(self.last);
+        self.lapsed |= since >= VALID;
+        self.lapsed.then_some(since)
+    }
+
+    /// Whether a rewrite may be tried at `now`.
+    fn may_renew(&mut self, now: Instant) -> bool {
+        self.since(now).is_none()
+    }
 }
 
 impl Beat {
@@ -80,13 +123,18 @@ impl Beat {
 #[derive(Default)]
 pub struct Copies {
     instance: String,
-    mine: Mutex<HashMap<Key, Arc<Mutex<Shown>>>>,
+    /// This process's copies, per share: a share's lock is held through its records' writes
+    /// and removals, so a slow share delays no other share's copies.
+    mine: Mutex<HashMap<(String, String), Arc<ShareCopies>>>,
     seen: Mutex<HashMap<Key, (Beat, Instant)>>,
 }
 
 fn path(name: &str) -> String {
     format!("{COPIES_DIR}/{name}.json")
 }
+
+/// This process's copies on one share, by name.
+type ShareCopies = Mutex<HashMap<String, Arc<Mutex<Shown>>>>;
 
 fn key(c: &NfsClient, name: &str) -> Key {
     (c.server().into(), c.share().into(), name.into())
@@ -99,7 +147,8 @@ fn write(shown: &mut Shown, name: &str) -> crate::nfs::Result<()> {
     let bytes = serde_json::to_vec(&beat).expect("a liveness record serialises");
     let c = &shown.client;
     in_meta_dir(c, COPIES_DIR, || c.write_file_atomic(&path(name), &bytes))?;
-    (shown.beat, shown.written) = (beat, began);
+    shown.beat = beat;
+    shown.standing.written(began, Instant::now());
     Ok(())
 }
 
@@ -114,22 +163,26 @@ impl Copies {
     /// Shows copy `name` of `source` on `c`'s share as running until the returned guard (and
     /// every other guard of it) drops. Fails when its record cannot be written: nothing may
     /// start then.
-    pub fn show(self: &Arc<Self>, c: &Arc<NfsClient>, name: &str, source: &str) -> Result<Alive> {
-        let key = key(c, name);
-        let mut mine = self.mine.lock().expect("copies poisoned");
-        let shown = match mine.get(&key) {
+    pub fn show(&self, c: &Arc<NfsClient>, name: &str, source: &str) -> Result<Alive> {
+        let share = (c.server().to_string(), c.share().to_string());
+        let share = (self.mine.lock().expect("copies poisoned"))
+            .entry(share)
+            .or_default()
+            .clone();
+        let mut mine = share.lock().expect("copies poisoned");
+        let shown = match mine.get(name) {
             Some(s) => s.clone(),
             None => {
                 let mut s = Shown {
                     client: c.clone(),
                     beat: Beat::first(&self.instance, source),
                     holders: 0,
-                    written: Instant::now(),
+                    standing: Standing::new(Instant::now()),
                     ended: false,
                 };
                 write(&mut s, name).map_err(|e| cannot_show(c, name, &e.to_string()))?;
                 let s = Arc::new(Mutex::new(s));
-                mine.insert(key.clone(), s.clone());
+                mine.insert(name.to_string(), s.clone());
                 Copies::renew(s.clone(), name.to_string());
                 s
             }
@@ -137,8 +190,8 @@ impl Copies {
         shown.lock().expect("copy poisoned").holders += 1;
         drop(mine);
         Ok(Alive {
-            copies: self.clone(),
-            key,
+            share,
+            name: name.to_string(),
             shown,
         })
     }
@@ -150,7 +203,7 @@ impl Copies {
         let spawned = thread.spawn(move || loop {
             std::thread::sleep(RENEW);
             let mut s = shown.lock().expect("copy poisoned");
-            if s.ended {
+            if s.ended || !s.standing.may_renew(Instant::now()) {
                 return;
             }
             if let Err(e) = write(&mut s, &name) {
@@ -229,8 +282,8 @@ fn cannot_show(c: &NfsClient, name: &str, why: &str) -> Error {
 
 /// A copy shown as running; dropping the last guard of it removes its record.
 pub struct Alive {
-    copies: Arc<Copies>,
-    key: Key,
+    share: Arc<ShareCopies>,
+    name: String,
     shown: Arc<Mutex<Shown>>,
 }
 
@@ -238,15 +291,15 @@ impl Alive {
     /// Before a copy's last step: an error unless its record was rewritten within `VALID`, so
     /// no other controller can have counted it dead.
     pub fn check(&self) -> Result<()> {
-        let s = self.shown.lock().expect("copy poisoned");
-        if s.written.elapsed() < VALID {
-            return Ok(());
+        let mut s = self.shown.lock().expect("copy poisoned");
+        let since = s.standing.since(Instant::now());
+        match since {
+            None => Ok(()),
+            Some(since) => {
+                let why = format!("its liveness record was last written {since:?} ago");
+                Err(cannot_show(&s.client, &self.name, &why))
+            }
         }
-        let why = format!(
-            "its liveness record was last written {:?} ago",
-            s.written.elapsed()
-        );
-        Err(cannot_show(&s.client, &self.key.2, &why))
     }
 
     /// Whether the copy has lost its standing: then its failure path removes nothing.
@@ -257,7 +310,7 @@ impl Alive {
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        let mut mine = self.copies.mine.lock().expect("copies poisoned");
+        let mut mine = self.share.lock().expect("copies poisoned");
         let mut s = self.shown.lock().expect("copy poisoned");
         s.holders -= 1;
         if s.holders > 0 {
@@ -265,9 +318,9 @@ impl Drop for Alive {
         }
         s.ended = true;
         // Under the map's lock, so a copy of the same name shown again now writes after this.
-        mine.remove(&self.key);
-        if let Err(e) = s.client.remove_file(&path(&self.key.2)) {
-            tracing::warn!(copy = %self.key.2, error = %e, "the liveness record of a finished copy was not removed; it is harmless, and the next copy of that name rewrites it");
+        mine.remove(&self.name);
+        if let Err(e) = s.client.remove_file(&path(&self.name)) {
+            tracing::warn!(copy = %self.name, error = %e, "the liveness record of a finished copy was not removed; it is harmless, and the next copy of that name rewrites it");
         }
     }
 }

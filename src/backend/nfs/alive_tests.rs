@@ -41,3 +41,33 @@ fn a_new_copy_of_a_name_is_never_taken_for_an_old_one_seen_long_ago() {
         "a fresh copy was taken for dead"
     );
 }
+
+#[test]
+fn a_copy_that_lapsed_never_stands_again() {
+    let t0 = Instant::now();
+    let mut s = Standing::new(t0);
+    assert!(s.since(t0 + VALID / 2).is_none());
+    // Its rewrites failed or hung until VALID passed: the lease holder may count it dead.
+    assert!(s.since(t0 + VALID).is_some());
+    // A rewrite that succeeds later does not bring it back, and none is tried any more.
+    s.written(t0 + VALID + RENEW, t0 + VALID + RENEW);
+    assert!(
+        s.since(t0 + VALID + RENEW).is_some(),
+        "a lapsed copy stood again"
+    );
+    assert!(!s.may_renew(t0 + VALID + RENEW));
+}
+
+#[test]
+fn a_rewrite_that_took_too_long_does_not_count() {
+    let t0 = Instant::now();
+    let mut s = Standing::new(t0);
+    // Began in time, but landed after another controller may have seen the record stand
+    // still for TTL (it began RENEW after the last write, which landed at once).
+    let began = t0 + RENEW;
+    s.written(began, began + (TTL - VALID));
+    assert!(
+        s.since(began + Duration::from_secs(1)).is_some(),
+        "a write that landed TTL - VALID after it began made the copy stand"
+    );
+}

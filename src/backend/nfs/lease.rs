@@ -177,6 +177,9 @@ fn contend(
                 written && matches!(read(c), Ok(Some(Ok(r))) if r.holder == me.holder)
             }
         };
+        // A write that landed `TTL - VALID` or more after it began may have landed after a
+        // contender saw the record stand still for TTL: it does not count.
+        let acquired = acquired && began.elapsed() < TTL - VALID;
         if acquired {
             held.set(Some(began + VALID));
             if !holding {

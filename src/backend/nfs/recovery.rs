@@ -98,14 +98,15 @@ fn recover_share(c: &Arc<NfsClient>, work: &Arc<Work>, of: ClientOf<'_>) -> Resu
         let Some(_claim) = work.claim(&id, "") else {
             continue;
         };
-        let owned = read_snap_record(c, &key, t).map(|r| r.is_some());
-        if matches!(owned, Ok(false)) {
-            c.remove_tree(&format!("{SNAP_DATA_DIR}/{key}"))
-                .map_err(|e| map_nfs_error(&id, t, e))?;
-            removed += 1;
-        }
+        let gone = read_snap_record(c, &key, t).and_then(|r| match r {
+            Some(_) => Ok(false),
+            None => (c.remove_tree(&format!("{SNAP_DATA_DIR}/{key}")))
+                .map(|_| true)
+                .map_err(|e| map_nfs_error(&id, t, e)),
+        });
+        // Whatever happened, the claim ends: a call waiting for it would wait forever.
         work.finish(&id, None);
-        owned?;
+        removed += usize::from(gone?);
     }
     for key in list(STAGING_DIR)? {
         if elsewhere(&restore_name(&key), &layout::volume_id(&key))? {
