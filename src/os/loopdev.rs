@@ -133,14 +133,20 @@ pub fn backing_of(dev: &fs::File) -> io::Result<Option<(u64, u64)>> {
 /// and answers at once: this waits `DETACH_WAIT` for it, then fails with EBUSY, so a caller
 /// never answers for a device still attached (a retry finds it and waits again).
 pub fn detach(device: &Path) -> io::Result<()> {
+    let name = device.file_name().unwrap_or_default();
+    let bound = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let backing = || {
+        let file = fs::read_to_string(&bound).ok()?;
+        Some(file.trim_end().trim_end_matches(" (deleted)").to_string())
+    };
+    let ours = backing();
     let dev = OpenOptions::new().read(true).open(device)?;
     // SAFETY: LOOP_CLR_FD takes no argument.
     none_on(unsafe { ioctl(&dev, LOOP_CLR_FD, 0) }, &[libc::ENXIO])?;
     drop(dev); // an opener too: the deferred detach waits for this close
-    let name = device.file_name().unwrap_or_default();
-    let bound = Path::new("/sys/block").join(name).join("loop/backing_file");
     let deadline = Instant::now() + DETACH_WAIT;
-    while bound.exists() {
+    // Done once it backs no file, or another one (an attach took the freed device at once).
+    while ours.is_some() && backing() == ours {
         if Instant::now() > deadline {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
