@@ -83,7 +83,8 @@ pub struct Plan {
 }
 
 /// Why a device is held that this node's object records as claimed by `volume` while this
-/// node's state records no claim on it.
+/// node's state records no claim on it. Later starts recognise the hold by this exact text in
+/// the object (`plan`): changing it would drop the holds objects carry now (a test pins it).
 pub fn remembered_reason(volume: &str) -> String {
     format!(
         "claimed by volume {volume} per its BlockDevice; this node's state has no record of it: \

@@ -289,3 +289,13 @@ fn plan_writes_the_hold_into_the_object_of_a_device_missing_at_a_fresh_first_syn
     assert_eq!(missing.remembered, p.remembered);
     assert!(missing.apply.is_empty(), "{:?}", missing.apply);
 }
+
+#[test]
+fn the_hold_reason_objects_carry_stays_as_written() {
+    // Objects in clusters carry this text; a start recognises its holds by it.
+    assert_eq!(
+        remembered_reason("v1"),
+        "claimed by volume v1 per its BlockDevice; this node's state has no record of it: not \
+         reused until an operator releases it (delete the BlockDevice object or clear its claim)"
+    );
+}
