@@ -310,9 +310,8 @@ impl<B: LocalNode> NodeBackend for B {
         let (cap, target) = (&req.capability, req.target.as_path());
         refuse::<B>(cap, &rec)?;
         let staging_t = req.staging.as_ref().ok_or_else(|| {
-            Error::invalid(format!(
-                "volume {vid}: staging_target_path is required (the driver stages volumes)"
-            ))
+            let why = "staging_target_path is required (the driver stages volumes)";
+            Error::precondition(&vid, why)
         })?;
         let staging = staging_t.as_path();
         let at = staging.display();

@@ -166,6 +166,23 @@ pub(crate) fn check_served(
     })
 }
 
+/// NodeStage and NodePublish: a multi-node access mode on a backend whose volumes live on one
+/// node exceeds the volume's capabilities, which the spec answers there with FailedPrecondition;
+/// the rest as `check_served`.
+pub(crate) fn check_node_served(
+    backend: &dyn Backend,
+    volume: &str,
+    cap: &crate::volume::Capability,
+) -> Result<()> {
+    if !cap.mode.single_node() && !backend.caps().multi_node {
+        let (mode, name) = (cap.mode, backend.name());
+        let why =
+            format!("access mode {mode:?} needs several nodes; {name} volumes live on one node");
+        return Err(Error::precondition(volume, why));
+    }
+    check_served(backend, volume, std::slice::from_ref(cap))
+}
+
 /// Runs one RPC body on the blocking pool and logs method, volume, duration and result code.
 /// The body counts as in flight meanwhile, so a queued body does not take itself to be alone.
 pub(crate) async fn rpc<T: Send + 'static>(

@@ -1,7 +1,8 @@
 //! CSI Node service.
 
 use super::convert::{self, abs_path};
-use super::{check_served, rpc_inline, volume_rpc, Driver};
+use super::{check_node_served, rpc_inline, volume_rpc, Driver};
+use crate::error::Error;
 use crate::error::Result;
 use crate::proto as csi;
 use crate::volume::{PublishRequest, StageRequest};
@@ -22,7 +23,7 @@ impl csi::node_server::Node for NodeService {
             let cap = convert::required_capability(req.volume_capability.as_ref())?;
             let staging = d.paths.target("staging_target_path", &staging)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
-            check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
+            check_node_served(backend.as_ref(), &req.volume_id, &cap)?;
             let stage = StageRequest {
                 id,
                 staging,
@@ -70,7 +71,11 @@ impl csi::node_server::Node for NodeService {
             let cap = convert::required_capability(req.volume_capability.as_ref())?;
             let target = d.paths.target("target_path", &target)?;
             let (backend, id) = d.resolve(id, &req.volume_id)?;
-            check_served(backend.as_ref(), &req.volume_id, std::slice::from_ref(&cap))?;
+            check_node_served(backend.as_ref(), &req.volume_id, &cap)?;
+            if staging.is_none() && backend.caps().stage {
+                let why = "staging_target_path is required (the driver stages volumes)";
+                return Err(Error::precondition(&req.volume_id, why));
+            }
             let publish = PublishRequest {
                 id,
                 staging,

@@ -48,7 +48,10 @@ fn a_detach_is_done_once_the_device_holds_another_file() {
     // device at once for its own image.
     drop(prober);
     let rebound = (0..200).any(|_| {
-        let ok = std::process::Command::new("losetup").arg(&dev).arg(&b).status();
+        let ok = std::process::Command::new("losetup")
+            .arg(&dev)
+            .arg(&b)
+            .status();
         ok.is_ok_and(|s| s.success()) || {
             std::thread::sleep(Duration::from_millis(1));
             false
@@ -57,5 +60,8 @@ fn a_detach_is_done_once_the_device_holds_another_file() {
     let answered = detaching.join().unwrap();
     let _ = detach(&dev);
     assert!(rebound, "losetup never bound {}", dev.display());
-    assert!(answered.is_ok(), "detach of a's device answered {answered:?}");
+    assert!(
+        answered.is_ok(),
+        "detach of a's device answered {answered:?}"
+    );
 }

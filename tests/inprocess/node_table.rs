@@ -138,6 +138,7 @@ fn table() -> Vec<Row<Call>> {
         row("stage: unknown volume", stage("local/node-1/nope", STAGING, cap()), NotFound, "local/node-1/nope: not found"),
         row("stage: foreign id", stage("fake-vol-id", STAGING, cap()), NotFound, "fake-vol-id: not found"),
         row("stage: unserved backend", stage("ghost/node-1/x", STAGING, cap()), NotFound, "backend ghost is not served"),
+        row("stage: multi-node mode on a node-local backend", stage(A, STAGING, Some(mount_cap(Mode::MultiNodeMultiWriter))), FailedPrecondition, "needs several nodes"),
         row("stage: ok", stage(A, STAGING, cap()), Ok, ""),
         // NodePublishVolume
         row("publish: empty id", publish("", STAGING, TARGET, cap(), false), InvalidArgument, "volume_id is required"),
@@ -152,6 +153,8 @@ fn table() -> Vec<Row<Call>> {
         row("publish: not staged there", publish(A, "/pods/elsewhere", TARGET, cap(), false), FailedPrecondition, "not staged"),
         row("publish: target outside the publish roots", publish(A, STAGING, "/etc/cron.d/x", cap(), false), InvalidArgument, "publish root"),
         row("stage: staging path outside the publish roots", stage(A, "/tmp/staging", cap()), InvalidArgument, "publish root"),
+        row("publish: multi-node mode on a node-local backend", publish(A, STAGING, TARGET, Some(mount_cap(Mode::MultiNodeMultiWriter)), false), FailedPrecondition, "needs several nodes"),
+        row("publish: staged backend, no staging path", publish(A, "", TARGET, cap(), false), FailedPrecondition, "staging_target_path is required"),
         row("publish: ok", publish(A, STAGING, TARGET, cap(), false), Ok, ""),
         row("publish: again, same", publish(A, STAGING, TARGET, cap(), false), Ok, ""),
         row("publish: again, readonly", publish(A, STAGING, TARGET, cap(), true), AlreadyExists, "readonly=false"),
