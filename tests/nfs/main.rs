@@ -46,4 +46,5 @@ mod ownership;
 mod shares;
 mod snapshots;
 mod two_controllers;
+mod two_controllers_races;
 mod versions;

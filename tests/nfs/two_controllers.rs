@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 const FILES: usize = 4000;
 
-async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
         assert!(t0.elapsed() < limit, "timed out waiting for {what}");
@@ -36,7 +36,7 @@ fn lease_names(export: &Path, state_dir: &Path) -> bool {
 
 /// The first controller, sharing registry file `reg`, once it holds the share's lease, and a
 /// volume of class `p` on it holding FILES files.
-async fn first_with_source(
+pub(crate) async fn first_with_source(
     g: &Ganesha,
     reg: &str,
     p: &HashMap<String, String>,
@@ -177,7 +177,11 @@ async fn a_second_controller_never_copies_over_the_first_ones_snapshot() {
 }
 
 /// A controller on `g` whose calls reaching `point` wait while the returned file exists.
-async fn paused_driver(g: &Ganesha, reg: &str, point: &str) -> (Driver, std::path::PathBuf) {
+pub(crate) async fn paused_driver(
+    g: &Ganesha,
+    reg: &str,
+    point: &str,
+) -> (Driver, std::path::PathBuf) {
     let mut d = nfs_driver(g, &["--nfs-registry-file", reg]).await;
     let paused = d.root().join("paused");
     d.set_env("FERROVOL_PAUSE_AT", point);
@@ -206,7 +210,11 @@ async fn restart_and_recover(holder: &mut Driver) {
     .await;
 }
 
-fn clone_req(name: &str, p: &HashMap<String, String>, src: &str) -> csi::CreateVolumeRequest {
+pub(crate) fn clone_req(
+    name: &str,
+    p: &HashMap<String, String>,
+    src: &str,
+) -> csi::CreateVolumeRequest {
     let mut r = req(name, p);
     r.volume_content_source = Some(csi::VolumeContentSource {
         r#type: Some(csi::volume_content_source::Type::Volume(

@@ -141,6 +141,7 @@ impl NfsBackend {
         let vid = rec.id.clone();
         let staging = staging_path(rec.key());
         let content = format!("{staging}/content");
+        crate::failpoint::hit("nfs-restore:before-show");
         let alive = self
             .work
             .copies

@@ -326,6 +326,7 @@ impl SnapshotBackend for NfsBackend {
             source_handle: Some(self.source_handle(&c, &vol)?),
             nfs_vers: vol.nfs_vers.clone(),
         };
+        crate::failpoint::hit("nfs-snapshot:before-show");
         // Shown as copied before the intent exists, so no lease holder takes it for cut off.
         let _alive = (self.work.copies).show(&c, &copy_name(&rec.key()), &source)?;
         // The intent: from here a crash leaves a record recovery finds.

@@ -1,0 +1,168 @@
+//! A delete on one controller racing a copy that begins on another, at the worst moment: the
+//! copier has read its source ready and pauses before showing life; the deleter passes its own
+//! look for readers, writes its intent and pauses before removing anything; then the copy goes
+//! on. Each side writes, then reads the other's state, so the copy must stop (the delete then
+//! finishes), never end up `Ready` with part of what was removed. Real gRPC, real binaries, real
+//! nfs-ganesha (root only).
+
+use super::two_controllers::{clone_req, first_with_source, paused_driver, wait_for};
+use crate::common;
+use crate::common::ganesha;
+use crate::common::nfs;
+use crate::common::nfs_snap;
+
+use common::*;
+use ferrovol::proto as csi;
+use ganesha::Ganesha;
+use nfs::*;
+use nfs_snap::{assert_no_leftovers, from, list, of_snapshot, snap_req, snapshot};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+type Call = JoinHandle<Result<(), tonic::Status>>;
+
+/// A controller paused at `point`, and the file that holds it there.
+type Paused = (Driver, PathBuf);
+
+const PAUSE: Duration = Duration::from_secs(60);
+
+/// Runs the race: `copy` on `copier` until it pauses, `delete` on `deleter` until it pauses,
+/// then the copy to its answer (asserted to be Aborted, naming `source`), then the delete to its
+/// answer (asserted OK).
+async fn race(
+    source: &str,
+    (copier, copy_paused): &Paused,
+    copy: impl FnOnce(&Driver) -> Call,
+    (deleter, delete_paused): &Paused,
+    delete: impl FnOnce(&Driver) -> Call,
+) {
+    let copying = copy(copier);
+    wait_for("the copier to pause before showing life", PAUSE, || {
+        copy_paused.exists()
+    })
+    .await;
+    let deleting = delete(deleter);
+    wait_for("the deleter to pause after its intent", PAUSE, || {
+        delete_paused.exists()
+    })
+    .await;
+
+    fs::remove_file(copy_paused).unwrap();
+    let copied = copying.await.unwrap();
+    let log = || format!("--- copier ---\n{}", copier.log());
+    let e = copied.expect_err(&format!(
+        "a copy of {source}, which is being deleted\n{}",
+        log()
+    ));
+    assert_eq!(e.code(), tonic::Code::Aborted, "{e}\n{}", log());
+    let msg = e.message();
+    assert!(
+        msg.contains(source) && msg.contains("being deleted"),
+        "{msg}"
+    );
+
+    fs::remove_file(delete_paused).unwrap();
+    let deleted = deleting.await.unwrap();
+    deleted.unwrap_or_else(|e| panic!("the delete of {source}: {e}\n{}", deleter.log()));
+}
+
+fn delete_volume(id: &str) -> impl FnOnce(&Driver) -> Call {
+    let id = id.to_string();
+    move |d| {
+        let mut ctl = d.controller();
+        tokio::spawn(async move { ctl.delete_volume(delete_req(&id)).await.map(|_| ()) })
+    }
+}
+
+fn create_volume(r: csi::CreateVolumeRequest) -> impl FnOnce(&Driver) -> Call {
+    move |d| {
+        let mut ctl = d.controller();
+        tokio::spawn(async move { ctl.create_volume(r).await.map(|_| ()) })
+    }
+}
+
+/// A share with a source volume (made by a first controller, which holds the lease), and its
+/// registry file.
+async fn share() -> (Ganesha, tempfile::TempDir, Driver, csi::Volume) {
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let p = class(&g, &[]);
+    let (first, src) = first_with_source(&g, reg.to_str().unwrap(), &p).await;
+    (g, keep, first, src)
+}
+
+fn reg(keep: &Path) -> String {
+    keep.join("nfs-shares.json").to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_snapshot_begun_as_its_volume_is_deleted_elsewhere_stops_and_the_delete_finishes() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let (g, keep, first, src) = share().await;
+    let reg = reg(keep.path());
+    let copier = paused_driver(&g, &reg, "nfs-snapshot:before-show").await;
+    let deleter = paused_driver(&g, &reg, "nfs-delete:after-intent").await;
+    let r = snap_req("snap", &src.volume_id);
+    let snap = move |d: &Driver| {
+        let mut ctl = d.controller();
+        tokio::spawn(async move { ctl.create_snapshot(r).await.map(|_| ()) })
+    };
+    let del = delete_volume(&src.volume_id);
+    race(&src.volume_id, &copier, snap, &deleter, del).await;
+
+    assert!(list(&first, "", "").await.is_empty(), "no snapshot is left");
+    assert_no_leftovers(&g);
+}
+
+#[tokio::test]
+async fn a_clone_begun_as_its_volume_is_deleted_elsewhere_stops_and_the_delete_finishes() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let (g, keep, _first, src) = share().await;
+    let reg = reg(keep.path());
+    let copier = paused_driver(&g, &reg, "nfs-restore:before-show").await;
+    let deleter = paused_driver(&g, &reg, "nfs-delete:after-intent").await;
+    let clone = create_volume(clone_req("clone", &class(&g, &[]), &src.volume_id));
+    let del = delete_volume(&src.volume_id);
+    race(&src.volume_id, &copier, clone, &deleter, del).await;
+
+    assert_no_leftovers(&g);
+}
+
+#[tokio::test]
+async fn a_restore_begun_as_its_snapshot_is_deleted_elsewhere_stops_and_the_delete_finishes() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let (g, keep, first, src) = share().await;
+    let reg = reg(keep.path());
+    let s = snapshot(&first, "snap", &src.volume_id).await;
+    let t0 = std::time::Instant::now();
+    while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
+        assert!(t0.elapsed() < PAUSE, "the snapshot never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let copier = paused_driver(&g, &reg, "nfs-restore:before-show").await;
+    let deleter = paused_driver(&g, &reg, "nfs-snapshot-delete:after-intent").await;
+    let p = class(&g, &[]);
+    let restore = create_volume(from("restored", &p, of_snapshot(&s.snapshot_id)));
+    let id = s.snapshot_id.clone();
+    let del = move |d: &Driver| {
+        let mut ctl = d.controller();
+        let r = csi::DeleteSnapshotRequest {
+            snapshot_id: id,
+            ..Default::default()
+        };
+        tokio::spawn(async move { ctl.delete_snapshot(r).await.map(|_| ()) })
+    };
+    race(&s.snapshot_id, &copier, restore, &deleter, del).await;
+
+    first.delete(&src.volume_id).await;
+    assert_no_leftovers(&g);
+}
