@@ -19,7 +19,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const FILES: usize = 4000;
+pub(crate) const FILES: usize = 4000;
 
 pub(crate) async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();

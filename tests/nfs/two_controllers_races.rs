@@ -166,3 +166,113 @@ async fn a_restore_begun_as_its_snapshot_is_deleted_elsewhere_stops_and_the_dele
     first.delete(&src.volume_id).await;
     assert_no_leftovers(&g);
 }
+
+#[tokio::test]
+async fn a_delete_whose_intent_comes_after_a_snapshot_began_elsewhere_backs_off() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let (g, keep, first, src) = share().await;
+    let reg = reg(keep.path());
+    // The deleter has looked for readers (none yet) and pauses before its intent; the copier
+    // shows life, finds the volume `Ready` and pauses before copying.
+    let (deleter, delete_paused) = paused_driver(&g, &reg, "nfs-delete:before-intent").await;
+    let (copier, copy_paused) = paused_driver(&g, &reg, "nfs-snapshot:before-copy").await;
+    let deleting = delete_volume(&src.volume_id)(&deleter);
+    wait_for("the deleter to pause before its intent", PAUSE, || {
+        delete_paused.exists()
+    })
+    .await;
+    let s = snapshot(&copier, "snap", &src.volume_id).await;
+    wait_for("the copier to pause before copying", PAUSE, || {
+        copy_paused.exists()
+    })
+    .await;
+
+    fs::remove_file(&delete_paused).unwrap();
+    let deleted = deleting.await.unwrap();
+    let e = deleted.expect_err(&format!(
+        "a delete of a volume another controller copies\n{}",
+        deleter.log()
+    ));
+    assert_eq!(e.code(), tonic::Code::Aborted, "{e}");
+    let got = first.get(&src.volume_id).await.volume.unwrap();
+    assert_eq!(got.volume_id, src.volume_id, "the volume is back as it was");
+
+    fs::remove_file(&copy_paused).unwrap();
+    let t0 = std::time::Instant::now();
+    while !snapshot(&copier, "snap", &src.volume_id).await.ready_to_use {
+        assert!(t0.elapsed() < PAUSE, "{}", copier.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dir_names(&g.export.join(".ferrovol/snapshot-data/snap")).len(),
+        super::two_controllers::FILES,
+        "the snapshot has every file"
+    );
+    nfs_snap::delete_snapshot(&first, &s.snapshot_id).await;
+    first.delete(&src.volume_id).await;
+    assert_no_leftovers(&g);
+}
+
+#[tokio::test]
+async fn a_snapshot_delete_whose_intent_comes_after_a_restore_began_elsewhere_backs_off() {
+    if !usable("nfs_two_controllers") {
+        return;
+    }
+    let (g, keep, first, src) = share().await;
+    let reg = reg(keep.path());
+    let s = snapshot(&first, "snap", &src.volume_id).await;
+    let t0 = std::time::Instant::now();
+    while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
+        assert!(t0.elapsed() < PAUSE, "the snapshot never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (deleter, delete_paused) =
+        paused_driver(&g, &reg, "nfs-snapshot-delete:before-intent").await;
+    let (copier, copy_paused) = paused_driver(&g, &reg, "nfs-restore:after-intent").await;
+    let id = s.snapshot_id.clone();
+    let mut ctl = deleter.controller();
+    let deleting = tokio::spawn(async move {
+        let r = csi::DeleteSnapshotRequest {
+            snapshot_id: id,
+            ..Default::default()
+        };
+        ctl.delete_snapshot(r).await
+    });
+    wait_for("the deleter to pause before its intent", PAUSE, || {
+        delete_paused.exists()
+    })
+    .await;
+    let p = class(&g, &[]);
+    let mut ctl = copier.controller();
+    let r = from("restored", &p, of_snapshot(&s.snapshot_id));
+    let restoring = tokio::spawn(async move { ctl.create_volume(r).await });
+    wait_for("the restore to pause after its intent", PAUSE, || {
+        copy_paused.exists()
+    })
+    .await;
+
+    fs::remove_file(&delete_paused).unwrap();
+    let e = deleting.await.unwrap().expect_err(&format!(
+        "a delete of a snapshot another controller restores from\n{}",
+        deleter.log()
+    ));
+    assert_eq!(e.code(), tonic::Code::Aborted, "{e}");
+    assert!(
+        list(&first, &s.snapshot_id, "").await[0].ready_to_use,
+        "the snapshot is back as it was"
+    );
+
+    fs::remove_file(&copy_paused).unwrap();
+    let made = restoring.await.unwrap();
+    let made = made.unwrap_or_else(|e| panic!("the restore: {e}\n{}", copier.log()));
+    let made = made.into_inner().volume.unwrap();
+    let restored = g.export.join(sub_dir(&made));
+    assert_eq!(
+        dir_names(&restored).len(),
+        super::two_controllers::FILES,
+        "the restored volume has every file"
+    );
+    nfs_snap::delete_snapshot(&first, &s.snapshot_id).await;
+}

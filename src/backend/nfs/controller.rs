@@ -350,6 +350,7 @@ impl ControllerBackend for NfsBackend {
             return Ok(Done::Now(()));
         };
         self.refuse_read_elsewhere(&c, &vid)?;
+        crate::failpoint::hit("nfs-delete:before-intent");
         let deleted = match rec.state {
             RecordState::Creating => self.roll_back_other(&c, &rec),
             RecordState::Deleting => self.finish_delete(&c, &rec),
@@ -366,7 +367,9 @@ impl ControllerBackend for NfsBackend {
                 }
                 write_record(&c, &intent, self.cfg.timeout)?;
                 crate::failpoint::hit("nfs-delete:after-intent");
-                self.finish_delete(&c, &intent)
+                // A copy that read the volume `Ready` before the intent shows life by now.
+                self.recheck_volume_readers(&c, &rec, &intent)
+                    .and_then(|()| self.finish_delete(&c, &intent))
             }
         };
         deleted.map(Done::Now)

@@ -49,6 +49,7 @@ mod lease;
 mod node;
 mod params;
 pub mod pattern;
+mod readers;
 mod recovery;
 mod restore;
 mod rollback;

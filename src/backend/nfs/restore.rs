@@ -16,9 +16,11 @@
 //!
 //! A volume source is read only while its directory has the handle its record keeps. A restore
 //! shows life (alive.rs) from before its intent until its record is `Ready`, and checks that it
-//! still does before the RENAME and before `Ready`.
+//! still does before the RENAME and before `Ready`. Once it shows life, and before its intent,
+//! it reads its source's record again: a source being deleted meanwhile stops it (readers.rs).
 
 use super::layout::{self, staging_path, RecordState, VolumeRecord, STAGING_DIR};
+use super::readers::{snapshot_still_ready, volume_still_ready};
 use super::{recorded_handle, remove_record, write_record, NfsBackend, BACKEND};
 use crate::error::{Error, Result};
 use crate::nfs::{Guarded, NfsClient};
@@ -37,6 +39,8 @@ pub(super) struct Source {
     /// The handle `dir` must have to be read (a volume's directory), and its NFS version;
     /// `None` for a snapshot's content, which lies under `.ferrovol/` where only the driver writes.
     pub proof: Option<(String, crate::nfs::Version)>,
+    /// A snapshot source's record key; `None` for a volume source.
+    pub snapshot_key: Option<String>,
 }
 
 /// The name a restore shows life under (alive.rs).
@@ -95,6 +99,7 @@ impl NfsBackend {
                     dir: rec.data_path(),
                     capacity: rec.size_bytes,
                     proof: None,
+                    snapshot_key: Some(rec.key()),
                 })
             }
             ContentSource::Volume(id) => {
@@ -114,6 +119,7 @@ impl NfsBackend {
                     id: svid,
                     dir: rec.sub_dir,
                     capacity: rec.capacity_bytes,
+                    snapshot_key: None,
                 })
             }
         }
@@ -146,6 +152,14 @@ impl NfsBackend {
             .work
             .copies
             .show(c, &restore_name(rec.key()), &src.id)?;
+        // Shown before this look: a delete of the source whose intent came before is seen
+        // here, one whose intent comes later sees this restore (readers.rs).
+        let t = self.cfg.timeout;
+        match (&src.snapshot_key, &src.proof) {
+            (Some(key), _) => snapshot_still_ready(c, &vid, (&src.id, key), t)?,
+            (None, Some((h, _))) => volume_still_ready(c, &vid, (&src.id, &src.dir, h), t)?,
+            (None, None) => {}
+        }
         rec.staging = Some(staging.clone());
         write_record(c, &rec, self.cfg.timeout)?;
         crate::failpoint::hit("nfs-restore:after-intent");

@@ -15,6 +15,7 @@ use super::layout::{
     self, key_of_snap_record, snap_record_path, RecordState, SnapParams, SnapshotRecord,
     SNAP_DATA_DIR, SNAP_RECORDS_DIR, SNAP_RECORD_VERSION,
 };
+use super::readers::volume_still_ready;
 use super::work::Work;
 use super::{in_meta_dir, map_nfs_error, names, read_json, recorded_handle, NfsBackend, BACKEND};
 use crate::backend::SnapshotBackend;
@@ -128,6 +129,13 @@ fn copy(
     let data = rec.data_path();
     let started = std::time::Instant::now();
     let res = (|| {
+        // This copy shows life already (`alive`): a delete of the source whose intent came
+        // before is seen here, one whose intent comes later sees this copy (readers.rs). A
+        // record without a source handle gets the same look from `legacy_source_handle`.
+        if let Some(h) = &rec.source_handle {
+            let source = (rec.source_volume_id.as_str(), rec.source_sub_dir.as_str());
+            volume_still_ready(c, &sid, (source.0, source.1, h), t)?;
+        }
         c.remove_tree(&data).map_err(err)?;
         c.mkdir_all(SNAP_DATA_DIR, 0o700).map_err(err)?;
         c.mkdir(&data, 0o700).map_err(err)?;
@@ -354,11 +362,15 @@ impl SnapshotBackend for NfsBackend {
             return Err(Error::Busy(why));
         }
         self.refuse_read_elsewhere(&c, &sid)?;
+        crate::failpoint::hit("nfs-snapshot-delete:before-intent");
+        let before = rec.clone();
         if rec.state != RecordState::Deleting {
             rec.state = RecordState::Deleting;
             write_snap_record(&c, &rec, self.cfg.timeout)?;
         }
         crate::failpoint::hit("nfs-snapshot-delete:after-intent");
+        // A restore that read the snapshot `Ready` before the intent shows life by now.
+        self.recheck_snapshot_readers(&c, &before, &rec)?;
         finish_delete(&c, &rec, self.cfg.timeout)
     }
 
