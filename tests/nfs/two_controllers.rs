@@ -56,19 +56,40 @@ pub(crate) async fn first_with_source(
     (first, src)
 }
 
+/// One share, the registry file its controllers share, and the class of its volumes.
+pub(crate) struct Share {
+    pub g: Ganesha,
+    pub reg: String,
+    pub p: HashMap<String, String>,
+    _keep: tempfile::TempDir,
+}
+
+/// A share, and the first controller on it (holding its lease) with its source volume.
+pub(crate) async fn share_with_source() -> (Share, Driver, csi::Volume) {
+    let g = Ganesha::start();
+    let keep = tempfile::tempdir().unwrap();
+    let reg = keep.path().join("nfs-shares.json");
+    let reg = reg.to_str().unwrap().to_string();
+    let p = class(&g, &[]);
+    let (first, src) = first_with_source(&g, &reg, &p).await;
+    let share = Share {
+        g,
+        reg,
+        p,
+        _keep: keep,
+    };
+    (share, first, src)
+}
+
 #[tokio::test]
 async fn a_second_controller_never_rolls_back_the_first_ones_create() {
     if !usable("nfs_two_controllers") {
         return;
     }
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let reg = reg.to_str().unwrap();
-    let p = class(&g, &[]);
-    let (first, src) = first_with_source(&g, reg, &p).await;
+    let (share, first, src) = share_with_source().await;
+    let (g, reg, p) = (&share.g, share.reg.as_str(), &share.p);
 
-    let mut clone = req("clone", &p);
+    let mut clone = req("clone", p);
     clone.volume_content_source = Some(csi::VolumeContentSource {
         r#type: Some(csi::volume_content_source::Type::Volume(
             csi::volume_content_source::VolumeSource {
@@ -85,8 +106,8 @@ async fn a_second_controller_never_rolls_back_the_first_ones_create() {
     .await;
 
     // The new pod's controller: recovery at its start, then a call about the volume in flight.
-    let second = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
-    let id = nfs_id(&g, "clone");
+    let second = nfs_driver(g, &["--nfs-registry-file", reg]).await;
+    let id = nfs_id(g, "clone");
     let got = second
         .controller()
         .controller_get_volume(get_req(&id))
@@ -132,7 +153,7 @@ async fn a_second_controller_never_rolls_back_the_first_ones_create() {
     .await;
     second.delete(&made.volume_id).await;
     second.delete(&src.volume_id).await;
-    assert!(records(&g).is_empty());
+    assert!(records(g).is_empty());
 }
 
 #[tokio::test]
@@ -140,17 +161,13 @@ async fn a_second_controller_never_copies_over_the_first_ones_snapshot() {
     if !usable("nfs_two_controllers") {
         return;
     }
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let reg = reg.to_str().unwrap();
-    let p = class(&g, &[]);
-    let (first, src) = first_with_source(&g, reg, &p).await;
+    let (share, first, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
 
     let s = snapshot(&first, "snap", &src.volume_id).await;
     assert!(!s.ready_to_use, "{FILES} files take longer than the wait");
     // The new pod's controller lists and asks for the snapshot while the first one copies it.
-    let second = nfs_driver(&g, &["--nfs-registry-file", reg]).await;
+    let second = nfs_driver(g, &["--nfs-registry-file", reg]).await;
     assert!(!list(&second, &s.snapshot_id, "").await[0].ready_to_use);
     assert!(!snapshot(&second, "snap", &src.volume_id).await.ready_to_use);
 
@@ -231,16 +248,12 @@ async fn a_lease_holder_restarting_never_rolls_back_a_clone_another_controller_c
     if !usable("nfs_two_controllers") {
         return;
     }
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let reg = reg.to_str().unwrap();
-    let p = class(&g, &[]);
     // The first controller holds the lease; the second (the sidecars' leader) makes the clone.
-    let (mut holder, src) = first_with_source(&g, reg, &p).await;
-    let (leader, paused) = paused_driver(&g, reg, "nfs-restore:before-rename").await;
+    let (share, mut holder, src) = share_with_source().await;
+    let (g, reg, p) = (&share.g, share.reg.as_str(), &share.p);
+    let (leader, paused) = paused_driver(g, reg, "nfs-restore:before-rename").await;
     let mut ctl = leader.controller();
-    let clone = clone_req("clone", &p, &src.volume_id);
+    let clone = clone_req("clone", p, &src.volume_id);
     let making = tokio::spawn(async move { ctl.create_volume(clone).await });
     wait_for("the clone's copy to end", Duration::from_secs(60), || {
         paused.exists()
@@ -279,13 +292,9 @@ async fn a_lease_holder_restarting_never_copies_over_a_snapshot_another_controll
     if !usable("nfs_two_controllers") {
         return;
     }
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let reg = reg.to_str().unwrap();
-    let p = class(&g, &[]);
-    let (mut holder, src) = first_with_source(&g, reg, &p).await;
-    let (leader, paused) = paused_driver(&g, reg, "nfs-snapshot:before-ready").await;
+    let (share, mut holder, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
+    let (leader, paused) = paused_driver(g, reg, "nfs-snapshot:before-ready").await;
     let s = snapshot(&leader, "snap", &src.volume_id).await;
     assert!(!s.ready_to_use);
     wait_for(
@@ -322,15 +331,11 @@ async fn a_clone_whose_controller_died_is_rolled_back_once_it_stops_showing_life
     if !usable("nfs_two_controllers") {
         return;
     }
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let reg = reg.to_str().unwrap();
-    let p = class(&g, &[]);
-    let (holder, src) = first_with_source(&g, reg, &p).await;
-    let (mut leader, paused) = paused_driver(&g, reg, "nfs-restore:before-rename").await;
+    let (share, holder, src) = share_with_source().await;
+    let (g, reg, p) = (&share.g, share.reg.as_str(), &share.p);
+    let (mut leader, paused) = paused_driver(g, reg, "nfs-restore:before-rename").await;
     let mut ctl = leader.controller();
-    let clone = clone_req("clone", &p, &src.volume_id);
+    let clone = clone_req("clone", p, &src.volume_id);
     let making = tokio::spawn(async move { ctl.create_volume(clone).await });
     wait_for("the clone's copy to end", Duration::from_secs(60), || {
         paused.exists()
@@ -345,7 +350,7 @@ async fn a_clone_whose_controller_died_is_rolled_back_once_it_stops_showing_life
     let made = loop {
         match holder
             .controller()
-            .create_volume(clone_req("clone", &p, &src.volume_id))
+            .create_volume(clone_req("clone", p, &src.volume_id))
             .await
         {
             Ok(r) => break r.into_inner().volume.unwrap(),
@@ -368,14 +373,10 @@ async fn what_another_controller_copies_or_reads_is_not_deleted_under_it() {
     if !usable("nfs_two_controllers") {
         return;
     }
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let reg = reg.to_str().unwrap();
-    let p = class(&g, &[]);
     // The old pod copies a snapshot; the new one (the sidecars' leader now) gets the deletes.
-    let (new_pod, src) = first_with_source(&g, reg, &p).await;
-    let (old_pod, paused) = paused_driver(&g, reg, "nfs-snapshot:before-copy").await;
+    let (share, new_pod, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
+    let (old_pod, paused) = paused_driver(g, reg, "nfs-snapshot:before-copy").await;
     let s = snapshot(&old_pod, "snap", &src.volume_id).await;
     wait_for(
         "the snapshot's copy to begin",

@@ -5,19 +5,17 @@
 //! finishes), never end up `Ready` with part of what was removed. Real gRPC, real binaries, real
 //! nfs-ganesha (root only).
 
-use super::two_controllers::{clone_req, first_with_source, paused_driver, wait_for};
+use super::two_controllers::{clone_req, paused_driver, share_with_source, wait_for};
 use crate::common;
-use crate::common::ganesha;
 use crate::common::nfs;
 use crate::common::nfs_snap;
 
 use common::*;
 use ferrovol::proto as csi;
-use ganesha::Ganesha;
 use nfs::*;
 use nfs_snap::{assert_no_leftovers, from, list, of_snapshot, snap_req, snapshot};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -83,30 +81,15 @@ fn create_volume(r: csi::CreateVolumeRequest) -> impl FnOnce(&Driver) -> Call {
     }
 }
 
-/// A share with a source volume (made by a first controller, which holds the lease), and its
-/// registry file.
-async fn share() -> (Ganesha, tempfile::TempDir, Driver, csi::Volume) {
-    let g = Ganesha::start();
-    let keep = tempfile::tempdir().unwrap();
-    let reg = keep.path().join("nfs-shares.json");
-    let p = class(&g, &[]);
-    let (first, src) = first_with_source(&g, reg.to_str().unwrap(), &p).await;
-    (g, keep, first, src)
-}
-
-fn reg(keep: &Path) -> String {
-    keep.join("nfs-shares.json").to_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn a_snapshot_begun_as_its_volume_is_deleted_elsewhere_stops_and_the_delete_finishes() {
     if !usable("nfs_two_controllers") {
         return;
     }
-    let (g, keep, first, src) = share().await;
-    let reg = reg(keep.path());
-    let copier = paused_driver(&g, &reg, "nfs-snapshot:before-show").await;
-    let deleter = paused_driver(&g, &reg, "nfs-delete:after-intent").await;
+    let (share, first, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
+    let copier = paused_driver(g, reg, "nfs-snapshot:before-show").await;
+    let deleter = paused_driver(g, reg, "nfs-delete:after-intent").await;
     let r = snap_req("snap", &src.volume_id);
     let snap = move |d: &Driver| {
         let mut ctl = d.controller();
@@ -116,7 +99,7 @@ async fn a_snapshot_begun_as_its_volume_is_deleted_elsewhere_stops_and_the_delet
     race(&src.volume_id, &copier, snap, &deleter, del).await;
 
     assert!(list(&first, "", "").await.is_empty(), "no snapshot is left");
-    assert_no_leftovers(&g);
+    assert_no_leftovers(g);
 }
 
 #[tokio::test]
@@ -124,15 +107,15 @@ async fn a_clone_begun_as_its_volume_is_deleted_elsewhere_stops_and_the_delete_f
     if !usable("nfs_two_controllers") {
         return;
     }
-    let (g, keep, _first, src) = share().await;
-    let reg = reg(keep.path());
-    let copier = paused_driver(&g, &reg, "nfs-restore:before-show").await;
-    let deleter = paused_driver(&g, &reg, "nfs-delete:after-intent").await;
-    let clone = create_volume(clone_req("clone", &class(&g, &[]), &src.volume_id));
+    let (share, _first, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
+    let copier = paused_driver(g, reg, "nfs-restore:before-show").await;
+    let deleter = paused_driver(g, reg, "nfs-delete:after-intent").await;
+    let clone = create_volume(clone_req("clone", &class(g, &[]), &src.volume_id));
     let del = delete_volume(&src.volume_id);
     race(&src.volume_id, &copier, clone, &deleter, del).await;
 
-    assert_no_leftovers(&g);
+    assert_no_leftovers(g);
 }
 
 #[tokio::test]
@@ -140,17 +123,17 @@ async fn a_restore_begun_as_its_snapshot_is_deleted_elsewhere_stops_and_the_dele
     if !usable("nfs_two_controllers") {
         return;
     }
-    let (g, keep, first, src) = share().await;
-    let reg = reg(keep.path());
+    let (share, first, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
     let s = snapshot(&first, "snap", &src.volume_id).await;
     let t0 = std::time::Instant::now();
     while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
         assert!(t0.elapsed() < PAUSE, "the snapshot never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let copier = paused_driver(&g, &reg, "nfs-restore:before-show").await;
-    let deleter = paused_driver(&g, &reg, "nfs-snapshot-delete:after-intent").await;
-    let p = class(&g, &[]);
+    let copier = paused_driver(g, reg, "nfs-restore:before-show").await;
+    let deleter = paused_driver(g, reg, "nfs-snapshot-delete:after-intent").await;
+    let p = class(g, &[]);
     let restore = create_volume(from("restored", &p, of_snapshot(&s.snapshot_id)));
     let id = s.snapshot_id.clone();
     let del = move |d: &Driver| {
@@ -164,7 +147,7 @@ async fn a_restore_begun_as_its_snapshot_is_deleted_elsewhere_stops_and_the_dele
     race(&s.snapshot_id, &copier, restore, &deleter, del).await;
 
     first.delete(&src.volume_id).await;
-    assert_no_leftovers(&g);
+    assert_no_leftovers(g);
 }
 
 #[tokio::test]
@@ -172,12 +155,12 @@ async fn a_delete_whose_intent_comes_after_a_snapshot_began_elsewhere_backs_off(
     if !usable("nfs_two_controllers") {
         return;
     }
-    let (g, keep, first, src) = share().await;
-    let reg = reg(keep.path());
+    let (share, first, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
     // The deleter has looked for readers (none yet) and pauses before its intent; the copier
     // shows life, finds the volume `Ready` and pauses before copying.
-    let (deleter, delete_paused) = paused_driver(&g, &reg, "nfs-delete:before-intent").await;
-    let (copier, copy_paused) = paused_driver(&g, &reg, "nfs-snapshot:before-copy").await;
+    let (deleter, delete_paused) = paused_driver(g, reg, "nfs-delete:before-intent").await;
+    let (copier, copy_paused) = paused_driver(g, reg, "nfs-snapshot:before-copy").await;
     let deleting = delete_volume(&src.volume_id)(&deleter);
     wait_for("the deleter to pause before its intent", PAUSE, || {
         delete_paused.exists()
@@ -212,7 +195,7 @@ async fn a_delete_whose_intent_comes_after_a_snapshot_began_elsewhere_backs_off(
     );
     nfs_snap::delete_snapshot(&first, &s.snapshot_id).await;
     first.delete(&src.volume_id).await;
-    assert_no_leftovers(&g);
+    assert_no_leftovers(g);
 }
 
 #[tokio::test]
@@ -220,17 +203,16 @@ async fn a_snapshot_delete_whose_intent_comes_after_a_restore_began_elsewhere_ba
     if !usable("nfs_two_controllers") {
         return;
     }
-    let (g, keep, first, src) = share().await;
-    let reg = reg(keep.path());
+    let (share, first, src) = share_with_source().await;
+    let (g, reg) = (&share.g, share.reg.as_str());
     let s = snapshot(&first, "snap", &src.volume_id).await;
     let t0 = std::time::Instant::now();
     while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
         assert!(t0.elapsed() < PAUSE, "the snapshot never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (deleter, delete_paused) =
-        paused_driver(&g, &reg, "nfs-snapshot-delete:before-intent").await;
-    let (copier, copy_paused) = paused_driver(&g, &reg, "nfs-restore:after-intent").await;
+    let (deleter, delete_paused) = paused_driver(g, reg, "nfs-snapshot-delete:before-intent").await;
+    let (copier, copy_paused) = paused_driver(g, reg, "nfs-restore:after-intent").await;
     let id = s.snapshot_id.clone();
     let mut ctl = deleter.controller();
     let deleting = tokio::spawn(async move {
@@ -244,7 +226,7 @@ async fn a_snapshot_delete_whose_intent_comes_after_a_restore_began_elsewhere_ba
         delete_paused.exists()
     })
     .await;
-    let p = class(&g, &[]);
+    let p = class(g, &[]);
     let mut ctl = copier.controller();
     let r = from("restored", &p, of_snapshot(&s.snapshot_id));
     let restoring = tokio::spawn(async move { ctl.create_volume(r).await });
