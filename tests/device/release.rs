@@ -146,3 +146,27 @@ async fn a_released_device_is_cleared_by_the_operator_and_given_out_again() {
     );
     d.delete(&w.volume_id).await;
 }
+
+#[tokio::test]
+async fn a_device_another_process_held_at_the_scan_is_given_out_once_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::attach(&image(dir.path(), "held.img", 64));
+    // Another process (a probe, LVM, a second scanner) holds the device exclusively while
+    // the driver starts and scans.
+    use std::os::unix::fs::OpenOptionsExt;
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(disk.path())
+        .unwrap();
+    let d = Driver::builder()
+        .arg("--backends")
+        .arg("device")
+        .arg("--device-include")
+        .arg(disk.path())
+        .start()
+        .await;
+    drop(holder);
+    let made = create(&d, "v").await;
+    assert!(made.is_ok(), "a free blank device was refused: {made:?}");
+}

@@ -169,8 +169,25 @@ impl LocalVolumes for DeviceBackend {
             return Ok(Done::Now(self.volume_info(&rec)));
         }
         self.require_reconciled(&id_str)?;
-        let (fitting, passed) = self.fitting(&params, Some(&range), kind)?;
-        let Some(entry) = fitting.into_iter().find(|e| self.still_blank(e)) else {
+        let pick = || -> Result<(Option<Entry>, usize)> {
+            let (fitting, passed) = self.fitting(&params, Some(&range), kind)?;
+            Ok((fitting.into_iter().find(|e| self.still_blank(e)), passed))
+        };
+        let (mut found, mut passed) = pick()?;
+        if found.is_none() {
+            // A device another process held open exclusively at the last scan (a probe, a
+            // second scanner) may be free now: look at those again before answering.
+            for e in self.inventory.snapshot() {
+                let held = e.device.selected && e.device.held_exclusively;
+                let rescanned =
+                    held.then(|| self.inventory.rescan_device(&e.device.kernel_name, None));
+                if let Some(Err(err)) = rescanned {
+                    tracing::warn!(volume = %id_str, device = %e.device.dev_path.display(), error = %err, "rescan failed");
+                }
+            }
+            (found, passed) = pick()?;
+        }
+        let Some(entry) = found else {
             let (node, want, limit) = (&self.node, range.required, range.limit);
             let passed = super::port::passed_over(passed);
             let why = format!("no unclaimed device on node {node} fits {want} bytes (limit {limit}) and the class's selector{passed}");
