@@ -195,10 +195,11 @@ async fn missing_fields_are_invalid_argument() {
         ia,
         "publish without target",
     );
+    // The spec's own row: STAGE_UNSTAGE_VOLUME is set but no staging_target_path was.
     expect_code(
         n.node_publish_volume(publish_req(&id, Path::new(""), &target, mount_cap(), false))
             .await,
-        ia,
+        Code::FailedPrecondition,
         "publish without staging path",
     );
     let mut r = publish_req(&id, &staging, &target, mount_cap(), false);
