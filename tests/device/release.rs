@@ -41,6 +41,17 @@ async fn clear(
         .map(|r| r.into_inner())
 }
 
+/// A driver serving only the device backend, with `disk` its one included device.
+async fn driver_on(disk: &Disk) -> Driver {
+    Driver::builder()
+        .arg("--backends")
+        .arg("device")
+        .arg("--device-include")
+        .arg(disk.path())
+        .start()
+        .await
+}
+
 fn req(name: &str) -> csi::CreateVolumeRequest {
     csi::CreateVolumeRequest {
         parameters: [("backend".to_string(), "device".to_string())].into(),
@@ -63,13 +74,7 @@ fn refused(result: Result<ClearReleasedDeviceResponse, tonic::Status>, code: Cod
 async fn a_released_device_is_cleared_by_the_operator_and_given_out_again() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Disk::attach(&image(dir.path(), "u.img", 64));
-    let mut d = Driver::builder()
-        .arg("--backends")
-        .arg("device")
-        .arg("--device-include")
-        .arg(disk.path())
-        .start()
-        .await;
+    let mut d = driver_on(&disk).await;
     let id = create(&d, "v").await.expect("the blank device").volume_id;
     // Something the volume did not make lands on the device: its delete cannot prove the
     // device holds only what the volume wrote, so it wipes nothing and keeps it Released.
@@ -159,13 +164,7 @@ async fn a_device_another_process_held_at_the_scan_is_given_out_once_free() {
         .custom_flags(libc::O_EXCL)
         .open(disk.path())
         .unwrap();
-    let d = Driver::builder()
-        .arg("--backends")
-        .arg("device")
-        .arg("--device-include")
-        .arg(disk.path())
-        .start()
-        .await;
+    let d = driver_on(&disk).await;
     drop(holder);
     let made = create(&d, "v").await;
     assert!(made.is_ok(), "a free blank device was refused: {made:?}");

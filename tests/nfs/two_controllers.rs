@@ -56,6 +56,20 @@ pub(crate) async fn first_with_source(
     (first, src)
 }
 
+/// Asks `d` for snapshot `snap` of `src` until it is ready (60 s at most), and returns it.
+pub(crate) async fn ready_snapshot(d: &Driver, src: &str) -> csi::Snapshot {
+    let t0 = Instant::now();
+    loop {
+        let s = snapshot(d, "snap", src).await;
+        if s.ready_to_use {
+            return s;
+        }
+        let waited = t0.elapsed() < Duration::from_secs(60);
+        assert!(waited, "the snapshot never became ready\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One share, the registry file its controllers share, and the class of its volumes.
 pub(crate) struct Share {
     pub g: Ganesha,
@@ -171,15 +185,7 @@ async fn a_second_controller_never_copies_over_the_first_ones_snapshot() {
     assert!(!list(&second, &s.snapshot_id, "").await[0].ready_to_use);
     assert!(!snapshot(&second, "snap", &src.volume_id).await.ready_to_use);
 
-    let t0 = Instant::now();
-    while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the snapshot never became ready\n--- second controller ---\n{}",
-            second.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ready_snapshot(&first, &src.volume_id).await;
     assert_eq!(
         dir_names(&g.export.join(".ferrovol/snapshot-data/snap")).len(),
         FILES,
@@ -308,11 +314,7 @@ async fn a_lease_holder_restarting_never_copies_over_a_snapshot_another_controll
     // The restarted holder is asked about the snapshot meanwhile.
     assert!(!list(&holder, &s.snapshot_id, "").await[0].ready_to_use);
     fs::remove_file(&paused).unwrap();
-    let t0 = Instant::now();
-    while !snapshot(&leader, "snap", &src.volume_id).await.ready_to_use {
-        assert!(t0.elapsed() < Duration::from_secs(60), "{}", leader.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ready_snapshot(&leader, &src.volume_id).await;
     assert_eq!(
         dir_names(&g.export.join(".ferrovol/snapshot-data/snap")).len(),
         FILES,

@@ -5,7 +5,9 @@
 //! finishes), never end up `Ready` with part of what was removed. Real gRPC, real binaries, real
 //! nfs-ganesha (root only).
 
-use super::two_controllers::{clone_req, paused_driver, share_with_source, wait_for};
+use super::two_controllers::{
+    clone_req, paused_driver, ready_snapshot, share_with_source, wait_for,
+};
 use crate::common;
 use crate::common::nfs;
 use crate::common::nfs_snap;
@@ -126,11 +128,7 @@ async fn a_restore_begun_as_its_snapshot_is_deleted_elsewhere_stops_and_the_dele
     let (share, first, src) = share_with_source().await;
     let (g, reg) = (&share.g, share.reg.as_str());
     let s = snapshot(&first, "snap", &src.volume_id).await;
-    let t0 = std::time::Instant::now();
-    while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
-        assert!(t0.elapsed() < PAUSE, "the snapshot never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ready_snapshot(&first, &src.volume_id).await;
     let copier = paused_driver(g, reg, "nfs-restore:before-show").await;
     let deleter = paused_driver(g, reg, "nfs-snapshot-delete:after-intent").await;
     let p = class(g, &[]);
@@ -183,11 +181,7 @@ async fn a_delete_whose_intent_comes_after_a_snapshot_began_elsewhere_backs_off(
     assert_eq!(got.volume_id, src.volume_id, "the volume is back as it was");
 
     fs::remove_file(&copy_paused).unwrap();
-    let t0 = std::time::Instant::now();
-    while !snapshot(&copier, "snap", &src.volume_id).await.ready_to_use {
-        assert!(t0.elapsed() < PAUSE, "{}", copier.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ready_snapshot(&copier, &src.volume_id).await;
     assert_eq!(
         dir_names(&g.export.join(".ferrovol/snapshot-data/snap")).len(),
         super::two_controllers::FILES,
@@ -206,11 +200,7 @@ async fn a_snapshot_delete_whose_intent_comes_after_a_restore_began_elsewhere_ba
     let (share, first, src) = share_with_source().await;
     let (g, reg) = (&share.g, share.reg.as_str());
     let s = snapshot(&first, "snap", &src.volume_id).await;
-    let t0 = std::time::Instant::now();
-    while !snapshot(&first, "snap", &src.volume_id).await.ready_to_use {
-        assert!(t0.elapsed() < PAUSE, "the snapshot never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ready_snapshot(&first, &src.volume_id).await;
     let (deleter, delete_paused) = paused_driver(g, reg, "nfs-snapshot-delete:before-intent").await;
     let (copier, copy_paused) = paused_driver(g, reg, "nfs-restore:after-intent").await;
     let id = s.snapshot_id.clone();

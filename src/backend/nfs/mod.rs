@@ -266,18 +266,6 @@ impl NfsBackend {
         Ok(())
     }
 
-    /// Busy while another controller on `c`'s share shows life for a copy reading `source`.
-    fn refuse_read_elsewhere(&self, c: &NfsClient, source: &str) -> Result<()> {
-        let reader = self.work.copies.others_reading(c, source);
-        match reader.map_err(|e| self.err(source, e))? {
-            None => Ok(()),
-            Some(copy) => Err(Error::Busy(format!(
-                "{source} (copy {copy} of another controller on {} reads it)",
-                c.server()
-            ))),
-        }
-    }
-
     /// Runs `f` while volume `vid` is marked as being restored here; Busy when it already is.
     fn restoring<R>(&self, vid: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
         let key = layout::parse_volume_id(vid).expect("records carry our ids");

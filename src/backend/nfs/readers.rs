@@ -81,6 +81,18 @@ pub(super) fn snapshot_still_ready(
 }
 
 impl NfsBackend {
+    /// Busy while another controller on `c`'s share shows life for a copy reading `source`.
+    pub(super) fn refuse_read_elsewhere(&self, c: &NfsClient, source: &str) -> Result<()> {
+        let reader = self.work.copies.others_reading(c, source);
+        match reader.map_err(|e| self.err(source, e))? {
+            None => Ok(()),
+            Some(copy) => Err(Error::Busy(format!(
+                "{source} (copy {copy} of another controller on {} reads it)",
+                c.server()
+            ))),
+        }
+    }
+
     /// Delete side, after volume `before`'s intent `intent` was written: Busy when another
     /// controller's copy reading it shows life now; its record is then put back as `before`.
     pub(super) fn recheck_volume_readers(
